@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` and `make test`. Each creates .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The torch/torchvision pair that installs from this machine's local disk (CPU use).
+# Elsewhere: `make demo TORCH_PIN=` to take the range from pyproject.toml instead.
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+EXTRAS ?= train,server,plots,dev
+
+.PHONY: demo test lint venv clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_PIN),$(PY) -m pip install --quiet $(TORCH_PIN))
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/vlm-distill demo
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check . && $(PY) -m mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info

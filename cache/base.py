@@ -1,0 +1,85 @@
+"""The cache and ledger interfaces the teacher client plugs into, and an in-memory cache.
+
+``cache`` imports nothing else of vlm-distill, so these are plain dataclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = ["CacheEntry", "CacheLike", "LedgerLike", "LedgerRecord", "MemoryCache"]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One paid response item: a vector (embeddings) or a text (answers), plus metadata.
+
+    ``meta`` is JSON-able and never holds secrets: provider, model, kind, request_id,
+    cost_usd (decimal string), created (unix time).
+    """
+
+    vector: np.ndarray | None = None
+    text: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+class CacheLike(Protocol):
+    def get(self, key: str) -> CacheEntry | None:
+        """The entry, or None on a miss (a corrupt entry is a miss, never an exception)."""
+
+    def set_many(self, items: Iterable[tuple[str, CacheEntry]]) -> None:
+        """Store entries durably, in one transaction where the backend has them."""
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    """One billed (or possibly billed) call, or a batch of cache hits.
+
+    ``outcome`` is "ok", "malformed" (billed 200 we could not use), "timeout" /
+    "connection" (sent, outcome unknown, charged at the reservation), or "cache_hit"
+    (nothing billed; ``saved_usd`` is what the hits would have cost).
+    """
+
+    provider: str
+    model: str
+    kind: str
+    items: int
+    cost_usd: str
+    outcome: str = "ok"
+    usage: Mapping[str, int] = field(default_factory=dict)
+    request_id: str | None = None
+    saved_usd: str = "0"
+    time: float = 0.0
+
+
+class LedgerLike(Protocol):
+    def record(self, rec: LedgerRecord) -> None:
+        """Append durably (flush + fsync) before returning, except cache_hit records."""
+
+
+class MemoryCache:
+    """A dict-backed cache for tests and short scripts (nothing survives the process)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, CacheEntry] = {}
+        self.gets = 0
+        self.sets = 0
+
+    def get(self, key: str) -> CacheEntry | None:
+        self.gets += 1
+        return self._data.get(key)
+
+    def set_many(self, items: Iterable[tuple[str, CacheEntry]]) -> None:
+        for key, entry in items:
+            self.sets += 1
+            self._data[key] = entry
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data

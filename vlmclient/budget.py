@@ -1,0 +1,124 @@
+"""A hard money cap: reserve the worst case before sending, settle with the bill after.
+
+The check and the reservation happen in one step under a lock, so no number of
+concurrent requests can pass the cap together (the check-then-spend race that lets
+other libraries overspend).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from decimal import Decimal
+
+from .errors import BudgetExceededError
+
+__all__ = ["Budget", "Reservation"]
+
+
+@dataclass
+class Reservation:
+    """Money (and request/item counts) held for one request until it is settled."""
+
+    usd: Decimal
+    items: int
+    open: bool = True
+
+
+class Budget:
+    """Caps on dollars, requests and items; ``None`` means no cap.
+
+    >>> b = Budget(usd=Decimal("1.00"))
+    >>> r = b.reserve(Decimal("0.40"), items=4)
+    >>> b.settle(r, Decimal("0.35"))
+    >>> b.spent
+    Decimal('0.35')
+
+    Guarantee: ``spent <= usd`` as long as every settled cost is at most its reservation
+    (the provider billed no more than our worst-case estimate). A settle above the
+    reservation is recorded as it is: money is never hidden.
+    """
+
+    def __init__(
+        self,
+        usd: Decimal | str | None = None,
+        *,
+        max_requests: int | None = None,
+        max_items: int | None = None,
+    ) -> None:
+        self.cap = None if usd is None else Decimal(usd)
+        if self.cap is not None and self.cap < 0:
+            raise ValueError("budget must be >= 0")
+        self.max_requests = max_requests
+        self.max_items = max_items
+        self.spent = Decimal(0)
+        self.reserved = Decimal(0)
+        self.requests = 0  # sent or in flight
+        self.items = 0
+        self.overruns = 0  # settles above their reservation
+        self._lock = threading.Lock()
+
+    @property
+    def remaining(self) -> Decimal | None:
+        if self.cap is None:
+            return None
+        return self.cap - self.spent - self.reserved
+
+    def reserve(self, usd: Decimal, *, items: int = 1) -> Reservation:
+        """Hold ``usd`` for one request of ``items`` items, or raise BudgetExceededError."""
+        with self._lock:
+            if self.cap is not None and self.spent + self.reserved + usd > self.cap:
+                raise BudgetExceededError(
+                    kind="usd", cap=self.cap, spent=self.spent, reserved=self.reserved, estimate=usd
+                )
+            if self.max_requests is not None and self.requests + 1 > self.max_requests:
+                raise BudgetExceededError(
+                    kind="requests",
+                    cap=Decimal(self.max_requests),
+                    spent=Decimal(self.requests),
+                    reserved=Decimal(0),
+                    estimate=Decimal(1),
+                )
+            if self.max_items is not None and self.items + items > self.max_items:
+                raise BudgetExceededError(
+                    kind="items",
+                    cap=Decimal(self.max_items),
+                    spent=Decimal(self.items),
+                    reserved=Decimal(0),
+                    estimate=Decimal(items),
+                )
+            self.reserved += usd
+            self.requests += 1
+            self.items += items
+            return Reservation(usd=usd, items=items)
+
+    def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        """The provider billed ``actual`` for this request."""
+        with self._lock:
+            self._close(reservation)
+            self.spent += actual
+            if actual > reservation.usd:
+                self.overruns += 1
+
+    def charge_reservation(self, reservation: Reservation) -> None:
+        """Outcome unknown after sending (timeout, dropped connection): charge the worst case."""
+        self.settle(reservation, reservation.usd)
+
+    def release(self, reservation: Reservation) -> None:
+        """The provider surely did not bill (connection refused, 429, 5xx): give it back."""
+        with self._lock:
+            self._close(reservation)
+            self.requests -= 1
+            self.items -= reservation.items
+
+    def _close(self, reservation: Reservation) -> None:
+        if not reservation.open:
+            raise RuntimeError("reservation already settled or released")
+        reservation.open = False
+        self.reserved -= reservation.usd
+
+    def __repr__(self) -> str:
+        return (
+            f"Budget(cap={self.cap}, spent={self.spent}, reserved={self.reserved}, "
+            f"requests={self.requests}, items={self.items})"
+        )

@@ -1,0 +1,587 @@
+"""TeacherClient: the one way vlm-distill talks to a paid teacher.
+
+Every item goes through the same fixed pipeline::
+
+    cache lookup -> budget reserve -> rate limit -> retry(send) -> parse -> budget settle
+    -> cache put
+
+Identical items in flight at the same time share one future and one payment
+(single-flight); cache misses are batched up to the provider's limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import SecretStr
+
+from cache.base import CacheEntry, CacheLike, LedgerLike, LedgerRecord
+from cache.keys import make_key
+
+from .budget import Budget, Reservation
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    ConfigurationError,
+    RateLimitError,
+    ResponseValidationError,
+)
+from .models import (
+    AnswerRequest,
+    AnswerResult,
+    EmbeddingResult,
+    ImageEmbeddingRequest,
+    Kind,
+    Price,
+    TextEmbeddingRequest,
+    Usage,
+)
+from .prices import PriceTable
+from .providers import CallSpec, Parsed, Provider, parse_teacher
+from .providers.base import Item
+from .ratelimit import RateLimiter
+from .retry import RetryPolicy
+
+__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_TIMEOUT", "ClientStats", "TeacherClient"]
+
+log = logging.getLogger("vlmclient")
+
+# Measured on loopback (benchmarks/client_throughput.py, docs/benchmarks.md).
+DEFAULT_CONCURRENCY = 16
+DEFAULT_TIMEOUT = 60.0  # seconds per request
+CACHE_KEY_VERSION = 1
+
+R = TypeVar("R", EmbeddingResult, AnswerResult)
+EventHook = Callable[[str, int], None]
+
+
+@dataclass
+class ClientStats:
+    """Counters since the client was made (attempts, not items, unless named so)."""
+
+    requests_sent: int = 0
+    requests_ok: int = 0
+    retries: int = 0
+    failures: int = 0
+    cache_hits: int = 0
+    items_bought: int = 0
+    shared_in_flight: int = 0
+    saved_usd: Decimal = Decimal(0)
+
+
+def _default_transport(concurrency: int) -> httpx.AsyncBaseTransport:
+    # httpx's own pool degrades above ~8 connections (encode/httpcore#1035); aiohttp's
+    # does not, and keeps the httpx API and its transport seam.
+    from httpx_aiohttp import AiohttpTransport
+
+    return AiohttpTransport(limits=httpx.Limits(max_connections=concurrency))
+
+
+def _resolve_key(
+    provider: Provider, api_key: str | SecretStr | None, env: Mapping[str, str]
+) -> SecretStr:
+    if isinstance(api_key, SecretStr):
+        return api_key
+    if api_key:
+        return SecretStr(api_key)
+    for var in provider.env_vars:
+        if env.get(var):
+            return SecretStr(env[var])
+    names = " or ".join(provider.env_vars)
+    raise ConfigurationError(f"no API key for {provider.name}: set {names} (nothing was sent)")
+
+
+class TeacherClient:
+    """Async, budgeted, cached, rate-limited client for one teacher (``provider:model``).
+
+    Example (inside an async function)::
+
+        async with TeacherClient("local:pseudo-clip", budget=Budget("1.00")) as teacher:
+            [vec] = await teacher.embed_texts([TextEmbeddingRequest(text="a photo of a cat")])
+    """
+
+    def __init__(
+        self,
+        teacher: str,
+        *,
+        api_key: str | SecretStr | None = None,
+        base_url: str | None = None,
+        budget: Budget | None = None,
+        cache: CacheLike | None = None,
+        ledger: LedgerLike | None = None,
+        prices: PriceTable | None = None,
+        price: Price | None = None,
+        params: Mapping[str, Any] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        limiter: RateLimiter | None = None,
+        on_event: EventHook | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError("concurrency must be >= 1")
+        self.provider, self.model = parse_teacher(teacher)
+        self.teacher = teacher
+        self._api_key = _resolve_key(self.provider, api_key, os.environ if env is None else env)
+        self.base_url = (base_url or self.provider.default_base_url).rstrip("/")
+        self.price = price or (prices or PriceTable.default()).lookup(
+            self.provider.name, self.model
+        )
+        self.budget = budget or Budget()
+        self.params = dict(params or {})
+        self.stats = ClientStats()
+        self._cache = cache
+        self._ledger = ledger
+        self._retry = retry or RetryPolicy()
+        self._limiter = limiter or RateLimiter(rpm=rpm, tpm=tpm)
+        self._sem = asyncio.Semaphore(concurrency)
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._dims: dict[str, int] = {}
+        self._on_event = on_event
+        self._http = httpx.AsyncClient(
+            transport=transport or _default_transport(concurrency),
+            timeout=httpx.Timeout(timeout),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"TeacherClient({self.teacher!r}, base_url={self.base_url!r}, budget={self.budget!r})"
+        )
+
+    async def __aenter__(self) -> TeacherClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of the teacher's answers: provider, model, API version, parameters."""
+        return make_key(self._key_base("fingerprint"))
+
+    # -- the Teacher protocol ------------------------------------------------------------
+
+    async def embed_images(
+        self, requests: Sequence[ImageEmbeddingRequest]
+    ) -> list[EmbeddingResult]:
+        return await self._run("image_embedding", requests, EmbeddingResult)
+
+    async def embed_texts(self, requests: Sequence[TextEmbeddingRequest]) -> list[EmbeddingResult]:
+        return await self._run("text_embedding", requests, EmbeddingResult)
+
+    async def answer(self, requests: Sequence[AnswerRequest]) -> list[AnswerResult]:
+        return await self._run("answer", requests, AnswerResult)
+
+    def plan(self, kind: Kind, requests: Sequence[Item]) -> tuple[int, Decimal]:
+        """(uncached items, worst-case cost of buying them); sends nothing."""
+        misses: dict[str, Item] = {}
+        for item in requests:
+            item = self._prepare(item)
+            key = self.cache_key(kind, item)
+            if key not in misses and (self._cache is None or self._cache.get(key) is None):
+                misses[key] = item
+        total = Decimal(0)
+        for chunk in self._chunks(kind, list(misses.items())):
+            total += self.price.cost(
+                self.provider.estimate_usage(self._spec(kind, [i for _, i in chunk]))
+            )
+        return len(misses), total
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def _key_base(self, kind: str) -> dict[str, Any]:
+        return {
+            "v": CACHE_KEY_VERSION,
+            "provider": self.provider.name,
+            "model": self.model,
+            "api_version": self.provider.api_version,
+            "kind": kind,
+            "params": {**self.provider.default_params.get(kind, {}), **self.params},
+        }
+
+    def cache_key(self, kind: Kind, item: Item) -> str:
+        """sha256 of everything that changes the answer; never the key or the base URL."""
+        parts = self._key_base(kind)
+        if isinstance(item, TextEmbeddingRequest):
+            parts["text"] = item.text
+        else:
+            parts["image_sha256"] = item.image.digest
+            parts["media_type"] = item.image.media_type
+            if isinstance(item, AnswerRequest):
+                parts["prompt"] = item.prompt
+                parts["max_output_tokens"] = item.max_output_tokens
+        return make_key(parts)
+
+    def _prepare(self, item: Item) -> Item:
+        if isinstance(item, TextEmbeddingRequest):
+            return item
+        image = self.provider.prepare_image(item.image)
+        return item if image is item.image else item.model_copy(update={"image": image})
+
+    # -- pipeline ------------------------------------------------------------------------
+
+    def _event(self, name: str, n: int = 1) -> None:
+        if self._on_event is not None:
+            self._on_event(name, n)
+
+    def _cache_get(self, key: str) -> CacheEntry | None:
+        if self._cache is None:
+            return None
+        try:
+            return self._cache.get(key)
+        except Exception:  # a broken cache must not stop a paid run; treat as a miss
+            log.exception("cache read failed for one key; treating it as a miss")
+            return None
+
+    def _from_entry(self, kind: Kind, entry: CacheEntry) -> EmbeddingResult | AnswerResult:
+        rid = entry.meta.get("request_id")
+        if kind == "answer":
+            return AnswerResult(text=entry.text or "", cached=True, request_id=rid)
+        assert entry.vector is not None
+        return EmbeddingResult(vector=entry.vector, cached=True, request_id=rid)
+
+    async def _run(self, kind: Kind, requests: Sequence[Item], result_type: type[R]) -> list[R]:
+        if kind not in self.provider.kinds:
+            raise ConfigurationError(f"{self.teacher} does not offer {kind.replace('_', ' ')}s")
+        loop = asyncio.get_running_loop()
+        prepared = [self._prepare(item) for item in requests]  # InputError before any spend
+        futures: list[asyncio.Future[Any]] = []
+        to_buy: list[tuple[str, Item]] = []
+        hits = 0
+        saved = Decimal(0)
+        for item in prepared:
+            key = self.cache_key(kind, item)
+            fut = self._inflight.get(key)
+            if fut is not None:
+                self.stats.shared_in_flight += 1
+            else:
+                fut = loop.create_future()
+                entry = self._cache_get(key)
+                if entry is not None and (kind == "answer" or entry.vector is not None):
+                    fut.set_result(self._from_entry(kind, entry))
+                    hits += 1
+                    saved += Decimal(str(entry.meta.get("cost_usd", "0")))
+                else:
+                    self._inflight[key] = fut
+                    to_buy.append((key, item))
+            futures.append(fut)
+        if hits:
+            self.stats.cache_hits += hits
+            self.stats.saved_usd += saved
+            self._event("hit", hits)
+            self._record(kind, hits, Decimal(0), Usage(), outcome="cache_hit", saved=saved)
+        if to_buy:
+            await asyncio.gather(*(self._buy(kind, chunk) for chunk in self._chunks(kind, to_buy)))
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [o for o in outcomes if isinstance(o, result_type)]
+
+    def _chunks(self, kind: Kind, pairs: list[tuple[str, Item]]) -> list[list[tuple[str, Item]]]:
+        limit = self.provider.limit_for(self.model, kind)
+        max_bytes = self.provider.max_request_bytes
+        chunks: list[list[tuple[str, Item]]] = []
+        current: list[tuple[str, Item]] = []
+        size = 0
+        for key, item in pairs:
+            n = 0 if isinstance(item, TextEmbeddingRequest) else len(item.image.data)
+            if current and (len(current) >= limit or (max_bytes and size + n > max_bytes)):
+                chunks.append(current)
+                current, size = [], 0
+            current.append((key, item))
+            size += n
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _spec(self, kind: Kind, items: Sequence[Item]) -> CallSpec:
+        params = {**self.provider.default_params.get(kind, {}), **self.params}
+        return CallSpec(kind, self.model, list(items), self.base_url, self._api_key, params)
+
+    async def _buy(self, kind: Kind, chunk: list[tuple[str, Item]]) -> None:
+        spec = self._spec(kind, [item for _, item in chunk])
+        futs = [self._inflight[key] for key, _ in chunk]
+        try:
+            estimate_usage = self.provider.estimate_usage(spec)
+            estimate = self.price.cost(estimate_usage)
+            tokens = (
+                estimate_usage.input_tokens
+                + estimate_usage.output_tokens
+                + estimate_usage.image_tokens
+            )
+            parsed, cost = await self._send_with_retries(spec, estimate, tokens)
+            results = self._results(kind, parsed, cost, len(chunk))
+            self._store(kind, chunk, results, parsed, cost)
+            self.stats.items_bought += len(chunk)
+            self._event("bought", len(chunk))
+            for fut, result in zip(futs, results, strict=False):
+                if not fut.done():
+                    fut.set_result(result)
+        except asyncio.CancelledError:
+            for fut in futs:
+                fut.cancel()
+            raise
+        except BaseException as exc:
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(exc)
+        finally:
+            for key, _ in chunk:
+                self._inflight.pop(key, None)
+
+    def _results(
+        self, kind: Kind, parsed: Parsed, cost: Decimal, n: int
+    ) -> list[EmbeddingResult] | list[AnswerResult]:
+        share = cost / n
+        if kind == "answer":
+            assert parsed.texts is not None
+            return [
+                AnswerResult(
+                    text=t, cost_usd=share, request_id=parsed.request_id, usage=parsed.usage
+                )
+                for t in parsed.texts
+            ]
+        assert parsed.vectors is not None
+        return [
+            EmbeddingResult(vector=v, cost_usd=share, request_id=parsed.request_id)
+            for v in parsed.vectors
+        ]
+
+    def _store(
+        self,
+        kind: Kind,
+        chunk: list[tuple[str, Item]],
+        results: Sequence[EmbeddingResult | AnswerResult],
+        parsed: Parsed,
+        cost: Decimal,
+    ) -> None:
+        if self._cache is None:
+            return
+        meta = {
+            "provider": self.provider.name,
+            "model": self.model,
+            "kind": kind,
+            "request_id": parsed.request_id,
+            "cost_usd": str(cost / len(chunk)),
+            "created": time.time(),
+        }
+        entries = [
+            (
+                key,
+                CacheEntry(vector=r.vector, meta=meta)
+                if isinstance(r, EmbeddingResult)
+                else CacheEntry(text=r.text, meta=meta),
+            )
+            for (key, _), r in zip(chunk, results, strict=False)
+        ]
+        try:
+            self._cache.set_many(entries)
+        except Exception:
+            # The money is spent; the caller still gets the results. Say it loudly.
+            log.critical(
+                "PAID RESULTS NOT CACHED: writing %d %s results (request id %s) to the cache "
+                "failed; they are returned but a re-run would pay for them again",
+                len(entries),
+                kind,
+                parsed.request_id,
+                exc_info=True,
+            )
+
+    async def _send_with_retries(
+        self, spec: CallSpec, estimate: Decimal, tokens: int
+    ) -> tuple[Parsed, Decimal]:
+        outcome: tuple[Parsed, Decimal] | None = None
+        async for attempt in self._retry.retrying():
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    self.stats.retries += 1
+                    self._event("retry")
+                try:
+                    outcome = await self._attempt(spec, estimate, tokens)
+                except APIError:
+                    self.stats.failures += 1
+                    self._event("failure")
+                    raise
+        assert outcome is not None
+        return outcome
+
+    async def _attempt(
+        self, spec: CallSpec, estimate: Decimal, tokens: int
+    ) -> tuple[Parsed, Decimal]:
+        reservation = self.budget.reserve(estimate, items=len(spec.items))
+        try:
+            await self._sem.acquire()
+        except BaseException:
+            self.budget.release(reservation)
+            raise
+        try:
+            try:
+                await self._limiter.acquire(tokens)
+                request = self.provider.build_request(spec)
+            except BaseException:
+                self.budget.release(reservation)
+                raise
+            response = await self._send(spec, request, reservation)
+        finally:
+            self._sem.release()
+        return self._handle(spec, response, reservation)
+
+    async def _send(
+        self, spec: CallSpec, request: httpx.Request, reservation: Reservation
+    ) -> httpx.Response:
+        self.stats.requests_sent += 1
+        try:
+            return await self._http.send(request)
+        except httpx.HTTPError as exc:
+            err = self._transport_error(exc)
+            if err.sent:
+                self.budget.charge_reservation(reservation)
+                outcome = "timeout" if isinstance(err, APITimeoutError) else "connection"
+                self._record(spec.kind, len(spec.items), reservation.usd, Usage(), outcome=outcome)
+            else:
+                self.budget.release(reservation)
+            raise err from exc
+        except BaseException:
+            # Cancelled (Ctrl-C) while the request may be on the wire: assume it was billed.
+            self.budget.charge_reservation(reservation)
+            self._record(spec.kind, len(spec.items), reservation.usd, Usage(), outcome="cancelled")
+            raise
+
+    def _transport_error(self, exc: httpx.HTTPError) -> APIConnectionError:
+        name = self.provider.name
+        cause = exc.__cause__
+        if cause is not None and type(cause).__module__.startswith("aiohttp"):
+            import aiohttp
+
+            never_left = isinstance(cause, aiohttp.ClientConnectorError)
+            timed_out = isinstance(cause, (aiohttp.ServerTimeoutError, asyncio.TimeoutError))
+        else:
+            never_left = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+            timed_out = isinstance(exc, httpx.TimeoutException) and not never_left
+        if never_left:
+            return APIConnectionError(
+                f"could not connect to {self.base_url} ({exc}); nothing was sent or billed",
+                provider=name,
+                sent=False,
+            )
+        if timed_out:
+            return APITimeoutError(
+                f"no answer from {self.base_url} in time ({type(exc).__name__}); "
+                "charged at the worst-case estimate since the provider may have billed it",
+                provider=name,
+            )
+        return APIConnectionError(
+            f"connection to {self.base_url} failed after sending ({type(exc).__name__}: {exc}); "
+            "charged at the worst-case estimate",
+            provider=name,
+            sent=True,
+        )
+
+    def _handle(
+        self, spec: CallSpec, response: httpx.Response, reservation: Reservation
+    ) -> tuple[Parsed, Decimal]:
+        self._limiter.update(self.provider.rate_limit_hints(response.headers))
+        if not response.is_success:
+            self.budget.release(reservation)  # providers do not bill error statuses
+            err = self._status_error(response)
+            if isinstance(err, RateLimitError) and err.retry_after is not None:
+                self._limiter.pause(err.retry_after)  # everyone waits, not only this task
+            raise err
+        try:
+            parsed = self.provider.parse_response(spec, response)
+            self._check_dim(spec.kind, parsed, response)
+        except ResponseValidationError as exc:
+            usage = exc.usage if isinstance(exc.usage, Usage) else None
+            billed = (
+                reservation.usd
+                if usage is None or self.provider.meters_usage
+                else self.price.cost(usage)
+            )
+            self.budget.settle(reservation, billed)
+            self._record(
+                spec.kind,
+                len(spec.items),
+                billed,
+                usage or Usage(),
+                outcome="malformed",
+                request_id=exc.request_id,
+            )
+            log.warning("rejected a billed response: %s", exc)
+            raise
+        cost = reservation.usd if self.provider.meters_usage else self.price.cost(parsed.usage)
+        self.budget.settle(reservation, cost)
+        self._record(
+            spec.kind,
+            len(spec.items),
+            cost,
+            parsed.usage,
+            outcome="ok",
+            request_id=parsed.request_id,
+        )
+        self.stats.requests_ok += 1
+        return parsed, cost
+
+    def _status_error(self, response: httpx.Response) -> APIStatusError:
+        err = self.provider.classify_error(response)
+        err.provider = self.provider.name
+        err.args = (f"{self.provider.name} ({self.teacher}): {err.args[0] if err.args else ''}",)
+        return err
+
+    def _check_dim(self, kind: Kind, parsed: Parsed, response: httpx.Response) -> None:
+        if not parsed.vectors:
+            return
+        dim = int(parsed.vectors[0].shape[0])
+        expected = self._dims.setdefault(kind, dim)
+        if dim != expected:
+            raise ResponseValidationError(
+                f"embedding dimension {dim} differs from the {expected} seen before",
+                provider=self.provider.name,
+                request_id=parsed.request_id,
+            )
+
+    def _record(
+        self,
+        kind: str,
+        items: int,
+        cost: Decimal,
+        usage: Usage,
+        *,
+        outcome: str,
+        request_id: str | None = None,
+        saved: Decimal = Decimal(0),
+    ) -> None:
+        if self._ledger is None:
+            return
+        rec = LedgerRecord(
+            provider=self.provider.name,
+            model=self.model,
+            kind=kind,
+            items=items,
+            cost_usd=str(cost),
+            outcome=outcome,
+            usage={k: v for k, v in usage.model_dump().items() if v},
+            request_id=request_id,
+            saved_usd=str(saved),
+            time=time.time(),
+        )
+        # A ledger failure on a billed call is not swallowed: the caller must know that
+        # the spend record is incomplete.
+        self._ledger.record(rec)

@@ -1,0 +1,208 @@
+"""The one error tree of vlm-distill.
+
+Every failure a user can meet derives from :class:`VLMError`. Foreign exceptions
+(httpx, aiohttp, json, pydantic) are translated at the boundary with ``raise ... from exc``
+so callers only ever need ``except VLMError``.
+
+::
+
+    VLMError
+    ├── ConfigurationError          bad flags, missing key, unknown provider (nothing was sent)
+    ├── BudgetExceededError         a request would pass a cap (nothing was sent)
+    ├── InputError                  an image or text we cannot send (nothing was sent)
+    └── APIError                    something went wrong talking to the provider
+        ├── APIConnectionError      no HTTP response (``sent`` says if it may have been billed)
+        │   └── APITimeoutError
+        ├── ResponseValidationError a 200 whose body we could not use (billed, never cached)
+        └── APIStatusError          a non-2xx answer
+            ├── BadRequestError (400/422), AuthenticationError (401), PermissionDeniedError (403)
+            ├── NotFoundError (404), RequestTooLargeError (413)
+            ├── RateLimitError (429, retryable)
+            ├── QuotaExceededError (429/402 that retrying cannot fix)
+            ├── OverloadedError (503/529)
+            └── InternalServerError (other 5xx)
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "ConfigurationError",
+    "InputError",
+    "InternalServerError",
+    "NotFoundError",
+    "OverloadedError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "RequestTooLargeError",
+    "ResponseValidationError",
+    "VLMError",
+]
+
+
+class VLMError(Exception):
+    """Root of every error raised by vlm-distill."""
+
+
+class ConfigurationError(VLMError):
+    """The configuration cannot work (missing API key, unknown provider, bad price file)."""
+
+
+class InputError(VLMError):
+    """An input item cannot be sent (unreadable image, empty text)."""
+
+
+class BudgetExceededError(VLMError):
+    """Sending the request could pass a cap; nothing was sent.
+
+    ``kind`` names the cap: ``"usd"``, ``"requests"`` or ``"items"``.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        cap: Decimal,
+        spent: Decimal,
+        reserved: Decimal,
+        estimate: Decimal,
+    ) -> None:
+        self.kind = kind
+        self.cap = cap
+        self.spent = spent
+        self.reserved = reserved
+        self.estimate = estimate
+        if kind == "usd":
+            what = (
+                f"budget of ${cap} would be exceeded: spent ${spent}, reserved ${reserved} "
+                f"by requests in flight, and the next request may cost up to ${estimate}"
+            )
+        else:
+            what = (
+                f"cap of {cap} {kind} would be exceeded: {spent} used, {reserved} in flight, "
+                f"next request needs {estimate}"
+            )
+        super().__init__(
+            f"{what}. Nothing was sent; raise the cap to continue (cached work is kept)."
+        )
+
+
+class APIError(VLMError):
+    """A call to a provider failed."""
+
+    def __init__(self, message: str, *, provider: str = "", request_id: str | None = None) -> None:
+        self.provider = provider
+        self.request_id = request_id
+        suffix = f" (request id {request_id})" if request_id else ""
+        super().__init__(f"{provider + ': ' if provider else ''}{message}{suffix}")
+
+
+class APIConnectionError(APIError):
+    """No HTTP response arrived.
+
+    ``sent`` is False only when the request provably never left (connection refused),
+    in which case the provider cannot have billed it.
+    """
+
+    def __init__(self, message: str, *, provider: str = "", sent: bool = True) -> None:
+        self.sent = sent
+        super().__init__(message, provider=provider)
+
+
+class APITimeoutError(APIConnectionError):
+    """The provider did not answer in time; the request may have been billed."""
+
+
+class ResponseValidationError(APIError):
+    """A 2xx response whose body is unusable (missing field, wrong dimension, NaN).
+
+    The provider billed it; the result is never cached. ``usage`` is what the body
+    said was billed, when it said so (otherwise the client charges its estimate).
+    """
+
+    usage: object | None = None
+
+
+class APIStatusError(APIError):
+    """The provider answered with a non-2xx status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        provider: str = "",
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.retry_after = retry_after
+        super().__init__(f"HTTP {status_code}: {message}", provider=provider, request_id=request_id)
+
+
+class BadRequestError(APIStatusError):
+    """400/422: the provider rejected the request body; fix the input or the model name."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing, wrong or revoked."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not use this model or endpoint."""
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown model or endpoint; check the model name and base URL."""
+
+
+class RequestTooLargeError(APIStatusError):
+    """413: the request body is too large; use smaller batches or images."""
+
+
+class RateLimitError(APIStatusError):
+    """429 that clears with time; retried after ``retry_after`` seconds when given."""
+
+
+class QuotaExceededError(APIStatusError):
+    """A quota or balance is exhausted (OpenAI insufficient_quota, Jina 402, ...): not retried."""
+
+
+class OverloadedError(APIStatusError):
+    """503/529: the provider is overloaded; retried with backoff."""
+
+
+class InternalServerError(APIStatusError):
+    """Other 5xx; retried with backoff."""
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: QuotaExceededError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    413: RequestTooLargeError,
+    422: BadRequestError,
+    429: RateLimitError,
+    503: OverloadedError,
+    529: OverloadedError,
+}
+
+
+def status_error_class(status_code: int) -> type[APIStatusError]:
+    """The error class for an HTTP status (providers refine quota 429s themselves)."""
+    if status_code in _STATUS_CLASSES:
+        return _STATUS_CLASSES[status_code]
+    if status_code >= 500:
+        return InternalServerError
+    return APIStatusError

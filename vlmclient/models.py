@@ -1,0 +1,185 @@
+"""Typed requests, results, usage and prices: the data that crosses the client's boundary."""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import InputError
+
+__all__ = [
+    "AnswerRequest",
+    "AnswerResult",
+    "EmbeddingResult",
+    "Image",
+    "ImageEmbeddingRequest",
+    "Kind",
+    "Price",
+    "TextEmbeddingRequest",
+    "Usage",
+    "sniff_media_type",
+]
+
+Kind = Literal["image_embedding", "text_embedding", "answer"]
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+)
+
+
+def sniff_media_type(data: bytes) -> str:
+    """Media type from the file's magic bytes; raises :class:`InputError` for non-images.
+
+    >>> sniff_media_type(b"\\x89PNG\\r\\n\\x1a\\n....")
+    'image/png'
+    """
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    for magic, media_type in _MAGIC:
+        if data.startswith(magic):
+            return media_type
+    raise InputError("not a PNG, JPEG, GIF, BMP or WebP image (unknown magic bytes)")
+
+
+class Image(BaseModel):
+    """Image bytes exactly as they will be sent, with their media type.
+
+    >>> img = Image.from_bytes(open("cat.png", "rb").read())  # doctest: +SKIP
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    data: bytes = Field(repr=False)
+    media_type: str
+
+    @field_validator("data")
+    @classmethod
+    def _not_empty(cls, v: bytes) -> bytes:
+        if not v:
+            raise ValueError("image is empty (zero bytes)")
+        return v
+
+    @classmethod
+    def from_bytes(cls, data: bytes, media_type: str | None = None) -> Image:
+        return cls(data=data, media_type=media_type or sniff_media_type(data))
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> Image:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read image {path!s}: {exc.strerror or exc}") from exc
+        if not data:
+            raise InputError(f"image {path!s} is empty (zero bytes)")
+        try:
+            return cls.from_bytes(data)
+        except InputError as exc:
+            raise InputError(f"{path!s}: {exc}") from exc
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of the bytes: the image's identity in cache keys (file names do not matter)."""
+        return hashlib.sha256(self.data).hexdigest()
+
+
+class ImageEmbeddingRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["image_embedding"] = "image_embedding"
+    image: Image
+
+
+class TextEmbeddingRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["text_embedding"] = "text_embedding"
+    text: str = Field(min_length=1)
+
+
+class AnswerRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["answer"] = "answer"
+    image: Image
+    prompt: str = Field(min_length=1)
+    max_output_tokens: int = Field(default=64, ge=1, le=65536)
+
+
+class Usage(BaseModel):
+    """What the provider billed (or, for providers that report nothing, what we meter)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    image_tokens: int = 0
+    images: int = 0
+    image_pixels: int = 0
+    characters: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{k: getattr(self, k) + getattr(other, k) for k in Usage.model_fields})
+
+
+_M = Decimal(1_000_000)
+
+
+class Price(BaseModel):
+    """Prices of one provider:model in USD. Every field defaults to zero.
+
+    >>> Price(usd_per_image=Decimal("0.0001")).cost(Usage(images=3))
+    Decimal('0.0003')
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    usd_per_image: Decimal = Decimal(0)
+    usd_per_1m_input_tokens: Decimal = Decimal(0)
+    usd_per_1m_output_tokens: Decimal = Decimal(0)
+    usd_per_1m_image_tokens: Decimal = Decimal(0)
+    usd_per_1b_pixels: Decimal = Decimal(0)
+    usd_per_1k_characters: Decimal = Decimal(0)
+    verified_on: str | None = None
+    source: str | None = None
+
+    def cost(self, usage: Usage) -> Decimal:
+        return (
+            self.usd_per_image * usage.images
+            + self.usd_per_1m_input_tokens * usage.input_tokens / _M
+            + self.usd_per_1m_output_tokens * usage.output_tokens / _M
+            + self.usd_per_1m_image_tokens * usage.image_tokens / _M
+            + self.usd_per_1b_pixels * usage.image_pixels / Decimal(1_000_000_000)
+            + self.usd_per_1k_characters * usage.characters / Decimal(1000)
+        )
+
+
+class EmbeddingResult(BaseModel):
+    """One embedding. ``cost_usd`` is this item's share of its request (0 for a cache hit)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    vector: np.ndarray = Field(repr=False)
+    cost_usd: Decimal = Decimal(0)
+    cached: bool = False
+    request_id: str | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.vector.shape[0])
+
+
+class AnswerResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    cost_usd: Decimal = Decimal(0)
+    cached: bool = False
+    request_id: str | None = None
+    usage: Usage = Usage()

@@ -1,0 +1,81 @@
+"""The price table: package data, overridable by a user's price file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import ConfigurationError
+from .models import Price
+
+__all__ = ["PriceTable", "load_prices"]
+
+
+def _parse(entries: Mapping[str, Any], origin: str) -> dict[str, Price]:
+    out: dict[str, Price] = {}
+    for key, value in entries.items():
+        if key.startswith("_"):
+            continue
+        if ":" not in key or not isinstance(value, dict):
+            raise ConfigurationError(
+                f"{origin}: entry {key!r} must be 'provider:model' -> an object of prices"
+            )
+        try:
+            for field, v in value.items():
+                if field.startswith("usd_") and Decimal(str(v)) < 0:
+                    raise ConfigurationError(f"{origin}: {key}.{field} is negative")
+            out[key] = Price.model_validate(
+                {k: (str(v) if k.startswith("usd_") else v) for k, v in value.items()}
+            )
+        except (ValidationError, InvalidOperation) as exc:
+            raise ConfigurationError(f"{origin}: bad prices for {key!r}: {exc}") from exc
+    return out
+
+
+class PriceTable:
+    """Prices by ``provider:model``, with ``provider:*`` as a fallback.
+
+    >>> PriceTable.default().lookup("cohere", "embed-v4.0").usd_per_1m_image_tokens
+    Decimal('0.47')
+    """
+
+    def __init__(self, prices: Mapping[str, Price]) -> None:
+        self.prices = dict(prices)
+
+    @classmethod
+    def default(cls) -> PriceTable:
+        text = resources.files("vlmclient").joinpath("prices.json").read_text()
+        return cls(_parse(json.loads(text), "built-in prices.json"))
+
+    def with_file(self, path: str | Path) -> PriceTable:
+        """A copy with the entries of a JSON price file on top."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read price file {path}: {exc}") from exc
+        except ValueError as exc:
+            raise ConfigurationError(f"price file {path} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"price file {path} must hold a JSON object")
+        return PriceTable({**self.prices, **_parse(data, str(path))})
+
+    def lookup(self, provider: str, model: str) -> Price:
+        for key in (f"{provider}:{model}", f"{provider}:*"):
+            if key in self.prices:
+                return self.prices[key]
+        raise ConfigurationError(
+            f"no price known for {provider}:{model}, so the budget cannot be enforced; "
+            f'give one with --price-file (e.g. {{"{provider}:{model}": '
+            f'{{"usd_per_1m_input_tokens": "0.10"}}}})'
+        )
+
+
+def load_prices(price_file: str | Path | None = None) -> PriceTable:
+    table = PriceTable.default()
+    return table.with_file(price_file) if price_file else table

@@ -1,0 +1,40 @@
+"""Provider adapters, looked up by name in one explicit dict."""
+
+from __future__ import annotations
+
+from ..errors import ConfigurationError
+from .base import CallSpec, Parsed, Provider, RateLimitHints
+from .cohere import COHERE
+from .local import LOCAL
+from .openai import OPENAI
+
+__all__ = [
+    "PROVIDERS",
+    "CallSpec",
+    "Parsed",
+    "Provider",
+    "RateLimitHints",
+    "get_provider",
+    "parse_teacher",
+]
+
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (LOCAL, COHERE, OPENAI)}
+
+
+def get_provider(name: str) -> Provider:
+    try:
+        return PROVIDERS[name]
+    except KeyError:
+        known = ", ".join(sorted(PROVIDERS))
+        raise ConfigurationError(f"unknown provider {name!r}; known: {known}") from None
+
+
+def parse_teacher(teacher: str) -> tuple[Provider, str]:
+    """``"cohere:embed-v4.0"`` -> (COHERE, "embed-v4.0")."""
+    provider, sep, model = teacher.partition(":")
+    if not sep or not provider or not model:
+        raise ConfigurationError(
+            f"teacher {teacher!r} must be spelled provider:model, e.g. cohere:embed-v4.0 "
+            "or local:pseudo-clip"
+        )
+    return get_provider(provider), model

@@ -1,0 +1,216 @@
+"""The provider adapter contract: plain functions bundled in a frozen record.
+
+An adapter knows one wire format. It never sends anything: the client builds an
+``httpx.Request`` with ``build_request``, sends it, and hands the response to
+``parse_response`` (2xx) or ``classify_error`` (anything else).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import httpx
+import numpy as np
+from pydantic import SecretStr
+
+from ..errors import APIStatusError, ResponseValidationError, status_error_class
+from ..models import (
+    AnswerRequest,
+    Image,
+    ImageEmbeddingRequest,
+    Kind,
+    TextEmbeddingRequest,
+    Usage,
+)
+
+__all__ = [
+    "CallSpec",
+    "Parsed",
+    "Provider",
+    "RateLimitHints",
+    "data_uri",
+    "default_classify_error",
+    "parse_retry_after",
+    "vectors_from",
+]
+
+Item: TypeAlias = ImageEmbeddingRequest | TextEmbeddingRequest | AnswerRequest
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """Everything one HTTP request to a provider depends on."""
+
+    kind: Kind
+    model: str
+    items: Sequence[Item]
+    base_url: str
+    api_key: SecretStr = field(repr=False)
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What a 2xx response yields: one vector or one text per item, plus usage."""
+
+    usage: Usage
+    vectors: list[np.ndarray] | None = None
+    texts: list[str] | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RateLimitHints:
+    """What the response headers say about the remaining rate limit (None = not said)."""
+
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+    reset_requests_s: float | None = None
+    reset_tokens_s: float | None = None
+    limit_requests: int | None = None
+    limit_tokens: int | None = None
+
+
+def _no_hints(headers: httpx.Headers) -> RateLimitHints:
+    return RateLimitHints()
+
+
+def _same_image(image: Image) -> Image:
+    return image
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One provider's wire format, limits and metering, as plain functions."""
+
+    name: str
+    env_vars: tuple[str, ...]
+    default_base_url: str
+    api_version: str
+    max_batch: Mapping[Kind, int]
+    build_request: Callable[[CallSpec], httpx.Request]
+    parse_response: Callable[[CallSpec, httpx.Response], Parsed]
+    estimate_usage: Callable[[CallSpec], Usage]
+    classify_error: Callable[[httpx.Response], APIStatusError] = field(
+        default_factory=lambda: default_classify_error
+    )
+    rate_limit_hints: Callable[[httpx.Headers], RateLimitHints] = _no_hints
+    prepare_image: Callable[[Image], Image] = _same_image
+    # Per-model batch limit; None means max_batch[kind] for every model.
+    batch_limit: Callable[[str, str], int] | None = None
+    # Cap on the summed image bytes of one request (None = no cap beyond the count).
+    max_request_bytes: int | None = None
+    # True when responses carry no usage, so the estimate is the bill (Vertex, Titan).
+    meters_usage: bool = False
+    default_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(self.max_batch)
+
+    def limit_for(self, model: str, kind: Kind) -> int:
+        """Most items one request of ``kind`` may carry for ``model``."""
+        if self.batch_limit is not None:
+            return self.batch_limit(model, kind)
+        return self.max_batch[kind]
+
+
+def data_uri(image: Image) -> str:
+    """``data:<media type>;base64,<bytes>``."""
+    return f"data:{image.media_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, ``Retry-After`` (seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if ra is None:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+    from time import time
+
+    try:
+        when = parsedate_to_datetime(ra)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time())
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("detail") or err.get("type")
+            if msg:
+                return str(msg)[:300]
+        if isinstance(err, str):
+            return err[:300]
+        for k in ("message", "detail"):
+            if k in body:
+                return str(body[k])[:300]
+    return response.text[:300]
+
+
+def request_id_of(response: httpx.Response) -> str | None:
+    for h in ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray"):
+        if h in response.headers:
+            return response.headers[h]
+    return None
+
+
+def default_classify_error(response: httpx.Response) -> APIStatusError:
+    """Map a non-2xx response to the error tree by status code."""
+    cls = status_error_class(response.status_code)
+    return cls(
+        _message(response),
+        status_code=response.status_code,
+        request_id=request_id_of(response),
+        retry_after=parse_retry_after(response.headers),
+    )
+
+
+def vectors_from(
+    rows: Any, *, expected: int, request_id: str | None, provider: str
+) -> list[np.ndarray]:
+    """Validate a list of embedding rows: right count, one dimension, finite numbers."""
+    if not isinstance(rows, list) or len(rows) != expected:
+        got = len(rows) if isinstance(rows, list) else type(rows).__name__
+        raise ResponseValidationError(
+            f"expected {expected} embeddings, got {got}", provider=provider, request_id=request_id
+        )
+    try:
+        mat = np.asarray(rows, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ResponseValidationError(
+            f"embeddings are not numeric rows of one length: {exc}",
+            provider=provider,
+            request_id=request_id,
+        ) from exc
+    if mat.ndim != 2 or mat.shape[1] == 0:
+        raise ResponseValidationError(
+            f"embeddings have shape {mat.shape}, expected (n, dim)",
+            provider=provider,
+            request_id=request_id,
+        )
+    if not np.isfinite(mat).all():
+        raise ResponseValidationError(
+            "embeddings contain NaN or infinity", provider=provider, request_id=request_id
+        )
+    return list(mat)

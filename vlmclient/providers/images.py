@@ -1,0 +1,65 @@
+"""Image preparation before upload: size from the header, downscale oversized images.
+
+Estimates are computed on the image actually sent, so preparation runs before the
+estimate and before the cache key (the key hashes the bytes that are sent).
+"""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+
+from PIL import Image as PILImage
+
+from ..errors import InputError
+from ..models import Image
+
+__all__ = ["MAX_UPLOAD_BYTES", "MAX_UPLOAD_SIDE", "downscale", "image_size", "prepare_for_upload"]
+
+MAX_UPLOAD_SIDE = 2048  # px, long edge; every provider here accepts this
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # smallest per-image cap among the providers (Cohere v3)
+MAX_DECODE_PIXELS = 80_000_000  # refuse decompression bombs before decoding
+
+
+@lru_cache(maxsize=4096)
+def _size(data: bytes) -> tuple[int, int]:
+    try:
+        with PILImage.open(io.BytesIO(data)) as im:
+            return int(im.width), int(im.height)
+    except Exception as exc:  # PIL raises many types for bad files
+        raise InputError(f"cannot read image header: {exc}") from exc
+
+
+def image_size(image: Image) -> tuple[int, int]:
+    """(width, height) from the header, without decoding the pixels."""
+    return _size(image.data)
+
+
+def downscale(image: Image, *, max_side: int, max_bytes: int, quality: int = 90) -> Image:
+    """The image itself when within limits, else a JPEG (or PNG with alpha) that fits."""
+    w, h = image_size(image)
+    if max(w, h) <= max_side and len(image.data) <= max_bytes:
+        return image
+    if w * h > MAX_DECODE_PIXELS:
+        raise InputError(f"image of {w}x{h} pixels is too large to decode safely")
+    with PILImage.open(io.BytesIO(image.data)) as im:
+        im.load()
+        scale = min(1.0, max_side / max(w, h))
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        im = im.resize(size, PILImage.Resampling.BICUBIC) if scale < 1 else im
+        out = io.BytesIO()
+        if (im.mode in ("RGBA", "LA", "P") and "transparency" in im.info) or im.mode == "RGBA":
+            im.save(out, "PNG", compress_level=1)
+            media_type = "image/png"
+        else:
+            im.convert("RGB").save(out, "JPEG", quality=quality)
+            media_type = "image/jpeg"
+    data = out.getvalue()
+    if len(data) > max_bytes:
+        raise InputError(f"image still {len(data)} bytes after downscaling to {size}")
+    return Image(data=data, media_type=media_type)
+
+
+def prepare_for_upload(image: Image) -> Image:
+    """Default preparation: long edge <= 2048 px and <= 5 MB."""
+    return downscale(image, max_side=MAX_UPLOAD_SIDE, max_bytes=MAX_UPLOAD_BYTES)

@@ -1,0 +1,59 @@
+"""``local:``: the bundled teacher server (``vlm-distill serve-teacher``).
+
+Embeddings speak Cohere's wire format at ``{base}/v2/embed``; answers speak OpenAI's
+chat format at ``{base}/v1/chat/completions``. Default base URL is loopback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import httpx
+
+from . import cohere, openai
+from .base import CallSpec, Parsed, Provider
+from .images import prepare_for_upload
+
+__all__ = ["DEFAULT_LOCAL_URL", "LOCAL", "TOKEN_ENV"]
+
+DEFAULT_LOCAL_URL = "http://127.0.0.1:8089"
+TOKEN_ENV = "VLM_DISTILL_TEACHER_TOKEN"
+
+
+def _openai_spec(spec: CallSpec) -> CallSpec:
+    return dataclasses.replace(spec, base_url=spec.base_url.rstrip("/") + "/v1")
+
+
+def build_request(spec: CallSpec) -> httpx.Request:
+    if spec.kind == "answer":
+        return openai.build_request(_openai_spec(spec))
+    return cohere.build_request(spec)
+
+
+def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
+    if spec.kind == "answer":
+        return openai.parse_response(spec, response)
+    return cohere.parse_response(spec, response)
+
+
+LOCAL = Provider(
+    name="local",
+    env_vars=(TOKEN_ENV,),
+    default_base_url=DEFAULT_LOCAL_URL,
+    api_version="v2",
+    max_batch={
+        "image_embedding": cohere.MAX_IMAGES_V4,
+        "text_embedding": cohere.MAX_TEXTS,
+        "answer": 1,
+    },
+    max_request_bytes=cohere.MAX_REQUEST_IMAGE_BYTES,
+    build_request=build_request,
+    parse_response=parse_response,
+    estimate_usage=lambda spec: (
+        openai.estimate_usage(spec) if spec.kind == "answer" else cohere.estimate_usage(spec)
+    ),
+    classify_error=openai.classify_error,
+    rate_limit_hints=openai.rate_limit_hints,
+    prepare_image=prepare_for_upload,
+    description="the bundled local teacher (vlm-distill serve-teacher), Cohere + OpenAI formats",
+)

@@ -1,0 +1,227 @@
+"""OpenAI and any OpenAI-compatible server: text embeddings and image answers.
+
+``POST {base}/embeddings`` for text, ``POST {base}/chat/completions`` with an
+``image_url`` data-URL part for answers. Base URL includes the ``/v1`` prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import httpx
+
+from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
+from ..models import AnswerRequest, TextEmbeddingRequest, Usage
+from .base import (
+    CallSpec,
+    Parsed,
+    Provider,
+    RateLimitHints,
+    data_uri,
+    default_classify_error,
+    request_id_of,
+    vectors_from,
+)
+from .images import image_size, prepare_for_upload
+
+__all__ = ["OPENAI", "parse_duration"]
+
+NAME = "openai"
+MAX_EMBEDDING_INPUTS = 2048  # CreateEmbeddingRequest maxItems
+# Worst-case tokens per image (gpt-4o "high" detail: 2048 fit, 768 short side, 512 tiles).
+CHARS_PER_TOKEN_FLOOR = 1  # worst case: one token per character
+
+
+def _auth(spec: CallSpec) -> dict[str, str]:
+    return {"Authorization": f"Bearer {spec.api_key.get_secret_value()}"}
+
+
+def _post(spec: CallSpec, path: str, body: dict[str, Any]) -> httpx.Request:
+    return httpx.Request(
+        "POST",
+        spec.base_url.rstrip("/") + path,
+        headers={**_auth(spec), "Content-Type": "application/json"},
+        content=json.dumps(body, separators=(",", ":")).encode(),
+    )
+
+
+def embedding_body(spec: CallSpec) -> dict[str, Any]:
+    texts = []
+    for item in spec.items:
+        assert isinstance(item, TextEmbeddingRequest)
+        texts.append(item.text)
+    return {"model": spec.model, "input": texts, "encoding_format": "float", **spec.params}
+
+
+def chat_body(spec: CallSpec) -> dict[str, Any]:
+    (item,) = spec.items
+    assert isinstance(item, AnswerRequest)
+    content = [
+        {"type": "text", "text": item.prompt},
+        {"type": "image_url", "image_url": {"url": data_uri(item.image), "detail": "low"}},
+    ]
+    return {
+        "model": spec.model,
+        "messages": [{"role": "user", "content": content}],
+        "max_completion_tokens": item.max_output_tokens,
+        **spec.params,
+    }
+
+
+def build_request(spec: CallSpec) -> httpx.Request:
+    if spec.kind == "text_embedding":
+        return _post(spec, "/embeddings", embedding_body(spec))
+    if spec.kind == "answer":
+        return _post(spec, "/chat/completions", chat_body(spec))
+    raise ValueError(f"openai adapter does not do {spec.kind}")
+
+
+def _json(response: httpx.Response, rid: str | None) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise ResponseValidationError(
+            "response is not JSON", provider=NAME, request_id=rid
+        ) from exc
+    if not isinstance(body, dict):
+        raise ResponseValidationError(
+            "response is not a JSON object", provider=NAME, request_id=rid
+        )
+    return body
+
+
+def _int(obj: Any, key: str) -> int:
+    v = obj.get(key, 0) if isinstance(obj, dict) else 0
+    return int(v) if isinstance(v, int) and v >= 0 else 0
+
+
+def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
+    rid = request_id_of(response)
+    body = _json(response, rid)
+    usage_obj = body.get("usage") or {}
+    if spec.kind == "text_embedding":
+        data = body.get("data")
+        if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+            raise ResponseValidationError("missing data[]", provider=NAME, request_id=rid)
+        rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
+        vecs = vectors_from(rows, expected=len(spec.items), request_id=rid, provider=NAME)
+        usage = Usage(input_tokens=_int(usage_obj, "prompt_tokens"))
+        return Parsed(usage=usage, vectors=vecs, request_id=rid or body.get("id"))
+    choices = body.get("choices")
+    try:
+        text = choices[0]["message"]["content"]  # type: ignore[index]
+    except (TypeError, KeyError, IndexError) as exc:
+        raise ResponseValidationError(
+            "missing choices[0].message.content", provider=NAME, request_id=rid
+        ) from exc
+    if not isinstance(text, str):
+        raise ResponseValidationError("answer content is not text", provider=NAME, request_id=rid)
+    details = usage_obj.get("completion_tokens_details") or {}
+    usage = Usage(
+        input_tokens=_int(usage_obj, "prompt_tokens"),
+        # reasoning tokens are already inside completion_tokens at OpenAI
+        output_tokens=max(_int(usage_obj, "completion_tokens"), _int(details, "reasoning_tokens")),
+    )
+    return Parsed(usage=usage, texts=[text], request_id=rid or body.get("id"))
+
+
+def image_tokens_low_detail(width: int, height: int) -> int:
+    """OpenAI ``detail: low``: a flat 85 tokens whatever the size."""
+    return 85
+
+
+def text_tokens_upper_bound(text: str) -> int:
+    """A safe upper bound without a tokenizer: UTF-8 bytes (no BPE token is shorter)."""
+    return len(text.encode("utf-8")) // CHARS_PER_TOKEN_FLOOR + 1
+
+
+def estimate_usage(spec: CallSpec) -> Usage:
+    if spec.kind == "text_embedding":
+        return Usage(
+            input_tokens=sum(
+                text_tokens_upper_bound(i.text)
+                for i in spec.items
+                if isinstance(i, TextEmbeddingRequest)
+            )
+        )
+    (item,) = spec.items
+    assert isinstance(item, AnswerRequest)
+    w, h = image_size(item.image)
+    # message framing (~10 tokens) + prompt + image + the whole output allowance
+    return Usage(
+        input_tokens=16 + text_tokens_upper_bound(item.prompt) + image_tokens_low_detail(w, h),
+        output_tokens=item.max_output_tokens,
+    )
+
+
+_DURATION = re.compile(
+    r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$"
+)
+
+
+def parse_duration(value: str | None) -> float | None:
+    """OpenAI reset durations: ``1s``, ``6m0s``, ``20ms``, ``1h2m3.5s`` -> seconds."""
+    if not value:
+        return None
+    m = _DURATION.match(value.strip())
+    if not m or not any(m.groups()):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    h, mnt, s, ms = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mnt * 60 + s + ms / 1000
+
+
+def _opt_int(headers: httpx.Headers, name: str) -> int | None:
+    v = headers.get(name)
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def rate_limit_hints(headers: httpx.Headers) -> RateLimitHints:
+    return RateLimitHints(
+        limit_requests=_opt_int(headers, "x-ratelimit-limit-requests"),
+        limit_tokens=_opt_int(headers, "x-ratelimit-limit-tokens"),
+        remaining_requests=_opt_int(headers, "x-ratelimit-remaining-requests"),
+        remaining_tokens=_opt_int(headers, "x-ratelimit-remaining-tokens"),
+        reset_requests_s=parse_duration(headers.get("x-ratelimit-reset-requests")),
+        reset_tokens_s=parse_duration(headers.get("x-ratelimit-reset-tokens")),
+    )
+
+
+def classify_error(response: httpx.Response) -> APIStatusError:
+    err = default_classify_error(response)
+    if response.status_code == 429:
+        try:
+            code = (response.json().get("error") or {}).get("code")
+        except (ValueError, AttributeError):
+            code = None
+        if code == "insufficient_quota":
+            return QuotaExceededError(
+                "insufficient_quota: the account is out of credit; add credit, then run again",
+                status_code=429,
+                provider=NAME,
+                request_id=err.request_id,
+            )
+    return err
+
+
+OPENAI = Provider(
+    name=NAME,
+    env_vars=("OPENAI_API_KEY",),
+    default_base_url="https://api.openai.com/v1",
+    api_version="v1",
+    max_batch={"text_embedding": MAX_EMBEDDING_INPUTS, "answer": 1},
+    build_request=build_request,
+    parse_response=parse_response,
+    estimate_usage=estimate_usage,
+    classify_error=classify_error,
+    rate_limit_hints=rate_limit_hints,
+    prepare_image=prepare_for_upload,
+    description="OpenAI or any OpenAI-compatible server (text embeddings, image answers)",
+)

@@ -1,0 +1,93 @@
+"""The retry policy: bounded, only for errors that time can fix, honouring Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+)
+
+from .errors import (
+    APIConnectionError,
+    InternalServerError,
+    OverloadedError,
+    RateLimitError,
+    ResponseValidationError,
+)
+
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "INITIAL_RETRY_DELAY",
+    "MAX_RETRY_AFTER",
+    "MAX_RETRY_DELAY",
+    "RetryPolicy",
+    "is_retryable",
+]
+
+DEFAULT_MAX_ATTEMPTS = 4  # one try and three retries
+INITIAL_RETRY_DELAY = 0.5  # seconds, doubled per retry
+MAX_RETRY_DELAY = 8.0  # cap of the exponential backoff
+MAX_RETRY_AFTER = 120.0  # cap on a provider's Retry-After / retryDelay
+OVERLOAD_FACTOR = 2.0  # 503/529 wait twice as long as other 5xx
+
+_RETRYABLE = (
+    APIConnectionError,  # includes timeouts
+    RateLimitError,
+    OverloadedError,
+    InternalServerError,
+    ResponseValidationError,
+)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Timeouts, connection errors, rate-limit 429s, 5xx/529 and malformed 200s.
+
+    Never: 400/401/403/404/413, quota-exhausted 429s, Jina's 402, budget errors.
+    """
+    return isinstance(exc, _RETRYABLE)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry. ``sleep`` is injectable for tests."""
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    initial_delay: float = INITIAL_RETRY_DELAY
+    max_delay: float = MAX_RETRY_DELAY
+    max_retry_after: float = MAX_RETRY_AFTER
+    jitter: float = 0.25  # fraction of the backoff removed at random
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+
+    def wait_seconds(self, attempt: int, exc: BaseException | None) -> float:
+        """Delay before retry number ``attempt`` (1-based) after ``exc``."""
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return min(max(0.0, float(retry_after)), self.max_retry_after)
+        delay: float = min(self.initial_delay * 2.0 ** (attempt - 1), self.max_delay)
+        if isinstance(exc, OverloadedError):
+            delay = min(delay * OVERLOAD_FACTOR, self.max_delay * OVERLOAD_FACTOR)
+        return delay * (1.0 - self.jitter * random.random())
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return self.wait_seconds(state.attempt_number, exc)
+
+    def retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            retry=retry_if_exception(is_retryable),
+            wait=self._wait,
+            sleep=self.sleep,
+            reraise=True,
+        )
