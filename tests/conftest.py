@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import io
 import json
 from collections.abc import Callable
@@ -18,19 +19,35 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 class FakeClock:
-    """A clock whose sleep advances time instantly (and yields to other tasks)."""
+    """A virtual clock for many concurrent sleepers.
+
+    ``sleep(d)`` wakes a task when virtual time reaches now + d; time jumps to the
+    earliest pending wake-up once every sleeper has had a chance to run, so tests of
+    waiting code run instantly and deterministically.
+    """
 
     def __init__(self) -> None:
         self.now = 1000.0
         self.sleeps: list[float] = []
+        self._waiting: list[tuple[float, int]] = []
+        self._seq = 0
 
     def __call__(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
+        self._seq += 1
+        me = (self.now + max(0.0, seconds), self._seq)
+        heapq.heappush(self._waiting, me)
+        while True:
+            # let every runnable task run (and register its own wake-up) first
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if self._waiting[0] == me:
+                heapq.heappop(self._waiting)
+                self.now = max(self.now, me[0])
+                return
 
 
 def hash_vector(content: str, dim: int = 8) -> list[float]:
@@ -80,13 +97,22 @@ class FakeCohere:
         vectors = [hash_vector(x, self.dim) for x in items]
         self._bill(body)
         if fault == "malformed":
-            return httpx.Response(200, content=b'{"id": "' + rid.encode() + b'", "embeddings": {', headers={"x-request-id": rid})
+            return httpx.Response(
+                200,
+                content=b'{"id": "' + rid.encode() + b'", "embeddings": {',
+                headers={"x-request-id": rid},
+            )
         if fault == "wrongdim":
             vectors = [v[:-1] for v in vectors]
         payload = {
             "id": rid,
             "embeddings": {"float": vectors},
-            "meta": {"billed_units": {"images": len(body.get("images", [])), "input_tokens": sum(len(t.split()) for t in body.get("texts", []))}},
+            "meta": {
+                "billed_units": {
+                    "images": len(body.get("images", [])),
+                    "input_tokens": sum(len(t.encode()) + 1 for t in body.get("texts", [])),
+                }
+            },
             "response_type": "embeddings_by_type",
         }
         return httpx.Response(200, json=payload, headers={"x-request-id": rid, **self.headers})

@@ -332,7 +332,7 @@ class TeacherClient:
             self._store(kind, chunk, results, parsed, cost)
             self.stats.items_bought += len(chunk)
             self._event("bought", len(chunk))
-            for fut, result in zip(futs, results, strict=False):
+            for fut, result in zip(futs, results, strict=True):
                 if not fut.done():
                     fut.set_result(result)
         except asyncio.CancelledError:
@@ -390,7 +390,7 @@ class TeacherClient:
                 if isinstance(r, EmbeddingResult)
                 else CacheEntry(text=r.text, meta=meta),
             )
-            for (key, _), r in zip(chunk, results, strict=False)
+            for (key, _), r in zip(chunk, results, strict=True)
         ]
         try:
             self._cache.set_many(entries)

@@ -23,6 +23,8 @@ from .providers.base import RateLimitHints
 __all__ = ["RateLimiter"]
 
 Clock = Callable[[], float]
+
+CATCH_UP = 1.0  # intervals a late request may make up (the 1-s window cap still holds)
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -45,11 +47,11 @@ class RateLimiter:
             raise ValueError("rpm and tpm must be positive")
         self._clock = clock
         self._sleep = sleep
-        self._lock = asyncio.Lock()
+        self._epoch = 0
         self._next_request = -math.inf
         self._next_token = -math.inf
         self._paused_until = -math.inf
-        self._recent: deque[float] = deque()
+        self._recent: deque[float] = deque()  # send times within the last second
         self.rpm = rpm
         self.tpm = tpm
         self.pauses = 0
@@ -63,6 +65,9 @@ class RateLimiter:
         until = self._clock() + max(0.0, seconds)
         if until > self._paused_until:
             self._paused_until = until
+            self._next_request = -math.inf  # restart the schedule after the pause
+            self._next_token = min(self._next_token, until)
+            self._epoch += 1
             self.pauses += 1
 
     def update(self, hints: RateLimitHints) -> None:
@@ -77,32 +82,47 @@ class RateLimiter:
             self.pause(hints.reset_tokens_s or 1.0)
 
     async def acquire(self, tokens: int = 0) -> None:
-        """Wait for this request's slot. Callers are served in arrival order."""
-        async with self._lock:
-            while True:
-                now = self._clock()
-                ready = max(self._next_request, self._next_token, self._paused_until)
-                per_second = self._per_second
-                if per_second is not None and len(self._recent) >= per_second:
-                    ready = max(ready, self._recent[0] + 1.0)
-                if ready <= now:
-                    break
-                await self._sleep(ready - now)
-            self._admit(now, tokens)
+        """Wait for this request's slot.
 
-    def _admit(self, now: float, tokens: int) -> None:
+        Each caller reserves its own slot on the schedule and sleeps until then, so
+        wake-up latencies of many waiters do not add up. A pause (429) moves the
+        schedule: callers that reserved before it reserve again behind it.
+        """
+        epoch = self._epoch
+        slot = self._reserve(self._clock(), tokens)
+        while True:
+            now = self._clock()
+            if self._epoch != epoch:  # paused meanwhile: queue again behind the pause
+                epoch = self._epoch
+                slot = self._reserve(now, tokens)
+            ready = max(slot, self._paused_until, self._window_ready())
+            if ready <= now:
+                break
+            await self._sleep(ready - now)
+        self._recent.append(now)
+
+    def _window_ready(self) -> float:
+        per_second = self._per_second
+        if per_second is None or len(self._recent) < per_second:
+            return -math.inf
+        while len(self._recent) > per_second:
+            self._recent.popleft()
+        return self._recent[0] + 1.0
+
+    def _reserve(self, now: float, tokens: int) -> float:
+        start = max(now, self._paused_until)
+        slot = start
         if self.rpm is not None:
             interval = 60.0 / self.rpm
-            # Keep the schedule (so wake-up latency does not lower the rate) but forgive
-            # idle time: never bank more than one slot.
-            slot = max(self._next_request, now - interval)
-            self._next_request = slot + interval
-            self._recent.append(now)
-            while self._recent and self._recent[0] <= now - 1.0:
-                self._recent.popleft()
-            per_second = self._per_second or 1
-            while len(self._recent) > per_second:
-                self._recent.popleft()
+            # Keep the schedule, so that wake-up latency does not lower the rate, but
+            # bank at most CATCH_UP intervals of idle time (and none at the start).
+            if self._next_request == -math.inf:
+                slot = start
+            else:
+                slot = max(self._next_request, start - CATCH_UP * interval)
         if self.tpm is not None and tokens > 0:
-            slot = max(self._next_token, now)
+            slot = max(slot, self._next_token)
             self._next_token = slot + tokens * 60.0 / self.tpm
+        if self.rpm is not None:
+            self._next_request = slot + 60.0 / self.rpm
+        return slot

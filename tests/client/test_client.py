@@ -44,9 +44,7 @@ class ListLedger:
 def client(fake: FakeCohere, **kw) -> TeacherClient:
     kw.setdefault("retry", RetryPolicy(sleep=_nosleep))
     kw.setdefault("price", PRICE)
-    return TeacherClient(
-        "local:hash", api_key="sk-test-secret", transport=fake.transport(), **kw
-    )
+    return TeacherClient("local:hash", api_key="sk-test-secret", transport=fake.transport(), **kw)
 
 
 async def test_embeds_images_and_caches_them(fake_cohere: FakeCohere) -> None:
@@ -58,7 +56,7 @@ async def test_embeds_images_and_caches_them(fake_cohere: FakeCohere) -> None:
     assert len(fake_cohere.requests) == 1  # one batch, then all hits
     assert len(cache) == 5
     assert all(not r.cached for r in first) and all(r.cached for r in again)
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=False):
         np.testing.assert_array_equal(a.vector, b.vector)
     assert c.budget.spent == Decimal("0.005")
     assert c.stats.cache_hits == 5
@@ -83,7 +81,7 @@ async def test_single_flight_shares_one_payment(fake_cohere: FakeCohere) -> None
     assert fake_cohere.billed_images == 3
     assert c.budget.spent == Decimal("0.003")
     assert c.stats.shared_in_flight == 3
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         np.testing.assert_array_equal(x.vector, y.vector)
 
 
@@ -110,7 +108,9 @@ async def test_malformed_200_is_billed_not_cached_and_names_the_request(
     cache, ledger = MemoryCache(), ListLedger()
     reqs = make_image_requests(2)
     with caplog.at_level(logging.WARNING):
-        async with client(fake_cohere, cache=cache, ledger=ledger, retry=RetryPolicy(max_attempts=1)) as c:
+        async with client(
+            fake_cohere, cache=cache, ledger=ledger, retry=RetryPolicy(max_attempts=1)
+        ) as c:
             with pytest.raises(ResponseValidationError, match="req-1"):
                 await c.embed_images(reqs)
     assert len(cache) == 0
@@ -150,7 +150,9 @@ async def test_nan_vectors_are_rejected(fake_cohere: FakeCohere) -> None:
 async def test_connection_refused_is_released(fake_cohere: FakeCohere) -> None:
     fake_cohere.faults = ["refused"]
     ledger = ListLedger()
-    async with client(fake_cohere, budget=Budget("1"), ledger=ledger, retry=RetryPolicy(max_attempts=1)) as c:
+    async with client(
+        fake_cohere, budget=Budget("1"), ledger=ledger, retry=RetryPolicy(max_attempts=1)
+    ) as c:
         with pytest.raises(APIConnectionError) as info:
             await c.embed_images(make_image_requests(2))
     assert info.value.sent is False
@@ -161,7 +163,9 @@ async def test_connection_refused_is_released(fake_cohere: FakeCohere) -> None:
 async def test_timeout_after_sending_is_charged(fake_cohere: FakeCohere) -> None:
     fake_cohere.faults = ["timeout"]
     ledger = ListLedger()
-    async with client(fake_cohere, budget=Budget("1"), ledger=ledger, retry=RetryPolicy(max_attempts=1)) as c:
+    async with client(
+        fake_cohere, budget=Budget("1"), ledger=ledger, retry=RetryPolicy(max_attempts=1)
+    ) as c:
         with pytest.raises(APITimeoutError):
             await c.embed_images(make_image_requests(2))
     assert c.budget.spent == Decimal("0.002")  # charged at the reservation (2 images)

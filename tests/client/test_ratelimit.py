@@ -1,0 +1,123 @@
+"""Rate limiter: paced from the start, exact over time, no 1-second window above target."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from tests.conftest import FakeClock, FakeCohere, make_image_requests
+from vlmclient import RateLimiter, RetryPolicy, TeacherClient
+from vlmclient.providers.base import RateLimitHints
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window + 1e-9:  # float noise of the fake clock
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+async def run_workers(limiter: RateLimiter, clock: FakeClock, n: int, workers: int) -> list[float]:
+    stamps: list[float] = []
+    queue = list(range(n))
+
+    async def worker() -> None:
+        while queue:
+            queue.pop()
+            await limiter.acquire()
+            stamps.append(clock())
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return stamps
+
+
+@pytest.mark.parametrize("rpm", [60, 600, 3000, 90])
+async def test_rate_within_2_percent_and_no_window_above(fake_clock: FakeClock, rpm: int) -> None:
+    limiter = RateLimiter(rpm=rpm, clock=fake_clock, sleep=fake_clock.sleep)
+    n = max(200, rpm // 2)
+    stamps = await run_workers(limiter, fake_clock, n, workers=64)
+    duration = stamps[-1] - stamps[0]
+    achieved = (n - 1) / duration * 60
+    assert abs(achieved - rpm) / rpm <= 0.02
+    per_second = -(-rpm // 60)
+    assert max_in_window(stamps) <= per_second
+    # no burst at start: the second request waits a full interval
+    assert stamps[1] - stamps[0] == pytest.approx(60 / rpm)
+
+
+async def test_real_clock_rate_and_windows() -> None:
+    """On the real event loop: 20 req/s for ~2.5 s with 8 concurrent workers."""
+    loop = asyncio.get_running_loop()
+    limiter = RateLimiter(rpm=1200)
+    stamps: list[float] = []
+
+    async def worker() -> None:
+        while len(stamps) < 50:
+            await limiter.acquire()
+            stamps.append(loop.time())
+
+    await asyncio.gather(*(worker() for _ in range(8)))
+    stamps = stamps[:50]
+    achieved = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    assert abs(achieved - 20) / 20 <= 0.02
+    assert max_in_window(stamps) <= 20
+
+
+async def test_tokens_per_minute(fake_clock: FakeClock) -> None:
+    limiter = RateLimiter(tpm=60_000, clock=fake_clock, sleep=fake_clock.sleep)
+    start = fake_clock()
+    for _ in range(11):
+        await limiter.acquire(tokens=1000)  # 1,000 tokens/s allowed
+    assert fake_clock() - start == pytest.approx(10.0)
+
+
+async def test_pause_holds_every_task(fake_clock: FakeClock) -> None:
+    limiter = RateLimiter(rpm=6000, clock=fake_clock, sleep=fake_clock.sleep)
+    await limiter.acquire()
+    limiter.pause(30)
+    t0 = fake_clock()
+    stamps = await run_workers(limiter, fake_clock, 5, workers=5)
+    assert min(stamps) >= t0 + 30
+
+
+async def test_headers_slow_it_down(fake_clock: FakeClock) -> None:
+    limiter = RateLimiter(rpm=6000, clock=fake_clock, sleep=fake_clock.sleep)
+    limiter.update(RateLimitHints(limit_requests=600, remaining_requests=0, reset_requests_s=2.0))
+    assert limiter.rpm == 600
+    t0 = fake_clock()
+    await limiter.acquire()
+    assert fake_clock() >= t0 + 2.0
+
+
+async def test_429_retry_after_pauses_all_tasks_of_the_client(fake_clock: FakeClock) -> None:
+    """One 429 with Retry-After: every other task waits too, not only the one that got it."""
+    fake = FakeCohere()
+    stamps: list[float] = []
+
+    def too_many(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": "7"}, json={"message": "slow down"})
+
+    async def record(request: httpx.Request) -> httpx.Response:
+        stamps.append(fake_clock())
+        return await fake.handler(request)
+
+    fake.faults = [too_many]
+    limiter = RateLimiter(rpm=6000, clock=fake_clock, sleep=fake_clock.sleep)
+    async with TeacherClient(
+        "local:hash",
+        api_key="k",
+        transport=httpx.MockTransport(record),
+        limiter=limiter,
+        retry=RetryPolicy(sleep=fake_clock.sleep),
+        concurrency=1,
+    ) as client:
+        reqs = make_image_requests(4)
+        await asyncio.gather(*(client.embed_images([r]) for r in reqs))
+    first = stamps[0]
+    assert all(t >= first + 7 for t in stamps[1:])
+    assert limiter.pauses == 1

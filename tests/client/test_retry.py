@@ -1,0 +1,137 @@
+"""Retry policy: bounded, only for what time can fix, honouring Retry-After up to a cap."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import FakeClock, FakeCohere, make_image_requests
+from vlmclient import (
+    APIStatusError,
+    BadRequestError,
+    InternalServerError,
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimiter,
+    RateLimitError,
+    RetryPolicy,
+    TeacherClient,
+)
+from vlmclient.providers.base import parse_retry_after
+from vlmclient.retry import MAX_RETRY_AFTER
+
+
+def json_fault(status: int, body: dict, headers: dict | None = None):  # type: ignore[no-untyped-def]
+    def respond(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json=body, headers=headers or {})
+
+    return respond
+
+
+async def run(fake: FakeCohere, clock: FakeClock, teacher: str = "local:hash", attempts: int = 4):  # type: ignore[no-untyped-def]
+    async with TeacherClient(
+        teacher,
+        api_key="k",
+        transport=fake.transport(),
+        retry=RetryPolicy(max_attempts=attempts, sleep=clock.sleep),
+        limiter=RateLimiter(clock=clock, sleep=clock.sleep),
+    ) as client:
+        return await client.embed_images(make_image_requests(1)), client
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 529])
+async def test_retryable_statuses_are_retried(fake_clock: FakeClock, status: int) -> None:
+    fake = FakeCohere()
+    fake.faults = [status, status]
+    out, client = await run(fake, fake_clock)
+    assert len(out) == 1 and client.stats.retries == 2 and len(fake.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, BadRequestError),
+        (401, APIStatusError),
+        (403, PermissionDeniedError),
+        (404, NotFoundError),
+    ],
+)
+async def test_client_errors_are_not_retried(
+    fake_clock: FakeClock, status: int, error: type
+) -> None:
+    fake = FakeCohere()
+    fake.faults = [status]
+    with pytest.raises(error):
+        await run(fake, fake_clock)
+    assert len(fake.requests) == 1 and fake_clock.sleeps == []
+
+
+async def test_insufficient_quota_429_is_not_retried(fake_clock: FakeClock) -> None:
+    fake = FakeCohere()
+    fake.faults = [
+        json_fault(
+            429, {"error": {"message": "You exceeded your quota", "code": "insufficient_quota"}}
+        )
+    ]
+    with pytest.raises(QuotaExceededError, match="insufficient_quota"):
+        await run(fake, fake_clock)
+    assert len(fake.requests) == 1
+
+
+async def test_retries_are_bounded(fake_clock: FakeClock) -> None:
+    fake = FakeCohere()
+    fake.faults = [500] * 10
+    with pytest.raises(InternalServerError):
+        await run(fake, fake_clock, attempts=3)
+    assert len(fake.requests) == 3
+
+
+async def test_retry_after_seconds_is_honoured(fake_clock: FakeClock) -> None:
+    fake = FakeCohere()
+    fake.faults = [json_fault(429, {"message": "slow"}, {"Retry-After": "3"})]
+    await run(fake, fake_clock)
+    assert 3.0 in fake_clock.sleeps
+
+
+async def test_retry_after_ms_wins(fake_clock: FakeClock) -> None:
+    fake = FakeCohere()
+    fake.faults = [
+        json_fault(429, {"message": "slow"}, {"retry-after-ms": "1500", "Retry-After": "9"})
+    ]
+    await run(fake, fake_clock)
+    assert 1.5 in fake_clock.sleeps
+
+
+async def test_retry_after_is_capped(fake_clock: FakeClock) -> None:
+    fake = FakeCohere()
+    fake.faults = [json_fault(503, {"message": "busy"}, {"Retry-After": "100000"})]
+    await run(fake, fake_clock)
+    assert max(fake_clock.sleeps) == MAX_RETRY_AFTER
+
+
+def test_retry_after_http_date() -> None:
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    got = parse_retry_after(httpx.Headers({"Retry-After": when}))
+    assert got is not None and 28 <= got <= 31
+    assert parse_retry_after(httpx.Headers({"Retry-After": "soon"})) is None
+
+
+def test_backoff_is_exponential_with_jitter_and_capped() -> None:
+    policy = RetryPolicy()
+    waits = [policy.wait_seconds(n, InternalServerError("x", status_code=500)) for n in range(1, 9)]
+    assert 0.375 <= waits[0] <= 0.5 and 0.75 <= waits[1] <= 1.0
+    assert max(waits) <= policy.max_delay
+    assert policy.wait_seconds(1, OverloadedError("x", status_code=529)) >= 0.75
+    assert policy.wait_seconds(1, RateLimitError("x", status_code=429, retry_after=2.0)) == 2.0
+
+
+async def test_timeouts_are_retried(fake_clock: FakeClock) -> None:
+    fake = FakeCohere()
+    fake.faults = ["timeout"]
+    out, client = await run(fake, fake_clock)
+    assert len(out) == 1 and client.stats.retries == 1
