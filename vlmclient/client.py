@@ -52,7 +52,14 @@ from .providers.base import Item
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy
 
-__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_TIMEOUT", "ClientStats", "TeacherClient"]
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_TIMEOUT",
+    "ClientStats",
+    "TeacherClient",
+    "item_cache_key",
+    "prepare_item",
+]
 
 log = logging.getLogger("vlmclient")
 
@@ -101,6 +108,46 @@ def _resolve_key(
     raise ConfigurationError(f"no API key for {provider.name}: set {names} (nothing was sent)")
 
 
+def key_base(
+    provider: Provider, model: str, params: Mapping[str, Any], kind: str
+) -> dict[str, Any]:
+    return {
+        "v": CACHE_KEY_VERSION,
+        "provider": provider.name,
+        "model": model,
+        "api_version": provider.api_version,
+        "kind": kind,
+        "params": {**provider.default_params.get(kind, {}), **params},
+    }
+
+
+def item_cache_key(
+    provider: Provider, model: str, params: Mapping[str, Any], kind: str, item: Item
+) -> str:
+    """The cache key of one prepared item: everything that changes the answer, no secret.
+
+    Usable without a client (``cache export`` computes keys with no API key at hand).
+    """
+    parts = key_base(provider, model, params, kind)
+    if isinstance(item, TextEmbeddingRequest):
+        parts["text"] = item.text
+    else:
+        parts["image_sha256"] = item.image.digest
+        parts["media_type"] = item.image.media_type
+        if isinstance(item, AnswerRequest):
+            parts["prompt"] = item.prompt
+            parts["max_output_tokens"] = item.max_output_tokens
+    return make_key(parts)
+
+
+def prepare_item(provider: Provider, item: Item) -> Item:
+    """The item as it will be sent (images downscaled / re-encoded to the provider's limits)."""
+    if isinstance(item, TextEmbeddingRequest):
+        return item
+    image = provider.prepare_image(item.image)
+    return item if image is item.image else item.model_copy(update={"image": image})
+
+
 class TeacherClient:
     """Async, budgeted, cached, rate-limited client for one teacher (``provider:model``).
 
@@ -143,6 +190,7 @@ class TeacherClient:
         )
         self.budget = budget or Budget()
         self.params = dict(params or {})
+        self.concurrency = concurrency
         self.stats = ClientStats()
         self._cache = cache
         self._ledger = ledger
@@ -207,33 +255,14 @@ class TeacherClient:
     # -- keys -----------------------------------------------------------------------------
 
     def _key_base(self, kind: str) -> dict[str, Any]:
-        return {
-            "v": CACHE_KEY_VERSION,
-            "provider": self.provider.name,
-            "model": self.model,
-            "api_version": self.provider.api_version,
-            "kind": kind,
-            "params": {**self.provider.default_params.get(kind, {}), **self.params},
-        }
+        return key_base(self.provider, self.model, self.params, kind)
 
     def cache_key(self, kind: Kind, item: Item) -> str:
         """sha256 of everything that changes the answer; never the key or the base URL."""
-        parts = self._key_base(kind)
-        if isinstance(item, TextEmbeddingRequest):
-            parts["text"] = item.text
-        else:
-            parts["image_sha256"] = item.image.digest
-            parts["media_type"] = item.image.media_type
-            if isinstance(item, AnswerRequest):
-                parts["prompt"] = item.prompt
-                parts["max_output_tokens"] = item.max_output_tokens
-        return make_key(parts)
+        return item_cache_key(self.provider, self.model, self.params, kind, item)
 
     def _prepare(self, item: Item) -> Item:
-        if isinstance(item, TextEmbeddingRequest):
-            return item
-        image = self.provider.prepare_image(item.image)
-        return item if image is item.image else item.model_copy(update={"image": image})
+        return prepare_item(self.provider, item)
 
     # -- pipeline ------------------------------------------------------------------------
 

@@ -1,0 +1,59 @@
+"""Durable storage of paid teacher responses: response cache, spend ledger, embedding store.
+
+Imports nothing else of vlm-distill.
+"""
+
+from .base import CacheEntry, CacheLike, LedgerLike, LedgerRecord, MemoryCache
+from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
+from .keys import canonical_json, make_key
+from .ledger import (
+    GroupTotals,
+    LedgerContents,
+    LedgerWriteError,
+    SpendLedger,
+    Totals,
+    read_ledger,
+    totals,
+)
+from .response_cache import (
+    CacheCorruptError,
+    CacheError,
+    CacheStats,
+    CacheWriteError,
+    KindStats,
+    ResponseCache,
+    verify_cache,
+)
+from .store import EmbeddingStore, StoreError
+
+__all__ = [
+    "FORMATS",
+    "CacheCorruptError",
+    "CacheEntry",
+    "CacheError",
+    "CacheLike",
+    "CacheStats",
+    "CacheWriteError",
+    "EmbeddingStore",
+    "GroupTotals",
+    "KindStats",
+    "LedgerContents",
+    "LedgerLike",
+    "LedgerRecord",
+    "LedgerWriteError",
+    "MemoryCache",
+    "ResponseCache",
+    "SpendLedger",
+    "StoreError",
+    "Totals",
+    "VectorFormat",
+    "canonical_json",
+    "decode_vector",
+    "dequantize",
+    "encode_vector",
+    "make_key",
+    "quantize",
+    "read_ledger",
+    "totals",
+    "verify_cache",
+]

@@ -1,0 +1,310 @@
+"""SpendLedger: an append-only JSON-lines record of every billed call, durable before return.
+
+Each :meth:`SpendLedger.record` is one ``os.write`` of one line to a file opened with
+``O_APPEND``, followed by ``os.fsync`` (cache-hit records skip the fsync: nothing was
+billed, so losing one costs nothing but a statistic). So after ``kill -9`` the file
+holds every record whose ``record()`` call returned, and at most one torn last line,
+which the reader skips and reports. Several processes may append to one ledger: each
+line is written by a single ``write`` to an append-mode descriptor.
+
+Caveats: an fsync on a network file system or a disk that lies about its write cache
+guarantees less; a full disk makes ``record`` raise :class:`LedgerWriteError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from .base import LedgerRecord
+
+__all__ = [
+    "CACHE_HIT",
+    "GroupTotals",
+    "LedgerContents",
+    "LedgerWriteError",
+    "SpendLedger",
+    "Totals",
+    "by_model",
+    "read_ledger",
+    "totals",
+]
+
+log = logging.getLogger(__name__)
+
+CACHE_HIT: Final = "cache_hit"
+OK: Final = "ok"
+
+
+class LedgerWriteError(RuntimeError):
+    """A record could not be written durably (disk full, file system error, closed)."""
+
+
+def _record_to_line(rec: LedgerRecord) -> bytes:
+    fields = {
+        "time": rec.time,
+        "provider": rec.provider,
+        "model": rec.model,
+        "kind": rec.kind,
+        "items": rec.items,
+        "cost_usd": str(rec.cost_usd),
+        "outcome": rec.outcome,
+        "usage": dict(rec.usage),
+        "request_id": rec.request_id,
+        "saved_usd": str(rec.saved_usd),
+    }
+    # ensure_ascii keeps every line valid UTF-8 even if it is cut mid-character
+    return (json.dumps(fields, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
+
+
+def _record_from_json(obj: Any) -> LedgerRecord:
+    if not isinstance(obj, dict):
+        raise ValueError("line is not a JSON object")
+    try:
+        rec = LedgerRecord(
+            provider=str(obj["provider"]),
+            model=str(obj["model"]),
+            kind=str(obj["kind"]),
+            items=int(obj["items"]),
+            cost_usd=str(obj["cost_usd"]),
+            outcome=str(obj.get("outcome", OK)),
+            usage={str(k): int(v) for k, v in (obj.get("usage") or {}).items()},
+            request_id=None if obj.get("request_id") is None else str(obj["request_id"]),
+            saved_usd=str(obj.get("saved_usd", "0")),
+            time=float(obj.get("time", 0.0)),
+        )
+        Decimal(rec.cost_usd)
+        Decimal(rec.saved_usd)
+    except (KeyError, TypeError, ValueError, AttributeError, InvalidOperation) as exc:
+        raise ValueError(f"not a ledger record: {exc!r}") from exc
+    return rec
+
+
+@dataclass(frozen=True)
+class LedgerContents:
+    """The records that parsed, and (line number, reason) for each line that did not."""
+
+    records: list[LedgerRecord]
+    problems: list[tuple[int, str]] = field(default_factory=list)
+
+
+def read_ledger(path: str | os.PathLike[str]) -> LedgerContents:
+    """Parse a ledger file, skipping (and listing) lines that do not parse.
+
+    A missing file is an empty ledger. A last line without its newline is what ``kill -9``
+    during a write leaves; it is reported as torn.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return LedgerContents([])
+    records: list[LedgerRecord] = []
+    problems: list[tuple[int, str]] = []
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        torn = number == len(lines)  # no newline after it: the write never finished
+        try:
+            records.append(_record_from_json(json.loads(raw)))
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            reason = "torn last line (interrupted write)" if torn else f"unreadable line: {exc}"
+            problems.append((number, reason))
+    return LedgerContents(records, problems)
+
+
+class SpendLedger:
+    """Append-only, durable spend record; implements :class:`cache.LedgerLike`.
+
+    >>> import tempfile, os
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with SpendLedger(os.path.join(d, "ledger.jsonl")) as ledger:
+    ...         ledger.record(LedgerRecord("cohere", "embed-v4.0", "text", 3, "0.0001"))
+    ...     [r.items for r in SpendLedger.read(os.path.join(d, "ledger.jsonl"))]
+    [3]
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        created = not self.path.exists()
+        if created:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if created:
+            _fsync_directory(self.path.parent)  # the new file's name is durable too
+        self._end_torn_line()
+
+    def _end_torn_line(self) -> None:
+        """After a crash mid-write, start our records on a fresh line."""
+        with open(self.path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return
+        self._write(b"\n", sync=True)
+
+    def _write(self, data: bytes, *, sync: bool) -> None:
+        if self._fd is None:
+            raise LedgerWriteError(f"ledger {self.path} is closed")
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if sync:
+                os.fsync(self._fd)
+        except OSError as exc:
+            raise LedgerWriteError(f"could not record spend in {self.path}: {exc}") from exc
+
+    def record(self, rec: LedgerRecord) -> None:
+        """Append ``rec`` (its time set to now if unset); durable before this returns.
+
+        Cache-hit records are written but not fsynced.
+        """
+        if rec.time == 0.0:
+            rec = replace(rec, time=time.time())
+        line = _record_to_line(rec)
+        with self._lock:
+            self._write(line, sync=rec.outcome != CACHE_HIT)
+
+    @staticmethod
+    def read(path: str | os.PathLike[str]) -> list[LedgerRecord]:
+        """All readable records of the ledger at ``path``; skipped lines are logged."""
+        contents = read_ledger(path)
+        for number, reason in contents.problems:
+            log.warning("ledger %s line %d skipped: %s", path, number, reason)
+        return contents.records
+
+    def close(self) -> None:
+        """Close the file (idempotent). Records already returned are on disk."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> SpendLedger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SpendLedger({str(self.path)!r})"
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class GroupTotals:
+    """Totals of one (provider, model, kind).
+
+    ``requests``: records that were sent (any outcome but cache_hit); ``items``: their
+    items; ``spent_usd``: sum of ``cost_usd`` over all records; ``cache_hits``: items
+    served from the cache; ``saved_usd``: what those hits would have cost;
+    ``failures``: record counts by outcome, for outcomes other than ok and cache_hit.
+    """
+
+    provider: str
+    model: str
+    kind: str
+    requests: int = 0
+    items: int = 0
+    spent_usd: Decimal = field(default_factory=Decimal)
+    cache_hits: int = 0
+    saved_usd: Decimal = field(default_factory=Decimal)
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def add(self, rec: LedgerRecord) -> None:
+        self.spent_usd += Decimal(rec.cost_usd)
+        self.saved_usd += Decimal(rec.saved_usd)
+        if rec.outcome == CACHE_HIT:
+            self.cache_hits += rec.items
+            return
+        self.requests += 1
+        self.items += rec.items
+        if rec.outcome != OK:
+            self.failures[rec.outcome] = self.failures.get(rec.outcome, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able, money as decimal strings."""
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "kind": self.kind,
+            "requests": self.requests,
+            "items": self.items,
+            "spent_usd": str(self.spent_usd),
+            "cache_hits": self.cache_hits,
+            "saved_usd": str(self.saved_usd),
+            "failures": dict(sorted(self.failures.items())),
+        }
+
+
+@dataclass
+class Totals(GroupTotals):
+    """Totals over all records, plus ``groups`` keyed by (provider, model, kind)."""
+
+    groups: dict[tuple[str, str, str], GroupTotals] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = super().as_dict()
+        for name in ("provider", "model", "kind"):
+            del out[name]
+        out["groups"] = [self.groups[k].as_dict() for k in sorted(self.groups)]
+        return out
+
+
+def totals(records: Iterable[LedgerRecord]) -> Totals:
+    """Sum ledger records overall and by (provider, model, kind); money stays Decimal."""
+    total = Totals(provider="*", model="*", kind="*")
+    for rec in records:
+        key = (rec.provider, rec.model, rec.kind)
+        group = total.groups.get(key)
+        if group is None:
+            group = total.groups[key] = GroupTotals(*key)
+        group.add(rec)
+        total.add(rec)
+    return total
+
+
+def by_model(groups: Mapping[tuple[str, str, str], GroupTotals]) -> list[dict[str, Any]]:
+    """Groups merged over kinds: one JSON-able dict per provider:model (for reports)."""
+    merged: dict[tuple[str, str], GroupTotals] = {}
+    for (provider, model, _kind), group in sorted(groups.items()):
+        into = merged.setdefault((provider, model), GroupTotals(provider, model, "*"))
+        into.requests += group.requests
+        into.items += group.items
+        into.spent_usd += group.spent_usd
+        into.cache_hits += group.cache_hits
+        into.saved_usd += group.saved_usd
+        for outcome, count in group.failures.items():
+            into.failures[outcome] = into.failures.get(outcome, 0) + count
+    return [merged[k].as_dict() for k in sorted(merged)]

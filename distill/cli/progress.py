@@ -1,0 +1,89 @@
+"""Live progress for long work: a rich bar on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+__all__ = ["LiveProgress", "console"]
+
+PLAIN_EVERY_S = 5.0  # seconds between plain progress lines
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False)
+
+
+class LiveProgress:
+    """One task's progress. ``update(done, extra)`` where ``extra`` is a short status text.
+
+    On a terminal: a rich bar with done/total, the status text and an ETA. Elsewhere (CI,
+    log files): one plain line every few seconds and one at the end.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        total: int,
+        *,
+        out: Console | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.description = description
+        self.total = total
+        self.console = out or console()
+        self._clock = clock
+        self._live = self.console.is_terminal
+        self._last_plain = -1e9
+        self._done = 0
+        self._extra = ""
+        self._progress: Progress | None = None
+        self._task = None
+
+    def __enter__(self) -> LiveProgress:
+        if self._live:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[extra]}"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.description, total=self.total, extra="")
+        return self
+
+    def update(self, done: int, extra: str = "") -> None:
+        self._done, self._extra = done, extra
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=done, extra=extra)
+            return
+        now = self._clock()
+        if now - self._last_plain >= PLAIN_EVERY_S:
+            self._last_plain = now
+            self._plain()
+
+    def _plain(self) -> None:
+        print(
+            f"{self.description}: {self._done}/{self.total} {self._extra}".rstrip(),
+            file=sys.stdout,
+            flush=True,
+        )
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(exc_type, exc, tb)
+        else:
+            self._plain()

@@ -1,0 +1,622 @@
+"""Image datasets on disk: layouts, class lists, skipped files, held-out splits.
+
+Four layouts are understood (see :func:`scan`)::
+
+    DATA/<domain>/<class>/<image>     "domainbed"  (several domains)
+    DATA/<class>/<image>              "single"     (one domain, named "all")
+    DATA.csv  (path,label,domain)     "manifest"   (label and domain optional)
+    DATA/<image>                      "unlabelled" (one domain "all", no labels)
+
+Nothing here decodes pixels or imports torch: ``harvest`` uses it in client-only installs.
+Files that cannot be used (corrupt, truncated, zero bytes, not an image, too large, unreadable)
+are never fatal: they are listed in :attr:`Dataset.skipped` with a reason.
+
+Sample ids are POSIX paths relative to the data root (or the manifest's path strings). On
+Linux a file name may hold bytes that are not UTF-8; such ids carry them as lone surrogates
+(Python's ``surrogateescape``), so ``root / id`` is still the file. Encode ids with
+``id.encode("utf-8", "surrogateescape")`` (or ``json.dumps`` with its default
+``ensure_ascii=True``) and show them with :func:`display`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import stat
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from vlmclient.errors import ConfigurationError, InputError
+
+__all__ = [
+    "DEFAULT_DOMAIN",
+    "DEFAULT_TEMPLATE",
+    "MAX_PIXELS",
+    "META_FILE",
+    "DataError",
+    "Dataset",
+    "Sample",
+    "check_image",
+    "class_prompts",
+    "display",
+    "read_class_file",
+    "scan",
+    "sniff_image",
+    "split_holdout",
+]
+
+DEFAULT_DOMAIN = "all"
+DEFAULT_TEMPLATE = "a photo of a {}"
+# Images above this many pixels are skipped as "too large": far beyond what any teacher
+# accepts, and decoding one (a decompression bomb) could exhaust memory.
+MAX_PIXELS = 40_000_000
+# Optional dataset description written by our dataset builders, e.g. {"hflip": false}.
+META_FILE = "dataset.json"
+# Folders some archivers add that are never data.
+_JUNK_DIRS = frozenset({"__MACOSX"})
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+)
+# Recognised but not sendable to the teachers: named in the skip reason.
+_OTHER_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"%PDF", "PDF"),
+)
+_TAIL = 1024
+
+
+class DataError(InputError):
+    """The data cannot be used as a whole (missing, empty, bad manifest or class file)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: ``id`` is its POSIX path relative to the data root (or the manifest's string)."""
+
+    id: str
+    path: Path
+    label: int | None
+    domain: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The usable images of a data folder or manifest, and what was skipped and why.
+
+    >>> ds = scan("DATA")  # doctest: +SKIP
+    >>> ds.layout, ds.domains, ds.class_names[:2], len(ds.samples)  # doctest: +SKIP
+    ('domainbed', ('colour', 'inverted'), ('0_zero', '1_one'), 898)
+    """
+
+    root: Path
+    layout: str
+    samples: tuple[Sample, ...]
+    class_names: tuple[str, ...]
+    domains: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]
+    # False when the dataset says a mirror image changes the class (digits) or the domain
+    # (rotations); views then never flip. Read from DATA/dataset.json.
+    hflip: bool = True
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def fingerprint(self) -> str:
+        """sha256 of the sorted (id, label, domain) triples and the class names.
+
+        It changes when an image is added, removed, relabelled or moved to another domain,
+        or when the class list or its order changes; not when files are merely reordered.
+        """
+        rows = sorted([s.id, s.label, s.domain] for s in self.samples)
+        doc = {"class_names": list(self.class_names), "samples": rows}
+        # ensure_ascii keeps surrogate-escaped (non-UTF-8) names encodable.
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+    def in_domains(self, names: Iterable[str]) -> Dataset:
+        """The same dataset restricted to the given domains (DataError for an unknown name)."""
+        wanted = list(dict.fromkeys(names))
+        unknown = [n for n in wanted if n not in self.domains]
+        if unknown:
+            raise DataError(
+                f"unknown domain(s) {', '.join(map(repr, unknown))}; "
+                f"this dataset has: {', '.join(self.domains)}"
+            )
+        keep = set(wanted)
+        return replace(
+            self,
+            samples=tuple(s for s in self.samples if s.domain in keep),
+            domains=tuple(d for d in self.domains if d in keep),
+        )
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per domain and class name ("(unlabelled)" for samples without a label)."""
+        out: dict[str, dict[str, int]] = {d: {} for d in self.domains}
+        for s in self.samples:
+            name = "(unlabelled)" if s.label is None else self.class_names[s.label]
+            per = out.setdefault(s.domain, {})
+            per[name] = per.get(name, 0) + 1
+        return out
+
+
+def display(text: str) -> str:
+    """A printable form of an id or path: non-UTF-8 bytes shown as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def sniff_image(head: bytes) -> str | None:
+    """Media type of a supported image from its first bytes, or None.
+
+    >>> sniff_image(b"\\x89PNG\\r\\n\\x1a\\n....")
+    'image/png'
+    """
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    for magic, media_type in _MAGIC:
+        if head.startswith(magic):
+            return media_type
+    return None
+
+
+def _truncated(media_type: str, head: bytes, tail: bytes, size: int) -> bool:
+    """Cheap end-of-file checks: each format has a trailer or a declared length."""
+    if media_type == "image/png":
+        return b"IEND" not in tail[-64:]
+    if media_type == "image/jpeg":
+        # FF D9 cannot occur inside entropy-coded data (FF is always stuffed), so a file cut
+        # short has no EOI near its end.
+        return b"\xff\xd9" not in tail
+    if media_type == "image/gif":
+        return b";" not in tail[-16:]
+    if media_type == "image/webp":
+        return int.from_bytes(head[4:8], "little") + 8 > size
+    if media_type == "image/bmp":
+        declared = int.from_bytes(head[2:6], "little")
+        return declared > size
+    return False
+
+
+def _declared_size(media_type: str, head: bytes) -> tuple[int, int] | None:
+    """Width and height from the first 32 bytes, for the formats that keep them there."""
+    if media_type == "image/png" and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if media_type == "image/gif":
+        return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    if media_type == "image/bmp" and len(head) >= 26:
+        w = int.from_bytes(head[18:22], "little", signed=True)
+        h = int.from_bytes(head[22:26], "little", signed=True)
+        return abs(w), abs(h)
+    return None
+
+
+def _too_large(width: int, height: int) -> str | None:
+    if width * height > MAX_PIXELS:
+        return (
+            f"too large ({width}x{height} = {width * height / 1e6:.0f} MP, "
+            f"limit {MAX_PIXELS / 1e6:.0f} MP)"
+        )
+    return None
+
+
+def check_image(path: str | os.PathLike[str], *, decode: bool = False) -> str | None:
+    """Why the file cannot be used as an image, or None when it looks fine.
+
+    Reads the first and last bytes and the header (PIL, no pixel decode) unless
+    ``decode=True``, which also decodes the pixels (slower, catches corrupt image data).
+
+    >>> check_image("empty.png")  # doctest: +SKIP
+    'empty file (0 bytes)'
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+            media_type = sniff_image(head)
+            if media_type is None:
+                for magic, name in _OTHER_MAGIC:
+                    if head.startswith(magic):
+                        return f"unsupported image format ({name}); convert it to PNG or JPEG"
+                return "not an image (not PNG, JPEG, GIF, BMP or WebP)"
+            f.seek(max(0, st.st_size - _TAIL))
+            tail = f.read(_TAIL)
+            if _truncated(media_type, head, tail, st.st_size):
+                return f"truncated {media_type.split('/')[1].upper()} file"
+            declared = _declared_size(media_type, head)
+            if declared is not None and _too_large(*declared):
+                return _too_large(*declared)
+            f.seek(0)
+            with warnings.catch_warnings():
+                # PIL warns (then raises) above its own pixel limit, and warns about odd files;
+                # a scan reports reasons instead, and warnings must not abort it.
+                warnings.simplefilter("ignore")
+                try:
+                    with Image.open(f) as img:
+                        width, height = img.size
+                        if _too_large(width, height):
+                            return _too_large(width, height)
+                        if width == 0 or height == 0:
+                            return "corrupt image (zero width or height)"
+                        if decode:
+                            img.load()
+                except Image.DecompressionBombError:
+                    return f"too large (decompression bomb, limit {MAX_PIXELS / 1e6:.0f} MP)"
+    except UnidentifiedImageError:
+        return f"corrupt {media_type.split('/')[1].upper()} header"
+    except OSError as exc:
+        if isinstance(exc, PermissionError) or exc.errno is not None:
+            return f"cannot read: {exc.strerror or exc}"
+        return f"corrupt image: {exc}"
+    except (ValueError, SyntaxError, EOFError) as exc:  # PIL's decoders raise these too
+        return f"corrupt image: {exc}"
+    return None
+
+
+def read_class_file(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Class names from a file, one per line (blank lines and ``#`` comments ignored)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"class file {display(os.fspath(path))!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read class file {display(os.fspath(path))!r}: {exc}") from exc
+    names = [ln.strip() for ln in text.splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    if not names:
+        raise DataError(f"class file {display(os.fspath(path))!r} lists no class names")
+    dupes = sorted(n for n, c in Counter(names).items() if c > 1)
+    if dupes:
+        raise DataError(f"class file {display(os.fspath(path))!r} repeats: {', '.join(dupes)}")
+    return tuple(names)
+
+
+def class_prompts(class_names: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
+    """Teacher text prompts for the classes: underscores become spaces.
+
+    >>> class_prompts(["golden_retriever", "cat"])
+    ['a photo of a golden retriever', 'a photo of a cat']
+    """
+    if "{}" not in template:
+        raise ConfigurationError(
+            f"prompt template {template!r} has no '{{}}' for the class name, "
+            "e.g. 'a photo of a {}'"
+        )
+    return [template.replace("{}", name.replace("_", " ").strip()) for name in class_names]
+
+
+def split_holdout(
+    samples: Iterable[Sample], *, fraction: float = 0.2, seed: int = 0
+) -> tuple[tuple[Sample, ...], tuple[Sample, ...]]:
+    """Split off ``fraction`` of each domain as held-out (in-domain validation, DomainBed).
+
+    Which samples are held out depends only on their ids, domains and the seed: not on file
+    order, and adding images to one domain leaves the other domains' splits unchanged. Each
+    domain with at least two images keeps at least one on each side when 0 < fraction < 1.
+    Returns ``(train, holdout)``, each in the input order.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    items = list(samples)
+    by_domain: dict[str, list[Sample]] = {}
+    for s in items:
+        by_domain.setdefault(s.domain, []).append(s)
+    held: set[tuple[str, str]] = set()
+    for domain, group in by_domain.items():
+        n = len(group)
+        k = round(n * fraction)
+        if fraction > 0 and n >= 2:
+            k = min(max(k, 1), n - 1)
+
+        def rank(s: Sample, domain: str = domain) -> str:
+            key = f"{seed}\x00{domain}\x00{s.id}".encode("utf-8", "surrogateescape")
+            return hashlib.sha256(key).hexdigest()
+
+        held.update((s.domain, s.id) for s in sorted(group, key=rank)[:k])
+    train = tuple(s for s in items if (s.domain, s.id) not in held)
+    holdout = tuple(s for s in items if (s.domain, s.id) in held)
+    return train, holdout
+
+
+# ----------------------------------------------------------------------------- scanning
+
+
+class _Scan:
+    """Mutable state of one scan: samples found, and skipped paths with reasons."""
+
+    def __init__(self, root: Path, decode: bool) -> None:
+        self.root = root
+        self.decode = decode
+        self.skipped: list[tuple[str, str]] = []
+        self.seen_images = 0
+
+    def rel(self, parts: Sequence[str]) -> str:
+        return "/".join(parts)
+
+    def listdir(self, parts: Sequence[str]) -> list[os.DirEntry[str]] | None:
+        """Visible entries of a folder, or None (and a skip entry) when it cannot be read."""
+        path = self.root.joinpath(*parts)
+        try:
+            with os.scandir(path) as it:
+                entries = [e for e in it if not e.name.startswith(".")]
+        except OSError as exc:
+            self.skipped.append((self.rel(parts) or ".", f"cannot read folder: {exc.strerror}"))
+            return None
+        return sorted(entries, key=lambda e: e.name)
+
+    def is_dir(self, entry: os.DirEntry[str]) -> bool:
+        try:
+            return entry.is_dir()
+        except OSError:
+            return False
+
+    def image(self, parts: Sequence[str]) -> bool:
+        """True when the file is usable; otherwise records why not."""
+        self.seen_images += 1
+        reason = check_image(self.root.joinpath(*parts), decode=self.decode)
+        if reason is not None:
+            self.skipped.append((self.rel(parts), reason))
+            return False
+        return True
+
+
+def _read_meta(root: Path) -> bool:
+    """The dataset's hflip flag from DATA/dataset.json (True when absent or unreadable)."""
+    try:
+        meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return not (isinstance(meta, dict) and meta.get("hflip") is False)
+
+
+def _scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bool) -> Dataset:
+    sc = _Scan(root, decode)
+    top = sc.listdir([])
+    if top is None:
+        raise DataError(f"cannot read data folder {display(str(root))!r}: {sc.skipped[-1][1]}")
+    top_dirs = [e for e in top if sc.is_dir(e)]
+    top_files = [e for e in top if not sc.is_dir(e) and e.name != META_FILE]
+    for e in top_dirs:
+        if e.name in _JUNK_DIRS:
+            sc.skipped.append((e.name, "archive metadata folder, not data"))
+    top_dirs = [e for e in top_dirs if e.name not in _JUNK_DIRS]
+
+    # (domain, class folder, [file names]) for every labelled folder found.
+    groups: list[tuple[str, str, list[str]]] = []
+    if not top_dirs:
+        layout = "unlabelled"
+        files = [e.name for e in top_files]
+        raw: list[tuple[str, str | None, list[str]]] = [(DEFAULT_DOMAIN, None, files)]
+        domains: list[str] = [DEFAULT_DOMAIN]
+    else:
+        listings: dict[str, list[os.DirEntry[str]]] = {}
+        unreadable: list[str] = []
+        for e in top_dirs:
+            entries = sc.listdir([e.name])
+            if entries is None:
+                unreadable.append(e.name)
+            else:
+                listings[e.name] = entries
+        # DomainBed when most top-level folders hold folders; a stray sub-folder inside one
+        # class of a single-domain set (or a stray file in a domain) does not flip the layout.
+        with_dirs = sum(any(sc.is_dir(c) for c in ents) for ents in listings.values())
+        flat = sum(bool(ents) and not any(sc.is_dir(c) for c in ents) for ents in listings.values())
+        nested = with_dirs > 0 and with_dirs >= flat
+        if not nested:
+            # An unreadable class folder still names a class: dropping it would shift the
+            # labels of every class after it.
+            listings.update((name, []) for name in unreadable)
+        layout = "domainbed" if nested else "single"
+        why = "DATA/<domain>/<class>/<image>" if nested else "DATA/<class>/<image>"
+        for e in top_files:
+            sc.skipped.append((e.name, f"not in a class folder (layout {why})"))
+        if nested:
+            for domain, ents in sorted(listings.items()):
+                for c in ents:
+                    if not sc.is_dir(c):
+                        sc.skipped.append((f"{domain}/{c.name}", f"not in a class folder ({why})"))
+                        continue
+                    sub = sc.listdir([domain, c.name])
+                    if sub is None:
+                        groups.append((domain, c.name, []))  # keeps the class and its label
+                        continue
+                    files = []
+                    for f in sub:
+                        if sc.is_dir(f):
+                            sc.skipped.append(
+                                (f"{domain}/{c.name}/{f.name}", "folder below class level ignored")
+                            )
+                        else:
+                            files.append(f.name)
+                    groups.append((domain, c.name, files))
+        else:
+            for cls, ents in sorted(listings.items()):
+                for f in ents:
+                    if sc.is_dir(f):
+                        sc.skipped.append((f"{cls}/{f.name}", "folder below class level ignored"))
+                groups.append((DEFAULT_DOMAIN, cls, [f.name for f in ents if not sc.is_dir(f)]))
+        raw = [(d, c, f) for d, c, f in groups]
+        # A domain is a top-level folder holding at least one class folder.
+        domains = sorted({d for d, _, _ in groups}) if nested else [DEFAULT_DOMAIN]
+
+    folder_classes = sorted({c for _, c, _ in raw if c is not None})
+    class_names = class_file_names if class_file_names is not None else tuple(folder_classes)
+    index = {n: i for i, n in enumerate(class_names)}
+
+    samples: list[Sample] = []
+    for domain, cls, files in raw:
+        prefix = [] if cls is None else ([cls] if layout == "single" else [domain, cls])
+        if cls is not None and cls not in index:
+            sc.skipped.append(("/".join(prefix), f"class folder {cls!r} is not in the class file"))
+            continue
+        label = None if cls is None else index[cls]
+        for name in files:
+            parts = [*prefix, name]
+            if sc.image(parts):
+                samples.append(Sample(sc.rel(parts), root.joinpath(*parts), label, domain))
+
+    return _finish(root, layout, samples, class_names, domains, sc, _read_meta(root))
+
+
+def _finish(
+    root: Path,
+    layout: str,
+    samples: list[Sample],
+    class_names: tuple[str, ...],
+    domains: list[str],
+    sc: _Scan,
+    hflip: bool,
+) -> Dataset:
+    samples.sort(key=lambda s: s.id)
+    skipped = tuple(sorted(sc.skipped))
+    if not samples:
+        lines = [f"no usable images in {display(str(root))!r}"]
+        if skipped:
+            lines.append(f"{len(skipped)} path(s) skipped, e.g.:")
+            lines += [f"  {display(p)}: {r}" for p, r in skipped[:5]]
+        lines.append(
+            "expected DATA/<domain>/<class>/<image>, DATA/<class>/<image>, a folder of "
+            "images, or a CSV manifest (path,label,domain); images must be PNG, JPEG, GIF, "
+            "BMP or WebP"
+        )
+        raise DataError("\n".join(lines))
+    return Dataset(
+        root=root,
+        layout=layout,
+        samples=tuple(samples),
+        class_names=tuple(class_names),
+        domains=tuple(domains),
+        skipped=skipped,
+        hflip=hflip,
+    )
+
+
+def _scan_manifest(path: Path, class_file_names: tuple[str, ...] | None, decode: bool) -> Dataset:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read manifest {display(str(path))!r}: {exc.strerror}") from exc
+    if sniff_image(raw[:32]) is not None:
+        raise DataError(
+            f"{display(str(path))!r} is a single image; give a folder of images or a CSV "
+            "manifest (path,label,domain)"
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"manifest {display(str(path))!r} is not UTF-8 text (a CSV with path,label,domain "
+            f"is expected): {exc}"
+        ) from exc
+    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
+    if not rows:
+        raise DataError(f"manifest {display(str(path))!r} is empty")
+    columns = ["path", "label", "domain"]
+    first = [c.strip().lower() for c in rows[0]]
+    start = 0
+    if "path" in first:
+        unknown = [c for c in first if c not in columns]
+        if unknown:
+            raise DataError(
+                f"manifest {display(str(path))!r}: unknown column(s) {unknown}; "
+                "expected path,label,domain"
+            )
+        columns, start = first, 1
+    base = path.parent
+    sc = _Scan(base, decode)
+    entries: list[tuple[str, str | None, str]] = []
+    seen: dict[str, int] = {}
+    for lineno, row in enumerate(rows[start:], start=start + 1):
+        cells = dict(zip(columns, (c.strip() for c in row), strict=False))
+        rel = cells.get("path", "")
+        if not rel:
+            sc.skipped.append((f"row {lineno}", "empty path"))
+            continue
+        key = os.path.normpath(os.path.join(base, rel))
+        if key in seen:
+            sc.skipped.append((rel, f"duplicate of row {seen[key]}"))
+            continue
+        seen[key] = lineno
+        entries.append((rel, cells.get("label") or None, cells.get("domain") or DEFAULT_DOMAIN))
+    if not entries and not sc.skipped:
+        raise DataError(f"manifest {display(str(path))!r} has a header but no rows")
+
+    if class_file_names is not None:
+        class_names = class_file_names
+    else:
+        class_names = tuple(sorted({lab for _, lab, _ in entries if lab is not None}))
+    index = {n: i for i, n in enumerate(class_names)}
+    samples: list[Sample] = []
+    domains: set[str] = set()
+    for rel, label, domain in entries:
+        if label is not None and label not in index:
+            sc.skipped.append((rel, f"label {label!r} is not in the class file"))
+            continue
+        file = Path(rel) if os.path.isabs(rel) else base / rel
+        reason = check_image(file, decode=decode)
+        if reason is not None:
+            sc.skipped.append((rel, "file not found" if "No such file" in reason else reason))
+            continue
+        domains.add(domain)
+        samples.append(Sample(rel, file, None if label is None else index[label], domain))
+    return _finish(path, "manifest", samples, class_names, sorted(domains), sc, True)
+
+
+def scan(
+    data: str | os.PathLike[str],
+    *,
+    class_file: str | os.PathLike[str] | None = None,
+    decode: bool = False,
+) -> Dataset:
+    """Find the images of a data folder or CSV manifest, their labels and domains.
+
+    - ``DATA/<domain>/<class>/<image>``: "domainbed" (a top-level folder holding folders);
+    - ``DATA/<class>/<image>``: "single", one domain named "all";
+    - a CSV file ``path,label,domain`` (header optional; label and domain may be empty or
+      missing; paths relative to the CSV's folder): "manifest";
+    - ``DATA/<image>`` with no sub-folders: "unlabelled".
+
+    Classes are the class folders (or manifest labels) sorted by name, unless ``class_file``
+    (one name per line) fixes the list and its order; labelled images whose class is not in
+    it are skipped. Hidden files and folders are ignored; ``DATA/dataset.json`` is read as
+    metadata (``{"hflip": false}``). Unusable files are skipped with a reason, never fatal.
+    ``decode=True`` also decodes every image (slow; catches corrupt pixel data).
+
+    Raises :class:`DataError` when nothing usable is found, with the reasons.
+
+    >>> ds = scan("digits")  # doctest: +SKIP
+    >>> ds.samples[0]  # doctest: +SKIP
+    Sample(id='colour/0_zero/d0003.png', path=PosixPath('.../digits/colour/0_zero/d0003.png'),
+           label=0, domain='colour')
+    """
+    path = Path(os.path.abspath(os.fspath(data)))
+    names = read_class_file(class_file) if class_file is not None else None
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"data path {display(os.fspath(data))!r} does not exist") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {display(os.fspath(data))!r}: {exc.strerror}") from exc
+    if stat.S_ISDIR(st.st_mode):
+        return _scan_folder(path, names, decode)
+    return _scan_manifest(path, names, decode)

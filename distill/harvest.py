@@ -1,0 +1,304 @@
+"""Harvest: buy every teacher embedding a dataset needs, cache it, export the store.
+
+Images (K views each) and class prompts go through one TeacherClient. Everything
+bought is cached as it arrives, so a run stopped by the budget, a crash or Ctrl-C
+resumes with the rest and a second identical run sends nothing. When every item is
+cached, the embeddings are exported as a memory-mapped EmbeddingStore for training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+
+from cache.store import EmbeddingStore
+from vlmclient import (
+    AuthenticationError,
+    BudgetExceededError,
+    ConfigurationError,
+    Image,
+    ImageEmbeddingRequest,
+    InputError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    TeacherClient,
+    TextEmbeddingRequest,
+    VLMError,
+)
+from vlmclient.client import item_cache_key, prepare_item
+from vlmclient.providers import parse_teacher
+
+from .data import Dataset, class_prompts
+from .views import view_bytes
+
+__all__ = [
+    "HarvestResult",
+    "ImageItem",
+    "export_store",
+    "harvest",
+    "image_items",
+    "store_dir",
+    "teacher_fingerprint",
+]
+
+log = logging.getLogger("distill.harvest")
+
+# Errors that every later request would hit too: stop at once instead of failing item by item.
+FATAL = (
+    AuthenticationError,
+    PermissionDeniedError,
+    NotFoundError,
+    QuotaExceededError,
+    ConfigurationError,
+)
+CHUNKS_IN_FLIGHT_PER_SLOT = 2  # chunks scheduled ahead per concurrency slot
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One (image, view) pair to embed: its row in the store and its bytes to send."""
+
+    row: int
+    view: int
+    image_id: str
+    path: Path
+
+
+@dataclass
+class HarvestResult:
+    images_total: int = 0
+    texts_total: int = 0
+    bought: int = 0
+    cache_hits: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    spent_usd: Decimal = Decimal(0)
+    stopped_by_budget: str | None = None  # the budget error's message
+    remaining_items: int = 0
+    remaining_cost_usd: Decimal = Decimal(0)
+    store_path: Path | None = None
+    fatal: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.store_path is not None
+
+
+def image_items(dataset: Dataset, views: int) -> list[ImageItem]:
+    return [
+        ImageItem(row=row, view=v, image_id=s.id, path=s.path)
+        for row, s in enumerate(dataset.samples)
+        for v in range(views)
+    ]
+
+
+def _request(item: ImageItem, hflip: bool) -> ImageEmbeddingRequest:
+    data, media_type = view_bytes(item.path, item.image_id, item.view, hflip=hflip)
+    return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
+
+
+def teacher_fingerprint(teacher: str, params: dict[str, object] | None = None) -> str:
+    provider, model = parse_teacher(teacher)
+    from cache.keys import make_key
+    from vlmclient.client import key_base
+
+    return make_key(key_base(provider, model, params or {}, "fingerprint"))
+
+
+def store_dir(cache_dir: Path, teacher: str, dataset: Dataset) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{dataset.root.name}-{teacher}")
+    return cache_dir / "stores" / f"{slug}-{dataset.fingerprint()[:12]}"
+
+
+async def harvest(
+    dataset: Dataset,
+    client: TeacherClient,
+    *,
+    cache_dir: Path,
+    views: int = 1,
+    prompt: str = "a photo of a {}",
+    on_progress: Callable[[HarvestResult], None] | None = None,
+) -> HarvestResult:
+    """Embed every image view and class prompt of ``dataset``; export the store when done."""
+    result = HarvestResult(skipped=list(dataset.skipped))
+    items = image_items(dataset, views)
+    prompts = class_prompts(dataset.class_names, prompt) if dataset.class_names else []
+    result.images_total, result.texts_total = len(items), len(prompts)
+    vectors: dict[tuple[int, int], np.ndarray] = {}
+    text_vectors: list[np.ndarray] = []
+    stop = asyncio.Event()
+
+    def account(n_hits: int, n_bought: int) -> None:
+        result.cache_hits += n_hits
+        result.bought += n_bought
+        result.spent_usd = client.budget.spent
+        if on_progress is not None:
+            on_progress(result)
+
+    async def run(coro_factory: Callable[[], object], names: Sequence[str]) -> list | None:  # type: ignore[type-arg]
+        try:
+            return await coro_factory()  # type: ignore[misc,no-any-return]
+        except BudgetExceededError as exc:
+            result.stopped_by_budget = str(exc)
+            stop.set()
+        except FATAL as exc:
+            result.fatal = str(exc)
+            stop.set()
+        except VLMError as exc:
+            result.failed.extend((n, str(exc)) for n in names)
+        account(0, 0)
+        return None
+
+    if prompts:
+        reqs = [TextEmbeddingRequest(text=p) for p in prompts]
+        out = await run(lambda: client.embed_texts(reqs), prompts)
+        if out is not None:
+            text_vectors = [r.vector for r in out]
+            account(sum(r.cached for r in out), sum(not r.cached for r in out))
+
+    limit = client.provider.limit_for(client.model, "image_embedding")
+    chunks = [items[i : i + limit] for i in range(0, len(items), limit)]
+    gate = asyncio.Semaphore(max(1, client.concurrency * CHUNKS_IN_FLIGHT_PER_SLOT))
+
+    async def embed_chunk(chunk: list[ImageItem]) -> None:
+        async with gate:
+            if stop.is_set():
+                return
+            reqs, kept = [], []
+            for item in chunk:
+                try:
+                    reqs.append(_request(item, dataset.hflip))
+                    kept.append(item)
+                except (InputError, OSError, ValueError) as exc:
+                    result.failed.append((item.image_id, f"cannot prepare image: {exc}"))
+            if not reqs:
+                return
+            out = await run(lambda: client.embed_images(reqs), [i.image_id for i in kept])
+            if out is None:
+                return
+            for item, r in zip(kept, out, strict=True):
+                vectors[(item.row, item.view)] = r.vector
+            account(sum(r.cached for r in out), sum(not r.cached for r in out))
+
+    await asyncio.gather(*(embed_chunk(c) for c in chunks))
+
+    missing = [i for i in items if (i.row, i.view) not in vectors]
+    if missing or len(text_vectors) != len(prompts):
+        result.remaining_items = len(missing) + (len(prompts) - len(text_vectors))
+        result.remaining_cost_usd = _remaining_cost(client, dataset, missing, prompts, text_vectors)
+        return result
+    if not items or not prompts:
+        return result  # nothing to export (unlabelled data or empty)
+    image_matrix = np.stack(
+        [np.stack([vectors[(row, v)] for v in range(views)]) for row in range(len(dataset.samples))]
+    )
+    result.store_path = _write_store(
+        cache_dir,
+        client.teacher,
+        client.fingerprint,
+        dataset,
+        image_matrix,
+        np.stack(text_vectors),
+        prompts,
+    )
+    return result
+
+
+def _remaining_cost(
+    client: TeacherClient,
+    dataset: Dataset,
+    missing: list[ImageItem],
+    prompts: list[str],
+    text_vectors: list[np.ndarray],
+) -> Decimal:
+    cost = Decimal(0)
+    reqs = []
+    for item in missing:
+        try:
+            reqs.append(_request(item, dataset.hflip))
+        except (InputError, OSError, ValueError):
+            continue
+    if reqs:
+        cost += client.plan("image_embedding", reqs)[1]
+    if len(text_vectors) != len(prompts):
+        cost += client.plan("text_embedding", [TextEmbeddingRequest(text=p) for p in prompts])[1]
+    return cost
+
+
+def _write_store(
+    cache_dir: Path,
+    teacher: str,
+    fingerprint: str,
+    dataset: Dataset,
+    images: np.ndarray,
+    texts: np.ndarray,
+    prompts: list[str],
+    fmt: str = "float16",
+) -> Path:
+    path = store_dir(cache_dir, teacher, dataset)
+    EmbeddingStore.write(
+        path,
+        image_ids=[s.id for s in dataset.samples],
+        image_vectors=images.astype(np.float32),
+        text_vectors=texts.astype(np.float32),
+        class_names=list(dataset.class_names),
+        prompts=prompts,
+        teacher=teacher,
+        teacher_fingerprint=fingerprint,
+        dataset_fingerprint=dataset.fingerprint(),
+        fmt=fmt,  # type: ignore[arg-type]
+        extra_meta={"dataset_root": str(dataset.root), "layout": dataset.layout},
+    )
+    return path
+
+
+def export_store(
+    dataset: Dataset,
+    cache,  # type: ignore[no-untyped-def]  # cache.ResponseCache
+    *,
+    cache_dir: Path,
+    teacher: str,
+    views: int = 1,
+    prompt: str = "a photo of a {}",
+    params: dict[str, object] | None = None,
+    fmt: str = "float16",
+) -> tuple[Path | None, int]:
+    """Build the store from cached responses only (sends nothing, needs no API key).
+
+    Returns (store path or None, number of items missing from the cache).
+    """
+    provider, model = parse_teacher(teacher)
+    params = params or {}
+
+    def lookup(kind: str, item: ImageEmbeddingRequest | TextEmbeddingRequest) -> np.ndarray | None:
+        key = item_cache_key(provider, model, params, kind, prepare_item(provider, item))
+        entry = cache.get(key)
+        return None if entry is None else entry.vector
+
+    prompts = class_prompts(dataset.class_names, prompt)
+    texts = [lookup("text_embedding", TextEmbeddingRequest(text=p)) for p in prompts]
+    images: dict[tuple[int, int], np.ndarray | None] = {}
+    for item in image_items(dataset, views):
+        try:
+            images[(item.row, item.view)] = lookup("image_embedding", _request(item, dataset.hflip))
+        except (InputError, OSError, ValueError):
+            images[(item.row, item.view)] = None
+    missing = sum(v is None for v in texts) + sum(v is None for v in images.values())
+    if missing or not prompts:
+        return None, missing
+    matrix = np.stack(
+        [np.stack([images[(row, v)] for v in range(views)]) for row in range(len(dataset.samples))]  # type: ignore[misc]
+    )
+    fingerprint = teacher_fingerprint(teacher, params)
+    path = _write_store(
+        cache_dir, teacher, fingerprint, dataset, matrix, np.stack(texts), prompts, fmt
+    )  # type: ignore[arg-type]
+    return path, 0

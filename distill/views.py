@@ -1,0 +1,231 @@
+"""Teacher views of an image: view 0 is the image itself, view k >= 1 a seeded augmentation.
+
+We pay per teacher query, so each image gets K cached views. The trainer must feed the student
+exactly the pixels the teacher saw, in another process and maybe on another machine, so the
+augmentation is computed here with plain integer/IEEE arithmetic in numpy (no torch, no
+library resampler whose rounding may change between versions), and its random numbers come
+from sha256(image id, k), not from a random number generator:
+
+- RandomResizedCrop: area 70-100 %, aspect ratio 3/4-4/3 (torchvision's algorithm, 10 tries
+  then a centre crop), resized back to the original size with bilinear interpolation. The crop
+  is never larger than the image, so this only ever upsamples and needs no antialiasing;
+- horizontal flip with p = 0.5 (``hflip=False`` turns it off: a mirrored digit is another
+  symbol, and a mirrored rotation is another rotation domain);
+- brightness then contrast, each a factor in [0.7, 1.3].
+
+Encoded views are PNGs written by :func:`png_bytes`, byte-identical on every platform (stored
+deflate blocks, so no zlib version can change them): the same view always hits the same cache
+entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from distill.data import MAX_PIXELS, DataError, sniff_image
+
+__all__ = [
+    "BRIGHTNESS",
+    "CONTRAST",
+    "RATIO",
+    "SCALE",
+    "load_rgb",
+    "png_bytes",
+    "view_array",
+    "view_bytes",
+    "view_image",
+]
+
+SCALE = (0.7, 1.0)
+RATIO = (3 / 4, 4 / 3)
+BRIGHTNESS = 0.3
+CONTRAST = 0.3
+_ROW_BLOCK = 256  # rows interpolated at once: bounds memory on large photos
+
+
+class _Uniforms:
+    """Uniform numbers in [0, 1) from sha256(image id, view, counter): same everywhere."""
+
+    def __init__(self, image_id: str, view: int) -> None:
+        self._base = f"{image_id}\x00{view}".encode("utf-8", "surrogateescape")
+        self._i = 0
+
+    def __call__(self, low: float = 0.0, high: float = 1.0) -> float:
+        digest = hashlib.sha256(self._base + self._i.to_bytes(4, "big")).digest()
+        self._i += 1
+        u = int.from_bytes(digest[:7], "big") / float(1 << 56)  # 56 bits: exact in a float
+        return low + (high - low) * u
+
+    def integer(self, low: int, high: int) -> int:
+        """An integer in [low, high] inclusive."""
+        return low + min(int(self() * (high - low + 1)), high - low)
+
+
+def _crop_box(rand: _Uniforms, width: int, height: int) -> tuple[int, int, int, int]:
+    """(top, left, h, w) as torchvision's RandomResizedCrop.get_params picks it."""
+    area = width * height
+    log_lo, log_hi = math.log(RATIO[0]), math.log(RATIO[1])
+    for _ in range(10):
+        target = area * rand(*SCALE)
+        aspect = math.exp(rand(log_lo, log_hi))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return rand.integer(0, height - h), rand.integer(0, width - w), h, w
+    # Fallback: the whole image (the ratio bounds always contain some full-size crop for
+    # images close to square; extreme panoramas land here).
+    return 0, 0, height, width
+
+
+def _axis(n_out: int, start: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices (lo, hi) and weights for bilinear resampling of n_in -> n_out pixels."""
+    pos = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    pos = np.clip(pos, 0.0, n_in - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    return lo + start, hi + start, pos - lo
+
+
+def _resized_crop(arr: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
+    """Bilinear resize of arr[top:top+h, left:left+w] back to arr's size, float64 HxWx3."""
+    height, width = arr.shape[:2]
+    y0, y1, wy = _axis(height, top, h)
+    x0, x1, wx = _axis(width, left, w)
+    wx = wx[None, :, None]
+    out = np.empty((height, width, 3), dtype=np.float64)
+    for r in range(0, height, _ROW_BLOCK):
+        sl = slice(r, r + _ROW_BLOCK)
+        a = arr[y0[sl]].astype(np.float64)
+        b = arr[y1[sl]].astype(np.float64)
+        t = wy[sl][:, None, None]
+        rows = a + (b - a) * t
+        left_px, right_px = rows[:, x0], rows[:, x1]
+        out[sl] = left_px + (right_px - left_px) * wx
+    return out
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def view_array(
+    img: Image.Image | np.ndarray, image_id: str, view: int, *, hflip: bool = True
+) -> np.ndarray:
+    """View ``view`` of an image as a uint8 HxWx3 array (see :func:`view_image`)."""
+    if view < 0:
+        raise ValueError(f"view must be >= 0, got {view}")
+    arr = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"expected an RGB image or uint8 HxWx3 array, got {arr.shape} {arr.dtype}")
+    if view == 0:
+        return arr
+    rand = _Uniforms(image_id, view)
+    height, width = arr.shape[:2]
+    top, left, h, w = _crop_box(rand, width, height)
+    x = _to_uint8(_resized_crop(arr, top, left, h, w))
+    flip = rand() < 0.5  # drawn even when unused, so hflip does not shift later numbers
+    if hflip and flip:
+        x = x[:, ::-1]
+    b = rand(1 - BRIGHTNESS, 1 + BRIGHTNESS)
+    c = rand(1 - CONTRAST, 1 + CONTRAST)
+    x = _to_uint8(x * b)
+    # Contrast blends with the mean grey level (ITU-R 601 luma, as PIL and torchvision);
+    # the integer sum makes the mean exact whatever the summation order.
+    luma = x.astype(np.int64) @ np.array([299, 587, 114], dtype=np.int64)
+    mean = float(luma.sum()) / (1000.0 * luma.size)
+    x = _to_uint8(mean + (x.astype(np.float64) - mean) * c)
+    return np.ascontiguousarray(x)
+
+
+def view_image(
+    img: Image.Image, image_id: str, view: int, *, hflip: bool = True
+) -> Image.Image:
+    """View ``view`` of ``img`` as an RGB image; view 0 is ``img`` itself (as RGB).
+
+    Deterministic: the same (image id, view) gives the same pixels in every process.
+
+    >>> v = view_image(Image.open("cat.png"), "cats/cat.png", 1)  # doctest: +SKIP
+    """
+    return Image.fromarray(view_array(img, image_id, view, hflip=hflip), mode="RGB")
+
+
+def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """Open and decode an image file as RGB; DataError when it cannot be used."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                if im.size[0] * im.size[1] > MAX_PIXELS:
+                    raise DataError(
+                        f"image {os.fspath(path)!r} is too large ({im.size[0]}x{im.size[1]})"
+                    )
+                return im.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image {os.fspath(path)!r} is too large: {exc}") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot decode image {os.fspath(path)!r}: {exc}") from exc
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """Encode a uint8 HxWx3 array as PNG with uncompressed (stored) deflate blocks.
+
+    The bytes depend only on the pixels (checksums are fixed algorithms), unlike zlib's
+    compressed output, which differs between zlib, zlib-ng and their versions; a view's
+    cache key stays valid after a library upgrade. Costs 3 bytes per pixel on the wire.
+    """
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    height, width = arr.shape[:2]
+    raw = np.zeros((height, 1 + width * 3), dtype=np.uint8)  # filter byte 0 (None) per row
+    raw[:, 1:] = arr.reshape(height, width * 3)
+    data = raw.tobytes()
+    blocks = []
+    step = 65535
+    for i in range(0, max(len(data), 1), step):
+        part = data[i : i + step]
+        final = 1 if i + step >= len(data) else 0
+        blocks.append(struct.pack("<BHH", final, len(part), len(part) ^ 0xFFFF) + part)
+    stream = b"\x78\x01" + b"".join(blocks) + struct.pack(">I", zlib.adler32(data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", stream)
+        + _chunk(b"IEND", b"")
+    )
+
+
+def view_bytes(
+    path: str | os.PathLike[str], image_id: str, view: int, *, hflip: bool = True
+) -> tuple[bytes, str]:
+    """The bytes to send to the teacher for view ``view`` of an image file, and their type.
+
+    View 0 is the file exactly as it is on disk; view k >= 1 is a PNG of
+    :func:`view_image` of the decoded file. DataError when the file cannot be used.
+
+    >>> data, media_type = view_bytes(Path("DATA/a/cat/1.jpg"), "a/cat/1.jpg", 2)  # doctest: +SKIP
+    """
+    if view < 0:
+        raise ValueError(f"view must be >= 0, got {view}")
+    if view == 0:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot read image {os.fspath(path)!r}: {exc.strerror}") from exc
+        media_type = sniff_image(data[:32])
+        if media_type is None:
+            raise DataError(f"{os.fspath(path)!r} is not a PNG, JPEG, GIF, BMP or WebP image")
+        return data, media_type
+    return png_bytes(view_array(load_rgb(path), image_id, view, hflip=hflip)), "image/png"

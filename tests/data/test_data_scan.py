@@ -1,0 +1,456 @@
+"""distill.data: layouts, class files, skipped files with reasons, odd names, splits."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import distill
+from distill.data import (
+    DataError,
+    Sample,
+    check_image,
+    class_prompts,
+    display,
+    read_class_file,
+    scan,
+    split_holdout,
+)
+from vlmclient.errors import ConfigurationError, InputError
+
+# ------------------------------------------------------------------------------- layouts
+
+
+def test_domainbed_layout(tmp_path, write_image):
+    write_image(tmp_path / "sketch" / "dog" / "b.png")
+    write_image(tmp_path / "sketch" / "cat" / "a.png")
+    write_image(tmp_path / "photo" / "cat" / "c.jpg", fmt="JPEG")
+    write_image(tmp_path / "photo" / "cat" / "d.gif", fmt="GIF")
+    write_image(tmp_path / "photo" / "elephant" / "e.bmp", fmt="BMP")
+    write_image(tmp_path / "photo" / "elephant" / "f.webp", fmt="WEBP")
+    ds = scan(tmp_path)
+    assert ds.layout == "domainbed"
+    assert ds.domains == ("photo", "sketch")
+    assert ds.class_names == ("cat", "dog", "elephant")
+    got = [(s.id, s.label, s.domain) for s in ds.samples]
+    assert got == [
+        ("photo/cat/c.jpg", 0, "photo"),
+        ("photo/cat/d.gif", 0, "photo"),
+        ("photo/elephant/e.bmp", 2, "photo"),
+        ("photo/elephant/f.webp", 2, "photo"),
+        ("sketch/cat/a.png", 0, "sketch"),
+        ("sketch/dog/b.png", 1, "sketch"),
+    ]
+    for s in ds.samples:
+        assert s.path == tmp_path / s.id and s.path.is_file()
+    assert ds.skipped == ()
+    assert ds.hflip is True
+    assert ds.counts() == {
+        "photo": {"cat": 2, "elephant": 2},
+        "sketch": {"cat": 1, "dog": 1},
+    }
+
+
+def test_single_domain_layout_and_stray_files(tmp_path, write_image):
+    write_image(tmp_path / "zebra" / "1.png")
+    write_image(tmp_path / "ant" / "2.png")
+    write_image(tmp_path / "loose.png")
+    (tmp_path / ".hidden").mkdir()
+    write_image(tmp_path / ".hidden" / "x" / "3.png")
+    (tmp_path / "ant" / ".DS_Store").write_bytes(b"junk")
+    ds = scan(tmp_path)
+    assert ds.layout == "single"
+    assert ds.domains == ("all",)
+    assert ds.class_names == ("ant", "zebra")
+    assert [(s.id, s.label, s.domain) for s in ds.samples] == [
+        ("ant/2.png", 0, "all"),
+        ("zebra/1.png", 1, "all"),
+    ]
+    assert len(ds.skipped) == 1
+    assert ds.skipped[0][0] == "loose.png"
+    assert "not in a class folder" in ds.skipped[0][1]
+
+
+def test_unlabelled_layout(tmp_path, write_image):
+    write_image(tmp_path / "b.png")
+    write_image(tmp_path / "a.jpeg", fmt="JPEG")
+    ds = scan(tmp_path)
+    assert ds.layout == "unlabelled"
+    assert ds.class_names == ()
+    assert ds.domains == ("all",)
+    assert [(s.id, s.label) for s in ds.samples] == [("a.jpeg", None), ("b.png", None)]
+    (tmp_path.parent / "classes.txt").write_text("cat\ndog\n")
+    ds2 = scan(tmp_path, class_file=tmp_path.parent / "classes.txt")
+    assert ds2.class_names == ("cat", "dog")
+    assert all(s.label is None for s in ds2.samples)
+    assert ds.counts() == {"all": {"(unlabelled)": 2}}
+
+
+def test_domainbed_nested_and_stray_entries(tmp_path, write_image):
+    write_image(tmp_path / "d1" / "cat" / "a.png")
+    write_image(tmp_path / "d1" / "cat" / "deeper" / "z.png")
+    write_image(tmp_path / "d1" / "stray.png")
+    write_image(tmp_path / "flat" / "x.png")  # a folder with no class folders: not a domain
+    ds = scan(tmp_path)
+    assert ds.layout == "domainbed"
+    assert ds.domains == ("d1",)
+    assert [s.id for s in ds.samples] == ["d1/cat/a.png"]
+    reasons = dict(ds.skipped)
+    assert "below class level" in reasons["d1/cat/deeper"]
+    assert "not in a class folder" in reasons["d1/stray.png"]
+    assert "not in a class folder" in reasons["flat/x.png"]
+
+
+# ------------------------------------------------------------------------------ manifest
+
+
+def test_manifest_with_header_labels_and_domains(tmp_path, write_image):
+    write_image(tmp_path / "imgs" / "a.png")
+    write_image(tmp_path / "imgs" / "b.png")
+    write_image(tmp_path / "imgs" / "c.png")
+    outside = write_image(tmp_path.parent / f"{tmp_path.name}-abs.png")
+    csv_file = tmp_path / "train.csv"
+    csv_file.write_text(
+        "path,label,domain\n"
+        "imgs/b.png,dog,photo\n"
+        "imgs/a.png,cat,sketch\n"
+        "imgs/c.png,,photo\n"
+        "imgs/missing.png,cat,photo\n"
+        "imgs/a.png,cat,photo\n"
+        f"{outside},cat,\n"
+        "\n"
+    )
+    ds = scan(csv_file)
+    assert ds.layout == "manifest"
+    assert ds.class_names == ("cat", "dog")
+    assert ds.domains == ("all", "photo", "sketch")
+    by_id = {s.id: s for s in ds.samples}
+    assert by_id["imgs/b.png"].label == 1 and by_id["imgs/b.png"].domain == "photo"
+    assert by_id["imgs/a.png"].label == 0 and by_id["imgs/a.png"].domain == "sketch"
+    assert by_id["imgs/c.png"].label is None
+    assert by_id[str(outside)].path == outside and by_id[str(outside)].domain == "all"
+    assert by_id["imgs/a.png"].path == tmp_path / "imgs" / "a.png"
+    reasons = dict(ds.skipped)
+    assert reasons["imgs/missing.png"] == "file not found"
+    assert reasons["imgs/a.png"].startswith("duplicate of row")
+
+
+def test_manifest_without_header_or_labels(tmp_path, write_image):
+    write_image(tmp_path / "x.png")
+    write_image(tmp_path / "y.png")
+    (tmp_path / "list.csv").write_text("x.png\ny.png\n")
+    ds = scan(tmp_path / "list.csv")
+    assert ds.layout == "manifest"
+    assert ds.class_names == ()
+    assert [(s.id, s.label, s.domain) for s in ds.samples] == [
+        ("x.png", None, "all"),
+        ("y.png", None, "all"),
+    ]
+    # Positional columns without a header: path,label.
+    (tmp_path / "lab.csv").write_text("x.png,cat\ny.png,ant\n")
+    ds2 = scan(tmp_path / "lab.csv")
+    assert ds2.class_names == ("ant", "cat")
+    assert [s.label for s in ds2.samples] == [1, 0]
+
+
+def test_manifest_errors(tmp_path, write_image):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="empty"):
+        scan(tmp_path / "empty.csv")
+    (tmp_path / "bad.csv").write_text("path,colour\nx.png,red\n")
+    with pytest.raises(DataError, match="unknown column"):
+        scan(tmp_path / "bad.csv")
+    (tmp_path / "latin1.csv").write_bytes("caf\xe9.png\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        scan(tmp_path / "latin1.csv")
+    img = write_image(tmp_path / "one.png")
+    with pytest.raises(DataError, match="single image"):
+        scan(img)
+
+
+def test_manifest_labels_checked_against_class_file(tmp_path, write_image):
+    write_image(tmp_path / "a.png")
+    write_image(tmp_path / "b.png")
+    (tmp_path / "m.csv").write_text("path,label\na.png,dog\nb.png,unicorn\n")
+    (tmp_path / "classes.txt").write_text("dog\ncat\n")
+    ds = scan(tmp_path / "m.csv", class_file=tmp_path / "classes.txt")
+    assert ds.class_names == ("dog", "cat")
+    assert [(s.id, s.label) for s in ds.samples] == [("a.png", 0)]
+    assert dict(ds.skipped) == {"b.png": "label 'unicorn' is not in the class file"}
+
+
+# ---------------------------------------------------------------------------- class file
+
+
+def test_class_file_fixes_order_and_filters(tmp_path, write_image):
+    for cls in ("bird", "cat", "dog"):
+        write_image(tmp_path / "d" / cls / "1.png")
+    cf = tmp_path.parent / f"{tmp_path.name}-classes.txt"
+    cf.write_text("# my classes\ndog\n\ncat\nzebra\n")
+    ds = scan(tmp_path, class_file=cf)
+    assert ds.class_names == ("dog", "cat", "zebra")
+    assert {s.id: s.label for s in ds.samples} == {"d/cat/1.png": 1, "d/dog/1.png": 0}
+    assert dict(ds.skipped) == {"d/bird": "class folder 'bird' is not in the class file"}
+
+
+def test_wrong_class_files(tmp_path, write_image):
+    write_image(tmp_path / "data" / "cat" / "1.png")
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("car\ntruck\n")
+    with pytest.raises(DataError) as err:
+        scan(tmp_path / "data", class_file=wrong)
+    assert "class folder 'cat' is not in the class file" in str(err.value)
+    dup = tmp_path / "dup.txt"
+    dup.write_text("cat\ncat\n")
+    with pytest.raises(DataError, match="repeats: cat"):
+        read_class_file(dup)
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n# nothing\n")
+    with pytest.raises(DataError, match="no class names"):
+        scan(tmp_path / "data", class_file=blank)
+    with pytest.raises(DataError, match="does not exist"):
+        scan(tmp_path / "data", class_file=tmp_path / "nope.txt")
+
+
+# -------------------------------------------------------------------------- bad inputs
+
+
+def test_skipped_files_have_reasons(tmp_path, write_image, encode, png_bomb):
+    good = encode("PNG", (40, 30))
+    jpeg = encode("JPEG", (40, 30))
+    cls = tmp_path / "cls"
+    write_image(cls / "ok.png")
+    (cls / "zero.png").write_bytes(b"")
+    (cls / "text.png").write_text("this is not an image\n")
+    (cls / "notes.txt").write_text("hello")
+    (cls / "cut.png").write_bytes(good[: len(good) // 2])
+    (cls / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (cls / "garbled.png").write_bytes(good[:8] + b"\x00" * 40 + good[-12:])
+    (cls / "bomb.png").write_bytes(png_bomb)
+    (cls / "scan.tif").write_bytes(encode("TIFF", (4, 4)))
+    os.mkfifo(cls / "pipe.png")  # never opened: a FIFO would block a naive reader
+    os.symlink(cls / "gone.png", cls / "dangling.png")
+    ds = scan(tmp_path)
+    assert [s.id for s in ds.samples] == ["cls/ok.png"]
+    reasons = dict(ds.skipped)
+    assert reasons["cls/zero.png"] == "empty file (0 bytes)"
+    assert reasons["cls/text.png"].startswith("not an image")
+    assert reasons["cls/notes.txt"].startswith("not an image")
+    assert reasons["cls/cut.png"] == "truncated PNG file"
+    assert reasons["cls/cut.jpg"] == "truncated JPEG file"
+    assert reasons["cls/garbled.png"].startswith("corrupt")
+    assert reasons["cls/bomb.png"].startswith("too large (20000x20000 = 400 MP")
+    assert "TIFF" in reasons["cls/scan.tif"]
+    assert reasons["cls/pipe.png"] == "not a regular file"
+    assert reasons["cls/dangling.png"].startswith("cannot read")
+    assert len(reasons) == 10
+
+
+def test_decode_catches_corrupt_pixel_data(tmp_path, encode):
+    data = bytearray(encode("PNG", (64, 64)))
+    start = data.index(b"IDAT") + 4
+    data[start + 20 : start + 200] = bytes(180)  # header and trailer intact, pixels broken
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "bad.png").write_bytes(bytes(data))
+    (tmp_path / "c" / "good.png").write_bytes(encode("PNG", (64, 64)))
+    assert len(scan(tmp_path).samples) == 2  # the cheap check cannot see it
+    deep = scan(tmp_path, decode=True)
+    assert [s.id for s in deep.samples] == ["c/good.png"]
+    assert deep.skipped[0][0] == "c/bad.png"
+    assert check_image(tmp_path / "c" / "bad.png", decode=True) is not None
+
+
+def test_odd_file_names(tmp_path, write_image):
+    write_image(tmp_path / "my domain" / "ice cream" / "a b.png")
+    write_image(tmp_path / "my domain" / "ice cream" / "crème brûlée 🍮.png")
+    raw_name = os.fsencode(tmp_path / "my domain" / "ice cream") + b"/caf\xe9 latin1.png"
+    with open(raw_name, "wb") as f:  # a name that is not valid UTF-8
+        f.write((tmp_path / "my domain" / "ice cream" / "a b.png").read_bytes())
+    ds = scan(tmp_path)
+    assert ds.class_names == ("ice cream",)
+    ids = [s.id for s in ds.samples]
+    assert "my domain/ice cream/a b.png" in ids
+    assert "my domain/ice cream/crème brûlée 🍮.png" in ids
+    odd = next(s for s in ds.samples if "latin1" in s.id)
+    # The id round-trips to the file: same bytes on disk, and root / id opens it.
+    assert os.fsencode(odd.id) == b"my domain/ice cream/caf\xe9 latin1.png"
+    assert os.fsencode(tmp_path / odd.id) == raw_name
+    assert (tmp_path / odd.id).read_bytes() == odd.path.read_bytes()
+    assert display(odd.id) == "my domain/ice cream/caf\\xe9 latin1.png"
+    assert json.loads(json.dumps(odd.id)) == odd.id  # storable in image_ids.json
+    assert len(ds.fingerprint()) == 64
+    assert class_prompts(ds.class_names) == ["a photo of a ice cream"]
+
+
+def _unreadable_tree(root: Path, write_image) -> Path:
+    write_image(root / "d" / "cat" / "1.png")
+    write_image(root / "d" / "dog" / "2.png")
+    return root / "d" / "dog"
+
+
+def test_unreadable_folder_is_skipped(tmp_path, write_image):
+    locked = _unreadable_tree(tmp_path, write_image)
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):
+            pytest.skip("running as root: chmod 000 does not stop root from reading")
+        ds = scan(tmp_path)
+    finally:
+        locked.chmod(0o755)
+    assert [s.id for s in ds.samples] == ["d/cat/1.png"]
+    assert dict(ds.skipped)["d/dog"].startswith("cannot read folder: Permission denied")
+
+
+def test_unreadable_folder_simulated(tmp_path, write_image, monkeypatch):
+    # Root reads everything, so make os.scandir fail the way it does for a chmod 000 folder.
+    locked = _unreadable_tree(tmp_path, write_image)
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    ds = scan(tmp_path)
+    assert [s.id for s in ds.samples] == ["d/cat/1.png"]
+    assert ds.class_names == ("cat", "dog")
+    assert dict(ds.skipped) == {"d/dog": "cannot read folder: Permission denied"}
+
+
+def test_empty_and_missing_data(tmp_path):
+    with pytest.raises(DataError) as err:
+        scan(tmp_path)
+    msg = str(err.value)
+    assert "no usable images" in msg and "DATA/<domain>/<class>/<image>" in msg
+    assert isinstance(err.value, InputError)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"(?s)1 path\(s\) skipped.*a/x.png: empty file"):
+        scan(tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        scan(tmp_path / "nothing-here")
+
+
+# ---------------------------------------------------------------- dataset, prompts, split
+
+
+def test_fingerprint_and_domain_filter(tmp_path, write_image):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root, order in ((a, ["x", "y", "z"]), (b, ["z", "y", "x"])):
+        for name in order:  # created in another order: same fingerprint
+            write_image(root / ("d1" if name != "z" else "d2") / "cat" / f"{name}.png")
+    fa, fb = scan(a), scan(b)
+    assert fa.fingerprint() == fb.fingerprint()
+    (b / "d2" / "cat" / "z.png").rename(b / "d1" / "cat" / "z.png")
+    assert scan(b).fingerprint() != fa.fingerprint()
+    sub = fa.in_domains(["d2"])
+    assert sub.domains == ("d2",) and [s.id for s in sub.samples] == ["d2/cat/z.png"]
+    assert sub.fingerprint() != fa.fingerprint()
+    with pytest.raises(DataError, match="unknown domain"):
+        fa.in_domains(["d3"])
+
+
+def test_dataset_meta_turns_flips_off(tmp_path, write_image):
+    write_image(tmp_path / "c" / "1.png")
+    (tmp_path / "dataset.json").write_text(json.dumps({"hflip": False}))
+    ds = scan(tmp_path)
+    assert ds.hflip is False
+    assert ds.skipped == ()  # the metadata file is not reported as a stray file
+
+
+def test_class_prompts():
+    assert class_prompts(["golden_retriever", "cat"]) == [
+        "a photo of a golden retriever",
+        "a photo of a cat",
+    ]
+    assert class_prompts(["3_three"], "a {} digit {{}}") == ["a 3 three digit {3 three}"]
+    with pytest.raises(ConfigurationError, match=r"no '\{\}'"):
+        class_prompts(["cat"], "a photo")
+
+
+def _samples(n_per_domain: dict[str, int]) -> list[Sample]:
+    return [
+        Sample(f"{d}/c/{i}.png", Path(f"/x/{d}/{i}.png"), i % 3, d)
+        for d, n in n_per_domain.items()
+        for i in range(n)
+    ]
+
+
+def test_split_holdout_per_domain_and_deterministic():
+    samples = _samples({"a": 50, "b": 20, "c": 7, "d": 1})
+    train, hold = split_holdout(samples, fraction=0.2, seed=0)
+    held = {d: sum(1 for s in hold if s.domain == d) for d in "abcd"}
+    assert held == {"a": 10, "b": 4, "c": 1, "d": 0}
+    assert len(train) + len(hold) == len(samples)
+    assert not {s.id for s in train} & {s.id for s in hold}
+    # Same answer for shuffled input, and again on a second call.
+    shuffled = samples[:]
+    random.Random(1).shuffle(shuffled)
+    assert {s.id for s in split_holdout(shuffled, seed=0)[1]} == {s.id for s in hold}
+    assert split_holdout(samples, seed=0) == (train, hold)
+    # Outputs keep the input order.
+    assert list(train) == [s for s in samples if s in set(train)]
+    # Another seed picks other images; adding images to one domain leaves others alone.
+    assert {s.id for s in split_holdout(samples, seed=1)[1]} != {s.id for s in hold}
+    more = samples + _samples({"e": 30})
+    hold2 = split_holdout(more, seed=0)[1]
+    assert {s.id for s in hold2 if s.domain != "e"} == {s.id for s in hold}
+    assert split_holdout(samples, fraction=0.0)[1] == ()
+    with pytest.raises(ValueError):
+        split_holdout(samples, fraction=1.0)
+
+
+def test_unreadable_class_folder_keeps_its_label(tmp_path, write_image, monkeypatch):
+    write_image(tmp_path / "ant" / "1.png")
+    write_image(tmp_path / "bee" / "2.png")
+    write_image(tmp_path / "cat" / "3.png")
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if Path(path) == tmp_path / "bee":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    ds = scan(tmp_path)
+    assert ds.layout == "single"
+    assert ds.class_names == ("ant", "bee", "cat")  # "cat" is still label 2
+    assert [(s.id, s.label) for s in ds.samples] == [("ant/1.png", 0), ("cat/3.png", 2)]
+    assert dict(ds.skipped) == {"bee": "cannot read folder: Permission denied"}
+
+
+def test_data_modules_do_not_import_torch():
+    code = (
+        "import sys\n"
+        "import distill.data, distill.views, distill.digits, distill.datasets, distill.cli.data\n"
+        "bad = [m for m in ('torch', 'timm', 'sklearn') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    repo = Path(distill.__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=repo)
+
+
+def test_split_holdout_same_per_domain_or_jointly():
+    # The trainer splits all source domains at once, evaluation one domain at a time.
+    samples = _samples({"a": 23, "b": 17})
+    _, joint = split_holdout(samples, seed=3)
+    per = [split_holdout([s for s in samples if s.domain == d], seed=3)[1] for d in "ab"]
+    assert set(joint) == set(per[0]) | set(per[1])
+
+
+def test_stray_subfolder_does_not_flip_single_layout(tmp_path, write_image):
+    for cls in ("ant", "bee", "cat"):
+        write_image(tmp_path / cls / "1.png")
+    write_image(tmp_path / "cat" / "raw" / "2.png")
+    ds = scan(tmp_path)
+    assert ds.layout == "single"
+    assert ds.class_names == ("ant", "bee", "cat")
+    assert len(ds.samples) == 3
+    assert dict(ds.skipped) == {"cat/raw": "folder below class level ignored"}

@@ -1,0 +1,87 @@
+"""distill.digits: the embedded default dataset from scikit-learn's bundled digits."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from distill.data import DataError, class_prompts, scan
+from distill.digits import CLASS_NAMES, DEFAULT_DOMAINS, DOMAINS, make_digits, sklearn_digits
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_make_digits_layout_counts_and_labels(tmp_path):
+    root = make_digits(tmp_path / "digits", size=32, seed=0)
+    ds = scan(root)
+    assert ds.layout == "domainbed"
+    assert ds.domains == tuple(sorted(DEFAULT_DOMAINS))
+    assert ds.class_names == CLASS_NAMES  # sorted by name = digit order
+    assert ds.skipped == () and ds.hflip is False
+    # Every digit used once: the 1797 are dealt out over the 4 domains.
+    sizes = {d: sum(per.values()) for d, per in ds.counts().items()}
+    assert sorted(sizes.values()) == [449, 449, 449, 450]
+    stems = [s.id.rsplit("/", 1)[1] for s in ds.samples]
+    assert len(set(stems)) == 1797
+    # The folder's label is the true sklearn label of that digit.
+    _, labels = sklearn_digits()
+    for s in ds.samples[::37]:
+        assert s.label == labels[int(s.id.rsplit("/d", 1)[1][:4])]
+    meta = json.loads((root / "dataset.json").read_text())
+    assert meta["counts"] == ds.counts() and meta["hflip"] is False
+    assert class_prompts(ds.class_names, meta["prompt_template"])[3] == "a photo of a 3 three"
+
+
+def test_make_digits_images_look_like_their_domain(tmp_path):
+    root = make_digits(tmp_path / "d", size=24, per_class=2, domains=DOMAINS)
+    corner = {}
+    for domain in DOMAINS:
+        files = sorted((root / domain).rglob("*.png"))
+        assert len(files) == 20  # 2 per class
+        with Image.open(files[0]) as im:
+            assert im.size == (24, 24) and im.mode == "RGB"
+            arr = np.asarray(im)
+        corner[domain] = arr[0, 0]
+    assert (corner["upright"] == 255).all() and (corner["rotated"] == 255).all()
+    assert (corner["inverted"] == 0).all()
+    colour = [np.asarray(Image.open(p))[0, 0] for p in sorted((root / "colour").rglob("*.png"))]
+    assert len({tuple(c) for c in colour}) > 10  # a different background per image
+
+
+def test_make_digits_is_deterministic_and_fast(tmp_path):
+    start = time.perf_counter()
+    a = make_digits(tmp_path / "a", size=32, domains=DOMAINS)
+    elapsed = time.perf_counter() - start
+    b = make_digits(tmp_path / "b", size=32, domains=DOMAINS)
+    fa, fb = _files(a), _files(b)
+    assert len(fa) == 1797 + 1
+    assert fa == fb  # byte for byte
+    assert elapsed < 10.0, f"writing 1797 digits took {elapsed:.1f} s"  # ~1 s here
+    c = make_digits(tmp_path / "c", size=32, per_class=3, seed=1)
+    d = make_digits(tmp_path / "d", size=32, per_class=3, seed=0)
+    assert _files(c) != _files(d)
+    assert len(scan(c).samples) == 4 * 10 * 3
+
+
+def test_make_digits_refuses_to_clobber(tmp_path):
+    out = make_digits(tmp_path / "out", per_class=1)
+    with pytest.raises(DataError, match="not empty"):
+        make_digits(out, per_class=1)
+    again = make_digits(out, per_class=2, force=True)
+    assert len(scan(again).samples) == 4 * 10 * 2
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(DataError, match="refusing"):
+        make_digits(foreign, force=True)
+    assert (foreign / "thesis.tex").read_text() == "precious"
+    with pytest.raises(DataError, match="unknown digits domain"):
+        make_digits(tmp_path / "x", domains=["upright", "sideways"])
+    assert not list(tmp_path.glob("*.tmp-*"))

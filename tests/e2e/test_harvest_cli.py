@@ -1,0 +1,93 @@
+"""`vlm-distill harvest` end to end against the real local server on loopback."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cache import EmbeddingStore, SpendLedger, totals
+from distill.cli import main
+from distill.data import scan
+from tests.e2e.conftest import TOKEN, LocalTeacher
+
+
+def harvest(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> int:
+    return main(
+        ["harvest", str(data), "--teacher", "local:hash", "--base-url", teacher.url, "--cache", str(cache), *extra]
+    )
+
+
+def ledger_spent(cache: Path) -> Decimal:
+    return totals(SpendLedger.read(cache / "ledger.jsonl")).spent_usd
+
+
+def test_harvest_buys_everything_once_and_exports_a_store(
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    ds = scan(digits_data)
+    assert harvest(hash_teacher, digits_data, cache, "--budget", "1") == 0
+    bill = hash_teacher.billing()
+    assert bill["images"] == len(ds.samples)
+    assert Decimal(bill["usd"]) == ledger_spent(cache)  # our ledger equals the provider's bill
+    [store_path] = (cache / "stores").iterdir()
+    store = EmbeddingStore.open(store_path)
+    assert store.image_ids == [s.id for s in ds.samples]
+    assert store.class_names == list(ds.class_names)
+    assert store.meta["teacher"] == "local:hash"
+    assert np.isfinite(store.gather(np.arange(len(store)))).all()
+
+    # a second identical run sends nothing and says it spent $0
+    capsys.readouterr()
+    assert harvest(hash_teacher, digits_data, cache, "--budget", "1") == 0
+    assert hash_teacher.billing()["requests"] == bill["requests"]
+    assert "spent $0" in capsys.readouterr().out
+
+
+def test_budget_stop_then_resume_pays_each_item_once(
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    n = len(scan(digits_data).samples)
+    # $0.0001 per image: a $0.005 budget buys at most 50 images
+    code = harvest(hash_teacher, digits_data, cache, "--budget", "0.005", "--concurrency", "4")
+    assert code == 3
+    out = capsys.readouterr().out
+    assert "stopped by the budget" in out and "items remain" in out
+    first = hash_teacher.billing()
+    assert Decimal(first["usd"]) <= Decimal("0.005")
+    assert Decimal(first["usd"]) == ledger_spent(cache)
+    assert harvest(hash_teacher, digits_data, cache, "--budget", "1") == 0
+    final = hash_teacher.billing()
+    assert final["images"] == n  # nothing bought twice
+    assert Decimal(final["usd"]) == ledger_spent(cache)
+
+
+def test_dry_run_sends_nothing(
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert harvest(hash_teacher, digits_data, tmp_path / "c", "--dry-run") == 0
+    assert hash_teacher.billing()["requests"] == 0
+    assert "not cached" in capsys.readouterr().out
+
+
+def test_missing_token_is_a_usage_error(
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("VLM_DISTILL_TEACHER_TOKEN")
+    assert harvest(hash_teacher, digits_data, tmp_path / "c") == 2
+    assert "VLM_DISTILL_TEACHER_TOKEN" in capsys.readouterr().err
+
+
+def test_wrong_token_stops_at_once(
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", "wrong")
+    assert harvest(hash_teacher, digits_data, tmp_path / "c") == 1
+    captured = capsys.readouterr()
+    assert "401" in captured.out and TOKEN not in captured.out + captured.err
