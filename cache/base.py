@@ -40,8 +40,9 @@ class LedgerRecord:
     """One billed (or possibly billed) call, or a batch of cache hits.
 
     ``outcome`` is "ok", "malformed" (billed 200 we could not use), "timeout" /
-    "connection" (sent, outcome unknown, charged at the reservation), or "cache_hit"
-    (nothing billed; ``saved_usd`` is what the hits would have cost).
+    "connection" / "cancelled" (sent, outcome unknown, charged at the reservation),
+    "http_<status>" or "refused" (an attempt the provider did not bill, cost 0), or
+    "cache_hit" (nothing billed; ``saved_usd`` is what the hits would have cost).
     """
 
     provider: str

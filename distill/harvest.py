@@ -164,7 +164,7 @@ async def harvest(
             text_vectors = [r.vector for r in out]
             account(sum(r.cached for r in out), sum(not r.cached for r in out))
 
-    limit = client.provider.limit_for(client.model, "image_embedding")
+    limit = client.batch_limit("image_embedding")
     chunks = [items[i : i + limit] for i in range(0, len(items), limit)]
     gate = asyncio.Semaphore(max(1, client.concurrency * CHUNKS_IN_FLIGHT_PER_SLOT))
 

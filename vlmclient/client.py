@@ -170,6 +170,7 @@ class TeacherClient:
         price: Price | None = None,
         params: Mapping[str, Any] | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
+        batch_size: int | None = None,
         rpm: float | None = None,
         tpm: float | None = None,
         timeout: float = DEFAULT_TIMEOUT,
@@ -191,6 +192,9 @@ class TeacherClient:
         self.budget = budget or Budget()
         self.params = dict(params or {})
         self.concurrency = concurrency
+        if batch_size is not None and batch_size < 1:
+            raise ConfigurationError("batch size must be >= 1")
+        self.batch_size = batch_size
         self.stats = ClientStats()
         self._cache = cache
         self._ledger = ledger
@@ -325,7 +329,7 @@ class TeacherClient:
         return [o for o in outcomes if isinstance(o, result_type)]
 
     def _chunks(self, kind: Kind, pairs: list[tuple[str, Item]]) -> list[list[tuple[str, Item]]]:
-        limit = self.provider.limit_for(self.model, kind)
+        limit = self.batch_limit(kind)
         max_bytes = self.provider.max_request_bytes
         chunks: list[list[tuple[str, Item]]] = []
         current: list[tuple[str, Item]] = []
@@ -340,6 +344,11 @@ class TeacherClient:
         if current:
             chunks.append(current)
         return chunks
+
+    def batch_limit(self, kind: Kind) -> int:
+        """Items per request: the provider's limit, or the smaller ``batch_size``."""
+        limit = self.provider.limit_for(self.model, kind)
+        return min(limit, self.batch_size) if self.batch_size else limit
 
     def _spec(self, kind: Kind, items: Sequence[Item]) -> CallSpec:
         params = {**self.provider.default_params.get(kind, {}), **self.params}
@@ -487,6 +496,7 @@ class TeacherClient:
                 self._record(spec.kind, len(spec.items), reservation.usd, Usage(), outcome=outcome)
             else:
                 self.budget.release(reservation)
+                self._record(spec.kind, len(spec.items), Decimal(0), Usage(), outcome="refused")
             raise err from exc
         except BaseException:
             # Cancelled (Ctrl-C) while the request may be on the wire: assume it was billed.
@@ -531,6 +541,14 @@ class TeacherClient:
         if not response.is_success:
             self.budget.release(reservation)  # providers do not bill error statuses
             err = self._status_error(response)
+            self._record(
+                spec.kind,
+                len(spec.items),
+                Decimal(0),
+                Usage(),
+                outcome=f"http_{response.status_code}",
+                request_id=err.request_id,
+            )
             if isinstance(err, RateLimitError) and err.retry_after is not None:
                 self._limiter.pause(err.retry_after)  # everyone waits, not only this task
             raise err

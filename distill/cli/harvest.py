@@ -51,6 +51,9 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--concurrency", type=int, default=16, help="requests in flight (default: %(default)s)"
     )
+    p.add_argument(
+        "--batch-size", type=int, help="items per request (default: the provider's limit)"
+    )
     p.add_argument("--rpm", type=float, help="requests per minute limit")
     p.add_argument("--tpm", type=float, help="tokens per minute limit")
     p.add_argument(
@@ -92,6 +95,7 @@ def open_client(args: argparse.Namespace, cache, ledger) -> TeacherClient:  # ty
         ledger=ledger,
         prices=prices,
         concurrency=args.concurrency,
+        batch_size=args.batch_size,
         rpm=args.rpm,
         tpm=args.tpm,
         timeout=args.timeout,
@@ -145,7 +149,21 @@ def run(args: argparse.Namespace) -> int:
         result = asyncio.run(go())
     if result is None:
         return EXIT_OK
-    return _summary(out, result, client, args)
+    code = _summary(out, result, client, args)
+    from distill.report import append_run
+
+    append_run(
+        cdir.root,
+        {
+            "teacher": args.teacher,
+            "budget_usd": str(args.budget),
+            "spent_usd": str(client.budget.spent),
+            "bought": result.bought,
+            "cache_hits": result.cache_hits,
+            "exit_code": code,
+        },
+    )
+    return code
 
 
 async def _dry_run(client: TeacherClient, dataset, args) -> None:  # type: ignore[no-untyped-def]

@@ -157,7 +157,7 @@ async def test_connection_refused_is_released(fake_cohere: FakeCohere) -> None:
             await c.embed_images(make_image_requests(2))
     assert info.value.sent is False
     assert c.budget.spent == 0 and c.budget.reserved == 0 and c.budget.requests == 0
-    assert ledger.records == []
+    assert [(r.outcome, r.cost_usd) for r in ledger.records] == [("refused", "0")]
 
 
 async def test_timeout_after_sending_is_charged(fake_cohere: FakeCohere) -> None:

@@ -16,7 +16,17 @@ from tests.e2e.conftest import TOKEN, LocalTeacher
 
 def harvest(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> int:
     return main(
-        ["harvest", str(data), "--teacher", "local:hash", "--base-url", teacher.url, "--cache", str(cache), *extra]
+        [
+            "harvest",
+            str(data),
+            "--teacher",
+            "local:hash",
+            "--base-url",
+            teacher.url,
+            "--cache",
+            str(cache),
+            *extra,
+        ]
     )
 
 
@@ -25,7 +35,10 @@ def ledger_spent(cache: Path) -> Decimal:
 
 
 def test_harvest_buys_everything_once_and_exports_a_store(
-    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cache = tmp_path / "cache"
     ds = scan(digits_data)
@@ -48,7 +61,10 @@ def test_harvest_buys_everything_once_and_exports_a_store(
 
 
 def test_budget_stop_then_resume_pays_each_item_once(
-    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cache = tmp_path / "cache"
     n = len(scan(digits_data).samples)
@@ -67,7 +83,10 @@ def test_budget_stop_then_resume_pays_each_item_once(
 
 
 def test_dry_run_sends_nothing(
-    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert harvest(hash_teacher, digits_data, tmp_path / "c", "--dry-run") == 0
     assert hash_teacher.billing()["requests"] == 0
@@ -75,7 +94,10 @@ def test_dry_run_sends_nothing(
 
 
 def test_missing_token_is_a_usage_error(
-    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.delenv("VLM_DISTILL_TEACHER_TOKEN")
@@ -84,10 +106,80 @@ def test_missing_token_is_a_usage_error(
 
 
 def test_wrong_token_stops_at_once(
-    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", "wrong")
     assert harvest(hash_teacher, digits_data, tmp_path / "c") == 1
     captured = capsys.readouterr()
     assert "401" in captured.out and TOKEN not in captured.out + captured.err
+
+
+def test_report_json_matches_the_servers_bill(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    cache = tmp_path / "cache"
+    assert harvest(hash_teacher, digits_data, cache, "--budget", "1") == 0
+    assert harvest(hash_teacher, digits_data, cache, "--budget", "1") == 0
+    capsys.readouterr()
+    assert main(["report", str(cache), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    bill = hash_teacher.billing()
+    assert report["schema"] == "vlm-distill.report/1"
+    assert Decimal(report["spent_usd"]) == Decimal(bill["usd"])
+    assert report["requests_sent"] == bill["requests"]
+    n = len(scan(digits_data).samples) + len(scan(digits_data).class_names)
+    assert report["items_bought"] == n and report["items_cached"] == n
+    assert report["cache_hits"] == n  # the second run
+    assert Decimal(report["saved_usd"]) == Decimal(bill["usd"])
+    [m] = report["by_model"]
+    assert (m["provider"], m["model"]) == ("local", "hash")
+    assert report["last_run"]["budget_left_usd"] == "1"  # the second run spent nothing
+    assert main(["report", "--cache", str(cache)]) == 0
+    assert "spend report" in capsys.readouterr().out
+
+
+def test_cache_commands(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shutil
+
+    cache = tmp_path / "cache"
+    assert (
+        main(
+            ["cache", "export", str(digits_data), "--teacher", "local:hash", "--cache", str(cache)]
+        )
+        == 2
+    )
+    assert harvest(hash_teacher, digits_data, cache) == 0
+    [store] = (cache / "stores").iterdir()
+    before = EmbeddingStore.open(store).gather(np.arange(5))
+    shutil.rmtree(cache / "stores")
+    monkeypatch.delenv("VLM_DISTILL_TEACHER_TOKEN")  # export needs no key and sends nothing
+    requests = hash_teacher.billing()["requests"]
+    assert (
+        main(
+            ["cache", "export", str(digits_data), "--teacher", "local:hash", "--cache", str(cache)]
+        )
+        == 0
+    )
+    assert hash_teacher.billing()["requests"] == requests
+    [store] = (cache / "stores").iterdir()
+    np.testing.assert_array_equal(EmbeddingStore.open(store).gather(np.arange(5)), before)
+    capsys.readouterr()
+    assert main(["cache", "stats", "--cache", str(cache)]) == 0
+    assert "image_embedding" in capsys.readouterr().out
+    assert main(["cache", "verify", "--cache", str(cache)]) == 0
+    assert "every entry reads back" in capsys.readouterr().out

@@ -1,0 +1,99 @@
+"""``vlm-distill cache stats|verify|export|prune``: look after a response cache."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from vlmclient import ConfigurationError
+
+from . import EXIT_ERROR, EXIT_OK
+from .progress import console
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, help_ in (
+        ("stats", "entries and bytes, by kind"),
+        ("verify", "find corrupt entries (a corrupt entry is a miss, never a crash)"),
+        ("export", "write the embedding store of a dataset from cached responses only"),
+        ("prune", "delete corrupt entries, or entries older than N days"),
+    ):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--cache", type=Path, required=True, help="cache directory")
+        if name == "export":
+            sp.add_argument("data", type=Path, help="the dataset the store is for")
+            sp.add_argument(
+                "--teacher", required=True, help="provider:model the cache was filled from"
+            )
+            sp.add_argument("--prompt", default="a photo of a {}")
+            sp.add_argument("--class-file", type=Path)
+            sp.add_argument("--views", type=int, default=1)
+            sp.add_argument(
+                "--format", default="float16", choices=["float16", "float8_e4m3", "int8"]
+            )
+        if name == "prune":
+            sp.add_argument(
+                "--corrupt", action="store_true", help="delete entries that do not decode"
+            )
+            sp.add_argument("--older-than-days", type=float, help="delete entries stored before")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cache import ResponseCache, verify_cache
+    from distill.cachedir import CacheDir
+
+    cdir = CacheDir(args.cache)
+    out = console()
+    if not cdir.responses.exists():
+        raise ConfigurationError(f"{args.cache} holds no response cache (no responses/ folder)")
+    if args.action == "verify":
+        problems = verify_cache(cdir.responses)
+        for key, problem in problems:
+            out.print(f"[red]corrupt[/] {key}: {problem}")
+        out.print(f"{len(problems)} problems found" if problems else "every entry reads back")
+        return EXIT_ERROR if problems else EXIT_OK
+    with ResponseCache(cdir.responses) as cache:
+        if args.action == "stats":
+            st = cache.stats()
+            t = Table(title=f"response cache {cdir.responses}")
+            t.add_column("kind")
+            t.add_column("entries", justify="right")
+            t.add_column("value bytes", justify="right")
+            for kind, ks in sorted(st.by_kind.items()):
+                t.add_row(kind, str(ks.entries), str(ks.value_bytes))
+            out.print(t)
+            out.print(
+                f"{st.entries} entries, {st.bytes_on_disk} bytes on disk, {st.corrupt} corrupt"
+            )
+            return EXIT_OK
+        if args.action == "prune":
+            if not args.corrupt and args.older_than_days is None:
+                raise ConfigurationError("say what to prune: --corrupt and/or --older-than-days N")
+            older = args.older_than_days * 86400 if args.older_than_days is not None else None
+            n = cache.prune(older_than=older, corrupt=args.corrupt)
+            out.print(f"deleted {n} entries")
+            return EXIT_OK
+        from distill.data import scan
+        from distill.harvest import export_store
+
+        dataset = scan(args.data, class_file=args.class_file)
+        path, missing = export_store(
+            dataset,
+            cache,
+            cache_dir=cdir.root,
+            teacher=args.teacher,
+            views=args.views,
+            prompt=args.prompt,
+            fmt=args.format,
+        )
+    if path is None:
+        out.print(
+            f"[red]{missing} items are not in the cache[/]; run `vlm-distill harvest {args.data} "
+            f"--teacher {args.teacher} --cache {args.cache}` first"
+        )
+        return EXIT_ERROR
+    out.print(f"embedding store: {path}")
+    return EXIT_OK

@@ -1,0 +1,86 @@
+"""``vlm-distill report``: spend and cache report of a cache directory or a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from vlmclient import ConfigurationError
+
+from . import EXIT_OK
+from .progress import console
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", nargs="?", type=Path, help="cache directory or run folder")
+    p.add_argument("--cache", type=Path, help="cache directory (same as PATH)")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object (docs/report-schema.md)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from distill.report import build_report
+
+    path = args.path or args.cache
+    if path is None:
+        raise ConfigurationError("give a cache directory or run folder: vlm-distill report DIR")
+    try:
+        report = build_report(path)
+    except FileNotFoundError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    show(report)
+    return EXIT_OK
+
+
+def show(report: dict) -> None:  # type: ignore[type-arg]
+    out = console()
+    t = Table(title=f"spend report: {report['cache_dir']}")
+    for col in (
+        "provider:model",
+        "kind",
+        "requests",
+        "items",
+        "cache hits",
+        "spent $",
+        "saved $",
+        "failed attempts",
+    ):
+        t.add_column(col, justify="left" if col in ("provider:model", "kind") else "right")
+    for g in report["by_kind"]:
+        t.add_row(
+            f"{g['provider']}:{g['model']}",
+            g["kind"],
+            str(g["requests"]),
+            str(g["items"]),
+            str(g["cache_hits"]),
+            g["spent_usd"],
+            g["saved_usd"],
+            ", ".join(f"{k} {v}" for k, v in g["failures"].items()) or "0",
+        )
+    t.add_row(
+        "[bold]total",
+        "",
+        str(report["requests_sent"]),
+        str(report["items_bought"]),
+        str(report["cache_hits"]),
+        f"[bold]{report['spent_usd']}",
+        report["saved_usd"],
+        str(report["failed_attempts"]),
+    )
+    out.print(t)
+    out.print(f"items in the response cache: {report['items_cached']}")
+    if report.get("last_run"):
+        r = report["last_run"]
+        out.print(
+            f"last harvest ({r['teacher']}): spent ${r['spent_usd']} of ${r['budget_usd']}, "
+            f"budget left ${r['budget_left_usd']}"
+        )
+    for problem in report["ledger_problems"]:
+        out.print(f"[yellow]ledger: {problem}[/]")

@@ -1,0 +1,107 @@
+"""Spend reports from a cache directory or a run folder: one dict with a stable schema.
+
+Schema ``vlm-distill.report/1`` (docs/report-schema.md): money is a decimal string.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from cache import CacheError, ResponseCache, read_ledger, totals
+from cache.ledger import by_model
+
+from .cachedir import CacheDir
+
+__all__ = ["SCHEMA", "append_run", "build_report", "find_cache_dir"]
+
+SCHEMA = "vlm-distill.report/1"
+RUNS_FILE = "runs.jsonl"
+
+
+def find_cache_dir(path: Path) -> Path:
+    """A cache directory itself, or the one a run folder names in its config.json."""
+    if (path / "ledger.jsonl").exists() or (path / "responses").exists():
+        return path
+    config = path / "config.json"
+    if config.exists():
+        cache = json.loads(config.read_text()).get("cache")
+        if cache:
+            return Path(cache)
+    raise FileNotFoundError(
+        f"{path} is neither a cache directory (ledger.jsonl, responses/) nor a run folder "
+        "(config.json naming its cache)"
+    )
+
+
+def append_run(cache_dir: Path, entry: dict[str, Any]) -> None:
+    """One line per harvest run: its budget and what it spent (for 'budget left')."""
+    entry = {"time": time.time(), **entry}
+    with open(cache_dir / RUNS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, default=str) + "\n")
+
+
+def _last_run(cache_dir: Path) -> dict[str, Any] | None:
+    try:
+        lines = (cache_dir / RUNS_FILE).read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        try:
+            run: dict[str, Any] = json.loads(line)
+            return run
+        except ValueError:
+            continue
+    return None
+
+
+def build_report(path: Path) -> dict[str, Any]:
+    cdir = CacheDir(find_cache_dir(path))
+    contents = read_ledger(cdir.ledger)
+    tot = totals(contents.records)
+    items_cached = 0
+    if cdir.responses.exists():
+        try:
+            with ResponseCache(cdir.responses) as cache:
+                items_cached = len(cache)
+        except CacheError:
+            items_cached = -1
+    failed_attempts = sum(tot.failures.values())
+    groups = [g.as_dict() for _, g in sorted(tot.groups.items())]
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "cache_dir": str(cdir.root),
+        "spent_usd": str(tot.spent_usd),
+        "saved_usd": str(tot.saved_usd),
+        "requests_sent": tot.requests,
+        "items_bought": sum(g.items for g in tot.groups.values() if g.requests)
+        - _unbilled_items(contents.records),
+        "failed_attempts": failed_attempts,
+        "cache_hits": tot.cache_hits,
+        "items_cached": items_cached,
+        "by_model": by_model(tot.groups),
+        "by_kind": groups,
+        "ledger_problems": [f"line {n}: {why}" for n, why in contents.problems],
+    }
+    run = _last_run(cdir.root)
+    if run and run.get("budget_usd") is not None:
+        budget = Decimal(str(run["budget_usd"]))
+        spent = Decimal(str(run.get("spent_usd", "0")))
+        report["last_run"] = {
+            "teacher": run.get("teacher"),
+            "budget_usd": str(budget),
+            "spent_usd": str(spent),
+            "budget_left_usd": str(budget - spent),
+            "exit_code": run.get("exit_code"),
+        }
+    else:
+        report["last_run"] = None
+    return report
+
+
+def _unbilled_items(records: list[Any]) -> int:
+    """Items of attempts that were not billed (errors, refused connections)."""
+    return sum(r.items for r in records if r.outcome.startswith("http_") or r.outcome == "refused")

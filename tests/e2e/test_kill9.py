@@ -1,0 +1,134 @@
+"""kill -9 of a harvesting process: the ledger holds every request the client saw billed,
+and a resumed run finishes paying only for what was missing (or in flight at the kill)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from cache import SpendLedger
+from distill.data import scan
+from distill.server import HashBackend, ServerConfig, ServerThread, create_app
+from distill.server.config import Faults
+from tests.e2e.conftest import TOKEN, LocalTeacher
+
+ROOT = Path(__file__).resolve().parents[2]
+CONCURRENCY = 4
+BATCH = 2
+
+
+@pytest.fixture
+def slow_teacher(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalTeacher]:
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    config = ServerConfig(token=SecretStr(TOKEN), faults=Faults(latency_ms=40))
+    with ServerThread(create_app(config, HashBackend(dim=32))) as server:
+        yield LocalTeacher(server)
+
+
+def harvest_cmd(teacher: LocalTeacher, data: Path, cache: Path) -> list[str]:
+    args = [
+        "harvest",
+        str(data),
+        "--teacher",
+        "local:hash",
+        "--base-url",
+        teacher.url,
+        "--cache",
+        str(cache),
+        "--budget",
+        "5",
+        "--concurrency",
+        str(CONCURRENCY),
+        "--batch-size",
+        str(BATCH),
+    ]
+    return [
+        sys.executable,
+        "-c",
+        f"import sys; from distill.cli import main; sys.exit(main({args!r}))",
+    ]
+
+
+def ok_records(ledger: Path) -> int:
+    try:
+        return sum(
+            1
+            for line in ledger.read_text().splitlines()
+            if '"outcome": "ok"' in line or '"outcome":"ok"' in line
+        )
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.slow
+def test_kill_9_loses_no_billed_record(
+    slow_teacher: LocalTeacher, digits_data: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    n_images = len(scan(digits_data).samples)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    kills = 0
+    for target in (8, 20):  # kill twice at different moments, then let it finish
+        proc = subprocess.Popen(
+            harvest_cmd(slow_teacher, digits_data, cache),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while (
+            ok_records(cache / "ledger.jsonl") < target
+            and proc.poll() is None
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.01)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        billed = set(slow_teacher.billing()["billed_request_ids"])
+        ledger_ids = {
+            r.request_id for r in SpendLedger.read(cache / "ledger.jsonl") if r.outcome == "ok"
+        }
+        # everything the ledger says was bought, the server billed...
+        assert ledger_ids <= billed
+        # ...and the server billed nothing beyond what was in flight at the kills
+        assert len(billed - ledger_ids) <= kills * CONCURRENCY
+    assert kills >= 1
+    done = subprocess.run(
+        harvest_cmd(slow_teacher, digits_data, cache),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    bill = slow_teacher.billing()
+    # paid twice at most for the requests in flight at each kill
+    assert n_images <= bill["images"] <= n_images + kills * CONCURRENCY * BATCH
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from distill.cli import main; main(['report', {str(cache)!r}, '--json'])",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(report.stdout)["items_cached"] == n_images + len(
+        scan(digits_data).class_names
+    )
