@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from vlmclient.errors import ConfigurationError, VLMError
 
@@ -52,12 +53,45 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (mod, help_) in _available().items():
         p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument(
+            "--config",
+            type=Path,
+            help="TOML or YAML file whose keys are this command's flag names (flags win)",
+        )
         importlib.import_module(mod).add_arguments(p)
+        SUBPARSERS[name] = p
     return parser
+
+
+SUBPARSERS: dict[str, argparse.ArgumentParser] = {}
+
+
+def _config_path(argv: Sequence[str]) -> Path | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--config="):
+            return Path(arg.split("=", 1)[1])
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config = _config_path(argv)
+    if config is not None:
+        from .config_file import apply_config_file, load_config_file
+
+        command = next((a for a in argv if a in SUBPARSERS), None)
+        try:
+            if command is None:
+                raise ConfigurationError(
+                    "--config goes after the command: vlm-distill CMD --config F"
+                )
+            apply_config_file(SUBPARSERS[command], load_config_file(config), str(config))
+        except ConfigurationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

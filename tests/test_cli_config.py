@@ -1,0 +1,67 @@
+"""Every command takes a TOML/YAML config whose keys are flag names; flags win."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distill.cli import main
+
+
+def test_toml_config_sets_flags_and_flags_override(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from distill.digits import make_digits
+
+    data = make_digits(tmp_path / "d", size=16, per_class=1)
+    cfg = tmp_path / "h.toml"
+    cfg.write_text('teacher = "local:hash"\nbudget = 0.5\ndry_run = true\nviews = 2\n')
+    # no server is running: a dry run never connects
+    assert main(["harvest", str(data), "--config", str(cfg), "--cache", str(tmp_path / "c")]) == 2
+    assert "VLM_DISTILL_TEACHER_TOKEN" in capsys.readouterr().err  # the key is checked first
+
+
+def test_yaml_config_with_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distill.digits import make_digits
+
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", "t")
+    data = make_digits(tmp_path / "d", size=16, per_class=1)
+    cfg = tmp_path / "h.yaml"
+    cfg.write_text("teacher: local:hash\nbudget: 0.5\ndry-run: true\nviews: 2\n")
+    assert (
+        main(
+            [
+                "harvest",
+                str(data),
+                "--config",
+                str(cfg),
+                "--cache",
+                str(tmp_path / "c"),
+                "--budget",
+                "0.25",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert (
+        "of 80 image views" in out and "budget $0.25" in out
+    )  # views from the file, budget from the flag
+
+
+def test_unknown_key_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("budgett = 3\n")
+    assert main(["harvest", str(tmp_path), "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'budgett'" in err and "budget" in err
+
+
+def test_unparseable_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("budget = = 3\n")
+    assert main(["report", str(tmp_path), "--config", str(cfg)]) == 2
+    assert "does not parse" in capsys.readouterr().err
