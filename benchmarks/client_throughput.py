@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import resource
 import shutil
@@ -138,7 +137,7 @@ def main() -> None:
     rows: list[tuple[str, int, str, float, float, float]] = []
     try:
         for conc in (8, 16, 32, 64):
-            for rnd in range(args.rounds):
+            for _rnd in range(args.rounds):
                 for name, fn in (("TeacherClient", ours), ("AsyncOpenAI", baseline)):
                     if name == "AsyncOpenAI" and conc != 64:
                         continue
@@ -146,7 +145,7 @@ def main() -> None:
                     rows.append((name, conc, "none", args.n / wall, cpu_s / args.n * 1000, 0.0))
                     print(rows[-1], flush=True)
         n_rate = int(args.rate / 60 * 10)  # about 10 s at the configured rate
-        for rnd in range(args.rounds):
+        for _rnd in range(args.rounds):
             for name, fn in (("TeacherClient", ours), ("AsyncOpenAI+aiolimiter", baseline)):
                 wall, cpu_s = asyncio.run(fn(url, n_rate, 64, args.rate))
                 achieved = (n_rate / wall) * 60
@@ -185,15 +184,15 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.write:
+        cmd = f"benchmarks/client_throughput.py --n {args.n} --rounds {args.rounds} --write"
         section = (
             "## Client throughput (benchmarks/client_throughput.py)\n\n"
-            f"`.venv/bin/python benchmarks/client_throughput.py --n {args.n} --rounds {args.rounds} --write`, "
-            f"{time.strftime('%Y-%m-%d')}, 2 cores; zero-latency aiohttp server on core 0 in its own process, "
-            f"{args.n} POSTs of ~20 KB per run, one text per request, median of {args.rounds} interleaved rounds. "
-            "TeacherClient runs its whole pipeline per request (budget reserve/settle, limiter, retry wrapper, "
-            "parse, validation) on the httpx API with the httpx-aiohttp transport.\n\n"
-            + table
-            + "\n"
+            f"`.venv/bin/python {cmd}`, {time.strftime('%Y-%m-%d')}, 2 cores; zero-latency "
+            "aiohttp server on core 0 in its own process, "
+            f"{args.n} POSTs of ~20 KB per run, one text per request, median of "
+            f"{args.rounds} interleaved rounds. TeacherClient runs its whole pipeline per "
+            "request (budget reserve/settle, limiter, retry wrapper, parse, validation) on the "
+            "httpx API with the httpx-aiohttp transport.\n\n" + table + "\n"
         )
         write_section(ROOT / "docs" / "benchmarks.md", "## Client throughput", section)
 
@@ -202,7 +201,8 @@ def write_section(path: Path, heading: str, section: str) -> None:
     text = (
         path.read_text()
         if path.exists()
-        else "# Benchmarks\n\nMeasured on the project's machine (2 cores, no GPU). Each section names the command that produced it.\n"
+        else "# Benchmarks\n\nMeasured on the project's machine (2 cores, no GPU). "
+        "Each section names the command that produced it.\n"
     )
     start = text.find(heading)
     if start == -1:

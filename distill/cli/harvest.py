@@ -114,8 +114,9 @@ def run(args: argparse.Namespace) -> int:
     dataset = scan(args.data, class_file=args.class_file)
     cdir = CacheDir(args.cache)
     out.print(
-        f"[bold]{dataset.root}[/]: {len(dataset.samples)} images, {len(dataset.class_names)} classes, "
-        f"{len(dataset.domains)} domains ({dataset.layout}); {len(dataset.skipped)} files skipped"
+        f"[bold]{dataset.root}[/]: {len(dataset.samples)} images, "
+        f"{len(dataset.class_names)} classes, {len(dataset.domains)} domains "
+        f"({dataset.layout}); {len(dataset.skipped)} files skipped"
     )
     for path, reason in dataset.skipped[:10]:
         out.print(f"  skipped {path}: {reason}")
@@ -176,8 +177,9 @@ async def _dry_run(client: TeacherClient, dataset, args) -> None:  # type: ignor
     n_txt, cost_txt = client.plan("text_embedding", texts) if texts else (0, Decimal(0))
     out = console()
     out.print(
-        f"dry run: {n_img} of {len(reqs)} image views and {n_txt} of {len(texts)} prompts are not cached; "
-        f"buying them would cost at most ${cost_img + cost_txt:.6f} (budget ${args.budget}). Nothing was sent."
+        f"dry run: {n_img} of {len(reqs)} image views and {n_txt} of {len(texts)} prompts "
+        f"are not cached; buying them would cost at most ${cost_img + cost_txt:.6f} "
+        f"(budget ${args.budget}). Nothing was sent."
     )
 
 
@@ -201,13 +203,15 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
         return EXIT_ERROR
     if result.stopped_by_budget:
         out.print(
-            f"[yellow]stopped by the budget[/]: {result.remaining_items} items remain; finishing would cost "
-            f"at most ${result.remaining_cost_usd:.6f}. What was bought is cached; raise --budget and run again."
+            f"[yellow]stopped by the budget[/]: {result.remaining_items} items remain; "
+            f"finishing would cost at most ${result.remaining_cost_usd:.6f}. What was bought "
+            "is cached; raise --budget and run again."
         )
         return EXIT_BUDGET
     if result.failed:
         out.print(
-            f"[red]{len(result.failed)} items failed[/]; run again to retry them (nothing paid is lost)."
+            f"[red]{len(result.failed)} items failed[/]; run again to retry them "
+            "(nothing paid is lost)."
         )
         return EXIT_ERROR
     if result.store_path:
