@@ -244,8 +244,9 @@ class ResponseCache:
 
     Implements :class:`cache.CacheLike`. A corrupt or undecodable entry is logged and
     read as a miss; failed writes raise :class:`CacheWriteError`. ``vector_format`` is
-    how new vectors are stored (entries remember their own format); ``timeout`` is how
-    long a write waits for another process's lock.
+    how new vectors are stored (entries remember their own format; ``"float8_e4m3"`` has
+    no scale and suits unit-normalised vectors only, see docs/vector-formats.md);
+    ``timeout`` is how long a write waits for another process's lock.
 
     >>> import tempfile, numpy as np
     >>> with tempfile.TemporaryDirectory() as d, ResponseCache(d + "/c") as c:

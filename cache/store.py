@@ -292,8 +292,8 @@ class EmbeddingStore:
         if index.size and (index.min() < 0 or index.max() >= n):
             raise IndexError(f"rows must lie in [0, {n})")
         view_index: int | npt.NDArray[np.int64]
-        if isinstance(views, (int, np.integer)):
-            view_index = int(views)
+        if np.ndim(views) == 0:  # an int, numpy integer or 0-d array: one view for all rows
+            view_index = int(np.asarray(views))
             if not 0 <= view_index < k:
                 raise IndexError(f"view {view_index} not in [0, {k})")
         else:

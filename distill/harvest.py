@@ -29,6 +29,7 @@ from vlmclient import (
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
+    SpendRecordError,
     TeacherClient,
     TextEmbeddingRequest,
     VLMError,
@@ -58,6 +59,7 @@ FATAL = (
     NotFoundError,
     QuotaExceededError,
     ConfigurationError,
+    SpendRecordError,
 )
 CHUNKS_IN_FLIGHT_PER_SLOT = 2  # chunks scheduled ahead per concurrency slot
 

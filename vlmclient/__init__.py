@@ -28,6 +28,7 @@ from .errors import (
     RateLimitError,
     RequestTooLargeError,
     ResponseValidationError,
+    SpendRecordError,
     VLMError,
 )
 from .models import (
@@ -81,6 +82,7 @@ __all__ = [
     "Reservation",
     "ResponseValidationError",
     "RetryPolicy",
+    "SpendRecordError",
     "Teacher",
     "TeacherClient",
     "TextEmbeddingRequest",

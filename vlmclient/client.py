@@ -35,6 +35,7 @@ from .errors import (
     ConfigurationError,
     RateLimitError,
     ResponseValidationError,
+    SpendRecordError,
 )
 from .models import (
     AnswerRequest,
@@ -203,6 +204,7 @@ class TeacherClient:
         self._sem = asyncio.Semaphore(concurrency)
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._dims: dict[str, int] = {}
+        self._ledger_error: str | None = None
         self._on_event = on_event
         self._http = httpx.AsyncClient(
             transport=transport or _default_transport(concurrency),
@@ -464,6 +466,11 @@ class TeacherClient:
     async def _attempt(
         self, spec: CallSpec, estimate: Decimal, tokens: int
     ) -> tuple[Parsed, Decimal]:
+        if self._ledger_error is not None:
+            raise SpendRecordError(
+                f"the spend ledger cannot be written ({self._ledger_error}); fix the disk "
+                "and run again: cached results are kept"
+            )
         reservation = self.budget.reserve(estimate, items=len(spec.items))
         try:
             await self._sem.acquire()
@@ -629,6 +636,17 @@ class TeacherClient:
             saved_usd=str(saved),
             time=time.time(),
         )
-        # A ledger failure on a billed call is not swallowed: the caller must know that
-        # the spend record is incomplete.
-        self._ledger.record(rec)
+        try:
+            self._ledger.record(rec)
+        except Exception as exc:
+            # The call is paid and its result will still be returned and cached, but no
+            # more money is spent while spend cannot be recorded.
+            self._ledger_error = f"{type(exc).__name__}: {exc}"
+            log.critical(
+                "SPEND NOT RECORDED: the ledger write for a %s call (%s USD, request id %s) "
+                "failed (%s); no further requests will be sent",
+                kind,
+                cost,
+                request_id,
+                self._ledger_error,
+            )

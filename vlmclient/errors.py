@@ -10,6 +10,7 @@ so callers only ever need ``except VLMError``.
     ├── ConfigurationError          bad flags, missing key, unknown provider (nothing was sent)
     ├── BudgetExceededError         a request would pass a cap (nothing was sent)
     ├── InputError                  an image or text we cannot send (nothing was sent)
+    ├── SpendRecordError            the spend ledger cannot be written (spending stops)
     └── APIError                    something went wrong talking to the provider
         ├── APIConnectionError      no HTTP response (``sent`` says if it may have been billed)
         │   └── APITimeoutError
@@ -45,6 +46,7 @@ __all__ = [
     "RateLimitError",
     "RequestTooLargeError",
     "ResponseValidationError",
+    "SpendRecordError",
     "VLMError",
 ]
 
@@ -55,6 +57,10 @@ class VLMError(Exception):
 
 class ConfigurationError(VLMError):
     """The configuration cannot work (missing API key, unknown provider, bad price file)."""
+
+
+class SpendRecordError(VLMError):
+    """The spend ledger cannot be written: no further money is spent until it can."""
 
 
 class InputError(VLMError):

@@ -107,6 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VLMError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:
+        from cache import CacheError, LedgerWriteError, StoreError
+
+        if isinstance(exc, (CacheError, LedgerWriteError, StoreError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        raise
     except KeyboardInterrupt:
         print(
             "interrupted: everything bought so far is cached; run again to resume", file=sys.stderr

@@ -259,3 +259,22 @@ async def test_plan_counts_uncached_and_estimates(fake_cohere: FakeCohere) -> No
         n, cost = c.plan("image_embedding", reqs)
     assert n == 3 and cost >= Decimal("0.003")
     assert len(fake_cohere.requests) == 1
+
+
+async def test_ledger_failure_keeps_the_paid_result_and_stops_spending(
+    fake_cohere: FakeCohere, caplog: pytest.LogCaptureFixture
+) -> None:
+    from vlmclient import SpendRecordError
+
+    class FullDisk:
+        def record(self, rec: LedgerRecord) -> None:
+            raise OSError(28, "No space left on device")
+
+    cache = MemoryCache()
+    async with client(fake_cohere, cache=cache, ledger=FullDisk()) as c:
+        out = await c.embed_images(make_image_requests(2))
+        assert len(out) == 2 and len(cache) == 2  # paid, returned and cached
+        with pytest.raises(SpendRecordError, match="ledger"):
+            await c.embed_images(make_image_requests(3)[2:])
+    assert "SPEND NOT RECORDED" in caplog.text
+    assert len(fake_cohere.requests) == 1

@@ -1,0 +1,183 @@
+"""EmbeddingStore: layout per the spec, round trips, gathers, atomic replace, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cache import EmbeddingStore, StoreError
+from cache.codecs import FORMATS
+
+N, K, D, C = 40, 3, 32, 5
+
+
+def _vectors(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((N, K, D)).astype(np.float32) * 3,
+            rng.standard_normal((C, D)).astype(np.float32))
+
+
+def _write(path: Path, seed: int = 0, **kw: Any) -> EmbeddingStore:
+    images, texts = _vectors(seed)
+    args: dict[str, Any] = dict(
+        image_ids=[f"dom/cls{i % C}/img{i}.jpg" for i in range(N)], image_vectors=images,
+        text_vectors=texts, class_names=[f"class_{c}" for c in range(C)],
+        prompts=[f"a photo of a class {c}" for c in range(C)], teacher="local:pseudo-clip",
+        teacher_fingerprint="teacher-fp", dataset_fingerprint=f"data-fp-{seed}",
+    )
+    args.update(kw)
+    return EmbeddingStore.write(path, **args)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_layout_and_meta_follow_the_spec(tmp_path: Path) -> None:
+    store = _write(tmp_path / "s", extra_meta={"harvest_run": "r1"})
+    files = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert files == ["image_ids.json", "images.npy", "meta.json", "texts.npy"]
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    assert meta["format_version"] == 1 and meta["format"] == "float16"
+    assert (meta["dim"], meta["views"], meta["n_images"]) == (D, K, N)
+    assert meta["normalized"] is True and meta["teacher"] == "local:pseudo-clip"
+    assert meta["teacher_fingerprint"] == "teacher-fp" and meta["harvest_run"] == "r1"
+    assert meta["class_names"][0] == "class_0" and len(meta["prompts"]) == C
+    assert isinstance(meta["created"], float)
+    images = np.load(tmp_path / "s" / "images.npy", mmap_mode="r")
+    assert images.shape == (N, K, D) and images.dtype == np.float16
+    assert isinstance(EmbeddingStore.open(tmp_path / "s")._images, np.memmap)
+    assert (store.dim, store.views, store.format, len(store)) == (D, K, "float16", N)
+    assert store.meta == meta and store.class_names == meta["class_names"]
+    assert store.text_embeddings.dtype == np.float32 and store.text_embeddings.shape == (C, D)
+    assert np.allclose(np.linalg.norm(store.text_embeddings, axis=1), 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip_and_gather(tmp_path: Path, fmt: str) -> None:
+    images, _ = _vectors()
+    store = EmbeddingStore.open(_write(tmp_path / "s", fmt=fmt).path)
+    assert store.format == fmt
+    if fmt == "int8":
+        scales = np.load(tmp_path / "s" / "images_scale.npy")
+        assert scales.shape == (N, K) and scales.dtype == np.float32
+    rows = np.array([5, 0, 39, 5])
+    for view in range(K):
+        got = store.gather(rows, view)
+        assert got.dtype == np.float32 and got.shape == (4, D)
+        want = _unit(images[rows, view])
+        cos = (got * want).sum(1) / np.linalg.norm(got, axis=1)
+        assert cos.min() > {"float16": 0.9999, "float8_e4m3": 0.998, "int8": 0.9995}[fmt]
+    if fmt == "float16":
+        exact = _unit(images[rows, 1]).astype(np.float16).astype(np.float32)
+        assert np.array_equal(store.gather(rows, 1), exact)
+    assert np.array_equal(store.gather(rows, np.int64(2)), store.gather(rows, np.array(2)))
+    per_row = store.gather(rows, np.array([0, 1, 2, 1]))
+    assert np.array_equal(per_row[2], store.gather(np.array([39]), 2)[0])
+    assert np.array_equal(per_row[3], store.gather(np.array([5]), 1)[0])
+
+
+def test_ids_and_rows(tmp_path: Path) -> None:
+    store = _write(tmp_path / "s")
+    assert store.row_of("dom/cls2/img7.jpg") == 7
+    assert store.rows_of(["dom/cls0/img10.jpg", "dom/cls1/img1.jpg"]).tolist() == [10, 1]
+    assert store.rows_of([]).dtype == np.int64
+    with pytest.raises(KeyError):
+        store.row_of("nope.jpg")
+    with pytest.raises(KeyError, match="1 id"):
+        store.rows_of(["dom/cls0/img0.jpg", "nope.jpg"])
+    with pytest.raises(IndexError):
+        store.gather(np.array([N]))
+    with pytest.raises(IndexError):
+        store.gather(np.array([-1]))
+    with pytest.raises(IndexError):
+        store.gather(np.array([0]), K)
+    with pytest.raises(ValueError):
+        store.gather(np.array([0, 1]), np.array([0]))
+    assert store.gather(np.array([], dtype=np.int64)).shape == (0, D)
+
+
+def test_refuses_nan_rows_naming_the_image(tmp_path: Path) -> None:
+    images, _ = _vectors()
+    images[7, 2, 3] = np.nan
+    with pytest.raises(StoreError, match=r"1 image.*img7\.jpg"):
+        _write(tmp_path / "s", image_vectors=images)
+    assert not (tmp_path / "s").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"image_ids": ["same"] * N}, "duplicates"),
+        ({"image_vectors": np.ones((N - 1, K, D), np.float32)}, "image_vectors must be"),
+        ({"text_vectors": np.ones((C, D + 1), np.float32)}, "text_vectors must be"),
+        ({"class_names": ["only one"]}, "text_vectors must be"),
+        ({"fmt": "bfloat16"}, "unknown vector format"),
+        ({"extra_meta": {"dim": 7}}, "may not override"),
+    ],
+)
+def test_refuses_bad_input(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _write(tmp_path / "s", **change)
+
+
+def test_zero_vector_cannot_be_normalised(tmp_path: Path) -> None:
+    images, _ = _vectors()
+    images[3] = 0
+    with pytest.raises(StoreError, match="all-zero"):
+        _write(tmp_path / "s", image_vectors=images)
+    store = _write(tmp_path / "raw", image_vectors=images, normalize=False)
+    assert store.meta["normalized"] is False
+    assert not store.gather(np.array([3])).any()
+    assert np.allclose(store.gather(np.array([4])), images[4, 0], rtol=1e-3, atol=1e-2)
+
+
+def test_two_dimensional_input_means_one_view(tmp_path: Path) -> None:
+    images, _ = _vectors()
+    store = _write(tmp_path / "s", image_vectors=images[:, 0, :])
+    assert store.views == 1
+
+
+def test_atomic_replace_keeps_open_readers_working(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    old = _write(path, seed=0)
+    before = old.gather(np.arange(N), 1)
+    new = _write(path, seed=1, fmt="int8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no tmp or old left behind
+    reopened = EmbeddingStore.open(path)
+    assert reopened.meta["dataset_fingerprint"] == "data-fp-1" and reopened.format == "int8"
+    assert np.array_equal(new.gather(np.arange(N)), reopened.gather(np.arange(N)))
+    # the old memory map still reads the old vectors (its files are unlinked, not rewritten)
+    assert np.array_equal(old.gather(np.arange(N), 1), before)
+
+
+def test_failed_write_leaves_the_old_store_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    _write(path, seed=0)
+    with pytest.raises(TypeError):  # not JSON: fails after the arrays were written
+        _write(path, seed=1, extra_meta={"bad": object()})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+    assert EmbeddingStore.open(path).meta["dataset_fingerprint"] == "data-fp-0"
+
+
+def test_open_reports_missing_and_inconsistent_stores(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no embedding store"):
+        EmbeddingStore.open(tmp_path / "absent")
+    _write(tmp_path / "s")
+    meta_path = tmp_path / "s" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "n_images": N + 1}))
+    with pytest.raises(StoreError, match="inconsistent"):
+        EmbeddingStore.open(tmp_path / "s")
+    meta_path.write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(StoreError, match="format_version"):
+        EmbeddingStore.open(tmp_path / "s")
+    (tmp_path / "s" / "images.npy").write_bytes(b"garbage")
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="unreadable"):
+        EmbeddingStore.open(tmp_path / "s")

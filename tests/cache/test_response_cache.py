@@ -1,0 +1,341 @@
+"""ResponseCache: round trips, no pickle, no eviction, corruption as misses, two writers."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal
+from pathlib import Path
+
+import diskcache
+import numpy as np
+import pytest
+
+from cache import CacheEntry, CacheWriteError, ResponseCache, make_key, verify_cache
+from cache.response_cache import (
+    NO_SIZE_LIMIT,
+    CacheCorruptError,
+    decode_entry,
+    encode_entry,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _entry(i: int, dim: int = 64) -> CacheEntry:
+    vec = np.random.default_rng(i).standard_normal(dim).astype(np.float32)
+    return CacheEntry(
+        vector=vec / np.linalg.norm(vec),
+        meta={"provider": "fake", "model": "m1", "kind": "image_embedding",
+              "request_id": f"req-{i}", "cost_usd": "0.0001", "created": 1700000000.0},
+    )
+
+
+def _rows(directory: Path) -> list[tuple[str, int, bytes | None]]:
+    con = sqlite3.connect(directory / "cache.db")
+    try:
+        return con.execute("SELECT key, mode, value FROM Cache").fetchall()
+    finally:
+        con.close()
+
+
+def test_round_trip_vectors_texts_and_meta(tmp_path: Path) -> None:
+    with ResponseCache(tmp_path / "c") as cache:
+        answer = CacheEntry(text="A tabby cat on a sofa. ünïcödé", meta={"kind": "answer",
+                            "usage": {"input_tokens": 12}, "cost_usd": Decimal("0.0003")})
+        cache.set_many([("v", _entry(1)), ("a", answer)])
+        got = cache.get("v")
+        assert got is not None and got.vector is not None and got.text is None
+        assert got.vector.dtype == np.float32
+        assert np.allclose(got.vector, _entry(1).vector, atol=1e-3)
+        assert got.meta == dict(_entry(1).meta)
+        text = cache.get("a")
+        assert text is not None and text.vector is None
+        assert text.text == answer.text
+        assert text.meta["cost_usd"] == "0.0003"  # Decimal stored as an exact string
+        assert cache.get("missing") is None
+        assert cache.get_many(["a", "missing", "v"])[1] is None
+        assert len(cache) == 2 and "v" in cache and sorted(cache.iterkeys()) == ["a", "v"]
+
+
+def test_survives_reopen_and_reads_each_entry_in_its_own_format(tmp_path: Path) -> None:
+    with ResponseCache(tmp_path / "c", vector_format="int8") as cache:
+        cache.set_many([("k8", _entry(2))])
+    with ResponseCache(tmp_path / "c") as cache:  # now writing float16
+        cache.set_many([("k16", _entry(3))])
+        for key, i in (("k8", 2), ("k16", 3)):
+            got = cache.get(key)
+            assert got is not None and got.vector is not None
+            assert float(got.vector @ _entry(i).vector) > 0.9998
+
+
+def test_directory_is_private(tmp_path: Path) -> None:
+    ResponseCache(tmp_path / "new" / "cache").close()
+    assert stat.S_IMODE(os.stat(tmp_path / "new" / "cache").st_mode) == 0o700
+
+
+def test_values_are_never_pickled(tmp_path: Path) -> None:
+    with ResponseCache(tmp_path / "c") as cache:
+        big = CacheEntry(text="x" * 100_000, meta={"kind": "answer"})  # lands in a file
+        cache.set_many([(f"k{i}", _entry(i)) for i in range(20)] + [("big", big)])
+    modes = {mode for _key, mode, _value in _rows(tmp_path / "c")}
+    assert modes <= {diskcache.core.MODE_RAW, diskcache.core.MODE_BINARY}
+    assert diskcache.core.MODE_BINARY in modes  # the big value went to a file, as raw bytes
+    for _key, _mode, value in _rows(tmp_path / "c"):
+        if value is not None:
+            assert bytes(value).startswith(b"VDC1")
+    con = sqlite3.connect(tmp_path / "c" / "cache.db")
+    assert con.execute("SELECT DISTINCT raw FROM Cache").fetchall() == [(1,)]  # keys: plain str
+    con.close()
+
+
+def test_a_planted_pickle_is_not_unpickled(tmp_path: Path) -> None:
+    canary = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[object, tuple[str, str]]:
+            return (open, (str(canary), "w"))
+
+    payload = pickle.dumps(Exploit())
+    with ResponseCache(tmp_path / "c") as cache:
+        cache.set_many([("good", _entry(1))])
+    plain = diskcache.Cache(str(tmp_path / "c"))  # default Disk: pickles non-bytes values
+    plain.set("evil", {"payload": payload, "x": Exploit()})
+    plain.set(("evil", Exploit()), b"a pickled key")
+    plain.close()
+    with ResponseCache(tmp_path / "c") as cache:
+        assert cache.get("evil") is None
+        assert not canary.exists()
+        problems = dict(cache.verify())
+        assert "evil" in problems and "refusing" in problems["evil"]
+        assert problems["<row 3>"] == "key is not a plain str"
+        assert list(cache.iterkeys()) == ["good", "evil"]
+        assert cache.stats().corrupt == 2
+        assert cache.prune(corrupt=True) == 1  # "evil"; the pickled key is left alone
+        assert not canary.exists()
+        assert cache.get("good") is not None
+
+
+def test_only_str_keys_and_bytes_values_reach_diskcache(tmp_path: Path) -> None:
+    with ResponseCache(tmp_path / "c") as cache:
+        with pytest.raises(CacheWriteError, match="keys must be str"):
+            cache.set_many([(b"raw", _entry(1))])  # type: ignore[list-item]
+        with pytest.raises(TypeError):
+            cache._cache.set("k", {"not": "bytes"})
+        assert len(cache) == 0
+
+
+def test_eviction_is_off(tmp_path: Path) -> None:
+    # A directory first created with diskcache's defaults (1 GB limit, cull on set) ...
+    diskcache.Cache(str(tmp_path / "c")).close()
+    with ResponseCache(tmp_path / "c") as cache:
+        # ... gets eviction switched off when opened as a ResponseCache.
+        assert cache._cache.eviction_policy == "none"
+        assert cache._cache.size_limit == NO_SIZE_LIMIT
+        # Even with the limit forced below the data size, nothing is culled.
+        cache._cache.reset("size_limit", 1000)
+        for start in range(0, 200, 50):
+            cache.set_many([(f"k{i}", _entry(i, dim=256)) for i in range(start, start + 50)])
+        assert cache._cache.volume() > 1000
+        assert len(cache) == 200
+        assert all(cache.get(f"k{i}") is not None for i in range(200))
+
+
+def test_secret_never_lands_in_the_cache_directory(tmp_path: Path) -> None:
+    secret = "sk-live-" + hashlib.sha256(b"test secret").hexdigest()
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    directory = tmp_path / "c"
+    with ResponseCache(directory) as cache:
+        items = []
+        for i in range(30):
+            image = f"image bytes {i}".encode()
+            parts = {"provider": "fake", "model": "m1", "api_version": "v1",
+                     "params": {"dim": 64}, "image_sha256": hashlib.sha256(image).hexdigest()}
+            request = {"headers": headers, "body": parts}  # what the client would send
+            assert secret in str(request)
+            items.append((make_key(parts), _entry(i)))
+        cache.set_many(items)
+        cache.set_many([("answer", CacheEntry(text="a cat", meta={"kind": "answer"}))])
+        with pytest.raises(CacheWriteError, match="looks like a secret"):
+            cache.set_many([("bad", CacheEntry(text="x", meta={"api_key": secret}))])
+        with pytest.raises(CacheWriteError, match="looks like a secret"):
+            cache.set_many([("bad", CacheEntry(text="x", meta={"Authorization": secret}))])
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    assert any(p.name == "cache.db" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        assert secret.encode() not in data, path
+        assert b"Bearer" not in data, path
+
+
+def _garble(directory: Path, key: str, offset: int) -> None:
+    con = sqlite3.connect(directory / "cache.db")
+    (value,) = con.execute("SELECT value FROM Cache WHERE key = ?", (key,)).fetchone()
+    data = bytearray(value)
+    data[offset] ^= 0xFF
+    con.execute("UPDATE Cache SET value = ? WHERE key = ?", (bytes(data), key))
+    con.commit()
+    con.close()
+
+
+def test_garbled_values_are_misses_and_verify_lists_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "c"
+    with ResponseCache(directory) as cache:
+        cache.set_many([(f"k{i}", _entry(i)) for i in range(10)])
+    _garble(directory, "k3", -5)  # a flipped byte in the vector
+    _garble(directory, "k7", 1)  # a flipped byte in the magic
+    con = sqlite3.connect(directory / "cache.db")
+    con.execute("UPDATE Cache SET value = substr(value, 1, 20) WHERE key = 'k5'")  # truncated
+    con.commit()
+    con.close()
+    with ResponseCache(directory) as cache, caplog.at_level(logging.WARNING):
+        assert cache.get("k3") is None
+        assert cache.get("k7") is None
+        assert cache.get("k5") is None
+        assert "k3" in caplog.text and "corrupt" in caplog.text
+        assert cache.get("k4") is not None
+        problems = dict(cache.verify())
+        assert set(problems) == {"k3", "k5", "k7"}
+        assert "checksum" in problems["k3"] and "magic" in problems["k7"]
+        stats = cache.stats()
+        assert (stats.entries, stats.corrupt) == (10, 3)
+        assert stats.by_kind["image_embedding"].entries == 7
+        assert cache.prune(corrupt=True) == 3
+        assert cache.verify() == [] and len(cache) == 7
+
+
+def test_missing_value_file_is_a_miss(tmp_path: Path) -> None:
+    with ResponseCache(tmp_path / "c") as cache:
+        cache.set_many([("big", CacheEntry(text="y" * 50_000, meta={"kind": "answer"}))])
+        for path in (tmp_path / "c").rglob("*.val"):
+            path.unlink()
+        assert cache.get("big") is None
+        assert [key for key, _ in cache.verify()] == ["big"]
+
+
+def test_truncated_database_is_reported_not_a_crash(tmp_path: Path) -> None:
+    directory = tmp_path / "c"
+    with ResponseCache(directory) as cache:
+        cache.set_many([(f"k{i}", _entry(i, dim=512)) for i in range(2000)])
+    db = directory / "cache.db"
+    os.truncate(db, db.stat().st_size // 2)
+    problems = verify_cache(directory)
+    assert problems and problems[0][0] == "<database>"
+    assert "malformed" in problems[0][1]
+    with pytest.raises(CacheCorruptError, match="cannot be opened"):
+        ResponseCache(directory)
+    assert verify_cache(tmp_path / "nowhere")[0][0] == "<database>"
+
+
+def test_sound_cache_verifies_clean(tmp_path: Path) -> None:
+    with ResponseCache(tmp_path / "c") as cache:
+        cache.set_many([(f"k{i}", _entry(i)) for i in range(50)])
+    assert verify_cache(tmp_path / "c") == []
+
+
+def test_stats_and_prune(tmp_path: Path) -> None:
+    with ResponseCache(tmp_path / "c") as cache:
+        cache.set_many([(f"k{i}", _entry(i)) for i in range(6)])
+        cache.set_many([("t", CacheEntry(text="yes", meta={"kind": "answer"}))])
+        stats = cache.stats()
+        assert stats.entries == 7 and stats.corrupt == 0
+        assert stats.by_kind["image_embedding"].entries == 6
+        assert stats.by_kind["answer"].entries == 1
+        assert stats.by_kind["image_embedding"].value_bytes > 6 * 128  # 64-d float16 + header
+        assert stats.bytes_on_disk >= os.path.getsize(tmp_path / "c" / "cache.db")
+        assert cache.prune(lambda key, entry: entry.text is not None) == 1
+        assert cache.prune(older_than=3600) == 0
+        assert cache.prune(older_than=-1) == 6  # everything is "older" than the future
+        assert len(cache) == 0
+
+
+def test_bad_entries_raise_clear_write_errors_and_store_nothing(tmp_path: Path) -> None:
+    with ResponseCache(tmp_path / "c") as cache:
+        nan = CacheEntry(vector=np.array([0.1, np.nan], np.float32))
+        with pytest.raises(CacheWriteError, match="NaN"):
+            cache.set_many([("ok", _entry(1)), ("nan", nan)])
+        with pytest.raises(CacheWriteError, match="not JSON serialisable"):
+            cache.set_many([("ok", _entry(1)), ("obj", CacheEntry(text="x", meta={"o": object()}))])
+        assert len(cache) == 0
+
+
+def test_write_fails_loudly_when_another_process_holds_the_lock(tmp_path: Path) -> None:
+    with ResponseCache(tmp_path / "c", timeout=0.2) as cache:
+        cache.set_many([("before", _entry(0))])
+        blocker = sqlite3.connect(tmp_path / "c" / "cache.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(CacheWriteError, match="could not store 2 entries"):
+                cache.set_many([("a", _entry(1)), ("b", _entry(2))])
+            assert cache.get("before") is not None  # readers are not blocked (WAL)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert cache.get("a") is None
+        cache.set_many([("a", _entry(1))])
+        assert cache.get("a") is not None
+
+
+WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    import numpy as np
+    from cache import CacheEntry, ResponseCache
+
+    directory, start, stop, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    with ResponseCache(directory) as cache:
+        print("ready", flush=True)
+        while not os.path.exists(go):  # both writers start together
+            time.sleep(0.002)
+        for lo in range(start, stop, 20):
+            batch = []
+            for i in range(lo, min(lo + 20, stop)):
+                vec = np.random.default_rng(i).standard_normal(128).astype(np.float32)
+                batch.append((f"k{i}", CacheEntry(vector=vec, meta={"kind": "e", "i": i})))
+            cache.set_many(batch)
+    print("done")
+    """
+)
+
+
+def test_two_processes_writing_one_directory(tmp_path: Path) -> None:
+    directory, go = tmp_path / "shared", tmp_path / "go"
+    # overlapping ranges: both processes write k1000..k1499 with identical content
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(directory), lo, hi, str(go)],
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for lo, hi in (("0", "1500"), ("1000", "2500"))
+    ]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    go.touch()
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert out.strip() == "done"
+    assert verify_cache(directory) == []
+    with ResponseCache(directory) as cache:
+        assert len(cache) == 2500
+        for i in range(2500):
+            got = cache.get(f"k{i}")
+            assert got is not None and got.vector is not None and got.meta["i"] == i
+            vec = np.random.default_rng(i).standard_normal(128).astype(np.float32)
+            assert np.allclose(got.vector, vec, rtol=1e-3, atol=1e-3)
+
+
+def test_decode_entry_rejects_non_bytes_and_short_values() -> None:
+    with pytest.raises(CacheCorruptError):
+        decode_entry(b"VDC1")
+    data = encode_entry(_entry(1))
+    assert decode_entry(data).meta["request_id"] == "req-1"
+    with pytest.raises(CacheCorruptError):
+        decode_entry(data + b"\x00")
