@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from ..errors import ConfigurationError
+from .anthropic import ANTHROPIC
 from .base import CallSpec, Parsed, Provider, RateLimitHints
 from .cohere import COHERE
+from .gemini import GEMINI
+from .jina import JINA
 from .local import LOCAL
+from .nomic import NOMIC
 from .openai import OPENAI
+from .titan import TITAN
+from .vertex import VERTEX
+from .voyage import VOYAGE
 
 __all__ = [
     "PROVIDERS",
@@ -18,7 +25,11 @@ __all__ = [
     "parse_teacher",
 ]
 
-PROVIDERS: dict[str, Provider] = {p.name: p for p in (LOCAL, COHERE, OPENAI)}
+# Titan is always listed; it needs the optional botocore extra only when used.
+PROVIDERS: dict[str, Provider] = {
+    p.name: p
+    for p in (LOCAL, COHERE, OPENAI, VOYAGE, JINA, VERTEX, NOMIC, TITAN, ANTHROPIC, GEMINI)
+}
 
 
 def get_provider(name: str) -> Provider:

@@ -7,13 +7,15 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
 import httpx
 
 from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
-from ..models import AnswerRequest, TextEmbeddingRequest, Usage
+from ..models import AnswerRequest, Image, TextEmbeddingRequest, Usage
+from .anthropic import fit_image
 from .base import (
     CallSpec,
     Parsed,
@@ -24,14 +26,22 @@ from .base import (
     request_id_of,
     vectors_from,
 )
-from .images import image_size, prepare_for_upload
+from .images import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, image_size
 
-__all__ = ["OPENAI", "parse_duration"]
+__all__ = ["OPENAI", "image_tokens", "parse_duration"]
 
 NAME = "openai"
 MAX_EMBEDDING_INPUTS = 2048  # CreateEmbeddingRequest maxItems
 # Worst-case tokens per image (gpt-4o "high" detail: 2048 fit, 768 short side, 512 tiles).
 CHARS_PER_TOKEN_FLOOR = 1  # worst case: one token per character
+MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")  # chat image inputs
+
+
+def prepare_image(image: Image) -> Image:
+    """png/jpeg/webp/gif (a BMP is re-encoded), long edge <= 2048 px, <= 5 MB."""
+    return fit_image(
+        image, max_side=MAX_UPLOAD_SIDE, max_bytes=MAX_UPLOAD_BYTES, media_types=MEDIA_TYPES
+    )
 
 
 def _auth(spec: CallSpec) -> dict[str, str]:
@@ -128,8 +138,53 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
 
 
 def image_tokens_low_detail(width: int, height: int) -> int:
-    """OpenAI ``detail: low``: a flat 85 tokens whatever the size."""
-    return 85
+    """OpenAI ``detail: low`` on gpt-4o-class models: a flat 85 tokens whatever the size."""
+    return LOW_DETAIL_TOKENS
+
+
+LOW_DETAIL_TOKENS = 85  # gpt-4o / 4.1 / 4.5 and unknown OpenAI-compatible models
+# Tile-priced models: the flat "detail: low" charge (the tile's base tokens).
+LOW_DETAIL_BY_MODEL: tuple[tuple[str, int], ...] = (
+    ("gpt-4o-mini", 2833),  # billed as 33x gpt-4o's tokens at a lower price
+    ("gpt-5", 70),
+    ("o1", 75),
+    ("o3", 75),
+    ("gpt-4o", 85),
+    ("gpt-4.1", 85),
+    ("gpt-4.5", 85),
+)
+# Patch-priced models: 32-px patches, at most 1,536, times a per-model multiplier.
+PATCH_MULTIPLIER: tuple[tuple[str, float], ...] = (
+    ("gpt-4.1-mini", 1.62),
+    ("gpt-4.1-nano", 2.46),
+    ("gpt-5-mini", 1.62),
+    ("gpt-5-nano", 2.46),
+    ("o4-mini", 1.72),
+)
+PATCH_SIDE = 32
+MAX_PATCHES = 1536
+
+
+def _prefix_lookup(model: str, table: tuple[tuple[str, float], ...]) -> float | None:
+    # longest matching prefix wins: gpt-4o-mini before gpt-4o
+    best = max((p for p, _ in table if model.startswith(p)), key=len, default=None)
+    return None if best is None else dict(table)[best]
+
+
+def image_tokens(width: int, height: int, model: str) -> int:
+    """Worst-case prompt tokens of one image sent with ``detail: low`` to ``model``.
+
+    Patch-priced models (gpt-4.1-mini/nano, gpt-5-mini/nano, o4-mini) ignore the
+    detail level: ``min(ceil(w/32) * ceil(h/32), 1536) * multiplier``. Tile-priced
+    models charge their base tokens (gpt-4o-mini 2,833; gpt-4o 85). Unknown models
+    (OpenAI-compatible servers) are charged 85, the gpt-4o low-detail figure.
+    """
+    mult = _prefix_lookup(model, PATCH_MULTIPLIER)
+    if mult is not None:
+        patches = math.ceil(width / PATCH_SIDE) * math.ceil(height / PATCH_SIDE)
+        return math.ceil(min(patches, MAX_PATCHES) * mult)
+    low = _prefix_lookup(model, tuple((p, float(t)) for p, t in LOW_DETAIL_BY_MODEL))
+    return int(low) if low is not None else LOW_DETAIL_TOKENS
 
 
 def text_tokens_upper_bound(text: str) -> int:
@@ -151,7 +206,7 @@ def estimate_usage(spec: CallSpec) -> Usage:
     w, h = image_size(item.image)
     # message framing (~10 tokens) + prompt + image + the whole output allowance
     return Usage(
-        input_tokens=16 + text_tokens_upper_bound(item.prompt) + image_tokens_low_detail(w, h),
+        input_tokens=16 + text_tokens_upper_bound(item.prompt) + image_tokens(w, h, spec.model),
         output_tokens=item.max_output_tokens,
     )
 
@@ -222,6 +277,6 @@ OPENAI = Provider(
     estimate_usage=estimate_usage,
     classify_error=classify_error,
     rate_limit_hints=rate_limit_hints,
-    prepare_image=prepare_for_upload,
+    prepare_image=prepare_image,
     description="OpenAI or any OpenAI-compatible server (text embeddings, image answers)",
 )

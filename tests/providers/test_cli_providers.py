@@ -1,0 +1,79 @@
+"""``vlm-distill providers``: every provider, its env vars, kinds, models, prices and dates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distill.cli import main
+from vlmclient.providers import PROVIDERS
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *extra: str) -> list[dict]:
+    assert main(["providers", "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_json_lists_every_provider_with_env_vars_and_kinds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rows = {r["provider"]: r for r in run_json(capsys)}
+    assert set(rows) == set(PROVIDERS)
+    assert rows["anthropic"]["env_vars"] == ["ANTHROPIC_API_KEY"]
+    assert rows["gemini"]["env_vars"] == ["GEMINI_API_KEY", "GOOGLE_API_KEY"]
+    assert rows["vertex"]["kinds"] == ["image embeddings", "text embeddings"]
+    assert rows["anthropic"]["kinds"] == ["answers"]
+    voyage = {m["model"]: m for m in rows["voyage"]["models"]}
+    assert voyage["voyage-multimodal-3"]["prices"] == {
+        "usd_per_1m_input_tokens": "0.12",
+        "usd_per_1b_pixels": "0.60",
+    }
+    assert voyage["voyage-multimodal-3"]["verified_on"] == "2026-11-23"
+    assert rows["nomic"]["models"] == [] and rows["jina"]["models"] == []
+
+
+def test_price_file_entries_show_up(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    prices = tmp_path / "p.json"
+    prices.write_text(
+        json.dumps(
+            {
+                "nomic:nomic-embed-vision-v1.5": {
+                    "usd_per_image": "0.00002",
+                    "verified_on": "2026-11-01",
+                    "source": "my invoice",
+                },
+                "voyage:voyage-multimodal-3": {"usd_per_1b_pixels": "0.50"},
+            }
+        )
+    )
+    rows = {r["provider"]: r for r in run_json(capsys, "--price-file", str(prices))}
+    (nomic,) = rows["nomic"]["models"]
+    assert nomic["price"] == "$0.00002/image" and nomic["verified_on"] == "2026-11-01"
+    voyage = {m["model"]: m for m in rows["voyage"]["models"]}
+    assert voyage["voyage-multimodal-3"]["prices"] == {"usd_per_1b_pixels": "0.50"}
+
+
+def test_table(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "240")
+    assert main(["providers"]) == 0
+    out = capsys.readouterr().out
+    for text in (
+        "claude-haiku-4-5",
+        "$1.00/M input tok + $5.00/M output tok",
+        "verified 2026-11-23",
+        "VERTEX_ACCESS_TOKEN",
+        "no built-in price: pass --price-file",
+        "https://api.voyageai.com/v1",
+    ):
+        assert text in out
+
+
+def test_bad_price_file_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["providers", "--price-file", str(bad)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err

@@ -1,0 +1,293 @@
+"""Gemini ``generateContent`` (``POST {base}/models/{model}:generateContent``): image answers.
+
+Auth is ``x-goog-api-key``. The image is an ``inline_data`` part. There are no
+rate-limit headers: a 429 ``RESOURCE_EXHAUSTED`` body carries ``RetryInfo.retryDelay``
+(``"46s"``) and a ``QuotaFailure`` naming the quota; a per-day quota does not clear by
+retrying. Also home of the google.rpc error parsing shared with :mod:`.vertex`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from typing import Any
+
+import httpx
+
+from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
+from ..models import AnswerRequest, Image, Usage
+from .anthropic import fit_image
+from .base import CallSpec, Parsed, Provider, default_classify_error, request_id_of
+from .images import image_size
+
+__all__ = [
+    "GEMINI",
+    "google_error",
+    "image_tokens",
+    "parse_google_duration",
+    "per_day_quota",
+]
+
+NAME = "gemini"
+SMALL_IMAGE_SIDE = 384  # both sides <= 384 px: one flat charge
+TOKENS_PER_TILE = 258
+TILE_SIDE = 768
+GEMINI3_IMAGE_TOKENS = 1120  # Gemini 3 default media_resolution for images
+MAX_REQUEST_BYTES = 20 * 1024 * 1024  # inline data: whole request <= 20 MB
+MAX_SIDE = 3072
+MAX_IMAGE_BYTES = 7 * 1024 * 1024  # Vertex's per-inline-file cap, the stricter of the two
+MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp")
+FRAMING_TOKENS = 16
+# GenerateContentRequest fields that sit beside generationConfig, not inside it.
+TOP_LEVEL_FIELDS = frozenset(
+    {
+        "systemInstruction",
+        "system_instruction",
+        "safetySettings",
+        "safety_settings",
+        "cachedContent",
+        "cached_content",
+        "tools",
+        "toolConfig",
+        "tool_config",
+        "labels",
+    }
+)
+
+
+# -- google.rpc errors (Gemini and Vertex) ---------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def parse_google_duration(value: Any) -> float | None:
+    """A protobuf Duration in JSON: ``"46s"``, ``"0.5s"`` or ``{"seconds": 46, "nanos": 0}``."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        return float(m.group(1)) if m else None
+    if isinstance(value, dict):
+        try:
+            return float(value.get("seconds", 0)) + float(value.get("nanos", 0)) / 1e9
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _rpc_error(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0]  # some Google front ends wrap the envelope in a list
+    err = body.get("error") if isinstance(body, dict) else None
+    return err if isinstance(err, dict) else {}
+
+
+def _details(err: dict[str, Any], type_suffix: str) -> list[dict[str, Any]]:
+    details = err.get("details")
+    if not isinstance(details, list):
+        return []
+    return [
+        d
+        for d in details
+        if isinstance(d, dict) and str(d.get("@type", "")).endswith("google.rpc." + type_suffix)
+    ]
+
+
+def per_day_quota(err: dict[str, Any]) -> str | None:
+    """The violated quota's id when it is a per-day quota (RPD), else None."""
+    for failure in _details(err, "QuotaFailure"):
+        for v in failure.get("violations") or []:
+            if not isinstance(v, dict):
+                continue
+            names = " ".join(str(v.get(k, "")) for k in ("quotaId", "quotaMetric", "subject"))
+            squashed = names.lower().replace("_", "").replace("-", "").replace("/", "")
+            if "perday" in squashed or "requestsperday" in squashed:
+                return str(v.get("quotaId") or v.get("quotaMetric") or "per-day quota")
+    return None
+
+
+def google_error(response: httpx.Response) -> APIStatusError:
+    """google.rpc envelope ``{"error": {code, message, status, details}}`` -> our error.
+
+    429 ``RESOURCE_EXHAUSTED`` on a per-day quota is a :class:`QuotaExceededError` (no
+    retry clears it today); other 429s are retried after ``RetryInfo.retryDelay``.
+    503 ``UNAVAILABLE`` is an overload.
+    """
+    base = default_classify_error(response)
+    err = _rpc_error(response)
+    if not err:
+        return base
+    status = err.get("status")
+    fallback = str(base.args[0]).removeprefix(f"HTTP {response.status_code}: ")
+    message = str(err.get("message") or fallback)[:300]
+    text = f"{status}: {message}" if status else message
+    retry_after = base.retry_after
+    for info in _details(err, "RetryInfo"):
+        delay = parse_google_duration(info.get("retryDelay"))
+        if delay is not None:
+            retry_after = delay
+    if response.status_code == 429:
+        quota = per_day_quota(err)
+        if quota is not None:
+            return QuotaExceededError(
+                f"{text} (per-day quota {quota} is used up; it resets daily, retrying now "
+                "cannot help)",
+                status_code=429,
+                request_id=base.request_id,
+            )
+    return type(base)(
+        text,
+        status_code=response.status_code,
+        request_id=base.request_id,
+        retry_after=retry_after,
+    )
+
+
+# -- generateContent -------------------------------------------------------------------
+
+
+def prepare_image(image: Image) -> Image:
+    """png/jpeg/webp (a GIF or BMP is re-encoded), long edge <= 3072 px, <= 7 MB."""
+    return fit_image(image, max_side=MAX_SIDE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES)
+
+
+def generate_body(spec: CallSpec) -> dict[str, Any]:
+    (item,) = spec.items
+    assert isinstance(item, AnswerRequest)
+    top = {k: v for k, v in spec.params.items() if k in TOP_LEVEL_FIELDS}
+    config = {k: v for k, v in spec.params.items() if k not in TOP_LEVEL_FIELDS}
+    parts = [
+        {
+            "inline_data": {
+                "mime_type": item.image.media_type,
+                "data": base64.b64encode(item.image.data).decode("ascii"),
+            }
+        },
+        {"text": item.prompt},
+    ]
+    return {
+        **top,
+        "contents": [{"role": "user", "parts": parts}],
+        # maxOutputTokens caps thoughts + answer together, so the estimate holds.
+        "generationConfig": {**config, "maxOutputTokens": item.max_output_tokens},
+    }
+
+
+def build_request(spec: CallSpec) -> httpx.Request:
+    if spec.kind != "answer":
+        raise ValueError(f"gemini adapter does not do {spec.kind}")
+    return httpx.Request(
+        "POST",
+        f"{spec.base_url.rstrip('/')}/models/{spec.model}:generateContent",
+        headers={
+            "x-goog-api-key": spec.api_key.get_secret_value(),
+            "Content-Type": "application/json",
+        },
+        content=json.dumps(generate_body(spec), separators=(",", ":")).encode(),
+    )
+
+
+def _n(obj: Any, key: str) -> int:
+    v = obj.get(key) if isinstance(obj, dict) else None
+    return int(v) if isinstance(v, int) and v >= 0 else 0
+
+
+def usage_of(body: dict[str, Any]) -> Usage:
+    """``usageMetadata``: prompt tokens in; answer and thinking tokens out (both billed
+    at the output price)."""
+    meta = body.get("usageMetadata")
+    return Usage(
+        input_tokens=_n(meta, "promptTokenCount") + _n(meta, "toolUsePromptTokenCount"),
+        output_tokens=_n(meta, "candidatesTokenCount") + _n(meta, "thoughtsTokenCount"),
+    )
+
+
+def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
+    rid = request_id_of(response)
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise ResponseValidationError(
+            "response is not JSON", provider=NAME, request_id=rid
+        ) from exc
+    if not isinstance(body, dict):
+        raise ResponseValidationError(
+            "response is not a JSON object", provider=NAME, request_id=rid
+        )
+    rid = rid or (body["responseId"] if isinstance(body.get("responseId"), str) else None)
+    usage = usage_of(body)
+    texts: list[str] = []
+    candidates = body.get("candidates")
+    if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+        content = candidates[0].get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if isinstance(parts, list):
+            texts = [
+                p["text"]
+                for p in parts
+                if isinstance(p, dict) and isinstance(p.get("text"), str) and not p.get("thought")
+            ]
+    if not texts:
+        feedback = body.get("promptFeedback")
+        reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
+        finish = (
+            candidates[0].get("finishReason")
+            if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict)
+            else None
+        )
+        bad = ResponseValidationError(
+            f"no answer text (blockReason {reason!r}, finishReason {finish!r})",
+            provider=NAME,
+            request_id=rid,
+        )
+        bad.usage = usage
+        raise bad
+    return Parsed(usage=usage, texts=["".join(texts)], request_id=rid)
+
+
+def image_tokens(width: int, height: int, model: str = "") -> int:
+    """Gemini 2.x: 258 when both sides <= 384 px, else 258 per 768-px tile.
+
+    Gemini 3 bills by ``media_resolution`` (1,120 tokens by default); the larger of
+    the two rules is used for those models.
+    """
+    if width <= SMALL_IMAGE_SIDE and height <= SMALL_IMAGE_SIDE:
+        tokens = TOKENS_PER_TILE
+    else:
+        tokens = math.ceil(width / TILE_SIDE) * math.ceil(height / TILE_SIDE) * TOKENS_PER_TILE
+    if model.startswith("gemini-3"):
+        tokens = max(tokens, GEMINI3_IMAGE_TOKENS)
+    return tokens
+
+
+def estimate_usage(spec: CallSpec) -> Usage:
+    (item,) = spec.items
+    assert isinstance(item, AnswerRequest)
+    w, h = image_size(item.image)
+    return Usage(
+        input_tokens=FRAMING_TOKENS
+        + len(item.prompt.encode("utf-8"))
+        + 1
+        + image_tokens(w, h, spec.model),
+        output_tokens=item.max_output_tokens,
+    )
+
+
+GEMINI = Provider(
+    name=NAME,
+    env_vars=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    default_base_url="https://generativelanguage.googleapis.com/v1beta",
+    api_version="v1beta",
+    max_batch={"answer": 1},
+    max_request_bytes=MAX_REQUEST_BYTES,
+    build_request=build_request,
+    parse_response=parse_response,
+    estimate_usage=estimate_usage,
+    classify_error=google_error,
+    prepare_image=prepare_image,
+    description="Google Gemini API generateContent (image answers)",
+)

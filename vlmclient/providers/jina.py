@@ -1,0 +1,144 @@
+"""Jina embeddings (``POST {base}/v1/embeddings``), e.g. ``jina-clip-v2``.
+
+Inputs are ``{"image": "<raw base64>"}`` or ``{"text": ...}`` objects; the response is
+OpenAI-like with ``usage.total_tokens``. Jina bills a prepaid token balance: a 402
+means the balance is empty, which no retry fixes.
+
+Jina publishes no per-image token count we could verify. The estimate assumes at
+most :data:`IMAGE_TOKENS_PER_TILE` tokens per 512-px tile and sends images at
+<= 512 px (the model's native resolution), so one tile each; the response's
+``total_tokens`` is what is charged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+import httpx
+
+from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
+from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
+from .anthropic import fit_image
+from .base import CallSpec, Parsed, Provider, default_classify_error, request_id_of, vectors_from
+from .images import image_size
+
+__all__ = ["JINA", "embeddings_body"]
+
+NAME = "jina"
+NATIVE_SIDE = 512  # jina-clip-v2 input resolution
+IMAGE_TOKENS_PER_TILE = 4000  # assumed upper bound per 512x512 tile (not verified)
+TEXT_SPECIAL_TOKENS = 2  # <s> and </s>
+MAX_TEXTS = 512  # not documented in our sources; conservative
+MAX_IMAGES = 64  # not documented in our sources; conservative
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp")
+
+
+def prepare_image(image: Image) -> Image:
+    """Long edge <= 512 px: the model sees 512x512, so larger uploads buy nothing."""
+    return fit_image(
+        image, max_side=NATIVE_SIDE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES
+    )
+
+
+def embeddings_body(spec: CallSpec) -> dict[str, Any]:
+    inputs: list[dict[str, str]] = []
+    for item in spec.items:
+        if isinstance(item, ImageEmbeddingRequest):
+            inputs.append({"image": base64.b64encode(item.image.data).decode("ascii")})
+        elif isinstance(item, TextEmbeddingRequest):
+            inputs.append({"text": item.text})
+        else:
+            raise ValueError(f"jina adapter does not do {spec.kind}")
+    # params: dimensions (64..1024), normalized, task
+    return {"model": spec.model, "input": inputs, "embedding_type": "float", **spec.params}
+
+
+def build_request(spec: CallSpec) -> httpx.Request:
+    return httpx.Request(
+        "POST",
+        spec.base_url.rstrip("/") + "/v1/embeddings",
+        headers={
+            "Authorization": f"Bearer {spec.api_key.get_secret_value()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        },
+        content=json.dumps(embeddings_body(spec), separators=(",", ":")).encode(),
+    )
+
+
+def _n(obj: Any, key: str) -> int | None:
+    v = obj.get(key) if isinstance(obj, dict) else None
+    return int(v) if isinstance(v, int) and v >= 0 else None
+
+
+def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
+    rid = request_id_of(response)
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise ResponseValidationError(
+            "response is not JSON", provider=NAME, request_id=rid
+        ) from exc
+    if not isinstance(body, dict):
+        raise ResponseValidationError(
+            "response is not a JSON object", provider=NAME, request_id=rid
+        )
+    u = body.get("usage")
+    tokens = _n(u, "total_tokens")
+    usage = Usage(input_tokens=tokens if tokens is not None else (_n(u, "prompt_tokens") or 0))
+    data = body.get("data")
+    try:
+        if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+            raise ResponseValidationError("missing data[]", provider=NAME, request_id=rid)
+        rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
+        vecs = vectors_from(rows, expected=len(spec.items), request_id=rid, provider=NAME)
+    except ResponseValidationError as exc:
+        exc.usage = usage
+        raise
+    return Parsed(usage=usage, vectors=vecs, request_id=rid)
+
+
+def image_tokens(width: int, height: int) -> int:
+    tiles = math.ceil(width / NATIVE_SIDE) * math.ceil(height / NATIVE_SIDE)
+    return tiles * IMAGE_TOKENS_PER_TILE
+
+
+def estimate_usage(spec: CallSpec) -> Usage:
+    tokens = 0
+    for item in spec.items:
+        if isinstance(item, ImageEmbeddingRequest):
+            tokens += image_tokens(*image_size(item.image))
+        elif isinstance(item, TextEmbeddingRequest):
+            tokens += len(item.text.encode("utf-8")) + TEXT_SPECIAL_TOKENS
+    return Usage(input_tokens=tokens)
+
+
+def classify_error(response: httpx.Response) -> APIStatusError:
+    err = default_classify_error(response)
+    if response.status_code == 402:
+        message = str(err.args[0]).removeprefix("HTTP 402: ")
+        return QuotaExceededError(
+            f"{message} (the Jina token balance is empty; top it up, then run again)",
+            status_code=402,
+            request_id=err.request_id,
+        )
+    return err
+
+
+JINA = Provider(
+    name=NAME,
+    env_vars=("JINA_API_KEY",),
+    default_base_url="https://api.jina.ai",
+    api_version="v1",
+    max_batch={"image_embedding": MAX_IMAGES, "text_embedding": MAX_TEXTS},
+    build_request=build_request,
+    parse_response=parse_response,
+    estimate_usage=estimate_usage,
+    classify_error=classify_error,
+    prepare_image=prepare_image,
+    description="Jina AI embeddings (jina-clip-v2: image and text)",
+)

@@ -1,0 +1,157 @@
+"""Nomic Atlas embeddings: ``nomic-embed-vision-v1.5`` images with ``nomic-embed-text-v1.5``
+texts (one shared 768-d space).
+
+Two endpoints, two encodings:
+
+* images: ``POST {base}/v1/embedding/image`` as ``multipart/form-data`` with a
+  ``model`` field and one ``images`` file part per image;
+* texts: ``POST {base}/v1/embedding/text`` as JSON ``{texts, model, task_type, ...}``.
+
+The teacher names the vision model (``nomic:nomic-embed-vision-v1.5``); texts go to
+the text model of the same version (``vision`` -> ``text`` in the name), or to the
+``text_model`` param. The response is ``{embeddings, usage, model}``; ``usage`` token
+counters are charged as input tokens and each image as one image. Nomic publishes no
+prices we could verify, so there is no built-in price: pass ``--price-file``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from ..errors import ResponseValidationError
+from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
+from .anthropic import fit_image
+from .base import CallSpec, Parsed, Provider, request_id_of, vectors_from
+
+__all__ = ["NOMIC", "text_body", "text_model"]
+
+NAME = "nomic"
+MAX_TEXTS = 50  # the official client's chunk size for /v1/embedding/text
+MAX_IMAGES = 512  # the official client's chunk size for /v1/embedding/image
+MAX_SIDE = 512  # the official client downsizes to <= 512 px before upload
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp")
+DEFAULT_TASK_TYPE = "search_query"
+TASK_PREFIX_TOKENS = 8  # "search_query: " prefix and special tokens, rounded up
+# Assumed bound on what one image may count in usage: a ViT-B/16 at 224 px has 197
+# tokens; rounded up. Only matters when a price file sets a per-token price.
+IMAGE_TOKENS_BOUND = 256
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+def text_model(spec: CallSpec) -> str:
+    """The text model paired with the teacher's vision model."""
+    explicit = spec.params.get("text_model")
+    if isinstance(explicit, str) and explicit:
+        return explicit
+    return spec.model.replace("-vision-", "-text-")
+
+
+def prepare_image(image: Image) -> Image:
+    """png/jpeg/webp with the long edge <= 512 px."""
+    return fit_image(image, max_side=MAX_SIDE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES)
+
+
+def text_body(spec: CallSpec) -> dict[str, Any]:
+    extra = {k: v for k, v in spec.params.items() if k != "text_model"}
+    return {
+        "model": text_model(spec),
+        "texts": [i.text for i in spec.items if isinstance(i, TextEmbeddingRequest)],
+        "task_type": DEFAULT_TASK_TYPE,
+        **extra,  # task_type, dimensionality, long_text_mode
+    }
+
+
+def _auth(spec: CallSpec) -> dict[str, str]:
+    return {"Authorization": f"Bearer {spec.api_key.get_secret_value()}"}
+
+
+def build_request(spec: CallSpec) -> httpx.Request:
+    base = spec.base_url.rstrip("/")
+    if spec.kind == "text_embedding":
+        return httpx.Request(
+            "POST",
+            base + "/v1/embedding/text",
+            headers={**_auth(spec), "Content-Type": "application/json"},
+            content=json.dumps(text_body(spec), separators=(",", ":")).encode(),
+        )
+    if spec.kind != "image_embedding":
+        raise ValueError(f"nomic adapter does not do {spec.kind}")
+    files = []
+    for n, item in enumerate(spec.items):
+        assert isinstance(item, ImageEmbeddingRequest)
+        image = item.image
+        name = f"image{n}.{_EXTENSIONS.get(image.media_type, 'bin')}"
+        files.append(("images", (name, image.data, image.media_type)))
+    # httpx writes multipart/form-data (with its boundary) when files are given.
+    return httpx.Request(
+        "POST",
+        base + "/v1/embedding/image",
+        headers=_auth(spec),
+        data={"model": spec.model},
+        files=files,
+    )
+
+
+def _n(obj: Any, key: str) -> int | None:
+    v = obj.get(key) if isinstance(obj, dict) else None
+    return int(v) if isinstance(v, int) and v >= 0 else None
+
+
+def usage_of(spec: CallSpec, body: dict[str, Any]) -> Usage:
+    u = body.get("usage")
+    tokens = _n(u, "total_tokens")
+    if tokens is None:
+        tokens = _n(u, "prompt_tokens") or 0
+    images = sum(1 for i in spec.items if isinstance(i, ImageEmbeddingRequest))
+    return Usage(input_tokens=tokens, images=images)
+
+
+def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
+    rid = request_id_of(response)
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise ResponseValidationError(
+            "response is not JSON", provider=NAME, request_id=rid
+        ) from exc
+    if not isinstance(body, dict):
+        raise ResponseValidationError(
+            "response is not a JSON object", provider=NAME, request_id=rid
+        )
+    usage = usage_of(spec, body)
+    try:
+        vecs = vectors_from(
+            body.get("embeddings"), expected=len(spec.items), request_id=rid, provider=NAME
+        )
+    except ResponseValidationError as exc:
+        exc.usage = usage
+        raise
+    return Parsed(usage=usage, vectors=vecs, request_id=rid)
+
+
+def estimate_usage(spec: CallSpec) -> Usage:
+    images = sum(1 for i in spec.items if isinstance(i, ImageEmbeddingRequest))
+    tokens = images * IMAGE_TOKENS_BOUND + sum(
+        len(i.text.encode("utf-8")) + TASK_PREFIX_TOKENS
+        for i in spec.items
+        if isinstance(i, TextEmbeddingRequest)
+    )
+    return Usage(input_tokens=tokens, images=images)
+
+
+NOMIC = Provider(
+    name=NAME,
+    env_vars=("NOMIC_API_KEY",),
+    default_base_url="https://api-atlas.nomic.ai",
+    api_version="v1",
+    max_batch={"image_embedding": MAX_IMAGES, "text_embedding": MAX_TEXTS},
+    build_request=build_request,
+    parse_response=parse_response,
+    estimate_usage=estimate_usage,
+    prepare_image=prepare_image,
+    description="Nomic Atlas (nomic-embed-vision-v1.5 images + nomic-embed-text-v1.5 texts)",
+)

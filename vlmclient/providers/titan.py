@@ -1,0 +1,188 @@
+"""Amazon Bedrock Titan Multimodal Embeddings G1 (``amazon.titan-embed-image-v1``).
+
+``POST https://bedrock-runtime.{region}.amazonaws.com/model/{model}/invoke`` with body
+``{"inputImage": "<raw base64>"}`` or ``{"inputText": ...}``, signed with AWS SigV4 by
+botocore's own signer (never hand-rolled). botocore is an optional extra:
+``pip install vlm-distill[aws]``.
+
+Credentials: ``AWS_ACCESS_KEY_ID`` + ``AWS_SECRET_ACCESS_KEY`` (+ ``AWS_SESSION_TOKEN``)
+from the environment, else botocore's usual chain (``AWS_PROFILE``, config files).
+Region: the ``region`` param, else ``AWS_REGION`` / ``AWS_DEFAULT_REGION``.
+One text or one image per call. Titan bills a flat fee per image and input text
+tokens (``inputTextTokenCount`` in the response).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from ..errors import APIStatusError, ConfigurationError, ResponseValidationError
+from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
+from .anthropic import fit_image
+from .base import CallSpec, Parsed, Provider, default_classify_error, request_id_of, vectors_from
+
+__all__ = ["INSTALL_HINT", "TITAN", "invoke_body", "signed_request"]
+
+NAME = "titan"
+SERVICE = "bedrock"
+DEFAULT_BASE_URL = "https://bedrock-runtime.{region}.amazonaws.com"
+REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
+INSTALL_HINT = "pip install 'vlm-distill[aws]'"
+MAX_SIDE = 2048  # Titan: image <= 2048 x 2048
+MAX_IMAGE_BYTES = 25 * 1024 * 1024
+MEDIA_TYPES = ("image/png", "image/jpeg")
+
+
+def _botocore() -> tuple[Any, Any, Any]:
+    """(SigV4Auth, AWSRequest, Credentials), or a ConfigurationError naming the extra."""
+    try:
+        auth = importlib.import_module("botocore.auth")
+        awsrequest = importlib.import_module("botocore.awsrequest")
+        credentials = importlib.import_module("botocore.credentials")
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the titan provider signs requests with botocore, which is not installed: "
+            f"{INSTALL_HINT} (nothing was sent)"
+        ) from exc
+    return auth.SigV4Auth, awsrequest.AWSRequest, credentials.Credentials
+
+
+def _region(spec: CallSpec, env: Mapping[str, str]) -> str:
+    value = spec.params.get("region")
+    if isinstance(value, str) and value:
+        return value
+    for name in REGION_ENV:
+        if env.get(name):
+            return env[name]
+    raise ConfigurationError(
+        "titan needs an AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or pass the "
+        "'region' param (nothing was sent)"
+    )
+
+
+def _credentials(env: Mapping[str, str]) -> Any:
+    _, _, credentials_cls = _botocore()
+    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        return credentials_cls(key, secret, env.get("AWS_SESSION_TOKEN") or None)
+    session = importlib.import_module("botocore.session").get_session()
+    creds = session.get_credentials()
+    if creds is None:
+        raise ConfigurationError(
+            "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+            "AWS_PROFILE (nothing was sent)"
+        )
+    return creds.get_frozen_credentials()
+
+
+def invoke_body(spec: CallSpec) -> dict[str, Any]:
+    (item,) = spec.items
+    body: dict[str, Any]
+    if isinstance(item, ImageEmbeddingRequest):
+        body = {"inputImage": base64.b64encode(item.image.data).decode("ascii")}
+    elif isinstance(item, TextEmbeddingRequest):
+        body = {"inputText": item.text}
+    else:
+        raise ValueError(f"titan adapter does not do {spec.kind}")
+    dim = spec.params.get("outputEmbeddingLength") or spec.params.get("dimension")
+    if dim is not None:
+        body["embeddingConfig"] = {"outputEmbeddingLength": int(dim)}
+    return body
+
+
+def signed_request(
+    spec: CallSpec, env: Mapping[str, str] | None = None
+) -> httpx.Request:
+    """The InvokeModel request, signed by botocore's SigV4Auth."""
+    env = os.environ if env is None else env
+    sigv4, aws_request, _ = _botocore()
+    region = _region(spec, env)
+    url = (
+        spec.base_url.rstrip("/").replace("{region}", region)
+        + f"/model/{spec.model}/invoke"
+    )
+    content = json.dumps(invoke_body(spec), separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    request = aws_request(method="POST", url=url, data=content, headers=headers)
+    sigv4(_credentials(env), SERVICE, region).add_auth(request)
+    signed = {k: v for k, v in request.headers.items()}
+    return httpx.Request("POST", url, headers=signed, content=content)
+
+
+def build_request(spec: CallSpec) -> httpx.Request:
+    return signed_request(spec)
+
+
+def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
+    rid = request_id_of(response)
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise ResponseValidationError(
+            "response is not JSON", provider=NAME, request_id=rid
+        ) from exc
+    if not isinstance(body, dict):
+        raise ResponseValidationError(
+            "response is not a JSON object", provider=NAME, request_id=rid
+        )
+    count = body.get("inputTextTokenCount")
+    images = 1 if spec.kind == "image_embedding" else 0
+    usage = Usage(
+        images=images, input_tokens=count if isinstance(count, int) and count > 0 else 0
+    )
+    try:
+        vecs = vectors_from(
+            [body.get("embedding")], expected=len(spec.items), request_id=rid, provider=NAME
+        )
+    except ResponseValidationError as exc:
+        exc.usage = usage
+        raise
+    return Parsed(usage=usage, vectors=vecs, request_id=rid)
+
+
+def estimate_usage(spec: CallSpec) -> Usage:
+    _botocore()  # fail before any reservation when the extra is missing
+    images = sum(1 for i in spec.items if isinstance(i, ImageEmbeddingRequest))
+    tokens = sum(
+        len(i.text.encode("utf-8")) + 1 for i in spec.items if isinstance(i, TextEmbeddingRequest)
+    )
+    return Usage(images=images, input_tokens=tokens)
+
+
+def classify_error(response: httpx.Response) -> APIStatusError:
+    """Bedrock names the error in ``x-amzn-ErrorType`` (``ThrottlingException:...``);
+    429 Throttling/ModelNotReady and 503 ServiceUnavailable are retried by status."""
+    err = default_classify_error(response)
+    etype = response.headers.get("x-amzn-errortype", "").split(":", 1)[0]
+    if etype:
+        err.args = (f"{err.args[0]} [{etype}]",)
+    return err
+
+
+def prepare_image(image: Image) -> Image:
+    """png/jpeg (others re-encoded), long edge <= 2048 px, <= 25 MB."""
+    return fit_image(image, max_side=MAX_SIDE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES)
+
+
+TITAN = Provider(
+    name=NAME,
+    # The key the client insists on is the access key id (or a profile name); the
+    # secret is read by the signer, never by the client.
+    env_vars=("AWS_ACCESS_KEY_ID", "AWS_PROFILE"),
+    default_base_url=DEFAULT_BASE_URL,
+    api_version="bedrock-2023-09-30",
+    max_batch={"image_embedding": 1, "text_embedding": 1},
+    build_request=build_request,
+    parse_response=parse_response,
+    estimate_usage=estimate_usage,
+    classify_error=classify_error,
+    prepare_image=prepare_image,
+    description=f"Amazon Bedrock Titan Multimodal Embeddings G1 (needs {INSTALL_HINT})",
+)

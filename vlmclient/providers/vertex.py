@@ -1,0 +1,165 @@
+"""Vertex AI ``multimodalembedding@001``: image and text embeddings, one instance per call.
+
+``POST https://{LOCATION}-aiplatform.googleapis.com/v1/projects/{PROJECT}/locations/
+{LOCATION}/publishers/google/models/{model}:predict`` with an OAuth2 access token as
+``Authorization: Bearer`` (e.g. ``export VERTEX_ACCESS_TOKEN=$(gcloud auth
+print-access-token)``; tokens expire after about an hour).
+
+Project and location come from the ``project`` / ``location`` params or the
+``VERTEX_PROJECT`` (or ``GOOGLE_CLOUD_PROJECT``) and ``VERTEX_LOCATION`` (or
+``GOOGLE_CLOUD_LOCATION``) environment variables; without them nothing is sent.
+A custom base URL (a proxy) replaces ``https://{location}-aiplatform.googleapis.com/v1``
+and may itself contain ``{location}``.
+
+The response carries no usage, so the client meters it: one image, or the text's
+characters, priced from the price table.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from ..errors import ConfigurationError, ResponseValidationError
+from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
+from .anthropic import fit_image
+from .base import CallSpec, Parsed, Provider, request_id_of, vectors_from
+from .gemini import google_error
+
+__all__ = ["LOCATION_ENV", "PROJECT_ENV", "VERTEX", "endpoint_url", "predict_body"]
+
+NAME = "vertex"
+DEFAULT_BASE_URL = "https://{location}-aiplatform.googleapis.com/v1"
+PROJECT_ENV = ("VERTEX_PROJECT", "GOOGLE_CLOUD_PROJECT")
+LOCATION_ENV = ("VERTEX_LOCATION", "GOOGLE_CLOUD_LOCATION")
+URL_PARAMS = frozenset({"project", "location"})  # go into the URL, never the body
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_SIDE = 2048
+MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp")
+
+
+def _setting(spec: CallSpec, key: str, names: tuple[str, ...], env: Mapping[str, str]) -> str:
+    value = spec.params.get(key)
+    if isinstance(value, str) and value:
+        return value
+    for name in names:
+        if env.get(name):
+            return env[name]
+    raise ConfigurationError(
+        f"vertex needs a {key}: set {' or '.join(names)}, or pass the '{key}' param "
+        "(nothing was sent)"
+    )
+
+
+def endpoint_url(spec: CallSpec, env: Mapping[str, str] | None = None) -> str:
+    """The ``:predict`` URL for this call's project, location and model."""
+    env = os.environ if env is None else env
+    project = _setting(spec, "project", PROJECT_ENV, env)
+    location = _setting(spec, "location", LOCATION_ENV, env)
+    base = spec.base_url.rstrip("/").replace("{location}", location)
+    return (
+        f"{base}/projects/{project}/locations/{location}/publishers/google/models/"
+        f"{spec.model}:predict"
+    )
+
+
+def predict_body(spec: CallSpec) -> dict[str, Any]:
+    """``{"instances": [one instance], "parameters": {...}}``; params such as ``dimension``
+    (128/256/512/1408) go into ``parameters``."""
+    (item,) = spec.items
+    instance: dict[str, Any]
+    if isinstance(item, ImageEmbeddingRequest):
+        instance = {
+            "image": {
+                "bytesBase64Encoded": base64.b64encode(item.image.data).decode("ascii"),
+                "mimeType": item.image.media_type,
+            }
+        }
+    elif isinstance(item, TextEmbeddingRequest):
+        instance = {"text": item.text}
+    else:
+        raise ValueError(f"vertex adapter does not do {spec.kind}")
+    body: dict[str, Any] = {"instances": [instance]}
+    parameters = {k: v for k, v in spec.params.items() if k not in URL_PARAMS}
+    if parameters:
+        body["parameters"] = parameters
+    return body
+
+
+def build_request(spec: CallSpec) -> httpx.Request:
+    url = endpoint_url(spec)  # ConfigurationError here, before anything is sent
+    return httpx.Request(
+        "POST",
+        url,
+        headers={
+            "Authorization": f"Bearer {spec.api_key.get_secret_value()}",
+            "Content-Type": "application/json",
+        },
+        content=json.dumps(predict_body(spec), separators=(",", ":")).encode(),
+    )
+
+
+def estimate_usage(spec: CallSpec) -> Usage:
+    """What Vertex bills: a flat fee per image, or per 1,000 characters of text.
+
+    This is also the bill (``meters_usage``): the response has no usage block.
+    """
+    images = sum(1 for i in spec.items if isinstance(i, ImageEmbeddingRequest))
+    chars = sum(len(i.text) for i in spec.items if isinstance(i, TextEmbeddingRequest))
+    return Usage(images=images, characters=chars)
+
+
+def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
+    rid = request_id_of(response)
+    usage = estimate_usage(spec)
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise ResponseValidationError(
+            "response is not JSON", provider=NAME, request_id=rid
+        ) from exc
+    predictions = body.get("predictions") if isinstance(body, dict) else None
+    field = "imageEmbedding" if spec.kind == "image_embedding" else "textEmbedding"
+    rows = (
+        [p.get(field) if isinstance(p, dict) else None for p in predictions]
+        if isinstance(predictions, list)
+        else predictions
+    )
+    try:
+        if isinstance(rows, list) and any(r is None for r in rows):
+            raise ResponseValidationError(
+                f"a prediction has no {field}", provider=NAME, request_id=rid
+            )
+        vecs = vectors_from(rows, expected=len(spec.items), request_id=rid, provider=NAME)
+    except ResponseValidationError as exc:
+        exc.usage = usage
+        raise
+    return Parsed(usage=usage, vectors=vecs, request_id=rid)
+
+
+def prepare_image(image: Image) -> Image:
+    """Long edge <= 2048 px, <= 20 MB; png/jpeg/gif/bmp/webp are accepted as they are."""
+    return fit_image(image, max_side=MAX_SIDE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES)
+
+
+VERTEX = Provider(
+    name=NAME,
+    env_vars=("VERTEX_ACCESS_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN"),
+    default_base_url=DEFAULT_BASE_URL,
+    api_version="v1",
+    # One instance per call: the official SDK sends one, and the docs' batch limit
+    # for this model is not stated.
+    max_batch={"image_embedding": 1, "text_embedding": 1},
+    build_request=build_request,
+    parse_response=parse_response,
+    estimate_usage=estimate_usage,
+    classify_error=google_error,
+    prepare_image=prepare_image,
+    meters_usage=True,
+    description="Google Vertex AI multimodalembedding@001 (image and text embeddings)",
+)

@@ -1,0 +1,155 @@
+"""Voyage multimodal embeddings (``POST {base}/multimodalembeddings``).
+
+Every input is ``{"content": [one piece]}``: an ``image_base64`` data URI or a
+``text``. Usage comes back as ``text_tokens``, ``image_pixels`` and ``total_tokens``;
+Voyage bills text tokens plus pixels, each image counted as at least 50,000 and at
+most 2,000,000 pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import httpx
+
+from ..errors import ResponseValidationError
+from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
+from .anthropic import fit_image
+from .base import CallSpec, Parsed, Provider, data_uri, request_id_of, vectors_from
+from .images import image_size
+
+__all__ = ["VOYAGE", "billed_pixels", "multimodal_body"]
+
+NAME = "voyage"
+MAX_INPUTS = 1000
+MAX_REQUEST_TOKENS = 320_000
+MIN_BILLED_PIXELS = 50_000
+MAX_BILLED_PIXELS = 2_000_000
+PIXELS_PER_TOKEN = 560  # Voyage's image-to-token rate, for the per-request token cap
+# Pixels above 2 M are not billed and buy nothing, so images are sent at <= 1414 px on
+# the long edge (1414^2 < 2 M): smaller uploads, and a known per-image token bound.
+MAX_SIDE = 1414
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+MAX_IMAGES = MAX_REQUEST_TOKENS // math.ceil(MAX_BILLED_PIXELS / PIXELS_PER_TOKEN)  # 89
+
+
+def batch_limit(model: str, kind: str) -> int:
+    """1,000 inputs, but at most 89 images: 89 x 3,572 tokens stays under 320k tokens."""
+    return MAX_IMAGES if kind == "image_embedding" else MAX_INPUTS
+
+
+def billed_pixels(width: int, height: int) -> int:
+    """Pixels Voyage bills for one image: clamped to [50,000, 2,000,000]."""
+    return min(max(width * height, MIN_BILLED_PIXELS), MAX_BILLED_PIXELS)
+
+
+def prepare_image(image: Image) -> Image:
+    """png/jpeg/webp/gif with the long edge <= 1414 px."""
+    return fit_image(image, max_side=MAX_SIDE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES)
+
+
+def multimodal_body(spec: CallSpec) -> dict[str, Any]:
+    inputs: list[dict[str, Any]] = []
+    for item in spec.items:
+        if isinstance(item, ImageEmbeddingRequest):
+            piece = {"type": "image_base64", "image_base64": data_uri(item.image)}
+        elif isinstance(item, TextEmbeddingRequest):
+            piece = {"type": "text", "text": item.text}
+        else:
+            raise ValueError(f"voyage adapter does not do {spec.kind}")
+        inputs.append({"content": [piece]})
+    # params: input_type ("query"/"document"), truncation, output_dimension (3.5)
+    return {"model": spec.model, "inputs": inputs, **spec.params}
+
+
+def build_request(spec: CallSpec) -> httpx.Request:
+    return httpx.Request(
+        "POST",
+        spec.base_url.rstrip("/") + "/multimodalembeddings",
+        headers={
+            "Authorization": f"Bearer {spec.api_key.get_secret_value()}",
+            "Content-Type": "application/json",
+        },
+        content=json.dumps(multimodal_body(spec), separators=(",", ":")).encode(),
+    )
+
+
+def _n(obj: Any, key: str) -> int | None:
+    v = obj.get(key) if isinstance(obj, dict) else None
+    return int(v) if isinstance(v, int) and v >= 0 else None
+
+
+def usage_of(spec: CallSpec, body: dict[str, Any]) -> Usage:
+    """Text tokens and image pixels as reported.
+
+    Reported pixels are clamped into the bounds the price list guarantees
+    (50k..2M px per image), so a raw pixel count can never under-bill a tiny image.
+    """
+    u = body.get("usage")
+    n_images = sum(1 for i in spec.items if isinstance(i, ImageEmbeddingRequest))
+    text_tokens = _n(u, "text_tokens")
+    if text_tokens is None and n_images == 0:
+        text_tokens = _n(u, "total_tokens")  # the public spec lists only total_tokens
+    pixels = _n(u, "image_pixels")
+    if pixels is None and n_images:
+        pixels = sum(
+            billed_pixels(*image_size(i.image))
+            for i in spec.items
+            if isinstance(i, ImageEmbeddingRequest)
+        )
+    pixels = min(max(pixels or 0, n_images * MIN_BILLED_PIXELS), n_images * MAX_BILLED_PIXELS)
+    return Usage(input_tokens=text_tokens or 0, image_pixels=pixels)
+
+
+def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
+    rid = request_id_of(response)
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise ResponseValidationError(
+            "response is not JSON", provider=NAME, request_id=rid
+        ) from exc
+    if not isinstance(body, dict):
+        raise ResponseValidationError(
+            "response is not a JSON object", provider=NAME, request_id=rid
+        )
+    usage = usage_of(spec, body)
+    data = body.get("data")
+    try:
+        if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+            raise ResponseValidationError("missing data[]", provider=NAME, request_id=rid)
+        rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
+        vecs = vectors_from(rows, expected=len(spec.items), request_id=rid, provider=NAME)
+    except ResponseValidationError as exc:
+        exc.usage = usage
+        raise
+    return Parsed(usage=usage, vectors=vecs, request_id=rid)
+
+
+def estimate_usage(spec: CallSpec) -> Usage:
+    pixels = 0
+    tokens = 0
+    for item in spec.items:
+        if isinstance(item, ImageEmbeddingRequest):
+            pixels += billed_pixels(*image_size(item.image))
+        elif isinstance(item, TextEmbeddingRequest):
+            tokens += len(item.text.encode("utf-8")) + 1  # no token is shorter than a byte
+    return Usage(input_tokens=tokens, image_pixels=pixels)
+
+
+VOYAGE = Provider(
+    name=NAME,
+    env_vars=("VOYAGE_API_KEY",),
+    default_base_url="https://api.voyageai.com/v1",
+    api_version="v1",
+    max_batch={"image_embedding": MAX_IMAGES, "text_embedding": MAX_INPUTS},
+    batch_limit=batch_limit,
+    build_request=build_request,
+    parse_response=parse_response,
+    estimate_usage=estimate_usage,
+    prepare_image=prepare_image,
+    description="Voyage AI multimodal embeddings (voyage-multimodal-3, -3.5)",
+)
