@@ -1,0 +1,107 @@
+"""Configuration of the local teacher server: prices, limits and injected faults.
+
+Everything is a frozen pydantic model, so one value describes one server and can be
+written beside a run. Money is ``Decimal``; the token is a ``SecretStr`` so it never
+shows up in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+__all__ = ["Faults", "Pricing", "ServerConfig"]
+
+
+# Cohere's documented cap for texts[] and inputs[] per call; we apply it to images[] too.
+MAX_ITEMS_PER_CALL = 96
+# Cohere v4 caps the images of one call at 20 MB; a little room on top for JSON and base64.
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+# OpenAI's "low detail" price of one image in a chat prompt, in tokens.
+DEFAULT_IMAGE_TOKENS = 85
+
+
+class Pricing(BaseModel):
+    """What the server charges, in USD.
+
+    Cohere-style ``/v2/embed`` bills ``usd_per_image`` per image plus input tokens.
+    OpenAI-style endpoints bill tokens only (an image in a chat prompt counts as
+    ``ServerConfig.image_tokens`` prompt tokens), exactly what their ``usage`` block says,
+    so a client can recompute every charge from the wire.
+
+    >>> Pricing(usd_per_image=Decimal("0.001")).usd_per_image
+    Decimal('0.001')
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    usd_per_image: Decimal = Field(default=Decimal("0.0001"), ge=0)
+    usd_per_1m_input_tokens: Decimal = Field(default=Decimal("0.12"), ge=0)
+    usd_per_1m_output_tokens: Decimal = Field(default=Decimal("0.60"), ge=0)
+
+
+class Faults(BaseModel):
+    """Fractions of requests that fail on purpose, drawn from one seeded RNG.
+
+    One draw per authorised, in-limit request decides its fate: 500/503/529 answer
+    before any work and are not billed; ``drop`` (socket closed, no response),
+    ``timeout`` (answer after ``timeout_sleep_s``), ``malformed`` (truncated JSON, 200)
+    and ``wrong_dim`` (vectors of half the dimension, 200) happen after the work and
+    are billed, as a real provider would.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fail_500: float = Field(default=0.0, ge=0, le=1)
+    fail_503: float = Field(default=0.0, ge=0, le=1)
+    fail_529: float = Field(default=0.0, ge=0, le=1)
+    drop: float = Field(default=0.0, ge=0, le=1)
+    timeout: float = Field(default=0.0, ge=0, le=1)
+    malformed: float = Field(default=0.0, ge=0, le=1)
+    wrong_dim: float = Field(default=0.0, ge=0, le=1)
+    latency_ms: float = Field(default=0.0, ge=0)
+    timeout_sleep_s: float = Field(default=30.0, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fractions_fit(self) -> Faults:
+        total = (
+            self.fail_500
+            + self.fail_503
+            + self.fail_529
+            + self.drop
+            + self.timeout
+            + self.malformed
+            + self.wrong_dim
+        )
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"fault fractions add up to {total:.3f} > 1")
+        return self
+
+
+class ServerConfig(BaseModel):
+    """One local teacher server.
+
+    >>> cfg = ServerConfig(token=SecretStr("t0k3n"), rpm=600)
+    >>> "t0k3n" in repr(cfg)
+    False
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    token: SecretStr
+    # None: any ``model`` in a request is accepted and echoed. Set: other names get 404.
+    model_name: str | None = None
+    pricing: Pricing = Pricing()
+    faults: Faults = Faults()
+    rpm: int | None = Field(default=None, ge=1)
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
+    max_items: int = Field(default=MAX_ITEMS_PER_CALL, ge=1)
+    image_tokens: int = Field(default=DEFAULT_IMAGE_TOKENS, ge=0)
+
+    @model_validator(mode="after")
+    def _token_not_empty(self) -> ServerConfig:
+        if not self.token.get_secret_value():
+            raise ValueError("token must not be empty")
+        return self

@@ -1,0 +1,195 @@
+"""Pieces of the teacher server without HTTP: options, tokens, limiter, faults, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from distill.server import Faults, HashBackend, ServerConfig, count_tokens
+from distill.server.answers import option_prompt, parse_options, pick_option
+from distill.server.batching import MicroBatcher
+from distill.server.faults import Fault, FaultPlan, SlidingWindowLimiter, go_duration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "options"),
+    [
+        ("What is it? Options: cat, dog or car.", ["cat", "dog", "car"]),
+        ("Choices: 'red' | 'green' | 'blue'", ["red", "green", "blue"]),
+        ("Pick one.\nClasses:\n- tabby cat\n- golden dog\n", ["tabby cat", "golden dog"]),
+        ("Which?\nA) a cat\nB) a dog\nAnswer with the letter.", ["a cat", "a dog"]),
+        ("Which?\n1. cat\n2. dog", ["cat", "dog"]),
+        ("* one\n* two\n* two", ["one", "two"]),
+        ("What is in this picture?", []),
+        ("Options: cat", []),  # one option is not a choice
+        ("Is it a cat or a dog?", []),
+    ],
+)
+def test_parse_options(prompt: str, options: list[str]) -> None:
+    assert parse_options(prompt) == options
+
+
+def test_option_prompt_and_pick() -> None:
+    assert option_prompt("dog") == "a photo of a dog"
+    assert option_prompt("an owl") == "a photo of an owl"
+    assert option_prompt("a photo of a car") == "a photo of a car"
+    vecs = [np.array([1.0, 0.0]), np.array([0.6, 0.8])]
+    assert pick_option(np.array([0.5, 0.9]), ["x", "y"], vecs) == "y"
+
+
+def test_count_tokens() -> None:
+    assert count_tokens("") == 0
+    assert count_tokens("a photo of a cat.") == 6
+    assert count_tokens("don't stop") == 4
+
+
+def test_limiter_slides() -> None:
+    now = [0.0]
+    lim = SlidingWindowLimiter(2, window_s=10, clock=lambda: now[0])
+    assert lim.try_acquire() is None
+    now[0] = 4
+    assert lim.try_acquire() is None
+    assert lim.try_acquire() == pytest.approx(6.0)
+    now[0] = 10.0
+    assert lim.try_acquire() is None
+    assert lim.remaining() == (0, pytest.approx(4.0))
+
+
+def test_go_duration() -> None:
+    assert [go_duration(s) for s in (0.02, 1.5, 59.5, 360)] == ["20ms", "1.5s", "59.5s", "6m0s"]
+
+
+def test_fault_plan_fractions_and_seed() -> None:
+    faults = Faults(fail_500=0.25, drop=0.25, wrong_dim=0.25, seed=3)
+    draws = [FaultPlan(faults).draw() for _ in range(1)]
+    plan_a, plan_b = FaultPlan(faults), FaultPlan(faults)
+    a = [plan_a.draw() for _ in range(4000)]
+    assert a == [plan_b.draw() for _ in range(4000)]
+    assert draws[0] == a[0]
+    for kind in (Fault.FAIL_500, Fault.DROP, Fault.WRONG_DIM, Fault.NONE):
+        assert 850 < a.count(kind) < 1150
+    assert FaultPlan(Faults()).draw() is Fault.NONE
+    with pytest.raises(ValidationError):
+        Faults(fail_500=0.6, fail_503=0.6)
+
+
+def test_config_hides_token_and_rejects_empty() -> None:
+    cfg = ServerConfig(token=SecretStr("hunter2-secret"))
+    assert "hunter2-secret" not in repr(cfg) and "hunter2-secret" not in str(cfg.model_dump())
+    with pytest.raises(ValidationError):
+        ServerConfig(token=SecretStr(""))
+
+
+def test_hash_backend_is_deterministic_and_domain_separated() -> None:
+    a, b = HashBackend(dim=32), HashBackend(dim=32)
+    va, vb = a.embed_texts(["cat"])[0], b.embed_texts(["cat"])[0]
+    np.testing.assert_array_equal(va, vb)
+    assert va.dtype == np.float32 and abs(float(va @ va) - 1) < 1e-5
+    from distill.server.backends import ImageTask
+
+    (img,) = a.embed_images([ImageTask(b"cat")])
+    assert not np.allclose(img.vector, va)  # same bytes as image vs text: different vectors
+    assert img.label
+
+
+async def test_micro_batcher_groups_concurrent_items() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls: list[int] = []
+    release = threading.Event()
+
+    def fn(items: list[int]) -> list[int | Exception]:
+        calls.append(len(items))
+        release.wait(5)
+        return [ValueError("bad") if x < 0 else x * 10 for x in items]
+
+    with ThreadPoolExecutor(1) as pool:
+        batcher: MicroBatcher[int, int] = MicroBatcher(fn, max_batch=4, executor=pool)
+        first = asyncio.ensure_future(batcher.submit_many([1]))
+        await asyncio.sleep(0.05)  # the worker is now busy on [1]
+        rest = [asyncio.ensure_future(batcher.submit_many([i])) for i in range(2, 8)]
+        bad = asyncio.ensure_future(batcher.submit_many([-1]))
+        await asyncio.sleep(0.01)
+        release.set()
+        assert await first == [10]
+        assert [await r for r in rest] == [[i * 10] for i in range(2, 8)]
+        with pytest.raises(ValueError, match="bad"):
+            await bad
+        await batcher.aclose()
+    assert calls[0] == 1 and max(calls[1:]) == 4 and sum(calls) == 8
+
+
+async def test_serve_in_background_yields_a_working_url() -> None:
+    from distill.server import serve_in_background
+
+    cfg = ServerConfig(token=SecretStr("bg-token"))
+    async with serve_in_background(cfg, HashBackend(dim=8)) as url:
+        assert url.startswith("http://127.0.0.1:")
+        async with httpx.AsyncClient(headers={"Authorization": "Bearer bg-token"}) as c:
+            r = await c.post(url + "/v1/embeddings", json={"model": "m", "input": "x"})
+            bill = (await c.get(url + "/admin/billing")).json()
+    assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 8
+    assert bill["requests"] == 1
+    with pytest.raises(httpx.ConnectError):  # stopped on exit
+        httpx.get(url + "/healthz")
+
+
+def test_server_package_imports_without_torch() -> None:
+    code = (
+        "import sys; import distill.server, distill.cli.serve_teacher; "
+        "bad = [m for m in ('torch', 'timm', 'transformers', 'open_clip') if m in sys.modules]; "
+        "sys.exit(1 if bad else 0)"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_cli_serves_and_stops_without_printing_the_token() -> None:
+    token = "cli-test-token-abcdef"
+    env = {**os.environ, "VLM_DISTILL_TEACHER_TOKEN": token, "PYTHONPATH": str(ROOT)}
+    code = (
+        "import sys; from distill.cli import main; "
+        "sys.exit(main(['serve-teacher', '--backend', 'hash', '--port', '0', '--rpm', '100']))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        banner = proc.stderr.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", banner)
+        assert url, banner
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = httpx.post(
+                    url.group(0) + "/v1/embeddings",
+                    json={"model": "m", "input": "x"},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert r.status_code == 200
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0
+        assert token not in banner + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
