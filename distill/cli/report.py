@@ -39,42 +39,46 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+KIND_NAMES = {"image_embedding": "image emb.", "text_embedding": "text emb.", "answer": "answers"}
+
+
+def _usd(text: str) -> str:
+    return f"{float(text):.6f}"
+
+
 def show(report: dict) -> None:  # type: ignore[type-arg]
     out = console()
     t = Table(title=f"spend report: {report['cache_dir']}")
-    for col in (
-        "provider:model",
-        "kind",
-        "requests",
-        "items",
-        "cache hits",
-        "spent $",
-        "saved $",
-        "failed attempts",
-    ):
-        t.add_column(col, justify="left" if col in ("provider:model", "kind") else "right")
+    t.add_column("teacher · kind", no_wrap=True)
+    for col in ("requests", "items", "hits", "spent $", "saved $", "failed"):
+        t.add_column(col, justify="right")
     for g in report["by_kind"]:
+        failures = sum(g["failures"].values())
         t.add_row(
-            f"{g['provider']}:{g['model']}",
-            g["kind"],
+            f"{g['provider']}:{g['model']} · {KIND_NAMES.get(g['kind'], g['kind'])}",
             str(g["requests"]),
             str(g["items"]),
             str(g["cache_hits"]),
-            g["spent_usd"],
-            g["saved_usd"],
-            ", ".join(f"{k} {v}" for k, v in g["failures"].items()) or "0",
+            _usd(g["spent_usd"]),
+            _usd(g["saved_usd"]),
+            str(failures),
         )
     t.add_row(
         "[bold]total",
-        "",
         str(report["requests_sent"]),
         str(report["items_bought"]),
         str(report["cache_hits"]),
-        f"[bold]{report['spent_usd']}",
-        report["saved_usd"],
+        f"[bold]{_usd(report['spent_usd'])}",
+        _usd(report["saved_usd"]),
         str(report["failed_attempts"]),
     )
     out.print(t)
+    failures: dict[str, int] = {}
+    for g in report["by_kind"]:
+        for k, v in g["failures"].items():
+            failures[k] = failures.get(k, 0) + v
+    if failures:
+        out.print("failed attempts: " + ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))
     out.print(f"items in the response cache: {report['items_cached']}")
     if report.get("last_run"):
         r = report["last_run"]

@@ -1,0 +1,178 @@
+"""The whole product on the embedded default, in one call.
+
+Builds the bundled digits domains, starts the local pseudo-CLIP teacher on a free
+loopback port (token-protected, stopped when harvesting ends), harvests under a
+simulated budget, trains the teacher zero-shot / ERM / KD / ADiP students from the
+cache, and writes a run folder with the resolved config, the ledger, metrics and plots.
+A second run reuses the cache and spends $0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DemoConfig", "run_demo"]
+
+TEST_DOMAIN = "rotated"  # the held-out (out-of-distribution) domain of the digits
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    workdir: Path = Path("vlm-distill-demo")
+    budget: Decimal = Decimal("0.50")
+    per_class: int = 20  # digits per class and domain: 4 domains x 10 classes x 20 = 800
+    image_size: int = 32
+    student: str = "tf_efficientnet_lite0"
+    steps_align: int = 150
+    steps_distill: int = 250
+    steps: int = 400  # ERM and KD
+    eval_every: int = 100
+    methods: tuple[str, ...] = ("zeroshot", "erm", "kd", "adip")
+    test_domains: tuple[str, ...] = (TEST_DOMAIN,)
+    seed: int = 0
+    backend: str = "pseudo-clip"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            k: (str(v) if isinstance(v, (Path, Decimal)) else v) for k, v in asdict(self).items()
+        }
+
+
+def run_demo(
+    cfg: DemoConfig,
+    *,
+    harvest: Callable[[list[str]], int],
+    on_method: Callable[[str], Any] | None = None,
+    progress_factory: Callable[[str], Any] | None = None,
+) -> dict[str, Any]:
+    """Run the demo; ``harvest`` runs the harvest command (the CLI passes its own ``main``)."""
+    from pydantic import SecretStr
+
+    from distill.config import TrainConfig
+    from distill.digits import make_digits
+    from distill.server import ServerConfig, ServerThread, create_app, make_backend
+    from distill.trainer import train
+
+    work = cfg.workdir
+    data = work / "data" / "digits"
+    cache = work / "cache"
+    run = work / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(
+        json.dumps({**cfg.to_json(), "cache": str(cache)}, indent=2) + "\n"
+    )
+    if not data.exists():
+        make_digits(data, size=cfg.image_size, per_class=cfg.per_class, seed=cfg.seed)
+
+    token = secrets.token_urlsafe(24)
+    old_token = os.environ.get("VLM_DISTILL_TEACHER_TOKEN")
+    os.environ["VLM_DISTILL_TEACHER_TOKEN"] = token
+    t0 = time.time()
+    try:
+        backend = make_backend(cfg.backend)
+        with ServerThread(create_app(ServerConfig(token=SecretStr(token)), backend)) as server:
+            code = harvest(
+                [
+                    "harvest",
+                    str(data),
+                    "--teacher",
+                    f"local:{cfg.backend}",
+                    "--base-url",
+                    server.base_url,
+                    "--cache",
+                    str(cache),
+                    "--budget",
+                    str(cfg.budget),
+                ]
+            )
+    finally:
+        if old_token is None:
+            os.environ.pop("VLM_DISTILL_TEACHER_TOKEN", None)
+        else:
+            os.environ["VLM_DISTILL_TEACHER_TOKEN"] = old_token
+    harvest_s = time.time() - t0
+    if code != 0:
+        raise RuntimeError(
+            f"harvest exited with {code}; see above (the cache keeps what was bought)"
+        )
+
+    results: dict[str, Any] = {}
+    for method in cfg.methods:
+        if on_method is not None:
+            on_method(method)
+        tc = TrainConfig(
+            data=str(data),
+            cache=str(cache),
+            teacher=f"local:{cfg.backend}",
+            out=str(run / method),
+            method=method,  # type: ignore[arg-type]
+            student=cfg.student,
+            image_size=cfg.image_size,
+            steps_align=cfg.steps_align,
+            steps_distill=cfg.steps_distill,
+            steps=cfg.steps,
+            eval_every=cfg.eval_every,
+            test_domains=cfg.test_domains,
+            seed=cfg.seed,
+        )
+        hook = progress_factory(method) if progress_factory is not None else None
+        results[method] = train(tc, progress=hook)
+        if hook is not None and hasattr(hook, "close"):
+            hook.close()
+
+    shutil.copyfile(cache / "ledger.jsonl", run / "ledger.jsonl")
+    summary = {
+        "harvest_s": round(harvest_s, 1),
+        "methods": {
+            m: {
+                "mean_id": r.get("mean_id"),
+                "mean_ood": r.get("mean_ood"),
+                "id": r.get("id"),
+                "ood": r.get("ood"),
+                "wall_time_s": r.get("wall_time_s"),
+            }
+            for m, r in results.items()
+        },
+    }
+    (run / "metrics.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    plots = _plots(run, results, cfg.budget)
+    return {"run": run, "cache": cache, "data": data, "results": results, "plots": plots, **summary}
+
+
+def _plots(run: Path, results: dict[str, Any], budget: Decimal) -> list[Path]:
+    from distill.plots import plot_accuracy, plot_losses, plot_spend, plots_available
+
+    if not plots_available():
+        return []
+    made = [
+        plot_losses(
+            {m: run / m / "log.jsonl" for m in results if m != "zeroshot"}, run / "losses.png"
+        ),
+        plot_accuracy(
+            {
+                ("teacher zero-shot" if m == "zeroshot" else m.upper()): r
+                for m, r in results.items()
+            },
+            run / "accuracy.png",
+        ),
+        plot_spend(
+            [
+                json.loads(line)
+                for line in (run / "ledger.jsonl").read_text().splitlines()
+                if line.strip()
+            ],
+            budget,
+            run / "spend.png",
+        ),
+    ]
+    return [p for p in made if p is not None]
