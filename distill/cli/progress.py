@@ -15,8 +15,14 @@ __all__ = ["LiveProgress", "console"]
 PLAIN_EVERY_S = 5.0  # seconds between plain progress lines
 
 
+PLAIN_WIDTH = 110  # columns when output is not a terminal (logs keep whole tables)
+
+
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False)
+    c = Console(stderr=stderr, highlight=False)
+    if not c.is_terminal:
+        c = Console(stderr=stderr, highlight=False, width=PLAIN_WIDTH)
+    return c
 
 
 class LiveProgress:
