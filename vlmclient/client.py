@@ -32,6 +32,7 @@ from .errors import (
     APIError,
     APIStatusError,
     APITimeoutError,
+    BudgetExceededError,
     ConfigurationError,
     RateLimitError,
     ResponseValidationError,
@@ -367,7 +368,15 @@ class TeacherClient:
                 + estimate_usage.output_tokens
                 + estimate_usage.image_tokens
             )
-            parsed, cost = await self._send_with_retries(spec, estimate, tokens)
+            try:
+                parsed, cost = await self._send_with_retries(spec, estimate, tokens)
+            except BudgetExceededError:
+                if len(chunk) == 1:
+                    raise
+                # A whole batch does not fit what is left: buy what does fit, in halves.
+                mid = len(chunk) // 2
+                await asyncio.gather(self._buy(kind, chunk[:mid]), self._buy(kind, chunk[mid:]))
+                return
             results = self._results(kind, parsed, cost, len(chunk))
             self._store(kind, chunk, results, parsed, cost)
             self.stats.items_bought += len(chunk)

@@ -67,6 +67,18 @@ class InputError(VLMError):
     """An input item cannot be sent (unreadable image, empty text)."""
 
 
+def _plain(amount: Decimal) -> str:
+    """Dollars for people: at least cents, more digits only when they matter.
+
+    ``Decimal('0E-8')`` -> ``'0.00'``; ``Decimal('1')`` -> ``'1.00'``;
+    ``Decimal('0.00051224')`` -> ``'0.00051224'``.
+    """
+    exponent = amount.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= -2:
+        return f"{amount.quantize(Decimal('0.01')):f}"
+    return f"{amount.normalize():f}"
+
+
 class BudgetExceededError(VLMError):
     """Sending the request could pass a cap; nothing was sent.
 
@@ -89,8 +101,9 @@ class BudgetExceededError(VLMError):
         self.estimate = estimate
         if kind == "usd":
             what = (
-                f"budget of ${cap} would be exceeded: spent ${spent}, reserved ${reserved} "
-                f"by requests in flight, and the next request may cost up to ${estimate}"
+                f"budget of ${_plain(cap)} would be exceeded: spent ${_plain(spent)}, "
+                f"reserved ${_plain(reserved)} by requests in flight, and the next request "
+                f"may cost up to ${_plain(estimate)}"
             )
         else:
             what = (

@@ -106,3 +106,18 @@ async def test_budget_is_checked_before_sending() -> None:
         with pytest.raises(BudgetExceededError):
             await client.embed_texts([TextEmbeddingRequest(text="too expensive")])
     assert sent == []
+
+
+async def test_a_batch_that_does_not_fit_is_split_to_use_the_budget() -> None:
+    from tests.conftest import make_image_requests
+
+    fake = FakeCohere()
+    price = Price(usd_per_image=Decimal("0.001"))
+    budget = Budget("0.0045")
+    async with TeacherClient(
+        "local:hash", api_key="k", price=price, budget=budget, transport=fake.transport()
+    ) as client:
+        with pytest.raises(BudgetExceededError):
+            await client.embed_images(make_image_requests(10))
+    assert budget.spent == Decimal("0.004")  # 4 of 10 images bought, within one image of the cap
+    assert fake.billed_images == 4
