@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
         )
     out.rule("[bold]vlm-distill demo")
     out.print(
-        f"teacher: local {cfg.backend} server on 127.0.0.1 (simulated prices); data: bundled digits, "
-        f"OOD domain {', '.join(cfg.test_domains)}; student: {cfg.student} at {cfg.image_size} px"
+        f"teacher: local {cfg.backend} server on 127.0.0.1 (simulated prices); "
+        f"data: bundled digits, OOD domain {', '.join(cfg.test_domains)}; student: {cfg.student} at {cfg.image_size} px"
     )
 
     class Bar:
@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     show(build_report(summary["cache"]))
     out.rule("results")
     t = Table(
-        title=f"accuracy (%) on the digits: ID = held-out 20 % of the source domains, OOD = {', '.join(cfg.test_domains)}"
+        title="accuracy (%) on the digits: ID = held-out 20 % of the source domains, "
+        f"OOD = {', '.join(cfg.test_domains)}"
     )
     t.add_column("method")
     t.add_column("mean ID", justify="right")
