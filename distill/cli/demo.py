@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     out.rule("[bold]vlm-distill demo")
     out.print(
         f"teacher: local {cfg.backend} server on 127.0.0.1 (simulated prices); "
-        f"data: bundled digits, OOD domain {', '.join(cfg.test_domains)}; student: {cfg.student} at {cfg.image_size} px"
+        f"data: bundled digits, OOD domain {', '.join(cfg.test_domains)}; "
+        f"student: {cfg.student} at {cfg.image_size} px"
     )
 
     class Bar:
