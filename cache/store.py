@@ -62,7 +62,9 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _save_json(path: Path, obj: Any) -> None:
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, ensure_ascii=False, allow_nan=False, indent=1)
+        # ensure_ascii: image ids of non-UTF-8 file names carry lone surrogates, which
+        # only an escaped form can hold; json.load gives the same strings back.
+        json.dump(obj, fh, ensure_ascii=True, allow_nan=False, indent=1)
         fh.flush()
         os.fsync(fh.fileno())
 

@@ -177,7 +177,9 @@ async def harvest(
             reqs, kept = [], []
             for item in chunk:
                 try:
-                    reqs.append(_request(item, dataset.hflip))
+                    # Prepared here, item by item (the client then finds it ready): one image
+                    # that cannot be decoded must not fail the other items of its request.
+                    reqs.append(prepare_item(client.provider, _request(item, dataset.hflip)))
                     kept.append(item)
                 except (InputError, OSError, ValueError) as exc:
                     result.failed.append((item.image_id, f"cannot prepare image: {exc}"))
@@ -225,9 +227,9 @@ def _remaining_cost(
     reqs = []
     for item in missing:
         try:
-            reqs.append(_request(item, dataset.hflip))
+            reqs.append(prepare_item(client.provider, _request(item, dataset.hflip)))
         except (InputError, OSError, ValueError):
-            continue
+            continue  # cannot be sent at all, so it costs nothing
     if reqs:
         cost += client.plan("image_embedding", reqs)[1]
     if len(text_vectors) != len(prompts):

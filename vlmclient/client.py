@@ -605,7 +605,12 @@ class TeacherClient:
     def _status_error(self, response: httpx.Response) -> APIStatusError:
         err = self.provider.classify_error(response)
         err.provider = self.provider.name
-        err.args = (f"{self.provider.name} ({self.teacher}): {err.args[0] if err.args else ''}",)
+        message = err.args[0] if err.args else ""
+        key = self._api_key.get_secret_value()
+        if key and isinstance(message, str):
+            # Some gateways echo the key they were sent in their error body.
+            message = message.replace(key, "***")
+        err.args = (f"{self.provider.name} ({self.teacher}): {message}",)
         return err
 
     def _check_dim(self, kind: Kind, parsed: Parsed, response: httpx.Response) -> None:

@@ -19,11 +19,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from .providers.base import RateLimitHints
+from .retry import MAX_RETRY_AFTER
 
 __all__ = ["RateLimiter"]
 
 Clock = Callable[[], float]
 
+MAX_PAUSE = MAX_RETRY_AFTER  # seconds; the same cap as the retry policy
 CATCH_UP = 1.0  # intervals a late request may make up (the 1-s window cap still holds)
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -61,8 +63,12 @@ class RateLimiter:
         return None if self.rpm is None else max(1, math.ceil(self.rpm / 60.0))
 
     def pause(self, seconds: float) -> None:
-        """Hold every task for ``seconds`` from now (a 429 with Retry-After)."""
-        until = self._clock() + max(0.0, seconds)
+        """Hold every task for ``seconds`` from now (a 429 with Retry-After).
+
+        At most ``MAX_PAUSE`` seconds: the retry policy waits no longer than that either,
+        and a provider's absurd or infinite value must not stall every task for good.
+        """
+        until = self._clock() + min(max(0.0, seconds), MAX_PAUSE)
         if until > self._paused_until:
             self._paused_until = until
             self._next_request = -math.inf  # restart the schedule after the pause

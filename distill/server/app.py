@@ -307,7 +307,8 @@ def create_app(
             return error(style, 529, "Overloaded", rid)
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            # RecursionError: thousands of nested arrays, a 500 with a traceback otherwise
             return error(style, 400, "request body is not valid JSON", rid)
         if config.model_name is not None and isinstance(body, dict):
             model = body.get("model")

@@ -142,7 +142,7 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
     try:
         body = response.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ResponseValidationError(
             "response is not JSON", provider=NAME, request_id=rid
         ) from exc
@@ -299,7 +299,7 @@ def rate_limit_hints(headers: httpx.Headers) -> RateLimitHints:
 def _error_object(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     err = body.get("error") if isinstance(body, dict) else None
     return err if isinstance(err, dict) else {}

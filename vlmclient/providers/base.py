@@ -8,6 +8,7 @@ An adapter knows one wire format. It never sends anything: the client builds an
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -129,16 +130,20 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
     ms = headers.get("retry-after-ms")
     if ms is not None:
         try:
-            return max(0.0, float(ms) / 1000.0)
+            value = float(ms) / 1000.0
         except ValueError:
-            pass
+            value = math.nan
+        if math.isfinite(value):  # "inf" / "1e400" parse as floats: ignore them
+            return max(0.0, value)
     ra = headers.get("retry-after")
     if ra is None:
         return None
     try:
-        return max(0.0, float(ra))
+        seconds = float(ra)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     from email.utils import parsedate_to_datetime
     from time import time
 
@@ -152,7 +157,7 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
 def _message(response: httpx.Response) -> str:
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return response.text[:300] or response.reason_phrase
     if isinstance(body, dict):
         err = body.get("error", body)
@@ -196,8 +201,12 @@ def vectors_from(
             f"expected {expected} embeddings, got {got}", provider=provider, request_id=request_id
         )
     try:
-        mat = np.asarray(rows, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
+        raw = np.asarray(rows)
+        if raw.dtype.kind not in "iuf":  # strings, booleans, None, ints beyond 64 bits
+            raise TypeError(f"values of type {raw.dtype} are not numbers")
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is caught below
+            mat = raw.astype(np.float32)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ResponseValidationError(
             f"embeddings are not numeric rows of one length: {exc}",
             provider=provider,

@@ -73,14 +73,14 @@ def _billed(body: dict[str, Any]) -> dict[str, Any]:
 
 def _n(obj: dict[str, Any], key: str) -> int:
     v = obj.get(key, 0)
-    return int(v) if isinstance(v, (int, float)) and v >= 0 else 0
+    return int(v) if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 else 0
 
 
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
     try:
         body = response.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ResponseValidationError(
             "response is not JSON", provider=NAME, request_id=rid
         ) from exc

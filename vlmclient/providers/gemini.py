@@ -78,7 +78,7 @@ def parse_google_duration(value: Any) -> float | None:
 def _rpc_error(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     if isinstance(body, list) and body and isinstance(body[0], dict):
         body = body[0]  # some Google front ends wrap the envelope in a list
@@ -210,7 +210,7 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
     try:
         body = response.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ResponseValidationError(
             "response is not JSON", provider=NAME, request_id=rid
         ) from exc

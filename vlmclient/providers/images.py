@@ -7,7 +7,6 @@ estimate and before the cache key (the key hashes the bytes that are sent).
 from __future__ import annotations
 
 import io
-from functools import lru_cache
 
 from PIL import Image as PILImage
 
@@ -21,7 +20,8 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # smallest per-image cap among the providers
 MAX_DECODE_PIXELS = 80_000_000  # refuse decompression bombs before decoding
 
 
-@lru_cache(maxsize=4096)
+# Not cached: an lru_cache keyed by the bytes kept up to 4,096 whole images alive (GBs
+# for photos), and reading a header costs ~50 us.
 def _size(data: bytes) -> tuple[int, int]:
     try:
         with PILImage.open(io.BytesIO(data)) as im:
@@ -42,18 +42,21 @@ def downscale(image: Image, *, max_side: int, max_bytes: int, quality: int = 90)
         return image
     if w * h > MAX_DECODE_PIXELS:
         raise InputError(f"image of {w}x{h} pixels is too large to decode safely")
-    with PILImage.open(io.BytesIO(image.data)) as im:
-        im.load()
-        scale = min(1.0, max_side / max(w, h))
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        im = im.resize(size, PILImage.Resampling.BICUBIC) if scale < 1 else im
-        out = io.BytesIO()
-        if (im.mode in ("RGBA", "LA", "P") and "transparency" in im.info) or im.mode == "RGBA":
-            im.save(out, "PNG", compress_level=1)
-            media_type = "image/png"
-        else:
-            im.convert("RGB").save(out, "JPEG", quality=quality)
-            media_type = "image/jpeg"
+    try:
+        with PILImage.open(io.BytesIO(image.data)) as im:
+            im.load()
+            scale = min(1.0, max_side / max(w, h))
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            im = im.resize(size, PILImage.Resampling.BICUBIC) if scale < 1 else im
+            out = io.BytesIO()
+            if (im.mode in ("RGBA", "LA", "P") and "transparency" in im.info) or im.mode == "RGBA":
+                im.save(out, "PNG", compress_level=1)
+                media_type = "image/png"
+            else:
+                im.convert("RGB").save(out, "JPEG", quality=quality)
+                media_type = "image/jpeg"
+    except Exception as exc:  # PIL raises many types for corrupt pixel data
+        raise InputError(f"cannot decode {image.media_type} image of {w}x{h}: {exc}") from exc
     data = out.getvalue()
     if len(data) > max_bytes:
         raise InputError(f"image still {len(data)} bytes after downscaling to {size}")

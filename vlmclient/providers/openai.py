@@ -91,7 +91,7 @@ def build_request(spec: CallSpec) -> httpx.Request:
 def _json(response: httpx.Response, rid: str | None) -> dict[str, Any]:
     try:
         body = response.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ResponseValidationError(
             "response is not JSON", provider=NAME, request_id=rid
         ) from exc
@@ -110,10 +110,13 @@ def _int(obj: Any, key: str) -> int:
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
     body = _json(response, rid)
-    usage_obj = body.get("usage") or {}
+    usage_raw = body.get("usage")
+    usage_obj: dict[str, Any] = usage_raw if isinstance(usage_raw, dict) else {}
     if spec.kind == "text_embedding":
         data = body.get("data")
-        if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+        if not isinstance(data, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("index", 0), int) for d in data
+        ):
             raise ResponseValidationError("missing data[]", provider=NAME, request_id=rid)
         rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
         vecs = vectors_from(rows, expected=len(spec.items), request_id=rid, provider=NAME)
@@ -128,7 +131,7 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         ) from exc
     if not isinstance(text, str):
         raise ResponseValidationError("answer content is not text", provider=NAME, request_id=rid)
-    details = usage_obj.get("completion_tokens_details") or {}
+    details = usage_obj.get("completion_tokens_details")
     usage = Usage(
         input_tokens=_int(usage_obj, "prompt_tokens"),
         # reasoning tokens are already inside completion_tokens at OpenAI
@@ -254,7 +257,7 @@ def classify_error(response: httpx.Response) -> APIStatusError:
     if response.status_code == 429:
         try:
             code = (response.json().get("error") or {}).get("code")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             code = None
         if code == "insufficient_quota":
             return QuotaExceededError(

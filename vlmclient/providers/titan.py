@@ -124,7 +124,7 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
     try:
         body = response.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ResponseValidationError(
             "response is not JSON", provider=NAME, request_id=rid
         ) from exc

@@ -119,7 +119,7 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     usage = estimate_usage(spec)
     try:
         body = response.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ResponseValidationError(
             "response is not JSON", provider=NAME, request_id=rid
         ) from exc

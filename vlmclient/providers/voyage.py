@@ -108,7 +108,7 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
     try:
         body = response.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ResponseValidationError(
             "response is not JSON", provider=NAME, request_id=rid
         ) from exc
@@ -119,7 +119,9 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     usage = usage_of(spec, body)
     data = body.get("data")
     try:
-        if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+        if not isinstance(data, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("index", 0), int) for d in data
+        ):
             raise ResponseValidationError("missing data[]", provider=NAME, request_id=rid)
         rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
         vecs = vectors_from(rows, expected=len(spec.items), request_id=rid, provider=NAME)
