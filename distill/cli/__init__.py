@@ -21,6 +21,7 @@ from vlmclient.errors import ConfigurationError, VLMError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("distill.cli.demo", "run the whole pipeline on the embedded default"),
     "harvest": ("distill.cli.harvest", "buy teacher embeddings for a dataset, under a budget"),
+    "pseudolabel": ("distill.cli.pseudolabel", "label unlabelled images with teacher answers"),
     "train": ("distill.cli.train", "train a student from cached teacher outputs"),
     "eval": ("distill.cli.evaluate", "evaluate a trained run on a dataset, per domain"),
     "report": ("distill.cli.report", "spend and cache report from a cache or run folder"),

@@ -80,6 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print uncached items and their worst-case cost; send nothing",
     )
+    from .select_cmd import add_select_arguments
+
+    add_select_arguments(p)
 
 
 def open_client(args: argparse.Namespace, cache, ledger) -> TeacherClient:  # type: ignore[no-untyped-def]
@@ -108,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     from distill.data import scan
     from distill.harvest import HarvestResult, harvest, image_items
 
+    if getattr(args, "select", None):
+        from .select_cmd import run_select
+
+        return run_select(args)
     out = console()
     if args.views < 1:
         raise ConfigurationError("--views must be >= 1")
@@ -119,7 +126,12 @@ def run(args: argparse.Namespace) -> int:
         f"({dataset.layout}); {len(dataset.skipped)} files skipped"
     )
     for path, reason in dataset.skipped[:10]:
-        out.print(f"  skipped {path}: {reason}")
+        out.print(f"  skipped {_shown(path)}: {_shown(reason)}")
+    if len(dataset.skipped) > 10:
+        out.print(
+            f"  ... and {len(dataset.skipped) - 10} more "
+            f"(`vlm-distill data scan {_shown(str(args.data))} --json` lists every one)"
+        )
     with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger:
         client = open_client(args, cache, ledger)
 
@@ -183,6 +195,15 @@ async def _dry_run(client: TeacherClient, dataset, args) -> None:  # type: ignor
     )
 
 
+def _shown(text: str) -> str:
+    """A file name or reason as printable text: non-UTF-8 bytes as \\xNN, no rich markup."""
+    from rich.markup import escape
+
+    from distill.data import display
+
+    return escape(display(text))
+
+
 def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[no-untyped-def]
     t = Table(title="harvest", show_header=False)
     t.add_row("teacher", args.teacher)
@@ -197,7 +218,7 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
     if result.cache_hits and not result.bought:
         out.print("Everything was already cached: this run spent $0.")
     for item, reason in result.failed[:10]:
-        out.print(f"[red]failed[/] {item}: {reason}")
+        out.print(f"[red]failed[/] {_shown(item)}: {_shown(reason)}")
     if result.fatal:
         out.print(f"[red]stopped:[/] {result.fatal}")
         return EXIT_ERROR

@@ -1,0 +1,308 @@
+"""Budget-aware harvest in rounds: buy a first batch, train the student briefly on what was
+bought, let :mod:`distill.select` pick the next images, repeat until the budget is used.
+
+Used when the budget cannot cover every image. The money guarantee is the client's Budget
+(every request reserves its worst case first), so no round can overspend; the per-round
+quota only spreads the budget over the rounds. Resumable: the images picked for each
+round are written to a state file before they are bought, so a run stopped by a crash or
+the budget re-buys nothing (the cache answers) and picks nothing twice.
+
+The in-between student is a small timm model trained for ``round_steps`` steps on the
+teacher's zero-shot probabilities (softmax of 100 * cos(image, class prompt)), optionally
+plus the true labels when the data has them. It only steers selection: the real training
+run is ``vlm-distill train`` on the bought subset afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlmclient import (
+    BudgetExceededError,
+    ImageEmbeddingRequest,
+    TeacherClient,
+    TextEmbeddingRequest,
+)
+
+from .data import Dataset, class_prompts
+from .pseudolabel import _image
+from .select import STRATEGIES, select
+
+__all__ = [
+    "STATE_VERSION",
+    "RoundsResult",
+    "harvest_rounds",
+    "load_pixels",
+    "predict_probs",
+    "state_path",
+    "teacher_probs",
+    "train_student",
+]
+
+STATE_VERSION = 1
+DEFAULT_STUDENT = "mobilenetv3_small_100"
+PRICE_SAMPLE = 8  # images priced to estimate what one more image costs
+KD_SCALE = 100.0  # CLIP's logit scale: the teacher's zero-shot logits are 100 * cosine
+
+
+@dataclass
+class RoundsResult:
+    """What a round-based harvest bought, per round, and why it stopped."""
+
+    picked: list[list[str]] = field(default_factory=list)  # image ids per round
+    bought_ids: list[str] = field(default_factory=list)
+    spent_usd: Decimal = Decimal(0)  # this run
+    stopped_by_budget: str | None = None
+    rounds_done: int = 0
+    per_image_usd: Decimal = Decimal(0)
+    state_file: Path | None = None
+
+
+def state_path(cache_dir: Path, teacher: str, dataset: Dataset, strategy: str) -> Path:
+    """The state file of one (dataset, teacher, strategy) selection run."""
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{dataset.root.name}-{teacher}-{strategy}")
+    return cache_dir / "select" / f"{slug}-{dataset.fingerprint()[:12]}.json"
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {"version": STATE_VERSION, "picked": [], "rounds_done": 0, "spent_usd": "0"}
+    state: dict[str, Any] = json.loads(path.read_text("utf-8"))
+    if state.get("version") != STATE_VERSION:
+        raise ValueError(f"{path}: unknown selection state version {state.get('version')}")
+    return state
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1) + "\n", "utf-8")
+    os.replace(tmp, path)  # atomic: a kill leaves the old state or the new one
+
+
+# ------------------------------------------------------------------ the in-between student
+
+
+def load_pixels(dataset: Dataset, size: int) -> Any:
+    """uint8 (N, 3, size, size) tensor of every sample's view 0."""
+    import torch
+
+    from .torchdata import load_image
+
+    return torch.from_numpy(
+        np.stack([load_image(s, 0, size, hflip=dataset.hflip) for s in dataset.samples])
+    )
+
+
+def teacher_probs(image_vectors: np.ndarray, text_vectors: np.ndarray) -> np.ndarray:
+    """softmax(100 * cos(image, text)) rows: the teacher's zero-shot class probabilities."""
+    img = image_vectors / np.maximum(np.linalg.norm(image_vectors, axis=1, keepdims=True), 1e-12)
+    txt = text_vectors / np.maximum(np.linalg.norm(text_vectors, axis=1, keepdims=True), 1e-12)
+    logits = KD_SCALE * img.astype(np.float64) @ txt.astype(np.float64).T
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def train_student(
+    pixels: Any,
+    targets: np.ndarray,
+    *,
+    labels: Sequence[int] | None = None,
+    steps: int = 30,
+    student: str = DEFAULT_STUDENT,
+    pretrained: bool = False,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> Any:
+    """Train a fresh student for ``steps`` steps on soft ``targets`` (N, C) [+ CE on labels].
+
+    ``pixels`` are uint8 (N, 3, H, W). Returns the student in eval mode.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .evaluate import to_input
+    from .student import build_student, norm_stats
+
+    torch.manual_seed(seed)
+    model = build_student(student, method="kd", num_classes=targets.shape[1], pretrained=pretrained)
+    mean, std = norm_stats(model.backbone)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    soft = torch.from_numpy(np.asarray(targets, dtype=np.float32))
+    y = None if labels is None else torch.as_tensor(list(labels), dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(pixels)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)
+        logits = model(to_input(pixels[idx], mean, std))
+        loss = F.cross_entropy(logits, soft[idx])  # soft-target cross-entropy = KD
+        if y is not None:
+            loss = 0.5 * loss + 0.5 * F.cross_entropy(logits, y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.norm = (mean, std)
+    return model
+
+
+def predict_probs(model: Any, pixels: Any, batch_size: int = 256) -> np.ndarray:
+    """Softmax class probabilities (N, C) of a student from :func:`train_student`."""
+    import torch
+
+    from .evaluate import to_input
+
+    mean, std = model.norm
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(pixels), batch_size):
+            out.append(torch.softmax(model(to_input(pixels[s : s + batch_size], mean, std)), 1))
+    return torch.cat(out).numpy() if out else np.zeros((0, model.num_classes), np.float32)
+
+
+# ------------------------------------------------------------------------------ rounds
+
+
+async def harvest_rounds(
+    dataset: Dataset,
+    client: TeacherClient,
+    *,
+    cache_dir: Path,
+    strategy: str,
+    rounds: int = 3,
+    round_steps: int = 30,
+    prompt: str = "a photo of a {}",
+    student: str = DEFAULT_STUDENT,
+    pretrained: bool = False,
+    image_size: int = 32,
+    use_labels: bool = False,
+    seed: int = 0,
+    on_round: Callable[[int, list[str]], None] | None = None,
+) -> RoundsResult:
+    """Buy image embeddings in ``rounds`` rounds, each picked by ``strategy`` (see above).
+
+    Round 0 is a random sample (there is no student yet); later rounds train the student
+    on everything bought so far and select among the rest. The class prompts are bought
+    first (the student's targets need them).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown selection {strategy!r}; choose from {sorted(STRATEGIES)}")
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    if not dataset.class_names:
+        raise ValueError("selection needs class names (a class file for unlabelled data)")
+    result = RoundsResult(state_file=state_path(cache_dir, client.teacher, dataset, strategy))
+    state = read_state(result.state_file)
+    state.update(strategy=strategy, rounds=rounds, teacher=client.teacher,
+                 dataset_fingerprint=dataset.fingerprint())
+    spent_before = Decimal(state.get("spent_usd", "0"))
+    row_of = {s.id: i for i, s in enumerate(dataset.samples)}
+
+    def save() -> None:
+        state["spent_usd"] = str(spent_before + client.budget.spent)
+        write_state(result.state_file, state)  # type: ignore[arg-type]
+
+    try:
+        texts = await client.embed_texts(
+            [TextEmbeddingRequest(text=p) for p in class_prompts(dataset.class_names, prompt)]
+        )
+    except BudgetExceededError as exc:
+        result.stopped_by_budget = str(exc)
+        save()
+        return result
+    text = np.stack([t.vector for t in texts])
+    vectors: dict[int, np.ndarray] = {}
+    requests = {}
+
+    def request(row: int) -> ImageEmbeddingRequest:
+        if row not in requests:
+            requests[row] = ImageEmbeddingRequest(image=_image(dataset.samples[row], dataset.hflip))
+        return requests[row]
+
+    async def buy(rows: list[int]) -> bool:
+        limit = client.batch_limit("image_embedding")
+        for s in range(0, len(rows), limit):
+            chunk = rows[s : s + limit]
+            try:
+                out = await client.embed_images([request(r) for r in chunk])
+            except BudgetExceededError as exc:
+                result.stopped_by_budget = str(exc)
+                return False
+            vectors.update({r: o.vector for r, o in zip(chunk, out, strict=True)})
+        return True
+
+    # Rounds already picked (a resumed run): buy them again; the cache answers for free.
+    for r, ids in enumerate(state["picked"]):
+        if not await buy([row_of[i] for i in ids if i in row_of]):
+            save()
+            return _finish(result, state, dataset, vectors, client)
+        result.rounds_done = r + 1
+    pixels = None
+    sample_rows = list(range(len(dataset.samples)))
+    for r in range(len(state["picked"]), rounds):
+        left = [i for i in sample_rows if i not in vectors]
+        # Worst-case price of one more image, from a few images not bought yet (a cached
+        # image is free, so sampling bought ones would underestimate it).
+        n_new, cost = client.plan("image_embedding", [request(i) for i in left[:PRICE_SAMPLE]])
+        result.per_image_usd = cost / max(1, n_new)
+        remaining = client.budget.remaining
+        if remaining is None or result.per_image_usd <= 0:
+            affordable = len(left)
+        else:
+            affordable = int(remaining / result.per_image_usd)
+        quota = min(len(left), math.ceil(affordable / (rounds - r)))
+        if quota <= 0 or not left:
+            break
+        if r == 0 or not vectors:
+            picked = select("random", np.zeros((len(dataset.samples), 1)), left, [], quota, seed)
+        else:
+            if pixels is None:
+                pixels = load_pixels(dataset, image_size)
+            bought = sorted(vectors)
+            targets = teacher_probs(np.stack([vectors[i] for i in bought]), text)
+            labels = None
+            if use_labels and all(dataset.samples[i].label is not None for i in bought):
+                labels = [int(dataset.samples[i].label) for i in bought]  # type: ignore[arg-type]
+            model = train_student(pixels[bought], targets, labels=labels, steps=round_steps,
+                                  student=student, pretrained=pretrained, seed=seed + r)
+            probs = predict_probs(model, pixels)
+            picked = select(strategy, probs, left, bought, quota, seed + r)
+        ids = [dataset.samples[i].id for i in picked]
+        state["picked"].append(ids)
+        save()  # picked before bought: a crash mid-round resumes the same images
+        ok = await buy(picked)
+        if on_round is not None:
+            on_round(r, ids)
+        if not ok:
+            break
+        result.rounds_done = r + 1
+        state["rounds_done"] = result.rounds_done
+        save()
+    save()
+    return _finish(result, state, dataset, vectors, client)
+
+
+def _finish(
+    result: RoundsResult,
+    state: dict[str, Any],
+    dataset: Dataset,
+    vectors: dict[int, np.ndarray],
+    client: TeacherClient,
+) -> RoundsResult:
+    result.picked = [list(p) for p in state["picked"]]
+    result.bought_ids = [dataset.samples[i].id for i in sorted(vectors)]
+    result.spent_usd = client.budget.spent
+    return result

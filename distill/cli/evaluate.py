@@ -1,0 +1,35 @@
+"""`vlm-distill eval RUN DATA`: per-domain accuracy of a trained student (JSON + table)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "evaluate a trained run on a dataset, per domain"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help="run folder written by `vlm-distill train`")
+    parser.add_argument("data", metavar="DATA", help="data folder or CSV manifest")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--store", help="teacher EmbeddingStore: adds teacher zero-shot accuracy")
+    parser.add_argument("--out", help="write the JSON here (default: RUN/eval.json)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from distill.cli.train import print_metrics
+    from distill.evaluate import evaluate_run
+    from distill.trainer import open_store
+
+    store = open_store(args.store) if args.store else None
+    result = evaluate_run(args.run, args.data, batch_size=args.batch_size, store=store)
+    out = Path(args.out) if args.out else Path(args.run) / "eval.json"
+    out.write_text(json.dumps(result, indent=2) + "\n", "utf-8")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_metrics(result)
+        print(f"written: {out}")
+    return 0

@@ -1,0 +1,159 @@
+"""``vlm-distill pseudolabel``: label unlabelled images with the teacher, parity-filtered.
+
+Writes two files: ``--out`` (a CSV manifest ``path,label,domain`` of the images kept by the
+parity filter, ready for ``harvest``/``train``), and beside it ``*.decisions.csv`` with
+every image's raw answer, parsed label, second opinion, student prediction and decision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from vlmclient import ConfigurationError
+
+from . import EXIT_BUDGET, EXIT_OK
+from .progress import console
+
+ROUTES = ("answer", "zeroshot")
+CHECKS = ("zeroshot", "resample", "answer", "none")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .harvest import add_client_arguments
+
+    p.add_argument("data", type=Path, help="a folder of images (any layout) or a CSV manifest")
+    add_client_arguments(p)
+    p.add_argument("--class-file", type=Path, help="class names, one per line (the options)")
+    p.add_argument(
+        "--route",
+        choices=ROUTES,
+        default="answer",
+        help="answer: multiple-choice answers; zeroshot: embedding argmax (default: %(default)s)",
+    )
+    p.add_argument(
+        "--check",
+        choices=CHECKS,
+        default="zeroshot",
+        help="the teacher's second opinion: zeroshot (embedding argmax), resample (a second "
+        "answer, options shuffled), answer (for --route zeroshot) or none "
+        "(default: %(default)s)",
+    )
+    p.add_argument("--student-run", type=Path, help="a trained run: keep only what it gets wrong")
+    p.add_argument("--prompt", default="a photo of a {}", help="class prompt for embeddings")
+    p.add_argument("--synonyms", type=Path, help='JSON {"word": "class name"} for parsing')
+    p.add_argument("--out", type=Path, help="manifest to write (default: CACHE/pseudolabels.csv)")
+
+
+def _student_predictions(run: Path, dataset: Any, class_names: tuple[str, ...]) -> list[int]:
+    import numpy as np
+    import torch
+
+    from distill.evaluate import load_run_student, to_input
+    from distill.torchdata import load_image
+
+    student, info = load_run_student(run)
+    if tuple(info["class_names"]) != tuple(class_names):
+        raise ConfigurationError(f"{run} was trained on other classes: {info['class_names'][:5]}")
+    preds: list[int] = []
+    with torch.no_grad():
+        for s in range(0, len(dataset.samples), 128):
+            chunk = dataset.samples[s : s + 128]
+            px = torch.from_numpy(
+                np.stack([load_image(x, 0, info["image_size"], hflip=False) for x in chunk])
+            )
+            preds += student(to_input(px, info["mean"], info["std"])).argmax(1).tolist()
+    return preds
+
+
+def run(args: argparse.Namespace) -> int:
+    from cache import ResponseCache, SpendLedger
+    from distill.cachedir import CacheDir
+    from distill.data import scan
+    from distill.parity import parity_filter
+    from distill.pseudolabel import answer_labels, embedding_labels
+
+    from .harvest import open_client
+
+    out = console()
+    valid = {"answer": ("zeroshot", "resample", "none"), "zeroshot": ("answer", "none")}
+    if args.check not in valid[args.route]:
+        raise ConfigurationError(
+            f"--check {args.check} does not fit --route {args.route}; "
+            f"use one of {', '.join(valid[args.route])}"
+        )
+    dataset = scan(args.data, class_file=args.class_file)
+    names = dataset.class_names
+    if len(names) < 2:
+        raise ConfigurationError("give --class-file with at least two class names")
+    synonyms = json.loads(args.synonyms.read_text("utf-8")) if args.synonyms else None
+    cdir = CacheDir(args.cache)
+    with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger:
+        client = open_client(args, cache, ledger)
+
+        async def go() -> tuple[list[Any], list[Any] | None]:
+            async with client:
+                async def answers(seed: int | None = None) -> list[Any]:
+                    return await answer_labels(
+                        dataset, client, names, shuffle_seed=seed, synonyms=synonyms
+                    )
+
+                async def zeroshot() -> list[Any]:
+                    return (await embedding_labels(dataset, client, names, prompt=args.prompt))[0]
+
+                first = await (answers() if args.route == "answer" else zeroshot())
+                second = {
+                    "zeroshot": zeroshot, "resample": lambda: answers(1), "answer": answers,
+                }.get(args.check)  # fmt: skip
+                return first, (await second() if second is not None else None)
+
+        labels, second = asyncio.run(go())
+    student = None
+    if args.student_run is not None:
+        student = _student_predictions(args.student_run, dataset, names)
+    ids = [s.id for s in dataset.samples]
+    first_l = [lb.label for lb in labels]
+    second_l = first_l if second is None else [lb.label for lb in second]
+    result = parity_filter(ids, first_l, second_l, student)
+    path = args.out or (cdir.root / "pseudolabels.csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = set(result.kept)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "domain"])
+        for s, lb in zip(dataset.samples, labels, strict=True):
+            if s.id in kept:
+                w.writerow([str(s.path), names[lb.label], s.domain])
+    decisions = path.with_suffix(".decisions.csv")
+    with decisions.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "path", "answer", "label", "second", "student", "decision"])
+        for i, s in enumerate(dataset.samples):
+            def name(c: int | None) -> str:
+                return "" if c is None else names[c]
+
+            w.writerow([
+                s.id, str(s.path), labels[i].answer or "", name(first_l[i]), name(second_l[i]),
+                "" if student is None else name(student[i]), result.decision(s.id),
+            ])  # fmt: skip
+    t = Table(title=f"pseudolabel ({args.route}, check {args.check})", show_header=False)
+    for k, v in result.counts.items():
+        t.add_row(k, str(v))
+    t.add_row("spent", f"${client.budget.spent} of ${args.budget}")
+    t.add_row("manifest", str(path))
+    t.add_row("decisions", str(decisions))
+    out.print(t)
+    unbought = sum(lb.answer is None for lb in labels)
+    if unbought:
+        out.print(
+            f"[yellow]stopped by the budget[/]: {unbought} images have no answer yet; what was "
+            "bought is cached: raise --budget and run again"
+        )
+        return EXIT_BUDGET
+    return EXIT_OK

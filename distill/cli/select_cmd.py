@@ -1,0 +1,169 @@
+"""``vlm-distill harvest DATA --budget B --select random|uncertainty|coreset``: buy in rounds.
+
+When the budget cannot cover every image, the harvest buys a first random batch, trains a
+small student on it, and lets the student pick the next batch (most uncertain, or k-center
+coverage of its probability space), ``--rounds`` times. ``--budget`` is the total of the
+selection run across resumes: the state file in the cache folder remembers what was spent
+and which images each round picked. At the end the bought subset is written as a CSV
+manifest with its own embedding store, ready for ``vlm-distill train MANIFEST --cache DIR``.
+When the budget covers everything, this is the ordinary harvest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+from decimal import Decimal
+from pathlib import Path
+
+from rich.table import Table
+
+from vlmclient import ConfigurationError, TextEmbeddingRequest
+
+from . import EXIT_BUDGET, EXIT_OK
+from .progress import console
+
+SELECTIONS = ("random", "uncertainty", "coreset")
+
+
+def add_select_arguments(p: argparse.ArgumentParser) -> None:
+    """The selection flags, added to ``harvest``."""
+    g = p.add_argument_group("budget-aware selection (when the budget cannot buy every image)")
+    g.add_argument("--select", choices=SELECTIONS, help="how to pick the images to buy")
+    g.add_argument("--rounds", type=int, default=3, help="selection rounds (default: %(default)s)")
+    g.add_argument(
+        "--round-steps",
+        type=int,
+        default=30,
+        help="student training steps between rounds (default: %(default)s)",
+    )
+    g.add_argument(
+        "--select-student",
+        default="mobilenetv3_small_100",
+        help="timm model trained between rounds (default: %(default)s)",
+    )
+    g.add_argument(
+        "--select-image-size", type=int, default=32, help="its input size (default: %(default)s)"
+    )
+    g.add_argument(
+        "--select-labels",
+        action="store_true",
+        help="also train the in-between student on the data's own labels",
+    )
+    g.add_argument("--seed", type=int, default=0, help="selection seed (default: %(default)s)")
+
+
+def _full_cost(client, dataset, prompt: str) -> Decimal:  # type: ignore[no-untyped-def]
+    from distill.data import class_prompts
+    from distill.harvest import _request, image_items
+
+    reqs = [_request(i, dataset.hflip) for i in image_items(dataset, 1)]
+    texts = [TextEmbeddingRequest(text=t) for t in class_prompts(dataset.class_names, prompt)]
+    cost = client.plan("image_embedding", reqs)[1] if reqs else Decimal(0)
+    return cost + (client.plan("text_embedding", texts)[1] if texts else Decimal(0))
+
+
+def write_manifest(path: Path, dataset, ids: list[str]) -> Path:  # type: ignore[no-untyped-def]
+    """CSV ``path,label,domain`` of the bought images (absolute paths) + a class file."""
+    by_id = {s.id: s for s in dataset.samples}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "domain"])
+        for i in ids:
+            s = by_id[i]
+            label = "" if s.label is None else dataset.class_names[s.label]
+            w.writerow([str(s.path), label, s.domain])
+    classes = path.with_suffix(".classes.txt")
+    classes.write_text("\n".join(dataset.class_names) + "\n", "utf-8")
+    return classes
+
+
+def _rounds(args, client, cache, cdir, dataset, state_file):  # type: ignore[no-untyped-def]
+    from distill.active import harvest_rounds
+    from distill.data import scan
+    from distill.harvest import export_store
+
+    out = console()
+
+    async def go():  # type: ignore[no-untyped-def]
+        async with client:
+            return await harvest_rounds(
+                dataset,
+                client,
+                cache_dir=cdir.root,
+                strategy=args.select,
+                rounds=args.rounds,
+                round_steps=args.round_steps,
+                prompt=args.prompt,
+                student=args.select_student,
+                image_size=args.select_image_size,
+                use_labels=args.select_labels,
+                seed=args.seed,
+                on_round=lambda r, ids: out.print(f"round {r + 1}: picked {len(ids)} images"),
+            )
+
+    result = asyncio.run(go())
+    store = manifest = None
+    if result.bought_ids:
+        manifest = state_file.with_suffix(".csv")
+        classes = write_manifest(manifest, dataset, result.bought_ids)
+        subset = scan(manifest, class_file=classes)
+        store, _ = export_store(
+            subset, cache, cache_dir=cdir.root, teacher=args.teacher, prompt=args.prompt
+        )
+    return result, store, manifest
+
+
+def run_select(args: argparse.Namespace) -> int:
+    from cache import ResponseCache, SpendLedger
+    from distill.active import read_state, state_path
+    from distill.cachedir import CacheDir
+    from distill.data import scan
+
+    from .harvest import open_client
+    from .harvest import run as plain_run
+
+    out = console()
+    if args.views != 1:
+        raise ConfigurationError("--select buys one view per image; drop --views")
+    if args.rounds < 1 or args.round_steps < 0:
+        raise ConfigurationError("--rounds must be >= 1 and --round-steps >= 0")
+    if args.dry_run:
+        args.select = None
+        return plain_run(args)
+    dataset = scan(args.data, class_file=args.class_file)
+    if not dataset.class_names:
+        raise ConfigurationError("--select needs class names: give --class-file")
+    cdir = CacheDir(args.cache)
+    state_file = state_path(cdir.root, args.teacher, dataset, args.select)
+    spent_before = Decimal(read_state(state_file).get("spent_usd", "0"))
+    total = args.budget
+    with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger:
+        # This run may spend what earlier runs of the same selection left of --budget.
+        args.budget = max(Decimal(0), total - spent_before)
+        client = open_client(args, cache, ledger)
+        args.budget = total
+        covers = _full_cost(client, dataset, args.prompt) <= client.budget.remaining  # type: ignore[operator]
+        if not covers:
+            result, store, manifest = _rounds(args, client, cache, cdir, dataset, state_file)
+    if covers:
+        out.print("the budget covers every image: plain harvest, no selection needed")
+        args.select = None
+        return plain_run(args)
+    t = Table(title=f"harvest --select {args.select}", show_header=False)
+    t.add_row("images", f"{len(result.bought_ids)} of {len(dataset.samples)} bought")
+    t.add_row("rounds", f"{result.rounds_done} of {args.rounds}")
+    spent = spent_before + result.spent_usd
+    t.add_row("spent", f"${spent} of ${total} (this run ${result.spent_usd})")
+    t.add_row("state", str(result.state_file))
+    if manifest is not None:
+        t.add_row("manifest", str(manifest))
+    if store is not None:
+        t.add_row("embedding store", str(store))
+    out.print(t)
+    if result.stopped_by_budget and result.rounds_done < args.rounds:
+        out.print(f"[yellow]stopped by the budget[/]: {result.stopped_by_budget}")
+        return EXIT_BUDGET
+    return EXIT_OK

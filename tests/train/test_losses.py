@@ -1,0 +1,96 @@
+"""ADiP / KD losses and the Predict head on hand-computed tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distill.losses import adip_loss, ce_loss, kd_loss, teacher_logits
+from distill.student import Student
+
+
+def test_adip_identical_vectors_give_minus_one() -> None:
+    v = torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 0.5]])
+    out = adip_loss(v, v, v)
+    assert out["loss"].item() == pytest.approx(-1.0)
+    assert out["image"].item() == pytest.approx(-1.0)
+    assert out["text"].item() == pytest.approx(-1.0)
+
+
+def test_adip_hand_computed_terms_and_lambda() -> None:
+    emb = torch.tensor([[2.0, 0.0], [1.0, 1.0]])  # scale must not matter
+    img = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    txt = torch.tensor([[0.0, 1.0], [-1.0, -1.0]])
+    # cos(emb, img) = [1, 1/sqrt2]; cos(emb, txt) = [0, -1]
+    image = -(1.0 + 1 / math.sqrt(2)) / 2
+    text = -(0.0 - 1.0) / 2
+    for lam in (0.5, 0.1, 0.9):
+        out = adip_loss(emb, img, txt, lam)
+        assert out["image"].item() == pytest.approx(image)
+        assert out["text"].item() == pytest.approx(text)
+        assert out["loss"].item() == pytest.approx(lam * image + (1 - lam) * text)
+
+
+def test_adip_orthogonal_is_zero_and_opposite_is_plus_one() -> None:
+    e = torch.tensor([[1.0, 0.0]])
+    assert adip_loss(e, torch.tensor([[0.0, 3.0]]), torch.tensor([[0.0, -1.0]]))[
+        "loss"
+    ].item() == pytest.approx(0.0)
+    assert adip_loss(e, -e, -e)["loss"].item() == pytest.approx(1.0)
+
+
+def test_teacher_logits_are_100_cos() -> None:
+    img = torch.tensor([[3.0, 4.0]])
+    text = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert teacher_logits(img, text)[0].tolist() == pytest.approx([60.0, 80.0])
+
+
+def test_kd_loss_terms() -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    y = torch.tensor([0, 1])
+    same = kd_loss(logits, y, logits, lam=0.5, temperature=1.0)
+    assert same["kl"].item() == pytest.approx(0.0, abs=1e-6)
+    assert same["ce"].item() == pytest.approx(F.cross_entropy(logits, y).item())
+    t = torch.tensor([[0.0, 3.0, 0.0], [1.0, 0.0, 0.0]])
+    out = kd_loss(logits, y, t, lam=0.3, temperature=0.5)
+    p_t = F.softmax(t / 0.5, dim=1)
+    log_p_s = F.log_softmax(logits / 0.5, dim=1)
+    kl = (p_t * (p_t.log() - log_p_s)).sum(1).mean()
+    ce = F.cross_entropy(logits / 0.5, y)
+    assert out["kl"].item() == pytest.approx(kl.item(), rel=1e-5)
+    assert out["loss"].item() == pytest.approx(ce.item() + 0.3 * kl.item(), rel=1e-5)
+    assert ce_loss(logits, y)["loss"].item() == pytest.approx(F.cross_entropy(logits, y).item())
+
+
+class _Tiny(nn.Module):
+    num_features = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+def test_predict_logits_are_100_cos_of_projection_and_text() -> None:
+    torch.manual_seed(0)
+    text = torch.randn(3, 5)
+    s = Student(_Tiny(), num_classes=3, teacher_dim=5, text=text)
+    x = torch.randn(7, 6)
+    emb = s.proj(s.backbone(x))
+    want = 100 * F.cosine_similarity(emb[:, None, :], text[None, :, :], dim=-1)
+    assert torch.allclose(s(x), want, atol=1e-4)
+    assert torch.allclose(s(x, output="embedding"), emb)
+    # The text buffer is stored normalised and saved with the weights.
+    assert torch.allclose(s.text.norm(dim=1), torch.ones(3))
+    assert "text" in s.state_dict()
+
+
+def test_student_needs_a_head() -> None:
+    with pytest.raises(ValueError):
+        Student(_Tiny(), num_classes=3)

@@ -1,0 +1,60 @@
+"""SWAD's running average and the LossValley rule on scripted losses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from distill.swad import Average, LossValley, update_bn
+
+
+def _seg(value: float, step: int) -> Average:
+    a = Average()
+    a.update({"w": torch.tensor([value])}, step=step)
+    return a
+
+
+def test_average_is_a_running_mean_and_first_update_replaces() -> None:
+    a = Average({"w": torch.tensor([100.0])})
+    for i, v in enumerate([1.0, 2.0, 6.0]):
+        a.update({"w": torch.tensor([v])}, step=i)
+    assert a.params["w"].item() == pytest.approx(3.0)
+    assert (a.n, a.start_step, a.end_step) == (3, 0, 2)
+
+
+def test_loss_valley_converges_averages_and_dies() -> None:
+    lv = LossValley(n_converge=3, n_tolerance=6, tolerance_ratio=0.3)
+    losses = [5.0, 4.0, 3.0, 1.0, 1.1, 1.05, 1.0, 1.2, 1.1, 1.2, 1.1, 1.2] + [9.0] * 6
+    for i, loss in enumerate(losses):
+        lv.update_and_evaluate(_seg(float(i), i), loss)
+    # Converged when the oldest of three segments had the lowest loss: segment 3 (loss 1.0).
+    assert lv.converge_step == 3
+    assert lv.threshold == pytest.approx((1.0 + 1.1 + 1.05) / 3 * 1.3)
+    assert lv.dead_valley  # six losses of 9 in a row exceed the threshold
+    params = lv.final_params()
+    assert params is not None
+    info = lv.describe()
+    # Segments 3 (the minimum) to 11 are averaged, none of the 9.0 ones (12..).
+    assert info["start_step"] == 3 and info["end_step"] == 11
+    assert params["w"].item() == pytest.approx(sum(range(3, 12)) / 9)
+
+
+def test_loss_valley_without_convergence_returns_last_segment() -> None:
+    lv = LossValley()
+    for i, loss in enumerate([5.0, 4.0, 3.0, 2.0]):
+        lv.update_and_evaluate(_seg(float(i), i), loss)
+    assert not lv.is_converged
+    assert lv.final_params()["w"].item() == 3.0
+
+
+def test_update_bn_recomputes_statistics() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    batches = [torch.randn(8, 3, 4, 4) + 5 for _ in range(3)]
+    used = update_bn(net, iter(batches), 2)
+    assert used == 2
+    with torch.no_grad():
+        feats = torch.cat([net[0](b) for b in batches[:2]])
+    want = feats.mean(dim=(0, 2, 3))
+    assert torch.allclose(net[1].running_mean, want, atol=1e-4)

@@ -1,0 +1,87 @@
+"""Which parameters each stage trains, checked by requires_grad and by weight deltas."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distill.student import build_student
+from distill.task import AlignTask, Batch, DistillTask, ErmTask, KdTask
+
+
+def _student(name: str = "mobilenetv3_small_050", method: str = "adip"):
+    torch.manual_seed(0)
+    text = torch.randn(3, 8)
+    return build_student(name, method=method, num_classes=3, text=text, pretrained=False)
+
+
+def _batch() -> Batch:
+    torch.manual_seed(1)
+    return Batch(images=torch.randn(6, 3, 32, 32), labels=torch.tensor([0, 1, 2, 0, 1, 2]),
+                 image_t=torch.nn.functional.normalize(torch.randn(6, 8), dim=1))
+
+
+def _bn_stats(module: nn.Module) -> list[torch.Tensor]:
+    return [m.running_mean.clone() for m in module.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _run(student, task, steps: int = 2) -> dict[str, torch.Tensor]:
+    before = {k: v.detach().clone() for k, v in student.named_parameters()}
+    params = task.configure(student)
+    opt = torch.optim.Adam(params, lr=1e-2)
+    for _ in range(steps):
+        task.set_mode(student)
+        losses = task.losses(student, _batch())
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+    return {k: (v.detach() - before[k]).abs().max() for k, v in student.named_parameters()}
+
+
+def test_align_trains_only_the_projection_and_keeps_bn_statistics() -> None:
+    s = _student()
+    bn_before = _bn_stats(s.backbone)
+    delta = _run(s, AlignTask(lam=0.5))
+    trainable = {k for k, p in s.named_parameters() if p.requires_grad}
+    assert trainable == {"proj.weight", "proj.bias"}
+    assert all(delta[k] > 0 for k in trainable)
+    assert all(delta[k] == 0 for k in delta if k not in trainable)
+    assert all(torch.equal(a, b) for a, b in zip(bn_before, _bn_stats(s.backbone), strict=True))
+
+
+def test_distill_trains_only_the_backbone() -> None:
+    s = _student()
+    delta = _run(s, DistillTask(lam=0.5))
+    assert not any(p.requires_grad for p in s.proj.parameters())
+    assert all(p.requires_grad for p in s.backbone.parameters())
+    assert delta["proj.weight"] == 0 and delta["proj.bias"] == 0
+    changed = [k for k in delta if k.startswith("backbone.") and delta[k] > 0]
+    # Every backbone tensor that gets a gradient moves (all of them here).
+    assert len(changed) == len(list(s.backbone.parameters()))
+
+
+def test_distill_with_freeze_bn_keeps_running_statistics() -> None:
+    s = _student("resnet10t")
+    bn_before = _bn_stats(s.backbone)
+    _run(s, DistillTask(lam=0.5, freeze_bn=True), steps=1)
+    assert all(torch.equal(a, b) for a, b in zip(bn_before, _bn_stats(s.backbone), strict=True))
+    s2 = _student("resnet10t")
+    _run(s2, DistillTask(lam=0.5, freeze_bn=False), steps=1)
+    assert not all(torch.equal(a, b) for a, b in zip(bn_before, _bn_stats(s2.backbone),
+                                                     strict=True))
+
+
+def test_erm_and_kd_train_everything_and_return_named_losses() -> None:
+    s = _student(method="erm")
+    delta = _run(s, ErmTask())
+    assert s.proj is None and all(d > 0 for d in delta.values())
+    s = _student(method="kd")
+    text = torch.randn(3, 8)
+    task = KdTask(text, lam=0.5, temperature=0.1)
+    task.configure(s)
+    out = task.losses(s, _batch())
+    assert set(out) == {"loss", "ce", "kl"}
+    assert out["kl"].item() >= 0
+    delta = _run(s, task)
+    assert delta["head.weight"] > 0 and delta["backbone.conv_stem.weight"] > 0

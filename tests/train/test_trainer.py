@@ -1,0 +1,189 @@
+"""End-to-end training on real PNGs + a real EmbeddingStore: ADiP, ERM, KD, zero-shot,
+checkpoints and resume, refusals, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distill.cli import main
+from distill.config import TrainConfig
+from distill.data import scan
+from distill.trainer import Progress, find_store, train
+from vlmclient.errors import ConfigurationError
+
+from .conftest import TEACHER, make_store
+
+STUDENT = "mobilenetv3_small_050"
+
+
+def _cfg(data: Path, cache: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        data=str(data), cache=str(cache), teacher=TEACHER, out=str(out), student=STUDENT,
+        pretrained=False, steps_align=3, steps_distill=3, steps=3, image_size=32,
+        batch_per_domain=4, eval_every=2, test_domains=("dom3",), swad_bn_steps=2,
+        threads=2,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_adip_end_to_end_writes_run_folder(tiny_data: Path, tiny_cache: Path, tmp_path: Path):
+    events: list[Progress] = []
+    m = train(_cfg(tiny_data, tiny_cache, tmp_path / "run"), progress=events.append)
+    out = tmp_path / "run"
+    for name in ("config.json", "log.jsonl", "evals.jsonl", "metrics.json", "run.json",
+                 "model.safetensors", "checkpoint"):
+        assert (out / name).exists(), name
+    assert set(m["id"]) == {"dom1", "dom2"} and set(m["ood"]) == {"dom3"}
+    assert m["teacher_zeroshot"]["mean_ood"] == 1.0  # the fake teacher is separable
+    assert m["id"]["dom1"]["n"] == round(18 * 0.2)
+    log = _log(out)
+    assert [(r["stage"], r["step"]) for r in log] == [
+        ("align", 0), ("align", 1), ("align", 2), ("distill", 0), ("distill", 1), ("distill", 2)
+    ]
+    assert {"loss", "image", "text", "lr", "time"} <= set(log[0])
+    assert log[0]["loss"] == pytest.approx(0.5 * log[0]["image"] + 0.5 * log[0]["text"])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["train_domains"] == ["dom1", "dom2"] and cfg["channels_last"] is True
+    assert cfg["store"].endswith("s1")
+    kinds = {e.event for e in events}
+    assert {"start", "step", "eval", "stage_end", "done"} <= kinds
+    assert json.loads((out / "metrics.json").read_text())["mean_ood"] == m["mean_ood"]
+
+
+@pytest.mark.parametrize("method,terms", [("erm", {"loss", "ce"}), ("kd", {"loss", "ce", "kl"})])
+def test_baselines_run_through_the_same_loop(tiny_data, tiny_cache, tmp_path, method, terms):
+    m = train(_cfg(tiny_data, tiny_cache, tmp_path / method, method=method, select="last"))
+    log = _log(tmp_path / method)
+    assert len(log) == 3 and {r["stage"] for r in log} == {method}
+    assert terms <= set(log[0])
+    assert 0.0 <= m["mean_ood"] <= 1.0 and m["stages"][0]["selected"] == "last"
+
+
+def test_zeroshot_needs_no_training(tiny_data, tiny_cache, tmp_path):
+    m = train(_cfg(tiny_data, tiny_cache, tmp_path / "zs", method="zeroshot"))
+    assert m["mean_id"] == 1.0 and m["mean_ood"] == 1.0
+    assert not (tmp_path / "zs" / "log.jsonl").exists()
+
+
+def test_swad_averages_and_reports(tiny_data, tiny_cache, tmp_path):
+    m = train(_cfg(tiny_data, tiny_cache, tmp_path / "swad", method="erm", swad=True,
+                   steps=5, eval_every=1))
+    note = m["stages"][0]
+    assert note["selected"] == "swad" and "converged" in note["swad"]
+    assert note["bn_batches"] == 2
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_continues_at_the_checkpointed_step(tiny_data, tiny_cache, tmp_path):
+    out = tmp_path / "crash"
+
+    def crash(p: Progress) -> None:
+        if p.event == "step" and p.stage == "distill" and p.step == 2:
+            raise _Crash
+
+    cfg = _cfg(tiny_data, tiny_cache, out, steps_distill=4, eval_every=1)
+    with pytest.raises(_Crash):
+        train(cfg, progress=crash)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert (state["stage"], state["step"]) == ("distill", 1)
+    with pytest.raises(ConfigurationError, match="--resume"):
+        train(cfg)
+    events: list[Progress] = []
+    train(cfg.model_copy(update={"resume": True}), progress=events.append)
+    starts = [e for e in events if e.event == "start"]
+    assert [(e.stage, e.step) for e in starts] == [("distill", 1)]
+    steps = [(r["stage"], r["step"]) for r in _log(out)]
+    assert steps == [("align", i) for i in range(3)] + [("distill", i) for i in range(4)]
+
+
+def test_resumed_run_matches_uninterrupted_run(tiny_data, tiny_cache, tmp_path):
+    """Same seed, same stream: a crash + resume ends with the same losses."""
+    cfg = _cfg(tiny_data, tiny_cache, tmp_path / "a", method="erm", steps=4, eval_every=1,
+               select="last")
+    train(cfg)
+
+    def crash(p: Progress) -> None:
+        if p.event == "step" and p.step == 3:
+            raise _Crash
+
+    cfg_b = cfg.model_copy(update={"out": str(tmp_path / "b")})
+    with pytest.raises(_Crash):
+        train(cfg_b, progress=crash)
+    train(cfg_b.model_copy(update={"resume": True}))
+    la, lb = _log(tmp_path / "a"), _log(tmp_path / "b")
+    assert [r["step"] for r in lb] == [0, 1, 2, 3]
+    assert [r["loss"] for r in lb] == pytest.approx([r["loss"] for r in la], rel=1e-4)
+
+
+def test_refuses_without_store_or_with_wrong_teacher(tiny_data, tmp_path):
+    empty = tmp_path / "empty-cache"
+    with pytest.raises(ConfigurationError, match="vlm-distill harvest"):
+        train(_cfg(tiny_data, empty, tmp_path / "r1"))
+    cache = tmp_path / "cache"
+    make_store(tiny_data, cache, teacher="other:teacher")
+    with pytest.raises(ConfigurationError, match="no cached teacher embeddings"):
+        train(_cfg(tiny_data, cache, tmp_path / "r2"))
+    store = cache / "stores" / "s1"
+    with pytest.raises(ConfigurationError, match="other:teacher"):
+        train(_cfg(tiny_data, cache, tmp_path / "r3", store=str(store)))
+
+
+def test_refuses_a_store_of_another_dataset(tiny_data, tmp_path):
+    from .conftest import make_data
+
+    other = make_data(tmp_path / "other", per_class=2)
+    cache = tmp_path / "cache"
+    make_store(other, cache)
+    with pytest.raises(ConfigurationError, match="no cached teacher embeddings"):
+        train(_cfg(tiny_data, cache, tmp_path / "r1"))
+    with pytest.raises(ConfigurationError, match="lacks teacher embeddings"):
+        train(_cfg(tiny_data, cache, tmp_path / "r2", store=str(cache / "stores" / "s1")))
+
+
+def test_find_store_picks_teacher_and_fingerprint(tiny_data, tmp_path):
+    cache = tmp_path / "cache"
+    make_store(tiny_data, cache, teacher="x:a", slug="a")
+    make_store(tiny_data, cache, teacher=TEACHER, slug="b")
+    make_store(tiny_data, cache, teacher=TEACHER, slug="c", fingerprint="0" * 64)
+    assert find_store(cache, TEACHER, scan(tiny_data)).name == "b"
+
+
+def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+               "--student", STUDENT, "--no-pretrained", "--method", "adip", "--out", str(out),
+               "--test-domains", "dom3", "--steps-align", "2", "--steps-distill", "2",
+               "--image-size", "32", "--batch-per-domain", "4", "--threads", "2"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "dom3" in text and "teacher zero-shot" in text
+    assert "[align] eval step 1/2" in text and "[distill] stage_end" in text  # plain lines
+    rc = main(["eval", str(out), str(tiny_data), "--json",
+               "--store", str(tiny_cache / "stores" / "s1")])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    metrics = json.loads((out / "metrics.json").read_text())
+    # Re-evaluating the saved student gives the numbers the trainer reported.
+    assert res["mean_ood"] == pytest.approx(metrics["mean_ood"])
+    assert res["mean_id"] == pytest.approx(metrics["mean_id"])
+    assert res["teacher_zeroshot"]["mean_ood"] == 1.0
+    assert (out / "eval.json").is_file()
+
+
+def test_cli_usage_errors(tiny_data, tiny_cache, tmp_path, capsys):
+    rc = main(["train", str(tiny_data), "--teacher", TEACHER, "--out", str(tmp_path / "x")])
+    assert rc == 2 and "--cache" in capsys.readouterr().err
+    rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+               "--out", str(tmp_path / "y"), "--test-domains", "nope", "--student", STUDENT])
+    assert rc == 2 and "unknown domain" in capsys.readouterr().err
