@@ -41,6 +41,7 @@ from .data import Dataset, class_prompts
 from .views import view_bytes
 
 __all__ = [
+    "UNREADABLE",
     "HarvestResult",
     "ImageItem",
     "export_store",
@@ -61,6 +62,7 @@ FATAL = (
     ConfigurationError,
     SpendRecordError,
 )
+UNREADABLE = "cannot prepare image"  # failure reason of items that no retry can fix
 CHUNKS_IN_FLIGHT_PER_SLOT = 2  # chunks scheduled ahead per concurrency slot
 
 
@@ -182,7 +184,7 @@ async def harvest(
                     reqs.append(prepare_item(client.provider, _request(item, dataset.hflip)))
                     kept.append(item)
                 except (InputError, OSError, ValueError) as exc:
-                    result.failed.append((item.image_id, f"cannot prepare image: {exc}"))
+                    result.failed.append((item.image_id, f"{UNREADABLE}: {exc}"))
             if not reqs:
                 return
             out = await run(lambda: client.embed_images(reqs), [i.image_id for i in kept])

@@ -230,10 +230,19 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
         )
         return EXIT_BUDGET
     if result.failed:
-        out.print(
-            f"[red]{len(result.failed)} items failed[/]; run again to retry them "
-            "(nothing paid is lost)."
-        )
+        from distill.harvest import UNREADABLE
+
+        unreadable = sum(reason.startswith(UNREADABLE) for _, reason in result.failed)
+        if unreadable:
+            out.print(
+                f"[red]{unreadable} image views cannot be read[/] (listed above): fix or remove "
+                "them, then run again; re-running alone will not help them."
+            )
+        if len(result.failed) > unreadable:
+            out.print(
+                f"[red]{len(result.failed) - unreadable} items failed at the teacher[/]; run "
+                "again to retry them (nothing paid is lost)."
+            )
         return EXIT_ERROR
     if result.store_path:
         out.print(f"embedding store: {result.store_path}")

@@ -194,6 +194,7 @@ def test_undecodable_pixels_fail_alone_with_a_clear_message(
     assert "failed a/giant-broken.png: cannot prepare image: cannot decode" in out
     assert "failed b/small-broken.png: cannot prepare image: cannot decode" in out
     assert "Traceback" not in out
+    assert "3 image views cannot be read" in out and "fix or remove them" in out
     # every good view was bought (batch-mates of the broken files included), nothing twice
     assert hash_teacher.billing()["images"] == 8 * 2 + 1  # + view 0 of the small one (raw)
     # the user removes the broken files; the re-run buys nothing again and completes
