@@ -22,6 +22,7 @@ from typing import Any
 
 __all__ = ["DemoConfig", "run_demo"]
 
+METHOD_NAMES = {"zeroshot": "teacher zero-shot", "erm": "ERM", "kd": "KD", "adip": "ADiP"}
 TEST_DOMAIN = "rotated"  # the held-out (out-of-distribution) domain of the digits
 
 
@@ -159,10 +160,7 @@ def _plots(run: Path, results: dict[str, Any], budget: Decimal) -> list[Path]:
             {m: run / m / "log.jsonl" for m in results if m != "zeroshot"}, run / "losses.png"
         ),
         plot_accuracy(
-            {
-                ("teacher zero-shot" if m == "zeroshot" else m.upper()): r
-                for m, r in results.items()
-            },
+            {METHOD_NAMES.get(m, m): r for m, r in results.items()},
             run / "accuracy.png",
         ),
         plot_spend(

@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from distill.cli import main as cli_main
-    from distill.demo import DemoConfig, run_demo
+    from distill.demo import METHOD_NAMES, DemoConfig, run_demo
     from distill.report import build_report
     from distill.trainer import Progress
 
@@ -113,11 +113,13 @@ def run(args: argparse.Namespace) -> int:
     t.add_column("mean ID", justify="right")
     t.add_column("mean OOD", justify="right")
     t.add_column("train s", justify="right")
-    names = {"zeroshot": "teacher zero-shot", "erm": "ERM", "kd": "KD", "adip": "ADiP"}
     for m, r in summary["methods"].items():
         fmt = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
         t.add_row(
-            names.get(m, m), fmt(r["mean_id"]), fmt(r["mean_ood"]), f"{r['wall_time_s'] or 0:.0f}"
+            METHOD_NAMES.get(m, m),
+            fmt(r["mean_id"]),
+            fmt(r["mean_ood"]),
+            f"{r['wall_time_s'] or 0:.0f}",
         )
     out.print(t)
     out.print(
