@@ -36,6 +36,9 @@ sys.path.insert(0, str(ROOT))
 TEACHER = "local:pseudo-clip"
 TOKEN = "adip-table-local-token"
 METHODS = ("erm", "kd", "adip")
+HEADING = "## VL2V-ADiP against its baselines (leave-one-domain-out)"
+START = "<!-- adip_table:start -->"
+END = "<!-- adip_table:end -->"
 
 
 def build_data(work: Path, args: argparse.Namespace) -> dict[str, Path]:
@@ -174,10 +177,11 @@ def mean_std(values: list[float]) -> str:
 
 def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [
-        "# Results: VL2V-ADiP against its baselines on this machine",
+        HEADING,
+        START,
         "",
-        "Every number below was produced by `benchmarks/adip_table.py` in the run described; "
-        "nothing is copied from the paper.",
+        "Every number in this section was produced by `benchmarks/adip_table.py` in the run "
+        "described; nothing is copied from the paper.",
         "",
         f"Command: `{meta['command']}`  ",
         f"Time: {meta.get('compute_s', meta['wall_s']) / 60:.1f} min in total (harvest "
@@ -194,7 +198,7 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     ]
     for ds_name, ds in results.items():
         targets = ds["targets"]
-        lines += [f"## {ds_name}", "",
+        lines += [f"### {ds_name}", "",
                   f"{ds['n_images']} images, domains {', '.join(ds['domains'])}; "
                   "each column is one held-out target domain (OOD accuracy); ID = held-out "
                   "20 % of the source domains, averaged over the targets.", ""]
@@ -213,8 +217,21 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
             lines.append(f"| {label} | " + " | ".join(cells)
                          + f" | {mean_std(row['avg_id'])} | {mean_std(row['avg_ood'])} |")
         lines.append("")
-    lines += ["## Reading the table", "", meta.get("notes", "").strip(), ""]
-    return "\n".join(lines)
+    lines += ["### Reading the table", "", meta.get("notes", "").strip(), "", END]
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(section: str) -> None:
+    """Replace only this script's section of docs/results.md (others write theirs)."""
+    path = ROOT / "docs" / "results.md"
+    text = path.read_text("utf-8") if path.exists() else "# Results\n"
+    if START in text and END in text:
+        start = text.rfind("\n## ", 0, text.index(START)) + 1
+        end = text.index(END) + len(END)
+        text = text[:start] + section.rstrip("\n") + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, "utf-8")
 
 
 def main() -> None:
@@ -246,7 +263,7 @@ def main() -> None:
                 entry["methods"]["prototype"] = teacher_prototypes(
                     data, args.work / "cache", entry["targets"])
         (args.work / "results.json").write_text(json.dumps(saved, indent=2, default=str))
-        (ROOT / "docs" / "results.md").write_text(render(saved["results"], saved["meta"]))
+        write_docs(render(saved["results"], saved["meta"]))
         print("written: docs/results.md")
         return
     q = args.quick
@@ -328,7 +345,7 @@ def main() -> None:
         notes_file = work / "notes.md"
         meta["notes"] = notes_file.read_text() if notes_file.is_file() else (
             "(no commentary written yet)")
-        (ROOT / "docs" / "results.md").write_text(render(results, meta), "utf-8")
+        write_docs(render(results, meta))
         print("written: docs/results.md")
 
 

@@ -7,6 +7,7 @@ text vector plus noise, so ADiP has a target that predicts the class.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,15 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Pat
 @pytest.fixture(scope="session")
 def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("weights")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads slow tiny
+    models down many times over when the cores are busy elsewhere."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

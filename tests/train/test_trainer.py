@@ -24,7 +24,7 @@ def _cfg(data: Path, cache: Path, out: Path, **kw) -> TrainConfig:
         data=str(data), cache=str(cache), teacher=TEACHER, out=str(out), student=STUDENT,
         pretrained=False, steps_align=3, steps_distill=3, steps=3, image_size=32,
         batch_per_domain=4, eval_every=2, test_domains=("dom3",), swad_bn_steps=2,
-        threads=2,
+        threads=1,
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -164,7 +164,7 @@ def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
     rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
                "--student", STUDENT, "--no-pretrained", "--method", "adip", "--out", str(out),
                "--test-domains", "dom3", "--steps-align", "2", "--steps-distill", "2",
-               "--image-size", "32", "--batch-per-domain", "4", "--threads", "2"])
+               "--image-size", "32", "--batch-per-domain", "4", "--threads", "1"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "dom3" in text and "teacher zero-shot" in text
