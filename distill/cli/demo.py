@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
             self.method = method
 
         def __call__(self, p: Progress) -> None:
+            if p.total == 0:  # the end-of-run event: the last stage's bar already said it
+                return
             if (
                 p.event == "start"
                 or self.live is None
