@@ -26,7 +26,15 @@ from PIL import Image as PILImage
 
 from ..errors import APIStatusError, InputError, QuotaExceededError, ResponseValidationError
 from ..models import AnswerRequest, Image, Usage
-from .base import CallSpec, Parsed, Provider, RateLimitHints, default_classify_error, request_id_of
+from .base import (
+    CallSpec,
+    Parsed,
+    Provider,
+    RateLimitHints,
+    default_classify_error,
+    json_object,
+    request_id_of,
+)
 from .images import MAX_DECODE_PIXELS, downscale, image_size
 
 __all__ = [
@@ -140,16 +148,7 @@ def _n(obj: Any, key: str) -> int:
 
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
-    try:
-        body = response.json()
-    except (ValueError, RecursionError) as exc:
-        raise ResponseValidationError(
-            "response is not JSON", provider=NAME, request_id=rid
-        ) from exc
-    if not isinstance(body, dict):
-        raise ResponseValidationError(
-            "response is not a JSON object", provider=NAME, request_id=rid
-        )
+    body = json_object(response, provider=NAME, request_id=rid)
     rid = rid or (body["id"] if isinstance(body.get("id"), str) else None)
     u = body.get("usage")
     usage = Usage(

@@ -34,6 +34,7 @@ __all__ = [
     "RateLimitHints",
     "data_uri",
     "default_classify_error",
+    "json_object",
     "parse_retry_after",
     "vectors_from",
 ]
@@ -189,6 +190,23 @@ def default_classify_error(response: httpx.Response) -> APIStatusError:
         request_id=request_id_of(response),
         retry_after=parse_retry_after(response.headers),
     )
+
+
+def json_object(
+    response: httpx.Response, *, provider: str, request_id: str | None
+) -> dict[str, Any]:
+    """The body of a 2xx response as a JSON object, or ResponseValidationError."""
+    try:
+        body = response.json()
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+        raise ResponseValidationError(
+            "response is not JSON", provider=provider, request_id=request_id
+        ) from exc
+    if not isinstance(body, dict):
+        raise ResponseValidationError(
+            "response is not a JSON object", provider=provider, request_id=request_id
+        )
+    return body
 
 
 def vectors_from(

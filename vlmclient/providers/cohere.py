@@ -13,7 +13,7 @@ import httpx
 
 from ..errors import ResponseValidationError
 from ..models import ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .base import CallSpec, Parsed, Provider, data_uri, request_id_of, vectors_from
+from .base import CallSpec, Parsed, Provider, data_uri, json_object, request_id_of, vectors_from
 from .images import image_size, prepare_for_upload
 
 __all__ = ["COHERE", "embed_body"]
@@ -78,16 +78,7 @@ def _n(obj: dict[str, Any], key: str) -> int:
 
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
-    try:
-        body = response.json()
-    except (ValueError, RecursionError) as exc:
-        raise ResponseValidationError(
-            "response is not JSON", provider=NAME, request_id=rid
-        ) from exc
-    if not isinstance(body, dict):
-        raise ResponseValidationError(
-            "response is not a JSON object", provider=NAME, request_id=rid
-        )
+    body = json_object(response, provider=NAME, request_id=rid)
     rid = rid or (body.get("id") if isinstance(body.get("id"), str) else None)
     billed = _billed(body)
     usage = Usage(

@@ -19,7 +19,7 @@ import httpx
 from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
 from ..models import AnswerRequest, Image, Usage
 from .anthropic import fit_image
-from .base import CallSpec, Parsed, Provider, default_classify_error, request_id_of
+from .base import CallSpec, Parsed, Provider, default_classify_error, json_object, request_id_of
 from .images import image_size
 
 __all__ = [
@@ -208,16 +208,7 @@ def usage_of(body: dict[str, Any]) -> Usage:
 
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
-    try:
-        body = response.json()
-    except (ValueError, RecursionError) as exc:
-        raise ResponseValidationError(
-            "response is not JSON", provider=NAME, request_id=rid
-        ) from exc
-    if not isinstance(body, dict):
-        raise ResponseValidationError(
-            "response is not a JSON object", provider=NAME, request_id=rid
-        )
+    body = json_object(response, provider=NAME, request_id=rid)
     rid = rid or (body["responseId"] if isinstance(body.get("responseId"), str) else None)
     usage = usage_of(body)
     texts: list[str] = []

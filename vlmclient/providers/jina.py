@@ -22,7 +22,15 @@ import httpx
 from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .anthropic import fit_image
-from .base import CallSpec, Parsed, Provider, default_classify_error, request_id_of, vectors_from
+from .base import (
+    CallSpec,
+    Parsed,
+    Provider,
+    default_classify_error,
+    json_object,
+    request_id_of,
+    vectors_from,
+)
 from .images import image_size
 
 __all__ = ["JINA", "embeddings_body"]
@@ -77,16 +85,7 @@ def _n(obj: Any, key: str) -> int | None:
 
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
-    try:
-        body = response.json()
-    except (ValueError, RecursionError) as exc:
-        raise ResponseValidationError(
-            "response is not JSON", provider=NAME, request_id=rid
-        ) from exc
-    if not isinstance(body, dict):
-        raise ResponseValidationError(
-            "response is not a JSON object", provider=NAME, request_id=rid
-        )
+    body = json_object(response, provider=NAME, request_id=rid)
     u = body.get("usage")
     tokens = _n(u, "total_tokens")
     usage = Usage(input_tokens=tokens if tokens is not None else (_n(u, "prompt_tokens") or 0))

@@ -24,7 +24,7 @@ import httpx
 from ..errors import ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .anthropic import fit_image
-from .base import CallSpec, Parsed, Provider, request_id_of, vectors_from
+from .base import CallSpec, Parsed, Provider, json_object, request_id_of, vectors_from
 
 __all__ = ["NOMIC", "text_body", "text_model"]
 
@@ -112,16 +112,7 @@ def usage_of(spec: CallSpec, body: dict[str, Any]) -> Usage:
 
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
-    try:
-        body = response.json()
-    except (ValueError, RecursionError) as exc:
-        raise ResponseValidationError(
-            "response is not JSON", provider=NAME, request_id=rid
-        ) from exc
-    if not isinstance(body, dict):
-        raise ResponseValidationError(
-            "response is not a JSON object", provider=NAME, request_id=rid
-        )
+    body = json_object(response, provider=NAME, request_id=rid)
     usage = usage_of(spec, body)
     try:
         vecs = vectors_from(

@@ -23,6 +23,7 @@ from .base import (
     RateLimitHints,
     data_uri,
     default_classify_error,
+    json_object,
     request_id_of,
     vectors_from,
 )
@@ -89,17 +90,7 @@ def build_request(spec: CallSpec) -> httpx.Request:
 
 
 def _json(response: httpx.Response, rid: str | None) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except (ValueError, RecursionError) as exc:
-        raise ResponseValidationError(
-            "response is not JSON", provider=NAME, request_id=rid
-        ) from exc
-    if not isinstance(body, dict):
-        raise ResponseValidationError(
-            "response is not a JSON object", provider=NAME, request_id=rid
-        )
-    return body
+    return json_object(response, provider=NAME, request_id=rid)
 
 
 def _int(obj: Any, key: str) -> int:

@@ -26,7 +26,15 @@ import httpx
 from ..errors import APIStatusError, ConfigurationError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .anthropic import fit_image
-from .base import CallSpec, Parsed, Provider, default_classify_error, request_id_of, vectors_from
+from .base import (
+    CallSpec,
+    Parsed,
+    Provider,
+    default_classify_error,
+    json_object,
+    request_id_of,
+    vectors_from,
+)
 
 __all__ = ["INSTALL_HINT", "TITAN", "invoke_body", "signed_request"]
 
@@ -97,17 +105,12 @@ def invoke_body(spec: CallSpec) -> dict[str, Any]:
     return body
 
 
-def signed_request(
-    spec: CallSpec, env: Mapping[str, str] | None = None
-) -> httpx.Request:
+def signed_request(spec: CallSpec, env: Mapping[str, str] | None = None) -> httpx.Request:
     """The InvokeModel request, signed by botocore's SigV4Auth."""
     env = os.environ if env is None else env
     sigv4, aws_request, _ = _botocore()
     region = _region(spec, env)
-    url = (
-        spec.base_url.rstrip("/").replace("{region}", region)
-        + f"/model/{spec.model}/invoke"
-    )
+    url = spec.base_url.rstrip("/").replace("{region}", region) + f"/model/{spec.model}/invoke"
     content = json.dumps(invoke_body(spec), separators=(",", ":")).encode()
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     request = aws_request(method="POST", url=url, data=content, headers=headers)
@@ -122,21 +125,10 @@ def build_request(spec: CallSpec) -> httpx.Request:
 
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
-    try:
-        body = response.json()
-    except (ValueError, RecursionError) as exc:
-        raise ResponseValidationError(
-            "response is not JSON", provider=NAME, request_id=rid
-        ) from exc
-    if not isinstance(body, dict):
-        raise ResponseValidationError(
-            "response is not a JSON object", provider=NAME, request_id=rid
-        )
+    body = json_object(response, provider=NAME, request_id=rid)
     count = body.get("inputTextTokenCount")
     images = 1 if spec.kind == "image_embedding" else 0
-    usage = Usage(
-        images=images, input_tokens=count if isinstance(count, int) and count > 0 else 0
-    )
+    usage = Usage(images=images, input_tokens=count if isinstance(count, int) and count > 0 else 0)
     try:
         vecs = vectors_from(
             [body.get("embedding")], expected=len(spec.items), request_id=rid, provider=NAME
