@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -140,14 +141,16 @@ def run(args: argparse.Namespace) -> int:
                 if args.dry_run:
                     return await _dry_run(client, dataset, args)
                 total = len(image_items(dataset, args.views)) + len(dataset.class_names)
+                started = time.monotonic()
                 with LiveProgress(f"harvest {args.teacher}", total, out=out) as bar:
 
                     def show(r: HarvestResult) -> None:
                         s = client.stats
+                        rate = s.requests_sent / max(time.monotonic() - started, 1e-9)
                         bar.update(
                             r.bought + r.cache_hits,
-                            f"hits {r.cache_hits} · bought {r.bought} · retries {s.retries} · "
-                            f"${client.budget.spent:.4f} of ${args.budget}",
+                            f"hits {r.cache_hits} · bought {r.bought} · {rate:.1f} req/s · "
+                            f"retries {s.retries} · ${client.budget.spent:.4f} of ${args.budget}",
                         )
 
                     return await harvest(
