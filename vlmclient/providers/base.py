@@ -34,6 +34,7 @@ __all__ = [
     "RateLimitHints",
     "data_uri",
     "default_classify_error",
+    "indexed_vectors",
     "json_object",
     "parse_retry_after",
     "vectors_from",
@@ -207,6 +208,18 @@ def json_object(
             "response is not a JSON object", provider=provider, request_id=request_id
         )
     return body
+
+
+def indexed_vectors(
+    data: Any, *, expected: int, request_id: str | None, provider: str
+) -> list[np.ndarray]:
+    """OpenAI-style ``data: [{"index": i, "embedding": [...]}, ...]``, in index order."""
+    if not isinstance(data, list) or not all(
+        isinstance(d, dict) and isinstance(d.get("index", 0), int) for d in data
+    ):
+        raise ResponseValidationError("missing data[]", provider=provider, request_id=request_id)
+    rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
+    return vectors_from(rows, expected=expected, request_id=request_id, provider=provider)
 
 
 def vectors_from(

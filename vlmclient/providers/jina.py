@@ -27,9 +27,9 @@ from .base import (
     Parsed,
     Provider,
     default_classify_error,
+    indexed_vectors,
     json_object,
     request_id_of,
-    vectors_from,
 )
 from .images import image_size
 
@@ -89,14 +89,10 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     u = body.get("usage")
     tokens = _n(u, "total_tokens")
     usage = Usage(input_tokens=tokens if tokens is not None else (_n(u, "prompt_tokens") or 0))
-    data = body.get("data")
     try:
-        if not isinstance(data, list) or not all(
-            isinstance(d, dict) and isinstance(d.get("index", 0), int) for d in data
-        ):
-            raise ResponseValidationError("missing data[]", provider=NAME, request_id=rid)
-        rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
-        vecs = vectors_from(rows, expected=len(spec.items), request_id=rid, provider=NAME)
+        vecs = indexed_vectors(
+            body.get("data"), expected=len(spec.items), request_id=rid, provider=NAME
+        )
     except ResponseValidationError as exc:
         exc.usage = usage
         raise

@@ -23,9 +23,9 @@ from .base import (
     RateLimitHints,
     data_uri,
     default_classify_error,
+    indexed_vectors,
     json_object,
     request_id_of,
-    vectors_from,
 )
 from .images import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, image_size
 
@@ -104,14 +104,14 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     usage_raw = body.get("usage")
     usage_obj: dict[str, Any] = usage_raw if isinstance(usage_raw, dict) else {}
     if spec.kind == "text_embedding":
-        data = body.get("data")
-        if not isinstance(data, list) or not all(
-            isinstance(d, dict) and isinstance(d.get("index", 0), int) for d in data
-        ):
-            raise ResponseValidationError("missing data[]", provider=NAME, request_id=rid)
-        rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
-        vecs = vectors_from(rows, expected=len(spec.items), request_id=rid, provider=NAME)
         usage = Usage(input_tokens=_int(usage_obj, "prompt_tokens"))
+        try:
+            vecs = indexed_vectors(
+                body.get("data"), expected=len(spec.items), request_id=rid, provider=NAME
+            )
+        except ResponseValidationError as exc:
+            exc.usage = usage  # billed as the body says, when it says
+            raise
         return Parsed(usage=usage, vectors=vecs, request_id=rid or body.get("id"))
     choices = body.get("choices")
     try:

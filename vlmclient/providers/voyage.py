@@ -17,7 +17,15 @@ import httpx
 from ..errors import ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .anthropic import fit_image
-from .base import CallSpec, Parsed, Provider, data_uri, json_object, request_id_of, vectors_from
+from .base import (
+    CallSpec,
+    Parsed,
+    Provider,
+    data_uri,
+    indexed_vectors,
+    json_object,
+    request_id_of,
+)
 from .images import image_size
 
 __all__ = ["VOYAGE", "billed_pixels", "multimodal_body"]
@@ -108,14 +116,10 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
     body = json_object(response, provider=NAME, request_id=rid)
     usage = usage_of(spec, body)
-    data = body.get("data")
     try:
-        if not isinstance(data, list) or not all(
-            isinstance(d, dict) and isinstance(d.get("index", 0), int) for d in data
-        ):
-            raise ResponseValidationError("missing data[]", provider=NAME, request_id=rid)
-        rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
-        vecs = vectors_from(rows, expected=len(spec.items), request_id=rid, provider=NAME)
+        vecs = indexed_vectors(
+            body.get("data"), expected=len(spec.items), request_id=rid, provider=NAME
+        )
     except ResponseValidationError as exc:
         exc.usage = usage
         raise
