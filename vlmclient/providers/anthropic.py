@@ -5,26 +5,23 @@ Auth is ``x-api-key`` plus ``anthropic-version: 2023-06-01``. The image goes in 
 base64 (no ``data:`` prefix). Rate limits come back as ``anthropic-ratelimit-*``
 headers whose resets are RFC 3339 timestamps.
 
-Also home of :func:`fit_image`, the format-and-size preparation shared by the
+Images are prepared with :func:`images.fit_image`, the format-and-size preparation shared by the
 adapters that accept only some image formats.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
 import time
-from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import httpx
-from PIL import Image as PILImage
 
-from ..errors import APIStatusError, InputError, QuotaExceededError, ResponseValidationError
+from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
 from ..models import AnswerRequest, Image, Usage
 from .base import (
     CallSpec,
@@ -35,14 +32,13 @@ from .base import (
     json_object,
     request_id_of,
 )
-from .images import MAX_DECODE_PIXELS, downscale, image_size
+from .images import fit_image, image_size
 
 __all__ = [
     "ANTHROPIC",
     "API_VERSION",
     "AnthropicLimits",
     "LimitWindow",
-    "fit_image",
     "image_tokens",
     "parse_ratelimit_headers",
     "parse_rfc3339",
@@ -56,45 +52,6 @@ PIXELS_PER_TOKEN = 750  # tokens ~= width * height / 750
 MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 FRAMING_TOKENS = 16  # role and block framing of one user turn, rounded up
 SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
-
-
-def fit_image(
-    image: Image, *, max_side: int, max_bytes: int, media_types: Collection[str]
-) -> Image:
-    """The image in one of ``media_types``, long edge <= ``max_side``, <= ``max_bytes``.
-
-    Images already in an accepted format go through :func:`images.downscale`; others
-    (a BMP for a JPEG/PNG-only API, a GIF for Gemini) are re-encoded as PNG when they
-    have transparency and PNG is accepted, else as JPEG.
-
-    >>> fit_image(img, max_side=512, max_bytes=1 << 20, media_types={"image/png"})  # doctest: +SKIP
-    """
-    if image.media_type in media_types:
-        return downscale(image, max_side=max_side, max_bytes=max_bytes)
-    w, h = image_size(image)
-    if w * h > MAX_DECODE_PIXELS:
-        raise InputError(f"image of {w}x{h} pixels is too large to decode safely")
-    try:
-        with PILImage.open(io.BytesIO(image.data)) as im:
-            im.load()
-            alpha = im.mode in ("RGBA", "LA") or "transparency" in im.info
-            out = io.BytesIO()
-            if (alpha or "image/jpeg" not in media_types) and "image/png" in media_types:
-                im.convert("RGBA" if alpha else "RGB").save(out, "PNG", compress_level=1)
-                media_type = "image/png"
-            elif "image/jpeg" in media_types:
-                im.convert("RGB").save(out, "JPEG", quality=90)
-                media_type = "image/jpeg"
-            else:
-                raise InputError(
-                    f"cannot convert {image.media_type} to any of {sorted(media_types)}"
-                )
-    except InputError:
-        raise
-    except Exception as exc:  # PIL raises many types for bad files
-        raise InputError(f"cannot re-encode {image.media_type} image: {exc}") from exc
-    converted = Image(data=out.getvalue(), media_type=media_type)
-    return downscale(converted, max_side=max_side, max_bytes=max_bytes)
 
 
 def prepare_image(image: Image) -> Image:

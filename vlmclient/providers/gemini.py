@@ -18,9 +18,8 @@ import httpx
 
 from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
 from ..models import AnswerRequest, Image, Usage
-from .anthropic import fit_image
 from .base import CallSpec, Parsed, Provider, default_classify_error, json_object, request_id_of
-from .images import image_size
+from .images import fit_image, image_size
 
 __all__ = [
     "GEMINI",

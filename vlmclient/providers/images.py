@@ -7,6 +7,7 @@ estimate and before the cache key (the key hashes the bytes that are sent).
 from __future__ import annotations
 
 import io
+from collections.abc import Collection
 
 from PIL import Image as PILImage
 
@@ -66,3 +67,42 @@ def downscale(image: Image, *, max_side: int, max_bytes: int, quality: int = 90)
 def prepare_for_upload(image: Image) -> Image:
     """Default preparation: long edge <= 2048 px and <= 5 MB."""
     return downscale(image, max_side=MAX_UPLOAD_SIDE, max_bytes=MAX_UPLOAD_BYTES)
+
+
+def fit_image(
+    image: Image, *, max_side: int, max_bytes: int, media_types: Collection[str]
+) -> Image:
+    """The image in one of ``media_types``, long edge <= ``max_side``, <= ``max_bytes``.
+
+    Images already in an accepted format go through :func:`images.downscale`; others
+    (a BMP for a JPEG/PNG-only API, a GIF for Gemini) are re-encoded as PNG when they
+    have transparency and PNG is accepted, else as JPEG.
+
+    >>> fit_image(img, max_side=512, max_bytes=1 << 20, media_types={"image/png"})  # doctest: +SKIP
+    """
+    if image.media_type in media_types:
+        return downscale(image, max_side=max_side, max_bytes=max_bytes)
+    w, h = image_size(image)
+    if w * h > MAX_DECODE_PIXELS:
+        raise InputError(f"image of {w}x{h} pixels is too large to decode safely")
+    try:
+        with PILImage.open(io.BytesIO(image.data)) as im:
+            im.load()
+            alpha = im.mode in ("RGBA", "LA") or "transparency" in im.info
+            out = io.BytesIO()
+            if (alpha or "image/jpeg" not in media_types) and "image/png" in media_types:
+                im.convert("RGBA" if alpha else "RGB").save(out, "PNG", compress_level=1)
+                media_type = "image/png"
+            elif "image/jpeg" in media_types:
+                im.convert("RGB").save(out, "JPEG", quality=90)
+                media_type = "image/jpeg"
+            else:
+                raise InputError(
+                    f"cannot convert {image.media_type} to any of {sorted(media_types)}"
+                )
+    except InputError:
+        raise
+    except Exception as exc:  # PIL raises many types for bad files
+        raise InputError(f"cannot re-encode {image.media_type} image: {exc}") from exc
+    converted = Image(data=out.getvalue(), media_type=media_type)
+    return downscale(converted, max_side=max_side, max_bytes=max_bytes)

@@ -21,7 +21,6 @@ import httpx
 
 from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .anthropic import fit_image
 from .base import (
     CallSpec,
     Parsed,
@@ -31,7 +30,7 @@ from .base import (
     json_object,
     request_id_of,
 )
-from .images import image_size
+from .images import fit_image, image_size
 
 __all__ = ["JINA", "embeddings_body"]
 

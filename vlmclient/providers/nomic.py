@@ -23,8 +23,8 @@ import httpx
 
 from ..errors import ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .anthropic import fit_image
 from .base import CallSpec, Parsed, Provider, json_object, request_id_of, vectors_from
+from .images import fit_image
 
 __all__ = ["NOMIC", "text_body", "text_model"]
 

@@ -15,7 +15,6 @@ import httpx
 
 from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
 from ..models import AnswerRequest, Image, TextEmbeddingRequest, Usage
-from .anthropic import fit_image
 from .base import (
     CallSpec,
     Parsed,
@@ -27,7 +26,7 @@ from .base import (
     json_object,
     request_id_of,
 )
-from .images import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, image_size
+from .images import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, fit_image, image_size
 
 __all__ = ["OPENAI", "image_tokens", "parse_duration"]
 

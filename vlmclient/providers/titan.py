@@ -25,7 +25,6 @@ import httpx
 
 from ..errors import APIStatusError, ConfigurationError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .anthropic import fit_image
 from .base import (
     CallSpec,
     Parsed,
@@ -35,6 +34,7 @@ from .base import (
     request_id_of,
     vectors_from,
 )
+from .images import fit_image
 
 __all__ = ["INSTALL_HINT", "TITAN", "invoke_body", "signed_request"]
 

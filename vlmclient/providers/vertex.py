@@ -27,9 +27,9 @@ import httpx
 
 from ..errors import ConfigurationError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .anthropic import fit_image
 from .base import CallSpec, Parsed, Provider, request_id_of, vectors_from
 from .gemini import google_error
+from .images import fit_image
 
 __all__ = ["LOCATION_ENV", "PROJECT_ENV", "VERTEX", "endpoint_url", "predict_body"]
 

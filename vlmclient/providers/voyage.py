@@ -16,7 +16,6 @@ import httpx
 
 from ..errors import ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .anthropic import fit_image
 from .base import (
     CallSpec,
     Parsed,
@@ -26,7 +25,7 @@ from .base import (
     json_object,
     request_id_of,
 )
-from .images import image_size
+from .images import fit_image, image_size
 
 __all__ = ["VOYAGE", "billed_pixels", "multimodal_body"]
 
