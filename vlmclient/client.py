@@ -311,6 +311,9 @@ class TeacherClient:
                 fut = loop.create_future()
                 entry = self._cache_get(key)
                 if entry is not None and (kind == "answer" or entry.vector is not None):
+                    if entry.vector is not None:
+                        # what was bought before is the dimension every new answer must have
+                        self._dims.setdefault(kind, int(entry.vector.shape[0]))
                     fut.set_result(self._from_entry(kind, entry))
                     hits += 1
                     saved += Decimal(str(entry.meta.get("cost_usd", "0")))

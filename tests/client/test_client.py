@@ -278,3 +278,16 @@ async def test_ledger_failure_keeps_the_paid_result_and_stops_spending(
             await c.embed_images(make_image_requests(3)[2:])
     assert "SPEND NOT RECORDED" in caplog.text
     assert len(fake_cohere.requests) == 1
+
+
+async def test_cached_vectors_fix_the_expected_dimension(fake_cohere: FakeCohere) -> None:
+    """A resumed run rejects a wrong-dimension first response: the cache says what is right."""
+    cache = MemoryCache()
+    reqs = make_image_requests(2)
+    async with client(fake_cohere, cache=cache) as c:
+        await c.embed_images(reqs[:1])
+    fake_cohere.faults = ["wrongdim"]
+    async with client(fake_cohere, cache=cache, retry=RetryPolicy(max_attempts=1)) as c:
+        with pytest.raises(ResponseValidationError, match="dimension"):
+            await c.embed_images(reqs)  # one hit, one new (wrong-dimension) answer
+    assert len(cache) == 1
