@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -15,12 +16,12 @@ __all__ = ["LiveProgress", "console"]
 PLAIN_EVERY_S = 5.0  # seconds between plain progress lines
 
 
-PLAIN_WIDTH = 110  # columns when output is not a terminal (logs keep whole tables)
+PLAIN_WIDTH = 110  # columns when output is not a terminal and COLUMNS is unset
 
 
 def console(stderr: bool = False) -> Console:
     c = Console(stderr=stderr, highlight=False)
-    if not c.is_terminal:
+    if not c.is_terminal and "COLUMNS" not in os.environ:
         c = Console(stderr=stderr, highlight=False, width=PLAIN_WIDTH)
     return c
 

@@ -105,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="vlm-distill teachers (spell them provider:model)", show_lines=True)
@@ -122,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
             "\n".join(row["kinds"]),
             row["base_url"],
         )
-    console = Console()
+    from .progress import console as make_console
+
+    console = make_console()
     console.print(table)
     console.print(
         "Prices drift: check the date, and override any entry with --price-file "

@@ -135,7 +135,6 @@ class _Rich:
 
 def print_metrics(metrics: dict[str, Any]) -> None:
     """A rich table of per-domain accuracy (student and teacher zero-shot)."""
-    from rich.console import Console
     from rich.table import Table
 
     zs = metrics.get("teacher_zeroshot") or {}
@@ -154,7 +153,9 @@ def print_metrics(metrics: dict[str, Any]) -> None:
         if mean is not None:
             table.add_row(split.upper(), "[bold]mean", "", f"[bold]{_fmt(mean)}",
                           _fmt(zs.get(f"mean_{split}")))
-    Console().print(table)
+    from .progress import console
+
+    console().print(table)
 
 
 def run(args: argparse.Namespace) -> int:
