@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
+from cache import CacheLike, VectorFormat
 from cache.store import EmbeddingStore
 from vlmclient import (
     AuthenticationError,
@@ -52,6 +54,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("distill.harvest")
+R = TypeVar("R")
 
 # Errors that every later request would hit too: stop at once instead of failing item by item.
 FATAL = (
@@ -147,9 +150,12 @@ async def harvest(
         if on_progress is not None:
             on_progress(result)
 
-    async def run(coro_factory: Callable[[], object], names: Sequence[str]) -> list | None:  # type: ignore[type-arg]
+    async def run(
+        coro_factory: Callable[[], Awaitable[list[R]]], names: Sequence[str]
+    ) -> list[R] | None:
+        """The results, or None when the call failed (recorded in ``result``)."""
         try:
-            return await coro_factory()  # type: ignore[misc,no-any-return]
+            return await coro_factory()
         except BudgetExceededError as exc:
             result.stopped_by_budget = str(exc)
             stop.set()
@@ -247,7 +253,7 @@ def _write_store(
     images: np.ndarray,
     texts: np.ndarray,
     prompts: list[str],
-    fmt: str = "float16",
+    fmt: VectorFormat = "float16",
 ) -> Path:
     path = store_dir(cache_dir, teacher, dataset)
     EmbeddingStore.write(
@@ -260,7 +266,7 @@ def _write_store(
         teacher=teacher,
         teacher_fingerprint=fingerprint,
         dataset_fingerprint=dataset.fingerprint(),
-        fmt=fmt,  # type: ignore[arg-type]
+        fmt=fmt,
         extra_meta={"dataset_root": str(dataset.root), "layout": dataset.layout},
     )
     return path
@@ -268,14 +274,14 @@ def _write_store(
 
 def export_store(
     dataset: Dataset,
-    cache,  # type: ignore[no-untyped-def]  # cache.ResponseCache
+    cache: CacheLike,
     *,
     cache_dir: Path,
     teacher: str,
     views: int = 1,
     prompt: str = "a photo of a {}",
     params: dict[str, object] | None = None,
-    fmt: str = "float16",
+    fmt: VectorFormat = "float16",
 ) -> tuple[Path | None, int]:
     """Build the store from cached responses only (sends nothing, needs no API key).
 
@@ -300,11 +306,10 @@ def export_store(
     missing = sum(v is None for v in texts) + sum(v is None for v in images.values())
     if missing or not prompts:
         return None, missing
-    matrix = np.stack(
-        [np.stack([images[(row, v)] for v in range(views)]) for row in range(len(dataset.samples))]  # type: ignore[misc]
-    )
+    rows = [[images[(row, v)] for v in range(views)] for row in range(len(dataset.samples))]
+    matrix = np.stack([np.stack(r) for r in rows])  # every entry present: checked above
     fingerprint = teacher_fingerprint(teacher, params)
     path = _write_store(
         cache_dir, teacher, fingerprint, dataset, matrix, np.stack(texts), prompts, fmt
-    )  # type: ignore[arg-type]
+    )
     return path, 0
