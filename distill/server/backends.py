@@ -18,7 +18,7 @@ import hashlib
 import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +119,22 @@ def _decode_rgb(data: bytes) -> Any:
 _HASH_LABELS = (
     "cat", "dog", "bird", "car", "tree", "house", "boat", "flower", "cup", "person",
 )  # fmt: skip
+
+
+def _decode_batch(
+    tasks: Sequence[ImageTask], preprocess: Callable[[Any], Any]
+) -> tuple[list[ImageOut | Exception], list[Any], list[int]]:
+    """(results with decode errors filled in, preprocessed tensors, their task indices)."""
+    results: list[ImageOut | Exception] = [ValueError("unset")] * len(tasks)
+    tensors, slots = [], []
+    for i, t in enumerate(tasks):
+        img = _decode_rgb(t.data)
+        if isinstance(img, Exception):
+            results[i] = img
+            continue
+        tensors.append(preprocess(img))
+        slots.append(i)
+    return results, tensors, slots
 
 
 class HashBackend:
@@ -292,15 +308,7 @@ class PseudoClipBackend:
     def embed_images(self, tasks: Sequence[ImageTask]) -> list[ImageOut | Exception]:
         import torch
 
-        results: list[ImageOut | Exception] = [ValueError("unset")] * len(tasks)
-        tensors, slots = [], []
-        for i, t in enumerate(tasks):
-            img = _decode_rgb(t.data)
-            if isinstance(img, Exception):
-                results[i] = img
-                continue
-            tensors.append(self._transform(img))
-            slots.append(i)
+        results, tensors, slots = _decode_batch(tasks, self._transform)
         if tensors:
             with torch.inference_mode():
                 logits = self._model(torch.stack(tensors))
@@ -420,15 +428,7 @@ class OpenClipBackend:
     def embed_images(self, tasks: Sequence[ImageTask]) -> list[ImageOut | Exception]:
         import torch
 
-        results: list[ImageOut | Exception] = [ValueError("unset")] * len(tasks)
-        tensors, slots = [], []
-        for i, t in enumerate(tasks):
-            img = _decode_rgb(t.data)
-            if isinstance(img, Exception):
-                results[i] = img
-                continue
-            tensors.append(self._preprocess(img))
-            slots.append(i)
+        results, tensors, slots = _decode_batch(tasks, self._preprocess)
         if tensors:
             with torch.inference_mode():
                 feats = self._model.encode_image(torch.stack(tensors))
