@@ -47,6 +47,7 @@ class LiveProgress:
         self._clock = clock
         self._live = self.console.is_terminal
         self._last_plain = -1e9
+        self._started = clock()
         self._done = 0
         self._extra = ""
         self._progress: Progress | None = None
@@ -78,11 +79,12 @@ class LiveProgress:
             self._plain()
 
     def _plain(self) -> None:
-        print(
-            f"{self.description}: {self._done}/{self.total} {self._extra}".rstrip(),
-            file=sys.stdout,
-            flush=True,
-        )
+        eta = ""
+        elapsed = self._clock() - self._started
+        if 0 < self._done < self.total and elapsed > 0:
+            eta = f" · ETA {(self.total - self._done) * elapsed / self._done:.0f}s"
+        line = f"{self.description}: {self._done}/{self.total} {self._extra}".rstrip() + eta
+        print(line, file=sys.stdout, flush=True)
 
     def __exit__(
         self,
