@@ -8,6 +8,7 @@ import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+import httpx
 from rich.table import Table
 
 from vlmclient import Budget, ConfigurationError, TeacherClient, TextEmbeddingRequest, load_prices
@@ -91,6 +92,10 @@ def open_client(args: argparse.Namespace, cache, ledger) -> TeacherClient:  # ty
     budget = Budget(args.budget, max_requests=args.max_requests, max_items=args.max_items)
     if args.concurrency < 1:
         raise ConfigurationError("--concurrency must be >= 1")
+    extra: dict[str, object] = {}
+    if getattr(args, "dry_run", False):
+        # A dry run only estimates: it needs no key, and its client cannot send anything.
+        extra = {"api_key": DRY_RUN_KEY, "transport": httpx.MockTransport(_refuse)}
     return TeacherClient(
         args.teacher,
         base_url=args.base_url,
@@ -103,7 +108,15 @@ def open_client(args: argparse.Namespace, cache, ledger) -> TeacherClient:  # ty
         rpm=args.rpm,
         tpm=args.tpm,
         timeout=args.timeout,
+        **extra,  # type: ignore[arg-type]
     )
+
+
+DRY_RUN_KEY = "dry-run-sends-nothing"
+
+
+def _refuse(request: httpx.Request) -> httpx.Response:
+    raise RuntimeError("a dry run must not send requests")
 
 
 def run(args: argparse.Namespace) -> int:
