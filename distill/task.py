@@ -3,13 +3,13 @@
 A task says three things, so the trainer's loop stays the same for every method:
 
 - ``configure(student)``: set ``requires_grad`` and return the parameters the optimizer gets;
-- ``set_mode(student)``: train/eval mode of each part (frozen parts keep BN statistics);
+- ``set_mode(student)``: train/eval mode (BN statistics frozen only with ``freeze_bn``);
 - ``losses(model, batch)``: a dict of named losses; ``"loss"`` is the one that is optimised.
 
-Align (official ``DFC_STAGE1``): only P trains; the backbone is frozen, its BN statistics
-too. Distill (``DFC_STAGE2``): P frozen, the whole backbone trains with the same loss (BN
-frozen for ResNets, ``freeze_bn``). Predict: no training; ``Student.logits`` gives
-100·cos(P f(x), T_c).
+Align (official ``DFC_STAGE1``): only P trains; the backbone's parameters are frozen, the
+network stays in train mode as in the official code. Distill (``DFC_STAGE2``): P frozen,
+the whole backbone trains with the same loss (BN frozen for ResNets, ``freeze_bn``).
+Predict: no training; ``Student.logits`` gives 100·cos(P f(x), T_c).
 """
 
 from __future__ import annotations
@@ -88,7 +88,13 @@ class _AdipTask(_TrainMode):
 
 
 class AlignTask(_AdipTask):
-    """ADiP stage 1: train P only; the backbone is frozen (parameters and BN statistics)."""
+    """ADiP stage 1: train P only; the backbone's parameters are frozen.
+
+    As in the official code, the network stays in train mode: BatchNorm normalises with
+    batch statistics (and updates its running statistics, unless ``freeze_bn``), exactly as
+    in stage 2. Aligning P to eval-mode features instead made stage 2 start from features
+    P was never aligned to (its loss jumped from -0.62 back to -0.22 on the demo digits).
+    """
 
     name = "align"
 
@@ -97,10 +103,6 @@ class AlignTask(_AdipTask):
         assert student.proj is not None
         _set_grad(student.proj.parameters(), True)
         return list(student.proj.parameters())
-
-    def set_mode(self, student: Student) -> None:
-        student.train()
-        student.backbone.eval()
 
 
 class DistillTask(_AdipTask):

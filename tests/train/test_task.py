@@ -39,7 +39,7 @@ def _run(student, task, steps: int = 2) -> dict[str, torch.Tensor]:
     return {k: (v.detach() - before[k]).abs().max() for k, v in student.named_parameters()}
 
 
-def test_align_trains_only_the_projection_and_keeps_bn_statistics() -> None:
+def test_align_trains_only_the_projection_in_train_mode() -> None:
     s = _student()
     bn_before = _bn_stats(s.backbone)
     delta = _run(s, AlignTask(lam=0.5))
@@ -47,6 +47,16 @@ def test_align_trains_only_the_projection_and_keeps_bn_statistics() -> None:
     assert trainable == {"proj.weight", "proj.bias"}
     assert all(delta[k] > 0 for k in trainable)
     assert all(delta[k] == 0 for k in delta if k not in trainable)
+    # as in the official code: the network is in train mode, so BN uses batch statistics
+    # and its running statistics move (stage 2 then sees the features P was aligned to)
+    assert s.backbone.training
+    assert not all(torch.equal(a, b) for a, b in zip(bn_before, _bn_stats(s.backbone), strict=True))
+
+
+def test_align_with_freeze_bn_keeps_running_statistics() -> None:
+    s = _student("resnet10t")
+    bn_before = _bn_stats(s.backbone)
+    _run(s, AlignTask(lam=0.5, freeze_bn=True), steps=1)
     assert all(torch.equal(a, b) for a, b in zip(bn_before, _bn_stats(s.backbone), strict=True))
 
 
