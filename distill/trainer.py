@@ -317,7 +317,12 @@ def train(config: TrainConfig, *, progress: ProgressHook | None = None) -> dict[
     rank, world, local_rank = dist_env()
     created_group = _init_dist(world)
     try:
-        return _train(config, progress, rank, world, local_rank, t_start)
+        metrics = _train(config, progress, rank, world, local_rank, t_start)
+        # Leave together: a rank that tears the group down while rank 0 still evaluates
+        # and writes can abort in gloo's threads ("terminate called without an active
+        # exception").
+        _barrier(world)
+        return metrics
     finally:
         if created_group:
             import torch.distributed as dist
