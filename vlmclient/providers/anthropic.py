@@ -31,6 +31,7 @@ from .base import (
     default_classify_error,
     json_object,
     request_id_of,
+    text_tokens_upper_bound,
 )
 from .images import fit_image, image_size
 
@@ -142,7 +143,7 @@ def estimate_usage(spec: CallSpec) -> Usage:
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
     w, h = image_size(item.image)  # the prepared image: long edge <= 1568 px
-    prompt = len(item.prompt.encode("utf-8")) + 1  # no token is shorter than one byte
+    prompt = text_tokens_upper_bound(item.prompt)
     return Usage(
         input_tokens=FRAMING_TOKENS + prompt + image_tokens(w, h),
         output_tokens=item.max_output_tokens,

@@ -37,6 +37,7 @@ __all__ = [
     "indexed_vectors",
     "json_object",
     "parse_retry_after",
+    "text_tokens_upper_bound",
     "vectors_from",
 ]
 
@@ -191,6 +192,12 @@ def default_classify_error(response: httpx.Response) -> APIStatusError:
         request_id=request_id_of(response),
         retry_after=parse_retry_after(response.headers),
     )
+
+
+def text_tokens_upper_bound(text: str) -> int:
+    """Tokens a text can cost at most, with no tokenizer: its UTF-8 bytes plus one
+    (no BPE or WordPiece token is shorter than one byte)."""
+    return len(text.encode("utf-8")) + 1
 
 
 def json_object(

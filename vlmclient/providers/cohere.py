@@ -13,7 +13,16 @@ import httpx
 
 from ..errors import ResponseValidationError
 from ..models import ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .base import CallSpec, Parsed, Provider, data_uri, json_object, request_id_of, vectors_from
+from .base import (
+    CallSpec,
+    Parsed,
+    Provider,
+    data_uri,
+    json_object,
+    request_id_of,
+    text_tokens_upper_bound,
+    vectors_from,
+)
 from .images import image_size, prepare_for_upload
 
 __all__ = ["COHERE", "embed_body"]
@@ -111,7 +120,9 @@ def estimate_usage(spec: CallSpec) -> Usage:
     # no tokenizer here: one token per UTF-8 byte is an upper bound
     return Usage(
         input_tokens=sum(
-            len(i.text.encode()) + 1 for i in spec.items if isinstance(i, TextEmbeddingRequest)
+            text_tokens_upper_bound(i.text)
+            for i in spec.items
+            if isinstance(i, TextEmbeddingRequest)
         )
     )
 

@@ -25,6 +25,7 @@ from .base import (
     indexed_vectors,
     json_object,
     request_id_of,
+    text_tokens_upper_bound,
 )
 from .images import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, fit_image, image_size
 
@@ -33,7 +34,6 @@ __all__ = ["OPENAI", "image_tokens", "parse_duration"]
 NAME = "openai"
 MAX_EMBEDDING_INPUTS = 2048  # CreateEmbeddingRequest maxItems
 # Worst-case tokens per image (gpt-4o "high" detail: 2048 fit, 768 short side, 512 tiles).
-CHARS_PER_TOKEN_FLOOR = 1  # worst case: one token per character
 MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")  # chat image inputs
 
 
@@ -178,11 +178,6 @@ def image_tokens(width: int, height: int, model: str) -> int:
         return math.ceil(min(patches, MAX_PATCHES) * mult)
     low = _prefix_lookup(model, tuple((p, float(t)) for p, t in LOW_DETAIL_BY_MODEL))
     return int(low) if low is not None else LOW_DETAIL_TOKENS
-
-
-def text_tokens_upper_bound(text: str) -> int:
-    """A safe upper bound without a tokenizer: UTF-8 bytes (no BPE token is shorter)."""
-    return len(text.encode("utf-8")) // CHARS_PER_TOKEN_FLOOR + 1
 
 
 def estimate_usage(spec: CallSpec) -> Usage:

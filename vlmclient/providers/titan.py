@@ -32,6 +32,7 @@ from .base import (
     default_classify_error,
     json_object,
     request_id_of,
+    text_tokens_upper_bound,
     vectors_from,
 )
 from .images import fit_image
@@ -143,7 +144,7 @@ def estimate_usage(spec: CallSpec) -> Usage:
     _botocore()  # fail before any reservation when the extra is missing
     images = sum(1 for i in spec.items if isinstance(i, ImageEmbeddingRequest))
     tokens = sum(
-        len(i.text.encode("utf-8")) + 1 for i in spec.items if isinstance(i, TextEmbeddingRequest)
+        text_tokens_upper_bound(i.text) for i in spec.items if isinstance(i, TextEmbeddingRequest)
     )
     return Usage(images=images, input_tokens=tokens)
 

@@ -24,6 +24,7 @@ from .base import (
     indexed_vectors,
     json_object,
     request_id_of,
+    text_tokens_upper_bound,
 )
 from .images import fit_image, image_size
 
@@ -132,7 +133,7 @@ def estimate_usage(spec: CallSpec) -> Usage:
         if isinstance(item, ImageEmbeddingRequest):
             pixels += billed_pixels(*image_size(item.image))
         elif isinstance(item, TextEmbeddingRequest):
-            tokens += len(item.text.encode("utf-8")) + 1  # no token is shorter than a byte
+            tokens += text_tokens_upper_bound(item.text)
     return Usage(input_tokens=tokens, image_pixels=pixels)
 
 
