@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -192,7 +193,7 @@ class EmbeddingStore:
                 raise StoreError(f"extra_meta may not override {key!r}")
             meta[key] = value
 
-        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
@@ -213,8 +214,23 @@ class EmbeddingStore:
     # -- reading ---------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> EmbeddingStore:
-        """Open a store; ``images.npy`` is memory-mapped, not read."""
+        """Open a store; ``images.npy`` is memory-mapped, not read.
+
+        A writer replacing the store moves the old one aside for an instant; an open that
+        falls into that instant waits for the new one (up to about a second).
+        """
         root = Path(path)
+        for _ in range(OPEN_ATTEMPTS - 1):
+            try:
+                return cls._open_once(root)
+            except (StoreError, FileNotFoundError):
+                if not any(root.parent.glob(f"{root.name}.old-*")):
+                    raise  # no replacement under way: the store is missing or broken
+            time.sleep(OPEN_RETRY_S)
+        return cls._open_once(root)
+
+    @classmethod
+    def _open_once(cls, root: Path) -> EmbeddingStore:
         if not (root / _META).is_file():
             aside = sorted(root.parent.glob(f"{root.name}.old-*"))
             hint = f" (a previous version was left at {aside[0]})" if aside else ""
@@ -315,25 +331,45 @@ class EmbeddingStore:
         )
 
 
+REPLACE_ATTEMPTS = 20  # racing writers of one store retry this often
+OPEN_ATTEMPTS = 50  # an open during a replacement waits up to OPEN_ATTEMPTS * OPEN_RETRY_S
+OPEN_RETRY_S = 0.02
+
+
 def _replace_dir(new: Path, target: Path) -> None:
     """Move ``new`` to ``target``; an existing target is renamed aside first, then removed.
 
     Readers that already memory-mapped the old files keep valid maps (the inodes live on
-    until they close them).
+    until they close them). Several writers may race (two harvests of one dataset into one
+    cache finish together): each retries until its own rename lands; the last one wins.
     """
     parent = target.parent
-    if target.exists():
-        old = target.with_name(f"{target.name}.old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.rename(target, old)
+    for _ in range(REPLACE_ATTEMPTS):
+        if not target.exists():
+            try:
+                os.rename(new, target)
+            except OSError:
+                if target.exists():
+                    continue  # another writer got there first: swap with theirs
+                raise
+            _fsync_path(parent)
+            return
+        old = target.with_name(f"{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(target, old)
+        except FileNotFoundError:
+            continue  # another writer moved it meanwhile
         try:
             os.rename(new, target)
         except OSError:
-            os.rename(old, target)  # put the old store back rather than leave nothing
-            raise
+            try:
+                os.rename(old, target)  # put the old store back rather than leave nothing
+            except OSError:
+                shutil.rmtree(old, ignore_errors=True)  # another writer's store is there now
+            continue
         _fsync_path(parent)
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(new, target)
-        _fsync_path(parent)
+        return
+    raise StoreError(
+        f"could not move the new store into {target}: other writers kept replacing it"
+    )

@@ -156,6 +156,34 @@ def test_atomic_replace_keeps_open_readers_working(tmp_path: Path) -> None:
     assert np.array_equal(old.gather(np.arange(N), 1), before)
 
 
+def test_racing_writers_of_one_store_all_succeed(tmp_path: Path) -> None:
+    """Two harvests of one dataset into one cache finish together: both exports land."""
+    import threading
+
+    path = tmp_path / "s"
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def writer(seed: int) -> None:
+        try:
+            start.wait()
+            for _ in range(10):
+                _write(path, seed=seed)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no tmp or old left behind
+    store = EmbeddingStore.open(path)
+    assert store.meta["dataset_fingerprint"] in {f"data-fp-{i}" for i in range(4)}
+    assert np.isfinite(store.gather(np.arange(N))).all()
+
+
 def test_failed_write_leaves_the_old_store_untouched(tmp_path: Path) -> None:
     path = tmp_path / "s"
     _write(path, seed=0)
