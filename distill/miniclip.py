@@ -342,6 +342,11 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
     labels = torch.from_numpy(data.labels)
     held = torch.from_numpy(_holdout(data.labels, seed))
     train_idx = torch.nonzero(~held).flatten()
+    # Every source is drawn equally often (a small source such as the leftover sklearn
+    # digits would otherwise be 8 % of the draws next to MNIST), classes as they come.
+    src_of = np.asarray(data.sources)[train_idx.numpy()]
+    counts = {s: int((src_of == s).sum()) for s in set(data.sources)}
+    weights = torch.tensor([1.0 / counts[s] for s in src_of], dtype=torch.float64)
 
     text_model = _text_model()
     n_cls = len(data.class_names)
@@ -361,7 +366,7 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
     model.train()
     losses: list[float] = []
     for step in range(steps):
-        pick = train_idx[torch.randint(len(train_idx), (batch,), generator=g)]
+        pick = train_idx[torch.multinomial(weights, batch, replacement=True, generator=g)]
         y = labels[pick]
         x = preprocess(augment(canvas[pick], g))
         t = bank_all[torch.randint(len(TEMPLATES), (batch,), generator=g), y]
