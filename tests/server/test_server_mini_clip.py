@@ -126,7 +126,7 @@ def test_ensure_teacher_fits_once_then_reuses(tmp_path):
     from distill.miniclip import ensure_teacher, manifest_path, teacher_name
 
     weights = ensure_teacher("digits", tmp_path, seed=1, steps=2)
-    assert weights == tmp_path / "digits-s1-n2.safetensors"
+    assert weights == tmp_path / "digits-s1-n2-w16-32-64-128-st2.safetensors"
     stamp = manifest_path(weights).stat().st_mtime_ns, weights.stat().st_mtime_ns
     assert ensure_teacher("digits", tmp_path, seed=1, steps=2) == weights
     assert (manifest_path(weights).stat().st_mtime_ns, weights.stat().st_mtime_ns) == stamp
