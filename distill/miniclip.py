@@ -353,7 +353,6 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
     from distill.teacher_pool import read_pool
 
     t0 = time.time()
-    torch.manual_seed(seed)
     data = read_pool(pool)
     canvas = torch.from_numpy(np.stack([_canvas(x) for x in data.ink]))[:, None]
     labels = torch.from_numpy(data.labels)
@@ -373,6 +372,9 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
     ).view(len(TEMPLATES), n_cls, -1)
     served = torch.from_numpy(encode_texts(text_model, class_prompts(data.class_names)))
 
+    # Seeded here, after the text model is loaded: loading it draws from the global RNG the
+    # first time only, so seeding earlier made a fresh process differ from a warm one.
+    torch.manual_seed(seed)
     model = MiniClipTower(widths, stem_stride=stem_stride)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     warm = max(1, steps // 20)
@@ -407,7 +409,9 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"format": "mini-clip", "seed": str(seed)})
+    # One metadata key: safetensors writes its metadata map in a random order, so two keys
+    # would make two byte-different files of the same weights.
+    save_file(state, str(tmp), metadata={"format": "mini-clip/1"})
     os.replace(tmp, out)
     pool_meta = data.meta
     manifest = {
