@@ -111,10 +111,18 @@ class Provider:
     meters_usage: bool = False
     default_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     description: str = ""
+    # What one model can do, when the provider's models differ (None: every kind, all models).
+    model_kinds: Callable[[str], frozenset[str]] | None = None
 
     @property
     def kinds(self) -> frozenset[str]:
         return frozenset(self.max_batch)
+
+    def kinds_for(self, model: str) -> frozenset[str]:
+        """The kinds ``model`` offers: the provider's kinds, narrowed where a name tells."""
+        if self.model_kinds is None:
+            return self.kinds
+        return self.kinds & self.model_kinds(model)
 
     def limit_for(self, model: str, kind: Kind) -> int:
         """Most items one request of ``kind`` may carry for ``model``."""
