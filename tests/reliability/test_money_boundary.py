@@ -431,3 +431,26 @@ def test_items_remaining_after_a_budget_stop_count_only_uncached_items(
     assert 0 < left < 3
     out = " ".join(capsys.readouterr().out.split())
     assert f"stopped by the budget: {left} items remain" in out
+
+
+def test_the_client_refuses_a_kind_the_model_cannot_do_before_sending() -> None:
+    """The library guard under the CLI check: no request reaches the server."""
+    import asyncio
+
+    from vlmclient import AnswerRequest, ConfigurationError, TeacherClient
+    from vlmclient.models import Image as VImage
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    req = AnswerRequest(image=VImage.from_bytes(buf.getvalue()), prompt="which?")
+
+    async def go(url: str) -> None:
+        async with TeacherClient(
+            "openai:text-embedding-3-small", api_key="sk-test", base_url=url + "/v1"
+        ) as client:
+            with pytest.raises(ConfigurationError, match="does not offer answers"):
+                await client.answer([req])
+
+    with serve() as srv:
+        asyncio.run(go(srv.url))
+        assert srv.gate.received == 0

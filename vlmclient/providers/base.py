@@ -17,7 +17,12 @@ import httpx
 import numpy as np
 from pydantic import SecretStr
 
-from ..errors import APIStatusError, ResponseValidationError, status_error_class
+from ..errors import (
+    APIStatusError,
+    ConfigurationError,
+    ResponseValidationError,
+    status_error_class,
+)
 from ..models import (
     AnswerRequest,
     Image,
@@ -126,6 +131,10 @@ class Provider:
 
     def limit_for(self, model: str, kind: Kind) -> int:
         """Most items one request of ``kind`` may carry for ``model``."""
+        if kind not in self.max_batch:
+            # a KeyError deep in a harvest helped nobody (issue 13, item 13)
+            what = kind.replace("_", " ")
+            raise ConfigurationError(f"{self.name}:{model} does not offer {what}s")
         if self.batch_limit is not None:
             return self.batch_limit(model, kind)
         return self.max_batch[kind]
