@@ -454,3 +454,15 @@ def test_the_client_refuses_a_kind_the_model_cannot_do_before_sending() -> None:
     with serve() as srv:
         asyncio.run(go(srv.url))
         assert srv.gate.received == 0
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--lr", "inf"), ("--lambda", "nan")])
+def test_train_refuses_non_finite_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    argv = [
+        "train", str(tmp_path / "data"), "--teacher", "local:hash", "--out", str(tmp_path / "r"),
+        "--cache", str(tmp_path / "c"), flag, value,
+    ]  # fmt: skip
+    assert usage_exit(argv) == 2
+    assert "finite number" in capsys.readouterr().err
