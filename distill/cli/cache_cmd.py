@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             sp.add_argument(
                 "--older-than-days",
                 type=nonneg_days,
-                help="delete entries stored more than N days ago (paid answers: asks first)",
+                help="delete entries stored more than N days ago (paid: asks first)",
             )
             sp.add_argument(
                 "--dry-run", action="store_true", help="say how many would go; delete nothing"

@@ -81,7 +81,7 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
         "--timeout",
         type=positive_seconds,
         default=60.0,
-        help="seconds per request, > 0 (default: %(default)s)",
+        help="seconds per request, > 0 and <= 3600 (default: %(default)s)",
     )
     p.add_argument(
         "--allow-free",
