@@ -100,12 +100,13 @@ def apply_config_file(parser: argparse.ArgumentParser, data: dict[str, Any], ori
         else:
             # a string default is parsed by argparse like a command-line value; checked
             # here too, so a bad value in the file is refused even when a flag overrides it
+            converted: Any = str(value)
             if action.type is not None and callable(action.type):
                 try:
-                    action.type(str(value))
+                    converted = action.type(str(value))
                 except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
                     raise ConfigurationError(f"{origin}: bad value for {key}: {exc}") from exc
-            if action.choices is not None and str(value) not in action.choices:
+            if action.choices is not None and converted not in action.choices:
                 choices = ", ".join(map(str, action.choices))
                 raise ConfigurationError(f"{origin}: {key} must be one of {choices}")
             defaults[action.dest] = str(value)

@@ -466,3 +466,17 @@ def test_train_refuses_non_finite_numbers(
     ]  # fmt: skip
     assert usage_exit(argv) == 2
     assert "finite number" in capsys.readouterr().err
+
+
+def test_a_config_value_outside_its_choices_is_refused(tmp_path: Path) -> None:
+    """argparse never checks a default against ``choices``: the config loader must."""
+    folder, classes = unlabelled(tmp_path, 4)
+    config = tmp_path / "run.toml"
+    config.write_text('route = "guess"\n')
+    with serve() as srv:
+        argv = [
+            "pseudolabel", str(folder), "--class-file", str(classes), "--teacher", "local:hash",
+            "--base-url", srv.url, "--cache", str(tmp_path / "c"), "--config", str(config),
+        ]  # fmt: skip
+        assert usage_exit(argv) == 2
+        assert srv.gate.received == 0
