@@ -110,6 +110,16 @@ def _resolve_key(
     raise ConfigurationError(f"no API key for {provider.name}: set {names} (nothing was sent)")
 
 
+def kind_params(provider: Provider, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The params one kind of request is sent with: the provider's defaults for the kind,
+    the caller's on top; ``reasoning`` only reaches answers (it cannot change an
+    embedding, so it stays out of embedding bodies and cache keys)."""
+    merged = {**provider.default_params.get(kind, {}), **params}
+    if kind != "answer":
+        merged.pop("reasoning", None)
+    return merged
+
+
 def key_base(
     provider: Provider, model: str, params: Mapping[str, Any], kind: str
 ) -> dict[str, Any]:
@@ -119,7 +129,7 @@ def key_base(
         "model": model,
         "api_version": provider.api_version,
         "kind": kind,
-        "params": {**provider.default_params.get(kind, {}), **params},
+        "params": kind_params(provider, kind, params),
     }
 
 
@@ -357,8 +367,16 @@ class TeacherClient:
         return min(limit, self.batch_size) if self.batch_size else limit
 
     def _spec(self, kind: Kind, items: Sequence[Item]) -> CallSpec:
-        params = {**self.provider.default_params.get(kind, {}), **self.params}
-        return CallSpec(kind, self.model, list(items), self.base_url, self._api_key, params)
+        params = kind_params(self.provider, kind, self.params)
+        return CallSpec(
+            kind,
+            self.model,
+            list(items),
+            self.base_url,
+            self._api_key,
+            params,
+            max_image_tokens=self.price.max_image_tokens,
+        )
 
     async def _buy(self, kind: Kind, chunk: list[tuple[str, Item]]) -> None:
         spec = self._spec(kind, [item for _, item in chunk])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,12 @@ from typing import Any
 
 import httpx
 
-from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
+from ..errors import (
+    APIStatusError,
+    ConfigurationError,
+    QuotaExceededError,
+    ResponseValidationError,
+)
 from ..models import AnswerRequest, Image, Usage
 from .base import (
     CallSpec,
@@ -34,6 +40,7 @@ from .base import (
     text_tokens_upper_bound,
 )
 from .images import fit_image, image_size
+from .reasoning import reasoning_level, truncated_answer, without_reasoning
 
 __all__ = [
     "ANTHROPIC",
@@ -62,9 +69,42 @@ def prepare_image(image: Image) -> Image:
     )
 
 
+# Extended-thinking budgets for the named levels; the API wants budget_tokens >= 1,024
+# and below max_tokens (platform.claude.com/docs/en/build-with-claude/extended-thinking).
+THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
+# Models that take a ``thinking`` field: Claude 3.7 Sonnet and every Claude 4.x.
+_THINKING_MODEL = re.compile(r"claude-(3-7-sonnet|(opus|sonnet|haiku)-[4-9])")
+
+
+def thinking_param(model: str, level: str, max_tokens: int) -> dict[str, Any] | None:
+    """The ``thinking`` object for ``level`` (None = send none).
+
+    ``off`` is ``{"type": "disabled"}``, sent explicitly because newer Claude models
+    default to adaptive thinking (anthropic-sdk-python ThinkingConfigParam: enabled,
+    disabled, adaptive). Named levels enable thinking with a budget that must fit under
+    the answer's ``max_tokens``.
+    """
+    if level == "default" or not _THINKING_MODEL.match(model):
+        return None
+    if level == "off":
+        return {"type": "disabled"}
+    budget = THINKING_BUDGETS[level]
+    if max_tokens <= budget:
+        raise ConfigurationError(
+            f"--reasoning {level} on {model} needs max_output_tokens above {budget} "
+            f"(thinking budget {budget} must be below max_tokens, which is {max_tokens}); "
+            "use --reasoning off for short answers"
+        )
+    return {"type": "enabled", "budget_tokens": budget}
+
+
 def message_body(spec: CallSpec) -> dict[str, Any]:
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
+    params = without_reasoning(spec.params)
+    thinking = thinking_param(spec.model, reasoning_level(spec.params), item.max_output_tokens)
+    if thinking is not None and "thinking" not in params:
+        params["thinking"] = thinking
     image_block = {
         "type": "image",
         "source": {
@@ -75,7 +115,7 @@ def message_body(spec: CallSpec) -> dict[str, Any]:
     }
     # Extra params (system, temperature, ...) may not override what the estimate rests on.
     return {
-        **spec.params,
+        **params,
         "model": spec.model,
         "max_tokens": item.max_output_tokens,
         "messages": [
@@ -123,6 +163,17 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         if isinstance(content, list)
         else []
     )
+    if not "".join(texts).strip() and body.get("stop_reason") == "max_tokens":
+        (item,) = spec.items
+        assert isinstance(item, AnswerRequest)
+        raise truncated_answer(
+            provider=NAME,
+            model=spec.model,
+            limit=item.max_output_tokens,
+            level=reasoning_level(spec.params),
+            usage=usage,
+            request_id=rid,
+        )
     if not texts:
         bad = ResponseValidationError(
             f"no text block in content (stop_reason {body.get('stop_reason')!r})",
@@ -303,5 +354,7 @@ ANTHROPIC = Provider(
     classify_error=classify_error,
     rate_limit_hints=rate_limit_hints,
     prepare_image=prepare_image,
+    # Part of every answer's cache key: answers bought with thinking on are other answers.
+    default_params={"answer": {"reasoning": "off"}},
     description="Anthropic Messages API (image answers)",
 )

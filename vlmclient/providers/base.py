@@ -54,6 +54,9 @@ class CallSpec:
     base_url: str
     api_key: SecretStr = field(repr=False)
     params: Mapping[str, Any] = field(default_factory=dict)
+    # Worst-case prompt tokens per image when the price file states one (models whose
+    # image billing the adapter cannot bound by name, e.g. OpenAI-compatible servers).
+    max_image_tokens: int | None = None
 
 
 @dataclass(frozen=True)
