@@ -162,8 +162,8 @@ class Price(BaseModel):
 
     @property
     def verified(self) -> bool:
-        """True when the prices name a primary (vendor) source."""
-        return bool(self.source) and not str(self.source).lower().startswith("secondary")
+        """True when the prices name a primary source: a vendor page URL."""
+        return str(self.source or "").startswith("https://")
 
     def cost(self, usage: Usage) -> Decimal:
         return (
