@@ -144,7 +144,8 @@ ACCEPTED = {
     "openai": {"image/png", "image/jpeg", "image/webp", "image/gif"},
     "voyage": {"image/png", "image/jpeg", "image/webp", "image/gif"},
     "jina": {"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"},
-    "vertex": {"image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp"},
+    "vertex": {"image/png", "image/jpeg"},  # the REST reference: JPEG and PNG only
+    "cohere": {"image/jpeg", "image/png", "image/webp", "image/gif"},  # pinned spec
     "nomic": {"image/png", "image/jpeg", "image/webp"},
     "titan": {"image/png", "image/jpeg"},
     "anthropic": {"image/jpeg", "image/png", "image/gif", "image/webp"},

@@ -39,7 +39,7 @@ from .base import (
     request_id_of,
     text_tokens_upper_bound,
 )
-from .images import fit_image, image_size
+from .images import ACCEPTED_MEDIA_TYPES, base64_size, fit_image, image_size
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
 
 __all__ = [
@@ -55,17 +55,23 @@ __all__ = [
 NAME = "anthropic"
 API_VERSION = "2023-06-01"
 MAX_LONG_EDGE = 1568  # px: larger images are downscaled by the API anyway
-MAX_IMAGE_BYTES = 5 * 1024 * 1024  # per image (API limit for base64 images)
+MAX_IMAGE_BYTES = 5 * 1024 * 1024  # per image, measured on the base64 text (the API's way)
 PIXELS_PER_TOKEN = 750  # tokens ~= width * height / 750
-MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 FRAMING_TOKENS = 16  # role and block framing of one user turn, rounded up
 SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
 
 
 def prepare_image(image: Image) -> Image:
-    """jpeg/png/gif/webp, long edge <= 1568 px (what the API would downscale to), <= 5 MB."""
+    """jpeg/png/gif/webp, long edge <= 1568 px (what the API would downscale to), and
+    <= 5 MB of base64: the limit applies to the encoded payload, so a 4.9 MB file (6.5 MB
+    as base64) would be rejected."""
     return fit_image(
-        image, max_side=MAX_LONG_EDGE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES
+        image,
+        max_side=MAX_LONG_EDGE,
+        max_bytes=MAX_IMAGE_BYTES,
+        media_types=MEDIA_TYPES,
+        measure=base64_size,
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from ..errors import ResponseValidationError
-from ..models import ImageEmbeddingRequest, TextEmbeddingRequest, Usage
+from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .base import (
     CallSpec,
     Parsed,
@@ -23,14 +23,20 @@ from .base import (
     text_tokens_upper_bound,
     vectors_from,
 )
-from .images import image_size, prepare_for_upload
+from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 
 __all__ = ["COHERE", "embed_body"]
 
 NAME = "cohere"
 MAX_TEXTS = 96  # spec: texts maxItems 96
 MAX_IMAGES_V4 = 96
-MAX_REQUEST_IMAGE_BYTES = 20 * 1024 * 1024  # v4: combined image bytes per call
+# v4 caps the images of one call at 20 MB without saying whether of files or of the
+# base64 data URIs sent; the safe reading is the base64 text, so raw bytes are capped at
+# 3/4 of it, less room for the data-URI prefixes.
+MAX_REQUEST_IMAGE_BYTES = 20 * 1024 * 1024 * 3 // 4 - 64 * 1024
+MAX_SIDE = 2048
+MAX_IMAGE_BYTES = 5 * 1024 * 1024  # v3's per-image cap, the stricter of the two models
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 MAX_IMAGE_PIXELS = 2_458_624  # larger images are downsampled by the API
 MIN_IMAGE_PIXELS = 3_136
 PIXELS_PER_IMAGE_TOKEN = 160  # 512x512 ~ 1,610 tokens, rounded down to over-estimate
@@ -38,6 +44,11 @@ PIXELS_PER_IMAGE_TOKEN = 160  # 512x512 ~ 1,610 tokens, rounded down to over-est
 
 def _is_v3(model: str) -> bool:
     return "-v3" in model
+
+
+def prepare_image(image: Image) -> Image:
+    """jpeg/png/webp/gif (a BMP or TIFF is re-encoded), long edge <= 2048 px, <= 5 MB."""
+    return fit_image(image, max_side=MAX_SIDE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES)
 
 
 def batch_limit(model: str, kind: str) -> int:
@@ -138,6 +149,6 @@ COHERE = Provider(
     build_request=build_request,
     parse_response=parse_response,
     estimate_usage=estimate_usage,
-    prepare_image=prepare_for_upload,
+    prepare_image=prepare_image,
     description="Cohere Embed v2 (embed-v4.0, embed-english-v3.0 family)",
 )

@@ -19,7 +19,7 @@ import httpx
 from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
 from ..models import AnswerRequest, Image, Usage
 from .base import CallSpec, Parsed, Provider, default_classify_error, json_object, request_id_of
-from .images import fit_image, image_size
+from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
 
 __all__ = [
@@ -38,7 +38,7 @@ GEMINI3_IMAGE_TOKENS = 1120  # Gemini 3 default media_resolution for images
 MAX_REQUEST_BYTES = 20 * 1024 * 1024  # inline data: whole request <= 20 MB
 MAX_SIDE = 3072
 MAX_IMAGE_BYTES = 7 * 1024 * 1024  # Vertex's per-inline-file cap, the stricter of the two
-MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp")
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 FRAMING_TOKENS = 16
 # GenerateContentRequest fields that sit beside generationConfig, not inside it.
 TOP_LEVEL_FIELDS = frozenset(

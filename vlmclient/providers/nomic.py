@@ -24,7 +24,7 @@ import httpx
 from ..errors import ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .base import CallSpec, Parsed, Provider, json_object, request_id_of, vectors_from
-from .images import fit_image
+from .images import ACCEPTED_MEDIA_TYPES, fit_image
 
 __all__ = ["NOMIC", "text_body", "text_model"]
 
@@ -33,7 +33,7 @@ MAX_TEXTS = 50  # the official client's chunk size for /v1/embedding/text
 MAX_IMAGES = 512  # the official client's chunk size for /v1/embedding/image
 MAX_SIDE = 512  # the official client downsizes to <= 512 px before upload
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp")
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 DEFAULT_TASK_TYPE = "search_query"
 TASK_PREFIX_TOKENS = 8  # "search_query: " prefix and special tokens, rounded up
 # Assumed bound on what one image may count in usage: a ViT-B/16 at 224 px has 197

@@ -32,14 +32,14 @@ from .base import (
     request_id_of,
     text_tokens_upper_bound,
 )
-from .images import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, fit_image, image_size
+from .images import ACCEPTED_MEDIA_TYPES, MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, fit_image, image_size
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
 
 __all__ = ["OPENAI", "image_tokens", "parse_duration", "reasoning_params"]
 
 NAME = "openai"
 MAX_EMBEDDING_INPUTS = 2048  # CreateEmbeddingRequest maxItems
-MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")  # chat image inputs
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 
 
 def prepare_image(image: Image) -> Image:

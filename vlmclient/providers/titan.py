@@ -35,7 +35,7 @@ from .base import (
     text_tokens_upper_bound,
     vectors_from,
 )
-from .images import fit_image
+from .images import ACCEPTED_MEDIA_TYPES, fit_image
 
 __all__ = ["INSTALL_HINT", "TITAN", "invoke_body", "signed_request"]
 
@@ -46,7 +46,7 @@ REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
 INSTALL_HINT = "pip install 'vlm-distill[aws]'"
 MAX_SIDE = 2048  # Titan: image <= 2048 x 2048
 MAX_IMAGE_BYTES = 25 * 1024 * 1024
-MEDIA_TYPES = ("image/png", "image/jpeg")
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 
 
 def _botocore() -> tuple[Any, Any, Any]:

@@ -29,7 +29,7 @@ from ..errors import ConfigurationError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .base import CallSpec, Parsed, Provider, request_id_of, vectors_from
 from .gemini import google_error
-from .images import fit_image
+from .images import ACCEPTED_MEDIA_TYPES, fit_image
 
 __all__ = ["LOCATION_ENV", "PROJECT_ENV", "VERTEX", "endpoint_url", "predict_body"]
 
@@ -39,8 +39,10 @@ PROJECT_ENV = ("VERTEX_PROJECT", "GOOGLE_CLOUD_PROJECT")
 LOCATION_ENV = ("VERTEX_LOCATION", "GOOGLE_CLOUD_LOCATION")
 URL_PARAMS = frozenset({"project", "location"})  # go into the URL, never the body
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
-MAX_SIDE = 2048
-MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp")
+# multimodalembedding@001 embeds images at 512 px (secondary: issue 15 report; Google's
+# reference in our copy gives no size), so larger uploads only cost bandwidth.
+MAX_SIDE = 512
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 
 
 def _setting(spec: CallSpec, key: str, names: tuple[str, ...], env: Mapping[str, str]) -> str:
@@ -143,7 +145,7 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
 
 
 def prepare_image(image: Image) -> Image:
-    """Long edge <= 2048 px, <= 20 MB; png/jpeg/gif/bmp/webp are accepted as they are."""
+    """JPEG or PNG (anything else is re-encoded), long edge <= 512 px, <= 20 MB."""
     return fit_image(image, max_side=MAX_SIDE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES)
 
 

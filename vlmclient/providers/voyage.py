@@ -26,7 +26,7 @@ from .base import (
     request_id_of,
     text_tokens_upper_bound,
 )
-from .images import fit_image, image_size
+from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 
 __all__ = ["VOYAGE", "billed_pixels", "multimodal_body"]
 
@@ -40,7 +40,7 @@ PIXELS_PER_TOKEN = 560  # Voyage's image-to-token rate, for the per-request toke
 # the long edge (1414^2 < 2 M): smaller uploads, and a known per-image token bound.
 MAX_SIDE = 1414
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
-MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 MAX_IMAGES = MAX_REQUEST_TOKENS // math.ceil(MAX_BILLED_PIXELS / PIXELS_PER_TOKEN)  # 89
 
 
