@@ -50,7 +50,7 @@ from .models import (
 )
 from .prices import PriceTable
 from .providers import CallSpec, Parsed, Provider, parse_teacher
-from .providers.base import Item
+from .providers.base import Item, text_tokens_upper_bound
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy
 
@@ -347,16 +347,23 @@ class TeacherClient:
     def _chunks(self, kind: Kind, pairs: list[tuple[str, Item]]) -> list[list[tuple[str, Item]]]:
         limit = self.batch_limit(kind)
         max_bytes = self.provider.max_request_bytes
+        max_tokens = self.provider.max_request_tokens
         chunks: list[list[tuple[str, Item]]] = []
         current: list[tuple[str, Item]] = []
-        size = 0
+        size = tokens = 0
         for key, item in pairs:
             n = 0 if isinstance(item, TextEmbeddingRequest) else len(item.image.data)
-            if current and (len(current) >= limit or (max_bytes and size + n > max_bytes)):
+            t = text_tokens_upper_bound(item.text) if isinstance(item, TextEmbeddingRequest) else 0
+            if current and (
+                len(current) >= limit
+                or (max_bytes and size + n > max_bytes)
+                or (max_tokens and tokens + t > max_tokens)
+            ):
                 chunks.append(current)
-                current, size = [], 0
+                current, size, tokens = [], 0, 0
             current.append((key, item))
             size += n
+            tokens += t
         if current:
             chunks.append(current)
         return chunks

@@ -110,6 +110,9 @@ class Provider:
     batch_limit: Callable[[str, str], int] | None = None
     # Cap on the summed image bytes of one request (None = no cap beyond the count).
     max_request_bytes: int | None = None
+    # Cap on the summed tokens of the texts of one request, counted with
+    # text_tokens_upper_bound (None = no cap beyond the count): OpenAI 300k, Voyage 320k.
+    max_request_tokens: int | None = None
     # True when responses carry no usage, so the estimate is the bill (Vertex, Titan).
     meters_usage: bool = False
     default_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

@@ -29,7 +29,10 @@ from .images import ACCEPTED_MEDIA_TYPES, fit_image
 __all__ = ["NOMIC", "text_body", "text_model"]
 
 NAME = "nomic"
-MAX_TEXTS = 50  # the official client's chunk size for /v1/embedding/text
+# The official client's chunk size for /v1/embedding/text: 10 since 2025-05-30
+# (nomic-ai/nomic nomic/embed.py MAX_TEXT_REQUEST_SIZE, commit 8487355 "reduce
+# text-embedding api max request batch size to 10"; read at b963f429, 2026-11-30).
+MAX_TEXTS = 10
 MAX_IMAGES = 512  # the official client's chunk size for /v1/embedding/image
 MAX_SIDE = 512  # the official client downsizes to <= 512 px before upload
 MAX_IMAGE_BYTES = 10 * 1024 * 1024

@@ -39,6 +39,10 @@ __all__ = ["OPENAI", "image_tokens", "parse_duration", "reasoning_params"]
 
 NAME = "openai"
 MAX_EMBEDDING_INPUTS = 2048  # CreateEmbeddingRequest maxItems
+# CreateEmbeddingRequest.input: "all embedding models enforce a maximum of 300,000 tokens
+# summed across all inputs in a single request" (pinned openai-openapi f85dbe22, read
+# 2026-11-30); the client sums text_tokens_upper_bound, an over-count, so it never passes.
+MAX_EMBEDDING_REQUEST_TOKENS = 300_000
 MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 
 
@@ -364,6 +368,7 @@ OPENAI = Provider(
     default_base_url="https://api.openai.com/v1",
     api_version="v1",
     max_batch={"text_embedding": MAX_EMBEDDING_INPUTS, "answer": 1},
+    max_request_tokens=MAX_EMBEDDING_REQUEST_TOKENS,
     build_request=build_request,
     parse_response=parse_response,
     estimate_usage=estimate_usage,
