@@ -64,8 +64,10 @@ def test_openai_estimate_uses_the_model() -> None:
 
 
 def test_anthropic_image_tokens_formula() -> None:
-    assert anthropic.image_tokens(1000, 1000) == 1334  # the docs' example
-    assert anthropic.image_tokens(200, 200) == 54
+    assert anthropic.image_tokens(1000, 1000) == 1334  # the older docs' example (w*h/750)
+    # the current docs' 28-px patches: ceil(200/28)^2 = 64 > 200*200/750 = 54
+    assert anthropic.image_tokens(200, 200) == 64
+    assert anthropic.image_tokens(1568, 29) == 56 * 2
 
 
 def test_anthropic_estimate_is_on_the_downscaled_image() -> None:

@@ -191,9 +191,16 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     return Parsed(usage=usage, texts=["".join(texts)], request_id=rid)
 
 
+PATCH_SIDE = 28  # px: current docs count one token per 28x28 patch
+
+
 def image_tokens(width: int, height: int) -> int:
-    """Anthropic's documented estimate: ``ceil(width * height / 750)``."""
-    return math.ceil(width * height / PIXELS_PER_TOKEN)
+    """Worst case of Anthropic's two published rules: the older ``ceil(w * h / 750)``
+    and the current ``ceil(w / 28) * ceil(h / 28)`` (one token per 28-px patch, which is
+    larger for thin or small images: 1568x29 is 112 tokens, not 61)."""
+    per_area = math.ceil(width * height / PIXELS_PER_TOKEN)
+    per_patch = math.ceil(width / PATCH_SIDE) * math.ceil(height / PATCH_SIDE)
+    return max(per_area, per_patch)
 
 
 def estimate_usage(spec: CallSpec) -> Usage:

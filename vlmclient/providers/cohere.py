@@ -96,16 +96,33 @@ def _n(obj: dict[str, Any], key: str) -> int:
     return int(v) if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 else 0
 
 
-def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
-    rid = request_id_of(response)
-    body = json_object(response, provider=NAME, request_id=rid)
-    rid = rid or (body.get("id") if isinstance(body.get("id"), str) else None)
-    billed = _billed(body)
+def usage_of(spec: CallSpec, billed: dict[str, Any]) -> Usage:
+    """``meta.billed_units`` as usage, never less than what was sent can cost.
+
+    Embed v4 image responses have been seen to bill ``{"images": 1}`` with no
+    ``image_tokens``, while v4 is priced per image token: taken literally that settles
+    at $0. When images were sent and no image tokens are reported (or texts were sent
+    and no input tokens are), the estimate's count is charged instead, the same upper
+    bound the reservation was made with.
+    """
     usage = Usage(
         images=_n(billed, "images"),
         image_tokens=_n(billed, "image_tokens"),
         input_tokens=_n(billed, "input_tokens"),
     )
+    estimate = estimate_usage(spec)
+    if estimate.image_tokens and not usage.image_tokens:
+        usage = usage.model_copy(update={"image_tokens": estimate.image_tokens})
+    if estimate.input_tokens and not usage.input_tokens:
+        usage = usage.model_copy(update={"input_tokens": estimate.input_tokens})
+    return usage
+
+
+def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
+    rid = request_id_of(response)
+    body = json_object(response, provider=NAME, request_id=rid)
+    rid = rid or (body.get("id") if isinstance(body.get("id"), str) else None)
+    usage = usage_of(spec, _billed(body))
     embeddings = body.get("embeddings")
     rows = embeddings.get("float") if isinstance(embeddings, dict) else embeddings
     try:
