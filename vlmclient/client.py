@@ -106,6 +106,8 @@ def _resolve_key(
     for var in provider.env_vars:
         if env.get(var):
             return SecretStr(env[var])
+    if provider.key_optional:
+        return SecretStr("")  # the adapter resolves credentials itself when it signs
     names = " or ".join(provider.env_vars)
     raise ConfigurationError(f"no API key for {provider.name}: set {names} (nothing was sent)")
 
@@ -211,6 +213,7 @@ class TeacherClient:
         self._cache = cache
         self._ledger = ledger
         self._retry = retry or RetryPolicy()
+        rpm = self.provider.default_rpm if rpm is None else rpm
         self._limiter = limiter or RateLimiter(rpm=rpm, tpm=tpm)
         self._sem = asyncio.Semaphore(concurrency)
         self._inflight: dict[str, asyncio.Future[Any]] = {}

@@ -60,6 +60,7 @@ PIXELS_PER_TOKEN = 750  # tokens ~= width * height / 750
 MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 FRAMING_TOKENS = 16  # role and block framing of one user turn, rounded up
 SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
+USAGE_LIMIT_TEXT = "reached your specified api usage limits"
 
 
 def prepare_image(image: Image) -> Image:
@@ -341,6 +342,16 @@ def classify_error(response: httpx.Response) -> APIStatusError:
             f"{SPEND_LIMIT_CODE}: the workspace spend limit is reached ({message}); raise it "
             "in the Anthropic console, then run again",
             status_code=429,
+            request_id=err.request_id,
+        )
+    if response.status_code == 400 and USAGE_LIMIT_TEXT in message.lower():
+        # "You have reached your specified API usage limits. You will regain access on
+        # 2026-04-01 at 00:00 UTC." (seen in anthropics/claude-code#38035, #2127): a
+        # workspace/org limit set in the console, not a bad request; no retry clears it.
+        return QuotaExceededError(
+            f"{message} (the usage limit set for this workspace or organization is reached; "
+            "raise it in the Anthropic console or wait until the date given, then run again)",
+            status_code=400,
             request_id=err.request_id,
         )
     if response.status_code == 400 and "credit balance" in message.lower():

@@ -115,7 +115,12 @@ class Provider:
     max_request_tokens: int | None = None
     # True when responses carry no usage, so the estimate is the bill (Vertex, Titan).
     meters_usage: bool = False
+    # True when the adapter finds its own credentials (Titan: botocore's chain of
+    # profiles, SSO, container and instance roles), so no env var is required.
+    key_optional: bool = False
     default_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Requests per minute when the caller sets none (Vertex: its lowest documented quota).
+    default_rpm: float | None = None
     description: str = ""
 
     @property

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import ResponseValidationError
+from ..errors import ConfigurationError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .base import (
     CallSpec,
@@ -57,6 +57,35 @@ def batch_limit(model: str, kind: str) -> int:
     return MAX_TEXTS
 
 
+# embed-v4.0 output_dimension values (pinned cohere-openapi e814c8a1 /v2/embed:
+# "Possible values are 256, 512, 1024, and 1536"; v3 models have fixed sizes).
+OUTPUT_DIMENSIONS = (256, 512, 1024, 1536)
+
+
+def _options(spec: CallSpec) -> dict[str, Any]:
+    """``output_dimension`` and ``embedding_types`` checked before anything is sent.
+
+    The client reads the ``float`` vectors, so ``float`` is always requested; other
+    types a caller asks for (``int8``, ``ubinary`` ...) are requested beside it.
+    """
+    params = dict(spec.params)
+    dim = params.get("output_dimension")
+    if dim is not None:
+        if _is_v3(spec.model):
+            raise ConfigurationError(
+                f"{spec.model} has a fixed size; output_dimension is for embed-v4.0"
+            )
+        if dim not in OUTPUT_DIMENSIONS:
+            raise ConfigurationError(
+                f"cohere output_dimension must be one of {OUTPUT_DIMENSIONS}, not {dim!r}"
+            )
+    types = params.pop("embedding_types", None) or []
+    if isinstance(types, str):
+        types = [types]
+    params["embedding_types"] = ["float", *(t for t in types if t != "float")]
+    return params
+
+
 def embed_body(spec: CallSpec) -> dict[str, Any]:
     body: dict[str, Any] = {"model": spec.model, "embedding_types": ["float"]}
     if spec.kind == "image_embedding":
@@ -69,7 +98,7 @@ def embed_body(spec: CallSpec) -> dict[str, Any]:
         body["texts"] = [i.text for i in spec.items if isinstance(i, TextEmbeddingRequest)]
     else:
         raise ValueError(f"cohere adapter does not do {spec.kind}")
-    body.update(spec.params)
+    body.update(_options(spec))
     return body
 
 
