@@ -77,7 +77,9 @@ def prepare_image(image: Image) -> Image:
 
 
 # Extended-thinking budgets for the named levels; the API wants budget_tokens >= 1,024
-# and below max_tokens (platform.claude.com/docs/en/build-with-claude/extended-thinking).
+# and below max_tokens (Anthropic's extended-thinking guide; not re-read for this change).
+# Claude 5 models take adaptive thinking only (platform.claude.com sonnet-5 overview, read
+# 2026-11-30): a named level there is a 400, which is not billed.
 THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
 # Models that take a ``thinking`` field: Claude 3.7 Sonnet and every Claude 4.x.
 _THINKING_MODEL = re.compile(r"claude-(3-7-sonnet|(opus|sonnet|haiku)-[4-9])")

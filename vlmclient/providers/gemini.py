@@ -157,8 +157,11 @@ def prepare_image(image: Image) -> Image:
 
 # Thinking budgets (tokens) for the named levels on Gemini 2.5, whose thinkingConfig
 # takes a budget: 0 turns thinking off on Flash and Flash-Lite; 2.5 Pro cannot turn it
-# off and takes at least 128 (ai.google.dev/gemini-api/docs/thinking, read 2026-11-30).
-THINKING_BUDGETS = {"minimal": 128, "low": 1024, "medium": 8192, "high": 24576}
+# off (128-32,768); Flash-Lite takes 0 or 512-24,576, so no level goes below 512.
+# Gemini 3 takes thinkingLevel instead, and sending both is a 400. (Secondary, read
+# 2026-11-30: ai.google.dev/gemini-api/docs/thinking as quoted in enricoros/big-AGI#893,
+# and the gemini_ex ThinkingConfig docs on hexdocs.pm citing ai.google.dev.)
+THINKING_BUDGETS = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
 PRO_MIN_BUDGET = 128
 
 
