@@ -86,7 +86,8 @@ def describe(price_file: str | None = None) -> list[dict[str, Any]]:
             models.append(
                 {
                     "model": model,
-                    "price": price_summary(price),
+                    # a retired-model record has no prices: it is refused, not free
+                    "price": price_summary(price) if has_prices(price) else "none (retired)",
                     "prices": {
                         f: str(getattr(price, f)) for f, _ in PRICE_UNITS if getattr(price, f)
                     },

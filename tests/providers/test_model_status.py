@@ -135,6 +135,7 @@ def test_providers_shows_status_and_source(
         "https://developers.openai.com/api/docs/deprecations"
     )
     assert openai["gpt-4.1-nano"]["status"] == "shut down 2026-10-23"
+    assert openai["gpt-4.1-nano"]["price"] == "none (retired)"
     assert openai["gpt-5.6-luna"]["verified"] is True
     assert openai["gpt-4o"]["verified"] is False
     monkeypatch.setenv("COLUMNS", "250")
