@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
@@ -14,7 +15,9 @@ from pydantic import ValidationError
 from .errors import ConfigurationError
 from .models import Price
 
-__all__ = ["PriceTable", "load_prices"]
+__all__ = ["STALE_PRICE_DAYS", "PriceTable", "load_prices", "price_age_days"]
+
+STALE_PRICE_DAYS = 90  # a price read longer ago than this is warned about: prices drift
 
 
 def _parse(entries: Mapping[str, Any], origin: str) -> dict[str, Price]:
@@ -66,14 +69,33 @@ class PriceTable:
         return PriceTable({**self.prices, **_parse(data, str(path))})
 
     def lookup(self, provider: str, model: str) -> Price:
+        return self.prices[self.entry_for(provider, model)]
+
+    def entry_for(self, provider: str, model: str) -> str:
+        """The name of the entry that prices ``provider:model`` (``provider:*`` as fallback)."""
         for key in (f"{provider}:{model}", f"{provider}:*"):
             if key in self.prices:
-                return self.prices[key]
+                return key
         raise ConfigurationError(
             f"no price known for {provider}:{model}, so the budget cannot be enforced; "
             f'give one with --price-file (e.g. {{"{provider}:{model}": '
             f'{{"usd_per_1m_input_tokens": "0.10"}}}})'
         )
+
+
+def price_age_days(price: Price, today: date | None = None) -> int | None:
+    """Days since the price was read (its ``verified_on``), or None if it does not say.
+
+    >>> price_age_days(Price(verified_on="2026-01-01"), date(2026, 4, 1))
+    90
+    """
+    if not price.verified_on:
+        return None
+    try:
+        read = date.fromisoformat(price.verified_on)
+    except ValueError:
+        return None
+    return ((today or date.today()) - read).days
 
 
 def load_prices(price_file: str | Path | None = None) -> PriceTable:

@@ -111,7 +111,13 @@ def _rounds(args, client, cache, cdir, dataset, state_file):  # type: ignore[no-
         classes = write_manifest(manifest, dataset, result.bought_ids)
         subset = scan(manifest, class_file=classes)
         store, _ = export_store(
-            subset, cache, cache_dir=cdir.root, teacher=args.teacher, prompt=args.prompt
+            subset,
+            cache,
+            cache_dir=cdir.root,
+            teacher=args.teacher,
+            prompt=args.prompt,
+            base_url=args.base_url,
+            cache_namespace=args.cache_namespace,
         )
     return result, store, manifest
 

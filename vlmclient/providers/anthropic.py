@@ -30,6 +30,7 @@ from .base import (
     RateLimitHints,
     default_classify_error,
     json_object,
+    reported_usage,
     request_id_of,
     text_tokens_upper_bound,
 )
@@ -129,9 +130,9 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
             provider=NAME,
             request_id=rid,
         )
-        bad.usage = usage
+        bad.usage, bad.reported = usage, reported_usage(u)
         raise bad
-    return Parsed(usage=usage, texts=["".join(texts)], request_id=rid)
+    return Parsed(usage=usage, texts=["".join(texts)], request_id=rid, reported=reported_usage(u))
 
 
 def image_tokens(width: int, height: int) -> int:

@@ -18,7 +18,15 @@ import httpx
 
 from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
 from ..models import AnswerRequest, Image, Usage
-from .base import CallSpec, Parsed, Provider, default_classify_error, json_object, request_id_of
+from .base import (
+    CallSpec,
+    Parsed,
+    Provider,
+    default_classify_error,
+    json_object,
+    reported_usage,
+    request_id_of,
+)
 from .images import fit_image, image_size
 
 __all__ = [
@@ -234,9 +242,14 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
             provider=NAME,
             request_id=rid,
         )
-        bad.usage = usage
+        bad.usage, bad.reported = usage, reported_usage(body.get("usageMetadata"))
         raise bad
-    return Parsed(usage=usage, texts=["".join(texts)], request_id=rid)
+    return Parsed(
+        usage=usage,
+        texts=["".join(texts)],
+        request_id=rid,
+        reported=reported_usage(body.get("usageMetadata")),
+    )
 
 
 def image_tokens(width: int, height: int, model: str = "") -> int:

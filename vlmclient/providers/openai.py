@@ -24,6 +24,7 @@ from .base import (
     default_classify_error,
     indexed_vectors,
     json_object,
+    reported_usage,
     request_id_of,
     text_tokens_upper_bound,
 )
@@ -110,8 +111,14 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
             )
         except ResponseValidationError as exc:
             exc.usage = usage  # billed as the body says, when it says
+            exc.reported = reported_usage(usage_raw)
             raise
-        return Parsed(usage=usage, vectors=vecs, request_id=rid or body.get("id"))
+        return Parsed(
+            usage=usage,
+            vectors=vecs,
+            request_id=rid or body.get("id"),
+            reported=reported_usage(usage_raw),
+        )
     choices = body.get("choices")
     try:
         text = choices[0]["message"]["content"]  # type: ignore[index]
@@ -127,7 +134,12 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         # reasoning tokens are already inside completion_tokens at OpenAI
         output_tokens=max(_int(usage_obj, "completion_tokens"), _int(details, "reasoning_tokens")),
     )
-    return Parsed(usage=usage, texts=[text], request_id=rid or body.get("id"))
+    return Parsed(
+        usage=usage,
+        texts=[text],
+        request_id=rid or body.get("id"),
+        reported=reported_usage(usage_raw),
+    )
 
 
 def image_tokens_low_detail(width: int, height: int) -> int:
