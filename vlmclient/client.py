@@ -275,7 +275,7 @@ class TeacherClient:
             raise ConfigurationError("the cache namespace must not be empty")
         self.endpoint = endpoint_id(self.provider, base_url, cache_namespace)
         if price is not None:
-            self.price, self.price_entry = price, "the price given to TeacherClient"
+            self.price, self.price_entry = price, "price given to TeacherClient"
         else:
             table = prices or PriceTable.default()
             entry = table.entry_for(self.provider.name, self.model)
