@@ -607,6 +607,12 @@ class TeacherClient:
         try:
             try:
                 await self._limiter.acquire(tokens)
+                # Again after the waits for a slot and the rate limit: an overrun or the
+                # breaker may have stopped spending meanwhile, and this is not sent yet.
+                if self._overrun is not None:
+                    raise _again(self._overrun)
+                if self._breaker is not None:
+                    raise _again(self._breaker)
                 request = self.provider.build_request(spec)
             except BaseException:
                 self.budget.release(reservation)
