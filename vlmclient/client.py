@@ -219,8 +219,8 @@ def _again(exc: Exception) -> Exception:
     """A fresh copy of a stored stop error, so concurrent raises share no traceback."""
     if isinstance(exc, BudgetOverrunError):
         return BudgetOverrunError(str(exc), billed=exc.spent, reserved=exc.reserved)
-    copy = MalformedResponsesError("", provider=exc.provider if hasattr(exc, "provider") else "")
-    copy.args = exc.args
+    copy = MalformedResponsesError("")
+    copy.args, copy.provider = exc.args, getattr(exc, "provider", "")
     return copy
 
 
@@ -804,7 +804,7 @@ class TeacherClient:
         )
         ratio = cost / reservation.usd if reservation.usd > 0 else Decimal("Infinity")
         rid = f" (request id {request_id})" if request_id else ""
-        verified = f", read on {self.price.verified_on}" if self.price.verified_on else ""
+        verified = f" (read on {self.price.verified_on})" if self.price.verified_on else ""
         return BudgetOverrunError(
             f"OVERRUN: {self.teacher} billed ${cost} for a request of {len(spec.items)} "
             f"{spec.kind.replace('_', ' ')} items{rid} for which ${reservation.usd} was "
@@ -824,12 +824,12 @@ class TeacherClient:
         if bad < MALFORMED_STOP_FRACTION * (bad + good):
             return
         self._breaker = MalformedResponsesError(
-            f"stopped: {bad} of {bad + good} billed answers from {self.teacher} could not be "
-            f"used (last: {exc}). Each is charged in the ledger as 'malformed' and none was "
-            "retried. Check the model name, its parameters and --base-url before running "
-            "again",
-            provider=self.provider.name,
+            f"{bad} of {bad + good} billed answers from {self.teacher} could not be used "
+            f"(last: {exc}), so no further requests are sent. Each is charged in the ledger "
+            "as 'malformed' and none was retried. Check the model name, its parameters and "
+            "--base-url before running again"
         )
+        self._breaker.provider = self.provider.name
         log.error("%s", self._breaker)
 
     def _status_error(self, response: httpx.Response) -> APIStatusError:

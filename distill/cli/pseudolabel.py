@@ -149,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
     t.add_row("manifest", str(path))
     t.add_row("decisions", str(decisions))
     out.print(t)
+    if client.overrun is not None:  # the provider billed more than reserved: exit 3
+        from rich.markup import escape
+
+        out.print(f"[red]{escape(str(client.overrun))}[/]")
+        return EXIT_BUDGET
     unbought = sum(lb.answer is None for lb in labels)
     if unbought:
         out.print(
