@@ -80,6 +80,9 @@ CACHE_KEY_VERSION = 1
 # billed answers are mostly unusable stops instead of spending its budget on garbage.
 MALFORMED_STOP_MIN = 5  # unusable billed answers before the breaker may open ...
 MALFORMED_STOP_FRACTION = 0.2  # ... and their least share of all billed 200s
+# Secrets shorter than this are not looked for in a usage block (a 1-letter test token
+# would match every field name); real API keys are far longer.
+MIN_SCRUBBED_SECRET = 8
 DEFAULT_NAMESPACE = "default"  # --cache-namespace value meaning "the provider's own endpoint"
 
 R = TypeVar("R", EmbeddingResult, AnswerResult)
@@ -213,6 +216,15 @@ def item_cache_key(
             parts["prompt"] = item.prompt
             parts["max_output_tokens"] = item.max_output_tokens
     return make_key(parts)
+
+
+def _scrub(obj: Mapping[str, Any], secret: str) -> dict[str, Any]:
+    """``obj`` without any field whose name or value holds ``secret``."""
+    return {
+        k: _scrub(v, secret) if isinstance(v, Mapping) else v
+        for k, v in obj.items()
+        if secret not in k and not (isinstance(v, str) and secret in v)
+    }
 
 
 def _again(exc: Exception) -> Exception:
@@ -754,6 +766,9 @@ class TeacherClient:
             cost = reservation.usd
             self._warn_estimated(reported is None)
         overran = self.budget.settle(reservation, cost)
+        secret = self._api_key.get_secret_value()
+        if reported is not None and len(secret) >= MIN_SCRUBBED_SECRET:
+            reported = _scrub(reported, secret)  # a server knows the key it was sent
         self._record(
             spec.kind,
             len(spec.items),

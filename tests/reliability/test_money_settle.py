@@ -13,6 +13,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -272,3 +273,37 @@ async def test_two_servers_with_one_model_name_do_not_share_answers(tmp_path: Pa
     assert hit.cached and np.allclose(hit.vector, from_a.vector)  # same server, same entry
     assert client_a.fingerprint != client_b.fingerprint
     assert client_a.fingerprint == again_a.fingerprint
+
+
+async def test_the_providers_usage_is_kept_bounded_and_without_the_key() -> None:
+    """A hostile usage block: the key echoed as a field name and a value, junk, nesting."""
+    secret = "sk-usage-echo-secret-1234"
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        usage = {
+            "prompt_tokens": 7,
+            secret: 1,
+            "echo": secret,
+            "cost": "0.0000014",
+            "note": "not a number",
+            "deep": {"a": {"b": {"c": {"d": 1}}}},
+            "many": {f"f{i}": i for i in range(500)},
+        }
+        body = {"data": [{"index": 0, "embedding": [0.1, 0.2]}], "usage": usage}
+        return httpx.Response(200, json=body)
+
+    records = ListLedger()
+    async with TeacherClient(
+        "openai:text-embedding-3-small",
+        api_key=secret,
+        transport=httpx.MockTransport(reply),
+        ledger=records,
+    ) as client:
+        await client.embed_texts([TextEmbeddingRequest(text="a cat")])
+    [rec] = records.records
+    kept = rec.provider_usage
+    assert secret not in json.dumps(kept)
+    assert kept["prompt_tokens"] == 7 and kept["cost"] == "0.0000014"
+    assert "note" not in kept and "d" not in json.dumps(kept)
+    assert len(json.dumps(kept)) < 2000  # bounded, whatever the server sends
+    assert not rec.estimated and rec.usage == {"input_tokens": 7}
