@@ -307,3 +307,25 @@ async def test_the_providers_usage_is_kept_bounded_and_without_the_key() -> None
     assert "note" not in kept and "d" not in json.dumps(kept)
     assert len(json.dumps(kept)) < 2000  # bounded, whatever the server sends
     assert not rec.estimated and rec.usage == {"input_tokens": 7}
+
+
+@pytest.mark.parametrize("concurrency", ["1", "4"])
+def test_a_3x_bill_passes_the_cap_by_at_most_what_was_in_flight(
+    digits: Path, tmp_path: Path, concurrency: str
+) -> None:
+    """The issue's "done when": a $0.003 budget, a provider billing 3x."""
+    cache = tmp_path / "cache"
+    budget = Decimal("0.003")
+    with standin(bill_factor=3) as (provider, url):
+        code = harvest(url, digits, cache, "--budget", str(budget), "--concurrency", concurrency)
+    records = [r for r in ledger(cache) if r.outcome in SENT]
+    assert code == 3
+    assert paid(records) == provider.billed_usd  # the ledger is never below the bill
+    excess = [Decimal(r.cost_usd) - Decimal(r.reserved_usd) for r in records]
+    over = sorted((e for e in excess if e > 0), reverse=True)
+    assert over  # it did overrun, and said so (exit 3)
+    in_flight = int(concurrency)
+    # what was reserved never passes the cap; the bills only by the overruns in flight
+    assert sum(Decimal(r.reserved_usd) for r in records) <= budget
+    assert provider.billed_usd <= budget + sum(over[:in_flight])
+    assert len(over) <= in_flight
