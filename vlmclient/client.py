@@ -101,6 +101,7 @@ class ClientStats:
     items_bought: int = 0
     shared_in_flight: int = 0
     saved_usd: Decimal = Decimal(0)
+    estimated: int = 0  # billed 200s charged at the reservation: they did not say the bill
 
 
 def _default_transport(concurrency: int) -> httpx.AsyncBaseTransport:
@@ -764,6 +765,7 @@ class TeacherClient:
         estimated = self.provider.meters_usage or reported is None or cost <= 0
         if estimated:
             cost = reservation.usd
+            self.stats.estimated += 1
             self._warn_estimated(reported is None)
         overran = self.budget.settle(reservation, cost)
         secret = self._api_key.get_secret_value()

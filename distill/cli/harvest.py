@@ -237,6 +237,8 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
     t.add_row("retries", str(client.stats.retries))
     t.add_row("spent", f"${client.budget.spent} of ${args.budget}")
     t.add_row("saved by the cache", f"${client.stats.saved_usd}")
+    if client.stats.estimated:
+        t.add_row("charged at our estimate", f"{client.stats.estimated} requests (no usage said)")
     out.print(t)
     if result.cache_hits and not result.bought:
         out.print("Everything was already cached: this run spent $0.")

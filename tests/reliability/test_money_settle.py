@@ -75,13 +75,18 @@ class ListLedger:
 
 
 def test_answers_without_usage_are_charged_the_reservation_so_the_cap_holds(
-    digits: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    digits: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Before: settled at $0, so a $0.002 budget let the provider bill $0.0040+ (exit 0)."""
     cache = tmp_path / "cache"
     with standin(usage=False) as (provider, url):
         code = harvest(url, digits, cache, "--budget", "0.002")
+    out = capsys.readouterr().out
     records = [r for r in ledger(cache) if r.outcome in SENT]
+    assert f"{len(records)} requests (no usage said)" in out
     assert code == 3  # stopped by the budget
     assert paid(records) <= Decimal("0.002")
     assert provider.billed_usd <= paid(records)  # the ledger is never below the bill
