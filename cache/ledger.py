@@ -7,15 +7,23 @@ holds every record whose ``record()`` call returned, and at most one torn last l
 which the reader skips and reports. Several processes may append to one ledger: each
 line is written by a single ``write`` to an append-mode descriptor.
 
+A full disk must not cost the record of a call that was paid: on Linux the ledger keeps
+``RESERVE_BYTES`` of blocks allocated past its end (``fallocate`` with KEEP_SIZE, renewed
+as it grows), so appends land in space reserved while the disk still had room.
+
 Caveats: an fsync on a network file system or a disk that lies about its write cache
-guarantees less; a full disk makes ``record`` raise :class:`LedgerWriteError`.
+guarantees less; once the reserve is used up on a full disk (thousands of records), or
+where it cannot be made, ``record`` raises :class:`LedgerWriteError`.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -43,6 +51,26 @@ log = logging.getLogger(__name__)
 
 CACHE_HIT: Final = "cache_hit"
 OK: Final = "ok"
+# Blocks kept allocated past the ledger's end: ~3,000 records written on a full disk.
+RESERVE_BYTES: Final = 1024 * 1024
+_FALLOC_FL_KEEP_SIZE: Final = 1
+
+
+def _reserve_tail(fd: int, nbytes: int) -> bool:
+    """Allocate ``nbytes`` past the end of ``fd`` without changing its size (Linux only).
+
+    Appends then write into blocks that already exist, so they succeed on a full disk.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        fallocate = libc.fallocate
+        fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+        size = os.fstat(fd).st_size
+        return bool(fallocate(fd, _FALLOC_FL_KEEP_SIZE, size, nbytes) == 0)
+    except (OSError, AttributeError):
+        return False
 
 
 class LedgerWriteError(RuntimeError):
@@ -142,7 +170,9 @@ class SpendLedger:
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         if created:
             _fsync_directory(self.path.parent)  # the new file's name is durable too
+        self._since_reserve = 0
         self._end_torn_line()
+        _reserve_tail(self._fd, RESERVE_BYTES)
 
     def _end_torn_line(self) -> None:
         """After a crash mid-write, start our records on a fresh line."""
@@ -167,6 +197,11 @@ class SpendLedger:
                 os.fsync(self._fd)
         except OSError as exc:
             raise LedgerWriteError(f"could not record spend in {self.path}: {exc}") from exc
+        self._since_reserve += len(data)
+        if self._since_reserve > RESERVE_BYTES // 2:
+            # renew while half the reserve is left, so a disk that fills now finds it there
+            self._since_reserve = 0
+            _reserve_tail(self._fd, RESERVE_BYTES)
 
     def record(self, rec: LedgerRecord) -> None:
         """Append ``rec`` (its time set to now if unset); durable before this returns.

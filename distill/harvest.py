@@ -20,7 +20,7 @@ from typing import TypeVar
 import numpy as np
 
 from cache import CacheLike, VectorFormat
-from cache.store import EmbeddingStore
+from cache.store import EmbeddingStore, StoreError
 from vlmclient import (
     AuthenticationError,
     BudgetExceededError,
@@ -93,6 +93,7 @@ class HarvestResult:
     remaining_cost_usd: Decimal = Decimal(0)
     store_path: Path | None = None
     fatal: str | None = None
+    store_error: str | None = None  # the export failed after every item was bought
 
     @property
     def complete(self) -> bool:
@@ -201,6 +202,9 @@ async def harvest(
             account(sum(r.cached for r in out), sum(not r.cached for r in out))
 
     await asyncio.gather(*(embed_chunk(c) for c in chunks))
+    if client.storage_problem is not None and result.fatal is None:
+        # a failure on the last requests: nothing more was sent, but the run is not sound
+        result.fatal = client.storage_problem
 
     missing = [i for i in items if (i.row, i.view) not in vectors]
     if missing or len(text_vectors) != len(prompts):
@@ -212,15 +216,19 @@ async def harvest(
     image_matrix = np.stack(
         [np.stack([vectors[(row, v)] for v in range(views)]) for row in range(len(dataset.samples))]
     )
-    result.store_path = _write_store(
-        cache_dir,
-        client.teacher,
-        client.fingerprint,
-        dataset,
-        image_matrix,
-        np.stack(text_vectors),
-        prompts,
-    )
+    try:
+        result.store_path = _write_store(
+            cache_dir,
+            client.teacher,
+            client.fingerprint,
+            dataset,
+            image_matrix,
+            np.stack(text_vectors),
+            prompts,
+        )
+    except (OSError, StoreError) as exc:
+        # Every vector is paid for and cached; only the export failed (disk full...).
+        result.store_error = f"could not write the embedding store: {exc}"
     return result
 
 

@@ -33,6 +33,7 @@ from .errors import (
     APIStatusError,
     APITimeoutError,
     BudgetExceededError,
+    CacheStoreError,
     ConfigurationError,
     RateLimitError,
     ResponseValidationError,
@@ -206,6 +207,7 @@ class TeacherClient:
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._dims: dict[str, int] = {}
         self._ledger_error: str | None = None
+        self._cache_error: str | None = None  # set once the cache fails a paid result
         self._on_event = on_event
         self._http = httpx.AsyncClient(
             transport=transport or _default_transport(concurrency),
@@ -225,6 +227,15 @@ class TeacherClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    @property
+    def storage_problem(self) -> str | None:
+        """Why no further requests are sent: the ledger or the cache failed (None if fine)."""
+        if self._ledger_error is not None:
+            return f"the spend ledger cannot be written ({self._ledger_error})"
+        if self._cache_error is not None:
+            return f"the response cache cannot keep paid results ({self._cache_error})"
+        return None
 
     @property
     def fingerprint(self) -> str:
@@ -282,8 +293,12 @@ class TeacherClient:
             return None
         try:
             return self._cache.get(key)
-        except Exception:  # a broken cache must not stop a paid run; treat as a miss
-            log.exception("cache read failed for one key; treating it as a miss")
+        except Exception as exc:
+            # A cache that cannot read may hold this item already paid for: buying it again
+            # (and everything else) would pay twice. Treat it as a miss and send nothing more.
+            if self._cache_error is None:
+                self._cache_error = f"{type(exc).__name__}: {exc}"
+                log.critical("CACHE UNREADABLE: %s; no further requests will be sent", exc)
             return None
 
     def _from_entry(self, kind: Kind, entry: CacheEntry) -> EmbeddingResult | AnswerResult:
@@ -446,15 +461,19 @@ class TeacherClient:
         ]
         try:
             self._cache.set_many(entries)
-        except Exception:
-            # The money is spent; the caller still gets the results. Say it loudly.
+        except Exception as exc:
+            # The money is spent; the caller still gets the results. Whatever is bought next
+            # could not be stored either, so no further requests are sent (as for the ledger).
+            if self._cache_error is None:
+                self._cache_error = f"{type(exc).__name__}: {exc}"
             log.critical(
                 "PAID RESULTS NOT CACHED: writing %d %s results (request id %s) to the cache "
-                "failed; they are returned but a re-run would pay for them again",
+                "failed (%s: %s); no further requests will be sent",
                 len(entries),
                 kind,
                 parsed.request_id,
-                exc_info=True,
+                type(exc).__name__,
+                exc,
             )
 
     async def _send_with_retries(
@@ -482,6 +501,11 @@ class TeacherClient:
             raise SpendRecordError(
                 f"the spend ledger cannot be written ({self._ledger_error}); fix the disk "
                 "and run again: cached results are kept"
+            )
+        if self._cache_error is not None:
+            raise CacheStoreError(
+                f"the response cache cannot keep paid results ({self._cache_error}); "
+                "nothing more is bought until it can"
             )
         reservation = self.budget.reserve(estimate, items=len(spec.items))
         try:

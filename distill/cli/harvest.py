@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -15,6 +14,7 @@ from vlmclient import Budget, ConfigurationError, TeacherClient, TextEmbeddingRe
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from .progress import LiveProgress, console
+from .signals import run_paid
 
 
 def money(text: str) -> Decimal:
@@ -147,6 +147,12 @@ def run(args: argparse.Namespace) -> int:
             f"(`vlm-distill data scan {_shown(str(args.data))} --json` lists every one)"
         )
     with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger:
+        if cache.spill_problem is not None and not args.dry_run:
+            # Paid entries of an earlier run still cannot be stored: buying more would only
+            # add to them (a full disk, a damaged database). Nothing is sent.
+            out.print(f"[red]error:[/] {_shown(cache.spill_problem)}")
+            out.print(_storage_hint(args.cache))
+            return EXIT_ERROR
         client = open_client(args, cache, ledger)
 
         async def go() -> HarvestResult | None:
@@ -175,24 +181,36 @@ def run(args: argparse.Namespace) -> int:
                         on_progress=show,
                     )
 
-        result = asyncio.run(go())
+        result = run_paid(go())
     if result is None:
         return EXIT_OK
     code = _summary(out, result, client, args)
     from distill.report import append_run
 
-    append_run(
-        cdir.root,
-        {
-            "teacher": args.teacher,
-            "budget_usd": str(args.budget),
-            "spent_usd": str(client.budget.spent),
-            "bought": result.bought,
-            "cache_hits": result.cache_hits,
-            "exit_code": code,
-        },
-    )
+    try:
+        append_run(
+            cdir.root,
+            {
+                "teacher": args.teacher,
+                "budget_usd": str(args.budget),
+                "spent_usd": str(client.budget.spent),
+                "bought": result.bought,
+                "cache_hits": result.cache_hits,
+                "exit_code": code,
+            },
+        )
+    except OSError as exc:  # a full disk: the ledger, not this summary line, holds the spend
+        out.print(f"[yellow]could not note this run in {cdir.root}:[/] {_shown(str(exc))}")
+        code = code or EXIT_ERROR
     return code
+
+
+def _storage_hint(cache: Path) -> str:
+    return (
+        "Free disk space if the disk is full; if the database is damaged, run "
+        f"`vlm-distill cache recover --cache {_shown(str(cache))}`. Then run again: paid "
+        "results kept in the spill file are imported before anything is bought."
+    )
 
 
 async def _dry_run(client: TeacherClient, dataset, args) -> None:  # type: ignore[no-untyped-def]
@@ -236,7 +254,9 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
     for item, reason in result.failed[:10]:
         out.print(f"[red]failed[/] {_shown(item)}: {_shown(reason)}")
     if result.fatal:
-        out.print(f"[red]stopped:[/] {result.fatal}")
+        out.print(f"[red]stopped:[/] {_shown(result.fatal)}")
+        if client.storage_problem is not None:
+            out.print(_storage_hint(args.cache))
         return EXIT_ERROR
     if result.stopped_by_budget:
         out.print(
@@ -259,6 +279,12 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
                 f"[red]{len(result.failed) - unreadable} items failed at the teacher[/]; run "
                 "again to retry them (nothing paid is lost)."
             )
+        return EXIT_ERROR
+    if result.store_error:
+        out.print(
+            f"[red]{_shown(result.store_error)}[/]\nEverything is bought and cached; free disk "
+            "space, then run again (it sends nothing) or `vlm-distill cache export`."
+        )
         return EXIT_ERROR
     if result.store_path:
         out.print(f"embedding store: {result.store_path}")

@@ -280,9 +280,13 @@ def test_write_fails_loudly_when_another_process_holds_the_lock(tmp_path: Path) 
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        assert cache.get("a") is None
-        cache.set_many([("a", _entry(1))])
-        assert cache.get("a") is not None
+        # the refused (paid) entries are kept in the spill file and still served...
+        assert cache.get("a") is not None and "a" not in cache
+        assert cache.spill_problem is not None
+    # ...and the next open moves them into the database
+    with ResponseCache(tmp_path / "c") as cache:
+        assert "a" in cache and "b" in cache
+        assert cache.spill_problem is None
 
 
 WRITER = textwrap.dedent(
