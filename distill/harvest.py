@@ -209,7 +209,10 @@ async def harvest(
     missing = [i for i in items if (i.row, i.view) not in vectors]
     if missing or len(text_vectors) != len(prompts):
         result.remaining_items = len(missing) + (len(prompts) - len(text_vectors))
-        result.remaining_cost_usd = _remaining_cost(client, dataset, missing, prompts, text_vectors)
+        if result.fatal is None:  # after a fatal stop (a damaged cache...) no price is asked
+            result.remaining_cost_usd = _remaining_cost(
+                client, dataset, missing, prompts, text_vectors
+            )
         return result
     if not items or not prompts:
         return result  # nothing to export (unlabelled data or empty)
