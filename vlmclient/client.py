@@ -497,6 +497,28 @@ class TeacherClient:
     async def _attempt(
         self, spec: CallSpec, estimate: Decimal, tokens: int
     ) -> tuple[Parsed, Decimal]:
+        self._check_storage()
+        reservation = self.budget.reserve(estimate, items=len(spec.items))
+        try:
+            await self._sem.acquire()
+        except BaseException:
+            self.budget.release(reservation)
+            raise
+        try:
+            try:
+                await self._limiter.acquire(tokens)
+                self._check_storage()  # again: the ledger or cache may have failed meanwhile
+                request = self.provider.build_request(spec)
+            except BaseException:
+                self.budget.release(reservation)
+                raise
+            response = await self._send(spec, request, reservation)
+        finally:
+            self._sem.release()
+        return self._handle(spec, response, reservation)
+
+    def _check_storage(self) -> None:
+        """Refuse to send while paid results could not be recorded or kept."""
         if self._ledger_error is not None:
             raise SpendRecordError(
                 f"the spend ledger cannot be written ({self._ledger_error}); fix the disk "
@@ -507,23 +529,6 @@ class TeacherClient:
                 f"the response cache cannot keep paid results ({self._cache_error}); "
                 "nothing more is bought until it can"
             )
-        reservation = self.budget.reserve(estimate, items=len(spec.items))
-        try:
-            await self._sem.acquire()
-        except BaseException:
-            self.budget.release(reservation)
-            raise
-        try:
-            try:
-                await self._limiter.acquire(tokens)
-                request = self.provider.build_request(spec)
-            except BaseException:
-                self.budget.release(reservation)
-                raise
-            response = await self._send(spec, request, reservation)
-        finally:
-            self._sem.release()
-        return self._handle(spec, response, reservation)
 
     async def _send(
         self, spec: CallSpec, request: httpx.Request, reservation: Reservation

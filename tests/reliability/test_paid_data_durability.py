@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from cache import ResponseCache, SpendLedger
+from cache.spill import SpillFile
 from distill.data import scan
 from distill.server import Faults
 from tests.reliability.conftest import harvest_argv, ledger, paid, teacher
@@ -105,6 +106,7 @@ def fill(disk: Path, leave: int) -> Path:
     return filler
 
 
+@pytest.mark.slow
 def test_full_disk_stops_buying_keeps_paid_vectors_and_the_rerun_buys_nothing_twice(
     digits: Path, tmp_path: Path
 ) -> None:
@@ -125,6 +127,9 @@ def test_full_disk_stops_buying_keeps_paid_vectors_and_the_rerun_buys_nothing_tw
         assert "Free disk space" in full.stdout
         bill = server.billing()
         assert 0 < bill["images"] < needed  # it stopped early instead of buying on
+        # what was in flight at the first failed write is kept in the spill file
+        spilled = SpillFile(cache / "responses" / "spill.vdc").read()
+        assert 0 < len(spilled) <= CONCURRENCY * BATCH
         assert paid(ledger(cache)) >= Decimal(bill["usd"])  # every paid call is recorded
 
         filler.unlink()  # the user frees space and runs again
@@ -160,6 +165,7 @@ def _find_all(data: bytes, needle: bytes) -> Iterator[int]:
         i = data.find(needle, i + 1)
 
 
+@pytest.mark.slow
 def test_damaged_database_stops_the_harvest_and_cache_recover_saves_the_rest(
     digits: Path, tmp_path: Path
 ) -> None:
