@@ -214,11 +214,13 @@ def test_damaged_database_stops_the_harvest_and_cache_recover_saves_the_rest(
 # -- item 9: stop signals --------------------------------------------------------------
 
 
-def ok_records(path: Path) -> int:
+def images_bought(path: Path) -> int:
+    """Image requests recorded as ok (the prompts come first, one short request each)."""
     try:
-        return path.read_text().count('"outcome":"ok"')
+        lines = path.read_text().splitlines()
     except FileNotFoundError:
         return 0
+    return sum('"kind":"image_embedding"' in line and '"outcome":"ok"' in line for line in lines)
 
 
 @pytest.mark.parametrize(
@@ -241,7 +243,7 @@ def test_stop_signal_records_in_flight_requests_and_exits_128_plus_n(
             text=True,
         )
         deadline = time.monotonic() + 60
-        while ok_records(cache / "ledger.jsonl") < 3 and time.monotonic() < deadline:
+        while images_bought(cache / "ledger.jsonl") < 3 and time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.01)
         for _ in range(times):
@@ -252,7 +254,8 @@ def test_stop_signal_records_in_flight_requests_and_exits_128_plus_n(
         assert "everything bought so far is cached" not in err
         assert "Traceback" not in out + err and "never retrieved" not in err, err
         cancelled = [r for r in ledger(cache) if r.outcome == "cancelled"]
-        assert cancelled, "requests in flight at the signal must be in the ledger"
+        # the requests in flight at the signal are in the ledger, at their reservation
+        assert 1 <= len(cancelled) <= CONCURRENCY
 
         resumed = cli(*small_batches(server.url, digits, cache))
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
