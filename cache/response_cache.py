@@ -283,10 +283,17 @@ class ResponseCache:
             self._cache = diskcache.Cache(
                 str(self.directory), timeout=timeout, disk=BytesOnlyDisk, **CACHE_SETTINGS
             )
+        except sqlite3.OperationalError as exc:
+            # a full disk or a lock, not damage: moving a sound database aside would be wrong
+            raise CacheError(
+                f"cache database in {self.directory} cannot be opened ({exc}); if the disk "
+                "is full, free space and run again"
+            ) from exc
         except sqlite3.DatabaseError as exc:
             raise CacheCorruptError(
                 f"cache database in {self.directory} cannot be opened ({exc}); "
-                "move it aside (or restore a backup) and run again"
+                "recover what is readable into a fresh database (vlm-distill cache recover), "
+                "or move it aside (or restore a backup), and run again"
             ) from exc
         self._closed = False
         self._spill = SpillFile(self.directory / SPILL_NAME) if spill else None
@@ -327,23 +334,22 @@ class ResponseCache:
         if not isinstance(key, str):
             raise TypeError(f"cache keys must be str, got {type(key).__name__}")
         key = str(key)  # plain str, also for subclasses such as numpy.str_
-        try:
-            data = self._cache.get(key, default=None, retry=False)
-        except sqlite3.DatabaseError as exc:
-            data = self._spilled.get(key)
-            if data is None:
+        # A value the database refused (or garbled) waits in the spill file: it wins.
+        data = self._spilled.get(key)
+        if data is None:
+            try:
+                data = self._cache.get(key, default=None, retry=False)
+            except sqlite3.DatabaseError as exc:
                 # A damaged database, not a damaged value: buying the item again would not
                 # help (the write lands on the same broken pages), so say it instead.
                 raise CacheCorruptError(
                     f"cache database in {self.directory} cannot be read ({exc}); "
                     "recover it into a fresh database before buying more"
                 ) from exc
-        except (OSError, CacheCorruptError, diskcache.Timeout) as exc:
-            log.warning("cache %s: entry %s unreadable, treated as a miss: %s", self.directory,
-                        key, exc)
-            return None
-        if data is None:
-            data = self._spilled.get(key)
+            except (OSError, CacheCorruptError, diskcache.Timeout) as exc:
+                log.warning("cache %s: entry %s unreadable, treated as a miss: %s",
+                            self.directory, key, exc)
+                return None
         if data is None:
             return None
         try:

@@ -132,6 +132,15 @@ def test_full_disk_stops_buying_keeps_paid_vectors_and_the_rerun_buys_nothing_tw
         assert 0 < len(spilled) <= CONCURRENCY * BATCH
         assert paid(ledger(cache)) >= Decimal(bill["usd"])  # every paid call is recorded
 
+        # run again on the still full disk: it says so (and does not call the sound
+        # database damaged), and nothing is bought
+        still_full = cli(*small_batches(server.url, digits, cache, "--views", str(views)))
+        assert still_full.returncode == 1, still_full.stdout + still_full.stderr
+        no_traceback(still_full)
+        said = still_full.stdout + still_full.stderr
+        assert "disk is full, free space" in said and "move it aside" not in said, said
+        assert server.billing()["images"] == bill["images"]
+
         filler.unlink()  # the user frees space and runs again
         again = cli(*small_batches(server.url, digits, cache, "--views", str(views)))
         assert again.returncode == 0, again.stdout + again.stderr
