@@ -42,19 +42,25 @@ class RecoverResult:
     ``copied``: entries now in the fresh database (spilled ones included);
     ``from_spill``: of those, entries taken from the spill file; ``unreadable``: entries
     of the old database that could not be read or decoded (they are missing and will be
-    bought again; when the old count is unreadable, the row ids that failed, an upper bound);
+    bought again; when the old count is unreadable, the row ids that failed, an upper bound;
+    None when the old database cannot be read at all);
     ``expected``: the old database's own entry count, when it could still be read;
     ``kept_at``: where the old directory was moved.
     """
 
     copied: int
     from_spill: int
-    unreadable: int
+    unreadable: int | None
     expected: int | None
     kept_at: Path
 
 
-def _max_rowid(con: sqlite3.Connection, expected: int | None) -> int:
+def _max_rowid(con: sqlite3.Connection, expected: int | None) -> int | None:
+    """The highest row id, or a generous bound; None when not even the schema reads."""
+    try:
+        con.execute("SELECT 1 FROM Cache LIMIT 0").fetchall()
+    except sqlite3.DatabaseError:
+        return None  # not a database, or its schema page is gone: nothing to copy
     for sql in (
         "SELECT max(rowid) FROM Cache",
         "SELECT max(rowid) FROM Cache INDEXED BY Cache_key_raw",
@@ -128,6 +134,8 @@ def recover_cache(directory: str | os.PathLike[str]) -> RecoverResult:
             with closing(con):
                 expected = _expected(con)
                 top = _max_rowid(con, expected)
+                if top is None:
+                    failed, top = -1, 0  # unknown: the old database cannot even be read
                 batch: list[tuple[str, bytes]] = []
                 for lo in range(1, top + 1, _BATCH):
                     for row in _rows(con, lo, min(lo + _BATCH - 1, top)):
@@ -153,7 +161,9 @@ def recover_cache(directory: str | os.PathLike[str]) -> RecoverResult:
                     fresh._store_raw(batch)
                     copied += len(batch)
         # a damaged page can hide row ids that never existed: trust the old count if known
-        unreadable = failed if expected is None else max(0, expected - copied)
+        unreadable: int | None = failed if expected is None else max(0, expected - copied)
+        if failed < 0:
+            unreadable = None
         spilled = SpillFile(directory / SPILL_NAME).read()
         if spilled:
             fresh._store_raw(spilled)

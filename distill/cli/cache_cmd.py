@@ -87,12 +87,15 @@ def _run(args: argparse.Namespace, cdir, out) -> int:  # type: ignore[no-untyped
         from cache.recover import recover_cache
 
         r = recover_cache(cdir.responses)
+        if r.unreadable is None:
+            lost = "nothing of the old database could be read"
+        else:
+            of = f" of {r.expected}" if r.expected is not None else ""
+            lost = f"{r.unreadable} entries{of} could not be read"
+        spill = f" ({r.from_spill} from the spill file)" if r.from_spill else ""
         out.print(
-            f"recovered {r.copied} entries into a fresh database"
-            + (f" ({r.from_spill} from the spill file)" if r.from_spill else "")
-            + f"; {r.unreadable} entries could not be read"
-            + (f" (of {r.expected})" if r.expected is not None else "")
-            + " and will be bought again by the next harvest"
+            f"recovered {r.copied} entries into a fresh database{spill}; {lost}: the next "
+            "harvest buys what is missing"
         )
         out.print(f"the damaged database is kept in {r.kept_at}")
         return EXIT_OK
