@@ -273,3 +273,24 @@ def test_stop_signal_records_in_flight_requests_and_exits_128_plus_n(
     assert paid(ledger(cache)) >= sum((b.usd for b in bills), Decimal(0))
     billed_images = sum(b.images for b in bills)
     assert needed <= billed_images <= needed + CONCURRENCY * BATCH
+
+
+def test_a_failed_store_export_after_buying_everything_is_a_message_not_a_traceback(
+    digits: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "stores").write_text("not a folder")  # the export's OSError, as on a full disk
+    needed = n_items(digits) - len(scan(digits).class_names)
+    with teacher() as server:
+        first = cli(*small_batches(server.url, digits, cache))
+        assert first.returncode == 1, first.stdout + first.stderr
+        no_traceback(first)
+        assert "could not write the embedding store" in first.stdout
+        assert "Everything is bought and cached" in first.stdout
+        (cache / "stores").unlink()
+        again = cli(*small_batches(server.url, digits, cache))
+        assert again.returncode == 0 and "embedding store:" in again.stdout, again.stdout
+        bill = server.billing()
+    assert bill["images"] == needed  # the rerun sent nothing
+    assert paid(ledger(cache)) >= Decimal(bill["usd"])
