@@ -60,6 +60,7 @@ def run_paid(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(coro)``, stopping cleanly on a stop signal (raises :class:`Interrupted`)."""
     loop = asyncio.new_event_loop()
     received: list[int] = []
+    installed: list[int] = []
     try:
         task = loop.create_task(coro)
 
@@ -74,7 +75,11 @@ def run_paid(coro: Coroutine[Any, Any, T]) -> T:
                 )
 
         for signum in STOP_SIGNALS:
-            loop.add_signal_handler(signum, on_signal, signum)
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+            except (ValueError, RuntimeError, NotImplementedError):
+                continue  # not the main thread, or no signals here: Python's defaults apply
+            installed.append(signum)
         try:
             # a signal after the task's last await changes nothing: its work is complete
             return loop.run_until_complete(task)
@@ -83,7 +88,7 @@ def run_paid(coro: Coroutine[Any, Any, T]) -> T:
                 raise Interrupted(received[0]) from None
             raise
     finally:
-        for signum in STOP_SIGNALS:
+        for signum in installed:
             loop.remove_signal_handler(signum)
         _finish(loop)
 
