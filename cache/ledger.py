@@ -19,7 +19,7 @@ where it cannot be made, ``record`` raises :class:`LedgerWriteError`.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import json
 import logging
 import os
@@ -61,16 +61,27 @@ def _reserve_tail(fd: int, nbytes: int) -> bool:
 
     Appends then write into blocks that already exist, so they succeed on a full disk.
     """
-    if not sys.platform.startswith("linux"):
+    fallocate = _fallocate()
+    if fallocate is None:
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        fallocate = libc.fallocate
-        fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
         size = os.fstat(fd).st_size
-        return bool(fallocate(fd, _FALLOC_FL_KEEP_SIZE, size, nbytes) == 0)
-    except (OSError, AttributeError):
+    except OSError:
         return False
+    return bool(fallocate(fd, _FALLOC_FL_KEEP_SIZE, size, nbytes) == 0)
+
+
+@functools.cache
+def _fallocate() -> Any:
+    """libc's ``fallocate`` (Linux), looked up once; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate  # symbols already loaded
+    except (OSError, AttributeError):
+        return None
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    return fallocate
 
 
 class LedgerWriteError(RuntimeError):
