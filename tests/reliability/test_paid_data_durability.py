@@ -294,3 +294,49 @@ def test_a_failed_store_export_after_buying_everything_is_a_message_not_a_traceb
         bill = server.billing()
     assert bill["images"] == needed  # the rerun sent nothing
     assert paid(ledger(cache)) >= Decimal(bill["usd"])
+
+
+@pytest.mark.slow
+def test_a_database_that_does_not_keep_writes_stops_and_its_spill_waits_for_recover(
+    digits: Path, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    cache = tmp_path / "cache"
+    needed = n_items(digits) - len(scan(digits).class_names)
+    ResponseCache(cache / "responses").close()
+    # what a damaged page can do, made with real SQLite triggers: every write is garbled
+    con = sqlite3.connect(cache / "responses" / "cache.db")
+    for event in ("INSERT", "UPDATE"):
+        con.execute(
+            f"CREATE TRIGGER garble_{event} AFTER {event} ON Cache WHEN NEW.value IS NOT x'00' "
+            "BEGIN UPDATE Cache SET value = x'00' WHERE rowid = NEW.rowid; END"
+        )
+    con.commit()
+    con.close()
+    with teacher() as server:
+        first = cli(*small_batches(server.url, digits, cache))
+        assert first.returncode == 1, first.stdout + first.stderr
+        no_traceback(first)
+        assert "do not read back" in first.stdout and "spill.vdc" in first.stdout
+        bought = server.billing()["images"]
+        assert bought <= CONCURRENCY * BATCH  # the first batch and what was in flight
+
+        # the spill cannot go into that database: the next run says so and buys nothing
+        waiting = cli(*small_batches(server.url, digits, cache))
+        assert waiting.returncode == 1, waiting.stdout + waiting.stderr
+        no_traceback(waiting)
+        assert "paid entries wait in" in waiting.stdout and "cache recover" in waiting.stdout
+        assert server.billing()["images"] == bought
+
+        recovered = cli("cache", "recover", "--cache", str(cache))
+        assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+        assert "from the spill file" in recovered.stdout
+        done = cli(*small_batches(server.url, digits, cache))
+        assert done.returncode == 0, done.stdout + done.stderr
+    # what was spilled was never bought again: each prompt batch and image paid once
+    bills = server.bills()
+    prompts = len(scan(digits).class_names)
+    assert sum(b.images == 0 for b in bills) == -(-prompts // BATCH)
+    assert sum(b.images for b in bills) == needed
+    assert paid(ledger(cache)) >= sum((b.usd for b in bills), Decimal(0))
