@@ -232,6 +232,7 @@ def images_bought(path: Path) -> int:
     return sum('"kind":"image_embedding"' in line and '"outcome":"ok"' in line for line in lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "times"),
     [(signal.SIGTERM, 1), (signal.SIGHUP, 1), (signal.SIGQUIT, 1), (signal.SIGINT, 2)],
@@ -275,6 +276,7 @@ def test_stop_signal_records_in_flight_requests_and_exits_128_plus_n(
     assert needed <= billed_images <= needed + CONCURRENCY * BATCH
 
 
+@pytest.mark.slow
 def test_a_failed_store_export_after_buying_everything_is_a_message_not_a_traceback(
     digits: Path, tmp_path: Path
 ) -> None:
