@@ -15,6 +15,7 @@ from .ledger import (
     read_ledger,
     totals,
 )
+from .recover import RecoverResult, recover_cache
 from .response_cache import (
     CacheCorruptError,
     CacheError,
@@ -24,6 +25,7 @@ from .response_cache import (
     ResponseCache,
     verify_cache,
 )
+from .spill import SpillFile
 from .store import EmbeddingStore, StoreError
 
 __all__ = [
@@ -42,8 +44,10 @@ __all__ = [
     "LedgerRecord",
     "LedgerWriteError",
     "MemoryCache",
+    "RecoverResult",
     "ResponseCache",
     "SpendLedger",
+    "SpillFile",
     "StoreError",
     "Totals",
     "VectorFormat",
@@ -54,6 +58,7 @@ __all__ = [
     "make_key",
     "quantize",
     "read_ledger",
+    "recover_cache",
     "totals",
     "verify_cache",
 ]

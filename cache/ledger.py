@@ -7,15 +7,23 @@ holds every record whose ``record()`` call returned, and at most one torn last l
 which the reader skips and reports. Several processes may append to one ledger: each
 line is written by a single ``write`` to an append-mode descriptor.
 
+A full disk must not cost the record of a call that was paid: on Linux the ledger keeps
+``RESERVE_BYTES`` of blocks allocated past its end (``fallocate`` with KEEP_SIZE, renewed
+as it grows), so appends land in space reserved while the disk still had room.
+
 Caveats: an fsync on a network file system or a disk that lies about its write cache
-guarantees less; a full disk makes ``record`` raise :class:`LedgerWriteError`.
+guarantees less; once the reserve is used up on a full disk (thousands of records), or
+where it cannot be made, ``record`` raises :class:`LedgerWriteError`.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -45,6 +53,37 @@ log = logging.getLogger(__name__)
 
 CACHE_HIT: Final = "cache_hit"
 OK: Final = "ok"
+# Blocks kept allocated past the ledger's end: ~3,000 records written on a full disk.
+RESERVE_BYTES: Final = 1024 * 1024
+_FALLOC_FL_KEEP_SIZE: Final = 1
+
+
+def _reserve_tail(fd: int, nbytes: int) -> bool:
+    """Allocate ``nbytes`` past the end of ``fd`` without changing its size (Linux only).
+
+    Appends then write into blocks that already exist, so they succeed on a full disk.
+    """
+    fallocate = _fallocate()
+    if fallocate is None:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+    except OSError:
+        return False
+    return bool(fallocate(fd, _FALLOC_FL_KEEP_SIZE, size, nbytes) == 0)
+
+
+@functools.cache
+def _fallocate() -> Any:
+    """libc's ``fallocate`` (Linux), looked up once; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate  # symbols already loaded
+    except (OSError, AttributeError):
+        return None
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    return fallocate
 
 
 class LedgerWriteError(RuntimeError):
@@ -177,7 +216,9 @@ class SpendLedger:
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         if created:
             _fsync_directory(self.path.parent)  # the new file's name is durable too
+        self._since_reserve = 0
         self._end_torn_line()
+        _reserve_tail(self._fd, RESERVE_BYTES)
 
     def _end_torn_line(self) -> None:
         """After a crash mid-write, start our records on a fresh line."""
@@ -202,6 +243,11 @@ class SpendLedger:
                 os.fsync(self._fd)
         except OSError as exc:
             raise LedgerWriteError(f"could not record spend in {self.path}: {exc}") from exc
+        self._since_reserve += len(data)
+        if self._since_reserve > RESERVE_BYTES // 2:
+            # renew while half the reserve is left, so a disk that fills now finds it there
+            self._since_reserve = 0
+            _reserve_tail(self._fd, RESERVE_BYTES)
 
     def record(self, rec: LedgerRecord) -> None:
         """Append ``rec`` (its time set to now if unset); durable before this returns.

@@ -20,7 +20,7 @@ from typing import TypeVar
 import numpy as np
 
 from cache import CacheLike, VectorFormat
-from cache.store import EmbeddingStore
+from cache.store import EmbeddingStore, StoreError
 from vlmclient import (
     AuthenticationError,
     BudgetExceededError,
@@ -96,6 +96,7 @@ class HarvestResult:
     store_path: Path | None = None
     fatal: str | None = None
     overrun: str | None = None  # the provider billed more than reserved: what happened
+    store_error: str | None = None  # the export failed after every item was bought
 
     @property
     def complete(self) -> bool:
@@ -210,29 +211,38 @@ async def harvest(
     await asyncio.gather(*(embed_chunk(c) for c in chunks))
     if client.overrun is not None:  # even when the overrun was the last request
         result.overrun = str(client.overrun)
+    if client.storage_problem is not None and result.fatal is None:
+        # a failure on the last requests: nothing more was sent, but the run is not sound
+        result.fatal = client.storage_problem
 
     missing = [i for i in items if (i.row, i.view) not in vectors]
     if missing or len(text_vectors) != len(prompts):
-        # Counted by the cache, not by the failed chunks: a chunk stopped by the budget may
-        # hold items that were cached all along, and those cost nothing to finish.
-        result.remaining_items, result.remaining_cost_usd = _remaining(
-            client, dataset, missing, prompts, text_vectors
-        )
+        result.remaining_items = len(missing) + (len(prompts) - len(text_vectors))
+        if result.fatal is None:  # after a fatal stop (a damaged cache...) the cache is not asked
+            # Counted by the cache, not by the failed chunks: a chunk stopped by the budget may
+            # hold items that were cached all along, and those cost nothing to finish.
+            result.remaining_items, result.remaining_cost_usd = _remaining(
+                client, dataset, missing, prompts, text_vectors
+            )
         return result
     if not items or not prompts:
         return result  # nothing to export (unlabelled data or empty)
     image_matrix = np.stack(
         [np.stack([vectors[(row, v)] for v in range(views)]) for row in range(len(dataset.samples))]
     )
-    result.store_path = _write_store(
-        cache_dir,
-        client.teacher,
-        client.fingerprint,
-        dataset,
-        image_matrix,
-        np.stack(text_vectors),
-        prompts,
-    )
+    try:
+        result.store_path = _write_store(
+            cache_dir,
+            client.teacher,
+            client.fingerprint,
+            dataset,
+            image_matrix,
+            np.stack(text_vectors),
+            prompts,
+        )
+    except (OSError, StoreError) as exc:
+        # Every vector is paid for and cached; only the export failed (disk full...).
+        result.store_error = f"could not write the embedding store: {exc}"
     return result
 
 

@@ -35,6 +35,7 @@ from .errors import (
     APITimeoutError,
     BudgetExceededError,
     BudgetOverrunError,
+    CacheStoreError,
     ConfigurationError,
     MalformedResponsesError,
     RateLimitError,
@@ -333,6 +334,7 @@ class TeacherClient:
         self._warned_estimated = False
         self.billed_ok = 0  # billed 200s we could use
         self.billed_malformed = 0  # billed 200s we could not use
+        self._cache_error: str | None = None  # set once the cache fails a paid result
         self._on_event = on_event
         self._http = httpx.AsyncClient(
             transport=transport or _default_transport(concurrency),
@@ -352,6 +354,15 @@ class TeacherClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    @property
+    def storage_problem(self) -> str | None:
+        """Why no further requests are sent: the ledger or the cache failed (None if fine)."""
+        if self._ledger_error is not None:
+            return f"the spend ledger cannot be written ({self._ledger_error})"
+        if self._cache_error is not None:
+            return f"the response cache cannot keep paid results ({self._cache_error})"
+        return None
 
     @property
     def fingerprint(self) -> str:
@@ -417,8 +428,12 @@ class TeacherClient:
             return None
         try:
             return self._cache.get(key)
-        except Exception:  # a broken cache must not stop a paid run; treat as a miss
-            log.exception("cache read failed for one key; treating it as a miss")
+        except Exception as exc:
+            # A cache that cannot read may hold this item already paid for: buying it again
+            # (and everything else) would pay twice. Treat it as a miss and send nothing more.
+            if self._cache_error is None:
+                self._cache_error = f"{type(exc).__name__}: {exc}"
+                log.critical("CACHE UNREADABLE: %s; no further requests will be sent", exc)
             return None
 
     def _from_entry(self, kind: Kind, entry: CacheEntry) -> EmbeddingResult | AnswerResult:
@@ -596,15 +611,19 @@ class TeacherClient:
         ]
         try:
             self._cache.set_many(entries)
-        except Exception:
-            # The money is spent; the caller still gets the results. Say it loudly.
+        except Exception as exc:
+            # The money is spent; the caller still gets the results. Whatever is bought next
+            # could not be stored either, so no further requests are sent (as for the ledger).
+            if self._cache_error is None:
+                self._cache_error = f"{type(exc).__name__}: {exc}"
             log.critical(
                 "PAID RESULTS NOT CACHED: writing %d %s results (request id %s) to the cache "
-                "failed; they are returned but a re-run would pay for them again",
+                "failed (%s: %s); no further requests will be sent",
                 len(entries),
                 kind,
                 parsed.request_id,
-                exc_info=True,
+                type(exc).__name__,
+                exc,
             )
 
     async def _send_with_retries(
@@ -628,11 +647,7 @@ class TeacherClient:
     async def _attempt(
         self, spec: CallSpec, estimate: Decimal, tokens: int
     ) -> tuple[Parsed, Decimal]:
-        if self._ledger_error is not None:
-            raise SpendRecordError(
-                f"the spend ledger cannot be written ({self._ledger_error}); fix the disk "
-                "and run again: cached results are kept"
-            )
+        self._check_storage()
         if self._overrun is not None:
             raise _again(self._overrun)
         if self._breaker is not None:
@@ -646,8 +661,7 @@ class TeacherClient:
         try:
             try:
                 await self._limiter.acquire(tokens)
-                # Again after the waits for a slot and the rate limit: an overrun or the
-                # breaker may have stopped spending meanwhile, and this is not sent yet.
+                self._check_storage()  # again: the ledger or cache may have failed meanwhile
                 if self._overrun is not None:
                     raise _again(self._overrun)
                 if self._breaker is not None:
@@ -660,6 +674,19 @@ class TeacherClient:
         finally:
             self._sem.release()
         return self._handle(spec, response, reservation)
+
+    def _check_storage(self) -> None:
+        """Refuse to send while paid results could not be recorded or kept."""
+        if self._ledger_error is not None:
+            raise SpendRecordError(
+                f"the spend ledger cannot be written ({self._ledger_error}); fix the disk "
+                "and run again: cached results are kept"
+            )
+        if self._cache_error is not None:
+            raise CacheStoreError(
+                f"the response cache cannot keep paid results ({self._cache_error}); "
+                "nothing more is bought until it can"
+            )
 
     async def _send(
         self, spec: CallSpec, request: httpx.Request, reservation: Reservation

@@ -12,6 +12,7 @@ so callers only ever need ``except VLMError``.
     │   └── BudgetOverrunError      the provider billed more than we reserved (sending stops)
     ├── InputError                  an image or text we cannot send (nothing was sent)
     ├── SpendRecordError            the spend ledger cannot be written (spending stops)
+    │   └── CacheStoreError         the response cache cannot store or read paid results
     └── APIError                    something went wrong talking to the provider
         ├── APIConnectionError      no HTTP response (``sent`` says if it may have been billed)
         │   └── APITimeoutError
@@ -40,6 +41,7 @@ __all__ = [
     "BadRequestError",
     "BudgetExceededError",
     "BudgetOverrunError",
+    "CacheStoreError",
     "ConfigurationError",
     "InputError",
     "InternalServerError",
@@ -67,6 +69,11 @@ class ConfigurationError(VLMError):
 
 class SpendRecordError(VLMError):
     """The spend ledger cannot be written: no further money is spent until it can."""
+
+
+class CacheStoreError(SpendRecordError):
+    """The response cache cannot store (or read back) paid results: no further money is
+    spent, since whatever is bought next could not be kept either."""
 
 
 class InputError(VLMError):

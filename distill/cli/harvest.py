@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 from collections.abc import Sequence
 from decimal import Decimal
@@ -18,6 +17,7 @@ from vlmclient.prices import PriceTable
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from .progress import LiveProgress, console
+from .signals import run_paid
 from .validate import (
     MAX_BATCH_SIZE,
     MAX_CONCURRENCY,
@@ -221,6 +221,12 @@ def run(args: argparse.Namespace) -> int:
             f"(`vlm-distill data scan {_shown(str(args.data))} --json` lists every one)"
         )
     with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger:
+        if cache.spill_problem is not None and not args.dry_run:
+            # Paid entries of an earlier run still cannot be stored: buying more would only
+            # add to them (a full disk, a damaged database). Nothing is sent.
+            out.print(f"[red]error:[/] {_shown(cache.spill_problem)}")
+            out.print(_storage_hint(args.cache))
+            return EXIT_ERROR
         client = open_client(args, cache, ledger)
 
         async def go() -> HarvestResult | None:
@@ -249,25 +255,37 @@ def run(args: argparse.Namespace) -> int:
                         on_progress=show,
                     )
 
-        result = asyncio.run(go())
+        result = run_paid(go())
     if result is None:
         return EXIT_OK
     code = _summary(out, result, client, args)
     from distill.report import append_run
 
-    append_run(
-        cdir.root,
-        {
-            "teacher": args.teacher,
-            "budget_usd": str(args.budget),
-            "spent_usd": str(client.budget.spent),
-            "bought": result.bought,
-            "cache_hits": result.cache_hits,
-            "overruns": client.budget.overruns,
-            "exit_code": code,
-        },
-    )
+    try:
+        append_run(
+            cdir.root,
+            {
+                "teacher": args.teacher,
+                "budget_usd": str(args.budget),
+                "spent_usd": str(client.budget.spent),
+                "bought": result.bought,
+                "cache_hits": result.cache_hits,
+                "overruns": client.budget.overruns,
+                "exit_code": code,
+            },
+        )
+    except OSError as exc:  # a full disk: the ledger, not this summary line, holds the spend
+        out.print(f"[yellow]could not note this run in {cdir.root}:[/] {_shown(str(exc))}")
+        code = code or EXIT_ERROR
     return code
+
+
+def _storage_hint(cache: Path) -> str:
+    return (
+        "Free disk space if the disk is full; if the database is damaged, run "
+        f"`vlm-distill cache recover --cache {_shown(str(cache))}`. Then run again: paid "
+        "results kept in the spill file are imported before anything is bought."
+    )
 
 
 async def _dry_run(client: TeacherClient, dataset, args) -> None:  # type: ignore[no-untyped-def]
@@ -308,7 +326,7 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
     if client.stats.estimated:
         t.add_row("charged at our estimate", f"{client.stats.estimated} requests (no usage said)")
     out.print(t)
-    if result.cache_hits and not result.bought:
+    if result.cache_hits and not result.bought and not result.remaining_items:
         out.print("Everything was already cached: this run spent $0.")
     for item, reason in result.failed[:10]:
         out.print(f"[red]failed[/] {_shown(item)}: {_shown(reason)}")
@@ -327,7 +345,9 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
         )
         return EXIT_BUDGET
     if result.fatal:
-        out.print(f"[red]stopped:[/] {result.fatal}")
+        out.print(f"[red]stopped:[/] {_shown(result.fatal)}")
+        if client.storage_problem is not None:
+            out.print(_storage_hint(args.cache))
         return EXIT_ERROR
     if result.stopped_by_budget:
         out.print(
@@ -350,6 +370,12 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
                 f"[red]{len(result.failed) - unreadable} items failed at the teacher[/]; run "
                 "again to retry them (nothing paid is lost)."
             )
+        return EXIT_ERROR
+    if result.store_error:
+        out.print(
+            f"[red]{_shown(result.store_error)}[/]\nEverything is bought and cached; free disk "
+            "space, then run again (it sends nothing) or `vlm-distill cache export`."
+        )
         return EXIT_ERROR
     if result.store_path:
         out.print(f"embedding store: {result.store_path}")

@@ -8,7 +8,6 @@ every image's raw answer, parsed label, second opinion, student prediction and d
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 from pathlib import Path
@@ -23,6 +22,7 @@ from vlmclient.providers.reasoning import REASONING_LEVELS
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from .progress import console
+from .signals import run_paid
 
 ROUTES = ("answer", "zeroshot")
 CHECKS = ("zeroshot", "resample", "answer", "none")
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
                 }.get(args.check)  # fmt: skip
                 return first, (await second() if second is not None else None)
 
-        labels, second = asyncio.run(go())
+        labels, second = run_paid(go())
     student = None
     if args.student_run is not None:
         student = _student_predictions(args.student_run, dataset, names)

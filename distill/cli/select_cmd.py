@@ -12,7 +12,6 @@ When the budget covers everything, this is the ordinary harvest.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +23,7 @@ from vlmclient import ConfigurationError, TextEmbeddingRequest
 
 from . import EXIT_BUDGET, EXIT_OK
 from .progress import console
+from .signals import run_paid
 from .validate import int_in
 
 SELECTIONS = ("random", "uncertainty", "coreset")
@@ -111,7 +111,7 @@ def _rounds(args, client, cache, cdir, dataset, state_file):  # type: ignore[no-
                 on_round=lambda r, ids: out.print(f"round {r + 1}: picked {len(ids)} images"),
             )
 
-    result = asyncio.run(go())
+    result = run_paid(go())
     store = manifest = None
     if result.bought_ids:
         manifest = state_file.with_suffix(".csv")
