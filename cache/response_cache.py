@@ -239,6 +239,18 @@ def _directory_bytes(directory: Path) -> int:
     return total
 
 
+def _private_db(path: Path) -> None:
+    """Create the database file 0600 before sqlite does (it would use the umask, often
+    0644); sqlite gives its -wal and -shm files the same mode. Paid data is private."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # an existing cache keeps the mode its owner chose
+    except OSError:
+        return  # read-only or missing folder: opening the cache reports it
+    os.close(fd)
+
+
 class ResponseCache:
     """A durable, process-safe cache of paid responses, keyed by :func:`cache.make_key`.
 
@@ -267,6 +279,7 @@ class ResponseCache:
         if not self.directory.exists():
             # 0o700: responses may include private images' descriptions
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        _private_db(self.directory / "cache.db")
         try:
             self._cache = diskcache.Cache(
                 str(self.directory), timeout=timeout, disk=BytesOnlyDisk, **CACHE_SETTINGS
