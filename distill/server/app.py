@@ -26,7 +26,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -47,7 +47,9 @@ from .faults import Fault, FaultPlan, SlidingWindowLimiter, go_duration, retry_a
 from .wire import (
     ChatRequest,
     EmbedInput,
+    ImagePart,
     WireError,
+    check_pixels,
     parse_chat,
     parse_cohere_embed,
     parse_openai_embed,
@@ -58,6 +60,8 @@ __all__ = ["TeacherApp", "TeacherState", "create_app"]
 log = logging.getLogger(__name__)
 
 _DROP_KEY = "vlm_distill.drop_connection"
+# On a refusal before the body was read: uvicorn then closes instead of reading on.
+_CLOSE = {"Connection": "close"}
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 NO_IMAGE_ANSWER = "No image was given."
 
@@ -110,6 +114,7 @@ _OPENAI_TYPES = {
     400: ("invalid_request_error", None),
     401: ("invalid_request_error", "invalid_api_key"),
     404: ("invalid_request_error", "not_found"),
+    408: ("invalid_request_error", "request_timeout"),
     413: ("invalid_request_error", "request_too_large"),
     429: ("requests", "rate_limit_exceeded"),
     500: ("server_error", None),
@@ -150,23 +155,43 @@ def _new_request_id(style: str) -> str:
     return str(uuid.uuid4()) if style == "cohere" else f"req_{uuid.uuid4().hex}"
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None if it is larger than ``limit``.
+class BodyRefused(Exception):
+    """The body is not read (any further): too large, too slow, or the client left."""
 
-    An oversized body is still drained (and thrown away): answering 413 while the client
-    is still writing makes many clients report a broken pipe instead of the 413.
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, read only while it stays within ``limit`` bytes and ``timeout_s`` seconds.
+
+    A declared ``Content-Length`` over the limit is refused before a byte is read, and a
+    chunked body is read only up to the limit: draining what a client insists on sending
+    is how one caller holds the server's memory and time. The refusal closes the
+    connection, so some clients see a reset instead of the 413; that is the trade-off.
     """
-    declared = request.headers.get("content-length", "")
-    too_big = declared.isdigit() and int(declared) > limit
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            too_big = True
-        if not too_big:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyRefused(413, f"request body exceeds {limit} bytes")
+
+    async def read() -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyRefused(413, f"request body exceeds {limit} bytes")
             chunks.append(chunk)
-    return None if too_big else b"".join(chunks)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(read(), timeout_s)
+    except asyncio.TimeoutError as exc:
+        raise BodyRefused(408, f"request body not received within {timeout_s:g} s") from exc
+    except ClientDisconnect as exc:
+        raise BodyRefused(400, "client disconnected while sending the body") from exc
 
 
 async def _sleep_unless_disconnected(request: Request, seconds: float) -> None:
@@ -280,12 +305,15 @@ def create_app(
         work: Callable[[Any, str], Awaitable[Outcome]],
     ) -> Response:
         rid = _new_request_id(style)
-        raw = await _read_body(request, config.max_body_bytes)
-        if raw is None:
-            return error(style, 413, f"request body exceeds {config.max_body_bytes} bytes", rid)
         if not state.authorised(request):
+            # Before the body is read: a caller without the token costs no memory or time.
             # Never echo what was sent: a wrong key is often someone's real key.
-            return error(style, 401, "invalid or missing bearer token", rid)
+            return error(style, 401, "invalid or missing bearer token", rid, headers=_CLOSE)
+        try:
+            raw = await _read_body(request, config.max_body_bytes, config.body_timeout_s)
+        except BodyRefused as exc:
+            # The rest of the body is not wanted: close rather than let the server drain it.
+            return error(style, exc.status, exc.message, rid, headers=_CLOSE)
         if state.limiter is not None:
             wait = state.limiter.try_acquire()
             if wait is not None:
@@ -348,8 +376,14 @@ def create_app(
 
     # ---------------------------------------------------------- shared compute
 
+    def bound_pixels(images: Iterable[ImagePart]) -> None:
+        check_pixels(
+            images, per_image=config.max_image_pixels, per_request=config.max_request_pixels
+        )
+
     async def embed_inputs(inputs: list[EmbedInput]) -> np.ndarray:
         """One unit vector per input; text+image inputs are the mean of their parts."""
+        bound_pixels(img for inp in inputs for img in inp.images)
         texts = [inp.text for inp in inputs if inp.text is not None]
         tasks = [ImageTask(img.data) for inp in inputs for img in inp.images]
         try:
@@ -367,6 +401,7 @@ def create_app(
 
     async def answer(chat: ChatRequest) -> str:
         options = parse_options(chat.prompt)
+        bound_pixels(chat.images)
         if chat.images:
             try:
                 outs = await state.images.submit_many(
