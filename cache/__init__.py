@@ -18,6 +18,7 @@ from .ledger import (
 from .response_cache import (
     CacheCorruptError,
     CacheError,
+    CacheReadOnlyError,
     CacheStats,
     CacheWriteError,
     KindStats,
@@ -32,6 +33,7 @@ __all__ = [
     "CacheEntry",
     "CacheError",
     "CacheLike",
+    "CacheReadOnlyError",
     "CacheStats",
     "CacheWriteError",
     "EmbeddingStore",

@@ -98,6 +98,22 @@ class CacheCorruptError(CacheError):
     """A value or the cache database cannot be read back."""
 
 
+class CacheReadOnlyError(CacheError):
+    """The cache cannot be opened because it is read-only (not because it is damaged)."""
+
+
+def _read_only(directory: Path) -> bool:
+    """True when sqlite cannot write in ``directory``: a read-only mount or no write
+    permission on the folder or its database (sqlite needs both, for its -wal/-shm files)."""
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    db = directory / "cache.db"
+    return not os.access(directory, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
+
+
 class BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
     """A diskcache ``Disk`` that stores str keys and bytes values only, and never unpickles.
 
@@ -285,6 +301,13 @@ class ResponseCache:
                 str(self.directory), timeout=timeout, disk=BytesOnlyDisk, **CACHE_SETTINGS
             )
         except sqlite3.DatabaseError as exc:
+            if _read_only(self.directory):
+                # Not damage: "move it aside" would make someone throw away a paid cache.
+                raise CacheReadOnlyError(
+                    f"cache database in {self.directory} is read-only ({exc}); it is not "
+                    "corrupt: make the folder writable (or copy it somewhere writable) "
+                    "and run again"
+                ) from exc
             raise CacheCorruptError(
                 f"cache database in {self.directory} cannot be opened ({exc}); "
                 "move it aside (or restore a backup) and run again"

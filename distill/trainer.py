@@ -347,7 +347,9 @@ def _train(
     )
 
     # 1. Data: source domains (train + 20 % held out as ID validation), target domains (OOD).
-    ds = scan(config.data)
+    # Read on this machine, never uploaded: a manifest of absolute paths (as select
+    # writes) is fine here.
+    ds = scan(config.data, allow_outside_paths=True)
     labelled = [s for s in ds.samples if s.label is not None]
     if not labelled:
         raise DataError(f"{config.data}: no labelled images; the trainer needs class labels")

@@ -198,6 +198,13 @@ class TeacherClient:
             [self._api_key.get_secret_value(), *(env.get(v, "") for v in _SECRET_ENV)]
         )
         self.base_url = (base_url or self.provider.default_base_url).rstrip("/")
+        if httpx.URL(self.base_url).userinfo:
+            # It would be logged with every request URL; the key goes in its own setting.
+            raise ConfigurationError(
+                "the base URL contains credentials (user:password@host); remove them and "
+                f"give the key in {' or '.join(self.provider.env_vars) or 'its own setting'} "
+                "(nothing was sent)"
+            )
         self.price = price or (prices or PriceTable.default()).lookup(
             self.provider.name, self.model
         )

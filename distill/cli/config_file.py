@@ -43,6 +43,13 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _takes_many(action: argparse.Action) -> bool:
+    """True for flags that take several values (nargs "+", "*" or a count, or append)."""
+    return action.nargs in ("+", "*") or (
+        isinstance(action.nargs, int) and action.nargs > 1
+    ) or isinstance(action, argparse._AppendAction)
+
+
 def apply_config_file(parser: argparse.ArgumentParser, data: dict[str, Any], origin: str) -> None:
     """Turn ``{"budget": 5, "teacher": "cohere:embed-v4.0"}`` into parser defaults."""
     options = {}
@@ -63,7 +70,13 @@ def apply_config_file(parser: argparse.ArgumentParser, data: dict[str, Any], ori
             if not isinstance(value, bool):
                 raise ConfigurationError(f"{origin}: {key} must be true or false")
             defaults[action.dest] = value
+        elif isinstance(value, dict):
+            raise ConfigurationError(f"{origin}: {key} takes a value, not a table")
         elif isinstance(value, list):
+            if not _takes_many(action):
+                raise ConfigurationError(
+                    f"{origin}: {key} takes one value, not a list (e.g. {key} = ...)"
+                )
             convert = action.type or str
             try:
                 defaults[action.dest] = [convert(str(v)) for v in value]  # type: ignore[operator]
