@@ -37,7 +37,12 @@ def load_config_file(path: Path) -> dict[str, Any]:
     except ConfigurationError:
         raise
     except Exception as exc:  # tomllib.TOMLDecodeError, yaml.YAMLError
-        raise ConfigurationError(f"config file {path} does not parse: {exc}") from exc
+        # One line: YAML's message goes on with a copy of the line and a caret; keep the
+        # problem and where it is.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigurationError(f"config file {path} does not parse: {first}{where}") from exc
     if not isinstance(data, dict):
         raise ConfigurationError(f"config file {path} must hold a table/mapping of flag names")
     return data

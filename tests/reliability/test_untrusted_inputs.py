@@ -277,7 +277,7 @@ def test_read_only_cache_is_not_called_corrupt(
     report = _in_read_only_view(cache, view, ["report", str(view)])
     assert report.returncode == 0, report.stderr
     assert "items in the response cache: unknown (" in report.stdout
-    assert "read-only" in report.stdout and "-1" not in report.stdout
+    assert "read-only" in report.stdout and "cache: -1" not in report.stdout
     js = _in_read_only_view(cache, view, ["report", str(view), "--json"])
     doc = json.loads(js.stdout)
     assert doc["items_cached"] is None and "read-only" in doc["cache_problem"]
@@ -299,3 +299,46 @@ def test_corrupt_cache_is_still_called_corrupt(
     assert main(["cache", "verify", "--cache", str(cache)]) == 1
     out = capsys.readouterr().out
     assert "corrupt" in out and "move it" in out and "read-only" not in out
+
+
+# ------------------------------------------- probes that already held (kept as tests)
+
+
+@pytest.mark.parametrize(
+    "yaml_text",
+    [
+        'budget: !!python/object/apply:os.system ["touch {marker}"]\n',
+        "teacher: !custom local:hash\n",
+    ],
+    ids=["python-tag", "unknown-tag"],
+)
+def test_yaml_tags_are_refused_in_one_line(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    yaml_text: str,
+) -> None:  # fmt: skip
+    marker = tmp_path / "PWNED"
+    cfg = tmp_path / "evil.yaml"
+    cfg.write_text(yaml_text.format(marker=marker))
+    argv = harvest_argv(hash_teacher.url, data, tmp_path / "cache")
+    assert main([*argv, "--config", str(cfg)]) == 2
+    line = _one_line_error(capsys)
+    assert "does not parse" in line and "constructor for the tag" in line
+    assert "\n" not in capsys.readouterr().err.strip()
+    assert not marker.exists()
+    assert hash_teacher.billing()["requests"] == 0
+
+
+def test_symlink_loops_in_the_data_folder_end_and_are_listed(
+    hash_teacher: Teacher, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "data"
+    for i, c in enumerate(("cat", "dog")):
+        png(root / "d1" / c / "0.png", seed=i)
+    (root / "d1" / "cat" / "loop").symlink_to("../cat")  # a folder that contains itself
+    (root / "d1" / "cat" / "a.png").symlink_to("b.png")  # two links naming each other
+    (root / "d1" / "cat" / "b.png").symlink_to("a.png")
+    assert main(harvest_argv(hash_teacher.url, root, tmp_path / "cache")) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "d1/cat/loop: folder below class level ignored" in out
+    assert "d1/cat/a.png" in out and "d1/cat/b.png" in out  # skipped, with a reason
+    assert hash_teacher.billing()["images"] == 2  # the two real images, once each
