@@ -5,7 +5,8 @@ take to send its headers or its body: one byte a second holds a connection for e
 few hundred such connections hold the server. Here the headers must arrive within
 ``header_timeout_s`` of the request's first byte (or of the connection's opening), and the
 whole request within ``body_timeout_s`` after its headers; otherwise the connection is
-closed (with a 408 when no response has started).
+closed (with a 408 when no response has started). A request line plus headers over
+``MAX_HEADER_BYTES`` gets 431 and a closed connection.
 """
 
 from __future__ import annotations
@@ -19,23 +20,31 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 __all__ = ["DEFAULT_HEADER_TIMEOUT_S", "timed_protocol"]
 
 DEFAULT_HEADER_TIMEOUT_S = 10.0
+# httptools buffers a request line and headers without limit; real servers stop at 8-64 kB.
+MAX_HEADER_BYTES = 64 * 1024
 # The app answers a slow body itself (408 in the provider's envelope); the protocol's own
 # deadline comes a little later and only catches routes that never read their body.
 _APP_FIRST_S = 1.0
 
-_BODY = json.dumps(
-    {
-        "error": {
-            "message": "request headers not received in time",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "request_timeout",
-        }
-    }
-).encode()
-_408 = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-    b"connection: close\r\ncontent-length: " + str(len(_BODY)).encode() + b"\r\n\r\n" + _BODY
+
+
+def _refusal(status: bytes, message: str, code: str) -> bytes:
+    """A complete closing HTTP response with an OpenAI-style error body."""
+    body = json.dumps(
+        {"error": {"message": message, "type": "invalid_request_error", "param": None,
+                   "code": code}}
+    ).encode()  # fmt: skip
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+_408 = _refusal(b"408 Request Timeout", "request headers not received in time", "request_timeout")
+_431 = _refusal(
+    b"431 Request Header Fields Too Large",
+    f"request line and headers exceed {MAX_HEADER_BYTES} bytes",
+    "request_header_fields_too_large",
 )
 
 
@@ -44,6 +53,18 @@ def timed_protocol(header_timeout_s: float, body_timeout_s: float) -> type[async
 
     class TimedHttpProtocol(HttpToolsProtocol):
         _timer: asyncio.TimerHandle | None = None
+        _in_head = True  # between a request's first byte and the end of its headers
+        _head_bytes = 0
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            if self._in_head and self._head_bytes > MAX_HEADER_BYTES:
+                self._disarm()
+                if not self.transport.is_closing():
+                    self.transport.write(_431)
+                    self.transport.close()
 
         def _arm(self, seconds: float, headers_done: bool) -> None:
             self._disarm()
@@ -68,9 +89,11 @@ def timed_protocol(header_timeout_s: float, body_timeout_s: float) -> type[async
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._in_head, self._head_bytes = True, 0
             self._arm(header_timeout_s, headers_done=False)
 
         def on_headers_complete(self) -> None:
+            self._in_head = False
             self._arm(body_timeout_s + _APP_FIRST_S, headers_done=True)
             super().on_headers_complete()
 

@@ -249,3 +249,17 @@ def test_pixels_per_request_are_bounded(server: ServerThread) -> None:
             r = c.post(server.base_url + path, json=body)
             assert r.status_code == 400 and "per image" in r.text, (path, r.text[:300])
     assert _bill(server)["requests"] == 3
+
+
+def test_oversized_headers_get_431_and_a_closed_connection(server: ServerThread) -> None:
+    """httptools buffers headers without limit; one endless header must not grow memory."""
+    with _connect(server) as sock:
+        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(64):  # up to 4 MB of one header value, never finished
+                sock.sendall(b"a" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        code, h, body = _response(sock)
+    assert code == 431 and h["connection"] == "close"
+    assert json.loads(body)["error"]["code"] == "request_header_fields_too_large"
