@@ -20,7 +20,8 @@ MASK = "***"
 MAX_ECHO_CHARS = 300
 # Real request ids are 20-80 characters; anything longer is not an id worth keeping whole.
 MAX_REQUEST_ID_CHARS = 128
-# Shorter secrets would match ordinary words; they are still replaced verbatim.
+# Shorter secrets would match ordinary words ("tok" in "token"); they are still replaced
+# verbatim (same case), but not in other cases or encodings.
 _MIN_ENCODED = 8
 
 
@@ -57,9 +58,10 @@ class Redactor:
         for s in secrets:
             if not s:
                 continue
-            plain.add(s)
             if len(s) < _MIN_ENCODED:
+                exact.add(s)
                 continue
+            plain.add(s)
             plain.add(s[::-1])
             raw = s.encode("utf-8")
             plain.add(raw.hex())
