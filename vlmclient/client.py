@@ -198,6 +198,13 @@ class TeacherClient:
             [self._api_key.get_secret_value(), *(env.get(v, "") for v in _SECRET_ENV)]
         )
         self.base_url = (base_url or self.provider.default_base_url).rstrip("/")
+        if any(ord(c) < 32 or ord(c) == 127 for c in self._api_key.get_secret_value()):
+            # A trailing newline from a key file: every HTTP stack refuses the header, after
+            # the budget was reserved, with a traceback.
+            raise ConfigurationError(
+                f"the API key for {self.provider.name} contains a newline or another control "
+                "character; set it without one (nothing was sent)"
+            )
         if httpx.URL(self.base_url).userinfo:
             # It would be logged with every request URL; the key goes in its own setting.
             raise ConfigurationError(

@@ -342,3 +342,20 @@ def test_symlink_loops_in_the_data_folder_end_and_are_listed(
     assert "d1/cat/loop: folder below class level ignored" in out
     assert "d1/cat/a.png" in out and "d1/cat/b.png" in out  # skipped, with a reason
     assert hash_teacher.billing()["images"] == 2  # the two real images, once each
+
+
+@pytest.mark.parametrize("key", ["reliability-token-5d1e\n", "reliability-token\r\n5d1e"])
+def test_key_with_a_newline_is_refused_and_nothing_is_charged(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, key: str,
+) -> None:  # fmt: skip
+    """A key file's trailing newline: aiohttp refused the header with a traceback, and the
+    ledger recorded a "cancelled" charge for a request that never left."""
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", key)
+    cache = tmp_path / "cache"
+    assert main(harvest_argv(hash_teacher.url, data, cache)) == 2
+    line = _one_line_error(capsys)
+    assert "contains a newline" in line and "5d1e" not in line
+    records = ledger(cache) if (cache / "ledger.jsonl").exists() else []
+    assert records == []
+    assert hash_teacher.billing()["requests"] == 0
