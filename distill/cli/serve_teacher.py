@@ -104,6 +104,10 @@ def _read_token_file(path: str) -> str:
         ) from exc
     if not first:
         raise ConfigurationError(f"--token-file {path} is empty: put the token on its first line")
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        log.warning("--token-file %s can be read by other users (mode %o); chmod 600 it",
+                    path, mode)  # fmt: skip
     return first
 
 

@@ -134,7 +134,15 @@ def test_token_file_is_used_and_token_flag_is_warned_about(tmp_path: Path) -> No
         err = _stop(proc)
     text = "".join(lines) + err
     assert "file-token-7e6d5c" not in text and "token: from --token-file" in text
-    assert "visible" not in text
+    assert "visible" not in text and "other users" not in text
+
+    token_file.chmod(0o644)  # readable by everyone: said so
+    url, proc, lines = _serve(
+        ["serve-teacher", "--backend", "hash", "--port", "0", "--token-file", str(token_file)],
+        _env(),
+    )
+    text = "".join(lines) + _stop(proc)
+    assert "can be read by other users (mode 644); chmod 600 it" in text
 
     url, proc, lines = _serve(
         ["serve-teacher", "--backend", "hash", "--port", "0", "--token", "argv-token-1a2b"],
