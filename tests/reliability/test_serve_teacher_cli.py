@@ -57,11 +57,13 @@ def _serve(
     try:
         assert proc.stderr is not None
         lines = []
-        while not lines or "http://" not in lines[-1]:
+        # The whole banner: its last line says where the token came from. (Lines read
+        # here stay in this reader's buffer, out of reach of communicate() later.)
+        while not lines or not lines[-1].lstrip().startswith(("token:", "generated token")):
             line = proc.stderr.readline()
             assert line, "".join(lines)
             lines.append(line)
-        url = re.search(r"http://\S+:\d+", lines[-1])
+        url = re.search(r"http://\S+:\d+", "".join(lines))
         assert url, lines
         deadline = time.monotonic() + 20
         while True:
