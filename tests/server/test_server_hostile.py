@@ -37,7 +37,7 @@ def server() -> Iterator[ServerThread]:
 
 
 def _connect(server: ServerThread) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
 
 
 def _head(path: str, headers: dict[str, str]) -> bytes:
@@ -46,9 +46,9 @@ def _head(path: str, headers: dict[str, str]) -> bytes:
 
 
 def _response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """Read one response (status, headers, body) until the server closes or 5 s pass."""
+    """Read one response (status, headers, body) until the server closes or 10 s pass."""
     raw = b""
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             chunk = sock.recv(65536)
@@ -136,7 +136,7 @@ def test_slow_headers_get_408_and_a_closed_connection(server: ServerThread) -> N
         assert sock.recv(1) == b""  # closed
     assert code == 408 and h["connection"] == "close"
     assert json.loads(body)["error"]["code"] == "request_timeout"
-    assert time.monotonic() - start < 4
+    assert time.monotonic() - start < 9  # 1 s deadline; slack for a loaded machine
 
 
 def test_idle_connection_without_a_request_is_closed(server: ServerThread) -> None:
@@ -153,7 +153,7 @@ def test_slow_body_gets_408_in_the_provider_envelope(server: ServerThread) -> No
     assert code == 408 and h["connection"] == "close"
     assert json.loads(body)["error"]["code"] == "request_timeout"
     assert "x-request-id" in h
-    assert time.monotonic() - start < 4
+    assert time.monotonic() - start < 9  # 1 s deadline; slack for a loaded machine
     assert _bill(server)["requests"] == 0
 
 
@@ -163,14 +163,14 @@ def test_slow_body_on_a_route_that_never_reads_it_is_closed(server: ServerThread
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
         code, _, _ = _response(sock)
         assert code == 200
-        sock.settimeout(5)
+        sock.settimeout(10)
         start = time.monotonic()
         try:
             while sock.recv(1024):  # nothing more should come; the server closes
                 pass
         except ConnectionResetError:
             pass
-    assert time.monotonic() - start < 4
+    assert time.monotonic() - start < 9  # 1 s deadline; slack for a loaded machine
 
 
 def test_many_slow_connections_are_all_closed(server: ServerThread) -> None:
@@ -180,12 +180,12 @@ def test_many_slow_connections_are_all_closed(server: ServerThread) -> None:
             s.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")
         start = time.monotonic()
         for s in socks:
-            s.settimeout(5)
+            s.settimeout(10)
             assert s.recv(65536).startswith(b"HTTP/1.1 408")
     finally:
         for s in socks:
             s.close()
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 12
     assert httpx.get(server.base_url + "/healthz").status_code == 200
 
 
