@@ -30,7 +30,8 @@ Method = Literal["adip", "kd", "erm", "zeroshot"]
 class TrainConfig(BaseModel):
     """Everything that decides what a training run does (frozen; ``None`` = resolve later)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: "--lr nan" or "lr: .inf" in a config file is a usage error (exit 2)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     data: str = Field(description="DATA folder or CSV manifest (distill.data.scan)")
     teacher: str = Field(description="teacher name as harvested, e.g. local:pseudo-clip")

@@ -29,6 +29,7 @@ from .errors import (
     RequestTooLargeError,
     ResponseValidationError,
     SpendRecordError,
+    TruncatedAnswerError,
     VLMError,
 )
 from .models import (
@@ -86,6 +87,7 @@ __all__ = [
     "Teacher",
     "TeacherClient",
     "TextEmbeddingRequest",
+    "TruncatedAnswerError",
     "Usage",
     "VLMError",
     "get_provider",

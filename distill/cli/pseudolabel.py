@@ -14,15 +14,30 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from vlmclient import ConfigurationError
+from vlmclient.models import Kind
+from vlmclient.providers.reasoning import REASONING_LEVELS
 
-from . import EXIT_BUDGET, EXIT_OK
+from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from .progress import console
 
 ROUTES = ("answer", "zeroshot")
 CHECKS = ("zeroshot", "resample", "answer", "none")
+EMBEDDINGS: tuple[Kind, ...] = ("image_embedding", "text_embedding")
+
+
+def needed_kinds(route: str, check: str) -> tuple[Kind, ...]:
+    """What the teacher must offer for ``--route`` and ``--check`` (checked before sending)."""
+    kinds: list[Kind] = []
+    for step in (route, check):
+        if step in ("answer", "resample"):
+            kinds.append("answer")
+        elif step == "zeroshot":
+            kinds += EMBEDDINGS
+    return tuple(dict.fromkeys(kinds))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", type=Path, help="a folder of images (any layout) or a CSV manifest")
     add_client_arguments(p)
     p.add_argument("--class-file", type=Path, help="class names, one per line (the options)")
+    p.add_argument(
+        "--reasoning",
+        choices=REASONING_LEVELS,
+        default="off",
+        help="the answer teacher's reasoning/thinking effort; reasoning tokens count "
+        "against the short answer limit, so 'off' (the lowest the model allows) is the "
+        "default; 'default' sends no setting (default: %(default)s)",
+    )
     p.add_argument(
         "--route",
         choices=ROUTES,
@@ -97,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     synonyms = json.loads(args.synonyms.read_text("utf-8")) if args.synonyms else None
     cdir = CacheDir(args.cache)
     with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger:
-        client = open_client(args, cache, ledger)
+        client = open_client(args, cache, ledger, kinds=needed_kinds(args.route, args.check))
 
         async def go() -> tuple[list[Any], list[Any] | None]:
             async with client:
@@ -151,6 +174,14 @@ def run(args: argparse.Namespace) -> int:
     t.add_row("manifest", str(path))
     t.add_row("decisions", str(decisions))
     out.print(t)
+    failed = [lb for lb in (labels + (second or [])) if lb.error is not None]
+    if failed:
+        out.print(
+            f"[red]{len(failed)} answers failed at the teacher[/] "
+            f"(last: {escape(failed[-1].error or '')}); "
+            "nothing paid is lost: fix the cause and run again"
+        )
+        return EXIT_ERROR
     unbought = sum(lb.answer is None for lb in labels)
     if unbought:
         out.print(
