@@ -44,6 +44,7 @@ log = logging.getLogger("distill.server.app")  # the name operators already filt
 
 # Set on the scope by a "drop" fault; TeacherApp then aborts the socket (no response).
 DROP_KEY = "vlm_distill.drop_connection"
+MAX_MESSAGE_CHARS = 300
 # On a refusal before the body was read: uvicorn then closes instead of reading on.
 _CLOSE = {"Connection": "close"}
 
@@ -88,6 +89,9 @@ def error_response(
     code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    if len(message) > MAX_MESSAGE_CHARS:
+        # Messages quote what the caller sent (a model name, a media type): never all of it.
+        message = message[: MAX_MESSAGE_CHARS - 3] + "..."
     h = {"x-request-id": rid, **(headers or {})}
     return JSONResponse(error_body(style, status, message, rid, code), status, headers=h)
 

@@ -263,3 +263,16 @@ def test_oversized_headers_get_431_and_a_closed_connection(server: ServerThread)
         code, h, body = _response(sock)
     assert code == 431 and h["connection"] == "close"
     assert json.loads(body)["error"]["code"] == "request_header_fields_too_large"
+
+
+def test_error_messages_do_not_echo_long_input(serve) -> None:  # type: ignore[no-untyped-def]
+    """A 100 kB model name (or media type) is quoted in the error, but only its start."""
+    url = serve(model_name="hash")
+    long = "m" * 100_000
+    with httpx.Client(headers=auth(), timeout=10) as c:
+        r = c.post(url + "/v1/embeddings", json={"model": long, "input": "x"})
+        assert r.status_code == 404 and len(r.content) < 1000, len(r.content)
+        uri = "data:image/" + "x" * 100_000 + ";base64,AAAA"
+        r = c.post(url + "/v2/embed", json={"model": "hash", "input_type": "image",
+                                            "images": [uri]})  # fmt: skip
+        assert r.status_code == 400 and len(r.content) < 1000, len(r.content)
