@@ -36,6 +36,7 @@ __all__ = [
     "SpendLedger",
     "Totals",
     "by_model",
+    "is_overrun",
     "read_ledger",
     "totals",
 ]
@@ -62,6 +63,9 @@ def _record_to_line(rec: LedgerRecord) -> bytes:
         "usage": dict(rec.usage),
         "request_id": rec.request_id,
         "saved_usd": str(rec.saved_usd),
+        "reserved_usd": str(rec.reserved_usd),
+        "estimated": rec.estimated,
+        "provider_usage": dict(rec.provider_usage),
     }
     # ensure_ascii keeps every line valid UTF-8 even if it is cut mid-character
     return (json.dumps(fields, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
@@ -82,8 +86,12 @@ def _record_from_json(obj: Any) -> LedgerRecord:
             request_id=None if obj.get("request_id") is None else str(obj["request_id"]),
             saved_usd=str(obj.get("saved_usd", "0")),
             time=float(obj.get("time", 0.0)),
+            # absent in ledgers written before these fields existed
+            reserved_usd=str(obj.get("reserved_usd", "0")),
+            estimated=obj.get("estimated") is True,
+            provider_usage=_mapping(obj.get("provider_usage")),
         )
-        for name in ("cost_usd", "saved_usd"):
+        for name in ("cost_usd", "saved_usd", "reserved_usd"):
             _check_amount(name, Decimal(getattr(rec, name)))
         if rec.items < 0 or any(v < 0 for v in rec.usage.values()):
             raise ValueError("negative item or usage count")
@@ -92,6 +100,17 @@ def _record_from_json(obj: Any) -> LedgerRecord:
     ) as exc:  # fmt: skip
         raise ValueError(f"not a ledger record: {exc}") from exc
     return rec
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def is_overrun(rec: LedgerRecord) -> bool:
+    """The provider billed more than was reserved for this call (records of old
+    ledgers, without a reservation, never count)."""
+    reserved = Decimal(rec.reserved_usd)
+    return reserved > 0 and Decimal(rec.cost_usd) > reserved
 
 
 # No single call costs this much: a larger amount on a line is damage, not a bill.
@@ -245,7 +264,10 @@ class GroupTotals:
     ``requests``: records that were sent (any outcome but cache_hit); ``items``: their
     items; ``spent_usd``: sum of ``cost_usd`` over all records; ``cache_hits``: items
     served from the cache; ``saved_usd``: what those hits would have cost;
-    ``failures``: record counts by outcome, for outcomes other than ok and cache_hit.
+    ``failures``: record counts by outcome, for outcomes other than ok and cache_hit;
+    ``estimated``: billed records charged at our reservation because the provider did
+    not say what it billed; ``overruns`` / ``overrun_usd``: records billed above their
+    reservation, and by how much in total.
     """
 
     provider: str
@@ -257,6 +279,9 @@ class GroupTotals:
     cache_hits: int = 0
     saved_usd: Decimal = field(default_factory=Decimal)
     failures: dict[str, int] = field(default_factory=dict)
+    estimated: int = 0
+    overruns: int = 0
+    overrun_usd: Decimal = field(default_factory=Decimal)
 
     def add(self, rec: LedgerRecord) -> None:
         self.spent_usd += Decimal(rec.cost_usd)
@@ -264,6 +289,10 @@ class GroupTotals:
         if rec.outcome == CACHE_HIT:
             self.cache_hits += rec.items
             return
+        self.estimated += rec.estimated
+        if is_overrun(rec):
+            self.overruns += 1
+            self.overrun_usd += Decimal(rec.cost_usd) - Decimal(rec.reserved_usd)
         self.requests += 1
         self.items += rec.items
         if rec.outcome != OK:
@@ -281,6 +310,9 @@ class GroupTotals:
             "cache_hits": self.cache_hits,
             "saved_usd": str(self.saved_usd),
             "failures": dict(sorted(self.failures.items())),
+            "estimated": self.estimated,
+            "overruns": self.overruns,
+            "overrun_usd": str(self.overrun_usd),
         }
 
 
@@ -321,6 +353,9 @@ def by_model(groups: Mapping[tuple[str, str, str], GroupTotals]) -> list[dict[st
         into.spent_usd += group.spent_usd
         into.cache_hits += group.cache_hits
         into.saved_usd += group.saved_usd
+        into.estimated += group.estimated
+        into.overruns += group.overruns
+        into.overrun_usd += group.overrun_usd
         for outcome, count in group.failures.items():
             into.failures[outcome] = into.failures.get(outcome, 0) + count
     return [merged[k].as_dict() for k in sorted(merged)]

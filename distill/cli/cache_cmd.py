@@ -30,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             sp.add_argument(
                 "--teacher", required=True, help="provider:model the cache was filled from"
             )
+            sp.add_argument(
+                "--base-url", help="the --base-url the items were bought from (it is keyed)"
+            )
+            sp.add_argument(
+                "--cache-namespace", help="the --cache-namespace the items were bought with"
+            )
             sp.add_argument("--prompt", default="a photo of a {}")
             sp.add_argument("--class-file", type=Path)
             sp.add_argument(
@@ -126,11 +132,14 @@ def run(args: argparse.Namespace) -> int:
             views=args.views,
             prompt=args.prompt,
             fmt=args.format,
+            base_url=args.base_url,
+            cache_namespace=args.cache_namespace,
         )
     if path is None:
         out.print(
             f"[red]{missing} items are not in the cache[/]; run `vlm-distill harvest {args.data} "
-            f"--teacher {args.teacher} --cache {args.cache}` first"
+            f"--teacher {args.teacher} --cache {args.cache}` first (with the same "
+            "--base-url / --cache-namespace: they are part of every cache key)"
         )
         return EXIT_ERROR
     out.print(f"embedding store: {path}")

@@ -63,6 +63,11 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--base-url", help="override the provider's base URL (proxies, gateways, local servers)"
     )
+    p.add_argument(
+        "--cache-namespace",
+        help="name the cache keys use for this endpoint instead of --base-url ('default': "
+        "share the provider's own entries, e.g. behind a proxy to the provider itself)",
+    )
     p.add_argument("--price-file", type=Path, help="JSON prices overriding the built-in table")
     p.add_argument(
         "--allow-outside-paths",
@@ -181,6 +186,7 @@ def open_client(  # type: ignore[no-untyped-def]
         rpm=args.rpm,
         tpm=args.tpm,
         timeout=args.timeout,
+        cache_namespace=getattr(args, "cache_namespace", None),
         **extra,  # type: ignore[arg-type]
     )
 
@@ -264,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
             "spent_usd": str(client.budget.spent),
             "bought": result.bought,
             "cache_hits": result.cache_hits,
+            "overruns": client.budget.overruns,
             "exit_code": code,
         },
     )
@@ -305,11 +312,27 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
     t.add_row("retries", str(client.stats.retries))
     t.add_row("spent", f"${client.budget.spent} of ${args.budget}")
     t.add_row("saved by the cache", f"${client.stats.saved_usd}")
+    if client.stats.estimated:
+        t.add_row("charged at our estimate", f"{client.stats.estimated} requests (no usage said)")
     out.print(t)
     if result.cache_hits and not result.bought:
         out.print("Everything was already cached: this run spent $0.")
     for item, reason in result.failed[:10]:
         out.print(f"[red]failed[/] {_shown(item)}: {_shown(reason)}")
+    if result.overrun:
+        # Before the other stops: an overrun means every estimate, the cap's too, is short.
+        out.print(f"[red]{_shown(result.overrun)}[/]")
+        scale = client.budget.scale
+        if result.remaining_items:
+            out.print(
+                f"{result.remaining_items} items remain; at the rate billed ({scale:.2f}x our "
+                f"estimate) finishing would cost about ${result.remaining_cost_usd:.6f}."
+            )
+        out.print(
+            f"billed beyond the reservations: ${client.budget.overrun_usd} in "
+            f"{client.budget.overruns} requests; `vlm-distill report {args.cache}` lists them."
+        )
+        return EXIT_BUDGET
     if result.fatal:
         out.print(f"[red]stopped:[/] {result.fatal}")
         return EXIT_ERROR

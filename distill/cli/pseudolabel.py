@@ -174,6 +174,9 @@ def run(args: argparse.Namespace) -> int:
     t.add_row("manifest", str(path))
     t.add_row("decisions", str(decisions))
     out.print(t)
+    if client.overrun is not None:  # the provider billed more than reserved: exit 3
+        out.print(f"[red]{escape(str(client.overrun))}[/]")
+        return EXIT_BUDGET
     failed = [lb for lb in (labels + (second or [])) if lb.error is not None]
     if failed:
         out.print(

@@ -17,6 +17,7 @@ import csv
 from decimal import Decimal
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from vlmclient import ConfigurationError, TextEmbeddingRequest
@@ -118,7 +119,13 @@ def _rounds(args, client, cache, cdir, dataset, state_file):  # type: ignore[no-
         # our own manifest of absolute paths to images already checked
         subset = scan(manifest, class_file=classes, allow_outside_paths=True)
         store, _ = export_store(
-            subset, cache, cache_dir=cdir.root, teacher=args.teacher, prompt=args.prompt
+            subset,
+            cache,
+            cache_dir=cdir.root,
+            teacher=args.teacher,
+            prompt=args.prompt,
+            base_url=args.base_url,
+            cache_namespace=args.cache_namespace,
         )
     return result, store, manifest
 
@@ -172,6 +179,9 @@ def run_select(args: argparse.Namespace) -> int:
     if store is not None:
         t.add_row("embedding store", str(store))
     out.print(t)
+    if client.overrun is not None:  # the provider billed more than reserved: exit 3
+        out.print(f"[red]{escape(str(client.overrun))}[/]")
+        return EXIT_BUDGET
     if result.stopped_by_budget and result.rounds_done < args.rounds:
         out.print(f"[yellow]stopped by the budget[/]: {result.stopped_by_budget}")
         return EXIT_BUDGET
