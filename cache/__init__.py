@@ -19,6 +19,7 @@ from .recover import RecoverResult, recover_cache
 from .response_cache import (
     CacheCorruptError,
     CacheError,
+    CacheReadOnlyError,
     CacheStats,
     CacheWriteError,
     KindStats,
@@ -34,6 +35,7 @@ __all__ = [
     "CacheEntry",
     "CacheError",
     "CacheLike",
+    "CacheReadOnlyError",
     "CacheStats",
     "CacheWriteError",
     "EmbeddingStore",
