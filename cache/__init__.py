@@ -15,15 +15,18 @@ from .ledger import (
     read_ledger,
     totals,
 )
+from .recover import RecoverResult, recover_cache
 from .response_cache import (
     CacheCorruptError,
     CacheError,
+    CacheReadOnlyError,
     CacheStats,
     CacheWriteError,
     KindStats,
     ResponseCache,
     verify_cache,
 )
+from .spill import SpillFile
 from .store import EmbeddingStore, StoreError
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "CacheEntry",
     "CacheError",
     "CacheLike",
+    "CacheReadOnlyError",
     "CacheStats",
     "CacheWriteError",
     "EmbeddingStore",
@@ -42,8 +46,10 @@ __all__ = [
     "LedgerRecord",
     "LedgerWriteError",
     "MemoryCache",
+    "RecoverResult",
     "ResponseCache",
     "SpendLedger",
+    "SpillFile",
     "StoreError",
     "Totals",
     "VectorFormat",
@@ -54,6 +60,7 @@ __all__ = [
     "make_key",
     "quantize",
     "read_ledger",
+    "recover_cache",
     "totals",
     "verify_cache",
 ]

@@ -190,7 +190,7 @@ def evaluate_run(
     accuracy is added on the same images.
     """
     student, info = load_run_student(run)
-    ds = scan(data)
+    ds = scan(data, allow_outside_paths=True)  # read here, never uploaded
     if tuple(ds.class_names) != tuple(info["class_names"]):
         raise DataError(
             f"the run was trained on classes {info['class_names'][:5]}..., this data has "
@@ -204,7 +204,8 @@ def evaluate_run(
         part = ds.in_domains([d]).samples
         if d in train_domains:
             if same:
-                _, part = split_holdout(part, fraction=info["holdout_fraction"], seed=info["seed"])
+                seed = info.get("split_seed", info["seed"])
+                _, part = split_holdout(part, fraction=info["holdout_fraction"], seed=seed)
             id_samples.extend(part)
         else:
             ood_samples.extend(part)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cache import CacheError, ResponseCache, read_ledger, totals
-from cache.ledger import by_model
+from cache.ledger import by_model, is_overrun
 
 from .cachedir import CacheDir
 
@@ -62,13 +62,14 @@ def build_report(path: Path) -> dict[str, Any]:
     cdir = CacheDir(find_cache_dir(path))
     contents = read_ledger(cdir.ledger)
     tot = totals(contents.records)
-    items_cached = 0
+    items_cached: int | None = 0
+    cache_problem = None
     if cdir.responses.exists():
         try:
             with ResponseCache(cdir.responses) as cache:
                 items_cached = len(cache)
-        except CacheError:
-            items_cached = -1
+        except CacheError as exc:
+            items_cached, cache_problem = None, str(exc)
     failed_attempts = sum(tot.failures.values())
     groups = [g.as_dict() for _, g in sorted(tot.groups.items())]
     report: dict[str, Any] = {
@@ -82,9 +83,27 @@ def build_report(path: Path) -> dict[str, Any]:
         "failed_attempts": failed_attempts,
         "cache_hits": tot.cache_hits,
         "items_cached": items_cached,
+        "cache_problem": cache_problem,
         "by_model": by_model(tot.groups),
         "by_kind": groups,
         "ledger_problems": [f"line {n}: {why}" for n, why in contents.problems],
+        "estimated_requests": tot.estimated,
+        "overrun_usd": str(tot.overrun_usd),
+        "overruns": [
+            {
+                "time": r.time,
+                "provider": r.provider,
+                "model": r.model,
+                "kind": r.kind,
+                "items": r.items,
+                "reserved_usd": r.reserved_usd,
+                "cost_usd": r.cost_usd,
+                "request_id": r.request_id,
+                "provider_usage": dict(r.provider_usage),
+            }
+            for r in contents.records
+            if is_overrun(r)
+        ],
     }
     run = _last_run(cdir.root)
     if run and run.get("budget_usd") is not None:

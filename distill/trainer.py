@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cache.swap import exchange
 from distill.config import TrainConfig
 from distill.data import DataError, Dataset, Sample, scan, split_holdout
 from distill.evaluate import (
@@ -248,12 +249,47 @@ def _save_checkpoint(
     if optimizer is not None:
         extra["optimizer"] = optimizer.state_dict()
     torch.save(extra, tmp / "optim.pt")
-    _write_json(tmp / "state.json", state)
+    _write_json(tmp / "state.json", state)  # last: a folder with state.json is complete
+    if final.exists() and exchange(tmp, final):
+        # One step, no moment without a checkpoint; ``tmp`` now holds the previous one.
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    # No RENAME_EXCHANGE on this system: two renames; _recover_checkpoint mends a crash
+    # between them.
     old = out / (CHECKPOINT_DIR + ".old")
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+_CHECKPOINT_FILES = (WEIGHTS_FILE, "optim.pt", "state.json")
+
+
+def _recover_checkpoint(out: Path) -> None:
+    """Mend what a save killed mid-way left: if checkpoint/ is missing, the complete one of
+    checkpoint.tmp (the new, finished) or checkpoint.old (the previous) takes its place;
+    then both leftovers go. Without this a --resume silently restarted from step 0."""
+    final = out / CHECKPOINT_DIR
+    tmp, old = out / (CHECKPOINT_DIR + ".tmp"), out / (CHECKPOINT_DIR + ".old")
+    if not final.exists():
+        for candidate in (tmp, old):
+            if all((candidate / f).is_file() for f in _CHECKPOINT_FILES):
+                os.replace(candidate, final)
+                log.warning("recovered %s from an interrupted checkpoint save", final)
+                break
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _check_checkpoint(ckpt: Path) -> None:
+    missing = [f for f in _CHECKPOINT_FILES if not (ckpt / f).is_file()]
+    if missing:
+        raise ConfigurationError(
+            f"cannot resume from {ckpt}: it is incomplete (missing {', '.join(missing)}); "
+            "move it aside to start the run again"
+        )
 
 
 def _truncate_log(path: Path, stage_names: list[str], stage_index: int, step: int) -> None:
@@ -330,6 +366,37 @@ def train(config: TrainConfig, *, progress: ProgressHook | None = None) -> dict[
             dist.destroy_process_group()
 
 
+class AlignStop:
+    """Align's stopping rule: stop when the mean loss of the last ``window`` steps improved
+    by less than ``min_delta`` on the window before it (Align only fits one linear layer on
+    frozen features, so it converges; a fixed step count left P barely trained)."""
+
+    def __init__(self, window: int, min_delta: float) -> None:
+        self.window = window
+        self.min_delta = min_delta
+        self.losses: list[float] = []
+        self.stopped_at: int | None = None
+        self.windows: list[float] = []
+
+    def update(self, loss: float) -> bool:
+        """Record one step's loss; True when Align has converged."""
+        self.losses.append(loss)
+        n = len(self.losses)
+        if n % self.window:
+            return False
+        self.windows.append(float(np.mean(self.losses[-self.window:])))
+        if len(self.windows) >= 2 and self.windows[-2] - self.windows[-1] < self.min_delta:
+            self.stopped_at = n
+            return True
+        return False
+
+    def describe(self, max_steps: int) -> dict[str, Any]:
+        return {"converged": self.stopped_at is not None,
+                "steps_run": self.stopped_at or len(self.losses), "max_steps": max_steps,
+                "final_window_loss": self.windows[-1] if self.windows else None,
+                "window": self.window, "min_delta": self.min_delta}
+
+
 def _train(
     config: TrainConfig,
     progress: ProgressHook | None,
@@ -347,13 +414,15 @@ def _train(
     )
 
     # 1. Data: source domains (train + 20 % held out as ID validation), target domains (OOD).
-    ds = scan(config.data)
+    # Read on this machine, never uploaded: a manifest of absolute paths (as select
+    # writes) is fine here.
+    ds = scan(config.data, allow_outside_paths=True)
     labelled = [s for s in ds.samples if s.label is not None]
     if not labelled:
         raise DataError(f"{config.data}: no labelled images; the trainer needs class labels")
     train_domains, test_domains = _resolve_domains(ds, config)
     src = [s for s in labelled if s.domain in train_domains]
-    train_s, hold_s = split_holdout(src, fraction=config.holdout_fraction, seed=config.seed)
+    train_s, hold_s = split_holdout(src, fraction=config.holdout_fraction, seed=config.split_seed)
     ood_s = [s for s in labelled if s.domain in test_domains]
 
     # 2. Teacher targets: the harvested store for (teacher, dataset), checked.
@@ -390,6 +459,7 @@ def _train(
         "test_domains": list(test_domains),
         "holdout_fraction": config.holdout_fraction,
         "seed": config.seed,
+        "split_seed": config.split_seed,
         "image_size": config.image_size,
         "n_train": len(train_s),
         "n_id": len(hold_s),
@@ -418,9 +488,7 @@ def _train(
     mean, std = norm_stats(student.backbone)
     conv = is_convnet(student.backbone)
     channels_last = config.channels_last if config.channels_last is not None else conv
-    freeze_bn = (
-        config.freeze_bn if config.freeze_bn is not None else config.student.startswith("resnet")
-    )
+    freeze_bn = config.freeze_bn
     student.to(device)
     if channels_last:
         student.to(memory_format=torch.channels_last)
@@ -441,12 +509,16 @@ def _train(
     resume_extra: dict[str, Any] | None = None
     history: list[dict[str, Any]] = []
     stage_notes: list[dict[str, Any]] = []
+    if main:
+        _recover_checkpoint(out)
+    _barrier(world)
     if ckpt.exists() and not config.resume:
         raise ConfigurationError(
             f"{out} already holds a checkpoint; pass --resume to continue it or choose "
             "another --out"
         )
-    if config.resume and (ckpt / "state.json").is_file():
+    if config.resume and ckpt.exists():
+        _check_checkpoint(ckpt)
         state = json.loads((ckpt / "state.json").read_text("utf-8"))
         for key in ("teacher_fingerprint", "dataset_fingerprint", "method", "student"):
             if state.get(key) != info.get(key):
@@ -467,6 +539,10 @@ def _train(
         log.info("resuming %s at stage %d step %d", out, start_stage, start_step)
         if main:
             _truncate_log(out / LOG_FILE, [name for name, _ in stages], start_stage, start_step)
+    elif config.resume and main:
+        # Nothing to resume from: the run starts at step 0, so any log lines are its own
+        # unsaved past and would be written again.
+        _truncate_log(out / LOG_FILE, [name for name, _ in stages], 0, 0)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         resolved.write(out)
@@ -501,7 +577,16 @@ def _train(
             task = make_task(stage, lam=config.lam, text=text.to(device),
                              kd_temperature=config.kd_temperature, freeze_bn=freeze_bn)
             params = task.configure(student)
-            optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+            lr = config.lr_align if stage == "align" else config.lr
+            optimizer = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+            stopper = (
+                AlignStop(config.align_window, config.align_min_delta)
+                if stage == "align" and config.align_min_delta > 0 else None
+            )
+            p_init = (
+                student.proj.weight.detach().clone()
+                if stage == "align" and student.proj is not None else None
+            )
             first = start_step if si == start_stage else 0
             if si == start_stage and resume_extra and "optimizer" in resume_extra and first > 0:
                 optimizer.load_state_dict(resume_extra["optimizer"])
@@ -553,14 +638,15 @@ def _train(
                 values = {k: float(v.detach()) for k, v in losses.items()}
                 if log_file is not None:
                     log_file.write(json.dumps({
-                        "stage": stage, "step": step, **values, "lr": config.lr,
+                        "stage": stage, "step": step, **values, "lr": lr,
                         "time": time.time(), "step_s": round(dt, 5), "data_s": round(t_data, 5),
                     }) + "\n")
                 if hook:
                     hook(Progress("step", stage, step + 1, n_steps, values,
                                   last_eval.get("mean_id"), last_eval.get("mean_ood")))
 
-                if step % config.eval_every == 0 or step == n_steps - 1:
+                converged = stopper is not None and stopper.update(values["loss"])
+                if step % config.eval_every == 0 or step == n_steps - 1 or converged:
                     if main:
                         last_eval = evaluate(stage, step)
                         history.append({k: last_eval[k] for k in
@@ -585,9 +671,17 @@ def _train(
                                           last_eval["mean_id"], last_eval["mean_ood"]))
                     segment = Average()
                     _barrier(world)
+                if converged:
+                    break
 
             # End of stage: SWAD average, or the best in-domain checkpoint, or the last.
             note: dict[str, Any] = {"stage": stage, "steps": n_steps}
+            if stopper is not None:
+                note["align"] = stopper.describe(n_steps)
+            if p_init is not None and student.proj is not None:
+                # How far Align moved P from its random start (1.0 = not at all).
+                note["proj_cos_to_init"] = float(torch.nn.functional.cosine_similarity(
+                    student.proj.weight.detach().flatten(), p_init.flatten(), dim=0))
             if main:
                 if valley is not None:
                     params_avg = valley.final_params()

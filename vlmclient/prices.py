@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
@@ -14,11 +16,16 @@ from pydantic import ValidationError
 from .errors import ConfigurationError
 from .models import Price
 
-__all__ = ["PriceTable", "load_prices"]
+__all__ = ["STALE_PRICE_DAYS", "PriceTable", "check_status", "has_prices", "load_prices",
+           "price_age_days"]
+
+log = logging.getLogger("vlmclient")
+STALE_PRICE_DAYS = 90  # a price read longer ago than this is warned about: prices drift
 
 
-def _parse(entries: Mapping[str, Any], origin: str) -> dict[str, Price]:
-    out: dict[str, Price] = {}
+def _fields(entries: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]]:
+    """Each entry's given fields, checked: prices finite and >= 0 (``-0`` is zero)."""
+    out: dict[str, dict[str, Any]] = {}
     for key, value in entries.items():
         if key.startswith("_"):
             continue
@@ -26,16 +33,37 @@ def _parse(entries: Mapping[str, Any], origin: str) -> dict[str, Price]:
             raise ConfigurationError(
                 f"{origin}: entry {key!r} must be 'provider:model' -> an object of prices"
             )
+        fields: dict[str, Any] = {}
+        for field, v in value.items():
+            if not field.startswith("usd_"):
+                fields[field] = v
+                continue
+            try:
+                amount = Decimal(str(v).strip())
+            except InvalidOperation:
+                raise ConfigurationError(
+                    f"{origin}: {key}.{field} is not an amount of dollars: {v!r}"
+                ) from None
+            # is_finite first: comparing a NaN Decimal raises
+            if not amount.is_finite() or amount < 0 or isinstance(v, bool):
+                raise ConfigurationError(
+                    f"{origin}: {key}.{field} must be a finite amount >= 0, not {v!r}"
+                )
+            fields[field] = str(abs(amount))  # -0 is 0
         try:
-            for field, v in value.items():
-                if field.startswith("usd_") and Decimal(str(v)) < 0:
-                    raise ConfigurationError(f"{origin}: {key}.{field} is negative")
-            out[key] = Price.model_validate(
-                {k: (str(v) if k.startswith("usd_") else v) for k, v in value.items()}
-            )
-        except (ValidationError, InvalidOperation) as exc:
+            Price.model_validate(fields)
+            for field in ("deprecated_on", "shutdown_on"):
+                when = value.get(field)
+                if when is not None:
+                    date.fromisoformat(str(when))
+        except (ValidationError, ValueError) as exc:
             raise ConfigurationError(f"{origin}: bad prices for {key!r}: {exc}") from exc
+        out[key] = fields
     return out
+
+
+def _parse(entries: Mapping[str, Any], origin: str) -> dict[str, Price]:
+    return {k: Price.model_validate(v) for k, v in _fields(entries, origin).items()}
 
 
 class PriceTable:
@@ -63,12 +91,37 @@ class PriceTable:
             raise ConfigurationError(f"price file {path} is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigurationError(f"price file {path} must hold a JSON object")
-        return PriceTable({**self.prices, **_parse(data, str(path))})
+        merged = dict(self.prices)
+        for key, given in _fields(data, str(path)).items():
+            # Field by field over the entry a lookup would have found: a file that only
+            # gives the text price must not make images free.
+            provider, _, model = key.partition(":")
+            base = self._find(provider, model)
+            fields = {} if base is None else base.model_dump(exclude_unset=False)
+            merged[key] = Price.model_validate({**fields, **given})
+        return PriceTable(merged)
 
-    def lookup(self, provider: str, model: str) -> Price:
+    def _find(self, provider: str, model: str) -> Price | None:
         for key in (f"{provider}:{model}", f"{provider}:*"):
             if key in self.prices:
                 return self.prices[key]
+        return None
+
+    def entry_for(self, provider: str, model: str) -> str:
+        """The name of the entry that prices ``provider:model`` (``provider:*`` as fallback)."""
+        for key in (f"{provider}:{model}", f"{provider}:*"):
+            if key in self.prices:
+                return key
+        self.lookup(provider, model)  # raises the error that says what to do
+        raise AssertionError("unreachable")
+
+    def lookup(self, provider: str, model: str, *, today: date | None = None) -> Price:
+        """The price of ``provider:model``, after :func:`check_status` (a shut-down model
+        is refused, a deprecated one logs a warning)."""
+        found = self._find(provider, model)
+        if found is not None:
+            check_status(f"{provider}:{model}", found, today=today)
+            return found
         raise ConfigurationError(
             f"no price known for {provider}:{model}, so the budget cannot be enforced; "
             f'give one with --price-file (e.g. {{"{provider}:{model}": '
@@ -76,6 +129,55 @@ class PriceTable:
         )
 
 
+def price_age_days(price: Price, today: date | None = None) -> int | None:
+    """Days since the price was read (its ``verified_on``), or None if it does not say.
+
+    >>> price_age_days(Price(verified_on="2026-01-01"), date(2026, 4, 1))
+    90
+    """
+    if not price.verified_on:
+        return None
+    try:
+        read = date.fromisoformat(price.verified_on)
+    except ValueError:
+        return None
+    return ((today or date.today()) - read).days
+
+
 def load_prices(price_file: str | Path | None = None) -> PriceTable:
     table = PriceTable.default()
     return table.with_file(price_file) if price_file else table
+
+
+def has_prices(price: Price) -> bool:
+    """True when any ``usd_*`` field is set (an entry without is a retired-model record)."""
+    return any(getattr(price, f) for f in Price.model_fields if f.startswith("usd_"))
+
+
+def check_status(teacher: str, price: Price, *, today: date | None = None) -> None:
+    """Refuse a model past its ``shutdown_on`` date (or a retired-model record); warn
+    about a deprecated or legacy one.
+
+    Vendors shut models down on the date they announce; a request after it fails, or is
+    routed to another model billed at other rates, so nothing is sent.
+    """
+    today = today or date.today()
+    where = f" (source: {price.status_source})" if price.status_source else ""
+    shutdown = date.fromisoformat(price.shutdown_on) if price.shutdown_on else None
+    if (shutdown is not None and shutdown <= today) or (
+        price.status == "retired" and not has_prices(price)
+    ):
+        when = f"on {price.shutdown_on}" if price.shutdown_on else "already"
+        raise ConfigurationError(
+            f"{teacher} was shut down {when}{where}; pick a current model "
+            "(`vlm-distill providers` lists them with their status). Nothing was sent."
+        )
+    if shutdown is not None or price.status in ("deprecated", "legacy"):
+        until = f"; it shuts down on {price.shutdown_on}" if shutdown is not None else ""
+        log.warning(
+            "%s is %s%s: plan a move to a current model (`vlm-distill providers` shows "
+            "status and sources)",
+            teacher,
+            price.status or "deprecated",
+            until,
+        )

@@ -1,8 +1,9 @@
-"""``vlm-distill cache stats|verify|export|prune``: look after a response cache."""
+"""``vlm-distill cache stats|verify|export|prune|recover``: look after a response cache."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rich.table import Table
@@ -11,6 +12,7 @@ from vlmclient import ConfigurationError
 
 from . import EXIT_ERROR, EXIT_OK
 from .progress import console
+from .validate import MAX_VIEWS, int_in, nonneg_days
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,6 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         ("verify", "find corrupt entries (a corrupt entry is a miss, never a crash)"),
         ("export", "write the embedding store of a dataset from cached responses only"),
         ("prune", "delete corrupt entries, or entries older than N days"),
+        (
+            "recover",
+            "copy every readable entry of a damaged cache into a fresh database "
+            "(the old one is kept aside); run it while nothing else uses the cache",
+        ),
     ):
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.add_argument("--cache", type=Path, required=True, help="cache directory")
@@ -28,9 +35,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             sp.add_argument(
                 "--teacher", required=True, help="provider:model the cache was filled from"
             )
+            sp.add_argument(
+                "--base-url", help="the --base-url the items were bought from (it is keyed)"
+            )
+            sp.add_argument(
+                "--cache-namespace", help="the --cache-namespace the items were bought with"
+            )
             sp.add_argument("--prompt", default="a photo of a {}")
             sp.add_argument("--class-file", type=Path)
-            sp.add_argument("--views", type=int, default=1)
+            sp.add_argument(
+                "--allow-outside-paths",
+                action="store_true",
+                help="let a CSV manifest name files outside its folder (as harvest did)",
+            )
+            sp.add_argument("--views", type=int_in(1, MAX_VIEWS), default=1)
             sp.add_argument(
                 "--format", default="float16", choices=["float16", "float8_e4m3", "int8"]
             )
@@ -38,23 +56,80 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             sp.add_argument(
                 "--corrupt", action="store_true", help="delete entries that do not decode"
             )
-            sp.add_argument("--older-than-days", type=float, help="delete entries stored before")
+            sp.add_argument(
+                "--older-than-days",
+                type=nonneg_days,
+                help="delete entries stored more than N days ago (paid: asks first)",
+            )
+            sp.add_argument(
+                "--dry-run", action="store_true", help="say how many would go; delete nothing"
+            )
+            sp.add_argument(
+                "--yes", action="store_true", help="delete paid entries without asking"
+            )
+
+
+def _confirm(n: int) -> bool:
+    """Ask on a terminal; anything but a terminal (a script, a pipe) is a no."""
+    if not sys.stdin.isatty():
+        return False
+    reply = input(f"delete {n} paid cache entries? buying them again costs money [y/N] ")
+    return reply.strip().lower() in ("y", "yes")
 
 
 def run(args: argparse.Namespace) -> int:
-    from cache import ResponseCache, verify_cache
+    from cache import CacheCorruptError
     from distill.cachedir import CacheDir
 
     cdir = CacheDir(args.cache)
     out = console()
     if not cdir.responses.exists():
         raise ConfigurationError(f"{args.cache} holds no response cache (no responses/ folder)")
+    try:
+        return _run(args, cdir, out)
+    except CacheCorruptError as exc:
+        from rich.markup import escape
+
+        # a damaged database is a state to repair, not a crash
+        out.print(f"[red]the cache database is damaged:[/] {escape(str(exc))}")
+        out.print(_recover_hint(args.cache))
+        return EXIT_ERROR
+
+
+def _recover_hint(cache: Path) -> str:
+    return (
+        f"`vlm-distill cache recover --cache {cache}` copies every readable entry into a "
+        "fresh database and keeps the damaged one aside."
+    )
+
+
+def _run(args: argparse.Namespace, cdir, out) -> int:  # type: ignore[no-untyped-def]
+    from cache import ResponseCache, verify_cache
+
     if args.action == "verify":
         problems = verify_cache(cdir.responses)
         for key, problem in problems:
             out.print(f"[red]corrupt[/] {key}: {problem}")
         out.print(f"{len(problems)} problems found" if problems else "every entry reads back")
+        if any(key == "<database>" for key, _ in problems):
+            out.print(_recover_hint(args.cache))
         return EXIT_ERROR if problems else EXIT_OK
+    if args.action == "recover":
+        from cache.recover import recover_cache
+
+        r = recover_cache(cdir.responses)
+        if r.unreadable is None:
+            lost = "nothing of the old database could be read"
+        else:
+            of = f" of {r.expected}" if r.expected is not None else ""
+            lost = f"{r.unreadable} entries{of} could not be read"
+        spill = f" ({r.from_spill} from the spill file)" if r.from_spill else ""
+        out.print(
+            f"recovered {r.copied} entries into a fresh database{spill}; {lost}: the next "
+            "harvest buys what is missing"
+        )
+        out.print(f"the damaged database is kept in {r.kept_at}")
+        return EXIT_OK
     with ResponseCache(cdir.responses) as cache:
         if args.action == "stats":
             st = cache.stats()
@@ -73,13 +148,26 @@ def run(args: argparse.Namespace) -> int:
             if not args.corrupt and args.older_than_days is None:
                 raise ConfigurationError("say what to prune: --corrupt and/or --older-than-days N")
             older = args.older_than_days * 86400 if args.older_than_days is not None else None
+            n = cache.prune(older_than=older, corrupt=args.corrupt, dry_run=True)
+            if args.dry_run or n == 0:
+                out.print(f"would delete {n} entries (dry run: nothing deleted)" if args.dry_run
+                          else "nothing to delete")  # fmt: skip
+                return EXIT_OK
+            # Entries older than N days were paid for: deleting them means buying them again.
+            if older is not None and not args.yes and not _confirm(n):
+                raise ConfigurationError(
+                    f"not deleting {n} paid entries without confirmation: pass --yes "
+                    "(or --dry-run to only count them)"
+                )
             n = cache.prune(older_than=older, corrupt=args.corrupt)
             out.print(f"deleted {n} entries")
             return EXIT_OK
         from distill.data import scan
         from distill.harvest import export_store
 
-        dataset = scan(args.data, class_file=args.class_file)
+        dataset = scan(
+            args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths
+        )
         path, missing = export_store(
             dataset,
             cache,
@@ -88,11 +176,14 @@ def run(args: argparse.Namespace) -> int:
             views=args.views,
             prompt=args.prompt,
             fmt=args.format,
+            base_url=args.base_url,
+            cache_namespace=args.cache_namespace,
         )
     if path is None:
         out.print(
             f"[red]{missing} items are not in the cache[/]; run `vlm-distill harvest {args.data} "
-            f"--teacher {args.teacher} --cache {args.cache}` first"
+            f"--teacher {args.teacher} --cache {args.cache}` first (with the same "
+            "--base-url / --cache-namespace: they are part of every cache key)"
         )
         return EXIT_ERROR
     out.print(f"embedding store: {path}")

@@ -3,28 +3,40 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
-from decimal import Decimal, InvalidOperation
+from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 from rich.table import Table
 
 from vlmclient import Budget, ConfigurationError, TeacherClient, TextEmbeddingRequest, load_prices
+from vlmclient.models import Kind
+from vlmclient.prices import PriceTable
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from .progress import LiveProgress, console
+from .signals import run_paid
+from .validate import (
+    MAX_BATCH_SIZE,
+    MAX_CONCURRENCY,
+    MAX_VIEWS,
+    int_in,
+    money,
+    positive_rate,
+    positive_seconds,
+)
 
-
-def money(text: str) -> Decimal:
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not an amount of dollars: {text!r}") from None
-    if value < 0 or not value.is_finite():
-        raise argparse.ArgumentTypeError("the budget must be a finite amount >= 0")
-    return value
+__all__ = [
+    "HARVEST_KINDS",
+    "add_arguments",
+    "add_client_arguments",
+    "check_teacher",
+    "money",
+    "open_client",
+    "run",
+]
 
 
 def add_client_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,22 +56,48 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
         default=Decimal("1.00"),
         help="hard cap in USD (default: %(default)s)",
     )
-    p.add_argument("--max-requests", type=int, help="also stop after this many paid requests")
-    p.add_argument("--max-items", type=int, help="also stop after this many paid items")
+    p.add_argument(
+        "--max-requests", type=int_in(1), help="also stop after this many paid requests"
+    )
+    p.add_argument("--max-items", type=int_in(1), help="also stop after this many paid items")
     p.add_argument(
         "--base-url", help="override the provider's base URL (proxies, gateways, local servers)"
     )
+    p.add_argument(
+        "--cache-namespace",
+        help="name the cache keys use for this endpoint instead of --base-url ('default': "
+        "share the provider's own entries, e.g. behind a proxy to the provider itself)",
+    )
     p.add_argument("--price-file", type=Path, help="JSON prices overriding the built-in table")
     p.add_argument(
-        "--concurrency", type=int, default=16, help="requests in flight (default: %(default)s)"
+        "--allow-outside-paths",
+        action="store_true",
+        help="let a CSV manifest name files outside its folder (absolute or ../ paths)",
     )
     p.add_argument(
-        "--batch-size", type=int, help="items per request (default: the provider's limit)"
+        "--concurrency",
+        type=int_in(1, MAX_CONCURRENCY),
+        default=16,
+        help=f"requests in flight, 1 to {MAX_CONCURRENCY} (default: %(default)s)",
     )
-    p.add_argument("--rpm", type=float, help="requests per minute limit")
-    p.add_argument("--tpm", type=float, help="tokens per minute limit")
     p.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)"
+        "--batch-size",
+        type=int_in(1, MAX_BATCH_SIZE),
+        help="items per request (default: the provider's limit)",
+    )
+    p.add_argument("--rpm", type=positive_rate, help="requests per minute limit (> 0)")
+    p.add_argument("--tpm", type=positive_rate, help="tokens per minute limit (> 0)")
+    p.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=60.0,
+        help="seconds per request, > 0 and <= 3600 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--allow-free",
+        action="store_true",
+        help="run even when the price table makes a billed unit of the teacher free "
+        "(the budget then cannot stop that spend)",
     )
 
 
@@ -75,7 +113,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--class-file", type=Path, help="class names, one per line (fixes their order)")
     p.add_argument(
-        "--views", type=int, default=1, help="teacher views per image; view 0 is the image itself"
+        "--views",
+        type=int_in(1, MAX_VIEWS),
+        default=1,
+        help=f"teacher views per image, 1 to {MAX_VIEWS}; view 0 is the image itself",
     )
     p.add_argument(
         "--dry-run",
@@ -87,8 +128,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_select_arguments(p)
 
 
-def open_client(args: argparse.Namespace, cache, ledger) -> TeacherClient:  # type: ignore[no-untyped-def]
+HARVEST_KINDS: tuple[Kind, ...] = ("image_embedding", "text_embedding")
+
+
+def check_teacher(args: argparse.Namespace, prices: PriceTable, kinds: Sequence[Kind]) -> None:
+    """Refuse (ConfigurationError, exit 2) before anything is sent when the teacher cannot
+    do ``kinds`` or its price makes a billed unit free (unless ``--allow-free``)."""
+    from vlmclient.price_check import MIN_PRICE_USD, free_units
+    from vlmclient.providers import parse_teacher
+
+    provider, model = parse_teacher(args.teacher)
+    offered = provider.kinds_for(model)
+    lacking = [k for k in kinds if k not in offered]
+    if lacking:
+        what = ", ".join(k.replace("_", " ") + "s" for k in lacking)
+        can = ", ".join(sorted(k.replace("_", " ") + "s" for k in offered)) or "nothing"
+        raise ConfigurationError(
+            f"{args.teacher} cannot give {what} (it offers {can}); choose a teacher that "
+            "does (`vlm-distill providers` lists them)"
+        )
+    price = prices.lookup(provider.name, model)
+    if getattr(args, "allow_free", False):
+        return
+    free = free_units(args.teacher, price, kinds)
+    if free:
+        raise ConfigurationError(
+            f"the price of {args.teacher} makes billed units free, so --budget cannot stop "
+            f"the spend ({'; '.join(free)}; anything below ${MIN_PRICE_USD} counts as free): "
+            "fix the --price-file entry, or pass --allow-free if the teacher really is free"
+        )
+
+
+def open_client(  # type: ignore[no-untyped-def]
+    args: argparse.Namespace, cache, ledger, kinds: Sequence[Kind] = HARVEST_KINDS
+) -> TeacherClient:
     prices = load_prices(args.price_file)
+    check_teacher(args, prices, kinds)
     budget = Budget(args.budget, max_requests=args.max_requests, max_items=args.max_items)
     if args.concurrency < 1:
         raise ConfigurationError("--concurrency must be >= 1")
@@ -96,6 +171,9 @@ def open_client(args: argparse.Namespace, cache, ledger) -> TeacherClient:  # ty
     if getattr(args, "dry_run", False):
         # A dry run only estimates: it needs no key, and its client cannot send anything.
         extra = {"api_key": DRY_RUN_KEY, "transport": httpx.MockTransport(_refuse)}
+    reasoning = getattr(args, "reasoning", None)
+    if reasoning not in (None, "off"):  # "off" is every answer adapter's default already
+        extra["params"] = {"reasoning": reasoning}
     return TeacherClient(
         args.teacher,
         base_url=args.base_url,
@@ -108,6 +186,7 @@ def open_client(args: argparse.Namespace, cache, ledger) -> TeacherClient:  # ty
         rpm=args.rpm,
         tpm=args.tpm,
         timeout=args.timeout,
+        cache_namespace=getattr(args, "cache_namespace", None),
         **extra,  # type: ignore[arg-type]
     )
 
@@ -132,7 +211,9 @@ def run(args: argparse.Namespace) -> int:
     out = console()
     if args.views < 1:
         raise ConfigurationError("--views must be >= 1")
-    dataset = scan(args.data, class_file=args.class_file)
+    dataset = scan(
+        args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths
+    )
     cdir = CacheDir(args.cache)
     out.print(
         f"[bold]{dataset.root}[/]: {len(dataset.samples)} images, "
@@ -147,6 +228,12 @@ def run(args: argparse.Namespace) -> int:
             f"(`vlm-distill data scan {_shown(str(args.data))} --json` lists every one)"
         )
     with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger:
+        if cache.spill_problem is not None and not args.dry_run:
+            # Paid entries of an earlier run still cannot be stored: buying more would only
+            # add to them (a full disk, a damaged database). Nothing is sent.
+            out.print(f"[red]error:[/] {_shown(cache.spill_problem)}")
+            out.print(_storage_hint(args.cache))
+            return EXIT_ERROR
         client = open_client(args, cache, ledger)
 
         async def go() -> HarvestResult | None:
@@ -175,24 +262,37 @@ def run(args: argparse.Namespace) -> int:
                         on_progress=show,
                     )
 
-        result = asyncio.run(go())
+        result = run_paid(go())
     if result is None:
         return EXIT_OK
     code = _summary(out, result, client, args)
     from distill.report import append_run
 
-    append_run(
-        cdir.root,
-        {
-            "teacher": args.teacher,
-            "budget_usd": str(args.budget),
-            "spent_usd": str(client.budget.spent),
-            "bought": result.bought,
-            "cache_hits": result.cache_hits,
-            "exit_code": code,
-        },
-    )
+    try:
+        append_run(
+            cdir.root,
+            {
+                "teacher": args.teacher,
+                "budget_usd": str(args.budget),
+                "spent_usd": str(client.budget.spent),
+                "bought": result.bought,
+                "cache_hits": result.cache_hits,
+                "overruns": client.budget.overruns,
+                "exit_code": code,
+            },
+        )
+    except OSError as exc:  # a full disk: the ledger, not this summary line, holds the spend
+        out.print(f"[yellow]could not note this run in {cdir.root}:[/] {_shown(str(exc))}")
+        code = code or EXIT_ERROR
     return code
+
+
+def _storage_hint(cache: Path) -> str:
+    return (
+        "Free disk space if the disk is full; if the database is damaged, run "
+        f"`vlm-distill cache recover --cache {_shown(str(cache))}`. Then run again: paid "
+        "results kept in the spill file are imported before anything is bought."
+    )
 
 
 async def _dry_run(client: TeacherClient, dataset, args) -> None:  # type: ignore[no-untyped-def]
@@ -230,13 +330,31 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
     t.add_row("retries", str(client.stats.retries))
     t.add_row("spent", f"${client.budget.spent} of ${args.budget}")
     t.add_row("saved by the cache", f"${client.stats.saved_usd}")
+    if client.stats.estimated:
+        t.add_row("charged at our estimate", f"{client.stats.estimated} requests (no usage said)")
     out.print(t)
-    if result.cache_hits and not result.bought:
+    if result.cache_hits and not result.bought and not result.remaining_items:
         out.print("Everything was already cached: this run spent $0.")
     for item, reason in result.failed[:10]:
         out.print(f"[red]failed[/] {_shown(item)}: {_shown(reason)}")
+    if result.overrun:
+        # Before the other stops: an overrun means every estimate, the cap's too, is short.
+        out.print(f"[red]{_shown(result.overrun)}[/]")
+        scale = client.budget.scale
+        if result.remaining_items:
+            out.print(
+                f"{result.remaining_items} items remain; at the rate billed ({scale:.2f}x our "
+                f"estimate) finishing would cost about ${result.remaining_cost_usd:.6f}."
+            )
+        out.print(
+            f"billed beyond the reservations: ${client.budget.overrun_usd} in "
+            f"{client.budget.overruns} requests; `vlm-distill report {args.cache}` lists them."
+        )
+        return EXIT_BUDGET
     if result.fatal:
-        out.print(f"[red]stopped:[/] {result.fatal}")
+        out.print(f"[red]stopped:[/] {_shown(result.fatal)}")
+        if client.storage_problem is not None:
+            out.print(_storage_hint(args.cache))
         return EXIT_ERROR
     if result.stopped_by_budget:
         out.print(
@@ -259,6 +377,12 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
                 f"[red]{len(result.failed) - unreadable} items failed at the teacher[/]; run "
                 "again to retry them (nothing paid is lost)."
             )
+        return EXIT_ERROR
+    if result.store_error:
+        out.print(
+            f"[red]{_shown(result.store_error)}[/]\nEverything is bought and cached; free disk "
+            "space, then run again (it sends nothing) or `vlm-distill cache export`."
+        )
         return EXIT_ERROR
     if result.store_path:
         out.print(f"embedding store: {result.store_path}")

@@ -8,21 +8,36 @@ every image's raw answer, parsed label, second opinion, student prediction and d
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from vlmclient import ConfigurationError
+from vlmclient.models import Kind
+from vlmclient.providers.reasoning import REASONING_LEVELS
 
-from . import EXIT_BUDGET, EXIT_OK
+from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from .progress import console
+from .signals import run_paid
 
 ROUTES = ("answer", "zeroshot")
 CHECKS = ("zeroshot", "resample", "answer", "none")
+EMBEDDINGS: tuple[Kind, ...] = ("image_embedding", "text_embedding")
+
+
+def needed_kinds(route: str, check: str) -> tuple[Kind, ...]:
+    """What the teacher must offer for ``--route`` and ``--check`` (checked before sending)."""
+    kinds: list[Kind] = []
+    for step in (route, check):
+        if step in ("answer", "resample"):
+            kinds.append("answer")
+        elif step == "zeroshot":
+            kinds += EMBEDDINGS
+    return tuple(dict.fromkeys(kinds))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", type=Path, help="a folder of images (any layout) or a CSV manifest")
     add_client_arguments(p)
     p.add_argument("--class-file", type=Path, help="class names, one per line (the options)")
+    p.add_argument(
+        "--reasoning",
+        choices=REASONING_LEVELS,
+        default="off",
+        help="the answer teacher's reasoning/thinking effort; reasoning tokens count "
+        "against the short answer limit, so 'off' (the lowest the model allows) is the "
+        "default; 'default' sends no setting (default: %(default)s)",
+    )
     p.add_argument(
         "--route",
         choices=ROUTES,
@@ -88,14 +111,16 @@ def run(args: argparse.Namespace) -> int:
             f"--check {args.check} does not fit --route {args.route}; "
             f"use one of {', '.join(valid[args.route])}"
         )
-    dataset = scan(args.data, class_file=args.class_file)
+    dataset = scan(
+        args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths
+    )
     names = dataset.class_names
     if len(names) < 2:
         raise ConfigurationError("give --class-file with at least two class names")
     synonyms = json.loads(args.synonyms.read_text("utf-8")) if args.synonyms else None
     cdir = CacheDir(args.cache)
     with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger:
-        client = open_client(args, cache, ledger)
+        client = open_client(args, cache, ledger, kinds=needed_kinds(args.route, args.check))
 
         async def go() -> tuple[list[Any], list[Any] | None]:
             async with client:
@@ -113,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                 }.get(args.check)  # fmt: skip
                 return first, (await second() if second is not None else None)
 
-        labels, second = asyncio.run(go())
+        labels, second = run_paid(go())
     student = None
     if args.student_run is not None:
         student = _student_predictions(args.student_run, dataset, names)
@@ -149,6 +174,17 @@ def run(args: argparse.Namespace) -> int:
     t.add_row("manifest", str(path))
     t.add_row("decisions", str(decisions))
     out.print(t)
+    if client.overrun is not None:  # the provider billed more than reserved: exit 3
+        out.print(f"[red]{escape(str(client.overrun))}[/]")
+        return EXIT_BUDGET
+    failed = [lb for lb in (labels + (second or [])) if lb.error is not None]
+    if failed:
+        out.print(
+            f"[red]{len(failed)} answers failed at the teacher[/] "
+            f"(last: {escape(failed[-1].error or '')}); "
+            "nothing paid is lost: fix the cause and run again"
+        )
+        return EXIT_ERROR
     unbought = sum(lb.answer is None for lb in labels)
     if unbought:
         out.print(

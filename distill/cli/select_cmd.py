@@ -12,17 +12,19 @@ When the budget covers everything, this is the ordinary harvest.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 from decimal import Decimal
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from vlmclient import ConfigurationError, TextEmbeddingRequest
 
 from . import EXIT_BUDGET, EXIT_OK
 from .progress import console
+from .signals import run_paid
+from .validate import int_in
 
 SELECTIONS = ("random", "uncertainty", "coreset")
 
@@ -31,10 +33,12 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     """The selection flags, added to ``harvest``."""
     g = p.add_argument_group("budget-aware selection (when the budget cannot buy every image)")
     g.add_argument("--select", choices=SELECTIONS, help="how to pick the images to buy")
-    g.add_argument("--rounds", type=int, default=3, help="selection rounds (default: %(default)s)")
+    g.add_argument(
+        "--rounds", type=int_in(1, 1000), default=3, help="selection rounds (default: %(default)s)"
+    )
     g.add_argument(
         "--round-steps",
-        type=int,
+        type=int_in(0),
         default=30,
         help="student training steps between rounds (default: %(default)s)",
     )
@@ -44,7 +48,10 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
         help="timm model trained between rounds (default: %(default)s)",
     )
     g.add_argument(
-        "--select-image-size", type=int, default=32, help="its input size (default: %(default)s)"
+        "--select-image-size",
+        type=int_in(8, 1024),
+        default=32,
+        help="its input size (default: %(default)s)",
     )
     g.add_argument(
         "--select-labels",
@@ -104,14 +111,21 @@ def _rounds(args, client, cache, cdir, dataset, state_file):  # type: ignore[no-
                 on_round=lambda r, ids: out.print(f"round {r + 1}: picked {len(ids)} images"),
             )
 
-    result = asyncio.run(go())
+    result = run_paid(go())
     store = manifest = None
     if result.bought_ids:
         manifest = state_file.with_suffix(".csv")
         classes = write_manifest(manifest, dataset, result.bought_ids)
-        subset = scan(manifest, class_file=classes)
+        # our own manifest of absolute paths to images already checked
+        subset = scan(manifest, class_file=classes, allow_outside_paths=True)
         store, _ = export_store(
-            subset, cache, cache_dir=cdir.root, teacher=args.teacher, prompt=args.prompt
+            subset,
+            cache,
+            cache_dir=cdir.root,
+            teacher=args.teacher,
+            prompt=args.prompt,
+            base_url=args.base_url,
+            cache_namespace=args.cache_namespace,
         )
     return result, store, manifest
 
@@ -133,7 +147,9 @@ def run_select(args: argparse.Namespace) -> int:
     if args.dry_run:
         args.select = None
         return plain_run(args)
-    dataset = scan(args.data, class_file=args.class_file)
+    dataset = scan(
+        args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths
+    )
     if not dataset.class_names:
         raise ConfigurationError("--select needs class names: give --class-file")
     cdir = CacheDir(args.cache)
@@ -163,6 +179,9 @@ def run_select(args: argparse.Namespace) -> int:
     if store is not None:
         t.add_row("embedding store", str(store))
     out.print(t)
+    if client.overrun is not None:  # the provider billed more than reserved: exit 3
+        out.print(f"[red]{escape(str(client.overrun))}[/]")
+        return EXIT_BUDGET
     if result.stopped_by_budget and result.rounds_done < args.rounds:
         out.print(f"[yellow]stopped by the budget[/]: {result.stopped_by_budget}")
         return EXIT_BUDGET

@@ -17,7 +17,12 @@ import httpx
 import numpy as np
 from pydantic import SecretStr
 
-from ..errors import APIStatusError, ResponseValidationError, status_error_class
+from ..errors import (
+    APIStatusError,
+    ConfigurationError,
+    ResponseValidationError,
+    status_error_class,
+)
 from ..models import (
     AnswerRequest,
     Image,
@@ -37,6 +42,7 @@ __all__ = [
     "indexed_vectors",
     "json_object",
     "parse_retry_after",
+    "reported_usage",
     "text_tokens_upper_bound",
     "vectors_from",
 ]
@@ -54,6 +60,9 @@ class CallSpec:
     base_url: str
     api_key: SecretStr = field(repr=False)
     params: Mapping[str, Any] = field(default_factory=dict)
+    # Worst-case prompt tokens per image when the price file states one (models whose
+    # image billing the adapter cannot bound by name, e.g. OpenAI-compatible servers).
+    max_image_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,9 @@ class Parsed:
     vectors: list[np.ndarray] | None = None
     texts: list[str] | None = None
     request_id: str | None = None
+    # The provider's own usage block as it sent it (see reported_usage); None when the
+    # response did not say what was billed, so the client charges its reservation.
+    reported: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,17 +119,37 @@ class Provider:
     batch_limit: Callable[[str, str], int] | None = None
     # Cap on the summed image bytes of one request (None = no cap beyond the count).
     max_request_bytes: int | None = None
+    # Cap on the summed tokens of the texts of one request, counted with
+    # text_tokens_upper_bound (None = no cap beyond the count): OpenAI 300k, Voyage 320k.
+    max_request_tokens: int | None = None
     # True when responses carry no usage, so the estimate is the bill (Vertex, Titan).
     meters_usage: bool = False
+    # True when the adapter finds its own credentials (Titan: botocore's chain of
+    # profiles, SSO, container and instance roles), so no env var is required.
+    key_optional: bool = False
     default_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Requests per minute when the caller sets none (Vertex: its lowest documented quota).
+    default_rpm: float | None = None
     description: str = ""
+    # What one model can do, when the provider's models differ (None: every kind, all models).
+    model_kinds: Callable[[str], frozenset[str]] | None = None
 
     @property
     def kinds(self) -> frozenset[str]:
         return frozenset(self.max_batch)
 
+    def kinds_for(self, model: str) -> frozenset[str]:
+        """The kinds ``model`` offers: the provider's kinds, narrowed where a name tells."""
+        if self.model_kinds is None:
+            return self.kinds
+        return self.kinds & self.model_kinds(model)
+
     def limit_for(self, model: str, kind: Kind) -> int:
         """Most items one request of ``kind`` may carry for ``model``."""
+        if kind not in self.max_batch:
+            # a KeyError deep in a harvest helped nobody (issue 13, item 13)
+            what = kind.replace("_", " ")
+            raise ConfigurationError(f"{self.name}:{model} does not offer {what}s")
         if self.batch_limit is not None:
             return self.batch_limit(model, kind)
         return self.max_batch[kind]
@@ -192,6 +224,51 @@ def default_classify_error(response: httpx.Response) -> APIStatusError:
         request_id=request_id_of(response),
         retry_after=parse_retry_after(response.headers),
     )
+
+
+MAX_REPORTED_FIELDS = 64  # a hostile body must not bloat every ledger line
+MAX_REPORTED_DEPTH = 3
+
+
+def reported_usage(obj: Any) -> dict[str, Any] | None:
+    """The provider's usage block, kept for the ledger so a user can reconcile the bill.
+
+    Only numbers (and short numeric strings, such as a dollar figure) survive, in nested
+    objects up to three levels; anything else is dropped. None when ``obj`` holds no
+    number at all: the response did not say what it billed.
+
+    >>> reported_usage({"prompt_tokens": 12, "total_tokens": 12, "note": "hi"})
+    {'prompt_tokens': 12, 'total_tokens': 12}
+    >>> reported_usage({}) is None
+    True
+    """
+    budget = [MAX_REPORTED_FIELDS]
+
+    def keep(value: Any, depth: int) -> Any:
+        if budget[0] <= 0:
+            return None
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+            budget[0] -= 1
+            return value
+        if isinstance(value, str) and len(value) <= 32:
+            try:
+                number = float(value)
+            except ValueError:
+                return None
+            if math.isfinite(number):
+                budget[0] -= 1
+                return value
+            return None
+        if isinstance(value, dict) and depth < MAX_REPORTED_DEPTH:
+            inner = {str(k)[:64]: keep(v, depth + 1) for k, v in list(value.items())[:64]}
+            inner = {k: v for k, v in inner.items() if v is not None}
+            return inner or None
+        return None
+
+    kept = keep(obj, 0) if isinstance(obj, dict) else None
+    return kept if isinstance(kept, dict) else None
 
 
 def text_tokens_upper_bound(text: str) -> int:

@@ -28,9 +28,10 @@ from .base import (
     default_classify_error,
     indexed_vectors,
     json_object,
+    reported_usage,
     request_id_of,
 )
-from .images import fit_image, image_size
+from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 
 __all__ = ["JINA", "embeddings_body"]
 
@@ -41,7 +42,7 @@ TEXT_SPECIAL_TOKENS = 2  # <s> and </s>
 MAX_TEXTS = 512  # not documented in our sources; conservative
 MAX_IMAGES = 64  # not documented in our sources; conservative
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp")
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 
 
 def prepare_image(image: Image) -> Image:
@@ -93,9 +94,11 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
             body.get("data"), expected=len(spec.items), request_id=rid, provider=NAME
         )
     except ResponseValidationError as exc:
-        exc.usage = usage
+        exc.usage, exc.reported = usage, reported_usage(body.get("usage"))
         raise
-    return Parsed(usage=usage, vectors=vecs, request_id=rid)
+    return Parsed(
+        usage=usage, vectors=vecs, request_id=rid, reported=reported_usage(body.get("usage"))
+    )
 
 
 def image_tokens(width: int, height: int) -> int:

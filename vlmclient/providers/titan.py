@@ -31,11 +31,12 @@ from .base import (
     Provider,
     default_classify_error,
     json_object,
+    reported_usage,
     request_id_of,
     text_tokens_upper_bound,
     vectors_from,
 )
-from .images import fit_image
+from .images import ACCEPTED_MEDIA_TYPES, fit_image
 
 __all__ = ["INSTALL_HINT", "TITAN", "invoke_body", "signed_request"]
 
@@ -46,7 +47,7 @@ REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
 INSTALL_HINT = "pip install 'vlm-distill[aws]'"
 MAX_SIDE = 2048  # Titan: image <= 2048 x 2048
 MAX_IMAGE_BYTES = 25 * 1024 * 1024
-MEDIA_TYPES = ("image/png", "image/jpeg")
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 
 
 def _botocore() -> tuple[Any, Any, Any]:
@@ -85,8 +86,10 @@ def _credentials(env: Mapping[str, str]) -> Any:
     creds = session.get_credentials()
     if creds is None:
         raise ConfigurationError(
-            "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
-            "AWS_PROFILE (nothing was sent)"
+            "no AWS credentials found by botocore's chain (AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws/credentials and config, SSO, "
+            "container or instance role): configure one, e.g. `aws configure` or "
+            "`aws sso login` (nothing was sent)"
         )
     return creds.get_frozen_credentials()
 
@@ -130,14 +133,16 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     count = body.get("inputTextTokenCount")
     images = 1 if spec.kind == "image_embedding" else 0
     usage = Usage(images=images, input_tokens=count if isinstance(count, int) and count > 0 else 0)
+    # Titan's only figure is the text token count (an image is billed per image).
+    reported = reported_usage({"inputTextTokenCount": count})
     try:
         vecs = vectors_from(
             [body.get("embedding")], expected=len(spec.items), request_id=rid, provider=NAME
         )
     except ResponseValidationError as exc:
-        exc.usage = usage
+        exc.usage, exc.reported = usage, reported
         raise
-    return Parsed(usage=usage, vectors=vecs, request_id=rid)
+    return Parsed(usage=usage, vectors=vecs, request_id=rid, reported=reported)
 
 
 def estimate_usage(spec: CallSpec) -> Usage:
@@ -166,9 +171,10 @@ def prepare_image(image: Image) -> Image:
 
 TITAN = Provider(
     name=NAME,
-    # The key the client insists on is the access key id (or a profile name); the
-    # secret is read by the signer, never by the client.
+    # Shown as the usual ways to give credentials; none is required: the signer asks
+    # botocore's whole chain (env, profiles, ~/.aws/config, SSO, ECS/EC2 roles).
     env_vars=("AWS_ACCESS_KEY_ID", "AWS_PROFILE"),
+    key_optional=True,
     default_base_url=DEFAULT_BASE_URL,
     api_version="bedrock-2023-09-30",
     max_batch={"image_embedding": 1, "text_embedding": 1},
