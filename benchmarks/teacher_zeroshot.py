@@ -169,6 +169,7 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         f"Target >= {100 * TARGET:.0f} % on every domain: **{'met' if met else 'not met'}** "
         f"(worst: {worst[1]} {worst[2]} {100 * worst[0]:.1f} %).", "",
+        meta.get("notes", "").strip(), "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; fit times with 2 torch threads on a shared machine.",
         "", END,
@@ -217,6 +218,8 @@ def main() -> None:
     (args.work / "results.json").write_text(
         json.dumps({"meta": meta, "results": results}, indent=2, default=str))
     if not args.no_docs:
+        notes = args.work / "notes.md"  # the reading of the figures, written by a person
+        meta["notes"] = notes.read_text("utf-8") if notes.is_file() else ""
         write_docs(render(results, meta))
         print("written: docs/results.md")
 
