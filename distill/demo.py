@@ -79,6 +79,13 @@ def run_demo(
         make_digits(data, size=cfg.image_size, per_class=cfg.per_class, seed=cfg.seed)
 
     weights = fit_demo_teacher(work, cfg) if cfg.backend == "mini-clip" else None
+    # A fitted teacher is harvested under a name that holds its weights' hash, so a refit
+    # never reads an earlier fit's cached embeddings.
+    teacher = f"local:{cfg.backend}"
+    if weights is not None:
+        from distill.miniclip import teacher_name
+
+        teacher = teacher_name(weights)
     token = secrets.token_urlsafe(24)
     old_token = os.environ.get("VLM_DISTILL_TEACHER_TOKEN")
     os.environ["VLM_DISTILL_TEACHER_TOKEN"] = token
@@ -91,7 +98,7 @@ def run_demo(
                     "harvest",
                     str(data),
                     "--teacher",
-                    f"local:{cfg.backend}",
+                    teacher,
                     "--base-url",
                     server.base_url,
                     "--cache",
@@ -120,7 +127,7 @@ def run_demo(
         tc = TrainConfig(
             data=str(data),
             cache=str(cache),
-            teacher=f"local:{cfg.backend}",
+            teacher=teacher,
             out=str(run / method),
             method=method,  # type: ignore[arg-type]
             student=cfg.student,
@@ -162,18 +169,13 @@ def fit_demo_teacher(work: Path, cfg: DemoConfig) -> Path:
     Its pool is the scikit-learn digits the demo's data builder does not deal out (checked
     by content hash in the tests), so the teacher never saw a training or test image.
     """
-    from distill.miniclip import DEFAULT_STEPS, fit_teacher
-    from distill.teacher_pool import PoolSpec, make_teacher_pool
+    from distill.miniclip import ensure_teacher
+    from distill.teacher_pool import PoolSpec
 
-    folder = work / "teacher"
-    weights = folder / "mini-clip-digits.safetensors"
-    if weights.is_file():
-        return weights
     # Cut against the largest demo (per_class 20): a --quick demo deals a subset of it.
     spec = PoolSpec(seed=cfg.seed, digits_per_class=max(cfg.per_class, 20))
-    pool = make_teacher_pool("digits", folder / "pool", spec=spec, force=True)
-    fit_teacher(pool, weights, seed=cfg.seed, steps=cfg.teacher_steps or DEFAULT_STEPS)
-    return weights
+    return ensure_teacher("digits", work / "teacher", seed=cfg.seed, steps=cfg.teacher_steps,
+                          spec=spec)
 
 
 def _plots(run: Path, results: dict[str, Any], budget: Decimal) -> list[Path]:

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
                 self.live = None
 
     if cfg.backend == "mini-clip":
-        fitted = (cfg.workdir / "teacher" / "mini-clip-digits.safetensors").is_file()
+        fitted = any((cfg.workdir / "teacher").glob("digits-*.safetensors"))
         out.print(
             "teacher: mini-clip, "
             + ("loaded from " + str(cfg.workdir / "teacher") if fitted else
