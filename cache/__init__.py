@@ -5,6 +5,7 @@ Imports nothing else of vlm-distill.
 
 from .base import CacheEntry, CacheLike, LedgerLike, LedgerRecord, MemoryCache
 from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
+from .coordination import Coordinator, SpendView
 from .keys import canonical_json, make_key
 from .ledger import (
     GroupTotals,
@@ -34,6 +35,7 @@ __all__ = [
     "CacheLike",
     "CacheStats",
     "CacheWriteError",
+    "Coordinator",
     "EmbeddingStore",
     "GroupTotals",
     "KindStats",
@@ -44,6 +46,7 @@ __all__ = [
     "MemoryCache",
     "ResponseCache",
     "SpendLedger",
+    "SpendView",
     "StoreError",
     "Totals",
     "VectorFormat",

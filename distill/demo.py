@@ -29,7 +29,8 @@ TEST_DOMAIN = "rotated"  # the held-out (out-of-distribution) domain of the digi
 @dataclass(frozen=True)
 class DemoConfig:
     workdir: Path = Path("vlm-distill-demo")
-    budget: Decimal = Decimal("0.50")
+    budget: Decimal = Decimal("0.50")  # --budget: cap on the demo cache's ledger, reruns included
+    run_budget: Decimal | None = None  # --run-budget: cap on one run's harvest
     per_class: int = 20  # digits per class and domain: 4 domains x 10 classes x 20 = 800
     image_size: int = 32
     student: str = "tf_efficientnet_lite0"
@@ -94,6 +95,7 @@ def run_demo(
                     str(cache),
                     "--budget",
                     str(cfg.budget),
+                    *([] if cfg.run_budget is None else ["--run-budget", str(cfg.run_budget)]),
                 ]
             )
     finally:

@@ -9,6 +9,7 @@ Never imports torch. Typical use::
 """
 
 from .budget import Budget, Reservation
+from .claims import Claims
 from .client import DEFAULT_CONCURRENCY, ClientStats, TeacherClient
 from .errors import (
     APIConnectionError,
@@ -47,6 +48,7 @@ from .protocol import Teacher
 from .providers import PROVIDERS, Provider, get_provider, parse_teacher
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy
+from .shared_budget import SharedBudget, SharedReservation
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -61,6 +63,7 @@ __all__ = [
     "BadRequestError",
     "Budget",
     "BudgetExceededError",
+    "Claims",
     "ClientStats",
     "ConfigurationError",
     "EmbeddingResult",
@@ -82,6 +85,8 @@ __all__ = [
     "Reservation",
     "ResponseValidationError",
     "RetryPolicy",
+    "SharedBudget",
+    "SharedReservation",
     "SpendRecordError",
     "Teacher",
     "TeacherClient",

@@ -1,0 +1,406 @@
+"""Coordination of the processes that share one cache folder: item leases and one budget.
+
+A small SQLite database beside the response cache (``DIR/coordination.db``) holds:
+
+- ``owners``: every live :class:`Coordinator` (host, pid, the pid's start time and a
+  heartbeat). An owner is dead when, on this host, its pid is gone (or is a zombie, or
+  was reused by another program), and on another host when its heartbeat is older
+  than :data:`OWNER_TTL_S`.
+- ``leases``: a claim on a cache key that its owner is about to buy. Other owners wait
+  for the key to appear in the cache instead of buying it too. A lease ends when its
+  owner releases it (after caching the result), dies, or stops renewing it
+  (:data:`LEASE_TTL_S`).
+- ``spend`` and ``reservations``: per teacher (``provider:model``), what has been
+  settled so far (seeded from, and never below, the spend ledger's total for that
+  teacher) and every open reservation of every process. A reservation is checked
+  against the cap and inserted in one write transaction, so no number of processes
+  can pass the cap together.
+
+An open reservation of a dead owner (a request in flight when it was killed) is charged
+at its reserved amount: added to ``spend`` and appended to the spend ledger with outcome
+``orphaned``, so the ledger is never below what the provider may have billed.
+
+Every transaction is short (no network call inside one). WAL mode lets readers run
+beside the one writer. Imports nothing else of vlm-distill but :mod:`cache.ledger`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Final
+
+from .base import LedgerRecord
+from .ledger import LedgerWriteError, SpendLedger, read_ledger
+
+__all__ = [
+    "LEASE_TTL_S",
+    "ORPHANED",
+    "OWNER_TTL_S",
+    "Coordinator",
+    "SpendView",
+]
+
+LEASE_TTL_S: Final = 60.0  # a lease not renewed for this long is void
+OWNER_TTL_S: Final = 60.0  # an owner on another host is dead after this long without a heartbeat
+HEARTBEAT_S: Final = 5.0  # how often an owner renews its heartbeat and its leases
+LIVENESS_CACHE_S: Final = 0.5  # how long one liveness verdict is reused
+BUSY_TIMEOUT_MS: Final = 30_000  # wait this long for another process's transaction
+ORPHANED: Final = "orphaned"  # ledger outcome of a dead owner's in-flight reservation
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS owners(
+    owner TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL,
+    pid_start TEXT NOT NULL, heartbeat REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS leases(
+    key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS leases_owner ON leases(owner);
+CREATE TABLE IF NOT EXISTS spend(teacher TEXT PRIMARY KEY, settled TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reservations(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, teacher TEXT NOT NULL,
+    usd TEXT NOT NULL, items INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS reservations_teacher ON reservations(teacher);
+"""
+
+
+@dataclass(frozen=True)
+class SpendView:
+    """One teacher's money as all processes see it: settled (ledger) and reserved (in flight)."""
+
+    settled: Decimal
+    reserved: Decimal
+
+    @property
+    def committed(self) -> Decimal:
+        return self.settled + self.reserved
+
+
+def _pid_start(pid: int) -> str:
+    """The start time of ``pid`` (clock ticks since boot) on Linux, else ''."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    # the command name (field 2) may hold spaces and parentheses: split after its last ')'
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _pid_alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True  # no /proc: trust the signal check
+    if fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent
+        return False
+    return not start or fields[19] == start  # a different start time: the pid was reused
+
+
+class Coordinator:
+    """This process's seat in a cache folder's coordination database.
+
+    >>> import tempfile, os
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with Coordinator(os.path.join(d, "c.db"), ledger_path=os.path.join(d, "l.jsonl")) as c:
+    ...         sorted(c.claim(["k1", "k2"]))
+    ['k1', 'k2']
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        ledger_path: str | os.PathLike[str],
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> None:
+        self.path = Path(path)
+        self.ledger_path = Path(ledger_path)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
+        self._lock = threading.Lock()  # one connection, used from several threads
+        self._db: sqlite3.Connection | None = self._connect()
+        self._open: dict[int, Decimal] = {}  # our reservations not yet settled or released
+        self._liveness: dict[str, tuple[float, bool]] = {}
+        self._reconciled: set[str] = set()
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO owners VALUES (?, ?, ?, ?, ?)",
+                (self.owner, self.host, self.pid, _pid_start(self.pid), now),
+            )
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(
+            target=self._beat, args=(heartbeat_s,), name="vlm-distill-heartbeat", daemon=True
+        )
+        self._heartbeat.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+            check_same_thread=False,
+        )  # fmt: skip
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a power cut may lose the last transactions; the ledger (fsynced) is the
+        # floor every spend total is raised back to when a teacher is first used.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: the check and the change are atomic)."""
+        with self._lock:
+            if self._db is None:
+                raise RuntimeError(f"coordination database {self.path} is closed")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- liveness -------------------------------------------------------------------------
+
+    def _beat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                now = time.time()
+                with self._write() as db:
+                    db.execute("UPDATE owners SET heartbeat=? WHERE owner=?", (now, self.owner))
+                    db.execute(
+                        "UPDATE leases SET expires=? WHERE owner=?", (now + LEASE_TTL_S, self.owner)
+                    )
+            except (sqlite3.Error, RuntimeError):
+                return  # closed or broken: leases then expire, which only costs duplicates
+
+    def _alive(self, db: sqlite3.Connection, owner: str) -> bool:
+        if owner == self.owner:
+            return True
+        now = time.monotonic()
+        cached = self._liveness.get(owner)
+        if cached is not None and now - cached[0] < LIVENESS_CACHE_S:
+            return cached[1]
+        row = db.execute(
+            "SELECT host, pid, pid_start, heartbeat FROM owners WHERE owner=?", (owner,)
+        ).fetchone()
+        if row is None:
+            alive = False
+        elif row[0] == self.host:
+            alive = _pid_alive(int(row[1]), str(row[2]))
+        else:
+            alive = time.time() - float(row[3]) < OWNER_TTL_S
+        self._liveness[owner] = (now, alive)
+        return alive
+
+    def _reap(self, db: sqlite3.Connection) -> None:
+        """Free the leases and charge the open reservations of every dead owner."""
+        owners = {r[0] for r in db.execute("SELECT owner FROM owners")}
+        owners |= {r[0] for r in db.execute("SELECT DISTINCT owner FROM reservations")}
+        for owner in owners:
+            if self._alive(db, owner):
+                continue
+            rows = db.execute(
+                "SELECT teacher, usd, items FROM reservations WHERE owner=?", (owner,)
+            ).fetchall()
+            for teacher, usd, items in rows:
+                self._add_settled(db, teacher, Decimal(usd))
+                self._ledger_orphan(teacher, Decimal(usd), int(items))
+            db.execute("DELETE FROM reservations WHERE owner=?", (owner,))
+            db.execute("DELETE FROM leases WHERE owner=?", (owner,))
+            db.execute("DELETE FROM owners WHERE owner=?", (owner,))
+
+    def _ledger_orphan(self, teacher: str, usd: Decimal, items: int) -> None:
+        provider, _, model = teacher.partition(":")
+        try:
+            with SpendLedger(self.ledger_path) as ledger:
+                ledger.record(
+                    LedgerRecord(provider, model, "unknown", items, str(usd), outcome=ORPHANED)
+                )
+        except (LedgerWriteError, OSError):
+            pass  # still counted in the spend table: the cap holds either way
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def claim(self, keys: Sequence[str]) -> set[str]:
+        """Lease every key not leased by a live owner; return the keys now ours."""
+        mine: set[str] = set()
+        if not keys:
+            return mine
+        now = time.time()
+        with self._write() as db:
+            for key in keys:
+                row = db.execute("SELECT owner, expires FROM leases WHERE key=?", (key,)).fetchone()
+                taken = row is not None and row[0] != self.owner and row[1] > now
+                if taken and self._alive(db, row[0]):
+                    continue
+                db.execute(
+                    "INSERT OR REPLACE INTO leases VALUES (?, ?, ?)",
+                    (key, self.owner, now + LEASE_TTL_S),
+                )
+                mine.add(key)
+        return mine
+
+    def release(self, keys: Iterable[str]) -> None:
+        """End our leases on ``keys`` (call after their results are cached, or on failure)."""
+        keys = list(keys)
+        if not keys:
+            return
+        with self._write() as db:
+            db.executemany(
+                "DELETE FROM leases WHERE key=? AND owner=?", [(k, self.owner) for k in keys]
+            )
+
+    def held_elsewhere(self, keys: Iterable[str]) -> set[str]:
+        """The keys another live owner holds a lease on."""
+        now = time.time()
+        held: set[str] = set()
+        with self._lock:
+            if self._db is None:
+                return held
+            for key in keys:
+                row = self._db.execute(
+                    "SELECT owner, expires FROM leases WHERE key=?", (key,)
+                ).fetchone()
+                taken = row is not None and row[0] != self.owner and row[1] > now
+                if taken and self._alive(self._db, row[0]):
+                    held.add(key)
+        return held
+
+    # -- money ----------------------------------------------------------------------------
+
+    def _add_settled(self, db: sqlite3.Connection, teacher: str, usd: Decimal) -> None:
+        row = db.execute("SELECT settled FROM spend WHERE teacher=?", (teacher,)).fetchone()
+        settled = Decimal(row[0]) if row else Decimal(0)
+        db.execute("INSERT OR REPLACE INTO spend VALUES (?, ?)", (teacher, str(settled + usd)))
+
+    def _reconcile(self, db: sqlite3.Connection, teacher: str) -> None:
+        """Once per process and teacher: raise the settled total to the ledger's, if below.
+
+        Below means the database is new (or was deleted) or someone wrote the ledger
+        without this database; a total above the ledger's is spend settled in the
+        database whose ledger line is being written (or was lost in a crash).
+        """
+        if teacher in self._reconciled:
+            return
+        provider, _, model = teacher.partition(":")
+        in_ledger = sum(
+            (
+                Decimal(r.cost_usd)
+                for r in read_ledger(self.ledger_path).records
+                if r.provider == provider and r.model == model
+            ),
+            Decimal(0),
+        )
+        row = db.execute("SELECT settled FROM spend WHERE teacher=?", (teacher,)).fetchone()
+        if row is None or Decimal(row[0]) < in_ledger:
+            db.execute("INSERT OR REPLACE INTO spend VALUES (?, ?)", (teacher, str(in_ledger)))
+        self._reconciled.add(teacher)
+
+    def _view(self, db: sqlite3.Connection, teacher: str) -> SpendView:
+        row = db.execute("SELECT settled FROM spend WHERE teacher=?", (teacher,)).fetchone()
+        reserved = sum(
+            (
+                Decimal(r[0])
+                for r in db.execute("SELECT usd FROM reservations WHERE teacher=?", (teacher,))
+            ),
+            Decimal(0),
+        )
+        return SpendView(Decimal(row[0]) if row else Decimal(0), reserved)
+
+    def spend(self, teacher: str) -> SpendView:
+        """What this cache's ledger records for ``teacher`` (``provider:model``), and what is
+        reserved by requests in flight in every process."""
+        with self._write() as db:
+            self._reap(db)
+            self._reconcile(db, teacher)
+            return self._view(db, teacher)
+
+    def try_reserve(
+        self, teacher: str, usd: Decimal, items: int, cap: Decimal | None
+    ) -> tuple[int | None, SpendView]:
+        """Reserve ``usd`` if settled + reserved + usd stays within ``cap`` (None: no cap).
+
+        Returns (reservation id or None when refused, the totals it was checked against).
+        """
+        with self._write() as db:
+            self._reap(db)
+            self._reconcile(db, teacher)
+            view = self._view(db, teacher)
+            if cap is not None and view.committed + usd > cap:
+                return None, view
+            cur = db.execute(
+                "INSERT INTO reservations(owner, teacher, usd, items) VALUES (?, ?, ?, ?)",
+                (self.owner, teacher, str(usd), items),
+            )
+            rid = int(cur.lastrowid or 0)
+            self._open[rid] = usd
+            return rid, view
+
+    def settle(self, reservation_id: int, teacher: str, actual: Decimal) -> None:
+        """The request was billed ``actual``: close the reservation, add to the total."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT usd FROM reservations WHERE id=?", (reservation_id,)
+            ).fetchone()
+            reserved = self._open.pop(reservation_id, Decimal(0))
+            # No row: we were taken for dead and the reservation was charged already.
+            already = reserved if row is None else Decimal(0)
+            db.execute("DELETE FROM reservations WHERE id=?", (reservation_id,))
+            if actual > already:
+                self._add_settled(db, teacher, actual - already)
+
+    def release_reservation(self, reservation_id: int) -> None:
+        """The provider surely did not bill it: drop the reservation."""
+        self._open.pop(reservation_id, None)
+        with self._write() as db:
+            db.execute("DELETE FROM reservations WHERE id=?", (reservation_id,))
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release our leases, charge any reservation still open, leave (idempotent)."""
+        self._stop.set()
+        if self._heartbeat.is_alive() and threading.current_thread() is not self._heartbeat:
+            self._heartbeat.join(timeout=HEARTBEAT_S + 1)
+        if self._db is None:
+            return
+        try:
+            with self._write() as db:
+                rows = db.execute(
+                    "SELECT teacher, usd FROM reservations WHERE owner=?", (self.owner,)
+                ).fetchall()
+                for teacher, usd in rows:  # never settled: assume billed, as after a timeout
+                    self._add_settled(db, teacher, Decimal(usd))
+                db.execute("DELETE FROM reservations WHERE owner=?", (self.owner,))
+                db.execute("DELETE FROM leases WHERE owner=?", (self.owner,))
+                db.execute("DELETE FROM owners WHERE owner=?", (self.owner,))
+        finally:
+            with self._lock:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> Coordinator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Coordinator({str(self.path)!r}, owner={self.owner!r})"
