@@ -53,7 +53,6 @@ __all__ = [
 LEASE_TTL_S: Final = 60.0  # a lease not renewed for this long is void
 OWNER_TTL_S: Final = 60.0  # an owner on another host is dead after this long without a heartbeat
 HEARTBEAT_S: Final = 5.0  # how often an owner renews its heartbeat and its leases
-LIVENESS_CACHE_S: Final = 0.5  # how long one liveness verdict is reused
 BUSY_TIMEOUT_MS: Final = 30_000  # wait this long for another process's transaction
 ORPHANED: Final = "orphaned"  # ledger outcome of a dead owner's in-flight reservation
 
@@ -136,7 +135,7 @@ class Coordinator:
         self._lock = threading.Lock()  # one connection, used from several threads
         self._db: sqlite3.Connection | None = self._connect()
         self._open: dict[int, Decimal] = {}  # our reservations not yet settled or released
-        self._liveness: dict[str, tuple[float, bool]] = {}
+        self._dead: set[str] = set()  # owners seen dead (a dead owner never comes back)
         self._reconciled: set[str] = set()
         now = time.time()
         with self._write() as db:
@@ -190,13 +189,14 @@ class Coordinator:
             except (sqlite3.Error, RuntimeError):
                 return  # closed or broken: leases then expire, which only costs duplicates
 
-    def _alive(self, db: sqlite3.Connection, owner: str) -> bool:
+    def _alive(self, db: sqlite3.Connection, owner: str, memo: dict[str, bool]) -> bool:
+        """Is ``owner`` alive? ``memo`` holds verdicts for one call; death is remembered."""
         if owner == self.owner:
             return True
-        now = time.monotonic()
-        cached = self._liveness.get(owner)
-        if cached is not None and now - cached[0] < LIVENESS_CACHE_S:
-            return cached[1]
+        if owner in self._dead:
+            return False
+        if owner in memo:
+            return memo[owner]
         row = db.execute(
             "SELECT host, pid, pid_start, heartbeat FROM owners WHERE owner=?", (owner,)
         ).fetchone()
@@ -206,15 +206,18 @@ class Coordinator:
             alive = _pid_alive(int(row[1]), str(row[2]))
         else:
             alive = time.time() - float(row[3]) < OWNER_TTL_S
-        self._liveness[owner] = (now, alive)
+        memo[owner] = alive
+        if not alive:
+            self._dead.add(owner)
         return alive
 
     def _reap(self, db: sqlite3.Connection) -> None:
         """Free the leases and charge the open reservations of every dead owner."""
         owners = {r[0] for r in db.execute("SELECT owner FROM owners")}
         owners |= {r[0] for r in db.execute("SELECT DISTINCT owner FROM reservations")}
+        memo: dict[str, bool] = {}
         for owner in owners:
-            if self._alive(db, owner):
+            if self._alive(db, owner, memo):
                 continue
             rows = db.execute(
                 "SELECT teacher, usd, items FROM reservations WHERE owner=?", (owner,)
@@ -244,11 +247,12 @@ class Coordinator:
         if not keys:
             return mine
         now = time.time()
+        memo: dict[str, bool] = {}
         with self._write() as db:
             for key in keys:
                 row = db.execute("SELECT owner, expires FROM leases WHERE key=?", (key,)).fetchone()
                 taken = row is not None and row[0] != self.owner and row[1] > now
-                if taken and self._alive(db, row[0]):
+                if taken and self._alive(db, row[0], memo):
                     continue
                 db.execute(
                     "INSERT OR REPLACE INTO leases VALUES (?, ?, ?)",
@@ -271,6 +275,7 @@ class Coordinator:
         """The keys another live owner holds a lease on."""
         now = time.time()
         held: set[str] = set()
+        memo: dict[str, bool] = {}
         with self._lock:
             if self._db is None:
                 return held
@@ -279,7 +284,7 @@ class Coordinator:
                     "SELECT owner, expires FROM leases WHERE key=?", (key,)
                 ).fetchone()
                 taken = row is not None and row[0] != self.owner and row[1] > now
-                if taken and self._alive(self._db, row[0]):
+                if taken and self._alive(self._db, row[0], memo):
                     held.add(key)
         return held
 

@@ -93,9 +93,7 @@ def test_two_harvests_at_once_buy_each_item_once(
     # every image bought once: nothing died, so nothing may be paid twice
     assert bill["images"] == len(ds.samples), (bill["images"], outs)
     records = SpendLedger.read(cache / "ledger.jsonl")
-    bought_texts = sum(
-        r.items for r in records if r.kind == "text_embedding" and r.outcome == "ok"
-    )
+    bought_texts = sum(r.items for r in records if r.kind == "text_embedding" and r.outcome == "ok")
     assert bought_texts == len(ds.class_names)
     assert totals(records).spent_usd == Decimal(bill["usd"])
     assert verify_cache(cache / "responses") == []
