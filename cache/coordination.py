@@ -53,6 +53,7 @@ __all__ = [
 LEASE_TTL_S: Final = 60.0  # a lease not renewed for this long is void
 OWNER_TTL_S: Final = 60.0  # an owner on another host is dead after this long without a heartbeat
 HEARTBEAT_S: Final = 5.0  # how often an owner renews its heartbeat and its leases
+REAP_EVERY_S: Final = 1.0  # look for dead owners' leftovers this often (sooner if one is seen)
 BUSY_TIMEOUT_MS: Final = 30_000  # wait this long for another process's transaction
 ORPHANED: Final = "orphaned"  # ledger outcome of a dead owner's in-flight reservation
 
@@ -136,6 +137,8 @@ class Coordinator:
         self._db: sqlite3.Connection | None = self._connect()
         self._open: dict[int, Decimal] = {}  # our reservations not yet settled or released
         self._dead: set[str] = set()  # owners seen dead (a dead owner never comes back)
+        self._reaped: set[str] = set()
+        self._last_reap = float("-inf")
         self._reconciled: set[str] = set()
         now = time.time()
         with self._write() as db:
@@ -212,7 +215,15 @@ class Coordinator:
         return alive
 
     def _reap(self, db: sqlite3.Connection) -> None:
-        """Free the leases and charge the open reservations of every dead owner."""
+        """Free the leases and charge the open reservations of every dead owner.
+
+        Runs at most every REAP_EVERY_S, or at once after a dead owner was seen: until
+        then a dead owner's reservations only hold money back, which errs on the safe side.
+        """
+        now = time.monotonic()
+        if now - self._last_reap < REAP_EVERY_S and self._dead <= self._reaped:
+            return
+        self._last_reap = now
         owners = {r[0] for r in db.execute("SELECT owner FROM owners")}
         owners |= {r[0] for r in db.execute("SELECT DISTINCT owner FROM reservations")}
         memo: dict[str, bool] = {}
@@ -228,6 +239,8 @@ class Coordinator:
             db.execute("DELETE FROM reservations WHERE owner=?", (owner,))
             db.execute("DELETE FROM leases WHERE owner=?", (owner,))
             db.execute("DELETE FROM owners WHERE owner=?", (owner,))
+            self._reaped.add(owner)
+        self._reaped |= self._dead  # dead owners with nothing left to reap
 
     def _ledger_orphan(self, teacher: str, usd: Decimal, items: int) -> None:
         provider, _, model = teacher.partition(":")
@@ -332,6 +345,14 @@ class Coordinator:
     def spend(self, teacher: str) -> SpendView:
         """What this cache's ledger records for ``teacher`` (``provider:model``), and what is
         reserved by requests in flight in every process."""
+        if teacher in self._reconciled and self._dead <= self._reaped:
+            with self._lock:  # nothing to write: one read snapshot (WAL readers do not block)
+                if self._db is not None:
+                    self._db.execute("BEGIN")
+                    try:
+                        return self._view(self._db, teacher)
+                    finally:
+                        self._db.execute("COMMIT")
         with self._write() as db:
             self._reap(db)
             self._reconcile(db, teacher)

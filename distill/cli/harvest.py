@@ -294,7 +294,7 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
         t.add_row(label, value)
     t.add_row("saved by the cache", f"${client.stats.saved_usd}")
     out.print(t)
-    if result.cache_hits and not result.bought:
+    if result.cache_hits and not result.bought and not result.remaining_items:
         out.print("Everything was already cached: this run spent $0.")
     for item, reason in result.failed[:10]:
         out.print(f"[red]failed[/] {_shown(item)}: {_shown(reason)}")

@@ -69,6 +69,7 @@ def test_reruns_after_budget_stops_never_spend_the_cap_again(
     # both numbers are printed, and the stop names the ledger's total
     assert "spent in ledger" in out and "spent this run" in out, out
     assert "ledger records" in out, out
+    assert "Everything was already cached" not in out, out  # items remain unbought
 
 
 def test_run_budget_caps_each_run_and_reruns_finish(
