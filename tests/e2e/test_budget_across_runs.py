@@ -106,3 +106,22 @@ def test_a_rerun_with_the_cap_already_spent_sends_nothing(
     code, out = harvest(hash_teacher, digits_data, cache, "--budget", "0.002")
     assert code == 3, out
     assert hash_teacher.billing()["requests"] == first  # nothing sent: the cap is spent
+
+
+def test_select_counts_what_a_plain_harvest_already_spent(
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path
+) -> None:
+    """``harvest --select`` and plain ``harvest`` share the one cap of the ledger."""
+    full = full_cost(hash_teacher, digits_data, tmp_path)
+    cap = (full / 2).quantize(Decimal("0.000001"))
+    cache = tmp_path / "cache"
+    code, out = harvest(hash_teacher, digits_data, cache, "--budget", str(cap / 2))
+    assert code == 3, out
+    # one round: a random pick, no student to train
+    code, out = harvest(
+        hash_teacher, digits_data, cache, "--budget", str(cap), "--select", "random",
+        "--rounds", "1",
+    )  # fmt: skip
+    assert code in (0, 3), out
+    assert billed(hash_teacher) <= cap, (billed(hash_teacher), cap, out)
+    assert "spent in ledger" in out and "spent this run" in out, out
