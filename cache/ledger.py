@@ -29,6 +29,7 @@ from .base import LedgerRecord
 
 __all__ = [
     "CACHE_HIT",
+    "MAX_RECORD_USD",
     "GroupTotals",
     "LedgerContents",
     "LedgerWriteError",
@@ -82,11 +83,26 @@ def _record_from_json(obj: Any) -> LedgerRecord:
             saved_usd=str(obj.get("saved_usd", "0")),
             time=float(obj.get("time", 0.0)),
         )
-        Decimal(rec.cost_usd)
-        Decimal(rec.saved_usd)
-    except (KeyError, TypeError, ValueError, AttributeError, InvalidOperation) as exc:
-        raise ValueError(f"not a ledger record: {exc!r}") from exc
+        for name in ("cost_usd", "saved_usd"):
+            _check_amount(name, Decimal(getattr(rec, name)))
+        if rec.items < 0 or any(v < 0 for v in rec.usage.values()):
+            raise ValueError("negative item or usage count")
+    except (
+        KeyError, TypeError, ValueError, AttributeError, InvalidOperation, OverflowError
+    ) as exc:  # fmt: skip
+        raise ValueError(f"not a ledger record: {exc}") from exc
     return rec
+
+
+# No single call costs this much: a larger amount on a line is damage, not a bill.
+MAX_RECORD_USD: Final = Decimal(1_000_000)
+
+
+def _check_amount(name: str, value: Decimal) -> None:
+    """A record's dollar amount must be finite, >= 0 and below :data:`MAX_RECORD_USD`;
+    otherwise the line is skipped and listed (it must neither lower nor explode a total)."""
+    if not value.is_finite() or value < 0 or value > MAX_RECORD_USD:
+        raise ValueError(f"{name} {value} is not a plausible amount (0 to ${MAX_RECORD_USD})")
 
 
 @dataclass(frozen=True)

@@ -418,11 +418,13 @@ class ResponseCache:
         *,
         older_than: float | None = None,
         corrupt: bool = False,
+        dry_run: bool = False,
     ) -> int:
         """Delete entries for which ``predicate(key, entry)`` is true, or stored more than
         ``older_than`` seconds ago, or (``corrupt=True``) that cannot be decoded.
 
-        Returns how many were deleted. Entries matching none of the given conditions stay;
+        Returns how many were deleted (``dry_run=True``: would be; nothing is deleted).
+        Entries matching none of the given conditions stay;
         so do rows whose key is not a plain str (move the cache aside to be rid of them).
         """
         now = time.time()
@@ -439,6 +441,8 @@ class ResponseCache:
                 and now - stored > older_than
             ) or (predicate is not None and predicate(item.key, item.entry)):
                 doomed.append(item.key)
+        if dry_run:
+            return len(doomed)
         try:
             with self._cache.transact(retry=False):
                 for key in doomed:

@@ -30,7 +30,8 @@ Method = Literal["adip", "kd", "erm", "zeroshot"]
 class TrainConfig(BaseModel):
     """Everything that decides what a training run does (frozen; ``None`` = resolve later)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: "--lr nan" or "lr: .inf" in a config file is a usage error (exit 2)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     data: str = Field(description="DATA folder or CSV manifest (distill.data.scan)")
     teacher: str = Field(description="teacher name as harvested, e.g. local:pseudo-clip")
@@ -57,7 +58,16 @@ class TrainConfig(BaseModel):
     image_size: int = Field(64, ge=8)
     lam: float = Field(0.5, ge=0.0, le=1.0, description="ADiP image/text weight; KD weight")
     kd_temperature: float = Field(0.1, gt=0.0)
-    lr: float = Field(5e-5, gt=0.0)
+    lr: float = Field(5e-5, gt=0.0, description="learning rate (Distill, ERM, KD)")
+    lr_align: float = Field(
+        1e-3, gt=0.0, description="learning rate of Align (only the projection P trains)"
+    )
+    align_min_delta: float = Field(
+        1e-3, ge=0.0,
+        description="Align stops early when its mean loss over a window of steps improves "
+        "by less than this (0: run every --steps-align step)",
+    )
+    align_window: int = Field(25, ge=1, description="steps per window of the Align stopping rule")
     weight_decay: float = Field(0.0, ge=0.0)
     batch_per_domain: int = Field(32, ge=1, description="images per source domain per step")
     views: int | None = Field(None, ge=1, description="teacher views used (default: all)")
@@ -71,12 +81,16 @@ class TrainConfig(BaseModel):
     swad_n_tolerance: int = Field(6, ge=1)
     swad_tolerance_ratio: float = Field(0.3, ge=0.0)
     swad_bn_steps: int = Field(100, ge=0, description="batches to re-estimate BN after SWAD")
-    freeze_bn: bool | None = Field(None, description="None: True for ResNets (as the paper)")
+    freeze_bn: bool = Field(
+        True, description="BatchNorm in eval mode (ImageNet statistics) in every stage, "
+        "as the official VL2V-ADiP code does for every student"
+    )
     channels_last: bool | None = Field(None, description="None: True for convnets")
     bf16: bool = Field(False, description="bfloat16 autocast for forward and loss")
     num_workers: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1, description="torch threads (default: torch's)")
     seed: int = 0
+    split_seed: int = Field(0, description="seed of the ID hold-out split (fixed across runs)")
     resume: bool = False
 
     @model_validator(mode="after")

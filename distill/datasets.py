@@ -33,11 +33,13 @@ __all__ = [
     "FASHION_DIR",
     "FASHION_INSTALL",
     "MNIST_INSTALL",
+    "fashion_shares",
     "find_mnist_package",
     "load_fashion_mnist",
     "load_mnist_package",
     "make_mnist_digits",
     "make_rotated_fashion",
+    "mnist_digits_shares",
 ]
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -125,6 +127,21 @@ def _resize_gray(img: np.ndarray, size: int) -> np.ndarray:
     )
 
 
+def fashion_shares(
+    n: int, seed: int, angles: Sequence[int], per_domain: int | None
+) -> dict[str, np.ndarray]:
+    """Indices (into train+test pooled) each ``rot<angle>`` domain is dealt.
+
+    Used by :func:`make_rotated_fashion` and by the teacher pool, which leaves them out.
+    """
+    order = np.random.default_rng(seed).permutation(n)
+    shares: dict[str, np.ndarray] = {}
+    for d_index, angle in enumerate(angles):
+        share = order[d_index :: len(angles)]
+        shares[f"rot{angle}"] = share if per_domain is None else share[:per_domain]
+    return shares
+
+
 def make_rotated_fashion(
     out: str | os.PathLike[str],
     *,
@@ -147,15 +164,13 @@ def make_rotated_fashion(
     if not angles:
         raise DataError("give at least one rotation angle")
     images, labels = load_fashion_mnist("all", source)
-    order = np.random.default_rng(seed).permutation(len(labels))
+    shares = fashion_shares(len(labels), seed, angles, per_domain)
     final, tmp = prepare_out(out, force)
     counts: dict[str, dict[str, int]] = {}
     try:
-        for d_index, angle in enumerate(angles):
+        for angle in angles:
             domain = f"rot{angle}"
-            share = order[d_index :: len(angles)]
-            if per_domain is not None:
-                share = share[:per_domain]
+            share = shares[domain]
             per: dict[str, int] = dict.fromkeys(FASHION_CLASSES, 0)
             for i in sorted(int(j) for j in share):
                 cls = FASHION_CLASSES[int(labels[i])]
@@ -267,6 +282,21 @@ def _cap_per_class(
     return sorted(keep)
 
 
+def mnist_digits_shares(
+    mnist_labels: np.ndarray, sklearn_labels: np.ndarray, per_class: int | None, seed: int
+) -> dict[str, list[int]]:
+    """Indices of the MNIST package digits and the sklearn digits each domain is dealt.
+
+    Used by :func:`make_mnist_digits` and by the teacher pool, which leaves them out.
+    """
+    return {
+        domain: _cap_per_class(y, per_class, np.random.default_rng([seed, d_index]))
+        for d_index, (domain, y) in enumerate(
+            (("mnist", mnist_labels), ("sklearn_digits", sklearn_labels))
+        )
+    }
+
+
 def make_mnist_digits(
     out: str | os.PathLike[str],
     *,
@@ -293,11 +323,11 @@ def make_mnist_digits(
         ("mnist", mnist_x, mnist_y, "m"),
         ("sklearn_digits", sk_x, sk_y, "d"),
     )
+    shares = mnist_digits_shares(mnist_y, sk_y, per_class, seed)
     try:
-        for d_index, (domain, x, y, prefix) in enumerate(sources):
-            rng = np.random.default_rng([seed, d_index])
+        for domain, x, y, prefix in sources:
             per: dict[str, int] = dict.fromkeys(DIGIT_CLASSES, 0)
-            for i in _cap_per_class(y, per_class, rng):
+            for i in shares[domain]:
                 cls = DIGIT_CLASSES[int(y[i])]
                 _write_gray(tmp, domain, cls, f"{prefix}{i:05d}", _resize_gray(x[i], size))
                 per[cls] += 1

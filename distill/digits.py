@@ -36,6 +36,7 @@ __all__ = [
     "DOMAINS",
     "PROMPT_TEMPLATE",
     "bilinear_matrix",
+    "digits_shares",
     "make_digits",
     "prepare_out",
     "publish",
@@ -176,6 +177,31 @@ def write_pngs(tmp: Path, domain: str, items: Sequence[tuple[str, str, np.ndarra
         Image.fromarray(rgb, mode="RGB").save(tmp / domain / cls / f"{stem}.png", format="PNG")
 
 
+def digits_shares(
+    labels: np.ndarray, seed: int, domains: Sequence[str], per_class: int | None
+) -> dict[str, np.ndarray]:
+    """Which sklearn digits (indices into :func:`sklearn_digits`) each domain is dealt.
+
+    Shuffled with ``seed`` and dealt round-robin; ``per_class`` keeps the first images of
+    each class in dealing order. Used by :func:`make_digits` and by the teacher pool, which
+    must leave out exactly these images.
+    """
+    order = np.random.default_rng(seed).permutation(len(labels))
+    shares: dict[str, np.ndarray] = {}
+    for d_index, domain in enumerate(domains):
+        share = order[d_index :: len(domains)]
+        if per_class is not None:
+            taken: dict[int, int] = {}
+            keep = []
+            for i in share:
+                if taken.get(int(labels[i]), 0) < per_class:
+                    taken[int(labels[i])] = taken.get(int(labels[i]), 0) + 1
+                    keep.append(i)
+            share = np.array(keep, dtype=np.int64)
+        shares[domain] = share
+    return shares
+
+
 def make_digits(
     out: str | os.PathLike[str],
     size: int = 32,
@@ -206,20 +232,12 @@ def make_digits(
     ink, labels = sklearn_digits()
     inner = max(8, round(size * _DIGIT_FRACTION))
     canvas = render_ink(ink, size, inner)
-    order = np.random.default_rng(seed).permutation(len(labels))
+    shares = digits_shares(labels, seed, domains, per_class)
     final, tmp = prepare_out(out, force)
     counts: dict[str, dict[str, int]] = {}
     try:
-        for d_index, domain in enumerate(domains):
-            share = order[d_index :: len(domains)]
-            if per_class is not None:
-                taken: dict[int, int] = {}
-                keep = []
-                for i in share:
-                    if taken.get(int(labels[i]), 0) < per_class:
-                        taken[int(labels[i])] = taken.get(int(labels[i]), 0) + 1
-                        keep.append(i)
-                share = np.array(keep, dtype=np.int64)
+        for domain in domains:
+            share = shares[domain]
             # One generator per domain: a domain's pictures do not depend on the others'.
             rng = np.random.default_rng([seed, DOMAINS.index(domain)])
             items = []

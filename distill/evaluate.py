@@ -204,7 +204,8 @@ def evaluate_run(
         part = ds.in_domains([d]).samples
         if d in train_domains:
             if same:
-                _, part = split_holdout(part, fraction=info["holdout_fraction"], seed=info["seed"])
+                seed = info.get("split_seed", info["seed"])
+                _, part = split_holdout(part, fraction=info["holdout_fraction"], seed=seed)
             id_samples.extend(part)
         else:
             ood_samples.extend(part)

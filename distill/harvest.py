@@ -204,8 +204,11 @@ async def harvest(
 
     missing = [i for i in items if (i.row, i.view) not in vectors]
     if missing or len(text_vectors) != len(prompts):
-        result.remaining_items = len(missing) + (len(prompts) - len(text_vectors))
-        result.remaining_cost_usd = _remaining_cost(client, dataset, missing, prompts, text_vectors)
+        # Counted by the cache, not by the failed chunks: a chunk stopped by the budget may
+        # hold items that were cached all along, and those cost nothing to finish.
+        result.remaining_items, result.remaining_cost_usd = _remaining(
+            client, dataset, missing, prompts, text_vectors
+        )
         return result
     if not items or not prompts:
         return result  # nothing to export (unlabelled data or empty)
@@ -224,14 +227,15 @@ async def harvest(
     return result
 
 
-def _remaining_cost(
+def _remaining(
     client: TeacherClient,
     dataset: Dataset,
     missing: list[ImageItem],
     prompts: list[str],
     text_vectors: list[np.ndarray],
-) -> Decimal:
-    cost = Decimal(0)
+) -> tuple[int, Decimal]:
+    """(items still to buy, worst-case cost of buying them): the uncached ones only."""
+    count, cost = 0, Decimal(0)
     reqs = []
     for item in missing:
         try:
@@ -239,10 +243,12 @@ def _remaining_cost(
         except (InputError, OSError, ValueError):
             continue  # cannot be sent at all, so it costs nothing
     if reqs:
-        cost += client.plan("image_embedding", reqs)[1]
+        n, c = client.plan("image_embedding", reqs)
+        count, cost = count + n, cost + c
     if len(text_vectors) != len(prompts):
-        cost += client.plan("text_embedding", [TextEmbeddingRequest(text=p) for p in prompts])[1]
-    return cost
+        n, c = client.plan("text_embedding", [TextEmbeddingRequest(text=p) for p in prompts])
+        count, cost = count + n, cost + c
+    return count, cost
 
 
 def _write_store(

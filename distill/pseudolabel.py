@@ -40,10 +40,12 @@ from vlmclient import (
 )
 
 from .data import Dataset, Sample, class_prompts
+from .harvest import FATAL
 from .views import view_bytes
 
 __all__ = [
     "DEFAULT_QUESTION",
+    "MAX_FAILURES_IN_A_ROW",
     "Label",
     "answer_labels",
     "choice_prompt",
@@ -57,6 +59,9 @@ DEFAULT_QUESTION = "Which of these is shown in the image? Reply with one option 
 MAX_ANSWER_TOKENS = 16  # an option name is a few tokens; a long reply is not an answer
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 IN_FLIGHT_PER_SLOT = 2  # answer requests scheduled ahead per concurrency slot
+# Failed answers in a row (after the client's own retries) that stop the run: a teacher
+# that fails this often is misconfigured or down, and each failure may have been billed.
+MAX_FAILURES_IN_A_ROW = 5
 
 # Leading phrases a chatty model puts before the option; removed before matching.
 _PREAMBLES = re.compile(
@@ -80,6 +85,7 @@ class Label:
     source: str  # "answer" | "zeroshot"
     cached: bool = False
     cost_usd: Decimal = Decimal(0)
+    error: str | None = None  # why the teacher gave no answer (None: not asked, or answered)
 
 
 def display_name(class_name: str) -> str:
@@ -262,15 +268,22 @@ async def answer_labels(
 
     One Label per sample, in order. When the budget stops the run, the images not
     answered get ``answer=None`` (nothing is lost: what was bought is cached; run again
-    with more budget). ``shuffle_seed`` shows the options in a per-image shuffled order
+    with more budget). A failed answer gets ``answer=None`` and its ``error``; after
+    :data:`MAX_FAILURES_IN_A_ROW` of them nothing more is sent. Errors every request would
+    hit (authentication, permission, unknown model, quota, configuration, a failed spend
+    record) stop the run at once and are raised after the requests in flight end.
+    ``shuffle_seed`` shows the options in a per-image shuffled order
     (a different question, so a different cache entry: the second sampled answer).
     """
     todo = list(dataset.samples if samples is None else samples)
     out: dict[int, Label] = {}
     stop = asyncio.Event()
     gate = asyncio.Semaphore(max(1, client.concurrency * IN_FLIGHT_PER_SLOT))
+    fatal: list[VLMError] = []
+    in_a_row = 0
 
     async def ask(i: int, s: Sample) -> None:
+        nonlocal in_a_row
         async with gate:
             if stop.is_set():
                 return
@@ -290,14 +303,25 @@ async def answer_labels(
             except (InputError, OSError, ValueError):
                 out[i] = Label(s.id, None, "", "answer")  # unreadable image: no label
                 return
-            except VLMError:
-                return  # not answered; a later run retries
+            except FATAL as exc:
+                stop.set()
+                fatal.append(exc)
+                return
+            except VLMError as exc:
+                out[i] = Label(s.id, None, None, "answer", error=str(exc))  # a rerun retries
+                in_a_row += 1
+                if in_a_row >= MAX_FAILURES_IN_A_ROW:
+                    stop.set()
+                return
+            in_a_row = 0
             label = parse_answer(res.text, class_names, order=order, synonyms=synonyms)
             out[i] = Label(s.id, label, res.text, "answer", res.cached, res.cost_usd)
             if on_progress is not None:
                 on_progress(len(out))
 
     await asyncio.gather(*(ask(i, s) for i, s in enumerate(todo)))
+    if fatal:
+        raise fatal[0]
     return [out.get(i, Label(s.id, None, None, "answer")) for i, s in enumerate(todo)]
 
 

@@ -3,12 +3,14 @@
 A task says three things, so the trainer's loop stays the same for every method:
 
 - ``configure(student)``: set ``requires_grad`` and return the parameters the optimizer gets;
-- ``set_mode(student)``: train/eval mode (BN statistics frozen only with ``freeze_bn``);
+- ``set_mode(student)``: train mode, with BatchNorm in eval mode when ``freeze_bn``;
 - ``losses(model, batch)``: a dict of named losses; ``"loss"`` is the one that is optimised.
 
-Align (official ``DFC_STAGE1``): only P trains; the backbone's parameters are frozen, the
-network stays in train mode as in the official code. Distill (``DFC_STAGE2``): P frozen,
-the whole backbone trains with the same loss (BN frozen for ResNets, ``freeze_bn``).
+Align (official ``DFC_STAGE1``): only P trains; the backbone's parameters are frozen.
+Distill (``DFC_STAGE2``): P frozen, the whole backbone trains with the same loss. In both
+stages, and for ERM / KD, the official code keeps every BatchNorm layer in eval mode
+(ImageNet running statistics, ``ResNet.freeze_bn`` in ``domainbed/networks/networks.py``,
+which wraps every student there); ``freeze_bn=True`` does the same and is the default.
 Predict: no training; ``Student.logits`` gives 100·cos(P f(x), T_c).
 """
 
@@ -60,11 +62,11 @@ class Task(Protocol):
 
 
 class _TrainMode:
-    """Whole student in train mode; BN statistics frozen when asked (ResNets)."""
+    """Whole student in train mode; BatchNorm in eval mode when ``freeze_bn`` (default)."""
 
     needs_targets = False
 
-    def __init__(self, *, freeze_bn: bool = False) -> None:
+    def __init__(self, *, freeze_bn: bool = True) -> None:
         self.freeze_bn = freeze_bn
 
     def set_mode(self, student: Student) -> None:
@@ -76,7 +78,7 @@ class _TrainMode:
 class _AdipTask(_TrainMode):
     needs_targets = True
 
-    def __init__(self, *, lam: float = 0.5, freeze_bn: bool = False) -> None:
+    def __init__(self, *, lam: float = 0.5, freeze_bn: bool = True) -> None:
         super().__init__(freeze_bn=freeze_bn)
         self.lam = lam
 
@@ -90,10 +92,8 @@ class _AdipTask(_TrainMode):
 class AlignTask(_AdipTask):
     """ADiP stage 1: train P only; the backbone's parameters are frozen.
 
-    As in the official code, the network stays in train mode: BatchNorm normalises with
-    batch statistics (and updates its running statistics, unless ``freeze_bn``), exactly as
-    in stage 2. Aligning P to eval-mode features instead made stage 2 start from features
-    P was never aligned to (its loss jumped from -0.62 back to -0.22 on the demo digits).
+    BatchNorm is in the same mode as in stage 2 (frozen by default, as the official code),
+    so stage 2 starts from exactly the features P was aligned to.
     """
 
     name = "align"
@@ -137,7 +137,7 @@ class KdTask(ErmTask):
 
     def __init__(
         self, text: torch.Tensor, *, lam: float = 0.5, temperature: float = 0.1,
-        freeze_bn: bool = False,
+        freeze_bn: bool = True,
     ) -> None:
         super().__init__(freeze_bn=freeze_bn)
         self.text = text
@@ -156,7 +156,7 @@ def make_task(
 ) -> Task:
     """The task of a stage name ("align", "distill", "erm", "kd")."""
     if stage == "align":
-        return AlignTask(lam=lam)
+        return AlignTask(lam=lam, freeze_bn=freeze_bn)
     if stage == "distill":
         return DistillTask(lam=lam, freeze_bn=freeze_bn)
     if stage == "erm":

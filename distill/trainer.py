@@ -330,6 +330,37 @@ def train(config: TrainConfig, *, progress: ProgressHook | None = None) -> dict[
             dist.destroy_process_group()
 
 
+class AlignStop:
+    """Align's stopping rule: stop when the mean loss of the last ``window`` steps improved
+    by less than ``min_delta`` on the window before it (Align only fits one linear layer on
+    frozen features, so it converges; a fixed step count left P barely trained)."""
+
+    def __init__(self, window: int, min_delta: float) -> None:
+        self.window = window
+        self.min_delta = min_delta
+        self.losses: list[float] = []
+        self.stopped_at: int | None = None
+        self.windows: list[float] = []
+
+    def update(self, loss: float) -> bool:
+        """Record one step's loss; True when Align has converged."""
+        self.losses.append(loss)
+        n = len(self.losses)
+        if n % self.window:
+            return False
+        self.windows.append(float(np.mean(self.losses[-self.window:])))
+        if len(self.windows) >= 2 and self.windows[-2] - self.windows[-1] < self.min_delta:
+            self.stopped_at = n
+            return True
+        return False
+
+    def describe(self, max_steps: int) -> dict[str, Any]:
+        return {"converged": self.stopped_at is not None,
+                "steps_run": self.stopped_at or len(self.losses), "max_steps": max_steps,
+                "final_window_loss": self.windows[-1] if self.windows else None,
+                "window": self.window, "min_delta": self.min_delta}
+
+
 def _train(
     config: TrainConfig,
     progress: ProgressHook | None,
@@ -353,7 +384,7 @@ def _train(
         raise DataError(f"{config.data}: no labelled images; the trainer needs class labels")
     train_domains, test_domains = _resolve_domains(ds, config)
     src = [s for s in labelled if s.domain in train_domains]
-    train_s, hold_s = split_holdout(src, fraction=config.holdout_fraction, seed=config.seed)
+    train_s, hold_s = split_holdout(src, fraction=config.holdout_fraction, seed=config.split_seed)
     ood_s = [s for s in labelled if s.domain in test_domains]
 
     # 2. Teacher targets: the harvested store for (teacher, dataset), checked.
@@ -390,6 +421,7 @@ def _train(
         "test_domains": list(test_domains),
         "holdout_fraction": config.holdout_fraction,
         "seed": config.seed,
+        "split_seed": config.split_seed,
         "image_size": config.image_size,
         "n_train": len(train_s),
         "n_id": len(hold_s),
@@ -418,9 +450,7 @@ def _train(
     mean, std = norm_stats(student.backbone)
     conv = is_convnet(student.backbone)
     channels_last = config.channels_last if config.channels_last is not None else conv
-    freeze_bn = (
-        config.freeze_bn if config.freeze_bn is not None else config.student.startswith("resnet")
-    )
+    freeze_bn = config.freeze_bn
     student.to(device)
     if channels_last:
         student.to(memory_format=torch.channels_last)
@@ -501,7 +531,16 @@ def _train(
             task = make_task(stage, lam=config.lam, text=text.to(device),
                              kd_temperature=config.kd_temperature, freeze_bn=freeze_bn)
             params = task.configure(student)
-            optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+            lr = config.lr_align if stage == "align" else config.lr
+            optimizer = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+            stopper = (
+                AlignStop(config.align_window, config.align_min_delta)
+                if stage == "align" and config.align_min_delta > 0 else None
+            )
+            p_init = (
+                student.proj.weight.detach().clone()
+                if stage == "align" and student.proj is not None else None
+            )
             first = start_step if si == start_stage else 0
             if si == start_stage and resume_extra and "optimizer" in resume_extra and first > 0:
                 optimizer.load_state_dict(resume_extra["optimizer"])
@@ -553,14 +592,15 @@ def _train(
                 values = {k: float(v.detach()) for k, v in losses.items()}
                 if log_file is not None:
                     log_file.write(json.dumps({
-                        "stage": stage, "step": step, **values, "lr": config.lr,
+                        "stage": stage, "step": step, **values, "lr": lr,
                         "time": time.time(), "step_s": round(dt, 5), "data_s": round(t_data, 5),
                     }) + "\n")
                 if hook:
                     hook(Progress("step", stage, step + 1, n_steps, values,
                                   last_eval.get("mean_id"), last_eval.get("mean_ood")))
 
-                if step % config.eval_every == 0 or step == n_steps - 1:
+                converged = stopper is not None and stopper.update(values["loss"])
+                if step % config.eval_every == 0 or step == n_steps - 1 or converged:
                     if main:
                         last_eval = evaluate(stage, step)
                         history.append({k: last_eval[k] for k in
@@ -585,9 +625,17 @@ def _train(
                                           last_eval["mean_id"], last_eval["mean_ood"]))
                     segment = Average()
                     _barrier(world)
+                if converged:
+                    break
 
             # End of stage: SWAD average, or the best in-domain checkpoint, or the last.
             note: dict[str, Any] = {"stage": stage, "steps": n_steps}
+            if stopper is not None:
+                note["align"] = stopper.describe(n_steps)
+            if p_init is not None and student.proj is not None:
+                # How far Align moved P from its random start (1.0 = not at all).
+                note["proj_cos_to_init"] = float(torch.nn.functional.cosine_similarity(
+                    student.proj.weight.detach().flatten(), p_init.flatten(), dim=0))
             if main:
                 if valley is not None:
                     params_avg = valley.final_params()

@@ -297,7 +297,7 @@ class TeacherClient:
         return EmbeddingResult(vector=entry.vector, cached=True, request_id=rid)
 
     async def _run(self, kind: Kind, requests: Sequence[Item], result_type: type[R]) -> list[R]:
-        if kind not in self.provider.kinds:
+        if kind not in self.provider.kinds_for(self.model):
             raise ConfigurationError(f"{self.teacher} does not offer {kind.replace('_', ' ')}s")
         loop = asyncio.get_running_loop()
         prepared = [self._prepare(item) for item in requests]  # InputError before any spend

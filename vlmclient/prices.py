@@ -17,8 +17,9 @@ from .models import Price
 __all__ = ["PriceTable", "load_prices"]
 
 
-def _parse(entries: Mapping[str, Any], origin: str) -> dict[str, Price]:
-    out: dict[str, Price] = {}
+def _fields(entries: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]]:
+    """Each entry's given fields, checked: prices finite and >= 0 (``-0`` is zero)."""
+    out: dict[str, dict[str, Any]] = {}
     for key, value in entries.items():
         if key.startswith("_"):
             continue
@@ -26,16 +27,33 @@ def _parse(entries: Mapping[str, Any], origin: str) -> dict[str, Price]:
             raise ConfigurationError(
                 f"{origin}: entry {key!r} must be 'provider:model' -> an object of prices"
             )
+        fields: dict[str, Any] = {}
+        for field, v in value.items():
+            if not field.startswith("usd_"):
+                fields[field] = v
+                continue
+            try:
+                amount = Decimal(str(v).strip())
+            except InvalidOperation:
+                raise ConfigurationError(
+                    f"{origin}: {key}.{field} is not an amount of dollars: {v!r}"
+                ) from None
+            # is_finite first: comparing a NaN Decimal raises
+            if not amount.is_finite() or amount < 0 or isinstance(v, bool):
+                raise ConfigurationError(
+                    f"{origin}: {key}.{field} must be a finite amount >= 0, not {v!r}"
+                )
+            fields[field] = str(abs(amount))  # -0 is 0
         try:
-            for field, v in value.items():
-                if field.startswith("usd_") and Decimal(str(v)) < 0:
-                    raise ConfigurationError(f"{origin}: {key}.{field} is negative")
-            out[key] = Price.model_validate(
-                {k: (str(v) if k.startswith("usd_") else v) for k, v in value.items()}
-            )
-        except (ValidationError, InvalidOperation) as exc:
+            Price.model_validate(fields)
+        except ValidationError as exc:
             raise ConfigurationError(f"{origin}: bad prices for {key!r}: {exc}") from exc
+        out[key] = fields
     return out
+
+
+def _parse(entries: Mapping[str, Any], origin: str) -> dict[str, Price]:
+    return {k: Price.model_validate(v) for k, v in _fields(entries, origin).items()}
 
 
 class PriceTable:
@@ -63,12 +81,26 @@ class PriceTable:
             raise ConfigurationError(f"price file {path} is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigurationError(f"price file {path} must hold a JSON object")
-        return PriceTable({**self.prices, **_parse(data, str(path))})
+        merged = dict(self.prices)
+        for key, given in _fields(data, str(path)).items():
+            # Field by field over the entry a lookup would have found: a file that only
+            # gives the text price must not make images free.
+            provider, _, model = key.partition(":")
+            base = self._find(provider, model)
+            fields = {} if base is None else base.model_dump(exclude_unset=False)
+            merged[key] = Price.model_validate({**fields, **given})
+        return PriceTable(merged)
 
-    def lookup(self, provider: str, model: str) -> Price:
+    def _find(self, provider: str, model: str) -> Price | None:
         for key in (f"{provider}:{model}", f"{provider}:*"):
             if key in self.prices:
                 return self.prices[key]
+        return None
+
+    def lookup(self, provider: str, model: str) -> Price:
+        found = self._find(provider, model)
+        if found is not None:
+            return found
         raise ConfigurationError(
             f"no price known for {provider}:{model}, so the budget cannot be enforced; "
             f'give one with --price-file (e.g. {{"{provider}:{model}": '

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("distill.cli.report", "spend and cache report from a cache or run folder"),
     "cache": ("distill.cli.cache_cmd", "inspect, verify, export or prune a response cache"),
     "serve-teacher": ("distill.cli.serve_teacher", "serve the local pay-per-query teacher"),
+    "fit-teacher": ("distill.cli.fit_teacher", "fit the mini-clip teacher on a teacher pool"),
     "providers": ("distill.cli.providers", "list providers, models, env vars and prices"),
     "data": ("distill.cli.data", "build the bundled datasets (make-digits, ...)"),
 }

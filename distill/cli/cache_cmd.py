@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rich.table import Table
@@ -11,6 +12,7 @@ from vlmclient import ConfigurationError
 
 from . import EXIT_ERROR, EXIT_OK
 from .progress import console
+from .validate import MAX_VIEWS, int_in, nonneg_days
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             )
             sp.add_argument("--prompt", default="a photo of a {}")
             sp.add_argument("--class-file", type=Path)
-            sp.add_argument("--views", type=int, default=1)
+            sp.add_argument("--views", type=int_in(1, MAX_VIEWS), default=1)
             sp.add_argument(
                 "--format", default="float16", choices=["float16", "float8_e4m3", "int8"]
             )
@@ -38,7 +40,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             sp.add_argument(
                 "--corrupt", action="store_true", help="delete entries that do not decode"
             )
-            sp.add_argument("--older-than-days", type=float, help="delete entries stored before")
+            sp.add_argument(
+                "--older-than-days",
+                type=nonneg_days,
+                help="delete entries stored more than N days ago (paid: asks first)",
+            )
+            sp.add_argument(
+                "--dry-run", action="store_true", help="say how many would go; delete nothing"
+            )
+            sp.add_argument(
+                "--yes", action="store_true", help="delete paid entries without asking"
+            )
+
+
+def _confirm(n: int) -> bool:
+    """Ask on a terminal; anything but a terminal (a script, a pipe) is a no."""
+    if not sys.stdin.isatty():
+        return False
+    reply = input(f"delete {n} paid cache entries? buying them again costs money [y/N] ")
+    return reply.strip().lower() in ("y", "yes")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +93,17 @@ def run(args: argparse.Namespace) -> int:
             if not args.corrupt and args.older_than_days is None:
                 raise ConfigurationError("say what to prune: --corrupt and/or --older-than-days N")
             older = args.older_than_days * 86400 if args.older_than_days is not None else None
+            n = cache.prune(older_than=older, corrupt=args.corrupt, dry_run=True)
+            if args.dry_run or n == 0:
+                out.print(f"would delete {n} entries (dry run: nothing deleted)" if args.dry_run
+                          else "nothing to delete")  # fmt: skip
+                return EXIT_OK
+            # Entries older than N days were paid for: deleting them means buying them again.
+            if older is not None and not args.yes and not _confirm(n):
+                raise ConfigurationError(
+                    f"not deleting {n} paid entries without confirmation: pass --yes "
+                    "(or --dry-run to only count them)"
+                )
             n = cache.prune(older_than=older, corrupt=args.corrupt)
             out.print(f"deleted {n} entries")
             return EXIT_OK

@@ -31,16 +31,44 @@ def load_config_file(path: Path) -> dict[str, Any]:
         elif path.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text) or {}
+            data = yaml.load(text, Loader=_unique_key_loader()) or {}
         else:
             raise ConfigurationError(f"config file {path} must end in .toml, .yaml or .yml")
     except ConfigurationError:
         raise
     except Exception as exc:  # tomllib.TOMLDecodeError, yaml.YAMLError
-        raise ConfigurationError(f"config file {path} does not parse: {exc}") from exc
+        raise ConfigurationError(f"config file {path} does not parse: {_one_line(exc)}") from exc
     if not isinstance(data, dict):
         raise ConfigurationError(f"config file {path} must hold a table/mapping of flag names")
     return data
+
+
+def _one_line(exc: Exception) -> str:
+    """A parser's error on one line (YAML's spans several, with a caret under the spot)."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
+
+
+def _unique_key_loader() -> type:
+    """``yaml.SafeLoader`` that refuses a key given twice (PyYAML keeps the last one
+    silently; TOML refuses): ``budget: 1`` then ``budget: 100`` must not pass unseen."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def apply_config_file(parser: argparse.ArgumentParser, data: dict[str, Any], origin: str) -> None:
@@ -70,7 +98,17 @@ def apply_config_file(parser: argparse.ArgumentParser, data: dict[str, Any], ori
             except (ValueError, argparse.ArgumentTypeError) as exc:
                 raise ConfigurationError(f"{origin}: bad value for {key}: {exc}") from exc
         else:
-            # a string default is parsed by argparse like a command-line value
+            # a string default is parsed by argparse like a command-line value; checked
+            # here too, so a bad value in the file is refused even when a flag overrides it
+            converted: Any = str(value)
+            if action.type is not None and callable(action.type):
+                try:
+                    converted = action.type(str(value))
+                except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+                    raise ConfigurationError(f"{origin}: bad value for {key}: {exc}") from exc
+            if action.choices is not None and converted not in action.choices:
+                choices = ", ".join(map(str, action.choices))
+                raise ConfigurationError(f"{origin}: {key} must be one of {choices}")
             defaults[action.dest] = str(value)
     parser.set_defaults(**defaults)
 

@@ -3,6 +3,7 @@
     vlm-distill data make-digits OUT [--size 32] [--per-class N] [--seed 0] [--domains ...]
     vlm-distill data make-fashion OUT [--per-domain 1000] [--size 28] [--seed 0]
     vlm-distill data make-mnist-digits OUT [--mnist-dir DIR] [--per-class N] [--seed 0]
+    vlm-distill data make-teacher-pool {digits,fashion,mnist-digits} OUT [--per-class N]
     vlm-distill data scan DATA [--class-file FILE] [--decode] [--json]
 """
 
@@ -61,6 +62,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--per-class", type=int, default=None)
     p.add_argument("--size", type=int, default=28)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true")
+
+    p = sub.add_parser(
+        "make-teacher-pool",
+        help="write the mini-clip teacher's pretraining pool: the source images a benchmark "
+        "does not deal out (disjoint from it by content hash)",
+    )
+    p.add_argument("kind", choices=["digits", "fashion", "mnist-digits"])
+    p.add_argument("out", type=Path)
+    p.add_argument("--per-class", type=int, default=1000,
+                   help="cap images per class and source (default 1000; 0 = no cap)")
+    p.add_argument("--pool-seed", type=int, default=0, help="seed of the capped choice")
+    p.add_argument("--bench-seed", type=int, default=0, help="seed the benchmark is built with")
+    p.add_argument("--digits-per-class", type=int, default=20,
+                   help="the digits benchmark's --per-class (default 20, the demo's)")
+    p.add_argument("--fashion-per-domain", type=int, default=500,
+                   help="the Fashion benchmark's --per-domain (default 500, adip_table standard)")
+    p.add_argument("--mnist-per-class", type=int, default=100,
+                   help="the MNIST->digits benchmark's --per-class (default 100)")
+    p.add_argument("--mnist-dir", type=Path, default=None)
+    p.add_argument("--source", type=Path, default=None, help="folder of Fashion-MNIST idx files")
     p.add_argument("--force", action="store_true")
 
     p = sub.add_parser("scan", help="show a data folder's layout, classes, domains and skips")
@@ -139,6 +161,21 @@ def run(args: argparse.Namespace) -> int:
             mnist_dir=args.mnist_dir, force=args.force,
         )
         return _made(root)
+    if action == "make-teacher-pool":
+        from distill.teacher_pool import PoolSpec, make_teacher_pool
+
+        spec = PoolSpec(
+            seed=args.bench_seed,
+            digits_per_class=args.digits_per_class,
+            fashion_per_domain=args.fashion_per_domain,
+            mnist_per_class=args.mnist_per_class,
+        )
+        root = make_teacher_pool(
+            args.kind, args.out, spec=spec, per_class=args.per_class or None,
+            pool_seed=args.pool_seed, mnist_dir=args.mnist_dir, fashion_dir=args.source,
+            force=args.force,
+        )
+        return _made(root)
     if action == "scan":
         ds = scan(args.data, class_file=args.class_file, decode=args.decode)
         if args.json:
@@ -147,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_scan(ds)
         return 0
-    print("usage: vlm-distill data {make-digits,make-fashion,make-mnist-digits,scan} ...",
+    print("usage: vlm-distill data "
+          "{make-digits,make-fashion,make-mnist-digits,make-teacher-pool,scan} ...",
           file=sys.stderr)
     return 2

@@ -38,10 +38,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--student", default="tf_efficientnet_lite0", help="timm student (default: %(default)s)"
     )
     p.add_argument(
+        "--views", type=int, default=4,
+        help="teacher views per image: the image and seeded augmentations (default: %(default)s)",
+    )
+    p.add_argument(
+        "--teacher-steps", type=int, default=None,
+        help="mini-clip fitting steps when the teacher is fitted (default: its own)",
+    )
+    p.add_argument(
         "--backend",
-        default="pseudo-clip",
-        choices=["pseudo-clip", "hash"],
-        help="local teacher backend (default: %(default)s)",
+        default="mini-clip",
+        choices=["mini-clip", "pseudo-clip", "hash"],
+        help="local teacher backend: mini-clip (fitted on digits the demo never deals out), "
+        "pseudo-clip (real ImageNet + MiniLM weights, knows no digits) (default: %(default)s)",
     )
 
 
@@ -54,20 +63,15 @@ def run(args: argparse.Namespace) -> int:
     from .report import show
 
     out = console()
-    cfg = DemoConfig(
-        workdir=args.workdir,
-        budget=args.budget,
-        run_budget=args.run_budget,
-        student=args.student,
-        backend=args.backend,
+    common = dict(
+        workdir=args.workdir, budget=args.budget, run_budget=args.run_budget,
+        student=args.student, backend=args.backend, views=args.views,
+        teacher_steps=args.teacher_steps,
     )
+    cfg = DemoConfig(**common)  # type: ignore[arg-type]
     if args.quick:
         cfg = DemoConfig(
-            workdir=args.workdir,
-            budget=args.budget,
-            run_budget=args.run_budget,
-            student=args.student,
-            backend=args.backend,
+            **common,  # type: ignore[arg-type]
             per_class=8,
             steps_align=60,
             steps_distill=100,
@@ -109,6 +113,13 @@ def run(args: argparse.Namespace) -> int:
                 self.live.__exit__(None, None, None)
                 self.live = None
 
+    if cfg.backend == "mini-clip":
+        fitted = (cfg.workdir / "teacher" / "mini-clip-digits.safetensors").is_file()
+        out.print(
+            "teacher: mini-clip, "
+            + ("loaded from " + str(cfg.workdir / "teacher") if fitted else
+               "fitting it once on the digits this demo never deals out (about a minute)")
+        )
     summary = run_demo(
         cfg,
         harvest=cli_main,

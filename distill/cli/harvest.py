@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from decimal import Decimal, InvalidOperation
+from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -14,21 +15,32 @@ from rich.table import Table
 from cache.coordination import Coordinator
 from distill.cachedir import CacheDir
 from vlmclient import ConfigurationError, TeacherClient, TextEmbeddingRequest, load_prices
+from vlmclient.models import Kind
+from vlmclient.prices import PriceTable
 from vlmclient.providers import parse_teacher
 from vlmclient.shared_budget import SharedBudget
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from .progress import LiveProgress, console
+from .validate import (
+    MAX_BATCH_SIZE,
+    MAX_CONCURRENCY,
+    MAX_VIEWS,
+    int_in,
+    money,
+    positive_rate,
+    positive_seconds,
+)
 
-
-def money(text: str) -> Decimal:
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not an amount of dollars: {text!r}") from None
-    if value < 0 or not value.is_finite():
-        raise argparse.ArgumentTypeError("the budget must be a finite amount >= 0")
-    return value
+__all__ = [
+    "HARVEST_KINDS",
+    "add_arguments",
+    "add_client_arguments",
+    "check_teacher",
+    "money",
+    "open_client",
+    "run",
+]
 
 
 def add_client_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,22 +67,38 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
         type=money,
         help="also cap what this run spends, in USD (default: no per-run cap)",
     )
-    p.add_argument("--max-requests", type=int, help="also stop after this many paid requests")
-    p.add_argument("--max-items", type=int, help="also stop after this many paid items")
+    p.add_argument(
+        "--max-requests", type=int_in(1), help="also stop after this many paid requests"
+    )
+    p.add_argument("--max-items", type=int_in(1), help="also stop after this many paid items")
     p.add_argument(
         "--base-url", help="override the provider's base URL (proxies, gateways, local servers)"
     )
     p.add_argument("--price-file", type=Path, help="JSON prices overriding the built-in table")
     p.add_argument(
-        "--concurrency", type=int, default=16, help="requests in flight (default: %(default)s)"
+        "--concurrency",
+        type=int_in(1, MAX_CONCURRENCY),
+        default=16,
+        help=f"requests in flight, 1 to {MAX_CONCURRENCY} (default: %(default)s)",
     )
     p.add_argument(
-        "--batch-size", type=int, help="items per request (default: the provider's limit)"
+        "--batch-size",
+        type=int_in(1, MAX_BATCH_SIZE),
+        help="items per request (default: the provider's limit)",
     )
-    p.add_argument("--rpm", type=float, help="requests per minute limit")
-    p.add_argument("--tpm", type=float, help="tokens per minute limit")
+    p.add_argument("--rpm", type=positive_rate, help="requests per minute limit (> 0)")
+    p.add_argument("--tpm", type=positive_rate, help="tokens per minute limit (> 0)")
     p.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)"
+        "--timeout",
+        type=positive_seconds,
+        default=60.0,
+        help="seconds per request, > 0 and <= 3600 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--allow-free",
+        action="store_true",
+        help="run even when the price table makes a billed unit of the teacher free "
+        "(the budget then cannot stop that spend)",
     )
 
 
@@ -86,7 +114,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--class-file", type=Path, help="class names, one per line (fixes their order)")
     p.add_argument(
-        "--views", type=int, default=1, help="teacher views per image; view 0 is the image itself"
+        "--views",
+        type=int_in(1, MAX_VIEWS),
+        default=1,
+        help=f"teacher views per image, 1 to {MAX_VIEWS}; view 0 is the image itself",
     )
     p.add_argument(
         "--dry-run",
@@ -98,11 +129,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_select_arguments(p)
 
 
-def open_client(args: argparse.Namespace, cache, ledger, coord: Coordinator) -> TeacherClient:  # type: ignore[no-untyped-def]
+HARVEST_KINDS: tuple[Kind, ...] = ("image_embedding", "text_embedding")
+
+
+def check_teacher(args: argparse.Namespace, prices: PriceTable, kinds: Sequence[Kind]) -> None:
+    """Refuse (ConfigurationError, exit 2) before anything is sent when the teacher cannot
+    do ``kinds`` or its price makes a billed unit free (unless ``--allow-free``)."""
+    from vlmclient.price_check import MIN_PRICE_USD, free_units
+
+    provider, model = parse_teacher(args.teacher)
+    offered = provider.kinds_for(model)
+    lacking = [k for k in kinds if k not in offered]
+    if lacking:
+        what = ", ".join(k.replace("_", " ") + "s" for k in lacking)
+        can = ", ".join(sorted(k.replace("_", " ") + "s" for k in offered)) or "nothing"
+        raise ConfigurationError(
+            f"{args.teacher} cannot give {what} (it offers {can}); choose a teacher that "
+            "does (`vlm-distill providers` lists them)"
+        )
+    price = prices.lookup(provider.name, model)
+    if getattr(args, "allow_free", False):
+        return
+    free = free_units(args.teacher, price, kinds)
+    if free:
+        raise ConfigurationError(
+            f"the price of {args.teacher} makes billed units free, so --budget cannot stop "
+            f"the spend ({'; '.join(free)}; anything below ${MIN_PRICE_USD} counts as free): "
+            "fix the --price-file entry, or pass --allow-free if the teacher really is free"
+        )
+
+
+def open_client(  # type: ignore[no-untyped-def]
+    args: argparse.Namespace,
+    cache,
+    ledger,
+    coord: Coordinator,
+    kinds: Sequence[Kind] = HARVEST_KINDS,
+) -> TeacherClient:
     """The command's client: ``--budget`` shared through ``coord`` with every run and
     process of this cache, ``--run-budget`` for this run, leases so concurrent runs of one
     cache do not buy the same items."""
     prices = load_prices(args.price_file)
+    check_teacher(args, prices, kinds)
     provider, model = parse_teacher(args.teacher)
     budget = SharedBudget(
         coord,

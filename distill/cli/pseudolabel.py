@@ -14,15 +14,29 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from vlmclient import ConfigurationError
+from vlmclient.models import Kind
 
-from . import EXIT_BUDGET, EXIT_OK
+from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from .progress import console
 
 ROUTES = ("answer", "zeroshot")
 CHECKS = ("zeroshot", "resample", "answer", "none")
+EMBEDDINGS: tuple[Kind, ...] = ("image_embedding", "text_embedding")
+
+
+def needed_kinds(route: str, check: str) -> tuple[Kind, ...]:
+    """What the teacher must offer for ``--route`` and ``--check`` (checked before sending)."""
+    kinds: list[Kind] = []
+    for step in (route, check):
+        if step in ("answer", "resample"):
+            kinds.append("answer")
+        elif step == "zeroshot":
+            kinds += EMBEDDINGS
+    return tuple(dict.fromkeys(kinds))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -99,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
         SpendLedger(cdir.ledger) as ledger,
         open_coordinator(cdir) as coord,
     ):
-        client = open_client(args, cache, ledger, coord)
+        client = open_client(
+            args, cache, ledger, coord, kinds=needed_kinds(args.route, args.check)
+        )
 
         async def go() -> tuple[list[Any], list[Any] | None]:
             async with client:
@@ -155,6 +171,14 @@ def run(args: argparse.Namespace) -> int:
     t.add_row("manifest", str(path))
     t.add_row("decisions", str(decisions))
     out.print(t)
+    failed = [lb for lb in (labels + (second or [])) if lb.error is not None]
+    if failed:
+        out.print(
+            f"[red]{len(failed)} answers failed at the teacher[/] "
+            f"(last: {escape(failed[-1].error or '')}); "
+            "nothing paid is lost: fix the cause and run again"
+        )
+        return EXIT_ERROR
     unbought = sum(lb.answer is None for lb in labels)
     if unbought:
         out.print(

@@ -24,6 +24,7 @@ from vlmclient import ConfigurationError, TextEmbeddingRequest
 
 from . import EXIT_BUDGET, EXIT_OK
 from .progress import console
+from .validate import int_in
 
 SELECTIONS = ("random", "uncertainty", "coreset")
 
@@ -32,10 +33,12 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     """The selection flags, added to ``harvest``."""
     g = p.add_argument_group("budget-aware selection (when the budget cannot buy every image)")
     g.add_argument("--select", choices=SELECTIONS, help="how to pick the images to buy")
-    g.add_argument("--rounds", type=int, default=3, help="selection rounds (default: %(default)s)")
+    g.add_argument(
+        "--rounds", type=int_in(1, 1000), default=3, help="selection rounds (default: %(default)s)"
+    )
     g.add_argument(
         "--round-steps",
-        type=int,
+        type=int_in(0),
         default=30,
         help="student training steps between rounds (default: %(default)s)",
     )
@@ -45,7 +48,10 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
         help="timm model trained between rounds (default: %(default)s)",
     )
     g.add_argument(
-        "--select-image-size", type=int, default=32, help="its input size (default: %(default)s)"
+        "--select-image-size",
+        type=int_in(8, 1024),
+        default=32,
+        help="its input size (default: %(default)s)",
     )
     g.add_argument(
         "--select-labels",

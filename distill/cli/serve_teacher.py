@@ -54,12 +54,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--access-log", action="store_true", help="log every request (no headers)")
 
     b = parser.add_argument_group("backend")
-    b.add_argument("--backend", choices=["pseudo-clip", "hash", "open-clip"], default="pseudo-clip")
+    b.add_argument(
+        "--backend",
+        choices=["pseudo-clip", "hash", "open-clip", "mini-clip"],
+        default="pseudo-clip",
+    )
     b.add_argument("--hash-dim", type=int, default=384, help="vector size of the hash backend")
     b.add_argument("--temperature", type=float, default=None, help="pseudo-clip softmax T")
     b.add_argument("--image-tower", choices=["auto", "lite2", "lite0"], default="auto")
     b.add_argument("--open-clip-model", default=None, help="open_clip architecture, e.g. ViT-B-32")
     b.add_argument("--open-clip-weights", default=None, help="local .pt/.safetensors file")
+    b.add_argument("--weights", default=None, help="mini-clip weights (from fit-teacher)")
 
     p = parser.add_argument_group("prices (USD)")
     p.add_argument("--usd-per-image", type=_decimal, default=Decimal("0.0001"))
@@ -147,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
             open_clip_model=args.open_clip_model,
             open_clip_weights=args.open_clip_weights,
             image_tower=args.image_tower,
+            weights=args.weights,
             **extra,
         )
     except (ValueError, FileNotFoundError) as exc:

@@ -41,7 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda", dest="lam", type=float, default=0.5,
                         help="ADiP image-vs-text weight; KD's KL weight")
     parser.add_argument("--kd-temperature", type=float, default=0.1)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--lr", type=float, default=5e-5, help="lr of Distill, ERM and KD")
+    parser.add_argument("--lr-align", type=float, default=1e-3,
+                        help="lr of Align (only the projection trains)")
+    parser.add_argument("--align-min-delta", type=float, default=1e-3,
+                        help="Align stops when a 25-step window's mean loss improves by less "
+                        "(0: run every --steps-align step)")
+    parser.add_argument("--no-freeze-bn", dest="freeze_bn", action="store_false",
+                        help="train BatchNorm statistics (the official code freezes them)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the ID hold-out split")
     parser.add_argument("--batch-per-domain", type=int, default=32)
     parser.add_argument("--views", type=int, help="teacher views to use (default: all cached)")
     parser.add_argument("--eval-every", type=int, default=200)
@@ -67,7 +75,9 @@ def build_config(args: argparse.Namespace) -> Any:
         method=args.method, out=args.out, train_domains=_domains(args.train_domains),
         test_domains=_domains(args.test_domains), steps_align=args.steps_align,
         steps_distill=args.steps_distill, steps=args.steps, image_size=args.image_size,
-        lam=args.lam, kd_temperature=args.kd_temperature, lr=args.lr,
+        lam=args.lam, kd_temperature=args.kd_temperature, lr=args.lr, lr_align=args.lr_align,
+        align_min_delta=args.align_min_delta, freeze_bn=args.freeze_bn,
+        split_seed=args.split_seed,
         batch_per_domain=args.batch_per_domain, views=args.views, eval_every=args.eval_every,
         select=args.select, swad=args.swad, bf16=args.bf16, threads=args.threads,
         num_workers=args.num_workers, seed=args.seed, resume=args.resume,

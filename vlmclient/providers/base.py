@@ -17,7 +17,12 @@ import httpx
 import numpy as np
 from pydantic import SecretStr
 
-from ..errors import APIStatusError, ResponseValidationError, status_error_class
+from ..errors import (
+    APIStatusError,
+    ConfigurationError,
+    ResponseValidationError,
+    status_error_class,
+)
 from ..models import (
     AnswerRequest,
     Image,
@@ -111,13 +116,25 @@ class Provider:
     meters_usage: bool = False
     default_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     description: str = ""
+    # What one model can do, when the provider's models differ (None: every kind, all models).
+    model_kinds: Callable[[str], frozenset[str]] | None = None
 
     @property
     def kinds(self) -> frozenset[str]:
         return frozenset(self.max_batch)
 
+    def kinds_for(self, model: str) -> frozenset[str]:
+        """The kinds ``model`` offers: the provider's kinds, narrowed where a name tells."""
+        if self.model_kinds is None:
+            return self.kinds
+        return self.kinds & self.model_kinds(model)
+
     def limit_for(self, model: str, kind: Kind) -> int:
         """Most items one request of ``kind`` may carry for ``model``."""
+        if kind not in self.max_batch:
+            # a KeyError deep in a harvest helped nobody (issue 13, item 13)
+            what = kind.replace("_", " ")
+            raise ConfigurationError(f"{self.name}:{model} does not offer {what}s")
         if self.batch_limit is not None:
             return self.batch_limit(model, kind)
         return self.max_batch[kind]

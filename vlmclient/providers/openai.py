@@ -254,6 +254,20 @@ def classify_error(response: httpx.Response) -> APIStatusError:
     return err
 
 
+# Name prefixes that say what an OpenAI model is. Any other name (an OpenAI-compatible
+# server's own model) may be either, so it is not narrowed.
+_CHAT_PREFIXES = ("gpt-", "chatgpt-", "o1", "o3", "o4")
+
+
+def model_kinds(model: str) -> frozenset[str]:
+    """Embedding models cannot answer and chat models cannot embed (as far as names say)."""
+    if "embed" in model.lower():
+        return frozenset({"text_embedding"})
+    if model.lower().startswith(_CHAT_PREFIXES):
+        return frozenset({"answer"})
+    return frozenset({"text_embedding", "answer"})
+
+
 OPENAI = Provider(
     name=NAME,
     env_vars=("OPENAI_API_KEY",),
@@ -266,5 +280,6 @@ OPENAI = Provider(
     classify_error=classify_error,
     rate_limit_hints=rate_limit_hints,
     prepare_image=prepare_image,
+    model_kinds=model_kinds,
     description="OpenAI or any OpenAI-compatible server (text embeddings, image answers)",
 )

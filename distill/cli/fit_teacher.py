@@ -1,0 +1,56 @@
+"""``vlm-distill fit-teacher POOL --out FILE``: fit the mini-clip teacher on a teacher pool.
+
+Make the pool first (``vlm-distill data make-teacher-pool {digits,fashion,mnist-digits} DIR``);
+serve the result with ``vlm-distill serve-teacher --backend mini-clip --weights FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vlmclient.errors import ConfigurationError
+
+HELP = "fit the mini-clip teacher (CLIP-style, MiniLM text space) on a teacher pool"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "pool", type=Path, help="folder made by: vlm-distill data make-teacher-pool"
+    )
+    parser.add_argument("--out", type=Path, required=True,
+                        help="weights file to write (.safetensors; the manifest goes beside it "
+                        "as .json)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (same seed, same bytes)")
+    # None: fit_teacher's own defaults (distill.miniclip), declared once there.
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps")
+    parser.add_argument("--batch", type=int, default=None, help="images per step")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if (args.steps is not None and args.steps < 1) or (args.batch is not None and args.batch < 2) \
+            or args.threads < 1:
+        raise ConfigurationError("--steps must be >= 1, --batch >= 2 and --threads >= 1")
+    if args.out.suffix != ".safetensors":
+        raise ConfigurationError(f"--out must end in .safetensors, not {args.out.name!r}")
+    if not (args.pool / "dataset.json").is_file():
+        raise ConfigurationError(
+            f"{args.pool} is not a teacher pool; make one with: "
+            "vlm-distill data make-teacher-pool {digits,fashion,mnist-digits} DIR"
+        )
+    from distill.miniclip import fit_teacher, manifest_path
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if step % max(1, total // 10) == 0 or step == total:
+            print(f"step {step}/{total} loss {loss:.3f}", file=sys.stderr, flush=True)
+
+    sized = {k: v for k, v in (("steps", args.steps), ("batch", args.batch)) if v is not None}
+    m = fit_teacher(args.pool, args.out, seed=args.seed, threads=args.threads,
+                    progress=progress, **sized)
+    looks = ", ".join(f"{k} {100 * v:.1f} %" for k, v in m["zeroshot_holdout"].items())
+    print(f"wrote {args.out} and {manifest_path(args.out)} in {m['fit_s']} s "
+          f"({m['pool']['images']} pool images, seed {m['seed']}, {m['steps']} steps)")
+    print(f"zero-shot on held-out pool images: {looks or '(pool too small to hold any out)'}")
+    return 0

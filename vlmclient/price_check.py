@@ -1,0 +1,115 @@
+"""Is any billed unit of a teacher free under a price? Then the budget cannot stop its spend.
+
+A price of zero (or ``-0``, or an absurdly small ``1e-30``) for something the provider
+bills turns the hard cap off without a word: every reservation is $0, so a run buys
+everything whatever ``--budget`` says. :func:`free_units` names every such unit so the CLI
+can refuse the run (exit 2) unless the user says ``--allow-free``.
+
+>>> from decimal import Decimal
+>>> free_units("cohere:embed-v4.0", Price(usd_per_1m_input_tokens=Decimal("0.12")),
+...            ["image_embedding"])
+['image embeddings: usd_per_1m_image_tokens is 0']
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from decimal import Decimal
+
+from pydantic import SecretStr
+
+from .models import (
+    AnswerRequest,
+    Image,
+    ImageEmbeddingRequest,
+    Kind,
+    Price,
+    TextEmbeddingRequest,
+    Usage,
+)
+from .prices import PriceTable
+from .providers import CallSpec, parse_teacher
+from .providers.base import Item
+
+__all__ = ["MIN_PRICE_USD", "UNIT_PRICE_FIELDS", "free_units"]
+
+# A price field below this (in its own unit: per image, per 1M tokens, per 1B pixels, per
+# 1k characters) counts as free: 10,000 times below the cheapest real price we know of.
+MIN_PRICE_USD = Decimal("0.000001")
+
+# Usage field -> the Price field that bills it.
+UNIT_PRICE_FIELDS: dict[str, str] = {
+    "images": "usd_per_image",
+    "input_tokens": "usd_per_1m_input_tokens",
+    "output_tokens": "usd_per_1m_output_tokens",
+    "image_tokens": "usd_per_1m_image_tokens",
+    "image_pixels": "usd_per_1b_pixels",
+    "characters": "usd_per_1k_characters",
+}
+
+
+def _sample_image() -> Image:
+    from PIL import Image as PILImage
+
+    buf = io.BytesIO()
+    PILImage.new("RGB", (64, 64), (120, 60, 30)).save(buf, "PNG")
+    return Image(data=buf.getvalue(), media_type="image/png")
+
+
+def _sample(kind: Kind) -> Item:
+    if kind == "image_embedding":
+        return ImageEmbeddingRequest(image=_sample_image())
+    if kind == "text_embedding":
+        return TextEmbeddingRequest(text="a photo of a cat")
+    return AnswerRequest(image=_sample_image(), prompt="Which is it? A) cat B) dog")
+
+
+def _priced(value: Decimal) -> bool:
+    return value >= MIN_PRICE_USD
+
+
+def free_units(
+    teacher: str, price: Price, kinds: Iterable[Kind], *, reference: Price | None = None
+) -> list[str]:
+    """Every billed unit of ``teacher`` that ``price`` makes free, per kind (empty: none).
+
+    A unit is billed when the provider's estimate of a small sample request counts it and
+    the ``reference`` price (default: the built-in entry, when there is one) charges for
+    it; a kind is also free when its whole sample request costs nothing. Fields below
+    :data:`MIN_PRICE_USD` count as zero.
+    """
+    provider, model = parse_teacher(teacher)
+    if reference is None:
+        try:
+            reference = PriceTable.default().lookup(provider.name, model)
+        except Exception:  # no built-in entry: only the whole-request rule applies
+            reference = None
+    problems: list[str] = []
+    for kind in kinds:
+        item = _sample(kind)
+        if isinstance(item, (ImageEmbeddingRequest, AnswerRequest)):
+            item = item.model_copy(update={"image": provider.prepare_image(item.image)})
+        spec = CallSpec(kind, model, [item], base_url="", api_key=SecretStr("unused"))
+        usage: Usage = provider.estimate_usage(spec)
+        label = kind.replace("_", " ") + "s"
+        effective = Price.model_validate(
+            {
+                f: (getattr(price, f) if _priced(getattr(price, f)) else Decimal(0))
+                for f in UNIT_PRICE_FIELDS.values()
+            }
+        )
+        found = False
+        for unit, field in UNIT_PRICE_FIELDS.items():
+            if getattr(usage, unit) <= 0:
+                continue
+            billed = reference is not None and _priced(getattr(reference, field))
+            if billed and not _priced(getattr(price, field)):
+                problems.append(f"{label}: {field} is {getattr(price, field)}")
+                found = True
+        if not found and effective.cost(usage) <= 0:
+            units = ", ".join(
+                UNIT_PRICE_FIELDS[u] for u in UNIT_PRICE_FIELDS if getattr(usage, u) > 0
+            )
+            problems.append(f"{label}: every billed unit ({units}) is free")
+    return problems
