@@ -26,6 +26,7 @@ beside the one writer. Imports nothing else of vlm-distill but :mod:`cache.ledge
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sqlite3
@@ -46,9 +47,20 @@ __all__ = [
     "LEASE_TTL_S",
     "ORPHANED",
     "OWNER_TTL_S",
+    "CoordinationError",
     "Coordinator",
     "SpendView",
 ]
+
+log = logging.getLogger(__name__)
+
+
+class CoordinationError(RuntimeError):
+    """The coordination database cannot be read or written (closed, locked too long, full).
+
+    Leases fail open (a process that cannot claim buys anyway: at worst a duplicate);
+    money fails closed (:class:`vlmclient.SharedBudget` refuses to reserve).
+    """
 
 LEASE_TTL_S: Final = 60.0  # a lease not renewed for this long is void
 OWNER_TTL_S: Final = 60.0  # an owner on another host is dead after this long without a heartbeat
@@ -169,14 +181,17 @@ class Coordinator:
         """One write transaction (BEGIN IMMEDIATE: the check and the change are atomic)."""
         with self._lock:
             if self._db is None:
-                raise RuntimeError(f"coordination database {self.path} is closed")
-            self._db.execute("BEGIN IMMEDIATE")
+                raise CoordinationError(f"coordination database {self.path} is closed")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise CoordinationError(f"coordination database {self.path}: {exc}") from exc
 
     # -- liveness -------------------------------------------------------------------------
 
@@ -189,7 +204,7 @@ class Coordinator:
                     db.execute(
                         "UPDATE leases SET expires=? WHERE owner=?", (now + LEASE_TTL_S, self.owner)
                     )
-            except (sqlite3.Error, RuntimeError):
+            except CoordinationError:
                 return  # closed or broken: leases then expire, which only costs duplicates
 
     def _alive(self, db: sqlite3.Connection, owner: str, memo: dict[str, bool]) -> bool:
@@ -259,6 +274,14 @@ class Coordinator:
         mine: set[str] = set()
         if not keys:
             return mine
+        try:
+            return self._claim(keys)
+        except CoordinationError as exc:
+            log.warning("cannot take leases (%s): buying without them", exc)
+            return set(keys)
+
+    def _claim(self, keys: Sequence[str]) -> set[str]:
+        mine: set[str] = set()
         now = time.time()
         memo: dict[str, bool] = {}
         with self._write() as db:
@@ -279,10 +302,13 @@ class Coordinator:
         keys = list(keys)
         if not keys:
             return
-        with self._write() as db:
-            db.executemany(
-                "DELETE FROM leases WHERE key=? AND owner=?", [(k, self.owner) for k in keys]
-            )
+        try:
+            with self._write() as db:
+                db.executemany(
+                    "DELETE FROM leases WHERE key=? AND owner=?", [(k, self.owner) for k in keys]
+                )
+        except CoordinationError as exc:  # the lease expires on its own
+            log.warning("cannot release leases (%s)", exc)
 
     def held_elsewhere(self, keys: Iterable[str]) -> set[str]:
         """The keys another live owner holds a lease on."""
@@ -292,13 +318,17 @@ class Coordinator:
         with self._lock:
             if self._db is None:
                 return held
-            for key in keys:
-                row = self._db.execute(
-                    "SELECT owner, expires FROM leases WHERE key=?", (key,)
-                ).fetchone()
-                taken = row is not None and row[0] != self.owner and row[1] > now
-                if taken and self._alive(self._db, row[0], memo):
-                    held.add(key)
+            try:
+                for key in keys:
+                    row = self._db.execute(
+                        "SELECT owner, expires FROM leases WHERE key=?", (key,)
+                    ).fetchone()
+                    taken = row is not None and row[0] != self.owner and row[1] > now
+                    if taken and self._alive(self._db, row[0], memo):
+                        held.add(key)
+            except sqlite3.Error as exc:
+                log.warning("cannot read leases (%s): buying without them", exc)
+                return set()
         return held
 
     # -- money ----------------------------------------------------------------------------
@@ -348,11 +378,15 @@ class Coordinator:
         if teacher in self._reconciled and self._dead <= self._reaped:
             with self._lock:  # nothing to write: one read snapshot (WAL readers do not block)
                 if self._db is not None:
-                    self._db.execute("BEGIN")
                     try:
-                        return self._view(self._db, teacher)
-                    finally:
-                        self._db.execute("COMMIT")
+                        self._db.execute("BEGIN")
+                        try:
+                            return self._view(self._db, teacher)
+                        finally:
+                            self._db.execute("COMMIT")
+                    except sqlite3.Error as exc:
+                        why = f"coordination database {self.path}: {exc}"
+                        raise CoordinationError(why) from exc
         with self._write() as db:
             self._reap(db)
             self._reconcile(db, teacher)

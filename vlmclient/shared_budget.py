@@ -11,16 +11,19 @@ never spends the cap again and two processes never spend it twice.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from cache.coordination import Coordinator, SpendView
+from cache.coordination import CoordinationError, Coordinator, SpendView
 
 from .budget import Budget, Reservation
-from .errors import BudgetExceededError
+from .errors import BudgetExceededError, SpendRecordError
 
 __all__ = ["SharedBudget", "SharedReservation"]
+
+log = logging.getLogger("vlmclient")
 
 
 @dataclass
@@ -62,10 +65,20 @@ class SharedBudget(Budget):
             raise ValueError("budget must be >= 0")
         self.teacher = teacher
         self._coord = coordinator
+        self._broken: str | None = None  # why the shared total can no longer be trusted
 
     def view(self) -> SpendView:
         """The teacher's settled and in-flight money across all processes."""
-        return self._coord.spend(self.teacher)
+        try:
+            return self._coord.spend(self.teacher)
+        except CoordinationError as exc:
+            raise self._refusal(str(exc)) from exc
+
+    def _refusal(self, why: str) -> SpendRecordError:
+        return SpendRecordError(
+            f"the shared budget of this cache cannot be used ({why}); nothing more is sent: "
+            "fix the cache folder and run again (cached results are kept)"
+        )
 
     @property
     def ledger_spent(self) -> Decimal:
@@ -94,7 +107,12 @@ class SharedBudget(Budget):
                 )
             raise
         try:
+            if self._broken is not None:
+                raise self._refusal(self._broken)
             rid, seen = self._coord.try_reserve(self.teacher, usd, items, self.total)
+        except CoordinationError as exc:
+            super().release(local)
+            raise self._refusal(str(exc)) from exc
         except BaseException:
             super().release(local)
             raise
@@ -119,13 +137,23 @@ class SharedBudget(Budget):
         """The provider billed ``actual``: settle here and in the shared total."""
         super().settle(reservation, actual, *args, **kw)
         if isinstance(reservation, SharedReservation):
-            self._coord.settle(reservation.rid, self.teacher, actual)
+            try:
+                self._coord.settle(reservation.rid, self.teacher, actual)
+            except CoordinationError as exc:
+                # The money is spent and goes to the ledger, which the next run's total
+                # starts from; this run sends nothing more.
+                self._broken = str(exc)
+                log.critical("shared budget not updated for a $%s settle: %s", actual, exc)
 
     def release(self, reservation: Reservation, *args: Any, **kw: Any) -> None:
         """The provider surely did not bill: give the money back here and in the shared total."""
         super().release(reservation, *args, **kw)
         if isinstance(reservation, SharedReservation):
-            self._coord.release_reservation(reservation.rid)
+            try:
+                self._coord.release_reservation(reservation.rid)
+            except CoordinationError as exc:  # it then holds money back: errs on the safe side
+                self._broken = str(exc)
+                log.warning("shared budget: a reservation could not be given back: %s", exc)
 
     def __repr__(self) -> str:
         return (
