@@ -158,6 +158,11 @@ class TeacherClient:
 
         async with TeacherClient("local:pseudo-clip", budget=Budget("1.00")) as teacher:
             [vec] = await teacher.embed_texts([TextEmbeddingRequest(text="a photo of a cat")])
+
+    Several processes buying into one cache pass ``claims`` (a
+    :class:`cache.coordination.Coordinator`) and a :class:`~vlmclient.SharedBudget`: a
+    cache miss is bought only under a lease on its key, and items another live process
+    holds are waited for instead of bought twice (see :mod:`vlmclient.claims`).
     """
 
     def __init__(
