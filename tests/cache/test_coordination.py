@@ -102,3 +102,25 @@ def test_a_killed_owner_leaves_its_leases_and_its_in_flight_money_is_charged(
     assert (orphan.outcome, orphan.cost_usd, orphan.items) == (ORPHANED, "0.5", 3)
     with coordinator(tmp_path) as c:  # charged once, not again by the next run
         assert c.spend(TEACHER).settled == Decimal("0.5")
+
+
+def test_an_owner_on_another_host_is_dead_when_its_heartbeat_stops(tmp_path: Path) -> None:
+    """Another machine's pid cannot be checked: its heartbeat decides (stale after 60 s)."""
+    import sqlite3
+    import time
+
+    from cache.coordination import OWNER_TTL_S
+
+    with coordinator(tmp_path) as c:
+        db = sqlite3.connect(tmp_path / "coordination.db", isolation_level=None)
+        now = time.time()
+        # what a process on machine "far" leaves in the shared folder
+        db.execute("INSERT INTO owners VALUES ('far:1:a', 'far', 1, '', ?)", (now,))
+        db.execute(
+            "INSERT INTO owners VALUES ('far:2:b', 'far', 2, '', ?)", (now - OWNER_TTL_S - 1,)
+        )
+        db.execute("INSERT INTO leases VALUES ('live', 'far:1:a', ?)", (now + 60,))
+        db.execute("INSERT INTO leases VALUES ('stale', 'far:2:b', ?)", (now + 60,))
+        db.close()
+        assert c.claim(["live", "stale"]) == {"stale"}
+        assert c.held_elsewhere(["live", "stale"]) == {"live"}
