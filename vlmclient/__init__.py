@@ -30,6 +30,7 @@ from .errors import (
     RequestTooLargeError,
     ResponseValidationError,
     SpendRecordError,
+    TruncatedAnswerError,
     VLMError,
 )
 from .models import (
@@ -91,6 +92,7 @@ __all__ = [
     "Teacher",
     "TeacherClient",
     "TextEmbeddingRequest",
+    "TruncatedAnswerError",
     "Usage",
     "VLMError",
     "get_provider",

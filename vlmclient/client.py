@@ -51,7 +51,7 @@ from .models import (
 )
 from .prices import PriceTable
 from .providers import CallSpec, Parsed, Provider, parse_teacher
-from .providers.base import Item
+from .providers.base import Item, text_tokens_upper_bound
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy
 
@@ -107,8 +107,20 @@ def _resolve_key(
     for var in provider.env_vars:
         if env.get(var):
             return SecretStr(env[var])
+    if provider.key_optional:
+        return SecretStr("")  # the adapter resolves credentials itself when it signs
     names = " or ".join(provider.env_vars)
     raise ConfigurationError(f"no API key for {provider.name}: set {names} (nothing was sent)")
+
+
+def kind_params(provider: Provider, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The params one kind of request is sent with: the provider's defaults for the kind,
+    the caller's on top; ``reasoning`` only reaches answers (it cannot change an
+    embedding, so it stays out of embedding bodies and cache keys)."""
+    merged = {**provider.default_params.get(kind, {}), **params}
+    if kind != "answer":
+        merged.pop("reasoning", None)
+    return merged
 
 
 def key_base(
@@ -120,7 +132,7 @@ def key_base(
         "model": model,
         "api_version": provider.api_version,
         "kind": kind,
-        "params": {**provider.default_params.get(kind, {}), **params},
+        "params": kind_params(provider, kind, params),
     }
 
 
@@ -208,6 +220,7 @@ class TeacherClient:
         self._cache = cache
         self._ledger = ledger
         self._retry = retry or RetryPolicy()
+        rpm = self.provider.default_rpm if rpm is None else rpm
         self._limiter = limiter or RateLimiter(rpm=rpm, tpm=tpm)
         self._sem = asyncio.Semaphore(concurrency)
         self._inflight: dict[str, asyncio.Future[Any]] = {}
@@ -424,16 +437,23 @@ class TeacherClient:
     def _chunks(self, kind: Kind, pairs: list[tuple[str, Item]]) -> list[list[tuple[str, Item]]]:
         limit = self.batch_limit(kind)
         max_bytes = self.provider.max_request_bytes
+        max_tokens = self.provider.max_request_tokens
         chunks: list[list[tuple[str, Item]]] = []
         current: list[tuple[str, Item]] = []
-        size = 0
+        size = tokens = 0
         for key, item in pairs:
             n = 0 if isinstance(item, TextEmbeddingRequest) else len(item.image.data)
-            if current and (len(current) >= limit or (max_bytes and size + n > max_bytes)):
+            t = text_tokens_upper_bound(item.text) if isinstance(item, TextEmbeddingRequest) else 0
+            if current and (
+                len(current) >= limit
+                or (max_bytes and size + n > max_bytes)
+                or (max_tokens and tokens + t > max_tokens)
+            ):
                 chunks.append(current)
-                current, size = [], 0
+                current, size, tokens = [], 0, 0
             current.append((key, item))
             size += n
+            tokens += t
         if current:
             chunks.append(current)
         return chunks
@@ -444,8 +464,16 @@ class TeacherClient:
         return min(limit, self.batch_size) if self.batch_size else limit
 
     def _spec(self, kind: Kind, items: Sequence[Item]) -> CallSpec:
-        params = {**self.provider.default_params.get(kind, {}), **self.params}
-        return CallSpec(kind, self.model, list(items), self.base_url, self._api_key, params)
+        params = kind_params(self.provider, kind, self.params)
+        return CallSpec(
+            kind,
+            self.model,
+            list(items),
+            self.base_url,
+            self._api_key,
+            params,
+            max_image_tokens=self.price.max_image_tokens,
+        )
 
     async def _buy(self, kind: Kind, chunk: list[tuple[str, Item]]) -> None:
         spec = self._spec(kind, [item for _, item in chunk])

@@ -15,6 +15,7 @@ so callers only ever need ``except VLMError``.
         ├── APIConnectionError      no HTTP response (``sent`` says if it may have been billed)
         │   └── APITimeoutError
         ├── ResponseValidationError a 200 whose body we could not use (billed, never cached)
+        │   └── TruncatedAnswerError an empty answer cut at the token limit (not retried)
         └── APIStatusError          a non-2xx answer
             ├── BadRequestError (400/422), AuthenticationError (401), PermissionDeniedError (403)
             ├── NotFoundError (404), RequestTooLargeError (413)
@@ -47,6 +48,7 @@ __all__ = [
     "RequestTooLargeError",
     "ResponseValidationError",
     "SpendRecordError",
+    "TruncatedAnswerError",
     "VLMError",
 ]
 
@@ -149,6 +151,16 @@ class ResponseValidationError(APIError):
     """
 
     usage: object | None = None
+
+
+class TruncatedAnswerError(ResponseValidationError):
+    """A billed answer with no text because the model stopped at its output-token limit.
+
+    Reasoning ("thinking") tokens count against the same limit, so a short limit can be
+    used up before any answer is written. Sending it again would fail the same way and
+    be billed again, so it is never retried and never cached; the message names the fix
+    (``--reasoning off`` or a larger output limit).
+    """
 
 
 class APIStatusError(APIError):

@@ -146,8 +146,24 @@ class Price(BaseModel):
     usd_per_1m_image_tokens: Decimal = Decimal(0)
     usd_per_1b_pixels: Decimal = Decimal(0)
     usd_per_1k_characters: Decimal = Decimal(0)
+    # Worst-case prompt tokens per image, for models whose image billing the adapter
+    # cannot bound by name (an OpenAI-compatible server, a new OpenAI model).
+    max_image_tokens: int | None = Field(default=None, ge=0)
     verified_on: str | None = None
+    # Where the prices were read: a vendor URL (primary) or "secondary: ..." when only a
+    # third-party source was found; `vlm-distill providers` shows the latter unverified.
     source: str | None = None
+    # Model lifecycle, from the vendor's deprecation page (YYYY-MM-DD).
+    status: str | None = None
+    deprecated_on: str | None = None
+    shutdown_on: str | None = None
+    status_source: str | None = None
+    status_checked_on: str | None = None
+
+    @property
+    def verified(self) -> bool:
+        """True when the prices name a primary source: a vendor page URL."""
+        return str(self.source or "").startswith("https://")
 
     def cost(self, usage: Usage) -> Decimal:
         return (

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
@@ -14,7 +16,9 @@ from pydantic import ValidationError
 from .errors import ConfigurationError
 from .models import Price
 
-__all__ = ["PriceTable", "load_prices"]
+__all__ = ["PriceTable", "check_status", "has_prices", "load_prices"]
+
+log = logging.getLogger("vlmclient")
 
 
 def _fields(entries: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]]:
@@ -46,7 +50,11 @@ def _fields(entries: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]
             fields[field] = str(abs(amount))  # -0 is 0
         try:
             Price.model_validate(fields)
-        except ValidationError as exc:
+            for field in ("deprecated_on", "shutdown_on"):
+                when = value.get(field)
+                if when is not None:
+                    date.fromisoformat(str(when))
+        except (ValidationError, ValueError) as exc:
             raise ConfigurationError(f"{origin}: bad prices for {key!r}: {exc}") from exc
         out[key] = fields
     return out
@@ -97,9 +105,12 @@ class PriceTable:
                 return self.prices[key]
         return None
 
-    def lookup(self, provider: str, model: str) -> Price:
+    def lookup(self, provider: str, model: str, *, today: date | None = None) -> Price:
+        """The price of ``provider:model``, after :func:`check_status` (a shut-down model
+        is refused, a deprecated one logs a warning)."""
         found = self._find(provider, model)
         if found is not None:
+            check_status(f"{provider}:{model}", found, today=today)
             return found
         raise ConfigurationError(
             f"no price known for {provider}:{model}, so the budget cannot be enforced; "
@@ -111,3 +122,37 @@ class PriceTable:
 def load_prices(price_file: str | Path | None = None) -> PriceTable:
     table = PriceTable.default()
     return table.with_file(price_file) if price_file else table
+
+
+def has_prices(price: Price) -> bool:
+    """True when any ``usd_*`` field is set (an entry without is a retired-model record)."""
+    return any(getattr(price, f) for f in Price.model_fields if f.startswith("usd_"))
+
+
+def check_status(teacher: str, price: Price, *, today: date | None = None) -> None:
+    """Refuse a model past its ``shutdown_on`` date (or a retired-model record); warn
+    about a deprecated or legacy one.
+
+    Vendors shut models down on the date they announce; a request after it fails, or is
+    routed to another model billed at other rates, so nothing is sent.
+    """
+    today = today or date.today()
+    where = f" (source: {price.status_source})" if price.status_source else ""
+    shutdown = date.fromisoformat(price.shutdown_on) if price.shutdown_on else None
+    if (shutdown is not None and shutdown <= today) or (
+        price.status == "retired" and not has_prices(price)
+    ):
+        when = f"on {price.shutdown_on}" if price.shutdown_on else "already"
+        raise ConfigurationError(
+            f"{teacher} was shut down {when}{where}; pick a current model "
+            "(`vlm-distill providers` lists them with their status). Nothing was sent."
+        )
+    if shutdown is not None or price.status in ("deprecated", "legacy"):
+        until = f"; it shuts down on {price.shutdown_on}" if shutdown is not None else ""
+        log.warning(
+            "%s is %s%s: plan a move to a current model (`vlm-distill providers` shows "
+            "status and sources)",
+            teacher,
+            price.status or "deprecated",
+            until,
+        )

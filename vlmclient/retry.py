@@ -20,6 +20,7 @@ from .errors import (
     OverloadedError,
     RateLimitError,
     ResponseValidationError,
+    TruncatedAnswerError,
 )
 
 __all__ = [
@@ -49,8 +50,11 @@ _RETRYABLE = (
 def is_retryable(exc: BaseException) -> bool:
     """Timeouts, connection errors, rate-limit 429s, 5xx/529 and malformed 200s.
 
-    Never: 400/401/403/404/413, quota-exhausted 429s, Jina's 402, budget errors.
+    Never: 400/401/403/404/413, quota-exhausted 429s, Jina's 402, budget errors, and an
+    answer cut empty at the token limit (the same request would be cut the same way).
     """
+    if isinstance(exc, TruncatedAnswerError):
+        return False
     return isinstance(exc, _RETRYABLE)
 
 

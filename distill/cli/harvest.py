@@ -186,6 +186,9 @@ def open_client(  # type: ignore[no-untyped-def]
     if getattr(args, "dry_run", False):
         # A dry run only estimates: it needs no key, and its client cannot send anything.
         extra = {"api_key": DRY_RUN_KEY, "transport": httpx.MockTransport(_refuse)}
+    reasoning = getattr(args, "reasoning", None)
+    if reasoning not in (None, "off"):  # "off" is every answer adapter's default already
+        extra["params"] = {"reasoning": reasoning}
     return TeacherClient(
         args.teacher,
         base_url=args.base_url,

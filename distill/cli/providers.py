@@ -1,21 +1,25 @@
-"""``vlm-distill providers``: providers, models with prices and their dates, env vars, kinds.
+"""``vlm-distill providers``: providers, models with prices, status and sources, env vars, kinds.
 
 Prices come from the built-in table, overlaid by ``--price-file`` when given, so the
 listing shows exactly what a run with the same flags would charge against the budget.
+Each model shows its lifecycle status (active, legacy, deprecated with its shutdown
+date, shut down) and whether its prices come from the vendor's own page (``verified``)
+or only from a secondary source (``unverified``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from vlmclient.models import Price
-from vlmclient.prices import load_prices
+from vlmclient.prices import has_prices, load_prices
 from vlmclient.providers import PROVIDERS
 
-__all__ = ["add_arguments", "describe", "price_summary", "run"]
+__all__ = ["add_arguments", "describe", "model_status", "price_summary", "run"]
 
 KIND_LABELS = {
     "image_embedding": "image embeddings",
@@ -54,6 +58,20 @@ def price_summary(price: Price) -> str:
     return " + ".join(parts) or "free"
 
 
+def model_status(price: Price, today: date | None = None) -> str:
+    """``active``, ``legacy``, ``deprecated, shuts down 2026-12-11``, ``shut down 2026-10-23``
+    or ``unknown`` (no lifecycle recorded)."""
+    today = today or date.today()
+    if price.shutdown_on and date.fromisoformat(price.shutdown_on) <= today:
+        return f"shut down {price.shutdown_on}"
+    if price.status == "retired" and not has_prices(price):
+        return "shut down"
+    status = price.status or "unknown"
+    if price.shutdown_on:
+        status = f"{status}, shuts down {price.shutdown_on}"
+    return status
+
+
 def describe(price_file: str | None = None) -> list[dict[str, Any]]:
     """One plain dict per provider (what ``--json`` prints)."""
     table = load_prices(price_file)
@@ -68,12 +86,19 @@ def describe(price_file: str | None = None) -> list[dict[str, Any]]:
             models.append(
                 {
                     "model": model,
-                    "price": price_summary(price),
+                    # a retired-model record has no prices: it is refused, not free
+                    "price": price_summary(price) if has_prices(price) else "none (retired)",
                     "prices": {
                         f: str(getattr(price, f)) for f, _ in PRICE_UNITS if getattr(price, f)
                     },
                     "verified_on": price.verified_on,
                     "source": price.source,
+                    "verified": price.verified,
+                    "status": model_status(price),
+                    "deprecated_on": price.deprecated_on,
+                    "shutdown_on": price.shutdown_on,
+                    "status_source": price.status_source,
+                    "status_checked_on": price.status_checked_on,
                 }
             )
         out.append(
@@ -90,14 +115,33 @@ def describe(price_file: str | None = None) -> list[dict[str, Any]]:
     return out
 
 
-def _models_cell(models: list[dict[str, Any]]) -> str:
-    if not models:
-        return "[yellow]no built-in price: pass --price-file[/yellow]"
-    lines = []
-    for m in models:
-        date = m["verified_on"] or "date unknown"
-        lines.append(f"[bold]{m['model']}[/bold]  {m['price']}  [dim](verified {date})[/dim]")
-    return "\n".join(lines)
+def _status_cell(m: dict[str, Any]) -> str:
+    status = str(m["status"])
+    if str(m["status_source"] or "").startswith("secondary"):
+        status += " (unverified)"
+    if status.startswith("shut down"):
+        return f"[red]{status}[/red]"
+    if status.startswith(("deprecated", "legacy")):
+        return f"[yellow]{status}[/yellow]"
+    return status
+
+
+def _source_cell(m: dict[str, Any]) -> str:
+    if not m["prices"]:
+        return "-"
+    date_read = m["verified_on"] or "date unknown"
+    if m["verified"]:
+        return f"verified {date_read} (vendor page)"
+    if str(m["source"] or "").startswith("secondary"):
+        return f"[yellow]unverified[/yellow] {date_read} (secondary source)"
+    return f"{m['source'] or 'source unknown'} ({date_read})"
+
+
+def _model_cells(m: dict[str, Any] | None) -> tuple[str, str, str, str]:
+    if m is None:
+        return ("[yellow]no built-in price[/yellow]", "[yellow]pass --price-file[/yellow]", "", "")
+    price = m["price"] if m["prices"] else "-"
+    return (m["model"], price, _status_cell(m), _source_cell(m))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,26 +151,37 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    table = Table(title="vlm-distill teachers (spell them provider:model)", show_lines=True)
+    table = Table(title="vlm-distill teachers (spell them provider:model)")
     table.add_column("provider", style="cyan", no_wrap=True)
-    table.add_column("models, prices (USD) and when they were checked")
+    table.add_column("model", style="bold")
+    table.add_column("price (USD)")
+    table.add_column("status")
+    table.add_column("price source")
     table.add_column("API key env var")
     table.add_column("kinds")
     table.add_column("base URL (--base-url to override)", overflow="fold")
     for row in rows:
-        table.add_row(
-            row["provider"],
-            _models_cell(row["models"]),
-            "\n".join(row["env_vars"]),
-            "\n".join(row["kinds"]),
-            row["base_url"],
-        )
+        first = True
+        for m in row["models"] or [None]:
+            cells = _model_cells(m)
+            table.add_row(
+                row["provider"] if first else "",
+                *cells,
+                "\n".join(row["env_vars"]) if first else "",
+                "\n".join(row["kinds"]) if first else "",
+                row["base_url"] if first else "",
+                end_section=m is None or m is row["models"][-1],
+            )
+            first = False
     from .progress import console as make_console
 
     console = make_console()
     console.print(table)
     console.print(
         "Prices drift: check the date, and override any entry with --price-file "
-        '(e.g. {"nomic:nomic-embed-vision-v1.5": {"usd_per_image": "0.0001"}}).'
+        '(e.g. {"nomic:nomic-embed-vision-v1.5": {"usd_per_image": "0.0001"}}). '
+        "Status comes from the vendors' deprecation pages on the date in --json "
+        "(status_checked_on); a model past its shutdown date is refused before anything "
+        "is sent. --json shows every source."
     )
     return 0

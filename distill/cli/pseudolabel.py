@@ -19,6 +19,7 @@ from rich.table import Table
 
 from vlmclient import ConfigurationError
 from vlmclient.models import Kind
+from vlmclient.providers.reasoning import REASONING_LEVELS
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from .progress import console
@@ -45,6 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", type=Path, help="a folder of images (any layout) or a CSV manifest")
     add_client_arguments(p)
     p.add_argument("--class-file", type=Path, help="class names, one per line (the options)")
+    p.add_argument(
+        "--reasoning",
+        choices=REASONING_LEVELS,
+        default="off",
+        help="the answer teacher's reasoning/thinking effort; reasoning tokens count "
+        "against the short answer limit, so 'off' (the lowest the model allows) is the "
+        "default; 'default' sends no setting (default: %(default)s)",
+    )
     p.add_argument(
         "--route",
         choices=ROUTES,

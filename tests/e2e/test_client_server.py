@@ -25,8 +25,12 @@ from vlmclient import (
     TextEmbeddingRequest,
 )
 
+# An OpenAI-compatible server's model name says nothing about its image billing, so the
+# price states the bound: the local teacher bills each image as 85 prompt tokens.
 OPENAI_PRICE = Price(
-    usd_per_1m_input_tokens=Decimal("0.12"), usd_per_1m_output_tokens=Decimal("0.60")
+    usd_per_1m_input_tokens=Decimal("0.12"),
+    usd_per_1m_output_tokens=Decimal("0.60"),
+    max_image_tokens=85,
 )
 
 

@@ -169,6 +169,9 @@ def test_anthropic_bodies(model: str, fmt: str, params: dict) -> None:
     item = AnswerRequest(image=image((40, 30), fmt), prompt="What is this?", max_output_tokens=16)
     request = anthropic.build_request(call_spec("anthropic", "answer", model, [item], params))
     body = body_of(request)
+    # The pinned mirror (2024-11) predates extended thinking; the field's shape is
+    # anthropic-sdk-python's ThinkingConfigDisabledParam ({"type": "disabled"}).
+    assert body.pop("thinking") == {"type": "disabled"}
     validator.validate(body)
     source = body["messages"][0]["content"][0]["source"]
     assert not source["data"].startswith("data:")  # bare base64, no data-URI prefix

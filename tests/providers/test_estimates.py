@@ -15,6 +15,7 @@ from vlmclient import (
     TextEmbeddingRequest,
     Usage,
 )
+from vlmclient.errors import ConfigurationError
 from vlmclient.prices import PriceTable
 from vlmclient.providers import PROVIDERS, anthropic, gemini, jina, openai, voyage
 from vlmclient.providers.images import image_size
@@ -34,11 +35,21 @@ from vlmclient.providers.images import image_size
         ("gpt-4.1-nano", (100, 40), math.ceil(4 * 2 * 2.46)),  # 4x2 patches
         ("gpt-4.1-nano", (2048, 2048), math.ceil(1536 * 2.46)),  # capped at 1,536 patches
         ("o4-mini", (1024, 1024), math.ceil(1024 * 1.72)),
-        ("some-local-model", (64, 64), 85),
+        ("gpt-5-mini-2025-08-07", (64, 64), math.ceil(4 * 1.62)),
+        # gpt-5.x / gpt-6: the family's largest known figure, never the gpt-5 row's 70
+        ("gpt-5.2", (64, 64), 1844),
+        ("gpt-5.4-mini", (2048, 2048), math.ceil(1536 * 2.46)),
+        ("gpt-6-luna", (28, 28), 1844),
     ],
 )
 def test_openai_image_tokens_by_model(model: str, size: tuple[int, int], tokens: int) -> None:
     assert openai.image_tokens(*size, model) == tokens
+
+
+def test_openai_unknown_model_is_refused_unless_the_price_file_bounds_it() -> None:
+    with pytest.raises(ConfigurationError, match="max_image_tokens"):
+        openai.image_tokens(64, 64, "some-local-model")
+    assert openai.image_tokens(64, 64, "some-local-model", declared=300) == 300
 
 
 def test_openai_estimate_uses_the_model() -> None:
@@ -53,8 +64,10 @@ def test_openai_estimate_uses_the_model() -> None:
 
 
 def test_anthropic_image_tokens_formula() -> None:
-    assert anthropic.image_tokens(1000, 1000) == 1334  # the docs' example
-    assert anthropic.image_tokens(200, 200) == 54
+    assert anthropic.image_tokens(1000, 1000) == 1334  # the older docs' example (w*h/750)
+    # the current docs' 28-px patches: ceil(200/28)^2 = 64 > 200*200/750 = 54
+    assert anthropic.image_tokens(200, 200) == 64
+    assert anthropic.image_tokens(1568, 29) == 56 * 2
 
 
 def test_anthropic_estimate_is_on_the_downscaled_image() -> None:
@@ -133,7 +146,8 @@ ACCEPTED = {
     "openai": {"image/png", "image/jpeg", "image/webp", "image/gif"},
     "voyage": {"image/png", "image/jpeg", "image/webp", "image/gif"},
     "jina": {"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"},
-    "vertex": {"image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp"},
+    "vertex": {"image/png", "image/jpeg"},  # the REST reference: JPEG and PNG only
+    "cohere": {"image/jpeg", "image/png", "image/webp", "image/gif"},  # pinned spec
     "nomic": {"image/png", "image/jpeg", "image/webp"},
     "titan": {"image/png", "image/jpeg"},
     "anthropic": {"image/jpeg", "image/png", "image/gif", "image/webp"},
@@ -185,7 +199,11 @@ def test_every_estimate_covers_its_kinds(name: str) -> None:
         "text_embedding": [TextEmbeddingRequest(text="a cat")],
         "answer": [AnswerRequest(image=image(), prompt="what?", max_output_tokens=3)],
     }
-    model = {"nomic": "nomic-embed-vision-v1.5", "vertex": "multimodalembedding@001"}.get(name, "m")
+    model = {
+        "nomic": "nomic-embed-vision-v1.5",
+        "vertex": "multimodalembedding@001",
+        "openai": "gpt-4o-mini",  # an unknown name cannot be bounded (refused)
+    }.get(name, "m")
     for kind in provider.kinds:
         usage = provider.estimate_usage(call_spec(name, kind, model, items[kind]))
         assert any(v > 0 for v in usage.model_dump().values()), (name, kind)

@@ -386,7 +386,7 @@ def test_nomic_image_request_is_multipart_with_model_and_files() -> None:
     assert form.images[2].content_type in {"image/png", "image/jpeg"}  # GIF re-encoded
 
 
-@pytest.mark.parametrize("params", [{}, {"task_type": "search_document", "dimensionality": 256}])
+@pytest.mark.parametrize("params", [{}, {"task_type": "search_document", "dimensionality": 768}])
 def test_nomic_text_request_goes_to_the_text_model(params: dict) -> None:
     items = [TextEmbeddingRequest(text=t) for t in ["a cat", "a dog"]]
     spec = call_spec("nomic", "text_embedding", "nomic-embed-vision-v1.5", items, params)

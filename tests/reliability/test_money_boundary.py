@@ -229,6 +229,8 @@ def test_no_built_in_price_is_free_for_what_its_teacher_offers() -> None:
     """The refusal rule must not fire on the shipped table (no false alarms)."""
     table = PriceTable.default()
     for key, price in table.prices.items():
+        if price.status == "retired":  # refused before any price is looked at
+            continue
         name, _, model = key.partition(":")
         model = "hash" if model == "*" else model
         kinds = sorted(PROVIDERS[name].kinds_for(model))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,12 @@ from typing import Any
 
 import httpx
 
-from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
+from ..errors import (
+    APIStatusError,
+    ConfigurationError,
+    QuotaExceededError,
+    ResponseValidationError,
+)
 from ..models import AnswerRequest, Image, Usage
 from .base import (
     CallSpec,
@@ -33,7 +39,8 @@ from .base import (
     request_id_of,
     text_tokens_upper_bound,
 )
-from .images import fit_image, image_size
+from .images import ACCEPTED_MEDIA_TYPES, base64_size, fit_image, image_size
+from .reasoning import reasoning_level, truncated_answer, without_reasoning
 
 __all__ = [
     "ANTHROPIC",
@@ -48,23 +55,65 @@ __all__ = [
 NAME = "anthropic"
 API_VERSION = "2023-06-01"
 MAX_LONG_EDGE = 1568  # px: larger images are downscaled by the API anyway
-MAX_IMAGE_BYTES = 5 * 1024 * 1024  # per image (API limit for base64 images)
+MAX_IMAGE_BYTES = 5 * 1024 * 1024  # per image, measured on the base64 text (the API's way)
 PIXELS_PER_TOKEN = 750  # tokens ~= width * height / 750
-MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 FRAMING_TOKENS = 16  # role and block framing of one user turn, rounded up
 SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
+USAGE_LIMIT_TEXT = "reached your specified api usage limits"
 
 
 def prepare_image(image: Image) -> Image:
-    """jpeg/png/gif/webp, long edge <= 1568 px (what the API would downscale to), <= 5 MB."""
+    """jpeg/png/gif/webp, long edge <= 1568 px (what the API would downscale to), and
+    <= 5 MB of base64: the limit applies to the encoded payload, so a 4.9 MB file (6.5 MB
+    as base64) would be rejected."""
     return fit_image(
-        image, max_side=MAX_LONG_EDGE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES
+        image,
+        max_side=MAX_LONG_EDGE,
+        max_bytes=MAX_IMAGE_BYTES,
+        media_types=MEDIA_TYPES,
+        measure=base64_size,
     )
+
+
+# Extended-thinking budgets for the named levels; the API wants budget_tokens >= 1,024
+# and below max_tokens (Anthropic's extended-thinking guide; not re-read for this change).
+# Claude 5 models take adaptive thinking only (platform.claude.com sonnet-5 overview, read
+# 2026-11-30): a named level there is a 400, which is not billed.
+THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
+# Models that take a ``thinking`` field: Claude 3.7 Sonnet and every Claude 4.x.
+_THINKING_MODEL = re.compile(r"claude-(3-7-sonnet|(opus|sonnet|haiku)-[4-9])")
+
+
+def thinking_param(model: str, level: str, max_tokens: int) -> dict[str, Any] | None:
+    """The ``thinking`` object for ``level`` (None = send none).
+
+    ``off`` is ``{"type": "disabled"}``, sent explicitly because newer Claude models
+    default to adaptive thinking (anthropic-sdk-python ThinkingConfigParam: enabled,
+    disabled, adaptive). Named levels enable thinking with a budget that must fit under
+    the answer's ``max_tokens``.
+    """
+    if level == "default" or not _THINKING_MODEL.match(model):
+        return None
+    if level == "off":
+        return {"type": "disabled"}
+    budget = THINKING_BUDGETS[level]
+    if max_tokens <= budget:
+        raise ConfigurationError(
+            f"--reasoning {level} on {model} needs max_output_tokens above {budget} "
+            f"(thinking budget {budget} must be below max_tokens, which is {max_tokens}); "
+            "use --reasoning off for short answers"
+        )
+    return {"type": "enabled", "budget_tokens": budget}
 
 
 def message_body(spec: CallSpec) -> dict[str, Any]:
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
+    params = without_reasoning(spec.params)
+    thinking = thinking_param(spec.model, reasoning_level(spec.params), item.max_output_tokens)
+    if thinking is not None and "thinking" not in params:
+        params["thinking"] = thinking
     image_block = {
         "type": "image",
         "source": {
@@ -75,7 +124,7 @@ def message_body(spec: CallSpec) -> dict[str, Any]:
     }
     # Extra params (system, temperature, ...) may not override what the estimate rests on.
     return {
-        **spec.params,
+        **params,
         "model": spec.model,
         "max_tokens": item.max_output_tokens,
         "messages": [
@@ -123,6 +172,17 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         if isinstance(content, list)
         else []
     )
+    if not "".join(texts).strip() and body.get("stop_reason") == "max_tokens":
+        (item,) = spec.items
+        assert isinstance(item, AnswerRequest)
+        raise truncated_answer(
+            provider=NAME,
+            model=spec.model,
+            limit=item.max_output_tokens,
+            level=reasoning_level(spec.params),
+            usage=usage,
+            request_id=rid,
+        )
     if not texts:
         bad = ResponseValidationError(
             f"no text block in content (stop_reason {body.get('stop_reason')!r})",
@@ -134,9 +194,16 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     return Parsed(usage=usage, texts=["".join(texts)], request_id=rid)
 
 
+PATCH_SIDE = 28  # px: current docs count one token per 28x28 patch
+
+
 def image_tokens(width: int, height: int) -> int:
-    """Anthropic's documented estimate: ``ceil(width * height / 750)``."""
-    return math.ceil(width * height / PIXELS_PER_TOKEN)
+    """Worst case of Anthropic's two published rules: the older ``ceil(w * h / 750)``
+    and the current ``ceil(w / 28) * ceil(h / 28)`` (one token per 28-px patch, which is
+    larger for thin or small images: 1568x29 is 112 tokens, not 61)."""
+    per_area = math.ceil(width * height / PIXELS_PER_TOKEN)
+    per_patch = math.ceil(width / PATCH_SIDE) * math.ceil(height / PATCH_SIDE)
+    return max(per_area, per_patch)
 
 
 def estimate_usage(spec: CallSpec) -> Usage:
@@ -279,6 +346,16 @@ def classify_error(response: httpx.Response) -> APIStatusError:
             status_code=429,
             request_id=err.request_id,
         )
+    if response.status_code == 400 and USAGE_LIMIT_TEXT in message.lower():
+        # "You have reached your specified API usage limits. You will regain access on
+        # 2026-04-01 at 00:00 UTC." (seen in anthropics/claude-code#38035, #2127): a
+        # workspace/org limit set in the console, not a bad request; no retry clears it.
+        return QuotaExceededError(
+            f"{message} (the usage limit set for this workspace or organization is reached; "
+            "raise it in the Anthropic console or wait until the date given, then run again)",
+            status_code=400,
+            request_id=err.request_id,
+        )
     if response.status_code == 400 and "credit balance" in message.lower():
         return QuotaExceededError(
             f"{message} (top up credit, then run again)",
@@ -303,5 +380,7 @@ ANTHROPIC = Provider(
     classify_error=classify_error,
     rate_limit_hints=rate_limit_hints,
     prepare_image=prepare_image,
+    # Part of every answer's cache key: answers bought with thinking on are other answers.
+    default_params={"answer": {"reasoning": "off"}},
     description="Anthropic Messages API (image answers)",
 )

@@ -59,6 +59,9 @@ class CallSpec:
     base_url: str
     api_key: SecretStr = field(repr=False)
     params: Mapping[str, Any] = field(default_factory=dict)
+    # Worst-case prompt tokens per image when the price file states one (models whose
+    # image billing the adapter cannot bound by name, e.g. OpenAI-compatible servers).
+    max_image_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -112,9 +115,17 @@ class Provider:
     batch_limit: Callable[[str, str], int] | None = None
     # Cap on the summed image bytes of one request (None = no cap beyond the count).
     max_request_bytes: int | None = None
+    # Cap on the summed tokens of the texts of one request, counted with
+    # text_tokens_upper_bound (None = no cap beyond the count): OpenAI 300k, Voyage 320k.
+    max_request_tokens: int | None = None
     # True when responses carry no usage, so the estimate is the bill (Vertex, Titan).
     meters_usage: bool = False
+    # True when the adapter finds its own credentials (Titan: botocore's chain of
+    # profiles, SSO, container and instance roles), so no env var is required.
+    key_optional: bool = False
     default_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Requests per minute when the caller sets none (Vertex: its lowest documented quota).
+    default_rpm: float | None = None
     description: str = ""
     # What one model can do, when the provider's models differ (None: every kind, all models).
     model_kinds: Callable[[str], frozenset[str]] | None = None

@@ -19,7 +19,8 @@ import httpx
 from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
 from ..models import AnswerRequest, Image, Usage
 from .base import CallSpec, Parsed, Provider, default_classify_error, json_object, request_id_of
-from .images import fit_image, image_size
+from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
+from .reasoning import reasoning_level, truncated_answer, without_reasoning
 
 __all__ = [
     "GEMINI",
@@ -37,7 +38,7 @@ GEMINI3_IMAGE_TOKENS = 1120  # Gemini 3 default media_resolution for images
 MAX_REQUEST_BYTES = 20 * 1024 * 1024  # inline data: whole request <= 20 MB
 MAX_SIDE = 3072
 MAX_IMAGE_BYTES = 7 * 1024 * 1024  # Vertex's per-inline-file cap, the stricter of the two
-MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp")
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 FRAMING_TOKENS = 16
 # GenerateContentRequest fields that sit beside generationConfig, not inside it.
 TOP_LEVEL_FIELDS = frozenset(
@@ -154,11 +155,43 @@ def prepare_image(image: Image) -> Image:
     return fit_image(image, max_side=MAX_SIDE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES)
 
 
+# Thinking budgets (tokens) for the named levels on Gemini 2.5, whose thinkingConfig
+# takes a budget: 0 turns thinking off on Flash and Flash-Lite; 2.5 Pro cannot turn it
+# off (128-32,768); Flash-Lite takes 0 or 512-24,576, so no level goes below 512.
+# Gemini 3 takes thinkingLevel instead, and sending both is a 400. (Secondary, read
+# 2026-11-30: ai.google.dev/gemini-api/docs/thinking as quoted in enricoros/big-AGI#893,
+# and the gemini_ex ThinkingConfig docs on hexdocs.pm citing ai.google.dev.)
+THINKING_BUDGETS = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
+PRO_MIN_BUDGET = 128
+
+
+def thinking_config(model: str, level: str) -> dict[str, Any] | None:
+    """The ``thinkingConfig`` for ``level`` on ``model`` (None = send none).
+
+    Gemini 2.5: ``thinkingBudget`` (0 = off where allowed). Gemini 3 and later take a
+    ``thinkingLevel`` and cannot turn thinking off: ``off`` sends the lowest level every
+    Gemini 3 model accepts, ``low``. Other models (2.0) do not think.
+    """
+    if level == "default":
+        return None
+    if model.startswith("gemini-2.5"):
+        if level == "off":
+            return {"thinkingBudget": PRO_MIN_BUDGET if "pro" in model else 0}
+        return {"thinkingBudget": THINKING_BUDGETS[level]}
+    if re.match(r"gemini-[3-9]", model):
+        return {"thinkingLevel": "low" if level == "off" else level}
+    return None
+
+
 def generate_body(spec: CallSpec) -> dict[str, Any]:
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
-    top = {k: v for k, v in spec.params.items() if k in TOP_LEVEL_FIELDS}
-    config = {k: v for k, v in spec.params.items() if k not in TOP_LEVEL_FIELDS}
+    params = without_reasoning(spec.params)
+    top = {k: v for k, v in params.items() if k in TOP_LEVEL_FIELDS}
+    config = {k: v for k, v in params.items() if k not in TOP_LEVEL_FIELDS}
+    thinking = thinking_config(spec.model, reasoning_level(spec.params))
+    if thinking is not None and "thinkingConfig" not in config and "thinking_config" not in config:
+        config["thinkingConfig"] = thinking
     parts = [
         {
             "inline_data": {
@@ -229,6 +262,17 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
             if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict)
             else None
         )
+        if finish == "MAX_TOKENS":
+            (item,) = spec.items
+            assert isinstance(item, AnswerRequest)
+            raise truncated_answer(
+                provider=NAME,
+                model=spec.model,
+                limit=item.max_output_tokens,
+                level=reasoning_level(spec.params),
+                usage=usage,
+                request_id=rid,
+            )
         bad = ResponseValidationError(
             f"no answer text (blockReason {reason!r}, finishReason {finish!r})",
             provider=NAME,
@@ -279,5 +323,7 @@ GEMINI = Provider(
     estimate_usage=estimate_usage,
     classify_error=google_error,
     prepare_image=prepare_image,
+    # Part of every answer's cache key: answers bought with thinking on are other answers.
+    default_params={"answer": {"reasoning": "off"}},
     description="Google Gemini API generateContent (image answers)",
 )

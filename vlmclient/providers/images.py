@@ -7,14 +7,24 @@ estimate and before the cache key (the key hashes the bytes that are sent).
 from __future__ import annotations
 
 import io
-from collections.abc import Collection
+import math
+from collections.abc import Callable, Collection, Iterator
 
 from PIL import Image as PILImage
 
 from ..errors import InputError
 from ..models import Image
 
-__all__ = ["MAX_UPLOAD_BYTES", "MAX_UPLOAD_SIDE", "downscale", "image_size", "prepare_for_upload"]
+__all__ = [
+    "ACCEPTED_MEDIA_TYPES",
+    "MAX_UPLOAD_BYTES",
+    "MAX_UPLOAD_SIDE",
+    "base64_size",
+    "downscale",
+    "fit_image",
+    "image_size",
+    "prepare_for_upload",
+]
 
 MAX_UPLOAD_SIDE = 2048  # px, long edge; every provider here accepts this
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # smallest per-image cap among the providers (Cohere v3)
@@ -36,73 +46,149 @@ def image_size(image: Image) -> tuple[int, int]:
     return _size(image.data)
 
 
-def downscale(image: Image, *, max_side: int, max_bytes: int, quality: int = 90) -> Image:
-    """The image itself when within limits, else a JPEG (or PNG with alpha) that fits."""
+# The image formats each provider accepts, in one place (every adapter's prepare_image
+# reads its row). Anything else is re-encoded before the estimate and the cache key.
+# Sources (read 2026-11-30 unless noted):
+#   openai    platform docs, images and vision: PNG, JPEG, WEBP, non-animated GIF (secondary:
+#             our copy of the guide is partial; the pinned spec does not list formats)
+#   anthropic anthropic-sdk-python Base64ImageSourceParam.media_type literal
+#   gemini    ai.google.dev image understanding: PNG, JPEG, WEBP, HEIC, HEIF (we never
+#             produce HEIC/HEIF, so they are left out)
+#   vertex    multimodalembedding@001 REST reference: JPEG and PNG only (secondary: issue
+#             15 report; our copy of the reference does not list formats, so the strict
+#             reading is kept)
+#   cohere    pinned spec cohere-openapi-e814c8a1822f.yaml, /v2/embed images: "image/jpeg,
+#             image/png, image/webp, or image/gif"
+#   voyage    docs.voyageai.com multimodal embeddings: PNG, JPEG, WEBP, GIF
+#   jina      jina-clip-v2 docs as recorded in the project's reference notes (2026-11-23)
+#   nomic     the official nomic client uploads PNG/JPEG/WEBP after its own resize
+#   titan     Bedrock Titan Multimodal Embeddings G1: PNG and JPEG
+#   local     the bundled teacher decodes anything PIL reads
+ACCEPTED_MEDIA_TYPES: dict[str, tuple[str, ...]] = {
+    "openai": ("image/png", "image/jpeg", "image/webp", "image/gif"),
+    "anthropic": ("image/jpeg", "image/png", "image/gif", "image/webp"),
+    "gemini": ("image/png", "image/jpeg", "image/webp"),
+    "vertex": ("image/jpeg", "image/png"),
+    "cohere": ("image/jpeg", "image/png", "image/webp", "image/gif"),
+    "voyage": ("image/png", "image/jpeg", "image/webp", "image/gif"),
+    "jina": ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"),
+    "nomic": ("image/png", "image/jpeg", "image/webp"),
+    "titan": ("image/png", "image/jpeg"),
+    "local": ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp"),
+}
+
+JPEG_QUALITIES = (90, 80, 70, 60)  # tried in turn before the image is made smaller
+SHRINK_STEP = 0.75  # each further try shrinks the long edge by this factor
+MIN_SIDE = 64  # below this, give up: the provider would see only a thumbnail
+
+
+def base64_size(data: bytes) -> int:
+    """Bytes of the base64 text of ``data``: what a JSON API receives and measures."""
+    return 4 * math.ceil(len(data) / 3)
+
+
+def _has_alpha(im: PILImage.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+
+
+def _flatten(im: PILImage.Image) -> PILImage.Image:
+    """RGB on white: transparent pixels of a photo become white, as viewers show them."""
+    rgba = im.convert("RGBA")
+    base = PILImage.new("RGB", rgba.size, (255, 255, 255))
+    base.paste(rgba, mask=rgba.getchannel("A"))
+    return base
+
+
+def _encodings(
+    im: PILImage.Image, media_types: Collection[str], quality: int
+) -> Iterator[tuple[bytes, str]]:
+    """Candidate encodings of ``im``, best first: lossless PNG when the image has
+    transparency (or JPEG is not accepted), then JPEG at falling qualities."""
+    alpha = _has_alpha(im)
+    if "image/png" in media_types and (alpha or "image/jpeg" not in media_types):
+        out = io.BytesIO()
+        im.convert("RGBA" if alpha else "RGB").save(out, "PNG", compress_level=1)
+        yield out.getvalue(), "image/png"
+    if "image/jpeg" in media_types:
+        rgb = _flatten(im) if alpha else im.convert("RGB")
+        for q in (quality, *(q for q in JPEG_QUALITIES if q < quality)):
+            out = io.BytesIO()
+            rgb.save(out, "JPEG", quality=q)
+            yield out.getvalue(), "image/jpeg"
+    elif "image/webp" in media_types:
+        out = io.BytesIO()
+        im.save(out, "WEBP", quality=quality)
+        yield out.getvalue(), "image/webp"
+
+
+def fit_image(
+    image: Image,
+    *,
+    max_side: int,
+    max_bytes: int,
+    media_types: Collection[str],
+    measure: Callable[[bytes], int] = len,
+    quality: int = 90,
+) -> Image:
+    """The image in one of ``media_types``, long edge <= ``max_side``, and
+    ``measure(bytes) <= max_bytes`` (``measure=base64_size`` where the provider counts
+    the base64 payload).
+
+    An image already within every limit is returned as it is (same bytes, same cache
+    key). Otherwise it is decoded once and re-encoded: PNG when it has transparency and
+    that fits, else JPEG (transparency flattened onto white) at qualities 90..60, and if
+    even that is too large, at 3/4 of the size, again, down to a 64-px long edge. An
+    ordinary photo with transparency is therefore sent as a JPEG instead of refused.
+
+    >>> fit_image(img, max_side=512, max_bytes=1 << 20, media_types={"image/png"})  # doctest: +SKIP
+    """
     w, h = image_size(image)
-    if max(w, h) <= max_side and len(image.data) <= max_bytes:
+    if (
+        image.media_type in media_types
+        and max(w, h) <= max_side
+        and measure(image.data) <= max_bytes
+    ):
         return image
     if w * h > MAX_DECODE_PIXELS:
         raise InputError(f"image of {w}x{h} pixels is too large to decode safely")
+    if not any(t in media_types for t in ("image/png", "image/jpeg", "image/webp")):
+        raise InputError(f"cannot convert {image.media_type} to any of {sorted(media_types)}")
     try:
-        with PILImage.open(io.BytesIO(image.data)) as im:
-            im.load()
+        with PILImage.open(io.BytesIO(image.data)) as src:
+            src.load()
             scale = min(1.0, max_side / max(w, h))
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            im = im.resize(size, PILImage.Resampling.BICUBIC) if scale < 1 else im
-            out = io.BytesIO()
-            if (im.mode in ("RGBA", "LA", "P") and "transparency" in im.info) or im.mode == "RGBA":
-                im.save(out, "PNG", compress_level=1)
-                media_type = "image/png"
-            else:
-                im.convert("RGB").save(out, "JPEG", quality=quality)
-                media_type = "image/jpeg"
+            smallest = None
+            while True:
+                size = (max(1, round(w * scale)), max(1, round(h * scale)))
+                im = src.resize(size, PILImage.Resampling.BICUBIC) if scale < 1 else src
+                for data, media_type in _encodings(im, media_types, quality):
+                    smallest = min(smallest or len(data), len(data))
+                    if measure(data) <= max_bytes:
+                        return Image(data=data, media_type=media_type)
+                if max(size) * SHRINK_STEP < MIN_SIDE:
+                    break
+                scale *= SHRINK_STEP
+    except InputError:
+        raise
     except Exception as exc:  # PIL raises many types for corrupt pixel data
         raise InputError(f"cannot decode {image.media_type} image of {w}x{h}: {exc}") from exc
-    data = out.getvalue()
-    if len(data) > max_bytes:
-        raise InputError(f"image still {len(data)} bytes after downscaling to {size}")
-    return Image(data=data, media_type=media_type)
+    raise InputError(
+        f"image of {w}x{h} does not fit in {max_bytes} bytes even at {size[0]}x{size[1]} "
+        f"(smallest encoding {smallest} bytes)"
+    )
+
+
+def downscale(image: Image, *, max_side: int, max_bytes: int, quality: int = 90) -> Image:
+    """The image itself when within limits, else a JPEG (or PNG with alpha) that fits."""
+    return fit_image(
+        image,
+        max_side=max_side,
+        max_bytes=max_bytes,
+        media_types=(image.media_type, "image/png", "image/jpeg"),
+        quality=quality,
+    )
 
 
 def prepare_for_upload(image: Image) -> Image:
     """Default preparation: long edge <= 2048 px and <= 5 MB."""
     return downscale(image, max_side=MAX_UPLOAD_SIDE, max_bytes=MAX_UPLOAD_BYTES)
-
-
-def fit_image(
-    image: Image, *, max_side: int, max_bytes: int, media_types: Collection[str]
-) -> Image:
-    """The image in one of ``media_types``, long edge <= ``max_side``, <= ``max_bytes``.
-
-    Images already in an accepted format go through :func:`images.downscale`; others
-    (a BMP for a JPEG/PNG-only API, a GIF for Gemini) are re-encoded as PNG when they
-    have transparency and PNG is accepted, else as JPEG.
-
-    >>> fit_image(img, max_side=512, max_bytes=1 << 20, media_types={"image/png"})  # doctest: +SKIP
-    """
-    if image.media_type in media_types:
-        return downscale(image, max_side=max_side, max_bytes=max_bytes)
-    w, h = image_size(image)
-    if w * h > MAX_DECODE_PIXELS:
-        raise InputError(f"image of {w}x{h} pixels is too large to decode safely")
-    try:
-        with PILImage.open(io.BytesIO(image.data)) as im:
-            im.load()
-            alpha = im.mode in ("RGBA", "LA") or "transparency" in im.info
-            out = io.BytesIO()
-            if (alpha or "image/jpeg" not in media_types) and "image/png" in media_types:
-                im.convert("RGBA" if alpha else "RGB").save(out, "PNG", compress_level=1)
-                media_type = "image/png"
-            elif "image/jpeg" in media_types:
-                im.convert("RGB").save(out, "JPEG", quality=90)
-                media_type = "image/jpeg"
-            else:
-                raise InputError(
-                    f"cannot convert {image.media_type} to any of {sorted(media_types)}"
-                )
-    except InputError:
-        raise
-    except Exception as exc:  # PIL raises many types for bad files
-        raise InputError(f"cannot re-encode {image.media_type} image: {exc}") from exc
-    converted = Image(data=out.getvalue(), media_type=media_type)
-    return downscale(converted, max_side=max_side, max_bytes=max_bytes)

@@ -30,7 +30,7 @@ from .base import (
     json_object,
     request_id_of,
 )
-from .images import fit_image, image_size
+from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 
 __all__ = ["JINA", "embeddings_body"]
 
@@ -41,7 +41,7 @@ TEXT_SPECIAL_TOKENS = 2  # <s> and </s>
 MAX_TEXTS = 512  # not documented in our sources; conservative
 MAX_IMAGES = 64  # not documented in our sources; conservative
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp")
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 
 
 def prepare_image(image: Image) -> Image:

@@ -10,6 +10,7 @@ import dataclasses
 
 import httpx
 
+from ..models import Usage
 from . import cohere, openai
 from .base import CallSpec, Parsed, Provider
 from .images import prepare_for_upload
@@ -22,6 +23,18 @@ TOKEN_ENV = "VLM_DISTILL_TEACHER_TOKEN"
 
 def _openai_spec(spec: CallSpec) -> CallSpec:
     return dataclasses.replace(spec, base_url=spec.base_url.rstrip("/") + "/v1")
+
+
+# The local server bills each image as ServerConfig.image_tokens prompt tokens (85 by
+# default); a price file may state another bound with max_image_tokens.
+LOCAL_IMAGE_TOKENS = 85
+
+
+def estimate_usage(spec: CallSpec) -> Usage:
+    if spec.kind == "answer":
+        bound = spec.max_image_tokens or LOCAL_IMAGE_TOKENS
+        return openai.estimate_usage(dataclasses.replace(spec, max_image_tokens=bound))
+    return cohere.estimate_usage(spec)
 
 
 def build_request(spec: CallSpec) -> httpx.Request:
@@ -49,9 +62,7 @@ LOCAL = Provider(
     max_request_bytes=cohere.MAX_REQUEST_IMAGE_BYTES,
     build_request=build_request,
     parse_response=parse_response,
-    estimate_usage=lambda spec: (
-        openai.estimate_usage(spec) if spec.kind == "answer" else cohere.estimate_usage(spec)
-    ),
+    estimate_usage=estimate_usage,
     classify_error=openai.classify_error,
     rate_limit_hints=openai.rate_limit_hints,
     prepare_image=prepare_for_upload,

@@ -17,23 +17,27 @@ prices we could verify, so there is no built-in price: pass ``--price-file``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from ..errors import ResponseValidationError
+from ..errors import ConfigurationError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .base import CallSpec, Parsed, Provider, json_object, request_id_of, vectors_from
-from .images import fit_image
+from .images import ACCEPTED_MEDIA_TYPES, fit_image
 
 __all__ = ["NOMIC", "text_body", "text_model"]
 
 NAME = "nomic"
-MAX_TEXTS = 50  # the official client's chunk size for /v1/embedding/text
+# The official client's chunk size for /v1/embedding/text: 10 since 2025-05-30
+# (nomic-ai/nomic nomic/embed.py MAX_TEXT_REQUEST_SIZE, commit 8487355 "reduce
+# text-embedding api max request batch size to 10"; read at b963f429, 2026-11-30).
+MAX_TEXTS = 10
 MAX_IMAGES = 512  # the official client's chunk size for /v1/embedding/image
 MAX_SIDE = 512  # the official client downsizes to <= 512 px before upload
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp")
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 DEFAULT_TASK_TYPE = "search_query"
 TASK_PREFIX_TOKENS = 8  # "search_query: " prefix and special tokens, rounded up
 # Assumed bound on what one image may count in usage: a ViT-B/16 at 224 px has 197
@@ -55,7 +59,25 @@ def prepare_image(image: Image) -> Image:
     return fit_image(image, max_side=MAX_SIDE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES)
 
 
+IMAGE_DIM = 768  # nomic-embed-vision-v1.5 vectors; the image endpoint has no dimensionality
+
+
+def check_dimensionality(params: Mapping[str, Any]) -> None:
+    """Refuse a ``dimensionality`` other than 768: Nomic applies it to texts only
+    (nomic-ai/nomic nomic/embed.py: text_api_request sends it, image_api_request has no
+    such field; read at b963f429, 2026-11-30), so texts and images of one teacher would
+    land in spaces of different sizes and the distillation targets would not compare."""
+    dim = params.get("dimensionality")
+    if dim is not None and dim != IMAGE_DIM:
+        raise ConfigurationError(
+            f"nomic dimensionality {dim!r} applies to texts only; image vectors stay "
+            f"{IMAGE_DIM}-d, so texts and images would not share a space. Drop it "
+            "(or truncate both sides yourself after the harvest). Nothing was sent."
+        )
+
+
 def text_body(spec: CallSpec) -> dict[str, Any]:
+    check_dimensionality(spec.params)
     extra = {k: v for k, v in spec.params.items() if k != "text_model"}
     return {
         "model": text_model(spec),
@@ -80,6 +102,7 @@ def build_request(spec: CallSpec) -> httpx.Request:
         )
     if spec.kind != "image_embedding":
         raise ValueError(f"nomic adapter does not do {spec.kind}")
+    check_dimensionality(spec.params)
     files = []
     for n, item in enumerate(spec.items):
         assert isinstance(item, ImageEmbeddingRequest)

@@ -13,7 +13,12 @@ from typing import Any
 
 import httpx
 
-from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
+from ..errors import (
+    APIStatusError,
+    ConfigurationError,
+    QuotaExceededError,
+    ResponseValidationError,
+)
 from ..models import AnswerRequest, Image, TextEmbeddingRequest, Usage
 from .base import (
     CallSpec,
@@ -27,14 +32,18 @@ from .base import (
     request_id_of,
     text_tokens_upper_bound,
 )
-from .images import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, fit_image, image_size
+from .images import ACCEPTED_MEDIA_TYPES, MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, fit_image, image_size
+from .reasoning import reasoning_level, truncated_answer, without_reasoning
 
-__all__ = ["OPENAI", "image_tokens", "parse_duration"]
+__all__ = ["OPENAI", "image_tokens", "parse_duration", "reasoning_params"]
 
 NAME = "openai"
 MAX_EMBEDDING_INPUTS = 2048  # CreateEmbeddingRequest maxItems
-# Worst-case tokens per image (gpt-4o "high" detail: 2048 fit, 768 short side, 512 tiles).
-MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")  # chat image inputs
+# CreateEmbeddingRequest.input: "all embedding models enforce a maximum of 300,000 tokens
+# summed across all inputs in a single request" (pinned openai-openapi f85dbe22, read
+# 2026-11-30); the client sums text_tokens_upper_bound, an over-count, so it never passes.
+MAX_EMBEDDING_REQUEST_TOKENS = 300_000
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 
 
 def prepare_image(image: Image) -> Image:
@@ -62,7 +71,48 @@ def embedding_body(spec: CallSpec) -> dict[str, Any]:
     for item in spec.items:
         assert isinstance(item, TextEmbeddingRequest)
         texts.append(item.text)
-    return {"model": spec.model, "input": texts, "encoding_format": "float", **spec.params}
+    params = without_reasoning(spec.params)
+    return {"model": spec.model, "input": texts, "encoding_format": "float", **params}
+
+
+def reasoning_family(model: str) -> str | None:
+    """``"gpt-5"``, ``"gpt-5.x"``, ``"o"`` (o-series), ``"none"`` (gpt-4*, gpt-3.5: no
+    reasoning) or None (a name we do not know: an OpenAI-compatible server)."""
+    if model == "gpt-5" or model.startswith("gpt-5-"):
+        return "gpt-5"
+    if model.startswith(("gpt-5.", "gpt-6")):
+        return "gpt-5.x"
+    if re.match(r"o\d", model):
+        return "o"
+    if model.startswith(("gpt-4", "gpt-3.5", "chatgpt-4o")):
+        return "none"
+    return None
+
+
+# What ``reasoning: off`` sends, per family. gpt-5/-mini/-nano accept ``minimal`` as
+# their lowest effort; gpt-5.1 and later accept ``none``; o-series models go no lower
+# than ``low``. (ReasoningEffort enum: none, minimal, low, medium, high, xhigh, max in
+# openai/openai-openapi openapi.yaml @ f85dbe22, read 2026-11-30.)
+OFF_EFFORT = {"gpt-5": "minimal", "gpt-5.x": "none", "o": "low"}
+
+
+def reasoning_params(model: str, level: str) -> dict[str, Any]:
+    """The ``reasoning_effort`` field for ``level`` on ``model`` ({} = send nothing)."""
+    family = reasoning_family(model)
+    if level == "default":
+        return {}
+    if family == "none":
+        if level == "off":
+            return {}
+        raise ConfigurationError(
+            f"{model} does not reason; drop --reasoning {level} (or use --reasoning off)"
+        )
+    if level == "off":
+        effort = OFF_EFFORT.get(family or "")
+        return {"reasoning_effort": effort} if effort else {}
+    if family == "o" and level == "minimal":
+        level = "low"
+    return {"reasoning_effort": level}
 
 
 def chat_body(spec: CallSpec) -> dict[str, Any]:
@@ -76,7 +126,10 @@ def chat_body(spec: CallSpec) -> dict[str, Any]:
         "model": spec.model,
         "messages": [{"role": "user", "content": content}],
         "max_completion_tokens": item.max_output_tokens,
-        **spec.params,
+        **reasoning_params(spec.model, reasoning_level(spec.params)),
+        # Caller params win (e.g. reasoning_effort, max_completion_tokens); the estimate
+        # reads the same params, so an override is paid for in the reservation.
+        **without_reasoning(spec.params),
     }
 
 
@@ -119,30 +172,44 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         raise ResponseValidationError(
             "missing choices[0].message.content", provider=NAME, request_id=rid
         ) from exc
-    if not isinstance(text, str):
-        raise ResponseValidationError("answer content is not text", provider=NAME, request_id=rid)
     details = usage_obj.get("completion_tokens_details")
     usage = Usage(
         input_tokens=_int(usage_obj, "prompt_tokens"),
         # reasoning tokens are already inside completion_tokens at OpenAI
         output_tokens=max(_int(usage_obj, "completion_tokens"), _int(details, "reasoning_tokens")),
     )
+    if text is None:
+        text = ""  # a reasoning model that ran out of tokens may send content: null
+    if not isinstance(text, str):
+        raise ResponseValidationError("answer content is not text", provider=NAME, request_id=rid)
+    if not text.strip():
+        finish = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None  # type: ignore[index]
+        if finish == "length":
+            raise truncated_answer(
+                provider=NAME,
+                model=spec.model,
+                limit=output_limit(spec),
+                level=reasoning_level(spec.params),
+                usage=usage,
+                request_id=rid,
+            )
+        bad = ResponseValidationError(
+            f"empty answer (finish_reason {finish!r})", provider=NAME, request_id=rid
+        )
+        bad.usage = usage
+        raise bad
     return Parsed(usage=usage, texts=[text], request_id=rid or body.get("id"))
 
 
-def image_tokens_low_detail(width: int, height: int) -> int:
-    """OpenAI ``detail: low`` on gpt-4o-class models: a flat 85 tokens whatever the size."""
-    return LOW_DETAIL_TOKENS
-
-
-LOW_DETAIL_TOKENS = 85  # gpt-4o / 4.1 / 4.5 and unknown OpenAI-compatible models
+LOW_DETAIL_TOKENS = 85  # gpt-4o / 4.1 / 4.5 with detail: low
 # Tile-priced models: the flat "detail: low" charge (the tile's base tokens).
 LOW_DETAIL_BY_MODEL: tuple[tuple[str, int], ...] = (
     ("gpt-4o-mini", 2833),  # billed as 33x gpt-4o's tokens at a lower price
-    ("gpt-5", 70),
+    ("gpt-5", 70),  # gpt-5 itself and its snapshots; gpt-5.x is below
     ("o1", 75),
     ("o3", 75),
     ("gpt-4o", 85),
+    ("chatgpt-4o", 85),
     ("gpt-4.1", 85),
     ("gpt-4.5", 85),
 )
@@ -156,6 +223,11 @@ PATCH_MULTIPLIER: tuple[tuple[str, float], ...] = (
 )
 PATCH_SIDE = 32
 MAX_PATCHES = 1536
+LARGEST_PATCH_MULTIPLIER = max(m for _, m in PATCH_MULTIPLIER)
+# gpt-5.1 and later (and gpt-6) bill images by rules we could not read from a primary
+# source; issue reports put GPT-5.2+ at up to ~1,844 tokens per image (secondary). Bound
+# them by the larger of that figure and the costliest documented patch rule.
+GPT5X_IMAGE_TOKENS_REPORTED = 1844
 
 
 def _prefix_lookup(model: str, table: tuple[tuple[str, float], ...]) -> float | None:
@@ -164,20 +236,53 @@ def _prefix_lookup(model: str, table: tuple[tuple[str, float], ...]) -> float | 
     return None if best is None else dict(table)[best]
 
 
-def image_tokens(width: int, height: int, model: str) -> int:
+def _patches(width: int, height: int) -> int:
+    return min(math.ceil(width / PATCH_SIDE) * math.ceil(height / PATCH_SIDE), MAX_PATCHES)
+
+
+def image_tokens(width: int, height: int, model: str, declared: int | None = None) -> int:
     """Worst-case prompt tokens of one image sent with ``detail: low`` to ``model``.
 
     Patch-priced models (gpt-4.1-mini/nano, gpt-5-mini/nano, o4-mini) ignore the
     detail level: ``min(ceil(w/32) * ceil(h/32), 1536) * multiplier``. Tile-priced
-    models charge their base tokens (gpt-4o-mini 2,833; gpt-4o 85). Unknown models
-    (OpenAI-compatible servers) are charged 85, the gpt-4o low-detail figure.
+    models charge their base tokens (gpt-4o-mini 2,833; gpt-4o 85; gpt-5 70).
+    gpt-5.x / gpt-6 names: the largest figure known for the family (see
+    ``GPT5X_IMAGE_TOKENS_REPORTED``). Any other name cannot be bounded: it needs
+    ``max_image_tokens`` in the price file (``declared``), else ConfigurationError.
     """
+    if declared is not None:
+        return declared
+    if model.startswith(("gpt-5.", "gpt-6")):
+        worst_patch = math.ceil(_patches(width, height) * LARGEST_PATCH_MULTIPLIER)
+        return max(GPT5X_IMAGE_TOKENS_REPORTED, worst_patch)
     mult = _prefix_lookup(model, PATCH_MULTIPLIER)
     if mult is not None:
-        patches = math.ceil(width / PATCH_SIDE) * math.ceil(height / PATCH_SIDE)
-        return math.ceil(min(patches, MAX_PATCHES) * mult)
+        return math.ceil(_patches(width, height) * mult)
     low = _prefix_lookup(model, tuple((p, float(t)) for p, t in LOW_DETAIL_BY_MODEL))
-    return int(low) if low is not None else LOW_DETAIL_TOKENS
+    if low is not None:
+        return int(low)
+    raise ConfigurationError(
+        f"cannot bound the image tokens of OpenAI model {model!r}, so the budget cannot be "
+        "enforced; state them in the price file, e.g. "
+        f'{{"openai:{model}": {{"usd_per_1m_input_tokens": "...", "max_image_tokens": 1844}}}}'
+    )
+
+
+def output_limit(spec: CallSpec) -> int:
+    """Output tokens one answer may bill: the item's limit, or a larger one in params."""
+    (item,) = spec.items
+    assert isinstance(item, AnswerRequest)
+    limit = item.max_output_tokens
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = spec.params.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            limit = value
+    return limit
+
+
+def _choices(spec: CallSpec) -> int:
+    n = spec.params.get("n", 1)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
 def estimate_usage(spec: CallSpec) -> Usage:
@@ -192,10 +297,13 @@ def estimate_usage(spec: CallSpec) -> Usage:
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
     w, h = image_size(item.image)
-    # message framing (~10 tokens) + prompt + image + the whole output allowance
+    # message framing (~10 tokens) + prompt + image + the whole output allowance (of
+    # every choice when params ask for n > 1), read from params when they raise it
     return Usage(
-        input_tokens=16 + text_tokens_upper_bound(item.prompt) + image_tokens(w, h, spec.model),
-        output_tokens=item.max_output_tokens,
+        input_tokens=16
+        + text_tokens_upper_bound(item.prompt)
+        + image_tokens(w, h, spec.model, spec.max_image_tokens),
+        output_tokens=output_limit(spec) * _choices(spec),
     )
 
 
@@ -274,6 +382,7 @@ OPENAI = Provider(
     default_base_url="https://api.openai.com/v1",
     api_version="v1",
     max_batch={"text_embedding": MAX_EMBEDDING_INPUTS, "answer": 1},
+    max_request_tokens=MAX_EMBEDDING_REQUEST_TOKENS,
     build_request=build_request,
     parse_response=parse_response,
     estimate_usage=estimate_usage,
@@ -281,5 +390,7 @@ OPENAI = Provider(
     rate_limit_hints=rate_limit_hints,
     prepare_image=prepare_image,
     model_kinds=model_kinds,
+    # Part of every answer's cache key: answers bought with reasoning on are other answers.
+    default_params={"answer": {"reasoning": "off"}},
     description="OpenAI or any OpenAI-compatible server (text embeddings, image answers)",
 )

@@ -35,7 +35,7 @@ from .base import (
     text_tokens_upper_bound,
     vectors_from,
 )
-from .images import fit_image
+from .images import ACCEPTED_MEDIA_TYPES, fit_image
 
 __all__ = ["INSTALL_HINT", "TITAN", "invoke_body", "signed_request"]
 
@@ -46,7 +46,7 @@ REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
 INSTALL_HINT = "pip install 'vlm-distill[aws]'"
 MAX_SIDE = 2048  # Titan: image <= 2048 x 2048
 MAX_IMAGE_BYTES = 25 * 1024 * 1024
-MEDIA_TYPES = ("image/png", "image/jpeg")
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 
 
 def _botocore() -> tuple[Any, Any, Any]:
@@ -85,8 +85,10 @@ def _credentials(env: Mapping[str, str]) -> Any:
     creds = session.get_credentials()
     if creds is None:
         raise ConfigurationError(
-            "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
-            "AWS_PROFILE (nothing was sent)"
+            "no AWS credentials found by botocore's chain (AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws/credentials and config, SSO, "
+            "container or instance role): configure one, e.g. `aws configure` or "
+            "`aws sso login` (nothing was sent)"
         )
     return creds.get_frozen_credentials()
 
@@ -166,9 +168,10 @@ def prepare_image(image: Image) -> Image:
 
 TITAN = Provider(
     name=NAME,
-    # The key the client insists on is the access key id (or a profile name); the
-    # secret is read by the signer, never by the client.
+    # Shown as the usual ways to give credentials; none is required: the signer asks
+    # botocore's whole chain (env, profiles, ~/.aws/config, SSO, ECS/EC2 roles).
     env_vars=("AWS_ACCESS_KEY_ID", "AWS_PROFILE"),
+    key_optional=True,
     default_base_url=DEFAULT_BASE_URL,
     api_version="bedrock-2023-09-30",
     max_batch={"image_embedding": 1, "text_embedding": 1},

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -29,18 +30,21 @@ from ..errors import ConfigurationError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .base import CallSpec, Parsed, Provider, request_id_of, vectors_from
 from .gemini import google_error
-from .images import fit_image
+from .images import ACCEPTED_MEDIA_TYPES, fit_image
 
 __all__ = ["LOCATION_ENV", "PROJECT_ENV", "VERTEX", "endpoint_url", "predict_body"]
 
+log = logging.getLogger("vlmclient")
 NAME = "vertex"
 DEFAULT_BASE_URL = "https://{location}-aiplatform.googleapis.com/v1"
 PROJECT_ENV = ("VERTEX_PROJECT", "GOOGLE_CLOUD_PROJECT")
 LOCATION_ENV = ("VERTEX_LOCATION", "GOOGLE_CLOUD_LOCATION")
 URL_PARAMS = frozenset({"project", "location"})  # go into the URL, never the body
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
-MAX_SIDE = 2048
-MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp")
+# multimodalembedding@001 embeds images at 512 px (secondary: issue 15 report; Google's
+# reference in our copy gives no size), so larger uploads only cost bandwidth.
+MAX_SIDE = 512
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 
 
 def _setting(spec: CallSpec, key: str, names: tuple[str, ...], env: Mapping[str, str]) -> str:
@@ -68,6 +72,26 @@ def endpoint_url(spec: CallSpec, env: Mapping[str, str] | None = None) -> str:
     )
 
 
+# multimodalembedding@001 reads at most 32 text tokens and drops the rest silently
+# (Google's multimodal-embeddings reference: "text ... up to 32 tokens"; secondary in our
+# copy). No tokenizer here, so warn when a text may be longer: over 32 words or 128 bytes.
+TEXT_TOKEN_LIMIT = 32
+MAX_SAFE_TEXT_BYTES = 128
+# Requests per minute by default: the lowest of the documented 120-600 RPM quotas
+# (secondary: issue 15 report), so a fresh project is not met with a wall of 429s.
+DEFAULT_RPM = 120.0
+
+
+def warn_if_truncated(text: str) -> None:
+    if len(text.split()) > TEXT_TOKEN_LIMIT or len(text.encode("utf-8")) > MAX_SAFE_TEXT_BYTES:
+        log.warning(
+            "vertex: %r may be longer than the %d tokens multimodalembedding@001 reads; "
+            "the rest is cut off silently. Shorten the prompt template or class names.",
+            text[:60] + ("..." if len(text) > 60 else ""),
+            TEXT_TOKEN_LIMIT,
+        )
+
+
 def predict_body(spec: CallSpec) -> dict[str, Any]:
     """``{"instances": [one instance], "parameters": {...}}``; params such as ``dimension``
     (128/256/512/1408) go into ``parameters``."""
@@ -81,6 +105,7 @@ def predict_body(spec: CallSpec) -> dict[str, Any]:
             }
         }
     elif isinstance(item, TextEmbeddingRequest):
+        warn_if_truncated(item.text)
         instance = {"text": item.text}
     else:
         raise ValueError(f"vertex adapter does not do {spec.kind}")
@@ -143,7 +168,7 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
 
 
 def prepare_image(image: Image) -> Image:
-    """Long edge <= 2048 px, <= 20 MB; png/jpeg/gif/bmp/webp are accepted as they are."""
+    """JPEG or PNG (anything else is re-encoded), long edge <= 512 px, <= 20 MB."""
     return fit_image(image, max_side=MAX_SIDE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES)
 
 
@@ -160,6 +185,7 @@ VERTEX = Provider(
     estimate_usage=estimate_usage,
     classify_error=google_error,
     prepare_image=prepare_image,
+    default_rpm=DEFAULT_RPM,
     meters_usage=True,
     description="Google Vertex AI multimodalembedding@001 (image and text embeddings)",
 )

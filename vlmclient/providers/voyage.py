@@ -26,7 +26,7 @@ from .base import (
     request_id_of,
     text_tokens_upper_bound,
 )
-from .images import fit_image, image_size
+from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 
 __all__ = ["VOYAGE", "billed_pixels", "multimodal_body"]
 
@@ -40,7 +40,7 @@ PIXELS_PER_TOKEN = 560  # Voyage's image-to-token rate, for the per-request toke
 # the long edge (1414^2 < 2 M): smaller uploads, and a known per-image token bound.
 MAX_SIDE = 1414
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
-MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 MAX_IMAGES = MAX_REQUEST_TOKENS // math.ceil(MAX_BILLED_PIXELS / PIXELS_PER_TOKEN)  # 89
 
 
@@ -73,10 +73,27 @@ def multimodal_body(spec: CallSpec) -> dict[str, Any]:
     return {"model": spec.model, "inputs": inputs, **spec.params}
 
 
+# Keys created through MongoDB Atlas start with "al-" and only work at MongoDB's
+# endpoint; the official SDK picks the base URL from the key the same way
+# (voyage-ai/voyageai-python voyageai/util.py get_default_base_url @ 452bbac0, read
+# 2026-11-30). An explicit --base-url other than the default is left alone.
+DEFAULT_BASE_URL = "https://api.voyageai.com/v1"
+ATLAS_BASE_URL = "https://ai.mongodb.com/v1"
+ATLAS_KEY_PREFIX = "al-"
+
+
+def base_url_for(spec: CallSpec) -> str:
+    """The base URL a call goes to: MongoDB Atlas's for ``al-`` keys on the default URL."""
+    base = spec.base_url.rstrip("/")
+    if base == DEFAULT_BASE_URL and spec.api_key.get_secret_value().startswith(ATLAS_KEY_PREFIX):
+        return ATLAS_BASE_URL
+    return base
+
+
 def build_request(spec: CallSpec) -> httpx.Request:
     return httpx.Request(
         "POST",
-        spec.base_url.rstrip("/") + "/multimodalembeddings",
+        base_url_for(spec) + "/multimodalembeddings",
         headers={
             "Authorization": f"Bearer {spec.api_key.get_secret_value()}",
             "Content-Type": "application/json",
@@ -140,7 +157,8 @@ def estimate_usage(spec: CallSpec) -> Usage:
 VOYAGE = Provider(
     name=NAME,
     env_vars=("VOYAGE_API_KEY",),
-    default_base_url="https://api.voyageai.com/v1",
+    default_base_url=DEFAULT_BASE_URL,
+    max_request_tokens=MAX_REQUEST_TOKENS,
     api_version="v1",
     max_batch={"image_embedding": MAX_IMAGES, "text_embedding": MAX_INPUTS},
     batch_limit=batch_limit,

@@ -1,0 +1,131 @@
+"""Image preparation per provider (issue 15 items 6 and 8, and size limits measured the
+way each provider measures them): one table of accepted formats; anything else is
+re-encoded; a photo with transparency that is too large is flattened and re-encoded to
+fit instead of refused; Anthropic's 5 MB applies to the base64 payload."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import jsonschema
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from tests.providers.conftest import (
+    COHERE_SPEC,
+    body_of,
+    call_spec,
+    image,
+    image_bytes,
+    shared_spec,
+    validator_for,
+)
+from vlmclient import Image, ImageEmbeddingRequest, InputError
+from vlmclient.providers import PROVIDERS, anthropic, cohere, vertex
+from vlmclient.providers.images import ACCEPTED_MEDIA_TYPES, base64_size, fit_image
+
+
+def test_every_provider_reads_its_formats_from_the_one_table() -> None:
+    assert set(ACCEPTED_MEDIA_TYPES) == set(PROVIDERS)
+    for name in ("openai", "anthropic", "gemini", "vertex", "cohere", "voyage", "nomic", "titan"):
+        module = __import__(f"vlmclient.providers.{name}", fromlist=["MEDIA_TYPES"])
+        assert ACCEPTED_MEDIA_TYPES[name] == module.MEDIA_TYPES, name
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF"])
+def test_cohere_reencodes_formats_outside_its_four(fmt: str) -> None:
+    src = Image(data=image_bytes((40, 30), fmt), media_type=f"image/{fmt.lower()}")
+    prepared = cohere.prepare_image(src)
+    assert prepared.media_type in {"image/jpeg", "image/png", "image/webp", "image/gif"}
+    items = [ImageEmbeddingRequest(image=src)]
+    body = body_of(
+        cohere.build_request(call_spec("cohere", "image_embedding", "embed-v4.0", items))
+    )
+    uri = body["images"][0]
+    assert uri.startswith(("data:image/jpeg;base64,", "data:image/png;base64,"))
+
+
+def test_cohere_bmp_body_validates_against_the_pinned_spec() -> None:
+    doc = shared_spec(COHERE_SPEC)
+    validator = validator_for(
+        doc, "#/paths/~1v2~1embed/post/requestBody/content/application~1json/schema"
+    )
+    items = [ImageEmbeddingRequest(image=image((40, 30), "BMP"))]
+    body = body_of(
+        cohere.build_request(call_spec("cohere", "image_embedding", "embed-v4.0", items))
+    )
+    validator.validate(body)
+    assert not body["images"][0].startswith("data:image/bmp")
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "GIF", "BMP"])
+def test_vertex_declares_only_jpeg_or_png(fmt: str) -> None:
+    items = [ImageEmbeddingRequest(image=image((40, 30), fmt))]
+    params = {"project": "p", "location": "us-central1"}
+    spec = call_spec("vertex", "image_embedding", "multimodalembedding@001", items, params)
+    instance = body_of(vertex.build_request(spec))["instances"][0]["image"]
+    assert instance["mimeType"] in {"image/jpeg", "image/png"}
+    decoded = Image.from_bytes(base64.b64decode(instance["bytesBase64Encoded"]))
+    assert decoded.media_type == instance["mimeType"]
+
+
+def test_vertex_sends_at_most_512_px() -> None:
+    prepared = vertex.prepare_image(image((2048, 1024), "PNG"))
+    with PILImage.open(io.BytesIO(prepared.data)) as im:
+        assert max(im.size) == 512
+
+
+def _noisy_rgba_png(side: int) -> Image:
+    """A photo-like RGBA PNG that compresses badly (random pixels, soft alpha)."""
+    rng = np.random.default_rng(1)
+    arr = rng.integers(0, 255, (side, side, 4), dtype=np.uint8)
+    arr[..., 3] = np.clip(arr[..., 3], 128, 255)
+    out = io.BytesIO()
+    PILImage.fromarray(arr, "RGBA").save(out, "PNG")
+    return Image.from_bytes(out.getvalue())
+
+
+def test_a_large_noisy_rgba_photo_is_flattened_to_fit_instead_of_refused() -> None:
+    src = _noisy_rgba_png(1200)  # ~5.5 MB of PNG, over Anthropic's 5 MB
+    assert len(src.data) > anthropic.MAX_IMAGE_BYTES
+    out = anthropic.prepare_image(src)
+    assert out.media_type == "image/jpeg"
+    assert base64_size(out.data) <= anthropic.MAX_IMAGE_BYTES
+    with PILImage.open(io.BytesIO(out.data)) as im:
+        assert im.size == (1200, 1200)  # re-encoded, not shrunk: JPEG fits at full size
+
+
+def test_small_rgba_stays_png_with_its_transparency() -> None:
+    src = _noisy_rgba_png(64)
+    out = fit_image(src, max_side=32, max_bytes=1 << 20, media_types={"image/png", "image/jpeg"})
+    assert out.media_type == "image/png"
+    with PILImage.open(io.BytesIO(out.data)) as im:
+        assert im.mode == "RGBA" and im.size == (32, 32)
+
+
+def test_anthropic_limit_is_measured_on_the_base64_payload() -> None:
+    rgb_png = Image.from_bytes(image_bytes((1200, 1200), "PNG"))  # ~4.3 MB raw, ~5.8 MB b64
+    assert len(rgb_png.data) < anthropic.MAX_IMAGE_BYTES < base64_size(rgb_png.data)
+    out = anthropic.prepare_image(rgb_png)
+    assert out is not rgb_png
+    assert base64_size(out.data) <= anthropic.MAX_IMAGE_BYTES
+
+
+def test_when_nothing_fits_the_error_says_so() -> None:
+    with pytest.raises(InputError, match="does not fit"):
+        fit_image(image((200, 200)), max_side=200, max_bytes=50, media_types={"image/png"})
+
+
+def test_cohere_request_cap_leaves_room_for_base64() -> None:
+    assert cohere.MAX_REQUEST_IMAGE_BYTES * 4 / 3 < 20 * 1024 * 1024
+
+
+def test_spec_validator_is_live() -> None:
+    doc = shared_spec(COHERE_SPEC)
+    validator = validator_for(
+        doc, "#/paths/~1v2~1embed/post/requestBody/content/application~1json/schema"
+    )
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate({"model": "embed-v4.0", "input_type": "photo"})

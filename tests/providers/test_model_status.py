@@ -1,0 +1,145 @@
+"""Model lifecycle: every built-in model carries its status and sources; a model past its
+shutdown date is refused before anything is sent; a deprecated one is warned about.
+
+``test_no_builtin_model_is_past_its_shutdown_date`` fails on the day a built-in model's
+``shutdown_on`` passes, so a stale table cannot ship silently: move the entry to a
+retired record (no prices, ``status: retired``) or refresh it from the vendor's page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date
+from pathlib import Path
+
+import pytest
+from PIL import Image as PILImage
+
+from distill.cli import main
+from vlmclient import ConfigurationError
+from vlmclient.prices import PriceTable, has_prices
+
+TODAY = date.today()
+
+
+def _builtin() -> PriceTable:
+    return PriceTable.default()
+
+
+def test_no_builtin_model_is_past_its_shutdown_date() -> None:
+    stale = [
+        f"{key} (shutdown_on {price.shutdown_on})"
+        for key, price in _builtin().prices.items()
+        if has_prices(price)
+        and price.shutdown_on
+        and date.fromisoformat(price.shutdown_on) <= TODAY
+    ]
+    assert not stale, (
+        "built-in models past their shutdown date; refresh vlmclient/prices.json from the "
+        f"vendors' deprecation pages: {stale}"
+    )
+
+
+@pytest.mark.parametrize("key", sorted(PriceTable.default().prices))
+def test_every_builtin_entry_names_its_sources(key: str) -> None:
+    price = _builtin().prices[key]
+    if has_prices(price):
+        assert price.source and price.verified_on, key
+        date.fromisoformat(price.verified_on)
+        # a vendor page is a URL; anything else must say it is secondary (or simulated)
+        assert price.verified or price.source.startswith("secondary") or key == "local:*", key
+    else:
+        assert price.status == "retired" and price.shutdown_on, key
+    if price.status or price.shutdown_on or price.deprecated_on:
+        assert price.status_source and price.status_checked_on, key
+
+
+def test_a_retired_builtin_model_is_refused() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"openai:gpt-4\.1-nano was shut down on 2026-10-23"
+    ):
+        _builtin().lookup("openai", "gpt-4.1-nano")
+
+
+def test_shutdown_date_is_enforced_from_that_day(caplog: pytest.LogCaptureFixture) -> None:
+    table = _builtin()
+    with caplog.at_level(logging.WARNING, logger="vlmclient"):
+        table.lookup("openai", "gpt-5-mini", today=date(2026, 12, 10))
+    assert "gpt-5-mini is deprecated; it shuts down on 2026-12-11" in caplog.text
+    with pytest.raises(ConfigurationError, match="shut down on 2026-12-11"):
+        table.lookup("openai", "gpt-5-mini", today=date(2026, 12, 11))
+
+
+def test_bad_status_date_in_a_price_file_is_a_configuration_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"openai:x": {"usd_per_image": "1", "shutdown_on": "soon"}}))
+    with pytest.raises(ConfigurationError, match="bad prices"):
+        _builtin().with_file(path)
+
+
+def _tiny_dataset(root: Path) -> Path:
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        PILImage.new("RGB", (16, 16), (10, 20, 30)).save(root / cls / "a.png")
+    return root
+
+
+def test_harvest_refuses_a_shut_down_model_and_sends_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CO_API_KEY", "co-test")
+    prices = tmp_path / "prices.json"
+    prices.write_text(
+        json.dumps(
+            {
+                "cohere:embed-old": {
+                    "usd_per_1m_image_tokens": "0.5",
+                    "usd_per_1m_input_tokens": "0.1",
+                    "status": "deprecated",
+                    "shutdown_on": "2026-01-01",
+                    "status_source": "https://example.invalid/deprecations",
+                }
+            }
+        )
+    )
+    data = _tiny_dataset(tmp_path / "data")
+    code = main(
+        [
+            "harvest",
+            str(data),
+            "--teacher",
+            "cohere:embed-old",
+            "--price-file",
+            str(prices),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--base-url",
+            "http://127.0.0.1:9",  # nothing listens: a send would be a connection error
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cohere:embed-old was shut down on 2026-01-01" in err
+    assert "vlm-distill providers" in err
+
+
+def test_providers_shows_status_and_source(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["providers", "--json"]) == 0
+    rows = {r["provider"]: r for r in json.loads(capsys.readouterr().out)}
+    openai = {m["model"]: m for m in rows["openai"]["models"]}
+    assert openai["gpt-5-mini"]["status"] == "deprecated, shuts down 2026-12-11"
+    assert openai["gpt-5-mini"]["status_source"].startswith(
+        "https://developers.openai.com/api/docs/deprecations"
+    )
+    assert openai["gpt-4.1-nano"]["status"] == "shut down 2026-10-23"
+    assert openai["gpt-4.1-nano"]["price"] == "none (retired)"
+    assert openai["gpt-5.6-luna"]["verified"] is True
+    assert openai["gpt-4o"]["verified"] is False
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["providers"]) == 0
+    out = capsys.readouterr().out
+    for text in ("status", "price source", "shut down 2026-10-23", "unverified", "verified"):
+        assert text in out

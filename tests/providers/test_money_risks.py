@@ -1,0 +1,195 @@
+"""Issue 13's provider money risks: the reservation must cover what the provider bills.
+
+Each test runs the real TeacherClient against a loopback server that bills the way the
+provider is documented (or reported) to bill, and checks the reservation covered it
+(``budget.overruns == 0``) and that what was charged is what was billed.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.providers.conftest import image, nosleep
+from tests.providers.loopback import loopback
+from vlmclient import AnswerRequest, Budget, ConfigurationError, Price, TeacherClient, Usage
+from vlmclient.prices import load_prices
+from vlmclient.retry import RetryPolicy
+
+PRICE = Price(usd_per_1m_input_tokens=Decimal("1.25"), usd_per_1m_output_tokens=Decimal("10"))
+
+
+def openai_biller(image_tokens: int) -> Any:
+    """Bills each image at ``image_tokens`` and the whole output allowance it was sent."""
+
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        out = body.get("max_completion_tokens") or body.get("max_tokens") or 16
+        n = body.get("n", 1)
+        return 200, {
+            "id": "chatcmpl-x",
+            "choices": [
+                {"index": i, "message": {"content": "seven"}, "finish_reason": "stop"}
+                for i in range(n)
+            ],
+            "usage": {"prompt_tokens": 20 + image_tokens, "completion_tokens": out * n},
+        }
+
+    return respond
+
+
+def _client(url: str, teacher: str, **kw: Any) -> TeacherClient:
+    kw.setdefault("price", PRICE)
+    return TeacherClient(
+        teacher,
+        api_key="sk-test",
+        base_url=url + "/v1",
+        budget=Budget("1.00"),
+        retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+        **kw,
+    )
+
+
+def _ask(max_tokens: int = 16) -> list[AnswerRequest]:
+    return [
+        AnswerRequest(image=image((64, 64)), prompt="Which digit?", max_output_tokens=max_tokens)
+    ]
+
+
+async def test_gpt5x_image_billed_at_1844_tokens_stays_within_the_reservation() -> None:
+    """gpt-5.2 fell to the gpt-5 row (70 tokens); a 1,844-token image bill overran it."""
+    with loopback(openai_biller(1844)) as server:
+        async with _client(server.url, "openai:gpt-5.2") as client:
+            [result] = await client.answer(_ask())
+    assert client.budget.overruns == 0
+    assert result.cost_usd == PRICE.cost(Usage(input_tokens=20 + 1844, output_tokens=16))
+
+
+async def test_params_raising_max_completion_tokens_are_reserved() -> None:
+    """params can override max_completion_tokens; the estimate read the item's 16."""
+    with loopback(openai_biller(70)) as server:
+        client = _client(server.url, "openai:gpt-5", params={"max_completion_tokens": 2000, "n": 2})
+        async with client:
+            await client.answer(_ask(16))
+    assert server.bodies[0]["max_completion_tokens"] == 2000
+    assert client.budget.overruns == 0
+    assert client.budget.spent == PRICE.cost(Usage(input_tokens=90, output_tokens=4000))
+
+
+async def test_unknown_openai_model_is_refused_before_sending(tmp_path: Path) -> None:
+    with loopback(openai_biller(85)) as server:
+        client = _client(server.url, "openai:my-vllm-model")
+        async with client:
+            with pytest.raises(ConfigurationError, match="max_image_tokens"):
+                await client.answer(_ask())
+        assert server.requests == []
+
+        prices = tmp_path / "prices.json"
+        prices.write_text(
+            json.dumps(
+                {
+                    "openai:my-vllm-model": {
+                        "usd_per_1m_input_tokens": "1.25",
+                        "usd_per_1m_output_tokens": "10",
+                        "max_image_tokens": 600,
+                    }
+                }
+            )
+        )
+        table = load_prices(prices)
+        client = _client(server.url, "openai:my-vllm-model", price=None, prices=table)
+        async with client:
+            _, worst = client.plan("answer", _ask())
+            await client.answer(_ask())
+    assert len(server.requests) == 1
+    assert worst == PRICE.cost(Usage(input_tokens=16 + 13 + 600, output_tokens=16))
+    assert client.budget.overruns == 0
+
+
+# -- Cohere: image responses that bill {"images": 1} at a per-image-token price -----------
+
+
+def cohere_images_only(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """What embed-v4 image responses have been seen to say: images, no image tokens."""
+    n = len(body.get("images") or body.get("texts") or [])
+    kind = "images" if body.get("images") else "input_tokens"
+    return 200, {
+        "id": "emb-1",
+        "embeddings": {"float": [[0.1 * (i + 1), 0.2, 0.3] for i in range(n)]},
+        "meta": {"billed_units": {kind: n}},
+    }
+
+
+async def test_cohere_image_bill_without_image_tokens_never_settles_at_zero(
+    tmp_path: Path,
+) -> None:
+    from cache import SpendLedger
+    from vlmclient import ImageEmbeddingRequest
+
+    price = load_prices().lookup("cohere", "embed-v4.0")  # priced per image token only
+    items = [ImageEmbeddingRequest(image=image((96, 96), "PNG", seed=i)) for i in range(3)]
+    with loopback(cohere_images_only) as server, SpendLedger(tmp_path / "l.jsonl") as ledger:
+        client = TeacherClient(
+            "cohere:embed-v4.0",
+            api_key="co-test",
+            base_url=server.url,
+            prices=load_prices(),
+            ledger=ledger,
+            budget=Budget("1.00"),
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+        )
+        async with client:
+            _, reserved = client.plan("image_embedding", items)
+            results = await client.embed_images(items)
+    assert server.bodies[0]["images"] and len(results) == 3
+    assert client.budget.spent > 0
+    assert client.budget.spent == reserved  # the estimate's image tokens, what was reserved
+    assert client.budget.overruns == 0
+    (record,) = SpendLedger.read(tmp_path / "l.jsonl")
+    assert Decimal(record.cost_usd) == client.budget.spent
+    assert price.usd_per_image == 0  # the trap: {"images": 3} alone would cost $0
+
+
+# -- Anthropic: ceil(w/28) * ceil(h/28) image tokens ---------------------------------------
+
+
+def anthropic_patch_biller(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Bills like the current docs: 28-px patches for the image, 4 framing tokens."""
+    import base64
+    import io
+    import math
+
+    from PIL import Image as PILImage
+
+    block = body["messages"][0]["content"][0]
+    with PILImage.open(io.BytesIO(base64.b64decode(block["source"]["data"]))) as im:
+        w, h = im.size
+    text = body["messages"][0]["content"][1]["text"]
+    tokens = 4 + len(text.encode()) + math.ceil(w / 28) * math.ceil(h / 28)
+    return 200, {
+        "id": "msg_1",
+        "type": "message",
+        "content": [{"type": "text", "text": "seven"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": tokens, "output_tokens": body["max_tokens"]},
+    }
+
+
+async def test_anthropic_thin_image_billed_by_28px_patches_stays_within_the_reservation() -> None:
+    """1568x29 is 112 patch tokens; w*h/750 reserved 61 and the bill overran it."""
+    item = AnswerRequest(image=image((1568, 29), "PNG"), prompt="?", max_output_tokens=1)
+    with loopback(anthropic_patch_biller) as server:
+        client = TeacherClient(
+            "anthropic:claude-haiku-4-5",
+            api_key="sk-ant-test",
+            base_url=server.url,
+            price=PRICE,
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+        )
+        async with client:
+            await client.answer([item])
+    assert client.budget.overruns == 0
+    assert client.budget.spent == PRICE.cost(Usage(input_tokens=4 + 1 + 112, output_tokens=1))

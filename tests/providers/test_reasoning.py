@@ -1,0 +1,320 @@
+"""Reasoning settings of the answer adapters, and the empty-answer-at-the-limit error.
+
+Issue 15 item 1: reasoning models spend hidden tokens inside the answer's output limit,
+so a short limit can return no text. Each answer adapter sends an explicit setting
+(``off`` by default); an empty answer that stopped at the limit is billed, recorded,
+never retried and never cached, and its message names the fix.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cache import ResponseCache, SpendLedger
+from tests.providers.conftest import (
+    body_of,
+    call_spec,
+    client_for,
+    image,
+    nosleep,
+    openai_doc,
+    validator_for,
+)
+from tests.providers.loopback import loopback
+from vlmclient import (
+    AnswerRequest,
+    Budget,
+    ConfigurationError,
+    Price,
+    ResponseValidationError,
+    TeacherClient,
+    TruncatedAnswerError,
+    Usage,
+)
+from vlmclient.providers import anthropic, gemini, openai
+from vlmclient.retry import RetryPolicy
+
+PRICE = Price(usd_per_1m_input_tokens=Decimal("1"), usd_per_1m_output_tokens=Decimal("10"))
+
+
+def _answer(max_tokens: int = 16) -> AnswerRequest:
+    return AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=max_tokens)
+
+
+# -- what each adapter sends -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "level", "expected"),
+    [
+        ("gpt-5-mini", "off", {"reasoning_effort": "minimal"}),
+        ("gpt-5", "off", {"reasoning_effort": "minimal"}),
+        ("gpt-5.2", "off", {"reasoning_effort": "none"}),
+        ("gpt-6-luna", "off", {"reasoning_effort": "none"}),
+        ("o3", "off", {"reasoning_effort": "low"}),
+        ("o3", "minimal", {"reasoning_effort": "low"}),
+        ("gpt-5-mini", "high", {"reasoning_effort": "high"}),
+        ("gpt-5-mini", "default", {}),
+        ("gpt-4o-mini", "off", {}),
+        ("my-vllm-model", "off", {}),
+    ],
+)
+def test_openai_reasoning_effort_per_model(model: str, level: str, expected: dict) -> None:
+    spec = call_spec("openai", "answer", model, [_answer()], {"reasoning": level})
+    body = body_of(openai.build_request(spec))
+    assert {k: v for k, v in body.items() if k == "reasoning_effort"} == expected
+    assert "reasoning" not in body
+    validator_for(openai_doc(), "#/components/schemas/CreateChatCompletionRequest").validate(body)
+
+
+def test_openai_reasoning_effort_validates_against_the_pinned_enum() -> None:
+    """The pinned spec's ReasoningEffort enum holds every value the adapter sends."""
+    from tests.providers.conftest import SHARED_SPECS, load_yaml
+
+    path = SHARED_SPECS / "openai-openapi-f85dbe223d40.yaml"
+    if not path.exists():
+        pytest.skip("pinned OpenAI spec not present")
+    enum = load_yaml(path)["components"]["schemas"]["ReasoningEffort"]["anyOf"][0]["enum"]
+    sent = set(openai.OFF_EFFORT.values()) | {"minimal", "low", "medium", "high"}
+    assert sent <= set(enum)
+
+
+def test_openai_non_reasoning_model_refuses_a_reasoning_level() -> None:
+    spec = call_spec("openai", "answer", "gpt-4o", [_answer()], {"reasoning": "high"})
+    with pytest.raises(ConfigurationError, match="does not reason"):
+        openai.build_request(spec)
+
+
+def test_openai_caller_reasoning_effort_wins() -> None:
+    spec = call_spec("openai", "answer", "gpt-5-mini", [_answer()], {"reasoning_effort": "low"})
+    assert body_of(openai.build_request(spec))["reasoning_effort"] == "low"
+
+
+@pytest.mark.parametrize(
+    ("model", "level", "expected"),
+    [
+        ("gemini-2.5-flash", "off", {"thinkingBudget": 0}),
+        ("gemini-2.5-flash-lite", "off", {"thinkingBudget": 0}),
+        ("gemini-2.5-pro", "off", {"thinkingBudget": 128}),
+        ("gemini-2.5-flash", "medium", {"thinkingBudget": 8192}),
+        ("gemini-3.5-flash-lite", "off", {"thinkingLevel": "low"}),
+        ("gemini-3-flash-preview", "high", {"thinkingLevel": "high"}),
+        ("gemini-2.5-flash", "default", None),
+        ("gemini-2.0-flash", "off", None),
+    ],
+)
+def test_gemini_thinking_config_per_model(model: str, level: str, expected: Any) -> None:
+    spec = call_spec("gemini", "answer", model, [_answer()], {"reasoning": level})
+    config = body_of(gemini.build_request(spec))["generationConfig"]
+    assert config.get("thinkingConfig") == expected
+    assert "reasoning" not in config
+
+
+@pytest.mark.parametrize(
+    ("model", "level", "max_tokens", "expected"),
+    [
+        ("claude-haiku-4-5", "off", 16, {"type": "disabled"}),
+        ("claude-sonnet-4-6", "off", 16, {"type": "disabled"}),
+        ("claude-opus-4-8", "medium", 8192, {"type": "enabled", "budget_tokens": 4096}),
+        ("claude-haiku-4-5", "default", 16, None),
+        ("claude-3-5-haiku-20241022", "off", 16, None),
+    ],
+)
+def test_anthropic_thinking_per_model(
+    model: str, level: str, max_tokens: int, expected: Any
+) -> None:
+    spec = call_spec("anthropic", "answer", model, [_answer(max_tokens)], {"reasoning": level})
+    body = body_of(anthropic.build_request(spec))
+    assert body.get("thinking") == expected
+    assert "reasoning" not in body
+
+
+def test_anthropic_thinking_budget_must_fit_the_answer_limit() -> None:
+    spec = call_spec("anthropic", "answer", "claude-haiku-4-5", [_answer(64)], {"reasoning": "low"})
+    with pytest.raises(ConfigurationError, match="--reasoning off"):
+        anthropic.build_request(spec)
+
+
+def test_unknown_reasoning_level_is_a_configuration_error() -> None:
+    spec = call_spec("gemini", "answer", "gemini-2.5-flash", [_answer()], {"reasoning": "max!"})
+    with pytest.raises(ConfigurationError, match="reasoning must be one of"):
+        gemini.build_request(spec)
+
+
+# -- the empty answer at the limit: billed, recorded, not retried, not cached ------------
+
+
+def _openai_truncated(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    limit = body["max_completion_tokens"]
+    return 200, {
+        "id": "chatcmpl-1",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "length"}
+        ],
+        "usage": {
+            "prompt_tokens": 120,
+            "completion_tokens": limit,
+            "completion_tokens_details": {"reasoning_tokens": limit},
+        },
+    }
+
+
+async def test_openai_empty_answer_at_limit_is_billed_once_and_never_cached(tmp_path: Path) -> None:
+    with (
+        loopback(_openai_truncated) as server,
+        ResponseCache(tmp_path / "cache") as cache,
+        SpendLedger(tmp_path / "ledger.jsonl") as ledger,
+    ):
+        client = TeacherClient(
+            "openai:gpt-5-mini",
+            api_key="sk-test",
+            base_url=server.url + "/v1",
+            price=PRICE,
+            cache=cache,
+            ledger=ledger,
+            budget=Budget("1.00"),
+            retry=RetryPolicy(sleep=nosleep),
+        )
+        async with client:
+            with pytest.raises(TruncatedAnswerError) as info:
+                await client.answer([_answer(16)])
+        assert len(server.requests) == 1  # not retried
+        assert server.bodies[0]["reasoning_effort"] == "minimal"
+        assert len(cache) == 0  # never cached
+        billed = PRICE.cost(Usage(input_tokens=120, output_tokens=16))
+        assert client.budget.spent == billed  # charged what the provider billed
+    records = SpendLedger.read(tmp_path / "ledger.jsonl")
+    assert [r.outcome for r in records] == ["malformed"]
+    assert Decimal(records[0].cost_usd) == billed
+    message = str(info.value)
+    assert "16-token output limit" in message and "max_output_tokens" in message
+
+
+async def test_openai_truncated_with_reasoning_on_names_reasoning_off() -> None:
+    with loopback(_openai_truncated) as server:
+        client = TeacherClient(
+            "openai:gpt-5-mini",
+            api_key="sk-test",
+            base_url=server.url + "/v1",
+            price=PRICE,
+            params={"reasoning": "high"},
+            retry=RetryPolicy(sleep=nosleep),
+        )
+        async with client:
+            with pytest.raises(TruncatedAnswerError, match="--reasoning off"):
+                await client.answer([_answer(16)])
+        assert server.bodies[0]["reasoning_effort"] == "high"
+
+
+async def test_openai_empty_answer_that_did_not_stop_at_the_limit_is_not_accepted() -> None:
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return 200, {
+            "choices": [{"message": {"content": ""}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+        }
+
+    with loopback(respond) as server:
+        client = TeacherClient(
+            "openai:gpt-4o-mini",
+            api_key="sk-test",
+            base_url=server.url + "/v1",
+            price=PRICE,
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+        )
+        async with client:
+            with pytest.raises(ResponseValidationError, match="empty answer"):
+                await client.answer([_answer(16)])
+
+
+async def test_gemini_max_tokens_without_text_is_truncated_and_not_retried() -> None:
+    sent: list[dict[str, Any]] = []
+
+    def handler(request):  # type: ignore[no-untyped-def]
+        import httpx
+
+        sent.append(body_of(request))
+        return httpx.Response(
+            200,
+            json={
+                "candidates": [{"content": {"parts": []}, "finishReason": "MAX_TOKENS"}],
+                "usageMetadata": {
+                    "promptTokenCount": 300,
+                    "candidatesTokenCount": 0,
+                    "thoughtsTokenCount": 16,
+                },
+            },
+        )
+
+    client = client_for("gemini:gemini-2.5-flash", handler, price=PRICE)
+    async with client:
+        with pytest.raises(TruncatedAnswerError):
+            await client.answer([_answer(16)])
+    assert len(sent) == 1
+    assert sent[0]["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 0}
+    assert client.budget.spent == PRICE.cost(Usage(input_tokens=300, output_tokens=16))
+
+
+async def test_anthropic_max_tokens_without_text_is_truncated_and_not_retried() -> None:
+    sent: list[dict[str, Any]] = []
+
+    def handler(request):  # type: ignore[no-untyped-def]
+        import httpx
+
+        sent.append(body_of(request))
+        return httpx.Response(
+            200,
+            json={
+                "id": "msg_1",
+                "content": [{"type": "thinking", "thinking": "..."}],
+                "stop_reason": "max_tokens",
+                "usage": {"input_tokens": 90, "output_tokens": 16},
+            },
+        )
+
+    client = client_for("anthropic:claude-haiku-4-5", handler, price=PRICE)
+    async with client:
+        with pytest.raises(TruncatedAnswerError):
+            await client.answer([_answer(16)])
+    assert len(sent) == 1
+    assert sent[0]["thinking"] == {"type": "disabled"}
+
+
+def test_reasoning_changes_answer_cache_keys_but_not_embedding_keys() -> None:
+    item = _answer()
+    off = client_for("openai:gpt-5-mini", lambda r: None, price=PRICE)  # type: ignore[arg-type,return-value]
+    high = client_for(
+        "openai:gpt-5-mini",
+        lambda r: None,  # type: ignore[arg-type,return-value]
+        price=PRICE,
+        params={"reasoning": "high"},
+    )
+    from vlmclient import TextEmbeddingRequest
+
+    text = TextEmbeddingRequest(text="a cat")
+    assert off.cache_key("answer", item) != high.cache_key("answer", item)
+    assert off.cache_key("text_embedding", text) == high.cache_key("text_embedding", text)
+    assert off.fingerprint == high.fingerprint
+
+
+def test_pseudolabel_reasoning_flag_reaches_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    from distill.cli.harvest import open_client
+    from distill.cli.pseudolabel import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        ["data", "--teacher", "openai:gpt-5-mini", "--reasoning", "low", "--budget", "1"]
+    )
+    client = open_client(args, None, None, kinds=("answer",))
+    assert client.params == {"reasoning": "low"}
+    args = parser.parse_args(["data", "--teacher", "openai:gpt-5-mini"])
+    assert args.reasoning == "off"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["data", "--reasoning", "lots"])
