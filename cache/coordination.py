@@ -444,10 +444,11 @@ class Coordinator:
         try:
             with self._write() as db:
                 rows = db.execute(
-                    "SELECT teacher, usd FROM reservations WHERE owner=?", (self.owner,)
+                    "SELECT teacher, usd, items FROM reservations WHERE owner=?", (self.owner,)
                 ).fetchall()
-                for teacher, usd in rows:  # never settled: assume billed, as after a timeout
+                for teacher, usd, items in rows:  # never settled: assume billed (as a timeout)
                     self._add_settled(db, teacher, Decimal(usd))
+                    self._ledger_orphan(teacher, Decimal(usd), int(items))
                 db.execute("DELETE FROM reservations WHERE owner=?", (self.owner,))
                 db.execute("DELETE FROM leases WHERE owner=?", (self.owner,))
                 db.execute("DELETE FROM owners WHERE owner=?", (self.owner,))

@@ -124,3 +124,13 @@ def test_an_owner_on_another_host_is_dead_when_its_heartbeat_stops(tmp_path: Pat
         db.close()
         assert c.claim(["live", "stale"]) == {"stale"}
         assert c.held_elsewhere(["live", "stale"]) == {"live"}
+
+
+def test_a_reservation_left_open_at_close_is_charged_in_the_ledger_too(tmp_path: Path) -> None:
+    with coordinator(tmp_path) as c:
+        rid, _ = c.try_reserve(TEACHER, Decimal("0.2"), 2, None)
+        assert rid is not None
+    [rec] = SpendLedger.read(tmp_path / "ledger.jsonl")
+    assert (rec.outcome, rec.cost_usd) == (ORPHANED, "0.2")
+    with coordinator(tmp_path) as c:
+        assert c.spend(TEACHER).settled == Decimal("0.2")
