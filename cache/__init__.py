@@ -16,6 +16,7 @@ from .ledger import (
     read_ledger,
     totals,
 )
+from .recover import RecoverResult, recover_cache
 from .response_cache import (
     CacheCorruptError,
     CacheError,
@@ -25,6 +26,7 @@ from .response_cache import (
     ResponseCache,
     verify_cache,
 )
+from .spill import SpillFile
 from .store import EmbeddingStore, StoreError
 
 __all__ = [
@@ -44,9 +46,11 @@ __all__ = [
     "LedgerRecord",
     "LedgerWriteError",
     "MemoryCache",
+    "RecoverResult",
     "ResponseCache",
     "SpendLedger",
     "SpendView",
+    "SpillFile",
     "StoreError",
     "Totals",
     "VectorFormat",
@@ -57,6 +61,7 @@ __all__ = [
     "make_key",
     "quantize",
     "read_ledger",
+    "recover_cache",
     "totals",
     "verify_cache",
 ]

@@ -45,6 +45,13 @@ class LedgerRecord:
     reservation by the next process; see :mod:`cache.coordination`),
     "http_<status>" or "refused" (an attempt the provider did not bill, cost 0), or
     "cache_hit" (nothing billed; ``saved_usd`` is what the hits would have cost).
+
+    ``cost_usd`` is our arithmetic (the provider's usage times the price table), not the
+    provider's invoice. So a user can reconcile the two, ``usage`` holds the units we
+    priced, ``provider_usage`` the provider's own usage block as it sent it (tokens,
+    images, pixels, any dollar figure), ``reserved_usd`` the worst case held before
+    sending, and ``estimated`` is True when the provider did not say what it billed and
+    ``cost_usd`` is that reservation. ``cost_usd > reserved_usd`` is an overrun.
     """
 
     provider: str
@@ -57,6 +64,9 @@ class LedgerRecord:
     request_id: str | None = None
     saved_usd: str = "0"
     time: float = 0.0
+    reserved_usd: str = "0"
+    estimated: bool = False
+    provider_usage: Mapping[str, Any] = field(default_factory=dict)
 
 
 class LedgerLike(Protocol):

@@ -7,15 +7,23 @@ holds every record whose ``record()`` call returned, and at most one torn last l
 which the reader skips and reports. Several processes may append to one ledger: each
 line is written by a single ``write`` to an append-mode descriptor.
 
+A full disk must not cost the record of a call that was paid: on Linux the ledger keeps
+``RESERVE_BYTES`` of blocks allocated past its end (``fallocate`` with KEEP_SIZE, renewed
+as it grows), so appends land in space reserved while the disk still had room.
+
 Caveats: an fsync on a network file system or a disk that lies about its write cache
-guarantees less; a full disk makes ``record`` raise :class:`LedgerWriteError`.
+guarantees less; once the reserve is used up on a full disk (thousands of records), or
+where it cannot be made, ``record`` raises :class:`LedgerWriteError`.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -36,6 +44,7 @@ __all__ = [
     "SpendLedger",
     "Totals",
     "by_model",
+    "is_overrun",
     "read_ledger",
     "totals",
 ]
@@ -44,6 +53,37 @@ log = logging.getLogger(__name__)
 
 CACHE_HIT: Final = "cache_hit"
 OK: Final = "ok"
+# Blocks kept allocated past the ledger's end: ~3,000 records written on a full disk.
+RESERVE_BYTES: Final = 1024 * 1024
+_FALLOC_FL_KEEP_SIZE: Final = 1
+
+
+def _reserve_tail(fd: int, nbytes: int) -> bool:
+    """Allocate ``nbytes`` past the end of ``fd`` without changing its size (Linux only).
+
+    Appends then write into blocks that already exist, so they succeed on a full disk.
+    """
+    fallocate = _fallocate()
+    if fallocate is None:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+    except OSError:
+        return False
+    return bool(fallocate(fd, _FALLOC_FL_KEEP_SIZE, size, nbytes) == 0)
+
+
+@functools.cache
+def _fallocate() -> Any:
+    """libc's ``fallocate`` (Linux), looked up once; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate  # symbols already loaded
+    except (OSError, AttributeError):
+        return None
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    return fallocate
 
 
 class LedgerWriteError(RuntimeError):
@@ -62,6 +102,9 @@ def _record_to_line(rec: LedgerRecord) -> bytes:
         "usage": dict(rec.usage),
         "request_id": rec.request_id,
         "saved_usd": str(rec.saved_usd),
+        "reserved_usd": str(rec.reserved_usd),
+        "estimated": rec.estimated,
+        "provider_usage": dict(rec.provider_usage),
     }
     # ensure_ascii keeps every line valid UTF-8 even if it is cut mid-character
     return (json.dumps(fields, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
@@ -82,8 +125,12 @@ def _record_from_json(obj: Any) -> LedgerRecord:
             request_id=None if obj.get("request_id") is None else str(obj["request_id"]),
             saved_usd=str(obj.get("saved_usd", "0")),
             time=float(obj.get("time", 0.0)),
+            # absent in ledgers written before these fields existed
+            reserved_usd=str(obj.get("reserved_usd", "0")),
+            estimated=obj.get("estimated") is True,
+            provider_usage=_mapping(obj.get("provider_usage")),
         )
-        for name in ("cost_usd", "saved_usd"):
+        for name in ("cost_usd", "saved_usd", "reserved_usd"):
             _check_amount(name, Decimal(getattr(rec, name)))
         if rec.items < 0 or any(v < 0 for v in rec.usage.values()):
             raise ValueError("negative item or usage count")
@@ -92,6 +139,17 @@ def _record_from_json(obj: Any) -> LedgerRecord:
     ) as exc:  # fmt: skip
         raise ValueError(f"not a ledger record: {exc}") from exc
     return rec
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def is_overrun(rec: LedgerRecord) -> bool:
+    """The provider billed more than was reserved for this call (records of old
+    ledgers, without a reservation, never count)."""
+    reserved = Decimal(rec.reserved_usd)
+    return reserved > 0 and Decimal(rec.cost_usd) > reserved
 
 
 # No single call costs this much: a larger amount on a line is damage, not a bill.
@@ -158,7 +216,9 @@ class SpendLedger:
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         if created:
             _fsync_directory(self.path.parent)  # the new file's name is durable too
+        self._since_reserve = 0
         self._end_torn_line()
+        _reserve_tail(self._fd, RESERVE_BYTES)
 
     def _end_torn_line(self) -> None:
         """After a crash mid-write, start our records on a fresh line."""
@@ -183,6 +243,11 @@ class SpendLedger:
                 os.fsync(self._fd)
         except OSError as exc:
             raise LedgerWriteError(f"could not record spend in {self.path}: {exc}") from exc
+        self._since_reserve += len(data)
+        if self._since_reserve > RESERVE_BYTES // 2:
+            # renew while half the reserve is left, so a disk that fills now finds it there
+            self._since_reserve = 0
+            _reserve_tail(self._fd, RESERVE_BYTES)
 
     def record(self, rec: LedgerRecord) -> None:
         """Append ``rec`` (its time set to now if unset); durable before this returns.
@@ -245,7 +310,10 @@ class GroupTotals:
     ``requests``: records that were sent (any outcome but cache_hit); ``items``: their
     items; ``spent_usd``: sum of ``cost_usd`` over all records; ``cache_hits``: items
     served from the cache; ``saved_usd``: what those hits would have cost;
-    ``failures``: record counts by outcome, for outcomes other than ok and cache_hit.
+    ``failures``: record counts by outcome, for outcomes other than ok and cache_hit;
+    ``estimated``: billed records charged at our reservation because the provider did
+    not say what it billed; ``overruns`` / ``overrun_usd``: records billed above their
+    reservation, and by how much in total.
     """
 
     provider: str
@@ -257,6 +325,9 @@ class GroupTotals:
     cache_hits: int = 0
     saved_usd: Decimal = field(default_factory=Decimal)
     failures: dict[str, int] = field(default_factory=dict)
+    estimated: int = 0
+    overruns: int = 0
+    overrun_usd: Decimal = field(default_factory=Decimal)
 
     def add(self, rec: LedgerRecord) -> None:
         self.spent_usd += Decimal(rec.cost_usd)
@@ -264,6 +335,10 @@ class GroupTotals:
         if rec.outcome == CACHE_HIT:
             self.cache_hits += rec.items
             return
+        self.estimated += rec.estimated
+        if is_overrun(rec):
+            self.overruns += 1
+            self.overrun_usd += Decimal(rec.cost_usd) - Decimal(rec.reserved_usd)
         self.requests += 1
         self.items += rec.items
         if rec.outcome != OK:
@@ -281,6 +356,9 @@ class GroupTotals:
             "cache_hits": self.cache_hits,
             "saved_usd": str(self.saved_usd),
             "failures": dict(sorted(self.failures.items())),
+            "estimated": self.estimated,
+            "overruns": self.overruns,
+            "overrun_usd": str(self.overrun_usd),
         }
 
 
@@ -321,6 +399,9 @@ def by_model(groups: Mapping[tuple[str, str, str], GroupTotals]) -> list[dict[st
         into.spent_usd += group.spent_usd
         into.cache_hits += group.cache_hits
         into.saved_usd += group.saved_usd
+        into.estimated += group.estimated
+        into.overruns += group.overruns
+        into.overrun_usd += group.overrun_usd
         for outcome, count in group.failures.items():
             into.failures[outcome] = into.failures.get(outcome, 0) + count
     return [merged[k].as_dict() for k in sorted(merged)]

@@ -20,9 +20,17 @@ The header holds ``meta``, ``text``, the vector format and dimension, and the ti
 entry was stored. The CRC catches garbled values: such an entry reads as a miss (logged),
 and :meth:`ResponseCache.verify` lists it.
 
+Paid data survives a database that cannot store it: every :meth:`ResponseCache.set_many`
+reads its entries back after the commit, and when the write or the read-back fails (disk
+full, a damaged page) the transaction is rolled back, the values are appended to a
+preallocated spill file (:mod:`cache.spill`, ``spill.vdc`` in the cache directory) and
+:class:`CacheWriteError` is raised. The next open imports the spill into the database;
+until that succeeds, :meth:`ResponseCache.get` still serves spilled entries and
+:attr:`ResponseCache.spill_problem` says why they wait. A read that fails because the
+database itself is damaged raises :class:`CacheCorruptError` (a damaged *value* is a miss).
+
 Caveats: SQLite locking is unreliable on network file systems, so keep the cache on a
-local disk; a full disk makes :meth:`ResponseCache.set_many` raise
-:class:`CacheWriteError` and the transaction is rolled back (nothing half-written).
+local disk.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ import numpy as np
 
 from .base import CacheEntry
 from .codecs import VectorFormat, check_format, decode_vector, encode_vector
+from .spill import SpillFile
 
 __all__ = [
     "BytesOnlyDisk",
@@ -81,6 +90,7 @@ _DATABASE: Final = "<database>"
 # Seconds SQLite waits for another process's write lock before a write gives up with
 # CacheWriteError (diskcache's retry=True would instead wait forever).
 DEFAULT_TIMEOUT: Final = 60.0
+SPILL_NAME: Final = "spill.vdc"
 
 
 class CacheError(Exception):
@@ -246,7 +256,8 @@ class ResponseCache:
     read as a miss; failed writes raise :class:`CacheWriteError`. ``vector_format`` is
     how new vectors are stored (entries remember their own format; ``"float8_e4m3"`` has
     no scale and suits unit-normalised vectors only, see docs/vector-formats.md);
-    ``timeout`` is how long a write waits for another process's lock.
+    ``timeout`` is how long a write waits for another process's lock. ``spill=False``
+    turns the spill file off (read-only tools that must not create files).
 
     >>> import tempfile, numpy as np
     >>> with tempfile.TemporaryDirectory() as d, ResponseCache(d + "/c") as c:
@@ -261,6 +272,7 @@ class ResponseCache:
         *,
         vector_format: str = "float16",
         timeout: float = DEFAULT_TIMEOUT,
+        spill: bool = True,
     ):
         self.directory = Path(directory)
         self.vector_format: VectorFormat = check_format(vector_format)
@@ -271,12 +283,50 @@ class ResponseCache:
             self._cache = diskcache.Cache(
                 str(self.directory), timeout=timeout, disk=BytesOnlyDisk, **CACHE_SETTINGS
             )
+        except sqlite3.OperationalError as exc:
+            # a full disk or a lock, not damage: moving a sound database aside would be wrong
+            raise CacheError(
+                f"cache database in {self.directory} cannot be opened ({exc}); if the disk "
+                "is full, free space and run again"
+            ) from exc
         except sqlite3.DatabaseError as exc:
             raise CacheCorruptError(
                 f"cache database in {self.directory} cannot be opened ({exc}); "
-                "move it aside (or restore a backup) and run again"
+                "recover what is readable into a fresh database (vlm-distill cache recover), "
+                "or move it aside (or restore a backup), and run again"
             ) from exc
         self._closed = False
+        self._spill = SpillFile(self.directory / SPILL_NAME) if spill else None
+        # entries kept in the spill file that the database has not taken yet
+        self._spilled: dict[str, bytes] = {}
+        self.spill_problem: str | None = None
+        """Why paid entries wait in the spill file (None when nothing waits)."""
+        if self._spill is not None:
+            self._spill.reserve()
+            self._import_spill()
+
+    @property
+    def spill_path(self) -> Path | None:
+        """The spill file (see the module docstring), or None when spilling is off."""
+        return None if self._spill is None else self._spill.path
+
+    def _import_spill(self) -> None:
+        """Move entries a previous run could not store from the spill file into the database."""
+        assert self._spill is not None
+        try:
+            n = self._spill.drain(self._store_raw)
+        except (CacheWriteError, OSError) as exc:
+            waiting = self._spill.read()
+            self._spilled = dict(waiting)
+            self.spill_problem = (
+                f"{len(waiting)} paid entries wait in {self._spill.path} because the cache "
+                f"database cannot take them: {exc}"
+            )
+            log.error("cache %s: %s", self.directory, self.spill_problem)
+            return
+        if n:
+            log.warning("cache %s: imported %d paid entries from %s", self.directory, n,
+                        self._spill.path)
 
     # -- CacheLike -----------------------------------------------------------------------
     def get(self, key: str) -> CacheEntry | None:
@@ -284,12 +334,22 @@ class ResponseCache:
         if not isinstance(key, str):
             raise TypeError(f"cache keys must be str, got {type(key).__name__}")
         key = str(key)  # plain str, also for subclasses such as numpy.str_
-        try:
-            data = self._cache.get(key, default=None, retry=False)
-        except (sqlite3.DatabaseError, OSError, CacheCorruptError, diskcache.Timeout) as exc:
-            log.warning("cache %s: entry %s unreadable, treated as a miss: %s", self.directory,
-                        key, exc)
-            return None
+        # A value the database refused (or garbled) waits in the spill file: it wins.
+        data = self._spilled.get(key)
+        if data is None:
+            try:
+                data = self._cache.get(key, default=None, retry=False)
+            except sqlite3.DatabaseError as exc:
+                # A damaged database, not a damaged value: buying the item again would not
+                # help (the write lands on the same broken pages), so say it instead.
+                raise CacheCorruptError(
+                    f"cache database in {self.directory} cannot be read ({exc}); "
+                    "recover it into a fresh database before buying more"
+                ) from exc
+            except (OSError, CacheCorruptError, diskcache.Timeout) as exc:
+                log.warning("cache %s: entry %s unreadable, treated as a miss: %s",
+                            self.directory, key, exc)
+                return None
         if data is None:
             return None
         try:
@@ -312,6 +372,14 @@ class ResponseCache:
         if not encoded:
             return
         try:
+            self._store_raw(encoded)
+        except CacheWriteError as exc:
+            raise CacheWriteError(f"{exc}; {self._spill_out(encoded)}") from exc
+
+    def _store_raw(self, encoded: Sequence[tuple[str, bytes]]) -> None:
+        """Write encoded values in one transaction, then read each back; CacheWriteError
+        if either fails (a damaged page can take a write and still not give it back)."""
+        try:
             with self._cache.transact(retry=False):
                 for key, value in encoded:
                     self._cache.set(key, value, retry=False)
@@ -319,6 +387,42 @@ class ResponseCache:
             raise CacheWriteError(
                 f"could not store {len(encoded)} entries in cache {self.directory}: {exc}"
             ) from exc
+        try:
+            unreadable = [
+                key for key, value in encoded
+                if self._cache.get(key, default=None, retry=False) != value
+            ]
+        except (sqlite3.Error, OSError, diskcache.Timeout, CacheCorruptError) as exc:
+            raise CacheWriteError(
+                f"entries just stored in cache {self.directory} cannot be read back: {exc}"
+            ) from exc
+        if unreadable:
+            raise CacheWriteError(
+                f"{len(unreadable)} entries just stored in cache {self.directory} do not read "
+                "back (damaged database)"
+            )
+        for key, _ in encoded:
+            self._spilled.pop(key, None)
+
+    def _spill_out(self, encoded: Sequence[tuple[str, bytes]]) -> str:
+        """Keep values the database refused in the spill file; say where they went."""
+        if self._spill is None:
+            return "these paid entries are not kept anywhere"
+        try:
+            self._spill.append(encoded)
+        except OSError as exc:
+            log.critical("cache %s: could not spill %d paid entries to %s either: %s",
+                         self.directory, len(encoded), self._spill.path, exc)
+            return f"keeping them in {self._spill.path} failed too ({exc}): they are lost"
+        self._spilled.update(encoded)
+        self.spill_problem = self.spill_problem or (
+            f"paid entries wait in {self._spill.path} because the cache database cannot take "
+            "them"
+        )
+        return (
+            f"they are kept in {self._spill.path} and imported the next time the cache is "
+            "opened"
+        )
 
     # -- more ---------------------------------------------------------------------------
     def get_many(self, keys: Sequence[str]) -> list[CacheEntry | None]:
@@ -332,13 +436,21 @@ class ResponseCache:
         return len(self._cache)
 
     def _key_rows(self) -> Iterator[tuple[int, Any, int]]:
-        """(rowid, stored key, raw flag) of every row, in pages, without decoding keys."""
+        """(rowid, stored key, raw flag) of every row, in pages, without decoding keys.
+
+        CacheCorruptError when the database cannot be listed (a damaged page)."""
         last = 0
         while True:
-            rows = self._cache._sql(
-                "SELECT rowid, key, raw FROM Cache WHERE rowid > ? ORDER BY rowid LIMIT 1000",
-                (last,),
-            ).fetchall()
+            try:
+                rows = self._cache._sql(
+                    "SELECT rowid, key, raw FROM Cache WHERE rowid > ? ORDER BY rowid LIMIT 1000",
+                    (last,),
+                ).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise CacheCorruptError(
+                    f"cache database in {self.directory} cannot be listed after row {last} "
+                    f"({exc})"
+                ) from exc
             if not rows:
                 return
             yield from rows
@@ -366,7 +478,7 @@ class ResponseCache:
             if data is None:
                 # diskcache reads a missing value file as a miss; the row tells them apart
                 # from an entry another process deleted while we iterated
-                if key in self._cache:
+                if self._has_row(key):
                     yield _Scanned(key, None, {}, "value file missing or unreadable", 0)
                 continue
             try:
@@ -375,6 +487,12 @@ class ResponseCache:
                 yield _Scanned(key, None, {}, str(exc), len(data))
                 continue
             yield _Scanned(key, entry, header, "", len(data))
+
+    def _has_row(self, key: str) -> bool:
+        try:
+            return key in self._cache
+        except sqlite3.DatabaseError:
+            return True  # its row exists but cannot be read: count it as a problem
 
     def stats(self) -> CacheStats:
         """Entries, bytes on disk (database, WAL and value files), and entries and value
@@ -408,8 +526,10 @@ class ResponseCache:
             problems.append((_DATABASE, f"integrity check failed: {exc}"))
         try:
             problems.extend((item.key, item.problem) for item in self._scan() if item.problem)
-        except sqlite3.DatabaseError as exc:
+        except CacheCorruptError as exc:
             problems.append((_DATABASE, f"cannot list entries: {exc}"))
+        if self._spilled:
+            problems.append((_DATABASE, self.spill_problem or "paid entries wait in the spill"))
         return problems
 
     def prune(

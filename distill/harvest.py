@@ -20,7 +20,7 @@ from typing import TypeVar
 import numpy as np
 
 from cache import CacheLike, VectorFormat
-from cache.store import EmbeddingStore
+from cache.store import EmbeddingStore, StoreError
 from vlmclient import (
     AuthenticationError,
     BudgetExceededError,
@@ -28,6 +28,7 @@ from vlmclient import (
     Image,
     ImageEmbeddingRequest,
     InputError,
+    MalformedResponsesError,
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
@@ -36,7 +37,7 @@ from vlmclient import (
     TextEmbeddingRequest,
     VLMError,
 )
-from vlmclient.client import item_cache_key, prepare_item
+from vlmclient.client import endpoint_id, item_cache_key, prepare_item
 from vlmclient.providers import parse_teacher
 
 from .data import Dataset, class_prompts
@@ -64,6 +65,7 @@ FATAL = (
     QuotaExceededError,
     ConfigurationError,
     SpendRecordError,
+    MalformedResponsesError,
 )
 UNREADABLE = "cannot prepare image"  # failure reason of items that no retry can fix
 CHUNKS_IN_FLIGHT_PER_SLOT = 2  # chunks scheduled ahead per concurrency slot
@@ -93,6 +95,8 @@ class HarvestResult:
     remaining_cost_usd: Decimal = Decimal(0)
     store_path: Path | None = None
     fatal: str | None = None
+    overrun: str | None = None  # the provider billed more than reserved: what happened
+    store_error: str | None = None  # the export failed after every item was bought
 
     @property
     def complete(self) -> bool:
@@ -112,12 +116,16 @@ def _request(item: ImageItem, hflip: bool) -> ImageEmbeddingRequest:
     return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
 
 
-def teacher_fingerprint(teacher: str, params: dict[str, object] | None = None) -> str:
+def teacher_fingerprint(
+    teacher: str, params: dict[str, object] | None = None, endpoint: str | None = None
+) -> str:
+    """What ``TeacherClient.fingerprint`` is for this teacher; ``endpoint`` as
+    :func:`vlmclient.client.endpoint_id` gives it."""
     provider, model = parse_teacher(teacher)
     from cache.keys import make_key
     from vlmclient.client import key_base
 
-    return make_key(key_base(provider, model, params or {}, "fingerprint"))
+    return make_key(key_base(provider, model, params or {}, "fingerprint", endpoint))
 
 
 def store_dir(cache_dir: Path, teacher: str, dataset: Dataset) -> Path:
@@ -201,29 +209,40 @@ async def harvest(
             account(sum(r.cached for r in out), sum(not r.cached for r in out))
 
     await asyncio.gather(*(embed_chunk(c) for c in chunks))
+    if client.overrun is not None:  # even when the overrun was the last request
+        result.overrun = str(client.overrun)
+    if client.storage_problem is not None and result.fatal is None:
+        # a failure on the last requests: nothing more was sent, but the run is not sound
+        result.fatal = client.storage_problem
 
     missing = [i for i in items if (i.row, i.view) not in vectors]
     if missing or len(text_vectors) != len(prompts):
-        # Counted by the cache, not by the failed chunks: a chunk stopped by the budget may
-        # hold items that were cached all along, and those cost nothing to finish.
-        result.remaining_items, result.remaining_cost_usd = _remaining(
-            client, dataset, missing, prompts, text_vectors
-        )
+        result.remaining_items = len(missing) + (len(prompts) - len(text_vectors))
+        if result.fatal is None:  # after a fatal stop (a damaged cache...) the cache is not asked
+            # Counted by the cache, not by the failed chunks: a chunk stopped by the budget may
+            # hold items that were cached all along, and those cost nothing to finish.
+            result.remaining_items, result.remaining_cost_usd = _remaining(
+                client, dataset, missing, prompts, text_vectors
+            )
         return result
     if not items or not prompts:
         return result  # nothing to export (unlabelled data or empty)
     image_matrix = np.stack(
         [np.stack([vectors[(row, v)] for v in range(views)]) for row in range(len(dataset.samples))]
     )
-    result.store_path = _write_store(
-        cache_dir,
-        client.teacher,
-        client.fingerprint,
-        dataset,
-        image_matrix,
-        np.stack(text_vectors),
-        prompts,
-    )
+    try:
+        result.store_path = _write_store(
+            cache_dir,
+            client.teacher,
+            client.fingerprint,
+            dataset,
+            image_matrix,
+            np.stack(text_vectors),
+            prompts,
+        )
+    except (OSError, StoreError) as exc:
+        # Every vector is paid for and cached; only the export failed (disk full...).
+        result.store_error = f"could not write the embedding store: {exc}"
     return result
 
 
@@ -288,16 +307,20 @@ def export_store(
     prompt: str = "a photo of a {}",
     params: dict[str, object] | None = None,
     fmt: VectorFormat = "float16",
+    base_url: str | None = None,
+    cache_namespace: str | None = None,
 ) -> tuple[Path | None, int]:
     """Build the store from cached responses only (sends nothing, needs no API key).
 
+    ``base_url`` / ``cache_namespace`` must be those the items were bought with.
     Returns (store path or None, number of items missing from the cache).
     """
     provider, model = parse_teacher(teacher)
     params = params or {}
+    endpoint = endpoint_id(provider, base_url, cache_namespace)
 
     def lookup(kind: str, item: ImageEmbeddingRequest | TextEmbeddingRequest) -> np.ndarray | None:
-        key = item_cache_key(provider, model, params, kind, prepare_item(provider, item))
+        key = item_cache_key(provider, model, params, kind, prepare_item(provider, item), endpoint)
         entry = cache.get(key)
         return None if entry is None else entry.vector
 
@@ -314,7 +337,7 @@ def export_store(
         return None, missing
     rows = [[images[(row, v)] for v in range(views)] for row in range(len(dataset.samples))]
     matrix = np.stack([np.stack(r) for r in rows])  # every entry present: checked above
-    fingerprint = teacher_fingerprint(teacher, params)
+    fingerprint = teacher_fingerprint(teacher, params, endpoint)
     path = _write_store(
         cache_dir, teacher, fingerprint, dataset, matrix, np.stack(texts), prompts, fmt
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cache import CacheError, ResponseCache, read_ledger, totals
-from cache.ledger import by_model
+from cache.ledger import by_model, is_overrun
 
 from .cachedir import CacheDir
 
@@ -85,6 +85,23 @@ def build_report(path: Path) -> dict[str, Any]:
         "by_model": by_model(tot.groups),
         "by_kind": groups,
         "ledger_problems": [f"line {n}: {why}" for n, why in contents.problems],
+        "estimated_requests": tot.estimated,
+        "overrun_usd": str(tot.overrun_usd),
+        "overruns": [
+            {
+                "time": r.time,
+                "provider": r.provider,
+                "model": r.model,
+                "kind": r.kind,
+                "items": r.items,
+                "reserved_usd": r.reserved_usd,
+                "cost_usd": r.cost_usd,
+                "request_id": r.request_id,
+                "provider_usage": dict(r.provider_usage),
+            }
+            for r in contents.records
+            if is_overrun(r)
+        ],
     }
     run = _last_run(cdir.root)
     if run and run.get("budget_usd") is not None:

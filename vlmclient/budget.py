@@ -36,7 +36,10 @@ class Budget:
 
     Guarantee: ``spent <= usd`` as long as every settled cost is at most its reservation
     (the provider billed no more than our worst-case estimate). A settle above the
-    reservation is recorded as it is: money is never hidden.
+    reservation (an overrun) is recorded as it is: money is never hidden. ``overruns``
+    counts them, ``overrun_usd`` sums what was billed beyond the reservations and
+    ``scale`` is the largest billed/reserved ratio seen (1 until an overrun), by which
+    estimates of what is left to buy should be multiplied.
     """
 
     def __init__(
@@ -56,6 +59,8 @@ class Budget:
         self.requests = 0  # sent or in flight
         self.items = 0
         self.overruns = 0  # settles above their reservation
+        self.overrun_usd = Decimal(0)  # billed beyond those reservations
+        self.scale = Decimal(1)  # largest billed / reserved ratio seen
         self._lock = threading.Lock()
 
     @property
@@ -92,13 +97,18 @@ class Budget:
             self.items += items
             return Reservation(usd=usd, items=items)
 
-    def settle(self, reservation: Reservation, actual: Decimal) -> None:
-        """The provider billed ``actual`` for this request."""
+    def settle(self, reservation: Reservation, actual: Decimal) -> bool:
+        """The provider billed ``actual`` for this request; True if that is an overrun."""
         with self._lock:
             self._close(reservation)
             self.spent += actual
-            if actual > reservation.usd:
-                self.overruns += 1
+            if actual <= reservation.usd:
+                return False
+            self.overruns += 1
+            self.overrun_usd += actual - reservation.usd
+            if reservation.usd > 0:
+                self.scale = max(self.scale, actual / reservation.usd)
+            return True
 
     def charge_reservation(self, reservation: Reservation) -> None:
         """Outcome unknown after sending (timeout, dropped connection): charge the worst case."""

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
@@ -34,7 +35,10 @@ from .errors import (
     APIStatusError,
     APITimeoutError,
     BudgetExceededError,
+    BudgetOverrunError,
+    CacheStoreError,
     ConfigurationError,
+    MalformedResponsesError,
     RateLimitError,
     ResponseValidationError,
     SpendRecordError,
@@ -49,7 +53,7 @@ from .models import (
     TextEmbeddingRequest,
     Usage,
 )
-from .prices import PriceTable
+from .prices import STALE_PRICE_DAYS, PriceTable, price_age_days
 from .providers import CallSpec, Parsed, Provider, parse_teacher
 from .providers.base import Item, text_tokens_upper_bound
 from .ratelimit import RateLimiter
@@ -58,9 +62,13 @@ from .retry import RetryPolicy
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_TIMEOUT",
+    "MALFORMED_STOP_FRACTION",
+    "MALFORMED_STOP_MIN",
     "ClientStats",
     "TeacherClient",
+    "endpoint_id",
     "item_cache_key",
+    "normalise_base_url",
     "prepare_item",
 ]
 
@@ -70,6 +78,14 @@ log = logging.getLogger("vlmclient")
 DEFAULT_CONCURRENCY = 16
 DEFAULT_TIMEOUT = 60.0  # seconds per request
 CACHE_KEY_VERSION = 1
+# The circuit breaker: a 200 we cannot use is billed and never retried, and a run whose
+# billed answers are mostly unusable stops instead of spending its budget on garbage.
+MALFORMED_STOP_MIN = 5  # unusable billed answers before the breaker may open ...
+MALFORMED_STOP_FRACTION = 0.2  # ... and their least share of all billed 200s
+# Secrets shorter than this are not looked for in a usage block (a 1-letter test token
+# would match every field name); real API keys are far longer.
+MIN_SCRUBBED_SECRET = 8
+DEFAULT_NAMESPACE = "default"  # --cache-namespace value meaning "the provider's own endpoint"
 
 R = TypeVar("R", EmbeddingResult, AnswerResult)
 EventHook = Callable[[str, int], None]
@@ -87,6 +103,7 @@ class ClientStats:
     items_bought: int = 0
     shared_in_flight: int = 0
     saved_usd: Decimal = Decimal(0)
+    estimated: int = 0  # billed 200s charged at the reservation: they did not say the bill
 
 
 def _default_transport(concurrency: int) -> httpx.AsyncBaseTransport:
@@ -121,12 +138,62 @@ def kind_params(provider: Provider, kind: str, params: Mapping[str, Any]) -> dic
     if kind != "answer":
         merged.pop("reasoning", None)
     return merged
+def normalise_base_url(url: str) -> str:
+    """A base URL as it identifies a server, with no credentials.
+
+    Scheme and host in lower case, the scheme's default port dropped, no trailing slash;
+    user:password, query and fragment are dropped (they may hold keys, and a provider's
+    base URL has none).
+
+    >>> normalise_base_url("HTTPS://user:sk-1@API.Example.com:443/v1/?key=sk-2")
+    'https://api.example.com/v1'
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: keep what was written, minus userinfo
+        port = None
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 literal
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"
+
+
+def endpoint_id(
+    provider: Provider, base_url: str | None = None, namespace: str | None = None
+) -> str | None:
+    """What the cache key and teacher fingerprint hold about where answers come from.
+
+    ``None`` (nothing in the key, so keys made before endpoints were keyed stay valid)
+    for the provider's own default endpoint or ``namespace="default"``; otherwise the
+    explicit namespace, or the normalised base URL (never credentials).
+
+    >>> from vlmclient.providers import get_provider
+    >>> endpoint_id(get_provider("openai"), "https://api.openai.com/v1/") is None
+    True
+    >>> endpoint_id(get_provider("openai"), "http://gpu-box:8000/v1")
+    'http://gpu-box:8000/v1'
+    """
+    if namespace is not None:
+        return None if namespace == DEFAULT_NAMESPACE else f"namespace:{namespace}"
+    if base_url is None:
+        return None
+    url = normalise_base_url(base_url)
+    return None if url == normalise_base_url(provider.default_base_url) else url
 
 
 def key_base(
-    provider: Provider, model: str, params: Mapping[str, Any], kind: str
+    provider: Provider,
+    model: str,
+    params: Mapping[str, Any],
+    kind: str,
+    endpoint: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    """The parts of every key of one teacher; ``endpoint`` comes from :func:`endpoint_id`."""
+    parts: dict[str, Any] = {
         "v": CACHE_KEY_VERSION,
         "provider": provider.name,
         "model": model,
@@ -134,16 +201,25 @@ def key_base(
         "kind": kind,
         "params": kind_params(provider, kind, params),
     }
+    if endpoint is not None:  # absent for the default endpoint: old keys stay valid
+        parts["endpoint"] = endpoint
+    return parts
 
 
 def item_cache_key(
-    provider: Provider, model: str, params: Mapping[str, Any], kind: str, item: Item
+    provider: Provider,
+    model: str,
+    params: Mapping[str, Any],
+    kind: str,
+    item: Item,
+    endpoint: str | None = None,
 ) -> str:
     """The cache key of one prepared item: everything that changes the answer, no secret.
 
     Usable without a client (``cache export`` computes keys with no API key at hand).
+    ``endpoint`` is :func:`endpoint_id` of the base URL / namespace the item was bought at.
     """
-    parts = key_base(provider, model, params, kind)
+    parts = key_base(provider, model, params, kind, endpoint)
     if isinstance(item, TextEmbeddingRequest):
         parts["text"] = item.text
     else:
@@ -153,6 +229,24 @@ def item_cache_key(
             parts["prompt"] = item.prompt
             parts["max_output_tokens"] = item.max_output_tokens
     return make_key(parts)
+
+
+def _scrub(obj: Mapping[str, Any], secret: str) -> dict[str, Any]:
+    """``obj`` without any field whose name or value holds ``secret``."""
+    return {
+        k: _scrub(v, secret) if isinstance(v, Mapping) else v
+        for k, v in obj.items()
+        if secret not in k and not (isinstance(v, str) and secret in v)
+    }
+
+
+def _again(exc: Exception) -> Exception:
+    """A fresh copy of a stored stop error, so concurrent raises share no traceback."""
+    if isinstance(exc, BudgetOverrunError):
+        return BudgetOverrunError(str(exc), billed=exc.spent, reserved=exc.reserved)
+    copy = MalformedResponsesError("")
+    copy.args, copy.provider = exc.args, getattr(exc, "provider", "")
+    return copy
 
 
 def prepare_item(provider: Provider, item: Item) -> Item:
@@ -199,6 +293,7 @@ class TeacherClient:
         limiter: RateLimiter | None = None,
         on_event: EventHook | None = None,
         env: Mapping[str, str] | None = None,
+        cache_namespace: str | None = None,
         claims: Claims | None = None,
     ) -> None:
         if concurrency < 1:
@@ -207,9 +302,24 @@ class TeacherClient:
         self.teacher = teacher
         self._api_key = _resolve_key(self.provider, api_key, os.environ if env is None else env)
         self.base_url = (base_url or self.provider.default_base_url).rstrip("/")
-        self.price = price or (prices or PriceTable.default()).lookup(
-            self.provider.name, self.model
-        )
+        if cache_namespace is not None and not cache_namespace.strip():
+            raise ConfigurationError("the cache namespace must not be empty")
+        self.endpoint = endpoint_id(self.provider, base_url, cache_namespace)
+        if price is not None:
+            self.price, self.price_entry = price, "price given to TeacherClient"
+        else:
+            table = prices or PriceTable.default()
+            entry = table.entry_for(self.provider.name, self.model)
+            self.price, self.price_entry = table.prices[entry], f"price entry {entry!r}"
+        age = price_age_days(self.price)
+        if age is not None and age > STALE_PRICE_DAYS:
+            log.warning(
+                "the %s was read on %s, %d days ago (prices drift): check the provider's "
+                "price page and override it with --price-file if it changed",
+                self.price_entry,
+                self.price.verified_on,
+                age,
+            )
         self.budget = budget or Budget()
         self.params = dict(params or {})
         self.concurrency = concurrency
@@ -226,6 +336,12 @@ class TeacherClient:
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._dims: dict[str, int] = {}
         self._ledger_error: str | None = None
+        self._overrun: BudgetOverrunError | None = None
+        self._breaker: MalformedResponsesError | None = None
+        self._warned_estimated = False
+        self.billed_ok = 0  # billed 200s we could use
+        self.billed_malformed = 0  # billed 200s we could not use
+        self._cache_error: str | None = None  # set once the cache fails a paid result
         self._on_event = on_event
         self._claims = claims  # leases shared with other processes buying into the same cache
         self._http = httpx.AsyncClient(
@@ -248,9 +364,24 @@ class TeacherClient:
         await self._http.aclose()
 
     @property
+    def storage_problem(self) -> str | None:
+        """Why no further requests are sent: the ledger or the cache failed (None if fine)."""
+        if self._ledger_error is not None:
+            return f"the spend ledger cannot be written ({self._ledger_error})"
+        if self._cache_error is not None:
+            return f"the response cache cannot keep paid results ({self._cache_error})"
+        return None
+
+    @property
     def fingerprint(self) -> str:
-        """Identity of the teacher's answers: provider, model, API version, parameters."""
+        """Identity of the teacher's answers: provider, model, API version, parameters,
+        and the endpoint when it is not the provider's default."""
         return make_key(self._key_base("fingerprint"))
+
+    @property
+    def overrun(self) -> BudgetOverrunError | None:
+        """The first overrun of this client (the provider billed more than reserved)."""
+        return self._overrun
 
     # -- the Teacher protocol ------------------------------------------------------------
 
@@ -278,16 +409,18 @@ class TeacherClient:
             total += self.price.cost(
                 self.provider.estimate_usage(self._spec(kind, [i for _, i in chunk]))
             )
-        return len(misses), total
+        # After an overrun our estimate is known to be short by this factor at least.
+        return len(misses), total * self.budget.scale
 
     # -- keys -----------------------------------------------------------------------------
 
     def _key_base(self, kind: str) -> dict[str, Any]:
-        return key_base(self.provider, self.model, self.params, kind)
+        return key_base(self.provider, self.model, self.params, kind, self.endpoint)
 
     def cache_key(self, kind: Kind, item: Item) -> str:
-        """sha256 of everything that changes the answer; never the key or the base URL."""
-        return item_cache_key(self.provider, self.model, self.params, kind, item)
+        """sha256 of everything that changes the answer, the endpoint included; never a
+        secret."""
+        return item_cache_key(self.provider, self.model, self.params, kind, item, self.endpoint)
 
     def _prepare(self, item: Item) -> Item:
         return prepare_item(self.provider, item)
@@ -303,8 +436,12 @@ class TeacherClient:
             return None
         try:
             return self._cache.get(key)
-        except Exception:  # a broken cache must not stop a paid run; treat as a miss
-            log.exception("cache read failed for one key; treating it as a miss")
+        except Exception as exc:
+            # A cache that cannot read may hold this item already paid for: buying it again
+            # (and everything else) would pay twice. Treat it as a miss and send nothing more.
+            if self._cache_error is None:
+                self._cache_error = f"{type(exc).__name__}: {exc}"
+                log.critical("CACHE UNREADABLE: %s; no further requests will be sent", exc)
             return None
 
     def _from_entry(self, kind: Kind, entry: CacheEntry) -> EmbeddingResult | AnswerResult:
@@ -488,8 +625,8 @@ class TeacherClient:
             )
             try:
                 parsed, cost = await self._send_with_retries(spec, estimate, tokens)
-            except BudgetExceededError:
-                if len(chunk) == 1:
+            except BudgetExceededError as exc:
+                if len(chunk) == 1 or isinstance(exc, BudgetOverrunError):
                     raise
                 # A whole batch does not fit what is left: buy what does fit, in halves.
                 mid = len(chunk) // 2
@@ -563,15 +700,19 @@ class TeacherClient:
         ]
         try:
             self._cache.set_many(entries)
-        except Exception:
-            # The money is spent; the caller still gets the results. Say it loudly.
+        except Exception as exc:
+            # The money is spent; the caller still gets the results. Whatever is bought next
+            # could not be stored either, so no further requests are sent (as for the ledger).
+            if self._cache_error is None:
+                self._cache_error = f"{type(exc).__name__}: {exc}"
             log.critical(
                 "PAID RESULTS NOT CACHED: writing %d %s results (request id %s) to the cache "
-                "failed; they are returned but a re-run would pay for them again",
+                "failed (%s: %s); no further requests will be sent",
                 len(entries),
                 kind,
                 parsed.request_id,
-                exc_info=True,
+                type(exc).__name__,
+                exc,
             )
 
     async def _send_with_retries(
@@ -595,11 +736,11 @@ class TeacherClient:
     async def _attempt(
         self, spec: CallSpec, estimate: Decimal, tokens: int
     ) -> tuple[Parsed, Decimal]:
-        if self._ledger_error is not None:
-            raise SpendRecordError(
-                f"the spend ledger cannot be written ({self._ledger_error}); fix the disk "
-                "and run again: cached results are kept"
-            )
+        self._check_storage()
+        if self._overrun is not None:
+            raise _again(self._overrun)
+        if self._breaker is not None:
+            raise _again(self._breaker)
         reservation = self.budget.reserve(estimate, items=len(spec.items))
         try:
             await self._sem.acquire()
@@ -609,6 +750,11 @@ class TeacherClient:
         try:
             try:
                 await self._limiter.acquire(tokens)
+                self._check_storage()  # again: the ledger or cache may have failed meanwhile
+                if self._overrun is not None:
+                    raise _again(self._overrun)
+                if self._breaker is not None:
+                    raise _again(self._breaker)
                 request = self.provider.build_request(spec)
             except BaseException:
                 self.budget.release(reservation)
@@ -617,6 +763,19 @@ class TeacherClient:
         finally:
             self._sem.release()
         return self._handle(spec, response, reservation)
+
+    def _check_storage(self) -> None:
+        """Refuse to send while paid results could not be recorded or kept."""
+        if self._ledger_error is not None:
+            raise SpendRecordError(
+                f"the spend ledger cannot be written ({self._ledger_error}); fix the disk "
+                "and run again: cached results are kept"
+            )
+        if self._cache_error is not None:
+            raise CacheStoreError(
+                f"the response cache cannot keep paid results ({self._cache_error}); "
+                "nothing more is bought until it can"
+            )
 
     async def _send(
         self, spec: CallSpec, request: httpx.Request, reservation: Reservation
@@ -629,7 +788,15 @@ class TeacherClient:
             if err.sent:
                 self.budget.charge_reservation(reservation)
                 outcome = "timeout" if isinstance(err, APITimeoutError) else "connection"
-                self._record(spec.kind, len(spec.items), reservation.usd, Usage(), outcome=outcome)
+                self._record(
+                    spec.kind,
+                    len(spec.items),
+                    reservation.usd,
+                    Usage(),
+                    outcome=outcome,
+                    reserved=reservation.usd,
+                    estimated=True,
+                )
             else:
                 self.budget.release(reservation)
                 self._record(spec.kind, len(spec.items), Decimal(0), Usage(), outcome="refused")
@@ -637,7 +804,15 @@ class TeacherClient:
         except BaseException:
             # Cancelled (Ctrl-C) while the request may be on the wire: assume it was billed.
             self.budget.charge_reservation(reservation)
-            self._record(spec.kind, len(spec.items), reservation.usd, Usage(), outcome="cancelled")
+            self._record(
+                spec.kind,
+                len(spec.items),
+                reservation.usd,
+                Usage(),
+                outcome="cancelled",
+                reserved=reservation.usd,
+                estimated=True,
+            )
             raise
 
     def _transport_error(self, exc: httpx.HTTPError) -> APIConnectionError:
@@ -692,35 +867,129 @@ class TeacherClient:
             parsed = self.provider.parse_response(spec, response)
             self._check_dim(spec.kind, parsed, response)
         except ResponseValidationError as exc:
-            usage = exc.usage if isinstance(exc.usage, Usage) else None
-            billed = (
-                reservation.usd
-                if usage is None or self.provider.meters_usage
-                else self.price.cost(usage)
+            # Billed, recorded, and never retried (the retry policy goes by status only).
+            usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
+            reported = exc.reported if isinstance(exc.reported, Mapping) else None
+            self.billed_malformed += 1
+            self._settle(
+                spec, reservation, usage, reported, outcome="malformed", request_id=exc.request_id
             )
-            self.budget.settle(reservation, billed)
-            self._record(
-                spec.kind,
-                len(spec.items),
-                billed,
-                usage or Usage(),
-                outcome="malformed",
-                request_id=exc.request_id,
-            )
-            log.warning("rejected a billed response: %s", exc)
+            log.warning("rejected a billed response (not retried): %s", exc)
+            self._check_breaker(exc)
             raise
-        cost = reservation.usd if self.provider.meters_usage else self.price.cost(parsed.usage)
-        self.budget.settle(reservation, cost)
-        self._record(
-            spec.kind,
-            len(spec.items),
-            cost,
+        self.billed_ok += 1
+        cost = self._settle(
+            spec,
+            reservation,
             parsed.usage,
+            parsed.reported,
             outcome="ok",
             request_id=parsed.request_id,
         )
         self.stats.requests_ok += 1
         return parsed, cost
+
+    def _settle(
+        self,
+        spec: CallSpec,
+        reservation: Reservation,
+        usage: Usage,
+        reported: Mapping[str, Any] | None,
+        *,
+        outcome: str,
+        request_id: str | None,
+    ) -> Decimal:
+        """Charge a billed 200: its usage at our prices, or, when the provider did not
+        say what it billed, the reservation (our worst case), marked ``estimated``."""
+        cost = self.price.cost(usage)
+        # No usage block, or one that prices what was sent at $0 (a gateway's empty
+        # usage, Cohere's billed_units without the unit we are charged for): unknown.
+        estimated = self.provider.meters_usage or reported is None or cost <= 0
+        if estimated:
+            cost = reservation.usd
+            self.stats.estimated += 1
+            self._warn_estimated(reported is None)
+        overran = self.budget.settle(reservation, cost)
+        secret = self._api_key.get_secret_value()
+        if reported is not None and len(secret) >= MIN_SCRUBBED_SECRET:
+            reported = _scrub(reported, secret)  # a server knows the key it was sent
+        self._record(
+            spec.kind,
+            len(spec.items),
+            cost,
+            usage,
+            outcome=outcome,
+            request_id=request_id,
+            reserved=reservation.usd,
+            estimated=estimated,
+            reported=reported,
+        )
+        if overran and self._overrun is None:
+            self._overrun = self._overrun_error(spec, reservation, usage, cost, request_id)
+            log.error("%s", self._overrun)
+        return cost
+
+    def _warn_estimated(self, no_usage: bool) -> None:
+        if self._warned_estimated:
+            return
+        self._warned_estimated = True
+        if self.provider.meters_usage:
+            what = f"{self.teacher} answers never say what they billed"
+        elif no_usage:
+            what = f"{self.teacher} at {self.base_url} answered a 200 without usage"
+        else:
+            what = f"{self.teacher} at {self.base_url} reported usage that prices at $0"
+        log.warning(
+            "%s: such requests are charged at our worst-case estimate and marked "
+            "'estimated' in the ledger (said once per run); compare the ledger with the "
+            "provider's bill",
+            what,
+        )
+
+    def _overrun_error(
+        self,
+        spec: CallSpec,
+        reservation: Reservation,
+        usage: Usage,
+        cost: Decimal,
+        request_id: str | None,
+    ) -> BudgetOverrunError:
+        estimate = self.provider.estimate_usage(spec).model_dump()
+        billed = usage.model_dump()
+        units = ", ".join(
+            f"{name} {billed[name]} billed vs {estimate[name]} estimated"
+            for name in billed
+            if billed[name] > estimate[name]
+        )
+        ratio = cost / reservation.usd if reservation.usd > 0 else Decimal("Infinity")
+        rid = f" (request id {request_id})" if request_id else ""
+        verified = f" (read on {self.price.verified_on})" if self.price.verified_on else ""
+        return BudgetOverrunError(
+            f"OVERRUN: {self.teacher} billed ${cost} for a request of {len(spec.items)} "
+            f"{spec.kind.replace('_', ' ')} items{rid} for which ${reservation.usd} was "
+            f"reserved, {ratio:.2f}x our worst case ({units or 'units within the estimate'}). "
+            f"The {self.price_entry}{verified} or our usage estimate for this model looks "
+            "wrong, so the budget can no longer be trusted: no new requests are sent (those "
+            "in flight finish and are recorded). Check the provider's bill and correct the "
+            "price with --price-file before running again",
+            billed=cost,
+            reserved=reservation.usd,
+        )
+
+    def _check_breaker(self, exc: ResponseValidationError) -> None:
+        bad, good = self.billed_malformed, self.billed_ok
+        if self._breaker is not None or bad < MALFORMED_STOP_MIN:
+            return
+        if bad < MALFORMED_STOP_FRACTION * (bad + good):
+            return
+        self._breaker = MalformedResponsesError(
+            f"{bad} of {bad + good} billed answers from {self.teacher} could not be used "
+            f"(last: {exc}), so no further requests are sent. Each is charged in the ledger "
+            "as 'malformed' and none was retried. Check the model name, its parameters and "
+            "--base-url before running again"
+        )
+        self._breaker.provider = self.provider.name
+        log.error("%s", self._breaker)
 
     def _status_error(self, response: httpx.Response) -> APIStatusError:
         err = self.provider.classify_error(response)
@@ -755,6 +1024,9 @@ class TeacherClient:
         outcome: str,
         request_id: str | None = None,
         saved: Decimal = Decimal(0),
+        reserved: Decimal = Decimal(0),
+        estimated: bool = False,
+        reported: Mapping[str, Any] | None = None,
     ) -> None:
         if self._ledger is None:
             return
@@ -769,6 +1041,9 @@ class TeacherClient:
             request_id=request_id,
             saved_usd=str(saved),
             time=time.time(),
+            reserved_usd=str(reserved),
+            estimated=estimated,
+            provider_usage=dict(reported or {}),
         )
         try:
             self._ledger.record(rec)

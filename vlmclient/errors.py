@@ -9,13 +9,16 @@ so callers only ever need ``except VLMError``.
     VLMError
     ├── ConfigurationError          bad flags, missing key, unknown provider (nothing was sent)
     ├── BudgetExceededError         a request would pass a cap (nothing was sent)
+    │   └── BudgetOverrunError      the provider billed more than we reserved (sending stops)
     ├── InputError                  an image or text we cannot send (nothing was sent)
     ├── SpendRecordError            the spend ledger cannot be written (spending stops)
+    │   └── CacheStoreError         the response cache cannot store or read paid results
     └── APIError                    something went wrong talking to the provider
         ├── APIConnectionError      no HTTP response (``sent`` says if it may have been billed)
         │   └── APITimeoutError
         ├── ResponseValidationError a 200 whose body we could not use (billed, never cached)
         │   └── TruncatedAnswerError an empty answer cut at the token limit (not retried)
+        ├── MalformedResponsesError too many such 200s: the circuit breaker stopped the run
         └── APIStatusError          a non-2xx answer
             ├── BadRequestError (400/422), AuthenticationError (401), PermissionDeniedError (403)
             ├── NotFoundError (404), RequestTooLargeError (413)
@@ -37,9 +40,12 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BudgetExceededError",
+    "BudgetOverrunError",
+    "CacheStoreError",
     "ConfigurationError",
     "InputError",
     "InternalServerError",
+    "MalformedResponsesError",
     "NotFoundError",
     "OverloadedError",
     "PermissionDeniedError",
@@ -63,6 +69,11 @@ class ConfigurationError(VLMError):
 
 class SpendRecordError(VLMError):
     """The spend ledger cannot be written: no further money is spent until it can."""
+
+
+class CacheStoreError(SpendRecordError):
+    """The response cache cannot store (or read back) paid results: no further money is
+    spent, since whatever is bought next could not be kept either."""
 
 
 class InputError(VLMError):
@@ -117,6 +128,23 @@ class BudgetExceededError(VLMError):
         )
 
 
+class BudgetOverrunError(BudgetExceededError):
+    """The provider billed more than the worst case we reserved for a request.
+
+    The price table or our usage estimate is wrong, so the cap can no longer be
+    trusted: no further request is sent by this client. The message says what was
+    billed, what was reserved and which price entry looks wrong.
+    """
+
+    def __init__(self, message: str, *, billed: Decimal, reserved: Decimal) -> None:
+        self.kind = "overrun"
+        self.cap = Decimal(0)
+        self.spent = billed
+        self.reserved = reserved
+        self.estimate = reserved
+        VLMError.__init__(self, message)
+
+
 class APIError(VLMError):
     """A call to a provider failed."""
 
@@ -147,10 +175,20 @@ class ResponseValidationError(APIError):
     """A 2xx response whose body is unusable (missing field, wrong dimension, NaN).
 
     The provider billed it; the result is never cached. ``usage`` is what the body
-    said was billed, when it said so (otherwise the client charges its estimate).
+    said was billed, when it said so (otherwise the client charges its reservation);
+    ``reported`` is the provider's own usage block (None when there was none). Never
+    retried: the same request would most likely be answered, and billed, the same way.
     """
 
     usage: object | None = None
+    reported: object | None = None
+
+
+class MalformedResponsesError(APIError):
+    """The circuit breaker: so many billed 200s were unusable that the run stopped.
+
+    Each one was recorded (charged) in the ledger as ``malformed``; none was retried.
+    """
 
 
 class TruncatedAnswerError(ResponseValidationError):

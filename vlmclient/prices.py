@@ -16,9 +16,11 @@ from pydantic import ValidationError
 from .errors import ConfigurationError
 from .models import Price
 
-__all__ = ["PriceTable", "check_status", "has_prices", "load_prices"]
+__all__ = ["STALE_PRICE_DAYS", "PriceTable", "check_status", "has_prices", "load_prices",
+           "price_age_days"]
 
 log = logging.getLogger("vlmclient")
+STALE_PRICE_DAYS = 90  # a price read longer ago than this is warned about: prices drift
 
 
 def _fields(entries: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]]:
@@ -105,6 +107,14 @@ class PriceTable:
                 return self.prices[key]
         return None
 
+    def entry_for(self, provider: str, model: str) -> str:
+        """The name of the entry that prices ``provider:model`` (``provider:*`` as fallback)."""
+        for key in (f"{provider}:{model}", f"{provider}:*"):
+            if key in self.prices:
+                return key
+        self.lookup(provider, model)  # raises the error that says what to do
+        raise AssertionError("unreachable")
+
     def lookup(self, provider: str, model: str, *, today: date | None = None) -> Price:
         """The price of ``provider:model``, after :func:`check_status` (a shut-down model
         is refused, a deprecated one logs a warning)."""
@@ -117,6 +127,21 @@ class PriceTable:
             f'give one with --price-file (e.g. {{"{provider}:{model}": '
             f'{{"usd_per_1m_input_tokens": "0.10"}}}})'
         )
+
+
+def price_age_days(price: Price, today: date | None = None) -> int | None:
+    """Days since the price was read (its ``verified_on``), or None if it does not say.
+
+    >>> price_age_days(Price(verified_on="2026-01-01"), date(2026, 4, 1))
+    90
+    """
+    if not price.verified_on:
+        return None
+    try:
+        read = date.fromisoformat(price.verified_on)
+    except ValueError:
+        return None
+    return ((today or date.today()) - read).days
 
 
 def load_prices(price_file: str | Path | None = None) -> PriceTable:

@@ -19,7 +19,6 @@ from .errors import (
     InternalServerError,
     OverloadedError,
     RateLimitError,
-    ResponseValidationError,
     TruncatedAnswerError,
 )
 
@@ -43,15 +42,16 @@ _RETRYABLE = (
     RateLimitError,
     OverloadedError,
     InternalServerError,
-    ResponseValidationError,
 )
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Timeouts, connection errors, rate-limit 429s, 5xx/529 and malformed 200s.
+    """By status only: timeouts, connection errors, rate-limit 429s, 5xx/529.
 
-    Never: 400/401/403/404/413, quota-exhausted 429s, Jina's 402, budget errors, and an
-    answer cut empty at the token limit (the same request would be cut the same way).
+    Never: 400/401/403/404/413, quota-exhausted 429s, Jina's 402, budget errors, and
+    never a 200 we could not use (``ResponseValidationError``, including an answer cut
+    empty at the token limit): it was billed, and the same request would most likely be
+    answered, and billed, the same way again.
     """
     if isinstance(exc, TruncatedAnswerError):
         return False

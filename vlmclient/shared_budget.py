@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from cache.coordination import CoordinationError, Coordinator, SpendView
 
@@ -41,7 +40,7 @@ class SharedBudget(Budget):
     >>> with tempfile.TemporaryDirectory() as d:
     ...     with Coordinator(os.path.join(d, "c.db"), ledger_path=os.path.join(d, "l")) as c:
     ...         b = SharedBudget(c, "local:hash", total=Decimal("1"))
-    ...         b.settle(b.reserve(Decimal("0.4")), Decimal("0.4"))
+    ...         overran = b.settle(b.reserve(Decimal("0.4")), Decimal("0.4"))
     ...         str(SharedBudget(c, "local:hash", total=Decimal("1")).remaining)
     '0.6'
 
@@ -133,9 +132,10 @@ class SharedBudget(Budget):
             raise refused
         return SharedReservation(usd=local.usd, items=local.items, rid=rid)
 
-    def settle(self, reservation: Reservation, actual: Decimal, *args: Any, **kw: Any) -> None:
-        """The provider billed ``actual``: settle here and in the shared total."""
-        super().settle(reservation, actual, *args, **kw)
+    def settle(self, reservation: Reservation, actual: Decimal) -> bool:
+        """The provider billed ``actual``: settle here and in the shared total; True if that
+        is an overrun (see :meth:`Budget.settle`)."""
+        overran = super().settle(reservation, actual)
         if isinstance(reservation, SharedReservation):
             try:
                 self._coord.settle(reservation.rid, self.teacher, actual)
@@ -144,10 +144,11 @@ class SharedBudget(Budget):
                 # starts from; this run sends nothing more.
                 self._broken = str(exc)
                 log.critical("shared budget not updated for a $%s settle: %s", actual, exc)
+        return overran
 
-    def release(self, reservation: Reservation, *args: Any, **kw: Any) -> None:
+    def release(self, reservation: Reservation) -> None:
         """The provider surely did not bill: give the money back here and in the shared total."""
-        super().release(reservation, *args, **kw)
+        super().release(reservation)
         if isinstance(reservation, SharedReservation):
             try:
                 self._coord.release_reservation(reservation.rid)

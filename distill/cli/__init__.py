@@ -112,15 +112,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         from cache import CacheError, LedgerWriteError, StoreError
 
+        from .signals import Interrupted
+
+        if isinstance(exc, Interrupted):
+            _say_interrupted(exc)
+            return exc.exit_code
         if isinstance(exc, (CacheError, LedgerWriteError, StoreError)):
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_ERROR
         raise
     except KeyboardInterrupt:
-        print(
-            "interrupted: everything bought so far is cached; run again to resume", file=sys.stderr
-        )
+        print("interrupted", file=sys.stderr)
         return 130
+
+
+def _say_interrupted(exc: Exception) -> None:
+    """What a stop signal left behind; never claims in-flight answers were cached."""
+    from .signals import say
+
+    say(
+        f"stopped by {exc}: answers received before it are cached; requests that were in "
+        "flight are recorded in the spend ledger at their worst-case cost (the provider "
+        "may have billed them, their answers are lost); run again to resume"
+    )
 
 
 if __name__ == "__main__":

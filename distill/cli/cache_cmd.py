@@ -1,4 +1,4 @@
-"""``vlm-distill cache stats|verify|export|prune``: look after a response cache."""
+"""``vlm-distill cache stats|verify|export|prune|recover``: look after a response cache."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         ("verify", "find corrupt entries (a corrupt entry is a miss, never a crash)"),
         ("export", "write the embedding store of a dataset from cached responses only"),
         ("prune", "delete corrupt entries, or entries older than N days"),
+        (
+            "recover",
+            "copy every readable entry of a damaged cache into a fresh database "
+            "(the old one is kept aside); run it while nothing else uses the cache",
+        ),
     ):
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.add_argument("--cache", type=Path, required=True, help="cache directory")
@@ -29,6 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             sp.add_argument("data", type=Path, help="the dataset the store is for")
             sp.add_argument(
                 "--teacher", required=True, help="provider:model the cache was filled from"
+            )
+            sp.add_argument(
+                "--base-url", help="the --base-url the items were bought from (it is keyed)"
+            )
+            sp.add_argument(
+                "--cache-namespace", help="the --cache-namespace the items were bought with"
             )
             sp.add_argument("--prompt", default="a photo of a {}")
             sp.add_argument("--class-file", type=Path)
@@ -62,19 +73,58 @@ def _confirm(n: int) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cache import ResponseCache, verify_cache
+    from cache import CacheCorruptError
     from distill.cachedir import CacheDir
 
     cdir = CacheDir(args.cache)
     out = console()
     if not cdir.responses.exists():
         raise ConfigurationError(f"{args.cache} holds no response cache (no responses/ folder)")
+    try:
+        return _run(args, cdir, out)
+    except CacheCorruptError as exc:
+        from rich.markup import escape
+
+        # a damaged database is a state to repair, not a crash
+        out.print(f"[red]the cache database is damaged:[/] {escape(str(exc))}")
+        out.print(_recover_hint(args.cache))
+        return EXIT_ERROR
+
+
+def _recover_hint(cache: Path) -> str:
+    return (
+        f"`vlm-distill cache recover --cache {cache}` copies every readable entry into a "
+        "fresh database and keeps the damaged one aside."
+    )
+
+
+def _run(args: argparse.Namespace, cdir, out) -> int:  # type: ignore[no-untyped-def]
+    from cache import ResponseCache, verify_cache
+
     if args.action == "verify":
         problems = verify_cache(cdir.responses)
         for key, problem in problems:
             out.print(f"[red]corrupt[/] {key}: {problem}")
         out.print(f"{len(problems)} problems found" if problems else "every entry reads back")
+        if any(key == "<database>" for key, _ in problems):
+            out.print(_recover_hint(args.cache))
         return EXIT_ERROR if problems else EXIT_OK
+    if args.action == "recover":
+        from cache.recover import recover_cache
+
+        r = recover_cache(cdir.responses)
+        if r.unreadable is None:
+            lost = "nothing of the old database could be read"
+        else:
+            of = f" of {r.expected}" if r.expected is not None else ""
+            lost = f"{r.unreadable} entries{of} could not be read"
+        spill = f" ({r.from_spill} from the spill file)" if r.from_spill else ""
+        out.print(
+            f"recovered {r.copied} entries into a fresh database{spill}; {lost}: the next "
+            "harvest buys what is missing"
+        )
+        out.print(f"the damaged database is kept in {r.kept_at}")
+        return EXIT_OK
     with ResponseCache(cdir.responses) as cache:
         if args.action == "stats":
             st = cache.stats()
@@ -119,11 +169,14 @@ def run(args: argparse.Namespace) -> int:
             views=args.views,
             prompt=args.prompt,
             fmt=args.format,
+            base_url=args.base_url,
+            cache_namespace=args.cache_namespace,
         )
     if path is None:
         out.print(
             f"[red]{missing} items are not in the cache[/]; run `vlm-distill harvest {args.data} "
-            f"--teacher {args.teacher} --cache {args.cache}` first"
+            f"--teacher {args.teacher} --cache {args.cache}` first (with the same "
+            "--base-url / --cache-namespace: they are part of every cache key)"
         )
         return EXIT_ERROR
     out.print(f"embedding store: {path}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 from collections.abc import Sequence
 from decimal import Decimal
@@ -22,6 +21,7 @@ from vlmclient.shared_budget import SharedBudget
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from .progress import LiveProgress, console
+from .signals import run_paid
 from .validate import (
     MAX_BATCH_SIZE,
     MAX_CONCURRENCY,
@@ -73,6 +73,11 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-items", type=int_in(1), help="also stop after this many paid items")
     p.add_argument(
         "--base-url", help="override the provider's base URL (proxies, gateways, local servers)"
+    )
+    p.add_argument(
+        "--cache-namespace",
+        help="name the cache keys use for this endpoint instead of --base-url ('default': "
+        "share the provider's own entries, e.g. behind a proxy to the provider itself)",
     )
     p.add_argument("--price-file", type=Path, help="JSON prices overriding the built-in table")
     p.add_argument(
@@ -201,6 +206,7 @@ def open_client(  # type: ignore[no-untyped-def]
         rpm=args.rpm,
         tpm=args.tpm,
         timeout=args.timeout,
+        cache_namespace=getattr(args, "cache_namespace", None),
         claims=coord,
         **extra,  # type: ignore[arg-type]
     )
@@ -274,6 +280,12 @@ def run(args: argparse.Namespace) -> int:
         SpendLedger(cdir.ledger) as ledger,
         open_coordinator(cdir) as coord,
     ):
+        if cache.spill_problem is not None and not args.dry_run:
+            # Paid entries of an earlier run still cannot be stored: buying more would only
+            # add to them (a full disk, a damaged database). Nothing is sent.
+            out.print(f"[red]error:[/] {_shown(cache.spill_problem)}")
+            out.print(_storage_hint(args.cache))
+            return EXIT_ERROR
         client = open_client(args, cache, ledger, coord)
 
         async def go() -> HarvestResult | None:
@@ -302,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
                         on_progress=show,
                     )
 
-        result = asyncio.run(go())
+        result = run_paid(go())
         if result is None:
             return EXIT_OK
         code = _summary(out, result, client, args)
@@ -311,20 +323,33 @@ def run(args: argparse.Namespace) -> int:
         ledger_spent = budget.ledger_spent
     from distill.report import append_run
 
-    append_run(
-        cdir.root,
-        {
-            "teacher": args.teacher,
-            "budget_usd": str(args.budget),
-            "run_budget_usd": None if args.run_budget is None else str(args.run_budget),
-            "spent_usd": str(budget.spent),
-            "teacher_spent_usd": str(ledger_spent),
-            "bought": result.bought,
-            "cache_hits": result.cache_hits,
-            "exit_code": code,
-        },
-    )
+    try:
+        append_run(
+            cdir.root,
+            {
+                "teacher": args.teacher,
+                "budget_usd": str(args.budget),
+                "run_budget_usd": None if args.run_budget is None else str(args.run_budget),
+                "spent_usd": str(budget.spent),
+                "teacher_spent_usd": str(ledger_spent),
+                "bought": result.bought,
+                "cache_hits": result.cache_hits,
+                "overruns": budget.overruns,
+                "exit_code": code,
+            },
+        )
+    except OSError as exc:  # a full disk: the ledger, not this summary line, holds the spend
+        out.print(f"[yellow]could not note this run in {cdir.root}:[/] {_shown(str(exc))}")
+        code = code or EXIT_ERROR
     return code
+
+
+def _storage_hint(cache: Path) -> str:
+    return (
+        "Free disk space if the disk is full; if the database is damaged, run "
+        f"`vlm-distill cache recover --cache {_shown(str(cache))}`. Then run again: paid "
+        "results kept in the spill file are imported before anything is bought."
+    )
 
 
 async def _dry_run(client: TeacherClient, dataset, args) -> None:  # type: ignore[no-untyped-def]
@@ -364,13 +389,31 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
     for label, value in budget_lines(client):
         t.add_row(label, value)
     t.add_row("saved by the cache", f"${client.stats.saved_usd}")
+    if client.stats.estimated:
+        t.add_row("charged at our estimate", f"{client.stats.estimated} requests (no usage said)")
     out.print(t)
     if result.cache_hits and not result.bought and not result.remaining_items:
         out.print("Everything was already cached: this run spent $0.")
     for item, reason in result.failed[:10]:
         out.print(f"[red]failed[/] {_shown(item)}: {_shown(reason)}")
+    if result.overrun:
+        # Before the other stops: an overrun means every estimate, the cap's too, is short.
+        out.print(f"[red]{_shown(result.overrun)}[/]")
+        scale = client.budget.scale
+        if result.remaining_items:
+            out.print(
+                f"{result.remaining_items} items remain; at the rate billed ({scale:.2f}x our "
+                f"estimate) finishing would cost about ${result.remaining_cost_usd:.6f}."
+            )
+        out.print(
+            f"billed beyond the reservations: ${client.budget.overrun_usd} in "
+            f"{client.budget.overruns} requests; `vlm-distill report {args.cache}` lists them."
+        )
+        return EXIT_BUDGET
     if result.fatal:
-        out.print(f"[red]stopped:[/] {result.fatal}")
+        out.print(f"[red]stopped:[/] {_shown(result.fatal)}")
+        if client.storage_problem is not None:
+            out.print(_storage_hint(args.cache))
         return EXIT_ERROR
     if result.stopped_by_budget:
         out.print(f"[yellow]stopped by the budget[/]: {_shown(result.stopped_by_budget)}")
@@ -393,6 +436,12 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
                 f"[red]{len(result.failed) - unreadable} items failed at the teacher[/]; run "
                 "again to retry them (nothing paid is lost)."
             )
+        return EXIT_ERROR
+    if result.store_error:
+        out.print(
+            f"[red]{_shown(result.store_error)}[/]\nEverything is bought and cached; free disk "
+            "space, then run again (it sends nothing) or `vlm-distill cache export`."
+        )
         return EXIT_ERROR
     if result.store_path:
         out.print(f"embedding store: {result.store_path}")

@@ -8,7 +8,6 @@ every image's raw answer, parsed label, second opinion, student prediction and d
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 from pathlib import Path
@@ -23,6 +22,7 @@ from vlmclient.providers.reasoning import REASONING_LEVELS
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from .progress import console
+from .signals import run_paid
 
 ROUTES = ("answer", "zeroshot")
 CHECKS = ("zeroshot", "resample", "answer", "none")
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                 }.get(args.check)  # fmt: skip
                 return first, (await second() if second is not None else None)
 
-        labels, second = asyncio.run(go())
+        labels, second = run_paid(go())
         money_rows = budget_lines(client)
     student = None
     if args.student_run is not None:
@@ -180,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
     t.add_row("manifest", str(path))
     t.add_row("decisions", str(decisions))
     out.print(t)
+    if client.overrun is not None:  # the provider billed more than reserved: exit 3
+        out.print(f"[red]{escape(str(client.overrun))}[/]")
+        return EXIT_BUDGET
     failed = [lb for lb in (labels + (second or [])) if lb.error is not None]
     if failed:
         out.print(

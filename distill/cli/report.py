@@ -80,6 +80,22 @@ def show(report: dict) -> None:  # type: ignore[type-arg]
     if failures:
         out.print("failed attempts: " + ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))
     out.print(f"items in the response cache: {report['items_cached']}")
+    if report["estimated_requests"]:
+        out.print(
+            f"{report['estimated_requests']} billed requests did not say what they cost and "
+            "are charged at our worst-case estimate (ledger records marked estimated)"
+        )
+    for o in report["overruns"]:
+        out.print(
+            f"[red]overrun[/]: {o['provider']}:{o['model']} billed ${o['cost_usd']} for "
+            f"{o['items']} {KIND_NAMES.get(o['kind'], o['kind'])} where ${o['reserved_usd']} "
+            f"was reserved (request id {o['request_id']}); provider's usage {o['provider_usage']}"
+        )
+    if report["overruns"]:
+        out.print(
+            f"[red]{len(report['overruns'])} overruns, ${report['overrun_usd']} billed beyond "
+            "the reservations[/]: a price entry or a usage estimate is wrong"
+        )
     if report.get("last_run"):
         r = report["last_run"]
         out.print(

@@ -13,17 +13,18 @@ When the budget covers everything, this is the ordinary harvest.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 from decimal import Decimal
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from vlmclient import ConfigurationError, TextEmbeddingRequest
 
 from . import EXIT_BUDGET, EXIT_OK
 from .progress import console
+from .signals import run_paid
 from .validate import int_in
 
 SELECTIONS = ("random", "uncertainty", "coreset")
@@ -111,14 +112,20 @@ def _rounds(args, client, cache, cdir, dataset, state_file):  # type: ignore[no-
                 on_round=lambda r, ids: out.print(f"round {r + 1}: picked {len(ids)} images"),
             )
 
-    result = asyncio.run(go())
+    result = run_paid(go())
     store = manifest = None
     if result.bought_ids:
         manifest = state_file.with_suffix(".csv")
         classes = write_manifest(manifest, dataset, result.bought_ids)
         subset = scan(manifest, class_file=classes)
         store, _ = export_store(
-            subset, cache, cache_dir=cdir.root, teacher=args.teacher, prompt=args.prompt
+            subset,
+            cache,
+            cache_dir=cdir.root,
+            teacher=args.teacher,
+            prompt=args.prompt,
+            base_url=args.base_url,
+            cache_namespace=args.cache_namespace,
         )
     return result, store, manifest
 
@@ -173,6 +180,9 @@ def run_select(args: argparse.Namespace) -> int:
     if store is not None:
         t.add_row("embedding store", str(store))
     out.print(t)
+    if client.overrun is not None:  # the provider billed more than reserved: exit 3
+        out.print(f"[red]{escape(str(client.overrun))}[/]")
+        return EXIT_BUDGET
     if result.stopped_by_budget and result.rounds_done < args.rounds:
         out.print(f"[yellow]stopped by the budget[/]: {result.stopped_by_budget}")
         return EXIT_BUDGET

@@ -1,78 +1,206 @@
-"""Cache keys: every part that changes the answer changes the key; file names do not."""
+"""Cache keys, through the builder the client really uses (``item_cache_key`` and
+``TeacherClient.cache_key``): every input that changes the answer changes the key, the
+endpoint included; the default endpoint keeps the keys caches were written with; no
+secret ever reaches a key; file names do not matter.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from cache import make_key
+from cache.keys import canonical_json, make_key
+from tests.conftest import make_image_requests
+from vlmclient import (
+    AnswerRequest,
+    Image,
+    ImageEmbeddingRequest,
+    TeacherClient,
+    TextEmbeddingRequest,
+)
+from vlmclient.client import endpoint_id, item_cache_key, key_base
+from vlmclient.providers import get_provider
 
-BASE = {
-    "provider": "cohere",
-    "model": "embed-v4.0",
-    "endpoint": "/v2/embed",
-    "api_version": "2024-10-01",
-    "params": {"input_type": "image", "output_dimension": 1024, "truncate": "END"},
-    "prompt": None,
-    "image_sha256": hashlib.sha256(b"pixels").hexdigest(),
+COHERE = get_provider("cohere")
+OPENAI = get_provider("openai")
+IMAGE = make_image_requests(2)[0].image
+OTHER_IMAGE = make_image_requests(2)[1].image
+
+# The keys of the built-in default endpoints as they were before the endpoint was keyed:
+# caches written then must still be found (and not paid for again).
+PINNED = {
+    ("cohere", "embed-v4.0"): (
+        "7fe4a5b06a68109da6c416c931e2f49990bc585226dfa918ede286a95fd421c4",
+        "52ec8c3b888acb75844af51ab2eaa458cdf7aee97f1dbc26ffce581a2917f05d",
+    ),
+    ("openai", "text-embedding-3-small"): (
+        "27927aa0ea7a9b9e834206d610ab09454489688dbf2e110bbff71d5e20d4e639",
+        "ee7ee1aa1aa05046a411b4f5764322513e5e764861df5ed66a337aef2a94391c",
+    ),
+    ("local", "hash"): (
+        "b570b8c619183e1c1426ddfa476c89895a970ce47e9181a75a77f3ea35867442",
+        "f18af8fe715237f9d917e7e4f1e92fc92632ef2776c5ac044a38e31635d6a599",
+    ),
+}
+CAT = TextEmbeddingRequest(text="a photo of a cat")
+
+
+@pytest.mark.parametrize(("provider", "model"), sorted(PINNED))
+@pytest.mark.parametrize("base_url", [None, "default-url", "default-url/", "namespace"])
+def test_the_default_endpoint_keeps_the_keys_existing_caches_were_written_with(
+    provider: str, model: str, base_url: str | None
+) -> None:
+    p = get_provider(provider)
+    namespace = "default" if base_url == "namespace" else None
+    url = p.default_base_url + ("/" if base_url == "default-url/" else "")
+    endpoint = endpoint_id(
+        p, url if base_url in ("default-url", "default-url/") else None, namespace
+    )
+    key, fingerprint = PINNED[(provider, model)]
+    assert item_cache_key(p, model, {}, "text_embedding", CAT, endpoint) == key
+    assert make_key(key_base(p, model, {}, "fingerprint", endpoint)) == fingerprint
+
+
+def _answer(**change: Any) -> dict[str, Any]:
+    """The inputs of one answer key, with ``change`` applied."""
+    inputs: dict[str, Any] = {
+        "provider": OPENAI,
+        "model": "gpt-4o-mini",
+        "params": {"temperature": 0},
+        "kind": "answer",
+        "item": AnswerRequest(image=IMAGE, prompt="what digit is this?", max_output_tokens=16),
+        "base_url": None,
+        "namespace": None,
+    }
+    inputs.update(change)
+    return inputs
+
+
+def _key(inputs: dict[str, Any]) -> str:
+    endpoint = endpoint_id(inputs["provider"], inputs["base_url"], inputs["namespace"])
+    return item_cache_key(
+        inputs["provider"],
+        inputs["model"],
+        inputs["params"],
+        inputs["kind"],
+        inputs["item"],
+        endpoint,
+    )
+
+
+BASE_ITEM = _answer()["item"]
+CHANGES: dict[str, dict[str, Any]] = {
+    "provider": {"provider": get_provider("local")},
+    "model": {"model": "gpt-4o"},
+    "param value": {"params": {"temperature": 1}},
+    "param type": {"params": {"temperature": "0"}},
+    "extra param": {"params": {"temperature": 0, "seed": 7}},
+    "kind": {"kind": "image_embedding"},
+    "image bytes": {"item": BASE_ITEM.model_copy(update={"image": OTHER_IMAGE})},
+    "media type": {
+        "item": BASE_ITEM.model_copy(
+            update={"image": Image(data=IMAGE.data, media_type="image/jpeg")}
+        )
+    },
+    "prompt": {"item": BASE_ITEM.model_copy(update={"prompt": "what class is this?"})},
+    "max output tokens": {"item": BASE_ITEM.model_copy(update={"max_output_tokens": 17})},
+    "base url": {"base_url": "http://127.0.0.1:8000/v1"},
+    "base url port": {"base_url": "http://127.0.0.1:8001/v1"},
+    "base url path": {"base_url": "https://gateway.example.com/openai/v1"},
+    "namespace": {"namespace": "team-gpu-box"},
 }
 
 
-def _changed(path: tuple[str, ...], value: object) -> dict[str, object]:
-    parts: dict[str, object] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE.items()}
-    target: dict[str, object] = parts
-    for name in path[:-1]:
-        inner = target[name]
-        assert isinstance(inner, dict)
-        target = inner
-    target[path[-1]] = value
-    return parts
+@pytest.mark.parametrize("what", sorted(CHANGES))
+def test_each_input_changes_the_key(what: str) -> None:
+    assert _key(_answer(**CHANGES[what])) != _key(_answer())
+
+
+def test_all_changed_keys_differ_from_each_other() -> None:
+    keys = {_key(_answer(**change)) for change in CHANGES.values()}
+    assert len(keys) == len(CHANGES)
+
+
+def test_text_and_image_items_key_their_content() -> None:
+    def key(item: TextEmbeddingRequest | ImageEmbeddingRequest, kind: str) -> str:
+        return item_cache_key(COHERE, "embed-v4.0", {}, kind, item)
+
+    assert key(CAT, "text_embedding") != key(
+        TextEmbeddingRequest(text="a photo of a dog"), "text_embedding"
+    )
+    assert key(ImageEmbeddingRequest(image=IMAGE), "image_embedding") != key(
+        ImageEmbeddingRequest(image=OTHER_IMAGE), "image_embedding"
+    )
 
 
 @pytest.mark.parametrize(
-    ("path", "value"),
+    "same",
     [
-        (("provider",), "voyage"),
-        (("model",), "embed-v3.0"),
-        (("endpoint",), "/v1/embed"),
-        (("api_version",), "2025-01-01"),
-        (("params", "input_type"), "search_document"),
-        (("params", "output_dimension"), 512),
-        (("params", "truncate"), "NONE"),
-        (("prompt",), "describe the image"),
-        (("image_sha256",), hashlib.sha256(b"other pixels").hexdigest()),
+        "http://127.0.0.1:8000/v1/",
+        "HTTP://127.0.0.1:8000/v1",
+        "http://user:sk-in-url-secret@127.0.0.1:8000/v1",
+        "http://127.0.0.1:8000/v1?api_key=sk-in-url-secret",
+        "http://127.0.0.1:8000/v1#frag",
     ],
 )
-def test_key_changes_when_any_part_changes(path: tuple[str, ...], value: object) -> None:
-    assert make_key(_changed(path, value)) != make_key(BASE)
+def test_one_server_written_differently_is_one_endpoint_and_holds_no_secret(same: str) -> None:
+    assert _key(_answer(base_url=same)) == _key(_answer(base_url="http://127.0.0.1:8000/v1"))
+    endpoint = endpoint_id(OPENAI, same)
+    assert endpoint == "http://127.0.0.1:8000/v1"
+    parts = key_base(OPENAI, "gpt-4o-mini", {}, "answer", endpoint)
+    assert "sk-in-url-secret" not in canonical_json(parts)
 
 
-def test_key_is_stable_and_order_independent() -> None:
-    reordered = dict(reversed(list(BASE.items())))
-    assert make_key(reordered) == make_key(BASE)
-    assert make_key(BASE) == make_key(dict(BASE))
-    assert len(make_key(BASE)) == 64
+def test_default_ports_are_dropped() -> None:
+    assert endpoint_id(OPENAI, "https://API.openai.com:443/v1") is None
+    assert endpoint_id(OPENAI, "https://api.openai.com:8443/v1") == "https://api.openai.com:8443/v1"
 
 
-def test_parameter_type_matters() -> None:
-    # 512 and "512" are different requests to a provider, so they must not share a key
-    assert make_key(_changed(("params", "output_dimension"), "1024")) != make_key(BASE)
+async def test_the_clients_key_and_fingerprint_ignore_the_api_key() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("computing a key sends nothing")
+
+    async def key_of(api_key: str, **kw: Any) -> tuple[str, str]:
+        async with TeacherClient(
+            "openai:text-embedding-3-small",
+            api_key=api_key,
+            transport=httpx.MockTransport(refuse),
+            **kw,
+        ) as client:
+            return client.cache_key("text_embedding", CAT), client.fingerprint
+
+    first = await key_of("sk-first-secret")
+    assert first == await key_of("sk-second-secret")
+    assert first == await key_of("sk-x", base_url="https://api.openai.com/v1/")
+    assert first == await key_of("sk-x", base_url="http://proxy:3128/v1", cache_namespace="default")
+    assert first[0] == PINNED[("openai", "text-embedding-3-small")][0]
+    gateway = await key_of("sk-x", base_url="http://gpu-box:8000/v1")
+    assert gateway[0] != first[0] and gateway[1] != first[1]
+    named = await key_of("sk-x", base_url="http://gpu-box:9000/v1", cache_namespace="gpu-box")
+    assert named == await key_of(
+        "sk-x", base_url="http://gpu-box:8000/v1", cache_namespace="gpu-box"
+    )
+    assert named[0] not in (first[0], gateway[0])
 
 
 def test_same_bytes_under_another_file_name_give_the_same_key(tmp_path: Path) -> None:
-    data = bytes(range(256)) * 40
-    first = tmp_path / "cats" / "IMG_0001.jpg"
-    second = tmp_path / "copies" / "renamed-photo.jpeg"
+    data = IMAGE.data
+    first = tmp_path / "cats" / "IMG_0001.png"
+    second = tmp_path / "copies" / "renamed-photo.png"
     for path in (first, second):
         path.parent.mkdir(parents=True)
         path.write_bytes(data)
 
     def key_for(path: Path) -> str:
-        # what the client hashes: the bytes actually sent, never the file name
-        return make_key({**BASE, "image_sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+        item = ImageEmbeddingRequest(image=Image.from_path(path))
+        return item_cache_key(COHERE, "embed-v4.0", {}, "image_embedding", item)
 
     assert key_for(first) == key_for(second)
-    second.write_bytes(data + b"\x00")
-    assert key_for(first) != key_for(second)
+    assert key_for(first) == item_cache_key(
+        COHERE, "embed-v4.0", {}, "image_embedding", ImageEmbeddingRequest(image=IMAGE)
+    )
+    assert hashlib.sha256(data).hexdigest() == IMAGE.digest

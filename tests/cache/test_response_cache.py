@@ -280,9 +280,13 @@ def test_write_fails_loudly_when_another_process_holds_the_lock(tmp_path: Path) 
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        assert cache.get("a") is None
-        cache.set_many([("a", _entry(1))])
-        assert cache.get("a") is not None
+        # the refused (paid) entries are kept in the spill file and still served...
+        assert cache.get("a") is not None and "a" not in cache
+        assert cache.spill_problem is not None
+    # ...and the next open moves them into the database
+    with ResponseCache(tmp_path / "c") as cache:
+        assert "a" in cache and "b" in cache
+        assert cache.spill_problem is None
 
 
 WRITER = textwrap.dedent(
@@ -339,3 +343,58 @@ def test_decode_entry_rejects_non_bytes_and_short_values() -> None:
     assert decode_entry(data).meta["request_id"] == "req-1"
     with pytest.raises(CacheCorruptError):
         decode_entry(data + b"\x00")
+
+
+def test_a_damaged_page_is_an_error_on_read_and_what_cannot_be_stored_there_is_spilled(
+    tmp_path: Path,
+) -> None:
+    with ResponseCache(tmp_path / "c") as cache:
+        cache.set_many([(f"k{i}", _entry(i, dim=256)) for i in range(300)])
+    db = tmp_path / "c" / "cache.db"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    data = db.read_bytes()
+    page = 4096
+    value_pages = sorted({data.find(b"VDC1", i * page, (i + 1) * page) >= 0 and i
+                          for i in range(1, len(data) // page)} - {False})
+    victim = value_pages[len(value_pages) // 2]
+    with open(db, "r+b") as f:
+        f.seek(victim * page)
+        f.write(b"\xff" * 16)
+    with ResponseCache(tmp_path / "c") as cache:
+        damaged = []
+        for i in range(300):
+            try:
+                cache.get(f"k{i}")
+            except CacheCorruptError:
+                damaged.append(f"k{i}")
+        assert damaged, "some rows sit on the damaged page"
+        with pytest.raises(CacheWriteError, match=r"(malformed|read back).*kept in .*spill\.vdc"):
+            cache.set_many([(damaged[0], _entry(7, dim=256))])
+        assert cache.get(damaged[0]) is not None  # served from the spill file
+    # the next open cannot move it into the damaged database: it waits, is served, is reported
+    with ResponseCache(tmp_path / "c") as cache:
+        assert cache.spill_problem is not None and "1 paid entries wait" in cache.spill_problem
+        got = cache.get(damaged[0])
+        assert got is not None and got.meta["request_id"] == "req-7"
+        assert any("wait in" in problem for _key, problem in cache.verify())
+
+
+def test_a_write_that_does_not_read_back_is_an_error_and_is_spilled(tmp_path: Path) -> None:
+    # A database that takes a write and gives back something else (what a damaged page
+    # can do), made with a real SQLite trigger rather than by patching our code.
+    with ResponseCache(tmp_path / "c") as cache:
+        cache.set_many([("before", _entry(0))])
+    con = sqlite3.connect(tmp_path / "c" / "cache.db")
+    con.execute(
+        "CREATE TRIGGER garble AFTER INSERT ON Cache "
+        "BEGIN UPDATE Cache SET value = x'00' WHERE rowid = NEW.rowid; END"
+    )
+    con.commit()
+    con.close()
+    with ResponseCache(tmp_path / "c") as cache:
+        with pytest.raises(CacheWriteError, match=r"do not read back.*kept in .*spill\.vdc"):
+            cache.set_many([("paid", _entry(1))])
+        got = cache.get("paid")  # served from the spill file, not the garbled row
+        assert got is not None and got.meta["request_id"] == "req-1"

@@ -211,3 +211,15 @@ def test_totals_by_provider_model_kind() -> None:
     assert [(m["provider"], m["model"], m["spent_usd"]) for m in models] == [
         ("fake", "m1", "0.453"), ("other", "m2", "0.5")]
     assert totals([]).spent_usd == Decimal(0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fallocate KEEP_SIZE is Linux")
+def test_space_for_records_is_reserved_past_the_end(tmp_path: Path) -> None:
+    from cache.ledger import RESERVE_BYTES
+
+    path = tmp_path / "ledger.jsonl"
+    with SpendLedger(path) as ledger:
+        ledger.record(LedgerRecord("cohere", "embed-v4.0", "text", 1, "0.0001"))
+        st = os.stat(path)
+        # the file is one short line, yet its blocks already hold a full disk's records
+        assert st.st_size < 1000 and st.st_blocks * 512 >= RESERVE_BYTES

@@ -118,14 +118,19 @@ async def test_malformed_200_is_billed_not_cached_and_names_the_request(
     assert c.budget.spent > 0  # billed at the worst-case estimate (body unreadable)
 
 
-async def test_malformed_200_is_retried_within_the_policy(fake_cohere: FakeCohere) -> None:
+async def test_malformed_200_is_charged_and_not_retried(fake_cohere: FakeCohere) -> None:
+    # Retry by status only (as openai-python): a billed 200 we cannot use would most
+    # likely come back, and be billed, the same way again.
     fake_cohere.faults = ["malformed"]
     ledger = ListLedger()
     async with client(fake_cohere, ledger=ledger, cache=MemoryCache()) as c:
-        out = await c.embed_images(make_image_requests(2))
-    assert len(out) == 2
-    assert [r.outcome for r in ledger.records] == ["malformed", "ok"]
-    assert c.stats.retries == 1
+        with pytest.raises(ResponseValidationError, match="not JSON"):
+            await c.embed_images(make_image_requests(2))
+    assert len(fake_cohere.requests) == 1 and c.stats.retries == 0
+    [rec] = ledger.records
+    assert rec.outcome == "malformed" and rec.estimated  # no usage readable: the reservation
+    assert Decimal(rec.cost_usd) == Decimal(rec.reserved_usd) > 0
+    assert c.budget.spent == Decimal(rec.cost_usd)
 
 
 async def test_wrong_dimension_is_rejected(fake_cohere: FakeCohere) -> None:

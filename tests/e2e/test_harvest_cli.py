@@ -174,12 +174,11 @@ def test_cache_commands(
     shutil.rmtree(cache / "stores")
     monkeypatch.delenv("VLM_DISTILL_TEACHER_TOKEN")  # export needs no key and sends nothing
     requests = hash_teacher.billing()["requests"]
-    assert (
-        main(
-            ["cache", "export", str(digits_data), "--teacher", "local:hash", "--cache", str(cache)]
-        )
-        == 0
-    )
+    export = ["cache", "export", str(digits_data), "--teacher", "local:hash", "--cache", str(cache)]
+    # the endpoint is part of every key: another server's answers are not these
+    assert main(export) == 1
+    assert main([*export, "--base-url", "http://127.0.0.1:1/"]) == 1
+    assert main([*export, "--base-url", hash_teacher.url + "/"]) == 0
     assert hash_teacher.billing()["requests"] == requests
     [store] = (cache / "stores").iterdir()
     np.testing.assert_array_equal(EmbeddingStore.open(store).gather(np.arange(5)), before)

@@ -436,13 +436,17 @@ def test_client_rejects_bad_200s_never_caches_them_and_names_the_request(
     exc, (cache, ledger, calls, client) = asyncio.run(_through_client(case, content))
     assert isinstance(exc, ResponseValidationError), repr(exc)
     assert exc.request_id == RID and RID in str(exc)
-    assert calls == 2  # retried once within the policy, then given up
+    assert calls == 1  # a billed 200 is never retried (retries go by status only)
     assert len(cache) == 0  # never cached
     outcomes = [r.outcome for r in ledger.records]
-    assert outcomes == ["malformed", "malformed"]
+    assert outcomes == ["malformed"]
     assert all(r.request_id == RID for r in ledger.records)
-    # billed (it was a 200): charged at what the body said, or the worst-case estimate
+    # billed (it was a 200): charged at what the body said, or the worst-case estimate,
+    # never $0 unless the price table makes the request free (issue 13)
     assert client.budget.spent == sum(Decimal(r.cost_usd) for r in ledger.records)
+    assert all(Decimal(r.cost_usd) > 0 or Decimal(r.reserved_usd) == 0 for r in ledger.records)
+    for r in ledger.records:
+        assert Decimal(r.cost_usd) == Decimal(r.reserved_usd) or not r.estimated
     assert "sk-fuzz-client-secret" not in repr(exc) + str(exc) + repr(ledger.records)
 
 

@@ -36,6 +36,7 @@ from .base import (
     RateLimitHints,
     default_classify_error,
     json_object,
+    reported_usage,
     request_id_of,
     text_tokens_upper_bound,
 )
@@ -182,6 +183,7 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
             level=reasoning_level(spec.params),
             usage=usage,
             request_id=rid,
+            reported=reported_usage(u),
         )
     if not texts:
         bad = ResponseValidationError(
@@ -189,9 +191,9 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
             provider=NAME,
             request_id=rid,
         )
-        bad.usage = usage
+        bad.usage, bad.reported = usage, reported_usage(u)
         raise bad
-    return Parsed(usage=usage, texts=["".join(texts)], request_id=rid)
+    return Parsed(usage=usage, texts=["".join(texts)], request_id=rid, reported=reported_usage(u))
 
 
 PATCH_SIDE = 28  # px: current docs count one token per 28x28 patch

@@ -42,6 +42,7 @@ __all__ = [
     "indexed_vectors",
     "json_object",
     "parse_retry_after",
+    "reported_usage",
     "text_tokens_upper_bound",
     "vectors_from",
 ]
@@ -72,6 +73,9 @@ class Parsed:
     vectors: list[np.ndarray] | None = None
     texts: list[str] | None = None
     request_id: str | None = None
+    # The provider's own usage block as it sent it (see reported_usage); None when the
+    # response did not say what was billed, so the client charges its reservation.
+    reported: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,51 @@ def default_classify_error(response: httpx.Response) -> APIStatusError:
         request_id=request_id_of(response),
         retry_after=parse_retry_after(response.headers),
     )
+
+
+MAX_REPORTED_FIELDS = 64  # a hostile body must not bloat every ledger line
+MAX_REPORTED_DEPTH = 3
+
+
+def reported_usage(obj: Any) -> dict[str, Any] | None:
+    """The provider's usage block, kept for the ledger so a user can reconcile the bill.
+
+    Only numbers (and short numeric strings, such as a dollar figure) survive, in nested
+    objects up to three levels; anything else is dropped. None when ``obj`` holds no
+    number at all: the response did not say what it billed.
+
+    >>> reported_usage({"prompt_tokens": 12, "total_tokens": 12, "note": "hi"})
+    {'prompt_tokens': 12, 'total_tokens': 12}
+    >>> reported_usage({}) is None
+    True
+    """
+    budget = [MAX_REPORTED_FIELDS]
+
+    def keep(value: Any, depth: int) -> Any:
+        if budget[0] <= 0:
+            return None
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+            budget[0] -= 1
+            return value
+        if isinstance(value, str) and len(value) <= 32:
+            try:
+                number = float(value)
+            except ValueError:
+                return None
+            if math.isfinite(number):
+                budget[0] -= 1
+                return value
+            return None
+        if isinstance(value, dict) and depth < MAX_REPORTED_DEPTH:
+            inner = {str(k)[:64]: keep(v, depth + 1) for k, v in list(value.items())[:64]}
+            inner = {k: v for k, v in inner.items() if v is not None}
+            return inner or None
+        return None
+
+    kept = keep(obj, 0) if isinstance(obj, dict) else None
+    return kept if isinstance(kept, dict) else None
 
 
 def text_tokens_upper_bound(text: str) -> int:

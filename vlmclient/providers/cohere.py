@@ -19,6 +19,7 @@ from .base import (
     Provider,
     data_uri,
     json_object,
+    reported_usage,
     request_id_of,
     text_tokens_upper_bound,
     vectors_from,
@@ -151,15 +152,16 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
     body = json_object(response, provider=NAME, request_id=rid)
     rid = rid or (body.get("id") if isinstance(body.get("id"), str) else None)
-    usage = usage_of(spec, _billed(body))
+    billed = _billed(body)
+    usage = usage_of(spec, billed)
     embeddings = body.get("embeddings")
     rows = embeddings.get("float") if isinstance(embeddings, dict) else embeddings
     try:
         vecs = vectors_from(rows, expected=len(spec.items), request_id=rid, provider=NAME)
     except ResponseValidationError as exc:
-        exc.usage = usage
+        exc.usage, exc.reported = usage, reported_usage(billed)
         raise
-    return Parsed(usage=usage, vectors=vecs, request_id=rid)
+    return Parsed(usage=usage, vectors=vecs, request_id=rid, reported=reported_usage(billed))
 
 
 def _image_tokens(width: int, height: int) -> int:

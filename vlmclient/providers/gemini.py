@@ -18,7 +18,15 @@ import httpx
 
 from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
 from ..models import AnswerRequest, Image, Usage
-from .base import CallSpec, Parsed, Provider, default_classify_error, json_object, request_id_of
+from .base import (
+    CallSpec,
+    Parsed,
+    Provider,
+    default_classify_error,
+    json_object,
+    reported_usage,
+    request_id_of,
+)
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
 
@@ -272,15 +280,21 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
                 level=reasoning_level(spec.params),
                 usage=usage,
                 request_id=rid,
+                reported=reported_usage(body.get("usageMetadata")),
             )
         bad = ResponseValidationError(
             f"no answer text (blockReason {reason!r}, finishReason {finish!r})",
             provider=NAME,
             request_id=rid,
         )
-        bad.usage = usage
+        bad.usage, bad.reported = usage, reported_usage(body.get("usageMetadata"))
         raise bad
-    return Parsed(usage=usage, texts=["".join(texts)], request_id=rid)
+    return Parsed(
+        usage=usage,
+        texts=["".join(texts)],
+        request_id=rid,
+        reported=reported_usage(body.get("usageMetadata")),
+    )
 
 
 def image_tokens(width: int, height: int, model: str = "") -> int:

@@ -28,6 +28,7 @@ from .base import (
     default_classify_error,
     indexed_vectors,
     json_object,
+    reported_usage,
     request_id_of,
 )
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
@@ -93,9 +94,11 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
             body.get("data"), expected=len(spec.items), request_id=rid, provider=NAME
         )
     except ResponseValidationError as exc:
-        exc.usage = usage
+        exc.usage, exc.reported = usage, reported_usage(body.get("usage"))
         raise
-    return Parsed(usage=usage, vectors=vecs, request_id=rid)
+    return Parsed(
+        usage=usage, vectors=vecs, request_id=rid, reported=reported_usage(body.get("usage"))
+    )
 
 
 def image_tokens(width: int, height: int) -> int:

@@ -24,7 +24,15 @@ import httpx
 
 from ..errors import ConfigurationError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .base import CallSpec, Parsed, Provider, json_object, request_id_of, vectors_from
+from .base import (
+    CallSpec,
+    Parsed,
+    Provider,
+    json_object,
+    reported_usage,
+    request_id_of,
+    vectors_from,
+)
 from .images import ACCEPTED_MEDIA_TYPES, fit_image
 
 __all__ = ["NOMIC", "text_body", "text_model"]
@@ -142,9 +150,11 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
             body.get("embeddings"), expected=len(spec.items), request_id=rid, provider=NAME
         )
     except ResponseValidationError as exc:
-        exc.usage = usage
+        exc.usage, exc.reported = usage, reported_usage(body.get("usage"))
         raise
-    return Parsed(usage=usage, vectors=vecs, request_id=rid)
+    return Parsed(
+        usage=usage, vectors=vecs, request_id=rid, reported=reported_usage(body.get("usage"))
+    )
 
 
 def estimate_usage(spec: CallSpec) -> Usage:

@@ -29,6 +29,7 @@ from .base import (
     default_classify_error,
     indexed_vectors,
     json_object,
+    reported_usage,
     request_id_of,
     text_tokens_upper_bound,
 )
@@ -163,8 +164,14 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
             )
         except ResponseValidationError as exc:
             exc.usage = usage  # billed as the body says, when it says
+            exc.reported = reported_usage(usage_raw)
             raise
-        return Parsed(usage=usage, vectors=vecs, request_id=rid or body.get("id"))
+        return Parsed(
+            usage=usage,
+            vectors=vecs,
+            request_id=rid or body.get("id"),
+            reported=reported_usage(usage_raw),
+        )
     choices = body.get("choices")
     try:
         text = choices[0]["message"]["content"]  # type: ignore[index]
@@ -192,13 +199,20 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
                 level=reasoning_level(spec.params),
                 usage=usage,
                 request_id=rid,
+                reported=reported_usage(usage_raw),
             )
         bad = ResponseValidationError(
             f"empty answer (finish_reason {finish!r})", provider=NAME, request_id=rid
         )
         bad.usage = usage
+        bad.reported = reported_usage(usage_raw)
         raise bad
-    return Parsed(usage=usage, texts=[text], request_id=rid or body.get("id"))
+    return Parsed(
+        usage=usage,
+        texts=[text],
+        request_id=rid or body.get("id"),
+        reported=reported_usage(usage_raw),
+    )
 
 
 LOW_DETAIL_TOKENS = 85  # gpt-4o / 4.1 / 4.5 with detail: low

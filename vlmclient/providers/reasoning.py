@@ -48,9 +48,13 @@ def without_reasoning(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def truncated_answer(
-    *, provider: str, model: str, limit: int, level: str, usage: Usage, request_id: str | None
+    *, provider: str, model: str, limit: int, level: str, usage: Usage, request_id: str | None,
+    reported: object | None = None,
 ) -> TruncatedAnswerError:
-    """The error for a billed answer with no text that stopped at the output-token limit."""
+    """The error for a billed answer with no text that stopped at the output-token limit.
+
+    ``reported`` is the provider's own usage block: with it the answer is charged what
+    the provider says it billed; without it, the reservation."""
     if level == "off":
         fix = (
             f"raise the answer's max_output_tokens above {limit} (this model reasons even "
@@ -66,4 +70,5 @@ def truncated_answer(
         request_id=request_id,
     )
     err.usage = usage
+    err.reported = reported
     return err

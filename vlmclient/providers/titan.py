@@ -31,6 +31,7 @@ from .base import (
     Provider,
     default_classify_error,
     json_object,
+    reported_usage,
     request_id_of,
     text_tokens_upper_bound,
     vectors_from,
@@ -132,14 +133,16 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     count = body.get("inputTextTokenCount")
     images = 1 if spec.kind == "image_embedding" else 0
     usage = Usage(images=images, input_tokens=count if isinstance(count, int) and count > 0 else 0)
+    # Titan's only figure is the text token count (an image is billed per image).
+    reported = reported_usage({"inputTextTokenCount": count})
     try:
         vecs = vectors_from(
             [body.get("embedding")], expected=len(spec.items), request_id=rid, provider=NAME
         )
     except ResponseValidationError as exc:
-        exc.usage = usage
+        exc.usage, exc.reported = usage, reported
         raise
-    return Parsed(usage=usage, vectors=vecs, request_id=rid)
+    return Parsed(usage=usage, vectors=vecs, request_id=rid, reported=reported)
 
 
 def estimate_usage(spec: CallSpec) -> Usage:

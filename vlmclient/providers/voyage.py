@@ -23,6 +23,7 @@ from .base import (
     data_uri,
     indexed_vectors,
     json_object,
+    reported_usage,
     request_id_of,
     text_tokens_upper_bound,
 )
@@ -138,9 +139,11 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
             body.get("data"), expected=len(spec.items), request_id=rid, provider=NAME
         )
     except ResponseValidationError as exc:
-        exc.usage = usage
+        exc.usage, exc.reported = usage, reported_usage(body.get("usage"))
         raise
-    return Parsed(usage=usage, vectors=vecs, request_id=rid)
+    return Parsed(
+        usage=usage, vectors=vecs, request_id=rid, reported=reported_usage(body.get("usage"))
+    )
 
 
 def estimate_usage(spec: CallSpec) -> Usage:

@@ -1,0 +1,107 @@
+"""Run a paid command's event loop so that SIGINT, SIGTERM, SIGHUP and SIGQUIT all stop
+it the same careful way.
+
+Python's default for SIGTERM/SIGHUP/SIGQUIT ends the process on the spot, so requests
+in flight (which the provider bills) never reach the spend ledger, as with kill -9. And
+``asyncio.run`` raises KeyboardInterrupt from inside the loop on a second Ctrl-C, which
+abandons the cleanup and prints "Future exception was never retrieved" tracebacks.
+
+Here every one of these signals cancels the command's task once: the client then records
+each request in flight at its reservation (it may have been billed, its answer is lost),
+and the command exits with 128 + the signal's number. Further signals only print that
+the stop is under way; ``kill -9`` is the way to abandon the cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any, Final, TypeVar
+
+__all__ = ["STOP_SIGNALS", "Interrupted", "run_paid", "say"]
+
+T = TypeVar("T")
+
+STOP_SIGNALS: Final = tuple(
+    s
+    for s in (
+        signal.SIGINT,
+        signal.SIGTERM,
+        getattr(signal, "SIGHUP", None),
+        getattr(signal, "SIGQUIT", None),
+    )
+    if s is not None
+)
+
+
+class Interrupted(Exception):
+    """The run was stopped by ``signum``; in-flight requests are in the ledger."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by a signal."""
+        return 128 + self.signum
+
+
+def say(text: str) -> None:
+    """Print to stderr; a terminal gone with SIGHUP is not an error worth a traceback."""
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)
+
+
+def run_paid(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)``, stopping cleanly on a stop signal (raises :class:`Interrupted`)."""
+    loop = asyncio.new_event_loop()
+    received: list[int] = []
+    installed: list[int] = []
+    try:
+        task = loop.create_task(coro)
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            if len(received) == 1:
+                task.cancel()
+            else:
+                say(
+                    f"{signal.Signals(signum).name}: already stopping (recording the requests "
+                    "in flight); kill -9 would lose them"
+                )
+
+        for signum in STOP_SIGNALS:
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+            except (ValueError, RuntimeError, NotImplementedError):
+                continue  # not the main thread, or no signals here: Python's defaults apply
+            installed.append(signum)
+        try:
+            # a signal after the task's last await changes nothing: its work is complete
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if received:
+                raise Interrupted(received[0]) from None
+            raise
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        _finish(loop)
+
+
+def _finish(loop: asyncio.AbstractEventLoop) -> None:
+    """What ``asyncio.run`` does on the way out: cancel leftovers, retrieve their errors."""
+    try:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()

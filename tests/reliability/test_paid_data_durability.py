@@ -1,0 +1,344 @@
+"""Paid data survives a full disk, a damaged cache database and stop signals (issue 13,
+items 4, 5 and 9).
+
+Each test drives the real CLI in a subprocess against the local teacher on 127.0.0.1,
+which keeps its own bill, and checks the money promises: the ledger is never below the
+server's bill, no item is bought twice beyond what was in flight, the exit code and the
+message are the documented ones, and no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from cache import ResponseCache, SpendLedger
+from cache.spill import SpillFile
+from distill.data import scan
+from distill.server import Faults
+from tests.reliability.conftest import harvest_argv, ledger, paid, teacher
+
+ROOT = Path(__file__).resolve().parents[2]
+CONCURRENCY = 4
+BATCH = 2
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from distill.digits import make_digits
+
+    return make_digits(tmp_path_factory.mktemp("digits") / "d", size=32, per_class=3, seed=0)
+
+
+def n_items(data: Path, views: int = 1) -> int:
+    ds = scan(data)
+    return len(ds.samples) * views + len(ds.class_names)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "250"}
+
+
+def cli(*argv: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "distill", *argv],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def small_batches(url: str, data: Path, cache: Path, *extra: str) -> list[str]:
+    return harvest_argv(
+        url, data, cache, "--concurrency", str(CONCURRENCY), "--batch-size", str(BATCH), *extra
+    )
+
+
+def no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
+    text = proc.stdout + proc.stderr
+    assert "Traceback" not in text and "never retrieved" not in text, text
+
+
+# -- item 4: a full disk ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` (root only), so SQLite meets a real ENOSPC."""
+    where.mkdir()
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+        )
+    except FileNotFoundError:
+        pytest.skip("no mount command: cannot make a small file system")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): needs root")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Write a filler file until only ``leave`` bytes are free."""
+    st = os.statvfs(disk)
+    free = st.f_bavail * st.f_frsize
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        chunk = b"\0" * 65536
+        todo = max(0, free - leave)
+        while todo > 0:
+            todo -= f.write(chunk[: min(len(chunk), todo)])
+    return filler
+
+
+@pytest.mark.slow
+def test_full_disk_stops_buying_keeps_paid_vectors_and_the_rerun_buys_nothing_twice(
+    digits: Path, tmp_path: Path
+) -> None:
+    views = 2
+    needed = n_items(digits, views) - len(scan(digits).class_names)  # image views billed
+    with small_disk(tmp_path / "disk", "24m") as disk, teacher(dim=256) as server:
+        cache = disk / "cache"
+        # The cache and ledger exist (with their reserved space) before the disk fills,
+        # as after any earlier run; then only ~160 KB stay free: a few dozen batches.
+        ResponseCache(cache / "responses").close()
+        SpendLedger(cache / "ledger.jsonl").close()
+        filler = fill(disk, 160 * 1024)
+
+        full = cli(*small_batches(server.url, digits, cache, "--views", str(views)))
+        assert full.returncode == 1, full.stdout + full.stderr
+        no_traceback(full)
+        assert "stopped:" in full.stdout and "spill.vdc" in full.stdout, full.stdout
+        assert "Free disk space" in full.stdout
+        bill = server.billing()
+        assert 0 < bill["images"] < needed  # it stopped early instead of buying on
+        # what was in flight at the first failed write is kept in the spill file
+        spilled = SpillFile(cache / "responses" / "spill.vdc").read()
+        assert 0 < len(spilled) <= CONCURRENCY * BATCH
+        assert paid(ledger(cache)) >= Decimal(bill["usd"])  # every paid call is recorded
+
+        # run again on the still full disk: it says so (and does not call the sound
+        # database damaged), and nothing is bought
+        still_full = cli(*small_batches(server.url, digits, cache, "--views", str(views)))
+        assert still_full.returncode == 1, still_full.stdout + still_full.stderr
+        no_traceback(still_full)
+        said = still_full.stdout + still_full.stderr
+        assert "disk is full, free space" in said and "move it aside" not in said, said
+        assert server.billing()["images"] == bill["images"]
+
+        filler.unlink()  # the user frees space and runs again
+        again = cli(*small_batches(server.url, digits, cache, "--views", str(views)))
+        assert again.returncode == 0, again.stdout + again.stderr
+        no_traceback(again)
+        bill = server.billing()
+        # the spilled vectors were imported, not bought again: each image view paid once
+        assert bill["images"] == needed
+        assert paid(ledger(cache)) >= Decimal(bill["usd"])
+        assert "embedding store:" in again.stdout
+
+
+# -- item 5: a damaged page in cache.db ------------------------------------------------
+
+
+def damage_a_value_page(db: Path) -> None:
+    """Overwrite the header of a table page holding cached values (not page 1)."""
+    data = db.read_bytes()
+    page_size = int.from_bytes(data[16:18], "big")
+    pages = sorted({i // page_size for i in _find_all(data, b"VDC1")} - {0})
+    assert len(pages) >= 3, "the test needs values spread over several pages"
+    victim = pages[len(pages) // 2]
+    with open(db, "r+b") as f:
+        f.seek(victim * page_size)
+        f.write(b"\xff" * 16)
+
+
+def _find_all(data: bytes, needle: bytes) -> Iterator[int]:
+    i = data.find(needle)
+    while i >= 0:
+        yield i
+        i = data.find(needle, i + 1)
+
+
+@pytest.mark.slow
+def test_damaged_database_stops_the_harvest_and_cache_recover_saves_the_rest(
+    digits: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    needed = n_items(digits) - len(scan(digits).class_names)
+    with teacher(dim=256) as server:
+        first = cli(*small_batches(server.url, digits, cache))
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert server.billing()["images"] == needed
+        damage_a_value_page(cache / "responses" / "cache.db")
+
+        # Before: every run re-bought the unreadable rows (their writes "succeed" but never
+        # read back) and exited 0. Now the run stops before paying for them again.
+        for _ in range(2):
+            rerun = cli(*small_batches(server.url, digits, cache))
+            assert rerun.returncode == 1, rerun.stdout + rerun.stderr
+            no_traceback(rerun)
+            assert "cache recover" in rerun.stdout, rerun.stdout
+        assert server.billing()["images"] <= needed + CONCURRENCY * BATCH
+
+        for action in (["stats"], ["prune", "--corrupt"]):
+            shown = cli("cache", *action, "--cache", str(cache))
+            assert shown.returncode == 1, shown.stdout + shown.stderr
+            no_traceback(shown)
+            assert "damaged" in shown.stdout and "cache recover" in shown.stdout
+
+        recovered = cli("cache", "recover", "--cache", str(cache))
+        assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+        assert "recovered" in recovered.stdout and "damaged" in recovered.stdout
+        aside = list(tmp_path.glob("cache/responses.damaged-*"))
+        assert len(aside) == 1 and (aside[0] / "cache.db").is_file()
+        verify = cli("cache", "verify", "--cache", str(cache))
+        assert verify.returncode == 0, verify.stdout
+
+        before = server.billing()["images"]
+        after_recover = cli(*small_batches(server.url, digits, cache))
+        assert after_recover.returncode == 0, after_recover.stdout + after_recover.stderr
+        lost = server.billing()["images"] - before
+        assert 0 < lost < needed // 2  # only the rows on the damaged page are bought again
+        settled = cli(*small_batches(server.url, digits, cache))
+        assert settled.returncode == 0 and "this run spent $0" in settled.stdout
+        bill = server.billing()
+    assert paid(ledger(cache)) >= Decimal(bill["usd"])
+
+
+# -- item 9: stop signals --------------------------------------------------------------
+
+
+def images_bought(path: Path) -> int:
+    """Image requests recorded as ok (the prompts come first, one short request each)."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    return sum('"kind":"image_embedding"' in line and '"outcome":"ok"' in line for line in lines)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sig", "times"),
+    [(signal.SIGTERM, 1), (signal.SIGHUP, 1), (signal.SIGQUIT, 1), (signal.SIGINT, 2)],
+    ids=["SIGTERM", "SIGHUP", "SIGQUIT", "double-SIGINT"],
+)
+def test_stop_signal_records_in_flight_requests_and_exits_128_plus_n(
+    sig: signal.Signals, times: int, digits: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    needed = n_items(digits) - len(scan(digits).class_names)
+    with teacher(Faults(latency_ms=150)) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "distill", *small_batches(server.url, digits, cache)],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while images_bought(cache / "ledger.jsonl") < 3 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.01)
+        for _ in range(times):
+            proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + sig, (proc.returncode, out, err)
+        assert f"stopped by {sig.name}" in err and "in flight" in err, err
+        assert "everything bought so far is cached" not in err
+        assert "Traceback" not in out + err and "never retrieved" not in err, err
+        cancelled = [r for r in ledger(cache) if r.outcome == "cancelled"]
+        # the requests in flight at the signal are in the ledger, at their reservation
+        assert 1 <= len(cancelled) <= CONCURRENCY
+
+        resumed = cli(*small_batches(server.url, digits, cache))
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    # the server has finished every request it accepted: its bill is final
+    bills = server.bills()
+    assert paid(ledger(cache)) >= sum((b.usd for b in bills), Decimal(0))
+    billed_images = sum(b.images for b in bills)
+    assert needed <= billed_images <= needed + CONCURRENCY * BATCH
+
+
+@pytest.mark.slow
+def test_a_failed_store_export_after_buying_everything_is_a_message_not_a_traceback(
+    digits: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "stores").write_text("not a folder")  # the export's OSError, as on a full disk
+    needed = n_items(digits) - len(scan(digits).class_names)
+    with teacher() as server:
+        first = cli(*small_batches(server.url, digits, cache))
+        assert first.returncode == 1, first.stdout + first.stderr
+        no_traceback(first)
+        assert "could not write the embedding store" in first.stdout
+        assert "Everything is bought and cached" in first.stdout
+        (cache / "stores").unlink()
+        again = cli(*small_batches(server.url, digits, cache))
+        assert again.returncode == 0 and "embedding store:" in again.stdout, again.stdout
+        bill = server.billing()
+    assert bill["images"] == needed  # the rerun sent nothing
+    assert paid(ledger(cache)) >= Decimal(bill["usd"])
+
+
+@pytest.mark.slow
+def test_a_database_that_does_not_keep_writes_stops_and_its_spill_waits_for_recover(
+    digits: Path, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    cache = tmp_path / "cache"
+    needed = n_items(digits) - len(scan(digits).class_names)
+    ResponseCache(cache / "responses").close()
+    # what a damaged page can do, made with real SQLite triggers: every write is garbled
+    con = sqlite3.connect(cache / "responses" / "cache.db")
+    for event in ("INSERT", "UPDATE"):
+        con.execute(
+            f"CREATE TRIGGER garble_{event} AFTER {event} ON Cache WHEN NEW.value IS NOT x'00' "
+            "BEGIN UPDATE Cache SET value = x'00' WHERE rowid = NEW.rowid; END"
+        )
+    con.commit()
+    con.close()
+    with teacher() as server:
+        first = cli(*small_batches(server.url, digits, cache))
+        assert first.returncode == 1, first.stdout + first.stderr
+        no_traceback(first)
+        assert "do not read back" in first.stdout and "spill.vdc" in first.stdout
+        bought = server.billing()["images"]
+        assert bought <= CONCURRENCY * BATCH  # the first batch and what was in flight
+
+        # the spill cannot go into that database: the next run says so and buys nothing
+        waiting = cli(*small_batches(server.url, digits, cache))
+        assert waiting.returncode == 1, waiting.stdout + waiting.stderr
+        no_traceback(waiting)
+        assert "paid entries wait in" in waiting.stdout and "cache recover" in waiting.stdout
+        assert server.billing()["images"] == bought
+
+        recovered = cli("cache", "recover", "--cache", str(cache))
+        assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+        assert "from the spill file" in recovered.stdout
+        done = cli(*small_batches(server.url, digits, cache))
+        assert done.returncode == 0, done.stdout + done.stderr
+    # what was spilled was never bought again: each prompt batch and image paid once
+    bills = server.bills()
+    prompts = len(scan(digits).class_names)
+    assert sum(b.images == 0 for b in bills) == -(-prompts // BATCH)
+    assert sum(b.images for b in bills) == needed
+    assert paid(ledger(cache)) >= sum((b.usd for b in bills), Decimal(0))
