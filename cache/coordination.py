@@ -20,12 +20,14 @@ An open reservation of a dead owner (a request in flight when it was killed) is 
 at its reserved amount: added to ``spend`` and appended to the spend ledger with outcome
 ``orphaned``, so the ledger is never below what the provider may have billed.
 
-Every transaction is short (no network call inside one). WAL mode lets readers run
-beside the one writer. Imports nothing else of vlm-distill but :mod:`cache.ledger`.
+Every transaction is short (no network call inside one) and never fsynced: the ledger
+is the durable record, and the database keeps space reserved so a full disk does not
+stop it. Imports nothing else of vlm-distill but :mod:`cache.ledger`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -41,7 +43,7 @@ from pathlib import Path
 from typing import Final
 
 from .base import LedgerRecord
-from .ledger import LedgerWriteError, SpendLedger, read_ledger
+from .ledger import LedgerWriteError, SpendLedger, _reserve_tail, read_ledger
 
 __all__ = [
     "LEASE_TTL_S",
@@ -67,6 +69,9 @@ OWNER_TTL_S: Final = 60.0  # an owner on another host is dead after this long wi
 HEARTBEAT_S: Final = 5.0  # how often an owner renews its heartbeat and its leases
 REAP_EVERY_S: Final = 1.0  # look for dead owners' leftovers this often (sooner if one is seen)
 BUSY_TIMEOUT_MS: Final = 30_000  # wait this long for another process's transaction
+# Blocks kept allocated past the end of the database and of its journal, so that it keeps
+# working on a full disk (it holds a few hundred bytes per lease and reservation).
+RESERVE_BYTES: Final = 1024 * 1024
 ORPHANED: Final = "orphaned"  # ledger outcome of a dead owner's in-flight reservation
 
 _SCHEMA = """
@@ -165,16 +170,53 @@ class Coordinator:
         self._heartbeat.start()
 
     def _connect(self) -> sqlite3.Connection:
+        try:
+            return self._open_db()
+        except sqlite3.DatabaseError as exc:
+            # Damaged (synchronous=OFF and an OS crash or power cut mid-commit). Everything
+            # in it can be rebuilt: spend from the ledger, leases by the running processes.
+            aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+            log.warning("coordination database %s is damaged (%s); moved to %s", self.path,
+                        exc, aside)  # fmt: skip
+            for suffix in ("", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+            return self._open_db()
+
+    def _open_db(self) -> sqlite3.Connection:
         db = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
             check_same_thread=False,
         )  # fmt: skip
-        db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: a power cut may lose the last transactions; the ledger (fsynced) is the
-        # floor every spend total is raised back to when a teacher is first used.
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
+        try:
+            # A rollback journal kept between transactions (PERSIST) and never synced (OFF):
+            # both files then only grow into blocks reserved below, so the database keeps
+            # working on a full disk (WAL would recreate its files on every open). A power
+            # cut may lose or damage it; the ledger (fsynced) is the floor every spend total
+            # is raised back to, and a damaged file is moved aside (above).
+            db.execute("PRAGMA journal_mode=PERSIST")
+            db.execute("PRAGMA synchronous=OFF")
+            db.executescript(_SCHEMA)
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check}")
+        except BaseException:
+            db.close()
+            raise
+        self._reserve_space()
         return db
+
+    def _reserve_space(self) -> None:
+        """Keep RESERVE_BYTES allocated past the end of the database and its journal."""
+        for path in (self.path, Path(f"{self.path}-journal")):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                continue
+            try:
+                _reserve_tail(fd, RESERVE_BYTES)  # best effort: a full disk has no room left
+            finally:
+                os.close(fd)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -376,7 +418,7 @@ class Coordinator:
         """What this cache's ledger records for ``teacher`` (``provider:model``), and what is
         reserved by requests in flight in every process."""
         if teacher in self._reconciled and self._dead <= self._reaped:
-            with self._lock:  # nothing to write: one read snapshot (WAL readers do not block)
+            with self._lock:  # nothing to write: one read snapshot
                 if self._db is not None:
                     try:
                         self._db.execute("BEGIN")
@@ -442,20 +484,26 @@ class Coordinator:
         if self._db is None:
             return
         try:
-            with self._write() as db:
-                rows = db.execute(
-                    "SELECT teacher, usd, items FROM reservations WHERE owner=?", (self.owner,)
-                ).fetchall()
-                for teacher, usd, items in rows:  # never settled: assume billed (as a timeout)
-                    self._add_settled(db, teacher, Decimal(usd))
-                    self._ledger_orphan(teacher, Decimal(usd), int(items))
-                db.execute("DELETE FROM reservations WHERE owner=?", (self.owner,))
-                db.execute("DELETE FROM leases WHERE owner=?", (self.owner,))
-                db.execute("DELETE FROM owners WHERE owner=?", (self.owner,))
+            self._leave()
+        except CoordinationError as exc:  # dead owners' rows are reaped by the next process
+            log.warning("could not leave the coordination database cleanly: %s", exc)
         finally:
             with self._lock:
-                self._db.close()
-                self._db = None
+                db, self._db = self._db, None
+                if db is not None:
+                    db.close()
+
+    def _leave(self) -> None:
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT teacher, usd, items FROM reservations WHERE owner=?", (self.owner,)
+            ).fetchall()
+            for teacher, usd, items in rows:  # never settled: assume billed (as a timeout)
+                self._add_settled(db, teacher, Decimal(usd))
+                self._ledger_orphan(teacher, Decimal(usd), int(items))
+            db.execute("DELETE FROM reservations WHERE owner=?", (self.owner,))
+            db.execute("DELETE FROM leases WHERE owner=?", (self.owner,))
+            db.execute("DELETE FROM owners WHERE owner=?", (self.owner,))
 
     def __enter__(self) -> Coordinator:
         return self
