@@ -134,3 +134,13 @@ def test_a_reservation_left_open_at_close_is_charged_in_the_ledger_too(tmp_path:
     assert (rec.outcome, rec.cost_usd) == (ORPHANED, "0.2")
     with coordinator(tmp_path) as c:
         assert c.spend(TEACHER).settled == Decimal("0.2")
+
+
+def test_a_damaged_database_is_moved_aside_and_rebuilt_from_the_ledger(tmp_path: Path) -> None:
+    with SpendLedger(tmp_path / "ledger.jsonl") as ledger:
+        ledger.record(LedgerRecord("local", "hash", "image_embedding", 4, "0.25"))
+    (tmp_path / "coordination.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    with coordinator(tmp_path) as c:
+        assert c.spend(TEACHER).settled == Decimal("0.25")
+        assert c.claim(["k"]) == {"k"}
+    assert list(tmp_path.glob("coordination.db.damaged-*"))
