@@ -20,6 +20,7 @@ from .recover import RecoverResult, recover_cache
 from .response_cache import (
     CacheCorruptError,
     CacheError,
+    CacheReadOnlyError,
     CacheStats,
     CacheWriteError,
     KindStats,
@@ -35,6 +36,7 @@ __all__ = [
     "CacheEntry",
     "CacheError",
     "CacheLike",
+    "CacheReadOnlyError",
     "CacheStats",
     "CacheWriteError",
     "Coordinator",

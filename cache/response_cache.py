@@ -108,6 +108,22 @@ class CacheCorruptError(CacheError):
     """A value or the cache database cannot be read back."""
 
 
+class CacheReadOnlyError(CacheError):
+    """The cache cannot be opened because it is read-only (not because it is damaged)."""
+
+
+def _read_only(directory: Path) -> bool:
+    """True when sqlite cannot write in ``directory``: a read-only mount or no write
+    permission on the folder or its database (sqlite needs both, for its -wal/-shm files)."""
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    db = directory / "cache.db"
+    return not os.access(directory, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
+
+
 class BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
     """A diskcache ``Disk`` that stores str keys and bytes values only, and never unpickles.
 
@@ -249,6 +265,18 @@ def _directory_bytes(directory: Path) -> int:
     return total
 
 
+def _private_db(path: Path) -> None:
+    """Create the database file 0600 before sqlite does (it would use the umask, often
+    0644); sqlite gives its -wal and -shm files the same mode. Paid data is private."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # an existing cache keeps the mode its owner chose
+    except OSError:
+        return  # read-only or missing folder: opening the cache reports it
+    os.close(fd)
+
+
 class ResponseCache:
     """A durable, process-safe cache of paid responses, keyed by :func:`cache.make_key`.
 
@@ -279,6 +307,7 @@ class ResponseCache:
         if not self.directory.exists():
             # 0o700: responses may include private images' descriptions
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        _private_db(self.directory / "cache.db")
         try:
             self._cache = diskcache.Cache(
                 str(self.directory), timeout=timeout, disk=BytesOnlyDisk, **CACHE_SETTINGS
@@ -290,6 +319,13 @@ class ResponseCache:
                 "is full, free space and run again"
             ) from exc
         except sqlite3.DatabaseError as exc:
+            if _read_only(self.directory):
+                # Not damage: "move it aside" would make someone throw away a paid cache.
+                raise CacheReadOnlyError(
+                    f"cache database in {self.directory} is read-only ({exc}); it is not "
+                    "corrupt: make the folder writable (or copy it somewhere writable) "
+                    "and run again"
+                ) from exc
             raise CacheCorruptError(
                 f"cache database in {self.directory} cannot be opened ({exc}); "
                 "recover what is readable into a fresh database (vlm-distill cache recover), "

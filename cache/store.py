@@ -10,8 +10,10 @@ A store is a directory (layout in notes/store-and-data-spec.md)::
 
 Random 256-row gathers from the memory map run at >1 M rows/s here, over 10x per-key
 cache gets (benchmarks/store_vs_cache.py). A store is written atomically: built in
-``<dir>.tmp-<pid>`` and renamed into place, so a reader sees the old store or the new one,
-never half of one.
+``<dir>.tmp-<pid>-<hex>`` and swapped into place in one step (``renameat2`` with
+``RENAME_EXCHANGE``; two renames where that is missing), so a reader sees the old store or
+the new one, never half of one and never none; leftovers of a killed writer are repaired
+or removed by the next open (cache/swap.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -29,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .codecs import VectorFormat, check_format, dequantize, quantize, storage_dtype
+from .swap import exchange, leftover_name, recover
 
 __all__ = ["FORMAT_VERSION", "EmbeddingStore", "StoreError"]
 
@@ -193,7 +195,8 @@ class EmbeddingStore:
                 raise StoreError(f"extra_meta may not override {key!r}")
             meta[key] = value
 
-        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        recover(target, complete=_META)  # dead writers' leftovers
+        tmp = leftover_name(target, "tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
@@ -220,6 +223,7 @@ class EmbeddingStore:
         falls into that instant waits for the new one (up to about a second).
         """
         root = Path(path)
+        recover(root, complete=_META)  # a crashed writer's leftovers, or its lost store
         for _ in range(OPEN_ATTEMPTS - 1):
             try:
                 return cls._open_once(root)
@@ -345,6 +349,16 @@ def _replace_dir(new: Path, target: Path) -> None:
     """
     parent = target.parent
     for _ in range(REPLACE_ATTEMPTS):
+        if target.exists():
+            try:
+                swapped = exchange(new, target)
+            except FileNotFoundError:
+                continue  # the target went away meanwhile: rename into place instead
+            if swapped:
+                # One step: the target always names a whole store; ``new`` holds the old.
+                _fsync_path(parent)
+                shutil.rmtree(new, ignore_errors=True)
+                return
         if not target.exists():
             try:
                 os.rename(new, target)
@@ -354,7 +368,8 @@ def _replace_dir(new: Path, target: Path) -> None:
                 raise
             _fsync_path(parent)
             return
-        old = target.with_name(f"{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        # No RENAME_EXCHANGE here: two renames, with a window recover() repairs.
+        old = leftover_name(target, "old")
         try:
             os.rename(target, old)
         except FileNotFoundError:

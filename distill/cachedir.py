@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vlmclient.errors import ConfigurationError
+
 __all__ = ["CacheDir"]
 
 
@@ -13,6 +15,22 @@ class CacheDir:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._check()
+
+    def _check(self) -> None:
+        """Refuse a layout that cannot work (a file where a folder goes, or the reverse),
+        with what to fix, before anything opens it (a traceback otherwise)."""
+        for folder, what in ((self.root, "--cache"), (self.responses, "the response cache")):
+            if folder.exists() and not folder.is_dir():
+                raise ConfigurationError(
+                    f"{what} {folder} is a file, not a folder; give a folder (it is created "
+                    "if missing)"
+                )
+        if self.ledger.is_dir():
+            raise ConfigurationError(
+                f"{self.ledger} is a folder, but it must be the spend ledger file; move the "
+                "folder aside"
+            )
 
     @property
     def responses(self) -> Path:

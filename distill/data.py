@@ -26,6 +26,7 @@ import io
 import json
 import os
 import stat
+import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -152,9 +153,35 @@ class Dataset:
         return out
 
 
+_CONTROL = ("Cc", "Zl", "Zp")  # control characters, line and paragraph separators
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(c) in _CONTROL for c in text)
+
+
 def display(text: str) -> str:
-    """A printable form of an id or path: non-UTF-8 bytes shown as ``\\xNN``."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A printable form of an id or path: non-UTF-8 bytes shown as ``\\xNN`` and control
+    characters (newlines, terminal escapes) escaped, so one name is one line."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if not _has_control(text):
+        return text
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _CONTROL else c
+        for c in text
+    )
+
+
+def _check_class_names(names: Iterable[str], where: str) -> None:
+    """Refuse class names with control characters: they would print as several lines (or
+    drive the terminal) and cannot be written back to a one-name-per-line class file."""
+    bad = [n for n in names if _has_control(n)]
+    if bad:
+        shown = ", ".join(repr(display(n)) for n in bad[:3])
+        raise DataError(
+            f"class name(s) {shown} in {where} contain control characters (newline, tab, "
+            "escape); rename them"
+        )
 
 
 def sniff_image(head: bytes) -> str | None:
@@ -288,6 +315,7 @@ def read_class_file(path: str | os.PathLike[str]) -> tuple[str, ...]:
     dupes = sorted(n for n, c in Counter(names).items() if c > 1)
     if dupes:
         raise DataError(f"class file {display(os.fspath(path))!r} repeats: {', '.join(dupes)}")
+    _check_class_names(names, f"class file {display(os.fspath(path))!r}")
     return tuple(names)
 
 
@@ -487,6 +515,7 @@ def _finish(
     sc: _Scan,
     hflip: bool,
 ) -> Dataset:
+    _check_class_names(class_names, display(str(root)))
     samples.sort(key=lambda s: s.id)
     skipped = tuple(sorted(sc.skipped))
     if not samples:
@@ -511,7 +540,19 @@ def _finish(
     )
 
 
-def _scan_manifest(path: Path, class_file_names: tuple[str, ...] | None, decode: bool) -> Dataset:
+def _outside(base: Path, file: str) -> bool:
+    """True when ``file`` (absolute and normalised) is not under ``base``, by its name or,
+    through symbolic links, by where it really is."""
+    root = os.fspath(base)
+    if os.path.commonpath([root, file]) != root:
+        return True
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([real_root, os.path.realpath(file)]) != real_root
+
+
+def _scan_manifest(
+    path: Path, class_file_names: tuple[str, ...] | None, decode: bool, allow_outside: bool
+) -> Dataset:
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -558,6 +599,18 @@ def _scan_manifest(path: Path, class_file_names: tuple[str, ...] | None, decode:
             continue
         seen[key] = lineno
         entries.append((rel, cells.get("label") or None, cells.get("domain") or DEFAULT_DOMAIN))
+    if not allow_outside:
+        # The images are uploaded to a paid API: a manifest from elsewhere must not pick
+        # arbitrary files of this machine (absolute paths, ../, links out of the folder).
+        outside = [rel for rel, _, _ in entries if _outside(base, os.path.normpath(base / rel))]
+        if outside:
+            shown = ", ".join(repr(display(r)) for r in outside[:3])
+            # A usage error (exit 2) like a missing flag: the fix is to vouch for the file.
+            raise ConfigurationError(
+                f"manifest {display(str(path))!r} lists {len(outside)} path(s) outside its "
+                f"folder (e.g. {shown}); only files under {display(str(base))!r} are used "
+                "unless you give --allow-outside-paths"
+            )
     if not entries and not sc.skipped:
         raise DataError(f"manifest {display(str(path))!r} has a header but no rows")
 
@@ -587,6 +640,7 @@ def scan(
     *,
     class_file: str | os.PathLike[str] | None = None,
     decode: bool = False,
+    allow_outside_paths: bool = False,
 ) -> Dataset:
     """Find the images of a data folder or CSV manifest, their labels and domains.
 
@@ -600,7 +654,9 @@ def scan(
     (one name per line) fixes the list and its order; labelled images whose class is not in
     it are skipped. Hidden files and folders are ignored; ``DATA/dataset.json`` is read as
     metadata (``{"hflip": false}``). Unusable files are skipped with a reason, never fatal.
-    ``decode=True`` also decodes every image (slow; catches corrupt pixel data).
+    ``decode=True`` also decodes every image (slow; catches corrupt pixel data). A
+    manifest may only name files under its own folder unless ``allow_outside_paths``.
+    Class names with control characters (newlines, escapes) are refused.
 
     Raises :class:`DataError` when nothing usable is found, with the reasons.
 
@@ -619,4 +675,4 @@ def scan(
         raise DataError(f"cannot read {display(os.fspath(data))!r}: {exc.strerror}") from exc
     if stat.S_ISDIR(st.st_mode):
         return _scan_folder(path, names, decode)
-    return _scan_manifest(path, names, decode)
+    return _scan_manifest(path, names, decode, allow_outside_paths)

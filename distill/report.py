@@ -62,13 +62,14 @@ def build_report(path: Path) -> dict[str, Any]:
     cdir = CacheDir(find_cache_dir(path))
     contents = read_ledger(cdir.ledger)
     tot = totals(contents.records)
-    items_cached = 0
+    items_cached: int | None = 0
+    cache_problem = None
     if cdir.responses.exists():
         try:
             with ResponseCache(cdir.responses) as cache:
                 items_cached = len(cache)
-        except CacheError:
-            items_cached = -1
+        except CacheError as exc:
+            items_cached, cache_problem = None, str(exc)
     failed_attempts = sum(tot.failures.values())
     groups = [g.as_dict() for _, g in sorted(tot.groups.items())]
     report: dict[str, Any] = {
@@ -82,6 +83,7 @@ def build_report(path: Path) -> dict[str, Any]:
         "failed_attempts": failed_attempts,
         "cache_hits": tot.cache_hits,
         "items_cached": items_cached,
+        "cache_problem": cache_problem,
         "by_model": by_model(tot.groups),
         "by_kind": groups,
         "ledger_problems": [f"line {n}: {why}" for n, why in contents.problems],

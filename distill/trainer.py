@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cache.swap import exchange
 from distill.config import TrainConfig
 from distill.data import DataError, Dataset, Sample, scan, split_holdout
 from distill.evaluate import (
@@ -248,12 +249,47 @@ def _save_checkpoint(
     if optimizer is not None:
         extra["optimizer"] = optimizer.state_dict()
     torch.save(extra, tmp / "optim.pt")
-    _write_json(tmp / "state.json", state)
+    _write_json(tmp / "state.json", state)  # last: a folder with state.json is complete
+    if final.exists() and exchange(tmp, final):
+        # One step, no moment without a checkpoint; ``tmp`` now holds the previous one.
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    # No RENAME_EXCHANGE on this system: two renames; _recover_checkpoint mends a crash
+    # between them.
     old = out / (CHECKPOINT_DIR + ".old")
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+_CHECKPOINT_FILES = (WEIGHTS_FILE, "optim.pt", "state.json")
+
+
+def _recover_checkpoint(out: Path) -> None:
+    """Mend what a save killed mid-way left: if checkpoint/ is missing, the complete one of
+    checkpoint.tmp (the new, finished) or checkpoint.old (the previous) takes its place;
+    then both leftovers go. Without this a --resume silently restarted from step 0."""
+    final = out / CHECKPOINT_DIR
+    tmp, old = out / (CHECKPOINT_DIR + ".tmp"), out / (CHECKPOINT_DIR + ".old")
+    if not final.exists():
+        for candidate in (tmp, old):
+            if all((candidate / f).is_file() for f in _CHECKPOINT_FILES):
+                os.replace(candidate, final)
+                log.warning("recovered %s from an interrupted checkpoint save", final)
+                break
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _check_checkpoint(ckpt: Path) -> None:
+    missing = [f for f in _CHECKPOINT_FILES if not (ckpt / f).is_file()]
+    if missing:
+        raise ConfigurationError(
+            f"cannot resume from {ckpt}: it is incomplete (missing {', '.join(missing)}); "
+            "move it aside to start the run again"
+        )
 
 
 def _truncate_log(path: Path, stage_names: list[str], stage_index: int, step: int) -> None:
@@ -378,7 +414,9 @@ def _train(
     )
 
     # 1. Data: source domains (train + 20 % held out as ID validation), target domains (OOD).
-    ds = scan(config.data)
+    # Read on this machine, never uploaded: a manifest of absolute paths (as select
+    # writes) is fine here.
+    ds = scan(config.data, allow_outside_paths=True)
     labelled = [s for s in ds.samples if s.label is not None]
     if not labelled:
         raise DataError(f"{config.data}: no labelled images; the trainer needs class labels")
@@ -471,12 +509,16 @@ def _train(
     resume_extra: dict[str, Any] | None = None
     history: list[dict[str, Any]] = []
     stage_notes: list[dict[str, Any]] = []
+    if main:
+        _recover_checkpoint(out)
+    _barrier(world)
     if ckpt.exists() and not config.resume:
         raise ConfigurationError(
             f"{out} already holds a checkpoint; pass --resume to continue it or choose "
             "another --out"
         )
-    if config.resume and (ckpt / "state.json").is_file():
+    if config.resume and ckpt.exists():
+        _check_checkpoint(ckpt)
         state = json.loads((ckpt / "state.json").read_text("utf-8"))
         for key in ("teacher_fingerprint", "dataset_fingerprint", "method", "student"):
             if state.get(key) != info.get(key):
@@ -497,6 +539,10 @@ def _train(
         log.info("resuming %s at stage %d step %d", out, start_stage, start_step)
         if main:
             _truncate_log(out / LOG_FILE, [name for name, _ in stages], start_stage, start_step)
+    elif config.resume and main:
+        # Nothing to resume from: the run starts at step 0, so any log lines are its own
+        # unsaved past and would be written again.
+        _truncate_log(out / LOG_FILE, [name for name, _ in stages], 0, 0)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         resolved.write(out)

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -57,6 +57,7 @@ from .prices import STALE_PRICE_DAYS, PriceTable, price_age_days
 from .providers import CallSpec, Parsed, Provider, parse_teacher
 from .providers.base import Item, text_tokens_upper_bound
 from .ratelimit import RateLimiter
+from .redact import Redactor
 from .retry import RetryPolicy
 
 __all__ = [
@@ -112,6 +113,10 @@ def _default_transport(concurrency: int) -> httpx.AsyncBaseTransport:
     from httpx_aiohttp import AiohttpTransport
 
     return AiohttpTransport(limits=httpx.Limits(max_connections=concurrency))
+
+
+# Secrets besides the API key that a provider signs with (Titan) and could echo back.
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 def _resolve_key(
@@ -300,8 +305,27 @@ class TeacherClient:
             raise ConfigurationError("concurrency must be >= 1")
         self.provider, self.model = parse_teacher(teacher)
         self.teacher = teacher
-        self._api_key = _resolve_key(self.provider, api_key, os.environ if env is None else env)
+        env = os.environ if env is None else env
+        self._api_key = _resolve_key(self.provider, api_key, env)
+        # Every string kept from a response goes through this: a server may echo the key.
+        self._redact = Redactor(
+            [self._api_key.get_secret_value(), *(env.get(v, "") for v in _SECRET_ENV)]
+        )
         self.base_url = (base_url or self.provider.default_base_url).rstrip("/")
+        if any(ord(c) < 32 or ord(c) == 127 for c in self._api_key.get_secret_value()):
+            # A trailing newline from a key file: every HTTP stack refuses the header, after
+            # the budget was reserved, with a traceback.
+            raise ConfigurationError(
+                f"the API key for {self.provider.name} contains a newline or another control "
+                "character; set it without one (nothing was sent)"
+            )
+        if httpx.URL(self.base_url).userinfo:
+            # It would be logged with every request URL; the key goes in its own setting.
+            raise ConfigurationError(
+                "the base URL contains credentials (user:password@host); remove them and "
+                f"give the key in {' or '.join(self.provider.env_vars) or 'its own setting'} "
+                "(nothing was sent)"
+            )
         if cache_namespace is not None and not cache_namespace.strip():
             raise ConfigurationError("the cache namespace must not be empty")
         self.endpoint = endpoint_id(self.provider, base_url, cache_namespace)
@@ -828,7 +852,8 @@ class TeacherClient:
             timed_out = isinstance(exc, httpx.TimeoutException) and not never_left
         if never_left:
             return APIConnectionError(
-                f"could not connect to {self.base_url} ({exc}); nothing was sent or billed",
+                f"could not connect to {self.base_url} ({self._redact(str(exc))}); "
+                "nothing was sent or billed",
                 provider=name,
                 sent=False,
             )
@@ -839,7 +864,8 @@ class TeacherClient:
                 provider=name,
             )
         return APIConnectionError(
-            f"connection to {self.base_url} failed after sending ({type(exc).__name__}: {exc}); "
+            f"connection to {self.base_url} failed after sending "
+            f"({type(exc).__name__}: {self._redact(str(exc))}); "
             "charged at the worst-case estimate",
             provider=name,
             sent=True,
@@ -865,8 +891,11 @@ class TeacherClient:
             raise err
         try:
             parsed = self.provider.parse_response(spec, response)
+            parsed = replace(parsed, request_id=self._redact.request_id(parsed.request_id))
             self._check_dim(spec.kind, parsed, response)
         except ResponseValidationError as exc:
+            exc.request_id = self._redact.request_id(exc.request_id)
+            exc.args = tuple(self._redact(str(a)) for a in exc.args)
             # Billed, recorded, and never retried (the retry policy goes by status only).
             usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
             reported = exc.reported if isinstance(exc.reported, Mapping) else None
@@ -995,11 +1024,9 @@ class TeacherClient:
         err = self.provider.classify_error(response)
         err.provider = self.provider.name
         message = err.args[0] if err.args else ""
-        key = self._api_key.get_secret_value()
-        if key and isinstance(message, str):
-            # Some gateways echo the key they were sent in their error body.
-            message = message.replace(key, "***")
-        err.args = (f"{self.provider.name} ({self.teacher}): {message}",)
+        # Some gateways echo the key they were sent, in the body or in a request id.
+        err.request_id = self._redact.request_id(err.request_id)
+        err.args = (f"{self.provider.name} ({self.teacher}): {self._redact(str(message))}",)
         return err
 
     def _check_dim(self, kind: Kind, parsed: Parsed, response: httpx.Response) -> None:

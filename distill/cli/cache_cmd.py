@@ -43,6 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             )
             sp.add_argument("--prompt", default="a photo of a {}")
             sp.add_argument("--class-file", type=Path)
+            sp.add_argument(
+                "--allow-outside-paths",
+                action="store_true",
+                help="let a CSV manifest name files outside its folder (as harvest did)",
+            )
             sp.add_argument("--views", type=int_in(1, MAX_VIEWS), default=1)
             sp.add_argument(
                 "--format", default="float16", choices=["float16", "float8_e4m3", "int8"]
@@ -160,7 +165,9 @@ def _run(args: argparse.Namespace, cdir, out) -> int:  # type: ignore[no-untyped
         from distill.data import scan
         from distill.harvest import export_store
 
-        dataset = scan(args.data, class_file=args.class_file)
+        dataset = scan(
+            args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths
+        )
         path, missing = export_store(
             dataset,
             cache,

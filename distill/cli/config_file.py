@@ -43,6 +43,13 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _takes_many(action: argparse.Action) -> bool:
+    """True for flags that take several values (nargs "+", "*" or a count, or append)."""
+    return action.nargs in ("+", "*") or (
+        isinstance(action.nargs, int) and action.nargs > 1
+    ) or isinstance(action, argparse._AppendAction)
+
+
 def _one_line(exc: Exception) -> str:
     """A parser's error on one line (YAML's spans several, with a caret under the spot)."""
     problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
@@ -91,7 +98,13 @@ def apply_config_file(parser: argparse.ArgumentParser, data: dict[str, Any], ori
             if not isinstance(value, bool):
                 raise ConfigurationError(f"{origin}: {key} must be true or false")
             defaults[action.dest] = value
+        elif isinstance(value, dict):
+            raise ConfigurationError(f"{origin}: {key} takes a value, not a table")
         elif isinstance(value, list):
+            if not _takes_many(action):
+                raise ConfigurationError(
+                    f"{origin}: {key} takes one value, not a list (e.g. {key} = ...)"
+                )
             convert = action.type or str
             try:
                 defaults[action.dest] = [convert(str(v)) for v in value]  # type: ignore[operator]

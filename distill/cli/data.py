@@ -88,6 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("scan", help="show a data folder's layout, classes, domains and skips")
     p.add_argument("data", type=Path, help="data folder or CSV manifest")
     p.add_argument("--class-file", type=Path, default=None, help="one class name per line")
+    p.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="let a CSV manifest name files outside its folder (absolute or ../ paths)",
+    )
     p.add_argument("--decode", action="store_true", help="also decode every image (slower)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -177,7 +182,12 @@ def run(args: argparse.Namespace) -> int:
         )
         return _made(root)
     if action == "scan":
-        ds = scan(args.data, class_file=args.class_file, decode=args.decode)
+        ds = scan(
+            args.data,
+            class_file=args.class_file,
+            decode=args.decode,
+            allow_outside_paths=args.allow_outside_paths,
+        )
         if args.json:
             # ensure_ascii: ids with non-UTF-8 bytes (surrogate escapes) stay printable.
             print(json.dumps(_summary(ds), indent=2))

@@ -81,6 +81,11 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--price-file", type=Path, help="JSON prices overriding the built-in table")
     p.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="let a CSV manifest name files outside its folder (absolute or ../ paths)",
+    )
+    p.add_argument(
         "--concurrency",
         type=int_in(1, MAX_CONCURRENCY),
         default=16,
@@ -261,7 +266,9 @@ def run(args: argparse.Namespace) -> int:
     out = console()
     if args.views < 1:
         raise ConfigurationError("--views must be >= 1")
-    dataset = scan(args.data, class_file=args.class_file)
+    dataset = scan(
+        args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths
+    )
     cdir = CacheDir(args.cache)
     out.print(
         f"[bold]{dataset.root}[/]: {len(dataset.samples)} images, "

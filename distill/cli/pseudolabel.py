@@ -111,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
             f"--check {args.check} does not fit --route {args.route}; "
             f"use one of {', '.join(valid[args.route])}"
         )
-    dataset = scan(args.data, class_file=args.class_file)
+    dataset = scan(
+        args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths
+    )
     names = dataset.class_names
     if len(names) < 2:
         raise ConfigurationError("give --class-file with at least two class names")

@@ -79,7 +79,10 @@ def show(report: dict) -> None:  # type: ignore[type-arg]
             failures[k] = failures.get(k, 0) + v
     if failures:
         out.print("failed attempts: " + ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))
-    out.print(f"items in the response cache: {report['items_cached']}")
+    if report["items_cached"] is None:
+        out.print(f"items in the response cache: unknown ({report['cache_problem']})")
+    else:
+        out.print(f"items in the response cache: {report['items_cached']}")
     if report["estimated_requests"]:
         out.print(
             f"{report['estimated_requests']} billed requests did not say what they cost and "

@@ -117,7 +117,8 @@ def _rounds(args, client, cache, cdir, dataset, state_file):  # type: ignore[no-
     if result.bought_ids:
         manifest = state_file.with_suffix(".csv")
         classes = write_manifest(manifest, dataset, result.bought_ids)
-        subset = scan(manifest, class_file=classes)
+        # our own manifest of absolute paths to images already checked
+        subset = scan(manifest, class_file=classes, allow_outside_paths=True)
         store, _ = export_store(
             subset,
             cache,
@@ -147,7 +148,9 @@ def run_select(args: argparse.Namespace) -> int:
     if args.dry_run:
         args.select = None
         return plain_run(args)
-    dataset = scan(args.data, class_file=args.class_file)
+    dataset = scan(
+        args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths
+    )
     if not dataset.class_names:
         raise ConfigurationError("--select needs class names: give --class-file")
     cdir = CacheDir(args.cache)

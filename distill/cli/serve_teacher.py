@@ -1,7 +1,10 @@
 """``vlm-distill serve-teacher``: the local pay-per-query teacher server on loopback.
 
-The bearer token comes from ``--token``, else ``$VLM_DISTILL_TEACHER_TOKEN``; if neither
-is set a random one is generated and shown once on the console (never logged).
+The bearer token comes from ``--token-file``, else ``$VLM_DISTILL_TEACHER_TOKEN``, else
+``--token`` (visible to every user in ``ps``, so it is warned about); if none is set a
+random one is generated and shown once on the console (never logged).
+
+The server speaks plain HTTP, so it binds loopback only unless ``--allow-remote`` is given.
 """
 
 from __future__ import annotations
@@ -44,11 +47,21 @@ def _fraction(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    g.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host (plain HTTP: anyone on the network sees the token)",
+    )
     g.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0 = any free port)")
     g.add_argument(
         "--token",
         default=None,
-        help=f"bearer token clients must send (default ${TOKEN_ENV}, else a generated one)",
+        help=f"bearer token (visible in ps; prefer --token-file or ${TOKEN_ENV})",
+    )
+    g.add_argument(
+        "--token-file",
+        default=None,
+        help="file whose first line is the bearer token (keep it 0600)",
     )
     g.add_argument("--model-name", default=None, help="only accept this model name (else any)")
     g.add_argument("--access-log", action="store_true", help="log every request (no headers)")
@@ -86,21 +99,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
 
 
-def _token(args: argparse.Namespace) -> tuple[str, bool]:
-    """(token, generated?)."""
-    token = args.token or os.environ.get(TOKEN_ENV)
+def _read_token_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            f"cannot read --token-file {path}: {type(exc).__name__}"
+        ) from exc
+    if not first:
+        raise ConfigurationError(f"--token-file {path} is empty: put the token on its first line")
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        log.warning("--token-file %s can be read by other users (mode %o); chmod 600 it",
+                    path, mode)  # fmt: skip
+    return first
+
+
+def _token(args: argparse.Namespace) -> tuple[str, str]:
+    """(token, where it came from: "--token-file", "$VAR", "--token" or "generated")."""
+    if args.token_file is not None:
+        if args.token:
+            raise ConfigurationError("give --token-file or --token, not both")
+        return _read_token_file(args.token_file), "--token-file"
+    if args.token == "":
+        raise ConfigurationError("--token is empty; give a token (or leave it out)")
+    if args.token:
+        # argv is readable by every local user (ps, /proc/PID/cmdline).
+        log.warning(
+            "--token is visible to other users in the process list; use --token-file or $%s",
+            TOKEN_ENV,
+        )
+        return args.token, "--token"
+    token = os.environ.get(TOKEN_ENV)
     if token:
-        return token, False
-    return secrets.token_urlsafe(24), True
+        return token, "$" + TOKEN_ENV
+    return secrets.token_urlsafe(24), "generated"
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+    """Only the loopback interface: 127/8, ::1, its IPv4-mapped form, ``localhost``."""
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        return False  # another name, or "0" (which binds every interface)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def _check_host(host: str, allow_remote: bool) -> None:
+    if not host.strip():
+        raise ConfigurationError("--host is empty: give an address, e.g. --host 127.0.0.1")
+    if not _is_loopback(host) and not allow_remote:
+        raise ConfigurationError(
+            f"--host {host} is not a loopback address, so other machines could reach this "
+            "plain-HTTP server and see its token; add --allow-remote if that is intended"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,7 +170,9 @@ def run(args: argparse.Namespace) -> int:
         make_backend,
     )
 
-    token, generated = _token(args)
+    _check_host(args.host, args.allow_remote)
+    token, source = _token(args)
+    generated = source == "generated"
     try:
         config = ServerConfig(
             token=SecretStr(token),
@@ -177,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         # Shown once, on the console only: set the env var to choose your own.
         print(f"  generated token (set ${TOKEN_ENV} to fix it): {token}", file=sys.stderr)
     else:
-        print(f"  token: from {'--token' if args.token else '$' + TOKEN_ENV}", file=sys.stderr)
+        print(f"  token: from {source}", file=sys.stderr)
     try:
         server.serve_forever()  # uvicorn handles Ctrl-C / SIGTERM in the main thread
     except KeyboardInterrupt:  # uvicorn re-raises the captured Ctrl-C after shutting down

@@ -18,6 +18,12 @@ __all__ = ["Faults", "Pricing", "ServerConfig"]
 MAX_ITEMS_PER_CALL = 96
 # Cohere v4 caps the images of one call at 20 MB; a little room on top for JSON and base64.
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+# The whole body must arrive in this time; slower senders get 408 and a closed connection.
+DEFAULT_BODY_TIMEOUT_S = 60.0
+# Decoded pixels: one image and one request. A 13,000 x 13,000 PNG is 480 KB on the wire
+# and 500 MB of RGB once decoded; the header says so before anything is decoded.
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_REQUEST_PIXELS = 100_000_000
 # OpenAI's "low detail" price of one image in a chat prompt, in tokens.
 DEFAULT_IMAGE_TOKENS = 85
 
@@ -99,6 +105,9 @@ class ServerConfig(BaseModel):
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
     max_items: int = Field(default=MAX_ITEMS_PER_CALL, ge=1)
     image_tokens: int = Field(default=DEFAULT_IMAGE_TOKENS, ge=0)
+    body_timeout_s: float = Field(default=DEFAULT_BODY_TIMEOUT_S, gt=0)
+    max_image_pixels: int = Field(default=MAX_IMAGE_PIXELS, ge=1)
+    max_request_pixels: int = Field(default=MAX_REQUEST_PIXELS, ge=1)
 
     @model_validator(mode="after")
     def _token_not_empty(self) -> ServerConfig:

@@ -15,7 +15,8 @@ import uvicorn
 
 from .app import create_app
 from .backends import Backend
-from .config import ServerConfig
+from .config import DEFAULT_BODY_TIMEOUT_S, ServerConfig
+from .protocol import DEFAULT_HEADER_TIMEOUT_S, timed_protocol
 
 __all__ = ["ServerThread", "serve_in_background"]
 
@@ -55,7 +56,15 @@ class ServerThread:
         *,
         log_level: str = "warning",
         access_log: bool = False,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        body_timeout_s: float | None = None,
     ) -> None:
+        if body_timeout_s is None:
+            # The app's own setting, when it is the teacher app (else the default).
+            teacher = getattr(getattr(app, "state", None), "teacher", None)
+            body_timeout_s = (
+                teacher.config.body_timeout_s if teacher is not None else DEFAULT_BODY_TIMEOUT_S
+            )
         self._sock = _bind(host, port)
         self.host = host
         self.port: int = self._sock.getsockname()[1]
@@ -65,6 +74,7 @@ class ServerThread:
             access_log=access_log,
             log_config=None,  # leave the host process's logging setup alone
             lifespan="on",
+            http=timed_protocol(header_timeout_s, body_timeout_s),
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
         self.server = uvicorn.Server(config)

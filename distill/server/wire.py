@@ -10,6 +10,8 @@ import base64
 import binascii
 import io
 import re
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,7 @@ __all__ = [
     "ImagePart",
     "OpenAIEmbedRequest",
     "WireError",
+    "check_pixels",
     "parse_chat",
     "parse_cohere_embed",
     "parse_data_uri",
@@ -86,11 +89,41 @@ def parse_data_uri(url: Any, where: str) -> ImagePart:
     if not data:
         raise WireError(400, f"{where}: empty image")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height, fmt, mode = im.width, im.height, (im.format or "").lower(), im.mode
+        with warnings.catch_warnings():
+            # PIL warns above 89 MP and raises above 179 MP; the caller checks the size
+            # against its own, lower limit before any pixel is decoded.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height, fmt, mode = im.width, im.height, (im.format or "").lower(), im.mode
+    except Image.DecompressionBombError as exc:
+        raise WireError(400, f"{where}: image too large to decode ({exc})") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise WireError(400, f"{where}: image could not be decoded") from exc
     return ImagePart(data, media_type, width, height, fmt, _BITS.get(mode, 8))
+
+
+def check_pixels(images: Iterable[ImagePart], *, per_image: int, per_request: int) -> None:
+    """Refuse (400) an image or a request with more pixels than the server will decode.
+
+    Uses the sizes read from the image headers, so a small file that decodes to gigabytes
+    (a decompression bomb) is refused before any pixel is decoded.
+    """
+    total = 0
+    for i, img in enumerate(images):
+        pixels = img.width * img.height
+        if pixels > per_image:
+            raise WireError(
+                400,
+                f"image {i} is {img.width}x{img.height} = {pixels:,} pixels, over the limit "
+                f"of {per_image:,} per image; downscale it",
+            )
+        total += pixels
+    if total > per_request:
+        raise WireError(
+            400,
+            f"the images of this request have {total:,} pixels, over the limit of "
+            f"{per_request:,} per request; send fewer or smaller images per call",
+        )
 
 
 def _require_model(body: dict[str, Any]) -> str:

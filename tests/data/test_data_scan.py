@@ -126,7 +126,9 @@ def test_manifest_with_header_labels_and_domains(tmp_path, write_image):
         f"{outside},cat,\n"
         "\n"
     )
-    ds = scan(csv_file)
+    with pytest.raises(ConfigurationError, match="outside its folder"):
+        scan(csv_file)  # the absolute path, unless allowed
+    ds = scan(csv_file, allow_outside_paths=True)
     assert ds.layout == "manifest"
     assert ds.class_names == ("cat", "dog")
     assert ds.domains == ("all", "photo", "sketch")

@@ -1,0 +1,178 @@
+"""Issue 16 items 4-5: where `serve-teacher` may listen, and where its token comes from.
+
+Each case runs the real CLI; refusals must exit 2 with one line and bind nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from distill.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("0.0.0.0", "not a loopback address"),
+        ("0", "not a loopback address"),
+        ("::", "not a loopback address"),
+        ("192.168.1.5", "not a loopback address"),
+        ("example.com", "not a loopback address"),
+        ("", "--host is empty"),
+        ("  ", "--host is empty"),
+    ],
+)
+def test_non_loopback_or_empty_host_is_refused_without_allow_remote(
+    host: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["serve-teacher", "--backend", "hash", "--port", "0", f"--host={host}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    if message.startswith("not"):
+        assert "--allow-remote" in err
+
+
+def _serve(
+    argv: list[str], env: dict[str, str]
+) -> tuple[str, subprocess.Popen[str], list[str]]:
+    """Run serve-teacher until it answers /healthz: (url, process, banner lines)."""
+    code = f"import sys; from distill.cli import main; sys.exit(main({argv!r}))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        env={**env, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        lines = []
+        # The whole banner: its last line says where the token came from. (Lines read
+        # here stay in this reader's buffer, out of reach of communicate() later.)
+        while not lines or not lines[-1].lstrip().startswith(("token:", "generated token")):
+            line = proc.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        url = re.search(r"http://\S+:\d+", "".join(lines))
+        assert url, lines
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(url.group(0) + "/healthz")
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        return url.group(0), proc, lines
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    return err
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "VLM_DISTILL_TEACHER_TOKEN"}
+
+
+def test_ipv4_mapped_loopback_is_loopback_and_serves() -> None:
+    from distill.cli.serve_teacher import _is_loopback
+
+    assert _is_loopback("::ffff:127.0.0.1") and _is_loopback("LOCALHOST")
+    assert _is_loopback("127.0.0.2") and _is_loopback("::1")
+    assert not _is_loopback("::ffff:10.0.0.1") and not _is_loopback("0")
+    url, proc, _ = _serve(
+        ["serve-teacher", "--backend", "hash", "--port", "0", "--host", "::ffff:127.0.0.1"],
+        {**_env(), "VLM_DISTILL_TEACHER_TOKEN": "mapped-token-1"},
+    )
+    try:
+        assert "[::ffff:127.0.0.1]" in url
+        r = httpx.post(url + "/v1/embeddings", json={"model": "m", "input": "x"},
+                       headers={"Authorization": "Bearer mapped-token-1"})  # fmt: skip
+        assert r.status_code == 200
+    finally:
+        _stop(proc)
+
+
+def test_allow_remote_binds_and_warns() -> None:
+    _, proc, lines = _serve(
+        ["serve-teacher", "--backend", "hash", "--port", "0", "--host", "0.0.0.0",
+         "--allow-remote"],
+        {**_env(), "VLM_DISTILL_TEACHER_TOKEN": "remote-token-1"},
+    )
+    err = _stop(proc)
+    assert "reachable from other machines" in "".join(lines) + err
+
+
+def test_token_file_is_used_and_token_flag_is_warned_about(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("file-token-7e6d5c\n")
+    token_file.chmod(0o600)
+    url, proc, lines = _serve(
+        ["serve-teacher", "--backend", "hash", "--port", "0", "--token-file", str(token_file)],
+        _env(),
+    )
+    try:
+        body = {"model": "m", "input": "x"}
+        ok = httpx.post(url + "/v1/embeddings", json=body,
+                        headers={"Authorization": "Bearer file-token-7e6d5c"})  # fmt: skip
+        assert ok.status_code == 200
+    finally:
+        err = _stop(proc)
+    text = "".join(lines) + err
+    assert "file-token-7e6d5c" not in text and "token: from --token-file" in text
+    assert "visible" not in text and "other users" not in text
+
+    token_file.chmod(0o644)  # readable by everyone: said so
+    url, proc, lines = _serve(
+        ["serve-teacher", "--backend", "hash", "--port", "0", "--token-file", str(token_file)],
+        _env(),
+    )
+    text = "".join(lines) + _stop(proc)
+    assert "can be read by other users (mode 644); chmod 600 it" in text
+
+    url, proc, lines = _serve(
+        ["serve-teacher", "--backend", "hash", "--port", "0", "--token", "argv-token-1a2b"],
+        _env(),
+    )
+    err = _stop(proc)
+    text = "".join(lines) + err
+    assert "visible to other users in the process list" in text
+    assert "argv-token-1a2b" not in text
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "message"),
+    [
+        (None, [], "cannot read --token-file"),
+        ("\n", [], "is empty"),
+        ("t0ken-abcdef\n", ["--token", "x"], "not both"),
+    ],
+    ids=["missing", "empty", "both"],
+)
+def test_bad_token_file_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None,
+    extra: list[str], message: str,
+) -> None:  # fmt: skip
+    token_file = tmp_path / "token"
+    if content is not None:
+        token_file.write_text(content)
+    code = main(["serve-teacher", "--backend", "hash", "--port", "0",
+                 "--token-file", str(token_file), *extra])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -1,0 +1,361 @@
+"""Issue 16 items 8-12 through the CLI: private cache files, untrusted manifests and class
+names, and one-line errors (exit 2) where a traceback used to be.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from distill.cli import main
+from tests.reliability.conftest import Teacher, harvest_argv, ledger, teacher
+
+
+def png(path: Path, seed: int = 0) -> None:
+    arr = np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+
+
+@pytest.fixture
+def hash_teacher() -> Iterator[Teacher]:
+    with teacher() as t:
+        yield t
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    for k, c in enumerate(("cat", "dog")):
+        for i in range(2):
+            png(root / c / f"{i}.png", seed=10 * k + i)
+    return root
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_cache_files_are_private_by_default(
+    hash_teacher: Teacher, data: Path, tmp_path: Path
+) -> None:
+    """Item 8: cache.db (and sqlite's -wal/-shm beside it) 0600, like the ledger."""
+    cache = tmp_path / "cache"
+    assert main(harvest_argv(hash_teacher.url, data, cache)) == 0
+    db = cache / "responses" / "cache.db"
+    assert db.exists()
+    assert _mode(db) == 0o600, oct(_mode(db))
+    for side in db.parent.glob("cache.db-*"):
+        assert _mode(side) == 0o600, (side, oct(_mode(side)))
+    assert _mode(cache / "ledger.jsonl") == 0o600
+    assert _mode(cache / "responses") == 0o700
+    assert ledger(cache)
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    text = captured.err + captured.out
+    assert "Traceback" not in text
+    errors = [ln for ln in captured.err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, text
+    return errors[0]
+
+
+# ----------------------------------------------------------------- 9: manifest paths
+
+
+@pytest.mark.parametrize(
+    "make_row",
+    [
+        lambda root, secret: "../secret.png",
+        lambda root, secret: str(secret),
+        lambda root, secret: "imgs/../../secret.png",
+        lambda root, secret: (
+            (root / "link.png").symlink_to(secret),
+            "link.png",
+        )[1],
+    ],
+    ids=["dotdot", "absolute", "inner-dotdot", "symlink-out"],
+)
+def test_manifest_paths_outside_its_folder_are_refused(
+    hash_teacher: Teacher, tmp_path: Path, capsys: pytest.CaptureFixture[str], make_row
+) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "data"
+    png(root / "imgs" / "ok.png", seed=1)
+    secret = tmp_path / "secret.png"  # a private image beside, not inside, the data folder
+    png(secret, seed=2)
+    manifest = root / "m.csv"
+    manifest.write_text(f"path,label\nimgs/ok.png,cat\n{make_row(root, secret)},dog\n")
+    argv = harvest_argv(hash_teacher.url, manifest, tmp_path / "cache")
+    assert main(argv) == 2
+    line = _one_line_error(capsys)
+    assert "outside its folder" in line and "--allow-outside-paths" in line
+    assert hash_teacher.billing()["requests"] == 0
+    # the user vouches for the manifest: both images are bought
+    assert main([*argv, "--allow-outside-paths"]) == 0
+    assert hash_teacher.billing()["images"] == 2
+
+
+def test_manifest_paths_inside_its_folder_still_work(
+    hash_teacher: Teacher, tmp_path: Path
+) -> None:
+    root = tmp_path / "data"
+    png(root / "imgs" / "a.png", seed=1)
+    png(root / "b.png", seed=2)
+    (root / "m.csv").write_text(f"imgs/a.png,cat\n./b.png,dog\n{root / 'imgs' / 'a.png'},cat\n")
+    assert main(harvest_argv(hash_teacher.url, root / "m.csv", tmp_path / "cache")) == 0
+    assert hash_teacher.billing()["images"] == 2
+
+
+# -------------------------------------------------------------- 10: class names
+
+
+@pytest.mark.parametrize(
+    "name", ["ca\nt", "red\x1b[31m", "tab\there", "bell\x07", "sep\u2028x"],
+    ids=["newline", "escape", "tab", "bell", "line-separator"],
+)
+def test_class_folder_with_control_characters_is_refused(
+    hash_teacher: Teacher, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    root = tmp_path / "data"
+    png(root / "dog" / "0.png", seed=1)
+    png(root / name / "0.png", seed=2)
+    assert main(harvest_argv(hash_teacher.url, root, tmp_path / "cache")) == 1  # a DataError
+    line = _one_line_error(capsys)
+    assert "control characters" in line
+    assert name not in line and "\x1b" not in line  # shown escaped, on one line
+    assert hash_teacher.billing()["requests"] == 0
+
+
+def test_class_file_and_manifest_labels_with_control_characters_are_refused(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    classes = tmp_path / "classes.txt"
+    classes.write_text("cat\ndo\x1b[2Jg\n")
+    argv = harvest_argv(hash_teacher.url, data, tmp_path / "cache")
+    assert main([*argv, "--class-file", str(classes)]) == 1
+    assert "control characters" in _one_line_error(capsys)
+    manifest = data / "m.csv"
+    manifest.write_text('path,label\ncat/0.png,"ca\nt"\ndog/0.png,dog\n')
+    assert main(harvest_argv(hash_teacher.url, manifest, tmp_path / "cache")) == 1
+    assert "control characters" in _one_line_error(capsys)
+    assert hash_teacher.billing()["requests"] == 0
+
+
+def test_skipped_file_names_print_on_one_line(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (data / "cat" / "evil\n\x1b[2Jname.png").write_bytes(b"not an image")
+    assert main(harvest_argv(hash_teacher.url, data, tmp_path / "cache")) == 0
+    out = capsys.readouterr().out
+    assert "\x1b[2J" not in out and "evil\\n\\x1b[2Jname.png" in out.replace("\n ", "")
+
+
+# --------------------------------------------------- 11: one line instead of a traceback
+
+
+def test_cache_that_is_a_file_is_a_one_line_error(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")
+    assert main(harvest_argv(hash_teacher.url, data, cache)) == 2
+    assert "is a file, not a folder" in _one_line_error(capsys)
+    assert main(["cache", "stats", "--cache", str(cache)]) == 2
+    assert "is a file, not a folder" in _one_line_error(capsys)
+    assert hash_teacher.billing()["requests"] == 0
+
+
+def test_ledger_that_is_a_folder_is_a_one_line_error(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    (cache / "ledger.jsonl").mkdir(parents=True)
+    assert main(harvest_argv(hash_teacher.url, data, cache)) == 2
+    assert "ledger.jsonl is a folder" in _one_line_error(capsys)
+    assert hash_teacher.billing()["requests"] == 0
+
+
+def test_base_url_with_credentials_is_refused_and_nothing_is_charged(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    url = hash_teacher.url.replace("http://", "http://user:pa55word-xyz@")
+    assert main(harvest_argv(url, data, cache)) == 2
+    line = _one_line_error(capsys)
+    assert "contains credentials" in line and "pa55word-xyz" not in line
+    records = ledger(cache) if (cache / "ledger.jsonl").exists() else []
+    assert records == []  # no "cancelled" charge for a request that never left
+    assert hash_teacher.billing()["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("budget = [1, 2]\n", "budget takes one value, not a list"),
+        ("budget = { usd = 1 }\n", "budget takes a value, not a table"),
+        ("teacher = ['local:hash', 'local:hash']\n", "teacher takes one value"),
+    ],
+    ids=["list", "table", "list-of-strings"],
+)
+def test_config_file_with_a_list_for_a_single_value_is_a_one_line_error(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    toml: str, message: str,
+) -> None:  # fmt: skip
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(toml)
+    argv = harvest_argv(hash_teacher.url, data, tmp_path / "cache")
+    argv = [a for a in argv if a not in ("--budget", "5")]
+    assert main([*argv, "--config", str(cfg)]) == 2
+    assert message in _one_line_error(capsys)
+    assert hash_teacher.billing()["requests"] == 0
+
+
+# -------------------------------------------------- 12: read-only is not corrupt
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _in_read_only_view(
+    cache: Path, view: Path, argv: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI on ``cache`` seen through a read-only bind mount at ``view``, in a private
+    mount namespace (root cannot be kept out by file modes; a read-only mount stops it)."""
+    code = f"import sys; from distill.cli import main; sys.exit(main({argv!r}))"
+    script = 'mount --bind "$1" "$2" && mount -o remount,ro,bind "$2" && shift 2 && exec "$@"'
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+         str(cache), str(view), sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"},
+    )  # fmt: skip
+
+
+def _can_mount_read_only(tmp_path: Path) -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    (tmp_path / "probe-a").mkdir()
+    (tmp_path / "probe-b").mkdir()
+    r = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f"mount --bind {tmp_path / 'probe-a'} {tmp_path / 'probe-b'} && "
+         f"mount -o remount,ro,bind {tmp_path / 'probe-b'}"],
+        capture_output=True, timeout=30,
+    )  # fmt: skip
+    return r.returncode == 0
+
+
+def test_read_only_cache_is_not_called_corrupt(
+    hash_teacher: Teacher, data: Path, tmp_path: Path
+) -> None:
+    if not _can_mount_read_only(tmp_path):
+        pytest.skip("needs unshare + mount (root) to make a read-only view of a cache")
+    cache, view = tmp_path / "cache", tmp_path / "view"
+    view.mkdir()
+    assert main(harvest_argv(hash_teacher.url, data, cache)) == 0
+
+    verify = _in_read_only_view(cache, view, ["cache", "verify", "--cache", str(view)])
+    text = verify.stdout + verify.stderr
+    assert verify.returncode == 1, text
+    assert "read-only" in text and "not corrupt" in text
+    assert "move it aside" not in text and "corrupt <database>" not in text
+    assert "Traceback" not in text
+
+    report = _in_read_only_view(cache, view, ["report", str(view)])
+    assert report.returncode == 0, report.stderr
+    assert "items in the response cache: unknown (" in report.stdout
+    assert "read-only" in report.stdout and "cache: -1" not in report.stdout
+    js = _in_read_only_view(cache, view, ["report", str(view), "--json"])
+    doc = json.loads(js.stdout)
+    assert doc["items_cached"] is None and "read-only" in doc["cache_problem"]
+
+    # the cache itself was healthy all along
+    assert main(["cache", "verify", "--cache", str(cache)]) == 0
+
+
+def test_corrupt_cache_is_still_called_corrupt(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    assert main(harvest_argv(hash_teacher.url, data, cache)) == 0
+    db = cache / "responses" / "cache.db"
+    for side in db.parent.glob("cache.db-*"):
+        side.unlink()
+    db.write_bytes(b"this is not a sqlite database" * 100)
+    capsys.readouterr()
+    assert main(["cache", "verify", "--cache", str(cache)]) == 1
+    out = capsys.readouterr().out
+    assert "corrupt" in out and "move it" in out and "read-only" not in out
+
+
+# ------------------------------------------- probes that already held (kept as tests)
+
+
+@pytest.mark.parametrize(
+    "yaml_text",
+    [
+        'budget: !!python/object/apply:os.system ["touch {marker}"]\n',
+        "teacher: !custom local:hash\n",
+    ],
+    ids=["python-tag", "unknown-tag"],
+)
+def test_yaml_tags_are_refused_in_one_line(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    yaml_text: str,
+) -> None:  # fmt: skip
+    marker = tmp_path / "PWNED"
+    cfg = tmp_path / "evil.yaml"
+    cfg.write_text(yaml_text.format(marker=marker))
+    argv = harvest_argv(hash_teacher.url, data, tmp_path / "cache")
+    assert main([*argv, "--config", str(cfg)]) == 2
+    line = _one_line_error(capsys)
+    assert "does not parse" in line and "constructor for the tag" in line
+    assert "\n" not in capsys.readouterr().err.strip()
+    assert not marker.exists()
+    assert hash_teacher.billing()["requests"] == 0
+
+
+def test_symlink_loops_in_the_data_folder_end_and_are_listed(
+    hash_teacher: Teacher, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "data"
+    for i, c in enumerate(("cat", "dog")):
+        png(root / "d1" / c / "0.png", seed=i)
+    (root / "d1" / "cat" / "loop").symlink_to("../cat")  # a folder that contains itself
+    (root / "d1" / "cat" / "a.png").symlink_to("b.png")  # two links naming each other
+    (root / "d1" / "cat" / "b.png").symlink_to("a.png")
+    assert main(harvest_argv(hash_teacher.url, root, tmp_path / "cache")) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "d1/cat/loop: folder below class level ignored" in out
+    assert "d1/cat/a.png" in out and "d1/cat/b.png" in out  # skipped, with a reason
+    assert hash_teacher.billing()["images"] == 2  # the two real images, once each
+
+
+@pytest.mark.parametrize("key", ["reliability-token-5d1e\n", "reliability-token\r\n5d1e"])
+def test_key_with_a_newline_is_refused_and_nothing_is_charged(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, key: str,
+) -> None:  # fmt: skip
+    """A key file's trailing newline: aiohttp refused the header with a traceback, and the
+    ledger recorded a "cancelled" charge for a request that never left."""
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", key)
+    cache = tmp_path / "cache"
+    assert main(harvest_argv(hash_teacher.url, data, cache)) == 2
+    line = _one_line_error(capsys)
+    assert "contains a newline" in line and "5d1e" not in line
+    records = ledger(cache) if (cache / "ledger.jsonl").exists() else []
+    assert records == []
+    assert hash_teacher.billing()["requests"] == 0

@@ -1,0 +1,92 @@
+"""Issue 16 item 13 (trainer half): a checkpoint save killed mid-way is mended on resume,
+and a half-written checkpoint is refused instead of silently restarting at step 0."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from distill.config import TrainConfig
+from distill.trainer import Progress, train
+from vlmclient.errors import ConfigurationError
+
+from .test_trainer import _cfg, _Crash, _log
+
+
+def _crashed_run(tiny_data: Path, tiny_cache: Path, out: Path) -> TrainConfig:
+    """A run stopped at distill step 2, its last checkpoint at distill step 1."""
+
+    def crash(p: Progress) -> None:
+        if p.event == "step" and p.stage == "distill" and p.step == 2:
+            raise _Crash
+
+    cfg = _cfg(tiny_data, tiny_cache, out, steps_distill=4, eval_every=1)
+    with pytest.raises(_Crash):
+        train(cfg, progress=crash)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert (state["stage"], state["step"]) == ("distill", 1)
+    return cfg
+
+
+def test_kill_between_the_two_renames_of_a_save_is_mended_on_resume(
+    tiny_data: Path, tiny_cache: Path, tmp_path: Path
+) -> None:
+    """The two-rename save killed after "checkpoint -> checkpoint.old" and before
+    "checkpoint.tmp -> checkpoint": no checkpoint/, a complete .tmp and .old. Before the
+    fix --resume started again at step 0 and appended duplicate log lines."""
+    out = tmp_path / "run"
+    cfg = _crashed_run(tiny_data, tiny_cache, out)
+    ckpt = out / "checkpoint"
+    shutil.copytree(ckpt, out / "checkpoint.tmp")  # the finished new one
+    ckpt.rename(out / "checkpoint.old")  # the previous one, moved aside
+
+    events: list[Progress] = []
+    train(cfg.model_copy(update={"resume": True}), progress=events.append)
+    starts = [(e.stage, e.step) for e in events if e.event == "start"]
+    assert starts == [("distill", 1)]
+    steps = [(r["stage"], r["step"]) for r in _log(out)]
+    assert steps == [("align", i) for i in range(3)] + [("distill", i) for i in range(4)]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint")) == [
+        "checkpoint"
+    ]
+
+
+def test_leftover_of_a_save_killed_after_the_swap_is_removed(
+    tiny_data: Path, tiny_cache: Path, tmp_path: Path
+) -> None:
+    """Killed after the one-step exchange, before the old one was deleted."""
+    out = tmp_path / "run"
+    cfg = _crashed_run(tiny_data, tiny_cache, out)
+    shutil.copytree(out / "checkpoint", out / "checkpoint.tmp")
+    events: list[Progress] = []
+    train(cfg.model_copy(update={"resume": True}), progress=events.append)
+    assert [(e.stage, e.step) for e in events if e.event == "start"] == [("distill", 1)]
+    assert not (out / "checkpoint.tmp").exists()
+
+
+@pytest.mark.parametrize("missing", ["state.json", "model.safetensors", "optim.pt"])
+def test_half_written_checkpoint_is_refused(
+    tiny_data: Path, tiny_cache: Path, tmp_path: Path, missing: str
+) -> None:
+    out = tmp_path / "run"
+    cfg = _crashed_run(tiny_data, tiny_cache, out)
+    (out / "checkpoint" / missing).unlink()
+    log_before = (out / "log.jsonl").read_text()
+    with pytest.raises(ConfigurationError, match=f"incomplete \\(missing {missing}\\)"):
+        train(cfg.model_copy(update={"resume": True}))
+    assert (out / "log.jsonl").read_text() == log_before  # nothing appended
+
+
+def test_resume_with_no_checkpoint_does_not_duplicate_log_lines(
+    tiny_data: Path, tiny_cache: Path, tmp_path: Path
+) -> None:
+    """Killed before its first checkpoint: --resume starts at 0 and the log says so once."""
+    out = tmp_path / "run"
+    cfg = _crashed_run(tiny_data, tiny_cache, out)
+    shutil.rmtree(out / "checkpoint")
+    train(cfg.model_copy(update={"resume": True}))
+    steps = [(r["stage"], r["step"]) for r in _log(out)]
+    assert steps == [("align", i) for i in range(3)] + [("distill", i) for i in range(4)]

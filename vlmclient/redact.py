@@ -1,0 +1,93 @@
+"""Keep secrets out of every string that leaves the client.
+
+A provider (or a gateway in front of it) may echo the key it was sent: in a request id
+header, in an error body, sometimes base64-encoded (a Basic auth header), upper-cased or
+reversed. Anything the client keeps from a response (request ids in the ledger and the
+cache, messages in errors and log lines) goes through one :class:`Redactor` first, which
+replaces the key in all those forms and bounds the length of what is kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable
+
+__all__ = ["MASK", "MAX_ECHO_CHARS", "MAX_REQUEST_ID_CHARS", "Redactor"]
+
+MASK = "***"
+# An error message longer than this is cut: a server can send megabytes of body.
+MAX_ECHO_CHARS = 300
+# Real request ids are 20-80 characters; anything longer is not an id worth keeping whole.
+MAX_REQUEST_ID_CHARS = 128
+# Shorter secrets would match ordinary words ("tok" in "token"); they are still replaced
+# verbatim (same case), but not in other cases or encodings.
+_MIN_ENCODED = 8
+
+
+def _b64_cores(raw: bytes) -> list[str]:
+    """The base64 text that encodes ``raw`` wherever it sits in a longer encoded string.
+
+    base64 works on 3-byte groups, so the same bytes encode differently at the three
+    offsets; the characters that depend only on ``raw`` (not its neighbours) are the core.
+    """
+    cores = []
+    for shift in range(3):
+        enc = base64.b64encode(b"\0" * shift + raw).decode("ascii")
+        start = -(-shift * 4 // 3)  # characters that mix in the padding bytes
+        end = (shift + len(raw)) * 4 // 3  # characters made of these bytes only
+        core = enc[start:end]
+        if len(core) >= _MIN_ENCODED:
+            cores.append(core)
+    return cores
+
+
+class Redactor:
+    """Replaces secrets (verbatim in any case, reversed, hex, base64) and bounds length.
+
+    >>> r = Redactor(["sk-secret-123"])
+    >>> r("echo SK-SECRET-123 and 321-terces-ks")
+    'echo *** and ***'
+    >>> r.request_id("x" * 500) == "x" * 125 + "..."
+    True
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        plain: set[str] = set()
+        exact: set[str] = set()
+        for s in secrets:
+            if not s:
+                continue
+            if len(s) < _MIN_ENCODED:
+                exact.add(s)
+                continue
+            plain.add(s)
+            plain.add(s[::-1])
+            raw = s.encode("utf-8")
+            plain.add(raw.hex())
+            for core in _b64_cores(raw):
+                exact.add(core)
+                exact.add(core.replace("+", "-").replace("/", "_"))  # URL-safe alphabet
+        # Longest first, so a secret inside another is not half-replaced.
+        parts = [re.escape(p) for p in sorted(plain, key=len, reverse=True)]
+        self._plain = re.compile("|".join(parts), re.IGNORECASE) if parts else None
+        parts = [re.escape(p) for p in sorted(exact, key=len, reverse=True)]
+        self._exact = re.compile("|".join(parts)) if parts else None
+
+    def text(self, value: str, limit: int = MAX_ECHO_CHARS) -> str:
+        """``value`` with every secret replaced by ``***``, cut to ``limit`` characters."""
+        if self._plain is not None:
+            value = self._plain.sub(MASK, value)
+        if self._exact is not None:
+            value = self._exact.sub(MASK, value)
+        if len(value) > limit:
+            value = value[: limit - 3] + "..."
+        return value
+
+    __call__ = text
+
+    def request_id(self, value: str | None) -> str | None:
+        """A request id fit for the ledger: redacted, bounded, or None."""
+        if value is None:
+            return None
+        return self.text(str(value), MAX_REQUEST_ID_CHARS)
