@@ -184,6 +184,10 @@ class Coordinator:
             return self._open_db()
 
     def _open_db(self) -> sqlite3.Connection:
+        for path in (self.path, Path(f"{self.path}-journal")):
+            # private like the ledger and cache.db: created 0600 before sqlite would (umask)
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         db = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
             check_same_thread=False,

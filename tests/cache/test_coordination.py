@@ -144,3 +144,12 @@ def test_a_damaged_database_is_moved_aside_and_rebuilt_from_the_ledger(tmp_path:
         assert c.spend(TEACHER).settled == Decimal("0.25")
         assert c.claim(["k"]) == {"k"}
     assert list(tmp_path.glob("coordination.db.damaged-*"))
+
+
+def test_the_database_and_its_journal_are_private(tmp_path: Path) -> None:
+    import stat
+
+    with coordinator(tmp_path) as c:
+        c.claim(["k"])
+    for name in ("coordination.db", "coordination.db-journal"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
