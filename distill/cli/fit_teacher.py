@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps")
     parser.add_argument("--batch", type=int, default=None, help="images per step")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--widths", default=None,
+                        help="channels of the 4 tower stages, e.g. 24,48,96,192 "
+                        "(default 16,32,64,128)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,13 +45,25 @@ def run(args: argparse.Namespace) -> int:
         )
     from distill.miniclip import fit_teacher, manifest_path
 
+    if args.widths is not None:
+        try:
+            widths = [int(w) for w in args.widths.split(",")]
+        except ValueError:
+            widths = []
+        if len(widths) < 2 or min(widths) < 1:
+            raise ConfigurationError(f"--widths wants positive integers like 24,48,96,192, "
+                                     f"not {args.widths!r}")
+        sized_w = {"widths": widths}
+    else:
+        sized_w = {}
+
     def progress(step: int, total: int, loss: float) -> None:
         if step % max(1, total // 10) == 0 or step == total:
             print(f"step {step}/{total} loss {loss:.3f}", file=sys.stderr, flush=True)
 
     sized = {k: v for k, v in (("steps", args.steps), ("batch", args.batch)) if v is not None}
     m = fit_teacher(args.pool, args.out, seed=args.seed, threads=args.threads,
-                    progress=progress, **sized)
+                    progress=progress, **sized, **sized_w)
     looks = ", ".join(f"{k} {100 * v:.1f} %" for k, v in m["zeroshot_holdout"].items())
     print(f"wrote {args.out} and {manifest_path(args.out)} in {m['fit_s']} s "
           f"({m['pool']['images']} pool images, seed {m['seed']}, {m['steps']} steps)")

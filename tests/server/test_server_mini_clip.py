@@ -120,3 +120,17 @@ def test_zero_shot_over_http_matches_the_answers_and_bills(url, fitted, tmp_path
     assert bill["images"] == 22
     assert info["backend"] == "mini-clip" and info["classes"] == 10
     assert info["weights_sha256"] == _sha(fitted[1])
+
+
+def test_ensure_teacher_fits_once_then_reuses(tmp_path):
+    from distill.miniclip import ensure_teacher, manifest_path, teacher_name
+
+    weights = ensure_teacher("digits", tmp_path, seed=1, steps=2)
+    assert weights == tmp_path / "digits-s1-n2-w16-32-64-128-st2.safetensors"
+    stamp = manifest_path(weights).stat().st_mtime_ns, weights.stat().st_mtime_ns
+    assert ensure_teacher("digits", tmp_path, seed=1, steps=2) == weights
+    assert (manifest_path(weights).stat().st_mtime_ns, weights.stat().st_mtime_ns) == stamp
+    assert teacher_name(weights) == "local:mini-clip-" + _sha(weights)[:12]
+    weights.write_bytes(weights.read_bytes()[:-1])  # damaged: refitted, not served
+    assert ensure_teacher("digits", tmp_path, seed=1, steps=2) == weights
+    assert teacher_name(weights) == "local:mini-clip-" + _sha(weights)[:12]
