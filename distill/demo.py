@@ -30,7 +30,8 @@ TEST_DOMAIN = "rotated"  # the held-out (out-of-distribution) domain of the digi
 @dataclass(frozen=True)
 class DemoConfig:
     workdir: Path = Path("vlm-distill-demo")
-    budget: Decimal = Decimal("0.50")
+    budget: Decimal = Decimal("0.50")  # --budget: cap on the demo cache's ledger, reruns included
+    run_budget: Decimal | None = None  # --run-budget: cap on one run's harvest
     per_class: int = 20  # digits per class and domain: 4 domains x 10 classes x 20 = 800
     image_size: int = 32
     student: str = "tf_efficientnet_lite0"
@@ -107,6 +108,7 @@ def run_demo(
                     str(cfg.budget),
                     "--views",
                     str(cfg.views),
+                    *([] if cfg.run_budget is None else ["--run-budget", str(cfg.run_budget)]),
                 ]
             )
     finally:
