@@ -5,6 +5,7 @@ Imports nothing else of vlm-distill.
 
 from .base import CacheEntry, CacheLike, LedgerLike, LedgerRecord, MemoryCache
 from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
+from .coordination import Coordinator, SpendView
 from .keys import canonical_json, make_key
 from .ledger import (
     GroupTotals,
@@ -38,6 +39,7 @@ __all__ = [
     "CacheReadOnlyError",
     "CacheStats",
     "CacheWriteError",
+    "Coordinator",
     "EmbeddingStore",
     "GroupTotals",
     "KindStats",
@@ -49,6 +51,7 @@ __all__ = [
     "RecoverResult",
     "ResponseCache",
     "SpendLedger",
+    "SpendView",
     "SpillFile",
     "StoreError",
     "Totals",

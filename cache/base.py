@@ -41,6 +41,8 @@ class LedgerRecord:
 
     ``outcome`` is "ok", "malformed" (billed 200 we could not use), "timeout" /
     "connection" / "cancelled" (sent, outcome unknown, charged at the reservation),
+    "orphaned" (a reservation a killed process left open, kind "unknown", charged at the
+    reservation by the next process; see :mod:`cache.coordination`),
     "http_<status>" or "refused" (an attempt the provider did not bill, cost 0), or
     "cache_hit" (nothing billed; ``saved_usd`` is what the hits would have cost).
 

@@ -10,7 +10,8 @@ __all__ = ["CacheDir"]
 
 
 class CacheDir:
-    """``DIR/responses/`` (diskcache), ``DIR/ledger.jsonl``, ``DIR/stores/<name>/``."""
+    """``DIR/responses/`` (diskcache), ``DIR/ledger.jsonl``, ``DIR/coordination.db``,
+    ``DIR/stores/<name>/``."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -38,6 +39,11 @@ class CacheDir:
     @property
     def ledger(self) -> Path:
         return self.root / "ledger.jsonl"
+
+    @property
+    def coordination(self) -> Path:
+        """SQLite leases and shared budget of the processes using this folder."""
+        return self.root / "coordination.db"
 
     @property
     def stores(self) -> Path:

@@ -109,16 +109,36 @@ def build_report(path: Path) -> dict[str, Any]:
     if run and run.get("budget_usd") is not None:
         budget = Decimal(str(run["budget_usd"]))
         spent = Decimal(str(run.get("spent_usd", "0")))
+        # --budget caps what the ledger records for the teacher over every run, so what is
+        # left is the cap minus the ledger's total for that teacher, not minus one run.
+        teacher_spent = _teacher_spent(tot, str(run.get("teacher", "")))
         report["last_run"] = {
             "teacher": run.get("teacher"),
             "budget_usd": str(budget),
             "spent_usd": str(spent),
-            "budget_left_usd": str(budget - spent),
+            "teacher_spent_usd": str(teacher_spent),
+            "budget_left_usd": str(max(Decimal(0), budget - teacher_spent)),
+            "run_budget_usd": run.get("run_budget_usd"),
             "exit_code": run.get("exit_code"),
         }
     else:
         report["last_run"] = None
     return report
+
+
+def _teacher_spent(tot: Any, teacher: str) -> Decimal:
+    """The ledger's total for ``provider:model`` (the provider's canonical name)."""
+    from vlmclient.errors import VLMError
+    from vlmclient.providers import parse_teacher
+
+    try:
+        provider, model = parse_teacher(teacher)
+    except (VLMError, ValueError):
+        return Decimal(0)
+    return sum(
+        (g.spent_usd for (p, m, _), g in tot.groups.items() if (p, m) == (provider.name, model)),
+        Decimal(0),
+    )
 
 
 def _unbilled_items(records: list[Any]) -> int:

@@ -9,6 +9,7 @@ Never imports torch. Typical use::
 """
 
 from .budget import Budget, Reservation
+from .claims import Claims
 from .client import DEFAULT_CONCURRENCY, ClientStats, TeacherClient
 from .errors import (
     APIConnectionError,
@@ -51,6 +52,7 @@ from .protocol import Teacher
 from .providers import PROVIDERS, Provider, get_provider, parse_teacher
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy
+from .shared_budget import SharedBudget, SharedReservation
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -67,6 +69,7 @@ __all__ = [
     "BudgetExceededError",
     "BudgetOverrunError",
     "CacheStoreError",
+    "Claims",
     "ClientStats",
     "ConfigurationError",
     "EmbeddingResult",
@@ -89,6 +92,8 @@ __all__ = [
     "Reservation",
     "ResponseValidationError",
     "RetryPolicy",
+    "SharedBudget",
+    "SharedReservation",
     "SpendRecordError",
     "Teacher",
     "TeacherClient",

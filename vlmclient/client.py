@@ -28,6 +28,7 @@ from cache.base import CacheEntry, CacheLike, LedgerLike, LedgerRecord
 from cache.keys import make_key
 
 from .budget import Budget, Reservation
+from .claims import CLAIM_POLL_S, Claims
 from .errors import (
     APIConnectionError,
     APIError,
@@ -268,6 +269,11 @@ class TeacherClient:
 
         async with TeacherClient("local:pseudo-clip", budget=Budget("1.00")) as teacher:
             [vec] = await teacher.embed_texts([TextEmbeddingRequest(text="a photo of a cat")])
+
+    Several processes buying into one cache pass ``claims`` (a
+    :class:`cache.coordination.Coordinator`) and a :class:`~vlmclient.SharedBudget`: a
+    cache miss is bought only under a lease on its key, and items another live process
+    holds are waited for instead of bought twice (see :mod:`vlmclient.claims`).
     """
 
     def __init__(
@@ -293,6 +299,7 @@ class TeacherClient:
         on_event: EventHook | None = None,
         env: Mapping[str, str] | None = None,
         cache_namespace: str | None = None,
+        claims: Claims | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be >= 1")
@@ -360,6 +367,7 @@ class TeacherClient:
         self.billed_malformed = 0  # billed 200s we could not use
         self._cache_error: str | None = None  # set once the cache fails a paid result
         self._on_event = on_event
+        self._claims = claims  # leases shared with other processes buying into the same cache
         self._http = httpx.AsyncClient(
             transport=transport or _default_transport(concurrency),
             timeout=httpx.Timeout(timeout),
@@ -501,12 +509,91 @@ class TeacherClient:
             self._event("hit", hits)
             self._record(kind, hits, Decimal(0), Usage(), outcome="cache_hit", saved=saved)
         if to_buy:
-            await asyncio.gather(*(self._buy(kind, chunk) for chunk in self._chunks(kind, to_buy)))
+            to_buy, theirs = self._claim(kind, to_buy)
+            await asyncio.gather(
+                *(self._buy(kind, chunk) for chunk in self._chunks(kind, to_buy)),
+                *([self._await_claimed(kind, theirs)] if theirs else []),
+            )
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
         return [o for o in outcomes if isinstance(o, result_type)]
+
+    def _claim(
+        self, kind: Kind, pairs: list[tuple[str, Item]]
+    ) -> tuple[list[tuple[str, Item]], list[tuple[str, Item]]]:
+        """(items leased to us to buy, items another process is buying).
+
+        A key leased to us may have been bought and released by another process since our
+        first cache look (it caches, then releases): look again before paying for it.
+        """
+        if self._claims is None:
+            return pairs, []
+        mine = self._claims.claim([key for key, _ in pairs])
+        to_buy, theirs, found = [], [], []
+        for key, item in pairs:
+            if key not in mine:
+                theirs.append((key, item))
+                continue
+            entry = self._cache_get(key)
+            if entry is not None and (kind == "answer" or entry.vector is not None):
+                found.append((key, entry))
+            else:
+                to_buy.append((key, item))
+        if found:
+            self._claims.release([key for key, _ in found])
+            self._serve_cached(kind, found)
+        return to_buy, theirs
+
+    def _serve_cached(self, kind: Kind, found: list[tuple[str, CacheEntry]]) -> None:
+        """Resolve waiting items with entries another process just cached (cache hits)."""
+        saved = Decimal(0)
+        for key, entry in found:
+            fut = self._inflight.pop(key)
+            if not fut.done():
+                fut.set_result(self._from_entry(kind, entry))
+            saved += Decimal(str(entry.meta.get("cost_usd", "0")))
+        self.stats.cache_hits += len(found)
+        self.stats.saved_usd += saved
+        self._event("hit", len(found))
+        self._record(kind, len(found), Decimal(0), Usage(), outcome="cache_hit", saved=saved)
+
+    async def _await_claimed(self, kind: Kind, pairs: list[tuple[str, Item]]) -> None:
+        """Wait for items another live process is buying; buy those it leaves (it stopped
+        or died before caching them)."""
+        assert self._claims is not None
+        pending = dict(pairs)
+        try:
+            while pending:
+                await asyncio.sleep(CLAIM_POLL_S)  # polling: the other process is remote
+                found = []
+                for key in pending:
+                    entry = self._cache_get(key)
+                    if entry is not None and (kind == "answer" or entry.vector is not None):
+                        found.append((key, entry))
+                if found:
+                    for key, _ in found:
+                        del pending[key]
+                    self._serve_cached(kind, found)
+                held = self._claims.held_elsewhere(list(pending))
+                free = [(k, i) for k, i in pending.items() if k not in held]
+                if free:
+                    mine, theirs = self._claim(kind, free)
+                    still_theirs = {key for key, _ in theirs}  # grabbed by another meanwhile
+                    for key, _ in free:
+                        if key not in still_theirs:
+                            del pending[key]
+                    await asyncio.gather(*(self._buy(kind, c) for c in self._chunks(kind, mine)))
+        except BaseException as exc:
+            for key in pending:
+                fut = self._inflight.pop(key, None)
+                if fut is not None and not fut.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        fut.cancel()
+                    else:
+                        fut.set_exception(exc)
+            raise
 
     def _chunks(self, kind: Kind, pairs: list[tuple[str, Item]]) -> list[list[tuple[str, Item]]]:
         limit = self.batch_limit(kind)
@@ -587,6 +674,8 @@ class TeacherClient:
         finally:
             for key, _ in chunk:
                 self._inflight.pop(key, None)
+            if self._claims is not None:
+                self._claims.release([key for key, _ in chunk])  # after the results are cached
 
     def _results(
         self, kind: Kind, parsed: Parsed, cost: Decimal, n: int

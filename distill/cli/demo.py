@@ -25,7 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--budget",
         type=money,
         default=Decimal("0.50"),
-        help="simulated budget in USD for the local teacher (default: %(default)s)",
+        help="simulated budget in USD for the local teacher: the cap on everything the demo "
+        "cache's ledger records, reruns included (default: %(default)s)",
+    )
+    p.add_argument(
+        "--run-budget",
+        type=money,
+        help="also cap what this run's harvest spends, in USD (default: no per-run cap)",
     )
     p.add_argument("--quick", action="store_true", help="fewer images and steps (about 2 minutes)")
     p.add_argument(
@@ -58,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
 
     out = console()
     common = dict(
-        workdir=args.workdir, budget=args.budget, student=args.student, backend=args.backend,
-        views=args.views, teacher_steps=args.teacher_steps,
+        workdir=args.workdir, budget=args.budget, run_budget=args.run_budget,
+        student=args.student, backend=args.backend, views=args.views,
+        teacher_steps=args.teacher_steps,
     )
     cfg = DemoConfig(**common)  # type: ignore[arg-type]
     if args.quick:
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 self.live = None
 
     if cfg.backend == "mini-clip":
-        fitted = (cfg.workdir / "teacher" / "mini-clip-digits.safetensors").is_file()
+        fitted = any((cfg.workdir / "teacher").glob("digits-*.safetensors"))
         out.print(
             "teacher: mini-clip, "
             + ("loaded from " + str(cfg.workdir / "teacher") if fitted else

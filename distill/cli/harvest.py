@@ -11,9 +11,13 @@ from pathlib import Path
 import httpx
 from rich.table import Table
 
-from vlmclient import Budget, ConfigurationError, TeacherClient, TextEmbeddingRequest, load_prices
+from cache.coordination import Coordinator
+from distill.cachedir import CacheDir
+from vlmclient import ConfigurationError, TeacherClient, TextEmbeddingRequest, load_prices
 from vlmclient.models import Kind
 from vlmclient.prices import PriceTable
+from vlmclient.providers import parse_teacher
+from vlmclient.shared_budget import SharedBudget
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from .progress import LiveProgress, console
@@ -54,7 +58,14 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
         "--budget",
         type=money,
         default=Decimal("1.00"),
-        help="hard cap in USD (default: %(default)s)",
+        help="hard cap in USD on everything this cache's ledger records for this teacher, "
+        "every run and concurrent process included: a rerun never spends it again "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--run-budget",
+        type=money,
+        help="also cap what this run spends, in USD (default: no per-run cap)",
     )
     p.add_argument(
         "--max-requests", type=int_in(1), help="also stop after this many paid requests"
@@ -135,7 +146,6 @@ def check_teacher(args: argparse.Namespace, prices: PriceTable, kinds: Sequence[
     """Refuse (ConfigurationError, exit 2) before anything is sent when the teacher cannot
     do ``kinds`` or its price makes a billed unit free (unless ``--allow-free``)."""
     from vlmclient.price_check import MIN_PRICE_USD, free_units
-    from vlmclient.providers import parse_teacher
 
     provider, model = parse_teacher(args.teacher)
     offered = provider.kinds_for(model)
@@ -160,11 +170,26 @@ def check_teacher(args: argparse.Namespace, prices: PriceTable, kinds: Sequence[
 
 
 def open_client(  # type: ignore[no-untyped-def]
-    args: argparse.Namespace, cache, ledger, kinds: Sequence[Kind] = HARVEST_KINDS
+    args: argparse.Namespace,
+    cache,
+    ledger,
+    coord: Coordinator,
+    kinds: Sequence[Kind] = HARVEST_KINDS,
 ) -> TeacherClient:
+    """The command's client: ``--budget`` shared through ``coord`` with every run and
+    process of this cache, ``--run-budget`` for this run, leases so concurrent runs of one
+    cache do not buy the same items."""
     prices = load_prices(args.price_file)
     check_teacher(args, prices, kinds)
-    budget = Budget(args.budget, max_requests=args.max_requests, max_items=args.max_items)
+    provider, model = parse_teacher(args.teacher)
+    budget = SharedBudget(
+        coord,
+        f"{provider.name}:{model}",
+        total=args.budget,
+        usd=getattr(args, "run_budget", None),
+        max_requests=args.max_requests,
+        max_items=args.max_items,
+    )
     if args.concurrency < 1:
         raise ConfigurationError("--concurrency must be >= 1")
     extra: dict[str, object] = {}
@@ -187,8 +212,39 @@ def open_client(  # type: ignore[no-untyped-def]
         tpm=args.tpm,
         timeout=args.timeout,
         cache_namespace=getattr(args, "cache_namespace", None),
+        claims=coord,
         **extra,  # type: ignore[arg-type]
     )
+
+
+def open_coordinator(cdir: CacheDir) -> Coordinator:
+    """The cache folder's coordination database (leases and the shared budget)."""
+    return Coordinator(cdir.coordination, ledger_path=cdir.ledger)
+
+
+def budget_lines(client: TeacherClient) -> list[tuple[str, str]]:
+    """(label, value) rows saying both caps: the ledger's total for the teacher, this run."""
+    budget = client.budget
+    if not isinstance(budget, SharedBudget):
+        return [("spent", f"${budget.spent} of ${budget.cap}")]
+    run_cap = "no --run-budget" if budget.cap is None else f"--run-budget ${budget.cap}"
+    return [
+        (
+            "spent in ledger",
+            f"${budget.ledger_spent} of --budget ${budget.total} for {budget.teacher} "
+            "(every run and process)",
+        ),
+        ("spent this run", f"${budget.spent} of {run_cap}"),
+    ]
+
+
+def progress_money(client: TeacherClient) -> str:
+    """The short form of :func:`budget_lines` for a progress bar."""
+    budget = client.budget
+    if not isinstance(budget, SharedBudget):
+        return f"${budget.spent:.4f} of ${budget.cap}"
+    run = f"${budget.spent:.4f}" + ("" if budget.cap is None else f" of ${budget.cap}")
+    return f"ledger ${budget.ledger_spent:.4f} of ${budget.total} · run {run}"
 
 
 DRY_RUN_KEY = "dry-run-sends-nothing"
@@ -200,7 +256,6 @@ def _refuse(request: httpx.Request) -> httpx.Response:
 
 def run(args: argparse.Namespace) -> int:
     from cache import ResponseCache, SpendLedger
-    from distill.cachedir import CacheDir
     from distill.data import scan
     from distill.harvest import HarvestResult, harvest, image_items
 
@@ -227,14 +282,18 @@ def run(args: argparse.Namespace) -> int:
             f"  ... and {len(dataset.skipped) - 10} more "
             f"(`vlm-distill data scan {_shown(str(args.data))} --json` lists every one)"
         )
-    with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger:
+    with (
+        ResponseCache(cdir.responses) as cache,
+        SpendLedger(cdir.ledger) as ledger,
+        open_coordinator(cdir) as coord,
+    ):
         if cache.spill_problem is not None and not args.dry_run:
             # Paid entries of an earlier run still cannot be stored: buying more would only
             # add to them (a full disk, a damaged database). Nothing is sent.
             out.print(f"[red]error:[/] {_shown(cache.spill_problem)}")
             out.print(_storage_hint(args.cache))
             return EXIT_ERROR
-        client = open_client(args, cache, ledger)
+        client = open_client(args, cache, ledger, coord)
 
         async def go() -> HarvestResult | None:
             async with client:
@@ -250,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
                         bar.update(
                             r.bought + r.cache_hits,
                             f"hits {r.cache_hits} · bought {r.bought} · {rate:.1f} req/s · "
-                            f"retries {s.retries} · ${client.budget.spent:.4f} of ${args.budget}",
+                            f"retries {s.retries} · {progress_money(client)}",
                         )
 
                     return await harvest(
@@ -263,9 +322,12 @@ def run(args: argparse.Namespace) -> int:
                     )
 
         result = run_paid(go())
-    if result is None:
-        return EXIT_OK
-    code = _summary(out, result, client, args)
+        if result is None:
+            return EXIT_OK
+        code = _summary(out, result, client, args)
+        budget = client.budget
+        assert isinstance(budget, SharedBudget)
+        ledger_spent = budget.ledger_spent
     from distill.report import append_run
 
     try:
@@ -274,10 +336,12 @@ def run(args: argparse.Namespace) -> int:
             {
                 "teacher": args.teacher,
                 "budget_usd": str(args.budget),
-                "spent_usd": str(client.budget.spent),
+                "run_budget_usd": None if args.run_budget is None else str(args.run_budget),
+                "spent_usd": str(budget.spent),
+                "teacher_spent_usd": str(ledger_spent),
                 "bought": result.bought,
                 "cache_hits": result.cache_hits,
-                "overruns": client.budget.overruns,
+                "overruns": budget.overruns,
                 "exit_code": code,
             },
         )
@@ -304,10 +368,11 @@ async def _dry_run(client: TeacherClient, dataset, args) -> None:  # type: ignor
     texts = [TextEmbeddingRequest(text=p) for p in class_prompts(dataset.class_names, args.prompt)]
     n_txt, cost_txt = client.plan("text_embedding", texts) if texts else (0, Decimal(0))
     out = console()
+    left = client.budget.remaining
     out.print(
         f"dry run: {n_img} of {len(reqs)} image views and {n_txt} of {len(texts)} prompts "
         f"are not cached; buying them would cost at most ${cost_img + cost_txt:.6f} "
-        f"(budget ${args.budget}). Nothing was sent."
+        f"(budget ${args.budget}, of which ${left} is left). Nothing was sent."
     )
 
 
@@ -328,7 +393,8 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
     t.add_row("bought", str(result.bought))
     t.add_row("requests sent", str(client.stats.requests_sent))
     t.add_row("retries", str(client.stats.retries))
-    t.add_row("spent", f"${client.budget.spent} of ${args.budget}")
+    for label, value in budget_lines(client):
+        t.add_row(label, value)
     t.add_row("saved by the cache", f"${client.stats.saved_usd}")
     if client.stats.estimated:
         t.add_row("charged at our estimate", f"{client.stats.estimated} requests (no usage said)")
@@ -357,10 +423,10 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
             out.print(_storage_hint(args.cache))
         return EXIT_ERROR
     if result.stopped_by_budget:
+        out.print(f"[yellow]stopped by the budget[/]: {_shown(result.stopped_by_budget)}")
         out.print(
-            f"[yellow]stopped by the budget[/]: {result.remaining_items} items remain; "
-            f"finishing would cost at most ${result.remaining_cost_usd:.6f}. What was bought "
-            "is cached; raise --budget and run again."
+            f"{result.remaining_items} items remain; finishing would cost at most "
+            f"${result.remaining_cost_usd:.6f}. What was bought is cached."
         )
         return EXIT_BUDGET
     if result.failed:

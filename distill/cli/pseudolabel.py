@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from distill.parity import parity_filter
     from distill.pseudolabel import answer_labels, embedding_labels
 
-    from .harvest import open_client
+    from .harvest import budget_lines, open_client, open_coordinator
 
     out = console()
     valid = {"answer": ("zeroshot", "resample", "none"), "zeroshot": ("answer", "none")}
@@ -119,8 +119,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError("give --class-file with at least two class names")
     synonyms = json.loads(args.synonyms.read_text("utf-8")) if args.synonyms else None
     cdir = CacheDir(args.cache)
-    with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger:
-        client = open_client(args, cache, ledger, kinds=needed_kinds(args.route, args.check))
+    with (
+        ResponseCache(cdir.responses) as cache,
+        SpendLedger(cdir.ledger) as ledger,
+        open_coordinator(cdir) as coord,
+    ):
+        client = open_client(
+            args, cache, ledger, coord, kinds=needed_kinds(args.route, args.check)
+        )
 
         async def go() -> tuple[list[Any], list[Any] | None]:
             async with client:
@@ -139,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
                 return first, (await second() if second is not None else None)
 
         labels, second = run_paid(go())
+        money_rows = budget_lines(client)
     student = None
     if args.student_run is not None:
         student = _student_predictions(args.student_run, dataset, names)
@@ -170,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     t = Table(title=f"pseudolabel ({args.route}, check {args.check})", show_header=False)
     for k, v in result.counts.items():
         t.add_row(k, str(v))
-    t.add_row("spent", f"${client.budget.spent} of ${args.budget}")
+    for label, value in money_rows:
+        t.add_row(label, value)
     t.add_row("manifest", str(path))
     t.add_row("decisions", str(decisions))
     out.print(t)

@@ -102,8 +102,10 @@ def show(report: dict) -> None:  # type: ignore[type-arg]
     if report.get("last_run"):
         r = report["last_run"]
         out.print(
-            f"last harvest ({r['teacher']}): spent ${r['spent_usd']} of ${r['budget_usd']}, "
-            f"budget left ${r['budget_left_usd']}"
+            f"last harvest ({r['teacher']}): this cache's ledger records "
+            f"${r.get('teacher_spent_usd', r['spent_usd'])} for it of --budget "
+            f"${r['budget_usd']}, budget left ${r['budget_left_usd']} "
+            f"(the last run spent ${r['spent_usd']})"
         )
     for problem in report["ledger_problems"]:
         out.print(f"[yellow]ledger: {problem}[/]")

@@ -2,9 +2,10 @@
 
 When the budget cannot cover every image, the harvest buys a first random batch, trains a
 small student on it, and lets the student pick the next batch (most uncertain, or k-center
-coverage of its probability space), ``--rounds`` times. ``--budget`` is the total of the
-selection run across resumes: the state file in the cache folder remembers what was spent
-and which images each round picked. At the end the bought subset is written as a CSV
+coverage of its probability space), ``--rounds`` times. ``--budget`` means what it means
+everywhere: the cap on what this cache's ledger records for the teacher (so resumes
+never spend it again); ``--run-budget`` caps one run. The state file in the cache folder
+remembers which images each round picked. At the end the bought subset is written as a CSV
 manifest with its own embedding store, ready for ``vlm-distill train MANIFEST --cache DIR``.
 When the budget covers everything, this is the ordinary harvest.
 """
@@ -132,11 +133,11 @@ def _rounds(args, client, cache, cdir, dataset, state_file):  # type: ignore[no-
 
 def run_select(args: argparse.Namespace) -> int:
     from cache import ResponseCache, SpendLedger
-    from distill.active import read_state, state_path
+    from distill.active import state_path
     from distill.cachedir import CacheDir
     from distill.data import scan
 
-    from .harvest import open_client
+    from .harvest import budget_lines, open_client, open_coordinator
     from .harvest import run as plain_run
 
     out = console()
@@ -154,16 +155,19 @@ def run_select(args: argparse.Namespace) -> int:
         raise ConfigurationError("--select needs class names: give --class-file")
     cdir = CacheDir(args.cache)
     state_file = state_path(cdir.root, args.teacher, dataset, args.select)
-    spent_before = Decimal(read_state(state_file).get("spent_usd", "0"))
-    total = args.budget
-    with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger:
-        # This run may spend what earlier runs of the same selection left of --budget.
-        args.budget = max(Decimal(0), total - spent_before)
-        client = open_client(args, cache, ledger)
-        args.budget = total
-        covers = _full_cost(client, dataset, args.prompt) <= client.budget.remaining  # type: ignore[operator]
+    with (
+        ResponseCache(cdir.responses) as cache,
+        SpendLedger(cdir.ledger) as ledger,
+        open_coordinator(cdir) as coord,
+    ):
+        # --budget is shared with every earlier run through the ledger: what is left of it
+        # (and of --run-budget) is what the rounds may spend.
+        client = open_client(args, cache, ledger, coord)
+        remaining = client.budget.remaining
+        covers = remaining is None or _full_cost(client, dataset, args.prompt) <= remaining
         if not covers:
             result, store, manifest = _rounds(args, client, cache, cdir, dataset, state_file)
+            money_rows = budget_lines(client)
     if covers:
         out.print("the budget covers every image: plain harvest, no selection needed")
         args.select = None
@@ -171,8 +175,8 @@ def run_select(args: argparse.Namespace) -> int:
     t = Table(title=f"harvest --select {args.select}", show_header=False)
     t.add_row("images", f"{len(result.bought_ids)} of {len(dataset.samples)} bought")
     t.add_row("rounds", f"{result.rounds_done} of {args.rounds}")
-    spent = spent_before + result.spent_usd
-    t.add_row("spent", f"${spent} of ${total} (this run ${result.spent_usd})")
+    for label, value in money_rows:
+        t.add_row(label, value)
     t.add_row("state", str(result.state_file))
     if manifest is not None:
         t.add_row("manifest", str(manifest))

@@ -142,7 +142,12 @@ def test_report_json_matches_the_servers_bill(
     assert Decimal(report["saved_usd"]) == Decimal(bill["usd"])
     [m] = report["by_model"]
     assert (m["provider"], m["model"]) == ("local", "hash")
-    assert report["last_run"]["budget_left_usd"] == "1"  # the second run spent nothing
+    # --budget caps the ledger's total for the teacher: what the first run spent is gone
+    # from it, though the second run spent nothing
+    last = report["last_run"]
+    assert Decimal(last["spent_usd"]) == 0
+    assert Decimal(last["teacher_spent_usd"]) == Decimal(bill["usd"])
+    assert Decimal(last["budget_left_usd"]) == 1 - Decimal(bill["usd"])
     assert main(["report", "--cache", str(cache)]) == 0
     assert "spend report" in capsys.readouterr().out
 

@@ -105,3 +105,31 @@ def test_an_inconsistent_teacher_is_filtered_out(
     assert dropped and all(d["label"] != d["second"] for d in dropped)
     kept = [d for d in decisions if d["decision"] == "kept"]
     assert len(read(out)) == len(kept) == 12 - len(dropped)
+
+
+def test_pseudolabel_reruns_share_one_budget(
+    hash_teacher: LocalTeacher, unlabelled: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``--budget`` caps the ledger's total for the teacher: a rerun never spends it again."""
+    from decimal import Decimal
+
+    import httpx
+
+    from tests.e2e.conftest import TOKEN
+
+    folder, classes = unlabelled
+    flags = ("--check", "none", "--route", "answer")
+    assert pseudolabel(hash_teacher, folder, classes, tmp_path / "scratch", *flags) == 0
+    full = Decimal(hash_teacher.billing()["usd"])
+    httpx.post(
+        hash_teacher.url + "/admin/reset", headers={"Authorization": f"Bearer {TOKEN}"}
+    ).raise_for_status()
+    cap = str((full / 2).quantize(Decimal("0.000001")))
+    cache = tmp_path / "cache"
+    for run in range(4):
+        code = pseudolabel(hash_teacher, folder, classes, cache, *flags, "--budget", cap)
+        assert code == 3
+        bill = hash_teacher.billing()
+        # a rerun may use what the last one left of the cap, never the cap again
+        assert Decimal(bill["usd"]) <= Decimal(cap), run
+        assert bill["requests"] > 0  # the cap buys some answers

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from cache import ResponseCache, SpendLedger
+from cache import Coordinator, ResponseCache, SpendLedger
 from cache.spill import SpillFile
 from distill.data import scan
 from distill.server import Faults
@@ -118,6 +118,7 @@ def test_full_disk_stops_buying_keeps_paid_vectors_and_the_rerun_buys_nothing_tw
         # as after any earlier run; then only ~160 KB stay free: a few dozen batches.
         ResponseCache(cache / "responses").close()
         SpendLedger(cache / "ledger.jsonl").close()
+        Coordinator(cache / "coordination.db", ledger_path=cache / "ledger.jsonl").close()
         filler = fill(disk, 160 * 1024)
 
         full = cli(*small_batches(server.url, digits, cache, "--views", str(views)))

@@ -1,0 +1,519 @@
+"""Coordination of the processes that share one cache folder: item leases and one budget.
+
+A small SQLite database beside the response cache (``DIR/coordination.db``) holds:
+
+- ``owners``: every live :class:`Coordinator` (host, pid, the pid's start time and a
+  heartbeat). An owner is dead when, on this host, its pid is gone (or is a zombie, or
+  was reused by another program), and on another host when its heartbeat is older
+  than :data:`OWNER_TTL_S`.
+- ``leases``: a claim on a cache key that its owner is about to buy. Other owners wait
+  for the key to appear in the cache instead of buying it too. A lease ends when its
+  owner releases it (after caching the result), dies, or stops renewing it
+  (:data:`LEASE_TTL_S`).
+- ``spend`` and ``reservations``: per teacher (``provider:model``), what has been
+  settled so far (seeded from, and never below, the spend ledger's total for that
+  teacher) and every open reservation of every process. A reservation is checked
+  against the cap and inserted in one write transaction, so no number of processes
+  can pass the cap together.
+
+An open reservation of a dead owner (a request in flight when it was killed) is charged
+at its reserved amount: added to ``spend`` and appended to the spend ledger with outcome
+``orphaned``, so the ledger is never below what the provider may have billed.
+
+Every transaction is short (no network call inside one) and never fsynced: the ledger
+is the durable record, and the database keeps space reserved so a full disk does not
+stop it. Imports nothing else of vlm-distill but :mod:`cache.ledger`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Final
+
+from .base import LedgerRecord
+from .ledger import LedgerWriteError, SpendLedger, _reserve_tail, read_ledger
+
+__all__ = [
+    "LEASE_TTL_S",
+    "ORPHANED",
+    "OWNER_TTL_S",
+    "CoordinationError",
+    "Coordinator",
+    "SpendView",
+]
+
+log = logging.getLogger(__name__)
+
+
+class CoordinationError(RuntimeError):
+    """The coordination database cannot be read or written (closed, locked too long, full).
+
+    Leases fail open (a process that cannot claim buys anyway: at worst a duplicate);
+    money fails closed (:class:`vlmclient.SharedBudget` refuses to reserve).
+    """
+
+LEASE_TTL_S: Final = 60.0  # a lease not renewed for this long is void
+OWNER_TTL_S: Final = 60.0  # an owner on another host is dead after this long without a heartbeat
+HEARTBEAT_S: Final = 5.0  # how often an owner renews its heartbeat and its leases
+REAP_EVERY_S: Final = 1.0  # look for dead owners' leftovers this often (sooner if one is seen)
+BUSY_TIMEOUT_MS: Final = 30_000  # wait this long for another process's transaction
+# Blocks kept allocated past the end of the database and of its journal, so that it keeps
+# working on a full disk (it holds a few hundred bytes per lease and reservation).
+RESERVE_BYTES: Final = 1024 * 1024
+ORPHANED: Final = "orphaned"  # ledger outcome of a dead owner's in-flight reservation
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS owners(
+    owner TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL,
+    pid_start TEXT NOT NULL, heartbeat REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS leases(
+    key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS leases_owner ON leases(owner);
+CREATE TABLE IF NOT EXISTS spend(teacher TEXT PRIMARY KEY, settled TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reservations(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, teacher TEXT NOT NULL,
+    usd TEXT NOT NULL, items INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS reservations_teacher ON reservations(teacher);
+"""
+
+
+@dataclass(frozen=True)
+class SpendView:
+    """One teacher's money as all processes see it: settled (ledger) and reserved (in flight)."""
+
+    settled: Decimal
+    reserved: Decimal
+
+    @property
+    def committed(self) -> Decimal:
+        return self.settled + self.reserved
+
+
+def _pid_start(pid: int) -> str:
+    """The start time of ``pid`` (clock ticks since boot) on Linux, else ''."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    # the command name (field 2) may hold spaces and parentheses: split after its last ')'
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _pid_alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True  # no /proc: trust the signal check
+    if fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent
+        return False
+    return not start or fields[19] == start  # a different start time: the pid was reused
+
+
+class Coordinator:
+    """This process's seat in a cache folder's coordination database.
+
+    >>> import tempfile, os
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with Coordinator(os.path.join(d, "c.db"), ledger_path=os.path.join(d, "l.jsonl")) as c:
+    ...         sorted(c.claim(["k1", "k2"]))
+    ['k1', 'k2']
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        ledger_path: str | os.PathLike[str],
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> None:
+        self.path = Path(path)
+        self.ledger_path = Path(ledger_path)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
+        self._lock = threading.Lock()  # one connection, used from several threads
+        self._db: sqlite3.Connection | None = self._connect()
+        self._open: dict[int, Decimal] = {}  # our reservations not yet settled or released
+        self._dead: set[str] = set()  # owners seen dead (a dead owner never comes back)
+        self._reaped: set[str] = set()
+        self._last_reap = float("-inf")
+        self._reconciled: set[str] = set()
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO owners VALUES (?, ?, ?, ?, ?)",
+                (self.owner, self.host, self.pid, _pid_start(self.pid), now),
+            )
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(
+            target=self._beat, args=(heartbeat_s,), name="vlm-distill-heartbeat", daemon=True
+        )
+        self._heartbeat.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            return self._open_db()
+        except sqlite3.DatabaseError as exc:
+            # Damaged (synchronous=OFF and an OS crash or power cut mid-commit). Everything
+            # in it can be rebuilt: spend from the ledger, leases by the running processes.
+            aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+            log.warning("coordination database %s is damaged (%s); moved to %s", self.path,
+                        exc, aside)  # fmt: skip
+            for suffix in ("", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+            return self._open_db()
+
+    def _open_db(self) -> sqlite3.Connection:
+        for path in (self.path, Path(f"{self.path}-journal")):
+            # private like the ledger and cache.db: created 0600 before sqlite would (umask)
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        db = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+            check_same_thread=False,
+        )  # fmt: skip
+        try:
+            # A rollback journal kept between transactions (PERSIST) and never synced (OFF):
+            # both files then only grow into blocks reserved below, so the database keeps
+            # working on a full disk (WAL would recreate its files on every open). A power
+            # cut may lose or damage it; the ledger (fsynced) is the floor every spend total
+            # is raised back to, and a damaged file is moved aside (above).
+            db.execute("PRAGMA journal_mode=PERSIST")
+            db.execute("PRAGMA synchronous=OFF")
+            db.executescript(_SCHEMA)
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check}")
+        except BaseException:
+            db.close()
+            raise
+        self._reserve_space()
+        return db
+
+    def _reserve_space(self) -> None:
+        """Keep RESERVE_BYTES allocated past the end of the database and its journal."""
+        for path in (self.path, Path(f"{self.path}-journal")):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                continue
+            try:
+                _reserve_tail(fd, RESERVE_BYTES)  # best effort: a full disk has no room left
+            finally:
+                os.close(fd)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: the check and the change are atomic)."""
+        with self._lock:
+            if self._db is None:
+                raise CoordinationError(f"coordination database {self.path} is closed")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise CoordinationError(f"coordination database {self.path}: {exc}") from exc
+
+    # -- liveness -------------------------------------------------------------------------
+
+    def _beat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                now = time.time()
+                with self._write() as db:
+                    db.execute("UPDATE owners SET heartbeat=? WHERE owner=?", (now, self.owner))
+                    db.execute(
+                        "UPDATE leases SET expires=? WHERE owner=?", (now + LEASE_TTL_S, self.owner)
+                    )
+            except CoordinationError:
+                return  # closed or broken: leases then expire, which only costs duplicates
+
+    def _alive(self, db: sqlite3.Connection, owner: str, memo: dict[str, bool]) -> bool:
+        """Is ``owner`` alive? ``memo`` holds verdicts for one call; death is remembered."""
+        if owner == self.owner:
+            return True
+        if owner in self._dead:
+            return False
+        if owner in memo:
+            return memo[owner]
+        row = db.execute(
+            "SELECT host, pid, pid_start, heartbeat FROM owners WHERE owner=?", (owner,)
+        ).fetchone()
+        if row is None:
+            alive = False
+        elif row[0] == self.host:
+            alive = _pid_alive(int(row[1]), str(row[2]))
+        else:
+            alive = time.time() - float(row[3]) < OWNER_TTL_S
+        memo[owner] = alive
+        if not alive:
+            self._dead.add(owner)
+        return alive
+
+    def _reap(self, db: sqlite3.Connection) -> None:
+        """Free the leases and charge the open reservations of every dead owner.
+
+        Runs at most every REAP_EVERY_S, or at once after a dead owner was seen: until
+        then a dead owner's reservations only hold money back, which errs on the safe side.
+        """
+        now = time.monotonic()
+        if now - self._last_reap < REAP_EVERY_S and self._dead <= self._reaped:
+            return
+        self._last_reap = now
+        owners = {r[0] for r in db.execute("SELECT owner FROM owners")}
+        owners |= {r[0] for r in db.execute("SELECT DISTINCT owner FROM reservations")}
+        memo: dict[str, bool] = {}
+        for owner in owners:
+            if self._alive(db, owner, memo):
+                continue
+            rows = db.execute(
+                "SELECT teacher, usd, items FROM reservations WHERE owner=?", (owner,)
+            ).fetchall()
+            for teacher, usd, items in rows:
+                self._add_settled(db, teacher, Decimal(usd))
+                self._ledger_orphan(teacher, Decimal(usd), int(items))
+            db.execute("DELETE FROM reservations WHERE owner=?", (owner,))
+            db.execute("DELETE FROM leases WHERE owner=?", (owner,))
+            db.execute("DELETE FROM owners WHERE owner=?", (owner,))
+            self._reaped.add(owner)
+        self._reaped |= self._dead  # dead owners with nothing left to reap
+
+    def _ledger_orphan(self, teacher: str, usd: Decimal, items: int) -> None:
+        provider, _, model = teacher.partition(":")
+        try:
+            with SpendLedger(self.ledger_path) as ledger:
+                ledger.record(
+                    LedgerRecord(provider, model, "unknown", items, str(usd), outcome=ORPHANED)
+                )
+        except (LedgerWriteError, OSError):
+            pass  # still counted in the spend table: the cap holds either way
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def claim(self, keys: Sequence[str]) -> set[str]:
+        """Lease every key not leased by a live owner; return the keys now ours."""
+        mine: set[str] = set()
+        if not keys:
+            return mine
+        try:
+            return self._claim(keys)
+        except CoordinationError as exc:
+            log.warning("cannot take leases (%s): buying without them", exc)
+            return set(keys)
+
+    def _claim(self, keys: Sequence[str]) -> set[str]:
+        mine: set[str] = set()
+        now = time.time()
+        memo: dict[str, bool] = {}
+        with self._write() as db:
+            for key in keys:
+                row = db.execute("SELECT owner, expires FROM leases WHERE key=?", (key,)).fetchone()
+                taken = row is not None and row[0] != self.owner and row[1] > now
+                if taken and self._alive(db, row[0], memo):
+                    continue
+                db.execute(
+                    "INSERT OR REPLACE INTO leases VALUES (?, ?, ?)",
+                    (key, self.owner, now + LEASE_TTL_S),
+                )
+                mine.add(key)
+        return mine
+
+    def release(self, keys: Iterable[str]) -> None:
+        """End our leases on ``keys`` (call after their results are cached, or on failure)."""
+        keys = list(keys)
+        if not keys:
+            return
+        try:
+            with self._write() as db:
+                db.executemany(
+                    "DELETE FROM leases WHERE key=? AND owner=?", [(k, self.owner) for k in keys]
+                )
+        except CoordinationError as exc:  # the lease expires on its own
+            log.warning("cannot release leases (%s)", exc)
+
+    def held_elsewhere(self, keys: Iterable[str]) -> set[str]:
+        """The keys another live owner holds a lease on."""
+        now = time.time()
+        held: set[str] = set()
+        memo: dict[str, bool] = {}
+        with self._lock:
+            if self._db is None:
+                return held
+            try:
+                for key in keys:
+                    row = self._db.execute(
+                        "SELECT owner, expires FROM leases WHERE key=?", (key,)
+                    ).fetchone()
+                    taken = row is not None and row[0] != self.owner and row[1] > now
+                    if taken and self._alive(self._db, row[0], memo):
+                        held.add(key)
+            except sqlite3.Error as exc:
+                log.warning("cannot read leases (%s): buying without them", exc)
+                return set()
+        return held
+
+    # -- money ----------------------------------------------------------------------------
+
+    def _add_settled(self, db: sqlite3.Connection, teacher: str, usd: Decimal) -> None:
+        row = db.execute("SELECT settled FROM spend WHERE teacher=?", (teacher,)).fetchone()
+        settled = Decimal(row[0]) if row else Decimal(0)
+        db.execute("INSERT OR REPLACE INTO spend VALUES (?, ?)", (teacher, str(settled + usd)))
+
+    def _reconcile(self, db: sqlite3.Connection, teacher: str) -> None:
+        """Once per process and teacher: raise the settled total to the ledger's, if below.
+
+        Below means the database is new (or was deleted) or someone wrote the ledger
+        without this database; a total above the ledger's is spend settled in the
+        database whose ledger line is being written (or was lost in a crash).
+        """
+        if teacher in self._reconciled:
+            return
+        provider, _, model = teacher.partition(":")
+        in_ledger = sum(
+            (
+                Decimal(r.cost_usd)
+                for r in read_ledger(self.ledger_path).records
+                if r.provider == provider and r.model == model
+            ),
+            Decimal(0),
+        )
+        row = db.execute("SELECT settled FROM spend WHERE teacher=?", (teacher,)).fetchone()
+        if row is None or Decimal(row[0]) < in_ledger:
+            db.execute("INSERT OR REPLACE INTO spend VALUES (?, ?)", (teacher, str(in_ledger)))
+        self._reconciled.add(teacher)
+
+    def _view(self, db: sqlite3.Connection, teacher: str) -> SpendView:
+        row = db.execute("SELECT settled FROM spend WHERE teacher=?", (teacher,)).fetchone()
+        reserved = sum(
+            (
+                Decimal(r[0])
+                for r in db.execute("SELECT usd FROM reservations WHERE teacher=?", (teacher,))
+            ),
+            Decimal(0),
+        )
+        return SpendView(Decimal(row[0]) if row else Decimal(0), reserved)
+
+    def spend(self, teacher: str) -> SpendView:
+        """What this cache's ledger records for ``teacher`` (``provider:model``), and what is
+        reserved by requests in flight in every process."""
+        if teacher in self._reconciled and self._dead <= self._reaped:
+            with self._lock:  # nothing to write: one read snapshot
+                if self._db is not None:
+                    try:
+                        self._db.execute("BEGIN")
+                        try:
+                            return self._view(self._db, teacher)
+                        finally:
+                            self._db.execute("COMMIT")
+                    except sqlite3.Error as exc:
+                        why = f"coordination database {self.path}: {exc}"
+                        raise CoordinationError(why) from exc
+        with self._write() as db:
+            self._reap(db)
+            self._reconcile(db, teacher)
+            return self._view(db, teacher)
+
+    def try_reserve(
+        self, teacher: str, usd: Decimal, items: int, cap: Decimal | None
+    ) -> tuple[int | None, SpendView]:
+        """Reserve ``usd`` if settled + reserved + usd stays within ``cap`` (None: no cap).
+
+        Returns (reservation id or None when refused, the totals it was checked against).
+        """
+        with self._write() as db:
+            self._reap(db)
+            self._reconcile(db, teacher)
+            view = self._view(db, teacher)
+            if cap is not None and view.committed + usd > cap:
+                return None, view
+            cur = db.execute(
+                "INSERT INTO reservations(owner, teacher, usd, items) VALUES (?, ?, ?, ?)",
+                (self.owner, teacher, str(usd), items),
+            )
+            rid = int(cur.lastrowid or 0)
+            self._open[rid] = usd
+            return rid, view
+
+    def settle(self, reservation_id: int, teacher: str, actual: Decimal) -> None:
+        """The request was billed ``actual``: close the reservation, add to the total."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT usd FROM reservations WHERE id=?", (reservation_id,)
+            ).fetchone()
+            reserved = self._open.pop(reservation_id, Decimal(0))
+            # No row: we were taken for dead and the reservation was charged already.
+            already = reserved if row is None else Decimal(0)
+            db.execute("DELETE FROM reservations WHERE id=?", (reservation_id,))
+            if actual > already:
+                self._add_settled(db, teacher, actual - already)
+
+    def release_reservation(self, reservation_id: int) -> None:
+        """The provider surely did not bill it: drop the reservation."""
+        self._open.pop(reservation_id, None)
+        with self._write() as db:
+            db.execute("DELETE FROM reservations WHERE id=?", (reservation_id,))
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release our leases, charge any reservation still open, leave (idempotent)."""
+        self._stop.set()
+        if self._heartbeat.is_alive() and threading.current_thread() is not self._heartbeat:
+            self._heartbeat.join(timeout=HEARTBEAT_S + 1)
+        if self._db is None:
+            return
+        try:
+            self._leave()
+        except CoordinationError as exc:  # dead owners' rows are reaped by the next process
+            log.warning("could not leave the coordination database cleanly: %s", exc)
+        finally:
+            with self._lock:
+                db, self._db = self._db, None
+                if db is not None:
+                    db.close()
+
+    def _leave(self) -> None:
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT teacher, usd, items FROM reservations WHERE owner=?", (self.owner,)
+            ).fetchall()
+            for teacher, usd, items in rows:  # never settled: assume billed (as a timeout)
+                self._add_settled(db, teacher, Decimal(usd))
+                self._ledger_orphan(teacher, Decimal(usd), int(items))
+            db.execute("DELETE FROM reservations WHERE owner=?", (self.owner,))
+            db.execute("DELETE FROM leases WHERE owner=?", (self.owner,))
+            db.execute("DELETE FROM owners WHERE owner=?", (self.owner,))
+
+    def __enter__(self) -> Coordinator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Coordinator({str(self.path)!r}, owner={self.owner!r})"

@@ -1,0 +1,155 @@
+"""The coordination database of a cache folder: leases, one budget, dead owners' leftovers.
+
+Two owners are two :class:`Coordinator` objects (leases and reservations are per owner),
+and a dead owner is a real process killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+from cache import LedgerRecord, SpendLedger
+from cache.coordination import ORPHANED, Coordinator
+
+ROOT = Path(__file__).resolve().parents[2]
+TEACHER = "local:hash"
+
+
+def coordinator(tmp_path: Path) -> Coordinator:
+    return Coordinator(tmp_path / "coordination.db", ledger_path=tmp_path / "ledger.jsonl")
+
+
+def test_a_key_leased_by_one_owner_is_not_leased_to_another(tmp_path: Path) -> None:
+    with coordinator(tmp_path) as a, coordinator(tmp_path) as b:
+        assert a.claim(["k1", "k2"]) == {"k1", "k2"}
+        assert b.claim(["k1", "k2", "k3"]) == {"k3"}
+        assert b.held_elsewhere(["k1", "k2", "k3"]) == {"k1", "k2"}
+        a.release(["k1"])
+        assert b.claim(["k1", "k2"]) == {"k1"}
+    with coordinator(tmp_path) as c:  # closing released everything
+        assert c.claim(["k1", "k2", "k3"]) == {"k1", "k2", "k3"}
+
+
+def test_reservations_of_all_owners_count_against_one_cap(tmp_path: Path) -> None:
+    cap = Decimal("1")
+    with coordinator(tmp_path) as a, coordinator(tmp_path) as b:
+        rid, _ = a.try_reserve(TEACHER, Decimal("0.6"), 1, cap)
+        assert rid is not None
+        refused, seen = b.try_reserve(TEACHER, Decimal("0.5"), 1, cap)
+        assert refused is None and seen.reserved == Decimal("0.6")
+        a.settle(rid, TEACHER, Decimal("0.3"))
+        ok, seen = b.try_reserve(TEACHER, Decimal("0.5"), 1, cap)
+        assert ok is not None and seen.settled == Decimal("0.3")
+        b.release_reservation(ok)
+        assert b.spend(TEACHER).committed == Decimal("0.3")
+    with coordinator(tmp_path) as c:  # a later run sees what earlier runs settled
+        assert c.spend(TEACHER).settled == Decimal("0.3")
+
+
+def test_the_spend_total_starts_from_the_ledger(tmp_path: Path) -> None:
+    with SpendLedger(tmp_path / "ledger.jsonl") as ledger:
+        ledger.record(LedgerRecord("local", "hash", "image_embedding", 4, "0.25"))
+        ledger.record(LedgerRecord("local", "hash", "text_embedding", 2, "0.05"))
+        ledger.record(LedgerRecord("local", "pseudo-clip", "image_embedding", 4, "9"))
+    with coordinator(tmp_path) as c:
+        assert c.spend(TEACHER).settled == Decimal("0.30")
+        rid, _ = c.try_reserve(TEACHER, Decimal("0.71"), 1, Decimal("1"))
+        assert rid is None  # 0.30 + 0.71 > 1
+
+
+OWNER = """
+import sys
+from decimal import Decimal
+from cache.coordination import Coordinator
+c = Coordinator(sys.argv[1], ledger_path=sys.argv[2])
+assert c.claim(["k"]) == {"k"}
+rid, _ = c.try_reserve("local:hash", Decimal("0.5"), 3, Decimal("1"))
+assert rid is not None
+print("ready", flush=True)
+sys.stdin.read()  # hold the lease and the reservation until killed
+"""
+
+
+def test_a_killed_owner_leaves_its_leases_and_its_in_flight_money_is_charged(
+    tmp_path: Path,
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(tmp_path / "coordination.db"),
+         str(tmp_path / "ledger.jsonl")],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        with coordinator(tmp_path) as c:
+            assert c.claim(["k"]) == set()  # alive: its lease holds
+            assert c.spend(TEACHER).reserved == Decimal("0.5")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            assert c.claim(["k"]) == {"k"}  # dead: its lease is void
+            view = c.spend(TEACHER)
+            # the request it may have had on the wire is charged at its reservation
+            assert (view.settled, view.reserved) == (Decimal("0.5"), Decimal(0))
+    finally:
+        proc.kill()
+        proc.communicate()
+    [orphan] = SpendLedger.read(tmp_path / "ledger.jsonl")
+    assert (orphan.outcome, orphan.cost_usd, orphan.items) == (ORPHANED, "0.5", 3)
+    with coordinator(tmp_path) as c:  # charged once, not again by the next run
+        assert c.spend(TEACHER).settled == Decimal("0.5")
+
+
+def test_an_owner_on_another_host_is_dead_when_its_heartbeat_stops(tmp_path: Path) -> None:
+    """Another machine's pid cannot be checked: its heartbeat decides (stale after 60 s)."""
+    import sqlite3
+    import time
+
+    from cache.coordination import OWNER_TTL_S
+
+    with coordinator(tmp_path) as c:
+        db = sqlite3.connect(tmp_path / "coordination.db", isolation_level=None)
+        now = time.time()
+        # what a process on machine "far" leaves in the shared folder
+        db.execute("INSERT INTO owners VALUES ('far:1:a', 'far', 1, '', ?)", (now,))
+        db.execute(
+            "INSERT INTO owners VALUES ('far:2:b', 'far', 2, '', ?)", (now - OWNER_TTL_S - 1,)
+        )
+        db.execute("INSERT INTO leases VALUES ('live', 'far:1:a', ?)", (now + 60,))
+        db.execute("INSERT INTO leases VALUES ('stale', 'far:2:b', ?)", (now + 60,))
+        db.close()
+        assert c.claim(["live", "stale"]) == {"stale"}
+        assert c.held_elsewhere(["live", "stale"]) == {"live"}
+
+
+def test_a_reservation_left_open_at_close_is_charged_in_the_ledger_too(tmp_path: Path) -> None:
+    with coordinator(tmp_path) as c:
+        rid, _ = c.try_reserve(TEACHER, Decimal("0.2"), 2, None)
+        assert rid is not None
+    [rec] = SpendLedger.read(tmp_path / "ledger.jsonl")
+    assert (rec.outcome, rec.cost_usd) == (ORPHANED, "0.2")
+    with coordinator(tmp_path) as c:
+        assert c.spend(TEACHER).settled == Decimal("0.2")
+
+
+def test_a_damaged_database_is_moved_aside_and_rebuilt_from_the_ledger(tmp_path: Path) -> None:
+    with SpendLedger(tmp_path / "ledger.jsonl") as ledger:
+        ledger.record(LedgerRecord("local", "hash", "image_embedding", 4, "0.25"))
+    (tmp_path / "coordination.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    with coordinator(tmp_path) as c:
+        assert c.spend(TEACHER).settled == Decimal("0.25")
+        assert c.claim(["k"]) == {"k"}
+    assert list(tmp_path.glob("coordination.db.damaged-*"))
+
+
+def test_the_database_and_its_journal_are_private(tmp_path: Path) -> None:
+    import stat
+
+    with coordinator(tmp_path) as c:
+        c.claim(["k"])
+    for name in ("coordination.db", "coordination.db-journal"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name

@@ -1,0 +1,163 @@
+"""One budget for every run and process of a cache folder: the ledger's total is the cap.
+
+:class:`SharedBudget` is a :class:`~vlmclient.budget.Budget` whose ``usd`` cap is a per-run
+cap (``--run-budget``, optional) and whose ``total`` cap (``--budget``) is on everything
+this cache's spend ledger records for the teacher, across runs and concurrent processes.
+Each reservation is checked against both caps; the shared check and the reservation
+are one transaction in the cache folder's coordination database
+(:class:`cache.coordination.Coordinator`), so a rerun after a budget stop or a crash
+never spends the cap again and two processes never spend it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+from cache.coordination import CoordinationError, Coordinator, SpendView
+
+from .budget import Budget, Reservation
+from .errors import BudgetExceededError, SpendRecordError
+
+__all__ = ["SharedBudget", "SharedReservation"]
+
+log = logging.getLogger("vlmclient")
+
+
+@dataclass
+class SharedReservation(Reservation):
+    """A reservation that is also held in the coordination database under ``rid``."""
+
+    rid: int = 0
+
+
+class SharedBudget(Budget):
+    """``total``: cap on the ledger's spend for ``teacher``; ``usd``: cap on this run.
+
+    >>> import tempfile, os
+    >>> from cache.coordination import Coordinator
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with Coordinator(os.path.join(d, "c.db"), ledger_path=os.path.join(d, "l")) as c:
+    ...         b = SharedBudget(c, "local:hash", total=Decimal("1"))
+    ...         overran = b.settle(b.reserve(Decimal("0.4")), Decimal("0.4"))
+    ...         str(SharedBudget(c, "local:hash", total=Decimal("1")).remaining)
+    '0.6'
+
+    ``spent``/``reserved`` (inherited) are this run's; :attr:`ledger_spent` is the
+    teacher's total in the ledger, every run and process included.
+    """
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        teacher: str,
+        *,
+        total: Decimal | str | None,
+        usd: Decimal | str | None = None,
+        max_requests: int | None = None,
+        max_items: int | None = None,
+    ) -> None:
+        super().__init__(usd, max_requests=max_requests, max_items=max_items)
+        self.total = None if total is None else Decimal(total)
+        if self.total is not None and self.total < 0:
+            raise ValueError("budget must be >= 0")
+        self.teacher = teacher
+        self._coord = coordinator
+        self._broken: str | None = None  # why the shared total can no longer be trusted
+
+    def view(self) -> SpendView:
+        """The teacher's settled and in-flight money across all processes."""
+        try:
+            return self._coord.spend(self.teacher)
+        except CoordinationError as exc:
+            raise self._refusal(str(exc)) from exc
+
+    def _refusal(self, why: str) -> SpendRecordError:
+        return SpendRecordError(
+            f"the shared budget of this cache cannot be used ({why}); nothing more is sent: "
+            "fix the cache folder and run again (cached results are kept)"
+        )
+
+    @property
+    def ledger_spent(self) -> Decimal:
+        """What this cache's ledger records for the teacher (all runs and processes)."""
+        return self.view().settled
+
+    @property
+    def remaining(self) -> Decimal | None:
+        run = super().remaining
+        if self.total is None:
+            return run
+        shared = self.total - self.view().committed
+        return shared if run is None else min(run, shared)
+
+    def reserve(self, usd: Decimal, *, items: int = 1) -> Reservation:
+        """Hold ``usd`` under the run caps and the shared cap, or raise BudgetExceededError."""
+        try:
+            local = super().reserve(usd, items=items)
+        except BudgetExceededError as err:
+            if err.kind == "usd":
+                err.args = (
+                    f"--run-budget ${err.cap} would be exceeded: this run spent ${err.spent}, "
+                    f"${err.reserved} is reserved by its requests in flight, and the next "
+                    f"request may cost up to ${usd}. Nothing was sent; run again (or raise "
+                    "--run-budget) to continue (cached work is kept).",
+                )
+            raise
+        try:
+            if self._broken is not None:
+                raise self._refusal(self._broken)
+            rid, seen = self._coord.try_reserve(self.teacher, usd, items, self.total)
+        except CoordinationError as exc:
+            super().release(local)
+            raise self._refusal(str(exc)) from exc
+        except BaseException:
+            super().release(local)
+            raise
+        if rid is None:
+            super().release(local)
+            assert self.total is not None
+            refused = BudgetExceededError(
+                kind="usd", cap=self.total, spent=seen.settled, reserved=seen.reserved,
+                estimate=usd,
+            )  # fmt: skip
+            refused.args = (
+                f"--budget ${self.total} for {self.teacher} would be exceeded: this cache's "
+                f"ledger records ${seen.settled} for it (every run and process), "
+                f"${seen.reserved} is reserved by requests in flight, and the next request "
+                f"may cost up to ${usd}. Nothing was sent; raise --budget to continue "
+                "(cached work is kept).",
+            )
+            raise refused
+        return SharedReservation(usd=local.usd, items=local.items, rid=rid)
+
+    def settle(self, reservation: Reservation, actual: Decimal) -> bool:
+        """The provider billed ``actual``: settle here and in the shared total; True if that
+        is an overrun (see :meth:`Budget.settle`)."""
+        overran = super().settle(reservation, actual)
+        if isinstance(reservation, SharedReservation):
+            try:
+                self._coord.settle(reservation.rid, self.teacher, actual)
+            except CoordinationError as exc:
+                # The money is spent and goes to the ledger, which the next run's total
+                # starts from; this run sends nothing more.
+                self._broken = str(exc)
+                log.critical("shared budget not updated for a $%s settle: %s", actual, exc)
+        return overran
+
+    def release(self, reservation: Reservation) -> None:
+        """The provider surely did not bill: give the money back here and in the shared total."""
+        super().release(reservation)
+        if isinstance(reservation, SharedReservation):
+            try:
+                self._coord.release_reservation(reservation.rid)
+            except CoordinationError as exc:  # it then holds money back: errs on the safe side
+                self._broken = str(exc)
+                log.warning("shared budget: a reservation could not be given back: %s", exc)
+
+    def __repr__(self) -> str:
+        return (
+            f"SharedBudget(teacher={self.teacher!r}, total={self.total}, run_cap={self.cap}, "
+            f"spent={self.spent}, reserved={self.reserved})"
+        )
