@@ -101,7 +101,7 @@ def harvest_all(data: dict[str, Path], cache: Path, work: Path, views: int) -> d
         with ServerThread(create_app(ServerConfig(token=SecretStr(TOKEN)), backend)) as server:
             rc = main(["harvest", str(path), "--teacher", TEACHERS[name], "--cache", str(cache),
                        "--base-url", server.base_url, "--budget", "50", "--concurrency", "4",
-                       "--views", str(views)])
+                       "--views", str(views), "--cache-namespace", "adip-table"])
             if rc != 0:
                 raise SystemExit(f"harvest of {name} failed with exit code {rc}")
             bills.append(httpx.get(server.base_url + "/admin/billing",
