@@ -178,16 +178,10 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 
 def write_docs(section: str) -> None:
-    """Replace only this script's section of docs/results.md."""
-    path = ROOT / "docs" / "results.md"
-    text = path.read_text("utf-8") if path.exists() else "# Results\n"
-    if START in text and END in text:
-        start = text.rfind("\n## ", 0, text.index(START)) + 1
-        end = text.index(END) + len(END)
-        text = text[:start] + section.rstrip("\n") + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, "utf-8")
+    """Replace only this script's section of docs/results.md (others write theirs)."""
+    from docs_section import replace_section
+
+    replace_section(ROOT / "docs" / "results.md", START, END, section, "Results")
 
 
 def main() -> None:

@@ -1,0 +1,22 @@
+"""Write one benchmark's section of a docs page, leaving the other sections as they are.
+
+Each benchmark script owns the text between its two HTML comment markers (and the ``## ``
+heading just before the start marker); a page without the markers gets the section
+appended.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def replace_section(path: Path, start: str, end: str, section: str, title: str) -> None:
+    """Put ``section`` (heading, markers and body) in place of the old one in ``path``."""
+    text = path.read_text("utf-8") if path.exists() else f"# {title}\n"
+    if start in text and end in text:
+        begin = text.rfind("\n## ", 0, text.index(start)) + 1
+        stop = text.index(end) + len(end)
+        text = text[:begin] + section.rstrip("\n") + text[stop:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, "utf-8")
