@@ -124,6 +124,14 @@ def _read_only(directory: Path) -> bool:
     return not os.access(directory, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
 
 
+def _read_only_error(directory: Path, exc: Exception) -> CacheReadOnlyError:
+    # Not damage: "move it aside" would make someone throw away a paid cache.
+    return CacheReadOnlyError(
+        f"cache database in {directory} is read-only ({exc}); it is not corrupt: make the "
+        "folder writable (or copy it somewhere writable) and run again"
+    )
+
+
 class BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
     """A diskcache ``Disk`` that stores str keys and bytes values only, and never unpickles.
 
@@ -313,6 +321,8 @@ class ResponseCache:
                 str(self.directory), timeout=timeout, disk=BytesOnlyDisk, **CACHE_SETTINGS
             )
         except sqlite3.OperationalError as exc:
+            if _read_only(self.directory):
+                raise _read_only_error(self.directory, exc) from exc
             # a full disk or a lock, not damage: moving a sound database aside would be wrong
             raise CacheError(
                 f"cache database in {self.directory} cannot be opened ({exc}); if the disk "
@@ -320,12 +330,7 @@ class ResponseCache:
             ) from exc
         except sqlite3.DatabaseError as exc:
             if _read_only(self.directory):
-                # Not damage: "move it aside" would make someone throw away a paid cache.
-                raise CacheReadOnlyError(
-                    f"cache database in {self.directory} is read-only ({exc}); it is not "
-                    "corrupt: make the folder writable (or copy it somewhere writable) "
-                    "and run again"
-                ) from exc
+                raise _read_only_error(self.directory, exc) from exc
             raise CacheCorruptError(
                 f"cache database in {self.directory} cannot be opened ({exc}); "
                 "recover what is readable into a fresh database (vlm-distill cache recover), "

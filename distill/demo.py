@@ -111,6 +111,12 @@ def run_demo(
                     str(cfg.budget),
                     "--views",
                     str(cfg.views),
+                    # The server listens on a new free port each run, and a non-default
+                    # endpoint is part of every cache key: name the endpoint instead, so a
+                    # second run finds what the first bought. The teacher's name already
+                    # holds its weights' hash.
+                    "--cache-namespace",
+                    "vlm-distill-demo",
                     *([] if cfg.run_budget is None else ["--run-budget", str(cfg.run_budget)]),
                 ]
             )

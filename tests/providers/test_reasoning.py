@@ -300,8 +300,12 @@ def test_reasoning_changes_answer_cache_keys_but_not_embedding_keys() -> None:
     assert off.fingerprint == high.fingerprint
 
 
-def test_pseudolabel_reasoning_flag_reaches_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pseudolabel_reasoning_flag_reaches_the_client(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import argparse
+
+    from cache.coordination import Coordinator
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     from distill.cli.harvest import open_client
@@ -312,8 +316,12 @@ def test_pseudolabel_reasoning_flag_reaches_the_client(monkeypatch: pytest.Monke
     args = parser.parse_args(
         ["data", "--teacher", "openai:gpt-5-mini", "--reasoning", "low", "--budget", "1"]
     )
-    client = open_client(args, None, None, kinds=("answer",))
-    assert client.params == {"reasoning": "low"}
+    coord = Coordinator(tmp_path / "coordination.db", ledger_path=tmp_path / "ledger.jsonl")
+    try:
+        client = open_client(args, None, None, coord, kinds=("answer",))
+        assert client.params == {"reasoning": "low"}
+    finally:
+        coord.close()
     args = parser.parse_args(["data", "--teacher", "openai:gpt-5-mini"])
     assert args.reasoning == "off"
     with pytest.raises(SystemExit):
