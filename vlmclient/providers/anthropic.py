@@ -174,16 +174,8 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         else []
     )
     if not "".join(texts).strip() and body.get("stop_reason") == "max_tokens":
-        (item,) = spec.items
-        assert isinstance(item, AnswerRequest)
         raise truncated_answer(
-            provider=NAME,
-            model=spec.model,
-            limit=item.max_output_tokens,
-            level=reasoning_level(spec.params),
-            usage=usage,
-            request_id=rid,
-            reported=reported_usage(u),
+            spec, provider=NAME, usage=usage, request_id=rid, reported=reported_usage(u)
         )
     if not texts:
         bad = ResponseValidationError(

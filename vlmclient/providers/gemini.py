@@ -271,15 +271,8 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
             else None
         )
         if finish == "MAX_TOKENS":
-            (item,) = spec.items
-            assert isinstance(item, AnswerRequest)
             raise truncated_answer(
-                provider=NAME,
-                model=spec.model,
-                limit=item.max_output_tokens,
-                level=reasoning_level(spec.params),
-                usage=usage,
-                request_id=rid,
+                spec, provider=NAME, usage=usage, request_id=rid,
                 reported=reported_usage(body.get("usageMetadata")),
             )
         bad = ResponseValidationError(

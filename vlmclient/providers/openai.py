@@ -193,13 +193,8 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         finish = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None  # type: ignore[index]
         if finish == "length":
             raise truncated_answer(
-                provider=NAME,
-                model=spec.model,
-                limit=output_limit(spec),
-                level=reasoning_level(spec.params),
-                usage=usage,
-                request_id=rid,
-                reported=reported_usage(usage_raw),
+                spec, provider=NAME, usage=usage, request_id=rid,
+                reported=reported_usage(usage_raw), limit=output_limit(spec),
             )
         bad = ResponseValidationError(
             f"empty answer (finish_reason {finish!r})", provider=NAME, request_id=rid

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigurationError, TruncatedAnswerError
-from ..models import Usage
+from ..models import AnswerRequest, Usage
+from .base import CallSpec
 
 __all__ = [
     "DEFAULT_REASONING",
@@ -48,13 +49,24 @@ def without_reasoning(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def truncated_answer(
-    *, provider: str, model: str, limit: int, level: str, usage: Usage, request_id: str | None,
+    spec: CallSpec,
+    *,
+    provider: str,
+    usage: Usage,
+    request_id: str | None,
     reported: object | None = None,
+    limit: int | None = None,
 ) -> TruncatedAnswerError:
     """The error for a billed answer with no text that stopped at the output-token limit.
 
     ``reported`` is the provider's own usage block: with it the answer is charged what
-    the provider says it billed; without it, the reservation."""
+    the provider says it billed; without it, the reservation. ``limit`` defaults to the
+    answer request's ``max_output_tokens``."""
+    model, level = spec.model, reasoning_level(spec.params)
+    if limit is None:
+        (item,) = spec.items
+        assert isinstance(item, AnswerRequest)
+        limit = item.max_output_tokens
     if level == "off":
         fix = (
             f"raise the answer's max_output_tokens above {limit} (this model reasons even "
