@@ -167,9 +167,12 @@ def check_status(teacher: str, price: Price, *, today: date | None = None) -> No
     if (shutdown is not None and shutdown <= today) or (
         price.status == "retired" and not has_prices(price)
     ):
-        when = f"on {price.shutdown_on}" if price.shutdown_on else "already"
+        if shutdown is not None and shutdown > today:
+            state = f"is retired (it shuts down on {price.shutdown_on})"
+        else:
+            state = f"was shut down on {price.shutdown_on}" if shutdown else "was shut down"
         raise ConfigurationError(
-            f"{teacher} was shut down {when}{where}; pick a current model "
+            f"{teacher} {state}{where}; pick a current model "
             "(`vlm-distill providers` lists them with their status). Nothing was sent."
         )
     if shutdown is not None or price.status in ("deprecated", "legacy"):

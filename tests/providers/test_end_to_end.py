@@ -371,11 +371,11 @@ def gemini_ok(request: httpx.Request, n: int) -> httpx.Response:
 
 
 async def test_gemini_answer_cost_counts_thoughts_as_output() -> None:
-    price = default_price("gemini", "gemini-2.5-flash")
-    async with client_for("gemini:gemini-2.5-flash", Recorder(gemini_ok), price=price) as c:
+    price = default_price("gemini", "gemini-2.5-flash-lite")
+    async with client_for("gemini:gemini-2.5-flash-lite", Recorder(gemini_ok), price=price) as c:
         [answer] = await c.answer(ask())
     assert answer.text == "7"
-    assert c.budget.spent == Decimal("0.30") * 271 / 10**6 + Decimal("2.50") * 42 / 10**6
+    assert c.budget.spent == Decimal("0.10") * 271 / 10**6 + Decimal("0.40") * 42 / 10**6
 
 
 def gemini_429(quota_id: str) -> httpx.Response:
@@ -394,13 +394,13 @@ async def test_gemini_per_minute_429_retried_after_46s_per_day_429_stops() -> No
         else gemini_ok(r, n)
     )
     price = Price(usd_per_1m_input_tokens=Decimal("0.3"), usd_per_1m_output_tokens=Decimal("2.5"))
-    async with client_for("gemini:gemini-2.5-flash", fake, price=price,
+    async with client_for("gemini:gemini-2.5-flash-lite", fake, price=price,
                           retry=RetryPolicy(sleep=fake.sleep), limiter=fake_limiter()) as c:
         await c.answer(ask())
     assert fake.sleeps == [46.0]
 
     daily = Recorder(lambda r, n: gemini_429("GenerateRequestsPerDayPerProjectPerModel-FreeTier"))
-    async with client_for("gemini:gemini-2.5-flash", daily, price=price) as c:
+    async with client_for("gemini:gemini-2.5-flash-lite", daily, price=price) as c:
         with pytest.raises(QuotaExceededError, match="per-day"):
             await c.answer(ask())
     assert len(daily.requests) == 1
@@ -411,7 +411,7 @@ async def test_gemini_blocked_answer_is_charged_as_billed() -> None:
         "promptFeedback": {"blockReason": "OTHER"},
         "usageMetadata": {"promptTokenCount": 270, "totalTokenCount": 270}}))
     price = Price(usd_per_1m_input_tokens=Decimal("0.3"), usd_per_1m_output_tokens=Decimal("2.5"))
-    async with client_for("gemini:gemini-2.5-flash", blocked, price=price,
+    async with client_for("gemini:gemini-2.5-flash-lite", blocked, price=price,
                           retry=RetryPolicy(max_attempts=1)) as c:
         with pytest.raises(ResponseValidationError, match="OTHER"):
             await c.answer(ask())
@@ -421,7 +421,7 @@ async def test_gemini_blocked_answer_is_charged_as_billed() -> None:
 async def test_gemini_key_in_header_never_in_url() -> None:
     fake = Recorder(gemini_ok)
     price = Price(usd_per_1m_input_tokens=Decimal("0.3"))
-    async with client_for("gemini:gemini-2.5-flash", fake, price=price) as c:
+    async with client_for("gemini:gemini-2.5-flash-lite", fake, price=price) as c:
         await c.answer(ask())
     (request,) = fake.requests
     assert "secret-key-123" not in str(request.url)

@@ -143,3 +143,11 @@ def test_providers_shows_status_and_source(
     out = capsys.readouterr().out
     for text in ("status", "price source", "shut down 2026-10-23", "unverified", "verified"):
         assert text in out
+
+
+def test_a_model_retired_ahead_of_its_shutdown_is_refused_with_the_date() -> None:
+    retired = r"gemini:gemini-2\.5-flash is retired \(it shuts down on 2026-12-01\)"
+    with pytest.raises(ConfigurationError, match=retired):
+        _builtin().lookup("gemini", "gemini-2.5-flash", today=date(2026, 11, 30))
+    with pytest.raises(ConfigurationError, match=r"was shut down on 2026-12-01"):
+        _builtin().lookup("gemini", "gemini-2.5-flash", today=date(2026, 12, 2))

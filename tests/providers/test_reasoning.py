@@ -249,7 +249,7 @@ async def test_gemini_max_tokens_without_text_is_truncated_and_not_retried() -> 
             },
         )
 
-    client = client_for("gemini:gemini-2.5-flash", handler, price=PRICE)
+    client = client_for("gemini:gemini-2.5-flash-lite", handler, price=PRICE)
     async with client:
         with pytest.raises(TruncatedAnswerError):
             await client.answer([_answer(16)])

@@ -137,7 +137,7 @@ async def test_echoed_key_in_request_id_is_redacted_everywhere(
         "cohere:embed-v4.0",
         "voyage:voyage-multimodal-3",
         "anthropic:claude-haiku-4-5",
-        "gemini:gemini-2.5-flash",
+        "gemini:gemini-2.5-flash-lite",
     ],
 )
 async def test_echoed_key_in_error_body_in_any_encoding_is_redacted(

@@ -176,7 +176,7 @@ CASES = [
     Case("titan", "image_embedding", "amazon.titan-embed-image-v1", 1, _titan),
     Case("titan", "text_embedding", "amazon.titan-embed-image-v1", 1, _titan),
     Case("anthropic", "answer", "claude-sonnet-4-5", 1, _anthropic),
-    Case("gemini", "answer", "gemini-2.5-flash", 1, _gemini),
+    Case("gemini", "answer", "gemini-2.5-flash-lite", 1, _gemini),
 ]
 IDS = [c.id for c in CASES]
 
