@@ -61,8 +61,8 @@ def main() -> None:
 
     import torch
 
-    from distill.config import TrainConfig
-    from distill.trainer import train
+    from distill.train.config import TrainConfig
+    from distill.train.trainer import train
 
     torch.set_num_threads(args.threads)
     _, base = parse_variant(":" + args.base)

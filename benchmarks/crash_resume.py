@@ -114,7 +114,7 @@ def run(
 
     from cache import read_ledger
     from distill.data import scan
-    from distill.digits import make_digits
+    from distill.data.digits import make_digits
     from distill.server import Faults, HashBackend, ServerConfig, ServerThread, create_app
 
     rng = random.Random(seed)

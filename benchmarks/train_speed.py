@@ -1,6 +1,6 @@
 """Training speed of the default student on this machine: images/s, ADiP step ÷ ERM step.
 
-Runs the trainer's own tasks (``distill.task``) on random 64 px batches of 96 images (three
+Runs the trainer's own tasks (``distill.train.task``) on random 64 px batches of 96 images (three
 source domains × 32, the paper's batch), with teacher targets of dimension 384 (the
 pseudo-clip teacher's). One step = zero_grad, forward + loss (the task's), backward, Adam
 step. ADiP Distill, ADiP Align and ERM run in interleaved blocks of 4 steps (D D D D,
@@ -29,8 +29,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill.student import build_student  # noqa: E402
-from distill.task import AlignTask, Batch, DistillTask, ErmTask  # noqa: E402
+from distill.train.student import build_student  # noqa: E402
+from distill.train.task import AlignTask, Batch, DistillTask, ErmTask  # noqa: E402
 
 START = "<!-- train_speed:start -->"
 END = "<!-- train_speed:end -->"

@@ -66,10 +66,10 @@ def run_demo(
     """Run the demo; ``harvest`` runs the harvest command (the CLI passes its own ``main``)."""
     from pydantic import SecretStr
 
-    from distill.config import TrainConfig
-    from distill.digits import make_digits
+    from distill.data.digits import make_digits
     from distill.server import ServerConfig, ServerThread, create_app, make_backend
-    from distill.trainer import train
+    from distill.train.config import TrainConfig
+    from distill.train.trainer import train
 
     work = cfg.workdir
     data = work / "data" / "digits"
@@ -87,7 +87,7 @@ def run_demo(
     # never reads an earlier fit's cached embeddings.
     teacher = f"local:{cfg.backend}"
     if weights is not None:
-        from distill.miniclip import teacher_name
+        from distill.teacher.miniclip import teacher_name
 
         teacher = teacher_name(weights)
     token = secrets.token_urlsafe(24)
@@ -181,8 +181,8 @@ def fit_demo_teacher(work: Path, cfg: DemoConfig) -> Path:
     Its pool is the scikit-learn digits the demo's data builder does not deal out (checked
     by content hash in the tests), so the teacher never saw a training or test image.
     """
-    from distill.miniclip import ensure_teacher
-    from distill.teacher_pool import PoolSpec
+    from distill.teacher.miniclip import ensure_teacher
+    from distill.teacher.pool import PoolSpec
 
     # Cut against the largest demo (per_class 20): a --quick demo deals a subset of it.
     spec = PoolSpec(seed=cfg.seed, digits_per_class=max(cfg.per_class, 20))

@@ -21,6 +21,8 @@ import numpy as np
 
 from cache import CacheLike, VectorFormat
 from cache.store import EmbeddingStore, StoreError
+from distill.data import Dataset, class_prompts
+from distill.data.views import view_bytes
 from vlmclient import (
     AuthenticationError,
     BudgetExceededError,
@@ -39,9 +41,6 @@ from vlmclient import (
 )
 from vlmclient.client import endpoint_id, item_cache_key, prepare_item
 from vlmclient.providers import parse_teacher
-
-from .data import Dataset, class_prompts
-from .views import view_bytes
 
 __all__ = [
     "UNREADABLE",

@@ -13,8 +13,7 @@ from typing import Any
 
 from cache import CacheError, ResponseCache, read_ledger, totals
 from cache.ledger import by_model, is_overrun
-
-from .cachedir import CacheDir
+from distill.cachedir import CacheDir
 
 __all__ = ["SCHEMA", "append_run", "build_report", "find_cache_dir"]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from distill.config import TrainConfig
-from distill.trainer import train
+from distill.train.config import TrainConfig
+from distill.train.trainer import train
 
 
 def main() -> None:

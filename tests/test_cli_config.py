@@ -12,7 +12,7 @@ from distill.cli import main
 def test_toml_config_sets_flags_and_flags_override(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from distill.digits import make_digits
+    from distill.data.digits import make_digits
 
     monkeypatch.delenv("VLM_DISTILL_TEACHER_TOKEN", raising=False)
     data = make_digits(tmp_path / "d", size=16, per_class=1)
@@ -27,7 +27,7 @@ def test_toml_config_sets_flags_and_flags_override(
 def test_yaml_config_with_token(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from distill.digits import make_digits
+    from distill.data.digits import make_digits
 
     monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", "t")
     data = make_digits(tmp_path / "d", size=16, per_class=1)

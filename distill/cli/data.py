@@ -142,7 +142,7 @@ def _made(root: Path) -> int:
 def run(args: argparse.Namespace) -> int:
     action = getattr(args, "data_command", None)
     if action == "make-digits":
-        from distill.digits import DEFAULT_DOMAINS, make_digits
+        from distill.data.digits import DEFAULT_DOMAINS, make_digits
 
         domains = args.domains or DEFAULT_DOMAINS
         root = make_digits(
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return _made(root)
     if action == "make-fashion":
-        from distill.datasets import make_rotated_fashion
+        from distill.data.builders import make_rotated_fashion
 
         root = make_rotated_fashion(
             args.out, per_domain=args.per_domain, size=args.size, seed=args.seed,
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return _made(root)
     if action == "make-mnist-digits":
-        from distill.datasets import make_mnist_digits
+        from distill.data.builders import make_mnist_digits
 
         root = make_mnist_digits(
             args.out, per_class=args.per_class, size=args.size, seed=args.seed,
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return _made(root)
     if action == "make-teacher-pool":
-        from distill.teacher_pool import PoolSpec, make_teacher_pool
+        from distill.teacher.pool import PoolSpec, make_teacher_pool
 
         spec = PoolSpec(
             seed=args.bench_seed,

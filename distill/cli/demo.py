@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from distill.cli import main as cli_main
     from distill.demo import METHOD_NAMES, DemoConfig, run_demo
     from distill.report import build_report
-    from distill.trainer import Progress
+    from distill.train.trainer import Progress
 
     from .report import show
 

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights file to write (.safetensors; the manifest goes beside it "
                         "as .json)")
     parser.add_argument("--seed", type=int, default=0, help="seed (same seed, same bytes)")
-    # None: fit_teacher's own defaults (distill.miniclip), declared once there.
+    # None: fit_teacher's own defaults (distill.teacher.miniclip), declared once there.
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps")
     parser.add_argument("--batch", type=int, default=None, help="images per step")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.pool} is not a teacher pool; make one with: "
             "vlm-distill data make-teacher-pool {digits,fashion,mnist-digits} DIR"
         )
-    from distill.miniclip import fit_teacher, manifest_path
+    from distill.teacher.miniclip import fit_teacher, manifest_path
 
     if args.widths is not None:
         try:

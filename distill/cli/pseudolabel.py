@@ -78,8 +78,8 @@ def _student_predictions(run: Path, dataset: Any, class_names: tuple[str, ...]) 
     import numpy as np
     import torch
 
-    from distill.evaluate import load_run_student, to_input
-    from distill.torchdata import load_image
+    from distill.data.loaders import load_image
+    from distill.train.evaluate import load_run_student, to_input
 
     student, info = load_run_student(run)
     if tuple(info["class_names"]) != tuple(class_names):
@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from cache import ResponseCache, SpendLedger
     from distill.cachedir import CacheDir
     from distill.data import scan
-    from distill.parity import parity_filter
-    from distill.pseudolabel import answer_labels, embedding_labels
+    from distill.labelfree.parity import parity_filter
+    from distill.labelfree.pseudolabel import answer_labels, embedding_labels
 
     from .harvest import budget_lines, open_client, open_coordinator
 

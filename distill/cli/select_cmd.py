@@ -89,9 +89,9 @@ def write_manifest(path: Path, dataset, ids: list[str]) -> Path:  # type: ignore
 
 
 def _rounds(args, client, cache, cdir, dataset, state_file):  # type: ignore[no-untyped-def]
-    from distill.active import harvest_rounds
     from distill.data import scan
     from distill.harvest import export_store
+    from distill.labelfree.rounds import harvest_rounds
 
     out = console()
 
@@ -133,9 +133,9 @@ def _rounds(args, client, cache, cdir, dataset, state_file):  # type: ignore[no-
 
 def run_select(args: argparse.Namespace) -> int:
     from cache import ResponseCache, SpendLedger
-    from distill.active import state_path
     from distill.cachedir import CacheDir
     from distill.data import scan
+    from distill.labelfree.rounds import state_path
 
     from .harvest import budget_lines, open_client, open_coordinator
     from .harvest import run as plain_run

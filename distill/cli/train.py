@@ -67,7 +67,7 @@ def build_config(args: argparse.Namespace) -> Any:
     """TrainConfig from parsed arguments; ConfigurationError when invalid."""
     from pydantic import ValidationError
 
-    from distill.config import TrainConfig
+    from distill.train.config import TrainConfig
 
     fields = dict(
         data=args.data, cache=args.cache, store=args.store, teacher=args.teacher,
@@ -169,7 +169,7 @@ def print_metrics(metrics: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.trainer import train
+    from distill.train.trainer import train
 
     config = build_config(args)
     if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 shows progress

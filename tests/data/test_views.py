@@ -1,4 +1,4 @@
-"""distill.views: view 0 is the image, view k >= 1 a seeded augmentation, same everywhere."""
+"""distill.data.views: view 0 is the image, view k >= 1 a seeded augmentation, same everywhere."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from PIL import Image
 
 import distill
 from distill.data import DataError
-from distill.views import _crop_box, _Uniforms, png_bytes, view_array, view_bytes, view_image
+from distill.data.views import _crop_box, _Uniforms, png_bytes, view_array, view_bytes, view_image
 
 
 def _picture(h: int = 48, w: int = 64) -> np.ndarray:
@@ -60,7 +60,7 @@ def test_views_match_in_a_fresh_process(tmp_path):
     here = [hashlib.sha256(view_bytes(path, "dom/cls/p.png", k)[0]).hexdigest() for k in (1, 2)]
     code = (
         "import hashlib, sys\n"
-        "from distill.views import view_bytes\n"
+        "from distill.data.views import view_bytes\n"
         "for k in (1, 2):\n"
         "    print(hashlib.sha256(view_bytes(sys.argv[1], 'dom/cls/p.png', k)[0]).hexdigest())\n"
     )

@@ -35,7 +35,7 @@ def hash_teacher(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalTeacher]:
 
 @pytest.fixture(scope="session")
 def digits_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distill.digits import make_digits
+    from distill.data.digits import make_digits
 
     out = tmp_path_factory.mktemp("digits") / "digits"
     return make_digits(out, size=32, per_class=3, seed=0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.parity import parity_filter
-from distill.select import entropy, margin, select, select_coreset, select_random
+from distill.labelfree.parity import parity_filter
+from distill.labelfree.selection import entropy, margin, select, select_coreset, select_random
 
 
 def test_parity_keeps_consistent_labels_the_student_gets_wrong() -> None:

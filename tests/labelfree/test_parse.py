@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from distill.pseudolabel import choice_prompt, parse_answer, shuffled_order, zeroshot_labels
+from distill.labelfree.pseudolabel import (
+    choice_prompt,
+    parse_answer,
+    shuffled_order,
+    zeroshot_labels,
+)
 
 NAMES = ["cat", "dog", "hot_dog", "butterfly", "bus"]
 DIGITS = ["0_zero", "1_one", "2_two", "3_three", "4_four", "5_five", "6_six", "7_seven"]

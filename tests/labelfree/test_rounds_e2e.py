@@ -11,8 +11,8 @@ import pytest
 from cache import ResponseCache, SpendLedger, totals
 from distill.cli import main
 from distill.data import scan
-from distill.parity import parity_filter
-from distill.pseudolabel import answer_labels, embedding_labels
+from distill.labelfree.parity import parity_filter
+from distill.labelfree.pseudolabel import answer_labels, embedding_labels
 from tests.e2e.conftest import LocalTeacher
 from vlmclient import Budget, TeacherClient
 

@@ -42,7 +42,7 @@ MAX_RUNS = 4
 
 @pytest.fixture(scope="module")
 def digits_2k(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distill.digits import make_digits
+    from distill.data.digits import make_digits
 
     return make_digits(tmp_path_factory.mktemp("faults") / "digits", size=16, per_class=PER_CLASS)
 

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from cache import ResponseCache, SpendLedger, totals
 from distill.cli import main
 from distill.cli.validate import MAX_VIEWS
-from distill.pseudolabel import MAX_FAILURES_IN_A_ROW
+from distill.labelfree.pseudolabel import MAX_FAILURES_IN_A_ROW
 from distill.server import Faults, HashBackend, ServerConfig, ServerThread, create_app
 from tests.reliability.conftest import TOKEN, harvest_argv, ledger, paid
 from vlmclient.price_check import free_units

@@ -37,7 +37,7 @@ SENT = ("ok", "malformed", "timeout", "connection", "cancelled")
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distill.digits import make_digits
+    from distill.data.digits import make_digits
 
     # 4 domains x 10 classes x 1 image: 40 images and 10 prompts
     return make_digits(tmp_path_factory.mktemp("money") / "digits", size=16, per_class=1)

@@ -34,7 +34,7 @@ BATCH = 2
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distill.digits import make_digits
+    from distill.data.digits import make_digits
 
     return make_digits(tmp_path_factory.mktemp("digits") / "d", size=32, per_class=3, seed=0)
 

@@ -64,7 +64,7 @@ def cli(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Completed
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distill.digits import make_digits
+    from distill.data.digits import make_digits
 
     return make_digits(tmp_path_factory.mktemp("secrets") / "digits", size=16, per_class=2)
 

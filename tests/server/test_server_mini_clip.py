@@ -21,9 +21,9 @@ from pydantic import SecretStr
 
 from distill.cli import main
 from distill.data import class_prompts, scan
-from distill.digits import make_digits
+from distill.data.digits import make_digits
 from distill.server import ServerConfig, ServerThread, create_app, make_backend
-from distill.teacher_pool import PoolSpec, make_teacher_pool
+from distill.teacher.pool import PoolSpec, make_teacher_pool
 
 FIT = ["--steps", "3", "--batch", "16", "--threads", "1"]
 
@@ -123,7 +123,7 @@ def test_zero_shot_over_http_matches_the_answers_and_bills(url, fitted, tmp_path
 
 
 def test_ensure_teacher_fits_once_then_reuses(tmp_path):
-    from distill.miniclip import ensure_teacher, manifest_path, teacher_name
+    from distill.teacher.miniclip import ensure_teacher, manifest_path, teacher_name
 
     weights = ensure_teacher("digits", tmp_path, seed=1, steps=2)
     assert weights == tmp_path / "digits-s1-n2-w16-32-64-128-st2.safetensors"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.config import TrainConfig
-from distill.trainer import Progress, train
+from distill.train.config import TrainConfig
+from distill.train.trainer import Progress, train
 from vlmclient.errors import ConfigurationError
 
 from .test_trainer import _cfg, _Crash, _log

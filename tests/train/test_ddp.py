@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json, os, sys
 import torch
-from distill.config import TrainConfig
-from distill.trainer import train
+from distill.train.config import TrainConfig
+from distill.train.trainer import train
 
 data, cache, out, sums = sys.argv[1:5]
 TEACHER = sys.argv[6]
@@ -27,7 +27,7 @@ cfg = TrainConfig(data=data, cache=cache, teacher=TEACHER, out=out, student="mob
                   image_size=32, batch_per_domain=4, eval_every=2, test_domains=("dom3",),
                   threads=1, select="last")
 captured = {}
-import distill.trainer as tr
+import distill.train.trainer as tr
 orig = tr._broadcast_state
 def spy(student, world):
     # Before the end-of-stage broadcast: equal only if DDP synced every step.

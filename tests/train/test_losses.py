@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.losses import adip_loss, ce_loss, kd_loss, teacher_logits
-from distill.student import Student
+from distill.train.losses import adip_loss, ce_loss, kd_loss, teacher_logits
+from distill.train.student import Student
 
 
 def test_adip_identical_vectors_give_minus_one() -> None:

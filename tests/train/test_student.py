@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from distill.student import build_student, create_backbone, is_convnet, packaged_weights_file
+from distill.train.student import build_student, create_backbone, is_convnet, packaged_weights_file
 
 
 def test_converted_lite0_equals_reference_implementation(weights_dir: Path) -> None:

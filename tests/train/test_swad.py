@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from distill.swad import Average, LossValley, update_bn
+from distill.train.swad import Average, LossValley, update_bn
 
 
 def _seg(value: float, step: int) -> Average:

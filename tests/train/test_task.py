@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from distill.student import build_student
-from distill.task import AlignTask, Batch, DistillTask, ErmTask, KdTask, make_task
+from distill.train.student import build_student
+from distill.train.task import AlignTask, Batch, DistillTask, ErmTask, KdTask, make_task
 
 
 def _student(name: str = "mobilenetv3_small_050", method: str = "adip"):

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from distill.data import scan
-from distill.torchdata import DomainBatchSampler, load_image, train_loader
-from distill.views import view_array
+from distill.data.loaders import DomainBatchSampler, load_image, train_loader
+from distill.data.views import view_array
 
 
 def test_each_step_has_batch_per_domain_from_every_domain() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from distill.config import TrainConfig
 from distill.data import scan
-from distill.trainer import Progress, find_store, train
+from distill.train.config import TrainConfig
+from distill.train.trainer import Progress, find_store, train
 from vlmclient.errors import ConfigurationError
 
 from .conftest import TEACHER, make_store

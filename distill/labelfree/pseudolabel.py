@@ -28,6 +28,9 @@ from decimal import Decimal
 
 import numpy as np
 
+from distill.data import Dataset, Sample, class_prompts
+from distill.data.views import view_bytes
+from distill.harvest import FATAL
 from vlmclient import (
     AnswerRequest,
     BudgetExceededError,
@@ -38,10 +41,6 @@ from vlmclient import (
     TextEmbeddingRequest,
     VLMError,
 )
-
-from .data import Dataset, Sample, class_prompts
-from .harvest import FATAL
-from .views import view_bytes
 
 __all__ = [
     "DEFAULT_QUESTION",

@@ -22,8 +22,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from distill.losses import adip_loss, ce_loss, kd_loss, teacher_logits
-from distill.student import Student
+from distill.train.losses import adip_loss, ce_loss, kd_loss, teacher_logits
+from distill.train.student import Student
 
 __all__ = ["AlignTask", "Batch", "DistillTask", "ErmTask", "KdTask", "Task", "make_task"]
 

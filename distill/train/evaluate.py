@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from distill.data import DataError, Sample, scan, split_holdout
-from distill.losses import teacher_logits
-from distill.student import Student, build_student
-from distill.torchdata import eval_loader
+from distill.data.loaders import eval_loader
+from distill.train.losses import teacher_logits
+from distill.train.student import Student, build_student
 
 __all__ = [
     "RUN_FILE",

@@ -45,9 +45,10 @@ import numpy as np
 import torch
 
 from cache.swap import exchange
-from distill.config import TrainConfig
 from distill.data import DataError, Dataset, Sample, scan, split_holdout
-from distill.evaluate import (
+from distill.data.loaders import train_loader
+from distill.train.config import TrainConfig
+from distill.train.evaluate import (
     RUN_FILE,
     WEIGHTS_FILE,
     evaluate_samples,
@@ -55,10 +56,9 @@ from distill.evaluate import (
     to_input,
     zeroshot_by_domain,
 )
-from distill.student import Student, build_student, is_convnet, norm_stats
-from distill.swad import Average, LossValley, update_bn
-from distill.task import Batch, make_task
-from distill.torchdata import train_loader
+from distill.train.student import Student, build_student, is_convnet, norm_stats
+from distill.train.swad import Average, LossValley, update_bn
+from distill.train.task import Batch, make_task
 from vlmclient.errors import ConfigurationError
 
 __all__ = [

@@ -5,7 +5,7 @@ The stand-in for a teacher that knows the classes. A small CNN maps a 32 px RGB 
 exactly as the pseudo-CLIP backend serves it. Training is CLIP's symmetric contrastive loss
 with a learnable temperature between the images of a batch and the MiniLM embeddings of a
 prompt of each image's class (a template drawn per image from :data:`TEMPLATES`; same-class
-pairs count as positives). The images are a teacher pool (:mod:`distill.teacher_pool`),
+pairs count as positives). The images are a teacher pool (:mod:`distill.teacher.pool`),
 drawn in every look on the fly: any rotation, scale and shift, dark-on-light, light-on-dark
 or random colours, low resolution, blur and noise.
 
@@ -350,7 +350,7 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
          progress: Callable[[int, int, float], None] | None) -> dict[str, Any]:
     from safetensors.torch import save_file
 
-    from distill.teacher_pool import read_pool
+    from distill.teacher.pool import read_pool
 
     t0 = time.time()
     data = read_pool(pool)
@@ -503,12 +503,12 @@ def ensure_teacher(
     ``.safetensors`` the weights (tower: widths and stem stride, by default those of
     :data:`WIDTHS_BY_KIND` and :data:`STEM_STRIDE_BY_KIND`). A file whose manifest matches
     (seed, steps, weights hash) is reused, so a second run refits nothing. ``spec`` is a
-    :class:`distill.teacher_pool.PoolSpec`.
+    :class:`distill.teacher.pool.PoolSpec`.
 
     >>> weights = ensure_teacher("digits", "work/teacher")  # doctest: +SKIP
     >>> make_backend("mini-clip", weights=weights)  # doctest: +SKIP
     """
-    from distill.teacher_pool import POOL_KINDS, make_teacher_pool
+    from distill.teacher.pool import POOL_KINDS, make_teacher_pool
 
     if kind not in POOL_KINDS:
         raise DataError(f"unknown pool kind {kind!r}; choose one of {', '.join(POOL_KINDS)}")

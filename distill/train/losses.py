@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distill.student import LOGIT_SCALE
+from distill.train.student import LOGIT_SCALE
 
 __all__ = ["adip_loss", "ce_loss", "kd_loss", "teacher_logits"]
 

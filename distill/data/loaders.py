@@ -1,6 +1,6 @@
 """torch data loading over :mod:`distill.data` samples and an EmbeddingStore.
 
-- Images are decoded with PIL, turned into teacher view k exactly as :mod:`distill.views`
+- Images are decoded with PIL, turned into teacher view k exactly as :mod:`distill.data.views`
   made it (so the student sees the pixels the teacher saw), resized to the student's input
   size and kept uint8 until the batch reaches the trainer (4× less to move than float).
 - Teacher targets are gathered per batch from the memory-mapped store (one fancy-index
@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from distill.data import Sample
-from distill.views import load_rgb, view_array
+from distill.data.views import load_rgb, view_array
 
 __all__ = [
     "DomainBatchSampler",

@@ -3,7 +3,7 @@
 A web-scale VLM has seen every style of image but not the student's test set. The pool
 stands in for that: it holds the source images a benchmark does *not* deal out, stored
 raw (white ink on black, native resolution); the looks (any rotation, colours, inversion,
-noise, blur) are drawn at fit time by :mod:`distill.miniclip`.
+noise, blur) are drawn at fit time by :mod:`distill.teacher.miniclip`.
 
 ========== ============================================================================
 kind       what the pool holds (and which benchmark it must stay disjoint from)
@@ -93,22 +93,22 @@ def source_digest(pixels: np.ndarray) -> str:
 
 
 def _sklearn_source() -> Source:
-    from distill.digits import CLASS_NAMES, sklearn_digits
+    from distill.data.digits import CLASS_NAMES, sklearn_digits
 
     ink, labels = sklearn_digits()
     return Source("sklearn_digits", np.rint(ink * 255).astype(np.uint8), labels, CLASS_NAMES, "d")
 
 
 def _mnist_source(mnist_dir: str | os.PathLike[str] | None) -> Source:
-    from distill.datasets import find_mnist_package, load_mnist_package
-    from distill.digits import CLASS_NAMES
+    from distill.data.builders import find_mnist_package, load_mnist_package
+    from distill.data.digits import CLASS_NAMES
 
     x, y = load_mnist_package(find_mnist_package(mnist_dir))
     return Source("mnist", x, y, CLASS_NAMES, "m")
 
 
 def _fashion_source(fashion_dir: str | os.PathLike[str] | None) -> Source:
-    from distill.datasets import FASHION_CLASSES, load_fashion_mnist
+    from distill.data.builders import FASHION_CLASSES, load_fashion_mnist
 
     x, y = load_fashion_mnist("all", fashion_dir)
     return Source("fashion", x, y, FASHION_CLASSES, "f")
@@ -123,13 +123,13 @@ def dealt_sources(
 ) -> list[tuple[Source, set[int]]]:
     """The raw sources of a pool kind, each with the indices its benchmark deals out."""
     if kind == "digits":
-        from distill.digits import digits_shares
+        from distill.data.digits import digits_shares
 
         sk = _sklearn_source()
         shares = digits_shares(sk.labels, spec.seed, spec.digits_domains, spec.digits_per_class)
         return [(sk, {int(i) for s in shares.values() for i in s})]
     if kind == "fashion":
-        from distill.datasets import fashion_shares
+        from distill.data.builders import fashion_shares
 
         fa = _fashion_source(fashion_dir)
         fshares = fashion_shares(
@@ -137,7 +137,7 @@ def dealt_sources(
         )
         return [(fa, {int(i) for s in fshares.values() for i in s})]
     if kind == "mnist-digits":
-        from distill.datasets import mnist_digits_shares
+        from distill.data.builders import mnist_digits_shares
 
         mn, sk = _mnist_source(mnist_dir), _sklearn_source()
         mshares = mnist_digits_shares(mn.labels, sk.labels, spec.mnist_per_class, spec.seed)
@@ -165,7 +165,7 @@ def make_teacher_pool(
     >>> make_teacher_pool("digits", "pool")  # doctest: +SKIP
     PosixPath('.../pool')
     """
-    from distill.digits import prepare_out, publish
+    from distill.data.digits import prepare_out, publish
 
     spec = spec or PoolSpec()
     if per_class is not None and per_class < 1:

@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 
 from distill.data import DataError
-from distill.digits import CLASS_NAMES as DIGIT_CLASSES
-from distill.digits import prepare_out, publish, render_ink, sklearn_digits
+from distill.data.digits import CLASS_NAMES as DIGIT_CLASSES
+from distill.data.digits import prepare_out, publish, render_ink, sklearn_digits
 
 __all__ = [
     "FASHION_ANGLES",

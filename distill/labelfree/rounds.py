@@ -1,5 +1,6 @@
 """Budget-aware harvest in rounds: buy a first batch, train the student briefly on what was
-bought, let :mod:`distill.select` pick the next images, repeat until the budget is used.
+bought, let :mod:`distill.labelfree.selection` pick the next images, repeat until the
+budget is used.
 
 Used when the budget cannot cover every image. The money guarantee is the client's Budget
 (every request reserves its worst case first), so no round can overspend; the per-round
@@ -26,16 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from distill.data import Dataset, class_prompts
+from distill.labelfree.pseudolabel import _image
+from distill.labelfree.selection import STRATEGIES, select
 from vlmclient import (
     BudgetExceededError,
     ImageEmbeddingRequest,
     TeacherClient,
     TextEmbeddingRequest,
 )
-
-from .data import Dataset, class_prompts
-from .pseudolabel import _image
-from .select import STRATEGIES, select
 
 __all__ = [
     "STATE_VERSION",
@@ -98,7 +98,7 @@ def load_pixels(dataset: Dataset, size: int) -> Any:
     """uint8 (N, 3, size, size) tensor of every sample's view 0."""
     import torch
 
-    from .torchdata import load_image
+    from distill.data.loaders import load_image
 
     return torch.from_numpy(
         np.stack([load_image(s, 0, size, hflip=dataset.hflip) for s in dataset.samples])
@@ -133,8 +133,8 @@ def train_student(
     import torch
     import torch.nn.functional as F
 
-    from .evaluate import to_input
-    from .student import build_student, norm_stats
+    from distill.train.evaluate import to_input
+    from distill.train.student import build_student, norm_stats
 
     torch.manual_seed(seed)
     model = build_student(student, method="kd", num_classes=targets.shape[1], pretrained=pretrained)
@@ -163,7 +163,7 @@ def predict_probs(model: Any, pixels: Any, batch_size: int = 256) -> np.ndarray:
     """Softmax class probabilities (N, C) of a student from :func:`train_student`."""
     import torch
 
-    from .evaluate import to_input
+    from distill.train.evaluate import to_input
 
     mean, std = model.norm
     out = []

@@ -1,0 +1,38 @@
+"""Data: scanning folders and manifests, image checks, held-out splits (no torch here).
+
+Torch-side and builder modules are imported by name: :mod:`distill.data.views` (the
+teacher's views), :mod:`distill.data.loaders` (torch datasets), :mod:`distill.data.digits`
+and :mod:`distill.data.builders` (bundled benchmark builders).
+"""
+
+from .images import MAX_PIXELS, check_image, sniff_image
+from .scan import (
+    DEFAULT_DOMAIN,
+    DEFAULT_TEMPLATE,
+    META_FILE,
+    DataError,
+    Dataset,
+    Sample,
+    class_prompts,
+    display,
+    read_class_file,
+    scan,
+)
+from .splits import split_holdout
+
+__all__ = [
+    "DEFAULT_DOMAIN",
+    "DEFAULT_TEMPLATE",
+    "MAX_PIXELS",
+    "META_FILE",
+    "DataError",
+    "Dataset",
+    "Sample",
+    "check_image",
+    "class_prompts",
+    "display",
+    "read_class_file",
+    "scan",
+    "sniff_image",
+    "split_holdout",
+]

@@ -1,0 +1,2 @@
+"""Without labels or under a tight budget: teacher pseudo-labels, the parity filter,
+picking which images to buy, and harvesting in rounds."""

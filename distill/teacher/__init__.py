@@ -1,0 +1,1 @@
+"""The offline mini-clip teacher: its pretraining pool and the fitting of its image tower."""

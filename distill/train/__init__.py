@@ -1,0 +1,2 @@
+"""Training the student (Align-Distill-Predict and the baselines): config, student, losses,
+tasks per stage, SWAD, the trainer and evaluation. Imports torch."""
