@@ -67,6 +67,8 @@ class ModelFlags:
                    | set(self.flagless)) - set(model.model_fields)  # fmt: skip
         if unknown:
             raise TypeError(f"{model.__name__} has no fields {sorted(unknown)}")
+        if not all(isinstance(why, str) and why.strip() for why in self.flagless.values()):
+            raise TypeError("every flagless field needs its reason written down")
 
     def fields(self) -> dict[str, FieldInfo]:
         """The fields that get a flag (or a positional argument), in the model's order."""

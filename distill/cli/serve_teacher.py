@@ -16,12 +16,16 @@ import os
 import secrets
 import sys
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr, ValidationError
 
 from vlmclient.errors import ConfigurationError
 
 from .model_flags import ModelFlags, validation_message
+
+if TYPE_CHECKING:
+    from distill.server.config import ServerConfig
 
 TOKEN_ENV = "VLM_DISTILL_TEACHER_TOKEN"
 DEFAULT_PORT = 8089
@@ -80,13 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--open-clip-weights", default=None, help="local .pt/.safetensors file")
     b.add_argument("--weights", default=None, help="mini-clip weights (from fit-teacher)")
 
-    limits, pricing, faults = _flags()
+    limits, pricing, faults = server_flags()
     limits.add_to(parser.add_argument_group("limits"))
     pricing.add_to(parser.add_argument_group("prices (USD)"))
     faults.add_to(parser.add_argument_group("faults"))
 
 
-def _flags() -> tuple[ModelFlags, ModelFlags, ModelFlags]:
+def server_flags() -> tuple[ModelFlags, ModelFlags, ModelFlags]:
     """The flags of ServerConfig, Pricing and Faults (generated from the models)."""
     from distill.server.config import Faults, Pricing, ServerConfig
 
@@ -175,23 +179,13 @@ def _check_host(host: str, allow_remote: bool) -> None:
         )
 
 
-def run(args: argparse.Namespace) -> int:
-    # Imported here: `vlm-distill --help` must not pay for starlette/uvicorn.
-    from distill.server import (
-        Faults,
-        Pricing,
-        ServerConfig,
-        ServerThread,
-        create_app,
-        make_backend,
-    )
+def server_config(args: argparse.Namespace, token: str) -> ServerConfig:
+    """The ServerConfig the flags describe; ConfigurationError (one line) when invalid."""
+    from distill.server.config import Faults, Pricing, ServerConfig
 
-    _check_host(args.host, args.allow_remote)
-    token, source = _token(args)
-    generated = source == "generated"
-    limits, pricing, faults = _flags()
+    limits, pricing, faults = server_flags()
     try:
-        config = ServerConfig(
+        return ServerConfig(
             token=SecretStr(token),
             pricing=Pricing(**pricing.values(args)),
             faults=Faults(**faults.values(args)),
@@ -199,6 +193,16 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise ConfigurationError(f"invalid server settings: {validation_message(exc)}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here: `vlm-distill --help` must not pay for starlette/uvicorn.
+    from distill.server import ServerThread, create_app, make_backend
+
+    _check_host(args.host, args.allow_remote)
+    token, source = _token(args)
+    generated = source == "generated"
+    config = server_config(args, token)
     if not _is_loopback(args.host):
         log.warning("binding %s: the teacher is reachable from other machines", args.host)
 

@@ -7,16 +7,19 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlmclient.errors import ConfigurationError
 
 from .model_flags import ModelFlags, validation_message
 
+if TYPE_CHECKING:
+    from distill.train.config import TrainConfig
+
 HELP = "train a student from cached teacher outputs"
 
 
-def _train_flags() -> ModelFlags:
+def train_flags() -> ModelFlags:
     """The flags of every TrainConfig field (pydantic only: `vlm-distill --help` stays cheap)."""
     from distill.train.config import TrainConfig
 
@@ -29,15 +32,17 @@ def _train_flags() -> ModelFlags:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    _train_flags().add_to(parser)
+    train_flags().add_to(parser)
     parser.add_argument("--json", action="store_true", help="print metrics as JSON")
 
 
-def build_config(args: argparse.Namespace) -> Any:
+def build_config(args: argparse.Namespace) -> TrainConfig:
     """TrainConfig from parsed arguments; ConfigurationError when invalid."""
     from pydantic import ValidationError
 
-    flags = _train_flags()
+    from distill.train.config import TrainConfig
+
+    flags = train_flags()
     missing = flags.missing(args)
     if missing:  # not argparse's required=True: a --config file may give them
         raise ConfigurationError(
@@ -45,7 +50,7 @@ def build_config(args: argparse.Namespace) -> Any:
             "(on the command line or in --config)"
         )
     try:
-        return flags.model(**flags.values(args))
+        return TrainConfig(**flags.values(args))
     except ValidationError as exc:
         raise ConfigurationError(
             f"invalid training options: {validation_message(exc)}"
@@ -131,9 +136,10 @@ def print_metrics(metrics: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    config = build_config(args)  # before torch is imported: a usage error is instant
+
     from distill.train.trainer import train
 
-    config = build_config(args)
     if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 shows progress
         train(config)
         return 0
