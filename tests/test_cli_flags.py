@@ -15,12 +15,13 @@ import pytest
 from pydantic import BaseModel, SecretStr
 
 from distill.cli import SUBPARSERS, build_parser, main
-from distill.cli.config_file import apply_config_file, load_config_file
+from distill.cli.config_file import CommandParser, apply_config_file, load_config_file
 from distill.cli.model_flags import ModelFlags
 from distill.cli.serve_teacher import server_config
 from distill.cli.train import build_config
 from distill.server.config import Faults, Pricing, ServerConfig
 from distill.train.config import TrainConfig
+from vlmclient.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -254,3 +255,18 @@ def test_building_the_parser_does_not_load_the_server() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == ""
+
+
+def test_config_file_knows_flags_added_in_groups() -> None:
+    """CommandParser records flags added through groups too (argparse's list is private)."""
+    parser = CommandParser(prog="x")
+    parser.add_argument_group("g").add_argument("--in-group", type=int)
+    parser.add_mutually_exclusive_group().add_argument("--exclusive", action="store_true")
+    parser.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True)
+    apply_config_file(
+        parser, {"in_group": 3, "exclusive": True, "no-plain": True}, "test.toml"
+    )
+    args = parser.parse_args([])
+    assert (args.in_group, args.exclusive, args.plain) == (3, True, False)
+    with pytest.raises(ConfigurationError, match=r"unknown key 'nope'; .*exclusive, in-group"):
+        apply_config_file(parser, {"nope": 1}, "test.toml")

@@ -91,16 +91,22 @@ class CommandParser(argparse.ArgumentParser):
         return action
 
     def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
-        group = super().add_argument_group(*args, **kwargs)
+        return self._recording(super().add_argument_group(*args, **kwargs))
+
+    def add_mutually_exclusive_group(self, *args: Any, **kwargs: Any) -> Any:
+        return self._recording(super().add_mutually_exclusive_group(*args, **kwargs))
+
+    def _recording(self, group: Any) -> Any:
+        """``group`` with an ``add_argument`` that is recorded here too (a group adds its
+        actions to the parser without calling the parser's ``add_argument``)."""
         add = group.add_argument
 
         def add_argument(*a: Any, **kw: Any) -> argparse.Action:
-            action = add(*a, **kw)
+            action: argparse.Action = add(*a, **kw)
             self._remember(action, kw)
             return action
 
-        # a group adds its actions to the parser without calling the parser's add_argument
-        setattr(group, "add_argument", add_argument)  # noqa: B010 (mypy: method-assign)
+        group.add_argument = add_argument
         return group
 
     def _remember(self, action: argparse.Action, kwargs: dict[str, Any]) -> None:
