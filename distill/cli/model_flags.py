@@ -23,9 +23,9 @@ Demo(steps=10, swad=True)
 from __future__ import annotations
 
 import argparse
-import types
 import typing
 from collections.abc import Callable, Collection, Mapping
+from types import UnionType
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ValidationError
@@ -135,7 +135,7 @@ class ModelFlags:
 
 def _without_none(annotation: Any) -> Any:
     """``X | None`` -> ``X`` (``None`` is what "not given" means already)."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+    if typing.get_origin(annotation) in (typing.Union, UnionType):
         rest = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(rest) == 1:
             return rest[0]
