@@ -49,12 +49,13 @@ from .models import (
     EmbeddingResult,
     ImageEmbeddingRequest,
     Kind,
+    MixedEmbeddingRequest,
     Price,
     TextEmbeddingRequest,
     Usage,
 )
 from .prices import STALE_PRICE_DAYS, PriceTable, price_age_days
-from .providers import CallSpec, Parsed, Provider, parse_teacher
+from .providers import PROVIDERS, CallSpec, Parsed, Provider, parse_teacher
 from .providers.base import Item, text_tokens_upper_bound
 from .ratelimit import RateLimiter
 from .redact import Redactor
@@ -227,6 +228,14 @@ def item_cache_key(
     parts = key_base(provider, model, params, kind, endpoint)
     if isinstance(item, TextEmbeddingRequest):
         parts["text"] = item.text
+    elif isinstance(item, MixedEmbeddingRequest):
+        # every part, in order: the same text and image in another order is another input
+        parts["parts"] = [
+            {"text": p}
+            if isinstance(p, str)
+            else {"image_sha256": p.digest, "media_type": p.media_type}
+            for p in item.parts
+        ]
     else:
         parts["image_sha256"] = item.image.digest
         parts["media_type"] = item.image.media_type
@@ -258,8 +267,29 @@ def prepare_item(provider: Provider, item: Item) -> Item:
     """The item as it will be sent (images downscaled / re-encoded to the provider's limits)."""
     if isinstance(item, TextEmbeddingRequest):
         return item
+    if isinstance(item, MixedEmbeddingRequest):
+        parts = tuple(p if isinstance(p, str) else provider.prepare_image(p) for p in item.parts)
+        same = all(a is b for a, b in zip(parts, item.parts, strict=True))
+        return item if same else item.model_copy(update={"parts": parts})
     image = provider.prepare_image(item.image)
     return item if image is item.image else item.model_copy(update={"image": image})
+
+
+def request_share(provider: Provider, item: Item) -> tuple[int, int]:
+    """(image bytes, tokens) one prepared item adds to a request, for the provider's
+    per-request caps (``max_request_bytes``, ``max_request_tokens``)."""
+    if isinstance(item, TextEmbeddingRequest):
+        return 0, text_tokens_upper_bound(item.text)
+    if isinstance(item, MixedEmbeddingRequest):
+        images = item.images
+        tokens = sum(text_tokens_upper_bound(t) for t in item.texts)
+        return (
+            sum(len(i.data) for i in images),
+            tokens + len(images) * provider.image_request_tokens,
+        )
+    if isinstance(item, ImageEmbeddingRequest):
+        return len(item.image.data), provider.image_request_tokens
+    return len(item.image.data), 0
 
 
 class TeacherClient:
@@ -420,6 +450,25 @@ class TeacherClient:
     async def answer(self, requests: Sequence[AnswerRequest]) -> list[AnswerResult]:
         return await self._run("answer", requests, AnswerResult)
 
+    async def embed_mixed(
+        self, requests: Sequence[MixedEmbeddingRequest]
+    ) -> list[EmbeddingResult]:
+        """One vector per request, its texts and images fused by the provider.
+
+        Cached (the key holds every part in order), budgeted, rate-limited, retried and
+        billed like the other kinds. Teachers that cannot fuse inputs (everything but
+        ``cohere:embed-v4.0``, ``voyage:`` and ``local:``) raise
+        :class:`ConfigurationError` before anything is sent. Not part of the
+        :class:`~vlmclient.Teacher` protocol: ``distill`` does not need it.
+
+        Example (inside an async function)::
+
+            [vec] = await teacher.embed_mixed(
+                [MixedEmbeddingRequest(parts=("a red shoe", Image.from_path("shoe.jpg")))]
+            )
+        """
+        return await self._run("mixed_embedding", requests, EmbeddingResult)
+
     def plan(self, kind: Kind, requests: Sequence[Item]) -> tuple[int, Decimal]:
         """(uncached items, worst-case cost of buying them); sends nothing."""
         misses: dict[str, Item] = {}
@@ -477,7 +526,11 @@ class TeacherClient:
 
     async def _run(self, kind: Kind, requests: Sequence[Item], result_type: type[R]) -> list[R]:
         if kind not in self.provider.kinds_for(self.model):
-            raise ConfigurationError(f"{self.teacher} does not offer {kind.replace('_', ' ')}s")
+            offering = sorted(n for n, p in PROVIDERS.items() if kind in p.kinds)
+            raise ConfigurationError(
+                f"{self.teacher} does not offer {kind.replace('_', ' ')}s (providers that "
+                f"do: {', '.join(offering)}; nothing was sent)"
+            )
         loop = asyncio.get_running_loop()
         prepared = [self._prepare(item) for item in requests]  # InputError before any spend
         futures: list[asyncio.Future[Any]] = []
@@ -603,8 +656,7 @@ class TeacherClient:
         current: list[tuple[str, Item]] = []
         size = tokens = 0
         for key, item in pairs:
-            n = 0 if isinstance(item, TextEmbeddingRequest) else len(item.image.data)
-            t = text_tokens_upper_bound(item.text) if isinstance(item, TextEmbeddingRequest) else 0
+            n, t = request_share(self.provider, item)
             if current and (
                 len(current) >= limit
                 or (max_bytes and size + n > max_bytes)

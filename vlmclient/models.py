@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from .errors import InputError
 
@@ -20,13 +20,14 @@ __all__ = [
     "Image",
     "ImageEmbeddingRequest",
     "Kind",
+    "MixedEmbeddingRequest",
     "Price",
     "TextEmbeddingRequest",
     "Usage",
     "sniff_media_type",
 ]
 
-Kind = Literal["image_embedding", "text_embedding", "answer"]
+Kind = Literal["image_embedding", "text_embedding", "mixed_embedding", "answer"]
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -102,6 +103,39 @@ class TextEmbeddingRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
     kind: Literal["text_embedding"] = "text_embedding"
     text: str = Field(min_length=1)
+
+
+class MixedEmbeddingRequest(BaseModel):
+    """One input whose texts and images, in order, are embedded into one vector.
+
+    A product photo with its caption, a page image with its title: the provider fuses the
+    parts (Cohere embed-v4.0 ``inputs[].content[]``, Voyage multimodal ``inputs[]``).
+    Texts are ``str`` (raw ``bytes`` are refused, so image bytes never pass as text);
+    images are :class:`Image`.
+
+    >>> MixedEmbeddingRequest(parts=("a red running shoe", Image.from_path("shoe.jpg")))
+    ... # doctest: +SKIP
+    """
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["mixed_embedding"] = "mixed_embedding"
+    parts: tuple[StrictStr | Image, ...] = Field(min_length=1)
+
+    @field_validator("parts")
+    @classmethod
+    def _no_empty_text(cls, v: tuple[str | Image, ...]) -> tuple[str | Image, ...]:
+        for i, part in enumerate(v):
+            if isinstance(part, str) and not part:
+                raise ValueError(f"part {i} is an empty text")
+        return v
+
+    @property
+    def texts(self) -> list[str]:
+        return [p for p in self.parts if isinstance(p, str)]
+
+    @property
+    def images(self) -> list[Image]:
+        return [p for p in self.parts if isinstance(p, Image)]
 
 
 class AnswerRequest(BaseModel):

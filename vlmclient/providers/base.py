@@ -28,6 +28,7 @@ from ..models import (
     Image,
     ImageEmbeddingRequest,
     Kind,
+    MixedEmbeddingRequest,
     TextEmbeddingRequest,
     Usage,
 )
@@ -47,7 +48,9 @@ __all__ = [
     "vectors_from",
 ]
 
-Item: TypeAlias = ImageEmbeddingRequest | TextEmbeddingRequest | AnswerRequest
+Item: TypeAlias = (
+    ImageEmbeddingRequest | TextEmbeddingRequest | MixedEmbeddingRequest | AnswerRequest
+)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,9 @@ class Provider:
     # Cap on the summed tokens of the texts of one request, counted with
     # text_tokens_upper_bound (None = no cap beyond the count): OpenAI 300k, Voyage 320k.
     max_request_tokens: int | None = None
+    # Tokens one image counts toward max_request_tokens, at most (Voyage: 3,572 for its
+    # 2 M billed-pixel cap at 560 px a token; 0 where images do not count).
+    image_request_tokens: int = 0
     # True when responses carry no usage, so the estimate is the bill (Vertex, Titan).
     meters_usage: bool = False
     # True when the adapter finds its own credentials (Titan: botocore's chain of

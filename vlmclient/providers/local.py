@@ -57,6 +57,7 @@ LOCAL = Provider(
     max_batch={
         "image_embedding": cohere.MAX_IMAGES_V4,
         "text_embedding": cohere.MAX_TEXTS,
+        "mixed_embedding": cohere.MAX_INPUTS,
         "answer": 1,
     },
     max_request_bytes=cohere.MAX_REQUEST_IMAGE_BYTES,
