@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from cache import ResponseCache, SpendLedger
-from distill.cachedir import CacheDir
+from cache.layout import CacheDir
 from distill.data import scan
 from distill.harvest import harvest
 from vlmclient import Budget, TeacherClient

@@ -51,6 +51,7 @@ __all__ = [
     "display_name",
     "embedding_labels",
     "parse_answer",
+    "sample_image",
     "zeroshot_labels",
 ]
 
@@ -238,7 +239,8 @@ def zeroshot_labels(image_vectors: np.ndarray, text_vectors: np.ndarray) -> np.n
     return np.argmax(img @ txt.T, axis=1).astype(np.int64)
 
 
-def _image(sample: Sample, hflip: bool) -> Image:
+def sample_image(sample: Sample, hflip: bool) -> Image:
+    """View 0 of ``sample`` (flipped if ``hflip``), as the teacher is sent it."""
     data, media_type = view_bytes(sample.path, sample.id, 0, hflip=hflip)
     return Image(data=data, media_type=media_type)
 
@@ -291,7 +293,7 @@ async def answer_labels(
             )
             try:
                 req = AnswerRequest(
-                    image=_image(s, dataset.hflip),
+                    image=sample_image(s, dataset.hflip),
                     prompt=choice_prompt(class_names, question, order),
                     max_output_tokens=max_output_tokens,
                 )
@@ -351,7 +353,7 @@ async def embedding_labels(
         chunk = list(enumerate(todo))[start : start + limit]
         try:
             res = await client.embed_images(
-                [ImageEmbeddingRequest(image=_image(s, dataset.hflip)) for _, s in chunk]
+                [ImageEmbeddingRequest(image=sample_image(s, dataset.hflip)) for _, s in chunk]
             )
         except BudgetExceededError:
             break
