@@ -13,7 +13,14 @@ if TYPE_CHECKING:
     from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
     from .coordination import CoordinationError, Coordinator, SpendView
     from .keys import canonical_json, make_key
-    from .layout import STORES_DIR, CacheDir, CacheLayoutError
+    from .layout import (
+        COORDINATION_FILE,
+        LEDGER_FILE,
+        RESPONSES_DIR,
+        STORES_DIR,
+        CacheDir,
+        CacheLayoutError,
+    )
     from .ledger import (
         GroupTotals,
         LedgerContents,
@@ -41,7 +48,10 @@ if TYPE_CHECKING:
     from .swap import exchange
 
 __all__ = [
+    "COORDINATION_FILE",
     "FORMATS",
+    "LEDGER_FILE",
+    "RESPONSES_DIR",
     "STORES_DIR",
     "CacheCorruptError",
     "CacheDir",
@@ -105,6 +115,9 @@ _SOURCES: dict[str, str] = {
     "SpendView": "coordination",
     "canonical_json": "keys",
     "make_key": "keys",
+    "COORDINATION_FILE": "layout",
+    "LEDGER_FILE": "layout",
+    "RESPONSES_DIR": "layout",
     "STORES_DIR": "layout",
     "CacheDir": "layout",
     "CacheLayoutError": "layout",

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -85,6 +85,7 @@ class Spending(Protocol):
     def spent(self) -> Decimal: ...
 
 
+@runtime_checkable
 class HarvestClient(Embedder, Protocol):
     """What :func:`harvest` needs of its client (:class:`vlmclient.TeacherClient` is one):
     the two embedding calls, plus the client's limits, spend, health and identity."""

@@ -145,7 +145,7 @@ def private_attribute_uses() -> list[tuple[str, int, str, str]]:
             if head not in names:
                 continue
             target = names[head] + (f".{rest}" if rest else "")
-            if target in modules() and _private(node.attr):
+            if target in modules() and is_private(node.attr):
                 out.append((importer, node.lineno, target, node.attr))
     return out
 
@@ -159,7 +159,7 @@ def _dotted(node: ast.AST) -> str | None:
     return None
 
 
-def _private(name: str) -> bool:
+def is_private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
@@ -168,7 +168,7 @@ def private_module(module: str) -> str | None:
     ``distill.cli._common`` -> ``distill.cli``; None when the module is public."""
     parts = module.split(".")
     for i, part in enumerate(parts):
-        if _private(part):
+        if is_private(part):
             return ".".join(parts[:i])
     return None
 
@@ -240,3 +240,49 @@ def cycle_path(component: list[str]) -> list[str]:
                     nxt.append(w)
         frontier = nxt
     return component
+
+
+def _top_level_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    for node in body:
+        yield node
+        if isinstance(node, ast.If):
+            yield from _top_level_statements(node.body)
+            yield from _top_level_statements(node.orelse)
+        elif isinstance(node, ast.Try):
+            for block in (node.body, node.orelse, node.finalbody):
+                yield from _top_level_statements(block)
+            for handler in node.handlers:
+                yield from _top_level_statements(handler.body)
+
+
+@cache
+def defined_names(module: str) -> frozenset[str]:
+    """Names a module binds at its top level (``if``/``try`` blocks included)."""
+    names: set[str] = set()
+    tree = ast.parse(modules()[module].read_text())
+    for node in _top_level_statements(tree.body):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                names.add(alias.asname or alias.name.split(".")[0])
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for sub in ast.walk(target):
+                    if isinstance(sub, ast.Name):
+                        names.add(sub.id)
+    return frozenset(names)
+
+
+@cache
+def declared_all(module: str) -> tuple[str, ...] | None:
+    """The literal ``__all__`` of a module, or None when it has none."""
+    tree = ast.parse(modules()[module].read_text())
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if isinstance(target, ast.Name) and target.id == "__all__":
+            value = node.value
+            assert isinstance(value, (ast.List, ast.Tuple)), f"{module}: __all__ is not literal"
+            return tuple(ast.literal_eval(value))
+    return None
