@@ -14,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("cache", "vlmclient", "distill")
+SCRIPTS = ("benchmarks", "examples")  # import our packages, are imported by nothing
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,27 @@ def imports() -> tuple[Import, ...]:
                     else:
                         found.append(Import(importer, source, alias.name, node.lineno))
     return tuple(sorted(found, key=lambda i: (i.importer, i.line)))
+
+
+@cache
+def script_imports() -> tuple[Import, ...]:
+    """What the scripts of benchmarks/ and examples/ import from our packages; the
+    importer is the script's path."""
+    mods = modules()
+    found = []
+    for folder in SCRIPTS:
+        for path in sorted((ROOT / folder).glob("*.py")):
+            where = path.relative_to(ROOT).as_posix()
+            for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    if top(node.module) not in PACKAGES:
+                        continue
+                    for alias in node.names:
+                        sub = f"{node.module}.{alias.name}"
+                        name = None if sub in mods else alias.name
+                        found.append(Import(where, sub if name is None else node.module, name,
+                                            node.lineno))
+    return tuple(found)
 
 
 @cache
