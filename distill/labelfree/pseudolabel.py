@@ -25,6 +25,7 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -37,7 +38,8 @@ from vlmclient import (
     Image,
     ImageEmbeddingRequest,
     InputError,
-    TeacherClient,
+    Kind,
+    Teacher,
     TextEmbeddingRequest,
     VLMError,
 )
@@ -46,6 +48,7 @@ __all__ = [
     "DEFAULT_QUESTION",
     "MAX_FAILURES_IN_A_ROW",
     "Label",
+    "LabelClient",
     "answer_labels",
     "choice_prompt",
     "display_name",
@@ -253,9 +256,20 @@ def shuffled_order(n: int, image_id: str, seed: int = 1) -> list[int]:
     return order
 
 
+@runtime_checkable
+class LabelClient(Teacher, Protocol):
+    """What labelling needs of its client (:class:`vlmclient.TeacherClient` is one): the
+    Teacher calls, how many requests it runs at once, and how many items one may carry."""
+
+    @property
+    def concurrency(self) -> int: ...
+
+    def batch_limit(self, kind: Kind) -> int: ...
+
+
 async def answer_labels(
     dataset: Dataset,
-    client: TeacherClient,
+    client: LabelClient,
     class_names: Sequence[str],
     *,
     samples: Sequence[Sample] | None = None,
@@ -328,7 +342,7 @@ async def answer_labels(
 
 async def embedding_labels(
     dataset: Dataset,
-    client: TeacherClient,
+    client: LabelClient,
     class_names: Sequence[str],
     *,
     samples: Sequence[Sample] | None = None,
