@@ -1,8 +1,8 @@
 """What every command that buys from a teacher shares: its flags, the client it opens,
 the cache folder's coordinator, and how its spend is shown.
 
-``harvest`` (with its ``--select`` rounds) and ``pseudolabel`` import from here, so no
-command module imports another.
+``harvest``, its ``--select`` rounds (``select_cmd``) and ``pseudolabel`` take these from
+here, not from one another: ``harvest`` imports ``select_cmd`` and nothing imports back.
 """
 
 from __future__ import annotations
