@@ -60,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
         if code is not None:
             return code
         # else a plain harvest does what was asked (a dry run, or a budget that covers all)
-    return harvest_all(args)
+    return _plain_harvest(args)
 
 
-def harvest_all(args: argparse.Namespace) -> int:
+def _plain_harvest(args: argparse.Namespace) -> int:
     """The plain harvest: every image view and prompt, then the store."""
     from cache import ResponseCache, SpendLedger
     from distill.data import scan
