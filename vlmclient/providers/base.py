@@ -35,6 +35,7 @@ from ..models import (
 
 __all__ = [
     "CallSpec",
+    "Item",
     "Parsed",
     "Provider",
     "RateLimitHints",
