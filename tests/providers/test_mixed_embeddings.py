@@ -89,14 +89,19 @@ def test_cache_key_covers_every_part_in_order() -> None:
 
     base = key(mixed("a cat", CAT))
     assert key(mixed("a cat", CAT)) == base
-    assert len({
-        base,
-        key(mixed(CAT, "a cat")),  # order changes the input
-        key(mixed("a cat", DOG)),
-        key(mixed("a dog", CAT)),
-        key(mixed("a cat", CAT, "a cat")),
-        key(ImageEmbeddingRequest(image=CAT), "image_embedding"),
-    }) == 6
+    assert (
+        len(
+            {
+                base,
+                key(mixed(CAT, "a cat")),  # order changes the input
+                key(mixed("a cat", DOG)),
+                key(mixed("a dog", CAT)),
+                key(mixed("a cat", CAT, "a cat")),
+                key(ImageEmbeddingRequest(image=CAT), "image_embedding"),
+            }
+        )
+        == 6
+    )
 
 
 # -- wire bodies ----------------------------------------------------------------------
@@ -316,8 +321,7 @@ async def test_voyage_mixed_requests_are_cut_by_the_320k_token_cap() -> None:
     # in one request (428,640 > 320,000); no request holds more than 89 images.
     stand_in = VoyageStandIn()
     reqs = [
-        mixed(f"item {i}", *(image((8, 8), seed=10 * i + j) for j in range(4)))
-        for i in range(30)
+        mixed(f"item {i}", *(image((8, 8), seed=10 * i + j) for j in range(4))) for i in range(30)
     ]
     with loopback(stand_in) as server:
         async with voyage_client(server.url) as client:
@@ -338,3 +342,39 @@ async def test_voyage_mixed_requests_are_rate_limited() -> None:
             await client.embed_mixed(reqs)
     assert len(server.requests) == 3
     assert clock.now - 1000.0 >= 2.0  # three requests at 60/min: paced a second apart
+
+
+async def test_cohere_mixed_requests_are_cut_by_the_image_bytes_cap() -> None:
+    # 3 inputs of two ~3 MB photos: 18 MB of files cannot go in one request (v4 caps the
+    # images of a call at 20 MB, read as base64: ~15 MB of files).
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = body_of(request)
+        sent.append(body)
+        n = len(body["inputs"])
+        return httpx.Response(
+            200,
+            json={
+                "id": f"r{len(sent)}",
+                "embeddings": {"float": [vector(i) for i in range(n)]},
+                "meta": {"billed_units": {"images": 2 * n, "image_tokens": 2 * n * 6000}},
+            },
+        )
+
+    reqs = [
+        mixed(f"photo {i}", image((1000, 1000), seed=2 * i), image((1000, 1000), seed=2 * i + 1))
+        for i in range(3)
+    ]
+    sizes = [sum(len(p.data) for p in r.images) for r in reqs]
+    assert sum(sizes) > cohere.MAX_REQUEST_IMAGE_BYTES >= max(sizes)
+    price = PriceTable.default().lookup("cohere", "embed-v4.0")
+    async with client_for("cohere:embed-v4.0", handler, price=price) as client:
+        out = await client.embed_mixed(reqs)
+    assert len(out) == 3 and len(sent) == 2
+    for body in sent:
+        urls = [
+            p["image_url"]["url"] for i in body["inputs"] for p in i["content"] if "image_url" in p
+        ]
+        assert sum(len(u) for u in urls) <= 20 * 1024 * 1024
+    assert client.budget.overruns == 0
