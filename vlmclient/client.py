@@ -542,8 +542,8 @@ class TeacherClient:
         if kind not in self.provider.kinds_for(self.model):
             offering = sorted(n for n, p in PROVIDERS.items() if kind in p.kinds)
             raise ConfigurationError(
-                f"{self.teacher} does not offer {kind.replace('_', ' ')}s (providers that "
-                f"do: {', '.join(offering)}; nothing was sent)"
+                f"{self.teacher} does not offer {kind.replace('_', ' ')}s (offered by "
+                f"{', '.join(offering)}, not by every model of each; nothing was sent)"
             )
         loop = asyncio.get_running_loop()
         prepared = [self.prepare(item) for item in requests]  # InputError before any spend
