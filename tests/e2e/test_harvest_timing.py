@@ -66,3 +66,26 @@ def test_harvest_v_ends_with_a_time_breakdown(
          hash_teacher.url, "--cache", str(cache)]
     ) == 0
     breakdown(capsys.readouterr().out)
+
+
+async def test_concurrent_requests_wait_is_counted_once(hash_teacher: LocalTeacher) -> None:
+    """Requests in flight together are one wait, not one each: the parts of a run with
+    several concurrent requests still add up to no more than its wall time."""
+    import asyncio
+    import time
+
+    from tests.conftest import make_image_requests
+    from vlmclient import TeacherClient
+
+    images = make_image_requests(12)
+    async with TeacherClient(
+        "local:hash", base_url=hash_teacher.url, batch_size=1, concurrency=6
+    ) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(client.embed_images([i]) for i in images))
+        wall = time.perf_counter() - started
+    assert client.stats.requests_sent == 12
+    parts = client.timings.parts(wall)
+    assert all(v >= 0 for v in parts.values())
+    assert sum(parts.values()) == pytest.approx(wall)  # "other" is the rest, never negative
+    assert parts["wait"] + parts["prepare"] + parts["parse"] <= wall
