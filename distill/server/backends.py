@@ -486,7 +486,7 @@ class MiniClipBackend:
         _set_offline_env()
         import torch
 
-        from distill import miniclip
+        from distill.teacher import miniclip
         from distill.data import class_prompts
 
         torch.set_num_threads(torch_threads)
