@@ -36,6 +36,7 @@ from ..models import (
 __all__ = [
     "FLOAT32_LE",
     "CallSpec",
+    "Item",
     "Parsed",
     "Provider",
     "RateLimitHints",
