@@ -40,6 +40,7 @@ from vlmclient import (
     QuotaExceededError,
     SpendRecordError,
     TextEmbeddingRequest,
+    Timings,
     VLMError,
     endpoint_id,
     item_cache_key,
@@ -47,7 +48,6 @@ from vlmclient import (
     teacher_fingerprint,
 )
 from vlmclient.providers import parse_teacher
-from vlmclient.timing import Timings
 
 __all__ = [
     "FATAL",

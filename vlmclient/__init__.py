@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from .ratelimit import RateLimiter
     from .retry import RetryPolicy
     from .shared_budget import SharedBudget, SharedReservation
+    from .timing import Timings
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -117,6 +118,7 @@ __all__ = [
     "Teacher",
     "TeacherClient",
     "TextEmbeddingRequest",
+    "Timings",
     "TruncatedAnswerError",
     "Usage",
     "VLMError",
@@ -193,6 +195,7 @@ _SOURCES: dict[str, str] = {
     "RetryPolicy": "retry",
     "SharedBudget": "shared_budget",
     "SharedReservation": "shared_budget",
+    "Timings": "timing",
 }
 
 
