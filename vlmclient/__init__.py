@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from .ratelimit import RateLimiter
     from .retry import RetryPolicy
     from .shared_budget import SharedBudget, SharedReservation
+    from .timing import Timings
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -119,6 +120,7 @@ __all__ = [
     "Teacher",
     "TeacherClient",
     "TextEmbeddingRequest",
+    "Timings",
     "TruncatedAnswerError",
     "Usage",
     "VLMError",
@@ -196,6 +198,7 @@ _SOURCES: dict[str, str] = {
     "RetryPolicy": "retry",
     "SharedBudget": "shared_budget",
     "SharedReservation": "shared_budget",
+    "Timings": "timing",
 }
 
 

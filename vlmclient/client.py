@@ -60,6 +60,7 @@ from .providers.base import Item, text_tokens_upper_bound
 from .ratelimit import RateLimiter
 from .redact import Redactor
 from .retry import RetryPolicy
+from .timing import Timings
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -396,6 +397,8 @@ class TeacherClient:
             raise ConfigurationError("batch size must be >= 1")
         self.batch_size = batch_size
         self.stats = ClientStats()
+        self.timings = Timings()
+        """Seconds per phase (prepare, parse, cache, ledger) and waiting on the provider."""
         self._cache = cache
         self._ledger = ledger
         self._retry = retry or RetryPolicy()
@@ -521,6 +524,7 @@ class TeacherClient:
     def _cache_get(self, key: str) -> CacheEntry | None:
         if self._cache is None:
             return None
+        started = time.perf_counter()
         try:
             return self._cache.get(key)
         except Exception as exc:
@@ -530,6 +534,8 @@ class TeacherClient:
                 self._cache_error = f"{type(exc).__name__}: {exc}"
                 log.critical("CACHE UNREADABLE: %s; no further requests will be sent", exc)
             return None
+        finally:
+            self.timings.add("cache", started)
 
     def _from_entry(self, kind: Kind, entry: CacheEntry) -> EmbeddingResult | AnswerResult:
         rid = entry.meta.get("request_id")
@@ -546,13 +552,15 @@ class TeacherClient:
                 f"{', '.join(offering)}, not by every model of each; nothing was sent)"
             )
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         prepared = [self.prepare(item) for item in requests]  # InputError before any spend
+        keys = [self.cache_key(kind, item) for item in prepared]
+        self.timings.add("prepare", started)
         futures: list[asyncio.Future[Any]] = []
         to_buy: list[tuple[str, Item]] = []
         hits = 0
         saved = Decimal(0)
-        for item in prepared:
-            key = self.cache_key(kind, item)
+        for item, key in zip(prepared, keys, strict=True):
             fut = self._inflight.get(key)
             if fut is not None:
                 self.stats.shared_in_flight += 1
@@ -597,7 +605,9 @@ class TeacherClient:
         """
         if self._claims is None:
             return pairs, []
+        started = time.perf_counter()
         mine = self._claims.claim([key for key, _ in pairs])
+        self.timings.add("cache", started)
         to_buy, theirs, found = [], [], []
         for key, item in pairs:
             if key not in mine:
@@ -609,7 +619,9 @@ class TeacherClient:
             else:
                 to_buy.append((key, item))
         if found:
+            started = time.perf_counter()
             self._claims.release([key for key, _ in found])
+            self.timings.add("cache", started)
             self._serve_cached(kind, found)
         return to_buy, theirs
 
@@ -643,7 +655,9 @@ class TeacherClient:
                     for key, _ in found:
                         del pending[key]
                     self._serve_cached(kind, found)
+                started = time.perf_counter()
                 held = self._claims.held_elsewhere(list(pending))
+                self.timings.add("cache", started)
                 free = [(k, i) for k, i in pending.items() if k not in held]
                 if free:
                     mine, theirs = self._claim(kind, free)
@@ -706,7 +720,9 @@ class TeacherClient:
         spec = self._spec(kind, [item for _, item in chunk])
         futs = [self._inflight[key] for key, _ in chunk]
         try:
+            started = time.perf_counter()
             estimate_usage = self.provider.estimate_usage(spec)
+            self.timings.add("prepare", started)
             estimate = self.price.cost(estimate_usage)
             tokens = (
                 estimate_usage.input_tokens
@@ -741,7 +757,9 @@ class TeacherClient:
             for key, _ in chunk:
                 self._inflight.pop(key, None)
             if self._claims is not None:
+                started = time.perf_counter()
                 self._claims.release([key for key, _ in chunk])  # after the results are cached
+                self.timings.add("cache", started)
 
     def _results(
         self, kind: Kind, parsed: Parsed, cost: Decimal, n: int
@@ -788,6 +806,7 @@ class TeacherClient:
             )
             for (key, _), r in zip(chunk, results, strict=True)
         ]
+        started = time.perf_counter()
         try:
             self._cache.set_many(entries)
         except Exception as exc:
@@ -804,6 +823,8 @@ class TeacherClient:
                 type(exc).__name__,
                 exc,
             )
+        finally:
+            self.timings.add("cache", started)
 
     async def _send_with_retries(
         self, spec: CallSpec, estimate: Decimal, tokens: int
@@ -831,7 +852,9 @@ class TeacherClient:
             raise _again(self._overrun)
         if self._breaker is not None:
             raise _again(self._breaker)
+        started = time.perf_counter()
         reservation = self.budget.reserve(estimate, items=len(spec.items))
+        self.timings.add("ledger", started)
         try:
             await self._sem.acquire()
         except BaseException:
@@ -845,7 +868,9 @@ class TeacherClient:
                     raise _again(self._overrun)
                 if self._breaker is not None:
                     raise _again(self._breaker)
+                started = time.perf_counter()
                 request = self.provider.build_request(spec)
+                self.timings.add("prepare", started)
             except BaseException:
                 self.budget.release(reservation)
                 raise
@@ -871,8 +896,12 @@ class TeacherClient:
         self, spec: CallSpec, request: httpx.Request, reservation: Reservation
     ) -> httpx.Response:
         self.stats.requests_sent += 1
+        self.timings.sent()
         try:
-            return await self._http.send(request)
+            try:
+                return await self._http.send(request)
+            finally:
+                self.timings.answered()
         except httpx.HTTPError as exc:
             err = self._transport_error(exc)
             if err.sent:
@@ -955,11 +984,13 @@ class TeacherClient:
             if isinstance(err, RateLimitError) and err.retry_after is not None:
                 self._limiter.pause(err.retry_after)  # everyone waits, not only this task
             raise err
+        started = time.perf_counter()
         try:
             parsed = self.provider.parse_response(spec, response)
             parsed = replace(parsed, request_id=self._redact.request_id(parsed.request_id))
             self._check_dim(spec.kind, parsed, response)
         except ResponseValidationError as exc:
+            self.timings.add("parse", started)
             exc.request_id = self._redact.request_id(exc.request_id)
             exc.args = tuple(self._redact(str(a)) for a in exc.args)
             # Billed, recorded, and never retried (the retry policy goes by status only).
@@ -972,6 +1003,7 @@ class TeacherClient:
             log.warning("rejected a billed response (not retried): %s", exc)
             self._check_breaker(exc)
             raise
+        self.timings.add("parse", started)
         self.billed_ok += 1
         cost = self._settle(
             spec,
@@ -1004,7 +1036,9 @@ class TeacherClient:
             cost = reservation.usd
             self.stats.estimated += 1
             self._warn_estimated(reported is None)
+        started = time.perf_counter()
         overran = self.budget.settle(reservation, cost)
+        self.timings.add("ledger", started)
         secret = self._api_key.get_secret_value()
         if reported is not None and len(secret) >= MIN_SCRUBBED_SECRET:
             reported = _scrub(reported, secret)  # a server knows the key it was sent
@@ -1138,6 +1172,7 @@ class TeacherClient:
             estimated=estimated,
             provider_usage=dict(reported or {}),
         )
+        started = time.perf_counter()
         try:
             self._ledger.record(rec)
         except Exception as exc:
@@ -1152,3 +1187,5 @@ class TeacherClient:
                 request_id,
                 self._ledger_error,
             )
+        finally:
+            self.timings.add("ledger", started)

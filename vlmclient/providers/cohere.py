@@ -83,11 +83,19 @@ def model_kinds(model: str) -> frozenset[str]:
 OUTPUT_DIMENSIONS = (256, 512, 1024, 1536)
 
 
-def _options(spec: CallSpec) -> dict[str, Any]:
+# Cohere's spec offers embedding_types "base64" ("the float embedding bytes" appended
+# and base64-encoded) without saying their width or byte order, so the real API is asked
+# for "float"; the bundled local server documents little-endian float32 and is asked for
+# "base64" (vlmclient.providers.local).
+VECTOR_TYPES = ("float", "base64")
+
+
+def _options(spec: CallSpec, vector_type: str = "float") -> dict[str, Any]:
     """``output_dimension`` and ``embedding_types`` checked before anything is sent.
 
-    The client reads the ``float`` vectors, so ``float`` is always requested; other
-    types a caller asks for (``int8``, ``ubinary`` ...) are requested beside it.
+    The client reads the ``vector_type`` vectors (``float``, or ``base64`` from the
+    local server), so that type is always requested; other types a caller asks for
+    (``int8``, ``ubinary`` ...) are requested beside it.
     """
     params = dict(spec.params)
     dim = params.get("output_dimension")
@@ -103,12 +111,15 @@ def _options(spec: CallSpec) -> dict[str, Any]:
     types = params.pop("embedding_types", None) or []
     if isinstance(types, str):
         types = [types]
-    params["embedding_types"] = ["float", *(t for t in types if t != "float")]
+    params["embedding_types"] = [vector_type, *(t for t in types if t != vector_type)]
     return params
 
 
-def embed_body(spec: CallSpec) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": spec.model, "embedding_types": ["float"]}
+def embed_body(spec: CallSpec, vector_type: str = "float") -> dict[str, Any]:
+    """The ``/v2/embed`` body; ``vector_type`` is the embedding type the client reads."""
+    if vector_type not in VECTOR_TYPES:
+        raise ValueError(f"cohere vectors are read as {' or '.join(VECTOR_TYPES)}")
+    body: dict[str, Any] = {"model": spec.model, "embedding_types": [vector_type]}
     if spec.kind == "image_embedding":
         body["input_type"] = "image" if _is_v3(spec.model) else "search_document"
         body["images"] = [
@@ -127,7 +138,7 @@ def embed_body(spec: CallSpec) -> dict[str, Any]:
         ]
     else:
         raise ValueError(f"cohere adapter does not do {spec.kind}")
-    body.update(_options(spec))
+    body.update(_options(spec, vector_type))
     return body
 
 
@@ -138,7 +149,7 @@ def _content(part: str | Image) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": data_uri(part)}}
 
 
-def build_request(spec: CallSpec) -> httpx.Request:
+def build_request(spec: CallSpec, vector_type: str = "float") -> httpx.Request:
     return httpx.Request(
         "POST",
         spec.base_url.rstrip("/") + "/v2/embed",
@@ -146,7 +157,7 @@ def build_request(spec: CallSpec) -> httpx.Request:
             "Authorization": f"Bearer {spec.api_key.get_secret_value()}",
             "Content-Type": "application/json",
         },
-        content=json.dumps(embed_body(spec), separators=(",", ":")).encode(),
+        content=json.dumps(embed_body(spec, vector_type), separators=(",", ":")).encode(),
     )
 
 
@@ -191,8 +202,14 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     usage = usage_of(spec, billed)
     embeddings = body.get("embeddings")
     rows = embeddings.get("float") if isinstance(embeddings, dict) else embeddings
+    # "float" when present (what the API is asked for), else the local server's "base64"
+    encoded = False
+    if isinstance(embeddings, dict) and rows is None and "base64" in embeddings:
+        rows, encoded = embeddings["base64"], True
     try:
-        vecs = vectors_from(rows, expected=len(spec.items), request_id=rid, provider=NAME)
+        vecs = vectors_from(
+            rows, expected=len(spec.items), request_id=rid, provider=NAME, base64_ok=encoded
+        )
     except ResponseValidationError as exc:
         exc.usage, exc.reported = usage, reported_usage(billed)
         raise
