@@ -44,7 +44,7 @@ if TYPE_CHECKING:
         verify_cache,
     )
     from .spill import SpillFile
-    from .store import EmbeddingStore, StoreError
+    from .store import EmbeddingStore, StoreError, StoreWriter
     from .swap import exchange
 
 __all__ = [
@@ -78,6 +78,7 @@ __all__ = [
     "SpendView",
     "SpillFile",
     "StoreError",
+    "StoreWriter",
     "Totals",
     "VectorFormat",
     "by_model",
@@ -143,6 +144,7 @@ _SOURCES: dict[str, str] = {
     "SpillFile": "spill",
     "EmbeddingStore": "store",
     "StoreError": "store",
+    "StoreWriter": "store",
     "exchange": "swap",
 }
 

@@ -378,7 +378,9 @@ class StoreWriter:
         tmp.mkdir(parents=True)
         self._tmp = tmp
         n, k, d = len(self.image_ids), self.views, self.dim
-        files = {_IMAGES: (storage_dtype(self.format), (n, k, d))}
+        files: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {
+            _IMAGES: (storage_dtype(self.format), (n, k, d))
+        }
         if self.format == "int8":
             files[_SCALES] = (np.dtype(np.float32), (n, k))
         for name, (dtype, shape) in files.items():

@@ -67,7 +67,7 @@ def _plain_harvest(args: argparse.Namespace) -> int:
     """The plain harvest: every image view and prompt, then the store."""
     from cache import ResponseCache, SpendLedger
     from distill.data import scan
-    from distill.harvest import HarvestResult, harvest, image_items
+    from distill.harvest import HarvestResult, harvest
 
     out = console()
     if args.views < 1:
@@ -105,7 +105,7 @@ def _plain_harvest(args: argparse.Namespace) -> int:
             async with client:
                 if args.dry_run:
                     return await _dry_run(client, dataset, args)
-                total = len(image_items(dataset, args.views)) + len(dataset.class_names)
+                total = len(dataset.samples) * args.views + len(dataset.class_names)
                 started = time.monotonic()
                 with LiveProgress(f"harvest {args.teacher}", total, out=out) as bar:
 
@@ -178,14 +178,16 @@ async def _dry_run(client: TeacherClient, dataset, args) -> None:  # type: ignor
     from distill.data import class_prompts
     from distill.harvest import image_items, view_request
 
-    reqs = [view_request(i, dataset.hflip) for i in image_items(dataset, args.views)]
+    # priced one request at a time as the views are read: no view's bytes are kept
+    n_views = len(dataset.samples) * args.views
+    reqs = (view_request(i, dataset.hflip) for i in image_items(dataset, args.views))
     n_img, cost_img = client.plan("image_embedding", reqs)
     texts = [TextEmbeddingRequest(text=p) for p in class_prompts(dataset.class_names, args.prompt)]
     n_txt, cost_txt = client.plan("text_embedding", texts) if texts else (0, Decimal(0))
     out = console()
     left = client.budget.remaining
     out.print(
-        f"dry run: {n_img} of {len(reqs)} image views and {n_txt} of {len(texts)} prompts "
+        f"dry run: {n_img} of {n_views} image views and {n_txt} of {len(texts)} prompts "
         f"are not cached; buying them would cost at most ${cost_img + cost_txt:.6f} "
         f"(budget ${args.budget}, of which ${left} is left). Nothing was sent."
     )

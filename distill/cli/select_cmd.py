@@ -67,9 +67,9 @@ def _full_cost(client, dataset, prompt: str) -> Decimal:  # type: ignore[no-unty
     from distill.data import class_prompts
     from distill.harvest import image_items, view_request
 
-    reqs = [view_request(i, dataset.hflip) for i in image_items(dataset, 1)]
+    reqs = (view_request(i, dataset.hflip) for i in image_items(dataset, 1))
     texts = [TextEmbeddingRequest(text=t) for t in class_prompts(dataset.class_names, prompt)]
-    cost = client.plan("image_embedding", reqs)[1] if reqs else Decimal(0)
+    cost = client.plan("image_embedding", reqs)[1] if dataset.samples else Decimal(0)
     return cost + (client.plan("text_embedding", texts)[1] if texts else Decimal(0))
 
 
