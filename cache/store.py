@@ -184,7 +184,7 @@ class EmbeddingStore:
         ) as writer:
             for start in range(0, len(ids), WRITE_BLOCK_ROWS):
                 writer.put_rows(start, images[start : start + WRITE_BLOCK_ROWS])
-            return writer.commit(
+            writer.commit(
                 text_vectors=texts,
                 class_names=class_names,
                 prompts=prompts,
@@ -193,6 +193,7 @@ class EmbeddingStore:
                 dataset_fingerprint=dataset_fingerprint,
                 extra_meta=extra_meta,
             )
+        return cls.open(path)
 
     # -- reading ---------------------------------------------------------------------------
     @classmethod
@@ -479,9 +480,10 @@ class StoreWriter:
         teacher_fingerprint: str,
         dataset_fingerprint: str,
         extra_meta: Mapping[str, Any] | None = None,
-    ) -> EmbeddingStore:
-        """Finish the store (every row and view must have been put), swap it into place
-        and open it. StoreError names up to five images that have no good vector."""
+    ) -> Path:
+        """Finish the store (every row and view must have been put) and swap it into
+        place; returns its path (not opened: that reads every id, a cost a harvest need
+        not pay). StoreError names up to five images that have no good vector."""
         if self._done:
             raise StoreError("this store writer has already finished")
         missing = self._bad | ~self._written.all(axis=1)
@@ -529,7 +531,7 @@ class StoreWriter:
             self.abort()
             raise
         self._done = True
-        return EmbeddingStore.open(self.target)
+        return self.target
 
     def _close_files(self) -> None:
         fds, self._fds = self._fds, {}

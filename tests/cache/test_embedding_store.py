@@ -226,11 +226,12 @@ def test_writer_fed_in_any_order_writes_what_write_writes(tmp_path: Path, fmt: s
             views = [slots[i][1] for i in batch]
             writer.put(rows, views, images[rows, views])
         assert writer.complete
-        store = writer.commit(
+        path = writer.commit(
             text_vectors=texts, class_names=whole.class_names, prompts=whole.prompts,
             teacher="local:pseudo-clip", teacher_fingerprint="teacher-fp",
             dataset_fingerprint="data-fp-0",
         )  # fmt: skip
+    store = EmbeddingStore.open(path)
     for name in ("images.npy", "texts.npy", "image_ids.json", "images_scale.npy"):
         a, b = tmp_path / "whole" / name, tmp_path / "parts" / name
         assert a.exists() == b.exists()
