@@ -19,6 +19,16 @@ from vlmclient.errors import ConfigurationError, VLMError
 
 from .config_file import CommandParser, apply_config_file, load_config_file
 
+__all__ = [
+    "COMMANDS",
+    "EXIT_BUDGET",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
+
 # command name -> (module, one-line help). Order is the order of `vlm-distill --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("distill.cli.demo", "run the whole pipeline on the embedded default"),
@@ -62,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--config",
             type=Path,
             help="TOML or YAML file whose keys are this command's flag names (flags win)",
+        )
+        # also after the command (`vlm-distill harvest -v`); adds to a -v given before it
+        p.add_argument(
+            "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="as above"
         )
         importlib.import_module(mod).add_arguments(p)
         SUBPARSERS[name] = p
@@ -111,10 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:
-        from cache import CacheError, LedgerWriteError, StoreError
+        from cache import CacheError, CacheLayoutError, LedgerWriteError, StoreError
 
         from .signals import Interrupted
 
+        if isinstance(exc, CacheLayoutError):  # bad input, like a ConfigurationError
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         if isinstance(exc, Interrupted):
             _say_interrupted(exc)
             return exc.exit_code

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from cache.layout import STORES_DIR
 from distill.data import Dataset, Sample
 from distill.train.config import TrainConfig
 from distill.train.evaluate import mean_accuracy, zeroshot_by_domain
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from cache.store import EmbeddingStore
 
 __all__ = [
-    "STORES_DIR",
     "TeacherTargets",
     "check_store",
     "find_store",
@@ -36,8 +36,6 @@ __all__ = [
     "open_store",
     "teacher_zeroshot",
 ]
-
-STORES_DIR = "stores"
 
 
 def _no_store_message(teacher: str, dataset: Dataset, cache: Path) -> str:
