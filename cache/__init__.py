@@ -3,7 +3,6 @@
 Imports nothing else of vlm-distill.
 """
 
-from .base import CacheEntry, CacheLike, LedgerLike, LedgerRecord, MemoryCache
 from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
 from .coordination import Coordinator, SpendView
 from .keys import canonical_json, make_key
@@ -16,6 +15,8 @@ from .ledger import (
     read_ledger,
     totals,
 )
+from .memory import MemoryCache
+from .protocols import CacheEntry, CacheLike, LedgerLike, LedgerRecord
 from .recover import RecoverResult, recover_cache
 from .response_cache import (
     CacheCorruptError,

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from .base import LedgerRecord
+from .protocols import LedgerRecord
 
 __all__ = [
     "CACHE_HIT",

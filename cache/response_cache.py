@@ -52,8 +52,8 @@ from typing import Any, Final, NamedTuple
 import diskcache
 import numpy as np
 
-from .base import CacheEntry
 from .codecs import VectorFormat, check_format, decode_vector, encode_vector
+from .protocols import CacheEntry
 from .spill import SpillFile
 
 __all__ = [

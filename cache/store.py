@@ -1,6 +1,6 @@
 """EmbeddingStore: one dataset's teacher embeddings as a memory-mapped matrix, for training.
 
-A store is a directory (layout in notes/store-and-data-spec.md)::
+A store is a directory::
 
     meta.json         format_version, teacher, fingerprints, dim, format, views, ...
     image_ids.json    row i of the image matrix is image_ids[i]

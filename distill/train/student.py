@@ -17,14 +17,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
 
 __all__ = [
     "LOGIT_SCALE",
@@ -101,9 +97,6 @@ class Student(nn.Module):
         if output == "logits":
             return self.logits(feats)
         raise ValueError(f"unknown output {output!r}")
-
-    def backbone_parameters(self) -> Iterable[nn.Parameter]:
-        return self.backbone.parameters()
 
 
 def text_logits(emb: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:

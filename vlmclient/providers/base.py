@@ -122,8 +122,8 @@ class Provider:
     # Cap on the summed tokens of the texts of one request, counted with
     # text_tokens_upper_bound (None = no cap beyond the count): OpenAI 300k, Voyage 320k.
     max_request_tokens: int | None = None
-    # True when responses carry no usage, so the estimate is the bill (Vertex, Titan).
-    meters_usage: bool = False
+    # False when responses carry no usage block, so our estimate is the bill (Vertex).
+    usage_in_response: bool = True
     # True when the adapter finds its own credentials (Titan: botocore's chain of
     # profiles, SSO, container and instance roles), so no env var is required.
     key_optional: bool = False
