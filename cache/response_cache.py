@@ -1,6 +1,6 @@
 """ResponseCache: paid teacher responses on disk (diskcache/SQLite), bytes only, never evicted.
 
-Why these choices (docs: DESIGN.md, measured-limits.md part B):
+Why these choices (figures measured on this machine):
 
 * Values are bytes we encode ourselves, never pickles. diskcache pickles anything that
   is not str/bytes/int/float and unpickles whatever a row says is a pickle
