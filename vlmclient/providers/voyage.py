@@ -26,6 +26,7 @@ from .base import (
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
+    usage_count,
 )
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 
@@ -103,11 +104,6 @@ def build_request(spec: CallSpec) -> httpx.Request:
     )
 
 
-def _n(obj: Any, key: str) -> int | None:
-    v = obj.get(key) if isinstance(obj, dict) else None
-    return int(v) if isinstance(v, int) and v >= 0 else None
-
-
 def usage_of(spec: CallSpec, body: dict[str, Any]) -> Usage:
     """Text tokens and image pixels as reported.
 
@@ -116,10 +112,11 @@ def usage_of(spec: CallSpec, body: dict[str, Any]) -> Usage:
     """
     u = body.get("usage")
     n_images = sum(1 for i in spec.items if isinstance(i, ImageEmbeddingRequest))
-    text_tokens = _n(u, "text_tokens")
+    text_tokens = usage_count(u, "text_tokens", None)
     if text_tokens is None and n_images == 0:
-        text_tokens = _n(u, "total_tokens")  # the public spec lists only total_tokens
-    pixels = _n(u, "image_pixels")
+        # the public spec lists only total_tokens
+        text_tokens = usage_count(u, "total_tokens", None)
+    pixels = usage_count(u, "image_pixels", None)
     if pixels is None and n_images:
         pixels = sum(
             billed_pixels(*image_size(i.image))
