@@ -3,6 +3,7 @@
 Imports nothing else of vlm-distill.
 """
 
+from .atomic import atomic_write, fsync_directory
 from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
 from .coordination import Coordinator, SpendView
 from .keys import canonical_json, make_key
@@ -57,10 +58,12 @@ __all__ = [
     "StoreError",
     "Totals",
     "VectorFormat",
+    "atomic_write",
     "canonical_json",
     "decode_vector",
     "dequantize",
     "encode_vector",
+    "fsync_directory",
     "make_key",
     "quantize",
     "read_ledger",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from cache import atomic_write
 from distill.data import Dataset, class_prompts
 from distill.labelfree.pseudolabel import _image
 from distill.labelfree.selection import STRATEGIES, select
@@ -86,9 +86,7 @@ def read_state(path: Path) -> dict[str, Any]:
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1) + "\n", "utf-8")
-    os.replace(tmp, path)  # atomic: a kill leaves the old state or the new one
+    atomic_write(path, json.dumps(state, indent=1) + "\n")  # a kill leaves old or new
 
 
 # ------------------------------------------------------------------ the in-between student

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cache import atomic_write
 from distill.data import DEFAULT_TEMPLATE, DataError, class_prompts
 
 __all__ = [
@@ -348,7 +349,7 @@ def fit_teacher(
 def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, threads: int,
          widths: tuple[int, ...], stem_stride: int,
          progress: Callable[[int, int, float], None] | None) -> dict[str, Any]:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from distill.teacher.pool import read_pool
 
@@ -407,12 +408,10 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
             accuracy[look] = round(_zeroshot(model, looks[look], labels[held], served), 4)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     # One metadata key: safetensors writes its metadata map in a random order, so two keys
     # would make two byte-different files of the same weights.
-    save_file(state, str(tmp), metadata={"format": "mini-clip/1"})
-    os.replace(tmp, out)
+    atomic_write(out, save(state, metadata={"format": "mini-clip/1"}))
     pool_meta = data.meta
     manifest = {
         "format": "mini-clip/1",

