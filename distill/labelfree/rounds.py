@@ -30,6 +30,7 @@ from cache import atomic_write
 from distill.data import Dataset, class_prompts
 from distill.labelfree.pseudolabel import _image
 from distill.labelfree.selection import STRATEGIES, select
+from distill.labelfree.zeroshot import zeroshot_probs
 from vlmclient import (
     BudgetExceededError,
     ImageEmbeddingRequest,
@@ -44,14 +45,12 @@ __all__ = [
     "load_pixels",
     "predict_probs",
     "state_path",
-    "teacher_probs",
     "train_student",
 ]
 
 STATE_VERSION = 1
 DEFAULT_STUDENT = "mobilenetv3_small_100"
 PRICE_SAMPLE = 8  # images priced to estimate what one more image costs
-KD_SCALE = 100.0  # CLIP's logit scale: the teacher's zero-shot logits are 100 * cosine
 
 
 @dataclass
@@ -101,15 +100,6 @@ def load_pixels(dataset: Dataset, size: int) -> Any:
     return torch.from_numpy(
         np.stack([load_image(s, 0, size, hflip=dataset.hflip) for s in dataset.samples])
     )
-
-
-def teacher_probs(image_vectors: np.ndarray, text_vectors: np.ndarray) -> np.ndarray:
-    """softmax(100 * cos(image, text)) rows: the teacher's zero-shot class probabilities."""
-    img = image_vectors / np.maximum(np.linalg.norm(image_vectors, axis=1, keepdims=True), 1e-12)
-    txt = text_vectors / np.maximum(np.linalg.norm(text_vectors, axis=1, keepdims=True), 1e-12)
-    logits = KD_SCALE * img.astype(np.float64) @ txt.astype(np.float64).T
-    p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def train_student(
@@ -270,7 +260,7 @@ async def harvest_rounds(
             if pixels is None:
                 pixels = load_pixels(dataset, image_size)
             bought = sorted(vectors)
-            targets = teacher_probs(np.stack([vectors[i] for i in bought]), text)
+            targets = zeroshot_probs(np.stack([vectors[i] for i in bought]), text)
             labels = None
             if use_labels and all(dataset.samples[i].label is not None for i in bought):
                 labels = [int(dataset.samples[i].label) for i in bought]  # type: ignore[arg-type]
