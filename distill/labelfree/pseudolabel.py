@@ -32,7 +32,7 @@ import numpy as np
 from distill.data import Dataset, Sample, class_prompts
 from distill.data.views import view_bytes
 from distill.harvest import FATAL
-from distill.labelfree.zeroshot import zeroshot_labels, zeroshot_probs
+from distill.teacher.zeroshot import zeroshot_labels, zeroshot_probs
 from vlmclient import (
     AnswerRequest,
     BudgetExceededError,

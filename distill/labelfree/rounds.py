@@ -30,7 +30,7 @@ from cache import atomic_write
 from distill.data import Dataset, class_prompts
 from distill.labelfree.pseudolabel import sample_image
 from distill.labelfree.selection import STRATEGIES, select
-from distill.labelfree.zeroshot import zeroshot_probs
+from distill.teacher.zeroshot import zeroshot_probs
 from vlmclient import (
     BudgetExceededError,
     ImageEmbeddingRequest,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from distill.labelfree.pseudolabel import choice_prompt, parse_answer, shuffled_order
-from distill.labelfree.zeroshot import zeroshot_labels, zeroshot_probs
+from distill.teacher.zeroshot import zeroshot_labels, zeroshot_probs
 
 NAMES = ["cat", "dog", "hot_dog", "butterfly", "bus"]
 DIGITS = ["0_zero", "1_one", "2_two", "3_three", "4_four", "5_five", "6_six", "7_seven"]

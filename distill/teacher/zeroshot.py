@@ -1,6 +1,6 @@
-"""The teacher's zero-shot classifier from cached embeddings: 100 · cos(image, class
-prompt), as CLIP scores classes. Pseudo-labels take its argmax, harvest rounds train on
-its softmax."""
+"""The teacher's zero-shot classifier from embeddings: 100 · cos(image, class prompt), as
+CLIP scores classes. Pseudo-labels take its argmax, harvest rounds train on its softmax,
+and the mini-clip fit scores its held-out images with it."""
 
 from __future__ import annotations
 
