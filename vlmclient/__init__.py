@@ -58,6 +58,7 @@ if TYPE_CHECKING:
         Image,
         ImageEmbeddingRequest,
         Kind,
+        MixedEmbeddingRequest,
         Price,
         TextEmbeddingRequest,
         Usage,
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     from .ratelimit import RateLimiter
     from .retry import RetryPolicy
     from .shared_budget import SharedBudget, SharedReservation
+    from .timing import Timings
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -99,6 +101,7 @@ __all__ = [
     "InternalServerError",
     "Kind",
     "MalformedResponsesError",
+    "MixedEmbeddingRequest",
     "NotFoundError",
     "OverloadedError",
     "PermissionDeniedError",
@@ -118,6 +121,7 @@ __all__ = [
     "Teacher",
     "TeacherClient",
     "TextEmbeddingRequest",
+    "Timings",
     "TruncatedAnswerError",
     "Usage",
     "VLMError",
@@ -177,6 +181,7 @@ _SOURCES: dict[str, str] = {
     "Image": "models",
     "ImageEmbeddingRequest": "models",
     "Kind": "models",
+    "MixedEmbeddingRequest": "models",
     "Price": "models",
     "TextEmbeddingRequest": "models",
     "Usage": "models",
@@ -196,6 +201,7 @@ _SOURCES: dict[str, str] = {
     "RetryPolicy": "retry",
     "SharedBudget": "shared_budget",
     "SharedReservation": "shared_budget",
+    "Timings": "timing",
 }
 
 

@@ -75,7 +75,10 @@ def embedding_body(spec: CallSpec) -> dict[str, Any]:
         assert isinstance(item, TextEmbeddingRequest)
         texts.append(item.text)
     params = without_reasoning(spec.params)
-    return {"model": spec.model, "input": texts, "encoding_format": "float", **params}
+    # base64 float32 (what openai-python asks for by default) instead of decimal floats:
+    # about a quarter of the bytes and no per-number parsing. A caller's encoding_format
+    # wins (an OpenAI-compatible server that only answers floats: "float").
+    return {"model": spec.model, "input": texts, "encoding_format": "base64", **params}
 
 
 def reasoning_family(model: str) -> str | None:
@@ -157,7 +160,11 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         usage = Usage(input_tokens=usage_count(usage_obj, "prompt_tokens"))
         try:
             vecs = indexed_vectors(
-                body.get("data"), expected=len(spec.items), request_id=rid, provider=NAME
+                body.get("data"),
+                expected=len(spec.items),
+                request_id=rid,
+                provider=NAME,
+                base64_ok=True,
             )
         except ResponseValidationError as exc:
             exc.usage = usage  # billed as the body says, when it says
