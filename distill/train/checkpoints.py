@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from cache import atomic_write
 from cache.swap import exchange
 from distill.train.distributed import barrier
 from distill.train.evaluate import WEIGHTS_FILE
@@ -71,10 +72,8 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically (tmp file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", "utf-8")
-    os.replace(tmp, path)
+    """Write ``obj`` as indented JSON, atomically."""
+    atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def save_checkpoint(
@@ -151,9 +150,7 @@ def truncate_log(path: Path, stage_names: Sequence[str], stage_index: int, step:
             continue
         if pos < (stage_index, step):
             keep.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(x + "\n" for x in keep), "utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(x + "\n" for x in keep))
 
 
 @dataclass
