@@ -9,6 +9,7 @@ cached, the embeddings are exported as a memory-mapped EmbeddingStore for traini
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import time
@@ -24,7 +25,8 @@ from cache import CacheLike, VectorFormat
 from cache.layout import STORES_DIR
 from cache.store import EmbeddingStore, StoreError
 from distill.data import Dataset, class_prompts
-from distill.data.views import view_bytes
+from distill.data.views import encode_view, load_rgb, view_array, view_bytes, view_content_id
+from distill.view_requests import ViewClient, build_requests, upload_encoding
 from vlmclient import (
     AuthenticationError,
     BudgetExceededError,
@@ -42,6 +44,7 @@ from vlmclient import (
     TextEmbeddingRequest,
     Timings,
     VLMError,
+    content_cache_key,
     endpoint_id,
     item_cache_key,
     prepare_item,
@@ -88,12 +91,10 @@ class Spending(Protocol):
 
 
 @runtime_checkable
-class HarvestClient(Embedder, Protocol):
+class HarvestClient(Embedder, ViewClient, Protocol):
     """What :func:`harvest` needs of its client (:class:`vlmclient.TeacherClient` is one):
-    the two embedding calls, plus the client's limits, spend, health and identity."""
-
-    @property
-    def teacher(self) -> str: ...
+    the two embedding calls, cache look-ups by key (:class:`ViewClient`), plus the
+    client's limits, spend, health and identity."""
 
     @property
     def fingerprint(self) -> str: ...
@@ -111,8 +112,6 @@ class HarvestClient(Embedder, Protocol):
     def storage_problem(self) -> str | None: ...
 
     def batch_limit(self, kind: Kind) -> int: ...
-
-    def prepare(self, item: ImageEmbeddingRequest) -> ImageEmbeddingRequest: ...
 
     def plan(
         self, kind: Kind, requests: Sequence[ImageEmbeddingRequest | TextEmbeddingRequest]
@@ -145,6 +144,7 @@ class HarvestResult:
     fatal: str | None = None
     overrun: str | None = None  # the provider billed more than reserved: what happened
     store_error: str | None = None  # the export failed after every item was bought
+    views_computed: int = 0  # augmented views computed (a fully cached rerun computes none)
 
     @property
     def complete(self) -> bool:
@@ -159,10 +159,23 @@ def image_items(dataset: Dataset, views: int) -> list[ImageItem]:
     ]
 
 
-def view_request(item: ImageItem, hflip: bool) -> ImageEmbeddingRequest:
-    """The request for one image view, as sent before the provider's preparation."""
-    data, media_type = view_bytes(item.path, item.image_id, item.view, hflip=hflip)
-    return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
+def view_request(
+    item: ImageItem, hflip: bool, encoding: str | None = None
+) -> ImageEmbeddingRequest:
+    """The request for one image view, as sent before the provider's preparation: view 0
+    is the file; a view k >= 1 is computed, encoded as ``encoding`` (the teacher's
+    :func:`distill.view_requests.upload_encoding`, required for it) and named by its
+    content id."""
+    if item.view == 0:
+        data, media_type = view_bytes(item.path, item.image_id, 0, hflip=hflip)
+        return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
+    if encoding is None:
+        raise ValueError("an augmented view needs the teacher's upload encoding")
+    source = hashlib.sha256(item.path.read_bytes()).hexdigest()
+    cid = view_content_id(source, item.image_id, item.view, hflip=hflip, encoding=encoding)
+    arr = view_array(load_rgb(item.path), item.image_id, item.view, hflip=hflip)
+    data, media_type = encode_view(arr, encoding)
+    return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type, content_id=cid))
 
 
 def store_dir(cache_dir: Path, teacher: str, dataset: Dataset) -> Path:
@@ -233,17 +246,19 @@ async def harvest(
         async with gate:
             if stop.is_set():
                 return
-            reqs, kept = [], []
             started = time.perf_counter()
-            for item in chunk:
-                try:
-                    # Prepared here, item by item (the client then finds it ready): one image
-                    # that cannot be decoded must not fail the other items of its request.
-                    reqs.append(client.prepare(view_request(item, dataset.hflip)))
-                    kept.append(item)
-                except (InputError, OSError, ValueError) as exc:
-                    result.failed.append((item.image_id, f"{UNREADABLE}: {exc}"))
+            # Cached views are found by content id before any view is computed; the rest
+            # are prepared item by item (the client then finds them ready): one image that
+            # cannot be decoded must not fail the other items of its request.
+            built = build_requests(client, chunk, hflip=dataset.hflip)
             timings.add("prepare", started)
+            result.views_computed += built.views_computed
+            result.failed.extend((i.image_id, f"{UNREADABLE}: {why}") for i, why in built.failed)
+            for i, r in built.cached:
+                vectors[(i.row, i.view)] = r.vector
+            if built.cached:
+                account(len(built.cached), 0)
+            reqs, kept = built.requests, built.items
             if not reqs:
                 return
             out = await run(lambda: client.embed_images(reqs), [i.image_id for i in kept])
@@ -304,9 +319,10 @@ def _remaining(
     """(items still to buy, worst-case cost of buying them): the uncached ones only."""
     count, cost = 0, Decimal(0)
     reqs = []
+    encoding = upload_encoding(client.teacher)
     for item in missing:
         try:
-            reqs.append(client.prepare(view_request(item, dataset.hflip)))
+            reqs.append(client.prepare(view_request(item, dataset.hflip, encoding)))
         except (InputError, OSError, ValueError):
             continue  # cannot be sent at all, so it costs nothing
     if reqs:
@@ -372,13 +388,32 @@ def export_store(
         entry = cache.get(key)
         return None if entry is None else entry.vector
 
+    encoding = upload_encoding(teacher)
+
+    def lookup_view(item: ImageItem) -> np.ndarray | None:
+        """An augmented view by its content id, else by its key before content ids."""
+        source = hashlib.sha256(item.path.read_bytes()).hexdigest()
+        cid = view_content_id(
+            source, item.image_id, item.view, hflip=dataset.hflip, encoding=encoding
+        )
+        entry = cache.get(content_cache_key(provider, model, params, cid, endpoint))
+        if entry is not None:
+            return entry.vector
+        data, media_type = view_bytes(item.path, item.image_id, item.view, hflip=dataset.hflip)
+        return lookup(
+            "image_embedding", ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
+        )
+
     prompts = class_prompts(dataset.class_names, prompt)
     texts = [lookup("text_embedding", TextEmbeddingRequest(text=p)) for p in prompts]
     images: dict[tuple[int, int], np.ndarray | None] = {}
     for item in image_items(dataset, views):
         try:
-            request = view_request(item, dataset.hflip)
-            images[(item.row, item.view)] = lookup("image_embedding", request)
+            if item.view == 0:
+                request = view_request(item, dataset.hflip, encoding)
+                images[(item.row, item.view)] = lookup("image_embedding", request)
+            else:
+                images[(item.row, item.view)] = lookup_view(item)
         except (InputError, OSError, ValueError):
             images[(item.row, item.view)] = None
     missing = sum(v is None for v in texts) + sum(v is None for v in images.values())

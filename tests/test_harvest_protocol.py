@@ -18,7 +18,13 @@ from cache import EmbeddingStore
 from distill.data import scan
 from distill.data.digits import make_digits
 from distill.harvest import HarvestClient, harvest, store_dir
-from vlmclient import EmbeddingResult, ImageEmbeddingRequest, Kind, TextEmbeddingRequest
+from vlmclient import (
+    AnswerResult,
+    EmbeddingResult,
+    ImageEmbeddingRequest,
+    Kind,
+    TextEmbeddingRequest,
+)
 
 DIM = 8
 
@@ -67,6 +73,17 @@ class MinimalClient:
 
     def prepare(self, item: ImageEmbeddingRequest) -> ImageEmbeddingRequest:
         return item
+
+    def cache_key(self, kind: Kind, item: ImageEmbeddingRequest) -> str:
+        return f"{kind}:{item.image.content_id or item.image.digest}"
+
+    def content_key(self, content_id: str) -> str:
+        return f"image_embedding:{content_id}"
+
+    def cached(
+        self, kind: Kind, keys: Sequence[str], fallback: Sequence[str | None] = ()
+    ) -> list[EmbeddingResult | AnswerResult | None]:
+        return [None] * len(keys)  # no cache: everything is bought
 
     def plan(
         self, kind: Kind, requests: Sequence[ImageEmbeddingRequest | TextEmbeddingRequest]
