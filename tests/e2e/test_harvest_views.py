@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,16 @@ def views_computed(out: str) -> int:
     return int(match.group(1))
 
 
+def export(teacher: LocalTeacher, data: Path, cache: Path) -> int:
+    """``cache export --views 4``: the store from the cache alone, nothing sent."""
+    return main(
+        [
+            "cache", "export", str(data), "--teacher", "local:hash", "--base-url", teacher.url,
+            "--cache", str(cache), "--views", str(VIEWS),
+        ]
+    )  # fmt: skip
+
+
 def store_matrix(cache: Path) -> np.ndarray:
     [path] = (cache / "stores").iterdir()
     store = EmbeddingStore.open(path)
@@ -92,6 +103,11 @@ def test_a_cached_rerun_with_views_buys_nothing_and_computes_no_view(
     assert hash_teacher.billing()["requests"] == first["requests"]  # nothing sent
     assert "spent $0" in out
     assert views_computed(out) == 0  # every view found by its recipe, none recomputed
+    np.testing.assert_array_equal(store_matrix(cache), bought)
+
+    shutil.rmtree(cache / "stores")
+    assert export(hash_teacher, photos, cache) == 0
+    assert hash_teacher.billing()["requests"] == first["requests"]
     np.testing.assert_array_equal(store_matrix(cache), bought)
 
 
@@ -159,6 +175,10 @@ def test_a_cache_made_before_content_ids_is_read_and_moved_to_the_new_keys(
             (moved.get(k, k), e) for k, e in zip(keys, entries, strict=True) if e is not None
         )
     capsys.readouterr()
+
+    assert export(hash_teacher, photos, old) == 0  # export reads the old keys too
+    np.testing.assert_array_equal(store_matrix(old), bought)
+    shutil.rmtree(old / "stores")
 
     assert harvest(hash_teacher, photos, old, VIEWS) == 0
     out = capsys.readouterr().out
