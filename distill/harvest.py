@@ -9,7 +9,6 @@ cached, the embeddings are exported as a memory-mapped EmbeddingStore for traini
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 import time
@@ -25,14 +24,18 @@ from cache import CacheLike, VectorFormat
 from cache.layout import STORES_DIR
 from cache.store import EmbeddingStore, StoreError
 from distill.data import Dataset, class_prompts
-from distill.data.views import encode_view, load_rgb, view_array, view_bytes, view_content_id
-from distill.view_requests import ViewClient, build_requests, upload_encoding
+from distill.view_requests import (
+    ViewClient,
+    build_requests,
+    cached_view_vector,
+    upload_encoding,
+    view_request,
+)
 from vlmclient import (
     AuthenticationError,
     BudgetExceededError,
     ConfigurationError,
     Embedder,
-    Image,
     ImageEmbeddingRequest,
     InputError,
     Kind,
@@ -44,7 +47,6 @@ from vlmclient import (
     TextEmbeddingRequest,
     Timings,
     VLMError,
-    content_cache_key,
     endpoint_id,
     item_cache_key,
     prepare_item,
@@ -157,25 +159,6 @@ def image_items(dataset: Dataset, views: int) -> list[ImageItem]:
         for row, s in enumerate(dataset.samples)
         for v in range(views)
     ]
-
-
-def view_request(
-    item: ImageItem, hflip: bool, encoding: str | None = None
-) -> ImageEmbeddingRequest:
-    """The request for one image view, as sent before the provider's preparation: view 0
-    is the file; a view k >= 1 is computed, encoded as ``encoding`` (the teacher's
-    :func:`distill.view_requests.upload_encoding`, required for it) and named by its
-    content id."""
-    if item.view == 0:
-        data, media_type = view_bytes(item.path, item.image_id, 0, hflip=hflip)
-        return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
-    if encoding is None:
-        raise ValueError("an augmented view needs the teacher's upload encoding")
-    source = hashlib.sha256(item.path.read_bytes()).hexdigest()
-    cid = view_content_id(source, item.image_id, item.view, hflip=hflip, encoding=encoding)
-    arr = view_array(load_rgb(item.path), item.image_id, item.view, hflip=hflip)
-    data, media_type = encode_view(arr, encoding)
-    return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type, content_id=cid))
 
 
 def store_dir(cache_dir: Path, teacher: str, dataset: Dataset) -> Path:
@@ -388,32 +371,19 @@ def export_store(
         entry = cache.get(key)
         return None if entry is None else entry.vector
 
-    encoding = upload_encoding(teacher)
-
-    def lookup_view(item: ImageItem) -> np.ndarray | None:
-        """An augmented view by its content id, else by its key before content ids."""
-        source = hashlib.sha256(item.path.read_bytes()).hexdigest()
-        cid = view_content_id(
-            source, item.image_id, item.view, hflip=dataset.hflip, encoding=encoding
-        )
-        entry = cache.get(content_cache_key(provider, model, params, cid, endpoint))
-        if entry is not None:
-            return entry.vector
-        data, media_type = view_bytes(item.path, item.image_id, item.view, hflip=dataset.hflip)
-        return lookup(
-            "image_embedding", ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
-        )
-
     prompts = class_prompts(dataset.class_names, prompt)
     texts = [lookup("text_embedding", TextEmbeddingRequest(text=p)) for p in prompts]
     images: dict[tuple[int, int], np.ndarray | None] = {}
     for item in image_items(dataset, views):
         try:
             if item.view == 0:
-                request = view_request(item, dataset.hflip, encoding)
+                request = view_request(item, dataset.hflip)
                 images[(item.row, item.view)] = lookup("image_embedding", request)
-            else:
-                images[(item.row, item.view)] = lookup_view(item)
+            else:  # by its content id, else by its key before content ids
+                images[(item.row, item.view)] = cached_view_vector(
+                    cache, item, hflip=dataset.hflip, teacher=teacher, params=params,
+                    endpoint=endpoint,
+                )  # fmt: skip
         except (InputError, OSError, ValueError):
             images[(item.row, item.view)] = None
     missing = sum(v is None for v in texts) + sum(v is None for v in images.values())

@@ -16,19 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from cache import CacheLike
 from distill.data import DataError, sniff_image
 from distill.data.views import (
     encode_view,
     load_rgb,
     png_bytes,
     view_array,
+    view_bytes,
     view_content_id,
     view_encoding,
 )
@@ -40,9 +42,21 @@ from vlmclient import (
     ImageEmbeddingRequest,
     InputError,
     Kind,
+    content_cache_key,
+    item_cache_key,
+    prepare_item,
 )
+from vlmclient.providers import parse_teacher
 
-__all__ = ["ChunkRequests", "ViewClient", "ViewItem", "build_requests", "upload_encoding"]
+__all__ = [
+    "ChunkRequests",
+    "ViewClient",
+    "ViewItem",
+    "build_requests",
+    "cached_view_vector",
+    "upload_encoding",
+    "view_request",
+]
 
 KIND: Kind = "image_embedding"
 CANNOT_PREPARE = (InputError, OSError, ValueError)  # an image no retry can fix
@@ -99,6 +113,49 @@ def upload_encoding(teacher: str) -> str:
     provider is not in the table."""
     provider = teacher.partition(":")[0]
     return view_encoding(ACCEPTED_MEDIA_TYPES.get(provider, ("image/png",)))
+
+
+def view_request(item: ViewItem, hflip: bool, encoding: str | None = None) -> ImageEmbeddingRequest:
+    """The request for one image view, as sent before the provider's preparation: view 0
+    is the file; a view k >= 1 is computed, encoded as ``encoding`` (the teacher's
+    :func:`upload_encoding`, required for it) and named by its content id."""
+    if item.view == 0:
+        data, media_type = view_bytes(item.path, item.image_id, 0, hflip=hflip)
+        return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
+    if encoding is None:
+        raise ValueError("an augmented view needs the teacher's upload encoding")
+    _, source = _read(item.path)
+    cid = view_content_id(source, item.image_id, item.view, hflip=hflip, encoding=encoding)
+    arr = view_array(load_rgb(item.path), item.image_id, item.view, hflip=hflip)
+    data, media_type = encode_view(arr, encoding)
+    return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type, content_id=cid))
+
+
+def cached_view_vector(
+    cache: CacheLike,
+    item: ViewItem,
+    *,
+    hflip: bool,
+    teacher: str,
+    params: Mapping[str, Any],
+    endpoint: str | None,
+) -> np.ndarray | None:
+    """The cached vector of augmented view ``item`` (k >= 1) with no client (``cache
+    export``): under its content id, else under its key before content ids (the view is
+    then computed); None when it is under neither."""
+    provider, model = parse_teacher(teacher)
+    _, source = _read(item.path)
+    cid = view_content_id(
+        source, item.image_id, item.view, hflip=hflip, encoding=upload_encoding(teacher)
+    )
+    entry = cache.get(content_cache_key(provider, model, params, cid, endpoint))
+    if entry is None:
+        data, media_type = view_bytes(item.path, item.image_id, item.view, hflip=hflip)
+        old = prepare_item(
+            provider, ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
+        )
+        entry = cache.get(item_cache_key(provider, model, params, KIND, old, endpoint))
+    return None if entry is None else entry.vector
 
 
 def _read(path: Path) -> tuple[bytes, str]:
