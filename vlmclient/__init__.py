@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         TruncatedAnswerError,
         VLMError,
     )
+    from .media import media_type_of
     from .models import (
         AnswerRequest,
         AnswerResult,
@@ -134,6 +135,7 @@ __all__ = [
     "has_prices",
     "item_cache_key",
     "load_prices",
+    "media_type_of",
     "parse_teacher",
     "prepare_item",
     "teacher_fingerprint",
@@ -177,6 +179,7 @@ _SOURCES: dict[str, str] = {
     "SpendRecordError": "errors",
     "TruncatedAnswerError": "errors",
     "VLMError": "errors",
+    "media_type_of": "media",
     "AnswerRequest": "models",
     "AnswerResult": "models",
     "EmbeddingResult": "models",

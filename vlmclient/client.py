@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
-from cache.base import CacheEntry, CacheLike, LedgerLike, LedgerRecord
 from cache.keys import make_key
+from cache.protocols import CacheEntry, CacheLike, LedgerLike, LedgerRecord
 
 from .budget import Budget, Reservation
 from .claims import CLAIM_POLL_S, Claims
@@ -1105,7 +1105,7 @@ class TeacherClient:
         cost = self.price.cost(usage)
         # No usage block, or one that prices what was sent at $0 (a gateway's empty
         # usage, Cohere's billed_units without the unit we are charged for): unknown.
-        estimated = self.provider.meters_usage or reported is None or cost <= 0
+        estimated = not self.provider.usage_in_response or reported is None or cost <= 0
         if estimated:
             cost = reservation.usd
             self.stats.estimated += 1
@@ -1136,7 +1136,7 @@ class TeacherClient:
         if self._warned_estimated:
             return
         self._warned_estimated = True
-        if self.provider.meters_usage:
+        if not self.provider.usage_in_response:
             what = f"{self.teacher} answers never say what they billed"
         elif no_usage:
             what = f"{self.teacher} at {self.base_url} answered a 200 without usage"

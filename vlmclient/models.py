@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from .errors import InputError
+from .media import media_type_of
 
 __all__ = [
     "AnswerRequest",
@@ -30,14 +31,6 @@ __all__ = [
 
 Kind = Literal["image_embedding", "text_embedding", "mixed_embedding", "answer"]
 
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-    (b"BM", "image/bmp"),
-)
-
 
 def sniff_media_type(data: bytes) -> str:
     """Media type from the file's magic bytes; raises :class:`InputError` for non-images.
@@ -45,11 +38,9 @@ def sniff_media_type(data: bytes) -> str:
     >>> sniff_media_type(b"\\x89PNG\\r\\n\\x1a\\n....")
     'image/png'
     """
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    for magic, media_type in _MAGIC:
-        if data.startswith(magic):
-            return media_type
+    media_type = media_type_of(data)
+    if media_type is not None:
+        return media_type
     raise InputError("not a PNG, JPEG, GIF, BMP or WebP image (unknown magic bytes)")
 
 
