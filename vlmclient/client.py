@@ -548,6 +548,12 @@ class TeacherClient:
         ``keys[i]`` the entry found there is used and stored under ``keys[i]`` too, so
         the next run finds it directly. Hits are counted and recorded like those of the
         embed calls.
+
+        Example::
+
+            [hit] = teacher.cached("image_embedding", [teacher.content_key("view1:4f2a...")])
+            if hit is None:  # only now compute, encode and buy the image
+                [hit] = await teacher.embed_images([ImageEmbeddingRequest(image=image)])
         """
         out: list[EmbeddingResult | AnswerResult | None] = []
         adopted: list[tuple[str, CacheEntry]] = []
