@@ -105,6 +105,12 @@ def test_a_cached_rerun_with_views_buys_nothing_and_computes_no_view(
     assert views_computed(out) == 0  # every view found by its recipe, none recomputed
     np.testing.assert_array_equal(store_matrix(cache), bought)
 
+    # the dry run keys views the same way: nothing left to buy
+    argv = ["harvest", str(photos), "--teacher", "local:hash", "--base-url", hash_teacher.url,
+            "--cache", str(cache), "--budget", "1", "--views", str(VIEWS), "--dry-run"]  # fmt: skip
+    assert main(argv) == 0
+    assert f"dry run: 0 of {n * VIEWS} image views" in capsys.readouterr().out
+
     shutil.rmtree(cache / "stores")
     assert export(hash_teacher, photos, cache) == 0
     assert hash_teacher.billing()["requests"] == first["requests"]
