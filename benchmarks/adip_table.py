@@ -157,7 +157,7 @@ def teacher_prototypes(data: Path, cache: Path, targets: list[str], teacher: str
     import numpy as np
 
     from distill.data import scan, split_holdout
-    from distill.train.trainer import find_store, open_store
+    from distill.train.targets import find_store, open_store
 
     ds = scan(data)
     store = open_store(find_store(cache, teacher, ds))

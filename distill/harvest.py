@@ -23,13 +23,18 @@ import numpy as np
 from cache import CacheLike, StoreError, StoreWriter, VectorFormat
 from cache.layout import STORES_DIR
 from distill.data import Dataset, class_prompts
-from distill.data.views import view_bytes
+from distill.view_requests import (
+    ViewClient,
+    build_requests,
+    cached_view_vector,
+    upload_encoding,
+    view_request,
+)
 from vlmclient import (
     AuthenticationError,
     BudgetExceededError,
     ConfigurationError,
     Embedder,
-    Image,
     ImageEmbeddingRequest,
     InputError,
     Kind,
@@ -87,12 +92,10 @@ class Spending(Protocol):
 
 
 @runtime_checkable
-class HarvestClient(Embedder, Protocol):
+class HarvestClient(Embedder, ViewClient, Protocol):
     """What :func:`harvest` needs of its client (:class:`vlmclient.TeacherClient` is one):
-    the two embedding calls, plus the client's limits, spend, health and identity."""
-
-    @property
-    def teacher(self) -> str: ...
+    the two embedding calls, cache look-ups by key (:class:`ViewClient`), plus the
+    client's limits, spend, health and identity."""
 
     @property
     def fingerprint(self) -> str: ...
@@ -110,8 +113,6 @@ class HarvestClient(Embedder, Protocol):
     def storage_problem(self) -> str | None: ...
 
     def batch_limit(self, kind: Kind) -> int: ...
-
-    def prepare(self, item: ImageEmbeddingRequest) -> ImageEmbeddingRequest: ...
 
     def plan(
         self, kind: Kind, requests: Iterable[ImageEmbeddingRequest | TextEmbeddingRequest]
@@ -144,6 +145,7 @@ class HarvestResult:
     fatal: str | None = None
     overrun: str | None = None  # the provider billed more than reserved: what happened
     store_error: str | None = None  # the export failed after every item was bought
+    views_computed: int = 0  # augmented views computed (a fully cached rerun computes none)
     # Memory is bounded by these, not by the data set: image views prepared (bytes read)
     # and not yet answered, now and at most; ``window`` is the bound harvest keeps to
     # (requests in flight x items per request).
@@ -173,12 +175,6 @@ def _batches(items: Iterable[ImageItem], size: int) -> Iterator[list[ImageItem]]
             batch = []
     if batch:
         yield batch
-
-
-def view_request(item: ImageItem, hflip: bool) -> ImageEmbeddingRequest:
-    """The request for one image view, as sent before the provider's preparation."""
-    data, media_type = view_bytes(item.path, item.image_id, item.view, hflip=hflip)
-    return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
 
 
 def store_dir(cache_dir: Path, teacher: str, dataset: Dataset) -> Path:
@@ -255,17 +251,18 @@ async def harvest(
     chunks = _batches(image_items(dataset, views), limit)
 
     async def embed_chunk(chunk: list[ImageItem]) -> None:
-        reqs, kept = [], []
         started = time.perf_counter()
-        for item in chunk:
-            try:
-                # Prepared here, item by item (the client then finds it ready): one image
-                # that cannot be decoded must not fail the other items of its request.
-                reqs.append(client.prepare(view_request(item, dataset.hflip)))
-                kept.append(item)
-            except (InputError, OSError, ValueError) as exc:
-                result.failed.append((item.image_id, f"{UNREADABLE}: {exc}"))
+        # Cached views are found by content id before any view is computed; the rest are
+        # prepared item by item (the client then finds them ready): one image that cannot
+        # be decoded must not fail the other items of its request.
+        built = build_requests(client, chunk, hflip=dataset.hflip)
         timings.add("prepare", started)
+        result.views_computed += built.views_computed
+        result.failed.extend((i.image_id, f"{UNREADABLE}: {why}") for i, why in built.failed)
+        if built.cached:
+            sink.put([i for i, _ in built.cached], [r.vector for _, r in built.cached])
+            account(len(built.cached), 0)
+        reqs, kept = built.requests, built.items
         if not reqs:
             return
         result.in_flight += len(reqs)
@@ -410,12 +407,14 @@ def _remaining(
     Priced item by item as they are read (the client holds one request's items at a
     time), never every remaining image's bytes at once."""
 
+    encoding = upload_encoding(client.teacher)
+
     def requests() -> Iterator[ImageEmbeddingRequest]:
         for item in image_items(dataset, views):
             if sink.have[item.row, item.view]:
                 continue
             try:
-                yield client.prepare(view_request(item, dataset.hflip))
+                yield client.prepare(view_request(item, dataset.hflip, encoding))
             except (InputError, OSError, ValueError):
                 continue  # cannot be sent at all, so it costs nothing
 
@@ -476,7 +475,13 @@ def export_store(
     try:
         for item in image_items(dataset, views):
             try:
-                vector = lookup("image_embedding", view_request(item, dataset.hflip))
+                if item.view == 0:
+                    vector = lookup("image_embedding", view_request(item, dataset.hflip))
+                else:  # by its content id, else by its key before content ids
+                    vector = cached_view_vector(
+                        cache, item, hflip=dataset.hflip, teacher=teacher, params=params,
+                        endpoint=endpoint,
+                    )  # fmt: skip
             except (InputError, OSError, ValueError):
                 vector = None
             if vector is None:

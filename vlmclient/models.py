@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from .errors import InputError
+from .media import media_type_of
 
 __all__ = [
     "AnswerRequest",
@@ -30,14 +31,6 @@ __all__ = [
 
 Kind = Literal["image_embedding", "text_embedding", "mixed_embedding", "answer"]
 
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-    (b"BM", "image/bmp"),
-)
-
 
 def sniff_media_type(data: bytes) -> str:
     """Media type from the file's magic bytes; raises :class:`InputError` for non-images.
@@ -45,24 +38,33 @@ def sniff_media_type(data: bytes) -> str:
     >>> sniff_media_type(b"\\x89PNG\\r\\n\\x1a\\n....")
     'image/png'
     """
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    for magic, media_type in _MAGIC:
-        if data.startswith(magic):
-            return media_type
+    media_type = media_type_of(data)
+    if media_type is not None:
+        return media_type
     raise InputError("not a PNG, JPEG, GIF, BMP or WebP image (unknown magic bytes)")
 
 
 class Image(BaseModel):
     """Image bytes exactly as they will be sent, with their media type.
 
+    ``content_id`` (optional) is the caller's stable name for the pixels, e.g. the sha256
+    of a source file plus the recipe that derived the pixels from it. When it is set,
+    cache keys hold it instead of the digest of the bytes, so the same pixels re-encoded
+    (another format, quality or codec version) keep their cache entry, and a caller can
+    look an image up (:meth:`TeacherClient.cached <vlmclient.TeacherClient.cached>`)
+    without encoding it at all. Equal ids must mean equal pixels; an id is hashed into
+    keys, never sent, and must hold no secret. The teacher, endpoint, kind and parameters
+    stay in the key as for any item.
+
     >>> img = Image.from_bytes(open("cat.png", "rb").read())  # doctest: +SKIP
+    >>> Image(data=jpeg, media_type="image/jpeg", content_id="view1:4f2a...")  # doctest: +SKIP
     """
 
     model_config = ConfigDict(frozen=True)
 
     data: bytes = Field(repr=False)
     media_type: str
+    content_id: str | None = Field(default=None, min_length=1, max_length=512)
 
     @field_validator("data")
     @classmethod

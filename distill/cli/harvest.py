@@ -177,10 +177,12 @@ def _storage_hint(cache: Path) -> str:
 async def _dry_run(client: TeacherClient, dataset, args) -> None:  # type: ignore[no-untyped-def]
     from distill.data import class_prompts
     from distill.harvest import image_items, view_request
+    from distill.view_requests import upload_encoding
 
     # priced one request at a time as the views are read: no view's bytes are kept
+    encoding = upload_encoding(client.teacher)
     n_views = len(dataset.samples) * args.views
-    reqs = (view_request(i, dataset.hflip) for i in image_items(dataset, args.views))
+    reqs = (view_request(i, dataset.hflip, encoding) for i in image_items(dataset, args.views))
     n_img, cost_img = client.plan("image_embedding", reqs)
     texts = [TextEmbeddingRequest(text=p) for p in class_prompts(dataset.class_names, args.prompt)]
     n_txt, cost_txt = client.plan("text_embedding", texts) if texts else (0, Decimal(0))
@@ -207,6 +209,8 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
     t.add_row("teacher", args.teacher)
     t.add_row("items", f"{result.images_total} image views + {result.texts_total} prompts")
     t.add_row("cache hits", str(result.cache_hits))
+    if args.views > 1:  # a cached view is found by its recipe, never recomputed
+        t.add_row("augmented views computed", str(result.views_computed))
     t.add_row("bought", str(result.bought))
     t.add_row("requests sent", str(client.stats.requests_sent))
     t.add_row("retries", str(client.stats.retries))

@@ -22,6 +22,7 @@ from cache import ResponseCache, SpendLedger, totals
 from distill.cli import main
 from distill.data import class_prompts, scan
 from distill.harvest import HarvestResult, harvest, image_items, view_request
+from distill.view_requests import cached_view_vector
 from tests.e2e.conftest import LocalTeacher
 from vlmclient import (
     TeacherClient,
@@ -67,7 +68,15 @@ def cached_vectors(
     with ResponseCache(cache / "responses") as rc:
         images = np.zeros((len(ds.samples), views, 64), np.float32)
         for item in image_items(ds, views):
-            images[item.row, item.view] = get(rc, "image_embedding", view_request(item, ds.hflip))
+            if item.view == 0:
+                vector = get(rc, "image_embedding", view_request(item, ds.hflip))
+            else:  # an augmented view is keyed by its content id
+                found = cached_view_vector(
+                    rc, item, hflip=ds.hflip, teacher="local:hash", params={}, endpoint=endpoint
+                )
+                assert found is not None
+                vector = found
+            images[item.row, item.view] = vector
         texts = np.stack(
             [
                 get(rc, "text_embedding", TextEmbeddingRequest(text=p))

@@ -11,8 +11,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from cache import MemoryCache
-from cache.base import LedgerRecord
+from cache import LedgerRecord, MemoryCache
 from tests.conftest import make_image_requests
 from tests.e2e.conftest import LocalTeacher
 from vlmclient import MixedEmbeddingRequest, TeacherClient, TextEmbeddingRequest

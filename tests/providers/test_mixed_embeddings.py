@@ -18,8 +18,7 @@ import jsonschema
 import pydantic
 import pytest
 
-from cache import MemoryCache
-from cache.base import LedgerRecord
+from cache import LedgerRecord, MemoryCache
 from tests.conftest import FakeClock
 from tests.providers.conftest import (
     COHERE_SPEC,

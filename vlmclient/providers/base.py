@@ -12,7 +12,7 @@ import binascii
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, overload
 
 import httpx
 import numpy as np
@@ -44,11 +44,13 @@ __all__ = [
     "base64_vectors",
     "data_uri",
     "default_classify_error",
+    "header_int",
     "indexed_vectors",
     "json_object",
     "parse_retry_after",
     "reported_usage",
     "text_tokens_upper_bound",
+    "usage_count",
     "vectors_from",
 ]
 
@@ -132,8 +134,8 @@ class Provider:
     # Tokens one image counts toward max_request_tokens, at most (Voyage: 3,572 for its
     # 2 M billed-pixel cap at 560 px a token; 0 where images do not count).
     image_request_tokens: int = 0
-    # True when responses carry no usage, so the estimate is the bill (Vertex, Titan).
-    meters_usage: bool = False
+    # False when responses carry no usage block, so our estimate is the bill (Vertex).
+    usage_in_response: bool = True
     # True when the adapter finds its own credentials (Titan: botocore's chain of
     # profiles, SSO, container and instance roles), so no env var is required.
     key_optional: bool = False
@@ -279,6 +281,46 @@ def reported_usage(obj: Any) -> dict[str, Any] | None:
 
     kept = keep(obj, 0) if isinstance(obj, dict) else None
     return kept if isinstance(kept, dict) else None
+
+
+@overload
+def usage_count(obj: Any, key: str, default: int = 0, *, fractional: bool = False) -> int: ...
+@overload
+def usage_count(
+    obj: Any, key: str, default: None, *, fractional: bool = False
+) -> int | None: ...
+def usage_count(
+    obj: Any, key: str, default: int | None = 0, *, fractional: bool = False
+) -> int | None:
+    """``obj[key]`` as a count of billed units: a non-negative int, else ``default`` (the
+    key missing, a negative or non-numeric value, ``obj`` not a dict). A response's usage
+    is untrusted: a bad figure must not price a request below what it cost.
+
+    ``fractional`` also takes finite non-negative floats, truncated (Cohere's
+    ``billed_units`` are numbers, not integers).
+
+    >>> usage_count({"prompt_tokens": 12}, "prompt_tokens"), usage_count({}, "prompt_tokens")
+    (12, 0)
+    >>> usage_count({"total_tokens": -1}, "total_tokens", None) is None
+    True
+    >>> usage_count({"images": 2.0}, "images", fractional=True)
+    2
+    """
+    v = obj.get(key) if isinstance(obj, dict) else None
+    if isinstance(v, int):
+        return int(v) if v >= 0 else default
+    if fractional and isinstance(v, float) and math.isfinite(v) and v >= 0:
+        return int(v)
+    return default
+
+
+def header_int(headers: httpx.Headers, name: str) -> int | None:
+    """An integer header (a rate-limit figure), or None when missing or not an integer."""
+    v = headers.get(name)
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
 
 
 def text_tokens_upper_bound(text: str) -> int:

@@ -28,6 +28,7 @@ from .base import (
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
+    usage_count,
     vectors_from,
 )
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
@@ -167,11 +168,6 @@ def _billed(body: dict[str, Any]) -> dict[str, Any]:
     return billed if isinstance(billed, dict) else {}
 
 
-def _n(obj: dict[str, Any], key: str) -> int:
-    v = obj.get(key, 0)
-    return int(v) if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 else 0
-
-
 def usage_of(spec: CallSpec, billed: dict[str, Any]) -> Usage:
     """``meta.billed_units`` as usage, never less than what was sent can cost.
 
@@ -182,9 +178,9 @@ def usage_of(spec: CallSpec, billed: dict[str, Any]) -> Usage:
     bound the reservation was made with.
     """
     usage = Usage(
-        images=_n(billed, "images"),
-        image_tokens=_n(billed, "image_tokens"),
-        input_tokens=_n(billed, "input_tokens"),
+        images=usage_count(billed, "images", fractional=True),
+        image_tokens=usage_count(billed, "image_tokens", fractional=True),
+        input_tokens=usage_count(billed, "input_tokens", fractional=True),
     )
     estimate = estimate_usage(spec)
     if estimate.image_tokens and not usage.image_tokens:

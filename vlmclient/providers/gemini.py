@@ -32,6 +32,7 @@ from .base import (
     json_object,
     reported_usage,
     request_id_of,
+    usage_count,
 )
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
@@ -261,18 +262,15 @@ def build_request(spec: CallSpec) -> httpx.Request:
     )
 
 
-def _n(obj: Any, key: str) -> int:
-    v = obj.get(key) if isinstance(obj, dict) else None
-    return int(v) if isinstance(v, int) and v >= 0 else 0
-
-
 def usage_of(body: dict[str, Any]) -> Usage:
     """``usageMetadata``: prompt tokens in; answer and thinking tokens out (both billed
     at the output price)."""
     meta = body.get("usageMetadata")
     return Usage(
-        input_tokens=_n(meta, "promptTokenCount") + _n(meta, "toolUsePromptTokenCount"),
-        output_tokens=_n(meta, "candidatesTokenCount") + _n(meta, "thoughtsTokenCount"),
+        input_tokens=usage_count(meta, "promptTokenCount")
+        + usage_count(meta, "toolUsePromptTokenCount"),
+        output_tokens=usage_count(meta, "candidatesTokenCount")
+        + usage_count(meta, "thoughtsTokenCount"),
     )
 
 

@@ -34,6 +34,7 @@ from .base import (
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
+    usage_count,
 )
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 
@@ -127,11 +128,6 @@ def build_request(spec: CallSpec) -> httpx.Request:
     )
 
 
-def _n(obj: Any, key: str) -> int | None:
-    v = obj.get(key) if isinstance(obj, dict) else None
-    return int(v) if isinstance(v, int) and v >= 0 else None
-
-
 def usage_of(spec: CallSpec, body: dict[str, Any]) -> Usage:
     """Text tokens and image pixels as reported.
 
@@ -142,13 +138,14 @@ def usage_of(spec: CallSpec, body: dict[str, Any]) -> Usage:
     parts = [p for item in spec.items for p in _parts(item)]
     images = [p for p in parts if isinstance(p, Image)]
     n_images = len(images)
-    text_tokens = _n(u, "text_tokens")
+    text_tokens = usage_count(u, "text_tokens", None)
     if text_tokens is None and n_images == 0:
-        text_tokens = _n(u, "total_tokens")  # the public spec lists only total_tokens
+        # the public spec lists only total_tokens
+        text_tokens = usage_count(u, "total_tokens", None)
     elif text_tokens is None:
         # texts beside images, and only a total that mixes both: charge the texts' bound
         text_tokens = sum(text_tokens_upper_bound(p) for p in parts if isinstance(p, str))
-    pixels = _n(u, "image_pixels")
+    pixels = usage_count(u, "image_pixels", None)
     if pixels is None and n_images:
         pixels = sum(billed_pixels(*image_size(i)) for i in images)
     pixels = min(max(pixels or 0, n_images * MIN_BILLED_PIXELS), n_images * MAX_BILLED_PIXELS)
