@@ -170,7 +170,7 @@ def _train(
             first = run.step if si == run.stage_index else 0
             task = make_task(stage, lam=config.lam, text=targets.text.to(device),
                              kd_temperature=config.kd_temperature, freeze_bn=config.freeze_bn)
-            lr = config.lr_align if stage == "align" else config.lr
+            lr = config.stage_lr(stage)
             optimizer = torch.optim.Adam(
                 task.configure(student), lr=lr, weight_decay=config.weight_decay
             )
