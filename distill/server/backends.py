@@ -486,8 +486,8 @@ class MiniClipBackend:
         _set_offline_env()
         import torch
 
-        from distill import miniclip
         from distill.data import class_prompts
+        from distill.teacher import miniclip
 
         torch.set_num_threads(torch_threads)
         self.weights = Path(weights)
