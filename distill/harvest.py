@@ -334,10 +334,13 @@ def export_store(
     missing = sum(v is None for v in texts) + sum(v is None for v in images.values())
     if missing or not prompts:
         return None, missing
-    rows = [[images[(row, v)] for v in range(views)] for row in range(len(dataset.samples))]
-    matrix = np.stack([np.stack(r) for r in rows])  # every entry present: checked above
+    # Every entry is present (checked above); the filters only drop the None from the type.
+    found = {k: v for k, v in images.items() if v is not None}
+    text_matrix = np.stack([v for v in texts if v is not None])
+    rows = [[found[(row, v)] for v in range(views)] for row in range(len(dataset.samples))]
+    matrix = np.stack([np.stack(r) for r in rows])
     fingerprint = teacher_fingerprint(teacher, params, endpoint)
     path = _write_store(
-        cache_dir, teacher, fingerprint, dataset, matrix, np.stack(texts), prompts, fmt
+        cache_dir, teacher, fingerprint, dataset, matrix, text_matrix, prompts, fmt
     )
     return path, 0

@@ -298,7 +298,8 @@ def run(args: argparse.Namespace) -> int:
         async def go() -> HarvestResult | None:
             async with client:
                 if args.dry_run:
-                    return await _dry_run(client, dataset, args)
+                    await _dry_run(client, dataset, args)  # prints its plan, returns nothing
+                    return None
                 total = len(image_items(dataset, args.views)) + len(dataset.class_names)
                 started = time.monotonic()
                 with LiveProgress(f"harvest {args.teacher}", total, out=out) as bar:

@@ -217,10 +217,10 @@ def parse_answer(
     # so "hot dog" is not also counted as "dog".
     found: set[int] = set()
     rest = f" {whole} "
-    for k in sorted(keys, key=len, reverse=True):
-        if k and f" {k} " in rest:
-            found.add(keys[k])
-            rest = rest.replace(f" {k} ", " | ")
+    for key in sorted(keys, key=len, reverse=True):
+        if key and f" {key} " in rest:
+            found.add(keys[key])
+            rest = rest.replace(f" {key} ", " | ")
     if len(found) == 1:
         return found.pop()
     # A distinctive word of exactly one option ("zero" for "0_zero").
@@ -235,7 +235,8 @@ def zeroshot_labels(image_vectors: np.ndarray, text_vectors: np.ndarray) -> np.n
     txt = np.asarray(text_vectors, dtype=np.float32)
     img = img / np.maximum(np.linalg.norm(img, axis=1, keepdims=True), 1e-12)
     txt = txt / np.maximum(np.linalg.norm(txt, axis=1, keepdims=True), 1e-12)
-    return np.argmax(img @ txt.T, axis=1).astype(np.int64)
+    labels: np.ndarray = np.argmax(img @ txt.T, axis=1).astype(np.int64)
+    return labels
 
 
 def _image(sample: Sample, hflip: bool) -> Image:

@@ -111,7 +111,8 @@ def teacher_probs(image_vectors: np.ndarray, text_vectors: np.ndarray) -> np.nda
     txt = text_vectors / np.maximum(np.linalg.norm(text_vectors, axis=1, keepdims=True), 1e-12)
     logits = KD_SCALE * img.astype(np.float64) @ txt.astype(np.float64).T
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+    probs: np.ndarray = (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+    return probs
 
 
 def train_student(
@@ -155,7 +156,6 @@ def train_student(
         loss.backward()
         opt.step()
     model.eval()
-    model.norm = (mean, std)
     return model
 
 
@@ -164,8 +164,9 @@ def predict_probs(model: Any, pixels: Any, batch_size: int = 256) -> np.ndarray:
     import torch
 
     from distill.train.evaluate import to_input
+    from distill.train.student import norm_stats
 
-    mean, std = model.norm
+    mean, std = norm_stats(model.backbone)  # as train_student normalised its inputs
     out = []
     with torch.no_grad():
         for s in range(0, len(pixels), batch_size):
@@ -204,8 +205,9 @@ async def harvest_rounds(
         raise ValueError("rounds must be >= 1")
     if not dataset.class_names:
         raise ValueError("selection needs class names (a class file for unlabelled data)")
-    result = RoundsResult(state_file=state_path(cache_dir, client.teacher, dataset, strategy))
-    state = read_state(result.state_file)
+    state_file = state_path(cache_dir, client.teacher, dataset, strategy)
+    result = RoundsResult(state_file=state_file)
+    state = read_state(state_file)
     state.update(strategy=strategy, rounds=rounds, teacher=client.teacher,
                  dataset_fingerprint=dataset.fingerprint())
     spent_before = Decimal(state.get("spent_usd", "0"))
@@ -213,7 +215,7 @@ async def harvest_rounds(
 
     def save() -> None:
         state["spent_usd"] = str(spent_before + client.budget.spent)
-        write_state(result.state_file, state)  # type: ignore[arg-type]
+        write_state(state_file, state)
 
     try:
         texts = await client.embed_texts(
@@ -274,8 +276,9 @@ async def harvest_rounds(
             bought = sorted(vectors)
             targets = teacher_probs(np.stack([vectors[i] for i in bought]), text)
             labels = None
-            if use_labels and all(dataset.samples[i].label is not None for i in bought):
-                labels = [int(dataset.samples[i].label) for i in bought]  # type: ignore[arg-type]
+            known = [dataset.samples[i].label for i in bought]
+            if use_labels and all(y is not None for y in known):
+                labels = [y for y in known if y is not None]  # all of them: checked above
             model = train_student(pixels[bought], targets, labels=labels, steps=round_steps,
                                   student=student, pretrained=pretrained, seed=seed + r)
             probs = predict_probs(model, pixels)
