@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -254,11 +254,6 @@ def _again(exc: Exception) -> Exception:
     return copy
 
 
-# An image request stays an image request (harvest passes the prepared items on as such).
-@overload
-def prepare_item(provider: Provider, item: ImageEmbeddingRequest) -> ImageEmbeddingRequest: ...
-@overload
-def prepare_item(provider: Provider, item: Item) -> Item: ...
 def prepare_item(provider: Provider, item: Item) -> Item:
     """The item as it will be sent (images downscaled / re-encoded to the provider's limits)."""
     if isinstance(item, TextEmbeddingRequest):

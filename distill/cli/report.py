@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -46,7 +47,7 @@ def _usd(text: str) -> str:
     return f"{float(text):.6f}"
 
 
-def show(report: dict) -> None:  # type: ignore[type-arg]
+def show(report: dict[str, Any]) -> None:
     out = console()
     t = Table(title=f"spend report: {report['cache_dir']}")
     t.add_column("teacher · kind", no_wrap=True)
