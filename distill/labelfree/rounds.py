@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,11 @@ from vlmclient import (
     TeacherClient,
     TextEmbeddingRequest,
 )
+
+if TYPE_CHECKING:  # torch is imported where it is used: this module loads without it
+    import torch
+
+    from distill.train.student import Student
 
 __all__ = [
     "STATE_VERSION",
@@ -94,7 +99,7 @@ def write_state(path: Path, state: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ the in-between student
 
 
-def load_pixels(dataset: Dataset, size: int) -> Any:
+def load_pixels(dataset: Dataset, size: int) -> torch.Tensor:
     """uint8 (N, 3, size, size) tensor of every sample's view 0."""
     import torch
 
@@ -116,7 +121,7 @@ def teacher_probs(image_vectors: np.ndarray, text_vectors: np.ndarray) -> np.nda
 
 
 def train_student(
-    pixels: Any,
+    pixels: torch.Tensor,
     targets: np.ndarray,
     *,
     labels: Sequence[int] | None = None,
@@ -126,7 +131,7 @@ def train_student(
     batch_size: int = 32,
     lr: float = 1e-3,
     seed: int = 0,
-) -> Any:
+) -> Student:
     """Train a fresh student for ``steps`` steps on soft ``targets`` (N, C) [+ CE on labels].
 
     ``pixels`` are uint8 (N, 3, H, W). Returns the student in eval mode.
@@ -159,7 +164,7 @@ def train_student(
     return model
 
 
-def predict_probs(model: Any, pixels: Any, batch_size: int = 256) -> np.ndarray:
+def predict_probs(model: Student, pixels: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """Softmax class probabilities (N, C) of a student from :func:`train_student`."""
     import torch
 
