@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from decimal import Decimal
 from pathlib import Path
 
 from rich.table import Table
@@ -15,16 +14,19 @@ from .progress import LiveProgress, console
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Defaults are DemoConfig's (distill/demo.py), declared there only.
+    from distill.demo import DemoConfig
+
     p.add_argument(
         "--workdir",
         type=Path,
-        default=Path("vlm-distill-demo"),
+        default=DemoConfig.workdir,
         help="data, cache and runs go here (default: %(default)s)",
     )
     p.add_argument(
         "--budget",
         type=money,
-        default=Decimal("0.50"),
+        default=DemoConfig.budget,
         help="simulated budget in USD for the local teacher: the cap on everything the demo "
         "cache's ledger records, reruns included (default: %(default)s)",
     )
@@ -35,19 +37,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quick", action="store_true", help="fewer images and steps (about 2 minutes)")
     p.add_argument(
-        "--student", default="tf_efficientnet_lite0", help="timm student (default: %(default)s)"
+        "--student", default=DemoConfig.student, help="timm student (default: %(default)s)"
     )
     p.add_argument(
-        "--views", type=int, default=4,
+        "--views", type=int, default=DemoConfig.views,
         help="teacher views per image: the image and seeded augmentations (default: %(default)s)",
     )
     p.add_argument(
-        "--teacher-steps", type=int, default=None,
+        "--teacher-steps", type=int, default=DemoConfig.teacher_steps,
         help="mini-clip fitting steps when the teacher is fitted (default: its own)",
     )
     p.add_argument(
         "--backend",
-        default="mini-clip",
+        default=DemoConfig.backend,
         choices=["mini-clip", "pseudo-clip", "hash"],
         help="local teacher backend: mini-clip (fitted on digits the demo never deals out), "
         "pseudo-clip (real ImageNet + MiniLM weights, knows no digits) (default: %(default)s)",
