@@ -311,6 +311,7 @@ def main() -> None:
     args.mnist_per_class = args.mnist_per_class or (30 if q else 100)
     args.datasets = args.datasets.split(",")
 
+    from cache import CacheDir
     from distill.data import scan
     from distill.train.trainer import train  # noqa: F401  (fail early when torch/timm are missing)
 
@@ -322,7 +323,7 @@ def main() -> None:
     if not data:
         raise SystemExit("no dataset could be built; see the SKIPPED lines above")
     saved_harvest = work / "harvest.json"
-    if saved_harvest.is_file() and all((work / "cache" / "stores").glob("*/meta.json")):
+    if saved_harvest.is_file() and all(CacheDir(cache).stores.glob("*/meta.json")):
         # Harvested by an earlier run of this script: its queries and time are the real ones
         # (a second harvest would be all cache hits and report 0 queries).
         teacher = json.loads(saved_harvest.read_text())

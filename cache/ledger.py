@@ -46,6 +46,7 @@ __all__ = [
     "by_model",
     "is_overrun",
     "read_ledger",
+    "reserve_tail",
     "totals",
 ]
 
@@ -58,7 +59,7 @@ RESERVE_BYTES: Final = 1024 * 1024
 _FALLOC_FL_KEEP_SIZE: Final = 1
 
 
-def _reserve_tail(fd: int, nbytes: int) -> bool:
+def reserve_tail(fd: int, nbytes: int) -> bool:
     """Allocate ``nbytes`` past the end of ``fd`` without changing its size (Linux only).
 
     Appends then write into blocks that already exist, so they succeed on a full disk.
@@ -218,7 +219,7 @@ class SpendLedger:
             _fsync_directory(self.path.parent)  # the new file's name is durable too
         self._since_reserve = 0
         self._end_torn_line()
-        _reserve_tail(self._fd, RESERVE_BYTES)
+        reserve_tail(self._fd, RESERVE_BYTES)
 
     def _end_torn_line(self) -> None:
         """After a crash mid-write, start our records on a fresh line."""
@@ -247,7 +248,7 @@ class SpendLedger:
         if self._since_reserve > RESERVE_BYTES // 2:
             # renew while half the reserve is left, so a disk that fills now finds it there
             self._since_reserve = 0
-            _reserve_tail(self._fd, RESERVE_BYTES)
+            reserve_tail(self._fd, RESERVE_BYTES)
 
     def record(self, rec: LedgerRecord) -> None:
         """Append ``rec`` (its time set to now if unset); durable before this returns.

@@ -355,7 +355,7 @@ class ResponseCache:
         """Move entries a previous run could not store from the spill file into the database."""
         assert self._spill is not None
         try:
-            n = self._spill.drain(self._store_raw)
+            n = self._spill.drain(self.store_encoded)
         except (CacheWriteError, OSError) as exc:
             waiting = self._spill.read()
             self._spilled = dict(waiting)
@@ -413,11 +413,11 @@ class ResponseCache:
         if not encoded:
             return
         try:
-            self._store_raw(encoded)
+            self.store_encoded(encoded)
         except CacheWriteError as exc:
             raise CacheWriteError(f"{exc}; {self._spill_out(encoded)}") from exc
 
-    def _store_raw(self, encoded: Sequence[tuple[str, bytes]]) -> None:
+    def store_encoded(self, encoded: Sequence[tuple[str, bytes]]) -> None:
         """Write encoded values in one transaction, then read each back; CacheWriteError
         if either fails (a damaged page can take a write and still not give it back)."""
         try:

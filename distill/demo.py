@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from distill.train.config import Method
 
-__all__ = ["DemoConfig", "run_demo"]
+from cache.layout import LEDGER_FILE
+
+__all__ = ["METHOD_NAMES", "DemoConfig", "run_demo"]
 
 METHOD_NAMES = {"zeroshot": "teacher zero-shot", "erm": "ERM", "kd": "KD", "adip": "ADiP"}
 TEST_DOMAIN = "rotated"  # the held-out (out-of-distribution) domain of the digits
@@ -159,7 +161,7 @@ def run_demo(
         if hook is not None and hasattr(hook, "close"):
             hook.close()
 
-    shutil.copyfile(cache / "ledger.jsonl", run / "ledger.jsonl")
+    shutil.copyfile(cache / LEDGER_FILE, run / LEDGER_FILE)
     summary = {
         "harvest_s": round(harvest_s, 1),
         "methods": {
@@ -209,7 +211,7 @@ def _plots(run: Path, results: dict[str, Any], budget: Decimal) -> list[Path]:
         plot_spend(
             [
                 json.loads(line)
-                for line in (run / "ledger.jsonl").read_text().splitlines()
+                for line in (run / LEDGER_FILE).read_text().splitlines()
                 if line.strip()
             ],
             budget,

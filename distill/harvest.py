@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from cache import CacheLike, VectorFormat
+from cache.layout import STORES_DIR
 from cache.store import EmbeddingStore, StoreError
 from distill.data import Dataset, class_prompts
 from distill.data.views import view_bytes
@@ -27,30 +28,37 @@ from vlmclient import (
     AuthenticationError,
     BudgetExceededError,
     ConfigurationError,
+    Embedder,
     Image,
     ImageEmbeddingRequest,
     InputError,
+    Kind,
     MalformedResponsesError,
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
     SpendRecordError,
-    TeacherClient,
     TextEmbeddingRequest,
     VLMError,
+    endpoint_id,
+    item_cache_key,
+    prepare_item,
+    teacher_fingerprint,
 )
-from vlmclient.client import endpoint_id, item_cache_key, prepare_item
 from vlmclient.providers import parse_teacher
 
 __all__ = [
+    "FATAL",
     "UNREADABLE",
+    "HarvestClient",
     "HarvestResult",
     "ImageItem",
+    "Spending",
     "export_store",
     "harvest",
     "image_items",
     "store_dir",
-    "teacher_fingerprint",
+    "view_request",
 ]
 
 log = logging.getLogger("distill.harvest")
@@ -68,6 +76,45 @@ FATAL = (
 )
 UNREADABLE = "cannot prepare image"  # failure reason of items that no retry can fix
 CHUNKS_IN_FLIGHT_PER_SLOT = 2  # chunks scheduled ahead per concurrency slot
+
+
+class Spending(Protocol):
+    """The part of a budget harvest reads: what was spent so far."""
+
+    @property
+    def spent(self) -> Decimal: ...
+
+
+@runtime_checkable
+class HarvestClient(Embedder, Protocol):
+    """What :func:`harvest` needs of its client (:class:`vlmclient.TeacherClient` is one):
+    the two embedding calls, plus the client's limits, spend, health and identity."""
+
+    @property
+    def teacher(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    @property
+    def budget(self) -> Spending: ...
+
+    @property
+    def overrun(self) -> Exception | None: ...
+
+    @property
+    def storage_problem(self) -> str | None: ...
+
+    def batch_limit(self, kind: Kind) -> int: ...
+
+    def prepare(self, item: ImageEmbeddingRequest) -> ImageEmbeddingRequest: ...
+
+    def plan(
+        self, kind: Kind, requests: Sequence[ImageEmbeddingRequest | TextEmbeddingRequest]
+    ) -> tuple[int, Decimal]: ...
 
 
 @dataclass(frozen=True)
@@ -110,31 +157,20 @@ def image_items(dataset: Dataset, views: int) -> list[ImageItem]:
     ]
 
 
-def _request(item: ImageItem, hflip: bool) -> ImageEmbeddingRequest:
+def view_request(item: ImageItem, hflip: bool) -> ImageEmbeddingRequest:
+    """The request for one image view, as sent before the provider's preparation."""
     data, media_type = view_bytes(item.path, item.image_id, item.view, hflip=hflip)
     return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
 
 
-def teacher_fingerprint(
-    teacher: str, params: dict[str, object] | None = None, endpoint: str | None = None
-) -> str:
-    """What ``TeacherClient.fingerprint`` is for this teacher; ``endpoint`` as
-    :func:`vlmclient.client.endpoint_id` gives it."""
-    provider, model = parse_teacher(teacher)
-    from cache.keys import make_key
-    from vlmclient.client import key_base
-
-    return make_key(key_base(provider, model, params or {}, "fingerprint", endpoint))
-
-
 def store_dir(cache_dir: Path, teacher: str, dataset: Dataset) -> Path:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{dataset.root.name}-{teacher}")
-    return cache_dir / "stores" / f"{slug}-{dataset.fingerprint()[:12]}"
+    return cache_dir / STORES_DIR / f"{slug}-{dataset.fingerprint()[:12]}"
 
 
 async def harvest(
     dataset: Dataset,
-    client: TeacherClient,
+    client: HarvestClient,
     *,
     cache_dir: Path,
     views: int = 1,
@@ -194,7 +230,7 @@ async def harvest(
                 try:
                     # Prepared here, item by item (the client then finds it ready): one image
                     # that cannot be decoded must not fail the other items of its request.
-                    reqs.append(prepare_item(client.provider, _request(item, dataset.hflip)))
+                    reqs.append(client.prepare(view_request(item, dataset.hflip)))
                     kept.append(item)
                 except (InputError, OSError, ValueError) as exc:
                     result.failed.append((item.image_id, f"{UNREADABLE}: {exc}"))
@@ -246,7 +282,7 @@ async def harvest(
 
 
 def _remaining(
-    client: TeacherClient,
+    client: HarvestClient,
     dataset: Dataset,
     missing: list[ImageItem],
     prompts: list[str],
@@ -257,7 +293,7 @@ def _remaining(
     reqs = []
     for item in missing:
         try:
-            reqs.append(prepare_item(client.provider, _request(item, dataset.hflip)))
+            reqs.append(client.prepare(view_request(item, dataset.hflip)))
         except (InputError, OSError, ValueError):
             continue  # cannot be sent at all, so it costs nothing
     if reqs:
@@ -328,7 +364,8 @@ def export_store(
     images: dict[tuple[int, int], np.ndarray | None] = {}
     for item in image_items(dataset, views):
         try:
-            images[(item.row, item.view)] = lookup("image_embedding", _request(item, dataset.hflip))
+            request = view_request(item, dataset.hflip)
+            images[(item.row, item.view)] = lookup("image_embedding", request)
         except (InputError, OSError, ValueError):
             images[(item.row, item.view)] = None
     missing = sum(v is None for v in texts) + sum(v is None for v in images.values())

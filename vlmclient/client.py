@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -71,6 +71,7 @@ __all__ = [
     "item_cache_key",
     "normalise_base_url",
     "prepare_item",
+    "teacher_fingerprint",
 ]
 
 log = logging.getLogger("vlmclient")
@@ -89,6 +90,7 @@ MIN_SCRUBBED_SECRET = 8
 DEFAULT_NAMESPACE = "default"  # --cache-namespace value meaning "the provider's own endpoint"
 
 R = TypeVar("R", EmbeddingResult, AnswerResult)
+ItemT = TypeVar("ItemT", bound=Item)  # one kind of request in, the same kind out
 EventHook = Callable[[str, int], None]
 
 
@@ -211,6 +213,16 @@ def key_base(
     return parts
 
 
+def teacher_fingerprint(
+    teacher: str, params: Mapping[str, Any] | None = None, endpoint: str | None = None
+) -> str:
+    """What :attr:`TeacherClient.fingerprint` is for ``teacher`` (``provider:model``) with
+    these ``params``; usable without a client or an API key. ``endpoint`` is
+    :func:`endpoint_id` of the base URL / namespace the answers come from."""
+    provider, model = parse_teacher(teacher)
+    return make_key(key_base(provider, model, params or {}, "fingerprint", endpoint))
+
+
 def item_cache_key(
     provider: Provider,
     model: str,
@@ -254,12 +266,15 @@ def _again(exc: Exception) -> Exception:
     return copy
 
 
-def prepare_item(provider: Provider, item: Item) -> Item:
+def prepare_item(provider: Provider, item: ItemT) -> ItemT:
     """The item as it will be sent (images downscaled / re-encoded to the provider's limits)."""
     if isinstance(item, TextEmbeddingRequest):
         return item
     image = provider.prepare_image(item.image)
-    return item if image is item.image else item.model_copy(update={"image": image})
+    if image is item.image:
+        return item
+    # model_copy keeps the class; mypy only sees the narrowed union
+    return cast(ItemT, item.model_copy(update={"image": image}))
 
 
 class TeacherClient:
@@ -400,7 +415,7 @@ class TeacherClient:
     def fingerprint(self) -> str:
         """Identity of the teacher's answers: provider, model, API version, parameters,
         and the endpoint when it is not the provider's default."""
-        return make_key(self._key_base("fingerprint"))
+        return teacher_fingerprint(self.teacher, self.params, self.endpoint)
 
     @property
     def overrun(self) -> BudgetOverrunError | None:
@@ -424,7 +439,7 @@ class TeacherClient:
         """(uncached items, worst-case cost of buying them); sends nothing."""
         misses: dict[str, Item] = {}
         for item in requests:
-            item = self._prepare(item)
+            item = self.prepare(item)
             key = self.cache_key(kind, item)
             if key not in misses and (self._cache is None or self._cache.get(key) is None):
                 misses[key] = item
@@ -438,15 +453,14 @@ class TeacherClient:
 
     # -- keys -----------------------------------------------------------------------------
 
-    def _key_base(self, kind: str) -> dict[str, Any]:
-        return key_base(self.provider, self.model, self.params, kind, self.endpoint)
-
     def cache_key(self, kind: Kind, item: Item) -> str:
         """sha256 of everything that changes the answer, the endpoint included; never a
         secret."""
         return item_cache_key(self.provider, self.model, self.params, kind, item, self.endpoint)
 
-    def _prepare(self, item: Item) -> Item:
+    def prepare(self, item: ItemT) -> ItemT:
+        """``item`` as it will be sent: the image downscaled / re-encoded to the provider's
+        limits (what the cache key is computed on)."""
         return prepare_item(self.provider, item)
 
     # -- pipeline ------------------------------------------------------------------------
@@ -479,7 +493,7 @@ class TeacherClient:
         if kind not in self.provider.kinds_for(self.model):
             raise ConfigurationError(f"{self.teacher} does not offer {kind.replace('_', ' ')}s")
         loop = asyncio.get_running_loop()
-        prepared = [self._prepare(item) for item in requests]  # InputError before any spend
+        prepared = [self.prepare(item) for item in requests]  # InputError before any spend
         futures: list[asyncio.Future[Any]] = []
         to_buy: list[tuple[str, Item]] = []
         hits = 0

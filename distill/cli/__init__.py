@@ -19,6 +19,16 @@ from vlmclient.errors import ConfigurationError, VLMError
 
 from .config_file import CommandParser, apply_config_file, load_config_file
 
+__all__ = [
+    "COMMANDS",
+    "EXIT_BUDGET",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
+
 # command name -> (module, one-line help). Order is the order of `vlm-distill --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("distill.cli.demo", "run the whole pipeline on the embedded default"),
@@ -111,10 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:
-        from cache import CacheError, LedgerWriteError, StoreError
+        from cache import CacheError, CacheLayoutError, LedgerWriteError, StoreError
 
         from .signals import Interrupted
 
+        if isinstance(exc, CacheLayoutError):  # bad input, like a ConfigurationError
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         if isinstance(exc, Interrupted):
             _say_interrupted(exc)
             return exc.exit_code

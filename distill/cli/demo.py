@@ -9,8 +9,8 @@ from pathlib import Path
 from rich.table import Table
 
 from . import EXIT_OK
-from .harvest import money
 from .progress import LiveProgress, console
+from .validate import money
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -25,6 +25,7 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -37,7 +38,8 @@ from vlmclient import (
     Image,
     ImageEmbeddingRequest,
     InputError,
-    TeacherClient,
+    Kind,
+    Teacher,
     TextEmbeddingRequest,
     VLMError,
 )
@@ -46,11 +48,13 @@ __all__ = [
     "DEFAULT_QUESTION",
     "MAX_FAILURES_IN_A_ROW",
     "Label",
+    "LabelClient",
     "answer_labels",
     "choice_prompt",
     "display_name",
     "embedding_labels",
     "parse_answer",
+    "sample_image",
     "zeroshot_labels",
 ]
 
@@ -239,7 +243,8 @@ def zeroshot_labels(image_vectors: np.ndarray, text_vectors: np.ndarray) -> np.n
     return labels
 
 
-def _image(sample: Sample, hflip: bool) -> Image:
+def sample_image(sample: Sample, hflip: bool) -> Image:
+    """View 0 of ``sample`` (flipped if ``hflip``), as the teacher is sent it."""
     data, media_type = view_bytes(sample.path, sample.id, 0, hflip=hflip)
     return Image(data=data, media_type=media_type)
 
@@ -252,9 +257,20 @@ def shuffled_order(n: int, image_id: str, seed: int = 1) -> list[int]:
     return order
 
 
+@runtime_checkable
+class LabelClient(Teacher, Protocol):
+    """What labelling needs of its client (:class:`vlmclient.TeacherClient` is one): the
+    Teacher calls, how many requests it runs at once, and how many items one may carry."""
+
+    @property
+    def concurrency(self) -> int: ...
+
+    def batch_limit(self, kind: Kind) -> int: ...
+
+
 async def answer_labels(
     dataset: Dataset,
-    client: TeacherClient,
+    client: LabelClient,
     class_names: Sequence[str],
     *,
     samples: Sequence[Sample] | None = None,
@@ -292,7 +308,7 @@ async def answer_labels(
             )
             try:
                 req = AnswerRequest(
-                    image=_image(s, dataset.hflip),
+                    image=sample_image(s, dataset.hflip),
                     prompt=choice_prompt(class_names, question, order),
                     max_output_tokens=max_output_tokens,
                 )
@@ -327,7 +343,7 @@ async def answer_labels(
 
 async def embedding_labels(
     dataset: Dataset,
-    client: TeacherClient,
+    client: LabelClient,
     class_names: Sequence[str],
     *,
     samples: Sequence[Sample] | None = None,
@@ -352,7 +368,7 @@ async def embedding_labels(
         chunk = list(enumerate(todo))[start : start + limit]
         try:
             res = await client.embed_images(
-                [ImageEmbeddingRequest(image=_image(s, dataset.hflip)) for _, s in chunk]
+                [ImageEmbeddingRequest(image=sample_image(s, dataset.hflip)) for _, s in chunk]
             )
         except BudgetExceededError:
             break

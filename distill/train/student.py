@@ -34,6 +34,7 @@ __all__ = [
     "convert_lite0_weights",
     "default_weights_dir",
     "is_convnet",
+    "norm_stats",
     "packaged_weights_file",
 ]
 

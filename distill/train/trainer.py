@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cache.layout import STORES_DIR
 from cache.swap import exchange
 from distill.data import DataError, Dataset, Sample, scan, split_holdout
 from distill.data.loaders import train_loader
@@ -65,7 +66,6 @@ __all__ = [
     "CHECKPOINT_DIR",
     "LOG_FILE",
     "METRICS_FILE",
-    "STORES_DIR",
     "Progress",
     "dist_env",
     "find_store",
@@ -75,7 +75,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STORES_DIR = "stores"
 CHECKPOINT_DIR = "checkpoint"
 LOG_FILE = "log.jsonl"
 EVALS_FILE = "evals.jsonl"

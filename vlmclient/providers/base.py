@@ -34,6 +34,7 @@ from ..models import (
 
 __all__ = [
     "CallSpec",
+    "Item",
     "Parsed",
     "Provider",
     "RateLimitHints",
