@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .base import CacheEntry, CacheLike, LedgerLike, LedgerRecord, MemoryCache
+    from .atomic import atomic_write, fsync_directory
     from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
     from .coordination import CoordinationError, Coordinator, SpendView
     from .keys import canonical_json, make_key
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
         read_ledger,
         totals,
     )
+    from .memory import MemoryCache
+    from .protocols import CacheEntry, CacheLike, LedgerLike, LedgerRecord
     from .recover import RecoverResult, recover_cache
     from .response_cache import (
         CacheCorruptError,
@@ -80,12 +82,14 @@ __all__ = [
     "StoreError",
     "Totals",
     "VectorFormat",
+    "atomic_write",
     "by_model",
     "canonical_json",
     "decode_vector",
     "dequantize",
     "encode_vector",
     "exchange",
+    "fsync_directory",
     "is_overrun",
     "make_key",
     "quantize",
@@ -99,11 +103,8 @@ __all__ = [
 # or a name from it must not load every dependency of the package. The imports under
 # TYPE_CHECKING say the same to type checkers; tests/test_layout.py checks they agree.
 _SOURCES: dict[str, str] = {
-    "CacheEntry": "base",
-    "CacheLike": "base",
-    "LedgerLike": "base",
-    "LedgerRecord": "base",
-    "MemoryCache": "base",
+    "atomic_write": "atomic",
+    "fsync_directory": "atomic",
     "FORMATS": "codecs",
     "VectorFormat": "codecs",
     "decode_vector": "codecs",
@@ -130,6 +131,11 @@ _SOURCES: dict[str, str] = {
     "is_overrun": "ledger",
     "read_ledger": "ledger",
     "totals": "ledger",
+    "MemoryCache": "memory",
+    "CacheEntry": "protocols",
+    "CacheLike": "protocols",
+    "LedgerLike": "protocols",
+    "LedgerRecord": "protocols",
     "RecoverResult": "recover",
     "recover_cache": "recover",
     "CacheCorruptError": "response_cache",

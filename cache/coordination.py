@@ -42,8 +42,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
-from .base import LedgerRecord
 from .ledger import LedgerWriteError, SpendLedger, read_ledger, reserve_tail
+from .protocols import LedgerRecord
 
 __all__ = [
     "LEASE_TTL_S",

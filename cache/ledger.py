@@ -33,7 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from .base import LedgerRecord
+from .atomic import fsync_directory
+from .protocols import LedgerRecord
 
 __all__ = [
     "CACHE_HIT",
@@ -216,7 +217,7 @@ class SpendLedger:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         if created:
-            _fsync_directory(self.path.parent)  # the new file's name is durable too
+            fsync_directory(self.path.parent)  # the new file's name is durable too
         self._since_reserve = 0
         self._end_torn_line()
         reserve_tail(self._fd, RESERVE_BYTES)
@@ -289,19 +290,6 @@ class SpendLedger:
 
     def __repr__(self) -> str:
         return f"SpendLedger({str(self.path)!r})"
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory descriptors
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass

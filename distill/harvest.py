@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -39,6 +40,7 @@ from vlmclient import (
     QuotaExceededError,
     SpendRecordError,
     TextEmbeddingRequest,
+    Timings,
     VLMError,
     endpoint_id,
     item_cache_key,
@@ -176,8 +178,14 @@ async def harvest(
     views: int = 1,
     prompt: str = "a photo of a {}",
     on_progress: Callable[[HarvestResult], None] | None = None,
+    timings: Timings | None = None,
 ) -> HarvestResult:
-    """Embed every image view and class prompt of ``dataset``; export the store when done."""
+    """Embed every image view and class prompt of ``dataset``; export the store when done.
+
+    ``timings`` (the client's, for ``harvest -v``) also counts the harvest's own work:
+    reading images and computing views (``prepare``), writing the store (``store``).
+    """
+    timings = timings if timings is not None else Timings()
     result = HarvestResult(skipped=list(dataset.skipped))
     items = image_items(dataset, views)
     prompts = class_prompts(dataset.class_names, prompt) if dataset.class_names else []
@@ -226,6 +234,7 @@ async def harvest(
             if stop.is_set():
                 return
             reqs, kept = [], []
+            started = time.perf_counter()
             for item in chunk:
                 try:
                     # Prepared here, item by item (the client then finds it ready): one image
@@ -234,6 +243,7 @@ async def harvest(
                     kept.append(item)
                 except (InputError, OSError, ValueError) as exc:
                     result.failed.append((item.image_id, f"{UNREADABLE}: {exc}"))
+            timings.add("prepare", started)
             if not reqs:
                 return
             out = await run(lambda: client.embed_images(reqs), [i.image_id for i in kept])
@@ -262,6 +272,7 @@ async def harvest(
         return result
     if not items or not prompts:
         return result  # nothing to export (unlabelled data or empty)
+    started = time.perf_counter()
     image_matrix = np.stack(
         [np.stack([vectors[(row, v)] for v in range(views)]) for row in range(len(dataset.samples))]
     )
@@ -278,6 +289,8 @@ async def harvest(
     except (OSError, StoreError) as exc:
         # Every vector is paid for and cached; only the export failed (disk full...).
         result.store_error = f"could not write the embedding store: {exc}"
+    finally:
+        timings.add("store", started)
     return result
 
 

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         TruncatedAnswerError,
         VLMError,
     )
+    from .media import media_type_of
     from .models import (
         AnswerRequest,
         AnswerResult,
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
         Image,
         ImageEmbeddingRequest,
         Kind,
+        MixedEmbeddingRequest,
         Price,
         TextEmbeddingRequest,
         Usage,
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
     from .ratelimit import RateLimiter
     from .retry import RetryPolicy
     from .shared_budget import SharedBudget, SharedReservation
+    from .timing import Timings
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -98,6 +101,7 @@ __all__ = [
     "InternalServerError",
     "Kind",
     "MalformedResponsesError",
+    "MixedEmbeddingRequest",
     "NotFoundError",
     "OverloadedError",
     "PermissionDeniedError",
@@ -117,6 +121,7 @@ __all__ = [
     "Teacher",
     "TeacherClient",
     "TextEmbeddingRequest",
+    "Timings",
     "TruncatedAnswerError",
     "Usage",
     "VLMError",
@@ -126,6 +131,7 @@ __all__ = [
     "has_prices",
     "item_cache_key",
     "load_prices",
+    "media_type_of",
     "parse_teacher",
     "prepare_item",
     "teacher_fingerprint",
@@ -168,12 +174,14 @@ _SOURCES: dict[str, str] = {
     "SpendRecordError": "errors",
     "TruncatedAnswerError": "errors",
     "VLMError": "errors",
+    "media_type_of": "media",
     "AnswerRequest": "models",
     "AnswerResult": "models",
     "EmbeddingResult": "models",
     "Image": "models",
     "ImageEmbeddingRequest": "models",
     "Kind": "models",
+    "MixedEmbeddingRequest": "models",
     "Price": "models",
     "TextEmbeddingRequest": "models",
     "Usage": "models",
@@ -193,6 +201,7 @@ _SOURCES: dict[str, str] = {
     "RetryPolicy": "retry",
     "SharedBudget": "shared_budget",
     "SharedReservation": "shared_budget",
+    "Timings": "timing",
 }
 
 

@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             help="TOML or YAML file whose keys are this command's flag names (flags win)",
         )
+        # also after the command (`vlm-distill harvest -v`); adds to a -v given before it
+        p.add_argument(
+            "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="as above"
+        )
         importlib.import_module(mod).add_arguments(p)
         SUBPARSERS[name] = p
     return parser

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from . import EXIT_OK
-from .progress import LiveProgress, console
+from .progress import TrainProgress, console
 from .validate import money
 
 
@@ -60,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
     from distill.cli import main as cli_main
     from distill.demo import METHOD_NAMES, DemoConfig, run_demo
     from distill.report import build_report
-    from distill.train.trainer import Progress
 
     from .report import show
 
@@ -87,34 +86,6 @@ def run(args: argparse.Namespace) -> int:
         f"student: {cfg.student} at {cfg.image_size} px"
     )
 
-    class Bar:
-        def __init__(self, method: str) -> None:
-            self.live: LiveProgress | None = None
-            self.method = method
-
-        def __call__(self, p: Progress) -> None:
-            if p.total == 0:  # the end-of-run event: the last stage's bar already said it
-                return
-            if (
-                p.event == "start"
-                or self.live is None
-                or self.live.description != f"{self.method}/{p.stage}"
-            ):
-                self.close()
-                self.live = LiveProgress(f"{self.method}/{p.stage}", p.total, out=out).__enter__()
-            terms = " ".join(f"{k} {v:.3f}" for k, v in p.losses.items())
-            last = (
-                f" · ID {p.mean_id:.2f} OOD {p.mean_ood:.2f}"
-                if p.mean_id is not None and p.mean_ood is not None
-                else ""
-            )
-            self.live.update(p.step, terms + last)
-
-        def close(self) -> None:
-            if self.live is not None:
-                self.live.__exit__(None, None, None)
-                self.live = None
-
     if cfg.backend == "mini-clip":
         fitted = any((cfg.workdir / "teacher").glob("digits-*.safetensors"))
         out.print(
@@ -126,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         harvest=cli_main,
         on_method=lambda m: out.rule(f"train: {m}"),
-        progress_factory=Bar,
+        progress_factory=lambda method: TrainProgress(method, out=out),
     )
     out.rule("spend")
     show(build_report(summary["cache"]))

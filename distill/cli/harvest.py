@@ -125,19 +125,28 @@ def _plain_harvest(args: argparse.Namespace) -> int:
                             f"retries {s.retries} · {progress_money(client)}",
                         )
 
-                    return await harvest(
-                        dataset,
-                        client,
-                        cache_dir=cdir.root,
-                        views=args.views,
-                        prompt=args.prompt,
-                        on_progress=show,
-                    )
+                    wall_started = time.perf_counter()
+                    try:
+                        return await harvest(
+                            dataset,
+                            client,
+                            cache_dir=cdir.root,
+                            views=args.views,
+                            prompt=args.prompt,
+                            on_progress=show,
+                            timings=client.timings,
+                        )
+                    finally:
+                        wall[0] = time.perf_counter() - wall_started
 
+        wall = [0.0]
         result = run_paid(go())
         if result is None:
             return EXIT_OK
         code = _summary(out, result, client, args)
+        if getattr(args, "verbose", 0):
+            # last line: a slow provider (wait) told apart from a slow disk (cache, ledger)
+            out.print(client.timings.line(wall[0]), soft_wrap=True)
         budget = client.budget
         assert isinstance(budget, SharedBudget)
         ledger_spent = budget.ledger_spent

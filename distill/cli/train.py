@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import TYPE_CHECKING, Any
 
 from vlmclient.errors import ConfigurationError
@@ -61,55 +60,6 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-class _Plain:
-    """One line per evaluation and about every 5 % of a stage (no TTY: logs, CI)."""
-
-    def __call__(self, p: Any) -> None:
-        every = max(1, p.total // 20)
-        if p.event == "eval" or p.event == "stage_end" or (
-            p.event == "step" and p.step % every == 0
-        ):
-            terms = " ".join(f"{k}={v:.4f}" for k, v in p.losses.items())
-            print(f"[{p.stage}] {p.event} step {p.step}/{p.total} {terms} "
-                  f"id={_fmt(p.mean_id)} ood={_fmt(p.mean_ood)}", flush=True)
-
-
-class _Rich:
-    """A rich progress bar: stage, step, loss terms, last evaluation."""
-
-    def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-        )
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> _Rich:
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
-
-    def __call__(self, p: Any) -> None:
-        if p.stage == "final":
-            return
-        if p.stage not in self.tasks:
-            self.tasks[p.stage] = self.bar.add_task(p.stage, total=p.total, info="")
-        terms = " ".join(f"{k}={v:.3f}" for k, v in p.losses.items())
-        info = f"{terms}  id {_fmt(p.mean_id)} ood {_fmt(p.mean_ood)}"
-        self.bar.update(self.tasks[p.stage], completed=p.step, info=info)
-
-
 def print_metrics(metrics: dict[str, Any]) -> None:
     """A rich table of per-domain accuracy (student and teacher zero-shot)."""
     from rich.table import Table
@@ -143,11 +93,13 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 shows progress
         train(config)
         return 0
-    if sys.stdout.isatty() and not args.json:
-        with _Rich() as hook:
-            metrics = train(config, progress=hook)
+    if args.json:
+        metrics = train(config)
     else:
-        metrics = train(config, progress=None if args.json else _Plain())
+        from .progress import TrainProgress
+
+        with TrainProgress() as hook:
+            metrics = train(config, progress=hook)
     if not metrics:  # DDP ranks other than 0
         return 0
     if args.json:

@@ -32,6 +32,7 @@ import numpy as np
 from distill.data import Dataset, Sample, class_prompts
 from distill.data.views import view_bytes
 from distill.harvest import FATAL
+from distill.teacher.zeroshot import zeroshot_labels, zeroshot_probs
 from vlmclient import (
     AnswerRequest,
     BudgetExceededError,
@@ -55,7 +56,6 @@ __all__ = [
     "embedding_labels",
     "parse_answer",
     "sample_image",
-    "zeroshot_labels",
 ]
 
 DEFAULT_QUESTION = "Which of these is shown in the image? Reply with one option only."
@@ -233,16 +233,6 @@ def parse_answer(
     return hits.pop() if len(hits) == 1 else None
 
 
-def zeroshot_labels(image_vectors: np.ndarray, text_vectors: np.ndarray) -> np.ndarray:
-    """argmax_c cos(image, text_c) for each row of ``image_vectors`` (N, D) -> (N,) ints."""
-    img = np.asarray(image_vectors, dtype=np.float32)
-    txt = np.asarray(text_vectors, dtype=np.float32)
-    img = img / np.maximum(np.linalg.norm(img, axis=1, keepdims=True), 1e-12)
-    txt = txt / np.maximum(np.linalg.norm(txt, axis=1, keepdims=True), 1e-12)
-    labels: np.ndarray = np.argmax(img @ txt.T, axis=1).astype(np.int64)
-    return labels
-
-
 def sample_image(sample: Sample, hflip: bool) -> Image:
     """View 0 of ``sample`` (flipped if ``hflip``), as the teacher is sent it."""
     data, media_type = view_bytes(sample.path, sample.id, 0, hflip=hflip)
@@ -374,16 +364,16 @@ async def embedding_labels(
             break
         vecs.update({i: r.vector for (i, _), r in zip(chunk, res, strict=True)})
     probs = np.full((len(todo), len(class_names)), np.nan, dtype=np.float32)
+    bought = sorted(vecs)
+    if bought:
+        image = np.stack([vecs[i] for i in bought])
+        probs[bought] = zeroshot_probs(image, text)
+        best = dict(zip(bought, zeroshot_labels(image, text).tolist(), strict=True))
     labels = []
     for i, s in enumerate(todo):
         if i not in vecs:
             labels.append(Label(s.id, None, None, "zeroshot"))
             continue
-        v = vecs[i] / max(float(np.linalg.norm(vecs[i])), 1e-12)
-        t = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
-        logits = 100.0 * (t @ v)
-        p = np.exp(logits - logits.max())
-        probs[i] = p / p.sum()
-        c = int(np.argmax(logits))
+        c = best[i]
         labels.append(Label(s.id, c, class_names[c], "zeroshot"))
     return labels, probs

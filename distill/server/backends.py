@@ -97,11 +97,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / n if n > 0 else v).astype(np.float32)
 
 
-def _normalise_rows(m: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
-    return (m / np.where(norms == 0, 1, norms)).astype(np.float32)
-
-
 class ImageDecodeError(ValueError):
     pass
 

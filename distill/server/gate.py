@@ -24,7 +24,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from .billing import Bill
-from .faults import Fault, go_duration, retry_after_header
+from .faults import Fault
+from .ratelimit import go_duration, retry_after_header
 from .state import TeacherState
 from .wire import WireError
 

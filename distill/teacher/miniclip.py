@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cache import atomic_write
 from distill.data import DEFAULT_TEMPLATE, DataError, class_prompts
+from distill.teacher.zeroshot import zeroshot_labels
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -311,7 +313,8 @@ def _zeroshot(model: MiniClipTower, images: torch.Tensor, labels: torch.Tensor,
     with torch.inference_mode():
         emb = torch.cat([model(preprocess(images[i : i + 256]))
                          for i in range(0, len(images), 256)])
-    return float(((emb @ bank.T).argmax(1) == labels).float().mean())
+    hits = zeroshot_labels(emb.numpy(), bank.numpy()) == labels.numpy()
+    return float(np.mean(hits, dtype=np.float32))  # float32: the manifests' figures stay put
 
 
 def fit_teacher(
@@ -349,7 +352,7 @@ def fit_teacher(
 def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, threads: int,
          widths: tuple[int, ...], stem_stride: int,
          progress: Callable[[int, int, float], None] | None) -> dict[str, Any]:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from distill.teacher.pool import read_pool
 
@@ -408,12 +411,10 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
             accuracy[look] = round(_zeroshot(model, looks[look], labels[held], served), 4)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     # One metadata key: safetensors writes its metadata map in a random order, so two keys
     # would make two byte-different files of the same weights.
-    save_file(state, str(tmp), metadata={"format": "mini-clip/1"})
-    os.replace(tmp, out)
+    atomic_write(out, save(state, metadata={"format": "mini-clip/1"}))
     pool_meta = data.meta
     manifest = {
         "format": "mini-clip/1",

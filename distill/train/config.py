@@ -20,6 +20,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cache import atomic_write
+
 __all__ = ["CONFIG_FILE", "DEFAULT_STUDENT", "Method", "TrainConfig"]
 
 CONFIG_FILE = "config.json"
@@ -140,8 +142,5 @@ class TrainConfig(BaseModel):
     def write(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` into ``folder`` (atomically) and return its path."""
         path = Path(folder) / CONFIG_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n", "utf-8")
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
 

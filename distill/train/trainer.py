@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cache import atomic_write
 from cache.layout import STORES_DIR
 from cache.swap import exchange
 from distill.data import DataError, Dataset, Sample, scan, split_holdout
@@ -223,9 +224,7 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", "utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def _save_checkpoint(
@@ -304,9 +303,7 @@ def _truncate_log(path: Path, stage_names: list[str], stage_index: int, step: in
             continue
         if pos < (stage_index, step):
             keep.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(x + "\n" for x in keep), "utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(x + "\n" for x in keep))
 
 
 # ------------------------------------------------------------------------- the loop

@@ -10,8 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from cache import MemoryCache
-from cache.base import LedgerRecord
+from cache import LedgerRecord, MemoryCache
 from tests.conftest import FakeCohere, make_image_requests
 from vlmclient import (
     APIConnectionError,

@@ -27,8 +27,7 @@ from hypothesis import strategies as st
 from PIL import Image as PILImage
 from pydantic import SecretStr
 
-from cache import MemoryCache
-from cache.base import LedgerRecord
+from cache import LedgerRecord, MemoryCache
 from vlmclient import (
     AnswerRequest,
     APIError,

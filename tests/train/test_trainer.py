@@ -188,7 +188,7 @@ def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "dom3" in text and "teacher zero-shot" in text
-    assert "[align] eval step 1/2" in text and "[distill] stage_end" in text  # plain lines
+    assert "align: 2/2" in text and "distill: 2/2" in text  # plain progress lines
     rc = main(["eval", str(out), str(tiny_data), "--json",
                "--store", str(tiny_cache / "stores" / "s1")])
     assert rc == 0
