@@ -24,13 +24,18 @@ from cache import CacheLike, VectorFormat
 from cache.layout import STORES_DIR
 from cache.store import EmbeddingStore, StoreError
 from distill.data import Dataset, class_prompts
-from distill.data.views import view_bytes
+from distill.view_requests import (
+    ViewClient,
+    build_requests,
+    cached_view_vector,
+    upload_encoding,
+    view_request,
+)
 from vlmclient import (
     AuthenticationError,
     BudgetExceededError,
     ConfigurationError,
     Embedder,
-    Image,
     ImageEmbeddingRequest,
     InputError,
     Kind,
@@ -88,12 +93,10 @@ class Spending(Protocol):
 
 
 @runtime_checkable
-class HarvestClient(Embedder, Protocol):
+class HarvestClient(Embedder, ViewClient, Protocol):
     """What :func:`harvest` needs of its client (:class:`vlmclient.TeacherClient` is one):
-    the two embedding calls, plus the client's limits, spend, health and identity."""
-
-    @property
-    def teacher(self) -> str: ...
+    the two embedding calls, cache look-ups by key (:class:`ViewClient`), plus the
+    client's limits, spend, health and identity."""
 
     @property
     def fingerprint(self) -> str: ...
@@ -111,8 +114,6 @@ class HarvestClient(Embedder, Protocol):
     def storage_problem(self) -> str | None: ...
 
     def batch_limit(self, kind: Kind) -> int: ...
-
-    def prepare(self, item: ImageEmbeddingRequest) -> ImageEmbeddingRequest: ...
 
     def plan(
         self, kind: Kind, requests: Sequence[ImageEmbeddingRequest | TextEmbeddingRequest]
@@ -145,6 +146,7 @@ class HarvestResult:
     fatal: str | None = None
     overrun: str | None = None  # the provider billed more than reserved: what happened
     store_error: str | None = None  # the export failed after every item was bought
+    views_computed: int = 0  # augmented views computed (a fully cached rerun computes none)
 
     @property
     def complete(self) -> bool:
@@ -157,12 +159,6 @@ def image_items(dataset: Dataset, views: int) -> list[ImageItem]:
         for row, s in enumerate(dataset.samples)
         for v in range(views)
     ]
-
-
-def view_request(item: ImageItem, hflip: bool) -> ImageEmbeddingRequest:
-    """The request for one image view, as sent before the provider's preparation."""
-    data, media_type = view_bytes(item.path, item.image_id, item.view, hflip=hflip)
-    return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
 
 
 def store_dir(cache_dir: Path, teacher: str, dataset: Dataset) -> Path:
@@ -233,17 +229,19 @@ async def harvest(
         async with gate:
             if stop.is_set():
                 return
-            reqs, kept = [], []
             started = time.perf_counter()
-            for item in chunk:
-                try:
-                    # Prepared here, item by item (the client then finds it ready): one image
-                    # that cannot be decoded must not fail the other items of its request.
-                    reqs.append(client.prepare(view_request(item, dataset.hflip)))
-                    kept.append(item)
-                except (InputError, OSError, ValueError) as exc:
-                    result.failed.append((item.image_id, f"{UNREADABLE}: {exc}"))
+            # Cached views are found by content id before any view is computed; the rest
+            # are prepared item by item (the client then finds them ready): one image that
+            # cannot be decoded must not fail the other items of its request.
+            built = build_requests(client, chunk, hflip=dataset.hflip)
             timings.add("prepare", started)
+            result.views_computed += built.views_computed
+            result.failed.extend((i.image_id, f"{UNREADABLE}: {why}") for i, why in built.failed)
+            for i, r in built.cached:
+                vectors[(i.row, i.view)] = r.vector
+            if built.cached:
+                account(len(built.cached), 0)
+            reqs, kept = built.requests, built.items
             if not reqs:
                 return
             out = await run(lambda: client.embed_images(reqs), [i.image_id for i in kept])
@@ -304,9 +302,10 @@ def _remaining(
     """(items still to buy, worst-case cost of buying them): the uncached ones only."""
     count, cost = 0, Decimal(0)
     reqs = []
+    encoding = upload_encoding(client.teacher)
     for item in missing:
         try:
-            reqs.append(client.prepare(view_request(item, dataset.hflip)))
+            reqs.append(client.prepare(view_request(item, dataset.hflip, encoding)))
         except (InputError, OSError, ValueError):
             continue  # cannot be sent at all, so it costs nothing
     if reqs:
@@ -377,8 +376,14 @@ def export_store(
     images: dict[tuple[int, int], np.ndarray | None] = {}
     for item in image_items(dataset, views):
         try:
-            request = view_request(item, dataset.hflip)
-            images[(item.row, item.view)] = lookup("image_embedding", request)
+            if item.view == 0:
+                request = view_request(item, dataset.hflip)
+                images[(item.row, item.view)] = lookup("image_embedding", request)
+            else:  # by its content id, else by its key before content ids
+                images[(item.row, item.view)] = cached_view_vector(
+                    cache, item, hflip=dataset.hflip, teacher=teacher, params=params,
+                    endpoint=endpoint,
+                )  # fmt: skip
         except (InputError, OSError, ValueError):
             images[(item.row, item.view)] = None
     missing = sum(v is None for v in texts) + sum(v is None for v in images.values())

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         DEFAULT_CONCURRENCY,
         ClientStats,
         TeacherClient,
+        content_cache_key,
         endpoint_id,
         item_cache_key,
         prepare_item,
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
     from .prices import PriceTable, has_prices, load_prices
     from .protocol import Embedder, Teacher
     from .providers import PROVIDERS, Provider, get_provider, parse_teacher
+    from .providers.images import ACCEPTED_MEDIA_TYPES
     from .providers.reasoning import REASONING_LEVELS
     from .ratelimit import RateLimiter
     from .retry import RetryPolicy
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
     from .timing import Timings
 
 __all__ = [
+    "ACCEPTED_MEDIA_TYPES",
     "DEFAULT_CONCURRENCY",
     "MIN_PRICE_USD",
     "PROVIDERS",
@@ -125,6 +128,7 @@ __all__ = [
     "TruncatedAnswerError",
     "Usage",
     "VLMError",
+    "content_cache_key",
     "endpoint_id",
     "free_units",
     "get_provider",
@@ -147,6 +151,7 @@ _SOURCES: dict[str, str] = {
     "DEFAULT_CONCURRENCY": "client",
     "ClientStats": "client",
     "TeacherClient": "client",
+    "content_cache_key": "client",
     "endpoint_id": "client",
     "item_cache_key": "client",
     "prepare_item": "client",
@@ -197,6 +202,7 @@ _SOURCES: dict[str, str] = {
     "get_provider": "providers",
     "parse_teacher": "providers",
     "REASONING_LEVELS": "providers.reasoning",
+    "ACCEPTED_MEDIA_TYPES": "providers.images",
     "RateLimiter": "ratelimit",
     "RetryPolicy": "retry",
     "SharedBudget": "shared_budget",

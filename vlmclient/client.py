@@ -47,6 +47,7 @@ from .models import (
     AnswerRequest,
     AnswerResult,
     EmbeddingResult,
+    Image,
     ImageEmbeddingRequest,
     Kind,
     MixedEmbeddingRequest,
@@ -69,7 +70,9 @@ __all__ = [
     "MALFORMED_STOP_MIN",
     "ClientStats",
     "TeacherClient",
+    "content_cache_key",
     "endpoint_id",
+    "image_key_part",
     "item_cache_key",
     "normalise_base_url",
     "prepare_item",
@@ -244,17 +247,36 @@ def item_cache_key(
     elif isinstance(item, MixedEmbeddingRequest):
         # every part, in order: the same text and image in another order is another input
         parts["parts"] = [
-            {"text": p}
-            if isinstance(p, str)
-            else {"image_sha256": p.digest, "media_type": p.media_type}
-            for p in item.parts
+            {"text": p} if isinstance(p, str) else image_key_part(p) for p in item.parts
         ]
     else:
-        parts["image_sha256"] = item.image.digest
-        parts["media_type"] = item.image.media_type
+        parts.update(image_key_part(item.image))
         if isinstance(item, AnswerRequest):
             parts["prompt"] = item.prompt
             parts["max_output_tokens"] = item.max_output_tokens
+    return make_key(parts)
+
+
+def image_key_part(image: Image) -> dict[str, str]:
+    """What a key holds of an image: its ``content_id`` when the caller named the pixels,
+    else the sha256 and media type of the bytes sent (keys made before content ids)."""
+    if image.content_id is not None:
+        return {"content_id": image.content_id}
+    return {"image_sha256": image.digest, "media_type": image.media_type}
+
+
+def content_cache_key(
+    provider: Provider,
+    model: str,
+    params: Mapping[str, Any],
+    content_id: str,
+    endpoint: str | None = None,
+) -> str:
+    """The cache key of the image embedding of an image named by ``content_id``, computed
+    without the image: equal to :func:`item_cache_key` of an
+    ``ImageEmbeddingRequest(image=Image(..., content_id=content_id))``."""
+    parts = key_base(provider, model, params, "image_embedding", endpoint)
+    parts.update({"content_id": content_id})
     return make_key(parts)
 
 
@@ -509,6 +531,64 @@ class TeacherClient:
         """sha256 of everything that changes the answer, the endpoint included; never a
         secret."""
         return item_cache_key(self.provider, self.model, self.params, kind, item, self.endpoint)
+
+    def content_key(self, content_id: str) -> str:
+        """The cache key of the image embedding of an image named by ``content_id``
+        (:attr:`Image.content_id`), computed without the image."""
+        return content_cache_key(self.provider, self.model, self.params, content_id, self.endpoint)
+
+    def cached(
+        self, kind: Kind, keys: Sequence[str], fallback: Sequence[str | None] = ()
+    ) -> list[EmbeddingResult | AnswerResult | None]:
+        """The results cached under ``keys`` (None for a miss); sends nothing.
+
+        A caller that names its images by ``content_id`` asks this first and encodes only
+        the misses. ``fallback[i]``, when given, is the key the same item had before (an
+        older way of keying it, e.g. by the bytes of an earlier encoding): on a miss under
+        ``keys[i]`` the entry found there is used and stored under ``keys[i]`` too, so
+        the next run finds it directly. Hits are counted and recorded like those of the
+        embed calls.
+
+        Example::
+
+            [hit] = teacher.cached("image_embedding", [teacher.content_key("view1:4f2a...")])
+            if hit is None:  # only now compute, encode and buy the image
+                [hit] = await teacher.embed_images([ImageEmbeddingRequest(image=image)])
+        """
+        out: list[EmbeddingResult | AnswerResult | None] = []
+        adopted: list[tuple[str, CacheEntry]] = []
+        hits, saved = 0, Decimal(0)
+        for i, key in enumerate(keys):
+            entry = self._cache_get(key)
+            old = fallback[i] if i < len(fallback) else None
+            if entry is None and old is not None:
+                entry = self._cache_get(old)
+                if entry is not None:
+                    adopted.append((key, entry))
+            if entry is None or (kind != "answer" and entry.vector is None):
+                out.append(None)
+                continue
+            if entry.vector is not None:
+                self._dims.setdefault(kind, int(entry.vector.shape[0]))
+            out.append(self._from_entry(kind, entry))
+            hits += 1
+            saved += Decimal(str(entry.meta.get("cost_usd", "0")))
+        if adopted and self._cache is not None:
+            started = time.perf_counter()
+            try:
+                self._cache.set_many(adopted)
+            except Exception as exc:  # the old entry stays where it was: nothing is lost
+                log.warning(
+                    "could not store %d cache entries under their new keys: %s", len(adopted), exc
+                )
+            finally:
+                self.timings.add("cache", started)
+        if hits:
+            self.stats.cache_hits += hits
+            self.stats.saved_usd += saved
+            self._event("hit", hits)
+            self._record(kind, hits, Decimal(0), Usage(), outcome="cache_hit", saved=saved)
+        return out
 
     def prepare(self, item: ItemT) -> ItemT:
         """``item`` as it will be sent: the image downscaled / re-encoded to the provider's

@@ -47,13 +47,24 @@ def sniff_media_type(data: bytes) -> str:
 class Image(BaseModel):
     """Image bytes exactly as they will be sent, with their media type.
 
+    ``content_id`` (optional) is the caller's stable name for the pixels, e.g. the sha256
+    of a source file plus the recipe that derived the pixels from it. When it is set,
+    cache keys hold it instead of the digest of the bytes, so the same pixels re-encoded
+    (another format, quality or codec version) keep their cache entry, and a caller can
+    look an image up (:meth:`TeacherClient.cached <vlmclient.TeacherClient.cached>`)
+    without encoding it at all. Equal ids must mean equal pixels; an id is hashed into
+    keys, never sent, and must hold no secret. The teacher, endpoint, kind and parameters
+    stay in the key as for any item.
+
     >>> img = Image.from_bytes(open("cat.png", "rb").read())  # doctest: +SKIP
+    >>> Image(data=jpeg, media_type="image/jpeg", content_id="view1:4f2a...")  # doctest: +SKIP
     """
 
     model_config = ConfigDict(frozen=True)
 
     data: bytes = Field(repr=False)
     media_type: str
+    content_id: str | None = Field(default=None, min_length=1, max_length=512)
 
     @field_validator("data")
     @classmethod

@@ -184,8 +184,10 @@ def _storage_hint(cache: Path) -> str:
 async def _dry_run(client: TeacherClient, dataset: Dataset, args: argparse.Namespace) -> None:
     from distill.data import class_prompts
     from distill.harvest import image_items, view_request
+    from distill.view_requests import upload_encoding
 
-    reqs = [view_request(i, dataset.hflip) for i in image_items(dataset, args.views)]
+    encoding = upload_encoding(client.teacher)
+    reqs = [view_request(i, dataset.hflip, encoding) for i in image_items(dataset, args.views)]
     n_img, cost_img = client.plan("image_embedding", reqs)
     texts = [TextEmbeddingRequest(text=p) for p in class_prompts(dataset.class_names, args.prompt)]
     n_txt, cost_txt = client.plan("text_embedding", texts) if texts else (0, Decimal(0))
@@ -214,6 +216,8 @@ def _summary(
     t.add_row("teacher", args.teacher)
     t.add_row("items", f"{result.images_total} image views + {result.texts_total} prompts")
     t.add_row("cache hits", str(result.cache_hits))
+    if args.views > 1:  # a cached view is found by its recipe, never recomputed
+        t.add_row("augmented views computed", str(result.views_computed))
     t.add_row("bought", str(result.bought))
     t.add_row("requests sent", str(client.stats.requests_sent))
     t.add_row("retries", str(client.stats.retries))

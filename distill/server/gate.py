@@ -256,6 +256,7 @@ async def _handle(state: TeacherState, request: Request, style: str, work: Work)
             input_tokens=outcome.input_tokens,
             output_tokens=outcome.output_tokens,
             usd=outcome.usd,
+            body_bytes=len(raw),
         )
     )
     headers = {"x-request-id": rid, **_rate_headers(state, style)}

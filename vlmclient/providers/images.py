@@ -1,7 +1,8 @@
 """Image preparation before upload: size from the header, downscale oversized images.
 
 Estimates are computed on the image actually sent, so preparation runs before the
-estimate and before the cache key (the key hashes the bytes that are sent).
+estimate and before the cache key (the key hashes the bytes that are sent, unless the
+image carries a ``content_id``, which re-encoding keeps).
 """
 
 from __future__ import annotations
@@ -158,7 +159,10 @@ def fit_image(
                 for data, media_type in _encodings(im, media_types, quality):
                     smallest = min(smallest or len(data), len(data))
                     if measure(data) <= max_bytes:
-                        return Image(data=data, media_type=media_type)
+                        # same pixels (scaled): a caller's content id still names them
+                        return Image(
+                            data=data, media_type=media_type, content_id=image.content_id
+                        )
                 if max(size) * SHRINK_STEP < MIN_SIDE:
                     break
                 scale *= SHRINK_STEP
