@@ -80,6 +80,13 @@ class TrainConfig(BaseModel):
     lr_align: float = Field(
         1e-3, gt=0.0, description="learning rate of Align (only the projection P trains)"
     )
+    lr_kd: float | None = Field(
+        None,
+        gt=0.0,
+        description="learning rate of KD (unset: lr). KD divides the student's logits by "
+        "the temperature in both terms, which multiplies its effective step by "
+        "1/kd_temperature: a lr that suits ERM can collapse KD",
+    )
     align_min_delta: float = Field(
         1e-3, ge=0.0,
         description="Align stops early when its mean loss over a window of steps improves "
@@ -138,6 +145,15 @@ class TrainConfig(BaseModel):
         if self.method in ("erm", "kd"):
             return [(self.method, self.steps)]
         return []
+
+    def stage_lr(self, stage: str) -> float:
+        """The learning rate of a stage: ``lr_align`` for Align, ``lr_kd`` (when set) for
+        KD, ``lr`` otherwise."""
+        if stage == "align":
+            return self.lr_align
+        if stage == "kd" and self.lr_kd is not None:
+            return self.lr_kd
+        return self.lr
 
     def write(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` into ``folder`` (atomically) and return its path."""

@@ -51,6 +51,8 @@ class Student(nn.Module):
     them.
     """
 
+    text: torch.Tensor | None  # a buffer when given, else None
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -78,17 +80,20 @@ class Student(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features f(x)."""
-        return self.backbone(x)
+        feats: torch.Tensor = self.backbone(x)
+        return feats
 
     def embedding(self, feats: torch.Tensor) -> torch.Tensor:
         """P f(x), not normalised."""
         assert self.proj is not None
-        return self.proj(feats)
+        emb: torch.Tensor = self.proj(feats)
+        return emb
 
     def logits(self, feats: torch.Tensor) -> torch.Tensor:
         """Class logits: the linear head if there is one, else 100 · cos(P f, T_c)."""
         if self.head is not None:
-            return self.head(feats)
+            logits: torch.Tensor = self.head(feats)
+            return logits
         return text_logits(self.embedding(feats), self.text)
 
     def forward(self, x: torch.Tensor, output: str = "logits") -> torch.Tensor:

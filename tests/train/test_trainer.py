@@ -11,7 +11,8 @@ import pytest
 from distill.cli import main
 from distill.data import scan
 from distill.train.config import TrainConfig
-from distill.train.trainer import Progress, find_store, train
+from distill.train.targets import find_store
+from distill.train.trainer import Progress, train
 from vlmclient.errors import ConfigurationError
 
 from .conftest import TEACHER, make_store
