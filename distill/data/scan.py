@@ -348,12 +348,14 @@ def _scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: b
     index = {n: i for i, n in enumerate(class_names)}
 
     samples: list[Sample] = []
-    for domain, cls, files in raw:
-        prefix = [] if cls is None else ([cls] if layout == "single" else [domain, cls])
-        if cls is not None and cls not in index:
-            sc.skipped.append(("/".join(prefix), f"class folder {cls!r} is not in the class file"))
+    for domain, folder, files in raw:
+        prefix = [] if folder is None else ([folder] if layout == "single" else [domain, folder])
+        if folder is not None and folder not in index:
+            sc.skipped.append(
+                ("/".join(prefix), f"class folder {folder!r} is not in the class file")
+            )
             continue
-        label = None if cls is None else index[cls]
+        label = None if folder is None else index[folder]
         for name in files:
             parts = [*prefix, name]
             if sc.image(parts):
