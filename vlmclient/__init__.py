@@ -16,16 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .budget import Budget, Reservation
     from .claims import Claims
-    from .client import (
-        DEFAULT_CONCURRENCY,
-        ClientStats,
-        TeacherClient,
-        content_cache_key,
-        endpoint_id,
-        item_cache_key,
-        prepare_item,
-        teacher_fingerprint,
-    )
+    from .client import DEFAULT_CONCURRENCY, TeacherClient
     from .errors import (
         APIConnectionError,
         APIError,
@@ -51,6 +42,13 @@ if TYPE_CHECKING:
         TruncatedAnswerError,
         VLMError,
     )
+    from .keys import (
+        content_cache_key,
+        endpoint_id,
+        item_cache_key,
+        prepare_item,
+        teacher_fingerprint,
+    )
     from .media import media_type_of
     from .models import (
         AnswerRequest,
@@ -73,6 +71,7 @@ if TYPE_CHECKING:
     from .ratelimit import RateLimiter
     from .retry import RetryPolicy
     from .shared_budget import SharedBudget, SharedReservation
+    from .stats import ClientStats
     from .timing import Timings
 
 __all__ = [
@@ -149,13 +148,7 @@ _SOURCES: dict[str, str] = {
     "Reservation": "budget",
     "Claims": "claims",
     "DEFAULT_CONCURRENCY": "client",
-    "ClientStats": "client",
     "TeacherClient": "client",
-    "content_cache_key": "client",
-    "endpoint_id": "client",
-    "item_cache_key": "client",
-    "prepare_item": "client",
-    "teacher_fingerprint": "client",
     "APIConnectionError": "errors",
     "APIError": "errors",
     "APIStatusError": "errors",
@@ -179,6 +172,11 @@ _SOURCES: dict[str, str] = {
     "SpendRecordError": "errors",
     "TruncatedAnswerError": "errors",
     "VLMError": "errors",
+    "content_cache_key": "keys",
+    "endpoint_id": "keys",
+    "item_cache_key": "keys",
+    "prepare_item": "keys",
+    "teacher_fingerprint": "keys",
     "media_type_of": "media",
     "AnswerRequest": "models",
     "AnswerResult": "models",
@@ -207,6 +205,7 @@ _SOURCES: dict[str, str] = {
     "RetryPolicy": "retry",
     "SharedBudget": "shared_budget",
     "SharedReservation": "shared_budget",
+    "ClientStats": "stats",
     "Timings": "timing",
 }
 

@@ -16,8 +16,15 @@ from pydantic import ValidationError
 from .errors import ConfigurationError
 from .models import Price
 
-__all__ = ["STALE_PRICE_DAYS", "PriceTable", "check_status", "has_prices", "load_prices",
-           "price_age_days"]
+__all__ = [
+    "STALE_PRICE_DAYS",
+    "PriceTable",
+    "check_status",
+    "has_prices",
+    "load_prices",
+    "price_age_days",
+    "resolve_price",
+]
 
 log = logging.getLogger("vlmclient")
 STALE_PRICE_DAYS = 90  # a price read longer ago than this is warned about: prices drift
@@ -142,6 +149,32 @@ def price_age_days(price: Price, today: date | None = None) -> int | None:
     except ValueError:
         return None
     return ((today or date.today()) - read).days
+
+
+def resolve_price(
+    provider: str, model: str, prices: PriceTable | None, price: Price | None
+) -> tuple[Price, str]:
+    """(the price a client charges ``provider:model`` at, what it is called in messages):
+    ``price`` when given, else its entry in ``prices`` (the packaged table by default).
+
+    Logs a warning when the price was read more than ``STALE_PRICE_DAYS`` ago.
+    """
+    if price is not None:
+        entry = "price given to TeacherClient"
+    else:
+        table = prices or PriceTable.default()
+        key = table.entry_for(provider, model)
+        price, entry = table.prices[key], f"price entry {key!r}"
+    age = price_age_days(price)
+    if age is not None and age > STALE_PRICE_DAYS:
+        log.warning(
+            "the %s was read on %s, %d days ago (prices drift): check the provider's "
+            "price page and override it with --price-file if it changed",
+            entry,
+            price.verified_on,
+            age,
+        )
+    return price, entry
 
 
 def load_prices(price_file: str | Path | None = None) -> PriceTable:

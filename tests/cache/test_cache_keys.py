@@ -22,7 +22,7 @@ from vlmclient import (
     TeacherClient,
     TextEmbeddingRequest,
 )
-from vlmclient.client import content_cache_key, endpoint_id, item_cache_key, key_base
+from vlmclient.keys import content_cache_key, endpoint_id, item_cache_key, key_base
 from vlmclient.providers import get_provider
 
 COHERE = get_provider("cohere")

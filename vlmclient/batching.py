@@ -1,0 +1,102 @@
+"""How cache misses become requests: items per request, the provider's byte and token caps
+per request, and the :class:`CallSpec` each request is built from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from pydantic import SecretStr
+
+from .keys import kind_params
+from .models import ImageEmbeddingRequest, Kind, MixedEmbeddingRequest, TextEmbeddingRequest
+from .providers import CallSpec, Provider
+from .providers.base import Item, text_tokens_upper_bound
+
+__all__ = ["Batcher", "request_share"]
+
+
+def request_share(provider: Provider, item: Item) -> tuple[int, int]:
+    """(image bytes, tokens) one prepared item adds to a request, for the provider's
+    per-request caps (``max_request_bytes``, ``max_request_tokens``)."""
+    if isinstance(item, TextEmbeddingRequest):
+        return 0, text_tokens_upper_bound(item.text)
+    if isinstance(item, MixedEmbeddingRequest):
+        images = item.images
+        tokens = sum(text_tokens_upper_bound(t) for t in item.texts)
+        return (
+            sum(len(i.data) for i in images),
+            tokens + len(images) * provider.image_request_tokens,
+        )
+    if isinstance(item, ImageEmbeddingRequest):
+        return len(item.image.data), provider.image_request_tokens
+    return len(item.image.data), 0
+
+
+class Batcher:
+    """Cuts one teacher's (key, prepared item) pairs into requests and describes each."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        model: str,
+        *,
+        base_url: str,
+        api_key: SecretStr,
+        params: Mapping[str, Any],
+        batch_size: int | None,
+        max_image_tokens: int | None,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.base_url = base_url
+        self.api_key = api_key
+        self.params = params
+        self.batch_size = batch_size
+        self.max_image_tokens = max_image_tokens
+
+    def batch_limit(self, kind: Kind) -> int:
+        """Items per request: the provider's limit, or the smaller ``batch_size``."""
+        limit = self.provider.limit_for(self.model, kind)
+        return min(limit, self.batch_size) if self.batch_size else limit
+
+    def chunks(self, kind: Kind, pairs: list[tuple[str, Item]]) -> list[list[tuple[str, Item]]]:
+        """``pairs`` cut into requests (see :meth:`iter_chunks`)."""
+        return list(self.iter_chunks(kind, pairs))
+
+    def iter_chunks(
+        self, kind: Kind, pairs: Iterable[tuple[str, Item]]
+    ) -> Iterator[list[tuple[str, Item]]]:
+        """``pairs`` cut into requests (batch limit, byte and token caps), as they come."""
+        limit = self.batch_limit(kind)
+        max_bytes = self.provider.max_request_bytes
+        max_tokens = self.provider.max_request_tokens
+        current: list[tuple[str, Item]] = []
+        size = tokens = 0
+        for key, item in pairs:
+            n, t = request_share(self.provider, item)
+            if current and (
+                len(current) >= limit
+                or (max_bytes and size + n > max_bytes)
+                or (max_tokens and tokens + t > max_tokens)
+            ):
+                yield current
+                current, size, tokens = [], 0, 0
+            current.append((key, item))
+            size += n
+            tokens += t
+        if current:
+            yield current
+
+    def spec(self, kind: Kind, items: Sequence[Item]) -> CallSpec:
+        """What the request for ``items`` is built from (and its cost estimated on)."""
+        params = kind_params(self.provider, kind, self.params)
+        return CallSpec(
+            kind,
+            self.model,
+            list(items),
+            self.base_url,
+            self.api_key,
+            params,
+            max_image_tokens=self.max_image_tokens,
+        )

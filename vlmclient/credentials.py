@@ -1,0 +1,54 @@
+"""The API key a client sends, and the checks that keep it (and other secrets) where they
+belong: in its own header, never in a URL, never echoed back into what the client keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+from pydantic import SecretStr
+
+from .errors import ConfigurationError
+from .providers import Provider
+
+__all__ = ["SECRET_ENV", "check_credentials", "resolve_key"]
+
+# Secrets besides the API key that a provider signs with (Titan) and could echo back.
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def resolve_key(
+    provider: Provider, api_key: str | SecretStr | None, env: Mapping[str, str]
+) -> SecretStr:
+    """The key given, else the first of the provider's environment variables that is set;
+    an empty key for providers that resolve credentials themselves."""
+    if isinstance(api_key, SecretStr):
+        return api_key
+    if api_key:
+        return SecretStr(api_key)
+    for var in provider.env_vars:
+        if env.get(var):
+            return SecretStr(env[var])
+    if provider.key_optional:
+        return SecretStr("")  # the adapter resolves credentials itself when it signs
+    names = " or ".join(provider.env_vars)
+    raise ConfigurationError(f"no API key for {provider.name}: set {names} (nothing was sent)")
+
+
+def check_credentials(provider: Provider, api_key: SecretStr, base_url: str) -> None:
+    """Refuse, before anything is sent, a key no HTTP stack can send and a base URL that
+    holds credentials."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in api_key.get_secret_value()):
+        # A trailing newline from a key file: every HTTP stack refuses the header, after
+        # the budget was reserved, with a traceback.
+        raise ConfigurationError(
+            f"the API key for {provider.name} contains a newline or another control "
+            "character; set it without one (nothing was sent)"
+        )
+    if httpx.URL(base_url).userinfo:
+        # It would be logged with every request URL; the key goes in its own setting.
+        raise ConfigurationError(
+            "the base URL contains credentials (user:password@host); remove them and "
+            f"give the key in {' or '.join(provider.env_vars) or 'its own setting'} "
+            "(nothing was sent)"
+        )

@@ -1,0 +1,256 @@
+"""The item-level pipeline behind :class:`~vlmclient.TeacherClient`'s calls.
+
+Each item is looked up in flight (identical items in flight at the same time share one
+future and one payment: single-flight) and in the cache; the misses are claimed (when
+processes share a cache, see :mod:`vlmclient.claims`), cut into requests, bought, and
+their results handed to the waiting futures and cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from cache.protocols import CacheEntry
+
+from .batching import Batcher
+from .claims import CLAIM_POLL_S, Claims
+from .errors import BudgetExceededError, BudgetOverrunError
+from .models import AnswerResult, EmbeddingResult, Kind, Price, Usage
+from .providers import Parsed, Provider
+from .providers.base import Item
+from .send import Sender
+from .stats import ClientStats, EventHook, emit
+from .storage import Storage, result_from_entry
+from .timing import Timings
+
+__all__ = ["Pipeline", "results_of"]
+
+
+def results_of(
+    kind: Kind, parsed: Parsed, cost: Decimal, n: int
+) -> list[EmbeddingResult] | list[AnswerResult]:
+    """The ``n`` results of one paid request, each carrying an equal share of its cost."""
+    share = cost / n
+    if kind == "answer":
+        assert parsed.texts is not None
+        return [
+            AnswerResult(text=t, cost_usd=share, request_id=parsed.request_id, usage=parsed.usage)
+            for t in parsed.texts
+        ]
+    assert parsed.vectors is not None
+    return [
+        EmbeddingResult(vector=v, cost_usd=share, request_id=parsed.request_id)
+        for v in parsed.vectors
+    ]
+
+
+class Pipeline:
+    """Serves one teacher's items from flight and cache, and buys the rest."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        price: Price,
+        batcher: Batcher,
+        sender: Sender,
+        storage: Storage,
+        claims: Claims | None,
+        stats: ClientStats,
+        timings: Timings,
+        on_event: EventHook | None,
+        dims: dict[str, int],
+    ) -> None:
+        self.provider = provider
+        self.price = price
+        self.stats = stats
+        self.timings = timings
+        self.inflight: dict[str, asyncio.Future[Any]] = {}  # cache key -> its single flight
+        self._batcher = batcher
+        self._sender = sender
+        self._storage = storage
+        self._claims = claims  # leases shared with other processes buying into the same cache
+        self._on_event = on_event
+        self._dims = dims  # shared with the client: the dimension each kind was seen with
+
+    def lookup(
+        self, kind: Kind, prepared: Sequence[Item], keys: Sequence[str]
+    ) -> tuple[list[asyncio.Future[Any]], list[tuple[str, Item]]]:
+        """(one future per item, the (key, item) pairs to buy).
+
+        A cache hit's future is done; an item identical to one in flight shares its
+        future; the others are put in flight, and :meth:`buy` resolves them.
+        """
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = []
+        to_buy: list[tuple[str, Item]] = []
+        hits = 0
+        saved = Decimal(0)
+        for item, key in zip(prepared, keys, strict=True):
+            fut = self.inflight.get(key)
+            if fut is not None:
+                self.stats.shared_in_flight += 1
+            else:
+                fut = loop.create_future()
+                entry = self._storage.get(key)
+                if entry is not None and (kind == "answer" or entry.vector is not None):
+                    if entry.vector is not None:
+                        # what was bought before is the dimension every new answer must have
+                        self._dims.setdefault(kind, int(entry.vector.shape[0]))
+                    fut.set_result(result_from_entry(kind, entry))
+                    hits += 1
+                    saved += Decimal(str(entry.meta.get("cost_usd", "0")))
+                else:
+                    self.inflight[key] = fut
+                    to_buy.append((key, item))
+            futures.append(fut)
+        if hits:
+            self.count_hits(kind, hits, saved)
+        return futures, to_buy
+
+    def count_hits(self, kind: Kind, hits: int, saved: Decimal) -> None:
+        """Count ``hits`` cache hits that saved ``saved`` dollars (stats, event, ledger)."""
+        self.stats.cache_hits += hits
+        self.stats.saved_usd += saved
+        emit(self._on_event, "hit", hits)
+        self._storage.record(kind, hits, Decimal(0), Usage(), outcome="cache_hit", saved=saved)
+
+    async def buy(self, kind: Kind, to_buy: list[tuple[str, Item]]) -> None:
+        """Buy the items :meth:`lookup` put in flight (or wait for those another process
+        is buying), resolving their futures."""
+        to_buy, theirs = self._claim(kind, to_buy)
+        await asyncio.gather(
+            *(self._buy_chunk(kind, chunk) for chunk in self._batcher.chunks(kind, to_buy)),
+            *([self._await_claimed(kind, theirs)] if theirs else []),
+        )
+
+    def _claim(
+        self, kind: Kind, pairs: list[tuple[str, Item]]
+    ) -> tuple[list[tuple[str, Item]], list[tuple[str, Item]]]:
+        """(items leased to us to buy, items another process is buying).
+
+        A key leased to us may have been bought and released by another process since our
+        first cache look (it caches, then releases): look again before paying for it.
+        """
+        if self._claims is None:
+            return pairs, []
+        started = time.perf_counter()
+        mine = self._claims.claim([key for key, _ in pairs])
+        self.timings.add("cache", started)
+        to_buy, theirs, found = [], [], []
+        for key, item in pairs:
+            if key not in mine:
+                theirs.append((key, item))
+                continue
+            entry = self._storage.get(key)
+            if entry is not None and (kind == "answer" or entry.vector is not None):
+                found.append((key, entry))
+            else:
+                to_buy.append((key, item))
+        if found:
+            started = time.perf_counter()
+            self._claims.release([key for key, _ in found])
+            self.timings.add("cache", started)
+            self._serve_cached(kind, found)
+        return to_buy, theirs
+
+    def _serve_cached(self, kind: Kind, found: list[tuple[str, CacheEntry]]) -> None:
+        """Resolve waiting items with entries another process just cached (cache hits)."""
+        saved = Decimal(0)
+        for key, entry in found:
+            fut = self.inflight.pop(key)
+            if not fut.done():
+                fut.set_result(result_from_entry(kind, entry))
+            saved += Decimal(str(entry.meta.get("cost_usd", "0")))
+        self.count_hits(kind, len(found), saved)
+
+    async def _await_claimed(self, kind: Kind, pairs: list[tuple[str, Item]]) -> None:
+        """Wait for items another live process is buying; buy those it leaves (it stopped
+        or died before caching them)."""
+        assert self._claims is not None
+        pending = dict(pairs)
+        try:
+            while pending:
+                await asyncio.sleep(CLAIM_POLL_S)  # polling: the other process is remote
+                found = []
+                for key in pending:
+                    entry = self._storage.get(key)
+                    if entry is not None and (kind == "answer" or entry.vector is not None):
+                        found.append((key, entry))
+                if found:
+                    for key, _ in found:
+                        del pending[key]
+                    self._serve_cached(kind, found)
+                started = time.perf_counter()
+                held = self._claims.held_elsewhere(list(pending))
+                self.timings.add("cache", started)
+                free = [(k, i) for k, i in pending.items() if k not in held]
+                if free:
+                    mine, theirs = self._claim(kind, free)
+                    still_theirs = {key for key, _ in theirs}  # grabbed by another meanwhile
+                    for key, _ in free:
+                        if key not in still_theirs:
+                            del pending[key]
+                    await asyncio.gather(
+                        *(self._buy_chunk(kind, c) for c in self._batcher.chunks(kind, mine))
+                    )
+        except BaseException as exc:
+            for key in pending:
+                fut = self.inflight.pop(key, None)
+                if fut is not None and not fut.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        fut.cancel()
+                    else:
+                        fut.set_exception(exc)
+            raise
+
+    async def _buy_chunk(self, kind: Kind, chunk: list[tuple[str, Item]]) -> None:
+        spec = self._batcher.spec(kind, [item for _, item in chunk])
+        futs = [self.inflight[key] for key, _ in chunk]
+        try:
+            started = time.perf_counter()
+            estimate_usage = self.provider.estimate_usage(spec)
+            self.timings.add("prepare", started)
+            estimate = self.price.cost(estimate_usage)
+            tokens = (
+                estimate_usage.input_tokens
+                + estimate_usage.output_tokens
+                + estimate_usage.image_tokens
+            )
+            try:
+                parsed, cost = await self._sender.send_with_retries(spec, estimate, tokens)
+            except BudgetExceededError as exc:
+                if len(chunk) == 1 or isinstance(exc, BudgetOverrunError):
+                    raise
+                # A whole batch does not fit what is left: buy what does fit, in halves.
+                mid = len(chunk) // 2
+                await asyncio.gather(
+                    self._buy_chunk(kind, chunk[:mid]), self._buy_chunk(kind, chunk[mid:])
+                )
+                return
+            results = results_of(kind, parsed, cost, len(chunk))
+            self._storage.put(kind, chunk, results, parsed, cost)
+            self.stats.items_bought += len(chunk)
+            emit(self._on_event, "bought", len(chunk))
+            for fut, result in zip(futs, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+        except asyncio.CancelledError:
+            for fut in futs:
+                fut.cancel()
+            raise
+        except BaseException as exc:
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(exc)
+        finally:
+            for key, _ in chunk:
+                self.inflight.pop(key, None)
+            if self._claims is not None:
+                started = time.perf_counter()
+                self._claims.release([key for key, _ in chunk])  # after the results are cached
+                self.timings.add("cache", started)

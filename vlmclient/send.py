@@ -1,0 +1,199 @@
+"""Sending one request: reserve its worst case, take a slot and the rate limiter, send,
+and retry by status (bounded); what the provider answered is settled by
+:class:`~vlmclient.settle.Settler`.
+
+A request that surely never left (connection refused) is released; one that may have
+reached the provider (a timeout after sending, a dropped connection, a cancel while on
+the wire) is charged at its reservation, since the provider may have billed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+
+import httpx
+
+from .budget import Budget, Reservation
+from .errors import APIConnectionError, APIError, APITimeoutError
+from .models import Usage
+from .providers import CallSpec, Parsed, Provider
+from .ratelimit import RateLimiter
+from .redact import Redactor
+from .retry import RetryPolicy
+from .settle import Settler
+from .stats import ClientStats, EventHook, emit
+from .storage import Storage
+from .timing import Timings
+
+__all__ = ["Sender", "default_transport"]
+
+
+def default_transport(concurrency: int) -> httpx.AsyncBaseTransport:
+    """The transport a client sends with unless given one: a pool of ``concurrency``."""
+    # httpx's own pool degrades above ~8 connections (encode/httpcore#1035); aiohttp's
+    # does not, and keeps the httpx API and its transport seam.
+    from httpx_aiohttp import AiohttpTransport
+
+    return AiohttpTransport(limits=httpx.Limits(max_connections=concurrency))
+
+
+class Sender:
+    """Sends one teacher's requests, at most ``concurrency`` at a time, with retries."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        base_url: str,
+        http: httpx.AsyncClient,
+        concurrency: int,
+        limiter: RateLimiter,
+        retry: RetryPolicy,
+        budget: Budget,
+        settler: Settler,
+        storage: Storage,
+        redact: Redactor,
+        stats: ClientStats,
+        timings: Timings,
+        on_event: EventHook | None,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url
+        self.budget = budget
+        self.stats = stats
+        self.timings = timings
+        self._http = http
+        self._sem = asyncio.Semaphore(concurrency)
+        self._limiter = limiter
+        self._retry = retry
+        self._settler = settler
+        self._storage = storage
+        self._redact = redact
+        self._on_event = on_event
+
+    async def send_with_retries(
+        self, spec: CallSpec, estimate: Decimal, tokens: int
+    ) -> tuple[Parsed, Decimal]:
+        """Send ``spec`` (estimated at ``estimate`` dollars and ``tokens`` tokens), retrying
+        as the retry policy says; the parsed answer and what it cost."""
+        outcome: tuple[Parsed, Decimal] | None = None
+        async for attempt in self._retry.retrying():
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    self.stats.retries += 1
+                    emit(self._on_event, "retry")
+                try:
+                    outcome = await self._attempt(spec, estimate, tokens)
+                except APIError:
+                    self.stats.failures += 1
+                    emit(self._on_event, "failure")
+                    raise
+        assert outcome is not None
+        return outcome
+
+    async def _attempt(
+        self, spec: CallSpec, estimate: Decimal, tokens: int
+    ) -> tuple[Parsed, Decimal]:
+        self._storage.check()
+        self._settler.raise_if_stopped()
+        started = time.perf_counter()
+        reservation = self.budget.reserve(estimate, items=len(spec.items))
+        self.timings.add("ledger", started)
+        try:
+            await self._sem.acquire()
+        except BaseException:
+            self.budget.release(reservation)
+            raise
+        try:
+            try:
+                await self._limiter.acquire(tokens)
+                self._storage.check()  # again: the ledger or cache may have failed meanwhile
+                self._settler.raise_if_stopped()
+                started = time.perf_counter()
+                request = self.provider.build_request(spec)
+                self.timings.add("prepare", started)
+            except BaseException:
+                self.budget.release(reservation)
+                raise
+            response = await self._send(spec, request, reservation)
+        finally:
+            self._sem.release()
+        return self._settler.handle(spec, response, reservation)
+
+    async def _send(
+        self, spec: CallSpec, request: httpx.Request, reservation: Reservation
+    ) -> httpx.Response:
+        self.stats.requests_sent += 1
+        self.timings.sent()
+        try:
+            try:
+                return await self._http.send(request)
+            finally:
+                self.timings.answered()
+        except httpx.HTTPError as exc:
+            err = self._transport_error(exc)
+            if err.sent:
+                self.budget.charge_reservation(reservation)
+                outcome = "timeout" if isinstance(err, APITimeoutError) else "connection"
+                self._storage.record(
+                    spec.kind,
+                    len(spec.items),
+                    reservation.usd,
+                    Usage(),
+                    outcome=outcome,
+                    reserved=reservation.usd,
+                    estimated=True,
+                )
+            else:
+                self.budget.release(reservation)
+                self._storage.record(
+                    spec.kind, len(spec.items), Decimal(0), Usage(), outcome="refused"
+                )
+            raise err from exc
+        except BaseException:
+            # Cancelled (Ctrl-C) while the request may be on the wire: assume it was billed.
+            self.budget.charge_reservation(reservation)
+            self._storage.record(
+                spec.kind,
+                len(spec.items),
+                reservation.usd,
+                Usage(),
+                outcome="cancelled",
+                reserved=reservation.usd,
+                estimated=True,
+            )
+            raise
+
+    def _transport_error(self, exc: httpx.HTTPError) -> APIConnectionError:
+        name = self.provider.name
+        cause = exc.__cause__
+        if cause is not None and type(cause).__module__.startswith("aiohttp"):
+            import aiohttp
+
+            never_left = isinstance(cause, aiohttp.ClientConnectorError)
+            timed_out = isinstance(cause, (aiohttp.ServerTimeoutError, asyncio.TimeoutError))
+        else:
+            never_left = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+            timed_out = isinstance(exc, httpx.TimeoutException) and not never_left
+        if never_left:
+            return APIConnectionError(
+                f"could not connect to {self.base_url} ({self._redact(str(exc))}); "
+                "nothing was sent or billed",
+                provider=name,
+                sent=False,
+            )
+        if timed_out:
+            return APITimeoutError(
+                f"no answer from {self.base_url} in time ({type(exc).__name__}); "
+                "charged at the worst-case estimate since the provider may have billed it",
+                provider=name,
+            )
+        return APIConnectionError(
+            f"connection to {self.base_url} failed after sending "
+            f"({type(exc).__name__}: {self._redact(str(exc))}); "
+            "charged at the worst-case estimate",
+            provider=name,
+            sent=True,
+        )

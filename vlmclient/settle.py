@@ -1,0 +1,299 @@
+"""Settling a response: what a request cost, what it records, and what it stops.
+
+A 2xx is parsed and charged at its usage (or, when the provider did not say what it
+billed, at the reservation, marked ``estimated``); a bill above its reservation is an
+overrun and stops new requests; billed answers we cannot use are recorded, never retried,
+and stop the run once they are too many (the circuit breaker). An error status is
+released (providers do not bill it) and turned into our error class.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from .budget import Budget, Reservation
+from .errors import (
+    APIStatusError,
+    BudgetOverrunError,
+    MalformedResponsesError,
+    RateLimitError,
+    ResponseValidationError,
+)
+from .models import Kind, Price, Usage
+from .providers import CallSpec, Parsed, Provider
+from .ratelimit import RateLimiter
+from .redact import Redactor
+from .stats import ClientStats
+from .storage import Storage
+from .timing import Timings
+
+__all__ = [
+    "MALFORMED_STOP_FRACTION",
+    "MALFORMED_STOP_MIN",
+    "MIN_SCRUBBED_SECRET",
+    "Settler",
+]
+
+log = logging.getLogger("vlmclient")
+
+# The circuit breaker: a 200 we cannot use is billed and never retried, and a run whose
+# billed answers are mostly unusable stops instead of spending its budget on garbage.
+MALFORMED_STOP_MIN = 5  # unusable billed answers before the breaker may open ...
+MALFORMED_STOP_FRACTION = 0.2  # ... and their least share of all billed 200s
+# Secrets shorter than this are not looked for in a usage block (a 1-letter test token
+# would match every field name); real API keys are far longer.
+MIN_SCRUBBED_SECRET = 8
+
+
+def _scrub(obj: Mapping[str, Any], secret: str) -> dict[str, Any]:
+    """``obj`` without any field whose name or value holds ``secret``."""
+    return {
+        k: _scrub(v, secret) if isinstance(v, Mapping) else v
+        for k, v in obj.items()
+        if secret not in k and not (isinstance(v, str) and secret in v)
+    }
+
+
+def _again(exc: Exception) -> Exception:
+    """A fresh copy of a stored stop error, so concurrent raises share no traceback."""
+    if isinstance(exc, BudgetOverrunError):
+        return BudgetOverrunError(str(exc), billed=exc.spent, reserved=exc.reserved)
+    copy = MalformedResponsesError("")
+    copy.args, copy.provider = exc.args, getattr(exc, "provider", "")
+    return copy
+
+
+class Settler:
+    """Settles the responses of one teacher's requests against its budget and ledger.
+
+    Holds what stops a client: :attr:`overrun` (the provider billed more than reserved)
+    and :attr:`breaker` (too many billed answers could not be used).
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        teacher: str,
+        base_url: str,
+        price: Price,
+        price_entry: str,
+        budget: Budget,
+        api_key: SecretStr,
+        redact: Redactor,
+        limiter: RateLimiter,
+        storage: Storage,
+        stats: ClientStats,
+        timings: Timings,
+        dims: dict[str, int],
+    ) -> None:
+        self.provider = provider
+        self.teacher = teacher
+        self.base_url = base_url
+        self.price = price
+        self.price_entry = price_entry
+        self.budget = budget
+        self.stats = stats
+        self.timings = timings
+        self._api_key = api_key
+        self._redact = redact
+        self._limiter = limiter
+        self._storage = storage
+        self._dims = dims  # shared with the client: the dimension each kind was seen with
+        self.overrun: BudgetOverrunError | None = None
+        self.breaker: MalformedResponsesError | None = None
+        self.billed_ok = 0  # billed 200s we could use
+        self.billed_malformed = 0  # billed 200s we could not use
+        self._warned_estimated = False
+
+    def raise_if_stopped(self) -> None:
+        """Raise (a fresh copy of) the overrun or breaker error once either happened."""
+        if self.overrun is not None:
+            raise _again(self.overrun)
+        if self.breaker is not None:
+            raise _again(self.breaker)
+
+    def handle(
+        self, spec: CallSpec, response: httpx.Response, reservation: Reservation
+    ) -> tuple[Parsed, Decimal]:
+        """The parsed answer of ``response`` and what it cost; raises our error for an
+        error status or a billed answer that cannot be used (after recording it)."""
+        self._limiter.update(self.provider.rate_limit_hints(response.headers))
+        if not response.is_success:
+            self.budget.release(reservation)  # providers do not bill error statuses
+            err = self._status_error(response)
+            self._storage.record(
+                spec.kind,
+                len(spec.items),
+                Decimal(0),
+                Usage(),
+                outcome=f"http_{response.status_code}",
+                request_id=err.request_id,
+            )
+            if isinstance(err, RateLimitError) and err.retry_after is not None:
+                self._limiter.pause(err.retry_after)  # everyone waits, not only this task
+            raise err
+        started = time.perf_counter()
+        try:
+            parsed = self.provider.parse_response(spec, response)
+            parsed = replace(parsed, request_id=self._redact.request_id(parsed.request_id))
+            self._check_dim(spec.kind, parsed, response)
+        except ResponseValidationError as exc:
+            self.timings.add("parse", started)
+            exc.request_id = self._redact.request_id(exc.request_id)
+            exc.args = tuple(self._redact(str(a)) for a in exc.args)
+            # Billed, recorded, and never retried (the retry policy goes by status only).
+            usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
+            reported = exc.reported if isinstance(exc.reported, Mapping) else None
+            self.billed_malformed += 1
+            self._settle(
+                spec, reservation, usage, reported, outcome="malformed", request_id=exc.request_id
+            )
+            log.warning("rejected a billed response (not retried): %s", exc)
+            self._check_breaker(exc)
+            raise
+        self.timings.add("parse", started)
+        self.billed_ok += 1
+        cost = self._settle(
+            spec,
+            reservation,
+            parsed.usage,
+            parsed.reported,
+            outcome="ok",
+            request_id=parsed.request_id,
+        )
+        self.stats.requests_ok += 1
+        return parsed, cost
+
+    def _settle(
+        self,
+        spec: CallSpec,
+        reservation: Reservation,
+        usage: Usage,
+        reported: Mapping[str, Any] | None,
+        *,
+        outcome: str,
+        request_id: str | None,
+    ) -> Decimal:
+        """Charge a billed 200: its usage at our prices, or, when the provider did not
+        say what it billed, the reservation (our worst case), marked ``estimated``."""
+        cost = self.price.cost(usage)
+        # No usage block, or one that prices what was sent at $0 (a gateway's empty
+        # usage, Cohere's billed_units without the unit we are charged for): unknown.
+        estimated = not self.provider.usage_in_response or reported is None or cost <= 0
+        if estimated:
+            cost = reservation.usd
+            self.stats.estimated += 1
+            self._warn_estimated(reported is None)
+        started = time.perf_counter()
+        overran = self.budget.settle(reservation, cost)
+        self.timings.add("ledger", started)
+        secret = self._api_key.get_secret_value()
+        if reported is not None and len(secret) >= MIN_SCRUBBED_SECRET:
+            reported = _scrub(reported, secret)  # a server knows the key it was sent
+        self._storage.record(
+            spec.kind,
+            len(spec.items),
+            cost,
+            usage,
+            outcome=outcome,
+            request_id=request_id,
+            reserved=reservation.usd,
+            estimated=estimated,
+            reported=reported,
+        )
+        if overran and self.overrun is None:
+            self.overrun = self._overrun_error(spec, reservation, usage, cost, request_id)
+            log.error("%s", self.overrun)
+        return cost
+
+    def _warn_estimated(self, no_usage: bool) -> None:
+        if self._warned_estimated:
+            return
+        self._warned_estimated = True
+        if not self.provider.usage_in_response:
+            what = f"{self.teacher} answers never say what they billed"
+        elif no_usage:
+            what = f"{self.teacher} at {self.base_url} answered a 200 without usage"
+        else:
+            what = f"{self.teacher} at {self.base_url} reported usage that prices at $0"
+        log.warning(
+            "%s: such requests are charged at our worst-case estimate and marked "
+            "'estimated' in the ledger (said once per run); compare the ledger with the "
+            "provider's bill",
+            what,
+        )
+
+    def _overrun_error(
+        self,
+        spec: CallSpec,
+        reservation: Reservation,
+        usage: Usage,
+        cost: Decimal,
+        request_id: str | None,
+    ) -> BudgetOverrunError:
+        estimate = self.provider.estimate_usage(spec).model_dump()
+        billed = usage.model_dump()
+        units = ", ".join(
+            f"{name} {billed[name]} billed vs {estimate[name]} estimated"
+            for name in billed
+            if billed[name] > estimate[name]
+        )
+        ratio = cost / reservation.usd if reservation.usd > 0 else Decimal("Infinity")
+        rid = f" (request id {request_id})" if request_id else ""
+        verified = f" (read on {self.price.verified_on})" if self.price.verified_on else ""
+        return BudgetOverrunError(
+            f"OVERRUN: {self.teacher} billed ${cost} for a request of {len(spec.items)} "
+            f"{spec.kind.replace('_', ' ')} items{rid} for which ${reservation.usd} was "
+            f"reserved, {ratio:.2f}x our worst case ({units or 'units within the estimate'}). "
+            f"The {self.price_entry}{verified} or our usage estimate for this model looks "
+            "wrong, so the budget can no longer be trusted: no new requests are sent (those "
+            "in flight finish and are recorded). Check the provider's bill and correct the "
+            "price with --price-file before running again",
+            billed=cost,
+            reserved=reservation.usd,
+        )
+
+    def _check_breaker(self, exc: ResponseValidationError) -> None:
+        bad, good = self.billed_malformed, self.billed_ok
+        if self.breaker is not None or bad < MALFORMED_STOP_MIN:
+            return
+        if bad < MALFORMED_STOP_FRACTION * (bad + good):
+            return
+        self.breaker = MalformedResponsesError(
+            f"{bad} of {bad + good} billed answers from {self.teacher} could not be used "
+            f"(last: {exc}), so no further requests are sent. Each is charged in the ledger "
+            "as 'malformed' and none was retried. Check the model name, its parameters and "
+            "--base-url before running again"
+        )
+        self.breaker.provider = self.provider.name
+        log.error("%s", self.breaker)
+
+    def _status_error(self, response: httpx.Response) -> APIStatusError:
+        err = self.provider.classify_error(response)
+        err.provider = self.provider.name
+        message = err.args[0] if err.args else ""
+        # Some gateways echo the key they were sent, in the body or in a request id.
+        err.request_id = self._redact.request_id(err.request_id)
+        err.args = (f"{self.provider.name} ({self.teacher}): {self._redact(str(message))}",)
+        return err
+
+    def _check_dim(self, kind: Kind, parsed: Parsed, response: httpx.Response) -> None:
+        if not parsed.vectors:
+            return
+        dim = int(parsed.vectors[0].shape[0])
+        expected = self._dims.setdefault(kind, dim)
+        if dim != expected:
+            raise ResponseValidationError(
+                f"embedding dimension {dim} differs from the {expected} seen before",
+                provider=self.provider.name,
+                request_id=parsed.request_id,
+            )

@@ -1,0 +1,193 @@
+"""Where a client writes down what it paid for: the response cache and the spend ledger.
+
+Both are optional. Either one failing does not lose what is already paid (the caller
+still gets its results), but no further request is sent while paid results could not be
+recorded or kept: :meth:`Storage.check` refuses, and :attr:`Storage.problem` says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from cache.protocols import CacheEntry, CacheLike, LedgerLike, LedgerRecord
+
+from .errors import CacheStoreError, SpendRecordError
+from .models import AnswerResult, EmbeddingResult, Kind, Usage
+from .providers import Parsed
+from .providers.base import Item
+from .timing import Timings
+
+__all__ = ["Storage", "result_from_entry"]
+
+log = logging.getLogger("vlmclient")
+
+
+def result_from_entry(kind: Kind, entry: CacheEntry) -> EmbeddingResult | AnswerResult:
+    """The result a cache entry holds, marked ``cached``."""
+    rid = entry.meta.get("request_id")
+    if kind == "answer":
+        return AnswerResult(text=entry.text or "", cached=True, request_id=rid)
+    assert entry.vector is not None
+    return EmbeddingResult(vector=entry.vector, cached=True, request_id=rid)
+
+
+class Storage:
+    """The response cache and the spend ledger of one teacher (``provider``, ``model``)."""
+
+    def __init__(
+        self,
+        cache: CacheLike | None,
+        ledger: LedgerLike | None,
+        *,
+        provider: str,
+        model: str,
+        timings: Timings,
+    ) -> None:
+        self.cache = cache
+        self.ledger = ledger
+        self.provider = provider
+        self.model = model
+        self.timings = timings
+        self.ledger_error: str | None = None  # set once a ledger write fails
+        self.cache_error: str | None = None  # set once the cache fails a paid result
+
+    @property
+    def problem(self) -> str | None:
+        """Why no further requests are sent: the ledger or the cache failed (None if fine)."""
+        if self.ledger_error is not None:
+            return f"the spend ledger cannot be written ({self.ledger_error})"
+        if self.cache_error is not None:
+            return f"the response cache cannot keep paid results ({self.cache_error})"
+        return None
+
+    def check(self) -> None:
+        """Refuse to send while paid results could not be recorded or kept."""
+        if self.ledger_error is not None:
+            raise SpendRecordError(
+                f"the spend ledger cannot be written ({self.ledger_error}); fix the disk "
+                "and run again: cached results are kept"
+            )
+        if self.cache_error is not None:
+            raise CacheStoreError(
+                f"the response cache cannot keep paid results ({self.cache_error}); "
+                "nothing more is bought until it can"
+            )
+
+    def get(self, key: str) -> CacheEntry | None:
+        """The entry cached under ``key``; None for a miss, or when the cache cannot read."""
+        if self.cache is None:
+            return None
+        started = time.perf_counter()
+        try:
+            return self.cache.get(key)
+        except Exception as exc:
+            # A cache that cannot read may hold this item already paid for: buying it again
+            # (and everything else) would pay twice. Treat it as a miss and send nothing more.
+            if self.cache_error is None:
+                self.cache_error = f"{type(exc).__name__}: {exc}"
+                log.critical("CACHE UNREADABLE: %s; no further requests will be sent", exc)
+            return None
+        finally:
+            self.timings.add("cache", started)
+
+    def put(
+        self,
+        kind: Kind,
+        chunk: list[tuple[str, Item]],
+        results: Sequence[EmbeddingResult | AnswerResult],
+        parsed: Parsed,
+        cost: Decimal,
+    ) -> None:
+        """Cache the results of one paid request, each under its key."""
+        if self.cache is None:
+            return
+        meta = {
+            "provider": self.provider,
+            "model": self.model,
+            "kind": kind,
+            "request_id": parsed.request_id,
+            "cost_usd": str(cost / len(chunk)),
+            "created": time.time(),
+        }
+        entries = [
+            (
+                key,
+                CacheEntry(vector=r.vector, meta=meta)
+                if isinstance(r, EmbeddingResult)
+                else CacheEntry(text=r.text, meta=meta),
+            )
+            for (key, _), r in zip(chunk, results, strict=True)
+        ]
+        started = time.perf_counter()
+        try:
+            self.cache.set_many(entries)
+        except Exception as exc:
+            # The money is spent; the caller still gets the results. Whatever is bought next
+            # could not be stored either, so no further requests are sent (as for the ledger).
+            if self.cache_error is None:
+                self.cache_error = f"{type(exc).__name__}: {exc}"
+            log.critical(
+                "PAID RESULTS NOT CACHED: writing %d %s results (request id %s) to the cache "
+                "failed (%s: %s); no further requests will be sent",
+                len(entries),
+                kind,
+                parsed.request_id,
+                type(exc).__name__,
+                exc,
+            )
+        finally:
+            self.timings.add("cache", started)
+
+    def record(
+        self,
+        kind: str,
+        items: int,
+        cost: Decimal,
+        usage: Usage,
+        *,
+        outcome: str,
+        request_id: str | None = None,
+        saved: Decimal = Decimal(0),
+        reserved: Decimal = Decimal(0),
+        estimated: bool = False,
+        reported: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append one ledger record (a request's outcome, or cache hits with what they saved)."""
+        if self.ledger is None:
+            return
+        rec = LedgerRecord(
+            provider=self.provider,
+            model=self.model,
+            kind=kind,
+            items=items,
+            cost_usd=str(cost),
+            outcome=outcome,
+            usage={k: v for k, v in usage.model_dump().items() if v},
+            request_id=request_id,
+            saved_usd=str(saved),
+            time=time.time(),
+            reserved_usd=str(reserved),
+            estimated=estimated,
+            provider_usage=dict(reported or {}),
+        )
+        started = time.perf_counter()
+        try:
+            self.ledger.record(rec)
+        except Exception as exc:
+            # The call is paid and its result will still be returned and cached, but no
+            # more money is spent while spend cannot be recorded.
+            self.ledger_error = f"{type(exc).__name__}: {exc}"
+            log.critical(
+                "SPEND NOT RECORDED: the ledger write for a %s call (%s USD, request id %s) "
+                "failed (%s); no further requests will be sent",
+                kind,
+                cost,
+                request_id,
+                self.ledger_error,
+            )
+        finally:
+            self.timings.add("ledger", started)
