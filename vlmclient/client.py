@@ -20,7 +20,6 @@ limit, send, retry), :mod:`~vlmclient.settle` (billing, overruns, the breaker),
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -85,8 +84,6 @@ __all__ = [
     "prepare_item",
     "teacher_fingerprint",
 ]
-
-log = logging.getLogger("vlmclient")
 
 # Measured on loopback (benchmarks/client_throughput.py, docs/benchmarks.md).
 DEFAULT_CONCURRENCY = 16
@@ -159,7 +156,6 @@ class TeacherClient:
         self.stats = ClientStats()
         self.timings = Timings()
         """Seconds per phase (prepare, parse, cache, ledger) and waiting on the provider."""
-        self._cache = cache
         rpm = self.provider.default_rpm if rpm is None else rpm
         self._limiter = limiter or RateLimiter(rpm=rpm, tpm=tpm)
         self._dims: dict[str, int] = {}  # the vector length each kind answered with so far
@@ -301,12 +297,13 @@ class TeacherClient:
         """
         seen: set[str] = set()
         total = Decimal(0)
+        cache = self._storage.cache
 
         def misses() -> Iterator[tuple[str, Item]]:
             for item in requests:
                 item = self.prepare(item)
                 key = self.cache_key(kind, item)
-                if key not in seen and (self._cache is None or self._cache.get(key) is None):
+                if key not in seen and (cache is None or cache.get(key) is None):
                     seen.add(key)
                     yield key, item
 
@@ -365,16 +362,8 @@ class TeacherClient:
             out.append(result_from_entry(kind, entry))
             hits += 1
             saved += Decimal(str(entry.meta.get("cost_usd", "0")))
-        if adopted and self._cache is not None:
-            started = time.perf_counter()
-            try:
-                self._cache.set_many(adopted)
-            except Exception as exc:  # the old entry stays where it was: nothing is lost
-                log.warning(
-                    "could not store %d cache entries under their new keys: %s", len(adopted), exc
-                )
-            finally:
-                self.timings.add("cache", started)
+        if adopted:
+            self._storage.adopt(adopted)
         if hits:
             self._pipeline.count_hits(kind, hits, saved)
         return out

@@ -94,6 +94,20 @@ class Storage:
         finally:
             self.timings.add("cache", started)
 
+    def adopt(self, entries: list[tuple[str, CacheEntry]]) -> None:
+        """Store entries found under an item's old keys under its new keys too."""
+        if self.cache is None:
+            return
+        started = time.perf_counter()
+        try:
+            self.cache.set_many(entries)
+        except Exception as exc:  # the old entry stays where it was: nothing is lost
+            log.warning(
+                "could not store %d cache entries under their new keys: %s", len(entries), exc
+            )
+        finally:
+            self.timings.add("cache", started)
+
     def put(
         self,
         kind: Kind,
