@@ -11,7 +11,8 @@ from pydantic import SecretStr
 from .keys import kind_params
 from .models import ImageEmbeddingRequest, Kind, MixedEmbeddingRequest, TextEmbeddingRequest
 from .providers import CallSpec, Provider
-from .providers.base import Item, text_tokens_upper_bound
+from .providers.base import Item
+from .providers.wire import text_tokens_upper_bound
 
 __all__ = ["Batcher", "request_share"]
 

@@ -22,7 +22,7 @@ from vlmclient import (
     RetryPolicy,
     TeacherClient,
 )
-from vlmclient.providers.base import parse_retry_after
+from vlmclient.providers.wire import parse_retry_after
 from vlmclient.retry import MAX_RETRY_AFTER
 
 

@@ -7,7 +7,7 @@ import math
 import httpx
 import pytest
 
-from vlmclient.providers.base import header_int, usage_count
+from vlmclient.providers.wire import header_int, usage_count
 
 
 @pytest.mark.parametrize(

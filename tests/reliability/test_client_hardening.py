@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import FakeClock, hash_vector
 from vlmclient import Price, RateLimiter, RetryPolicy, TeacherClient, TextEmbeddingRequest
-from vlmclient.providers.base import parse_retry_after
+from vlmclient.providers.wire import parse_retry_after
 from vlmclient.retry import MAX_RETRY_AFTER
 
 

@@ -29,11 +29,10 @@ from ..errors import (
     ResponseValidationError,
 )
 from ..models import AnswerRequest, Image, Usage
-from .base import (
-    CallSpec,
-    Parsed,
-    Provider,
-    RateLimitHints,
+from .base import CallSpec, Parsed, Provider, RateLimitHints
+from .images import ACCEPTED_MEDIA_TYPES, base64_size, fit_image, image_size
+from .reasoning import reasoning_level, truncated_answer, without_reasoning
+from .wire import (
     default_classify_error,
     header_int,
     json_object,
@@ -42,8 +41,6 @@ from .base import (
     text_tokens_upper_bound,
     usage_count,
 )
-from .images import ACCEPTED_MEDIA_TYPES, base64_size, fit_image, image_size
-from .reasoning import reasoning_level, truncated_answer, without_reasoning
 
 __all__ = [
     "ANTHROPIC",

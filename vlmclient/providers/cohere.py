@@ -19,19 +19,17 @@ from ..models import (
     TextEmbeddingRequest,
     Usage,
 )
-from .base import (
-    CallSpec,
-    Parsed,
-    Provider,
+from .base import CallSpec, Parsed, Provider
+from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
+from .vectors import vectors_from
+from .wire import (
     data_uri,
     json_object,
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
     usage_count,
-    vectors_from,
 )
-from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 
 __all__ = ["COHERE", "embed_body"]
 

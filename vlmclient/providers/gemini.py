@@ -24,18 +24,10 @@ from ..errors import (
     ResponseValidationError,
 )
 from ..models import AnswerRequest, Image, Usage
-from .base import (
-    CallSpec,
-    Parsed,
-    Provider,
-    default_classify_error,
-    json_object,
-    reported_usage,
-    request_id_of,
-    usage_count,
-)
+from .base import CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
+from .wire import default_classify_error, json_object, reported_usage, request_id_of, usage_count
 
 __all__ = [
     "GEMINI",

@@ -21,18 +21,10 @@ import httpx
 
 from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .base import (
-    CallSpec,
-    Parsed,
-    Provider,
-    default_classify_error,
-    indexed_vectors,
-    json_object,
-    reported_usage,
-    request_id_of,
-    usage_count,
-)
+from .base import CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
+from .vectors import indexed_vectors
+from .wire import default_classify_error, json_object, reported_usage, request_id_of, usage_count
 
 __all__ = ["JINA", "embeddings_body"]
 

@@ -24,17 +24,10 @@ import httpx
 
 from ..errors import ConfigurationError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .base import (
-    CallSpec,
-    Parsed,
-    Provider,
-    json_object,
-    reported_usage,
-    request_id_of,
-    usage_count,
-    vectors_from,
-)
+from .base import CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image
+from .vectors import vectors_from
+from .wire import json_object, reported_usage, request_id_of, usage_count
 
 __all__ = ["NOMIC", "text_body", "text_model"]
 

@@ -20,23 +20,20 @@ from ..errors import (
     ResponseValidationError,
 )
 from ..models import AnswerRequest, Image, TextEmbeddingRequest, Usage
-from .base import (
-    CallSpec,
-    Parsed,
-    Provider,
-    RateLimitHints,
+from .base import CallSpec, Parsed, Provider, RateLimitHints
+from .images import ACCEPTED_MEDIA_TYPES, MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, fit_image, image_size
+from .reasoning import reasoning_level, truncated_answer, without_reasoning
+from .vectors import indexed_vectors
+from .wire import (
     data_uri,
     default_classify_error,
     header_int,
-    indexed_vectors,
     json_object,
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
     usage_count,
 )
-from .images import ACCEPTED_MEDIA_TYPES, MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, fit_image, image_size
-from .reasoning import reasoning_level, truncated_answer, without_reasoning
 
 __all__ = ["OPENAI", "image_tokens", "parse_duration", "reasoning_params"]
 

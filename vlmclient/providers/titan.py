@@ -25,18 +25,16 @@ import httpx
 
 from ..errors import APIStatusError, ConfigurationError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .base import (
-    CallSpec,
-    Parsed,
-    Provider,
+from .base import CallSpec, Parsed, Provider
+from .images import ACCEPTED_MEDIA_TYPES, fit_image
+from .vectors import vectors_from
+from .wire import (
     default_classify_error,
     json_object,
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
-    vectors_from,
 )
-from .images import ACCEPTED_MEDIA_TYPES, fit_image
 
 __all__ = ["INSTALL_HINT", "TITAN", "invoke_body", "signed_request"]
 

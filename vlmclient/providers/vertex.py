@@ -28,9 +28,11 @@ import httpx
 
 from ..errors import ConfigurationError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .base import CallSpec, Parsed, Provider, request_id_of, vectors_from
+from .base import CallSpec, Parsed, Provider
 from .gemini import google_error
 from .images import ACCEPTED_MEDIA_TYPES, fit_image
+from .vectors import vectors_from
+from .wire import request_id_of
 
 __all__ = ["LOCATION_ENV", "PROJECT_ENV", "VERTEX", "endpoint_url", "predict_body"]
 

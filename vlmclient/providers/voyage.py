@@ -23,20 +23,17 @@ from ..models import (
     TextEmbeddingRequest,
     Usage,
 )
-from .base import (
-    CallSpec,
-    Item,
-    Parsed,
-    Provider,
+from .base import CallSpec, Item, Parsed, Provider
+from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
+from .vectors import indexed_vectors
+from .wire import (
     data_uri,
-    indexed_vectors,
     json_object,
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
     usage_count,
 )
-from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 
 __all__ = ["VOYAGE", "billed_pixels", "multimodal_body"]
 

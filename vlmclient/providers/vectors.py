@@ -1,0 +1,133 @@
+"""Reading embedding rows from a 2xx body: the right count, one dimension, finite
+numbers; as JSON number lists or as base64 of little-endian float32."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+
+from ..errors import ResponseValidationError
+
+__all__ = ["FLOAT32_LE", "base64_vectors", "indexed_vectors", "vectors_from"]
+
+
+def indexed_vectors(
+    data: Any,
+    *,
+    expected: int,
+    request_id: str | None,
+    provider: str,
+    base64_ok: bool = False,
+) -> list[np.ndarray]:
+    """OpenAI-style ``data: [{"index": i, "embedding": [...]}, ...]``, in index order.
+
+    ``base64_ok``: an ``embedding`` may also be a base64 string (``encoding_format:
+    "base64"``); see :func:`vectors_from`.
+    """
+    if not isinstance(data, list) or not all(
+        isinstance(d, dict) and isinstance(d.get("index", 0), int) for d in data
+    ):
+        raise ResponseValidationError("missing data[]", provider=provider, request_id=request_id)
+    rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
+    return vectors_from(
+        rows, expected=expected, request_id=request_id, provider=provider, base64_ok=base64_ok
+    )
+
+
+# What ``encoding_format: "base64"`` carries: the float32 bytes of the vector, little
+# endian. openai-python decodes it with np.frombuffer(..., dtype="float32") (and
+# array.array("f") without numpy), voyageai-python with np.frombuffer(..., np.float32):
+# native order, which is little endian on every platform they run on; naming the order
+# keeps the decoding right on a big-endian machine too.
+FLOAT32_LE = np.dtype("<f4")
+
+
+def vectors_from(
+    rows: Any,
+    *,
+    expected: int,
+    request_id: str | None,
+    provider: str,
+    base64_ok: bool = False,
+) -> list[np.ndarray]:
+    """Validate a list of embedding rows: right count, one dimension, finite numbers.
+
+    With ``base64_ok``, rows that are all strings are read as base64 of little-endian
+    float32 (:func:`base64_vectors`); number lists are still accepted, so a server that
+    ignores the encoding request and answers floats works too.
+    """
+    if not isinstance(rows, list) or len(rows) != expected:
+        got = len(rows) if isinstance(rows, list) else type(rows).__name__
+        raise ResponseValidationError(
+            f"expected {expected} embeddings, got {got}", provider=provider, request_id=request_id
+        )
+    if base64_ok and rows and all(isinstance(r, str) for r in rows):
+        return base64_vectors(rows, expected=expected, request_id=request_id, provider=provider)
+    try:
+        raw = np.asarray(rows)
+        if raw.dtype.kind not in "iuf":  # strings, booleans, None, ints beyond 64 bits
+            raise TypeError(f"values of type {raw.dtype} are not numbers")
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is caught below
+            mat = raw.astype(np.float32)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ResponseValidationError(
+            f"embeddings are not numeric rows of one length: {exc}",
+            provider=provider,
+            request_id=request_id,
+        ) from exc
+    return _checked(mat, request_id=request_id, provider=provider)
+
+
+def base64_vectors(
+    rows: Any, *, expected: int, request_id: str | None, provider: str
+) -> list[np.ndarray]:
+    """Rows sent as base64 strings of little-endian float32 bytes, decoded with one
+    ``np.frombuffer`` over the whole response (no per-number parsing).
+
+    >>> import base64, numpy as np
+    >>> row = base64.b64encode(np.array([0.5, -2.0], "<f4").tobytes()).decode()
+    >>> [v.tolist() for v in base64_vectors([row], expected=1, request_id=None, provider="x")]
+    [[0.5, -2.0]]
+    """
+    if not isinstance(rows, list) or len(rows) != expected:
+        got = len(rows) if isinstance(rows, list) else type(rows).__name__
+        raise ResponseValidationError(
+            f"expected {expected} embeddings, got {got}", provider=provider, request_id=request_id
+        )
+    try:
+        if not all(isinstance(r, str) for r in rows):
+            raise ValueError("not every embedding is a base64 string")
+        raw = [base64.b64decode(r, validate=True) for r in rows]
+    except (binascii.Error, ValueError) as exc:
+        raise ResponseValidationError(
+            f"embeddings are not base64: {exc}", provider=provider, request_id=request_id
+        ) from exc
+    size = len(raw[0]) if raw else 0
+    if size == 0 or size % FLOAT32_LE.itemsize or any(len(b) != size for b in raw):
+        lengths = sorted({len(b) for b in raw})
+        raise ResponseValidationError(
+            f"base64 embeddings are not whole float32 vectors of one length (bytes: {lengths})",
+            provider=provider,
+            request_id=request_id,
+        )
+    flat = np.frombuffer(b"".join(raw), dtype=FLOAT32_LE)
+    # astype copies into native float32: writable rows that own no view of the body
+    mat = flat.reshape(len(raw), size // FLOAT32_LE.itemsize).astype(np.float32)
+    return _checked(mat, request_id=request_id, provider=provider)
+
+
+def _checked(mat: np.ndarray, *, request_id: str | None, provider: str) -> list[np.ndarray]:
+    if mat.ndim != 2 or mat.shape[1] == 0:
+        raise ResponseValidationError(
+            f"embeddings have shape {mat.shape}, expected (n, dim)",
+            provider=provider,
+            request_id=request_id,
+        )
+    if not np.isfinite(mat).all():
+        raise ResponseValidationError(
+            "embeddings contain NaN or infinity", provider=provider, request_id=request_id
+        )
+    return list(mat)

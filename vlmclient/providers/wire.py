@@ -1,0 +1,212 @@
+"""Helpers the provider adapters share to read and write the wire.
+
+Request bodies (:func:`data_uri`), error statuses (:func:`default_classify_error`,
+:func:`parse_retry_after`, :func:`request_id_of`), headers (:func:`header_int`), 2xx bodies
+(:func:`json_object`) and the usage they report (:func:`usage_count`,
+:func:`reported_usage`), and the token bound of a text used in estimates
+(:func:`text_tokens_upper_bound`). Embedding rows are read by :mod:`.vectors`.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any, overload
+
+import httpx
+
+from ..errors import APIStatusError, ResponseValidationError, status_error_class
+from ..models import Image
+
+__all__ = [
+    "MAX_REPORTED_DEPTH",
+    "MAX_REPORTED_FIELDS",
+    "data_uri",
+    "default_classify_error",
+    "header_int",
+    "json_object",
+    "parse_retry_after",
+    "reported_usage",
+    "request_id_of",
+    "text_tokens_upper_bound",
+    "usage_count",
+]
+
+
+def data_uri(image: Image) -> str:
+    """``data:<media type>;base64,<bytes>``."""
+    return f"data:{image.media_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, ``Retry-After`` (seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):  # "inf" / "1e400" parse as floats: ignore them
+            return max(0.0, value)
+    ra = headers.get("retry-after")
+    if ra is None:
+        return None
+    try:
+        seconds = float(ra)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    from email.utils import parsedate_to_datetime
+    from time import time
+
+    try:
+        when = parsedate_to_datetime(ra)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time())
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except (ValueError, RecursionError):
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("detail") or err.get("type")
+            if msg:
+                return str(msg)[:300]
+        if isinstance(err, str):
+            return err[:300]
+        for k in ("message", "detail"):
+            if k in body:
+                return str(body[k])[:300]
+    return response.text[:300]
+
+
+def request_id_of(response: httpx.Response) -> str | None:
+    for h in ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray"):
+        if h in response.headers:
+            return response.headers[h]
+    return None
+
+
+def default_classify_error(response: httpx.Response) -> APIStatusError:
+    """Map a non-2xx response to the error tree by status code."""
+    cls = status_error_class(response.status_code)
+    return cls(
+        _message(response),
+        status_code=response.status_code,
+        request_id=request_id_of(response),
+        retry_after=parse_retry_after(response.headers),
+    )
+
+
+MAX_REPORTED_FIELDS = 64  # a hostile body must not bloat every ledger line
+MAX_REPORTED_DEPTH = 3
+
+
+def reported_usage(obj: Any) -> dict[str, Any] | None:
+    """The provider's usage block, kept for the ledger so a user can reconcile the bill.
+
+    Only numbers (and short numeric strings, such as a dollar figure) survive, in nested
+    objects up to three levels; anything else is dropped. None when ``obj`` holds no
+    number at all: the response did not say what it billed.
+
+    >>> reported_usage({"prompt_tokens": 12, "total_tokens": 12, "note": "hi"})
+    {'prompt_tokens': 12, 'total_tokens': 12}
+    >>> reported_usage({}) is None
+    True
+    """
+    budget = [MAX_REPORTED_FIELDS]
+
+    def keep(value: Any, depth: int) -> Any:
+        if budget[0] <= 0:
+            return None
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+            budget[0] -= 1
+            return value
+        if isinstance(value, str) and len(value) <= 32:
+            try:
+                number = float(value)
+            except ValueError:
+                return None
+            if math.isfinite(number):
+                budget[0] -= 1
+                return value
+            return None
+        if isinstance(value, dict) and depth < MAX_REPORTED_DEPTH:
+            inner = {str(k)[:64]: keep(v, depth + 1) for k, v in list(value.items())[:64]}
+            inner = {k: v for k, v in inner.items() if v is not None}
+            return inner or None
+        return None
+
+    kept = keep(obj, 0) if isinstance(obj, dict) else None
+    return kept if isinstance(kept, dict) else None
+
+
+@overload
+def usage_count(obj: Any, key: str, default: int = 0, *, fractional: bool = False) -> int: ...
+@overload
+def usage_count(
+    obj: Any, key: str, default: None, *, fractional: bool = False
+) -> int | None: ...
+def usage_count(
+    obj: Any, key: str, default: int | None = 0, *, fractional: bool = False
+) -> int | None:
+    """``obj[key]`` as a count of billed units: a non-negative int, else ``default`` (the
+    key missing, a negative or non-numeric value, ``obj`` not a dict). A response's usage
+    is untrusted: a bad figure must not price a request below what it cost.
+
+    ``fractional`` also takes finite non-negative floats, truncated (Cohere's
+    ``billed_units`` are numbers, not integers).
+
+    >>> usage_count({"prompt_tokens": 12}, "prompt_tokens"), usage_count({}, "prompt_tokens")
+    (12, 0)
+    >>> usage_count({"total_tokens": -1}, "total_tokens", None) is None
+    True
+    >>> usage_count({"images": 2.0}, "images", fractional=True)
+    2
+    """
+    v = obj.get(key) if isinstance(obj, dict) else None
+    if isinstance(v, int):
+        return int(v) if v >= 0 else default
+    if fractional and isinstance(v, float) and math.isfinite(v) and v >= 0:
+        return int(v)
+    return default
+
+
+def header_int(headers: httpx.Headers, name: str) -> int | None:
+    """An integer header (a rate-limit figure), or None when missing or not an integer."""
+    v = headers.get(name)
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def text_tokens_upper_bound(text: str) -> int:
+    """Tokens a text can cost at most, with no tokenizer: its UTF-8 bytes plus one
+    (no BPE or WordPiece token is shorter than one byte)."""
+    return len(text.encode("utf-8")) + 1
+
+
+def json_object(
+    response: httpx.Response, *, provider: str, request_id: str | None
+) -> dict[str, Any]:
+    """The body of a 2xx response as a JSON object, or ResponseValidationError."""
+    try:
+        body = response.json()
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+        raise ResponseValidationError(
+            "response is not JSON", provider=provider, request_id=request_id
+        ) from exc
+    if not isinstance(body, dict):
+        raise ResponseValidationError(
+            "response is not a JSON object", provider=provider, request_id=request_id
+        )
+    return body
