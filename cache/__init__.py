@@ -46,7 +46,9 @@ if TYPE_CHECKING:
         verify_cache,
     )
     from .spill import SpillFile
-    from .store import EmbeddingStore, StoreError, StoreWriter
+    from .store import EmbeddingStore
+    from .store_format import StoreError
+    from .store_writer import StoreWriter
     from .swap import exchange
 
 __all__ = [
@@ -149,8 +151,8 @@ _SOURCES: dict[str, str] = {
     "verify_cache": "response_cache",
     "SpillFile": "spill",
     "EmbeddingStore": "store",
-    "StoreError": "store",
-    "StoreWriter": "store",
+    "StoreError": "store_format",
+    "StoreWriter": "store_writer",
     "exchange": "swap",
 }
 
