@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .atomic import atomic_write, fsync_directory
+    from .cache_errors import CacheCorruptError, CacheError, CacheReadOnlyError, CacheWriteError
+    from .cache_stats import CacheStats, KindStats
     from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
     from .coordination import CoordinationError, Coordinator, SpendView
     from .keys import canonical_json, make_key
@@ -35,18 +37,11 @@ if TYPE_CHECKING:
     from .memory import MemoryCache
     from .protocols import CacheEntry, CacheLike, LedgerLike, LedgerRecord
     from .recover import RecoverResult, recover_cache
-    from .response_cache import (
-        CacheCorruptError,
-        CacheError,
-        CacheReadOnlyError,
-        CacheStats,
-        CacheWriteError,
-        KindStats,
-        ResponseCache,
-        verify_cache,
-    )
+    from .response_cache import ResponseCache, verify_cache
     from .spill import SpillFile
-    from .store import EmbeddingStore, StoreError, StoreWriter
+    from .store import EmbeddingStore
+    from .store_format import StoreError
+    from .store_writer import StoreWriter
     from .swap import exchange
 
 __all__ = [
@@ -106,6 +101,12 @@ __all__ = [
 _SOURCES: dict[str, str] = {
     "atomic_write": "atomic",
     "fsync_directory": "atomic",
+    "CacheCorruptError": "cache_errors",
+    "CacheError": "cache_errors",
+    "CacheReadOnlyError": "cache_errors",
+    "CacheWriteError": "cache_errors",
+    "CacheStats": "cache_stats",
+    "KindStats": "cache_stats",
     "FORMATS": "codecs",
     "VectorFormat": "codecs",
     "decode_vector": "codecs",
@@ -139,18 +140,12 @@ _SOURCES: dict[str, str] = {
     "LedgerRecord": "protocols",
     "RecoverResult": "recover",
     "recover_cache": "recover",
-    "CacheCorruptError": "response_cache",
-    "CacheError": "response_cache",
-    "CacheReadOnlyError": "response_cache",
-    "CacheStats": "response_cache",
-    "CacheWriteError": "response_cache",
-    "KindStats": "response_cache",
     "ResponseCache": "response_cache",
     "verify_cache": "response_cache",
     "SpillFile": "spill",
     "EmbeddingStore": "store",
-    "StoreError": "store",
-    "StoreWriter": "store",
+    "StoreError": "store_format",
+    "StoreWriter": "store_writer",
     "exchange": "swap",
 }
 

@@ -23,11 +23,16 @@ at its reserved amount: added to ``spend`` and appended to the spend ledger with
 Every transaction is short (no network call inside one) and never fsynced: the ledger
 is the durable record, and the database keeps space reserved so a full disk does not
 stop it. Imports nothing else of vlm-distill but :mod:`cache.ledger`.
+
+Why leases and money are one class of about 400 lines: they share one connection, one lock,
+one owner row and one reaper (a dead owner's leases are freed and its reservations charged
+in the same transaction), so two classes would have to share all of that state. How the
+database is opened (schema, damage, reserved space) and how a process is judged alive live
+in cache/coordination_db.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -42,7 +47,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
-from .ledger import LedgerWriteError, SpendLedger, read_ledger, reserve_tail
+from .coordination_db import open_coordination_db, pid_alive, pid_start
+from .ledger import LedgerWriteError, SpendLedger, read_ledger
 from .protocols import LedgerRecord
 
 __all__ = [
@@ -68,25 +74,7 @@ LEASE_TTL_S: Final = 60.0  # a lease not renewed for this long is void
 OWNER_TTL_S: Final = 60.0  # an owner on another host is dead after this long without a heartbeat
 HEARTBEAT_S: Final = 5.0  # how often an owner renews its heartbeat and its leases
 REAP_EVERY_S: Final = 1.0  # look for dead owners' leftovers this often (sooner if one is seen)
-BUSY_TIMEOUT_MS: Final = 30_000  # wait this long for another process's transaction
-# Blocks kept allocated past the end of the database and of its journal, so that it keeps
-# working on a full disk (it holds a few hundred bytes per lease and reservation).
-RESERVE_BYTES: Final = 1024 * 1024
 ORPHANED: Final = "orphaned"  # ledger outcome of a dead owner's in-flight reservation
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS owners(
-    owner TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL,
-    pid_start TEXT NOT NULL, heartbeat REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS leases(
-    key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS leases_owner ON leases(owner);
-CREATE TABLE IF NOT EXISTS spend(teacher TEXT PRIMARY KEY, settled TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS reservations(
-    id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, teacher TEXT NOT NULL,
-    usd TEXT NOT NULL, items INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS reservations_teacher ON reservations(teacher);
-"""
 
 
 @dataclass(frozen=True)
@@ -99,32 +87,6 @@ class SpendView:
     @property
     def committed(self) -> Decimal:
         return self.settled + self.reserved
-
-
-def _pid_start(pid: int) -> str:
-    """The start time of ``pid`` (clock ticks since boot) on Linux, else ''."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    # the command name (field 2) may hold spaces and parentheses: split after its last ')'
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _pid_alive(pid: int, start: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: it exists
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return True  # no /proc: trust the signal check
-    if fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent
-        return False
-    return not start or fields[19] == start  # a different start time: the pid was reused
 
 
 class Coordinator:
@@ -151,7 +113,7 @@ class Coordinator:
         self.pid = os.getpid()
         self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
         self._lock = threading.Lock()  # one connection, used from several threads
-        self._db: sqlite3.Connection | None = self._connect()
+        self._db: sqlite3.Connection | None = open_coordination_db(self.path)
         self._open: dict[int, Decimal] = {}  # our reservations not yet settled or released
         self._dead: set[str] = set()  # owners seen dead (a dead owner never comes back)
         self._reaped: set[str] = set()
@@ -161,66 +123,13 @@ class Coordinator:
         with self._write() as db:
             db.execute(
                 "INSERT INTO owners VALUES (?, ?, ?, ?, ?)",
-                (self.owner, self.host, self.pid, _pid_start(self.pid), now),
+                (self.owner, self.host, self.pid, pid_start(self.pid), now),
             )
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(
             target=self._beat, args=(heartbeat_s,), name="vlm-distill-heartbeat", daemon=True
         )
         self._heartbeat.start()
-
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            return self._open_db()
-        except sqlite3.DatabaseError as exc:
-            # Damaged (synchronous=OFF and an OS crash or power cut mid-commit). Everything
-            # in it can be rebuilt: spend from the ledger, leases by the running processes.
-            aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
-            log.warning("coordination database %s is damaged (%s); moved to %s", self.path,
-                        exc, aside)  # fmt: skip
-            for suffix in ("", "-journal"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
-            return self._open_db()
-
-    def _open_db(self) -> sqlite3.Connection:
-        for path in (self.path, Path(f"{self.path}-journal")):
-            # private like the ledger and cache.db: created 0600 before sqlite would (umask)
-            with contextlib.suppress(FileExistsError):
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        db = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-            check_same_thread=False,
-        )  # fmt: skip
-        try:
-            # A rollback journal kept between transactions (PERSIST) and never synced (OFF):
-            # both files then only grow into blocks reserved below, so the database keeps
-            # working on a full disk (WAL would recreate its files on every open). A power
-            # cut may lose or damage it; the ledger (fsynced) is the floor every spend total
-            # is raised back to, and a damaged file is moved aside (above).
-            db.execute("PRAGMA journal_mode=PERSIST")
-            db.execute("PRAGMA synchronous=OFF")
-            db.executescript(_SCHEMA)
-            check = db.execute("PRAGMA quick_check").fetchone()
-            if check is None or check[0] != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {check}")
-        except BaseException:
-            db.close()
-            raise
-        self._reserve_space()
-        return db
-
-    def _reserve_space(self) -> None:
-        """Keep RESERVE_BYTES allocated past the end of the database and its journal."""
-        for path in (self.path, Path(f"{self.path}-journal")):
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError:
-                continue
-            try:
-                reserve_tail(fd, RESERVE_BYTES)  # best effort: a full disk has no room left
-            finally:
-                os.close(fd)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -267,7 +176,7 @@ class Coordinator:
         if row is None:
             alive = False
         elif row[0] == self.host:
-            alive = _pid_alive(int(row[1]), str(row[2]))
+            alive = pid_alive(int(row[1]), str(row[2]))
         else:
             alive = time.time() - float(row[3]) < OWNER_TTL_S
         memo[owner] = alive

@@ -12,13 +12,9 @@ Why these choices (figures measured on this machine):
 * Bulk writes go inside one ``transact()`` (2.7x faster than a commit per set, and all
   or nothing).
 
-Value layout (little-endian)::
-
-    b"VDC1" | crc32 of the rest (u32) | header length (u32) | header JSON | vector bytes
-
-The header holds ``meta``, ``text``, the vector format and dimension, and the time the
-entry was stored. The CRC catches garbled values: such an entry reads as a miss (logged),
-and :meth:`ResponseCache.verify` lists it.
+Each value is a checksummed encoding of a :class:`CacheEntry` (cache/entry_codec.py holds
+the layout). The CRC catches garbled values: such an entry reads as a miss (logged), and
+:meth:`ResponseCache.verify` lists it.
 
 Paid data survives a database that cannot store it: every :meth:`ResponseCache.set_many`
 reads its entries back after the commit, and when the write or the read-back fails (disk
@@ -31,35 +27,50 @@ database itself is damaged raises :class:`CacheCorruptError` (a damaged *value* 
 
 Caveats: SQLite locking is unreliable on network file systems, so keep the cache on a
 local disk.
+
+The pieces live apart: the errors in cache/cache_errors.py, the value encoding in
+cache/entry_codec.py, the diskcache ``Disk``, settings and row listing in
+cache/response_db.py, the stats types in cache/cache_stats.py; this module is the class
+that ties them together (and re-exports their public names).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
-import struct
 import time
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, NamedTuple
+from typing import Final
 
 import diskcache
-import numpy as np
 
-from .codecs import VectorFormat, check_format, decode_vector, encode_vector
+from .cache_errors import CacheCorruptError, CacheError, CacheReadOnlyError, CacheWriteError
+from .cache_stats import CacheStats, KindStats, directory_bytes, kind_of
+from .codecs import VectorFormat, check_format
+from .entry_codec import decode_entry, encode_entry
 from .protocols import CacheEntry
+from .response_db import (
+    CACHE_SETTINGS,
+    BytesOnlyDisk,
+    ScannedEntry,
+    create_private_db,
+    is_read_only,
+    key_rows,
+    query,
+    read_only_error,
+    scan_entries,
+)
 from .spill import SpillFile
 
 __all__ = [
+    "SPILL_NAME",
     "BytesOnlyDisk",
     "CacheCorruptError",
     "CacheError",
+    "CacheReadOnlyError",
     "CacheStats",
     "CacheWriteError",
     "KindStats",
@@ -71,224 +82,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAGIC: Final = b"VDC1"
-_PREFIX: Final = struct.Struct("<4sII")  # magic, crc32 of the rest, header length
-# diskcache culls when the volume passes size_limit; with eviction "none" it never culls,
-# and the huge limit keeps that true even if someone re-enables a policy by accident.
-NO_SIZE_LIMIT: Final = 2**62
-CACHE_SETTINGS: Final[Mapping[str, Any]] = {
-    "eviction_policy": "none",
-    "size_limit": NO_SIZE_LIMIT,
-    "cull_limit": 0,
-    "statistics": 0,
-    # diskcache's defaults (a 32 MB page cache and a 64 MB memory map of the database) are
-    # filled as the database grows: about 100 MB more resident memory at 100k images than
-    # at 10k (benchmarks/harvest_scale.py). Each get reads a few pages the OS caches
-    # anyway, so a small page cache and plain reads keep memory flat at little cost.
-    "sqlite_cache_size": 1024,  # pages (4 MB)
-    "sqlite_mmap_size": 0,
-}
-# Metadata keys that would mean a credential is about to be written to disk.
-_SECRET_META_KEYS: Final = frozenset(
-    {"api_key", "apikey", "api-key", "x-api-key", "authorization", "password", "secret"}
-)
-_DATABASE: Final = "<database>"
+_DATABASE: Final = "<database>"  # the "key" verify reports database-wide problems under
 # Seconds SQLite waits for another process's write lock before a write gives up with
 # CacheWriteError (diskcache's retry=True would instead wait forever).
 DEFAULT_TIMEOUT: Final = 60.0
 SPILL_NAME: Final = "spill.vdc"
-
-
-class CacheError(Exception):
-    """Base class of the cache's own errors."""
-
-
-class CacheWriteError(CacheError):
-    """Storing entries failed (disk full, database locked for too long, bad entry...).
-
-    Nothing of the failed batch is stored: the transaction is rolled back.
-    """
-
-
-class CacheCorruptError(CacheError):
-    """A value or the cache database cannot be read back."""
-
-
-class CacheReadOnlyError(CacheError):
-    """The cache cannot be opened because it is read-only (not because it is damaged)."""
-
-
-def _read_only(directory: Path) -> bool:
-    """True when sqlite cannot write in ``directory``: a read-only mount or no write
-    permission on the folder or its database (sqlite needs both, for its -wal/-shm files)."""
-    try:
-        if os.statvfs(directory).f_flag & os.ST_RDONLY:
-            return True
-    except OSError:
-        return False
-    db = directory / "cache.db"
-    return not os.access(directory, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
-
-
-def _read_only_error(directory: Path, exc: Exception) -> CacheReadOnlyError:
-    # Not damage: "move it aside" would make someone throw away a paid cache.
-    return CacheReadOnlyError(
-        f"cache database in {directory} is read-only ({exc}); it is not corrupt: make the "
-        "folder writable (or copy it somewhere writable) and run again"
-    )
-
-
-class BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
-    """A diskcache ``Disk`` that stores str keys and bytes values only, and never unpickles.
-
-    diskcache's default ``Disk`` pickles other types on write and unpickles rows marked as
-    pickles on read; a crafted database would then run code (CVE-2025-69872).
-    """
-
-    def put(self, key: Any) -> tuple[Any, bool]:
-        if type(key) is not str:
-            raise TypeError(f"cache keys must be str, got {type(key).__name__}")
-        return super().put(key)  # type: ignore[no-any-return]
-
-    def get(self, key: Any, raw: bool) -> Any:
-        if not raw:
-            raise CacheCorruptError("refusing to unpickle a cache key")
-        return super().get(key, raw)
-
-    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
-        if type(value) is not bytes or read:
-            raise TypeError(f"cache values must be bytes, got {type(value).__name__}")
-        return super().store(value, read, key=key)
-
-    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        if mode not in (diskcache.core.MODE_RAW, diskcache.core.MODE_BINARY):
-            raise CacheCorruptError(f"refusing to decode a cache value stored in mode {mode}")
-        return super().fetch(mode, filename, value, read)
-
-
-def _json_default(obj: object) -> str:
-    if isinstance(obj, Decimal):
-        return str(obj)  # money stays exact as a decimal string
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def encode_entry(
-    entry: CacheEntry, fmt: VectorFormat = "float16", *, stored: float | None = None
-) -> bytes:
-    """A :class:`CacheEntry` as the bytes the cache stores (see the module docstring)."""
-    for name in entry.meta:
-        if str(name).lower() in _SECRET_META_KEYS:
-            raise ValueError(f"refusing to cache metadata key {name!r}: it looks like a secret")
-    vec_bytes = b""
-    vec_header: dict[str, Any] | None = None
-    if entry.vector is not None:
-        vector = np.asarray(entry.vector, dtype=np.float32)
-        vec_bytes = encode_vector(vector, fmt)
-        vec_header = {"format": fmt, "dim": int(vector.shape[0])}
-    header = {
-        "meta": dict(entry.meta),
-        "text": entry.text,
-        "vector": vec_header,
-        "stored": time.time() if stored is None else stored,
-    }
-    header_bytes = json.dumps(
-        header, default=_json_default, allow_nan=False, separators=(",", ":")
-    ).encode()
-    rest = struct.pack("<I", len(header_bytes)) + header_bytes + vec_bytes
-    return MAGIC + struct.pack("<I", zlib.crc32(rest)) + rest
-
-
-def _decode(data: bytes) -> tuple[CacheEntry, dict[str, Any]]:
-    if type(data) is not bytes:
-        raise CacheCorruptError(f"value is {type(data).__name__}, not bytes")
-    if len(data) < _PREFIX.size:
-        raise CacheCorruptError(f"value is {len(data)} bytes, shorter than its header")
-    magic, crc, header_len = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise CacheCorruptError(f"bad magic {magic!r}")
-    if zlib.crc32(data[8:]) != crc:
-        raise CacheCorruptError("checksum mismatch (garbled value)")
-    end = _PREFIX.size + header_len
-    if end > len(data):
-        raise CacheCorruptError("header longer than the value (truncated value)")
-    try:
-        header = json.loads(data[_PREFIX.size : end])
-        meta = header["meta"]
-        text = header["text"]
-        vec_header = header["vector"]
-        vector = None
-        if vec_header is not None:
-            fmt = check_format(vec_header["format"])
-            vector = decode_vector(data[end:], fmt, int(vec_header["dim"]))
-        elif end != len(data):
-            raise ValueError("trailing bytes after a vector-less entry")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CacheCorruptError(f"undecodable value: {exc}") from exc
-    if not isinstance(meta, dict) or not (text is None or isinstance(text, str)):
-        raise CacheCorruptError("header has the wrong types")
-    return CacheEntry(vector=vector, text=text, meta=meta), header
-
-
-def decode_entry(data: bytes) -> CacheEntry:
-    """Inverse of :func:`encode_entry`; :class:`CacheCorruptError` if ``data`` is damaged."""
-    return _decode(data)[0]
-
-
-def _kind_of(entry: CacheEntry) -> str:
-    kind = entry.meta.get("kind")
-    if isinstance(kind, str) and kind:
-        return kind
-    return "vector" if entry.vector is not None else "text"
-
-
-@dataclass(frozen=True)
-class KindStats:
-    """Entries of one kind (``meta["kind"]``) and the bytes of their values."""
-
-    entries: int = 0
-    value_bytes: int = 0
-
-
-@dataclass(frozen=True)
-class CacheStats:
-    """What :meth:`ResponseCache.stats` counts."""
-
-    entries: int
-    bytes_on_disk: int
-    by_kind: Mapping[str, KindStats] = field(default_factory=dict)
-    corrupt: int = 0
-
-
-class _Scanned(NamedTuple):
-    key: str
-    entry: CacheEntry | None
-    header: dict[str, Any]
-    problem: str
-    size: int
-    deletable: bool = True  # False for rows whose key we refuse to decode
-
-
-def _directory_bytes(directory: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(directory):
-        for name in files:
-            try:
-                total += os.stat(os.path.join(root, name)).st_size
-            except FileNotFoundError:  # another process removed it meanwhile
-                continue
-    return total
-
-
-def _private_db(path: Path) -> None:
-    """Create the database file 0600 before sqlite does (it would use the umask, often
-    0644); sqlite gives its -wal and -shm files the same mode. Paid data is private."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return  # an existing cache keeps the mode its owner chose
-    except OSError:
-        return  # read-only or missing folder: opening the cache reports it
-    os.close(fd)
 
 
 class ResponseCache:
@@ -321,22 +119,22 @@ class ResponseCache:
         if not self.directory.exists():
             # 0o700: responses may include private images' descriptions
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        _private_db(self.directory / "cache.db")
+        create_private_db(self.directory / "cache.db")
         try:
             self._cache = diskcache.Cache(
                 str(self.directory), timeout=timeout, disk=BytesOnlyDisk, **CACHE_SETTINGS
             )
         except sqlite3.OperationalError as exc:
-            if _read_only(self.directory):
-                raise _read_only_error(self.directory, exc) from exc
+            if is_read_only(self.directory):
+                raise read_only_error(self.directory, exc) from exc
             # a full disk or a lock, not damage: moving a sound database aside would be wrong
             raise CacheError(
                 f"cache database in {self.directory} cannot be opened ({exc}); if the disk "
                 "is full, free space and run again"
             ) from exc
         except sqlite3.DatabaseError as exc:
-            if _read_only(self.directory):
-                raise _read_only_error(self.directory, exc) from exc
+            if is_read_only(self.directory):
+                raise read_only_error(self.directory, exc) from exc
             raise CacheCorruptError(
                 f"cache database in {self.directory} cannot be opened ({exc}); "
                 "recover what is readable into a fresh database (vlm-distill cache recover), "
@@ -482,75 +280,16 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._cache)
 
-    def _query(self, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        """Rows of one SQL statement on diskcache's own connection.
-
-        diskcache has no public API for what this is used for: listing rows without
-        decoding their keys (a key marked as a pickle must be reported, never unpickled)
-        and SQLite's ``quick_check``. So this calls its private ``Cache._sql`` and reads its
-        table ``Cache(rowid, key, raw, ...)``; pyproject pins diskcache's major version and
-        tests/cache/test_diskcache_assumptions.py fails if either changes.
-        """
-        return self._cache._sql(statement, params).fetchall()  # type: ignore[no-any-return]
-
-    def _key_rows(self) -> Iterator[tuple[int, Any, int]]:
-        """(rowid, stored key, raw flag) of every row, in pages, without decoding keys.
-
-        CacheCorruptError when the database cannot be listed (a damaged page)."""
-        last = 0
-        while True:
-            try:
-                rows = self._query(
-                    "SELECT rowid, key, raw FROM Cache WHERE rowid > ? ORDER BY rowid LIMIT 1000",
-                    (last,),
-                )
-            except sqlite3.DatabaseError as exc:
-                raise CacheCorruptError(
-                    f"cache database in {self.directory} cannot be listed after row {last} "
-                    f"({exc})"
-                ) from exc
-            if not rows:
-                return
-            yield from rows
-            last = rows[-1][0]
-
     def iterkeys(self) -> Iterator[str]:
         """All keys, in insertion order. Rows whose key is not a plain str are skipped
         (:meth:`verify` reports them)."""
-        for _rowid, key, raw in self._key_rows():
+        for _rowid, key, raw in key_rows(self._cache, self.directory):
             if raw and isinstance(key, str):
                 yield key
 
-    def _scan(self) -> Iterator[_Scanned]:
+    def _scan(self) -> Iterator[ScannedEntry]:
         """Every entry, decoded where possible (``problem`` is "" for a sound entry)."""
-        for rowid, key, raw in self._key_rows():
-            if not (raw and isinstance(key, str)):
-                # never unpickle: a non-str key was not written by us
-                yield _Scanned(f"<row {rowid}>", None, {}, "key is not a plain str", 0, False)
-                continue
-            try:
-                data = self._cache.get(key, default=None, retry=False)
-            except (sqlite3.DatabaseError, OSError, CacheCorruptError, diskcache.Timeout) as exc:
-                yield _Scanned(key, None, {}, f"unreadable: {exc}", 0)
-                continue
-            if data is None:
-                # diskcache reads a missing value file as a miss; the row tells them apart
-                # from an entry another process deleted while we iterated
-                if self._has_row(key):
-                    yield _Scanned(key, None, {}, "value file missing or unreadable", 0)
-                continue
-            try:
-                entry, header = _decode(data)
-            except CacheCorruptError as exc:
-                yield _Scanned(key, None, {}, str(exc), len(data))
-                continue
-            yield _Scanned(key, entry, header, "", len(data))
-
-    def _has_row(self, key: str) -> bool:
-        try:
-            return key in self._cache
-        except sqlite3.DatabaseError:
-            return True  # its row exists but cannot be read: count it as a problem
+        return scan_entries(self._cache, self.directory)
 
     def stats(self) -> CacheStats:
         """Entries, bytes on disk (database, WAL and value files), and entries and value
@@ -562,12 +301,12 @@ class ResponseCache:
             if item.entry is None:
                 corrupt += 1
                 continue
-            kind = _kind_of(item.entry)
+            kind = kind_of(item.entry)
             old = by_kind.get(kind, KindStats())
             by_kind[kind] = KindStats(old.entries + 1, old.value_bytes + item.size)
         return CacheStats(
             entries=entries,
-            bytes_on_disk=_directory_bytes(self.directory),
+            bytes_on_disk=directory_bytes(self.directory),
             by_kind=by_kind,
             corrupt=corrupt,
         )
@@ -576,7 +315,7 @@ class ResponseCache:
         """(key, problem) for every corrupt entry; ``"<database>"`` for database damage."""
         problems: list[tuple[str, str]] = []
         try:
-            rows = self._query("PRAGMA quick_check")
+            rows = query(self._cache, "PRAGMA quick_check")
             bad = [str(row[0]) for row in rows if row[0] != "ok"]
             if bad:
                 problems.append((_DATABASE, "; ".join(bad[:5])))

@@ -63,7 +63,7 @@ CANNOT_PREPARE = (InputError, OSError, ValueError)  # an image no retry can fix
 
 
 class ViewItem(Protocol):
-    """One (image, view) pair: :class:`distill.harvest.ImageItem` is one."""
+    """One (image, view) pair: :class:`distill.harvest_store.ImageItem` is one."""
 
     @property
     def view(self) -> int: ...

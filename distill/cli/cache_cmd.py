@@ -168,7 +168,7 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
             out.print(f"deleted {n} entries")
             return EXIT_OK
         from distill.data import scan
-        from distill.harvest import export_store
+        from distill.harvest_store import export_store
 
         dataset = scan(
             args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths

@@ -73,7 +73,8 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
 
 def _full_cost(client: TeacherClient, dataset: Dataset, prompt: str) -> Decimal:
     from distill.data import class_prompts
-    from distill.harvest import image_items, view_request
+    from distill.harvest_store import image_items
+    from distill.view_requests import view_request
 
     reqs = (view_request(i, dataset.hflip) for i in image_items(dataset, 1))
     texts = [TextEmbeddingRequest(text=t) for t in class_prompts(dataset.class_names, prompt)]
@@ -107,7 +108,7 @@ def _rounds(
 ) -> tuple[RoundsResult, Path | None, Path | None]:
     """Buy in rounds; (what the rounds did, the bought subset's store, its manifest)."""
     from distill.data import scan
-    from distill.harvest import export_store
+    from distill.harvest_store import export_store
     from distill.labelfree.rounds import harvest_rounds
 
     out = console()

@@ -1,12 +1,12 @@
-"""Data: scanning folders and manifests, image checks, held-out splits (no torch here).
+"""Data: the dataset types, scanning folders and manifests, image checks, held-out splits
+(no torch here).
 
 Torch-side and builder modules are imported by name: :mod:`distill.data.views` (the
 teacher's views), :mod:`distill.data.loaders` (torch datasets), :mod:`distill.data.digits`
 and :mod:`distill.data.builders` (bundled benchmark builders).
 """
 
-from .images import MAX_PIXELS, check_image, sniff_image
-from .scan import (
+from .dataset import (
     DEFAULT_DOMAIN,
     DEFAULT_TEMPLATE,
     META_FILE,
@@ -16,8 +16,9 @@ from .scan import (
     class_prompts,
     display,
     read_class_file,
-    scan,
 )
+from .images import MAX_PIXELS, check_image, sniff_image
+from .scan import scan
 from .splits import split_holdout
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from .scan import Sample
+from .dataset import Sample
 
 __all__ = ["split_holdout"]
 

@@ -20,14 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .app import TeacherApp, create_app
-    from .backends import (
-        BACKENDS,
-        Backend,
-        HashBackend,
-        OpenClipBackend,
-        PseudoClipBackend,
-        make_backend,
-    )
+    from .backend_base import Backend
+    from .backend_hash import HashBackend
+    from .backend_open_clip import OpenClipBackend
+    from .backend_pseudo_clip import PseudoClipBackend
+    from .backends import BACKENDS, make_backend
     from .billing import Billing, count_tokens
     from .config import Faults, Pricing, ServerConfig
     from .runner import ServerThread, serve_in_background
@@ -36,8 +33,9 @@ if TYPE_CHECKING:
 # distill.server.config, and must not pay for starlette and uvicorn to do so.
 _HOME = {
     "TeacherApp": "app", "create_app": "app",
-    "BACKENDS": "backends", "Backend": "backends", "HashBackend": "backends",
-    "OpenClipBackend": "backends", "PseudoClipBackend": "backends", "make_backend": "backends",
+    "BACKENDS": "backends", "make_backend": "backends", "Backend": "backend_base",
+    "HashBackend": "backend_hash", "OpenClipBackend": "backend_open_clip",
+    "PseudoClipBackend": "backend_pseudo_clip",
     "Billing": "billing", "count_tokens": "billing",
     "Faults": "config", "Pricing": "config", "ServerConfig": "config",
     "ServerThread": "runner", "serve_in_background": "runner",

@@ -31,7 +31,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from . import admin
-from .backends import Backend
+from .backend_base import Backend
 from .config import ServerConfig
 from .gate import DROP_KEY, gated
 from .route_chat import chat_completions

@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 
 from .app import create_app
-from .backends import Backend
+from .backend_base import Backend
 from .config import DEFAULT_BODY_TIMEOUT_S, ServerConfig
 from .protocol import DEFAULT_HEADER_TIMEOUT_S, timed_protocol
 

@@ -10,7 +10,7 @@ import numpy as np
 from starlette.requests import Request
 
 from .answers import option_prompt, parse_options, pick_option
-from .backends import Backend, ImageDecodeError, ImageOut, ImageTask
+from .backend_base import Backend, ImageDecodeError, ImageOut, ImageTask
 from .batching import MicroBatcher
 from .billing import Billing
 from .config import ServerConfig

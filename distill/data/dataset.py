@@ -1,0 +1,235 @@
+"""The dataset types (:class:`Dataset`, :class:`Sample`, :class:`DataError`), class names
+(class files, prompts) and the printable form of ids: what :func:`distill.data.scan`
+returns and checks, without the scanning (:mod:`distill.data.scan`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from vlmclient.errors import ConfigurationError, InputError
+
+__all__ = [
+    "DEFAULT_DOMAIN",
+    "DEFAULT_TEMPLATE",
+    "META_FILE",
+    "DataError",
+    "Dataset",
+    "Sample",
+    "check_class_names",
+    "class_prompts",
+    "display",
+    "finish_dataset",
+    "read_class_file",
+]
+
+DEFAULT_DOMAIN = "all"
+DEFAULT_TEMPLATE = "a photo of a {}"
+# Optional dataset description written by our dataset builders, e.g. {"hflip": false}.
+META_FILE = "dataset.json"
+
+
+class DataError(InputError):
+    """The data cannot be used as a whole (missing, empty, bad manifest or class file)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: ``id`` is its POSIX path relative to the data root (or the manifest's string)."""
+
+    id: str
+    path: Path
+    label: int | None
+    domain: str
+
+
+def _sample_id(sample: Sample) -> str:
+    return sample.id
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The usable images of a data folder or manifest, and what was skipped and why.
+
+    >>> ds = scan("DATA")  # doctest: +SKIP
+    >>> ds.layout, ds.domains, ds.class_names[:2], len(ds.samples)  # doctest: +SKIP
+    ('domainbed', ('colour', 'inverted'), ('0_zero', '1_one'), 898)
+    """
+
+    root: Path
+    layout: str
+    samples: tuple[Sample, ...]
+    class_names: tuple[str, ...]
+    domains: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]
+    # False when the dataset says a mirror image changes the class (digits) or the domain
+    # (rotations); views then never flip. Read from DATA/dataset.json.
+    hflip: bool = True
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def fingerprint(self) -> str:
+        """sha256 of the sorted (id, label, domain) triples and the class names.
+
+        It changes when an image is added, removed, relabelled or moved to another domain,
+        or when the class list or its order changes; not when files are merely reordered.
+        """
+        # The hash of json.dumps({"class_names": [...], "samples": sorted(rows)}, sort_keys,
+        # compact, ensure_ascii), fed row by row: only references to the samples are
+        # sorted, not a list per sample and the whole text (which grew with N).
+        # ensure_ascii keeps surrogate-escaped (non-UTF-8) names encodable.
+        def dumps(obj: object) -> bytes:
+            return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+        digest = hashlib.sha256(b'{"class_names":' + dumps(list(self.class_names)))
+        digest.update(b',"samples":[')
+        order = sorted(self.samples, key=_sample_id)
+        parts: list[bytes] = []
+        written = False
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and order[end].id == order[start].id:
+                end += 1
+            # equal ids (a manifest may repeat one): ordered by the whole row, as before
+            rows = sorted([s.id, s.label, s.domain] for s in order[start:end])
+            parts.extend(dumps(row) for row in rows)
+            if len(parts) >= 1024 or end == len(order):
+                digest.update((b"," if written else b"") + b",".join(parts))
+                written, parts = True, []
+            start = end
+        digest.update(b"]}")
+        return digest.hexdigest()
+
+    def in_domains(self, names: Iterable[str]) -> Dataset:
+        """The same dataset restricted to the given domains (DataError for an unknown name)."""
+        wanted = list(dict.fromkeys(names))
+        unknown = [n for n in wanted if n not in self.domains]
+        if unknown:
+            raise DataError(
+                f"unknown domain(s) {', '.join(map(repr, unknown))}; "
+                f"this dataset has: {', '.join(self.domains)}"
+            )
+        keep = set(wanted)
+        return replace(
+            self,
+            samples=tuple(s for s in self.samples if s.domain in keep),
+            domains=tuple(d for d in self.domains if d in keep),
+        )
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per domain and class name ("(unlabelled)" for samples without a label)."""
+        out: dict[str, dict[str, int]] = {d: {} for d in self.domains}
+        for s in self.samples:
+            name = "(unlabelled)" if s.label is None else self.class_names[s.label]
+            per = out.setdefault(s.domain, {})
+            per[name] = per.get(name, 0) + 1
+        return out
+
+
+_CONTROL = ("Cc", "Zl", "Zp")  # control characters, line and paragraph separators
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(c) in _CONTROL for c in text)
+
+
+def display(text: str) -> str:
+    """A printable form of an id or path: non-UTF-8 bytes shown as ``\\xNN`` and control
+    characters (newlines, terminal escapes) escaped, so one name is one line."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if not _has_control(text):
+        return text
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _CONTROL else c
+        for c in text
+    )
+
+
+def check_class_names(names: Iterable[str], where: str) -> None:
+    """Refuse class names with control characters: they would print as several lines (or
+    drive the terminal) and cannot be written back to a one-name-per-line class file."""
+    bad = [n for n in names if _has_control(n)]
+    if bad:
+        shown = ", ".join(repr(display(n)) for n in bad[:3])
+        raise DataError(
+            f"class name(s) {shown} in {where} contain control characters (newline, tab, "
+            "escape); rename them"
+        )
+
+
+def read_class_file(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Class names from a file, one per line (blank lines and ``#`` comments ignored)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"class file {display(os.fspath(path))!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read class file {display(os.fspath(path))!r}: {exc}") from exc
+    names = [ln.strip() for ln in text.splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    if not names:
+        raise DataError(f"class file {display(os.fspath(path))!r} lists no class names")
+    dupes = sorted(n for n, c in Counter(names).items() if c > 1)
+    if dupes:
+        raise DataError(f"class file {display(os.fspath(path))!r} repeats: {', '.join(dupes)}")
+    check_class_names(names, f"class file {display(os.fspath(path))!r}")
+    return tuple(names)
+
+
+def class_prompts(class_names: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
+    """Teacher text prompts for the classes: underscores become spaces.
+
+    >>> class_prompts(["golden_retriever", "cat"])
+    ['a photo of a golden retriever', 'a photo of a cat']
+    """
+    if "{}" not in template:
+        raise ConfigurationError(
+            f"prompt template {template!r} has no '{{}}' for the class name, "
+            "e.g. 'a photo of a {}'"
+        )
+    return [template.replace("{}", name.replace("_", " ").strip()) for name in class_names]
+
+
+def finish_dataset(
+    root: Path,
+    layout: str,
+    samples: list[Sample],
+    class_names: tuple[str, ...],
+    domains: list[str],
+    skipped: Sequence[tuple[str, str]],
+    hflip: bool,
+) -> Dataset:
+    """The :class:`Dataset` of what a scan found, samples sorted by id; DataError saying what
+    was skipped and which layouts are understood when nothing usable was found."""
+    check_class_names(class_names, display(str(root)))
+    samples.sort(key=lambda s: s.id)
+    found_skipped = tuple(sorted(skipped))
+    if not samples:
+        lines = [f"no usable images in {display(str(root))!r}"]
+        if found_skipped:
+            lines.append(f"{len(found_skipped)} path(s) skipped, e.g.:")
+            lines += [f"  {display(p)}: {r}" for p, r in found_skipped[:5]]
+        lines.append(
+            "expected DATA/<domain>/<class>/<image>, DATA/<class>/<image>, a folder of "
+            "images, or a CSV manifest (path,label,domain); images must be PNG, JPEG, GIF, "
+            "BMP or WebP"
+        )
+        raise DataError("\n".join(lines))
+    return Dataset(
+        root=root,
+        layout=layout,
+        samples=tuple(samples),
+        class_names=tuple(class_names),
+        domains=tuple(domains),
+        skipped=found_skipped,
+        hflip=hflip,
+    )

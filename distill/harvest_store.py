@@ -1,0 +1,247 @@
+"""The embedding store a harvest produces: written as the vectors arrive
+(:class:`VectorSink`, used by :func:`distill.harvest.harvest`) or built from the cache alone
+(:func:`export_store`, ``vlm-distill cache export``), both a block at a time so memory does
+not grow with the data set. Also where a store lives (:func:`store_dir`) and the (image,
+view) items in store order (:func:`image_items`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cache import CacheLike, StoreError, StoreWriter, VectorFormat
+from cache.layout import STORES_DIR
+from distill.data import Dataset, class_prompts
+from distill.view_requests import cached_view_vector, view_request
+from vlmclient import (
+    ImageEmbeddingRequest,
+    InputError,
+    TextEmbeddingRequest,
+    Timings,
+    endpoint_id,
+    item_cache_key,
+    prepare_item,
+    teacher_fingerprint,
+)
+from vlmclient.providers import parse_teacher
+
+__all__ = [
+    "EXPORT_BLOCK",
+    "STORE_FORMAT",
+    "ImageItem",
+    "VectorSink",
+    "export_store",
+    "image_items",
+    "store_dir",
+    "store_meta",
+]
+
+STORE_FORMAT: VectorFormat = "float16"  # what harvest writes; `cache export --format` differs
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One (image, view) pair to embed: its row in the store and its bytes to send."""
+
+    row: int
+    view: int
+    image_id: str
+    path: Path
+
+
+def image_items(dataset: Dataset, views: int) -> Iterator[ImageItem]:
+    """Every (image, view) pair in store order (row by row), made as they are read:
+    ``len(dataset.samples) * views`` of them, never all held at once."""
+    for row, s in enumerate(dataset.samples):
+        for v in range(views):
+            yield ImageItem(row=row, view=v, image_id=s.id, path=s.path)
+
+
+def store_dir(cache_dir: Path, teacher: str, dataset: Dataset) -> Path:
+    """The store of ``dataset`` embedded by ``teacher`` under the cache folder."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{dataset.root.name}-{teacher}")
+    return cache_dir / STORES_DIR / f"{slug}-{dataset.fingerprint()[:12]}"
+
+
+def store_meta(dataset: Dataset) -> dict[str, object]:
+    """What a store records of its dataset beyond the fingerprint."""
+    return {"dataset_root": str(dataset.root), "layout": dataset.layout}
+
+
+class VectorSink:
+    """Image vectors as they arrive: written into the store being built (when there is
+    one), and which (row, view) pairs came back (one byte each, not a vector)."""
+
+    def __init__(
+        self, path: Path | None, image_ids: list[str], views: int, timings: Timings
+    ) -> None:
+        self.path, self.image_ids, self.views, self.timings = path, image_ids, views, timings
+        self.have = np.zeros((len(image_ids), views), dtype=bool)
+        self.writer: StoreWriter | None = None
+        self.error: str | None = None  # the store could not be written: said at the end
+
+    @property
+    def missing(self) -> int:
+        return int(self.have.size - np.count_nonzero(self.have))
+
+    def put(self, items: Sequence[ImageItem], vectors: Sequence[np.ndarray]) -> None:
+        rows = [i.row for i in items]
+        views = [i.view for i in items]
+        self.have[rows, views] = True
+        if self.path is None or self.error is not None or not items:
+            return
+        started = time.perf_counter()
+        try:
+            matrix = np.stack(vectors).astype(np.float32, copy=False)
+            if self.writer is None:
+                self.writer = StoreWriter(
+                    self.path,
+                    image_ids=self.image_ids,
+                    views=self.views,
+                    dim=int(matrix.shape[1]),
+                    fmt=STORE_FORMAT,
+                )
+            self.writer.put(rows, views, matrix)
+        except (OSError, StoreError, ValueError) as exc:
+            # Keep buying: every vector is cached as it arrives; only the export is lost.
+            self.error = f"could not write the embedding store: {exc}"
+            self.abort()
+        finally:
+            self.timings.add("store", started)
+
+    def commit(
+        self,
+        *,
+        text_vectors: np.ndarray,
+        class_names: list[str],
+        prompts: list[str],
+        teacher: str,
+        teacher_fingerprint: str,
+        dataset: Dataset,
+    ) -> Path:
+        if self.error is not None:
+            raise StoreError(self.error.removeprefix("could not write the embedding store: "))
+        if self.writer is None or self.path is None:
+            raise StoreError("no image vectors were written")
+        self.writer.commit(
+            text_vectors=text_vectors.astype(np.float32),
+            class_names=class_names,
+            prompts=prompts,
+            teacher=teacher,
+            teacher_fingerprint=teacher_fingerprint,
+            dataset_fingerprint=dataset.fingerprint(),
+            extra_meta=store_meta(dataset),
+        )
+        return self.path
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+
+def export_store(
+    dataset: Dataset,
+    cache: CacheLike,
+    *,
+    cache_dir: Path,
+    teacher: str,
+    views: int = 1,
+    prompt: str = "a photo of a {}",
+    params: dict[str, object] | None = None,
+    fmt: VectorFormat = "float16",
+    base_url: str | None = None,
+    cache_namespace: str | None = None,
+) -> tuple[Path | None, int]:
+    """Build the store from cached responses only (sends nothing, needs no API key).
+
+    ``base_url`` / ``cache_namespace`` must be those the items were bought with.
+    Returns (store path or None, number of items missing from the cache).
+    """
+    provider, model = parse_teacher(teacher)
+    params = params or {}
+    endpoint = endpoint_id(provider, base_url, cache_namespace)
+
+    def lookup(kind: str, item: ImageEmbeddingRequest | TextEmbeddingRequest) -> np.ndarray | None:
+        key = item_cache_key(provider, model, params, kind, prepare_item(provider, item), endpoint)
+        entry = cache.get(key)
+        return None if entry is None else entry.vector
+
+    prompts = class_prompts(dataset.class_names, prompt)
+    texts = [lookup("text_embedding", TextEmbeddingRequest(text=p)) for p in prompts]
+    missing = sum(v is None for v in texts)
+    fingerprint = teacher_fingerprint(teacher, params, endpoint)
+    path = store_dir(cache_dir, teacher, dataset)
+    ids = [s.id for s in dataset.samples]
+    # Read from the cache and written into the store a block at a time: memory does not
+    # grow with the data set. Once an item is missing no store will be written; the rest
+    # are only counted.
+    pending: list[tuple[int, int, np.ndarray]] = []
+    writer: StoreWriter | None = None
+    try:
+        for item in image_items(dataset, views):
+            try:
+                if item.view == 0:
+                    vector = lookup("image_embedding", view_request(item, dataset.hflip))
+                else:  # by its content id, else by its key before content ids
+                    vector = cached_view_vector(
+                        cache, item, hflip=dataset.hflip, teacher=teacher, params=params,
+                        endpoint=endpoint,
+                    )  # fmt: skip
+            except (InputError, OSError, ValueError):
+                vector = None
+            if vector is None:
+                missing += 1
+                pending.clear()
+                continue
+            if missing or not prompts:
+                continue
+            pending.append((item.row, item.view, vector))
+            if len(pending) >= EXPORT_BLOCK:
+                writer = _put_pending(writer, path, ids, views, fmt, pending)
+        if missing or not prompts:
+            return None, missing
+        writer = _put_pending(writer, path, ids, views, fmt, pending)
+        if writer is None:
+            return None, 0  # no images: nothing to export
+        writer.commit(
+            text_vectors=np.stack(texts).astype(np.float32),  # type: ignore[arg-type]
+            class_names=list(dataset.class_names),
+            prompts=prompts,
+            teacher=teacher,
+            teacher_fingerprint=fingerprint,
+            dataset_fingerprint=dataset.fingerprint(),
+            extra_meta=store_meta(dataset),
+        )
+        return path, 0
+    finally:
+        if writer is not None:
+            writer.abort()  # a no-op after the commit
+
+
+EXPORT_BLOCK = 512  # cached vectors written to the store at a time by export_store
+
+
+def _put_pending(
+    writer: StoreWriter | None,
+    path: Path,
+    ids: list[str],
+    views: int,
+    fmt: VectorFormat,
+    pending: list[tuple[int, int, np.ndarray]],
+) -> StoreWriter | None:
+    if not pending:
+        return writer
+    rows, item_views, vectors = zip(*pending, strict=True)
+    matrix = np.stack(vectors).astype(np.float32, copy=False)
+    if writer is None:
+        writer = StoreWriter(path, image_ids=ids, views=views, dim=int(matrix.shape[1]), fmt=fmt)
+    writer.put(rows, item_views, matrix)
+    pending.clear()
+    return writer

@@ -1,0 +1,60 @@
+"""HashBackend: deterministic unit vectors from SHAKE-256 of the content. No torch."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+from .backend_base import ImageOut, ImageTask, unit
+
+__all__ = ["HashBackend"]
+
+_HASH_LABELS = (
+    "cat", "dog", "bird", "car", "tree", "house", "boat", "flower", "cup", "person",
+)  # fmt: skip
+
+
+class HashBackend:
+    """Deterministic, fast, meaningless vectors: same bytes, same vector, any machine.
+
+    >>> b = HashBackend(dim=8)
+    >>> v = b.embed_texts(["hello"])[0]
+    >>> v.shape, round(float((v * v).sum()), 5)
+    ((8,), 1.0)
+    """
+
+    name = "hash"
+
+    def __init__(self, dim: int = 384, max_batch: int = 256) -> None:
+        if dim < 2:
+            raise ValueError("dim must be >= 2")
+        self.dim = dim
+        self.max_batch = max_batch
+        self.max_text_batch = max_batch
+        self.executor: Executor | None = None
+
+    def _vector(self, domain: bytes, data: bytes) -> np.ndarray:
+        raw = hashlib.shake_256(domain + b"\0" + data).digest(2 * self.dim)
+        v = np.frombuffer(raw, dtype="<i2").astype(np.float32) + 0.5
+        return unit(v)
+
+    def embed_images(self, tasks: Sequence[ImageTask]) -> list[ImageOut | Exception]:
+        out: list[ImageOut | Exception] = []
+        for t in tasks:
+            digest = hashlib.sha256(t.data).digest()
+            label = _HASH_LABELS[digest[0] % len(_HASH_LABELS)]
+            out.append(ImageOut(self._vector(b"image", t.data), label))
+        return out
+
+    def embed_texts(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [self._vector(b"text", t.encode("utf-8")) for t in texts]
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": self.name, "dim": self.dim}
+
+    def close(self) -> None:
+        pass
