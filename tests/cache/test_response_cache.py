@@ -21,6 +21,7 @@ import pytest
 from cache import CacheEntry, CacheWriteError, ResponseCache, make_key, verify_cache
 from cache.response_cache import (
     NO_SIZE_LIMIT,
+    BytesOnlyDisk,
     CacheCorruptError,
     decode_entry,
     encode_entry,
@@ -127,25 +128,27 @@ def test_only_str_keys_and_bytes_values_reach_diskcache(tmp_path: Path) -> None:
     with ResponseCache(tmp_path / "c") as cache:
         with pytest.raises(CacheWriteError, match="keys must be str"):
             cache.set_many([(b"raw", _entry(1))])  # type: ignore[list-item]
-        with pytest.raises(TypeError):
-            cache._cache.set("k", {"not": "bytes"})
         assert len(cache) == 0
+    # the Disk it stores through refuses anything but bytes (diskcache would pickle it)
+    with diskcache.Cache(str(tmp_path / "c"), disk=BytesOnlyDisk) as raw:
+        with pytest.raises(TypeError, match="bytes"):
+            raw.set("k", {"not": "bytes"})
+        assert len(raw) == 0
 
 
 def test_eviction_is_off(tmp_path: Path) -> None:
-    # A directory first created with diskcache's defaults (1 GB limit, cull on set) ...
-    diskcache.Cache(str(tmp_path / "c")).close()
+    # A directory first created by diskcache with a 1000-byte limit (culled on every set) ...
+    diskcache.Cache(str(tmp_path / "c"), size_limit=1000).close()
     with ResponseCache(tmp_path / "c") as cache:
-        # ... gets eviction switched off when opened as a ResponseCache.
-        assert cache._cache.eviction_policy == "none"
-        assert cache._cache.size_limit == NO_SIZE_LIMIT
-        # Even with the limit forced below the data size, nothing is culled.
-        cache._cache.reset("size_limit", 1000)
+        # ... keeps everything written to it as a ResponseCache, far past that limit ...
         for start in range(0, 200, 50):
             cache.set_many([(f"k{i}", _entry(i, dim=256)) for i in range(start, start + 50)])
-        assert cache._cache.volume() > 1000
         assert len(cache) == 200
         assert all(cache.get(f"k{i}") is not None for i in range(200))
+    # ... because its stored settings now say: never evict, no size limit.
+    with diskcache.Cache(str(tmp_path / "c"), disk=BytesOnlyDisk) as raw:
+        assert raw.eviction_policy == "none" and raw.size_limit == NO_SIZE_LIMIT
+        assert raw.volume() > 1000 and len(raw) == 200
 
 
 def test_secret_never_lands_in_the_cache_directory(tmp_path: Path) -> None:

@@ -109,28 +109,65 @@ def test_hash_backend_is_deterministic_and_domain_separated() -> None:
 async def test_micro_batcher_groups_concurrent_items() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    calls: list[int] = []
+    calls: list[list[int]] = []
+    busy = threading.Event()  # the worker thread has taken the first batch
     release = threading.Event()
 
     def fn(items: list[int]) -> list[int | Exception]:
-        calls.append(len(items))
-        release.wait(5)
+        calls.append(list(items))
+        busy.set()
+        release.wait(30)
         return [ValueError("bad") if x < 0 else x * 10 for x in items]
 
     with ThreadPoolExecutor(1) as pool:
         batcher: MicroBatcher[int, int] = MicroBatcher(fn, max_batch=4, executor=pool)
         first = asyncio.ensure_future(batcher.submit_many([1]))
-        await asyncio.sleep(0.05)  # the worker is now busy on [1]
+        assert await asyncio.to_thread(busy.wait, 30)  # the worker is now busy on [1]
+        # Submitted while it is busy: these tasks are scheduled now, so they queue their
+        # items before the worker's wake-up (which comes only after `release`) is.
         rest = [asyncio.ensure_future(batcher.submit_many([i])) for i in range(2, 8)]
         bad = asyncio.ensure_future(batcher.submit_many([-1]))
-        await asyncio.sleep(0.01)
         release.set()
         assert await first == [10]
         assert [await r for r in rest] == [[i * 10] for i in range(2, 8)]
         with pytest.raises(ValueError, match="bad"):
             await bad
         await batcher.aclose()
-    assert calls[0] == 1 and max(calls[1:]) == 4 and sum(calls) == 8
+    assert calls == [[1], [2, 3, 4, 5], [6, 7, -1]]
+
+
+def test_the_server_answers_while_a_model_runs_in_its_executor(serve) -> None:  # type: ignore[no-untyped-def]
+    """The event loop never runs a model: /healthz answers while a forward pass is held."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import auth, data_uri, png
+
+    running, release = threading.Event(), threading.Event()
+
+    class HeldBackend(HashBackend):
+        def __init__(self) -> None:
+            super().__init__(dim=8)
+            self.executor = ThreadPoolExecutor(1)
+
+        def embed_images(self, tasks):  # type: ignore[no-untyped-def]
+            running.set()
+            release.wait(30)
+            return super().embed_images(tasks)
+
+    backend = HeldBackend()
+    url = serve(backend=backend)
+    body = {"model": "m", "input_type": "image", "images": [data_uri(png(1))]}
+    with ThreadPoolExecutor(1) as caller:
+        embed = caller.submit(httpx.post, url + "/v2/embed", json=body, headers=auth(), timeout=60)
+        try:
+            assert running.wait(30)
+            health = httpx.get(url + "/healthz", timeout=10)
+            assert health.status_code == 200 and not embed.done()
+        finally:
+            release.set()
+        assert embed.result(timeout=60).status_code == 200
+    assert backend.executor is not None
+    backend.executor.shutdown()
 
 
 async def test_serve_in_background_yields_a_working_url() -> None:
