@@ -140,6 +140,8 @@ def run_one(data: Path, cache: Path, out: Path, method: str, target: str, seed: 
         test_domains=(target,), steps_align=args.steps, steps_distill=args.steps,
         # the one-stage methods get as many steps as ADiP's two stages together
         steps=2 * args.steps, image_size=args.image_size, lr=args.lr,
+        # KD's logits are divided by τ: lr × τ keeps its step like ERM's (docs/results.md)
+        lr_kd=args.lr * 0.1,
         batch_per_domain=args.batch_per_domain, eval_every=args.eval_every, seed=seed,
         swad=args.swad, resume=(out / "checkpoint").exists(), threads=args.threads,
     )
@@ -157,7 +159,7 @@ def teacher_prototypes(data: Path, cache: Path, targets: list[str], teacher: str
     import numpy as np
 
     from distill.data import scan, split_holdout
-    from distill.train.trainer import find_store, open_store
+    from distill.train.targets import find_store, open_store
 
     ds = scan(data)
     store = open_store(find_store(cache, teacher, ds))
@@ -215,7 +217,8 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
         f"Student: tf_efficientnet_lite0 (packaged ImageNet weights, BatchNorm frozen), "
         f"{meta['image_size']} px, ADiP {meta['steps']} steps per stage (Align stops earlier "
         f"when its loss settles), ERM and KD {2 * meta['steps']} steps, lr {meta['lr']} "
-        f"(Align 1e-3), batch {meta['batch_per_domain']} per source domain, seeds "
+        f"(Align 1e-3, KD lr × 0.1 = {meta['lr'] * 0.1:g} since KD divides its logits by "
+        "τ = 0.1), batch {meta['batch_per_domain']} per source domain, seeds "
         f"{meta['seeds']}, SWAD {'on' if meta['swad'] else 'off'}, model selection: best "
         "in-domain validation accuracy per stage. KD is the proper KL (docs/method.md).  ",
         f"Machine: {meta['machine']}",
@@ -311,6 +314,7 @@ def main() -> None:
     args.mnist_per_class = args.mnist_per_class or (30 if q else 100)
     args.datasets = args.datasets.split(",")
 
+    from cache import CacheDir
     from distill.data import scan
     from distill.train.trainer import train  # noqa: F401  (fail early when torch/timm are missing)
 
@@ -322,7 +326,7 @@ def main() -> None:
     if not data:
         raise SystemExit("no dataset could be built; see the SKIPPED lines above")
     saved_harvest = work / "harvest.json"
-    if saved_harvest.is_file() and all((work / "cache" / "stores").glob("*/meta.json")):
+    if saved_harvest.is_file() and all(CacheDir(cache).stores.glob("*/meta.json")):
         # Harvested by an earlier run of this script: its queries and time are the real ones
         # (a second harvest would be all cache hits and report 0 queries).
         teacher = json.loads(saved_harvest.read_text())

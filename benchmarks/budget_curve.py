@@ -68,7 +68,7 @@ async def run_one(
     workdir: Path,
 ) -> dict[str, Any]:  # fmt: skip
     """One budgeted selection run; returns the bought ids and the dollars spent."""
-    from cache.base import MemoryCache
+    from cache import MemoryCache
     from distill.labelfree.rounds import harvest_rounds
     from vlmclient import Budget, TeacherClient
 

@@ -112,7 +112,7 @@ def run(
     """Harvest, SIGKILL at ``kills`` random moments with a resume after each, then finish."""
     from pydantic import SecretStr
 
-    from cache import read_ledger
+    from cache import CacheDir, read_ledger
     from distill.data import scan
     from distill.data.digits import make_digits
     from distill.server import Faults, HashBackend, ServerConfig, ServerThread, create_app
@@ -122,7 +122,7 @@ def run(
     data = make_digits(tmp / "digits", size=16, per_class=per_class)
     n_images = len(scan(data).samples)
     cache = tmp / "cache"
-    ledger_path = cache / "ledger.jsonl"
+    ledger_path = CacheDir(cache).ledger
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VLM_DISTILL_TEACHER_TOKEN": TOKEN}
     config = ServerConfig(token=SecretStr(TOKEN), faults=Faults(latency_ms=latency_ms))
     app = create_app(config, HashBackend(dim=32))

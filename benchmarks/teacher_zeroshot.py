@@ -59,7 +59,7 @@ def measure(name: str, work: Path, steps: int, seed: int, mnist_dir: str | None,
     from distill.server import ServerConfig, ServerThread, create_app, make_backend
     from distill.teacher.miniclip import ensure_teacher, manifest_path, teacher_name
     from distill.train.evaluate import zeroshot_by_domain
-    from distill.train.trainer import find_store, open_store
+    from distill.train.targets import find_store, open_store
 
     bench = build_bench(name, work / "bench" / name, mnist_dir)
     # The pool goes to WORK/teachers/pool/<name>; a teacher fitted before is reused.

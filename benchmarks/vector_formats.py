@@ -206,7 +206,7 @@ Measured {date} on {machine}, {cores} cores, Python {python}, numpy {numpy}.
 
 Retrieval nDCG@10 over about 107 MTEB tasks with `bge-small-en-v1.5` (384-d) and
 `nomic-embed-text-v1.5` (768-d), formats simulated by casting with `ml_dtypes`
-(summary from `../shared/reference/papers.md` §4; the per-cell values were not found):
+(our summary of the paper's findings; we did not find its per-cell values):
 
 | scheme | storage vs float32 | retrieval quality |
 |---|---|---|

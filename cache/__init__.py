@@ -3,42 +3,68 @@
 Imports nothing else of vlm-distill.
 """
 
-from .base import CacheEntry, CacheLike, LedgerLike, LedgerRecord, MemoryCache
-from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
-from .coordination import Coordinator, SpendView
-from .keys import canonical_json, make_key
-from .ledger import (
-    GroupTotals,
-    LedgerContents,
-    LedgerWriteError,
-    SpendLedger,
-    Totals,
-    read_ledger,
-    totals,
-)
-from .recover import RecoverResult, recover_cache
-from .response_cache import (
-    CacheCorruptError,
-    CacheError,
-    CacheReadOnlyError,
-    CacheStats,
-    CacheWriteError,
-    KindStats,
-    ResponseCache,
-    verify_cache,
-)
-from .spill import SpillFile
-from .store import EmbeddingStore, StoreError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .atomic import atomic_write, fsync_directory
+    from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
+    from .coordination import CoordinationError, Coordinator, SpendView
+    from .keys import canonical_json, make_key
+    from .layout import (
+        COORDINATION_FILE,
+        LEDGER_FILE,
+        RESPONSES_DIR,
+        STORES_DIR,
+        CacheDir,
+        CacheLayoutError,
+    )
+    from .ledger import (
+        GroupTotals,
+        LedgerContents,
+        LedgerWriteError,
+        SpendLedger,
+        Totals,
+        by_model,
+        is_overrun,
+        read_ledger,
+        totals,
+    )
+    from .memory import MemoryCache
+    from .protocols import CacheEntry, CacheLike, LedgerLike, LedgerRecord
+    from .recover import RecoverResult, recover_cache
+    from .response_cache import (
+        CacheCorruptError,
+        CacheError,
+        CacheReadOnlyError,
+        CacheStats,
+        CacheWriteError,
+        KindStats,
+        ResponseCache,
+        verify_cache,
+    )
+    from .spill import SpillFile
+    from .store import EmbeddingStore, StoreError
+    from .swap import exchange
 
 __all__ = [
+    "COORDINATION_FILE",
     "FORMATS",
+    "LEDGER_FILE",
+    "RESPONSES_DIR",
+    "STORES_DIR",
     "CacheCorruptError",
+    "CacheDir",
     "CacheEntry",
     "CacheError",
+    "CacheLayoutError",
     "CacheLike",
     "CacheReadOnlyError",
     "CacheStats",
     "CacheWriteError",
+    "CoordinationError",
     "Coordinator",
     "EmbeddingStore",
     "GroupTotals",
@@ -56,10 +82,15 @@ __all__ = [
     "StoreError",
     "Totals",
     "VectorFormat",
+    "atomic_write",
+    "by_model",
     "canonical_json",
     "decode_vector",
     "dequantize",
     "encode_vector",
+    "exchange",
+    "fsync_directory",
+    "is_overrun",
     "make_key",
     "quantize",
     "read_ledger",
@@ -67,3 +98,70 @@ __all__ = [
     "totals",
     "verify_cache",
 ]
+
+# Where each public name lives, imported on first use (PEP 562): ``import cache.layout``
+# or a name from it must not load every dependency of the package. The imports under
+# TYPE_CHECKING say the same to type checkers; tests/test_layout.py checks they agree.
+_SOURCES: dict[str, str] = {
+    "atomic_write": "atomic",
+    "fsync_directory": "atomic",
+    "FORMATS": "codecs",
+    "VectorFormat": "codecs",
+    "decode_vector": "codecs",
+    "dequantize": "codecs",
+    "encode_vector": "codecs",
+    "quantize": "codecs",
+    "CoordinationError": "coordination",
+    "Coordinator": "coordination",
+    "SpendView": "coordination",
+    "canonical_json": "keys",
+    "make_key": "keys",
+    "COORDINATION_FILE": "layout",
+    "LEDGER_FILE": "layout",
+    "RESPONSES_DIR": "layout",
+    "STORES_DIR": "layout",
+    "CacheDir": "layout",
+    "CacheLayoutError": "layout",
+    "GroupTotals": "ledger",
+    "LedgerContents": "ledger",
+    "LedgerWriteError": "ledger",
+    "SpendLedger": "ledger",
+    "Totals": "ledger",
+    "by_model": "ledger",
+    "is_overrun": "ledger",
+    "read_ledger": "ledger",
+    "totals": "ledger",
+    "MemoryCache": "memory",
+    "CacheEntry": "protocols",
+    "CacheLike": "protocols",
+    "LedgerLike": "protocols",
+    "LedgerRecord": "protocols",
+    "RecoverResult": "recover",
+    "recover_cache": "recover",
+    "CacheCorruptError": "response_cache",
+    "CacheError": "response_cache",
+    "CacheReadOnlyError": "response_cache",
+    "CacheStats": "response_cache",
+    "CacheWriteError": "response_cache",
+    "KindStats": "response_cache",
+    "ResponseCache": "response_cache",
+    "verify_cache": "response_cache",
+    "SpillFile": "spill",
+    "EmbeddingStore": "store",
+    "StoreError": "store",
+    "exchange": "swap",
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _SOURCES[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups find it without coming back here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -42,8 +42,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
-from .base import LedgerRecord
-from .ledger import LedgerWriteError, SpendLedger, _reserve_tail, read_ledger
+from .ledger import LedgerWriteError, SpendLedger, read_ledger, reserve_tail
+from .protocols import LedgerRecord
 
 __all__ = [
     "LEASE_TTL_S",
@@ -218,7 +218,7 @@ class Coordinator:
             except OSError:
                 continue
             try:
-                _reserve_tail(fd, RESERVE_BYTES)  # best effort: a full disk has no room left
+                reserve_tail(fd, RESERVE_BYTES)  # best effort: a full disk has no room left
             finally:
                 os.close(fd)
 

@@ -33,7 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from .base import LedgerRecord
+from .atomic import fsync_directory
+from .protocols import LedgerRecord
 
 __all__ = [
     "CACHE_HIT",
@@ -46,6 +47,7 @@ __all__ = [
     "by_model",
     "is_overrun",
     "read_ledger",
+    "reserve_tail",
     "totals",
 ]
 
@@ -58,7 +60,7 @@ RESERVE_BYTES: Final = 1024 * 1024
 _FALLOC_FL_KEEP_SIZE: Final = 1
 
 
-def _reserve_tail(fd: int, nbytes: int) -> bool:
+def reserve_tail(fd: int, nbytes: int) -> bool:
     """Allocate ``nbytes`` past the end of ``fd`` without changing its size (Linux only).
 
     Appends then write into blocks that already exist, so they succeed on a full disk.
@@ -215,10 +217,10 @@ class SpendLedger:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         if created:
-            _fsync_directory(self.path.parent)  # the new file's name is durable too
+            fsync_directory(self.path.parent)  # the new file's name is durable too
         self._since_reserve = 0
         self._end_torn_line()
-        _reserve_tail(self._fd, RESERVE_BYTES)
+        reserve_tail(self._fd, RESERVE_BYTES)
 
     def _end_torn_line(self) -> None:
         """After a crash mid-write, start our records on a fresh line."""
@@ -247,7 +249,7 @@ class SpendLedger:
         if self._since_reserve > RESERVE_BYTES // 2:
             # renew while half the reserve is left, so a disk that fills now finds it there
             self._since_reserve = 0
-            _reserve_tail(self._fd, RESERVE_BYTES)
+            reserve_tail(self._fd, RESERVE_BYTES)
 
     def record(self, rec: LedgerRecord) -> None:
         """Append ``rec`` (its time set to now if unset); durable before this returns.
@@ -288,19 +290,6 @@ class SpendLedger:
 
     def __repr__(self) -> str:
         return f"SpendLedger({str(self.path)!r})"
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory descriptors
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass

@@ -154,11 +154,11 @@ def recover_cache(directory: str | os.PathLike[str]) -> RecoverResult:
                             continue
                         batch.append((key, data))
                     if len(batch) >= _BATCH:
-                        fresh._store_raw(batch)
+                        fresh.store_encoded(batch)
                         copied += len(batch)
                         batch = []
                 if batch:
-                    fresh._store_raw(batch)
+                    fresh.store_encoded(batch)
                     copied += len(batch)
         # a damaged page can hide row ids that never existed: trust the old count if known
         unreadable: int | None = failed if expected is None else max(0, expected - copied)
@@ -166,7 +166,7 @@ def recover_cache(directory: str | os.PathLike[str]) -> RecoverResult:
             unreadable = None
         spilled = SpillFile(directory / SPILL_NAME).read()
         if spilled:
-            fresh._store_raw(spilled)
+            fresh.store_encoded(spilled)
         copied = len(fresh)
     kept_at = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(directory, kept_at)

@@ -1,6 +1,6 @@
 """ResponseCache: paid teacher responses on disk (diskcache/SQLite), bytes only, never evicted.
 
-Why these choices (docs: DESIGN.md, measured-limits.md part B):
+Why these choices (figures measured on this machine):
 
 * Values are bytes we encode ourselves, never pickles. diskcache pickles anything that
   is not str/bytes/int/float and unpickles whatever a row says is a pickle
@@ -52,8 +52,8 @@ from typing import Any, Final, NamedTuple
 import diskcache
 import numpy as np
 
-from .base import CacheEntry
 from .codecs import VectorFormat, check_format, decode_vector, encode_vector
+from .protocols import CacheEntry
 from .spill import SpillFile
 
 __all__ = [
@@ -355,7 +355,7 @@ class ResponseCache:
         """Move entries a previous run could not store from the spill file into the database."""
         assert self._spill is not None
         try:
-            n = self._spill.drain(self._store_raw)
+            n = self._spill.drain(self.store_encoded)
         except (CacheWriteError, OSError) as exc:
             waiting = self._spill.read()
             self._spilled = dict(waiting)
@@ -413,11 +413,11 @@ class ResponseCache:
         if not encoded:
             return
         try:
-            self._store_raw(encoded)
+            self.store_encoded(encoded)
         except CacheWriteError as exc:
             raise CacheWriteError(f"{exc}; {self._spill_out(encoded)}") from exc
 
-    def _store_raw(self, encoded: Sequence[tuple[str, bytes]]) -> None:
+    def store_encoded(self, encoded: Sequence[tuple[str, bytes]]) -> None:
         """Write encoded values in one transaction, then read each back; CacheWriteError
         if either fails (a damaged page can take a write and still not give it back)."""
         try:
@@ -476,6 +476,17 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._cache)
 
+    def _query(self, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of one SQL statement on diskcache's own connection.
+
+        diskcache has no public API for what this is used for: listing rows without
+        decoding their keys (a key marked as a pickle must be reported, never unpickled)
+        and SQLite's ``quick_check``. So this calls its private ``Cache._sql`` and reads its
+        table ``Cache(rowid, key, raw, ...)``; pyproject pins diskcache's major version and
+        tests/cache/test_diskcache_assumptions.py fails if either changes.
+        """
+        return self._cache._sql(statement, params).fetchall()  # type: ignore[no-any-return]
+
     def _key_rows(self) -> Iterator[tuple[int, Any, int]]:
         """(rowid, stored key, raw flag) of every row, in pages, without decoding keys.
 
@@ -483,10 +494,10 @@ class ResponseCache:
         last = 0
         while True:
             try:
-                rows = self._cache._sql(
+                rows = self._query(
                     "SELECT rowid, key, raw FROM Cache WHERE rowid > ? ORDER BY rowid LIMIT 1000",
                     (last,),
-                ).fetchall()
+                )
             except sqlite3.DatabaseError as exc:
                 raise CacheCorruptError(
                     f"cache database in {self.directory} cannot be listed after row {last} "
@@ -559,7 +570,7 @@ class ResponseCache:
         """(key, problem) for every corrupt entry; ``"<database>"`` for database damage."""
         problems: list[tuple[str, str]] = []
         try:
-            rows = self._cache._sql("PRAGMA quick_check").fetchall()
+            rows = self._query("PRAGMA quick_check")
             bad = [str(row[0]) for row in rows if row[0] != "ok"]
             if bad:
                 problems.append((_DATABASE, "; ".join(bad[:5])))

@@ -1,6 +1,6 @@
 """EmbeddingStore: one dataset's teacher embeddings as a memory-mapped matrix, for training.
 
-A store is a directory (layout in notes/store-and-data-spec.md)::
+A store is a directory::
 
     meta.json         format_version, teacher, fingerprints, dim, format, views, ...
     image_ids.json    row i of the image matrix is image_ids[i]
@@ -29,6 +29,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from .atomic import fsync_directory
 from .codecs import VectorFormat, check_format, dequantize, quantize, storage_dtype
 from .swap import exchange, leftover_name, recover
 
@@ -44,16 +45,6 @@ _TEXTS: Final = "texts.npy"
 
 class StoreError(ValueError):
     """A store cannot be written (bad input) or read (missing or inconsistent files)."""
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -207,7 +198,7 @@ class EmbeddingStore:
             _save_npy(tmp / _TEXTS, texts)
             _save_json(tmp / _IDS, ids)
             _save_json(tmp / _META, meta)  # last: a directory with meta.json is complete
-            _fsync_path(tmp)
+            fsync_directory(tmp)
             _replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -356,7 +347,7 @@ def _replace_dir(new: Path, target: Path) -> None:
                 continue  # the target went away meanwhile: rename into place instead
             if swapped:
                 # One step: the target always names a whole store; ``new`` holds the old.
-                _fsync_path(parent)
+                fsync_directory(parent)
                 shutil.rmtree(new, ignore_errors=True)
                 return
         if not target.exists():
@@ -366,7 +357,7 @@ def _replace_dir(new: Path, target: Path) -> None:
                 if target.exists():
                     continue  # another writer got there first: swap with theirs
                 raise
-            _fsync_path(parent)
+            fsync_directory(parent)
             return
         # No RENAME_EXCHANGE here: two renames, with a window recover() repairs.
         old = leftover_name(target, "old")
@@ -382,7 +373,7 @@ def _replace_dir(new: Path, target: Path) -> None:
             except OSError:
                 shutil.rmtree(old, ignore_errors=True)  # another writer's store is there now
             continue
-        _fsync_path(parent)
+        fsync_directory(parent)
         shutil.rmtree(old, ignore_errors=True)
         return
     raise StoreError(

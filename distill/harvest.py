@@ -11,46 +11,61 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from cache import CacheLike, VectorFormat
+from cache.layout import STORES_DIR
 from cache.store import EmbeddingStore, StoreError
 from distill.data import Dataset, class_prompts
-from distill.data.views import view_bytes
+from distill.view_requests import (
+    ViewClient,
+    build_requests,
+    cached_view_vector,
+    upload_encoding,
+    view_request,
+)
 from vlmclient import (
     AuthenticationError,
     BudgetExceededError,
     ConfigurationError,
-    Image,
+    Embedder,
     ImageEmbeddingRequest,
     InputError,
+    Kind,
     MalformedResponsesError,
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
     SpendRecordError,
-    TeacherClient,
     TextEmbeddingRequest,
+    Timings,
     VLMError,
+    endpoint_id,
+    item_cache_key,
+    prepare_item,
+    teacher_fingerprint,
 )
-from vlmclient.client import endpoint_id, item_cache_key, prepare_item
 from vlmclient.providers import parse_teacher
 
 __all__ = [
+    "FATAL",
     "UNREADABLE",
+    "HarvestClient",
     "HarvestResult",
     "ImageItem",
+    "Spending",
     "export_store",
     "harvest",
     "image_items",
     "store_dir",
-    "teacher_fingerprint",
+    "view_request",
 ]
 
 log = logging.getLogger("distill.harvest")
@@ -68,6 +83,41 @@ FATAL = (
 )
 UNREADABLE = "cannot prepare image"  # failure reason of items that no retry can fix
 CHUNKS_IN_FLIGHT_PER_SLOT = 2  # chunks scheduled ahead per concurrency slot
+
+
+class Spending(Protocol):
+    """The part of a budget harvest reads: what was spent so far."""
+
+    @property
+    def spent(self) -> Decimal: ...
+
+
+@runtime_checkable
+class HarvestClient(Embedder, ViewClient, Protocol):
+    """What :func:`harvest` needs of its client (:class:`vlmclient.TeacherClient` is one):
+    the two embedding calls, cache look-ups by key (:class:`ViewClient`), plus the
+    client's limits, spend, health and identity."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    @property
+    def budget(self) -> Spending: ...
+
+    @property
+    def overrun(self) -> Exception | None: ...
+
+    @property
+    def storage_problem(self) -> str | None: ...
+
+    def batch_limit(self, kind: Kind) -> int: ...
+
+    def plan(
+        self, kind: Kind, requests: Sequence[ImageEmbeddingRequest | TextEmbeddingRequest]
+    ) -> tuple[int, Decimal]: ...
 
 
 @dataclass(frozen=True)
@@ -96,6 +146,7 @@ class HarvestResult:
     fatal: str | None = None
     overrun: str | None = None  # the provider billed more than reserved: what happened
     store_error: str | None = None  # the export failed after every item was bought
+    views_computed: int = 0  # augmented views computed (a fully cached rerun computes none)
 
     @property
     def complete(self) -> bool:
@@ -110,38 +161,27 @@ def image_items(dataset: Dataset, views: int) -> list[ImageItem]:
     ]
 
 
-def _request(item: ImageItem, hflip: bool) -> ImageEmbeddingRequest:
-    data, media_type = view_bytes(item.path, item.image_id, item.view, hflip=hflip)
-    return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
-
-
-def teacher_fingerprint(
-    teacher: str, params: dict[str, object] | None = None, endpoint: str | None = None
-) -> str:
-    """What ``TeacherClient.fingerprint`` is for this teacher; ``endpoint`` as
-    :func:`vlmclient.client.endpoint_id` gives it."""
-    provider, model = parse_teacher(teacher)
-    from cache.keys import make_key
-    from vlmclient.client import key_base
-
-    return make_key(key_base(provider, model, params or {}, "fingerprint", endpoint))
-
-
 def store_dir(cache_dir: Path, teacher: str, dataset: Dataset) -> Path:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{dataset.root.name}-{teacher}")
-    return cache_dir / "stores" / f"{slug}-{dataset.fingerprint()[:12]}"
+    return cache_dir / STORES_DIR / f"{slug}-{dataset.fingerprint()[:12]}"
 
 
 async def harvest(
     dataset: Dataset,
-    client: TeacherClient,
+    client: HarvestClient,
     *,
     cache_dir: Path,
     views: int = 1,
     prompt: str = "a photo of a {}",
     on_progress: Callable[[HarvestResult], None] | None = None,
+    timings: Timings | None = None,
 ) -> HarvestResult:
-    """Embed every image view and class prompt of ``dataset``; export the store when done."""
+    """Embed every image view and class prompt of ``dataset``; export the store when done.
+
+    ``timings`` (the client's, for ``harvest -v``) also counts the harvest's own work:
+    reading images and computing views (``prepare``), writing the store (``store``).
+    """
+    timings = timings if timings is not None else Timings()
     result = HarvestResult(skipped=list(dataset.skipped))
     items = image_items(dataset, views)
     prompts = class_prompts(dataset.class_names, prompt) if dataset.class_names else []
@@ -189,15 +229,19 @@ async def harvest(
         async with gate:
             if stop.is_set():
                 return
-            reqs, kept = [], []
-            for item in chunk:
-                try:
-                    # Prepared here, item by item (the client then finds it ready): one image
-                    # that cannot be decoded must not fail the other items of its request.
-                    reqs.append(prepare_item(client.provider, _request(item, dataset.hflip)))
-                    kept.append(item)
-                except (InputError, OSError, ValueError) as exc:
-                    result.failed.append((item.image_id, f"{UNREADABLE}: {exc}"))
+            started = time.perf_counter()
+            # Cached views are found by content id before any view is computed; the rest
+            # are prepared item by item (the client then finds them ready): one image that
+            # cannot be decoded must not fail the other items of its request.
+            built = build_requests(client, chunk, hflip=dataset.hflip)
+            timings.add("prepare", started)
+            result.views_computed += built.views_computed
+            result.failed.extend((i.image_id, f"{UNREADABLE}: {why}") for i, why in built.failed)
+            for i, r in built.cached:
+                vectors[(i.row, i.view)] = r.vector
+            if built.cached:
+                account(len(built.cached), 0)
+            reqs, kept = built.requests, built.items
             if not reqs:
                 return
             out = await run(lambda: client.embed_images(reqs), [i.image_id for i in kept])
@@ -226,6 +270,7 @@ async def harvest(
         return result
     if not items or not prompts:
         return result  # nothing to export (unlabelled data or empty)
+    started = time.perf_counter()
     image_matrix = np.stack(
         [np.stack([vectors[(row, v)] for v in range(views)]) for row in range(len(dataset.samples))]
     )
@@ -242,11 +287,13 @@ async def harvest(
     except (OSError, StoreError) as exc:
         # Every vector is paid for and cached; only the export failed (disk full...).
         result.store_error = f"could not write the embedding store: {exc}"
+    finally:
+        timings.add("store", started)
     return result
 
 
 def _remaining(
-    client: TeacherClient,
+    client: HarvestClient,
     dataset: Dataset,
     missing: list[ImageItem],
     prompts: list[str],
@@ -255,9 +302,10 @@ def _remaining(
     """(items still to buy, worst-case cost of buying them): the uncached ones only."""
     count, cost = 0, Decimal(0)
     reqs = []
+    encoding = upload_encoding(client.teacher)
     for item in missing:
         try:
-            reqs.append(prepare_item(client.provider, _request(item, dataset.hflip)))
+            reqs.append(client.prepare(view_request(item, dataset.hflip, encoding)))
         except (InputError, OSError, ValueError):
             continue  # cannot be sent at all, so it costs nothing
     if reqs:
@@ -328,7 +376,14 @@ def export_store(
     images: dict[tuple[int, int], np.ndarray | None] = {}
     for item in image_items(dataset, views):
         try:
-            images[(item.row, item.view)] = lookup("image_embedding", _request(item, dataset.hflip))
+            if item.view == 0:
+                request = view_request(item, dataset.hflip)
+                images[(item.row, item.view)] = lookup("image_embedding", request)
+            else:  # by its content id, else by its key before content ids
+                images[(item.row, item.view)] = cached_view_vector(
+                    cache, item, hflip=dataset.hflip, teacher=teacher, params=params,
+                    endpoint=endpoint,
+                )  # fmt: skip
         except (InputError, OSError, ValueError):
             images[(item.row, item.view)] = None
     missing = sum(v is None for v in texts) + sum(v is None for v in images.values())

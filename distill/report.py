@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cache import CacheError, ResponseCache, read_ledger, totals
+from cache.layout import LEDGER_FILE, RESPONSES_DIR, CacheDir
 from cache.ledger import by_model, is_overrun
-from distill.cachedir import CacheDir
 
 __all__ = ["SCHEMA", "append_run", "build_report", "find_cache_dir"]
 
@@ -23,7 +23,7 @@ RUNS_FILE = "runs.jsonl"
 
 def find_cache_dir(path: Path) -> Path:
     """A cache directory itself, or the one a run folder names in its config.json."""
-    if (path / "ledger.jsonl").exists() or (path / "responses").exists():
+    if (path / LEDGER_FILE).exists() or (path / RESPONSES_DIR).exists():
         return path
     config = path / "config.json"
     if config.exists():

@@ -14,8 +14,7 @@ import asyncio
 from decimal import Decimal
 from pathlib import Path
 
-from cache import ResponseCache, SpendLedger
-from distill.cachedir import CacheDir
+from cache import CacheDir, ResponseCache, SpendLedger
 from distill.data import scan
 from distill.harvest import harvest
 from vlmclient import Budget, TeacherClient

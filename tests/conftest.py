@@ -8,14 +8,11 @@ import heapq
 import io
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image as PILImage
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 class FakeClock:

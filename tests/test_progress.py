@@ -7,7 +7,8 @@ import io
 import pytest
 from rich.console import Console
 
-from distill.cli.progress import PLAIN_EVERY_S, LiveProgress
+from distill.cli.progress import PLAIN_EVERY_S, LiveProgress, TrainProgress
+from distill.train.trainer import Progress
 
 
 def test_plain_lines_are_throttled_and_carry_an_eta(capsys: pytest.CaptureFixture[str]) -> None:
@@ -23,3 +24,40 @@ def test_plain_lines_are_throttled_and_carry_an_eta(capsys: pytest.CaptureFixtur
     assert len(lines) == 6
     assert lines[0].startswith("harvest: 1/100 hits 1 · ETA ")
     assert lines[-1].startswith("harvest: 50/100 hits 50 · ETA 25s")
+
+
+def _events(stage: str, total: int) -> list[Progress]:
+    out = [Progress("start", stage, 0, total)]
+    for step in range(1, total + 1):
+        out.append(Progress("step", stage, step, total, {"loss": 1.0 / step}))
+    out.append(Progress("eval", stage, total, total, {"loss": 0.5}, 0.812, 0.64))
+    out.append(Progress("stage_end", stage, total, total, {}, 0.812, 0.64))
+    return out
+
+
+def test_train_progress_plain_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    out = Console(file=io.StringIO(), force_terminal=False)
+    with TrainProgress(out=out, clock=lambda: 0.0) as hook:
+        for p in [*_events("align", 40), *_events("distill", 10)]:
+            hook(p)
+        hook(Progress("done", "final", 0, 0, {}, 0.8, 0.6))
+    lines = capsys.readouterr().out.splitlines()
+    # within 5 s: each stage's first update, then its last state when the stage ends
+    assert lines == [
+        "align: 0/40",
+        "align: 40/40  · ID 0.81 OOD 0.64",
+        "distill: 0/10",
+        "distill: 10/10  · ID 0.81 OOD 0.64",
+    ]
+
+
+def test_train_progress_bars_on_a_terminal_name_method_and_stage() -> None:
+    buf = io.StringIO()
+    out = Console(file=buf, force_terminal=True, width=120)
+    hook = TrainProgress("adip", out=out)
+    for p in [*_events("align", 3), *_events("distill", 3)]:
+        hook(p)
+    hook.close()
+    text = buf.getvalue()
+    assert "adip/align" in text and "adip/distill" in text and "3/3" in text
+    assert "ID 0.81 OOD 0.64" in text

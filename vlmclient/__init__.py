@@ -8,55 +8,79 @@ Never imports torch. Typical use::
         results = await teacher.embed_images([ImageEmbeddingRequest(image=Image.from_path(p))])
 """
 
-from .budget import Budget, Reservation
-from .claims import Claims
-from .client import DEFAULT_CONCURRENCY, ClientStats, TeacherClient
-from .errors import (
-    APIConnectionError,
-    APIError,
-    APIStatusError,
-    APITimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    BudgetExceededError,
-    BudgetOverrunError,
-    CacheStoreError,
-    ConfigurationError,
-    InputError,
-    InternalServerError,
-    MalformedResponsesError,
-    NotFoundError,
-    OverloadedError,
-    PermissionDeniedError,
-    QuotaExceededError,
-    RateLimitError,
-    RequestTooLargeError,
-    ResponseValidationError,
-    SpendRecordError,
-    TruncatedAnswerError,
-    VLMError,
-)
-from .models import (
-    AnswerRequest,
-    AnswerResult,
-    EmbeddingResult,
-    Image,
-    ImageEmbeddingRequest,
-    Kind,
-    Price,
-    TextEmbeddingRequest,
-    Usage,
-)
-from .prices import PriceTable, load_prices
-from .protocol import Teacher
-from .providers import PROVIDERS, Provider, get_provider, parse_teacher
-from .ratelimit import RateLimiter
-from .retry import RetryPolicy
-from .shared_budget import SharedBudget, SharedReservation
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .budget import Budget, Reservation
+    from .claims import Claims
+    from .client import (
+        DEFAULT_CONCURRENCY,
+        ClientStats,
+        TeacherClient,
+        content_cache_key,
+        endpoint_id,
+        item_cache_key,
+        prepare_item,
+        teacher_fingerprint,
+    )
+    from .errors import (
+        APIConnectionError,
+        APIError,
+        APIStatusError,
+        APITimeoutError,
+        AuthenticationError,
+        BadRequestError,
+        BudgetExceededError,
+        BudgetOverrunError,
+        CacheStoreError,
+        ConfigurationError,
+        InputError,
+        InternalServerError,
+        MalformedResponsesError,
+        NotFoundError,
+        OverloadedError,
+        PermissionDeniedError,
+        QuotaExceededError,
+        RateLimitError,
+        RequestTooLargeError,
+        ResponseValidationError,
+        SpendRecordError,
+        TruncatedAnswerError,
+        VLMError,
+    )
+    from .media import media_type_of
+    from .models import (
+        AnswerRequest,
+        AnswerResult,
+        EmbeddingResult,
+        Image,
+        ImageEmbeddingRequest,
+        Kind,
+        MixedEmbeddingRequest,
+        Price,
+        TextEmbeddingRequest,
+        Usage,
+    )
+    from .price_check import MIN_PRICE_USD, free_units
+    from .prices import PriceTable, has_prices, load_prices
+    from .protocol import Embedder, Teacher
+    from .providers import PROVIDERS, Provider, get_provider, parse_teacher
+    from .providers.images import ACCEPTED_MEDIA_TYPES
+    from .providers.reasoning import REASONING_LEVELS
+    from .ratelimit import RateLimiter
+    from .retry import RetryPolicy
+    from .shared_budget import SharedBudget, SharedReservation
+    from .timing import Timings
 
 __all__ = [
+    "ACCEPTED_MEDIA_TYPES",
     "DEFAULT_CONCURRENCY",
+    "MIN_PRICE_USD",
     "PROVIDERS",
+    "REASONING_LEVELS",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -72,6 +96,7 @@ __all__ = [
     "Claims",
     "ClientStats",
     "ConfigurationError",
+    "Embedder",
     "EmbeddingResult",
     "Image",
     "ImageEmbeddingRequest",
@@ -79,6 +104,7 @@ __all__ = [
     "InternalServerError",
     "Kind",
     "MalformedResponsesError",
+    "MixedEmbeddingRequest",
     "NotFoundError",
     "OverloadedError",
     "PermissionDeniedError",
@@ -98,10 +124,102 @@ __all__ = [
     "Teacher",
     "TeacherClient",
     "TextEmbeddingRequest",
+    "Timings",
     "TruncatedAnswerError",
     "Usage",
     "VLMError",
+    "content_cache_key",
+    "endpoint_id",
+    "free_units",
     "get_provider",
+    "has_prices",
+    "item_cache_key",
     "load_prices",
+    "media_type_of",
     "parse_teacher",
+    "prepare_item",
+    "teacher_fingerprint",
 ]
+
+# Where each public name lives, imported on first use (PEP 562): ``import vlmclient.errors``
+# or a name from it must not load every dependency of the package. The imports under
+# TYPE_CHECKING say the same to type checkers; tests/test_layout.py checks they agree.
+_SOURCES: dict[str, str] = {
+    "Budget": "budget",
+    "Reservation": "budget",
+    "Claims": "claims",
+    "DEFAULT_CONCURRENCY": "client",
+    "ClientStats": "client",
+    "TeacherClient": "client",
+    "content_cache_key": "client",
+    "endpoint_id": "client",
+    "item_cache_key": "client",
+    "prepare_item": "client",
+    "teacher_fingerprint": "client",
+    "APIConnectionError": "errors",
+    "APIError": "errors",
+    "APIStatusError": "errors",
+    "APITimeoutError": "errors",
+    "AuthenticationError": "errors",
+    "BadRequestError": "errors",
+    "BudgetExceededError": "errors",
+    "BudgetOverrunError": "errors",
+    "CacheStoreError": "errors",
+    "ConfigurationError": "errors",
+    "InputError": "errors",
+    "InternalServerError": "errors",
+    "MalformedResponsesError": "errors",
+    "NotFoundError": "errors",
+    "OverloadedError": "errors",
+    "PermissionDeniedError": "errors",
+    "QuotaExceededError": "errors",
+    "RateLimitError": "errors",
+    "RequestTooLargeError": "errors",
+    "ResponseValidationError": "errors",
+    "SpendRecordError": "errors",
+    "TruncatedAnswerError": "errors",
+    "VLMError": "errors",
+    "media_type_of": "media",
+    "AnswerRequest": "models",
+    "AnswerResult": "models",
+    "EmbeddingResult": "models",
+    "Image": "models",
+    "ImageEmbeddingRequest": "models",
+    "Kind": "models",
+    "MixedEmbeddingRequest": "models",
+    "Price": "models",
+    "TextEmbeddingRequest": "models",
+    "Usage": "models",
+    "MIN_PRICE_USD": "price_check",
+    "free_units": "price_check",
+    "PriceTable": "prices",
+    "has_prices": "prices",
+    "load_prices": "prices",
+    "Embedder": "protocol",
+    "Teacher": "protocol",
+    "PROVIDERS": "providers",
+    "Provider": "providers",
+    "get_provider": "providers",
+    "parse_teacher": "providers",
+    "REASONING_LEVELS": "providers.reasoning",
+    "ACCEPTED_MEDIA_TYPES": "providers.images",
+    "RateLimiter": "ratelimit",
+    "RetryPolicy": "retry",
+    "SharedBudget": "shared_budget",
+    "SharedReservation": "shared_budget",
+    "Timings": "timing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _SOURCES[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups find it without coming back here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

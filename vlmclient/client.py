@@ -18,14 +18,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
 
-from cache.base import CacheEntry, CacheLike, LedgerLike, LedgerRecord
 from cache.keys import make_key
+from cache.protocols import CacheEntry, CacheLike, LedgerLike, LedgerRecord
 
 from .budget import Budget, Reservation
 from .claims import CLAIM_POLL_S, Claims
@@ -47,18 +47,21 @@ from .models import (
     AnswerRequest,
     AnswerResult,
     EmbeddingResult,
+    Image,
     ImageEmbeddingRequest,
     Kind,
+    MixedEmbeddingRequest,
     Price,
     TextEmbeddingRequest,
     Usage,
 )
 from .prices import STALE_PRICE_DAYS, PriceTable, price_age_days
-from .providers import CallSpec, Parsed, Provider, parse_teacher
+from .providers import PROVIDERS, CallSpec, Parsed, Provider, parse_teacher
 from .providers.base import Item, text_tokens_upper_bound
 from .ratelimit import RateLimiter
 from .redact import Redactor
 from .retry import RetryPolicy
+from .timing import Timings
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -67,10 +70,13 @@ __all__ = [
     "MALFORMED_STOP_MIN",
     "ClientStats",
     "TeacherClient",
+    "content_cache_key",
     "endpoint_id",
+    "image_key_part",
     "item_cache_key",
     "normalise_base_url",
     "prepare_item",
+    "teacher_fingerprint",
 ]
 
 log = logging.getLogger("vlmclient")
@@ -89,6 +95,7 @@ MIN_SCRUBBED_SECRET = 8
 DEFAULT_NAMESPACE = "default"  # --cache-namespace value meaning "the provider's own endpoint"
 
 R = TypeVar("R", EmbeddingResult, AnswerResult)
+ItemT = TypeVar("ItemT", bound=Item)  # one kind of request in, the same kind out
 EventHook = Callable[[str, int], None]
 
 
@@ -211,6 +218,16 @@ def key_base(
     return parts
 
 
+def teacher_fingerprint(
+    teacher: str, params: Mapping[str, Any] | None = None, endpoint: str | None = None
+) -> str:
+    """What :attr:`TeacherClient.fingerprint` is for ``teacher`` (``provider:model``) with
+    these ``params``; usable without a client or an API key. ``endpoint`` is
+    :func:`endpoint_id` of the base URL / namespace the answers come from."""
+    provider, model = parse_teacher(teacher)
+    return make_key(key_base(provider, model, params or {}, "fingerprint", endpoint))
+
+
 def item_cache_key(
     provider: Provider,
     model: str,
@@ -227,12 +244,39 @@ def item_cache_key(
     parts = key_base(provider, model, params, kind, endpoint)
     if isinstance(item, TextEmbeddingRequest):
         parts["text"] = item.text
+    elif isinstance(item, MixedEmbeddingRequest):
+        # every part, in order: the same text and image in another order is another input
+        parts["parts"] = [
+            {"text": p} if isinstance(p, str) else image_key_part(p) for p in item.parts
+        ]
     else:
-        parts["image_sha256"] = item.image.digest
-        parts["media_type"] = item.image.media_type
+        parts.update(image_key_part(item.image))
         if isinstance(item, AnswerRequest):
             parts["prompt"] = item.prompt
             parts["max_output_tokens"] = item.max_output_tokens
+    return make_key(parts)
+
+
+def image_key_part(image: Image) -> dict[str, str]:
+    """What a key holds of an image: its ``content_id`` when the caller named the pixels,
+    else the sha256 and media type of the bytes sent (keys made before content ids)."""
+    if image.content_id is not None:
+        return {"content_id": image.content_id}
+    return {"image_sha256": image.digest, "media_type": image.media_type}
+
+
+def content_cache_key(
+    provider: Provider,
+    model: str,
+    params: Mapping[str, Any],
+    content_id: str,
+    endpoint: str | None = None,
+) -> str:
+    """The cache key of the image embedding of an image named by ``content_id``, computed
+    without the image: equal to :func:`item_cache_key` of an
+    ``ImageEmbeddingRequest(image=Image(..., content_id=content_id))``."""
+    parts = key_base(provider, model, params, "image_embedding", endpoint)
+    parts.update({"content_id": content_id})
     return make_key(parts)
 
 
@@ -254,12 +298,36 @@ def _again(exc: Exception) -> Exception:
     return copy
 
 
-def prepare_item(provider: Provider, item: Item) -> Item:
+def prepare_item(provider: Provider, item: ItemT) -> ItemT:
     """The item as it will be sent (images downscaled / re-encoded to the provider's limits)."""
     if isinstance(item, TextEmbeddingRequest):
         return item
+    if isinstance(item, MixedEmbeddingRequest):
+        parts = tuple(p if isinstance(p, str) else provider.prepare_image(p) for p in item.parts)
+        same = all(a is b for a, b in zip(parts, item.parts, strict=True))
+        return item if same else item.model_copy(update={"parts": parts})
     image = provider.prepare_image(item.image)
-    return item if image is item.image else item.model_copy(update={"image": image})
+    if image is item.image:
+        return item
+    # model_copy keeps the class; mypy only sees the narrowed union
+    return cast(ItemT, item.model_copy(update={"image": image}))
+
+
+def request_share(provider: Provider, item: Item) -> tuple[int, int]:
+    """(image bytes, tokens) one prepared item adds to a request, for the provider's
+    per-request caps (``max_request_bytes``, ``max_request_tokens``)."""
+    if isinstance(item, TextEmbeddingRequest):
+        return 0, text_tokens_upper_bound(item.text)
+    if isinstance(item, MixedEmbeddingRequest):
+        images = item.images
+        tokens = sum(text_tokens_upper_bound(t) for t in item.texts)
+        return (
+            sum(len(i.data) for i in images),
+            tokens + len(images) * provider.image_request_tokens,
+        )
+    if isinstance(item, ImageEmbeddingRequest):
+        return len(item.image.data), provider.image_request_tokens
+    return len(item.image.data), 0
 
 
 class TeacherClient:
@@ -351,6 +419,8 @@ class TeacherClient:
             raise ConfigurationError("batch size must be >= 1")
         self.batch_size = batch_size
         self.stats = ClientStats()
+        self.timings = Timings()
+        """Seconds per phase (prepare, parse, cache, ledger) and waiting on the provider."""
         self._cache = cache
         self._ledger = ledger
         self._retry = retry or RetryPolicy()
@@ -400,7 +470,7 @@ class TeacherClient:
     def fingerprint(self) -> str:
         """Identity of the teacher's answers: provider, model, API version, parameters,
         and the endpoint when it is not the provider's default."""
-        return make_key(self._key_base("fingerprint"))
+        return teacher_fingerprint(self.teacher, self.params, self.endpoint)
 
     @property
     def overrun(self) -> BudgetOverrunError | None:
@@ -420,11 +490,30 @@ class TeacherClient:
     async def answer(self, requests: Sequence[AnswerRequest]) -> list[AnswerResult]:
         return await self._run("answer", requests, AnswerResult)
 
+    async def embed_mixed(
+        self, requests: Sequence[MixedEmbeddingRequest]
+    ) -> list[EmbeddingResult]:
+        """One vector per request, its texts and images fused by the provider.
+
+        Cached (the key holds every part in order), budgeted, rate-limited, retried and
+        billed like the other kinds. Teachers that cannot fuse inputs (everything but
+        ``cohere:embed-v4.0``, ``voyage:`` and ``local:``) raise
+        :class:`ConfigurationError` before anything is sent. Not part of the
+        :class:`~vlmclient.Teacher` protocol: ``distill`` does not need it.
+
+        Example (inside an async function)::
+
+            [vec] = await teacher.embed_mixed(
+                [MixedEmbeddingRequest(parts=("a red shoe", Image.from_path("shoe.jpg")))]
+            )
+        """
+        return await self._run("mixed_embedding", requests, EmbeddingResult)
+
     def plan(self, kind: Kind, requests: Sequence[Item]) -> tuple[int, Decimal]:
         """(uncached items, worst-case cost of buying them); sends nothing."""
         misses: dict[str, Item] = {}
         for item in requests:
-            item = self._prepare(item)
+            item = self.prepare(item)
             key = self.cache_key(kind, item)
             if key not in misses and (self._cache is None or self._cache.get(key) is None):
                 misses[key] = item
@@ -438,15 +527,72 @@ class TeacherClient:
 
     # -- keys -----------------------------------------------------------------------------
 
-    def _key_base(self, kind: str) -> dict[str, Any]:
-        return key_base(self.provider, self.model, self.params, kind, self.endpoint)
-
     def cache_key(self, kind: Kind, item: Item) -> str:
         """sha256 of everything that changes the answer, the endpoint included; never a
         secret."""
         return item_cache_key(self.provider, self.model, self.params, kind, item, self.endpoint)
 
-    def _prepare(self, item: Item) -> Item:
+    def content_key(self, content_id: str) -> str:
+        """The cache key of the image embedding of an image named by ``content_id``
+        (:attr:`Image.content_id`), computed without the image."""
+        return content_cache_key(self.provider, self.model, self.params, content_id, self.endpoint)
+
+    def cached(
+        self, kind: Kind, keys: Sequence[str], fallback: Sequence[str | None] = ()
+    ) -> list[EmbeddingResult | AnswerResult | None]:
+        """The results cached under ``keys`` (None for a miss); sends nothing.
+
+        A caller that names its images by ``content_id`` asks this first and encodes only
+        the misses. ``fallback[i]``, when given, is the key the same item had before (an
+        older way of keying it, e.g. by the bytes of an earlier encoding): on a miss under
+        ``keys[i]`` the entry found there is used and stored under ``keys[i]`` too, so
+        the next run finds it directly. Hits are counted and recorded like those of the
+        embed calls.
+
+        Example::
+
+            [hit] = teacher.cached("image_embedding", [teacher.content_key("view1:4f2a...")])
+            if hit is None:  # only now compute, encode and buy the image
+                [hit] = await teacher.embed_images([ImageEmbeddingRequest(image=image)])
+        """
+        out: list[EmbeddingResult | AnswerResult | None] = []
+        adopted: list[tuple[str, CacheEntry]] = []
+        hits, saved = 0, Decimal(0)
+        for i, key in enumerate(keys):
+            entry = self._cache_get(key)
+            old = fallback[i] if i < len(fallback) else None
+            if entry is None and old is not None:
+                entry = self._cache_get(old)
+                if entry is not None:
+                    adopted.append((key, entry))
+            if entry is None or (kind != "answer" and entry.vector is None):
+                out.append(None)
+                continue
+            if entry.vector is not None:
+                self._dims.setdefault(kind, int(entry.vector.shape[0]))
+            out.append(self._from_entry(kind, entry))
+            hits += 1
+            saved += Decimal(str(entry.meta.get("cost_usd", "0")))
+        if adopted and self._cache is not None:
+            started = time.perf_counter()
+            try:
+                self._cache.set_many(adopted)
+            except Exception as exc:  # the old entry stays where it was: nothing is lost
+                log.warning(
+                    "could not store %d cache entries under their new keys: %s", len(adopted), exc
+                )
+            finally:
+                self.timings.add("cache", started)
+        if hits:
+            self.stats.cache_hits += hits
+            self.stats.saved_usd += saved
+            self._event("hit", hits)
+            self._record(kind, hits, Decimal(0), Usage(), outcome="cache_hit", saved=saved)
+        return out
+
+    def prepare(self, item: ItemT) -> ItemT:
+        """``item`` as it will be sent: the image downscaled / re-encoded to the provider's
+        limits (what the cache key is computed on)."""
         return prepare_item(self.provider, item)
 
     # -- pipeline ------------------------------------------------------------------------
@@ -458,6 +604,7 @@ class TeacherClient:
     def _cache_get(self, key: str) -> CacheEntry | None:
         if self._cache is None:
             return None
+        started = time.perf_counter()
         try:
             return self._cache.get(key)
         except Exception as exc:
@@ -467,6 +614,8 @@ class TeacherClient:
                 self._cache_error = f"{type(exc).__name__}: {exc}"
                 log.critical("CACHE UNREADABLE: %s; no further requests will be sent", exc)
             return None
+        finally:
+            self.timings.add("cache", started)
 
     def _from_entry(self, kind: Kind, entry: CacheEntry) -> EmbeddingResult | AnswerResult:
         rid = entry.meta.get("request_id")
@@ -477,15 +626,21 @@ class TeacherClient:
 
     async def _run(self, kind: Kind, requests: Sequence[Item], result_type: type[R]) -> list[R]:
         if kind not in self.provider.kinds_for(self.model):
-            raise ConfigurationError(f"{self.teacher} does not offer {kind.replace('_', ' ')}s")
+            offering = sorted(n for n, p in PROVIDERS.items() if kind in p.kinds)
+            raise ConfigurationError(
+                f"{self.teacher} does not offer {kind.replace('_', ' ')}s (offered by "
+                f"{', '.join(offering)}, not by every model of each; nothing was sent)"
+            )
         loop = asyncio.get_running_loop()
-        prepared = [self._prepare(item) for item in requests]  # InputError before any spend
+        started = time.perf_counter()
+        prepared = [self.prepare(item) for item in requests]  # InputError before any spend
+        keys = [self.cache_key(kind, item) for item in prepared]
+        self.timings.add("prepare", started)
         futures: list[asyncio.Future[Any]] = []
         to_buy: list[tuple[str, Item]] = []
         hits = 0
         saved = Decimal(0)
-        for item in prepared:
-            key = self.cache_key(kind, item)
+        for item, key in zip(prepared, keys, strict=True):
             fut = self._inflight.get(key)
             if fut is not None:
                 self.stats.shared_in_flight += 1
@@ -530,7 +685,9 @@ class TeacherClient:
         """
         if self._claims is None:
             return pairs, []
+        started = time.perf_counter()
         mine = self._claims.claim([key for key, _ in pairs])
+        self.timings.add("cache", started)
         to_buy, theirs, found = [], [], []
         for key, item in pairs:
             if key not in mine:
@@ -542,7 +699,9 @@ class TeacherClient:
             else:
                 to_buy.append((key, item))
         if found:
+            started = time.perf_counter()
             self._claims.release([key for key, _ in found])
+            self.timings.add("cache", started)
             self._serve_cached(kind, found)
         return to_buy, theirs
 
@@ -576,7 +735,9 @@ class TeacherClient:
                     for key, _ in found:
                         del pending[key]
                     self._serve_cached(kind, found)
+                started = time.perf_counter()
                 held = self._claims.held_elsewhere(list(pending))
+                self.timings.add("cache", started)
                 free = [(k, i) for k, i in pending.items() if k not in held]
                 if free:
                     mine, theirs = self._claim(kind, free)
@@ -603,8 +764,7 @@ class TeacherClient:
         current: list[tuple[str, Item]] = []
         size = tokens = 0
         for key, item in pairs:
-            n = 0 if isinstance(item, TextEmbeddingRequest) else len(item.image.data)
-            t = text_tokens_upper_bound(item.text) if isinstance(item, TextEmbeddingRequest) else 0
+            n, t = request_share(self.provider, item)
             if current and (
                 len(current) >= limit
                 or (max_bytes and size + n > max_bytes)
@@ -640,7 +800,9 @@ class TeacherClient:
         spec = self._spec(kind, [item for _, item in chunk])
         futs = [self._inflight[key] for key, _ in chunk]
         try:
+            started = time.perf_counter()
             estimate_usage = self.provider.estimate_usage(spec)
+            self.timings.add("prepare", started)
             estimate = self.price.cost(estimate_usage)
             tokens = (
                 estimate_usage.input_tokens
@@ -675,7 +837,9 @@ class TeacherClient:
             for key, _ in chunk:
                 self._inflight.pop(key, None)
             if self._claims is not None:
+                started = time.perf_counter()
                 self._claims.release([key for key, _ in chunk])  # after the results are cached
+                self.timings.add("cache", started)
 
     def _results(
         self, kind: Kind, parsed: Parsed, cost: Decimal, n: int
@@ -722,6 +886,7 @@ class TeacherClient:
             )
             for (key, _), r in zip(chunk, results, strict=True)
         ]
+        started = time.perf_counter()
         try:
             self._cache.set_many(entries)
         except Exception as exc:
@@ -738,6 +903,8 @@ class TeacherClient:
                 type(exc).__name__,
                 exc,
             )
+        finally:
+            self.timings.add("cache", started)
 
     async def _send_with_retries(
         self, spec: CallSpec, estimate: Decimal, tokens: int
@@ -765,7 +932,9 @@ class TeacherClient:
             raise _again(self._overrun)
         if self._breaker is not None:
             raise _again(self._breaker)
+        started = time.perf_counter()
         reservation = self.budget.reserve(estimate, items=len(spec.items))
+        self.timings.add("ledger", started)
         try:
             await self._sem.acquire()
         except BaseException:
@@ -779,7 +948,9 @@ class TeacherClient:
                     raise _again(self._overrun)
                 if self._breaker is not None:
                     raise _again(self._breaker)
+                started = time.perf_counter()
                 request = self.provider.build_request(spec)
+                self.timings.add("prepare", started)
             except BaseException:
                 self.budget.release(reservation)
                 raise
@@ -805,8 +976,12 @@ class TeacherClient:
         self, spec: CallSpec, request: httpx.Request, reservation: Reservation
     ) -> httpx.Response:
         self.stats.requests_sent += 1
+        self.timings.sent()
         try:
-            return await self._http.send(request)
+            try:
+                return await self._http.send(request)
+            finally:
+                self.timings.answered()
         except httpx.HTTPError as exc:
             err = self._transport_error(exc)
             if err.sent:
@@ -889,11 +1064,13 @@ class TeacherClient:
             if isinstance(err, RateLimitError) and err.retry_after is not None:
                 self._limiter.pause(err.retry_after)  # everyone waits, not only this task
             raise err
+        started = time.perf_counter()
         try:
             parsed = self.provider.parse_response(spec, response)
             parsed = replace(parsed, request_id=self._redact.request_id(parsed.request_id))
             self._check_dim(spec.kind, parsed, response)
         except ResponseValidationError as exc:
+            self.timings.add("parse", started)
             exc.request_id = self._redact.request_id(exc.request_id)
             exc.args = tuple(self._redact(str(a)) for a in exc.args)
             # Billed, recorded, and never retried (the retry policy goes by status only).
@@ -906,6 +1083,7 @@ class TeacherClient:
             log.warning("rejected a billed response (not retried): %s", exc)
             self._check_breaker(exc)
             raise
+        self.timings.add("parse", started)
         self.billed_ok += 1
         cost = self._settle(
             spec,
@@ -933,12 +1111,14 @@ class TeacherClient:
         cost = self.price.cost(usage)
         # No usage block, or one that prices what was sent at $0 (a gateway's empty
         # usage, Cohere's billed_units without the unit we are charged for): unknown.
-        estimated = self.provider.meters_usage or reported is None or cost <= 0
+        estimated = not self.provider.usage_in_response or reported is None or cost <= 0
         if estimated:
             cost = reservation.usd
             self.stats.estimated += 1
             self._warn_estimated(reported is None)
+        started = time.perf_counter()
         overran = self.budget.settle(reservation, cost)
+        self.timings.add("ledger", started)
         secret = self._api_key.get_secret_value()
         if reported is not None and len(secret) >= MIN_SCRUBBED_SECRET:
             reported = _scrub(reported, secret)  # a server knows the key it was sent
@@ -962,7 +1142,7 @@ class TeacherClient:
         if self._warned_estimated:
             return
         self._warned_estimated = True
-        if self.provider.meters_usage:
+        if not self.provider.usage_in_response:
             what = f"{self.teacher} answers never say what they billed"
         elif no_usage:
             what = f"{self.teacher} at {self.base_url} answered a 200 without usage"
@@ -1072,6 +1252,7 @@ class TeacherClient:
             estimated=estimated,
             provider_usage=dict(reported or {}),
         )
+        started = time.perf_counter()
         try:
             self._ledger.record(rec)
         except Exception as exc:
@@ -1086,3 +1267,5 @@ class TeacherClient:
                 request_id,
                 self._ledger_error,
             )
+        finally:
+            self.timings.add("ledger", started)

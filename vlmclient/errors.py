@@ -56,6 +56,7 @@ __all__ = [
     "SpendRecordError",
     "TruncatedAnswerError",
     "VLMError",
+    "status_error_class",
 ]
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from .errors import InputError
+from .media import media_type_of
 
 __all__ = [
     "AnswerRequest",
@@ -20,21 +22,14 @@ __all__ = [
     "Image",
     "ImageEmbeddingRequest",
     "Kind",
+    "MixedEmbeddingRequest",
     "Price",
     "TextEmbeddingRequest",
     "Usage",
     "sniff_media_type",
 ]
 
-Kind = Literal["image_embedding", "text_embedding", "answer"]
-
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-    (b"BM", "image/bmp"),
-)
+Kind = Literal["image_embedding", "text_embedding", "mixed_embedding", "answer"]
 
 
 def sniff_media_type(data: bytes) -> str:
@@ -43,24 +38,33 @@ def sniff_media_type(data: bytes) -> str:
     >>> sniff_media_type(b"\\x89PNG\\r\\n\\x1a\\n....")
     'image/png'
     """
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    for magic, media_type in _MAGIC:
-        if data.startswith(magic):
-            return media_type
+    media_type = media_type_of(data)
+    if media_type is not None:
+        return media_type
     raise InputError("not a PNG, JPEG, GIF, BMP or WebP image (unknown magic bytes)")
 
 
 class Image(BaseModel):
     """Image bytes exactly as they will be sent, with their media type.
 
+    ``content_id`` (optional) is the caller's stable name for the pixels, e.g. the sha256
+    of a source file plus the recipe that derived the pixels from it. When it is set,
+    cache keys hold it instead of the digest of the bytes, so the same pixels re-encoded
+    (another format, quality or codec version) keep their cache entry, and a caller can
+    look an image up (:meth:`TeacherClient.cached <vlmclient.TeacherClient.cached>`)
+    without encoding it at all. Equal ids must mean equal pixels; an id is hashed into
+    keys, never sent, and must hold no secret. The teacher, endpoint, kind and parameters
+    stay in the key as for any item.
+
     >>> img = Image.from_bytes(open("cat.png", "rb").read())  # doctest: +SKIP
+    >>> Image(data=jpeg, media_type="image/jpeg", content_id="view1:4f2a...")  # doctest: +SKIP
     """
 
     model_config = ConfigDict(frozen=True)
 
     data: bytes = Field(repr=False)
     media_type: str
+    content_id: str | None = Field(default=None, min_length=1, max_length=512)
 
     @field_validator("data")
     @classmethod
@@ -91,6 +95,23 @@ class Image(BaseModel):
         """sha256 of the bytes: the image's identity in cache keys (file names do not matter)."""
         return hashlib.sha256(self.data).hexdigest()
 
+    @cached_property
+    def size(self) -> tuple[int, int]:
+        """(width, height) from the header, without decoding the pixels; InputError when
+        the header cannot be read.
+
+        Read once per Image: preparing an item, preparing it again in the client and
+        estimating its price all ask, and each PIL header parse costs ~50 us. Kept on the
+        object (not in a cache keyed by the bytes), so it lives exactly as long as they do.
+        """
+        from PIL import Image as PILImage  # here: importing the models must not import PIL
+
+        try:
+            with PILImage.open(io.BytesIO(self.data)) as im:
+                return int(im.width), int(im.height)
+        except Exception as exc:  # PIL raises many types for bad files
+            raise InputError(f"cannot read image header: {exc}") from exc
+
 
 class ImageEmbeddingRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -102,6 +123,39 @@ class TextEmbeddingRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
     kind: Literal["text_embedding"] = "text_embedding"
     text: str = Field(min_length=1)
+
+
+class MixedEmbeddingRequest(BaseModel):
+    """One input whose texts and images, in order, are embedded into one vector.
+
+    A product photo with its caption, a page image with its title: the provider fuses the
+    parts (Cohere embed-v4.0 ``inputs[].content[]``, Voyage multimodal ``inputs[]``).
+    Texts are ``str`` (raw ``bytes`` are refused, so image bytes never pass as text);
+    images are :class:`Image`.
+
+    >>> MixedEmbeddingRequest(parts=("a red running shoe", Image.from_path("shoe.jpg")))
+    ... # doctest: +SKIP
+    """
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["mixed_embedding"] = "mixed_embedding"
+    parts: tuple[StrictStr | Image, ...] = Field(min_length=1)
+
+    @field_validator("parts")
+    @classmethod
+    def _no_empty_text(cls, v: tuple[str | Image, ...]) -> tuple[str | Image, ...]:
+        for i, part in enumerate(v):
+            if isinstance(part, str) and not part:
+                raise ValueError(f"part {i} is an empty text")
+        return v
+
+    @property
+    def texts(self) -> list[str]:
+        return [p for p in self.parts if isinstance(p, str)]
+
+    @property
+    def images(self) -> list[Image]:
+        return [p for p in self.parts if isinstance(p, Image)]
 
 
 class AnswerRequest(BaseModel):

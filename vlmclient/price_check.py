@@ -24,6 +24,7 @@ from .models import (
     Image,
     ImageEmbeddingRequest,
     Kind,
+    MixedEmbeddingRequest,
     Price,
     TextEmbeddingRequest,
     Usage,
@@ -62,6 +63,8 @@ def _sample(kind: Kind) -> Item:
         return ImageEmbeddingRequest(image=_sample_image())
     if kind == "text_embedding":
         return TextEmbeddingRequest(text="a photo of a cat")
+    if kind == "mixed_embedding":
+        return MixedEmbeddingRequest(parts=("a photo of a cat", _sample_image()))
     return AnswerRequest(image=_sample_image(), prompt="Which is it? A) cat B) dog")
 
 
@@ -90,6 +93,9 @@ def free_units(
         item = _sample(kind)
         if isinstance(item, (ImageEmbeddingRequest, AnswerRequest)):
             item = item.model_copy(update={"image": provider.prepare_image(item.image)})
+        elif isinstance(item, MixedEmbeddingRequest):
+            parts = [p if isinstance(p, str) else provider.prepare_image(p) for p in item.parts]
+            item = item.model_copy(update={"parts": tuple(parts)})
         spec = CallSpec(kind, model, [item], base_url="", api_key=SecretStr("unused"))
         usage: Usage = provider.estimate_usage(spec)
         label = kind.replace("_", " ") + "s"

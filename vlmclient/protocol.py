@@ -1,4 +1,8 @@
-"""The Teacher protocol: what everything in ``distill`` depends on, not a provider."""
+"""The Teacher protocol: what everything in ``distill`` depends on, not a provider.
+
+:class:`Embedder` is the embedding half (what a harvest needs); :class:`Teacher` adds
+answers. :class:`vlmclient.TeacherClient` is both.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +17,12 @@ from .models import (
     TextEmbeddingRequest,
 )
 
-__all__ = ["Teacher"]
+__all__ = ["Embedder", "Teacher"]
 
 
 @runtime_checkable
-class Teacher(Protocol):
-    """A vision-language teacher: image embeddings, text embeddings and answers."""
+class Embedder(Protocol):
+    """A teacher of embeddings: images and texts into one space."""
 
     async def embed_images(
         self, requests: Sequence[ImageEmbeddingRequest]
@@ -27,5 +31,10 @@ class Teacher(Protocol):
     async def embed_texts(
         self, requests: Sequence[TextEmbeddingRequest]
     ) -> list[EmbeddingResult]: ...
+
+
+@runtime_checkable
+class Teacher(Embedder, Protocol):
+    """A vision-language teacher: image embeddings, text embeddings and answers."""
 
     async def answer(self, requests: Sequence[AnswerRequest]) -> list[AnswerResult]: ...

@@ -17,6 +17,18 @@ from pathlib import Path
 
 from vlmclient.errors import ConfigurationError, VLMError
 
+from .config_file import CommandParser, apply_config_file, load_config_file
+
+__all__ = [
+    "COMMANDS",
+    "EXIT_BUDGET",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
+
 # command name -> (module, one-line help). Order is the order of `vlm-distill --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("distill.cli.demo", "run the whole pipeline on the embedded default"),
@@ -52,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distil a pay-per-query vision-language teacher into a small local model.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v INFO, -vv DEBUG")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # CommandParser records each command's flags, which --config files are checked against
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for name, (mod, help_) in _available().items():
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument(
@@ -60,12 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             help="TOML or YAML file whose keys are this command's flag names (flags win)",
         )
+        # also after the command (`vlm-distill harvest -v`); adds to a -v given before it
+        p.add_argument(
+            "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="as above"
+        )
         importlib.import_module(mod).add_arguments(p)
         SUBPARSERS[name] = p
     return parser
 
 
-SUBPARSERS: dict[str, argparse.ArgumentParser] = {}
+SUBPARSERS: dict[str, CommandParser] = {}
 
 
 def _config_path(argv: Sequence[str]) -> Path | None:
@@ -82,8 +99,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     config = _config_path(argv)
     if config is not None:
-        from .config_file import apply_config_file, load_config_file
-
         command = next((a for a in argv if a in SUBPARSERS), None)
         try:
             if command is None:
@@ -110,10 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:
-        from cache import CacheError, LedgerWriteError, StoreError
+        from cache import CacheError, CacheLayoutError, LedgerWriteError, StoreError
 
         from .signals import Interrupted
 
+        if isinstance(exc, CacheLayoutError):  # bad input, like a ConfigurationError
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         if isinstance(exc, Interrupted):
             _say_interrupted(exc)
             return exc.exit_code

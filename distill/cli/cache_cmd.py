@@ -79,7 +79,7 @@ def _confirm(n: int) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from cache import CacheCorruptError
-    from distill.cachedir import CacheDir
+    from cache.layout import CacheDir
 
     cdir = CacheDir(args.cache)
     out = console()

@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vlmclient import ConfigurationError
+from vlmclient.errors import ConfigurationError
 
-__all__ = ["apply_config_file", "load_config_file", "resolved_config"]
+__all__ = ["CommandParser", "apply_config_file", "load_config_file"]
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
+    """The mapping in a ``.toml``, ``.yaml`` or ``.yml`` file; ConfigurationError if none."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -41,13 +42,6 @@ def load_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigurationError(f"config file {path} must hold a table/mapping of flag names")
     return data
-
-
-def _takes_many(action: argparse.Action) -> bool:
-    """True for flags that take several values (nargs "+", "*" or a count, or append)."""
-    return action.nargs in ("+", "*") or (
-        isinstance(action.nargs, int) and action.nargs > 1
-    ) or isinstance(action, argparse._AppendAction)
 
 
 def _one_line(exc: Exception) -> str:
@@ -78,61 +72,117 @@ def _unique_key_loader() -> type:
     return UniqueKeyLoader
 
 
-def apply_config_file(parser: argparse.ArgumentParser, data: dict[str, Any], origin: str) -> None:
-    """Turn ``{"budget": 5, "teacher": "cohere:embed-v4.0"}`` into parser defaults."""
-    options = {}
-    for action in parser._actions:
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that keeps a list of its ``--options``.
+
+    argparse keeps its own list private (``parser._actions``); a config file needs it to
+    refuse unknown keys and to convert values, so every ``add_argument`` (on the parser or
+    on one of its argument groups) is recorded here, through public API only.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # before super().__init__, which adds --help through add_argument
+        self.options: dict[str, _Option] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self._remember(action, kwargs)
+        return action
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        return self._recording(super().add_argument_group(*args, **kwargs))
+
+    def add_mutually_exclusive_group(self, *args: Any, **kwargs: Any) -> Any:
+        return self._recording(super().add_mutually_exclusive_group(*args, **kwargs))
+
+    def _recording(self, group: Any) -> Any:
+        """``group`` with an ``add_argument`` that is recorded here too (a group adds its
+        actions to the parser without calling the parser's ``add_argument``)."""
+        add = group.add_argument
+
+        def add_argument(*a: Any, **kw: Any) -> argparse.Action:
+            action: argparse.Action = add(*a, **kw)
+            self._remember(action, kw)
+            return action
+
+        group.add_argument = add_argument
+        return group
+
+    def _remember(self, action: argparse.Action, kwargs: dict[str, Any]) -> None:
+        many = kwargs.get("action") in ("append", "extend") or action.nargs in ("+", "*") or (
+            isinstance(action.nargs, int) and action.nargs > 1
+        )
         for flag in action.option_strings:
             if flag.startswith("--"):
-                options[flag[2:]] = action
+                self.options[flag[2:]] = _Option(action, many)
+
+
+class _Option:
+    """One ``--flag``: its action and whether it takes several values."""
+
+    def __init__(self, action: argparse.Action, many: bool) -> None:
+        self.action = action
+        self.many = many
+
+
+def apply_config_file(parser: CommandParser, data: dict[str, Any], origin: str) -> None:
+    """Turn ``{"budget": 5, "teacher": "cohere:embed-v4.0"}`` into parser defaults.
+
+    A value is checked as its flag would check it, so a bad value in the file is refused
+    even when the command line overrides it.
+    """
+    options = {k: v for k, v in parser.options.items() if k not in ("config", "help")}
     defaults: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).replace("_", "-")
-        action = options.get(name)
-        if action is None or name in ("config", "help"):
-            known = ", ".join(sorted(k for k in options if k not in ("config", "help")))
+        option = options.get(name)
+        if option is None:
+            known = ", ".join(sorted(options))
             raise ConfigurationError(
                 f"{origin}: unknown key {key!r}; keys are the flag names: {known}"
             )
-        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        action = option.action
+        if isinstance(action, argparse.BooleanOptionalAction) or action.nargs == 0:
             if not isinstance(value, bool):
                 raise ConfigurationError(f"{origin}: {key} must be true or false")
-            defaults[action.dest] = value
+            defaults[action.dest] = _flag_value(action, name, value)
         elif isinstance(value, dict):
             raise ConfigurationError(f"{origin}: {key} takes a value, not a table")
+        elif option.many:
+            values = value if isinstance(value, list) else [value]
+            defaults[action.dest] = [_converted(action, key, v, origin) for v in values]
         elif isinstance(value, list):
-            if not _takes_many(action):
-                raise ConfigurationError(
-                    f"{origin}: {key} takes one value, not a list (e.g. {key} = ...)"
-                )
-            convert = action.type or str
-            try:
-                defaults[action.dest] = [convert(str(v)) for v in value]  # type: ignore[operator]
-            except (ValueError, argparse.ArgumentTypeError) as exc:
-                raise ConfigurationError(f"{origin}: bad value for {key}: {exc}") from exc
+            raise ConfigurationError(
+                f"{origin}: {key} takes one value, not a list (e.g. {key} = ...)"
+            )
         else:
-            # a string default is parsed by argparse like a command-line value; checked
-            # here too, so a bad value in the file is refused even when a flag overrides it
-            converted: Any = str(value)
-            if action.type is not None and callable(action.type):
-                try:
-                    converted = action.type(str(value))
-                except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
-                    raise ConfigurationError(f"{origin}: bad value for {key}: {exc}") from exc
-            if action.choices is not None and converted not in action.choices:
-                choices = ", ".join(map(str, action.choices))
-                raise ConfigurationError(f"{origin}: {key} must be one of {choices}")
+            # checked here, so a bad value in the file is refused even when a flag
+            # overrides it; the string default is then parsed by argparse like a
+            # command-line value
+            _converted(action, key, value, origin)
             defaults[action.dest] = str(value)
     parser.set_defaults(**defaults)
 
 
-def resolved_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The namespace as JSON-able data (for writing beside outputs)."""
-    out: dict[str, Any] = {}
-    for key, value in vars(args).items():
-        if key in ("func",):
-            continue
-        out[key] = (
-            value if isinstance(value, (bool, int, float, str, list, type(None))) else str(value)
-        )
-    return out
+def _flag_value(action: argparse.Action, name: str, value: bool) -> Any:
+    """What ``key = true/false`` means for a flag that takes no value."""
+    if isinstance(action, argparse.BooleanOptionalAction):
+        return value if "--" + name == action.option_strings[0] else not value
+    if isinstance(action.const, bool):  # store_true / store_false
+        return action.const if value else not action.const
+    raise ConfigurationError(f"--{name} cannot be set in a config file")
+
+
+def _converted(action: argparse.Action, key: object, value: object, origin: str) -> Any:
+    """``value`` converted and checked as argparse would convert the flag's argument."""
+    converted: Any = str(value)
+    if action.type is not None and callable(action.type):
+        try:
+            converted = action.type(str(value))
+        except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+            raise ConfigurationError(f"{origin}: bad value for {key}: {exc}") from exc
+    if action.choices is not None and converted not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise ConfigurationError(f"{origin}: {key} must be one of {choices}")
+    return converted

@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
-from decimal import Decimal
 from pathlib import Path
 
 from rich.table import Table
 
 from . import EXIT_OK
-from .harvest import money
-from .progress import LiveProgress, console
+from .progress import TrainProgress, console
+from .validate import money
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Defaults are DemoConfig's (distill/demo.py), declared there only.
+    from distill.demo import DemoConfig
+
     p.add_argument(
         "--workdir",
         type=Path,
-        default=Path("vlm-distill-demo"),
+        default=DemoConfig.workdir,
         help="data, cache and runs go here (default: %(default)s)",
     )
     p.add_argument(
         "--budget",
         type=money,
-        default=Decimal("0.50"),
+        default=DemoConfig.budget,
         help="simulated budget in USD for the local teacher: the cap on everything the demo "
         "cache's ledger records, reruns included (default: %(default)s)",
     )
@@ -35,14 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quick", action="store_true", help="fewer images and steps (about 2 minutes)")
     p.add_argument(
-        "--student", default="tf_efficientnet_lite0", help="timm student (default: %(default)s)"
+        "--student", default=DemoConfig.student, help="timm student (default: %(default)s)"
     )
     p.add_argument(
-        "--views", type=int, default=4,
+        "--views", type=int, default=DemoConfig.views,
         help="teacher views per image: the image and seeded augmentations (default: %(default)s)",
     )
     p.add_argument(
-        "--teacher-steps", type=int, default=None,
+        "--teacher-steps", type=int, default=DemoConfig.teacher_steps,
         help="mini-clip fitting steps when the teacher is fitted (default: its own)",
     )
     # Test-only, hidden: two digits per class and a few steps per stage, so that
@@ -50,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--backend",
-        default="mini-clip",
+        default=DemoConfig.backend,
         choices=["mini-clip", "pseudo-clip", "hash"],
         help="local teacher backend: mini-clip (fitted on digits the demo never deals out), "
         "pseudo-clip (real ImageNet + MiniLM weights, knows no digits) (default: %(default)s)",
@@ -61,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
     from distill.cli import main as cli_main
     from distill.demo import METHOD_NAMES, DemoConfig, run_demo
     from distill.report import build_report
-    from distill.train.trainer import Progress
 
     from .report import show
 
@@ -97,34 +98,6 @@ def run(args: argparse.Namespace) -> int:
         f"student: {cfg.student} at {cfg.image_size} px"
     )
 
-    class Bar:
-        def __init__(self, method: str) -> None:
-            self.live: LiveProgress | None = None
-            self.method = method
-
-        def __call__(self, p: Progress) -> None:
-            if p.total == 0:  # the end-of-run event: the last stage's bar already said it
-                return
-            if (
-                p.event == "start"
-                or self.live is None
-                or self.live.description != f"{self.method}/{p.stage}"
-            ):
-                self.close()
-                self.live = LiveProgress(f"{self.method}/{p.stage}", p.total, out=out).__enter__()
-            terms = " ".join(f"{k} {v:.3f}" for k, v in p.losses.items())
-            last = (
-                f" · ID {p.mean_id:.2f} OOD {p.mean_ood:.2f}"
-                if p.mean_id is not None and p.mean_ood is not None
-                else ""
-            )
-            self.live.update(p.step, terms + last)
-
-        def close(self) -> None:
-            if self.live is not None:
-                self.live.__exit__(None, None, None)
-                self.live = None
-
     if cfg.backend == "mini-clip":
         fitted = any((cfg.workdir / "teacher").glob("digits-*.safetensors"))
         out.print(
@@ -136,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         harvest=cli_main,
         on_method=lambda m: out.rule(f"train: {m}"),
-        progress_factory=Bar,
+        progress_factory=lambda method: TrainProgress(method, out=out),
     )
     out.rule("spend")
     show(build_report(summary["cache"]))

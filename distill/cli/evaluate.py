@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from distill.cli.train import print_metrics
     from distill.train.evaluate import evaluate_run
-    from distill.train.trainer import open_store
+    from distill.train.targets import open_store
 
     store = open_store(args.store) if args.store else None
     result = evaluate_run(args.run, args.data, batch_size=args.batch_size, store=store)

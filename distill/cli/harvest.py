@@ -4,112 +4,29 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 from rich.table import Table
 
-from cache.coordination import Coordinator
-from distill.cachedir import CacheDir
-from vlmclient import ConfigurationError, TeacherClient, TextEmbeddingRequest, load_prices
-from vlmclient.models import Kind
-from vlmclient.prices import PriceTable
-from vlmclient.providers import parse_teacher
+from cache.layout import CacheDir
+from vlmclient import ConfigurationError, TeacherClient, TextEmbeddingRequest
 from vlmclient.shared_budget import SharedBudget
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
-from .progress import LiveProgress, console
-from .signals import run_paid
-from .validate import (
-    MAX_BATCH_SIZE,
-    MAX_CONCURRENCY,
-    MAX_VIEWS,
-    int_in,
-    money,
-    positive_rate,
-    positive_seconds,
+from ._common import (
+    add_client_arguments,
+    budget_lines,
+    open_client,
+    open_coordinator,
+    progress_money,
 )
+from .progress import LiveProgress, console
+from .select_cmd import add_select_arguments, run_select
+from .signals import run_paid
+from .validate import MAX_VIEWS, int_in
 
-__all__ = [
-    "HARVEST_KINDS",
-    "add_arguments",
-    "add_client_arguments",
-    "check_teacher",
-    "money",
-    "open_client",
-    "run",
-]
-
-
-def add_client_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags shared by every command that talks to a teacher."""
-    p.add_argument(
-        "--teacher", default="local:pseudo-clip", help="provider:model (default: %(default)s)"
-    )
-    p.add_argument(
-        "--cache",
-        type=Path,
-        default=Path("vlm-cache"),
-        help="cache directory (default: %(default)s)",
-    )
-    p.add_argument(
-        "--budget",
-        type=money,
-        default=Decimal("1.00"),
-        help="hard cap in USD on everything this cache's ledger records for this teacher, "
-        "every run and concurrent process included: a rerun never spends it again "
-        "(default: %(default)s)",
-    )
-    p.add_argument(
-        "--run-budget",
-        type=money,
-        help="also cap what this run spends, in USD (default: no per-run cap)",
-    )
-    p.add_argument(
-        "--max-requests", type=int_in(1), help="also stop after this many paid requests"
-    )
-    p.add_argument("--max-items", type=int_in(1), help="also stop after this many paid items")
-    p.add_argument(
-        "--base-url", help="override the provider's base URL (proxies, gateways, local servers)"
-    )
-    p.add_argument(
-        "--cache-namespace",
-        help="name the cache keys use for this endpoint instead of --base-url ('default': "
-        "share the provider's own entries, e.g. behind a proxy to the provider itself)",
-    )
-    p.add_argument("--price-file", type=Path, help="JSON prices overriding the built-in table")
-    p.add_argument(
-        "--allow-outside-paths",
-        action="store_true",
-        help="let a CSV manifest name files outside its folder (absolute or ../ paths)",
-    )
-    p.add_argument(
-        "--concurrency",
-        type=int_in(1, MAX_CONCURRENCY),
-        default=16,
-        help=f"requests in flight, 1 to {MAX_CONCURRENCY} (default: %(default)s)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=int_in(1, MAX_BATCH_SIZE),
-        help="items per request (default: the provider's limit)",
-    )
-    p.add_argument("--rpm", type=positive_rate, help="requests per minute limit (> 0)")
-    p.add_argument("--tpm", type=positive_rate, help="tokens per minute limit (> 0)")
-    p.add_argument(
-        "--timeout",
-        type=positive_seconds,
-        default=60.0,
-        help="seconds per request, > 0 and <= 3600 (default: %(default)s)",
-    )
-    p.add_argument(
-        "--allow-free",
-        action="store_true",
-        help="run even when the price table makes a billed unit of the teacher free "
-        "(the budget then cannot stop that spend)",
-    )
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -134,135 +51,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print uncached items and their worst-case cost; send nothing",
     )
-    from .select_cmd import add_select_arguments
-
     add_select_arguments(p)
 
 
-HARVEST_KINDS: tuple[Kind, ...] = ("image_embedding", "text_embedding")
-
-
-def check_teacher(args: argparse.Namespace, prices: PriceTable, kinds: Sequence[Kind]) -> None:
-    """Refuse (ConfigurationError, exit 2) before anything is sent when the teacher cannot
-    do ``kinds`` or its price makes a billed unit free (unless ``--allow-free``)."""
-    from vlmclient.price_check import MIN_PRICE_USD, free_units
-
-    provider, model = parse_teacher(args.teacher)
-    offered = provider.kinds_for(model)
-    lacking = [k for k in kinds if k not in offered]
-    if lacking:
-        what = ", ".join(k.replace("_", " ") + "s" for k in lacking)
-        can = ", ".join(sorted(k.replace("_", " ") + "s" for k in offered)) or "nothing"
-        raise ConfigurationError(
-            f"{args.teacher} cannot give {what} (it offers {can}); choose a teacher that "
-            "does (`vlm-distill providers` lists them)"
-        )
-    price = prices.lookup(provider.name, model)
-    if getattr(args, "allow_free", False):
-        return
-    free = free_units(args.teacher, price, kinds)
-    if free:
-        raise ConfigurationError(
-            f"the price of {args.teacher} makes billed units free, so --budget cannot stop "
-            f"the spend ({'; '.join(free)}; anything below ${MIN_PRICE_USD} counts as free): "
-            "fix the --price-file entry, or pass --allow-free if the teacher really is free"
-        )
-
-
-def open_client(  # type: ignore[no-untyped-def]
-    args: argparse.Namespace,
-    cache,
-    ledger,
-    coord: Coordinator,
-    kinds: Sequence[Kind] = HARVEST_KINDS,
-) -> TeacherClient:
-    """The command's client: ``--budget`` shared through ``coord`` with every run and
-    process of this cache, ``--run-budget`` for this run, leases so concurrent runs of one
-    cache do not buy the same items."""
-    prices = load_prices(args.price_file)
-    check_teacher(args, prices, kinds)
-    provider, model = parse_teacher(args.teacher)
-    budget = SharedBudget(
-        coord,
-        f"{provider.name}:{model}",
-        total=args.budget,
-        usd=getattr(args, "run_budget", None),
-        max_requests=args.max_requests,
-        max_items=args.max_items,
-    )
-    if args.concurrency < 1:
-        raise ConfigurationError("--concurrency must be >= 1")
-    extra: dict[str, object] = {}
-    if getattr(args, "dry_run", False):
-        # A dry run only estimates: it needs no key, and its client cannot send anything.
-        extra = {"api_key": DRY_RUN_KEY, "transport": httpx.MockTransport(_refuse)}
-    reasoning = getattr(args, "reasoning", None)
-    if reasoning not in (None, "off"):  # "off" is every answer adapter's default already
-        extra["params"] = {"reasoning": reasoning}
-    return TeacherClient(
-        args.teacher,
-        base_url=args.base_url,
-        budget=budget,
-        cache=cache,
-        ledger=ledger,
-        prices=prices,
-        concurrency=args.concurrency,
-        batch_size=args.batch_size,
-        rpm=args.rpm,
-        tpm=args.tpm,
-        timeout=args.timeout,
-        cache_namespace=getattr(args, "cache_namespace", None),
-        claims=coord,
-        **extra,  # type: ignore[arg-type]
-    )
-
-
-def open_coordinator(cdir: CacheDir) -> Coordinator:
-    """The cache folder's coordination database (leases and the shared budget)."""
-    return Coordinator(cdir.coordination, ledger_path=cdir.ledger)
-
-
-def budget_lines(client: TeacherClient) -> list[tuple[str, str]]:
-    """(label, value) rows saying both caps: the ledger's total for the teacher, this run."""
-    budget = client.budget
-    if not isinstance(budget, SharedBudget):
-        return [("spent", f"${budget.spent} of ${budget.cap}")]
-    run_cap = "no --run-budget" if budget.cap is None else f"--run-budget ${budget.cap}"
-    return [
-        (
-            "spent in ledger",
-            f"${budget.ledger_spent} of --budget ${budget.total} for {budget.teacher} "
-            "(every run and process)",
-        ),
-        ("spent this run", f"${budget.spent} of {run_cap}"),
-    ]
-
-
-def progress_money(client: TeacherClient) -> str:
-    """The short form of :func:`budget_lines` for a progress bar."""
-    budget = client.budget
-    if not isinstance(budget, SharedBudget):
-        return f"${budget.spent:.4f} of ${budget.cap}"
-    run = f"${budget.spent:.4f}" + ("" if budget.cap is None else f" of ${budget.cap}")
-    return f"ledger ${budget.ledger_spent:.4f} of ${budget.total} · run {run}"
-
-
-DRY_RUN_KEY = "dry-run-sends-nothing"
-
-
-def _refuse(request: httpx.Request) -> httpx.Response:
-    raise RuntimeError("a dry run must not send requests")
-
-
 def run(args: argparse.Namespace) -> int:
+    if args.select:
+        code = run_select(args)
+        if code is not None:
+            return code
+        # else a plain harvest does what was asked (a dry run, or a budget that covers all)
+    return _plain_harvest(args)
+
+
+def _plain_harvest(args: argparse.Namespace) -> int:
+    """The plain harvest: every image view and prompt, then the store."""
     from cache import ResponseCache, SpendLedger
     from distill.data import scan
     from distill.harvest import HarvestResult, harvest, image_items
 
-    if getattr(args, "select", None):
-        from .select_cmd import run_select
-
-        return run_select(args)
     out = console()
     if args.views < 1:
         raise ConfigurationError("--views must be >= 1")
@@ -312,19 +118,28 @@ def run(args: argparse.Namespace) -> int:
                             f"retries {s.retries} · {progress_money(client)}",
                         )
 
-                    return await harvest(
-                        dataset,
-                        client,
-                        cache_dir=cdir.root,
-                        views=args.views,
-                        prompt=args.prompt,
-                        on_progress=show,
-                    )
+                    wall_started = time.perf_counter()
+                    try:
+                        return await harvest(
+                            dataset,
+                            client,
+                            cache_dir=cdir.root,
+                            views=args.views,
+                            prompt=args.prompt,
+                            on_progress=show,
+                            timings=client.timings,
+                        )
+                    finally:
+                        wall[0] = time.perf_counter() - wall_started
 
+        wall = [0.0]
         result = run_paid(go())
         if result is None:
             return EXIT_OK
         code = _summary(out, result, client, args)
+        if getattr(args, "verbose", 0):
+            # last line: a slow provider (wait) told apart from a slow disk (cache, ledger)
+            out.print(client.timings.line(wall[0]), soft_wrap=True)
         budget = client.budget
         assert isinstance(budget, SharedBudget)
         ledger_spent = budget.ledger_spent
@@ -361,9 +176,11 @@ def _storage_hint(cache: Path) -> str:
 
 async def _dry_run(client: TeacherClient, dataset, args) -> None:  # type: ignore[no-untyped-def]
     from distill.data import class_prompts
-    from distill.harvest import _request, image_items
+    from distill.harvest import image_items, view_request
+    from distill.view_requests import upload_encoding
 
-    reqs = [_request(i, dataset.hflip) for i in image_items(dataset, args.views)]
+    encoding = upload_encoding(client.teacher)
+    reqs = [view_request(i, dataset.hflip, encoding) for i in image_items(dataset, args.views)]
     n_img, cost_img = client.plan("image_embedding", reqs)
     texts = [TextEmbeddingRequest(text=p) for p in class_prompts(dataset.class_names, args.prompt)]
     n_txt, cost_txt = client.plan("text_embedding", texts) if texts else (0, Decimal(0))
@@ -390,6 +207,8 @@ def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[n
     t.add_row("teacher", args.teacher)
     t.add_row("items", f"{result.images_total} image views + {result.texts_total} prompts")
     t.add_row("cache hits", str(result.cache_hits))
+    if args.views > 1:  # a cached view is found by its recipe, never recomputed
+        t.add_row("augmented views computed", str(result.views_computed))
     t.add_row("bought", str(result.bought))
     t.add_row("requests sent", str(client.stats.requests_sent))
     t.add_row("retries", str(client.stats.retries))

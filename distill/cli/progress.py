@@ -1,4 +1,7 @@
-"""Live progress for long work: a rich bar on a terminal, plain lines otherwise."""
+"""Live progress for long work: a rich bar on a terminal, plain lines otherwise.
+
+:class:`LiveProgress` shows one task (a harvest, a training stage); :class:`TrainProgress`
+turns the trainer's progress events into those bars for ``train`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -7,11 +10,12 @@ import sys
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-__all__ = ["LiveProgress", "console"]
+__all__ = ["LiveProgress", "TrainProgress", "console"]
 
 PLAIN_EVERY_S = 5.0  # seconds between plain progress lines
 
@@ -96,3 +100,51 @@ class LiveProgress:
             self._progress.__exit__(exc_type, exc, tb)
         else:
             self._plain()
+
+
+class TrainProgress:
+    """The trainer's progress hook (events of :class:`distill.train.trainer.Progress`):
+    one :class:`LiveProgress` per stage, with the loss terms and the last evaluation, e.g.
+    ``adip/align: 150/150 loss -0.912 · ID 0.61 OOD 0.28`` (plain lines when the output is
+    not a terminal). ``name`` (the demo's method) prefixes the stage. Call :meth:`close`
+    (or use it as a context manager) when the run ends.
+    """
+
+    def __init__(
+        self,
+        name: str = "",
+        *,
+        out: Console | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.console = out or console()
+        self.live: LiveProgress | None = None
+        self._clock = clock
+
+    def __call__(self, p: Any) -> None:
+        if p.total == 0:  # the end-of-run event: the last stage's bar already said it
+            return
+        stage = f"{self.name}/{p.stage}" if self.name else p.stage
+        if p.event == "start" or self.live is None or self.live.description != stage:
+            self.close()
+            self.live = LiveProgress(stage, p.total, out=self.console, clock=self._clock)
+            self.live.__enter__()
+        terms = " ".join(f"{k} {v:.3f}" for k, v in p.losses.items())
+        last = (
+            f" · ID {p.mean_id:.2f} OOD {p.mean_ood:.2f}"
+            if p.mean_id is not None and p.mean_ood is not None
+            else ""
+        )
+        self.live.update(p.step, terms + last)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+            self.live = None
+
+    def __enter__(self) -> TrainProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -24,6 +24,7 @@ __all__ = ["add_arguments", "describe", "model_status", "price_summary", "run"]
 KIND_LABELS = {
     "image_embedding": "image embeddings",
     "text_embedding": "text embeddings",
+    "mixed_embedding": "mixed text+image embeddings",
     "answer": "answers",
 }
 KIND_ORDER = tuple(KIND_LABELS)

@@ -41,7 +41,7 @@ def needed_kinds(route: str, check: str) -> tuple[Kind, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .harvest import add_client_arguments
+    from ._common import add_client_arguments
 
     p.add_argument("data", type=Path, help="a folder of images (any layout) or a CSV manifest")
     add_client_arguments(p)
@@ -97,12 +97,12 @@ def _student_predictions(run: Path, dataset: Any, class_names: tuple[str, ...]) 
 
 def run(args: argparse.Namespace) -> int:
     from cache import ResponseCache, SpendLedger
-    from distill.cachedir import CacheDir
+    from cache.layout import CacheDir
     from distill.data import scan
     from distill.labelfree.parity import parity_filter
     from distill.labelfree.pseudolabel import answer_labels, embedding_labels
 
-    from .harvest import budget_lines, open_client, open_coordinator
+    from ._common import budget_lines, open_client, open_coordinator
 
     out = console()
     valid = {"answer": ("zeroshot", "resample", "none"), "zeroshot": ("answer", "none")}

@@ -39,7 +39,12 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-KIND_NAMES = {"image_embedding": "image emb.", "text_embedding": "text emb.", "answer": "answers"}
+KIND_NAMES = {
+    "image_embedding": "image emb.",
+    "text_embedding": "text emb.",
+    "mixed_embedding": "mixed emb.",
+    "answer": "answers",
+}
 
 
 def _usd(text: str) -> str:

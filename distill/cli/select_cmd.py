@@ -23,6 +23,7 @@ from rich.table import Table
 from vlmclient import ConfigurationError, TextEmbeddingRequest
 
 from . import EXIT_BUDGET, EXIT_OK
+from ._common import budget_lines, open_client, open_coordinator
 from .progress import console
 from .signals import run_paid
 from .validate import int_in
@@ -64,9 +65,9 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
 
 def _full_cost(client, dataset, prompt: str) -> Decimal:  # type: ignore[no-untyped-def]
     from distill.data import class_prompts
-    from distill.harvest import _request, image_items
+    from distill.harvest import image_items, view_request
 
-    reqs = [_request(i, dataset.hflip) for i in image_items(dataset, 1)]
+    reqs = [view_request(i, dataset.hflip) for i in image_items(dataset, 1)]
     texts = [TextEmbeddingRequest(text=t) for t in class_prompts(dataset.class_names, prompt)]
     cost = client.plan("image_embedding", reqs)[1] if reqs else Decimal(0)
     return cost + (client.plan("text_embedding", texts)[1] if texts else Decimal(0))
@@ -131,14 +132,13 @@ def _rounds(args, client, cache, cdir, dataset, state_file):  # type: ignore[no-
     return result, store, manifest
 
 
-def run_select(args: argparse.Namespace) -> int:
+def run_select(args: argparse.Namespace) -> int | None:
+    """Buy in rounds; the exit code, or None when the plain harvest does what was asked
+    (a dry run, or a budget that covers every image: said on the console)."""
     from cache import ResponseCache, SpendLedger
-    from distill.cachedir import CacheDir
+    from cache.layout import CacheDir
     from distill.data import scan
     from distill.labelfree.rounds import state_path
-
-    from .harvest import budget_lines, open_client, open_coordinator
-    from .harvest import run as plain_run
 
     out = console()
     if args.views != 1:
@@ -146,8 +146,7 @@ def run_select(args: argparse.Namespace) -> int:
     if args.rounds < 1 or args.round_steps < 0:
         raise ConfigurationError("--rounds must be >= 1 and --round-steps >= 0")
     if args.dry_run:
-        args.select = None
-        return plain_run(args)
+        return None
     dataset = scan(
         args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths
     )
@@ -170,8 +169,7 @@ def run_select(args: argparse.Namespace) -> int:
             money_rows = budget_lines(client)
     if covers:
         out.print("the budget covers every image: plain harvest, no selection needed")
-        args.select = None
-        return plain_run(args)
+        return None
     t = Table(title=f"harvest --select {args.select}", show_header=False)
     t.add_row("images", f"{len(result.bought_ids)} of {len(dataset.samples)} bought")
     t.add_row("rounds", f"{result.rounds_done} of {args.rounds}")

@@ -16,10 +16,16 @@ import os
 import secrets
 import sys
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr, ValidationError
 
 from vlmclient.errors import ConfigurationError
+
+from .model_flags import ModelFlags, validation_message
+
+if TYPE_CHECKING:
+    from distill.server.config import ServerConfig
 
 TOKEN_ENV = "VLM_DISTILL_TEACHER_TOKEN"
 DEFAULT_PORT = 8089
@@ -63,7 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="file whose first line is the bearer token (keep it 0600)",
     )
-    g.add_argument("--model-name", default=None, help="only accept this model name (else any)")
     g.add_argument("--access-log", action="store_true", help="log every request (no headers)")
 
     b = parser.add_argument_group("backend")
@@ -79,24 +84,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--open-clip-weights", default=None, help="local .pt/.safetensors file")
     b.add_argument("--weights", default=None, help="mini-clip weights (from fit-teacher)")
 
-    p = parser.add_argument_group("prices (USD)")
-    p.add_argument("--usd-per-image", type=_decimal, default=Decimal("0.0001"))
-    p.add_argument("--usd-per-1m-input-tokens", type=_decimal, default=Decimal("0.12"))
-    p.add_argument("--usd-per-1m-output-tokens", type=_decimal, default=Decimal("0.60"))
+    limits, pricing, faults = server_flags()
+    limits.add_to(parser.add_argument_group("limits"))
+    pricing.add_to(parser.add_argument_group("prices (USD)"))
+    faults.add_to(parser.add_argument_group("faults"))
 
-    f = parser.add_argument_group("limits and faults")
-    f.add_argument("--rpm", type=int, default=None, help="requests per minute, then 429")
-    f.add_argument("--max-body-bytes", type=int, default=None, help="larger bodies get 413")
-    f.add_argument("--fail-500", type=_fraction, default=0.0)
-    f.add_argument("--fail-503", type=_fraction, default=0.0)
-    f.add_argument("--fail-529", type=_fraction, default=0.0)
-    f.add_argument("--drop-fraction", type=_fraction, default=0.0, help="close without response")
-    f.add_argument("--timeout-fraction", type=_fraction, default=0.0, help="answer very late")
-    f.add_argument("--timeout-sleep-s", type=float, default=30.0, help="how late a 'timeout' is")
-    f.add_argument("--malformed-fraction", type=_fraction, default=0.0, help="truncated JSON 200")
-    f.add_argument("--wrong-dim-fraction", type=_fraction, default=0.0, help="half-size vectors")
-    f.add_argument("--latency-ms", type=float, default=0.0, help="added to every API request")
-    f.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+
+def server_flags() -> tuple[ModelFlags, ModelFlags, ModelFlags]:
+    """The flags of ServerConfig, Pricing and Faults (generated from the models)."""
+    from distill.server.config import Faults, Pricing, ServerConfig
+
+    limits = ModelFlags(
+        ServerConfig,
+        flagless={
+            "token": "a secret: from --token-file, $VLM_DISTILL_TEACHER_TOKEN or --token "
+            "(warned about), else generated; see _token",
+            "pricing": "a model of its own: the prices (USD) flags",
+            "faults": "a model of its own: the faults flags",
+        },
+    )
+    pricing = ModelFlags(Pricing, types=dict.fromkeys(Pricing.model_fields, _decimal))
+    fractions = ("fail_500", "fail_503", "fail_529", "drop", "timeout", "malformed", "wrong_dim")
+    faults = ModelFlags(
+        Faults,
+        # the flag names of before they were generated: "--drop" alone would read as an order
+        flags={
+            "drop": "--drop-fraction",
+            "timeout": "--timeout-fraction",
+            "malformed": "--malformed-fraction",
+            "wrong_dim": "--wrong-dim-fraction",
+        },
+        types=dict.fromkeys(fractions, _fraction),
+    )
+    return limits, pricing, faults
 
 
 def _read_token_file(path: str) -> str:
@@ -159,46 +179,30 @@ def _check_host(host: str, allow_remote: bool) -> None:
         )
 
 
+def server_config(args: argparse.Namespace, token: str) -> ServerConfig:
+    """The ServerConfig the flags describe; ConfigurationError (one line) when invalid."""
+    from distill.server.config import Faults, Pricing, ServerConfig
+
+    limits, pricing, faults = server_flags()
+    try:
+        return ServerConfig(
+            token=SecretStr(token),
+            pricing=Pricing(**pricing.values(args)),
+            faults=Faults(**faults.values(args)),
+            **limits.values(args),
+        )
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid server settings: {validation_message(exc)}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     # Imported here: `vlm-distill --help` must not pay for starlette/uvicorn.
-    from distill.server import (
-        Faults,
-        Pricing,
-        ServerConfig,
-        ServerThread,
-        create_app,
-        make_backend,
-    )
+    from distill.server import ServerThread, create_app, make_backend
 
     _check_host(args.host, args.allow_remote)
     token, source = _token(args)
     generated = source == "generated"
-    try:
-        config = ServerConfig(
-            token=SecretStr(token),
-            model_name=args.model_name,
-            pricing=Pricing(
-                usd_per_image=args.usd_per_image,
-                usd_per_1m_input_tokens=args.usd_per_1m_input_tokens,
-                usd_per_1m_output_tokens=args.usd_per_1m_output_tokens,
-            ),
-            faults=Faults(
-                fail_500=args.fail_500,
-                fail_503=args.fail_503,
-                fail_529=args.fail_529,
-                drop=args.drop_fraction,
-                timeout=args.timeout_fraction,
-                timeout_sleep_s=args.timeout_sleep_s,
-                malformed=args.malformed_fraction,
-                wrong_dim=args.wrong_dim_fraction,
-                latency_ms=args.latency_ms,
-                seed=args.seed,
-            ),
-            rpm=args.rpm,
-            **({"max_body_bytes": args.max_body_bytes} if args.max_body_bytes else {}),
-        )
-    except ValidationError as exc:
-        raise ConfigurationError(f"invalid server settings: {exc}") from exc
+    config = server_config(args, token)
     if not _is_loopback(args.host):
         log.warning("binding %s: the teacher is reachable from other machines", args.host)
 

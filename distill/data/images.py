@@ -7,19 +7,18 @@ import os
 import stat
 import warnings
 
+from vlmclient.media import media_type_of
+
 __all__ = ["MAX_PIXELS", "check_image", "sniff_image"]
 
 # Images above this many pixels are skipped as "too large": far beyond what any teacher
 # accepts, and decoding one (a decompression bomb) could exhaust memory.
 MAX_PIXELS = 40_000_000
 
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-    (b"BM", "image/bmp"),
-)
+# The supported formats' magic bytes are the client's table: what a scan accepts is what
+# the client can send. sniff_image(head) -> media type or None.
+sniff_image = media_type_of
+
 # Recognised but not sendable to the teachers: named in the skip reason.
 _OTHER_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"II*\x00", "TIFF"),
@@ -28,20 +27,6 @@ _OTHER_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"%PDF", "PDF"),
 )
 _TAIL = 1024
-
-
-def sniff_image(head: bytes) -> str | None:
-    """Media type of a supported image from its first bytes, or None.
-
-    >>> sniff_image(b"\\x89PNG\\r\\n\\x1a\\n....")
-    'image/png'
-    """
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    for magic, media_type in _MAGIC:
-        if head.startswith(magic):
-            return media_type
-    return None
 
 
 def _truncated(media_type: str, head: bytes, tail: bytes, size: int) -> bool:

@@ -13,14 +13,24 @@ from sha256(image id, k), not from a random number generator:
   symbol, and a mirrored rotation is another rotation domain);
 - brightness then contrast, each a factor in [0.7, 1.3].
 
-Encoded views are PNGs written by :func:`png_bytes`, byte-identical on every platform (stored
-deflate blocks, so no zlib version can change them): the same view always hits the same cache
-entry.
+A view is named, in cache keys, by :func:`view_content_id`: the sha256 of the source file
+plus the recipe (view index, seed, flip setting, augmentation parameters, recipe version,
+upload encoding), never by its encoded bytes. So a cached rerun finds a view's answer without
+computing the view, and views are uploaded compactly (:func:`encode_view`: JPEG q90 where
+the provider accepts JPEG, zlib-compressed PNG otherwise) even though such bytes may change
+with the codec's version. The trainer regenerates the view array itself (the pixels before
+encoding), so it sees what was encoded for the teacher.
+
+Caches written before this (views keyed by the bytes of an uncompressed PNG) keep working:
+:func:`png_bytes` still makes those bytes, so their old keys can be found (see
+``distill.view_requests``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import math
 import os
 import struct
@@ -36,12 +46,17 @@ from distill.data import MAX_PIXELS, DataError, sniff_image
 __all__ = [
     "BRIGHTNESS",
     "CONTRAST",
+    "JPEG_QUALITY",
     "RATIO",
+    "RECIPE_VERSION",
     "SCALE",
+    "encode_view",
     "load_rgb",
     "png_bytes",
     "view_array",
     "view_bytes",
+    "view_content_id",
+    "view_encoding",
     "view_image",
 ]
 
@@ -49,6 +64,10 @@ SCALE = (0.7, 1.0)
 RATIO = (3 / 4, 4 / 3)
 BRIGHTNESS = 0.3
 CONTRAST = 0.3
+# Bump when view_array's arithmetic changes: every view's content id (and cache key) changes.
+RECIPE_VERSION = 1
+JPEG_QUALITY = 90  # views uploaded as JPEG: ~8x smaller than raw PNG at 224 px
+PNG_LEVEL = 6  # zlib level for providers that take no JPEG
 _ROW_BLOCK = 256  # rows interpolated at once: bounds memory on large photos
 
 
@@ -229,3 +248,57 @@ def view_bytes(
             raise DataError(f"{os.fspath(path)!r} is not a PNG, JPEG, GIF, BMP or WebP image")
         return data, media_type
     return png_bytes(view_array(load_rgb(path), image_id, view, hflip=hflip)), "image/png"
+
+
+def view_encoding(media_types: tuple[str, ...] | frozenset[str] | list[str]) -> str:
+    """How views are uploaded to a provider accepting ``media_types``: ``"jpeg-q90"``
+    where JPEG is accepted, else ``"png-zlib"``."""
+    return f"jpeg-q{JPEG_QUALITY}" if "image/jpeg" in media_types else "png-zlib"
+
+
+def encode_view(arr: np.ndarray, encoding: str) -> tuple[bytes, str]:
+    """A view array encoded for upload as :func:`view_encoding` named it: (bytes, type).
+
+    The bytes may differ between Pillow/libjpeg/zlib versions; nothing depends on them
+    (the cache key is :func:`view_content_id`, the trainer regenerates the array).
+    """
+    im = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8), mode="RGB")
+    out = io.BytesIO()
+    if encoding == f"jpeg-q{JPEG_QUALITY}":
+        im.save(out, "JPEG", quality=JPEG_QUALITY)
+        return out.getvalue(), "image/jpeg"
+    if encoding == "png-zlib":
+        im.save(out, "PNG", compress_level=PNG_LEVEL)
+        return out.getvalue(), "image/png"
+    raise ValueError(f"unknown view encoding {encoding!r}")
+
+
+def view_content_id(
+    source_sha256: str, image_id: str, view: int, *, hflip: bool, encoding: str
+) -> str:
+    """The name of view ``view`` (>= 1) of an image in cache keys, without computing it.
+
+    Everything its pixels depend on: the source file's sha256 (which fixes the size), the
+    seed (the image id and view index), the flip setting, the augmentation parameters and
+    :data:`RECIPE_VERSION`; plus the upload encoding, because a lossy encoding changes
+    what the teacher sees.
+
+    >>> view_content_id("ab" * 32, "dom/cat/1.png", 2, hflip=True, encoding="jpeg-q90")[:8]
+    'view1:76'
+    """
+    if view < 1:
+        raise ValueError(f"view 0 is the file itself and is keyed by its bytes, got {view}")
+    recipe = {
+        "recipe": RECIPE_VERSION,
+        "source_sha256": source_sha256,
+        "seed": image_id,
+        "view": view,
+        "hflip": hflip,
+        "scale": list(SCALE),
+        "ratio": [RATIO[0], RATIO[1]],
+        "brightness": BRIGHTNESS,
+        "contrast": CONTRAST,
+        "encoding": encoding,
+    }
+    text = json.dumps(recipe, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return f"view{RECIPE_VERSION}:" + hashlib.sha256(text.encode("ascii")).hexdigest()

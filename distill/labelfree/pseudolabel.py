@@ -25,19 +25,22 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from distill.data import Dataset, Sample, class_prompts
 from distill.data.views import view_bytes
 from distill.harvest import FATAL
+from distill.teacher.zeroshot import zeroshot_labels, zeroshot_probs
 from vlmclient import (
     AnswerRequest,
     BudgetExceededError,
     Image,
     ImageEmbeddingRequest,
     InputError,
-    TeacherClient,
+    Kind,
+    Teacher,
     TextEmbeddingRequest,
     VLMError,
 )
@@ -46,12 +49,13 @@ __all__ = [
     "DEFAULT_QUESTION",
     "MAX_FAILURES_IN_A_ROW",
     "Label",
+    "LabelClient",
     "answer_labels",
     "choice_prompt",
     "display_name",
     "embedding_labels",
     "parse_answer",
-    "zeroshot_labels",
+    "sample_image",
 ]
 
 DEFAULT_QUESTION = "Which of these is shown in the image? Reply with one option only."
@@ -229,16 +233,8 @@ def parse_answer(
     return hits.pop() if len(hits) == 1 else None
 
 
-def zeroshot_labels(image_vectors: np.ndarray, text_vectors: np.ndarray) -> np.ndarray:
-    """argmax_c cos(image, text_c) for each row of ``image_vectors`` (N, D) -> (N,) ints."""
-    img = np.asarray(image_vectors, dtype=np.float32)
-    txt = np.asarray(text_vectors, dtype=np.float32)
-    img = img / np.maximum(np.linalg.norm(img, axis=1, keepdims=True), 1e-12)
-    txt = txt / np.maximum(np.linalg.norm(txt, axis=1, keepdims=True), 1e-12)
-    return np.argmax(img @ txt.T, axis=1).astype(np.int64)
-
-
-def _image(sample: Sample, hflip: bool) -> Image:
+def sample_image(sample: Sample, hflip: bool) -> Image:
+    """View 0 of ``sample`` (flipped if ``hflip``), as the teacher is sent it."""
     data, media_type = view_bytes(sample.path, sample.id, 0, hflip=hflip)
     return Image(data=data, media_type=media_type)
 
@@ -251,9 +247,20 @@ def shuffled_order(n: int, image_id: str, seed: int = 1) -> list[int]:
     return order
 
 
+@runtime_checkable
+class LabelClient(Teacher, Protocol):
+    """What labelling needs of its client (:class:`vlmclient.TeacherClient` is one): the
+    Teacher calls, how many requests it runs at once, and how many items one may carry."""
+
+    @property
+    def concurrency(self) -> int: ...
+
+    def batch_limit(self, kind: Kind) -> int: ...
+
+
 async def answer_labels(
     dataset: Dataset,
-    client: TeacherClient,
+    client: LabelClient,
     class_names: Sequence[str],
     *,
     samples: Sequence[Sample] | None = None,
@@ -291,7 +298,7 @@ async def answer_labels(
             )
             try:
                 req = AnswerRequest(
-                    image=_image(s, dataset.hflip),
+                    image=sample_image(s, dataset.hflip),
                     prompt=choice_prompt(class_names, question, order),
                     max_output_tokens=max_output_tokens,
                 )
@@ -326,7 +333,7 @@ async def answer_labels(
 
 async def embedding_labels(
     dataset: Dataset,
-    client: TeacherClient,
+    client: LabelClient,
     class_names: Sequence[str],
     *,
     samples: Sequence[Sample] | None = None,
@@ -351,22 +358,22 @@ async def embedding_labels(
         chunk = list(enumerate(todo))[start : start + limit]
         try:
             res = await client.embed_images(
-                [ImageEmbeddingRequest(image=_image(s, dataset.hflip)) for _, s in chunk]
+                [ImageEmbeddingRequest(image=sample_image(s, dataset.hflip)) for _, s in chunk]
             )
         except BudgetExceededError:
             break
         vecs.update({i: r.vector for (i, _), r in zip(chunk, res, strict=True)})
     probs = np.full((len(todo), len(class_names)), np.nan, dtype=np.float32)
+    bought = sorted(vecs)
+    if bought:
+        image = np.stack([vecs[i] for i in bought])
+        probs[bought] = zeroshot_probs(image, text)
+        best = dict(zip(bought, zeroshot_labels(image, text).tolist(), strict=True))
     labels = []
     for i, s in enumerate(todo):
         if i not in vecs:
             labels.append(Label(s.id, None, None, "zeroshot"))
             continue
-        v = vecs[i] / max(float(np.linalg.norm(vecs[i])), 1e-12)
-        t = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
-        logits = 100.0 * (t @ v)
-        p = np.exp(logits - logits.max())
-        probs[i] = p / p.sum()
-        c = int(np.argmax(logits))
+        c = best[i]
         labels.append(Label(s.id, c, class_names[c], "zeroshot"))
     return labels, probs

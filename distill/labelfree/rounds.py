@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,9 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from cache import atomic_write
 from distill.data import Dataset, class_prompts
-from distill.labelfree.pseudolabel import _image
+from distill.labelfree.pseudolabel import sample_image
 from distill.labelfree.selection import STRATEGIES, select
+from distill.teacher.zeroshot import zeroshot_probs
 from vlmclient import (
     BudgetExceededError,
     ImageEmbeddingRequest,
@@ -44,14 +45,12 @@ __all__ = [
     "load_pixels",
     "predict_probs",
     "state_path",
-    "teacher_probs",
     "train_student",
 ]
 
 STATE_VERSION = 1
 DEFAULT_STUDENT = "mobilenetv3_small_100"
 PRICE_SAMPLE = 8  # images priced to estimate what one more image costs
-KD_SCALE = 100.0  # CLIP's logit scale: the teacher's zero-shot logits are 100 * cosine
 
 
 @dataclass
@@ -86,9 +85,7 @@ def read_state(path: Path) -> dict[str, Any]:
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1) + "\n", "utf-8")
-    os.replace(tmp, path)  # atomic: a kill leaves the old state or the new one
+    atomic_write(path, json.dumps(state, indent=1) + "\n")  # a kill leaves old or new
 
 
 # ------------------------------------------------------------------ the in-between student
@@ -103,15 +100,6 @@ def load_pixels(dataset: Dataset, size: int) -> Any:
     return torch.from_numpy(
         np.stack([load_image(s, 0, size, hflip=dataset.hflip) for s in dataset.samples])
     )
-
-
-def teacher_probs(image_vectors: np.ndarray, text_vectors: np.ndarray) -> np.ndarray:
-    """softmax(100 * cos(image, text)) rows: the teacher's zero-shot class probabilities."""
-    img = image_vectors / np.maximum(np.linalg.norm(image_vectors, axis=1, keepdims=True), 1e-12)
-    txt = text_vectors / np.maximum(np.linalg.norm(text_vectors, axis=1, keepdims=True), 1e-12)
-    logits = KD_SCALE * img.astype(np.float64) @ txt.astype(np.float64).T
-    p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def train_student(
@@ -229,7 +217,8 @@ async def harvest_rounds(
 
     def request(row: int) -> ImageEmbeddingRequest:
         if row not in requests:
-            requests[row] = ImageEmbeddingRequest(image=_image(dataset.samples[row], dataset.hflip))
+            image = sample_image(dataset.samples[row], dataset.hflip)
+            requests[row] = ImageEmbeddingRequest(image=image)
         return requests[row]
 
     async def buy(rows: list[int]) -> bool:
@@ -272,7 +261,7 @@ async def harvest_rounds(
             if pixels is None:
                 pixels = load_pixels(dataset, image_size)
             bought = sorted(vectors)
-            targets = teacher_probs(np.stack([vectors[i] for i in bought]), text)
+            targets = zeroshot_probs(np.stack([vectors[i] for i in bought]), text)
             labels = None
             if use_labels and all(dataset.samples[i].label is not None for i in bought):
                 labels = [int(dataset.samples[i].label) for i in bought]  # type: ignore[arg-type]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from distill.teacher.offline import set_offline_env
 
 __all__ = [
     "BACKENDS",
@@ -94,11 +95,6 @@ class Backend(Protocol):
 def _unit(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
     return (v / n if n > 0 else v).astype(np.float32)
-
-
-def _normalise_rows(m: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
-    return (m / np.where(norms == 0, 1, norms)).astype(np.float32)
 
 
 class ImageDecodeError(ValueError):
@@ -186,15 +182,6 @@ class HashBackend:
 # ------------------------------------------------------------------ pseudo-clip
 
 
-def _set_offline_env() -> None:
-    # Before transformers/huggingface_hub are imported: any attempt to reach the hub
-    # must fail fast instead of downloading.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no tqdm bar per load
-
-
 def _imagenet_names() -> list[str]:
     from timm.data import ImageNetInfo
 
@@ -257,7 +244,7 @@ class PseudoClipBackend:
         torch_threads: int = DEFAULT_TORCH_THREADS,
         max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
-        _set_offline_env()
+        set_offline_env()
         import timm
         import torch
 
@@ -379,7 +366,7 @@ class OpenClipBackend:
         torch_threads: int = DEFAULT_TORCH_THREADS,
         max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
-        _set_offline_env()
+        set_offline_env()
         try:
             import open_clip
         except ImportError as exc:
@@ -483,17 +470,17 @@ class MiniClipBackend:
         torch_threads: int = DEFAULT_TORCH_THREADS,
         max_batch: int = 64,
     ) -> None:
-        _set_offline_env()
+        set_offline_env()
         import torch
 
-        from distill.teacher import miniclip
         from distill.data import class_prompts
+        from distill.teacher import miniclip
 
         torch.set_num_threads(torch_threads)
         self.weights = Path(weights)
         self._model, self.manifest = miniclip.load_teacher(self.weights)
         self._mc = miniclip
-        self._text = miniclip._text_model()
+        self._text = miniclip.load_text_model()
         self.class_names: list[str] = list(self.manifest["class_names"])
         self._bank = torch.from_numpy(
             miniclip.encode_texts(self._text, class_prompts(self.class_names))

@@ -42,6 +42,7 @@ class Bill:
     input_tokens: int
     output_tokens: int
     usd: Decimal
+    body_bytes: int = 0  # size of the request body as received (what the client uploaded)
 
 
 def price_embed(pricing: Pricing, *, images: int, input_tokens: int) -> Decimal:
@@ -85,5 +86,6 @@ class Billing:
             "input_tokens": sum(b.input_tokens for b in bills),
             "output_tokens": sum(b.output_tokens for b in bills),
             "usd": str(sum((b.usd for b in bills), Decimal(0))),
+            "body_bytes": sum(b.body_bytes for b in bills),
             "billed_request_ids": [b.request_id for b in bills],
         }

@@ -42,9 +42,17 @@ class Pricing(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    usd_per_image: Decimal = Field(default=Decimal("0.0001"), ge=0)
-    usd_per_1m_input_tokens: Decimal = Field(default=Decimal("0.12"), ge=0)
-    usd_per_1m_output_tokens: Decimal = Field(default=Decimal("0.60"), ge=0)
+    # The descriptions are the help of `vlm-distill serve-teacher`, whose flags are
+    # generated from these models (distill/cli/serve_teacher.py).
+    usd_per_image: Decimal = Field(
+        default=Decimal("0.0001"), ge=0, description="per image sent to /v2/embed"
+    )
+    usd_per_1m_input_tokens: Decimal = Field(
+        default=Decimal("0.12"), ge=0, description="per million input (prompt) tokens"
+    )
+    usd_per_1m_output_tokens: Decimal = Field(
+        default=Decimal("0.60"), ge=0, description="per million output (answer) tokens"
+    )
 
 
 class Faults(BaseModel):
@@ -59,16 +67,16 @@ class Faults(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    fail_500: float = Field(default=0.0, ge=0, le=1)
-    fail_503: float = Field(default=0.0, ge=0, le=1)
-    fail_529: float = Field(default=0.0, ge=0, le=1)
-    drop: float = Field(default=0.0, ge=0, le=1)
-    timeout: float = Field(default=0.0, ge=0, le=1)
-    malformed: float = Field(default=0.0, ge=0, le=1)
-    wrong_dim: float = Field(default=0.0, ge=0, le=1)
-    latency_ms: float = Field(default=0.0, ge=0)
-    timeout_sleep_s: float = Field(default=30.0, ge=0)
-    seed: int = 0
+    fail_500: float = Field(default=0.0, ge=0, le=1, description="fraction answered 500")
+    fail_503: float = Field(default=0.0, ge=0, le=1, description="fraction answered 503")
+    fail_529: float = Field(default=0.0, ge=0, le=1, description="fraction answered 529")
+    drop: float = Field(default=0.0, ge=0, le=1, description="close without response")
+    timeout: float = Field(default=0.0, ge=0, le=1, description="answer very late")
+    malformed: float = Field(default=0.0, ge=0, le=1, description="truncated JSON 200")
+    wrong_dim: float = Field(default=0.0, ge=0, le=1, description="half-size vectors")
+    latency_ms: float = Field(default=0.0, ge=0, description="added to every API request")
+    timeout_sleep_s: float = Field(default=30.0, ge=0, description="how late a 'timeout' is")
+    seed: int = Field(default=0, description="seed of the fault draws")
 
     @model_validator(mode="after")
     def _fractions_fit(self) -> Faults:
@@ -98,16 +106,30 @@ class ServerConfig(BaseModel):
 
     token: SecretStr
     # None: any ``model`` in a request is accepted and echoed. Set: other names get 404.
-    model_name: str | None = None
+    model_name: str | None = Field(
+        default=None, description="only accept this model name (else any)"
+    )
     pricing: Pricing = Pricing()
     faults: Faults = Faults()
-    rpm: int | None = Field(default=None, ge=1)
-    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
-    max_items: int = Field(default=MAX_ITEMS_PER_CALL, ge=1)
-    image_tokens: int = Field(default=DEFAULT_IMAGE_TOKENS, ge=0)
-    body_timeout_s: float = Field(default=DEFAULT_BODY_TIMEOUT_S, gt=0)
-    max_image_pixels: int = Field(default=MAX_IMAGE_PIXELS, ge=1)
-    max_request_pixels: int = Field(default=MAX_REQUEST_PIXELS, ge=1)
+    rpm: int | None = Field(default=None, ge=1, description="requests per minute, then 429")
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES, ge=1024, description="larger bodies get 413"
+    )
+    max_items: int = Field(
+        default=MAX_ITEMS_PER_CALL, ge=1, description="more inputs in one /v2/embed call get 400"
+    )
+    image_tokens: int = Field(
+        default=DEFAULT_IMAGE_TOKENS, ge=0, description="prompt tokens billed per chat image"
+    )
+    body_timeout_s: float = Field(
+        default=DEFAULT_BODY_TIMEOUT_S, gt=0, description="slower request bodies get 408"
+    )
+    max_image_pixels: int = Field(
+        default=MAX_IMAGE_PIXELS, ge=1, description="an image with more pixels gets 400"
+    )
+    max_request_pixels: int = Field(
+        default=MAX_REQUEST_PIXELS, ge=1, description="a call with more image pixels gets 400"
+    )
 
     @model_validator(mode="after")
     def _token_not_empty(self) -> ServerConfig:

@@ -24,7 +24,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from .billing import Bill
-from .faults import Fault, go_duration, retry_after_header
+from .faults import Fault
+from .ratelimit import go_duration, retry_after_header
 from .state import TeacherState
 from .wire import WireError
 
@@ -255,6 +256,7 @@ async def _handle(state: TeacherState, request: Request, style: str, work: Work)
             input_tokens=outcome.input_tokens,
             output_tokens=outcome.output_tokens,
             usd=outcome.usd,
+            body_bytes=len(raw),
         )
     )
     headers = {"x-request-id": rid, **_rate_headers(state, style)}

@@ -9,7 +9,7 @@ import numpy as np
 from .billing import count_tokens, price_embed
 from .gate import Outcome
 from .state import TeacherState
-from .vectors import resize, wrong_dim
+from .vectors import encode_rows, resize, wrong_dim
 from .wire import parse_cohere_embed
 
 __all__ = ["cohere_embed"]
@@ -26,7 +26,7 @@ async def cohere_embed(state: TeacherState, body: Any, rid: str) -> Outcome:
     def render(v: np.ndarray) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": rid,
-            "embeddings": {t: v.tolist() for t in req.embedding_types},
+            "embeddings": {t: encode_rows(v, t) for t in req.embedding_types},
             "meta": {
                 "api_version": {"version": "2"},
                 "billed_units": {"images": images, "input_tokens": tokens},

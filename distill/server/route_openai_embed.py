@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import numpy as np
@@ -10,7 +9,7 @@ import numpy as np
 from .billing import count_tokens, price_tokens
 from .gate import Outcome
 from .state import TeacherState
-from .vectors import resize, wrong_dim
+from .vectors import encode_rows, resize, wrong_dim
 from .wire import parse_openai_embed
 
 __all__ = ["openai_embed"]
@@ -27,16 +26,11 @@ async def openai_embed(state: TeacherState, body: Any, rid: str) -> Outcome:
     )
 
     def render(v: np.ndarray) -> dict[str, Any]:
-        def enc(row: np.ndarray) -> Any:
-            if req.encoding_format == "base64":
-                return base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
-            return row.tolist()
-
         return {
             "object": "list",
             "data": [
-                {"object": "embedding", "index": i, "embedding": enc(row)}
-                for i, row in enumerate(v)
+                {"object": "embedding", "index": i, "embedding": row}
+                for i, row in enumerate(encode_rows(v, req.encoding_format))
             ],
             "model": req.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},

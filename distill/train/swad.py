@@ -15,11 +15,15 @@ averages of segments weigh each segment equally.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim import swa_utils
 
 __all__ = ["Average", "LossValley", "update_bn"]
 
@@ -155,29 +159,24 @@ class LossValley:
         }
 
 
-@torch.no_grad()
-def update_bn(model: nn.Module, batches: object, n_steps: int) -> int:
-    """Re-estimate BatchNorm running statistics over ``n_steps`` batches (cumulative mean).
+def update_bn(model: nn.Module, batches: Iterable[torch.Tensor], n_steps: int) -> int:
+    """Re-estimate BatchNorm running statistics over at most ``n_steps`` input tensors of
+    ``batches``, with :func:`torch.optim.swa_utils.update_bn` (a cumulative mean).
 
-    ``batches`` yields input tensors. Returns the number of batches used (0: no BN).
+    Returns the number of batches used (0 when the model has no BatchNorm or ``n_steps``
+    is 0: the statistics are then left alone). torch's function reads the whole loader and
+    takes tensors, not our dict batches: the caller maps batches to inputs, and this caps
+    the count and reports it.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns or n_steps <= 0:
+    if n_steps <= 0 or not any(isinstance(m, _BatchNorm) for m in model.modules()):
         return 0
-    momenta = {}
-    for m in bns:
-        m.reset_running_stats()
-        momenta[m] = m.momentum
-        m.momentum = None  # cumulative moving average
-    was_training = model.training
-    model.train()
     used = 0
-    for x in batches:  # type: ignore[attr-defined]
-        model(x)
-        used += 1
-        if used >= n_steps:
-            break
-    for m in bns:
-        m.momentum = momenta[m]
-    model.train(was_training)
+
+    def counted() -> Iterator[torch.Tensor]:
+        nonlocal used
+        for x in itertools.islice(batches, n_steps):
+            used += 1
+            yield x
+
+    swa_utils.update_bn(counted(), model)
     return used

@@ -21,11 +21,12 @@ from typing import Protocol
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from distill.train.losses import adip_loss, ce_loss, kd_loss, teacher_logits
 from distill.train.student import Student
 
-__all__ = ["AlignTask", "Batch", "DistillTask", "ErmTask", "KdTask", "Task", "make_task"]
+__all__ = ["AlignTask", "Batch", "DistillTask", "ErmTask", "KdTask", "Task", "make_task", "unwrap"]
 
 
 @dataclass
@@ -35,6 +36,14 @@ class Batch:
     images: torch.Tensor
     labels: torch.Tensor
     image_t: torch.Tensor | None = None
+
+
+def unwrap(model: nn.Module) -> Student:
+    """The Student a training step calls, itself or inside DistributedDataParallel."""
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    if not isinstance(inner, Student):
+        raise TypeError(f"expected a Student (or DDP around one), got {type(inner).__name__}")
+    return inner
 
 
 def _freeze_bn(module: nn.Module) -> None:
@@ -83,7 +92,7 @@ class _AdipTask(_TrainMode):
         self.lam = lam
 
     def losses(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        student = model.module if hasattr(model, "module") else model
+        student = unwrap(model)
         assert batch.image_t is not None and student.text is not None
         emb = model(batch.images, output="embedding")
         return adip_loss(emb, batch.image_t, student.text[batch.labels], self.lam)

@@ -1,10 +1,13 @@
 """The training loop: ADiP (Align, Distill, Predict) and the ERM / KD baselines, one loop.
 
-Read it top to bottom in :func:`train`: find the teacher's cached embeddings, split the data
-(DomainBed: 20 % of every source domain held out as in-domain validation, target domains
-out-of-distribution), build the student, then for every stage: step, evaluate per domain
-every ``eval_every`` steps, checkpoint, keep the best (or SWAD-averaged) weights. The paid
-teacher is never called here: every target comes from the memory-mapped EmbeddingStore.
+Read it top to bottom in :func:`_train`: split the data (DomainBed: 20 % of every source
+domain held out as in-domain validation, target domains out-of-distribution), find the
+teacher's cached embeddings, build the student, resume, then for every stage: step,
+evaluate per domain every ``eval_every`` steps, checkpoint, and end with the best (or
+SWAD-averaged) weights. The paid teacher is never called here: every target comes from the
+memory-mapped EmbeddingStore. The parts live beside this module: ``prepare`` (data split,
+student), ``targets`` (the teacher's store), ``checkpoints`` (save, resume), ``stages``
+(Align's stopping rule, evaluation, end-of-stage selection), ``distributed`` (torchrun).
 
 Run folder::
 
@@ -31,52 +34,37 @@ crash are not checkpointed).
 from __future__ import annotations
 
 import json
-import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import IO, Any
 
-import numpy as np
 import torch
 
-from cache.swap import exchange
-from distill.data import DataError, Dataset, Sample, scan, split_holdout
 from distill.data.loaders import train_loader
-from distill.train.config import TrainConfig
-from distill.train.evaluate import (
-    RUN_FILE,
-    WEIGHTS_FILE,
-    evaluate_samples,
-    mean_accuracy,
-    to_input,
-    zeroshot_by_domain,
+from distill.train.checkpoints import (
+    RunState,
+    resume_or_start,
+    save_checkpoint,
+    save_weights,
+    state_dict,
+    write_json,
 )
-from distill.train.student import Student, build_student, is_convnet, norm_stats
-from distill.train.swad import Average, LossValley, update_bn
+from distill.train.config import TrainConfig
+from distill.train.distributed import barrier, broadcast_state, dist_env, init_group, wrap_ddp
+from distill.train.evaluate import RUN_FILE, WEIGHTS_FILE
+from distill.train.prepare import DataSplit, build, resolve, run_info, split_data
+from distill.train.stages import AlignStop, Evaluator, select_weights, stage_note, trainable
+from distill.train.student import Student
+from distill.train.swad import Average, LossValley
+from distill.train.targets import TeacherTargets, load_targets
 from distill.train.task import Batch, make_task
-from vlmclient.errors import ConfigurationError
 
-__all__ = [
-    "CHECKPOINT_DIR",
-    "LOG_FILE",
-    "METRICS_FILE",
-    "STORES_DIR",
-    "Progress",
-    "dist_env",
-    "find_store",
-    "open_store",
-    "train",
-]
+__all__ = ["EVALS_FILE", "LOG_FILE", "METRICS_FILE", "Progress", "ProgressHook", "train"]
 
-log = logging.getLogger(__name__)
-
-STORES_DIR = "stores"
-CHECKPOINT_DIR = "checkpoint"
 LOG_FILE = "log.jsonl"
 EVALS_FILE = "evals.jsonl"
 METRICS_FILE = "metrics.json"
@@ -98,246 +86,6 @@ class Progress:
 ProgressHook = Callable[[Progress], None]
 
 
-# ------------------------------------------------------------------------- teacher store
-
-
-def _no_store_message(teacher: str, dataset: Dataset, cache: Path) -> str:
-    return (
-        f"no cached teacher embeddings for this dataset and teacher ({teacher!r}, "
-        f"dataset fingerprint {dataset.fingerprint()[:12]}) in {cache / STORES_DIR}: run "
-        f"`vlm-distill harvest {dataset.root} --teacher {teacher} --cache {cache}` first"
-    )
-
-
-def find_store(cache_dir: str | os.PathLike[str], teacher: str, dataset: Dataset) -> Path:
-    """The store under ``<cache>/stores/*`` holding ``teacher``'s embeddings of ``dataset``.
-
-    Matches ``meta.json``'s ``teacher`` and ``dataset_fingerprint``; when several match
-    (harvested twice) the newest wins. ConfigurationError when none does.
-    """
-    cache = Path(cache_dir)
-    fp = dataset.fingerprint()
-    found: list[tuple[float, Path]] = []
-    for meta_path in sorted((cache / STORES_DIR).glob("*/meta.json")):
-        try:
-            meta = json.loads(meta_path.read_text("utf-8"))
-        except (OSError, ValueError):
-            continue
-        if meta.get("teacher") == teacher and meta.get("dataset_fingerprint") == fp:
-            found.append((float(meta.get("created", 0.0)), meta_path.parent))
-    if not found:
-        raise ConfigurationError(_no_store_message(teacher, dataset, cache))
-    return max(found)[1]
-
-
-def open_store(path: str | os.PathLike[str]) -> Any:
-    """Open an EmbeddingStore; ConfigurationError when it is missing or unreadable."""
-    from cache.store import EmbeddingStore, StoreError
-
-    try:
-        return EmbeddingStore.open(path)
-    except StoreError as exc:
-        raise ConfigurationError(str(exc)) from exc
-
-
-def check_store(store: Any, teacher: str, dataset: Dataset, needed: list[Sample]) -> None:
-    """Refuse a store of another teacher, other classes, or lacking the training images."""
-    meta = store.meta
-    if meta.get("teacher") != teacher:
-        raise ConfigurationError(
-            f"the store at {store.path} holds embeddings of teacher {meta.get('teacher')!r}, "
-            f"not {teacher!r}; pass the teacher it was harvested with or harvest again"
-        )
-    if tuple(store.class_names) != tuple(dataset.class_names):
-        raise ConfigurationError(
-            f"the store at {store.path} was harvested for classes "
-            f"{list(store.class_names)[:5]}..., this dataset has "
-            f"{list(dataset.class_names)[:5]}...; harvest this dataset"
-        )
-    have = set(store.image_ids)
-    missing = [s.id for s in needed if s.id not in have]
-    if missing:
-        raise ConfigurationError(
-            f"the store at {store.path} lacks teacher embeddings for {len(missing)} training "
-            f"image(s) of this dataset, e.g. {missing[:3]} (dataset fingerprint "
-            f"{dataset.fingerprint()[:12]}, store's {str(meta.get('dataset_fingerprint'))[:12]})"
-            "; harvest this dataset first"
-        )
-
-
-# ------------------------------------------------------------------------ distributed
-
-
-def dist_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment variables."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    return rank, world, local
-
-
-def _init_dist(world: int) -> bool:
-    """Initialise the process group under torchrun; True when this call created it."""
-    import torch.distributed as dist
-
-    if world <= 1 or dist.is_initialized():
-        return False
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return True
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def _broadcast_state(student: Student, world: int) -> None:
-    """Give every rank rank 0's weights (after rank 0 picked the stage's final weights)."""
-    if world <= 1:
-        return
-    import torch.distributed as dist
-
-    with torch.no_grad():
-        for t in list(student.state_dict().values()):
-            dist.broadcast(t, src=0)
-
-
-# ------------------------------------------------------------------------ checkpoints
-
-
-def _state_dict(student: Student) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
-
-
-def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file(state, str(path))
-
-
-def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", "utf-8")
-    os.replace(tmp, path)
-
-
-def _save_checkpoint(
-    out: Path,
-    student: Student,
-    state: dict[str, Any],
-    optimizer: torch.optim.Optimizer | None,
-    best: dict[str, torch.Tensor] | None,
-) -> None:
-    """Write checkpoint/ atomically: build checkpoint.tmp, then swap it in."""
-    final = out / CHECKPOINT_DIR
-    tmp = out / (CHECKPOINT_DIR + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    _save_weights(_state_dict(student), tmp / WEIGHTS_FILE)
-    if best is not None:
-        _save_weights(best, tmp / "best.safetensors")
-    extra = {"torch_rng": torch.get_rng_state()}
-    if optimizer is not None:
-        extra["optimizer"] = optimizer.state_dict()
-    torch.save(extra, tmp / "optim.pt")
-    _write_json(tmp / "state.json", state)  # last: a folder with state.json is complete
-    if final.exists() and exchange(tmp, final):
-        # One step, no moment without a checkpoint; ``tmp`` now holds the previous one.
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    # No RENAME_EXCHANGE on this system: two renames; _recover_checkpoint mends a crash
-    # between them.
-    old = out / (CHECKPOINT_DIR + ".old")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-_CHECKPOINT_FILES = (WEIGHTS_FILE, "optim.pt", "state.json")
-
-
-def _recover_checkpoint(out: Path) -> None:
-    """Mend what a save killed mid-way left: if checkpoint/ is missing, the complete one of
-    checkpoint.tmp (the new, finished) or checkpoint.old (the previous) takes its place;
-    then both leftovers go. Without this a --resume silently restarted from step 0."""
-    final = out / CHECKPOINT_DIR
-    tmp, old = out / (CHECKPOINT_DIR + ".tmp"), out / (CHECKPOINT_DIR + ".old")
-    if not final.exists():
-        for candidate in (tmp, old):
-            if all((candidate / f).is_file() for f in _CHECKPOINT_FILES):
-                os.replace(candidate, final)
-                log.warning("recovered %s from an interrupted checkpoint save", final)
-                break
-    for leftover in (tmp, old):
-        if leftover.exists():
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _check_checkpoint(ckpt: Path) -> None:
-    missing = [f for f in _CHECKPOINT_FILES if not (ckpt / f).is_file()]
-    if missing:
-        raise ConfigurationError(
-            f"cannot resume from {ckpt}: it is incomplete (missing {', '.join(missing)}); "
-            "move it aside to start the run again"
-        )
-
-
-def _truncate_log(path: Path, stage_names: list[str], stage_index: int, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (a crashed run's tail)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text("utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-            pos = (stage_names.index(rec["stage"]), int(rec["step"]))
-        except (ValueError, KeyError):
-            continue
-        if pos < (stage_index, step):
-            keep.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(x + "\n" for x in keep), "utf-8")
-    os.replace(tmp, path)
-
-
-# ------------------------------------------------------------------------- the loop
-
-
-def _resolve_domains(ds: Dataset, cfg: TrainConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    all_domains = tuple(ds.domains)
-    for d in (cfg.train_domains or ()) + (cfg.test_domains or ()):
-        if d not in all_domains:
-            raise ConfigurationError(f"unknown domain {d!r}; this dataset has {all_domains}")
-    test = tuple(cfg.test_domains or ())
-    if cfg.train_domains is not None:
-        train_d = tuple(cfg.train_domains)
-        if cfg.test_domains is None:
-            test = tuple(d for d in all_domains if d not in train_d)
-    else:
-        train_d = tuple(d for d in all_domains if d not in test)
-    if not train_d:
-        raise ConfigurationError("no training domain left: every domain is a test domain")
-    return train_d, test
-
-
-def _autocast(device: torch.device, bf16: bool) -> Any:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-
-
-def _trainable(student: Student) -> dict[str, torch.Tensor]:
-    return {n: p for n, p in student.named_parameters() if p.requires_grad}
-
-
 def train(config: TrainConfig, *, progress: ProgressHook | None = None) -> dict[str, Any]:
     """Train (or, for ``method="zeroshot"``, only score the teacher) and return metrics.
 
@@ -351,50 +99,19 @@ def train(config: TrainConfig, *, progress: ProgressHook | None = None) -> dict[
     """
     t_start = time.time()
     rank, world, local_rank = dist_env()
-    created_group = _init_dist(world)
+    created_group = init_group(world)
     try:
         metrics = _train(config, progress, rank, world, local_rank, t_start)
         # Leave together: a rank that tears the group down while rank 0 still evaluates
         # and writes can abort in gloo's threads ("terminate called without an active
         # exception").
-        _barrier(world)
+        barrier(world)
         return metrics
     finally:
         if created_group:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-
-
-class AlignStop:
-    """Align's stopping rule: stop when the mean loss of the last ``window`` steps improved
-    by less than ``min_delta`` on the window before it (Align only fits one linear layer on
-    frozen features, so it converges; a fixed step count left P barely trained)."""
-
-    def __init__(self, window: int, min_delta: float) -> None:
-        self.window = window
-        self.min_delta = min_delta
-        self.losses: list[float] = []
-        self.stopped_at: int | None = None
-        self.windows: list[float] = []
-
-    def update(self, loss: float) -> bool:
-        """Record one step's loss; True when Align has converged."""
-        self.losses.append(loss)
-        n = len(self.losses)
-        if n % self.window:
-            return False
-        self.windows.append(float(np.mean(self.losses[-self.window:])))
-        if len(self.windows) >= 2 and self.windows[-2] - self.windows[-1] < self.min_delta:
-            self.stopped_at = n
-            return True
-        return False
-
-    def describe(self, max_steps: int) -> dict[str, Any]:
-        return {"converged": self.stopped_at is not None,
-                "steps_run": self.stopped_at or len(self.losses), "max_steps": max_steps,
-                "final_window_loss": self.windows[-1] if self.windows else None,
-                "window": self.window, "min_delta": self.min_delta}
 
 
 def _train(
@@ -406,179 +123,61 @@ def _train(
     t_start: float,
 ) -> dict[str, Any]:
     main = rank == 0
-    hook = progress if (progress is not None and main) else None
+    notify = progress if (progress is not None and main) else _quiet
     if config.threads:
         torch.set_num_threads(config.threads)
     device = (
         torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     )
+    out = Path(config.out)
 
     # 1. Data: source domains (train + 20 % held out as ID validation), target domains (OOD).
-    # Read on this machine, never uploaded: a manifest of absolute paths (as select
-    # writes) is fine here.
-    ds = scan(config.data, allow_outside_paths=True)
-    labelled = [s for s in ds.samples if s.label is not None]
-    if not labelled:
-        raise DataError(f"{config.data}: no labelled images; the trainer needs class labels")
-    train_domains, test_domains = _resolve_domains(ds, config)
-    src = [s for s in labelled if s.domain in train_domains]
-    train_s, hold_s = split_holdout(src, fraction=config.holdout_fraction, seed=config.split_seed)
-    ood_s = [s for s in labelled if s.domain in test_domains]
-
+    split = split_data(config)
     # 2. Teacher targets: the harvested store for (teacher, dataset), checked.
-    if config.store is not None:
-        store_path = Path(config.store)
-    else:
-        assert config.cache is not None
-        store_path = find_store(config.cache, config.teacher, ds)
-    store = open_store(store_path)
-    check_store(store, config.teacher, ds, list(train_s))
-    views = min(config.views or store.views, store.views)
-    rows = store.rows_of([s.id for s in train_s])
-    text = torch.from_numpy(np.array(store.text_embeddings, dtype=np.float32))
-
-    in_store = set(store.image_ids)
-
-    def zs(samples: list[Sample]) -> dict[str, dict[str, float]]:
-        return zeroshot_by_domain(store, [s for s in samples if s.id in in_store])
-
-    teacher_zs = {"id": zs(list(hold_s)), "ood": zs(ood_s)}
-    teacher_zs["mean_id"] = mean_accuracy(teacher_zs["id"])  # type: ignore[assignment]
-    teacher_zs["mean_ood"] = mean_accuracy(teacher_zs["ood"])  # type: ignore[assignment]
-
-    out = Path(config.out)
-    base_info: dict[str, Any] = {
-        "method": config.method,
-        "student": config.student,
-        "teacher": config.teacher,
-        "teacher_fingerprint": store.meta.get("teacher_fingerprint"),
-        "dataset_fingerprint": ds.fingerprint(),
-        "store": str(store_path),
-        "class_names": list(ds.class_names),
-        "train_domains": list(train_domains),
-        "test_domains": list(test_domains),
-        "holdout_fraction": config.holdout_fraction,
-        "seed": config.seed,
-        "split_seed": config.split_seed,
-        "image_size": config.image_size,
-        "n_train": len(train_s),
-        "n_id": len(hold_s),
-        "n_ood": len(ood_s),
-    }
-
+    targets = load_targets(config, split.dataset, split.train, split.holdout, split.ood)
+    info = run_info(config, split, targets)
     if config.method == "zeroshot":
-        metrics = {**base_info, "id": teacher_zs["id"], "ood": teacher_zs["ood"],
-                   "mean_id": teacher_zs["mean_id"], "mean_ood": teacher_zs["mean_ood"],
-                   "teacher_zeroshot": teacher_zs, "wall_time_s": time.time() - t_start}
-        if main:
-            out.mkdir(parents=True, exist_ok=True)
-            config.model_copy(update={"train_domains": train_domains,
-                                      "test_domains": test_domains,
-                                      "store": str(store_path)}).write(out)
-            _write_json(out / METRICS_FILE, metrics)
-        return metrics
+        return _zeroshot_only(config, split, targets, info, main=main, t_start=t_start)
 
     # 3. Student: timm backbone + P and the text head (ADiP) or a linear head (ERM, KD).
-    torch.manual_seed(config.seed)
-    student = build_student(
-        config.student, method=config.method, num_classes=len(ds.class_names), text=text,
-        pretrained=config.pretrained, weights_file=config.student_weights,
-        weights_dir=config.weights_dir,
-    )
-    mean, std = norm_stats(student.backbone)
-    conv = is_convnet(student.backbone)
-    channels_last = config.channels_last if config.channels_last is not None else conv
-    freeze_bn = config.freeze_bn
-    student.to(device)
-    if channels_last:
-        student.to(memory_format=torch.channels_last)
-    resolved = config.model_copy(update={
-        "train_domains": train_domains, "test_domains": test_domains,
-        "store": str(store_path), "views": views, "channels_last": channels_last,
-        "freeze_bn": freeze_bn, "resume": False,
-    })
-    info = {**base_info, "mean": list(mean), "std": list(std), "channels_last": channels_last,
-            "views": views}
+    student, fmt = build(config, len(split.dataset.class_names), targets.text, device)
+    resolved = resolve(config, split, targets, fmt)  # what config.json records
+    info = {**info, "mean": list(fmt.mean), "std": list(fmt.std),
+            "channels_last": fmt.channels_last, "views": targets.views}
 
     # 4. Resume, or refuse to overwrite an unfinished run.
     stages = config.stages()
-    ckpt = out / CHECKPOINT_DIR
-    start_stage, start_step = 0, 0
-    best_state: dict[str, torch.Tensor] | None = None
-    best_acc = -1.0
-    resume_extra: dict[str, Any] | None = None
-    history: list[dict[str, Any]] = []
-    stage_notes: list[dict[str, Any]] = []
-    if main:
-        _recover_checkpoint(out)
-    _barrier(world)
-    if ckpt.exists() and not config.resume:
-        raise ConfigurationError(
-            f"{out} already holds a checkpoint; pass --resume to continue it or choose "
-            "another --out"
-        )
-    if config.resume and ckpt.exists():
-        _check_checkpoint(ckpt)
-        state = json.loads((ckpt / "state.json").read_text("utf-8"))
-        for key in ("teacher_fingerprint", "dataset_fingerprint", "method", "student"):
-            if state.get(key) != info.get(key):
-                raise ConfigurationError(
-                    f"cannot resume {out}: its {key} is {state.get(key)!r}, this run's is "
-                    f"{info.get(key)!r}"
-                )
-        student.load_state_dict(_load_weights(ckpt / WEIGHTS_FILE))
-        start_stage, start_step = int(state["stage_index"]), int(state["step"])
-        best_acc = float(state.get("best_acc", -1.0))
-        history = list(state.get("history", []))
-        stage_notes = list(state.get("stage_notes", []))
-        if (ckpt / "best.safetensors").is_file():
-            best_state = _load_weights(ckpt / "best.safetensors")
-        resume_extra = torch.load(ckpt / "optim.pt", map_location="cpu", weights_only=True)
-        if resume_extra is not None and "torch_rng" in resume_extra:
-            torch.set_rng_state(resume_extra["torch_rng"])
-        log.info("resuming %s at stage %d step %d", out, start_stage, start_step)
-        if main:
-            _truncate_log(out / LOG_FILE, [name for name, _ in stages], start_stage, start_step)
-    elif config.resume and main:
-        # Nothing to resume from: the run starts at step 0, so any log lines are its own
-        # unsaved past and would be written again.
-        _truncate_log(out / LOG_FILE, [name for name, _ in stages], 0, 0)
+    run = resume_or_start(out, resume=config.resume, info=info, student=student,
+                          stage_names=[name for name, _ in stages], log_file=out / LOG_FILE,
+                          main=main, world=world)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         resolved.write(out)
-    _barrier(world)
+    barrier(world)
 
-    eval_kw: dict[str, Any] = {"image_size": config.image_size, "mean": mean, "std": std,
-                               "batch_size": config.eval_batch_size,
-                               "channels_last": channels_last, "bf16": config.bf16,
-                               "num_workers": config.num_workers}
+    evaluate = Evaluator(split.holdout, split.ood, config.image_size, fmt,
+                         config.eval_batch_size, config.bf16, config.num_workers)
     last_eval: dict[str, Any] = {}
-    log_file = open(out / LOG_FILE, "a", encoding="utf-8") if main else None  # noqa: SIM115
-    evals_file = open(out / EVALS_FILE, "a", encoding="utf-8") if main else None  # noqa: SIM115
-    groups = [[i for i, s in enumerate(train_s) if s.domain == d] for d in train_domains]
-    per_rank_batch = -(-config.batch_per_domain // world)
+    groups = split.domain_groups()
+    per_rank_batch = -(-config.batch_per_domain // world)  # the global batch stays the same
     images_seen = 0
     train_time = 0.0
 
-    def evaluate(stage: str, step: int) -> dict[str, Any]:
-        res = {"stage": stage, "step": step,
-               "id": evaluate_samples(student, hold_s, **eval_kw),
-               "ood": evaluate_samples(student, ood_s, **eval_kw)}
-        res["mean_id"] = mean_accuracy(res["id"])
-        res["mean_ood"] = mean_accuracy(res["ood"])
-        losses = [v["loss"] for v in res["id"].values()]
-        res["id_loss"] = float(np.mean(losses)) if losses else float("nan")
-        return res
-
-    try:
+    with _RunLogs(out if main else None) as logs:
         # 5. Stages: Align then Distill (ADiP), or the one stage of ERM / KD.
-        for si in range(start_stage, len(stages)):
+        for si in range(run.stage_index, len(stages)):
             stage, n_steps = stages[si]
-            task = make_task(stage, lam=config.lam, text=text.to(device),
-                             kd_temperature=config.kd_temperature, freeze_bn=freeze_bn)
-            params = task.configure(student)
-            lr = config.lr_align if stage == "align" else config.lr
-            optimizer = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+            first = run.step if si == run.stage_index else 0
+            task = make_task(stage, lam=config.lam, text=targets.text.to(device),
+                             kd_temperature=config.kd_temperature, freeze_bn=config.freeze_bn)
+            lr = config.stage_lr(stage)
+            optimizer = torch.optim.Adam(
+                task.configure(student), lr=lr, weight_decay=config.weight_decay
+            )
+            if first > 0 and run.optimizer is not None:
+                optimizer.load_state_dict(run.optimizer)
+            if first == 0:
+                run.reset_best()  # a stage keeps its own best weights
             stopper = (
                 AlignStop(config.align_window, config.align_min_delta)
                 if stage == "align" and config.align_min_delta > 0 else None
@@ -587,23 +186,14 @@ def _train(
                 student.proj.weight.detach().clone()
                 if stage == "align" and student.proj is not None else None
             )
-            first = start_step if si == start_stage else 0
-            if si == start_stage and resume_extra and "optimizer" in resume_extra and first > 0:
-                optimizer.load_state_dict(resume_extra["optimizer"])
-            if si != start_stage or first == 0:
-                best_state, best_acc = None, -1.0
-            model: torch.nn.Module = student
-            if world > 1:
-                from torch.nn.parallel import DistributedDataParallel
-
-                model = DistributedDataParallel(
-                    student, device_ids=[local_rank] if device.type == "cuda" else None
-                )
+            model = wrap_ddp(student, world, local_rank, device)
             loader = train_loader(
-                train_s, groups, image_size=config.image_size,
-                batch_per_domain=per_rank_batch, store=store if task.needs_targets else None,
-                rows=rows, views=views, seed=config.seed + 1000 * si, start_step=first,
-                rank=rank, world_size=world, num_workers=config.num_workers, hflip=ds.hflip,
+                split.train, groups, image_size=config.image_size,
+                batch_per_domain=per_rank_batch,
+                store=targets.store if task.needs_targets else None, rows=targets.rows,
+                views=targets.views, seed=config.seed + 1000 * si, start_step=first,
+                rank=rank, world_size=world, num_workers=config.num_workers,
+                hflip=split.dataset.hflip,
             )
             batches = iter(loader)
             valley = (
@@ -612,15 +202,13 @@ def _train(
                 if config.swad else None
             )
             segment = Average()
-            if hook:
-                hook(Progress("start", stage, first, n_steps))
+            notify(Progress("start", stage, first, n_steps))
             for step in range(first, n_steps):
                 t0 = time.perf_counter()
                 raw = next(batches)
                 t_data = time.perf_counter() - t0
                 batch = Batch(
-                    images=to_input(raw["image"], mean, std,
-                                    channels_last=channels_last).to(device),
+                    images=fmt.input(raw["image"], device),
                     labels=raw["label"].to(device),
                     image_t=raw["image_t"].to(device) if "image_t" in raw else None,
                 )
@@ -628,119 +216,166 @@ def _train(
                 with _autocast(device, config.bf16):
                     losses = task.losses(model, batch)
                 optimizer.zero_grad(set_to_none=True)
-                losses["loss"].backward()
+                torch.autograd.backward(losses["loss"])
                 optimizer.step()
                 dt = time.perf_counter() - t0
                 train_time += dt
                 images_seen += len(raw["label"]) * world
                 if valley is not None:
-                    segment.update(_trainable(student), step=step)
+                    segment.update(trainable(student), step=step)
                 values = {k: float(v.detach()) for k, v in losses.items()}
-                if log_file is not None:
-                    log_file.write(json.dumps({
-                        "stage": stage, "step": step, **values, "lr": lr,
-                        "time": time.time(), "step_s": round(dt, 5), "data_s": round(t_data, 5),
-                    }) + "\n")
-                if hook:
-                    hook(Progress("step", stage, step + 1, n_steps, values,
-                                  last_eval.get("mean_id"), last_eval.get("mean_ood")))
+                logs.step({
+                    "stage": stage, "step": step, **values, "lr": lr,
+                    "time": time.time(), "step_s": round(dt, 5), "data_s": round(t_data, 5),
+                })
+                notify(Progress("step", stage, step + 1, n_steps, values,
+                                last_eval.get("mean_id"), last_eval.get("mean_ood")))
 
                 converged = stopper is not None and stopper.update(values["loss"])
                 if step % config.eval_every == 0 or step == n_steps - 1 or converged:
                     if main:
-                        last_eval = evaluate(stage, step)
-                        history.append({k: last_eval[k] for k in
-                                        ("stage", "step", "mean_id", "mean_ood", "id_loss")})
-                        assert evals_file is not None and log_file is not None
-                        evals_file.write(json.dumps(last_eval) + "\n")
-                        evals_file.flush()
-                        log_file.flush()
+                        last_eval = evaluate(student, stage, step)
+                        run.record(last_eval)
+                        logs.evaluation(last_eval)
                         if valley is not None:
                             valley.update_and_evaluate(segment, last_eval["id_loss"])
-                        acc = last_eval["mean_id"] if last_eval["mean_id"] is not None else 0.0
-                        if valley is None and config.select == "best_id" and acc > best_acc:
-                            best_acc = acc
-                            best_state = _state_dict(student)
-                        _save_checkpoint(out, student, {
-                            **info, "stage_index": si, "stage": stage, "step": step + 1,
-                            "best_acc": best_acc, "history": history,
-                            "stage_notes": stage_notes, "time": time.time(),
-                        }, optimizer, best_state)
-                        if hook:
-                            hook(Progress("eval", stage, step + 1, n_steps, values,
-                                          last_eval["mean_id"], last_eval["mean_ood"]))
+                        elif config.select == "best_id":
+                            run.keep_if_best(last_eval["mean_id"] or 0.0, student)
+                        state = run.to_json(info, si, stage, step + 1, time.time())
+                        save_checkpoint(out, student, state, optimizer, run.best_state)
+                        notify(Progress("eval", stage, step + 1, n_steps, values,
+                                        last_eval["mean_id"], last_eval["mean_ood"]))
                     segment = Average()
-                    _barrier(world)
+                    barrier(world)
                 if converged:
                     break
 
             # End of stage: SWAD average, or the best in-domain checkpoint, or the last.
-            note: dict[str, Any] = {"stage": stage, "steps": n_steps}
-            if stopper is not None:
-                note["align"] = stopper.describe(n_steps)
-            if p_init is not None and student.proj is not None:
-                # How far Align moved P from its random start (1.0 = not at all).
-                note["proj_cos_to_init"] = float(torch.nn.functional.cosine_similarity(
-                    student.proj.weight.detach().flatten(), p_init.flatten(), dim=0))
             if main:
-                if valley is not None:
-                    params_avg = valley.final_params()
-                    note["selected"] = "swad"
-                    note["swad"] = valley.describe()
-                    if params_avg is not None:
-                        with torch.no_grad():
-                            named = dict(student.named_parameters())
-                            for k, v in params_avg.items():
-                                named[k].copy_(v.to(named[k].dtype))
-                    if stage != "align" and not freeze_bn:
-                        bn_inputs = (
-                            to_input(b["image"], mean, std, channels_last=channels_last).to(device)
-                            for b in loader
-                        )
-                        note["bn_batches"] = update_bn(student, bn_inputs, config.swad_bn_steps)
-                elif config.select == "best_id" and best_state is not None:
-                    student.load_state_dict(best_state)
-                    note["selected"] = "best_id"
-                    note["best_id"] = best_acc
-                else:
-                    note["selected"] = "last"
-                stage_notes.append(note)
-                _save_checkpoint(out, student, {
-                    **info, "stage_index": si + 1, "stage": stage, "step": 0,
-                    "best_acc": -1.0, "history": history, "stage_notes": stage_notes,
-                    "time": time.time(),
-                }, None, None)
-                if hook:
-                    hook(Progress("stage_end", stage, n_steps, n_steps, {},
-                                  last_eval.get("mean_id"), last_eval.get("mean_ood")))
-            _broadcast_state(student, world)
-            _barrier(world)
-            best_state, best_acc = None, -1.0
+                note = stage_note(stage, n_steps, student, stopper, p_init)  # before the swap
+                note.update(select_weights(
+                    student, run, valley=valley, select=config.select,
+                    bn_loader=None if stage == "align" or config.freeze_bn else loader,
+                    bn_steps=config.swad_bn_steps, fmt=fmt, device=device,
+                ))
+                run.finish_stage(note)
+                state = run.to_json(info, si + 1, stage, 0, time.time())
+                save_checkpoint(out, student, state, None, None)
+                notify(Progress("stage_end", stage, n_steps, n_steps, {},
+                                last_eval.get("mean_id"), last_eval.get("mean_ood")))
+            broadcast_state(student, world)
+            barrier(world)
             del model
-    finally:
-        if log_file is not None:
-            log_file.close()
-        if evals_file is not None:
-            evals_file.close()
 
     # 6. Predict: the final student, scored per domain beside the teacher's zero-shot.
     if not main:
         return {}
-    final = evaluate("final", sum(n for _, n in stages))
-    _save_weights(_state_dict(student), out / WEIGHTS_FILE)
-    _write_json(out / RUN_FILE, info)
+    final = evaluate(student, "final", sum(n for _, n in stages))
+    metrics = _write_final(
+        out, student, info, final, teacher_zeroshot=targets.zeroshot, run=run,
+        resolved=resolved, t_start=t_start,
+        images_per_s=images_seen / train_time if train_time else None,
+    )
+    notify(Progress("done", "final", 0, 0, {}, final["mean_id"], final["mean_ood"]))
+    return metrics
+
+
+def _write_final(
+    out: Path,
+    student: Student,
+    info: dict[str, Any],
+    final: dict[str, Any],
+    *,
+    teacher_zeroshot: dict[str, Any],
+    run: RunState,
+    resolved: TrainConfig,
+    t_start: float,
+    images_per_s: float | None,
+) -> dict[str, Any]:
+    """Write the final student, run.json and metrics.json; return the metrics."""
+    save_weights(state_dict(student), out / WEIGHTS_FILE)
+    write_json(out / RUN_FILE, info)
     metrics = {
         **info,
         "id": final["id"], "ood": final["ood"],
         "mean_id": final["mean_id"], "mean_ood": final["mean_ood"],
-        "teacher_zeroshot": teacher_zs,
-        "stages": stage_notes,
-        "history": history,
+        "teacher_zeroshot": teacher_zeroshot,
+        "stages": run.stage_notes,
+        "history": run.history,
         "wall_time_s": time.time() - t_start,
-        "train_images_per_s": images_seen / train_time if train_time else None,
+        "train_images_per_s": images_per_s,
         "config": resolved.model_dump(mode="json"),
     }
-    _write_json(out / METRICS_FILE, metrics)
-    if hook:
-        hook(Progress("done", "final", 0, 0, {}, final["mean_id"], final["mean_ood"]))
+    write_json(out / METRICS_FILE, metrics)
     return metrics
+
+
+def _zeroshot_only(
+    config: TrainConfig,
+    split: DataSplit,
+    targets: TeacherTargets,
+    info: dict[str, Any],
+    *,
+    main: bool,
+    t_start: float,
+) -> dict[str, Any]:
+    """``method="zeroshot"``: the teacher's own accuracy as the run's metrics; no student."""
+    zs = targets.zeroshot
+    metrics = {**info, "id": zs["id"], "ood": zs["ood"], "mean_id": zs["mean_id"],
+               "mean_ood": zs["mean_ood"], "teacher_zeroshot": zs,
+               "wall_time_s": time.time() - t_start}
+    if main:
+        out = Path(config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        config.model_copy(update={"train_domains": split.train_domains,
+                                  "test_domains": split.test_domains,
+                                  "store": str(targets.path)}).write(out)
+        write_json(out / METRICS_FILE, metrics)
+    return metrics
+
+
+def _quiet(progress: Progress) -> None:
+    """The progress hook of other ranks and of callers who gave none."""
+
+
+def _autocast(device: torch.device, bf16: bool) -> AbstractContextManager[Any]:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+class _RunLogs:
+    """Rank 0's log.jsonl (a line per step) and evals.jsonl (a line per evaluation), opened
+    for appending; with ``out=None`` (the other ranks) nothing is written."""
+
+    def __init__(self, out: Path | None) -> None:
+        self._files = ExitStack()  # closes both in __exit__
+        self._log: IO[str] | None = None
+        self._evals: IO[str] | None = None
+        if out is not None:
+            self._log = self._files.enter_context(
+                open(out / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
+            )
+            self._evals = self._files.enter_context(
+                open(out / EVALS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+            )
+
+    def step(self, record: dict[str, Any]) -> None:
+        if self._log is not None:
+            self._log.write(json.dumps(record) + "\n")
+
+    def evaluation(self, record: dict[str, Any]) -> None:
+        """Write an evaluation and flush both files (the steps before it are on disk)."""
+        if self._evals is not None and self._log is not None:
+            self._evals.write(json.dumps(record) + "\n")
+            self._evals.flush()
+            self._log.flush()
+
+    def __enter__(self) -> _RunLogs:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._files.close()

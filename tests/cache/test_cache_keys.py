@@ -22,7 +22,7 @@ from vlmclient import (
     TeacherClient,
     TextEmbeddingRequest,
 )
-from vlmclient.client import endpoint_id, item_cache_key, key_base
+from vlmclient.client import content_cache_key, endpoint_id, item_cache_key, key_base
 from vlmclient.providers import get_provider
 
 COHERE = get_provider("cohere")
@@ -204,3 +204,37 @@ def test_same_bytes_under_another_file_name_give_the_same_key(tmp_path: Path) ->
         COHERE, "embed-v4.0", {}, "image_embedding", ImageEmbeddingRequest(image=IMAGE)
     )
     assert hashlib.sha256(data).hexdigest() == IMAGE.digest
+
+
+def test_a_content_id_replaces_the_bytes_in_the_key_and_nothing_else() -> None:
+    def key(image: Image, provider: Any = COHERE, kind: str = "image_embedding") -> str:
+        return item_cache_key(provider, "embed-v4.0", {}, kind, ImageEmbeddingRequest(image=image))
+
+    named = IMAGE.model_copy(update={"content_id": "view1:abc"})
+    other_bytes = OTHER_IMAGE.model_copy(update={"content_id": "view1:abc"})
+    assert key(named) == key(other_bytes)  # the name, not the bytes
+    assert key(named) != key(IMAGE)  # unnamed images keep their byte keys
+    assert key(named) != key(IMAGE.model_copy(update={"content_id": "view1:abd"}))
+    assert key(named) != key(named, OPENAI)  # the teacher is still in the key
+    assert key(named) != key(named, kind="answer")
+    assert key(named) == content_cache_key(COHERE, "embed-v4.0", {}, "view1:abc")
+    answer = AnswerRequest(image=named, prompt="what is it?")
+    assert item_cache_key(COHERE, "embed-v4.0", {}, "answer", answer) != item_cache_key(
+        COHERE, "embed-v4.0", {}, "answer", answer.model_copy(update={"prompt": "colour?"})
+    )
+
+
+def test_re_encoding_an_oversized_image_keeps_its_content_id() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from vlmclient.providers.images import fit_image
+
+    arr = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    PILImage.fromarray(arr).save(out, "PNG")
+    big = Image(data=out.getvalue(), media_type="image/png", content_id="view1:x")
+    small = fit_image(big, max_side=100, max_bytes=1 << 20, media_types={"image/jpeg"})
+    assert small.media_type == "image/jpeg" and small.content_id == "view1:x"

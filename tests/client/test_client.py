@@ -10,8 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from cache import MemoryCache
-from cache.base import LedgerRecord
+from cache import LedgerRecord, MemoryCache
 from tests.conftest import FakeCohere, make_image_requests
 from vlmclient import (
     APIConnectionError,
@@ -20,6 +19,9 @@ from vlmclient import (
     BadRequestError,
     Budget,
     ConfigurationError,
+    EmbeddingResult,
+    Image,
+    ImageEmbeddingRequest,
     Price,
     ResponseValidationError,
     RetryPolicy,
@@ -297,3 +299,53 @@ async def test_cached_vectors_fix_the_expected_dimension(fake_cohere: FakeCohere
         with pytest.raises(ResponseValidationError, match="dimension"):
             await c.embed_images(reqs)  # one hit, one new (wrong-dimension) answer
     assert len(cache) == 1
+
+
+def _png(seed: int, fmt: str = "PNG") -> bytes:
+    import io
+
+    from PIL import Image as PILImage
+
+    arr = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    PILImage.fromarray(arr).save(out, fmt)
+    return out.getvalue()
+
+
+async def test_a_content_id_keys_the_image_whatever_its_encoding(fake_cohere: FakeCohere) -> None:
+    """Bought as a PNG named "v:1", then the same name as a JPEG is a hit: nothing sent."""
+    cache = MemoryCache()
+    png = ImageEmbeddingRequest(image=Image(data=_png(0), media_type="image/png", content_id="v:1"))
+    jpeg = ImageEmbeddingRequest(
+        image=Image(data=_png(0, "JPEG"), media_type="image/jpeg", content_id="v:1")
+    )
+    async with client(fake_cohere, cache=cache) as c:
+        [bought] = await c.embed_images([png])
+        [again] = await c.embed_images([jpeg])
+        [found] = c.cached("image_embedding", [c.content_key("v:1")])
+        assert c.cached("image_embedding", [c.content_key("v:2")]) == [None]
+        other = png.model_copy(update={"image": png.image.model_copy(update={"content_id": "v:2"})})
+        await c.embed_images([other])  # another name is another item, same bytes or not
+    assert len(fake_cohere.requests) == 2
+    assert again.cached and isinstance(found, EmbeddingResult) and found.cached
+    np.testing.assert_array_equal(again.vector, bought.vector)
+    np.testing.assert_array_equal(found.vector, bought.vector)
+    assert c.stats.cache_hits == 2
+
+
+async def test_cached_falls_back_to_an_old_key_and_stores_it_under_the_new_one(
+    fake_cohere: FakeCohere,
+) -> None:
+    cache = MemoryCache()
+    legacy = ImageEmbeddingRequest(image=Image(data=_png(1), media_type="image/png"))
+    async with client(fake_cohere, cache=cache) as c:
+        [bought] = await c.embed_images([legacy])  # cached under its bytes' key
+        old, new = c.cache_key("image_embedding", legacy), c.content_key("v:1")
+        assert c.cached("image_embedding", [new]) == [None]
+        [found] = c.cached("image_embedding", [new], [old])
+        assert new in cache  # moved: the next look needs no fallback
+        [direct] = c.cached("image_embedding", [new])
+    assert isinstance(found, EmbeddingResult) and isinstance(direct, EmbeddingResult)
+    np.testing.assert_array_equal(found.vector, bought.vector)
+    np.testing.assert_array_equal(direct.vector, bought.vector)
+    assert len(fake_cohere.requests) == 1 and c.stats.cache_hits == 2

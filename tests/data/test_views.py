@@ -142,3 +142,38 @@ def test_view_bytes_rejects_bad_files(tmp_path, png_bomb):
         view_bytes(tmp_path / "bomb.png", "bomb.png", 1)
     with pytest.raises(ValueError):
         view_array(_picture(), "x", -1)
+
+
+def test_a_views_content_id_names_everything_its_pixels_depend_on():
+    from distill.data.views import view_content_id
+
+    base = {"hflip": True, "encoding": "jpeg-q90"}
+    ref = view_content_id("ab" * 32, "d/c/x.png", 1, **base)
+    assert ref == view_content_id("ab" * 32, "d/c/x.png", 1, **base)  # stable
+    others = {
+        view_content_id("cd" * 32, "d/c/x.png", 1, **base),  # another source file
+        view_content_id("ab" * 32, "d/c/y.png", 1, **base),  # another seed
+        view_content_id("ab" * 32, "d/c/x.png", 2, **base),  # another view
+        view_content_id("ab" * 32, "d/c/x.png", 1, hflip=False, encoding="jpeg-q90"),
+        view_content_id("ab" * 32, "d/c/x.png", 1, hflip=True, encoding="png-zlib"),
+    }
+    assert ref not in others and len(others) == 5
+    with pytest.raises(ValueError, match="view 0"):
+        view_content_id("ab" * 32, "d/c/x.png", 0, **base)
+
+
+def test_encode_view_png_is_lossless_and_jpeg_close():
+    from distill.data.views import encode_view, view_encoding
+
+    arr = view_array(_picture(), "d/c/x.png", 1)
+    assert view_encoding(("image/png", "image/jpeg")) == "jpeg-q90"
+    assert view_encoding(("image/png",)) == "png-zlib"
+    data, media_type = encode_view(arr, "png-zlib")
+    assert media_type == "image/png" and len(data) < len(png_bytes(arr))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), arr)
+    data, media_type = encode_view(arr, "jpeg-q90")
+    assert media_type == "image/jpeg" and data[:3] == b"\xff\xd8\xff"
+    decoded = np.asarray(Image.open(io.BytesIO(data))).astype(int)
+    assert decoded.shape == arr.shape and np.abs(decoded - arr).mean() < 8
+    with pytest.raises(ValueError, match="unknown view encoding"):
+        encode_view(arr, "gif")

@@ -93,6 +93,21 @@ def test_dry_run_sends_nothing(
     assert "not cached" in capsys.readouterr().out
 
 
+def test_dry_run_with_select_is_the_plain_dry_run(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--select hands a dry run to the plain harvest's (it estimates every image)."""
+    cache = tmp_path / "c"
+    assert harvest(hash_teacher, digits_data, cache, "--dry-run", "--select", "random") == 0
+    assert hash_teacher.billing()["requests"] == 0
+    n = len(scan(digits_data).samples)
+    assert f"of {n} image views" in capsys.readouterr().out
+    assert not (cache / "select").exists()
+
+
 def test_missing_token_is_a_usage_error(
     hash_teacher: LocalTeacher,
     digits_data: Path,

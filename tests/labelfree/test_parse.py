@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from distill.labelfree.pseudolabel import (
-    choice_prompt,
-    parse_answer,
-    shuffled_order,
-    zeroshot_labels,
-)
+from distill.labelfree.pseudolabel import choice_prompt, parse_answer, shuffled_order
+from distill.teacher.zeroshot import zeroshot_labels, zeroshot_probs
 
 NAMES = ["cat", "dog", "hot_dog", "butterfly", "bus"]
 DIGITS = ["0_zero", "1_one", "2_two", "3_three", "4_four", "5_five", "6_six", "7_seven"]
@@ -123,3 +119,14 @@ def test_zeroshot_labels_is_the_cosine_argmax() -> None:
     text = np.array([[1.0, 0.0], [0.0, 1.0]])
     img = np.array([[10.0, 1.0], [0.1, 0.2], [-1.0, -0.5]])
     assert zeroshot_labels(img, text).tolist() == [0, 1, 1]
+
+
+def test_zeroshot_probs_are_the_softmax_of_100_cosines() -> None:
+    import numpy as np
+
+    text = np.array([[1.0, 0.0], [0.0, 1.0]])
+    img = np.array([[2.0, 0.0], [1.0, 1.0]])
+    probs = zeroshot_probs(img, text)
+    assert probs.dtype == np.float32
+    assert np.allclose(probs[0], [1.0, np.exp(-100.0)], atol=1e-6)  # cos 1 against cos 0
+    assert np.allclose(probs[1], [0.5, 0.5])  # equally close to both

@@ -20,6 +20,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from vlmclient import Image, Price, RetryPolicy, TeacherClient
+from vlmclient.client import prepare_item
 from vlmclient.providers import get_provider
 from vlmclient.providers.base import CallSpec, Item
 
@@ -55,11 +56,7 @@ def call_spec(
 ) -> CallSpec:
     """A CallSpec as the client builds it (images already prepared by the provider)."""
     p = get_provider(provider)
-    prepared: list[Item] = []
-    for item in items:
-        if hasattr(item, "image"):
-            item = item.model_copy(update={"image": p.prepare_image(item.image)})  # type: ignore[union-attr]
-        prepared.append(item)
+    prepared = [prepare_item(p, item) for item in items]
     return CallSpec(
         kind,  # type: ignore[arg-type]
         model,

@@ -12,6 +12,7 @@ from vlmclient import (
     AnswerRequest,
     Image,
     ImageEmbeddingRequest,
+    MixedEmbeddingRequest,
     TextEmbeddingRequest,
     Usage,
 )
@@ -197,6 +198,7 @@ def test_every_estimate_covers_its_kinds(name: str) -> None:
     items = {
         "image_embedding": [ImageEmbeddingRequest(image=image())],
         "text_embedding": [TextEmbeddingRequest(text="a cat")],
+        "mixed_embedding": [MixedEmbeddingRequest(parts=("a cat", image()))],
         "answer": [AnswerRequest(image=image(), prompt="what?", max_output_tokens=3)],
     }
     model = {

@@ -308,7 +308,7 @@ def test_pseudolabel_reasoning_flag_reaches_the_client(
     from cache.coordination import Coordinator
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    from distill.cli.harvest import open_client
+    from distill.cli._common import open_client
     from distill.cli.pseudolabel import add_arguments
 
     parser = argparse.ArgumentParser()

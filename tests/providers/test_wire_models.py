@@ -1,7 +1,7 @@
 """Providers without a machine-readable spec: strict pydantic models of the documented
 request shapes (extra fields forbidden), and documented responses parsed.
 
-Shapes from ../shared/reference/teacher-apis.md (Vertex multimodal embeddings, Gemini
+Shapes from the providers' API reference pages (Vertex multimodal embeddings, Gemini
 generateContent, Jina embeddings, Nomic image/text endpoints, Bedrock Titan).
 """
 

@@ -21,8 +21,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from cache import SpendLedger
-from cache.base import LedgerRecord
+from cache import LedgerRecord, SpendLedger
 from distill.server import Faults, HashBackend, ServerConfig, ServerThread, create_app
 from distill.server.billing import Bill
 

@@ -17,8 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from cache import ResponseCache
-from cache.base import LedgerRecord
+from cache import LedgerRecord, ResponseCache
 from distill.cli import main
 from tests.reliability.conftest import ledger, paid
 from tests.reliability.standin import standin

@@ -27,13 +27,13 @@ from hypothesis import strategies as st
 from PIL import Image as PILImage
 from pydantic import SecretStr
 
-from cache import MemoryCache
-from cache.base import LedgerRecord
+from cache import LedgerRecord, MemoryCache
 from vlmclient import (
     AnswerRequest,
     APIError,
     Image,
     ImageEmbeddingRequest,
+    MixedEmbeddingRequest,
     Price,
     ResponseValidationError,
     RetryPolicy,
@@ -142,6 +142,10 @@ class Case:
             items = [TextEmbeddingRequest(text=f"a photo of a {i}") for i in range(self.n)]
         elif self.kind == "image_embedding":
             items = [ImageEmbeddingRequest(image=IMAGES[i]) for i in range(self.n)]
+        elif self.kind == "mixed_embedding":
+            items = [
+                MixedEmbeddingRequest(parts=(f"digit {i}", IMAGES[i])) for i in range(self.n)
+            ]
         else:
             items = [AnswerRequest(image=IMAGES[0], prompt="which digit?", max_output_tokens=5)]
         p = get_provider(self.provider)
@@ -163,6 +167,9 @@ CASES = [
     Case("local", "answer", "hash", 1, _openai_chat),
     Case("cohere", "image_embedding", "embed-v4.0", 3, _cohere),
     Case("cohere", "text_embedding", "embed-v4.0", 2, _cohere),
+    Case("cohere", "mixed_embedding", "embed-v4.0", 2, _cohere),
+    Case("local", "mixed_embedding", "hash", 2, _cohere),
+    Case("voyage", "mixed_embedding", "voyage-multimodal-3", 2, _data_list),
     Case("openai", "text_embedding", "text-embedding-3-small", 3, _data_list),
     Case("openai", "answer", "gpt-4o-mini", 1, _openai_chat),
     Case("voyage", "image_embedding", "voyage-multimodal-3", 2, _data_list),
@@ -416,6 +423,8 @@ async def _through_client(case: Case, content: bytes) -> tuple[Exception | None,
                 await client.embed_texts(spec.items)  # type: ignore[arg-type]
             elif case.kind == "image_embedding":
                 await client.embed_images(spec.items)  # type: ignore[arg-type]
+            elif case.kind == "mixed_embedding":
+                await client.embed_mixed(spec.items)  # type: ignore[arg-type]
             else:
                 await client.answer(spec.items)  # type: ignore[arg-type]
         except Exception as exc:  # judged below

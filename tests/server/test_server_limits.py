@@ -186,5 +186,6 @@ def test_admin_reset_clears_bill(serve, client: httpx.Client) -> None:
         "input_tokens": 0,
         "output_tokens": 0,
         "usd": "0",
+        "body_bytes": 0,
         "billed_request_ids": [],
     }

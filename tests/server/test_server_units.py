@@ -20,7 +20,8 @@ from pydantic import SecretStr, ValidationError
 from distill.server import Faults, HashBackend, ServerConfig, count_tokens
 from distill.server.answers import option_prompt, parse_options, pick_option
 from distill.server.batching import MicroBatcher
-from distill.server.faults import Fault, FaultPlan, SlidingWindowLimiter, go_duration
+from distill.server.faults import Fault, FaultPlan
+from distill.server.ratelimit import SlidingWindowLimiter, go_duration
 
 ROOT = Path(__file__).resolve().parents[2]
 

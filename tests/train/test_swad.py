@@ -58,3 +58,21 @@ def test_update_bn_recomputes_statistics() -> None:
         feats = torch.cat([net[0](b) for b in batches[:2]])
     want = feats.mean(dim=(0, 2, 3))
     assert torch.allclose(net[1].running_mean, want, atol=1e-4)
+
+
+def test_update_bn_stops_at_n_steps_and_counts_short_loaders() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    batches = iter([torch.randn(2, 3, 4, 4) for _ in range(5)])
+    assert update_bn(net, batches, 3) == 3
+    assert len(list(batches)) == 2  # the rest of the loader is left unread
+    assert update_bn(net, iter([torch.randn(2, 3, 4, 4)]), 4) == 1
+
+
+def test_update_bn_with_no_steps_or_no_batchnorm_changes_nothing() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    net(torch.randn(8, 3, 4, 4) + 5)  # training mode: running stats move off their reset
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert update_bn(net, iter([torch.randn(2, 3, 4, 4)]), 0) == 0
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert update_bn(nn.Linear(3, 2), iter([torch.randn(2, 3)]), 5) == 0

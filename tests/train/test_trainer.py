@@ -11,7 +11,8 @@ import pytest
 from distill.cli import main
 from distill.data import scan
 from distill.train.config import TrainConfig
-from distill.train.trainer import Progress, find_store, train
+from distill.train.targets import find_store
+from distill.train.trainer import Progress, train
 from vlmclient.errors import ConfigurationError
 
 from .conftest import TEACHER, make_store
@@ -192,7 +193,7 @@ def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "dom3" in text and "teacher zero-shot" in text
-    assert "[align] eval step 1/2" in text and "[distill] stage_end" in text  # plain lines
+    assert "align: 2/2" in text and "distill: 2/2" in text  # plain progress lines
     rc = main(["eval", str(out), str(tiny_data), "--json",
                "--store", str(tiny_cache / "stores" / "s1")])
     assert rc == 0

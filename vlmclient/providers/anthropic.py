@@ -35,10 +35,12 @@ from .base import (
     Provider,
     RateLimitHints,
     default_classify_error,
+    header_int,
     json_object,
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
+    usage_count,
 )
 from .images import ACCEPTED_MEDIA_TYPES, base64_size, fit_image, image_size
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
@@ -149,11 +151,6 @@ def build_request(spec: CallSpec) -> httpx.Request:
     )
 
 
-def _n(obj: Any, key: str) -> int:
-    v = obj.get(key) if isinstance(obj, dict) else None
-    return int(v) if isinstance(v, int) and v >= 0 else 0
-
-
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
     body = json_object(response, provider=NAME, request_id=rid)
@@ -162,10 +159,10 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     usage = Usage(
         # Prompt-cache writes and reads are input tokens too (we never ask for caching;
         # counting them at the input price can only over-charge).
-        input_tokens=_n(u, "input_tokens")
-        + _n(u, "cache_creation_input_tokens")
-        + _n(u, "cache_read_input_tokens"),
-        output_tokens=_n(u, "output_tokens"),
+        input_tokens=usage_count(u, "input_tokens")
+        + usage_count(u, "cache_creation_input_tokens")
+        + usage_count(u, "cache_read_input_tokens"),
+        output_tokens=usage_count(u, "output_tokens"),
     )
     content = body.get("content")
     texts = (
@@ -253,19 +250,11 @@ class AnthropicLimits:
     output_tokens: LimitWindow
 
 
-def _int(headers: httpx.Headers, name: str) -> int | None:
-    v = headers.get(name)
-    try:
-        return int(v) if v is not None else None
-    except ValueError:
-        return None
-
-
 def _window(headers: httpx.Headers, what: str, now: float | None) -> LimitWindow:
     prefix = f"anthropic-ratelimit-{what}-"
     return LimitWindow(
-        limit=_int(headers, prefix + "limit"),
-        remaining=_int(headers, prefix + "remaining"),
+        limit=header_int(headers, prefix + "limit"),
+        remaining=header_int(headers, prefix + "remaining"),
         reset_s=parse_rfc3339(headers.get(prefix + "reset"), now=now),
     )
 

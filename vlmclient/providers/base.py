@@ -8,10 +8,11 @@ An adapter knows one wire format. It never sends anything: the client builds an
 from __future__ import annotations
 
 import base64
+import binascii
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, overload
 
 import httpx
 import numpy as np
@@ -28,26 +29,34 @@ from ..models import (
     Image,
     ImageEmbeddingRequest,
     Kind,
+    MixedEmbeddingRequest,
     TextEmbeddingRequest,
     Usage,
 )
 
 __all__ = [
+    "FLOAT32_LE",
     "CallSpec",
+    "Item",
     "Parsed",
     "Provider",
     "RateLimitHints",
+    "base64_vectors",
     "data_uri",
     "default_classify_error",
+    "header_int",
     "indexed_vectors",
     "json_object",
     "parse_retry_after",
     "reported_usage",
     "text_tokens_upper_bound",
+    "usage_count",
     "vectors_from",
 ]
 
-Item: TypeAlias = ImageEmbeddingRequest | TextEmbeddingRequest | AnswerRequest
+Item: TypeAlias = (
+    ImageEmbeddingRequest | TextEmbeddingRequest | MixedEmbeddingRequest | AnswerRequest
+)
 
 
 @dataclass(frozen=True)
@@ -122,8 +131,11 @@ class Provider:
     # Cap on the summed tokens of the texts of one request, counted with
     # text_tokens_upper_bound (None = no cap beyond the count): OpenAI 300k, Voyage 320k.
     max_request_tokens: int | None = None
-    # True when responses carry no usage, so the estimate is the bill (Vertex, Titan).
-    meters_usage: bool = False
+    # Tokens one image counts toward max_request_tokens, at most (Voyage: 3,572 for its
+    # 2 M billed-pixel cap at 560 px a token; 0 where images do not count).
+    image_request_tokens: int = 0
+    # False when responses carry no usage block, so our estimate is the bill (Vertex).
+    usage_in_response: bool = True
     # True when the adapter finds its own credentials (Titan: botocore's chain of
     # profiles, SSO, container and instance roles), so no env var is required.
     key_optional: bool = False
@@ -271,6 +283,46 @@ def reported_usage(obj: Any) -> dict[str, Any] | None:
     return kept if isinstance(kept, dict) else None
 
 
+@overload
+def usage_count(obj: Any, key: str, default: int = 0, *, fractional: bool = False) -> int: ...
+@overload
+def usage_count(
+    obj: Any, key: str, default: None, *, fractional: bool = False
+) -> int | None: ...
+def usage_count(
+    obj: Any, key: str, default: int | None = 0, *, fractional: bool = False
+) -> int | None:
+    """``obj[key]`` as a count of billed units: a non-negative int, else ``default`` (the
+    key missing, a negative or non-numeric value, ``obj`` not a dict). A response's usage
+    is untrusted: a bad figure must not price a request below what it cost.
+
+    ``fractional`` also takes finite non-negative floats, truncated (Cohere's
+    ``billed_units`` are numbers, not integers).
+
+    >>> usage_count({"prompt_tokens": 12}, "prompt_tokens"), usage_count({}, "prompt_tokens")
+    (12, 0)
+    >>> usage_count({"total_tokens": -1}, "total_tokens", None) is None
+    True
+    >>> usage_count({"images": 2.0}, "images", fractional=True)
+    2
+    """
+    v = obj.get(key) if isinstance(obj, dict) else None
+    if isinstance(v, int):
+        return int(v) if v >= 0 else default
+    if fractional and isinstance(v, float) and math.isfinite(v) and v >= 0:
+        return int(v)
+    return default
+
+
+def header_int(headers: httpx.Headers, name: str) -> int | None:
+    """An integer header (a rate-limit figure), or None when missing or not an integer."""
+    v = headers.get(name)
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
 def text_tokens_upper_bound(text: str) -> int:
     """Tokens a text can cost at most, with no tokenizer: its UTF-8 bytes plus one
     (no BPE or WordPiece token is shorter than one byte)."""
@@ -295,26 +347,57 @@ def json_object(
 
 
 def indexed_vectors(
-    data: Any, *, expected: int, request_id: str | None, provider: str
+    data: Any,
+    *,
+    expected: int,
+    request_id: str | None,
+    provider: str,
+    base64_ok: bool = False,
 ) -> list[np.ndarray]:
-    """OpenAI-style ``data: [{"index": i, "embedding": [...]}, ...]``, in index order."""
+    """OpenAI-style ``data: [{"index": i, "embedding": [...]}, ...]``, in index order.
+
+    ``base64_ok``: an ``embedding`` may also be a base64 string (``encoding_format:
+    "base64"``); see :func:`vectors_from`.
+    """
     if not isinstance(data, list) or not all(
         isinstance(d, dict) and isinstance(d.get("index", 0), int) for d in data
     ):
         raise ResponseValidationError("missing data[]", provider=provider, request_id=request_id)
     rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
-    return vectors_from(rows, expected=expected, request_id=request_id, provider=provider)
+    return vectors_from(
+        rows, expected=expected, request_id=request_id, provider=provider, base64_ok=base64_ok
+    )
+
+
+# What ``encoding_format: "base64"`` carries: the float32 bytes of the vector, little
+# endian. openai-python decodes it with np.frombuffer(..., dtype="float32") (and
+# array.array("f") without numpy), voyageai-python with np.frombuffer(..., np.float32):
+# native order, which is little endian on every platform they run on; naming the order
+# keeps the decoding right on a big-endian machine too.
+FLOAT32_LE = np.dtype("<f4")
 
 
 def vectors_from(
-    rows: Any, *, expected: int, request_id: str | None, provider: str
+    rows: Any,
+    *,
+    expected: int,
+    request_id: str | None,
+    provider: str,
+    base64_ok: bool = False,
 ) -> list[np.ndarray]:
-    """Validate a list of embedding rows: right count, one dimension, finite numbers."""
+    """Validate a list of embedding rows: right count, one dimension, finite numbers.
+
+    With ``base64_ok``, rows that are all strings are read as base64 of little-endian
+    float32 (:func:`base64_vectors`); number lists are still accepted, so a server that
+    ignores the encoding request and answers floats works too.
+    """
     if not isinstance(rows, list) or len(rows) != expected:
         got = len(rows) if isinstance(rows, list) else type(rows).__name__
         raise ResponseValidationError(
             f"expected {expected} embeddings, got {got}", provider=provider, request_id=request_id
         )
+    if base64_ok and rows and all(isinstance(r, str) for r in rows):
+        return base64_vectors(rows, expected=expected, request_id=request_id, provider=provider)
     try:
         raw = np.asarray(rows)
         if raw.dtype.kind not in "iuf":  # strings, booleans, None, ints beyond 64 bits
@@ -327,6 +410,48 @@ def vectors_from(
             provider=provider,
             request_id=request_id,
         ) from exc
+    return _checked(mat, request_id=request_id, provider=provider)
+
+
+def base64_vectors(
+    rows: Any, *, expected: int, request_id: str | None, provider: str
+) -> list[np.ndarray]:
+    """Rows sent as base64 strings of little-endian float32 bytes, decoded with one
+    ``np.frombuffer`` over the whole response (no per-number parsing).
+
+    >>> import base64, numpy as np
+    >>> row = base64.b64encode(np.array([0.5, -2.0], "<f4").tobytes()).decode()
+    >>> [v.tolist() for v in base64_vectors([row], expected=1, request_id=None, provider="x")]
+    [[0.5, -2.0]]
+    """
+    if not isinstance(rows, list) or len(rows) != expected:
+        got = len(rows) if isinstance(rows, list) else type(rows).__name__
+        raise ResponseValidationError(
+            f"expected {expected} embeddings, got {got}", provider=provider, request_id=request_id
+        )
+    try:
+        if not all(isinstance(r, str) for r in rows):
+            raise ValueError("not every embedding is a base64 string")
+        raw = [base64.b64decode(r, validate=True) for r in rows]
+    except (binascii.Error, ValueError) as exc:
+        raise ResponseValidationError(
+            f"embeddings are not base64: {exc}", provider=provider, request_id=request_id
+        ) from exc
+    size = len(raw[0]) if raw else 0
+    if size == 0 or size % FLOAT32_LE.itemsize or any(len(b) != size for b in raw):
+        lengths = sorted({len(b) for b in raw})
+        raise ResponseValidationError(
+            f"base64 embeddings are not whole float32 vectors of one length (bytes: {lengths})",
+            provider=provider,
+            request_id=request_id,
+        )
+    flat = np.frombuffer(b"".join(raw), dtype=FLOAT32_LE)
+    # astype copies into native float32: writable rows that own no view of the body
+    mat = flat.reshape(len(raw), size // FLOAT32_LE.itemsize).astype(np.float32)
+    return _checked(mat, request_id=request_id, provider=provider)
+
+
+def _checked(mat: np.ndarray, *, request_id: str | None, provider: str) -> list[np.ndarray]:
     if mat.ndim != 2 or mat.shape[1] == 0:
         raise ResponseValidationError(
             f"embeddings have shape {mat.shape}, expected (n, dim)",

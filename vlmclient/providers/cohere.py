@@ -12,7 +12,13 @@ from typing import Any
 import httpx
 
 from ..errors import ConfigurationError, ResponseValidationError
-from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
+from ..models import (
+    Image,
+    ImageEmbeddingRequest,
+    MixedEmbeddingRequest,
+    TextEmbeddingRequest,
+    Usage,
+)
 from .base import (
     CallSpec,
     Parsed,
@@ -22,6 +28,7 @@ from .base import (
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
+    usage_count,
     vectors_from,
 )
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
@@ -31,6 +38,7 @@ __all__ = ["COHERE", "embed_body"]
 NAME = "cohere"
 MAX_TEXTS = 96  # spec: texts maxItems 96
 MAX_IMAGES_V4 = 96
+MAX_INPUTS = 96  # spec: "Maximum number of inputs per call is 96" (inputs[], mixed parts)
 # v4 caps the images of one call at 20 MB without saying whether of files or of the
 # base64 data URIs sent; the safe reading is the base64 text, so raw bytes are capped at
 # 3/4 of it, less room for the data-URI prefixes.
@@ -55,7 +63,20 @@ def prepare_image(image: Image) -> Image:
 def batch_limit(model: str, kind: str) -> int:
     if kind == "image_embedding":
         return 1 if _is_v3(model) else MAX_IMAGES_V4
+    if kind == "mixed_embedding":
+        return MAX_INPUTS
     return MAX_TEXTS
+
+
+def model_kinds(model: str) -> frozenset[str]:
+    """Mixed text+image inputs are an Embed v4 feature: v3 models embed one image per
+    call and never fuse it with text (AWS Bedrock "Cohere Embed v4" page: "interleaved
+    text and image content"; OCI release note 2026-05-09: mixed content "supported only
+    for Embed 4 models"; both read 2026-11-30)."""
+    kinds = {"image_embedding", "text_embedding"}
+    if not _is_v3(model):
+        kinds.add("mixed_embedding")
+    return frozenset(kinds)
 
 
 # embed-v4.0 output_dimension values (pinned cohere-openapi e814c8a1 /v2/embed:
@@ -63,11 +84,19 @@ def batch_limit(model: str, kind: str) -> int:
 OUTPUT_DIMENSIONS = (256, 512, 1024, 1536)
 
 
-def _options(spec: CallSpec) -> dict[str, Any]:
+# Cohere's spec offers embedding_types "base64" ("the float embedding bytes" appended
+# and base64-encoded) without saying their width or byte order, so the real API is asked
+# for "float"; the bundled local server documents little-endian float32 and is asked for
+# "base64" (vlmclient.providers.local).
+VECTOR_TYPES = ("float", "base64")
+
+
+def _options(spec: CallSpec, vector_type: str = "float") -> dict[str, Any]:
     """``output_dimension`` and ``embedding_types`` checked before anything is sent.
 
-    The client reads the ``float`` vectors, so ``float`` is always requested; other
-    types a caller asks for (``int8``, ``ubinary`` ...) are requested beside it.
+    The client reads the ``vector_type`` vectors (``float``, or ``base64`` from the
+    local server), so that type is always requested; other types a caller asks for
+    (``int8``, ``ubinary`` ...) are requested beside it.
     """
     params = dict(spec.params)
     dim = params.get("output_dimension")
@@ -83,12 +112,15 @@ def _options(spec: CallSpec) -> dict[str, Any]:
     types = params.pop("embedding_types", None) or []
     if isinstance(types, str):
         types = [types]
-    params["embedding_types"] = ["float", *(t for t in types if t != "float")]
+    params["embedding_types"] = [vector_type, *(t for t in types if t != vector_type)]
     return params
 
 
-def embed_body(spec: CallSpec) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": spec.model, "embedding_types": ["float"]}
+def embed_body(spec: CallSpec, vector_type: str = "float") -> dict[str, Any]:
+    """The ``/v2/embed`` body; ``vector_type`` is the embedding type the client reads."""
+    if vector_type not in VECTOR_TYPES:
+        raise ValueError(f"cohere vectors are read as {' or '.join(VECTOR_TYPES)}")
+    body: dict[str, Any] = {"model": spec.model, "embedding_types": [vector_type]}
     if spec.kind == "image_embedding":
         body["input_type"] = "image" if _is_v3(spec.model) else "search_document"
         body["images"] = [
@@ -97,13 +129,28 @@ def embed_body(spec: CallSpec) -> dict[str, Any]:
     elif spec.kind == "text_embedding":
         body["input_type"] = "search_query"
         body["texts"] = [i.text for i in spec.items if isinstance(i, TextEmbeddingRequest)]
+    elif spec.kind == "mixed_embedding":
+        # A photo with its caption is a document to be found, like an image alone.
+        body["input_type"] = "search_document"
+        body["inputs"] = [
+            {"content": [_content(p) for p in i.parts]}
+            for i in spec.items
+            if isinstance(i, MixedEmbeddingRequest)
+        ]
     else:
         raise ValueError(f"cohere adapter does not do {spec.kind}")
-    body.update(_options(spec))
+    body.update(_options(spec, vector_type))
     return body
 
 
-def build_request(spec: CallSpec) -> httpx.Request:
+def _content(part: str | Image) -> dict[str, Any]:
+    """One ``inputs[].content[]`` part (spec: EmbedText / EmbedImage with EmbedImageUrl)."""
+    if isinstance(part, str):
+        return {"type": "text", "text": part}
+    return {"type": "image_url", "image_url": {"url": data_uri(part)}}
+
+
+def build_request(spec: CallSpec, vector_type: str = "float") -> httpx.Request:
     return httpx.Request(
         "POST",
         spec.base_url.rstrip("/") + "/v2/embed",
@@ -111,7 +158,7 @@ def build_request(spec: CallSpec) -> httpx.Request:
             "Authorization": f"Bearer {spec.api_key.get_secret_value()}",
             "Content-Type": "application/json",
         },
-        content=json.dumps(embed_body(spec), separators=(",", ":")).encode(),
+        content=json.dumps(embed_body(spec, vector_type), separators=(",", ":")).encode(),
     )
 
 
@@ -119,11 +166,6 @@ def _billed(body: dict[str, Any]) -> dict[str, Any]:
     meta = body.get("meta")
     billed = meta.get("billed_units") if isinstance(meta, dict) else None
     return billed if isinstance(billed, dict) else {}
-
-
-def _n(obj: dict[str, Any], key: str) -> int:
-    v = obj.get(key, 0)
-    return int(v) if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 else 0
 
 
 def usage_of(spec: CallSpec, billed: dict[str, Any]) -> Usage:
@@ -136,9 +178,9 @@ def usage_of(spec: CallSpec, billed: dict[str, Any]) -> Usage:
     bound the reservation was made with.
     """
     usage = Usage(
-        images=_n(billed, "images"),
-        image_tokens=_n(billed, "image_tokens"),
-        input_tokens=_n(billed, "input_tokens"),
+        images=usage_count(billed, "images", fractional=True),
+        image_tokens=usage_count(billed, "image_tokens", fractional=True),
+        input_tokens=usage_count(billed, "input_tokens", fractional=True),
     )
     estimate = estimate_usage(spec)
     if estimate.image_tokens and not usage.image_tokens:
@@ -156,8 +198,14 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     usage = usage_of(spec, billed)
     embeddings = body.get("embeddings")
     rows = embeddings.get("float") if isinstance(embeddings, dict) else embeddings
+    # "float" when present (what the API is asked for), else the local server's "base64"
+    encoded = False
+    if isinstance(embeddings, dict) and rows is None and "base64" in embeddings:
+        rows, encoded = embeddings["base64"], True
     try:
-        vecs = vectors_from(rows, expected=len(spec.items), request_id=rid, provider=NAME)
+        vecs = vectors_from(
+            rows, expected=len(spec.items), request_id=rid, provider=NAME, base64_ok=encoded
+        )
     except ResponseValidationError as exc:
         exc.usage, exc.reported = usage, reported_usage(billed)
         raise
@@ -170,6 +218,16 @@ def _image_tokens(width: int, height: int) -> int:
 
 
 def estimate_usage(spec: CallSpec) -> Usage:
+    if spec.kind == "mixed_embedding":
+        # each part billed by its own rule: image tokens per image, text tokens per text
+        mixed = [i for i in spec.items if isinstance(i, MixedEmbeddingRequest)]
+        images = [img for i in mixed for img in i.images]
+        texts = [t for i in mixed for t in i.texts]
+        return Usage(
+            images=len(images),
+            image_tokens=sum(_image_tokens(*image_size(img)) for img in images),
+            input_tokens=sum(text_tokens_upper_bound(t) for t in texts),
+        )
     if spec.kind == "image_embedding":
         tokens = 0
         for item in spec.items:
@@ -191,8 +249,13 @@ COHERE = Provider(
     env_vars=("CO_API_KEY", "COHERE_API_KEY"),
     default_base_url="https://api.cohere.com",
     api_version="v2",
-    max_batch={"image_embedding": MAX_IMAGES_V4, "text_embedding": MAX_TEXTS},
+    max_batch={
+        "image_embedding": MAX_IMAGES_V4,
+        "text_embedding": MAX_TEXTS,
+        "mixed_embedding": MAX_INPUTS,
+    },
     batch_limit=batch_limit,
+    model_kinds=model_kinds,
     max_request_bytes=MAX_REQUEST_IMAGE_BYTES,
     build_request=build_request,
     parse_response=parse_response,

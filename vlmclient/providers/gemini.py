@@ -12,11 +12,17 @@ import base64
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
+from ..errors import (
+    APIStatusError,
+    ConfigurationError,
+    QuotaExceededError,
+    ResponseValidationError,
+)
 from ..models import AnswerRequest, Image, Usage
 from .base import (
     CallSpec,
@@ -26,6 +32,7 @@ from .base import (
     json_object,
     reported_usage,
     request_id_of,
+    usage_count,
 )
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
@@ -34,6 +41,7 @@ __all__ = [
     "GEMINI",
     "google_error",
     "image_tokens",
+    "media_resolution",
     "parse_google_duration",
     "per_day_quota",
 ]
@@ -43,6 +51,25 @@ SMALL_IMAGE_SIDE = 384  # both sides <= 384 px: one flat charge
 TOKENS_PER_TILE = 258
 TILE_SIDE = 768
 GEMINI3_IMAGE_TOKENS = 1120  # Gemini 3 default media_resolution for images
+# Gemini 3 image tokens per image for each media resolution: the most the setting lets
+# one image cost. Google's page says the setting determines "the maximum number of tokens
+# allocated for media inputs" (ai.google.dev/gemini-api/docs/media-resolution, read
+# 2026-11-30), but its "Token counts" table is not in our copies, so the numbers are
+# SECONDARY: the fastgptplus.com guide "Gemini 3 Pro media_resolution Parameter" and the
+# docs.rs rust-genai-types MediaResolution page (both read 2026-11-30): low 280, medium
+# 560, high 1120, ultra high 2240 (per part only); unspecified means high for images.
+# The generationConfig enum of googleapis/python-genai (types.py MediaResolution,
+# @66807187, 2026-08-21) has LOW, MEDIUM and HIGH; ULTRA_HIGH is in PartMediaResolutionLevel
+# only. This adapter never sets a per-part resolution, so generationConfig's decides.
+GEMINI3_RESOLUTION_TOKENS = {
+    "MEDIA_RESOLUTION_LOW": 280,
+    "MEDIA_RESOLUTION_MEDIUM": 560,
+    "MEDIA_RESOLUTION_HIGH": 1120,
+    "MEDIA_RESOLUTION_ULTRA_HIGH": 2240,
+}
+RESOLUTIONS = tuple(GEMINI3_RESOLUTION_TOKENS)
+UNSPECIFIED_RESOLUTION = "MEDIA_RESOLUTION_UNSPECIFIED"
+RESOLUTION_KEYS = ("mediaResolution", "media_resolution")  # generationConfig, both spellings
 MAX_REQUEST_BYTES = 20 * 1024 * 1024  # inline data: whole request <= 20 MB
 MAX_SIDE = 3072
 MAX_IMAGE_BYTES = 7 * 1024 * 1024  # Vertex's per-inline-file cap, the stricter of the two
@@ -197,6 +224,10 @@ def generate_body(spec: CallSpec) -> dict[str, Any]:
     params = without_reasoning(spec.params)
     top = {k: v for k, v in params.items() if k in TOP_LEVEL_FIELDS}
     config = {k: v for k, v in params.items() if k not in TOP_LEVEL_FIELDS}
+    for key in RESOLUTION_KEYS:
+        if config.get(key) is not None:
+            # the enum name Gemini knows, so what is sent is what the estimate assumed
+            config[key] = _resolution_name(key, config[key])
     thinking = thinking_config(spec.model, reasoning_level(spec.params))
     if thinking is not None and "thinkingConfig" not in config and "thinking_config" not in config:
         config["thinkingConfig"] = thinking
@@ -231,18 +262,15 @@ def build_request(spec: CallSpec) -> httpx.Request:
     )
 
 
-def _n(obj: Any, key: str) -> int:
-    v = obj.get(key) if isinstance(obj, dict) else None
-    return int(v) if isinstance(v, int) and v >= 0 else 0
-
-
 def usage_of(body: dict[str, Any]) -> Usage:
     """``usageMetadata``: prompt tokens in; answer and thinking tokens out (both billed
     at the output price)."""
     meta = body.get("usageMetadata")
     return Usage(
-        input_tokens=_n(meta, "promptTokenCount") + _n(meta, "toolUsePromptTokenCount"),
-        output_tokens=_n(meta, "candidatesTokenCount") + _n(meta, "thoughtsTokenCount"),
+        input_tokens=usage_count(meta, "promptTokenCount")
+        + usage_count(meta, "toolUsePromptTokenCount"),
+        output_tokens=usage_count(meta, "candidatesTokenCount")
+        + usage_count(meta, "thoughtsTokenCount"),
     )
 
 
@@ -290,17 +318,58 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     )
 
 
-def image_tokens(width: int, height: int, model: str = "") -> int:
-    """Gemini 2.x: 258 when both sides <= 384 px, else 258 per 768-px tile.
+def _resolution_name(key: str, value: Any) -> str:
+    """``"low"``, ``"LOW"`` or ``"MEDIA_RESOLUTION_LOW"`` -> ``"MEDIA_RESOLUTION_LOW"``."""
+    name = str(value).strip().upper()
+    if not name.startswith("MEDIA_RESOLUTION_"):
+        name = "MEDIA_RESOLUTION_" + name
+    if name not in GEMINI3_RESOLUTION_TOKENS and name != UNSPECIFIED_RESOLUTION:
+        known = ", ".join(n.removeprefix("MEDIA_RESOLUTION_") for n in RESOLUTIONS)
+        raise ConfigurationError(
+            f"gemini {key} {value!r} is not one of {known} (or UNSPECIFIED); nothing was sent"
+        )
+    return name
 
-    Gemini 3 bills by ``media_resolution`` (1,120 tokens by default); the larger of
-    the two rules is used for those models.
+
+def media_resolution(params: Mapping[str, Any]) -> str | None:
+    """The ``mediaResolution`` a request asks for, as an enum name (None: not set).
+
+    Either spelling, any case, with or without the ``MEDIA_RESOLUTION_`` prefix; a value
+    Gemini would not know is a :class:`ConfigurationError` before anything is sent (we
+    could not bound its bill). Both spellings at once: the costlier one counts.
+
+    >>> media_resolution({"mediaResolution": "low"})
+    'MEDIA_RESOLUTION_LOW'
     """
+    found = [
+        _resolution_name(key, params[key])
+        for key in RESOLUTION_KEYS
+        if params.get(key) is not None
+    ]
+    found = [n for n in found if n != UNSPECIFIED_RESOLUTION]
+    return max(found, key=GEMINI3_RESOLUTION_TOKENS.__getitem__) if found else None
+
+
+def _is_gemini3_or_later(model: str) -> bool:
+    return re.match(r"gemini-[3-9]", model) is not None
+
+
+def image_tokens(width: int, height: int, model: str = "", resolution: str | None = None) -> int:
+    """Prompt tokens one image can cost.
+
+    Gemini 2.x: 258 when both sides <= 384 px, else 258 per 768-px tile (its media
+    resolutions, 64 or 256 tokens, stay under that). Gemini 3 and later: the requested
+    ``media_resolution``'s maximum (280 / 560 / 1,120 / 2,240); when none is requested,
+    the larger of the 1,120 default and the 2.x tile rule, since the default is the
+    model's to choose.
+    """
+    if resolution is not None and _is_gemini3_or_later(model):
+        return GEMINI3_RESOLUTION_TOKENS[resolution]
     if width <= SMALL_IMAGE_SIDE and height <= SMALL_IMAGE_SIDE:
         tokens = TOKENS_PER_TILE
     else:
         tokens = math.ceil(width / TILE_SIDE) * math.ceil(height / TILE_SIDE) * TOKENS_PER_TILE
-    if model.startswith("gemini-3"):
+    if _is_gemini3_or_later(model):
         tokens = max(tokens, GEMINI3_IMAGE_TOKENS)
     return tokens
 
@@ -309,11 +378,12 @@ def estimate_usage(spec: CallSpec) -> Usage:
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
     w, h = image_size(item.image)
+    resolution = media_resolution(spec.params)
     return Usage(
         input_tokens=FRAMING_TOKENS
         + len(item.prompt.encode("utf-8"))
         + 1
-        + image_tokens(w, h, spec.model),
+        + image_tokens(w, h, spec.model, resolution),
         output_tokens=item.max_output_tokens,
     )
 

@@ -1,7 +1,8 @@
 """Image preparation before upload: size from the header, downscale oversized images.
 
 Estimates are computed on the image actually sent, so preparation runs before the
-estimate and before the cache key (the key hashes the bytes that are sent).
+estimate and before the cache key (the key hashes the bytes that are sent, unless the
+image carries a ``content_id``, which re-encoding keeps).
 """
 
 from __future__ import annotations
@@ -31,19 +32,13 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # smallest per-image cap among the providers
 MAX_DECODE_PIXELS = 80_000_000  # refuse decompression bombs before decoding
 
 
-# Not cached: an lru_cache keyed by the bytes kept up to 4,096 whole images alive (GBs
-# for photos), and reading a header costs ~50 us.
-def _size(data: bytes) -> tuple[int, int]:
-    try:
-        with PILImage.open(io.BytesIO(data)) as im:
-            return int(im.width), int(im.height)
-    except Exception as exc:  # PIL raises many types for bad files
-        raise InputError(f"cannot read image header: {exc}") from exc
-
-
 def image_size(image: Image) -> tuple[int, int]:
-    """(width, height) from the header, without decoding the pixels."""
-    return _size(image.data)
+    """(width, height) from the header, without decoding the pixels.
+
+    Read once per :class:`Image` (:attr:`Image.size`), not in an lru_cache keyed by the
+    bytes: that kept up to 4,096 whole images alive (GBs for photos).
+    """
+    return image.size
 
 
 # The image formats each provider accepts, in one place (every adapter's prepare_image
@@ -164,7 +159,10 @@ def fit_image(
                 for data, media_type in _encodings(im, media_types, quality):
                     smallest = min(smallest or len(data), len(data))
                     if measure(data) <= max_bytes:
-                        return Image(data=data, media_type=media_type)
+                        # same pixels (scaled): a caller's content id still names them
+                        return Image(
+                            data=data, media_type=media_type, content_id=image.content_id
+                        )
                 if max(size) * SHRINK_STEP < MIN_SIDE:
                     break
                 scale *= SHRINK_STEP

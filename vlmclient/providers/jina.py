@@ -30,6 +30,7 @@ from .base import (
     json_object,
     reported_usage,
     request_id_of,
+    usage_count,
 )
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 
@@ -78,17 +79,14 @@ def build_request(spec: CallSpec) -> httpx.Request:
     )
 
 
-def _n(obj: Any, key: str) -> int | None:
-    v = obj.get(key) if isinstance(obj, dict) else None
-    return int(v) if isinstance(v, int) and v >= 0 else None
-
-
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
     body = json_object(response, provider=NAME, request_id=rid)
     u = body.get("usage")
-    tokens = _n(u, "total_tokens")
-    usage = Usage(input_tokens=tokens if tokens is not None else (_n(u, "prompt_tokens") or 0))
+    tokens = usage_count(u, "total_tokens", None)
+    if tokens is None:
+        tokens = usage_count(u, "prompt_tokens")
+    usage = Usage(input_tokens=tokens)
     try:
         vecs = indexed_vectors(
             body.get("data"), expected=len(spec.items), request_id=rid, provider=NAME

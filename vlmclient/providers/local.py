@@ -40,7 +40,9 @@ def estimate_usage(spec: CallSpec) -> Usage:
 def build_request(spec: CallSpec) -> httpx.Request:
     if spec.kind == "answer":
         return openai.build_request(_openai_spec(spec))
-    return cohere.build_request(spec)
+    # The bundled server answers embedding_types "base64" with little-endian float32
+    # bytes: a quarter of the JSON, decoded by one np.frombuffer (issue 17, item 3).
+    return cohere.build_request(spec, vector_type="base64")
 
 
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
@@ -57,6 +59,7 @@ LOCAL = Provider(
     max_batch={
         "image_embedding": cohere.MAX_IMAGES_V4,
         "text_embedding": cohere.MAX_TEXTS,
+        "mixed_embedding": cohere.MAX_INPUTS,
         "answer": 1,
     },
     max_request_bytes=cohere.MAX_REQUEST_IMAGE_BYTES,

@@ -31,6 +31,7 @@ from .base import (
     json_object,
     reported_usage,
     request_id_of,
+    usage_count,
     vectors_from,
 )
 from .images import ACCEPTED_MEDIA_TYPES, fit_image
@@ -127,16 +128,11 @@ def build_request(spec: CallSpec) -> httpx.Request:
     )
 
 
-def _n(obj: Any, key: str) -> int | None:
-    v = obj.get(key) if isinstance(obj, dict) else None
-    return int(v) if isinstance(v, int) and v >= 0 else None
-
-
 def usage_of(spec: CallSpec, body: dict[str, Any]) -> Usage:
     u = body.get("usage")
-    tokens = _n(u, "total_tokens")
+    tokens = usage_count(u, "total_tokens", None)
     if tokens is None:
-        tokens = _n(u, "prompt_tokens") or 0
+        tokens = usage_count(u, "prompt_tokens")
     images = sum(1 for i in spec.items if isinstance(i, ImageEmbeddingRequest))
     return Usage(input_tokens=tokens, images=images)
 

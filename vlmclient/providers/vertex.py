@@ -132,7 +132,7 @@ def build_request(spec: CallSpec) -> httpx.Request:
 def estimate_usage(spec: CallSpec) -> Usage:
     """What Vertex bills: a flat fee per image, or per 1,000 characters of text.
 
-    This is also the bill (``meters_usage``): the response has no usage block.
+    This is also the bill: the response has no usage block (``usage_in_response=False``).
     """
     images = sum(1 for i in spec.items if isinstance(i, ImageEmbeddingRequest))
     chars = sum(len(i.text) for i in spec.items if isinstance(i, TextEmbeddingRequest))
@@ -186,6 +186,6 @@ VERTEX = Provider(
     classify_error=google_error,
     prepare_image=prepare_image,
     default_rpm=DEFAULT_RPM,
-    meters_usage=True,
+    usage_in_response=False,
     description="Google Vertex AI multimodalembedding@001 (image and text embeddings)",
 )

@@ -1,9 +1,10 @@
 """Voyage multimodal embeddings (``POST {base}/multimodalembeddings``).
 
-Every input is ``{"content": [one piece]}``: an ``image_base64`` data URI or a
-``text``. Usage comes back as ``text_tokens``, ``image_pixels`` and ``total_tokens``;
-Voyage bills text tokens plus pixels, each image counted as at least 50,000 and at
-most 2,000,000 pixels.
+Every input is ``{"content": [pieces]}``: one ``image_base64`` data URI or one
+``text`` for image and text embeddings, the parts in order for a mixed input. Usage
+comes back as ``text_tokens``, ``image_pixels`` and ``total_tokens``; Voyage bills
+text tokens plus pixels, each image counted as at least 50,000 and at most 2,000,000
+pixels.
 """
 
 from __future__ import annotations
@@ -15,9 +16,16 @@ from typing import Any
 import httpx
 
 from ..errors import ResponseValidationError
-from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
+from ..models import (
+    Image,
+    ImageEmbeddingRequest,
+    MixedEmbeddingRequest,
+    TextEmbeddingRequest,
+    Usage,
+)
 from .base import (
     CallSpec,
+    Item,
     Parsed,
     Provider,
     data_uri,
@@ -26,6 +34,7 @@ from .base import (
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
+    usage_count,
 )
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 
@@ -42,11 +51,16 @@ PIXELS_PER_TOKEN = 560  # Voyage's image-to-token rate, for the per-request toke
 MAX_SIDE = 1414
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
-MAX_IMAGES = MAX_REQUEST_TOKENS // math.ceil(MAX_BILLED_PIXELS / PIXELS_PER_TOKEN)  # 89
+IMAGE_TOKENS = math.ceil(MAX_BILLED_PIXELS / PIXELS_PER_TOKEN)  # 3,572: one image at most
+MAX_IMAGES = MAX_REQUEST_TOKENS // IMAGE_TOKENS  # 89
 
 
 def batch_limit(model: str, kind: str) -> int:
-    """1,000 inputs, but at most 89 images: 89 x 3,572 tokens stays under 320k tokens."""
+    """1,000 inputs, but at most 89 images: 89 x 3,572 tokens stays under 320k tokens.
+
+    Mixed inputs hold any number of images each, so their requests are cut by tokens
+    (texts + 3,572 per image) in the client, up to 1,000 inputs.
+    """
     return MAX_IMAGES if kind == "image_embedding" else MAX_INPUTS
 
 
@@ -60,18 +74,29 @@ def prepare_image(image: Image) -> Image:
     return fit_image(image, max_side=MAX_SIDE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES)
 
 
+def _piece(part: str | Image) -> dict[str, Any]:
+    if isinstance(part, str):
+        return {"type": "text", "text": part}
+    return {"type": "image_base64", "image_base64": data_uri(part)}
+
+
+def _parts(item: Item) -> list[str | Image]:
+    """The texts and images of one input, in order."""
+    if isinstance(item, ImageEmbeddingRequest):
+        return [item.image]
+    if isinstance(item, TextEmbeddingRequest):
+        return [item.text]
+    if isinstance(item, MixedEmbeddingRequest):
+        return list(item.parts)
+    raise ValueError(f"voyage adapter does not do {type(item).__name__}")
+
+
 def multimodal_body(spec: CallSpec) -> dict[str, Any]:
-    inputs: list[dict[str, Any]] = []
-    for item in spec.items:
-        if isinstance(item, ImageEmbeddingRequest):
-            piece = {"type": "image_base64", "image_base64": data_uri(item.image)}
-        elif isinstance(item, TextEmbeddingRequest):
-            piece = {"type": "text", "text": item.text}
-        else:
-            raise ValueError(f"voyage adapter does not do {spec.kind}")
-        inputs.append({"content": [piece]})
-    # params: input_type ("query"/"document"), truncation, output_dimension (3.5)
-    return {"model": spec.model, "inputs": inputs, **spec.params}
+    inputs = [{"content": [_piece(p) for p in _parts(item)]} for item in spec.items]
+    # params: input_type ("query"/"document"), truncation, output_dimension (3.5).
+    # encoding_format "base64" (the spec's only value; voyageai-python sends it by
+    # default and reads float32 bytes): a quarter of the response bytes, no float parsing.
+    return {"model": spec.model, "inputs": inputs, "encoding_format": "base64", **spec.params}
 
 
 # Keys created through MongoDB Atlas start with "al-" and only work at MongoDB's
@@ -103,11 +128,6 @@ def build_request(spec: CallSpec) -> httpx.Request:
     )
 
 
-def _n(obj: Any, key: str) -> int | None:
-    v = obj.get(key) if isinstance(obj, dict) else None
-    return int(v) if isinstance(v, int) and v >= 0 else None
-
-
 def usage_of(spec: CallSpec, body: dict[str, Any]) -> Usage:
     """Text tokens and image pixels as reported.
 
@@ -115,17 +135,19 @@ def usage_of(spec: CallSpec, body: dict[str, Any]) -> Usage:
     (50k..2M px per image), so a raw pixel count can never under-bill a tiny image.
     """
     u = body.get("usage")
-    n_images = sum(1 for i in spec.items if isinstance(i, ImageEmbeddingRequest))
-    text_tokens = _n(u, "text_tokens")
+    parts = [p for item in spec.items for p in _parts(item)]
+    images = [p for p in parts if isinstance(p, Image)]
+    n_images = len(images)
+    text_tokens = usage_count(u, "text_tokens", None)
     if text_tokens is None and n_images == 0:
-        text_tokens = _n(u, "total_tokens")  # the public spec lists only total_tokens
-    pixels = _n(u, "image_pixels")
+        # the public spec lists only total_tokens
+        text_tokens = usage_count(u, "total_tokens", None)
+    elif text_tokens is None:
+        # texts beside images, and only a total that mixes both: charge the texts' bound
+        text_tokens = sum(text_tokens_upper_bound(p) for p in parts if isinstance(p, str))
+    pixels = usage_count(u, "image_pixels", None)
     if pixels is None and n_images:
-        pixels = sum(
-            billed_pixels(*image_size(i.image))
-            for i in spec.items
-            if isinstance(i, ImageEmbeddingRequest)
-        )
+        pixels = sum(billed_pixels(*image_size(i)) for i in images)
     pixels = min(max(pixels or 0, n_images * MIN_BILLED_PIXELS), n_images * MAX_BILLED_PIXELS)
     return Usage(input_tokens=text_tokens or 0, image_pixels=pixels)
 
@@ -136,7 +158,11 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     usage = usage_of(spec, body)
     try:
         vecs = indexed_vectors(
-            body.get("data"), expected=len(spec.items), request_id=rid, provider=NAME
+            body.get("data"),
+            expected=len(spec.items),
+            request_id=rid,
+            provider=NAME,
+            base64_ok=True,
         )
     except ResponseValidationError as exc:
         exc.usage, exc.reported = usage, reported_usage(body.get("usage"))
@@ -150,10 +176,11 @@ def estimate_usage(spec: CallSpec) -> Usage:
     pixels = 0
     tokens = 0
     for item in spec.items:
-        if isinstance(item, ImageEmbeddingRequest):
-            pixels += billed_pixels(*image_size(item.image))
-        elif isinstance(item, TextEmbeddingRequest):
-            tokens += text_tokens_upper_bound(item.text)
+        for part in _parts(item):
+            if isinstance(part, Image):
+                pixels += billed_pixels(*image_size(part))
+            else:
+                tokens += text_tokens_upper_bound(part)
     return Usage(input_tokens=tokens, image_pixels=pixels)
 
 
@@ -162,8 +189,13 @@ VOYAGE = Provider(
     env_vars=("VOYAGE_API_KEY",),
     default_base_url=DEFAULT_BASE_URL,
     max_request_tokens=MAX_REQUEST_TOKENS,
+    image_request_tokens=IMAGE_TOKENS,
     api_version="v1",
-    max_batch={"image_embedding": MAX_IMAGES, "text_embedding": MAX_INPUTS},
+    max_batch={
+        "image_embedding": MAX_IMAGES,
+        "text_embedding": MAX_INPUTS,
+        "mixed_embedding": MAX_INPUTS,
+    },
     batch_limit=batch_limit,
     build_request=build_request,
     parse_response=parse_response,

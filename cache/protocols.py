@@ -1,4 +1,5 @@
-"""The cache and ledger interfaces the teacher client plugs into, and an in-memory cache.
+"""The cache and ledger interfaces the teacher client plugs into: the protocols and the
+records that cross them.
 
 ``cache`` imports nothing else of vlm-distill, so these are plain dataclasses.
 """
@@ -11,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["CacheEntry", "CacheLike", "LedgerLike", "LedgerRecord", "MemoryCache"]
+__all__ = ["CacheEntry", "CacheLike", "LedgerLike", "LedgerRecord"]
 
 
 @dataclass(frozen=True)
@@ -72,27 +73,3 @@ class LedgerRecord:
 class LedgerLike(Protocol):
     def record(self, rec: LedgerRecord) -> None:
         """Append durably (flush + fsync) before returning, except cache_hit records."""
-
-
-class MemoryCache:
-    """A dict-backed cache for tests and short scripts (nothing survives the process)."""
-
-    def __init__(self) -> None:
-        self._data: dict[str, CacheEntry] = {}
-        self.gets = 0
-        self.sets = 0
-
-    def get(self, key: str) -> CacheEntry | None:
-        self.gets += 1
-        return self._data.get(key)
-
-    def set_many(self, items: Iterable[tuple[str, CacheEntry]]) -> None:
-        for key, entry in items:
-            self.sets += 1
-            self._data[key] = entry
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data

@@ -1,17 +1,40 @@
-"""The layout of a cache directory: responses, the spend ledger, exported stores."""
+"""The layout of a cache folder: responses, the spend ledger, coordination, exported stores.
+
+The one place that names what lives in a cache folder; everything else asks
+:class:`CacheDir` (or, for a folder that must not be checked, the names below).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from vlmclient.errors import ConfigurationError
+__all__ = [
+    "COORDINATION_FILE",
+    "LEDGER_FILE",
+    "RESPONSES_DIR",
+    "STORES_DIR",
+    "CacheDir",
+    "CacheLayoutError",
+]
 
-__all__ = ["CacheDir"]
+RESPONSES_DIR = "responses"  # the diskcache ResponseCache
+LEDGER_FILE = "ledger.jsonl"  # the SpendLedger
+COORDINATION_FILE = "coordination.db"  # leases and the shared budget
+STORES_DIR = "stores"  # exported EmbeddingStores, one folder each
+
+
+class CacheLayoutError(ValueError):
+    """A cache folder whose layout cannot work (a file where a folder goes, or the
+    reverse); the message says what to fix."""
 
 
 class CacheDir:
     """``DIR/responses/`` (diskcache), ``DIR/ledger.jsonl``, ``DIR/coordination.db``,
-    ``DIR/stores/<name>/``."""
+    ``DIR/stores/<name>/``.
+
+    >>> CacheDir("vlm-cache").stores.as_posix()
+    'vlm-cache/stores'
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -22,32 +45,32 @@ class CacheDir:
         with what to fix, before anything opens it (a traceback otherwise)."""
         for folder, what in ((self.root, "--cache"), (self.responses, "the response cache")):
             if folder.exists() and not folder.is_dir():
-                raise ConfigurationError(
+                raise CacheLayoutError(
                     f"{what} {folder} is a file, not a folder; give a folder (it is created "
                     "if missing)"
                 )
         if self.ledger.is_dir():
-            raise ConfigurationError(
+            raise CacheLayoutError(
                 f"{self.ledger} is a folder, but it must be the spend ledger file; move the "
                 "folder aside"
             )
 
     @property
     def responses(self) -> Path:
-        return self.root / "responses"
+        return self.root / RESPONSES_DIR
 
     @property
     def ledger(self) -> Path:
-        return self.root / "ledger.jsonl"
+        return self.root / LEDGER_FILE
 
     @property
     def coordination(self) -> Path:
         """SQLite leases and shared budget of the processes using this folder."""
-        return self.root / "coordination.db"
+        return self.root / COORDINATION_FILE
 
     @property
     def stores(self) -> Path:
-        return self.root / "stores"
+        return self.root / STORES_DIR
 
     def exists(self) -> bool:
         return self.responses.exists() or self.ledger.exists()

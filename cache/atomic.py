@@ -1,0 +1,60 @@
+"""Durable file writes: a file replaced in one step, and a folder's entries made durable.
+
+:func:`atomic_write` is the one way this project writes a file that must never be seen
+half-written (a run's config and state, selection state, weights): the bytes go to a
+temporary file beside the target, which is flushed and fsynced, renamed over the target,
+and then the folder is fsynced so the rename itself survives a power cut. A crash leaves
+the old file or the new one, never part of one and never none.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .swap import leftover_name
+
+__all__ = ["atomic_write", "fsync_directory"]
+
+
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """Make the names in ``directory`` durable (a no-op where directories cannot be
+    opened or synced, as on some platforms and file systems)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Replace ``path`` with ``data`` (str is written as UTF-8) in one step, durably.
+
+    The temporary file carries the writer's pid, so concurrent writers of one path (DDP
+    ranks converting the same weights) never share one; the last rename wins.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = atomic_write(Path(d) / "state.json", '{"step": 1}\\n')
+    ...     p.read_text(), sorted(f.name for f in Path(d).iterdir())
+    ('{"step": 1}\\n', ['state.json'])
+    """
+    path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = leftover_name(path, "tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+    return path

@@ -1,0 +1,227 @@
+"""What every command that buys from a teacher shares: its flags, the client it opens,
+the cache folder's coordinator, and how its spend is shown.
+
+``harvest``, its ``--select`` rounds (``select_cmd``) and ``pseudolabel`` take these from
+here, not from one another: ``harvest`` imports ``select_cmd`` and nothing imports back.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+
+from cache.coordination import Coordinator
+from cache.layout import CacheDir
+from vlmclient import ConfigurationError, TeacherClient, load_prices
+from vlmclient.models import Kind
+from vlmclient.prices import PriceTable
+from vlmclient.providers import parse_teacher
+from vlmclient.shared_budget import SharedBudget
+
+from .validate import (
+    MAX_BATCH_SIZE,
+    MAX_CONCURRENCY,
+    int_in,
+    money,
+    positive_rate,
+    positive_seconds,
+)
+
+__all__ = [
+    "DRY_RUN_KEY",
+    "HARVEST_KINDS",
+    "add_client_arguments",
+    "budget_lines",
+    "check_teacher",
+    "open_client",
+    "open_coordinator",
+    "progress_money",
+]
+
+
+def add_client_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that talks to a teacher."""
+    p.add_argument(
+        "--teacher", default="local:pseudo-clip", help="provider:model (default: %(default)s)"
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("vlm-cache"),
+        help="cache directory (default: %(default)s)",
+    )
+    p.add_argument(
+        "--budget",
+        type=money,
+        default=Decimal("1.00"),
+        help="hard cap in USD on everything this cache's ledger records for this teacher, "
+        "every run and concurrent process included: a rerun never spends it again "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--run-budget",
+        type=money,
+        help="also cap what this run spends, in USD (default: no per-run cap)",
+    )
+    p.add_argument(
+        "--max-requests", type=int_in(1), help="also stop after this many paid requests"
+    )
+    p.add_argument("--max-items", type=int_in(1), help="also stop after this many paid items")
+    p.add_argument(
+        "--base-url", help="override the provider's base URL (proxies, gateways, local servers)"
+    )
+    p.add_argument(
+        "--cache-namespace",
+        help="name the cache keys use for this endpoint instead of --base-url ('default': "
+        "share the provider's own entries, e.g. behind a proxy to the provider itself)",
+    )
+    p.add_argument("--price-file", type=Path, help="JSON prices overriding the built-in table")
+    p.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="let a CSV manifest name files outside its folder (absolute or ../ paths)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int_in(1, MAX_CONCURRENCY),
+        default=16,
+        help=f"requests in flight, 1 to {MAX_CONCURRENCY} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int_in(1, MAX_BATCH_SIZE),
+        help="items per request (default: the provider's limit)",
+    )
+    p.add_argument("--rpm", type=positive_rate, help="requests per minute limit (> 0)")
+    p.add_argument("--tpm", type=positive_rate, help="tokens per minute limit (> 0)")
+    p.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=60.0,
+        help="seconds per request, > 0 and <= 3600 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--allow-free",
+        action="store_true",
+        help="run even when the price table makes a billed unit of the teacher free "
+        "(the budget then cannot stop that spend)",
+    )
+
+HARVEST_KINDS: tuple[Kind, ...] = ("image_embedding", "text_embedding")
+
+
+def check_teacher(args: argparse.Namespace, prices: PriceTable, kinds: Sequence[Kind]) -> None:
+    """Refuse (ConfigurationError, exit 2) before anything is sent when the teacher cannot
+    do ``kinds`` or its price makes a billed unit free (unless ``--allow-free``)."""
+    from vlmclient.price_check import MIN_PRICE_USD, free_units
+
+    provider, model = parse_teacher(args.teacher)
+    offered = provider.kinds_for(model)
+    lacking = [k for k in kinds if k not in offered]
+    if lacking:
+        what = ", ".join(k.replace("_", " ") + "s" for k in lacking)
+        can = ", ".join(sorted(k.replace("_", " ") + "s" for k in offered)) or "nothing"
+        raise ConfigurationError(
+            f"{args.teacher} cannot give {what} (it offers {can}); choose a teacher that "
+            "does (`vlm-distill providers` lists them)"
+        )
+    price = prices.lookup(provider.name, model)
+    if getattr(args, "allow_free", False):
+        return
+    free = free_units(args.teacher, price, kinds)
+    if free:
+        raise ConfigurationError(
+            f"the price of {args.teacher} makes billed units free, so --budget cannot stop "
+            f"the spend ({'; '.join(free)}; anything below ${MIN_PRICE_USD} counts as free): "
+            "fix the --price-file entry, or pass --allow-free if the teacher really is free"
+        )
+
+
+def open_client(  # type: ignore[no-untyped-def]
+    args: argparse.Namespace,
+    cache,
+    ledger,
+    coord: Coordinator,
+    kinds: Sequence[Kind] = HARVEST_KINDS,
+) -> TeacherClient:
+    """The command's client: ``--budget`` shared through ``coord`` with every run and
+    process of this cache, ``--run-budget`` for this run, leases so concurrent runs of one
+    cache do not buy the same items."""
+    prices = load_prices(args.price_file)
+    check_teacher(args, prices, kinds)
+    provider, model = parse_teacher(args.teacher)
+    budget = SharedBudget(
+        coord,
+        f"{provider.name}:{model}",
+        total=args.budget,
+        usd=getattr(args, "run_budget", None),
+        max_requests=args.max_requests,
+        max_items=args.max_items,
+    )
+    if args.concurrency < 1:
+        raise ConfigurationError("--concurrency must be >= 1")
+    extra: dict[str, object] = {}
+    if getattr(args, "dry_run", False):
+        # A dry run only estimates: it needs no key, and its client cannot send anything.
+        extra = {"api_key": DRY_RUN_KEY, "transport": httpx.MockTransport(_refuse)}
+    reasoning = getattr(args, "reasoning", None)
+    if reasoning not in (None, "off"):  # "off" is every answer adapter's default already
+        extra["params"] = {"reasoning": reasoning}
+    return TeacherClient(
+        args.teacher,
+        base_url=args.base_url,
+        budget=budget,
+        cache=cache,
+        ledger=ledger,
+        prices=prices,
+        concurrency=args.concurrency,
+        batch_size=args.batch_size,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        timeout=args.timeout,
+        cache_namespace=getattr(args, "cache_namespace", None),
+        claims=coord,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def open_coordinator(cdir: CacheDir) -> Coordinator:
+    """The cache folder's coordination database (leases and the shared budget)."""
+    return Coordinator(cdir.coordination, ledger_path=cdir.ledger)
+
+
+def budget_lines(client: TeacherClient) -> list[tuple[str, str]]:
+    """(label, value) rows saying both caps: the ledger's total for the teacher, this run."""
+    budget = client.budget
+    if not isinstance(budget, SharedBudget):
+        return [("spent", f"${budget.spent} of ${budget.cap}")]
+    run_cap = "no --run-budget" if budget.cap is None else f"--run-budget ${budget.cap}"
+    return [
+        (
+            "spent in ledger",
+            f"${budget.ledger_spent} of --budget ${budget.total} for {budget.teacher} "
+            "(every run and process)",
+        ),
+        ("spent this run", f"${budget.spent} of {run_cap}"),
+    ]
+
+
+def progress_money(client: TeacherClient) -> str:
+    """The short form of :func:`budget_lines` for a progress bar."""
+    budget = client.budget
+    if not isinstance(budget, SharedBudget):
+        return f"${budget.spent:.4f} of ${budget.cap}"
+    run = f"${budget.spent:.4f}" + ("" if budget.cap is None else f" of ${budget.cap}")
+    return f"ledger ${budget.ledger_spent:.4f} of ${budget.total} · run {run}"
+
+
+DRY_RUN_KEY = "dry-run-sends-nothing"
+
+
+def _refuse(request: httpx.Request) -> httpx.Response:
+    raise RuntimeError("a dry run must not send requests")
+

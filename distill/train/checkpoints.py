@@ -1,0 +1,259 @@
+"""Checkpoints of a training run and resuming from them.
+
+``<run>/checkpoint/`` holds the student's weights (``model.safetensors``), the best weights
+of the current stage so far (``best.safetensors``, when ``select="best_id"``), the optimizer
+and torch RNG state (``optim.pt``) and where the run stands (``state.json``: stage, step,
+the evaluation history, the notes of finished stages). A save builds ``checkpoint.tmp`` and
+swaps it in (one atomic exchange where the system has it, else two renames mended by
+:func:`recover_checkpoint`), so a kill at any moment leaves one complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cache import atomic_write
+from cache.swap import exchange
+from distill.train.distributed import barrier
+from distill.train.evaluate import WEIGHTS_FILE
+from distill.train.student import Student
+from vlmclient.errors import ConfigurationError
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "RunState",
+    "check_checkpoint",
+    "recover_checkpoint",
+    "resume_or_start",
+    "save_checkpoint",
+    "save_weights",
+    "state_dict",
+    "truncate_log",
+    "write_json",
+]
+
+# The trainer's logger: the name its messages carried before this module was split off.
+log = logging.getLogger("distill.train.trainer")
+
+CHECKPOINT_DIR = "checkpoint"
+BEST_FILE = "best.safetensors"
+OPTIM_FILE = "optim.pt"
+STATE_FILE = "state.json"
+_CHECKPOINT_FILES = (WEIGHTS_FILE, OPTIM_FILE, STATE_FILE)
+# state.json keys that must match for a run to be resumed.
+_RESUME_KEYS = ("teacher_fingerprint", "dataset_fingerprint", "method", "student")
+
+
+def state_dict(student: Student) -> dict[str, torch.Tensor]:
+    """A CPU copy of the student's weights and buffers, ready for safetensors."""
+    return {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Write ``state`` as safetensors."""
+    from safetensors.torch import save_file
+
+    save_file(state, str(path))
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def save_checkpoint(
+    out: Path,
+    student: Student,
+    state: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None,
+    best: dict[str, torch.Tensor] | None,
+) -> None:
+    """Write checkpoint/ atomically: build checkpoint.tmp, then swap it in."""
+    final = out / CHECKPOINT_DIR
+    tmp = out / (CHECKPOINT_DIR + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_weights(state_dict(student), tmp / WEIGHTS_FILE)
+    if best is not None:
+        save_weights(best, tmp / BEST_FILE)
+    extra: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
+    if optimizer is not None:
+        extra["optimizer"] = optimizer.state_dict()
+    torch.save(extra, tmp / OPTIM_FILE)
+    write_json(tmp / STATE_FILE, state)  # last: a folder with state.json is complete
+    if final.exists() and exchange(tmp, final):
+        # One step, no moment without a checkpoint; ``tmp`` now holds the previous one.
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    # No RENAME_EXCHANGE on this system: two renames; recover_checkpoint mends a crash
+    # between them.
+    old = out / (CHECKPOINT_DIR + ".old")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_checkpoint(out: Path) -> None:
+    """Mend what a save killed mid-way left: if checkpoint/ is missing, the complete one of
+    checkpoint.tmp (the new, finished) or checkpoint.old (the previous) takes its place;
+    then both leftovers go. Without this a --resume silently restarted from step 0."""
+    final = out / CHECKPOINT_DIR
+    tmp, old = out / (CHECKPOINT_DIR + ".tmp"), out / (CHECKPOINT_DIR + ".old")
+    if not final.exists():
+        for candidate in (tmp, old):
+            if all((candidate / f).is_file() for f in _CHECKPOINT_FILES):
+                os.replace(candidate, final)
+                log.warning("recovered %s from an interrupted checkpoint save", final)
+                break
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def check_checkpoint(ckpt: Path) -> None:
+    """ConfigurationError when ``ckpt`` lacks one of the files a resume needs."""
+    missing = [f for f in _CHECKPOINT_FILES if not (ckpt / f).is_file()]
+    if missing:
+        raise ConfigurationError(
+            f"cannot resume from {ckpt}: it is incomplete (missing {', '.join(missing)}); "
+            "move it aside to start the run again"
+        )
+
+
+def truncate_log(path: Path, stage_names: Sequence[str], stage_index: int, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (a crashed run's tail)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text("utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+            pos = (stage_names.index(rec["stage"]), int(rec["step"]))
+        except (ValueError, KeyError):
+            continue
+        if pos < (stage_index, step):
+            keep.append(line)
+    atomic_write(path, "".join(x + "\n" for x in keep))
+
+
+@dataclass
+class RunState:
+    """Where a run stands: what state.json records, plus what resuming restores."""
+
+    stage_index: int = 0  # the stage to run (or continue)
+    step: int = 0  # steps of that stage already done
+    best_acc: float = -1.0  # best mean ID accuracy of this stage so far (select="best_id")
+    best_state: dict[str, torch.Tensor] | None = None  # the weights that scored it
+    history: list[dict[str, Any]] = field(default_factory=list)  # every evaluation, short
+    stage_notes: list[dict[str, Any]] = field(default_factory=list)  # finished stages
+    optimizer: dict[str, Any] | None = None  # optimizer state to continue the stage with
+
+    def reset_best(self) -> None:
+        """A new stage keeps its own best weights."""
+        self.best_state, self.best_acc = None, -1.0
+
+    def record(self, evaluation: dict[str, Any]) -> None:
+        """Add an evaluation (an evals.jsonl line) to the history, without the per-domain
+        detail."""
+        self.history.append({k: evaluation[k] for k in
+                             ("stage", "step", "mean_id", "mean_ood", "id_loss")})
+
+    def finish_stage(self, note: dict[str, Any]) -> None:
+        """Record a finished stage's note; the next stage keeps its own best weights."""
+        self.stage_notes.append(note)
+        self.reset_best()
+
+    def keep_if_best(self, acc: float, student: Student) -> None:
+        """Remember the student's weights when ``acc`` beats this stage's best."""
+        if acc > self.best_acc:
+            self.best_acc = acc
+            self.best_state = state_dict(student)
+
+    def to_json(
+        self, info: dict[str, Any], stage_index: int, stage: str, step: int, now: float
+    ) -> dict[str, Any]:
+        """state.json: the run's description and where it stands (``step`` steps of
+        ``stage`` done)."""
+        return {
+            **info, "stage_index": stage_index, "stage": stage, "step": step,
+            "best_acc": self.best_acc, "history": self.history,
+            "stage_notes": self.stage_notes, "time": now,
+        }
+
+
+def resume_or_start(
+    out: Path,
+    *,
+    resume: bool,
+    info: dict[str, Any],
+    student: Student,
+    stage_names: Sequence[str],
+    log_file: Path,
+    main: bool,
+    world: int,
+) -> RunState:
+    """Where the run starts: step 0, or (with ``resume``) the checkpoint's step, with the
+    student's weights, the RNG and the log restored. Refuses to overwrite an unfinished run
+    without ``resume`` and to resume a run of another teacher, dataset, method or student.
+    """
+    ckpt = out / CHECKPOINT_DIR
+    if main:
+        recover_checkpoint(out)
+    barrier(world)
+    if ckpt.exists() and not resume:
+        raise ConfigurationError(
+            f"{out} already holds a checkpoint; pass --resume to continue it or choose "
+            "another --out"
+        )
+    if not resume:
+        return RunState()
+    if not ckpt.exists():
+        if main:
+            # Nothing to resume from: the run starts at step 0, so any log lines are its
+            # own unsaved past and would be written again.
+            truncate_log(log_file, stage_names, 0, 0)
+        return RunState()
+    check_checkpoint(ckpt)
+    saved = json.loads((ckpt / STATE_FILE).read_text("utf-8"))
+    for key in _RESUME_KEYS:
+        if saved.get(key) != info.get(key):
+            raise ConfigurationError(
+                f"cannot resume {out}: its {key} is {saved.get(key)!r}, this run's is "
+                f"{info.get(key)!r}"
+            )
+    student.load_state_dict(_load_weights(ckpt / WEIGHTS_FILE))
+    run = RunState(
+        stage_index=int(saved["stage_index"]),
+        step=int(saved["step"]),
+        best_acc=float(saved.get("best_acc", -1.0)),
+        history=list(saved.get("history", [])),
+        stage_notes=list(saved.get("stage_notes", [])),
+    )
+    if (ckpt / BEST_FILE).is_file():
+        run.best_state = _load_weights(ckpt / BEST_FILE)
+    extra = torch.load(ckpt / OPTIM_FILE, map_location="cpu", weights_only=True)
+    if extra is not None and "torch_rng" in extra:
+        torch.set_rng_state(extra["torch_rng"])
+    if extra is not None:
+        run.optimizer = extra.get("optimizer")
+    log.info("resuming %s at stage %d step %d", out, run.stage_index, run.step)
+    if main:
+        truncate_log(log_file, stage_names, run.stage_index, run.step)
+    return run

@@ -1,0 +1,150 @@
+"""Before the first step: the data split, the student, and the run's description.
+
+DomainBed's protocol: the source (training) domains lose 20 % of their images to an
+in-domain (ID) validation split, fixed by ``split_seed``; the target domains are
+out-of-distribution (OOD) and never trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from distill.data import DataError, Dataset, Sample, scan, split_holdout
+from distill.train.config import TrainConfig
+from distill.train.evaluate import to_input
+from distill.train.student import Student, build_student, is_convnet, norm_stats
+from distill.train.targets import TeacherTargets
+from vlmclient.errors import ConfigurationError
+
+__all__ = [
+    "DataSplit",
+    "InputFormat",
+    "build",
+    "resolve",
+    "resolve_domains",
+    "run_info",
+    "split_data",
+]
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """The labelled images of a run, by role."""
+
+    dataset: Dataset
+    train_domains: tuple[str, ...]
+    test_domains: tuple[str, ...]
+    train: tuple[Sample, ...]  # source domains minus the hold-out
+    holdout: tuple[Sample, ...]  # ID validation
+    ood: list[Sample]  # target domains
+
+    def domain_groups(self) -> list[list[int]]:
+        """Indices into ``train`` of each training domain (one batch slice per domain)."""
+        return [[i for i, s in enumerate(self.train) if s.domain == d]
+                for d in self.train_domains]
+
+
+def resolve_domains(ds: Dataset, cfg: TrainConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(train domains, test domains): what the config names, the rest of the data's
+    domains filling the side left unset."""
+    all_domains = tuple(ds.domains)
+    for d in (cfg.train_domains or ()) + (cfg.test_domains or ()):
+        if d not in all_domains:
+            raise ConfigurationError(f"unknown domain {d!r}; this dataset has {all_domains}")
+    test = tuple(cfg.test_domains or ())
+    if cfg.train_domains is not None:
+        train_d = tuple(cfg.train_domains)
+        if cfg.test_domains is None:
+            test = tuple(d for d in all_domains if d not in train_d)
+    else:
+        train_d = tuple(d for d in all_domains if d not in test)
+    if not train_d:
+        raise ConfigurationError("no training domain left: every domain is a test domain")
+    return train_d, test
+
+
+def split_data(config: TrainConfig) -> DataSplit:
+    """Scan ``config.data`` and split its labelled images into train / ID / OOD."""
+    # Read on this machine, never uploaded: a manifest of absolute paths (as select
+    # writes) is fine here.
+    ds = scan(config.data, allow_outside_paths=True)
+    labelled = [s for s in ds.samples if s.label is not None]
+    if not labelled:
+        raise DataError(f"{config.data}: no labelled images; the trainer needs class labels")
+    train_domains, test_domains = resolve_domains(ds, config)
+    src = [s for s in labelled if s.domain in train_domains]
+    train, holdout = split_holdout(src, fraction=config.holdout_fraction, seed=config.split_seed)
+    ood = [s for s in labelled if s.domain in test_domains]
+    return DataSplit(ds, train_domains, test_domains, train, holdout, ood)
+
+
+def run_info(config: TrainConfig, split: DataSplit, targets: TeacherTargets) -> dict[str, Any]:
+    """What a run is (method, models, data, split): the head of run.json, metrics.json and
+    every checkpoint's state.json."""
+    return {
+        "method": config.method,
+        "student": config.student,
+        "teacher": config.teacher,
+        "teacher_fingerprint": targets.store.meta.get("teacher_fingerprint"),
+        "dataset_fingerprint": split.dataset.fingerprint(),
+        "store": str(targets.path),
+        "class_names": list(split.dataset.class_names),
+        "train_domains": list(split.train_domains),
+        "test_domains": list(split.test_domains),
+        "holdout_fraction": config.holdout_fraction,
+        "seed": config.seed,
+        "split_seed": config.split_seed,
+        "image_size": config.image_size,
+        "n_train": len(split.train),
+        "n_id": len(split.holdout),
+        "n_ood": len(split.ood),
+    }
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """How images become the student's input: its normalisation and memory format."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels_last: bool
+
+    def input(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """uint8 (B, 3, H, W) images -> the student's normalised input on ``device``."""
+        return to_input(images, self.mean, self.std, channels_last=self.channels_last).to(device)
+
+
+def build(
+    config: TrainConfig, num_classes: int, text: torch.Tensor, device: torch.device
+) -> tuple[Student, InputFormat]:
+    """The student (timm backbone + P and the text head for ADiP, a linear head for ERM and
+    KD), seeded with ``config.seed`` and moved to ``device``."""
+    torch.manual_seed(config.seed)
+    student = build_student(
+        config.student, method=config.method, num_classes=num_classes, text=text,
+        pretrained=config.pretrained, weights_file=config.student_weights,
+        weights_dir=config.weights_dir,
+    )
+    mean, std = norm_stats(student.backbone)
+    conv = is_convnet(student.backbone)
+    channels_last = config.channels_last if config.channels_last is not None else conv
+    student.to(device)
+    if channels_last:
+        student.to(memory_format=torch.channels_last)
+    return student, InputFormat(mean, std, channels_last)
+
+
+def resolve(
+    config: TrainConfig, split: DataSplit, targets: TeacherTargets, fmt: InputFormat
+) -> TrainConfig:
+    """The config with what was left to the run filled in (domains, store, views,
+    channels_last): what config.json records. ``resume`` is dropped: it is how the run was
+    started, not what it is."""
+    return config.model_copy(update={
+        "train_domains": split.train_domains, "test_domains": split.test_domains,
+        "store": str(targets.path), "views": targets.views,
+        "channels_last": fmt.channels_last, "freeze_bn": config.freeze_bn, "resume": False,
+    })

@@ -1,0 +1,147 @@
+"""Around a stage's steps: Align's stopping rule, the evaluations during training, and the
+weights a stage ends with (the SWAD average, the best in-domain evaluation, or the last).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from distill.data import Sample
+from distill.train.checkpoints import RunState
+from distill.train.evaluate import evaluate_samples, mean_accuracy
+from distill.train.prepare import InputFormat
+from distill.train.student import Student
+from distill.train.swad import LossValley, update_bn
+
+__all__ = ["AlignStop", "Evaluator", "select_weights", "stage_note", "trainable"]
+
+
+class AlignStop:
+    """Align's stopping rule: stop when the mean loss of the last ``window`` steps improved
+    by less than ``min_delta`` on the window before it (Align only fits one linear layer on
+    frozen features, so it converges; a fixed step count left P barely trained)."""
+
+    def __init__(self, window: int, min_delta: float) -> None:
+        self.window = window
+        self.min_delta = min_delta
+        self.losses: list[float] = []
+        self.stopped_at: int | None = None
+        self.windows: list[float] = []
+
+    def update(self, loss: float) -> bool:
+        """Record one step's loss; True when Align has converged."""
+        self.losses.append(loss)
+        n = len(self.losses)
+        if n % self.window:
+            return False
+        self.windows.append(float(np.mean(self.losses[-self.window:])))
+        if len(self.windows) >= 2 and self.windows[-2] - self.windows[-1] < self.min_delta:
+            self.stopped_at = n
+            return True
+        return False
+
+    def describe(self, max_steps: int) -> dict[str, Any]:
+        """What the rule decided, for the stage note."""
+        return {"converged": self.stopped_at is not None,
+                "steps_run": self.stopped_at or len(self.losses), "max_steps": max_steps,
+                "final_window_loss": self.windows[-1] if self.windows else None,
+                "window": self.window, "min_delta": self.min_delta}
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """Scores the student per domain on the ID hold-out and on the OOD domains."""
+
+    holdout: Sequence[Sample]
+    ood: Sequence[Sample]
+    image_size: int
+    fmt: InputFormat
+    batch_size: int
+    bf16: bool
+    num_workers: int
+
+    def _score(self, student: Student, samples: Sequence[Sample]) -> dict[str, dict[str, float]]:
+        return evaluate_samples(
+            student, samples, image_size=self.image_size, mean=self.fmt.mean,
+            std=self.fmt.std, batch_size=self.batch_size,
+            channels_last=self.fmt.channels_last, bf16=self.bf16, num_workers=self.num_workers,
+        )
+
+    def __call__(self, student: Student, stage: str, step: int) -> dict[str, Any]:
+        """One line of evals.jsonl: per-domain accuracy and loss, their means, the mean ID
+        loss (what SWAD watches)."""
+        by_id, by_ood = self._score(student, self.holdout), self._score(student, self.ood)
+        losses = [v["loss"] for v in by_id.values()]
+        return {"stage": stage, "step": step, "id": by_id, "ood": by_ood,
+                "mean_id": mean_accuracy(by_id), "mean_ood": mean_accuracy(by_ood),
+                "id_loss": float(np.mean(losses)) if losses else float("nan")}
+
+
+def trainable(student: Student) -> dict[str, torch.Tensor]:
+    """The parameters this stage trains, by name (what SWAD averages)."""
+    return {n: p for n, p in student.named_parameters() if p.requires_grad}
+
+
+def stage_note(
+    stage: str,
+    n_steps: int,
+    student: Student,
+    stopper: AlignStop | None,
+    p_init: torch.Tensor | None,
+) -> dict[str, Any]:
+    """The head of a finished stage's note: its steps, Align's stopping, how far P moved."""
+    note: dict[str, Any] = {"stage": stage, "steps": n_steps}
+    if stopper is not None:
+        note["align"] = stopper.describe(n_steps)
+    if p_init is not None and student.proj is not None:
+        # How far Align moved P from its random start (1.0 = not at all).
+        note["proj_cos_to_init"] = float(torch.nn.functional.cosine_similarity(
+            student.proj.weight.detach().flatten(), p_init.flatten(), dim=0))
+    return note
+
+
+def select_weights(
+    student: Student,
+    run: RunState,
+    *,
+    valley: LossValley | None,
+    select: str,
+    bn_loader: Iterable[dict[str, torch.Tensor]] | None,
+    bn_steps: int,
+    fmt: InputFormat,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Load the weights the stage ends with into ``student`` and say which they are.
+
+    With SWAD: the LossValley average, then BatchNorm statistics re-estimated over
+    ``bn_steps`` batches of ``bn_loader`` (averaged backbone weights need statistics of their
+    own; None: keep them, as for frozen BN or Align, which averages only P).
+    Else, with ``select="best_id"``: the weights of the best mean ID accuracy. Else the last
+    weights.
+    """
+    note: dict[str, Any] = {}
+    if valley is not None:
+        params_avg = valley.final_params()
+        note["selected"] = "swad"
+        note["swad"] = valley.describe()
+        if params_avg is not None:
+            with torch.no_grad():
+                named = dict(student.named_parameters())
+                for k, v in params_avg.items():
+                    named[k].copy_(v.to(named[k].dtype))
+        if bn_loader is not None:
+            # Iterated only here: a new pass over the loader draws from torch's RNG.
+            inputs = (fmt.input(b["image"], device) for b in bn_loader)
+            note["bn_batches"] = update_bn(student, inputs, bn_steps)
+    elif select == "best_id" and run.best_state is not None:
+        student.load_state_dict(run.best_state)
+        note["selected"] = "best_id"
+        note["best_id"] = run.best_acc
+    else:
+        note["selected"] = "last"
+    return note

@@ -1,0 +1,156 @@
+"""The teacher's side of a training run: its harvested EmbeddingStore, found and checked, and
+what the trainer takes from it (image targets by row, class-prompt text embeddings, and the
+teacher's own zero-shot accuracy on the same splits).
+
+The paid teacher is never called here: everything comes from the memory-mapped store that
+``vlm-distill harvest`` wrote under ``<cache>/stores/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from cache.layout import STORES_DIR
+from distill.data import Dataset, Sample
+from distill.train.config import TrainConfig
+from distill.train.evaluate import mean_accuracy, zeroshot_by_domain
+from vlmclient.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from cache.store import EmbeddingStore
+
+__all__ = [
+    "TeacherTargets",
+    "check_store",
+    "find_store",
+    "load_targets",
+    "open_store",
+    "teacher_zeroshot",
+]
+
+
+def _no_store_message(teacher: str, dataset: Dataset, cache: Path) -> str:
+    return (
+        f"no cached teacher embeddings for this dataset and teacher ({teacher!r}, "
+        f"dataset fingerprint {dataset.fingerprint()[:12]}) in {cache / STORES_DIR}: run "
+        f"`vlm-distill harvest {dataset.root} --teacher {teacher} --cache {cache}` first"
+    )
+
+
+def find_store(cache_dir: str | os.PathLike[str], teacher: str, dataset: Dataset) -> Path:
+    """The store under ``<cache>/stores/*`` holding ``teacher``'s embeddings of ``dataset``.
+
+    Matches ``meta.json``'s ``teacher`` and ``dataset_fingerprint``; when several match
+    (harvested twice) the newest wins. ConfigurationError when none does.
+    """
+    cache = Path(cache_dir)
+    fp = dataset.fingerprint()
+    found: list[tuple[float, Path]] = []
+    for meta_path in sorted((cache / STORES_DIR).glob("*/meta.json")):
+        try:
+            meta = json.loads(meta_path.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if meta.get("teacher") == teacher and meta.get("dataset_fingerprint") == fp:
+            found.append((float(meta.get("created", 0.0)), meta_path.parent))
+    if not found:
+        raise ConfigurationError(_no_store_message(teacher, dataset, cache))
+    return max(found)[1]
+
+
+def open_store(path: str | os.PathLike[str]) -> EmbeddingStore:
+    """Open an EmbeddingStore; ConfigurationError when it is missing or unreadable."""
+    from cache.store import EmbeddingStore, StoreError
+
+    try:
+        return EmbeddingStore.open(path)
+    except StoreError as exc:
+        raise ConfigurationError(str(exc)) from exc
+
+
+def check_store(
+    store: EmbeddingStore, teacher: str, dataset: Dataset, needed: Sequence[Sample]
+) -> None:
+    """Refuse a store of another teacher, other classes, or lacking the training images."""
+    meta = store.meta
+    if meta.get("teacher") != teacher:
+        raise ConfigurationError(
+            f"the store at {store.path} holds embeddings of teacher {meta.get('teacher')!r}, "
+            f"not {teacher!r}; pass the teacher it was harvested with or harvest again"
+        )
+    if tuple(store.class_names) != tuple(dataset.class_names):
+        raise ConfigurationError(
+            f"the store at {store.path} was harvested for classes "
+            f"{list(store.class_names)[:5]}..., this dataset has "
+            f"{list(dataset.class_names)[:5]}...; harvest this dataset"
+        )
+    have = set(store.image_ids)
+    missing = [s.id for s in needed if s.id not in have]
+    if missing:
+        raise ConfigurationError(
+            f"the store at {store.path} lacks teacher embeddings for {len(missing)} training "
+            f"image(s) of this dataset, e.g. {missing[:3]} (dataset fingerprint "
+            f"{dataset.fingerprint()[:12]}, store's {str(meta.get('dataset_fingerprint'))[:12]})"
+            "; harvest this dataset first"
+        )
+
+
+def teacher_zeroshot(
+    store: EmbeddingStore, holdout: Sequence[Sample], ood: Sequence[Sample]
+) -> dict[str, Any]:
+    """The teacher's zero-shot accuracy per domain on the ID hold-out and the OOD domains
+    (images the store lacks are left out), with the mean of each."""
+    in_store = set(store.image_ids)
+
+    def score(samples: Sequence[Sample]) -> dict[str, dict[str, float]]:
+        return zeroshot_by_domain(store, [s for s in samples if s.id in in_store])
+
+    by_split = {"id": score(holdout), "ood": score(ood)}
+    return {**by_split, "mean_id": mean_accuracy(by_split["id"]),
+            "mean_ood": mean_accuracy(by_split["ood"])}
+
+
+@dataclass(frozen=True)
+class TeacherTargets:
+    """The checked store and what training reads from it."""
+
+    store: EmbeddingStore
+    path: Path
+    views: int  # teacher views used per image (config.views, capped by the store's)
+    rows: npt.NDArray[np.int64]  # store row of every training sample, in order
+    text: torch.Tensor  # (C, D) class-prompt embeddings, float32
+    zeroshot: dict[str, Any]  # teacher_zeroshot() on the run's splits
+
+
+def load_targets(
+    config: TrainConfig,
+    dataset: Dataset,
+    train: Sequence[Sample],
+    holdout: Sequence[Sample],
+    ood: Sequence[Sample],
+) -> TeacherTargets:
+    """Find (``config.store`` or the lookup in ``config.cache``), open and check the store."""
+    if config.store is not None:
+        path = Path(config.store)
+    else:
+        assert config.cache is not None  # TrainConfig refuses neither store nor cache
+        path = find_store(config.cache, config.teacher, dataset)
+    store = open_store(path)
+    check_store(store, config.teacher, dataset, train)
+    return TeacherTargets(
+        store=store,
+        path=path,
+        views=min(config.views or store.views, store.views),
+        rows=store.rows_of([s.id for s in train]),
+        text=torch.from_numpy(np.array(store.text_embeddings, dtype=np.float32)),
+        zeroshot=teacher_zeroshot(store, holdout, ood),
+    )

@@ -1,0 +1,244 @@
+"""The requests of one chunk of image views, and the cached answers found without them.
+
+View 0 of an image is its file, keyed (as always) by the bytes sent. An augmented view
+(k >= 1) is keyed by :func:`~distill.data.views.view_content_id` (source file's sha256 plus
+the recipe), so its cached answer is found before the view is computed: a cached rerun
+reads each file once and hashes it, and computes no view. Only the misses are computed and
+encoded compactly for upload (JPEG q90 where the provider accepts JPEG).
+
+A cache written before views had content ids holds them under the key of the bytes of an
+uncompressed PNG (:func:`~distill.data.views.png_bytes`). A miss under the content id is
+therefore looked up under that old key too before it is bought; an entry found there is
+used and stored under the new key as well, so the next run computes nothing for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
+
+from cache import CacheLike
+from distill.data import DataError, sniff_image
+from distill.data.views import (
+    encode_view,
+    load_rgb,
+    png_bytes,
+    view_array,
+    view_bytes,
+    view_content_id,
+    view_encoding,
+)
+from vlmclient import (
+    ACCEPTED_MEDIA_TYPES,
+    AnswerResult,
+    EmbeddingResult,
+    Image,
+    ImageEmbeddingRequest,
+    InputError,
+    Kind,
+    content_cache_key,
+    item_cache_key,
+    prepare_item,
+)
+from vlmclient.providers import parse_teacher
+
+__all__ = [
+    "ChunkRequests",
+    "ViewClient",
+    "ViewItem",
+    "build_requests",
+    "cached_view_vector",
+    "upload_encoding",
+    "view_request",
+]
+
+KIND: Kind = "image_embedding"
+CANNOT_PREPARE = (InputError, OSError, ValueError)  # an image no retry can fix
+
+
+class ViewItem(Protocol):
+    """One (image, view) pair: :class:`distill.harvest.ImageItem` is one."""
+
+    @property
+    def view(self) -> int: ...
+
+    @property
+    def image_id(self) -> str: ...
+
+    @property
+    def path(self) -> Path: ...
+
+
+class ViewClient(Protocol):
+    """What building view requests needs of a client (:class:`vlmclient.TeacherClient`)."""
+
+    @property
+    def teacher(self) -> str: ...
+
+    def prepare(self, item: ImageEmbeddingRequest) -> ImageEmbeddingRequest: ...
+
+    def cache_key(self, kind: Kind, item: ImageEmbeddingRequest) -> str: ...
+
+    def content_key(self, content_id: str) -> str: ...
+
+    def cached(
+        self, kind: Kind, keys: Sequence[str], fallback: Sequence[str | None] = ()
+    ) -> list[EmbeddingResult | AnswerResult | None]: ...
+
+
+T = TypeVar("T", bound=ViewItem)
+
+
+@dataclass
+class ChunkRequests(Generic[T]):
+    """A chunk resolved: answers already cached, prepared requests for the rest, and the
+    items that cannot be prepared (with the reason)."""
+
+    cached: list[tuple[T, EmbeddingResult]] = field(default_factory=list)
+    requests: list[ImageEmbeddingRequest] = field(default_factory=list)
+    items: list[T] = field(default_factory=list)  # the item of each request
+    failed: list[tuple[T, str]] = field(default_factory=list)
+    views_computed: int = 0  # augmented views decoded and computed (cache misses only)
+
+
+def upload_encoding(teacher: str) -> str:
+    """How augmented views are uploaded to ``teacher`` (``provider:model``): JPEG q90 where
+    the provider accepts JPEG (ACCEPTED_MEDIA_TYPES), zlib PNG otherwise or when the
+    provider is not in the table."""
+    provider = teacher.partition(":")[0]
+    return view_encoding(ACCEPTED_MEDIA_TYPES.get(provider, ("image/png",)))
+
+
+def view_request(item: ViewItem, hflip: bool, encoding: str | None = None) -> ImageEmbeddingRequest:
+    """The request for one image view, as sent before the provider's preparation: view 0
+    is the file; a view k >= 1 is computed, encoded as ``encoding`` (the teacher's
+    :func:`upload_encoding`, required for it) and named by its content id."""
+    if item.view == 0:
+        data, media_type = view_bytes(item.path, item.image_id, 0, hflip=hflip)
+        return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
+    if encoding is None:
+        raise ValueError("an augmented view needs the teacher's upload encoding")
+    _, source = _read(item.path)
+    cid = view_content_id(source, item.image_id, item.view, hflip=hflip, encoding=encoding)
+    arr = view_array(load_rgb(item.path), item.image_id, item.view, hflip=hflip)
+    data, media_type = encode_view(arr, encoding)
+    return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type, content_id=cid))
+
+
+def cached_view_vector(
+    cache: CacheLike,
+    item: ViewItem,
+    *,
+    hflip: bool,
+    teacher: str,
+    params: Mapping[str, Any],
+    endpoint: str | None,
+) -> np.ndarray | None:
+    """The cached vector of augmented view ``item`` (k >= 1) with no client (``cache
+    export``): under its content id, else under its key before content ids (the view is
+    then computed); None when it is under neither."""
+    provider, model = parse_teacher(teacher)
+    _, source = _read(item.path)
+    cid = view_content_id(
+        source, item.image_id, item.view, hflip=hflip, encoding=upload_encoding(teacher)
+    )
+    entry = cache.get(content_cache_key(provider, model, params, cid, endpoint))
+    if entry is None:
+        data, media_type = view_bytes(item.path, item.image_id, item.view, hflip=hflip)
+        old = prepare_item(
+            provider, ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
+        )
+        entry = cache.get(item_cache_key(provider, model, params, KIND, old, endpoint))
+    return None if entry is None else entry.vector
+
+
+def _read(path: Path) -> tuple[bytes, str]:
+    """(bytes, sha256) of a source image file; DataError when it cannot be used."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read image {os.fspath(path)!r}: {exc.strerror}") from exc
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> ChunkRequests[T]:
+    """Look up every augmented view by its content id first, then build (and prepare, item
+    by item, so one bad image fails alone) the requests of what is not cached."""
+    out: ChunkRequests[T] = ChunkRequests()
+    encoding = upload_encoding(client.teacher)
+    sources: dict[Path, tuple[bytes, str]] = {}  # each file read and hashed once per chunk
+    ready: list[tuple[T, bytes, str]] = []  # (item, source bytes, source sha256)
+    for item in items:
+        try:
+            if item.path not in sources:
+                sources[item.path] = _read(item.path)
+            ready.append((item, *sources[item.path]))
+        except CANNOT_PREPARE as exc:
+            out.failed.append((item, str(exc)))
+
+    named = [
+        (item, view_content_id(digest, item.image_id, item.view, hflip=hflip, encoding=encoding))
+        for item, _, digest in ready
+        if item.view > 0
+    ]
+    found = client.cached(KIND, [client.content_key(cid) for _, cid in named])
+    misses: dict[int, str] = {}  # id(item) -> content id, for augmented views not cached
+    for (item, cid), result in zip(named, found, strict=True):
+        if isinstance(result, EmbeddingResult):
+            out.cached.append((item, result))
+        else:
+            misses[id(item)] = cid
+
+    pending: list[tuple[T, ImageEmbeddingRequest, str, str | None]] = []
+    for item, data, _ in ready:
+        if item.view > 0 and id(item) not in misses:
+            continue  # cached: no view computed
+        try:
+            if item.view == 0:
+                media_type = sniff_image(data[:32])
+                if media_type is None:
+                    raise DataError(
+                        f"{os.fspath(item.path)!r} is not a PNG, JPEG, GIF, BMP or WebP image"
+                    )
+                request = ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
+                out.requests.append(client.prepare(request))
+                out.items.append(item)
+                continue
+            cid = misses[id(item)]
+            arr = view_array(load_rgb(item.path), item.image_id, item.view, hflip=hflip)
+            out.views_computed += 1
+            blob, media_type = encode_view(arr, encoding)
+            request = client.prepare(
+                ImageEmbeddingRequest(image=Image(data=blob, media_type=media_type, content_id=cid))
+            )
+            pending.append((item, request, client.content_key(cid), _legacy_key(client, arr)))
+        except CANNOT_PREPARE as exc:
+            out.failed.append((item, str(exc)))
+
+    if pending:
+        found = client.cached(
+            KIND, [key for _, _, key, _ in pending], [old for _, _, _, old in pending]
+        )
+        for (item, request, _, _), result in zip(pending, found, strict=True):
+            if isinstance(result, EmbeddingResult):
+                out.cached.append((item, result))
+            else:
+                out.requests.append(request)
+                out.items.append(item)
+    return out
+
+
+def _legacy_key(client: ViewClient, arr: np.ndarray) -> str | None:
+    """The key this view had before content ids (the bytes of an uncompressed PNG), or
+    None when that PNG cannot be prepared for this provider."""
+    old = ImageEmbeddingRequest(image=Image(data=png_bytes(arr), media_type="image/png"))
+    try:
+        return client.cache_key(KIND, client.prepare(old))
+    except CANNOT_PREPARE:
+        return None

@@ -1,0 +1,48 @@
+"""Each stage's learning rate: Align its own, KD its own when set, else ``lr``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distill.cli import main
+from distill.train.config import TrainConfig
+
+from .conftest import TEACHER
+
+
+def _cfg(**kw: object) -> TrainConfig:
+    return TrainConfig(data="D", teacher="local:hash", out="o", cache="c", **kw)  # type: ignore[arg-type]
+
+
+def test_kd_takes_lr_kd_when_set_and_lr_otherwise() -> None:
+    assert _cfg(method="kd", lr=5e-4).stage_lr("kd") == 5e-4
+    cfg = _cfg(method="kd", lr=5e-4, lr_kd=5e-5)
+    assert cfg.stage_lr("kd") == 5e-5
+    assert cfg.stage_lr("erm") == 5e-4 and cfg.stage_lr("distill") == 5e-4
+    assert cfg.stage_lr("align") == cfg.lr_align
+
+
+def test_lr_kd_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="lr_kd"):
+        _cfg(lr_kd=0.0)
+
+
+def test_lr_kd_flag_reaches_the_run_config(tiny_data: Path, tiny_cache: Path,
+                                           tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher",
+                 TEACHER, "--method", "kd", "--out", str(out), "--steps", "1",
+                 "--student", "mobilenetv3_small_050", "--no-pretrained", "--image-size", "32",
+                 "--eval-every", "1", "--lr-kd", "2e-5"])
+    assert code == 0
+    assert json.loads((out / "config.json").read_text())["lr_kd"] == 2e-5
+
+
+def test_the_demo_gives_kd_lr_times_its_temperature() -> None:
+    from distill.demo import DemoConfig
+
+    cfg = DemoConfig()
+    assert cfg.lr_kd == pytest.approx(cfg.lr * TrainConfig.model_fields["kd_temperature"].default)
