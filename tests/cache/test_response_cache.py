@@ -15,10 +15,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import diskcache
+import httpx
 import numpy as np
 import pytest
 
-from cache import CacheEntry, CacheWriteError, ResponseCache, make_key, verify_cache
+from cache import CacheEntry, CacheWriteError, ResponseCache, verify_cache
 from cache.response_cache import (
     NO_SIZE_LIMIT,
     BytesOnlyDisk,
@@ -26,6 +27,8 @@ from cache.response_cache import (
     decode_entry,
     encode_entry,
 )
+from tests.conftest import FakeCohere, make_image_requests
+from vlmclient import Price, TeacherClient
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -151,20 +154,25 @@ def test_eviction_is_off(tmp_path: Path) -> None:
         assert raw.volume() > 1000 and len(raw) == 200
 
 
-def test_secret_never_lands_in_the_cache_directory(tmp_path: Path) -> None:
+async def test_secret_never_lands_in_the_cache_directory(tmp_path: Path) -> None:
     secret = "sk-live-" + hashlib.sha256(b"test secret").hexdigest()
-    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    fake = FakeCohere()
+    sent: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("authorization", ""))
+        return await fake.handler(request)
+
     directory = tmp_path / "c"
     with ResponseCache(directory) as cache:
-        items = []
-        for i in range(30):
-            image = f"image bytes {i}".encode()
-            parts = {"provider": "fake", "model": "m1", "api_version": "v1",
-                     "params": {"dim": 64}, "image_sha256": hashlib.sha256(image).hexdigest()}
-            request = {"headers": headers, "body": parts}  # what the client would send
-            assert secret in str(request)
-            items.append((make_key(parts), _entry(i)))
-        cache.set_many(items)
+        # the real client, with the secret as its API key, fills the cache
+        async with TeacherClient(
+            "local:hash", api_key=secret, transport=httpx.MockTransport(handler), cache=cache,
+            price=Price(usd_per_image=Decimal("0.001")),
+        ) as client:  # fmt: skip
+            assert len(await client.embed_images(make_image_requests(30))) == 30
+        assert sent and all(secret in h for h in sent)  # the secret did travel
+        assert len(cache) == 30
         cache.set_many([("answer", CacheEntry(text="a cat", meta={"kind": "answer"}))])
         with pytest.raises(CacheWriteError, match="looks like a secret"):
             cache.set_many([("bad", CacheEntry(text="x", meta={"api_key": secret}))])
