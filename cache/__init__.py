@@ -46,7 +46,7 @@ if TYPE_CHECKING:
         verify_cache,
     )
     from .spill import SpillFile
-    from .store import EmbeddingStore, StoreError
+    from .store import EmbeddingStore, StoreError, StoreWriter
     from .swap import exchange
 
 __all__ = [
@@ -80,6 +80,7 @@ __all__ = [
     "SpendView",
     "SpillFile",
     "StoreError",
+    "StoreWriter",
     "Totals",
     "VectorFormat",
     "atomic_write",
@@ -149,6 +150,7 @@ _SOURCES: dict[str, str] = {
     "SpillFile": "spill",
     "EmbeddingStore": "store",
     "StoreError": "store",
+    "StoreWriter": "store",
     "exchange": "swap",
 }
 

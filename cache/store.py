@@ -18,6 +18,7 @@ or removed by the next open (cache/swap.py).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ from .atomic import fsync_directory
 from .codecs import VectorFormat, check_format, dequantize, quantize, storage_dtype
 from .swap import exchange, leftover_name, recover
 
-__all__ = ["FORMAT_VERSION", "EmbeddingStore", "StoreError"]
+__all__ = ["FORMAT_VERSION", "EmbeddingStore", "StoreError", "StoreWriter"]
 
 FORMAT_VERSION: Final = 1
 _META: Final = "meta.json"
@@ -69,6 +70,34 @@ def _normalise(vectors: npt.NDArray[np.float32], what: str) -> npt.NDArray[np.fl
         raise StoreError(f"{what} has an all-zero vector, which cannot be normalised")
     out: npt.NDArray[np.float32] = (vectors / norms).astype(np.float32)
     return out
+
+
+def _check_texts(
+    text_vectors: npt.ArrayLike, class_names: Sequence[str], dim: int
+) -> npt.NDArray[np.float32]:
+    texts = np.asarray(text_vectors, dtype=np.float32)
+    if texts.ndim != 2 or texts.shape[0] != len(class_names) or (
+        texts.shape[0] and texts.shape[1] != dim
+    ):
+        raise StoreError(
+            f"text_vectors must be (C={len(class_names)}, D={dim}), got {texts.shape}"
+        )
+    texts = texts.reshape(len(class_names), dim)
+    if not np.isfinite(texts).all():
+        raise StoreError("text_vectors hold NaN/infinite values")
+    return texts
+
+
+_META_KEYS: Final = frozenset(
+    {"format_version", "teacher", "teacher_fingerprint", "dataset_fingerprint", "dim",
+     "format", "normalized", "views", "n_images", "class_names", "prompts", "created"}
+)  # fmt: skip
+
+
+def _check_extra_meta(extra_meta: Mapping[str, Any] | None) -> None:
+    for key in extra_meta or {}:
+        if key in _META_KEYS:
+            raise StoreError(f"extra_meta may not override {key!r}")
 
 
 class EmbeddingStore:
@@ -127,13 +156,10 @@ class EmbeddingStore:
         """Write a store atomically (replacing any store at ``path``) and open it.
 
         ``image_vectors`` is (N, K, D) (an (N, D) array means K = 1). Rows with NaN or
-        infinity (an image never bought) are refused, naming the image.
+        infinity (an image never bought) are refused, naming the image. The matrix is
+        encoded block by block (:class:`StoreWriter`), so no full-size copy is made.
         """
-        target = Path(path)
-        fmt_name = check_format(fmt)
         ids = [str(i) for i in image_ids]
-        if len(set(ids)) != len(ids):
-            raise StoreError("image_ids has duplicates")
         images = np.asarray(image_vectors, dtype=np.float32)
         if images.ndim == 2:
             images = images[:, None, :]
@@ -141,69 +167,24 @@ class EmbeddingStore:
             raise StoreError(
                 f"image_vectors must be (N={len(ids)}, K, D) with K, D > 0, got {images.shape}"
             )
-        n, k, dim = images.shape
-        bad = ~np.isfinite(images).all(axis=(1, 2))
-        if bad.any():
-            missing = [ids[i] for i in np.flatnonzero(bad)[:5]]
-            raise StoreError(
-                f"{int(bad.sum())} image(s) have NaN/infinite vectors (never bought?), "
-                f"e.g. {missing}; harvest them before exporting"
+        _, k, dim = images.shape
+        texts = _check_texts(text_vectors, class_names, dim)
+        _check_extra_meta(extra_meta)
+        with StoreWriter(
+            path, image_ids=ids, views=k, dim=dim, fmt=fmt, normalize=normalize
+        ) as writer:
+            for start in range(0, len(ids), WRITE_BLOCK_ROWS):
+                writer.put_rows(start, images[start : start + WRITE_BLOCK_ROWS])
+            writer.commit(
+                text_vectors=texts,
+                class_names=class_names,
+                prompts=prompts,
+                teacher=teacher,
+                teacher_fingerprint=teacher_fingerprint,
+                dataset_fingerprint=dataset_fingerprint,
+                extra_meta=extra_meta,
             )
-        texts = np.asarray(text_vectors, dtype=np.float32)
-        if texts.ndim != 2 or texts.shape[0] != len(class_names) or (
-            texts.shape[0] and texts.shape[1] != dim
-        ):
-            raise StoreError(
-                f"text_vectors must be (C={len(class_names)}, D={dim}), got {texts.shape}"
-            )
-        texts = texts.reshape(len(class_names), dim)
-        if not np.isfinite(texts).all():
-            raise StoreError("text_vectors hold NaN/infinite values")
-        if normalize:
-            images = _normalise(images, "image_vectors")
-            if len(texts):
-                texts = _normalise(texts, "text_vectors")
-        try:
-            codes, scales = quantize(images, fmt_name)
-        except ValueError as exc:
-            raise StoreError(str(exc)) from exc
-        meta: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "teacher": teacher,
-            "teacher_fingerprint": teacher_fingerprint,
-            "dataset_fingerprint": dataset_fingerprint,
-            "dim": int(dim),
-            "format": fmt_name,
-            "normalized": bool(normalize),
-            "views": int(k),
-            "n_images": int(n),
-            "class_names": [str(c) for c in class_names],
-            "prompts": [str(p) for p in prompts],
-            "created": time.time(),
-        }
-        for key, value in (extra_meta or {}).items():
-            if key in meta:
-                raise StoreError(f"extra_meta may not override {key!r}")
-            meta[key] = value
-
-        recover(target, complete=_META)  # dead writers' leftovers
-        tmp = leftover_name(target, "tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
-            _save_npy(tmp / _IMAGES, codes)
-            if scales is not None:
-                _save_npy(tmp / _SCALES, scales.astype(np.float32))
-            _save_npy(tmp / _TEXTS, texts)
-            _save_json(tmp / _IDS, ids)
-            _save_json(tmp / _META, meta)  # last: a directory with meta.json is complete
-            fsync_directory(tmp)
-            _replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return cls.open(target)
+        return cls.open(path)
 
     # -- reading ---------------------------------------------------------------------------
     @classmethod
@@ -324,6 +305,237 @@ class EmbeddingStore:
             f"EmbeddingStore({str(self.path)!r}, n={len(self)}, views={self.views}, "
             f"dim={self.dim}, format={self.format!r})"
         )
+
+
+WRITE_BLOCK_ROWS = 4096  # rows encoded at a time by EmbeddingStore.write
+
+
+class StoreWriter:
+    """Builds a store piece by piece with memory bounded by the largest piece, not by N.
+
+    Vectors go in as they arrive (:meth:`put`, :meth:`put_rows`): normalised, encoded and
+    written at their place in ``images.npy`` by positional writes (a writable memory map
+    would count every page written in this process's memory). :meth:`commit` adds the
+    text vectors, ids and meta and swaps the finished store into place atomically, as
+    :meth:`EmbeddingStore.write` does; :meth:`abort` (or leaving the ``with`` block
+    without a commit) removes the half-built store. The files are the same as
+    :meth:`EmbeddingStore.write`'s, byte for byte. Nothing is created until the first
+    :meth:`put`, so a writer that is never fed leaves nothing behind.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        image_ids: Sequence[str],
+        views: int,
+        dim: int,
+        fmt: str = "float16",
+        normalize: bool = True,
+    ):
+        self.target = Path(path)
+        self.format: VectorFormat = check_format(fmt)
+        self.image_ids = image_ids
+        if len(set(image_ids)) != len(image_ids):
+            raise StoreError("image_ids has duplicates")
+        if views < 1 or dim < 1:
+            raise StoreError(f"views and dim must be > 0, got {views} and {dim}")
+        self.views, self.dim, self.normalize = int(views), int(dim), normalize
+        n = len(image_ids)
+        self._written = np.zeros((n, self.views), dtype=bool)
+        self._bad = np.zeros(n, dtype=bool)  # rows that had NaN or infinity
+        self._zero = False  # an all-zero vector came (it cannot be normalised)
+        self._tmp: Path | None = None
+        self._fds: dict[str, int] = {}
+        self._offsets: dict[str, int] = {}
+        self._done = False
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._done:
+            self.abort()
+
+    @property
+    def complete(self) -> bool:
+        """Every (row, view) has a good vector."""
+        return bool(self._written.all()) and not self._bad.any() and not self._zero
+
+    def _open(self) -> None:
+        recover(self.target, complete=_META)  # dead writers' leftovers
+        tmp = leftover_name(self.target, "tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        self._tmp = tmp
+        n, k, d = len(self.image_ids), self.views, self.dim
+        files: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {
+            _IMAGES: (storage_dtype(self.format), (n, k, d))
+        }
+        if self.format == "int8":
+            files[_SCALES] = (np.dtype(np.float32), (n, k))
+        for name, (dtype, shape) in files.items():
+            fd = os.open(tmp / name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._fds[name] = fd
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(
+                header,
+                {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                 "shape": shape},
+            )  # fmt: skip
+            os.write(fd, header.getvalue())
+            self._offsets[name] = len(header.getvalue())
+            # the whole file at once (sparse): rows are then written in any order
+            os.ftruncate(fd, len(header.getvalue()) + int(np.prod(shape)) * dtype.itemsize)
+
+    def put(self, rows: npt.ArrayLike, views: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
+        """Vectors (B, D) of (row, view) pairs (``rows`` and ``views``: B ints each)."""
+        row = np.asarray(rows, dtype=np.int64).reshape(-1)
+        view = np.asarray(views, dtype=np.int64).reshape(-1)
+        vecs = np.asarray(vectors, dtype=np.float32)
+        if vecs.ndim != 2 or vecs.shape != (len(row), self.dim) or len(view) != len(row):
+            raise StoreError(
+                f"put takes B rows, B views and (B, D={self.dim}) vectors, got "
+                f"{len(row)}, {len(view)} and {vecs.shape}"
+            )
+        n = len(self.image_ids)
+        if row.size and (row.min() < 0 or row.max() >= n or view.min() < 0
+                         or view.max() >= self.views):  # fmt: skip
+            raise IndexError(f"rows must lie in [0, {n}) and views in [0, {self.views})")
+        self._put_flat(row * self.views + view, vecs)
+
+    def put_rows(self, start: int, block: npt.ArrayLike) -> None:
+        """Every view of rows ``start, start + 1, ...``: a (B, K, D) block."""
+        vecs = np.asarray(block, dtype=np.float32)
+        if vecs.ndim != 3 or vecs.shape[1:] != (self.views, self.dim):
+            raise StoreError(
+                f"put_rows takes (B, K={self.views}, D={self.dim}) blocks, got {vecs.shape}"
+            )
+        if start < 0 or start + len(vecs) > len(self.image_ids):
+            raise IndexError(f"rows must lie in [0, {len(self.image_ids)})")
+        flat = np.arange(start * self.views, (start + len(vecs)) * self.views, dtype=np.int64)
+        self._put_flat(flat, vecs.reshape(-1, self.dim))
+
+    def _put_flat(self, flat: npt.NDArray[np.int64], vecs: npt.NDArray[np.float32]) -> None:
+        if not len(flat):
+            return
+        finite = np.isfinite(vecs).all(axis=1)
+        if not finite.all():
+            self._bad[flat[~finite] // self.views] = True
+            flat, vecs = flat[finite], vecs[finite]
+        self._written.reshape(-1)[flat] = True  # an all-zero vector is refused at commit
+        if self.normalize:
+            norms = np.linalg.norm(vecs, axis=-1, keepdims=True)
+            nonzero = (norms != 0).reshape(-1)
+            if not nonzero.all():
+                self._zero = True
+                flat, vecs, norms = flat[nonzero], vecs[nonzero], norms[nonzero]
+            vecs = (vecs / norms).astype(np.float32)
+        if not len(flat):
+            return
+        try:
+            codes, scales = quantize(vecs, self.format)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from exc
+        if self._tmp is None:
+            self._open()
+        order = np.argsort(flat, kind="stable")
+        flat, codes = flat[order], codes[order]
+        scales = None if scales is None else scales[order].astype(np.float32)
+        # contiguous runs of slots: one write each (a response's items are usually one run)
+        breaks = np.flatnonzero(np.diff(flat) != 1) + 1
+        for lo, hi in zip(
+            [0, *breaks.tolist()], [*breaks.tolist(), len(flat)], strict=True
+        ):
+            first = int(flat[lo])
+            self._pwrite(_IMAGES, first * codes.itemsize * self.dim, codes[lo:hi])
+            if scales is not None:
+                self._pwrite(_SCALES, first * 4, scales[lo:hi])
+
+    def _pwrite(self, name: str, offset: int, array: np.ndarray) -> None:
+        data = np.ascontiguousarray(array).tobytes()
+        fd, at = self._fds[name], self._offsets[name] + offset
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, at)
+            view, at = view[written:], at + written
+
+    def commit(
+        self,
+        *,
+        text_vectors: npt.ArrayLike,
+        class_names: Sequence[str],
+        prompts: Sequence[str],
+        teacher: str,
+        teacher_fingerprint: str,
+        dataset_fingerprint: str,
+        extra_meta: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Finish the store (every row and view must have been put) and swap it into
+        place; returns its path (not opened: that reads every id, a cost a harvest need
+        not pay). StoreError names up to five images that have no good vector."""
+        if self._done:
+            raise StoreError("this store writer has already finished")
+        missing = self._bad | ~self._written.all(axis=1)
+        if missing.any():
+            ids = [self.image_ids[i] for i in np.flatnonzero(missing)[:5]]
+            raise StoreError(
+                f"{int(missing.sum())} image(s) have NaN/infinite vectors (never bought?), "
+                f"e.g. {ids}; harvest them before exporting"
+            )
+        texts = _check_texts(text_vectors, class_names, self.dim)
+        if self._zero:
+            raise StoreError("image_vectors has an all-zero vector, which cannot be normalised")
+        if self.normalize and len(texts):
+            texts = _normalise(texts, "text_vectors")
+        _check_extra_meta(extra_meta)
+        meta: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "teacher": teacher,
+            "teacher_fingerprint": teacher_fingerprint,
+            "dataset_fingerprint": dataset_fingerprint,
+            "dim": self.dim,
+            "format": self.format,
+            "normalized": bool(self.normalize),
+            "views": self.views,
+            "n_images": len(self.image_ids),
+            "class_names": [str(c) for c in class_names],
+            "prompts": [str(p) for p in prompts],
+            "created": time.time(),
+            **(extra_meta or {}),
+        }
+        if self._tmp is None:
+            self._open()  # no images at all (an empty dataset): the files still exist
+        tmp = self._tmp
+        assert tmp is not None
+        try:
+            for fd in self._fds.values():
+                os.fsync(fd)
+            self._close_files()
+            _save_npy(tmp / _TEXTS, texts)
+            _save_json(tmp / _IDS, [str(i) for i in self.image_ids])
+            _save_json(tmp / _META, meta)  # last: a directory with meta.json is complete
+            fsync_directory(tmp)
+            _replace_dir(tmp, self.target)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        return self.target
+
+    def _close_files(self) -> None:
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+    def abort(self) -> None:
+        """Remove what was written; the store at the target (if any) is left as it was."""
+        self._done = True
+        self._close_files()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
 
 REPLACE_ATTEMPTS = 20  # racing writers of one store retry this often

@@ -19,7 +19,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distill.train.config import Method
 
 from cache.layout import LEDGER_FILE
 
@@ -47,7 +50,7 @@ class DemoConfig:
     # to one class in the demo (seed 0: 5.8 % ID). lr × τ keeps its step like ERM's.
     lr_kd: float = 5e-5
     eval_every: int = 100
-    methods: tuple[str, ...] = ("zeroshot", "erm", "kd", "adip")
+    methods: tuple[Method, ...] = ("zeroshot", "erm", "kd", "adip")
     test_domains: tuple[str, ...] = (TEST_DOMAIN,)
     seed: int = 0
     backend: str = "mini-clip"
@@ -145,7 +148,7 @@ def run_demo(
             cache=str(cache),
             teacher=teacher,
             out=str(run / method),
-            method=method,  # type: ignore[arg-type]
+            method=method,
             student=cfg.student,
             image_size=cfg.image_size,
             steps_align=cfg.steps_align,

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -20,9 +20,8 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from cache import CacheLike, VectorFormat
+from cache import CacheLike, StoreError, StoreWriter, VectorFormat
 from cache.layout import STORES_DIR
-from cache.store import EmbeddingStore, StoreError
 from distill.data import Dataset, class_prompts
 from distill.view_requests import (
     ViewClient,
@@ -116,7 +115,7 @@ class HarvestClient(Embedder, ViewClient, Protocol):
     def batch_limit(self, kind: Kind) -> int: ...
 
     def plan(
-        self, kind: Kind, requests: Sequence[ImageEmbeddingRequest | TextEmbeddingRequest]
+        self, kind: Kind, requests: Iterable[ImageEmbeddingRequest | TextEmbeddingRequest]
     ) -> tuple[int, Decimal]: ...
 
 
@@ -147,18 +146,35 @@ class HarvestResult:
     overrun: str | None = None  # the provider billed more than reserved: what happened
     store_error: str | None = None  # the export failed after every item was bought
     views_computed: int = 0  # augmented views computed (a fully cached rerun computes none)
+    # Memory is bounded by these, not by the data set: image views prepared (bytes read)
+    # and not yet answered, now and at most; ``window`` is the bound harvest keeps to
+    # (requests in flight x items per request).
+    in_flight: int = 0
+    in_flight_peak: int = 0
+    window: int = 0
 
     @property
     def complete(self) -> bool:
         return self.store_path is not None
 
 
-def image_items(dataset: Dataset, views: int) -> list[ImageItem]:
-    return [
-        ImageItem(row=row, view=v, image_id=s.id, path=s.path)
-        for row, s in enumerate(dataset.samples)
-        for v in range(views)
-    ]
+def image_items(dataset: Dataset, views: int) -> Iterator[ImageItem]:
+    """Every (image, view) pair in store order (row by row), made as they are read:
+    ``len(dataset.samples) * views`` of them, never all held at once."""
+    for row, s in enumerate(dataset.samples):
+        for v in range(views):
+            yield ImageItem(row=row, view=v, image_id=s.id, path=s.path)
+
+
+def _batches(items: Iterable[ImageItem], size: int) -> Iterator[list[ImageItem]]:
+    batch: list[ImageItem] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def store_dir(cache_dir: Path, teacher: str, dataset: Dataset) -> Path:
@@ -183,12 +199,18 @@ async def harvest(
     """
     timings = timings if timings is not None else Timings()
     result = HarvestResult(skipped=list(dataset.skipped))
-    items = image_items(dataset, views)
     prompts = class_prompts(dataset.class_names, prompt) if dataset.class_names else []
-    result.images_total, result.texts_total = len(items), len(prompts)
-    vectors: dict[tuple[int, int], np.ndarray] = {}
+    result.images_total, result.texts_total = len(dataset.samples) * views, len(prompts)
     text_vectors: list[np.ndarray] = []
     stop = asyncio.Event()
+    # Vectors go straight into the store being built (no per-item vectors held); a store
+    # is only made for labelled data (it needs the class prompts).
+    sink = _VectorSink(
+        store_dir(cache_dir, client.teacher, dataset) if prompts and dataset.samples else None,
+        [s.id for s in dataset.samples],
+        views,
+        timings,
+    )
 
     def account(n_hits: int, n_bought: int) -> None:
         result.cache_hits += n_hits
@@ -222,126 +244,194 @@ async def harvest(
             account(sum(r.cached for r in out), sum(not r.cached for r in out))
 
     limit = client.batch_limit("image_embedding")
-    chunks = [items[i : i + limit] for i in range(0, len(items), limit)]
-    gate = asyncio.Semaphore(max(1, client.concurrency * CHUNKS_IN_FLIGHT_PER_SLOT))
+    slots = max(1, client.concurrency * CHUNKS_IN_FLIGHT_PER_SLOT)
+    result.window = slots * limit
+    # One shared generator: each worker takes the next chunk when it is free, so at most
+    # ``slots`` chunks are read and prepared at any moment, whatever the data set's size.
+    chunks = _batches(image_items(dataset, views), limit)
 
     async def embed_chunk(chunk: list[ImageItem]) -> None:
-        async with gate:
+        started = time.perf_counter()
+        # Cached views are found by content id before any view is computed; the rest are
+        # prepared item by item (the client then finds them ready): one image that cannot
+        # be decoded must not fail the other items of its request.
+        built = build_requests(client, chunk, hflip=dataset.hflip)
+        timings.add("prepare", started)
+        result.views_computed += built.views_computed
+        result.failed.extend((i.image_id, f"{UNREADABLE}: {why}") for i, why in built.failed)
+        if built.cached:
+            sink.put([i for i, _ in built.cached], [r.vector for _, r in built.cached])
+            account(len(built.cached), 0)
+        reqs, kept = built.requests, built.items
+        if not reqs:
+            return
+        result.in_flight += len(reqs)
+        result.in_flight_peak = max(result.in_flight_peak, result.in_flight)
+        try:
+            out = await run(lambda: client.embed_images(reqs), [i.image_id for i in kept])
+        finally:
+            result.in_flight -= len(reqs)
+        if out is None:
+            return
+        sink.put(kept, [r.vector for r in out])
+        account(sum(r.cached for r in out), sum(not r.cached for r in out))
+
+    async def worker() -> None:
+        for chunk in chunks:
             if stop.is_set():
                 return
-            started = time.perf_counter()
-            # Cached views are found by content id before any view is computed; the rest
-            # are prepared item by item (the client then finds them ready): one image that
-            # cannot be decoded must not fail the other items of its request.
-            built = build_requests(client, chunk, hflip=dataset.hflip)
-            timings.add("prepare", started)
-            result.views_computed += built.views_computed
-            result.failed.extend((i.image_id, f"{UNREADABLE}: {why}") for i, why in built.failed)
-            for i, r in built.cached:
-                vectors[(i.row, i.view)] = r.vector
-            if built.cached:
-                account(len(built.cached), 0)
-            reqs, kept = built.requests, built.items
-            if not reqs:
-                return
-            out = await run(lambda: client.embed_images(reqs), [i.image_id for i in kept])
-            if out is None:
-                return
-            for item, r in zip(kept, out, strict=True):
-                vectors[(item.row, item.view)] = r.vector
-            account(sum(r.cached for r in out), sum(not r.cached for r in out))
+            await embed_chunk(chunk)
 
-    await asyncio.gather(*(embed_chunk(c) for c in chunks))
-    if client.overrun is not None:  # even when the overrun was the last request
-        result.overrun = str(client.overrun)
-    if client.storage_problem is not None and result.fatal is None:
-        # a failure on the last requests: nothing more was sent, but the run is not sound
-        result.fatal = client.storage_problem
-
-    missing = [i for i in items if (i.row, i.view) not in vectors]
-    if missing or len(text_vectors) != len(prompts):
-        result.remaining_items = len(missing) + (len(prompts) - len(text_vectors))
-        if result.fatal is None:  # after a fatal stop (a damaged cache...) the cache is not asked
-            # Counted by the cache, not by the failed chunks: a chunk stopped by the budget may
-            # hold items that were cached all along, and those cost nothing to finish.
-            result.remaining_items, result.remaining_cost_usd = _remaining(
-                client, dataset, missing, prompts, text_vectors
-            )
-        return result
-    if not items or not prompts:
-        return result  # nothing to export (unlabelled data or empty)
-    started = time.perf_counter()
-    image_matrix = np.stack(
-        [np.stack([vectors[(row, v)] for v in range(views)]) for row in range(len(dataset.samples))]
-    )
     try:
-        result.store_path = _write_store(
-            cache_dir,
-            client.teacher,
-            client.fingerprint,
-            dataset,
-            image_matrix,
-            np.stack(text_vectors),
-            prompts,
-        )
-    except (OSError, StoreError) as exc:
-        # Every vector is paid for and cached; only the export failed (disk full...).
-        result.store_error = f"could not write the embedding store: {exc}"
+        await asyncio.gather(*(worker() for _ in range(slots)))
+        if client.overrun is not None:  # even when the overrun was the last request
+            result.overrun = str(client.overrun)
+        if client.storage_problem is not None and result.fatal is None:
+            # a failure on the last requests: nothing more was sent, but the run is not sound
+            result.fatal = client.storage_problem
+
+        missing = sink.missing
+        if missing or len(text_vectors) != len(prompts):
+            result.remaining_items = missing + (len(prompts) - len(text_vectors))
+            if result.fatal is None:  # after a fatal stop (a damaged cache...) it is not asked
+                # Counted by the cache, not by the failed chunks: a chunk stopped by the budget
+                # may hold items that were cached all along, and those cost nothing to finish.
+                result.remaining_items, result.remaining_cost_usd = _remaining(
+                    client, dataset, views, sink, prompts, text_vectors
+                )
+            return result
+        if not result.images_total or not prompts:
+            return result  # nothing to export (unlabelled data or empty)
+        started = time.perf_counter()
+        try:
+            result.store_path = sink.commit(
+                text_vectors=np.stack(text_vectors),
+                class_names=list(dataset.class_names),
+                prompts=prompts,
+                teacher=client.teacher,
+                teacher_fingerprint=client.fingerprint,
+                dataset=dataset,
+            )
+        except (OSError, StoreError) as exc:
+            # Every vector is paid for and cached; only the export failed (disk full...).
+            result.store_error = f"could not write the embedding store: {exc}"
+        finally:
+            timings.add("store", started)
+        return result
     finally:
-        timings.add("store", started)
-    return result
+        sink.abort()  # a store not committed (stopped, failed, cancelled) leaves nothing
+
+
+class _VectorSink:
+    """Image vectors as they arrive: written into the store being built (when there is
+    one), and which (row, view) pairs came back (one byte each, not a vector)."""
+
+    def __init__(
+        self, path: Path | None, image_ids: list[str], views: int, timings: Timings
+    ) -> None:
+        self.path, self.image_ids, self.views, self.timings = path, image_ids, views, timings
+        self.have = np.zeros((len(image_ids), views), dtype=bool)
+        self.writer: StoreWriter | None = None
+        self.error: str | None = None  # the store could not be written: said at the end
+
+    @property
+    def missing(self) -> int:
+        return int(self.have.size - np.count_nonzero(self.have))
+
+    def put(self, items: Sequence[ImageItem], vectors: Sequence[np.ndarray]) -> None:
+        rows = [i.row for i in items]
+        views = [i.view for i in items]
+        self.have[rows, views] = True
+        if self.path is None or self.error is not None or not items:
+            return
+        started = time.perf_counter()
+        try:
+            matrix = np.stack(vectors).astype(np.float32, copy=False)
+            if self.writer is None:
+                self.writer = StoreWriter(
+                    self.path,
+                    image_ids=self.image_ids,
+                    views=self.views,
+                    dim=int(matrix.shape[1]),
+                    fmt=STORE_FORMAT,
+                )
+            self.writer.put(rows, views, matrix)
+        except (OSError, StoreError, ValueError) as exc:
+            # Keep buying: every vector is cached as it arrives; only the export is lost.
+            self.error = f"could not write the embedding store: {exc}"
+            self.abort()
+        finally:
+            self.timings.add("store", started)
+
+    def commit(
+        self,
+        *,
+        text_vectors: np.ndarray,
+        class_names: list[str],
+        prompts: list[str],
+        teacher: str,
+        teacher_fingerprint: str,
+        dataset: Dataset,
+    ) -> Path:
+        if self.error is not None:
+            raise StoreError(self.error.removeprefix("could not write the embedding store: "))
+        if self.writer is None or self.path is None:
+            raise StoreError("no image vectors were written")
+        self.writer.commit(
+            text_vectors=text_vectors.astype(np.float32),
+            class_names=class_names,
+            prompts=prompts,
+            teacher=teacher,
+            teacher_fingerprint=teacher_fingerprint,
+            dataset_fingerprint=dataset.fingerprint(),
+            extra_meta=_store_meta(dataset),
+        )
+        return self.path
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
 
 
 def _remaining(
     client: HarvestClient,
     dataset: Dataset,
-    missing: list[ImageItem],
+    views: int,
+    sink: _VectorSink,
     prompts: list[str],
     text_vectors: list[np.ndarray],
 ) -> tuple[int, Decimal]:
-    """(items still to buy, worst-case cost of buying them): the uncached ones only."""
-    count, cost = 0, Decimal(0)
-    reqs = []
+    """(items still to buy, worst-case cost of buying them): the uncached ones only.
+
+    Priced item by item as they are read (the client holds one request's items at a
+    time), never every remaining image's bytes at once."""
+
     encoding = upload_encoding(client.teacher)
-    for item in missing:
-        try:
-            reqs.append(client.prepare(view_request(item, dataset.hflip, encoding)))
-        except (InputError, OSError, ValueError):
-            continue  # cannot be sent at all, so it costs nothing
-    if reqs:
-        n, c = client.plan("image_embedding", reqs)
-        count, cost = count + n, cost + c
+
+    def requests() -> Iterator[ImageEmbeddingRequest]:
+        for item in image_items(dataset, views):
+            if sink.have[item.row, item.view]:
+                continue
+            try:
+                yield client.prepare(view_request(item, dataset.hflip, encoding))
+            except (InputError, OSError, ValueError):
+                continue  # cannot be sent at all, so it costs nothing
+
+    count, cost = 0, Decimal(0)
+    if sink.missing:
+        count, cost = client.plan("image_embedding", requests())
     if len(text_vectors) != len(prompts):
         n, c = client.plan("text_embedding", [TextEmbeddingRequest(text=p) for p in prompts])
         count, cost = count + n, cost + c
     return count, cost
 
 
-def _write_store(
-    cache_dir: Path,
-    teacher: str,
-    fingerprint: str,
-    dataset: Dataset,
-    images: np.ndarray,
-    texts: np.ndarray,
-    prompts: list[str],
-    fmt: VectorFormat = "float16",
-) -> Path:
-    path = store_dir(cache_dir, teacher, dataset)
-    EmbeddingStore.write(
-        path,
-        image_ids=[s.id for s in dataset.samples],
-        image_vectors=images.astype(np.float32),
-        text_vectors=texts.astype(np.float32),
-        class_names=list(dataset.class_names),
-        prompts=prompts,
-        teacher=teacher,
-        teacher_fingerprint=fingerprint,
-        dataset_fingerprint=dataset.fingerprint(),
-        fmt=fmt,
-        extra_meta={"dataset_root": str(dataset.root), "layout": dataset.layout},
-    )
-    return path
+STORE_FORMAT: VectorFormat = "float16"  # what harvest writes; `cache export --format` differs
+
+
+def _store_meta(dataset: Dataset) -> dict[str, object]:
+    return {"dataset_root": str(dataset.root), "layout": dataset.layout}
 
 
 def export_store(
@@ -373,26 +463,73 @@ def export_store(
 
     prompts = class_prompts(dataset.class_names, prompt)
     texts = [lookup("text_embedding", TextEmbeddingRequest(text=p)) for p in prompts]
-    images: dict[tuple[int, int], np.ndarray | None] = {}
-    for item in image_items(dataset, views):
-        try:
-            if item.view == 0:
-                request = view_request(item, dataset.hflip)
-                images[(item.row, item.view)] = lookup("image_embedding", request)
-            else:  # by its content id, else by its key before content ids
-                images[(item.row, item.view)] = cached_view_vector(
-                    cache, item, hflip=dataset.hflip, teacher=teacher, params=params,
-                    endpoint=endpoint,
-                )  # fmt: skip
-        except (InputError, OSError, ValueError):
-            images[(item.row, item.view)] = None
-    missing = sum(v is None for v in texts) + sum(v is None for v in images.values())
-    if missing or not prompts:
-        return None, missing
-    rows = [[images[(row, v)] for v in range(views)] for row in range(len(dataset.samples))]
-    matrix = np.stack([np.stack(r) for r in rows])  # every entry present: checked above
+    missing = sum(v is None for v in texts)
     fingerprint = teacher_fingerprint(teacher, params, endpoint)
-    path = _write_store(
-        cache_dir, teacher, fingerprint, dataset, matrix, np.stack(texts), prompts, fmt
-    )
-    return path, 0
+    path = store_dir(cache_dir, teacher, dataset)
+    ids = [s.id for s in dataset.samples]
+    # Read from the cache and written into the store a block at a time: memory does not
+    # grow with the data set. Once an item is missing no store will be written; the rest
+    # are only counted.
+    pending: list[tuple[int, int, np.ndarray]] = []
+    writer: StoreWriter | None = None
+    try:
+        for item in image_items(dataset, views):
+            try:
+                if item.view == 0:
+                    vector = lookup("image_embedding", view_request(item, dataset.hflip))
+                else:  # by its content id, else by its key before content ids
+                    vector = cached_view_vector(
+                        cache, item, hflip=dataset.hflip, teacher=teacher, params=params,
+                        endpoint=endpoint,
+                    )  # fmt: skip
+            except (InputError, OSError, ValueError):
+                vector = None
+            if vector is None:
+                missing += 1
+                pending.clear()
+                continue
+            if missing or not prompts:
+                continue
+            pending.append((item.row, item.view, vector))
+            if len(pending) >= EXPORT_BLOCK:
+                writer = _put_pending(writer, path, ids, views, fmt, pending)
+        if missing or not prompts:
+            return None, missing
+        writer = _put_pending(writer, path, ids, views, fmt, pending)
+        if writer is None:
+            return None, 0  # no images: nothing to export
+        writer.commit(
+            text_vectors=np.stack(texts).astype(np.float32),  # type: ignore[arg-type]
+            class_names=list(dataset.class_names),
+            prompts=prompts,
+            teacher=teacher,
+            teacher_fingerprint=fingerprint,
+            dataset_fingerprint=dataset.fingerprint(),
+            extra_meta=_store_meta(dataset),
+        )
+        return path, 0
+    finally:
+        if writer is not None:
+            writer.abort()  # a no-op after the commit
+
+
+EXPORT_BLOCK = 512  # cached vectors written to the store at a time by export_store
+
+
+def _put_pending(
+    writer: StoreWriter | None,
+    path: Path,
+    ids: list[str],
+    views: int,
+    fmt: VectorFormat,
+    pending: list[tuple[int, int, np.ndarray]],
+) -> StoreWriter | None:
+    if not pending:
+        return writer
+    rows, item_views, vectors = zip(*pending, strict=True)
+    matrix = np.stack(vectors).astype(np.float32, copy=False)
+    if writer is None:
+        writer = StoreWriter(path, image_ids=ids, views=views, dim=int(matrix.shape[1]), fmt=fmt)
+    writer.put(rows, item_views, matrix)
+    pending.clear()
+    return writer

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, TypeVar, cast
@@ -509,21 +509,29 @@ class TeacherClient:
         """
         return await self._run("mixed_embedding", requests, EmbeddingResult)
 
-    def plan(self, kind: Kind, requests: Sequence[Item]) -> tuple[int, Decimal]:
-        """(uncached items, worst-case cost of buying them); sends nothing."""
-        misses: dict[str, Item] = {}
-        for item in requests:
-            item = self.prepare(item)
-            key = self.cache_key(kind, item)
-            if key not in misses and (self._cache is None or self._cache.get(key) is None):
-                misses[key] = item
+    def plan(self, kind: Kind, requests: Iterable[Item]) -> tuple[int, Decimal]:
+        """(uncached items, worst-case cost of buying them); sends nothing.
+
+        ``requests`` is read once, item by item (a generator is fine): only the keys seen
+        and the request being priced are held, never every item's bytes.
+        """
+        seen: set[str] = set()
         total = Decimal(0)
-        for chunk in self._chunks(kind, list(misses.items())):
+
+        def misses() -> Iterator[tuple[str, Item]]:
+            for item in requests:
+                item = self.prepare(item)
+                key = self.cache_key(kind, item)
+                if key not in seen and (self._cache is None or self._cache.get(key) is None):
+                    seen.add(key)
+                    yield key, item
+
+        for chunk in self._iter_chunks(kind, misses()):
             total += self.price.cost(
                 self.provider.estimate_usage(self._spec(kind, [i for _, i in chunk]))
             )
         # After an overrun our estimate is known to be short by this factor at least.
-        return len(misses), total * self.budget.scale
+        return len(seen), total * self.budget.scale
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -757,10 +765,15 @@ class TeacherClient:
             raise
 
     def _chunks(self, kind: Kind, pairs: list[tuple[str, Item]]) -> list[list[tuple[str, Item]]]:
+        return list(self._iter_chunks(kind, pairs))
+
+    def _iter_chunks(
+        self, kind: Kind, pairs: Iterable[tuple[str, Item]]
+    ) -> Iterator[list[tuple[str, Item]]]:
+        """``pairs`` cut into requests (batch limit, byte and token caps), as they come."""
         limit = self.batch_limit(kind)
         max_bytes = self.provider.max_request_bytes
         max_tokens = self.provider.max_request_tokens
-        chunks: list[list[tuple[str, Item]]] = []
         current: list[tuple[str, Item]] = []
         size = tokens = 0
         for key, item in pairs:
@@ -770,14 +783,13 @@ class TeacherClient:
                 or (max_bytes and size + n > max_bytes)
                 or (max_tokens and tokens + t > max_tokens)
             ):
-                chunks.append(current)
+                yield current
                 current, size, tokens = [], 0, 0
             current.append((key, item))
             size += n
             tokens += t
         if current:
-            chunks.append(current)
-        return chunks
+            yield current
 
     def batch_limit(self, kind: Kind) -> int:
         """Items per request: the provider's limit, or the smaller ``batch_size``."""

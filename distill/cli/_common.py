@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -30,6 +31,9 @@ from .validate import (
     positive_rate,
     positive_seconds,
 )
+
+if TYPE_CHECKING:
+    from cache import CacheLike, LedgerLike
 
 __all__ = [
     "DRY_RUN_KEY",
@@ -141,10 +145,10 @@ def check_teacher(args: argparse.Namespace, prices: PriceTable, kinds: Sequence[
         )
 
 
-def open_client(  # type: ignore[no-untyped-def]
+def open_client(
     args: argparse.Namespace,
-    cache,
-    ledger,
+    cache: CacheLike,
+    ledger: LedgerLike,
     coord: Coordinator,
     kinds: Sequence[Kind] = HARVEST_KINDS,
 ) -> TeacherClient:
@@ -164,13 +168,14 @@ def open_client(  # type: ignore[no-untyped-def]
     )
     if args.concurrency < 1:
         raise ConfigurationError("--concurrency must be >= 1")
-    extra: dict[str, object] = {}
+    api_key, transport = None, None  # TeacherClient's defaults: the key from the environment
     if getattr(args, "dry_run", False):
         # A dry run only estimates: it needs no key, and its client cannot send anything.
-        extra = {"api_key": DRY_RUN_KEY, "transport": httpx.MockTransport(_refuse)}
+        api_key, transport = DRY_RUN_KEY, httpx.MockTransport(_refuse)
     reasoning = getattr(args, "reasoning", None)
+    params = None
     if reasoning not in (None, "off"):  # "off" is every answer adapter's default already
-        extra["params"] = {"reasoning": reasoning}
+        params = {"reasoning": reasoning}
     return TeacherClient(
         args.teacher,
         base_url=args.base_url,
@@ -185,7 +190,9 @@ def open_client(  # type: ignore[no-untyped-def]
         timeout=args.timeout,
         cache_namespace=getattr(args, "cache_namespace", None),
         claims=coord,
-        **extra,  # type: ignore[arg-type]
+        api_key=api_key,
+        transport=transport,
+        params=params,
     )
 
 

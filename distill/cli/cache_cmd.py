@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from rich.console import Console
 from rich.table import Table
 
 from vlmclient import ConfigurationError
@@ -13,6 +15,9 @@ from vlmclient import ConfigurationError
 from . import EXIT_ERROR, EXIT_OK
 from .progress import console
 from .validate import MAX_VIEWS, int_in, nonneg_days
+
+if TYPE_CHECKING:
+    from cache.layout import CacheDir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -103,7 +108,7 @@ def _recover_hint(cache: Path) -> str:
     )
 
 
-def _run(args: argparse.Namespace, cdir, out) -> int:  # type: ignore[no-untyped-def]
+def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
     from cache import ResponseCache, verify_cache
 
     if args.action == "verify":

@@ -72,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
         student=args.student, backend=args.backend, views=args.views,
         teacher_steps=args.teacher_steps,
     )
-    cfg = DemoConfig(**common)  # type: ignore[arg-type]
+    cfg = DemoConfig(**common)
     if args.quick:
         cfg = DemoConfig(
-            **common,  # type: ignore[arg-type]
+            **common,
             per_class=8,
             steps_align=60,
             steps_distill=100,
@@ -122,12 +122,15 @@ def run(args: argparse.Namespace) -> int:
     t.add_column("mean ID", justify="right")
     t.add_column("mean OOD", justify="right")
     t.add_column("train s", justify="right")
+
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{100 * v:.1f}"
+
     for m, r in summary["methods"].items():
-        fmt = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
         t.add_row(
             METHOD_NAMES.get(m, m),
-            fmt(r["mean_id"]),
-            fmt(r["mean_ood"]),
+            pct(r["mean_id"]),
+            pct(r["mean_ood"]),
             f"{r['wall_time_s'] or 0:.0f}",
         )
     out.print(t)

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 from vlmclient.errors import ConfigurationError
 
 HELP = "fit the mini-clip teacher (CLIP-style, MiniLM text space) on a teacher pool"
+
+
+class _Sizes(TypedDict, total=False):
+    """The sizes given on the command line; fit_teacher's defaults stand for the others."""
+
+    steps: int
+    batch: int
+    widths: Sequence[int]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         )
     from distill.teacher.miniclip import fit_teacher, manifest_path
 
+    sizes = _Sizes()
     if args.widths is not None:
         try:
             widths = [int(w) for w in args.widths.split(",")]
@@ -53,17 +64,18 @@ def run(args: argparse.Namespace) -> int:
         if len(widths) < 2 or min(widths) < 1:
             raise ConfigurationError(f"--widths wants positive integers like 24,48,96,192, "
                                      f"not {args.widths!r}")
-        sized_w = {"widths": widths}
-    else:
-        sized_w = {}
+        sizes["widths"] = widths
+    if args.steps is not None:
+        sizes["steps"] = args.steps
+    if args.batch is not None:
+        sizes["batch"] = args.batch
 
     def progress(step: int, total: int, loss: float) -> None:
         if step % max(1, total // 10) == 0 or step == total:
             print(f"step {step}/{total} loss {loss:.3f}", file=sys.stderr, flush=True)
 
-    sized = {k: v for k, v in (("steps", args.steps), ("batch", args.batch)) if v is not None}
     m = fit_teacher(args.pool, args.out, seed=args.seed, threads=args.threads,
-                    progress=progress, **sized, **sized_w)
+                    progress=progress, **sizes)
     looks = ", ".join(f"{k} {100 * v:.1f} %" for k, v in m["zeroshot_holdout"].items())
     print(f"wrote {args.out} and {manifest_path(args.out)} in {m['fit_s']} s "
           f"({m['pool']['images']} pool images, seed {m['seed']}, {m['steps']} steps)")

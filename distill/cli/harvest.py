@@ -6,7 +6,9 @@ import argparse
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from rich.console import Console
 from rich.table import Table
 
 from cache.layout import CacheDir
@@ -25,6 +27,10 @@ from .progress import LiveProgress, console
 from .select_cmd import add_select_arguments, run_select
 from .signals import run_paid
 from .validate import MAX_VIEWS, int_in
+
+if TYPE_CHECKING:  # imported where used: `harvest --help` stays quick
+    from distill.data import Dataset
+    from distill.harvest import HarvestResult
 
 __all__ = ["add_arguments", "run"]
 
@@ -67,7 +73,7 @@ def _plain_harvest(args: argparse.Namespace) -> int:
     """The plain harvest: every image view and prompt, then the store."""
     from cache import ResponseCache, SpendLedger
     from distill.data import scan
-    from distill.harvest import HarvestResult, harvest, image_items
+    from distill.harvest import harvest
 
     out = console()
     if args.views < 1:
@@ -104,8 +110,9 @@ def _plain_harvest(args: argparse.Namespace) -> int:
         async def go() -> HarvestResult | None:
             async with client:
                 if args.dry_run:
-                    return await _dry_run(client, dataset, args)
-                total = len(image_items(dataset, args.views)) + len(dataset.class_names)
+                    await _dry_run(client, dataset, args)  # prints its plan, returns nothing
+                    return None
+                total = len(dataset.samples) * args.views + len(dataset.class_names)
                 started = time.monotonic()
                 with LiveProgress(f"harvest {args.teacher}", total, out=out) as bar:
 
@@ -174,20 +181,22 @@ def _storage_hint(cache: Path) -> str:
     )
 
 
-async def _dry_run(client: TeacherClient, dataset, args) -> None:  # type: ignore[no-untyped-def]
+async def _dry_run(client: TeacherClient, dataset: Dataset, args: argparse.Namespace) -> None:
     from distill.data import class_prompts
     from distill.harvest import image_items, view_request
     from distill.view_requests import upload_encoding
 
+    # priced one request at a time as the views are read: no view's bytes are kept
     encoding = upload_encoding(client.teacher)
-    reqs = [view_request(i, dataset.hflip, encoding) for i in image_items(dataset, args.views)]
+    n_views = len(dataset.samples) * args.views
+    reqs = (view_request(i, dataset.hflip, encoding) for i in image_items(dataset, args.views))
     n_img, cost_img = client.plan("image_embedding", reqs)
     texts = [TextEmbeddingRequest(text=p) for p in class_prompts(dataset.class_names, args.prompt)]
     n_txt, cost_txt = client.plan("text_embedding", texts) if texts else (0, Decimal(0))
     out = console()
     left = client.budget.remaining
     out.print(
-        f"dry run: {n_img} of {len(reqs)} image views and {n_txt} of {len(texts)} prompts "
+        f"dry run: {n_img} of {n_views} image views and {n_txt} of {len(texts)} prompts "
         f"are not cached; buying them would cost at most ${cost_img + cost_txt:.6f} "
         f"(budget ${args.budget}, of which ${left} is left). Nothing was sent."
     )
@@ -202,7 +211,9 @@ def _shown(text: str) -> str:
     return escape(display(text))
 
 
-def _summary(out, result, client: TeacherClient, args) -> int:  # type: ignore[no-untyped-def]
+def _summary(
+    out: Console, result: HarvestResult, client: TeacherClient, args: argparse.Namespace
+) -> int:
     t = Table(title="harvest", show_header=False)
     t.add_row("teacher", args.teacher)
     t.add_row("items", f"{result.images_total} image views + {result.texts_total} prompts")

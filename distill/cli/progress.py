@@ -13,7 +13,14 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 __all__ = ["LiveProgress", "TrainProgress", "console"]
 
@@ -55,7 +62,7 @@ class LiveProgress:
         self._done = 0
         self._extra = ""
         self._progress: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> LiveProgress:
         if self._live:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +140,10 @@ def run(args: argparse.Namespace) -> int:
                     return (await embedding_labels(dataset, client, names, prompt=args.prompt))[0]
 
                 first = await (answers() if args.route == "answer" else zeroshot())
-                second = {
+                checks: dict[str, Callable[[], Awaitable[list[Any]]]] = {
                     "zeroshot": zeroshot, "resample": lambda: answers(1), "answer": answers,
-                }.get(args.check)  # fmt: skip
+                }  # fmt: skip
+                second = checks.get(args.check)
                 return first, (await second() if second is not None else None)
 
         labels, second = run_paid(go())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -51,7 +52,7 @@ def _usd(text: str) -> str:
     return f"{float(text):.6f}"
 
 
-def show(report: dict) -> None:  # type: ignore[type-arg]
+def show(report: dict[str, Any]) -> None:
     out = console()
     t = Table(title=f"spend report: {report['cache_dir']}")
     t.add_column("teacher · kind", no_wrap=True)
@@ -78,12 +79,15 @@ def show(report: dict) -> None:  # type: ignore[type-arg]
         str(report["failed_attempts"]),
     )
     out.print(t)
-    failures: dict[str, int] = {}
+    failure_totals: dict[str, int] = {}
     for g in report["by_kind"]:
         for k, v in g["failures"].items():
-            failures[k] = failures.get(k, 0) + v
-    if failures:
-        out.print("failed attempts: " + ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))
+            failure_totals[k] = failure_totals.get(k, 0) + v
+    if failure_totals:
+        out.print(
+            "failed attempts: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(failure_totals.items()))
+        )
     if report["items_cached"] is None:
         out.print(f"items in the response cache: unknown ({report['cache_problem']})")
     else:

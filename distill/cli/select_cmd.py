@@ -16,6 +16,7 @@ import argparse
 import csv
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.table import Table
@@ -27,6 +28,13 @@ from ._common import budget_lines, open_client, open_coordinator
 from .progress import console
 from .signals import run_paid
 from .validate import int_in
+
+if TYPE_CHECKING:  # imported where used: `harvest --help` stays quick
+    from cache import CacheLike
+    from cache.layout import CacheDir
+    from distill.data import Dataset
+    from distill.labelfree.rounds import RoundsResult
+    from vlmclient import TeacherClient
 
 SELECTIONS = ("random", "uncertainty", "coreset")
 
@@ -63,17 +71,17 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="selection seed (default: %(default)s)")
 
 
-def _full_cost(client, dataset, prompt: str) -> Decimal:  # type: ignore[no-untyped-def]
+def _full_cost(client: TeacherClient, dataset: Dataset, prompt: str) -> Decimal:
     from distill.data import class_prompts
     from distill.harvest import image_items, view_request
 
-    reqs = [view_request(i, dataset.hflip) for i in image_items(dataset, 1)]
+    reqs = (view_request(i, dataset.hflip) for i in image_items(dataset, 1))
     texts = [TextEmbeddingRequest(text=t) for t in class_prompts(dataset.class_names, prompt)]
-    cost = client.plan("image_embedding", reqs)[1] if reqs else Decimal(0)
+    cost = client.plan("image_embedding", reqs)[1] if dataset.samples else Decimal(0)
     return cost + (client.plan("text_embedding", texts)[1] if texts else Decimal(0))
 
 
-def write_manifest(path: Path, dataset, ids: list[str]) -> Path:  # type: ignore[no-untyped-def]
+def write_manifest(path: Path, dataset: Dataset, ids: list[str]) -> Path:
     """CSV ``path,label,domain`` of the bought images (absolute paths) + a class file."""
     by_id = {s.id: s for s in dataset.samples}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,14 +97,22 @@ def write_manifest(path: Path, dataset, ids: list[str]) -> Path:  # type: ignore
     return classes
 
 
-def _rounds(args, client, cache, cdir, dataset, state_file):  # type: ignore[no-untyped-def]
+def _rounds(
+    args: argparse.Namespace,
+    client: TeacherClient,
+    cache: CacheLike,
+    cdir: CacheDir,
+    dataset: Dataset,
+    state_file: Path,
+) -> tuple[RoundsResult, Path | None, Path | None]:
+    """Buy in rounds; (what the rounds did, the bought subset's store, its manifest)."""
     from distill.data import scan
     from distill.harvest import export_store
     from distill.labelfree.rounds import harvest_rounds
 
     out = console()
 
-    async def go():  # type: ignore[no-untyped-def]
+    async def go() -> RoundsResult:
         async with client:
             return await harvest_rounds(
                 dataset,

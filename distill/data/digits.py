@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +137,8 @@ def _style(domain: str, ink: np.ndarray, rng: np.random.Generator) -> np.ndarray
         rgb = bg + (fg - bg) * ink[..., None]
     else:
         rgb = np.repeat(grey[..., None], 3, axis=2)
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    return out
 
 
 def prepare_out(out: str | os.PathLike[str], force: bool) -> tuple[Path, Path]:
@@ -160,7 +161,7 @@ def prepare_out(out: str | os.PathLike[str], force: bool) -> tuple[Path, Path]:
     return final, tmp
 
 
-def publish(tmp: Path, final: Path, meta: dict[str, object]) -> Path:
+def publish(tmp: Path, final: Path, meta: Mapping[str, object]) -> Path:
     """Write the metadata, then move the finished folder into place."""
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     if final.exists():

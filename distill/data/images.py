@@ -120,8 +120,8 @@ def check_image(path: str | os.PathLike[str], *, decode: bool = False) -> str | 
                             img.load()
                 except Image.DecompressionBombError:
                     return f"too large (decompression bomb, limit {MAX_PIXELS / 1e6:.0f} MP)"
-    except UnidentifiedImageError:
-        return f"corrupt {media_type.split('/')[1].upper()} header"
+                except UnidentifiedImageError:
+                    return f"corrupt {media_type.split('/')[1].upper()} header"
     except OSError as exc:
         if isinstance(exc, PermissionError) or exc.errno is not None:
             return f"cannot read: {exc.strerror or exc}"

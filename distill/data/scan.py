@@ -72,6 +72,10 @@ class Sample:
     domain: str
 
 
+def _sample_id(sample: Sample) -> str:
+    return sample.id
+
+
 @dataclass(frozen=True)
 class Dataset:
     """The usable images of a data folder or manifest, and what was skipped and why.
@@ -100,11 +104,32 @@ class Dataset:
         It changes when an image is added, removed, relabelled or moved to another domain,
         or when the class list or its order changes; not when files are merely reordered.
         """
-        rows = sorted([s.id, s.label, s.domain] for s in self.samples)
-        doc = {"class_names": list(self.class_names), "samples": rows}
+        # The hash of json.dumps({"class_names": [...], "samples": sorted(rows)}, sort_keys,
+        # compact, ensure_ascii), fed row by row: only references to the samples are
+        # sorted, not a list per sample and the whole text (which grew with N).
         # ensure_ascii keeps surrogate-escaped (non-UTF-8) names encodable.
-        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-        return hashlib.sha256(text.encode("ascii")).hexdigest()
+        def dumps(obj: object) -> bytes:
+            return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+        digest = hashlib.sha256(b'{"class_names":' + dumps(list(self.class_names)))
+        digest.update(b',"samples":[')
+        order = sorted(self.samples, key=_sample_id)
+        parts: list[bytes] = []
+        written = False
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and order[end].id == order[start].id:
+                end += 1
+            # equal ids (a manifest may repeat one): ordered by the whole row, as before
+            rows = sorted([s.id, s.label, s.domain] for s in order[start:end])
+            parts.extend(dumps(row) for row in rows)
+            if len(parts) >= 1024 or end == len(order):
+                digest.update((b"," if written else b"") + b",".join(parts))
+                written, parts = True, []
+            start = end
+        digest.update(b"]}")
+        return digest.hexdigest()
 
     def in_domains(self, names: Iterable[str]) -> Dataset:
         """The same dataset restricted to the given domains (DataError for an unknown name)."""
@@ -323,12 +348,14 @@ def _scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: b
     index = {n: i for i, n in enumerate(class_names)}
 
     samples: list[Sample] = []
-    for domain, cls, files in raw:
-        prefix = [] if cls is None else ([cls] if layout == "single" else [domain, cls])
-        if cls is not None and cls not in index:
-            sc.skipped.append(("/".join(prefix), f"class folder {cls!r} is not in the class file"))
+    for domain, folder, files in raw:
+        prefix = [] if folder is None else ([folder] if layout == "single" else [domain, folder])
+        if folder is not None and folder not in index:
+            sc.skipped.append(
+                ("/".join(prefix), f"class folder {folder!r} is not in the class file")
+            )
             continue
-        label = None if cls is None else index[cls]
+        label = None if folder is None else index[folder]
         for name in files:
             parts = [*prefix, name]
             if sc.image(parts):

@@ -133,7 +133,8 @@ def _resized_crop(arr: np.ndarray, top: int, left: int, h: int, w: int) -> np.nd
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    return out
 
 
 def view_array(
@@ -187,7 +188,8 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
                     raise DataError(
                         f"image {os.fspath(path)!r} is too large ({im.size[0]}x{im.size[1]})"
                     )
-                return im.convert("RGB")
+                rgb: Image.Image = im.convert("RGB")
+                return rgb
     except Image.DecompressionBombError as exc:
         raise DataError(f"image {os.fspath(path)!r} is too large: {exc}") from exc
     except (OSError, ValueError, SyntaxError) as exc:

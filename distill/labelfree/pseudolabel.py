@@ -221,10 +221,10 @@ def parse_answer(
     # so "hot dog" is not also counted as "dog".
     found: set[int] = set()
     rest = f" {whole} "
-    for k in sorted(keys, key=len, reverse=True):
-        if k and f" {k} " in rest:
-            found.add(keys[k])
-            rest = rest.replace(f" {k} ", " | ")
+    for key in sorted(keys, key=len, reverse=True):
+        if key and f" {key} " in rest:
+            found.add(keys[key])
+            rest = rest.replace(f" {key} ", " | ")
     if len(found) == 1:
         return found.pop()
     # A distinctive word of exactly one option ("zero" for "0_zero").

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,11 @@ from vlmclient import (
     TeacherClient,
     TextEmbeddingRequest,
 )
+
+if TYPE_CHECKING:  # torch is imported where it is used: this module loads without it
+    import torch
+
+    from distill.train.student import Student
 
 __all__ = [
     "STATE_VERSION",
@@ -91,7 +96,7 @@ def write_state(path: Path, state: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ the in-between student
 
 
-def load_pixels(dataset: Dataset, size: int) -> Any:
+def load_pixels(dataset: Dataset, size: int) -> torch.Tensor:
     """uint8 (N, 3, size, size) tensor of every sample's view 0."""
     import torch
 
@@ -103,7 +108,7 @@ def load_pixels(dataset: Dataset, size: int) -> Any:
 
 
 def train_student(
-    pixels: Any,
+    pixels: torch.Tensor,
     targets: np.ndarray,
     *,
     labels: Sequence[int] | None = None,
@@ -113,7 +118,7 @@ def train_student(
     batch_size: int = 32,
     lr: float = 1e-3,
     seed: int = 0,
-) -> Any:
+) -> Student:
     """Train a fresh student for ``steps`` steps on soft ``targets`` (N, C) [+ CE on labels].
 
     ``pixels`` are uint8 (N, 3, H, W). Returns the student in eval mode.
@@ -143,17 +148,17 @@ def train_student(
         loss.backward()
         opt.step()
     model.eval()
-    model.norm = (mean, std)
     return model
 
 
-def predict_probs(model: Any, pixels: Any, batch_size: int = 256) -> np.ndarray:
+def predict_probs(model: Student, pixels: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """Softmax class probabilities (N, C) of a student from :func:`train_student`."""
     import torch
 
     from distill.train.evaluate import to_input
+    from distill.train.student import norm_stats
 
-    mean, std = model.norm
+    mean, std = norm_stats(model.backbone)  # as train_student normalised its inputs
     out = []
     with torch.no_grad():
         for s in range(0, len(pixels), batch_size):
@@ -192,8 +197,9 @@ async def harvest_rounds(
         raise ValueError("rounds must be >= 1")
     if not dataset.class_names:
         raise ValueError("selection needs class names (a class file for unlabelled data)")
-    result = RoundsResult(state_file=state_path(cache_dir, client.teacher, dataset, strategy))
-    state = read_state(result.state_file)
+    state_file = state_path(cache_dir, client.teacher, dataset, strategy)
+    result = RoundsResult(state_file=state_file)
+    state = read_state(state_file)
     state.update(strategy=strategy, rounds=rounds, teacher=client.teacher,
                  dataset_fingerprint=dataset.fingerprint())
     spent_before = Decimal(state.get("spent_usd", "0"))
@@ -201,7 +207,7 @@ async def harvest_rounds(
 
     def save() -> None:
         state["spent_usd"] = str(spent_before + client.budget.spent)
-        write_state(result.state_file, state)  # type: ignore[arg-type]
+        write_state(state_file, state)
 
     try:
         texts = await client.embed_texts(
@@ -263,8 +269,9 @@ async def harvest_rounds(
             bought = sorted(vectors)
             targets = zeroshot_probs(np.stack([vectors[i] for i in bought]), text)
             labels = None
-            if use_labels and all(dataset.samples[i].label is not None for i in bought):
-                labels = [int(dataset.samples[i].label) for i in bought]  # type: ignore[arg-type]
+            known = [dataset.samples[i].label for i in bought]
+            if use_labels and all(y is not None for y in known):
+                labels = [y for y in known if y is not None]  # all of them: checked above
             model = train_student(pixels[bought], targets, labels=labels, steps=round_steps,
                                   student=student, pretrained=pretrained, seed=seed + r)
             probs = predict_probs(model, pixels)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,6 +28,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from . import admin
 from .backends import Backend
@@ -40,9 +41,6 @@ from .state import TeacherState
 
 __all__ = ["TeacherApp", "TeacherState", "create_app"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-
 
 class TeacherApp(Starlette):
     """A Starlette app that can also drop a connection without any response.
@@ -52,7 +50,7 @@ class TeacherApp(Starlette):
     scope; the first ``http.response.start`` of a marked request aborts the socket.
     """
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:  # type: ignore[override]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
@@ -71,7 +69,7 @@ class TeacherApp(Starlette):
         await super().__call__(scope, receive, guarded_send)
 
 
-async def _abort_connection(send: Any) -> None:
+async def _abort_connection(send: Send) -> None:
     transport = getattr(getattr(send, "__self__", None), "transport", None)
     if transport is None:
         raise RuntimeError("dropping a connection needs uvicorn (no transport found)")

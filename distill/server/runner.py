@@ -22,7 +22,7 @@ __all__ = ["ServerThread", "serve_in_background"]
 
 STARTUP_TIMEOUT_S = 30.0
 # A sleeping "timeout" fault must not hold shutdown for its whole sleep.
-GRACEFUL_SHUTDOWN_S = 2.0
+GRACEFUL_SHUTDOWN_S = 2  # whole seconds: uvicorn declares this setting an int
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -19,7 +19,8 @@ def resize(vecs: np.ndarray, dim: int | None, native: int) -> np.ndarray:
     if dim > native:
         raise WireError(400, f"this model's embeddings have {native} dimensions, not {dim}")
     short = vecs[:, :dim]
-    return short / np.maximum(np.linalg.norm(short, axis=1, keepdims=True), 1e-12)
+    out: np.ndarray = short / np.maximum(np.linalg.norm(short, axis=1, keepdims=True), 1e-12)
+    return out
 
 
 def wrong_dim(vecs: np.ndarray) -> np.ndarray:

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cache import EmbeddingStore, StoreError
+from cache import EmbeddingStore, StoreError, StoreWriter
 from cache.codecs import FORMATS
+from cache.store import WRITE_BLOCK_ROWS
 
 N, K, D, C = 40, 3, 32, 5
 
@@ -215,3 +216,64 @@ def test_open_reports_missing_and_inconsistent_stores(tmp_path: Path) -> None:
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(StoreError, match="unreadable"):
         EmbeddingStore.open(tmp_path / "s")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_writer_fed_in_any_order_writes_what_write_writes(tmp_path: Path, fmt: str) -> None:
+    """Vectors put one response at a time, out of order, make the same files as one write."""
+    images, texts = _vectors()
+    whole = _write(tmp_path / "whole", fmt=fmt)
+    ids = [f"dom/cls{i % C}/img{i}.jpg" for i in range(N)]
+    slots = [(row, view) for row in range(N) for view in range(K)]
+    order = np.random.default_rng(1).permutation(len(slots))
+    with StoreWriter(tmp_path / "parts", image_ids=ids, views=K, dim=D, fmt=fmt) as writer:
+        for batch in np.array_split(order, 9):
+            rows = [slots[i][0] for i in batch]
+            views = [slots[i][1] for i in batch]
+            writer.put(rows, views, images[rows, views])
+        assert writer.complete
+        path = writer.commit(
+            text_vectors=texts, class_names=whole.class_names, prompts=whole.prompts,
+            teacher="local:pseudo-clip", teacher_fingerprint="teacher-fp",
+            dataset_fingerprint="data-fp-0",
+        )  # fmt: skip
+    store = EmbeddingStore.open(path)
+    for name in ("images.npy", "texts.npy", "image_ids.json", "images_scale.npy"):
+        a, b = tmp_path / "whole" / name, tmp_path / "parts" / name
+        assert a.exists() == b.exists()
+        assert not a.exists() or a.read_bytes() == b.read_bytes(), name
+    assert np.array_equal(store.gather(np.arange(N), 2), whole.gather(np.arange(N), 2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parts", "whole"]
+
+
+def test_writer_refuses_a_missing_view_and_leaves_nothing(tmp_path: Path) -> None:
+    images, texts = _vectors()
+    ids = [f"img{i}.jpg" for i in range(N)]
+    with StoreWriter(tmp_path / "s", image_ids=ids, views=K, dim=D) as writer:
+        writer.put_rows(0, images[:12])
+        writer.put([12] * (K - 1), list(range(K - 1)), images[12, : K - 1])  # one view short
+        writer.put_rows(13, images[13:])
+        assert not writer.complete
+        assert any(p.name.startswith("s.tmp-") for p in tmp_path.iterdir())  # written as fed
+        with pytest.raises(StoreError, match=r"1 image.*img12\.jpg"):
+            writer.commit(
+                text_vectors=texts, class_names=[str(c) for c in range(C)],
+                prompts=[str(c) for c in range(C)], teacher="t", teacher_fingerprint="t",
+                dataset_fingerprint="d",
+            )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+    with StoreWriter(tmp_path / "s", image_ids=ids, views=K, dim=D):
+        pass  # never fed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_in_blocks_is_the_normalised_float16_matrix(tmp_path: Path) -> None:
+    n = WRITE_BLOCK_ROWS + 3  # more than one block
+    images = np.random.default_rng(2).standard_normal((n, 2, 8)).astype(np.float32)
+    EmbeddingStore.write(
+        tmp_path / "s", image_ids=[str(i) for i in range(n)], image_vectors=images,
+        text_vectors=np.ones((1, 8), np.float32), class_names=["c"], prompts=["p"],
+        teacher="t", teacher_fingerprint="t", dataset_fingerprint="d",
+    )  # fmt: skip
+    expected = (images / np.linalg.norm(images, axis=-1, keepdims=True)).astype(np.float16)
+    assert np.array_equal(np.load(tmp_path / "s" / "images.npy"), expected)

@@ -69,6 +69,19 @@ def test_fit_is_deterministic_and_the_manifest_describes_the_pool(fitted, tmp_pa
     assert _sha(other) != _sha(weights)
 
 
+def test_fit_teacher_size_flags_reach_the_manifest(fitted, tmp_path, capsys):
+    pool, _ = fitted
+    out = tmp_path / "small.safetensors"
+    flags = ["--widths", "8,8,8,8", "--steps", "2", "--batch", "4", "--threads", "1"]
+    assert main(["fit-teacher", str(pool), "--out", str(out), *flags]) == 0
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    assert (manifest["widths"], manifest["steps"], manifest["batch"]) == ([8, 8, 8, 8], 2, 4)
+    bad = tmp_path / "bad.safetensors"
+    assert main(["fit-teacher", str(pool), "--out", str(bad), "--widths", "8,x"]) == 2
+    assert "--widths wants positive integers" in capsys.readouterr().err
+    assert not bad.exists()
+
+
 def test_fit_teacher_rejects_bad_input_with_exit_2(tmp_path, capsys):
     assert main(["fit-teacher", str(tmp_path), "--out", str(tmp_path / "t.safetensors")]) == 2
     assert "not a teacher pool" in capsys.readouterr().err
