@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.smoke:
         cfg = DemoConfig(
-            **common,  # type: ignore[arg-type]
+            **common,
             per_class=2,
             steps_align=4,
             steps_distill=4,
