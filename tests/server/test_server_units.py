@@ -137,11 +137,13 @@ async def test_micro_batcher_groups_concurrent_items() -> None:
     assert calls == [[1], [2, 3, 4, 5], [6, 7, -1]]
 
 
-def test_the_server_answers_while_a_model_runs_in_its_executor(serve) -> None:  # type: ignore[no-untyped-def]
+def test_the_server_answers_while_a_model_runs_in_its_executor() -> None:
     """The event loop never runs a model: /healthz answers while a forward pass is held."""
+    import base64
     from concurrent.futures import ThreadPoolExecutor
 
-    from conftest import auth, data_uri, png
+    from distill.server import ServerThread, create_app
+    from tests.conftest import png_bytes
 
     running, release = threading.Event(), threading.Event()
 
@@ -156,10 +158,14 @@ def test_the_server_answers_while_a_model_runs_in_its_executor(serve) -> None:  
             return super().embed_images(tasks)
 
     backend = HeldBackend()
-    url = serve(backend=backend)
-    body = {"model": "m", "input_type": "image", "images": [data_uri(png(1))]}
-    with ThreadPoolExecutor(1) as caller:
-        embed = caller.submit(httpx.post, url + "/v2/embed", json=body, headers=auth(), timeout=60)
+    token = "held-backend-token-5c1d"
+    image = "data:image/png;base64," + base64.b64encode(png_bytes(1)).decode("ascii")
+    body = {"model": "m", "input_type": "image", "images": [image]}
+    headers = {"Authorization": f"Bearer {token}"}
+    app = create_app(ServerConfig(token=SecretStr(token)), backend)
+    with ServerThread(app) as server, ThreadPoolExecutor(1) as caller:
+        url = server.base_url
+        embed = caller.submit(httpx.post, url + "/v2/embed", json=body, headers=headers, timeout=60)
         try:
             assert running.wait(30)
             health = httpx.get(url + "/healthz", timeout=10)
