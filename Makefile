@@ -1,4 +1,5 @@
-# The two commands of the README: `make demo` and `make test`. Each creates .venv on first use.
+# The two commands of the README: `make demo` and `make test` (and `make test-fast`, the suite
+# without the tests marked slow). Each creates .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= train,server,plots,dev
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test test-fast lint venv clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,12 @@ test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q
+
+# What `make test` runs but the tests marked slow (end-to-end runs of many seconds each).
+test-fast: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check . && $(PY) -m mypy

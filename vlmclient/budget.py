@@ -30,7 +30,8 @@ class Budget:
 
     >>> b = Budget(usd=Decimal("1.00"))
     >>> r = b.reserve(Decimal("0.40"), items=4)
-    >>> b.settle(r, Decimal("0.35"))
+    >>> b.settle(r, Decimal("0.35"))  # True would mean an overrun
+    False
     >>> b.spent
     Decimal('0.35')
 

@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--teacher-steps", type=int, default=DemoConfig.teacher_steps,
         help="mini-clip fitting steps when the teacher is fitted (default: its own)",
     )
+    # Test-only, hidden: two digits per class and a few steps per stage, so that
+    # tests/e2e/test_demo.py checks the whole pipeline's plumbing (twice) in seconds.
+    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--backend",
         default=DemoConfig.backend,
@@ -78,6 +81,15 @@ def run(args: argparse.Namespace) -> int:
             steps_distill=100,
             steps=160,
             eval_every=80,
+        )
+    if args.smoke:
+        cfg = DemoConfig(
+            **common,
+            per_class=2,
+            steps_align=4,
+            steps_distill=4,
+            steps=4,
+            eval_every=2,
         )
     out.rule("[bold]vlm-distill demo")
     out.print(

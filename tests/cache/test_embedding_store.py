@@ -51,7 +51,13 @@ def test_layout_and_meta_follow_the_spec(tmp_path: Path) -> None:
     assert isinstance(meta["created"], float)
     images = np.load(tmp_path / "s" / "images.npy", mmap_mode="r")
     assert images.shape == (N, K, D) and images.dtype == np.float16
-    assert isinstance(EmbeddingStore.open(tmp_path / "s")._images, np.memmap)
+    # memory-mapped, not read: a change to the file's bytes shows through an open store
+    opened = EmbeddingStore.open(tmp_path / "s")
+    before = opened.gather([0])
+    on_disk = np.load(tmp_path / "s" / "images.npy", mmap_mode="r+")
+    on_disk[0, 0] = -on_disk[0, 0]
+    on_disk.flush()
+    np.testing.assert_array_equal(opened.gather([0]), -before)
     assert (store.dim, store.views, store.format, len(store)) == (D, K, "float16", N)
     assert store.meta == meta and store.class_names == meta["class_names"]
     assert store.text_embeddings.dtype == np.float32 and store.text_embeddings.shape == (C, D)

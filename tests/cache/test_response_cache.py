@@ -15,12 +15,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import diskcache
+import httpx
 import numpy as np
 import pytest
 
-from cache import CacheEntry, CacheWriteError, ResponseCache, make_key, verify_cache
+from cache import CacheEntry, CacheWriteError, ResponseCache, verify_cache
 from cache.response_cache import CacheCorruptError, decode_entry, encode_entry
-from cache.response_db import NO_SIZE_LIMIT
+from cache.response_db import NO_SIZE_LIMIT, BytesOnlyDisk
+from tests.conftest import FakeCohere, make_image_requests
+from vlmclient import Price, TeacherClient
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,41 +126,48 @@ def test_only_str_keys_and_bytes_values_reach_diskcache(tmp_path: Path) -> None:
     with ResponseCache(tmp_path / "c") as cache:
         with pytest.raises(CacheWriteError, match="keys must be str"):
             cache.set_many([(b"raw", _entry(1))])  # type: ignore[list-item]
-        with pytest.raises(TypeError):
-            cache._cache.set("k", {"not": "bytes"})
         assert len(cache) == 0
+    # the Disk it stores through refuses anything but bytes (diskcache would pickle it)
+    with diskcache.Cache(str(tmp_path / "c"), disk=BytesOnlyDisk) as raw:
+        with pytest.raises(TypeError, match="bytes"):
+            raw.set("k", {"not": "bytes"})
+        assert len(raw) == 0
 
 
 def test_eviction_is_off(tmp_path: Path) -> None:
-    # A directory first created with diskcache's defaults (1 GB limit, cull on set) ...
-    diskcache.Cache(str(tmp_path / "c")).close()
+    # A directory first created by diskcache with a 1000-byte limit (culled on every set) ...
+    diskcache.Cache(str(tmp_path / "c"), size_limit=1000).close()
     with ResponseCache(tmp_path / "c") as cache:
-        # ... gets eviction switched off when opened as a ResponseCache.
-        assert cache._cache.eviction_policy == "none"
-        assert cache._cache.size_limit == NO_SIZE_LIMIT
-        # Even with the limit forced below the data size, nothing is culled.
-        cache._cache.reset("size_limit", 1000)
+        # ... keeps everything written to it as a ResponseCache, far past that limit ...
         for start in range(0, 200, 50):
             cache.set_many([(f"k{i}", _entry(i, dim=256)) for i in range(start, start + 50)])
-        assert cache._cache.volume() > 1000
         assert len(cache) == 200
         assert all(cache.get(f"k{i}") is not None for i in range(200))
+    # ... because its stored settings now say: never evict, no size limit.
+    with diskcache.Cache(str(tmp_path / "c"), disk=BytesOnlyDisk) as raw:
+        assert raw.eviction_policy == "none" and raw.size_limit == NO_SIZE_LIMIT
+        assert raw.volume() > 1000 and len(raw) == 200
 
 
-def test_secret_never_lands_in_the_cache_directory(tmp_path: Path) -> None:
+async def test_secret_never_lands_in_the_cache_directory(tmp_path: Path) -> None:
     secret = "sk-live-" + hashlib.sha256(b"test secret").hexdigest()
-    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    fake = FakeCohere()
+    sent: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("authorization", ""))
+        return await fake.handler(request)
+
     directory = tmp_path / "c"
     with ResponseCache(directory) as cache:
-        items = []
-        for i in range(30):
-            image = f"image bytes {i}".encode()
-            parts = {"provider": "fake", "model": "m1", "api_version": "v1",
-                     "params": {"dim": 64}, "image_sha256": hashlib.sha256(image).hexdigest()}
-            request = {"headers": headers, "body": parts}  # what the client would send
-            assert secret in str(request)
-            items.append((make_key(parts), _entry(i)))
-        cache.set_many(items)
+        # the real client, with the secret as its API key, fills the cache
+        async with TeacherClient(
+            "local:hash", api_key=secret, transport=httpx.MockTransport(handler), cache=cache,
+            price=Price(usd_per_image=Decimal("0.001")),
+        ) as client:  # fmt: skip
+            assert len(await client.embed_images(make_image_requests(30))) == 30
+        assert sent and all(secret in h for h in sent)  # the secret did travel
+        assert len(cache) == 30
         cache.set_many([("answer", CacheEntry(text="a cat", meta={"kind": "answer"}))])
         with pytest.raises(CacheWriteError, match="looks like a secret"):
             cache.set_many([("bad", CacheEntry(text="x", meta={"api_key": secret}))])

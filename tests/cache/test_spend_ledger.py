@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -126,6 +125,7 @@ APPENDER = textwrap.dedent(
 
     path, tag, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     with SpendLedger(path) as ledger:
+        print("ready", flush=True)
         while not os.path.exists(go):  # concurrent writers start together
             time.sleep(0.002)
         for i in range(count):
@@ -141,8 +141,10 @@ APPENDER = textwrap.dedent(
 def test_two_processes_append_to_one_ledger(tmp_path: Path) -> None:
     path, go = tmp_path / "l.jsonl", tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", APPENDER, str(path), tag, "1000", str(go)],
-                              cwd=REPO, stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
-    time.sleep(0.3)  # let both import and open the ledger
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for tag in ("a", "b")]
+    for proc in procs:  # both have imported and opened the ledger
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     go.touch()
     for proc in procs:
         _, err = proc.communicate(timeout=120)
@@ -163,7 +165,7 @@ def test_every_reported_record_survives_kill_9(tmp_path: Path) -> None:
         [sys.executable, "-c", APPENDER, str(path), "kill", "1000000", str(go)],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     reported = []
     for line in proc.stdout:
         reported.append(line.strip())

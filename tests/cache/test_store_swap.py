@@ -93,6 +93,7 @@ while True:
 """
 
 
+@pytest.mark.slow  # kills writer processes at random moments, as tests/e2e/test_kill9.py
 def test_kill9_of_a_writer_never_leaves_the_store_missing(tmp_path: Path) -> None:
     """A real writer replacing the store in a loop, killed -9 at random moments: each time
     the store opens (old or new version) and the leftovers are gone after the open."""

@@ -16,6 +16,7 @@ from vlmclient import (
     APIConnectionError,
     APITimeoutError,
     AuthenticationError,
+    BadRequestError,
     Budget,
     ConfigurationError,
     EmbeddingResult,
@@ -209,7 +210,7 @@ async def test_results_after_a_failed_batch_are_still_cached(fake_cohere: FakeCo
     fake_cohere.faults = [None, 400]
     texts = [TextEmbeddingRequest(text=f"t{i}") for i in range(100)]
     async with client(fake_cohere, cache=cache, concurrency=1) as c:
-        with pytest.raises(Exception, match="400"):
+        with pytest.raises(BadRequestError, match="400"):
             await c.embed_texts(texts)
     assert len(cache) == 96
 

@@ -50,22 +50,15 @@ async def test_rate_within_2_percent_and_no_window_above(fake_clock: FakeClock, 
     assert stamps[1] - stamps[0] == pytest.approx(60 / rpm)
 
 
-async def test_real_clock_rate_and_windows() -> None:
-    """On the real event loop: 20 req/s for ~2.5 s with 8 concurrent workers."""
-    loop = asyncio.get_running_loop()
-    limiter = RateLimiter(rpm=1200)
-    stamps: list[float] = []
+async def test_default_clock_and_sleep_are_the_real_ones() -> None:
+    """Without injected ones the limiter paces on time.monotonic and asyncio.sleep.
 
-    async def worker() -> None:
-        while len(stamps) < 50:
-            await limiter.acquire()
-            stamps.append(loop.time())
-
-    await asyncio.gather(*(worker() for _ in range(8)))
-    stamps = stamps[:50]
-    achieved = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-    assert abs(achieved - 20) / 20 <= 0.02
-    assert max_in_window(stamps) <= 20
+    Only that it works: the pace on the real clock is measured by
+    benchmarks/client_throughput.py (achieved / limit), not asserted here.
+    """
+    limiter = RateLimiter(rpm=6000)  # one request every 10 ms
+    for _ in range(3):
+        await asyncio.wait_for(limiter.acquire(), timeout=30)  # a guard against a hang
 
 
 async def test_tokens_per_minute(fake_clock: FakeClock) -> None:

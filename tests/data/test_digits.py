@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -55,15 +54,12 @@ def test_make_digits_images_look_like_their_domain(tmp_path):
     assert len({tuple(c) for c in colour}) > 10  # a different background per image
 
 
-def test_make_digits_is_deterministic_and_fast(tmp_path):
-    start = time.perf_counter()
+def test_make_digits_is_deterministic(tmp_path):
     a = make_digits(tmp_path / "a", size=32, domains=DOMAINS)
-    elapsed = time.perf_counter() - start
     b = make_digits(tmp_path / "b", size=32, domains=DOMAINS)
     fa, fb = _files(a), _files(b)
     assert len(fa) == 1797 + 1
     assert fa == fb  # byte for byte
-    assert elapsed < 10.0, f"writing 1797 digits took {elapsed:.1f} s"  # ~1 s here
     c = make_digits(tmp_path / "c", size=32, per_class=3, seed=1)
     d = make_digits(tmp_path / "d", size=32, per_class=3, seed=0)
     assert _files(c) != _files(d)

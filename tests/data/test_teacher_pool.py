@@ -125,6 +125,7 @@ def _fashion_source(tmp_path: Path) -> Path | None:
     return tmp_path / "fashion-src"
 
 
+@pytest.mark.slow  # builds the pool and two benchmarks from all of Fashion-MNIST
 def test_fashion_pool_is_disjoint_from_rotated_fashion(tmp_path):
     source = _fashion_source(tmp_path)
     per_domain = 500 if source is None else 20
@@ -140,6 +141,7 @@ def test_fashion_pool_is_disjoint_from_rotated_fashion(tmp_path):
         _assert_disjoint(pool, _bench_digests(bench, {"f": x}))
 
 
+@pytest.mark.slow  # builds the pool and the benchmark from MNIST
 def test_mnist_digits_pool_is_disjoint_from_mnist_to_digits(tmp_path):
     try:
         package = find_mnist_package()

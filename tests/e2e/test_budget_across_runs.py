@@ -14,11 +14,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import pytest
 
 from cache import SpendLedger, totals
 from tests.e2e.conftest import TOKEN, LocalTeacher
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# Each test runs several harvests, each in its own Python process.
+pytestmark = pytest.mark.slow
 
 
 def harvest(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> tuple[int, str]:

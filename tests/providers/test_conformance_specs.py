@@ -7,7 +7,9 @@ Anthropic specs are read from the shared specs folder when present (skipped othe
 from __future__ import annotations
 
 import base64
+from decimal import Decimal
 
+import httpx
 import jsonschema
 import pytest
 
@@ -22,7 +24,14 @@ from tests.providers.conftest import (
     validator_for,
     voyage_doc,
 )
-from vlmclient import AnswerRequest, Image, ImageEmbeddingRequest, TextEmbeddingRequest
+from vlmclient import (
+    AnswerRequest,
+    Image,
+    ImageEmbeddingRequest,
+    Price,
+    TeacherClient,
+    TextEmbeddingRequest,
+)
 from vlmclient.providers import anthropic, cohere, openai, voyage
 
 TEXTS = ["a photo of a cat", "ein Foto eines Hundes", "写真", "x" * 300]
@@ -66,6 +75,40 @@ def test_openai_chat_bodies(model: str, fmt: str, params: dict) -> None:
 def test_openai_schema_rejects_a_bad_body() -> None:
     with pytest.raises(jsonschema.ValidationError):
         openai_validator("CreateEmbeddingRequest").validate({"model": "m", "input": [], "x": 1})
+
+
+async def test_openai_answer_round_trip_sends_a_valid_body_and_charges_the_usage() -> None:
+    """Through TeacherClient: the body it sends validates, and the bill is the usage."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        openai_validator("CreateChatCompletionRequest").validate(body_of(request))
+        return httpx.Response(
+            200,
+            json={
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "gpt-4o-mini",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "seven"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 2, "total_tokens": 102},
+            },
+            headers={"x-request-id": "req_abc"},
+        )
+
+    price = Price(usd_per_1m_input_tokens=Decimal("0.15"), usd_per_1m_output_tokens=Decimal("0.60"))
+    async with TeacherClient(
+        "openai:gpt-4o-mini", api_key="sk-x", price=price, transport=httpx.MockTransport(handler)
+    ) as c:
+        [ans] = await c.answer([AnswerRequest(image=image(seed=2), prompt="digit?")])
+    assert ans.text == "seven" and ans.request_id == "req_abc"
+    assert ans.cost_usd == Decimal("0.000016200")
+    assert c.budget.spent == 100 * Decimal("0.15") / 1_000_000 + 2 * Decimal("0.60") / 1_000_000
 
 
 # -- Voyage ---------------------------------------------------------------------------

@@ -162,7 +162,9 @@ def vertex_reply(request: httpx.Request, n: int) -> httpx.Response:
 async def test_vertex_meters_one_image_per_call() -> None:
     fake = Recorder(vertex_reply)
     price = default_price("vertex", "multimodalembedding@001")
-    async with client_for(VERTEX, fake, price=price, params=VERTEX_PARAMS) as c:
+    # rpm: not Vertex's default 120 (four calls would wait 1.5 s; the default is tested in
+    # test_expected_options.py), this test is about the bill
+    async with client_for(VERTEX, fake, price=price, params=VERTEX_PARAMS, rpm=60_000) as c:
         out = await c.embed_images(images(3))
         await c.embed_texts([TextEmbeddingRequest(text="a photo of a dog")])  # 16 characters
     assert len(fake.requests) == 4 and len(out) == 3

@@ -530,9 +530,13 @@ header_values = st.text(
 @FUZZ
 @given(headers=st.dictionaries(st.sampled_from(HINT_HEADERS), header_values, max_size=6))
 def test_rate_limit_hints_never_raise(name: str, headers: dict[str, str]) -> None:
+    from tests.conftest import FakeClock
     from vlmclient import RateLimiter
 
     hints = get_provider(name).rate_limit_hints(httpx.Headers(headers))
-    limiter = RateLimiter(clock=lambda: 0.0)
-    limiter.update(hints)  # whatever the headers say, the limiter stays usable
-    assert limiter._paused_until <= 120.0
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep)
+    limiter.update(hints)  # whatever the headers say, the limiter stays usable:
+    start = clock()
+    asyncio.run(limiter.acquire())  # the next request waits at most the 120 s pause cap
+    assert clock() - start <= 120.0

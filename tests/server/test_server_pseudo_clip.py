@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -134,9 +133,8 @@ def test_answers_pick_options_and_name_classes(url: str, photos: dict[str, bytes
         assert _ask(c, url, "What is this?", photos["a cup of coffee"]) in {"espresso", "cup"}
 
 
-async def test_concurrent_requests_are_batched_and_loop_stays_responsive(
-    url: str, photos: dict[str, bytes]
-) -> None:
+async def test_concurrent_requests_are_batched(url: str, photos: dict[str, bytes]) -> None:
+    # That the loop answers while the model runs: test_server_units, on a held backend.
     before = httpx.get(url + "/admin/info", headers=auth()).json()["batches"]
     images = list(photos.values()) * 2
 
@@ -146,14 +144,8 @@ async def test_concurrent_requests_are_batched_and_loop_stays_responsive(
             body = {"model": "m", "input_type": "image", "images": [data_uri(b, "image/jpeg")]}
             return (await c.post(url + "/v2/embed", json=body)).status_code
 
-        work = asyncio.gather(*(one(b) for b in images))
-        await asyncio.sleep(0.05)
-        t0 = time.perf_counter()
-        health = await c.get(url + "/healthz")
-        health_s = time.perf_counter() - t0
-        statuses = await work
+        statuses = await asyncio.gather(*(one(b) for b in images))
     assert statuses == [200] * len(images)
-    assert health.status_code == 200 and health_s < 0.5, health_s
     after = httpx.get(url + "/admin/info", headers=auth()).json()["batches"]
     n_images = after["images"] - before["images"]
     n_batches = after["image_batches"] - before["image_batches"]

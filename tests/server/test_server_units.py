@@ -110,28 +110,71 @@ def test_hash_backend_is_deterministic_and_domain_separated() -> None:
 async def test_micro_batcher_groups_concurrent_items() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    calls: list[int] = []
+    calls: list[list[int]] = []
+    busy = threading.Event()  # the worker thread has taken the first batch
     release = threading.Event()
 
     def fn(items: list[int]) -> list[int | Exception]:
-        calls.append(len(items))
-        release.wait(5)
+        calls.append(list(items))
+        busy.set()
+        release.wait(30)
         return [ValueError("bad") if x < 0 else x * 10 for x in items]
 
     with ThreadPoolExecutor(1) as pool:
         batcher: MicroBatcher[int, int] = MicroBatcher(fn, max_batch=4, executor=pool)
         first = asyncio.ensure_future(batcher.submit_many([1]))
-        await asyncio.sleep(0.05)  # the worker is now busy on [1]
+        assert await asyncio.to_thread(busy.wait, 30)  # the worker is now busy on [1]
+        # Submitted while it is busy: these tasks are scheduled now, so they queue their
+        # items before the worker's wake-up (which comes only after `release`) is.
         rest = [asyncio.ensure_future(batcher.submit_many([i])) for i in range(2, 8)]
         bad = asyncio.ensure_future(batcher.submit_many([-1]))
-        await asyncio.sleep(0.01)
         release.set()
         assert await first == [10]
         assert [await r for r in rest] == [[i * 10] for i in range(2, 8)]
         with pytest.raises(ValueError, match="bad"):
             await bad
         await batcher.aclose()
-    assert calls[0] == 1 and max(calls[1:]) == 4 and sum(calls) == 8
+    assert calls == [[1], [2, 3, 4, 5], [6, 7, -1]]
+
+
+def test_the_server_answers_while_a_model_runs_in_its_executor() -> None:
+    """The event loop never runs a model: /healthz answers while a forward pass is held."""
+    import base64
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distill.server import ServerThread, create_app
+    from tests.conftest import png_bytes
+
+    running, release = threading.Event(), threading.Event()
+
+    class HeldBackend(HashBackend):
+        def __init__(self) -> None:
+            super().__init__(dim=8)
+            self.executor = ThreadPoolExecutor(1)
+
+        def embed_images(self, tasks):  # type: ignore[no-untyped-def]
+            running.set()
+            release.wait(30)
+            return super().embed_images(tasks)
+
+    backend = HeldBackend()
+    token = "held-backend-token-5c1d"
+    image = "data:image/png;base64," + base64.b64encode(png_bytes(1)).decode("ascii")
+    body = {"model": "m", "input_type": "image", "images": [image]}
+    headers = {"Authorization": f"Bearer {token}"}
+    app = create_app(ServerConfig(token=SecretStr(token)), backend)
+    with ServerThread(app) as server, ThreadPoolExecutor(1) as caller:
+        url = server.base_url
+        embed = caller.submit(httpx.post, url + "/v2/embed", json=body, headers=headers, timeout=60)
+        try:
+            assert running.wait(30)
+            health = httpx.get(url + "/healthz", timeout=10)
+            assert health.status_code == 200 and not embed.done()
+        finally:
+            release.set()
+        assert embed.result(timeout=60).status_code == 200
+    assert backend.executor is not None
+    backend.executor.shutdown()
 
 
 async def test_serve_in_background_yields_a_working_url() -> None:
