@@ -133,6 +133,43 @@ def test_anthropic_thinking_per_model(
     assert "reasoning" not in body
 
 
+@pytest.mark.parametrize(
+    ("model", "level", "effort"),
+    [
+        ("claude-sonnet-5-5", "off", "low"),
+        ("claude-sonnet-5-5", "minimal", "low"),
+        ("claude-haiku-5-5", "medium", "medium"),
+        ("claude-sonnet-5", "high", "high"),
+        ("claude-fable-5-1", "low", "low"),
+    ],
+)
+def test_claude_5_thinks_adaptively_with_an_effort(model: str, level: str, effort: str) -> None:
+    # Sonnet 5.5 answers 400 to a thinking budget and to {"type": "disabled"} (its migration
+    # guide), so every level is adaptive thinking with an effort; a short answer limit is
+    # no error (there is no budget to fit under it).
+    spec = call_spec("anthropic", "answer", model, [_answer(16)], {"reasoning": level})
+    body = body_of(anthropic.build_request(spec))
+    assert body["thinking"] == {"type": "adaptive"}
+    assert body["output_config"] == {"effort": effort}
+    assert "reasoning" not in body
+
+
+def test_claude_5_default_reasoning_and_callers_own_params_are_left_alone() -> None:
+    spec = call_spec(
+        "anthropic", "answer", "claude-sonnet-5-5", [_answer()], {"reasoning": "default"}
+    )
+    body = body_of(anthropic.build_request(spec))
+    assert "thinking" not in body and "output_config" not in body
+    own = {"reasoning": "off", "output_config": {"effort": "xhigh"}}
+    body = body_of(
+        anthropic.build_request(
+            call_spec("anthropic", "answer", "claude-sonnet-5-5", [_answer()], own)
+        )
+    )
+    assert body["output_config"] == {"effort": "xhigh"}
+    assert body["thinking"] == {"type": "adaptive"}
+
+
 def test_anthropic_thinking_budget_must_fit_the_answer_limit() -> None:
     spec = call_spec("anthropic", "answer", "claude-haiku-4-5", [_answer(64)], {"reasoning": "low"})
     with pytest.raises(ConfigurationError, match="--reasoning off"):
