@@ -101,7 +101,9 @@ def test_openai_caller_reasoning_effort_wins() -> None:
         ("gemini-2.5-flash-lite", "off", {"thinkingBudget": 0}),
         ("gemini-2.5-pro", "off", {"thinkingBudget": 128}),
         ("gemini-2.5-flash", "medium", {"thinkingBudget": 8192}),
-        ("gemini-3.5-flash-lite", "off", {"thinkingLevel": "low"}),
+        ("gemini-3.5-flash-lite", "off", {"thinkingLevel": "minimal"}),  # its default level
+        ("gemini-3.1-flash-lite", "off", {"thinkingLevel": "minimal"}),
+        ("gemini-3.8-flash", "off", {"thinkingLevel": "low"}),  # no minimal (LOW..HIGH)
         ("gemini-3-flash-preview", "high", {"thinkingLevel": "high"}),
         ("gemini-2.5-flash", "default", None),
         ("gemini-2.0-flash", "off", None),
