@@ -245,6 +245,12 @@ class TeacherClient:
         return teacher_fingerprint(self.teacher, self.params, self.endpoint)
 
     @property
+    def rpm(self) -> float | None:
+        """Requests per minute the client paces at now (None: no pacing until the
+        provider's rate-limit headers give one)."""
+        return self._limiter.rpm
+
+    @property
     def overrun(self) -> BudgetOverrunError | None:
         """The first overrun of this client (the provider billed more than reserved)."""
         return self._settler.overrun

@@ -145,11 +145,11 @@ def test_vertex_paces_at_120_rpm_unless_told_otherwise() -> None:
     env = {"VERTEX_ACCESS_TOKEN": "ya29.test"}
     client = TeacherClient("vertex:multimodalembedding@001", env=env, price=PRICE)
     assert vertex.VERTEX.default_rpm == 120
-    assert client._limiter.rpm == 120  # read-only look at the limiter the client built
+    assert client.rpm == 120
     faster = TeacherClient("vertex:multimodalembedding@001", env=env, price=PRICE, rpm=600)
-    assert faster._limiter.rpm == 600
+    assert faster.rpm == 600
     other = TeacherClient("cohere:embed-v4.0", env={"CO_API_KEY": "k"}, price=PRICE)
-    assert other._limiter.rpm is None
+    assert other.rpm is None
 
 
 async def test_cohere_sends_output_dimension_through_the_client() -> None:
