@@ -203,6 +203,12 @@ class Price(BaseModel):
     # Worst-case prompt tokens per image, for models whose image billing the adapter
     # cannot bound by name (an OpenAI-compatible server, a new OpenAI model).
     max_image_tokens: int | None = Field(default=None, ge=0)
+    # A long-prompt tier: a request whose prompt has more than ``long_prompt_above_tokens``
+    # input tokens is billed at these rates for all its input and output (Claude Haiku 5.5:
+    # over 100,000). Never below the base rates, so leaving one out cannot make it free.
+    long_prompt_above_tokens: int | None = Field(default=None, ge=0)
+    usd_per_1m_input_tokens_long_prompt: Decimal = Decimal(0)
+    usd_per_1m_output_tokens_long_prompt: Decimal = Decimal(0)
     verified_on: str | None = None
     # Where the prices were read: a vendor URL (primary) or "secondary: ..." when only a
     # third-party source was found; `vlm-distill providers` shows the latter unverified.
@@ -219,11 +225,27 @@ class Price(BaseModel):
         """True when the prices name a primary source: a vendor page URL."""
         return str(self.source or "").startswith("https://")
 
+    def token_rates(self, input_tokens: int) -> tuple[Decimal, Decimal]:
+        """(USD per 1M input tokens, per 1M output tokens) for a prompt of ``input_tokens``.
+
+        >>> Price(usd_per_1m_input_tokens=Decimal("0.10"), long_prompt_above_tokens=100,
+        ...       usd_per_1m_input_tokens_long_prompt=Decimal("0.50")).token_rates(101)
+        (Decimal('0.50'), Decimal('0'))
+        """
+        rate_in, rate_out = self.usd_per_1m_input_tokens, self.usd_per_1m_output_tokens
+        if self.long_prompt_above_tokens is not None and (
+            input_tokens > self.long_prompt_above_tokens
+        ):
+            rate_in = max(rate_in, self.usd_per_1m_input_tokens_long_prompt)
+            rate_out = max(rate_out, self.usd_per_1m_output_tokens_long_prompt)
+        return rate_in, rate_out
+
     def cost(self, usage: Usage) -> Decimal:
+        rate_in, rate_out = self.token_rates(usage.input_tokens)
         return (
             self.usd_per_image * usage.images
-            + self.usd_per_1m_input_tokens * usage.input_tokens / _M
-            + self.usd_per_1m_output_tokens * usage.output_tokens / _M
+            + rate_in * usage.input_tokens / _M
+            + rate_out * usage.output_tokens / _M
             + self.usd_per_1m_image_tokens * usage.image_tokens / _M
             + self.usd_per_1b_pixels * usage.image_pixels / Decimal(1_000_000_000)
             + self.usd_per_1k_characters * usage.characters / Decimal(1000)

@@ -56,7 +56,14 @@ def price_summary(price: Price) -> str:
         value: Decimal = getattr(price, field)
         if value:
             parts.append(f"${value}{unit}")
-    return " + ".join(parts) or "free"
+    summary = " + ".join(parts) or "free"
+    if price.long_prompt_above_tokens is not None:
+        rate_in, rate_out = price.token_rates(price.long_prompt_above_tokens + 1)
+        summary += (
+            f" (prompts over {price.long_prompt_above_tokens:,} tok: "
+            f"${rate_in}/M input + ${rate_out}/M output)"
+        )
+    return summary
 
 
 def model_status(price: Price, today: date | None = None) -> str:

@@ -101,7 +101,9 @@ def test_openai_caller_reasoning_effort_wins() -> None:
         ("gemini-2.5-flash-lite", "off", {"thinkingBudget": 0}),
         ("gemini-2.5-pro", "off", {"thinkingBudget": 128}),
         ("gemini-2.5-flash", "medium", {"thinkingBudget": 8192}),
-        ("gemini-3.5-flash-lite", "off", {"thinkingLevel": "low"}),
+        ("gemini-3.5-flash-lite", "off", {"thinkingLevel": "minimal"}),  # its default level
+        ("gemini-3.1-flash-lite", "off", {"thinkingLevel": "minimal"}),
+        ("gemini-3.8-flash", "off", {"thinkingLevel": "low"}),  # no minimal (LOW..HIGH)
         ("gemini-3-flash-preview", "high", {"thinkingLevel": "high"}),
         ("gemini-2.5-flash", "default", None),
         ("gemini-2.0-flash", "off", None),
@@ -131,6 +133,43 @@ def test_anthropic_thinking_per_model(
     body = body_of(anthropic.build_request(spec))
     assert body.get("thinking") == expected
     assert "reasoning" not in body
+
+
+@pytest.mark.parametrize(
+    ("model", "level", "effort"),
+    [
+        ("claude-sonnet-5-5", "off", "low"),
+        ("claude-sonnet-5-5", "minimal", "low"),
+        ("claude-haiku-5-5", "medium", "medium"),
+        ("claude-sonnet-5", "high", "high"),
+        ("claude-fable-5-1", "low", "low"),
+    ],
+)
+def test_claude_5_thinks_adaptively_with_an_effort(model: str, level: str, effort: str) -> None:
+    # Sonnet 5.5 answers 400 to a thinking budget and to {"type": "disabled"} (its migration
+    # guide), so every level is adaptive thinking with an effort; a short answer limit is
+    # no error (there is no budget to fit under it).
+    spec = call_spec("anthropic", "answer", model, [_answer(16)], {"reasoning": level})
+    body = body_of(anthropic.build_request(spec))
+    assert body["thinking"] == {"type": "adaptive"}
+    assert body["output_config"] == {"effort": effort}
+    assert "reasoning" not in body
+
+
+def test_claude_5_default_reasoning_and_callers_own_params_are_left_alone() -> None:
+    spec = call_spec(
+        "anthropic", "answer", "claude-sonnet-5-5", [_answer()], {"reasoning": "default"}
+    )
+    body = body_of(anthropic.build_request(spec))
+    assert "thinking" not in body and "output_config" not in body
+    own = {"reasoning": "off", "output_config": {"effort": "xhigh"}}
+    body = body_of(
+        anthropic.build_request(
+            call_spec("anthropic", "answer", "claude-sonnet-5-5", [_answer()], own)
+        )
+    )
+    assert body["output_config"] == {"effort": "xhigh"}
+    assert body["thinking"] == {"type": "adaptive"}
 
 
 def test_anthropic_thinking_budget_must_fit_the_answer_limit() -> None:

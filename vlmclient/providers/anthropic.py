@@ -78,22 +78,52 @@ def prepare_image(image: Image) -> Image:
 
 # Extended-thinking budgets for the named levels; the API wants budget_tokens >= 1,024
 # and below max_tokens (Anthropic's extended-thinking guide; not re-read for this change).
-# Claude 5 models take adaptive thinking only (platform.claude.com sonnet-5 overview, read
-# 2026-11-30): a named level there is a 400, which is not billed.
 THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
 # Models that take a ``thinking`` field: Claude 3.7 Sonnet and every Claude 4.x.
 _THINKING_MODEL = re.compile(r"claude-(3-7-sonnet|(opus|sonnet|haiku)-[4-9])")
+# Claude 5 and later think adaptively: a thinking budget and ``{"type": "disabled"}`` are
+# 400s (platform.claude.com Sonnet 5.5 migration guide, read 2026-11-30: "omit ... thinking
+# budgets ... and thinking: {"type": "disabled"}"; Sonnet 5 overview: manual extended
+# thinking is a 400). Depth is steered by ``output_config.effort`` (low, medium, high;
+# platform.claude.com adaptive-thinking page). ``off`` cannot turn thinking off there, so it
+# asks for the least: effort low.
+_ADAPTIVE_ONLY_MODEL = re.compile(r"claude-[a-z]+-([5-9]|[1-9][0-9])(-|$)")
+ADAPTIVE_EFFORTS = {
+    "off": "low",
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+}
+
+
+def adaptive_only(model: str) -> bool:
+    """True for Claude 5 and later, which take adaptive thinking only."""
+    return _ADAPTIVE_ONLY_MODEL.match(model) is not None
+
+
+def effort_param(model: str, level: str) -> dict[str, Any] | None:
+    """The ``output_config`` object that steers an adaptive-only model's thinking (None =
+    send none: an older model, or ``default``)."""
+    if level == "default" or not adaptive_only(model):
+        return None
+    return {"effort": ADAPTIVE_EFFORTS[level]}
 
 
 def thinking_param(model: str, level: str, max_tokens: int) -> dict[str, Any] | None:
     """The ``thinking`` object for ``level`` (None = send none).
 
-    ``off`` is ``{"type": "disabled"}``, sent explicitly because newer Claude models
-    default to adaptive thinking (anthropic-sdk-python ThinkingConfigParam: enabled,
+    ``off`` is ``{"type": "disabled"}`` (Claude 4.x), sent explicitly because newer Claude
+    models default to adaptive thinking (anthropic-sdk-python ThinkingConfigParam: enabled,
     disabled, adaptive). Named levels enable thinking with a budget that must fit under
-    the answer's ``max_tokens``.
+    the answer's ``max_tokens``. Claude 5 and later get ``{"type": "adaptive"}`` at every
+    level, with the depth in :func:`effort_param`.
     """
-    if level == "default" or not _THINKING_MODEL.match(model):
+    if level == "default":
+        return None
+    if adaptive_only(model):
+        return {"type": "adaptive"}
+    if not _THINKING_MODEL.match(model):
         return None
     if level == "off":
         return {"type": "disabled"}
@@ -114,6 +144,9 @@ def message_body(spec: CallSpec) -> dict[str, Any]:
     thinking = thinking_param(spec.model, reasoning_level(spec.params), item.max_output_tokens)
     if thinking is not None and "thinking" not in params:
         params["thinking"] = thinking
+    effort = effort_param(spec.model, reasoning_level(spec.params))
+    if effort is not None and "output_config" not in params:
+        params["output_config"] = effort
     image_block = {
         "type": "image",
         "source": {

@@ -197,7 +197,10 @@ def thinking_config(model: str, level: str) -> dict[str, Any] | None:
 
     Gemini 2.5: ``thinkingBudget`` (0 = off where allowed). Gemini 3 and later take a
     ``thinkingLevel`` and cannot turn thinking off: ``off`` sends the lowest level every
-    Gemini 3 model accepts, ``low``. Other models (2.0) do not think.
+    Gemini 3 model accepts, ``low``, except on Flash-Lite, whose default level is
+    ``minimal`` (ai.google.dev whats-new-gemini-3.6, read 2026-11-30: gemini-3.5-flash-lite
+    "Default thinking level: minimal"), so ``off`` there is ``minimal``: ``low`` would
+    think more than sending nothing. Other models (2.0) do not think.
     """
     if level == "default":
         return None
@@ -206,7 +209,9 @@ def thinking_config(model: str, level: str) -> dict[str, Any] | None:
             return {"thinkingBudget": PRO_MIN_BUDGET if "pro" in model else 0}
         return {"thinkingBudget": THINKING_BUDGETS[level]}
     if re.match(r"gemini-[3-9]", model):
-        return {"thinkingLevel": "low" if level == "off" else level}
+        if level == "off":
+            return {"thinkingLevel": "minimal" if "flash-lite" in model else "low"}
+        return {"thinkingLevel": level}
     return None
 
 
