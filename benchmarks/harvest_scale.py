@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -32,12 +31,14 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from docs_section import replace_section
+from load import TOKEN, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "harvest-scale-token"
 SIDE = 64
 CLASSES = 10
 HEADING = "## Harvest at scale (benchmarks/harvest_scale.py)"
+START, END = "<!-- harvest_scale:start -->", "<!-- harvest_scale:end -->"
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -85,24 +86,6 @@ def make_dataset(pool: Path, root: Path, n: int) -> Path:
         name = f"{i:06d}.png"
         os.link(pool / name, root / f"c{i % CLASSES}" / name)
     return root
-
-
-def start_server(code: Path) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": str(code), "VLM_DISTILL_TEACHER_TOKEN": TOKEN}
-    cmd = (
-        "import sys; from distill.cli import main; "
-        "sys.exit(main(['serve-teacher', '--backend', 'hash', '--port', '0']))"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", cmd], cwd=code, env=env, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stderr is not None
-    banner = proc.stderr.readline()
-    match = re.search(r"http://127\.0\.0\.1:\d+", banner)
-    if not match:
-        proc.kill()
-        raise RuntimeError(f"teacher did not start: {banner}")
-    return proc, match.group(0)
 
 
 def socket_read_bytes(pid: int) -> int:
@@ -191,17 +174,6 @@ def load_line() -> str:
     return f"1-minute load average {one:.1f} (5-minute {five:.1f})"
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    start = text.find(HEADING)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + ("" if end < 0 else text[end:])
-    path.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -216,7 +188,7 @@ def main() -> None:
     make_pool(work / "pool", sizes[-1])
     print(f"{sizes[-1]} images ready in {time.perf_counter() - started:.1f} s", flush=True)
     load_before = load_line()
-    server, url = start_server(args.code)
+    server, url = start_server(args.code, extra=())
     rows: list[dict] = []
     try:
         for n in sizes:
@@ -256,7 +228,7 @@ def main() -> None:
             f"(<= 0.2: {'met' if cpu_ms <= 0.2 else 'not met'}).\n"
         )
     section = (
-        f"{HEADING}\n\n"
+        f"{HEADING}\n{START}\n\n"
         f"Reproduce: `nice -n 10 .venv/bin/python benchmarks/harvest_scale.py --sizes "
         f"{' '.join(map(str, sizes))} --write`.\n\n"
         "The real CLI in a child process (`harvest`, then the same `harvest` again on the full "
@@ -282,8 +254,9 @@ def main() -> None:
         f"cores, Python {platform.python_version()}; {load_before} before, {load_after} after "
         "(a 1-minute load above about 1.5 means other jobs ran on these cores: they slow wall "
         "time and images/s, not peak RSS or bytes).\n"
+        + f"\n{END}\n"
     )
-    write_section(ROOT / "docs" / "benchmarks.md", section)
+    replace_section(ROOT / "docs" / "benchmarks.md", START, END, section, "Benchmarks")
 
 
 if __name__ == "__main__":

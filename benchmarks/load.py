@@ -59,14 +59,15 @@ def images(n: int, seed: int = 0) -> list[bytes]:
     return out
 
 
-def start_server() -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "VLM_DISTILL_TEACHER_TOKEN": TOKEN}
-    code = (
-        "import sys; from distill.cli import main; "
-        "sys.exit(main(['serve-teacher', '--backend', 'hash', '--hash-dim', '64', '--port', '0']))"
-    )
+def start_server(
+    code: Path = ROOT, extra: tuple[str, ...] = ("--hash-dim", "64")
+) -> tuple[subprocess.Popen[str], str]:
+    """``serve-teacher --backend hash`` of the checkout ``code`` on a free port: (process, URL)."""
+    env = {**os.environ, "PYTHONPATH": str(code), "VLM_DISTILL_TEACHER_TOKEN": TOKEN}
+    argv = ["serve-teacher", "--backend", "hash", *extra, "--port", "0"]
+    script = f"import sys; from distill.cli import main; sys.exit(main({argv!r}))"
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", script], cwd=code, env=env, stderr=subprocess.PIPE, text=True
     )
     assert proc.stderr is not None
     banner = proc.stderr.readline()
