@@ -179,3 +179,17 @@ def test_entries_read_from_vendor_pages_show_as_verified(
     line = next(row for row in out.splitlines() if "text-embedding-3-small" in row)
     assert "verified 2026-11-30 (vendor page)" in line
     assert "unverified" not in line
+
+
+def test_claude_sonnet_4_5_is_refused_from_its_retirement_day() -> None:
+    """Anthropic's Sonnet 4.5 page says it 'retires on November 30, 2026' (read that day):
+    the built-in entry is a retired record, refused before anything is sent."""
+    table = _builtin()
+    price = table.prices["anthropic:claude-sonnet-4-5"]
+    assert not has_prices(price) and price.status == "retired"
+    assert str(price.status_source).startswith("https://platform.claude.com/")
+    with pytest.raises(ConfigurationError, match=r"claude-sonnet-4-5 was shut down on 2026-11-30"):
+        table.lookup("anthropic", "claude-sonnet-4-5", today=date(2026, 11, 30))
+    haiku = table.prices["anthropic:claude-haiku-4-5"]
+    assert haiku.status == "legacy"
+    assert str(haiku.status_source).startswith("https://platform.claude.com/")
