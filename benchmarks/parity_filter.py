@@ -379,6 +379,17 @@ FILTER_NAMES = {
 }
 
 
+def vs_all(check: str, f: dict[str, Any], st: dict[str, list[float]]) -> str:
+    """A sentence comparing the student on a filter's kept pseudo-labels with the one on
+    all pseudo-labels (what filtering costs or gains, beyond the goal's comparison)."""
+    kept, every = st.get(f"{check}/kept-pseudo"), st.get("all-pseudo")
+    if f["trivial"] or not kept or not every:
+        return ""
+    d = 100 * (statistics.mean(kept) - statistics.mean(every))
+    return (f" Against the student on all {f['answered']} pseudo-labels it is "
+            f"{abs(d):.1f} points {'better' if d > 0 else 'worse'} out of domain.")
+
+
 def render(result: dict[str, Any]) -> str:
     """The docs section (heading, markers, body), every number from ``result``."""
     cfg, tch, g = result["settings"], result["teacher"], result["goal"]
@@ -450,6 +461,8 @@ def render(result: dict[str, Any]) -> str:
     verdict = "**met**" if g["met"] else "**not met**"
     by = ", ".join(FILTER_NAMES.get(c, c) for c in g["met_by"])
     by = f"met by: {by}" if by else "no filter meets it"
+    if g["met_by"] and not set(g["met_by"]) & set(CLI_CHECKS):
+        by += "; no check the CLI offers meets it with this teacher"
     lines += ["", f"Goal (issue 12): \"{GOAL}\": {verdict} ({by}). Per filter:", ""]
     for check, v in g["checks"].items():
         if check == "none":
@@ -462,11 +475,13 @@ def render(result: dict[str, Any]) -> str:
             + f"; kept pseudo-labels {_pct(f['acc_kept'])} vs all {_pct(f['acc_answered'])} "
             f"({'more accurate' if v['kept_more_accurate'] else 'not more accurate'}); the "
             "student on them is "
-            + ("not measured" if gap is None else f"{100 * gap:.1f} points below")
+            + ("not measured" if gap is None else
+               f"{100 * abs(gap):.1f} points {'below' if gap > 0 else 'above'}")
             + " the one on true labels of the same images"
-            + (f" ({'within' if v['student_within'] else 'not within'} 5)" if gap is not None
-               else "")
+            + ("" if gap is None else " (at least as good)" if gap <= 0
+               else f" ({'within' if v['student_within'] else 'not within'} 5)")
             + f": {'met' if v['met'] else 'not met'}."
+            + vs_all(check, f, st)
         )
     lines += ["", END]
     return "\n".join(lines) + "\n"
