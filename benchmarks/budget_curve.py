@@ -17,7 +17,7 @@ It is evaluated on the OOD domains (never bought, never trained on). The dollars
 the client's Budget settled: the local server's real bill ($0.0001 per image).
 
     .venv/bin/python benchmarks/budget_curve.py --quick   # ~10-15 min on 2 cores
-    .venv/bin/python benchmarks/budget_curve.py           # more images and steps
+    .venv/bin/python benchmarks/budget_curve.py           # 30/class, 200 steps: ~30-45 min
     .venv/bin/python benchmarks/budget_curve.py --tiny --seeds 1 --no-docs  # smoke test
 
 Writes runs/budget_curve/results.json, docs/budget_curve.png and the "## Budget curve"

@@ -25,8 +25,8 @@ multiple-choice question with the option whose text embedding ("a photo of a {op
 nearest the image's embedding: exactly the zero-shot argmax over the same prompts, whatever
 the options' order. The script measures the agreement rather than assuming it, and says so.
 
-    .venv/bin/python benchmarks/parity_filter.py            # 30 per class, 200 steps, 3 seeds
-    .venv/bin/python benchmarks/parity_filter.py --quick    # 10 per class, 60 steps
+    .venv/bin/python benchmarks/parity_filter.py            # 30/class, 200 steps: ~5-10 min
+    .venv/bin/python benchmarks/parity_filter.py --quick    # 10/class, 60 steps: ~2-4 min
     .venv/bin/python benchmarks/parity_filter.py --tiny --seeds 1 --no-docs  # smoke test
 
 Writes OUT/results.json (default runs/parity_filter) and the "## Parity filter" section of
