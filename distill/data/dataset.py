@@ -11,7 +11,7 @@ import os
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import FrozenInstanceError, dataclass, replace
 from pathlib import Path
 
 from vlmclient.errors import ConfigurationError, InputError
@@ -40,14 +40,97 @@ class DataError(InputError):
     """The data cannot be used as a whole (missing, empty, bad manifest or class file)."""
 
 
-@dataclass(frozen=True)
 class Sample:
-    """One image: ``id`` is its POSIX path relative to the data root (or the manifest's string)."""
+    """One image: ``id`` is its POSIX path relative to the data root (or the manifest's
+    string), ``path`` the file, ``label`` an index into the class names (None when
+    unlabelled), ``domain`` its domain's name. Immutable, compared and hashed by value.
+
+    >>> s = Sample("cat/1.png", Path("/data/cat/1.png"), 0, "all")
+    >>> s.path, s == Sample.under(Path("/data"), "cat/1.png", 0, "all")
+    (PosixPath('/data/cat/1.png'), True)
+
+    A scan makes its samples with :meth:`under`: they share the data folder and build
+    ``path`` on access, so a sample costs its id string and about 70 bytes, not a ``Path``
+    of its own (about 350 bytes: the harvest holds every sample, see docs/benchmarks.md).
+    """
+
+    __slots__ = ("_base", "_path", "domain", "id", "label")
 
     id: str
-    path: Path
     label: int | None
     domain: str
+    _base: Path | None  # path is _base / id (shared by the samples of a scan) ...
+    _path: Path | None  # ... or this path, given as is
+
+    def __init__(self, id: str, path: Path, label: int | None, domain: str) -> None:
+        _set_sample(self, id, label, domain, None, path)
+
+    @classmethod
+    def under(cls, base: Path, id: str, label: int | None, domain: str) -> Sample:
+        """The sample whose file is ``base / id`` (``id`` may be absolute: then it is the
+        file); ``base`` is meant to be one object shared by many samples."""
+        sample = cls.__new__(cls)
+        _set_sample(sample, id, label, domain, base, None)
+        return sample
+
+    @property
+    def path(self) -> Path:
+        """The image file (made on each access for a sample of :meth:`under`)."""
+        if self._path is not None:
+            return self._path
+        assert self._base is not None
+        return self._base / self.id
+
+    def _key(self) -> tuple[str, int | None, str]:
+        return (self.id, self.label, self.domain)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Sample)
+        if self._key() != other._key():
+            return False
+        if self._base is not None and self._base is other._base:
+            return True  # same folder and id: same file, no Path built
+        return self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash(self._key())  # equal samples have equal keys; the path need not be hashed
+
+    def __repr__(self) -> str:
+        return (
+            f"Sample(id={self.id!r}, path={self.path!r}, label={self.label!r}, "
+            f"domain={self.domain!r})"
+        )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # pickled for data-loader workers: the shared base stays one object per pickle
+        return (_restore_sample, (self.id, self.label, self.domain, self._base, self._path))
+
+
+def _set_sample(
+    sample: Sample, id: str, label: int | None, domain: str, base: Path | None, path: Path | None
+) -> None:
+    setter = object.__setattr__
+    setter(sample, "id", id)
+    setter(sample, "label", label)
+    setter(sample, "domain", domain)
+    setter(sample, "_base", base)
+    setter(sample, "_path", path)
+
+
+def _restore_sample(
+    id: str, label: int | None, domain: str, base: Path | None, path: Path | None
+) -> Sample:
+    sample = Sample.__new__(Sample)
+    _set_sample(sample, id, label, domain, base, path)
+    return sample
 
 
 def _sample_id(sample: Sample) -> str:

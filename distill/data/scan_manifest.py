@@ -98,16 +98,19 @@ def scan_manifest(
         class_names = tuple(sorted({lab for _, lab, _ in entries if lab is not None}))
     index = {n: i for i, n in enumerate(class_names)}
     samples: list[Sample] = []
-    domains: set[str] = set()
+    domains: dict[str, str] = {}
+    base_str = os.fspath(base)
     for rel, label, domain in entries:
         if label is not None and label not in index:
             skipped.append((rel, f"label {label!r} is not in the class file"))
             continue
-        file = Path(rel) if os.path.isabs(rel) else base / rel
-        reason = check_image(file, decode=decode)
+        # a str path for the check (an absolute rel is the file itself); the sample
+        # shares ``base`` and builds its Path on access (Path(rel) when rel is absolute)
+        reason = check_image(os.path.join(base_str, rel), decode=decode)
         if reason is not None:
             skipped.append((rel, "file not found" if "No such file" in reason else reason))
             continue
-        domains.add(domain)
-        samples.append(Sample(rel, file, None if label is None else index[label], domain))
+        # one str per domain name, not one per row
+        domain = domains.setdefault(domain, domain)
+        samples.append(Sample.under(base, rel, None if label is None else index[label], domain))
     return finish_dataset(path, "manifest", samples, class_names, sorted(domains), skipped, True)
