@@ -11,10 +11,12 @@ import os
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import FrozenInstanceError, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vlmclient.errors import ConfigurationError, InputError
+
+from .samples import Sample, Samples, SamplesBuilder
 
 __all__ = [
     "DEFAULT_DOMAIN",
@@ -23,6 +25,8 @@ __all__ = [
     "DataError",
     "Dataset",
     "Sample",
+    "Samples",
+    "SamplesBuilder",
     "check_class_names",
     "class_prompts",
     "display",
@@ -40,103 +44,6 @@ class DataError(InputError):
     """The data cannot be used as a whole (missing, empty, bad manifest or class file)."""
 
 
-class Sample:
-    """One image: ``id`` is its POSIX path relative to the data root (or the manifest's
-    string), ``path`` the file, ``label`` an index into the class names (None when
-    unlabelled), ``domain`` its domain's name. Immutable, compared and hashed by value.
-
-    >>> s = Sample("cat/1.png", Path("/data/cat/1.png"), 0, "all")
-    >>> s.path, s == Sample.under(Path("/data"), "cat/1.png", 0, "all")
-    (PosixPath('/data/cat/1.png'), True)
-
-    A scan makes its samples with :meth:`under`: they share the data folder and build
-    ``path`` on access, so a sample costs its id string and about 70 bytes, not a ``Path``
-    of its own (about 350 bytes: the harvest holds every sample, see docs/benchmarks.md).
-    """
-
-    __slots__ = ("_base", "_path", "domain", "id", "label")
-
-    id: str
-    label: int | None
-    domain: str
-    _base: Path | None  # path is _base / id (shared by the samples of a scan) ...
-    _path: Path | None  # ... or this path, given as is
-
-    def __init__(self, id: str, path: Path, label: int | None, domain: str) -> None:
-        _set_sample(self, id, label, domain, None, path)
-
-    @classmethod
-    def under(cls, base: Path, id: str, label: int | None, domain: str) -> Sample:
-        """The sample whose file is ``base / id`` (``id`` may be absolute: then it is the
-        file); ``base`` is meant to be one object shared by many samples."""
-        sample = cls.__new__(cls)
-        _set_sample(sample, id, label, domain, base, None)
-        return sample
-
-    @property
-    def path(self) -> Path:
-        """The image file (made on each access for a sample of :meth:`under`)."""
-        if self._path is not None:
-            return self._path
-        assert self._base is not None
-        return self._base / self.id
-
-    def _key(self) -> tuple[str, int | None, str]:
-        return (self.id, self.label, self.domain)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, Sample)
-        if self._key() != other._key():
-            return False
-        if self._base is not None and self._base is other._base:
-            return True  # same folder and id: same file, no Path built
-        return self.path == other.path
-
-    def __hash__(self) -> int:
-        return hash(self._key())  # equal samples have equal keys; the path need not be hashed
-
-    def __repr__(self) -> str:
-        return (
-            f"Sample(id={self.id!r}, path={self.path!r}, label={self.label!r}, "
-            f"domain={self.domain!r})"
-        )
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
-
-    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        # pickled for data-loader workers: the shared base stays one object per pickle
-        return (_restore_sample, (self.id, self.label, self.domain, self._base, self._path))
-
-
-def _set_sample(
-    sample: Sample, id: str, label: int | None, domain: str, base: Path | None, path: Path | None
-) -> None:
-    setter = object.__setattr__
-    setter(sample, "id", id)
-    setter(sample, "label", label)
-    setter(sample, "domain", domain)
-    setter(sample, "_base", base)
-    setter(sample, "_path", path)
-
-
-def _restore_sample(
-    id: str, label: int | None, domain: str, base: Path | None, path: Path | None
-) -> Sample:
-    sample = Sample.__new__(Sample)
-    _set_sample(sample, id, label, domain, base, path)
-    return sample
-
-
-def _sample_id(sample: Sample) -> str:
-    return sample.id
-
-
 @dataclass(frozen=True)
 class Dataset:
     """The usable images of a data folder or manifest, and what was skipped and why.
@@ -148,7 +55,7 @@ class Dataset:
 
     root: Path
     layout: str
-    samples: tuple[Sample, ...]
+    samples: Samples  # in id order (a read-only sequence of Sample)
     class_names: tuple[str, ...]
     domains: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
@@ -174,16 +81,19 @@ class Dataset:
 
         digest = hashlib.sha256(b'{"class_names":' + dumps(list(self.class_names)))
         digest.update(b',"samples":[')
-        order = sorted(self.samples, key=_sample_id)
+        # by column: no Sample is made; scans keep samples in id order, so no sort either
+        samples = self.samples
+        ids = samples.ids
+        order = samples.id_order()
         parts: list[bytes] = []
         written = False
         start = 0
         while start < len(order):
             end = start + 1
-            while end < len(order) and order[end].id == order[start].id:
+            while end < len(order) and ids[order[end]] == ids[order[start]]:
                 end += 1
             # equal ids (a manifest may repeat one): ordered by the whole row, as before
-            rows = sorted([s.id, s.label, s.domain] for s in order[start:end])
+            rows = sorted(list(samples.row(i)) for i in order[start:end])
             parts.extend(dumps(row) for row in rows)
             if len(parts) >= 1024 or end == len(order):
                 digest.update((b"," if written else b"") + b",".join(parts))
@@ -204,16 +114,17 @@ class Dataset:
         keep = set(wanted)
         return replace(
             self,
-            samples=tuple(s for s in self.samples if s.domain in keep),
+            samples=Samples(s for s in self.samples if s.domain in keep),
             domains=tuple(d for d in self.domains if d in keep),
         )
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per domain and class name ("(unlabelled)" for samples without a label)."""
         out: dict[str, dict[str, int]] = {d: {} for d in self.domains}
-        for s in self.samples:
-            name = "(unlabelled)" if s.label is None else self.class_names[s.label]
-            per = out.setdefault(s.domain, {})
+        for i in range(len(self.samples)):
+            _, label, domain = self.samples.row(i)
+            name = "(unlabelled)" if label is None else self.class_names[label]
+            per = out.setdefault(domain, {})
             per[name] = per.get(name, 0) + 1
         return out
 
@@ -285,7 +196,7 @@ def class_prompts(class_names: Sequence[str], template: str = DEFAULT_TEMPLATE) 
 def finish_dataset(
     root: Path,
     layout: str,
-    samples: list[Sample],
+    samples: SamplesBuilder,
     class_names: tuple[str, ...],
     domains: list[str],
     skipped: Sequence[tuple[str, str]],
@@ -294,7 +205,6 @@ def finish_dataset(
     """The :class:`Dataset` of what a scan found, samples sorted by id; DataError saying what
     was skipped and which layouts are understood when nothing usable was found."""
     check_class_names(class_names, display(str(root)))
-    samples.sort(key=lambda s: s.id)
     found_skipped = tuple(sorted(skipped))
     if not samples:
         lines = [f"no usable images in {display(str(root))!r}"]
@@ -310,7 +220,7 @@ def finish_dataset(
     return Dataset(
         root=root,
         layout=layout,
-        samples=tuple(samples),
+        samples=samples.build(),
         class_names=tuple(class_names),
         domains=tuple(domains),
         skipped=found_skipped,

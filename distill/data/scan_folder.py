@@ -9,7 +9,15 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .dataset import DEFAULT_DOMAIN, META_FILE, DataError, Dataset, Sample, display, finish_dataset
+from .dataset import (
+    DEFAULT_DOMAIN,
+    META_FILE,
+    DataError,
+    Dataset,
+    SamplesBuilder,
+    display,
+    finish_dataset,
+)
 from .images import check_image
 
 __all__ = ["scan_folder"]
@@ -146,7 +154,7 @@ def scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bo
     class_names = class_file_names if class_file_names is not None else tuple(folder_classes)
     index = {n: i for i, n in enumerate(class_names)}
 
-    samples: list[Sample] = []
+    samples = SamplesBuilder(root)  # by column: ids, labels, domains; no object per image
     for domain, folder, files in raw:
         prefix = [] if folder is None else ([folder] if layout == "single" else [domain, folder])
         if folder is not None and folder not in index:
@@ -158,7 +166,6 @@ def scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bo
         for name in files:
             parts = [*prefix, name]
             if sc.image(parts):
-                # one Path (root) shared by every sample; each builds its own on access
-                samples.append(Sample.under(root, sc.rel(parts), label, domain))
+                samples.add(sc.rel(parts), label, domain)
 
     return finish_dataset(root, layout, samples, class_names, domains, sc.skipped, _read_meta(root))
