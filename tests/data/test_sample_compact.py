@@ -122,7 +122,8 @@ def test_samples_is_a_read_only_sequence(tmp_path, write_image):
     ds = scan(tmp_path)
     samples = ds.samples
     assert isinstance(samples, Samples) and len(samples) == 5
-    assert samples.ids == ("d/ant/0.png", "d/bee/1.png", "d/cat/2.png", "d/dog/3.png", "e/ant/9.png")
+    ids = ("d/ant/0.png", "d/bee/1.png", "d/cat/2.png", "d/dog/3.png", "e/ant/9.png")
+    assert samples.ids == ids
     assert [s.id for s in samples] == list(samples.ids)
     assert samples[-1] == samples[4] and samples[-1].domain == "e"
     with pytest.raises(IndexError):
