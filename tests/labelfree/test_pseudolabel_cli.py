@@ -185,12 +185,17 @@ def test_check_views_drops_an_image_whose_views_disagree(
     assert hash_teacher.billing()["images"] == 13 + views_bought
 
 
-def test_check_views_spends_within_the_budget_and_a_rerun_spends_nothing(
+@pytest.mark.parametrize("check", ["views", "resample"])
+def test_check_stopped_by_the_budget_exits_3_and_a_rerun_spends_nothing(
     hash_teacher: LocalTeacher,
     with_black: tuple[Path, Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    check: str,
 ) -> None:
+    """A budget that buys the answers but not the whole check stops the run with exit 3
+    (any check: a stop during the check used to exit 0 with its drops reported as final),
+    spends at most the cap; more budget finishes it; a third run sends nothing."""
     from decimal import Decimal
 
     import httpx
@@ -204,7 +209,7 @@ def test_check_views_spends_within_the_budget_and_a_rerun_spends_nothing(
             hash_teacher.url + "/admin/reset", headers={"Authorization": f"Bearer {TOKEN}"}
         ).raise_for_status()
 
-    views = ("--check", "views")
+    views = ("--check", check)
     # what the answers alone cost, and the answers plus the view check
     assert pseudolabel(hash_teacher, folder, classes, tmp_path / "a", "--check", "none") == 0
     answers = Decimal(hash_teacher.billing()["usd"])
