@@ -156,11 +156,18 @@ def test_check_views_drops_an_image_whose_views_disagree(
     hash_teacher: LocalTeacher, with_black: tuple[Path, Path], tmp_path: Path
 ) -> None:
     folder, classes = with_black
+    # a file the teacher takes as it is (its bytes), but that does not decode into views
+    broken = bytearray((folder / "black.png").read_bytes())
+    broken[50:-20] = bytes(x ^ 0x55 for x in broken[50:-20])  # the pixel data, scrambled
+    (folder / "broken.png").write_bytes(bytes(broken))
     out = tmp_path / "labels.csv"
     flags = ("--check", "views", "--check-views", "3", "--out", str(out))
     assert pseudolabel(hash_teacher, folder, classes, tmp_path / "cache", *flags) == 0
     decisions = {Path(d["path"]).name: d for d in read(out.with_suffix(".decisions.csv"))}
-    assert len(decisions) == 13
+    assert len(decisions) == 14
+    broken = decisions.pop("broken.png")
+    assert broken["label"] and broken["views"] == "unreadable"
+    assert broken["decision"] == "teacher_inconsistent"
     black = decisions.pop("black.png")
     assert black["decision"] == "kept"
     assert black["views"] == "|".join([black["label"]] * 3) and black["second"] == black["label"]
@@ -179,10 +186,10 @@ def test_check_views_drops_an_image_whose_views_disagree(
     assert {Path(r["path"]).name for r in read(out)} == {
         n for n, d in decisions.items() if d["decision"] == "kept"
     } | {"black.png"}
-    # Images billed: 13 answers, then each digit's views up to the first that disagreed
+    # Images billed: 14 answers, then each digit's views up to the first that disagreed
     # and the black image's first view (its other views are the same bytes: cached).
     views_bought = sum(len(d["views"].split("|")) for d in decisions.values()) + 1
-    assert hash_teacher.billing()["images"] == 13 + views_bought
+    assert hash_teacher.billing()["images"] == 14 + views_bought
 
 
 @pytest.mark.parametrize("check", ["views", "resample"])
