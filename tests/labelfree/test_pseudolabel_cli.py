@@ -152,8 +152,9 @@ def with_black(unlabelled: tuple[Path, Path]) -> tuple[Path, Path]:
     return folder, classes
 
 
+@pytest.mark.parametrize("route", ["answer", "zeroshot"])
 def test_check_views_drops_an_image_whose_views_disagree(
-    hash_teacher: LocalTeacher, with_black: tuple[Path, Path], tmp_path: Path
+    hash_teacher: LocalTeacher, with_black: tuple[Path, Path], tmp_path: Path, route: str
 ) -> None:
     folder, classes = with_black
     # a file the teacher takes as it is (its bytes), but that does not decode into views
@@ -161,7 +162,7 @@ def test_check_views_drops_an_image_whose_views_disagree(
     broken[50:-20] = bytes(x ^ 0x55 for x in broken[50:-20])  # the pixel data, scrambled
     (folder / "broken.png").write_bytes(bytes(broken))
     out = tmp_path / "labels.csv"
-    flags = ("--check", "views", "--check-views", "3", "--out", str(out))
+    flags = ("--route", route, "--check", "views", "--check-views", "3", "--out", str(out))
     assert pseudolabel(hash_teacher, folder, classes, tmp_path / "cache", *flags) == 0
     decisions = {Path(d["path"]).name: d for d in read(out.with_suffix(".decisions.csv"))}
     assert len(decisions) == 14
@@ -186,9 +187,11 @@ def test_check_views_drops_an_image_whose_views_disagree(
     assert {Path(r["path"]).name for r in read(out)} == {
         n for n, d in decisions.items() if d["decision"] == "kept"
     } | {"black.png"}
-    # Images billed: 14 answers, then each digit's views up to the first that disagreed
-    # and the black image's first view (its other views are the same bytes: cached).
-    views_bought = sum(len(d["views"].split("|")) for d in decisions.values()) + 1
+    # Images billed: 14 answers (or embeddings of the files), then each digit's views up to
+    # the first that disagreed and the black image's first view; its other views are the
+    # same bytes (cached), and so is its file for the zeroshot route's embedding.
+    views_bought = sum(len(d["views"].split("|")) for d in decisions.values())
+    views_bought += 1 if route == "answer" else 0
     assert hash_teacher.billing()["images"] == 14 + views_bought
 
 
