@@ -18,7 +18,8 @@ hash before anything is bought; see :mod:`digits_teacher`):
    ``budget_curve.py``) trained on the kept pseudo-labels, on the true labels of the same
    images, on all pseudo-labels, and on the true labels of all images.
 
-Why the CLI's checks are measured but cannot help here: the mini-clip server answers a
+Why ``--check zeroshot`` and ``--check resample`` are measured but cannot help here: the
+mini-clip server answers a
 multiple-choice question with the option whose text embedding ("a photo of a {option}") is
 nearest the image's embedding: exactly the zero-shot argmax over the same prompts, whatever
 the options' order. The script measures the agreement rather than assuming it, and says so.
