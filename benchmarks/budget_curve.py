@@ -33,7 +33,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -110,32 +109,22 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import numpy as np
     import torch
-    from digits_teacher import ensure_digits_teacher, pool_overlap
+    from digits_teacher import digits_benchmark
     from pydantic import SecretStr
 
     from distill.data import scan
-    from distill.data.digits import make_digits
     from distill.labelfree.pseudolabel import embedding_labels
     from distill.labelfree.rounds import load_pixels, predict_probs, train_student
     from distill.server import ServerConfig, ServerThread, create_app, make_backend
-    from distill.teacher.miniclip import manifest_path, teacher_name
     from vlmclient import Budget, TeacherClient
 
     torch.set_num_threads(args.threads)
     cfg = settings(args.quick, args.tiny)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    work = Path(tempfile.mkdtemp(prefix="budget-curve-"))
-    root = make_digits(work / "digits", size=cfg["size"], per_class=cfg["per_class"], seed=0)
-    weights = ensure_digits_teacher(args.out / "teacher", cfg["per_class"])
-    manifest = json.loads(manifest_path(weights).read_text("utf-8"))
-    overlap = pool_overlap(root, weights)
-    if overlap["shared"]:
-        raise SystemExit(f"the teacher's pool holds {overlap['shared']} of the benchmark's "
-                         f"images ({weights}): refit it against this benchmark's size")
-    teacher = teacher_name(weights)
-    print(f"teacher {teacher} ({weights}); its pool ({overlap['pool_images']} images) shares "
-          f"none of the benchmark's {overlap['benchmark_sources']} source digits", flush=True)
+    root, weights, manifest, overlap, teacher = digits_benchmark(
+        args.out, cfg["per_class"], cfg["size"], "budget-curve-")
+    work = root.parent
     data = scan(root)
     train_domains, ood_domains = ("upright", "colour"), ("inverted", "rotated")
     pool, ood = data.in_domains(train_domains), data.in_domains(ood_domains)

@@ -55,3 +55,31 @@ def pool_overlap(bench: Path, weights: Path) -> dict[str, Any]:
     digests = {source_digest(u8[int(Path(s.id).stem[1:])]) for s in scan(bench).samples}
     return {"pool_images": len(seen), "benchmark_sources": len(digests),
             "shared": len(seen & digests)}
+
+
+def digits_benchmark(
+    out: Path, per_class: int, size: int, prefix: str
+) -> tuple[Path, Path, dict[str, Any], dict[str, Any], str]:
+    """Build the benchmark's digits in a fresh temporary folder and fit (or load) its
+    teacher under ``out/teacher``; stop when the teacher's pool shares an image with them.
+
+    Returns (the digits' root, the teacher's weights, its manifest, :func:`pool_overlap`,
+    its teacher name).
+    """
+    import tempfile
+
+    from distill.data.digits import make_digits
+    from distill.teacher.miniclip import manifest_path, teacher_name
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    root = make_digits(work / "digits", size=size, per_class=per_class, seed=0)
+    weights = ensure_digits_teacher(out / "teacher", per_class)
+    manifest = json.loads(manifest_path(weights).read_text("utf-8"))
+    overlap = pool_overlap(root, weights)
+    if overlap["shared"]:
+        raise SystemExit(f"the teacher's pool holds {overlap['shared']} of the benchmark's "
+                         f"images ({weights}): refit it against this benchmark's size")
+    teacher = teacher_name(weights)
+    print(f"teacher {teacher} ({weights}); its pool ({overlap['pool_images']} images) shares "
+          f"none of the benchmark's {overlap['benchmark_sources']} source digits", flush=True)
+    return root, weights, manifest, overlap, teacher

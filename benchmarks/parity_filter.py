@@ -41,7 +41,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -179,35 +178,25 @@ def main() -> int:
     import httpx
     import numpy as np
     import torch
-    from digits_teacher import ensure_digits_teacher, pool_overlap
+    from digits_teacher import digits_benchmark
     from pydantic import SecretStr
 
     from cache import SpendLedger
     from cache.layout import CacheDir
     from cache.ledger import totals
     from distill.data import scan
-    from distill.data.digits import make_digits
     from distill.labelfree.parity import parity_filter
     from distill.labelfree.rounds import load_pixels, predict_probs, train_student
     from distill.server import ServerConfig, ServerThread, create_app, make_backend
-    from distill.teacher.miniclip import manifest_path, teacher_name
 
     torch.set_num_threads(args.threads)
     cfg = settings(args.quick, args.tiny)
     budget = Decimal(args.budget)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    work = Path(tempfile.mkdtemp(prefix="parity-filter-"))
-    root = make_digits(work / "digits", size=cfg["size"], per_class=cfg["per_class"], seed=0)
-    weights = ensure_digits_teacher(args.out / "teacher", cfg["per_class"])
-    manifest = json.loads(manifest_path(weights).read_text("utf-8"))
-    overlap = pool_overlap(root, weights)
-    if overlap["shared"]:
-        raise SystemExit(f"the teacher's pool holds {overlap['shared']} of the benchmark's "
-                         f"images ({weights}): refit it against this benchmark's size")
-    teacher = teacher_name(weights)
-    print(f"teacher {teacher} ({weights}); its pool ({overlap['pool_images']} images) shares "
-          f"none of the benchmark's {overlap['benchmark_sources']} source digits", flush=True)
+    root, weights, manifest, overlap, teacher = digits_benchmark(
+        args.out, cfg["per_class"], cfg["size"], "parity-filter-")
+    work = root.parent
     data = scan(root)
     pool, ood = data.in_domains(TRAIN_DOMAINS), data.in_domains(OOD_DOMAINS)
     names = list(pool.class_names)
