@@ -123,8 +123,13 @@ class Pipeline:
         """Buy the items :meth:`lookup` put in flight (or wait for those another process
         is buying), resolving their futures."""
         to_buy, theirs = self._claim(kind, to_buy)
+        chunks = self._batcher.chunks(kind, to_buy)
+        if len(chunks) == 1 and not theirs:
+            # one request: awaited here (a task per call costs CPU a small call notices)
+            await self._buy_chunk(kind, chunks[0])
+            return
         await asyncio.gather(
-            *(self._buy_chunk(kind, chunk) for chunk in self._batcher.chunks(kind, to_buy)),
+            *(self._buy_chunk(kind, chunk) for chunk in chunks),
             *([self._await_claimed(kind, theirs)] if theirs else []),
         )
 
