@@ -6,6 +6,7 @@ import hashlib
 import io
 from decimal import Decimal
 from functools import cached_property
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Literal
 
@@ -123,6 +124,16 @@ class TextEmbeddingRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
     kind: Literal["text_embedding"] = "text_embedding"
     text: str = Field(min_length=1)
+
+    @cached_property
+    def json_text(self) -> str:
+        """The text as a JSON string, ASCII-escaped as ``json.dumps`` writes it: escaped
+        once for both the cache key and the request body (a long text costs ~1 us/KB).
+
+        >>> TextEmbeddingRequest(text='a "cat"').json_text
+        '"a \\"cat\\""'
+        """
+        return encode_basestring_ascii(self.text)
 
 
 class MixedEmbeddingRequest(BaseModel):
