@@ -50,7 +50,7 @@ import diskcache
 from .cache_errors import CacheCorruptError, CacheError, CacheReadOnlyError, CacheWriteError
 from .cache_stats import CacheStats, KindStats, directory_bytes, kind_of
 from .codecs import VectorFormat, check_format
-from .entry_codec import decode_entry, encode_entry
+from .entry_codec import decode_entry, encode_entries, encode_entry
 from .protocols import CacheEntry
 from .response_db import (
     CACHE_SETTINGS,
@@ -87,6 +87,8 @@ _DATABASE: Final = "<database>"  # the "key" verify reports database-wide proble
 # CacheWriteError (diskcache's retry=True would instead wait forever).
 DEFAULT_TIMEOUT: Final = 60.0
 SPILL_NAME: Final = "spill.vdc"
+# Keys read back per query after a write (SQLite allows 999 parameters at least).
+READ_BACK_CHUNK: Final = 500
 
 
 class ResponseCache:
@@ -206,14 +208,23 @@ class ResponseCache:
 
     def set_many(self, items: Iterable[tuple[str, CacheEntry]]) -> None:
         """Store all ``items`` in one transaction (all or nothing); CacheWriteError on failure."""
-        encoded: list[tuple[str, bytes]] = []
-        for key, entry in items:
-            if not isinstance(key, str):
-                raise CacheWriteError(f"cache keys must be str, got {type(key).__name__}")
-            try:
-                encoded.append((str(key), encode_entry(entry, self.vector_format)))
-            except (ValueError, TypeError) as exc:
-                raise CacheWriteError(f"cannot encode cache entry {key}: {exc}") from exc
+        pairs = list(items)
+        try:
+            if not all(isinstance(key, str) for key, _ in pairs):
+                raise TypeError("a key is not a str")
+            values = encode_entries([entry for _, entry in pairs], self.vector_format)
+            encoded = [(str(key), value) for (key, _), value in zip(pairs, values, strict=True)]
+        except (ValueError, TypeError):
+            encoded = []  # one by one, to say which entry cannot be stored, and why
+            for key, entry in pairs:
+                if not isinstance(key, str):
+                    raise CacheWriteError(
+                        f"cache keys must be str, got {type(key).__name__}"
+                    ) from None
+                try:
+                    encoded.append((str(key), encode_entry(entry, self.vector_format)))
+                except (ValueError, TypeError) as exc:
+                    raise CacheWriteError(f"cannot encode cache entry {key}: {exc}") from exc
         if not encoded:
             return
         try:
@@ -233,10 +244,7 @@ class ResponseCache:
                 f"could not store {len(encoded)} entries in cache {self.directory}: {exc}"
             ) from exc
         try:
-            unreadable = [
-                key for key, value in encoded
-                if self._cache.get(key, default=None, retry=False) != value
-            ]
+            unreadable = self._unreadable(encoded)
         except (sqlite3.Error, OSError, diskcache.Timeout, CacheCorruptError) as exc:
             raise CacheWriteError(
                 f"entries just stored in cache {self.directory} cannot be read back: {exc}"
@@ -248,6 +256,30 @@ class ResponseCache:
             )
         for key, _ in encoded:
             self._spilled.pop(key, None)
+
+    def _unreadable(self, encoded: Sequence[tuple[str, bytes]]) -> list[str]:
+        """The keys whose stored value does not read back as written.
+
+        Read with one query per chunk of keys instead of one ``get`` per key (a third
+        of the statements a write costs); each value is fetched as ``get`` fetches it.
+        """
+        disk = self._cache.disk
+        found: dict[str, bytes | None] = {}
+        for start in range(0, len(encoded), READ_BACK_CHUNK):
+            keys = [key for key, _ in encoded[start : start + READ_BACK_CHUNK]]
+            marks = ",".join("?" * len(keys))
+            rows = query(
+                self._cache,
+                "SELECT key, mode, filename, value FROM Cache "
+                f"WHERE raw = 1 AND key IN ({marks})",
+                tuple(keys),
+            )
+            for key, mode, filename, value in rows:
+                try:
+                    found[key] = disk.fetch(mode, filename, value, False)
+                except OSError:  # a value file gone: what get reads as a miss
+                    found[key] = None
+        return [key for key, value in encoded if found.get(key) != value]
 
     def _spill_out(self, encoded: Sequence[tuple[str, bytes]]) -> str:
         """Keep values the database refused in the spill file; say where they went."""
