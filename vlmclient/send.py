@@ -112,6 +112,8 @@ class Sender:
     async def _attempt(
         self, spec: CallSpec, estimate: Decimal, tokens: int
     ) -> tuple[Parsed, Decimal]:
+        if self._http.is_closed:  # before reserving: nothing can be sent, nor billed
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
         self._storage.check()
         self._settler.raise_if_stopped()
         started = time.perf_counter()
@@ -190,8 +192,6 @@ class Sender:
         either), no cookies, no event hooks; the client's timeout as ``send`` sets it.
         About 90 us of CPU less per request (docs/benchmarks.md, client throughput).
         """
-        if self._http.is_closed:
-            raise RuntimeError("Cannot send a request, as the client has been closed.")
         if "timeout" not in request.extensions:
             request.extensions = {**request.extensions, "timeout": self._timeout}
         response = await self._transport.handle_async_request(request)

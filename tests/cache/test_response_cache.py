@@ -404,3 +404,20 @@ def test_a_write_that_does_not_read_back_is_an_error_and_is_spilled(tmp_path: Pa
             cache.set_many([("paid", _entry(1))])
         got = cache.get("paid")  # served from the spill file, not the garbled row
         assert got is not None and got.meta["request_id"] == "req-1"
+
+
+def test_values_kept_in_files_read_back_and_a_bad_entry_is_named(tmp_path: Path) -> None:
+    # diskcache keeps values of 32 KB and more in files; the read-back after a write
+    # must fetch those too (and not call them unreadable)
+    big = CacheEntry(text="x" * 50_000, meta={"kind": "answer"})
+    with ResponseCache(tmp_path / "c") as cache:
+        cache.set_many([("big", big), ("small", _entry(1))])
+        got = cache.get("big")
+        assert got is not None and got.text == big.text
+        assert [mode for key, mode, _ in _rows(tmp_path / "c") if key == "big"] == [
+            diskcache.core.MODE_BINARY
+        ]
+        bad = CacheEntry(vector=np.array([np.inf], np.float32))
+        with pytest.raises(CacheWriteError, match="cannot encode cache entry k-bad"):
+            cache.set_many([("k-ok", _entry(2)), ("k-bad", bad)])
+        assert cache.get("k-ok") is None  # all or nothing
