@@ -54,8 +54,13 @@ def _check_meta(meta: Mapping[str, Any]) -> None:
             raise ValueError(f"refusing to cache metadata key {name!r}: it looks like a secret")
 
 
+# json.dumps(obj, default=..., allow_nan=False, separators=...) builds an encoder per
+# call; one kept here writes the same text.
+_ENCODER: Final = json.JSONEncoder(default=_json_default, allow_nan=False, separators=(",", ":"))
+
+
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, default=_json_default, allow_nan=False, separators=(",", ":"))
+    return _ENCODER.encode(obj)
 
 
 def _pack(header_json: str, vec_bytes: bytes) -> bytes:
