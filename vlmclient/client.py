@@ -363,11 +363,18 @@ class TeacherClient:
         out: list[EmbeddingResult | AnswerResult | None] = []
         adopted: list[tuple[str, CacheEntry]] = []
         hits, saved = 0, Decimal(0)
+        entries = self._storage.get_many(keys)
+        olds = [
+            fallback[i] if i < len(fallback) and entries[i] is None else None
+            for i in range(len(keys))
+        ]
+        asked = [old for old in olds if old is not None]
+        found = dict(zip(asked, self._storage.get_many(asked), strict=True))
         for i, key in enumerate(keys):
-            entry = self._storage.get(key)
-            old = fallback[i] if i < len(fallback) else None
+            entry = entries[i]
+            old = olds[i]
             if entry is None and old is not None:
-                entry = self._storage.get(old)
+                entry = found[old]
                 if entry is not None:
                     adopted.append((key, entry))
             if entry is None or (kind != "answer" and entry.vector is None):

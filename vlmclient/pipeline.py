@@ -90,13 +90,17 @@ class Pipeline:
         to_buy: list[tuple[str, Item]] = []
         hits = 0
         saved = Decimal(0)
+        # the cache is read once for all keys not in flight (nothing changes it meanwhile:
+        # this loop does not await)
+        ask = [key for key in dict.fromkeys(keys) if key not in self.inflight]
+        cached = dict(zip(ask, self._storage.get_many(ask), strict=True))
         for item, key in zip(prepared, keys, strict=True):
             fut = self.inflight.get(key)
             if fut is not None:
                 self.stats.shared_in_flight += 1
             else:
                 fut = loop.create_future()
-                entry = self._storage.get(key)
+                entry = cached[key]
                 if entry is not None and (kind == "answer" or entry.vector is not None):
                     if entry.vector is not None:
                         # what was bought before is the dimension every new answer must have
