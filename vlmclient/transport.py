@@ -37,7 +37,9 @@ class ReadingAiohttpTransport(AiohttpTransport):
             async with session.request(
                 method=request.method,
                 url=str(request.url),
-                headers=request.headers,
+                # (name, value) pairs: aiohttp reads an httpx.Headers as a Mapping, one
+                # scan of the header list per name
+                headers=request.headers.multi_items(),
                 data=data,
                 allow_redirects=False,
                 auto_decompress=False,

@@ -247,7 +247,8 @@ def header_int(headers: httpx.Headers, name: str) -> int | None:
 def text_tokens_upper_bound(text: str) -> int:
     """Tokens a text can cost at most, with no tokenizer: its UTF-8 bytes plus one
     (no BPE or WordPiece token is shorter than one byte)."""
-    return len(text.encode("utf-8")) + 1
+    # an ASCII text (known without a scan) is one byte a character: no copy to count
+    return (len(text) if text.isascii() else len(text.encode("utf-8"))) + 1
 
 
 def json_object(
