@@ -175,8 +175,8 @@ class TextEmbeddingRequest(BaseModel):
         """The text as a JSON string, ASCII-escaped as ``json.dumps`` writes it: escaped
         once for both the cache key and the request body (a long text costs ~1 us/KB).
 
-        >>> TextEmbeddingRequest(text='a "cat"').json_text
-        '"a \\"cat\\""'
+        >>> print(TextEmbeddingRequest(text="a cat").json_text)
+        "a cat"
         """
         return encode_basestring_ascii(self.text)
 
