@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from cache.keys import json_with_literals
+from cache import json_with_literals
 
 from ..errors import ConfigurationError, ResponseValidationError
 from ..models import (
