@@ -204,7 +204,7 @@ def test_cohere_spec_rejects_a_bad_body() -> None:
 ANTHROPIC_BODY = "#/components/schemas/CreateMessageParams"
 
 
-@pytest.mark.parametrize("model", ["claude-haiku-4-5", "claude-sonnet-4-5"])
+@pytest.mark.parametrize("model", ["claude-haiku-4-5", "claude-sonnet-4-6"])
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
 @pytest.mark.parametrize("params", [{}, {"temperature": 0.0, "system": "Answer with one word."}])
 def test_anthropic_bodies(model: str, fmt: str, params: dict) -> None:

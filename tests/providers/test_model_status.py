@@ -151,3 +151,45 @@ def test_a_model_retired_ahead_of_its_shutdown_is_refused_with_the_date() -> Non
         _builtin().lookup("gemini", "gemini-2.5-flash", today=date(2026, 11, 30))
     with pytest.raises(ConfigurationError, match=r"was shut down on 2026-12-01"):
         _builtin().lookup("gemini", "gemini-2.5-flash", today=date(2026, 12, 2))
+
+
+def test_entries_read_from_vendor_pages_show_as_verified(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries moved from a third-party price map to the vendor's page (read 2026-11-30)
+    show as verified; Cohere's status comes from its deprecations page, so it is not
+    marked unverified."""
+    assert main(["providers", "--json"]) == 0
+    rows = {
+        r["provider"]: {m["model"]: m for m in r["models"]}
+        for r in json.loads(capsys.readouterr().out)
+    }
+    for model in ("text-embedding-3-small", "text-embedding-3-large", "gpt-5-mini"):
+        entry = rows["openai"][model]
+        assert entry["verified"] is True, model
+        assert entry["source"].startswith("https://developers.openai.com/"), model
+        assert entry["verified_on"] == "2026-11-30", model
+    cohere = rows["cohere"]["embed-v4.0"]
+    assert cohere["verified"] is False  # the price is still from a secondary source
+    assert cohere["status"] == "active"
+    assert cohere["status_source"].startswith("https://docs.cohere.com/docs/deprecations")
+    monkeypatch.setenv("COLUMNS", "400")
+    assert main(["providers"]) == 0
+    out = capsys.readouterr().out
+    line = next(row for row in out.splitlines() if "text-embedding-3-small" in row)
+    assert "verified 2026-11-30 (vendor page)" in line
+    assert "unverified" not in line
+
+
+def test_claude_sonnet_4_5_is_refused_from_its_retirement_day() -> None:
+    """Anthropic's Sonnet 4.5 page says it 'retires on November 30, 2026' (read that day):
+    the built-in entry is a retired record, refused before anything is sent."""
+    table = _builtin()
+    price = table.prices["anthropic:claude-sonnet-4-5"]
+    assert not has_prices(price) and price.status == "retired"
+    assert str(price.status_source).startswith("https://platform.claude.com/")
+    with pytest.raises(ConfigurationError, match=r"claude-sonnet-4-5 was shut down on 2026-11-30"):
+        table.lookup("anthropic", "claude-sonnet-4-5", today=date(2026, 11, 30))
+    haiku = table.prices["anthropic:claude-haiku-4-5"]
+    assert haiku.status == "legacy"
+    assert str(haiku.status_source).startswith("https://platform.claude.com/")

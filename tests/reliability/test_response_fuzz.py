@@ -182,7 +182,7 @@ CASES = [
     Case("nomic", "text_embedding", "nomic-embed-text-v1.5", 2, _nomic),
     Case("titan", "image_embedding", "amazon.titan-embed-image-v1", 1, _titan),
     Case("titan", "text_embedding", "amazon.titan-embed-image-v1", 1, _titan),
-    Case("anthropic", "answer", "claude-sonnet-4-5", 1, _anthropic),
+    Case("anthropic", "answer", "claude-sonnet-4-6", 1, _anthropic),
     Case("gemini", "answer", "gemini-2.5-flash-lite", 1, _gemini),
 ]
 IDS = [c.id for c in CASES]

@@ -1,0 +1,81 @@
+"""The issue-12 goal lines of benchmarks/budget_curve.py and benchmarks/parity_filter.py are
+computed from the numbers: these check the computation, not the benchmarks (which train)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.budget_curve import goal, summarise
+from benchmarks.parity_filter import filter_stats, goals
+
+
+def _rows(accs: dict[tuple[str, str, float], list[float]]) -> list[dict[str, Any]]:
+    return [
+        {"labels": lb, "strategy": st, "fraction": fr, "ood_acc": a, "spent_usd": "0.001",
+         "images": 10}
+        for (lb, st, fr), xs in accs.items() for a in xs
+    ]  # fmt: skip
+
+
+def test_budget_goal_needs_a_selection_at_half_reaching_all_in_both_label_settings() -> None:
+    accs = {
+        ("label-free", "all", 1.0): [0.80, 0.82],
+        ("label-free", "random", 0.5): [0.70, 0.72],
+        ("label-free", "coreset", 0.5): [0.81, 0.83],  # mean 0.82 >= 0.81
+        ("labelled", "all", 1.0): [0.90, 0.90],
+        ("labelled", "uncertainty", 0.5): [0.88, 0.91],  # mean 0.895 < 0.90
+    }
+    g = goal(summarise(_rows(accs)))
+    assert g["label-free"]["reached_by"] == ["coreset"]
+    assert g["labelled"]["reached_by"] == []
+    assert g["labelled"]["best_at_half"] == "uncertainty"
+    assert g["met"] is False
+    accs[("labelled", "random", 0.5)] = [0.90, 0.90]  # equal to buying everything: reaches
+    assert goal(summarise(_rows(accs)))["met"] is True
+
+
+def test_budget_goal_is_not_measured_without_the_half_budget() -> None:
+    accs = {("label-free", "all", 1.0): [0.8], ("label-free", "random", 0.25): [0.9],
+            ("labelled", "all", 1.0): [0.8], ("labelled", "random", 0.5): [0.9]}
+    g = goal(summarise(_rows(accs)))
+    assert g["label-free"] is None and g["met"] is None
+
+
+def test_filter_stats_counts_agreement_and_accuracy_of_kept() -> None:
+    answers = [0, 1, 2, None, 1]
+    second = [0, 2, 2, None, 1]
+    truth = [0, 1, 1, 3, 1]
+    kept = [True, False, True, False, True]
+    s = filter_stats(answers, second, kept, truth)
+    assert (s["answered"], s["kept"]) == (4, 3)
+    assert s["agreement"] == 3 / 4
+    assert s["acc_answered"] == 3 / 4 and s["acc_kept"] == 2 / 3
+    assert s["trivial"] is False
+
+
+def _filter(acc_all: float, acc_kept: float, trivial: bool) -> dict[str, Any]:
+    return {"acc_answered": acc_all, "acc_kept": acc_kept, "trivial": trivial}
+
+
+def test_parity_goal_per_filter() -> None:
+    filters = {
+        "none": _filter(0.9, 0.9, True),
+        "zeroshot": _filter(0.9, 0.9, True),  # keeps everything: not more accurate
+        "views": _filter(0.9, 0.95, False),
+        "worse": _filter(0.9, 0.95, False),
+    }
+    students = {
+        "all-pseudo": [0.60, 0.62], "all-true": [0.61, 0.61],
+        "views/kept-pseudo": [0.55, 0.57], "views/kept-true": [0.60, 0.62],  # 5 points below
+        "worse/kept-pseudo": [0.50, 0.52], "worse/kept-true": [0.60, 0.62],  # 10 below
+    }  # fmt: skip
+    g = goals(filters, students)
+    z = g["checks"]["zeroshot"]
+    assert z["kept_more_accurate"] is False and z["student_within"] is True
+    assert abs(z["student_gap_to_true"] - 0.0) < 1e-9 and z["met"] is False
+    assert g["checks"]["views"]["met"] is True
+    assert g["checks"]["worse"]["student_within"] is False
+    assert g["met_by"] == ["views"] and g["met"] is True
+    del students["views/kept-pseudo"]
+    g = goals(filters, students)
+    assert g["checks"]["views"]["student_gap_to_true"] is None and g["met"] is False
