@@ -151,11 +151,13 @@ class Pipeline:
         mine = self._claims.claim([key for key, _ in pairs])
         self.timings.add("cache", started)
         to_buy, theirs, found = [], [], []
+        ours = [key for key, _ in pairs if key in mine]
+        cached = dict(zip(ours, self._storage.get_many(ours), strict=True))
         for key, item in pairs:
             if key not in mine:
                 theirs.append((key, item))
                 continue
-            entry = self._storage.get(key)
+            entry = cached[key]
             if entry is not None and (kind == "answer" or entry.vector is not None):
                 found.append((key, entry))
             else:
@@ -186,8 +188,8 @@ class Pipeline:
             while pending:
                 await asyncio.sleep(CLAIM_POLL_S)  # polling: the other process is remote
                 found = []
-                for key in pending:
-                    entry = self._storage.get(key)
+                waiting = list(pending)
+                for key, entry in zip(waiting, self._storage.get_many(waiting), strict=True):
                     if entry is not None and (kind == "answer" or entry.vector is not None):
                         found.append((key, entry))
                 if found:
