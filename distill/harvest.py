@@ -175,7 +175,7 @@ async def harvest(
     # is only made for labelled data (it needs the class prompts).
     sink = VectorSink(
         store_dir(cache_dir, client.teacher, dataset) if prompts and dataset.samples else None,
-        [s.id for s in dataset.samples],
+        dataset.samples.ids,
         views,
         timings,
     )

@@ -79,7 +79,7 @@ class VectorSink:
     one), and which (row, view) pairs came back (one byte each, not a vector)."""
 
     def __init__(
-        self, path: Path | None, image_ids: list[str], views: int, timings: Timings
+        self, path: Path | None, image_ids: Sequence[str], views: int, timings: Timings
     ) -> None:
         self.path, self.image_ids, self.views, self.timings = path, image_ids, views, timings
         self.have = np.zeros((len(image_ids), views), dtype=bool)
@@ -178,7 +178,7 @@ def export_store(
     missing = sum(v is None for v in texts)
     fingerprint = teacher_fingerprint(teacher, params, endpoint)
     path = store_dir(cache_dir, teacher, dataset)
-    ids = [s.id for s in dataset.samples]
+    ids = dataset.samples.ids
     # Read from the cache and written into the store a block at a time: memory does not
     # grow with the data set. Once an item is missing no store will be written; the rest
     # are only counted.
@@ -231,7 +231,7 @@ EXPORT_BLOCK = 512  # cached vectors written to the store at a time by export_st
 def _put_pending(
     writer: StoreWriter | None,
     path: Path,
-    ids: list[str],
+    ids: Sequence[str],
     views: int,
     fmt: VectorFormat,
     pending: list[tuple[int, int, np.ndarray]],

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from vlmclient.errors import ConfigurationError, InputError
 
+from .samples import Sample, Samples, SamplesBuilder
+
 __all__ = [
     "DEFAULT_DOMAIN",
     "DEFAULT_TEMPLATE",
@@ -23,6 +25,8 @@ __all__ = [
     "DataError",
     "Dataset",
     "Sample",
+    "Samples",
+    "SamplesBuilder",
     "check_class_names",
     "class_prompts",
     "display",
@@ -41,20 +45,6 @@ class DataError(InputError):
 
 
 @dataclass(frozen=True)
-class Sample:
-    """One image: ``id`` is its POSIX path relative to the data root (or the manifest's string)."""
-
-    id: str
-    path: Path
-    label: int | None
-    domain: str
-
-
-def _sample_id(sample: Sample) -> str:
-    return sample.id
-
-
-@dataclass(frozen=True)
 class Dataset:
     """The usable images of a data folder or manifest, and what was skipped and why.
 
@@ -65,7 +55,7 @@ class Dataset:
 
     root: Path
     layout: str
-    samples: tuple[Sample, ...]
+    samples: Samples  # in id order (a read-only sequence of Sample)
     class_names: tuple[str, ...]
     domains: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
@@ -91,16 +81,19 @@ class Dataset:
 
         digest = hashlib.sha256(b'{"class_names":' + dumps(list(self.class_names)))
         digest.update(b',"samples":[')
-        order = sorted(self.samples, key=_sample_id)
+        # by column: no Sample is made; scans keep samples in id order, so no sort either
+        samples = self.samples
+        ids = samples.ids
+        order = samples.id_order()
         parts: list[bytes] = []
         written = False
         start = 0
         while start < len(order):
             end = start + 1
-            while end < len(order) and order[end].id == order[start].id:
+            while end < len(order) and ids[order[end]] == ids[order[start]]:
                 end += 1
             # equal ids (a manifest may repeat one): ordered by the whole row, as before
-            rows = sorted([s.id, s.label, s.domain] for s in order[start:end])
+            rows = sorted(list(samples.row(i)) for i in order[start:end])
             parts.extend(dumps(row) for row in rows)
             if len(parts) >= 1024 or end == len(order):
                 digest.update((b"," if written else b"") + b",".join(parts))
@@ -121,16 +114,17 @@ class Dataset:
         keep = set(wanted)
         return replace(
             self,
-            samples=tuple(s for s in self.samples if s.domain in keep),
+            samples=Samples(s for s in self.samples if s.domain in keep),
             domains=tuple(d for d in self.domains if d in keep),
         )
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per domain and class name ("(unlabelled)" for samples without a label)."""
         out: dict[str, dict[str, int]] = {d: {} for d in self.domains}
-        for s in self.samples:
-            name = "(unlabelled)" if s.label is None else self.class_names[s.label]
-            per = out.setdefault(s.domain, {})
+        for i in range(len(self.samples)):
+            _, label, domain = self.samples.row(i)
+            name = "(unlabelled)" if label is None else self.class_names[label]
+            per = out.setdefault(domain, {})
             per[name] = per.get(name, 0) + 1
         return out
 
@@ -202,7 +196,7 @@ def class_prompts(class_names: Sequence[str], template: str = DEFAULT_TEMPLATE) 
 def finish_dataset(
     root: Path,
     layout: str,
-    samples: list[Sample],
+    samples: SamplesBuilder,
     class_names: tuple[str, ...],
     domains: list[str],
     skipped: Sequence[tuple[str, str]],
@@ -211,7 +205,6 @@ def finish_dataset(
     """The :class:`Dataset` of what a scan found, samples sorted by id; DataError saying what
     was skipped and which layouts are understood when nothing usable was found."""
     check_class_names(class_names, display(str(root)))
-    samples.sort(key=lambda s: s.id)
     found_skipped = tuple(sorted(skipped))
     if not samples:
         lines = [f"no usable images in {display(str(root))!r}"]
@@ -227,7 +220,7 @@ def finish_dataset(
     return Dataset(
         root=root,
         layout=layout,
-        samples=tuple(samples),
+        samples=samples.build(),
         class_names=tuple(class_names),
         domains=tuple(domains),
         skipped=found_skipped,

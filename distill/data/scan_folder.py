@@ -9,7 +9,15 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .dataset import DEFAULT_DOMAIN, META_FILE, DataError, Dataset, Sample, display, finish_dataset
+from .dataset import (
+    DEFAULT_DOMAIN,
+    META_FILE,
+    DataError,
+    Dataset,
+    SamplesBuilder,
+    display,
+    finish_dataset,
+)
 from .images import check_image
 
 __all__ = ["scan_folder"]
@@ -23,6 +31,7 @@ class _Scan:
 
     def __init__(self, root: Path, decode: bool) -> None:
         self.root = root
+        self.root_str = os.fspath(root)
         self.decode = decode
         self.skipped: list[tuple[str, str]] = []
         self.seen_images = 0
@@ -30,31 +39,42 @@ class _Scan:
     def rel(self, parts: Sequence[str]) -> str:
         return "/".join(parts)
 
-    def listdir(self, parts: Sequence[str]) -> list[os.DirEntry[str]] | None:
-        """Visible entries of a folder, or None (and a skip entry) when it cannot be read."""
-        path = self.root.joinpath(*parts)
+    def listdir(self, parts: Sequence[str]) -> tuple[list[str], list[str]] | None:
+        """Names of the visible sub-folders and files of a folder, each sorted, or None
+        (and a skip entry) when it cannot be read. Names only: a scan of 100k files must
+        not hold 100k ``DirEntry`` objects while it builds the samples."""
+        path = os.path.join(self.root_str, *parts)
+        dirs: list[str] = []
+        files: list[str] = []
         try:
             with os.scandir(path) as it:
-                entries = [e for e in it if not e.name.startswith(".")]
+                for e in it:
+                    if not e.name.startswith("."):
+                        (dirs if _is_dir(e) else files).append(e.name)
         except OSError as exc:
             self.skipped.append((self.rel(parts) or ".", f"cannot read folder: {exc.strerror}"))
             return None
-        return sorted(entries, key=lambda e: e.name)
-
-    def is_dir(self, entry: os.DirEntry[str]) -> bool:
-        try:
-            return entry.is_dir()
-        except OSError:
-            return False
+        dirs.sort()
+        files.sort()
+        return dirs, files
 
     def image(self, parts: Sequence[str]) -> bool:
         """True when the file is usable; otherwise records why not."""
         self.seen_images += 1
-        reason = check_image(self.root.joinpath(*parts), decode=self.decode)
+        # a str path: a Path per file would also intern its name (sys.intern's table
+        # keeps the size it grew to)
+        reason = check_image(os.path.join(self.root_str, *parts), decode=self.decode)
         if reason is not None:
             self.skipped.append((self.rel(parts), reason))
             return False
         return True
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _read_meta(root: Path) -> bool:
@@ -72,67 +92,60 @@ def scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bo
     top = sc.listdir([])
     if top is None:
         raise DataError(f"cannot read data folder {display(str(root))!r}: {sc.skipped[-1][1]}")
-    top_dirs = [e for e in top if sc.is_dir(e)]
-    top_files = [e for e in top if not sc.is_dir(e) and e.name != META_FILE]
-    for e in top_dirs:
-        if e.name in _JUNK_DIRS:
-            sc.skipped.append((e.name, "archive metadata folder, not data"))
-    top_dirs = [e for e in top_dirs if e.name not in _JUNK_DIRS]
+    top_dirs, top_files = top
+    top_files = [name for name in top_files if name != META_FILE]
+    for name in top_dirs:
+        if name in _JUNK_DIRS:
+            sc.skipped.append((name, "archive metadata folder, not data"))
+    top_dirs = [name for name in top_dirs if name not in _JUNK_DIRS]
 
     # (domain, class folder, [file names]) for every labelled folder found.
     groups: list[tuple[str, str, list[str]]] = []
     if not top_dirs:
         layout = "unlabelled"
-        files = [e.name for e in top_files]
-        raw: list[tuple[str, str | None, list[str]]] = [(DEFAULT_DOMAIN, None, files)]
+        raw: list[tuple[str, str | None, list[str]]] = [(DEFAULT_DOMAIN, None, top_files)]
         domains: list[str] = [DEFAULT_DOMAIN]
     else:
-        listings: dict[str, list[os.DirEntry[str]]] = {}
+        listings: dict[str, tuple[list[str], list[str]]] = {}
         unreadable: list[str] = []
-        for e in top_dirs:
-            entries = sc.listdir([e.name])
+        for name in top_dirs:
+            entries = sc.listdir([name])
             if entries is None:
-                unreadable.append(e.name)
+                unreadable.append(name)
             else:
-                listings[e.name] = entries
+                listings[name] = entries
         # DomainBed when most top-level folders hold folders; a stray sub-folder inside one
         # class of a single-domain set (or a stray file in a domain) does not flip the layout.
-        with_dirs = sum(any(sc.is_dir(c) for c in ents) for ents in listings.values())
-        flat = sum(bool(ents) and not any(sc.is_dir(c) for c in ents) for ents in listings.values())
+        with_dirs = sum(bool(dirs) for dirs, _ in listings.values())
+        flat = sum(bool(files) and not dirs for dirs, files in listings.values())
         nested = with_dirs > 0 and with_dirs >= flat
         if not nested:
             # An unreadable class folder still names a class: dropping it would shift the
             # labels of every class after it.
-            listings.update((name, []) for name in unreadable)
+            listings.update((name, ([], [])) for name in unreadable)
         layout = "domainbed" if nested else "single"
         why = "DATA/<domain>/<class>/<image>" if nested else "DATA/<class>/<image>"
-        for e in top_files:
-            sc.skipped.append((e.name, f"not in a class folder (layout {why})"))
+        for name in top_files:
+            sc.skipped.append((name, f"not in a class folder (layout {why})"))
         if nested:
-            for domain, ents in sorted(listings.items()):
-                for c in ents:
-                    if not sc.is_dir(c):
-                        sc.skipped.append((f"{domain}/{c.name}", f"not in a class folder ({why})"))
-                        continue
-                    sub = sc.listdir([domain, c.name])
+            for domain, (classes, strays) in sorted(listings.items()):
+                for name in strays:
+                    sc.skipped.append((f"{domain}/{name}", f"not in a class folder ({why})"))
+                for cls in classes:
+                    sub = sc.listdir([domain, cls])
                     if sub is None:
-                        groups.append((domain, c.name, []))  # keeps the class and its label
+                        groups.append((domain, cls, []))  # keeps the class and its label
                         continue
-                    files = []
-                    for f in sub:
-                        if sc.is_dir(f):
-                            sc.skipped.append(
-                                (f"{domain}/{c.name}/{f.name}", "folder below class level ignored")
-                            )
-                        else:
-                            files.append(f.name)
-                    groups.append((domain, c.name, files))
+                    for name in sub[0]:
+                        sc.skipped.append(
+                            (f"{domain}/{cls}/{name}", "folder below class level ignored")
+                        )
+                    groups.append((domain, cls, sub[1]))
         else:
-            for cls, ents in sorted(listings.items()):
-                for f in ents:
-                    if sc.is_dir(f):
-                        sc.skipped.append((f"{cls}/{f.name}", "folder below class level ignored"))
-                groups.append((DEFAULT_DOMAIN, cls, [f.name for f in ents if not sc.is_dir(f)]))
+            for cls, (subdirs, files) in sorted(listings.items()):
+                for name in subdirs:
+                    sc.skipped.append((f"{cls}/{name}", "folder below class level ignored"))
+                groups.append((DEFAULT_DOMAIN, cls, files))
         raw = [(d, c, f) for d, c, f in groups]
         # A domain is a top-level folder holding at least one class folder.
         domains = sorted({d for d, _, _ in groups}) if nested else [DEFAULT_DOMAIN]
@@ -141,7 +154,7 @@ def scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bo
     class_names = class_file_names if class_file_names is not None else tuple(folder_classes)
     index = {n: i for i, n in enumerate(class_names)}
 
-    samples: list[Sample] = []
+    samples = SamplesBuilder(root)  # by column: ids, labels, domains; no object per image
     for domain, folder, files in raw:
         prefix = [] if folder is None else ([folder] if layout == "single" else [domain, folder])
         if folder is not None and folder not in index:
@@ -153,6 +166,6 @@ def scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bo
         for name in files:
             parts = [*prefix, name]
             if sc.image(parts):
-                samples.append(Sample(sc.rel(parts), root.joinpath(*parts), label, domain))
+                samples.add(sc.rel(parts), label, domain)
 
     return finish_dataset(root, layout, samples, class_names, domains, sc.skipped, _read_meta(root))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vlmclient.errors import ConfigurationError
 
-from .dataset import DEFAULT_DOMAIN, DataError, Dataset, Sample, display, finish_dataset
+from .dataset import DEFAULT_DOMAIN, DataError, Dataset, SamplesBuilder, display, finish_dataset
 from .images import check_image, sniff_image
 
 __all__ = ["scan_manifest"]
@@ -97,17 +97,18 @@ def scan_manifest(
     else:
         class_names = tuple(sorted({lab for _, lab, _ in entries if lab is not None}))
     index = {n: i for i, n in enumerate(class_names)}
-    samples: list[Sample] = []
+    samples = SamplesBuilder(base)  # by column; a sample's file is base / rel
     domains: set[str] = set()
+    base_str = os.fspath(base)
     for rel, label, domain in entries:
         if label is not None and label not in index:
             skipped.append((rel, f"label {label!r} is not in the class file"))
             continue
-        file = Path(rel) if os.path.isabs(rel) else base / rel
-        reason = check_image(file, decode=decode)
+        # a str path for the check (an absolute rel is the file itself, as in base / rel)
+        reason = check_image(os.path.join(base_str, rel), decode=decode)
         if reason is not None:
             skipped.append((rel, "file not found" if "No such file" in reason else reason))
             continue
         domains.add(domain)
-        samples.append(Sample(rel, file, None if label is None else index[label], domain))
+        samples.add(rel, None if label is None else index[label], domain)
     return finish_dataset(path, "manifest", samples, class_names, sorted(domains), skipped, True)

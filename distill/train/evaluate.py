@@ -201,7 +201,7 @@ def evaluate_run(
     id_samples: list[Sample] = []
     ood_samples: list[Sample] = []
     for d in ds.domains:
-        part = ds.in_domains([d]).samples
+        part: Sequence[Sample] = ds.in_domains([d]).samples
         if d in train_domains:
             if same:
                 seed = info.get("split_seed", info["seed"])
