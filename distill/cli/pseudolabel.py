@@ -2,7 +2,8 @@
 
 Writes two files: ``--out`` (a CSV manifest ``path,label,domain`` of the images kept by the
 parity filter, ready for ``harvest``/``train``), and beside it ``*.decisions.csv`` with
-every image's raw answer, parsed label, second opinion, student prediction and decision.
+every image's raw answer, parsed label, second opinion, the view labels (``--check
+views``), student prediction and decision.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .progress import console
 from .signals import run_paid
 
 ROUTES = ("answer", "zeroshot")
-CHECKS = ("zeroshot", "resample", "answer", "none")
+CHECKS = ("zeroshot", "resample", "views", "answer", "none")
 EMBEDDINGS: tuple[Kind, ...] = ("image_embedding", "text_embedding")
 
 
@@ -36,13 +37,16 @@ def needed_kinds(route: str, check: str) -> tuple[Kind, ...]:
     for step in (route, check):
         if step in ("answer", "resample"):
             kinds.append("answer")
-        elif step == "zeroshot":
+        elif step in ("zeroshot", "views"):
             kinds += EMBEDDINGS
     return tuple(dict.fromkeys(kinds))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from distill.labelfree.view_check import DEFAULT_VIEWS
+
     from ._common import add_client_arguments
+    from .validate import MAX_VIEWS, int_in
 
     p.add_argument("data", type=Path, help="a folder of images (any layout) or a CSV manifest")
     add_client_arguments(p)
@@ -66,8 +70,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=CHECKS,
         default="zeroshot",
         help="the teacher's second opinion: zeroshot (embedding argmax), resample (a second "
-        "answer, options shuffled), answer (for --route zeroshot) or none "
+        "answer, options shuffled), views (the embedding argmax of --check-views augmented "
+        "views must all agree), answer (for --route zeroshot) or none "
         "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--check-views",
+        type=int_in(1, MAX_VIEWS),
+        metavar="N",
+        help=f"--check views: augmented views per image, 1 to {MAX_VIEWS}; costs up to N "
+        f"image embeddings per answered image (default: {DEFAULT_VIEWS})",
     )
     p.add_argument("--student-run", type=Path, help="a trained run: keep only what it gets wrong")
     p.add_argument("--prompt", default="a photo of a {}", help="class prompt for embeddings")
@@ -102,16 +114,23 @@ def run(args: argparse.Namespace) -> int:
     from distill.data import scan
     from distill.labelfree.parity import parity_filter
     from distill.labelfree.pseudolabel import answer_labels, embedding_labels
+    from distill.labelfree.view_check import DEFAULT_VIEWS, view_check_labels
 
     from ._common import budget_lines, open_client, open_coordinator
 
     out = console()
-    valid = {"answer": ("zeroshot", "resample", "none"), "zeroshot": ("answer", "none")}
+    valid = {
+        "answer": ("zeroshot", "resample", "views", "none"),
+        "zeroshot": ("answer", "views", "none"),
+    }
     if args.check not in valid[args.route]:
         raise ConfigurationError(
             f"--check {args.check} does not fit --route {args.route}; "
             f"use one of {', '.join(valid[args.route])}"
         )
+    if args.check_views is not None and args.check != "views":
+        raise ConfigurationError(f"--check-views needs --check views (not --check {args.check})")
+    n_views = DEFAULT_VIEWS if args.check_views is None else args.check_views
     dataset = scan(
         args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths
     )
@@ -140,8 +159,16 @@ def run(args: argparse.Namespace) -> int:
                     return (await embedding_labels(dataset, client, names, prompt=args.prompt))[0]
 
                 first = await (answers() if args.route == "answer" else zeroshot())
+
+                async def views() -> list[Any]:
+                    parsed = [lb.label for lb in first]
+                    return await view_check_labels(
+                        dataset, client, names, parsed, n_views, prompt=args.prompt
+                    )
+
                 checks: dict[str, Callable[[], Awaitable[list[Any]]]] = {
                     "zeroshot": zeroshot, "resample": lambda: answers(1), "answer": answers,
+                    "views": views,
                 }  # fmt: skip
                 second = checks.get(args.check)
                 return first, (await second() if second is not None else None)
@@ -167,16 +194,20 @@ def run(args: argparse.Namespace) -> int:
     decisions = path.with_suffix(".decisions.csv")
     with decisions.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["id", "path", "answer", "label", "second", "student", "decision"])
+        w.writerow(
+            ["id", "path", "answer", "label", "second", "views", "student", "decision"]
+        )
         for i, s in enumerate(dataset.samples):
             def name(c: int | None) -> str:
                 return "" if c is None else names[c]
 
             w.writerow([
                 s.id, str(s.path), labels[i].answer or "", name(first_l[i]), name(second_l[i]),
+                (second[i].answer or "") if args.check == "views" and second else "",
                 "" if student is None else name(student[i]), result.decision(s.id),
             ])  # fmt: skip
-    t = Table(title=f"pseudolabel ({args.route}, check {args.check})", show_header=False)
+    check = f"{args.check} x{n_views}" if args.check == "views" else args.check
+    t = Table(title=f"pseudolabel ({args.route}, check {check})", show_header=False)
     for k, v in result.counts.items():
         t.add_row(k, str(v))
     for label, value in money_rows:
@@ -196,9 +227,16 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     unbought = sum(lb.answer is None for lb in labels)
-    if unbought:
+    unchecked = sum(
+        lb.answer is not None and ch.answer is None
+        for lb, ch in zip(labels, second or labels, strict=True)
+    )
+    if unbought or unchecked:
+        what = f"{unbought} images have no answer yet" if unbought else ""
+        if unchecked:  # their drop reason is provisional: the check was not bought
+            what += ("; " if what else "") + f"{unchecked} answers are not checked yet"
         out.print(
-            f"[yellow]stopped by the budget[/]: {unbought} images have no answer yet; what was "
+            f"[yellow]stopped by the budget[/]: {what}; what was "
             "bought is cached: raise --budget and run again"
         )
         return EXIT_BUDGET

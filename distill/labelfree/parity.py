@@ -6,8 +6,12 @@ A pseudo-labelled image is kept when
 1. the teacher gave a usable answer (one of the options),
 2. the teacher is self-consistent: a second opinion agrees with the answer. The second
    opinion is its own zero-shot embedding argmax (``check="zeroshot"``, no extra answer
-   bought) or a second answer to the question with the options shuffled
-   (``check="resample"``, one more paid answer per image; catches position bias), and
+   bought), a second answer to the question with the options shuffled
+   (``check="resample"``, one more paid answer per image; catches position bias), or the
+   zero-shot labels of N augmented views, which must all equal the answer
+   (``check="views"``, up to N image embeddings per image; catches a label that does not
+   survive a crop or a change of light, even from a deterministic teacher:
+   :mod:`distill.labelfree.view_check`), and
 3. the current student disagrees with it (the knowledge gap). With no student yet
    (``student=None``) every self-consistent label is kept.
 
@@ -26,7 +30,7 @@ from typing import Literal
 
 __all__ = ["REASONS", "Check", "ParityResult", "parity_filter"]
 
-Check = Literal["zeroshot", "resample"]
+Check = Literal["zeroshot", "resample", "views"]
 NO_ANSWER = "no_answer"
 INCONSISTENT = "teacher_inconsistent"
 STUDENT_AGREES = "student_agrees"

@@ -133,3 +133,147 @@ def test_pseudolabel_reruns_share_one_budget(
         # a rerun may use what the last one left of the cap, never the cap again
         assert Decimal(bill["usd"]) <= Decimal(cap), run
         assert bill["requests"] > 0  # the cap buys some answers
+
+
+# -- --check views: the teacher's zero-shot label of augmented views must agree ------------
+
+
+@pytest.fixture
+def with_black(unlabelled: tuple[Path, Path]) -> tuple[Path, Path]:
+    """The 12 digits plus an all-black image: every augmented view of it (crop, brightness,
+    contrast) is black again, and written as the views are encoded its file is byte for
+    byte its views, so even the hash teacher gives all its views the answer's label."""
+    import numpy as np
+
+    from distill.data.views import png_bytes
+
+    folder, classes = unlabelled
+    (folder / "black.png").write_bytes(png_bytes(np.zeros((32, 32, 3), dtype=np.uint8)))
+    return folder, classes
+
+
+@pytest.mark.parametrize("route", ["answer", "zeroshot"])
+def test_check_views_drops_an_image_whose_views_disagree(
+    hash_teacher: LocalTeacher, with_black: tuple[Path, Path], tmp_path: Path, route: str
+) -> None:
+    folder, classes = with_black
+    # a file the teacher takes as it is (its bytes), but that does not decode into views
+    broken = bytearray((folder / "black.png").read_bytes())
+    broken[50:-20] = bytes(x ^ 0x55 for x in broken[50:-20])  # the pixel data, scrambled
+    (folder / "broken.png").write_bytes(bytes(broken))
+    out = tmp_path / "labels.csv"
+    flags = ("--route", route, "--check", "views", "--check-views", "3", "--out", str(out))
+    assert pseudolabel(hash_teacher, folder, classes, tmp_path / "cache", *flags) == 0
+    decisions = {Path(d["path"]).name: d for d in read(out.with_suffix(".decisions.csv"))}
+    assert len(decisions) == 14
+    broken = decisions.pop("broken.png")
+    assert broken["label"] and broken["views"] == "unreadable"
+    assert broken["decision"] == "teacher_inconsistent"
+    black = decisions.pop("black.png")
+    assert black["decision"] == "kept"
+    assert black["views"] == "|".join([black["label"]] * 3) and black["second"] == black["label"]
+    # The hash teacher's views of a digit are other bytes, so other (random) labels: the
+    # first view that disagrees drops the image, and no further view is bought for it.
+    dropped = [d for d in decisions.values() if d["decision"] == "teacher_inconsistent"]
+    assert dropped
+    for d in dropped:
+        views = d["views"].split("|")
+        assert views[:-1] == [d["label"]] * (len(views) - 1) and views[-1] != d["label"]
+        assert d["second"] == views[-1]
+    for d in decisions.values():
+        assert d["decision"] in ("kept", "teacher_inconsistent")
+        if d["decision"] == "kept":
+            assert d["views"] == "|".join([d["label"]] * 3)
+    assert {Path(r["path"]).name for r in read(out)} == {
+        n for n, d in decisions.items() if d["decision"] == "kept"
+    } | {"black.png"}
+    # Images billed: 14 answers (or embeddings of the files), then each digit's views up to
+    # the first that disagreed and the black image's first view; its other views are the
+    # same bytes (cached), and so is its file for the zeroshot route's embedding.
+    views_bought = sum(len(d["views"].split("|")) for d in decisions.values())
+    views_bought += 1 if route == "answer" else 0
+    assert hash_teacher.billing()["images"] == 14 + views_bought
+
+
+@pytest.mark.parametrize("check", ["views", "resample"])
+def test_check_stopped_by_the_budget_exits_3_and_a_rerun_spends_nothing(
+    hash_teacher: LocalTeacher,
+    with_black: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    check: str,
+) -> None:
+    """A budget that buys the answers but not the whole check stops the run with exit 3
+    (any check: a stop during the check used to exit 0 with its drops reported as final),
+    spends at most the cap; more budget finishes it; a third run sends nothing."""
+    from decimal import Decimal
+
+    import httpx
+
+    from tests.e2e.conftest import TOKEN
+
+    folder, classes = with_black
+
+    def reset() -> None:
+        httpx.post(
+            hash_teacher.url + "/admin/reset", headers={"Authorization": f"Bearer {TOKEN}"}
+        ).raise_for_status()
+
+    views = ("--check", check)
+    # what the answers alone cost, and the answers plus the view check
+    assert pseudolabel(hash_teacher, folder, classes, tmp_path / "a", "--check", "none") == 0
+    answers = Decimal(hash_teacher.billing()["usd"])
+    reset()
+    assert pseudolabel(hash_teacher, folder, classes, tmp_path / "b", *views) == 0
+    full = Decimal(hash_teacher.billing()["usd"])
+    assert full > answers  # the views cost something
+    reset()
+    cap = str((answers + (full - answers) / 2).quantize(Decimal("0.000001")))
+    cache = tmp_path / "cache"
+    capsys.readouterr()
+    assert pseudolabel(hash_teacher, folder, classes, cache, *views, "--budget", cap) == 3
+    assert "answers are not checked yet" in capsys.readouterr().out
+    assert Decimal(hash_teacher.billing()["usd"]) <= Decimal(cap)
+    # more budget finishes the check without buying again what was bought
+    assert pseudolabel(hash_teacher, folder, classes, cache, *views) == 0
+    assert Decimal(hash_teacher.billing()["usd"]) == full
+    bill = hash_teacher.billing()
+    assert pseudolabel(hash_teacher, folder, classes, cache, *views) == 0
+    assert hash_teacher.billing() == bill  # all cached: $0, nothing sent
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--check-views", "0"), "--check-views: must be a whole number from 1 to 64"),
+        (("--check-views", "2"), "--check-views needs --check views"),  # with --check zeroshot
+        (("--check", "views", "--teacher", "openai:gpt-4o-mini"), "cannot give image embeddings"),
+    ],
+)
+def test_check_views_bad_input_exits_2_and_sends_nothing(
+    hash_teacher: LocalTeacher,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    extra: tuple[str, ...],
+    message: str,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-secret")
+    folder, classes = unlabelled
+    argv = [
+        "pseudolabel", str(folder), "--class-file", str(classes), "--teacher", "local:hash",
+        "--base-url", hash_teacher.url, "--cache", str(tmp_path / "c"), *extra,
+    ]  # fmt: skip
+    if "openai:gpt-4o-mini" in extra:  # an answers-only teacher, pointed at the local server
+        del argv[argv.index("--teacher") : argv.index("--teacher") + 2]
+        argv[argv.index("--base-url") + 1] = hash_teacher.url + "/v1"
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse refuses a bad number itself
+        code = int(exc.code or 0)
+    assert code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith(
+        ("error:", "vlm-distill pseudolabel: error:"))]
+    assert len(err) == 1 and message in err[0], err
+    assert hash_teacher.billing()["requests"] == 0
