@@ -42,7 +42,7 @@ def test_leases_on_more_keys_than_one_query_takes(tmp_path: Path) -> None:
     with coordinator(tmp_path) as a, coordinator(tmp_path) as b:
         assert a.claim(first + first[:50]) == set(first)
         assert b.claim(second) == {f"b{i}" for i in range(700)}
-        assert b.held_elsewhere(second + ["nobody"]) == {f"a{i}" for i in range(600, 1200)}
+        assert b.held_elsewhere([*second, "nobody"]) == {f"a{i}" for i in range(600, 1200)}
         assert a.claim(first) == set(first)  # our own leases are ours again
 
 
