@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .cache_stats import CacheStats, KindStats
     from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
     from .coordination import CoordinationError, Coordinator, SpendView
-    from .keys import canonical_json, make_key
+    from .keys import canonical_json, json_with_literals, make_key
     from .layout import (
         COORDINATION_FILE,
         LEDGER_FILE,
@@ -87,6 +87,7 @@ __all__ = [
     "exchange",
     "fsync_directory",
     "is_overrun",
+    "json_with_literals",
     "make_key",
     "quantize",
     "read_ledger",
@@ -117,6 +118,7 @@ _SOURCES: dict[str, str] = {
     "Coordinator": "coordination",
     "SpendView": "coordination",
     "canonical_json": "keys",
+    "json_with_literals": "keys",
     "make_key": "keys",
     "COORDINATION_FILE": "layout",
     "LEDGER_FILE": "layout",

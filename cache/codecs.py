@@ -40,6 +40,7 @@ __all__ = [
     "e4m3_decode",
     "e4m3_encode",
     "encode_vector",
+    "encode_vectors",
     "encoded_size",
     "quantize",
     "storage_dtype",
@@ -176,6 +177,20 @@ def encode_vector(vector: npt.ArrayLike, fmt: VectorFormat = "float16") -> bytes
     if scales is None:
         return body
     return np.asarray(scales, dtype="<f4").reshape(1).tobytes() + body
+
+
+def encode_vectors(matrix: npt.ArrayLike, fmt: VectorFormat = "float16") -> list[bytes]:
+    """:func:`encode_vector` of each row of a 2-D array, quantised in one pass (the same
+    bytes as row by row; a bad row fails the whole call with the same ValueError)."""
+    arr = np.asarray(matrix, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"expected a 2-D array of vectors, got shape {arr.shape}")
+    codes, scales = quantize(arr, fmt)
+    body = np.ascontiguousarray(codes).astype(codes.dtype.newbyteorder("<"))
+    if scales is None:
+        return [row.tobytes() for row in body]
+    prefix = np.asarray(scales, dtype="<f4")
+    return [prefix[i : i + 1].tobytes() + row.tobytes() for i, row in enumerate(body)]
 
 
 def decode_vector(data: bytes, fmt: VectorFormat, dim: int) -> npt.NDArray[np.float32]:

@@ -89,6 +89,22 @@ class SpendView:
         return self.settled + self.reserved
 
 
+LEASE_QUERY_CHUNK: Final = 500  # keys per SELECT ... IN (SQLite takes 999 parameters)
+
+
+def _leases(db: sqlite3.Connection, keys: Sequence[str]) -> dict[str, tuple[str, float]]:
+    """(owner, expires) of the lease on each of ``keys`` that has one."""
+    out: dict[str, tuple[str, float]] = {}
+    for start in range(0, len(keys), LEASE_QUERY_CHUNK):
+        chunk = keys[start : start + LEASE_QUERY_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for key, owner, expires in db.execute(
+            f"SELECT key, owner, expires FROM leases WHERE key IN ({marks})", tuple(chunk)
+        ):
+            out[key] = (owner, expires)
+    return out
+
+
 class Coordinator:
     """This process's seat in a cache folder's coordination database.
 
@@ -240,16 +256,23 @@ class Coordinator:
         now = time.time()
         memo: dict[str, bool] = {}
         with self._write() as db:
-            for key in keys:
-                row = db.execute("SELECT owner, expires FROM leases WHERE key=?", (key,)).fetchone()
-                taken = row is not None and row[0] != self.owner and row[1] > now
-                if taken and self._alive(db, row[0], memo):
-                    continue
-                db.execute(
-                    "INSERT OR REPLACE INTO leases VALUES (?, ?, ?)",
-                    (key, self.owner, now + LEASE_TTL_S),
-                )
+            # the leases read with one query per chunk and written with one executemany:
+            # the same check and change as key by key, inside the one write transaction
+            unique = list(dict.fromkeys(keys))
+            held = _leases(db, unique)
+            rows = []
+            for key in unique:
+                row = held.get(key)
+                if (
+                    row is not None
+                    and row[0] != self.owner
+                    and row[1] > now
+                    and self._alive(db, row[0], memo)
+                ):
+                    continue  # another live owner holds it
+                rows.append((key, self.owner, now + LEASE_TTL_S))
                 mine.add(key)
+            db.executemany("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", rows)
         return mine
 
     def release(self, keys: Iterable[str]) -> None:
@@ -274,11 +297,9 @@ class Coordinator:
             if self._db is None:
                 return held
             try:
-                for key in keys:
-                    row = self._db.execute(
-                        "SELECT owner, expires FROM leases WHERE key=?", (key,)
-                    ).fetchone()
-                    taken = row is not None and row[0] != self.owner and row[1] > now
+                leases = _leases(self._db, list(dict.fromkeys(keys)))
+                for key, row in leases.items():
+                    taken = row[0] != self.owner and row[1] > now
                     if taken and self._alive(self._db, row[0], memo):
                         held.add(key)
             except sqlite3.Error as exc:

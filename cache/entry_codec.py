@@ -15,16 +15,24 @@ import json
 import struct
 import time
 import zlib
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final
 
 import numpy as np
 
 from .cache_errors import CacheCorruptError
-from .codecs import VectorFormat, check_format, decode_vector, encode_vector
+from .codecs import VectorFormat, check_format, decode_vector, encode_vector, encode_vectors
 from .protocols import CacheEntry
 
-__all__ = ["MAGIC", "SECRET_META_KEYS", "decode_entry", "decode_with_header", "encode_entry"]
+__all__ = [
+    "MAGIC",
+    "SECRET_META_KEYS",
+    "decode_entry",
+    "decode_with_header",
+    "encode_entries",
+    "encode_entry",
+]
 
 MAGIC: Final = b"VDC1"
 _PREFIX: Final = struct.Struct("<4sII")  # magic, crc32 of the rest, header length
@@ -40,13 +48,32 @@ def _json_default(obj: object) -> str:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+def _check_meta(meta: Mapping[str, Any]) -> None:
+    for name in meta:
+        if str(name).lower() in SECRET_META_KEYS:
+            raise ValueError(f"refusing to cache metadata key {name!r}: it looks like a secret")
+
+
+# json.dumps(obj, default=..., allow_nan=False, separators=...) builds an encoder per
+# call; one kept here writes the same text.
+_ENCODER: Final = json.JSONEncoder(default=_json_default, allow_nan=False, separators=(",", ":"))
+
+
+def _dumps(obj: Any) -> str:
+    return _ENCODER.encode(obj)
+
+
+def _pack(header_json: str, vec_bytes: bytes) -> bytes:
+    header_bytes = header_json.encode()
+    rest = struct.pack("<I", len(header_bytes)) + header_bytes + vec_bytes
+    return MAGIC + struct.pack("<I", zlib.crc32(rest)) + rest
+
+
 def encode_entry(
     entry: CacheEntry, fmt: VectorFormat = "float16", *, stored: float | None = None
 ) -> bytes:
     """A :class:`CacheEntry` as the bytes the cache stores (see the module docstring)."""
-    for name in entry.meta:
-        if str(name).lower() in SECRET_META_KEYS:
-            raise ValueError(f"refusing to cache metadata key {name!r}: it looks like a secret")
+    _check_meta(entry.meta)
     vec_bytes = b""
     vec_header: dict[str, Any] | None = None
     if entry.vector is not None:
@@ -59,11 +86,51 @@ def encode_entry(
         "vector": vec_header,
         "stored": time.time() if stored is None else stored,
     }
-    header_bytes = json.dumps(
-        header, default=_json_default, allow_nan=False, separators=(",", ":")
-    ).encode()
-    rest = struct.pack("<I", len(header_bytes)) + header_bytes + vec_bytes
-    return MAGIC + struct.pack("<I", zlib.crc32(rest)) + rest
+    return _pack(_dumps(header), vec_bytes)
+
+
+def encode_entries(
+    entries: Sequence[CacheEntry], fmt: VectorFormat = "float16", *, stored: float | None = None
+) -> list[bytes]:
+    """:func:`encode_entry` of each entry (one ``stored`` time for all): the same bytes,
+    several times cheaper for the entries of one response. Their vectors are quantised
+    together, and a ``meta`` they share (one object) is checked and encoded once.
+
+    A vector that cannot be encoded fails the whole call with the ValueError
+    :func:`encode_entry` raises for it.
+    """
+    stored = time.time() if stored is None else stored
+    arrays: list[np.ndarray | None] = []
+    rows_of: dict[int, list[int]] = {}  # vector dimension -> the entries with one
+    for i, entry in enumerate(entries):
+        array = None if entry.vector is None else np.asarray(entry.vector, dtype=np.float32)
+        if array is not None:
+            if array.ndim != 1:
+                raise ValueError(f"expected a 1-D vector, got shape {array.shape}")
+            rows_of.setdefault(int(array.shape[0]), []).append(i)
+        arrays.append(array)
+    vectors: list[tuple[bytes, str] | None] = [None] * len(entries)
+    for dim, rows in rows_of.items():
+        described = _dumps({"format": fmt, "dim": dim})
+        encoded = encode_vectors(np.stack([arrays[i] for i in rows]), fmt)  # type: ignore[misc]
+        for i, data in zip(rows, encoded, strict=True):
+            vectors[i] = (data, described)
+    stored_json = _dumps(stored)
+    metas: dict[int, tuple[Mapping[str, Any], str]] = {}  # id -> (the meta, its JSON)
+    out = []
+    for entry, vector in zip(entries, vectors, strict=True):
+        seen = metas.get(id(entry.meta))
+        if seen is None or seen[0] is not entry.meta:
+            _check_meta(entry.meta)
+            seen = metas[id(entry.meta)] = (entry.meta, _dumps(dict(entry.meta)))
+        vec_bytes, vec_json = vector or (b"", "null")
+        # exactly what json.dumps writes for encode_entry's header dict, key by key
+        header = (
+            f'{{"meta":{seen[1]},"text":{_dumps(entry.text)},"vector":{vec_json},'
+            f'"stored":{stored_json}}}'
+        )
+        out.append(_pack(header, vec_bytes))
+    return out
 
 
 def decode_with_header(data: bytes) -> tuple[CacheEntry, dict[str, Any]]:

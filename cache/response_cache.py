@@ -50,13 +50,14 @@ import diskcache
 from .cache_errors import CacheCorruptError, CacheError, CacheReadOnlyError, CacheWriteError
 from .cache_stats import CacheStats, KindStats, directory_bytes, kind_of
 from .codecs import VectorFormat, check_format
-from .entry_codec import decode_entry, encode_entry
+from .entry_codec import decode_entry, encode_entries, encode_entry
 from .protocols import CacheEntry
 from .response_db import (
     CACHE_SETTINGS,
     BytesOnlyDisk,
     ScannedEntry,
     create_private_db,
+    execute_many,
     is_read_only,
     key_rows,
     query,
@@ -87,6 +88,8 @@ _DATABASE: Final = "<database>"  # the "key" verify reports database-wide proble
 # CacheWriteError (diskcache's retry=True would instead wait forever).
 DEFAULT_TIMEOUT: Final = 60.0
 SPILL_NAME: Final = "spill.vdc"
+# Keys read back per query after a write (SQLite allows 999 parameters at least).
+READ_BACK_CHUNK: Final = 500
 
 
 class ResponseCache:
@@ -206,14 +209,23 @@ class ResponseCache:
 
     def set_many(self, items: Iterable[tuple[str, CacheEntry]]) -> None:
         """Store all ``items`` in one transaction (all or nothing); CacheWriteError on failure."""
-        encoded: list[tuple[str, bytes]] = []
-        for key, entry in items:
-            if not isinstance(key, str):
-                raise CacheWriteError(f"cache keys must be str, got {type(key).__name__}")
-            try:
-                encoded.append((str(key), encode_entry(entry, self.vector_format)))
-            except (ValueError, TypeError) as exc:
-                raise CacheWriteError(f"cannot encode cache entry {key}: {exc}") from exc
+        pairs = list(items)
+        try:
+            if not all(isinstance(key, str) for key, _ in pairs):
+                raise TypeError("a key is not a str")
+            values = encode_entries([entry for _, entry in pairs], self.vector_format)
+            encoded = [(str(key), value) for (key, _), value in zip(pairs, values, strict=True)]
+        except (ValueError, TypeError):
+            encoded = []  # one by one, to say which entry cannot be stored, and why
+            for key, entry in pairs:
+                if not isinstance(key, str):
+                    raise CacheWriteError(
+                        f"cache keys must be str, got {type(key).__name__}"
+                    ) from None
+                try:
+                    encoded.append((str(key), encode_entry(entry, self.vector_format)))
+                except (ValueError, TypeError) as exc:
+                    raise CacheWriteError(f"cannot encode cache entry {key}: {exc}") from exc
         if not encoded:
             return
         try:
@@ -226,17 +238,14 @@ class ResponseCache:
         if either fails (a damaged page can take a write and still not give it back)."""
         try:
             with self._cache.transact(retry=False):
-                for key, value in encoded:
+                for key, value in self._insert_new(encoded):
                     self._cache.set(key, value, retry=False)
         except (sqlite3.Error, OSError, diskcache.Timeout, TypeError) as exc:
             raise CacheWriteError(
                 f"could not store {len(encoded)} entries in cache {self.directory}: {exc}"
             ) from exc
         try:
-            unreadable = [
-                key for key, value in encoded
-                if self._cache.get(key, default=None, retry=False) != value
-            ]
+            unreadable = self._unreadable(encoded)
         except (sqlite3.Error, OSError, diskcache.Timeout, CacheCorruptError) as exc:
             raise CacheWriteError(
                 f"entries just stored in cache {self.directory} cannot be read back: {exc}"
@@ -248,6 +257,74 @@ class ResponseCache:
             )
         for key, _ in encoded:
             self._spilled.pop(key, None)
+
+    def _insert_new(self, encoded: Sequence[tuple[str, bytes]]) -> Sequence[tuple[str, bytes]]:
+        """Insert the entries whose keys are new with one ``executemany`` (inside the
+        caller's transaction); return the rest, for ``Cache.set`` (replacing a row).
+
+        The rows are those ``diskcache.Cache.set`` writes for a new key and a value it
+        keeps in the database (``Disk.store``'s columns, no expiry, no tag; its triggers
+        keep the count and size), at about half its cost per entry; values it keeps in
+        files, and repeated keys, all go through ``Cache.set``.
+        tests/cache/test_diskcache_assumptions.py checks the rows are the same.
+        """
+        disk = self._cache.disk
+        keys = [key for key, _ in encoded]
+        if len(set(keys)) != len(keys) or any(
+            len(value) >= disk.min_file_size for _, value in encoded
+        ):
+            return encoded
+        existing: set[str] = set()
+        for start in range(0, len(keys), READ_BACK_CHUNK):
+            chunk = keys[start : start + READ_BACK_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = query(
+                self._cache, f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({marks})",
+                tuple(chunk),
+            )
+            existing.update(row[0] for row in rows)
+        now = time.time()
+        fresh = []
+        for key, value in encoded:
+            if key not in existing:
+                db_key, raw = disk.put(key)
+                size, mode, filename, db_value = disk.store(value, False, key=key)
+                fresh.append(
+                    (db_key, raw, now, None, now, 0, None, size, mode, filename, db_value)
+                )
+        if fresh:
+            execute_many(
+                self._cache,
+                "INSERT INTO Cache(key, raw, store_time, expire_time, access_time,"
+                " access_count, tag, size, mode, filename, value)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                fresh,
+            )
+        return [(key, value) for key, value in encoded if key in existing]
+
+    def _unreadable(self, encoded: Sequence[tuple[str, bytes]]) -> list[str]:
+        """The keys whose stored value does not read back as written.
+
+        Read with one query per chunk of keys instead of one ``get`` per key (a third
+        of the statements a write costs); each value is fetched as ``get`` fetches it.
+        """
+        disk = self._cache.disk
+        found: dict[str, bytes | None] = {}
+        for start in range(0, len(encoded), READ_BACK_CHUNK):
+            keys = [key for key, _ in encoded[start : start + READ_BACK_CHUNK]]
+            marks = ",".join("?" * len(keys))
+            rows = query(
+                self._cache,
+                "SELECT key, mode, filename, value FROM Cache "
+                f"WHERE raw = 1 AND key IN ({marks})",
+                tuple(keys),
+            )
+            for key, mode, filename, value in rows:
+                try:
+                    found[key] = disk.fetch(mode, filename, value, False)
+                except OSError:  # a value file gone: what get reads as a miss
+                    found[key] = None
+        return [key for key, value in encoded if found.get(key) != value]
 
     def _spill_out(self, encoded: Sequence[tuple[str, bytes]]) -> str:
         """Keep values the database refused in the spill file; say where they went."""
@@ -271,8 +348,54 @@ class ResponseCache:
 
     # -- more ---------------------------------------------------------------------------
     def get_many(self, keys: Sequence[str]) -> list[CacheEntry | None]:
-        """:meth:`get` for each key, in order (None for misses)."""
-        return [self.get(key) for key in keys]
+        """:meth:`get` for each key, in order (None for misses), with one query per 500
+        keys instead of one per key (what a harvest asks before buying a request)."""
+        for key in keys:
+            if not isinstance(key, str):
+                raise TypeError(f"cache keys must be str, got {type(key).__name__}")
+        keys = [str(key) for key in keys]
+        data: dict[str, bytes | None] = {k: self._spilled[k] for k in keys if k in self._spilled}
+        ask = list(dict.fromkeys(k for k in keys if k not in data))
+        disk = self._cache.disk
+        for start in range(0, len(ask), READ_BACK_CHUNK):
+            chunk = ask[start : start + READ_BACK_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            try:
+                rows = query(
+                    self._cache,
+                    "SELECT key, mode, filename, value FROM Cache "
+                    f"WHERE raw = 1 AND key IN ({marks})",
+                    tuple(chunk),
+                )
+            except sqlite3.DatabaseError as exc:
+                raise CacheCorruptError(
+                    f"cache database in {self.directory} cannot be read ({exc}); "
+                    "recover it into a fresh database before buying more"
+                ) from exc
+            except (OSError, diskcache.Timeout) as exc:
+                log.warning("cache %s: %d entries unreadable, treated as misses: %s",
+                            self.directory, len(chunk), exc)
+                continue
+            for key, mode, filename, value in rows:
+                try:
+                    data[key] = disk.fetch(mode, filename, value, False)
+                except CacheCorruptError as exc:
+                    log.warning("cache %s: entry %s unreadable, treated as a miss: %s",
+                                self.directory, key, exc)
+                except OSError:
+                    pass  # its value file is gone: a miss, as get reads it
+        out: list[CacheEntry | None] = []
+        for key in keys:
+            raw = data.get(key)
+            entry = None
+            if raw is not None:
+                try:
+                    entry = decode_entry(raw)
+                except CacheCorruptError as exc:
+                    log.warning("cache %s: entry %s corrupt, treated as a miss: %s",
+                                self.directory, key, exc)
+            out.append(entry)
+        return out
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and str(key) in self._cache

@@ -26,6 +26,7 @@ __all__ = [
     "BytesOnlyDisk",
     "ScannedEntry",
     "create_private_db",
+    "execute_many",
     "is_read_only",
     "key_rows",
     "query",
@@ -131,6 +132,12 @@ def query(db: diskcache.Cache, statement: str, params: tuple[Any, ...] = ()) -> 
     tests/cache/test_diskcache_assumptions.py fails if either changes.
     """
     return db._sql(statement, params).fetchall()  # type: ignore[no-any-return]
+
+
+def execute_many(db: diskcache.Cache, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    """One statement for many rows on diskcache's own connection (its private ``_con``,
+    as :func:`query` uses ``_sql``), inside the transaction the caller holds."""
+    db._con.executemany(statement, rows)
 
 
 def key_rows(db: diskcache.Cache, directory: Path) -> Iterator[tuple[int, Any, int]]:

@@ -92,6 +92,13 @@ DEFAULT_TIMEOUT = 60.0  # seconds per request
 R = TypeVar("R", EmbeddingResult, AnswerResult)
 
 
+def _outcome(fut: asyncio.Future[Any]) -> Any:
+    """What ``asyncio.gather(..., return_exceptions=True)`` gives for a done future."""
+    if fut.cancelled():
+        return asyncio.CancelledError()
+    return fut.exception() or fut.result()
+
+
 class TeacherClient:
     """Async, budgeted, cached, rate-limited client for one teacher (``provider:model``).
 
@@ -159,10 +166,11 @@ class TeacherClient:
         rpm = self.provider.default_rpm if rpm is None else rpm
         self._limiter = limiter or RateLimiter(rpm=rpm, tpm=tpm)
         self._dims: dict[str, int] = {}  # the vector length each kind answered with so far
-        self._http = httpx.AsyncClient(
-            transport=transport or default_transport(concurrency),
-            timeout=httpx.Timeout(timeout),
-        )
+        # The client owns the transport (closing it closes the transport); requests go
+        # to the transport directly (see Sender._roundtrip).
+        self._transport = transport or default_transport(concurrency)
+        self._timeout = httpx.Timeout(timeout)
+        self._http = httpx.AsyncClient(transport=self._transport, timeout=self._timeout)
         # The machinery, one piece per module; each is handed what it works with.
         self._storage = Storage(
             cache, ledger, provider=self.provider.name, model=self.model, timings=self.timings
@@ -195,6 +203,8 @@ class TeacherClient:
             self.provider,
             base_url=self.base_url,
             http=self._http,
+            transport=self._transport,
+            timeout=self._timeout,
             concurrency=concurrency,
             limiter=self._limiter,
             retry=retry or RetryPolicy(),
@@ -353,11 +363,18 @@ class TeacherClient:
         out: list[EmbeddingResult | AnswerResult | None] = []
         adopted: list[tuple[str, CacheEntry]] = []
         hits, saved = 0, Decimal(0)
+        entries = self._storage.get_many(keys)
+        olds = [
+            fallback[i] if i < len(fallback) and entries[i] is None else None
+            for i in range(len(keys))
+        ]
+        asked = [old for old in olds if old is not None]
+        found = dict(zip(asked, self._storage.get_many(asked), strict=True))
         for i, key in enumerate(keys):
-            entry = self._storage.get(key)
-            old = fallback[i] if i < len(fallback) else None
+            entry = entries[i]
+            old = olds[i]
             if entry is None and old is not None:
-                entry = self._storage.get(old)
+                entry = found[old]
                 if entry is not None:
                     adopted.append((key, entry))
             if entry is None or (kind != "answer" and entry.vector is None):
@@ -401,7 +418,10 @@ class TeacherClient:
         futures, to_buy = self._pipeline.lookup(kind, prepared, keys)
         if to_buy:
             await self._pipeline.buy(kind, to_buy)
-        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        if all(f.done() for f in futures):  # the usual case: no gather needed
+            outcomes: list[Any] = [_outcome(f) for f in futures]
+        else:
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome

@@ -149,7 +149,9 @@ def item_cache_key(
     parts = key_base(provider, model, params, kind, endpoint)
     if isinstance(item, TextEmbeddingRequest):
         parts["text"] = item.text
-    elif isinstance(item, MixedEmbeddingRequest):
+        # escaped once, shared with the request body; the key is the same
+        return make_key(parts, {"text": item.json_text})
+    if isinstance(item, MixedEmbeddingRequest):
         # every part, in order: the same text and image in another order is another input
         parts["parts"] = [
             {"text": p} if isinstance(p, str) else image_key_part(p) for p in item.parts

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
+import zlib
 from decimal import Decimal
 from functools import cached_property
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +29,7 @@ __all__ = [
     "Price",
     "TextEmbeddingRequest",
     "Usage",
+    "png_header_size",
     "sniff_media_type",
 ]
 
@@ -42,6 +46,44 @@ def sniff_media_type(data: bytes) -> str:
     if media_type is not None:
         return media_type
     raise InputError("not a PNG, JPEG, GIF, BMP or WebP image (unknown magic bytes)")
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IHDR = struct.Struct(">I4sIIBBBBBI")  # length, type, w, h, depth, colour, ..., CRC
+# (bit depth, colour type) pairs of the PNG spec: the ones PIL opens
+_PNG_MODES = frozenset(
+    {(1, 0), (2, 0), (4, 0), (8, 0), (16, 0), (8, 2), (16, 2), (1, 3), (2, 3), (4, 3),
+     (8, 3), (8, 4), (16, 4), (8, 6), (16, 6)}
+)
+
+
+def png_header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a PNG whose signature is followed by a sound IHDR chunk (length
+    13, checksum right, a bit depth and colour type of the spec, filter method 0,
+    non-zero size) and then directly by its first IDAT chunk: exactly what PIL reads
+    before it stops at IDAT, without its ~9 us of parsing. None for anything else
+    (other chunks first, damage): PIL reads those.
+
+    >>> png_header_size(b"GIF89a") is None
+    True
+    """
+    if len(data) < 8 + _PNG_IHDR.size + 8 or not data.startswith(_PNG_SIGNATURE):
+        return None
+    length, kind, width, height, depth, colour, _, filtering, _, crc = _PNG_IHDR.unpack_from(
+        data, 8
+    )
+    if (
+        length != 13
+        or kind != b"IHDR"
+        or zlib.crc32(data[12:29]) != crc
+        or (depth, colour) not in _PNG_MODES
+        or filtering != 0
+        or width == 0
+        or height == 0
+        or data[37:41] != b"IDAT"
+    ):
+        return None
+    return width, height
 
 
 class Image(BaseModel):
@@ -106,6 +148,10 @@ class Image(BaseModel):
         """
         from PIL import Image as PILImage  # here: importing the models must not import PIL
 
+        size = png_header_size(self.data)
+        limit = PILImage.MAX_IMAGE_PIXELS
+        if size is not None and (limit is None or size[0] * size[1] <= limit):
+            return size  # what PIL reads from such a header, at a tenth of the cost
         try:
             with PILImage.open(io.BytesIO(self.data)) as im:
                 return int(im.width), int(im.height)
@@ -123,6 +169,16 @@ class TextEmbeddingRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
     kind: Literal["text_embedding"] = "text_embedding"
     text: str = Field(min_length=1)
+
+    @cached_property
+    def json_text(self) -> str:
+        """The text as a JSON string, ASCII-escaped as ``json.dumps`` writes it: escaped
+        once for both the cache key and the request body (a long text costs ~1 us/KB).
+
+        >>> print(TextEmbeddingRequest(text="a cat").json_text)
+        "a cat"
+        """
+        return encode_basestring_ascii(self.text)
 
 
 class MixedEmbeddingRequest(BaseModel):

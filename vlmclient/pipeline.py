@@ -90,13 +90,17 @@ class Pipeline:
         to_buy: list[tuple[str, Item]] = []
         hits = 0
         saved = Decimal(0)
+        # the cache is read once for all keys not in flight (nothing changes it meanwhile:
+        # this loop does not await)
+        ask = [key for key in dict.fromkeys(keys) if key not in self.inflight]
+        cached = dict(zip(ask, self._storage.get_many(ask), strict=True))
         for item, key in zip(prepared, keys, strict=True):
             fut = self.inflight.get(key)
             if fut is not None:
                 self.stats.shared_in_flight += 1
             else:
                 fut = loop.create_future()
-                entry = self._storage.get(key)
+                entry = cached[key]
                 if entry is not None and (kind == "answer" or entry.vector is not None):
                     if entry.vector is not None:
                         # what was bought before is the dimension every new answer must have
@@ -123,8 +127,13 @@ class Pipeline:
         """Buy the items :meth:`lookup` put in flight (or wait for those another process
         is buying), resolving their futures."""
         to_buy, theirs = self._claim(kind, to_buy)
+        chunks = self._batcher.chunks(kind, to_buy)
+        if len(chunks) == 1 and not theirs:
+            # one request: awaited here (a task per call costs CPU a small call notices)
+            await self._buy_chunk(kind, chunks[0])
+            return
         await asyncio.gather(
-            *(self._buy_chunk(kind, chunk) for chunk in self._batcher.chunks(kind, to_buy)),
+            *(self._buy_chunk(kind, chunk) for chunk in chunks),
             *([self._await_claimed(kind, theirs)] if theirs else []),
         )
 
@@ -142,11 +151,13 @@ class Pipeline:
         mine = self._claims.claim([key for key, _ in pairs])
         self.timings.add("cache", started)
         to_buy, theirs, found = [], [], []
+        ours = [key for key, _ in pairs if key in mine]
+        cached = dict(zip(ours, self._storage.get_many(ours), strict=True))
         for key, item in pairs:
             if key not in mine:
                 theirs.append((key, item))
                 continue
-            entry = self._storage.get(key)
+            entry = cached[key]
             if entry is not None and (kind == "answer" or entry.vector is not None):
                 found.append((key, entry))
             else:
@@ -177,8 +188,8 @@ class Pipeline:
             while pending:
                 await asyncio.sleep(CLAIM_POLL_S)  # polling: the other process is remote
                 found = []
-                for key in pending:
-                    entry = self._storage.get(key)
+                waiting = list(pending)
+                for key, entry in zip(waiting, self._storage.get_many(waiting), strict=True):
                     if entry is not None and (kind == "answer" or entry.vector is not None):
                         found.append((key, entry))
                 if found:

@@ -83,15 +83,19 @@ class RetryPolicy:
             delay = min(delay * OVERLOAD_FACTOR, self.max_delay * OVERLOAD_FACTOR)
         return delay * (1.0 - self.jitter * random.random())
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        return self.wait_seconds(state.attempt_number, exc)
+    def retrying(self, *, attempts_made: int = 0) -> AsyncRetrying:
+        """The tenacity loop of the attempts left after ``attempts_made`` (made by the
+        caller, which also waited after the last of them): at most ``max_attempts`` in
+        all, each wait as if the loop had made every attempt."""
 
-    def retrying(self) -> AsyncRetrying:
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            return self.wait_seconds(state.attempt_number + attempts_made, exc)
+
         return AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
+            stop=stop_after_attempt(self.max_attempts - attempts_made),
             retry=retry_if_exception(is_retryable),
-            wait=self._wait,
+            wait=wait,
             sleep=self.sleep,
             reraise=True,
         )

@@ -94,6 +94,23 @@ class Storage:
         finally:
             self.timings.add("cache", started)
 
+    def get_many(self, keys: Sequence[str]) -> list[CacheEntry | None]:
+        """:meth:`get` of each key, in one call to the cache's ``get_many`` when it has
+        one (a query per batch instead of per key); key by key when that fails, so each
+        key is read (or not) as :meth:`get` reads it."""
+        if self.cache is None or not keys:
+            return [None] * len(keys)
+        many = getattr(self.cache, "get_many", None)
+        if many is not None:
+            started = time.perf_counter()
+            try:
+                return list(many(keys))
+            except Exception:  # read again key by key, where each error is handled
+                pass
+            finally:
+                self.timings.add("cache", started)
+        return [self.get(key) for key in keys]
+
     def adopt(self, entries: list[tuple[str, CacheEntry]]) -> None:
         """Store entries found under an item's old keys under its new keys too."""
         if self.cache is None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from cache import CacheEntry
 from cache.codecs import FORMATS, check_format
 from cache.entry_codec import SECRET_META_KEYS as SECRET_NAMES
+from cache.entry_codec import encode_entries
 from cache.response_cache import CacheCorruptError, decode_entry, encode_entry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,3 +75,46 @@ def test_importing_cache_pulls_in_nothing_of_ours_nor_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == ""
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    texts=st.lists(st.none() | st.text(max_size=40), min_size=1, max_size=6),
+    dims=st.lists(st.none() | st.integers(1, 8), min_size=6, max_size=6),
+    meta=st.dictionaries(meta_keys, json_values, max_size=4),
+    fmt=st.sampled_from(FORMATS),
+)
+def test_encoding_a_batch_gives_the_bytes_of_encoding_each(
+    texts: list[str | None], dims: list[int | None], meta: dict[str, Any], fmt: str
+) -> None:
+    # one meta object shared (the entries of one response), one of their own
+    metas = [meta, meta, {"own": 1}, meta, {}, meta]
+    entries = [
+        CacheEntry(
+            vector=None if dims[i] is None else np.linspace(-2, 3, dims[i], dtype=np.float32),
+            text=text,
+            meta=metas[i],
+        )
+        for i, text in enumerate(texts)
+    ]
+    batch = encode_entries(entries, check_format(fmt), stored=12.5)
+    assert batch == [encode_entry(e, check_format(fmt), stored=12.5) for e in entries]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        CacheEntry(vector=np.array([1.0, np.nan], np.float32)),
+        CacheEntry(vector=np.array([1e6], np.float32)),  # beyond float16
+        CacheEntry(vector=np.ones((2, 2), np.float32)),
+        CacheEntry(text="x", meta={"Authorization": "Bearer sk-1"}),
+        CacheEntry(text="x", meta={"f": float("nan")}),
+    ],
+)
+def test_a_batch_refuses_what_one_entry_refuses_with_the_same_error(bad: CacheEntry) -> None:
+    good = CacheEntry(vector=np.ones(1, np.float32))
+    with pytest.raises(ValueError) as one:
+        encode_entry(bad)
+    with pytest.raises(ValueError) as batch:
+        encode_entries([good, bad])
+    assert str(batch.value) == str(one.value)

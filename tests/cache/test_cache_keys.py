@@ -238,3 +238,25 @@ def test_re_encoding_an_oversized_image_keeps_its_content_id() -> None:
     big = Image(data=out.getvalue(), media_type="image/png", content_id="view1:x")
     small = fit_image(big, max_side=100, max_bytes=1 << 20, media_types={"image/jpeg"})
     assert small.media_type == "image/jpeg" and small.content_id == "view1:x"
+
+
+@pytest.mark.parametrize(
+    "text", ["a cat", 'quotes " and \\ backslash', "ünïcödé ✓ \u2028", "tab\tnul\x00", "x" * 5000]
+)
+def test_a_text_escaped_once_gives_the_key_it_always_had(text: str) -> None:
+    item = TextEmbeddingRequest(text=text)
+    parts = key_base(OPENAI, "text-embedding-3-small", {"dimensions": 8}, "text_embedding")
+    parts["text"] = text
+    assert item_cache_key(
+        OPENAI, "text-embedding-3-small", {"dimensions": 8}, "text_embedding", item
+    ) == hashlib.sha256(canonical_json(parts).encode()).hexdigest()
+
+
+def test_a_value_that_looks_like_the_splice_marker_cannot_change_a_key() -> None:
+    from cache.keys import _MARK
+
+    # a parameter holding the marker itself: the splice is ambiguous, so the plain
+    # encoding is used and the key is still the plain one
+    parts = {"params": {"p": _MARK + "text"}, "text": "a cat"}
+    assert make_key(parts, {"text": '"a cat"'}) == make_key(parts)
+    assert canonical_json(parts, {"text": '"a cat"'}) == canonical_json(parts)

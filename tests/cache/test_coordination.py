@@ -35,6 +35,17 @@ def test_a_key_leased_by_one_owner_is_not_leased_to_another(tmp_path: Path) -> N
         assert c.claim(["k1", "k2", "k3"]) == {"k1", "k2", "k3"}
 
 
+def test_leases_on_more_keys_than_one_query_takes(tmp_path: Path) -> None:
+    # claims read and write leases in chunks of keys: every chunk counts, repeats too
+    first = [f"a{i}" for i in range(1200)]
+    second = [f"a{i}" for i in range(600, 1200)] + [f"b{i}" for i in range(700)]
+    with coordinator(tmp_path) as a, coordinator(tmp_path) as b:
+        assert a.claim(first + first[:50]) == set(first)
+        assert b.claim(second) == {f"b{i}" for i in range(700)}
+        assert b.held_elsewhere([*second, "nobody"]) == {f"a{i}" for i in range(600, 1200)}
+        assert a.claim(first) == set(first)  # our own leases are ours again
+
+
 def test_reservations_of_all_owners_count_against_one_cap(tmp_path: Path) -> None:
     cap = Decimal("1")
     with coordinator(tmp_path) as a, coordinator(tmp_path) as b:

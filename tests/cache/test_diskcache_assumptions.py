@@ -67,3 +67,37 @@ def test_schema_and_modes_recover_reads(cache: diskcache.Cache, tmp_path: Path) 
     assert mode == diskcache.core.MODE_BINARY and value is None
     assert re.fullmatch(r"[0-9a-f/]+\.val", filename)
     assert (tmp_path / "c" / filename).read_bytes() == b"y" * 4096
+
+
+def test_rows_inserted_in_bulk_are_those_cache_set_writes(tmp_path: Path) -> None:
+    # ResponseCache inserts new keys with one executemany of diskcache's own columns;
+    # the rows and the count/size its triggers keep must be what Cache.set writes
+    from cache import CacheEntry, ResponseCache
+    from cache.entry_codec import encode_entry
+    from cache.response_db import CACHE_SETTINGS, BytesOnlyDisk
+
+    values = [(f"k{i}", encode_entry(CacheEntry(text="t" * i), stored=1.0)) for i in range(5)]
+    with ResponseCache(tmp_path / "ours", spill=False) as ours:
+        ours.store_encoded(values)
+        ours.store_encoded(values[:2])  # existing keys: replaced through Cache.set
+    plain = diskcache.Cache(str(tmp_path / "plain"), disk=BytesOnlyDisk, **CACHE_SETTINGS)
+    for key, value in [*values, *values[:2]]:
+        plain.set(key, value)
+    plain.close()
+
+    def rows(directory: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+        con = sqlite3.connect(directory / "cache.db")
+        try:
+            cache_rows = con.execute(
+                "SELECT key, raw, expire_time, access_count, tag, size, mode, filename, value"
+                " FROM Cache ORDER BY key"
+            ).fetchall()
+            settings = con.execute(
+                "SELECT key, value FROM Settings WHERE key IN ('count', 'size') ORDER BY key"
+            ).fetchall()
+        finally:
+            con.close()
+        return cache_rows, settings
+
+    assert rows(tmp_path / "ours") == rows(tmp_path / "plain")
+    assert rows(tmp_path / "ours")[1] == [("count", 5), ("size", 0)]

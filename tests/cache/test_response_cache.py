@@ -404,3 +404,41 @@ def test_a_write_that_does_not_read_back_is_an_error_and_is_spilled(tmp_path: Pa
             cache.set_many([("paid", _entry(1))])
         got = cache.get("paid")  # served from the spill file, not the garbled row
         assert got is not None and got.meta["request_id"] == "req-1"
+
+
+def test_values_kept_in_files_read_back_and_a_bad_entry_is_named(tmp_path: Path) -> None:
+    # diskcache keeps values of 32 KB and more in files; the read-back after a write
+    # must fetch those too (and not call them unreadable)
+    big = CacheEntry(text="x" * 50_000, meta={"kind": "answer"})
+    with ResponseCache(tmp_path / "c") as cache:
+        cache.set_many([("big", big), ("small", _entry(1))])
+        got = cache.get("big")
+        assert got is not None and got.text == big.text
+        assert [mode for key, mode, _ in _rows(tmp_path / "c") if key == "big"] == [
+            diskcache.core.MODE_BINARY
+        ]
+        bad = CacheEntry(vector=np.array([np.inf], np.float32))
+        with pytest.raises(CacheWriteError, match="cannot encode cache entry k-bad"):
+            cache.set_many([("k-ok", _entry(2)), ("k-bad", bad)])
+        assert cache.get("k-ok") is None  # all or nothing
+
+
+def test_get_many_reads_what_get_reads_key_by_key(tmp_path: Path) -> None:
+    # more keys than one query takes, repeats, misses, a garbled value, a file-kept value
+    with ResponseCache(tmp_path / "c") as cache:
+        cache.set_many([(f"k{i}", _entry(i, dim=8)) for i in range(700)])
+        cache.set_many([("big", CacheEntry(text="x" * 40_000, meta={"kind": "answer"}))])
+    con = sqlite3.connect(tmp_path / "c" / "cache.db")
+    con.execute("UPDATE Cache SET value = x'00' WHERE key = 'k5'")
+    con.commit()
+    con.close()
+    keys = ["big", "k5", "missing", *(f"k{i}" for i in range(0, 700, 3)), "k3", "k3"]
+    with ResponseCache(tmp_path / "c") as cache:
+        many = cache.get_many(keys)
+        one_by_one = [cache.get(key) for key in keys]
+    assert [e is None for e in many] == [e is None for e in one_by_one]
+    assert many[1] is None and many[2] is None and many[0] is not None
+    for a, b in zip(many, one_by_one, strict=True):
+        if a is not None and b is not None:
+            assert a.text == b.text and dict(a.meta) == dict(b.meta)
+            assert (a.vector is None and b.vector is None) or np.array_equal(a.vector, b.vector)

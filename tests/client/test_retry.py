@@ -135,3 +135,23 @@ async def test_timeouts_are_retried(fake_clock: FakeClock) -> None:
     fake.faults = ["timeout"]
     out, client = await run(fake, fake_clock)
     assert len(out) == 1 and client.stats.retries == 1
+
+
+async def test_each_retry_waits_the_policy_backoff_for_its_attempt(fake_clock: FakeClock) -> None:
+    # the first attempt runs outside tenacity, the retries inside it: the waits are
+    # still those of attempts 1, 2 and 3, and every attempt is counted
+    fake = FakeCohere()
+    fake.faults = [500, 500, 500]
+    out, client = await run(fake, fake_clock, attempts=4)
+    assert len(out) == 1 and len(fake.requests) == 4
+    assert client.stats.retries == 3 and client.stats.failures == 3
+    first, second, third = fake_clock.sleeps
+    assert 0.375 <= first <= 0.5 and 0.75 <= second <= 1.0 and 1.5 <= third <= 2.0
+
+
+async def test_one_attempt_means_no_retry(fake_clock: FakeClock) -> None:
+    fake = FakeCohere()
+    fake.faults = [503]
+    with pytest.raises(OverloadedError):
+        await run(fake, fake_clock, attempts=1)
+    assert len(fake.requests) == 1 and fake_clock.sleeps == []

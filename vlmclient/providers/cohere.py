@@ -5,11 +5,12 @@ Also the wire format of the local teacher server (``local:`` teachers).
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import httpx
+
+from cache import json_with_literals
 
 from ..errors import ConfigurationError, ResponseValidationError
 from ..models import (
@@ -24,10 +25,13 @@ from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 from .vectors import vectors_from
 from .wire import (
     data_uri,
+    data_uris_literal,
+    endpoint_url,
     json_object,
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
+    texts_literal,
     usage_count,
 )
 
@@ -114,16 +118,21 @@ def _options(spec: CallSpec, vector_type: str = "float") -> dict[str, Any]:
     return params
 
 
-def embed_body(spec: CallSpec, vector_type: str = "float") -> dict[str, Any]:
-    """The ``/v2/embed`` body; ``vector_type`` is the embedding type the client reads."""
+def _images(spec: CallSpec) -> list[Image]:
+    return [i.image for i in spec.items if isinstance(i, ImageEmbeddingRequest)]
+
+
+def embed_body(
+    spec: CallSpec, vector_type: str = "float", *, uris: list[str] | None = None
+) -> dict[str, Any]:
+    """The ``/v2/embed`` body; ``vector_type`` is the embedding type the client reads;
+    ``uris``: the images' data URIs when the caller made them already."""
     if vector_type not in VECTOR_TYPES:
         raise ValueError(f"cohere vectors are read as {' or '.join(VECTOR_TYPES)}")
     body: dict[str, Any] = {"model": spec.model, "embedding_types": [vector_type]}
     if spec.kind == "image_embedding":
         body["input_type"] = "image" if _is_v3(spec.model) else "search_document"
-        body["images"] = [
-            data_uri(i.image) for i in spec.items if isinstance(i, ImageEmbeddingRequest)
-        ]
+        body["images"] = [data_uri(i) for i in _images(spec)] if uris is None else uris
     elif spec.kind == "text_embedding":
         body["input_type"] = "search_query"
         body["texts"] = [i.text for i in spec.items if isinstance(i, TextEmbeddingRequest)]
@@ -149,14 +158,27 @@ def _content(part: str | Image) -> dict[str, Any]:
 
 
 def build_request(spec: CallSpec, vector_type: str = "float") -> httpx.Request:
+    literals = None
+    if spec.kind == "image_embedding":
+        images = _images(spec)
+        uris = [data_uri(i) for i in images]
+        body = embed_body(spec, vector_type, uris=uris)
+        if body.get("images") is uris:  # (not replaced by a parameter)
+            literals = data_uris_literal(images, uris, key="images")
+    elif spec.kind == "text_embedding":
+        body = embed_body(spec, vector_type)
+        literal = texts_literal(spec.items, body.get("texts"))
+        literals = {"texts": literal["input"]} if literal else None
+    else:
+        body = embed_body(spec, vector_type)
     return httpx.Request(
         "POST",
-        spec.base_url.rstrip("/") + "/v2/embed",
+        endpoint_url(spec.base_url.rstrip("/") + "/v2/embed"),
         headers={
             "Authorization": f"Bearer {spec.api_key.get_secret_value()}",
             "Content-Type": "application/json",
         },
-        content=json.dumps(embed_body(spec, vector_type), separators=(",", ":")).encode(),
+        content=json_with_literals(body, literals, separators=(",", ":")).encode(),
     )
 
 

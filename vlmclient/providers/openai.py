@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any
 
 import httpx
+
+from cache import json_with_literals
 
 from ..errors import (
     APIStatusError,
@@ -27,11 +28,13 @@ from .vectors import indexed_vectors
 from .wire import (
     data_uri,
     default_classify_error,
+    endpoint_url,
     header_int,
     json_object,
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
+    texts_literal,
     usage_count,
 )
 
@@ -57,12 +60,14 @@ def _auth(spec: CallSpec) -> dict[str, str]:
     return {"Authorization": f"Bearer {spec.api_key.get_secret_value()}"}
 
 
-def _post(spec: CallSpec, path: str, body: dict[str, Any]) -> httpx.Request:
+def _post(
+    spec: CallSpec, path: str, body: dict[str, Any], literals: dict[str, str] | None = None
+) -> httpx.Request:
     return httpx.Request(
         "POST",
-        spec.base_url.rstrip("/") + path,
+        endpoint_url(spec.base_url.rstrip("/") + path),
         headers={**_auth(spec), "Content-Type": "application/json"},
-        content=json.dumps(body, separators=(",", ":")).encode(),
+        content=json_with_literals(body, literals, separators=(",", ":")).encode(),
     )
 
 
@@ -138,7 +143,8 @@ def chat_body(spec: CallSpec) -> dict[str, Any]:
 
 def build_request(spec: CallSpec) -> httpx.Request:
     if spec.kind == "text_embedding":
-        return _post(spec, "/embeddings", embedding_body(spec))
+        body = embedding_body(spec)
+        return _post(spec, "/embeddings", body, texts_literal(spec.items, body.get("input")))
     if spec.kind == "answer":
         return _post(spec, "/chat/completions", chat_body(spec))
     raise ValueError(f"openai adapter does not do {spec.kind}")

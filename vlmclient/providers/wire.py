@@ -10,32 +10,87 @@ Request bodies (:func:`data_uri`), error statuses (:func:`default_classify_error
 from __future__ import annotations
 
 import base64
+import functools
 import math
+import re
+from collections.abc import Sequence
 from typing import Any, overload
 
 import httpx
 
 from ..errors import APIStatusError, ResponseValidationError, status_error_class
-from ..models import Image
+from ..models import Image, TextEmbeddingRequest
 
 __all__ = [
     "MAX_REPORTED_DEPTH",
     "MAX_REPORTED_FIELDS",
     "data_uri",
+    "data_uris_literal",
     "default_classify_error",
+    "endpoint_url",
     "header_int",
     "json_object",
     "parse_retry_after",
     "reported_usage",
     "request_id_of",
     "text_tokens_upper_bound",
+    "texts_literal",
     "usage_count",
 ]
+
+
+@functools.lru_cache(maxsize=256)
+def endpoint_url(url: str) -> httpx.URL:
+    """``url`` parsed once: httpx parses a str URL again for every request (about 8 us
+    of CPU), and a client sends to a handful of URLs. ``httpx.URL`` is immutable.
+
+    >>> endpoint_url("http://127.0.0.1:8089/v2/embed").path
+    '/v2/embed'
+    """
+    return httpx.URL(url)
 
 
 def data_uri(image: Image) -> str:
     """``data:<media type>;base64,<bytes>``."""
     return f"data:{image.media_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
+# A media type that needs no JSON escaping (what every real one is: "image/png").
+_PLAIN_MEDIA_TYPE = re.compile(r"[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+")
+
+
+def data_uris_literal(
+    images: Sequence[Image], uris: Sequence[str], *, key: str
+) -> dict[str, str] | None:
+    """``{key: <JSON array of uris>}``, where ``uris[i]`` is :func:`data_uri` of
+    ``images[i]``, written without ``json.dumps``'s character-by-character escaping scan:
+    base64 text never needs escaping, nor does a plain media type (about 15 us of CPU
+    per 12 KB image). None when a media type is not plain; for
+    :func:`cache.keys.json_with_literals`.
+
+    >>> img = Image(data=b"ab", media_type="image/png")
+    >>> data_uris_literal([img], [data_uri(img)], key="images")
+    {'images': '["data:image/png;base64,YWI="]'}
+    """
+    if len(images) != len(uris) or not all(
+        _PLAIN_MEDIA_TYPE.fullmatch(i.media_type) for i in images
+    ):
+        return None
+    return {key: '["' + '","'.join(uris) + '"]'}
+
+
+def texts_literal(items: Sequence[object], texts: object) -> dict[str, str] | None:
+    """``{"input": <JSON of texts>}`` from the items' escaped texts, when ``texts`` is the
+    list of their texts (None otherwise: a parameter replaced it); for
+    :func:`cache.keys.json_with_literals`."""
+    if not isinstance(texts, list) or len(texts) != len(items):
+        return None
+    escaped = []
+    for item, text in zip(items, texts, strict=True):
+        if not isinstance(item, TextEmbeddingRequest) or item.text is not text:
+            return None
+        escaped.append(item.json_text)
+    return {"input": "[" + ",".join(escaped) + "]"}
 
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:
@@ -192,7 +247,8 @@ def header_int(headers: httpx.Headers, name: str) -> int | None:
 def text_tokens_upper_bound(text: str) -> int:
     """Tokens a text can cost at most, with no tokenizer: its UTF-8 bytes plus one
     (no BPE or WordPiece token is shorter than one byte)."""
-    return len(text.encode("utf-8")) + 1
+    # an ASCII text (known without a scan) is one byte a character: no copy to count
+    return (len(text) if text.isascii() else len(text.encode("utf-8"))) + 1
 
 
 def json_object(
