@@ -124,7 +124,7 @@ def view_request(item: ViewItem, hflip: bool, encoding: str | None = None) -> Im
         return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
     if encoding is None:
         raise ValueError("an augmented view needs the teacher's upload encoding")
-    _, source = _read(item.path)
+    source = hashlib.sha256(_read(item.path)).hexdigest()
     cid = view_content_id(source, item.image_id, item.view, hflip=hflip, encoding=encoding)
     arr = view_array(load_rgb(item.path), item.image_id, item.view, hflip=hflip)
     data, media_type = encode_view(arr, encoding)
@@ -144,7 +144,7 @@ def cached_view_vector(
     export``): under its content id, else under its key before content ids (the view is
     then computed); None when it is under neither."""
     provider, model = parse_teacher(teacher)
-    _, source = _read(item.path)
+    source = hashlib.sha256(_read(item.path)).hexdigest()
     cid = view_content_id(
         source, item.image_id, item.view, hflip=hflip, encoding=upload_encoding(teacher)
     )
@@ -158,13 +158,12 @@ def cached_view_vector(
     return None if entry is None else entry.vector
 
 
-def _read(path: Path) -> tuple[bytes, str]:
-    """(bytes, sha256) of a source image file; DataError when it cannot be used."""
+def _read(path: Path) -> bytes:
+    """The bytes of a source image file; DataError when it cannot be read."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read image {os.fspath(path)!r}: {exc.strerror}") from exc
-    return data, hashlib.sha256(data).hexdigest()
 
 
 def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> ChunkRequests[T]:
@@ -172,21 +171,28 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
     by item, so one bad image fails alone) the requests of what is not cached."""
     out: ChunkRequests[T] = ChunkRequests()
     encoding = upload_encoding(client.teacher)
-    sources: dict[Path, tuple[bytes, str]] = {}  # each file read and hashed once per chunk
-    ready: list[tuple[T, bytes, str]] = []  # (item, source bytes, source sha256)
+    sources: dict[Path, bytes] = {}  # each file read once per chunk
+    ready: list[tuple[T, bytes]] = []  # (item, source bytes)
     for item in items:
         try:
             if item.path not in sources:
                 sources[item.path] = _read(item.path)
-            ready.append((item, *sources[item.path]))
+            ready.append((item, sources[item.path]))
         except CANNOT_PREPARE as exc:
             out.failed.append((item, str(exc)))
 
-    named = [
-        (item, view_content_id(digest, item.image_id, item.view, hflip=hflip, encoding=encoding))
-        for item, _, digest in ready
-        if item.view > 0
-    ]
+    # A view's content id starts from its source file's sha256, hashed once per file and only
+    # for augmented views: view 0's key hashes the same bytes in the client (Image.digest).
+    digests: dict[Path, str] = {}
+    named: list[tuple[T, str]] = []
+    for item, data in ready:
+        if item.view > 0:
+            if item.path not in digests:
+                digests[item.path] = hashlib.sha256(data).hexdigest()
+            cid = view_content_id(
+                digests[item.path], item.image_id, item.view, hflip=hflip, encoding=encoding
+            )
+            named.append((item, cid))
     found = client.cached(KIND, [client.content_key(cid) for _, cid in named])
     misses: dict[int, str] = {}  # id(item) -> content id, for augmented views not cached
     for (item, cid), result in zip(named, found, strict=True):
@@ -196,7 +202,7 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
             misses[id(item)] = cid
 
     pending: list[tuple[T, ImageEmbeddingRequest, str, str | None]] = []
-    for item, data, _ in ready:
+    for item, data in ready:
         if item.view > 0 and id(item) not in misses:
             continue  # cached: no view computed
         try:
