@@ -109,7 +109,7 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import numpy as np
     import torch
-    from digits_teacher import digits_benchmark
+    from digits_teacher import digits_benchmark, teacher_record
     from pydantic import SecretStr
 
     from distill.data import scan
@@ -185,12 +185,7 @@ def main() -> int:
         "settings": cfg, "quick": args.quick, "tiny": args.tiny, "seeds": args.seeds,
         "threads": args.threads, "train_domains": train_domains, "ood_domains": ood_domains,
         "pool_images": len(pool.samples), "ood_images": len(ood.samples),
-        "teacher": {
-            "name": teacher, "weights": str(weights), "steps": manifest.get("steps"),
-            "fit_s": manifest.get("fit_s"), "pool_images": overlap["pool_images"],
-            "pool_shares_with_benchmark": overlap["shared"],
-            "pool_cut_against_per_class": manifest["pool"]["benchmark_spec"]["digits_per_class"],
-        },
+        "teacher": teacher_record(teacher, weights, manifest, overlap),
         "teacher_zeroshot_ood_acc": teacher_ood, "rows": rows,
         "seconds": round(time.time() - t0),
         "cpu_seconds": round(time.process_time()),

@@ -83,3 +83,16 @@ def digits_benchmark(
     print(f"teacher {teacher} ({weights}); its pool ({overlap['pool_images']} images) shares "
           f"none of the benchmark's {overlap['benchmark_sources']} source digits", flush=True)
     return root, weights, manifest, overlap, teacher
+
+
+def teacher_record(
+    teacher: str, weights: Path, manifest: dict[str, Any], overlap: dict[str, Any]
+) -> dict[str, Any]:
+    """What a benchmark's results.json records of its teacher (what :func:`digits_benchmark`
+    returned)."""
+    return {
+        "name": teacher, "weights": str(weights), "steps": manifest.get("steps"),
+        "fit_s": manifest.get("fit_s"), "pool_images": overlap["pool_images"],
+        "pool_shares_with_benchmark": overlap["shared"],
+        "pool_cut_against_per_class": manifest["pool"]["benchmark_spec"]["digits_per_class"],
+    }

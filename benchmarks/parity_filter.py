@@ -178,7 +178,7 @@ def main() -> int:
     import httpx
     import numpy as np
     import torch
-    from digits_teacher import digits_benchmark
+    from digits_teacher import digits_benchmark, teacher_record
     from pydantic import SecretStr
 
     from cache import SpendLedger
@@ -288,12 +288,7 @@ def main() -> int:
         "settings": cfg, "quick": args.quick, "tiny": args.tiny, "seeds": args.seeds,
         "threads": args.threads, "train_domains": TRAIN_DOMAINS, "ood_domains": OOD_DOMAINS,
         "pool_images": len(pool.samples), "ood_images": len(ood.samples),
-        "teacher": {
-            "name": teacher, "weights": str(weights), "steps": manifest.get("steps"),
-            "fit_s": manifest.get("fit_s"), "pool_images": overlap["pool_images"],
-            "pool_shares_with_benchmark": overlap["shared"],
-            "pool_cut_against_per_class": manifest["pool"]["benchmark_spec"]["digits_per_class"],
-        },
+        "teacher": teacher_record(teacher, weights, manifest, overlap),
         "budget_usd": str(budget), "pseudolabel_spent_usd": str(total),
         "views_spent_usd": str(views_spent), "server_billed_usd": str(billed),
         "pseudolabel_acc_by_domain": domain_acc, "filters": filters, "students": students,
