@@ -143,6 +143,7 @@ class TeacherClient:
             raise ConfigurationError("concurrency must be >= 1")
         self.provider, self.model = parse_teacher(teacher)
         self.teacher = teacher
+        self._kinds = self.provider.kinds_for(self.model)  # asked on every call
         env = os.environ if env is None else env
         self._api_key = resolve_key(self.provider, api_key, env)
         # Every string kept from a response goes through this: a server may echo the key.
@@ -405,7 +406,7 @@ class TeacherClient:
     # -- the pipeline ----------------------------------------------------------------------
 
     async def _run(self, kind: Kind, requests: Sequence[Item], result_type: type[R]) -> list[R]:
-        if kind not in self.provider.kinds_for(self.model):
+        if kind not in self._kinds:
             offering = sorted(n for n, p in PROVIDERS.items() if kind in p.kinds)
             raise ConfigurationError(
                 f"{self.teacher} does not offer {kind.replace('_', ' ')}s (offered by "

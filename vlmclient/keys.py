@@ -9,11 +9,10 @@ is sent) and nothing secret. Everything here works without a client or an API ke
 from __future__ import annotations
 
 from collections.abc import Mapping
-from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from cache.keys import KeyTemplate, make_key
+from cache.keys import KeyTemplate, ascii_json_string, make_key
 
 from .models import (
     AnswerRequest,
@@ -260,4 +259,4 @@ class Keyer:
             return content_cache_key(
                 self.provider, self.model, self.params, content_id, self.endpoint
             )
-        return template.key(encode_basestring_ascii(content_id))
+        return template.key(ascii_json_string(content_id))

@@ -88,7 +88,7 @@ class ReadingAiohttpTransport(AiohttpTransport):
             request=request,
             extensions=extensions,
         )
-        if "content-encoding" in answer.headers:
+        if "Content-Encoding" in response.headers:  # (aiohttp's headers: case-blind, fast)
             answer.read()  # httpx decodes it (aiohttp was told not to)
         else:
             # What read() would set (identity decoding), without driving httpx's chunk
