@@ -193,3 +193,24 @@ def test_claude_sonnet_4_5_is_refused_from_its_retirement_day() -> None:
     haiku = table.prices["anthropic:claude-haiku-4-5"]
     assert haiku.status == "legacy"
     assert str(haiku.status_source).startswith("https://platform.claude.com/")
+
+
+def test_gemini_2_5_flash_lite_warns_that_new_accounts_cannot_call_it(
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Google's API answers a new account 404 'no longer available to new users' for
+    gemini-2.5-flash-lite (quoted in a third-party release note, 2026-08-28): the entry is
+    legacy, so picking it warns before a run, and `providers` marks the status unverified."""
+    table = _builtin()
+    with caplog.at_level(logging.WARNING, logger="vlmclient"):
+        table.lookup("gemini", "gemini-2.5-flash-lite", today=date(2026, 12, 1))
+    assert "gemini:gemini-2.5-flash-lite is legacy" in caplog.text
+    price = table.prices["gemini:gemini-2.5-flash-lite"]
+    assert str(price.status_source).startswith("secondary:")
+    assert "no longer available to new users" in str(price.status_source)
+    monkeypatch.setenv("COLUMNS", "400")
+    assert main(["providers"]) == 0
+    line = next(r for r in capsys.readouterr().out.splitlines() if "gemini-2.5-flash-lite" in r)
+    assert "legacy (unverified)" in line

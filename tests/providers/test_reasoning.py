@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from cache import ResponseCache, SpendLedger
@@ -170,6 +171,59 @@ def test_claude_5_default_reasoning_and_callers_own_params_are_left_alone() -> N
     )
     assert body["output_config"] == {"effort": "xhigh"}
     assert body["thinking"] == {"type": "adaptive"}
+
+
+# The pinned Anthropic spec (2024-11) predates thinking, so these two fields are checked
+# against anthropic-sdk-python's generated types instead (read at 009b0353, 2026-11-30):
+# ThinkingConfigParam = Enabled {type: "enabled", budget_tokens: int, "Must be >=1024 and
+# less than `max_tokens`"} | Disabled {type: "disabled"} | Adaptive {type: "adaptive"};
+# OutputConfigParam.effort: Literal["low", "medium", "high", "xhigh", "max"].
+_SDK_THINKING = {
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {
+                "type": {"const": "enabled"},
+                "budget_tokens": {"type": "integer", "minimum": 1024},
+            },
+            "required": ["type", "budget_tokens"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {"type": {"enum": ["disabled", "adaptive"]}},
+            "required": ["type"],
+            "additionalProperties": False,
+        },
+    ]
+}
+_SDK_OUTPUT_CONFIG = {
+    "type": "object",
+    "properties": {"effort": {"enum": ["low", "medium", "high", "xhigh", "max"]}},
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize(
+    "model", ["claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-6", "claude-sonnet-5-5"]
+)
+@pytest.mark.parametrize("level", ["off", "minimal", "low", "medium", "high"])
+def test_anthropic_thinking_fields_match_the_sdk_types(model: str, level: str) -> None:
+    max_tokens = 32768  # room for every budget, so no level is refused here
+    spec = call_spec("anthropic", "answer", model, [_answer(max_tokens)], {"reasoning": level})
+    body = body_of(anthropic.build_request(spec))
+    jsonschema.validate(body["thinking"], _SDK_THINKING)
+    budget = body["thinking"].get("budget_tokens")
+    assert budget is None or budget < body["max_tokens"]
+    if "output_config" in body:
+        jsonschema.validate(body["output_config"], _SDK_OUTPUT_CONFIG)
+
+
+def test_sdk_thinking_schema_is_live() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"type": "enabled", "budget_tokens": 512}, _SDK_THINKING)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"effort": "minimal"}, _SDK_OUTPUT_CONFIG)
 
 
 def test_anthropic_thinking_budget_must_fit_the_answer_limit() -> None:
