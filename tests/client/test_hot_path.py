@@ -21,6 +21,7 @@ import pytest
 from cache import LedgerRecord
 from vlmclient import (
     APIConnectionError,
+    APITimeoutError,
     Budget,
     Image,
     ImageEmbeddingRequest,
@@ -163,11 +164,13 @@ def test_header_values_reads_as_get_does() -> None:
 @dataclass
 class RawServer:
     """Answers each request with the next of ``script`` (``"drop"``: close the connection
-    without answering; else (status, headers, JSON body)); keeps each request's bytes."""
+    without answering; ``"hang"``: never answer, until the server stops; else (status,
+    headers, JSON body)); keeps each request's bytes."""
 
     url: str
     script: list[object] = field(default_factory=list)
     received: list[bytes] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 @contextmanager
@@ -192,6 +195,9 @@ def raw_server(script: list[object]) -> Iterator[RawServer]:
                 step = state.script.pop(0) if state.script else (200, {}, None)
                 if step == "drop":
                     return  # closes the connection: the request was sent, no answer
+                if step == "hang":
+                    state.stopping.wait(30)
+                    return
                 status, headers, body = step  # type: ignore[misc]
                 data = json.dumps(body if body is not None else answer(1)).encode()
                 lines = [f"HTTP/1.1 {status} X", "Content-Type: application/json"]
@@ -211,6 +217,7 @@ def raw_server(script: list[object]) -> Iterator[RawServer]:
     try:
         yield state
     finally:
+        state.stopping.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
@@ -298,6 +305,18 @@ async def test_a_dropped_connection_after_sending_is_charged() -> None:
     assert info.value.sent is True and len(server.received) == 1
     assert [r.outcome for r in ledger.records] == ["connection"]
     assert c.budget.spent == Decimal(ledger.records[0].reserved_usd) > 0
+
+
+async def test_no_answer_in_time_is_charged_as_a_timeout() -> None:
+    ledger = ListLedger()
+    with raw_server(["hang"]) as server:
+        async with _client(
+            server.url, ledger=ledger, timeout=0.2, retry=RetryPolicy(max_attempts=1)
+        ) as client:
+            with pytest.raises(APITimeoutError, match="no answer"):
+                await client.embed_texts([TextEmbeddingRequest(text="a cat")])
+    assert [r.outcome for r in ledger.records] == ["timeout"]
+    assert client.budget.spent == Decimal(ledger.records[0].reserved_usd) > 0
 
 
 async def test_a_dropped_connection_is_retried() -> None:
