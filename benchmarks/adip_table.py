@@ -28,6 +28,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -74,29 +75,31 @@ def build_data(work: Path, args: argparse.Namespace) -> dict[str, Path]:
     return out
 
 
-def harvest_all(data: dict[str, Path], cache: Path, work: Path, views: int) -> dict[str, Any]:
-    """Fit (or reuse) each dataset's mini-clip teacher, serve it on loopback and harvest K
-    views of every image; returns queries, time and the teachers' manifests."""
+def fit_teachers(data: dict[str, Path], work: Path) -> dict[str, Path]:
+    """Each dataset's mini-clip weights (fitted on the first call, reused after)."""
+    from distill.teacher.miniclip import ensure_teacher, teacher_name
+
+    weights = {name: ensure_teacher(POOL_KIND[name], work / "teachers") for name in data}
+    TEACHERS.update({name: teacher_name(w) for name, w in weights.items()})
+    return weights
+
+
+def harvest_all(data: dict[str, Path], weights: dict[str, Path], cache: Path,
+                views: int) -> dict[str, dict[str, Any]]:
+    """Serve each dataset's teacher on loopback and harvest K views of every image; returns
+    per dataset the teacher, its fit, the harvest's time and what the server billed."""
     import httpx
     from pydantic import SecretStr
 
     from distill.cli import main
     from distill.server import ServerConfig, ServerThread, create_app, make_backend
-    from distill.teacher.miniclip import ensure_teacher, manifest_path, teacher_name
+    from distill.teacher.miniclip import manifest_path
 
     os.environ["VLM_DISTILL_TEACHER_TOKEN"] = TOKEN
-    info: dict[str, Any] = {"teachers": {}, "views": views}
-    t0 = time.time()
-    bills: list[dict[str, Any]] = []
+    info: dict[str, dict[str, Any]] = {}
     for name, path in data.items():
-        weights = ensure_teacher(POOL_KIND[name], work / "teachers")
-        manifest = json.loads(manifest_path(weights).read_text())
-        TEACHERS[name] = teacher_name(weights)
-        info["teachers"][name] = {
-            "teacher": TEACHERS[name], "fit_s": manifest.get("fit_s"),
-            "steps": manifest.get("steps"), "pool_images": manifest["pool"]["images"],
-        }
-        backend = make_backend("mini-clip", weights=weights)
+        manifest = json.loads(manifest_path(weights[name]).read_text())
+        backend = make_backend("mini-clip", weights=weights[name])
         t = time.time()
         with ServerThread(create_app(ServerConfig(token=SecretStr(TOKEN)), backend)) as server:
             rc = main(["harvest", str(path), "--teacher", TEACHERS[name], "--cache", str(cache),
@@ -104,16 +107,36 @@ def harvest_all(data: dict[str, Path], cache: Path, work: Path, views: int) -> d
                        "--views", str(views), "--cache-namespace", "adip-table"])
             if rc != 0:
                 raise SystemExit(f"harvest of {name} failed with exit code {rc}")
-            bills.append(httpx.get(server.base_url + "/admin/billing",
-                                   headers={"Authorization": f"Bearer {TOKEN}"}).json())
+            bill = httpx.get(server.base_url + "/admin/billing",
+                             headers={"Authorization": f"Bearer {TOKEN}"}).json()
         backend.close()
-        info[f"harvest_s_{name}"] = round(time.time() - t, 1)
-    info["billing"] = {
+        info[name] = {
+            "teacher": TEACHERS[name], "fit_s": manifest.get("fit_s"),
+            "steps": manifest.get("steps"), "pool_images": manifest["pool"]["images"],
+            "harvest_s": round(time.time() - t, 1),
+            "billing": {k: bill.get(k) for k in ("requests", "images", "input_tokens", "usd")},
+        }
+    return info
+
+
+def harvest_record(saved: dict[str, Any], data: dict[str, Path], weights: dict[str, Path],
+                   cache: Path, views: int) -> dict[str, Any]:
+    """The harvest record of this work folder, harvesting only the datasets whose teacher
+    (or number of views) changed since it was written: a record made for another teacher
+    would describe queries this table's numbers do not come from."""
+    teachers = dict(saved.get("teachers", {})) if saved.get("views") == views else {}
+    stale = {n: p for n, p in data.items()
+             if teachers.get(n, {}).get("teacher") != TEACHERS[n] or "billing" not in teachers[n]}
+    if stale:
+        teachers.update(harvest_all(stale, weights, cache, views))
+    kept = {n: teachers[n] for n in data}
+    bills = [t["billing"] for t in kept.values()]
+    billing: dict[str, Any] = {
         k: sum(b.get(k) or 0 for b in bills) for k in ("requests", "images", "input_tokens")
     }
-    info["billing"]["usd"] = str(sum(float(b.get("usd") or 0) for b in bills))
-    info["harvest_s"] = round(time.time() - t0, 1)
-    return info
+    billing["usd"] = str(sum(float(b.get("usd") or 0) for b in bills))
+    return {"teachers": kept, "views": views, "billing": billing,
+            "harvest_s": round(sum(t["harvest_s"] for t in kept.values()), 1)}
 
 
 def plan(name: str, domains: tuple[str, ...], args: argparse.Namespace) -> list[str]:
@@ -125,14 +148,33 @@ def plan(name: str, domains: tuple[str, ...], args: argparse.Namespace) -> list[
     return list(domains)
 
 
+def finished_run(out: Path, teacher: str) -> dict[str, Any] | None:
+    """The metrics of a run this table already finished in ``out`` against ``teacher``, or
+    None. A run (finished or not) made against another teacher is deleted: the table's
+    numbers must all come from the teacher it names, and the trainer refuses to resume it."""
+    from distill.train.checkpoints import CHECKPOINT_DIR, STATE_FILE
+
+    for record in (out / "metrics.json", out / CHECKPOINT_DIR / STATE_FILE):
+        try:
+            saved = json.loads(record.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if saved.get("teacher") != teacher:
+            shutil.rmtree(out)
+            return None
+        if record.name == "metrics.json":
+            return dict(saved)
+    return None
+
+
 def run_one(data: Path, cache: Path, out: Path, method: str, target: str, seed: int,
             args: argparse.Namespace, teacher: str) -> dict[str, Any]:
     from distill.train.config import TrainConfig
     from distill.train.trainer import train
 
-    metrics_path = out / "metrics.json"
-    if metrics_path.is_file():  # finished before: the table script resumes too
-        return json.loads(metrics_path.read_text())
+    done = finished_run(out, teacher)
+    if done is not None:  # finished before: the table script resumes too
+        return done
     views = 1 if method == "adip-k1" else None  # None: every harvested view
     cfg = TrainConfig(
         data=str(data), cache=str(cache), teacher=teacher, out=str(out),
@@ -314,7 +356,6 @@ def main() -> None:
     args.mnist_per_class = args.mnist_per_class or (30 if q else 100)
     args.datasets = args.datasets.split(",")
 
-    from cache import CacheDir
     from distill.data import scan
     from distill.train.trainer import train  # noqa: F401  (fail early when torch/timm are missing)
 
@@ -326,14 +367,12 @@ def main() -> None:
     if not data:
         raise SystemExit("no dataset could be built; see the SKIPPED lines above")
     saved_harvest = work / "harvest.json"
-    if saved_harvest.is_file() and all(CacheDir(cache).stores.glob("*/meta.json")):
-        # Harvested by an earlier run of this script: its queries and time are the real ones
-        # (a second harvest would be all cache hits and report 0 queries).
-        teacher = json.loads(saved_harvest.read_text())
-        TEACHERS.update({n: t["teacher"] for n, t in teacher["teachers"].items()})
-    else:
-        teacher = harvest_all(data, cache, work, args.views)
-        saved_harvest.write_text(json.dumps(teacher, default=str))
+    weights = fit_teachers(data, work)
+    saved = json.loads(saved_harvest.read_text()) if saved_harvest.is_file() else {}
+    # Harvested by an earlier run of this script for the same teachers: its queries and time
+    # are the real ones (a second harvest would be all cache hits and report 0 queries).
+    teacher = harvest_record(saved, data, weights, cache, args.views)
+    saved_harvest.write_text(json.dumps(teacher, default=str))
     print(f"harvest done in {teacher['harvest_s']} s", flush=True)
     compute_s = float(teacher["harvest_s"])
 

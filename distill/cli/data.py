@@ -71,8 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("kind", choices=["digits", "fashion", "mnist-digits"])
     p.add_argument("out", type=Path)
-    p.add_argument("--per-class", type=int, default=1000,
-                   help="cap images per class and source (default 1000; 0 = no cap)")
+    p.add_argument("--per-class", type=int, default=None,
+                   help="cap images per class and source (default 1000; Fashion: no cap; "
+                   "0 = no cap)")
     p.add_argument("--pool-seed", type=int, default=0, help="seed of the capped choice")
     p.add_argument("--bench-seed", type=int, default=0, help="seed the benchmark is built with")
     p.add_argument("--digits-per-class", type=int, default=20,
@@ -167,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return _made(root)
     if action == "make-teacher-pool":
-        from distill.teacher.pool import PoolSpec, make_teacher_pool
+        from distill.teacher.pool import POOL_PER_CLASS_BY_KIND, PoolSpec, make_teacher_pool
 
         spec = PoolSpec(
             seed=args.bench_seed,
@@ -176,7 +177,9 @@ def run(args: argparse.Namespace) -> int:
             mnist_per_class=args.mnist_per_class,
         )
         root = make_teacher_pool(
-            args.kind, args.out, spec=spec, per_class=args.per_class or None,
+            args.kind, args.out, spec=spec,
+            per_class=(POOL_PER_CLASS_BY_KIND[args.kind] if args.per_class is None
+                       else args.per_class or None),
             pool_seed=args.pool_seed, mnist_dir=args.mnist_dir, fashion_dir=args.source,
             force=args.force,
         )

@@ -77,7 +77,7 @@ DEFAULT_LR = 3e-3
 DEFAULT_THREADS = 2
 # Fit steps per pool kind (benchmarks/teacher_zeroshot.py measures what they reach): the
 # digits teacher must fit inside the demo's time budget; the others may take minutes.
-STEPS_BY_KIND = {"digits": 200, "fashion": 1500, "mnist-digits": 600}
+STEPS_BY_KIND = {"digits": 200, "fashion": 6000, "mnist-digits": 600}
 # Fashion's classes differ in detail (shirt, t-shirt, pullover, coat): a wider tower.
 WIDTHS_BY_KIND = {"digits": WIDTHS, "fashion": (24, 48, 96, 192), "mnist-digits": WIDTHS}
 # Stride of the first convolution: 2 halves the cost; Fashion keeps full resolution.
@@ -269,6 +269,7 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
             "images": len(data.ids),
             "held_out_for_scoring": int(held.sum()),
             "benchmark_spec": pool_meta.get("benchmark_spec"),
+            "per_class": pool_meta.get("per_class"),
             "sources": pool_meta.get("sources"),
             "augmentation": "any rotation (half the draws), within 60 deg (the other half); "
             "scale 0.75-1.2, shift 12 %; dark-on-light, light-on-dark or random colours; "
@@ -279,6 +280,15 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
     }
     manifest_path(out).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
+
+
+def _pool_per_class(pool: Path) -> int | str | None:
+    """The per-class cap a pool was cut with ("missing" when there is no readable pool)."""
+    try:
+        cap = json.loads((pool / "dataset.json").read_text("utf-8")).get("per_class", "missing")
+    except (OSError, ValueError):
+        return "missing"
+    return cap if cap is None or isinstance(cap, int) else "missing"
 
 
 def ensure_teacher(
@@ -299,13 +309,18 @@ def ensure_teacher(
     ``workdir/pool/<kind>`` holds the pool and ``workdir/<kind>-s<seed>-n<steps>-w<tower>``
     ``.safetensors`` the weights (tower: widths and stem stride, by default those of
     :data:`WIDTHS_BY_KIND` and :data:`STEM_STRIDE_BY_KIND`). A file whose manifest matches
-    (seed, steps, weights hash) is reused, so a second run refits nothing. ``spec`` is a
+    (seed, steps, pool size, weights hash) is reused, so a second run refits nothing. ``spec`` is a
     :class:`distill.teacher.pool.PoolSpec`.
 
     >>> weights = ensure_teacher("digits", "work/teacher")  # doctest: +SKIP
     >>> make_backend("mini-clip", weights=weights)  # doctest: +SKIP
     """
-    from distill.teacher.pool import POOL_KINDS, make_teacher_pool
+    from distill.teacher.pool import (
+        DEFAULT_POOL_PER_CLASS,  # every pool before POOL_PER_CLASS_BY_KIND was cut to it
+        POOL_KINDS,
+        POOL_PER_CLASS_BY_KIND,
+        make_teacher_pool,
+    )
 
     if kind not in POOL_KINDS:
         raise DataError(f"unknown pool kind {kind!r}; choose one of {', '.join(POOL_KINDS)}")
@@ -313,19 +328,21 @@ def ensure_teacher(
     widths = tuple(widths or WIDTHS_BY_KIND[kind])
     stem_stride = stem_stride or STEM_STRIDE_BY_KIND[kind]
     work = Path(workdir)
+    per_class = POOL_PER_CLASS_BY_KIND[kind]
     tower = "-".join(map(str, widths)) + f"-st{stem_stride}"
     weights = work / f"{kind}-s{seed}-n{steps}-w{tower}.safetensors"
     try:
         m = json.loads(manifest_path(weights).read_text("utf-8"))
         if (m.get("seed"), m.get("steps")) == (seed, steps) and weights.is_file() \
+                and m["pool"].get("per_class", DEFAULT_POOL_PER_CLASS) == per_class \
                 and m.get("weights_sha256") == _sha256_file(weights):
             return weights
     except (OSError, ValueError):
         pass  # not fitted yet (or half written): fit
     pool = work / "pool" / kind
-    if not (pool / "dataset.json").is_file():
-        make_teacher_pool(kind, pool, spec=spec, mnist_dir=mnist_dir, fashion_dir=fashion_dir,
-                          force=pool.exists())
+    if _pool_per_class(pool) != per_class:  # missing, or cut to another size: (re)build
+        make_teacher_pool(kind, pool, spec=spec, per_class=per_class, mnist_dir=mnist_dir,
+                          fashion_dir=fashion_dir, force=pool.exists())
     fit_teacher(pool, weights, seed=seed, steps=steps, widths=widths, stem_stride=stem_stride,
                 progress=progress)
     return weights

@@ -28,7 +28,13 @@ from distill.data.builders import (
     make_rotated_fashion,
 )
 from distill.data.digits import make_digits, render_ink, sklearn_digits
-from distill.teacher.pool import PoolSpec, make_teacher_pool, read_pool, source_digest
+from distill.teacher.pool import (
+    POOL_PER_CLASS_BY_KIND,
+    PoolSpec,
+    make_teacher_pool,
+    read_pool,
+    source_digest,
+)
 
 
 def _sklearn_u8() -> np.ndarray:
@@ -130,8 +136,9 @@ def test_fashion_pool_is_disjoint_from_rotated_fashion(tmp_path):
     source = _fashion_source(tmp_path)
     per_domain = 500 if source is None else 20
     spec = PoolSpec(fashion_per_domain=per_domain)
-    pool = make_teacher_pool("fashion", tmp_path / "pool", spec=spec, per_class=300,
-                             fashion_dir=source)
+    # the pool as the teacher is fitted on it: every image the benchmark leaves over
+    pool = make_teacher_pool("fashion", tmp_path / "pool", spec=spec,
+                             per_class=POOL_PER_CLASS_BY_KIND["fashion"], fashion_dir=source)
     x, _ = load_fashion_mnist("all", source)
     for name, size in (("standard", per_domain), ("quick", per_domain // 4)):
         bench = make_rotated_fashion(tmp_path / name, per_domain=size, source=source)

@@ -147,3 +147,26 @@ def test_ensure_teacher_fits_once_then_reuses(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-1])  # damaged: refitted, not served
     assert ensure_teacher("digits", tmp_path, seed=1, steps=2) == weights
     assert teacher_name(weights) == "local:mini-clip-" + _sha(weights)[:12]
+
+
+def test_ensure_teacher_refits_a_teacher_of_a_pool_cut_to_another_size(tmp_path):
+    """A teacher fitted on a pool of another per-class cap (say the 1,000 per class every
+    Fashion pool had before the cap became per kind) is not that kind's teacher any more:
+    the pool is cut again and the teacher refitted, not silently reused."""
+    from distill.teacher.miniclip import ensure_teacher, manifest_path
+    from distill.teacher.pool import POOL_PER_CLASS_BY_KIND
+
+    weights = ensure_teacher("digits", tmp_path, seed=1, steps=2)
+    manifest = json.loads(manifest_path(weights).read_text())
+    assert manifest["pool"]["per_class"] == POOL_PER_CLASS_BY_KIND["digits"]
+    pool_meta = tmp_path / "pool" / "digits" / "dataset.json"
+    for path, edit in ((manifest_path(weights), lambda m: m["pool"]), (pool_meta, lambda m: m)):
+        record = json.loads(path.read_text())
+        edit(record)["per_class"] = 5  # as if cut with --per-class 5
+        path.write_text(json.dumps(record))
+    stamp = weights.stat().st_mtime_ns
+    assert ensure_teacher("digits", tmp_path, seed=1, steps=2) == weights
+    assert weights.stat().st_mtime_ns != stamp
+    assert json.loads(manifest_path(weights).read_text())["pool"]["per_class"] == (
+        POOL_PER_CLASS_BY_KIND["digits"])
+    assert json.loads(pool_meta.read_text())["per_class"] == POOL_PER_CLASS_BY_KIND["digits"]

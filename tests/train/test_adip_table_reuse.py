@@ -1,0 +1,47 @@
+"""benchmarks/adip_table.py resumes: a finished run or a harvest record is reused only when it
+was made against the teacher the table now names (a refitted teacher has a new name)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import adip_table
+from benchmarks.adip_table import finished_run, harvest_record
+
+
+def _write(path: Path, record: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def test_a_finished_run_is_reused_for_its_own_teacher_only(tmp_path: Path) -> None:
+    out = tmp_path / "adip-trot0-s0"
+    _write(out / "metrics.json", {"teacher": "local:mini-clip-aaa", "mean_ood": 0.5})
+    assert finished_run(out, "local:mini-clip-aaa") == {
+        "teacher": "local:mini-clip-aaa", "mean_ood": 0.5}
+    assert finished_run(out, "local:mini-clip-bbb") is None
+    assert not out.exists()  # trained against the old teacher: retrained, not reported
+
+
+def test_an_unfinished_run_of_another_teacher_is_cleared(tmp_path: Path) -> None:
+    out = tmp_path / "erm-trot0-s0"
+    _write(out / "checkpoint" / "state.json", {"teacher": "local:mini-clip-aaa", "step": 40})
+    assert finished_run(out, "local:mini-clip-aaa") is None
+    assert (out / "checkpoint").is_dir()  # same teacher: the trainer resumes it
+    assert finished_run(out, "local:mini-clip-bbb") is None
+    assert not out.exists()  # the trainer would refuse to resume it
+
+
+def test_a_harvest_record_of_the_same_teachers_is_reused_and_summed(tmp_path: Path) -> None:
+    adip_table.TEACHERS.update({"rotated-fashion": "local:mini-clip-f", "mnist-digits": "m"})
+    one = {"requests": 2, "images": 10, "input_tokens": 0, "usd": "0.5"}
+    saved = {"views": 4, "teachers": {
+        "rotated-fashion": {"teacher": "local:mini-clip-f", "harvest_s": 3.0, "billing": one},
+        "mnist-digits": {"teacher": "m", "harvest_s": 1.5, "billing": one},
+    }}  # fmt: skip
+    data = {"rotated-fashion": tmp_path / "f", "mnist-digits": tmp_path / "m"}
+    record = harvest_record(saved, data, {}, tmp_path / "cache", views=4)
+    assert record["billing"] == {"requests": 4, "images": 20, "input_tokens": 0, "usd": "1.0"}
+    assert record["harvest_s"] == 4.5
+    assert record["teachers"] == saved["teachers"]
