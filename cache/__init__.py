@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .cache_stats import CacheStats, KindStats
     from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
     from .coordination import CoordinationError, Coordinator, SpendView
-    from .keys import canonical_json, json_with_literals, make_key
+    from .keys import KeyTemplate, ascii_json_string, canonical_json, json_with_literals, make_key
     from .layout import (
         COORDINATION_FILE,
         LEDGER_FILE,
@@ -63,6 +63,7 @@ __all__ = [
     "Coordinator",
     "EmbeddingStore",
     "GroupTotals",
+    "KeyTemplate",
     "KindStats",
     "LedgerContents",
     "LedgerLike",
@@ -78,6 +79,7 @@ __all__ = [
     "StoreWriter",
     "Totals",
     "VectorFormat",
+    "ascii_json_string",
     "atomic_write",
     "by_model",
     "canonical_json",
@@ -117,6 +119,8 @@ _SOURCES: dict[str, str] = {
     "CoordinationError": "coordination",
     "Coordinator": "coordination",
     "SpendView": "coordination",
+    "KeyTemplate": "keys",
+    "ascii_json_string": "keys",
     "canonical_json": "keys",
     "json_with_literals": "keys",
     "make_key": "keys",

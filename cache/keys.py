@@ -5,9 +5,30 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
-__all__ = ["canonical_json", "json_with_literals", "make_key"]
+__all__ = ["KeyTemplate", "ascii_json_string", "canonical_json", "json_with_literals", "make_key"]
+
+# The bytes a JSON string holds as they are under ensure_ascii (json's own test: space
+# to tilde, but for the quote and the backslash); the rest are escaped.
+_PLAIN_BYTES = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
+
+
+def ascii_json_string(text: str) -> str:
+    r"""``json.dumps(text)`` (ASCII, escaped as ``ensure_ascii`` escapes it), cheaper for
+    the usual text: an ASCII text with no quote, backslash or control character is only
+    quoted, found with one ``bytes.translate`` (about 5 us for 20 KB) instead of
+    json's character-by-character escaping (about 25 us).
+
+    >>> texts = ["a cat", 'a "cat"', "back\\slash", "line\nbreak", "tab\there", "café"]
+    >>> all(ascii_json_string(t) == json.dumps(t) for t in texts)
+    True
+    """
+    if text.isascii() and not text.encode().translate(None, _PLAIN_BYTES):
+        return f'"{text}"'
+    return encode_basestring_ascii(text)
+
 
 # Stands in for a value given already encoded; a NUL never appears in a provider, model,
 # kind or parameter name, and a clash is detected anyway (see json_with_literals).
@@ -65,3 +86,43 @@ def make_key(parts: Mapping[str, Any], literals: Mapping[str, str] | None = None
     '54a45cecc191'
     """
     return hashlib.sha256(canonical_json(parts, literals).encode()).hexdigest()
+
+
+class KeyTemplate:
+    """:func:`make_key` of ``parts`` plus one top-level value given as canonical JSON,
+    for many values: the JSON around the value is encoded and hashed once, so a key
+    costs one sha256 update over the value (a client keys every text with the same
+    provider, model and parameters).
+
+    ``KeyTemplate(parts, "text").key(lit)`` equals ``make_key({**parts, "text": v},
+    {"text": lit})`` for ``lit`` the canonical JSON of ``v``. ``None`` from
+    :meth:`make` when the slot cannot be placed unambiguously (then call
+    :func:`make_key`).
+
+    >>> t = KeyTemplate.make({"provider": "cohere", "model": "embed-v4.0"}, "text")
+    >>> t.key('"a cat"') == make_key({"provider": "cohere", "model": "embed-v4.0", "text": "a cat"})
+    True
+    """
+
+    __slots__ = ("_head", "_tail")
+
+    def __init__(self, head: bytes, tail: bytes) -> None:
+        self._head = hashlib.sha256(head)
+        self._tail = tail
+
+    @classmethod
+    def make(cls, parts: Mapping[str, Any], slot: str) -> KeyTemplate | None:
+        """The template of ``parts`` with the value of ``slot`` left open."""
+        text = canonical_json({**parts, slot: _MARK + slot})
+        mark = json.dumps(_MARK + slot)
+        if text.count(mark) != 1:
+            return None
+        head, tail = text.split(mark)
+        return cls(head.encode(), tail.encode())
+
+    def key(self, literal: str) -> str:
+        """The key with ``literal`` (canonical JSON: ASCII only) in the open slot."""
+        h = self._head.copy()
+        h.update(literal.encode())
+        h.update(self._tail)
+        return h.hexdigest()

@@ -55,6 +55,7 @@ class Batcher:
         self.params = params
         self.batch_size = batch_size
         self.max_image_tokens = max_image_tokens
+        self._params: dict[str, dict[str, Any]] = {}
 
     def batch_limit(self, kind: Kind) -> int:
         """Items per request: the provider's limit, or the smaller ``batch_size``."""
@@ -91,7 +92,9 @@ class Batcher:
 
     def spec(self, kind: Kind, items: Sequence[Item]) -> CallSpec:
         """What the request for ``items`` is built from (and its cost estimated on)."""
-        params = kind_params(self.provider, kind, self.params)
+        params = self._params.get(kind)
+        if params is None:  # merged once per kind: the same for every request
+            params = self._params[kind] = kind_params(self.provider, kind, self.params)
         return CallSpec(
             kind,
             self.model,

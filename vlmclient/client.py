@@ -38,6 +38,7 @@ from .credentials import SECRET_ENV, check_credentials, resolve_key
 from .errors import BudgetOverrunError, ConfigurationError
 from .keys import (
     ItemT,
+    Keyer,
     content_cache_key,
     endpoint_id,
     image_key_part,
@@ -142,6 +143,7 @@ class TeacherClient:
             raise ConfigurationError("concurrency must be >= 1")
         self.provider, self.model = parse_teacher(teacher)
         self.teacher = teacher
+        self._kinds = self.provider.kinds_for(self.model)  # asked on every call
         env = os.environ if env is None else env
         self._api_key = resolve_key(self.provider, api_key, env)
         # Every string kept from a response goes through this: a server may echo the key.
@@ -156,6 +158,7 @@ class TeacherClient:
         self.price, self.price_entry = resolve_price(self.provider.name, self.model, prices, price)
         self.budget = budget or Budget()
         self.params = dict(params or {})
+        self._keyer = Keyer(self.provider, self.model, self.params, self.endpoint)
         self.concurrency = concurrency
         if batch_size is not None and batch_size < 1:
             raise ConfigurationError("batch size must be >= 1")
@@ -335,12 +338,12 @@ class TeacherClient:
     def cache_key(self, kind: Kind, item: Item) -> str:
         """sha256 of everything that changes the answer, the endpoint included; never a
         secret."""
-        return item_cache_key(self.provider, self.model, self.params, kind, item, self.endpoint)
+        return self._keyer.item_key(kind, item)
 
     def content_key(self, content_id: str) -> str:
         """The cache key of the image embedding of an image named by ``content_id``
         (:attr:`Image.content_id`), computed without the image."""
-        return content_cache_key(self.provider, self.model, self.params, content_id, self.endpoint)
+        return self._keyer.content_key(content_id)
 
     def cached(
         self, kind: Kind, keys: Sequence[str], fallback: Sequence[str | None] = ()
@@ -403,7 +406,7 @@ class TeacherClient:
     # -- the pipeline ----------------------------------------------------------------------
 
     async def _run(self, kind: Kind, requests: Sequence[Item], result_type: type[R]) -> list[R]:
-        if kind not in self.provider.kinds_for(self.model):
+        if kind not in self._kinds:
             offering = sorted(n for n, p in PROVIDERS.items() if kind in p.kinds)
             raise ConfigurationError(
                 f"{self.teacher} does not offer {kind.replace('_', ' ')}s (offered by "

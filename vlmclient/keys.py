@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from cache.keys import make_key
+from cache.keys import KeyTemplate, ascii_json_string, make_key
 
 from .models import (
     AnswerRequest,
     Image,
+    ImageEmbeddingRequest,
     MixedEmbeddingRequest,
     TextEmbeddingRequest,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "CACHE_KEY_VERSION",
     "DEFAULT_NAMESPACE",
     "ItemT",
+    "Keyer",
     "content_cache_key",
     "endpoint_id",
     "image_key_part",
@@ -200,3 +202,61 @@ def prepare_item(provider: Provider, item: ItemT) -> ItemT:
         return item
     # model_copy keeps the class; mypy only sees the narrowed union
     return cast(ItemT, item.model_copy(update={"image": image}))
+
+
+class Keyer:
+    """The cache keys of one teacher (provider, model, parameters, endpoint), as
+    :func:`item_cache_key` and :func:`content_cache_key` compute them, cheaper for the
+    items a client keys most: a text, and an image named by its ``content_id``. The
+    JSON around the text or content id is encoded and hashed once per kind
+    (:class:`cache.keys.KeyTemplate`), so such a key costs one sha256 update over the
+    text (about 15 us of CPU less for a 20 KB text than building and encoding the whole
+    key each time). The parameters are read once, when the keyer is made.
+
+    >>> from vlmclient.providers import get_provider
+    >>> keyer = Keyer(get_provider("openai"), "text-embedding-3-small", {}, None)
+    >>> item = TextEmbeddingRequest(text="a cat")
+    >>> keyer.item_key("text_embedding", item) == item_cache_key(
+    ...     get_provider("openai"), "text-embedding-3-small", {}, "text_embedding", item)
+    True
+    """
+
+    def __init__(
+        self, provider: Provider, model: str, params: Mapping[str, Any], endpoint: str | None
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.params = dict(params)
+        self.endpoint = endpoint
+        self._templates: dict[tuple[str, str], KeyTemplate | None] = {}
+
+    def _template(self, kind: str, slot: str) -> KeyTemplate | None:
+        try:
+            return self._templates[kind, slot]
+        except KeyError:
+            base = key_base(self.provider, self.model, self.params, kind, self.endpoint)
+            template = self._templates[kind, slot] = KeyTemplate.make(base, slot)
+            return template
+
+    def item_key(self, kind: str, item: Item) -> str:
+        """:func:`item_cache_key` of ``item`` (prepared) for this teacher."""
+        if isinstance(item, TextEmbeddingRequest):
+            template = self._template(kind, "text")
+            if template is not None:
+                return template.key(item.json_text)
+        elif (
+            isinstance(item, ImageEmbeddingRequest)
+            and kind == "image_embedding"
+            and item.image.content_id is not None
+        ):
+            return self.content_key(item.image.content_id)
+        return item_cache_key(self.provider, self.model, self.params, kind, item, self.endpoint)
+
+    def content_key(self, content_id: str) -> str:
+        """:func:`content_cache_key` of ``content_id`` for this teacher."""
+        template = self._template("image_embedding", "content_id")
+        if template is None:
+            return content_cache_key(
+                self.provider, self.model, self.params, content_id, self.endpoint
+            )
+        return template.key(ascii_json_string(content_id))

@@ -8,12 +8,13 @@ import struct
 import zlib
 from decimal import Decimal
 from functools import cached_property
-from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+
+from cache.keys import ascii_json_string
 
 from .errors import InputError
 from .media import media_type_of
@@ -173,12 +174,12 @@ class TextEmbeddingRequest(BaseModel):
     @cached_property
     def json_text(self) -> str:
         """The text as a JSON string, ASCII-escaped as ``json.dumps`` writes it: escaped
-        once for both the cache key and the request body (a long text costs ~1 us/KB).
+        once for both the cache key and the request body (see ``ascii_json_string``).
 
         >>> print(TextEmbeddingRequest(text="a cat").json_text)
         "a cat"
         """
-        return encode_basestring_ascii(self.text)
+        return ascii_json_string(self.text)
 
 
 class MixedEmbeddingRequest(BaseModel):

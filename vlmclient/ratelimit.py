@@ -105,7 +105,8 @@ class RateLimiter:
             if ready <= now:
                 break
             await self._sleep(ready - now)
-        self._recent.append(now)
+        if self.rpm is not None:  # the window only paces a request rate: unpaced, keep none
+            self._recent.append(now)
 
     def _window_ready(self) -> float:
         per_second = self._per_second

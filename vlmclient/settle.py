@@ -144,7 +144,9 @@ class Settler:
         started = time.perf_counter()
         try:
             parsed = self.provider.parse_response(spec, response)
-            parsed = replace(parsed, request_id=self._redact.request_id(parsed.request_id))
+            rid = self._redact.request_id(parsed.request_id)
+            if rid != parsed.request_id:
+                parsed = replace(parsed, request_id=rid)
             self._check_dim(spec.kind, parsed, response)
         except ResponseValidationError as exc:
             self.timings.add("parse", started)

@@ -5,11 +5,13 @@ httpx's own connection pool degrades above ~8 concurrent connections
 the httpx API and its transport seam. Its responses stream the body in 16 KB chunks
 through two layers of async generators; every answer of a teacher is read whole anyway,
 so this transport reads it with one ``ClientResponse.read()`` and hands httpx the bytes
-(content decoding, e.g. gzip, still happens in httpx as before). About 30 us of CPU less
-per request on loopback (docs/benchmarks.md, client throughput).
+already read (content decoding, e.g. gzip, still happens in httpx as before). About
+30 us of CPU less per request on loopback (docs/benchmarks.md, client throughput).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import httpx
 from aiohttp import BasicAuth, ClientSession, ClientTimeout
@@ -22,18 +24,39 @@ __all__ = ["ReadingAiohttpTransport"]
 class ReadingAiohttpTransport(AiohttpTransport):
     """``AiohttpTransport`` whose responses arrive with their body read."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # one ClientTimeout per distinct httpx timeout (a client sends with one)
+        self._timeouts: dict[tuple[float | None, float | None, float | None], ClientTimeout] = {}
+
+    def _timeout(self, request: httpx.Request) -> ClientTimeout:
+        timeout = request.extensions.get("timeout", {})
+        key = (timeout.get("connect"), timeout.get("read"), timeout.get("pool"))
+        found = self._timeouts.get(key)
+        if found is None:
+            found = self._timeouts[key] = ClientTimeout(
+                sock_connect=key[0], sock_read=key[1], connect=key[2]
+            )
+        return found
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if not isinstance(self.client, ClientSession):
             self.client = self.get_client()
         session = self.client
-        timeout = request.extensions.get("timeout", {})
         proxy = self.proxy
-        with map_aiohttp_exceptions():
+        try:
             try:
                 data: bytes | httpx.AsyncByteStream | None = request.content or None
             except httpx.RequestNotRead:
                 data = request.stream  # type: ignore[assignment]
                 request.headers.pop("transfer-encoding", None)  # aiohttp frames it
+            proxy_args: dict[str, Any] = {}
+            if proxy is not None:
+                proxy_args = {
+                    "proxy": str(proxy.url),
+                    "proxy_auth": BasicAuth(proxy.auth[0], proxy.auth[1]) if proxy.auth else None,
+                    "proxy_headers": proxy.headers,
+                }
             async with session.request(
                 method=request.method,
                 url=str(request.url),
@@ -44,27 +67,31 @@ class ReadingAiohttpTransport(AiohttpTransport):
                 allow_redirects=False,
                 auto_decompress=False,
                 compress=False,
-                timeout=ClientTimeout(
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                    connect=timeout.get("pool"),
-                ),
+                timeout=self._timeout(request),
                 server_hostname=request.extensions.get("sni_hostname"),
-                proxy=str(proxy.url) if proxy else None,
-                proxy_auth=BasicAuth(proxy.auth[0], proxy.auth[1])
-                if proxy and proxy.auth
-                else None,
-                proxy_headers=proxy.headers if proxy else None,
+                **proxy_args,
             ) as response:
                 body = await response.read()
+        except Exception as exc:
+            # aiohttp's errors as httpx's (the sender tells what may have been billed by
+            # them); mapped here rather than by a context manager around every request
+            with map_aiohttp_exceptions():
+                raise exc
+            raise  # not reached: the mapper raises
         extensions: dict[str, bytes] = {"http_version": b"HTTP/1.1"}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode()
-        return httpx.Response(
+        answer = httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
             stream=httpx.ByteStream(body),
             request=request,
             extensions=extensions,
         )
-
+        if "Content-Encoding" in response.headers:  # (aiohttp's headers: case-blind, fast)
+            answer.read()  # httpx decodes it (aiohttp was told not to)
+        else:
+            # What read() would set (identity decoding), without driving httpx's chunk
+            # iterators: about 6 us of CPU per answer. aread() then returns it at once.
+            answer._content = body
+        return answer

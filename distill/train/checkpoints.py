@@ -30,6 +30,7 @@ from vlmclient.errors import ConfigurationError
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "STATE_FILE",
     "RunState",
     "check_checkpoint",
     "recover_checkpoint",

@@ -7,13 +7,14 @@ secret ever reaches a key; file names do not matter.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from cache.keys import canonical_json, make_key
+from cache.keys import KeyTemplate, ascii_json_string, canonical_json, make_key
 from tests.conftest import make_image_requests
 from vlmclient import (
     AnswerRequest,
@@ -260,3 +261,25 @@ def test_a_value_that_looks_like_the_splice_marker_cannot_change_a_key() -> None
     parts = {"params": {"p": _MARK + "text"}, "text": "a cat"}
     assert make_key(parts, {"text": '"a cat"'}) == make_key(parts)
     assert canonical_json(parts, {"text": '"a cat"'}) == canonical_json(parts)
+
+
+def test_ascii_json_string_is_json_dumps_for_every_character() -> None:
+    chars = [chr(c) for c in range(0x3000)] + ["\U0001d538", "\U0010ffff", "\ud800"]
+    for c in chars:
+        for text in (c, f"ab{c}", f"{c}yz", c * 3):
+            assert ascii_json_string(text) == json.dumps(text)
+
+
+def test_key_template_gives_make_key() -> None:
+    parts = {
+        "v": 1,
+        "provider": "openai",
+        "model": "m",
+        "params": {"dimensions": 64, "user": "é", "z": [1, 2]},
+        "endpoint": "http://gpu-box:8000/v1",
+    }
+    template = KeyTemplate.make(parts, "text")
+    assert template is not None
+    for text in ["a cat", 'say "hi"', "line\nbreak", "café ☕", "x" * 5000]:
+        expected = make_key({**parts, "text": text})
+        assert template.key(ascii_json_string(text)) == expected

@@ -114,3 +114,23 @@ async def test_429_retry_after_pauses_all_tasks_of_the_client(fake_clock: FakeCl
     first = stamps[0]
     assert all(t >= first + 7 for t in stamps[1:])
     assert limiter.pauses == 1
+
+
+@pytest.mark.parametrize("tpm", [None, 10**12])
+async def test_an_unpaced_limiter_holds_no_memory_per_request(tpm: float | None) -> None:
+    """Without a request rate the limiter kept every send time it had ever seen (one float
+    per request, for the life of the client: about 3 MB per 100,000 requests)."""
+    import tracemalloc
+
+    limiter = RateLimiter(tpm=tpm)  # the real clock: a fake one records every sleep
+    for _ in range(1_000):  # warm: first-call allocations are not growth
+        await limiter.acquire(tokens=1)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(50_000):
+            await limiter.acquire(tokens=1)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 100_000, f"{grown} bytes kept after 50,000 requests"

@@ -28,6 +28,7 @@ from .wire import (
     data_uris_literal,
     endpoint_url,
     json_object,
+    json_post,
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
@@ -171,14 +172,13 @@ def build_request(spec: CallSpec, vector_type: str = "float") -> httpx.Request:
         literals = {"texts": literal["input"]} if literal else None
     else:
         body = embed_body(spec, vector_type)
-    return httpx.Request(
-        "POST",
+    return json_post(
         endpoint_url(spec.base_url.rstrip("/") + "/v2/embed"),
-        headers={
+        {
             "Authorization": f"Bearer {spec.api_key.get_secret_value()}",
             "Content-Type": "application/json",
         },
-        content=json_with_literals(body, literals, separators=(",", ":")).encode(),
+        json_with_literals(body, literals, separators=(",", ":")).encode(),
     )
 
 

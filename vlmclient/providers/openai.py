@@ -30,7 +30,9 @@ from .wire import (
     default_classify_error,
     endpoint_url,
     header_int,
+    header_values,
     json_object,
+    json_post,
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
@@ -63,11 +65,10 @@ def _auth(spec: CallSpec) -> dict[str, str]:
 def _post(
     spec: CallSpec, path: str, body: dict[str, Any], literals: dict[str, str] | None = None
 ) -> httpx.Request:
-    return httpx.Request(
-        "POST",
+    return json_post(
         endpoint_url(spec.base_url.rstrip("/") + path),
-        headers={**_auth(spec), "Content-Type": "application/json"},
-        content=json_with_literals(body, literals, separators=(",", ":")).encode(),
+        {**_auth(spec), "Content-Type": "application/json"},
+        json_with_literals(body, literals, separators=(",", ":")).encode(),
     )
 
 
@@ -344,7 +345,18 @@ def parse_duration(value: str | None) -> float | None:
     return h * 3600 + mnt * 60 + s + ms / 1000
 
 
-def rate_limit_hints(headers: httpx.Headers) -> RateLimitHints:
+_HINT_HEADERS = frozenset(
+    f"x-ratelimit-{what}-{unit}"
+    for what in ("limit", "remaining", "reset")
+    for unit in ("requests", "tokens")
+)
+_NO_HINTS = RateLimitHints()
+
+
+def rate_limit_hints(response_headers: httpx.Headers) -> RateLimitHints:
+    headers = header_values(response_headers, _HINT_HEADERS)  # one pass over the headers
+    if not headers:
+        return _NO_HINTS
     return RateLimitHints(
         limit_requests=header_int(headers, "x-ratelimit-limit-requests"),
         limit_tokens=header_int(headers, "x-ratelimit-limit-tokens"),

@@ -13,7 +13,7 @@ import base64
 import functools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, overload
 
 import httpx
@@ -29,7 +29,9 @@ __all__ = [
     "default_classify_error",
     "endpoint_url",
     "header_int",
+    "header_values",
     "json_object",
+    "json_post",
     "parse_retry_after",
     "reported_usage",
     "request_id_of",
@@ -141,11 +143,57 @@ def _message(response: httpx.Response) -> str:
     return response.text[:300]
 
 
+_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
+
+
 def request_id_of(response: httpx.Response) -> str | None:
-    for h in ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray"):
-        if h in response.headers:
-            return response.headers[h]
+    """The provider's request id, from the first of its usual headers present."""
+    found = header_values(response.headers, _REQUEST_ID_HEADERS)
+    for h in _REQUEST_ID_HEADERS:
+        if h in found:
+            return found[h]
     return None
+
+
+def header_values(headers: httpx.Headers, names: Collection[str]) -> dict[str, str]:
+    """``{name: headers.get(name)}`` for those of ``names`` (lower case) present, read in
+    one pass over the headers: each ``headers.get`` scans them all (about 1 us each,
+    six per answer for OpenAI's rate-limit headers). A repeated header's values are
+    joined with ", ", as ``headers.get`` joins them.
+
+    >>> header_values(httpx.Headers({"X-Request-Id": "r1", "Server": "s"}), {"x-request-id"})
+    {'x-request-id': 'r1'}
+    """
+    found: dict[str, str] = {}
+    for name, value in headers.multi_items():  # names in lower case
+        if name in names:
+            found[name] = f"{found[name]}, {value}" if name in found else value
+    return found
+
+
+# Headers json_post sets itself; given by a caller, the plain constructor places them.
+_AUTO_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
+
+
+def json_post(url: httpx.URL, headers: Mapping[str, str], body: bytes) -> httpx.Request:
+    """``httpx.Request("POST", url, headers=headers, content=body)``, the same request
+    (headers, their order, body) built without ``httpx.Request``'s content encoding
+    and header merging: about 6 us of CPU less per request.
+
+    >>> r = json_post(httpx.URL("http://h:1/v1/x"), {"Content-Type": "application/json"}, b"{}")
+    >>> r.headers.raw
+    [(b'Host', b'h:1'), (b'Content-Type', b'application/json'), (b'Content-Length', b'2')]
+    """
+    if not url.host or any(k.lower() in _AUTO_HEADERS for k in headers):
+        return httpx.Request("POST", url, headers=headers, content=body)
+    # what httpx.Request does: Host first, the caller's headers, then Content-Length
+    pairs = [("Host", url.netloc.decode("ascii")), *headers.items()]
+    pairs.append(("Content-Length", str(len(body))))
+    request = httpx.Request(
+        "POST", url, headers=httpx.Headers(pairs), stream=httpx.ByteStream(body)
+    )
+    request.read()  # a bytes body is read at once, as with content=
+    return request
 
 
 def default_classify_error(response: httpx.Response) -> APIStatusError:
@@ -235,7 +283,7 @@ def usage_count(
     return default
 
 
-def header_int(headers: httpx.Headers, name: str) -> int | None:
+def header_int(headers: Mapping[str, str], name: str) -> int | None:
     """An integer header (a rate-limit figure), or None when missing or not an integer."""
     v = headers.get(name)
     try:
