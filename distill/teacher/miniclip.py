@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -303,6 +303,7 @@ def ensure_teacher(
     mnist_dir: str | os.PathLike[str] | None = None,
     fashion_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    pool_per_class: int | Literal["kind"] | None = "kind",
 ) -> Path:
     """The weights of the ``kind`` teacher under ``workdir``; pool and fit only when missing.
 
@@ -310,7 +311,9 @@ def ensure_teacher(
     ``.safetensors`` the weights (tower: widths and stem stride, by default those of
     :data:`WIDTHS_BY_KIND` and :data:`STEM_STRIDE_BY_KIND`). A file whose manifest matches
     (seed, steps, pool size, weights hash) is reused, so a second run refits nothing. ``spec`` is a
-    :class:`distill.teacher.pool.PoolSpec`.
+    :class:`distill.teacher.pool.PoolSpec`. ``pool_per_class`` caps the pool per class and
+    source (None: no cap; default: :data:`~distill.teacher.pool.POOL_PER_CLASS_BY_KIND`);
+    another cap than the kind's gets a file and a pool of its own (``-p<cap>``).
 
     >>> weights = ensure_teacher("digits", "work/teacher")  # doctest: +SKIP
     >>> make_backend("mini-clip", weights=weights)  # doctest: +SKIP
@@ -328,9 +331,10 @@ def ensure_teacher(
     widths = tuple(widths or WIDTHS_BY_KIND[kind])
     stem_stride = stem_stride or STEM_STRIDE_BY_KIND[kind]
     work = Path(workdir)
-    per_class = POOL_PER_CLASS_BY_KIND[kind]
+    per_class = POOL_PER_CLASS_BY_KIND[kind] if pool_per_class == "kind" else pool_per_class
     tower = "-".join(map(str, widths)) + f"-st{stem_stride}"
-    weights = work / f"{kind}-s{seed}-n{steps}-w{tower}.safetensors"
+    own = "" if per_class == POOL_PER_CLASS_BY_KIND[kind] else f"-p{per_class or 'all'}"
+    weights = work / f"{kind}-s{seed}-n{steps}-w{tower}{own}.safetensors"
     try:
         m = json.loads(manifest_path(weights).read_text("utf-8"))
         if (m.get("seed"), m.get("steps")) == (seed, steps) and weights.is_file() \
@@ -339,7 +343,7 @@ def ensure_teacher(
             return weights
     except (OSError, ValueError):
         pass  # not fitted yet (or half written): fit
-    pool = work / "pool" / kind
+    pool = work / "pool" / f"{kind}{own}"
     if _pool_per_class(pool) != per_class:  # missing, or cut to another size: (re)build
         make_teacher_pool(kind, pool, spec=spec, per_class=per_class, mnist_dir=mnist_dir,
                           fashion_dir=fashion_dir, force=pool.exists())

@@ -170,3 +170,20 @@ def test_ensure_teacher_refits_a_teacher_of_a_pool_cut_to_another_size(tmp_path)
     assert json.loads(manifest_path(weights).read_text())["pool"]["per_class"] == (
         POOL_PER_CLASS_BY_KIND["digits"])
     assert json.loads(pool_meta.read_text())["per_class"] == POOL_PER_CLASS_BY_KIND["digits"]
+
+
+def test_ensure_teacher_keeps_a_teacher_of_another_pool_size_apart(tmp_path):
+    """`pool_per_class` (benchmarks/teacher_zeroshot.py --pool-per-class) fits a teacher on
+    a pool of that size next to the kind's own, never in its place."""
+    from distill.teacher.miniclip import ensure_teacher, manifest_path
+
+    small = ensure_teacher("digits", tmp_path, seed=1, steps=2, pool_per_class=5)
+    assert small.name == "digits-s1-n2-w16-32-64-128-st2-p5.safetensors"
+    manifest = json.loads(manifest_path(small).read_text())
+    assert manifest["pool"]["per_class"] == 5
+    assert manifest["pool"]["images"] == 50  # 5 per class of the ten digits
+    assert json.loads((tmp_path / "pool" / "digits-p5" / "dataset.json").read_text())[
+        "per_class"] == 5
+    own = ensure_teacher("digits", tmp_path, seed=1, steps=2)
+    assert own != small and small.is_file()
+    assert json.loads(manifest_path(own).read_text())["pool"]["images"] > 50
