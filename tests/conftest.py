@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from cache import LedgerRecord
+
 
 class FakeClock:
     """A virtual clock for many concurrent sleepers.
@@ -45,6 +47,16 @@ class FakeClock:
                 heapq.heappop(self._waiting)
                 self.now = max(self.now, me[0])
                 return
+
+
+class ListLedger:
+    """A spend ledger that keeps its records in a list (what a test reads back)."""
+
+    def __init__(self) -> None:
+        self.records: list[LedgerRecord] = []
+
+    def record(self, rec: LedgerRecord) -> None:
+        self.records.append(rec)
 
 
 def hash_vector(content: str, dim: int = 8) -> list[float]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cache import LedgerRecord, MemoryCache
-from tests.conftest import FakeCohere, make_image_requests
+from tests.conftest import FakeCohere, ListLedger, make_image_requests
 from vlmclient import (
     APIConnectionError,
     APITimeoutError,
@@ -34,14 +34,6 @@ PRICE = Price(usd_per_image=Decimal("0.001"), usd_per_1m_input_tokens=Decimal("1
 
 async def _nosleep(_: float) -> None:
     await asyncio.sleep(0)
-
-
-class ListLedger:
-    def __init__(self) -> None:
-        self.records: list[LedgerRecord] = []
-
-    def record(self, rec: LedgerRecord) -> None:
-        self.records.append(rec)
 
 
 def client(fake: FakeCohere, **kw) -> TeacherClient:

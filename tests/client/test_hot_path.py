@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from cache import LedgerRecord
+from tests.conftest import ListLedger
 from vlmclient import (
     APIConnectionError,
     APITimeoutError,
@@ -36,14 +36,6 @@ from vlmclient.providers.wire import header_values, json_post, request_id_of
 
 VECTOR = np.arange(4, dtype="<f4") / 4
 PRICE = Price(usd_per_1m_input_tokens=Decimal("1"))
-
-
-class ListLedger:
-    def __init__(self) -> None:
-        self.records: list[LedgerRecord] = []
-
-    def record(self, rec: LedgerRecord) -> None:
-        self.records.append(rec)
 
 
 async def _nosleep(_: float) -> None:

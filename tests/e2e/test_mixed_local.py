@@ -11,18 +11,10 @@ from decimal import Decimal
 
 import numpy as np
 
-from cache import LedgerRecord, MemoryCache
-from tests.conftest import make_image_requests
+from cache import MemoryCache
+from tests.conftest import ListLedger, make_image_requests
 from tests.e2e.conftest import LocalTeacher
 from vlmclient import MixedEmbeddingRequest, TeacherClient, TextEmbeddingRequest
-
-
-class ListLedger:
-    def __init__(self) -> None:
-        self.records: list[LedgerRecord] = []
-
-    def record(self, rec: LedgerRecord) -> None:
-        self.records.append(rec)
 
 
 async def test_mixed_inputs_are_fused_billed_and_cached(hash_teacher: LocalTeacher) -> None:

@@ -18,8 +18,8 @@ import jsonschema
 import pydantic
 import pytest
 
-from cache import LedgerRecord, MemoryCache
-from tests.conftest import FakeClock
+from cache import MemoryCache
+from tests.conftest import FakeClock, ListLedger
 from tests.providers.conftest import (
     COHERE_SPEC,
     body_of,
@@ -55,14 +55,6 @@ DOG = image((40, 30), seed=2)
 
 def mixed(*parts: str | Image) -> MixedEmbeddingRequest:
     return MixedEmbeddingRequest(parts=parts)
-
-
-class ListLedger:
-    def __init__(self) -> None:
-        self.records: list[LedgerRecord] = []
-
-    def record(self, rec: LedgerRecord) -> None:
-        self.records.append(rec)
 
 
 # -- the request type -----------------------------------------------------------------

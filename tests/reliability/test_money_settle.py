@@ -17,8 +17,9 @@ import httpx
 import numpy as np
 import pytest
 
-from cache import LedgerRecord, ResponseCache
+from cache import ResponseCache
 from distill.cli import main
+from tests.conftest import ListLedger
 from tests.reliability.conftest import ledger, paid
 from tests.reliability.standin import standin
 from vlmclient import (
@@ -60,14 +61,6 @@ def harvest(url: str, data: Path, cache: Path, *extra: str) -> int:
             *extra,
         ]
     )
-
-
-class ListLedger:
-    def __init__(self) -> None:
-        self.records: list[LedgerRecord] = []
-
-    def record(self, rec: LedgerRecord) -> None:
-        self.records.append(rec)
 
 
 # -- 1. a 200 that does not say what it billed -------------------------------------------

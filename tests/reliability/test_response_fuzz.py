@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from PIL import Image as PILImage
 from pydantic import SecretStr
 
-from cache import LedgerRecord, MemoryCache
+from cache import MemoryCache
+from tests.conftest import ListLedger
 from vlmclient import (
     AnswerRequest,
     APIError,
@@ -379,14 +380,6 @@ def test_deeply_nested_and_huge_bodies(case: Case) -> None:
 
 
 # -- through the client ---------------------------------------------------------------------
-
-
-class ListLedger:
-    def __init__(self) -> None:
-        self.records: list[LedgerRecord] = []
-
-    def record(self, rec: LedgerRecord) -> None:
-        self.records.append(rec)
 
 
 async def _nosleep(_: float) -> None:
