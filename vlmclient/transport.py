@@ -18,6 +18,8 @@ from aiohttp import BasicAuth, ClientSession, ClientTimeout
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 
+from .providers.wire import header_pairs, raw_headers
+
 __all__ = ["ReadingAiohttpTransport"]
 
 
@@ -62,7 +64,7 @@ class ReadingAiohttpTransport(AiohttpTransport):
                 url=str(request.url),
                 # (name, value) pairs: aiohttp reads an httpx.Headers as a Mapping, one
                 # scan of the header list per name
-                headers=request.headers.multi_items(),
+                headers=header_pairs(request.headers),
                 data=data,
                 allow_redirects=False,
                 auto_decompress=False,
@@ -83,11 +85,11 @@ class ReadingAiohttpTransport(AiohttpTransport):
             extensions["reason_phrase"] = response.reason.encode()
         answer = httpx.Response(
             status_code=response.status,
-            headers=response.raw_headers,
             stream=httpx.ByteStream(body),
             request=request,
             extensions=extensions,
         )
+        answer.headers = raw_headers(response.raw_headers)  # bytes already: not re-checked
         if "Content-Encoding" in response.headers:  # (aiohttp's headers: case-blind, fast)
             answer.read()  # httpx decodes it (aiohttp was told not to)
         else:
