@@ -14,7 +14,15 @@ if TYPE_CHECKING:
     from .cache_stats import CacheStats, KindStats
     from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
     from .coordination import CoordinationError, Coordinator, SpendView
-    from .keys import KeyTemplate, ascii_json_string, canonical_json, json_with_literals, make_key
+    from .keys import (
+        KeyTemplate,
+        ascii_json_inner,
+        ascii_json_string,
+        canonical_json,
+        json_bytes_with_literals,
+        json_with_literals,
+        make_key,
+    )
     from .layout import (
         COORDINATION_FILE,
         LEDGER_FILE,
@@ -79,6 +87,7 @@ __all__ = [
     "StoreWriter",
     "Totals",
     "VectorFormat",
+    "ascii_json_inner",
     "ascii_json_string",
     "atomic_write",
     "by_model",
@@ -89,6 +98,7 @@ __all__ = [
     "exchange",
     "fsync_directory",
     "is_overrun",
+    "json_bytes_with_literals",
     "json_with_literals",
     "make_key",
     "quantize",
@@ -120,8 +130,10 @@ _SOURCES: dict[str, str] = {
     "Coordinator": "coordination",
     "SpendView": "coordination",
     "KeyTemplate": "keys",
+    "ascii_json_inner": "keys",
     "ascii_json_string": "keys",
     "canonical_json": "keys",
+    "json_bytes_with_literals": "keys",
     "json_with_literals": "keys",
     "make_key": "keys",
     "COORDINATION_FILE": "layout",

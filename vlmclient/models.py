@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
-from cache.keys import ascii_json_string
+from cache.keys import ascii_json_inner
 
 from .errors import InputError
 from .media import media_type_of
@@ -173,13 +173,23 @@ class TextEmbeddingRequest(BaseModel):
 
     @cached_property
     def json_text(self) -> str:
-        """The text as a JSON string, ASCII-escaped as ``json.dumps`` writes it: escaped
-        once for both the cache key and the request body (see ``ascii_json_string``).
+        """The text as a JSON string, ASCII-escaped as ``json.dumps`` writes it.
 
         >>> print(TextEmbeddingRequest(text="a cat").json_text)
         "a cat"
         """
-        return ascii_json_string(self.text)
+        return f'"{self.json_inner.decode("ascii")}"'
+
+    @cached_property
+    def json_inner(self) -> bytes:
+        """The bytes between the quotes of :attr:`json_text`: escaped and encoded once
+        for both the cache key and the request body, which each add the quotes (see
+        ``cache.keys.ascii_json_inner``).
+
+        >>> TextEmbeddingRequest(text='a "cat"').json_inner
+        b'a \\"cat\\"'
+        """
+        return ascii_json_inner(self.text)
 
 
 class MixedEmbeddingRequest(BaseModel):

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from cache import json_with_literals
+from cache import json_bytes_with_literals
+from cache.keys import LiteralJSON
 
 from ..errors import (
     APIStatusError,
@@ -63,12 +65,15 @@ def _auth(spec: CallSpec) -> dict[str, str]:
 
 
 def _post(
-    spec: CallSpec, path: str, body: dict[str, Any], literals: dict[str, str] | None = None
+    spec: CallSpec,
+    path: str,
+    body: dict[str, Any],
+    literals: Mapping[str, LiteralJSON] | None = None,
 ) -> httpx.Request:
     return json_post(
         endpoint_url(spec.base_url.rstrip("/") + path),
         {**_auth(spec), "Content-Type": "application/json"},
-        json_with_literals(body, literals, separators=(",", ":")).encode(),
+        json_bytes_with_literals(body, literals, separators=(",", ":")),
     )
 
 

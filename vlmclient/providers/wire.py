@@ -13,8 +13,8 @@ import base64
 import functools
 import math
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any, overload
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
+from typing import Any, cast, overload
 
 import httpx
 
@@ -70,7 +70,7 @@ def data_uris_literal(
     ``images[i]``, written without ``json.dumps``'s character-by-character escaping scan:
     base64 text never needs escaping, nor does a plain media type (about 15 us of CPU
     per 12 KB image). None when a media type is not plain; for
-    :func:`cache.keys.json_with_literals`.
+    :func:`cache.keys.json_bytes_with_literals`.
 
     >>> img = Image(data=b"ab", media_type="image/png")
     >>> data_uris_literal([img], [data_uri(img)], key="images")
@@ -83,18 +83,25 @@ def data_uris_literal(
     return {key: '["' + '","'.join(uris) + '"]'}
 
 
-def texts_literal(items: Sequence[object], texts: object) -> dict[str, str] | None:
-    """``{"input": <JSON of texts>}`` from the items' escaped texts, when ``texts`` is the
-    list of their texts (None otherwise: a parameter replaced it); for
-    :func:`cache.keys.json_with_literals`."""
+def texts_literal(items: Sequence[object], texts: object) -> dict[str, list[bytes]] | None:
+    """``{"input": <JSON of texts>}`` as pieces of bytes, from the items' escaped texts
+    (:attr:`TextEmbeddingRequest.json_inner`, shared with their cache keys), when
+    ``texts`` is the list of their texts (None otherwise: a parameter replaced it); for
+    :func:`cache.keys.json_bytes_with_literals`.
+
+    >>> texts_literal([TextEmbeddingRequest(text="a")], ["a"])  # doctest: +SKIP
+    {'input': [b'["', b'a', b'"]']}
+    """
     if not isinstance(texts, list) or len(texts) != len(items):
         return None
-    escaped = []
+    pieces = [b'["']
     for item, text in zip(items, texts, strict=True):
         if not isinstance(item, TextEmbeddingRequest) or item.text is not text:
             return None
-        escaped.append(item.json_text)
-    return {"input": "[" + ",".join(escaped) + "]"}
+        pieces.append(item.json_inner)
+        pieces.append(b'","')
+    pieces[-1] = b'"]'
+    return {"input": pieces}
 
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:
@@ -168,7 +175,7 @@ def header_values(headers: httpx.Headers, names: Collection[str]) -> dict[str, s
     {'x-request-id': 'r1'}
     """
     try:
-        wanted = _encoded_names(names)
+        wanted = _encoded_names(cast(Hashable, names))
         entries = headers._list  # (name, lower-case name, value), as bytes
     except (TypeError, AttributeError):  # unhashable names; an httpx without _list
         wanted, entries = None, None
@@ -181,19 +188,22 @@ def header_values(headers: httpx.Headers, names: Collection[str]) -> dict[str, s
     found = {}
     encoding = ""
     for _, lower, raw in entries:
-        name = wanted.get(lower)
-        if name is None:
+        wanted_name = wanted.get(lower)
+        if wanted_name is None:
             continue
         encoding = encoding or headers.encoding  # as multi_items decodes: all or none ASCII
         value = raw.decode(encoding)
-        found[name] = f"{found[name]}, {value}" if name in found else value
+        found[wanted_name] = (
+            f"{found[wanted_name]}, {value}" if wanted_name in found else value
+        )
     return found
 
 
 @functools.lru_cache(maxsize=64)
-def _encoded_names(names: Collection[str]) -> dict[bytes, str] | None:
+def _encoded_names(hashable_names: Hashable) -> dict[bytes, str] | None:
     """``{name.encode(): name}`` for header names given in lower-case ASCII (the names
     httpx compares); None when one is not, so the caller reads them the plain way."""
+    names = cast(Collection[str], hashable_names)
     if not all(isinstance(n, str) and n.isascii() and n == n.lower() for n in names):
         return None
     return {n.encode("ascii"): n for n in names}
@@ -252,7 +262,7 @@ def json_post(url: httpx.URL, headers: Mapping[str, str], body: bytes) -> httpx.
             entries.append((raw, raw.lower(), value.encode("ascii")))
     except (UnicodeEncodeError, AttributeError):  # not ASCII text: httpx says what is wrong
         return httpx.Request("POST", url, headers=headers, content=body)
-    entries.append(_CONTENT_LENGTH + (str(len(body)).encode("ascii"),))
+    entries.append((*_CONTENT_LENGTH, str(len(body)).encode("ascii")))
     request = httpx.Request("POST", url, stream=httpx.ByteStream(body))
     if hasattr(request.headers, "_list"):
         request.headers._list = entries
