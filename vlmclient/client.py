@@ -170,7 +170,7 @@ class TeacherClient:
         self._limiter = limiter or RateLimiter(rpm=rpm, tpm=tpm)
         self._dims: dict[str, int] = {}  # the vector length each kind answered with so far
         # The client owns the transport (closing it closes the transport); requests go
-        # to the transport directly (see Sender._roundtrip).
+        # to the transport directly (see Sender._send).
         self._transport = transport or default_transport(concurrency)
         self._timeout = httpx.Timeout(timeout)
         self._http = httpx.AsyncClient(transport=self._transport, timeout=self._timeout)

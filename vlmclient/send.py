@@ -126,7 +126,9 @@ class Sender:
             raise
         try:
             try:
-                await self._limiter.acquire(tokens)
+                waiting = self._limiter.admit(tokens)  # (acquire, without a coroutine
+                if waiting is not None:  # for a request that need not wait)
+                    await self._limiter.wait(waiting, tokens)
                 self._storage.check()  # again: the ledger or cache may have failed meanwhile
                 self._settler.raise_if_stopped()
                 started = time.perf_counter()
@@ -147,7 +149,24 @@ class Sender:
         self.timings.sent()
         try:
             try:
-                return await self._roundtrip(request)
+                # ``request`` through the client's transport, the body read: what
+                # ``httpx.AsyncClient.send`` does for our requests, without the machinery
+                # they never use (auth, redirects: not followed, cookies, event hooks),
+                # with the client's timeout as ``send`` sets it. About 90 us of CPU less
+                # per request (docs/benchmarks.md, client throughput).
+                if "timeout" not in request.extensions:
+                    request.extensions = {**request.extensions, "timeout": self._timeout}
+                response = await self._transport.handle_async_request(request)
+                response.request = request
+                try:
+                    _ = response.content  # read already (the default transport's answers)
+                except httpx.ResponseNotRead:
+                    try:
+                        await response.aread()
+                    except BaseException:
+                        await response.aclose()
+                        raise
+                return response
             finally:
                 self.timings.answered()
         except httpx.HTTPError as exc:
@@ -183,25 +202,6 @@ class Sender:
                 estimated=True,
             )
             raise
-
-    async def _roundtrip(self, request: httpx.Request) -> httpx.Response:
-        """``request`` through the client's transport, the body read.
-
-        What ``httpx.AsyncClient.send`` does for our requests, without the machinery they
-        never use: no auth, no redirects followed (the client does not follow them
-        either), no cookies, no event hooks; the client's timeout as ``send`` sets it.
-        About 90 us of CPU less per request (docs/benchmarks.md, client throughput).
-        """
-        if "timeout" not in request.extensions:
-            request.extensions = {**request.extensions, "timeout": self._timeout}
-        response = await self._transport.handle_async_request(request)
-        response.request = request
-        try:
-            await response.aread()
-        except BaseException:
-            await response.aclose()
-            raise
-        return response
 
     def _transport_error(self, exc: httpx.HTTPError) -> APIConnectionError:
         name = self.provider.name
