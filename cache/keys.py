@@ -45,8 +45,7 @@ def ascii_json_inner(text: str) -> bytes:
     shared by the cache key and the request body, which each add the quotes (no copy
     of a long text to quote it, hash it or place it in a body).
 
-    >>> texts = ["a cat", 'a "cat"', "back\slash", "line
-break", "tab	here", "café"]
+    >>> texts = ["a cat", 'a "cat"', "back\\slash", "line\nbreak", "tab\there", "café"]
     >>> all(b'"' + ascii_json_inner(t) + b'"' == json.dumps(t).encode() for t in texts)
     True
     """

@@ -17,6 +17,7 @@ import httpx
 from aiohttp import BasicAuth, ClientSession, ClientTimeout
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
+from yarl import URL
 
 from .providers.wire import header_pairs, raw_headers
 
@@ -30,16 +31,36 @@ class ReadingAiohttpTransport(AiohttpTransport):
         super().__init__(*args, **kwargs)
         # one ClientTimeout per distinct httpx timeout (a client sends with one)
         self._timeouts: dict[tuple[float | None, float | None, float | None], ClientTimeout] = {}
+        self._last_timeout: tuple[object, ClientTimeout] | None = None
+        # the aiohttp URL of each endpoint URL object seen (a client sends to a handful,
+        # each one object: see providers.wire.endpoint_url and json_post)
+        self._urls: dict[int, tuple[httpx.URL, URL]] = {}
 
     def _timeout(self, request: httpx.Request) -> ClientTimeout:
         timeout = request.extensions.get("timeout", {})
+        last = self._last_timeout
+        if last is not None and last[0] == timeout:  # a client sends with one timeout
+            return last[1]
         key = (timeout.get("connect"), timeout.get("read"), timeout.get("pool"))
         found = self._timeouts.get(key)
         if found is None:
             found = self._timeouts[key] = ClientTimeout(
                 sock_connect=key[0], sock_read=key[1], connect=key[2]
             )
+        self._last_timeout = (dict(timeout), found)
         return found
+
+    def _url(self, url: httpx.URL) -> URL:
+        """``URL(str(url))``, what aiohttp makes of the URL string, once per URL object
+        (``str(url)`` costs about 2 us each time)."""
+        found = self._urls.get(id(url))
+        if found is not None and found[0] is url:
+            return found[1]
+        parsed = URL(str(url))
+        if len(self._urls) >= 256:
+            self._urls.clear()
+        self._urls[id(url)] = (url, parsed)  # holds url: its id is not reused while here
+        return parsed
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if not isinstance(self.client, ClientSession):
@@ -61,7 +82,7 @@ class ReadingAiohttpTransport(AiohttpTransport):
                 }
             async with session.request(
                 method=request.method,
-                url=str(request.url),
+                url=self._url(request.url),
                 # (name, value) pairs: aiohttp reads an httpx.Headers as a Mapping, one
                 # scan of the header list per name
                 headers=header_pairs(request.headers),

@@ -129,7 +129,12 @@ def test_json_post_builds_the_request_httpx_builds(url: str) -> None:
     theirs = httpx.Request("POST", httpx.URL(url), headers=headers, content=body)
     assert ours.method == theirs.method and ours.url == theirs.url
     assert ours.headers.raw == theirs.headers.raw  # names, values and order
+    assert ours.headers.multi_items() == theirs.headers.multi_items()
     assert ours.content == theirs.content == body
+    # built without httpx.Request's constructor: every attribute it sets, and no other
+    assert vars(ours).keys() == vars(theirs).keys()
+    assert ours.extensions == theirs.extensions and list(ours.stream) == list(theirs.stream)
+    assert repr(ours) == repr(theirs)
 
 
 def test_json_post_with_a_header_it_would_set_builds_it_the_plain_way() -> None:

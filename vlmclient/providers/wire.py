@@ -263,11 +263,21 @@ def json_post(url: httpx.URL, headers: Mapping[str, str], body: bytes) -> httpx.
     except (UnicodeEncodeError, AttributeError):  # not ASCII text: httpx says what is wrong
         return httpx.Request("POST", url, headers=headers, content=body)
     entries.append((*_CONTENT_LENGTH, str(len(body)).encode("ascii")))
-    request = httpx.Request("POST", url, stream=httpx.ByteStream(body))
-    if hasattr(request.headers, "_list"):
-        request.headers._list = entries
+    headers_made = httpx.Headers()
+    if hasattr(headers_made, "_list"):
+        headers_made._list = entries
     else:  # an httpx without _list: the plain constructor
-        request.headers = httpx.Headers([(n, v) for n, _, v in entries])
+        headers_made = httpx.Headers([(n, v) for n, _, v in entries])
+    # What httpx.Request("POST", url, headers=..., stream=...) sets, then read(), but
+    # with ``url`` itself (immutable), not a copy of it: a transport can then know an
+    # endpoint it has seen by its identity (tests/client/test_hot_path.py checks that
+    # every attribute is the one httpx sets).
+    request = httpx.Request.__new__(httpx.Request)
+    request.method = "POST"
+    request.url = url
+    request.headers = headers_made
+    request.extensions = {}
+    request.stream = httpx.ByteStream(body)
     request._content = body  # what read() sets for a bytes body, as content= reads it
     return request
 
