@@ -106,11 +106,11 @@ class ReadingAiohttpTransport(AiohttpTransport):
             extensions["reason_phrase"] = response.reason.encode()
         answer = httpx.Response(
             status_code=response.status,
+            headers=raw_headers(response.raw_headers),  # bytes already: not re-checked
             stream=httpx.ByteStream(body),
             request=request,
             extensions=extensions,
         )
-        answer.headers = raw_headers(response.raw_headers)  # bytes already: not re-checked
         if "Content-Encoding" in response.headers:  # (aiohttp's headers: case-blind, fast)
             answer.read()  # httpx decodes it (aiohttp was told not to)
         else:

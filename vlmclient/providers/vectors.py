@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,23 +47,21 @@ def indexed_vectors(
         rows.append(d.get("embedding"))
     if not in_order:  # sorted() is stable: equal indices keep their order, as before
         rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
+    if base64_ok and rows and all(isinstance(r, str) for r in rows):  # as vectors_from
+        return base64_vectors(rows, expected=expected, request_id=request_id, provider=provider)
     return vectors_from(
         rows, expected=expected, request_id=request_id, provider=provider, base64_ok=base64_ok
     )
 
 
+# base64.b64decode(row, validate=True), without its Python wrapper on 3.11+, where it
+# only calls this (a2b_base64 takes ASCII text and raises ValueError for any other, as
+# b64decode does)
+_b64decode: Callable[[str], bytes]
 if sys.version_info >= (3, 11):
-
-    def _b64decode(row: str) -> bytes:
-        """``base64.b64decode(row, validate=True)`` without its Python wrapper, which on
-        3.11+ only calls this (a2b_base64 takes ASCII text and raises ValueError for any
-        other, as b64decode does)."""
-        return binascii.a2b_base64(row, strict_mode=True)
-
+    _b64decode = functools.partial(binascii.a2b_base64, strict_mode=True)
 else:
-
-    def _b64decode(row: str) -> bytes:
-        return base64.b64decode(row, validate=True)
+    _b64decode = functools.partial(base64.b64decode, validate=True)
 
 
 # What ``encoding_format: "base64"`` carries: the float32 bytes of the vector, little

@@ -217,12 +217,27 @@ def raw_headers(pairs: Iterable[tuple[bytes, bytes]]) -> httpx.Headers:
     >>> raw_headers([(b"Content-Type", b"text/plain")]).multi_items()
     [('content-type', 'text/plain')]
     """
-    headers = httpx.Headers()
     entries = [(name, name.lower(), value) for name, value in pairs]
     if not all(type(n) is bytes and type(v) is bytes for n, _, v in entries):
         return httpx.Headers(list(pairs))  # not all bytes: httpx checks and encodes them
+    return _headers_of(entries)
+
+
+def _headers_of(entries: list[tuple[bytes, bytes, bytes]]) -> httpx.Headers:
+    """An ``httpx.Headers`` holding ``entries`` (name, lower-case name, value) as they
+    are: what its constructor makes of such byte pairs, without its type checks (an
+    ``isinstance(x, Mapping)`` alone costs about 1 us)."""
+    headers = httpx.Headers.__new__(httpx.Headers)
+    if not _HEADERS_INTERNALS:  # an httpx whose Headers keeps its list otherwise
+        return httpx.Headers([(name, value) for name, _, value in entries])
     headers._list = entries
+    headers._encoding = None
     return headers
+
+
+# httpx.Headers keeps (name, lower-case name, value) in _list and its encoding in
+# _encoding (httpx 0.23 to 0.28); checked once, else the plain constructor is used.
+_HEADERS_INTERNALS = set(vars(httpx.Headers([("a", "b")]))) == {"_list", "_encoding"}
 
 
 def header_pairs(headers: httpx.Headers) -> list[tuple[str, str]]:
@@ -263,11 +278,7 @@ def json_post(url: httpx.URL, headers: Mapping[str, str], body: bytes) -> httpx.
     except (UnicodeEncodeError, AttributeError):  # not ASCII text: httpx says what is wrong
         return httpx.Request("POST", url, headers=headers, content=body)
     entries.append((*_CONTENT_LENGTH, str(len(body)).encode("ascii")))
-    headers_made = httpx.Headers()
-    if hasattr(headers_made, "_list"):
-        headers_made._list = entries
-    else:  # an httpx without _list: the plain constructor
-        headers_made = httpx.Headers([(n, v) for n, _, v in entries])
+    headers_made = _headers_of(entries)
     # What httpx.Request("POST", url, headers=..., stream=...) sets, then read(), but
     # with ``url`` itself (immutable), not a copy of it: a transport can then know an
     # endpoint it has seen by its identity (tests/client/test_hot_path.py checks that
