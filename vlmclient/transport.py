@@ -27,6 +27,11 @@ __all__ = ["ReadingAiohttpTransport"]
 class ReadingAiohttpTransport(AiohttpTransport):
     """``AiohttpTransport`` whose responses arrive with their body read."""
 
+    # What the client's sender relies on to await this transport's coroutine itself:
+    # every response comes with its request set and its body read (a subclass that
+    # changes handle_async_request keeps that, or sets this False).
+    answers_read = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # one ClientTimeout per distinct httpx timeout (a client sends with one)
