@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .coordination import CoordinationError, Coordinator, SpendView
     from .keys import (
         KeyTemplate,
+        LiteralJSON,
         ascii_json_inner,
         ascii_json_string,
         canonical_json,
@@ -77,6 +78,7 @@ __all__ = [
     "LedgerLike",
     "LedgerRecord",
     "LedgerWriteError",
+    "LiteralJSON",
     "MemoryCache",
     "RecoverResult",
     "ResponseCache",
@@ -130,6 +132,7 @@ _SOURCES: dict[str, str] = {
     "Coordinator": "coordination",
     "SpendView": "coordination",
     "KeyTemplate": "keys",
+    "LiteralJSON": "keys",
     "ascii_json_inner": "keys",
     "ascii_json_string": "keys",
     "canonical_json": "keys",

@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 
 __all__ = [
     "KeyTemplate",
+    "LiteralJSON",
     "ascii_json_inner",
     "ascii_json_string",
     "canonical_json",

@@ -15,8 +15,7 @@ from typing import Any
 
 import httpx
 
-from cache import json_bytes_with_literals
-from cache.keys import LiteralJSON
+from cache import LiteralJSON, json_bytes_with_literals
 
 from ..errors import (
     APIStatusError,
