@@ -81,23 +81,22 @@ class Sender:
         self._redact = redact
         self._on_event = on_event
 
-    async def send_with_retries(
+    def send_with_retries(
         self, spec: CallSpec, estimate: Decimal, tokens: int
-    ) -> tuple[Parsed, Decimal]:
+    ) -> Awaitable[tuple[Parsed, Decimal]]:
         """Send ``spec`` (estimated at ``estimate`` dollars and ``tokens`` tokens), retrying
-        as the retry policy says; the parsed answer and what it cost."""
+        as the retry policy says; the parsed answer and what it cost (await it)."""
         # The first attempt runs outside tenacity: nearly every request succeeds at once,
         # and building and driving a retry loop cost about 30 us of CPU per request. A
         # failure the policy retries hands the remaining attempts to its tenacity loop,
-        # after the same wait the loop would have made.
-        try:
-            return await self._attempt(spec, estimate, tokens)
-        except APIError as exc:
-            self.stats.failures += 1
-            emit(self._on_event, "failure")
-            if self._retry.max_attempts <= 1 or not is_retryable(exc):
-                raise
-            await self._retry.sleep(self._retry.wait_seconds(1, exc))
+        # after the same wait the loop would have made. The first attempt's coroutine is
+        # the one awaited (no coroutine around it: one frame less per suspension).
+        return self._attempt(spec, estimate, tokens, first=True)
+
+    async def _retries(
+        self, spec: CallSpec, estimate: Decimal, tokens: int
+    ) -> tuple[Parsed, Decimal]:
+        """The attempts after a first one that failed and is retried."""
         outcome: tuple[Parsed, Decimal] | None = None
         async for attempt in self._retry.retrying(attempts_made=1):
             with attempt:
@@ -113,50 +112,62 @@ class Sender:
         return outcome
 
     async def _attempt(
-        self, spec: CallSpec, estimate: Decimal, tokens: int
+        self, spec: CallSpec, estimate: Decimal, tokens: int, first: bool = False
     ) -> tuple[Parsed, Decimal]:
-        if self._http.is_closed:  # before reserving: nothing can be sent, nor billed
-            raise RuntimeError("Cannot send a request, as the client has been closed.")
-        self._storage.check()
-        self._settler.raise_if_stopped()
-        started = time.perf_counter()
-        reservation = self.budget.reserve(estimate, items=len(spec.items))
-        self.timings.add("ledger", started)
+        """One attempt; the ``first`` one hands a failure the policy retries to
+        :meth:`_retries`."""
         try:
-            await self._sem.acquire()
-        except BaseException:
-            self.budget.release(reservation)
-            raise
-        try:
+            if self._http.is_closed:  # before reserving: nothing can be sent, nor billed
+                raise RuntimeError("Cannot send a request, as the client has been closed.")
+            self._storage.check()
+            self._settler.raise_if_stopped()
+            started = time.perf_counter()
+            reservation = self.budget.reserve(estimate, items=len(spec.items))
+            self.timings.add("ledger", started)
             try:
-                waiting = self._limiter.admit(tokens)  # (acquire, without a coroutine
-                if waiting is not None:  # for a request that need not wait)
-                    await self._limiter.wait(waiting, tokens)
-                self._storage.check()  # again: the ledger or cache may have failed meanwhile
-                self._settler.raise_if_stopped()
-                started = time.perf_counter()
-                request = self.provider.build_request(spec)
-                self.timings.add("prepare", started)
+                await self._sem.acquire()
             except BaseException:
                 self.budget.release(reservation)
                 raise
-            # Sent here rather than in a coroutine of its own: one frame less for every
-            # suspension of every request.
-            self.stats.requests_sent += 1
-            self.timings.sent()
             try:
                 try:
-                    response = await self._roundtrip(request)
-                finally:
-                    self.timings.answered()
-            except httpx.HTTPError as exc:
-                raise self._failed(spec, exc, reservation) from exc
-            except BaseException:
-                self._cancelled(spec, reservation)
+                    waiting = self._limiter.admit(tokens)  # (acquire, without a coroutine
+                    if waiting is not None:  # for a request that need not wait)
+                        await self._limiter.wait(waiting, tokens)
+                    self._storage.check()  # again: the ledger or cache may have failed meanwhile
+                    self._settler.raise_if_stopped()
+                    started = time.perf_counter()
+                    request = self.provider.build_request(spec)
+                    self.timings.add("prepare", started)
+                except BaseException:
+                    self.budget.release(reservation)
+                    raise
+                # Sent here rather than in a coroutine of its own: one frame less for every
+                # suspension of every request.
+                self.stats.requests_sent += 1
+                self.timings.sent()
+                try:
+                    try:
+                        response = await self._roundtrip(request)
+                    finally:
+                        self.timings.answered()
+                except httpx.HTTPError as exc:
+                    raise self._failed(spec, exc, reservation) from exc
+                except BaseException:
+                    self._cancelled(spec, reservation)
+                    raise
+            finally:
+                self._sem.release()
+            return self._settler.handle(spec, response, reservation)
+        except APIError as exc:
+            if not first:
                 raise
-        finally:
-            self._sem.release()
-        return self._settler.handle(spec, response, reservation)
+            self.stats.failures += 1
+            emit(self._on_event, "failure")
+            if self._retry.max_attempts <= 1 or not is_retryable(exc):
+                raise
+            await self._retry.sleep(self._retry.wait_seconds(1, exc))
+        return await self._retries(spec, estimate, tokens)
 
     def _roundtrip(self, request: httpx.Request) -> Awaitable[httpx.Response]:
         """``request`` through the client's transport, the body read: what
