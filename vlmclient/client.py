@@ -413,8 +413,11 @@ class TeacherClient:
                 f"{', '.join(offering)}, not by every model of each; nothing was sent)"
             )
         started = time.perf_counter()
-        prepared = [self.prepare(item) for item in requests]  # InputError before any spend
-        keys = [self.cache_key(kind, item) for item in prepared]
+        # what prepare() and cache_key() do, without their wrappers; an InputError is
+        # raised here, before any spend
+        provider, item_key = self.provider, self._keyer.item_key
+        prepared = [prepare_item(provider, item) for item in requests]
+        keys = [item_key(kind, item) for item in prepared]
         self.timings.add("prepare", started)
         # in flight or cached: served; the rest are bought (or waited for, when another
         # process sharing the cache holds them), and their futures resolved
