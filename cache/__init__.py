@@ -14,7 +14,16 @@ if TYPE_CHECKING:
     from .cache_stats import CacheStats, KindStats
     from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
     from .coordination import CoordinationError, Coordinator, SpendView
-    from .keys import KeyTemplate, ascii_json_string, canonical_json, json_with_literals, make_key
+    from .keys import (
+        KeyTemplate,
+        LiteralJSON,
+        ascii_json_inner,
+        ascii_json_string,
+        canonical_json,
+        json_bytes_with_literals,
+        json_with_literals,
+        make_key,
+    )
     from .layout import (
         COORDINATION_FILE,
         LEDGER_FILE,
@@ -69,6 +78,7 @@ __all__ = [
     "LedgerLike",
     "LedgerRecord",
     "LedgerWriteError",
+    "LiteralJSON",
     "MemoryCache",
     "RecoverResult",
     "ResponseCache",
@@ -79,6 +89,7 @@ __all__ = [
     "StoreWriter",
     "Totals",
     "VectorFormat",
+    "ascii_json_inner",
     "ascii_json_string",
     "atomic_write",
     "by_model",
@@ -89,6 +100,7 @@ __all__ = [
     "exchange",
     "fsync_directory",
     "is_overrun",
+    "json_bytes_with_literals",
     "json_with_literals",
     "make_key",
     "quantize",
@@ -120,8 +132,11 @@ _SOURCES: dict[str, str] = {
     "Coordinator": "coordination",
     "SpendView": "coordination",
     "KeyTemplate": "keys",
+    "LiteralJSON": "keys",
+    "ascii_json_inner": "keys",
     "ascii_json_string": "keys",
     "canonical_json": "keys",
+    "json_bytes_with_literals": "keys",
     "json_with_literals": "keys",
     "make_key": "keys",
     "COORDINATION_FILE": "layout",

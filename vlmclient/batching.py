@@ -64,6 +64,9 @@ class Batcher:
 
     def chunks(self, kind: Kind, pairs: list[tuple[str, Item]]) -> list[list[tuple[str, Item]]]:
         """``pairs`` cut into requests (see :meth:`iter_chunks`)."""
+        if len(pairs) == 1:  # one item is one request, whatever the caps
+            self.batch_limit(kind)  # (raises for a kind the model does not offer)
+            return [pairs]
         return list(self.iter_chunks(kind, pairs))
 
     def iter_chunks(

@@ -170,7 +170,7 @@ class TeacherClient:
         self._limiter = limiter or RateLimiter(rpm=rpm, tpm=tpm)
         self._dims: dict[str, int] = {}  # the vector length each kind answered with so far
         # The client owns the transport (closing it closes the transport); requests go
-        # to the transport directly (see Sender._roundtrip).
+        # to the transport directly (see Sender._send).
         self._transport = transport or default_transport(concurrency)
         self._timeout = httpx.Timeout(timeout)
         self._http = httpx.AsyncClient(transport=self._transport, timeout=self._timeout)
@@ -413,8 +413,11 @@ class TeacherClient:
                 f"{', '.join(offering)}, not by every model of each; nothing was sent)"
             )
         started = time.perf_counter()
-        prepared = [self.prepare(item) for item in requests]  # InputError before any spend
-        keys = [self.cache_key(kind, item) for item in prepared]
+        # what prepare() and cache_key() do, without their wrappers; an InputError is
+        # raised here, before any spend
+        provider, item_key = self.provider, self._keyer.item_key
+        prepared = [prepare_item(provider, item) for item in requests]
+        keys = [item_key(kind, item) for item in prepared]
         self.timings.add("prepare", started)
         # in flight or cached: served; the rest are bought (or waited for, when another
         # process sharing the cache holds them), and their futures resolved

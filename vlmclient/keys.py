@@ -243,7 +243,7 @@ class Keyer:
         if isinstance(item, TextEmbeddingRequest):
             template = self._template(kind, "text")
             if template is not None:
-                return template.key(item.json_text)
+                return template.key_of_string(item.json_inner)
         elif (
             isinstance(item, ImageEmbeddingRequest)
             and kind == "image_embedding"

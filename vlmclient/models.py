@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
-from cache.keys import ascii_json_string
+from cache.keys import ascii_json_inner
 
 from .errors import InputError
 from .media import media_type_of
@@ -173,13 +173,23 @@ class TextEmbeddingRequest(BaseModel):
 
     @cached_property
     def json_text(self) -> str:
-        """The text as a JSON string, ASCII-escaped as ``json.dumps`` writes it: escaped
-        once for both the cache key and the request body (see ``ascii_json_string``).
+        """The text as a JSON string, ASCII-escaped as ``json.dumps`` writes it.
 
         >>> print(TextEmbeddingRequest(text="a cat").json_text)
         "a cat"
         """
-        return ascii_json_string(self.text)
+        return f'"{self.json_inner.decode("ascii")}"'
+
+    @cached_property
+    def json_inner(self) -> bytes:
+        """The bytes between the quotes of :attr:`json_text`: escaped and encoded once
+        for both the cache key and the request body, which each add the quotes (see
+        ``cache.keys.ascii_json_inner``).
+
+        >>> TextEmbeddingRequest(text="a cat").json_inner
+        b'a cat'
+        """
+        return ascii_json_inner(self.text)
 
 
 class MixedEmbeddingRequest(BaseModel):
@@ -240,6 +250,9 @@ class Usage(BaseModel):
 
 
 _M = Decimal(1_000_000)
+_B = Decimal(1_000_000_000)
+_K = Decimal(1000)
+_ZERO = Decimal(0)
 
 
 class Price(BaseModel):
@@ -299,14 +312,56 @@ class Price(BaseModel):
 
     def cost(self, usage: Usage) -> Decimal:
         rate_in, rate_out = self.token_rates(usage.input_tokens)
-        return (
-            self.usd_per_image * usage.images
-            + rate_in * usage.input_tokens / _M
-            + rate_out * usage.output_tokens / _M
-            + self.usd_per_1m_image_tokens * usage.image_tokens / _M
-            + self.usd_per_1b_pixels * usage.image_pixels / Decimal(1_000_000_000)
-            + self.usd_per_1k_characters * usage.characters / Decimal(1000)
+        zero = self._zero_rates
+        if not zero:
+            return (
+                self.usd_per_image * usage.images
+                + rate_in * usage.input_tokens / _M
+                + rate_out * usage.output_tokens / _M
+                + self.usd_per_1m_image_tokens * usage.image_tokens / _M
+                + self.usd_per_1b_pixels * usage.image_pixels / _B
+                + self.usd_per_1k_characters * usage.characters / _K
+            )
+        # The same sum, term by term in the same order, where a rate that is exactly
+        # Decimal(0) times a count >= 0 is the term Decimal(0) itself without the
+        # multiplying and dividing (most prices have one or two rates of six): the same
+        # Decimal, digits and exponent included (tests/client/test_budget.py).
+        n = usage.images
+        total = _ZERO if "image" in zero and n >= 0 else self.usd_per_image * n
+        n = usage.input_tokens
+        total += _ZERO if "input" in zero and n >= 0 else rate_in * n / _M
+        n = usage.output_tokens
+        total += _ZERO if "output" in zero and n >= 0 else rate_out * n / _M
+        n = usage.image_tokens
+        total += _ZERO if "image_tokens" in zero and n >= 0 else (
+            self.usd_per_1m_image_tokens * n / _M
         )
+        n = usage.image_pixels
+        total += _ZERO if "pixels" in zero and n >= 0 else self.usd_per_1b_pixels * n / _B
+        n = usage.characters
+        total += _ZERO if "characters" in zero and n >= 0 else (
+            self.usd_per_1k_characters * n / _K
+        )
+        return total
+
+    @cached_property
+    def _zero_rates(self) -> frozenset[str]:
+        """The terms of :meth:`cost` whose rate is exactly ``Decimal(0)`` (sign, digits
+        and exponent: ``Decimal("0.0")`` is not), for every prompt length."""
+
+        def zero(rate: Decimal) -> bool:
+            return rate.is_zero() and rate.as_tuple() == _ZERO.as_tuple()
+
+        flat = self.long_prompt_above_tokens is None  # else token rates vary by prompt
+        rates = {
+            "image": self.usd_per_image,
+            "input": self.usd_per_1m_input_tokens if flat else Decimal(1),
+            "output": self.usd_per_1m_output_tokens if flat else Decimal(1),
+            "image_tokens": self.usd_per_1m_image_tokens,
+            "pixels": self.usd_per_1b_pixels,
+            "characters": self.usd_per_1k_characters,
+        }
+        return frozenset(name for name, rate in rates.items() if zero(rate))
 
 
 class EmbeddingResult(BaseModel):

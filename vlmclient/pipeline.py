@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -123,16 +123,16 @@ class Pipeline:
         emit(self._on_event, "hit", hits)
         self._storage.record(kind, hits, Decimal(0), Usage(), outcome="cache_hit", saved=saved)
 
-    async def buy(self, kind: Kind, to_buy: list[tuple[str, Item]]) -> None:
+    def buy(self, kind: Kind, to_buy: list[tuple[str, Item]]) -> Awaitable[Any]:
         """Buy the items :meth:`lookup` put in flight (or wait for those another process
-        is buying), resolving their futures."""
+        is buying), resolving their futures: await what this returns, at once."""
         to_buy, theirs = self._claim(kind, to_buy)
         chunks = self._batcher.chunks(kind, to_buy)
         if len(chunks) == 1 and not theirs:
-            # one request: awaited here (a task per call costs CPU a small call notices)
-            await self._buy_chunk(kind, chunks[0])
-            return
-        await asyncio.gather(
+            # one request: the caller awaits it (a task per call, or a coroutine around
+            # this one, costs CPU a small call notices)
+            return self._buy_chunk(kind, chunks[0])
+        return asyncio.gather(
             *(self._buy_chunk(kind, chunk) for chunk in chunks),
             *([self._await_claimed(kind, theirs)] if theirs else []),
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from decimal import Decimal
 
 import httpx
@@ -69,6 +70,8 @@ class Sender:
         self.timings = timings
         self._http = http
         self._transport = transport
+        # the default transport's answers come with their request set and body read
+        self._answers_read = getattr(transport, "answers_read", False) is True
         self._timeout = timeout.as_dict()
         self._sem = asyncio.Semaphore(concurrency)
         self._limiter = limiter
@@ -78,23 +81,22 @@ class Sender:
         self._redact = redact
         self._on_event = on_event
 
-    async def send_with_retries(
+    def send_with_retries(
         self, spec: CallSpec, estimate: Decimal, tokens: int
-    ) -> tuple[Parsed, Decimal]:
+    ) -> Awaitable[tuple[Parsed, Decimal]]:
         """Send ``spec`` (estimated at ``estimate`` dollars and ``tokens`` tokens), retrying
-        as the retry policy says; the parsed answer and what it cost."""
+        as the retry policy says; the parsed answer and what it cost (await it)."""
         # The first attempt runs outside tenacity: nearly every request succeeds at once,
         # and building and driving a retry loop cost about 30 us of CPU per request. A
         # failure the policy retries hands the remaining attempts to its tenacity loop,
-        # after the same wait the loop would have made.
-        try:
-            return await self._attempt(spec, estimate, tokens)
-        except APIError as exc:
-            self.stats.failures += 1
-            emit(self._on_event, "failure")
-            if self._retry.max_attempts <= 1 or not is_retryable(exc):
-                raise
-            await self._retry.sleep(self._retry.wait_seconds(1, exc))
+        # after the same wait the loop would have made. The first attempt's coroutine is
+        # the one awaited (no coroutine around it: one frame less per suspension).
+        return self._attempt(spec, estimate, tokens, first=True)
+
+    async def _retries(
+        self, spec: CallSpec, estimate: Decimal, tokens: int
+    ) -> tuple[Parsed, Decimal]:
+        """The attempts after a first one that failed and is retried."""
         outcome: tuple[Parsed, Decimal] | None = None
         async for attempt in self._retry.retrying(attempts_made=1):
             with attempt:
@@ -110,90 +112,77 @@ class Sender:
         return outcome
 
     async def _attempt(
-        self, spec: CallSpec, estimate: Decimal, tokens: int
+        self, spec: CallSpec, estimate: Decimal, tokens: int, first: bool = False
     ) -> tuple[Parsed, Decimal]:
-        if self._http.is_closed:  # before reserving: nothing can be sent, nor billed
-            raise RuntimeError("Cannot send a request, as the client has been closed.")
-        self._storage.check()
-        self._settler.raise_if_stopped()
-        started = time.perf_counter()
-        reservation = self.budget.reserve(estimate, items=len(spec.items))
-        self.timings.add("ledger", started)
+        """One attempt; the ``first`` one hands a failure the policy retries to
+        :meth:`_retries`."""
         try:
-            await self._sem.acquire()
-        except BaseException:
-            self.budget.release(reservation)
-            raise
-        try:
+            if self._http.is_closed:  # before reserving: nothing can be sent, nor billed
+                raise RuntimeError("Cannot send a request, as the client has been closed.")
+            self._storage.check()
+            self._settler.raise_if_stopped()
+            started = time.perf_counter()
+            reservation = self.budget.reserve(estimate, items=len(spec.items))
+            self.timings.add("ledger", started)
             try:
-                await self._limiter.acquire(tokens)
-                self._storage.check()  # again: the ledger or cache may have failed meanwhile
-                self._settler.raise_if_stopped()
-                started = time.perf_counter()
-                request = self.provider.build_request(spec)
-                self.timings.add("prepare", started)
+                await self._sem.acquire()
             except BaseException:
                 self.budget.release(reservation)
                 raise
-            response = await self._send(spec, request, reservation)
-        finally:
-            self._sem.release()
-        return self._settler.handle(spec, response, reservation)
-
-    async def _send(
-        self, spec: CallSpec, request: httpx.Request, reservation: Reservation
-    ) -> httpx.Response:
-        self.stats.requests_sent += 1
-        self.timings.sent()
-        try:
             try:
-                return await self._roundtrip(request)
+                try:
+                    waiting = self._limiter.admit(tokens)  # (acquire, without a coroutine
+                    if waiting is not None:  # for a request that need not wait)
+                        await self._limiter.wait(waiting, tokens)
+                    self._storage.check()  # again: the ledger or cache may have failed meanwhile
+                    self._settler.raise_if_stopped()
+                    started = time.perf_counter()
+                    request = self.provider.build_request(spec)
+                    self.timings.add("prepare", started)
+                except BaseException:
+                    self.budget.release(reservation)
+                    raise
+                # Sent here rather than in a coroutine of its own: one frame less for every
+                # suspension of every request.
+                self.stats.requests_sent += 1
+                self.timings.sent()
+                try:
+                    try:
+                        response = await self._roundtrip(request)
+                    finally:
+                        self.timings.answered()
+                except httpx.HTTPError as exc:
+                    raise self._failed(spec, exc, reservation) from exc
+                except BaseException:
+                    self._cancelled(spec, reservation)
+                    raise
             finally:
-                self.timings.answered()
-        except httpx.HTTPError as exc:
-            err = self._transport_error(exc)
-            if err.sent:
-                self.budget.charge_reservation(reservation)
-                outcome = "timeout" if isinstance(err, APITimeoutError) else "connection"
-                self._storage.record(
-                    spec.kind,
-                    len(spec.items),
-                    reservation.usd,
-                    Usage(),
-                    outcome=outcome,
-                    reserved=reservation.usd,
-                    estimated=True,
-                )
-            else:
-                self.budget.release(reservation)
-                self._storage.record(
-                    spec.kind, len(spec.items), Decimal(0), Usage(), outcome="refused"
-                )
-            raise err from exc
-        except BaseException:
-            # Cancelled (Ctrl-C) while the request may be on the wire: assume it was billed.
-            self.budget.charge_reservation(reservation)
-            self._storage.record(
-                spec.kind,
-                len(spec.items),
-                reservation.usd,
-                Usage(),
-                outcome="cancelled",
-                reserved=reservation.usd,
-                estimated=True,
-            )
-            raise
+                self._sem.release()
+            return self._settler.handle(spec, response, reservation)
+        except APIError as exc:
+            if not first:
+                raise
+            self.stats.failures += 1
+            emit(self._on_event, "failure")
+            if self._retry.max_attempts <= 1 or not is_retryable(exc):
+                raise
+            await self._retry.sleep(self._retry.wait_seconds(1, exc))
+        return await self._retries(spec, estimate, tokens)
 
-    async def _roundtrip(self, request: httpx.Request) -> httpx.Response:
-        """``request`` through the client's transport, the body read.
-
-        What ``httpx.AsyncClient.send`` does for our requests, without the machinery they
-        never use: no auth, no redirects followed (the client does not follow them
-        either), no cookies, no event hooks; the client's timeout as ``send`` sets it.
-        About 90 us of CPU less per request (docs/benchmarks.md, client throughput).
-        """
+    def _roundtrip(self, request: httpx.Request) -> Awaitable[httpx.Response]:
+        """``request`` through the client's transport, the body read: what
+        ``httpx.AsyncClient.send`` does for our requests, without the machinery they
+        never use (auth, redirects: not followed, cookies, event hooks), with the
+        client's timeout as ``send`` sets it. About 90 us of CPU less per request
+        (docs/benchmarks.md, client throughput). The default transport's answers come
+        read: its coroutine is the one awaited (no coroutine around it)."""
         if "timeout" not in request.extensions:
             request.extensions = {**request.extensions, "timeout": self._timeout}
+        if self._answers_read:
+            return self._transport.handle_async_request(request)
+        return self._read(request)
+
+    async def _read(self, request: httpx.Request) -> httpx.Response:
         response = await self._transport.handle_async_request(request)
         response.request = request
         try:
@@ -202,6 +191,44 @@ class Sender:
             await response.aclose()
             raise
         return response
+
+    def _failed(
+        self, spec: CallSpec, exc: httpx.HTTPError, reservation: Reservation
+    ) -> APIConnectionError:
+        """The error for a transport failure, with the reservation charged (the request
+        may have reached the provider) or released (it surely did not), and recorded."""
+        err = self._transport_error(exc)
+        if err.sent:
+            self.budget.charge_reservation(reservation)
+            outcome = "timeout" if isinstance(err, APITimeoutError) else "connection"
+            self._storage.record(
+                spec.kind,
+                len(spec.items),
+                reservation.usd,
+                Usage(),
+                outcome=outcome,
+                reserved=reservation.usd,
+                estimated=True,
+            )
+        else:
+            self.budget.release(reservation)
+            self._storage.record(
+                spec.kind, len(spec.items), Decimal(0), Usage(), outcome="refused"
+            )
+        return err
+
+    def _cancelled(self, spec: CallSpec, reservation: Reservation) -> None:
+        """Cancelled (Ctrl-C) while the request may be on the wire: assume it was billed."""
+        self.budget.charge_reservation(reservation)
+        self._storage.record(
+            spec.kind,
+            len(spec.items),
+            reservation.usd,
+            Usage(),
+            outcome="cancelled",
+            reserved=reservation.usd,
+            estimated=True,
+        )
 
     def _transport_error(self, exc: httpx.HTTPError) -> APIConnectionError:
         name = self.provider.name

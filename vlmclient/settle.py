@@ -127,7 +127,7 @@ class Settler:
         """The parsed answer of ``response`` and what it cost; raises our error for an
         error status or a billed answer that cannot be used (after recording it)."""
         self._limiter.update(self.provider.rate_limit_hints(response.headers))
-        if not response.is_success:
+        if not 200 <= response.status_code < 300:  # (response.is_success)
             self.budget.release(reservation)  # providers do not bill error statuses
             err = self._status_error(response)
             self._storage.record(

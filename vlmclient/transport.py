@@ -17,6 +17,9 @@ import httpx
 from aiohttp import BasicAuth, ClientSession, ClientTimeout
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
+from yarl import URL
+
+from .providers.wire import header_pairs, raw_headers
 
 __all__ = ["ReadingAiohttpTransport"]
 
@@ -24,20 +27,45 @@ __all__ = ["ReadingAiohttpTransport"]
 class ReadingAiohttpTransport(AiohttpTransport):
     """``AiohttpTransport`` whose responses arrive with their body read."""
 
+    # What the client's sender relies on to await this transport's coroutine itself:
+    # every response comes with its request set and its body read (a subclass that
+    # changes handle_async_request keeps that, or sets this False).
+    answers_read = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # one ClientTimeout per distinct httpx timeout (a client sends with one)
         self._timeouts: dict[tuple[float | None, float | None, float | None], ClientTimeout] = {}
+        self._last_timeout: tuple[object, ClientTimeout] | None = None
+        # the aiohttp URL of each endpoint URL object seen (a client sends to a handful,
+        # each one object: see providers.wire.endpoint_url and json_post)
+        self._urls: dict[int, tuple[httpx.URL, URL]] = {}
 
     def _timeout(self, request: httpx.Request) -> ClientTimeout:
         timeout = request.extensions.get("timeout", {})
+        last = self._last_timeout
+        if last is not None and last[0] == timeout:  # a client sends with one timeout
+            return last[1]
         key = (timeout.get("connect"), timeout.get("read"), timeout.get("pool"))
         found = self._timeouts.get(key)
         if found is None:
             found = self._timeouts[key] = ClientTimeout(
                 sock_connect=key[0], sock_read=key[1], connect=key[2]
             )
+        self._last_timeout = (dict(timeout), found)
         return found
+
+    def _url(self, url: httpx.URL) -> URL:
+        """``URL(str(url))``, what aiohttp makes of the URL string, once per URL object
+        (``str(url)`` costs about 2 us each time)."""
+        found = self._urls.get(id(url))
+        if found is not None and found[0] is url:
+            return found[1]
+        parsed = URL(str(url))
+        if len(self._urls) >= 256:
+            self._urls.clear()
+        self._urls[id(url)] = (url, parsed)  # holds url: its id is not reused while here
+        return parsed
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if not isinstance(self.client, ClientSession):
@@ -59,10 +87,10 @@ class ReadingAiohttpTransport(AiohttpTransport):
                 }
             async with session.request(
                 method=request.method,
-                url=str(request.url),
+                url=self._url(request.url),
                 # (name, value) pairs: aiohttp reads an httpx.Headers as a Mapping, one
                 # scan of the header list per name
-                headers=request.headers.multi_items(),
+                headers=header_pairs(request.headers),
                 data=data,
                 allow_redirects=False,
                 auto_decompress=False,
@@ -83,7 +111,7 @@ class ReadingAiohttpTransport(AiohttpTransport):
             extensions["reason_phrase"] = response.reason.encode()
         answer = httpx.Response(
             status_code=response.status,
-            headers=response.raw_headers,
+            headers=raw_headers(response.raw_headers),  # bytes already: not re-checked
             stream=httpx.ByteStream(body),
             request=request,
             extensions=extensions,

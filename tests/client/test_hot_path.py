@@ -29,10 +29,17 @@ from vlmclient import (
     RetryPolicy,
     TeacherClient,
     TextEmbeddingRequest,
+    Usage,
     item_cache_key,
 )
 from vlmclient.providers import get_provider
-from vlmclient.providers.wire import header_values, json_post, request_id_of
+from vlmclient.providers.wire import (
+    header_pairs,
+    header_values,
+    json_post,
+    raw_headers,
+    request_id_of,
+)
 
 VECTOR = np.arange(4, dtype="<f4") / 4
 PRICE = Price(usd_per_1m_input_tokens=Decimal("1"))
@@ -129,7 +136,12 @@ def test_json_post_builds_the_request_httpx_builds(url: str) -> None:
     theirs = httpx.Request("POST", httpx.URL(url), headers=headers, content=body)
     assert ours.method == theirs.method and ours.url == theirs.url
     assert ours.headers.raw == theirs.headers.raw  # names, values and order
+    assert ours.headers.multi_items() == theirs.headers.multi_items()
     assert ours.content == theirs.content == body
+    # built without httpx.Request's constructor: every attribute it sets, and no other
+    assert vars(ours).keys() == vars(theirs).keys()
+    assert ours.extensions == theirs.extensions and list(ours.stream) == list(theirs.stream)
+    assert repr(ours) == repr(theirs)
 
 
 def test_json_post_with_a_header_it_would_set_builds_it_the_plain_way() -> None:
@@ -332,3 +344,141 @@ async def test_a_refused_connection_is_released() -> None:
     assert info.value.sent is False
     assert client.budget.spent == 0 and client.budget.reserved == 0
     assert [(r.outcome, r.cost_usd) for r in ledger.records] == [("refused", "0")]
+
+
+# -- the cheaper pieces of the hot path are the plain ones, digit for digit ----------------
+
+
+def _plain_cost(price: Price, usage: Usage) -> Decimal:
+    """Price.cost as written before zero rates were skipped."""
+    rate_in, rate_out = price.token_rates(usage.input_tokens)
+    m = Decimal(1_000_000)
+    return (
+        price.usd_per_image * usage.images
+        + rate_in * usage.input_tokens / m
+        + rate_out * usage.output_tokens / m
+        + price.usd_per_1m_image_tokens * usage.image_tokens / m
+        + price.usd_per_1b_pixels * usage.image_pixels / Decimal(1_000_000_000)
+        + price.usd_per_1k_characters * usage.characters / Decimal(1000)
+    )
+
+
+RATES = ["0", "0.0", "-0", "0E+2", "0.02", "1E+1", "12.5", "0.000001", "1E+30"]
+COUNTS = [0, 1, 7, 10**12, -3]
+
+
+def test_price_cost_is_the_plain_sum_to_the_digit() -> None:
+    fields = [
+        "usd_per_image",
+        "usd_per_1m_input_tokens",
+        "usd_per_1m_output_tokens",
+        "usd_per_1m_image_tokens",
+        "usd_per_1b_pixels",
+        "usd_per_1k_characters",
+    ]
+    units = [
+        "images", "input_tokens", "output_tokens", "image_tokens", "image_pixels", "characters"
+    ]
+    checked = 0
+    for i, rate in enumerate(RATES):
+        for j in range(len(COUNTS)):
+            for shift in range(len(fields)):
+                # each rate in each place, the others zero or not by turns
+                rates = {
+                    f: Decimal(RATES[(i + k * shift) % len(RATES)]) if k % 2 else Decimal(rate)
+                    for k, f in enumerate(fields)
+                }
+                counts = {u: COUNTS[(j + k) % len(COUNTS)] for k, u in enumerate(units)}
+                for tier in ({}, {"long_prompt_above_tokens": 5,
+                                  "usd_per_1m_input_tokens_long_prompt": Decimal("0.5")}):
+                    price = Price(**rates, **tier)  # type: ignore[arg-type]
+                    usage = Usage(**counts)
+                    ours, plain = price.cost(usage), _plain_cost(price, usage)
+                    assert ours.as_tuple() == plain.as_tuple(), (rates, counts, tier)
+                    checked += 1
+    assert checked == len(RATES) * len(COUNTS) * len(fields) * 2
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"dimensions": 64, "user": "é"},
+        {"encoding_format": "float"},  # a caller's format wins
+        {"input": ["from params"]},  # texts replaced by a parameter: the plain way
+        {"reasoning": "off", "extra": [1, {"b": None}]},
+    ],
+)
+def test_an_embedding_body_is_the_json_of_its_fields(params: dict[str, object]) -> None:
+    from vlmclient.providers.openai import OPENAI, embedding_body
+
+    client = TeacherClient(
+        "openai:m", api_key="k", base_url="http://127.0.0.1:9/v1", params=params, price=PRICE
+    )
+    items = [TextEmbeddingRequest(text=t) for t in TEXTS]
+    for batch in (items[:1], items):
+        spec = client._batcher.spec("text_embedding", batch)
+        request = OPENAI.build_request(spec)
+        plain = json.dumps(embedding_body(spec), separators=(",", ":")).encode()
+        assert request.content == plain
+        assert request.headers["content-length"] == str(len(plain))
+
+
+def test_an_embedding_body_follows_a_change_of_its_parameters() -> None:
+    from pydantic import SecretStr
+
+    from vlmclient.providers import CallSpec
+    from vlmclient.providers.openai import OPENAI
+
+    params: dict[str, object] = {"dimensions": 64}
+    item = TextEmbeddingRequest(text="a cat")
+    spec = CallSpec("text_embedding", "m", [item], "http://h/v1", SecretStr("k"), params)
+    assert b'"dimensions":64' in OPENAI.build_request(spec).content
+    params["dimensions"] = 32  # the same dict, changed in place
+    assert b'"dimensions":32' in OPENAI.build_request(spec).content
+    params["input"] = ["x"]
+    assert json.loads(OPENAI.build_request(spec).content)["input"] == ["x"]
+
+
+RAW = [
+    (b"Content-Type", b"application/json"),
+    (b"X-Request-Id", b"r1"),
+    (b"x-request-id", b"r2"),
+    (b"X-Note", "café".encode()),
+]
+
+
+@pytest.mark.parametrize("raw", [RAW, RAW[:3], [(b"X-Latin", "é".encode("latin-1"))], []])
+def test_headers_from_raw_bytes_read_as_httpx_reads_them(raw: list[tuple[bytes, bytes]]) -> None:
+    ours, theirs = raw_headers(raw), httpx.Headers(raw)
+    assert ours.raw == theirs.raw and ours.encoding == theirs.encoding
+    assert ours.multi_items() == theirs.multi_items() == header_pairs(theirs)
+    assert header_pairs(ours) == theirs.multi_items()
+    names = frozenset({"x-request-id", "x-note", "x-latin", "absent"})
+    assert header_values(ours, names) == {n: theirs[n] for n in names if n in theirs}
+    assert request_id_of(httpx.Response(200, headers=ours)) == theirs.get("x-request-id")
+
+
+async def test_one_transport_sends_to_each_endpoint_with_each_timeout() -> None:
+    """The transport keeps aiohttp's URL per endpoint and a ClientTimeout per timeout:
+    requests to two endpoints, with two timeouts, go where and as they were meant to."""
+    from vlmclient.transport import ReadingAiohttpTransport
+
+    script: list[object] = [(200, {}, {"n": 1}), (200, {}, {"n": 2}), "hang"]
+    with raw_server(script) as server:
+        transport = ReadingAiohttpTransport()
+        try:
+            for path, n in (("/v1/a", 1), ("/v1/b", 2)):
+                url = httpx.URL(server.url + path)
+                request = json_post(url, {"Content-Type": "application/json"}, b"{}")
+                request.extensions = {"timeout": httpx.Timeout(5.0).as_dict()}
+                response = await transport.handle_async_request(request)
+                assert response.json() == {"n": n}
+            request = json_post(httpx.URL(server.url + "/v1/a"), {}, b"{}")
+            request.extensions = {"timeout": httpx.Timeout(0.2).as_dict()}
+            with pytest.raises(httpx.TimeoutException):
+                await transport.handle_async_request(request)
+        finally:
+            await transport.aclose()
+    paths = [_split(r)[0][1] for r in server.received]
+    assert paths == ["/v1/a", "/v1/b", "/v1/a"]

@@ -6,11 +6,12 @@ Also the wire format of the local teacher server (``local:`` teachers).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from cache import json_with_literals
+from cache import LiteralJSON, json_bytes_with_literals
 
 from ..errors import ConfigurationError, ResponseValidationError
 from ..models import (
@@ -159,7 +160,7 @@ def _content(part: str | Image) -> dict[str, Any]:
 
 
 def build_request(spec: CallSpec, vector_type: str = "float") -> httpx.Request:
-    literals = None
+    literals: Mapping[str, LiteralJSON] | None = None
     if spec.kind == "image_embedding":
         images = _images(spec)
         uris = [data_uri(i) for i in images]
@@ -178,7 +179,7 @@ def build_request(spec: CallSpec, vector_type: str = "float") -> httpx.Request:
             "Authorization": f"Bearer {spec.api_key.get_secret_value()}",
             "Content-Type": "application/json",
         },
-        json_with_literals(body, literals, separators=(",", ":")).encode(),
+        json_bytes_with_literals(body, literals, separators=(",", ":")),
     )
 
 

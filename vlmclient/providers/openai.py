@@ -6,13 +6,16 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from cache import json_with_literals
+from cache import LiteralJSON, json_bytes_with_literals
 
 from ..errors import (
     APIStatusError,
@@ -63,12 +66,15 @@ def _auth(spec: CallSpec) -> dict[str, str]:
 
 
 def _post(
-    spec: CallSpec, path: str, body: dict[str, Any], literals: dict[str, str] | None = None
+    spec: CallSpec,
+    path: str,
+    body: dict[str, Any],
+    literals: Mapping[str, LiteralJSON] | None = None,
 ) -> httpx.Request:
     return json_post(
         endpoint_url(spec.base_url.rstrip("/") + path),
         {**_auth(spec), "Content-Type": "application/json"},
-        json_with_literals(body, literals, separators=(",", ":")).encode(),
+        json_bytes_with_literals(body, literals, separators=(",", ":")),
     )
 
 
@@ -142,8 +148,47 @@ def chat_body(spec: CallSpec) -> dict[str, Any]:
     }
 
 
+# Stands in for the texts while the rest of an embedding body is encoded (see
+# _embedding_template); a NUL never appears in a model or parameter name.
+_TEXTS_SLOT = "\x00vlm-distill texts\x00"
+_TEMPLATES: dict[tuple[str, int], tuple[dict[str, Any], tuple[bytes, bytes] | None]] = {}
+
+
+def _embedding_template(spec: CallSpec) -> tuple[bytes, bytes] | None:
+    """:func:`embedding_body`'s JSON before and after its ``input`` list, encoded once
+    per model and parameters (a client sends all its texts with the same ones): a body
+    is then these two around the texts, each text's JSON made once for its cache key
+    too (about 4 us of CPU less per request). None when ``input`` comes from the
+    parameters, or the slot cannot be placed unambiguously."""
+    key = (spec.model, id(spec.params))
+    found = _TEMPLATES.get(key)
+    if found is not None and found[0] == spec.params:  # (a params dict changed meanwhile)
+        return found[1]
+    held = {"model": spec.model, "input": _TEXTS_SLOT, "encoding_format": "base64"}
+    held.update(without_reasoning(spec.params))
+    template = None
+    if held["input"] is _TEXTS_SLOT:
+        text = json.dumps(held, separators=(",", ":"))
+        mark = json.dumps(_TEXTS_SLOT)
+        if text.count(mark) == 1:
+            head, tail = text.split(mark)
+            template = (head.encode(), tail.encode())
+    if len(_TEMPLATES) >= 64:
+        _TEMPLATES.clear()
+    _TEMPLATES[key] = (copy.deepcopy(dict(spec.params)), template)
+    return template
+
+
 def build_request(spec: CallSpec) -> httpx.Request:
     if spec.kind == "text_embedding":
+        template = _embedding_template(spec)
+        pieces = texts_literal(spec.items, [getattr(i, "text", None) for i in spec.items])
+        if template is not None and pieces is not None:
+            return json_post(
+                endpoint_url(spec.base_url.rstrip("/") + "/embeddings"),
+                {**_auth(spec), "Content-Type": "application/json"},
+                b"".join([template[0], *pieces["input"], template[1]]),
+            )
         body = embedding_body(spec)
         return _post(spec, "/embeddings", body, texts_literal(spec.items, body.get("input")))
     if spec.kind == "answer":

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,14 +30,38 @@ def indexed_vectors(
     ``base64_ok``: an ``embedding`` may also be a base64 string (``encoding_format:
     "base64"``); see :func:`vectors_from`.
     """
-    if not isinstance(data, list) or not all(
-        isinstance(d, dict) and isinstance(d.get("index", 0), int) for d in data
-    ):
+    if not isinstance(data, list):
         raise ResponseValidationError("missing data[]", provider=provider, request_id=request_id)
-    rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
+    rows = []
+    previous: int | None = None
+    in_order = True  # the usual answer: rows already in index order, so no sort
+    for d in data:
+        index = d.get("index", 0) if isinstance(d, dict) else None
+        if not isinstance(index, int):
+            raise ResponseValidationError(
+                "missing data[]", provider=provider, request_id=request_id
+            )
+        if previous is not None and index < previous:
+            in_order = False
+        previous = index
+        rows.append(d.get("embedding"))
+    if not in_order:  # sorted() is stable: equal indices keep their order, as before
+        rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
+    if base64_ok and rows and all(isinstance(r, str) for r in rows):  # as vectors_from
+        return base64_vectors(rows, expected=expected, request_id=request_id, provider=provider)
     return vectors_from(
         rows, expected=expected, request_id=request_id, provider=provider, base64_ok=base64_ok
     )
+
+
+# base64.b64decode(row, validate=True), without its Python wrapper on 3.11+, where it
+# only calls this (a2b_base64 takes ASCII text and raises ValueError for any other, as
+# b64decode does)
+_b64decode: Callable[[str], bytes]
+if sys.version_info >= (3, 11):
+    _b64decode = functools.partial(binascii.a2b_base64, strict_mode=True)
+else:
+    _b64decode = functools.partial(base64.b64decode, validate=True)
 
 
 # What ``encoding_format: "base64"`` carries: the float32 bytes of the vector, little
@@ -100,7 +127,7 @@ def base64_vectors(
     try:
         if not all(isinstance(r, str) for r in rows):
             raise ValueError("not every embedding is a base64 string")
-        raw = [base64.b64decode(r, validate=True) for r in rows]
+        raw = [_b64decode(r) for r in rows]
     except (binascii.Error, ValueError) as exc:
         raise ResponseValidationError(
             f"embeddings are not base64: {exc}", provider=provider, request_id=request_id

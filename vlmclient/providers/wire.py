@@ -13,8 +13,8 @@ import base64
 import functools
 import math
 import re
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any, overload
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
+from typing import Any, cast, overload
 
 import httpx
 
@@ -29,10 +29,12 @@ __all__ = [
     "default_classify_error",
     "endpoint_url",
     "header_int",
+    "header_pairs",
     "header_values",
     "json_object",
     "json_post",
     "parse_retry_after",
+    "raw_headers",
     "reported_usage",
     "request_id_of",
     "text_tokens_upper_bound",
@@ -68,7 +70,7 @@ def data_uris_literal(
     ``images[i]``, written without ``json.dumps``'s character-by-character escaping scan:
     base64 text never needs escaping, nor does a plain media type (about 15 us of CPU
     per 12 KB image). None when a media type is not plain; for
-    :func:`cache.keys.json_with_literals`.
+    :func:`cache.keys.json_bytes_with_literals`.
 
     >>> img = Image(data=b"ab", media_type="image/png")
     >>> data_uris_literal([img], [data_uri(img)], key="images")
@@ -81,18 +83,25 @@ def data_uris_literal(
     return {key: '["' + '","'.join(uris) + '"]'}
 
 
-def texts_literal(items: Sequence[object], texts: object) -> dict[str, str] | None:
-    """``{"input": <JSON of texts>}`` from the items' escaped texts, when ``texts`` is the
-    list of their texts (None otherwise: a parameter replaced it); for
-    :func:`cache.keys.json_with_literals`."""
+def texts_literal(items: Sequence[object], texts: object) -> dict[str, list[bytes]] | None:
+    """``{"input": <JSON of texts>}`` as pieces of bytes, from the items' escaped texts
+    (:attr:`TextEmbeddingRequest.json_inner`, shared with their cache keys), when
+    ``texts`` is the list of their texts (None otherwise: a parameter replaced it); for
+    :func:`cache.keys.json_bytes_with_literals`.
+
+    >>> texts_literal([TextEmbeddingRequest(text="a")], ["a"])  # doctest: +SKIP
+    {'input': [b'["', b'a', b'"]']}
+    """
     if not isinstance(texts, list) or len(texts) != len(items):
         return None
-    escaped = []
+    pieces = [b'["']
     for item, text in zip(items, texts, strict=True):
         if not isinstance(item, TextEmbeddingRequest) or item.text is not text:
             return None
-        escaped.append(item.json_text)
-    return {"input": "[" + ",".join(escaped) + "]"}
+        pieces.append(item.json_inner)
+        pieces.append(b'","')
+    pieces[-1] = b'"]'
+    return {"input": pieces}
 
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:
@@ -158,17 +167,94 @@ def request_id_of(response: httpx.Response) -> str | None:
 def header_values(headers: httpx.Headers, names: Collection[str]) -> dict[str, str]:
     """``{name: headers.get(name)}`` for those of ``names`` (lower case) present, read in
     one pass over the headers: each ``headers.get`` scans them all (about 1 us each,
-    six per answer for OpenAI's rate-limit headers). A repeated header's values are
-    joined with ", ", as ``headers.get`` joins them.
+    six per answer for OpenAI's rate-limit headers), and only the headers asked for are
+    decoded. A repeated header's values are joined with ", ", as ``headers.get`` joins
+    them.
 
     >>> header_values(httpx.Headers({"X-Request-Id": "r1", "Server": "s"}), {"x-request-id"})
     {'x-request-id': 'r1'}
     """
-    found: dict[str, str] = {}
-    for name, value in headers.multi_items():  # names in lower case
-        if name in names:
-            found[name] = f"{found[name]}, {value}" if name in found else value
+    try:
+        wanted = _encoded_names(cast(Hashable, names))
+        entries = headers._list  # (name, lower-case name, value), as bytes
+    except (TypeError, AttributeError):  # unhashable names; an httpx without _list
+        wanted, entries = None, None
+    if wanted is None or entries is None:
+        found: dict[str, str] = {}
+        for name, value in headers.multi_items():  # names in lower case
+            if name in names:
+                found[name] = f"{found[name]}, {value}" if name in found else value
+        return found
+    found = {}
+    encoding = ""
+    for _, lower, raw in entries:
+        wanted_name = wanted.get(lower)
+        if wanted_name is None:
+            continue
+        encoding = encoding or headers.encoding  # as multi_items decodes: all or none ASCII
+        value = raw.decode(encoding)
+        found[wanted_name] = (
+            f"{found[wanted_name]}, {value}" if wanted_name in found else value
+        )
     return found
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded_names(hashable_names: Hashable) -> dict[bytes, str] | None:
+    """``{name.encode(): name}`` for header names given in lower-case ASCII (the names
+    httpx compares); None when one is not, so the caller reads them the plain way."""
+    names = cast(Collection[str], hashable_names)
+    if not all(isinstance(n, str) and n.isascii() and n == n.lower() for n in names):
+        return None
+    return {n.encode("ascii"): n for n in names}
+
+
+def raw_headers(pairs: Iterable[tuple[bytes, bytes]]) -> httpx.Headers:
+    """``httpx.Headers(pairs)`` for (name, value) pairs that are bytes already (what a
+    transport reads off the wire), built without httpx's per-header type checks and
+    encoding (about 2 us per answer).
+
+    >>> raw_headers([(b"Content-Type", b"text/plain")]).multi_items()
+    [('content-type', 'text/plain')]
+    """
+    entries = [(name, name.lower(), value) for name, value in pairs]
+    if not all(type(n) is bytes and type(v) is bytes for n, _, v in entries):
+        return httpx.Headers(list(pairs))  # not all bytes: httpx checks and encodes them
+    return _headers_of(entries)
+
+
+def _headers_of(
+    entries: list[tuple[bytes, bytes, bytes]], ascii_only: bool = False
+) -> httpx.Headers:
+    """An ``httpx.Headers`` holding ``entries`` (name, lower-case name, value) as they
+    are: what its constructor makes of such byte pairs, without its type checks (an
+    ``isinstance(x, Mapping)`` alone costs about 1 us). ``ascii_only``: the entries are
+    known to be ASCII, the encoding httpx would find for them by decoding each."""
+    headers = httpx.Headers.__new__(httpx.Headers)
+    if not _HEADERS_INTERNALS:  # an httpx whose Headers keeps its list otherwise
+        return httpx.Headers([(name, value) for name, _, value in entries])
+    headers._list = entries
+    headers._encoding = "ascii" if ascii_only else None
+    return headers
+
+
+# httpx.Headers keeps (name, lower-case name, value) in _list and its encoding in
+# _encoding (httpx 0.23 to 0.28); checked once, else the plain constructor is used.
+_HEADERS_INTERNALS = set(vars(httpx.Headers([("a", "b")]))) == {"_list", "_encoding"}
+
+
+def header_pairs(headers: httpx.Headers) -> list[tuple[str, str]]:
+    """``headers.multi_items()`` (lower-case names), with the encoding looked up once
+    instead of twice per header.
+
+    >>> header_pairs(httpx.Headers({"Host": "h", "Content-Length": "2"}))
+    [('host', 'h'), ('content-length', '2')]
+    """
+    entries = getattr(headers, "_list", None)
+    if entries is None:
+        return headers.multi_items()
+    encoding = headers.encoding
+    return [(lower.decode(encoding), value.decode(encoding)) for _, lower, value in entries]
 
 
 # Headers json_post sets itself; given by a caller, the plain constructor places them.
@@ -177,8 +263,8 @@ _AUTO_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
 
 def json_post(url: httpx.URL, headers: Mapping[str, str], body: bytes) -> httpx.Request:
     """``httpx.Request("POST", url, headers=headers, content=body)``, the same request
-    (headers, their order, body) built without ``httpx.Request``'s content encoding
-    and header merging: about 6 us of CPU less per request.
+    (headers, their order, body) built without ``httpx.Request``'s content encoding,
+    header merging and per-header checks: about 10 us of CPU less per request.
 
     >>> r = json_post(httpx.URL("http://h:1/v1/x"), {"Content-Type": "application/json"}, b"{}")
     >>> r.headers.raw
@@ -187,13 +273,45 @@ def json_post(url: httpx.URL, headers: Mapping[str, str], body: bytes) -> httpx.
     if not url.host or any(k.lower() in _AUTO_HEADERS for k in headers):
         return httpx.Request("POST", url, headers=headers, content=body)
     # what httpx.Request does: Host first, the caller's headers, then Content-Length
-    pairs = [("Host", url.netloc.decode("ascii")), *headers.items()]
-    pairs.append(("Content-Length", str(len(body))))
-    request = httpx.Request(
-        "POST", url, headers=httpx.Headers(pairs), stream=httpx.ByteStream(body)
-    )
-    request.read()  # a bytes body is read at once, as with content=
+    try:
+        entries = [_host_entry(url)]
+        for name, value in headers.items():
+            raw = name.encode("ascii")
+            entries.append((raw, raw.lower(), value.encode("ascii")))
+    except (UnicodeEncodeError, AttributeError):  # not ASCII text: httpx says what is wrong
+        return httpx.Request("POST", url, headers=headers, content=body)
+    entries.append((*_CONTENT_LENGTH, str(len(body)).encode("ascii")))
+    headers_made = _headers_of(entries, ascii_only=True)  # each one encoded as ASCII
+    # What httpx.Request("POST", url, headers=..., stream=...) sets, then read(), but
+    # with ``url`` itself (immutable), not a copy of it: a transport can then know an
+    # endpoint it has seen by its identity (tests/client/test_hot_path.py checks that
+    # every attribute is the one httpx sets).
+    request = httpx.Request.__new__(httpx.Request)
+    request.method = "POST"
+    request.url = url
+    request.headers = headers_made
+    request.extensions = {}
+    request.stream = httpx.ByteStream(body)
+    request._content = body  # what read() sets for a bytes body, as content= reads it
     return request
+
+
+_CONTENT_LENGTH = (b"Content-Length", b"content-length")
+_HOSTS: dict[int, tuple[httpx.URL, tuple[bytes, bytes, bytes]]] = {}
+
+
+def _host_entry(url: httpx.URL) -> tuple[bytes, bytes, bytes]:
+    """The Host header of ``url`` as httpx.Headers holds it, built once per URL object
+    (a client sends to a handful, see :func:`endpoint_url`; ``url.netloc`` costs about
+    1.5 us each time)."""
+    found = _HOSTS.get(id(url))
+    if found is not None and found[0] is url:
+        return found[1]
+    entry = (b"Host", b"host", url.netloc)
+    if len(_HOSTS) >= 256:
+        _HOSTS.clear()
+    _HOSTS[id(url)] = (url, entry)  # holds url: its id is not reused while here
+    return entry
 
 
 def default_classify_error(response: httpx.Response) -> APIStatusError:
@@ -223,6 +341,12 @@ def reported_usage(obj: Any) -> dict[str, Any] | None:
     >>> reported_usage({}) is None
     True
     """
+    if (
+        isinstance(obj, dict)
+        and len(obj) <= MAX_REPORTED_FIELDS
+        and all(type(k) is str and len(k) <= 64 and type(v) is int for k, v in obj.items())
+    ):
+        return dict(obj) or None  # the usual block, flat counts: all of it is kept
     budget = [MAX_REPORTED_FIELDS]
 
     def keep(value: Any, depth: int) -> Any:
