@@ -46,8 +46,10 @@ class DemoConfig:
     # Small 32 px images: DomainBed trains its small-image datasets at 1e-3; at the paper's
     # 5e-5 a few hundred steps barely move the student (docs/results.md, ablations).
     lr: float = 5e-4
-    # KD divides its logits by τ = 0.1, so 5e-4 is a 10x sharper step for it: it collapsed
-    # to one class in the demo (seed 0: 5.8 % ID). lr × τ keeps its step like ERM's.
+    # KD divides its logits by τ = 0.1, so at 5e-4 they move 10x as far per step as ERM's:
+    # it collapsed to one class in the demo (seed 0: 5.8 % ID). lr × τ keeps the logits'
+    # step like ERM's, but then (Adam) the backbone moves ten times less per step than
+    # ERM's, and KD is undertrained (docs/results.md, demo section).
     lr_kd: float = 5e-5
     eval_every: int = 100
     methods: tuple[Method, ...] = ("zeroshot", "erm", "kd", "adip")
