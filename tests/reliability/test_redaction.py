@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from cache import ResponseCache, SpendLedger
 from distill.server import HashBackend, ServerConfig, ServerThread, create_app
-from tests.server.conftest import png
+from tests.server.helpers import png
 from vlmclient import (
     AnswerRequest,
     APIStatusError,

@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 from pydantic import SecretStr
 
 from distill.server import Faults, HashBackend, ServerConfig, ServerThread, create_app
-
-TOKEN = "test-token-0123456789"
-
-
-def png(seed: int, size: int = 16) -> bytes:
-    img = Image.new("RGB", (size, size + 4), ((seed * 37) % 256, (seed * 91) % 256, 120))
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
-def data_uri(data: bytes, media_type: str = "image/png") -> str:
-    return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def auth(token: str = TOKEN) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
+from tests.server.helpers import TOKEN, auth
 
 Serve = Callable[..., str]
 

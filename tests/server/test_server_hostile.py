@@ -20,10 +20,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import TOKEN, auth, data_uri, png
 from pydantic import SecretStr
 
 from distill.server import HashBackend, ServerConfig, ServerThread, create_app
+from tests.server.helpers import TOKEN, auth, data_uri, png
 
 LIMIT = 64 * 1024
 

@@ -8,10 +8,10 @@ from collections import Counter
 
 import httpx
 import pytest
-from conftest import TOKEN, auth, data_uri, png
 from pydantic import SecretStr
 
 from distill.server import Faults, HashBackend, ServerConfig, ServerThread, create_app
+from tests.server.helpers import TOKEN, auth, data_uri, png
 
 
 def _embed(client: httpx.Client, url: str, text: str = "hello") -> httpx.Response:

@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import TOKEN, auth, data_uri
 from PIL import Image
 from pydantic import SecretStr
 
@@ -24,6 +23,7 @@ from distill.data import class_prompts, scan
 from distill.data.digits import make_digits
 from distill.server import ServerConfig, ServerThread, create_app, make_backend
 from distill.teacher.pool import PoolSpec, make_teacher_pool
+from tests.server.helpers import TOKEN, auth, data_uri
 
 FIT = ["--steps", "3", "--batch", "16", "--threads", "1"]
 

@@ -6,7 +6,6 @@ import time
 from decimal import Decimal
 
 import pytest
-from conftest import TOKEN, data_uri, png
 from pydantic import SecretStr
 
 from distill.server import HashBackend, ServerConfig
@@ -16,6 +15,7 @@ from distill.server.route_cohere import cohere_embed
 from distill.server.route_openai_embed import openai_embed
 from distill.server.state import TeacherState
 from distill.server.wire import WireError
+from tests.server.helpers import TOKEN, data_uri, png
 
 
 @pytest.fixture

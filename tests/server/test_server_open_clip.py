@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import TOKEN, auth, data_uri, png
 from pydantic import SecretStr
 
 from distill.server import OpenClipBackend, ServerConfig, ServerThread, create_app
+from tests.server.helpers import TOKEN, auth, data_uri, png
 
 open_clip = pytest.importorskip(
     "open_clip", reason="optional extra: pip install open_clip_torch for the open-clip backend"

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from conftest import TOKEN, auth, data_uri
 from PIL import Image
 from pydantic import SecretStr
 
 from distill.server import PseudoClipBackend, ServerConfig, ServerThread, create_app
+from tests.server.helpers import TOKEN, auth, data_uri
 
 # Loading the two real models takes 13-25 s on 2 busy cores (once per module).
 pytestmark = pytest.mark.slow

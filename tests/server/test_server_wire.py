@@ -8,9 +8,9 @@ from decimal import Decimal
 import httpx
 import numpy as np
 import pytest
-from conftest import auth, data_uri, png
 
 from distill.server import HashBackend, Pricing
+from tests.server.helpers import auth, data_uri, png
 
 COHERE_KEYS = {"id", "embeddings", "meta", "response_type"}
 
