@@ -39,6 +39,7 @@ def test_demo_runs_twice_and_the_second_run_spends_nothing(
     fitted = teacher.stat().st_mtime_ns
     assert "fitting it once" in first
     assert "stopped" not in first and "ADiP" in first and "teacher zero-shot" in first
+    assert "one seed (0)" in first  # the table says how little one seed's order means
     [run] = (work / "runs").iterdir()
     for name in (
         "config.json",
