@@ -55,6 +55,9 @@ class DemoConfig:
     methods: tuple[Method, ...] = ("zeroshot", "erm", "kd", "adip")
     test_domains: tuple[str, ...] = (TEST_DOMAIN,)
     seed: int = 0
+    # --seeds: train each student with seeds seed .. seed+seeds-1 and report mean ± std
+    # (one seed's out-of-domain order is noise here: docs/results.md)
+    seeds: int = 1
     backend: str = "mini-clip"
     views: int = 4  # teacher views per image (view 0 + 3 seeded augmentations)
     teacher_steps: int | None = None  # mini-clip fitting steps (None: its default)
@@ -141,48 +144,52 @@ def run_demo(
             f"harvest exited with {code}; see above (the cache keeps what was bought)"
         )
 
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {}  # method -> the first seed's result (plots, tables)
+    per_seed: dict[str, list[dict[str, Any]]] = {}
+    folders: dict[str, Path] = {}
     for method in cfg.methods:
         if on_method is not None:
             on_method(method)
-        tc = TrainConfig(
-            data=str(data),
-            cache=str(cache),
-            teacher=teacher,
-            out=str(run / method),
-            method=method,
-            student=cfg.student,
-            image_size=cfg.image_size,
-            steps_align=cfg.steps_align,
-            steps_distill=cfg.steps_distill,
-            steps=cfg.steps,
-            lr=cfg.lr,
-            lr_kd=cfg.lr_kd,
-            eval_every=cfg.eval_every,
-            test_domains=cfg.test_domains,
-            seed=cfg.seed,
-        )
-        hook = progress_factory(method) if progress_factory is not None else None
-        results[method] = train(tc, progress=hook)
-        if hook is not None and hasattr(hook, "close"):
-            hook.close()
+        # the teacher's zero-shot accuracy does not depend on the seed
+        seeds = [cfg.seed] if method == "zeroshot" or cfg.seeds == 1 else [
+            cfg.seed + k for k in range(cfg.seeds)
+        ]
+        runs = []
+        for seed in seeds:
+            out = run / method if len(seeds) == 1 else run / f"{method}-s{seed}"
+            folders.setdefault(method, out)
+            tc = TrainConfig(
+                data=str(data),
+                cache=str(cache),
+                teacher=teacher,
+                out=str(out),
+                method=method,
+                student=cfg.student,
+                image_size=cfg.image_size,
+                steps_align=cfg.steps_align,
+                steps_distill=cfg.steps_distill,
+                steps=cfg.steps,
+                lr=cfg.lr,
+                lr_kd=cfg.lr_kd,
+                eval_every=cfg.eval_every,
+                test_domains=cfg.test_domains,
+                seed=seed,
+            )
+            label = method if len(seeds) == 1 else f"{method} s{seed}"
+            hook = progress_factory(label) if progress_factory is not None else None
+            runs.append({**train(tc, progress=hook), "seed": seed})
+            if hook is not None and hasattr(hook, "close"):
+                hook.close()
+        results[method] = runs[0]
+        per_seed[method] = runs
 
     shutil.copyfile(cache / LEDGER_FILE, run / LEDGER_FILE)
     summary = {
         "harvest_s": round(harvest_s, 1),
-        "methods": {
-            m: {
-                "mean_id": r.get("mean_id"),
-                "mean_ood": r.get("mean_ood"),
-                "id": r.get("id"),
-                "ood": r.get("ood"),
-                "wall_time_s": r.get("wall_time_s"),
-            }
-            for m, r in results.items()
-        },
+        "methods": {m: method_summary(runs) for m, runs in per_seed.items()},
     }
     (run / "metrics.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    plots = _plots(run, results, cfg.budget)
+    plots = _plots(run, results, folders, cfg.budget)
     return {"run": run, "cache": cache, "data": data, "results": results, "plots": plots, **summary}
 
 
@@ -201,14 +208,58 @@ def fit_demo_teacher(work: Path, cfg: DemoConfig) -> Path:
                           spec=spec)
 
 
-def _plots(run: Path, results: dict[str, Any], budget: Decimal) -> list[Path]:
+def method_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One method's line of metrics.json: its one run's figures, or with several seeds the
+    mean of theirs plus each seed's (``seeds``) and the standard deviations.
+
+    >>> method_summary([{"seed": 0, "mean_id": 0.5, "mean_ood": 0.25, "wall_time_s": 2.0},
+    ...                 {"seed": 1, "mean_id": 0.7, "mean_ood": 0.35, "wall_time_s": 3.0}])
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'mean_id': 0.6, 'mean_ood': 0.3, 'id': None, 'ood': None, 'wall_time_s': 5.0,
+     'std_id': 0.141, 'std_ood': 0.071, 'seeds': [{'seed': 0, 'mean_id': 0.5,
+     'mean_ood': 0.25}, {'seed': 1, 'mean_id': 0.7, 'mean_ood': 0.35}]}
+    """
+    import statistics
+
+    first = runs[0]
+    out: dict[str, Any] = {
+        "mean_id": first.get("mean_id"),
+        "mean_ood": first.get("mean_ood"),
+        "id": first.get("id"),
+        "ood": first.get("ood"),
+        "wall_time_s": first.get("wall_time_s"),
+    }
+    if len(runs) == 1:
+        return out
+    ids = [float(r["mean_id"]) for r in runs]
+    oods = [float(r["mean_ood"]) for r in runs]
+    out.update(
+        mean_id=round(statistics.mean(ids), 4),
+        mean_ood=round(statistics.mean(oods), 4),
+        id=None,  # per domain: see each seed's run folder
+        ood=None,
+        wall_time_s=sum(float(r.get("wall_time_s") or 0.0) for r in runs),
+        std_id=round(statistics.stdev(ids), 3),
+        std_ood=round(statistics.stdev(oods), 3),
+        seeds=[
+            {"seed": r.get("seed"), "mean_id": r["mean_id"], "mean_ood": r["mean_ood"]}
+            for r in runs
+        ],
+    )
+    return out
+
+
+def _plots(
+    run: Path, results: dict[str, Any], folders: dict[str, Path], budget: Decimal
+) -> list[Path]:
     from distill.plots import plot_accuracy, plot_losses, plot_spend, plots_available
 
     if not plots_available():
         return []
     made = [
         plot_losses(
-            {m: run / m / "log.jsonl" for m in results if m != "zeroshot"}, run / "losses.png"
+            {m: folders[m] / "log.jsonl" for m in results if m != "zeroshot"},
+            run / "losses.png",
         ),
         plot_accuracy(
             {METHOD_NAMES.get(m, m): r for m, r in results.items()},

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from . import EXIT_OK
 from .progress import TrainProgress, console
-from .validate import money
+from .validate import int_in, money
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,6 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="teacher views per image: the image and seeded augmentations (default: %(default)s)",
     )
     p.add_argument(
+        "--seeds", type=int_in(1), default=DemoConfig.seeds,
+        help="train each student with this many seeds and show mean ± std: one seed's "
+        "out-of-domain order is noise on these digits (about N times the training time; "
+        "default: %(default)s)",
+    )
+    p.add_argument(
         "--teacher-steps", type=int, default=DemoConfig.teacher_steps,
         help="mini-clip fitting steps when the teacher is fitted (default: its own)",
     )
@@ -70,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     common = dict(
         workdir=args.workdir, budget=args.budget, run_budget=args.run_budget,
         student=args.student, backend=args.backend, views=args.views,
-        teacher_steps=args.teacher_steps,
+        teacher_steps=args.teacher_steps, seeds=args.seeds,
     )
     cfg = DemoConfig(**common)
     if args.quick:
@@ -117,22 +123,30 @@ def run(args: argparse.Namespace) -> int:
     t = Table(
         title="accuracy (%) on the digits: ID = held-out 20 % of the source domains, "
         f"OOD = {', '.join(cfg.test_domains)}",
-        caption=f"one seed ({cfg.seed}): out of domain, a student's accuracy moves by up to "
-        "10-20 points from seed to seed here; docs/results.md compares the methods over 3",
+        caption=(
+            f"one seed ({cfg.seed}): out of domain, a student's accuracy moves by up to "
+            "10-20 points from seed to seed here; --seeds 3 (or docs/results.md) compares "
+            "the methods over 3"
+            if cfg.seeds == 1 else
+            f"mean ± std over seeds {cfg.seed}-{cfg.seed + cfg.seeds - 1} (the teacher: one "
+            "run, it does not depend on the seed); train s: all seeds"
+        ),
     )
     t.add_column("method")
     t.add_column("mean ID", justify="right")
     t.add_column("mean OOD", justify="right")
     t.add_column("train s", justify="right")
 
-    def pct(v: float | None) -> str:
-        return "—" if v is None else f"{100 * v:.1f}"
+    def pct(v: float | None, std: float | None = None) -> str:
+        if v is None:
+            return "—"
+        return f"{100 * v:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
 
     for m, r in summary["methods"].items():
         t.add_row(
             METHOD_NAMES.get(m, m),
-            pct(r["mean_id"]),
-            pct(r["mean_ood"]),
+            pct(r["mean_id"], r.get("std_id")),
+            pct(r["mean_ood"], r.get("std_ood")),
             f"{r['wall_time_s'] or 0:.0f}",
         )
     out.print(t)

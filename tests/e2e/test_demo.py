@@ -70,3 +70,43 @@ def test_demo_runs_twice_and_the_second_run_spends_nothing(
     assert "loaded from" in second and teacher.stat().st_mtime_ns == fitted
     assert _bought(work / "cache") == 2 * images  # nothing more bought
     assert len(list((work / "runs").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_demo_with_several_seeds_reports_mean_and_spread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "demo"
+    argv = [
+        "demo", "--smoke", "--student", "mobilenetv3_small_050", "--teacher-steps", "3",
+        "--views", "1", "--seeds", "2", "--workdir", str(work),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "mean ± std over seeds 0-1" in out
+    [run] = (work / "runs").iterdir()
+    folders = sorted(p.name for p in run.iterdir() if p.is_dir())
+    assert folders == ["adip-s0", "adip-s1", "erm-s0", "erm-s1", "kd-s0", "kd-s1", "zeroshot"]
+    assert (run / "losses.png").exists()
+    methods = json.loads((run / "metrics.json").read_text())["methods"]
+    assert "seeds" not in methods["zeroshot"]  # the teacher does not depend on the seed
+    for name in ("erm", "kd", "adip"):
+        m = methods[name]
+        per_seed = [s["mean_ood"] for s in m["seeds"]]
+        assert [s["seed"] for s in m["seeds"]] == [0, 1]
+        # the reported figure is the mean of the seeds' own results
+        assert m["mean_ood"] == pytest.approx(sum(per_seed) / 2, abs=1e-4)
+        for s in m["seeds"]:
+            own = json.loads((run / f"{name}-s{s['seed']}" / "metrics.json").read_text())
+            assert own["mean_ood"] == s["mean_ood"]
+        assert m["std_ood"] >= 0
+
+
+def test_demo_refuses_zero_seeds_before_doing_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--seeds", "0", "--workdir", str(tmp_path / "demo")])
+    assert exc.value.code == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
