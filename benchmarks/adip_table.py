@@ -42,6 +42,7 @@ TOKEN = "adip-table-local-token"
 # kd-lr: KD at ERM's learning rate (Adam's step does not grow with 1/τ, so lr × τ may
 # undertrain it; docs/results.md, demo section)
 METHODS = ("erm", "kd", "kd-lr", "adip", "adip-k1")
+KD_LR_FACTOR = 0.1  # "kd" trains at lr × τ (τ = 0.1)
 POOL_KIND = {"rotated-fashion": "fashion", "mnist-digits": "mnist-digits"}
 TEACHERS: dict[str, str] = {}  # dataset name -> harvested teacher name
 HEADING = "## VL2V-ADiP against its baselines (leave-one-domain-out)"
@@ -187,7 +188,7 @@ def run_one(data: Path, cache: Path, out: Path, method: str, target: str, seed: 
         steps=2 * args.steps, image_size=args.image_size, lr=args.lr,
         # KD's logits are divided by τ: "kd" trains at lr × τ (its collapse at lr in the
         # demo, docs/results.md), "kd-lr" at ERM's lr
-        lr_kd=args.lr if method == "kd-lr" else args.lr * 0.1,
+        lr_kd=args.lr if method == "kd-lr" else args.lr * KD_LR_FACTOR,
         batch_per_domain=args.batch_per_domain, eval_every=args.eval_every, seed=seed,
         swad=args.swad, resume=(out / "checkpoint").exists(), threads=args.threads,
     )
@@ -263,7 +264,7 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
         f"Student: tf_efficientnet_lite0 (packaged ImageNet weights, BatchNorm frozen), "
         f"{meta['image_size']} px, ADiP {meta['steps']} steps per stage (Align stops earlier "
         f"when its loss settles), ERM and KD {2 * meta['steps']} steps, lr {meta['lr']} "
-        f"(Align 1e-3, KD lr × 0.1 = {meta['lr'] * 0.1:g} since KD divides its logits by "
+        f"(Align 1e-3, KD lr × {KD_LR_FACTOR:g} = {meta['lr'] * KD_LR_FACTOR:g} since KD divides its logits by "
         f"τ = 0.1), batch {meta['batch_per_domain']} per source domain, seeds "
         f"{meta['seeds']}, SWAD {'on' if meta['swad'] else 'off'}, model selection: best "
         "in-domain validation accuracy per stage. KD is the proper KL (docs/method.md).  ",
@@ -292,7 +293,7 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
             if method == "adip-k1":
                 label = "VL2V-ADiP (K = 1: no augmentation)"
             if method == "kd":
-                label = f"KD (lr × τ = {meta.get('lr', 0) * 0.1:g})"
+                label = f"KD (lr × τ = {meta.get('lr', 0) * KD_LR_FACTOR:g})"
             if method == "kd-lr":
                 label = f"KD (ERM's lr {meta.get('lr', 0):g})"
             worst = min(row["ood"].items(), key=lambda kv: statistics.mean(kv[1]) if kv[1]

@@ -151,9 +151,7 @@ def run_demo(
         if on_method is not None:
             on_method(method)
         # the teacher's zero-shot accuracy does not depend on the seed
-        seeds = [cfg.seed] if method == "zeroshot" or cfg.seeds == 1 else [
-            cfg.seed + k for k in range(cfg.seeds)
-        ]
+        seeds = [cfg.seed + k for k in range(1 if method == "zeroshot" else cfg.seeds)]
         runs = []
         for seed in seeds:
             out = run / method if len(seeds) == 1 else run / f"{method}-s{seed}"
