@@ -264,7 +264,8 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
         f"Student: tf_efficientnet_lite0 (packaged ImageNet weights, BatchNorm frozen), "
         f"{meta['image_size']} px, ADiP {meta['steps']} steps per stage (Align stops earlier "
         f"when its loss settles), ERM and KD {2 * meta['steps']} steps, lr {meta['lr']} "
-        f"(Align 1e-3, KD lr × {KD_LR_FACTOR:g} = {meta['lr'] * KD_LR_FACTOR:g} since KD divides its logits by "
+        f"(Align 1e-3, KD lr × {KD_LR_FACTOR:g} = {meta['lr'] * KD_LR_FACTOR:g} "
+        "since KD divides its logits by "
         f"τ = 0.1), batch {meta['batch_per_domain']} per source domain, seeds "
         f"{meta['seeds']}, SWAD {'on' if meta['swad'] else 'off'}, model selection: best "
         "in-domain validation accuracy per stage. KD is the proper KL (docs/method.md).  ",
