@@ -3,6 +3,9 @@
 - Images are decoded with PIL, turned into teacher view k exactly as :mod:`distill.data.views`
   made it (so the student sees the pixels the teacher saw), resized to the student's input
   size and kept uint8 until the batch reaches the trainer (4× less to move than float).
+- A :class:`PixelCache` keeps those uint8 pixels per (image, view) for the whole run, up to
+  a byte budget: every later epoch, stage and evaluation reads them instead of decoding
+  and re-making the view (18-45 % of a 32 px step; the pixels are the same).
 - Teacher targets are gathered per batch from the memory-mapped store (one fancy-index
   read per batch), never per key from the response cache.
 - :class:`DomainBatchSampler` yields DomainBed-style steps: ``batch_per_domain`` images
@@ -13,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,7 @@ from distill.data.views import load_rgb, view_array
 __all__ = [
     "DomainBatchSampler",
     "ImageViews",
+    "PixelCache",
     "TargetCollate",
     "eval_loader",
     "load_image",
@@ -43,13 +47,52 @@ def load_image(sample: Sample, view: int, size: int, *, hflip: bool = True) -> n
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
 
 
-class ImageViews(torch.utils.data.Dataset[dict[str, Any]]):
-    """Items are (sample index, view) pairs; each item is image, label, index and view."""
+class PixelCache:
+    """The student-input pixels of (image id, view, size, hflip), kept up to ``max_bytes``.
 
-    def __init__(self, samples: Sequence[Sample], image_size: int, *, hflip: bool = True):
+    Once the budget is spent, new pixels are made and returned but not kept: what is
+    cached stays (no eviction churn), so a data set larger than the budget costs what it
+    did without a cache. Each DataLoader worker process fills its own copy.
+
+    >>> c = PixelCache(max_bytes=10)
+    >>> c.get(("a", 0, 2, True), lambda: np.zeros(8, np.uint8)).shape, c.size
+    ((8,), 8)
+    >>> _ = c.get(("b", 0, 2, True), lambda: np.zeros(8, np.uint8)); c.size, len(c)
+    (8, 1)
+    """
+
+    def __init__(self, max_bytes: int = 512 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._pixels: dict[tuple[str, int, int, bool], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._pixels)
+
+    def get(self, key: tuple[str, int, int, bool], make: Callable[[], np.ndarray]
+            ) -> np.ndarray:
+        """The cached pixels of ``key``, or ``make()`` (kept while the budget allows)."""
+        pixels = self._pixels.get(key)
+        if pixels is None:
+            pixels = make()
+            if self.size + pixels.nbytes <= self.max_bytes:
+                self._pixels[key] = pixels
+                self.size += pixels.nbytes
+        return pixels
+
+
+class ImageViews(torch.utils.data.Dataset[dict[str, Any]]):
+    """Items are (sample index, view) pairs; each item is image, label, index and view.
+
+    With a ``cache`` the pixels of an item are made once per run (see :class:`PixelCache`).
+    """
+
+    def __init__(self, samples: Sequence[Sample], image_size: int, *, hflip: bool = True,
+                 cache: PixelCache | None = None):
         self.samples = list(samples)
         self.image_size = image_size
         self.hflip = hflip
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -57,8 +100,13 @@ class ImageViews(torch.utils.data.Dataset[dict[str, Any]]):
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
         index, view = key if isinstance(key, tuple) else (key, 0)
         s = self.samples[index]
-        pixels = load_image(s, view, self.image_size, hflip=self.hflip)
+        if self.cache is None:
+            pixels = load_image(s, view, self.image_size, hflip=self.hflip)
+        else:
+            pixels = self.cache.get((s.id, view, self.image_size, self.hflip),
+                                    lambda: load_image(s, view, self.image_size, hflip=self.hflip))
         return {
+            # collate stacks the batch into new memory: the cached array is never written
             "image": torch.from_numpy(pixels),
             "label": -1 if s.label is None else s.label,
             "index": index,
@@ -167,6 +215,7 @@ def train_loader(
     world_size: int = 1,
     num_workers: int = 0,
     hflip: bool = True,
+    cache: PixelCache | None = None,
 ) -> torch.utils.data.DataLoader[dict[str, Any]]:
     """An endless loader of per-domain training batches with teacher targets."""
     sampler = DomainBatchSampler(
@@ -174,7 +223,7 @@ def train_loader(
         rank=rank, world_size=world_size,
     )
     return torch.utils.data.DataLoader(
-        ImageViews(samples, image_size, hflip=hflip),
+        ImageViews(samples, image_size, hflip=hflip, cache=cache),
         batch_sampler=sampler,
         collate_fn=TargetCollate(store, rows),
         num_workers=num_workers,
@@ -183,11 +232,12 @@ def train_loader(
 
 
 def eval_loader(
-    samples: Sequence[Sample], *, image_size: int, batch_size: int, num_workers: int = 0
+    samples: Sequence[Sample], *, image_size: int, batch_size: int, num_workers: int = 0,
+    cache: PixelCache | None = None,
 ) -> torch.utils.data.DataLoader[dict[str, Any]]:
     """Sequential view-0 batches of ``samples`` (no teacher targets)."""
     return torch.utils.data.DataLoader(
-        ImageViews(samples, image_size),
+        ImageViews(samples, image_size, cache=cache),
         batch_size=batch_size,
         shuffle=False,
         collate_fn=TargetCollate(),

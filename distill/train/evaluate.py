@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.data import DataError, Sample, scan, split_holdout
-from distill.data.loaders import eval_loader
+from distill.data.loaders import PixelCache, eval_loader
 from distill.train.losses import teacher_logits
 from distill.train.student import Student, build_student
 
@@ -74,6 +74,7 @@ def evaluate_samples(
     channels_last: bool = False,
     bf16: bool = False,
     num_workers: int = 0,
+    cache: PixelCache | None = None,
 ) -> dict[str, dict[str, float]]:
     """{domain: {"acc", "loss", "n"}} over the labelled samples (view 0, eval mode)."""
     labelled = [s for s in samples if s.label is not None]
@@ -89,7 +90,7 @@ def evaluate_samples(
     device = next(student.parameters()).device
     try:
         loader = eval_loader(labelled, image_size=image_size, batch_size=batch_size,
-                             num_workers=num_workers)
+                             num_workers=num_workers, cache=cache)
         for batch in loader:
             x = to_input(batch["image"], mean, std, channels_last=channels_last).to(device)
             with _autocast(device, bf16):

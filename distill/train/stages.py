@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from distill.data import Sample
+from distill.data.loaders import PixelCache
 from distill.train.checkpoints import RunState
 from distill.train.evaluate import evaluate_samples, mean_accuracy
 from distill.train.prepare import InputFormat
@@ -64,12 +65,14 @@ class Evaluator:
     batch_size: int
     bf16: bool
     num_workers: int
+    cache: PixelCache | None = None  # the run's decoded pixels, shared with training
 
     def _score(self, student: Student, samples: Sequence[Sample]) -> dict[str, dict[str, float]]:
         return evaluate_samples(
             student, samples, image_size=self.image_size, mean=self.fmt.mean,
             std=self.fmt.std, batch_size=self.batch_size,
             channels_last=self.fmt.channels_last, bf16=self.bf16, num_workers=self.num_workers,
+            cache=self.cache,
         )
 
     def __call__(self, student: Student, stage: str, step: int) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from typing import IO, Any
 
 import torch
 
-from distill.data.loaders import train_loader
+from distill.data.loaders import PixelCache, train_loader
 from distill.train.checkpoints import (
     RunState,
     resume_or_start,
@@ -155,8 +155,11 @@ def _train(
         resolved.write(out)
     barrier(world)
 
+    # Decoded pixels of every view, kept for the run: epochs, stages and evaluations after
+    # the first read them instead of decoding PNGs again (same pixels, so same results).
+    pixels = PixelCache()
     evaluate = Evaluator(split.holdout, split.ood, config.image_size, fmt,
-                         config.eval_batch_size, config.bf16, config.num_workers)
+                         config.eval_batch_size, config.bf16, config.num_workers, pixels)
     last_eval: dict[str, Any] = {}
     groups = split.domain_groups()
     per_rank_batch = -(-config.batch_per_domain // world)  # the global batch stays the same
@@ -193,7 +196,7 @@ def _train(
                 store=targets.store if task.needs_targets else None, rows=targets.rows,
                 views=targets.views, seed=config.seed + 1000 * si, start_step=first,
                 rank=rank, world_size=world, num_workers=config.num_workers,
-                hflip=split.dataset.hflip,
+                hflip=split.dataset.hflip, cache=pixels,
             )
             batches = iter(loader)
             valley = (

@@ -75,3 +75,40 @@ def test_loader_gathers_targets_of_the_batch_views(tiny_data: Path, tiny_cache: 
         want = store.gather(np.array([rows[idx]]), v)[0]
         assert np.allclose(batch["image_t"][i].numpy(), want)
         assert batch["label"][i] == samples[idx].label
+
+
+def test_pixel_cache_serves_the_same_pixels_without_decoding_again(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from distill.data.loaders import PixelCache
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    ds = scan(data)
+    samples = list(ds.samples)
+    groups = [[i for i, s in enumerate(samples) if s.domain == d] for d in ds.domains]
+
+    def stream(cache: PixelCache | None, steps: int) -> list[np.ndarray]:
+        loader = train_loader(samples, groups, image_size=16, batch_per_domain=2, store=None,
+                              rows=np.arange(len(samples)), views=3, seed=0, cache=cache)
+        it = iter(loader)
+        return [next(it)["image"].numpy() for _ in range(steps)]
+
+    plain = stream(None, 12)
+    cache = PixelCache()
+    first = stream(cache, 12)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, first, strict=True))
+    kept = len(cache)
+    assert kept > 0 and cache.size == kept * 3 * 16 * 16
+    # Every image file gone: the stream is made from the cache alone, the same pixels.
+    for s in samples:
+        s.path.unlink()
+    again = stream(cache, 12)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, again, strict=True))
+    # A budget smaller than one image keeps nothing and still serves (decoding each time).
+    tiny = PixelCache(max_bytes=3 * 16 * 16 - 1)
+    assert tiny.get(("x", 0, 16, True), lambda: np.zeros((3, 16, 16), np.uint8)).shape \
+        == (3, 16, 16)
+    assert len(tiny) == 0 and tiny.size == 0
