@@ -32,13 +32,16 @@ __all__ = ["Sender", "default_transport"]
 
 
 def default_transport(concurrency: int) -> httpx.AsyncBaseTransport:
-    """The transport a client sends with unless given one: a pool of ``concurrency``."""
-    # httpx's own pool degrades above ~8 connections (encode/httpcore#1035); aiohttp's
-    # does not, and keeps the httpx API and its transport seam. Imported here: importing
-    # vlmclient must not import aiohttp.
-    from .transport import ReadingAiohttpTransport
+    """The transport a client sends with unless given one: HTTP/1.1 keep-alive
+    connections, at most ``concurrency`` open (:mod:`vlmclient.http11`).
 
-    return ReadingAiohttpTransport(limits=httpx.Limits(max_connections=concurrency))
+    httpx's own pool degrades above ~8 connections (encode/httpcore#1035) and aiohttp's
+    ``ClientSession`` costs more CPU per request than the whole client around it;
+    :class:`~vlmclient.transport.ReadingAiohttpTransport` stays available as
+    ``transport=`` (for a proxy, for instance)."""
+    from .http11 import Http11Transport
+
+    return Http11Transport(limits=httpx.Limits(max_connections=concurrency))
 
 
 class Sender:
@@ -239,7 +242,10 @@ class Sender:
             never_left = isinstance(cause, aiohttp.ClientConnectorError)
             timed_out = isinstance(cause, (aiohttp.ServerTimeoutError, asyncio.TimeoutError))
         else:
-            never_left = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+            # waiting for a free connection (PoolTimeout) is before anything is sent
+            never_left = isinstance(
+                exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+            )
             timed_out = isinstance(exc, httpx.TimeoutException) and not never_left
         if never_left:
             return APIConnectionError(

@@ -1,0 +1,269 @@
+"""The default transport (vlmclient.http11) against scripted servers on 127.0.0.1: every
+way an HTTP/1.1 answer can be framed, keep-alive reuse, TLS, and each failure as the
+httpx exception that tells the client whether the request may have been billed."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from vlmclient import Budget, Price, TeacherClient, TextEmbeddingRequest
+from vlmclient.errors import APIConnectionError, APITimeoutError
+from vlmclient.http11 import Http11Transport
+from vlmclient.retry import RetryPolicy
+
+TLS = Path(__file__).parent / "tls"
+Reply = Callable[[bytes, int], bytes | list[bytes] | None]  # (request, n) -> what to write
+
+
+class Script:
+    """A raw HTTP/1.1 server: reads each request (head + Content-Length body), writes what
+    ``reply`` returns (a list: piece by piece, a drain between pieces; None: nothing), and
+    counts connections and requests."""
+
+    def __init__(self, reply: Reply, close_after: bool = False) -> None:
+        self.reply = reply
+        self.close_after = close_after
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                out = self.reply(request, len(self.requests))
+                if out is None:
+                    await asyncio.sleep(3600)  # silence
+                for piece in out if isinstance(out, list) else [out]:
+                    writer.write(piece)
+                    await writer.drain()
+                if self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client went, or the test ended
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def serve(script: Script, tls: bool = False) -> AsyncIterator[str]:
+    context = None
+    if tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(TLS / "loopback-cert.pem", TLS / "loopback-key.pem")
+    server = await asyncio.start_server(script.handle, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    finally:
+        for w in script.writers:
+            w.close()
+        server.close()
+
+
+def ok(body: bytes, *extra: bytes) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"".join(
+        e + b"\r\n" for e in extra)
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+async def post(transport: Http11Transport, url: str, body: bytes = b'{"a":1}',
+               timeout: httpx.Timeout | None = None) -> httpx.Response:
+    request = httpx.Request("POST", url + "/v1/x?q=1", content=body,
+                            headers={"Content-Type": "application/json"})
+    request.extensions["timeout"] = (timeout or httpx.Timeout(5.0)).as_dict()
+    return await transport.handle_async_request(request)
+
+
+CHUNKED = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"4;ext=1\r\nabcd\r\n0a\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n")
+
+
+@pytest.mark.parametrize(("answer", "body"), [
+    (ok(b"hello"), b"hello"),
+    (list(CHUNKED[i:i + 1] for i in range(len(CHUNKED))), b"abcd0123456789"),  # byte by byte
+    (b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"after"), b"after"),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", b""),
+    (b"HTTP/1.0 200 OK\r\n\r\nto the end", b"to the end"),  # framed by the close
+], ids=["content-length", "chunked-bytewise", "100-continue", "204", "until-close"])
+async def test_every_framing_of_an_answer_is_read_whole(answer: bytes | list[bytes],
+                                                        body: bytes) -> None:
+    until_close = isinstance(answer, bytes) and answer.startswith(b"HTTP/1.0")
+    script = Script(lambda req, n: answer, close_after=until_close)
+    transport = Http11Transport()
+    async with serve(script) as url:
+        response = await post(transport, url)
+        assert response.content == body
+        assert response.status_code in (200, 204)
+        # the request went out as httpx holds it: request line, headers, body
+        assert script.requests[0].startswith(b"POST /v1/x?q=1 HTTP/1.1\r\nHost: 127.0.0.1:")
+        assert script.requests[0].endswith(b'\r\n\r\n{"a":1}')
+        # and the next request works too (on a kept connection, or a new one after a close)
+        assert (await post(transport, url)).content == body
+    await transport.aclose()
+
+
+async def test_keep_alive_reuses_one_connection_and_survives_a_server_close() -> None:
+    script = Script(lambda req, n: ok(b"%d" % n))
+    transport = Http11Transport()
+    async with serve(script) as url:
+        assert [(await post(transport, url)).text for _ in range(3)] == ["1", "2", "3"]
+        assert script.connections == 1
+        script.writers[0].close()  # the server drops the idle connection
+        await asyncio.sleep(0.05)
+        assert (await post(transport, url)).text == "4"
+        assert script.connections == 2
+        # "Connection: close" answers are never reused
+        script.reply = lambda req, n: ok(b"c", b"Connection: close")
+        await post(transport, url)  # on the kept connection, which then closes
+        assert script.connections == 2
+        await post(transport, url)
+        await post(transport, url)
+        assert script.connections == 4
+    await transport.aclose()
+
+
+async def test_gzip_answer_is_decoded_and_headers_kept() -> None:
+    data = gzip.compress(b'{"ok": true}')
+    script = Script(lambda req, n: ok(data, b"Content-Encoding: gzip", b"X-Request-Id: r1"))
+    transport = Http11Transport()
+    async with serve(script) as url:
+        response = await post(transport, url)
+    assert response.json() == {"ok": True}
+    assert response.headers["x-request-id"] == "r1"
+    assert response.extensions["reason_phrase"] == b"OK"
+    await transport.aclose()
+
+
+async def test_https_to_a_trusted_certificate_and_refused_to_an_untrusted_one() -> None:
+    script = Script(lambda req, n: ok(b"secure"))
+    async with serve(script, tls=True) as url:
+        trusting = Http11Transport(verify=ssl.create_default_context(
+            cafile=str(TLS / "loopback-cert.pem")))
+        assert (await post(trusting, url)).content == b"secure"
+        await trusting.aclose()
+        default = Http11Transport()  # certifi's roots: our self-signed certificate fails
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await post(default, url)
+        await default.aclose()
+
+
+async def test_failures_are_the_httpx_errors_that_say_whether_it_left() -> None:
+    transport = Http11Transport()
+    # nothing listens: never left
+    with socket_closed_port() as port, pytest.raises(httpx.ConnectError):
+        await post(transport, f"http://127.0.0.1:{port}")
+    # silence: timed out reading, the request was sent
+    async with serve(Script(lambda req, n: None)) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            await post(transport, url, timeout=httpx.Timeout(5.0, read=0.2))
+    # the server hangs up halfway through the answer
+    async with serve(Script(lambda req, n: b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc",
+                            close_after=True)) as url:
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending a complete"):
+            await post(transport, url)
+    # a server that never reads: the upload stalls (a body larger than the socket
+    # buffers), which is a write timeout, not a read one
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            writer.close()
+
+    server = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    with pytest.raises(httpx.WriteTimeout):
+        await post(transport, f"http://127.0.0.1:{port}", body=b"x" * (64 << 20),
+                   timeout=httpx.Timeout(5.0, write=0.3))
+    server.close()
+    async with serve(Script(lambda req, n: b"SPDY/9 200 OK\r\n\r\n")) as url:
+        with pytest.raises(httpx.RemoteProtocolError, match="bad status line"):
+            await post(transport, url)
+    await transport.aclose()
+
+
+async def test_a_full_pool_waits_then_times_out_and_a_cancel_frees_its_slot() -> None:
+    def reply(req: bytes, n: int) -> bytes | None:
+        return None if n == 1 else ok(b"%d" % n)
+
+    script = Script(reply)
+    transport = Http11Transport(limits=httpx.Limits(max_connections=1))
+    async with serve(script) as url:
+        hung = asyncio.create_task(post(transport, url))
+        await asyncio.sleep(0.05)  # it holds the only connection
+        with pytest.raises(httpx.PoolTimeout):
+            await post(transport, url, timeout=httpx.Timeout(5.0, pool=0.1))
+        hung.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hung
+        # the pool-timed-out request never reached the server; the cancelled request's
+        # connection is closed (its answer may still come) and its slot is free: the
+        # next request gets a new connection
+        assert (await post(transport, url)).text == "2"
+        assert script.connections == 2
+    await transport.aclose()
+
+
+async def test_teacher_client_charges_by_what_the_failure_says() -> None:
+    """Through TeacherClient and its default transport: refused costs nothing, a read
+    timeout costs the reservation (the provider may have billed it)."""
+    def client(url: str) -> TeacherClient:
+        return TeacherClient("openai:m", api_key="k", base_url=url + "/v1",
+                             price=Price(usd_per_1m_input_tokens=Decimal("1")),
+                             budget=Budget("1"), retry=RetryPolicy(max_attempts=1),
+                             timeout=0.3)
+
+    with socket_closed_port() as port:
+        async with client(f"http://127.0.0.1:{port}") as c:
+            with pytest.raises(APIConnectionError, match="nothing was sent or billed"):
+                await c.embed_texts([TextEmbeddingRequest(text="a cat")])
+        assert c.budget.spent == 0
+    async with serve(Script(lambda req, n: None)) as url, client(url) as c:
+        with pytest.raises(APITimeoutError):
+            await c.embed_texts([TextEmbeddingRequest(text="a cat")])
+    assert c.budget.spent > 0 and c.budget.reserved == 0
+
+
+class socket_closed_port:
+    """A loopback port nothing listens on (bound, then closed)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+async def test_a_pool_timeout_is_a_request_that_never_left_and_costs_nothing() -> None:
+    class FullPool(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            raise httpx.PoolTimeout("no connection free in time")
+
+    async with TeacherClient("openai:m", api_key="k", base_url="http://127.0.0.1:9/v1",
+                             price=Price(usd_per_1m_input_tokens=Decimal("1")),
+                             budget=Budget("1"), retry=RetryPolicy(max_attempts=1),
+                             transport=FullPool()) as c:
+        with pytest.raises(APIConnectionError, match="nothing was sent or billed"):
+            await c.embed_texts([TextEmbeddingRequest(text="a cat")])
+    assert c.budget.spent == 0 and c.budget.reserved == 0

@@ -1,0 +1,469 @@
+"""The default transport: HTTP/1.1 keep-alive connections on asyncio protocols.
+
+Why not aiohttp's ``ClientSession`` (the previous default): its request path (cookies,
+tracing, redirects, proxies, URL and header handling, a response object and stream per
+answer) is generic work a teacher client never needs, and it cost more CPU per request
+than everything the client itself does (docs/benchmarks.md, client throughput). This
+transport sends what ``httpx.Request`` holds, byte for byte, and reads each answer whole
+in the connection's protocol: one wake-up of the waiting request per answer.
+
+What it does: HTTP/1.1 over TCP or TLS (httpx's SSL context: certifi, ``SSL_CERT_FILE``),
+a keep-alive pool per origin (at most ``max_connections`` open, idle ones dropped after
+``keepalive_expiry``), answers framed by Content-Length, chunked or the connection's end,
+informational (1xx) answers skipped, httpx's connect / read / write / pool timeouts and
+exceptions, so the client tells a request that never left (``ConnectError``,
+``ConnectTimeout``, ``PoolTimeout``) from one that may have been billed. What it does
+not: proxies (neither did the aiohttp default: it ignored the environment's), HTTP/2,
+redirects (the client follows none), request bodies it cannot read whole first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+
+import httpx
+
+from .providers.wire import raw_headers
+
+__all__ = ["Http11Transport", "response_of"]
+
+MAX_HEAD = 64 * 1024  # bytes of status line and headers accepted
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_NO_BODY = frozenset({204, 304})
+Origin = tuple[str, str, int]
+
+
+def response_of(request: httpx.Request, status: int, reason: bytes,
+                headers: list[tuple[bytes, bytes]], body: bytes) -> httpx.Response:
+    """The ``httpx.Response`` of an answer read whole: ``body`` decoded by httpx when the
+    answer has a Content-Encoding, else set as its content (what ``read()`` would set,
+    without driving httpx's chunk iterators: about 6 us of CPU per answer)."""
+    extensions: dict[str, bytes] = {"http_version": b"HTTP/1.1"}
+    if reason:
+        extensions["reason_phrase"] = reason
+    answer = httpx.Response(
+        status_code=status,
+        headers=raw_headers(headers),  # bytes already: not re-checked
+        stream=httpx.ByteStream(body),
+        request=request,
+        extensions=extensions,
+    )
+    if any(name.lower() == b"content-encoding" for name, _ in headers):
+        answer.read()  # httpx decodes it
+    else:
+        answer._content = body
+    return answer
+
+
+class _Answer:
+    __slots__ = ("body", "headers", "reason", "status")
+
+    def __init__(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                 body: bytes) -> None:
+        self.status, self.reason, self.headers, self.body = status, reason, headers, body
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: sends a request, parses its answer as bytes arrive."""
+
+    def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
+        self.origin = origin
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[_Answer] | None = None
+        self.closed = False
+        self.reusable = False
+        self.idle_since = 0.0
+        self.last_io = 0.0  # last bytes received, or the send
+        self._limits: tuple[float | None, float | None] = (None, None)  # (read, write)
+        self._write_left = 0
+        self._head: tuple[int, bytes, list[tuple[bytes, bytes]], bool, int] | None = None
+        self._parts: list[bytes] = []  # chunks of a chunked body so far
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiter is None or self.waiter.done():
+            self._abort()  # bytes nobody asked for: this connection cannot be trusted
+            return
+        self.last_io = self.loop.time()
+        self.buffer += data
+        try:
+            self._parse()
+        except httpx.RemoteProtocolError as exc:
+            self._fail(exc)
+
+    def eof_received(self) -> bool:
+        head = self._head
+        if head is not None and head[4] == -2:  # framed by the connection's end
+            body, self.buffer = bytes(self.buffer), bytearray()
+            self._finish(body, keep_alive=False)
+        self._fail(httpx.RemoteProtocolError(
+            "server disconnected without sending a complete response"))
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reusable = False
+        if exc is None:
+            self._fail(httpx.RemoteProtocolError(
+                "server disconnected without sending a complete response"))
+        else:
+            self._fail(httpx.ReadError(f"{type(exc).__name__}: {exc}"))
+
+    # -- one exchange -----------------------------------------------------------------
+
+    async def exchange(self, data: bytes, read: float | None, write: float | None) -> _Answer:
+        """Send ``data`` (a whole request) and wait for its whole answer. The transport's
+        watchdog enforces the timeouts (:meth:`check_timeout`)."""
+        assert self.transport is not None
+        waiter = self.waiter = self.loop.create_future()
+        self.reusable = False
+        self.last_io = self.loop.time()
+        self.transport.write(data)
+        self._write_left = self.transport.get_write_buffer_size()
+        self._limits = (read, write)
+        try:
+            answer: _Answer = await waiter
+            return answer
+        except asyncio.CancelledError:
+            self._abort()  # the answer may still come: the connection is unusable
+            raise
+
+    def check_timeout(self, now: float) -> None:
+        """Fail the exchange when nothing moved for the timeout of its phase: writing
+        while the request is not all handed to the kernel, reading after."""
+        if self.waiter is None or self.waiter.done() or self.transport is None:
+            return
+        left = self.transport.get_write_buffer_size()
+        if left and left != self._write_left:  # the upload moves
+            self._write_left, self.last_io = left, now
+        limit = self._limits[1] if left else self._limits[0]
+        if limit is None or now - self.last_io < limit:
+            return
+        exc: httpx.TimeoutException = (
+            httpx.WriteTimeout("timed out sending the request") if left
+            else httpx.ReadTimeout("timed out waiting for the response"))
+        self._fail(exc)
+        self._abort()
+
+    # -- parsing ----------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        buf = self.buffer
+        while True:
+            if self._head is None:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > MAX_HEAD:
+                        raise httpx.RemoteProtocolError("response headers too large")
+                    return
+                head = _parse_head(bytes(buf[:end]))
+                del buf[:end + 4]
+                if 100 <= head[0] < 200:
+                    continue  # informational: the answer follows
+                self._head = head
+            keep_alive, length = self._head[3], self._head[4]
+            if length >= 0:
+                if len(buf) < length:
+                    return
+                body = bytes(buf[:length])
+                del buf[:length]
+                self._finish(body, keep_alive)
+                return
+            if length == -2:
+                return  # read until the connection ends (eof_received)
+            if not self._parse_chunks():
+                return
+            body = b"".join(self._parts)
+            self._parts = []
+            self._finish(body, keep_alive)
+            return
+
+    def _parse_chunks(self) -> bool:
+        """Moves the complete chunks of the buffer to ``_parts``; True at the last one
+        (its trailers read)."""
+        buf = self.buffer
+        while True:
+            eol = buf.find(b"\r\n")
+            if eol < 0:
+                return False
+            size_text = bytes(buf[:eol]).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}") from None
+            if size == 0:
+                end = buf.find(b"\r\n\r\n", eol) if buf[eol + 2:eol + 4] != b"\r\n" else eol
+                if end < 0:
+                    return False  # trailers still coming
+                del buf[:end + 4]
+                return True
+            if len(buf) < eol + 2 + size + 2:
+                return False
+            start = eol + 2
+            if buf[start + size:start + size + 2] != b"\r\n":
+                raise httpx.RemoteProtocolError("chunk not followed by CRLF")
+            self._parts.append(bytes(buf[start:start + size]))
+            del buf[:start + size + 2]
+
+    def _finish(self, body: bytes, keep_alive: bool) -> None:
+        assert self._head is not None and self.waiter is not None
+        status, reason, headers = self._head[:3]
+        self._head = None
+        # reusable only when nothing else arrived behind the answer
+        self.reusable = keep_alive and not self.buffer and not self.closed
+        if not self.waiter.done():
+            self.waiter.set_result(_Answer(status, reason, headers, body))
+
+    def _fail(self, exc: Exception) -> None:
+        self.reusable = False
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def _abort(self) -> None:
+        self.closed = True
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]], bool, int]:
+    """(status, reason, headers, keep-alive, body length: -1 chunked, -2 to the end)."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise httpx.RemoteProtocolError(f"bad status line {lines[0][:60]!r}")
+    status = int(parts[1])
+    reason = parts[2] if len(parts) == 3 else b""
+    headers: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    chunked = False
+    close = parts[0] == b"HTTP/1.0"
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip():
+            raise httpx.RemoteProtocolError(f"bad header line {line[:60]!r}")
+        value = value.strip(b" \t")
+        headers.append((name, value))
+        lower = name.lower()
+        if lower == b"content-length":
+            if not value.isdigit() or (length is not None and int(value) != length):
+                raise httpx.RemoteProtocolError(f"bad Content-Length {value[:20]!r}")
+            length = int(value)
+        elif lower == b"transfer-encoding":
+            chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
+        elif lower == b"connection":
+            tokens = {t.strip().lower() for t in value.split(b",")}
+            close = b"close" in tokens or (close and b"keep-alive" not in tokens)
+    if status in _NO_BODY:
+        return status, reason, headers, not close, 0
+    if chunked:
+        return status, reason, headers, not close, -1
+    if length is not None:
+        return status, reason, headers, not close, length
+    return status, reason, headers, False, -2
+
+
+class Http11Transport(httpx.AsyncBaseTransport):
+    """An ``httpx`` transport sending HTTP/1.1 over a keep-alive pool (see the module)."""
+
+    # The client's sender awaits this transport's coroutine itself: every response comes
+    # with its request set and its body read.
+    answers_read = True
+
+    def __init__(self, *, limits: httpx.Limits | None = None,
+                 verify: ssl.SSLContext | str | bool = True, trust_env: bool = True) -> None:
+        limits = limits or httpx.Limits(max_connections=100)
+        self.max_connections = limits.max_connections or 2**31
+        self.max_idle = limits.max_keepalive_connections
+        self.keepalive_expiry = limits.keepalive_expiry
+        self._verify, self._trust_env = verify, trust_env
+        self._ssl: ssl.SSLContext | None = None
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._open = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+        self._heads: dict[tuple[str, int], tuple[httpx.URL, bytes]] = {}
+        # Timeouts: one watchdog looks at the connections in use every ``_tick`` seconds
+        # (a quarter of the smallest timeout seen, at most 1 s), rather than a timer per
+        # request (a heap entry made and cancelled per request). A timeout fires up to a
+        # quarter of itself late.
+        self._active: set[_Connection] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._tick = 1.0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._closed:
+            raise RuntimeError("Cannot send a request, as the transport has been closed.")
+        url = request.url
+        scheme = url.scheme
+        if scheme not in _DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
+        origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
+        timeout = request.extensions.get("timeout", {})
+        try:
+            body = request.content
+        except httpx.RequestNotRead:
+            body = await request.aread()
+            request.headers.pop("transfer-encoding", None)
+            request.headers["Content-Length"] = str(len(body))
+        data = b"".join((self._request_line(request), *[
+            b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw
+        ], b"\r\n", body))
+        conn = await self._acquire(origin, timeout.get("pool"), timeout.get("connect"),
+                                   request.extensions.get("sni_hostname"))
+        read, write = timeout.get("read"), timeout.get("write")
+        if read is not None or write is not None:
+            self._watch(conn, min(t for t in (read, write) if t is not None))
+        try:
+            answer = await conn.exchange(data, read, write)
+        finally:
+            self._active.discard(conn)
+            self._release(conn)
+        return response_of(request, answer.status, answer.reason, answer.headers, answer.body)
+
+    def _request_line(self, request: httpx.Request) -> bytes:
+        """``POST /path HTTP/1.1\r\n``, made once per (method, URL object): a client
+        sends to a handful of endpoints, each one URL object (providers.wire.json_post)."""
+        url = request.url
+        key = (request.method, id(url))
+        found = self._heads.get(key)
+        if found is not None and found[0] is url:
+            return found[1]
+        line = b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), url.raw_path)
+        if len(self._heads) >= 256:
+            self._heads.clear()
+        self._heads[key] = (url, line)  # holds url: its id is not reused while here
+        return line
+
+    def _watch(self, conn: _Connection, limit: float) -> None:
+        self._active.add(conn)
+        tick = min(1.0, max(0.005, limit / 4))
+        if self._watchdog is None or tick < self._tick:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._tick = tick
+            self._watchdog = conn.loop.call_later(tick, self._sweep, conn.loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for conn in list(self._active):
+            conn.check_timeout(now)
+        if self._active:
+            self._watchdog = loop.call_later(self._tick, self._sweep, loop)
+        else:
+            self._watchdog, self._tick = None, 1.0
+
+    # -- the pool ---------------------------------------------------------------------
+
+    async def _acquire(self, origin: Origin, pool: float | None, connect: float | None,
+                       sni: str | None) -> _Connection:
+        loop = asyncio.get_running_loop()
+        while True:
+            idle = self._idle.get(origin)
+            now = loop.time()
+            while idle:
+                conn = idle.pop()  # the most recent: the likeliest to be alive
+                expiry = self.keepalive_expiry
+                if conn.closed or (expiry is not None and now - conn.idle_since > expiry):
+                    self._drop(conn)
+                    continue
+                return conn
+            if self._open < self.max_connections or self._drop_other_idle():
+                break
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiting.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, pool)
+            except TimeoutError:
+                raise httpx.PoolTimeout("no connection free in time") from None
+            finally:
+                if waiter in self._waiting:
+                    self._waiting.remove(waiter)
+        self._open += 1
+        try:
+            return await self._connect(origin, connect, sni)
+        except BaseException:
+            self._open -= 1
+            self._wake()
+            raise
+
+    async def _connect(self, origin: Origin, timeout: float | None,
+                       sni: str | None) -> _Connection:
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        context = self._ssl_context() if scheme == "https" else None
+        try:
+            _, conn = await asyncio.wait_for(loop.create_connection(
+                lambda: _Connection(origin, loop), host, port, ssl=context,
+                server_hostname=(sni or host) if context is not None else None,
+            ), timeout)
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
+        return conn
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context(verify=self._verify, trust_env=self._trust_env)
+        return self._ssl
+
+    def _release(self, conn: _Connection) -> None:
+        if conn.reusable and not conn.closed and not self._closed:
+            idle = self._idle.setdefault(conn.origin, [])
+            if self.max_idle is None or sum(map(len, self._idle.values())) < self.max_idle:
+                conn.idle_since = conn.loop.time()
+                conn.waiter = None
+                idle.append(conn)
+                self._wake()
+                return
+        self._drop(conn)
+
+    def _drop(self, conn: _Connection) -> None:
+        conn.closed = True
+        if conn.transport is not None:
+            conn.transport.close()
+        self._open -= 1
+        self._wake()
+
+    def _drop_other_idle(self) -> bool:
+        """Close one idle connection (of any origin) to make room; False if none."""
+        for idle in self._idle.values():
+            if idle:
+                conn = idle.pop(0)
+                self._drop(conn)
+                return True
+        return False
+
+    def _wake(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.closed = True
+                if conn.transport is not None:
+                    conn.transport.close()
+                self._open -= 1
+        self._idle.clear()
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"<Http11Transport open={self._open} max={self.max_connections}>"
