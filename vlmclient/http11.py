@@ -316,9 +316,15 @@ class Http11Transport(httpx.AsyncBaseTransport):
             body = await request.aread()
             request.headers.pop("transfer-encoding", None)
             request.headers["Content-Length"] = str(len(body))
-        data = b"".join((self._request_line(request), *[
-            b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw
-        ], b"\r\n", body))
+        raw = request.headers.raw
+        head = b"".join((self._request_line(request), *[
+            b"%s: %s\r\n" % (name, value) for name, value in raw
+        ], b"\r\n"))
+        # A CR or LF inside a header would start a header (or a request) of its own:
+        # refused before anything is sent. (Two scans of the head, not one per header.)
+        if head.count(b"\n") != len(raw) + 2 or head.count(b"\r") != len(raw) + 2:
+            raise httpx.LocalProtocolError("a header name or value holds a CR or LF")
+        data = head + body
         conn = await self._acquire(origin, timeout.get("pool"), timeout.get("connect"),
                                    request.extensions.get("sni_hostname"))
         read, write = timeout.get("read"), timeout.get("write")

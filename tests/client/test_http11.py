@@ -267,3 +267,17 @@ async def test_a_pool_timeout_is_a_request_that_never_left_and_costs_nothing() -
         with pytest.raises(APIConnectionError, match="nothing was sent or billed"):
             await c.embed_texts([TextEmbeddingRequest(text="a cat")])
     assert c.budget.spent == 0 and c.budget.reserved == 0
+
+
+async def test_a_header_holding_a_line_break_is_refused_before_anything_is_sent() -> None:
+    script = Script(lambda req, n: ok(b"x"))
+    transport = Http11Transport()
+    async with serve(script) as url:
+        for bad in ("v\r\nX-Injected: 1", "v\nX-Injected: 1", "v\rX"):
+            # httpx keeps such a value as given
+            request = httpx.Request("POST", url + "/v1/x", content=b"{}",
+                                    headers={"X-Note": bad})
+            with pytest.raises(httpx.LocalProtocolError, match="CR or LF"):
+                await transport.handle_async_request(request)
+    assert script.connections == 0 and script.requests == []
+    await transport.aclose()
