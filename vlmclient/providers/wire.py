@@ -31,6 +31,7 @@ __all__ = [
     "header_int",
     "header_pairs",
     "header_values",
+    "headers_of",
     "json_object",
     "json_post",
     "parse_retry_after",
@@ -220,10 +221,10 @@ def raw_headers(pairs: Iterable[tuple[bytes, bytes]]) -> httpx.Headers:
     entries = [(name, name.lower(), value) for name, value in pairs]
     if not all(type(n) is bytes and type(v) is bytes for n, _, v in entries):
         return httpx.Headers(list(pairs))  # not all bytes: httpx checks and encodes them
-    return _headers_of(entries)
+    return headers_of(entries)
 
 
-def _headers_of(
+def headers_of(
     entries: list[tuple[bytes, bytes, bytes]], ascii_only: bool = False
 ) -> httpx.Headers:
     """An ``httpx.Headers`` holding ``entries`` (name, lower-case name, value) as they
@@ -281,7 +282,7 @@ def json_post(url: httpx.URL, headers: Mapping[str, str], body: bytes) -> httpx.
     except (UnicodeEncodeError, AttributeError):  # not ASCII text: httpx says what is wrong
         return httpx.Request("POST", url, headers=headers, content=body)
     entries.append((*_CONTENT_LENGTH, str(len(body)).encode("ascii")))
-    headers_made = _headers_of(entries, ascii_only=True)  # each one encoded as ASCII
+    headers_made = headers_of(entries, ascii_only=True)  # each one encoded as ASCII
     # What httpx.Request("POST", url, headers=..., stream=...) sets, then read(), but
     # with ``url`` itself (immutable), not a copy of it: a transport can then know an
     # endpoint it has seen by its identity (tests/client/test_hot_path.py checks that
