@@ -95,10 +95,20 @@ def cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def ours(url: str, n: int, conc: int, rpm: float | None) -> tuple[float, float]:
+async def ours(url: str, n: int, conc: int, rpm: float | None,
+               aiohttp_transport: bool = False) -> tuple[float, float]:
+    """TeacherClient, with its default transport or (``aiohttp_transport``) the previous
+    default, httpx-aiohttp's transport reading each answer whole."""
+    import httpx
+
     from vlmclient import Budget, Price, TeacherClient, TextEmbeddingRequest
+    from vlmclient.transport import ReadingAiohttpTransport
 
     price = Price(usd_per_1m_input_tokens=Decimal("0.02"))
+    transport = (
+        ReadingAiohttpTransport(limits=httpx.Limits(max_connections=conc))
+        if aiohttp_transport else None
+    )
     async with TeacherClient(
         "openai:bench",
         api_key="k",
@@ -107,6 +117,7 @@ async def ours(url: str, n: int, conc: int, rpm: float | None) -> tuple[float, f
         budget=Budget("100"),
         concurrency=conc,
         rpm=rpm,
+        transport=transport,
     ) as client:
         await client.embed_texts([TextEmbeddingRequest(text="warm up")])
         items = [TextEmbeddingRequest(text=f"{i} {TEXT}") for i in range(n)]
@@ -119,6 +130,10 @@ async def ours(url: str, n: int, conc: int, rpm: float | None) -> tuple[float, f
 
         await asyncio.gather(*(worker() for _ in range(conc)))
         return time.perf_counter() - t0, cpu() - c0
+
+
+async def ours_aiohttp(url: str, n: int, conc: int, rpm: float | None) -> tuple[float, float]:
+    return await ours(url, n, conc, rpm, aiohttp_transport=True)
 
 
 async def bare(url: str, n: int, conc: int, rpm: float | None) -> tuple[float, float]:
@@ -284,9 +299,11 @@ def main() -> None:
         for conc in args.concurrency:
             for rnd in range(args.rounds):
                 for name, fn in (
-                    ("TeacherClient", ours), ("aiohttp (bare)", bare), ("AsyncOpenAI", baseline)
+                    ("TeacherClient", ours), ("aiohttp (bare)", bare),
+                    ("TeacherClient (aiohttp transport)", ours_aiohttp),
+                    ("AsyncOpenAI", baseline),
                 ):
-                    if name == "AsyncOpenAI" and conc != 64:
+                    if name in ("AsyncOpenAI", "TeacherClient (aiohttp transport)") and conc != 64:
                         continue
                     wall, cpu_s = asyncio.run(fn(url, args.n, conc, None))
                     rows.append({"client": name, "conc": conc, "limit": "none", "round": rnd,
@@ -396,7 +413,9 @@ def main() -> None:
             f"{args.n} POSTs of ~20 KB per run, one text per request, median of "
             f"{args.rounds} interleaved rounds. TeacherClient runs its whole pipeline per "
             "request (budget reserve/settle, limiter, retry wrapper, parse, validation) on the "
-            "httpx API with the httpx-aiohttp transport; the bare aiohttp client sends the "
+            "httpx API with its default transport (`vlmclient/http11.py`; the row "
+            "\"TeacherClient (aiohttp transport)\" is the same client on the previous "
+            "default, httpx-aiohttp's transport); the bare aiohttp client sends the "
             "same bodies and only reads the answers (the transport's limit; ÷ bare is the "
             "median of per-round ratios). 1-minute load average "
             f"{load_before:.1f} before, {load_after:.1f} after: the machine is shared, "
