@@ -41,7 +41,13 @@ def default_transport(concurrency: int) -> httpx.AsyncBaseTransport:
     ``transport=`` (for a proxy, for instance)."""
     from .http11 import Http11Transport
 
-    return Http11Transport(limits=httpx.Limits(max_connections=concurrency))
+    # Idle connections are dropped after 4 s: under the 5 s after which uvicorn (and
+    # httpx's and aiohttp's own defaults) give up on them, so a request is not sent on a
+    # connection its server is closing at that very moment (a request that would then be
+    # charged as possibly billed).
+    return Http11Transport(
+        limits=httpx.Limits(max_connections=concurrency, keepalive_expiry=4.0)
+    )
 
 
 class Sender:
