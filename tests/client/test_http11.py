@@ -281,3 +281,16 @@ async def test_a_header_holding_a_line_break_is_refused_before_anything_is_sent(
                 await transport.handle_async_request(request)
     assert script.connections == 0 and script.requests == []
     await transport.aclose()
+
+
+async def test_an_idle_connection_past_its_expiry_is_not_reused() -> None:
+    script = Script(lambda req, n: ok(b"%d" % n))
+    transport = Http11Transport(limits=httpx.Limits(keepalive_expiry=0.05))
+    async with serve(script) as url:
+        await post(transport, url)
+        await post(transport, url)
+        assert script.connections == 1  # within the expiry: kept
+        await asyncio.sleep(0.1)
+        assert (await post(transport, url)).text == "3"
+        assert script.connections == 2
+    await transport.aclose()
