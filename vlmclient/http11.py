@@ -103,7 +103,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.waiter is None or self.waiter.done():
-            self._abort()  # bytes nobody asked for: this connection cannot be trusted
+            self.abort()  # bytes nobody asked for: this connection cannot be trusted
             return
         self.last_io = self.loop.time()
         self.buffer += data
@@ -132,9 +132,11 @@ class _Connection(asyncio.Protocol):
 
     # -- one exchange -----------------------------------------------------------------
 
-    async def exchange(self, data: bytes, read: float | None, write: float | None) -> _Answer:
-        """Send ``data`` (a whole request) and wait for its whole answer. The transport's
-        watchdog enforces the timeouts (:meth:`check_timeout`)."""
+    def send(self, data: bytes, read: float | None, write: float | None
+             ) -> asyncio.Future[_Answer]:
+        """Send ``data`` (a whole request); the future of its whole answer. The
+        transport's watchdog enforces the timeouts (:meth:`check_timeout`); a caller that
+        stops waiting (cancelled) must :meth:`abort` the connection."""
         assert self.transport is not None
         waiter = self.waiter = self.loop.create_future()
         self.reusable = False
@@ -142,12 +144,7 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         self._write_left = self.transport.get_write_buffer_size()
         self._limits = (read, write)
-        try:
-            answer: _Answer = await waiter
-            return answer
-        except asyncio.CancelledError:
-            self._abort()  # the answer may still come: the connection is unusable
-            raise
+        return waiter
 
     def check_timeout(self, now: float) -> None:
         """Fail the exchange when nothing moved for the timeout of its phase: writing
@@ -164,7 +161,7 @@ class _Connection(asyncio.Protocol):
             httpx.WriteTimeout("timed out sending the request") if left
             else httpx.ReadTimeout("timed out waiting for the response"))
         self._fail(exc)
-        self._abort()
+        self.abort()
 
     # -- parsing ----------------------------------------------------------------------
 
@@ -240,7 +237,7 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
         self.closed = True
         self.reusable = False
         if self.transport is not None:
@@ -322,6 +319,8 @@ class Http11Transport(httpx.AsyncBaseTransport):
         # request (a heap entry made and cancelled per request). A timeout fires up to a
         # quarter of itself late.
         self._active: set[_Connection] = set()
+        self._last_timeouts: tuple[object, tuple[float | None, float | None, float | None,
+                                                 float | None, float | None]] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._tick = 1.0
 
@@ -333,7 +332,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         if scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
         origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
-        timeout = request.extensions.get("timeout", {})
+        pool, connect, read, write, tick = self._timeouts(request.extensions.get("timeout"))
         try:
             body = request.content
         except httpx.RequestNotRead:
@@ -349,13 +348,16 @@ class Http11Transport(httpx.AsyncBaseTransport):
         if head.count(b"\n") != len(raw) + 2 or head.count(b"\r") != len(raw) + 2:
             raise httpx.LocalProtocolError("a header name or value holds a CR or LF")
         data = head + body
-        conn = await self._acquire(origin, timeout.get("pool"), timeout.get("connect"),
-                                   request.extensions.get("sni_hostname"))
-        read, write = timeout.get("read"), timeout.get("write")
-        if read is not None or write is not None:
-            self._watch(conn, min(t for t in (read, write) if t is not None))
+        conn = self._idle_connection(origin) or await self._acquire(
+            origin, pool, connect, request.extensions.get("sni_hostname"))
+        if tick is not None:
+            self._watch(conn, tick)
         try:
-            answer = await conn.exchange(data, read, write)
+            # the answer's future is awaited here (no coroutine around it: one frame less)
+            answer = await conn.send(data, read, write)
+        except asyncio.CancelledError:
+            conn.abort()  # the answer may still come: the connection is unusable
+            raise
         finally:
             self._active.discard(conn)
             self._release(conn)
@@ -377,9 +379,24 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._heads[key] = (url, line)  # holds url: its id is not reused while here
         return line
 
-    def _watch(self, conn: _Connection, limit: float) -> None:
+    def _timeouts(self, timeout: dict[str, float | None] | None
+                  ) -> tuple[float | None, float | None, float | None, float | None,
+                             float | None]:
+        """(pool, connect, read, write, watchdog tick) of a request's timeout dict, worked
+        out once per dict (a client sends every request with the same one)."""
+        last = self._last_timeouts
+        if last is not None and last[0] is timeout:
+            return last[1]
+        t = timeout or {}
+        read, write = t.get("read"), t.get("write")
+        limits = [x for x in (read, write) if x is not None]
+        tick = min(1.0, max(0.005, min(limits) / 4)) if limits else None
+        found = (t.get("pool"), t.get("connect"), read, write, tick)
+        self._last_timeouts = (timeout, found)  # holds the dict: its id is not reused
+        return found
+
+    def _watch(self, conn: _Connection, tick: float) -> None:
         self._active.add(conn)
-        tick = min(1.0, max(0.005, limit / 4))
         if self._watchdog is None or tick < self._tick:
             if self._watchdog is not None:
                 self._watchdog.cancel()
@@ -397,18 +414,29 @@ class Http11Transport(httpx.AsyncBaseTransport):
 
     # -- the pool ---------------------------------------------------------------------
 
+    def _idle_connection(self, origin: Origin) -> _Connection | None:
+        """A kept connection to ``origin`` still fit for a request, or None."""
+        idle = self._idle.get(origin)
+        if not idle:
+            return None
+        now = idle[-1].loop.time()
+        expiry = self.keepalive_expiry
+        while idle:
+            conn = idle.pop()  # the most recent: the likeliest to be alive
+            if conn.closed or (expiry is not None and now - conn.idle_since > expiry):
+                self._drop(conn)
+                continue
+            return conn
+        return None
+
     async def _acquire(self, origin: Origin, pool: float | None, connect: float | None,
                        sni: str | None) -> _Connection:
+        """A kept connection, or a new one when the pool has room (waiting up to ``pool``
+        seconds for room)."""
         loop = asyncio.get_running_loop()
         while True:
-            idle = self._idle.get(origin)
-            now = loop.time()
-            while idle:
-                conn = idle.pop()  # the most recent: the likeliest to be alive
-                expiry = self.keepalive_expiry
-                if conn.closed or (expiry is not None and now - conn.idle_since > expiry):
-                    self._drop(conn)
-                    continue
+            conn = self._idle_connection(origin)
+            if conn is not None:
                 return conn
             if self._open < self.max_connections or self._drop_other_idle():
                 break
