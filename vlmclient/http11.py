@@ -32,6 +32,7 @@ __all__ = ["Http11Transport", "response_of"]
 MAX_HEAD = 64 * 1024  # bytes of status line and headers accepted
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY = frozenset({204, 304})
+_HEX = b"0123456789abcdefABCDEF"
 Origin = tuple[str, str, int]
 
 
@@ -204,11 +205,10 @@ class _Connection(asyncio.Protocol):
             eol = buf.find(b"\r\n")
             if eol < 0:
                 return False
-            size_text = bytes(buf[:eol]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}") from None
+            size_text = bytes(buf[:eol]).split(b";", 1)[0].strip(b" \t")
+            if not size_text or size_text.strip(_HEX) or len(size_text) > 16:
+                raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}")
+            size = int(size_text, 16)
             if size == 0:
                 end = buf.find(b"\r\n\r\n", eol) if buf[eol + 2:eol + 4] != b"\r\n" else eol
                 if end < 0:

@@ -196,6 +196,11 @@ async def test_failures_are_the_httpx_errors_that_say_whether_it_left() -> None:
     async with serve(Script(lambda req, n: b"SPDY/9 200 OK\r\n\r\n")) as url:
         with pytest.raises(httpx.RemoteProtocolError, match="bad status line"):
             await post(transport, url)
+    for size in (b"-1", b"0x4", b"1_0", b"zz"):
+        bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\nabcd\r\n"
+        async with serve(Script(lambda req, n, bad=bad: bad)) as url:
+            with pytest.raises(httpx.RemoteProtocolError, match="bad chunk size"):
+                await post(transport, url)
     await transport.aclose()
 
 
