@@ -101,8 +101,13 @@ async def ours(url: str, n: int, conc: int, rpm: float | None,
     default, httpx-aiohttp's transport reading each answer whole."""
     import httpx
 
-    from vlmclient import Budget, Price, TeacherClient, TextEmbeddingRequest
-    from vlmclient.transport import ReadingAiohttpTransport
+    from vlmclient import (
+        Budget,
+        Price,
+        ReadingAiohttpTransport,
+        TeacherClient,
+        TextEmbeddingRequest,
+    )
 
     price = Price(usd_per_1m_input_tokens=Decimal("0.02"))
     transport = (

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         TruncatedAnswerError,
         VLMError,
     )
+    from .http11 import Http11Transport
     from .keys import (
         content_cache_key,
         endpoint_id,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     from .shared_budget import SharedBudget, SharedReservation
     from .stats import ClientStats
     from .timing import Timings
+    from .transport import ReadingAiohttpTransport
 
 __all__ = [
     "ACCEPTED_MEDIA_TYPES",
@@ -97,6 +99,7 @@ __all__ = [
     "ConfigurationError",
     "Embedder",
     "EmbeddingResult",
+    "Http11Transport",
     "Image",
     "ImageEmbeddingRequest",
     "InputError",
@@ -113,6 +116,7 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "RateLimiter",
+    "ReadingAiohttpTransport",
     "RequestTooLargeError",
     "Reservation",
     "ResponseValidationError",
@@ -177,6 +181,7 @@ _SOURCES: dict[str, str] = {
     "item_cache_key": "keys",
     "prepare_item": "keys",
     "teacher_fingerprint": "keys",
+    "Http11Transport": "http11",
     "media_type_of": "media",
     "AnswerRequest": "models",
     "AnswerResult": "models",
@@ -207,6 +212,7 @@ _SOURCES: dict[str, str] = {
     "SharedReservation": "shared_budget",
     "ClientStats": "stats",
     "Timings": "timing",
+    "ReadingAiohttpTransport": "transport",
 }
 
 
