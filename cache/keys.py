@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypeAlias
 
+import numpy as np
+
 __all__ = [
     "KeyTemplate",
     "LiteralJSON",
@@ -25,17 +27,28 @@ __all__ = [
 _PLAIN_BYTES = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
 
 
+def _kept_as_is(encoded: bytes) -> bool:
+    """True when ``encoded`` (ASCII) holds no quote, backslash, control character or DEL
+    (which ``ensure_ascii`` escapes too), so JSON keeps it as it is. A long text is looked
+    at with three ``memchr`` scans and one vectorised minimum (about 2.5 us for 20 KB,
+    against 5 us for ``bytes.translate``, which stays the cheaper way for short texts)."""
+    if len(encoded) < 4096:
+        return not encoded.translate(None, _PLAIN_BYTES)
+    return (b'"' not in encoded and b"\\" not in encoded and b"\x7f" not in encoded
+            and int(np.frombuffer(encoded, np.uint8).min()) >= 0x20)
+
+
 def ascii_json_string(text: str) -> str:
     r"""``json.dumps(text)`` (ASCII, escaped as ``ensure_ascii`` escapes it), cheaper for
     the usual text: an ASCII text with no quote, backslash or control character is only
-    quoted, found with one ``bytes.translate`` (about 5 us for 20 KB) instead of
-    json's character-by-character escaping (about 25 us).
+    quoted, found by :func:`_kept_as_is` (about 2 us for 20 KB) instead of json's
+    character-by-character escaping (about 25 us).
 
     >>> texts = ["a cat", 'a "cat"', "back\\slash", "line\nbreak", "tab\there", "café"]
     >>> all(ascii_json_string(t) == json.dumps(t) for t in texts)
     True
     """
-    if text.isascii() and not text.encode().translate(None, _PLAIN_BYTES):
+    if text.isascii() and _kept_as_is(text.encode()):
         return f'"{text}"'
     return encode_basestring_ascii(text)
 
@@ -52,7 +65,7 @@ def ascii_json_inner(text: str) -> bytes:
     """
     if text.isascii():
         encoded = text.encode()
-        if not encoded.translate(None, _PLAIN_BYTES):
+        if _kept_as_is(encoded):
             return encoded
     return encode_basestring_ascii(text)[1:-1].encode("ascii")
 

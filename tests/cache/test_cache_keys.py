@@ -283,3 +283,18 @@ def test_key_template_gives_make_key() -> None:
     for text in ["a cat", 'say "hi"', "line\nbreak", "café ☕", "x" * 5000]:
         expected = make_key({**parts, "text": text})
         assert template.key(ascii_json_string(text)) == expected
+
+
+@pytest.mark.parametrize("special", ['"', "\\", "\n", "\x00", "\x1f", "\x7f", "é", ""])
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+@pytest.mark.parametrize("size", [10, 5000])  # under and over the long-text path's 4 KB
+def test_json_strings_are_json_dumps_for_short_and_long_texts(
+    special: str, where: str, size: int
+) -> None:
+    from cache.keys import ascii_json_inner
+
+    body = "lorem ipsum " * (size // 12 + 1)
+    text = {"start": special + body, "middle": body[: size // 2] + special + body[size // 2 :],
+            "end": body + special}[where]
+    assert ascii_json_string(text) == json.dumps(text)
+    assert b'"' + ascii_json_inner(text) + b'"' == json.dumps(text).encode()
