@@ -423,7 +423,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
         expiry = self.keepalive_expiry
         while idle:
             conn = idle.pop()  # the most recent: the likeliest to be alive
-            if conn.closed or (expiry is not None and now - conn.idle_since > expiry):
+            # (a transport already closing would drop what is written to it, silently)
+            if conn.closed or conn.transport is None or conn.transport.is_closing() or (
+                expiry is not None and now - conn.idle_since > expiry
+            ):
                 self._drop(conn)
                 continue
             return conn
