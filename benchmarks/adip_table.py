@@ -152,18 +152,29 @@ def plan(name: str, domains: tuple[str, ...], args: argparse.Namespace) -> list[
     return list(domains)
 
 
-def finished_run(out: Path, teacher: str) -> dict[str, Any] | None:
-    """The metrics of a run this table already finished in ``out`` against ``teacher``, or
-    None. A run (finished or not) made against another teacher is deleted: the table's
-    numbers must all come from the teacher it names, and the trainer refuses to resume it."""
+def finished_run(out: Path, teacher: str, settings: dict[str, Any] | None = None
+                 ) -> dict[str, Any] | None:
+    """The metrics of a run this table already finished in ``out`` against ``teacher``
+    with these ``settings`` (TrainConfig fields), or None. A run (finished or not) made
+    against another teacher, or with other settings (steps, lr, views, threads: a table
+    re-run with other options in the same folder), is deleted: the table's numbers must
+    all come from the teacher and settings it names, and the trainer refuses to resume
+    it."""
     from distill.train.checkpoints import CHECKPOINT_DIR, STATE_FILE
 
+    want = json.loads(json.dumps(settings or {}))  # tuples as JSON lists, as saved
     for record in (out / "metrics.json", out / CHECKPOINT_DIR / STATE_FILE):
         try:
             saved = json.loads(record.read_text("utf-8"))
         except (OSError, ValueError):
             continue
-        if saved.get("teacher") != teacher:
+        try:
+            config = json.loads((out / "config.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            config = {}
+        if saved.get("teacher") != teacher or any(
+            config.get(k) != v for k, v in want.items()
+        ):
             shutil.rmtree(out)
             return None
         if record.name == "metrics.json":
@@ -176,14 +187,9 @@ def run_one(data: Path, cache: Path, out: Path, method: str, target: str, seed: 
     from distill.train.config import TrainConfig
     from distill.train.trainer import train
 
-    done = finished_run(out, teacher)
-    if done is not None:  # finished before: the table script resumes too
-        return done
-    views = 1 if method == "adip-k1" else None  # None: every harvested view
-    cfg = TrainConfig(
-        data=str(data), cache=str(cache), teacher=teacher, out=str(out),
-        method={"adip-k1": "adip", "kd-lr": "kd"}.get(method, method),  # type: ignore[arg-type]
-        views=views,
+    settings: dict[str, Any] = dict(
+        method={"adip-k1": "adip", "kd-lr": "kd"}.get(method, method),
+        views=1 if method == "adip-k1" else args.views,  # every harvested view
         test_domains=(target,), steps_align=args.steps, steps_distill=args.steps,
         # the one-stage methods get as many steps as ADiP's two stages together
         steps=2 * args.steps, image_size=args.image_size, lr=args.lr,
@@ -191,7 +197,14 @@ def run_one(data: Path, cache: Path, out: Path, method: str, target: str, seed: 
         # demo, docs/results.md), "kd-lr" at ERM's lr
         lr_kd=args.lr if method == "kd-lr" else args.lr * KD_LR_FACTOR,
         batch_per_domain=args.batch_per_domain, eval_every=args.eval_every, seed=seed,
-        swad=args.swad, resume=(out / "checkpoint").exists(), threads=args.threads,
+        swad=args.swad, threads=args.threads,
+    )
+    done = finished_run(out, teacher, settings)
+    if done is not None:  # finished before with these settings: the table resumes too
+        return done
+    cfg = TrainConfig(
+        data=str(data), cache=str(cache), teacher=teacher, out=str(out), **settings,
+        resume=(out / "checkpoint").exists(),
     )
     return train(cfg)
 

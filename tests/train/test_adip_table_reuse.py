@@ -45,3 +45,20 @@ def test_a_harvest_record_of_the_same_teachers_is_reused_and_summed(tmp_path: Pa
     assert record["billing"] == {"requests": 4, "images": 20, "input_tokens": 0, "usd": "1.0"}
     assert record["harvest_s"] == 4.5
     assert record["teachers"] == saved["teachers"]
+
+
+def test_a_run_made_with_other_settings_is_retrained_not_reported(tmp_path: Path) -> None:
+    """The same folder, re-run with other options (here: views, steps): the old run is
+    deleted rather than reported under the new settings."""
+    out = tmp_path / "kd-tsklearn_digits-s0"
+    settings = {"method": "kd", "views": 4, "steps": 300, "test_domains": ("sklearn_digits",)}
+    _write(out / "metrics.json", {"teacher": "t", "mean_ood": 0.6})
+    _write(out / "config.json", {**settings, "test_domains": ["sklearn_digits"], "lr": 5e-4})
+    assert finished_run(out, "t", settings) == {"teacher": "t", "mean_ood": 0.6}
+    assert finished_run(out, "t", {**settings, "views": 1}) is None
+    assert not out.exists()
+    _write(out / "checkpoint" / "state.json", {"teacher": "t", "step": 40})
+    _write(out / "config.json", {**settings, "test_domains": ["sklearn_digits"]})
+    assert finished_run(out, "t", settings) is None and (out / "checkpoint").is_dir()
+    assert finished_run(out, "t", {**settings, "steps": 150}) is None
+    assert not out.exists()  # an unfinished run of other settings is not resumed either
