@@ -2,7 +2,8 @@
 
 Trains from an already harvested cache (run the demo or `vlm-distill harvest` first), so it
 never calls a teacher. Each variant is the base TrainConfig plus the overrides named on the
-command line; every run is kept under WORK/<variant>-s<seed> and reused when present.
+command line; every run is kept under WORK/<variant>-s<seed> and reused when it was made
+against the same teacher with the same settings (else it is deleted and trained again).
 
     .venv/bin/python benchmarks/adip_ablate.py DATA --cache CACHE --teacher local:mini-clip \\
         --test-domains rotated --seeds 3 \\
@@ -61,6 +62,7 @@ def main() -> None:
 
     import torch
 
+    from benchmarks.adip_table import finished_run
     from distill.train.config import TrainConfig
     from distill.train.trainer import train
 
@@ -74,14 +76,17 @@ def main() -> None:
         notes: list[Any] = []
         for seed in range(args.seeds):
             out = args.work / f"{name}-s{seed}"
-            if (out / "metrics.json").is_file():
-                m = json.loads((out / "metrics.json").read_text())
+            settings: dict[str, Any] = {
+                "test_domains": tuple(args.test_domains), "seed": seed,
+                "threads": args.threads, **base, **overrides,
+            }
+            found = finished_run(out, args.teacher, settings)
+            if found is not None:
+                m = found
             else:
                 fields: dict[str, Any] = {
                     "data": str(args.data), "cache": str(args.cache), "teacher": args.teacher,
-                    "out": str(out), "test_domains": tuple(args.test_domains), "seed": seed,
-                    "threads": args.threads, **base, **overrides,
-                    "resume": (out / "checkpoint").exists(),
+                    "out": str(out), **settings, "resume": (out / "checkpoint").exists(),
                 }
                 t = time.time()
                 m = train(TrainConfig(**fields))
