@@ -189,7 +189,8 @@ def run_one(data: Path, cache: Path, out: Path, method: str, target: str, seed: 
 
     settings: dict[str, Any] = dict(
         method={"adip-k1": "adip", "kd-lr": "kd"}.get(method, method),
-        views=1 if method == "adip-k1" else args.views,  # every harvested view
+        # every harvested view (the zero-shot row trains nothing: its view count is unset)
+        views=1 if method == "adip-k1" else None if method == "zeroshot" else args.views,
         test_domains=(target,), steps_align=args.steps, steps_distill=args.steps,
         # the one-stage methods get as many steps as ADiP's two stages together
         steps=2 * args.steps, image_size=args.image_size, lr=args.lr,
