@@ -30,6 +30,9 @@ from .providers.wire import headers_of
 __all__ = ["Http11Transport", "response_of"]
 
 MAX_HEAD = 64 * 1024  # bytes of status line and headers accepted
+# Bytes of one answer's body accepted (a teacher's largest: a few MB of embeddings); a
+# server sending more is refused before it fills the client's memory.
+MAX_ANSWER = 256 * 2**20
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY = frozenset({204, 304})
 _HEX = b"0123456789abcdefABCDEF"
@@ -81,9 +84,11 @@ class _Answer:
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection: sends a request, parses its answer as bytes arrive."""
 
-    def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop,
+                 max_answer: int = MAX_ANSWER) -> None:
         self.origin = origin
         self.loop = loop
+        self.max_answer = max_answer
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.waiter: asyncio.Future[_Answer] | None = None
@@ -95,6 +100,7 @@ class _Connection(asyncio.Protocol):
         self._write_left = 0
         self._head: _Head | None = None
         self._parts: list[bytes] = []  # chunks of a chunked body so far
+        self._parts_size = 0
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -110,8 +116,12 @@ class _Connection(asyncio.Protocol):
         self.buffer += data
         try:
             self._parse()
+            if len(self.buffer) + self._parts_size > self.max_answer + MAX_HEAD:
+                raise httpx.RemoteProtocolError(
+                    f"answer larger than {self.max_answer} bytes: refused")
         except httpx.RemoteProtocolError as exc:
             self._fail(exc)
+            self.abort()  # what is left of the answer must not be read as the next one
 
     def eof_received(self) -> bool:
         head = self._head
@@ -179,6 +189,9 @@ class _Connection(asyncio.Protocol):
                 del buf[:end + 4]
                 if 100 <= head.status < 200:
                     continue  # informational: the answer follows
+                if head.length > self.max_answer:
+                    raise httpx.RemoteProtocolError(
+                        f"answer of {head.length} bytes, over {self.max_answer}: refused")
                 self._head = head
             keep_alive, length = self._head.keep_alive, self._head.length
             if length >= 0:
@@ -193,7 +206,7 @@ class _Connection(asyncio.Protocol):
             if not self._parse_chunks():
                 return
             body = b"".join(self._parts)
-            self._parts = []
+            self._parts, self._parts_size = [], 0
             self._finish(body, keep_alive)
             return
 
@@ -221,6 +234,7 @@ class _Connection(asyncio.Protocol):
             if buf[start + size:start + size + 2] != b"\r\n":
                 raise httpx.RemoteProtocolError("chunk not followed by CRLF")
             self._parts.append(bytes(buf[start:start + size]))
+            self._parts_size += size
             del buf[:start + size + 2]
 
     def _finish(self, body: bytes, keep_alive: bool) -> None:
@@ -302,8 +316,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
     answers_read = True
 
     def __init__(self, *, limits: httpx.Limits | None = None,
-                 verify: ssl.SSLContext | str | bool = True, trust_env: bool = True) -> None:
+                 verify: ssl.SSLContext | str | bool = True, trust_env: bool = True,
+                 max_answer: int = MAX_ANSWER) -> None:
         limits = limits or httpx.Limits(max_connections=100)
+        self.max_answer = max_answer
         self.max_connections = limits.max_connections or 2**31
         self.max_idle = limits.max_keepalive_connections
         self.keepalive_expiry = limits.keepalive_expiry
@@ -467,7 +483,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         context = self._ssl_context() if scheme == "https" else None
         try:
             _, conn = await asyncio.wait_for(loop.create_connection(
-                lambda: _Connection(origin, loop), host, port, ssl=context,
+                lambda: _Connection(origin, loop, self.max_answer), host, port, ssl=context,
                 server_hostname=(sni or host) if context is not None else None,
             ), timeout)
         except TimeoutError:

@@ -299,3 +299,22 @@ async def test_an_idle_connection_past_its_expiry_is_not_reused() -> None:
         assert (await post(transport, url)).text == "3"
         assert script.connections == 2
     await transport.aclose()
+
+
+async def test_an_answer_over_the_size_cap_is_refused_without_reading_it_all() -> None:
+    transport = Http11Transport(max_answer=1000)
+    # announced too large: refused on its headers
+    huge = b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n"
+    async with serve(Script(lambda req, n: huge)) as url:
+        with pytest.raises(httpx.RemoteProtocolError, match="over 1000"):
+            await post(transport, url)
+    # chunked, growing past the cap (64 KB chunks, never finished)
+    chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+    endless = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 8
+    async with serve(Script(lambda req, n: endless)) as url:
+        with pytest.raises(httpx.RemoteProtocolError, match="larger than 1000"):
+            await post(transport, url)
+    # under the cap: read as usual
+    async with serve(Script(lambda req, n: ok(b"y" * 999))) as url:
+        assert len((await post(transport, url)).content) == 999
+    await transport.aclose()
