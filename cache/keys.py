@@ -9,8 +9,6 @@ from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypeAlias
 
-import numpy as np
-
 __all__ = [
     "KeyTemplate",
     "LiteralJSON",
@@ -34,6 +32,8 @@ def _kept_as_is(encoded: bytes) -> bool:
     against 5 us for ``bytes.translate``, which stays the cheaper way for short texts)."""
     if len(encoded) < 4096:
         return not encoded.translate(None, _PLAIN_BYTES)
+    import numpy as np  # here: importing the keys must not import numpy
+
     return (b'"' not in encoded and b"\\" not in encoded and b"\x7f" not in encoded
             and int(np.frombuffer(encoded, np.uint8).min()) >= 0x20)
 
