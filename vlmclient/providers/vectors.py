@@ -140,10 +140,20 @@ def base64_vectors(
             provider=provider,
             request_id=request_id,
         )
-    flat = np.frombuffer(b"".join(raw), dtype=FLOAT32_LE)
-    # astype copies into native float32: writable rows that own no view of the body
-    mat = flat.reshape(len(raw), size // FLOAT32_LE.itemsize).astype(np.float32)
-    return _checked(mat, request_id=request_id, provider=provider)
+    # one writable copy of the decoded bytes (rows that hold no view of the body), read
+    # in place where float32 is little endian (every usual platform), copied otherwise;
+    # no reshape, copy or row split for the usual single row (each numpy call costs more
+    # than its warm timing inside a busy client: docs/benchmarks.md, fourth pass)
+    flat = np.frombuffer(bytearray(b"".join(raw) if len(raw) > 1 else raw[0]), FLOAT32_LE)
+    if not FLOAT32_LE.isnative:
+        flat = flat.astype(np.float32)
+    if not np.isfinite(flat).all():
+        raise ResponseValidationError(
+            "embeddings contain NaN or infinity", provider=provider, request_id=request_id
+        )
+    if len(raw) == 1:
+        return [flat]
+    return list(flat.reshape(len(raw), size // FLOAT32_LE.itemsize))
 
 
 def _checked(mat: np.ndarray, *, request_id: str | None, provider: str) -> list[np.ndarray]:
