@@ -67,6 +67,19 @@ SERVER = textwrap.dedent(
 )
 
 
+def pin_clients() -> str:
+    """Keep the clients off the server's core 0 (every row alike), so the scheduler does
+    not sometimes put a client beside the server: what the rounds then measure is the
+    client, not where it was placed. Returns what was done, for the report."""
+    if not (shutil.which("taskset") and hasattr(os, "sched_setaffinity")):
+        return "clients not pinned"
+    others = os.sched_getaffinity(0) - {0}
+    if not others:
+        return "clients not pinned (one core)"
+    os.sched_setaffinity(0, others)
+    return f"clients pinned to core(s) {', '.join(map(str, sorted(others)))}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -294,6 +307,8 @@ def main() -> None:
     args = ap.parse_args()
     port = free_port()
     proc = start_server(port)
+    pinned = pin_clients()
+    print(pinned, flush=True)
     url = f"http://127.0.0.1:{port}"
     rows: list[Row] = []
     harvest_rows: list[Row] = []
@@ -414,7 +429,7 @@ def main() -> None:
         section = (
             "## Client throughput (benchmarks/client_throughput.py)\n\n"
             f"`.venv/bin/python {cmd}`, {time.strftime('%Y-%m-%d')}, 2 cores; zero-latency "
-            "aiohttp server on core 0 in its own process, "
+            f"aiohttp server on core 0 in its own process, {pinned}, "
             f"{args.n} POSTs of ~20 KB per run, one text per request, median of "
             f"{args.rounds} interleaved rounds. TeacherClient runs its whole pipeline per "
             "request (budget reserve/settle, limiter, retry wrapper, parse, validation) on the "
