@@ -46,7 +46,9 @@ def unwrap(model: nn.Module) -> Student:
     return inner
 
 
-def _freeze_bn(module: nn.Module) -> None:
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Every BatchNorm layer of ``module`` in eval mode (its running statistics used and
+    kept), the rest as it is."""
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
@@ -81,7 +83,7 @@ class _TrainMode:
     def set_mode(self, student: Student) -> None:
         student.train()
         if self.freeze_bn:
-            _freeze_bn(student.backbone)
+            freeze_batchnorm(student.backbone)
 
 
 class _AdipTask(_TrainMode):

@@ -1,0 +1,62 @@
+"""The label-free student is trained as the trainer trains: BatchNorm frozen, each batch
+augmented by the views' recipe (no flip)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from distill.labelfree.rounds import jitter, train_student  # noqa: E402
+
+
+def _batchnorm_stats(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [
+        t.clone()
+        for m in model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        for t in (m.running_mean, m.running_var)
+    ]
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_batchnorm_statistics_stay_frozen_by_default(freeze_bn: bool) -> None:
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    targets = np.eye(10, dtype=np.float32)[np.arange(8) % 10]
+    model = train_student(pixels, targets, steps=2, batch_size=4, freeze_bn=freeze_bn)
+    stats = _batchnorm_stats(model)
+    assert stats  # the default student has BatchNorm layers
+    # a fresh (not pretrained) BatchNorm starts at mean 0, variance 1
+    untouched = all(
+        torch.equal(t, torch.zeros_like(t)) or torch.equal(t, torch.ones_like(t)) for t in stats
+    )
+    assert untouched == freeze_bn
+
+
+def test_jitter_is_seeded_and_keeps_a_flat_image_flat() -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    a = jitter(x, torch.Generator().manual_seed(7))
+    b = jitter(x, torch.Generator().manual_seed(7))
+    assert a.dtype == torch.uint8 and a.shape == x.shape
+    assert torch.equal(a, b)  # the generator decides everything
+    assert not torch.equal(a, jitter(x, torch.Generator().manual_seed(8)))
+    assert (a != x).any(dim=(1, 2, 3)).all()  # every image changed
+    flat = torch.full((4, 3, 16, 16), 120, dtype=torch.uint8)
+    out = jitter(flat, torch.Generator().manual_seed(0))
+    # a crop of a flat image is flat; brightness scales it by 0.7-1.3; contrast keeps it
+    for img in out:
+        assert int(img.min()) == int(img.max())
+        assert 0.7 * 120 - 1 <= int(img[0, 0, 0]) <= 1.3 * 120 + 1
+
+
+def test_jitter_crop_keeps_most_of_the_image() -> None:
+    """The crop covers 70-100 % of the area: a bright square in the middle stays inside."""
+    x = torch.zeros((32, 3, 32, 32), dtype=torch.uint8)
+    x[:, :, 12:20, 12:20] = 200
+    out = jitter(x, torch.Generator().manual_seed(3)).float()
+    centre = out[:, :, 14:18, 14:18].mean(dim=(1, 2, 3))
+    border = torch.cat([out[:, :, :2].flatten(1), out[:, :, -2:].flatten(1)], 1).mean(1)
+    assert (centre > 100).all() and (border < 20).all()
