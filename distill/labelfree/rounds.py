@@ -12,9 +12,9 @@ The in-between student is a small timm model trained for ``round_steps`` steps o
 teacher's zero-shot probabilities (softmax of 100 * cos(image, class prompt)), optionally
 plus the true labels when the data has them. It only steers selection: the real training
 run is ``vlm-distill train`` on the bought subset afterwards. It is trained as the trainer
-trains (:func:`train_student`): BatchNorm frozen at its ImageNet statistics, Adam at lr
-5e-4, and each batch augmented with the harvest's view recipe (random resized crop,
-brightness, contrast; no flip).
+trains (:func:`train_student`): BatchNorm frozen at its ImageNet statistics (when the
+student is pretrained), Adam at lr 5e-4, and each batch augmented with the harvest's
+view recipe (random resized crop, brightness, contrast; no flip).
 """
 
 from __future__ import annotations
@@ -163,14 +163,16 @@ def train_student(
     batch_size: int = 32,
     lr: float = 5e-4,
     seed: int = 0,
-    freeze_bn: bool = True,
+    freeze_bn: bool | None = None,
     augment: bool = True,
 ) -> Student:
     """Train a fresh student for ``steps`` steps on soft ``targets`` (N, C) [+ CE on labels].
 
     ``pixels`` are uint8 (N, 3, H, W). As the trainer does by default: BatchNorm in eval
-    mode (``freeze_bn``; trained BatchNorm cost the trainer 19-40 points out of domain)
-    and lr 5e-4 (at 1e-3 with frozen BatchNorm one seed in three collapsed to chance);
+    mode (``freeze_bn``, by default when ``pretrained``: it keeps the ImageNet statistics;
+    a randomly initialised student has none to keep, so it trains them; trained BatchNorm
+    cost the trainer's pretrained students 19-40 points out of domain) and lr 5e-4 (at
+    1e-3 with frozen BatchNorm one seed in three collapsed to chance);
     ``augment`` passes each batch through :func:`jitter` (the target stays the image's
     own). Returns the student in eval mode.
     """
@@ -190,7 +192,7 @@ def train_student(
     gen = torch.Generator().manual_seed(seed)
     n = len(pixels)
     model.train()
-    if freeze_bn:
+    if pretrained if freeze_bn is None else freeze_bn:
         freeze_batchnorm(model.backbone)
     for _ in range(steps):
         idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)

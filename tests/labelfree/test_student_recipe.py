@@ -1,14 +1,13 @@
-"""The label-free student is trained as the trainer trains: BatchNorm frozen, each batch
-augmented by the views' recipe (no flip)."""
+"""The label-free student is trained as the trainer trains: BatchNorm frozen (a pretrained
+student's), each batch augmented by the views' recipe (no flip)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from distill.labelfree.rounds import jitter, train_student  # noqa: E402
+from distill.labelfree.rounds import jitter, train_student
 
 
 def _batchnorm_stats(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -20,8 +19,10 @@ def _batchnorm_stats(model: torch.nn.Module) -> list[torch.Tensor]:
     ]
 
 
-@pytest.mark.parametrize("freeze_bn", [True, False])
-def test_batchnorm_statistics_stay_frozen_by_default(freeze_bn: bool) -> None:
+@pytest.mark.parametrize(("freeze_bn", "frozen"), [(True, True), (False, False), (None, False)])
+def test_batchnorm_frozen_when_asked(freeze_bn: bool | None, frozen: bool) -> None:
+    """Frozen when asked; by default only a pretrained student's (this one is random:
+    its initial statistics are nothing to keep)."""
     gen = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=gen)
     targets = np.eye(10, dtype=np.float32)[np.arange(8) % 10]
@@ -32,7 +33,7 @@ def test_batchnorm_statistics_stay_frozen_by_default(freeze_bn: bool) -> None:
     untouched = all(
         torch.equal(t, torch.zeros_like(t)) or torch.equal(t, torch.ones_like(t)) for t in stats
     )
-    assert untouched == freeze_bn
+    assert untouched == frozen
 
 
 def test_jitter_is_seeded_and_keeps_a_flat_image_flat() -> None:
@@ -60,3 +61,16 @@ def test_jitter_crop_keeps_most_of_the_image() -> None:
     centre = out[:, :, 14:18, 14:18].mean(dim=(1, 2, 3))
     border = torch.cat([out[:, :, :2].flatten(1), out[:, :, -2:].flatten(1)], 1).mean(1)
     assert (centre > 100).all() and (border < 20).all()
+
+
+def test_a_pretrained_student_keeps_its_imagenet_statistics_by_default() -> None:
+    from distill.train.student import build_student
+
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    targets = np.eye(10, dtype=np.float32)[np.arange(4)]
+    fresh = build_student("tf_efficientnet_lite0", method="kd", num_classes=10, pretrained=True)
+    model = train_student(pixels, targets, steps=1, batch_size=4,
+                          student="tf_efficientnet_lite0", pretrained=True)
+    before, after = _batchnorm_stats(fresh), _batchnorm_stats(model)
+    assert before and all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
