@@ -16,6 +16,7 @@ def _batchnorm_stats(model: torch.nn.Module) -> list[torch.Tensor]:
         for m in model.modules()
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
         for t in (m.running_mean, m.running_var)
+        if t is not None
     ]
 
 
