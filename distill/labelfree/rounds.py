@@ -13,8 +13,8 @@ teacher's zero-shot probabilities (softmax of 100 * cos(image, class prompt)), o
 plus the true labels when the data has them. It only steers selection: the real training
 run is ``vlm-distill train`` on the bought subset afterwards. It is trained as the trainer
 trains (:func:`train_student`): BatchNorm frozen at its ImageNet statistics (when the
-student is pretrained), Adam at lr 5e-4, and each batch augmented with the harvest's
-view recipe (random resized crop, brightness, contrast; no flip).
+student is pretrained), Adam at lr 5e-4 after a linear warm-up, and each batch augmented
+with the harvest's view recipe (random resized crop, brightness, contrast; no flip).
 """
 
 from __future__ import annotations
@@ -165,6 +165,7 @@ def train_student(
     seed: int = 0,
     freeze_bn: bool | None = None,
     augment: bool = True,
+    warmup: int | None = None,
 ) -> Student:
     """Train a fresh student for ``steps`` steps on soft ``targets`` (N, C) [+ CE on labels].
 
@@ -174,7 +175,11 @@ def train_student(
     cost the trainer's pretrained students 19-40 points out of domain) and lr 5e-4 (at
     1e-3 with frozen BatchNorm one seed in three collapsed to chance);
     ``augment`` passes each batch through :func:`jitter` (the target stays the image's
-    own). Returns the student in eval mode.
+    own). The learning rate rises linearly over the first ``warmup`` steps (default: a
+    tenth of ``steps``): Adam's first step moves every weight by about the full lr
+    whatever its gradient, and with frozen BatchNorm that step could leave the network
+    dead (constant output, loss stuck at ln C; seen in the budget curve, 1 run of 30).
+    Returns the student in eval mode.
     """
     import torch
     import torch.nn.functional as F
@@ -187,6 +192,8 @@ def train_student(
     model = build_student(student, method="kd", num_classes=targets.shape[1], pretrained=pretrained)
     mean, std = norm_stats(model.backbone)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    ramp = max(1, steps // 10) if warmup is None else max(1, warmup)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / ramp))
     soft = torch.from_numpy(np.asarray(targets, dtype=np.float32))
     y = None if labels is None else torch.as_tensor(list(labels), dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
@@ -204,6 +211,7 @@ def train_student(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        schedule.step()
     model.eval()
     return model
 
