@@ -329,7 +329,10 @@ def write_docs(result: dict[str, Any]) -> None:
         "see \"How the mini-clip teacher was made\" below), served on 127.0.0.1 at $0.0001 "
         "per image; its zero-shot OOD accuracy through the HTTP API is "
         f"{result['teacher_zeroshot_ood_acc']:.3f}. Student {cfg['student']} (packaged "
-        f"ImageNet weights), {cfg['rounds']} selection rounds with {cfg['round_steps']} "
+        "ImageNet weights, trained by `distill.labelfree.rounds.train_student`: BatchNorm "
+        "frozen, Adam at lr 5e-4 after a warm-up over a tenth of the steps, each batch "
+        "augmented by the views' recipe without flip), "
+        f"{cfg['rounds']} selection rounds with {cfg['round_steps']} "
         f"steps between rounds, {cfg['final_steps']} final steps; "
         f"mean ± std over {result['seeds']} seeds. `all` = every pool image bought.",
         "",

@@ -390,7 +390,9 @@ def render(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"Students ({cfg['student']}, packaged ImageNet weights, {cfg['steps']} steps, "
-        f"cross-entropy on the labels given): OOD accuracy %, mean ± std over "
+        "cross-entropy on the labels given; `distill.labelfree.rounds.train_student`: "
+        "BatchNorm frozen, lr 5e-4 after a warm-up, batches augmented by the views' recipe "
+        "without flip): OOD accuracy %, mean ± std over "
         f"{result['seeds']} seeds.",
         "",
         "| trained on | images | OOD accuracy |",
