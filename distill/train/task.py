@@ -26,7 +26,17 @@ from torch.nn.parallel import DistributedDataParallel
 from distill.train.losses import adip_loss, ce_loss, kd_loss, teacher_logits
 from distill.train.student import Student
 
-__all__ = ["AlignTask", "Batch", "DistillTask", "ErmTask", "KdTask", "Task", "make_task", "unwrap"]
+__all__ = [
+    "AlignTask",
+    "Batch",
+    "DistillTask",
+    "ErmTask",
+    "KdTask",
+    "Task",
+    "freeze_batchnorm",
+    "make_task",
+    "unwrap",
+]
 
 
 @dataclass
