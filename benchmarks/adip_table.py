@@ -163,15 +163,15 @@ def finished_run(out: Path, teacher: str, settings: dict[str, Any] | None = None
     from distill.train.checkpoints import CHECKPOINT_DIR, STATE_FILE
 
     want = json.loads(json.dumps(settings or {}))  # tuples as JSON lists, as saved
+    try:
+        config = json.loads((out / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        config = {}
     for record in (out / "metrics.json", out / CHECKPOINT_DIR / STATE_FILE):
         try:
             saved = json.loads(record.read_text("utf-8"))
         except (OSError, ValueError):
             continue
-        try:
-            config = json.loads((out / "config.json").read_text("utf-8"))
-        except (OSError, ValueError):
-            config = {}
         if saved.get("teacher") != teacher or any(
             config.get(k) != v for k, v in want.items()
         ):

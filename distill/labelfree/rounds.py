@@ -115,8 +115,9 @@ def jitter(pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Each image of a uint8 batch (B, 3, H, W) through the harvest's view recipe
     (:mod:`distill.data.views`) without its flip: a random resized crop (area 70-100 %,
     aspect ratio 3/4-4/3, resized back bilinearly), then brightness and contrast factors
-    in [0.7, 1.3]; drawn from ``gen``, computed in torch for a whole batch at once (the
-    same distribution as the views, not their exact pixels: those are keyed by image id).
+    in [0.7, 1.3]; drawn from ``gen``, computed in torch for a whole batch at once. Close
+    to the views' distribution, not the same: a crop side over the image's is clipped
+    here where the views retry, and the pixels differ (the views' are keyed by image id).
 
     >>> import torch
     >>> x = torch.full((2, 3, 8, 8), 100, dtype=torch.uint8)

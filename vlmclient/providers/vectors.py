@@ -144,7 +144,7 @@ def base64_vectors(
     # in place where float32 is little endian (every usual platform), copied otherwise;
     # no reshape, copy or row split for the usual single row (each numpy call costs more
     # than its warm timing inside a busy client: docs/benchmarks.md, fourth pass)
-    flat = np.frombuffer(bytearray(b"".join(raw) if len(raw) > 1 else raw[0]), FLOAT32_LE)
+    flat = np.frombuffer(bytearray().join(raw), FLOAT32_LE)
     if not FLOAT32_LE.isnative:
         flat = flat.astype(np.float32)
     if not np.isfinite(flat).all():
