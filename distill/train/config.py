@@ -87,6 +87,13 @@ class TrainConfig(BaseModel):
         "the temperature in both terms, which multiplies its effective step by "
         "1/kd_temperature: a lr that suits ERM can collapse KD",
     )
+    warmup: int = Field(
+        40, ge=0,
+        description="steps of a linear learning-rate warm-up at the start of every stage "
+        "(step k trains at lr x min(1, (k+1)/warmup); 0: none). Adam's first step moves "
+        "every weight by about the full lr, which at lr 5e-4 with BatchNorm frozen can "
+        "leave the student's output constant",
+    )
     align_min_delta: float = Field(
         1e-3, ge=0.0,
         description="Align stops early when its mean loss over a window of steps improves "
@@ -154,6 +161,19 @@ class TrainConfig(BaseModel):
         if stage == "kd" and self.lr_kd is not None:
             return self.lr_kd
         return self.lr
+
+    def lr_at(self, stage: str, step: int) -> float:
+        """The learning rate of ``step`` (0-based, within its stage): the stage's lr,
+        ramped up linearly over the first ``warmup`` steps.
+
+        >>> cfg = TrainConfig(data="D", teacher="t", out="o", cache="c", lr=1e-3, warmup=4)
+        >>> [cfg.lr_at("erm", k) for k in (0, 1, 3, 10)]
+        [0.00025, 0.0005, 0.001, 0.001]
+        """
+        base = self.stage_lr(stage)
+        if self.warmup <= 0:
+            return base
+        return base * min(1.0, (step + 1) / self.warmup)
 
     def write(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` into ``folder`` (atomically) and return its path."""

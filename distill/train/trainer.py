@@ -173,9 +173,9 @@ def _train(
             first = run.step if si == run.stage_index else 0
             task = make_task(stage, lam=config.lam, text=targets.text.to(device),
                              kd_temperature=config.kd_temperature, freeze_bn=config.freeze_bn)
-            lr = config.stage_lr(stage)
             optimizer = torch.optim.Adam(
-                task.configure(student), lr=lr, weight_decay=config.weight_decay
+                task.configure(student), lr=config.stage_lr(stage),
+                weight_decay=config.weight_decay,
             )
             if first > 0 and run.optimizer is not None:
                 optimizer.load_state_dict(run.optimizer)
@@ -220,6 +220,9 @@ def _train(
                     losses = task.losses(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 torch.autograd.backward(losses["loss"])
+                lr = config.lr_at(stage, step)  # from the step: a resumed stage agrees
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
                 optimizer.step()
                 dt = time.perf_counter() - t0
                 train_time += dt
