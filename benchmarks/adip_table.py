@@ -198,7 +198,7 @@ def run_one(data: Path, cache: Path, out: Path, method: str, target: str, seed: 
         # demo, docs/results.md), "kd-lr" at ERM's lr
         lr_kd=args.lr if method == "kd-lr" else args.lr * KD_LR_FACTOR,
         batch_per_domain=args.batch_per_domain, eval_every=args.eval_every, seed=seed,
-        swad=args.swad, threads=args.threads,
+        swad=args.swad, threads=args.threads, warmup=args.warmup,
     )
     done = finished_run(out, teacher, settings)
     if done is not None:  # finished before with these settings: the table resumes too
@@ -281,7 +281,8 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
         f"when its loss settles), ERM and KD {2 * meta['steps']} steps, lr {meta['lr']} "
         f"(Align 1e-3, KD lr × {KD_LR_FACTOR:g} = {meta['lr'] * KD_LR_FACTOR:g} "
         "since KD divides its logits by "
-        f"τ = 0.1), batch {meta['batch_per_domain']} per source domain, seeds "
+        f"τ = 0.1; each stage warms its lr up over {meta.get('warmup', 0)} steps), "
+        f"batch {meta['batch_per_domain']} per source domain, seeds "
         f"{meta['seeds']}, SWAD {'on' if meta['swad'] else 'off'}, model selection: best "
         "in-domain validation accuracy per stage. KD is the proper KL (docs/method.md).  ",
         f"Machine: {meta['machine']}",
@@ -346,6 +347,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--batch-per-domain", type=int, default=32)
     ap.add_argument("--eval-every", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="lr warm-up steps per stage (default: the trainer's)")
     ap.add_argument("--fashion-per-domain", type=int, default=None)
     ap.add_argument("--mnist-per-class", type=int, default=None)
     ap.add_argument("--kd-lr", action="store_true",
@@ -376,6 +379,10 @@ def main() -> None:
     # 5e-4 for every method: DomainBed's default for its small-image datasets is 1e-3, and
     # at 5e-5 a few hundred steps barely move any student (docs/results.md, ablations).
     args.lr = args.lr or 5e-4
+    if args.warmup is None:
+        from distill.train.config import TrainConfig
+
+        args.warmup = TrainConfig.model_fields["warmup"].default
     args.eval_every = args.eval_every or (50 if q else 75 if std else 100)
     # Never more than the teacher pools were cut against (Fashion 500 per domain, MNIST 100
     # per class): a smaller benchmark deals a subset, so the pools stay disjoint from it.
@@ -443,6 +450,7 @@ def main() -> None:
         "spent_usd": bill.get("usd", "?"),
         "image_size": args.image_size, "steps": args.steps, "lr": args.lr, "views": args.views,
         "batch_per_domain": args.batch_per_domain, "seeds": args.seeds, "swad": args.swad,
+        "warmup": args.warmup,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                    f"{datetime.date.today().isoformat()}, Python {platform.python_version()}",
     }

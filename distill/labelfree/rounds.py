@@ -185,6 +185,7 @@ def train_student(
     import torch
     import torch.nn.functional as F
 
+    from distill.train.config import warmup_factor
     from distill.train.evaluate import to_input
     from distill.train.student import build_student, norm_stats
     from distill.train.task import freeze_batchnorm
@@ -194,7 +195,7 @@ def train_student(
     mean, std = norm_stats(model.backbone)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     ramp = max(1, steps // 10) if warmup is None else max(1, warmup)
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / ramp))
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: warmup_factor(k, ramp))
     soft = torch.from_numpy(np.asarray(targets, dtype=np.float32))
     y = None if labels is None else torch.as_tensor(list(labels), dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)

@@ -22,11 +22,21 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cache import atomic_write
 
-__all__ = ["CONFIG_FILE", "DEFAULT_STUDENT", "Method", "TrainConfig"]
+__all__ = ["CONFIG_FILE", "DEFAULT_STUDENT", "Method", "TrainConfig", "warmup_factor"]
 
 CONFIG_FILE = "config.json"
 DEFAULT_STUDENT = "tf_efficientnet_lite0"
 Method = Literal["adip", "kd", "erm", "zeroshot"]
+
+
+def warmup_factor(step: int, warmup: int) -> float:
+    """The fraction of its lr that 0-based ``step`` trains at under a linear warm-up over
+    ``warmup`` steps (1 from then on, and always when ``warmup`` <= 0).
+
+    >>> [warmup_factor(k, 4) for k in (0, 3, 9)], warmup_factor(0, 0)
+    ([0.25, 1.0, 1.0], 1.0)
+    """
+    return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
 
 
 class TrainConfig(BaseModel):
@@ -170,10 +180,7 @@ class TrainConfig(BaseModel):
         >>> [cfg.lr_at("erm", k) for k in (0, 1, 3, 10)]
         [0.00025, 0.0005, 0.001, 0.001]
         """
-        base = self.stage_lr(stage)
-        if self.warmup <= 0:
-            return base
-        return base * min(1.0, (step + 1) / self.warmup)
+        return self.stage_lr(stage) * warmup_factor(step, self.warmup)
 
     def write(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` into ``folder`` (atomically) and return its path."""
