@@ -318,3 +318,18 @@ async def test_an_answer_over_the_size_cap_is_refused_without_reading_it_all() -
     async with serve(Script(lambda req, n: ok(b"y" * 999))) as url:
         assert len((await post(transport, url)).content) == 999
     await transport.aclose()
+
+
+async def test_an_idle_connection_whose_socket_is_closing_is_not_reused() -> None:
+    """A kept connection closed locally but not yet told (connection_lost comes on a later
+    loop turn) would swallow what is written to it: the pool must open a new one."""
+    script = Script(lambda req, n: ok(b"%d" % n))
+    transport = Http11Transport()
+    async with serve(script) as url:
+        await post(transport, url)
+        kept = [conn for idle in transport._idle.values() for conn in idle]
+        assert len(kept) == 1 and kept[0].transport is not None
+        kept[0].transport.close()  # closing now; the protocol hears of it only later
+        assert (await post(transport, url)).text == "2"
+        assert script.connections == 2
+    await transport.aclose()
