@@ -12,7 +12,15 @@ if TYPE_CHECKING:
     from .atomic import atomic_write, fsync_directory
     from .cache_errors import CacheCorruptError, CacheError, CacheReadOnlyError, CacheWriteError
     from .cache_stats import CacheStats, KindStats
-    from .codecs import FORMATS, VectorFormat, decode_vector, dequantize, encode_vector, quantize
+    from .codecs import (
+        FORMATS,
+        VectorFormat,
+        as_stored,
+        decode_vector,
+        dequantize,
+        encode_vector,
+        quantize,
+    )
     from .coordination import CoordinationError, Coordinator, SpendView
     from .keys import (
         KeyTemplate,
@@ -89,6 +97,7 @@ __all__ = [
     "StoreWriter",
     "Totals",
     "VectorFormat",
+    "as_stored",
     "ascii_json_inner",
     "ascii_json_string",
     "atomic_write",
@@ -124,6 +133,7 @@ _SOURCES: dict[str, str] = {
     "KindStats": "cache_stats",
     "FORMATS": "codecs",
     "VectorFormat": "codecs",
+    "as_stored": "codecs",
     "decode_vector": "codecs",
     "dequantize": "codecs",
     "encode_vector": "codecs",

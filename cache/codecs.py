@@ -34,6 +34,7 @@ __all__ = [
     "E4M3_VALUES",
     "FORMATS",
     "VectorFormat",
+    "as_stored",
     "check_format",
     "decode_vector",
     "dequantize",
@@ -165,6 +166,18 @@ def dequantize(
         raise ValueError("int8 codes need their scales")
     scale = np.asarray(scales, dtype=np.float32)[..., None]
     return np.asarray(codes, dtype=np.int8).astype(np.float32) * scale
+
+
+def as_stored(x: npt.ArrayLike, fmt: VectorFormat = "float16") -> npt.NDArray[np.float32]:
+    """The float32 values a cache in ``fmt`` gives back for ``x`` (rows along the last
+    axis): what :func:`decode_vector` returns for :func:`encode_vector`'s bytes, so a fresh
+    answer can be handed out exactly as its cache hits will be.
+
+    >>> as_stored([1 / 3], "float16").tolist()
+    [0.333251953125]
+    """
+    codes, scales = quantize(x, fmt)
+    return dequantize(codes, fmt, scales)
 
 
 def encode_vector(vector: npt.ArrayLike, fmt: VectorFormat = "float16") -> bytes:

@@ -244,10 +244,11 @@ class Pipeline:
                 )
                 return
             results = results_of(kind, parsed, cost, len(chunk))
-            self._storage.put(kind, chunk, results, parsed, cost)
+            # as the cache holds them: a rerun from the cache gets these very values
+            handed = self._storage.put(kind, chunk, results, parsed, cost)
             self.stats.items_bought += len(chunk)
             emit(self._on_event, "bought", len(chunk))
-            for fut, result in zip(futs, results, strict=True):
+            for fut, result in zip(futs, handed, strict=True):
                 if not fut.done():
                     fut.set_result(result)
         except asyncio.CancelledError:

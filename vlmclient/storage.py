@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from cache.codecs import as_stored
 from cache.protocols import CacheEntry, CacheLike, LedgerLike, LedgerRecord
 
 from .errors import CacheStoreError, SpendRecordError
@@ -132,10 +133,13 @@ class Storage:
         results: Sequence[EmbeddingResult | AnswerResult],
         parsed: Parsed,
         cost: Decimal,
-    ) -> None:
-        """Cache the results of one paid request, each under its key."""
+    ) -> Sequence[EmbeddingResult | AnswerResult]:
+        """Cache the results of one paid request, each under its key, and return them as
+        the cache holds them: a cache that keeps vectors in a lossy format (the response
+        cache's float16) would otherwise give its hits other values than the paid answer
+        gave its caller, and a rerun from the cache would not reproduce the first run."""
         if self.cache is None:
-            return
+            return results
         meta = {
             "provider": self.provider,
             "model": self.model,
@@ -156,6 +160,13 @@ class Storage:
         started = time.perf_counter()
         try:
             self.cache.set_many(entries)
+            fmt = getattr(self.cache, "vector_format", None)
+            if fmt is not None:  # what was stored encoded, so it encodes again
+                results = [
+                    r.model_copy(update={"vector": as_stored(r.vector, fmt)})
+                    if isinstance(r, EmbeddingResult) else r
+                    for r in results
+                ]
         except Exception as exc:
             # The money is spent; the caller still gets the results. Whatever is bought next
             # could not be stored either, so no further requests are sent (as for the ledger).
@@ -172,6 +183,7 @@ class Storage:
             )
         finally:
             self.timings.add("cache", started)
+        return results
 
     def record(
         self,

@@ -341,3 +341,22 @@ async def test_cached_falls_back_to_an_old_key_and_stores_it_under_the_new_one(
     np.testing.assert_array_equal(found.vector, bought.vector)
     np.testing.assert_array_equal(direct.vector, bought.vector)
     assert len(fake_cohere.requests) == 1 and c.stats.cache_hits == 2
+
+
+@pytest.mark.parametrize("fmt", ["float16", "int8"])
+async def test_a_paid_vector_is_handed_out_as_its_cache_hits_will_be(
+    fake_cohere: FakeCohere, tmp_path, fmt: str
+) -> None:
+    from cache import ResponseCache
+
+    reqs = make_image_requests(3)
+    with ResponseCache(tmp_path / "c", vector_format=fmt) as cache:
+        async with client(fake_cohere, cache=cache) as c:
+            paid = await c.embed_images(reqs)
+    with ResponseCache(tmp_path / "c", vector_format=fmt) as cache:
+        async with client(fake_cohere, cache=cache) as c:
+            hits = await c.embed_images(reqs)
+    assert len(fake_cohere.requests) == 1 and all(r.cached for r in hits)
+    for a, b in zip(paid, hits, strict=True):
+        assert a.vector.dtype == b.vector.dtype == np.float32
+        np.testing.assert_array_equal(a.vector, b.vector)  # bit for bit
