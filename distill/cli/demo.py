@@ -125,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
         f"OOD = {', '.join(cfg.test_domains)}",
         caption=(
             f"one seed ({cfg.seed}): out of domain, a student's accuracy moves by up to "
-            "10-20 points from seed to seed here; --seeds 3 (or docs/results.md) compares "
-            "the methods over 3"
+            "10 points from seed to seed here; --seeds 3 (or docs/results.md, 5 seeds) "
+            "compares the methods"
             if cfg.seeds == 1 else
             f"mean ± std over seeds {cfg.seed}-{cfg.seed + cfg.seeds - 1} (the teacher: one "
             "run, it does not depend on the seed); train s: all seeds"

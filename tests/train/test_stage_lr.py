@@ -41,8 +41,10 @@ def test_lr_kd_flag_reaches_the_run_config(tiny_data: Path, tiny_cache: Path,
     assert json.loads((out / "config.json").read_text())["lr_kd"] == 2e-5
 
 
-def test_the_demo_gives_kd_lr_times_its_temperature() -> None:
+def test_the_demo_trains_kd_at_erms_lr() -> None:
     from distill.demo import DemoConfig
 
     cfg = DemoConfig()
-    assert cfg.lr_kd == pytest.approx(cfg.lr * TrainConfig.model_fields["kd_temperature"].default)
+    assert cfg.lr_kd is None  # unset: KD's stage takes --lr, as ERM's and Distill's
+    run = _cfg(method="kd", lr=cfg.lr, lr_kd=cfg.lr_kd)
+    assert run.stage_lr("kd") == cfg.lr
