@@ -140,3 +140,18 @@ def test_fidelity_on_minilm_sentence_embeddings(minilm_vectors: np.ndarray, fmt:
     assert minilm_vectors.shape == (90, 384)
     cos = _cosines(minilm_vectors, fmt)
     assert cos.min() >= MIN_COSINE[fmt], (fmt, float(cos.min()))
+
+
+@pytest.mark.parametrize("fmt", ["float16", "float8_e4m3", "int8"])
+def test_as_stored_is_what_a_cache_gives_back(fmt: str) -> None:
+    from cache import as_stored
+
+    rng = np.random.default_rng(0)
+    rows = (rng.standard_normal((5, 384)) / 20).astype(np.float32)
+    for row in rows:
+        want = decode_vector(encode_vector(row, fmt), fmt, 384)
+        got = as_stored(row, fmt)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+    # a matrix at once: row by row the same (int8's scale is per row)
+    np.testing.assert_array_equal(as_stored(rows, fmt), np.stack([as_stored(r, fmt) for r in rows]))
