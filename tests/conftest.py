@@ -148,6 +148,22 @@ def fake_clock() -> FakeClock:
 
 
 @pytest.fixture
+def adam_lrs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The lr of every ``torch.optim.Adam`` step taken during the test, read from the
+    optimizer as it steps (not from a log)."""
+    torch = pytest.importorskip("torch")
+    seen: list[float] = []
+    step = torch.optim.Adam.step
+
+    def recording(self: object, *a: object, **k: object) -> object:
+        seen.append(float(self.param_groups[0]["lr"]))  # type: ignore[attr-defined]
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording)
+    return seen
+
+
+@pytest.fixture
 def fake_cohere() -> FakeCohere:
     return FakeCohere()
 
