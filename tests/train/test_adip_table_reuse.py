@@ -62,3 +62,22 @@ def test_a_run_made_with_other_settings_is_retrained_not_reported(tmp_path: Path
     assert finished_run(out, "t", settings) is None and (out / "checkpoint").is_dir()
     assert finished_run(out, "t", {**settings, "steps": 150}) is None
     assert not out.exists()  # an unfinished run of other settings is not resumed either
+
+
+def test_each_dataset_has_its_own_size_and_seeds_unless_one_is_given() -> None:
+    import argparse
+
+    from benchmarks.adip_table import image_size, per_dataset, seed_count
+
+    default = argparse.Namespace(image_size=None, seeds=None, quick=False)
+    assert image_size("rotated-fashion", default) == 32
+    assert image_size("mnist-digits", default) == 64
+    assert image_size("mnist-digits", argparse.Namespace(image_size=48)) == 48
+    assert (seed_count("rotated-fashion", default), seed_count("mnist-digits", default)) == (3, 5)
+    quick = argparse.Namespace(seeds=None, quick=True)
+    assert seed_count("mnist-digits", quick) == 1
+    assert seed_count("mnist-digits", argparse.Namespace(seeds=2, quick=False)) == 2
+    assert per_dataset(32, " px") == "32 px"  # a results.json written before per-dataset
+    assert per_dataset({"a": 32, "b": 32}, " px") == "32 px"
+    assert per_dataset({"rotated-fashion": 32, "mnist-digits": 64}, " px") == (
+        "32 px on rotated-fashion, 64 px on mnist-digits")
