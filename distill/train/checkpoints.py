@@ -55,8 +55,19 @@ _RESUME_KEYS = ("teacher_fingerprint", "dataset_fingerprint", "method", "student
 
 
 def state_dict(student: Student) -> dict[str, torch.Tensor]:
-    """A CPU copy of the student's weights and buffers, ready for safetensors."""
-    return {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
+    """A CPU copy of the student's weights and buffers, ready for safetensors.
+
+    A copy, never a view: ``.cpu()`` and ``.contiguous()`` return the tensor itself when it
+    is already on the CPU and contiguous, and the optimizer updates those in place, so a
+    "best" state kept that way drifted with training (only channels_last conv weights were
+    copied) and best-ID selection restored a mix of the best step's convolutions and the
+    last step's everything else."""
+    import torch
+
+    return {
+        k: v.detach().clone(memory_format=torch.contiguous_format).cpu()
+        for k, v in student.state_dict().items()
+    }
 
 
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
