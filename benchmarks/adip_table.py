@@ -202,7 +202,10 @@ def seed_count(name: str, args: argparse.Namespace) -> int:
 
 
 def run_one(data: Path, cache: Path, out: Path, method: str, target: str, seed: int,
-            args: argparse.Namespace, teacher: str, size: int) -> dict[str, Any]:
+            args: argparse.Namespace, teacher: str, size: int,
+            reuse_only: bool = False) -> dict[str, Any] | None:
+    """Train one run (or reuse it when finished with the same settings); with
+    ``reuse_only``, None instead of training."""
     from distill.train.config import TrainConfig
     from distill.train.trainer import train
 
@@ -220,13 +223,61 @@ def run_one(data: Path, cache: Path, out: Path, method: str, target: str, seed: 
         swad=args.swad, threads=args.threads, warmup=args.warmup,
     )
     done = finished_run(out, teacher, settings)
-    if done is not None:  # finished before with these settings: the table resumes too
+    if done is not None or reuse_only:  # finished before with these settings: reused
         return done
     cfg = TrainConfig(
         data=str(data), cache=str(cache), teacher=teacher, out=str(out), **settings,
         resume=(out / "checkpoint").exists(),
     )
     return train(cfg)
+
+
+def table_row(name: str, path: Path, cache: Path, work: Path, method: str, targets: list[str],
+              args: argparse.Namespace, reuse_only: bool) -> dict[str, Any] | None:
+    """One method's row: OOD per target and the mean ID / OOD per seed, plus the training
+    time summed ("compute_s"); None when ``reuse_only`` and a run is not finished."""
+    row: dict[str, Any] = {"ood": {t: [] for t in targets}, "avg_id": [], "avg_ood": [],
+                           "compute_s": 0.0}
+    seeds = [0] if method == "zeroshot" else list(range(seed_count(name, args)))
+    for seed in seeds:
+        ids, oods = [], []
+        for target in targets:
+            out = work / "runs" / name / f"{method}-t{target}-s{seed}"
+            t = time.time()
+            m = run_one(path, cache, out, method, target, seed, args, TEACHERS[name],
+                        image_size(name, args), reuse_only=reuse_only)
+            if m is None:
+                return None
+            row["compute_s"] += float(m.get("wall_time_s", 0.0))
+            print(f"{name} {method} target={target} seed={seed}: "
+                  f"ID {m['mean_id']:.3f} OOD {m['mean_ood']:.3f} "
+                  f"({time.time() - t:.0f} s)", flush=True)
+            row["ood"][target].append(m["mean_ood"])
+            ids.append(m["mean_id"])
+            oods.append(m["mean_ood"])
+        row["avg_id"].append(statistics.mean(ids))
+        row["avg_ood"].append(statistics.mean(oods))
+    return row
+
+
+def methods_to_report(args: argparse.Namespace) -> tuple[str, ...]:
+    """Every method of the table: all of METHODS, 'kd-lr' only with ``--kd-lr``."""
+    return METHODS if args.kd_lr else tuple(m for m in METHODS if m != "kd-lr")
+
+
+def methods_to_train(args: argparse.Namespace) -> tuple[str, ...]:
+    """The methods this invocation trains: ``--methods`` (comma-separated) or every method
+    of the table. A method left out is still reported when the work folder holds all its
+    runs, finished with the same settings (a table finished in parts)."""
+    if not args.methods:
+        return methods_to_report(args)
+    chosen = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in chosen if m not in methods_to_report(args)]
+    if unknown or not chosen:
+        raise SystemExit(f"--methods: unknown {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(methods_to_report(args))} "
+                         "('kd-lr' needs --kd-lr)")
+    return chosen
 
 
 def teacher_prototypes(data: Path, cache: Path, targets: list[str], teacher: str
@@ -386,6 +437,10 @@ def main() -> None:
     ap.add_argument("--mnist-per-class", type=int, default=None)
     ap.add_argument("--kd-lr", action="store_true",
                     help="also KD at ERM's lr (the row 'KD (ERM's lr)'; a fifth more runs)")
+    ap.add_argument("--methods", default=None,
+                    help="train only these (comma-separated, of "
+                         + ",".join(METHODS) + "); a method left out is still reported "
+                         "when WORK holds all its finished runs")
     ap.add_argument("--swad", action="store_true")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the datasets")
     ap.add_argument("--no-docs", action="store_true")
@@ -421,6 +476,7 @@ def main() -> None:
     args.fashion_per_domain = args.fashion_per_domain or (120 if q else 200 if std else 500)
     args.mnist_per_class = args.mnist_per_class or (30 if q else 100)
     args.datasets = args.datasets.split(",")
+    methods_to_train(args)  # an unknown --methods name fails before any work
 
     from distill.data import scan
     from distill.train.trainer import train  # noqa: F401  (fail early when torch/timm are missing)
@@ -448,26 +504,14 @@ def main() -> None:
         targets = plan(name, ds.domains, args)
         entry: dict[str, Any] = {"domains": list(ds.domains), "targets": targets,
                                  "n_images": len(ds.samples), "methods": {}}
-        methods = METHODS if args.kd_lr else tuple(m for m in METHODS if m != "kd-lr")
-        for method in ("zeroshot", *methods):
-            row: dict[str, Any] = {"ood": {t: [] for t in targets}, "avg_id": [], "avg_ood": []}
-            seeds = [0] if method == "zeroshot" else list(range(seed_count(name, args)))
-            for seed in seeds:
-                ids, oods = [], []
-                for target in targets:
-                    out = work / "runs" / name / f"{method}-t{target}-s{seed}"
-                    t = time.time()
-                    m = run_one(path, cache, out, method, target, seed, args, TEACHERS[name],
-                               image_size(name, args))
-                    compute_s += float(m.get("wall_time_s", 0.0))
-                    print(f"{name} {method} target={target} seed={seed}: "
-                          f"ID {m['mean_id']:.3f} OOD {m['mean_ood']:.3f} "
-                          f"({time.time() - t:.0f} s)", flush=True)
-                    row["ood"][target].append(m["mean_ood"])
-                    ids.append(m["mean_id"])
-                    oods.append(m["mean_ood"])
-                row["avg_id"].append(statistics.mean(ids))
-                row["avg_ood"].append(statistics.mean(oods))
+        for method in ("zeroshot", *methods_to_report(args)):
+            reuse_only = method not in ("zeroshot", *methods_to_train(args))
+            row = table_row(name, path, cache, work, method, targets, args, reuse_only)
+            if row is None:
+                print(f"{name} {method}: not in --methods and not every run is finished "
+                      "here; left out of the table", flush=True)
+                continue
+            compute_s += row.pop("compute_s")
             entry["methods"][method] = row
         entry["methods"]["prototype"] = teacher_prototypes(path, cache, targets, TEACHERS[name])
         results[name] = entry

@@ -3,8 +3,11 @@ was made against the teacher the table now names (a refitted teacher has a new n
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
+
+import pytest
 
 from benchmarks import adip_table
 from benchmarks.adip_table import finished_run, harvest_record
@@ -81,3 +84,47 @@ def test_each_dataset_has_its_own_size_and_seeds_unless_one_is_given() -> None:
     assert per_dataset({"a": 32, "b": 32}, " px") == "32 px"
     assert per_dataset({"rotated-fashion": 32, "mnist-digits": 64}, " px") == (
         "32 px on rotated-fashion, 64 px on mnist-digits")
+
+
+def _args(**kw: object) -> argparse.Namespace:
+    base: dict[str, object] = dict(
+        kd_lr=False, methods=None, views=4, steps=150, image_size=None, lr=5e-4,
+        batch_per_domain=32, eval_every=75, swad=False, threads=2, warmup=40, seeds=None,
+        quick=False)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_methods_chooses_what_is_trained_and_rejects_unknown_names() -> None:
+    assert adip_table.methods_to_train(_args()) == ("erm", "kd", "adip", "adip-k1")
+    assert adip_table.methods_to_train(_args(kd_lr=True, methods="erm, kd-lr,adip")) == (
+        "erm", "kd-lr", "adip")
+    with pytest.raises(SystemExit, match="unknown kd-lr"):
+        adip_table.methods_to_train(_args(methods="erm,kd-lr"))  # kd-lr needs --kd-lr
+    with pytest.raises(SystemExit, match="unknown bogus"):
+        adip_table.methods_to_train(_args(methods="bogus"))
+
+
+def test_a_method_left_out_is_reported_only_from_finished_runs(tmp_path: Path) -> None:
+    """A table finished in parts: a row left out by --methods comes from the folder's
+    finished runs, or is left out; nothing is trained for it."""
+    adip_table.TEACHERS["mnist-digits"] = "t"
+    args = _args(kd_lr=True, methods="adip", seeds=3)
+    runs = tmp_path / "runs" / "mnist-digits"
+    settings = {"method": "kd", "views": 4, "test_domains": ["sklearn_digits"],
+                "steps_align": 150, "steps_distill": 150, "steps": 300, "image_size": 64,
+                "lr": 5e-4, "lr_kd": 5e-4, "batch_per_domain": 32, "eval_every": 75,
+                "seed": 0, "swad": False, "threads": 2, "warmup": 40}
+    for seed in (0, 1, 2):
+        out = runs / f"kd-lr-tsklearn_digits-s{seed}"
+        _write(out / "config.json", {**settings, "seed": seed})
+        _write(out / "metrics.json", {"teacher": "t", "mean_id": 0.9, "mean_ood": 0.5 + seed / 10,
+                                      "wall_time_s": 10.0})
+    row = adip_table.table_row("mnist-digits", tmp_path / "data", tmp_path / "cache", tmp_path,
+                               "kd-lr", ["sklearn_digits"], args, reuse_only=True)
+    assert row is not None
+    assert row["ood"]["sklearn_digits"] == [0.5, 0.6, 0.7] and row["compute_s"] == 30.0
+    (runs / "kd-lr-tsklearn_digits-s2" / "metrics.json").unlink()  # one run unfinished
+    assert adip_table.table_row("mnist-digits", tmp_path / "data", tmp_path / "cache",
+                                tmp_path, "kd-lr", ["sklearn_digits"], args,
+                                reuse_only=True) is None
+    assert not (runs / "kd-lr-tsklearn_digits-s2" / "metrics.json").exists()  # not trained
