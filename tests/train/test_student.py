@@ -68,3 +68,21 @@ def test_weights_file_is_used(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lacks"):
         save_file({"nothing": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
         create_backbone("mobilenetv3_small_050", weights_file=tmp_path / "bad.safetensors")
+
+
+def test_the_first_student_on_a_machine_is_the_seeded_one(tmp_path: Path) -> None:
+    """Converting the packaged weights on first use must not draw from the global RNG:
+    it did (timm built a randomly initialised reference model), so the first student ever
+    built on a machine (the first demo's ERM) got another head than every later one built
+    with the same seed, and a first `make demo` and its rerun disagreed."""
+    def seeded_head(weights: Path) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        student = build_student("tf_efficientnet_lite0", method="erm", num_classes=10,
+                                weights_dir=weights)
+        return {k: v.clone() for k, v in student.state_dict().items() if "backbone" not in k}
+
+    first = seeded_head(tmp_path / "fresh")  # converts the packaged weights
+    assert (tmp_path / "fresh" / "tf_efficientnet_lite0.safetensors").is_file()
+    later = seeded_head(tmp_path / "fresh")  # loads the converted file
+    assert first.keys() == later.keys() and first
+    assert all(torch.equal(first[k], later[k]) for k in first)
