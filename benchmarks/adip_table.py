@@ -476,7 +476,7 @@ def main() -> None:
     args.fashion_per_domain = args.fashion_per_domain or (120 if q else 200 if std else 500)
     args.mnist_per_class = args.mnist_per_class or (30 if q else 100)
     args.datasets = args.datasets.split(",")
-    methods_to_train(args)  # an unknown --methods name fails before any work
+    trained = methods_to_train(args)  # an unknown --methods name fails before any work
 
     from distill.data import scan
     from distill.train.trainer import train  # noqa: F401  (fail early when torch/timm are missing)
@@ -505,7 +505,7 @@ def main() -> None:
         entry: dict[str, Any] = {"domains": list(ds.domains), "targets": targets,
                                  "n_images": len(ds.samples), "methods": {}}
         for method in ("zeroshot", *methods_to_report(args)):
-            reuse_only = method not in ("zeroshot", *methods_to_train(args))
+            reuse_only = method not in ("zeroshot", *trained)
             row = table_row(name, path, cache, work, method, targets, args, reuse_only)
             if row is None:
                 print(f"{name} {method}: not in --methods and not every run is finished "

@@ -104,10 +104,12 @@ def test_methods_chooses_what_is_trained_and_rejects_unknown_names() -> None:
         adip_table.methods_to_train(_args(methods="bogus"))
 
 
-def test_a_method_left_out_is_reported_only_from_finished_runs(tmp_path: Path) -> None:
+def test_a_method_left_out_is_reported_only_from_finished_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A table finished in parts: a row left out by --methods comes from the folder's
     finished runs, or is left out; nothing is trained for it."""
-    adip_table.TEACHERS["mnist-digits"] = "t"
+    monkeypatch.setitem(adip_table.TEACHERS, "mnist-digits", "t")
     args = _args(kd_lr=True, methods="adip", seeds=3)
     runs = tmp_path / "runs" / "mnist-digits"
     settings = {"method": "kd", "views": 4, "test_domains": ["sklearn_digits"],
