@@ -171,7 +171,8 @@ def train_student(
     """Train a fresh student for ``steps`` steps on soft ``targets`` (N, C) [+ CE on labels].
 
     ``pixels`` are uint8 (N, 3, H, W). As the trainer does by default: BatchNorm in eval
-    mode (``freeze_bn``, by default when ``pretrained``: it keeps the ImageNet statistics;
+    mode (``freeze_bn``, by default when the student starts from packaged weights: it keeps
+    the ImageNet statistics;
     a randomly initialised student has none to keep, so it trains them; trained BatchNorm
     cost the trainer's pretrained students 19-40 points out of domain) and lr 5e-4 (at
     1e-3 with frozen BatchNorm one seed in three collapsed to chance);
@@ -187,7 +188,7 @@ def train_student(
 
     from distill.train.config import warmup_factor
     from distill.train.evaluate import to_input
-    from distill.train.student import build_student, norm_stats
+    from distill.train.student import build_student, norm_stats, starts_from_weights
     from distill.train.task import freeze_batchnorm
 
     torch.manual_seed(seed)
@@ -201,7 +202,7 @@ def train_student(
     gen = torch.Generator().manual_seed(seed)
     n = len(pixels)
     model.train()
-    if pretrained if freeze_bn is None else freeze_bn:
+    if starts_from_weights(student, pretrained=pretrained) if freeze_bn is None else freeze_bn:
         freeze_batchnorm(model.backbone)
     for _ in range(steps):
         idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)

@@ -131,9 +131,11 @@ class TrainConfig(BaseModel):
         0.3, ge=0.0, description="SWAD LossValley: threshold = converged loss x (1 + this)"
     )
     swad_bn_steps: int = Field(100, ge=0, description="batches to re-estimate BN after SWAD")
-    freeze_bn: bool = Field(
-        True, description="BatchNorm in eval mode (ImageNet statistics) in every stage, "
-        "as the official VL2V-ADiP code does for every student; --no-freeze-bn trains them"
+    freeze_bn: bool | None = Field(
+        None, description="BatchNorm in eval mode (its pretrained statistics) in every "
+        "stage, as the official VL2V-ADiP code does for every (pretrained) student; "
+        "--no-freeze-bn trains them (default: frozen when the student starts from weights, "
+        "trained when it starts at random, whose statistics are placeholders)"
     )
     channels_last: bool | None = Field(
         None, description="channels-last memory format (default: on for convnets)"

@@ -15,7 +15,13 @@ import torch
 from distill.data import DataError, Dataset, Sample, scan, split_holdout
 from distill.train.config import TrainConfig
 from distill.train.evaluate import to_input
-from distill.train.student import Student, build_student, is_convnet, norm_stats
+from distill.train.student import (
+    Student,
+    build_student,
+    is_convnet,
+    norm_stats,
+    starts_from_weights,
+)
 from distill.train.targets import TeacherTargets
 from vlmclient.errors import ConfigurationError
 
@@ -141,10 +147,14 @@ def resolve(
     config: TrainConfig, split: DataSplit, targets: TeacherTargets, fmt: InputFormat
 ) -> TrainConfig:
     """The config with what was left to the run filled in (domains, store, views,
-    channels_last): what config.json records. ``resume`` is dropped: it is how the run was
-    started, not what it is."""
+    channels_last, freeze_bn): what config.json records. ``resume`` is dropped: it is how
+    the run was started, not what it is."""
+    freeze_bn = config.freeze_bn
+    if freeze_bn is None:
+        freeze_bn = starts_from_weights(config.student, pretrained=config.pretrained,
+                                        weights_file=config.student_weights)
     return config.model_copy(update={
         "train_domains": split.train_domains, "test_domains": split.test_domains,
         "store": str(targets.path), "views": targets.views,
-        "channels_last": fmt.channels_last, "freeze_bn": config.freeze_bn, "resume": False,
+        "channels_last": fmt.channels_last, "freeze_bn": freeze_bn, "resume": False,
     })

@@ -34,6 +34,7 @@ __all__ = [
     "is_convnet",
     "norm_stats",
     "packaged_weights_file",
+    "starts_from_weights",
 ]
 
 # CLIP's exp(logit_scale) after training; the official ADiP head uses it as is.
@@ -209,6 +210,21 @@ def create_backbone(
             pretrained_cfg_overlay={"file": str(file)},
         )
     return timm.create_model(name, pretrained=False, num_classes=0, drop_rate=0.0)
+
+
+def starts_from_weights(
+    name: str, *, pretrained: bool, weights_file: str | os.PathLike[str] | None = None
+) -> bool:
+    """True when :func:`create_backbone` gives ``name`` trained weights (a weights file, or
+    packaged ones when ``pretrained``), False when it initialises it at random: a random
+    student's BatchNorm has no statistics worth freezing.
+
+    >>> starts_from_weights("tf_efficientnet_lite0", pretrained=True)
+    True
+    >>> starts_from_weights("mobilenetv3_small_100", pretrained=True)  # nothing packaged
+    False
+    """
+    return weights_file is not None or (pretrained and name in PACKAGED_WEIGHTS)
 
 
 def is_convnet(model: nn.Module) -> bool:

@@ -172,7 +172,8 @@ def _train(
             stage, n_steps = stages[si]
             first = run.step if si == run.stage_index else 0
             task = make_task(stage, lam=config.lam, text=targets.text.to(device),
-                             kd_temperature=config.kd_temperature, freeze_bn=config.freeze_bn)
+                             kd_temperature=config.kd_temperature,
+                             freeze_bn=bool(resolved.freeze_bn))
             optimizer = torch.optim.Adam(
                 task.configure(student), lr=config.stage_lr(stage),
                 weight_decay=config.weight_decay,
@@ -261,7 +262,7 @@ def _train(
                 note = stage_note(stage, n_steps, student, stopper, p_init)  # before the swap
                 note.update(select_weights(
                     student, run, valley=valley, select=config.select,
-                    bn_loader=None if stage == "align" or config.freeze_bn else loader,
+                    bn_loader=None if stage == "align" or resolved.freeze_bn else loader,
                     bn_steps=config.swad_bn_steps, fmt=fmt, device=device,
                 ))
                 run.finish_stage(note)

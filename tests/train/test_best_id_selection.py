@@ -43,9 +43,9 @@ def test_the_final_model_is_the_best_evaluated_one(tiny_data: Path, tiny_cache: 
     code = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
                  "--out", str(out), "--method", "erm", "--steps", "12", "--eval-every", "1",
                  "--lr", "3e-2", "--warmup", "0", "--student", "mobilenetv3_small_050",
-                 "--no-pretrained", "--image-size", "32", "--batch-per-domain", "4",
-                 "--test-domains", "dom3", "--threads", "1"])
-    assert code == 0
+                 "--no-pretrained", "--freeze-bn", "--image-size", "32",
+                 "--batch-per-domain", "4", "--test-domains", "dom3", "--threads", "1"])
+    assert code == 0  # --freeze-bn: the setup in which this run ends below its best
     metrics = json.loads((out / "metrics.json").read_text())
     history = [h for h in metrics["history"] if h["stage"] == "erm"]
     best = max(history, key=lambda h: h["mean_id"])  # the first of equals, as kept

@@ -25,7 +25,8 @@ TEACHER = sys.argv[6]
 cfg = TrainConfig(data=data, cache=cache, teacher=TEACHER, out=out, student="mobilenetv3_small_050",
                   pretrained=False, method=sys.argv[5], steps=3, steps_align=2, steps_distill=2,
                   image_size=32, batch_per_domain=4, eval_every=2, test_domains=("dom3",),
-                  threads=1, select="last")
+                  threads=1, select="last", freeze_bn=True)
+# freeze_bn: BatchNorm statistics trained per rank differ between DDP's buffer broadcasts.
 # Every tensor the trainer broadcasts at a stage's end (the student's weights and buffers), as
 # each rank holds it before the broadcast: equal across ranks only if DDP synced every step.
 # (DDP's own syncing goes through torch's private coalesced broadcast, not this function.)

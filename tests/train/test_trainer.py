@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -84,9 +85,9 @@ def test_swad_averages_and_reports(tiny_data, tiny_cache, tmp_path):
     note = m["stages"][0]
     assert note["selected"] == "swad" and "converged" in note["swad"]
     assert note["bn_batches"] == 2
-    # BatchNorm frozen (the default): its statistics are ImageNet's, nothing to re-estimate
+    # BatchNorm frozen (the default for a pretrained student): nothing to re-estimate
     m = train(_cfg(tiny_data, tiny_cache, tmp_path / "swad-frozen", method="erm", swad=True,
-                   steps=5, eval_every=1))
+                   steps=5, eval_every=1, freeze_bn=True))
     assert m["stages"][0]["selected"] == "swad" and "bn_batches" not in m["stages"][0]
 
 
@@ -212,3 +213,45 @@ def test_cli_usage_errors(tiny_data, tiny_cache, tmp_path, capsys):
     rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
                "--out", str(tmp_path / "y"), "--test-domains", "nope", "--student", STUDENT])
     assert rc == 2 and "unknown domain" in capsys.readouterr().err
+
+
+def _running_means(out: Path) -> list:
+    from safetensors.torch import load_file
+
+    state = load_file(str(out / "model.safetensors"))
+    return [v for k, v in state.items() if k.endswith("running_mean")]
+
+
+def test_a_random_student_trains_its_batchnorm(tiny_data, tiny_cache, tmp_path):
+    # A randomly initialised student's BatchNorm statistics are placeholders (mean 0, var 1):
+    # frozen, they left mobilenetv3's features at ~1e-4 of their batch-normalised scale.
+    # By default BN is frozen only for a student that starts from weights.
+    args = ["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+            "--student", STUDENT, "--no-pretrained", "--method", "erm", "--steps", "2",
+            "--test-domains", "dom3", "--image-size", "32", "--batch-per-domain", "4",
+            "--threads", "1"]
+    assert main([*args, "--out", str(tmp_path / "auto")]) == 0
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["freeze_bn"] is False
+    assert all(m.abs().sum() > 0 for m in _running_means(tmp_path / "auto"))
+    assert main([*args, "--out", str(tmp_path / "frozen"), "--freeze-bn"]) == 0
+    assert json.loads((tmp_path / "frozen" / "config.json").read_text())["freeze_bn"] is True
+    assert all(m.abs().sum() == 0 for m in _running_means(tmp_path / "frozen"))
+
+
+def test_a_pretrained_student_keeps_its_batchnorm_frozen_by_default(tiny_data, tiny_cache,
+                                                                     tmp_path):
+    from distill.train.prepare import resolve
+    from distill.train.student import starts_from_weights
+
+    assert starts_from_weights("tf_efficientnet_lite0", pretrained=True)
+    assert not starts_from_weights("tf_efficientnet_lite0", pretrained=False)
+    assert starts_from_weights(STUDENT, pretrained=False, weights_file="w.safetensors")
+    cfg = _cfg(tiny_data, tiny_cache, tmp_path / "r", student="tf_efficientnet_lite0",
+               pretrained=True)
+    assert cfg.freeze_bn is None
+    split = SimpleNamespace(train_domains=("dom1", "dom2"), test_domains=("dom3",))
+    targets = SimpleNamespace(path=tiny_cache / "stores" / "s1", views=1)
+    fmt = SimpleNamespace(channels_last=True)
+    assert resolve(cfg, split, targets, fmt).freeze_bn is True  # type: ignore[arg-type]
+    off = cfg.model_copy(update={"freeze_bn": False})
+    assert resolve(off, split, targets, fmt).freeze_bn is False  # type: ignore[arg-type]
