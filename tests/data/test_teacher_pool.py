@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_bench_datasets import _fake_fashion, _fake_mnist
 
 from distill.cli import main
 from distill.data import DataError, scan
@@ -35,6 +34,7 @@ from distill.teacher.pool import (
     read_pool,
     source_digest,
 )
+from tests.data.test_bench_datasets import _fake_fashion, _fake_mnist
 
 
 def _sklearn_u8() -> np.ndarray:
