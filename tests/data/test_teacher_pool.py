@@ -103,7 +103,7 @@ def test_pool_leaves_out_pixel_duplicates_of_dealt_images(tmp_path):
     x[59], y[59] = x[dealt], y[dealt]
     for f in src.iterdir():
         f.unlink()
-    from test_bench_datasets import _write_idx
+    from tests.data.test_bench_datasets import _write_idx
 
     _write_idx(src / "train-images-idx3-ubyte.gz", x[:50], 2051)
     _write_idx(src / "train-labels-idx1-ubyte.gz", y[:50], 2049)
