@@ -224,7 +224,7 @@ def _running_means(out: Path) -> list:
 
 def test_a_random_student_trains_its_batchnorm(tiny_data, tiny_cache, tmp_path):
     # A randomly initialised student's BatchNorm statistics are placeholders (mean 0, var 1):
-    # frozen, they left mobilenetv3's features at ~1e-4 of their batch-normalised scale.
+    # frozen, BatchNorm is a fixed affine map and the network trains without normalisation.
     # By default BN is frozen only for a student that starts from weights.
     args = ["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
             "--student", STUDENT, "--no-pretrained", "--method", "erm", "--steps", "2",
