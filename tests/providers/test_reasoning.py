@@ -407,7 +407,7 @@ def test_pseudolabel_reasoning_flag_reaches_the_client(
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(
-        ["data", "--teacher", "openai:gpt-5-mini", "--reasoning", "low", "--budget", "1"]
+        ["data", "--teacher", "openai:gpt-5.6-luna", "--reasoning", "low", "--budget", "1"]
     )
     coord = Coordinator(tmp_path / "coordination.db", ledger_path=tmp_path / "ledger.jsonl")
     try:
@@ -415,7 +415,7 @@ def test_pseudolabel_reasoning_flag_reaches_the_client(
         assert client.params == {"reasoning": "low"}
     finally:
         coord.close()
-    args = parser.parse_args(["data", "--teacher", "openai:gpt-5-mini"])
+    args = parser.parse_args(["data", "--teacher", "openai:gpt-5.6-luna"])
     assert args.reasoning == "off"
     with pytest.raises(SystemExit):
         parser.parse_args(["data", "--reasoning", "lots"])
