@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from distill.cli import main
@@ -39,17 +40,24 @@ def test_a_kept_state_does_not_move_with_training() -> None:
 
 def test_the_final_model_is_the_best_evaluated_one(tiny_data: Path, tiny_cache: Path,
                                                    tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    code = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
-                 "--out", str(out), "--method", "erm", "--steps", "12", "--eval-every", "1",
-                 "--lr", "3e-2", "--warmup", "0", "--student", "mobilenetv3_small_050",
-                 "--no-pretrained", "--freeze-bn", "--image-size", "32",
-                 "--batch-per-domain", "4", "--test-domains", "dom3", "--threads", "1"])
-    assert code == 0  # --freeze-bn: the setup in which this run ends below its best
-    metrics = json.loads((out / "metrics.json").read_text())
-    history = [h for h in metrics["history"] if h["stage"] == "erm"]
-    best = max(history, key=lambda h: h["mean_id"])  # the first of equals, as kept
+    # The check needs a run that ends below its best evaluation; which seed does depends on
+    # the machine's float rounding, so the first of a few seeds that does is used.
+    for seed in range(6):
+        out = tmp_path / f"run-{seed}"
+        code = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+                     "--out", str(out), "--method", "erm", "--steps", "12", "--eval-every", "1",
+                     "--lr", "3e-2", "--warmup", "0", "--student", "mobilenetv3_small_050",
+                     "--no-pretrained", "--freeze-bn", "--image-size", "32",
+                     "--batch-per-domain", "4", "--test-domains", "dom3", "--threads", "1",
+                     "--seed", str(seed)])
+        assert code == 0  # --freeze-bn: the setup in which such runs end below their best
+        metrics = json.loads((out / "metrics.json").read_text())
+        history = [h for h in metrics["history"] if h["stage"] == "erm"]
+        best = max(history, key=lambda h: h["mean_id"])  # the first of equals, as kept
+        if history[-1]["mean_id"] < best["mean_id"]:
+            break
+    else:
+        pytest.fail("no seed ended below its best evaluation: the check cannot fail")
     assert metrics["stages"][0]["selected"] == "best_id"
-    assert history[-1]["mean_id"] < best["mean_id"], "the run must end below its best"
     assert metrics["mean_id"] == best["mean_id"] == metrics["stages"][0]["best_id"]
     assert metrics["mean_ood"] == best["mean_ood"]
