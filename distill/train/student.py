@@ -192,6 +192,8 @@ def create_backbone(
     """
     import timm
 
+    if not starts_from_weights(name, pretrained=pretrained, weights_file=weights_file):
+        return timm.create_model(name, pretrained=False, num_classes=0, drop_rate=0.0)
     if weights_file is not None:
         model = timm.create_model(name, pretrained=False, num_classes=0, drop_rate=0.0)
         state = _load_state(Path(weights_file))
@@ -203,13 +205,11 @@ def create_backbone(
             raise ValueError(f"weights file {weights_file} lacks {len(missing)} tensors, "
                              f"e.g. {missing[:3]}")
         return model
-    if pretrained and name in PACKAGED_WEIGHTS:
-        file = packaged_weights_file(name, weights_dir)
-        return timm.create_model(
-            name, pretrained=True, num_classes=0, drop_rate=0.0,
-            pretrained_cfg_overlay={"file": str(file)},
-        )
-    return timm.create_model(name, pretrained=False, num_classes=0, drop_rate=0.0)
+    file = packaged_weights_file(name, weights_dir)
+    return timm.create_model(
+        name, pretrained=True, num_classes=0, drop_rate=0.0,
+        pretrained_cfg_overlay={"file": str(file)},
+    )
 
 
 def starts_from_weights(
