@@ -14,7 +14,7 @@ from torch import nn
 
 from distill.train.student import Student
 
-__all__ = ["barrier", "broadcast_state", "dist_env", "init_group", "wrap_ddp"]
+__all__ = ["barrier", "broadcast_flag", "broadcast_state", "dist_env", "init_group", "wrap_ddp"]
 
 
 def dist_env() -> tuple[int, int, int]:
@@ -63,3 +63,14 @@ def broadcast_state(student: Student, world: int) -> None:
     with torch.no_grad():
         for t in list(student.state_dict().values()):
             dist.broadcast(t, src=0)
+
+
+def broadcast_flag(flag: bool, world: int) -> bool:
+    """Rank 0's ``flag`` on every rank (``flag`` itself with one process)."""
+    if world <= 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(t, src=0)
+    return bool(t.item())

@@ -5,7 +5,9 @@ step into a *segment*; at every evaluation the segment (with the in-domain valid
 goes to :class:`LossValley` and a new segment starts. LossValley waits until the loss
 stops falling (the oldest of the last ``n_converge`` segments has the lowest loss), then
 averages segments while the smoothed loss stays under ``(1 + tolerance_ratio)`` × the loss
-at convergence, and stops for good once it rises above ("dead valley").
+at convergence, and stops for good once it rises above ("dead valley"); the trainer then
+ends the stage, as the official trainer does ("SWAD valley is dead -> early stop"): no later
+step could enter the average.
 
 This is a port of ``domainbed/swad.py`` (``LossValley``) and ``swa_utils.AveragedModel`` of
 the SWAD code, on dicts of tensors instead of model copies, with their quirks kept: an
@@ -80,6 +82,7 @@ class LossValley:
         self.final: Average | None = None
         self.converge_step: int | None = None
         self.dead_valley = False
+        self.dead_at_step: int | None = None  # the last step of the segment that ended it
         self.threshold: float | None = None
 
     @property
@@ -129,6 +132,7 @@ class LossValley:
             return
         if self._smooth_loss(0) > self.threshold:
             self.dead_valley = True
+            self.dead_at_step = segment.end_step
             return
         assert self.final is not None
         self.final.add(self.smooth_q[0])
@@ -152,6 +156,7 @@ class LossValley:
             "converged": self.is_converged,
             "converge_step": self.converge_step,
             "dead_valley": self.dead_valley,
+            "dead_at_step": self.dead_at_step,
             "threshold": self.threshold,
             "averaged_segments": None if self.final is None else self.final.n,
             "start_step": None if self.final is None else self.final.start_step,

@@ -54,7 +54,14 @@ from distill.train.checkpoints import (
     write_json,
 )
 from distill.train.config import TrainConfig
-from distill.train.distributed import barrier, broadcast_state, dist_env, init_group, wrap_ddp
+from distill.train.distributed import (
+    barrier,
+    broadcast_flag,
+    broadcast_state,
+    dist_env,
+    init_group,
+    wrap_ddp,
+)
 from distill.train.evaluate import RUN_FILE, WEIGHTS_FILE
 from distill.train.prepare import DataSplit, build, resolve, run_info, split_data
 from distill.train.stages import AlignStop, Evaluator, select_weights, stage_note, trainable
@@ -238,8 +245,8 @@ def _train(
                 notify(Progress("step", stage, step + 1, n_steps, values,
                                 last_eval.get("mean_id"), last_eval.get("mean_ood")))
 
-                converged = stopper is not None and stopper.update(values["loss"])
-                if step % config.eval_every == 0 or step == n_steps - 1 or converged:
+                stop = stopper is not None and stopper.update(values["loss"])  # Align settled
+                if step % config.eval_every == 0 or step == n_steps - 1 or stop:
                     if main:
                         last_eval = evaluate(student, stage, step)
                         run.record(last_eval)
@@ -254,7 +261,11 @@ def _train(
                                         last_eval["mean_id"], last_eval["mean_ood"]))
                     segment = Average()
                     barrier(world)
-                if converged:
+                    # A dead valley takes no more steps into SWAD's average: stop, as the
+                    # official trainer does (rank 0 decides; every rank leaves together).
+                    if valley is not None:
+                        stop = broadcast_flag(main and valley.dead_valley, world) or stop
+                if stop:
                     break
 
             # End of stage: SWAD average, or the best in-domain checkpoint, or the last.

@@ -66,3 +66,32 @@ def test_torchrun_two_cpu_processes(tiny_data, tiny_cache, tmp_path, method):
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == (4 if method == "adip" else 3)  # rank 0's lines only
     assert json.loads((out / "metrics.json").read_text())["ood"]["dom3"]["n"] == 18
+
+
+FLAG_SCRIPT = """
+import json, os, sys
+import torch.distributed as dist
+from distill.train.distributed import broadcast_flag, init_group
+
+init_group(2)
+rank = int(os.environ["RANK"])
+# rank 0 decides, whatever the other rank holds: how a dead SWAD valley stops every rank
+got = [broadcast_flag(rank == 0, 2), broadcast_flag(rank == 1, 2)]
+with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
+    json.dump(got, f)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_broadcast_flag_gives_every_rank_rank_zeros_flag(tmp_path):
+    script = tmp_path / "flag.py"
+    script.write_text(FLAG_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [True, False]

@@ -37,6 +37,9 @@ def test_loss_valley_converges_averages_and_dies() -> None:
     info = lv.describe()
     # Segments 3 (the minimum) to 11 are averaged, none of the 9.0 ones (12..).
     assert info["start_step"] == 3 and info["end_step"] == 11
+    # It died when six 9.0s filled the tolerance window: at segment 17, the trainer's cue
+    # to end the stage.
+    assert info["dead_at_step"] == 17
     assert params["w"].item() == pytest.approx(sum(range(3, 12)) / 9)
 
 

@@ -91,6 +91,29 @@ def test_swad_averages_and_reports(tiny_data, tiny_cache, tmp_path):
     assert m["stages"][0]["selected"] == "swad" and "bn_batches" not in m["stages"][0]
 
 
+def test_a_stage_ends_when_its_swad_valley_dies(tiny_data, tiny_cache, tmp_path, monkeypatch):
+    """As the official trainer does: once the valley is dead no later step can enter the
+    average, so the stage stops (it used to train on to its last step for nothing)."""
+    import distill.train.trainer as trainer_module
+    from distill.train.swad import Average, LossValley
+
+    class DiesAtSecondEvaluation(LossValley):
+        def update_and_evaluate(self, segment: Average, val_loss: float) -> None:
+            super().update_and_evaluate(segment, val_loss)
+            if len(self.converge_q) == 2 and not self.dead_valley:
+                self.dead_valley, self.dead_at_step = True, segment.end_step
+
+    monkeypatch.setattr(trainer_module, "LossValley", DiesAtSecondEvaluation)
+    out = tmp_path / "dies"
+    m = train(_cfg(tiny_data, tiny_cache, out, method="adip", swad=True, steps_align=8,
+                   steps_distill=8, eval_every=2))
+    for note in m["stages"]:  # evaluations at steps 0 and 2: dead at 2, 3 steps run
+        assert note["swad"]["dead_valley"] and note["swad"]["dead_at_step"] == 2
+    for stage in ("align", "distill"):
+        steps = [r["step"] for r in _log(out) if r.get("stage") == stage and "loss" in r]
+        assert steps == [0, 1, 2], stage
+
+
 def test_align_stops_when_its_loss_settles_and_reports_it(tiny_data, tiny_cache, tmp_path):
     m = train(_cfg(tiny_data, tiny_cache, tmp_path / "align", method="adip",
                    steps_align=400, steps_distill=2, eval_every=1000, align_window=5,
