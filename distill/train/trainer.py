@@ -245,7 +245,10 @@ def _train(
                 notify(Progress("step", stage, step + 1, n_steps, values,
                                 last_eval.get("mean_id"), last_eval.get("mean_ood")))
 
-                stop = stopper is not None and stopper.update(values["loss"])  # Align settled
+                # Align settled: rank 0's rule decides for every rank (the ranks' losses
+                # differ, and a rank leaving the loop alone would hang the others)
+                stop = stopper is not None and broadcast_flag(stopper.update(values["loss"]),
+                                                              world)
                 if step % config.eval_every == 0 or step == n_steps - 1 or stop:
                     if main:
                         last_eval = evaluate(student, stage, step)

@@ -95,3 +95,33 @@ def test_broadcast_flag_gives_every_rank_rank_zeros_flag(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in (0, 1):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [True, False]
+
+
+@pytest.mark.slow
+def test_align_stops_on_every_rank_when_rank_zero_says_so(tiny_data, tiny_cache, tmp_path):
+    """Align's stopping rule sees each rank's own loss; if ranks decided alone, one would
+    leave the stage while the others wait in DDP's all-reduce (a hang). Here rank 1's rule
+    fires at its first step and rank 0's never: every rank must train all three steps."""
+    script = tmp_path / "ddp_align.py"
+    script.write_text(SCRIPT.replace("m = train(cfg)", """
+import distill.train.trainer as trainer_module
+class RankOneStops(trainer_module.AlignStop):
+    def update(self, loss):
+        super().update(loss)
+        return os.environ["RANK"] == "1"
+trainer_module.AlignStop = RankOneStops
+m = train(cfg.model_copy(update={"steps_align": 3}))"""))
+    out, sums = tmp_path / "run", tmp_path / "sums"
+    sums.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", str(script), str(tiny_data), str(tiny_cache), str(out), str(sums), "adip",
+           TEACHER]
+    try:
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the ranks hung: one left Align while the other trained on")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r.get("stage") == "align" and "loss" in r] == [0, 1, 2]
