@@ -85,6 +85,12 @@ class TrainConfig(BaseModel):
     lam: float = Field(
         0.5, ge=0.0, le=1.0, description="ADiP image-vs-text weight; KD's KL weight"
     )
+    image_targets: Literal["all", "view0", "teacher-correct"] = Field(
+        "all",
+        description="teacher image embeddings ADiP's image term pulls to: all (official), "
+        "view0 (only the images themselves, not their cropped views), teacher-correct "
+        "(only those the teacher's zero-shot classifier gets right)",
+    )
     kd_temperature: float = Field(0.1, gt=0.0, description="KD softmax temperature")
     lr: float = Field(5e-5, gt=0.0, description="learning rate of Distill, ERM and KD")
     lr_align: float = Field(

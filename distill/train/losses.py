@@ -24,19 +24,32 @@ __all__ = ["adip_loss", "ce_loss", "kd_loss", "teacher_logits"]
 
 
 def adip_loss(
-    emb: torch.Tensor, image_t: torch.Tensor, text_y: torch.Tensor, lam: float = 0.5
+    emb: torch.Tensor,
+    image_t: torch.Tensor,
+    text_y: torch.Tensor,
+    lam: float = 0.5,
+    image_mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """ADiP loss of projected student features ``emb`` (B, D) against teacher targets.
 
     Returns ``loss`` and its two terms ``image`` = -mean cos(PF, I_t) and ``text`` =
     -mean cos(PF, T_y) (so ``loss = λ·image + (1-λ)·text``; -1 is a perfect match).
+    ``image_mask`` (B,) bool, when given, keeps only those rows' image targets: the image
+    term is the mean over them (0 when none is kept); the text term keeps every row.
 
     >>> v = torch.eye(2)
     >>> adip_loss(v, v, v)["loss"].item()
     -1.0
+    >>> adip_loss(v, -v, v, image_mask=torch.tensor([True, False]))["image"].item()
+    1.0
     """
     emb = emb.float()
-    image = -F.cosine_similarity(emb, image_t.float(), dim=-1).mean()
+    cos_image = F.cosine_similarity(emb, image_t.float(), dim=-1)
+    if image_mask is None:
+        image = -cos_image.mean()
+    else:
+        keep = image_mask.to(cos_image.dtype)
+        image = -(cos_image * keep).sum() / keep.sum().clamp(min=1.0)
     text = -F.cosine_similarity(emb, text_y.float(), dim=-1).mean()
     return {"loss": lam * image + (1.0 - lam) * text, "image": image, "text": text}
 

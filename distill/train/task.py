@@ -27,6 +27,7 @@ from distill.train.losses import adip_loss, ce_loss, kd_loss, teacher_logits
 from distill.train.student import Student
 
 __all__ = [
+    "IMAGE_TARGETS",
     "AlignTask",
     "Batch",
     "DistillTask",
@@ -34,6 +35,7 @@ __all__ = [
     "KdTask",
     "Task",
     "freeze_batchnorm",
+    "image_target_mask",
     "make_task",
     "unwrap",
 ]
@@ -46,6 +48,7 @@ class Batch:
     images: torch.Tensor
     labels: torch.Tensor
     image_t: torch.Tensor | None = None
+    views: torch.Tensor | None = None  # teacher view of each image (0: the image itself)
 
 
 def unwrap(model: nn.Module) -> Student:
@@ -96,18 +99,52 @@ class _TrainMode:
             freeze_batchnorm(student.backbone)
 
 
+IMAGE_TARGETS = ("all", "view0", "teacher-correct")
+
+
+def image_target_mask(kind: str, batch: Batch, text: torch.Tensor) -> torch.Tensor | None:
+    """Which rows' teacher image embeddings ADiP's image term pulls to (None: every row).
+
+    ``view0``: only rows whose input is view 0, the image itself (the cropped views'
+    embeddings are left out); ``teacher-correct``: only rows whose teacher embedding the
+    teacher's own zero-shot classifier, argmax_c cos(I_t, T_c), gives the true class.
+
+    >>> t = torch.eye(2)
+    >>> b = Batch(images=t, labels=torch.tensor([0, 0]), image_t=t, views=torch.tensor([0, 2]))
+    >>> image_target_mask("view0", b, t).tolist()
+    [True, False]
+    >>> image_target_mask("teacher-correct", b, t).tolist()
+    [True, False]
+    """
+    if kind == "all":
+        return None
+    if kind == "view0":
+        if batch.views is None:
+            raise ValueError("image_targets='view0' needs the batch's views")
+        return batch.views == 0
+    assert batch.image_t is not None
+    return teacher_logits(batch.image_t, text.to(batch.image_t.device)).argmax(-1) == batch.labels
+
+
 class _AdipTask(_TrainMode):
     needs_targets = True
 
-    def __init__(self, *, lam: float = 0.5, freeze_bn: bool = True) -> None:
+    def __init__(
+        self, *, lam: float = 0.5, freeze_bn: bool = True, image_targets: str = "all"
+    ) -> None:
         super().__init__(freeze_bn=freeze_bn)
+        if image_targets not in IMAGE_TARGETS:
+            raise ValueError(f"image_targets must be one of {IMAGE_TARGETS}, "
+                             f"not {image_targets!r}")
         self.lam = lam
+        self.image_targets = image_targets
 
     def losses(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         student = unwrap(model)
         assert batch.image_t is not None and student.text is not None
         emb = model(batch.images, output="embedding")
-        return adip_loss(emb, batch.image_t, student.text[batch.labels], self.lam)
+        mask = image_target_mask(self.image_targets, batch, student.text)
+        return adip_loss(emb, batch.image_t, student.text[batch.labels], self.lam, mask)
 
 
 class AlignTask(_AdipTask):
@@ -173,13 +210,19 @@ class KdTask(ErmTask):
 
 
 def make_task(
-    stage: str, *, lam: float, text: torch.Tensor, kd_temperature: float, freeze_bn: bool
+    stage: str,
+    *,
+    lam: float,
+    text: torch.Tensor,
+    kd_temperature: float,
+    freeze_bn: bool,
+    image_targets: str = "all",
 ) -> Task:
     """The task of a stage name ("align", "distill", "erm", "kd")."""
     if stage == "align":
-        return AlignTask(lam=lam, freeze_bn=freeze_bn)
+        return AlignTask(lam=lam, freeze_bn=freeze_bn, image_targets=image_targets)
     if stage == "distill":
-        return DistillTask(lam=lam, freeze_bn=freeze_bn)
+        return DistillTask(lam=lam, freeze_bn=freeze_bn, image_targets=image_targets)
     if stage == "erm":
         return ErmTask(freeze_bn=freeze_bn)
     if stage == "kd":

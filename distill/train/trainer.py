@@ -180,7 +180,8 @@ def _train(
             first = run.step if si == run.stage_index else 0
             task = make_task(stage, lam=config.lam, text=targets.text.to(device),
                              kd_temperature=config.kd_temperature,
-                             freeze_bn=bool(resolved.freeze_bn))
+                             freeze_bn=bool(resolved.freeze_bn),
+                             image_targets=config.image_targets)
             optimizer = torch.optim.Adam(
                 task.configure(student), lr=config.stage_lr(stage),
                 weight_decay=config.weight_decay,
@@ -222,6 +223,7 @@ def _train(
                     images=fmt.input(raw["image"], device),
                     labels=raw["label"].to(device),
                     image_t=raw["image_t"].to(device) if "image_t" in raw else None,
+                    views=raw["view"].to(device),
                 )
                 task.set_mode(student)
                 with _autocast(device, config.bf16):

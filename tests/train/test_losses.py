@@ -94,3 +94,17 @@ def test_predict_logits_are_100_cos_of_projection_and_text() -> None:
 def test_student_needs_a_head() -> None:
     with pytest.raises(ValueError):
         Student(_Tiny(), num_classes=3)
+
+
+def test_adip_image_mask_averages_the_image_term_over_kept_rows_only() -> None:
+    emb = torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    img = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, -1.0]])
+    txt = torch.tensor([[0.0, 1.0], [-1.0, -1.0], [1.0, 0.0]])
+    keep = torch.tensor([True, True, False])
+    out = adip_loss(emb, img, txt, 0.5, image_mask=keep)
+    # cos(emb, img) = [1, 1/sqrt2, -1]; the third row is left out of the image term only
+    assert out["image"].item() == pytest.approx(-(1.0 + 1 / math.sqrt(2)) / 2)
+    assert out["text"].item() == pytest.approx(1 / 3)  # cos(emb, txt) = [0, -1, 0]
+    none_kept = adip_loss(emb, img, txt, 0.5, image_mask=torch.zeros(3, dtype=torch.bool))
+    assert none_kept["image"].item() == 0.0
+    assert none_kept["loss"].item() == pytest.approx(0.5 * out["text"].item(), abs=1e-6)

@@ -102,3 +102,34 @@ def test_erm_and_kd_train_everything_and_return_named_losses() -> None:
     assert out["kl"].item() >= 0
     delta = _run(s, task)
     assert delta["head.weight"] > 0 and delta["backbone.conv_stem.weight"] > 0
+
+
+def _masked_batch(views: list[int], image_t: torch.Tensor) -> Batch:
+    torch.manual_seed(1)
+    return Batch(images=torch.randn(len(views), 3, 32, 32),
+                 labels=torch.tensor([0, 1, 2, 0][: len(views)]),
+                 image_t=image_t, views=torch.tensor(views))
+
+
+@pytest.mark.parametrize("kind", ["view0", "teacher-correct"])
+def test_image_targets_leave_the_excluded_rows_targets_out_of_the_loss(kind: str) -> None:
+    # Row 0: view 0, the teacher right (its target is its class's prompt); row 1: view 2,
+    # the teacher wrong (row 1's label is 1, its target is class 0's prompt).
+    text = torch.eye(3, 8)
+    s = build_student("mobilenetv3_small_050", method="adip", num_classes=3, text=text,
+                      pretrained=False)
+    task = DistillTask(lam=0.5, image_targets=kind)
+    task.configure(s)
+    task.set_mode(s)
+    base = _masked_batch([0, 2], torch.stack([text[0], text[0]]))
+    # row 1's target moves, still nearest class 0's prompt (the teacher still wrong)
+    moved = _masked_batch([0, 2], torch.stack([text[0], text[0] + 0.5 * text[2]]))
+    a, b = task.losses(s, base), task.losses(s, moved)
+    assert torch.equal(a["loss"], b["loss"])  # row 1's target does not count
+    every = DistillTask(lam=0.5)
+    assert not torch.equal(every.losses(s, base)["loss"], every.losses(s, moved)["loss"])
+
+
+def test_an_unknown_image_targets_is_refused() -> None:
+    with pytest.raises(ValueError, match="image_targets"):
+        AlignTask(image_targets="crops")

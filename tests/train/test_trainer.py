@@ -278,3 +278,21 @@ def test_a_pretrained_student_keeps_its_batchnorm_frozen_by_default(tiny_data, t
     assert resolve(cfg, split, targets, fmt).freeze_bn is True  # type: ignore[arg-type]
     off = cfg.model_copy(update={"freeze_bn": False})
     assert resolve(off, split, targets, fmt).freeze_bn is False  # type: ignore[arg-type]
+
+
+def test_image_targets_flag_reaches_the_image_term(tiny_data, tiny_cache, tmp_path):
+    first: dict[str, dict] = {}
+    for kind in ("all", "view0"):
+        out = tmp_path / kind
+        rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+                   "--student", STUDENT, "--no-pretrained", "--method", "adip",
+                   "--out", str(out), "--test-domains", "dom3", "--steps-align", "1",
+                   "--steps-distill", "0", "--image-size", "32", "--batch-per-domain", "4",
+                   "--threads", "1", "--image-targets", kind])
+        assert rc == 0
+        assert json.loads((out / "config.json").read_text())["image_targets"] == kind
+        first[kind] = _log(out)[0]
+    # Same student, same batch (views 0 and 1 of a 2-view store): the text term agrees,
+    # the image term differs because view 1's targets are left out
+    assert first["view0"]["text"] == pytest.approx(first["all"]["text"])
+    assert first["view0"]["image"] != pytest.approx(first["all"]["image"])
