@@ -170,19 +170,23 @@ def finished_run(out: Path, teacher: str, settings: dict[str, Any] | None = None
     all come from the teacher and settings it names, and the trainer refuses to resume
     it."""
     from distill.train.checkpoints import CHECKPOINT_DIR, STATE_FILE
+    from distill.train.config import TrainConfig
 
     want = json.loads(json.dumps(settings or {}))  # tuples as JSON lists, as saved
     try:
         config = json.loads((out / "config.json").read_text("utf-8"))
     except (OSError, ValueError):
         config = {}
+    # a setting the run's config.json lacks (a field added since) had its default then
+    fields = TrainConfig.model_fields
     for record in (out / "metrics.json", out / CHECKPOINT_DIR / STATE_FILE):
         try:
             saved = json.loads(record.read_text("utf-8"))
         except (OSError, ValueError):
             continue
         if saved.get("teacher") != teacher or any(
-            config.get(k) != v for k, v in want.items()
+            config.get(k, fields[k].default if k in fields else None) != v
+            for k, v in want.items()
         ):
             shutil.rmtree(out)
             return None
@@ -222,6 +226,8 @@ def run_one(data: Path, cache: Path, out: Path, method: str, target: str, seed: 
         batch_per_domain=args.batch_per_domain, eval_every=args.eval_every, seed=seed,
         swad=args.swad, threads=args.threads, warmup=args.warmup,
     )
+    if settings["method"] == "adip":
+        settings["image_targets"] = args.image_targets
     done = finished_run(out, teacher, settings)
     if done is not None or reuse_only:  # finished before with these settings: reused
         return done
@@ -354,7 +360,10 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
         "since KD divides its logits by "
         f"τ = 0.1; each stage warms its lr up over {meta.get('warmup', 0)} steps), "
         f"batch {meta['batch_per_domain']} per source domain, seeds "
-        f"{per_dataset(meta['seeds'])}, SWAD {'on' if meta['swad'] else 'off'}, model "
+        f"{per_dataset(meta['seeds'])}, SWAD {'on' if meta['swad'] else 'off'}, "
+        + ("" if meta.get("image_targets", "all") == "all" else
+           f"ADiP's image term on {meta['image_targets']} teacher targets only, ")
+        + "model "
         "selection: best in-domain validation accuracy per stage. KD is the proper KL "
         "(docs/method.md).  ",
         f"Machine: {meta['machine']}",
@@ -442,6 +451,10 @@ def main() -> None:
                          + ",".join(METHODS) + "); a method left out is still reported "
                          "when WORK holds all its finished runs")
     ap.add_argument("--swad", action="store_true")
+    ap.add_argument("--image-targets", default="all",
+                    choices=("all", "view0", "teacher-correct"),
+                    help="ADiP's image term pulls to these teacher targets (the trainer's "
+                         "--image-targets; default all, the official loss)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the datasets")
     ap.add_argument("--no-docs", action="store_true")
     ap.add_argument("--render-only", action="store_true",
@@ -528,6 +541,7 @@ def main() -> None:
         "image_size": {name: image_size(name, args) for name in data},
         "steps": args.steps, "lr": args.lr, "views": args.views,
         "batch_per_domain": args.batch_per_domain, "swad": args.swad,
+        "image_targets": args.image_targets,
         "seeds": {name: seed_count(name, args) for name in data},
         "warmup": args.warmup,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "

@@ -130,3 +130,28 @@ def test_a_method_left_out_is_reported_only_from_finished_runs(
                                 tmp_path, "kd-lr", ["sklearn_digits"], args,
                                 reuse_only=True) is None
     assert not (runs / "kd-lr-tsklearn_digits-s2" / "metrics.json").exists()  # not trained
+
+
+def test_a_setting_missing_from_an_old_config_counts_as_its_default(tmp_path: Path) -> None:
+    """A run made before a TrainConfig field existed had that field's default: reused for
+    the default, retrained for another value (not reported under it)."""
+    out = tmp_path / "adip-trot0-s0"
+    _write(out / "metrics.json", {"teacher": "t", "mean_ood": 0.7})
+    _write(out / "config.json", {"method": "adip"})  # no image_targets: made before it
+    assert finished_run(out, "t", {"method": "adip", "image_targets": "all"}) == {
+        "teacher": "t", "mean_ood": 0.7}
+    assert finished_run(out, "t", {"method": "adip", "image_targets": "teacher-correct"}) is None
+    assert not out.exists()
+
+
+def test_the_table_asks_adip_runs_for_their_image_targets(tmp_path: Path, monkeypatch) -> None:
+    seen: list[dict] = []
+    monkeypatch.setattr(adip_table, "finished_run",
+                        lambda out, teacher, settings: seen.append(settings) or {"ok": 1})
+    args = argparse.Namespace(views=4, steps=10, lr=5e-4, batch_per_domain=4, eval_every=5,
+                              swad=False, threads=1, warmup=0, image_targets="teacher-correct")
+    for method in ("adip", "erm"):
+        adip_table.run_one(tmp_path, tmp_path, tmp_path / method, method, "rot0", 0, args,
+                           "t", 32)
+    assert seen[0]["image_targets"] == "teacher-correct"
+    assert "image_targets" not in seen[1]  # ERM has no image term
