@@ -91,6 +91,11 @@ class TrainConfig(BaseModel):
         "view0 (only the images themselves, not their cropped views), teacher-correct "
         "(only those the teacher's zero-shot classifier gets right)",
     )
+    text_loss: Literal["cosine", "softmax"] = Field(
+        "cosine",
+        description="ADiP's text term: cosine (official: -cos(PF, T_y)) or softmax (an "
+        "ablation: cross-entropy of 100 cos(PF, T_c) over every class prompt)",
+    )
     kd_temperature: float = Field(0.1, gt=0.0, description="KD softmax temperature")
     lr: float = Field(5e-5, gt=0.0, description="learning rate of Distill, ERM and KD")
     lr_align: float = Field(

@@ -28,6 +28,7 @@ from distill.train.student import Student
 
 __all__ = [
     "IMAGE_TARGETS",
+    "TEXT_LOSSES",
     "AlignTask",
     "Batch",
     "DistillTask",
@@ -100,6 +101,7 @@ class _TrainMode:
 
 
 IMAGE_TARGETS = ("all", "view0", "teacher-correct")
+TEXT_LOSSES = ("cosine", "softmax")
 
 
 def image_target_mask(kind: str, batch: Batch, text: torch.Tensor) -> torch.Tensor | None:
@@ -130,21 +132,27 @@ class _AdipTask(_TrainMode):
     needs_targets = True
 
     def __init__(
-        self, *, lam: float = 0.5, freeze_bn: bool = True, image_targets: str = "all"
+        self, *, lam: float = 0.5, freeze_bn: bool = True, image_targets: str = "all",
+        text_loss: str = "cosine",
     ) -> None:
         super().__init__(freeze_bn=freeze_bn)
         if image_targets not in IMAGE_TARGETS:
             raise ValueError(f"image_targets must be one of {IMAGE_TARGETS}, "
                              f"not {image_targets!r}")
+        if text_loss not in TEXT_LOSSES:
+            raise ValueError(f"text_loss must be one of {TEXT_LOSSES}, not {text_loss!r}")
         self.lam = lam
         self.image_targets = image_targets
+        self.text_loss = text_loss
 
     def losses(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         student = unwrap(model)
         assert batch.image_t is not None and student.text is not None
         emb = model(batch.images, output="embedding")
         mask = image_target_mask(self.image_targets, batch, student.text)
-        return adip_loss(emb, batch.image_t, student.text[batch.labels], self.lam, mask)
+        classes = student.text if self.text_loss == "softmax" else None
+        return adip_loss(emb, batch.image_t, student.text[batch.labels], self.lam, mask,
+                         text_classes=classes, labels=batch.labels)
 
 
 class AlignTask(_AdipTask):
@@ -217,12 +225,15 @@ def make_task(
     kd_temperature: float,
     freeze_bn: bool,
     image_targets: str = "all",
+    text_loss: str = "cosine",
 ) -> Task:
     """The task of a stage name ("align", "distill", "erm", "kd")."""
     if stage == "align":
-        return AlignTask(lam=lam, freeze_bn=freeze_bn, image_targets=image_targets)
+        return AlignTask(lam=lam, freeze_bn=freeze_bn, image_targets=image_targets,
+                         text_loss=text_loss)
     if stage == "distill":
-        return DistillTask(lam=lam, freeze_bn=freeze_bn, image_targets=image_targets)
+        return DistillTask(lam=lam, freeze_bn=freeze_bn, image_targets=image_targets,
+                           text_loss=text_loss)
     if stage == "erm":
         return ErmTask(freeze_bn=freeze_bn)
     if stage == "kd":

@@ -181,7 +181,8 @@ def _train(
             task = make_task(stage, lam=config.lam, text=targets.text.to(device),
                              kd_temperature=config.kd_temperature,
                              freeze_bn=bool(resolved.freeze_bn),
-                             image_targets=config.image_targets)
+                             image_targets=config.image_targets,
+                             text_loss=config.text_loss)
             optimizer = torch.optim.Adam(
                 task.configure(student), lr=config.stage_lr(stage),
                 weight_decay=config.weight_decay,

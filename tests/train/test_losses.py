@@ -108,3 +108,37 @@ def test_adip_image_mask_averages_the_image_term_over_kept_rows_only() -> None:
     none_kept = adip_loss(emb, img, txt, 0.5, image_mask=torch.zeros(3, dtype=torch.bool))
     assert none_kept["image"].item() == 0.0
     assert none_kept["loss"].item() == pytest.approx(0.5 * out["text"].item(), abs=1e-6)
+
+
+def test_adip_softmax_text_term_is_the_cross_entropy_over_every_class_prompt() -> None:
+    emb = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    prompts = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # not unit length: normalised
+    labels = torch.tensor([0, 1])
+    out = adip_loss(emb, emb, prompts[labels], 0.5, text_classes=prompts, labels=labels)
+    # cos(emb, T_c): row 0 [1, 0], row 1 [1/sqrt2, 1/sqrt2]; logits are 100 x cos
+    row0 = math.log1p(math.exp(-100.0))
+    row1 = math.log(2.0)
+    assert out["text"].item() == pytest.approx((row0 + row1) / 2, rel=1e-5)
+    assert out["image"].item() == pytest.approx(-1.0)
+    assert out["loss"].item() == pytest.approx(0.5 * -1.0 + 0.5 * out["text"].item())
+
+
+def test_adip_softmax_text_term_pushes_away_from_the_other_classes() -> None:
+    # The cosine term only pulls toward T_y; with emb already on T_y its gradient is zero,
+    # while the softmax term still pushes away from a near class prompt.
+    prompts = torch.tensor([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0]])
+    labels = torch.tensor([0])
+    emb = torch.tensor([[1.0, 0.0, 0.0]], requires_grad=True)
+    adip_loss(emb, emb.detach(), prompts[labels], 0.0)["loss"].backward()
+    assert emb.grad is not None and emb.grad.abs().max().item() < 1e-6
+    emb.grad = None
+    adip_loss(emb, emb.detach(), prompts[labels], 0.0, text_classes=prompts * 0.01,
+              labels=labels)["loss"].backward()
+    # a step against the gradient lowers cos to class 1's prompt (moves away along y)
+    assert emb.grad is not None and emb.grad[0, 1].item() > 0
+
+
+def test_adip_softmax_text_term_needs_labels() -> None:
+    v = torch.eye(2)
+    with pytest.raises(ValueError, match="labels"):
+        adip_loss(v, v, v, text_classes=v)

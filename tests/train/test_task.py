@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from distill.train.student import build_student
@@ -133,3 +134,28 @@ def test_image_targets_leave_the_excluded_rows_targets_out_of_the_loss(kind: str
 def test_an_unknown_image_targets_is_refused() -> None:
     with pytest.raises(ValueError, match="image_targets"):
         AlignTask(image_targets="crops")
+
+
+def test_an_unknown_text_loss_is_refused() -> None:
+    with pytest.raises(ValueError, match="text_loss"):
+        DistillTask(text_loss="ce")
+
+
+def test_text_loss_softmax_makes_the_other_class_prompts_count() -> None:
+    text = torch.eye(3, 8)
+    s = build_student("mobilenetv3_small_050", method="adip", num_classes=3, text=text,
+                      pretrained=False)
+    batch = _masked_batch([0, 1], torch.stack([text[0], text[1]]))
+    moved = text.clone()
+    moved[2] = F.normalize(text[0] + text[2], dim=-1)  # a prompt no row is labelled with
+    for task in (AlignTask(lam=0.5), AlignTask(lam=0.5, text_loss="softmax")):
+        task.configure(s)
+        task.set_mode(s)
+        a = task.losses(s, batch)["text"]
+        s.text = moved
+        b = task.losses(s, batch)["text"]
+        s.text = text
+        if task.text_loss == "cosine":
+            assert torch.equal(a, b)  # only T_y counts
+        else:
+            assert not torch.equal(a, b)

@@ -280,6 +280,25 @@ def test_a_pretrained_student_keeps_its_batchnorm_frozen_by_default(tiny_data, t
     assert resolve(off, split, targets, fmt).freeze_bn is False  # type: ignore[arg-type]
 
 
+def test_text_loss_flag_reaches_the_text_term(tiny_data, tiny_cache, tmp_path):
+    first: dict[str, dict] = {}
+    for kind in ("cosine", "softmax"):
+        out = tmp_path / kind
+        rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+                   "--student", STUDENT, "--no-pretrained", "--method", "adip",
+                   "--out", str(out), "--test-domains", "dom3", "--steps-align", "1",
+                   "--steps-distill", "0", "--image-size", "32", "--batch-per-domain", "4",
+                   "--threads", "1", "--text-loss", kind])
+        assert rc == 0
+        assert json.loads((out / "config.json").read_text())["text_loss"] == kind
+        first[kind] = _log(out)[0]
+    # Same student, same batch: the image term agrees; the cosine text term is in [-1, 1],
+    # the softmax one is a cross-entropy (> 0)
+    assert first["softmax"]["image"] == pytest.approx(first["cosine"]["image"])
+    assert -1.0 <= first["cosine"]["text"] <= 1.0
+    assert first["softmax"]["text"] > 0.0
+
+
 def test_image_targets_flag_reaches_the_image_term(tiny_data, tiny_cache, tmp_path):
     first: dict[str, dict] = {}
     for kind in ("all", "view0"):
