@@ -143,11 +143,17 @@ def test_an_unknown_text_loss_is_refused() -> None:
 
 def test_text_loss_softmax_makes_the_other_class_prompts_count() -> None:
     text = torch.eye(3, 8)
+    torch.manual_seed(0)
     s = build_student("mobilenetv3_small_050", method="adip", num_classes=3, text=text,
                       pretrained=False)
     batch = _masked_batch([0, 1], torch.stack([text[0], text[1]]))
+    s.eval()
+    with torch.no_grad():
+        emb = s(batch.images, output="embedding")
     moved = text.clone()
-    moved[2] = F.normalize(text[0] + text[2], dim=-1)  # a prompt no row is labelled with
+    # a prompt no row is labelled with, moved onto row 0's embedding: its logit becomes the
+    # largest there is (100), so a term that counts it must change
+    moved[2] = F.normalize(emb[0], dim=-1)
     for task in (AlignTask(lam=0.5), AlignTask(lam=0.5, text_loss="softmax")):
         task.configure(s)
         task.set_mode(s)
