@@ -280,18 +280,26 @@ def test_a_pretrained_student_keeps_its_batchnorm_frozen_by_default(tiny_data, t
     assert resolve(off, split, targets, fmt).freeze_bn is False  # type: ignore[arg-type]
 
 
-def test_text_loss_flag_reaches_the_text_term(tiny_data, tiny_cache, tmp_path):
+def _first_adip_logs(tiny_data, tiny_cache, tmp_path, flag: str, kinds: tuple[str, ...]):
+    """One Align step per value of ``flag``; each run's config records it; first log rows."""
     first: dict[str, dict] = {}
-    for kind in ("cosine", "softmax"):
+    key = flag.removeprefix("--").replace("-", "_")
+    for kind in kinds:
         out = tmp_path / kind
         rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
                    "--student", STUDENT, "--no-pretrained", "--method", "adip",
                    "--out", str(out), "--test-domains", "dom3", "--steps-align", "1",
                    "--steps-distill", "0", "--image-size", "32", "--batch-per-domain", "4",
-                   "--threads", "1", "--text-loss", kind])
+                   "--threads", "1", flag, kind])
         assert rc == 0
-        assert json.loads((out / "config.json").read_text())["text_loss"] == kind
+        assert json.loads((out / "config.json").read_text())[key] == kind
         first[kind] = _log(out)[0]
+    return first
+
+
+def test_text_loss_flag_reaches_the_text_term(tiny_data, tiny_cache, tmp_path):
+    first = _first_adip_logs(tiny_data, tiny_cache, tmp_path, "--text-loss",
+                             ("cosine", "softmax"))
     # Same student, same batch: the image term agrees; the cosine text term is in [-1, 1],
     # the softmax one is a cross-entropy (> 0)
     assert first["softmax"]["image"] == pytest.approx(first["cosine"]["image"])
@@ -300,17 +308,8 @@ def test_text_loss_flag_reaches_the_text_term(tiny_data, tiny_cache, tmp_path):
 
 
 def test_image_targets_flag_reaches_the_image_term(tiny_data, tiny_cache, tmp_path):
-    first: dict[str, dict] = {}
-    for kind in ("all", "view0"):
-        out = tmp_path / kind
-        rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
-                   "--student", STUDENT, "--no-pretrained", "--method", "adip",
-                   "--out", str(out), "--test-domains", "dom3", "--steps-align", "1",
-                   "--steps-distill", "0", "--image-size", "32", "--batch-per-domain", "4",
-                   "--threads", "1", "--image-targets", kind])
-        assert rc == 0
-        assert json.loads((out / "config.json").read_text())["image_targets"] == kind
-        first[kind] = _log(out)[0]
+    first = _first_adip_logs(tiny_data, tiny_cache, tmp_path, "--image-targets",
+                             ("all", "view0"))
     # Same student, same batch (views 0 and 1 of a 2-view store): the text term agrees,
     # the image term differs because view 1's targets are left out
     assert first["view0"]["text"] == pytest.approx(first["all"]["text"])
