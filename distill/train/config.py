@@ -85,11 +85,13 @@ class TrainConfig(BaseModel):
     lam: float = Field(
         0.5, ge=0.0, le=1.0, description="ADiP image-vs-text weight; KD's KL weight"
     )
-    image_targets: Literal["all", "view0", "teacher-correct"] = Field(
+    image_targets: Literal["all", "view0", "teacher-correct", "class-mean"] = Field(
         "all",
         description="teacher image embeddings ADiP's image term pulls to: all (official), "
         "view0 (only the images themselves, not their cropped views), teacher-correct "
-        "(only those the teacher's zero-shot classifier gets right)",
+        "(only those the teacher's zero-shot classifier gets right), class-mean (the mean "
+        "of the class's embeddings over the training images and views, the same target "
+        "for every image of a class)",
     )
     text_loss: Literal["cosine", "softmax"] = Field(
         "cosine",

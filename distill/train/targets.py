@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TeacherTargets",
     "check_store",
+    "class_mean_images",
     "find_store",
     "load_targets",
     "open_store",
@@ -154,3 +155,32 @@ def load_targets(
         text=torch.from_numpy(np.array(store.text_embeddings, dtype=np.float32)),
         zeroshot=teacher_zeroshot(store, holdout, ood),
     )
+
+
+def class_mean_images(
+    store: Any, rows: npt.NDArray[np.int64], labels: Sequence[int | None], num_classes: int,
+    views: int,
+) -> torch.Tensor:
+    """(C, D) the teacher's image prototype of each class: the normalised mean of its unit
+    image embeddings over the training rows and their first ``views`` views. A class no row
+    has gets a zero vector (its cosine to anything is 0).
+
+    >>> class _Store:
+    ...     def gather(self, rows, view):
+    ...         return np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])[rows]
+    >>> class_mean_images(_Store(), np.array([0, 1, 2]), [0, 1, 1], 3, 1).tolist()
+    [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
+    """
+    if any(label is None for label in labels):
+        raise ValueError("class-mean image targets need every training image's label")
+    y = np.asarray(labels, dtype=np.int64)
+    total: npt.NDArray[np.float64] | None = None
+    for view in range(views):
+        v = np.asarray(store.gather(rows, view), dtype=np.float64)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        sums = np.zeros((num_classes, v.shape[1]))
+        np.add.at(sums, y, v)
+        total = sums if total is None else total + sums
+    assert total is not None, "views must be >= 1"
+    norm = np.linalg.norm(total, axis=1, keepdims=True)
+    return torch.from_numpy(np.where(norm > 0, total / np.maximum(norm, 1e-12), 0.0)).float()

@@ -100,7 +100,7 @@ class _TrainMode:
             freeze_batchnorm(student.backbone)
 
 
-IMAGE_TARGETS = ("all", "view0", "teacher-correct")
+IMAGE_TARGETS = ("all", "view0", "teacher-correct", "class-mean")
 TEXT_LOSSES = ("cosine", "softmax")
 
 
@@ -110,6 +110,7 @@ def image_target_mask(kind: str, batch: Batch, text: torch.Tensor) -> torch.Tens
     ``view0``: only rows whose input is view 0, the image itself (the cropped views'
     embeddings are left out); ``teacher-correct``: only rows whose teacher embedding the
     teacher's own zero-shot classifier, argmax_c cos(I_t, T_c), gives the true class.
+    ``class-mean`` keeps every row (its target is replaced, not masked: see _AdipTask).
 
     >>> t = torch.eye(2)
     >>> b = Batch(images=t, labels=torch.tensor([0, 0]), image_t=t, views=torch.tensor([0, 2]))
@@ -118,7 +119,7 @@ def image_target_mask(kind: str, batch: Batch, text: torch.Tensor) -> torch.Tens
     >>> image_target_mask("teacher-correct", b, t).tolist()
     [True, False]
     """
-    if kind == "all":
+    if kind in ("all", "class-mean"):
         return None
     if kind == "view0":
         if batch.views is None:
@@ -133,12 +134,16 @@ class _AdipTask(_TrainMode):
 
     def __init__(
         self, *, lam: float = 0.5, freeze_bn: bool = True, image_targets: str = "all",
-        text_loss: str = "cosine",
+        text_loss: str = "cosine", image_means: torch.Tensor | None = None,
     ) -> None:
         super().__init__(freeze_bn=freeze_bn)
         if image_targets not in IMAGE_TARGETS:
             raise ValueError(f"image_targets must be one of {IMAGE_TARGETS}, "
                              f"not {image_targets!r}")
+        if (image_targets == "class-mean") != (image_means is not None):
+            raise ValueError("image_targets='class-mean' goes with image_means (C, D), "
+                             "and image_means with it only")
+        self.image_means = image_means
         if text_loss not in TEXT_LOSSES:
             raise ValueError(f"text_loss must be one of {TEXT_LOSSES}, not {text_loss!r}")
         self.lam = lam
@@ -150,8 +155,11 @@ class _AdipTask(_TrainMode):
         assert batch.image_t is not None and student.text is not None
         emb = model(batch.images, output="embedding")
         mask = image_target_mask(self.image_targets, batch, student.text)
+        image_t = batch.image_t
+        if self.image_means is not None:  # class-mean: the teacher's prototype of the class
+            image_t = self.image_means.to(image_t.device)[batch.labels]
         classes = student.text if self.text_loss == "softmax" else None
-        return adip_loss(emb, batch.image_t, student.text[batch.labels], self.lam, mask,
+        return adip_loss(emb, image_t, student.text[batch.labels], self.lam, mask,
                          text_classes=classes, labels=batch.labels)
 
 
@@ -226,14 +234,16 @@ def make_task(
     freeze_bn: bool,
     image_targets: str = "all",
     text_loss: str = "cosine",
+    image_means: torch.Tensor | None = None,
 ) -> Task:
-    """The task of a stage name ("align", "distill", "erm", "kd")."""
+    """The task of a stage name ("align", "distill", "erm", "kd"). ``image_means`` (C, D):
+    the teacher's image prototypes, for ``image_targets="class-mean"``."""
     if stage == "align":
         return AlignTask(lam=lam, freeze_bn=freeze_bn, image_targets=image_targets,
-                         text_loss=text_loss)
+                         text_loss=text_loss, image_means=image_means)
     if stage == "distill":
         return DistillTask(lam=lam, freeze_bn=freeze_bn, image_targets=image_targets,
-                           text_loss=text_loss)
+                           text_loss=text_loss, image_means=image_means)
     if stage == "erm":
         return ErmTask(freeze_bn=freeze_bn)
     if stage == "kd":

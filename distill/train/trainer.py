@@ -67,7 +67,7 @@ from distill.train.prepare import DataSplit, build, resolve, run_info, split_dat
 from distill.train.stages import AlignStop, Evaluator, select_weights, stage_note, trainable
 from distill.train.student import Student
 from distill.train.swad import Average, LossValley
-from distill.train.targets import TeacherTargets, load_targets
+from distill.train.targets import TeacherTargets, class_mean_images, load_targets
 from distill.train.task import Batch, make_task
 
 __all__ = ["EVALS_FILE", "LOG_FILE", "METRICS_FILE", "Progress", "ProgressHook", "train"]
@@ -173,6 +173,11 @@ def _train(
     images_seen = 0
     train_time = 0.0
 
+    image_means = (
+        class_mean_images(targets.store, targets.rows, [s.label for s in split.train],
+                          len(split.dataset.class_names), targets.views)
+        if config.image_targets == "class-mean" and config.method == "adip" else None
+    )  # fmt: skip
     with _RunLogs(out if main else None) as logs:
         # 5. Stages: Align then Distill (ADiP), or the one stage of ERM / KD.
         for si in range(run.stage_index, len(stages)):
@@ -182,7 +187,7 @@ def _train(
                              kd_temperature=config.kd_temperature,
                              freeze_bn=bool(resolved.freeze_bn),
                              image_targets=config.image_targets,
-                             text_loss=config.text_loss)
+                             text_loss=config.text_loss, image_means=image_means)
             optimizer = torch.optim.Adam(
                 task.configure(student), lr=config.stage_lr(stage),
                 weight_decay=config.weight_decay,

@@ -131,6 +131,33 @@ def test_image_targets_leave_the_excluded_rows_targets_out_of_the_loss(kind: str
     assert not torch.equal(every.losses(s, base)["loss"], every.losses(s, moved)["loss"])
 
 
+def test_class_mean_targets_pull_every_image_of_a_class_to_its_prototype() -> None:
+    text = torch.eye(3, 8)
+    means = torch.nn.functional.normalize(torch.randn(3, 8, generator=torch.Generator()
+                                                      .manual_seed(0)), dim=-1)
+    torch.manual_seed(0)
+    s = build_student("mobilenetv3_small_050", method="adip", num_classes=3, text=text,
+                      pretrained=False)
+    task = DistillTask(lam=0.5, image_targets="class-mean", image_means=means)
+    task.configure(s)
+    task.set_mode(s)
+    base = _masked_batch([0, 2], torch.stack([text[0], text[1]]))
+    moved = _masked_batch([0, 2], torch.stack([text[2], -text[1]]))  # per-row targets ignored
+    a, b = task.losses(s, base), task.losses(s, moved)
+    assert torch.equal(a["loss"], b["loss"])
+    # the image term is the one of the prototypes of the rows' classes (labels 0 and 1)
+    official = DistillTask(lam=0.5).losses(s, _masked_batch([0, 2], means[[0, 1]]))
+    assert a["image"].item() == pytest.approx(official["image"].item())
+    assert a["image"].item() != pytest.approx(DistillTask(lam=0.5).losses(s, base)["image"].item())
+
+
+def test_class_mean_targets_and_their_prototypes_go_together() -> None:
+    with pytest.raises(ValueError, match="class-mean"):
+        DistillTask(image_targets="class-mean")
+    with pytest.raises(ValueError, match="class-mean"):
+        AlignTask(image_means=torch.zeros(3, 8))
+
+
 def test_an_unknown_image_targets_is_refused() -> None:
     with pytest.raises(ValueError, match="image_targets"):
         AlignTask(image_targets="crops")

@@ -309,8 +309,10 @@ def test_text_loss_flag_reaches_the_text_term(tiny_data, tiny_cache, tmp_path):
 
 def test_image_targets_flag_reaches_the_image_term(tiny_data, tiny_cache, tmp_path):
     first = _first_adip_logs(tiny_data, tiny_cache, tmp_path, "--image-targets",
-                             ("all", "view0"))
+                             ("all", "view0", "class-mean"))
     # Same student, same batch (views 0 and 1 of a 2-view store): the text term agrees,
-    # the image term differs because view 1's targets are left out
-    assert first["view0"]["text"] == pytest.approx(first["all"]["text"])
-    assert first["view0"]["image"] != pytest.approx(first["all"]["image"])
+    # the image term differs because view 1's targets are left out (view0) or every
+    # target is its class's prototype (class-mean)
+    for kind in ("view0", "class-mean"):
+        assert first[kind]["text"] == pytest.approx(first["all"]["text"])
+        assert first[kind]["image"] != pytest.approx(first["all"]["image"])

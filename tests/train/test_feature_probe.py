@@ -1,0 +1,45 @@
+"""benchmarks/feature_probe.py on tiny trained runs: its head accuracy is the trainer's own
+OOD accuracy, and only ADiP runs get the embedding cosines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from distill.cli import main
+
+from .conftest import TEACHER
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_probe_reads_each_run_as_the_trainer_scored_it(tiny_data: Path, tiny_cache: Path,
+                                                       tmp_path: Path) -> None:
+    runs = []
+    for method in ("erm", "adip"):
+        out = tmp_path / f"{method}-s0"
+        rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+                   "--student", "mobilenetv3_small_050", "--no-pretrained", "--method", method,
+                   "--out", str(out), "--test-domains", "dom3", "--steps", "2",
+                   "--steps-align", "2", "--steps-distill", "2", "--image-size", "32",
+                   "--batch-per-domain", "4", "--threads", "1"])
+        assert rc == 0
+        runs.append(out)
+    store = tiny_cache / "stores" / "s1"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "feature_probe.py"), str(tiny_data),
+         *map(str, runs), "--store", str(store), "--threads", "1"],
+        capture_output=True, text=True, timeout=300, check=True)
+    rows = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1])
+            for line in proc.stdout.splitlines() if line.startswith(("erm-s0", "adip-s0"))}
+    for run in runs:
+        row = rows[run.name]
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert row["head"] == round(metrics["mean_ood"], 4)
+        for key in ("probe", "probe10", "centroid"):
+            assert 0.0 <= row[key] <= 1.0
+    assert {"cos(z,T_y)", "cos(z,I)"} <= set(rows["adip-s0"])
+    assert "cos(z,I)" not in rows["erm-s0"]
+    assert "| adip | 1 |" in proc.stdout and "| erm | 1 |" in proc.stdout
