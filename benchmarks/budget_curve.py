@@ -11,7 +11,10 @@ a fresh client with a hard Budget buys teacher image embeddings in rounds
 trained on what was bought). Then a final student is trained on the bought images only:
 
 - label-free: soft targets = the teacher's zero-shot probabilities (no human label used);
-- labelled: the same plus cross-entropy on the images' true labels.
+- labelled: the same plus cross-entropy on the images' true labels;
+- with ``--self-train``, also label-free with self-training on the unbought pool images
+  (:func:`distill.labelfree.selftrain.self_train`: their pixels are free, only the teacher
+  costs), reported as the strategy ``<strategy>+self-train``.
 
 It is evaluated on the OOD domains (never bought, never trained on). The dollars are what
 the client's Budget settled: the local server's real bill ($0.0001 per image).
@@ -58,6 +61,10 @@ def _args() -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="a smoke test: 3 images per class, "
                    "a few steps (numbers mean nothing; use with --no-docs)")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--self-train", action="store_true",
+                   help="add label-free students self-trained on the unbought pool images")
+    p.add_argument("--fractions", type=lambda t: [float(x) for x in t.split(",")],
+                   help="budget fractions, comma-separated (default: the mode's)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "budget_curve",
                    help="results.json goes here; the teacher is fitted under OUT/teacher")
@@ -115,11 +122,15 @@ def main() -> int:
     from distill.data import scan
     from distill.labelfree.pseudolabel import embedding_labels
     from distill.labelfree.rounds import load_pixels, predict_probs, train_student
+    from distill.labelfree.selftrain import self_train
     from distill.server import ServerConfig, ServerThread, create_app, make_backend
     from vlmclient import Budget, TeacherClient
 
     torch.set_num_threads(args.threads)
     cfg = settings(args.quick, args.tiny)
+    if args.fractions:
+        cfg["fractions"] = sorted(args.fractions)
+    cfg["self_train"] = args.self_train
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     root, weights, manifest, overlap, teacher = digits_benchmark(
@@ -162,6 +173,15 @@ def main() -> int:
             )  # fmt: skip
             return float(np.mean(predict_probs(model, ood_px).argmax(1) == ood_y))
 
+        def self_trained_acc(bought: list[str], seed: int) -> tuple[float, int]:
+            idx = [row_of[i] for i in bought]
+            free = sorted(set(range(len(pool.samples))) - set(idx))
+            out = self_train(pool_px[idx], pool_probs[idx], pool_px[free],
+                             steps=cfg["final_steps"], student=cfg["student"],
+                             pretrained=True, seed=seed)  # fmt: skip
+            acc = float(np.mean(predict_probs(out.student, ood_px).argmax(1) == ood_y))
+            return acc, out.added
+
         for seed in range(args.seeds):
             for fraction in cfg["fractions"]:
                 for strategy in STRATEGIES if fraction < 1.0 else ("random",):
@@ -169,15 +189,25 @@ def main() -> int:
                         pool, server.base_url, teacher, cfg, strategy, fraction, seed, work
                     ))  # fmt: skip
                     assert r["spent"] <= r["cap"], "the budget was exceeded"
-                    for labelled in (False, True):
-                        acc = final_acc(r["bought"], labelled, seed)
+                    kinds = ["label-free", "labelled"]
+                    if cfg["self_train"] and fraction < 1.0:
+                        kinds.append("self-train")
+                    for kind in kinds:
+                        added = None
+                        if kind == "self-train":
+                            acc, added = self_trained_acc(r["bought"], seed)
+                        else:
+                            acc = final_acc(r["bought"], kind == "labelled", seed)
+                        name = strategy if fraction < 1.0 else "all"
                         row = {
                             "seed": seed, "fraction": fraction,
-                            "strategy": strategy if fraction < 1.0 else "all",
-                            "labels": "labelled" if labelled else "label-free",
+                            "strategy": f"{name}+self-train" if added is not None else name,
+                            "labels": "labelled" if kind == "labelled" else "label-free",
                             "images": len(r["bought"]), "spent_usd": str(r["spent"]),
                             "cap_usd": str(r["cap"]), "ood_acc": acc,
                         }  # fmt: skip
+                        if added is not None:
+                            row["self_labelled"] = added
                         rows.append(row)
                         print(json.dumps(row), f"[{time.time() - t0:.0f}s]", flush=True)
     backend.close()
@@ -282,6 +312,8 @@ def command_flags(result: dict[str, Any]) -> str:
     """The flags of the run that made ``result`` (for the docs' "Produced by")."""
     flags = [f for f in ("quick", "tiny") if result.get(f)]
     out = "".join(f" --{f}" for f in flags)
+    if result["settings"].get("self_train"):
+        out += " --self-train"
     return out + (f" --seeds {result['seeds']}" if result["seeds"] != 3 else "")
 
 
@@ -295,7 +327,7 @@ def write_docs(result: dict[str, Any]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, labels in zip(axes, ("label-free", "labelled"), strict=True):
         full = s.get((labels, "all", 1.0))
-        for strategy in STRATEGIES:
+        for strategy in sorted({k[1] for k in s if k[0] == labels and k[1] != "all"}):
             pts = sorted((k[2], v) for k, v in s.items() if k[0] == labels and k[1] == strategy)
             if full is not None:
                 pts.append((1.0, full))
@@ -334,7 +366,13 @@ def write_docs(result: dict[str, Any]) -> None:
         "augmented by the views' recipe without flip), "
         f"{cfg['rounds']} selection rounds with {cfg['round_steps']} "
         f"steps between rounds, {cfg['final_steps']} final steps; "
-        f"mean ± std over {result['seeds']} seeds. `all` = every pool image bought.",
+        f"mean ± std over {result['seeds']} seeds. `all` = every pool image bought."
+        + (" `+self-train`: label-free, then self-trained on the pool images the budget did "
+           "not buy (`distill.labelfree.selftrain.self_train`: a first student trained on "
+           "the teacher's targets labels them, the ones it gives a top probability of at "
+           "least 0.9 join the bought ones with that label, and a fresh student of the same "
+           "recipe trains on both; no teacher call and no human label for them)."
+           if cfg.get("self_train") else ""),
         "",
         "| labels | selection | budget fraction | images | spent (USD) | OOD accuracy |",
         "| --- | --- | --- | --- | --- | --- |",
