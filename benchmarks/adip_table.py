@@ -422,6 +422,8 @@ def write_docs(section: str) -> None:
 
 
 def main() -> None:
+    from distill.train.task import IMAGE_TARGETS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true",
@@ -452,7 +454,7 @@ def main() -> None:
                          "when WORK holds all its finished runs")
     ap.add_argument("--swad", action="store_true")
     ap.add_argument("--image-targets", default="all",
-                    choices=("all", "view0", "teacher-correct"),
+                    choices=IMAGE_TARGETS,
                     help="ADiP's image term pulls to these teacher targets (the trainer's "
                          "--image-targets; default all, the official loss)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the datasets")

@@ -314,6 +314,11 @@ def command_flags(result: dict[str, Any]) -> str:
     out = "".join(f" --{f}" for f in flags)
     if result["settings"].get("self_train"):
         out += " --self-train"
+    default = settings(bool(result.get("quick")), bool(result.get("tiny")))["fractions"]
+    if result["settings"]["fractions"] != default:
+        out += " --fractions " + ",".join(f"{f:g}" for f in result["settings"]["fractions"])
+    if result.get("threads", 2) != 2:
+        out += f" --threads {result['threads']}"
     return out + (f" --seeds {result['seeds']}" if result["seeds"] != 3 else "")
 
 

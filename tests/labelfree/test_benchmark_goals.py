@@ -79,3 +79,13 @@ def test_parity_goal_per_filter() -> None:
     del students["views/kept-pseudo"]
     g = goals(filters, students)
     assert g["checks"]["views"]["student_gap_to_true"] is None and g["met"] is False
+
+
+def test_command_flags_name_every_setting_a_run_changed() -> None:
+    from benchmarks.budget_curve import command_flags, settings
+
+    cfg = settings(False)
+    assert command_flags({"settings": cfg, "seeds": 3, "threads": 2}) == ""
+    cfg = {**cfg, "fractions": [0.5, 1.0], "self_train": True}
+    assert command_flags({"settings": cfg, "seeds": 5, "threads": 1}) == (
+        " --self-train --fractions 0.5,1 --threads 1 --seeds 5")
