@@ -228,6 +228,7 @@ def run_one(data: Path, cache: Path, out: Path, method: str, target: str, seed: 
     )
     if settings["method"] == "adip":
         settings["image_targets"] = args.image_targets
+        settings["text_loss"] = getattr(args, "text_loss", "cosine")
     done = finished_run(out, teacher, settings)
     if done is not None or reuse_only:  # finished before with these settings: reused
         return done
@@ -362,7 +363,11 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
         f"batch {meta['batch_per_domain']} per source domain, seeds "
         f"{per_dataset(meta['seeds'])}, SWAD {'on' if meta['swad'] else 'off'}, "
         + ("" if meta.get("image_targets", "all") == "all" else
+           "ADiP's image term pulled to the teacher's class prototypes, "
+           if meta["image_targets"] == "class-mean" else
            f"ADiP's image term on {meta['image_targets']} teacher targets only, ")
+        + ("" if meta.get("text_loss", "cosine") == "cosine" else
+           f"ADiP's text term: {meta['text_loss']} (an ablation), ")
         + "model "
         "selection: best in-domain validation accuracy per stage. KD is the proper KL "
         "(docs/method.md).  ",
@@ -422,7 +427,7 @@ def write_docs(section: str) -> None:
 
 
 def main() -> None:
-    from distill.train.task import IMAGE_TARGETS
+    from distill.train.task import IMAGE_TARGETS, TEXT_LOSSES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = ap.add_mutually_exclusive_group()
@@ -457,6 +462,9 @@ def main() -> None:
                     choices=IMAGE_TARGETS,
                     help="ADiP's image term pulls to these teacher targets (the trainer's "
                          "--image-targets; default all, the official loss)")
+    ap.add_argument("--text-loss", default="cosine", choices=TEXT_LOSSES,
+                    help="ADiP's text term (the trainer's --text-loss; default cosine, the "
+                         "official loss)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the datasets")
     ap.add_argument("--no-docs", action="store_true")
     ap.add_argument("--render-only", action="store_true",
@@ -544,6 +552,7 @@ def main() -> None:
         "steps": args.steps, "lr": args.lr, "views": args.views,
         "batch_per_domain": args.batch_per_domain, "swad": args.swad,
         "image_targets": args.image_targets,
+        "text_loss": args.text_loss,
         "seeds": {name: seed_count(name, args) for name in data},
         "warmup": args.warmup,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "

@@ -149,9 +149,11 @@ def test_the_table_asks_adip_runs_for_their_image_targets(tmp_path: Path, monkey
     monkeypatch.setattr(adip_table, "finished_run",
                         lambda out, teacher, settings: seen.append(settings) or {"ok": 1})
     args = argparse.Namespace(views=4, steps=10, lr=5e-4, batch_per_domain=4, eval_every=5,
-                              swad=False, threads=1, warmup=0, image_targets="teacher-correct")
+                              swad=False, threads=1, warmup=0, image_targets="teacher-correct",
+                              text_loss="softmax")
     for method in ("adip", "erm"):
         adip_table.run_one(tmp_path, tmp_path, tmp_path / method, method, "rot0", 0, args,
                            "t", 32)
     assert seen[0]["image_targets"] == "teacher-correct"
-    assert "image_targets" not in seen[1]  # ERM has no image term
+    assert seen[0]["text_loss"] == "softmax"
+    assert "image_targets" not in seen[1] and "text_loss" not in seen[1]  # ERM has neither
