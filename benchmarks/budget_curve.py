@@ -164,23 +164,25 @@ def main() -> int:
         pool_y = [int(s.label) for s in pool.samples]  # type: ignore[arg-type]
         ood_y = np.array([s.label for s in ood.samples])
 
-        def final_acc(bought: list[str], labelled: bool, seed: int) -> float:
+        def ood_acc(model: Any) -> float:
+            return float(np.mean(predict_probs(model, ood_px).argmax(1) == ood_y))
+
+        def final_student(bought: list[str], labelled: bool, seed: int) -> Any:
             idx = [row_of[i] for i in bought]
-            model = train_student(
+            return train_student(
                 pool_px[idx], pool_probs[idx],
                 labels=[pool_y[i] for i in idx] if labelled else None,
                 steps=cfg["final_steps"], student=cfg["student"], pretrained=True, seed=seed,
             )  # fmt: skip
-            return float(np.mean(predict_probs(model, ood_px).argmax(1) == ood_y))
 
-        def self_trained_acc(bought: list[str], seed: int) -> tuple[float, int]:
+        def self_trained(bought: list[str], seed: int, first: Any) -> tuple[float, int]:
+            """``first``: the label-free final student of the same images and seed."""
             idx = [row_of[i] for i in bought]
             free = sorted(set(range(len(pool.samples))) - set(idx))
-            out = self_train(pool_px[idx], pool_probs[idx], pool_px[free],
+            out = self_train(pool_px[idx], pool_probs[idx], pool_px[free], first=first,
                              steps=cfg["final_steps"], student=cfg["student"],
                              pretrained=True, seed=seed)  # fmt: skip
-            acc = float(np.mean(predict_probs(out.student, ood_px).argmax(1) == ood_y))
-            return acc, out.added
+            return ood_acc(out.student), out.added
 
         for seed in range(args.seeds):
             for fraction in cfg["fractions"]:
@@ -192,12 +194,15 @@ def main() -> int:
                     kinds = ["label-free", "labelled"]
                     if cfg["self_train"] and fraction < 1.0:
                         kinds.append("self-train")
+                    label_free = None  # the label-free student: self-training's first
                     for kind in kinds:
                         added = None
                         if kind == "self-train":
-                            acc, added = self_trained_acc(r["bought"], seed)
+                            acc, added = self_trained(r["bought"], seed, label_free)
                         else:
-                            acc = final_acc(r["bought"], kind == "labelled", seed)
+                            model = final_student(r["bought"], kind == "labelled", seed)
+                            label_free = model if kind == "label-free" else label_free
+                            acc = ood_acc(model)
                         name = strategy if fraction < 1.0 else "all"
                         row = {
                             "seed": seed, "fraction": fraction,

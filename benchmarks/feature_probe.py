@@ -62,25 +62,27 @@ def features(student: Any, info: dict[str, Any], samples: list[Any]) -> dict[str
     return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
-def probe_accuracy(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
-    """5-fold cross-validated accuracy of a logistic regression on standardised features."""
+def _probe() -> Any:
+    """The linear probe: a logistic regression on standardised features."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+
+
+def probe_accuracy(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
+    """5-fold cross-validated accuracy of the probe (fewer folds for a class under 5)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    clf = _probe()
     folds = StratifiedKFold(n_splits=min(5, int(np.bincount(y).min())), shuffle=True,
                             random_state=seed)
     return float(np.mean(cross_val_score(clf, x, y, cv=folds)))
 
 
 def few_shot_probe(x: np.ndarray, y: np.ndarray, shots: int = 10, draws: int = 5) -> float:
-    """Logistic regression on ``shots`` images per class, scored on the rest; mean of draws."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+    """The probe fitted on ``shots`` images per class, scored on the rest; mean of draws."""
     shots = min(shots, int(np.bincount(y).min()) - 1)  # leave each class one to score
     accs = []
     for d in range(draws):
@@ -88,23 +90,21 @@ def few_shot_probe(x: np.ndarray, y: np.ndarray, shots: int = 10, draws: int = 5
         train = np.concatenate([rng.choice(np.flatnonzero(y == c), shots, replace=False)
                                 for c in np.unique(y)])
         test = np.setdiff1d(np.arange(len(y)), train)
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+        clf = _probe()
         clf.fit(x[train], y[train])
         accs.append(float(np.mean(clf.predict(x[test]) == y[test])))
     return float(np.mean(accs))
 
 
+def unit(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
 def centroid_accuracy(src: np.ndarray, src_y: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
     """Nearest class mean (cosine) with the means of the source features."""
     classes = np.unique(src_y)
-    means = np.stack([src[src_y == c].mean(0) for c in classes])
-    means /= np.linalg.norm(means, axis=1, keepdims=True)
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return float(np.mean(classes[(xn @ means.T).argmax(1)] == y))
-
-
-def unit(a: np.ndarray) -> np.ndarray:
-    return a / np.linalg.norm(a, axis=1, keepdims=True)
+    means = unit(np.stack([src[src_y == c].mean(0) for c in classes]))
+    return float(np.mean(classes[(unit(x) @ means.T).argmax(1)] == y))
 
 
 def measure(student: Any, info: dict[str, Any], data: Any, store: Any) -> dict[str, Any]:

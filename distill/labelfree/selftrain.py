@@ -56,6 +56,7 @@ def self_train(
     *,
     labels: Sequence[int] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    first: Student | None = None,
     **train: Any,
 ) -> SelfTrained:
     """Train on ``pixels`` / ``targets``, pseudo-label ``free_pixels``, train again on both.
@@ -64,13 +65,15 @@ def self_train(
     (steps, student, pretrained, seed, ...). With ``labels`` (the bought images' true
     labels) both students add their cross-entropy term; for the unbought rows the label
     is the pseudo-label. When the first student is confident about no unbought image,
-    it is returned as it is.
+    it is returned as it is. ``first``: a student already trained on ``pixels`` /
+    ``targets`` with the same ``train`` settings (not trained again).
     """
     import torch
 
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], not {threshold}")
-    first = train_student(pixels, targets, labels=labels, **train)
+    if first is None:
+        first = train_student(pixels, targets, labels=labels, **train)
     keep, onehot = confident_labels(predict_probs(first, free_pixels), threshold)
     if len(keep) == 0:
         return SelfTrained(first, 0, len(free_pixels))

@@ -89,3 +89,28 @@ def test_command_flags_name_every_setting_a_run_changed() -> None:
     cfg = {**cfg, "fractions": [0.5, 1.0], "self_train": True}
     assert command_flags({"settings": cfg, "seeds": 5, "threads": 1}) == (
         " --self-train --fractions 0.5,1 --threads 1 --seeds 5")
+
+
+def test_tiny_budget_curve_with_self_training_runs_end_to_end(tmp_path) -> None:
+    """The script itself (teacher fit, served on loopback, rounds, final and self-trained
+    students) in its --tiny mode: the numbers mean nothing, the rows' shape does."""
+    import json
+    import subprocess
+    import sys
+    from decimal import Decimal
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, str(root / "benchmarks" / "budget_curve.py"), "--tiny",
+                    "--self-train", "--seeds", "1", "--no-docs", "--threads", "1",
+                    "--out", str(tmp_path)], check=True, capture_output=True, timeout=600)
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    kinds = {(r["labels"], r["strategy"], r["fraction"]) for r in rows}
+    for strategy in ("random", "uncertainty", "coreset"):
+        assert ("label-free", f"{strategy}+self-train", 0.5) in kinds
+        assert ("labelled", strategy, 0.5) in kinds
+    assert ("label-free", "all", 1.0) in kinds
+    assert not any("self-train" in r["strategy"] for r in rows if r["fraction"] == 1.0)
+    for r in rows:
+        assert Decimal(r["spent_usd"]) <= Decimal(r["cap_usd"])
+        assert ("self_labelled" in r) == r["strategy"].endswith("+self-train")

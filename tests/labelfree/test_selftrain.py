@@ -64,3 +64,11 @@ def test_a_threshold_outside_0_1_is_refused(threshold: float) -> None:
     with pytest.raises(ValueError, match="threshold"):
         selftrain.self_train(torch.zeros(1, 3, 2, 2), np.ones((1, 2)), torch.zeros(1, 3, 2, 2),
                              threshold=threshold)
+
+
+def test_a_given_first_student_is_not_trained_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _fake_training(monkeypatch, np.array([[0.1, 0.9]]))
+    out = selftrain.self_train(torch.zeros(1, 3, 2, 2), np.array([[1.0, 0.0]]),
+                               torch.zeros(1, 3, 2, 2), first="given")  # type: ignore[arg-type]
+    assert (out.student, out.added, len(calls)) == ("student1", 1, 1)
+    assert len(calls[0]["pixels"]) == 2  # the one call trains the second student
