@@ -63,6 +63,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--self-train", action="store_true",
                    help="add label-free students self-trained on the unbought pool images")
+    p.add_argument("--average", type=float, default=0.0, metavar="F",
+                   help="final students: average the weights of the last F of the steps "
+                   "(train_student's average; default 0: the last step's weights)")
     p.add_argument("--fractions", type=lambda t: [float(x) for x in t.split(",")],
                    help="budget fractions, comma-separated (default: the mode's)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
@@ -131,6 +134,7 @@ def main() -> int:
     if args.fractions:
         cfg["fractions"] = sorted(args.fractions)
     cfg["self_train"] = args.self_train
+    cfg["average"] = args.average
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     root, weights, manifest, overlap, teacher = digits_benchmark(
@@ -173,6 +177,7 @@ def main() -> int:
                 pool_px[idx], pool_probs[idx],
                 labels=[pool_y[i] for i in idx] if labelled else None,
                 steps=cfg["final_steps"], student=cfg["student"], pretrained=True, seed=seed,
+                average=cfg["average"],
             )  # fmt: skip
 
         def self_trained(bought: list[str], seed: int, first: Any) -> tuple[float, int]:
@@ -181,7 +186,8 @@ def main() -> int:
             free = sorted(set(range(len(pool.samples))) - set(idx))
             out = self_train(pool_px[idx], pool_probs[idx], pool_px[free], first=first,
                              steps=cfg["final_steps"], student=cfg["student"],
-                             pretrained=True, seed=seed)  # fmt: skip
+                             pretrained=True, seed=seed,
+                             average=cfg["average"])  # fmt: skip
             return ood_acc(out.student), out.added
 
         for seed in range(args.seeds):
@@ -319,6 +325,8 @@ def command_flags(result: dict[str, Any]) -> str:
     out = "".join(f" --{f}" for f in flags)
     if result["settings"].get("self_train"):
         out += " --self-train"
+    if result["settings"].get("average"):
+        out += f" --average {result['settings']['average']:g}"
     default = settings(bool(result.get("quick")), bool(result.get("tiny")))["fractions"]
     if result["settings"]["fractions"] != default:
         out += " --fractions " + ",".join(f"{f:g}" for f in result["settings"]["fractions"])
@@ -373,7 +381,11 @@ def write_docs(result: dict[str, Any]) -> None:
         f"{result['teacher_zeroshot_ood_acc']:.3f}. Student {cfg['student']} (packaged "
         "ImageNet weights, trained by `distill.labelfree.rounds.train_student`: BatchNorm "
         "frozen, Adam at lr 5e-4 after a warm-up over a tenth of the steps, each batch "
-        "augmented by the views' recipe without flip), "
+        "augmented by the views' recipe without flip"
+        + (f"; the final students' weights are the mean of the weights after each of their "
+           f"last {cfg['average']:g} of the steps, `average={cfg['average']:g}`"
+           if cfg.get("average") else "")
+        + "), "
         f"{cfg['rounds']} selection rounds with {cfg['round_steps']} "
         f"steps between rounds, {cfg['final_steps']} final steps; "
         f"mean ± std over {result['seeds']} seeds. `all` = every pool image bought."

@@ -167,6 +167,7 @@ def train_student(
     freeze_bn: bool | None = None,
     augment: bool = True,
     warmup: int | None = None,
+    average: float = 0.0,
 ) -> Student:
     """Train a fresh student for ``steps`` steps on soft ``targets`` (N, C) [+ CE on labels].
 
@@ -181,6 +182,11 @@ def train_student(
     tenth of ``steps``): Adam's first step moves every weight by about the full lr
     whatever its gradient, and with frozen BatchNorm that step could leave the network
     dead (constant output, loss stuck at ln C; seen in the budget curve, 1 run of 30).
+    ``average`` (0 to 1): the returned weights are the uniform mean of the weights after
+    each of the last ``average`` x ``steps`` steps (stochastic weight averaging over the
+    run's tail, with :class:`distill.train.swad.Average`; 0 = the last step's weights).
+    Trained BatchNorm statistics are then re-estimated for the mean weights over the
+    images (:func:`distill.train.swad.update_bn`); frozen ones stay ImageNet's.
     Returns the student in eval mode.
     """
     import torch
@@ -189,8 +195,11 @@ def train_student(
     from distill.train.config import warmup_factor
     from distill.train.evaluate import to_input
     from distill.train.student import build_student, norm_stats, starts_from_weights
+    from distill.train.swad import Average, update_bn
     from distill.train.task import freeze_batchnorm
 
+    if not 0.0 <= average <= 1.0:
+        raise ValueError(f"average must be in [0, 1], not {average}")
     torch.manual_seed(seed)
     model = build_student(student, method="kd", num_classes=targets.shape[1], pretrained=pretrained)
     mean, std = norm_stats(model.backbone)
@@ -202,9 +211,14 @@ def train_student(
     gen = torch.Generator().manual_seed(seed)
     n = len(pixels)
     model.train()
-    if starts_from_weights(student, pretrained=pretrained) if freeze_bn is None else freeze_bn:
+    bn_frozen = (
+        starts_from_weights(student, pretrained=pretrained) if freeze_bn is None else freeze_bn
+    )
+    if bn_frozen:
         freeze_batchnorm(model.backbone)
-    for _ in range(steps):
+    mean_weights = Average() if average > 0 and steps > 0 else None
+    first_averaged = steps - max(1, round(average * steps))
+    for step in range(steps):
         idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)
         batch = jitter(pixels[idx], gen) if augment else pixels[idx]
         logits = model(to_input(batch, mean, std))
@@ -215,6 +229,17 @@ def train_student(
         loss.backward()
         opt.step()
         schedule.step()
+        if mean_weights is not None and step >= first_averaged:
+            mean_weights.update(dict(model.named_parameters()))
+    if mean_weights is not None:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(mean_weights.params[name])
+        if not bn_frozen:
+            batches = (
+                to_input(pixels[s : s + batch_size], mean, std) for s in range(0, n, batch_size)
+            )
+            update_bn(model, batches, math.ceil(n / batch_size))
     model.eval()
     return model
 

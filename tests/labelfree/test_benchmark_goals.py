@@ -86,9 +86,12 @@ def test_command_flags_name_every_setting_a_run_changed() -> None:
 
     cfg = settings(False)
     assert command_flags({"settings": cfg, "seeds": 3, "threads": 2}) == ""
-    cfg = {**cfg, "fractions": [0.5, 1.0], "self_train": True}
+    cfg = {**cfg, "fractions": [0.5, 1.0], "self_train": True, "average": 0.0}
     assert command_flags({"settings": cfg, "seeds": 5, "threads": 1}) == (
         " --self-train --fractions 0.5,1 --threads 1 --seeds 5")
+    cfg = {**cfg, "average": 0.5}
+    assert command_flags({"settings": cfg, "seeds": 3, "threads": 2}) == (
+        " --self-train --average 0.5 --fractions 0.5,1")
 
 
 def test_tiny_budget_curve_with_self_training_runs_end_to_end(tmp_path) -> None:
@@ -102,9 +105,12 @@ def test_tiny_budget_curve_with_self_training_runs_end_to_end(tmp_path) -> None:
 
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, str(root / "benchmarks" / "budget_curve.py"), "--tiny",
-                    "--self-train", "--seeds", "1", "--no-docs", "--threads", "1",
-                    "--out", str(tmp_path)], check=True, capture_output=True, timeout=600)
-    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+                    "--self-train", "--average", "0.5", "--seeds", "1", "--no-docs",
+                    "--threads", "1", "--out", str(tmp_path)],
+                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["settings"]["average"] == 0.5
+    rows = result["rows"]
     kinds = {(r["labels"], r["strategy"], r["fraction"]) for r in rows}
     for strategy in ("random", "uncertainty", "coreset"):
         assert ("label-free", f"{strategy}+self-train", 0.5) in kinds

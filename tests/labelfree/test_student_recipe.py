@@ -87,3 +87,51 @@ def test_the_learning_rate_warms_up_over_a_tenth_of_the_steps(adam_lrs: list[flo
     train_student(pixels, targets, steps=40, batch_size=4, lr=4e-4)
     assert adam_lrs[:5] == pytest.approx([1e-4, 2e-4, 3e-4, 4e-4, 4e-4])
     assert len(adam_lrs) == 40 and adam_lrs[-1] == pytest.approx(4e-4)
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_average_is_the_mean_of_the_last_steps_weights() -> None:
+    """``average=0.5`` over 4 steps returns the mean of the weights after steps 3 and 4 of
+    the very run that ``average=0`` follows step by step (same seed, same batches)."""
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=gen)
+    targets = np.eye(10, dtype=np.float32)[np.arange(8) % 10]
+    kw = {"batch_size": 4, "freeze_bn": True, "warmup": 1, "lr": 1e-2}
+    after3 = _weights(train_student(pixels, targets, steps=3, **kw))
+    after4 = _weights(train_student(pixels, targets, steps=4, **kw))
+    averaged = _weights(train_student(pixels, targets, steps=4, average=0.5, **kw))
+    moved = [k for k in after3 if not torch.equal(after3[k], after4[k])]
+    assert moved  # the last step changed weights, so the mean is not either end
+    for k in averaged:
+        assert torch.allclose(averaged[k], (after3[k] + after4[k]) / 2, atol=1e-6), k
+
+
+def test_average_re_estimates_trained_batchnorm_for_the_mean_weights() -> None:
+    """A student whose BatchNorm trains gets statistics measured under the averaged
+    weights: the first BatchNorm's running mean is its input's mean over every image."""
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=gen)
+    targets = np.eye(10, dtype=np.float32)[np.arange(8) % 10]
+    model = train_student(
+        pixels, targets, steps=4, batch_size=4, freeze_bn=False, warmup=1, lr=1e-2, average=0.5
+    )
+    from distill.train.evaluate import to_input
+    from distill.train.student import norm_stats
+
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen: list[torch.Tensor] = []
+    hook = bn.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0].detach()))
+    with torch.no_grad():
+        model(to_input(pixels, *norm_stats(model.backbone)))
+    hook.remove()
+    assert bn.running_mean is not None
+    assert torch.allclose(bn.running_mean, seen[0].mean(dim=(0, 2, 3)), atol=1e-4)
+
+
+def test_average_outside_zero_to_one_is_refused() -> None:
+    pixels = torch.zeros((2, 3, 8, 8), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="average must be in"):
+        train_student(pixels, np.eye(10, dtype=np.float32)[:2], steps=1, average=1.5)
