@@ -180,15 +180,19 @@ def main() -> int:
                 average=cfg["average"],
             )  # fmt: skip
 
-        def self_trained(bought: list[str], seed: int, first: Any) -> tuple[float, int]:
-            """``first``: the label-free final student of the same images and seed."""
+        def self_trained(bought: list[str], seed: int, first: Any) -> tuple[float, int, int]:
+            """``first``: the label-free final student of the same images and seed. Returns
+            the OOD accuracy, the self-labelled images and how many of their labels are
+            right (the pool's true labels: for the record only, training never sees them)."""
             idx = [row_of[i] for i in bought]
             free = sorted(set(range(len(pool.samples))) - set(idx))
             out = self_train(pool_px[idx], pool_probs[idx], pool_px[free], first=first,
                              steps=cfg["final_steps"], student=cfg["student"],
                              pretrained=True, seed=seed,
                              average=cfg["average"])  # fmt: skip
-            return ood_acc(out.student), out.added
+            right = sum(pool_y[free[k]] == int(y)
+                        for k, y in zip(out.kept, out.pseudo_labels, strict=True))
+            return ood_acc(out.student), out.added, right
 
         for seed in range(args.seeds):
             for fraction in cfg["fractions"]:
@@ -202,9 +206,9 @@ def main() -> int:
                         kinds.append("self-train")
                     label_free = None  # the label-free student: self-training's first
                     for kind in kinds:
-                        added = None
+                        added = right = None
                         if kind == "self-train":
-                            acc, added = self_trained(r["bought"], seed, label_free)
+                            acc, added, right = self_trained(r["bought"], seed, label_free)
                         else:
                             model = final_student(r["bought"], kind == "labelled", seed)
                             label_free = model if kind == "label-free" else label_free
@@ -219,6 +223,7 @@ def main() -> int:
                         }  # fmt: skip
                         if added is not None:
                             row["self_labelled"] = added
+                            row["self_labels_right"] = right
                         rows.append(row)
                         print(json.dumps(row), f"[{time.time() - t0:.0f}s]", flush=True)
     backend.close()

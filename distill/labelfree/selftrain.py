@@ -38,8 +38,14 @@ class SelfTrained:
     """The second student and what the first one added."""
 
     student: Student
-    added: int  # unbought images the first student labelled with confidence
+    kept: np.ndarray  # rows of the unbought images the first student was confident about
+    pseudo_labels: np.ndarray  # the label it gave each of them
     offered: int  # unbought images it looked at
+
+    @property
+    def added(self) -> int:
+        """How many unbought images joined the second student's training set."""
+        return len(self.kept)
 
 
 def confident_labels(probs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -76,9 +82,9 @@ def self_train(
         first = train_student(pixels, targets, labels=labels, **train)
     keep, onehot = confident_labels(predict_probs(first, free_pixels), threshold)
     if len(keep) == 0:
-        return SelfTrained(first, 0, len(free_pixels))
+        return SelfTrained(first, keep, keep, len(free_pixels))
     both = torch.cat([pixels, free_pixels[torch.as_tensor(keep)]])
     soft = np.concatenate([np.asarray(targets, dtype=np.float32), onehot])
     given = None if labels is None else [*labels, *onehot.argmax(axis=1).tolist()]
     second = train_student(both, soft, labels=given, **train)
-    return SelfTrained(second, len(keep), len(free_pixels))
+    return SelfTrained(second, keep, onehot.argmax(axis=1), len(free_pixels))

@@ -120,3 +120,5 @@ def test_tiny_budget_curve_with_self_training_runs_end_to_end(tmp_path) -> None:
     for r in rows:
         assert Decimal(r["spent_usd"]) <= Decimal(r["cap_usd"])
         assert ("self_labelled" in r) == r["strategy"].endswith("+self-train")
+        if "self_labelled" in r:
+            assert 0 <= r["self_labels_right"] <= r["self_labelled"]

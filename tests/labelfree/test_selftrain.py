@@ -35,6 +35,7 @@ def test_second_student_gets_the_confident_unbought_images_with_their_pseudo_lab
     calls = _fake_training(monkeypatch, np.array([[0.95, 0.05], [0.5, 0.5], [0.02, 0.98]]))
     out = selftrain.self_train(bought, targets, free, steps=7, seed=3)
     assert (out.student, out.added, out.offered) == ("student2", 2, 3)
+    assert out.kept.tolist() == [0, 2] and out.pseudo_labels.tolist() == [0, 1]
     first, second = calls
     assert first["pixels"] is bought and first["steps"] == 7 and second["seed"] == 3
     assert len(second["pixels"]) == 4
