@@ -61,6 +61,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="a smoke test: 3 images per class, "
                    "a few steps (numbers mean nothing; use with --no-docs)")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds are FIRST_SEED .. FIRST_SEED + SEEDS - 1 (default 0): more "
+                   "seeds for an earlier run, or one run split over processes")
     p.add_argument("--self-train", action="store_true",
                    help="add label-free students self-trained on the unbought pool images")
     p.add_argument("--average", type=float, default=0.0, metavar="F",
@@ -194,7 +197,7 @@ def main() -> int:
                         for k, y in zip(out.kept, out.pseudo_labels, strict=True))
             return ood_acc(out.student), out.added, right
 
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for fraction in cfg["fractions"]:
                 for strategy in STRATEGIES if fraction < 1.0 else ("random",):
                     r = asyncio.run(run_one(
@@ -229,6 +232,7 @@ def main() -> int:
     backend.close()
     result = {
         "settings": cfg, "quick": args.quick, "tiny": args.tiny, "seeds": args.seeds,
+        "first_seed": args.first_seed,
         "threads": args.threads, "train_domains": train_domains, "ood_domains": ood_domains,
         "pool_images": len(pool.samples), "ood_images": len(ood.samples),
         "teacher": teacher_record(teacher, weights, manifest, overlap),
@@ -337,6 +341,8 @@ def command_flags(result: dict[str, Any]) -> str:
         out += " --fractions " + ",".join(f"{f:g}" for f in result["settings"]["fractions"])
     if result.get("threads", 2) != 2:
         out += f" --threads {result['threads']}"
+    if result.get("first_seed"):
+        out += f" --first-seed {result['first_seed']}"
     return out + (f" --seeds {result['seeds']}" if result["seeds"] != 3 else "")
 
 

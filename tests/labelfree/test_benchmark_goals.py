@@ -92,6 +92,8 @@ def test_command_flags_name_every_setting_a_run_changed() -> None:
     cfg = {**cfg, "average": 0.5}
     assert command_flags({"settings": cfg, "seeds": 3, "threads": 2}) == (
         " --self-train --average 0.5 --fractions 0.5,1")
+    assert command_flags({"settings": cfg, "seeds": 2, "threads": 2, "first_seed": 3}) == (
+        " --self-train --average 0.5 --fractions 0.5,1 --first-seed 3 --seeds 2")
 
 
 def test_tiny_budget_curve_with_self_training_runs_end_to_end(tmp_path) -> None:
@@ -105,11 +107,13 @@ def test_tiny_budget_curve_with_self_training_runs_end_to_end(tmp_path) -> None:
 
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, str(root / "benchmarks" / "budget_curve.py"), "--tiny",
-                    "--self-train", "--average", "0.5", "--seeds", "1", "--no-docs",
+                    "--self-train", "--average", "0.5", "--seeds", "1", "--first-seed", "2",
+                    "--no-docs",
                     "--threads", "1", "--out", str(tmp_path)],
                    check=True, capture_output=True, timeout=600)  # fmt: skip
     result = json.loads((tmp_path / "results.json").read_text())
     assert result["settings"]["average"] == 0.5
+    assert {r["seed"] for r in result["rows"]} == {2}
     rows = result["rows"]
     kinds = {(r["labels"], r["strategy"], r["fraction"]) for r in rows}
     for strategy in ("random", "uncertainty", "coreset"):
