@@ -324,8 +324,29 @@ def reading(result: dict[str, Any], s: dict[tuple[str, str, float], dict[str, fl
                 else "."
             )
         )
+    out += self_label_lines(result["rows"])
     out.append("")
     return out
+
+
+def self_label_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """How right the self-given labels were, per selection (rows that recorded it)."""
+    tally: dict[str, list[int]] = {}
+    for r in rows:
+        if r.get("self_labels_right") is not None:
+            t = tally.setdefault(r["strategy"], [0, 0, 0])
+            t[0] += r["self_labels_right"]
+            t[1] += r["self_labelled"]
+            t[2] += 1
+    if not tally:
+        return []
+    parts = [
+        f"{name} {right} of {given} ({right / given:.1%}, {n} runs)" if given
+        else f"{name} none given ({n} runs)"
+        for name, (right, given, n) in sorted(tally.items())
+    ]  # fmt: skip
+    return [f"Self-given labels that are right (true labels, never used in training): "
+            f"{'; '.join(parts)}."]  # fmt: skip
 
 
 def command_flags(result: dict[str, Any]) -> str:

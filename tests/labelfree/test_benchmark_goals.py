@@ -96,6 +96,22 @@ def test_command_flags_name_every_setting_a_run_changed() -> None:
         " --self-train --average 0.5 --fractions 0.5,1 --first-seed 3 --seeds 2")
 
 
+def test_self_label_lines_count_right_labels_per_selection() -> None:
+    from benchmarks.budget_curve import self_label_lines
+
+    rows = [
+        {"strategy": "coreset+self-train", "self_labelled": 10, "self_labels_right": 9},
+        {"strategy": "coreset+self-train", "self_labelled": 30, "self_labels_right": 29},
+        {"strategy": "random+self-train", "self_labelled": 0, "self_labels_right": 0},
+        {"strategy": "random", "ood_acc": 0.5},  # not self-trained: not counted
+    ]
+    assert self_label_lines(rows) == [
+        "Self-given labels that are right (true labels, never used in training): "
+        "coreset+self-train 38 of 40 (95.0%, 2 runs); random+self-train none given (1 runs)."
+    ]
+    assert self_label_lines([{"strategy": "random", "ood_acc": 0.5}]) == []
+
+
 def test_tiny_budget_curve_with_self_training_runs_end_to_end(tmp_path) -> None:
     """The script itself (teacher fit, served on loopback, rounds, final and self-trained
     students) in its --tiny mode: the numbers mean nothing, the rows' shape does."""
