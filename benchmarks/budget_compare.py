@@ -22,12 +22,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from budget_curve import goal, summarise
+from budget_curve import STRATEGIES, goal, summarise
 
-# Settings two sides may differ in (what the comparison is about).
-MAY_DIFFER = {"average", "self_train"}
+# Settings two sides may differ in (what the comparison is about; the table names them).
+MAY_DIFFER = {"average", "self_train", "final_steps", "strategies"}
 # Settings added to budget_curve after some runs were recorded: their value before.
-DEFAULTS = {"average": 0.0, "self_train": False}
+DEFAULTS = {"average": 0.0, "self_train": False, "strategies": list(STRATEGIES)}
 
 __all__ = ["compare", "merge"]
 
@@ -62,12 +62,17 @@ def compare(a: list[dict[str, Any]], b: list[dict[str, Any]], names: tuple[str, 
     """The markdown table and the goal lines (see the module's docstring)."""
     sa, ra = merge(a)
     sb, rb = merge(b)
-    differ = {k for k in sa.keys() | sb.keys() if sa.get(k) != sb.get(k)} - MAY_DIFFER
-    if differ:
-        raise ValueError(f"the sides differ in {sorted(differ)}: not a paired comparison")
+    changed = {k for k in sa.keys() | sb.keys() if sa.get(k) != sb.get(k)}
+    if changed - MAY_DIFFER:
+        raise ValueError(f"the sides differ in {sorted(changed - MAY_DIFFER)}: "
+                         "not a paired comparison")
     xa, xb = summarise(ra), summarise(rb)
     pa, pb = _by_seed(ra), _by_seed(rb)
     lines = [
+        "Settings that differ: " + (", ".join(
+            f"{k} {sa.get(k)} ({names[0]}) vs {sb.get(k)} ({names[1]})" for k in sorted(changed)
+        ) or "none") + ".",
+        "",
         f"| labels | selection | budget fraction | {names[0]} | {names[1]} | "
         f"{names[1]} - {names[0]} (paired) | {names[1]} higher |",
         "| --- | --- | --- | --- | --- | --- | --- |",

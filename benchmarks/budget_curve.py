@@ -69,6 +69,11 @@ def _args() -> argparse.Namespace:
     p.add_argument("--average", type=float, default=0.0, metavar="F",
                    help="final students: average the weights of the last F of the steps "
                    "(train_student's average; default 0: the last step's weights)")
+    p.add_argument("--final-steps", type=int, metavar="N",
+                   help="steps of the final students (default: the mode's)")
+    p.add_argument("--strategies", type=lambda t: t.split(","),
+                   help=f"selections below the full budget, comma-separated (default: "
+                   f"{','.join(STRATEGIES)})")
     p.add_argument("--fractions", type=lambda t: [float(x) for x in t.split(",")],
                    help="budget fractions, comma-separated (default: the mode's)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
@@ -138,6 +143,13 @@ def main() -> int:
         cfg["fractions"] = sorted(args.fractions)
     cfg["self_train"] = args.self_train
     cfg["average"] = args.average
+    if args.final_steps is not None:
+        cfg["final_steps"] = args.final_steps
+    if args.strategies:
+        unknown = sorted(set(args.strategies) - set(STRATEGIES))
+        if unknown:
+            sys.exit(f"budget_curve: unknown strategies {unknown}; known: {list(STRATEGIES)}")
+    cfg["strategies"] = [s for s in STRATEGIES if s in (args.strategies or STRATEGIES)]
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     root, weights, manifest, overlap, teacher = digits_benchmark(
@@ -199,7 +211,7 @@ def main() -> int:
 
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for fraction in cfg["fractions"]:
-                for strategy in STRATEGIES if fraction < 1.0 else ("random",):
+                for strategy in cfg["strategies"] if fraction < 1.0 else ("random",):
                     r = asyncio.run(run_one(
                         pool, server.base_url, teacher, cfg, strategy, fraction, seed, work
                     ))  # fmt: skip
@@ -357,7 +369,12 @@ def command_flags(result: dict[str, Any]) -> str:
         out += " --self-train"
     if result["settings"].get("average"):
         out += f" --average {result['settings']['average']:g}"
-    default = settings(bool(result.get("quick")), bool(result.get("tiny")))["fractions"]
+    default_cfg = settings(bool(result.get("quick")), bool(result.get("tiny")))
+    default = default_cfg["fractions"]
+    if result["settings"]["final_steps"] != default_cfg["final_steps"]:
+        out += f" --final-steps {result['settings']['final_steps']}"
+    if result["settings"].get("strategies", list(STRATEGIES)) != list(STRATEGIES):
+        out += " --strategies " + ",".join(result["settings"]["strategies"])
     if result["settings"]["fractions"] != default:
         out += " --fractions " + ",".join(f"{f:g}" for f in result["settings"]["fractions"])
     if result.get("threads", 2) != 2:

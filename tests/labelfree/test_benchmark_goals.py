@@ -94,6 +94,10 @@ def test_command_flags_name_every_setting_a_run_changed() -> None:
         " --self-train --average 0.5 --fractions 0.5,1")
     assert command_flags({"settings": cfg, "seeds": 2, "threads": 2, "first_seed": 3}) == (
         " --self-train --average 0.5 --fractions 0.5,1 --first-seed 3 --seeds 2")
+    cfg = {**cfg, "final_steps": 400, "strategies": ["random", "coreset"]}
+    assert command_flags({"settings": cfg, "seeds": 3, "threads": 2}) == (
+        " --self-train --average 0.5 --final-steps 400 --strategies random,coreset"
+        " --fractions 0.5,1")
 
 
 def test_self_label_lines_count_right_labels_per_selection() -> None:
@@ -142,3 +146,17 @@ def test_tiny_budget_curve_with_self_training_runs_end_to_end(tmp_path) -> None:
         assert ("self_labelled" in r) == r["strategy"].endswith("+self-train")
         if "self_labelled" in r:
             assert 0 <= r["self_labels_right"] <= r["self_labelled"]
+
+
+def test_an_unknown_strategy_is_refused_before_any_work(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "budget_curve.py"), "--tiny",
+                          "--strategies", "random,greedy", "--no-docs", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode != 0
+    assert "unknown strategies ['greedy']" in out.stderr
+    assert not (tmp_path / "teacher").exists()  # nothing fitted

@@ -28,6 +28,7 @@ def test_pairs_by_seed_across_merged_runs() -> None:
     a = [_run({0: (0.5, 0.6), 1: (0.4, 0.6)}), _run({2: (0.6, 0.6)}, average=0.0)]
     b = [_run({0: (0.6, 0.6), 1: (0.5, 0.5), 2: (0.5, 0.7)}, average=0.5)]
     table = compare(a, b, ("last", "avg"))
+    assert table.startswith("Settings that differ: average 0.0 (last) vs 0.5 (avg).")
     coreset = next(line for line in table.splitlines() if "| coreset |" in line)
     assert "0.500 ± 0.100 (3)" in coreset and "0.533 ± 0.058 (3)" in coreset
     assert "+0.033 ± 0.115" in coreset and "| 2 of 3 |" in coreset
