@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from budget_curve import STRATEGIES, goal, summarise
 
 # Settings two sides may differ in (what the comparison is about; the table names them).
-MAY_DIFFER = {"average", "self_train", "final_steps", "strategies"}
+MAY_DIFFER = {"average", "self_train", "final_steps", "strategies", "fractions"}
 # Settings added to budget_curve after some runs were recorded: their value before.
 DEFAULTS = {"average": 0.0, "self_train": False, "strategies": list(STRATEGIES)}
 
@@ -35,13 +35,27 @@ Key = tuple[str, str, float]
 
 
 def merge(results: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One side's settings and rows; refuses runs of other settings or a repeated seed."""
-    settings = {**DEFAULTS, **results[0]["settings"]}
+    """One side's settings and rows; refuses runs of other settings or a repeated seed.
+
+    The runs of one side may cover different selections and budget fractions (say, random
+    in one run, uncertainty and coreset in another): the side's ``strategies`` and
+    ``fractions`` are their union; every other setting must agree.
+    """
+    union = ("strategies", "fractions")
+    first = {**DEFAULTS, **results[0]["settings"]}
+    settings = {k: v for k, v in first.items() if k not in union}
+    strategies: set[str] = set()
+    fractions: set[float] = set()
     rows: list[dict[str, Any]] = []
     for r in results:
-        if {**DEFAULTS, **r["settings"]} != settings:
-            raise ValueError(f"runs of one side differ in settings: {r['settings']} vs {settings}")
+        this = {**DEFAULTS, **r["settings"]}
+        if {k: v for k, v in this.items() if k not in union} != settings:
+            raise ValueError(f"runs of one side differ in settings: {r['settings']} vs {first}")
+        strategies.update(this["strategies"])
+        fractions.update(this["fractions"])
         rows += r["rows"]
+    settings["strategies"] = [s for s in STRATEGIES if s in strategies]
+    settings["fractions"] = sorted(fractions)
     seen: dict[Key, set[int]] = {}
     for row in rows:
         seeds = seen.setdefault((row["labels"], row["strategy"], row["fraction"]), set())

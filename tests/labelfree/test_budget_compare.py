@@ -45,6 +45,18 @@ def test_runs_of_other_settings_are_not_paired() -> None:
         merge([_run({0: (0.5, 0.6)}), _run({1: (0.5, 0.6)}, average=0.5)])
 
 
+def test_one_side_may_gather_selections_and_fractions_from_several_runs() -> None:
+    random_run = _run({0: (0.5, 0.6)}, strategies=["random"])
+    coreset_run = {**_run({0: (0.7, 0.6)}, strategies=["coreset"], fractions=[0.5])}
+    coreset_run["rows"] = [r for r in coreset_run["rows"] if r["fraction"] == 0.5]
+    for r in random_run["rows"]:
+        r["strategy"] = "random" if r["fraction"] == 0.5 else "all"
+    settings, rows = merge([random_run, coreset_run])
+    assert settings["strategies"] == ["random", "coreset"]  # in STRATEGIES' order
+    assert settings["fractions"] == [0.5, 1.0]
+    assert sorted(r["strategy"] for r in rows) == ["all", "coreset", "random"]
+
+
 def test_a_seed_twice_on_one_side_is_refused() -> None:
     with pytest.raises(ValueError, match="seed 0 twice"):
         merge([_run({0: (0.5, 0.6)}), _run({0: (0.4, 0.6)})])
