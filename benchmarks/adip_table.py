@@ -228,7 +228,7 @@ def run_one(data: Path, cache: Path, out: Path, method: str, target: str, seed: 
     )
     if settings["method"] == "adip":
         settings["image_targets"] = args.image_targets
-        settings["text_loss"] = getattr(args, "text_loss", "cosine")
+        settings["text_loss"] = args.text_loss
     done = finished_run(out, teacher, settings)
     if done is not None or reuse_only:  # finished before with these settings: reused
         return done

@@ -82,7 +82,7 @@ def self_train(
         first = train_student(pixels, targets, labels=labels, **train)
     keep, onehot = confident_labels(predict_probs(first, free_pixels), threshold)
     if len(keep) == 0:
-        return SelfTrained(first, keep, keep, len(free_pixels))
+        return SelfTrained(first, keep, np.zeros(0, dtype=np.int64), len(free_pixels))
     both = torch.cat([pixels, free_pixels[torch.as_tensor(keep)]])
     soft = np.concatenate([np.asarray(targets, dtype=np.float32), onehot])
     given = None if labels is None else [*labels, *onehot.argmax(axis=1).tolist()]

@@ -58,6 +58,7 @@ def test_no_confident_image_returns_the_first_student(monkeypatch: pytest.Monkey
     out = selftrain.self_train(torch.zeros(1, 3, 2, 2), np.array([[1.0, 0.0]]),
                                torch.zeros(1, 3, 2, 2))
     assert (out.student, out.added, len(calls)) == ("student1", 0, 1)
+    assert out.kept.size == 0 and out.pseudo_labels.size == 0
 
 
 @pytest.mark.parametrize("threshold", [0.0, 1.5])
