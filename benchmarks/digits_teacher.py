@@ -60,18 +60,22 @@ def pool_overlap(bench: Path, weights: Path) -> dict[str, Any]:
 def digits_benchmark(
     out: Path, per_class: int, size: int, prefix: str
 ) -> tuple[Path, Path, dict[str, Any], dict[str, Any], str]:
-    """Build the benchmark's digits in a fresh temporary folder and fit (or load) its
-    teacher under ``out/teacher``; stop when the teacher's pool shares an image with them.
+    """Build the benchmark's digits in a fresh temporary folder (removed when the process
+    exits) and fit (or load) its teacher under ``out/teacher``; stop when the teacher's pool
+    shares an image with them.
 
     Returns (the digits' root, the teacher's weights, its manifest, :func:`pool_overlap`,
     its teacher name).
     """
+    import atexit
+    import shutil
     import tempfile
 
     from distill.data.digits import make_digits
     from distill.teacher.miniclip import manifest_path, teacher_name
 
     work = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     root = make_digits(work / "digits", size=size, per_class=per_class, seed=0)
     weights = ensure_digits_teacher(out / "teacher", per_class)
     manifest = json.loads(manifest_path(weights).read_text("utf-8"))

@@ -118,20 +118,27 @@ def test_self_label_lines_count_right_labels_per_selection() -> None:
 
 def test_tiny_budget_curve_with_self_training_runs_end_to_end(tmp_path) -> None:
     """The script itself (teacher fit, served on loopback, rounds, final and self-trained
-    students) in its --tiny mode: the numbers mean nothing, the rows' shape does."""
+    students) in its --tiny mode: the numbers mean nothing, the rows' shape does. Its
+    temporary digits folder is gone when it exits."""
     import json
+    import os
     import subprocess
     import sys
     from decimal import Decimal
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = tmp_path / "out"
     subprocess.run([sys.executable, str(root / "benchmarks" / "budget_curve.py"), "--tiny",
                     "--self-train", "--average", "0.5", "--seeds", "1", "--first-seed", "2",
                     "--no-docs",
-                    "--threads", "1", "--out", str(tmp_path)],
-                   check=True, capture_output=True, timeout=600)  # fmt: skip
-    result = json.loads((tmp_path / "results.json").read_text())
+                    "--threads", "1", "--out", str(out)],
+                   check=True, capture_output=True, timeout=600,
+                   env={**os.environ, "TMPDIR": str(scratch)})  # fmt: skip
+    assert list(scratch.glob("budget-curve-*")) == []
+    result = json.loads((out / "results.json").read_text())
     assert result["settings"]["average"] == 0.5
     assert {r["seed"] for r in result["rows"]} == {2}
     rows = result["rows"]
