@@ -2,10 +2,13 @@
 
 ``<run>/checkpoint/`` holds the student's weights (``model.safetensors``), the best weights
 of the current stage so far (``best.safetensors``, when ``select="best_id"``), the optimizer
-and torch RNG state (``optim.pt``) and where the run stands (``state.json``: stage, step,
-the evaluation history, the notes of finished stages). A save builds ``checkpoint.tmp`` and
-swaps it in (one atomic exchange where the system has it, else two renames mended by
-:func:`recover_checkpoint`), so a kill at any moment leaves one complete checkpoint.
+and torch RNG state (``optim.pt``), the current stage's own state (``stage.safetensors`` and
+``state.json``'s ``stage_state``: SWAD's loss valley and its averages, Align's stopping rule,
+P before Align) and where the run stands (``state.json``: stage, step, the evaluation
+history, the notes of finished stages). A resumed stage so ends as an uninterrupted one.
+A save builds ``checkpoint.tmp`` and swaps it in (one atomic exchange where the system has
+it, else two renames mended by :func:`recover_checkpoint`), so a kill at any moment leaves
+one complete checkpoint.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ log = logging.getLogger("distill.train.trainer")
 
 CHECKPOINT_DIR = "checkpoint"
 BEST_FILE = "best.safetensors"
+STAGE_FILE = "stage.safetensors"
 OPTIM_FILE = "optim.pt"
 STATE_FILE = "state.json"
 _CHECKPOINT_FILES = (WEIGHTS_FILE, OPTIM_FILE, STATE_FILE)
@@ -94,8 +98,10 @@ def save_checkpoint(
     state: dict[str, Any],
     optimizer: torch.optim.Optimizer | None,
     best: dict[str, torch.Tensor] | None,
+    stage_tensors: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write checkpoint/ atomically: build checkpoint.tmp, then swap it in."""
+    """Write checkpoint/ atomically: build checkpoint.tmp, then swap it in. ``stage_tensors``:
+    the current stage's own tensors (its JSON part goes in ``state["stage_state"]``)."""
     final = out / CHECKPOINT_DIR
     tmp = out / (CHECKPOINT_DIR + ".tmp")
     if tmp.exists():
@@ -104,6 +110,8 @@ def save_checkpoint(
     save_weights(state_dict(student), tmp / WEIGHTS_FILE)
     if best is not None:
         save_weights(best, tmp / BEST_FILE)
+    if stage_tensors:
+        save_weights(stage_tensors, tmp / STAGE_FILE)
     extra: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
     if optimizer is not None:
         extra["optimizer"] = optimizer.state_dict()
@@ -176,6 +184,9 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)  # every evaluation, short
     stage_notes: list[dict[str, Any]] = field(default_factory=list)  # finished stages
     optimizer: dict[str, Any] | None = None  # optimizer state to continue the stage with
+    # The resumed stage's own state (see distill.train.stages.stage_state): JSON and tensors.
+    stage_state: dict[str, Any] | None = None
+    stage_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def reset_best(self) -> None:
         """A new stage keeps its own best weights."""
@@ -199,14 +210,15 @@ class RunState:
             self.best_state = state_dict(student)
 
     def to_json(
-        self, info: dict[str, Any], stage_index: int, stage: str, step: int, now: float
+        self, info: dict[str, Any], stage_index: int, stage: str, step: int, now: float,
+        stage_state: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """state.json: the run's description and where it stands (``step`` steps of
-        ``stage`` done)."""
+        ``stage`` done, and that stage's own state)."""
         return {
             **info, "stage_index": stage_index, "stage": stage, "step": step,
             "best_acc": self.best_acc, "history": self.history,
-            "stage_notes": self.stage_notes, "time": now,
+            "stage_notes": self.stage_notes, "time": now, "stage_state": stage_state,
         }
 
 
@@ -257,9 +269,12 @@ def resume_or_start(
         best_acc=float(saved.get("best_acc", -1.0)),
         history=list(saved.get("history", [])),
         stage_notes=list(saved.get("stage_notes", [])),
+        stage_state=saved.get("stage_state"),
     )
     if (ckpt / BEST_FILE).is_file():
         run.best_state = _load_weights(ckpt / BEST_FILE)
+    if (ckpt / STAGE_FILE).is_file():
+        run.stage_tensors = _load_weights(ckpt / STAGE_FILE)
     extra = torch.load(ckpt / OPTIM_FILE, map_location="cpu", weights_only=True)
     if extra is not None and "torch_rng" in extra:
         torch.set_rng_state(extra["torch_rng"])

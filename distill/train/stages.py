@@ -19,7 +19,15 @@ from distill.train.prepare import InputFormat
 from distill.train.student import Student
 from distill.train.swad import LossValley, update_bn
 
-__all__ = ["AlignStop", "Evaluator", "select_weights", "stage_note", "trainable"]
+__all__ = [
+    "AlignStop",
+    "Evaluator",
+    "restore_stage",
+    "select_weights",
+    "stage_note",
+    "stage_state",
+    "trainable",
+]
 
 
 class AlignStop:
@@ -45,6 +53,17 @@ class AlignStop:
             self.stopped_at = n
             return True
         return False
+
+    def to_state(self) -> dict[str, Any]:
+        """What a resumed stage needs to go on counting windows where this one stopped."""
+        return {"losses": list(self.losses), "windows": list(self.windows),
+                "stopped_at": self.stopped_at}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`to_state`'s record."""
+        self.losses = [float(x) for x in state["losses"]]
+        self.windows = [float(x) for x in state["windows"]]
+        self.stopped_at = state["stopped_at"]
 
     def describe(self, max_steps: int) -> dict[str, Any]:
         """What the rule decided, for the stage note."""
@@ -106,6 +125,45 @@ def stage_note(
         note["proj_cos_to_init"] = float(torch.nn.functional.cosine_similarity(
             student.proj.weight.detach().flatten(), p_init.flatten(), dim=0))
     return note
+
+
+def stage_state(
+    stopper: AlignStop | None, valley: LossValley | None, p_init: torch.Tensor | None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """What a checkpoint keeps of a stage in progress, as (JSON, tensors): Align's stopping
+    rule, SWAD's loss valley with its averages, and P before the stage (for the note)."""
+    meta: dict[str, Any] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    if stopper is not None:
+        meta["align_stop"] = stopper.to_state()
+    if valley is not None:
+        meta["swad"], averages = valley.to_state()
+        tensors.update({f"swad/{k}": v for k, v in averages.items()})
+    if p_init is not None:
+        tensors["p_init"] = p_init.detach().contiguous().cpu()
+    return meta, tensors
+
+
+def restore_stage(
+    meta: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    *,
+    stopper: AlignStop | None,
+    valley: LossValley | None,
+    p_init: torch.Tensor | None,
+) -> tuple[LossValley | None, torch.Tensor | None]:
+    """Undo :func:`stage_state` for a resumed stage: the stopper in place; returns the
+    valley and P's starting weights to go on with."""
+    if stopper is not None and "align_stop" in meta:
+        stopper.restore(meta["align_stop"])
+    if valley is not None and "swad" in meta:
+        averages = {k.removeprefix("swad/"): v for k, v in tensors.items()
+                    if k.startswith("swad/")}
+        valley = LossValley.from_state(meta["swad"], averages, valley.n_converge,
+                                       valley.n_tolerance, valley.tolerance_ratio)
+    if p_init is not None and "p_init" in tensors:
+        p_init = tensors["p_init"].to(p_init.device)
+    return valley, p_init
 
 
 def select_weights(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,6 +137,64 @@ class LossValley:
             return
         assert self.final is not None
         self.final.add(self.smooth_q[0])
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """Everything :meth:`from_state` needs to continue the rule after a resume: a
+        JSON-able description and the averages' tensors (named ``"<average>/<param>"``).
+        The two queues share segments; each is stored once."""
+        averages: list[Average] = []
+
+        def index(a: Average) -> int:
+            for i, b in enumerate(averages):
+                if b is a:
+                    return i
+            averages.append(a)
+            return len(averages) - 1
+
+        meta: dict[str, Any] = {
+            "converge_q": [index(a) for a in self.converge_q],
+            "smooth_q": [index(a) for a in self.smooth_q],
+            "final": None if self.final is None else index(self.final),
+            "converge_step": self.converge_step, "dead_valley": self.dead_valley,
+            "dead_at_step": self.dead_at_step, "threshold": self.threshold,
+        }  # fmt: skip
+        meta["averages"] = [
+            {"n": a.n, "start_step": a.start_step, "end_step": a.end_step,
+             "end_loss": None if np.isnan(a.end_loss) else a.end_loss}
+            for a in averages
+        ]  # fmt: skip
+        tensors = {f"{i}/{name}": v.contiguous()
+                   for i, a in enumerate(averages) for name, v in a.params.items()}
+        return meta, tensors
+
+    @classmethod
+    def from_state(
+        cls,
+        meta: dict[str, Any],
+        tensors: dict[str, torch.Tensor],
+        n_converge: int = 3,
+        n_tolerance: int = 6,
+        tolerance_ratio: float = 0.3,
+    ) -> LossValley:
+        """The rule as :meth:`to_state` saw it."""
+        valley = cls(n_converge, n_tolerance, tolerance_ratio)
+        averages = []
+        for i, rec in enumerate(meta["averages"]):
+            a = Average()
+            prefix = f"{i}/"
+            a.params = {k[len(prefix):]: v.clone() for k, v in tensors.items()
+                        if k.startswith(prefix)}
+            a.n, a.start_step, a.end_step = rec["n"], rec["start_step"], rec["end_step"]
+            a.end_loss = float("nan") if rec["end_loss"] is None else float(rec["end_loss"])
+            averages.append(a)
+        valley.converge_q.extend(averages[i] for i in meta["converge_q"])
+        valley.smooth_q.extend(averages[i] for i in meta["smooth_q"])
+        valley.final = None if meta["final"] is None else averages[meta["final"]]
+        valley.converge_step = meta["converge_step"]
+        valley.dead_valley = bool(meta["dead_valley"])
+        valley.dead_at_step = meta["dead_at_step"]
+        valley.threshold = meta["threshold"]
+        return valley
 
     def final_params(self) -> dict[str, torch.Tensor] | None:
         """The averaged weights (the last segment's if the loss never converged)."""

@@ -64,7 +64,15 @@ from distill.train.distributed import (
 )
 from distill.train.evaluate import RUN_FILE, WEIGHTS_FILE
 from distill.train.prepare import DataSplit, build, resolve, run_info, split_data
-from distill.train.stages import AlignStop, Evaluator, select_weights, stage_note, trainable
+from distill.train.stages import (
+    AlignStop,
+    Evaluator,
+    restore_stage,
+    select_weights,
+    stage_note,
+    stage_state,
+    trainable,
+)
 from distill.train.student import Student
 from distill.train.swad import Average, LossValley
 from distill.train.targets import TeacherTargets, class_mean_images, load_targets
@@ -219,9 +227,17 @@ def _train(
                            config.swad_tolerance_ratio)
                 if config.swad else None
             )
+            if first > 0 and run.stage_state is not None:
+                # The checkpoint was written at an evaluation, so the segment is empty.
+                valley, p_init = restore_stage(run.stage_state, run.stage_tensors,
+                                               stopper=stopper, valley=valley, p_init=p_init)
+            # A checkpoint written as the stage's rule ended it (a dead valley, Align settled)
+            # resumes into the end of the stage, not into more steps.
+            ended = (valley is not None and valley.dead_valley) or (
+                stopper is not None and stopper.stopped_at is not None)
             segment = Average()
             notify(Progress("start", stage, first, n_steps))
-            for step in range(first, n_steps):
+            for step in range(first, first if ended else n_steps):
                 t0 = time.perf_counter()
                 raw = next(batches)
                 t_data = time.perf_counter() - t0
@@ -266,8 +282,10 @@ def _train(
                             valley.update_and_evaluate(segment, last_eval["id_loss"])
                         elif config.select == "best_id":
                             run.keep_if_best(last_eval["mean_id"] or 0.0, student)
-                        state = run.to_json(info, si, stage, step + 1, time.time())
-                        save_checkpoint(out, student, state, optimizer, run.best_state)
+                        kept, kept_tensors = stage_state(stopper, valley, p_init)
+                        state = run.to_json(info, si, stage, step + 1, time.time(), kept)
+                        save_checkpoint(out, student, state, optimizer, run.best_state,
+                                        kept_tensors)
                         notify(Progress("eval", stage, step + 1, n_steps, values,
                                         last_eval["mean_id"], last_eval["mean_ood"]))
                     segment = Average()

@@ -79,3 +79,34 @@ def test_update_bn_with_no_steps_or_no_batchnorm_changes_nothing() -> None:
     assert update_bn(net, iter([torch.randn(2, 3, 4, 4)]), 0) == 0
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert update_bn(nn.Linear(3, 2), iter([torch.randn(2, 3)]), 5) == 0
+
+
+@pytest.mark.parametrize("cut", [2, 5, 9])
+def test_loss_valley_continues_from_its_saved_state(cut: int) -> None:
+    """to_state/from_state (what a checkpoint keeps) in the middle of the scripted run
+    above, before, at and after convergence: the restored rule decides and averages as the
+    one never saved."""
+    from safetensors.torch import load_file, save_file
+
+    losses = [5.0, 4.0, 3.0, 1.0, 1.1, 1.05, 1.0, 1.2, 1.1, 1.2, 1.1, 1.2] + [9.0] * 6
+    whole = LossValley(n_converge=3, n_tolerance=6, tolerance_ratio=0.3)
+    for i, loss in enumerate(losses):
+        whole.update_and_evaluate(_seg(float(i), i), loss)
+    first = LossValley(n_converge=3, n_tolerance=6, tolerance_ratio=0.3)
+    for i, loss in enumerate(losses[:cut]):
+        first.update_and_evaluate(_seg(float(i), i), loss)
+    meta, tensors = first.to_state()
+    assert len(tensors) <= 7  # the queues share their segments: each stored once
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:  # through the files a checkpoint writes
+        save_file(tensors, d + "/s.safetensors")
+        meta = json.loads(json.dumps(meta))
+        resumed = LossValley.from_state(meta, load_file(d + "/s.safetensors"), 3, 6, 0.3)
+    for i, loss in enumerate(losses[cut:], start=cut):
+        resumed.update_and_evaluate(_seg(float(i), i), loss)
+    assert resumed.describe() == whole.describe()
+    a, b = resumed.final_params(), whole.final_params()
+    assert a is not None and b is not None
+    assert a["w"].item() == pytest.approx(b["w"].item())

@@ -316,3 +316,118 @@ def test_image_targets_flag_reaches_the_image_term(tiny_data, tiny_cache, tmp_pa
     for kind in ("view0", "class-mean"):
         assert first[kind]["text"] == pytest.approx(first["all"]["text"])
         assert first[kind]["image"] != pytest.approx(first["all"]["image"])
+
+
+def _weights(out: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "model.safetensors"))
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_a_resumed_swad_stage_ends_with_the_uninterrupted_average(
+    tiny_data, tiny_cache, tmp_path, freeze_bn
+):
+    """The loss valley (its segments, whether and where it converged, the average so far)
+    is part of the checkpoint: a run killed after the valley formed and resumed ends with
+    the same averaged weights as one never killed. Before, a resumed stage started a new
+    valley and averaged only the steps after the resume."""
+    import torch
+
+    cfg = _cfg(tiny_data, tiny_cache, tmp_path / "a", method="erm", swad=True, steps=8,
+               eval_every=1, swad_n_converge=1, swad_n_tolerance=2,
+               swad_tolerance_ratio=100.0, freeze_bn=freeze_bn)
+    ma = train(cfg)
+    assert ma["stages"][0]["swad"]["converge_step"] == 0  # formed before the crash below
+
+    def crash(p: Progress) -> None:
+        if p.event == "step" and p.step == 5:
+            raise _Crash
+
+    cfg_b = cfg.model_copy(update={"out": str(tmp_path / "b")})
+    with pytest.raises(_Crash):
+        train(cfg_b, progress=crash)
+    mb = train(cfg_b.model_copy(update={"resume": True}))
+    assert mb["stages"][0]["swad"] == ma["stages"][0]["swad"]
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_a_resumed_align_stage_stops_where_the_uninterrupted_one_does(
+    tiny_data, tiny_cache, tmp_path
+):
+    """Align's stopping rule keeps its loss windows across a resume (they are in the
+    checkpoint), and the stage note still measures how far P moved from where Align
+    started, not from where the resume picked it up."""
+    cfg = _cfg(tiny_data, tiny_cache, tmp_path / "a", method="adip", steps_align=12,
+               steps_distill=2, eval_every=1, align_window=2, align_min_delta=1e9)
+    ma = train(cfg)
+    align = ma["stages"][0]
+    assert align["align"]["converged"] and align["align"]["steps_run"] == 4
+
+    def crash(p: Progress) -> None:
+        if p.event == "step" and p.stage == "align" and p.step == 3:
+            raise _Crash
+
+    cfg_b = cfg.model_copy(update={"out": str(tmp_path / "b")})
+    with pytest.raises(_Crash):
+        train(cfg_b, progress=crash)
+    mb = train(cfg_b.model_copy(update={"resume": True}))
+    assert mb["stages"][0]["align"] == align["align"]
+    assert [r["step"] for r in _log(tmp_path / "b") if r["stage"] == "align"] == [0, 1, 2, 3]
+    assert mb["stages"][0]["proj_cos_to_init"] == pytest.approx(align["proj_cos_to_init"],
+                                                                rel=1e-5)
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_swad_run_then_resume_ends_with_the_uninterrupted_weights(
+    tiny_data, tiny_cache, tmp_path
+):
+    """The real CLI, killed with SIGKILL once its loss valley has formed, then `train
+    --resume`: the student it writes is the one an uninterrupted run writes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    steps = 60
+    args = [sys.executable, "-m", "distill", "train", str(tiny_data), "--cache", str(tiny_cache),
+            "--teacher", TEACHER, "--student", STUDENT, "--no-pretrained", "--method", "erm",
+            "--test-domains", "dom3", "--steps", str(steps), "--eval-every", "1",
+            "--image-size", "32", "--batch-per-domain", "4", "--threads", "1", "--swad",
+            "--swad-n-converge", "1", "--swad-n-tolerance", "2",
+            "--swad-tolerance-ratio", "100"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*args, "--out", str(tmp_path / "a")], check=True, env=env,
+                   capture_output=True, timeout=600)
+    proc = subprocess.Popen([*args, "--out", str(tmp_path / "b")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "b" / "checkpoint" / "state.json"
+    killed_at = None
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            step = json.loads(state.read_text())["step"]
+        except (OSError, ValueError, KeyError):
+            step = 0
+        if step >= 10:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_at = step
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=60)
+    assert killed_at is not None and killed_at < steps, "the run ended before the kill"
+    subprocess.run([*args, "--out", str(tmp_path / "b"), "--resume"], check=True, env=env,
+                   capture_output=True, timeout=600)
+    ma = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert mb["stages"][0]["swad"] == ma["stages"][0]["swad"]
+    assert ma["stages"][0]["swad"]["start_step"] == 0  # the average reaches back past the kill
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
