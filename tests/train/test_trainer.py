@@ -355,12 +355,15 @@ def test_a_resumed_swad_stage_ends_with_the_uninterrupted_average(
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
+@pytest.mark.parametrize("crash_event", ["step", "eval"])
 def test_a_resumed_align_stage_stops_where_the_uninterrupted_one_does(
-    tiny_data, tiny_cache, tmp_path
+    tiny_data, tiny_cache, tmp_path, crash_event
 ):
     """Align's stopping rule keeps its loss windows across a resume (they are in the
     checkpoint), and the stage note still measures how far P moved from where Align
-    started, not from where the resume picked it up."""
+    started, not from where the resume picked it up. ``eval``: killed right after the
+    checkpoint of the step where the rule stopped Align, the resumed run trains no more
+    Align steps."""
     cfg = _cfg(tiny_data, tiny_cache, tmp_path / "a", method="adip", steps_align=12,
                steps_distill=2, eval_every=1, align_window=2, align_min_delta=1e9)
     ma = train(cfg)
@@ -368,7 +371,8 @@ def test_a_resumed_align_stage_stops_where_the_uninterrupted_one_does(
     assert align["align"]["converged"] and align["align"]["steps_run"] == 4
 
     def crash(p: Progress) -> None:
-        if p.event == "step" and p.stage == "align" and p.step == 3:
+        at = 3 if crash_event == "step" else 4  # 4: the eval after Align's last step
+        if p.event == crash_event and p.stage == "align" and p.step == at:
             raise _Crash
 
     cfg_b = cfg.model_copy(update={"out": str(tmp_path / "b")})
