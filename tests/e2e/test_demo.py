@@ -79,12 +79,15 @@ def test_demo_with_several_seeds_reports_mean_and_spread(
     work = tmp_path / "demo"
     argv = [
         "demo", "--smoke", "--student", "mobilenetv3_small_050", "--teacher-steps", "3",
-        "--views", "1", "--seeds", "2", "--workdir", str(work),
+        "--views", "1", "--seeds", "2", "--student-size", "48", "--workdir", str(work),
     ]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "mean ± std over seeds 0-1" in out
+    assert "at 48 px" in out
     [run] = (work / "runs").iterdir()
+    # --student-size: the students train at 48 px from the 32 px digits
+    assert json.loads((run / "erm-s0" / "config.json").read_text())["image_size"] == 48
     folders = sorted(p.name for p in run.iterdir() if p.is_dir())
     assert folders == ["adip-s0", "adip-s1", "erm-s0", "erm-s1", "kd-s0", "kd-s1", "zeroshot"]
     assert (run / "losses.png").exists()
