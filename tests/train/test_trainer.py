@@ -134,6 +134,20 @@ class _Crash(Exception):
     pass
 
 
+def _crash_then_resume(cfg: TrainConfig, out: Path, when) -> dict:
+    """Train ``cfg`` into ``out`` until ``when(progress)`` holds (a crash), then ``--resume``
+    it to the end; the resumed run's metrics."""
+
+    def crash(p: Progress) -> None:
+        if when(p):
+            raise _Crash
+
+    cfg_b = cfg.model_copy(update={"out": str(out)})
+    with pytest.raises(_Crash):
+        train(cfg_b, progress=crash)
+    return train(cfg_b.model_copy(update={"resume": True}))
+
+
 def test_resume_continues_at_the_checkpointed_step(tiny_data, tiny_cache, tmp_path):
     out = tmp_path / "crash"
 
@@ -161,15 +175,7 @@ def test_resumed_run_matches_uninterrupted_run(tiny_data, tiny_cache, tmp_path):
     cfg = _cfg(tiny_data, tiny_cache, tmp_path / "a", method="erm", steps=4, eval_every=1,
                select="last")
     train(cfg)
-
-    def crash(p: Progress) -> None:
-        if p.event == "step" and p.step == 3:
-            raise _Crash
-
-    cfg_b = cfg.model_copy(update={"out": str(tmp_path / "b")})
-    with pytest.raises(_Crash):
-        train(cfg_b, progress=crash)
-    train(cfg_b.model_copy(update={"resume": True}))
+    _crash_then_resume(cfg, tmp_path / "b", lambda p: p.event == "step" and p.step == 3)
     la, lb = _log(tmp_path / "a"), _log(tmp_path / "b")
     assert [r["step"] for r in lb] == [0, 1, 2, 3]
     assert [r["loss"] for r in lb] == pytest.approx([r["loss"] for r in la], rel=1e-4)
@@ -340,14 +346,7 @@ def test_a_resumed_swad_stage_ends_with_the_uninterrupted_average(
     ma = train(cfg)
     assert ma["stages"][0]["swad"]["converge_step"] == 0  # formed before the crash below
 
-    def crash(p: Progress) -> None:
-        if p.event == "step" and p.step == 5:
-            raise _Crash
-
-    cfg_b = cfg.model_copy(update={"out": str(tmp_path / "b")})
-    with pytest.raises(_Crash):
-        train(cfg_b, progress=crash)
-    mb = train(cfg_b.model_copy(update={"resume": True}))
+    mb = _crash_then_resume(cfg, tmp_path / "b", lambda p: p.event == "step" and p.step == 5)
     assert mb["stages"][0]["swad"] == ma["stages"][0]["swad"]
     wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert wa.keys() == wb.keys()
@@ -370,15 +369,9 @@ def test_a_resumed_align_stage_stops_where_the_uninterrupted_one_does(
     align = ma["stages"][0]
     assert align["align"]["converged"] and align["align"]["steps_run"] == 4
 
-    def crash(p: Progress) -> None:
-        at = 3 if crash_event == "step" else 4  # 4: the eval after Align's last step
-        if p.event == crash_event and p.stage == "align" and p.step == at:
-            raise _Crash
-
-    cfg_b = cfg.model_copy(update={"out": str(tmp_path / "b")})
-    with pytest.raises(_Crash):
-        train(cfg_b, progress=crash)
-    mb = train(cfg_b.model_copy(update={"resume": True}))
+    at = 3 if crash_event == "step" else 4  # 4: the eval after Align's last step
+    mb = _crash_then_resume(cfg, tmp_path / "b", lambda p: p.event == crash_event
+                            and p.stage == "align" and p.step == at)
     assert mb["stages"][0]["align"] == align["align"]
     assert [r["step"] for r in _log(tmp_path / "b") if r["stage"] == "align"] == [0, 1, 2, 3]
     assert mb["stages"][0]["proj_cos_to_init"] == pytest.approx(align["proj_cos_to_init"],
