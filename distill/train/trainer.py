@@ -27,8 +27,9 @@ run folder on shared storage (or copied; rank 0's node writes the run folder)::
     torchrun --nnodes 2 --node_rank {0|1} --nproc_per_node 4 \
         --rdzv_backend c10d --rdzv_endpoint HOST0:29500 "$(which vlm-distill)" train DATA ...
 
-Resuming with SWAD restarts the weight average at the resumed step (the segments before a
-crash are not checkpointed).
+A resumed stage ends as an uninterrupted one would: the checkpoint keeps the stage's own
+state (SWAD's loss valley, its segments and running average; Align's stopping-rule windows;
+P before Align), see ``checkpoints.py``.
 """
 
 from __future__ import annotations
