@@ -81,6 +81,7 @@ def run_demo(
     progress_factory: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
     """Run the demo; ``harvest`` runs the harvest command (the CLI passes its own ``main``)."""
+    import torch
     from pydantic import SecretStr
 
     from distill.data.digits import make_digits
@@ -111,6 +112,9 @@ def run_demo(
     old_token = os.environ.get("VLM_DISTILL_TEACHER_TOKEN")
     os.environ["VLM_DISTILL_TEACHER_TOKEN"] = token
     t0 = time.time()
+    # The backend sets torch's process-wide thread count for its own inference; the
+    # students train afterwards with what the caller had, not the teacher's setting.
+    threads = torch.get_num_threads()
     try:
         backend = make_backend(cfg.backend, weights=weights)
         with ServerThread(create_app(ServerConfig(token=SecretStr(token)), backend)) as server:
@@ -138,6 +142,7 @@ def run_demo(
                 ]
             )
     finally:
+        torch.set_num_threads(threads)
         if old_token is None:
             os.environ.pop("VLM_DISTILL_TEACHER_TOKEN", None)
         else:

@@ -113,3 +113,37 @@ def test_demo_refuses_zero_seeds_before_doing_anything(
     assert exc.value.code == 2
     assert "--seeds" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.slow
+def test_demo_students_train_with_the_callers_torch_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The in-process teacher sets its own torch thread count; the students must not inherit
+    it (they trained with the teacher's 2 threads whatever the machine had)."""
+    import torch
+
+    import distill.train.trainer as trainer
+
+    seen: list[int] = []
+    real_train = trainer.train
+
+    def spy(config: object, **kwargs: object) -> dict[str, object]:
+        seen.append(torch.get_num_threads())
+        return real_train(config, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trainer, "train", spy)
+    before = torch.get_num_threads()
+    # 3 is neither this machine's core count nor the teacher's default of 2
+    torch.set_num_threads(3)
+    try:
+        argv = [
+            "demo", "--smoke", "--student", "mobilenetv3_small_050", "--teacher-steps", "3",
+            "--views", "1", "--workdir", str(tmp_path / "demo"),
+        ]  # fmt: skip
+        assert main(argv) == 0
+        assert seen and set(seen) == {3}, seen
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    capsys.readouterr()
