@@ -116,20 +116,29 @@ def test_demo_refuses_zero_seeds_before_doing_anything(
 
 
 @pytest.mark.slow
-def test_demo_students_train_with_the_callers_torch_threads(
+def test_demo_students_train_with_the_callers_threads_and_no_teacher_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The in-process teacher sets its own torch thread count; the students must not inherit
-    it (they trained with the teacher's 2 threads whatever the machine had)."""
+    it (they trained with the teacher's 2 threads whatever the machine had). Nor may the
+    teacher's inference thread outlive the harvest: idle, it kept its OpenMP team, and with
+    more OpenMP threads than cores libgomp puts the training threads to sleep between
+    parallel regions (the demo's students trained about 1.5x slower)."""
+    import threading
+
     import torch
 
     import distill.train.trainer as trainer
 
     seen: list[int] = []
+    teacher_threads: list[str] = []
     real_train = trainer.train
 
     def spy(config: object, **kwargs: object) -> dict[str, object]:
         seen.append(torch.get_num_threads())
+        teacher_threads.extend(
+            t.name for t in threading.enumerate() if t.name.startswith("mini-clip")
+        )
         return real_train(config, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(trainer, "train", spy)
@@ -143,6 +152,7 @@ def test_demo_students_train_with_the_callers_torch_threads(
         ]  # fmt: skip
         assert main(argv) == 0
         assert seen and set(seen) == {3}, seen
+        assert teacher_threads == []
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
