@@ -146,7 +146,7 @@ def run_demo(
         if backend is not None:
             # Its inference thread must be gone before the students train: idle, it keeps
             # its OpenMP team, and with more OpenMP threads than cores libgomp stops spinning,
-            # so training's threads sleep and wake at every parallel region (1.5x slower).
+            # so training's threads sleep and wake at every parallel region (about 2x slower).
             executor = backend.executor
             backend.close()
             if executor is not None:

@@ -123,7 +123,7 @@ def test_demo_students_train_with_the_callers_threads_and_no_teacher_thread(
     it (they trained with the teacher's 2 threads whatever the machine had). Nor may the
     teacher's inference thread outlive the harvest: idle, it kept its OpenMP team, and with
     more OpenMP threads than cores libgomp puts the training threads to sleep between
-    parallel regions (the demo's students trained about 1.5x slower)."""
+    parallel regions (the demo's students trained about 2x slower)."""
     import threading
 
     import torch
