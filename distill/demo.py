@@ -144,13 +144,7 @@ def run_demo(
             )
     finally:
         if backend is not None:
-            # Its inference thread must be gone before the students train: idle, it keeps
-            # its OpenMP team, and with more OpenMP threads than cores libgomp stops spinning,
-            # so training's threads sleep and wake at every parallel region (about 2x slower).
-            executor = backend.executor
-            backend.close()
-            if executor is not None:
-                executor.shutdown(wait=True)
+            backend.close()  # its inference thread gone before the students train
         torch.set_num_threads(threads)
         if old_token is None:
             os.environ.pop("VLM_DISTILL_TEACHER_TOKEN", None)

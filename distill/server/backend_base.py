@@ -74,7 +74,11 @@ class Backend(Protocol):
 
     def info(self) -> dict[str, Any]: ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the backend; an inference thread has exited when this returns (idle, it
+        keeps its OpenMP team, which makes torch work in the same process, such as training
+        students after a harvest, about 2x slower on a 2-core machine)."""
+        ...
 
 
 def unit(v: np.ndarray) -> np.ndarray:

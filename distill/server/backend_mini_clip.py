@@ -112,4 +112,4 @@ class MiniClipBackend:
 
     def close(self) -> None:
         if self.executor is not None:
-            self.executor.shutdown(wait=False)
+            self.executor.shutdown(wait=True)

@@ -139,4 +139,4 @@ class OpenClipBackend:
 
     def close(self) -> None:
         if self.executor is not None:
-            self.executor.shutdown(wait=False)
+            self.executor.shutdown(wait=True)

@@ -166,4 +166,4 @@ class PseudoClipBackend:
 
     def close(self) -> None:
         if self.executor is not None:
-            self.executor.shutdown(wait=False)
+            self.executor.shutdown(wait=True)
