@@ -99,6 +99,12 @@ class TrainConfig(BaseModel):
         "ablation: cross-entropy of 100 cos(PF, T_c) over every class prompt)",
     )
     kd_temperature: float = Field(0.1, gt=0.0, description="KD softmax temperature")
+    kd_logit_scale: float = Field(
+        100.0, gt=0.0,
+        description="scale s of KD's teacher logits s·cos(I_t, T_c) before the temperature "
+        "(official: CLIP's learned logit scale, 100). ADiP never uses it: its losses are "
+        "cosines and its Predict argmax does not depend on a scale",
+    )
     lr: float = Field(5e-5, gt=0.0, description="learning rate of Distill, ERM and KD")
     lr_align: float = Field(
         1e-3, gt=0.0, description="learning rate of Align (only the projection P trains)"

@@ -70,10 +70,13 @@ def adip_loss(
     return {"loss": lam * image + (1.0 - lam) * text, "image": image, "text": text}
 
 
-def teacher_logits(image_t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """The teacher's zero-shot logits 100·cos(I_t, T_c) from cached embeddings."""
+def teacher_logits(
+    image_t: torch.Tensor, text: torch.Tensor, scale: float = LOGIT_SCALE
+) -> torch.Tensor:
+    """The teacher's zero-shot logits s·cos(I_t, T_c) from cached embeddings (s = 100,
+    CLIP's learned scale, unless given)."""
     image = F.normalize(image_t.float(), dim=-1)
-    return LOGIT_SCALE * image @ F.normalize(text.float(), dim=-1).t()
+    return scale * image @ F.normalize(text.float(), dim=-1).t()
 
 
 def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:

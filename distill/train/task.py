@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from distill.train.losses import adip_loss, ce_loss, kd_loss, teacher_logits
-from distill.train.student import Student
+from distill.train.student import LOGIT_SCALE, Student
 
 __all__ = [
     "IMAGE_TARGETS",
@@ -211,16 +211,18 @@ class KdTask(ErmTask):
 
     def __init__(
         self, text: torch.Tensor, *, lam: float = 0.5, temperature: float = 0.1,
-        freeze_bn: bool = True,
+        freeze_bn: bool = True, logit_scale: float = LOGIT_SCALE,
     ) -> None:
         super().__init__(freeze_bn=freeze_bn)
         self.text = text
         self.lam = lam
         self.temperature = temperature
+        self.logit_scale = logit_scale
 
     def losses(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         assert batch.image_t is not None
-        t = teacher_logits(batch.image_t, self.text.to(batch.image_t.device))
+        t = teacher_logits(batch.image_t, self.text.to(batch.image_t.device),
+                           self.logit_scale)
         return kd_loss(model(batch.images), batch.labels, t, lam=self.lam,
                        temperature=self.temperature)
 
@@ -235,6 +237,7 @@ def make_task(
     image_targets: str = "all",
     text_loss: str = "cosine",
     image_means: torch.Tensor | None = None,
+    kd_logit_scale: float = LOGIT_SCALE,
 ) -> Task:
     """The task of a stage name ("align", "distill", "erm", "kd"). ``image_means`` (C, D):
     the teacher's image prototypes, for ``image_targets="class-mean"``."""
@@ -247,5 +250,6 @@ def make_task(
     if stage == "erm":
         return ErmTask(freeze_bn=freeze_bn)
     if stage == "kd":
-        return KdTask(text, lam=lam, temperature=kd_temperature, freeze_bn=freeze_bn)
+        return KdTask(text, lam=lam, temperature=kd_temperature, freeze_bn=freeze_bn,
+                      logit_scale=kd_logit_scale)
     raise ValueError(f"unknown stage {stage!r}")

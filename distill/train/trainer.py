@@ -194,6 +194,7 @@ def _train(
             first = run.step if si == run.stage_index else 0
             task = make_task(stage, lam=config.lam, text=targets.text.to(device),
                              kd_temperature=config.kd_temperature,
+                             kd_logit_scale=config.kd_logit_scale,
                              freeze_bn=bool(resolved.freeze_bn),
                              image_targets=config.image_targets,
                              text_loss=config.text_loss, image_means=image_means)

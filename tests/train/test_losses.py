@@ -142,3 +142,9 @@ def test_adip_softmax_text_term_needs_labels() -> None:
     v = torch.eye(2)
     with pytest.raises(ValueError, match="labels"):
         adip_loss(v, v, v, text_classes=v)
+
+
+def test_teacher_logits_take_the_scale_given() -> None:
+    img = torch.tensor([[3.0, 4.0]])
+    text = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert teacher_logits(img, text, 15.0)[0].tolist() == pytest.approx([9.0, 12.0])

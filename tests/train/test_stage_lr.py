@@ -48,3 +48,26 @@ def test_the_demo_trains_kd_at_erms_lr() -> None:
     assert cfg.lr_kd is None  # unset: KD's stage takes --lr, as ERM's and Distill's
     run = _cfg(method="kd", lr=cfg.lr, lr_kd=cfg.lr_kd)
     assert run.stage_lr("kd") == cfg.lr
+
+
+def test_kd_logit_scale_reaches_the_kd_task(tiny_data: Path, tiny_cache: Path,
+                                            tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import distill.train.trainer as trainer
+
+    seen: list[float] = []
+    real = trainer.make_task
+
+    def spy(stage: str, **kw: object):  # type: ignore[no-untyped-def]
+        task = real(stage, **kw)  # type: ignore[arg-type]
+        seen.append(task.logit_scale)  # type: ignore[attr-defined]
+        return task
+
+    monkeypatch.setattr(trainer, "make_task", spy)
+    cfg = TrainConfig(data=str(tiny_data), cache=str(tiny_cache), teacher=TEACHER,
+                      out=str(tmp_path / "run"), method="kd", steps=1, eval_every=1,
+                      student="mobilenetv3_small_050", pretrained=False, image_size=32,
+                      kd_logit_scale=15.0)
+    trainer.train(cfg)
+    assert seen == [15.0]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["kd_logit_scale"] == 15.0

@@ -105,6 +105,28 @@ def test_erm_and_kd_train_everything_and_return_named_losses() -> None:
     assert delta["head.weight"] > 0 and delta["backbone.conv_stem.weight"] > 0
 
 
+def test_kd_teacher_distribution_uses_the_logit_scale_given() -> None:
+    from distill.train.losses import kd_loss, teacher_logits
+
+    s = _student(method="kd")
+    text = torch.randn(3, 8)
+    batch = _batch()
+    kl = {}
+    for scale in (100.0, 15.0):
+        task = make_task("kd", lam=0.5, text=text, kd_temperature=0.1, freeze_bn=True,
+                         kd_logit_scale=scale)
+        task.configure(s)
+        task.set_mode(s)
+        with torch.no_grad():
+            out = task.losses(s, batch)
+            want = kd_loss(s(batch.images), batch.labels,
+                           teacher_logits(batch.image_t, text, scale), lam=0.5,
+                           temperature=0.1)
+        assert out["kl"].item() == pytest.approx(want["kl"].item())
+        kl[scale] = out["kl"].item()
+    assert kl[100.0] != pytest.approx(kl[15.0])
+
+
 def _masked_batch(views: list[int], image_t: torch.Tensor) -> Batch:
     torch.manual_seed(1)
     return Batch(images=torch.randn(len(views), 3, 32, 32),
