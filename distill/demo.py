@@ -144,7 +144,7 @@ def run_demo(
             )
     finally:
         if backend is not None:
-            backend.close()  # its inference thread gone before the students train
+            backend.close()  # no inference call left running when the students train
         torch.set_num_threads(threads)
         if old_token is None:
             os.environ.pop("VLM_DISTILL_TEACHER_TOKEN", None)

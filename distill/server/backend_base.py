@@ -75,9 +75,11 @@ class Backend(Protocol):
     def info(self) -> dict[str, Any]: ...
 
     def close(self) -> None:
-        """Release the backend; an inference thread has exited when this returns (idle, it
-        keeps its OpenMP team, which makes torch work in the same process, such as training
-        students after a harvest, about 2x slower on a 2-core machine)."""
+        """Release the backend; a running inference call has finished when this returns.
+        The torch backends run each call in a thread of its own that exits with the call
+        (:class:`~distill.server.call_thread.CallThreadExecutor`): an idle inference thread
+        keeps its OpenMP team, which made torch work in the same process, such as training
+        students beside a live server, about 2x slower on a 2-core machine."""
         ...
 
 

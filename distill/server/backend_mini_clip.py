@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from .backend_base import (
     ImageTask,
     decode_batch,
 )
+from .call_thread import CallThreadExecutor
 
 __all__ = ["MiniClipBackend"]
 
@@ -67,7 +68,7 @@ class MiniClipBackend:
         # A small CNN at 32 px: a batch of 64 costs a few ms, so batch generously.
         self.max_batch = max_batch
         self.max_text_batch = DEFAULT_MAX_TEXT_BATCH
-        self.executor: Executor | None = ThreadPoolExecutor(1, thread_name_prefix="mini-clip")
+        self.executor: Executor | None = CallThreadExecutor("mini-clip")
         log.info("mini-clip: %s (%d classes, weights sha256 %s)", self.weights.name,
                  len(self.class_names), str(self.manifest.get("weights_sha256"))[:12])
 

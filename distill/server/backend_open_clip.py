@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from .backend_base import (
     imagenet_names,
     photo_prompt,
 )
+from .call_thread import CallThreadExecutor
 
 __all__ = ["OpenClipBackend"]
 
@@ -86,7 +87,7 @@ class OpenClipBackend:
         self.weights = path
         self.max_batch = max_batch
         self.max_text_batch = DEFAULT_MAX_TEXT_BATCH
-        self.executor: Executor | None = ThreadPoolExecutor(1, thread_name_prefix="open-clip")
+        self.executor: Executor | None = CallThreadExecutor("open-clip")
         self.dim = int(self._encode_texts(["a photo"]).shape[1])
         self._class_names: list[str] | None = None
         self._bank: np.ndarray | None = None

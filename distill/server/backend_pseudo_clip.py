@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from .backend_base import (
     imagenet_names,
     photo_prompt,
 )
+from .call_thread import CallThreadExecutor
 
 __all__ = ["PseudoClipBackend"]
 
@@ -91,7 +92,7 @@ class PseudoClipBackend:
         self.temperature = temperature
         self.max_batch = max_batch
         self.max_text_batch = DEFAULT_MAX_TEXT_BATCH
-        self.executor: Executor | None = ThreadPoolExecutor(1, thread_name_prefix="pseudo-clip")
+        self.executor: Executor | None = CallThreadExecutor("pseudo-clip")
         variants = {"auto": ["lite2", "lite0"], "lite2": ["lite2"], "lite0": ["lite0"]}
         if image_tower not in variants:
             raise ValueError(f"image_tower must be auto, lite2 or lite0, not {image_tower!r}")

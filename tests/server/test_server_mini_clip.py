@@ -187,3 +187,29 @@ def test_ensure_teacher_keeps_a_teacher_of_another_pool_size_apart(tmp_path):
     own = ensure_teacher("digits", tmp_path, seed=1, steps=2)
     assert own != small and small.is_file()
     assert json.loads(manifest_path(own).read_text())["pool"]["images"] > 50
+
+
+def test_no_inference_thread_outlives_a_request_while_the_server_runs(url):
+    """Regression: the backend kept one inference thread for its lifetime; idle, it kept its
+    OpenMP team, and torch work elsewhere in the process (students trained beside
+    ``serve_in_background``) ran about 2x slower on 2 cores. Each call's thread exits now."""
+    import threading
+    import time
+
+    with httpx.Client(headers=auth(), timeout=60) as c:
+        r = c.post(url + "/v2/embed", json={
+            "model": "mini-clip", "input_type": "image", "images": [data_uri(_png_bytes())]})
+        assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        alive = [t.name for t in threading.enumerate() if t.name.startswith("mini-clip")]
+        if not alive:
+            break
+        time.sleep(0.02)
+    assert alive == []
+
+
+def _png_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
