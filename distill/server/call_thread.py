@@ -61,7 +61,7 @@ class CallThreadExecutor(Executor):
                 raise RuntimeError("cannot schedule new calls after shutdown")
             thread = threading.Thread(target=run, name=self._name, daemon=True)
             self._live.add(thread)
-        thread.start()
+            thread.start()  # under the lock: shutdown never joins a thread not yet started
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
