@@ -2,9 +2,9 @@
 
 The torch backends used to keep one inference thread for their lifetime. Idle, that thread
 keeps its OpenMP team, and with more OpenMP threads than cores libgomp puts every team's
-threads to sleep between parallel regions: torch work elsewhere in the same process (a
-notebook training students next to ``serve_in_background``, the demo, the budget-curve
-benchmark) ran about 2x slower on a 2-core machine while the server lived. A thread that
+threads to sleep between parallel regions: torch work on two or more threads elsewhere in
+the same process (a notebook training students next to ``serve_in_background``, the demo)
+ran about 2x slower on a 2-core machine while the server lived. A thread that
 exits frees its team, so here every call gets a new thread that exits when the call
 returns; a lock keeps calls one at a time, as the single-thread pool did.
 """
