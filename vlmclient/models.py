@@ -20,6 +20,7 @@ from .errors import InputError
 from .media import media_type_of
 
 __all__ = [
+    "UNIT_PRICE_FIELDS",
     "AnswerRequest",
     "AnswerResult",
     "EmbeddingResult",
@@ -248,6 +249,16 @@ class Usage(BaseModel):
     def __add__(self, other: Usage) -> Usage:
         return Usage(**{k: getattr(self, k) + getattr(other, k) for k in Usage.model_fields})
 
+
+# Usage field -> the Price field that bills it.
+UNIT_PRICE_FIELDS: dict[str, str] = {
+    "images": "usd_per_image",
+    "input_tokens": "usd_per_1m_input_tokens",
+    "output_tokens": "usd_per_1m_output_tokens",
+    "image_tokens": "usd_per_1m_image_tokens",
+    "image_pixels": "usd_per_1b_pixels",
+    "characters": "usd_per_1k_characters",
+}
 
 _M = Decimal(1_000_000)
 _B = Decimal(1_000_000_000)

@@ -27,7 +27,7 @@ from .errors import (
     RateLimitError,
     ResponseValidationError,
 )
-from .models import Kind, Price, Usage
+from .models import UNIT_PRICE_FIELDS, Kind, Price, Usage
 from .providers import CallSpec, Parsed, Provider
 from .ratelimit import RateLimiter
 from .redact import Redactor
@@ -188,13 +188,16 @@ class Settler:
         """Charge a billed 200: its usage at our prices, or, when the provider did not
         say what it billed, the reservation (our worst case), marked ``estimated``."""
         cost = self.price.cost(usage)
-        # No usage block, or one that prices what was sent at $0 (a gateway's empty
-        # usage, Cohere's billed_units without the unit we are charged for): unknown.
+        # No usage block, one that prices what was sent at $0 (a gateway's empty usage),
+        # or one that leaves out (or garbles) a unit we are charged for and sent some of
+        # (an answer's output tokens, a local teacher's images): unknown.
         estimated = not self.provider.usage_in_response or reported is None or cost <= 0
-        if estimated:
+        missing = [] if estimated else self._unreported(spec, usage)
+        if estimated or missing:
+            estimated = True
             cost = reservation.usd
             self.stats.estimated += 1
-            self._warn_estimated(reported is None)
+            self._warn_estimated(reported is None, missing)
         started = time.perf_counter()
         overran = self.budget.settle(reservation, cost)
         self.timings.add("ledger", started)
@@ -217,7 +220,21 @@ class Settler:
             log.error("%s", self.overrun)
         return cost
 
-    def _warn_estimated(self, no_usage: bool) -> None:
+    def _unreported(self, spec: CallSpec, usage: Usage) -> list[str]:
+        """The units our price charges that this request was estimated to use but its
+        usage puts at 0: the provider did not say what it billed for them (a usage block
+        without ``completion_tokens``, a count sent as a string or below zero)."""
+        zero = [
+            unit
+            for unit, field in UNIT_PRICE_FIELDS.items()
+            if getattr(usage, unit) == 0 and getattr(self.price, field) > 0
+        ]
+        if not zero:  # the usual case: every unit we are charged for was reported
+            return []
+        estimate = self.provider.estimate_usage(spec)
+        return [unit for unit in zero if getattr(estimate, unit) > 0]
+
+    def _warn_estimated(self, no_usage: bool, missing: list[str] | None = None) -> None:
         if self._warned_estimated:
             return
         self._warned_estimated = True
@@ -225,6 +242,11 @@ class Settler:
             what = f"{self.teacher} answers never say what they billed"
         elif no_usage:
             what = f"{self.teacher} at {self.base_url} answered a 200 without usage"
+        elif missing:
+            what = (
+                f"{self.teacher} at {self.base_url} reported usage without a valid count of "
+                + ", ".join(missing)
+            )
         else:
             what = f"{self.teacher} at {self.base_url} reported usage that prices at $0"
         log.warning(

@@ -11,10 +11,11 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, ListLedger
 from tests.providers.conftest import (
     client_for,
     image,
+    nosleep,
     validator_for,
     vector,
     voyage_doc,
@@ -408,16 +409,23 @@ async def test_gemini_per_minute_429_retried_after_46s_per_day_429_stops() -> No
     assert len(daily.requests) == 1
 
 
-async def test_gemini_blocked_answer_is_charged_as_billed() -> None:
+@pytest.mark.parametrize("output", [{}, {"candidatesTokenCount": 0}])
+async def test_gemini_blocked_answer_is_charged_not_retried(output: dict[str, int]) -> None:
+    """A blocked prompt is billed and never retried. Its usage states no output tokens
+    (none, or 0), which we cannot tell from a usage block that leaves out the output
+    count of an answer that had some: charged at the reservation, marked estimated."""
     blocked = Recorder(lambda r, n: httpx.Response(200, json={
         "promptFeedback": {"blockReason": "OTHER"},
-        "usageMetadata": {"promptTokenCount": 270, "totalTokenCount": 270}}))
+        "usageMetadata": {"promptTokenCount": 270, "totalTokenCount": 270, **output}}))
     price = Price(usd_per_1m_input_tokens=Decimal("0.3"), usd_per_1m_output_tokens=Decimal("2.5"))
-    async with client_for("gemini:gemini-2.5-flash-lite", blocked, price=price,
-                          retry=RetryPolicy(max_attempts=1)) as c:
+    records = ListLedger()
+    async with client_for("gemini:gemini-2.5-flash-lite", blocked, price=price, ledger=records,
+                          retry=RetryPolicy(max_attempts=3, sleep=nosleep)) as c:
         with pytest.raises(ResponseValidationError, match="OTHER"):
             await c.answer(ask())
-    assert c.budget.spent == Decimal("0.3") * 270 / 10**6  # the usage it reported, not the estimate
+    [rec] = records.records
+    assert len(blocked.requests) == 1 and rec.outcome == "malformed" and rec.estimated
+    assert c.budget.spent == Decimal(rec.reserved_usd) > Decimal("0.3") * 270 / 10**6
 
 
 async def test_gemini_key_in_header_never_in_url() -> None:

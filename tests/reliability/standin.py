@@ -2,10 +2,11 @@
 misbehave the ways issue 13 found: leave usage out of its 200s, bill 3x what it was
 asked to, or answer every request with a billed but unusable body.
 
-It speaks Cohere's ``POST /v2/embed`` (also the ``local:`` teacher's embedding format)
-and OpenAI's ``POST /v1/embeddings``, and keeps its own bill in dollars (at the prices of
-the built-in ``local:*`` entry unless told others), so a test can compare the ledger
-with what was billed.
+It speaks Cohere's ``POST /v2/embed`` (also the ``local:`` teacher's embedding format),
+OpenAI's ``POST /v1/embeddings`` and ``POST /v1/chat/completions``, and keeps its own bill
+in dollars (at the prices of the built-in ``local:*`` entry unless told others), so a test
+can compare the ledger with what was billed. ``partial`` usage blocks name some units and
+leave out the one an image or an answer is billed by (as gateways have been seen to).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from distill.server import ServerThread
 
 USD_PER_IMAGE = Decimal("0.0001")  # the built-in local:* prices
 USD_PER_1M_TOKENS = Decimal("0.12")
+USD_PER_1M_OUTPUT = Decimal("0.60")
+PROMPT_TOKENS = 100  # what the stand-in says a chat prompt (text + image) cost
 
 
 def vector(seed: str, dim: int, salt: str) -> list[float]:
@@ -37,10 +40,14 @@ class StandIn:
     usage: bool = True  # False: 200s carry no usage / billed_units block at all
     bill_factor: int = 1  # bills (and reports) this many times the units sent
     malformed: bool = False  # every 200 has one embedding too few (still billed)
+    # 200s whose usage leaves out images (Cohere shape: input tokens only) or an answer's
+    # completion_tokens (total_tokens only): billed in full all the same
+    partial: bool = False
     dim: int = 16
     salt: str = "A"  # two stand-ins with different salts answer differently
     usd_per_image: Decimal = USD_PER_IMAGE
     usd_per_1m_tokens: Decimal = USD_PER_1M_TOKENS
+    usd_per_1m_output: Decimal = USD_PER_1M_OUTPUT
     bills: list[Decimal] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -52,7 +59,38 @@ class StandIn:
     def billed_usd(self) -> Decimal:
         return sum(self.bills, Decimal(0))
 
+    def chat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """An answer of ``max_completion_tokens`` (or ``max_tokens``) tokens, all billed."""
+        out_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)
+        with self._lock:
+            self.bills.append(
+                (self.usd_per_1m_tokens * PROMPT_TOKENS + self.usd_per_1m_output * out_tokens)
+                / 10**6
+            )
+        usage: dict[str, Any] = {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": out_tokens,
+            "total_tokens": PROMPT_TOKENS + out_tokens,
+        }
+        if self.partial:
+            del usage["completion_tokens"]
+        out: dict[str, Any] = {
+            "id": f"chatcmpl-{self.requests}",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "A"},
+                    "finish_reason": "length",
+                }
+            ],
+        }
+        if self.usage:
+            out["usage"] = usage
+        return 200, out
+
     def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if path.endswith("/chat/completions"):
+            return self.chat(body)
         if path.endswith("/v2/embed"):
             items = body.get("images") or body.get("texts") or []
             images = len(body.get("images") or [])
@@ -71,8 +109,11 @@ class StandIn:
             vectors = vectors[:-1]
         if path.endswith("/v2/embed"):
             out: dict[str, Any] = {"id": f"req-{self.requests}", "embeddings": {"float": vectors}}
+            billed = {"images": images, "input_tokens": tokens}
+            if self.partial:  # a prompt-token count for every item, and no images
+                billed = {"input_tokens": tokens + len(items)}
             if self.usage:
-                out["meta"] = {"billed_units": {"images": images, "input_tokens": tokens}}
+                out["meta"] = {"billed_units": billed}
         else:
             out = {
                 "object": "list",

@@ -130,6 +130,58 @@ async def test_cohere_invalid_200_without_billed_units_is_charged_not_retried() 
     assert client.stats.retries == 0
 
 
+def test_usage_without_the_image_unit_is_charged_the_reservation_so_the_cap_holds(
+    digits: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: billed_units {"input_tokens": n} for an image request priced per image
+    settled at the tokens' $0.0000006 (not marked estimated): the ledger said 1/170th of
+    what the provider billed, and the cap could not see it."""
+    cache = tmp_path / "cache"
+    with standin(partial=True) as (provider, url):
+        assert harvest(url, digits, cache, "--budget", "1") == 0
+    records = [r for r in ledger(cache) if r.outcome == "ok"]
+    images = [r for r in records if r.kind == "image_embedding"]
+    assert images and all(r.estimated for r in images)
+    assert all(r.cost_usd == r.reserved_usd for r in images)
+    assert paid(records) >= provider.billed_usd > 0
+    said = [r for r in caplog.records if "without a valid count of images" in r.getMessage()]
+    assert len(said) == 1
+
+
+async def test_answers_whose_usage_leaves_out_output_tokens_cannot_pass_the_cap() -> None:
+    """Before: {"prompt_tokens": 100, "total_tokens": ...} settled at the prompt alone,
+    so a $0.002 cap let the provider bill $0.0126 (100 answers of 200 output tokens at
+    $0.60/M, each charged $0.000012) with no overrun and nothing marked estimated."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from vlmclient import AnswerRequest, BudgetExceededError, Image
+
+    def image(i: int) -> Image:
+        buf = io.BytesIO()
+        PILImage.new("RGB", (32, 32), (i, 255 - i, 7)).save(buf, "PNG")
+        return Image(data=buf.getvalue(), media_type="image/png")
+
+    bought = 0
+    with standin(partial=True) as (provider, url):
+        records = ListLedger()
+        async with TeacherClient(
+            "local:hash", api_key="t", base_url=url, ledger=records, budget=Budget("0.002")
+        ) as client:
+            for i in range(100):
+                request = AnswerRequest(image=image(i), prompt="Which digit?", max_output_tokens=200)
+                try:
+                    await client.answer([request])
+                except BudgetExceededError:
+                    break
+                bought += 1
+    assert 0 < bought < 100
+    assert all(r.estimated and r.cost_usd == r.reserved_usd for r in records.records)
+    assert client.budget.spent == sum(Decimal(r.cost_usd) for r in records.records)
+    assert provider.billed_usd <= client.budget.spent <= Decimal("0.002")
+
+
 # -- 7. an overrun ------------------------------------------------------------------------
 
 
