@@ -20,6 +20,7 @@ from decimal import Decimal
 from pydantic import SecretStr
 
 from .models import (
+    UNIT_PRICE_FIELDS,
     AnswerRequest,
     Image,
     ImageEmbeddingRequest,
@@ -33,21 +34,16 @@ from .prices import PriceTable
 from .providers import CallSpec, parse_teacher
 from .providers.base import Item
 
-__all__ = ["MIN_PRICE_USD", "UNIT_PRICE_FIELDS", "free_units"]
+__all__ = ["ANSWER_UNITS", "MIN_PRICE_USD", "UNIT_PRICE_FIELDS", "free_units"]
+
+# What every answer (chat) API bills, whoever serves it: a price that leaves either out
+# lets a run buy answers the budget cannot see.
+ANSWER_UNITS = ("input_tokens", "output_tokens")
 
 # A price field below this (in its own unit: per image, per 1M tokens, per 1B pixels, per
 # 1k characters) counts as free: 10,000 times below the cheapest real price we know of.
 MIN_PRICE_USD = Decimal("0.000001")
 
-# Usage field -> the Price field that bills it.
-UNIT_PRICE_FIELDS: dict[str, str] = {
-    "images": "usd_per_image",
-    "input_tokens": "usd_per_1m_input_tokens",
-    "output_tokens": "usd_per_1m_output_tokens",
-    "image_tokens": "usd_per_1m_image_tokens",
-    "image_pixels": "usd_per_1b_pixels",
-    "characters": "usd_per_1k_characters",
-}
 
 
 def _sample_image() -> Image:
@@ -79,8 +75,9 @@ def free_units(
 
     A unit is billed when the provider's estimate of a small sample request counts it and
     the ``reference`` price (default: the built-in entry, when there is one) charges for
-    it; a kind is also free when its whole sample request costs nothing. Fields below
-    :data:`MIN_PRICE_USD` count as zero.
+    it, or, with no reference, when it is an answer's input or output tokens
+    (:data:`ANSWER_UNITS`); a kind is also free when its whole sample request costs
+    nothing. Fields below :data:`MIN_PRICE_USD` count as zero.
     """
     provider, model = parse_teacher(teacher)
     if reference is None:
@@ -96,7 +93,14 @@ def free_units(
         elif isinstance(item, MixedEmbeddingRequest):
             parts = [p if isinstance(p, str) else provider.prepare_image(p) for p in item.parts]
             item = item.model_copy(update={"parts": tuple(parts)})
-        spec = CallSpec(kind, model, [item], base_url="", api_key=SecretStr("unused"))
+        spec = CallSpec(
+            kind,
+            model,
+            [item],
+            base_url="",
+            api_key=SecretStr("unused"),
+            max_image_tokens=price.max_image_tokens,
+        )
         usage: Usage = provider.estimate_usage(spec)
         label = kind.replace("_", " ") + "s"
         effective = Price.model_validate(
@@ -109,7 +113,13 @@ def free_units(
         for unit, field in UNIT_PRICE_FIELDS.items():
             if getattr(usage, unit) <= 0:
                 continue
-            billed = reference is not None and _priced(getattr(reference, field))
+            billed = (
+                _priced(getattr(reference, field))
+                if reference is not None
+                # no built-in entry to compare with: every answer API bills its prompt
+                # and its output tokens
+                else kind == "answer" and unit in ANSWER_UNITS
+            )
             if billed and not _priced(getattr(price, field)):
                 problems.append(f"{label}: {field} is {getattr(price, field)}")
                 found = True

@@ -131,8 +131,9 @@ class PriceTable:
             return found
         raise ConfigurationError(
             f"no price known for {provider}:{model}, so the budget cannot be enforced; "
-            f'give one with --price-file (e.g. {{"{provider}:{model}": '
-            f'{{"usd_per_1m_input_tokens": "0.10"}}}})'
+            f'give one with --price-file for every unit it bills (e.g. {{"{provider}:{model}": '
+            f'{{"usd_per_1m_input_tokens": "0.10", "usd_per_1m_output_tokens": "0.40"}}}} '
+            "for a chat model)"
         )
 
 

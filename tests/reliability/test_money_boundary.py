@@ -189,6 +189,61 @@ def test_a_price_that_makes_a_billed_unit_free_is_refused(
     assert "usd_per_" in err or "price" in err
 
 
+@pytest.mark.parametrize(
+    "teacher", ["openai:gpt-9-mini", "anthropic:claude-haiku-9", "gemini:gemini-9-flash"]
+)
+def test_an_answer_price_without_output_tokens_is_refused(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    teacher: str,
+) -> None:
+    """Before: for a chat model with no built-in entry, a --price-file entry with an input
+    price only (the form the missing-price error itself suggested) was accepted, and every
+    output token was free to the budget."""
+    for env in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
+        monkeypatch.setenv(env, "sk-test-0123456789")
+    folder, classes = unlabelled(tmp_path, 2)
+    prices = tmp_path / "prices.json"
+    entry = {"usd_per_1m_input_tokens": "0.25", "max_image_tokens": 1000}
+    prices.write_text(json.dumps({teacher: entry}))
+    with serve() as srv:
+        argv = [
+            "pseudolabel", str(folder), "--class-file", str(classes), "--teacher", teacher,
+            "--base-url", srv.url, "--cache", str(tmp_path / "c"), "--budget", "1",
+            "--price-file", str(prices), "--route", "answer", "--check", "resample",
+        ]  # fmt: skip
+        assert usage_exit(argv) == 2
+        assert srv.gate.received == 0
+    err = capsys.readouterr().err
+    assert "answers: usd_per_1m_output_tokens is 0" in err
+
+
+def test_a_new_openai_model_priced_as_the_errors_say_is_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the free-price check estimated its sample answer without the entry's
+    max_image_tokens, so the entry the image-token error asks for was refused with that
+    same error, and a new OpenAI-compatible chat model could not be used at all."""
+    monkeypatch.setenv("OPENAI_API_KEY", TOKEN)  # the local server's bearer token
+    folder, classes = unlabelled(tmp_path, 2)
+    prices = tmp_path / "prices.json"
+    entry = {
+        "usd_per_1m_input_tokens": "0.25",
+        "usd_per_1m_output_tokens": "2.00",
+        "max_image_tokens": 1000,
+    }
+    prices.write_text(json.dumps({"openai:gpt-9-mini": entry}))
+    with serve() as srv:
+        argv = [
+            "pseudolabel", str(folder), "--class-file", str(classes), "--teacher",
+            "openai:gpt-9-mini", "--base-url", srv.url + "/v1", "--cache", str(tmp_path / "c"),
+            "--budget", "1", "--price-file", str(prices), "--route", "answer", "--check", "none",
+        ]  # fmt: skip
+        assert usage_exit(argv) == 0
+        assert srv.gate.received > 0  # past the price checks: the answers were bought
+
+
 def test_allow_free_runs_a_free_teacher(tmp_path: Path) -> None:
     data = labelled(tmp_path / "data")
     prices = tmp_path / "prices.json"

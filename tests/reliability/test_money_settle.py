@@ -170,7 +170,9 @@ async def test_answers_whose_usage_leaves_out_output_tokens_cannot_pass_the_cap(
             "local:hash", api_key="t", base_url=url, ledger=records, budget=Budget("0.002")
         ) as client:
             for i in range(100):
-                request = AnswerRequest(image=image(i), prompt="Which digit?", max_output_tokens=200)
+                request = AnswerRequest(
+                    image=image(i), prompt="Which digit?", max_output_tokens=200
+                )
                 try:
                     await client.answer([request])
                 except BudgetExceededError:

@@ -328,7 +328,8 @@ def image_tokens(width: int, height: int, model: str, declared: int | None = Non
     raise ConfigurationError(
         f"cannot bound the image tokens of OpenAI model {model!r}, so the budget cannot be "
         "enforced; state them in the price file, e.g. "
-        f'{{"openai:{model}": {{"usd_per_1m_input_tokens": "...", "max_image_tokens": 1844}}}}'
+        f'{{"openai:{model}": {{"usd_per_1m_input_tokens": "...", '
+        '"usd_per_1m_output_tokens": "...", "max_image_tokens": 1844}}'
     )
 
 
