@@ -4,7 +4,8 @@ A 2xx is parsed and charged at its usage (or, when the provider did not say what
 billed, at the reservation, marked ``estimated``); a bill above its reservation is an
 overrun and stops new requests; billed answers we cannot use are recorded, never retried,
 and stop the run once they are too many (the circuit breaker). An error status is
-released (providers do not bill it) and turned into our error class.
+released (providers do not bill it), except a gateway's timeout (504, 524: charged, the
+provider behind it may have billed), and turned into our error class.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "MALFORMED_STOP_FRACTION",
     "MALFORMED_STOP_MIN",
     "MIN_SCRUBBED_SECRET",
+    "TIMED_OUT_UPSTREAM",
     "Settler",
 ]
 
@@ -51,6 +53,10 @@ MALFORMED_STOP_FRACTION = 0.2  # ... and their least share of all billed 200s
 # Secrets shorter than this are not looked for in a usage block (a 1-letter test token
 # would match every field name); real API keys are far longer.
 MIN_SCRUBBED_SECRET = 8
+# Statuses a gateway (an OpenAI-compatible proxy, Cloudflare) answers when it gave up
+# waiting for the provider behind it: the request was sent on and may have been billed,
+# so, as a timeout after sending, they are charged the reservation (and retried).
+TIMED_OUT_UPSTREAM = frozenset({504, 524})
 
 
 def _scrub(obj: Mapping[str, Any], secret: str) -> dict[str, Any]:
@@ -128,16 +134,30 @@ class Settler:
         error status or a billed answer that cannot be used (after recording it)."""
         self._limiter.update(self.provider.rate_limit_hints(response.headers))
         if not 200 <= response.status_code < 300:  # (response.is_success)
-            self.budget.release(reservation)  # providers do not bill error statuses
             err = self._status_error(response)
-            self._storage.record(
-                spec.kind,
-                len(spec.items),
-                Decimal(0),
-                Usage(),
-                outcome=f"http_{response.status_code}",
-                request_id=err.request_id,
-            )
+            if response.status_code in TIMED_OUT_UPSTREAM:
+                # a gateway gave up waiting for the provider, which may have billed
+                self.budget.charge_reservation(reservation)
+                self._storage.record(
+                    spec.kind,
+                    len(spec.items),
+                    reservation.usd,
+                    Usage(),
+                    outcome=f"http_{response.status_code}",
+                    request_id=err.request_id,
+                    reserved=reservation.usd,
+                    estimated=True,
+                )
+            else:
+                self.budget.release(reservation)  # providers do not bill error statuses
+                self._storage.record(
+                    spec.kind,
+                    len(spec.items),
+                    Decimal(0),
+                    Usage(),
+                    outcome=f"http_{response.status_code}",
+                    request_id=err.request_id,
+                )
             if isinstance(err, RateLimitError) and err.retry_after is not None:
                 self._limiter.pause(err.retry_after)  # everyone waits, not only this task
             raise err
