@@ -27,7 +27,7 @@ import httpx
 
 from .providers.wire import headers_of
 
-__all__ = ["Http11Transport", "response_of"]
+__all__ = ["Http11Transport", "response_of", "undecoded"]
 
 MAX_HEAD = 64 * 1024  # bytes of status line and headers accepted
 # Bytes of one answer's body accepted (a teacher's largest: a few MB of embeddings); a
@@ -55,10 +55,30 @@ def response_of(request: httpx.Request, status: int, reason: bytes, headers: htt
         extensions=extensions,
     )
     if encoded:
-        answer.read()  # httpx decodes it
+        try:
+            answer.read()  # httpx decodes it
+        except httpx.DecodingError:
+            return undecoded(answer, body)
     else:
         answer._content = body
     return answer
+
+
+def undecoded(answer: httpx.Response, body: bytes) -> httpx.Response:
+    """``answer`` with its raw ``body`` and no Content-Encoding, for a body that cannot be
+    decoded: the answer did come, so its status decides what it cost (a 200 was billed,
+    then fails parsing as a billed answer we cannot use, never retried) rather than a
+    decoding error passing for a dropped connection (charged and retried: billed again)."""
+    headers = httpx.Headers(answer.headers)
+    del headers["Content-Encoding"]
+    raw = httpx.Response(
+        status_code=answer.status_code,
+        headers=headers,
+        request=answer.request,
+        extensions=answer.extensions,
+    )
+    raw._content = body
+    return raw
 
 
 class _Head:

@@ -18,6 +18,7 @@ import httpx
 
 from .budget import Budget, Reservation
 from .errors import APIConnectionError, APIError, APITimeoutError
+from .http11 import undecoded
 from .models import Usage
 from .providers import CallSpec, Parsed, Provider
 from .ratelimit import RateLimiter
@@ -196,6 +197,9 @@ class Sender:
         response.request = request
         try:
             await response.aread()
+        except httpx.DecodingError:  # it came: its status decides (see http11.undecoded)
+            await response.aclose()
+            return undecoded(response, b"")
         except BaseException:
             await response.aclose()
             raise

@@ -46,6 +46,8 @@ class StandIn:
     # the first N requests are billed by the provider behind a gateway that gives up
     # waiting and answers 504 (as a proxy or Cloudflare's 524 would)
     gateway_timeouts: int = 0
+    garbled: bool = False  # 200s say Content-Encoding: gzip over a body that is not gzip
+    # (nor JSON)
     dim: int = 16
     salt: str = "A"  # two stand-ins with different salts answer differently
     usd_per_image: Decimal = USD_PER_IMAGE
@@ -146,13 +148,11 @@ class StandIn:
                 break
         status, payload = self.answer(scope["path"], json.loads(raw or b"{}"))
         data = json.dumps(payload).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
+        headers = [(b"content-type", b"application/json")]
+        if self.garbled:
+            headers.append((b"content-encoding", b"gzip"))
+            data = b"not gzip " + data
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
 

@@ -199,6 +199,31 @@ def test_a_gateway_timeout_is_charged_since_the_provider_behind_it_may_have_bill
     assert paid(records) >= provider.billed_usd > 0
 
 
+@pytest.mark.parametrize("transport", ["default", "httpx"])
+async def test_a_billed_200_that_cannot_be_decoded_is_charged_once_not_retried(
+    transport: str,
+) -> None:
+    """Before: the decoding error passed for a dropped connection: charged and retried,
+    so the provider billed the one request four times."""
+    with standin(garbled=True) as (provider, url):
+        records = ListLedger()
+        extra = {} if transport == "default" else {"transport": httpx.AsyncHTTPTransport()}
+        async with TeacherClient(
+            "local:hash",
+            api_key="t",
+            base_url=url,
+            ledger=records,
+            retry=RetryPolicy(max_attempts=4, initial_delay=0.01),
+            **extra,
+        ) as client:
+            with pytest.raises(ResponseValidationError):
+                await client.embed_texts([TextEmbeddingRequest(text="a cat")])
+    assert provider.requests == 1 and client.stats.retries == 0
+    [rec] = records.records
+    assert rec.outcome == "malformed" and rec.estimated
+    assert Decimal(rec.cost_usd) == Decimal(rec.reserved_usd) >= provider.billed_usd > 0
+
+
 # -- 7. an overrun ------------------------------------------------------------------------
 
 
