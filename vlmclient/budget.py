@@ -72,6 +72,8 @@ class Budget:
 
     def reserve(self, usd: Decimal, *, items: int = 1) -> Reservation:
         """Hold ``usd`` for one request of ``items`` items, or raise BudgetExceededError."""
+        if not usd.is_finite() or usd < 0:  # a negative hold would raise the cap for all
+            raise ValueError(f"a reservation must be a finite amount >= 0, not {usd}")
         with self._lock:
             if self.cap is not None and self.spent + self.reserved + usd > self.cap:
                 raise BudgetExceededError(
@@ -100,6 +102,8 @@ class Budget:
 
     def settle(self, reservation: Reservation, actual: Decimal) -> bool:
         """The provider billed ``actual`` for this request; True if that is an overrun."""
+        if not actual.is_finite() or actual < 0:
+            raise ValueError(f"a bill must be a finite amount >= 0, not {actual}")
         with self._lock:
             self._close(reservation)
             self.spent += actual

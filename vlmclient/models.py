@@ -9,7 +9,7 @@ import zlib
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
@@ -260,6 +260,11 @@ UNIT_PRICE_FIELDS: dict[str, str] = {
     "characters": "usd_per_1k_characters",
 }
 
+# A price in dollars: finite and >= 0 (a negative price would let a run spend past its
+# cap while the budget counts down; the price-file loader refuses them with its own
+# message first, this holds for prices made in code).
+Amount = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
 _M = Decimal(1_000_000)
 _B = Decimal(1_000_000_000)
 _K = Decimal(1000)
@@ -275,12 +280,12 @@ class Price(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    usd_per_image: Decimal = Decimal(0)
-    usd_per_1m_input_tokens: Decimal = Decimal(0)
-    usd_per_1m_output_tokens: Decimal = Decimal(0)
-    usd_per_1m_image_tokens: Decimal = Decimal(0)
-    usd_per_1b_pixels: Decimal = Decimal(0)
-    usd_per_1k_characters: Decimal = Decimal(0)
+    usd_per_image: Amount = Decimal(0)
+    usd_per_1m_input_tokens: Amount = Decimal(0)
+    usd_per_1m_output_tokens: Amount = Decimal(0)
+    usd_per_1m_image_tokens: Amount = Decimal(0)
+    usd_per_1b_pixels: Amount = Decimal(0)
+    usd_per_1k_characters: Amount = Decimal(0)
     # Worst-case prompt tokens per image, for models whose image billing the adapter
     # cannot bound by name (an OpenAI-compatible server, a new OpenAI model).
     max_image_tokens: int | None = Field(default=None, ge=0)
@@ -288,8 +293,8 @@ class Price(BaseModel):
     # input tokens is billed at these rates for all its input and output (Claude Haiku 5.5:
     # over 100,000). Never below the base rates, so leaving one out cannot make it free.
     long_prompt_above_tokens: int | None = Field(default=None, ge=0)
-    usd_per_1m_input_tokens_long_prompt: Decimal = Decimal(0)
-    usd_per_1m_output_tokens_long_prompt: Decimal = Decimal(0)
+    usd_per_1m_input_tokens_long_prompt: Amount = Decimal(0)
+    usd_per_1m_output_tokens_long_prompt: Amount = Decimal(0)
     verified_on: str | None = None
     # Where the prices were read: a vendor URL (primary) or "secondary: ..." when only a
     # third-party source was found; `vlm-distill providers` shows the latter unverified.

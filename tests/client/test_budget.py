@@ -121,3 +121,27 @@ async def test_a_batch_that_does_not_fit_is_split_to_use_the_budget() -> None:
             await client.embed_images(make_image_requests(10))
     assert budget.spent == Decimal("0.004")  # 4 of 10 images bought, within one image of the cap
     assert fake.billed_images == 4
+
+
+@pytest.mark.parametrize("amount", ["-0.001", "NaN", "Infinity", "-Infinity"])
+def test_a_price_made_in_code_cannot_be_negative_or_infinite(amount: str) -> None:
+    """Before: Price(usd_per_image="-0.001") was accepted and a $0.0001 cap let 100
+    requests through while ``spent`` went negative (the price-file loader refused it,
+    code did not)."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        Price(usd_per_image=Decimal(amount))
+    with pytest.raises(ValidationError):
+        Price(usd_per_1m_output_tokens_long_prompt=Decimal(amount))
+
+
+@pytest.mark.parametrize("amount", ["-0.01", "NaN", "sNaN", "Infinity"])
+def test_a_reservation_or_a_bill_must_be_a_finite_amount_at_least_zero(amount: str) -> None:
+    budget = Budget(usd=Decimal("1"))
+    with pytest.raises(ValueError, match="finite amount >= 0"):
+        budget.reserve(Decimal(amount))
+    held = budget.reserve(Decimal("0.1"))
+    with pytest.raises(ValueError, match="finite amount >= 0"):
+        budget.settle(held, Decimal(amount))
+    assert budget.remaining == Decimal("0.9") and budget.spent == 0
