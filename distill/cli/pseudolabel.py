@@ -18,7 +18,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from vlmclient import ConfigurationError
+from vlmclient import ConfigurationError, VLMError
 from vlmclient.models import Kind
 from vlmclient.providers.reasoning import REASONING_LEVELS
 
@@ -87,16 +87,63 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="manifest to write (default: CACHE/pseudolabels.csv)")
 
 
-def _student_predictions(run: Path, dataset: Any, class_names: tuple[str, ...]) -> list[int]:
+def _read_synonyms(path: Path) -> dict[str, str]:
+    """The ``--synonyms`` file: a JSON object of ``"word": "class name"`` strings;
+    ConfigurationError when it is missing, unreadable or not such an object (checked
+    before anything is sent: parse_answer would fail only once answers were paid for)."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"--synonyms {path}: cannot read it ({exc})") from None
+    except ValueError as exc:
+        raise ConfigurationError(f"--synonyms {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ConfigurationError(
+            f'--synonyms {path}: give a JSON object of strings, {{"word": "class name"}}'
+        )
+    return data
+
+
+def _load_student_run(run: Path, class_names: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+    """The ``--student-run`` student and its run.json, loaded before anything is sent;
+    ConfigurationError when the run is missing, unreadable or trained on other classes."""
+    from safetensors import SafetensorError
+
+    from distill.train.evaluate import RUN_FILE, load_run_student
+    from distill.train.student import check_student_name
+
+    try:
+        info = json.loads((run / RUN_FILE).read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(
+            f"--student-run {run}: not a finished training run ({exc})"
+        ) from None
+    if not isinstance(info, dict) or not isinstance(info.get("class_names"), list):
+        raise ConfigurationError(f"--student-run {run}: its {RUN_FILE} lists no class names")
+    if tuple(info["class_names"]) != tuple(class_names):
+        raise ConfigurationError(
+            f"--student-run {run} was trained on other classes: {info['class_names'][:5]}"
+        )
+    missing = [k for k in ("student", "method", "image_size", "mean", "std") if k not in info]
+    if missing:
+        raise ConfigurationError(f"--student-run {run}: its {RUN_FILE} lacks {missing}")
+    check_student_name(str(info["student"]))
+    try:
+        return load_run_student(run)
+    # a missing or broken weights file (one that does not fit the student: RuntimeError)
+    except (VLMError, SafetensorError, OSError, ValueError, TypeError, RuntimeError) as exc:
+        raise ConfigurationError(f"--student-run {run}: cannot load it ({exc})") from None
+
+
+def _student_predictions(student: Any, info: dict[str, Any], dataset: Any) -> list[int]:
     import numpy as np
     import torch
 
     from distill.data.loaders import load_image
-    from distill.train.evaluate import load_run_student, to_input
+    from distill.train.evaluate import to_input
 
-    student, info = load_run_student(run)
-    if tuple(info["class_names"]) != tuple(class_names):
-        raise ConfigurationError(f"{run} was trained on other classes: {info['class_names'][:5]}")
     preds: list[int] = []
     with torch.no_grad():
         for s in range(0, len(dataset.samples), 128):
@@ -137,7 +184,11 @@ def run(args: argparse.Namespace) -> int:
     names = dataset.class_names
     if len(names) < 2:
         raise ConfigurationError("give --class-file with at least two class names")
-    synonyms = json.loads(args.synonyms.read_text("utf-8")) if args.synonyms else None
+    # every input is checked before anything is sent: a late error loses paid answers
+    synonyms = _read_synonyms(args.synonyms) if args.synonyms else None
+    run_student = None
+    if args.student_run is not None:
+        run_student = _load_student_run(args.student_run, names)
     cdir = CacheDir(args.cache)
     with (
         ResponseCache(cdir.responses) as cache,
@@ -176,8 +227,8 @@ def run(args: argparse.Namespace) -> int:
         labels, second = run_paid(go())
         money_rows = budget_lines(client)
     student = None
-    if args.student_run is not None:
-        student = _student_predictions(args.student_run, dataset, names)
+    if run_student is not None:
+        student = _student_predictions(*run_student, dataset)
     ids = [s.id for s in dataset.samples]
     first_l = [lb.label for lb in labels]
     second_l = first_l if second is None else [lb.label for lb in second]

@@ -182,6 +182,10 @@ def run_select(args: argparse.Namespace) -> int | None:
         remaining = client.budget.remaining
         covers = remaining is None or _full_cost(client, dataset, args.prompt) <= remaining
         if not covers:
+            from distill.train.student import check_student_name
+
+            # the student trains after round 1 is paid for: check its name first
+            check_student_name(args.select_student)
             result, store, manifest = _rounds(args, client, cache, cdir, dataset, state_file)
             money_rows = budget_lines(client)
     if covers:

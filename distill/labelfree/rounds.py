@@ -352,7 +352,14 @@ async def harvest_rounds(
         else:
             affordable = int(remaining / result.per_image_usd)
         quota = min(len(left), math.ceil(affordable / (rounds - r)))
-        if quota <= 0 or not left:
+        if not left:  # every image is bought: nothing to stop
+            break
+        if quota <= 0:  # images are left, but not the money for one of them
+            result.stopped_by_budget = (
+                f"{len(left)} images not bought: the ${remaining} left of the budget does "
+                f"not cover one more (up to ${result.per_image_usd} each); what was bought "
+                "is cached: raise the budget and run again"
+            )
             break
         if r == 0 or not vectors:
             picked = select("random", np.zeros((len(dataset.samples), 1)), left, [], quota, seed)

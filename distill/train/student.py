@@ -23,12 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from cache import atomic_write
+from vlmclient.errors import ConfigurationError
 
 __all__ = [
     "LOGIT_SCALE",
     "PACKAGED_WEIGHTS",
     "Student",
     "build_student",
+    "check_student_name",
     "convert_lite0_weights",
     "default_weights_dir",
     "is_convnet",
@@ -174,6 +176,28 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     return dict(state)
+
+
+def check_student_name(name: str) -> None:
+    """ConfigurationError unless ``name`` is a timm model this machine can build (a
+    registered architecture, with or without a pretrained tag; hub names are refused, as
+    weights never come from a hub). Called before anything is bought or trained.
+
+    >>> check_student_name("mobilenetv3_small_100")
+    >>> check_student_name("mobilenet_v3")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    vlmclient.errors.ConfigurationError: unknown student model 'mobilenet_v3'...
+    """
+    import difflib
+
+    import timm
+
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ConfigurationError(f"unknown student model {name!r}: not a timm model name{hint}")
 
 
 def create_backbone(

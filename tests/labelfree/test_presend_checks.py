@@ -1,0 +1,189 @@
+"""Inputs are checked before anything is sent: a bad flag costs nothing (exit 2), and a
+budget that stops the rounds early says so (exit 3). Against the real local server."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from distill.cli import main
+from distill.data import scan
+from distill.server import HashBackend, ServerConfig, ServerThread, create_app
+from tests.e2e.conftest import TOKEN, LocalTeacher
+
+STUDENT = "mobilenetv3_small_100"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, digits_data: Path) -> Iterator[Path]:
+    """A real run folder: the digits harvested from the hash teacher, a 1-step ERM student."""
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+        config = ServerConfig(token=SecretStr(TOKEN))
+        with ServerThread(create_app(config, HashBackend(dim=64))) as server:
+            argv = ["harvest", str(digits_data), "--teacher", "local:hash",
+                    "--base-url", server.base_url, "--cache", str(root / "cache"),
+                    "--budget", "1"]  # fmt: skip
+            assert main(argv) == 0
+    run = root / "run"
+    argv = ["train", str(digits_data), "--cache", str(root / "cache"), "--teacher",
+            "local:hash", "--method", "erm", "--steps", "1", "--student", STUDENT,
+            "--no-pretrained", "--image-size", "16", "--batch-per-domain", "2",
+            "--threads", "1", "--out", str(run)]  # fmt: skip
+    assert main(argv) == 0
+    yield root
+
+
+@pytest.fixture
+def unlabelled(digits_data: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """4 digits images flat in one folder and the digits class file."""
+    ds = scan(digits_data)
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    for i, s in enumerate(ds.samples[::30][:4]):
+        shutil.copy(s.path, folder / f"img{i:02d}.png")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(ds.class_names) + "\n")
+    return folder, classes
+
+
+def pseudolabel(teacher: LocalTeacher, data: Path, classes: Path, cache: Path, *extra: str) -> int:
+    return main(
+        [
+            "pseudolabel", str(data), "--class-file", str(classes), "--teacher", "local:hash",
+            "--base-url", teacher.url, "--cache", str(cache), "--budget", "1", *extra,
+        ]
+    )  # fmt: skip
+
+
+def select_harvest(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> int:
+    return main(
+        [
+            "harvest", str(data), "--teacher", "local:hash", "--base-url", teacher.url,
+            "--cache", str(cache), "--select", "random", "--rounds", "3",
+            "--round-steps", "0", *extra,
+        ]
+    )  # fmt: skip
+
+
+def one_error_line(err: str, start: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(start), err
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["[1, 2]", '{"puppy": 3}', '{"puppy": ["dog"]}', "{not json", None],
+    ids=["list", "number", "list-value", "invalid", "missing"],
+)
+def test_a_bad_synonyms_file_is_refused_before_sending(
+    hash_teacher: LocalTeacher,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: str | None,
+) -> None:
+    folder, classes = unlabelled
+    synonyms = tmp_path / "synonyms.json"
+    if content is not None:
+        synonyms.write_text(content)
+    code = pseudolabel(hash_teacher, folder, classes, tmp_path / "c", "--synonyms", str(synonyms))
+    assert code == 2
+    one_error_line(capsys.readouterr().err, "error: --synonyms")
+    assert hash_teacher.billing()["requests"] == 0
+
+
+def test_a_good_synonyms_file_is_used(
+    hash_teacher: LocalTeacher, unlabelled: tuple[Path, Path], tmp_path: Path
+) -> None:
+    folder, classes = unlabelled
+    synonyms = tmp_path / "synonyms.json"
+    synonyms.write_text(json.dumps({"nought": classes.read_text().split()[0]}))
+    flags = ("--synonyms", str(synonyms), "--check", "none")
+    assert pseudolabel(hash_teacher, folder, classes, tmp_path / "c", *flags) == 0
+    assert hash_teacher.billing()["requests"] == 4
+
+
+def test_the_student_run_is_checked_before_sending(
+    hash_teacher: LocalTeacher,
+    trained: Path,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder, classes = unlabelled
+    other = tmp_path / "other.txt"
+    other.write_text("cat\ndog\n")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "run.json").write_text("{")
+    cases = [
+        (classes, tmp_path / "no-such-run"),  # no run folder
+        (other, trained / "run"),  # a run trained on other classes
+        (classes, broken),  # an unreadable run.json
+    ]
+    for class_file, run in cases:
+        code = pseudolabel(hash_teacher, folder, class_file, tmp_path / "c",
+                           "--student-run", str(run))  # fmt: skip
+        assert code == 2, run
+        assert hash_teacher.billing()["requests"] == 0, run
+        one_error_line(capsys.readouterr().err, "error: --student-run")
+    # the real run with the same classes still works
+    out = tmp_path / "labels.csv"
+    flags = ("--student-run", str(trained / "run"), "--check", "none", "--out", str(out))
+    assert pseudolabel(hash_teacher, folder, classes, tmp_path / "c", *flags) == 0
+    with out.with_suffix(".decisions.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(r["student"] for r in rows)
+
+
+@pytest.mark.parametrize(("budget", "images"), [("0.0001", 0), ("0.0003", 2)])
+def test_select_stopped_early_by_the_budget_exits_3(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    budget: str,
+    images: int,
+) -> None:
+    """$0.0001 buys the class prompts but no image ($0.0001 each, worst case); $0.0003
+    buys two images in rounds 1 and 2 and nothing for round 3."""
+    code = select_harvest(hash_teacher, digits_data, tmp_path / "c", "--budget", budget)
+    out = capsys.readouterr().out
+    assert code == 3
+    assert "stopped by the budget" in out and f"{images} of 120 bought" in out
+    assert hash_teacher.billing()["images"] == images
+
+
+def test_an_unknown_select_student_is_refused_before_sending(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = select_harvest(hash_teacher, digits_data, tmp_path / "c", "--budget", "0.006",
+                          "--select-student", "nosuchmodel")  # fmt: skip
+    assert code == 2
+    one_error_line(capsys.readouterr().err, "error: unknown student model 'nosuchmodel'")
+    assert hash_teacher.billing()["requests"] == 0
+
+
+def test_an_unknown_train_student_is_refused_before_training(
+    trained: Path, digits_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = ["train", str(digits_data), "--cache", str(trained / "cache"), "--teacher",
+            "local:hash", "--method", "erm", "--steps", "1", "--student", "mobilenetv3_smal_100",
+            "--no-pretrained", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    one_error_line(err, "error: unknown student model 'mobilenetv3_smal_100'")
+    assert "mobilenetv3_small_100" in err  # the close match is suggested
+    assert not out.exists()  # nothing trained, no run folder
