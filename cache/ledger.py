@@ -46,6 +46,7 @@ __all__ = [
     "Totals",
     "by_model",
     "is_overrun",
+    "maybe_billed",
     "read_ledger",
     "reserve_tail",
     "totals",
@@ -292,13 +293,23 @@ class SpendLedger:
         return f"SpendLedger({str(self.path)!r})"
 
 
+def maybe_billed(rec: LedgerRecord) -> bool:
+    """Whether the provider billed, or may have billed, this sent record: not a refused
+    connection (never left) nor an error status released at $0 (a gateway's timeout
+    status is charged: it may have been billed)."""
+    if rec.outcome == "refused":
+        return False
+    return not (rec.outcome.startswith("http_") and Decimal(rec.cost_usd) == 0)
+
+
 @dataclass
 class GroupTotals:
     """Totals of one (provider, model, kind).
 
-    ``requests``: records that were sent (any outcome but cache_hit); ``items``: their
-    items; ``spent_usd``: sum of ``cost_usd`` over all records; ``cache_hits``: items
-    served from the cache; ``saved_usd``: what those hits would have cost;
+    ``requests``: records that were sent (any outcome but cache_hit); ``items``: the
+    items of those the provider billed or may have billed (:func:`maybe_billed`);
+    ``spent_usd``: sum of ``cost_usd`` over all records; ``cache_hits``: items served
+    from the cache; ``saved_usd``: what those hits would have cost;
     ``failures``: record counts by outcome, for outcomes other than ok and cache_hit;
     ``estimated``: billed records charged at our reservation because the provider did
     not say what it billed; ``overruns`` / ``overrun_usd``: records billed above their
@@ -329,7 +340,8 @@ class GroupTotals:
             self.overruns += 1
             self.overrun_usd += Decimal(rec.cost_usd) - Decimal(rec.reserved_usd)
         self.requests += 1
-        self.items += rec.items
+        if maybe_billed(rec):
+            self.items += rec.items
         if rec.outcome != OK:
             self.failures[rec.outcome] = self.failures.get(rec.outcome, 0) + 1
 

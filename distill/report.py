@@ -21,15 +21,36 @@ SCHEMA = "vlm-distill.report/1"
 RUNS_FILE = "runs.jsonl"
 
 
+def _is_cache_dir(path: Path) -> bool:
+    return (path / LEDGER_FILE).exists() or (path / RESPONSES_DIR).exists()
+
+
 def find_cache_dir(path: Path) -> Path:
-    """A cache directory itself, or the one a run folder names in its config.json."""
-    if (path / LEDGER_FILE).exists() or (path / RESPONSES_DIR).exists():
+    """A cache directory itself, or the one a run folder names in its config.json.
+
+    A relative cache path there is relative to where ``train`` ran: tried from the
+    current folder, then from the run folder and each folder above it; a name that is
+    none of these is an error, never an empty report."""
+    if _is_cache_dir(path):
         return path
     config = path / "config.json"
     if config.exists():
         cache = json.loads(config.read_text()).get("cache")
         if cache:
-            return Path(cache)
+            named = Path(cache)
+            if named.is_absolute():
+                tries = [named]
+            else:
+                run = path.resolve()
+                tries = [named, *(folder / named for folder in (run, *run.parents))]
+            for found in tries:
+                if _is_cache_dir(found):
+                    return found
+            raise FileNotFoundError(
+                f"{path} is a run folder whose config.json names the cache {cache!r}, which "
+                "is not a cache directory from here: run from the folder it was trained "
+                "in, or give the cache: vlm-distill report CACHE"
+            )
     raise FileNotFoundError(
         f"{path} is neither a cache directory (ledger.jsonl, responses/) nor a run folder "
         "(config.json naming its cache)"
@@ -77,8 +98,7 @@ def build_report(path: Path) -> dict[str, Any]:
         "spent_usd": str(tot.spent_usd),
         "saved_usd": str(tot.saved_usd),
         "requests_sent": tot.requests,
-        "items_bought": sum(g.items for g in tot.groups.values() if g.requests)
-        - _unbilled_items(contents.records),
+        "items_bought": tot.items,
         "failed_attempts": failed_attempts,
         "cache_hits": tot.cache_hits,
         "items_cached": items_cached,
@@ -139,7 +159,3 @@ def _teacher_spent(tot: Any, teacher: str) -> Decimal:
         Decimal(0),
     )
 
-
-def _unbilled_items(records: list[Any]) -> int:
-    """Items of attempts that were not billed (errors, refused connections)."""
-    return sum(r.items for r in records if r.outcome.startswith("http_") or r.outcome == "refused")

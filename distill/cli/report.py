@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,15 @@ KIND_NAMES = {
 
 
 def _usd(text: str) -> str:
-    return f"{float(text):.6f}"
+    """A ledger amount as it is: six places, more when it has more (never through float,
+    which showed $0.00000048 as 0.000000 and $123456789012.3456789 as ...345673).
+
+    >>> _usd("0.1"), _usd("0.00000048"), _usd("123456789012.3456789")
+    ('0.100000', '0.00000048', '123456789012.3456789')
+    """
+    amount = Decimal(text)
+    six = f"{amount:.6f}"
+    return six if Decimal(six) == amount else format(amount, "f")
 
 
 def show(report: dict[str, Any]) -> None:

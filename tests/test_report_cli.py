@@ -1,0 +1,78 @@
+"""`vlm-distill report`: what it says matches the ledger, wherever it is run from."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from cache import LedgerRecord, SpendLedger
+from distill.cli import main
+from distill.server import Faults
+from tests.reliability.conftest import TOKEN, harvest_argv, ledger, teacher
+
+
+def _cache(root: Path, *costs: str) -> Path:
+    """A cache folder whose ledger has one billed record per cost, each of its own kind."""
+    root.mkdir(parents=True)
+    kinds = ("text_embedding", "image_embedding", "answer")
+    with SpendLedger(root / "ledger.jsonl") as spend:
+        for kind, cost in zip(kinds, costs, strict=False):
+            spend.record(LedgerRecord("local", "hash", kind, 1, cost, reserved_usd=cost))
+    return root
+
+
+def test_amounts_are_shown_as_the_ledger_has_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: money went through float with six places: $0.00000048 showed as 0.000000."""
+    monkeypatch.setenv("COLUMNS", "200")  # the whole table, no column cut short
+    cache = _cache(tmp_path / "c", "0.00000048", "0.1")
+    assert main(["report", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "0.00000048" in out and "0.100000" in out and "0.10000048" in out
+
+
+def test_a_run_folder_finds_its_relative_cache_from_anywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: config.json's relative "cache" was taken from the current folder and never
+    checked, so `report RUN` from elsewhere printed an empty report: $0 spent, exit 0."""
+    _cache(tmp_path / "c1", "0.25")
+    run = tmp_path / "runs" / "erm1"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"cache": "c1"}))
+    monkeypatch.chdir(tmp_path / "runs")  # not where train ran (tmp_path)
+    assert main(["report", "erm1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert Decimal(report["spent_usd"]) == Decimal("0.25")
+
+    (run / "config.json").write_text(json.dumps({"cache": "gone"}))
+    assert main(["report", "erm1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "'gone'" in err
+
+
+def test_per_kind_items_leave_out_unbilled_attempts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the per-kind rows counted the items of 500s (never billed) too, so they
+    added up to more than the total, and to more images than the data has."""
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    from distill.data.digits import make_digits
+
+    data = make_digits(tmp_path / "digits", size=16, per_class=2)  # 80 images, 10 prompts
+    cache = tmp_path / "cache"
+    with teacher(Faults(fail_500=0.4, seed=3)) as served:
+        argv = harvest_argv(served.url, data, cache, "--batch-size", "5")
+        assert main(argv) == 0
+    capsys.readouterr()  # the harvest's own output
+    assert any(r.outcome == "http_500" for r in ledger(cache))
+    assert main(["report", str(cache), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    kinds = {g["kind"]: g["items"] for g in report["by_kind"]}
+    assert kinds == {"image_embedding": 80, "text_embedding": 10}
+    assert sum(kinds.values()) == report["items_bought"] == 90
+    assert [m["items"] for m in report["by_model"]] == [90]
