@@ -131,15 +131,14 @@ class Sender:
                 raise RuntimeError("Cannot send a request, as the client has been closed.")
             self._storage.check()
             self._settler.raise_if_stopped()
-            started = time.perf_counter()
-            reservation = self.budget.reserve(estimate, items=len(spec.items))
-            self.timings.add("ledger", started)
+            # A request slot first, then the reservation: money is held only by requests
+            # about to be sent (at most ``concurrency``), not by every request queued for
+            # a slot, which a kill -9 would leave as orphaned reservations to be charged.
+            await self._sem.acquire()
             try:
-                await self._sem.acquire()
-            except BaseException:
-                self.budget.release(reservation)
-                raise
-            try:
+                started = time.perf_counter()
+                reservation = self.budget.reserve(estimate, items=len(spec.items))
+                self.timings.add("ledger", started)
                 try:
                     waiting = self._limiter.admit(tokens)  # (acquire, without a coroutine
                     if waiting is not None:  # for a request that need not wait)

@@ -423,3 +423,31 @@ def test_a_3x_bill_passes_the_cap_by_at_most_what_was_in_flight(
     assert sum(Decimal(r.reserved_usd) for r in records) <= budget
     assert provider.billed_usd <= budget + sum(over[:in_flight])
     assert len(over) <= in_flight
+
+
+async def test_only_requests_about_to_be_sent_hold_a_reservation() -> None:
+    """Before: every request queued for one of the ``concurrency`` slots reserved its money
+    first, so a kill -9 left all of them as orphaned reservations, charged by the next
+    run (6 at --concurrency 3 in a reviewer's run, for 3 requests the server had billed)."""
+    import asyncio
+
+    from distill.server import Faults
+    from tests.reliability.conftest import TOKEN, teacher
+
+    with teacher(Faults(latency_ms=300)) as served:
+        async with TeacherClient(
+            "local:hash",
+            api_key=TOKEN,
+            base_url=served.url,
+            budget=Budget("1"),
+            concurrency=2,
+            batch_size=1,
+        ) as client:
+            texts = [TextEmbeddingRequest(text=f"a photo of digit {i}") for i in range(8)]
+            _, one = client.plan("text_embedding", texts[:1])  # each text's worst case
+            buying = asyncio.ensure_future(client.embed_texts(texts))
+            await asyncio.sleep(0.15)  # the first two are on the wire, six wait for a slot
+            held = client.budget.reserved
+            await buying
+    assert one > 0 and held == 2 * one  # two reservations, not eight
+    assert client.budget.reserved == 0 and client.budget.requests == 8
