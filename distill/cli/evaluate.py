@@ -6,16 +6,35 @@ import argparse
 import json
 from pathlib import Path
 
+from vlmclient.errors import ConfigurationError
+
+from .validate import int_in
+
 HELP = "evaluate a trained run on a dataset, per domain"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="run folder written by `vlm-distill train`")
     parser.add_argument("data", metavar="DATA", help="data folder or CSV manifest")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--batch-size", type=int_in(1), default=256, help="images per batch, >= 1 (default 256)"
+    )
     parser.add_argument("--store", help="teacher EmbeddingStore: adds teacher zero-shot accuracy")
     parser.add_argument("--out", help="write the JSON here (default: RUN/eval.json)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot be written before evaluating, not after (exit 2)."""
+    from . import check_new_folder
+
+    if out.is_dir():
+        raise ConfigurationError(
+            f"--out {out} is a folder; give a file name, e.g. {out / 'eval.json'}"
+        )
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ConfigurationError(f"--out {out}: {out.parent} is a file, not a folder")
+    check_new_folder(out.parent, "--out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,9 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from distill.train.evaluate import evaluate_run
     from distill.train.targets import open_store
 
+    out = Path(args.out) if args.out else Path(args.run) / "eval.json"
+    if args.out:
+        _check_out(out)
     store = open_store(args.store) if args.store else None
     result = evaluate_run(args.run, args.data, batch_size=args.batch_size, store=store)
-    out = Path(args.out) if args.out else Path(args.run) / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", "utf-8")
     if args.json:
         print(json.dumps(result))

@@ -10,10 +10,12 @@ The server speaks plain HTTP, so it binds loopback only unless ``--allow-remote`
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import logging
 import os
 import secrets
+import socket
 import sys
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
@@ -23,12 +25,14 @@ from pydantic import SecretStr, ValidationError
 from vlmclient.errors import ConfigurationError
 
 from .model_flags import ModelFlags, validation_message
+from .validate import int_in
 
 if TYPE_CHECKING:
     from distill.server.config import ServerConfig
 
 TOKEN_ENV = "VLM_DISTILL_TEACHER_TOKEN"
 DEFAULT_PORT = 8089
+MAX_PORT = 65535
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow a non-loopback --host (plain HTTP: anyone on the network sees the token)",
     )
-    g.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0 = any free port)")
+    g.add_argument(
+        "--port",
+        type=int_in(0, MAX_PORT),
+        default=DEFAULT_PORT,
+        help=f"port, 0 to {MAX_PORT} (0 = any free port; default %(default)s)",
+    )
     g.add_argument(
         "--token",
         default=None,
@@ -179,6 +188,22 @@ def _check_host(host: str, allow_remote: bool) -> None:
         )
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """The bound socket, or a ConfigurationError (one line): a port in use, a host that
+    does not resolve or is not this machine's. Before the backend loads: a busy port is
+    said at once, not after a model took seconds to load."""
+    from distill.server.runner import bind_socket
+
+    try:
+        return bind_socket(host, port)
+    except (OSError, OverflowError) as exc:
+        why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        hint = ""
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            hint = "; stop what uses it, or choose another --port (0 = any free port)"
+        raise ConfigurationError(f"cannot listen on {host} port {port}: {why}{hint}") from None
+
+
 def server_config(args: argparse.Namespace, token: str) -> ServerConfig:
     """The ServerConfig the flags describe; ConfigurationError (one line) when invalid."""
     from distill.server.config import Faults, Pricing, ServerConfig
@@ -203,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
     token, source = _token(args)
     generated = source == "generated"
     config = server_config(args, token)
+    sock = _listen(args.host, args.port)
     if not _is_loopback(args.host):
         log.warning("binding %s: the teacher is reachable from other machines", args.host)
 
@@ -218,7 +244,11 @@ def run(args: argparse.Namespace) -> int:
             **extra,
         )
     except (ValueError, FileNotFoundError) as exc:
+        sock.close()
         raise ConfigurationError(str(exc)) from exc
+    except BaseException:
+        sock.close()
+        raise
 
     server = ServerThread(
         create_app(config, backend),
@@ -226,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
         args.port,
         log_level="info" if args.access_log else "warning",
         access_log=args.access_log,
+        sock=sock,
     )
     info = backend.info()
     tower = f", image tower {info['image_tower']}" if "image_tower" in info else ""

@@ -36,6 +36,8 @@ __all__ = [
     "CLASS_NAMES",
     "DEFAULT_DOMAINS",
     "DOMAINS",
+    "MAX_SIZE",
+    "MIN_SIZE",
     "PROMPT_TEMPLATE",
     "bilinear_matrix",
     "digits_shares",
@@ -73,6 +75,11 @@ PROMPT_TEMPLATE = DEFAULT_TEMPLATE  # "a photo of a {}": the harvest default, an
 DOMAINS: tuple[str, ...] = ("upright", "rotated", "colour", "inverted", "noisy")
 DEFAULT_DOMAINS: tuple[str, ...] = ("upright", "rotated", "colour", "inverted")
 _DIGIT_FRACTION = 0.75  # the digit fills this much of the canvas, so rotations stay inside
+# Image side in pixels. The digits are 8x8, so a larger side adds no detail, only memory:
+# every digit is rendered at once as float64, 1797 x size^2 x 8 bytes (about 0.9 GB at 256,
+# plus the upscaled ink); 256 covers the usual 224-pixel student inputs.
+MIN_SIZE = 8
+MAX_SIZE = 256
 
 
 def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -182,16 +189,23 @@ def prepare_out(out: str | os.PathLike[str], force: bool) -> tuple[Path, Path]:
                 )
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:  # named after the folder asked for, not its temporary twin
+        raise DataError(f"cannot create {final}: {exc.strerror or exc}") from exc
     return final, tmp
 
 
 def publish(tmp: Path, final: Path, meta: Mapping[str, object]) -> Path:
     """Write the metadata, then move the finished folder into place."""
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except OSError as exc:  # e.g. OUT is a link to nowhere: no temporary folder left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"cannot write {final}: {exc.strerror or exc}") from exc
     return final
 
 
@@ -254,8 +268,8 @@ def make_digits(
             f"unknown digits domain(s) {unknown}; choose from {', '.join(DOMAINS)} "
             "or rot<N> (turned by N degrees, 0-359)"
         )
-    if size < 8:
-        raise DataError(f"size must be at least 8 pixels, got {size}")
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise DataError(f"size must be {MIN_SIZE} to {MAX_SIZE} pixels, got {size}")
     if per_class is not None and per_class < 1:
         raise DataError(f"per_class must be at least 1, got {per_class}")
     ink, labels = sklearn_digits()

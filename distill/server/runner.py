@@ -18,20 +18,29 @@ from .backend_base import Backend
 from .config import DEFAULT_BODY_TIMEOUT_S, ServerConfig
 from .protocol import DEFAULT_HEADER_TIMEOUT_S, timed_protocol
 
-__all__ = ["ServerThread", "serve_in_background"]
+__all__ = ["ServerThread", "bind_socket", "serve_in_background"]
 
 STARTUP_TIMEOUT_S = 30.0
 # A sleeping "timeout" fault must not hold shutdown for its whole sleep.
 GRACEFUL_SHUTDOWN_S = 2  # whole seconds: uvicorn declares this setting an int
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (``port=0``: any free one), not yet listening.
+
+    Raises ``OSError`` (``socket.gaierror`` for a host name that does not resolve) and
+    ``OverflowError`` for a port outside 0-65535; closes the socket on failure.
+
+    >>> sock = bind_socket("127.0.0.1", 0)  # doctest: +SKIP
+    >>> ServerThread(app, sock=sock).port == sock.getsockname()[1]  # doctest: +SKIP
+    True
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except OSError:
+    except (OSError, OverflowError):
         sock.close()
         raise
     sock.set_inheritable(True)
@@ -41,7 +50,8 @@ def _bind(host: str, port: int) -> socket.socket:
 class ServerThread:
     """uvicorn serving one ASGI app from a daemon thread; ``port=0`` picks a free port.
 
-    The socket is bound in ``__init__``, so :attr:`port` and :attr:`base_url` are known
+    The socket is bound in ``__init__`` (or given, bound by :func:`bind_socket`: the CLI
+    binds before it loads a slow backend), so :attr:`port` and :attr:`base_url` are known
     before the server starts.
 
     >>> with ServerThread(create_app(config, backend)) as server:  # doctest: +SKIP
@@ -58,6 +68,7 @@ class ServerThread:
         access_log: bool = False,
         header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
         body_timeout_s: float | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         if body_timeout_s is None:
             # The app's own setting, when it is the teacher app (else the default).
@@ -65,7 +76,7 @@ class ServerThread:
             body_timeout_s = (
                 teacher.config.body_timeout_s if teacher is not None else DEFAULT_BODY_TIMEOUT_S
             )
-        self._sock = _bind(host, port)
+        self._sock = bind_socket(host, port) if sock is None else sock
         self.host = host
         self.port: int = self._sock.getsockname()[1]
         config = uvicorn.Config(

@@ -1,0 +1,71 @@
+"""`serve-teacher` on a port it cannot have: one ``error:`` line and exit 2, no traceback.
+
+A port in use (a real socket bound on 127.0.0.1), a port out of range, a host that does not
+resolve. The port is taken before the backend loads: a busy port is said at once.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from distill.cli import main
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that something else listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def one_error_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_port_in_use_exits_2(busy_port: int, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["serve-teacher", "--backend", "hash", "--port", str(busy_port)]
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"cannot listen on 127.0.0.1 port {busy_port}" in line
+    assert "choose another --port" in line
+
+
+def test_port_is_taken_before_the_backend_loads(
+    busy_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a mini-clip backend whose weights are missing: had it loaded first, that would be
+    # the error; the busy port is found first
+    argv = [
+        "serve-teacher", "--backend", "mini-clip", "--weights", "no-such.safetensors",
+        "--port", str(busy_port),
+    ]  # fmt: skip
+    assert main(argv) == 2
+    assert "cannot listen on" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("port", ["-1", "99999", "65536", "http"])
+def test_port_out_of_range_is_a_usage_error(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["serve-teacher", "--backend", "hash", f"--port={port}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "error: argument --port: must be a whole number from 0 to 65535" in err
+
+
+def test_host_that_does_not_resolve_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "serve-teacher", "--backend", "hash", "--host", "nonexist.invalid", "--allow-remote",
+        "--port", "0",
+    ]  # fmt: skip
+    assert main(argv) == 2
+    assert "cannot listen on nonexist.invalid port 0" in one_error_line(capsys.readouterr().err)

@@ -1,0 +1,227 @@
+"""Bad paths and bad numbers through the real CLI: one ``error:`` line and an exit code.
+
+Folders that cannot be created, a closed stdout (``| head -1``), out-of-range flags and
+prices. None may end in a traceback. Usage errors found before anything is sent or
+trained exit 2; failures while running exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from distill.cli import main
+from distill.data import DataError
+from distill.data.digits import MAX_SIZE, make_digits
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_error_line(err: str) -> str:
+    """The single stderr line, checked: starts with ``error:``, no traceback."""
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def argparse_error(exc: pytest.ExceptionInfo[SystemExit], err: str, flag: str) -> None:
+    """argparse's refusal: exit 2, its usage, then one ``... error: argument FLAG`` line."""
+    assert exc.value.code == 2
+    assert "Traceback" not in err, err
+    assert f"error: argument {flag}: " in err.strip().splitlines()[-1], err
+
+
+@pytest.fixture
+def afile(tmp_path: Path) -> Path:
+    path = tmp_path / "AFILE"
+    path.write_text("a file where a folder would go\n")
+    return path
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """Two classes of one 8x8 image each: a valid harvest input."""
+    root = tmp_path / "data"
+    for i, cls in enumerate(("a", "b")):
+        (root / cls).mkdir(parents=True)
+        pixels = np.full((8, 8, 3), 60 * i, dtype=np.uint8)
+        Image.fromarray(pixels).save(root / cls / f"{cls}.png")
+    return root
+
+
+# ------------------------------------------------------------ folders that cannot be made
+
+
+def _cache_cases(afile: Path) -> list[Path]:
+    cases = [afile / "sub", afile / "sub" / "deeper"]
+    if Path("/proc/self").is_dir():  # a virtual file system: mkdir there fails
+        cases.append(Path("/proc/vlm-distill-no-such-cache"))
+    return cases
+
+
+@pytest.mark.parametrize("case", [0, 1, 2])
+def test_harvest_cache_that_cannot_be_created_exits_2_before_sending(
+    case: int, afile: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = _cache_cases(afile)
+    if case >= len(cases):
+        pytest.skip("no /proc here")
+    cache = cases[case]
+    argv = [
+        "harvest", str(data), "--teacher", "local:hash", "--cache", str(cache),
+        "--base-url", "http://127.0.0.1:9",  # the discard port: nothing may be sent anyway
+    ]  # fmt: skip
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"cannot create the --cache folder {cache}" in line
+    assert not cache.exists()
+
+
+def test_folder_check_leaves_nothing_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a creatable --cache passes the check; the run then stops on its missing data
+    argv = ["harvest", str(tmp_path / "no-data"), "--teacher", "local:hash"]
+    assert main([*argv, "--cache", str(tmp_path / "c"), "--base-url", "http://127.0.0.1:9"]) == 1
+    assert "no-data" in one_error_line(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_out_that_cannot_be_created_exits_2_before_training(
+    afile: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "train", str(data), "--teacher", "local:hash", "--cache", str(tmp_path / "c"),
+        "--out", str(afile / "run"),
+    ]  # fmt: skip
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"cannot create the --out folder {afile / 'run'}: {afile} is a file" in line
+
+
+def test_make_digits_out_that_cannot_be_created_exits_2(
+    afile: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "make-digits", str(afile / "sub"), "--size", "8"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "cannot create the --out folder" in line and ".tmp-" not in line
+
+
+def test_make_digits_names_the_folder_asked_for_not_its_temporary_twin(
+    afile: Path, tmp_path: Path
+) -> None:
+    # the library call (no CLI check in front): a DataError, no temporary folder left
+    with pytest.raises(DataError, match=r"cannot create .*AFILE[/\\]sub: ") as exc:
+        make_digits(afile / "sub", size=8, per_class=1, domains=["upright"])
+    assert ".tmp-" not in str(exc.value)
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="cannot write"):
+        make_digits(dangling, size=8, per_class=1, domains=["upright"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["AFILE", "dangling"]
+
+
+def test_eval_out_that_is_a_folder_exits_2_before_evaluating(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ADIR"
+    out.mkdir()
+    # RUN does not exist either: --out is refused first, before any model is loaded
+    assert main(["eval", str(tmp_path / "run"), str(data), "--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"--out {out} is a folder" in line
+
+
+def test_eval_out_under_a_file_exits_2(
+    afile: Path, tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["eval", str(tmp_path / "run"), str(data), "--out", str(afile / "e.json")]) == 2
+    assert "is a file, not a folder" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_file_error_while_running_is_one_line_and_exit_1(
+    afile: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the demo makes its folders as it goes: an OSError from deep inside reaches main
+    assert main(["demo", "--workdir", str(afile / "x"), "--quick"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: demo failed on a file: ") and "Not a directory" in line
+
+
+# ------------------------------------------------------------------- a closed stdout
+
+
+def test_stdout_closed_by_its_reader_exits_quietly(tmp_path: Path) -> None:
+    """`vlm-distill data make-digits ... | head -1`: no traceback, no "Exception ignored"."""
+    argv = ["data", "make-digits", str(tmp_path / "d"), "--size", "8", "--per-class", "1"]
+    code = f"import sys; from distill.cli import main; sys.exit(main({argv!r}))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader goes away before anything is printed
+    _, err = proc.communicate(timeout=120)
+    assert err.decode() == ""
+    assert proc.returncode == 1  # as Python's "Note on SIGPIPE" does
+    assert (tmp_path / "d" / "dataset.json").is_file()  # the work itself was done
+
+
+# ----------------------------------------------------------------- numbers out of range
+
+
+@pytest.mark.parametrize("size", ["0", "-3"])
+def test_eval_batch_size_must_be_positive(
+    size: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", str(tmp_path / "run"), str(tmp_path), f"--batch-size={size}"])
+    argparse_error(exc, capsys.readouterr().err, "--batch-size")
+
+
+@pytest.mark.parametrize("command", ["make-digits", "make-fashion", "make-mnist-digits"])
+@pytest.mark.parametrize("size", ["100000", str(MAX_SIZE + 1), "7", "0"])
+def test_data_size_is_bounded_before_anything_is_allocated(
+    command: str, size: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["data", command, str(tmp_path / "d"), "--size", size])
+    err = capsys.readouterr().err
+    argparse_error(exc, err, "--size")
+    assert f"from 8 to {MAX_SIZE}" in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_make_digits_refuses_a_huge_size_itself(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=f"8 to {MAX_SIZE} pixels"):
+        make_digits(tmp_path / "d", size=100_000)
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("amount", ["1e999999999", "1e7", "1000000.01"])
+def test_price_file_amount_out_of_range_exits_2(
+    amount: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"local:hash": {"usd_per_image": amount}}))
+    assert main(["providers", "--price-file", str(prices)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "local:hash.usd_per_image must be at most 1000000 dollars" in line
+
+
+def test_price_file_amount_at_the_bound_is_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"local:hash": {"usd_per_image": "1000000"}}))
+    assert main(["providers", "--price-file", str(prices)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
