@@ -88,10 +88,12 @@ def print_metrics(metrics: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)  # before torch is imported: a usage error is instant
 
-    from distill.train.student import check_student_name
+    from distill.train.student import check_student_name, check_weights_file
     from distill.train.trainer import train
 
     check_student_name(config.student)  # a typo is a usage error, not a traceback
+    if config.student_weights is not None:
+        check_weights_file(config.student_weights)
 
     if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 shows progress
         train(config)

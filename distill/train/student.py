@@ -31,6 +31,7 @@ __all__ = [
     "Student",
     "build_student",
     "check_student_name",
+    "check_weights_file",
     "convert_lite0_weights",
     "default_weights_dir",
     "is_convnet",
@@ -165,6 +166,29 @@ def packaged_weights_file(name: str, weights_dir: str | os.PathLike[str] | None 
     if not path.is_file():
         convert_lite0_weights(path)
     return path
+
+
+def check_weights_file(path: str | os.PathLike[str]) -> None:
+    """ConfigurationError (one line) unless ``path`` reads as a state dict of tensors (a
+    safetensors file, or a torch file: ``state_dict`` or bare). Called before training,
+    so a typo or a wrong file is a usage error, not a traceback."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigurationError(f"--weights {file}: no such file")
+    try:
+        state = _load_state(file)
+    except (SafetensorError, OSError, RuntimeError, pickle.UnpicklingError, EOFError,
+            IndexError, ValueError, TypeError) as exc:  # fmt: skip
+        raise ConfigurationError(
+            f"--weights {file} is neither a safetensors file nor a torch state dict "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigurationError(f"--weights {file} holds no tensors by name (a state dict)")
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:

@@ -187,3 +187,24 @@ def test_an_unknown_train_student_is_refused_before_training(
     one_error_line(err, "error: unknown student model 'mobilenetv3_smal_100'")
     assert "mobilenetv3_small_100" in err  # the close match is suggested
     assert not out.exists()  # nothing trained, no run folder
+
+
+@pytest.mark.parametrize("weights", ["missing.safetensors", "notes.txt", "notes.safetensors"])
+def test_a_weights_file_that_cannot_be_read_is_refused_before_training(
+    trained: Path,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    weights: str,
+) -> None:
+    """Before: FileNotFoundError, or IndexError from torch.load on a text file, as a
+    traceback once training had started."""
+    for name in ("notes.txt", "notes.safetensors"):
+        (tmp_path / name).write_text("not weights\n")
+    out = tmp_path / "run"
+    argv = ["train", str(digits_data), "--cache", str(trained / "cache"), "--teacher",
+            "local:hash", "--method", "erm", "--steps", "1", "--student", "mobilenetv3_small_100",
+            "--weights", str(tmp_path / weights), "--out", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    one_error_line(capsys.readouterr().err, f"error: --weights {tmp_path / weights}")
+    assert not out.exists()
