@@ -36,8 +36,8 @@ def resolve_key(
 
 
 def check_credentials(provider: Provider, api_key: SecretStr, base_url: str) -> None:
-    """Refuse, before anything is sent, a key no HTTP stack can send and a base URL that
-    holds credentials."""
+    """Refuse, before anything is sent, a key no HTTP stack can send (or a blank one) and a
+    base URL that holds credentials or a query string."""
     if any(ord(c) < 32 or ord(c) == 127 for c in api_key.get_secret_value()):
         # A trailing newline from a key file: every HTTP stack refuses the header, after
         # the budget was reserved, with a traceback.
@@ -45,7 +45,25 @@ def check_credentials(provider: Provider, api_key: SecretStr, base_url: str) -> 
             f"the API key for {provider.name} contains a newline or another control "
             "character; set it without one (nothing was sent)"
         )
-    if httpx.URL(base_url).userinfo:
+    secret = api_key.get_secret_value()
+    if secret != secret.strip() or (secret and not secret.strip()):
+        # A blank key is no key, and one with spaces around it is a copy-paste slip the
+        # provider refuses with a 401 (and a key of spaces would be "redacted" out of
+        # every message: each space replaced by ***).
+        raise ConfigurationError(
+            f"the API key for {provider.name} is blank or has spaces around it; set it "
+            "without them (nothing was sent)"
+        )
+    url = httpx.URL(base_url)
+    if url.query or url.fragment:
+        # The request path is appended to the base URL, so a query there breaks every
+        # request, and messages name the base URL: a key in its query would be printed.
+        raise ConfigurationError(
+            "the base URL has a query string or fragment (?... or #...); give the server's "
+            "base URL without it, and a key in "
+            f"{' or '.join(provider.env_vars) or 'its own setting'} (nothing was sent)"
+        )
+    if url.userinfo:
         # It would be logged with every request URL; the key goes in its own setting.
         raise ConfigurationError(
             "the base URL contains credentials (user:password@host); remove them and "

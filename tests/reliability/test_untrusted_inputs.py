@@ -202,6 +202,40 @@ def test_base_url_with_credentials_is_refused_and_nothing_is_charged(
     assert hash_teacher.billing()["requests"] == 0
 
 
+@pytest.mark.parametrize("tail", ["?key=sk-query-secret-42", "#sk-query-secret-42"])
+def test_base_url_with_a_query_is_refused_and_the_query_never_printed(
+    hash_teacher: Teacher,
+    data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tail: str,
+) -> None:
+    """Before: the query was kept in the base URL, every request path was appended after
+    it, and each 'could not connect to ...' line printed the key in it."""
+    cache = tmp_path / "cache"
+    assert main(harvest_argv(hash_teacher.url + "/v2" + tail, data, cache)) == 2
+    line = _one_line_error(capsys)
+    assert "query string" in line and "sk-query-secret-42" not in line
+    assert hash_teacher.billing()["requests"] == 0
+
+
+@pytest.mark.parametrize("key", [" ", "  tok ", "tok "])
+def test_a_blank_or_padded_key_is_refused_before_sending(
+    hash_teacher: Teacher,
+    data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    key: str,
+) -> None:
+    """Before: a key of spaces was sent (401), and the redactor then replaced every space
+    of every message with ***."""
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", key)
+    assert main(harvest_argv(hash_teacher.url, data, tmp_path / "cache")) == 2
+    assert "blank or has spaces around it" in _one_line_error(capsys)
+    assert hash_teacher.billing()["requests"] == 0
+
+
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
