@@ -6,6 +6,10 @@ the recipe), so its cached answer is found before the view is computed: a cached
 reads each file once and hashes it, and computes no view. Only the misses are computed and
 encoded compactly for upload (JPEG q90 where the provider accepts JPEG).
 
+View 0 of a file with an EXIF orientation is its upright re-encoding
+(:func:`~distill.data.views.upright_bytes`), keyed by those bytes; such a file's augmented
+views name the orientation in their content id (they are made from the upright pixels).
+
 A cache written before views had content ids holds them under the key of the bytes of an
 uncompressed PNG (:func:`~distill.data.views.png_bytes`). A miss under the content id is
 therefore looked up under that old key too before it is bought; an entry found there is
@@ -29,6 +33,8 @@ from distill.data.views import (
     encode_view,
     load_rgb,
     png_bytes,
+    source_orientation,
+    upright_bytes,
     view_array,
     view_bytes,
     view_content_id,
@@ -124,8 +130,11 @@ def view_request(item: ViewItem, hflip: bool, encoding: str | None = None) -> Im
         return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
     if encoding is None:
         raise ValueError("an augmented view needs the teacher's upload encoding")
-    source = hashlib.sha256(_read(item.path)).hexdigest()
-    cid = view_content_id(source, item.image_id, item.view, hflip=hflip, encoding=encoding)
+    data = _read(item.path)
+    cid = view_content_id(
+        hashlib.sha256(data).hexdigest(), item.image_id, item.view, hflip=hflip,
+        encoding=encoding, orientation=source_orientation(data),
+    )  # fmt: skip
     arr = view_array(load_rgb(item.path), item.image_id, item.view, hflip=hflip)
     data, media_type = encode_view(arr, encoding)
     return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type, content_id=cid))
@@ -144,10 +153,11 @@ def cached_view_vector(
     export``): under its content id, else under its key before content ids (the view is
     then computed); None when it is under neither."""
     provider, model = parse_teacher(teacher)
-    source = hashlib.sha256(_read(item.path)).hexdigest()
+    data = _read(item.path)
     cid = view_content_id(
-        source, item.image_id, item.view, hflip=hflip, encoding=upload_encoding(teacher)
-    )
+        hashlib.sha256(data).hexdigest(), item.image_id, item.view, hflip=hflip,
+        encoding=upload_encoding(teacher), orientation=source_orientation(data),
+    )  # fmt: skip
     entry = cache.get(content_cache_key(provider, model, params, cid, endpoint))
     if entry is None:
         data, media_type = view_bytes(item.path, item.image_id, item.view, hflip=hflip)
@@ -181,17 +191,22 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
         except CANNOT_PREPARE as exc:
             out.failed.append((item, str(exc)))
 
-    # A view's content id starts from its source file's sha256, hashed once per file and only
-    # for augmented views: view 0's key hashes the same bytes in the client (Image.digest).
-    digests: dict[Path, str] = {}
+    # A view's content id starts from its source file's sha256 and EXIF orientation, found
+    # once per file and only for augmented views: view 0's key hashes the bytes it sends in
+    # the client (Image.digest).
+    sources_named: dict[Path, tuple[str, int]] = {}
     named: list[tuple[T, str]] = []
     for item, data in ready:
         if item.view > 0:
-            if item.path not in digests:
-                digests[item.path] = hashlib.sha256(data).hexdigest()
+            if item.path not in sources_named:
+                sources_named[item.path] = (
+                    hashlib.sha256(data).hexdigest(), source_orientation(data)
+                )
+            digest, orientation = sources_named[item.path]
             cid = view_content_id(
-                digests[item.path], item.image_id, item.view, hflip=hflip, encoding=encoding
-            )
+                digest, item.image_id, item.view, hflip=hflip, encoding=encoding,
+                orientation=orientation,
+            )  # fmt: skip
             named.append((item, cid))
     found = client.cached(KIND, [client.content_key(cid) for _, cid in named])
     misses: dict[int, str] = {}  # id(item) -> content id, for augmented views not cached
@@ -212,7 +227,9 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
                     raise DataError(
                         f"{os.fspath(item.path)!r} is not a PNG, JPEG, GIF, BMP or WebP image"
                     )
-                request = ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
+                # upright if the file has an EXIF orientation; else the file's own bytes
+                blob, media_type = upright_bytes(data, media_type, os.fspath(item.path))
+                request = ImageEmbeddingRequest(image=Image(data=blob, media_type=media_type))
                 out.requests.append(client.prepare(request))
                 out.items.append(item)
                 continue

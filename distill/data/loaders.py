@@ -1,6 +1,7 @@
 """torch data loading over :mod:`distill.data` samples and an EmbeddingStore.
 
-- Images are decoded with PIL, turned into teacher view k exactly as :mod:`distill.data.views`
+- Images are decoded with PIL, upright (EXIF orientation applied, as for the teacher's
+  views), turned into teacher view k exactly as :mod:`distill.data.views`
   made it (so the student sees the pixels the teacher saw), resized to the student's input
   size and kept uint8 until the batch reaches the trainer (4× less to move than float).
 - A :class:`PixelCache` keeps those uint8 pixels per (image, view) for the whole run, up to
@@ -38,7 +39,8 @@ __all__ = [
 
 
 def load_image(sample: Sample, view: int, size: int, *, hflip: bool = True) -> np.ndarray:
-    """uint8 (3, size, size) pixels of view ``view`` of a sample, resized bilinearly."""
+    """uint8 (3, size, size) pixels of view ``view`` of a sample (upright: EXIF orientation
+    applied by :func:`~distill.data.views.load_rgb`), resized bilinearly."""
     img = load_rgb(sample.path)
     if view > 0:
         img = Image.fromarray(view_array(img, sample.id, view, hflip=hflip), mode="RGB")

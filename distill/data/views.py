@@ -21,6 +21,14 @@ the provider accepts JPEG, zlib-compressed PNG otherwise) even though such bytes
 with the codec's version. The trainer regenerates the view array itself (the pixels before
 encoding), so it sees what was encoded for the teacher.
 
+EXIF orientation (phone photos store their pixels sideways plus an Orientation tag) is applied
+wherever a file is decoded (:func:`load_rgb`), so views and the student's pixels are upright.
+View 0 of a file whose orientation is not 1 is uploaded as an upright re-encoding without
+the tag (:func:`upright_bytes`): the teacher sees it upright whether or not its provider
+honours EXIF. Every other file is still uploaded as its exact bytes (same cache key). The
+orientation is read from the header (:func:`exif_orientation`), never by decoding pixels,
+and names the augmented views of such a file in cache keys too.
+
 Caches written before this (views keyed by the bytes of an uncompressed PNG) keep working:
 :func:`png_bytes` still makes those bytes, so their old keys can be found (see
 ``distill.view_requests``).
@@ -39,7 +47,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image
 
 from distill.data import MAX_PIXELS, DataError, sniff_image
 
@@ -50,9 +58,13 @@ __all__ = [
     "RATIO",
     "RECIPE_VERSION",
     "SCALE",
+    "UPRIGHT_JPEG_QUALITY",
     "encode_view",
+    "exif_orientation",
     "load_rgb",
     "png_bytes",
+    "source_orientation",
+    "upright_bytes",
     "view_array",
     "view_bytes",
     "view_content_id",
@@ -69,6 +81,21 @@ RECIPE_VERSION = 1
 JPEG_QUALITY = 90  # views uploaded as JPEG: ~8x smaller than raw PNG at 224 px
 PNG_LEVEL = 6  # zlib level for providers that take no JPEG
 _ROW_BLOCK = 256  # rows interpolated at once: bounds memory on large photos
+# View 0 of a file with an EXIF orientation is re-encoded upright; a JPEG at this quality
+# (a PNG or lossless WebP stays lossless).
+UPRIGHT_JPEG_QUALITY = 95
+
+# EXIF orientation -> the transpose that shows the stored pixels upright (ImageOps.exif_transpose's
+# table; 1 and unknown values: none).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class _Uniforms:
@@ -178,8 +205,41 @@ def view_image(
     return Image.fromarray(view_array(img, image_id, view, hflip=hflip), mode="RGB")
 
 
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation (2-8) of an opened image, read from its header; 1 when it has
+    none (or a value that is not one), as :func:`PIL.ImageOps.exif_transpose` reads it
+    (EXIF, else XMP ``tiff:Orientation``).
+
+    No pixel is decoded: PNG's own ``getexif`` decodes the whole image to look for an
+    ``eXIf`` chunk after the pixel data, so only the chunks before it count, for the
+    upload (:func:`upright_bytes`) and the decode (:func:`load_rgb`) alike.
+
+    >>> exif_orientation(Image.new("RGB", (2, 1)))
+    1
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data": then there is none
+            value = Image.Image.getexif(im).get(ExifTags.Base.Orientation, 1)
+    except Exception:  # PIL raises many types for malformed EXIF; unreadable counts as none
+        return 1
+    return value if isinstance(value, int) and value in _UPRIGHT else 1
+
+
+def source_orientation(data: bytes) -> int:
+    """:func:`exif_orientation` of an image file's bytes (1 when PIL cannot open them)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                return exif_orientation(im)
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError):
+        return 1
+
+
 def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
-    """Open and decode an image file as RGB; DataError when it cannot be used."""
+    """Open and decode an image file as RGB, upright (its EXIF orientation applied, see
+    :func:`exif_orientation`); DataError when it cannot be used."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -188,12 +248,55 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
                     raise DataError(
                         f"image {os.fspath(path)!r} is too large ({im.size[0]}x{im.size[1]})"
                     )
+                method = _UPRIGHT.get(exif_orientation(im))
                 rgb: Image.Image = im.convert("RGB")
-                return rgb
+                return rgb if method is None else rgb.transpose(method)
     except Image.DecompressionBombError as exc:
         raise DataError(f"image {os.fspath(path)!r} is too large: {exc}") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot decode image {os.fspath(path)!r}: {exc}") from exc
+
+
+def upright_bytes(data: bytes, media_type: str, name: str = "image") -> tuple[bytes, str]:
+    """What is uploaded as view 0 of an image file's bytes, and its media type.
+
+    ``data`` itself when the file has no EXIF orientation (or orientation 1): the exact
+    bytes, so its cache key is what it always was. Otherwise the upright pixels re-encoded
+    without EXIF (no orientation left for a provider to apply or to ignore): a JPEG as a
+    JPEG at :data:`UPRIGHT_JPEG_QUALITY`, a WebP as a lossless WebP, anything else as a
+    PNG; the ICC profile is kept. Bytes PIL cannot open are returned as they are (the
+    client's preparation says why they cannot be sent). DataError (naming ``name``) when
+    such a file is too large or its pixels cannot be decoded.
+
+    >>> upright_bytes(open("DATA/a/cat/1.jpg", "rb").read(), "image/jpeg")  # doctest: +SKIP
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            im = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError):
+            return data, media_type  # sent as before; the client's preparation refuses it
+        with im:
+            method = _UPRIGHT.get(exif_orientation(im))
+            if method is None:
+                return data, media_type
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                raise DataError(f"image {name!r} is too large ({im.size[0]}x{im.size[1]})")
+            fmt, icc = im.format, im.info.get("icc_profile")
+            try:
+                upright = im.transpose(method)  # decodes (the first frame of an animation)
+            except (OSError, ValueError, SyntaxError, EOFError) as exc:
+                raise DataError(f"cannot decode image {name!r}: {exc}") from exc
+    extra: dict[str, object] = {"icc_profile": icc} if icc else {}
+    out = io.BytesIO()
+    if fmt in ("JPEG", "MPO"):
+        upright.save(out, "JPEG", quality=UPRIGHT_JPEG_QUALITY, **extra)
+        return out.getvalue(), "image/jpeg"
+    if fmt == "WEBP":
+        upright.save(out, "WEBP", lossless=True, exact=True, **extra)
+        return out.getvalue(), "image/webp"
+    upright.save(out, "PNG", compress_level=PNG_LEVEL, **extra)
+    return out.getvalue(), "image/png"
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -233,8 +336,9 @@ def view_bytes(
 ) -> tuple[bytes, str]:
     """The bytes to send to the teacher for view ``view`` of an image file, and their type.
 
-    View 0 is the file exactly as it is on disk; view k >= 1 is a PNG of
-    :func:`view_image` of the decoded file. DataError when the file cannot be used.
+    View 0 is the file exactly as it is on disk, unless it has an EXIF orientation: then
+    an upright re-encoding (:func:`upright_bytes`); view k >= 1 is a PNG of
+    :func:`view_image` of the decoded (upright) file. DataError when the file cannot be used.
 
     >>> data, media_type = view_bytes(Path("DATA/a/cat/1.jpg"), "a/cat/1.jpg", 2)  # doctest: +SKIP
     """
@@ -248,7 +352,7 @@ def view_bytes(
         media_type = sniff_image(data[:32])
         if media_type is None:
             raise DataError(f"{os.fspath(path)!r} is not a PNG, JPEG, GIF, BMP or WebP image")
-        return data, media_type
+        return upright_bytes(data, media_type, os.fspath(path))
     return png_bytes(view_array(load_rgb(path), image_id, view, hflip=hflip)), "image/png"
 
 
@@ -276,14 +380,18 @@ def encode_view(arr: np.ndarray, encoding: str) -> tuple[bytes, str]:
 
 
 def view_content_id(
-    source_sha256: str, image_id: str, view: int, *, hflip: bool, encoding: str
+    source_sha256: str, image_id: str, view: int, *, hflip: bool, encoding: str,
+    orientation: int = 1,
 ) -> str:
     """The name of view ``view`` (>= 1) of an image in cache keys, without computing it.
 
     Everything its pixels depend on: the source file's sha256 (which fixes the size), the
     seed (the image id and view index), the flip setting, the augmentation parameters and
     :data:`RECIPE_VERSION`; plus the upload encoding, because a lossy encoding changes
-    what the teacher sees.
+    what the teacher sees. ``orientation`` is the source's :func:`exif_orientation`: views
+    are made from the upright pixels, so a file with an orientation other than 1 names it
+    (its views cached before orientation was applied were sideways); for every other file
+    the id is what it always was.
 
     >>> view_content_id("ab" * 32, "dom/cat/1.png", 2, hflip=True, encoding="jpeg-q90")[:8]
     'view1:76'
@@ -302,5 +410,7 @@ def view_content_id(
         "contrast": CONTRAST,
         "encoding": encoding,
     }
+    if orientation != 1:
+        recipe["exif_orientation"] = orientation
     text = json.dumps(recipe, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return f"view{RECIPE_VERSION}:" + hashlib.sha256(text.encode("ascii")).hexdigest()
