@@ -16,6 +16,7 @@ from distill.cli import main
 from distill.data import scan
 from distill.server import HashBackend, ServerConfig, ServerThread, create_app
 from tests.e2e.conftest import TOKEN, LocalTeacher
+from tests.labelfree.test_pseudolabel_cli import pseudolabel
 
 STUDENT = "mobilenetv3_small_100"
 
@@ -52,15 +53,6 @@ def unlabelled(digits_data: Path, tmp_path: Path) -> tuple[Path, Path]:
     classes = tmp_path / "classes.txt"
     classes.write_text("\n".join(ds.class_names) + "\n")
     return folder, classes
-
-
-def pseudolabel(teacher: LocalTeacher, data: Path, classes: Path, cache: Path, *extra: str) -> int:
-    return main(
-        [
-            "pseudolabel", str(data), "--class-file", str(classes), "--teacher", "local:hash",
-            "--base-url", teacher.url, "--cache", str(cache), "--budget", "1", *extra,
-        ]
-    )  # fmt: skip
 
 
 def select_harvest(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> int:

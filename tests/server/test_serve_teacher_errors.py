@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from distill.cli import main
+from tests.test_cli_errors import one_error_line
 
 
 @pytest.fixture
@@ -21,14 +22,6 @@ def busy_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield sock.getsockname()[1]
-
-
-def one_error_line(err: str) -> str:
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def test_port_in_use_exits_2(busy_port: int, capsys: pytest.CaptureFixture[str]) -> None:
