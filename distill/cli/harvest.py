@@ -282,4 +282,12 @@ def _summary(
         return EXIT_ERROR
     if result.store_path:
         out.print(f"embedding store: {result.store_path}")
+    elif not result.texts_total and result.images_total:
+        # Unlabelled data: the images are cached, but `train` needs the class prompts too.
+        out.print(
+            "[yellow]no embedding store written[/]: this data names no classes, and "
+            "`vlm-distill train` needs the teacher's embeddings of the class prompts. The "
+            "image embeddings are cached: run again with --class-file FILE (one class name "
+            "per line) and only the prompts are bought."
+        )
     return EXIT_OK

@@ -26,6 +26,7 @@ import torch
 
 from cache import atomic_write
 from cache.swap import exchange
+from distill.train.config import CONFIG_FILE
 from distill.train.distributed import barrier
 from distill.train.evaluate import WEIGHTS_FILE
 from distill.train.student import Student
@@ -33,9 +34,11 @@ from vlmclient.errors import ConfigurationError
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "RESUME_MAY_CHANGE",
     "STATE_FILE",
     "RunState",
     "check_checkpoint",
+    "check_same_settings",
     "recover_checkpoint",
     "resume_or_start",
     "save_checkpoint",
@@ -56,6 +59,13 @@ STATE_FILE = "state.json"
 _CHECKPOINT_FILES = (WEIGHTS_FILE, OPTIM_FILE, STATE_FILE)
 # state.json keys that must match for a run to be resumed.
 _RESUME_KEYS = ("teacher_fingerprint", "dataset_fingerprint", "method", "student")
+# config.json keys a resumed run may change: where files are and how fast it runs, not what
+# it trains. Any other change (lr, steps, lam, views, ...) would make the finished run a
+# mix of two runs recorded as the second one, so a resume with it is refused.
+RESUME_MAY_CHANGE = frozenset({
+    "data", "out", "cache", "store", "weights_dir", "threads", "num_workers",
+    "eval_batch_size", "resume",
+})
 
 
 def state_dict(student: Student) -> dict[str, torch.Tensor]:
@@ -157,6 +167,32 @@ def check_checkpoint(ckpt: Path) -> None:
         )
 
 
+def check_same_settings(out: Path, config: dict[str, Any]) -> None:
+    """ConfigurationError when ``config`` differs from ``out/config.json`` (the settings the
+    run started with) in a key outside :data:`RESUME_MAY_CHANGE`; a run folder without
+    config.json (written by an older version) is not checked."""
+    path = out / CONFIG_FILE
+    try:
+        saved = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot resume {out}: {path} is unreadable ({exc})") from exc
+    changed = sorted(
+        k for k in set(saved) | set(config)
+        if k not in RESUME_MAY_CHANGE and saved.get(k) != config.get(k)
+    )
+    if changed:
+        shown = "; ".join(
+            f"{k}: {saved.get(k)!r} then, {config.get(k)!r} now" for k in changed[:6]
+        )
+        more = f" (and {len(changed) - 6} more)" if len(changed) > 6 else ""
+        raise ConfigurationError(
+            f"cannot resume {out} with other training settings: {shown}{more}. Resume with "
+            "the settings it started with (its config.json), or train into another --out"
+        )
+
+
 def truncate_log(path: Path, stage_names: Sequence[str], stage_index: int, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (a crashed run's tail)."""
     if not path.is_file():
@@ -232,10 +268,12 @@ def resume_or_start(
     log_file: Path,
     main: bool,
     world: int,
+    config: dict[str, Any] | None = None,
 ) -> RunState:
     """Where the run starts: step 0, or (with ``resume``) the checkpoint's step, with the
     student's weights, the RNG and the log restored. Refuses to overwrite an unfinished run
-    without ``resume`` and to resume a run of another teacher, dataset, method or student.
+    without ``resume`` and to resume a run of another teacher, dataset, method or student,
+    or (given ``config``, the run's resolved config.json) with other training settings.
     """
     ckpt = out / CHECKPOINT_DIR
     if main:
@@ -262,6 +300,8 @@ def resume_or_start(
                 f"cannot resume {out}: its {key} is {saved.get(key)!r}, this run's is "
                 f"{info.get(key)!r}"
             )
+    if config is not None:
+        check_same_settings(out, config)
     student.load_state_dict(_load_weights(ckpt / WEIGHTS_FILE))
     run = RunState(
         stage_index=int(saved["stage_index"]),

@@ -126,7 +126,7 @@ class TeacherTargets:
 
     store: EmbeddingStore
     path: Path
-    views: int  # teacher views used per image (config.views, capped by the store's)
+    views: int  # teacher views used per image (config.views, else all the store holds)
     rows: npt.NDArray[np.int64]  # store row of every training sample, in order
     text: torch.Tensor  # (C, D) class-prompt embeddings, float32
     zeroshot: dict[str, Any]  # teacher_zeroshot() on the run's splits
@@ -147,10 +147,17 @@ def load_targets(
         path = find_store(config.cache, config.teacher, dataset)
     store = open_store(path)
     check_store(store, config.teacher, dataset, train)
+    if config.views is not None and config.views > store.views:
+        # Not capped silently: the run would be another run than the one asked for.
+        raise ConfigurationError(
+            f"--views {config.views} asks for more teacher views than the store at {path} "
+            f"holds ({store.views}); harvest with `--views {config.views}` first (the views "
+            f"already bought are reused), or pass --views {store.views} or less"
+        )
     return TeacherTargets(
         store=store,
         path=path,
-        views=min(config.views or store.views, store.views),
+        views=config.views or store.views,
         rows=store.rows_of([s.id for s in train]),
         text=torch.from_numpy(np.array(store.text_embeddings, dtype=np.float32)),
         zeroshot=teacher_zeroshot(store, holdout, ood),

@@ -165,7 +165,7 @@ def _train(
     stages = config.stages()
     run = resume_or_start(out, resume=config.resume, info=info, student=student,
                           stage_names=[name for name, _ in stages], log_file=out / LOG_FILE,
-                          main=main, world=world)
+                          main=main, world=world, config=resolved.model_dump(mode="json"))
     if main:
         out.mkdir(parents=True, exist_ok=True)
         resolved.write(out)

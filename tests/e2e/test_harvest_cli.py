@@ -202,3 +202,31 @@ def test_cache_commands(
     assert "image_embedding" in capsys.readouterr().out
     assert main(["cache", "verify", "--cache", str(cache)]) == 0
     assert "every entry reads back" in capsys.readouterr().out
+
+
+def test_unlabelled_data_without_class_names_says_no_store_was_written(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A flat folder of images names no classes: the images are bought and cached, but no
+    store is written; that used to pass without a word (exit 0, nothing for `train`)."""
+    import shutil
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, s in enumerate(scan(digits_data).samples[:6]):
+        shutil.copy(s.path, flat / f"{i}.png")
+    cache = tmp_path / "cache"
+    assert harvest(hash_teacher, flat, cache, "--budget", "1") == 0
+    out = capsys.readouterr().out
+    assert "no embedding store written" in out and "--class-file" in out
+    assert not (cache / "stores").exists()
+    assert hash_teacher.billing()["images"] == 6
+    names = tmp_path / "classes.txt"
+    names.write_text("zero\none\n")
+    assert harvest(hash_teacher, flat, cache, "--budget", "1", "--class-file", str(names)) == 0
+    out = capsys.readouterr().out
+    assert "embedding store:" in out and "no embedding store" not in out
+    assert hash_teacher.billing()["images"] == 6  # only the prompts were bought

@@ -428,3 +428,45 @@ def test_kill_9_of_a_swad_run_then_resume_ends_with_the_uninterrupted_weights(
     wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_views_beyond_the_store_are_refused_not_capped(tiny_data, tiny_cache, tmp_path, capsys):
+    # The store holds 2 views per image; asking for 4 used to train on 2 without a word.
+    out = tmp_path / "views"
+    rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+               "--student", STUDENT, "--no-pretrained", "--method", "adip", "--out", str(out),
+               "--test-domains", "dom3", "--steps-align", "1", "--steps-distill", "1",
+               "--image-size", "32", "--batch-per-domain", "4", "--threads", "1",
+               "--views", "4"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "--views 4" in err and "holds (2)" in err and "harvest" in err
+    assert not (out / "checkpoint").exists() and not (out / "metrics.json").exists()
+
+
+def test_resume_with_other_training_settings_is_refused(tiny_data, tiny_cache, tmp_path,
+                                                        capsys):
+    # Resuming with another lr used to go on silently: the finished run mixed two learning
+    # rates and recorded only the second in config.json and metrics.json.
+    out = tmp_path / "run"
+
+    def crash(p: Progress) -> None:
+        if p.event == "step" and p.stage == "distill" and p.step == 1:
+            raise _Crash
+
+    cfg = _cfg(tiny_data, tiny_cache, out, steps_distill=3, eval_every=1, lr=5e-4)
+    with pytest.raises(_Crash):
+        train(cfg, progress=crash)
+    before = (out / "checkpoint" / "state.json").read_text()
+    with pytest.raises(ConfigurationError, match=r"lr: 0.0005 then, 0.001 now"):
+        train(cfg.model_copy(update={"resume": True, "lr": 1e-3}))
+    rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+               "--student", STUDENT, "--no-pretrained", "--out", str(out), "--resume",
+               "--test-domains", "dom3", "--lr", "1e-3", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "other training settings" in err and "lr: 0.0005 then" in err
+    assert (out / "checkpoint" / "state.json").read_text() == before  # nothing touched
+    # Where files are and how fast it runs may change: the resume goes on to the end.
+    metrics = train(cfg.model_copy(update={"resume": True, "eval_batch_size": 7}))
+    assert [s["stage"] for s in metrics["stages"]] == ["align", "distill"]
+    assert json.loads((out / "config.json").read_text())["lr"] == 5e-4
