@@ -18,6 +18,7 @@ import numpy as np
 from cache import CacheLike, StoreError, StoreWriter, VectorFormat
 from cache.layout import STORES_DIR
 from distill.data import Dataset, class_prompts
+from distill.data.content import files_meta
 from distill.view_requests import cached_view_vector, view_request
 from vlmclient import (
     ImageEmbeddingRequest,
@@ -70,8 +71,10 @@ def store_dir(cache_dir: Path, teacher: str, dataset: Dataset) -> Path:
 
 
 def store_meta(dataset: Dataset) -> dict[str, object]:
-    """What a store records of its dataset beyond the fingerprint."""
-    return {"dataset_root": str(dataset.root), "layout": dataset.layout}
+    """What a store records of its dataset beyond the fingerprint: where it was, and the
+    digests of its files that tell a later train whether they still hold the same images
+    (:mod:`distill.data.content`)."""
+    return {"dataset_root": str(dataset.root), "layout": dataset.layout, **files_meta(dataset)}
 
 
 class VectorSink:

@@ -22,14 +22,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distill.data import DataError, Sample, scan, split_holdout
+from distill.data import DataError, Dataset, Sample, scan, split_holdout
 from distill.data.loaders import PixelCache, eval_loader
 from distill.train.losses import teacher_logits
 from distill.train.student import Student, build_student
+from vlmclient.errors import ConfigurationError
 
 __all__ = [
     "RUN_FILE",
     "WEIGHTS_FILE",
+    "check_store_matches",
     "evaluate_run",
     "evaluate_samples",
     "load_run_student",
@@ -176,6 +178,22 @@ def load_run_student(run: str | os.PathLike[str]) -> tuple[Student, dict[str, An
     return student, info
 
 
+def check_store_matches(store: Any, ds: Dataset) -> None:
+    """ConfigurationError unless ``store`` was harvested from ``ds`` as it is now (same
+    ids, labels and domains, same file content): its rows are looked up by image id, so a
+    store of another dataset or of replaced files would score other images."""
+    from distill.data.content import check_files
+
+    have = store.meta.get("dataset_fingerprint")
+    if have != ds.fingerprint():
+        raise ConfigurationError(
+            f"the store at {store.path} was harvested from another dataset (fingerprint "
+            f"{str(have)[:12]}, this data's {ds.fingerprint()[:12]}); pass the store that "
+            f"`vlm-distill harvest {ds.root}` wrote"
+        )
+    check_files(store.meta, ds, f"the store at {store.path}")
+
+
 def evaluate_run(
     run: str | os.PathLike[str],
     data: str | os.PathLike[str],
@@ -198,6 +216,8 @@ def evaluate_run(
             f"{list(ds.class_names)[:5]}...; pass a class file or the same dataset"
         )
     same = ds.fingerprint() == info.get("dataset_fingerprint")
+    if store is not None:
+        check_store_matches(store, ds)
     train_domains = set(info["train_domains"])
     id_samples: list[Sample] = []
     ood_samples: list[Sample] = []

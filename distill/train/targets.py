@@ -21,6 +21,7 @@ import torch
 
 from cache.layout import STORES_DIR
 from distill.data import Dataset, Sample
+from distill.data.content import check_files
 from distill.train.config import TrainConfig
 from distill.train.evaluate import mean_accuracy, zeroshot_by_domain
 from vlmclient.errors import ConfigurationError
@@ -147,6 +148,9 @@ def load_targets(
         path = find_store(config.cache, config.teacher, dataset)
     store = open_store(path)
     check_store(store, config.teacher, dataset, train)
+    # Same ids, labels and domains (the fingerprint) is not enough: a file replaced in place
+    # would train on the teacher's targets of the old image.
+    check_files(store.meta, dataset, f"the store at {path}")
     if config.views is not None and config.views > store.views:
         # Not capped silently: the run would be another run than the one asked for.
         raise ConfigurationError(

@@ -1,0 +1,95 @@
+"""What a dataset's files hold, summed up, so a store can tell whether the images it was
+harvested from are still the ones on disk.
+
+The dataset fingerprint (:meth:`Dataset.fingerprint`) sees ids, labels and domains, not the
+bytes: a photo replaced in place under the same name keeps it, and the teacher's targets of
+the old photo would train the student on the new one. A store therefore records two digests
+of its images (:func:`files_meta`): one of every file's size and modification time (cheap:
+one ``stat`` per file) and one of every file's content (the sha256 of each file's sha256
+and id: a few bytes in meta.json whatever the data's size). :func:`check_files` compares
+the first and, only when it differs (a copy, a ``touch``, an edit), the second.
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> from distill.data import scan
+>>> root = Path(tempfile.mkdtemp()) / "d"
+>>> _ = (root / "cat").mkdir(parents=True)
+>>> from PIL import Image
+>>> Image.new("RGB", (4, 4)).save(root / "cat" / "1.png")
+>>> ds = scan(root)
+>>> meta = files_meta(ds)
+>>> check_files(meta, ds, "the store")  # unchanged: nothing said
+>>> Image.new("RGB", (4, 4), "white").save(root / "cat" / "1.png")
+>>> check_files(meta, ds, "the store")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+vlmclient.errors.ConfigurationError: the store was harvested ... (modified since: cat/1.png); ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from vlmclient.errors import ConfigurationError
+
+from .dataset import Dataset, Sample
+
+__all__ = ["CONTENT_KEY", "FILES_KEY", "STAT_KEY", "check_files", "files_meta"]
+
+# The store's meta.json key holding {"stat": digest, "content": digest}.
+FILES_KEY = "files"
+STAT_KEY = "stat"
+CONTENT_KEY = "content"
+_CHUNK = 1 << 20
+
+
+def _digest(dataset: Dataset, line: Callable[[Sample], str]) -> str:
+    digest = hashlib.sha256()
+    for s in dataset.samples:
+        digest.update(f"{s.id}\0{line(s)}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def _stat(s: Sample) -> str:
+    st = os.stat(s.path)
+    return f"{st.st_size}\0{st.st_mtime_ns}"
+
+
+def _sha256(s: Sample) -> str:
+    digest = hashlib.sha256()
+    with open(s.path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def files_meta(dataset: Dataset) -> dict[str, Any]:
+    """``{"files": {"stat": digest, "content": digest}}`` for a store's meta.json."""
+    return {FILES_KEY: {STAT_KEY: _digest(dataset, _stat), CONTENT_KEY: _digest(dataset, _sha256)}}
+
+
+def check_files(meta: Mapping[str, Any], dataset: Dataset, where: str) -> None:
+    """ConfigurationError when the dataset's files hold other content than when ``meta``
+    (a store's meta.json) was written; a store without the record (written before it
+    existed) is not checked."""
+    record = meta.get(FILES_KEY)
+    if not isinstance(record, dict) or not record.get(CONTENT_KEY):
+        return
+    try:
+        if record.get(STAT_KEY) == _digest(dataset, _stat):
+            return
+        if record[CONTENT_KEY] == _digest(dataset, _sha256):
+            return  # copied or touched, same bytes
+        created = float(meta.get("created", 0.0))
+        newer = [s.id for s in dataset.samples if os.stat(s.path).st_mtime > created]
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the dataset's images: {exc}") from exc
+    hint = f" (modified since: {', '.join(newer[:3])})" if newer else ""
+    raise ConfigurationError(
+        f"{where} was harvested from other image content: a file of this dataset was "
+        f"replaced or edited since{hint}; harvest again (unchanged images are cache hits, "
+        "changed ones are bought once)"
+    )

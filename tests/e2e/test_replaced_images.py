@@ -1,0 +1,75 @@
+"""An image replaced in place after the harvest: `train` refuses the stale store instead of
+training the new image on the teacher's targets of the old one."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from distill.cli import main
+from distill.data import scan
+from tests.e2e.conftest import LocalTeacher
+
+
+def _harvest(teacher: LocalTeacher, data: Path, cache: Path) -> int:
+    return main(["harvest", str(data), "--teacher", "local:hash", "--base-url", teacher.url,
+                 "--cache", str(cache), "--budget", "1"])
+
+
+def _train(data: Path, cache: Path, out: Path) -> int:
+    return main(["train", str(data), "--cache", str(cache), "--teacher", "local:hash",
+                 "--student", "mobilenetv3_small_050", "--no-pretrained", "--method", "adip",
+                 "--out", str(out), "--test-domains", "rotated", "--steps-align", "1",
+                 "--steps-distill", "1", "--image-size", "32", "--batch-per-domain", "2",
+                 "--threads", "1"])
+
+
+@pytest.mark.slow
+def test_an_image_replaced_after_the_harvest_is_caught_and_rebought_once(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = tmp_path / "digits"
+    shutil.copytree(digits_data, data)
+    cache = tmp_path / "cache"
+    assert _harvest(hash_teacher, data, cache) == 0
+    bought = hash_teacher.billing()["images"]
+
+    # A copy of the data (new modification times, same bytes) trains from the same store.
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy, copy_function=shutil.copy)
+    assert _train(copy, cache, tmp_path / "run-copy") == 0
+
+    # One photo replaced in place by another (of another class, new to the cache): ids,
+    # labels and domains (the dataset fingerprint) are unchanged, the store's targets of
+    # that row are not its own.
+    samples = list(scan(data).samples)
+    victim, other = samples[0], next(s for s in samples if s.label != samples[0].label)
+    with Image.open(other.path) as im:
+        im.transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(victim.path)
+    capsys.readouterr()
+    assert _train(data, cache, tmp_path / "run-stale") == 2
+    err = capsys.readouterr().err
+    assert "harvested from other image content" in err and victim.id in err
+    assert not (tmp_path / "run-stale" / "metrics.json").exists()
+    # eval's teacher zero-shot reads the same store by image id: refused alike.
+    [store] = (cache / "stores").iterdir()
+    assert main(["eval", str(tmp_path / "run-copy"), str(data), "--store", str(store)]) == 2
+    assert "harvested from other image content" in capsys.readouterr().err
+
+    # Harvesting again buys the one new image (its bytes are new to the cache) and mends it.
+    assert _harvest(hash_teacher, data, cache) == 0
+    assert hash_teacher.billing()["images"] == bought + 1
+    assert _train(data, cache, tmp_path / "run-fresh") == 0
+    assert main(["eval", str(tmp_path / "run-copy"), str(data), "--store", str(store)]) == 0
+    # A store of another dataset is refused too (its rows would be other images).
+    other_data = tmp_path / "other"
+    shutil.copytree(data, other_data)
+    shutil.rmtree(other_data / "rotated")
+    assert main(["eval", str(tmp_path / "run-copy"), str(other_data), "--store", str(store)]) == 2
+    assert "harvested from another dataset" in capsys.readouterr().err
