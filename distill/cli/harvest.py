@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -71,6 +72,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _plain_harvest(args: argparse.Namespace) -> int:
     """The plain harvest: every image view and prompt, then the store."""
+    if args.dry_run and not Path(args.cache).exists():
+        # Nothing is cached yet, and a dry run leaves nothing behind (a mistyped --cache
+        # was created with an empty database and ledger): it plans in a folder of its own.
+        with tempfile.TemporaryDirectory(prefix="vlm-distill-dry-run-") as tmp:
+            return _harvest_into(args, CacheDir(tmp))
+    return _harvest_into(args, CacheDir(args.cache))
+
+
+def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
     from cache import ResponseCache, SpendLedger
     from distill.data import scan
     from distill.harvest import harvest
@@ -81,7 +91,6 @@ def _plain_harvest(args: argparse.Namespace) -> int:
     dataset = scan(
         args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths
     )
-    cdir = CacheDir(args.cache)
     out.print(
         f"[bold]{dataset.root}[/]: {len(dataset.samples)} images, "
         f"{len(dataset.class_names)} classes, {len(dataset.domains)} domains "

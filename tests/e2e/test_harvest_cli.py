@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 
@@ -91,6 +92,28 @@ def test_dry_run_sends_nothing(
     assert harvest(hash_teacher, digits_data, tmp_path / "c", "--dry-run") == 0
     assert hash_teacher.billing()["requests"] == 0
     assert "not cached" in capsys.readouterr().out
+    # ... and leaves nothing behind: the cache folder was created with an empty database,
+    # ledger and coordination file, so a mistyped --cache stayed on disk.
+    assert not (tmp_path / "c").exists()
+    assert not [p for p in Path(tempfile.gettempdir()).glob("vlm-distill-dry-run-*")]
+
+
+def test_dry_run_on_an_existing_cache_counts_what_it_holds(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cache = tmp_path / "c"
+    assert harvest(hash_teacher, digits_data, cache, "--budget", "1", "--max-items", "7") == 3
+    sent = hash_teacher.billing()["requests"]
+    capsys.readouterr()
+    assert harvest(hash_teacher, digits_data, cache, "--dry-run", "--budget", "1") == 0
+    n = len(scan(digits_data).samples)
+    out = capsys.readouterr().out
+    assert hash_teacher.billing()["requests"] == sent
+    bought = hash_teacher.billing()["images"]
+    assert f"{n - bought} of {n} image views" in out
 
 
 def test_dry_run_with_select_is_the_plain_dry_run(
