@@ -17,6 +17,7 @@ import httpx
 
 from cache.coordination import Coordinator
 from cache.layout import CacheDir
+from distill.data.dataset import DEFAULT_TEMPLATE
 from vlmclient import ConfigurationError, TeacherClient, load_prices
 from vlmclient.models import Kind
 from vlmclient.prices import PriceTable
@@ -232,3 +233,26 @@ DRY_RUN_KEY = "dry-run-sends-nothing"
 def _refuse(request: httpx.Request) -> httpx.Response:
     raise RuntimeError("a dry run must not send requests")
 
+
+
+def item_flags(args: argparse.Namespace) -> str:
+    """The flags of a harvest or ``cache export`` that pick which cached items a store is
+    made of (views, prompt, class file, endpoint), for a hint that names the same items.
+
+    >>> ns = argparse.Namespace(views=4, prompt="a photo of a {}", class_file=None,
+    ...                         base_url="http://127.0.0.1:8000", cache_namespace=None)
+    >>> item_flags(ns)
+    ' --views 4 --base-url http://127.0.0.1:8000'
+    """
+    import shlex
+
+    flags = []
+    if getattr(args, "views", 1) != 1:
+        flags += ["--views", str(args.views)]
+    if getattr(args, "prompt", DEFAULT_TEMPLATE) != DEFAULT_TEMPLATE:
+        flags += ["--prompt", args.prompt]
+    for name in ("class_file", "base_url", "cache_namespace"):
+        value = getattr(args, name, None)
+        if value is not None:
+            flags += ["--" + name.replace("_", "-"), str(value)]
+    return "".join(" " + shlex.quote(f) for f in flags)

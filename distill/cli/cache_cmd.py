@@ -185,10 +185,17 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
             cache_namespace=args.cache_namespace,
         )
     if path is None:
+        import shlex
+
+        from rich.markup import escape
+
+        from ._common import item_flags
+
         out.print(
-            f"[red]{missing} items are not in the cache[/]; run `vlm-distill harvest {args.data} "
-            f"--teacher {args.teacher} --cache {args.cache}` first (with the same "
-            "--base-url / --cache-namespace: they are part of every cache key)"
+            f"[red]{missing} items are not in the cache[/]; run `vlm-distill harvest "
+            f"{shlex.quote(str(args.data))} --teacher {shlex.quote(args.teacher)} --cache "
+            f"{escape(shlex.quote(str(args.cache)) + item_flags(args))}` first (the same --views, "
+            "--prompt, --base-url and --cache-namespace: they pick the cached items)"
         )
         return EXIT_ERROR
     out.print(f"embedding store: {path}")

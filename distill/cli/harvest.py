@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import tempfile
 import time
 from decimal import Decimal
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cache.layout import CacheDir
@@ -20,6 +22,7 @@ from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from ._common import (
     add_client_arguments,
     budget_lines,
+    item_flags,
     open_client,
     open_coordinator,
     progress_money,
@@ -286,7 +289,9 @@ def _summary(
     if result.store_error:
         out.print(
             f"[red]{_shown(result.store_error)}[/]\nEverything is bought and cached; free disk "
-            "space, then run again (it sends nothing) or `vlm-distill cache export`."
+            "space, then run again (it sends nothing) or `vlm-distill cache export "
+            f"{shlex.quote(str(args.data))} --cache {shlex.quote(str(args.cache))} --teacher "
+            f"{escape(shlex.quote(args.teacher) + item_flags(args))}`."
         )
         return EXIT_ERROR
     if result.store_path:

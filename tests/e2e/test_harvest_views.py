@@ -195,3 +195,24 @@ def test_a_cache_made_before_content_ids_is_read_and_moved_to_the_new_keys(
     assert harvest(hash_teacher, photos, old, VIEWS) == 0
     assert views_computed(capsys.readouterr().out) == 0  # now under the new keys
     assert hash_teacher.billing()["requests"] == requests
+
+
+def test_export_of_views_not_bought_names_the_harvest_that_buys_them(
+    hash_teacher: LocalTeacher, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hint used to omit --views (and any --prompt): the harvest it named bought view 0
+    only, and the export failed again."""
+    import shlex
+
+    cache = tmp_path / "cache"
+    assert harvest(hash_teacher, photos, cache, 1) == 0
+    capsys.readouterr()
+    assert export(hash_teacher, photos, cache) == 1
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    hint = re.search(r"run `(vlm-distill harvest [^`]+)`", out)
+    assert hint is not None, out
+    argv = shlex.split(hint.group(1))
+    assert argv[argv.index("--views") + 1] == str(VIEWS)
+    assert argv[argv.index("--base-url") + 1] == hash_teacher.url
+    assert main([*argv[1:], "--budget", "1"]) == 0  # the hint, as printed
+    assert export(hash_teacher, photos, cache) == 0
