@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 from vlmclient.errors import ConfigurationError
 
@@ -54,21 +54,35 @@ def _digest(dataset: Dataset, line: Callable[[Sample], str]) -> str:
 
 
 def _stat(s: Sample) -> str:
-    st = os.stat(s.path)
+    return _stat_line(os.stat(s.path))
+
+
+def _stat_line(st: os.stat_result) -> str:
     return f"{st.st_size}\0{st.st_mtime_ns}"
 
 
 def _sha256(s: Sample) -> str:
-    digest = hashlib.sha256()
     with open(s.path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
+        return _sha256_of(f)
+
+
+def _sha256_of(f: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := f.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
 def files_meta(dataset: Dataset) -> dict[str, Any]:
-    """``{"files": {"stat": digest, "content": digest}}`` for a store's meta.json."""
-    return {FILES_KEY: {STAT_KEY: _digest(dataset, _stat), CONTENT_KEY: _digest(dataset, _sha256)}}
+    """``{"files": {"stat": digest, "content": digest}}`` for a store's meta.json: one
+    pass, each file opened once (its stat taken from the open file)."""
+    stat, content = hashlib.sha256(), hashlib.sha256()
+    for s in dataset.samples:
+        with open(s.path, "rb") as f:
+            stat_line, sha = _stat_line(os.fstat(f.fileno())), _sha256_of(f)
+        stat.update(f"{s.id}\0{stat_line}\n".encode("utf-8", "surrogateescape"))
+        content.update(f"{s.id}\0{sha}\n".encode("utf-8", "surrogateescape"))
+    return {FILES_KEY: {STAT_KEY: stat.hexdigest(), CONTENT_KEY: content.hexdigest()}}
 
 
 def check_files(meta: Mapping[str, Any], dataset: Dataset, where: str) -> None:
