@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Collection, Iterator
 
 from PIL import Image as PILImage
+from PIL import ImageOps
 
 from ..errors import InputError
 from ..models import Image
@@ -133,7 +134,9 @@ def fit_image(
     key). Otherwise it is decoded once and re-encoded: PNG when it has transparency and
     that fits, else JPEG (transparency flattened onto white) at qualities 90..60, and if
     even that is too large, at 3/4 of the size, again, down to a 64-px long edge. An
-    ordinary photo with transparency is therefore sent as a JPEG instead of refused.
+    ordinary photo with transparency is therefore sent as a JPEG instead of refused. A
+    re-encoding is upright: an EXIF orientation (a phone photo stored sideways) is applied
+    to its pixels, since the tag is not carried over.
 
     >>> fit_image(img, max_side=512, max_bytes=1 << 20, media_types={"image/png"})  # doctest: +SKIP
     """
@@ -149,8 +152,12 @@ def fit_image(
     if not any(t in media_types for t in ("image/png", "image/jpeg", "image/webp")):
         raise InputError(f"cannot convert {image.media_type} to any of {sorted(media_types)}")
     try:
-        with PILImage.open(io.BytesIO(image.data)) as src:
-            src.load()
+        with PILImage.open(io.BytesIO(image.data)) as opened:
+            opened.load()
+            # The re-encoding carries no EXIF: its pixels must be upright, as a provider
+            # shows the original (stored sideways with an Orientation tag) to its model.
+            src = ImageOps.exif_transpose(opened)
+            w, h = src.size
             scale = min(1.0, max_side / max(w, h))
             smallest = None
             while True:
