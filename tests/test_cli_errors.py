@@ -108,6 +108,23 @@ def test_train_out_that_cannot_be_created_exits_2_before_training(
     assert f"cannot create the --out folder {afile / 'run'}: {afile} is a file" in line
 
 
+@pytest.mark.parametrize("command", ["train", "harvest", "make-digits"])
+def test_a_folder_flag_naming_a_file_exits_2_with_one_line(
+    command: str, afile: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # train used to end in exit 1 "train failed on a file: AFILE: File exists"
+    argv = {
+        "train": ["train", str(data), "--teacher", "local:hash", "--cache",
+                  str(tmp_path / "c"), "--out", str(afile)],
+        "harvest": ["harvest", str(data), "--teacher", "local:hash", "--cache", str(afile)],
+        "make-digits": ["data", "make-digits", str(afile), "--size", "8"],
+    }[command]  # fmt: skip
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"folder {afile} is a file, not a folder" in line
+    assert afile.read_text() == "a file where a folder would go\n"
+
+
 def test_make_digits_out_that_cannot_be_created_exits_2(
     afile: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -125,7 +125,9 @@ def check_new_folder(path: str | os.PathLike[str], flag: str) -> None:
     """
     folder = Path(path)
     if os.path.lexists(folder):
-        return  # it exists: the command itself says if it cannot use it, and why
+        if not folder.is_dir():  # a file (or a link to one) where the folder goes
+            raise ConfigurationError(f"the {flag} folder {folder} is a file, not a folder")
+        return  # a folder: the command itself says if it cannot use it, and why
     parent = Path(os.path.abspath(folder)).parent
     while not os.path.lexists(parent):
         parent = parent.parent
