@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlmclient.errors import ConfigurationError
@@ -85,6 +87,23 @@ def print_metrics(metrics: dict[str, Any]) -> None:
     console().print(table)
 
 
+def interrupted_message(out: Path) -> str:
+    """What Ctrl-C left in the run folder and how to go on from it."""
+    from distill.train.checkpoints import CHECKPOINT_DIR, STATE_FILE
+
+    try:
+        state = json.loads((out / CHECKPOINT_DIR / STATE_FILE).read_text("utf-8"))
+        stage, step = str(state["stage"]), int(state["step"])
+        # a checkpoint at a stage's end names the finished stage with step 0
+        where = f"{stage} finished" if step == 0 else f"{stage}: {step} steps done"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"interrupted before the first checkpoint: nothing in {out} to resume from"
+    return (
+        f"interrupted: the checkpoint in {out} ({where}) is kept; run the same command "
+        "with --resume to continue from it"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)  # before torch is imported: a usage error is instant
 
@@ -98,13 +117,17 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 shows progress
         train(config)
         return 0
-    if args.json:
-        metrics = train(config)
-    else:
-        from .progress import TrainProgress
+    try:
+        if args.json:
+            metrics = train(config)
+        else:
+            from .progress import TrainProgress
 
-        with TrainProgress() as hook:
-            metrics = train(config, progress=hook)
+            with TrainProgress() as hook:
+                metrics = train(config, progress=hook)
+    except KeyboardInterrupt:
+        print(interrupted_message(Path(config.out)), file=sys.stderr)
+        return 130
     if not metrics:  # DDP ranks other than 0
         return 0
     if args.json:

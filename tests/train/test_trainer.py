@@ -470,3 +470,35 @@ def test_resume_with_other_training_settings_is_refused(tiny_data, tiny_cache, t
     metrics = train(cfg.model_copy(update={"resume": True, "eval_batch_size": 7}))
     assert [s["stage"] for s in metrics["stages"]] == ["align", "distill"]
     assert json.loads((out / "config.json").read_text())["lr"] == 5e-4
+
+
+def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(tiny_data, tiny_cache, tmp_path):
+    """The real CLI, interrupted by SIGINT (Ctrl-C) after a checkpoint: it used to print
+    only "interrupted"; it names the checkpoint kept and the flag that continues it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "distill", "train", str(tiny_data), "--cache", str(tiny_cache),
+            "--teacher", TEACHER, "--student", STUDENT, "--no-pretrained", "--method", "erm",
+            "--test-domains", "dom3", "--steps", "100000", "--eval-every", "2",
+            "--image-size", "32", "--batch-per-domain", "2", "--threads", "1",
+            "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    state = out / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the interrupt"
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    step = json.loads(state.read_text())["step"]
+    assert f"the checkpoint in {out} (erm: {step} steps done) is kept" in err, err
+    assert "with --resume" in err
