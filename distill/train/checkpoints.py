@@ -13,11 +13,13 @@ one complete checkpoint.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ __all__ = [
     "check_same_settings",
     "recover_checkpoint",
     "resume_or_start",
+    "run_lock",
     "save_checkpoint",
     "save_weights",
     "state_dict",
@@ -155,6 +158,35 @@ def recover_checkpoint(out: Path) -> None:
     for leftover in (tmp, old):
         if leftover.exists():
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder while training into it: a second ``train``
+    into the same folder (another terminal, a job submitted twice) is refused at once
+    instead of writing its checkpoints and weights over this one's. The lock is the
+    folder's own (``flock`` on it, nothing written) and goes with the process, kill -9
+    included. A folder this call made is removed again if the run leaves it empty (it
+    stopped on bad input before writing anything)."""
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigurationError(
+                f"{out} is being trained into by another process right now; wait for it to "
+                "finish (then --resume or another --out) or choose another --out"
+            ) from None
+        try:
+            yield
+        except BaseException:
+            if made and not any(out.iterdir()):
+                out.rmdir()
+            raise
+    finally:
+        os.close(fd)
 
 
 def check_checkpoint(ckpt: Path) -> None:

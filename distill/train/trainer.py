@@ -49,6 +49,7 @@ from distill.data.loaders import PixelCache, train_loader
 from distill.train.checkpoints import (
     RunState,
     resume_or_start,
+    run_lock,
     save_checkpoint,
     save_weights,
     state_dict,
@@ -117,7 +118,9 @@ def train(config: TrainConfig, *, progress: ProgressHook | None = None) -> dict[
     rank, world, local_rank = dist_env()
     created_group = init_group(world)
     try:
-        metrics = _train(config, progress, rank, world, local_rank, t_start)
+        # rank 0 writes the run folder: no second process may write it at the same time
+        with run_lock(Path(config.out)) if rank == 0 else nullcontext():
+            metrics = _train(config, progress, rank, world, local_rank, t_start)
         # Leave together: a rank that tears the group down while rank 0 still evaluates
         # and writes can abort in gloo's threads ("terminate called without an active
         # exception").

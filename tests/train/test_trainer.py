@@ -472,17 +472,14 @@ def test_resume_with_other_training_settings_is_refused(tiny_data, tiny_cache, t
     assert json.loads((out / "config.json").read_text())["lr"] == 5e-4
 
 
-def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(tiny_data, tiny_cache, tmp_path):
-    """The real CLI, interrupted by SIGINT (Ctrl-C) after a checkpoint: it used to print
-    only "interrupted"; it names the checkpoint kept and the flag that continues it."""
+def _long_cli_run(data: Path, cache: Path, out: Path):
+    """A real CLI `train` in a child process, returned once its first checkpoint exists."""
     import os
-    import signal
     import subprocess
     import sys
     import time
 
-    out = tmp_path / "run"
-    args = [sys.executable, "-m", "distill", "train", str(tiny_data), "--cache", str(tiny_cache),
+    args = [sys.executable, "-m", "distill", "train", str(data), "--cache", str(cache),
             "--teacher", TEACHER, "--student", STUDENT, "--no-pretrained", "--method", "erm",
             "--test-domains", "dom3", "--steps", "100000", "--eval-every", "2",
             "--image-size", "32", "--batch-per-domain", "2", "--threads", "1",
@@ -494,11 +491,56 @@ def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(tiny_data, tiny_c
     deadline = time.monotonic() + 300
     while proc.poll() is None and not state.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before the interrupt"
+    assert proc.poll() is None, "the run ended before its first checkpoint"
+    return proc
+
+
+def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(tiny_data, tiny_cache, tmp_path):
+    """The real CLI, interrupted by SIGINT (Ctrl-C) after a checkpoint: it used to print
+    only "interrupted"; it names the checkpoint kept and the flag that continues it."""
+    import os
+    import signal
+
+    out = tmp_path / "run"
+    proc = _long_cli_run(tiny_data, tiny_cache, out)
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err, err
-    step = json.loads(state.read_text())["step"]
+    step = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
     assert f"the checkpoint in {out} (erm: {step} steps done) is kept" in err, err
     assert "with --resume" in err
+
+
+def test_a_second_train_into_a_folder_being_trained_is_refused(tiny_data, tiny_cache, tmp_path,
+                                                               capsys):
+    """Two `train`s into one --out (a second terminal, a job submitted twice) used to write
+    each other's checkpoints; the second is refused at once and the first goes on."""
+    import os
+    import signal
+
+    from distill.train.checkpoints import run_lock
+
+    out = tmp_path / "run"
+    proc = _long_cli_run(tiny_data, tiny_cache, out)
+    try:
+        for extra in ([], ["--resume"]):
+            rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher",
+                       TEACHER, "--student", STUDENT, "--no-pretrained", "--method", "erm",
+                       "--test-domains", "dom3", "--out", str(out), "--threads", "1", *extra])
+            assert rc == 2
+            assert "being trained into by another process" in capsys.readouterr().err
+        assert proc.poll() is None  # the first run is untouched and still training
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    with run_lock(out):  # free again once the first has stopped
+        pass
+
+
+def test_a_run_stopped_by_bad_input_leaves_no_empty_folder(tiny_data, tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(ConfigurationError, match="vlm-distill harvest"):
+        train(_cfg(tiny_data, tmp_path / "empty-cache", out))
+    assert not out.exists()
