@@ -6,13 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlmclient.errors import ConfigurationError
 
 from .model_flags import ModelFlags, validation_message
+from .signals import STOP_SIGNALS, Interrupted, say
 
 if TYPE_CHECKING:
     from distill.train.config import TrainConfig
@@ -87,19 +90,36 @@ def print_metrics(metrics: dict[str, Any]) -> None:
     console().print(table)
 
 
-def interrupted_message(out: Path) -> str:
-    """What Ctrl-C left in the run folder and how to go on from it."""
+@contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM, SIGHUP and SIGQUIT stop training as Ctrl-C does (Python's default ends the
+    process on the spot, without a word): the last checkpoint is kept, the run says so."""
+    def stop(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS if s != signal.SIGINT}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def interrupted_message(out: Path, by: str = "") -> str:
+    """What a stop (Ctrl-C, or the signal named ``by``) left in the run folder and how to
+    go on from it."""
     from distill.train.checkpoints import CHECKPOINT_DIR, STATE_FILE
 
+    by_ = f" by {by}" if by else ""
     try:
         state = json.loads((out / CHECKPOINT_DIR / STATE_FILE).read_text("utf-8"))
         stage, step = str(state["stage"]), int(state["step"])
         # a checkpoint at a stage's end names the finished stage with step 0
         where = f"{stage} finished" if step == 0 else f"{stage}: {step} steps done"
     except (OSError, ValueError, KeyError, TypeError):
-        return f"interrupted before the first checkpoint: nothing in {out} to resume from"
+        return f"interrupted{by_} before the first checkpoint: nothing in {out} to resume from"
     return (
-        f"interrupted: the checkpoint in {out} ({where}) is kept; run the same command "
+        f"interrupted{by_}: the checkpoint in {out} ({where}) is kept; run the same command "
         "with --resume to continue from it"
     )
 
@@ -118,16 +138,20 @@ def run(args: argparse.Namespace) -> int:
         train(config)
         return 0
     try:
-        if args.json:
-            metrics = train(config)
-        else:
-            from .progress import TrainProgress
+        with _stop_signals_interrupt():
+            if args.json:
+                metrics = train(config)
+            else:
+                from .progress import TrainProgress
 
-            with TrainProgress() as hook:
-                metrics = train(config, progress=hook)
+                with TrainProgress() as hook:
+                    metrics = train(config, progress=hook)
     except KeyboardInterrupt:
-        print(interrupted_message(Path(config.out)), file=sys.stderr)
+        say(interrupted_message(Path(config.out)))
         return 130
+    except Interrupted as exc:  # SIGTERM (a scheduler's preemption), SIGHUP, SIGQUIT
+        say(interrupted_message(Path(config.out), str(exc)))
+        return exc.exit_code
     if not metrics:  # DDP ranks other than 0
         return 0
     if args.json:

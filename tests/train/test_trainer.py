@@ -495,21 +495,28 @@ def _long_cli_run(data: Path, cache: Path, out: Path):
     return proc
 
 
-def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(tiny_data, tiny_cache, tmp_path):
-    """The real CLI, interrupted by SIGINT (Ctrl-C) after a checkpoint: it used to print
-    only "interrupted"; it names the checkpoint kept and the flag that continues it."""
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_says_where_the_checkpoint_is_and_how_to_resume(
+    signame, tiny_data, tiny_cache, tmp_path
+):
+    """The real CLI, stopped after a checkpoint by Ctrl-C (SIGINT) or a scheduler's
+    SIGTERM: Ctrl-C used to print only "interrupted", SIGTERM ended it without a word (exit
+    -15); both name the checkpoint kept and the flag that continues it."""
     import os
     import signal
 
+    signum = getattr(signal, signame)
     out = tmp_path / "run"
     proc = _long_cli_run(tiny_data, tiny_cache, out)
-    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + signum, err
     assert "Traceback" not in err, err
     step = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
     assert f"the checkpoint in {out} (erm: {step} steps done) is kept" in err, err
     assert "with --resume" in err
+    if signame == "SIGTERM":
+        assert "interrupted by SIGTERM" in err
 
 
 def test_a_second_train_into_a_folder_being_trained_is_refused(tiny_data, tiny_cache, tmp_path,
