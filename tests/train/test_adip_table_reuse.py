@@ -157,3 +157,27 @@ def test_the_table_asks_adip_runs_for_their_image_targets(tmp_path: Path, monkey
     assert seen[0]["image_targets"] == "teacher-correct"
     assert seen[0]["text_loss"] == "softmax"
     assert "image_targets" not in seen[1] and "text_loss" not in seen[1]  # ERM has neither
+
+
+def test_the_goal_line_is_computed_from_the_seeds_and_their_spread() -> None:
+    from benchmarks.adip_table import goal_lines
+
+    rows = {
+        "fashion": {"methods": {"adip": {"avg_ood": [0.77, 0.76, 0.76]},
+                                "erm": {"avg_ood": [0.73, 0.74, 0.73]},
+                                "kd-lr": {"avg_ood": [0.74, 0.74, 0.74]}}},
+        "mnist": {"methods": {"adip": {"avg_ood": [0.84, 0.83, 0.74, 0.80, 0.82]},
+                              "erm": {"avg_ood": [0.73, 0.66, 0.77, 0.67, 0.80]},
+                              "kd-lr": {"avg_ood": [0.80, 0.77, 0.70, 0.84, 0.75]}}},
+        "one-seed": {"methods": {"adip": {"avg_ood": [0.9]}, "erm": {"avg_ood": [0.1]}}},
+    }
+    lines = goal_lines(rows)
+    [fashion] = [x for x in lines if x.startswith("- fashion")]
+    [mnist] = [x for x in lines if x.startswith("- mnist")]
+    assert "**met**" in fashion and fashion.count("by more than the spread") == 2
+    assert "**not met**" in mnist
+    assert "Against ERM: +8.0 points (80.6 against 72.6; spreads 4.0 and 6.1)" in mnist
+    assert "Against KD (ERM's lr): +3.4 points" in mnist
+    assert "ahead on 4 of 5 seeds: not by more than the spread" in mnist
+    assert not any("one-seed" in x for x in lines)  # no spread with one seed: no verdict
+    assert goal_lines({"d": {"methods": {"erm": {"avg_ood": [0.5, 0.6]}}}}) == []
