@@ -21,7 +21,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, Final, TypeVar
 
-__all__ = ["STOP_SIGNALS", "Interrupted", "run_paid", "say"]
+__all__ = ["STOP_SIGNALS", "Interrupted", "run_paid", "say", "stop_signals"]
 
 T = TypeVar("T")
 
@@ -35,6 +35,13 @@ STOP_SIGNALS: Final = tuple(
     )
     if s is not None
 )
+
+
+def stop_signals() -> tuple[int, ...]:
+    """The stop signals to handle now: :data:`STOP_SIGNALS` less those this process was
+    started ignoring (``nohup`` ignores SIGHUP so that a command outlives its terminal;
+    handling it anyway would stop the run when the SSH session ends)."""
+    return tuple(s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN)
 
 
 class Interrupted(Exception):
@@ -74,7 +81,7 @@ def run_paid(coro: Coroutine[Any, Any, T]) -> T:
                     "in flight); kill -9 would lose them"
                 )
 
-        for signum in STOP_SIGNALS:
+        for signum in stop_signals():
             try:
                 loop.add_signal_handler(signum, on_signal, signum)
             except (ValueError, RuntimeError, NotImplementedError):

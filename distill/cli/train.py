@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from vlmclient.errors import ConfigurationError
 
 from .model_flags import ModelFlags, validation_message
-from .signals import STOP_SIGNALS, Interrupted, say
+from .signals import Interrupted, say, stop_signals
 
 if TYPE_CHECKING:
     from distill.train.config import TrainConfig
@@ -93,11 +93,12 @@ def print_metrics(metrics: dict[str, Any]) -> None:
 @contextmanager
 def _stop_signals_interrupt() -> Iterator[None]:
     """SIGTERM, SIGHUP and SIGQUIT stop training as Ctrl-C does (Python's default ends the
-    process on the spot, without a word): the last checkpoint is kept, the run says so."""
+    process on the spot, without a word): the last checkpoint is kept, the run says so. A
+    signal the process was started ignoring (SIGHUP under ``nohup``) stays ignored."""
     def stop(signum: int, frame: object) -> None:
         raise Interrupted(signum)
 
-    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS if s != signal.SIGINT}
+    previous = {s: signal.signal(s, stop) for s in stop_signals() if s != signal.SIGINT}
     try:
         yield
     finally:

@@ -278,6 +278,31 @@ def test_stop_signal_records_in_flight_requests_and_exits_128_plus_n(
 
 
 @pytest.mark.slow
+def test_under_nohup_a_hangup_does_not_stop_a_harvest(digits: Path, tmp_path: Path) -> None:
+    """`nohup vlm-distill harvest ...` starts with SIGHUP ignored so the run outlives its
+    terminal; the stop-signal handling used to take that back (the hangup stopped it)."""
+    cache = tmp_path / "cache"
+
+    def ignore_hup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    with teacher(Faults(latency_ms=150)) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "distill", *small_batches(server.url, digits, cache)],
+            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=ignore_hup,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while images_bought(cache / "ledger.jsonl") < 3 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (out, err)
+    assert "stopped by" not in err and "embedding store:" in out
+
+
+@pytest.mark.slow
 def test_a_failed_store_export_after_buying_everything_is_a_message_not_a_traceback(
     digits: Path, tmp_path: Path
 ) -> None:

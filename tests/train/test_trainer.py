@@ -472,9 +472,11 @@ def test_resume_with_other_training_settings_is_refused(tiny_data, tiny_cache, t
     assert json.loads((out / "config.json").read_text())["lr"] == 5e-4
 
 
-def _long_cli_run(data: Path, cache: Path, out: Path):
-    """A real CLI `train` in a child process, returned once its first checkpoint exists."""
+def _long_cli_run(data: Path, cache: Path, out: Path, *, nohup: bool = False):
+    """A real CLI `train` in a child process, returned once its first checkpoint exists
+    (``nohup``: started with SIGHUP ignored, as ``nohup`` starts it)."""
     import os
+    import signal
     import subprocess
     import sys
     import time
@@ -485,8 +487,11 @@ def _long_cli_run(data: Path, cache: Path, out: Path):
             "--image-size", "32", "--batch-per-domain", "2", "--threads", "1",
             "--out", str(out)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    def ignore_hup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=ignore_hup if nohup else None)
     state = out / "checkpoint" / "state.json"
     deadline = time.monotonic() + 300
     while proc.poll() is None and not state.exists() and time.monotonic() < deadline:
@@ -551,3 +556,21 @@ def test_a_run_stopped_by_bad_input_leaves_no_empty_folder(tiny_data, tmp_path):
     with pytest.raises(ConfigurationError, match="vlm-distill harvest"):
         train(_cfg(tiny_data, tmp_path / "empty-cache", out))
     assert not out.exists()
+
+
+def test_under_nohup_a_hangup_does_not_stop_training(tiny_data, tiny_cache, tmp_path):
+    """`nohup vlm-distill train ...` ignores SIGHUP so the run outlives the SSH session; the
+    stop-signal handlers must not take that back (they did: the hangup stopped it)."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = _long_cli_run(tiny_data, tiny_cache, out, nohup=True)
+    os.kill(proc.pid, signal.SIGHUP)
+    time.sleep(2)
+    alive = proc.poll() is None
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert alive, err
+    assert proc.returncode == 130, err
