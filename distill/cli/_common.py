@@ -255,4 +255,6 @@ def item_flags(args: argparse.Namespace) -> str:
         value = getattr(args, name, None)
         if value is not None:
             flags += ["--" + name.replace("_", "-"), str(value)]
+    if getattr(args, "allow_outside_paths", False):
+        flags.append("--allow-outside-paths")
     return "".join(" " + shlex.quote(f) for f in flags)

@@ -193,8 +193,9 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
 
         out.print(
             f"[red]{missing} items are not in the cache[/]; run `vlm-distill harvest "
-            f"{shlex.quote(str(args.data))} --teacher {shlex.quote(args.teacher)} --cache "
-            f"{escape(shlex.quote(str(args.cache)) + item_flags(args))}` first (the same --views, "
+            + escape(f"{shlex.quote(str(args.data))} --teacher {shlex.quote(args.teacher)} "
+                     f"--cache {shlex.quote(str(args.cache))}{item_flags(args)}")
+            + "` first (the same --views, "
             "--prompt, --base-url and --cache-namespace: they pick the cached items)"
         )
         return EXIT_ERROR

@@ -290,8 +290,9 @@ def _summary(
         out.print(
             f"[red]{_shown(result.store_error)}[/]\nEverything is bought and cached; free disk "
             "space, then run again (it sends nothing) or `vlm-distill cache export "
-            f"{shlex.quote(str(args.data))} --cache {shlex.quote(str(args.cache))} --teacher "
-            f"{escape(shlex.quote(args.teacher) + item_flags(args))}`."
+            + escape(f"{shlex.quote(str(args.data))} --cache {shlex.quote(str(args.cache))} "
+                     f"--teacher {shlex.quote(args.teacher)}{item_flags(args)}")
+            + "`."
         )
         return EXIT_ERROR
     if result.store_path:

@@ -29,7 +29,9 @@ vlmclient.errors.ConfigurationError: the store was harvested ... (modified since
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
@@ -38,6 +40,8 @@ from vlmclient.errors import ConfigurationError
 from .dataset import Dataset, Sample
 
 __all__ = ["CONTENT_KEY", "FILES_KEY", "STAT_KEY", "check_files", "files_meta"]
+
+log = logging.getLogger(__name__)
 
 # The store's meta.json key holding {"stat": digest, "content": digest}.
 FILES_KEY = "files"
@@ -95,8 +99,17 @@ def check_files(meta: Mapping[str, Any], dataset: Dataset, where: str) -> None:
     try:
         if record.get(STAT_KEY) == _digest(dataset, _stat):
             return
+        started = time.perf_counter()
         if record[CONTENT_KEY] == _digest(dataset, _sha256):
-            return  # copied or touched, same bytes
+            # copied or touched, same bytes: said, since every run reads them all again
+            log.warning(
+                "%s: the images' sizes or modification times differ from the harvest's (a "
+                "copy?), so their content was checked (%.1f s: the same images). A new "
+                "harvest of this data records the new times and skips this check; it sends "
+                "nothing (every answer is cached)",
+                where, time.perf_counter() - started,
+            )
+            return
         created = float(meta.get("created", 0.0))
         newer = [s.id for s in dataset.samples if os.stat(s.path).st_mtime > created]
     except OSError as exc:

@@ -28,7 +28,7 @@ import torch
 
 from cache import atomic_write
 from cache.swap import exchange
-from distill.train.config import CONFIG_FILE
+from distill.train.config import CONFIG_FILE, TrainConfig
 from distill.train.distributed import barrier
 from distill.train.evaluate import WEIGHTS_FILE
 from distill.train.student import Student
@@ -61,13 +61,17 @@ OPTIM_FILE = "optim.pt"
 STATE_FILE = "state.json"
 _CHECKPOINT_FILES = (WEIGHTS_FILE, OPTIM_FILE, STATE_FILE)
 # state.json keys that must match for a run to be resumed.
-_RESUME_KEYS = ("teacher_fingerprint", "dataset_fingerprint", "method", "student")
+_RESUME_KEYS = ("teacher_fingerprint", "dataset_fingerprint", "method", "student",
+                "store_content")
+_RESUME_KEYS_SINCE = frozenset({"store_content"})  # recorded since 2026-12-05
 # config.json keys a resumed run may change: where files are and how fast it runs, not what
 # it trains. Any other change (lr, steps, lam, views, ...) would make the finished run a
 # mix of two runs recorded as the second one, so a resume with it is refused.
 RESUME_MAY_CHANGE = frozenset({
     "data", "out", "cache", "store", "weights_dir", "threads", "num_workers",
     "eval_batch_size", "resume",
+    # the checkpoint's weights replace the starting weights; the memory layout is speed
+    "student_weights", "channels_last",
 })
 
 
@@ -168,7 +172,11 @@ def run_lock(out: Path) -> Iterator[None]:
     folder's own (``flock`` on it, nothing written) and goes with the process, kill -9
     included. A folder this call made is removed again if the run leaves it empty (it
     stopped on bad input before writing anything)."""
-    made = not out.exists()
+    made = []  # the folders this call creates, deepest first
+    folder = out
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out, os.O_RDONLY)
     try:
@@ -179,11 +187,16 @@ def run_lock(out: Path) -> Iterator[None]:
                 f"{out} is being trained into by another process right now; wait for it to "
                 "finish (then --resume or another --out) or choose another --out"
             ) from None
+        except OSError as exc:  # NFS (flock on a read-only fd), Lustre without -o flock
+            log.warning("cannot lock %s (%s): a second train into it would not be refused",
+                        out, exc.strerror or exc)
         try:
             yield
         except BaseException:
-            if made and not any(out.iterdir()):
-                out.rmdir()
+            for folder in made:
+                if any(folder.iterdir()):
+                    break
+                folder.rmdir()
             raise
     finally:
         os.close(fd)
@@ -199,6 +212,16 @@ def check_checkpoint(ckpt: Path) -> None:
         )
 
 
+def _defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """Every TrainConfig setting's default, as config.json writes it."""
+    required = {k: config[k] for k in ("data", "teacher", "out", "cache", "store")
+                if config.get(k) is not None}
+    try:
+        return TrainConfig.model_validate(required).model_dump(mode="json")
+    except ValueError:  # pydantic's ValidationError
+        return {}
+
+
 def check_same_settings(out: Path, config: dict[str, Any]) -> None:
     """ConfigurationError when ``config`` differs from ``out/config.json`` (the settings the
     run started with) in a key outside :data:`RESUME_MAY_CHANGE`; a run folder without
@@ -210,13 +233,17 @@ def check_same_settings(out: Path, config: dict[str, Any]) -> None:
         return
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"cannot resume {out}: {path} is unreadable ({exc})") from exc
+    # A setting added to TrainConfig after the run started is not in its config.json: the
+    # run trained with that setting's default.
+    defaults = _defaults(config)
     changed = sorted(
-        k for k in set(saved) | set(config)
-        if k not in RESUME_MAY_CHANGE and saved.get(k) != config.get(k)
+        k for k in config
+        if k not in RESUME_MAY_CHANGE and saved.get(k, defaults.get(k)) != config[k]
     )
     if changed:
         shown = "; ".join(
-            f"{k}: {saved.get(k)!r} then, {config.get(k)!r} now" for k in changed[:6]
+            f"{k}: {saved.get(k, defaults.get(k))!r} then, {config.get(k)!r} now"
+            for k in changed[:6]
         )
         more = f" (and {len(changed) - 6} more)" if len(changed) > 6 else ""
         raise ConfigurationError(
@@ -327,11 +354,20 @@ def resume_or_start(
     check_checkpoint(ckpt)
     saved = json.loads((ckpt / STATE_FILE).read_text("utf-8"))
     for key in _RESUME_KEYS:
-        if saved.get(key) != info.get(key):
+        if key in _RESUME_KEYS_SINCE and key not in saved:
+            continue  # a checkpoint written before this key was recorded
+        if saved.get(key) == info.get(key):
+            continue
+        if key == "store_content":
             raise ConfigurationError(
-                f"cannot resume {out}: its {key} is {saved.get(key)!r}, this run's is "
-                f"{info.get(key)!r}"
+                f"cannot resume {out}: the teacher embeddings in {info.get('store')} changed "
+                "since it started (harvested again with another --prompt, or of replaced "
+                "images); train into another --out"
             )
+        raise ConfigurationError(
+            f"cannot resume {out}: its {key} is {saved.get(key)!r}, this run's is "
+            f"{info.get(key)!r}"
+        )
     if config is not None:
         check_same_settings(out, config)
     student.load_state_dict(_load_weights(ckpt / WEIGHTS_FILE))

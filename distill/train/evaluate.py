@@ -179,19 +179,29 @@ def load_run_student(run: str | os.PathLike[str]) -> tuple[Student, dict[str, An
 
 
 def check_store_matches(store: Any, ds: Dataset) -> None:
-    """ConfigurationError unless ``store`` was harvested from ``ds`` as it is now (same
-    ids, labels and domains, same file content): its rows are looked up by image id, so a
-    store of another dataset or of replaced files would score other images."""
+    """ConfigurationError unless ``store`` holds the teacher's embeddings of ``ds``'s own
+    images: its rows are looked up by image id, so a store of another dataset whose ids
+    happen to match, or of files since replaced, would score other images. The store of
+    the same dataset has its file digests checked; for another dataset (a manifest of some
+    of its images, say) every image must be a file of the store's data folder under its id.
+    """
     from distill.data.content import check_files
 
     have = store.meta.get("dataset_fingerprint")
-    if have != ds.fingerprint():
+    if have == ds.fingerprint():
+        check_files(store.meta, ds, f"the store at {store.path}")
+        return
+    root = store.meta.get("dataset_root")
+    base = Path(root) if isinstance(root, str) and store.meta.get("layout") != "manifest" else None
+    foreign = [s.id for s in ds.samples if base is None
+               or os.path.realpath(base / s.id) != os.path.realpath(s.path)]
+    if foreign:
         raise ConfigurationError(
             f"the store at {store.path} was harvested from another dataset (fingerprint "
-            f"{str(have)[:12]}, this data's {ds.fingerprint()[:12]}); pass the store that "
-            f"`vlm-distill harvest {ds.root}` wrote"
+            f"{str(have)[:12]}, this data's {ds.fingerprint()[:12]}) and does not hold "
+            f"these images under their ids (e.g. {', '.join(foreign[:3])}); pass the store "
+            f"that `vlm-distill harvest {ds.root}` wrote"
         )
-    check_files(store.meta, ds, f"the store at {store.path}")
 
 
 def evaluate_run(

@@ -7,9 +7,11 @@ out-of-distribution (OOD) and never trained on.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from distill.data import DataError, Dataset, Sample, scan, split_holdout
@@ -87,6 +89,19 @@ def split_data(config: TrainConfig) -> DataSplit:
     return DataSplit(ds, train_domains, test_domains, train, holdout, ood)
 
 
+def store_content(store: Any) -> str:
+    """A digest of what a store teaches beyond its teacher and dataset fingerprints: the
+    class-prompt embeddings (another --prompt) and the image files' content digest (images
+    replaced and harvested again). A resume refuses a store whose content changed."""
+    from distill.data.content import CONTENT_KEY, FILES_KEY
+
+    digest = hashlib.sha256(np.ascontiguousarray(store.text_embeddings).tobytes())
+    files = store.meta.get(FILES_KEY)
+    if isinstance(files, dict):
+        digest.update(str(files.get(CONTENT_KEY)).encode())
+    return digest.hexdigest()[:16]
+
+
 def run_info(config: TrainConfig, split: DataSplit, targets: TeacherTargets) -> dict[str, Any]:
     """What a run is (method, models, data, split): the head of run.json, metrics.json and
     every checkpoint's state.json."""
@@ -97,6 +112,7 @@ def run_info(config: TrainConfig, split: DataSplit, targets: TeacherTargets) -> 
         "teacher_fingerprint": targets.store.meta.get("teacher_fingerprint"),
         "dataset_fingerprint": split.dataset.fingerprint(),
         "store": str(targets.path),
+        "store_content": store_content(targets.store),
         "class_names": list(split.dataset.class_names),
         "train_domains": list(split.train_domains),
         "test_domains": list(split.test_domains),

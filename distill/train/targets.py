@@ -149,8 +149,11 @@ def load_targets(
     store = open_store(path)
     check_store(store, config.teacher, dataset, train)
     # Same ids, labels and domains (the fingerprint) is not enough: a file replaced in place
-    # would train on the teacher's targets of the old image.
-    check_files(store.meta, dataset, f"the store at {path}")
+    # would train on the teacher's targets of the old image. The digests cover the dataset
+    # the store was harvested from, so they are compared only when that is this dataset
+    # (not for a part of it given with --store, e.g. a manifest of some of its images).
+    if store.meta.get("dataset_fingerprint") == dataset.fingerprint():
+        check_files(store.meta, dataset, f"the store at {path}")
     if config.views is not None and config.views > store.views:
         # Not capped silently: the run would be another run than the one asked for.
         raise ConfigurationError(

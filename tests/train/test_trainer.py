@@ -552,10 +552,10 @@ def test_a_second_train_into_a_folder_being_trained_is_refused(tiny_data, tiny_c
 
 
 def test_a_run_stopped_by_bad_input_leaves_no_empty_folder(tiny_data, tmp_path):
-    out = tmp_path / "never"
+    out = tmp_path / "never" / "made" / "run"
     with pytest.raises(ConfigurationError, match="vlm-distill harvest"):
         train(_cfg(tiny_data, tmp_path / "empty-cache", out))
-    assert not out.exists()
+    assert not (tmp_path / "never").exists()
 
 
 def test_under_nohup_a_hangup_does_not_stop_training(tiny_data, tiny_cache, tmp_path):
@@ -574,3 +574,60 @@ def test_under_nohup_a_hangup_does_not_stop_training(tiny_data, tiny_cache, tmp_
     _, err = proc.communicate(timeout=120)
     assert alive, err
     assert proc.returncode == 130, err
+
+
+def test_a_resume_reads_a_setting_its_config_json_predates_as_the_default(tiny_data, tiny_cache,
+                                                                          tmp_path):
+    # A run started before a TrainConfig field existed has no such key in its config.json;
+    # it trained with the field's default, so a resume with the default goes on (read as
+    # None, it was refused: "kd_logit_scale: None then, 100.0 now").
+    out = tmp_path / "run"
+
+    def crash(p: Progress) -> None:
+        if p.event == "step" and p.stage == "distill" and p.step == 1:
+            raise _Crash
+
+    cfg = _cfg(tiny_data, tiny_cache, out, steps_distill=3, eval_every=1)
+    with pytest.raises(_Crash):
+        train(cfg, progress=crash)
+    saved = json.loads((out / "config.json").read_text())
+    del saved["kd_logit_scale"], saved["image_targets"]
+    (out / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigurationError, match=r"image_targets: 'all' then, 'view0' now"):
+        train(cfg.model_copy(update={"resume": True, "image_targets": "view0"}))
+    metrics = train(cfg.model_copy(update={"resume": True}))
+    assert [s["stage"] for s in metrics["stages"]] == ["align", "distill"]
+
+
+def test_a_resume_refuses_a_store_whose_embeddings_changed(tiny_data, tiny_cache, tmp_path):
+    # Harvested again with another --prompt, the store at the same path holds other text
+    # targets: a resume used to mix the two sets of targets in one run.
+    import shutil
+
+    import numpy as np
+
+    from cache.store import EmbeddingStore
+
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_cache, cache)
+    out = tmp_path / "run"
+
+    def crash(p: Progress) -> None:
+        if p.event == "step" and p.stage == "distill" and p.step == 1:
+            raise _Crash
+
+    cfg = _cfg(tiny_data, cache, out, steps_distill=3, eval_every=1)
+    with pytest.raises(_Crash):
+        train(cfg, progress=crash)
+    path = cache / "stores" / "s1"
+    old = EmbeddingStore.open(path)
+    vectors = np.stack([old.gather(np.arange(len(old)), v) for v in range(old.views)], axis=1)
+    EmbeddingStore.write(
+        path, image_ids=old.image_ids, image_vectors=vectors.astype(np.float32),
+        text_vectors=-np.asarray(old.text_embeddings, dtype=np.float32),
+        class_names=list(old.class_names), prompts=[f"an image of a {c}" for c in old.class_names],
+        teacher=TEACHER, teacher_fingerprint="fake-v1",
+        dataset_fingerprint=old.meta["dataset_fingerprint"],
+    )
+    with pytest.raises(ConfigurationError, match="changed since it started"):
+        train(cfg.model_copy(update={"resume": True}))
