@@ -26,10 +26,19 @@ if TYPE_CHECKING:
 
 from cache.layout import LEDGER_FILE
 
-__all__ = ["METHOD_NAMES", "DemoConfig", "run_demo"]
+__all__ = ["METHOD_NAMES", "DemoConfig", "HarvestStopped", "run_demo"]
 
 METHOD_NAMES = {"zeroshot": "teacher zero-shot", "erm": "ERM", "kd": "KD", "adip": "ADiP"}
 TEST_DOMAIN = "rotated"  # the held-out (out-of-distribution) domain of the digits
+
+
+class HarvestStopped(Exception):
+    """The demo's harvest did not finish (a budget stop, a signal, an error it printed):
+    nothing is trained; ``code`` is the harvest's exit code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"harvest exited with {code}")
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -152,9 +161,7 @@ def run_demo(
             os.environ["VLM_DISTILL_TEACHER_TOKEN"] = old_token
     harvest_s = time.time() - t0
     if code != 0:
-        raise RuntimeError(
-            f"harvest exited with {code}; see above (the cache keeps what was bought)"
-        )
+        raise HarvestStopped(code)
 
     results: dict[str, Any] = {}  # method -> the first seed's result (plots, tables)
     per_seed: dict[str, list[dict[str, Any]]] = {}

@@ -6,10 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from . import EXIT_OK
 from .progress import TrainProgress, console
+from .signals import say
 from .validate import int_in, money
 
 
@@ -73,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from distill.cli import main as cli_main
-    from distill.demo import METHOD_NAMES, DemoConfig, run_demo
+    from distill.demo import METHOD_NAMES, DemoConfig, HarvestStopped, run_demo
     from distill.report import build_report
 
     from .report import show
@@ -117,12 +119,28 @@ def run(args: argparse.Namespace) -> int:
             + ("loaded from " + str(cfg.workdir / "teacher") if fitted else
                "fitting it once on the digits this demo never deals out (about a minute)")
         )
-    summary = run_demo(
-        cfg,
-        harvest=cli_main,
-        on_method=lambda m: out.rule(f"train: {m}"),
-        progress_factory=lambda method: TrainProgress(method, out=out),
-    )
+    try:
+        summary = run_demo(
+            cfg,
+            harvest=cli_main,
+            on_method=lambda m: out.rule(f"train: {m}"),
+            progress_factory=lambda method: TrainProgress(method, out=out),
+        )
+    except HarvestStopped as exc:  # it said why above (budget, signal, error)
+        out.print(
+            f"[yellow]the demo stopped at its harvest (exit {exc.code}), before training.[/] "
+            f"What was bought is cached in {escape(str(cfg.workdir / 'cache'))}: run the "
+            "demo again (with a larger --budget if the budget stopped it) and it is not "
+            "bought again."
+        )
+        return exc.code
+    except KeyboardInterrupt:
+        say(
+            f"interrupted: the data, the teacher and every answer bought are kept in "
+            f"{cfg.workdir}; run the demo again: it buys nothing twice and trains the "
+            "students again"
+        )
+        return 130
     out.rule("spend")
     show(build_report(summary["cache"]))
     out.rule("results")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from vlmclient.errors import ConfigurationError
 
 from .model_flags import ModelFlags, validation_message
-from .signals import Interrupted, say, stop_signals
+from .signals import say, stop_signals
 
 if TYPE_CHECKING:
     from distill.train.config import TrainConfig
@@ -90,13 +90,22 @@ def print_metrics(metrics: dict[str, Any]) -> None:
     console().print(table)
 
 
+class _Stopped(KeyboardInterrupt):
+    """A stop signal other than SIGINT, raised as Ctrl-C is: no ``except Exception`` on
+    the way (an image decoder's, say) can swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 @contextmanager
 def _stop_signals_interrupt() -> Iterator[None]:
     """SIGTERM, SIGHUP and SIGQUIT stop training as Ctrl-C does (Python's default ends the
     process on the spot, without a word): the last checkpoint is kept, the run says so. A
     signal the process was started ignoring (SIGHUP under ``nohup``) stays ignored."""
     def stop(signum: int, frame: object) -> None:
-        raise Interrupted(signum)
+        raise _Stopped(signum)
 
     previous = {s: signal.signal(s, stop) for s in stop_signals() if s != signal.SIGINT}
     try:
@@ -147,12 +156,12 @@ def run(args: argparse.Namespace) -> int:
 
                 with TrainProgress() as hook:
                     metrics = train(config, progress=hook)
+    except _Stopped as exc:  # SIGTERM (a scheduler's preemption), SIGHUP, SIGQUIT
+        say(interrupted_message(Path(config.out), str(exc)))
+        return 128 + exc.signum
     except KeyboardInterrupt:
         say(interrupted_message(Path(config.out)))
         return 130
-    except Interrupted as exc:  # SIGTERM (a scheduler's preemption), SIGHUP, SIGQUIT
-        say(interrupted_message(Path(config.out), str(exc)))
-        return exc.exit_code
     if not metrics:  # DDP ranks other than 0
         return 0
     if args.json:

@@ -157,3 +157,23 @@ def test_demo_students_train_with_the_callers_threads_and_no_teacher_thread(
     finally:
         torch.set_num_threads(before)
     capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_a_demo_stopped_by_its_budget_says_so_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `vlm-distill demo --budget 0.001` used to end in a RuntimeError traceback.
+    work = tmp_path / "demo"
+    argv = [
+        "demo", "--smoke", "--student", "mobilenetv3_small_050", "--teacher-steps", "3",
+        "--views", "1", "--budget", "0.001", "--workdir", str(work),
+    ]  # fmt: skip
+    assert main(argv) == 3  # the harvest's budget stop
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    out = " ".join(captured.out.split())
+    assert "stopped by the budget" in out
+    assert "the demo stopped at its harvest (exit 3), before training" in out
+    assert 0 < _bought(work / "cache") <= 10  # $0.0001 an image: at most ten bought
+    assert not any((work / "runs").rglob("metrics.json"))
