@@ -12,7 +12,7 @@ from rich.table import Table
 from . import EXIT_OK
 from .progress import TrainProgress, console
 from .signals import say
-from .validate import int_in, money
+from .validate import MAX_VIEWS, int_in, money
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         f"{DemoConfig.image_size}, the digits' own)",
     )
     p.add_argument(
-        "--views", type=int, default=DemoConfig.views,
+        "--views", type=int_in(1, MAX_VIEWS), default=DemoConfig.views,
         help="teacher views per image: the image and seeded augmentations (default: %(default)s)",
     )
     p.add_argument(
@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "default: %(default)s)",
     )
     p.add_argument(
-        "--teacher-steps", type=int, default=DemoConfig.teacher_steps,
+        "--teacher-steps", type=int_in(1), default=DemoConfig.teacher_steps,
         help="mini-clip fitting steps when the teacher is fitted (default: its own)",
     )
     # Test-only, hidden: two digits per class and a few steps per stage, so that
@@ -86,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
         student=args.student, backend=args.backend, views=args.views,
         teacher_steps=args.teacher_steps, seeds=args.seeds, student_size=args.student_size,
     )
+    from distill.train.student import check_student_name
+
+    check_student_name(args.student)  # a typo is a usage error now, not after the harvest
     cfg = DemoConfig(**common)
     if args.quick:
         cfg = DemoConfig(

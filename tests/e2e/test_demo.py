@@ -105,13 +105,29 @@ def test_demo_with_several_seeds_reports_mean_and_spread(
         assert m["std_ood"] >= 0
 
 
-def test_demo_refuses_zero_seeds_before_doing_anything(
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--seeds", "0"), ("--views", "0"), ("--views", "65"), ("--teacher-steps", "0")],
+)
+def test_demo_refuses_bad_numbers_before_doing_anything(
+    flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --views 0 used to fit the teacher first, then fail in the harvest's own usage line
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", flag, value, "--workdir", str(tmp_path / "demo")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"vlm-distill demo: error: argument {flag}" in err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_demo_refuses_an_unknown_student_before_doing_anything(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["demo", "--seeds", "0", "--workdir", str(tmp_path / "demo")])
-    assert exc.value.code == 2
-    assert "--seeds" in capsys.readouterr().err
+    # it used to fit the teacher and harvest, then end in timm's RuntimeError traceback
+    assert main(["demo", "--student", "nosuchnet", "--workdir", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown student model 'nosuchnet'" in err and "Traceback" not in err
     assert not (tmp_path / "demo").exists()
 
 
