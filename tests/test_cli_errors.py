@@ -242,3 +242,16 @@ def test_price_file_amount_at_the_bound_is_kept(
     prices.write_text(json.dumps({"local:hash": {"usd_per_image": "1000000"}}))
     assert main(["providers", "--price-file", str(prices)]) == 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_fit_teacher_out_under_a_file_exits_2_before_fitting(
+    afile: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # it used to fit the teacher first, then fail writing: "fit-teacher failed on a file"
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "dataset.json").write_text("{}")
+    argv = ["fit-teacher", str(pool), "--out", str(afile / "t.safetensors"), "--steps", "1"]
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"the --out folder {afile} is a file, not a folder" in line

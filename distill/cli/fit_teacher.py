@@ -48,6 +48,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError("--steps must be >= 1, --batch >= 2 and --threads >= 1")
     if args.out.suffix != ".safetensors":
         raise ConfigurationError(f"--out must end in .safetensors, not {args.out.name!r}")
+    if args.out.is_dir():
+        raise ConfigurationError(f"--out {args.out} is a folder; give a file name in it")
+    from . import check_new_folder
+
+    check_new_folder(args.out.parent, "--out")  # before the fit, not after it
     if not (args.pool / "dataset.json").is_file():
         raise ConfigurationError(
             f"{args.pool} is not a teacher pool; make one with: "
