@@ -31,6 +31,7 @@ __all__ = [
     "NEW_FOLDERS",
     "build_parser",
     "check_new_folder",
+    "check_out_file",
     "main",
 ]
 
@@ -141,6 +142,24 @@ def check_new_folder(path: str | os.PathLike[str], flag: str) -> None:
         raise ConfigurationError(
             f"cannot create the {flag} folder {folder}: {exc.strerror or exc} (in {parent})"
         ) from None
+
+
+def check_out_file(out: Path, flag: str, example: str) -> None:
+    """ConfigurationError (one line) unless a file can be written at ``out``: checked
+    before the work whose result it holds, not after it (a paid answer, a long run).
+
+    >>> check_out_file(Path("/"), "--out", "eval.json")
+    Traceback (most recent call last):
+    ...
+    vlmclient.errors.ConfigurationError: --out / is a folder; give a file name, e.g. /eval.json
+    """
+    if out.is_dir():
+        raise ConfigurationError(
+            f"{flag} {out} is a folder; give a file name, e.g. {out / example}"
+        )
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ConfigurationError(f"{flag} {out}: {out.parent} is a file, not a folder")
+    check_new_folder(out.parent, flag)
 
 
 def _stdout_closed() -> bool:

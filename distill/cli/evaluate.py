@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from vlmclient.errors import ConfigurationError
-
 from .validate import int_in
 
 HELP = "evaluate a trained run on a dataset, per domain"
@@ -26,15 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_out(out: Path) -> None:
     """Refuse an --out that cannot be written before evaluating, not after (exit 2)."""
-    from . import check_new_folder
+    from . import check_out_file
 
-    if out.is_dir():
-        raise ConfigurationError(
-            f"--out {out} is a folder; give a file name, e.g. {out / 'eval.json'}"
-        )
-    if out.parent.exists() and not out.parent.is_dir():
-        raise ConfigurationError(f"--out {out}: {out.parent} is a file, not a folder")
-    check_new_folder(out.parent, "--out")
+    check_out_file(out, "--out", "eval.json")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -185,6 +185,10 @@ def run(args: argparse.Namespace) -> int:
     if len(names) < 2:
         raise ConfigurationError("give --class-file with at least two class names")
     # every input is checked before anything is sent: a late error loses paid answers
+    if args.out is not None:
+        from . import check_out_file
+
+        check_out_file(Path(args.out), "--out", "labels.csv")
     synonyms = _read_synonyms(args.synonyms) if args.synonyms else None
     run_student = None
     if args.student_run is not None:

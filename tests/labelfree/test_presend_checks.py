@@ -92,6 +92,25 @@ def test_a_bad_synonyms_file_is_refused_before_sending(
     assert hash_teacher.billing()["requests"] == 0
 
 
+@pytest.mark.parametrize("where", ["folder", "under-a-file"])
+def test_an_out_that_cannot_be_written_is_refused_before_sending(
+    hash_teacher: LocalTeacher,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+) -> None:
+    # it was found after every answer was bought: "pseudolabel failed on a file: ..."
+    folder, classes = unlabelled
+    afile = tmp_path / "AFILE"
+    afile.write_text("x")
+    out = tmp_path if where == "folder" else afile / "labels.csv"
+    code = pseudolabel(hash_teacher, folder, classes, tmp_path / "c", "--out", str(out))
+    assert code == 2
+    one_error_line(capsys.readouterr().err, "error: --out")
+    assert hash_teacher.billing()["requests"] == 0
+
+
 def test_a_good_synonyms_file_is_used(
     hash_teacher: LocalTeacher, unlabelled: tuple[Path, Path], tmp_path: Path
 ) -> None:
