@@ -255,3 +255,18 @@ def test_fit_teacher_out_under_a_file_exits_2_before_fitting(
     assert main(argv) == 2
     line = one_error_line(capsys.readouterr().err)
     assert f"the --out folder {afile} is a file, not a folder" in line
+
+
+@pytest.mark.parametrize("damage", ["weights", "run.json"])
+def test_eval_of_a_damaged_run_folder_is_one_line(
+    damage: str, tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a damaged model.safetensors ended in safetensors' traceback ("header too large")
+    run = tmp_path / "run"
+    run.mkdir()
+    info = {"student": "mobilenetv3_small_050", "method": "erm", "class_names": ["a", "b"]}
+    (run / "run.json").write_text("{cut short" if damage == "run.json" else json.dumps(info))
+    (run / "model.safetensors").write_bytes(b"\xff" * 64)
+    code = main(["eval", str(run), str(data)])
+    line = one_error_line(capsys.readouterr().err)
+    assert code != 0 and f"{run} is not a readable training run" in line

@@ -164,16 +164,24 @@ def load_run_student(run: str | os.PathLike[str]) -> tuple[Student, dict[str, An
             f"{folder} is not a finished training run (no {RUN_FILE} / {WEIGHTS_FILE}); "
             "run `vlm-distill train` first"
         )
-    info = json.loads(info_path.read_text("utf-8"))
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    state = load_file(str(weights))
-    text = state.get("text")
-    student = build_student(
-        info["student"], method=info["method"], num_classes=len(info["class_names"]),
-        text=text, pretrained=False,
-    )
-    student.load_state_dict(state)
+    try:
+        info = json.loads(info_path.read_text("utf-8"))
+        state = load_file(str(weights))
+        text = state.get("text")
+        student = build_student(
+            info["student"], method=info["method"], num_classes=len(info["class_names"]),
+            text=text, pretrained=False,
+        )
+        student.load_state_dict(state)
+    except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        # a damaged or foreign file under the run's names (a copy cut short, another tool's)
+        raise DataError(
+            f"{folder} is not a readable training run ({RUN_FILE} / {WEIGHTS_FILE}: "
+            f"{type(exc).__name__}: {str(exc)[:200]}); train it again"
+        ) from None
     student.eval()
     return student, info
 
