@@ -202,6 +202,25 @@ def run_lock(out: Path) -> Iterator[None]:
         os.close(fd)
 
 
+@contextmanager
+def _damaged(out: Path, ckpt: Path) -> Iterator[None]:
+    """A checkpoint file that does not read (a disk error, an edit, another tool's file
+    under its name) is a one-line refusal, not the reader's traceback."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, OSError, RuntimeError, pickle.UnpicklingError, EOFError,
+            ValueError, KeyError, TypeError, AttributeError) as exc:  # fmt: skip
+        raise ConfigurationError(
+            f"cannot resume {out}: its checkpoint does not read ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); move {ckpt} aside to "
+            "start the run again"
+        ) from None
+
+
 def check_checkpoint(ckpt: Path) -> None:
     """ConfigurationError when ``ckpt`` lacks one of the files a resume needs."""
     missing = [f for f in _CHECKPOINT_FILES if not (ckpt / f).is_file()]
@@ -352,7 +371,10 @@ def resume_or_start(
             truncate_log(log_file, stage_names, 0, 0)
         return RunState()
     check_checkpoint(ckpt)
-    saved = json.loads((ckpt / STATE_FILE).read_text("utf-8"))
+    with _damaged(out, ckpt):
+        saved = json.loads((ckpt / STATE_FILE).read_text("utf-8"))
+        if not isinstance(saved, dict):
+            raise ValueError(f"{STATE_FILE} holds no object")
     for key in _RESUME_KEYS:
         if key in _RESUME_KEYS_SINCE and key not in saved:
             continue  # a checkpoint written before this key was recorded
@@ -370,24 +392,25 @@ def resume_or_start(
         )
     if config is not None:
         check_same_settings(out, config)
-    student.load_state_dict(_load_weights(ckpt / WEIGHTS_FILE))
-    run = RunState(
-        stage_index=int(saved["stage_index"]),
-        step=int(saved["step"]),
-        best_acc=float(saved.get("best_acc", -1.0)),
-        history=list(saved.get("history", [])),
-        stage_notes=list(saved.get("stage_notes", [])),
-        stage_state=saved.get("stage_state"),
-    )
-    if (ckpt / BEST_FILE).is_file():
-        run.best_state = _load_weights(ckpt / BEST_FILE)
-    if (ckpt / STAGE_FILE).is_file():
-        run.stage_tensors = _load_weights(ckpt / STAGE_FILE)
-    extra = torch.load(ckpt / OPTIM_FILE, map_location="cpu", weights_only=True)
-    if extra is not None and "torch_rng" in extra:
-        torch.set_rng_state(extra["torch_rng"])
-    if extra is not None:
-        run.optimizer = extra.get("optimizer")
+    with _damaged(out, ckpt):
+        student.load_state_dict(_load_weights(ckpt / WEIGHTS_FILE))
+        run = RunState(
+            stage_index=int(saved["stage_index"]),
+            step=int(saved["step"]),
+            best_acc=float(saved.get("best_acc", -1.0)),
+            history=list(saved.get("history", [])),
+            stage_notes=list(saved.get("stage_notes", [])),
+            stage_state=saved.get("stage_state"),
+        )
+        if (ckpt / BEST_FILE).is_file():
+            run.best_state = _load_weights(ckpt / BEST_FILE)
+        if (ckpt / STAGE_FILE).is_file():
+            run.stage_tensors = _load_weights(ckpt / STAGE_FILE)
+        extra = torch.load(ckpt / OPTIM_FILE, map_location="cpu", weights_only=True)
+        if extra is not None and "torch_rng" in extra:
+            torch.set_rng_state(extra["torch_rng"])
+        if extra is not None:
+            run.optimizer = extra.get("optimizer")
     log.info("resuming %s at stage %d step %d", out, run.stage_index, run.step)
     if main:
         truncate_log(log_file, stage_names, run.stage_index, run.step)

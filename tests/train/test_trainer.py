@@ -631,3 +631,21 @@ def test_a_resume_refuses_a_store_whose_embeddings_changed(tiny_data, tiny_cache
     )
     with pytest.raises(ConfigurationError, match="changed since it started"):
         train(cfg.model_copy(update={"resume": True}))
+
+
+@pytest.mark.parametrize("damaged", ["state.json", "model.safetensors", "optim.pt"])
+def test_a_damaged_checkpoint_is_a_one_line_refusal(damaged, tiny_data, tiny_cache, tmp_path):
+    # each used to end in its reader's traceback (JSONDecodeError, SafetensorError,
+    # torch.load's UnpicklingError)
+    out = tmp_path / "run"
+
+    def crash(p: Progress) -> None:
+        if p.event == "step" and p.stage == "distill" and p.step == 1:
+            raise _Crash
+
+    cfg = _cfg(tiny_data, tiny_cache, out, steps_distill=3, eval_every=1)
+    with pytest.raises(_Crash):
+        train(cfg, progress=crash)
+    (out / "checkpoint" / damaged).write_bytes(b"{cut short")
+    with pytest.raises(ConfigurationError, match=r"checkpoint does not read .*move .* aside"):
+        train(cfg.model_copy(update={"resume": True}))
