@@ -101,6 +101,19 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
 
 
+def _healthy(responses: Path) -> bool:
+    """True when the response cache opens, every entry reads back and the spill file
+    holds nothing the database could not take."""
+    from cache import CacheCorruptError, ResponseCache
+
+    try:
+        cache = ResponseCache(responses)
+    except CacheCorruptError:
+        return False
+    with cache:
+        return cache.spill_problem is None and not cache.verify()
+
+
 def _recover_hint(cache: Path) -> str:
     return (
         f"`vlm-distill cache recover --cache {cache}` copies every readable entry into a "
@@ -122,6 +135,13 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
     if args.action == "recover":
         from cache.recover import recover_cache
 
+        if _healthy(cdir.responses):
+            # a rewrite would only leave a second full copy aside as "damaged"
+            out.print(
+                "the cache database is healthy (every entry reads back, no paid entry waits "
+                "in the spill file): nothing to recover, nothing was changed"
+            )
+            return EXIT_OK
         r = recover_cache(cdir.responses)
         if r.unreadable is None:
             lost = "nothing of the old database could be read"

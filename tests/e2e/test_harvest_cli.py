@@ -225,6 +225,12 @@ def test_cache_commands(
     assert "image_embedding" in capsys.readouterr().out
     assert main(["cache", "verify", "--cache", str(cache)]) == 0
     assert "every entry reads back" in capsys.readouterr().out
+    # recover on a healthy cache changes nothing (it used to rewrite the database and keep
+    # the healthy one aside as "responses.damaged-...", a second full copy)
+    assert main(["cache", "recover", "--cache", str(cache)]) == 0
+    assert "healthy" in capsys.readouterr().out
+    assert not list(cache.glob("responses.damaged-*"))
+    assert main(["cache", "verify", "--cache", str(cache)]) == 0
 
 
 def test_unlabelled_data_without_class_names_says_no_store_was_written(
