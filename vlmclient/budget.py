@@ -50,9 +50,7 @@ class Budget:
         max_requests: int | None = None,
         max_items: int | None = None,
     ) -> None:
-        self.cap = None if usd is None else Decimal(usd)
-        if self.cap is not None and self.cap < 0:
-            raise ValueError("budget must be >= 0")
+        self.cap = None if usd is None else _dollars(usd)
         self.max_requests = max_requests
         self.max_items = max_items
         self.spent = Decimal(0)
@@ -137,3 +135,28 @@ class Budget:
             f"Budget(cap={self.cap}, spent={self.spent}, reserved={self.reserved}, "
             f"requests={self.requests}, items={self.items})"
         )
+
+
+def _dollars(usd: object) -> Decimal:
+    """A cap in dollars: a Decimal, a str or an int, finite and >= 0. A float is refused:
+    binary fractions are not money (Decimal(0.1) is 0.1000000000000000055...).
+
+    >>> _dollars("1.50"), _dollars(2)
+    (Decimal('1.50'), Decimal('2'))
+    >>> _dollars(0.1)
+    Traceback (most recent call last):
+    ...
+    ValueError: a budget is a Decimal or a str of dollars (e.g. '0.10'), not the float 0.1
+    """
+    if isinstance(usd, (float, bool)):
+        raise ValueError(
+            f"a budget is a Decimal or a str of dollars (e.g. '0.10'), not the "
+            f"{type(usd).__name__} {usd!r}"
+        )
+    try:
+        cap = Decimal(usd)  # type: ignore[arg-type]
+    except (ArithmeticError, TypeError, ValueError):
+        raise ValueError(f"a budget is an amount of dollars, not {usd!r}") from None
+    if not cap.is_finite() or cap < 0:
+        raise ValueError(f"a budget must be a finite amount >= 0, not {usd!r}")
+    return cap

@@ -120,7 +120,7 @@ class TeacherClient:
         *,
         api_key: str | SecretStr | None = None,
         base_url: str | None = None,
-        budget: Budget | None = None,
+        budget: Budget | Decimal | str | int | None = None,
         cache: CacheLike | None = None,
         ledger: LedgerLike | None = None,
         prices: PriceTable | None = None,
@@ -156,7 +156,7 @@ class TeacherClient:
             raise ConfigurationError("the cache namespace must not be empty")
         self.endpoint = endpoint_id(self.provider, base_url, cache_namespace)
         self.price, self.price_entry = resolve_price(self.provider.name, self.model, prices, price)
-        self.budget = budget or Budget()
+        self.budget = _as_budget(budget)
         self.params = dict(params or {})
         self._keyer = Keyer(self.provider, self.model, self.params, self.endpoint)
         self.concurrency = concurrency
@@ -432,3 +432,22 @@ class TeacherClient:
             if isinstance(outcome, BaseException):
                 raise outcome
         return [o for o in outcomes if isinstance(o, result_type)]
+
+
+def _as_budget(budget: object) -> Budget:
+    """``budget`` as a :class:`Budget`: one as it is, a cap in dollars (Decimal, str or
+    int) as ``Budget(cap)``, None as no cap. Anything else is a ConfigurationError now,
+    not an AttributeError at the first request."""
+    if budget is None:
+        return Budget()
+    if isinstance(budget, Budget):
+        return budget
+    if isinstance(budget, (Decimal, str, int, float)):
+        try:
+            return Budget(budget)  # type: ignore[arg-type]  # Budget refuses a float
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+    raise ConfigurationError(
+        f"budget must be a vlmclient.Budget or a cap in dollars (e.g. '1.00'), not "
+        f"{type(budget).__name__}"
+    )

@@ -1,0 +1,50 @@
+"""What a budget may be given as: money is Decimal (or its text), never a float."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tests.providers.loopback import loopback
+from vlmclient import Budget, ConfigurationError, TeacherClient, TextEmbeddingRequest
+from vlmclient.prices import PriceTable
+
+PRICE = PriceTable.default().lookup("local", "hash")
+
+
+def respond(path: str, body: dict) -> tuple[int, dict]:
+    n = len(body["texts"])
+    return 200, {
+        "id": "r1",
+        "embeddings": {"float": [[1.0, 0.0, 0.5, 0.25] for _ in range(n)]},
+        "meta": {"billed_units": {"input_tokens": 3 * n}},
+    }
+
+
+@pytest.mark.parametrize("cap", ["0.01", Decimal("0.01"), 1])
+async def test_a_cap_in_dollars_is_a_budget(cap: object) -> None:
+    # budget="0.01" was accepted and failed at the first request: AttributeError: 'str'
+    # object has no attribute 'reserve'
+    with loopback(respond) as server:
+        async with TeacherClient("local:hash", api_key="tok-12345678", base_url=server.url,
+                                 budget=cap, price=PRICE) as client:  # type: ignore[arg-type]
+            [out] = await client.embed_texts([TextEmbeddingRequest(text="a photo of a cat")])
+    assert out.vector.shape == (4,)
+    assert isinstance(client.budget, Budget) and client.budget.cap == Decimal(str(cap))
+    assert Decimal(0) < client.budget.spent <= Decimal(str(cap))
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("cap", [0.01, "abc", "-1", "nan", "inf", True, [1]])
+def test_a_float_or_a_non_amount_is_refused_before_anything_is_sent(cap: object) -> None:
+    with pytest.raises(ConfigurationError, match="budget"):
+        TeacherClient("local:hash", api_key="tok-12345678", base_url="http://127.0.0.1:9",
+                      budget=cap)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cap", [0.01, "nan", "-0.5", "Infinity"])
+def test_budget_refuses_float_and_non_finite_caps(cap: object) -> None:
+    # Budget(0.01) kept 0.01000000000000000020816681711721685... as the cap
+    with pytest.raises(ValueError, match="budget"):
+        Budget(cap)  # type: ignore[arg-type]
