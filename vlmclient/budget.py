@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from .errors import BudgetExceededError
 
-__all__ = ["Budget", "Reservation"]
+__all__ = ["Budget", "Reservation", "cap_in_dollars"]
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Budget:
         max_requests: int | None = None,
         max_items: int | None = None,
     ) -> None:
-        self.cap = None if usd is None else _dollars(usd)
+        self.cap = None if usd is None else cap_in_dollars(usd)
         self.max_requests = max_requests
         self.max_items = max_items
         self.spent = Decimal(0)
@@ -137,13 +137,13 @@ class Budget:
         )
 
 
-def _dollars(usd: object) -> Decimal:
+def cap_in_dollars(usd: object) -> Decimal:
     """A cap in dollars: a Decimal, a str or an int, finite and >= 0. A float is refused:
     binary fractions are not money (Decimal(0.1) is 0.1000000000000000055...).
 
-    >>> _dollars("1.50"), _dollars(2)
+    >>> cap_in_dollars("1.50"), cap_in_dollars(2)
     (Decimal('1.50'), Decimal('2'))
-    >>> _dollars(0.1)
+    >>> cap_in_dollars(0.1)
     Traceback (most recent call last):
     ...
     ValueError: a budget is a Decimal or a str of dollars (e.g. '0.10'), not the float 0.1

@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from cache.coordination import CoordinationError, Coordinator, SpendView
 
-from .budget import Budget, Reservation, _dollars
+from .budget import Budget, Reservation, cap_in_dollars
 from .errors import BudgetExceededError, SpendRecordError
 
 __all__ = ["SharedBudget", "SharedReservation"]
@@ -59,7 +59,7 @@ class SharedBudget(Budget):
         max_items: int | None = None,
     ) -> None:
         super().__init__(usd, max_requests=max_requests, max_items=max_items)
-        self.total = None if total is None else _dollars(total)
+        self.total = None if total is None else cap_in_dollars(total)
         self.teacher = teacher
         self._coord = coordinator
         self._broken: str | None = None  # why the shared total can no longer be trusted
