@@ -148,6 +148,17 @@ def _crash_then_resume(cfg: TrainConfig, out: Path, when) -> dict:
     return train(cfg_b.model_copy(update={"resume": True}))
 
 
+def _crash_in_distill(cfg: TrainConfig) -> None:
+    """Train ``cfg`` until its first Distill step, then crash (a checkpoint is left)."""
+
+    def crash(p: Progress) -> None:
+        if p.event == "step" and p.stage == "distill" and p.step == 1:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        train(cfg, progress=crash)
+
+
 def test_resume_continues_at_the_checkpointed_step(tiny_data, tiny_cache, tmp_path):
     out = tmp_path / "crash"
 
@@ -450,13 +461,8 @@ def test_resume_with_other_training_settings_is_refused(tiny_data, tiny_cache, t
     # rates and recorded only the second in config.json and metrics.json.
     out = tmp_path / "run"
 
-    def crash(p: Progress) -> None:
-        if p.event == "step" and p.stage == "distill" and p.step == 1:
-            raise _Crash
-
     cfg = _cfg(tiny_data, tiny_cache, out, steps_distill=3, eval_every=1, lr=5e-4)
-    with pytest.raises(_Crash):
-        train(cfg, progress=crash)
+    _crash_in_distill(cfg)
     before = (out / "checkpoint" / "state.json").read_text()
     with pytest.raises(ConfigurationError, match=r"lr: 0.0005 then, 0.001 now"):
         train(cfg.model_copy(update={"resume": True, "lr": 1e-3}))
@@ -583,13 +589,8 @@ def test_a_resume_reads_a_setting_its_config_json_predates_as_the_default(tiny_d
     # None, it was refused: "kd_logit_scale: None then, 100.0 now").
     out = tmp_path / "run"
 
-    def crash(p: Progress) -> None:
-        if p.event == "step" and p.stage == "distill" and p.step == 1:
-            raise _Crash
-
     cfg = _cfg(tiny_data, tiny_cache, out, steps_distill=3, eval_every=1)
-    with pytest.raises(_Crash):
-        train(cfg, progress=crash)
+    _crash_in_distill(cfg)
     saved = json.loads((out / "config.json").read_text())
     del saved["kd_logit_scale"], saved["image_targets"]
     (out / "config.json").write_text(json.dumps(saved))
@@ -612,13 +613,8 @@ def test_a_resume_refuses_a_store_whose_embeddings_changed(tiny_data, tiny_cache
     shutil.copytree(tiny_cache, cache)
     out = tmp_path / "run"
 
-    def crash(p: Progress) -> None:
-        if p.event == "step" and p.stage == "distill" and p.step == 1:
-            raise _Crash
-
     cfg = _cfg(tiny_data, cache, out, steps_distill=3, eval_every=1)
-    with pytest.raises(_Crash):
-        train(cfg, progress=crash)
+    _crash_in_distill(cfg)
     path = cache / "stores" / "s1"
     old = EmbeddingStore.open(path)
     vectors = np.stack([old.gather(np.arange(len(old)), v) for v in range(old.views)], axis=1)
@@ -639,13 +635,8 @@ def test_a_damaged_checkpoint_is_a_one_line_refusal(damaged, tiny_data, tiny_cac
     # torch.load's UnpicklingError)
     out = tmp_path / "run"
 
-    def crash(p: Progress) -> None:
-        if p.event == "step" and p.stage == "distill" and p.step == 1:
-            raise _Crash
-
     cfg = _cfg(tiny_data, tiny_cache, out, steps_distill=3, eval_every=1)
-    with pytest.raises(_Crash):
-        train(cfg, progress=crash)
+    _crash_in_distill(cfg)
     (out / "checkpoint" / damaged).write_bytes(b"{cut short")
     with pytest.raises(ConfigurationError, match=r"checkpoint does not read .*move .* aside"):
         train(cfg.model_copy(update={"resume": True}))
