@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import json
 import sys
 from decimal import Decimal
+from typing import Any
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
 
 from tests.providers.conftest import call_spec, client_for, image
-from vlmclient import ConfigurationError, ImageEmbeddingRequest, Price, TextEmbeddingRequest
+from tests.providers.loopback import loopback
+from vlmclient import (
+    ConfigurationError,
+    ImageEmbeddingRequest,
+    Price,
+    TeacherClient,
+    TextEmbeddingRequest,
+)
 from vlmclient.providers import titan
 
 ENV = {
@@ -40,10 +50,12 @@ def verify_sigv4(request: httpx.Request, secret: str) -> bool:
     canonical_headers = "".join(
         f"{name}:{' '.join(request.headers[name].split())}\n" for name in signed_headers
     )
+    # Every service but S3 URI-encodes the (already encoded) path once more.
+    canonical_uri = quote(request.url.raw_path.decode().split("?")[0], safe="/~")
     canonical_request = "\n".join(
         [
             request.method,
-            request.url.raw_path.decode().split("?")[0],
+            canonical_uri,
             "",
             canonical_headers,
             ";".join(signed_headers),
@@ -83,10 +95,53 @@ def test_botocore_signature_verifies_independently() -> None:
     assert not verify_sigv4(request, "another-secret")
 
 
+ARN = "arn:aws:bedrock:eu-central-1:123456789012:provisioned-model/abc123"
+
+
+def botocore_invoke_url(model_id: str) -> str:
+    """The URL botocore's own bedrock-runtime client builds for InvokeModel (not sent)."""
+    session = importlib.import_module("botocore.session").get_session()
+    client = session.create_client(
+        "bedrock-runtime",
+        region_name=ENV["AWS_REGION"],
+        aws_access_key_id=ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key="x",
+    )
+    seen: list[str] = []
+
+    def stop(request: Any, **_: Any) -> None:
+        seen.append(request.url)
+        raise _Stop
+
+    client.meta.events.register("before-send.bedrock-runtime.InvokeModel", stop)
+    with pytest.raises(_Stop):
+        client.invoke_model(modelId=model_id, body=b"{}", contentType="application/json")
+    return seen[0]
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("model", [MODEL, "amazon.titan-embed-image-v1:0", ARN])
+def test_a_model_arn_is_encoded_in_the_path_as_botocore_does(model: str) -> None:
+    # A provisioned-throughput ARN holds ':' and '/'; sent raw, its '/' split the path
+    # and Bedrock answered 404 (or the signature did not match).
+    pytest.importorskip("botocore")
+    spec = call_spec("titan", "text_embedding", model, [TextEmbeddingRequest(text="x")])
+    request = titan.signed_request(spec, env=ENV)
+    assert str(request.url) == botocore_invoke_url(model)
+    assert request.url.raw_path.decode().count("/") == 3  # /model/<id>/invoke
+    assert verify_sigv4(request, ENV["AWS_SECRET_ACCESS_KEY"])
+
+
 def test_titan_bodies() -> None:
     pytest.importorskip("botocore")
     spec = call_spec(
-        "titan", "text_embedding", MODEL, [TextEmbeddingRequest(text="a cat")],
+        "titan",
+        "text_embedding",
+        MODEL,
+        [TextEmbeddingRequest(text="a cat")],
         {"outputEmbeddingLength": 384},
     )
     body = json.loads(titan.signed_request(spec, env=ENV).content)
@@ -121,3 +176,40 @@ async def test_missing_botocore_is_a_configuration_error_before_sending(
         with pytest.raises(ConfigurationError, match=r"vlm-distill\[aws\]"):
             await c.embed_images([ImageEmbeddingRequest(image=image())])
     assert sent == [] and c.budget.spent == 0 and c.budget.reserved == 0
+
+
+class BedrockStandIn:
+    """``POST /model/{modelId}/invoke`` on 127.0.0.1: the id is one path segment, decoded
+    as Bedrock's router does; another path is 404 (unbilled); an image is billed once."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.billed = Decimal(0)
+
+    def respond(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        parts = path.split("/")
+        if len(parts) != 4 or parts[1] != "model" or parts[3] != "invoke":
+            return 404, {"message": "UnknownOperationException"}
+        if unquote(parts[2]) != self.model:
+            return 400, {"message": f"The provided model identifier is invalid: {parts[2]}"}
+        self.billed += PRICE.usd_per_image
+        return 200, {"embedding": [0.6, 0.8], "inputTextTokenCount": 0}
+
+
+PRICE = Price(usd_per_image=Decimal("0.00006"))
+
+
+async def test_a_provisioned_model_arn_is_called_and_billed_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("botocore")
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    bedrock = BedrockStandIn(ARN)
+    with loopback(bedrock.respond) as server:
+        async with TeacherClient(
+            f"titan:{ARN}", base_url=server.url, price=PRICE, budget="0.01"
+        ) as client:
+            out = await client.embed_images([ImageEmbeddingRequest(image=image())])
+    assert len(out) == 1 and len(server.requests) == 1
+    assert client.budget.spent == bedrock.billed == PRICE.usd_per_image

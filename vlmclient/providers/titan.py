@@ -20,6 +20,7 @@ import json
 import os
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -112,7 +113,10 @@ def signed_request(spec: CallSpec, env: Mapping[str, str] | None = None) -> http
     env = os.environ if env is None else env
     sigv4, aws_request, _ = _botocore()
     region = _region(spec, env)
-    url = spec.base_url.rstrip("/").replace("{region}", region) + f"/model/{spec.model}/invoke"
+    # One path segment, percent-encoded as botocore's serializer does: a provisioned
+    # model's ARN holds ':' and '/', and a versioned id (``...-v1:0``) a ':'.
+    model = quote(spec.model, safe="-_.~")
+    url = spec.base_url.rstrip("/").replace("{region}", region) + f"/model/{model}/invoke"
     content = json.dumps(invoke_body(spec), separators=(",", ":")).encode()
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     request = aws_request(method="POST", url=url, data=content, headers=headers)
