@@ -192,6 +192,33 @@ THINKING_BUDGETS = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
 PRO_MIN_BUDGET = 128
 
 
+def accepted_thinking_levels(model: str) -> tuple[str, ...] | None:
+    """The ``thinkingLevel`` values ``model`` accepts, where we know them (None: send as
+    asked). Any other level is a 400 (not billed). Gemini 3 Pro: low, high; 3.1 Pro: low,
+    medium, high; Flash (not Flash-Lite) from 3.7 on and ``gemini-flash-latest``: low,
+    medium, high. (Secondary, read 2026-12-05: gemini_ex ThinkingLevel docs and
+    help.apiyi.com for 3 / 3.1 Pro; docs.oxen.ai's gemini-3.8-flash page, "minimal is not
+    supported and returns an error", the adk-model and ferrin-google crate docs, and
+    Google Cloud's Vertex AI thinking page, whose level table starts "Gemini 3.8 Flash
+    LOW".)
+
+    >>> accepted_thinking_levels("gemini-3.8-flash")
+    ('low', 'medium', 'high')
+    >>> accepted_thinking_levels("gemini-3.5-flash-lite") is None
+    True
+    """
+    if re.match(r"gemini-3-pro\b", model):
+        return ("low", "high")
+    if model.startswith("gemini-3.1-pro"):
+        return ("low", "medium", "high")
+    flash = re.match(r"gemini-(\d+)\.(\d+)-flash(?!-lite)", model)
+    if model == "gemini-flash-latest" or (
+        flash is not None and (int(flash[1]), int(flash[2])) >= (3, 7)
+    ):
+        return ("low", "medium", "high")
+    return None
+
+
 def thinking_config(model: str, level: str) -> dict[str, Any] | None:
     """The ``thinkingConfig`` for ``level`` on ``model`` (None = send none).
 
@@ -200,7 +227,10 @@ def thinking_config(model: str, level: str) -> dict[str, Any] | None:
     Gemini 3 model accepts, ``low``, except on Flash-Lite, whose default level is
     ``minimal`` (ai.google.dev whats-new-gemini-3.6, read 2026-11-30: gemini-3.5-flash-lite
     "Default thinking level: minimal"), so ``off`` there is ``minimal``: ``low`` would
-    think more than sending nothing. Other models (2.0) do not think.
+    think more than sending nothing. ``minimal`` on a model without it sends its lowest
+    level, ``low`` (as OpenAI's o-series); another level the model does not accept
+    (``medium`` on 3 Pro) is a ConfigurationError before anything is sent, not a 400
+    mid-run. Other models (2.0) do not think.
     """
     if level == "default":
         return None
@@ -208,9 +238,17 @@ def thinking_config(model: str, level: str) -> dict[str, Any] | None:
         if level == "off":
             return {"thinkingBudget": PRO_MIN_BUDGET if "pro" in model else 0}
         return {"thinkingBudget": THINKING_BUDGETS[level]}
-    if re.match(r"gemini-[3-9]", model):
+    if re.match(r"gemini-([3-9]|\d\d)|gemini-flash-latest", model):
         if level == "off":
             return {"thinkingLevel": "minimal" if "flash-lite" in model else "low"}
+        accepted = accepted_thinking_levels(model)
+        if accepted is not None and level not in accepted:
+            if level != "minimal":
+                raise ConfigurationError(
+                    f"{model} accepts reasoning {', '.join(accepted)} (or off, default), "
+                    f"not {level!r}; nothing was sent"
+                )
+            level = accepted[0]
         return {"thinkingLevel": level}
     return None
 
