@@ -15,6 +15,10 @@ A small SQLite database beside the response cache (``DIR/coordination.db``) hold
   teacher) and every open reservation of every process. A reservation is checked
   against the cap and inserted in one write transaction, so no number of processes
   can pass the cap together.
+- ``overruns``: every request a provider billed above its reservation, per teacher and
+  budget. A budget that started before another budget's overrun is refused its next
+  reservation (same transaction), so an overrun stops every process buying from that
+  teacher, not only the one that saw it.
 
 An open reservation of a dead owner (a request in flight when it was killed) is charged
 at its reserved amount: added to ``spend`` and appended to the spend ledger with outcome
@@ -57,6 +61,7 @@ __all__ = [
     "OWNER_TTL_S",
     "CoordinationError",
     "Coordinator",
+    "Overrun",
     "SpendView",
 ]
 
@@ -78,11 +83,25 @@ ORPHANED: Final = "orphaned"  # ledger outcome of a dead owner's in-flight reser
 
 
 @dataclass(frozen=True)
+class Overrun:
+    """A request some budget's provider billed above its reservation (``overruns`` row)."""
+
+    id: int
+    host: str
+    pid: int
+    billed: Decimal
+    reserved: Decimal
+
+
+@dataclass(frozen=True)
 class SpendView:
-    """One teacher's money as all processes see it: settled (ledger) and reserved (in flight)."""
+    """One teacher's money as all processes see it: settled (ledger) and reserved (in flight).
+
+    ``overrun``: set when a reservation was refused because another budget overran."""
 
     settled: Decimal
     reserved: Decimal
+    overrun: Overrun | None = None
 
     @property
     def committed(self) -> Decimal:
@@ -368,17 +387,42 @@ class Coordinator:
             self._reconcile(db, teacher)
             return self._view(db, teacher)
 
-    def try_reserve(
-        self, teacher: str, usd: Decimal, items: int, cap: Decimal | None
-    ) -> tuple[int | None, SpendView]:
-        """Reserve ``usd`` if settled + reserved + usd stays within ``cap`` (None: no cap).
+    def last_overrun(self, teacher: str) -> int:
+        """The id of the newest overrun recorded for ``teacher`` (0: none)."""
+        with self._write() as db:
+            row = db.execute("SELECT MAX(id) FROM overruns WHERE teacher=?", (teacher,))
+            return int(row.fetchone()[0] or 0)
 
-        Returns (reservation id or None when refused, the totals it was checked against).
+    def try_reserve(
+        self,
+        teacher: str,
+        usd: Decimal,
+        items: int,
+        cap: Decimal | None,
+        *,
+        budget: str = "",
+        overruns_after: int | None = None,
+    ) -> tuple[int | None, SpendView]:
+        """Reserve ``usd`` if settled + reserved + usd stays within ``cap`` (None: no cap)
+        and, with ``overruns_after``, no other budget than ``budget`` has recorded an
+        overrun for ``teacher`` after that id (:meth:`last_overrun`).
+
+        Returns (reservation id or None when refused, the totals it was checked against,
+        with the overrun that refused it).
         """
         with self._write() as db:
             self._reap(db)
             self._reconcile(db, teacher)
             view = self._view(db, teacher)
+            if overruns_after is not None:
+                row = db.execute(
+                    "SELECT id, host, pid, billed, reserved FROM overruns "
+                    "WHERE teacher=? AND id>? AND budget!=? ORDER BY id LIMIT 1",
+                    (teacher, overruns_after, budget),
+                ).fetchone()
+                if row is not None:
+                    seen = Overrun(row[0], row[1], row[2], Decimal(row[3]), Decimal(row[4]))
+                    return None, SpendView(view.settled, view.reserved, seen)
             if cap is not None and view.committed + usd > cap:
                 return None, view
             cur = db.execute(
@@ -389,8 +433,11 @@ class Coordinator:
             self._open[rid] = usd
             return rid, view
 
-    def settle(self, reservation_id: int, teacher: str, actual: Decimal) -> None:
-        """The request was billed ``actual``: close the reservation, add to the total."""
+    def settle(
+        self, reservation_id: int, teacher: str, actual: Decimal, *, overran_in: str = ""
+    ) -> None:
+        """The request was billed ``actual``: close the reservation, add to the total.
+        ``overran_in``: the budget whose reservation ``actual`` exceeded (an overrun)."""
         with self._write() as db:
             row = db.execute(
                 "SELECT usd FROM reservations WHERE id=?", (reservation_id,)
@@ -401,6 +448,12 @@ class Coordinator:
             db.execute("DELETE FROM reservations WHERE id=?", (reservation_id,))
             if actual > already:
                 self._add_settled(db, teacher, actual - already)
+            if overran_in:
+                db.execute(
+                    "INSERT INTO overruns(teacher, budget, host, pid, billed, reserved) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (teacher, overran_in, self.host, self.pid, str(actual), str(reserved)),
+                )
 
     def release_reservation(self, reservation_id: int) -> None:
         """The provider surely did not bill it: drop the reservation."""

@@ -17,7 +17,7 @@ from decimal import Decimal
 import httpx
 
 from .budget import Budget, Reservation
-from .errors import APIConnectionError, APIError, APITimeoutError
+from .errors import APIConnectionError, APIError, APITimeoutError, BudgetOverrunError
 from .http11 import undecoded
 from .models import Usage
 from .providers import CallSpec, Parsed, Provider
@@ -137,7 +137,11 @@ class Sender:
             await self._sem.acquire()
             try:
                 started = time.perf_counter()
-                reservation = self.budget.reserve(estimate, items=len(spec.items))
+                try:
+                    reservation = self.budget.reserve(estimate, items=len(spec.items))
+                except BudgetOverrunError as exc:  # another run of the shared budget overran
+                    self._settler.stopped_elsewhere(exc)
+                    raise
                 self.timings.add("ledger", started)
                 try:
                     waiting = self._limiter.admit(tokens)  # (acquire, without a coroutine

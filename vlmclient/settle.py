@@ -120,6 +120,12 @@ class Settler:
         self.billed_malformed = 0  # billed 200s we could not use
         self._warned_estimated = False
 
+    def stopped_elsewhere(self, err: BudgetOverrunError) -> None:
+        """Another run of the shared budget overran: stop this client as if we had."""
+        if self.overrun is None:
+            self.overrun = err
+            log.error("%s", err)
+
     def raise_if_stopped(self) -> None:
         """Raise (a fresh copy of) the overrun or breaker error once either happened."""
         if self.overrun is not None:

@@ -6,19 +6,22 @@ this cache's spend ledger records for the teacher, across runs and concurrent pr
 Each reservation is checked against both caps; the shared check and the reservation
 are one transaction in the cache folder's coordination database
 (:class:`cache.coordination.Coordinator`), so a rerun after a budget stop or a crash
-never spends the cap again and two processes never spend it twice.
+never spends the cap again and two processes never spend it twice. An overrun (a provider
+billing more than was reserved) is recorded there too, and stops every budget of that
+teacher that was running when it happened: the estimate they all reserve by is short.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from cache.coordination import CoordinationError, Coordinator, SpendView
+from cache.coordination import CoordinationError, Coordinator, Overrun, SpendView
 
 from .budget import Budget, Reservation, cap_in_dollars
-from .errors import BudgetExceededError, SpendRecordError
+from .errors import BudgetExceededError, BudgetOverrunError, SpendRecordError
 
 __all__ = ["SharedBudget", "SharedReservation"]
 
@@ -63,6 +66,13 @@ class SharedBudget(Budget):
         self.teacher = teacher
         self._coord = coordinator
         self._broken: str | None = None  # why the shared total can no longer be trusted
+        self._id = uuid.uuid4().hex  # this budget, in the database's overrun records
+        try:
+            # an overrun recorded after this is another running budget's: it stops us too
+            self._overruns_seen: int = coordinator.last_overrun(teacher)
+        except CoordinationError as exc:
+            self._overruns_seen = 0
+            self._broken = str(exc)
 
     def view(self) -> SpendView:
         """The teacher's settled and in-flight money across all processes."""
@@ -106,7 +116,14 @@ class SharedBudget(Budget):
         try:
             if self._broken is not None:
                 raise self._refusal(self._broken)
-            rid, seen = self._coord.try_reserve(self.teacher, usd, items, self.total)
+            rid, seen = self._coord.try_reserve(
+                self.teacher,
+                usd,
+                items,
+                self.total,
+                budget=self._id,
+                overruns_after=self._overruns_seen,
+            )
         except CoordinationError as exc:
             super().release(local)
             raise self._refusal(str(exc)) from exc
@@ -115,6 +132,8 @@ class SharedBudget(Budget):
             raise
         if rid is None:
             super().release(local)
+            if seen.overrun is not None:
+                raise self._overrun_elsewhere(seen.overrun)
             assert self.total is not None
             refused = BudgetExceededError(
                 kind="usd", cap=self.total, spent=seen.settled, reserved=seen.reserved,
@@ -130,13 +149,34 @@ class SharedBudget(Budget):
             raise refused
         return SharedReservation(usd=local.usd, items=local.items, rid=rid)
 
+    def _overrun_elsewhere(self, seen: Overrun) -> BudgetOverrunError:
+        """The error that stops this budget after another one's overrun (``seen``)."""
+        ratio = seen.billed / seen.reserved if seen.reserved > 0 else None
+        if ratio is not None:
+            with self._lock:  # our estimate is short by that factor too
+                self.scale = max(self.scale, ratio)
+        times = "" if ratio is None else f", {ratio:.2f}x its worst case"
+        return BudgetOverrunError(
+            f"OVERRUN in another run of this cache (pid {seen.pid} on {seen.host}): "
+            f"{self.teacher} billed ${seen.billed} for a request for which ${seen.reserved} "
+            f"was reserved{times}. The price or our usage estimate for this model looks "
+            "wrong, so the budget can no longer be trusted: this run sends no new requests "
+            "either (those in flight finish and are recorded). Check the provider's bill "
+            "and correct the price with --price-file before running again",
+            billed=seen.billed,
+            reserved=seen.reserved,
+        )
+
     def settle(self, reservation: Reservation, actual: Decimal) -> bool:
         """The provider billed ``actual``: settle here and in the shared total; True if that
-        is an overrun (see :meth:`Budget.settle`)."""
+        is an overrun (see :meth:`Budget.settle`), which the shared database records so
+        that it stops the other budgets of this teacher too."""
         overran = super().settle(reservation, actual)
         if isinstance(reservation, SharedReservation):
             try:
-                self._coord.settle(reservation.rid, self.teacher, actual)
+                self._coord.settle(
+                    reservation.rid, self.teacher, actual, overran_in=self._id if overran else ""
+                )
             except CoordinationError as exc:
                 # The money is spent and goes to the ledger, which the next run's total
                 # starts from; this run sends nothing more.

@@ -254,10 +254,17 @@ def _summary(
                 f"{result.remaining_items} items remain; at the rate billed ({scale:.2f}x our "
                 f"estimate) finishing would cost about ${result.remaining_cost_usd:.6f}."
             )
-        out.print(
-            f"billed beyond the reservations: ${client.budget.overrun_usd} in "
-            f"{client.budget.overruns} requests; `vlm-distill report {args.cache}` lists them."
-        )
+        if client.budget.overruns:
+            out.print(
+                f"billed beyond the reservations: ${client.budget.overrun_usd} in "
+                f"{client.budget.overruns} requests; `vlm-distill report {args.cache}` lists "
+                "them."
+            )
+        else:  # stopped by another run's overrun
+            out.print(
+                "this run was billed nothing beyond its reservations; "
+                f"`vlm-distill report {args.cache}` lists the overrun."
+            )
         return EXIT_BUDGET
     if result.fatal:
         out.print(f"[red]stopped:[/] {_shown(result.fatal)}")
