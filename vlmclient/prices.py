@@ -142,7 +142,8 @@ class PriceTable:
             f"no price known for {provider}:{model}, so the budget cannot be enforced; "
             f'give one with --price-file for every unit it bills (e.g. {{"{provider}:{model}": '
             f'{{"usd_per_1m_input_tokens": "0.10", "usd_per_1m_output_tokens": "0.40"}}}} '
-            "for a chat model)"
+            'for a chat model; {"usd_per_image": "0.00006", "usd_per_1m_input_tokens": '
+            '"0.02"} for an embedder that bills images and text tokens)'
         )
 
 

@@ -48,3 +48,20 @@ def test_budget_refuses_float_and_non_finite_caps(cap: object) -> None:
     # Budget(0.01) kept 0.01000000000000000020816681711721685... as the cap
     with pytest.raises(ValueError, match="budget"):
         Budget(cap)  # type: ignore[arg-type]
+
+
+def test_the_missing_price_message_gives_entries_that_load() -> None:
+    """The examples a user is told to copy into --price-file are valid price entries, for
+    a chat model and for an embedder that bills images (a Bedrock ARN has no entry)."""
+    import json
+    import re
+
+    from vlmclient import Price
+
+    with pytest.raises(ConfigurationError) as caught:
+        PriceTable.default().lookup("titan", "arn:aws:bedrock:us-east-1:1:provisioned-model/x")
+    examples = re.findall(r"\{\"usd_per[^{}]*\}", str(caught.value))
+    assert len(examples) == 2
+    loaded = [Price.model_validate(json.loads(text)) for text in examples]
+    assert loaded[0].usd_per_1m_output_tokens > 0  # a chat model
+    assert loaded[1].usd_per_image > 0  # an image embedder
