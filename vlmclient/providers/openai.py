@@ -125,9 +125,25 @@ def reasoning_params(model: str, level: str) -> dict[str, Any]:
     if level == "off":
         effort = OFF_EFFORT.get(family or "")
         return {"reasoning_effort": effort} if effort else {}
-    if family == "o" and level == "minimal":
+    if family in ("o", "gpt-5.x") and level == "minimal":
+        # o-series go no lower than low; gpt-5.1 and later dropped minimal (gpt-5.6-luna's
+        # page, read 2026-12-05: "Reasoning.effort supports: none, low, medium (default),
+        # high, xhigh, and max"): a 400 on every request. Their lowest thinking level is low.
         level = "low"
     return {"reasoning_effort": level}
+
+
+def writes_prompt_cache(model: str) -> bool:
+    """True for models that cache prompts implicitly, billing the tokens written at 1.25x
+    the input rate: gpt-5.6 and later (pinned spec, PromptCacheOptionsParam: "Supported
+    for gpt-5.6 and later models ... Defaults to implicit"; gpt-5.6-luna's page: "Cache
+    writes are billed at 1.25x the uncached input token rate").
+
+    >>> writes_prompt_cache("gpt-5.6-luna"), writes_prompt_cache("gpt-5.2")
+    (True, False)
+    """
+    found = re.match(r"gpt-(\d+)(?:\.(\d+))?", model)
+    return found is not None and (int(found[1]), int(found[2] or 0)) >= (5, 6)
 
 
 def chat_body(spec: CallSpec) -> dict[str, Any]:
@@ -142,6 +158,14 @@ def chat_body(spec: CallSpec) -> dict[str, Any]:
         "messages": [{"role": "user", "content": content}],
         "max_completion_tokens": item.max_output_tokens,
         **reasoning_params(spec.model, reasoning_level(spec.params)),
+        # No implicit cache write: every prompt here carries its own image, so a write
+        # would be billed at 1.25x the input rate and never read back, and usage would
+        # charge it at 1x. "explicit" without breakpoints turns prompt caching off.
+        **(
+            {"prompt_cache_options": {"mode": "explicit"}}
+            if writes_prompt_cache(spec.model)
+            else {}
+        ),
         # Caller params win (e.g. reasoning_effort, max_completion_tokens); the estimate
         # reads the same params, so an override is paid for in the reservation.
         **without_reasoning(spec.params),
@@ -233,8 +257,12 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
             "missing choices[0].message.content", provider=NAME, request_id=rid
         ) from exc
     details = usage_obj.get("completion_tokens_details")
+    # Tokens written to the prompt cache cost 1.25x the input rate (gpt-5.6 and later; we
+    # turn the implicit write off, a caller's prompt_cache_options may turn it on): the
+    # extra quarter is charged as input tokens, rounded up.
+    written = usage_count(usage_obj.get("prompt_tokens_details"), "cache_write_tokens")
     usage = Usage(
-        input_tokens=usage_count(usage_obj, "prompt_tokens"),
+        input_tokens=usage_count(usage_obj, "prompt_tokens") + -(-written // 4),
         # reasoning tokens are already inside completion_tokens at OpenAI
         output_tokens=max(
             usage_count(usage_obj, "completion_tokens"), usage_count(details, "reasoning_tokens")

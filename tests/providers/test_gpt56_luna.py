@@ -1,0 +1,118 @@
+"""gpt-5.6-luna (the built-in OpenAI answer teacher) billed as OpenAI documents it.
+
+A loopback server answers like OpenAI's chat completions for gpt-5.6-luna:
+``reasoning_effort`` outside none/low/medium/high/xhigh/max is a 400 (the model page:
+"Reasoning.effort supports: none, low, medium (default), high, xhigh, and max"); unless
+the request turns implicit prompt caching off (``prompt_cache_options.mode: explicit``)
+the prompt is written to the cache and those tokens are billed at 1.25x the input rate
+("Cache writes are billed at 1.25x the uncached input token rate"); a prompt over 272K
+tokens is billed at 2x input and 1.5x output. The real TeacherClient, with the built-in
+price, must be sent and charged what such a server bills.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.providers.conftest import image, nosleep
+from tests.providers.loopback import loopback
+from vlmclient import AnswerRequest, Budget, TeacherClient
+from vlmclient.retry import RetryPolicy
+
+M = Decimal(1_000_000)
+EFFORTS = {"none", "low", "medium", "high", "xhigh", "max"}
+OUTPUT = 2
+
+
+def bill_like_luna(prompt_tokens: int) -> Any:
+    """Responds with ``prompt_tokens`` billed; records each request's bill in ``bills``."""
+    bills: list[Decimal] = []
+
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        effort = body.get("reasoning_effort", "medium")
+        if effort not in EFFORTS:
+            return 400, {
+                "error": {
+                    "message": f"Unsupported value: 'reasoning_effort' does not support "
+                    f"'{effort}' with this model.",
+                    "type": "invalid_request_error",
+                    "param": "reasoning_effort",
+                    "code": "unsupported_value",
+                }
+            }
+        caching = body.get("prompt_cache_options", {}).get("mode", "implicit") == "implicit"
+        written = prompt_tokens if caching else 0
+        long = prompt_tokens > 272_000
+        rate_in = Decimal("0.40") if long else Decimal("0.20")
+        rate_out = Decimal("1.80") if long else Decimal("1.20")
+        bills.append(
+            ((prompt_tokens - written) * rate_in + written * rate_in * Decimal("1.25")
+             + OUTPUT * rate_out) / M
+        )  # fmt: skip
+        return 200, {
+            "id": "chatcmpl-luna",
+            "choices": [{"index": 0, "message": {"content": "7"}, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": OUTPUT,
+                "total_tokens": prompt_tokens + OUTPUT,
+                "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": written},
+            },
+        }
+
+    respond.bills = bills  # type: ignore[attr-defined]
+    return respond
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "prompt", "prompt_tokens", "sent_effort"),
+    [
+        ("off", "Which digit?", 1_500, "none"),  # an image prompt: cache-write sized
+        ("minimal", "Which digit?", 1_500, "low"),  # minimal is not one of luna's efforts
+        ("off", "x" * 300_000, 272_100, "none"),  # the long-prompt tier
+    ],
+)
+async def test_luna_is_sent_what_it_accepts_and_charged_what_it_bills(
+    reasoning: str, prompt: str, prompt_tokens: int, sent_effort: str
+) -> None:
+    respond = bill_like_luna(prompt_tokens)
+    with loopback(respond) as server:
+        async with TeacherClient(
+            "openai:gpt-5.6-luna",  # the built-in price
+            api_key="sk-test-luna",
+            base_url=server.url + "/v1",
+            budget=Budget("1.00"),
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+            params={"reasoning": reasoning},
+        ) as client:
+            [answer] = await client.answer(
+                [AnswerRequest(image=image((64, 48)), prompt=prompt, max_output_tokens=16)]
+            )
+    assert answer.text == "7"
+    [body] = server.bodies
+    assert body["reasoning_effort"] == sent_effort
+    assert client.budget.spent == sum(respond.bills)  # charged what was billed
+    assert client.overrun is None
+
+
+async def test_a_callers_own_cache_writes_are_charged_at_their_rate() -> None:
+    """A caller who turns implicit caching back on is charged 1.25x for the tokens
+    written (usage ``prompt_tokens_details.cache_write_tokens``), not the plain rate."""
+    respond = bill_like_luna(1_500)
+    with loopback(respond) as server:
+        async with TeacherClient(
+            "openai:gpt-5.6-luna",
+            api_key="sk-test-luna",
+            base_url=server.url + "/v1",
+            budget=Budget("1.00"),
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+            params={"prompt_cache_options": {"mode": "implicit"}},
+        ) as client:
+            await client.answer(
+                [AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=16)]
+            )
+    assert server.bodies[0]["prompt_cache_options"] == {"mode": "implicit"}
+    assert client.budget.spent == sum(respond.bills)
