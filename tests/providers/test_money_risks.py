@@ -153,6 +153,34 @@ async def test_cohere_image_bill_without_image_tokens_never_settles_at_zero(
     assert price.usd_per_image == 0  # the trap: {"images": 3} alone would cost $0
 
 
+@pytest.mark.parametrize("model", ["embed-english-v3.0", "embed-multilingual-v3.0"])
+async def test_cohere_v3_images_are_charged_per_image_as_billed(model: str) -> None:
+    """Embed v3 bills $0.0001 per image (LiteLLM's map: input_cost_per_image) and reports
+    ``billed_units.images``. The built-in entry priced v3 images per image token at
+    $0.10/M: a 96 x 96 image was charged $0.0000058 for a $0.0001 bill, silently."""
+    from vlmclient import ImageEmbeddingRequest
+
+    per_image = Decimal("0.0001")
+    items = [ImageEmbeddingRequest(image=image((96, 96), "PNG", seed=i)) for i in range(3)]
+    with loopback(cohere_images_only) as server:
+        client = TeacherClient(
+            f"cohere:{model}",  # the built-in price
+            api_key="co-test",
+            base_url=server.url,
+            budget=Budget("1.00"),
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+        )
+        async with client:
+            await client.embed_images(items)
+    billed = per_image * sum(
+        body["meta"]["billed_units"]["images"]
+        for body in (cohere_images_only("", b)[1] for b in server.bodies)
+    )
+    assert billed == per_image * 3  # v3 takes one image per call: three requests
+    assert client.budget.spent == billed
+    assert client.budget.overruns == 0
+
+
 # -- Anthropic: ceil(w/28) * ceil(h/28) image tokens ---------------------------------------
 
 
