@@ -204,6 +204,13 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         raise truncated_answer(
             spec, provider=NAME, usage=usage, request_id=rid, reported=reported_usage(u)
         )
+    if body.get("stop_reason") == "refusal":
+        # a refusal arrives as a normal, billed response; any text is not an answer to cache
+        bad = ResponseValidationError(
+            "the model refused to answer (stop_reason 'refusal')", provider=NAME, request_id=rid
+        )
+        bad.usage, bad.reported = usage, reported_usage(u)
+        raise bad
     if not texts:
         bad = ResponseValidationError(
             f"no text block in content (stop_reason {body.get('stop_reason')!r})",

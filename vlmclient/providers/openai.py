@@ -272,8 +272,18 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         text = ""  # a reasoning model that ran out of tokens may send content: null
     if not isinstance(text, str):
         raise ResponseValidationError("answer content is not text", provider=NAME, request_id=rid)
+    finish = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None  # type: ignore[index]
+    if finish == "content_filter":
+        # the text (if any) is what was left after the filter cut the answer: billed, not
+        # an answer to cache
+        bad = ResponseValidationError(
+            "answer withheld by the content filter (finish_reason 'content_filter')",
+            provider=NAME,
+            request_id=rid,
+        )
+        bad.usage, bad.reported = usage, reported_usage(usage_raw)
+        raise bad
     if not text.strip():
-        finish = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None  # type: ignore[index]
         if finish == "length":
             raise truncated_answer(
                 spec, provider=NAME, usage=usage, request_id=rid,
