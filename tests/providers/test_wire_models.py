@@ -93,6 +93,19 @@ def test_vertex_image_and_text_requests(params: dict) -> None:
         assert request.headers["authorization"] == "Bearer secret-key-123"
 
 
+def test_vertex_global_location_has_no_host_prefix() -> None:
+    """GOOGLE_CLOUD_LOCATION=global (common for Gemini) named the host
+    global-aiplatform.googleapis.com, which does not resolve."""
+    spec = call_spec(
+        "vertex", "text_embedding", "multimodalembedding@001",
+        [TextEmbeddingRequest(text="a cat")], {"project": "my-proj", "location": "global"},
+    )  # fmt: skip
+    assert str(vertex.build_request(spec).url) == (
+        "https://aiplatform.googleapis.com/v1/projects/my-proj/locations/global/publishers/"
+        "google/models/multimodalembedding@001:predict"
+    )
+
+
 def test_vertex_model_rejects_extra_fields() -> None:
     with pytest.raises(ValueError, match="extra"):
         VertexPredictRequest.model_validate({"instances": [{"text": "x", "bogus": 1}]})

@@ -9,6 +9,7 @@ Project and location come from the ``project`` / ``location`` params or the
 ``VERTEX_PROJECT`` (or ``GOOGLE_CLOUD_PROJECT``) and ``VERTEX_LOCATION`` (or
 ``GOOGLE_CLOUD_LOCATION``) environment variables; without them nothing is sent.
 A custom base URL (a proxy) replaces ``https://{location}-aiplatform.googleapis.com/v1``
+(``https://aiplatform.googleapis.com/v1`` for location ``global``)
 and may itself contain ``{location}``.
 
 The response carries no usage, so the client meters it: one image, or the text's
@@ -67,7 +68,12 @@ def endpoint_url(spec: CallSpec, env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     project = _setting(spec, "project", PROJECT_ENV, env)
     location = _setting(spec, "location", LOCATION_ENV, env)
-    base = spec.base_url.rstrip("/").replace("{location}", location)
+    base = spec.base_url.rstrip("/")
+    if location == "global":
+        # the global endpoint has no location prefix (as google-genai and the Vertex SDK
+        # build it): "global-aiplatform.googleapis.com" does not resolve
+        base = base.replace("{location}-", "")
+    base = base.replace("{location}", location)
     return (
         f"{base}/projects/{project}/locations/{location}/publishers/google/models/"
         f"{spec.model}:predict"
