@@ -25,12 +25,25 @@ __all__ = [
     "downscale",
     "fit_image",
     "image_size",
+    "is_animated",
     "prepare_for_upload",
 ]
 
 MAX_UPLOAD_SIDE = 2048  # px, long edge; every provider here accepts this
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # smallest per-image cap among the providers (Cohere v3)
 MAX_DECODE_PIXELS = 80_000_000  # refuse decompression bombs before decoding
+
+
+def is_animated(image: Image) -> bool:
+    """True for a GIF with more than one frame (read from its header and frame table;
+    other types are not opened)."""
+    if image.media_type != "image/gif":
+        return False
+    try:
+        with PILImage.open(io.BytesIO(image.data)) as opened:
+            return bool(getattr(opened, "is_animated", False))
+    except Exception:  # a broken GIF: fit_image says what is wrong with it
+        return False
 
 
 def image_size(image: Image) -> tuple[int, int]:

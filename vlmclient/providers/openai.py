@@ -25,7 +25,14 @@ from ..errors import (
 )
 from ..models import AnswerRequest, Image, TextEmbeddingRequest, Usage
 from .base import CallSpec, Parsed, Provider, RateLimitHints
-from .images import ACCEPTED_MEDIA_TYPES, MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, fit_image, image_size
+from .images import (
+    ACCEPTED_MEDIA_TYPES,
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_SIDE,
+    fit_image,
+    image_size,
+    is_animated,
+)
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
 from .vectors import indexed_vectors
 from .wire import (
@@ -55,10 +62,13 @@ MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 
 
 def prepare_image(image: Image) -> Image:
-    """png/jpeg/webp/gif (a BMP is re-encoded), long edge <= 2048 px, <= 5 MB."""
-    return fit_image(
-        image, max_side=MAX_UPLOAD_SIDE, max_bytes=MAX_UPLOAD_BYTES, media_types=MEDIA_TYPES
-    )
+    """png/jpeg/webp/gif (a BMP is re-encoded), long edge <= 2048 px, <= 5 MB. An
+    animated GIF is sent as its first frame, re-encoded: OpenAI takes "non-animated GIF"
+    only (a 400 otherwise)."""
+    types = MEDIA_TYPES
+    if is_animated(image):
+        types = tuple(t for t in MEDIA_TYPES if t != "image/gif")
+    return fit_image(image, max_side=MAX_UPLOAD_SIDE, max_bytes=MAX_UPLOAD_BYTES, media_types=types)
 
 
 def _auth(spec: CallSpec) -> dict[str, str]:
