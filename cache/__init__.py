@@ -21,7 +21,7 @@ if TYPE_CHECKING:
         encode_vector,
         quantize,
     )
-    from .coordination import CoordinationError, Coordinator, SpendView
+    from .coordination import CoordinationError, Coordinator, Overrun, SpendView
     from .keys import (
         KeyTemplate,
         LiteralJSON,
@@ -88,6 +88,7 @@ __all__ = [
     "LedgerWriteError",
     "LiteralJSON",
     "MemoryCache",
+    "Overrun",
     "RecoverResult",
     "ResponseCache",
     "SpendLedger",
@@ -140,6 +141,7 @@ _SOURCES: dict[str, str] = {
     "quantize": "codecs",
     "CoordinationError": "coordination",
     "Coordinator": "coordination",
+    "Overrun": "coordination",
     "SpendView": "coordination",
     "KeyTemplate": "keys",
     "LiteralJSON": "keys",
