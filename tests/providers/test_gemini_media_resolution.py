@@ -19,6 +19,7 @@ from tests.providers.conftest import call_spec
 from tests.providers.loopback import loopback
 from vlmclient import AnswerRequest, ConfigurationError, Image, Price, TeacherClient, Usage
 from vlmclient.providers import gemini
+from vlmclient.providers.wire import params_tokens_upper_bound
 
 MODEL = "gemini-3-pro-preview"
 PRICE = Price(
@@ -71,9 +72,11 @@ def ask(size: tuple[int, int]) -> AnswerRequest:
     return AnswerRequest(image=flat_image(size), prompt=PROMPT, max_output_tokens=4)
 
 
-def reserved_image_tokens(resolution_tokens: int) -> Usage:
+def reserved_image_tokens(resolution_tokens: int, params: dict[str, str]) -> Usage:
+    # the caller's params are counted as input text too (a bound: these are settings)
     return Usage(
-        input_tokens=gemini.FRAMING_TOKENS + len(PROMPT.encode()) + 1 + resolution_tokens,
+        input_tokens=gemini.FRAMING_TOKENS + len(PROMPT.encode()) + 1 + resolution_tokens
+        + params_tokens_upper_bound(params),
         output_tokens=4,
     )
 
@@ -106,7 +109,7 @@ async def test_reservation_follows_the_requested_resolution_and_covers_the_bill(
         ) as client:
             n, planned = client.plan("answer", [request])
             [answer] = await client.answer([request])
-    assert (n, planned) == (1, PRICE.cost(reserved_image_tokens(image_tokens)))
+    assert (n, planned) == (1, PRICE.cost(reserved_image_tokens(image_tokens, params)))
     assert answer.text == "7"
     [(_, body, _)] = server.requests
     billed_prompt = bill_like_gemini3("", body)[1]["usageMetadata"]["promptTokenCount"]
@@ -152,7 +155,8 @@ def test_gemini_2_keeps_the_tile_rule_whatever_the_resolution() -> None:
             "gemini", "answer", "gemini-2.5-flash", [ask((1600, 800))], {"mediaResolution": res}
         )
         tokens = gemini.estimate_usage(spec).input_tokens
-        assert tokens == gemini.FRAMING_TOKENS + len(PROMPT.encode()) + 1 + 6 * 258
+        params = params_tokens_upper_bound({"mediaResolution": res})
+        assert tokens == gemini.FRAMING_TOKENS + len(PROMPT.encode()) + 1 + params + 6 * 258
 
 
 def test_both_spellings_at_once_reserve_the_costlier() -> None:

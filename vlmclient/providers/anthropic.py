@@ -36,6 +36,7 @@ from .wire import (
     default_classify_error,
     header_int,
     json_object,
+    params_tokens_upper_bound,
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
@@ -239,8 +240,10 @@ def estimate_usage(spec: CallSpec) -> Usage:
     assert isinstance(item, AnswerRequest)
     w, h = image_size(item.image)  # the prepared image: long edge <= 1568 px
     prompt = text_tokens_upper_bound(item.prompt)
+    # a caller's system prompt, tools, ... are billed as input too
+    extra = params_tokens_upper_bound(without_reasoning(spec.params))
     return Usage(
-        input_tokens=FRAMING_TOKENS + prompt + image_tokens(w, h),
+        input_tokens=FRAMING_TOKENS + prompt + extra + image_tokens(w, h),
         output_tokens=item.max_output_tokens,
     )
 

@@ -27,7 +27,14 @@ from ..models import AnswerRequest, Image, Usage
 from .base import CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
-from .wire import default_classify_error, json_object, reported_usage, request_id_of, usage_count
+from .wire import (
+    default_classify_error,
+    json_object,
+    params_tokens_upper_bound,
+    reported_usage,
+    request_id_of,
+    usage_count,
+)
 
 __all__ = [
     "GEMINI",
@@ -418,6 +425,8 @@ def estimate_usage(spec: CallSpec) -> Usage:
         input_tokens=FRAMING_TOKENS
         + len(item.prompt.encode("utf-8"))
         + 1
+        # a caller's systemInstruction, tools, ... are billed as input too
+        + params_tokens_upper_bound(without_reasoning(spec.params))
         + image_tokens(w, h, spec.model, resolution),
         output_tokens=item.max_output_tokens,
     )

@@ -43,6 +43,7 @@ from .wire import (
     header_values,
     json_object,
     json_post,
+    params_tokens_upper_bound,
     reported_usage,
     request_id_of,
     text_tokens_upper_bound,
@@ -415,6 +416,7 @@ def estimate_usage(spec: CallSpec) -> Usage:
     return Usage(
         input_tokens=16
         + text_tokens_upper_bound(item.prompt)
+        + params_tokens_upper_bound(without_reasoning(spec.params))  # tools, schemas, ...
         + image_tokens(w, h, spec.model, spec.max_image_tokens),
         output_tokens=output_limit(spec) * _choices(spec),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import math
 import re
 from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
@@ -34,6 +35,7 @@ __all__ = [
     "headers_of",
     "json_object",
     "json_post",
+    "params_tokens_upper_bound",
     "parse_retry_after",
     "raw_headers",
     "reported_usage",
@@ -422,6 +424,24 @@ def text_tokens_upper_bound(text: str) -> int:
     (no BPE or WordPiece token is shorter than one byte)."""
     # an ASCII text (known without a scan) is one byte a character: no copy to count
     return (len(text) if text.isascii() else len(text.encode("utf-8"))) + 1
+
+
+def params_tokens_upper_bound(params: Mapping[str, Any]) -> int:
+    """Input tokens a caller's extra request params can add at most: a system prompt,
+    tools or a response schema are billed as input, so the bound is every UTF-8 byte of
+    their JSON (plus one). Scalar settings (temperature, ...) add a few tokens too many.
+    Pass the params as sent (``reasoning``, which is ours, removed).
+
+    >>> params_tokens_upper_bound({})
+    0
+    >>> params_tokens_upper_bound({"system": "Answer with one digit."})
+    36
+    """
+    if not params:
+        return 0
+    return text_tokens_upper_bound(
+        json.dumps(params, ensure_ascii=False, separators=(",", ":"), default=str)
+    )
 
 
 def json_object(
