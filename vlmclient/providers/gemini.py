@@ -416,6 +416,21 @@ def image_tokens(width: int, height: int, model: str = "", resolution: str | Non
     return tokens
 
 
+def candidates(params: Mapping[str, Any]) -> int:
+    """Answers one request asks for (``candidateCount``, either spelling): each has its
+    own ``maxOutputTokens`` and every one is billed. The larger if both are given.
+
+    >>> candidates({"candidate_count": 3}), candidates({}), candidates({"candidateCount": 0})
+    (3, 1, 1)
+    """
+    n = 1
+    for key in ("candidateCount", "candidate_count"):
+        value = params.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > n:
+            n = value
+    return n
+
+
 def estimate_usage(spec: CallSpec) -> Usage:
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
@@ -428,7 +443,7 @@ def estimate_usage(spec: CallSpec) -> Usage:
         # a caller's systemInstruction, tools, ... are billed as input too
         + params_tokens_upper_bound(without_reasoning(spec.params))
         + image_tokens(w, h, spec.model, resolution),
-        output_tokens=item.max_output_tokens,
+        output_tokens=item.max_output_tokens * candidates(spec.params),
     )
 
 

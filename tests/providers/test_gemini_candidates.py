@@ -1,0 +1,57 @@
+"""Gemini's ``candidateCount`` asks for several answers in one request, each with its own
+``maxOutputTokens``; the output of every candidate is billed. The estimate reserved one
+answer's output, so a caller's ``params={"candidateCount": 3}`` on a thinking model
+overran (an OpenAI ``n`` was already reserved per choice). A loopback server bills like
+Gemini with each candidate using its whole allowance."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.providers.conftest import image, nosleep
+from tests.providers.loopback import loopback
+from vlmclient import AnswerRequest, Budget, Price, TeacherClient, Usage
+from vlmclient.retry import RetryPolicy
+
+PRICE = Price(usd_per_1m_input_tokens=Decimal("1"), usd_per_1m_output_tokens=Decimal("5"))
+
+
+def bill_every_candidate(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    config = body["generationConfig"]
+    n = config.get("candidateCount", config.get("candidate_count", 1))  # both spellings
+    each = config["maxOutputTokens"]  # thinking plus answer used the whole allowance
+    return 200, {
+        "candidates": [
+            {"index": i, "content": {"parts": [{"text": "7"}], "role": "model"},
+             "finishReason": "STOP"}
+            for i in range(n)
+        ],
+        "usageMetadata": {"promptTokenCount": 40, "candidatesTokenCount": n * each},
+    }
+
+
+@pytest.mark.parametrize(("params", "n"), [({}, 1), ({"candidateCount": 3}, 3),
+                                           ({"candidate_count": 2}, 2)])
+async def test_every_candidate_is_reserved(params: dict[str, Any], n: int) -> None:
+    with loopback(bill_every_candidate) as server:
+        client = TeacherClient(
+            "gemini:gemini-3.8-flash",
+            api_key="gm-test-candidates",
+            base_url=server.url,
+            price=PRICE,
+            params=params,
+            budget=Budget("1.00"),
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+        )
+        async with client:
+            [answer] = await client.answer(
+                [AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=500)]
+            )
+    assert answer.text == "7"
+    sent = server.bodies[0]["generationConfig"]
+    assert sent.get("candidateCount", sent.get("candidate_count", 1)) == n
+    assert client.overrun is None and client.budget.overruns == 0
+    assert client.budget.spent == PRICE.cost(Usage(input_tokens=40, output_tokens=500 * n))
