@@ -182,16 +182,35 @@ def build_request(spec: CallSpec) -> httpx.Request:
     )
 
 
+def cache_write_tokens(usage: object) -> int:
+    """Prompt-cache writes as input tokens at their premium: 1.25x for the 5-minute cache,
+    2x for the 1-hour one (we never ask for caching; a library caller's ``cache_control``
+    may). Without the per-TTL breakdown every write is taken at 2x (only over-charges);
+    quarters are rounded up.
+
+    >>> cache_write_tokens({"cache_creation_input_tokens": 10, "cache_creation":
+    ...     {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 0}})
+    13
+    >>> cache_write_tokens({"cache_creation_input_tokens": 10})
+    20
+    """
+    total = usage_count(usage, "cache_creation_input_tokens")
+    split = usage.get("cache_creation") if isinstance(usage, dict) else None
+    short = usage_count(split, "ephemeral_5m_input_tokens")
+    long = usage_count(split, "ephemeral_1h_input_tokens")
+    rest = max(total - short - long, 0)  # written but not in the breakdown
+    return short + -(-short // 4) + 2 * (long + rest)
+
+
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
     body = json_object(response, provider=NAME, request_id=rid)
     rid = rid or (body["id"] if isinstance(body.get("id"), str) else None)
     u = body.get("usage")
     usage = Usage(
-        # Prompt-cache writes and reads are input tokens too (we never ask for caching;
-        # counting them at the input price can only over-charge).
         input_tokens=usage_count(u, "input_tokens")
-        + usage_count(u, "cache_creation_input_tokens")
+        + cache_write_tokens(u)
+        # reads are billed at 0.1x: counting them at 1x can only over-charge
         + usage_count(u, "cache_read_input_tokens"),
         output_tokens=usage_count(u, "output_tokens"),
     )
