@@ -149,6 +149,10 @@ def embed_body(
     else:
         raise ValueError(f"cohere adapter does not do {spec.kind}")
     body.update(_options(spec, vector_type))
+    if spec.kind == "image_embedding" and _is_v3(spec.model):
+        # v3 embeds images with input_type "image" only (any other is a 400); a caller's
+        # input_type is meant for its texts
+        body["input_type"] = "image"
     return body
 
 
