@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         CacheLayoutError,
     )
     from .ledger import (
+        MAX_RECORD_USD,
         GroupTotals,
         LedgerContents,
         LedgerWriteError,
@@ -65,6 +66,7 @@ __all__ = [
     "COORDINATION_FILE",
     "FORMATS",
     "LEDGER_FILE",
+    "MAX_RECORD_USD",
     "RESPONSES_DIR",
     "STORES_DIR",
     "CacheCorruptError",
@@ -157,6 +159,7 @@ _SOURCES: dict[str, str] = {
     "STORES_DIR": "layout",
     "CacheDir": "layout",
     "CacheLayoutError": "layout",
+    "MAX_RECORD_USD": "ledger",
     "GroupTotals": "ledger",
     "LedgerContents": "ledger",
     "LedgerWriteError": "ledger",

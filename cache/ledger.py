@@ -19,6 +19,7 @@ where it cannot be made, ``record`` raises :class:`LedgerWriteError`.
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import json
 import logging
@@ -66,14 +67,22 @@ def reserve_tail(fd: int, nbytes: int) -> bool:
 
     Appends then write into blocks that already exist, so they succeed on a full disk.
     """
+    return _reserve(fd, nbytes) == 0
+
+
+def _reserve(fd: int, nbytes: int) -> int | None:
+    """:func:`reserve_tail`'s outcome: 0 done, an errno when it failed, None when the
+    platform cannot reserve."""
     fallocate = _fallocate()
     if fallocate is None:
-        return False
+        return None
     try:
         size = os.fstat(fd).st_size
-    except OSError:
-        return False
-    return bool(fallocate(fd, _FALLOC_FL_KEEP_SIZE, size, nbytes) == 0)
+    except OSError as exc:
+        return exc.errno or errno.EIO
+    if fallocate(fd, _FALLOC_FL_KEEP_SIZE, size, nbytes) == 0:
+        return 0
+    return ctypes.get_errno() or errno.EIO
 
 
 @functools.cache
@@ -221,7 +230,16 @@ class SpendLedger:
             fsync_directory(self.path.parent)  # the new file's name is durable too
         self._since_reserve = 0
         self._end_torn_line()
-        reserve_tail(self._fd, RESERVE_BYTES)
+        if _reserve(self._fd, RESERVE_BYTES) == errno.ENOSPC:
+            # no room for the records of what is about to be bought: refuse now, before
+            # anything is sent, not after the first billed call could not be recorded
+            os.close(self._fd)
+            self._fd = None
+            raise LedgerWriteError(
+                f"no space left for the spend ledger {self.path} (it keeps "
+                f"{RESERVE_BYTES // 2**20} MB reserved so every billed call can be "
+                "recorded): free disk space and run again; nothing was bought"
+            )
 
     def _end_torn_line(self) -> None:
         """After a crash mid-write, start our records on a fresh line."""

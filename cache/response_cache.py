@@ -22,8 +22,10 @@ full, a damaged page) the transaction is rolled back, the values are appended to
 preallocated spill file (:mod:`cache.spill`, ``spill.vdc`` in the cache directory) and
 :class:`CacheWriteError` is raised. The next open imports the spill into the database;
 until that succeeds, :meth:`ResponseCache.get` still serves spilled entries and
-:attr:`ResponseCache.spill_problem` says why they wait. A read that fails because the
-database itself is damaged raises :class:`CacheCorruptError` (a damaged *value* is a miss).
+:attr:`ResponseCache.spill_problem` says why they wait (or that the disk had no room to
+reserve the spill file when the cache was opened: a buyer then sends nothing). A read
+that fails because the database itself is damaged raises :class:`CacheCorruptError` (a
+damaged *value* is a miss).
 
 Caveats: SQLite locking is unreliable on network file systems, so keep the cache on a
 local disk.
@@ -150,8 +152,13 @@ class ResponseCache:
         self.spill_problem: str | None = None
         """Why paid entries wait in the spill file (None when nothing waits)."""
         if self._spill is not None:
-            self._spill.reserve()
+            no_room = self._spill.reserve()
             self._import_spill()
+            if no_room is not None and self.spill_problem is None:
+                # a buyer refuses to send (vlmclient's Storage.check), before paid results
+                # could be lost to a disk that fills
+                self.spill_problem = no_room
+                log.error("cache %s: %s", self.directory, no_room)
 
     @property
     def spill_path(self) -> Path | None:

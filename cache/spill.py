@@ -21,6 +21,7 @@ Several processes may append: each append holds an exclusive ``flock`` on the fi
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -66,15 +67,24 @@ class SpillFile:
         finally:
             os.close(fd)  # closing releases the lock
 
-    def reserve(self) -> None:
-        """Reserve the file's blocks now, while the disk has room (best effort)."""
+    def reserve(self) -> str | None:
+        """Reserve the file's blocks now, while the disk has room. Returns why the disk
+        has no room for them (None when reserved, or when the file system cannot
+        reserve: spilling is then best effort)."""
         try:
             with self._locked(os.O_RDWR) as fd:
                 if os.fstat(fd).st_size < self.reserve_bytes:
                     os.posix_fallocate(fd, 0, self.reserve_bytes)
                     os.fsync(fd)
-        except OSError as exc:  # no room or no fallocate: spilling is then best effort
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                return (
+                    f"no space left to reserve {self.reserve_bytes // 2**20} MB for {self.path}, "
+                    "where paid results are kept if the disk fills: free disk space and run "
+                    "again (nothing more is bought until then)"
+                )
             log.debug("could not reserve spill space in %s: %s", self.path, exc)
+        return None
 
     @staticmethod
     def _scan(data: bytes) -> tuple[list[tuple[str, bytes]], int]:

@@ -35,7 +35,16 @@ def find_cache_dir(path: Path) -> Path:
         return path
     config = path / "config.json"
     if config.exists():
-        cache = json.loads(config.read_text()).get("cache")
+        try:
+            settings = json.loads(config.read_text())
+        except (ValueError, OSError) as exc:
+            raise FileNotFoundError(
+                f"{config} cannot be read ({exc}): give the cache instead: "
+                "vlm-distill report CACHE"
+            ) from exc
+        cache = settings.get("cache") if isinstance(settings, dict) else None
+        if not isinstance(cache, str):
+            cache = None
         if cache:
             named = Path(cache)
             if named.is_absolute():

@@ -270,3 +270,40 @@ def test_eval_of_a_damaged_run_folder_is_one_line(
     code = main(["eval", str(run), str(data)])
     line = one_error_line(capsys.readouterr().err)
     assert code != 0 and f"{run} is not a readable training run" in line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["data", "make-digits", "OUT", "--seed", "-1"],
+        ["data", "make-digits", "OUT", "--seed", str(2**32)],
+        ["data", "make-teacher-pool", "digits", "OUT", "--bench-seed", "-1"],
+        ["data", "make-teacher-pool", "digits", "OUT", "--pool-seed", "-1"],
+        ["fit-teacher", "POOL", "--out", "OUT", "--seed", "-1"],
+    ],
+)
+def test_a_seed_numpy_cannot_take_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """Before: a negative seed was a numpy traceback (``harvest --select --seed -1`` after
+    paying for the prompts)."""
+    argv = [str(tmp_path / a) if a in ("OUT", "POOL") else a for a in argv]
+    flag = next(a for a in argv if a.endswith("seed"))
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    argparse_error(exc, capsys.readouterr().err, flag)
+    assert not (tmp_path / "OUT").exists()
+
+
+@pytest.mark.parametrize("content", ["{bad", "[1]", '{"cache": 5}'])
+def test_report_of_a_run_folder_with_a_damaged_config_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    """Before: ``report RUN`` with a config.json that is not JSON (or not an object) was a
+    JSONDecodeError / AttributeError traceback."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(content)
+    assert main(["report", str(run)]) != 0
+    line = one_error_line(capsys.readouterr().err)
+    assert "report CACHE" in line or "neither a cache directory" in line

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
         TextEmbeddingRequest,
         Usage,
     )
-    from .price_check import MIN_PRICE_USD, free_units
+    from .price_check import MIN_PRICE_USD, free_units, refuse_free
     from .prices import PriceTable, has_prices, load_prices
     from .protocol import Embedder, Teacher
     from .providers import PROVIDERS, Provider, get_provider, parse_teacher
@@ -141,6 +141,7 @@ __all__ = [
     "media_type_of",
     "parse_teacher",
     "prepare_item",
+    "refuse_free",
     "teacher_fingerprint",
 ]
 
@@ -195,6 +196,7 @@ _SOURCES: dict[str, str] = {
     "Usage": "models",
     "MIN_PRICE_USD": "price_check",
     "free_units": "price_check",
+    "refuse_free": "price_check",
     "PriceTable": "prices",
     "has_prices": "prices",
     "load_prices": "prices",

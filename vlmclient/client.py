@@ -58,6 +58,7 @@ from .models import (
     TextEmbeddingRequest,
 )
 from .pipeline import Pipeline
+from .price_check import refuse_free
 from .prices import PriceTable, resolve_price
 from .providers import PROVIDERS, parse_teacher
 from .providers.base import Item
@@ -112,6 +113,11 @@ class TeacherClient:
     :class:`cache.coordination.Coordinator`) and a :class:`~vlmclient.SharedBudget`: a
     cache miss is bought only under a lease on its key, and items another live process
     holds are waited for instead of bought twice (see :mod:`vlmclient.claims`).
+
+    A price (``price``, or the entry of ``prices``) that makes a unit the provider bills
+    free is refused with :class:`ConfigurationError` before a kind's first request, as
+    every reservation would be $0 and the budget could not stop the spend; pass
+    ``allow_free=True`` for a teacher that really is free.
     """
 
     def __init__(
@@ -138,6 +144,7 @@ class TeacherClient:
         env: Mapping[str, str] | None = None,
         cache_namespace: str | None = None,
         claims: Claims | None = None,
+        allow_free: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be >= 1")
@@ -157,6 +164,10 @@ class TeacherClient:
         self.endpoint = endpoint_id(self.provider, base_url, cache_namespace)
         self.price, self.price_entry = resolve_price(self.provider.name, self.model, prices, price)
         self.budget = _as_budget(budget)
+        # kinds whose price was checked: one that makes a billed unit free is refused
+        # before the kind's first request (the cap could not stop its spend)
+        self._priced_kinds: set[Kind] = set()
+        self._allow_free = allow_free
         self.params = dict(params or {})
         self._keyer = Keyer(self.provider, self.model, self.params, self.endpoint)
         self.concurrency = concurrency
@@ -412,6 +423,16 @@ class TeacherClient:
                 f"{self.teacher} does not offer {kind.replace('_', ' ')}s (offered by "
                 f"{', '.join(offering)}, not by every model of each; nothing was sent)"
             )
+        if kind not in self._priced_kinds:
+            if not self._allow_free:
+                refuse_free(
+                    self.teacher,
+                    self.price,
+                    [kind],
+                    fix=f"fix the {self.price_entry}, or pass allow_free=True to "
+                    "TeacherClient if the teacher really is free",
+                )
+            self._priced_kinds.add(kind)
         started = time.perf_counter()
         # what prepare() and cache_key() do, without their wrappers; an InputError is
         # raised here, before any spend

@@ -2,8 +2,10 @@
 
 A price of zero (or ``-0``, or an absurdly small ``1e-30``) for something the provider
 bills turns the hard cap off without a word: every reservation is $0, so a run buys
-everything whatever ``--budget`` says. :func:`free_units` names every such unit so the CLI
-can refuse the run (exit 2) unless the user says ``--allow-free``.
+everything whatever ``--budget`` says. :func:`free_units` names every such unit;
+:func:`refuse_free` turns them into the error that :class:`~vlmclient.TeacherClient` raises
+before a kind's first request (unless ``allow_free=True``) and the CLI exits 2 with
+(unless ``--allow-free``).
 
 >>> from decimal import Decimal
 >>> free_units("cohere:embed-v4.0", Price(usd_per_1m_input_tokens=Decimal("0.12")),
@@ -19,6 +21,7 @@ from decimal import Decimal
 
 from pydantic import SecretStr
 
+from .errors import ConfigurationError
 from .models import (
     UNIT_PRICE_FIELDS,
     AnswerRequest,
@@ -34,7 +37,7 @@ from .prices import PriceTable
 from .providers import CallSpec, parse_teacher
 from .providers.base import Item
 
-__all__ = ["ANSWER_UNITS", "MIN_PRICE_USD", "UNIT_PRICE_FIELDS", "free_units"]
+__all__ = ["ANSWER_UNITS", "MIN_PRICE_USD", "UNIT_PRICE_FIELDS", "free_units", "refuse_free"]
 
 # What every answer (chat) API bills, whoever serves it: a price that leaves either out
 # lets a run buy answers the budget cannot see.
@@ -129,3 +132,15 @@ def free_units(
             )
             problems.append(f"{label}: every billed unit ({units}) is free")
     return problems
+
+
+def refuse_free(teacher: str, price: Price, kinds: Iterable[Kind], *, fix: str) -> None:
+    """Raise :class:`ConfigurationError` when ``price`` makes a billed unit of ``kinds``
+    free (:func:`free_units`): the budget could not stop that spend. ``fix`` ends the
+    message: how to price the teacher, or say it really is free."""
+    free = free_units(teacher, price, kinds)
+    if free:
+        raise ConfigurationError(
+            f"the price of {teacher} makes billed units free, so the budget cannot stop the "
+            f"spend ({'; '.join(free)}; anything below ${MIN_PRICE_USD} counts as free): {fix}"
+        )

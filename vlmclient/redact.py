@@ -86,6 +86,14 @@ class Redactor:
 
     __call__ = text
 
+    def holds(self, value: str) -> bool:
+        """True when ``value`` holds a secret in any form :meth:`text` replaces.
+
+        >>> Redactor(["sk-secret-123"]).holds("c2stc2VjcmV0LTEyMw")  # base64
+        True
+        """
+        return any(p is not None and p.search(value) for p in (self._plain, self._exact))
+
     def request_id(self, value: str | None) -> str | None:
         """A request id fit for the ledger: redacted, bounded, or None."""
         if value is None:

@@ -216,6 +216,7 @@ class Sender:
         err = self._transport_error(exc)
         if err.sent:
             self.budget.charge_reservation(reservation)
+            self.stats.charged_no_answer += 1
             outcome = "timeout" if isinstance(err, APITimeoutError) else "connection"
             self._storage.record(
                 spec.kind,
@@ -236,6 +237,7 @@ class Sender:
     def _cancelled(self, spec: CallSpec, reservation: Reservation) -> None:
         """Cancelled (Ctrl-C) while the request may be on the wire: assume it was billed."""
         self.budget.charge_reservation(reservation)
+        self.stats.charged_no_answer += 1
         self._storage.record(
             spec.kind,
             len(spec.items),

@@ -4,8 +4,9 @@ A 2xx is parsed and charged at its usage (or, when the provider did not say what
 billed, at the reservation, marked ``estimated``); a bill above its reservation is an
 overrun and stops new requests; billed answers we cannot use are recorded, never retried,
 and stop the run once they are too many (the circuit breaker). An error status is
-released (providers do not bill it), except a gateway's timeout (504, 524: charged, the
-provider behind it may have billed), and turned into our error class.
+released (providers do not bill it), except a gateway's status for an upstream answer it
+gave up on or lost (502, 504, 520, 524: charged, the provider behind it may have billed),
+and turned into our error class.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 import httpx
 from pydantic import SecretStr
+
+from cache import MAX_RECORD_USD
 
 from .budget import Budget, Reservation
 from .errors import (
@@ -40,7 +43,7 @@ __all__ = [
     "MALFORMED_STOP_FRACTION",
     "MALFORMED_STOP_MIN",
     "MIN_SCRUBBED_SECRET",
-    "TIMED_OUT_UPSTREAM",
+    "UPSTREAM_MAY_HAVE_BILLED",
     "Settler",
 ]
 
@@ -53,18 +56,22 @@ MALFORMED_STOP_FRACTION = 0.2  # ... and their least share of all billed 200s
 # Secrets shorter than this are not looked for in a usage block (a 1-letter test token
 # would match every field name); real API keys are far longer.
 MIN_SCRUBBED_SECRET = 8
-# Statuses a gateway (an OpenAI-compatible proxy, Cloudflare) answers when it gave up
-# waiting for the provider behind it: the request was sent on and may have been billed,
-# so, as a timeout after sending, they are charged the reservation (and retried).
-TIMED_OUT_UPSTREAM = frozenset({504, 524})
+# Statuses a gateway (an OpenAI-compatible proxy, Cloudflare) answers when the request
+# reached the provider behind it but no answer came back: it gave up waiting (504, 524)
+# or the upstream's answer was invalid or its connection reset (502, Cloudflare's 520).
+# The provider may have billed, so, as a timeout after sending, they are charged the
+# reservation (and retried). Statuses saying the upstream was never reached (521-523,
+# 525, 526) are released like every other error status.
+UPSTREAM_MAY_HAVE_BILLED = frozenset({502, 504, 520, 524})
 
 
-def _scrub(obj: Mapping[str, Any], secret: str) -> dict[str, Any]:
-    """``obj`` without any field whose name or value holds ``secret``."""
+def _scrub(obj: Mapping[str, Any], key: Redactor) -> dict[str, Any]:
+    """``obj`` without any field whose name or value holds the key, in any form ``key``
+    finds (verbatim in any case, reversed, hex, base64)."""
     return {
-        k: _scrub(v, secret) if isinstance(v, Mapping) else v
+        k: _scrub(v, key) if isinstance(v, Mapping) else v
         for k, v in obj.items()
-        if secret not in k and not (isinstance(v, str) and secret in v)
+        if not key.holds(str(k)) and not (isinstance(v, str) and key.holds(v))
     }
 
 
@@ -111,6 +118,10 @@ class Settler:
         self.timings = timings
         self._api_key = api_key
         self._redact = redact
+        secret = api_key.get_secret_value()
+        # the forms of the key a usage block is scrubbed of (a server knows the key it
+        # was sent); a short test key would match every field name, so it is not looked for
+        self._key_forms = Redactor([secret] if len(secret) >= MIN_SCRUBBED_SECRET else [])
         self._limiter = limiter
         self._storage = storage
         self._dims = dims  # shared with the client: the dimension each kind was seen with
@@ -141,9 +152,10 @@ class Settler:
         self._limiter.update(self.provider.rate_limit_hints(response.headers))
         if not 200 <= response.status_code < 300:  # (response.is_success)
             err = self._status_error(response)
-            if response.status_code in TIMED_OUT_UPSTREAM:
-                # a gateway gave up waiting for the provider, which may have billed
+            if response.status_code in UPSTREAM_MAY_HAVE_BILLED:
+                # a gateway lost the provider's answer; the provider may have billed
                 self.budget.charge_reservation(reservation)
+                self.stats.charged_no_answer += 1
                 self._storage.record(
                     spec.kind,
                     len(spec.items),
@@ -214,6 +226,18 @@ class Settler:
         """Charge a billed 200: its usage at our prices, or, when the provider did not
         say what it billed, the reservation (our worst case), marked ``estimated``."""
         cost = self.price.cost(usage)
+        if cost > MAX_RECORD_USD:
+            # no call costs this much: recorded at the ledger's ceiling, which its readers
+            # take (an amount above it would be read as damage and left out of every total,
+            # so the next run would see the money as unspent); still an overrun
+            log.error(
+                "%s reported usage pricing one request at $%s: recorded as $%s, the most a "
+                "ledger line holds (check the provider's bill)",
+                self.teacher,
+                cost,
+                MAX_RECORD_USD,
+            )
+            cost = MAX_RECORD_USD
         # No usage block, one that prices what was sent at $0 (a gateway's empty usage),
         # or one that leaves out (or garbles) a unit we are charged for and sent some of
         # (an answer's output tokens, a local teacher's images): unknown.
@@ -227,9 +251,8 @@ class Settler:
         started = time.perf_counter()
         overran = self.budget.settle(reservation, cost)
         self.timings.add("ledger", started)
-        secret = self._api_key.get_secret_value()
-        if reported is not None and len(secret) >= MIN_SCRUBBED_SECRET:
-            reported = _scrub(reported, secret)  # a server knows the key it was sent
+        if reported is not None:
+            reported = _scrub(reported, self._key_forms)  # a server knows the key it was sent
         self._storage.record(
             spec.kind,
             len(spec.items),

@@ -26,6 +26,9 @@ class ClientStats:
     shared_in_flight: int = 0
     saved_usd: Decimal = Decimal(0)
     estimated: int = 0  # billed 200s charged at the reservation: they did not say the bill
+    # attempts charged their reservation without an answer: a timeout or a connection lost
+    # after sending, a gateway's upstream status (502, 504, 520, 524), a cancel on the wire
+    charged_no_answer: int = 0
 
 
 def emit(hook: EventHook | None, name: str, n: int = 1) -> None:

@@ -77,6 +77,9 @@ class Storage:
                 f"the response cache cannot keep paid results ({self.cache_error}); "
                 "nothing more is bought until it can"
             )
+        waiting = getattr(self.cache, "spill_problem", None)
+        if waiting is not None:  # paid results of a run wait, or no room to keep them
+            raise CacheStoreError(f"the response cache cannot keep paid results: {waiting}")
 
     def get(self, key: str) -> CacheEntry | None:
         """The entry cached under ``key``; None for a miss, or when the cache cannot read."""

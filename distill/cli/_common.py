@@ -122,7 +122,7 @@ HARVEST_KINDS: tuple[Kind, ...] = ("image_embedding", "text_embedding")
 def check_teacher(args: argparse.Namespace, prices: PriceTable, kinds: Sequence[Kind]) -> None:
     """Refuse (ConfigurationError, exit 2) before anything is sent when the teacher cannot
     do ``kinds`` or its price makes a billed unit free (unless ``--allow-free``)."""
-    from vlmclient.price_check import MIN_PRICE_USD, free_units
+    from vlmclient.price_check import refuse_free
 
     provider, model = parse_teacher(args.teacher)
     offered = provider.kinds_for(model)
@@ -137,13 +137,12 @@ def check_teacher(args: argparse.Namespace, prices: PriceTable, kinds: Sequence[
     price = prices.lookup(provider.name, model)
     if getattr(args, "allow_free", False):
         return
-    free = free_units(args.teacher, price, kinds)
-    if free:
-        raise ConfigurationError(
-            f"the price of {args.teacher} makes billed units free, so --budget cannot stop "
-            f"the spend ({'; '.join(free)}; anything below ${MIN_PRICE_USD} counts as free): "
-            "fix the --price-file entry, or pass --allow-free if the teacher really is free"
-        )
+    refuse_free(
+        args.teacher,
+        price,
+        kinds,
+        fix="fix the --price-file entry, or pass --allow-free if the teacher really is free",
+    )
 
 
 def open_client(
@@ -194,6 +193,7 @@ def open_client(
         api_key=api_key,
         transport=transport,
         params=params,
+        allow_free=getattr(args, "allow_free", False),
     )
 
 

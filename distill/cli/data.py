@@ -16,7 +16,7 @@ from pathlib import Path
 
 from distill.data import Dataset, display, scan
 
-from .validate import int_in
+from .validate import int_in, seed_arg
 
 HELP = "build the bundled datasets (make-digits, ...) and scan a data folder"
 _SHOW_SKIPPED = 20
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--size", type=_image_size, default=32, help="image side in pixels, 8 to 256 (default 32)"
     )
     p.add_argument("--per-class", type=int, default=None, help="cap images per class and domain")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument(
         "--domains",
         nargs="+",
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("out", type=Path)
     p.add_argument("--per-domain", type=int, default=1000, help="images per domain (default 1000)")
     p.add_argument("--size", type=_image_size, default=28, help="8 to 256 (default 28)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--source", type=Path, default=None, help="folder of the idx .gz files")
     p.add_argument("--force", action="store_true")
 
@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--per-class", type=int, default=None)
     p.add_argument("--size", type=_image_size, default=28, help="8 to 256 (default 28)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--force", action="store_true")
 
     p = sub.add_parser(
@@ -87,8 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--per-class", type=int, default=None,
                    help="cap images per class and source (default 1000; Fashion: no cap; "
                    "0 = no cap)")
-    p.add_argument("--pool-seed", type=int, default=0, help="seed of the capped choice")
-    p.add_argument("--bench-seed", type=int, default=0, help="seed the benchmark is built with")
+    p.add_argument("--pool-seed", type=seed_arg, default=0, help="seed of the capped choice")
+    p.add_argument(
+        "--bench-seed", type=seed_arg, default=0, help="seed the benchmark is built with"
+    )
     p.add_argument("--digits-per-class", type=int, default=20,
                    help="the digits benchmark's --per-class (default 20, the demo's)")
     p.add_argument("--fashion-per-domain", type=int, default=500,

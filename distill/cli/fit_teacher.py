@@ -14,6 +14,8 @@ from typing import TypedDict
 
 from vlmclient.errors import ConfigurationError
 
+from .validate import seed_arg
+
 HELP = "fit the mini-clip teacher (CLIP-style, MiniLM text space) on a teacher pool"
 
 
@@ -32,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True,
                         help="weights file to write (.safetensors; the manifest goes beside it "
                         "as .json)")
-    parser.add_argument("--seed", type=int, default=0, help="seed (same seed, same bytes)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed (same seed, same bytes)")
     # None: fit_teacher's own defaults (distill.teacher.miniclip), declared once there.
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps")
     parser.add_argument("--batch", type=int, default=None, help="images per step")

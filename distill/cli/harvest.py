@@ -223,6 +223,22 @@ def _shown(text: str) -> str:
     return escape(display(text))
 
 
+def _retry_advice(charged_no_answer: int) -> str:
+    """What a rerun of failed items costs: nothing lost, unless attempts were charged
+    without an answer (the provider may have billed them; a rerun buys them again).
+
+    >>> _retry_advice(0)
+    'run again to retry them (nothing paid is lost).'
+    """
+    if not charged_no_answer:
+        return "run again to retry them (nothing paid is lost)."
+    return (
+        f"{charged_no_answer} requests were charged at their worst case with no answer "
+        "(timed out or lost after sending, so the provider may have billed them): a rerun "
+        "buys those items again. If they timed out, raise --timeout before running again."
+    )
+
+
 def _summary(
     out: Console, result: HarvestResult, client: TeacherClient, args: argparse.Namespace
 ) -> int:
@@ -289,8 +305,8 @@ def _summary(
             )
         if len(result.failed) > unreadable:
             out.print(
-                f"[red]{len(result.failed) - unreadable} items failed at the teacher[/]; run "
-                "again to retry them (nothing paid is lost)."
+                f"[red]{len(result.failed) - unreadable} items failed at the teacher[/]; "
+                + _retry_advice(client.stats.charged_no_answer)
             )
         return EXIT_ERROR
     if result.store_error:

@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     from cache.layout import CacheDir
     from distill.data import scan
     from distill.labelfree.parity import parity_filter
-    from distill.labelfree.pseudolabel import answer_labels, embedding_labels
+    from distill.labelfree.pseudolabel import answer_labels, check_choices, embedding_labels
     from distill.labelfree.view_check import DEFAULT_VIEWS, view_check_labels
 
     from ._common import budget_lines, open_client, open_coordinator
@@ -184,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
     names = dataset.class_names
     if len(names) < 2:
         raise ConfigurationError("give --class-file with at least two class names")
+    if "answer" in needed_kinds(args.route, args.check):
+        check_choices(names)  # more than 26 classes: before anything is bought
     # every input is checked before anything is sent: a late error loses paid answers
     if args.out is not None:
         from . import check_out_file

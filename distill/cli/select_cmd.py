@@ -27,7 +27,7 @@ from . import EXIT_BUDGET, EXIT_OK
 from ._common import budget_lines, open_client, open_coordinator
 from .progress import console
 from .signals import run_paid
-from .validate import int_in
+from .validate import int_in, seed_arg
 
 if TYPE_CHECKING:  # imported where used: `harvest --help` stays quick
     from cache import CacheLike
@@ -68,7 +68,7 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also train the in-between student on the data's own labels",
     )
-    g.add_argument("--seed", type=int, default=0, help="selection seed (default: %(default)s)")
+    g.add_argument("--seed", type=seed_arg, default=0, help="selection seed (default: %(default)s)")
 
 
 def _full_cost(client: TeacherClient, dataset: Dataset, prompt: str) -> Decimal:

@@ -23,11 +23,13 @@ __all__ = [
     "MAX_CONCURRENCY",
     "MAX_TIMEOUT_S",
     "MAX_VIEWS",
+    "SEED_MAX",
     "int_in",
     "money",
     "nonneg_days",
     "positive_rate",
     "positive_seconds",
+    "seed_arg",
 ]
 
 # Upper bounds: each one far above any sensible use, low enough that a typo cannot make
@@ -106,3 +108,17 @@ def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
 
     convert.__name__ = "whole number"  # argparse names the type in its messages
     return convert
+
+
+# numpy's legacy generators (and scikit-learn) take seeds in [0, 2**32): a wider or negative
+# seed was a numpy traceback, after paying for prompts in ``harvest --select``
+SEED_MAX = 2**32 - 1
+
+
+def seed_arg(text: str) -> int:
+    """An argparse type for a seed: a whole number in ``[0, 2**32 - 1]``.
+
+    >>> seed_arg("7")
+    7
+    """
+    return int_in(0, SEED_MAX)(text)

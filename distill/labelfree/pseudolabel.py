@@ -36,6 +36,7 @@ from distill.teacher.zeroshot import zeroshot_labels, zeroshot_probs
 from vlmclient import (
     AnswerRequest,
     BudgetExceededError,
+    ConfigurationError,
     Image,
     ImageEmbeddingRequest,
     InputError,
@@ -51,6 +52,7 @@ __all__ = [
     "Label",
     "LabelClient",
     "answer_labels",
+    "check_choices",
     "choice_prompt",
     "display_name",
     "embedding_labels",
@@ -94,6 +96,25 @@ class Label:
 def display_name(class_name: str) -> str:
     """The class name as shown to the teacher: underscores become spaces."""
     return class_name.replace("_", " ").strip()
+
+
+def check_choices(class_names: Sequence[str]) -> None:
+    """Refuse (ConfigurationError) class lists a lettered question cannot show: fewer
+    than 2 or more than 26 classes.
+
+    >>> check_choices([f"c{i}" for i in range(27)])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    vlmclient.errors.ConfigurationError: answers ask ... at most 26 classes (27 given); use ...
+    """
+    if not 2 <= len(class_names) <= len(LETTERS):
+        raise ConfigurationError(
+            "answers ask a multiple-choice question with one letter per class, A to Z: "
+            f"2 to {len(LETTERS)} classes ({len(class_names)} given)"
+            if len(class_names) < 2
+            else "answers ask a multiple-choice question with one letter per class, A to Z: "
+            f"at most {len(LETTERS)} classes ({len(class_names)} given); use --route zeroshot "
+            "(text prototypes) for more"
+        )
 
 
 def choice_prompt(
@@ -281,6 +302,7 @@ async def answer_labels(
     ``shuffle_seed`` shows the options in a per-image shuffled order
     (a different question, so a different cache entry: the second sampled answer).
     """
+    check_choices(class_names)
     todo = list(dataset.samples if samples is None else samples)
     out: dict[int, Label] = {}
     stop = asyncio.Event()
@@ -296,10 +318,12 @@ async def answer_labels(
             order = None if shuffle_seed is None else shuffled_order(
                 len(class_names), s.id, shuffle_seed
             )
+            # outside the try: a prompt that cannot be made is our error, not the image's
+            prompt = choice_prompt(class_names, question, order)
             try:
                 req = AnswerRequest(
                     image=sample_image(s, dataset.hflip),
-                    prompt=choice_prompt(class_names, question, order),
+                    prompt=prompt,
                     max_output_tokens=max_output_tokens,
                 )
                 [res] = await client.answer([req])

@@ -92,6 +92,33 @@ def test_a_bad_synonyms_file_is_refused_before_sending(
     assert hash_teacher.billing()["requests"] == 0
 
 
+@pytest.mark.parametrize(
+    ("route", "check"), [("answer", "zeroshot"), ("answer", "none"), ("zeroshot", "answer")]
+)
+def test_more_classes_than_letters_is_refused_before_sending(
+    hash_teacher: LocalTeacher,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    route: str,
+    check: str,
+) -> None:
+    """Before: with 27 classes the lettered prompt could not be made, the error passed for
+    an unreadable image, so no answer was asked, the zero-shot check was bought anyway and
+    the run ended with exit 0, every image unlabelled ("no_answer")."""
+    folder, _ = unlabelled
+    classes = tmp_path / "c27.txt"
+    classes.write_text("\n".join(f"class{i:02d}" for i in range(27)) + "\n")
+    code = pseudolabel(
+        hash_teacher, folder, classes, tmp_path / "c", "--route", route, "--check", check
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    one_error_line(err, "error: answers ask a multiple-choice question")
+    assert "at most 26 classes (27 given)" in err and "--route zeroshot" in err
+    assert hash_teacher.billing()["requests"] == 0
+
+
 @pytest.mark.parametrize("where", ["folder", "under-a-file"])
 def test_an_out_that_cannot_be_written_is_refused_before_sending(
     hash_teacher: LocalTeacher,

@@ -430,7 +430,7 @@ async def test_gemini_blocked_answer_is_charged_not_retried(output: dict[str, in
 
 async def test_gemini_key_in_header_never_in_url() -> None:
     fake = Recorder(gemini_ok)
-    price = Price(usd_per_1m_input_tokens=Decimal("0.3"))
+    price = Price(usd_per_1m_input_tokens=Decimal("0.3"), usd_per_1m_output_tokens=Decimal("2.5"))
     async with client_for("gemini:gemini-2.5-flash-lite", fake, price=price) as c:
         await c.answer(ask())
     (request,) = fake.requests

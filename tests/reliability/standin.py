@@ -44,8 +44,10 @@ class StandIn:
     # completion_tokens (total_tokens only): billed in full all the same
     partial: bool = False
     # the first N requests are billed by the provider behind a gateway that gives up
-    # waiting and answers 504 (as a proxy or Cloudflare's 524 would)
+    # waiting or loses the answer and says ``gateway_status`` (504; a proxy's 502,
+    # Cloudflare's 520 or 524)
     gateway_timeouts: int = 0
+    gateway_status: int = 504
     garbled: bool = False  # 200s say Content-Encoding: gzip over a body that is not gzip
     # (nor JSON)
     dim: int = 16
@@ -110,7 +112,7 @@ class StandIn:
         with self._lock:
             self.bills.append(self.usd_per_image * images + self.usd_per_1m_tokens * tokens / 10**6)
             if len(self.bills) <= self.gateway_timeouts:
-                return 504, {"message": "upstream request timeout"}
+                return self.gateway_status, {"message": "upstream request failed"}
         vectors = [vector(str(x)[-64:], self.dim, self.salt) for x in items]
         if self.malformed:
             vectors = vectors[:-1]

@@ -8,6 +8,7 @@ when told, answers every one with an error status as a provider would). Where th
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Iterator
@@ -254,6 +255,58 @@ def test_allow_free_runs_a_free_teacher(tmp_path: Path) -> None:
         )
         assert usage_exit(argv) == 0
         assert srv.billed_requests() > 0
+
+
+@pytest.mark.parametrize("how", ["prices", "price"])
+def test_a_library_client_refuses_a_free_price_before_sending(tmp_path: Path, how: str) -> None:
+    """Before: only the CLI checked prices; ``TeacherClient`` with a price file (or a
+    ``Price``) that makes images free reserved $0 a request, so ``Budget("0.001")`` bought
+    100 images, the server billed 10x the cap and the budget said $0 spent."""
+    from vlmclient import Budget, ConfigurationError, ImageEmbeddingRequest, TeacherClient
+    from vlmclient import Image as Picture
+    from vlmclient.models import Price
+    from vlmclient.prices import load_prices
+
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"local:hash": {"usd_per_image": "0"}}))
+    table = load_prices(prices) if how == "prices" else None
+    price = Price(usd_per_1m_input_tokens=Decimal("0.12")) if how == "price" else None
+    _png(tmp_path / "a.png", 0)
+    request = ImageEmbeddingRequest(
+        image=Picture(data=(tmp_path / "a.png").read_bytes(), media_type="image/png")
+    )
+
+    async def buy(allow_free: bool) -> int:
+        async with TeacherClient(
+            "local:hash", api_key=TOKEN, base_url=srv.url, prices=table, price=price,
+            budget=Budget("0.001"), allow_free=allow_free,
+        ) as client:  # fmt: skip
+            return len(await client.embed_images([request]))
+
+    with serve() as srv:
+        with pytest.raises(ConfigurationError, match=r"usd_per_image is 0.*allow_free=True"):
+            asyncio.run(buy(False))
+        assert srv.gate.received == 0 and srv.billed_requests() == 0
+        assert asyncio.run(buy(True)) == 1  # a teacher that really is free: said so
+        assert srv.billed_requests() == 1
+
+
+def test_a_harvest_whose_requests_time_out_does_not_say_nothing_paid_is_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: every request timed out (charged at its reservation: the provider may have
+    billed it), and the summary still said "run again to retry them (nothing paid is
+    lost)", an invitation to pay again for the same timeouts."""
+    data = labelled(tmp_path / "data")
+    with serve(faults=Faults(latency_ms=600)) as srv:
+        argv = harvest_argv(srv.url, data, tmp_path / "cache", "--timeout", "0.1",
+                            "--budget", "0.01", "--batch-size", "16")  # fmt: skip
+        assert usage_exit(argv) == 1
+    said = capsys.readouterr().out
+    assert "nothing paid is lost" not in said
+    assert "charged at their worst case with no answer" in said and "--timeout" in said
+    charged = [r for r in ledger(tmp_path / "cache") if r.outcome == "timeout"]
+    assert charged and all(Decimal(r.cost_usd) > 0 for r in charged)
 
 
 def test_a_partial_override_keeps_the_built_in_image_price(tmp_path: Path) -> None:

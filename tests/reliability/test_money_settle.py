@@ -184,16 +184,19 @@ async def test_answers_whose_usage_leaves_out_output_tokens_cannot_pass_the_cap(
     assert provider.billed_usd <= client.budget.spent <= Decimal("0.002")
 
 
+@pytest.mark.parametrize("status", [502, 504, 520, 524])
 def test_a_gateway_timeout_is_charged_since_the_provider_behind_it_may_have_billed(
-    digits: Path, tmp_path: Path
+    digits: Path, tmp_path: Path, status: int
 ) -> None:
     """Before: each 504 was released at $0 and retried, so the ledger missed every
-    request the provider behind the gateway had billed before the gateway gave up."""
+    request the provider behind the gateway had billed before the gateway gave up; a
+    proxy's 502 and Cloudflare's 520 (the upstream's answer lost) still were, until
+    2026-12-05: four billed attempts, $0 in the ledger."""
     cache = tmp_path / "cache"
-    with standin(gateway_timeouts=3) as (provider, url):
+    with standin(gateway_timeouts=3, gateway_status=status) as (provider, url):
         assert harvest(url, digits, cache, "--budget", "1") == 0
     records = ledger(cache)
-    timeouts = [r for r in records if r.outcome == "http_504"]
+    timeouts = [r for r in records if r.outcome == f"http_{status}"]
     assert len(timeouts) == 3
     assert all(r.estimated and r.cost_usd == r.reserved_usd for r in timeouts)
     assert paid(records) >= provider.billed_usd > 0

@@ -153,6 +153,33 @@ def test_full_disk_stops_buying_keeps_paid_vectors_and_the_rerun_buys_nothing_tw
         assert "embedding store:" in again.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("unreserved", ["ledger", "spill"])
+def test_a_cache_opened_on_a_full_disk_refuses_before_anything_is_bought(
+    digits: Path, tmp_path: Path, unreserved: str
+) -> None:
+    """Before 2026-12-05: a ledger without its reserved tail, or a cache whose spill file
+    was not yet reserved (a copied folder, an older version), opened on a disk with too
+    little room for the reserve, failed to reserve silently: requests were sent and
+    billed, then their ledger records or their paid results could not be written (the
+    spill had no room either: paid results lost and bought again)."""
+    with small_disk(tmp_path / "disk", "24m") as disk, teacher(dim=256) as server:
+        cache = disk / "cache"
+        ResponseCache(cache / "responses", spill=unreserved != "spill").close()
+        Coordinator(cache / "coordination.db", ledger_path=cache / "ledger.jsonl").close()
+        if unreserved == "ledger":
+            (cache / "ledger.jsonl").write_bytes(b"")  # no reserve past its end
+        else:
+            SpendLedger(cache / "ledger.jsonl").close()
+        fill(disk, 160 * 1024)  # room for the databases, not for the reserves
+        full = cli(*small_batches(server.url, digits, cache))
+        no_traceback(full)
+        said = full.stdout + full.stderr
+        assert full.returncode != 0, said
+        assert "no space left" in said and "free disk space" in said, said
+        assert server.billing()["requests"] == 0, said  # nothing bought unrecorded or unkept
+
+
 # -- item 5: a damaged page in cache.db ------------------------------------------------
 
 

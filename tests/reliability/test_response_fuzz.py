@@ -386,7 +386,15 @@ async def _nosleep(_: float) -> None:
     await asyncio.sleep(0)
 
 
-PRICE = Price(usd_per_image=Decimal("0.001"), usd_per_1m_input_tokens=Decimal("1"))
+# every unit priced: a client refuses a price that makes a unit its provider bills free
+PRICE = Price(
+    usd_per_image=Decimal("0.001"),
+    usd_per_1m_input_tokens=Decimal("1"),
+    usd_per_1m_output_tokens=Decimal("4"),
+    usd_per_1m_image_tokens=Decimal("1"),
+    usd_per_1b_pixels=Decimal("0.6"),
+    usd_per_1k_characters=Decimal("0.0002"),
+)
 CLIENT_CASES = [c for c in CASES if c.provider in ("local", "cohere", "voyage", "jina", "nomic")]
 
 

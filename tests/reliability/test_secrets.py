@@ -198,3 +198,42 @@ def test_reprs_and_errors_hide_keys() -> None:
     assert "OPENAI_API_KEY" in str(info.value)
     # the local teacher's own token never shows in its config dump either
     assert TOKEN not in repr(ServerConfig(token=SecretStr(TOKEN)))
+
+
+async def test_a_usage_block_echoing_the_key_in_any_form_stays_out_of_the_ledger(
+    tmp_path: Path,
+) -> None:
+    """Before 2026-12-05 a usage block was scrubbed of the key verbatim only: a server that
+    echoed it upper-cased, reversed, in base64 or hex as usage field names had those
+    names written to ledger.jsonl (the cache folder)."""
+    from cache import SpendLedger
+    from tests.providers.loopback import loopback
+    from vlmclient import Image, ImageEmbeddingRequest
+
+    key = "sk-usage-echo-0123456789"
+    forms = [key.upper(), key[::-1], base64.b64encode(key.encode()).decode(), key.encode().hex()]
+
+    def respond(path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+        usage: dict[str, object] = {"images": 1, **{f"x-{form}": 1 for form in forms}}
+        return 200, {
+            "id": "echo",
+            "embeddings": {"float": [[0.5] * 8]},
+            "meta": {"billed_units": usage, "echo": {"note": key.upper()}},
+        }
+
+    ledger_path = tmp_path / "ledger.jsonl"
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
+    )
+    with loopback(respond) as server, SpendLedger(ledger_path) as ledger:
+        async with TeacherClient(
+            "local:hash", api_key=key, base_url=server.url, ledger=ledger,
+            budget=Budget("1"), retry=RetryPolicy(max_attempts=1),
+        ) as client:  # fmt: skip
+            await client.embed_images(
+                [ImageEmbeddingRequest(image=Image(data=png, media_type="image/png"))]
+            )
+    written = ledger_path.read_text()
+    assert '"provider_usage":{"images":1}' in written  # the usage itself is kept
+    for form in [key, *forms]:
+        assert form not in written and form.lower() not in written.lower()

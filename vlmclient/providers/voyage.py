@@ -128,8 +128,10 @@ def build_request(spec: CallSpec) -> httpx.Request:
 def usage_of(spec: CallSpec, body: dict[str, Any]) -> Usage:
     """Text tokens and image pixels as reported.
 
-    Reported pixels are clamped into the bounds the price list guarantees
-    (50k..2M px per image), so a raw pixel count can never under-bill a tiny image.
+    Reported pixels are raised to the price list's floor (50k px per image), so a raw
+    pixel count can never under-bill a tiny image; a report above the 2 M px per-image
+    cap is charged as reported (it is what the provider says it billed: an overrun of
+    its full size, not one clamped down to the cap).
     """
     u = body.get("usage")
     parts = [p for item in spec.items for p in _parts(item)]
@@ -145,7 +147,7 @@ def usage_of(spec: CallSpec, body: dict[str, Any]) -> Usage:
     pixels = usage_count(u, "image_pixels", None)
     if pixels is None and n_images:
         pixels = sum(billed_pixels(*image_size(i)) for i in images)
-    pixels = min(max(pixels or 0, n_images * MIN_BILLED_PIXELS), n_images * MAX_BILLED_PIXELS)
+    pixels = max(pixels or 0, n_images * MIN_BILLED_PIXELS)
     return Usage(input_tokens=text_tokens or 0, image_pixels=pixels)
 
 
