@@ -24,10 +24,12 @@ import numpy as np
 
 from cache import StoreError
 from distill.data import Dataset, class_prompts
+from distill.data.views import pixels_decode
 from distill.harvest_store import ImageItem, VectorSink, export_store, image_items, store_dir
 from distill.view_requests import ViewClient, build_requests, upload_encoding, view_request
 from vlmclient import (
     AuthenticationError,
+    BadRequestError,
     BudgetExceededError,
     ConfigurationError,
     Embedder,
@@ -188,11 +190,19 @@ async def harvest(
             on_progress(result)
 
     async def run(
-        coro_factory: Callable[[], Awaitable[list[R]]], names: Sequence[str]
+        coro_factory: Callable[[], Awaitable[list[R]]],
+        names: Sequence[str],
+        refused: list[BadRequestError] | None = None,
     ) -> list[R] | None:
-        """The results, or None when the call failed (recorded in ``result``)."""
+        """The results, or None when the call failed (recorded in ``result``; a request
+        the teacher refused goes to ``refused`` instead, when one is given)."""
         try:
             return await coro_factory()
+        except BadRequestError as exc:
+            if refused is None:
+                result.failed.extend((n, str(exc)) for n in names)
+            else:
+                refused.append(exc)
         except BudgetExceededError as exc:
             result.stopped_by_budget = str(exc)
             stop.set()
@@ -235,10 +245,23 @@ async def harvest(
             return
         result.in_flight += len(reqs)
         result.in_flight_peak = max(result.in_flight_peak, result.in_flight)
+        sent = len(reqs)
+        refused: list[BadRequestError] = []
         try:
-            out = await run(lambda: client.embed_images(reqs), [i.image_id for i in kept])
+            out = await run(
+                lambda: client.embed_images(reqs),
+                [i.image_id for i in kept],
+                refused,
+            )
+            if refused:
+                reqs, kept = _without_undecodable(reqs, kept, refused[0], result)
+                out = (
+                    await run(lambda: client.embed_images(reqs), [i.image_id for i in kept])
+                    if reqs
+                    else None
+                )
         finally:
-            result.in_flight -= len(reqs)
+            result.in_flight -= sent
         if out is None:
             return
         sink.put(kept, [r.vector for r in out])
@@ -288,6 +311,34 @@ async def harvest(
         return result
     finally:
         sink.abort()  # a store not committed (stopped, failed, cancelled) leaves nothing
+
+
+def _without_undecodable(
+    reqs: list[ImageEmbeddingRequest],
+    kept: list[ImageItem],
+    refused: BadRequestError,
+    result: HarvestResult,
+) -> tuple[list[ImageEmbeddingRequest], list[ImageItem]]:
+    """After the teacher refused a whole request (400): the requests and items left once
+    those whose pixels do not decode are taken out and recorded as unreadable.
+
+    A file whose header opens but whose pixels do not decode (a truncated download) is
+    sent as it is on disk (view 0); a provider then refuses its whole request, batch-mates
+    included, on every run. The pixels are decoded here only after a refusal, so a harvest
+    pays nothing for the check until one happens. When every image decodes, the refusal
+    was about something else: every item fails with it, as before.
+    """
+    bad = [k for k, req in enumerate(reqs) if not pixels_decode(req.image.data)]
+    if not bad:
+        result.failed.extend((i.image_id, str(refused)) for i in kept)
+        return [], []
+    for k in bad:
+        result.failed.append(
+            (kept[k].image_id, f"{UNREADABLE}: its pixels cannot be decoded (the teacher "
+             "refused its request)")
+        )  # fmt: skip
+    good = [k for k in range(len(reqs)) if k not in set(bad)]
+    return [reqs[k] for k in good], [kept[k] for k in good]
 
 
 def _remaining(

@@ -161,12 +161,15 @@ def run(args: argparse.Namespace) -> int:
 
     table = Table(title="vlm-distill teachers (spell them provider:model)")
     table.add_column("provider", style="cyan", no_wrap=True)
-    table.add_column("model", style="bold")
-    table.add_column("price (USD)")
-    table.add_column("status")
-    table.add_column("price source")
-    table.add_column("API key env var")
-    table.add_column("kinds")
+    # names are what a user types: never cut (at 80 columns, piped, the other cells wrap)
+    longest = max((len(m["model"]) for row in rows for m in row["models"]), default=5)
+    table.add_column("model", style="bold", no_wrap=True, min_width=longest)
+    # and no cell is cut with an ellipsis (a price or a date would lose its digits)
+    table.add_column("price (USD)", overflow="fold")
+    table.add_column("status", overflow="fold")
+    table.add_column("price source", overflow="fold")
+    table.add_column("API key env var", overflow="fold")
+    table.add_column("kinds", overflow="fold")
     table.add_column("base URL (--base-url to override)", overflow="fold")
     for row in rows:
         first = True

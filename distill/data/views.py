@@ -62,6 +62,7 @@ __all__ = [
     "encode_view",
     "exif_orientation",
     "load_rgb",
+    "pixels_decode",
     "png_bytes",
     "source_orientation",
     "upright_bytes",
@@ -255,6 +256,23 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
         raise DataError(f"image {os.fspath(path)!r} is too large: {exc}") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot decode image {os.fspath(path)!r}: {exc}") from exc
+
+
+def pixels_decode(data: bytes) -> bool:
+    """True when every pixel of an encoded image decodes (a header that opens is not
+    enough: a truncated download or a damaged stream fails only here).
+
+    >>> pixels_decode(png_bytes(np.zeros((2, 2, 3), np.uint8))), pixels_decode(b"junk")
+    (True, False)
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+    return True
 
 
 def upright_bytes(data: bytes, media_type: str, name: str = "image") -> tuple[bytes, str]:

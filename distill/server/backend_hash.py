@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend_base import ImageOut, ImageTask, unit
+from .backend_base import ImageOut, ImageTask, decode_rgb, unit
 
 __all__ = ["HashBackend"]
 
@@ -29,10 +29,14 @@ class HashBackend:
 
     name = "hash"
 
-    def __init__(self, dim: int = 384, max_batch: int = 256) -> None:
+    def __init__(self, dim: int = 384, max_batch: int = 256, *, decode: bool = False) -> None:
+        """``decode``: decode every image's pixels first, as a provider does, and refuse
+        (400) a request holding one that does not decode; by default only the bytes are
+        hashed (fast, and what the tests of everything but decoding need)."""
         if dim < 2:
             raise ValueError("dim must be >= 2")
         self.dim = dim
+        self.decode = decode
         self.max_batch = max_batch
         self.max_text_batch = max_batch
         self.executor: Executor | None = None
@@ -45,6 +49,11 @@ class HashBackend:
     def embed_images(self, tasks: Sequence[ImageTask]) -> list[ImageOut | Exception]:
         out: list[ImageOut | Exception] = []
         for t in tasks:
+            if self.decode:
+                img = decode_rgb(t.data)
+                if isinstance(img, Exception):
+                    out.append(img)
+                    continue
             digest = hashlib.sha256(t.data).digest()
             label = _HASH_LABELS[digest[0] % len(_HASH_LABELS)]
             out.append(ImageOut(self._vector(b"image", t.data), label))

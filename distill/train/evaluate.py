@@ -231,7 +231,8 @@ def evaluate_run(
     if tuple(ds.class_names) != tuple(info["class_names"]):
         raise DataError(
             f"the run was trained on classes {info['class_names'][:5]}..., this data has "
-            f"{list(ds.class_names)[:5]}...; pass a class file or the same dataset"
+            f"{list(ds.class_names)[:5]}...; evaluate on data with the run's classes (class "
+            "folders, or a CSV manifest, with the same names)"
         )
     same = ds.fingerprint() == info.get("dataset_fingerprint")
     if store is not None:

@@ -82,3 +82,18 @@ def test_bad_price_file_is_a_usage_error(
     bad.write_text("{not json")
     assert main(["providers", "--price-file", str(bad)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_the_table_piped_keeps_every_model_name_whole_and_cuts_no_cell(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: ``vlm-distill providers | cat`` (80-110 columns, not a terminal) printed
+    names as ``embed-engl…`` under a title saying to spell them provider:model, and prices
+    as ``$0.0001…``."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    models = [m["model"] for row in run_json(capsys) for m in row["models"]]
+    assert main(["providers"]) == 0
+    table = capsys.readouterr().out
+    assert "…" not in table
+    cells = {c.strip() for line in table.splitlines() for c in line.split("│")}
+    assert set(models) <= cells

@@ -102,9 +102,10 @@ def teacher(
     dim: int = 32,
     seed: int = 0,
     token: str = TOKEN,
+    decode: bool = False,
 ) -> Iterator[Teacher]:
     config = ServerConfig(token=SecretStr(token), faults=faults or Faults(), rpm=rpm)
-    app = create_app(config, HashBackend(dim=dim))
+    app = create_app(config, HashBackend(dim=dim, decode=decode))
     injector = Inject429(app, inject_429, seed) if inject_429 else None
     with ServerThread(injector or app) as server:
         yield Teacher(server, app, injector)

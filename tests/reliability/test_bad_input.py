@@ -205,6 +205,36 @@ def test_undecodable_pixels_fail_alone_with_a_clear_message(
     assert hash_teacher.billing()["requests"] == before
 
 
+def test_a_file_a_provider_cannot_decode_fails_alone_not_its_whole_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """View 0 is sent as the file is on disk. Before 2026-12-05 a file whose header opens
+    but whose pixels do not decode (a truncated download) made a provider refuse (400) its
+    whole request: its batch-mates failed with it on every run, the summary said "run
+    again to retry them" and no store was ever written. Against a teacher that decodes
+    pixels as providers do."""
+    data = tmp_path / "data"
+    for c in ("a", "b"):
+        (data / c).mkdir(parents=True)
+        for i in range(4):
+            png(data / c / f"{i}.png", seed=i + (10 if c == "b" else 0))
+    broken = data / "b" / "2-broken.png"  # inside a request of 4
+    broken.write_bytes(corrupt_pixels(png(broken, seed=42, size=(40, 40))))
+    cache = tmp_path / "cache"
+    with teacher(decode=True) as server:
+        argv = harvest_argv(server.url, data, cache, "--batch-size", "4")
+        assert main(argv) == 1
+        out = " ".join(capsys.readouterr().out.split())
+        assert "failed b/2-broken.png: cannot prepare image: its pixels cannot be" in out
+        assert "1 image views cannot be read" in out and "fix or remove them" in out
+        assert "failed at the teacher" not in out  # its batch-mates were bought
+        assert server.billing()["images"] == 8
+        broken.unlink()  # the user removes it; the rerun buys nothing again
+        before = server.billing()["requests"]
+        assert main(argv) == 0
+        assert server.billing()["requests"] == before
+
+
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
