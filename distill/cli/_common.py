@@ -42,6 +42,7 @@ __all__ = [
     "add_client_arguments",
     "budget_lines",
     "check_teacher",
+    "note_run",
     "open_client",
     "open_coordinator",
     "progress_money",
@@ -258,3 +259,34 @@ def item_flags(args: argparse.Namespace) -> str:
     if getattr(args, "allow_outside_paths", False):
         flags.append("--allow-outside-paths")
     return "".join(" " + shlex.quote(f) for f in flags)
+
+
+def note_run(
+    cache_dir: Path, args: argparse.Namespace, client: TeacherClient, *, bought: int,
+    cache_hits: int, code: int,
+) -> str | None:
+    """Append this run to the cache folder's runs.jsonl (what ``report`` reads for the last
+    run's "budget left"); None, or why it could not be written (a full disk: the ledger,
+    not this line, holds the spend)."""
+    from distill.report import append_run
+
+    budget = client.budget
+    assert isinstance(budget, SharedBudget)
+    try:
+        append_run(
+            cache_dir,
+            {
+                "teacher": args.teacher,
+                "budget_usd": str(args.budget),
+                "run_budget_usd": None if args.run_budget is None else str(args.run_budget),
+                "spent_usd": str(budget.spent),
+                "teacher_spent_usd": str(budget.ledger_spent),
+                "bought": bought,
+                "cache_hits": cache_hits,
+                "overruns": budget.overruns,
+                "exit_code": code,
+            },
+        )
+    except OSError as exc:
+        return str(exc)
+    return None

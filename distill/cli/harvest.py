@@ -16,13 +16,13 @@ from rich.table import Table
 
 from cache.layout import CacheDir
 from vlmclient import ConfigurationError, TeacherClient, TextEmbeddingRequest
-from vlmclient.shared_budget import SharedBudget
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from ._common import (
     add_client_arguments,
     budget_lines,
     item_flags,
+    note_run,
     open_client,
     open_coordinator,
     progress_money,
@@ -155,32 +155,19 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
         result = run_paid(go())
         if result is None:
             return EXIT_OK
+        # items of a call that failed part-way (a later batch stopped by a cap) were bought
+        # and cached all the same: the client counted them, the harvest's results did not
+        result.bought = max(result.bought, client.stats.items_bought)
         code = _summary(out, result, client, args)
         if getattr(args, "verbose", 0):
             # last line: a slow provider (wait) told apart from a slow disk (cache, ledger)
             out.print(client.timings.line(wall[0]), soft_wrap=True)
-        budget = client.budget
-        assert isinstance(budget, SharedBudget)
-        ledger_spent = budget.ledger_spent
-    from distill.report import append_run
-
-    try:
-        append_run(
-            cdir.root,
-            {
-                "teacher": args.teacher,
-                "budget_usd": str(args.budget),
-                "run_budget_usd": None if args.run_budget is None else str(args.run_budget),
-                "spent_usd": str(budget.spent),
-                "teacher_spent_usd": str(ledger_spent),
-                "bought": result.bought,
-                "cache_hits": result.cache_hits,
-                "overruns": budget.overruns,
-                "exit_code": code,
-            },
-        )
-    except OSError as exc:  # a full disk: the ledger, not this summary line, holds the spend
-        out.print(f"[yellow]could not note this run in {cdir.root}:[/] {_shown(str(exc))}")
+        failed = note_run(
+            cdir.root, args, client, bought=result.bought, cache_hits=result.cache_hits,
+            code=code,
+        )  # fmt: skip
+    if failed is not None:
+        out.print(f"[yellow]could not note this run in {cdir.root}:[/] {_shown(failed)}")
         code = code or EXIT_ERROR
     return code
 

@@ -24,7 +24,7 @@ from rich.table import Table
 from vlmclient import ConfigurationError, TextEmbeddingRequest
 
 from . import EXIT_BUDGET, EXIT_OK
-from ._common import budget_lines, open_client, open_coordinator
+from ._common import budget_lines, note_run, open_client, open_coordinator
 from .progress import console
 from .signals import run_paid
 from .validate import int_in, seed_arg
@@ -188,6 +188,16 @@ def run_select(args: argparse.Namespace) -> int | None:
             check_student_name(args.select_student)
             result, store, manifest = _rounds(args, client, cache, cdir, dataset, state_file)
             money_rows = budget_lines(client)
+            code = EXIT_OK
+            if client.overrun is not None or (
+                result.stopped_by_budget and result.rounds_done < args.rounds
+            ):
+                code = EXIT_BUDGET
+            # recorded like a plain harvest: `report` shows this run's "budget left"
+            not_noted = note_run(
+                cdir.root, args, client, bought=client.stats.items_bought,
+                cache_hits=client.stats.cache_hits, code=code,
+            )  # fmt: skip
     if covers:
         out.print("the budget covers every image: plain harvest, no selection needed")
         return None
@@ -202,6 +212,9 @@ def run_select(args: argparse.Namespace) -> int | None:
     if store is not None:
         t.add_row("embedding store", str(store))
     out.print(t)
+    if not_noted is not None:
+        out.print(f"[yellow]could not note this run in {escape(str(cdir.root))}:[/] "
+                  f"{escape(not_noted)}")  # fmt: skip
     if client.overrun is not None:  # the provider billed more than reserved: exit 3
         out.print(f"[red]{escape(str(client.overrun))}[/]")
         return EXIT_BUDGET

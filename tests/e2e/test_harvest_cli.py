@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from decimal import Decimal
 from pathlib import Path
@@ -259,3 +260,22 @@ def test_unlabelled_data_without_class_names_says_no_store_was_written(
     out = capsys.readouterr().out
     assert "embedding store:" in out and "no embedding store" not in out
     assert hash_teacher.billing()["images"] == 6  # only the prompts were bought
+
+
+def test_items_bought_before_a_cap_stopped_their_call_are_counted(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: ``--max-items 5 --batch-size 4`` bought and cached 5 prompts (the cap
+    stopped the call at its second batch) and the summary said "bought 0"."""
+    cache = tmp_path / "c"
+    argv = ("--budget", "1", "--max-items", "5", "--batch-size", "4")
+    assert harvest(hash_teacher, digits_data, cache, *argv) == 3
+    out = capsys.readouterr().out
+    from cache import SpendLedger
+
+    bought = sum(r.items for r in SpendLedger.read(cache / "ledger.jsonl") if r.outcome == "ok")
+    assert bought > 0
+    assert re.search(rf"│ bought\s+│ {bought}\s", out), out

@@ -200,6 +200,24 @@ def test_select_stopped_early_by_the_budget_exits_3(
     assert hash_teacher.billing()["images"] == images
 
 
+def test_a_select_harvest_is_noted_for_report_budget_left(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: ``harvest --select`` wrote no line to runs.jsonl, so ``report`` showed no
+    "budget left" for it (or a stale one from an earlier plain harvest)."""
+    cache = tmp_path / "c"
+    assert select_harvest(hash_teacher, digits_data, cache, "--budget", "0.0003") == 3
+    [run] = [json.loads(line) for line in (cache / "runs.jsonl").read_text().splitlines()]
+    assert run["budget_usd"] == "0.0003" and run["exit_code"] == 3
+    assert run["bought"] == hash_teacher.billing()["images"] + 10  # + the 10 class prompts
+    capsys.readouterr()
+    assert main(["report", str(cache)]) == 0
+    assert "budget left" in capsys.readouterr().out
+
+
 def test_an_unknown_select_student_is_refused_before_sending(
     hash_teacher: LocalTeacher,
     digits_data: Path,
