@@ -67,3 +67,22 @@ def test_unparseable_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     cfg.write_text("budget = = 3\n")
     assert main(["report", str(tmp_path), "--config", str(cfg)]) == 2
     assert "does not parse" in capsys.readouterr().err
+
+
+def test_an_action_of_a_command_takes_its_own_flags_from_a_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: ``cache stats --config F`` refused every key but ``verbose`` (the actions'
+    flags were not looked up), although every command's --config takes its flag names;
+    a required flag (``--cache``) given in the file was still asked for."""
+    from cache import ResponseCache
+
+    ResponseCache(tmp_path / "c" / "responses").close()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'cache = "{tmp_path / "c"}"\n')
+    assert main(["cache", "stats", "--config", str(cfg)]) == 0
+    assert "entries" in capsys.readouterr().out.lower()
+    dcfg = tmp_path / "d.toml"
+    dcfg.write_text('size = 16\nper-class = 1\ndomains = ["upright"]\n')
+    assert main(["data", "make-digits", str(tmp_path / "d"), "--config", str(dcfg)]) == 0
+    assert len(list((tmp_path / "d").rglob("*.png"))) == 10

@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
             "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="as above"
         )
         importlib.import_module(mod).add_arguments(p)
+        for action in p.subcommands.values():  # `cache stats --config F`: its own flags
+            action.add_argument(
+                "--config",
+                type=Path,
+                help="TOML or YAML file whose keys are this action's flag names (flags win)",
+            )
         SUBPARSERS[name] = p
     return parser
 
@@ -218,7 +224,12 @@ def _main(argv: Sequence[str] | None) -> int:
                 raise ConfigurationError(
                     "--config goes after the command: vlm-distill CMD --config F"
                 )
-            apply_config_file(SUBPARSERS[command], load_config_file(config), str(config))
+            target = SUBPARSERS[command]
+            rest = argv[argv.index(command) + 1 :]
+            action = next((a for a in rest if not a.startswith("-")), None)
+            if action in target.subcommands:  # `cache stats`: the action's flags
+                target = target.subcommands[action]
+            apply_config_file(target, load_config_file(config), str(config))
         except ConfigurationError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE

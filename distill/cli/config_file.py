@@ -83,7 +83,14 @@ class CommandParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # before super().__init__, which adds --help through add_argument
         self.options: dict[str, _Option] = {}
+        self.subcommands: dict[str, CommandParser] = {}
+        """The parsers of this command's own actions (``cache stats``), by name."""
         super().__init__(*args, **kwargs)
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        action = super().add_subparsers(**kwargs)
+        self.subcommands = action.choices  # filled as each action's parser is added
+        return action
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         action = super().add_argument(*args, **kwargs)
@@ -162,6 +169,7 @@ def apply_config_file(parser: CommandParser, data: dict[str, Any], origin: str) 
             # command-line value
             _converted(action, key, value, origin)
             defaults[action.dest] = str(value)
+        action.required = False  # a required flag (``cache stats --cache``): given here
     parser.set_defaults(**defaults)
 
 
