@@ -23,7 +23,7 @@ from vlmclient.models import Kind
 from vlmclient.providers.reasoning import REASONING_LEVELS
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
-from .progress import console
+from .progress import LiveProgress, console
 from .signals import run_paid
 
 ROUTES = ("answer", "zeroshot")
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     from distill.labelfree.pseudolabel import answer_labels, check_choices, embedding_labels
     from distill.labelfree.view_check import DEFAULT_VIEWS, view_check_labels
 
-    from ._common import budget_lines, open_client, open_coordinator
+    from ._common import budget_lines, open_client, open_coordinator, progress_money
 
     out = console()
     valid = {
@@ -207,13 +207,23 @@ def run(args: argparse.Namespace) -> int:
 
         async def go() -> tuple[list[Any], list[Any] | None]:
             async with client:
+                total = len(dataset.samples)
+
                 async def answers(seed: int | None = None) -> list[Any]:
-                    return await answer_labels(
-                        dataset, client, names, shuffle_seed=seed, synonyms=synonyms
-                    )
+                    step = "answers" if seed is None else "second answers"
+                    with LiveProgress(f"pseudolabel {step}", total, out=out) as bar:
+                        return await answer_labels(
+                            dataset, client, names, shuffle_seed=seed, synonyms=synonyms,
+                            on_progress=lambda n: bar.update(n, progress_money(client)),
+                        )  # fmt: skip
 
                 async def zeroshot() -> list[Any]:
-                    return (await embedding_labels(dataset, client, names, prompt=args.prompt))[0]
+                    with LiveProgress("pseudolabel zero-shot", total, out=out) as bar:
+                        labels, _ = await embedding_labels(
+                            dataset, client, names, prompt=args.prompt,
+                            on_progress=lambda n: bar.update(n, progress_money(client)),
+                        )  # fmt: skip
+                    return labels
 
                 first = await (answers() if args.route == "answer" else zeroshot())
 

@@ -362,11 +362,14 @@ async def embedding_labels(
     *,
     samples: Sequence[Sample] | None = None,
     prompt: str = "a photo of a {}",
+    on_progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Label], np.ndarray | None]:
     """Zero-shot labels from teacher embeddings (bought once, cached; usually cheaper).
 
     Returns the labels and the (N, C) teacher probabilities (softmax of 100 * cosine; None
     when the class prompts could not be bought). Unbought images get ``label=None``.
+    Requests of up to the provider's batch size go out ``client.concurrency`` at a time;
+    ``on_progress`` gets the number of images done after each.
     """
     todo = list(dataset.samples if samples is None else samples)
     try:
@@ -378,15 +381,37 @@ async def embedding_labels(
     text = np.stack([t.vector for t in texts])
     vecs: dict[int, np.ndarray] = {}
     limit = client.batch_limit("image_embedding")
-    for start in range(0, len(todo), limit):
-        chunk = list(enumerate(todo))[start : start + limit]
-        try:
-            res = await client.embed_images(
-                [ImageEmbeddingRequest(image=sample_image(s, dataset.hflip)) for _, s in chunk]
-            )
-        except BudgetExceededError:
-            break
-        vecs.update({i: r.vector for (i, _), r in zip(chunk, res, strict=True)})
+    stop = asyncio.Event()
+    gate = asyncio.Semaphore(max(1, client.concurrency))
+    done = 0
+
+    async def buy(start: int) -> None:
+        nonlocal done
+        async with gate:
+            if stop.is_set():
+                return
+            chunk = [(start + k, s) for k, s in enumerate(todo[start : start + limit])]
+            try:
+                res = await client.embed_images(
+                    [ImageEmbeddingRequest(image=sample_image(s, dataset.hflip)) for _, s in chunk]
+                )
+            except BudgetExceededError:
+                stop.set()
+                return
+            except BaseException:
+                stop.set()  # nothing more is sent; the error is raised when all have ended
+                raise
+            vecs.update({i: r.vector for (i, _), r in zip(chunk, res, strict=True)})
+            done += len(chunk)
+            if on_progress is not None:
+                on_progress(done)
+
+    ended = await asyncio.gather(
+        *(buy(start) for start in range(0, len(todo), limit)), return_exceptions=True
+    )
+    for outcome in ended:
+        if isinstance(outcome, BaseException):
+            raise outcome
     probs = np.full((len(todo), len(class_names)), np.nan, dtype=np.float32)
     bought = sorted(vecs)
     if bought:
