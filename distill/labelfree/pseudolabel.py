@@ -30,11 +30,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from distill.data import Dataset, Sample, class_prompts
-from distill.data.views import view_bytes
+from distill.data.views import pixels_decode, view_bytes
 from distill.harvest import FATAL
 from distill.teacher.zeroshot import zeroshot_labels, zeroshot_probs
 from vlmclient import (
     AnswerRequest,
+    BadRequestError,
     BudgetExceededError,
     ConfigurationError,
     Image,
@@ -384,6 +385,7 @@ async def embedding_labels(
     stop = asyncio.Event()
     gate = asyncio.Semaphore(max(1, client.concurrency))
     done = 0
+    unreadable: set[int] = set()  # asked, but the teacher cannot decode them: no label
 
     async def buy(start: int) -> None:
         nonlocal done
@@ -391,10 +393,19 @@ async def embedding_labels(
             if stop.is_set():
                 return
             chunk = [(start + k, s) for k, s in enumerate(todo[start : start + limit])]
+            reqs = [ImageEmbeddingRequest(image=sample_image(s, dataset.hflip)) for _, s in chunk]
             try:
-                res = await client.embed_images(
-                    [ImageEmbeddingRequest(image=sample_image(s, dataset.hflip)) for _, s in chunk]
-                )
+                try:
+                    res = await client.embed_images(reqs)
+                except BadRequestError:
+                    # a file whose pixels do not decode makes a provider refuse its whole
+                    # request: it stays unlabelled, its batch-mates are asked again
+                    good = [k for k, r in enumerate(reqs) if pixels_decode(r.image.data)]
+                    if len(good) == len(reqs):
+                        raise
+                    unreadable.update(i for k, (i, _) in enumerate(chunk) if k not in good)
+                    chunk, reqs = [chunk[k] for k in good], [reqs[k] for k in good]
+                    res = await client.embed_images(reqs) if reqs else []
             except BudgetExceededError:
                 stop.set()
                 return
@@ -420,8 +431,8 @@ async def embedding_labels(
         best = dict(zip(bought, zeroshot_labels(image, text).tolist(), strict=True))
     labels = []
     for i, s in enumerate(todo):
-        if i not in vecs:
-            labels.append(Label(s.id, None, None, "zeroshot"))
+        if i not in vecs:  # unreadable: answered "" as an unreadable image's answer is
+            labels.append(Label(s.id, None, "" if i in unreadable else None, "zeroshot"))
             continue
         c = best[i]
         labels.append(Label(s.id, c, class_names[c], "zeroshot"))

@@ -335,3 +335,34 @@ def test_zero_shot_requests_go_out_concurrently_with_progress(
     assert code == 0
     assert gate.most > 1  # 6 requests of 2 images, several at a time (was 1)
     assert "pseudolabel zero-shot" in capsys.readouterr().out  # the progress line
+
+
+def test_a_file_the_teacher_cannot_decode_leaves_only_itself_unlabelled(
+    unlabelled: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a file whose header opens but whose pixels do not decode made the teacher
+    refuse (400) its whole zero-shot request; the error ended the run (exit 1) after the
+    other requests were paid, with no labels written, on every rerun."""
+    from pydantic import SecretStr
+
+    from distill.server import HashBackend, ServerConfig, ServerThread, create_app
+    from tests.e2e.conftest import TOKEN
+
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    folder, classes = unlabelled
+    good = (folder / "img05.png").read_bytes()
+    broken = bytearray(good)
+    broken[len(broken) // 2 : len(broken) // 2 + 32] = b"\\xff" * 32
+    (folder / "img05.png").write_bytes(bytes(broken))
+    config = ServerConfig(token=SecretStr(TOKEN))
+    out = tmp_path / "labels.csv"
+    with ServerThread(create_app(config, HashBackend(dim=64, decode=True))) as server:
+        code = main([
+            "pseudolabel", str(folder), "--class-file", str(classes), "--teacher", "local:hash",
+            "--base-url", server.base_url, "--cache", str(tmp_path / "c"), "--budget", "1",
+            "--route", "zeroshot", "--check", "none", "--batch-size", "4", "--out", str(out),
+        ])  # fmt: skip
+    assert code == 0
+    decisions = read(out.with_suffix(".decisions.csv"))
+    labelled = {Path(r["path"]).name for r in decisions if r["label"]}
+    assert labelled == {f"img{i:02d}.png" for i in range(12)} - {"img05.png"}
