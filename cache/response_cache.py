@@ -524,6 +524,10 @@ def verify_cache(directory: str | os.PathLike[str]) -> list[tuple[str, str]]:
     database itself cannot be opened. An empty list means everything reads back."""
     if not Path(directory).is_dir():
         return [(_DATABASE, f"{directory} is not a directory")]
+    db = Path(directory) / "cache.db"
+    if not db.is_file() or db.stat().st_size == 0:
+        # opening would create an empty database and call it healthy: a verify reads only
+        return [(_DATABASE, f"{db} is missing or empty: no cached entry can be read")]
     try:
         cache = ResponseCache(directory)
     except CacheCorruptError as exc:

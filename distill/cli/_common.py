@@ -41,6 +41,7 @@ __all__ = [
     "HARVEST_KINDS",
     "add_client_arguments",
     "budget_lines",
+    "check_cache_not_lost",
     "check_teacher",
     "note_run",
     "open_client",
@@ -116,6 +117,12 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
         help="run even when the price table makes a billed unit of the teacher free "
         "(the budget then cannot stop that spend)",
     )
+    p.add_argument(
+        "--allow-rebuy",
+        action="store_true",
+        help="buy even when the response cache is empty while its ledger records answers "
+        "bought (a lost or replaced cache database: buying again pays twice)",
+    )
 
 HARVEST_KINDS: tuple[Kind, ...] = ("image_embedding", "text_embedding")
 
@@ -146,6 +153,35 @@ def check_teacher(args: argparse.Namespace, prices: PriceTable, kinds: Sequence[
     )
 
 
+def check_cache_not_lost(cache: CacheLike, ledger: LedgerLike, provider: str, model: str) -> None:
+    """Refuse (ConfigurationError, exit 2) to buy into an empty response cache whose ledger
+    records answers of this teacher bought and usable: the cache database was lost,
+    truncated to nothing or replaced (a crash in ``cache recover``), and everything would
+    be bought again. Reads the ledger only when the cache is empty."""
+    from cache import read_ledger
+
+    try:
+        empty = len(cache) == 0  # type: ignore[arg-type]
+    except TypeError:  # a cache that cannot count
+        return
+    path = getattr(ledger, "path", None)
+    if not empty or path is None:
+        return
+    items = sum(
+        r.items
+        for r in read_ledger(path).records
+        if r.outcome == "ok" and r.provider == provider and r.model == model
+    )
+    if items:
+        raise ConfigurationError(
+            f"the response cache is empty, but the ledger {path} records {items} items of "
+            f"{provider}:{model} bought into it: its database was lost or replaced (a "
+            "moved-aside responses.damaged-* or responses.recovering folder in the cache "
+            "folder may hold them). Restore it, or pass --allow-rebuy to buy them again "
+            "(paying twice)"
+        )
+
+
 def open_client(
     args: argparse.Namespace,
     cache: CacheLike,
@@ -159,6 +195,8 @@ def open_client(
     prices = load_prices(args.price_file)
     check_teacher(args, prices, kinds)
     provider, model = parse_teacher(args.teacher)
+    if not getattr(args, "dry_run", False) and not getattr(args, "allow_rebuy", False):
+        check_cache_not_lost(cache, ledger, provider.name, model)
     budget = SharedBudget(
         coord,
         f"{provider.name}:{model}",

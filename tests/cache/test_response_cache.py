@@ -442,3 +442,26 @@ def test_get_many_reads_what_get_reads_key_by_key(tmp_path: Path) -> None:
         if a is not None and b is not None:
             assert a.text == b.text and dict(a.meta) == dict(b.meta)
             assert (a.vector is None and b.vector is None) or np.array_equal(a.vector, b.vector)
+
+
+@pytest.mark.parametrize("lost", ["deleted", "emptied"])
+def test_verify_of_a_lost_database_says_so_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lost: str
+) -> None:
+    """Before: `cache verify` on a cache folder whose cache.db was deleted (or truncated to
+    nothing) created a fresh empty database and printed "every entry reads back", exit 0."""
+    from distill.cli import main
+
+    responses = tmp_path / "c" / "responses"
+    with ResponseCache(responses) as cache:
+        cache.set_many([(f"k{i}", _entry(i)) for i in range(5)])
+    for f in responses.glob("cache.db*"):
+        if lost == "deleted":
+            f.unlink()
+        else:
+            f.write_bytes(b"")
+    assert main(["cache", "verify", "--cache", str(tmp_path / "c")]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "missing or empty" in out and "every entry reads back" not in out
+    db = responses / "cache.db"
+    assert not db.exists() if lost == "deleted" else db.stat().st_size == 0

@@ -279,3 +279,33 @@ def test_items_bought_before_a_cap_stopped_their_call_are_counted(
     bought = sum(r.items for r in SpendLedger.read(cache / "ledger.jsonl") if r.outcome == "ok")
     assert bought > 0
     assert re.search(rf"│ bought\s+│ {bought}\s", out), out
+
+
+@pytest.mark.parametrize("lost", ["folder", "empty-database"])
+def test_an_empty_cache_whose_ledger_records_purchases_is_not_bought_again(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    lost: str,
+) -> None:
+    """Before: a cache whose database was lost (deleted, truncated to nothing, or left
+    moved aside by a crash in `cache recover`) was silently recreated empty and every
+    item bought again; `cache verify` called it healthy."""
+    import shutil
+
+    cache = tmp_path / "c"
+    assert harvest(hash_teacher, digits_data, cache, "--budget", "1") == 0
+    bought = hash_teacher.billing()["requests"]
+    if lost == "folder":
+        shutil.rmtree(cache / "responses")
+    else:
+        for f in (cache / "responses").glob("cache.db*"):
+            f.write_bytes(b"")
+    capsys.readouterr()
+    assert harvest(hash_teacher, digits_data, cache, "--budget", "1") == 2
+    err = capsys.readouterr().err
+    assert "the response cache is empty" in err and "--allow-rebuy" in err
+    assert hash_teacher.billing()["requests"] == bought  # nothing bought twice
+    assert harvest(hash_teacher, digits_data, cache, "--budget", "1", "--allow-rebuy") == 0
+    assert hash_teacher.billing()["requests"] > bought  # on purpose, when asked
