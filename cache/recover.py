@@ -27,6 +27,7 @@ import diskcache
 
 from .response_cache import SPILL_NAME, CacheCorruptError, ResponseCache, decode_entry
 from .spill import SpillFile
+from .swap import exchange
 
 __all__ = ["RecoverResult", "recover_cache"]
 
@@ -169,8 +170,13 @@ def recover_cache(directory: str | os.PathLike[str]) -> RecoverResult:
             fresh.store_encoded(spilled)
         copied = len(fresh)
     kept_at = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.replace(directory, kept_at)
-    os.replace(fresh_dir, directory)
+    if exchange(fresh_dir, directory):
+        # one atomic step puts the recovered cache in place: a crash after it leaves the
+        # old one under the .recovering name, never a cache folder without responses/
+        os.replace(fresh_dir, kept_at)
+    else:  # no RENAME_EXCHANGE here: two renames (a crash between them leaves no responses/)
+        os.replace(directory, kept_at)
+        os.replace(fresh_dir, directory)
     return RecoverResult(
         copied=copied,
         from_spill=len(spilled),
