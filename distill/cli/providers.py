@@ -67,13 +67,15 @@ def price_summary(price: Price) -> str:
 
 
 def model_status(price: Price, today: date | None = None) -> str:
-    """``active``, ``legacy``, ``deprecated, shuts down 2026-12-11``, ``shut down 2026-10-23``
-    or ``unknown`` (no lifecycle recorded)."""
+    """``active``, ``legacy``, ``deprecated, shuts down 2026-12-11``, ``retired, shuts down
+    2026-12-11`` (refused here ahead of the date), ``shut down 2026-10-23`` or ``unknown`` (no
+    lifecycle recorded)."""
     today = today or date.today()
     if price.shutdown_on and date.fromisoformat(price.shutdown_on) <= today:
         return f"shut down {price.shutdown_on}"
     if price.status == "retired" and not has_prices(price):
-        return "shut down"
+        # retired here ahead of the vendor's shutdown, so that no run crosses it
+        return f"retired, shuts down {price.shutdown_on}" if price.shutdown_on else "shut down"
     status = price.status or "unknown"
     if price.shutdown_on:
         status = f"{status}, shuts down {price.shutdown_on}"

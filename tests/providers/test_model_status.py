@@ -62,11 +62,51 @@ def test_a_retired_builtin_model_is_refused() -> None:
         _builtin().lookup("openai", "gpt-4.1-nano")
 
 
-def test_shutdown_date_is_enforced_from_that_day(caplog: pytest.LogCaptureFixture) -> None:
-    table = _builtin()
+def test_shutdown_date_is_enforced_from_that_day(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    path = tmp_path / "p.json"
+    entry = {
+        "usd_per_1m_input_tokens": "0.25",
+        "usd_per_1m_output_tokens": "2.00",
+        "status": "deprecated",
+        "shutdown_on": "2026-12-11",
+        "status_source": "https://example.invalid/deprecations",
+        "status_checked_on": "2026-11-30",
+    }
+    path.write_text(json.dumps({"openai:old-model": entry}))
+    table = _builtin().with_file(path)
     with caplog.at_level(logging.WARNING, logger="vlmclient"):
-        table.lookup("openai", "gpt-5-mini", today=date(2026, 12, 10))
-    assert "gpt-5-mini is deprecated; it shuts down on 2026-12-11" in caplog.text
+        table.lookup("openai", "old-model", today=date(2026, 12, 10))
+    assert "old-model is deprecated; it shuts down on 2026-12-11" in caplog.text
+    with pytest.raises(ConfigurationError, match="shut down on 2026-12-11"):
+        table.lookup("openai", "old-model", today=date(2026, 12, 11))
+
+
+def test_gpt_5_mini_is_retired_ahead_of_its_shutdown_and_a_price_file_brings_it_back(
+    tmp_path: Path,
+) -> None:
+    """gpt-5-mini shuts down on 2026-12-11; it was retired on 2026-12-06 so that no run
+    started with it crosses the shutdown. A price file giving its prices again makes it
+    usable until the shutdown day, and no longer."""
+    retired = r"openai:gpt-5-mini is retired \(it shuts down on 2026-12-11\)"
+    with pytest.raises(ConfigurationError, match=retired):
+        _builtin().lookup("openai", "gpt-5-mini", today=date(2026, 12, 6))
+    path = tmp_path / "p.json"
+    path.write_text(
+        json.dumps(
+            {
+                "openai:gpt-5-mini": {
+                    "usd_per_1m_input_tokens": "0.25",
+                    "usd_per_1m_output_tokens": "2.00",
+                }
+            }
+        )
+    )
+    table = _builtin().with_file(path)
+    assert table.lookup("openai", "gpt-5-mini", today=date(2026, 12, 10)).shutdown_on == (
+        "2026-12-11"
+    )
     with pytest.raises(ConfigurationError, match="shut down on 2026-12-11"):
         table.lookup("openai", "gpt-5-mini", today=date(2026, 12, 11))
 
@@ -130,10 +170,11 @@ def test_providers_shows_status_and_source(
     assert main(["providers", "--json"]) == 0
     rows = {r["provider"]: r for r in json.loads(capsys.readouterr().out)}
     openai = {m["model"]: m for m in rows["openai"]["models"]}
-    # the status line follows the calendar (only test_no_builtin_model_is_past_its_shutdown_date
-    # is meant to fail on the shutdown day)
+    assert openai["gpt-5-mini"]["price"] == "none (retired)"
+    # retired ahead of its shutdown: the status says both (only
+    # test_no_builtin_model_is_past_its_shutdown_date is meant to follow the calendar)
     expected = (
-        "deprecated, shuts down 2026-12-11"
+        "retired, shuts down 2026-12-11"
         if date(2026, 12, 11) > TODAY
         else "shut down 2026-12-11"
     )
@@ -171,7 +212,7 @@ def test_entries_read_from_vendor_pages_show_as_verified(
         r["provider"]: {m["model"]: m for m in r["models"]}
         for r in json.loads(capsys.readouterr().out)
     }
-    for model in ("text-embedding-3-small", "text-embedding-3-large", "gpt-5-mini"):
+    for model in ("text-embedding-3-small", "text-embedding-3-large"):
         entry = rows["openai"][model]
         assert entry["verified"] is True, model
         assert entry["source"].startswith("https://developers.openai.com/"), model
