@@ -229,7 +229,8 @@ def evaluate_run(
     student, info = load_run_student(run)
     ds = scan(data, allow_outside_paths=True)  # read here, never uploaded
     if tuple(ds.class_names) != tuple(info["class_names"]):
-        raise DataError(
+        # the wrong data for this run: a usage error (exit 2), not a failure to retry
+        raise ConfigurationError(
             f"the run was trained on classes {info['class_names'][:5]}..., this data has "
             f"{list(ds.class_names)[:5]}...; evaluate on data with the run's classes (class "
             "folders, or a CSV manifest, with the same names)"

@@ -245,6 +245,14 @@ def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
     assert res["mean_id"] == pytest.approx(metrics["mean_id"])
     assert res["teacher_zeroshot"]["mean_ood"] == 1.0
     assert (out / "eval.json").is_file()
+    # data with other classes is a usage error: one line, exit 2 (it was exit 1, "failed")
+    other = tmp_path / "other"
+    for cls in ("a_circle", "z_other"):
+        (other / "dom1" / cls).mkdir(parents=True)
+        (other / "dom1" / cls / "0.png").hardlink_to(tiny_data / "dom1" / "a_circle" / "000.png")
+    assert main(["eval", str(out), str(other)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the run was trained on classes" in err[0]
 
 
 def test_cli_usage_errors(tiny_data, tiny_cache, tmp_path, capsys):
