@@ -7,6 +7,11 @@ what cannot be read, writes every entry that decodes into a new database beside 
 the entries waiting in the spill file, and then swaps the directories, keeping the old
 one aside (``responses.damaged-<time>``) for a later look.
 
+SQLite is asked to ignore a damaged schema (``writable_schema``, read only); when it
+still cannot give every entry back (a file cut short, an overwritten header or first
+page), the rows left on the file's own pages are read without SQLite
+(:mod:`cache.sqlite_pages`) and every one whose entry passes its checksum is kept.
+
 Run it while no other process uses the cache.
 """
 
@@ -27,6 +32,7 @@ import diskcache
 
 from .response_cache import SPILL_NAME, CacheCorruptError, ResponseCache, decode_entry
 from .spill import SpillFile
+from .sqlite_pages import table_rows
 from .swap import exchange
 
 __all__ = ["RecoverResult", "recover_cache"]
@@ -34,6 +40,7 @@ __all__ = ["RecoverResult", "recover_cache"]
 log = logging.getLogger(__name__)
 
 _BATCH: Final = 1000  # rows read, and entries written, at a time
+_CACHE_COLUMNS: Final = 12  # diskcache's Cache table: rowid, key, raw, ..., mode, filename, value
 
 
 @dataclass(frozen=True)
@@ -105,12 +112,59 @@ def _value(directory: Path, mode: int, filename: str | None, value: Any) -> byte
     return None  # pickles and anything else we never wrote
 
 
+def _candidate(directory: Path, row: tuple[Any, ...] | list[Any]) -> tuple[str, bytes] | None:
+    """``(key, encoded entry)`` of a Cache row whose entry decodes; None otherwise."""
+    key, raw, mode, filename, value = row[1], row[2], row[-3], row[-2], row[-1]
+    data = _value(directory, mode, filename, value)
+    if not (raw and isinstance(key, str)) or data is None:
+        return None
+    try:
+        decode_entry(data)
+    except CacheCorruptError:
+        return None
+    return key, data
+
+
 def _expected(con: sqlite3.Connection) -> int | None:
     try:
         row = con.execute("SELECT value FROM Settings WHERE key = 'count'").fetchone()
         return None if row is None else int(row[0])
     except (sqlite3.DatabaseError, TypeError, ValueError):
         return None
+
+
+def _ignore_damaged_schema(con: sqlite3.Connection) -> None:
+    """Let SQLite read tables whose schema entry or index it cannot parse (a file cut
+    short made every query fail with "malformed"); nothing is written to this file."""
+    try:
+        con.execute("PRAGMA writable_schema = ON")
+        con.execute("PRAGMA query_only = ON")
+    except sqlite3.DatabaseError:
+        pass
+
+
+def _from_pages(directory: Path, keys: set[str], fresh: ResponseCache) -> int:
+    """Entries found on the pages of the old cache.db that are not in ``keys`` yet,
+    written into ``fresh``; returns how many."""
+    added = 0
+    batch: list[tuple[str, bytes]] = []
+    try:
+        for row in table_rows(directory / "cache.db", _CACHE_COLUMNS):
+            found = _candidate(directory, row)
+            if found is None or found[0] in keys:
+                continue
+            keys.add(found[0])
+            batch.append(found)
+            if len(batch) >= _BATCH:
+                fresh.store_encoded(batch)
+                added += len(batch)
+                batch = []
+    except OSError as exc:
+        log.warning("cannot read the pages of %s: %s", directory / "cache.db", exc)
+    if batch:
+        fresh.store_encoded(batch)
+        added += len(batch)
+    return added
 
 
 def recover_cache(directory: str | os.PathLike[str]) -> RecoverResult:
@@ -126,6 +180,7 @@ def recover_cache(directory: str | os.PathLike[str]) -> RecoverResult:
         shutil.rmtree(fresh_dir)  # left by an interrupted recovery
     copied = failed = 0
     expected: int | None = None
+    keys: set[str] = set()
     with ResponseCache(fresh_dir, spill=False) as fresh:
         try:
             con = sqlite3.connect(directory / "cache.db", isolation_level=None)
@@ -133,6 +188,7 @@ def recover_cache(directory: str | os.PathLike[str]) -> RecoverResult:
             log.warning("cannot open %s at all: %s", directory / "cache.db", exc)
         else:
             with closing(con):
+                _ignore_damaged_schema(con)
                 expected = _expected(con)
                 top = _max_rowid(con, expected)
                 if top is None:
@@ -140,20 +196,12 @@ def recover_cache(directory: str | os.PathLike[str]) -> RecoverResult:
                 batch: list[tuple[str, bytes]] = []
                 for lo in range(1, top + 1, _BATCH):
                     for row in _rows(con, lo, min(lo + _BATCH - 1, top)):
-                        if row is None:
+                        found = None if row is None else _candidate(directory, row)
+                        if found is None:
                             failed += 1
                             continue
-                        _rowid, key, raw, mode, filename, value = row
-                        data = _value(directory, mode, filename, value)
-                        if not (raw and isinstance(key, str)) or data is None:
-                            failed += 1
-                            continue
-                        try:
-                            decode_entry(data)
-                        except CacheCorruptError:
-                            failed += 1
-                            continue
-                        batch.append((key, data))
+                        batch.append(found)
+                        keys.add(found[0])
                     if len(batch) >= _BATCH:
                         fresh.store_encoded(batch)
                         copied += len(batch)
@@ -161,7 +209,14 @@ def recover_cache(directory: str | os.PathLike[str]) -> RecoverResult:
                 if batch:
                     fresh.store_encoded(batch)
                     copied += len(batch)
+        if failed or expected is None or copied < expected:
+            # SQLite could not give everything back: read the rows left on the pages
+            from_pages = _from_pages(directory, keys, fresh)
+            copied += from_pages
+            if failed > 0:
+                failed = max(0, failed - from_pages)
         # a damaged page can hide row ids that never existed: trust the old count if known
+        # (when even the schema was unreadable, how many were lost is unknown: None)
         unreadable: int | None = failed if expected is None else max(0, expected - copied)
         if failed < 0:
             unreadable = None

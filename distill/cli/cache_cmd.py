@@ -143,7 +143,10 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
             )
             return EXIT_OK
         r = recover_cache(cdir.responses)
-        if r.unreadable is None:
+        if r.unreadable is None and r.copied > r.from_spill:
+            # read from the file's pages: SQLite could not even say how many it held
+            lost = "the old database's own count is unreadable, so how many it lost is unknown"
+        elif r.unreadable is None:
             lost = "nothing of the old database could be read"
         else:
             of = f" of {r.expected}" if r.expected is not None else ""
