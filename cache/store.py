@@ -2,7 +2,8 @@
 
 A store is a directory::
 
-    meta.json         format_version, teacher, fingerprints, dim, format, views, ...
+    meta.json         format_version, teacher, fingerprints, dim, format, views, the
+                      sha256 of every other file (checked on open), ...
     image_ids.json    row i of the image matrix is image_ids[i]
     images.npy        (N, K, D) codes: float16, uint8 (float8 e4m3) or int8
     images_scale.npy  (N, K) float32 per-row scales (int8 only)
@@ -30,6 +31,7 @@ import numpy.typing as npt
 
 from .codecs import VectorFormat, check_format, dequantize, storage_dtype
 from .store_format import (
+    CHECKSUMS,
     FORMAT_VERSION,
     IDS_FILE,
     IMAGES_FILE,
@@ -39,6 +41,7 @@ from .store_format import (
     StoreError,
     check_extra_meta,
     check_texts,
+    file_digest,
 )
 from .store_writer import StoreWriter
 from .swap import recover
@@ -48,6 +51,38 @@ __all__ = ["FORMAT_VERSION", "EmbeddingStore", "StoreError", "StoreWriter"]
 WRITE_BLOCK_ROWS = 4096  # rows encoded at a time by EmbeddingStore.write
 OPEN_ATTEMPTS = 50  # an open during a replacement waits up to OPEN_ATTEMPTS * OPEN_RETRY_S
 OPEN_RETRY_S = 0.02
+
+
+def _identity(root: Path) -> tuple[int, int] | None:
+    """The store directory's (device, inode): a writer's swap gives it a new one."""
+    try:
+        st = os.stat(root)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _check_digests(root: Path, digests: object) -> None:
+    """StoreError unless every file listed in meta.json's checksums hashes to its value
+    (a store written before checksums has none: nothing to check)."""
+    if digests is None:
+        return
+    if not isinstance(digests, dict):
+        raise StoreError(f"embedding store at {root} is unreadable: bad {CHECKSUMS!r} in meta")
+    bad = []
+    for name, expected in digests.items():
+        try:
+            if file_digest(root / str(name)) != expected:
+                bad.append(str(name))
+        except OSError as exc:
+            bad.append(f"{name} ({exc.strerror or exc})")
+    if bad:
+        raise StoreError(
+            f"embedding store at {root} is damaged: {', '.join(bad)} no longer match the "
+            "checksums written with it (a changed or replaced file). Run the same harvest "
+            "again: it rebuilds the store from the response cache (what the cache holds is "
+            "not bought again)"
+        )
 
 
 class EmbeddingStore:
@@ -146,14 +181,23 @@ class EmbeddingStore:
         """
         root = Path(path)
         recover(root, complete=META_FILE)  # a crashed writer's leftovers, or its lost store
-        for _ in range(OPEN_ATTEMPTS - 1):
+        for attempt in range(OPEN_ATTEMPTS):
+            before = _identity(root)
             try:
-                return cls._open_once(root)
+                store = cls._open_once(root)
             except (StoreError, FileNotFoundError):
-                if not any(root.parent.glob(f"{root.name}.old-*")):
+                replaced = _identity(root) != before
+                if attempt == OPEN_ATTEMPTS - 1 or not (
+                    replaced or any(root.parent.glob(f"{root.name}.old-*"))
+                ):
                     raise  # no replacement under way: the store is missing or broken
+            else:
+                # a writer that swapped the store in while its files were opened one by
+                # one mixed two versions (meta.json of one, images.npy of the other)
+                if _identity(root) == before or attempt == OPEN_ATTEMPTS - 1:
+                    return store
             time.sleep(OPEN_RETRY_S)
-        return cls._open_once(root)
+        raise AssertionError("unreachable")
 
     @classmethod
     def _open_once(cls, root: Path) -> EmbeddingStore:
@@ -190,6 +234,7 @@ class EmbeddingStore:
             problems.append(f"images_scale.npy is {scales.shape}, expected {(n, k)}")
         if problems:
             raise StoreError(f"embedding store at {root} is inconsistent: {'; '.join(problems)}")
+        _check_digests(root, meta.get(CHECKSUMS))
         return cls(root, meta, [str(i) for i in ids], images, scales, texts)
 
     @property

@@ -4,13 +4,16 @@ error both the reader (cache/store.py) and the writer (cache/store_writer.py) ra
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "CHECKSUMS",
     "FORMAT_VERSION",
     "IDS_FILE",
     "IMAGES_FILE",
@@ -20,6 +23,7 @@ __all__ = [
     "StoreError",
     "check_extra_meta",
     "check_texts",
+    "file_digest",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -28,6 +32,20 @@ IDS_FILE: Final = "image_ids.json"
 IMAGES_FILE: Final = "images.npy"
 SCALES_FILE: Final = "images_scale.npy"
 TEXTS_FILE: Final = "texts.npy"
+# meta.json's {file name: sha256} of every other file, checked on open: a bit flipped in
+# the matrix or a swapped id list would otherwise train on wrong targets, silently.
+# Stores written before 2026-12-06 have none and open unchecked.
+CHECKSUMS: Final = "checksums"
+_CHUNK: Final = 1 << 24
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of the file at ``path`` (hex), read in 16 MB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class StoreError(ValueError):
@@ -53,7 +71,8 @@ def check_texts(
 
 _RESERVED_META: Final = frozenset(
     {"format_version", "teacher", "teacher_fingerprint", "dataset_fingerprint", "dim",
-     "format", "normalized", "views", "n_images", "class_names", "prompts", "created"}
+     "format", "normalized", "views", "n_images", "class_names", "prompts", "created",
+     CHECKSUMS}
 )  # fmt: skip
 
 

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from .atomic import fsync_directory
 from .codecs import VectorFormat, check_format, quantize, storage_dtype
 from .store_format import (
+    CHECKSUMS,
     FORMAT_VERSION,
     IDS_FILE,
     IMAGES_FILE,
@@ -30,6 +31,7 @@ from .store_format import (
     StoreError,
     check_extra_meta,
     check_texts,
+    file_digest,
 )
 from .swap import exchange, leftover_name, recover
 
@@ -265,6 +267,11 @@ class StoreWriter:
             self._close_files()
             _save_npy(tmp / TEXTS_FILE, texts)
             _save_json(tmp / IDS_FILE, [str(i) for i in self.image_ids])
+            meta[CHECKSUMS] = {
+                name: file_digest(tmp / name)
+                for name in (IMAGES_FILE, SCALES_FILE, TEXTS_FILE, IDS_FILE)
+                if (tmp / name).is_file()
+            }
             _save_json(tmp / META_FILE, meta)  # last: a directory with meta.json is complete
             fsync_directory(tmp)
             _replace_dir(tmp, self.target)

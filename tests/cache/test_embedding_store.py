@@ -277,3 +277,39 @@ def test_write_in_blocks_is_the_normalised_float16_matrix(tmp_path: Path) -> Non
     )  # fmt: skip
     expected = (images / np.linalg.norm(images, axis=-1, keepdims=True)).astype(np.float16)
     assert np.array_equal(np.load(tmp_path / "s" / "images.npy"), expected)
+
+
+@pytest.mark.parametrize("damage", ["bit flipped in the matrix", "ids swapped", "texts replaced"])
+def test_a_changed_file_is_refused_on_open(tmp_path: Path, damage: str) -> None:
+    """Before 2026-12-06 only shapes were checked: a flipped bit in images.npy or two ids
+    swapped in image_ids.json opened fine and trained on wrong targets, silently."""
+    _write(tmp_path / "s", fmt="int8")
+    root = tmp_path / "s"
+    meta = json.loads((root / "meta.json").read_text())
+    assert sorted(meta["checksums"]) == [
+        "image_ids.json", "images.npy", "images_scale.npy", "texts.npy"
+    ]
+    if damage == "bit flipped in the matrix":
+        data = bytearray((root / "images.npy").read_bytes())
+        data[-7] ^= 0x10
+        (root / "images.npy").write_bytes(bytes(data))
+        name = "images.npy"
+    elif damage == "ids swapped":
+        ids = json.loads((root / "image_ids.json").read_text())
+        ids[0], ids[1] = ids[1], ids[0]
+        (root / "image_ids.json").write_text(json.dumps(ids))
+        name = "image_ids.json"
+    else:
+        np.save(root / "texts.npy", np.ones((C, D), np.float32))
+        name = "texts.npy"
+    with pytest.raises(StoreError, match=f"is damaged: {name} no longer match"):
+        EmbeddingStore.open(root)
+
+
+def test_a_store_written_before_checksums_still_opens(tmp_path: Path) -> None:
+    _write(tmp_path / "s")
+    meta_path = tmp_path / "s" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["checksums"]
+    meta_path.write_text(json.dumps(meta))
+    assert len(EmbeddingStore.open(tmp_path / "s")) == N
