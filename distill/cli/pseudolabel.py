@@ -137,21 +137,33 @@ def _load_student_run(run: Path, class_names: tuple[str, ...]) -> tuple[Any, dic
         raise ConfigurationError(f"--student-run {run}: cannot load it ({exc})") from None
 
 
-def _student_predictions(student: Any, info: dict[str, Any], dataset: Any) -> list[int]:
+def _student_predictions(
+    student: Any, info: dict[str, Any], dataset: Any
+) -> list[int | None]:
+    """The student's class for every image; None for a file it cannot read (the teacher
+    cannot read it either, so that image gets no label). Run before anything is sent."""
     import numpy as np
     import torch
 
+    from distill.data import DataError
     from distill.data.loaders import load_image
     from distill.train.evaluate import to_input
 
-    preds: list[int] = []
+    size = info["image_size"]
+    preds: list[int | None] = []
     with torch.no_grad():
         for s in range(0, len(dataset.samples), 128):
-            chunk = dataset.samples[s : s + 128]
-            px = torch.from_numpy(
-                np.stack([load_image(x, 0, info["image_size"], hflip=False) for x in chunk])
-            )
-            preds += student(to_input(px, info["mean"], info["std"])).argmax(1).tolist()
+            pixels, readable = [], []
+            for x in dataset.samples[s : s + 128]:
+                try:
+                    pixels.append(load_image(x, 0, size, hflip=False))
+                    readable.append(True)
+                except (DataError, OSError):
+                    pixels.append(np.zeros((3, size, size), np.uint8))
+                    readable.append(False)
+            px = torch.from_numpy(np.stack(pixels))
+            got = student(to_input(px, info["mean"], info["std"])).argmax(1).tolist()
+            preds += [int(c) if ok else None for c, ok in zip(got, readable, strict=True)]
     return preds
 
 
@@ -192,9 +204,9 @@ def run(args: argparse.Namespace) -> int:
 
         check_out_file(Path(args.out), "--out", "labels.csv")
     synonyms = _read_synonyms(args.synonyms) if args.synonyms else None
-    run_student = None
+    student = None
     if args.student_run is not None:
-        run_student = _load_student_run(args.student_run, names)
+        student = _student_predictions(*_load_student_run(args.student_run, names), dataset)
     cdir = CacheDir(args.cache)
     with (
         ResponseCache(cdir.responses) as cache,
@@ -242,9 +254,6 @@ def run(args: argparse.Namespace) -> int:
 
         labels, second = run_paid(go())
         money_rows = budget_lines(client)
-    student = None
-    if run_student is not None:
-        student = _student_predictions(*run_student, dataset)
     ids = [s.id for s in dataset.samples]
     first_l = [lb.label for lb in labels]
     second_l = first_l if second is None else [lb.label for lb in second]

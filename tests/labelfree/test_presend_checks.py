@@ -264,3 +264,34 @@ def test_a_weights_file_that_cannot_be_read_is_refused_before_training(
     assert main(argv) == 2
     one_error_line(capsys.readouterr().err, f"error: --weights {tmp_path / weights}")
     assert not out.exists()
+
+
+def test_a_file_no_one_can_decode_with_a_student_run_leaves_only_itself_out(
+    trained: Path, unlabelled: tuple[Path, Path], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before 2026-12-06 the student's predictions decoded every image after the teacher
+    was paid: a truncated file ended the run there (exit 1, no labels written, on every
+    rerun). The student now predicts before anything is sent and skips what it cannot
+    read; the teacher route leaves that file unlabelled."""
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    folder, classes = unlabelled
+    good = (folder / "img02.png").read_bytes()
+    broken = bytearray(good)
+    broken[len(broken) // 2 : len(broken) // 2 + 32] = b"\xff" * 32
+    (folder / "img02.png").write_bytes(bytes(broken))
+    out = tmp_path / "labels.csv"
+    config = ServerConfig(token=SecretStr(TOKEN))
+    with ServerThread(create_app(config, HashBackend(dim=64, decode=True))) as server:
+        code = main([
+            "pseudolabel", str(folder), "--class-file", str(classes), "--teacher", "local:hash",
+            "--base-url", server.base_url, "--cache", str(tmp_path / "c"), "--budget", "1",
+            "--route", "zeroshot", "--check", "none", "--batch-size", "4", "--out", str(out),
+            "--student-run", str(trained / "run"),
+        ])  # fmt: skip
+    assert code == 0, capsys.readouterr()
+    with out.with_suffix(".decisions.csv").open(newline="") as f:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
+    assert rows["img02.png"]["student"] == "" and rows["img02.png"]["label"] == ""
+    assert rows["img02.png"]["decision"] == "no_answer"
+    assert all(rows[f"img{i:02d}.png"]["student"] for i in (0, 1, 3))
