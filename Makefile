@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(if $(TORCH_PIN),$(PY) -m pip install --quiet $(TORCH_PIN))
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	# The project root on sys.path as well: setuptools' editable finder runs after Python's
+	# path search, so a data folder named `cache/` in the working directory would otherwise
+	# be imported as the cache package (tests/test_install.py).
+	$(PY) -c "import os, site; open(os.path.join(site.getsitepackages()[0], 'vlm_distill_root.pth'), 'w').write(os.getcwd() + '\n')"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.pool} is not a teacher pool; make one with: "
             "vlm-distill data make-teacher-pool {digits,fashion,mnist-digits} DIR"
         )
-    from distill.teacher.miniclip import fit_teacher, manifest_path
+    from distill.teacher.miniclip import fit_teacher, manifest_path, teacher_name
 
     sizes = _Sizes()
     if args.widths is not None:
@@ -87,4 +87,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out} and {manifest_path(args.out)} in {m['fit_s']} s "
           f"({m['pool']['images']} pool images, seed {m['seed']}, {m['steps']} steps)")
     print(f"zero-shot on held-out pool images: {looks or '(pool too small to hold any out)'}")
+    # the name its cached answers are keyed by: a refitted teacher never reads an older one's
+    print(f"harvest it as: --teacher {teacher_name(args.out)}")
     return 0

@@ -38,6 +38,17 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return pool, weights
 
 
+def test_fit_teacher_says_the_name_to_harvest_it_as(fitted, capsys):
+    from distill.teacher.miniclip import teacher_name
+
+    pool, weights = fitted
+    out = weights.with_name("named.safetensors")
+    assert main(["fit-teacher", str(pool), "--out", str(out), "--seed", "3", *FIT]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"harvest it as: --teacher {teacher_name(out)}"
+    assert teacher_name(out).startswith("local:mini-clip-")
+
+
 @pytest.fixture(scope="module")
 def url(fitted: tuple[Path, Path]) -> Iterator[str]:
     backend = make_backend("mini-clip", weights=fitted[1])
