@@ -31,6 +31,7 @@ from vlmclient import (
     AuthenticationError,
     BadRequestError,
     BudgetExceededError,
+    ClientStats,
     ConfigurationError,
     Embedder,
     ImageEmbeddingRequest,
@@ -49,6 +50,7 @@ from vlmclient import (
 __all__ = [
     "FATAL",
     "UNREADABLE",
+    "CountsPurchases",
     "HarvestClient",
     "HarvestResult",
     "ImageItem",
@@ -126,6 +128,7 @@ class HarvestResult:
     remaining_cost_usd: Decimal = Decimal(0)
     store_path: Path | None = None
     fatal: str | None = None
+    fatal_is_usage: bool = False  # the fatal error is a configuration error (CLI exit 2)
     overrun: str | None = None  # the provider billed more than reserved: what happened
     store_error: str | None = None  # the export failed after every item was bought
     views_computed: int = 0  # augmented views computed (a fully cached rerun computes none)
@@ -152,6 +155,16 @@ def _batches(items: Iterable[ImageItem], size: int) -> Iterator[list[ImageItem]]
         yield batch
 
 
+@runtime_checkable
+class CountsPurchases(Protocol):
+    """A client that counts what it bought (:class:`vlmclient.TeacherClient` does): the
+    harvest then also counts items of a call that failed part-way, e.g. a later batch of
+    it stopped by a cap, which were bought and cached all the same."""
+
+    @property
+    def stats(self) -> ClientStats: ...
+
+
 async def harvest(
     dataset: Dataset,
     client: HarvestClient,
@@ -169,6 +182,7 @@ async def harvest(
     """
     timings = timings if timings is not None else Timings()
     result = HarvestResult(skipped=list(dataset.skipped))
+    counted = client.stats.items_bought if isinstance(client, CountsPurchases) else None
     prompts = class_prompts(dataset.class_names, prompt) if dataset.class_names else []
     result.images_total, result.texts_total = len(dataset.samples) * views, len(prompts)
     text_vectors: list[np.ndarray] = []
@@ -207,6 +221,8 @@ async def harvest(
             result.stopped_by_budget = str(exc)
             stop.set()
         except FATAL as exc:
+            if result.fatal is None:
+                result.fatal_is_usage = isinstance(exc, ConfigurationError)
             result.fatal = str(exc)
             stop.set()
         except VLMError as exc:
@@ -311,6 +327,8 @@ async def harvest(
         return result
     finally:
         sink.abort()  # a store not committed (stopped, failed, cancelled) leaves nothing
+        if counted is not None and isinstance(client, CountsPurchases):
+            result.bought = max(result.bought, client.stats.items_bought - counted)
 
 
 def _without_undecodable(

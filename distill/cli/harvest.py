@@ -17,7 +17,7 @@ from rich.table import Table
 from cache.layout import CacheDir
 from vlmclient import ConfigurationError, TeacherClient, TextEmbeddingRequest
 
-from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
+from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from ._common import (
     add_client_arguments,
     budget_lines,
@@ -155,9 +155,6 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
         result = run_paid(go())
         if result is None:
             return EXIT_OK
-        # items of a call that failed part-way (a later batch stopped by a cap) were bought
-        # and cached all the same: the client counted them, the harvest's results did not
-        result.bought = max(result.bought, client.stats.items_bought)
         code = _summary(out, result, client, args)
         if getattr(args, "verbose", 0):
             # last line: a slow provider (wait) told apart from a slow disk (cache, ledger)
@@ -273,7 +270,9 @@ def _summary(
         out.print(f"[red]stopped:[/] {_shown(result.fatal)}")
         if client.storage_problem is not None:
             out.print(_storage_hint(args.cache))
-        return EXIT_ERROR
+        # a setting found missing at the first request (Vertex's project, AWS credentials
+        # or region): a configuration error like a missing key, exit 2
+        return EXIT_USAGE if result.fatal_is_usage else EXIT_ERROR
     if result.stopped_by_budget:
         out.print(f"[yellow]stopped by the budget[/]: {_shown(result.stopped_by_budget)}")
         out.print(

@@ -309,3 +309,47 @@ def test_an_empty_cache_whose_ledger_records_purchases_is_not_bought_again(
     assert hash_teacher.billing()["requests"] == bought  # nothing bought twice
     assert harvest(hash_teacher, digits_data, cache, "--budget", "1", "--allow-rebuy") == 0
     assert hash_teacher.billing()["requests"] > bought  # on purpose, when asked
+
+
+def test_a_setting_missing_at_the_first_request_is_a_usage_error(
+    digits_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Vertex with a token but no project is found when the first request is built (the
+    project is part of its URL): nothing is sent, and it exited 1 ("failed, run again")
+    where a missing key exits 2."""
+    for name in ("GOOGLE_CLOUD_PROJECT", "VERTEX_PROJECT", "GCLOUD_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VERTEX_ACCESS_TOKEN", "not-a-real-token")
+    monkeypatch.setenv("GOOGLE_CLOUD_LOCATION", "us-central1")
+    cache = tmp_path / "c"
+    code = main(["harvest", str(digits_data), "--teacher", "vertex:multimodalembedding@001",
+                 "--cache", str(cache), "--budget", "1"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 2, out
+    assert "vertex needs a project" in " ".join(out.split())
+    assert totals(SpendLedger.read(cache / "ledger.jsonl")).spent_usd == 0
+
+
+async def test_the_library_harvest_counts_items_bought_before_a_cap_stopped_their_call(
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path
+) -> None:
+    """The CLI's count was corrected in the CLI alone: a library caller of ``harvest()``
+    (examples/harvest_cohere.py) was told "bought 106" for 109 items bought and billed."""
+    from cache import ResponseCache
+    from distill.harvest import harvest as run_harvest
+    from vlmclient import Budget, TeacherClient
+
+    cache = tmp_path / "c"
+    with (
+        ResponseCache(cache / "responses") as responses,
+        SpendLedger(cache / "ledger.jsonl") as ledger,
+    ):
+        async with TeacherClient(
+            "local:hash", base_url=hash_teacher.url, budget=Budget(1, max_items=5),
+            cache=responses, ledger=ledger, batch_size=4,
+        ) as client:  # fmt: skip
+            result = await run_harvest(scan(digits_data), client, cache_dir=cache)
+    bought = sum(r.items for r in SpendLedger.read(cache / "ledger.jsonl") if r.outcome == "ok")
+    assert bought > 0 and result.stopped_by_budget
+    assert result.bought == bought
