@@ -17,7 +17,7 @@ from pathlib import Path
 from cache import CacheDir, ResponseCache, SpendLedger
 from distill.data import scan
 from distill.harvest import harvest
-from vlmclient import Budget, TeacherClient
+from vlmclient import Budget, TeacherClient, VLMError
 
 
 async def main(data: Path, cache_dir: Path, budget: Decimal, teacher: str) -> None:
@@ -41,8 +41,11 @@ async def main(data: Path, cache_dir: Path, budget: Decimal, teacher: str) -> No
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
-    ap.add_argument("--cache", type=Path, default=Path("cache"))
+    ap.add_argument("--cache", type=Path, default=Path("vlm-cache"))
     ap.add_argument("--budget", type=Decimal, default=Decimal("2.00"))
     ap.add_argument("--teacher", default="cohere:embed-v4.0")
     a = ap.parse_args()
-    asyncio.run(main(a.data, a.cache, a.budget, a.teacher))
+    try:
+        asyncio.run(main(a.data, a.cache, a.budget, a.teacher))
+    except VLMError as exc:  # no key, a bad price, a refused request...: one line, exit 1
+        raise SystemExit(f"error: {exc}") from None

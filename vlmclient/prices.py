@@ -114,6 +114,11 @@ class PriceTable:
             provider, _, model = key.partition(":")
             base = self._find(provider, model)
             fields = {} if base is None else base.model_dump(exclude_unset=False)
+            if any(f.startswith("usd_") for f in given) and "source" not in given:
+                # the prices are the file's now: the built-in source and date no longer
+                # describe them (a partial override was still shown as the built-in's)
+                over = ", over the built-in entry" if base is not None else ""
+                fields.update(source=f"price file {path}{over}", verified_on=None)
             merged[key] = Price.model_validate({**fields, **given})
         return PriceTable(merged)
 

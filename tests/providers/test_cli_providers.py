@@ -57,6 +57,12 @@ def test_price_file_entries_show_up(capsys: pytest.CaptureFixture[str], tmp_path
         "usd_per_1m_input_tokens": "0.12",
         "usd_per_1b_pixels": "0.50",
     }
+    # its source is the file now (it was shown as the built-in's secondary source and date)
+    assert voyage["voyage-multimodal-3"]["source"] == (
+        f"price file {prices}, over the built-in entry"
+    )
+    assert voyage["voyage-multimodal-3"]["verified_on"] is None
+    assert voyage["voyage-multimodal-3"]["verified"] is False
 
 
 def test_table(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
