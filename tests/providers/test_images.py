@@ -119,7 +119,17 @@ def test_when_nothing_fits_the_error_says_so() -> None:
 
 
 def test_cohere_request_cap_leaves_room_for_base64() -> None:
-    assert cohere.MAX_REQUEST_IMAGE_BYTES * 4 / 3 < 20 * 1024 * 1024
+    # "20MB" read as decimal MB of base64 (before 2026-12-06: MiB, 20.9 M characters)
+    assert cohere.MAX_REQUEST_IMAGE_BYTES * 4 / 3 < 20_000_000
+
+
+def test_cohere_image_limit_is_measured_on_the_base64_payload() -> None:
+    """A 4.3 MB PNG passed the raw-bytes check and went out as a 5.8 MB data URI, over
+    the spec's "maximum size of 5MB" per image (until 2026-12-06)."""
+    rgb_png = Image.from_bytes(image_bytes((1200, 1200), "PNG"))  # ~4.3 MB raw, ~5.8 MB b64
+    assert len(rgb_png.data) < cohere.MAX_IMAGE_BYTES < base64_size(rgb_png.data)
+    out = cohere.prepare_image(rgb_png)
+    assert base64_size(out.data) + len("data:image/jpeg;base64,") <= 5_000_000
 
 
 def test_spec_validator_is_live() -> None:

@@ -151,6 +151,10 @@ async def test_cohere_image_bill_without_image_tokens_never_settles_at_zero(
     (record,) = SpendLedger.read(tmp_path / "l.jsonl")
     assert Decimal(record.cost_usd) == client.budget.spent
     assert price.usd_per_image == 0  # the trap: {"images": 3} alone would cost $0
+    # our own figure, not Cohere's: marked estimated, so `report` says to compare it with
+    # the bill (before 2026-12-06 the adapter filled in its estimate and it read as billed)
+    assert record.estimated is True
+    assert client.stats.estimated == 1
 
 
 @pytest.mark.parametrize("model", ["embed-english-v3.0", "embed-multilingual-v3.0"])

@@ -22,7 +22,7 @@ from ..models import (
     Usage,
 )
 from .base import CallSpec, Parsed, Provider
-from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
+from .images import ACCEPTED_MEDIA_TYPES, base64_size, fit_image, image_size
 from .vectors import vectors_from
 from .wire import (
     data_uri,
@@ -43,12 +43,14 @@ NAME = "cohere"
 MAX_TEXTS = 96  # spec: texts maxItems 96
 MAX_IMAGES_V4 = 96
 MAX_INPUTS = 96  # spec: "Maximum number of inputs per call is 96" (inputs[], mixed parts)
-# v4 caps the images of one call at 20 MB without saying whether of files or of the
-# base64 data URIs sent; the safe reading is the base64 text, so raw bytes are capped at
-# 3/4 of it, less room for the data-URI prefixes.
-MAX_REQUEST_IMAGE_BYTES = 20 * 1024 * 1024 * 3 // 4 - 64 * 1024
+# v4 caps the images of one call at "20MB" without saying whether of files or of the
+# base64 data URIs sent, nor whether in MB or MiB; the safe reading is the base64 text in
+# decimal MB, so raw bytes are capped at 3/4 of 20,000,000, less room for the prefixes.
+MAX_REQUEST_IMAGE_BYTES = 20_000_000 * 3 // 4 - 64 * 1024
 MAX_SIDE = 2048
-MAX_IMAGE_BYTES = 5 * 1024 * 1024  # v3's per-image cap, the stricter of the two models
+# Per image "5MB" (spec), read the same safe way: on the data URI sent, in decimal MB
+# (a 4.9 MB file is a 6.5 MB data URI); room left for the "data:image/...;base64," prefix.
+MAX_IMAGE_BYTES = 5_000_000 - 64
 MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 MAX_IMAGE_PIXELS = 2_458_624  # larger images are downsampled by the API
 MIN_IMAGE_PIXELS = 3_136
@@ -60,8 +62,15 @@ def _is_v3(model: str) -> bool:
 
 
 def prepare_image(image: Image) -> Image:
-    """jpeg/png/webp/gif (a BMP or TIFF is re-encoded), long edge <= 2048 px, <= 5 MB."""
-    return fit_image(image, max_side=MAX_SIDE, max_bytes=MAX_IMAGE_BYTES, media_types=MEDIA_TYPES)
+    """jpeg/png/webp/gif (a BMP or TIFF is re-encoded), long edge <= 2048 px, <= 5 MB as
+    the base64 sent."""
+    return fit_image(
+        image,
+        max_side=MAX_SIDE,
+        max_bytes=MAX_IMAGE_BYTES,
+        media_types=MEDIA_TYPES,
+        measure=base64_size,
+    )
 
 
 def batch_limit(model: str, kind: str) -> int:
@@ -149,10 +158,11 @@ def embed_body(
     else:
         raise ValueError(f"cohere adapter does not do {spec.kind}")
     body.update(_options(spec, vector_type))
-    if spec.kind == "image_embedding" and _is_v3(spec.model):
-        # v3 embeds images with input_type "image" only (any other is a 400); a caller's
-        # input_type is meant for its texts
-        body["input_type"] = "image"
+    if spec.kind == "image_embedding":
+        # a caller's input_type is meant for its texts (the same params reach every kind):
+        # v3 embeds images with "image" only (any other is a 400), and a v4 image is a
+        # document (a "search_query" here bought every image vector as a query, silently)
+        body["input_type"] = "image" if _is_v3(spec.model) else "search_document"
     return body
 
 
@@ -194,25 +204,21 @@ def _billed(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def usage_of(spec: CallSpec, billed: dict[str, Any]) -> Usage:
-    """``meta.billed_units`` as usage, never less than what was sent can cost.
+    """``meta.billed_units`` as usage, as reported.
 
     Embed v4 image responses have been seen to bill ``{"images": 1}`` with no
-    ``image_tokens``, while v4 is priced per image token: taken literally that settles
-    at $0. When images were sent and no image tokens are reported (or texts were sent
-    and no input tokens are), the estimate's count is charged instead, the same upper
-    bound the reservation was made with.
+    ``image_tokens``, while v4 is priced per image token. Such a count is left at 0: the
+    client's settlement sees a unit it charges for, sent and not reported, and charges the
+    reservation, marked ``estimated`` in the ledger (filling in our own estimate here
+    recorded it as if Cohere had reported it, so the ledger's "compare with the bill"
+    flag never showed).
     """
-    usage = Usage(
+    del spec  # the usage is what Cohere reported; the settlement compares it with the spec
+    return Usage(
         images=usage_count(billed, "images", fractional=True),
         image_tokens=usage_count(billed, "image_tokens", fractional=True),
         input_tokens=usage_count(billed, "input_tokens", fractional=True),
     )
-    estimate = estimate_usage(spec)
-    if estimate.image_tokens and not usage.image_tokens:
-        usage = usage.model_copy(update={"image_tokens": estimate.image_tokens})
-    if estimate.input_tokens and not usage.input_tokens:
-        usage = usage.model_copy(update={"input_tokens": estimate.input_tokens})
-    return usage
 
 
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
