@@ -232,7 +232,8 @@ class PermissionDeniedError(APIStatusError):
 
 
 class NotFoundError(APIStatusError):
-    """404: unknown model or endpoint; check the model name and base URL."""
+    """404, or 501 (not implemented: no retry can change it): unknown model or endpoint;
+    check the model name and base URL."""
 
 
 class RequestTooLargeError(APIStatusError):
@@ -264,6 +265,7 @@ _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     413: RequestTooLargeError,
     422: BadRequestError,
     429: RateLimitError,
+    501: NotFoundError,  # Cohere's spec lists it; a 5xx that time does not fix
     503: OverloadedError,
     529: OverloadedError,
 }

@@ -48,7 +48,7 @@ _RETRYABLE = (
 def is_retryable(exc: BaseException) -> bool:
     """By status only: timeouts, connection errors, rate-limit 429s, 5xx/529.
 
-    Never: 400/401/403/404/413, quota-exhausted 429s, Jina's 402, budget errors, and
+    Never: 400/401/403/404/413/501, quota-exhausted 429s, Jina's 402, budget errors, and
     never a 200 we could not use (``ResponseValidationError``, including an answer cut
     empty at the token limit): it was billed, and the same request would most likely be
     answered, and billed, the same way again.

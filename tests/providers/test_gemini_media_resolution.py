@@ -88,8 +88,6 @@ def reserved_image_tokens(resolution_tokens: int, params: dict[str, str]) -> Usa
         ({"mediaResolution": "MEDIA_RESOLUTION_LOW"}, (1600, 800), 280),
         ({"mediaResolution": "MEDIA_RESOLUTION_MEDIUM"}, (1600, 800), 560),
         ({"media_resolution": "high"}, (1600, 800), 1120),
-        # a small image at ultra high: 1,120 (the old bound) would be below the bill
-        ({"mediaResolution": "ULTRA_HIGH"}, (64, 48), 2240),
         # nothing asked: the model's default, bounded as before (max of 1,120 and tiles)
         ({}, (64, 48), 1120),
         ({"mediaResolution": "MEDIA_RESOLUTION_UNSPECIFIED"}, (1600, 800), 6 * 258),
@@ -142,6 +140,25 @@ async def test_an_unknown_resolution_is_refused_before_anything_is_sent() -> Non
             params={"mediaResolution": "MEDIA_RESOLUTION_EXTREME"},
         ) as client:
             with pytest.raises(ConfigurationError, match="mediaResolution 'MEDIA_RESOLUTION_EX"):
+                await client.answer([ask((64, 48))])
+    assert server.requests == []
+    assert client.budget.spent == 0
+
+
+@pytest.mark.parametrize("value", ["ULTRA_HIGH", "media_resolution_ultra_high"])
+async def test_ultra_high_is_refused_before_anything_is_sent(value: str) -> None:
+    """ULTRA_HIGH is a per-part level (PartMediaResolutionLevel), not one of
+    generationConfig's; until 2026-12-06 it was sent in generationConfig, where Gemini's
+    schema has no such value."""
+    with loopback(bill_like_gemini3) as server:
+        async with TeacherClient(
+            f"gemini:{MODEL}",
+            api_key="secret-key-123",
+            base_url=server.url,
+            price=PRICE,
+            params={"mediaResolution": value},
+        ) as client:
+            with pytest.raises(ConfigurationError, match="per-image-part level"):
                 await client.answer([ask((64, 48))])
     assert server.requests == []
     assert client.budget.spent == 0

@@ -66,7 +66,8 @@ GEMINI3_RESOLUTION_TOKENS = {
     "MEDIA_RESOLUTION_HIGH": 1120,
     "MEDIA_RESOLUTION_ULTRA_HIGH": 2240,
 }
-RESOLUTIONS = tuple(GEMINI3_RESOLUTION_TOKENS)
+PART_ONLY_RESOLUTION = "MEDIA_RESOLUTION_ULTRA_HIGH"
+RESOLUTIONS = tuple(r for r in GEMINI3_RESOLUTION_TOKENS if r != PART_ONLY_RESOLUTION)
 UNSPECIFIED_RESOLUTION = "MEDIA_RESOLUTION_UNSPECIFIED"
 RESOLUTION_KEYS = ("mediaResolution", "media_resolution")  # generationConfig, both spellings
 MAX_REQUEST_BYTES = 20 * 1024 * 1024  # inline data: whole request <= 20 MB
@@ -365,6 +366,13 @@ def _resolution_name(key: str, value: Any) -> str:
     name = str(value).strip().upper()
     if not name.startswith("MEDIA_RESOLUTION_"):
         name = "MEDIA_RESOLUTION_" + name
+    if name == PART_ONLY_RESOLUTION:
+        # generationConfig's enum has no ULTRA_HIGH (it is a per-part level, which this
+        # adapter never sets): sending it would be refused after the run started
+        raise ConfigurationError(
+            f"gemini {key} {value!r} is a per-image-part level, not one generationConfig "
+            "takes (LOW, MEDIUM, HIGH or UNSPECIFIED); ask for HIGH. Nothing was sent"
+        )
     if name not in GEMINI3_RESOLUTION_TOKENS and name != UNSPECIFIED_RESOLUTION:
         known = ", ".join(n.removeprefix("MEDIA_RESOLUTION_") for n in RESOLUTIONS)
         raise ConfigurationError(
