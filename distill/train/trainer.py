@@ -79,12 +79,25 @@ from distill.train.student import Student
 from distill.train.swad import Average, LossValley
 from distill.train.targets import TeacherTargets, class_mean_images, load_targets
 from distill.train.task import Batch, make_task
+from vlmclient.errors import VLMError
 
-__all__ = ["EVALS_FILE", "LOG_FILE", "METRICS_FILE", "Progress", "ProgressHook", "train"]
+__all__ = [
+    "EVALS_FILE",
+    "LOG_FILE",
+    "METRICS_FILE",
+    "DivergedError",
+    "Progress",
+    "ProgressHook",
+    "train",
+]
 
 LOG_FILE = "log.jsonl"
 EVALS_FILE = "evals.jsonl"
 METRICS_FILE = "metrics.json"
+
+
+class DivergedError(VLMError):
+    """The loss became NaN or infinite: every later step would train on garbage."""
 
 
 @dataclass(frozen=True)
@@ -255,6 +268,10 @@ def _train(
                 task.set_mode(student)
                 with _autocast(device, config.bf16):
                     losses = task.losses(model, batch)
+                # rank 0's loss decides for every rank (NaN reaches all weights through the
+                # gradient all-reduce anyway): nothing non-finite is stepped on or saved
+                if broadcast_flag(main and not bool(torch.isfinite(losses["loss"])), world):
+                    raise DivergedError(_diverged(config, out, stage, step, losses, run))
                 optimizer.zero_grad(set_to_none=True)
                 torch.autograd.backward(losses["loss"])
                 lr = config.lr_at(stage, step)  # from the step: a resumed stage agrees
@@ -392,6 +409,32 @@ def _quiet(progress: Progress) -> None:
 
 def _autocast(device: torch.device, bf16: bool) -> AbstractContextManager[Any]:
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def _diverged(
+    config: TrainConfig, out: Path, stage: str, step: int, losses: dict[str, Any],
+    run: RunState,
+) -> str:
+    values = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in losses.items())
+    last = run.history[-1] if run.history else None  # every evaluation writes a checkpoint
+    kept = (
+        f"the checkpoint in {out} (after {last['stage']} step {last['step']}) holds the "
+        "last weights saved"
+        if last is not None else "no checkpoint was written"
+    )
+    return (
+        f"training diverged at {stage} step {step} ({values}): the loss is no longer a "
+        f"number, so nothing more was trained or saved; {kept}. Lower the learning rate "
+        f"({_lr_flag(config, stage)} {config.stage_lr(stage):g} for this stage) and train "
+        "into a new --out"
+    )
+
+
+def _lr_flag(config: TrainConfig, stage: str) -> str:
+    """The flag that sets ``stage``'s learning rate (see TrainConfig.stage_lr)."""
+    if stage == "align":
+        return "--lr-align"
+    return "--lr-kd" if stage == "kd" and config.lr_kd is not None else "--lr"
 
 
 class _RunLogs:

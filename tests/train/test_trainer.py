@@ -648,3 +648,18 @@ def test_a_damaged_checkpoint_is_a_one_line_refusal(damaged, tiny_data, tiny_cac
     (out / "checkpoint" / damaged).write_bytes(b"{cut short")
     with pytest.raises(ConfigurationError, match=r"checkpoint does not read .*move .* aside"):
         train(cfg.model_copy(update={"resume": True}))
+
+
+def test_a_run_whose_loss_turns_nan_stops_and_says_so(tiny_data, tiny_cache, tmp_path, capsys):
+    """Before 2026-12-06 a run at --lr 1e30 trained on NaN from step 1, saved NaN weights,
+    exited 0 and reported chance accuracy as its result."""
+    out = tmp_path / "diverge"
+    rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+               "--student", STUDENT, "--no-pretrained", "--method", "erm", "--out", str(out),
+               "--test-domains", "dom3", "--steps", "6", "--lr", "1e30", "--warmup", "0",
+               "--image-size", "32", "--batch-per-domain", "4", "--threads", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    assert len(err) == 1 and "training diverged at erm step" in err[0]
+    assert "--lr 1e+30" in err[0]
+    assert not (out / "metrics.json").exists()
