@@ -162,8 +162,12 @@ class TrainConfig(BaseModel):
     bf16: bool = Field(False, description="bfloat16 autocast for forward and loss")
     num_workers: int = Field(0, ge=0, description="DataLoader workers")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
-    seed: int = Field(0, description="seed of the student's initialisation and of the batches")
-    split_seed: int = Field(0, description="seed of the ID hold-out split (fixed across runs)")
+    seed: int = Field(
+        0, ge=0, lt=2**32, description="seed of the student's initialisation and of the batches"
+    )
+    split_seed: int = Field(
+        0, ge=0, lt=2**32, description="seed of the ID hold-out split (fixed across runs)"
+    )
     resume: bool = Field(False, description="continue from RUN/checkpoint")
 
     @model_validator(mode="after")
@@ -174,6 +178,20 @@ class TrainConfig(BaseModel):
             both = set(self.train_domains) & set(self.test_domains)
             if both:
                 raise ValueError(f"domains both train and test: {sorted(both)}")
+        if self.holdout_fraction == 0 and self.method != "zeroshot":
+            # no in-domain images are held out: nothing to select weights by
+            if self.swad:
+                raise ValueError(
+                    "--swad follows the in-domain validation loss, and --holdout-fraction 0 "
+                    "holds no images out: drop one of them"
+                )
+            if self.select == "best_id" and "select" in self.model_fields_set:
+                raise ValueError(
+                    "--select best_id picks weights by in-domain accuracy, and "
+                    "--holdout-fraction 0 holds no images out: pass --select last"
+                )
+            # the default follows: every stage keeps its last weights (said in config.json)
+            object.__setattr__(self, "select", "last")
         return self
 
     def stages(self) -> list[tuple[str, int]]:

@@ -101,7 +101,8 @@ class Evaluator:
         losses = [v["loss"] for v in by_id.values()]
         return {"stage": stage, "step": step, "id": by_id, "ood": by_ood,
                 "mean_id": mean_accuracy(by_id), "mean_ood": mean_accuracy(by_ood),
-                "id_loss": float(np.mean(losses)) if losses else float("nan")}
+                # None without ID images: a bare NaN is not JSON (strict readers refuse it)
+                "id_loss": float(np.mean(losses)) if losses else None}
 
 
 def trainable(student: Student) -> dict[str, torch.Tensor]:

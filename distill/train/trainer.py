@@ -301,7 +301,10 @@ def _train(
                         run.record(last_eval)
                         logs.evaluation(last_eval)
                         if valley is not None:
-                            valley.update_and_evaluate(segment, last_eval["id_loss"])
+                            id_loss = last_eval["id_loss"]
+                            valley.update_and_evaluate(
+                                segment, float("nan") if id_loss is None else id_loss
+                            )
                         elif config.select == "best_id":
                             run.keep_if_best(last_eval["mean_id"] or 0.0, student)
                         kept, kept_tensors = stage_state(stopper, valley, p_init)

@@ -663,3 +663,44 @@ def test_a_run_whose_loss_turns_nan_stops_and_says_so(tiny_data, tiny_cache, tmp
     assert len(err) == 1 and "training diverged at erm step" in err[0]
     assert "--lr 1e+30" in err[0]
     assert not (out / "metrics.json").exists()
+
+
+def _strict_json(path: Path) -> list:
+    """Each JSON document of ``path`` (one, or one per line), refusing bare NaN/Infinity."""
+    def refuse(name: str) -> None:
+        raise ValueError(f"{path.name} holds a bare {name}")
+
+    if path.suffix == ".json":
+        return [json.loads(path.read_text(), parse_constant=refuse)]
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+def test_no_holdout_keeps_the_last_weights_and_writes_strict_json(
+    tiny_data, tiny_cache, tmp_path, capsys
+):
+    """Before 2026-12-06, --holdout-fraction 0 with the default --select best_id kept the
+    weights of the first evaluation (every later one tied at an accuracy of 0), and wrote
+    a bare NaN id_loss into metrics.json and evals.jsonl."""
+    import torch
+    from safetensors.torch import load_file
+
+    def run(out: Path, steps: int, *extra: str) -> int:
+        return main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+                     "--student", STUDENT, "--no-pretrained", "--method", "erm",
+                     "--out", str(out), "--test-domains", "dom3", "--steps", str(steps),
+                     "--holdout-fraction", "0", "--lr", "0.01", "--warmup", "0",
+                     "--eval-every", "1", "--image-size", "32", "--batch-per-domain", "4",
+                     "--threads", "1", *extra])
+
+    assert run(tmp_path / "six", 6) == 0 and run(tmp_path / "one", 1) == 0
+    six, one = (load_file(tmp_path / n / "model.safetensors") for n in ("six", "one"))
+    assert any(not torch.equal(six[k], one[k]) for k in six)  # six steps trained, not one
+    assert json.loads((tmp_path / "six" / "config.json").read_text())["select"] == "last"
+    assert all(e["id_loss"] is None for e in _strict_json(tmp_path / "six" / "evals.jsonl"))
+    _strict_json(tmp_path / "six" / "metrics.json")
+    capsys.readouterr()
+    for extra in (("--select", "best_id"), ("--swad",), ("--seed", "-1")):
+        assert run(tmp_path / "bad", 1, *extra) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:"), err
+    assert not (tmp_path / "bad").exists()
