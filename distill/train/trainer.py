@@ -47,6 +47,7 @@ import torch
 
 from distill.data.loaders import PixelCache, train_loader
 from distill.train.checkpoints import (
+    CHECKPOINT_DIR,
     RunState,
     resume_or_start,
     run_lock,
@@ -79,7 +80,7 @@ from distill.train.student import Student
 from distill.train.swad import Average, LossValley
 from distill.train.targets import TeacherTargets, class_mean_images, load_targets
 from distill.train.task import Batch, make_task
-from vlmclient.errors import VLMError
+from vlmclient.errors import ConfigurationError, VLMError
 
 __all__ = [
     "EVALS_FILE",
@@ -392,12 +393,18 @@ def _zeroshot_only(
     t_start: float,
 ) -> dict[str, Any]:
     """``method="zeroshot"``: the teacher's own accuracy as the run's metrics; no student."""
+    out = Path(config.out)
+    if main and ((out / CHECKPOINT_DIR).exists() or (out / WEIGHTS_FILE).exists()):
+        # a trained run's folder: its config.json and metrics.json would be replaced by
+        # the teacher's, leaving weights and metrics that disagree
+        raise ConfigurationError(
+            f"{out} holds a trained run; the teacher's zero-shot goes in another --out"
+        )
     zs = targets.zeroshot
     metrics = {**info, "id": zs["id"], "ood": zs["ood"], "mean_id": zs["mean_id"],
                "mean_ood": zs["mean_ood"], "teacher_zeroshot": zs,
                "wall_time_s": time.time() - t_start}
     if main:
-        out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
         config.model_copy(update={"train_domains": split.train_domains,
                                   "test_domains": split.test_domains,

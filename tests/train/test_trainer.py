@@ -253,6 +253,13 @@ def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
     assert main(["eval", str(out), str(other)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the run was trained on classes" in err[0]
+    # the teacher's zero-shot into the trained run's folder replaced its config.json and
+    # metrics.json (weights and run.json still ADiP's) until 2026-12-06
+    before = (out / "metrics.json").read_bytes()
+    rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+               "--method", "zeroshot", "--out", str(out), "--test-domains", "dom3"])
+    assert rc == 2 and "holds a trained run" in capsys.readouterr().err
+    assert (out / "metrics.json").read_bytes() == before
 
 
 def test_cli_usage_errors(tiny_data, tiny_cache, tmp_path, capsys):
