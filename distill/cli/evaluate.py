@@ -45,5 +45,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print_metrics(result)
+        if not result["same_dataset"]:
+            # the run's own hold-out cannot be told apart in other data
+            print(
+                "note: this is not the data the run was trained on, so ID counts every image "
+                "of its source domains here, images it trained on included"
+            )
         print(f"written: {out}")
     return 0

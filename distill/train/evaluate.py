@@ -238,6 +238,12 @@ def evaluate_run(
     same = ds.fingerprint() == info.get("dataset_fingerprint")
     if store is not None:
         check_store_matches(store, ds)
+        if info.get("teacher") and store.meta.get("teacher") != info["teacher"]:
+            # its zero-shot would be shown as the run's teacher's
+            raise ConfigurationError(
+                f"the store at {store.path} holds teacher {store.meta.get('teacher')!r}; "
+                f"the run was distilled from {info['teacher']!r}: pass that teacher's store"
+            )
     train_domains = set(info["train_domains"])
     id_samples: list[Sample] = []
     ood_samples: list[Sample] = []
@@ -267,5 +273,6 @@ def evaluate_run(
                               "ood": zeroshot_by_domain(store, ood_samples)}
         zs["mean_id"] = mean_accuracy(zs["id"])
         zs["mean_ood"] = mean_accuracy(zs["ood"])
+        zs["teacher"], zs["store"] = store.meta.get("teacher"), str(store.path)
         result["teacher_zeroshot"] = zs
     return result

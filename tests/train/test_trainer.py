@@ -245,6 +245,12 @@ def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
     assert res["mean_id"] == pytest.approx(metrics["mean_id"])
     assert res["teacher_zeroshot"]["mean_ood"] == 1.0
     assert (out / "eval.json").is_file()
+    assert res["teacher_zeroshot"]["teacher"] == TEACHER
+    # another teacher's store of the same data: its zero-shot was shown as the run's
+    # teacher's, exit 0, until 2026-12-06
+    other_store = make_store(tiny_data, tmp_path / "other-cache", teacher="x:other")
+    assert main(["eval", str(out), str(tiny_data), "--store", str(other_store)]) == 2
+    assert "holds teacher 'x:other'" in capsys.readouterr().err
     # data with other classes is a usage error: one line, exit 2 (it was exit 1, "failed")
     other = tmp_path / "other"
     for cls in ("a_circle", "z_other"):
