@@ -51,22 +51,34 @@ def _no_store_message(teacher: str, dataset: Dataset, cache: Path) -> str:
 def find_store(cache_dir: str | os.PathLike[str], teacher: str, dataset: Dataset) -> Path:
     """The store under ``<cache>/stores/*`` holding ``teacher``'s embeddings of ``dataset``.
 
-    Matches ``meta.json``'s ``teacher`` and ``dataset_fingerprint``; when several match
-    (harvested twice) the newest wins. ConfigurationError when none does.
+    Matches ``meta.json``'s ``teacher`` and ``dataset_fingerprint`` (ids, labels, domains);
+    when several match, a store harvested from this dataset's own folder comes first (a
+    copy of the data elsewhere, with one image changed, has the same fingerprint: its
+    newer store was taken and this data refused as changed), then the newest.
+    ConfigurationError when none does.
     """
     cache = Path(cache_dir)
     fp = dataset.fingerprint()
-    found: list[tuple[float, Path]] = []
+    here = os.path.realpath(dataset.root)
+    found: list[tuple[bool, float, Path]] = []
     for meta_path in sorted((cache / STORES_DIR).glob("*/meta.json")):
         try:
             meta = json.loads(meta_path.read_text("utf-8"))
         except (OSError, ValueError):
             continue
+        if not isinstance(meta, dict):
+            continue
         if meta.get("teacher") == teacher and meta.get("dataset_fingerprint") == fp:
-            found.append((float(meta.get("created", 0.0)), meta_path.parent))
+            root = meta.get("dataset_root")
+            own = isinstance(root, str) and os.path.realpath(root) == here
+            try:
+                created = float(meta.get("created", 0.0))
+            except (TypeError, ValueError):
+                created = 0.0
+            found.append((own, created, meta_path.parent))
     if not found:
         raise ConfigurationError(_no_store_message(teacher, dataset, cache))
-    return max(found)[1]
+    return max(found)[2]
 
 
 def open_store(path: str | os.PathLike[str]) -> EmbeddingStore:

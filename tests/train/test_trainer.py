@@ -225,6 +225,26 @@ def test_find_store_picks_teacher_and_fingerprint(tiny_data, tmp_path):
     assert find_store(cache, TEACHER, scan(tiny_data)).name == "b"
 
 
+def test_find_store_prefers_the_store_of_the_datasets_own_folder(tiny_data, tmp_path):
+    """Two copies of one dataset (same ids, labels, domains: one fingerprint) harvested
+    into one cache: the newer store was taken for both, so the older copy was refused as
+    "replaced or edited since" (until 2026-12-06)."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    copies = [tmp_path / name for name in ("first", "second", "third")]
+    for copy in copies:
+        shutil.copytree(tiny_data, copy)
+    for slug, copy, created in (("a", copies[0], 1.0), ("b", copies[1], 2.0)):
+        meta_path = make_store(copy, cache, slug=slug) / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        meta.update(dataset_root=str(copy), created=created)
+        meta_path.write_text(json.dumps(meta))
+    assert find_store(cache, TEACHER, scan(copies[0])).name == "a"
+    assert find_store(cache, TEACHER, scan(copies[1])).name == "b"
+    assert find_store(cache, TEACHER, scan(copies[2])).name == "b"  # elsewhere: the newest
+
+
 def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
     out = tmp_path / "cli"
     rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
