@@ -85,6 +85,14 @@ def split_data(config: TrainConfig) -> DataSplit:
     train_domains, test_domains = resolve_domains(ds, config)
     src = [s for s in labelled if s.domain in train_domains]
     train, holdout = split_holdout(src, fraction=config.holdout_fraction, seed=config.split_seed)
+    empty = sorted(set(train_domains) - {s.domain for s in train})
+    if empty:
+        # every step draws a batch from each source domain: found here, before anything
+        # is written (it was a traceback from the batch sampler, naming an index)
+        raise ConfigurationError(
+            f"source domain(s) {empty} of {config.data} have no labelled images to train "
+            "on; label them, or name the source domains with --train-domains"
+        )
     ood = [s for s in labelled if s.domain in test_domains]
     return DataSplit(ds, train_domains, test_domains, train, holdout, ood)
 

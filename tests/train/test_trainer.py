@@ -737,3 +737,31 @@ def test_no_holdout_keeps_the_last_weights_and_writes_strict_json(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:"), err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_source_domain_without_labelled_images_is_a_usage_error(
+    tiny_data, tiny_cache, tmp_path, capsys
+):
+    """It was a 27-line traceback from the batch sampler naming "domain(s) [0]", with a
+    config.json left behind (until 2026-12-06)."""
+    import shutil
+
+    rows = ["path,label,domain"]
+    for dom in ("dom1", "dom2", "dom3", "blank"):
+        for cls in ("a_circle", "b_square", "c_cross"):
+            for i in range(2):
+                path = tiny_data / ("dom1" if dom == "blank" else dom) / cls / f"{i:03d}.png"
+                if dom == "blank":  # other files, no labels
+                    path = Path(shutil.copy(path, tmp_path / f"blank-{cls}-{i}.png"))
+                rows.append(f"{path},{'' if dom == 'blank' else cls},{dom}")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    rc = main(["train", str(manifest), "--cache", str(tiny_cache), "--teacher", TEACHER,
+               "--student", STUDENT, "--no-pretrained", "--method", "erm", "--out", str(out),
+               "--test-domains", "dom3", "--steps", "1", "--image-size", "32",
+               "--batch-per-domain", "2", "--threads", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "source domain(s) ['blank']" in err[0]
+    assert not out.exists()
