@@ -343,7 +343,7 @@ def resume_or_start(
     info: dict[str, Any],
     student: Student,
     stage_names: Sequence[str],
-    log_file: Path,
+    log_files: Sequence[Path],
     main: bool,
     world: int,
     config: dict[str, Any] | None = None,
@@ -352,6 +352,9 @@ def resume_or_start(
     student's weights, the RNG and the log restored. Refuses to overwrite an unfinished run
     without ``resume`` and to resume a run of another teacher, dataset, method or student,
     or (given ``config``, the run's resolved config.json) with other training settings.
+    ``log_files`` (log.jsonl, evals.jsonl) lose the lines written after the point the run
+    starts from: all of them when it starts at step 0 (an abandoned run's, whose
+    checkpoint was moved aside), the tail after the checkpoint when it resumes.
     """
     ckpt = out / CHECKPOINT_DIR
     if main:
@@ -362,13 +365,12 @@ def resume_or_start(
             f"{out} already holds a checkpoint; pass --resume to continue it or choose "
             "another --out"
         )
-    if not resume:
-        return RunState()
-    if not ckpt.exists():
+    if not resume or not ckpt.exists():
         if main:
-            # Nothing to resume from: the run starts at step 0, so any log lines are its
-            # own unsaved past and would be written again.
-            truncate_log(log_file, stage_names, 0, 0)
+            # Nothing to resume from: the run starts at step 0, so any log lines are an
+            # earlier start's and would be written again (appended, they doubled the plots)
+            for path in log_files:
+                truncate_log(path, stage_names, 0, 0)
         return RunState()
     check_checkpoint(ckpt)
     with _damaged(out, ckpt):
@@ -413,5 +415,6 @@ def resume_or_start(
             run.optimizer = extra.get("optimizer")
     log.info("resuming %s at stage %d step %d", out, run.stage_index, run.step)
     if main:
-        truncate_log(log_file, stage_names, run.stage_index, run.step)
+        for path in log_files:
+            truncate_log(path, stage_names, run.stage_index, run.step)
     return run

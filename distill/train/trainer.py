@@ -181,7 +181,8 @@ def _train(
     # 4. Resume, or refuse to overwrite an unfinished run.
     stages = config.stages()
     run = resume_or_start(out, resume=config.resume, info=info, student=student,
-                          stage_names=[name for name, _ in stages], log_file=out / LOG_FILE,
+                          stage_names=[name for name, _ in stages],
+                          log_files=[out / LOG_FILE, out / EVALS_FILE],
                           main=main, world=world, config=resolved.model_dump(mode="json"))
     if main:
         out.mkdir(parents=True, exist_ok=True)

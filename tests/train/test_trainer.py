@@ -765,3 +765,43 @@ def test_a_source_domain_without_labelled_images_is_a_usage_error(
     assert rc == 2 and len(err) == 1, err
     assert "source domain(s) ['blank']" in err[0]
     assert not out.exists()
+
+
+def test_evals_log_has_no_duplicates_after_a_crash_or_a_fresh_start(
+    tiny_data, tiny_cache, tmp_path, monkeypatch
+):
+    """A crash between an evaluation's evals.jsonl line and its checkpoint, then --resume,
+    wrote that evaluation twice; a fresh start in a folder whose checkpoint was moved
+    aside appended to both logs (steps 0.. twice) until 2026-12-06."""
+    from distill.train import trainer as trainer_module
+
+    def evals(out: Path) -> list[tuple[str, int]]:
+        lines = (out / "evals.jsonl").read_text().splitlines()
+        return [(json.loads(x)["stage"], json.loads(x)["step"]) for x in lines]
+
+    cfg = _cfg(tiny_data, tiny_cache, tmp_path / "a", method="erm", steps=6, eval_every=2)
+    train(cfg)
+    real = trainer_module.save_checkpoint
+    calls = []
+
+    def crash_on_second_save(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the evaluation at step 2 is written, its checkpoint is not
+            raise _Crash
+        return real(*args, **kwargs)
+
+    cfg_b = cfg.model_copy(update={"out": str(tmp_path / "b")})
+    monkeypatch.setattr(trainer_module, "save_checkpoint", crash_on_second_save)
+    with pytest.raises(_Crash):
+        train(cfg_b)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real)
+    train(cfg_b.model_copy(update={"resume": True}))
+    assert evals(tmp_path / "b") == evals(tmp_path / "a")
+    assert [r["step"] for r in _log(tmp_path / "b")] == [r["step"] for r in _log(tmp_path / "a")]
+
+    import shutil
+
+    shutil.move(tmp_path / "b" / "checkpoint", tmp_path / "aside")
+    train(cfg_b)  # starts again at step 0
+    assert evals(tmp_path / "b") == evals(tmp_path / "a")
+    assert [r["step"] for r in _log(tmp_path / "b")] == [r["step"] for r in _log(tmp_path / "a")]
