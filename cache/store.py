@@ -218,6 +218,7 @@ class EmbeddingStore:
             if version != FORMAT_VERSION:
                 raise StoreError(f"store format_version {version!r}, expected {FORMAT_VERSION}")
             n, k, dim = int(meta["n_images"]), int(meta["views"]), int(meta["dim"])
+            n_classes, _prompts = len(meta["class_names"]), list(meta["prompts"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             if isinstance(exc, StoreError):
                 raise
@@ -228,7 +229,7 @@ class EmbeddingStore:
                             f"{(n, k, dim)}")
         if not isinstance(ids, list) or len(ids) != n:
             problems.append("image_ids.json does not list one id per row")
-        if texts.shape != (len(meta["class_names"]), dim):
+        if texts.shape != (n_classes, dim):
             problems.append(f"texts.npy is {texts.shape}")
         if scales is not None and scales.shape != (n, k):
             problems.append(f"images_scale.npy is {scales.shape}, expected {(n, k)}")

@@ -32,12 +32,13 @@ from distill.train.config import CONFIG_FILE, TrainConfig
 from distill.train.distributed import barrier
 from distill.train.evaluate import WEIGHTS_FILE
 from distill.train.student import Student
-from vlmclient.errors import ConfigurationError
+from vlmclient.errors import ConfigurationError, VLMError
 
 __all__ = [
     "CHECKPOINT_DIR",
     "RESUME_MAY_CHANGE",
     "STATE_FILE",
+    "CheckpointWriteError",
     "RunState",
     "check_checkpoint",
     "check_same_settings",
@@ -124,16 +125,25 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_weights(state_dict(student), tmp / WEIGHTS_FILE)
-    if best is not None:
-        save_weights(best, tmp / BEST_FILE)
-    if stage_tensors:
-        save_weights(stage_tensors, tmp / STAGE_FILE)
-    extra: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
-    if optimizer is not None:
-        extra["optimizer"] = optimizer.state_dict()
-    torch.save(extra, tmp / OPTIM_FILE)
-    write_json(tmp / STATE_FILE, state)  # last: a folder with state.json is complete
+    try:
+        save_weights(state_dict(student), tmp / WEIGHTS_FILE)
+        if best is not None:
+            save_weights(best, tmp / BEST_FILE)
+        if stage_tensors:
+            save_weights(stage_tensors, tmp / STAGE_FILE)
+        extra: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
+        if optimizer is not None:
+            extra["optimizer"] = optimizer.state_dict()
+        torch.save(extra, tmp / OPTIM_FILE)
+        write_json(tmp / STATE_FILE, state)  # last: a folder with state.json is complete
+    except Exception as exc:
+        # a full disk surfaces as torch's "unexpected pos" RuntimeError or safetensors'
+        # SafetensorError, not as an OSError: say what it means, leave no half checkpoint
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(
+            f"could not write a checkpoint in {out} (a full disk? {_short(exc)}); the "
+            "previous checkpoint is intact: free space, then train again with --resume"
+        ) from exc
     if final.exists() and exchange(tmp, final):
         # One step, no moment without a checkpoint; ``tmp`` now holds the previous one.
         shutil.rmtree(tmp, ignore_errors=True)
@@ -145,6 +155,15 @@ def save_checkpoint(
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+class CheckpointWriteError(VLMError):
+    """A checkpoint could not be written (disk full, a write error)."""
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def recover_checkpoint(out: Path) -> None:

@@ -158,6 +158,7 @@ def build(
         pretrained=config.pretrained, weights_file=config.student_weights,
         weights_dir=config.weights_dir,
     )
+    _check_input_size(student, config)
     mean, std = norm_stats(student.backbone)
     conv = is_convnet(student.backbone)
     channels_last = config.channels_last if config.channels_last is not None else conv
@@ -165,6 +166,26 @@ def build(
     if channels_last:
         student.to(memory_format=torch.channels_last)
     return student, InputFormat(mean, std, channels_last)
+
+
+def _check_input_size(student: Student, config: TrainConfig) -> None:
+    """ConfigurationError unless the backbone takes ``config.image_size`` inputs: a ViT
+    built for 224 px failed at the first step with an AssertionError traceback, after the
+    run folder was written. One image through it, before anything is written."""
+    size = config.image_size
+    was_training = student.backbone.training
+    student.backbone.eval()  # BatchNorm in train mode refuses a batch of one
+    try:
+        with torch.no_grad():
+            student.backbone(torch.zeros(1, 3, size, size))
+    except Exception as exc:  # timm raises AssertionError, RuntimeError, ValueError
+        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ConfigurationError(
+            f"student {config.student} does not take {size} px inputs ({why}); pick "
+            "another --image-size or student"
+        ) from None
+    finally:
+        student.backbone.train(was_training)
 
 
 def resolve(

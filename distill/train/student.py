@@ -245,13 +245,19 @@ def create_backbone(
     if weights_file is not None:
         model = timm.create_model(name, pretrained=False, num_classes=0, drop_rate=0.0)
         state = _load_state(Path(weights_file))
-        # A classifier in the file does not fit a num_classes=0 model: drop it.
         own = model.state_dict()
-        state = {k: v for k, v in state.items() if k in own}
+        if not own.keys() & state.keys():
+            # a vlm-distill run's model.safetensors: the backbone's tensors under "backbone."
+            state = {k.removeprefix("backbone."): v for k, v in state.items()}
+        # A classifier in the file does not fit a num_classes=0 model: drop it; a tensor
+        # of another shape (another architecture's) counts as missing.
+        state = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
         missing, _ = model.load_state_dict(state, strict=False)
         if missing:
-            raise ValueError(f"weights file {weights_file} lacks {len(missing)} tensors, "
-                             f"e.g. {missing[:3]}")
+            raise ConfigurationError(
+                f"weights file {weights_file} does not fit student {name}: it lacks "
+                f"{len(missing)} of its tensors, e.g. {missing[:3]}"
+            )
         return model
     file = packaged_weights_file(name, weights_dir)
     return timm.create_model(

@@ -313,3 +313,20 @@ def test_a_store_written_before_checksums_still_opens(tmp_path: Path) -> None:
     del meta["checksums"]
     meta_path.write_text(json.dumps(meta))
     assert len(EmbeddingStore.open(tmp_path / "s")) == N
+
+
+@pytest.mark.parametrize("damage", ["no class_names", "no prompts", "a list"])
+def test_a_meta_json_without_its_keys_is_unreadable_not_a_crash(
+    tmp_path: Path, damage: str
+) -> None:
+    """A meta.json without class_names was a KeyError traceback (until 2026-12-06)."""
+    _write(tmp_path / "s")
+    meta_path = tmp_path / "s" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    if damage == "a list":
+        meta_path.write_text(json.dumps([meta]))
+    else:
+        del meta[damage.removeprefix("no ")]
+        meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="unreadable"):
+        EmbeddingStore.open(tmp_path / "s")

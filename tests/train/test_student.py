@@ -65,7 +65,9 @@ def test_weights_file_is_used(tmp_path: Path) -> None:
     b = create_backbone("mobilenetv3_small_050", weights_file=tmp_path / "w.safetensors")
     for (k, v), w in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(v, w), k
-    with pytest.raises(ValueError, match="lacks"):
+    from vlmclient import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="lacks"):
         save_file({"nothing": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
         create_backbone("mobilenetv3_small_050", weights_file=tmp_path / "bad.safetensors")
 

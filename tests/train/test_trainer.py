@@ -805,3 +805,75 @@ def test_evals_log_has_no_duplicates_after_a_crash_or_a_fresh_start(
     train(cfg_b)  # starts again at step 0
     assert evals(tmp_path / "b") == evals(tmp_path / "a")
     assert [r["step"] for r in _log(tmp_path / "b")] == [r["step"] for r in _log(tmp_path / "a")]
+
+
+def test_a_checkpoint_that_does_not_fit_on_the_disk_is_one_line(tiny_data, tiny_cache, tmp_path):
+    """A full disk (here: a file-size limit) while a checkpoint was written ended in a
+    36-line torch or safetensors traceback that said neither "disk" nor "--resume", and
+    left the partial checkpoint.tmp on the full disk (until 2026-12-06)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "distill", "train", str(tiny_data), "--cache", str(tiny_cache),
+         "--teacher", TEACHER, "--student", STUDENT, "--no-pretrained", "--method", "erm",
+         "--out", str(out), "--test-domains", "dom3", "--steps", "2", "--image-size", "32",
+         "--batch-per-domain", "2", "--threads", "1"],
+        capture_output=True, text=True, timeout=300, preexec_fn=small_files,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert len(err) == 1 and "could not write a checkpoint" in err[0], err
+    assert "--resume" in err[0]
+    assert not (out / "checkpoint.tmp").exists()
+
+
+def test_a_student_that_cannot_take_the_image_size_is_refused_before_training(
+    tiny_data, tiny_cache, tmp_path, capsys
+):
+    """A 224-px ViT at --image-size 32 was a 60-line AssertionError at the first step,
+    after the run folder was written (until 2026-12-06)."""
+    out = tmp_path / "vit"
+    rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+               "--student", "vit_tiny_patch16_224", "--no-pretrained", "--method", "erm",
+               "--out", str(out), "--test-domains", "dom3", "--steps", "1",
+               "--image-size", "32", "--batch-per-domain", "2", "--threads", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "does not take 32 px inputs" in err[0]
+    assert not (out / "config.json").exists()
+
+
+def test_a_run_s_weights_warm_start_a_student_of_the_same_kind(
+    tiny_data, tiny_cache, tmp_path, capsys
+):
+    """--weights RUN/model.safetensors was a 31-line "lacks 208 tensors" traceback: the
+    run's tensors are named backbone.* (until 2026-12-06). Another student's file is a
+    one-line usage error."""
+    import torch
+    from safetensors.torch import load_file
+
+    def run(out: Path, *extra: str, student: str = STUDENT) -> int:
+        return main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+                     "--student", student, "--no-pretrained", "--method", "erm",
+                     "--out", str(out), "--test-domains", "dom3", "--steps", "1",
+                     "--lr", "1e-9", "--image-size", "32", "--batch-per-domain", "2",
+                     "--threads", "1", *extra])
+
+    assert run(tmp_path / "base") == 0
+    weights = tmp_path / "base" / "model.safetensors"
+    assert run(tmp_path / "warm", "--weights", str(weights)) == 0
+    base, warm = load_file(weights), load_file(tmp_path / "warm" / "model.safetensors")
+    conv = next(k for k in base if k.startswith("backbone.") and k.endswith("conv_stem.weight"))
+    assert torch.allclose(base[conv], warm[conv], atol=1e-6)  # started from the run's weights
+    capsys.readouterr()
+    assert run(tmp_path / "other", "--weights", str(weights), student="resnet10t") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not fit student resnet10t" in err[0], err
