@@ -89,9 +89,10 @@ def test_harvest_cache_that_cannot_be_created_exits_2_before_sending(
 def test_folder_check_leaves_nothing_behind(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # a creatable --cache passes the check; the run then stops on its missing data
+    # a creatable --cache passes the check; the run then stops on its missing data (a
+    # usage error, exit 2)
     argv = ["harvest", str(tmp_path / "no-data"), "--teacher", "local:hash"]
-    assert main([*argv, "--cache", str(tmp_path / "c"), "--base-url", "http://127.0.0.1:9"]) == 1
+    assert main([*argv, "--cache", str(tmp_path / "c"), "--base-url", "http://127.0.0.1:9"]) == 2
     assert "no-data" in one_error_line(capsys.readouterr().err)
     assert list(tmp_path.iterdir()) == []
 
@@ -145,6 +146,24 @@ def test_make_digits_names_the_folder_asked_for_not_its_temporary_twin(
     with pytest.raises(DataError, match="cannot write"):
         make_digits(dangling, size=8, per_class=1, domains=["upright"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["AFILE", "dangling"]
+
+
+@pytest.mark.parametrize("what", ["data", "run"])
+def test_a_path_that_names_nothing_is_a_usage_error(
+    what: str, tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train /nonexistent` and `eval /nonexistent-run` exited 1, the code of a failure to
+    run again (until 2026-12-06)."""
+    if what == "data":
+        argv = ["train", str(tmp_path / "nowhere"), "--cache", str(tmp_path / "c"),
+                "--teacher", "local:hash", "--out", str(tmp_path / "o")]  # fmt: skip
+        expected = "does not exist"
+    else:
+        argv = ["eval", str(tmp_path / "no-run"), str(data)]
+        expected = "is not a finished training run"
+    assert main(argv) == 2
+    assert expected in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "o").exists()
 
 
 def test_eval_out_that_is_a_folder_exits_2_before_evaluating(

@@ -24,6 +24,7 @@ __all__ = [
     "META_FILE",
     "DataError",
     "Dataset",
+    "MissingDataError",
     "Sample",
     "Samples",
     "SamplesBuilder",
@@ -42,6 +43,10 @@ META_FILE = "dataset.json"
 
 class DataError(InputError):
     """The data cannot be used as a whole (missing, empty, bad manifest or class file)."""
+
+
+class MissingDataError(DataError, ConfigurationError):
+    """The data path names nothing: a usage error (the CLI exits 2), still a DataError."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from .dataset import (
     META_FILE,
     DataError,
     Dataset,
+    MissingDataError,
     Sample,
     class_prompts,
     display,
@@ -90,7 +91,9 @@ def scan(
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise DataError(f"data path {display(os.fspath(data))!r} does not exist") from None
+        raise MissingDataError(
+            f"data path {display(os.fspath(data))!r} does not exist"
+        ) from None
     except OSError as exc:
         raise DataError(f"cannot read {display(os.fspath(data))!r}: {exc.strerror}") from exc
     if stat.S_ISDIR(st.st_mode):

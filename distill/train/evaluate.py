@@ -160,7 +160,8 @@ def load_run_student(run: str | os.PathLike[str]) -> tuple[Student, dict[str, An
     info_path = folder / RUN_FILE
     weights = folder / WEIGHTS_FILE
     if not info_path.is_file() or not weights.is_file():
-        raise DataError(
+        # a RUN argument that names no run: a usage error (exit 2)
+        raise ConfigurationError(
             f"{folder} is not a finished training run (no {RUN_FILE} / {WEIGHTS_FILE}); "
             "run `vlm-distill train` first"
         )
