@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         Totals,
         by_model,
         is_overrun,
+        plain,
         read_ledger,
         totals,
     )
@@ -115,6 +116,7 @@ __all__ = [
     "json_bytes_with_literals",
     "json_with_literals",
     "make_key",
+    "plain",
     "quantize",
     "read_ledger",
     "recover_cache",
@@ -167,6 +169,7 @@ _SOURCES: dict[str, str] = {
     "Totals": "ledger",
     "by_model": "ledger",
     "is_overrun": "ledger",
+    "plain": "ledger",
     "read_ledger": "ledger",
     "totals": "ledger",
     "MemoryCache": "memory",

@@ -48,6 +48,7 @@ __all__ = [
     "by_model",
     "is_overrun",
     "maybe_billed",
+    "plain",
     "read_ledger",
     "reserve_tail",
     "totals",
@@ -371,14 +372,23 @@ class GroupTotals:
             "kind": self.kind,
             "requests": self.requests,
             "items": self.items,
-            "spent_usd": str(self.spent_usd),
+            "spent_usd": plain(self.spent_usd),
             "cache_hits": self.cache_hits,
-            "saved_usd": str(self.saved_usd),
+            "saved_usd": plain(self.saved_usd),
             "failures": dict(sorted(self.failures.items())),
             "estimated": self.estimated,
             "overruns": self.overruns,
-            "overrun_usd": str(self.overrun_usd),
+            "overrun_usd": plain(self.overrun_usd),
         }
+
+
+def plain(amount: Decimal) -> str:
+    """A Decimal as a plain decimal string: ``0.00000072``, never ``7.2E-7``.
+
+    >>> plain(Decimal("7.2E-7")), plain(Decimal("1E+2"))
+    ('0.00000072', '100')
+    """
+    return format(amount, "f")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 
 from cache import CacheError, ResponseCache, read_ledger, totals
 from cache.layout import LEDGER_FILE, RESPONSES_DIR, CacheDir
-from cache.ledger import by_model, is_overrun
+from cache.ledger import by_model, is_overrun, plain
 
 __all__ = ["SCHEMA", "append_run", "build_report", "find_cache_dir"]
 
@@ -104,8 +104,8 @@ def build_report(path: Path) -> dict[str, Any]:
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "cache_dir": str(cdir.root),
-        "spent_usd": str(tot.spent_usd),
-        "saved_usd": str(tot.saved_usd),
+        "spent_usd": plain(tot.spent_usd),
+        "saved_usd": plain(tot.saved_usd),
         "requests_sent": tot.requests,
         "items_bought": tot.items,
         "failed_attempts": failed_attempts,
@@ -116,7 +116,7 @@ def build_report(path: Path) -> dict[str, Any]:
         "by_kind": groups,
         "ledger_problems": [f"line {n}: {why}" for n, why in contents.problems],
         "estimated_requests": tot.estimated,
-        "overrun_usd": str(tot.overrun_usd),
+        "overrun_usd": plain(tot.overrun_usd),
         "overruns": [
             {
                 "time": r.time,
@@ -142,10 +142,10 @@ def build_report(path: Path) -> dict[str, Any]:
         teacher_spent = _teacher_spent(tot, str(run.get("teacher", "")))
         report["last_run"] = {
             "teacher": run.get("teacher"),
-            "budget_usd": str(budget),
-            "spent_usd": str(spent),
-            "teacher_spent_usd": str(teacher_spent),
-            "budget_left_usd": str(max(Decimal(0), budget - teacher_spent)),
+            "budget_usd": plain(budget),
+            "spent_usd": plain(spent),
+            "teacher_spent_usd": plain(teacher_spent),
+            "budget_left_usd": plain(max(Decimal(0), budget - teacher_spent)),
             "run_budget_usd": run.get("run_budget_usd"),
             "exit_code": run.get("exit_code"),
         }

@@ -35,6 +35,24 @@ def test_amounts_are_shown_as_the_ledger_has_them(
     assert "0.00000048" in out and "0.100000" in out and "0.10000048" in out
 
 
+def test_tiny_amounts_are_plain_decimals_in_the_summary_and_the_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before 2026-12-06: "the last run spent $7.2E-7" (Decimal's scientific notation), in
+    the console line and in the JSON's decimal strings."""
+    monkeypatch.setenv("COLUMNS", "200")
+    cache = _cache(tmp_path / "c", "0.00000072")
+    run = {"teacher": "local:hash", "budget_usd": "0.000001", "spent_usd": "0.00000072",
+           "exit_code": 0}  # fmt: skip
+    (cache / "runs.jsonl").write_text(json.dumps(run) + "\n")
+    assert main(["report", str(cache)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "the last run spent $0.00000072" in out and "E-" not in out
+    assert main(["report", str(cache), "--json"]) == 0
+    text = capsys.readouterr().out
+    assert "E-" not in text and '"0.00000072"' in text
+
+
 def test_a_run_folder_finds_its_relative_cache_from_anywhere(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
