@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_accuracy", "plot_losses", "plot_spend", "plots_available"]
+__all__ = ["bar_heights", "plot_accuracy", "plot_losses", "plot_spend", "plots_available"]
 
 _SKIP = {"stage", "step", "lr", "time", "step_s", "data_s"}
 
@@ -73,6 +73,21 @@ def plot_losses(logs: Mapping[str, Path], out: Path) -> Path | None:
     return out
 
 
+def bar_heights(metrics: Mapping[str, Any], columns: list[str]) -> list[float]:
+    """Accuracy in % of each ``"domain (ID)"`` / ``"domain (OOD)"`` column; NaN (no bar)
+    where ``metrics`` has no score for it (it was drawn as a bar at 0 %).
+
+    >>> bar_heights({"id": {"a": {"acc": 0.5}}, "ood": {}}, ["a (ID)", "b (OOD)"])
+    [50.0, nan]
+    """
+    heights = []
+    for label in columns:
+        domain, split = label.rsplit(" (", 1)
+        entry = metrics.get(split.rstrip(")").lower(), {}).get(domain)
+        heights.append(100 * entry["acc"] if entry else float("nan"))
+    return heights
+
+
 def plot_accuracy(results: Mapping[str, Mapping[str, Any]], out: Path) -> Path | None:
     """Grouped bars: accuracy per domain (ID held-out and OOD target) for each method.
 
@@ -96,13 +111,10 @@ def plot_accuracy(results: Mapping[str, Mapping[str, Any]], out: Path) -> Path |
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(columns) + 2), 3.8))
     for i, method in enumerate(methods):
         m = results[method]
-        vals = []
-        for label in columns:
-            domain, split = label.rsplit(" (", 1)
-            entry = m.get(split.rstrip(")").lower(), {}).get(domain)
-            vals.append(100 * entry["acc"] if entry else 0.0)
+        vals = bar_heights(m, columns)
         bars = ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=method)
-        ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
+        texts = ["" if v != v else f"{v:.0f}" for v in vals]
+        ax.bar_label(bars, labels=texts, fontsize=7, padding=1)
     ax.set_xticks(x, columns, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 105)
