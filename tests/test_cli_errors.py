@@ -166,6 +166,18 @@ def test_a_path_that_names_nothing_is_a_usage_error(
     assert not (tmp_path / "c").exists() and not (tmp_path / "o").exists()
 
 
+def test_a_run_folder_inside_the_data_folder_is_refused(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Accepted until 2026-12-06: the run's checkpoint/ then scanned as a class of the
+    data on the next run."""
+    argv = ["train", str(data), "--cache", str(tmp_path / "c"), "--teacher", "local:hash",
+            "--out", str(data / "runs" / "a")]  # fmt: skip
+    assert main(argv) == 2
+    assert "is inside the data folder" in one_error_line(capsys.readouterr().err)
+    assert not (data / "runs").exists()
+
+
 def test_eval_out_that_is_a_folder_exits_2_before_evaluating(
     tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

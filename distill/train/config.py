@@ -178,6 +178,13 @@ class TrainConfig(BaseModel):
             both = set(self.train_domains) & set(self.test_domains)
             if both:
                 raise ValueError(f"domains both train and test: {sorted(both)}")
+        data = os.path.realpath(self.data)
+        if os.path.isdir(data) and os.path.realpath(self.out).startswith(data + os.sep):
+            # its checkpoint/ and plots would be read as a class of images by the next scan
+            raise ValueError(
+                f"--out {self.out} is inside the data folder {self.data}: put the run "
+                "folder elsewhere"
+            )
         if self.holdout_fraction == 0 and self.method != "zeroshot":
             # no in-domain images are held out: nothing to select weights by
             if self.swad:
