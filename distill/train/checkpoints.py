@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -155,6 +156,17 @@ def save_checkpoint(
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _finished(ckpt: Path, stage_names: Sequence[str], done_file: Path | None) -> bool:
+    """True when ``ckpt`` was written after the last stage and ``done_file`` exists."""
+    if done_file is None or not done_file.is_file():
+        return False
+    try:
+        saved = json.loads((ckpt / STATE_FILE).read_text("utf-8"))
+        return int(saved["stage_index"]) >= len(stage_names)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # a damaged checkpoint: the resume path says so
 
 
 class CheckpointWriteError(VLMError):
@@ -320,6 +332,17 @@ class RunState:
     # The resumed stage's own state (see distill.train.stages.stage_state): JSON and tensors.
     stage_state: dict[str, Any] | None = None
     stage_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Summed over every process of the run, up to the checkpoint (a resumed run's timings
+    # covered its last process only): seconds in training steps, images they saw, and
+    # wall seconds before this process started (``started``: when it did).
+    train_s: float = 0.0
+    images_seen: int = 0
+    wall_s_before: float = 0.0
+    started: float = field(default_factory=time.time)
+
+    def wall_s(self, now: float) -> float:
+        """Wall seconds of the run so far, every process of it."""
+        return self.wall_s_before + (now - self.started)
 
     def reset_best(self) -> None:
         """A new stage keeps its own best weights."""
@@ -352,6 +375,8 @@ class RunState:
             **info, "stage_index": stage_index, "stage": stage, "step": step,
             "best_acc": self.best_acc, "history": self.history,
             "stage_notes": self.stage_notes, "time": now, "stage_state": stage_state,
+            "train_s": self.train_s, "images_seen": self.images_seen,
+            "wall_s": self.wall_s(now),
         }
 
 
@@ -366,6 +391,7 @@ def resume_or_start(
     main: bool,
     world: int,
     config: dict[str, Any] | None = None,
+    done_file: Path | None = None,
 ) -> RunState:
     """Where the run starts: step 0, or (with ``resume``) the checkpoint's step, with the
     student's weights, the RNG and the log restored. Refuses to overwrite an unfinished run
@@ -373,12 +399,20 @@ def resume_or_start(
     or (given ``config``, the run's resolved config.json) with other training settings.
     ``log_files`` (log.jsonl, evals.jsonl) lose the lines written after the point the run
     starts from: all of them when it starts at step 0 (an abandoned run's, whose
-    checkpoint was moved aside), the tail after the checkpoint when it resumes.
+    checkpoint was moved aside), the tail after the checkpoint when it resumes. A run
+    whose checkpoint is past its last stage and whose ``done_file`` (metrics.json) is
+    written is finished: refused with or without ``resume``.
     """
     ckpt = out / CHECKPOINT_DIR
     if main:
         recover_checkpoint(out)
     barrier(world)
+    if ckpt.exists() and _finished(ckpt, stage_names, done_file):
+        # --resume would only score it again and overwrite metrics.json
+        raise ConfigurationError(
+            f"{out} holds a finished run; nothing to resume: train into another --out "
+            f"(`vlm-distill eval {out} DATA` scores it again)"
+        )
     if ckpt.exists() and not resume:
         raise ConfigurationError(
             f"{out} already holds a checkpoint; pass --resume to continue it or choose "
@@ -422,6 +456,9 @@ def resume_or_start(
             history=list(saved.get("history", [])),
             stage_notes=list(saved.get("stage_notes", [])),
             stage_state=saved.get("stage_state"),
+            train_s=float(saved.get("train_s", 0.0)),
+            images_seen=int(saved.get("images_seen", 0)),
+            wall_s_before=float(saved.get("wall_s", 0.0)),
         )
         if (ckpt / BEST_FILE).is_file():
             run.best_state = _load_weights(ckpt / BEST_FILE)

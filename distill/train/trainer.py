@@ -183,7 +183,9 @@ def _train(
     run = resume_or_start(out, resume=config.resume, info=info, student=student,
                           stage_names=[name for name, _ in stages],
                           log_files=[out / LOG_FILE, out / EVALS_FILE],
-                          main=main, world=world, config=resolved.model_dump(mode="json"))
+                          main=main, world=world, config=resolved.model_dump(mode="json"),
+                          done_file=out / METRICS_FILE)
+    run.started = t_start
     if main:
         out.mkdir(parents=True, exist_ok=True)
         resolved.write(out)
@@ -197,8 +199,6 @@ def _train(
     last_eval: dict[str, Any] = {}
     groups = split.domain_groups()
     per_rank_batch = -(-config.batch_per_domain // world)  # the global batch stays the same
-    images_seen = 0
-    train_time = 0.0
 
     image_means = (
         class_mean_images(targets.store, targets.rows, [s.label for s in split.train],
@@ -281,8 +281,8 @@ def _train(
                     group["lr"] = lr
                 optimizer.step()
                 dt = time.perf_counter() - t0
-                train_time += dt
-                images_seen += len(raw["label"]) * world
+                run.train_s += dt
+                run.images_seen += len(raw["label"]) * world
                 if valley is not None:
                     segment.update(trainable(student), step=step)
                 values = {k: float(v.detach()) for k, v in losses.items()}
@@ -347,8 +347,8 @@ def _train(
     final = evaluate(student, "final", sum(n for _, n in stages))
     metrics = _write_final(
         out, student, info, final, teacher_zeroshot=targets.zeroshot, run=run,
-        resolved=resolved, t_start=t_start,
-        images_per_s=images_seen / train_time if train_time else None,
+        resolved=resolved,
+        images_per_s=run.images_seen / run.train_s if run.train_s else None,
     )
     notify(Progress("done", "final", 0, 0, {}, final["mean_id"], final["mean_ood"]))
     return metrics
@@ -363,7 +363,6 @@ def _write_final(
     teacher_zeroshot: dict[str, Any],
     run: RunState,
     resolved: TrainConfig,
-    t_start: float,
     images_per_s: float | None,
 ) -> dict[str, Any]:
     """Write the final student, run.json and metrics.json; return the metrics."""
@@ -376,7 +375,7 @@ def _write_final(
         "teacher_zeroshot": teacher_zeroshot,
         "stages": run.stage_notes,
         "history": run.history,
-        "wall_time_s": time.time() - t_start,
+        "wall_time_s": run.wall_s(time.time()),  # every process of the run
         "train_images_per_s": images_per_s,
         "config": resolved.model_dump(mode="json"),
     }

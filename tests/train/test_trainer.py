@@ -877,3 +877,38 @@ def test_a_run_s_weights_warm_start_a_student_of_the_same_kind(
     assert run(tmp_path / "other", "--weights", str(weights), student="resnet10t") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not fit student resnet10t" in err[0], err
+
+
+def test_a_resumed_run_times_every_process_and_a_finished_run_is_not_resumed(
+    tiny_data, tiny_cache, tmp_path, capsys
+):
+    """Until 2026-12-06 a resumed run's wall_time_s and train_images_per_s covered its
+    last process only, and --resume of a finished run (which the "already holds a
+    checkpoint; pass --resume" message invited) scored it again and rewrote metrics.json
+    with a wall time of 0.1 s."""
+    import time
+
+    cfg = _cfg(tiny_data, tiny_cache, tmp_path / "r", method="erm", steps=6, eval_every=2)
+    started = time.time()
+
+    def crash(p: Progress) -> None:
+        if p.event == "eval" and p.step == 3:  # after the checkpoint of step 2
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        train(cfg, progress=crash)
+    first = time.time() - started
+    w1 = json.loads((tmp_path / "r" / "checkpoint" / "state.json").read_text())["wall_s"]
+    assert 0 < w1 <= first
+    resumed_at = time.time()
+    metrics = train(cfg.model_copy(update={"resume": True}))
+    second = time.time() - resumed_at
+    # the first process's time up to its checkpoint is in it; before, the figure was the
+    # second process's alone (a little under ``second``)
+    assert w1 + 0.5 * second < metrics["wall_time_s"] <= first + second
+    assert metrics["wall_time_s"] > second
+    before = (tmp_path / "r" / "metrics.json").read_bytes()
+    for resume in (True, False):
+        with pytest.raises(ConfigurationError, match="holds a finished run; nothing to resume"):
+            train(cfg.model_copy(update={"resume": resume}))
+    assert (tmp_path / "r" / "metrics.json").read_bytes() == before
