@@ -272,12 +272,17 @@ def _main(argv: Sequence[str] | None) -> int:
             print(_os_error(args.command, exc), file=sys.stderr)
             return EXIT_ERROR
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from .signals import Stopped
+
+        if isinstance(exc, Stopped):  # SIGTERM, SIGHUP, SIGQUIT outside the paid loop
+            _say_interrupted(exc)
+            return exc.exit_code
         print("interrupted", file=sys.stderr)
         return 130
 
 
-def _say_interrupted(exc: Exception) -> None:
+def _say_interrupted(exc: BaseException) -> None:
     """What a stop signal left behind; never claims in-flight answers were cached."""
     from .signals import say
 

@@ -29,7 +29,7 @@ from ._common import (
 )
 from .progress import LiveProgress, console
 from .select_cmd import add_select_arguments, run_select
-from .signals import run_paid
+from .signals import raise_on_stop_signals, run_paid
 from .validate import MAX_VIEWS, int_in
 
 if TYPE_CHECKING:  # imported where used: `harvest --help` stays quick
@@ -65,12 +65,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.select:
-        code = run_select(args)
-        if code is not None:
-            return code
-        # else a plain harvest does what was asked (a dry run, or a budget that covers all)
-    return _plain_harvest(args)
+    with raise_on_stop_signals():  # the loop's own handlers take over while it runs
+        if args.select:
+            code = run_select(args)
+            if code is not None:
+                return code
+            # else a plain harvest does what was asked (a dry run, or a budget that covers
+            # all)
+        return _plain_harvest(args)
 
 
 def _plain_harvest(args: argparse.Namespace) -> int:

@@ -18,10 +18,18 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, Final, TypeVar
 
-__all__ = ["STOP_SIGNALS", "Interrupted", "run_paid", "say", "stop_signals"]
+__all__ = [
+    "STOP_SIGNALS",
+    "Interrupted",
+    "Stopped",
+    "raise_on_stop_signals",
+    "run_paid",
+    "say",
+    "stop_signals",
+]
 
 T = TypeVar("T")
 
@@ -57,6 +65,45 @@ class Interrupted(Exception):
         return 128 + self.signum
 
 
+class Stopped(KeyboardInterrupt):
+    """A stop signal other than SIGINT, raised as Ctrl-C is (outside the event loop)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def raise_on_stop_signals() -> Iterator[None]:
+    """Outside :func:`run_paid`'s event loop (before it, and after it while the summary
+    and the run's note are written), SIGTERM, SIGHUP and SIGQUIT raise :class:`Interrupted`
+    (:class:`Stopped`, a KeyboardInterrupt, so no ``except Exception`` on the way can
+    swallow it) as Ctrl-C does: the command says it was stopped (exit 128 + N)
+    instead of ending on the spot with no word (exit -15). A signal the process was
+    started ignoring (SIGHUP under ``nohup``) stays ignored."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {}
+    for signum in stop_signals():
+        if signum == signal.SIGINT:
+            continue
+        try:
+            previous[signum] = signal.signal(signum, stop)
+        except ValueError:  # not the main thread: Python's defaults apply
+            break
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def say(text: str) -> None:
     """Print to stderr; a terminal gone with SIGHUP is not an error worth a traceback."""
     with contextlib.suppress(OSError):
@@ -68,6 +115,7 @@ def run_paid(coro: Coroutine[Any, Any, T]) -> T:
     loop = asyncio.new_event_loop()
     received: list[int] = []
     installed: list[int] = []
+    previous: dict[int, Any] = {}
     try:
         task = loop.create_task(coro)
 
@@ -82,11 +130,13 @@ def run_paid(coro: Coroutine[Any, Any, T]) -> T:
                 )
 
         for signum in stop_signals():
+            before = signal.getsignal(signum)
             try:
                 loop.add_signal_handler(signum, on_signal, signum)
             except (ValueError, RuntimeError, NotImplementedError):
                 continue  # not the main thread, or no signals here: Python's defaults apply
             installed.append(signum)
+            previous[signum] = before
         try:
             # a signal after the task's last await changes nothing: its work is complete
             return loop.run_until_complete(task)
@@ -96,7 +146,9 @@ def run_paid(coro: Coroutine[Any, Any, T]) -> T:
             raise
     finally:
         for signum in installed:
-            loop.remove_signal_handler(signum)
+            loop.remove_signal_handler(signum)  # sets Python's default, so:
+            if previous.get(signum) is not None:
+                signal.signal(signum, previous[signum])  # the handler from before the loop
         _finish(loop)
 
 

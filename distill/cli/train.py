@@ -6,16 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlmclient.errors import ConfigurationError
 
 from .model_flags import ModelFlags, validation_message
-from .signals import say, stop_signals
+from .signals import Stopped, raise_on_stop_signals, say
 
 if TYPE_CHECKING:
     from distill.train.config import TrainConfig
@@ -90,31 +87,6 @@ def print_metrics(metrics: dict[str, Any]) -> None:
     console().print(table)
 
 
-class _Stopped(KeyboardInterrupt):
-    """A stop signal other than SIGINT, raised as Ctrl-C is: no ``except Exception`` on
-    the way (an image decoder's, say) can swallow it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextmanager
-def _stop_signals_interrupt() -> Iterator[None]:
-    """SIGTERM, SIGHUP and SIGQUIT stop training as Ctrl-C does (Python's default ends the
-    process on the spot, without a word): the last checkpoint is kept, the run says so. A
-    signal the process was started ignoring (SIGHUP under ``nohup``) stays ignored."""
-    def stop(signum: int, frame: object) -> None:
-        raise _Stopped(signum)
-
-    previous = {s: signal.signal(s, stop) for s in stop_signals() if s != signal.SIGINT}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def interrupted_message(out: Path, by: str = "") -> str:
     """What a stop (Ctrl-C, or the signal named ``by``) left in the run folder and how to
     go on from it."""
@@ -148,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         train(config)
         return 0
     try:
-        with _stop_signals_interrupt():
+        with raise_on_stop_signals():
             if args.json:
                 metrics = train(config)
             else:
@@ -156,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
                 with TrainProgress() as hook:
                     metrics = train(config, progress=hook)
-    except _Stopped as exc:  # SIGTERM (a scheduler's preemption), SIGHUP, SIGQUIT
+    except Stopped as exc:  # SIGTERM (a scheduler's preemption), SIGHUP, SIGQUIT
         say(interrupted_message(Path(config.out), str(exc)))
         return 128 + exc.signum
     except KeyboardInterrupt:

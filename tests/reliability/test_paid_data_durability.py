@@ -260,6 +260,33 @@ def images_bought(path: Path) -> int:
     return sum('"kind":"image_embedding"' in line and '"outcome":"ok"' in line for line in lines)
 
 
+def test_a_stop_signal_after_everything_is_bought_says_so(digits: Path, tmp_path: Path) -> None:
+    """SIGTERM once the paid loop is over (here: while the run's note is written) ended
+    the harvest on the spot, exit -15 and no word (until 2026-12-06); it now says it was
+    stopped, exit 143, and the rerun buys nothing."""
+    cache = tmp_path / "cache"
+    with teacher() as server:
+        code = (
+            "import os, signal, sys\n"
+            "from distill.cli import harvest as h\n"
+            "real = h.note_run\n"
+            "def note_then_term(*a, **k):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    return real(*a, **k)\n"
+            "h.note_run = note_then_term\n"
+            "from distill.cli import main\n"
+            f"sys.exit(main({harvest_argv(server.url, digits, cache)!r}))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(),
+                              capture_output=True, text=True, timeout=180)  # fmt: skip
+        assert done.returncode == 143, (done.returncode, done.stdout, done.stderr)
+        assert "stopped by SIGTERM" in done.stderr and "Traceback" not in done.stderr
+        billed = server.billing()["images"]
+        again = cli(*harvest_argv(server.url, digits, cache))
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert server.billing()["images"] == billed  # nothing bought twice
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "times"),
