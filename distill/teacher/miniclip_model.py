@@ -8,6 +8,7 @@ What :mod:`distill.server.backend_mini_clip` serves with, without the fitting co
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import math
@@ -97,8 +98,8 @@ def manifest_path(weights: str | os.PathLike[str]) -> Path:
 
 
 def load_teacher(weights: str | os.PathLike[str]) -> tuple[MiniClipTower, dict[str, Any]]:
-    """(tower in eval mode, manifest) from a file written by :func:`fit_teacher`."""
-    from safetensors.torch import load_file
+    """(tower in eval mode, manifest) from a file written by :func:`fit_teacher`; refused
+    when the weights are not the ones the manifest's ``weights_sha256`` names."""
 
     path = Path(weights)
     if not path.is_file():
@@ -111,9 +112,21 @@ def load_teacher(weights: str | os.PathLike[str]) -> tuple[MiniClipTower, dict[s
             f"mini-clip manifest {mpath} missing or unreadable ({exc}); "
             "refit with: vlm-distill fit-teacher POOL --out FILE"
         ) from exc
+    data = path.read_bytes()
+    recorded = manifest.get("weights_sha256") if isinstance(manifest, dict) else None
+    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+        # the teacher is served, and its answers cached, under the name this hash makes:
+        # other weights would be filed under another teacher's name (a refit over the same
+        # --out cut between its two files leaves exactly this pair)
+        raise FileNotFoundError(
+            f"mini-clip weights {path} are not the ones its manifest {mpath} describes "
+            f"(sha256 {recorded[:12]}...); refit with: vlm-distill fit-teacher POOL --out {path}"
+        )
     model = MiniClipTower(manifest.get("widths", WIDTHS), int(manifest.get("dim", EMBED_DIM)),
                           stem_stride=int(manifest.get("stem_stride", 2)))
-    model.load_state_dict(load_file(str(path)), strict=True)
+    from safetensors.torch import load as load_bytes
+
+    model.load_state_dict(load_bytes(data), strict=True)
     model.eval()
     return model, manifest
 

@@ -224,3 +224,25 @@ def _png_bytes() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_weights_that_are_not_the_manifests_are_refused(fitted, tmp_path, monkeypatch, capsys):
+    """A weights file beside another fit's manifest (a refit over one --out cut between
+    its two writes) was served under the manifest's teacher name, so its answers were
+    cached as another teacher's (until 2026-12-06)."""
+    import shutil
+
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    _pool, weights = fitted
+    other = tmp_path / "t.safetensors"
+    shutil.copy(weights, other)
+    shutil.copy(weights.with_suffix(".json"), other.with_suffix(".json"))
+    make_backend("mini-clip", weights=other).close()  # the pair as written: served
+    manifest = json.loads(other.with_suffix(".json").read_text())
+    manifest["weights_sha256"] = "0" * 64  # another fit's manifest
+    other.with_suffix(".json").write_text(json.dumps(manifest))
+    with pytest.raises(FileNotFoundError, match="not the ones its manifest"):
+        make_backend("mini-clip", weights=other)
+    code = main(["serve-teacher", "--backend", "mini-clip", "--weights", str(other),
+                 "--port", "0"])  # fmt: skip
+    assert code == 2 and "not the ones its manifest" in capsys.readouterr().err
