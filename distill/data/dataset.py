@@ -22,9 +22,9 @@ __all__ = [
     "DEFAULT_DOMAIN",
     "DEFAULT_TEMPLATE",
     "META_FILE",
+    "DataArgumentError",
     "DataError",
     "Dataset",
-    "MissingDataError",
     "Sample",
     "Samples",
     "SamplesBuilder",
@@ -45,8 +45,10 @@ class DataError(InputError):
     """The data cannot be used as a whole (missing, empty, bad manifest or class file)."""
 
 
-class MissingDataError(DataError, ConfigurationError):
-    """The data path names nothing: a usage error (the CLI exits 2), still a DataError."""
+class DataArgumentError(DataError, ConfigurationError):
+    """A data argument that cannot be used as given (a path that names nothing, a class
+    file that is missing, empty, repeats a name...): a usage error (the CLI exits 2), and
+    still a DataError for callers that catch those."""
 
 
 @dataclass(frozen=True)
@@ -167,20 +169,24 @@ def check_class_names(names: Iterable[str], where: str) -> None:
 
 def read_class_file(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """Class names from a file, one per line (blank lines and ``#`` comments ignored)."""
+    where = f"class file {display(os.fspath(path))!r}"
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise DataError(f"class file {display(os.fspath(path))!r} does not exist") from None
+        raise DataArgumentError(f"{where} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read class file {display(os.fspath(path))!r}: {exc}") from exc
+        raise DataArgumentError(f"cannot read {where}: {exc}") from exc
     names = [ln.strip() for ln in text.splitlines()]
     names = [n for n in names if n and not n.startswith("#")]
     if not names:
-        raise DataError(f"class file {display(os.fspath(path))!r} lists no class names")
+        raise DataArgumentError(f"{where} lists no class names")
     dupes = sorted(n for n, c in Counter(names).items() if c > 1)
     if dupes:
-        raise DataError(f"class file {display(os.fspath(path))!r} repeats: {', '.join(dupes)}")
-    check_class_names(names, f"class file {display(os.fspath(path))!r}")
+        raise DataArgumentError(f"{where} repeats: {', '.join(dupes)}")
+    try:
+        check_class_names(names, where)
+    except DataError as exc:
+        raise DataArgumentError(str(exc)) from None
     return tuple(names)
 
 

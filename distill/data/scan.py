@@ -32,9 +32,9 @@ from .dataset import (
     DEFAULT_DOMAIN,
     DEFAULT_TEMPLATE,
     META_FILE,
+    DataArgumentError,
     DataError,
     Dataset,
-    MissingDataError,
     Sample,
     class_prompts,
     display,
@@ -91,7 +91,7 @@ def scan(
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise MissingDataError(
+        raise DataArgumentError(
             f"data path {display(os.fspath(data))!r} does not exist"
         ) from None
     except OSError as exc:

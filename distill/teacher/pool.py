@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from distill.data import META_FILE, DataError
+from vlmclient.errors import ConfigurationError
 
 __all__ = [
     "POOL_KINDS",
@@ -218,9 +219,11 @@ def make_teacher_pool(
         raise
     if not images:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(
-            f"the {kind} benchmark as configured deals out every source image "
-            "(per-class/per-domain cap None?): nothing is left for a disjoint teacher pool"
+        # the flags that size the benchmark leave nothing: a usage error (exit 2)
+        raise ConfigurationError(
+            f"the {kind} benchmark as configured (--digits-per-class, --fashion-per-domain "
+            "or --mnist-per-class) deals out every source image: nothing is left for a "
+            "disjoint teacher pool; give the benchmark's smaller size"
         )
     class_names = sources[0][0].class_names
     meta = {
