@@ -120,7 +120,9 @@ def test_pool_leaves_out_pixel_duplicates_of_dealt_images(tmp_path):
 
 
 def test_pool_refuses_when_the_benchmark_takes_everything(tmp_path):
-    with pytest.raises(DataError, match="nothing is left"):
+    from vlmclient import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="nothing is left"):
         make_teacher_pool("digits", tmp_path / "pool", spec=PoolSpec(digits_per_class=None))
 
 
