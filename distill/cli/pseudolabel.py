@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="manifest to write (default: CACHE/pseudolabels.csv)")
 
 
-def _read_synonyms(path: Path) -> dict[str, str]:
+def _read_synonyms(path: Path, class_names: Sequence[str]) -> dict[str, str]:
     """The ``--synonyms`` file: a JSON object of ``"word": "class name"`` strings;
     ConfigurationError when it is missing, unreadable or not such an object (checked
     before anything is sent: parse_answer would fail only once answers were paid for)."""
@@ -103,6 +103,15 @@ def _read_synonyms(path: Path) -> dict[str, str]:
         raise ConfigurationError(
             f'--synonyms {path}: give a JSON object of strings, {{"word": "class name"}}'
         )
+    unknown = sorted({v for v in data.values() if v not in class_names})
+    if unknown:  # such an entry would never match: the answers it was meant for go unread
+        raise ConfigurationError(
+            f"--synonyms {path}: {', '.join(map(repr, unknown[:3]))} "
+            f"{'is not a class name' if len(unknown) == 1 else 'are not class names'} "
+            "of the class file"
+        )
+    if any(not k.strip() for k in data):
+        raise ConfigurationError(f"--synonyms {path}: a word is empty")
     return data
 
 
@@ -203,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         from . import check_out_file
 
         check_out_file(Path(args.out), "--out", "labels.csv")
-    synonyms = _read_synonyms(args.synonyms) if args.synonyms else None
+    synonyms = _read_synonyms(args.synonyms, names) if args.synonyms else None
     student = None
     if args.student_run is not None:
         student = _student_predictions(*_load_student_run(args.student_run, names), dataset)
