@@ -34,14 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True,
                         help="weights file to write (.safetensors; the manifest goes beside it "
                         "as .json)")
-    parser.add_argument("--seed", type=seed_arg, default=0, help="seed (same seed, same bytes)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed (same seed and --threads on the same machine, same bytes)")
     # None: fit_teacher's own defaults (distill.teacher.miniclip), declared once there.
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps")
     parser.add_argument("--batch", type=int, default=None, help="images per step")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--widths", default=None,
-                        help="channels of the 4 tower stages, e.g. 24,48,96,192 "
-                        "(default 16,32,64,128)")
+                        help="channels of each tower stage, two stages or more, e.g. "
+                        "24,48,96,192 (default 16,32,64,128)")
 
 
 def run(args: argparse.Namespace) -> int:
