@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True,
                         help="weights file to write (.safetensors; the manifest goes beside it "
                         "as .json)")
-    parser.add_argument("--seed", type=seed_arg, default=0, help="seed (same seed and --threads on the same machine, same bytes)")
+    parser.add_argument("--seed", type=seed_arg, default=0,
+                        help="seed (same seed and --threads on one machine: same bytes)")
     # None: fit_teacher's own defaults (distill.teacher.miniclip), declared once there.
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps")
     parser.add_argument("--batch", type=int, default=None, help="images per step")
