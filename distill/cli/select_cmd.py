@@ -169,6 +169,11 @@ def run_select(args: argparse.Namespace) -> int | None:
     )
     if not dataset.class_names:
         raise ConfigurationError("--select needs class names: give --class-file")
+    from distill.train.student import check_student_name
+
+    # the student trains after round 1 is paid for: its name is checked before the cache
+    # folder is made (it was made, then the name refused)
+    check_student_name(args.select_student)
     cdir = CacheDir(args.cache)
     state_file = state_path(cdir.root, args.teacher, dataset, args.select)
     with (
@@ -182,10 +187,6 @@ def run_select(args: argparse.Namespace) -> int | None:
         remaining = client.budget.remaining
         covers = remaining is None or _full_cost(client, dataset, args.prompt) <= remaining
         if not covers:
-            from distill.train.student import check_student_name
-
-            # the student trains after round 1 is paid for: check its name first
-            check_student_name(args.select_student)
             result, store, manifest = _rounds(args, client, cache, cdir, dataset, state_file)
             money_rows = budget_lines(client)
             code = EXIT_OK

@@ -233,6 +233,7 @@ def test_an_unknown_select_student_is_refused_before_sending(
     assert code == 2
     one_error_line(capsys.readouterr().err, "error: unknown student model 'nosuchmodel'")
     assert hash_teacher.billing()["requests"] == 0
+    assert not (tmp_path / "c").exists()  # the cache folder was made first until 2026-12-06
 
 
 def test_an_unknown_train_student_is_refused_before_training(
