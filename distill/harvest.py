@@ -131,6 +131,7 @@ class HarvestResult:
     fatal_is_usage: bool = False  # the fatal error is a configuration error (CLI exit 2)
     overrun: str | None = None  # the provider billed more than reserved: what happened
     store_error: str | None = None  # the export failed after every item was bought
+    store_error_is_disk: bool = False  # ... writing it (else: the cached vectors disagree)
     views_computed: int = 0  # augmented views computed (a fully cached rerun computes none)
     # Memory is bounded by these, not by the data set: image views prepared (bytes read)
     # and not yet answered, now and at most; ``window`` is the bound harvest keeps to
@@ -320,8 +321,10 @@ async def harvest(
                 dataset=dataset,
             )
         except (OSError, StoreError) as exc:
-            # Every vector is paid for and cached; only the export failed (disk full...).
+            # Every vector is paid for and cached; only the export failed (disk full, or
+            # cached vectors that disagree in size: a server that answered some wrongly).
             result.store_error = f"could not write the embedding store: {exc}"
+            result.store_error_is_disk = isinstance(exc, OSError)
         finally:
             timings.add("store", started)
         return result

@@ -366,7 +366,9 @@ class Settler:
         expected = self._dims.setdefault(kind, dim)
         if dim != expected:
             raise ResponseValidationError(
-                f"embedding dimension {dim} differs from the {expected} seen before",
+                f"embedding dimension {dim} differs from the {expected} seen before (if "
+                f"the {expected}-long answers are the wrong ones, `vlm-distill cache prune "
+                f"--teacher {self.teacher} --keep-dim {dim}` removes those that were cached)",
                 provider=self.provider.name,
                 request_id=parsed.request_id,
             )

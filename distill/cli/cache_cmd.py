@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from .progress import console
 from .validate import MAX_VIEWS, int_in, nonneg_days
 
 if TYPE_CHECKING:
+    from cache import CacheEntry
     from cache.layout import CacheDir
 
 
@@ -26,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         ("stats", "entries and bytes, by kind"),
         ("verify", "find corrupt entries (a corrupt entry is a miss, never a crash)"),
         ("export", "write the embedding store of a dataset from cached responses only"),
-        ("prune", "delete corrupt entries, or entries older than N days"),
+        ("prune", "delete corrupt entries, entries older than N days, or one teacher's "
+         "embeddings of the wrong size"),
         (
             "recover",
             "copy every readable entry of a damaged cache into a fresh database "
@@ -66,6 +69,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 type=nonneg_days,
                 help="delete entries stored more than N days ago (paid: asks first)",
             )
+            sp.add_argument(
+                "--keep-dim",
+                type=int_in(1),
+                help="with --teacher: delete that teacher's embeddings whose length is not N "
+                "(wrong-size answers a server gave; paid: asks first)",
+            )
+            sp.add_argument("--teacher", help="provider:model whose entries --keep-dim checks")
             sp.add_argument(
                 "--dry-run", action="store_true", help="say how many would go; delete nothing"
             )
@@ -112,6 +122,36 @@ def _healthy(responses: Path) -> bool:
         return False
     with cache:
         return cache.spill_problem is None and not cache.verify()
+
+
+def _wrong_size(args: argparse.Namespace) -> Callable[[str, CacheEntry], bool] | None:
+    """``--teacher P:M --keep-dim N``: true for that teacher's vectors of another length
+    (the answers a server gave at the wrong size, cached before the right size was seen:
+    every later right-size answer was then refused as malformed, and billed)."""
+    if args.keep_dim is None:
+        if args.teacher is not None:
+            raise ConfigurationError("--teacher goes with --keep-dim N")
+        return None
+    if args.teacher is None:
+        raise ConfigurationError(
+            "--keep-dim needs --teacher P:M: a cache may hold several teachers' vectors, "
+            "of other sizes"
+        )
+    from vlmclient.providers import parse_teacher
+
+    provider, model = parse_teacher(args.teacher)
+    keep = int(args.keep_dim)
+
+    def wrong(key: str, entry: CacheEntry) -> bool:
+        meta = entry.meta
+        return (
+            entry.vector is not None
+            and meta.get("provider") == provider.name
+            and meta.get("model") == model
+            and int(entry.vector.shape[-1]) != keep
+        )
+
+    return wrong
 
 
 def _recover_hint(cache: Path) -> str:
@@ -173,21 +213,29 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
             )
             return EXIT_OK
         if args.action == "prune":
-            if not args.corrupt and args.older_than_days is None:
-                raise ConfigurationError("say what to prune: --corrupt and/or --older-than-days N")
+            if not args.corrupt and args.older_than_days is None and args.keep_dim is None:
+                raise ConfigurationError(
+                    "say what to prune: --corrupt, --older-than-days N and/or "
+                    "--teacher P:M --keep-dim N"
+                )
+            wrong_size = _wrong_size(args)
             older = args.older_than_days * 86400 if args.older_than_days is not None else None
-            n = cache.prune(older_than=older, corrupt=args.corrupt, dry_run=True)
+            n = cache.prune(
+                wrong_size, older_than=older, corrupt=args.corrupt, dry_run=True
+            )
             if args.dry_run or n == 0:
                 out.print(f"would delete {n} entries (dry run: nothing deleted)" if args.dry_run
                           else "nothing to delete")  # fmt: skip
                 return EXIT_OK
-            # Entries older than N days were paid for: deleting them means buying them again.
-            if older is not None and not args.yes and not _confirm(n):
+            # Entries older than N days (or of the wrong size) were paid for: deleting them
+            # means buying them again.
+            paid = older is not None or wrong_size is not None
+            if paid and not args.yes and not _confirm(n):
                 raise ConfigurationError(
                     f"not deleting {n} paid entries without confirmation: pass --yes "
                     "(or --dry-run to only count them)"
                 )
-            n = cache.prune(older_than=older, corrupt=args.corrupt)
+            n = cache.prune(wrong_size, older_than=older, corrupt=args.corrupt)
             out.print(f"deleted {n} entries")
             return EXIT_OK
         from distill.data import scan

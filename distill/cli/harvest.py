@@ -297,6 +297,16 @@ def _summary(
                 + _retry_advice(client.stats.charged_no_answer)
             )
         return EXIT_ERROR
+    if result.store_error and not result.store_error_is_disk:
+        # not the disk: cached vectors of two sizes (a server that answered some wrongly)
+        out.print(
+            f"[red]{_shown(result.store_error)}[/]\nThe cached answers disagree in size: "
+            "remove the wrong ones with `"
+            + escape(f"vlm-distill cache prune --cache {shlex.quote(str(args.cache))} "
+                     f"--teacher {shlex.quote(args.teacher)} --keep-dim N")
+            + "` (N: the size this teacher gives), then run again (it buys only those)."
+        )
+        return EXIT_ERROR
     if result.store_error:
         out.print(
             f"[red]{_shown(result.store_error)}[/]\nEverything is bought and cached; free disk "
