@@ -266,7 +266,12 @@ def run(args: argparse.Namespace) -> int:
     ids = [s.id for s in dataset.samples]
     first_l = [lb.label for lb in labels]
     second_l = first_l if second is None else [lb.label for lb in second]
-    result = parity_filter(ids, first_l, second_l, student)
+    # a check the budget stopped before it was bought is not a disagreement
+    not_checked = [
+        s.id for s, lb, ch in zip(dataset.samples, labels, second or labels, strict=True)
+        if second is not None and lb.answer is not None and ch.answer is None
+    ]
+    result = parity_filter(ids, first_l, second_l, student, unchecked=not_checked)
     path = args.out or (cdir.root / "pseudolabels.csv")
     path.parent.mkdir(parents=True, exist_ok=True)
     kept = set(result.kept)

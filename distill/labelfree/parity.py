@@ -15,16 +15,19 @@ A pseudo-labelled image is kept when
 3. the current student disagrees with it (the knowledge gap). With no student yet
    (``student=None``) every self-consistent label is kept.
 
-Every dropped image gets one reason, the first rule it fails, so the counts add up.
+Every dropped image gets one reason, the first rule it fails, so the counts add up. An
+image whose second opinion was never bought (a budget stop) is ``unchecked``, not
+inconsistent: the next run checks it.
 
 >>> r = parity_filter(["a", "b", "c", "d"], [0, 1, None, 2], [0, 0, 1, 2], [1, 1, 1, 1])
 >>> r.kept, r.counts
-(['a', 'd'], {'kept': 2, 'no_answer': 1, 'teacher_inconsistent': 1, 'student_agrees': 0})
+(['a', 'd'], {'kept': 2, 'no_answer': 1, 'unchecked': 0, 'teacher_inconsistent': 1, \
+'student_agrees': 0})
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,9 +35,10 @@ __all__ = ["REASONS", "Check", "ParityResult", "parity_filter"]
 
 Check = Literal["zeroshot", "resample", "views"]
 NO_ANSWER = "no_answer"
+UNCHECKED = "unchecked"
 INCONSISTENT = "teacher_inconsistent"
 STUDENT_AGREES = "student_agrees"
-REASONS = (NO_ANSWER, INCONSISTENT, STUDENT_AGREES)
+REASONS = (NO_ANSWER, UNCHECKED, INCONSISTENT, STUDENT_AGREES)
 
 
 @dataclass
@@ -63,6 +67,7 @@ def parity_filter(
     student: Sequence[int | None] | None = None,
     *,
     require_gap: bool = True,
+    unchecked: Collection[str] = (),
 ) -> ParityResult:
     """Keep ids whose answer equals the second opinion and differs from the student.
 
@@ -70,16 +75,20 @@ def parity_filter(
     self-consistency check (zero-shot argmax or a second answer); ``student``: the
     student's current predictions, or None before any training. ``require_gap=False``
     keeps self-consistent labels even where the student already agrees (a plain
-    confidence filter, for comparison).
+    confidence filter, for comparison). ``unchecked``: ids whose second opinion was not
+    bought (their ``second`` is None); dropped as ``unchecked``.
     """
     n = len(ids)
     if len(answers) != n or len(second) != n or (student is not None and len(student) != n):
         raise ValueError("ids, answers, second and student must have the same length")
     result = ParityResult()
+    unchecked_ids = set(unchecked)
     for i, image_id in enumerate(ids):
         a = answers[i]
         if a is None:
             result.dropped[image_id] = NO_ANSWER
+        elif second[i] is None and image_id in unchecked_ids:
+            result.dropped[image_id] = UNCHECKED
         elif second[i] is None or second[i] != a:
             result.dropped[image_id] = INCONSISTENT
         elif require_gap and student is not None and student[i] == a:

@@ -25,11 +25,15 @@ def test_parity_keeps_consistent_labels_the_student_gets_wrong() -> None:
     assert r.counts == {
         "kept": 2,
         "no_answer": 1,
+        "unchecked": 0,
         "teacher_inconsistent": 2,
         "student_agrees": 1,
     }
     assert sum(r.counts.values()) == len(ids)
     assert r.decision("a") == "kept" and r.decision("d") == "student_agrees"
+    # f's second opinion was never bought (a budget stop): unchecked, not inconsistent
+    r = parity_filter(ids, answers, second, student, unchecked=["f"])
+    assert r.decision("f") == "unchecked" and r.counts["teacher_inconsistent"] == 1
 
 
 def test_parity_without_student_or_gap_keeps_every_consistent_label() -> None:

@@ -366,3 +366,23 @@ def test_a_file_the_teacher_cannot_decode_leaves_only_itself_unlabelled(
     decisions = read(out.with_suffix(".decisions.csv"))
     labelled = {Path(r["path"]).name for r in decisions if r["label"]}
     assert labelled == {f"img{i:02d}.png" for i in range(12)} - {"img05.png"}
+
+
+def test_a_check_the_budget_did_not_buy_is_unchecked_not_inconsistent(
+    hash_teacher: LocalTeacher, unlabelled: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Before 2026-12-06, answers whose zero-shot check was never bought (the budget
+    stopped first) were listed as teacher_inconsistent, in the table and decisions.csv."""
+    folder, classes = unlabelled
+    out = tmp_path / "labels.csv"
+    # the 12 answers and the class prompts fit; the 12 image embeddings of the check do not
+    code = main([
+        "pseudolabel", str(folder), "--class-file", str(classes), "--teacher", "local:hash",
+        "--base-url", hash_teacher.url, "--cache", str(tmp_path / "c"), "--budget", "0.0005",
+        "--check", "zeroshot", "--out", str(out),
+    ])  # fmt: skip
+    assert code == 3
+    rows = read(out.with_suffix(".decisions.csv"))
+    unchecked = [r for r in rows if r["decision"] == "unchecked"]
+    assert unchecked and all(r["answer"] and not r["second"] for r in unchecked)
+    assert not any(r["decision"] == "teacher_inconsistent" and not r["second"] for r in rows)
