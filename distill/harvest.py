@@ -25,7 +25,14 @@ import numpy as np
 from cache import StoreError
 from distill.data import Dataset, class_prompts
 from distill.data.views import pixels_decode
-from distill.harvest_store import ImageItem, VectorSink, export_store, image_items, store_dir
+from distill.harvest_store import (
+    ImageItem,
+    SizesDisagree,
+    VectorSink,
+    export_store,
+    image_items,
+    store_dir,
+)
 from distill.view_requests import ViewClient, build_requests, upload_encoding, view_request
 from vlmclient import (
     AuthenticationError,
@@ -131,7 +138,7 @@ class HarvestResult:
     fatal_is_usage: bool = False  # the fatal error is a configuration error (CLI exit 2)
     overrun: str | None = None  # the provider billed more than reserved: what happened
     store_error: str | None = None  # the export failed after every item was bought
-    store_error_is_disk: bool = False  # ... writing it (else: the cached vectors disagree)
+    store_error_is_disk: bool = False  # ... writing it, not vectors of two sizes
     views_computed: int = 0  # augmented views computed (a fully cached rerun computes none)
     # Memory is bounded by these, not by the data set: image views prepared (bytes read)
     # and not yet answered, now and at most; ``window`` is the bound harvest keeps to
@@ -324,7 +331,7 @@ async def harvest(
             # Every vector is paid for and cached; only the export failed (disk full, or
             # cached vectors that disagree in size: a server that answered some wrongly).
             result.store_error = f"could not write the embedding store: {exc}"
-            result.store_error_is_disk = isinstance(exc, OSError)
+            result.store_error_is_disk = not isinstance(exc, SizesDisagree)
         finally:
             timings.add("store", started)
         return result

@@ -36,6 +36,7 @@ __all__ = [
     "EXPORT_BLOCK",
     "STORE_FORMAT",
     "ImageItem",
+    "SizesDisagree",
     "VectorSink",
     "export_store",
     "image_items",
@@ -77,6 +78,11 @@ def store_meta(dataset: Dataset) -> dict[str, object]:
     return {"dataset_root": str(dataset.root), "layout": dataset.layout, **files_meta(dataset)}
 
 
+class SizesDisagree(StoreError):
+    """The vectors to export come in two sizes: not the disk's fault (a server answered
+    some at the wrong size; ``vlm-distill cache prune --keep-dim`` removes them)."""
+
+
 class VectorSink:
     """Image vectors as they arrive: written into the store being built (when there is
     one), and which (row, view) pairs came back (one byte each, not a vector)."""
@@ -88,6 +94,7 @@ class VectorSink:
         self.have = np.zeros((len(image_ids), views), dtype=bool)
         self.writer: StoreWriter | None = None
         self.error: str | None = None  # the store could not be written: said at the end
+        self.sizes_disagree = False  # ... because its vectors came in two sizes
 
     @property
     def missing(self) -> int:
@@ -101,6 +108,13 @@ class VectorSink:
             return
         started = time.perf_counter()
         try:
+            sizes = {int(np.shape(v)[-1]) for v in vectors}
+            if self.writer is not None:
+                sizes.add(self.writer.dim)
+            if len(sizes) > 1:
+                # answers of two sizes (a server that gave some at the wrong size)
+                self.sizes_disagree = True
+                raise StoreError(f"image vectors come in sizes {sorted(sizes)}")
             matrix = np.stack(vectors).astype(np.float32, copy=False)
             if self.writer is None:
                 self.writer = StoreWriter(
@@ -129,9 +143,15 @@ class VectorSink:
         dataset: Dataset,
     ) -> Path:
         if self.error is not None:
-            raise StoreError(self.error.removeprefix("could not write the embedding store: "))
+            cls = SizesDisagree if self.sizes_disagree else StoreError
+            raise cls(self.error.removeprefix("could not write the embedding store: "))
         if self.writer is None or self.path is None:
             raise StoreError("no image vectors were written")
+        if text_vectors.ndim == 2 and text_vectors.shape[1] != self.writer.dim:
+            raise SizesDisagree(
+                f"the class prompts' vectors have {text_vectors.shape[1]} values, the images' "
+                f"{self.writer.dim}"
+            )
         self.writer.commit(
             text_vectors=text_vectors.astype(np.float32),
             class_names=class_names,

@@ -146,7 +146,8 @@ def test_class_file_and_manifest_labels_with_control_characters_are_refused(
     classes = tmp_path / "classes.txt"
     classes.write_text("cat\ndo\x1b[2Jg\n")
     argv = harvest_argv(hash_teacher.url, data, tmp_path / "cache")
-    assert main([*argv, "--class-file", str(classes)]) == 1
+    # the class file is an argument: a usage error (exit 2) since 2026-12-06
+    assert main([*argv, "--class-file", str(classes)]) == 2
     assert "control characters" in _one_line_error(capsys)
     manifest = data / "m.csv"
     manifest.write_text('path,label\ncat/0.png,"ca\nt"\ndog/0.png,dog\n')
