@@ -80,11 +80,11 @@ class Stopped(KeyboardInterrupt):
 @contextlib.contextmanager
 def raise_on_stop_signals() -> Iterator[None]:
     """Outside :func:`run_paid`'s event loop (before it, and after it while the summary
-    and the run's note are written), SIGTERM, SIGHUP and SIGQUIT raise :class:`Interrupted`
-    (:class:`Stopped`, a KeyboardInterrupt, so no ``except Exception`` on the way can
-    swallow it) as Ctrl-C does: the command says it was stopped (exit 128 + N)
-    instead of ending on the spot with no word (exit -15). A signal the process was
-    started ignoring (SIGHUP under ``nohup``) stays ignored."""
+    and the run's note are written), SIGTERM, SIGHUP and SIGQUIT raise :class:`Stopped` (a
+    KeyboardInterrupt, so no ``except Exception`` on the way can swallow it) as Ctrl-C
+    raises KeyboardInterrupt: the command says it was stopped (exit 128 + N) instead of
+    ending on the spot with no word (exit -15). A signal the process was started ignoring
+    (SIGHUP under ``nohup``) stays ignored."""
 
     def stop(signum: int, frame: object) -> None:
         raise Stopped(signum)
