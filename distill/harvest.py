@@ -35,6 +35,7 @@ from distill.harvest_store import (
 )
 from distill.view_requests import ViewClient, build_requests, upload_encoding, view_request
 from vlmclient import (
+    APIConnectionError,
     AuthenticationError,
     BadRequestError,
     BudgetExceededError,
@@ -73,6 +74,10 @@ log = logging.getLogger("distill.harvest")
 R = TypeVar("R")
 
 # Errors that every later request would hit too: stop at once instead of failing item by item.
+# Requests in a row that got no HTTP answer at all (connection refused or lost, timed out)
+# after their retries: the run stops instead of waiting out every request's retries.
+UNANSWERED_IN_A_ROW = 3
+
 FATAL = (
     AuthenticationError,
     PermissionDeniedError,
@@ -204,6 +209,8 @@ async def harvest(
         timings,
     )
 
+    unanswered = [0]  # requests in a row that got no answer after their retries
+
     def account(n_hits: int, n_bought: int) -> None:
         result.cache_hits += n_hits
         result.bought += n_bought
@@ -219,7 +226,9 @@ async def harvest(
         """The results, or None when the call failed (recorded in ``result``; a request
         the teacher refused goes to ``refused`` instead, when one is given)."""
         try:
-            return await coro_factory()
+            out = await coro_factory()
+            unanswered[0] = 0
+            return out
         except BadRequestError as exc:
             if refused is None:
                 result.failed.extend((n, str(exc)) for n in names)
@@ -235,6 +244,18 @@ async def harvest(
             stop.set()
         except VLMError as exc:
             result.failed.extend((n, str(exc)) for n in names)
+            if isinstance(exc, APIConnectionError):
+                unanswered[0] += 1
+                if unanswered[0] >= UNANSWERED_IN_A_ROW and result.fatal is None:
+                    # a teacher that stopped (or a wrong --base-url): every further request
+                    # would wait out its retries too (a minute of them, nothing billed)
+                    result.fatal = (
+                        f"the teacher does not answer: {unanswered[0]} requests in a row "
+                        f"failed after their retries (last: {exc}); nothing more was sent. "
+                        "Check that it runs (and --base-url / --timeout), then run again: "
+                        "what was bought is cached"
+                    )
+                    stop.set()
         account(0, 0)
         return None
 

@@ -272,6 +272,8 @@ def _summary(
         out.print(f"[red]stopped:[/] {_shown(result.fatal)}")
         if client.storage_problem is not None:
             out.print(_storage_hint(args.cache))
+        if client.stats.charged_no_answer:  # timeouts the provider may have billed
+            out.print(_retry_advice(client.stats.charged_no_answer))
         # a setting found missing at the first request (Vertex's project, AWS credentials
         # or region): a configuration error like a missing key, exit 2
         return EXIT_USAGE if result.fatal_is_usage else EXIT_ERROR

@@ -593,3 +593,23 @@ def test_a_config_value_outside_its_choices_is_refused(tmp_path: Path) -> None:
         ]  # fmt: skip
         assert usage_exit(argv) == 2
         assert srv.gate.received == 0
+
+
+def test_a_teacher_that_does_not_answer_stops_the_harvest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stopped teacher (here: a port nothing listens on) made every request wait out
+    its retries, one chunk after another: about a minute and a hundred retries for a
+    small harvest (until 2026-12-06). Three requests in a row without an answer stop it."""
+    import socket
+
+    data = labelled(tmp_path / "data", per_class=6)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free, and closed again: connections are refused
+    argv = harvest_argv(f"http://127.0.0.1:{port}", data, tmp_path / "cache",
+                        "--batch-size", "1", "--concurrency", "1")  # fmt: skip
+    assert usage_exit(argv) == 1
+    said = " ".join(capsys.readouterr().out.split())
+    assert "the teacher does not answer: 3 requests in a row" in said
+    assert not [r for r in ledger(tmp_path / "cache") if r.outcome == "ok"]
