@@ -194,6 +194,7 @@ def train_student(
 
     from distill.train.config import warmup_factor
     from distill.train.evaluate import to_input
+    from distill.train.optim import adam
     from distill.train.student import build_student, norm_stats, starts_from_weights
     from distill.train.swad import Average, update_bn
     from distill.train.task import freeze_batchnorm
@@ -203,7 +204,7 @@ def train_student(
     torch.manual_seed(seed)
     model = build_student(student, method="kd", num_classes=targets.shape[1], pretrained=pretrained)
     mean, std = norm_stats(model.backbone)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = adam(model.parameters(), lr=lr)
     ramp = max(1, steps // 10) if warmup is None else max(1, warmup)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: warmup_factor(k, ramp))
     soft = torch.from_numpy(np.asarray(targets, dtype=np.float32))

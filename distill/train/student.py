@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cache import atomic_write
+from distill.train.small_maps import use_small_map_convs
 from vlmclient.errors import ConfigurationError
 
 __all__ = [
@@ -236,8 +237,23 @@ def create_backbone(
     ``weights_file`` (safetensors or torch state dict) wins; otherwise packaged weights when
     ``pretrained`` and the model has them; otherwise random init. ``drop_rate=0``: timm
     applies classifier dropout to the pooled features even with ``num_classes=0``, and the
-    paper's featurizers feed P without dropout.
+    paper's featurizers feed P without dropout. Its depthwise convolutions skip the kernel
+    taps a map smaller than the kernel never reaches (:mod:`distill.train.small_maps`: the
+    same function, several times cheaper on the last stages at 32 px).
     """
+    model = _timm_backbone(name, pretrained=pretrained, weights_file=weights_file,
+                           weights_dir=weights_dir)
+    use_small_map_convs(model)
+    return model
+
+
+def _timm_backbone(
+    name: str,
+    *,
+    pretrained: bool,
+    weights_file: str | os.PathLike[str] | None,
+    weights_dir: str | os.PathLike[str] | None,
+) -> nn.Module:
     import timm
 
     if not starts_from_weights(name, pretrained=pretrained, weights_file=weights_file):

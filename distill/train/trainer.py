@@ -66,6 +66,7 @@ from distill.train.distributed import (
     wrap_ddp,
 )
 from distill.train.evaluate import RUN_FILE, WEIGHTS_FILE
+from distill.train.optim import adam
 from distill.train.prepare import DataSplit, build, resolve, run_info, split_data
 from distill.train.stages import (
     AlignStop,
@@ -216,10 +217,8 @@ def _train(
                              freeze_bn=bool(resolved.freeze_bn),
                              image_targets=config.image_targets,
                              text_loss=config.text_loss, image_means=image_means)
-            optimizer = torch.optim.Adam(
-                task.configure(student), lr=config.stage_lr(stage),
-                weight_decay=config.weight_decay,
-            )
+            optimizer = adam(task.configure(student), lr=config.stage_lr(stage),
+                             weight_decay=config.weight_decay)
             if first > 0 and run.optimizer is not None:
                 optimizer.load_state_dict(run.optimizer)
             if first == 0:

@@ -1,0 +1,152 @@
+"""Step time of the default student with and without the trainer's two CPU speed-ups.
+
+The speed-ups (2026-12-06): depthwise convolutions skip the kernel taps a map smaller than
+the kernel never reaches (``distill.train.small_maps``), and Adam runs fused
+(``distill.train.optim.adam``). Both compute the same function; this measures what they
+save. Variants, each a fresh student from the same seed, run in interleaved blocks of
+``--block`` steps (first step of a block untimed) so that machine noise hits them alike:
+
+- ``before``: plain depthwise convolutions, torch's default (unfused) Adam;
+- ``small maps``: the depthwise shortcut, unfused Adam;
+- ``small maps + fused Adam``: both (what the trainer does now).
+
+One step = the trainer's ERM task (frozen BatchNorm, channels_last, as the trainer runs the
+default student on the CPU): forward, cross-entropy, backward, Adam step on random inputs.
+
+    .venv/bin/python benchmarks/small_maps_speed.py   # writes its section of docs/benchmarks.md
+    .venv/bin/python benchmarks/small_maps_speed.py --no-docs --sizes 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from distill.train.small_maps import SmallMapDepthwiseConv2d  # noqa: E402
+from distill.train.student import build_student  # noqa: E402
+from distill.train.task import Batch, ErmTask  # noqa: E402
+
+START = "<!-- small_maps_speed:start -->"
+END = "<!-- small_maps_speed:end -->"
+VARIANTS = ("before", "small maps", "small maps + fused Adam")
+
+
+def student(model: str, variant: str) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    s = build_student(model, method="erm", num_classes=10)
+    if variant == "before":
+        for m in s.modules():
+            if isinstance(m, SmallMapDepthwiseConv2d):
+                m.__class__ = nn.Conv2d
+    s.to(memory_format=torch.channels_last)
+    params = ErmTask().configure(s)
+    fused = variant.endswith("fused Adam")
+    return s, torch.optim.Adam(params, lr=5e-4, fused=fused or None)
+
+
+def measure(model: str, size: int, batch: int, rounds: int, block: int) -> dict[str, float]:
+    task = ErmTask()
+    runs = {v: student(model, v) for v in VARIANTS}
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    b = Batch(images=x, labels=torch.randint(0, 10, (batch,)))
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for r in range(rounds + 1):  # round 0 warms up
+        for v in VARIANTS:
+            s, opt = runs[v]
+            for j in range(block):
+                t0 = time.perf_counter()
+                task.set_mode(s)
+                loss = task.losses(s, b)["loss"]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if r > 0 and j > 0:
+                    times[v].append(time.perf_counter() - t0)
+    return {v: statistics.median(t) for v, t in times.items()}
+
+
+def render(rows: list[tuple[int, dict[str, float]]], args: argparse.Namespace) -> str:
+    lines = [
+        START,
+        "## Depthwise convolutions on small maps, and fused Adam",
+        "",
+        f"Reproduce: `.venv/bin/python benchmarks/small_maps_speed.py --model {args.model} "
+        f"--sizes {args.sizes} --batch {args.batch} --rounds {args.rounds} --block "
+        f"{args.block}`.",
+        "",
+        f"`{args.model}` (packaged ImageNet weights), the trainer's ERM step (BatchNorm "
+        f"frozen, channels_last) on random input, batch {args.batch}, torch threads "
+        f"{torch.get_num_threads()}; the three variants in interleaved blocks of "
+        f"{args.block} steps (first untimed), median step time over {args.rounds} rounds. "
+        "`before`: plain depthwise convolutions and torch's default Adam (the trainer until "
+        "2026-12-06); `small maps`: depthwise convolutions skip the kernel taps a map "
+        "smaller than the kernel never reaches (`distill/train/small_maps.py`); `+ fused "
+        "Adam`: `torch.optim.Adam(fused=True)` (`distill/train/optim.py`). Same function, "
+        "same gradients (tests/train/test_small_maps.py).",
+        "",
+        "| input | before (ms/step) | small maps (ms/step) | + fused Adam (ms/step) | "
+        "speed-up, both |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for size, r in rows:
+        before, small, both = (r[v] * 1000 for v in VARIANTS)
+        lines.append(f"| {size} px | {before:.0f} | {small:.0f} | {both:.0f} | "
+                     f"{before / both:.2f}× |")
+    lines += [
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {platform.machine()}, "
+        f"{os.cpu_count()} cores (1-minute load average {os.getloadavg()[0]:.1f} at the end), "
+        f"Python {platform.python_version()}, torch {torch.__version__}.",
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(section: str) -> None:
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text("utf-8")
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, "utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--model", default="tf_efficientnet_lite0")
+    ap.add_argument("--sizes", default="32,64")
+    ap.add_argument("--batch", type=int, default=96)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--block", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-docs", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        r = measure(args.model, size, args.batch, args.rounds, args.block)
+        rows.append((size, r))
+        print(f"{size} px: " + ", ".join(f"{v} {t * 1000:.1f} ms" for v, t in r.items()),
+              flush=True)
+    if not args.no_docs:
+        write_docs(render(rows, args))
+        print("written: docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The small-map depthwise shortcut computes the same function, with the same gradients, as
+the convolution it replaces, and leaves the model's parameters and state-dict keys alone."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from distill.train.small_maps import SmallMapDepthwiseConv2d, use_small_map_convs
+from distill.train.student import create_backbone
+
+
+def _pair(conv: nn.Module) -> tuple[nn.Module, nn.Module]:
+    fast = copy.deepcopy(conv)
+    assert use_small_map_convs(fast) == 1
+    return conv, fast
+
+
+def _shortcut(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, SmallMapDepthwiseConv2d)]
+
+
+def _outputs_and_grads(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    model.zero_grad()
+    x = x.detach().requires_grad_(True)
+    out = model(x)
+    (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+    assert x.grad is not None
+    return [out.detach(), x.grad] + [p.grad for p in model.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+@pytest.mark.parametrize("size", [(1, 1), (1, 3), (2, 2), (3, 2), (4, 4), (9, 9)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_same_outputs_and_gradients_as_the_plain_convolution(
+    kernel: int, size: tuple[int, int], channels_last: bool
+) -> None:
+    torch.manual_seed(kernel)
+    plain, fast = _pair(nn.Conv2d(6, 6, kernel, padding=kernel // 2, groups=6))
+    x = torch.randn(3, 6, *size)
+    if channels_last:
+        plain, fast = (m.to(memory_format=torch.channels_last) for m in (plain, fast))
+        x = x.contiguous(memory_format=torch.channels_last)
+    want, got = _outputs_and_grads(plain, x), _outputs_and_grads(fast, x)
+    assert len(want) == len(got) == 4  # output, input grad, weight grad, bias grad
+    for a, b in zip(want, got, strict=True):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("conv", [
+    nn.Conv2d(6, 6, 3, padding=1),  # not depthwise
+    nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=6),
+    nn.Conv2d(6, 6, 3, padding=2, dilation=2, groups=6),
+    nn.Conv2d(6, 6, 3, padding=0, groups=6),  # "valid": the map shrinks
+    nn.Conv2d(6, 6, 4, padding=2, groups=6),  # even kernel
+    nn.Conv2d(6, 6, 3, padding=1, groups=6, padding_mode="reflect"),
+    nn.Conv2d(6, 12, 3, padding=1, groups=6),  # channel multiplier 2
+])
+def test_convolutions_it_cannot_shortcut_are_left_alone(conv: nn.Conv2d) -> None:
+    assert use_small_map_convs(conv) == 0
+    assert type(conv) is nn.Conv2d
+
+
+def test_timm_same_padding_convolutions_are_left_alone() -> None:
+    timm_layers = pytest.importorskip("timm.layers")
+    conv = timm_layers.create_conv2d(8, 8, 5, stride=2, padding="same", depthwise=True)
+    assert type(conv) is not nn.Conv2d  # timm's dynamic-padding Conv2dSame
+    assert use_small_map_convs(conv) == 0
+
+
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "mobilenetv3_small_100"])
+def test_backbones_compute_the_same_features_and_gradients(name: str, weights_dir: Path) -> None:
+    """create_backbone gives the shortcut to the default students; at 32 px (their last
+    stages on 1x1 and 2x2 maps) and 64 px they compute what the plain timm model does."""
+    fast = create_backbone(name, pretrained=True, weights_dir=weights_dir)
+    assert _shortcut(fast), "no depthwise convolution got the shortcut"
+    plain = copy.deepcopy(fast)
+    for m in _shortcut(plain):
+        m.__class__ = nn.Conv2d
+    assert not _shortcut(plain)
+    assert list(plain.state_dict()) == list(fast.state_dict())
+    plain.eval()
+    fast.eval()  # BatchNorm frozen, as the trainer runs these students
+    for size in (32, 64):
+        x = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(size))
+        want, got = _outputs_and_grads(plain, x), _outputs_and_grads(fast, x)
+        assert len(want) == len(got)
+        for a, b in zip(want, got, strict=True):
+            scale = a.abs().max().clamp_min(1e-6)
+            assert ((a - b).abs().max() / scale) < 1e-4
+
+
+def test_weights_move_between_shortcut_and_plain_models() -> None:
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(4, 4, 5, padding=2, groups=4), nn.Conv2d(4, 4, 1))
+    fast = copy.deepcopy(plain)
+    assert use_small_map_convs(fast) == 1
+    with torch.no_grad():
+        for p in fast.parameters():
+            p.add_(1.0)
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 4, 2, 2)
+    assert torch.allclose(plain(x), fast(x), atol=1e-5)
