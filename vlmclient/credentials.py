@@ -38,6 +38,13 @@ def resolve_key(
 def check_credentials(provider: Provider, api_key: SecretStr, base_url: str) -> None:
     """Refuse, before anything is sent, a key no HTTP stack can send (or a blank one) and a
     base URL that holds credentials or a query string."""
+    if not api_key.get_secret_value().isascii():
+        # A typographic dash or a zero-width space from a copy-paste: HTTP headers are
+        # ASCII, so the first request failed with a UnicodeEncodeError traceback.
+        raise ConfigurationError(
+            f"the API key for {provider.name} contains a non-ASCII character (a typographic "
+            "dash or an invisible space from a copy-paste?); set it again (nothing was sent)"
+        )
     if any(ord(c) < 32 or ord(c) == 127 for c in api_key.get_secret_value()):
         # A trailing newline from a key file: every HTTP stack refuses the header, after
         # the budget was reserved, with a traceback.
@@ -54,7 +61,20 @@ def check_credentials(provider: Provider, api_key: SecretStr, base_url: str) -> 
             f"the API key for {provider.name} is blank or has spaces around it; set it "
             "without them (nothing was sent)"
         )
-    url = httpx.URL(base_url)
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL:  # its message may quote the URL, credentials and all
+        raise ConfigurationError(
+            "the base URL is not a valid URL; give it as http(s)://host[:port][/path] "
+            "(nothing was sent)"
+        ) from None
+    if url.scheme not in ("http", "https") or not url.host:
+        # Without a scheme (127.0.0.1:8080) httpx reads the host as the scheme: every
+        # request then failed in the transport, unsent, yet was charged at its worst case.
+        raise ConfigurationError(
+            "the base URL must start with http:// or https:// and name a host, e.g. "
+            "http://127.0.0.1:8080 (nothing was sent)"
+        )
     if url.query or url.fragment:
         # The request path is appended to the base URL, so a query there breaks every
         # request, and messages name the base URL: a key in its query would be printed.

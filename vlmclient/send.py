@@ -257,10 +257,10 @@ class Sender:
             never_left = isinstance(cause, aiohttp.ClientConnectorError)
             timed_out = isinstance(cause, (aiohttp.ServerTimeoutError, asyncio.TimeoutError))
         else:
-            # waiting for a free connection (PoolTimeout) is before anything is sent
-            never_left = isinstance(
-                exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-            )
+            # waiting for a free connection (PoolTimeout) is before anything is sent, and
+            # so is a URL the transport cannot open (UnsupportedProtocol)
+            never_left = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout,
+                                          httpx.PoolTimeout, httpx.UnsupportedProtocol))
             timed_out = isinstance(exc, httpx.TimeoutException) and not never_left
         if never_left:
             return APIConnectionError(

@@ -394,3 +394,37 @@ def test_key_with_a_newline_is_refused_and_nothing_is_charged(
     records = ledger(cache) if (cache / "ledger.jsonl").exists() else []
     assert records == []
     assert hash_teacher.billing()["requests"] == 0
+
+
+@pytest.mark.parametrize("bad", ["127.0.0.1:{port}", "ftp://127.0.0.1:{port}", "http://[::1",
+                                 "http:///v2"])
+def test_base_url_without_http_scheme_or_host_is_refused_and_nothing_is_charged(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    bad: str,
+) -> None:
+    """Before: '127.0.0.1:8089' (no scheme) failed in the transport on every request,
+    unsent, and each was charged at its worst case to the ledger ('connection'), so the
+    rerun with the right URL found the budget gone; 'http://[::1' was a traceback."""
+    port = hash_teacher.url.rsplit(":", 1)[1]
+    cache = tmp_path / "cache"
+    assert main(harvest_argv(bad.format(port=port), data, cache, budget="0.01")) == 2
+    assert "base URL" in _one_line_error(capsys)
+    records = ledger(cache) if (cache / "ledger.jsonl").exists() else []
+    assert records == []
+    assert main(harvest_argv(hash_teacher.url, data, cache, budget="0.01")) == 0
+    assert hash_teacher.billing()["requests"] > 0
+
+
+@pytest.mark.parametrize("key", ["reliability\u2013token", "reliability-token\u200b"])
+def test_key_with_a_non_ascii_character_is_refused_and_nothing_is_charged(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, key: str,
+) -> None:
+    """A typographic dash or a zero-width space pasted into the key: before, the first
+    request failed with a UnicodeEncodeError traceback (exit 1)."""
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", key)
+    cache = tmp_path / "cache"
+    assert main(harvest_argv(hash_teacher.url, data, cache)) == 2
+    line = _one_line_error(capsys)
+    assert "non-ASCII" in line and "token" not in line
+    assert hash_teacher.billing()["requests"] == 0
