@@ -150,6 +150,7 @@ class TeacherClient:
             raise ConfigurationError("concurrency must be >= 1")
         self.provider, self.model = parse_teacher(teacher)
         self.teacher = teacher
+        self._loop: asyncio.AbstractEventLoop | None = None  # the first call's (_check_loop)
         self._kinds = self.provider.kinds_for(self.model)  # asked on every call
         env = os.environ if env is None else env
         self._api_key = resolve_key(self.provider, api_key, env)
@@ -416,7 +417,24 @@ class TeacherClient:
 
     # -- the pipeline ----------------------------------------------------------------------
 
+    def _check_loop(self) -> None:
+        """ConfigurationError, before anything is reserved, when called from another event
+        loop than the first call's: its pooled connections, locks and in-flight futures
+        belong to that loop. Reused from a second ``asyncio.run``, the request went out on
+        a dead loop's connection, was billed, and its answer was lost; from two threads
+        at once, one of them hung."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise ConfigurationError(
+                "this TeacherClient was first used in another event loop (asyncio.run "
+                "called twice, or another thread?); create one client per event loop, or "
+                "make every call inside one asyncio.run (nothing was sent)"
+            )
+
     async def _run(self, kind: Kind, requests: Sequence[Item], result_type: type[R]) -> list[R]:
+        self._check_loop()
         if kind not in self._kinds:
             offering = sorted(n for n, p in PROVIDERS.items() if kind in p.kinds)
             raise ConfigurationError(

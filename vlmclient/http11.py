@@ -20,6 +20,7 @@ redirects (the client follows none), request bodies it cannot read whole first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections import deque
 
@@ -560,7 +561,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
             for conn in idle:
                 conn.closed = True
                 if conn.transport is not None:
-                    conn.transport.close()
+                    with contextlib.suppress(RuntimeError):
+                        # "Event loop is closed": closed from a later asyncio.run than the
+                        # one that opened it; the socket closes when the transport is freed
+                        conn.transport.close()
                 self._open -= 1
         self._idle.clear()
 
