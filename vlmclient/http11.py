@@ -360,6 +360,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
                                                  float | None, float | None]] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._tick = 1.0
+        self._swept_at = 0.0  # loop time the watchdog last ran (or was started)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._closed:
@@ -438,10 +439,20 @@ class Http11Transport(httpx.AsyncBaseTransport):
             if self._watchdog is not None:
                 self._watchdog.cancel()
             self._tick = tick
+            self._swept_at = conn.loop.time()
             self._watchdog = conn.loop.call_later(tick, self._sweep, conn.loop)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
+        late = now - self._swept_at - self._tick
+        self._swept_at = now
+        if late > max(1.0, self._tick):
+            # The loop did not run for that long: the process was stopped (Ctrl-Z, a
+            # paused VM) or blocked. That time is no server's silence: the answers that
+            # came in meanwhile wait unread in the socket, and failing them here threw
+            # billed answers away and bought them again. Give the loop a turn to read.
+            for conn in self._active:
+                conn.last_io += late
         for conn in list(self._active):
             conn.check_timeout(now)
         if self._active:
