@@ -5,7 +5,9 @@ A small SQLite database beside the response cache (``DIR/coordination.db``) hold
 - ``owners``: every live :class:`Coordinator` (host, pid, the pid's start time and a
   heartbeat). An owner is dead when, on this host, its pid is gone (or is a zombie, or
   was reused by another program), and on another host when its heartbeat is older
-  than :data:`OWNER_TTL_S`.
+  than :data:`OWNER_TTL_S`. "This host" is the hostname, the boot and the pid namespace
+  (:func:`cache.coordination_db.machine_identity`): a container sharing the hostname
+  but not the pids counts as another host.
 - ``leases``: a claim on a cache key that its owner is about to buy. Other owners wait
   for the key to appear in the cache instead of buying it too. A lease ends when its
   owner releases it (after caching the result), dies, or stops renewing it
@@ -51,7 +53,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
-from .coordination_db import open_coordination_db, pid_alive, pid_start
+from .coordination_db import machine_identity, open_coordination_db, pid_alive, pid_start
 from .ledger import LedgerWriteError, SpendLedger, read_ledger
 from .protocols import LedgerRecord
 
@@ -146,6 +148,10 @@ class Coordinator:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        # what "on this host" means for the pid check (_alive): the hostname alone let
+        # two containers sharing one (host networking) read each other's pids in their
+        # own pid namespace, take each other for dead and buy each other's leases
+        self.machine = machine_identity(self.host)
         self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
         self._lock = threading.Lock()  # one connection, used from several threads
         self._db: sqlite3.Connection | None = open_coordination_db(self.path)
@@ -158,7 +164,7 @@ class Coordinator:
         with self._write() as db:
             db.execute(
                 "INSERT INTO owners VALUES (?, ?, ?, ?, ?)",
-                (self.owner, self.host, self.pid, pid_start(self.pid), now),
+                (self.owner, self.machine, self.pid, pid_start(self.pid), now),
             )
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(
@@ -210,7 +216,7 @@ class Coordinator:
         ).fetchone()
         if row is None:
             alive = False
-        elif row[0] == self.host:
+        elif row[0] == self.machine:
             alive = pid_alive(int(row[1]), str(row[2]))
         else:
             alive = time.time() - float(row[3]) < OWNER_TTL_S

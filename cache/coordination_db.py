@@ -20,6 +20,7 @@ from .ledger import reserve_tail
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "RESERVE_BYTES",
+    "machine_identity",
     "open_coordination_db",
     "pid_alive",
     "pid_start",
@@ -106,6 +107,22 @@ def _reserve_space(path: Path) -> None:
             reserve_tail(fd, RESERVE_BYTES)  # best effort: a full disk has no room left
         finally:
             os.close(fd)
+
+
+def machine_identity(hostname: str) -> str:
+    """Where a pid means the same process: the hostname, and on Linux the boot id and the
+    pid namespace. Two containers sharing a hostname (host networking) each have their own
+    pid 1; a reboot reuses every pid.
+
+    >>> machine_identity("box").startswith("box")
+    True
+    """
+    parts = [hostname]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return " ".join(parts)
 
 
 def pid_start(pid: int) -> str:
