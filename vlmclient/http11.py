@@ -38,6 +38,10 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY = frozenset({204, 304})
 _HEX = b"0123456789abcdefABCDEF"
 Origin = tuple[str, str, int]
+# Response extension: set on a 2xx whose body did not come whole (the connection ended,
+# the read timed out, the body broke the framing or the size cap), to why. The provider
+# billed it; the client charges it as an answer it cannot use and never retries it.
+CUT = "vlmclient.cut"
 
 
 def response_of(request: httpx.Request, status: int, reason: bytes, headers: httpx.Headers,
@@ -96,10 +100,11 @@ class _Head:
 
 
 class _Answer:
-    __slots__ = ("body", "head")
+    __slots__ = ("body", "cut", "head")
 
-    def __init__(self, head: _Head, body: bytes) -> None:
+    def __init__(self, head: _Head, body: bytes, cut: str = "") -> None:
         self.head, self.body = head, body
+        self.cut = cut  # why the body is incomplete (see CUT), "" when it came whole
 
 
 class _Connection(asyncio.Protocol):
@@ -141,7 +146,7 @@ class _Connection(asyncio.Protocol):
                 raise httpx.RemoteProtocolError(
                     f"answer larger than {self.max_answer} bytes: refused")
         except httpx.RemoteProtocolError as exc:
-            self._fail(exc)
+            self._lost(exc)
             self.abort()  # what is left of the answer must not be read as the next one
 
     def eof_received(self) -> bool:
@@ -149,7 +154,7 @@ class _Connection(asyncio.Protocol):
         if head is not None and head.length == -2:  # framed by the connection's end
             body, self.buffer = bytes(self.buffer), bytearray()
             self._finish(body, keep_alive=False)
-        self._fail(httpx.RemoteProtocolError(
+        self._lost(httpx.RemoteProtocolError(
             "server disconnected without sending a complete response"))
         return False  # close our side too
 
@@ -157,10 +162,10 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self.reusable = False
         if exc is None:
-            self._fail(httpx.RemoteProtocolError(
+            self._lost(httpx.RemoteProtocolError(
                 "server disconnected without sending a complete response"))
         else:
-            self._fail(httpx.ReadError(f"{type(exc).__name__}: {exc}"))
+            self._lost(httpx.ReadError(f"{type(exc).__name__}: {exc}"))
 
     # -- one exchange -----------------------------------------------------------------
 
@@ -192,7 +197,7 @@ class _Connection(asyncio.Protocol):
         exc: httpx.TimeoutException = (
             httpx.WriteTimeout("timed out sending the request") if left
             else httpx.ReadTimeout("timed out waiting for the response"))
-        self._fail(exc)
+        self._lost(exc)
         self.abort()
 
     # -- parsing ----------------------------------------------------------------------
@@ -210,10 +215,10 @@ class _Connection(asyncio.Protocol):
                 del buf[:end + 4]
                 if 100 <= head.status < 200:
                     continue  # informational: the answer follows
+                self._head = head  # (before refusing its size: a 2xx refused is still billed)
                 if head.length > self.max_answer:
                     raise httpx.RemoteProtocolError(
                         f"answer of {head.length} bytes, over {self.max_answer}: refused")
-                self._head = head
             keep_alive, length = self._head.keep_alive, self._head.length
             if length >= 0:
                 if len(buf) < length:
@@ -258,13 +263,27 @@ class _Connection(asyncio.Protocol):
             self._parts_size += size
             del buf[:start + size + 2]
 
-    def _finish(self, body: bytes, keep_alive: bool) -> None:
+    def _finish(self, body: bytes, keep_alive: bool, cut: str = "") -> None:
         assert self._head is not None and self.waiter is not None
         head, self._head = self._head, None
         # reusable only when nothing else arrived behind the answer
-        self.reusable = keep_alive and not self.buffer and not self.closed
+        self.reusable = keep_alive and not self.buffer and not self.closed and not cut
         if not self.waiter.done():
-            self.waiter.set_result(_Answer(head, body))
+            self.waiter.set_result(_Answer(head, body, cut))
+
+    def _lost(self, exc: Exception) -> None:
+        """The exchange ends without its whole answer. After a 2xx head the provider has
+        billed it: it ends as that answer with an empty body, which the client charges as
+        a billed answer it cannot use, never retried ('malformed'); as a transport error
+        it was charged *and* retried, billed once per attempt. Before a 2xx head: ``exc``."""
+        head = self._head
+        if head is not None and 200 <= head.status < 300 and self.waiter is not None \
+                and not self.waiter.done():
+            self.buffer.clear()
+            self._parts, self._parts_size = [], 0
+            self._finish(b"", keep_alive=False, cut=str(exc) or type(exc).__name__)
+        else:
+            self._fail(exc)
 
     def _fail(self, exc: Exception) -> None:
         self.reusable = False
@@ -400,6 +419,11 @@ class Http11Transport(httpx.AsyncBaseTransport):
             self._active.discard(conn)
             self._release(conn)
         got = answer.head
+        if answer.cut:  # the head of a billed answer, without its body
+            response = response_of(request, got.status, got.reason,
+                                   headers_of(got.entries), b"", False)
+            response.extensions = {**response.extensions, CUT: answer.cut}
+            return response
         return response_of(request, got.status, got.reason, headers_of(got.entries),
                            answer.body, got.encoded)
 

@@ -31,8 +31,10 @@ from .errors import (
     RateLimitError,
     ResponseValidationError,
 )
+from .http11 import CUT
 from .models import UNIT_PRICE_FIELDS, Kind, Price, Usage
 from .providers import CallSpec, Parsed, Provider
+from .providers.wire import request_id_of
 from .ratelimit import RateLimiter
 from .redact import Redactor
 from .stats import ClientStats
@@ -181,6 +183,13 @@ class Settler:
             raise err
         started = time.perf_counter()
         try:
+            cut = response.extensions.get(CUT)
+            if cut:
+                raise ResponseValidationError(
+                    f"the answer (HTTP {response.status_code}) was cut off ({cut}); the "
+                    "provider billed it: charged at its reservation, not retried",
+                    provider=self.provider.name, request_id=request_id_of(response),
+                )
             parsed = self.provider.parse_response(spec, response)
             rid = self._redact.request_id(parsed.request_id)
             if rid != parsed.request_id:

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from vlmclient import Budget, Price, TeacherClient, TextEmbeddingRequest
-from vlmclient.errors import APIConnectionError, APITimeoutError
-from vlmclient.http11 import Http11Transport
+from vlmclient.errors import APIConnectionError, APITimeoutError, ResponseValidationError
+from vlmclient.http11 import CUT, Http11Transport
 from vlmclient.retry import RetryPolicy
 
 TLS = Path(__file__).parent / "tls"
@@ -174,8 +174,8 @@ async def test_failures_are_the_httpx_errors_that_say_whether_it_left() -> None:
     async with serve(Script(lambda req, n: None)) as url:
         with pytest.raises(httpx.ReadTimeout):
             await post(transport, url, timeout=httpx.Timeout(5.0, read=0.2))
-    # the server hangs up halfway through the answer
-    async with serve(Script(lambda req, n: b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc",
+    # the server hangs up halfway through an error answer
+    async with serve(Script(lambda req, n: b"HTTP/1.1 500 Oops\r\nContent-Length: 9\r\n\r\nabc",
                             close_after=True)) as url:
         with pytest.raises(httpx.RemoteProtocolError, match="without sending a complete"):
             await post(transport, url)
@@ -197,10 +197,31 @@ async def test_failures_are_the_httpx_errors_that_say_whether_it_left() -> None:
         with pytest.raises(httpx.RemoteProtocolError, match="bad status line"):
             await post(transport, url)
     for size in (b"-1", b"0x4", b"1_0", b"zz"):
-        bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\nabcd\r\n"
+        bad = b"HTTP/1.1 502 Bad\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\nabcd\r\n"
         async with serve(Script(lambda req, n, bad=bad: bad)) as url:
             with pytest.raises(httpx.RemoteProtocolError, match="bad chunk size"):
                 await post(transport, url)
+    await transport.aclose()
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-Request-Id: r-9\r\n\r\nabc",
+     "without sending a complete"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabcd\r\n", "bad chunk size"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 999999\r\n\r\n", "over 1000: refused"),
+])
+async def test_a_2xx_that_does_not_come_whole_is_its_head_marked_cut(
+    answer: bytes, why: str
+) -> None:
+    """The provider billed a 2xx the moment it answered: a body cut short (or refused)
+    comes back as the 2xx's head with ``CUT`` saying why, which the client charges as a
+    billed answer it cannot use and never retries. As a RemoteProtocolError it was charged
+    and retried, and billed once per attempt (the audit's 'cut200': each batch 4 times)."""
+    transport = Http11Transport(max_answer=1000)
+    async with serve(Script(lambda req, n: answer, close_after=True)) as url:
+        got = await post(transport, url)
+    assert got.status_code == 200 and got.content == b""
+    assert why in got.extensions[CUT]
     await transport.aclose()
 
 
@@ -244,6 +265,27 @@ async def test_teacher_client_charges_by_what_the_failure_says() -> None:
         with pytest.raises(APITimeoutError):
             await c.embed_texts([TextEmbeddingRequest(text="a cat")])
     assert c.budget.spent > 0 and c.budget.reserved == 0
+
+
+async def test_teacher_client_charges_a_cut_200_once_and_never_retries_it() -> None:
+    """Before: a 200 whose body stopped halfway was a dropped connection to the client:
+    charged, retried, and billed again on every attempt (4 bills for one batch)."""
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\nX-Request-Id: r-cut\r\n\r\n{\"data\": ["
+    script = Script(lambda req, n: cut, close_after=True)
+    async with serve(script) as url, TeacherClient(
+        "openai:m", api_key="k", base_url=url + "/v1",
+        price=Price(usd_per_1m_input_tokens=Decimal("1")), budget=Budget("1"),
+        retry=RetryPolicy(max_attempts=4, sleep=_no_sleep),
+    ) as c:
+        with pytest.raises(ResponseValidationError, match=r"cut off.*r-cut"):
+            await c.embed_texts([TextEmbeddingRequest(text="a cat")])
+    assert len(script.requests) == 1  # not retried
+    assert c.billed_malformed == 1
+    assert c.budget.spent > 0 and c.budget.reserved == 0  # charged at its reservation
+
+
+async def _no_sleep(_: float) -> None:
+    return None
 
 
 class socket_closed_port:
@@ -306,11 +348,17 @@ async def test_an_answer_over_the_size_cap_is_refused_without_reading_it_all() -
     # announced too large: refused on its headers
     huge = b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n"
     async with serve(Script(lambda req, n: huge)) as url:
+        assert "over 1000" in (await post(transport, url)).extensions[CUT]  # a 2xx: billed
+    huge = huge.replace(b"200 OK", b"500 Oops")
+    async with serve(Script(lambda req, n: huge)) as url:
         with pytest.raises(httpx.RemoteProtocolError, match="over 1000"):
             await post(transport, url)
     # chunked, growing past the cap (64 KB chunks, never finished)
     chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
     endless = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 8
+    async with serve(Script(lambda req, n: endless)) as url:
+        assert "larger than 1000" in (await post(transport, url)).extensions[CUT]
+    endless = endless.replace(b"200 OK", b"503 Busy")
     async with serve(Script(lambda req, n: endless)) as url:
         with pytest.raises(httpx.RemoteProtocolError, match="larger than 1000"):
             await post(transport, url)
