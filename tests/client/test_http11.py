@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -149,6 +150,34 @@ async def test_gzip_answer_is_decoded_and_headers_kept() -> None:
     assert response.json() == {"ok": True}
     assert response.headers["x-request-id"] == "r1"
     assert response.extensions["reason_phrase"] == b"OK"
+    await transport.aclose()
+
+
+@pytest.mark.parametrize(("encoding", "packed"), [
+    (b"gzip", gzip.compress(b'{"ok": true}')),
+    (b"deflate", zlib.compress(b'{"ok": true}')),
+    (b"deflate", zlib.compress(b'{"ok": true}')[2:-4]),  # raw deflate, as some servers send
+    (b"gzip, gzip", gzip.compress(gzip.compress(b'{"ok": true}'))),
+])
+async def test_gzip_and_deflate_answers_are_decoded(encoding: bytes, packed: bytes) -> None:
+    script = Script(lambda req, n: ok(packed, b"Content-Encoding: " + encoding))
+    transport = Http11Transport(max_answer=1000)
+    async with serve(script) as url:
+        assert (await post(transport, url)).json() == {"ok": True}
+    await transport.aclose()
+
+
+async def test_a_compressed_answer_is_never_decoded_past_the_size_cap() -> None:
+    """Before: the 256 MB cap counted wire bytes and httpx decoded the whole body: a 598 KB
+    gzip answer took 600 MB (1.28 GB at the peak), 3 MB of gzip a MemoryError traceback."""
+    bomb = gzip.compress(b"0" * 50_000_000)  # about 50 KB on the wire
+    assert len(bomb) < 100_000
+    script = Script(lambda req, n: ok(bomb, b"Content-Encoding: gzip"))
+    transport = Http11Transport(max_answer=1_000_000)
+    async with serve(script) as url:
+        got = await post(transport, url)
+    assert got.status_code == 200 and got.content == bomb  # raw: never decoded
+    assert "decodes to more than 1000000 bytes" in got.extensions[CUT]
     await transport.aclose()
 
 
