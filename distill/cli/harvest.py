@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # imported where used: `harvest --help` stays quick
     from distill.data import Dataset
     from distill.harvest import HarvestResult
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "retry_advice", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -209,20 +209,33 @@ def _shown(text: str) -> str:
     return escape(display(text))
 
 
-def _retry_advice(charged_no_answer: int) -> str:
+def retry_advice(charged_no_answer: int, billed_unusable: int = 0) -> str:
     """What a rerun of failed items costs: nothing lost, unless attempts were charged
-    without an answer (the provider may have billed them; a rerun buys them again).
+    without an answer (the provider may have billed them) or billed answers could not be
+    used: a rerun buys those items again.
 
-    >>> _retry_advice(0)
+    >>> retry_advice(0)
     'run again to retry them (nothing paid is lost).'
+    >>> retry_advice(0, 2)[:60]
+    '2 billed answers could not be used (charged, listed above as'
     """
-    if not charged_no_answer:
+    if not charged_no_answer and not billed_unusable:
         return "run again to retry them (nothing paid is lost)."
-    return (
-        f"{charged_no_answer} requests were charged at their worst case with no answer "
-        "(timed out or lost after sending, so the provider may have billed them): a rerun "
-        "buys those items again. If they timed out, raise --timeout before running again."
-    )
+    parts = []
+    if billed_unusable:
+        parts.append(
+            f"{billed_unusable} billed answers could not be used (charged, listed above as "
+            "'malformed' in the ledger): a rerun buys those items again, and the teacher may "
+            "answer them the same way; check the model and its parameters first."
+        )
+    if charged_no_answer:
+        parts.append(
+            f"{charged_no_answer} requests were charged at their worst case with no answer "
+            "(timed out or lost after sending, so the provider may have billed them): a "
+            "rerun buys those items again. If they timed out, raise --timeout before running "
+            "again."
+        )
+    return " ".join(parts)
 
 
 def _summary(
@@ -272,8 +285,8 @@ def _summary(
         out.print(f"[red]stopped:[/] {_shown(result.fatal)}")
         if client.storage_problem is not None:
             out.print(_storage_hint(args.cache))
-        if client.stats.charged_no_answer:  # timeouts the provider may have billed
-            out.print(_retry_advice(client.stats.charged_no_answer))
+        if client.stats.charged_no_answer or client.billed_malformed:  # may have been billed
+            out.print(retry_advice(client.stats.charged_no_answer, client.billed_malformed))
         # a setting found missing at the first request (Vertex's project, AWS credentials
         # or region): a configuration error like a missing key, exit 2
         return EXIT_USAGE if result.fatal_is_usage else EXIT_ERROR
@@ -296,7 +309,7 @@ def _summary(
         if len(result.failed) > unreadable:
             out.print(
                 f"[red]{len(result.failed) - unreadable} items failed at the teacher[/]; "
-                + _retry_advice(client.stats.charged_no_answer)
+                + retry_advice(client.stats.charged_no_answer, client.billed_malformed)
             )
         return EXIT_ERROR
     if result.store_error and not result.store_error_is_disk:

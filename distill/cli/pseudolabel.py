@@ -23,6 +23,7 @@ from vlmclient.models import Kind
 from vlmclient.providers.reasoning import REASONING_LEVELS
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
+from .harvest import retry_advice
 from .progress import LiveProgress, console
 from .signals import run_paid
 
@@ -312,8 +313,8 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         out.print(
             f"[red]{len(failed)} answers failed at the teacher[/] "
-            f"(last: {escape(failed[-1].error or '')}); "
-            "nothing paid is lost: fix the cause and run again"
+            f"(last: {escape(failed[-1].error or '')}); fix the cause, then "
+            + retry_advice(client.stats.charged_no_answer, client.billed_malformed)
         )
         return EXIT_ERROR
     unbought = sum(lb.answer is None for lb in labels)

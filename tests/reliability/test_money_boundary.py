@@ -442,6 +442,19 @@ def test_pseudolabel_against_an_all_malformed_server_does_not_burn_the_budget(
     assert "stopped by the budget" not in capsys.readouterr().out
 
 
+def test_pseudolabel_with_some_billed_unusable_answers_does_not_say_nothing_paid_is_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: "N answers failed at the teacher ...; nothing paid is lost: fix the cause
+    and run again", after answers billed and charged as 'malformed' (a rerun pays again)."""
+    folder, classes = unlabelled(tmp_path, 40)
+    with serve(faults=Faults(malformed=0.2, seed=3)) as srv:
+        assert _pseudolabel(srv, tmp_path, folder, classes, "--concurrency", "1") == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "answers failed at the teacher" in out
+    assert "nothing paid is lost" not in out and "billed answers could not be used" in out
+
+
 # -- item 15: smaller footguns --------------------------------------------------------------
 
 
@@ -613,3 +626,20 @@ def test_a_teacher_that_does_not_answer_stops_the_harvest(
     said = " ".join(capsys.readouterr().out.split())
     assert "the teacher does not answer: 3 requests in a row" in said
     assert not [r for r in ledger(tmp_path / "cache") if r.outcome == "ok"]
+
+
+def test_a_harvest_with_billed_unusable_answers_does_not_say_nothing_paid_is_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: answers billed but unusable (truncated JSON, charged as 'malformed') ended
+    with "run again to retry them (nothing paid is lost)", and the rerun paid for them
+    again."""
+    data = labelled(tmp_path / "data")
+    with serve(faults=Faults(malformed=1.0)) as srv:
+        argv = harvest_argv(srv.url, data, tmp_path / "cache", "--budget", "0.01",
+                            "--batch-size", "16")  # fmt: skip
+        assert usage_exit(argv) == 1
+    said = " ".join(capsys.readouterr().out.split())
+    assert "nothing paid is lost" not in said
+    assert "billed answers could not be used" in said and "buys those items again" in said
+    assert [r for r in ledger(tmp_path / "cache") if r.outcome == "malformed"]
