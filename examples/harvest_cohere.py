@@ -4,7 +4,10 @@
     python examples/harvest_cohere.py DATA --budget 2.00
 
 Run it twice: the second run is served from the cache and spends $0. Stop it at any
-time (Ctrl-C, budget, crash): the next run resumes with what is missing.
+time (Ctrl-C, budget, crash): the next run resumes with what is missing. ``--budget`` caps
+everything the cache folder's ledger records for the teacher, as the CLI's does: a rerun
+with the same budget never spends it again, and two runs at once share it (and do not buy
+the same items: leases in the folder's coordination database).
 """
 
 from __future__ import annotations
@@ -14,18 +17,24 @@ import asyncio
 from decimal import Decimal
 from pathlib import Path
 
-from cache import CacheDir, ResponseCache, SpendLedger
+from cache import CacheDir, Coordinator, ResponseCache, SpendLedger
 from distill.data import scan
 from distill.harvest import harvest
-from vlmclient import Budget, TeacherClient, VLMError
+from vlmclient import SharedBudget, TeacherClient, VLMError
 
 
-async def main(data: Path, cache_dir: Path, budget: Decimal, teacher: str) -> None:
+async def main(data: Path, cache_dir: Path, budget: Decimal, teacher: str,
+               base_url: str | None) -> None:
     dataset = scan(data)
     cdir = CacheDir(cache_dir)
-    with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger:
+    with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger, \
+            Coordinator(cdir.coordination, ledger_path=cdir.ledger) as coord:
+        # the cap on the ledger's total for this teacher, every run included (a plain
+        # Budget(budget) would cap this run only: each rerun could spend it again)
+        shared = SharedBudget(coord, teacher, total=budget)
         async with TeacherClient(
-            teacher, budget=Budget(budget), cache=cache, ledger=ledger
+            teacher, budget=shared, claims=coord, cache=cache, ledger=ledger,
+            base_url=base_url,
         ) as client:
             result = await harvest(dataset, client, cache_dir=cdir.root)
     print(f"bought {result.bought}, cache hits {result.cache_hits}, spent ${result.spent_usd}")
@@ -44,8 +53,9 @@ if __name__ == "__main__":
     ap.add_argument("--cache", type=Path, default=Path("vlm-cache"))
     ap.add_argument("--budget", type=Decimal, default=Decimal("2.00"))
     ap.add_argument("--teacher", default="cohere:embed-v4.0")
+    ap.add_argument("--base-url", default=None, help="a gateway or compatible server")
     a = ap.parse_args()
     try:
-        asyncio.run(main(a.data, a.cache, a.budget, a.teacher))
+        asyncio.run(main(a.data, a.cache, a.budget, a.teacher, a.base_url))
     except VLMError as exc:  # no key, a bad price, a refused request...: one line, exit 1
         raise SystemExit(f"error: {exc}") from None
