@@ -20,6 +20,7 @@ limit, send, retry), :mod:`~vlmclient.settle` (billing, overruns, the breaker),
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -101,6 +102,36 @@ def _outcome(fut: asyncio.Future[Any]) -> Any:
     return fut.exception() or fut.result()
 
 
+def _check_settings(*, concurrency: Any, batch_size: Any, rpm: Any, tpm: Any,
+                    timeout: Any) -> None:
+    """ConfigurationError for a setting the client cannot work with, named, before
+    anything is built: a zero or negative timeout failed every request as "could not
+    connect", rpm=nan or inf raised a bare ValueError or OverflowError, concurrency="4"
+    a TypeError.
+
+    >>> _check_settings(concurrency=4, batch_size=None, rpm=None, tpm=None, timeout=0)
+    Traceback (most recent call last):
+    ...
+    vlmclient.errors.ConfigurationError: timeout must be a number of seconds > 0, not 0
+    """
+    for name, value in (("concurrency", concurrency), ("batch_size", batch_size)):
+        if value is None and name == "batch_size":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"{name} must be a whole number >= 1, not {value!r}")
+    for name, value in (("rpm", rpm), ("tpm", tpm), ("timeout", timeout)):
+        if value is None and name != "timeout":
+            continue
+        ok = isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or value <= 0:
+            unit = "seconds" if name == "timeout" else "per minute"
+            raise ConfigurationError(
+                f"{name} must be a number of {unit} > 0, not {value!r}"
+                if name == "timeout" else f"{name} must be a finite number {unit} > 0 "
+                f"(or None), not {value!r}"
+            )
+
+
 class TeacherClient:
     """Async, budgeted, cached, rate-limited client for one teacher (``provider:model``).
 
@@ -146,8 +177,8 @@ class TeacherClient:
         claims: Claims | None = None,
         allow_free: bool = False,
     ) -> None:
-        if concurrency < 1:
-            raise ConfigurationError("concurrency must be >= 1")
+        _check_settings(concurrency=concurrency, batch_size=batch_size, rpm=rpm, tpm=tpm,
+                        timeout=timeout)
         self.provider, self.model = parse_teacher(teacher)
         self.teacher = teacher
         self._loop: asyncio.AbstractEventLoop | None = None  # the first call's (_check_loop)

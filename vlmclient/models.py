@@ -119,6 +119,25 @@ class Image(BaseModel):
 
     @classmethod
     def from_bytes(cls, data: bytes, media_type: str | None = None) -> Image:
+        """The image whose encoded file (PNG, JPEG, ...) is ``data``.
+
+        >>> Image.from_bytes("cat.png")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        vlmclient.errors.InputError: ... not a str; for a file use Image.from_path("cat.png")
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            what = type(data).__name__
+            if isinstance(data, (str, Path)):
+                hint = f'; for a file use Image.from_path("{data}")'
+            else:  # a PIL image, a numpy array: encode it first
+                hint = ("; encode it first, e.g. PIL's img.save(buf, 'PNG') into an "
+                        "io.BytesIO, then Image.from_bytes(buf.getvalue())")
+            raise InputError(
+                f"Image.from_bytes takes the bytes of an image file, not a {what}{hint}")
+        data = bytes(data)
+        if not data:
+            raise InputError("image is empty (zero bytes)")
         return cls(data=data, media_type=media_type or sniff_media_type(data))
 
     @classmethod
