@@ -51,6 +51,7 @@ __all__ = [
     "PermissionDeniedError",
     "QuotaExceededError",
     "RateLimitError",
+    "RedirectError",
     "RequestTooLargeError",
     "ResponseValidationError",
     "SpendRecordError",
@@ -219,6 +220,11 @@ class APIStatusError(APIError):
         super().__init__(f"HTTP {status_code}: {message}", provider=provider, request_id=request_id)
 
 
+class RedirectError(APIStatusError):
+    """3xx: the server sends the client elsewhere. Never followed (the API key would go
+    to another address): point the base URL at where it redirects."""
+
+
 class BadRequestError(APIStatusError):
     """400/422: the provider rejected the request body; fix the input or the model name."""
 
@@ -275,6 +281,8 @@ def status_error_class(status_code: int) -> type[APIStatusError]:
     """The error class for an HTTP status (providers refine quota 429s themselves)."""
     if status_code in _STATUS_CLASSES:
         return _STATUS_CLASSES[status_code]
+    if 300 <= status_code < 400:
+        return RedirectError
     if status_code >= 500:
         return InternalServerError
     return APIStatusError

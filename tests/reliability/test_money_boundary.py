@@ -49,6 +49,8 @@ class Gate:
                 message = f"stand-in provider says {self.status}"
                 body = json.dumps({"error": {"message": message, "type": "test"}}).encode()
                 headers = [(b"content-type", b"application/json"), (b"retry-after-ms", b"0")]
+                if 300 <= self.status < 400:
+                    headers.append((b"location", b"https://gw.example/v2?key=sk-loc-secret"))
                 await send({"type": "http.response.start", "status": self.status,
                             "headers": headers})  # fmt: skip
                 await send({"type": "http.response.body", "body": body})
@@ -643,3 +645,19 @@ def test_a_harvest_with_billed_unusable_answers_does_not_say_nothing_paid_is_los
     assert "nothing paid is lost" not in said
     assert "billed answers could not be used" in said and "buys those items again" in said
     assert [r for r in ledger(tmp_path / "cache") if r.outcome == "malformed"]
+
+
+@pytest.mark.parametrize("status", [301, 307, 308])
+def test_a_redirect_stops_the_harvest_and_says_where_without_its_query(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], status: int
+) -> None:
+    """Before: every item failed with the 3xx, without the Location, and the advice was
+    "run again to retry them", which fails the same way on every rerun."""
+    data = labelled(tmp_path / "data")
+    with serve(status=status) as srv:
+        argv = harvest_argv(srv.url, data, tmp_path / "cache", "--concurrency", "1")
+        assert usage_exit(argv) == 1
+        assert srv.gate.received <= 2  # the first answer stops it (one more may be queued)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "redirects to https://gw.example/v2;" in out and "sk-loc-secret" not in out
+    assert "run again to retry" not in out

@@ -317,11 +317,34 @@ def _host_entry(url: httpx.URL) -> tuple[bytes, bytes, bytes]:
     return entry
 
 
+def _redirect_message(response: httpx.Response) -> str:
+    """Where a 3xx points (its Location without credentials, query or fragment: those may
+    hold secrets), and what to do: redirects are never followed, so the key stays put.
+
+    >>> r = httpx.Response(301, headers={"Location": "https://user:pw@api.example/v2?key=s"})
+    >>> _redirect_message(r)[:60]
+    'the server redirects to https://api.example/v2; give that as'
+    """
+    where = "(no Location given)"
+    location = response.headers.get("location", "")
+    try:
+        url = httpx.URL(location)
+        if url.scheme and url.host:
+            where = str(url.copy_with(userinfo=b"", query=None, fragment=None))
+        elif location:
+            where = f"the path {url.path}"
+    except httpx.InvalidURL:
+        pass
+    return (f"the server redirects to {where}; give that as the base URL (redirects are "
+            "not followed: the API key must not go to another address)")
+
+
 def default_classify_error(response: httpx.Response) -> APIStatusError:
     """Map a non-2xx response to the error tree by status code."""
     cls = status_error_class(response.status_code)
     return cls(
-        _message(response),
+        _redirect_message(response) if 300 <= response.status_code < 400
+        else _message(response),
         status_code=response.status_code,
         request_id=request_id_of(response),
         retry_after=parse_retry_after(response.headers),
