@@ -44,6 +44,10 @@ Origin = tuple[str, str, int]
 # the read timed out, the body broke the framing or the size cap), to why. The provider
 # billed it; the client charges it as an answer it cannot use and never retries it.
 CUT = "vlmclient.cut"
+# An answer must be complete within this many read timeouts of the request being handed
+# over, however steadily its bytes trickle in (the read timeout alone is silence between
+# bytes, which a server sending a byte a second never reaches).
+ANSWER_DEADLINE = 2
 
 
 def response_of(request: httpx.Request, status: int, reason: bytes, headers: httpx.Headers,
@@ -166,6 +170,7 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         self.idle_since = 0.0
         self.last_io = 0.0  # last bytes received, or the send
+        self.reading_since: float | None = None  # when the request was all handed over
         self._limits: tuple[float | None, float | None] = (None, None)  # (read, write)
         self._write_left = 0
         self._head: _Head | None = None
@@ -224,23 +229,36 @@ class _Connection(asyncio.Protocol):
         self.last_io = self.loop.time()
         self.transport.write(data)
         self._write_left = self.transport.get_write_buffer_size()
+        self.reading_since = None if self._write_left else self.last_io
         self._limits = (read, write)
         return waiter
 
     def check_timeout(self, now: float) -> None:
         """Fail the exchange when nothing moved for the timeout of its phase: writing
-        while the request is not all handed to the kernel, reading after."""
+        while the request is not all handed to the kernel, reading after; or when the
+        answer is still incomplete ANSWER_DEADLINE read timeouts after the request was
+        handed over (a server dripping a byte at a time never falls silent)."""
         if self.waiter is None or self.waiter.done() or self.transport is None:
             return
         left = self.transport.get_write_buffer_size()
         if left and left != self._write_left:  # the upload moves
             self._write_left, self.last_io = left, now
+        if not left and self.reading_since is None:
+            self.reading_since = now
         limit = self._limits[1] if left else self._limits[0]
-        if limit is None or now - self.last_io < limit:
+        if limit is None:
             return
-        exc: httpx.TimeoutException = (
-            httpx.WriteTimeout("timed out sending the request") if left
-            else httpx.ReadTimeout("timed out waiting for the response"))
+        exc: httpx.TimeoutException
+        if now - self.last_io >= limit:
+            exc = (httpx.WriteTimeout("timed out sending the request") if left
+                   else httpx.ReadTimeout("timed out waiting for the response"))
+        elif not left and self.reading_since is not None \
+                and now - self.reading_since >= ANSWER_DEADLINE * limit:
+            exc = httpx.ReadTimeout(
+                f"the answer was still incomplete {ANSWER_DEADLINE * limit:g} s after the "
+                f"request ({ANSWER_DEADLINE}x the timeout): it came too slowly")
+        else:
+            return
         self._lost(exc)
         self.abort()
 
@@ -521,6 +539,8 @@ class Http11Transport(httpx.AsyncBaseTransport):
             # billed answers away and bought them again. Give the loop a turn to read.
             for conn in self._active:
                 conn.last_io += late
+                if conn.reading_since is not None:
+                    conn.reading_since += late
         for conn in list(self._active):
             conn.check_timeout(now)
         if self._active:

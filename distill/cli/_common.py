@@ -109,7 +109,8 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
         "--timeout",
         type=positive_seconds,
         default=60.0,
-        help="seconds per request, > 0 and <= 3600 (default: %(default)s)",
+        help="seconds a request may go without a byte of its answer (its whole answer must "
+        "come within twice that), > 0 and <= 3600 (default: %(default)s)",
     )
     p.add_argument(
         "--allow-free",

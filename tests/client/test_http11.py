@@ -410,3 +410,54 @@ async def test_an_idle_connection_whose_socket_is_closing_is_not_reused() -> Non
         assert (await post(transport, url)).text == "2"
         assert script.connections == 2
     await transport.aclose()
+
+
+@pytest.mark.parametrize("head", [b"HTTP/1.1 200 OK\r\nContent-Length: 400\r\n\r\n",
+                                  b"HTTP/1.1 500 Oops\r\nContent-Length: 400\r\n\r\n", b""])
+async def test_an_answer_dripping_a_byte_at_a_time_ends_at_twice_the_timeout(
+    head: bytes,
+) -> None:
+    """Before: the read timeout measured silence between bytes, so a server sending a
+    byte every 50 ms kept a request with a 0.3 s timeout open until it was done (an
+    audit's harvest with --timeout 2 took 48 s)."""
+    stop, ended = asyncio.Event(), asyncio.Event()
+
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await dripping(reader, writer)
+        except ConnectionError:
+            pass  # the client gave up and closed: what the test wants
+        finally:
+            writer.close()
+            ended.set()
+
+    async def dripping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(7)  # the body of post()
+        writer.write(head)  # at once; then the rest (or, without a head, the head) drips
+        for byte in (b"x" * 400 if head else b"HTTP/1.1 200 OK\r\n" * 40):
+            if stop.is_set():
+                break
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    server = await asyncio.start_server(drip, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    transport = Http11Transport()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        if head.startswith(b"HTTP/1.1 200"):  # a 2xx head came: billed, marked cut
+            got = await post(transport, url, timeout=httpx.Timeout(5.0, read=0.3))
+            assert "still incomplete" in got.extensions[CUT]
+        else:
+            with pytest.raises(httpx.ReadTimeout, match="still incomplete"):
+                await post(transport, url, timeout=httpx.Timeout(5.0, read=0.3))
+        assert loop.time() - started < 2.0  # 0.6 s and a sweep, not the whole drip
+    finally:
+        stop.set()
+        await asyncio.wait_for(ended.wait(), 5)
+        server.close()
+        await server.wait_closed()
+        await transport.aclose()
