@@ -13,6 +13,7 @@ Clock and sleep are injectable, so tests run on a fake clock.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import deque
@@ -21,11 +22,14 @@ from collections.abc import Awaitable, Callable
 from .providers.base import RateLimitHints
 from .retry import MAX_RETRY_AFTER
 
+log = logging.getLogger(__name__)
+
 __all__ = ["RateLimiter"]
 
 Clock = Callable[[], float]
 
 MAX_PAUSE = MAX_RETRY_AFTER  # seconds; the same cap as the retry policy
+LOUD_PAUSE = 5.0  # a pause at least this long is logged (a warning, once per pause)
 CATCH_UP = 1.0  # intervals a late request may make up (the 1-s window cap still holds)
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -68,7 +72,15 @@ class RateLimiter:
         At most ``MAX_PAUSE`` seconds: the retry policy waits no longer than that either,
         and a provider's absurd or infinite value must not stall every task for good.
         """
-        until = self._clock() + min(max(0.0, seconds), MAX_PAUSE)
+        now = self._clock()
+        wait = min(max(0.0, seconds), MAX_PAUSE)
+        until = now + wait
+        if wait >= LOUD_PAUSE and self._paused_until <= now:
+            # said once per pause: a provider asking every request to wait minutes stalled
+            # a harvest for 22 minutes with nothing on the console but "retries 30"
+            asked = "" if wait == seconds else f" (it asked for {seconds:g} s)"
+            log.warning("rate limited: every request waits %.0f s, as the provider asks%s",
+                        wait, asked)
         if until > self._paused_until:
             self._paused_until = until
             self._next_request = -math.inf  # restart the schedule after the pause

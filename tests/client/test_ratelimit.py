@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
 import pytest
@@ -76,6 +77,25 @@ async def test_pause_holds_every_task(fake_clock: FakeClock) -> None:
     t0 = fake_clock()
     stamps = await run_workers(limiter, fake_clock, 5, workers=5)
     assert min(stamps) >= t0 + 30
+
+
+async def test_a_long_pause_is_said_once_with_what_the_provider_asked(
+    fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a provider answering 429 with Retry-After: 86400 stalled a harvest for 22
+    minutes with nothing said but the retry count."""
+    limiter = RateLimiter(rpm=6000, clock=fake_clock, sleep=fake_clock.sleep)
+    with caplog.at_level(logging.WARNING, logger="vlmclient.ratelimit"):
+        limiter.pause(86400)
+        limiter.pause(86400)  # the same pause: not said again
+        limiter.pause(1)  # short: not said
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["rate limited: every request waits 120 s, as the provider asks "
+                    "(it asked for 86400 s)"]
+    fake_clock.now += 121
+    with caplog.at_level(logging.WARNING, logger="vlmclient.ratelimit"):
+        limiter.pause(30)  # a new pause after the first ended
+    assert caplog.records[-1].getMessage().startswith("rate limited: every request waits 30 s")
 
 
 async def test_headers_slow_it_down(fake_clock: FakeClock) -> None:
