@@ -61,3 +61,16 @@ def test_train_progress_bars_on_a_terminal_name_method_and_stage() -> None:
     text = buf.getvalue()
     assert "adip/align" in text and "adip/distill" in text and "3/3" in text
     assert "ID 0.81 OOD 0.64" in text
+
+
+def test_train_progress_says_a_stage_stopped_early(capsys: pytest.CaptureFixture[str]) -> None:
+    """Align stopping at step 10 of 400: the bar said 400/400 (an audit saw 5001/5001 for
+    198 steps run)."""
+    out = Console(file=io.StringIO(), force_terminal=False)
+    with TrainProgress(out=out, clock=lambda: 0.0) as hook:
+        hook(Progress("start", "align", 0, 400))
+        for step in range(1, 11):
+            hook(Progress("step", "align", step, 400, {"loss": 1.0 / step}))
+        hook(Progress("stage_end", "align", 10, 400, {}, 0.8, 0.6))
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("align: 10/400") and "stopped at step 10: its loss settled" in last

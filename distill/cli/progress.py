@@ -143,6 +143,10 @@ class TrainProgress:
             if p.mean_id is not None and p.mean_ood is not None
             else ""
         )
+        if p.event == "stage_end" and p.step < p.total:
+            # its rule ended the stage early (Align's loss settled, SWAD's valley ended):
+            # the bar stays at the steps done (it jumped to the total: 5001/5001 at 198)
+            last += f" · stopped at step {p.step}: its loss settled"
         self.live.update(p.step, terms + last)
 
     def close(self) -> None:

@@ -256,7 +256,9 @@ def _train(
                 stopper is not None and stopper.stopped_at is not None)
             segment = Average()
             notify(Progress("start", stage, first, n_steps))
+            done = first  # steps of this stage done (the stage may stop before n_steps)
             for step in range(first, first if ended else n_steps):
+                done = step + 1
                 t0 = time.perf_counter()
                 raw = next(batches)
                 t_data = time.perf_counter() - t0
@@ -334,7 +336,7 @@ def _train(
                 run.finish_stage(note)
                 state = run.to_json(info, si + 1, stage, 0, time.time())
                 save_checkpoint(out, student, state, None, None)
-                notify(Progress("stage_end", stage, n_steps, n_steps, {},
+                notify(Progress("stage_end", stage, done, n_steps, {},
                                 last_eval.get("mean_id"), last_eval.get("mean_ood")))
             broadcast_state(student, world)
             barrier(world)

@@ -115,9 +115,13 @@ def test_a_stage_ends_when_its_swad_valley_dies(tiny_data, tiny_cache, tmp_path,
 
 
 def test_align_stops_when_its_loss_settles_and_reports_it(tiny_data, tiny_cache, tmp_path):
+    events: list[Progress] = []
     m = train(_cfg(tiny_data, tiny_cache, tmp_path / "align", method="adip",
                    steps_align=400, steps_distill=2, eval_every=1000, align_window=5,
-                   align_min_delta=0.5))
+                   align_min_delta=0.5), progress=events.append)
+    # the progress bar ends at the steps run, not the stage's 400 (it jumped to 400/400)
+    [end] = [(e.step, e.total) for e in events if e.event == "stage_end" and e.stage == "align"]
+    assert end == (10, 400)
     align = m["stages"][0]
     # a 0.5 improvement per window is impossible for a cosine loss: it stops after 2 windows
     assert align["align"]["converged"] and align["align"]["steps_run"] == 10
