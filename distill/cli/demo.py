@@ -138,11 +138,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return exc.code
     except KeyboardInterrupt:
-        say(
-            f"interrupted: the data, the teacher and every answer bought are kept in "
-            f"{cfg.workdir}; run the demo again: it buys nothing twice and trains the "
-            "students again"
-        )
+        say(f"interrupted: {kept_after_stop(cfg.workdir)}")
         return 130
     out.rule("spend")
     show(build_report(summary["cache"]))
@@ -190,3 +186,26 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return EXIT_OK
+
+
+def kept_after_stop(workdir: Path) -> str:
+    """What an interrupted demo leaves in ``workdir`` for the next run, as it is on disk
+    (a stop during the teacher's fit said the teacher was kept when none was written).
+
+    >>> kept_after_stop(Path("/nonexistent-demo"))
+    'nothing was kept yet; run the demo again to start over'
+    """
+    kept = []
+    if (workdir / "data").is_dir():
+        kept.append("the data")
+    if any((workdir / "teacher").glob("*.safetensors")):
+        kept.append("the fitted teacher")
+    if (workdir / "cache" / "ledger.jsonl").is_file():
+        kept.append("every answer bought")
+    if not kept:
+        return "nothing was kept yet; run the demo again to start over"
+    what = kept[0] if len(kept) == 1 else ", ".join(kept[:-1]) + " and " + kept[-1]
+    return (f"{what} {'is' if len(kept) == 1 else 'are'} kept in {workdir}; run the demo "
+            "again: it buys nothing twice, refits no teacher it kept and trains the students "
+            "again")
+
