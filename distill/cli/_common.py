@@ -178,8 +178,8 @@ def check_cache_not_lost(cache: CacheLike, ledger: LedgerLike, provider: str, mo
             f"the response cache is empty, but the ledger {path} records {items} items of "
             f"{provider}:{model} bought into it: its database was lost or replaced (a "
             "moved-aside responses.damaged-* or responses.recovering folder in the cache "
-            "folder may hold them). Restore it, or pass --allow-rebuy to buy them again "
-            "(paying twice)"
+            "folder may hold them), or emptied on purpose (`cache prune`). Restore it, or "
+            "pass --allow-rebuy to buy them again (paying twice)"
         )
 
 

@@ -237,6 +237,14 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
                 )
             n = cache.prune(wrong_size, older_than=older, corrupt=args.corrupt)
             out.print(f"deleted {n} entries")
+            if paid and n and len(cache) == 0:
+                # the harvest cannot tell an emptied cache from a lost database
+                # (check_cache_not_lost): say now what the next run needs
+                out.print(
+                    "the cache is now empty while its ledger records paid answers: the next "
+                    "harvest refuses to buy them again unless you pass --allow-rebuy (and "
+                    "pays for them again)"
+                )
             return EXIT_OK
         from distill.data import scan
         from distill.harvest_store import export_store

@@ -498,6 +498,14 @@ def test_prune_of_paid_entries_asks_first_and_has_a_dry_run(
     assert entries() == n
     assert usage_exit([*prune, "--yes"]) == 0
     assert entries() == 0
+    # before: nothing said, and the next harvest's refusal spoke of a lost database only
+    said = " ".join(capsys.readouterr().out.split())
+    assert "the next harvest refuses to buy them again unless you pass --allow-rebuy" in said
+    with serve() as srv:
+        assert usage_exit(harvest_argv(srv.url, data, cache)) == 2
+        assert "emptied on purpose (`cache prune`)" in " ".join(capsys.readouterr().err.split())
+        assert usage_exit(harvest_argv(srv.url, data, cache, "--allow-rebuy")) == 0
+    assert entries() == n
     assert usage_exit(["cache", "prune", "--cache", str(cache), "--older-than-days", "-1"]) == 2
 
 
