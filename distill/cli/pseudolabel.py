@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ._common import add_client_arguments
     from .validate import MAX_VIEWS, int_in
 
-    p.add_argument("data", type=Path, help="a folder of images (any layout) or a CSV manifest")
+    p.add_argument("data", type=Path, help="a folder of images (all in it, or DATA/<class>/ or "
+                   "DATA/<domain>/<class>/ with classes from --class-file) or a CSV manifest")
     add_client_arguments(p)
     p.add_argument("--class-file", type=Path, help="class names, one per line (the options)")
     p.add_argument(
