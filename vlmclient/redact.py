@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable
+from urllib.parse import quote
 
 __all__ = ["MASK", "MAX_ECHO_CHARS", "MAX_REQUEST_ID_CHARS", "Redactor"]
 
@@ -23,6 +24,9 @@ MAX_REQUEST_ID_CHARS = 128
 # Shorter secrets would match ordinary words ("tok" in "token"); they are still replaced
 # verbatim (same case), but not in other cases or encodings.
 _MIN_ENCODED = 8
+# A key longer than this is also replaced where only its first or last this-many (or more)
+# characters are echoed (a truncated echo).
+_MIN_ECHOED = 16
 
 
 def _b64_cores(raw: bytes) -> list[str]:
@@ -43,7 +47,8 @@ def _b64_cores(raw: bytes) -> list[str]:
 
 
 class Redactor:
-    """Replaces secrets (verbatim in any case, reversed, hex, base64) and bounds length.
+    """Replaces secrets (verbatim in any case, reversed, hex, base64, percent-encoded,
+    JSON-escaped, 16 or more of a key's first or last characters) and bounds length.
 
     >>> r = Redactor(["sk-secret-123"])
     >>> r("echo SK-SECRET-123 and 321-terces-ks")
@@ -63,6 +68,15 @@ class Redactor:
                 continue
             plain.add(s)
             plain.add(s[::-1])
+            # as a gateway may echo it inside a URL or a JSON string: percent-encoded, or
+            # with "/" escaped (AWS secrets hold "/" and "+")
+            plain.add(quote(s, safe=""))
+            plain.add(s.replace("/", "\\/"))
+            # cut short in an echo ("sk-abc...", a log line's tail): any 16 or more of
+            # its first or last characters are the key's, and no ordinary text
+            for n in range(_MIN_ECHOED, len(s)):
+                plain.add(s[:n])
+                plain.add(s[-n:])
             raw = s.encode("utf-8")
             plain.add(raw.hex())
             for core in _b64_cores(raw):

@@ -165,3 +165,23 @@ async def test_echoed_key_in_error_body_in_any_encoding_is_redacted(
     assert err.request_id is not None and len(err.request_id) <= 128
     assert leaked((tmp_path / "ledger.jsonl").read_bytes()) == []
     assert leaked(caplog.text.encode()) == []
+
+
+def test_a_key_echoed_percent_encoded_json_escaped_or_cut_short_is_redacted() -> None:
+    """Before: these echoes of a key holding '/' and '+' (as AWS secrets do) reached the
+    ledger and cache.db untouched (an audit's echoing gateway)."""
+    from urllib.parse import quote
+
+    from vlmclient.redact import Redactor
+
+    key = "sk-ECHO/key+with=chars_9f8e7d"
+    echoes = [quote(key, safe=""), json.dumps(key)[1:-1].replace("/", "\\/"), key[:-3],
+              key[5:], key[:16]]
+    redact = Redactor([key])
+    for echo in echoes:
+        shown = redact(f"invalid api key {echo} (id r-1)")
+        assert shown == "invalid api key *** (id r-1)", (echo, shown)
+    # nothing of 16 or more characters of the key survives any of them
+    runs = {key[i:i + 16] for i in range(len(key) - 15)}
+    assert not any(r in redact(" ".join(echoes)) for r in runs)
+    assert redact("a token of 12 chars ok") == "a token of 12 chars ok"
