@@ -15,6 +15,11 @@ default student on the CPU): forward, cross-entropy, backward, Adam step on rand
 
     .venv/bin/python benchmarks/small_maps_speed.py   # writes its section of docs/benchmarks.md
     .venv/bin/python benchmarks/small_maps_speed.py --no-docs --sizes 32
+    .venv/bin/python benchmarks/small_maps_speed.py --runs DATA CACHE TEACHER --target rot0
+
+``--runs``: whole ``distill.train.train`` runs instead (ERM, the ADiP table's settings at
+32 px), alternating before / now, each timed by its own ``wall_time_s``; printed, not
+written to the docs.
 """
 
 from __future__ import annotations
@@ -78,6 +83,43 @@ def measure(model: str, size: int, batch: int, rounds: int, block: int) -> dict[
     return {v: statistics.median(t) for v, t in times.items()}
 
 
+def whole_runs(args: argparse.Namespace) -> None:
+    """Alternate whole ERM runs with the trainer as before 2026-12-06 (plain depthwise
+    convolutions, unfused Adam) and as now; print each run's wall time and accuracy."""
+    import tempfile
+    from contextlib import ExitStack
+    from unittest import mock
+
+    import distill.train.student as student_module
+    import distill.train.trainer as trainer_module
+    from distill.train.config import TrainConfig
+    from distill.train.trainer import train
+
+    def unfused(params: Any, *, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+        return torch.optim.Adam(list(params), lr=lr, weight_decay=weight_decay)
+
+    data, cache, teacher = args.runs
+    times: dict[str, list[float]] = {"before": [], "now": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for variant in ("before", "now"):
+                cfg = TrainConfig(data=data, cache=cache, teacher=teacher, method="erm",
+                                  out=f"{tmp}/{variant}-{r}", test_domains=(args.target,),
+                                  steps=args.steps, image_size=32, lr=5e-4, views=4,
+                                  batch_per_domain=32, eval_every=75, threads=args.threads)
+                with ExitStack() as stack:
+                    if variant == "before":
+                        stack.enter_context(mock.patch.object(
+                            student_module, "use_small_map_convs", lambda m: 0))
+                        stack.enter_context(mock.patch.object(trainer_module, "adam", unfused))
+                    m = train(cfg)
+                times[variant].append(float(m["wall_time_s"]))
+                print(f"round {r} {variant:6s}: {m['wall_time_s']:.1f} s, ID {m['mean_id']:.3f} "
+                      f"OOD {m['mean_ood']:.3f}", flush=True)
+    b, n = statistics.median(times["before"]), statistics.median(times["now"])
+    print(f"median: before {b:.1f} s, now {n:.1f} s, speed-up {b / n:.2f}x")
+
+
 def render(rows: list[tuple[int, dict[str, float]]], args: argparse.Namespace) -> str:
     lines = [
         START,
@@ -135,8 +177,15 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument("--runs", nargs=3, metavar=("DATA", "CACHE", "TEACHER"),
+                    help="time whole ERM runs on this data, cache and teacher instead")
+    ap.add_argument("--target", default="rot0", help="with --runs: the held-out domain")
+    ap.add_argument("--steps", type=int, default=300, help="with --runs: steps per run")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.runs:
+        whole_runs(args)
+        return
     rows: list[tuple[int, dict[str, Any]]] = []
     for size in (int(s) for s in args.sizes.split(",")):
         r = measure(args.model, size, args.batch, args.rounds, args.block)
