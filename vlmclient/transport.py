@@ -19,7 +19,7 @@ from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 from yarl import URL
 
-from .http11 import response_of
+from .http11 import CUT, response_of
 from .providers.wire import header_pairs, raw_headers
 
 __all__ = ["ReadingAiohttpTransport"]
@@ -100,7 +100,20 @@ class ReadingAiohttpTransport(AiohttpTransport):
                 server_hostname=request.extensions.get("sni_hostname"),
                 **proxy_args,
             ) as response:
-                body = await response.read()
+                try:
+                    body = await response.read()
+                except Exception as exc:
+                    if not 200 <= response.status < 300:
+                        raise
+                    # a billed 2xx whose body did not come whole: charged once, not
+                    # retried (see http11.CUT)
+                    cut = response_of(
+                        request, response.status,
+                        response.reason.encode() if response.reason else b"",
+                        raw_headers(response.raw_headers), b"", False)
+                    cut.extensions = {**cut.extensions,
+                                      CUT: f"{type(exc).__name__}: {exc}"[:200]}
+                    return cut
         except Exception as exc:
             # aiohttp's errors as httpx's (the sender tells what may have been billed by
             # them); mapped here rather than by a context manager around every request

@@ -296,15 +296,21 @@ async def test_teacher_client_charges_by_what_the_failure_says() -> None:
     assert c.budget.spent > 0 and c.budget.reserved == 0
 
 
-async def test_teacher_client_charges_a_cut_200_once_and_never_retries_it() -> None:
+@pytest.mark.parametrize("aiohttp", [False, True], ids=["http11", "aiohttp"])
+async def test_teacher_client_charges_a_cut_200_once_and_never_retries_it(
+    aiohttp: bool,
+) -> None:
     """Before: a 200 whose body stopped halfway was a dropped connection to the client:
     charged, retried, and billed again on every attempt (4 bills for one batch)."""
+    from vlmclient import ReadingAiohttpTransport
+
     cut = b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\nX-Request-Id: r-cut\r\n\r\n{\"data\": ["
     script = Script(lambda req, n: cut, close_after=True)
     async with serve(script) as url, TeacherClient(
         "openai:m", api_key="k", base_url=url + "/v1",
         price=Price(usd_per_1m_input_tokens=Decimal("1")), budget=Budget("1"),
         retry=RetryPolicy(max_attempts=4, sleep=_no_sleep),
+        transport=ReadingAiohttpTransport() if aiohttp else None,
     ) as c:
         with pytest.raises(ResponseValidationError, match=r"cut off.*r-cut"):
             await c.embed_texts([TextEmbeddingRequest(text="a cat")])
