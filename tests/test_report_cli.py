@@ -94,3 +94,21 @@ def test_per_kind_items_leave_out_unbilled_attempts(
     assert kinds == {"image_embedding": 80, "text_embedding": 10}
     assert sum(kinds.values()) == report["items_bought"] == 90
     assert [m["items"] for m in report["by_model"]] == [90]
+
+
+@pytest.mark.parametrize("columns", ["80", "40"])
+def test_narrow_terminals_still_show_every_amount_in_full(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    columns: str,
+) -> None:
+    """Before: only the first column was no_wrap, so at 80 columns the money columns were
+    cut to `0.012…` and at 40 every number was; the teacher · kind column folds instead."""
+    monkeypatch.setenv("COLUMNS", columns)
+    cache = _cache(tmp_path / "c", "0.01234567", "0.25", "12.5")
+    assert main(["report", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out
+    for amount in ("0.01234567", "0.250000", "12.500000", "12.76234567"):
+        assert amount in out, (amount, out)

@@ -8,7 +8,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from rich.cells import cell_len
 from rich.table import Table
+from rich.text import Text
 
 from vlmclient import ConfigurationError
 
@@ -61,33 +63,56 @@ def _usd(text: str) -> str:
     return six if Decimal(six) == amount else format(amount, "f")
 
 
+COLUMNS = ("requests", "items", "hits", "spent $", "saved $", "failed")
+NAME_MIN_WIDTH = 12  # the teacher · kind column folds, but not to a sliver
+
+
+def _table(report: dict[str, Any], width: int) -> Table:
+    """The spend table: one row per teacher and kind, then the total.
+
+    The numbers never wrap nor get cut to ``0.012…`` (each numeric column is as wide as
+    its longest value); the teacher · kind column folds instead. A console too narrow
+    for all seven columns gets one block of label/value rows per teacher and kind."""
+    rows: list[tuple[Text, list[Text]]] = []
+    for g in report["by_kind"]:
+        label = f"{g['provider']}:{g['model']} · {KIND_NAMES.get(g['kind'], g['kind'])}"
+        numbers = [str(g["requests"]), str(g["items"]), str(g["cache_hits"]),
+                  _usd(g["spent_usd"]), _usd(g["saved_usd"]),
+                  str(sum(g["failures"].values()))]  # fmt: skip
+        rows.append((Text(label), [Text(n) for n in numbers]))
+    total = [Text(str(report["requests_sent"])), Text(str(report["items_bought"])),
+             Text(str(report["cache_hits"])), Text(_usd(report["spent_usd"]), "bold"),
+             Text(_usd(report["saved_usd"])), Text(str(report["failed_attempts"]))]  # fmt: skip
+    rows.append((Text("total", "bold"), total))
+    title = f"spend report: {report['cache_dir']}"
+    widths = [
+        max(cell_len(col), *(values[i].cell_len for _, values in rows))
+        for i, col in enumerate(COLUMNS)
+    ]
+    # a cell is padded by one space each side; the borders take one more per column
+    needed = 1 + NAME_MIN_WIDTH + 3 + sum(w + 3 for w in widths)
+    if width >= needed:
+        t = Table(title=title)
+        t.add_column("teacher · kind", overflow="fold")
+        for col, w in zip(COLUMNS, widths, strict=True):
+            t.add_column(col, justify="right", no_wrap=True, min_width=w)
+        for name, values in rows:
+            t.add_row(name, *values)
+        return t
+    t = Table(title=title, show_header=False)
+    t.add_column("teacher · kind", overflow="fold")
+    t.add_column("value", justify="right", no_wrap=True, min_width=max(widths))
+    for name, values in rows:
+        t.add_row(Text(name.plain, "bold"), "")
+        for col, value in zip(COLUMNS, values, strict=True):
+            t.add_row(f"  {col}", value)
+        t.rows[-1].end_section = True
+    return t
+
+
 def show(report: dict[str, Any]) -> None:
     out = console()
-    t = Table(title=f"spend report: {report['cache_dir']}")
-    t.add_column("teacher · kind", no_wrap=True)
-    for col in ("requests", "items", "hits", "spent $", "saved $", "failed"):
-        t.add_column(col, justify="right")
-    for g in report["by_kind"]:
-        failures = sum(g["failures"].values())
-        t.add_row(
-            f"{g['provider']}:{g['model']} · {KIND_NAMES.get(g['kind'], g['kind'])}",
-            str(g["requests"]),
-            str(g["items"]),
-            str(g["cache_hits"]),
-            _usd(g["spent_usd"]),
-            _usd(g["saved_usd"]),
-            str(failures),
-        )
-    t.add_row(
-        "[bold]total",
-        str(report["requests_sent"]),
-        str(report["items_bought"]),
-        str(report["cache_hits"]),
-        f"[bold]{_usd(report['spent_usd'])}",
-        _usd(report["saved_usd"]),
-        str(report["failed_attempts"]),
-    )
-    out.print(t)
+    out.print(_table(report, out.width))
     failure_totals: dict[str, int] = {}
     for g in report["by_kind"]:
         for k, v in g["failures"].items():
