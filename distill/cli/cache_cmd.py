@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vlmclient import ConfigurationError
@@ -103,8 +105,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args, cdir, out)
     except CacheCorruptError as exc:
-        from rich.markup import escape
-
         # a damaged database is a state to repair, not a crash
         out.print(f"[red]the cache database is damaged:[/] {escape(str(exc))}")
         out.print(_recover_hint(args.cache))
@@ -156,8 +156,8 @@ def _wrong_size(args: argparse.Namespace) -> Callable[[str, CacheEntry], bool] |
 
 def _recover_hint(cache: Path) -> str:
     return (
-        f"`vlm-distill cache recover --cache {cache}` copies every readable entry into a "
-        "fresh database and keeps the damaged one aside."
+        f"`vlm-distill cache recover --cache {escape(shlex.quote(str(cache)))}` copies every "
+        "readable entry into a fresh database and keeps the damaged one aside."
     )
 
 
@@ -167,7 +167,7 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
     if args.action == "verify":
         problems = verify_cache(cdir.responses)
         for key, problem in problems:
-            out.print(f"[red]corrupt[/] {key}: {problem}")
+            out.print(f"[red]corrupt[/] {escape(key)}: {escape(problem)}")
         out.print(f"{len(problems)} problems found" if problems else "every entry reads back")
         if any(key == "<database>" for key, _ in problems):
             out.print(_recover_hint(args.cache))
@@ -196,12 +196,12 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
             f"recovered {r.copied} entries into a fresh database{spill}; {lost}: the next "
             "harvest buys what is missing"
         )
-        out.print(f"the damaged database is kept in {r.kept_at}")
+        out.print(f"the damaged database is kept in {escape(str(r.kept_at))}")
         return EXIT_OK
     with ResponseCache(cdir.responses) as cache:
         if args.action == "stats":
             st = cache.stats()
-            t = Table(title=f"response cache {cdir.responses}")
+            t = Table(title=f"response cache {escape(str(cdir.responses))}")
             t.add_column("kind")
             t.add_column("entries", justify="right")
             t.add_column("value bytes", justify="right")
@@ -264,10 +264,6 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
             cache_namespace=args.cache_namespace,
         )
     if path is None:
-        import shlex
-
-        from rich.markup import escape
-
         from ._common import item_flags
 
         out.print(
@@ -278,5 +274,5 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
             "--prompt, --base-url and --cache-namespace: they pick the cached items)"
         )
         return EXIT_ERROR
-    out.print(f"embedding store: {path}")
+    out.print(f"embedding store: {escape(str(path))}")
     return EXIT_OK

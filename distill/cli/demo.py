@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         fitted = any((cfg.workdir / "teacher").glob("digits-*.safetensors"))
         out.print(
             "teacher: mini-clip, "
-            + ("loaded from " + str(cfg.workdir / "teacher") if fitted else
+            + ("loaded from " + escape(str(cfg.workdir / "teacher")) if fitted else
                "fitting it once on the digits this demo never deals out (about a minute)")
         )
     try:
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         )
     out.print(t)
     out.print(
-        f"run folder: {summary['run']}  (config.json, ledger.jsonl, metrics.json"
+        f"run folder: {escape(str(summary['run']))}  (config.json, ledger.jsonl, metrics.json"
         + (", " + ", ".join(p.name for p in summary["plots"]) if summary["plots"] else "")
         + ")"
     )

@@ -97,7 +97,7 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
         args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths
     )
     out.print(
-        f"[bold]{dataset.root}[/]: {len(dataset.samples)} images, "
+        f"[bold]{_shown(str(dataset.root))}[/]: {len(dataset.samples)} images, "
         f"{len(dataset.class_names)} classes, {len(dataset.domains)} domains "
         f"({dataset.layout}); {len(dataset.skipped)} files skipped"
     )
@@ -166,7 +166,9 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
             code=code,
         )  # fmt: skip
     if failed is not None:
-        out.print(f"[yellow]could not note this run in {cdir.root}:[/] {_shown(failed)}")
+        out.print(
+            f"[yellow]could not note this run in {_shown(str(cdir.root))}:[/] {_shown(failed)}"
+        )
         code = code or EXIT_ERROR
     return code
 
@@ -174,8 +176,8 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
 def _storage_hint(cache: Path) -> str:
     return (
         "Free disk space if the disk is full; if the database is damaged, run "
-        f"`vlm-distill cache recover --cache {_shown(str(cache))}`. Then run again: paid "
-        "results kept in the spill file are imported before anything is bought."
+        f"`vlm-distill cache recover --cache {_shown(shlex.quote(str(cache)))}`. Then run "
+        "again: paid results kept in the spill file are imported before anything is bought."
     )
 
 
@@ -272,13 +274,13 @@ def _summary(
         if client.budget.overruns:
             out.print(
                 f"billed beyond the reservations: ${client.budget.overrun_usd} in "
-                f"{client.budget.overruns} requests; `vlm-distill report {args.cache}` lists "
-                "them."
+                f"{client.budget.overruns} requests; `vlm-distill report "
+                f"{_shown(shlex.quote(str(args.cache)))}` lists them."
             )
         else:  # stopped by another run's overrun
             out.print(
                 "this run was billed nothing beyond its reservations; "
-                f"`vlm-distill report {args.cache}` lists the overrun."
+                f"`vlm-distill report {_shown(shlex.quote(str(args.cache)))}` lists the overrun."
             )
         return EXIT_BUDGET
     if result.fatal:
@@ -332,7 +334,7 @@ def _summary(
         )
         return EXIT_ERROR
     if result.store_path:
-        out.print(f"embedding store: {result.store_path}")
+        out.print(f"embedding store: {_shown(str(result.store_path))}")
     elif not result.texts_total and result.images_total:
         # Unlabelled data: the images are cached, but `train` needs the class prompts too.
         out.print(

@@ -304,8 +304,8 @@ def run(args: argparse.Namespace) -> int:
         t.add_row(k, str(v))
     for label, value in money_rows:
         t.add_row(label, value)
-    t.add_row("manifest", str(path))
-    t.add_row("decisions", str(decisions))
+    t.add_row("manifest", escape(str(path)))
+    t.add_row("decisions", escape(str(decisions)))
     out.print(t)
     if client.overrun is not None:  # the provider billed more than reserved: exit 3
         out.print(f"[red]{escape(str(client.overrun))}[/]")

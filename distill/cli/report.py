@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.cells import cell_len
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -84,7 +85,7 @@ def _table(report: dict[str, Any], width: int) -> Table:
              Text(str(report["cache_hits"])), Text(_usd(report["spent_usd"]), "bold"),
              Text(_usd(report["saved_usd"])), Text(str(report["failed_attempts"]))]  # fmt: skip
     rows.append((Text("total", "bold"), total))
-    title = f"spend report: {report['cache_dir']}"
+    title = f"spend report: {escape(report['cache_dir'])}"
     widths = [
         max(cell_len(col), *(values[i].cell_len for _, values in rows))
         for i, col in enumerate(COLUMNS)
@@ -123,7 +124,7 @@ def show(report: dict[str, Any]) -> None:
             + ", ".join(f"{k} {v}" for k, v in sorted(failure_totals.items()))
         )
     if report["items_cached"] is None:
-        out.print(f"items in the response cache: unknown ({report['cache_problem']})")
+        out.print(f"items in the response cache: unknown ({escape(report['cache_problem'])})")
     else:
         out.print(f"items in the response cache: {report['items_cached']}")
     if report["estimated_requests"]:
@@ -151,4 +152,4 @@ def show(report: dict[str, Any]) -> None:
             f"(the last run spent ${r['spent_usd']})"
         )
     for problem in report["ledger_problems"]:
-        out.print(f"[yellow]ledger: {problem}[/]")
+        out.print(f"[yellow]ledger: {escape(problem)}[/]")

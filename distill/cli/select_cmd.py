@@ -207,11 +207,11 @@ def run_select(args: argparse.Namespace) -> int | None:
     t.add_row("rounds", f"{result.rounds_done} of {args.rounds}")
     for label, value in money_rows:
         t.add_row(label, value)
-    t.add_row("state", str(result.state_file))
+    t.add_row("state", escape(str(result.state_file)))
     if manifest is not None:
-        t.add_row("manifest", str(manifest))
+        t.add_row("manifest", escape(str(manifest)))
     if store is not None:
-        t.add_row("embedding store", str(store))
+        t.add_row("embedding store", escape(str(store)))
     out.print(t)
     if not_noted is not None:
         out.print(f"[yellow]could not note this run in {escape(str(cdir.root))}:[/] "

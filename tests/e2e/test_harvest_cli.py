@@ -353,3 +353,38 @@ async def test_the_library_harvest_counts_items_bought_before_a_cap_stopped_thei
     bought = sum(r.items for r in SpendLedger.read(cache / "ledger.jsonl") if r.outcome == "ok")
     assert bought > 0 and result.stopped_by_budget
     assert result.bought == bought
+
+
+def test_paths_holding_brackets_are_printed_whole(
+    hash_teacher: LocalTeacher,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: rich read `[a]` in a folder name as markup and dropped it, so the cache
+    `c [a]` was printed as `c ` (the embedding store, the report's title, ...)."""
+    from distill.data.digits import make_digits
+
+    monkeypatch.setenv("COLUMNS", "300")  # one path, one line
+    data = make_digits(tmp_path / "d [b]", size=16, per_class=1)
+    cache = tmp_path / "c [a]"
+
+    def said() -> str:  # a long path may be folded anywhere: compared without spaces
+        return "".join(capsys.readouterr().out.split())
+
+    def shown(text: str) -> str:
+        return "".join(text.split())
+
+    assert harvest(hash_teacher, data, cache, "--budget", "1") == 0
+    out = said()
+    [store] = (cache / "stores").iterdir()
+    assert shown(f"embedding store: {store}") in out
+    assert shown(f"{data}:") in out  # the data folder's summary line
+    export = ["cache", "export", str(data), "--teacher", "local:hash", "--base-url",
+              hash_teacher.url, "--cache", str(cache)]  # fmt: skip
+    assert main(export) == 0
+    assert shown(f"embedding store: {store}") in said()
+    assert main(["cache", "stats", "--cache", str(cache)]) == 0
+    assert shown(f"response cache {cache / 'responses'}") in said()
+    assert main(["report", str(cache)]) == 0
+    assert shown(f"spend report: {cache}") in said()
