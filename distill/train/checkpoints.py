@@ -141,9 +141,15 @@ def save_checkpoint(
         # a full disk surfaces as torch's "unexpected pos" RuntimeError or safetensors'
         # SafetensorError, not as an OSError: say what it means, leave no half checkpoint
         shutil.rmtree(tmp, ignore_errors=True)
+        if _complete(final):
+            then = "the previous checkpoint is intact: free space, then train again with --resume"
+        else:  # the first save: --resume finds nothing to continue
+            then = (
+                "no checkpoint was written yet, so --resume would start again from step 0: "
+                "free space, then train again"
+            )
         raise CheckpointWriteError(
-            f"could not write a checkpoint in {out} (a full disk? {_short(exc)}); the "
-            "previous checkpoint is intact: free space, then train again with --resume"
+            f"could not write a checkpoint in {out} (a full disk? {_short(exc)}); {then}"
         ) from exc
     if final.exists() and exchange(tmp, final):
         # One step, no moment without a checkpoint; ``tmp`` now holds the previous one.
@@ -156,6 +162,11 @@ def save_checkpoint(
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _complete(ckpt: Path) -> bool:
+    """True when ``ckpt`` holds every file a resume reads (state.json is written last)."""
+    return all((ckpt / f).is_file() for f in _CHECKPOINT_FILES)
 
 
 def _finished(ckpt: Path, stage_names: Sequence[str], done_file: Path | None) -> bool:
@@ -186,7 +197,7 @@ def recover_checkpoint(out: Path) -> None:
     tmp, old = out / (CHECKPOINT_DIR + ".tmp"), out / (CHECKPOINT_DIR + ".old")
     if not final.exists():
         for candidate in (tmp, old):
-            if all((candidate / f).is_file() for f in _CHECKPOINT_FILES):
+            if _complete(candidate):
                 os.replace(candidate, final)
                 log.warning("recovered %s from an interrupted checkpoint save", final)
                 break

@@ -90,3 +90,56 @@ def test_resume_with_no_checkpoint_does_not_duplicate_log_lines(
     train(cfg.model_copy(update={"resume": True}))
     steps = [(r["stage"], r["step"]) for r in _log(out)]
     assert steps == [("align", i) for i in range(3)] + [("distill", i) for i in range(4)]
+
+
+def _write_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from distill.train import checkpoints
+
+    def full_disk(state: object, path: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoints, "save_weights", full_disk)
+
+
+def test_a_failed_first_checkpoint_does_not_claim_an_earlier_one_is_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a full disk at the first save said "the previous checkpoint is intact"
+    though there was none; a --resume then starts again from step 0."""
+    import torch
+
+    from distill.train.checkpoints import CheckpointWriteError, save_checkpoint
+
+    _write_fails(monkeypatch)
+    with pytest.raises(CheckpointWriteError) as caught:
+        save_checkpoint(tmp_path, torch.nn.Linear(2, 2), {"step": 1}, None, None)
+    said = str(caught.value)
+    assert "intact" not in said, said
+    assert "no checkpoint was written yet" in said and "step 0" in said, said
+    assert not any(tmp_path.iterdir())  # no half checkpoint left on the full disk
+
+
+def test_a_failed_save_says_the_earlier_checkpoint_is_intact_only_when_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from distill.train.checkpoints import CheckpointWriteError, save_checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    save_checkpoint(tmp_path, model, {"step": 1}, None, None)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "checkpoint").iterdir()}
+    _write_fails(monkeypatch)
+    with pytest.raises(CheckpointWriteError) as caught:
+        save_checkpoint(tmp_path, model, {"step": 2}, None, None)
+    said = str(caught.value)
+    assert "the previous checkpoint is intact" in said and "--resume" in said, said
+    assert {p.name: p.read_bytes() for p in (tmp_path / "checkpoint").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+
+    (tmp_path / "checkpoint" / "state.json").unlink()  # not a complete checkpoint
+    with pytest.raises(CheckpointWriteError) as caught:
+        save_checkpoint(tmp_path, model, {"step": 2}, None, None)
+    assert "intact" not in str(caught.value), caught.value
