@@ -371,3 +371,79 @@ def test_report_of_a_run_folder_with_a_damaged_config_is_one_error_line(
     assert main(["report", str(run)]) != 0
     line = one_error_line(capsys.readouterr().err)
     assert "report CACHE" in line or "neither a cache directory" in line
+
+
+# An empty value of each path argument, e.g. `--cache "$CACHE"` with CACHE unset: the
+# argument's name in argparse's refusal. Other paths (D, C, O: never made) stay valid.
+EMPTY_PATHS = [
+    (["harvest", "", "--cache", "C"], "data"),
+    (["harvest", "D", "--cache", ""], "--cache"),
+    (["harvest", "D", "--class-file", ""], "--class-file"),
+    (["harvest", "D", "--price-file", ""], "--price-file"),
+    (["harvest", "D", "--config", ""], "--config"),
+    (["pseudolabel", "", "--cache", "C"], "data"),
+    (["pseudolabel", "D", "--cache", ""], "--cache"),
+    (["pseudolabel", "D", "--out", ""], "--out"),
+    (["pseudolabel", "D", "--student-run", ""], "--student-run"),
+    (["pseudolabel", "D", "--synonyms", ""], "--synonyms"),
+    (["report", ""], "path"),
+    (["report", "--cache", ""], "--cache"),
+    (["cache", "verify", "--cache", ""], "--cache"),
+    (["cache", "stats", "--cache", ""], "--cache"),
+    (["cache", "recover", "--cache", ""], "--cache"),
+    (["cache", "prune", "--cache", "", "--corrupt"], "--cache"),
+    (["cache", "export", "", "--cache", "C", "--teacher", "local:hash"], "data"),
+    (["cache", "export", "D", "--cache", "C", "--teacher", "local:hash", "--class-file", ""],
+     "--class-file"),
+    (["train", "", "--cache", "C", "--teacher", "local:hash", "--out", "O"], "DATA"),
+    (["train", "D", "--cache", "", "--teacher", "local:hash", "--out", "O"], "--cache"),
+    (["train", "D", "--cache", "C", "--teacher", "local:hash", "--out", ""], "--out"),
+    (["train", "D", "--store", "", "--teacher", "local:hash", "--out", "O"], "--store"),
+    (["train", "D", "--cache", "C", "--teacher", "local:hash", "--out", "O", "--weights", ""],
+     "--weights"),
+    (["train", "D", "--cache", "C", "--teacher", "local:hash", "--out", "O",
+      "--weights-dir", ""], "--weights-dir"),
+    (["eval", "", "D"], "RUN"),
+    (["eval", "O", ""], "DATA"),
+    (["eval", "O", "D", "--out", ""], "--out"),
+    (["eval", "O", "D", "--store", ""], "--store"),
+    (["data", "scan", ""], "data"),
+    (["data", "scan", "D", "--class-file", ""], "--class-file"),
+    (["data", "make-digits", ""], "out"),
+    (["fit-teacher", "", "--out", "O"], "pool"),
+    (["fit-teacher", "D", "--out", ""], "--out"),
+    (["demo", "--workdir", ""], "--workdir"),
+    (["serve-teacher", "--weights", ""], "--weights"),
+    (["serve-teacher", "--open-clip-weights", ""], "--open-clip-weights"),
+    (["serve-teacher", "--token-file", ""], "--token-file"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "flag"), EMPTY_PATHS, ids=[" ".join(a) for a, _ in EMPTY_PATHS])
+def test_an_empty_path_is_a_usage_error_naming_its_argument(
+    argv: list[str],
+    flag: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An empty path meant the current folder: `--cache ""` made the current folder a
+    cache and exited 0, `harvest ""` scanned it, `report ""` and `cache verify --cache ""`
+    ran on it (until 2026-12-06)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", "t" * 32)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    argparse_error(exc, err, flag)
+    assert "empty" in err.strip().splitlines()[-1], err
+    assert not any(tmp_path.iterdir())  # nothing made in the current folder
+
+
+def test_an_empty_folder_is_refused_by_the_new_folder_check() -> None:
+    """The check behind --cache and --out, for a value no argparse type saw."""
+    from distill.cli import check_new_folder
+    from vlmclient.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"--out folder must not be empty"):
+        check_new_folder("", "--out")

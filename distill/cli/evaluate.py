@@ -6,19 +6,25 @@ import argparse
 import json
 from pathlib import Path
 
-from .validate import int_in
+from .validate import int_in, path_text
 
 HELP = "evaluate a trained run on a dataset, per domain"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN", help="run folder written by `vlm-distill train`")
-    parser.add_argument("data", metavar="DATA", help="data folder or CSV manifest")
+    parser.add_argument(
+        "run", metavar="RUN", type=path_text, help="run folder written by `vlm-distill train`"
+    )
+    parser.add_argument("data", metavar="DATA", type=path_text, help="data folder or CSV manifest")
     parser.add_argument(
         "--batch-size", type=int_in(1), default=256, help="images per batch, >= 1 (default 256)"
     )
-    parser.add_argument("--store", help="teacher EmbeddingStore: adds teacher zero-shot accuracy")
-    parser.add_argument("--out", help="write the JSON here (default: RUN/eval.json)")
+    parser.add_argument(
+        "--store", type=path_text, help="teacher EmbeddingStore: adds teacher zero-shot accuracy"
+    )
+    parser.add_argument(
+        "--out", type=path_text, help="write the JSON here (default: RUN/eval.json)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

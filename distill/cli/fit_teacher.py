@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TypedDict
 
 from vlmclient.errors import ConfigurationError
 
-from .validate import seed_arg
+from .validate import path_arg, seed_arg
 
 HELP = "fit the mini-clip teacher (CLIP-style, MiniLM text space) on a teacher pool"
 
@@ -29,9 +28,9 @@ class _Sizes(TypedDict, total=False):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "pool", type=Path, help="folder made by: vlm-distill data make-teacher-pool"
+        "pool", type=path_arg, help="folder made by: vlm-distill data make-teacher-pool"
     )
-    parser.add_argument("--out", type=Path, required=True,
+    parser.add_argument("--out", type=path_arg, required=True,
                         help="weights file to write (.safetensors; the manifest goes beside it "
                         "as .json)")
     parser.add_argument("--seed", type=seed_arg, default=0,

@@ -30,7 +30,7 @@ from ._common import (
 from .progress import LiveProgress, console
 from .select_cmd import add_select_arguments, run_select
 from .signals import raise_on_stop_signals, run_paid
-from .validate import MAX_VIEWS, int_in
+from .validate import MAX_VIEWS, int_in, path_arg
 
 if TYPE_CHECKING:  # imported where used: `harvest --help` stays quick
     from distill.data import Dataset
@@ -42,14 +42,16 @@ __all__ = ["add_arguments", "retry_advice", "run"]
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "data",
-        type=Path,
+        type=path_arg,
         help="DATA/<domain>/<class>/<image>, DATA/<class>/<image> or a CSV manifest",
     )
     add_client_arguments(p)
     p.add_argument(
         "--prompt", default="a photo of a {}", help="class prompt template (default: %(default)r)"
     )
-    p.add_argument("--class-file", type=Path, help="class names, one per line (fixes their order)")
+    p.add_argument(
+        "--class-file", type=path_arg, help="class names, one per line (fixes their order)"
+    )
     p.add_argument(
         "--views",
         type=int_in(1, MAX_VIEWS),

@@ -47,12 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from distill.labelfree.view_check import DEFAULT_VIEWS
 
     from ._common import add_client_arguments
-    from .validate import MAX_VIEWS, int_in
+    from .validate import MAX_VIEWS, int_in, path_arg
 
-    p.add_argument("data", type=Path, help="a folder of images (all in it, or DATA/<class>/ or "
+    p.add_argument("data", type=path_arg, help="a folder of images (all in it, or DATA/<class>/ or "
                    "DATA/<domain>/<class>/ with classes from --class-file) or a CSV manifest")
     add_client_arguments(p)
-    p.add_argument("--class-file", type=Path, help="class names, one per line (the options)")
+    p.add_argument("--class-file", type=path_arg, help="class names, one per line (the options)")
     p.add_argument(
         "--reasoning",
         choices=REASONING_LEVELS,
@@ -83,10 +83,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"--check views: augmented views per image, 1 to {MAX_VIEWS}; costs up to N "
         f"image embeddings per answered image (default: {DEFAULT_VIEWS})",
     )
-    p.add_argument("--student-run", type=Path, help="a trained run: keep only what it gets wrong")
+    p.add_argument(
+        "--student-run", type=path_arg, help="a trained run: keep only what it gets wrong"
+    )
     p.add_argument("--prompt", default="a photo of a {}", help="class prompt for embeddings")
-    p.add_argument("--synonyms", type=Path, help='JSON {"word": "class name"} for parsing')
-    p.add_argument("--out", type=Path, help="manifest to write (default: CACHE/pseudolabels.csv)")
+    p.add_argument("--synonyms", type=path_arg, help='JSON {"word": "class name"} for parsing')
+    p.add_argument(
+        "--out", type=path_arg, help="manifest to write (default: CACHE/pseudolabels.csv)"
+    )
 
 
 def _read_synonyms(path: Path, class_names: Sequence[str]) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from rich.cells import cell_len
@@ -17,11 +16,12 @@ from vlmclient import ConfigurationError
 
 from . import EXIT_OK
 from .progress import console
+from .validate import path_arg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", nargs="?", type=Path, help="cache directory or run folder")
-    p.add_argument("--cache", type=Path, help="cache directory (same as PATH)")
+    p.add_argument("path", nargs="?", type=path_arg, help="cache directory or run folder")
+    p.add_argument("--cache", type=path_arg, help="cache directory (same as PATH)")
     p.add_argument(
         "--json", action="store_true", help="print one JSON object (docs/report-schema.md)"
     )

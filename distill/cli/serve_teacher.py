@@ -25,7 +25,7 @@ from pydantic import SecretStr, ValidationError
 from vlmclient.errors import ConfigurationError
 
 from .model_flags import ModelFlags, validation_message
-from .validate import int_in
+from .validate import int_in, path_text
 
 if TYPE_CHECKING:
     from distill.server.config import ServerConfig
@@ -75,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--token-file",
+        type=path_text,
         default=None,
         help="file whose first line is the bearer token (keep it 0600)",
     )
@@ -90,8 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--temperature", type=float, default=None, help="pseudo-clip softmax T")
     b.add_argument("--image-tower", choices=["auto", "lite2", "lite0"], default="auto")
     b.add_argument("--open-clip-model", default=None, help="open_clip architecture, e.g. ViT-B-32")
-    b.add_argument("--open-clip-weights", default=None, help="local .pt/.safetensors file")
-    b.add_argument("--weights", default=None, help="mini-clip weights (from fit-teacher)")
+    b.add_argument(
+        "--open-clip-weights", type=path_text, default=None, help="local .pt/.safetensors file"
+    )
+    b.add_argument(
+        "--weights", type=path_text, default=None, help="mini-clip weights (from fit-teacher)"
+    )
 
     limits, pricing, faults = server_flags()
     limits.add_to(parser.add_argument_group("limits"))

@@ -13,11 +13,14 @@ from vlmclient.errors import ConfigurationError
 
 from .model_flags import ModelFlags, validation_message
 from .signals import Stopped, raise_on_stop_signals, say
+from .validate import path_text
 
 if TYPE_CHECKING:
     from distill.train.config import TrainConfig
 
 HELP = "train a student from cached teacher outputs"
+# the TrainConfig fields that name a file or folder
+PATH_FIELDS = ("data", "out", "cache", "store", "student_weights", "weights_dir")
 
 
 def train_flags() -> ModelFlags:
@@ -29,6 +32,8 @@ def train_flags() -> ModelFlags:
         positional=["data"],
         # the names the flags had before they were generated from the model
         flags={"lam": "--lambda", "student_weights": "--weights"},
+        # an empty path would be the current folder ("$OUT" with OUT unset)
+        types=dict.fromkeys(PATH_FIELDS, path_text),
     )
 
 

@@ -1,4 +1,5 @@
-"""Argparse types for every numeric flag: finite and in range, or exit 2 before anything runs.
+"""Argparse types for every numeric flag (finite and in range) and every path (not empty),
+or exit 2 before anything runs.
 
 Config files go through the same types (``--config`` values become parser defaults that
 argparse converts like command-line text), so one declaration guards both. Each type
@@ -17,6 +18,7 @@ import argparse
 import math
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 __all__ = [
     "MAX_BATCH_SIZE",
@@ -27,6 +29,8 @@ __all__ = [
     "int_in",
     "money",
     "nonneg_days",
+    "path_arg",
+    "path_text",
     "positive_rate",
     "positive_seconds",
     "seed_arg",
@@ -91,6 +95,33 @@ def nonneg_days(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number of days >= 0, not {text!r}")
     return value
+
+
+def path_text(text: str) -> str:
+    """An argparse type for a file or folder path kept as text: not empty.
+
+    An empty path means the current folder: `--cache "$CACHE"` with CACHE unset made the
+    current folder a cache, `harvest ""` scanned it.
+
+    >>> path_text("")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must not be empty (an empty path would mean the current folder...
+    """
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "must not be empty (an empty path would mean the current folder; an unset variable?)"
+        )
+    return text
+
+
+def path_arg(text: str) -> Path:
+    """An argparse type for a file or folder path: a :class:`~pathlib.Path`, not empty
+    (``Path("")`` is ``Path(".")``, the current folder).
+
+    >>> path_arg("vlm-cache").name
+    'vlm-cache'
+    """
+    return Path(path_text(text))
 
 
 def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
