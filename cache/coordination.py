@@ -143,8 +143,10 @@ class Coordinator:
         ledger_path: str | os.PathLike[str],
         heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
-        self.path = Path(path)
-        self.ledger_path = Path(ledger_path)
+        # absolute once: after a chdir the spend seed and orphan records must still find
+        # this folder's ledger (a relative one read as missing: a cap seeded at $0)
+        self.path = Path(path).absolute()
+        self.ledger_path = Path(ledger_path).absolute()
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host = socket.gethostname()
         self.pid = os.getpid()

@@ -221,7 +221,7 @@ class SpendLedger:
     """
 
     def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
+        self.path = Path(path).absolute()  # a chdir later must not move it
         self._lock = threading.Lock()
         created = not self.path.exists()
         if created:

@@ -119,7 +119,9 @@ class ResponseCache:
         timeout: float = DEFAULT_TIMEOUT,
         spill: bool = True,
     ):
-        self.directory = Path(directory)
+        # absolute once: a chdir later must not send files (or diskcache's large values)
+        # to another folder
+        self.directory = Path(directory).absolute()
         self.vector_format: VectorFormat = check_format(vector_format)
         if not self.directory.exists():
             # 0o700: responses may include private images' descriptions

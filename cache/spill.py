@@ -55,7 +55,7 @@ class SpillFile:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, reserve: int = RESERVE_BYTES) -> None:
-        self.path = Path(path)
+        self.path = Path(path).absolute()  # a chdir later must not move it
         self.reserve_bytes = reserve
 
     @contextmanager
