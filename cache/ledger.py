@@ -278,7 +278,15 @@ class SpendLedger:
         """
         if rec.time == 0.0:
             rec = replace(rec, time=time.time())
+        for name in ("cost_usd", "saved_usd", "reserved_usd"):
+            if isinstance(getattr(rec, name), float):
+                raise ValueError(f"{name} is a float ({getattr(rec, name)!r}): money is a "
+                                 "Decimal or its string")
         line = _record_to_line(rec)
+        try:  # what the readers skip must not be written: its spend would count as $0
+            _record_from_json(json.loads(line))
+        except ValueError as exc:
+            raise ValueError(f"refusing to record it: {exc}") from None
         with self._lock:
             self._write(line, sync=rec.outcome != CACHE_HIT)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -225,3 +226,22 @@ def test_space_for_records_is_reserved_past_the_end(tmp_path: Path) -> None:
         st = os.stat(path)
         # the file is one short line, yet its blocks already hold a full disk's records
         assert st.st_size < 1000 and st.st_blocks * 512 >= RESERVE_BYTES
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("cost_usd", "-5"), ("cost_usd", "NaN"), ("cost_usd", "abc"), ("cost_usd", 0.1),
+    ("cost_usd", None), ("saved_usd", "Infinity"), ("reserved_usd", "1e30"), ("items", -1),
+])
+def test_a_record_its_readers_would_skip_is_refused_before_writing(
+    tmp_path: Path, field: str, value: object
+) -> None:
+    """Before: written as given, then skipped by read_ledger as an unreadable line, so that
+    spend counted as $0 in totals, report and the budget's seed."""
+    path = tmp_path / "ledger.jsonl"
+    with SpendLedger(path) as ledger:
+        good = LedgerRecord("local", "hash", "image_embedding", 2, "0.0002")
+        ledger.record(good)
+        with pytest.raises(ValueError):
+            ledger.record(dataclasses.replace(good, **{field: value}))
+    contents = read_ledger(path)
+    assert contents.problems == [] and len(contents.records) == 1
