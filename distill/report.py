@@ -6,6 +6,7 @@ Schema ``vlm-distill.report/1`` (docs/report-schema.md): money is a decimal stri
 from __future__ import annotations
 
 import json
+import os
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -69,21 +70,40 @@ def find_cache_dir(path: Path) -> Path:
 def append_run(cache_dir: Path, entry: dict[str, Any]) -> None:
     """One line per harvest run: its budget and what it spent (for 'budget left')."""
     entry = {"time": time.time(), **entry}
-    with open(cache_dir / RUNS_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, default=str) + "\n")
+    with open(cache_dir / RUNS_FILE, "a+b") as f:
+        f.seek(0, os.SEEK_END)
+        torn = False
+        if f.tell() > 0:  # a line cut short (kill -9, a full disk) must not swallow ours
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+        f.write((b"\n" if torn else b"") + (json.dumps(entry, default=str) + "\n").encode())
+
+
+def _money(value: Any) -> Decimal | None:
+    """``value`` as a finite, non-negative Decimal, or None."""
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError:
+        return None
+    return amount if amount.is_finite() and amount >= 0 else None
 
 
 def _last_run(cache_dir: Path) -> dict[str, Any] | None:
+    """The last readable line of ``runs.jsonl`` whose budget parses (a hand-edited or
+    damaged line is passed over, not a traceback)."""
     try:
-        lines = (cache_dir / RUNS_FILE).read_text().splitlines()
+        lines = (cache_dir / RUNS_FILE).read_text(errors="replace").splitlines()
     except FileNotFoundError:
         return None
     for line in reversed(lines):
         try:
-            run: dict[str, Any] = json.loads(line)
-            return run
+            run = json.loads(line)
         except ValueError:
             continue
+        if isinstance(run, dict) and run.get("budget_usd") is not None \
+                and _money(run["budget_usd"]) is not None \
+                and _money(run.get("spent_usd", "0")) is not None:
+            return run
     return None
 
 
@@ -134,19 +154,29 @@ def build_report(path: Path) -> dict[str, Any]:
         ],
     }
     run = _last_run(cdir.root)
-    if run and run.get("budget_usd") is not None:
-        budget = Decimal(str(run["budget_usd"]))
-        spent = Decimal(str(run.get("spent_usd", "0")))
+    if run:
+        budget = _money(run["budget_usd"]) or Decimal(0)
+        spent = _money(run.get("spent_usd", "0")) or Decimal(0)
         # --budget caps what the ledger records for the teacher over every run, so what is
         # left is the cap minus the ledger's total for that teacher, not minus one run.
         teacher_spent = _teacher_spent(tot, str(run.get("teacher", "")))
+        seen = _money(run.get("teacher_spent_usd"))
+        if seen is not None and seen > teacher_spent:
+            # the run saw more than the ledger now holds (a line lost or cut since): the
+            # budget (which keeps its own total) goes by the larger, and so does "left"
+            report["ledger_problems"].append(
+                f"the last run saw ${plain(seen)} spent on {run.get('teacher')}, the ledger "
+                f"now holds ${plain(teacher_spent)} (a line lost or damaged?): budget left "
+                "is computed from the larger")
+            teacher_spent = seen
+        run_budget = _money(run.get("run_budget_usd"))
         report["last_run"] = {
             "teacher": run.get("teacher"),
             "budget_usd": plain(budget),
             "spent_usd": plain(spent),
             "teacher_spent_usd": plain(teacher_spent),
             "budget_left_usd": plain(max(Decimal(0), budget - teacher_spent)),
-            "run_budget_usd": run.get("run_budget_usd"),
+            "run_budget_usd": None if run_budget is None else plain(run_budget),
             "exit_code": run.get("exit_code"),
         }
     else:

@@ -112,3 +112,41 @@ def test_narrow_terminals_still_show_every_amount_in_full(
     assert "…" not in out
     for amount in ("0.01234567", "0.250000", "12.500000", "12.76234567"):
         assert amount in out, (amount, out)
+
+
+def test_a_damaged_runs_file_is_passed_over_and_a_torn_line_swallows_no_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a last runs.jsonl line with a budget that does not parse was a
+    decimal.InvalidOperation traceback, one that is JSON but no object an AttributeError,
+    and a torn last line glued the next run's line onto it, so the report showed an older
+    run; run_budget_usd came out as a JSON float."""
+    from distill.report import append_run
+
+    cache = _cache(tmp_path / "c", "0.002")
+    good = {"teacher": "local:hash", "budget_usd": "0.01", "spent_usd": "0.002",
+            "run_budget_usd": 0.005, "exit_code": 0}  # fmt: skip
+    for last in ('{"teacher": "local:hash", "budget_usd": "lots", "spent_usd": "0"}', "[1, 2]"):
+        (cache / "runs.jsonl").write_text(json.dumps(good) + "\n" + last + "\n")
+        assert main(["report", str(cache), "--json"]) == 0
+        run = json.loads(capsys.readouterr().out)["last_run"]
+        assert run["budget_left_usd"] == "0.008" and run["run_budget_usd"] == "0.005"
+    (cache / "runs.jsonl").write_text(json.dumps(good) + "\n" + '{"teacher": "local:h')  # torn
+    append_run(cache, {**good, "budget_usd": "0.02"})
+    assert main(["report", str(cache), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["last_run"]["budget_usd"] == "0.02"
+
+
+def test_budget_left_goes_by_what_the_last_run_saw_when_the_ledger_lost_a_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: with a ledger line lost after the run, the report said more budget was left
+    than the next harvest could spend (its coordination database keeps the higher total)."""
+    cache = _cache(tmp_path / "c", "0.002")
+    run = {"teacher": "local:hash", "budget_usd": "0.01", "spent_usd": "0.009",
+           "teacher_spent_usd": "0.009", "exit_code": 0}  # fmt: skip
+    (cache / "runs.jsonl").write_text(json.dumps(run) + "\n")
+    assert main(["report", str(cache), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["last_run"]["budget_left_usd"] == "0.001"
+    assert any("a line lost or damaged" in p for p in report["ledger_problems"])
