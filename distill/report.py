@@ -29,9 +29,11 @@ def _is_cache_dir(path: Path) -> bool:
 def find_cache_dir(path: Path) -> Path:
     """A cache directory itself, or the one a run folder names in its config.json.
 
-    A relative cache path there is relative to where ``train`` ran: tried from the
-    current folder, then from the run folder and each folder above it; a name that is
-    none of these is an error, never an empty report."""
+    A relative cache path there is relative to where ``train`` ran: tried from the run
+    folder and each folder above it, then from the current folder (before 2026-12-06 the
+    current folder came first, so `report ../proj1/runs/x` from proj2 reported proj2's
+    cache of the same name); a name that is none of these is an error, never an empty
+    report."""
     if _is_cache_dir(path):
         return path
     config = path / "config.json"
@@ -52,7 +54,7 @@ def find_cache_dir(path: Path) -> Path:
                 tries = [named]
             else:
                 run = path.resolve()
-                tries = [named, *(folder / named for folder in (run, *run.parents))]
+                tries = [*(folder / named for folder in (run, *run.parents)), named]
             for found in tries:
                 if _is_cache_dir(found):
                     return found
@@ -123,7 +125,7 @@ def build_report(path: Path) -> dict[str, Any]:
     groups = [g.as_dict() for _, g in sorted(tot.groups.items())]
     report: dict[str, Any] = {
         "schema": SCHEMA,
-        "cache_dir": str(cdir.root),
+        "cache_dir": str(cdir.root.absolute()),  # which one it is, wherever report ran
         "spent_usd": plain(tot.spent_usd),
         "saved_usd": plain(tot.saved_usd),
         "requests_sent": tot.requests,

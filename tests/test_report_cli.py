@@ -150,3 +150,20 @@ def test_budget_left_goes_by_what_the_last_run_saw_when_the_ledger_lost_a_line(
     report = json.loads(capsys.readouterr().out)
     assert report["last_run"]["budget_left_usd"] == "0.001"
     assert any("a line lost or damaged" in p for p in report["ledger_problems"])
+
+
+def test_a_run_folder_prefers_the_cache_beside_it_to_one_of_the_same_name_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: `report ../proj1/runs/x` run from proj2 reported proj2's own `vlm-cache`
+    (the current folder was tried first), and cache_dir said only "vlm-cache"."""
+    _cache(tmp_path / "proj1" / "vlm-cache", "0.25")
+    _cache(tmp_path / "proj2" / "vlm-cache", "0.75")
+    run = tmp_path / "proj1" / "runs" / "x"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"cache": "vlm-cache"}))
+    monkeypatch.chdir(tmp_path / "proj2")
+    assert main(["report", str(run), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert Decimal(report["spent_usd"]) == Decimal("0.25")
+    assert report["cache_dir"] == str(tmp_path / "proj1" / "vlm-cache")
