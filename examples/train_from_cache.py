@@ -1,11 +1,12 @@
 """Train a student from an existing cache (no teacher calls, no key needed).
 
-After `vlm-distill harvest DATA --teacher T --cache cache`:
+After `vlm-distill harvest DATA --teacher T` (into ./vlm-cache, the harvest's default):
 
-    python examples/train_from_cache.py DATA --cache cache --teacher local:pseudo-clip
+    python examples/train_from_cache.py DATA --teacher local:pseudo-clip --test-domains D
 
 Runs the teacher zero-shot baseline, ERM and ADiP with small step counts and prints
-ID/OOD accuracy. The same as `vlm-distill train ... --method M` for each method.
+ID/OOD accuracy (OOD on the ``--test-domains``; without them every domain trains and
+there is no OOD figure). The same as `vlm-distill train ... --method M` for each method.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from distill.train.trainer import train
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
-    ap.add_argument("--cache", type=Path, default=Path("cache"))
+    # not ./cache: a folder of that name beside the project would hide the `cache` package
+    ap.add_argument("--cache", type=Path, default=Path("vlm-cache"))
     ap.add_argument("--teacher", default="local:pseudo-clip")
     ap.add_argument("--out", type=Path, default=Path("runs/example"))
     ap.add_argument("--test-domains", nargs="+", default=None)
+    ap.add_argument("--steps", type=int, default=300, help="ERM's steps; ADiP's stages a third "
+                    "and two thirds of them")
     a = ap.parse_args()
     for method in ("zeroshot", "erm", "adip"):
         cfg = TrainConfig(
@@ -33,14 +37,20 @@ def main() -> None:
             out=str(a.out / method),
             method=method,
             image_size=32,
-            steps=300,
-            steps_align=100,
-            steps_distill=200,
-            eval_every=100,
+            steps=a.steps,
+            steps_align=max(1, a.steps // 3),
+            steps_distill=max(1, a.steps - a.steps // 3),
+            eval_every=max(1, a.steps // 3),
             test_domains=tuple(a.test_domains) if a.test_domains else None,
         )
         metrics = train(cfg)
-        print(f"{method:9s} mean ID {metrics['mean_id']:.3f}  mean OOD {metrics['mean_ood']:.3f}")
+        print(f"{method:9s} mean ID {_pct(metrics['mean_id'])}  mean OOD "
+              f"{_pct(metrics['mean_ood'])}")
+
+
+def _pct(value: float | None) -> str:
+    """An accuracy, or a dash where there is none (no OOD domain held out)."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,3 +52,32 @@ def test_harvest_example_budget_caps_every_run_of_the_cache_together(tmp_path: P
         billed = Decimal(t.billing()["usd"])
     assert 0 < billed <= Decimal("0.002")
     assert totals(SpendLedger.read(cache / "ledger.jsonl")).spent_usd <= Decimal("0.002")
+
+
+@pytest.mark.slow
+def test_train_from_cache_example_runs_without_test_domains(tmp_path: Path) -> None:
+    """Before: without --test-domains mean_ood is None and its print raised TypeError
+    after the zero-shot run, so ERM and ADiP never ran."""
+    from distill.cli import main
+    from distill.data.digits import make_digits
+    from tests.reliability.conftest import TOKEN, teacher
+
+    data = make_digits(tmp_path / "digits", size=16, per_class=2, seed=0)
+    with teacher() as t:
+        env_key = {"VLM_DISTILL_TEACHER_TOKEN": TOKEN}
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in env_key.items():
+                mp.setenv(k, v)
+            assert main(["harvest", str(data), "--teacher", "local:hash", "--base-url", t.url,
+                         "--cache", str(tmp_path / "vlm-cache"), "--budget", "1"]) == 0
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "train_from_cache.py"), str(data),
+         "--teacher", "local:hash", "--steps", "3", "--out", str(tmp_path / "runs")],
+        cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
+                           "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [ln.split()[0] for ln in lines[-3:]] == ["zeroshot", "erm", "adip"]
+    assert lines[-1].endswith("mean OOD -")
