@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -184,7 +185,7 @@ async def harvest(
     dataset: Dataset,
     client: HarvestClient,
     *,
-    cache_dir: Path,
+    cache_dir: str | os.PathLike[str],
     views: int = 1,
     prompt: str = "a photo of a {}",
     on_progress: Callable[[HarvestResult], None] | None = None,
@@ -196,6 +197,7 @@ async def harvest(
     reading images and computing views (``prepare``), writing the store (``store``).
     """
     timings = timings if timings is not None else Timings()
+    cache_dir = Path(cache_dir)  # a str was a TypeError deep in store_dir
     result = HarvestResult(skipped=list(dataset.skipped))
     counted = client.stats.items_bought if isinstance(client, CountsPurchases) else None
     prompts = class_prompts(dataset.class_names, prompt) if dataset.class_names else []

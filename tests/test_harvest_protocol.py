@@ -146,3 +146,11 @@ async def test_the_trainer_regenerates_exactly_the_pixels_sent_for_each_view(
             shown = np.asarray(PILImage.open(io.BytesIO(image.data)).convert("RGB"))
             trained = load_image(s, k, shown.shape[0], hflip=data.hflip).transpose(1, 2, 0)
             np.testing.assert_array_equal(trained, shown)
+
+
+async def test_harvest_takes_the_cache_folder_as_text(tmp_path: Path) -> None:
+    """Before: cache_dir="..." was a TypeError inside store_dir, after the images were read."""
+    data = scan(make_digits(tmp_path / "digits", size=16, per_class=1, domains=("upright",)))
+    result = await harvest(data, MinimalClient(), cache_dir=str(tmp_path / "cache"))
+    assert result.complete and result.store_path == store_dir(
+        tmp_path / "cache", MinimalClient().teacher, data)

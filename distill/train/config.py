@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cache import atomic_write
 
@@ -169,6 +169,13 @@ class TrainConfig(BaseModel):
         0, ge=0, lt=2**32, description="seed of the ID hold-out split (fixed across runs)"
     )
     resume: bool = Field(False, description="continue from RUN/checkpoint")
+
+    @field_validator("data", "out", "cache", "store", "student_weights", "weights_dir",
+                     mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        """A ``pathlib.Path`` is taken as its text (pydantic's str field refused it)."""
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -71,3 +71,15 @@ def test_kd_logit_scale_reaches_the_kd_task(tiny_data: Path, tiny_cache: Path,
     trainer.train(cfg)
     assert seen == [15.0]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["kd_logit_scale"] == 15.0
+
+
+def test_train_config_takes_paths_as_well_as_text(tmp_path: Path) -> None:
+    """Before: TrainConfig(data=Path(...)) was refused by pydantic's str check (the
+    library's other entry points take a Path)."""
+    from distill.train.config import TrainConfig
+
+    cfg = TrainConfig(data=tmp_path / "d", out=tmp_path / "o", cache=tmp_path / "c",
+                      teacher="local:hash", student_weights=tmp_path / "w.safetensors")
+    assert (cfg.data, cfg.out, cfg.cache) == (str(tmp_path / "d"), str(tmp_path / "o"),
+                                              str(tmp_path / "c"))
+    assert cfg.student_weights == str(tmp_path / "w.safetensors")
