@@ -224,11 +224,17 @@ class SpendLedger:
         self.path = Path(path).absolute()  # a chdir later must not move it
         self._lock = threading.Lock()
         created = not self.path.exists()
-        if created:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        if created:
-            fsync_directory(self.path.parent)  # the new file's name is durable too
+        try:
+            if created:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._fd: int | None = os.open(
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            if created:
+                fsync_directory(self.path.parent)  # the new file's name is durable too
+        except OSError as exc:  # a read-only folder, a file where a folder goes, ...
+            raise LedgerWriteError(
+                f"cannot open the spend ledger {self.path} for appending: "
+                f"{exc.strerror or exc}") from exc
         self._since_reserve = 0
         self._end_torn_line()
         if _reserve(self._fd, RESERVE_BYTES) == errno.ENOSPC:

@@ -523,7 +523,9 @@ class ResponseCache:
 
 def verify_cache(directory: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """:meth:`ResponseCache.verify` for a directory, reporting (not raising) when the
-    database itself cannot be opened. An empty list means everything reads back."""
+    database is missing, empty or damaged. An empty list means everything reads back.
+    A cache it may not write to raises :class:`CacheReadOnlyError` (read-only, not
+    damaged: the CLI says so)."""
     if not Path(directory).is_dir():
         return [(_DATABASE, f"{directory} is not a directory")]
     db = Path(directory) / "cache.db"

@@ -245,3 +245,10 @@ def test_a_record_its_readers_would_skip_is_refused_before_writing(
             ledger.record(dataclasses.replace(good, **{field: value}))
     contents = read_ledger(path)
     assert contents.problems == [] and len(contents.records) == 1
+
+
+def test_a_ledger_that_cannot_be_opened_is_a_ledger_write_error(tmp_path: Path) -> None:
+    """Before: a bare OSError (NotADirectoryError, PermissionError) from the constructor."""
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(LedgerWriteError, match="cannot open the spend ledger"):
+        SpendLedger(tmp_path / "file" / "ledger.jsonl")
