@@ -14,9 +14,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Final, Protocol
 
-__all__ = ["CLAIM_POLL_S", "Claims"]
+__all__ = ["CLAIM_POLL_S", "RECLAIM_AFTER_S", "Claims", "LeasesLapsed"]
 
 CLAIM_POLL_S: Final = 0.1  # seconds between looks at items another process is buying
+# A request about to be sent this long after its keys were claimed claims them again and
+# looks in the cache first: half the coordinator's lease time (60 s), past which a
+# process stopped meanwhile (Ctrl-Z, SIGSTOP: its heartbeat stopped too) may have lost
+# its leases to another process, which may have bought the items already.
+RECLAIM_AFTER_S: Final = 30.0
+
+
+class LeasesLapsed(Exception):
+    """Raised before sending a request some of whose keys another live process now holds,
+    or that another process has cached since: the request is not sent, its reservation is
+    released, and its items go back through the claims (served from the cache, waited
+    for, or bought)."""
 
 
 class Claims(Protocol):

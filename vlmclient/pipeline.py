@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
 from cache.protocols import CacheEntry
 
 from .batching import Batcher
-from .claims import CLAIM_POLL_S, Claims
+from .claims import CLAIM_POLL_S, RECLAIM_AFTER_S, Claims, LeasesLapsed
 from .errors import BudgetExceededError, BudgetOverrunError
 from .models import AnswerResult, EmbeddingResult, Kind, Price, Usage
 from .providers import Parsed, Provider
@@ -28,6 +28,8 @@ from .storage import Storage, result_from_entry
 from .timing import Timings
 
 __all__ = ["Pipeline", "results_of"]
+
+_now = time.monotonic  # the lease guard's clock (runs on while the process is stopped)
 
 
 def results_of(
@@ -219,9 +221,31 @@ class Pipeline:
                         fut.set_exception(exc)
             raise
 
+    def _lease_guard(self, chunk: list[tuple[str, Item]]) -> Callable[[], None] | None:
+        """What runs right before the chunk's request is sent: when its keys were claimed
+        RECLAIM_AFTER_S ago or more (the process may have been stopped past its lease
+        time: another process may hold or have bought them), claim them again and look in
+        the cache; LeasesLapsed when any is another's or cached."""
+        claims = self._claims
+        if claims is None:
+            return None
+        claimed_at = _now()
+        keys = [key for key, _ in chunk]
+
+        def guard() -> None:
+            if _now() - claimed_at < RECLAIM_AFTER_S:
+                return
+            mine = claims.claim(keys)
+            if len(mine) < len(keys) or any(e is not None for e in self._storage.get_many(keys)):
+                raise LeasesLapsed
+
+        return guard
+
     async def _buy_chunk(self, kind: Kind, chunk: list[tuple[str, Item]]) -> None:
         spec = self._batcher.spec(kind, [item for _, item in chunk])
         futs = [self.inflight[key] for key, _ in chunk]
+        guard = self._lease_guard(chunk)
+        lapsed = False
         try:
             started = time.perf_counter()
             estimate_usage = self.provider.estimate_usage(spec)
@@ -233,7 +257,8 @@ class Pipeline:
                 + estimate_usage.image_tokens
             )
             try:
-                parsed, cost = await self._sender.send_with_retries(spec, estimate, tokens)
+                parsed, cost = await self._sender.send_with_retries(spec, estimate, tokens,
+                                                                     guard)
             except BudgetExceededError as exc:
                 if len(chunk) == 1 or isinstance(exc, BudgetOverrunError):
                     raise
@@ -251,6 +276,8 @@ class Pipeline:
             for fut, result in zip(futs, handed, strict=True):
                 if not fut.done():
                     fut.set_result(result)
+        except LeasesLapsed:
+            lapsed = True  # nothing was sent: the items go through the claims again, below
         except asyncio.CancelledError:
             for fut in futs:
                 fut.cancel()
@@ -260,9 +287,16 @@ class Pipeline:
                 if not fut.done():
                     fut.set_exception(exc)
         finally:
-            for key, _ in chunk:
-                self.inflight.pop(key, None)
-            if self._claims is not None:
-                started = time.perf_counter()
-                self._claims.release([key for key, _ in chunk])  # after the results are cached
-                self.timings.add("cache", started)
+            if not lapsed:
+                for key, _ in chunk:
+                    self.inflight.pop(key, None)
+                if self._claims is not None:
+                    started = time.perf_counter()
+                    self._claims.release([key for key, _ in chunk])  # after caching them
+                    self.timings.add("cache", started)
+        if lapsed:
+            mine, theirs = self._claim(kind, chunk)  # serves what another process cached
+            await asyncio.gather(
+                *(self._buy_chunk(kind, c) for c in self._batcher.chunks(kind, mine)),
+                *([self._await_claimed(kind, theirs)] if theirs else []),
+            )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import httpx
@@ -92,7 +92,8 @@ class Sender:
         self._on_event = on_event
 
     def send_with_retries(
-        self, spec: CallSpec, estimate: Decimal, tokens: int
+        self, spec: CallSpec, estimate: Decimal, tokens: int,
+        guard: Callable[[], None] | None = None,
     ) -> Awaitable[tuple[Parsed, Decimal]]:
         """Send ``spec`` (estimated at ``estimate`` dollars and ``tokens`` tokens), retrying
         as the retry policy says; the parsed answer and what it cost (await it)."""
@@ -101,10 +102,13 @@ class Sender:
         # failure the policy retries hands the remaining attempts to its tenacity loop,
         # after the same wait the loop would have made. The first attempt's coroutine is
         # the one awaited (no coroutine around it: one frame less per suspension).
-        return self._attempt(spec, estimate, tokens, first=True)
+        # ``guard`` runs right before each attempt is sent (after the waits for a slot and
+        # the rate limit) and may raise to stop it: the reservation is released.
+        return self._attempt(spec, estimate, tokens, first=True, guard=guard)
 
     async def _retries(
-        self, spec: CallSpec, estimate: Decimal, tokens: int
+        self, spec: CallSpec, estimate: Decimal, tokens: int,
+        guard: Callable[[], None] | None = None,
     ) -> tuple[Parsed, Decimal]:
         """The attempts after a first one that failed and is retried."""
         outcome: tuple[Parsed, Decimal] | None = None
@@ -113,7 +117,7 @@ class Sender:
                 self.stats.retries += 1
                 emit(self._on_event, "retry")
                 try:
-                    outcome = await self._attempt(spec, estimate, tokens)
+                    outcome = await self._attempt(spec, estimate, tokens, guard=guard)
                 except APIError:
                     self.stats.failures += 1
                     emit(self._on_event, "failure")
@@ -122,7 +126,8 @@ class Sender:
         return outcome
 
     async def _attempt(
-        self, spec: CallSpec, estimate: Decimal, tokens: int, first: bool = False
+        self, spec: CallSpec, estimate: Decimal, tokens: int, first: bool = False,
+        guard: Callable[[], None] | None = None,
     ) -> tuple[Parsed, Decimal]:
         """One attempt; the ``first`` one hands a failure the policy retries to
         :meth:`_retries`."""
@@ -149,6 +154,8 @@ class Sender:
                         await self._limiter.wait(waiting, tokens)
                     self._storage.check()  # again: the ledger or cache may have failed meanwhile
                     self._settler.raise_if_stopped()
+                    if guard is not None:
+                        guard()
                     started = time.perf_counter()
                     request = self.provider.build_request(spec)
                     self.timings.add("prepare", started)
@@ -180,7 +187,7 @@ class Sender:
             if self._retry.max_attempts <= 1 or not is_retryable(exc):
                 raise
             await self._retry.sleep(self._retry.wait_seconds(1, exc))
-        return await self._retries(spec, estimate, tokens)
+        return await self._retries(spec, estimate, tokens, guard)
 
     def _roundtrip(self, request: httpx.Request) -> Awaitable[httpx.Response]:
         """``request`` through the client's transport, the body read: what
