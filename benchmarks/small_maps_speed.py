@@ -122,8 +122,8 @@ def whole_runs(args: argparse.Namespace) -> None:
 
 def render(rows: list[tuple[int, dict[str, float]]], args: argparse.Namespace) -> str:
     lines = [
-        START,
         "## Depthwise convolutions on small maps, and fused Adam",
+        START,
         "",
         f"Reproduce: `.venv/bin/python benchmarks/small_maps_speed.py --model {args.model} "
         f"--sizes {args.sizes} --batch {args.batch} --rounds {args.rounds} --block "
@@ -158,14 +158,9 @@ def render(rows: list[tuple[int, dict[str, float]]], args: argparse.Namespace) -
 
 
 def write_docs(section: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text("utf-8")
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, "utf-8")
+    from docs_section import replace_section
+
+    replace_section(ROOT / "docs" / "benchmarks.md", START, END, section, "Benchmarks")
 
 
 def main() -> None:

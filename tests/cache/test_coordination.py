@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -88,17 +89,24 @@ sys.stdin.read()  # hold the lease and the reservation until killed
 """
 
 
-def test_a_killed_owner_leaves_its_leases_and_its_in_flight_money_is_charged(
-    tmp_path: Path,
-) -> None:
+def owner_process(tmp_path: Path, prefix: Sequence[str] = ()) -> subprocess.Popen[str]:
+    """Another process (run under ``prefix``) holding a lease on "k" and an open $0.5
+    reservation in the coordination database of ``tmp_path``, once it has said so."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", OWNER, str(tmp_path / "coordination.db"),
+        [*prefix, sys.executable, "-c", OWNER, str(tmp_path / "coordination.db"),
          str(tmp_path / "ledger.jsonl")],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return proc
+
+
+def test_a_killed_owner_leaves_its_leases_and_its_in_flight_money_is_charged(
+    tmp_path: Path,
+) -> None:
+    proc = owner_process(tmp_path)
     try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         with coordinator(tmp_path) as c:
             assert c.claim(["k"]) == set()  # alive: its lease holds
             assert c.spend(TEACHER).reserved == Decimal("0.5")
@@ -127,14 +135,8 @@ def test_an_owner_in_another_pid_namespace_is_not_taken_for_dead(tmp_path: Path)
     probe = subprocess.run([*namespace, "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip("unshare --pid needs root (or user namespaces) on this machine")
-    proc = subprocess.Popen(
-        [*namespace, sys.executable, "-c", OWNER, str(tmp_path / "coordination.db"),
-         str(tmp_path / "ledger.jsonl")],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = owner_process(tmp_path, prefix=namespace)
     try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         with coordinator(tmp_path) as c:
             assert c.claim(["k"]) == set()  # alive: its lease holds
             view = c.spend(TEACHER)
