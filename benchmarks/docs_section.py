@@ -7,6 +7,9 @@ appended.
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
 from pathlib import Path
 
 
@@ -20,3 +23,13 @@ def replace_section(path: Path, start: str, end: str, section: str, title: str) 
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text, "utf-8")
+
+
+def measured_line(note: str = "") -> str:
+    """"Measured <date> on <machine>, <cores> cores (1-minute load average L at the
+    end<note>), Python X, torch Y.": the last line of a speed section."""
+    import torch
+
+    return (f"Measured {datetime.date.today().isoformat()} on {platform.machine()}, "
+            f"{os.cpu_count()} cores (1-minute load average {os.getloadavg()[0]:.1f} at the "
+            f"end{note}), Python {platform.python_version()}, torch {torch.__version__}.")

@@ -25,9 +25,6 @@ written to the docs.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
 import sys
 import time
@@ -39,6 +36,8 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from docs_section import measured_line  # noqa: E402  (benchmarks/ is on sys.path)
 
 from distill.train.small_maps import SmallMapDepthwiseConv2d  # noqa: E402
 from distill.train.student import build_student  # noqa: E402
@@ -149,9 +148,7 @@ def render(rows: list[tuple[int, dict[str, float]]], args: argparse.Namespace) -
                      f"{before / both:.2f}× |")
     lines += [
         "",
-        f"Measured {datetime.date.today().isoformat()} on {platform.machine()}, "
-        f"{os.cpu_count()} cores (1-minute load average {os.getloadavg()[0]:.1f} at the end), "
-        f"Python {platform.python_version()}, torch {torch.__version__}.",
+        measured_line(),
         END,
     ]
     return "\n".join(lines) + "\n"

@@ -15,9 +15,6 @@ Variants: fp32, channels_last, bf16 autocast, channels_last + bf16.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +25,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from docs_section import measured_line  # noqa: E402  (benchmarks/ is on sys.path)
 
 from distill.train.student import build_student  # noqa: E402
 from distill.train.task import AlignTask, Batch, DistillTask, ErmTask  # noqa: E402
@@ -86,7 +85,6 @@ def measure(model: str, size: int, batch: int, pairs: int, warmup: int,
 
 
 def render(rows: list[tuple[str, dict]], args: argparse.Namespace, base: dict) -> str:
-    load = os.getloadavg()[0]
     lines = [
         START,
         "## Trainer speed (default student)",
@@ -121,10 +119,7 @@ def render(rows: list[tuple[str, dict]], args: argparse.Namespace, base: dict) -
         "autocast stays opt-in (`--bf16`) until an accuracy check on the benchmark table "
         "shows it keeps accuracy.",
         "",
-        f"Measured {datetime.date.today().isoformat()} on {platform.machine()}, "
-        f"{os.cpu_count()} cores (1-minute load average {load:.1f} at the end: the machine "
-        f"is shared, compare ratios), Python {platform.python_version()}, torch "
-        f"{torch.__version__}.",
+        measured_line(": the machine is shared, compare ratios"),
         END,
     ]
     return "\n".join(lines) + "\n"

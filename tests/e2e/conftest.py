@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from distill.server import HashBackend, ServerConfig, ServerThread, create_app
+from distill.server.config import Faults
 
 TOKEN = "e2e-token-3f9a"
 
@@ -25,12 +27,22 @@ class LocalTeacher:
         return r.json()
 
 
+@contextmanager
+def local_teacher(
+    monkeypatch: pytest.MonkeyPatch, *, latency_ms: float = 0.0, dim: int = 32
+) -> Iterator[LocalTeacher]:
+    """The hash teacher on 127.0.0.1 (every API request ``latency_ms`` late), its token
+    where the harvest CLI looks for it."""
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    config = ServerConfig(token=SecretStr(TOKEN), faults=Faults(latency_ms=latency_ms))
+    with ServerThread(create_app(config, HashBackend(dim=dim))) as server:
+        yield LocalTeacher(server)
+
+
 @pytest.fixture
 def hash_teacher(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalTeacher]:
-    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
-    config = ServerConfig(token=SecretStr(TOKEN))
-    with ServerThread(create_app(config, HashBackend(dim=64))) as server:
-        yield LocalTeacher(server)
+    with local_teacher(monkeypatch, dim=64) as teacher:
+        yield teacher
 
 
 @pytest.fixture(scope="session")

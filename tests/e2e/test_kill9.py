@@ -13,13 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
 from cache import SpendLedger
 from distill.data import scan
-from distill.server import HashBackend, ServerConfig, ServerThread, create_app
-from distill.server.config import Faults
-from tests.e2e.conftest import TOKEN, LocalTeacher
+from tests.e2e.conftest import LocalTeacher, local_teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 CONCURRENCY = 4
@@ -28,10 +25,8 @@ BATCH = 2
 
 @pytest.fixture
 def slow_teacher(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalTeacher]:
-    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
-    config = ServerConfig(token=SecretStr(TOKEN), faults=Faults(latency_ms=40))
-    with ServerThread(create_app(config, HashBackend(dim=32))) as server:
-        yield LocalTeacher(server)
+    with local_teacher(monkeypatch, latency_ms=40) as teacher:
+        yield teacher
 
 
 def harvest_cmd(teacher: LocalTeacher, data: Path, cache: Path) -> list[str]:

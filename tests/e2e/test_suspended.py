@@ -11,22 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
 from cache import SpendLedger
 from distill.data import scan
-from distill.server import HashBackend, ServerConfig, ServerThread, create_app
-from distill.server.config import Faults
-from tests.e2e.conftest import TOKEN, LocalTeacher
+from tests.e2e.conftest import LocalTeacher, local_teacher
 from tests.e2e.test_kill9 import ROOT, harvest_cmd
 
 
 @pytest.fixture
 def slow_teacher(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalTeacher]:
-    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
-    config = ServerConfig(token=SecretStr(TOKEN), faults=Faults(latency_ms=300))
-    with ServerThread(create_app(config, HashBackend(dim=32))) as server:
-        yield LocalTeacher(server)
+    with local_teacher(monkeypatch, latency_ms=300) as teacher:
+        yield teacher
 
 
 @pytest.mark.slow

@@ -21,13 +21,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from cache import ResponseCache, SpendLedger, totals, verify_cache
 from distill.data import scan
-from distill.server import HashBackend, ServerConfig, ServerThread, create_app
-from distill.server.config import Faults
-from tests.e2e.conftest import TOKEN, LocalTeacher
+from tests.e2e.conftest import TOKEN, LocalTeacher, local_teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 CONCURRENCY = 2
@@ -38,10 +35,8 @@ IN_FLIGHT_ITEMS = CONCURRENCY * BATCH  # what one process can have on the wire a
 @pytest.fixture
 def slow_teacher(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalTeacher]:
     """Every request takes 60 ms, so two harvests started together overlap throughout."""
-    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
-    config = ServerConfig(token=SecretStr(TOKEN), faults=Faults(latency_ms=60))
-    with ServerThread(create_app(config, HashBackend(dim=32))) as server:
-        yield LocalTeacher(server)
+    with local_teacher(monkeypatch, latency_ms=60) as teacher:
+        yield teacher
 
 
 def harvest(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> subprocess.Popen[str]:
