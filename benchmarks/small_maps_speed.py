@@ -1,14 +1,18 @@
-"""Step time of the default student with and without the trainer's two CPU speed-ups.
+"""Step time of the default student with and without the trainer's CPU speed-ups.
 
-The speed-ups (2026-12-06): depthwise convolutions skip the kernel taps a map smaller than
-the kernel never reaches (``distill.train.small_maps``), and Adam runs fused
-(``distill.train.optim.adam``). Both compute the same function; this measures what they
+The speed-ups: convolutions on small maps take shortcuts (``distill.train.small_maps``:
+depthwise convolutions skip the kernel taps a map smaller than the kernel never reaches,
+2026-12-06 morning; strided depthwise convolutions with one output pixel and 1x1
+convolutions on maps of at most 16 pixels, 2026-12-06 afternoon), and Adam runs fused
+(``distill.train.optim.adam``). All compute the same function; this measures what they
 save. Variants, each a fresh student from the same seed, run in interleaved blocks of
 ``--block`` steps (first step of a block untimed) so that machine noise hits them alike:
 
-- ``before``: plain depthwise convolutions, torch's default (unfused) Adam;
-- ``small maps``: the depthwise shortcut, unfused Adam;
-- ``small maps + fused Adam``: both (what the trainer does now).
+- ``plain``: plain convolutions, torch's default (unfused) Adam (the trainer until
+  2026-12-06);
+- ``depthwise``: the stride-1 depthwise shortcut and fused Adam (the trainer of commit
+  ee9fb3d);
+- ``all``: every shortcut and fused Adam (the trainer now).
 
 One step = the trainer's ERM task (frozen BatchNorm, channels_last, as the trainer runs the
 default student on the CPU): forward, cross-entropy, backward, Adam step on random inputs.
@@ -18,8 +22,8 @@ default student on the CPU): forward, cross-entropy, backward, Adam step on rand
     .venv/bin/python benchmarks/small_maps_speed.py --runs DATA CACHE TEACHER --target rot0
 
 ``--runs``: whole ``distill.train.train`` runs instead (ERM, the ADiP table's settings at
-32 px), alternating before / now, each timed by its own ``wall_time_s``; printed, not
-written to the docs.
+32 px), alternating ``depthwise`` / ``all``, each timed by its own ``wall_time_s``; printed,
+not written to the docs.
 """
 
 from __future__ import annotations
@@ -39,26 +43,45 @@ sys.path.insert(0, str(ROOT))
 
 from docs_section import measured_line  # noqa: E402  (benchmarks/ is on sys.path)
 
-from distill.train.small_maps import SmallMapDepthwiseConv2d  # noqa: E402
-from distill.train.student import build_student  # noqa: E402
+from distill.train.small_maps import (  # noqa: E402
+    SmallMapDepthwiseConv2d,
+    SmallMapDepthwiseConv2dSame,
+    SmallMapPointwiseConv2d,
+    use_plain_convs,
+    use_small_map_convs,
+)
+from distill.train.student import Student, build_student  # noqa: E402
 from distill.train.task import Batch, ErmTask  # noqa: E402
 
 START = "<!-- small_maps_speed:start -->"
 END = "<!-- small_maps_speed:end -->"
-VARIANTS = ("before", "small maps", "small maps + fused Adam")
+VARIANTS = ("plain", "depthwise", "all")
 
 
-def student(model: str, variant: str) -> tuple[nn.Module, torch.optim.Optimizer]:
+def depthwise_only(model: nn.Module) -> int:
+    """The shortcuts of commit ee9fb3d: stride-1 depthwise convolutions only."""
+    use_small_map_convs(model)
+    kept = 0
+    for m in model.modules():
+        if isinstance(m, SmallMapDepthwiseConv2d) and m.stride == (1, 1):
+            kept += 1
+        elif isinstance(m, (SmallMapDepthwiseConv2d, SmallMapDepthwiseConv2dSame,
+                            SmallMapPointwiseConv2d)):
+            use_plain_convs(m)
+    return kept
+
+
+def student(model: str, variant: str) -> tuple[Student, torch.optim.Optimizer]:
     torch.manual_seed(0)
     s = build_student(model, method="erm", num_classes=10)
-    if variant == "before":
-        for m in s.modules():
-            if isinstance(m, SmallMapDepthwiseConv2d):
-                m.__class__ = nn.Conv2d
+    use_plain_convs(s)
+    if variant == "depthwise":
+        depthwise_only(s)
+    elif variant == "all":
+        use_small_map_convs(s)
     s.to(memory_format=torch.channels_last)
     params = ErmTask().configure(s)
-    fused = variant.endswith("fused Adam")
-    return s, torch.optim.Adam(params, lr=5e-4, fused=fused or None)
+    return s, torch.optim.Adam(params, lr=5e-4, fused=(variant != "plain") or None)
 
 
 def measure(model: str, size: int, batch: int, rounds: int, block: int) -> dict[str, float]:
@@ -83,19 +106,15 @@ def measure(model: str, size: int, batch: int, rounds: int, block: int) -> dict[
 
 
 def whole_runs(args: argparse.Namespace) -> None:
-    """Alternate whole ERM runs with the trainer as before 2026-12-06 (plain depthwise
-    convolutions, unfused Adam) and as now; print each run's wall time and accuracy."""
+    """Alternate whole ERM runs with the trainer of commit ee9fb3d (stride-1 depthwise
+    shortcut only) and as now; print each run's wall time and accuracy."""
     import tempfile
     from contextlib import ExitStack
     from unittest import mock
 
     import distill.train.student as student_module
-    import distill.train.trainer as trainer_module
     from distill.train.config import TrainConfig
     from distill.train.trainer import train
-
-    def unfused(params: Any, *, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-        return torch.optim.Adam(list(params), lr=lr, weight_decay=weight_decay)
 
     data, cache, teacher = args.runs
     times: dict[str, list[float]] = {"before": [], "now": []}
@@ -109,8 +128,7 @@ def whole_runs(args: argparse.Namespace) -> None:
                 with ExitStack() as stack:
                     if variant == "before":
                         stack.enter_context(mock.patch.object(
-                            student_module, "use_small_map_convs", lambda m: 0))
-                        stack.enter_context(mock.patch.object(trainer_module, "adam", unfused))
+                            student_module, "use_small_map_convs", depthwise_only))
                     m = train(cfg)
                 times[variant].append(float(m["wall_time_s"]))
                 print(f"round {r} {variant:6s}: {m['wall_time_s']:.1f} s, ID {m['mean_id']:.3f} "
@@ -121,7 +139,7 @@ def whole_runs(args: argparse.Namespace) -> None:
 
 def render(rows: list[tuple[int, dict[str, float]]], args: argparse.Namespace) -> str:
     lines = [
-        "## Depthwise convolutions on small maps, and fused Adam",
+        "## Convolutions on small maps, and fused Adam",
         START,
         "",
         f"Reproduce: `.venv/bin/python benchmarks/small_maps_speed.py --model {args.model} "
@@ -132,20 +150,23 @@ def render(rows: list[tuple[int, dict[str, float]]], args: argparse.Namespace) -
         f"frozen, channels_last) on random input, batch {args.batch}, torch threads "
         f"{torch.get_num_threads()}; the three variants in interleaved blocks of "
         f"{args.block} steps (first untimed), median step time over {args.rounds} rounds. "
-        "`before`: plain depthwise convolutions and torch's default Adam (the trainer until "
-        "2026-12-06); `small maps`: depthwise convolutions skip the kernel taps a map "
-        "smaller than the kernel never reaches (`distill/train/small_maps.py`); `+ fused "
-        "Adam`: `torch.optim.Adam(fused=True)` (`distill/train/optim.py`). Same function, "
-        "same gradients (tests/train/test_small_maps.py).",
+        "`plain`: plain convolutions and torch's default Adam (the trainer until "
+        "2026-12-06); `depthwise`: stride-1 depthwise convolutions skip the kernel taps a "
+        "map smaller than the kernel never reaches, and `torch.optim.Adam(fused=True)` "
+        "(`distill/train/optim.py`; the trainer of commit ee9fb3d); `all`: also strided "
+        "depthwise convolutions with one output pixel as a sum over the taps that reach "
+        "the map, and 1x1 convolutions on maps of at most 16 pixels as a matrix product "
+        "(`distill/train/small_maps.py`; the trainer now). Same function, same gradients "
+        "(tests/train/test_small_maps.py).",
         "",
-        "| input | before (ms/step) | small maps (ms/step) | + fused Adam (ms/step) | "
-        "speed-up, both |",
-        "|---|---:|---:|---:|---:|",
+        "| input | plain (ms/step) | depthwise (ms/step) | all (ms/step) | "
+        "speed-up over depthwise | over plain |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for size, r in rows:
-        before, small, both = (r[v] * 1000 for v in VARIANTS)
-        lines.append(f"| {size} px | {before:.0f} | {small:.0f} | {both:.0f} | "
-                     f"{before / both:.2f}× |")
+        plain, dw, both = (r[v] * 1000 for v in VARIANTS)
+        lines.append(f"| {size} px | {plain:.0f} | {dw:.0f} | {both:.0f} | "
+                     f"{dw / both:.2f}× | {plain / both:.2f}× |")
     lines += [
         "",
         measured_line(),
