@@ -30,11 +30,21 @@ import httpx
 
 from .providers.wire import headers_of
 
-__all__ = ["CUT", "Http11Transport", "decode_body", "response_of", "undecoded"]
+__all__ = [
+    "CUT",
+    "MAX_ANSWER",
+    "Http11Transport",
+    "cut_response",
+    "decode_body",
+    "response_of",
+    "too_large",
+    "undecoded",
+]
 
 MAX_HEAD = 64 * 1024  # bytes of status line and headers accepted
 # Bytes of one answer's body accepted (a teacher's largest: a few MB of embeddings); a
-# server sending more is refused before it fills the client's memory.
+# server sending more is refused before it fills the client's memory. (The aiohttp
+# transport, vlmclient.transport, has the same cap.)
 MAX_ANSWER = 256 * 2**20
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY = frozenset({204, 304})
@@ -79,6 +89,24 @@ def response_of(request: httpx.Request, status: int, reason: bytes, headers: htt
     else:
         answer._content = body
     return answer
+
+
+def cut_response(request: httpx.Request, status: int, reason: bytes, headers: httpx.Headers,
+                 why: str) -> httpx.Response:
+    """The head of a 2xx whose body did not come whole, with an empty body and ``CUT``
+    saying ``why``: billed, so charged once as an answer the client cannot use and never
+    retried (see CUT)."""
+    response = response_of(request, status, reason, headers, b"", False)
+    response.extensions = {**response.extensions, CUT: why}
+    return response
+
+
+def too_large(limit: int, length: int | None = None) -> httpx.RemoteProtocolError:
+    """The error of an answer refused for its size: over ``limit`` bytes as it grows, or
+    announced as ``length`` bytes (a 2xx refused is cut: see CUT)."""
+    if length is None:
+        return httpx.RemoteProtocolError(f"answer larger than {limit} bytes: refused")
+    return httpx.RemoteProtocolError(f"answer of {length} bytes, over {limit}: refused")
 
 
 def decode_body(body: bytes, encoding: str, limit: int) -> tuple[bytes | None, str]:
@@ -192,8 +220,7 @@ class _Connection(asyncio.Protocol):
         try:
             self._parse()
             if len(self.buffer) + self._parts_size > self.max_answer + MAX_HEAD:
-                raise httpx.RemoteProtocolError(
-                    f"answer larger than {self.max_answer} bytes: refused")
+                raise too_large(self.max_answer)
         except httpx.RemoteProtocolError as exc:
             self._lost(exc)
             self.abort()  # what is left of the answer must not be read as the next one
@@ -279,8 +306,7 @@ class _Connection(asyncio.Protocol):
                     continue  # informational: the answer follows
                 self._head = head  # (before refusing its size: a 2xx refused is still billed)
                 if head.length > self.max_answer:
-                    raise httpx.RemoteProtocolError(
-                        f"answer of {head.length} bytes, over {self.max_answer}: refused")
+                    raise too_large(self.max_answer, head.length)
             keep_alive, length = self._head.keep_alive, self._head.length
             if length >= 0:
                 if len(buf) < length:
@@ -482,10 +508,8 @@ class Http11Transport(httpx.AsyncBaseTransport):
             self._release(conn)
         got = answer.head
         if answer.cut:  # the head of a billed answer, without its body
-            response = response_of(request, got.status, got.reason,
-                                   headers_of(got.entries), b"", False)
-            response.extensions = {**response.extensions, CUT: answer.cut}
-            return response
+            return cut_response(request, got.status, got.reason, headers_of(got.entries),
+                                answer.cut)
         return response_of(request, got.status, got.reason, headers_of(got.entries),
                            answer.body, got.encoded, conn.max_answer)
 

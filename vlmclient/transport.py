@@ -4,9 +4,15 @@ httpx's own connection pool degrades above ~8 concurrent connections
 (encode/httpcore#1035); aiohttp's does not, and ``httpx_aiohttp.AiohttpTransport`` keeps
 the httpx API and its transport seam. Its responses stream the body in 16 KB chunks
 through two layers of async generators; every answer of a teacher is read whole anyway,
-so this transport reads it with one ``ClientResponse.read()`` and hands httpx the bytes
-already read (content decoding, e.g. gzip, still happens in httpx as before). About
-30 us of CPU less per request on loopback (docs/benchmarks.md, client throughput).
+so this transport reads it in one loop over what has arrived and hands httpx the bytes
+already read. About 30 us of CPU less per request on loopback (docs/benchmarks.md,
+client throughput).
+
+An answer is read by the default transport's rules (vlmclient.http11): refused past
+``max_answer`` bytes (``MAX_ANSWER``, 256 MiB: announced, or as it comes; aiohttp's own
+``read()`` holds any size), gzip and deflate decoded here, never past ``max_answer``
+bytes, and a 2xx whose body does not come whole (cut, timed out, over the cap) returned
+as its head marked ``CUT``.
 """
 
 from __future__ import annotations
@@ -14,12 +20,12 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from aiohttp import BasicAuth, ClientSession, ClientTimeout
+from aiohttp import BasicAuth, ClientResponse, ClientSession, ClientTimeout
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 from yarl import URL
 
-from .http11 import CUT, response_of
+from .http11 import MAX_ANSWER, cut_response, response_of, too_large
 from .providers.wire import header_pairs, raw_headers
 
 __all__ = ["ReadingAiohttpTransport"]
@@ -33,8 +39,9 @@ class ReadingAiohttpTransport(AiohttpTransport):
     # changes handle_async_request keeps that, or sets this False).
     answers_read = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_answer: int = MAX_ANSWER, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.max_answer = max_answer  # bytes of one answer's body accepted (see http11)
         # one ClientTimeout per distinct httpx timeout (a client sends with one)
         self._timeouts: dict[tuple[float | None, float | None, float | None], ClientTimeout] = {}
         self._last_timeout: tuple[object, ClientTimeout] | None = None
@@ -101,19 +108,17 @@ class ReadingAiohttpTransport(AiohttpTransport):
                 **proxy_args,
             ) as response:
                 try:
-                    body = await response.read()
+                    body = await self._read(response)
                 except Exception as exc:
                     if not 200 <= response.status < 300:
                         raise
                     # a billed 2xx whose body did not come whole: charged once, not
                     # retried (see http11.CUT)
-                    cut = response_of(
+                    return cut_response(
                         request, response.status,
                         response.reason.encode() if response.reason else b"",
-                        raw_headers(response.raw_headers), b"", False)
-                    cut.extensions = {**cut.extensions,
-                                      CUT: f"{type(exc).__name__}: {exc}"[:200]}
-                    return cut
+                        raw_headers(response.raw_headers),
+                        f"{type(exc).__name__}: {exc}"[:200])
         except Exception as exc:
             # aiohttp's errors as httpx's (the sender tells what may have been billed by
             # them); mapped here rather than by a context manager around every request
@@ -124,4 +129,26 @@ class ReadingAiohttpTransport(AiohttpTransport):
             request, response.status, response.reason.encode() if response.reason else b"",
             raw_headers(response.raw_headers),  # bytes already: not re-checked
             body, "Content-Encoding" in response.headers,  # (aiohttp's: case-blind, fast)
+            self.max_answer,
         )
+
+    async def _read(self, response: ClientResponse) -> bytes:
+        """The body of ``response`` whole, refused (``too_large``) as soon as it is known
+        to be over ``max_answer`` bytes: by its Content-Length, or as it arrives."""
+        limit = self.max_answer
+        try:
+            length = response.content_length
+            if length is not None and length > limit:
+                raise too_large(limit, length)
+            content = response.content
+            parts: list[bytes] = []
+            size = 0
+            while chunk := await content.readany():  # (what StreamReader.read() loops on)
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(limit)
+                parts.append(chunk)
+        except BaseException:
+            response.close()  # the rest of the answer is never read: the connection goes
+            raise
+        return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -18,11 +18,17 @@ import pytest
 
 from vlmclient import Budget, Price, TeacherClient, TextEmbeddingRequest
 from vlmclient.errors import APIConnectionError, APITimeoutError, ResponseValidationError
-from vlmclient.http11 import CUT, Http11Transport
+from vlmclient.http11 import CUT, MAX_ANSWER, Http11Transport
 from vlmclient.retry import RetryPolicy
+from vlmclient.transport import ReadingAiohttpTransport
 
 TLS = Path(__file__).parent / "tls"
 Reply = Callable[[bytes, int], bytes | list[bytes] | None]  # (request, n) -> what to write
+# Both transports must read an answer by the same rules (the size cap, what a cut 2xx is):
+# the tests of those rules run on each.
+Make = Callable[..., httpx.AsyncBaseTransport]
+BOTH = pytest.mark.parametrize("make", [Http11Transport, ReadingAiohttpTransport],
+                               ids=["http11", "aiohttp"])
 
 
 class Script:
@@ -85,7 +91,7 @@ def ok(body: bytes, *extra: bytes) -> bytes:
     return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
-async def post(transport: Http11Transport, url: str, body: bytes = b'{"a":1}',
+async def post(transport: httpx.AsyncBaseTransport, url: str, body: bytes = b'{"a":1}',
                timeout: httpx.Timeout | None = None) -> httpx.Response:
     request = httpx.Request("POST", url + "/v1/x?q=1", content=body,
                             headers={"Content-Type": "application/json"})
@@ -167,13 +173,14 @@ async def test_gzip_and_deflate_answers_are_decoded(encoding: bytes, packed: byt
     await transport.aclose()
 
 
-async def test_a_compressed_answer_is_never_decoded_past_the_size_cap() -> None:
+@BOTH
+async def test_a_compressed_answer_is_never_decoded_past_the_size_cap(make: Make) -> None:
     """Before: the 256 MB cap counted wire bytes and httpx decoded the whole body: a 598 KB
     gzip answer took 600 MB (1.28 GB at the peak), 3 MB of gzip a MemoryError traceback."""
     bomb = gzip.compress(b"0" * 50_000_000)  # about 50 KB on the wire
     assert len(bomb) < 100_000
     script = Script(lambda req, n: ok(bomb, b"Content-Encoding: gzip"))
-    transport = Http11Transport(max_answer=1_000_000)
+    transport = make(max_answer=1_000_000)
     async with serve(script) as url:
         got = await post(transport, url)
     assert got.status_code == 200 and got.content == bomb  # raw: never decoded
@@ -233,24 +240,33 @@ async def test_failures_are_the_httpx_errors_that_say_whether_it_left() -> None:
     await transport.aclose()
 
 
-@pytest.mark.parametrize(("answer", "why"), [
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-Request-Id: r-9\r\n\r\nabc",
-     "without sending a complete"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabcd\r\n", "bad chunk size"),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 999999\r\n\r\n", "over 1000: refused"),
-])
+@BOTH
+@pytest.mark.parametrize(("answer", "close", "why"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-Request-Id: r-9\r\n\r\nabc", True,
+     {"http11": "without sending a complete", "aiohttp": "not completed"}),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabcd\r\n", True,
+     {"http11": "bad chunk size", "aiohttp": "chunk size"}),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 999999\r\n\r\n", True, "over 1000: refused"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc", False,  # then silence
+     {"http11": "timed out", "aiohttp": "timeout"}),
+], ids=["hung-up", "bad-chunk", "over-cap", "silent"])
 async def test_a_2xx_that_does_not_come_whole_is_its_head_marked_cut(
-    answer: bytes, why: str
+    make: Make, answer: bytes, close: bool, why: str | dict[str, str]
 ) -> None:
     """The provider billed a 2xx the moment it answered: a body cut short (or refused)
     comes back as the 2xx's head with ``CUT`` saying why, which the client charges as a
     billed answer it cannot use and never retries. As a RemoteProtocolError it was charged
     and retried, and billed once per attempt (the audit's 'cut200': each batch 4 times)."""
-    transport = Http11Transport(max_answer=1000)
-    async with serve(Script(lambda req, n: answer, close_after=True)) as url:
-        got = await post(transport, url)
+    if make is ReadingAiohttpTransport and b"zz" in answer:
+        pytest.skip("aiohttp's parser drops a head whose body breaks in the same read "
+                    "(docs/reliability.md, Known gaps)")
+    transport = make(max_answer=1000)
+    async with serve(Script(lambda req, n: answer, close_after=close)) as url:
+        got = await post(transport, url, timeout=httpx.Timeout(5.0, read=0.3))
     assert got.status_code == 200 and got.content == b""
-    assert why in got.extensions[CUT]
+    if isinstance(why, dict):
+        why = why["aiohttp" if make is ReadingAiohttpTransport else "http11"]
+    assert why in got.extensions[CUT].lower()
     await transport.aclose()
 
 
@@ -296,21 +312,23 @@ async def test_teacher_client_charges_by_what_the_failure_says() -> None:
     assert c.budget.spent > 0 and c.budget.reserved == 0
 
 
-@pytest.mark.parametrize("aiohttp", [False, True], ids=["http11", "aiohttp"])
+@BOTH
+@pytest.mark.parametrize("over_cap", [False, True], ids=["cut", "over-cap"])
 async def test_teacher_client_charges_a_cut_200_once_and_never_retries_it(
-    aiohttp: bool,
+    make: Make, over_cap: bool,
 ) -> None:
     """Before: a 200 whose body stopped halfway was a dropped connection to the client:
-    charged, retried, and billed again on every attempt (4 bills for one batch)."""
-    from vlmclient import ReadingAiohttpTransport
-
-    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\nX-Request-Id: r-cut\r\n\r\n{\"data\": ["
+    charged, retried, and billed again on every attempt (4 bills for one batch). A 200
+    over the size cap is billed too: charged once the same way (the aiohttp transport
+    read it whole, however large)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\nX-Request-Id: r-cut\r\n\r\n"
+    cut = head + (b" " * 500 if over_cap else b"{\"data\": [")
     script = Script(lambda req, n: cut, close_after=True)
     async with serve(script) as url, TeacherClient(
         "openai:m", api_key="k", base_url=url + "/v1",
         price=Price(usd_per_1m_input_tokens=Decimal("1")), budget=Budget("1"),
         retry=RetryPolicy(max_attempts=4, sleep=_no_sleep),
-        transport=ReadingAiohttpTransport() if aiohttp else None,
+        transport=make(max_answer=400),
     ) as c:
         with pytest.raises(ResponseValidationError, match=r"cut off.*r-cut"):
             await c.embed_texts([TextEmbeddingRequest(text="a cat")])
@@ -378,8 +396,13 @@ async def test_an_idle_connection_past_its_expiry_is_not_reused() -> None:
     await transport.aclose()
 
 
-async def test_an_answer_over_the_size_cap_is_refused_without_reading_it_all() -> None:
-    transport = Http11Transport(max_answer=1000)
+@BOTH
+async def test_an_answer_over_the_size_cap_is_refused_without_reading_it_all(
+    make: Make,
+) -> None:
+    """Before, on the aiohttp transport: no cap at all, a 2xx of 300 MiB was held whole
+    (684 MiB peak RSS; the default transport refused it at 256 MiB)."""
+    transport = make(max_answer=1000)
     # announced too large: refused on its headers
     huge = b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n"
     async with serve(Script(lambda req, n: huge)) as url:
@@ -397,10 +420,20 @@ async def test_an_answer_over_the_size_cap_is_refused_without_reading_it_all() -
     async with serve(Script(lambda req, n: endless)) as url:
         with pytest.raises(httpx.RemoteProtocolError, match="larger than 1000"):
             await post(transport, url)
-    # under the cap: read as usual
-    async with serve(Script(lambda req, n: ok(b"y" * 999))) as url:
-        assert len((await post(transport, url)).content) == 999
+    # under the cap: read as usual, announced or not
+    async with serve(Script(lambda req, n: ok(b"y" * 1000))) as url:
+        assert len((await post(transport, url)).content) == 1000
+    exact = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" + b"z" * 1000
+    async with serve(Script(lambda req, n: exact + b"\r\n0\r\n\r\n")) as url:
+        assert (await post(transport, url)).content == b"z" * 1000
     await transport.aclose()
+
+
+async def test_the_aiohttp_transport_has_the_default_size_cap() -> None:
+    http11, aiohttp = Http11Transport(), ReadingAiohttpTransport()
+    assert http11.max_answer == aiohttp.max_answer == MAX_ANSWER == 256 * 2**20
+    await http11.aclose()
+    await aiohttp.aclose()
 
 
 async def test_an_idle_connection_whose_socket_is_closing_is_not_reused() -> None:
