@@ -1,5 +1,14 @@
 """How cache misses become requests: items per request, the provider's byte and token caps
-per request, and the :class:`CallSpec` each request is built from."""
+per request and per input, and the :class:`CallSpec` each request is built from.
+
+Inputs whose token bound is above the model's per-input limit
+(:attr:`Provider.max_input_tokens`) are :meth:`Batcher.over_limit`: when the provider
+refuses a request holding some (a 400 fails the whole request), the pipeline buys the
+others without them and sends each alone, so the refusal fails only the input it is about,
+named by :meth:`Batcher.too_long`. Nothing is refused before sending: the bound (a token
+per UTF-8 byte) is far above most texts' real count, and no lower bound holds for every
+tokenizer.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +17,14 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from .errors import BadRequestError, InputTooLongError
 from .keys import kind_params
 from .models import ImageEmbeddingRequest, Kind, MixedEmbeddingRequest, TextEmbeddingRequest
 from .providers import CallSpec, Provider
 from .providers.base import Item
 from .providers.wire import text_tokens_upper_bound
 
-__all__ = ["Batcher", "request_share"]
+__all__ = ["Batcher", "describe_input", "request_share"]
 
 
 def request_share(provider: Provider, item: Item) -> tuple[int, int]:
@@ -32,6 +42,22 @@ def request_share(provider: Provider, item: Item) -> tuple[int, int]:
     if isinstance(item, ImageEmbeddingRequest):
         return len(item.image.data), provider.image_request_tokens
     return len(item.image.data), 0
+
+
+def describe_input(item: Item) -> str:
+    """How an error names an input: the start of its text and its size.
+
+    >>> describe_input(TextEmbeddingRequest(text="word " * 3))
+    "the text 'word word word ' (15 bytes)"
+    """
+    texts = [item.text] if isinstance(item, TextEmbeddingRequest) else (
+        list(item.texts) if isinstance(item, MixedEmbeddingRequest) else [])
+    text = " ".join(texts)
+    size = sum(len(t.encode("utf-8")) for t in texts)
+    shown = repr(text[:40] + ("..." if len(text) > 40 else ""))
+    images = len(item.images) if isinstance(item, MixedEmbeddingRequest) else 0
+    extra = f" and {images} image{'s' * (images != 1)}" if images else ""
+    return f"the text {shown} ({size:,} bytes{extra})"
 
 
 class Batcher:
@@ -61,6 +87,36 @@ class Batcher:
         """Items per request: the provider's limit, or the smaller ``batch_size``."""
         limit = self.provider.limit_for(self.model, kind)
         return min(limit, self.batch_size) if self.batch_size else limit
+
+    def input_limit(self, kind: Kind) -> int | None:
+        """The model's per-input token limit for ``kind`` (None: none that fails a request)."""
+        if kind == "answer" or self.provider.max_input_tokens is None:
+            return None  # (an answer is one item a request)
+        return self.provider.max_input_tokens(self.model, self._kind_params(kind))
+
+    def over_limit(self, kind: Kind, pairs: Sequence[tuple[str, Item]]) -> set[str]:
+        """The keys of those ``pairs`` that may be over the model's per-input limit."""
+        limit = self.input_limit(kind)
+        if limit is None:
+            return set()
+        return {key for key, item in pairs if request_share(self.provider, item)[1] > limit}
+
+    def too_long(self, kind: Kind, exc: BadRequestError, item: Item) -> InputTooLongError:
+        """The provider's refusal ``exc`` of ``item``, sent alone and maybe over the
+        per-input limit, as an :class:`InputTooLongError` that names it."""
+        limit = self.input_limit(kind) or 0
+        reason = str(exc.args[0]) if exc.args else str(exc)
+        err = InputTooLongError(
+            "", status_code=exc.status_code, provider=exc.provider, request_id=exc.request_id
+        )
+        err.args = (
+            f"{describe_input(item)} may be longer than the {limit:,} tokens "
+            f"{self.provider.name}:{self.model} takes per input, and the provider refused "
+            "it (not billed; it was sent alone, so no other input failed with it): shorten "
+            f"it. {reason}",
+        )
+        err.limit = limit
+        return err
 
     def chunks(self, kind: Kind, pairs: list[tuple[str, Item]]) -> list[list[tuple[str, Item]]]:
         """``pairs`` cut into requests (see :meth:`iter_chunks`)."""
@@ -95,9 +151,7 @@ class Batcher:
 
     def spec(self, kind: Kind, items: Sequence[Item]) -> CallSpec:
         """What the request for ``items`` is built from (and its cost estimated on)."""
-        params = self._params.get(kind)
-        if params is None:  # merged once per kind: the same for every request
-            params = self._params[kind] = kind_params(self.provider, kind, self.params)
+        params = self._kind_params(kind)
         return CallSpec(
             kind,
             self.model,
@@ -107,3 +161,9 @@ class Batcher:
             params,
             max_image_tokens=self.max_image_tokens,
         )
+
+    def _kind_params(self, kind: Kind) -> dict[str, Any]:
+        params = self._params.get(kind)
+        if params is None:  # merged once per kind: the same for every request
+            params = self._params[kind] = kind_params(self.provider, kind, self.params)
+        return params

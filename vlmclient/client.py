@@ -36,7 +36,7 @@ from .batching import Batcher
 from .budget import Budget
 from .claims import Claims
 from .credentials import SECRET_ENV, check_credentials, resolve_key
-from .errors import BudgetOverrunError, ConfigurationError
+from .errors import BudgetOverrunError, ConfigurationError, InputTooLongError
 from .keys import (
     ItemT,
     Keyer,
@@ -498,10 +498,22 @@ class TeacherClient:
             outcomes: list[Any] = [_outcome(f) for f in futures]
         else:
             outcomes = await asyncio.gather(*futures, return_exceptions=True)
-        for outcome in outcomes:
+        for index, outcome in enumerate(outcomes):
             if isinstance(outcome, BaseException):
+                if isinstance(outcome, InputTooLongError) and outcome.index < 0:
+                    raise _with_index(outcome, index, len(prepared)) from outcome
                 raise outcome
         return [o for o in outcomes if isinstance(o, result_type)]
+
+
+def _with_index(err: InputTooLongError, index: int, n: int) -> InputTooLongError:
+    """``err`` (shared by every caller of its item) naming its place in this call."""
+    named = InputTooLongError(
+        "", status_code=err.status_code, provider=err.provider, request_id=err.request_id
+    )
+    named.args = (f"input {index} of {n}: {err.args[0] if err.args else err}",)
+    named.index, named.limit = index, err.limit
+    return named
 
 
 def _as_budget(budget: object) -> Budget:

@@ -21,6 +21,7 @@ so callers only ever need ``except VLMError``.
         ├── MalformedResponsesError too many such 200s: the circuit breaker stopped the run
         └── APIStatusError          a non-2xx answer
             ├── BadRequestError (400/422), AuthenticationError (401), PermissionDeniedError (403)
+            │   └── InputTooLongError  400 for one input over the model's per-input limit (named)
             ├── NotFoundError (404), RequestTooLargeError (413)
             ├── RateLimitError (429, retryable)
             ├── QuotaExceededError (429/402 that retrying cannot fix)
@@ -44,6 +45,7 @@ __all__ = [
     "CacheStoreError",
     "ConfigurationError",
     "InputError",
+    "InputTooLongError",
     "InternalServerError",
     "MalformedResponsesError",
     "NotFoundError",
@@ -227,6 +229,19 @@ class RedirectError(APIStatusError):
 
 class BadRequestError(APIStatusError):
     """400/422: the provider rejected the request body; fix the input or the model name."""
+
+
+class InputTooLongError(BadRequestError):
+    """The provider refused an input that may be longer than the model takes (its
+    per-input token limit): raised by a call for its first such input, named by its
+    ``index`` in the call, with the ``limit`` in tokens.
+
+    Such an input is sent in a request of its own, so the 400 fails no other input of the
+    call: those are bought and cached. The refusal is not billed; shorten the input.
+    """
+
+    index: int = -1
+    limit: int = 0
 
 
 class AuthenticationError(APIStatusError):

@@ -18,7 +18,7 @@ from cache.protocols import CacheEntry
 
 from .batching import Batcher
 from .claims import CLAIM_POLL_S, RECLAIM_AFTER_S, Claims, LeasesLapsed
-from .errors import BudgetExceededError, BudgetOverrunError
+from .errors import BadRequestError, BudgetExceededError, BudgetOverrunError
 from .models import AnswerResult, EmbeddingResult, Kind, Price, Usage
 from .providers import Parsed, Provider
 from .providers.base import Item
@@ -241,6 +241,31 @@ class Pipeline:
 
         return guard
 
+    async def _without_long_inputs(
+        self,
+        kind: Kind,
+        chunk: list[tuple[str, Item]],
+        futs: list[asyncio.Future[Any]],
+        exc: BadRequestError,
+    ) -> bool:
+        """After the 400 ``exc`` for ``chunk``: when some of its inputs may be over the
+        model's per-input limit, buy the others in one request and, if that is answered,
+        each of those alone (a refusal then names its input); True when done so. Raises
+        an :class:`InputTooLongError` for a chunk of one such input."""
+        long = self._batcher.over_limit(kind, chunk)
+        if not long:
+            return False
+        if len(chunk) == 1:
+            raise self._batcher.too_long(kind, exc, chunk[0][1]) from exc
+        rest = [pair for pair in chunk if pair[0] not in long]
+        if rest:
+            await self._buy_chunk(kind, rest)
+            rest_futs = [f for (key, _), f in zip(chunk, futs, strict=True) if key not in long]
+            if any(f.cancelled() or f.exception() is not None for f in rest_futs):
+                return False  # refused without them too: not (only) a length problem
+        await asyncio.gather(*(self._buy_chunk(kind, [p]) for p in chunk if p[0] in long))
+        return True
+
     async def _buy_chunk(self, kind: Kind, chunk: list[tuple[str, Item]]) -> None:
         spec = self._batcher.spec(kind, [item for _, item in chunk])
         futs = [self.inflight[key] for key, _ in chunk]
@@ -267,6 +292,12 @@ class Pipeline:
                 await asyncio.gather(
                     self._buy_chunk(kind, chunk[:mid]), self._buy_chunk(kind, chunk[mid:])
                 )
+                return
+            except BadRequestError as exc:
+                # maybe an input over the model's per-input limit (a 400 fails the whole
+                # request, unbilled): buy the others, then send each such input alone
+                if not await self._without_long_inputs(kind, chunk, futs, exc):
+                    raise
                 return
             results = results_of(kind, parsed, cost, len(chunk))
             # as the cache holds them: a rerun from the cache gets these very values

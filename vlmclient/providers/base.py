@@ -107,6 +107,11 @@ class Provider:
     # Cap on the summed tokens of the texts of one request, counted with
     # text_tokens_upper_bound (None = no cap beyond the count): OpenAI 300k, Voyage 320k.
     max_request_tokens: int | None = None
+    # The most tokens one input may hold before the provider refuses the whole request
+    # (400), for the model and the request's params; None when it truncates instead (or
+    # no limit is known). An input whose token bound is above it is sent alone, so the 400
+    # fails only that input (see Batcher.iter_chunks).
+    max_input_tokens: Callable[[str, Mapping[str, Any]], int | None] | None = None
     # Tokens one image counts toward max_request_tokens, at most (Voyage: 3,572 for its
     # 2 M billed-pixel cap at 560 px a token; 0 where images do not count).
     image_request_tokens: int = 0

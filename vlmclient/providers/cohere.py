@@ -57,6 +57,24 @@ MIN_IMAGE_PIXELS = 3_136
 PIXELS_PER_IMAGE_TOKEN = 160  # 512x512 ~ 1,610 tokens, rounded down to over-estimate
 
 
+# Per input: 128k tokens for embed-v4.0, 512 for the v3 models (docs.cohere.com models
+# page). Cohere truncates by default (``truncate`` END); with NONE a longer input fails its
+# whole request with a 400. ``max_tokens``, when given, is the limit instead.
+MAX_INPUT_TOKENS_V4 = 128_000
+MAX_INPUT_TOKENS_V3 = 512
+
+
+def max_input_tokens(model: str, params: Mapping[str, Any]) -> int | None:
+    """The per-input limit when ``truncate`` is NONE; None otherwise (Cohere truncates)."""
+    if str(params.get("truncate", "END")).upper() != "NONE":
+        return None
+    limit = MAX_INPUT_TOKENS_V3 if _is_v3(model) else MAX_INPUT_TOKENS_V4
+    asked = params.get("max_tokens")
+    if isinstance(asked, int) and not isinstance(asked, bool) and 0 < asked < limit:
+        return asked
+    return limit
+
+
 def _is_v3(model: str) -> bool:
     return "-v3" in model
 
@@ -288,6 +306,7 @@ COHERE = Provider(
     batch_limit=batch_limit,
     model_kinds=model_kinds,
     max_request_bytes=MAX_REQUEST_IMAGE_BYTES,
+    max_input_tokens=max_input_tokens,
     build_request=build_request,
     parse_response=parse_response,
     estimate_usage=estimate_usage,

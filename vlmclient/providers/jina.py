@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -32,6 +33,10 @@ NAME = "jina"
 NATIVE_SIDE = 512  # jina-clip-v2 input resolution
 IMAGE_TOKENS_PER_TILE = 4000  # assumed upper bound per 512x512 tile (not verified)
 TEXT_SPECIAL_TOKENS = 2  # <s> and </s>
+# Per input: 8,192 tokens (jina-clip-v2's text context; later models take more, which only
+# sends a few more texts alone). Jina truncates only when asked (``truncate: true``);
+# otherwise a longer text fails its whole request with a 400.
+MAX_INPUT_TOKENS = 8192
 MAX_TEXTS = 512  # not documented in our sources; conservative
 MAX_IMAGES = 64  # not documented in our sources; conservative
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
@@ -106,6 +111,11 @@ def estimate_usage(spec: CallSpec) -> Usage:
     return Usage(input_tokens=tokens)
 
 
+def max_input_tokens(model: str, params: Mapping[str, Any]) -> int | None:
+    """8,192, unless the caller asks Jina to truncate (``truncate: true``)."""
+    return None if params.get("truncate") is True else MAX_INPUT_TOKENS
+
+
 def classify_error(response: httpx.Response) -> APIStatusError:
     err = default_classify_error(response)
     if response.status_code == 402:
@@ -129,5 +139,6 @@ JINA = Provider(
     estimate_usage=estimate_usage,
     classify_error=classify_error,
     prepare_image=prepare_image,
+    max_input_tokens=max_input_tokens,
     description="Jina AI embeddings (jina-clip-v2: image and text)",
 )

@@ -59,6 +59,11 @@ MAX_EMBEDDING_INPUTS = 2048  # CreateEmbeddingRequest maxItems
 # summed across all inputs in a single request" (pinned openai-openapi f85dbe22, read
 # 2026-11-30); the client sums text_tokens_upper_bound, an over-count, so it never passes.
 MAX_EMBEDDING_REQUEST_TOKENS = 300_000
+# Per input: "must not exceed the max input tokens for the model (8192 tokens for all
+# embedding models)" (same spec); ada-002's is 8,191 (tiktoken cookbook), so 8,191. There
+# is no truncation option: a longer input fails its whole request with a 400 ("This
+# model's maximum context length is 8192 tokens, however you requested ...").
+MAX_EMBEDDING_INPUT_TOKENS = 8191
 MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 
 
@@ -485,6 +490,11 @@ def classify_error(response: httpx.Response) -> APIStatusError:
 _CHAT_PREFIXES = ("gpt-", "chatgpt-", "o1", "o3", "o4")
 
 
+def max_input_tokens(model: str, params: Mapping[str, Any]) -> int | None:
+    """Tokens one embedding input may hold (OpenAI never truncates)."""
+    return MAX_EMBEDDING_INPUT_TOKENS
+
+
 def model_kinds(model: str) -> frozenset[str]:
     """Embedding models cannot answer and chat models cannot embed (as far as names say)."""
     if "embed" in model.lower():
@@ -501,6 +511,7 @@ OPENAI = Provider(
     api_version="v1",
     max_batch={"text_embedding": MAX_EMBEDDING_INPUTS, "answer": 1},
     max_request_tokens=MAX_EMBEDDING_REQUEST_TOKENS,
+    max_input_tokens=max_input_tokens,
     build_request=build_request,
     parse_response=parse_response,
     estimate_usage=estimate_usage,

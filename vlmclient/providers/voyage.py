@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -40,6 +41,11 @@ __all__ = ["VOYAGE", "billed_pixels", "multimodal_body"]
 NAME = "voyage"
 MAX_INPUTS = 1000
 MAX_REQUEST_TOKENS = 320_000
+# Per input: 32k tokens (docs.voyageai.com, voyage-multimodal-3), over which Voyage
+# truncates unless ``truncation`` is false: then the request fails with a 400 ("The example
+# at index N in your batch has too many tokens and does not fit into the model's context
+# window of 32000 tokens").
+MAX_INPUT_TOKENS = 32_000
 MIN_BILLED_PIXELS = 50_000
 MAX_BILLED_PIXELS = 2_000_000
 PIXELS_PER_TOKEN = 560  # Voyage's image-to-token rate, for the per-request token cap
@@ -59,6 +65,11 @@ def batch_limit(model: str, kind: str) -> int:
     (texts + 3,572 per image) in the client, up to 1,000 inputs.
     """
     return MAX_IMAGES if kind == "image_embedding" else MAX_INPUTS
+
+
+def max_input_tokens(model: str, params: Mapping[str, Any]) -> int | None:
+    """32,000 with ``truncation: false``; None by default (Voyage truncates)."""
+    return MAX_INPUT_TOKENS if params.get("truncation") is False else None
 
 
 def billed_pixels(width: int, height: int) -> int:
@@ -189,6 +200,7 @@ VOYAGE = Provider(
     default_base_url=DEFAULT_BASE_URL,
     max_request_tokens=MAX_REQUEST_TOKENS,
     image_request_tokens=IMAGE_TOKENS,
+    max_input_tokens=max_input_tokens,
     api_version="v1",
     max_batch={
         "image_embedding": MAX_IMAGES,
