@@ -237,9 +237,10 @@ def create_backbone(
     ``weights_file`` (safetensors or torch state dict) wins; otherwise packaged weights when
     ``pretrained`` and the model has them; otherwise random init. ``drop_rate=0``: timm
     applies classifier dropout to the pooled features even with ``num_classes=0``, and the
-    paper's featurizers feed P without dropout. Its depthwise convolutions skip the kernel
-    taps a map smaller than the kernel never reaches (:mod:`distill.train.small_maps`: the
-    same function, several times cheaper on the last stages at 32 px).
+    paper's featurizers feed P without dropout. Its convolutions on small maps take
+    shortcuts (:mod:`distill.train.small_maps`: depthwise ones skip the kernel taps a map
+    smaller than the kernel never reaches, 1x1 ones on maps of at most 16 pixels run as a
+    matrix product; the same function, several times cheaper on the last stages at 32 px).
     """
     model = _timm_backbone(name, pretrained=pretrained, weights_file=weights_file,
                            weights_dir=weights_dir)
