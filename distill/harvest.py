@@ -45,6 +45,7 @@ from vlmclient import (
     Embedder,
     ImageEmbeddingRequest,
     InputError,
+    InputTooLongError,
     Kind,
     MalformedResponsesError,
     NotFoundError,
@@ -59,6 +60,7 @@ from vlmclient import (
 
 __all__ = [
     "FATAL",
+    "TOO_LONG",
     "UNREADABLE",
     "CountsPurchases",
     "HarvestClient",
@@ -91,6 +93,8 @@ FATAL = (
     MalformedResponsesError,
 )
 UNREADABLE = "cannot prepare image"  # failure reason of items that no retry can fix
+TOO_LONG = "too long for the teacher"  # ... of prompts the model refuses: shorten them
+SHOWN_CLASS_CHARS = 40  # of a class name that names its refused prompt
 CHUNKS_IN_FLIGHT_PER_SLOT = 2  # chunks scheduled ahead per concurrency slot
 
 
@@ -226,13 +230,21 @@ async def harvest(
         coro_factory: Callable[[], Awaitable[list[R]]],
         names: Sequence[str],
         refused: list[BadRequestError] | None = None,
+        too_long: list[InputTooLongError] | None = None,
     ) -> list[R] | None:
         """The results, or None when the call failed (recorded in ``result``; a request
-        the teacher refused goes to ``refused`` instead, when one is given)."""
+        the teacher refused goes to ``refused`` instead, when one is given; a call whose
+        only failures are inputs too long for the model to ``too_long``)."""
         try:
             out = await coro_factory()
             unanswered[0] = 0
             return out
+        except InputTooLongError as exc:
+            if too_long is not None and exc.results is not None:
+                unanswered[0] = 0
+                too_long.append(exc)
+            else:
+                result.failed.extend((n, str(exc)) for n in names)
         except BadRequestError as exc:
             if refused is None:
                 result.failed.extend((n, str(exc)) for n in names)
@@ -265,8 +277,18 @@ async def harvest(
 
     if prompts:
         reqs = [TextEmbeddingRequest(text=p) for p in prompts]
-        out = await run(lambda: client.embed_texts(reqs), prompts)
-        if out is not None:
+        too_long: list[InputTooLongError] = []
+        out = await run(lambda: client.embed_texts(reqs), prompts, too_long=too_long)
+        if too_long:
+            # only those fail (a rerun alone fails them again); the others are bought
+            exc = too_long[0]
+            result.failed.extend(
+                (_class_named(dataset.class_names[e.index]), f"{TOO_LONG}: {e}")
+                for e in exc.errors
+            )
+            out = [r for r in exc.results or () if r is not None]
+            account(sum(r.cached for r in out), sum(not r.cached for r in out))
+        elif out is not None:
             text_vectors = [r.vector for r in out]
             account(sum(r.cached for r in out), sum(not r.cached for r in out))
 
@@ -364,6 +386,17 @@ async def harvest(
         sink.abort()  # a store not committed (stopped, failed, cancelled) leaves nothing
         if counted is not None and isinstance(client, CountsPurchases):
             result.bought = max(result.bought, client.stats.items_bought - counted)
+
+
+def _class_named(name: str) -> str:
+    """How a failure names the class of a refused prompt (its name may be kilobytes).
+
+    >>> _class_named("cat")
+    "class 'cat'"
+    """
+    if len(name) > SHOWN_CLASS_CHARS:
+        name = name[:SHOWN_CLASS_CHARS] + "..."
+    return f"class {name!r}"
 
 
 def _without_undecodable(

@@ -32,7 +32,7 @@ from pydantic import SecretStr
 
 from cache.protocols import CacheEntry, CacheLike, LedgerLike
 
-from .batching import Batcher
+from .batching import Batcher, describe_input
 from .budget import Budget
 from .claims import Claims
 from .credentials import SECRET_ENV, check_credentials, resolve_key
@@ -498,22 +498,47 @@ class TeacherClient:
             outcomes: list[Any] = [_outcome(f) for f in futures]
         else:
             outcomes = await asyncio.gather(*futures, return_exceptions=True)
-        for index, outcome in enumerate(outcomes):
-            if isinstance(outcome, BaseException):
-                if isinstance(outcome, InputTooLongError) and outcome.index < 0:
-                    raise _with_index(outcome, index, len(prepared)) from outcome
-                raise outcome
+        failed = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
+        if failed:
+            for _, outcome in failed:  # a budget stop, a fatal error... go first
+                if not isinstance(outcome, InputTooLongError):
+                    raise outcome
+            raise _too_long(failed, outcomes, prepared) from failed[0][1]
         return [o for o in outcomes if isinstance(o, result_type)]
 
 
 def _with_index(err: InputTooLongError, index: int, n: int) -> InputTooLongError:
     """``err`` (shared by every caller of its item) naming its place in this call."""
+    if err.index >= 0:
+        return err
     named = InputTooLongError(
         "", status_code=err.status_code, provider=err.provider, request_id=err.request_id
     )
     named.args = (f"input {index} of {n}: {err.args[0] if err.args else err}",)
     named.index, named.limit = index, err.limit
     return named
+
+
+def _too_long(
+    failed: list[tuple[int, Any]], outcomes: list[Any], prepared: list[Item]
+) -> InputTooLongError:
+    """The error of a call whose only failures are inputs refused as too long: the first
+    one's, naming the others too, with every one in ``errors`` and the results of the
+    rest in ``results``."""
+    n = len(prepared)
+    errors = tuple(_with_index(o, i, n) for i, o in failed)
+    first = errors[0]
+    err = InputTooLongError(
+        "", status_code=first.status_code, provider=first.provider, request_id=first.request_id
+    )
+    err.args = first.args
+    if len(errors) > 1:
+        also = "; ".join(f"input {e.index} of {n}: {describe_input(prepared[e.index])}"
+                         for e in errors[1:])  # fmt: skip
+        err.args = (f"{first.args[0]} Also refused alone as too long (not billed): {also}",)
+    err.index, err.limit, err.errors = first.index, first.limit, errors
+    err.results = [None if isinstance(o, BaseException) else o for o in outcomes]
+    return err
 
 
 def _as_budget(budget: object) -> Budget:

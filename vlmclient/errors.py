@@ -21,7 +21,7 @@ so callers only ever need ``except VLMError``.
         ├── MalformedResponsesError too many such 200s: the circuit breaker stopped the run
         └── APIStatusError          a non-2xx answer
             ├── BadRequestError (400/422), AuthenticationError (401), PermissionDeniedError (403)
-            │   └── InputTooLongError  400 for one input over the model's per-input limit (named)
+            │   └── InputTooLongError  400 for inputs over the model's per-input limit (named)
             ├── NotFoundError (404), RequestTooLargeError (413)
             ├── RateLimitError (429, retryable)
             ├── QuotaExceededError (429/402 that retrying cannot fix)
@@ -32,6 +32,7 @@ so callers only ever need ``except VLMError``.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 __all__ = [
     "APIConnectionError",
@@ -233,15 +234,30 @@ class BadRequestError(APIStatusError):
 
 class InputTooLongError(BadRequestError):
     """The provider refused an input that may be longer than the model takes (its
-    per-input token limit): raised by a call for its first such input, named by its
-    ``index`` in the call, with the ``limit`` in tokens.
+    per-input token limit), named by its ``index`` in the call, with the ``limit`` in
+    tokens.
 
     Such an input is sent in a request of its own, so the 400 fails no other input of the
     call: those are bought and cached. The refusal is not billed; shorten the input.
+
+    A call raises it when its only failures are such refusals: ``errors`` holds one per
+    refused input, in call order (the first is this one's ``index``; the message names
+    every one), and ``results`` the call's results with None at each refused input, so
+    a caller keeps the others without asking again. (A call with another failure too, a
+    budget stop say, raises that one instead.)
+
+    Example::
+
+        try:
+            vecs = await teacher.embed_texts(reqs)
+        except InputTooLongError as exc:
+            print([e.index for e in exc.errors])  # shorten these, keep exc.results
     """
 
     index: int = -1
     limit: int = 0
+    errors: tuple[InputTooLongError, ...] = ()
+    results: list[Any] | None = None  # EmbeddingResult | AnswerResult | None, by index
 
 
 class AuthenticationError(APIStatusError):

@@ -213,6 +213,34 @@ def _shown(text: str) -> str:
     return escape(display(text))
 
 
+def _failure_advice(out: Console, result: HarvestResult, client: TeacherClient) -> None:
+    """What to do about the failed items: fix or shorten those no rerun can help, run
+    again for the others."""
+    from distill.harvest import TOO_LONG, UNREADABLE
+
+    unreadable = sum(reason.startswith(UNREADABLE) for _, reason in result.failed)
+    too_long = sum(reason.startswith(TOO_LONG) for _, reason in result.failed)
+    if unreadable:
+        out.print(
+            f"[red]{unreadable} image views cannot be read[/] (listed above): fix or remove "
+            "them, then run again; re-running alone will not help them."
+        )
+    if too_long:
+        one = too_long == 1
+        out.print(
+            f"[red]{too_long} prompt{'' if one else 's'} {'is' if one else 'are'} too long "
+            f"for the teacher[/] (listed above; refused, not billed): shorten the class "
+            f"name{'' if one else 's'} (or --prompt), then run again; re-running alone will "
+            f"not help {'it' if one else 'them'}. The other items are bought and cached."
+        )
+    others = len(result.failed) - unreadable - too_long
+    if others:
+        out.print(
+            f"[red]{others} items failed at the teacher[/]; "
+            + retry_advice(client.stats.charged_no_answer, client.billed_malformed)
+        )
+
+
 def retry_advice(charged_no_answer: int, billed_unusable: int = 0) -> str:
     """What a rerun of failed items costs: nothing lost, unless attempts were charged
     without an answer (the provider may have billed them) or billed answers could not be
@@ -264,6 +292,8 @@ def _summary(
         out.print("Everything was already cached: this run spent $0.")
     for item, reason in result.failed[:10]:
         out.print(f"[red]failed[/] {_shown(item)}: {_shown(reason)}")
+    if len(result.failed) > 10:
+        out.print(f"... and {len(result.failed) - 10} more failed")
     if result.overrun:
         # Before the other stops: an overrun means every estimate, the cap's too, is short.
         out.print(f"[red]{_shown(result.overrun)}[/]")
@@ -302,19 +332,7 @@ def _summary(
         )
         return EXIT_BUDGET
     if result.failed:
-        from distill.harvest import UNREADABLE
-
-        unreadable = sum(reason.startswith(UNREADABLE) for _, reason in result.failed)
-        if unreadable:
-            out.print(
-                f"[red]{unreadable} image views cannot be read[/] (listed above): fix or remove "
-                "them, then run again; re-running alone will not help them."
-            )
-        if len(result.failed) > unreadable:
-            out.print(
-                f"[red]{len(result.failed) - unreadable} items failed at the teacher[/]; "
-                + retry_advice(client.stats.charged_no_answer, client.billed_malformed)
-            )
+        _failure_advice(out, result, client)
         return EXIT_ERROR
     if result.store_error and not result.store_error_is_disk:
         # not the disk: cached vectors of two sizes (a server that answered some wrongly)

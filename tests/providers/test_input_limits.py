@@ -13,20 +13,25 @@ provider (nothing is charged) and the error names it and the limit.
 from __future__ import annotations
 
 import base64
+import json
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 
 from cache import ResponseCache, SpendLedger, totals
+from distill.cli import main
 from tests.providers.conftest import nosleep
 from tests.providers.loopback import loopback
 from vlmclient import (
     BadRequestError,
     Budget,
     Price,
+    QuotaExceededError,
     TeacherClient,
     TextEmbeddingRequest,
     Usage,
@@ -98,14 +103,18 @@ def voyage_server(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]
     }
 
 
+JINA_IMAGE_TOKENS = 1000  # billed an image (under the client's estimate of 4,000 a tile)
+
+
 def jina_server(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """As Jina without ``truncate``: an input over the context fails the request."""
     inputs = body["input"]
     if not body.get("truncate"):
         for i, x in enumerate(inputs):
-            if tokens(x["text"]) > 8192:
+            if "text" in x and tokens(x["text"]) > 8192:
                 return 400, {"detail": f"Input text at index {i} is longer than 8192 tokens"}
-    total = sum(min(tokens(x["text"]), 8192) for x in inputs)
+    total = sum(min(tokens(x["text"]), 8192) if "text" in x else JINA_IMAGE_TOKENS
+                for x in inputs)
     rows = [
         {"object": "embedding", "index": i, "embedding": [float(i + 1)] * 8}
         for i in range(len(inputs))
@@ -245,3 +254,175 @@ def test_per_input_limits_apply_only_where_the_provider_would_refuse() -> None:
     assert cohere.max_input_tokens("embed-v4.0", {"truncate": "NONE"}) == 128_000
     assert cohere.max_input_tokens("embed-english-v3.0", {"truncate": "NONE"}) == 512
     assert cohere.max_input_tokens("embed-v4.0", {"truncate": "NONE", "max_tokens": 64}) == 64
+
+
+async def test_every_over_long_text_of_a_call_is_named_and_the_others_are_handed_back(
+    tmp_path: Path,
+) -> None:
+    """Before: a call with two texts over the limit raised for the first only (the second
+    was refused too, but nothing said so), and the 98 others bought in it were cached but
+    not handed back. Now the error names both (``errors``) and holds the others'
+    results (``results``, None where refused): nothing more is sent to get them."""
+    texts = list(TEXTS)
+    texts[20], texts[70] = "word " * 10_000, "long " * 12_000
+    reqs = [TextEmbeddingRequest(text=t) for t in texts]
+    with loopback(openai_server) as srv, ResponseCache(tmp_path / "c") as cache, SpendLedger(
+        tmp_path / "l.jsonl"
+    ) as ledger:
+        client = _client("openai:text-embedding-3-small", srv.url + "/v1", cache, ledger, None)
+        with pytest.raises(InputTooLongError) as caught:
+            await client.embed_texts(reqs)
+        err = caught.value
+        assert err.index == 20 and err.limit == 8191
+        assert [e.index for e in err.errors] == [20, 70]
+        assert all(e.limit == 8191 for e in err.errors)
+        assert "input 20 of 100" in str(err.errors[0]) and "50,000 bytes" in str(err.errors[0])
+        assert "input 70 of 100" in str(err.errors[1]) and "60,000 bytes" in str(err.errors[1])
+        message = str(err)  # the one message names both
+        assert "input 20 of 100: the text 'word word" in message
+        assert "input 70 of 100: the text 'long long" in message
+        assert err.results is not None and len(err.results) == 100
+        assert [r is None for r in err.results] == [i in (20, 70) for i in range(100)]
+        kept = [r for r in err.results if r is not None]
+        assert not any(r.cached for r in kept)
+        assert [float(r.vector[0]) for r in kept[:3]] == [1.0, 2.0, 3.0]
+        # refused with both, the 98 without them, then each alone: nothing else was sent
+        assert [len(b["input"]) for b in srv.bodies] == [100, 98, 1, 1]
+        billed = sum(tokens(t) for i, t in enumerate(texts) if i not in (20, 70))
+        assert client.budget.spent == PRICE.cost(Usage(input_tokens=billed))
+        await client.aclose()
+
+
+async def test_a_call_with_an_over_long_text_and_another_failure_raises_the_other(
+    tmp_path: Path,
+) -> None:
+    """Before, the first failure in call order was raised: an over-long text hid an
+    account out of credit (or a budget stop) met by later inputs of the same call, so a
+    harvest listed every item as too long and went on. Now that other error is raised."""
+    texts = ["word " * 10_000, *TEXTS[:30]]
+
+    def out_of_credit_at_25(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if "a photo of class 25" in body["input"]:
+            return 429, {"error": {"message": "You exceeded your current quota",
+                                   "type": "insufficient_quota", "param": None,
+                                   "code": "insufficient_quota"}}
+        return openai_server(path, body)
+
+    with loopback(out_of_credit_at_25) as srv, ResponseCache(
+        tmp_path / "c"
+    ) as cache, SpendLedger(tmp_path / "l.jsonl") as ledger:
+        client = TeacherClient(
+            "openai:text-embedding-3-small", api_key="sk-test-key-123456",
+            base_url=srv.url + "/v1", budget=Budget("1"), price=PRICE, cache=cache,
+            ledger=ledger, retry=RetryPolicy(max_attempts=3, sleep=nosleep), batch_size=10,
+        )  # fmt: skip
+        with pytest.raises(QuotaExceededError):
+            await client.embed_texts([TextEmbeddingRequest(text=t) for t in texts])
+        assert any(len(b["input"]) == 1 and b["input"][0] == texts[0] for b in srv.bodies)
+        await client.aclose()
+
+
+def _jina_harvest(tmp_path: Path, classes: list[str]) -> tuple[list[str], Path]:
+    """Two class folders of three images, a class file of ``classes`` and a price file:
+    the argv of ``vlm-distill harvest`` against jina:jina-clip-v2 (URL appended)."""
+    data = tmp_path / "data"
+    for c in ("cat", "dog"):
+        (data / c).mkdir(parents=True)
+        for k in range(3):
+            arr = np.random.default_rng(k + 10 * (c == "dog")).integers(0, 255, (32, 32, 3))
+            PILImage.fromarray(arr.astype(np.uint8)).save(data / c / f"{k}.png")
+    (tmp_path / "classes.txt").write_text("\n".join(classes) + "\n")
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"jina:jina-clip-v2": {"usd_per_1m_input_tokens": "0.05"}}))
+    cache = tmp_path / "cache"
+    argv = ["harvest", str(data), "--teacher", "jina:jina-clip-v2", "--cache", str(cache),
+            "--class-file", str(tmp_path / "classes.txt"), "--price-file", str(prices),
+            "--budget", "1", "--base-url"]  # fmt: skip
+    return argv, cache
+
+
+def _billing_jina() -> tuple[Any, list[int]]:
+    """jina_server, keeping the provider's bill: tokens of each answered request."""
+    bill: list[int] = []
+
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        status, out = jina_server(path, body)
+        if status == 200:
+            bill.append(out["usage"]["total_tokens"])
+        return status, out
+
+    return respond, bill
+
+
+def _summary_row(out: str, label: str) -> str:
+    found = re.search(rf"│ {label}\s+│ (\S+)", out)
+    assert found is not None, out
+    return found.group(1)
+
+
+JINA_PRICE = Decimal("0.05") / 1_000_000
+
+
+@pytest.mark.parametrize("long_at", [[20], [20, 30]], ids=["one", "two"])
+def test_harvest_fails_only_the_over_long_prompts_each_named_and_says_shorten(
+    long_at: list[int], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Audit of 2026-12-06: a class file of 43 names, one of them 50 kB. Before, the
+    harvest listed all 43 prompts as failed with the one message, said "43 items failed
+    at the teacher; run again to retry them (nothing paid is lost)" (a rerun failed the
+    same way) and counted the 42 prompts it bought and cached as neither bought nor
+    cached; of two long names only the first was named. Now only the long ones fail,
+    each named, with the advice to shorten them; the others count as bought (then
+    cached), and the exit status is 1 until the names are shortened."""
+    monkeypatch.setenv("JINA_API_KEY", "jina_test_key_1234567890")
+    monkeypatch.setenv("COLUMNS", "240")
+    classes = ["cat", "dog", *(f"class{i}" for i in range(41))]
+    for k, at in enumerate(long_at):
+        classes[at] = f"long{k} " + "very " * 10_000 + "long"
+    argv, cache = _jina_harvest(tmp_path, classes)
+    n = len(long_at)
+    respond, bill = _billing_jina()
+    with loopback(respond) as srv:
+        assert main([*argv, srv.url]) == 1
+        out = " ".join(capsys.readouterr().out.split(" "))
+        flat = " ".join(out.split())
+        failed = [ln for ln in out.splitlines() if ln.startswith("failed ")]
+        assert len(failed) == n, out
+        for k, (line, at) in enumerate(zip(failed, long_at, strict=True)):
+            assert line.startswith(f"failed class 'long{k} very very"), line
+            assert f"input {at} of 43" in line
+        for at in long_at:
+            assert f"input {at} of 43: the text 'a photo of a long" in flat
+        assert "failed a photo of a" not in flat and "items failed at the teacher" not in flat
+        assert "run again to retry" not in flat
+        too_long = f"{n} prompt{'s' * (n > 1)} {'are' if n > 1 else 'is'} too long"
+        assert too_long in flat and "shorten" in flat
+        assert "re-running alone will not help" in flat
+        assert _summary_row(out, "bought") == str(6 + 43 - n)
+        assert _summary_row(out, "cache hits") == "0"
+        # charged as before: what the provider billed, the refusals nothing
+        spent = totals(SpendLedger.read(cache / "ledger.jsonl")).spent_usd
+        assert spent == sum(bill) * JINA_PRICE
+        sent = len(srv.requests)
+
+        # run again as it is: the same, nothing bought; the long ones are refused again
+        assert main([*argv, srv.url]) == 1
+        out = " ".join(capsys.readouterr().out.split(" "))
+        assert len([ln for ln in out.splitlines() if ln.startswith("failed ")]) == n
+        assert too_long in " ".join(out.split())
+        assert _summary_row(out, "bought") == "0"
+        assert _summary_row(out, "cache hits") == str(6 + 43 - n)
+        again = [x for b in srv.bodies[sent:] for x in b["input"]]  # refused, unbilled
+        assert again and all(len(x.get("text", "")) > 50_000 for x in again)
+        assert totals(SpendLedger.read(cache / "ledger.jsonl")).spent_usd == spent
+
+        # the user shortens them: only those are bought, and the store is written
+        for k, at in enumerate(long_at):
+            classes[at] = f"long{k}"
+        (tmp_path / "classes.txt").write_text("\n".join(classes) + "\n")
+        assert main([*argv, srv.url]) == 0
+        out = capsys.readouterr().out
+        assert _summary_row(out, "bought") == str(n)
+        assert "embedding store:" in out
+        assert totals(SpendLedger.read(cache / "ledger.jsonl")).spent_usd == sum(bill) * JINA_PRICE
