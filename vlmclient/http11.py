@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from .providers.wire import headers_of
+from .watchdog import Watchdog, late_answer, tick_of
 
 __all__ = [
     "CUT",
@@ -54,10 +55,6 @@ Origin = tuple[str, str, int]
 # the read timed out, the body broke the framing or the size cap), to why. The provider
 # billed it; the client charges it as an answer it cannot use and never retries it.
 CUT = "vlmclient.cut"
-# An answer must be complete within this many read timeouts of the request being handed
-# over, however steadily its bytes trickle in (the read timeout alone is silence between
-# bytes, which a server sending a byte a second never reaches).
-ANSWER_DEADLINE = 2
 
 
 def response_of(request: httpx.Request, status: int, reason: bytes, headers: httpx.Headers,
@@ -264,7 +261,8 @@ class _Connection(asyncio.Protocol):
         """Fail the exchange when nothing moved for the timeout of its phase: writing
         while the request is not all handed to the kernel, reading after; or when the
         answer is still incomplete ANSWER_DEADLINE read timeouts after the request was
-        handed over (a server dripping a byte at a time never falls silent)."""
+        handed over (a server dripping a byte at a time never falls silent: see
+        watchdog.late_answer)."""
         if self.waiter is None or self.waiter.done() or self.transport is None:
             return
         left = self.transport.get_write_buffer_size()
@@ -275,19 +273,22 @@ class _Connection(asyncio.Protocol):
         limit = self._limits[1] if left else self._limits[0]
         if limit is None:
             return
-        exc: httpx.TimeoutException
+        exc: httpx.TimeoutException | None
         if now - self.last_io >= limit:
             exc = (httpx.WriteTimeout("timed out sending the request") if left
                    else httpx.ReadTimeout("timed out waiting for the response"))
-        elif not left and self.reading_since is not None \
-                and now - self.reading_since >= ANSWER_DEADLINE * limit:
-            exc = httpx.ReadTimeout(
-                f"the answer was still incomplete {ANSWER_DEADLINE * limit:g} s after the "
-                f"request ({ANSWER_DEADLINE}x the timeout): it came too slowly")
         else:
-            return
+            exc = None if left else late_answer(self.reading_since, now, limit)
+            if exc is None:
+                return
         self._lost(exc)
         self.abort()
+
+    def resumed(self, late: float) -> None:
+        """The loop did not run for ``late`` seconds: none of them counts (Watchdog)."""
+        self.last_io += late
+        if self.reading_since is not None:
+            self.reading_since += late
 
     # -- parsing ----------------------------------------------------------------------
 
@@ -458,16 +459,11 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._closed = False
         self._heads: dict[tuple[str, int], tuple[httpx.URL, bytes]] = {}
-        # Timeouts: one watchdog looks at the connections in use every ``_tick`` seconds
-        # (a quarter of the smallest timeout seen, at most 1 s), rather than a timer per
-        # request (a heap entry made and cancelled per request). A timeout fires up to a
-        # quarter of itself late.
-        self._active: set[_Connection] = set()
+        # Timeouts: one watchdog looks at the connections in use (vlmclient.watchdog),
+        # rather than a timer per request (a heap entry made and cancelled per request).
+        self._watchdog = Watchdog()
         self._last_timeouts: tuple[object, tuple[float | None, float | None, float | None,
                                                  float | None, float | None]] | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._tick = 1.0
-        self._swept_at = 0.0  # loop time the watchdog last ran (or was started)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._closed:
@@ -496,7 +492,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         conn = self._idle_connection(origin) or await self._acquire(
             origin, pool, connect, request.extensions.get("sni_hostname"))
         if tick is not None:
-            self._watch(conn, tick)
+            self._watchdog.watch(conn, tick, conn.loop)
         try:
             # the answer's future is awaited here (no coroutine around it: one frame less)
             answer = await conn.send(data, read, write)
@@ -504,7 +500,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             conn.abort()  # the answer may still come: the connection is unusable
             raise
         finally:
-            self._active.discard(conn)
+            self._watchdog.discard(conn)
             self._release(conn)
         got = answer.head
         if answer.cut:  # the head of a billed answer, without its body
@@ -537,40 +533,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
             return last[1]
         t = timeout or {}
         read, write = t.get("read"), t.get("write")
-        limits = [x for x in (read, write) if x is not None]
-        tick = min(1.0, max(0.005, min(limits) / 4)) if limits else None
-        found = (t.get("pool"), t.get("connect"), read, write, tick)
+        found = (t.get("pool"), t.get("connect"), read, write, tick_of(read, write))
         self._last_timeouts = (timeout, found)  # holds the dict: its id is not reused
         return found
-
-    def _watch(self, conn: _Connection, tick: float) -> None:
-        self._active.add(conn)
-        if self._watchdog is None or tick < self._tick:
-            if self._watchdog is not None:
-                self._watchdog.cancel()
-            self._tick = tick
-            self._swept_at = conn.loop.time()
-            self._watchdog = conn.loop.call_later(tick, self._sweep, conn.loop)
-
-    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
-        late = now - self._swept_at - self._tick
-        self._swept_at = now
-        if late > max(1.0, self._tick):
-            # The loop did not run for that long: the process was stopped (Ctrl-Z, a
-            # paused VM) or blocked. That time is no server's silence: the answers that
-            # came in meanwhile wait unread in the socket, and failing them here threw
-            # billed answers away and bought them again. Give the loop a turn to read.
-            for conn in self._active:
-                conn.last_io += late
-                if conn.reading_since is not None:
-                    conn.reading_since += late
-        for conn in list(self._active):
-            conn.check_timeout(now)
-        if self._active:
-            self._watchdog = loop.call_later(self._tick, self._sweep, loop)
-        else:
-            self._watchdog, self._tick = None, 1.0
 
     # -- the pool ---------------------------------------------------------------------
 
@@ -677,9 +642,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        self._watchdog.close()
         for idle in self._idle.values():
             for conn in idle:
                 conn.closed = True

@@ -12,23 +12,110 @@ An answer is read by the default transport's rules (vlmclient.http11): refused p
 ``max_answer`` bytes (``MAX_ANSWER``, 256 MiB: announced, or as it comes; aiohttp's own
 ``read()`` holds any size), gzip and deflate decoded here, never past ``max_answer``
 bytes, and a 2xx whose body does not come whole (cut, timed out, over the cap) returned
-as its head marked ``CUT``.
+as its head marked ``CUT``. Its timing is the default transport's too (one
+``watchdog.Watchdog``): an answer still incomplete ANSWER_DEADLINE read timeouts after
+the request body was handed over ends as a ``ReadTimeout`` (a 2xx: cut), and time the
+event loop did not run does not count toward that deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from typing import Any
 
 import httpx
 from aiohttp import BasicAuth, ClientResponse, ClientSession, ClientTimeout
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import BytesPayload
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 from yarl import URL
 
 from .http11 import MAX_ANSWER, cut_response, response_of, too_large
 from .providers.wire import header_pairs, raw_headers
+from .watchdog import Watchdog, late_answer, tick_of
 
 __all__ = ["ReadingAiohttpTransport"]
+
+_Timing = tuple[ClientTimeout, "float | None", "float | None"]  # (aiohttp's, read, tick)
+
+
+class _Exchange:
+    """One request in flight, as the transport's watchdog sees it: cancelled (its task)
+    once its answer is late (see watchdog.late_answer)."""
+
+    __slots__ = ("cancelling", "expired", "handled", "loop", "read", "reading_since",
+                 "task", "transport")
+
+    def __init__(self, task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop,
+                 read: float) -> None:
+        self.task, self.loop, self.read = task, loop, read
+        self.cancelling = 0  # the task's cancellations pending before (Python >= 3.11)
+        if sys.version_info >= (3, 11):
+            self.cancelling = task.cancelling()
+        self.reading_since: float | None = None  # when the request was all handed over
+        self.transport: asyncio.BaseTransport | None = None  # its connection's, once sent
+        self.expired: httpx.ReadTimeout | None = None  # why the watchdog cancelled it
+        self.handled = False  # that cancellation was caught and turned into ``expired``
+
+    def sent(self, writer: AbstractStreamWriter) -> None:
+        """The request body went to the connection of ``writer``."""
+        transport = self.transport = writer.transport
+        if isinstance(transport, asyncio.WriteTransport) \
+                and not transport.get_write_buffer_size():
+            self.reading_since = self.loop.time()
+
+    def check_timeout(self, now: float) -> None:
+        if self.expired is not None:
+            return
+        if self.reading_since is None:
+            transport = self.transport
+            if not isinstance(transport, asyncio.WriteTransport) \
+                    or transport.get_write_buffer_size():
+                return  # still being handed over (aiohttp has no write timeout)
+            self.reading_since = now
+        self.expired = late_answer(self.reading_since, now, self.read)
+        if self.expired is not None:
+            self.task.cancel()
+
+    def resumed(self, late: float) -> None:
+        if self.reading_since is not None:
+            self.reading_since += late
+
+    def caught(self) -> httpx.ReadTimeout | None:
+        """On a CancelledError: the deadline's error when the cancellation was the
+        watchdog's alone (then taken back), else None (raise it on)."""
+        if self.expired is None or self.handled:
+            return None
+        self.handled = True
+        if sys.version_info >= (3, 11) and self.task.uncancel() > self.cancelling:
+            return None  # cancelled by someone else too
+        return self.expired
+
+    def done(self) -> None:
+        """The request ended; a cancellation of the watchdog's that never reached it (the
+        answer came meanwhile) is taken back."""
+        if self.expired is not None and not self.handled and sys.version_info >= (3, 11):
+            self.task.uncancel()
+
+
+class _Body(BytesPayload):
+    """A request body that tells its exchange when it was written (aiohttp starts its read
+    timeout there; so does the answer deadline)."""
+
+    def __init__(self, value: bytes, exchange: _Exchange) -> None:
+        super().__init__(value)
+        self.exchange = exchange
+
+    async def write(self, writer: AbstractStreamWriter) -> None:  # (aiohttp < 3.12)
+        await super().write(writer)
+        self.exchange.sent(writer)
+
+    async def write_with_length(self, writer: AbstractStreamWriter,
+                                content_length: int | None) -> None:
+        await super().write_with_length(writer, content_length)
+        self.exchange.sent(writer)
 
 
 class ReadingAiohttpTransport(AiohttpTransport):
@@ -42,14 +129,16 @@ class ReadingAiohttpTransport(AiohttpTransport):
     def __init__(self, *args: Any, max_answer: int = MAX_ANSWER, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_answer = max_answer  # bytes of one answer's body accepted (see http11)
-        # one ClientTimeout per distinct httpx timeout (a client sends with one)
-        self._timeouts: dict[tuple[float | None, float | None, float | None], ClientTimeout] = {}
-        self._last_timeout: tuple[object, ClientTimeout] | None = None
+        # one ClientTimeout (with the read timeout and the watchdog's tick) per distinct
+        # httpx timeout (a client sends with one)
+        self._timeouts: dict[tuple[float | None, float | None, float | None], _Timing] = {}
+        self._last_timeout: tuple[object, _Timing] | None = None
+        self._watchdog = Watchdog()  # the answer deadline (see vlmclient.watchdog)
         # the aiohttp URL of each endpoint URL object seen (a client sends to a handful,
         # each one object: see providers.wire.endpoint_url and json_post)
         self._urls: dict[int, tuple[httpx.URL, URL]] = {}
 
-    def _timeout(self, request: httpx.Request) -> ClientTimeout:
+    def _timeout(self, request: httpx.Request) -> _Timing:
         timeout = request.extensions.get("timeout", {})
         last = self._last_timeout
         if last is not None and last[0] == timeout:  # a client sends with one timeout
@@ -57,8 +146,9 @@ class ReadingAiohttpTransport(AiohttpTransport):
         key = (timeout.get("connect"), timeout.get("read"), timeout.get("pool"))
         found = self._timeouts.get(key)
         if found is None:
-            found = self._timeouts[key] = ClientTimeout(
-                sock_connect=key[0], sock_read=key[1], connect=key[2]
+            found = self._timeouts[key] = (
+                ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2]),
+                key[1], tick_of(key[1]),
             )
         self._last_timeout = (dict(timeout), found)
         return found
@@ -80,9 +170,23 @@ class ReadingAiohttpTransport(AiohttpTransport):
             self.client = self.get_client()
         session = self.client
         proxy = self.proxy
+        timeout, read, tick = self._timeout(request)
+        exchange = None
+        if read is not None and tick is not None:
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)
+            if task is not None:
+                exchange = _Exchange(task, loop, read)
+                self._watchdog.watch(exchange, tick, loop)
         try:
             try:
-                data: bytes | httpx.AsyncByteStream | None = request.content or None
+                data: bytes | BytesPayload | httpx.AsyncByteStream | None = \
+                    request.content or None
+                if exchange is not None:
+                    if data is None:  # nothing to hand over: the deadline runs from now
+                        exchange.reading_since = exchange.loop.time()
+                    else:
+                        data = _Body(data, exchange)  # type: ignore[arg-type]
             except httpx.RequestNotRead:
                 data = request.stream  # type: ignore[assignment]
                 request.headers.pop("transfer-encoding", None)  # aiohttp frames it
@@ -103,12 +207,24 @@ class ReadingAiohttpTransport(AiohttpTransport):
                 allow_redirects=False,
                 auto_decompress=False,
                 compress=False,
-                timeout=self._timeout(request),
+                timeout=timeout,
                 server_hostname=request.extensions.get("sni_hostname"),
                 **proxy_args,
             ) as response:
+                if exchange is not None and exchange.reading_since is None:
+                    exchange.reading_since = exchange.loop.time()  # (a streamed body)
                 try:
                     body = await self._read(response)
+                except asyncio.CancelledError:
+                    late = exchange.caught() if exchange is not None else None
+                    if late is None:
+                        raise
+                    if not 200 <= response.status < 300:
+                        raise late from None
+                    return cut_response(  # billed: see http11.CUT
+                        request, response.status,
+                        response.reason.encode() if response.reason else b"",
+                        raw_headers(response.raw_headers), str(late))
                 except Exception as exc:
                     if not 200 <= response.status < 300:
                         raise
@@ -119,18 +235,31 @@ class ReadingAiohttpTransport(AiohttpTransport):
                         response.reason.encode() if response.reason else b"",
                         raw_headers(response.raw_headers),
                         f"{type(exc).__name__}: {exc}"[:200])
+        except asyncio.CancelledError:
+            late = exchange.caught() if exchange is not None else None
+            if late is None:
+                raise
+            raise late from None  # no head yet: the request may have been billed
         except Exception as exc:
             # aiohttp's errors as httpx's (the sender tells what may have been billed by
             # them); mapped here rather than by a context manager around every request
             with map_aiohttp_exceptions():
                 raise exc
             raise  # not reached: the mapper raises
+        finally:
+            if exchange is not None:
+                self._watchdog.discard(exchange)
+                exchange.done()
         return response_of(
             request, response.status, response.reason.encode() if response.reason else b"",
             raw_headers(response.raw_headers),  # bytes already: not re-checked
             body, "Content-Encoding" in response.headers,  # (aiohttp's: case-blind, fast)
             self.max_answer,
         )
+
+    async def aclose(self) -> None:
+        self._watchdog.close()
+        await super().aclose()
 
     async def _read(self, response: ClientResponse) -> bytes:
         """The body of ``response`` whole, refused (``too_large``) as soon as it is known

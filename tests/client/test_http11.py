@@ -5,8 +5,12 @@ httpx exception that tells the client whether the request may have been billed."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
+import socket
 import ssl
+import threading
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,7 +27,8 @@ from vlmclient.retry import RetryPolicy
 from vlmclient.transport import ReadingAiohttpTransport
 
 TLS = Path(__file__).parent / "tls"
-Reply = Callable[[bytes, int], bytes | list[bytes] | None]  # (request, n) -> what to write
+# (request, n) -> what to write; in a list, a float is a pause of that many seconds
+Reply = Callable[[bytes, int], bytes | list[bytes | float] | None]
 # Both transports must read an answer by the same rules (the size cap, what a cut 2xx is):
 # the tests of those rules run on each.
 Make = Callable[..., httpx.AsyncBaseTransport]
@@ -33,8 +38,8 @@ BOTH = pytest.mark.parametrize("make", [Http11Transport, ReadingAiohttpTransport
 
 class Script:
     """A raw HTTP/1.1 server: reads each request (head + Content-Length body), writes what
-    ``reply`` returns (a list: piece by piece, a drain between pieces; None: nothing), and
-    counts connections and requests."""
+    ``reply`` returns (a list: piece by piece, a drain between pieces, pausing at a float;
+    None: nothing), and counts connections and requests."""
 
     def __init__(self, reply: Reply, close_after: bool = False) -> None:
         self.reply = reply
@@ -59,6 +64,9 @@ class Script:
                 if out is None:
                     await asyncio.sleep(3600)  # silence
                 for piece in out if isinstance(out, list) else [out]:
+                    if isinstance(piece, float):
+                        await asyncio.sleep(piece)
+                        continue
                     writer.write(piece)
                     await writer.drain()
                 if self.close_after:
@@ -313,22 +321,27 @@ async def test_teacher_client_charges_by_what_the_failure_says() -> None:
 
 
 @BOTH
-@pytest.mark.parametrize("over_cap", [False, True], ids=["cut", "over-cap"])
+@pytest.mark.parametrize("how", ["cut", "over-cap", "dripping"])
 async def test_teacher_client_charges_a_cut_200_once_and_never_retries_it(
-    make: Make, over_cap: bool,
+    make: Make, how: str,
 ) -> None:
     """Before: a 200 whose body stopped halfway was a dropped connection to the client:
     charged, retried, and billed again on every attempt (4 bills for one batch). A 200
     over the size cap is billed too: charged once the same way (the aiohttp transport
-    read it whole, however large)."""
-    head = b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\nX-Request-Id: r-cut\r\n\r\n"
-    cut = head + (b" " * 500 if over_cap else b"{\"data\": [")
+    read it whole, however large), and so is one still incomplete at the answer deadline
+    (the aiohttp transport read a dripping answer to its end)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Request-Id: r-cut\r\n\r\n"
+    cut: list[bytes | float] = {
+        "cut": [head % 500 + b"{\"data\": ["],
+        "over-cap": [head % 500 + b" " * 500],
+        "dripping": [head % 40, *[p for _ in range(40) for p in (b" ", 0.05)]],
+    }[how]
     script = Script(lambda req, n: cut, close_after=True)
     async with serve(script) as url, TeacherClient(
         "openai:m", api_key="k", base_url=url + "/v1",
         price=Price(usd_per_1m_input_tokens=Decimal("1")), budget=Budget("1"),
         retry=RetryPolicy(max_attempts=4, sleep=_no_sleep),
-        transport=make(max_answer=400),
+        transport=make(max_answer=400), timeout=0.3,
     ) as c:
         with pytest.raises(ResponseValidationError, match=r"cut off.*r-cut"):
             await c.embed_texts([TextEmbeddingRequest(text="a cat")])
@@ -451,14 +464,17 @@ async def test_an_idle_connection_whose_socket_is_closing_is_not_reused() -> Non
     await transport.aclose()
 
 
+@BOTH
 @pytest.mark.parametrize("head", [b"HTTP/1.1 200 OK\r\nContent-Length: 400\r\n\r\n",
-                                  b"HTTP/1.1 500 Oops\r\nContent-Length: 400\r\n\r\n", b""])
+                                  b"HTTP/1.1 500 Oops\r\nContent-Length: 400\r\n\r\n", b""],
+                         ids=["200", "500", "no-head"])
 async def test_an_answer_dripping_a_byte_at_a_time_ends_at_twice_the_timeout(
-    head: bytes,
+    make: Make, head: bytes,
 ) -> None:
     """Before: the read timeout measured silence between bytes, so a server sending a
     byte every 50 ms kept a request with a 0.3 s timeout open until it was done (an
-    audit's harvest with --timeout 2 took 48 s)."""
+    audit's harvest with --timeout 2 took 48 s; the aiohttp transport read a 200 of 40
+    dripping bytes to its end, 2.0 s)."""
     stop, ended = asyncio.Event(), asyncio.Event()
 
     async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -483,7 +499,7 @@ async def test_an_answer_dripping_a_byte_at_a_time_ends_at_twice_the_timeout(
 
     server = await asyncio.start_server(drip, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    transport = Http11Transport()
+    transport = make()
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
@@ -500,3 +516,55 @@ async def test_an_answer_dripping_a_byte_at_a_time_ends_at_twice_the_timeout(
         server.close()
         await server.wait_closed()
         await transport.aclose()
+
+
+class ThreadServer:
+    """One answer per connection from a server thread of its own, which goes on while the
+    test's event loop is stopped: ``ok(body)`` written ``after`` seconds after the
+    request was read."""
+
+    def __init__(self, body: bytes, after: float) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.body, self.after = body, after
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.listener.accept()
+            with conn:
+                got = b""
+                while not got.endswith(b'{"a":1}'):  # the head and body of post()
+                    got += conn.recv(65536)
+                time.sleep(self.after)
+                conn.sendall(ok(self.body))
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(5)
+
+
+@BOTH
+@pytest.mark.parametrize("answer_after", [0.1], ids=["waiting"])
+async def test_time_the_loop_did_not_run_counts_toward_no_timeout(
+    make: Make, answer_after: float,
+) -> None:
+    """The event loop stops for 1.5 s (Ctrl-Z, a paused VM, a blocking call), five read
+    timeouts: an answer that arrived meanwhile ("waiting") is read, past the answer
+    deadline too. Failing it billed the answer and bought it again on retry."""
+    async def stop_the_loop() -> None:
+        await asyncio.sleep(0.05)  # the request is out
+        time.sleep(1.5)  # (blocks the loop, as a stopped process does)
+
+    server = ThreadServer(b"paid", answer_after)
+    transport = make()
+    try:
+        stop = asyncio.create_task(stop_the_loop())
+        got = await post(transport, server.url, timeout=httpx.Timeout(5.0, read=0.3))
+        await stop
+        assert got.status_code == 200 and got.content == b"paid"
+        assert CUT not in got.extensions
+    finally:
+        await transport.aclose()
+        server.close()
