@@ -15,7 +15,8 @@ bytes, and a 2xx whose body does not come whole (cut, timed out, over the cap) r
 as its head marked ``CUT``. Its timing is the default transport's too (one
 ``watchdog.Watchdog``): an answer still incomplete ANSWER_DEADLINE read timeouts after
 the request body was handed over ends as a ``ReadTimeout`` (a 2xx: cut), and time the
-event loop did not run does not count toward that deadline.
+event loop did not run counts toward neither that deadline nor aiohttp's own read
+timeout.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 import httpx
 from aiohttp import BasicAuth, ClientResponse, ClientSession, ClientTimeout
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_writer import StreamWriter
 from aiohttp.payload import BytesPayload
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
@@ -45,8 +48,8 @@ class _Exchange:
     """One request in flight, as the transport's watchdog sees it: cancelled (its task)
     once its answer is late (see watchdog.late_answer)."""
 
-    __slots__ = ("cancelling", "expired", "handled", "loop", "read", "reading_since",
-                 "task", "transport")
+    __slots__ = ("cancelling", "expired", "handled", "loop", "protocol", "read",
+                 "reading_since", "task", "transport")
 
     def __init__(self, task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop,
                  read: float) -> None:
@@ -56,12 +59,15 @@ class _Exchange:
             self.cancelling = task.cancelling()
         self.reading_since: float | None = None  # when the request was all handed over
         self.transport: asyncio.BaseTransport | None = None  # its connection's, once sent
+        self.protocol: ResponseHandler | None = None
         self.expired: httpx.ReadTimeout | None = None  # why the watchdog cancelled it
         self.handled = False  # that cancellation was caught and turned into ``expired``
 
     def sent(self, writer: AbstractStreamWriter) -> None:
         """The request body went to the connection of ``writer``."""
         transport = self.transport = writer.transport
+        protocol = writer.protocol if isinstance(writer, StreamWriter) else None
+        self.protocol = protocol if isinstance(protocol, ResponseHandler) else None
         if isinstance(transport, asyncio.WriteTransport) \
                 and not transport.get_write_buffer_size():
             self.reading_since = self.loop.time()
@@ -82,6 +88,10 @@ class _Exchange:
     def resumed(self, late: float) -> None:
         if self.reading_since is not None:
             self.reading_since += late
+        if self.protocol is not None:
+            # aiohttp's silence timer (sock_read), due on resume with nothing read yet:
+            # started again from now (this runs before it: it was due later)
+            self.protocol.start_timeout()
 
     def caught(self) -> httpx.ReadTimeout | None:
         """On a CancelledError: the deadline's error when the cancellation was the

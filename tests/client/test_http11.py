@@ -546,13 +546,14 @@ class ThreadServer:
 
 
 @BOTH
-@pytest.mark.parametrize("answer_after", [0.1], ids=["waiting"])
+@pytest.mark.parametrize("answer_after", [0.1, 1.7], ids=["waiting", "after-resume"])
 async def test_time_the_loop_did_not_run_counts_toward_no_timeout(
     make: Make, answer_after: float,
 ) -> None:
     """The event loop stops for 1.5 s (Ctrl-Z, a paused VM, a blocking call), five read
-    timeouts: an answer that arrived meanwhile ("waiting") is read, past the answer
-    deadline too. Failing it billed the answer and bought it again on retry."""
+    timeouts: an answer that arrived meanwhile ("waiting") is read, and so is one that
+    comes 0.15 s after the loop runs again ("after-resume"). Failing them billed the
+    answer and bought it again on retry."""
     async def stop_the_loop() -> None:
         await asyncio.sleep(0.05)  # the request is out
         time.sleep(1.5)  # (blocks the loop, as a stopped process does)
