@@ -48,6 +48,8 @@ __all__ = [
     "open_client",
     "open_coordinator",
     "progress_money",
+    "saved_text",
+    "usd_text",
 ]
 
 
@@ -241,6 +243,28 @@ def open_client(
 def open_coordinator(cdir: CacheDir) -> Coordinator:
     """The cache folder's coordination database (leases and the shared budget)."""
     return Coordinator(cdir.coordination, ledger_path=cdir.ledger)
+
+
+def usd_text(amount: str | Decimal) -> str:
+    """A ledger amount as it is: six places, more when it has more (never through float,
+    which showed $0.00000048 as 0.000000 and $123456789012.3456789 as ...345673).
+
+    >>> usd_text("0.1"), usd_text("0.00000048"), usd_text("123456789012.3456789")
+    ('0.100000', '0.00000048', '123456789012.3456789')
+    """
+    amount = Decimal(amount)
+    six = f"{amount:.6f}"
+    return six if Decimal(six) == amount else format(amount, "f")
+
+
+def saved_text(amount: str | Decimal) -> str:
+    """What cache hits saved, to at most 8 places: an estimate summed from each item's even
+    share of its request (a third of a cent has no last digit; the sum showed 28 of them).
+
+    >>> saved_text("0.0003099000000000000000000000000"), saved_text("0.000003333333333333")
+    ('0.000310', '0.00000333')
+    """
+    return usd_text(f"{Decimal(amount):.8f}")
 
 
 def budget_lines(client: TeacherClient) -> list[tuple[str, str]]:

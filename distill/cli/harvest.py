@@ -26,6 +26,7 @@ from ._common import (
     open_client,
     open_coordinator,
     progress_money,
+    saved_text,
 )
 from .progress import LiveProgress, console
 from .select_cmd import add_select_arguments, run_select
@@ -284,7 +285,7 @@ def _summary(
     t.add_row("retries", str(client.stats.retries))
     for label, value in budget_lines(client):
         t.add_row(label, value)
-    t.add_row("saved by the cache", f"${client.stats.saved_usd}")
+    t.add_row("saved by the cache", f"${saved_text(client.stats.saved_usd)}")
     if client.stats.estimated:
         t.add_row("charged at our estimate", f"{client.stats.estimated} requests (no usage said)")
     out.print(t)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from decimal import Decimal
 from typing import Any
 
 from rich.cells import cell_len
@@ -15,6 +14,7 @@ from rich.text import Text
 from vlmclient import ConfigurationError
 
 from . import EXIT_OK
+from ._common import saved_text, usd_text
 from .progress import console
 from .validate import path_arg
 
@@ -52,18 +52,6 @@ KIND_NAMES = {
 }
 
 
-def _usd(text: str) -> str:
-    """A ledger amount as it is: six places, more when it has more (never through float,
-    which showed $0.00000048 as 0.000000 and $123456789012.3456789 as ...345673).
-
-    >>> _usd("0.1"), _usd("0.00000048"), _usd("123456789012.3456789")
-    ('0.100000', '0.00000048', '123456789012.3456789')
-    """
-    amount = Decimal(text)
-    six = f"{amount:.6f}"
-    return six if Decimal(six) == amount else format(amount, "f")
-
-
 COLUMNS = ("requests", "items", "hits", "spent $", "saved $", "failed")
 NAME_MIN_WIDTH = 12  # the teacher · kind column folds, but not to a sliver
 
@@ -78,12 +66,13 @@ def _table(report: dict[str, Any], width: int) -> Table:
     for g in report["by_kind"]:
         label = f"{g['provider']}:{g['model']} · {KIND_NAMES.get(g['kind'], g['kind'])}"
         numbers = [str(g["requests"]), str(g["items"]), str(g["cache_hits"]),
-                  _usd(g["spent_usd"]), _usd(g["saved_usd"]),
+                  usd_text(g["spent_usd"]), saved_text(g["saved_usd"]),
                   str(sum(g["failures"].values()))]  # fmt: skip
         rows.append((Text(label), [Text(n) for n in numbers]))
     total = [Text(str(report["requests_sent"])), Text(str(report["items_bought"])),
-             Text(str(report["cache_hits"])), Text(_usd(report["spent_usd"]), "bold"),
-             Text(_usd(report["saved_usd"])), Text(str(report["failed_attempts"]))]  # fmt: skip
+             Text(str(report["cache_hits"])), Text(usd_text(report["spent_usd"]), "bold"),
+             Text(saved_text(report["saved_usd"])),
+             Text(str(report["failed_attempts"]))]  # fmt: skip
     rows.append((Text("total", "bold"), total))
     title = f"spend report: {escape(report['cache_dir'])}"
     widths = [

@@ -388,3 +388,31 @@ def test_paths_holding_brackets_are_printed_whole(
     assert shown(f"response cache {cache / 'responses'}") in said()
     assert main(["report", str(cache)]) == 0
     assert shown(f"spend report: {cache}") in said()
+
+
+def test_saved_by_the_cache_is_shown_to_eight_places(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Requests of 7 prompts of different lengths: each prompt's share of its request's
+    cost has no last digit, and a rerun's "saved by the cache" (and `report`'s saved
+    column) showed the sum of those shares to 28 digits."""
+    import shutil
+
+    cache, data = tmp_path / "cache", tmp_path / "data"
+    domain = sorted(p for p in digits_data.iterdir() if p.is_dir())[0]
+    for i, folder in enumerate(sorted(p for p in domain.iterdir() if p.is_dir())):
+        words = " ".join(["digit"] * (1, 2, 4)[i % 3])  # 15 words in the first request
+        shutil.copytree(folder, data / f"{chr(ord('a') + i)} {words} {folder.name}")
+    args = ("--budget", "1", "--batch-size", "7")
+    assert harvest(hash_teacher, data, cache, *args) == 0
+    capsys.readouterr()
+    assert harvest(hash_teacher, data, cache, *args) == 0
+    out = capsys.readouterr().out
+    [saved] = re.findall(r"saved by the cache\s*│?\s*\$([0-9.]+)", out)
+    assert Decimal(saved) > 0 and len(saved.split(".")[1]) <= 8, saved
+    assert main(["report", str(cache)]) == 0
+    report = capsys.readouterr().out
+    assert not re.search(r"\d\.\d{9,}", report), report
