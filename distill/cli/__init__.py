@@ -31,6 +31,7 @@ __all__ = [
     "EXIT_USAGE",
     "NEW_FOLDERS",
     "build_parser",
+    "cannot_write_in",
     "check_new_folder",
     "check_out_file",
     "main",
@@ -179,6 +180,28 @@ def check_out_file(out: Path, flag: str, example: str) -> None:
     if out.parent.exists() and not out.parent.is_dir():
         raise ConfigurationError(f"{flag} {out}: {out.parent} is a file, not a folder")
     check_new_folder(out.parent, flag)
+    # a folder that exists: may a file be made in it (a read-only mount, chmod a-w)?
+    why = cannot_write_in(out.parent) if out.parent.is_dir() else None
+    if why is not None:
+        raise ConfigurationError(f"cannot write {flag} {out}: {why} (in {out.parent})")
+
+
+def cannot_write_in(folder: Path) -> str | None:
+    """Why no new file can be made in the existing ``folder`` (a read-only mount, no write
+    permission), or None. Tried with a temporary file, removed at once: file modes alone
+    do not tell (root writes anyway; a read-only mount refuses even root).
+
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     cannot_write_in(Path(d)) is None
+    True
+    """
+    try:
+        fd, name = tempfile.mkstemp(prefix=".vlm-distill-check-", dir=folder)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.unlink(name)
+    return None
 
 
 def _stdout_closed() -> bool:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+from vlmclient.errors import ConfigurationError
 
 from .validate import int_in, path_text
 
@@ -28,25 +31,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an --out that cannot be written before evaluating, not after (exit 2)."""
-    from . import check_out_file
+def _check_out(out: Path, *, given: bool) -> None:
+    """Refuse a JSON file that cannot be written before evaluating, not after (exit 2):
+    an ``--out``, or the run folder's ``eval.json`` (a shared run, ``chmod -R a-w``)."""
+    from . import cannot_write_in, check_out_file
 
-    check_out_file(out, "--out", "eval.json")
+    if given:
+        check_out_file(out, "--out", "eval.json")
+        return
+    run = out.parent
+    why = cannot_write_in(run) if run.is_dir() else None
+    if why is None:
+        return
+    from distill.train.evaluate import RUN_FILE
+
+    if (run / RUN_FILE).is_file():  # else no run at all: evaluate_run says so
+        raise ConfigurationError(
+            f"cannot write the results into the run folder {run} ({why}): give --out FILE "
+            "to write them elsewhere"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Path(args.run) / "eval.json"
+    _check_out(out, given=bool(args.out))  # before torch is even imported
+
+    from cache import atomic_write
+    from distill.cli import EXIT_ERROR
     from distill.cli.train import print_metrics
     from distill.train.evaluate import evaluate_run
     from distill.train.targets import open_store
 
-    out = Path(args.out) if args.out else Path(args.run) / "eval.json"
-    if args.out:
-        _check_out(out)
     store = open_store(args.store) if args.store else None
     result = evaluate_run(args.run, args.data, batch_size=args.batch_size, store=store)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", "utf-8")
+    # shown before it is written: a write that fails now (a full disk) loses no results
     if args.json:
         print(json.dumps(result))
     else:
@@ -57,5 +75,13 @@ def run(args: argparse.Namespace) -> int:
                 "note: this is not the data the run was trained on, so ID counts every image "
                 "of its source domains here, images it trained on included"
             )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, json.dumps(result, indent=2) + "\n")
+    except OSError as exc:
+        why = exc.strerror or str(exc) or type(exc).__name__
+        print(f"error: the results above were not saved to {out}: {why}", file=sys.stderr)
+        return EXIT_ERROR
+    if not args.json:
         print(f"written: {out}")
     return 0
