@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,14 +206,32 @@ def recover_checkpoint(out: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+# The descriptors of the run locks this process holds. A forked child (a DataLoader worker,
+# any multiprocessing "fork") shares their open file, and with it the flock: the lock would
+# live as long as the child, after the trainer was killed or had let it go.
+_HELD: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child: close the parent's run locks (the parent keeps them)."""
+    for fd in _HELD:
+        with suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)  # every fork, now and later
+
+
 @contextmanager
 def run_lock(out: Path) -> Iterator[None]:
     """Hold an exclusive lock on the run folder while training into it: a second ``train``
     into the same folder (another terminal, a job submitted twice) is refused at once
     instead of writing its checkpoints and weights over this one's. The lock is the
     folder's own (``flock`` on it, nothing written) and goes with the process, kill -9
-    included. A folder this call made is removed again if the run leaves it empty (it
-    stopped on bad input before writing anything)."""
+    included; forked children (DataLoader workers) do not keep it. A folder this call
+    made is removed again if the run leaves it empty (it stopped on bad input before
+    writing anything)."""
     made = []  # the folders this call creates, deepest first
     folder = out
     while not folder.exists() and folder != folder.parent:
@@ -221,6 +239,7 @@ def run_lock(out: Path) -> Iterator[None]:
         folder = folder.parent
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out, os.O_RDONLY)
+    _HELD.add(fd)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -241,6 +260,7 @@ def run_lock(out: Path) -> Iterator[None]:
                 folder.rmdir()
             raise
     finally:
+        _HELD.discard(fd)
         os.close(fd)
 
 

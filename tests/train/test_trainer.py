@@ -523,9 +523,11 @@ def test_resume_with_other_training_settings_is_refused(tiny_data, tiny_cache, t
     assert json.loads((out / "config.json").read_text())["lr"] == 5e-4
 
 
-def _long_cli_run(data: Path, cache: Path, out: Path, *, nohup: bool = False):
+def _long_cli_run(data: Path, cache: Path, out: Path, *, nohup: bool = False,
+                  workers: int = 0):
     """A real CLI `train` in a child process, returned once its first checkpoint exists
-    (``nohup``: started with SIGHUP ignored, as ``nohup`` starts it)."""
+    (``nohup``: started with SIGHUP ignored, as ``nohup`` starts it; ``workers``: its
+    ``--num-workers``)."""
     import os
     import signal
     import subprocess
@@ -536,7 +538,7 @@ def _long_cli_run(data: Path, cache: Path, out: Path, *, nohup: bool = False):
             "--teacher", TEACHER, "--student", STUDENT, "--no-pretrained", "--method", "erm",
             "--test-domains", "dom3", "--steps", "100000", "--eval-every", "2",
             "--image-size", "32", "--batch-per-domain", "2", "--threads", "1",
-            "--out", str(out)]  # fmt: skip
+            "--num-workers", str(workers), "--out", str(out)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     def ignore_hup() -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -600,6 +602,79 @@ def test_a_second_train_into_a_folder_being_trained_is_refused(tiny_data, tiny_c
     assert proc.returncode == 130
     with run_lock(out):  # free again once the first has stopped
         pass
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (its DataLoader workers), from /proc."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def test_dataloader_workers_left_by_a_killed_trainer_do_not_hold_its_run_lock(
+    tiny_data, tiny_cache, tmp_path
+):
+    """Forked DataLoader workers (`--num-workers 2`) shared the trainer's lock on the run
+    folder: after a kill -9 of the trainer (the OOM killer, a scheduler) the folder stayed
+    locked while they lingered (about 5 s, until they noticed; as long as they were slow or
+    stopped), and a `--resume` then was refused as "being trained into by another
+    process". The lock is the trainer's alone."""
+    import contextlib
+    import os
+    import signal
+
+    from distill.train.checkpoints import run_lock
+
+    out = tmp_path / "run"
+    proc = _long_cli_run(tiny_data, tiny_cache, out, workers=2)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, workers
+    try:
+        for pid in workers:  # lingering workers, deterministically
+            os.kill(pid, signal.SIGSTOP)
+        proc.kill()
+        proc.wait(timeout=60)  # not communicate(): the stopped workers hold its stderr
+        with run_lock(out):  # a resume may take it at once
+            pass
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+
+
+def test_a_train_stopped_in_a_notebook_can_be_resumed_with_workers(
+    tiny_data, tiny_cache, tmp_path
+):
+    """Ctrl-C (or any error) in a notebook keeps the exception and with it the trainer's
+    frame and its DataLoader iterator, whose forked workers held the lock on the folder:
+    `train(resume=True)` in the same kernel was refused as "being trained into by another
+    process right now" until the kernel restarted."""
+    import sys
+
+    out = tmp_path / "run"
+    cfg = _cfg(tiny_data, tiny_cache, out, method="erm", steps=6, batch_per_domain=2,
+               num_workers=2)
+
+    def ctrl_c(p: Progress) -> None:
+        if p.event == "step" and p.step == 3:
+            raise KeyboardInterrupt
+
+    try:
+        train(cfg, progress=ctrl_c)
+    except KeyboardInterrupt:
+        kept = sys.exc_info()  # as IPython keeps sys.last_traceback
+    try:
+        metrics = train(cfg.model_copy(update={"resume": True}))
+    finally:
+        del kept
+    assert [s["steps"] for s in metrics["stages"]] == [6]
 
 
 def test_a_run_stopped_by_bad_input_leaves_no_empty_folder(tiny_data, tmp_path):
