@@ -221,7 +221,9 @@ class Pipeline:
                         fut.set_exception(exc)
             raise
 
-    def _lease_guard(self, chunk: list[tuple[str, Item]]) -> Callable[[], None] | None:
+    def _lease_guard(
+        self, chunk: list[tuple[str, Item]], claimed_at: float
+    ) -> Callable[[], None] | None:
         """What runs right before the chunk's request is sent: when its keys were claimed
         RECLAIM_AFTER_S ago or more (the process may have been stopped past its lease
         time: another process may hold or have bought them), claim them again and look in
@@ -229,7 +231,6 @@ class Pipeline:
         claims = self._claims
         if claims is None:
             return None
-        claimed_at = _now()
         keys = [key for key, _ in chunk]
 
         def guard() -> None:
@@ -247,11 +248,14 @@ class Pipeline:
         chunk: list[tuple[str, Item]],
         futs: list[asyncio.Future[Any]],
         exc: BadRequestError,
+        claimed_at: float,
     ) -> bool:
         """After the 400 ``exc`` for ``chunk``: when some of its inputs may be over the
         model's per-input limit, buy the others in one request and, if that is answered,
         each of those alone (a refusal then names its input); True when done so. Raises
-        an :class:`InputTooLongError` for a chunk of one such input."""
+        an :class:`InputTooLongError` for a chunk of one such input, and what stopped the
+        others (a budget stop, an account out of credit...) when not a 400: the long
+        inputs are not sent then, and fail with it."""
         long = self._batcher.over_limit(kind, chunk)
         if not long:
             return False
@@ -259,17 +263,30 @@ class Pipeline:
             raise self._batcher.too_long(kind, exc, chunk[0][1]) from exc
         rest = [pair for pair in chunk if pair[0] not in long]
         if rest:
-            await self._buy_chunk(kind, rest)
+            await self._buy_chunk(kind, rest, claimed_at)
             rest_futs = [f for (key, _), f in zip(chunk, futs, strict=True) if key not in long]
-            if any(f.cancelled() or f.exception() is not None for f in rest_futs):
+            if any(f.cancelled() for f in rest_futs):
+                return False
+            failures = [e for e in (f.exception() for f in rest_futs) if e is not None]
+            for failure in failures:
+                if not isinstance(failure, BadRequestError):
+                    raise failure
+            if failures:
                 return False  # refused without them too: not (only) a length problem
-        await asyncio.gather(*(self._buy_chunk(kind, [p]) for p in chunk if p[0] in long))
+        await asyncio.gather(
+            *(self._buy_chunk(kind, [p], claimed_at) for p in chunk if p[0] in long)
+        )
         return True
 
-    async def _buy_chunk(self, kind: Kind, chunk: list[tuple[str, Item]]) -> None:
+    async def _buy_chunk(
+        self, kind: Kind, chunk: list[tuple[str, Item]], claimed_at: float | None = None
+    ) -> None:
+        """Buy ``chunk`` (its keys claimed at ``claimed_at``, now when None: a request
+        split from another keeps that one's claim time for its lease guard)."""
         spec = self._batcher.spec(kind, [item for _, item in chunk])
         futs = [self.inflight[key] for key, _ in chunk]
-        guard = self._lease_guard(chunk)
+        claimed_at = _now() if claimed_at is None else claimed_at
+        guard = self._lease_guard(chunk, claimed_at)
         lapsed = False
         try:
             started = time.perf_counter()
@@ -290,13 +307,14 @@ class Pipeline:
                 # A whole batch does not fit what is left: buy what does fit, in halves.
                 mid = len(chunk) // 2
                 await asyncio.gather(
-                    self._buy_chunk(kind, chunk[:mid]), self._buy_chunk(kind, chunk[mid:])
+                    self._buy_chunk(kind, chunk[:mid], claimed_at),
+                    self._buy_chunk(kind, chunk[mid:], claimed_at),
                 )
                 return
             except BadRequestError as exc:
                 # maybe an input over the model's per-input limit (a 400 fails the whole
                 # request, unbilled): buy the others, then send each such input alone
-                if not await self._without_long_inputs(kind, chunk, futs, exc):
+                if not await self._without_long_inputs(kind, chunk, futs, exc, claimed_at):
                     raise
                 return
             results = results_of(kind, parsed, cost, len(chunk))

@@ -262,7 +262,9 @@ def saved_text(amount: str | Decimal) -> str:
     share of its request (a third of a cent has no last digit; the sum showed 28 of them).
 
     >>> saved_text("0.0003099000000000000000000000000"), saved_text("0.000003333333333333")
-    ('0.000310', '0.00000333')
+    ('0.00030990', '0.00000333')
+    >>> saved_text("0.5"), saved_text("0.000000001")
+    ('0.500000', '0.000000')
     """
     return usd_text(f"{Decimal(amount):.8f}")
 

@@ -152,6 +152,20 @@ _PLAIN: dict[type[nn.Module], type[nn.Module]] = {
 }
 
 
+def _register_notrace() -> None:
+    """The shortcuts branch on the map's size: timm's FX feature extraction must treat them
+    as leaves (as it does its own Conv2dSame), or tracing a student fails."""
+    try:
+        from timm.layers import register_notrace_module
+    except ImportError:  # pragma: no cover - timm is a dependency
+        return
+    for cls in (SmallMapDepthwiseConv2d, SmallMapDepthwiseConv2dSame, SmallMapPointwiseConv2d):
+        register_notrace_module(cls)
+
+
+_register_notrace()
+
+
 def use_small_map_convs(model: nn.Module) -> int:
     """Give every eligible convolution of ``model`` its small-map shortcut, in place;
     returns how many it changed."""

@@ -322,6 +322,68 @@ async def test_a_call_with_an_over_long_text_and_another_failure_raises_the_othe
         await client.aclose()
 
 
+async def test_the_others_stopped_by_another_failure_stop_the_long_text_with_it(
+    tmp_path: Path,
+) -> None:
+    """One request of 31 texts, the first over the limit: refused (400), the other 30 are
+    sent again without it and meet an account out of credit (429). Before, the long text
+    then got the first request's 400, and the call raised that BadRequestError (first in
+    call order) instead of the quota error: a harvest listed the items as refused and went
+    on. Now the long text fails with what stopped the others, unsent."""
+    texts = ["word " * 10_000, *TEXTS[:30]]
+
+    def out_of_credit_without_it(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if len(body["input"]) == 30:
+            return 429, {"error": {"message": "You exceeded your current quota",
+                                   "type": "insufficient_quota", "param": None,
+                                   "code": "insufficient_quota"}}
+        return openai_server(path, body)
+
+    with loopback(out_of_credit_without_it) as srv, ResponseCache(
+        tmp_path / "c"
+    ) as cache, SpendLedger(tmp_path / "l.jsonl") as ledger:
+        client = _client("openai:text-embedding-3-small", srv.url + "/v1", cache, ledger, None)
+        with pytest.raises(QuotaExceededError):
+            await client.embed_texts([TextEmbeddingRequest(text=t) for t in texts])
+        assert [len(b["input"]) for b in srv.bodies] == [31, 30]  # the long one never alone
+        assert client.budget.spent == 0 and client.budget.reserved == 0
+        await client.aclose()
+
+
+async def test_requests_split_after_a_stop_look_again_before_sending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process is stopped while its request (one long text among 31) is on the wire,
+    past its lease time; meanwhile another process bought the 30 others. The 400 comes
+    back on resume. Before, the requests split from it (the others, the long one alone)
+    started a new lease clock and were sent without a look: the 30 were bought twice. Now
+    they keep the first request's claim time, claim again and find them cached."""
+    from cache import CacheEntry
+    from tests.client.test_lease_guard import OtherProcessBoughtThem
+
+    import vlmclient.pipeline as pipeline_module
+
+    times = iter([0.0, 0.0])  # claimed and sent at t = 0; the answer comes at t = 100 s
+    monkeypatch.setattr(pipeline_module, "_now", lambda: next(times, 100.0))
+    texts = ["word " * 10_000, *TEXTS[:30]]
+    with loopback(openai_server) as srv, ResponseCache(tmp_path / "c") as cache, SpendLedger(
+        tmp_path / "l.jsonl"
+    ) as ledger:
+        claims = OtherProcessBoughtThem(cache)  # type: ignore[arg-type]
+        client = TeacherClient(
+            "openai:text-embedding-3-small", api_key="sk-test-key-123456",
+            base_url=srv.url + "/v1", budget=Budget("1"), price=PRICE, cache=cache,
+            ledger=ledger, claims=claims, retry=RetryPolicy(max_attempts=3, sleep=nosleep),
+        )  # fmt: skip
+        out = await client.embed_texts([TextEmbeddingRequest(text=t) for t in texts])
+        assert [len(b["input"]) for b in srv.bodies] == [31]  # nothing sent after the stop
+        assert all(r.cached for r in out) and client.budget.spent == 0
+        assert isinstance(cache.get(client.cache_key("text_embedding",
+                                                     TextEmbeddingRequest(text=texts[1]))),
+                          CacheEntry)
+        await client.aclose()
+
+
 def _jina_harvest(tmp_path: Path, classes: list[str]) -> tuple[list[str], Path]:
     """Two class folders of three images, a class file of ``classes`` and a price file:
     the argv of ``vlm-distill harvest`` against jina:jina-clip-v2 (URL appended)."""

@@ -175,3 +175,20 @@ def test_weights_move_between_shortcut_and_plain_models() -> None:
     plain.load_state_dict(fast.state_dict())
     x = torch.randn(2, 4, 2, 2)
     assert torch.allclose(plain(x), fast(x), atol=1e-5)
+
+
+def test_timm_fx_feature_extraction_traces_a_student() -> None:
+    """The shortcuts branch on the map's size; timm's FX tracer must keep them as leaves
+    (before: TraceError, 'symbolically traced variables cannot be used as inputs to
+    control flow')."""
+    fx = pytest.importorskip("timm.models._features_fx")
+    model = create_backbone("tf_efficientnet_lite0", pretrained=False).eval()
+    extractor = fx.create_feature_extractor(model, return_nodes=["conv_head"]).eval()
+    seen: list[torch.Tensor] = []
+    head = model.get_submodule("conv_head")
+    head.register_forward_hook(lambda m, i, out: seen.append(out))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        got = extractor(x)["conv_head"]
+        model(x)
+    assert torch.equal(got, seen[0])
