@@ -358,10 +358,9 @@ async def test_requests_split_after_a_stop_look_again_before_sending(
     back on resume. Before, the requests split from it (the others, the long one alone)
     started a new lease clock and were sent without a look: the 30 were bought twice. Now
     they keep the first request's claim time, claim again and find them cached."""
+    import vlmclient.pipeline as pipeline_module
     from cache import CacheEntry
     from tests.client.test_lease_guard import OtherProcessBoughtThem
-
-    import vlmclient.pipeline as pipeline_module
 
     times = iter([0.0, 0.0])  # claimed and sent at t = 0; the answer comes at t = 100 s
     monkeypatch.setattr(pipeline_module, "_now", lambda: next(times, 100.0))
