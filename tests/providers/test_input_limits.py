@@ -123,6 +123,11 @@ def jina_server(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
                  "usage": {"total_tokens": total, "prompt_tokens": total}}
 
 
+# OpenAI's answer for an account out of credit
+OUT_OF_CREDIT: tuple[int, dict[str, Any]] = (429, {"error": {
+    "message": "You exceeded your current quota", "type": "insufficient_quota",
+    "param": None, "code": "insufficient_quota"}})
+
 # 50,000 bytes (about 12,500 tokens at 4 bytes a token); 200,000 for Voyage's 32k
 CASES = [
     ("openai:text-embedding-3-small", openai_server, "/v1", None, 8191, 10_000),
@@ -303,9 +308,7 @@ async def test_a_call_with_an_over_long_text_and_another_failure_raises_the_othe
 
     def out_of_credit_at_25(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if "a photo of class 25" in body["input"]:
-            return 429, {"error": {"message": "You exceeded your current quota",
-                                   "type": "insufficient_quota", "param": None,
-                                   "code": "insufficient_quota"}}
+            return OUT_OF_CREDIT
         return openai_server(path, body)
 
     with loopback(out_of_credit_at_25) as srv, ResponseCache(
@@ -333,11 +336,7 @@ async def test_the_others_stopped_by_another_failure_stop_the_long_text_with_it(
     texts = ["word " * 10_000, *TEXTS[:30]]
 
     def out_of_credit_without_it(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        if len(body["input"]) == 30:
-            return 429, {"error": {"message": "You exceeded your current quota",
-                                   "type": "insufficient_quota", "param": None,
-                                   "code": "insufficient_quota"}}
-        return openai_server(path, body)
+        return OUT_OF_CREDIT if len(body["input"]) == 30 else openai_server(path, body)
 
     with loopback(out_of_credit_without_it) as srv, ResponseCache(
         tmp_path / "c"
