@@ -153,10 +153,26 @@ def test_the_table_asks_adip_runs_for_their_image_targets(tmp_path: Path, monkey
                               text_loss="softmax")
     for method in ("adip", "erm"):
         adip_table.run_one(tmp_path, tmp_path, tmp_path / method, method, "rot0", 0, args,
-                           "t", 32)
+                           "t", 32, 4)
     assert seen[0]["image_targets"] == "teacher-correct"
     assert seen[0]["text_loss"] == "softmax"
     assert "image_targets" not in seen[1] and "text_loss" not in seen[1]  # ERM has neither
+    assert seen[0]["batch_per_domain"] == 4
+
+
+def test_standard_mode_takes_its_batch_per_dataset_unless_one_is_given() -> None:
+    """--standard trains Rotated Fashion at 16 images per source domain and MNIST -> digits
+    at 32; --batch-per-domain sets one for both; the other modes use 32."""
+    standard = argparse.Namespace(batch_per_domain=None, standard=True)
+    assert adip_table.batch_size("rotated-fashion", standard) == 16
+    assert adip_table.batch_size("mnist-digits", standard) == 32
+    given = argparse.Namespace(batch_per_domain=8, standard=True)
+    assert adip_table.batch_size("rotated-fashion", given) == 8
+    assert adip_table.batch_size("mnist-digits", given) == 8
+    full = argparse.Namespace(batch_per_domain=None, standard=False)
+    assert adip_table.batch_size("rotated-fashion", full) == 32
+    assert adip_table.per_dataset({"rotated-fashion": 16, "mnist-digits": 32}) == (
+        "16 on rotated-fashion, 32 on mnist-digits")
 
 
 def test_the_goal_line_is_computed_from_the_seeds_and_their_spread() -> None:
