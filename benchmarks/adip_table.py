@@ -13,7 +13,7 @@ BatchNorm frozen as in the official code. Methods: ERM, KD (the proper KL; see
 docs/method.md), ADiP with all K views and ADiP with view 0 only (K = 1).
 
     .venv/bin/python benchmarks/adip_table.py --quick     # two Fashion targets, 1 seed
-    .venv/bin/python benchmarks/adip_table.py --standard  # every target, 3 seeds
+    .venv/bin/python benchmarks/adip_table.py --standard  # every target, 3 seeds, ~40-75 min
     .venv/bin/python benchmarks/adip_table.py --standard --kd-lr  # + KD at ERM's lr
     .venv/bin/python benchmarks/adip_table.py             # the full table (more steps)
 
@@ -499,7 +499,8 @@ def main() -> None:
     mode.add_argument("--quick", action="store_true",
                       help="two Fashion targets + MNIST->digits, 1 seed, 100 steps per stage")
     mode.add_argument("--standard", action="store_true",
-                      help="every target, 3 seeds, 150 steps per stage, 200 Fashion per domain")
+                      help="every target, 3 seeds (5 on MNIST -> digits), 150 steps per stage, "
+                           "200 Fashion images per domain, batch 16 per domain on Fashion")
     ap.add_argument("--views", type=int, default=4, help="teacher views harvested per image")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "adip_table")
