@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from distill.train.config import Method
 
+from cache import read_ledger
 from cache.layout import LEDGER_FILE
 
 __all__ = ["METHOD_NAMES", "DemoConfig", "HarvestStopped", "run_demo"]
@@ -282,14 +283,6 @@ def _plots(
             {METHOD_NAMES.get(m, m): r for m, r in results.items()},
             run / "accuracy.png",
         ),
-        plot_spend(
-            [
-                json.loads(line)
-                for line in (run / LEDGER_FILE).read_text().splitlines()
-                if line.strip()
-            ],
-            budget,
-            run / "spend.png",
-        ),
+        plot_spend(read_ledger(run / LEDGER_FILE).records, budget, run / "spend.png"),
     ]
     return [p for p in made if p is not None]

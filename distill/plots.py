@@ -10,7 +10,10 @@ import json
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cache import LedgerRecord
 
 __all__ = ["bar_heights", "plot_accuracy", "plot_losses", "plot_spend", "plots_available"]
 
@@ -128,13 +131,14 @@ def plot_accuracy(results: Mapping[str, Mapping[str, Any]], out: Path) -> Path |
 
 
 def plot_spend(
-    ledger_rows: Sequence[Mapping[str, Any]], budget: Decimal | None, out: Path
+    records: Sequence[LedgerRecord], budget: Decimal | None, out: Path
 ) -> Path | None:
-    """Cumulative dollars spent over time (seconds since the first call) against the budget."""
+    """Cumulative dollars spent over time (seconds since the first call) against the budget,
+    from a ledger's records (:func:`cache.read_ledger`, which passes over damaged lines)."""
     billed = sorted(
-        (float(r["time"]), Decimal(str(r["cost_usd"])))
-        for r in ledger_rows
-        if r.get("outcome") != "cache_hit" and Decimal(str(r.get("cost_usd", "0"))) > 0
+        (r.time, Decimal(r.cost_usd))
+        for r in records
+        if r.outcome != "cache_hit" and Decimal(r.cost_usd) > 0
     )
     if not billed:
         return None

@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-from cache import atomic_write
-from cache.swap import exchange
+from cache import atomic_write, fsync_directory
+from cache.swap import exchange, leftover_name
 from distill.train.config import CONFIG_FILE, TrainConfig
 from distill.train.distributed import barrier
-from distill.train.evaluate import WEIGHTS_FILE
+from distill.train.evaluate import RUN_FILE, WEIGHTS_FILE
 from distill.train.student import Student
 from vlmclient.errors import ConfigurationError, VLMError
 
@@ -48,8 +48,10 @@ __all__ = [
     "run_lock",
     "save_checkpoint",
     "save_weights",
+    "save_weights_replacing",
     "state_dict",
     "truncate_log",
+    "write_final_student",
     "write_json",
 ]
 
@@ -98,6 +100,35 @@ def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
     save_file(state, str(path))
+
+
+def save_weights_replacing(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Write ``state`` as safetensors over ``path`` in one step: a crash or a full disk
+    leaves the previous file or none, never a torn one that `eval` would read."""
+    tmp = leftover_name(path, "tmp")
+    try:
+        save_weights(state, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def write_final_student(out: Path, state: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    """Write the trained student and run.json into ``out``; a failure (a full disk) is a
+    :class:`CheckpointWriteError` that says the run is checkpointed and how to finish it."""
+    try:
+        save_weights_replacing(state, out / WEIGHTS_FILE)
+        write_json(out / RUN_FILE, info)
+    except Exception as exc:  # a full disk: torch/safetensors raise RuntimeErrors too
+        raise CheckpointWriteError(
+            f"could not write the trained student in {out} (a full disk? {_short(exc)}); "
+            "training is finished and checkpointed: free space, then run the same command "
+            "with --resume to write it"
+        ) from exc
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -52,8 +52,8 @@ from distill.train.checkpoints import (
     resume_or_start,
     run_lock,
     save_checkpoint,
-    save_weights,
     state_dict,
+    write_final_student,
     write_json,
 )
 from distill.train.config import TrainConfig
@@ -65,7 +65,7 @@ from distill.train.distributed import (
     init_group,
     wrap_ddp,
 )
-from distill.train.evaluate import RUN_FILE, WEIGHTS_FILE
+from distill.train.evaluate import WEIGHTS_FILE
 from distill.train.optim import adam
 from distill.train.prepare import DataSplit, build, resolve, run_info, split_data
 from distill.train.stages import (
@@ -367,8 +367,7 @@ def _write_final(
     images_per_s: float | None,
 ) -> dict[str, Any]:
     """Write the final student, run.json and metrics.json; return the metrics."""
-    save_weights(state_dict(student), out / WEIGHTS_FILE)
-    write_json(out / RUN_FILE, info)
+    write_final_student(out, state_dict(student), info)
     metrics = {
         **info,
         "id": final["id"], "ood": final["ood"],

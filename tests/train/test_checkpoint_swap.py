@@ -13,7 +13,7 @@ from distill.train.config import TrainConfig
 from distill.train.trainer import Progress, train
 from vlmclient.errors import ConfigurationError
 
-from .test_trainer import _cfg, _Crash, _log
+from .test_trainer import STUDENT, TEACHER, _cfg, _Crash, _log
 
 
 def _crashed_run(tiny_data: Path, tiny_cache: Path, out: Path) -> TrainConfig:
@@ -143,3 +143,43 @@ def test_a_failed_save_says_the_earlier_checkpoint_is_intact_only_when_it_is(
     with pytest.raises(CheckpointWriteError) as caught:
         save_checkpoint(tmp_path, model, {"step": 2}, None, None)
     assert "intact" not in str(caught.value), caught.value
+
+
+def test_a_full_disk_at_the_final_model_leaves_no_torn_file_and_says_resume(
+    tiny_data: Path, tiny_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: a full disk while the trained student was written ended the whole run in a
+    traceback and left a torn model.safetensors, with no word that the run is checkpointed
+    and `--resume` writes it."""
+    import errno
+
+    from distill.cli import main
+    from distill.train import checkpoints, trainer
+
+    out = tmp_path / "run"
+    real = checkpoints.save_weights
+
+    def full_disk_for_the_final_model(state: dict, path: Path) -> None:
+        if Path(path).parent != out:  # the checkpoints (in checkpoint.tmp/) are written
+            real(state, path)
+            return
+        Path(path).write_bytes(b"\x00" * 64)  # what a full disk leaves: a torn file
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoints, "save_weights", full_disk_for_the_final_model)
+    monkeypatch.setattr(trainer, "save_weights", full_disk_for_the_final_model, raising=False)
+    argv = ["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+            "--student", STUDENT, "--no-pretrained", "--method", "adip", "--out", str(out),
+            "--test-domains", "dom3", "--steps-align", "2", "--steps-distill", "2",
+            "--image-size", "32", "--batch-per-domain", "4", "--threads", "1"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--resume" in err and "checkpoint" in err, err
+    assert not (out / "model.safetensors").exists()  # no torn model left for eval to read
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name and "checkpoint" not in p.name]
+    monkeypatch.undo()
+    assert main([*argv, "--resume"]) == 0  # the checkpoint of the last stage finishes it
+    assert (out / "metrics.json").is_file() and (out / "model.safetensors").stat().st_size > 64
+    steps = [(r["stage"], r["step"]) for r in _log(out)]
+    assert steps == [("align", 0), ("align", 1), ("distill", 0), ("distill", 1)]
