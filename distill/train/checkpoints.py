@@ -481,6 +481,8 @@ def resume_or_start(
             "another --out"
         )
     if not resume or not ckpt.exists():
+        if main and resume:  # a typo in --out, or killed before its first checkpoint
+            log.warning("--resume: %s holds no checkpoint, so training starts at step 0", out)
         if main:
             # Nothing to resume from: the run starts at step 0, so any log lines are an
             # earlier start's and would be written again (appended, they doubled the plots)

@@ -81,13 +81,17 @@ def test_half_written_checkpoint_is_refused(
 
 
 def test_resume_with_no_checkpoint_does_not_duplicate_log_lines(
-    tiny_data: Path, tiny_cache: Path, tmp_path: Path
+    tiny_data: Path, tiny_cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Killed before its first checkpoint: --resume starts at 0 and the log says so once."""
+    """Killed before its first checkpoint: --resume starts at 0 and the log says so once;
+    the user is told that nothing was resumed (before: not a word, as for a typo in --out)."""
     out = tmp_path / "run"
     cfg = _crashed_run(tiny_data, tiny_cache, out)
     shutil.rmtree(out / "checkpoint")
-    train(cfg.model_copy(update={"resume": True}))
+    with caplog.at_level("WARNING"):
+        train(cfg.model_copy(update={"resume": True}))
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("no checkpoint" in m and "step 0" in m for m in said), said
     steps = [(r["stage"], r["step"]) for r in _log(out)]
     assert steps == [("align", i) for i in range(3)] + [("distill", i) for i in range(4)]
 
