@@ -6,21 +6,41 @@ The one place that names what lives in a cache folder; everything else asks
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 __all__ = [
     "COORDINATION_FILE",
     "LEDGER_FILE",
     "RESPONSES_DIR",
+    "SELECT_DIR",
     "STORES_DIR",
     "CacheDir",
     "CacheLayoutError",
+    "holds_cache",
 ]
 
 RESPONSES_DIR = "responses"  # the diskcache ResponseCache
 LEDGER_FILE = "ledger.jsonl"  # the SpendLedger
 COORDINATION_FILE = "coordination.db"  # leases and the shared budget
 STORES_DIR = "stores"  # exported EmbeddingStores, one folder each
+SELECT_DIR = "select"  # the rounds of `harvest --select`, one state file each
+RESPONSES_DB = "cache.db"  # diskcache's database in RESPONSES_DIR
+
+
+def holds_cache(folder: str | os.PathLike[str]) -> bool:
+    """True when ``folder`` holds a cache's own files (its ledger, coordination database or
+    response database): a cache, never a folder of data. A ``responses/`` folder alone is
+    not enough: a data set may have a class of that name.
+
+    >>> holds_cache("no-such-folder")
+    False
+    """
+    # os.path: False, not PermissionError, for a folder that cannot be read
+    return any(
+        os.path.isfile(os.path.join(folder, *parts))
+        for parts in ((LEDGER_FILE,), (COORDINATION_FILE,), (RESPONSES_DIR, RESPONSES_DB))
+    )
 
 
 class CacheLayoutError(ValueError):

@@ -178,6 +178,33 @@ def test_a_run_folder_inside_the_data_folder_is_refused(
     assert not (data / "runs").exists()
 
 
+@pytest.mark.parametrize("suffix", ["", "/", "/."])
+def test_the_data_folder_itself_as_the_run_folder_is_refused(
+    suffix: str, tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train DATA --out DATA` passed until 2026-12-06 (only folders below DATA were
+    refused): its checkpoint/ was the class "checkpoint" at the next scan, so --resume
+    never found the store again, and `eval DATA DATA` refused the run."""
+    argv = ["train", str(data), "--cache", str(tmp_path / "c"), "--teacher", "local:hash",
+            "--out", str(data) + suffix]  # fmt: skip
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"--out {data}{suffix} is the data folder" in line
+    assert sorted(p.name for p in data.iterdir()) == ["a", "b"]
+
+
+def test_a_run_folder_above_the_data_folder_is_not_refused(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the run writes config.json, checkpoint/, ... beside DATA, not into it: the run goes
+    # on (and stops here on the cache that holds no store)
+    argv = ["train", str(data), "--cache", str(tmp_path / "c"), "--teacher", "local:hash",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "data folder" not in line and "no cached teacher embeddings" in line
+
+
 def test_eval_out_that_is_a_folder_exits_2_before_evaluating(
     tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

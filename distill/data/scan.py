@@ -73,7 +73,8 @@ def scan(
 
     Classes are the class folders (or manifest labels) sorted by name, unless ``class_file``
     (one name per line) fixes the list and its order; labelled images whose class is not in
-    it are skipped. Hidden files and folders are ignored; ``DATA/dataset.json`` is read as
+    it are skipped. Hidden files and folders are ignored; a vlm-distill cache or run folder
+    inside the data is skipped with a reason; ``DATA/dataset.json`` is read as
     metadata (``{"hflip": false}``). Unusable files are skipped with a reason, never fatal.
     ``decode=True`` also decodes every image (slow; catches corrupt pixel data). A
     manifest may only name files under its own folder unless ``allow_outside_paths``.

@@ -9,6 +9,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from cache.layout import RESPONSES_DIR, SELECT_DIR, STORES_DIR, holds_cache
+
 from .dataset import (
     DEFAULT_DOMAIN,
     META_FILE,
@@ -24,6 +26,12 @@ __all__ = ["scan_folder"]
 
 # Folders some archivers add that are never data.
 _JUNK_DIRS = frozenset({"__MACOSX"})
+# A cache kept in DATA itself (`--cache DATA`): its folders are not classes.
+_CACHE_PARTS = frozenset({RESPONSES_DIR, STORES_DIR, SELECT_DIR})
+# A run folder of `vlm-distill train` (distill/train/trainer.py): its config.json beside
+# its checkpoint/, log.jsonl or metrics.json (a killed run, a finished or zero-shot one).
+_RUN_CONFIG = "config.json"
+_RUN_MARKERS = ("checkpoint", "log.jsonl", "metrics.json")
 
 
 class _Scan:
@@ -42,7 +50,8 @@ class _Scan:
     def listdir(self, parts: Sequence[str]) -> tuple[list[str], list[str]] | None:
         """Names of the visible sub-folders and files of a folder, each sorted, or None
         (and a skip entry) when it cannot be read. Names only: a scan of 100k files must
-        not hold 100k ``DirEntry`` objects while it builds the samples."""
+        not hold 100k ``DirEntry`` objects while it builds the samples. Sub-folders that are
+        vlm-distill's own (:func:`_not_data`) are left out, with a skip entry."""
         path = os.path.join(self.root_str, *parts)
         dirs: list[str] = []
         files: list[str] = []
@@ -56,7 +65,14 @@ class _Scan:
             return None
         dirs.sort()
         files.sort()
-        return dirs, files
+        kept = []
+        for name in dirs:
+            why = _not_data(os.path.join(path, name))
+            if why is None:
+                kept.append(name)
+            else:
+                self.skipped.append((self.rel([*parts, name]), why))
+        return kept, files
 
     def image(self, parts: Sequence[str]) -> bool:
         """True when the file is usable; otherwise records why not."""
@@ -68,6 +84,19 @@ class _Scan:
             self.skipped.append((self.rel(parts), reason))
             return False
         return True
+
+
+def _not_data(folder: str) -> str | None:
+    """Why ``folder`` is vlm-distill's own (a cache or a run folder kept in DATA), never
+    data: read as a class or a domain, it changed the class list on every scan after the
+    first harvest (and so the dataset's fingerprint). None for any other folder."""
+    if holds_cache(folder):
+        return "a vlm-distill cache folder, not data"
+    if os.path.isfile(os.path.join(folder, _RUN_CONFIG)) and any(
+        os.path.exists(os.path.join(folder, name)) for name in _RUN_MARKERS
+    ):
+        return "a vlm-distill run folder, not data"
+    return None
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
@@ -94,10 +123,13 @@ def scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bo
         raise DataError(f"cannot read data folder {display(str(root))!r}: {sc.skipped[-1][1]}")
     top_dirs, top_files = top
     top_files = [name for name in top_files if name != META_FILE]
+    cache_parts = _CACHE_PARTS if holds_cache(root) else frozenset()
     for name in top_dirs:
         if name in _JUNK_DIRS:
             sc.skipped.append((name, "archive metadata folder, not data"))
-    top_dirs = [name for name in top_dirs if name not in _JUNK_DIRS]
+        elif name in cache_parts:
+            sc.skipped.append((name, "part of the vlm-distill cache in the data folder"))
+    top_dirs = [name for name in top_dirs if name not in _JUNK_DIRS | cache_parts]
 
     # (domain, class folder, [file names]) for every labelled folder found.
     groups: list[tuple[str, str, list[str]]] = []

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cache import atomic_write
+from cache import SELECT_DIR, atomic_write
 from distill.data import Dataset, class_prompts
 from distill.labelfree.pseudolabel import sample_image
 from distill.labelfree.selection import STRATEGIES, select
@@ -80,7 +80,7 @@ def state_path(cache_dir: Path, teacher: str, dataset: Dataset, strategy: str) -
     import re
 
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{dataset.root.name}-{teacher}-{strategy}")
-    return cache_dir / "select" / f"{slug}-{dataset.fingerprint()[:12]}.json"
+    return cache_dir / SELECT_DIR / f"{slug}-{dataset.fingerprint()[:12]}.json"
 
 
 def read_state(path: Path) -> dict[str, Any]:

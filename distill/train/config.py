@@ -185,11 +185,13 @@ class TrainConfig(BaseModel):
             both = set(self.train_domains) & set(self.test_domains)
             if both:
                 raise ValueError(f"domains both train and test: {sorted(both)}")
-        data = os.path.realpath(self.data)
-        if os.path.isdir(data) and os.path.realpath(self.out).startswith(data + os.sep):
+        data, out = os.path.realpath(self.data), os.path.realpath(self.out)
+        if os.path.isdir(data) and os.path.commonpath([data, out]) == data:
             # its checkpoint/ and plots would be read as a class of images by the next scan
+            # (DATA itself too: a folder above DATA is fine, the run writes beside it)
+            where = "the" if out == data else "inside the"
             raise ValueError(
-                f"--out {self.out} is inside the data folder {self.data}: put the run "
+                f"--out {self.out} is {where} data folder {self.data}: put the run "
                 "folder elsewhere"
             )
         if self.holdout_fraction == 0 and self.method != "zeroshot":

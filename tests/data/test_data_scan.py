@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import distill
+from cache import LEDGER_FILE, RESPONSES_DIR, STORES_DIR
 from distill.data import (
     DataError,
     Sample,
@@ -457,3 +458,61 @@ def test_stray_subfolder_does_not_flip_single_layout(tmp_path, write_image):
     assert ds.class_names == ("ant", "bee", "cat")
     assert len(ds.samples) == 3
     assert dict(ds.skipped) == {"cat/raw": "folder below class level ignored"}
+
+
+# -------------------------------------------------- vlm-distill's own folders inside DATA
+# (the whole-CLI runs are in tests/e2e/test_cache_in_data.py)
+
+
+def _harvested_cache(folder: Path) -> None:
+    """What a harvest leaves in a cache folder."""
+    (folder / RESPONSES_DIR).mkdir(parents=True)
+    (folder / RESPONSES_DIR / "cache.db").write_bytes(b"")
+    (folder / STORES_DIR / "local_hash-0123").mkdir(parents=True)
+    (folder / LEDGER_FILE).write_text("")
+
+
+def test_a_cache_inside_a_domain_folder_is_not_a_class(tmp_path, write_image):
+    # `harvest DATA/photo` (its default cache lands in DATA/photo), then `harvest DATA`
+    for domain in ("photo", "sketch"):
+        for cls in ("cat", "dog"):
+            write_image(tmp_path / domain / cls / "1.png")
+    before = scan(tmp_path)
+    _harvested_cache(tmp_path / "photo" / "vlm-cache")
+    ds = scan(tmp_path)
+    assert (ds.class_names, ds.fingerprint()) == (before.class_names, before.fingerprint())
+    assert dict(ds.skipped) == {"photo/vlm-cache": "a vlm-distill cache folder, not data"}
+
+
+def test_an_interrupted_run_folder_inside_the_data_is_not_a_class(tmp_path, write_image):
+    """A run killed after its first checkpoint (config.json, log.jsonl, checkpoint/), in a
+    one-domain data folder: it used to be the class "run", so --resume found no store."""
+    from distill.train.checkpoints import CHECKPOINT_DIR, STATE_FILE
+    from distill.train.config import CONFIG_FILE
+    from distill.train.trainer import LOG_FILE
+
+    for cls in ("ant", "bee", "cat"):
+        write_image(tmp_path / cls / "1.png")
+    before = scan(tmp_path)
+    run = tmp_path / "run"
+    (run / CHECKPOINT_DIR).mkdir(parents=True)
+    (run / CHECKPOINT_DIR / STATE_FILE).write_text("{}")
+    (run / CONFIG_FILE).write_text("{}")
+    (run / LOG_FILE).write_text("")
+    ds = scan(tmp_path)
+    assert (ds.class_names, ds.fingerprint()) == (before.class_names, before.fingerprint())
+    assert dict(ds.skipped) == {"run": "a vlm-distill run folder, not data"}
+
+
+def test_classes_named_like_a_caches_parts_are_still_data(tmp_path, write_image):
+    # only a cache's own files mark it: a domain holding the classes "responses" and
+    # "stores" is a domain
+    for domain in ("photo", "sketch"):
+        for cls in ("responses", "stores"):
+            write_image(tmp_path / domain / cls / "1.png")
+    write_image(tmp_path / "photo" / "checkpoint" / "1.png")
+    (tmp_path / "photo" / "checkpoint" / "config.json").write_text("{}")  # not a run folder
+    ds = scan(tmp_path)
+    assert ds.domains == ("photo", "sketch")
+    assert ds.class_names == ("checkpoint", "responses", "stores")
+    assert [path for path, _ in ds.skipped] == ["photo/checkpoint/config.json"]
