@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from .store import EmbeddingStore
     from .store_format import StoreError
     from .store_writer import StoreWriter
-    from .swap import exchange
+    from .swap import exchange, leftover_name
 
 __all__ = [
     "COORDINATION_FILE",
@@ -119,6 +119,7 @@ __all__ = [
     "is_overrun",
     "json_bytes_with_literals",
     "json_with_literals",
+    "leftover_name",
     "make_key",
     "plain",
     "quantize",
@@ -192,6 +193,7 @@ _SOURCES: dict[str, str] = {
     "StoreError": "store_format",
     "StoreWriter": "store_writer",
     "exchange": "swap",
+    "leftover_name": "swap",
 }
 
 

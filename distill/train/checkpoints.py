@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from cache import atomic_write, fsync_directory
-from cache.swap import exchange, leftover_name
+from cache import atomic_write, fsync_directory, leftover_name
+from cache.swap import exchange
 from distill.train.config import CONFIG_FILE, TrainConfig
 from distill.train.distributed import barrier
 from distill.train.evaluate import RUN_FILE, WEIGHTS_FILE
