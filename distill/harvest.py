@@ -70,6 +70,7 @@ __all__ = [
     "export_store",
     "harvest",
     "image_items",
+    "refused_prompts",
     "store_dir",
     "view_request",
 ]
@@ -275,6 +276,7 @@ async def harvest(
         account(0, 0)
         return None
 
+    refused: set[int] = set()  # prompts refused as too long: no rerun buys them as they are
     if prompts:
         reqs = [TextEmbeddingRequest(text=p) for p in prompts]
         too_long: list[InputTooLongError] = []
@@ -282,10 +284,8 @@ async def harvest(
         if too_long:
             # only those fail (a rerun alone fails them again); the others are bought
             exc = too_long[0]
-            result.failed.extend(
-                (_class_named(dataset.class_names[e.index]), f"{TOO_LONG}: {e}")
-                for e in exc.errors
-            )
+            result.failed.extend(refused_prompts(exc, dataset.class_names))
+            refused = {e.index for e in exc.errors}
             out = [r for r in exc.results or () if r is not None]
             account(sum(r.cached for r in out), sum(not r.cached for r in out))
         elif out is not None:
@@ -354,12 +354,14 @@ async def harvest(
 
         missing = sink.missing
         if missing or len(text_vectors) != len(prompts):
-            result.remaining_items = missing + (len(prompts) - len(text_vectors))
+            # the prompts refused as too long are not counted: they need shortening first
+            buyable = [p for i, p in enumerate(prompts) if i not in refused]
+            result.remaining_items = missing + len(buyable) - len(text_vectors)
             if result.fatal is None:  # after a fatal stop (a damaged cache...) it is not asked
                 # Counted by the cache, not by the failed chunks: a chunk stopped by the budget
                 # may hold items that were cached all along, and those cost nothing to finish.
                 result.remaining_items, result.remaining_cost_usd = _remaining(
-                    client, dataset, views, sink, prompts, text_vectors
+                    client, dataset, views, sink, buyable, text_vectors
                 )
             return result
         if not result.images_total or not prompts:
@@ -386,6 +388,13 @@ async def harvest(
         sink.abort()  # a store not committed (stopped, failed, cancelled) leaves nothing
         if counted is not None and isinstance(client, CountsPurchases):
             result.bought = max(result.bought, client.stats.items_bought - counted)
+
+
+def refused_prompts(exc: InputTooLongError, class_names: Sequence[str]) -> list[tuple[str, str]]:
+    """The failures (class, reason) of the class prompts ``exc`` refused as too long for
+    the teacher, each named by its class: what every command that embeds the class
+    prompts reports (the CLI then says to shorten them)."""
+    return [(_class_named(class_names[e.index]), f"{TOO_LONG}: {e}") for e in exc.errors]
 
 
 def _class_named(name: str) -> str:
@@ -435,7 +444,9 @@ def _remaining(
     prompts: list[str],
     text_vectors: list[np.ndarray],
 ) -> tuple[int, Decimal]:
-    """(items still to buy, worst-case cost of buying them): the uncached ones only.
+    """(items still to buy, worst-case cost of buying them): the uncached ones only, of
+    the image views and of ``prompts`` (those a rerun can buy: not the ones refused as
+    too long).
 
     Priced item by item as they are read (the client holds one request's items at a
     time), never every remaining image's bytes at once."""
@@ -454,7 +465,7 @@ def _remaining(
     count, cost = 0, Decimal(0)
     if sink.missing:
         count, cost = client.plan("image_embedding", requests())
-    if len(text_vectors) != len(prompts):
+    if len(text_vectors) < len(prompts):
         n, c = client.plan("text_embedding", [TextEmbeddingRequest(text=p) for p in prompts])
         count, cost = count + n, cost + c
     return count, cost

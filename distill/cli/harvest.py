@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # imported where used: `harvest --help` stays quick
     from distill.data import Dataset
     from distill.harvest import HarvestResult
 
-__all__ = ["add_arguments", "retry_advice", "run"]
+__all__ = ["add_arguments", "failure_advice", "retry_advice", "run", "show_failed"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -214,13 +214,39 @@ def _shown(text: str) -> str:
     return escape(display(text))
 
 
-def _failure_advice(out: Console, result: HarvestResult, client: TeacherClient) -> None:
-    """What to do about the failed items: fix or shorten those no rerun can help, run
-    again for the others."""
-    from distill.harvest import TOO_LONG, UNREADABLE
+def show_failed(out: Console, failed: list[tuple[str, str]]) -> None:
+    """The failed items (item, reason), the first ten of them."""
+    for item, reason in failed[:10]:
+        out.print(f"[red]failed[/] {_shown(item)}: {_shown(reason)}")
+    if len(failed) > 10:
+        out.print(f"... and {len(failed) - 10} more failed")
 
-    unreadable = sum(reason.startswith(UNREADABLE) for _, reason in result.failed)
-    too_long = sum(reason.startswith(TOO_LONG) for _, reason in result.failed)
+
+def _too_long(failed: list[tuple[str, str]]) -> int:
+    """How many of the ``failed`` are prompts refused as too long for the teacher."""
+    from distill.harvest import TOO_LONG
+
+    return sum(reason.startswith(TOO_LONG) for _, reason in failed)
+
+
+def _not_counted(failed: list[tuple[str, str]]) -> str:
+    """What "N items remain" leaves out: the prompts no rerun buys until shortened."""
+    n = _too_long(failed)
+    if not n:
+        return ""
+    return (
+        f" (not counting the {n} prompt{'s' * (n > 1)} too long for the teacher, listed "
+        f"above: shorten {'them' if n > 1 else 'it'} first)"
+    )
+
+
+def failure_advice(out: Console, failed: list[tuple[str, str]], client: TeacherClient) -> None:
+    """What to do about the ``failed`` items (item, reason): fix or shorten those no
+    rerun can help, run again for the others."""
+    from distill.harvest import UNREADABLE
+
+    unreadable = sum(reason.startswith(UNREADABLE) for _, reason in failed)
+    too_long = _too_long(failed)
     if unreadable:
         out.print(
             f"[red]{unreadable} image views cannot be read[/] (listed above): fix or remove "
@@ -234,7 +260,7 @@ def _failure_advice(out: Console, result: HarvestResult, client: TeacherClient) 
             f"name{'' if one else 's'} (or --prompt), then run again; re-running alone will "
             f"not help {'it' if one else 'them'}. The other items are bought and cached."
         )
-    others = len(result.failed) - unreadable - too_long
+    others = len(failed) - unreadable - too_long
     if others:
         out.print(
             f"[red]{others} items failed at the teacher[/]; "
@@ -291,18 +317,16 @@ def _summary(
     out.print(t)
     if result.cache_hits and not result.bought and not result.remaining_items:
         out.print("Everything was already cached: this run spent $0.")
-    for item, reason in result.failed[:10]:
-        out.print(f"[red]failed[/] {_shown(item)}: {_shown(reason)}")
-    if len(result.failed) > 10:
-        out.print(f"... and {len(result.failed) - 10} more failed")
+    show_failed(out, result.failed)
     if result.overrun:
         # Before the other stops: an overrun means every estimate, the cap's too, is short.
         out.print(f"[red]{_shown(result.overrun)}[/]")
         scale = client.budget.scale
         if result.remaining_items:
             out.print(
-                f"{result.remaining_items} items remain; at the rate billed ({scale:.2f}x our "
-                f"estimate) finishing would cost about ${result.remaining_cost_usd:.6f}."
+                f"{result.remaining_items} items remain{_not_counted(result.failed)}; at the "
+                f"rate billed ({scale:.2f}x our estimate) finishing would cost about "
+                f"${result.remaining_cost_usd:.6f}."
             )
         if client.budget.overruns:
             out.print(
@@ -328,12 +352,12 @@ def _summary(
     if result.stopped_by_budget:
         out.print(f"[yellow]stopped by the budget[/]: {_shown(result.stopped_by_budget)}")
         out.print(
-            f"{result.remaining_items} items remain; finishing would cost at most "
-            f"${result.remaining_cost_usd:.6f}. What was bought is cached."
+            f"{result.remaining_items} items remain{_not_counted(result.failed)}; finishing "
+            f"would cost at most ${result.remaining_cost_usd:.6f}. What was bought is cached."
         )
         return EXIT_BUDGET
     if result.failed:
-        _failure_advice(out, result, client)
+        failure_advice(out, result.failed, client)
         return EXIT_ERROR
     if result.store_error and not result.store_error_is_disk:
         # not the disk: cached vectors of two sizes (a server that answered some wrongly)

@@ -18,12 +18,19 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from vlmclient import ConfigurationError, VLMError
+from vlmclient import (
+    BudgetExceededError,
+    ConfigurationError,
+    InputTooLongError,
+    TeacherClient,
+    TextEmbeddingRequest,
+    VLMError,
+)
 from vlmclient.models import Kind
 from vlmclient.providers.reasoning import REASONING_LEVELS
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
-from .harvest import retry_advice
+from .harvest import failure_advice, retry_advice, show_failed
 from .progress import LiveProgress, console
 from .signals import run_paid
 
@@ -182,6 +189,25 @@ def _student_predictions(
     return preds
 
 
+async def _prompts_refused(
+    client: TeacherClient, names: Sequence[str], prompt: str
+) -> list[tuple[str, str]]:
+    """Buy the class prompts (the steps that need them then find them cached); the
+    failures of those refused as too long for the teacher (the others are bought)."""
+    from distill.data import class_prompts
+    from distill.harvest import refused_prompts
+
+    try:
+        await client.embed_texts(
+            [TextEmbeddingRequest(text=p) for p in class_prompts(names, prompt)]
+        )
+    except InputTooLongError as exc:
+        return refused_prompts(exc, names)
+    except BudgetExceededError:
+        pass  # the step that needs them stops there and says so
+    return []
+
+
 def run(args: argparse.Namespace) -> int:
     from cache import ResponseCache, SpendLedger
     from cache.layout import CacheDir
@@ -232,8 +258,17 @@ def run(args: argparse.Namespace) -> int:
             args, cache, ledger, coord, kinds=needed_kinds(args.route, args.check)
         )
 
+        refused: list[tuple[str, str]] = []  # class prompts too long for the teacher
+
         async def go() -> tuple[list[Any], list[Any] | None]:
             async with client:
+                if "text_embedding" in needed_kinds(args.route, args.check):
+                    # The class prompts first: one too long for the teacher stops the run
+                    # before anything else is bought (an answer's question holds the class
+                    # names too: bought now, it would be bought again once they are shorter).
+                    refused.extend(await _prompts_refused(client, names, args.prompt))
+                    if refused:
+                        return [], None
                 total = len(dataset.samples)
 
                 async def answers(seed: int | None = None) -> list[Any]:
@@ -269,6 +304,17 @@ def run(args: argparse.Namespace) -> int:
 
         labels, second = run_paid(go())
         money_rows = budget_lines(client)
+    if refused:  # nothing labelled, no file written: as the plain harvest says
+        t = Table(title=f"pseudolabel ({args.route}, check {args.check})", show_header=False)
+        for label, value in money_rows:
+            t.add_row(label, value)
+        out.print(t)
+        show_failed(out, refused)
+        if client.overrun is not None:
+            out.print(f"[red]{escape(str(client.overrun))}[/]")
+            return EXIT_BUDGET
+        failure_advice(out, refused, client)
+        return EXIT_ERROR
     ids = [s.id for s in dataset.samples]
     first_l = [lb.label for lb in labels]
     second_l = first_l if second is None else [lb.label for lb in second]

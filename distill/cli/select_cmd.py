@@ -23,7 +23,7 @@ from rich.table import Table
 
 from vlmclient import ConfigurationError, TextEmbeddingRequest
 
-from . import EXIT_BUDGET, EXIT_OK
+from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from ._common import budget_lines, note_run, open_client, open_coordinator
 from .progress import console
 from .signals import run_paid
@@ -189,7 +189,7 @@ def run_select(args: argparse.Namespace) -> int | None:
         if not covers:
             result, store, manifest = _rounds(args, client, cache, cdir, dataset, state_file)
             money_rows = budget_lines(client)
-            code = EXIT_OK
+            code = EXIT_ERROR if result.failed else EXIT_OK
             if client.overrun is not None or (
                 result.stopped_by_budget and result.rounds_done < args.rounds
             ):
@@ -216,10 +216,16 @@ def run_select(args: argparse.Namespace) -> int | None:
     if not_noted is not None:
         out.print(f"[yellow]could not note this run in {escape(str(cdir.root))}:[/] "
                   f"{escape(not_noted)}")  # fmt: skip
+    from .harvest import failure_advice, show_failed  # (it imports this module)
+
+    show_failed(out, result.failed)  # class prompts too long: as the plain harvest says
     if client.overrun is not None:  # the provider billed more than reserved: exit 3
         out.print(f"[red]{escape(str(client.overrun))}[/]")
         return EXIT_BUDGET
     if result.stopped_by_budget and result.rounds_done < args.rounds:
         out.print(f"[yellow]stopped by the budget[/]: {result.stopped_by_budget}")
         return EXIT_BUDGET
+    if result.failed:
+        failure_advice(out, result.failed, client)
+        return EXIT_ERROR
     return EXIT_OK

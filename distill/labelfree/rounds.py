@@ -31,12 +31,14 @@ import numpy as np
 
 from cache import SELECT_DIR, atomic_write
 from distill.data import Dataset, class_prompts
+from distill.harvest import refused_prompts
 from distill.labelfree.pseudolabel import sample_image
 from distill.labelfree.selection import STRATEGIES, select
 from distill.teacher.zeroshot import zeroshot_probs
 from vlmclient import (
     BudgetExceededError,
     ImageEmbeddingRequest,
+    InputTooLongError,
     TeacherClient,
     TextEmbeddingRequest,
 )
@@ -73,6 +75,8 @@ class RoundsResult:
     rounds_done: int = 0
     per_image_usd: Decimal = Decimal(0)
     state_file: Path | None = None
+    # (class, reason) of the class prompts refused as too long: no image was bought
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def state_path(cache_dir: Path, teacher: str, dataset: Dataset, strategy: str) -> Path:
@@ -283,7 +287,8 @@ async def harvest_rounds(
 
     Round 0 is a random sample (there is no student yet); later rounds train the student
     on everything bought so far and select among the rest. The class prompts are bought
-    first (the student's targets need them).
+    first (the student's targets need them): when some are refused as too long for the
+    teacher, they are listed in ``failed`` and no image is bought.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown selection {strategy!r}; choose from {sorted(STRATEGIES)}")
@@ -309,6 +314,12 @@ async def harvest_rounds(
         )
     except BudgetExceededError as exc:
         result.stopped_by_budget = str(exc)
+        save()
+        return result
+    except InputTooLongError as exc:
+        # the others are bought and cached; the student's targets need every class, so no
+        # image is picked until the long ones are shortened (a rerun alone fails the same)
+        result.failed = refused_prompts(exc, dataset.class_names)
         save()
         return result
     text = np.stack([t.vector for t in texts])
