@@ -28,6 +28,7 @@ from ._common import (
     progress_money,
     saved_text,
 )
+from .failures import failure_advice, retry_advice, show_failed, shown, too_long_count
 from .progress import LiveProgress, console
 from .select_cmd import add_select_arguments, run_select
 from .signals import raise_on_stop_signals, run_paid
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # imported where used: `harvest --help` stays quick
     from distill.data import Dataset
     from distill.harvest import HarvestResult
 
-__all__ = ["add_arguments", "failure_advice", "retry_advice", "run", "show_failed"]
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -100,16 +101,16 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
         args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths
     )
     out.print(
-        f"[bold]{_shown(str(dataset.root))}[/]: {len(dataset.samples)} images, "
+        f"[bold]{shown(str(dataset.root))}[/]: {len(dataset.samples)} images, "
         f"{len(dataset.class_names)} classes, {len(dataset.domains)} domains "
         f"({dataset.layout}); {len(dataset.skipped)} files skipped"
     )
     for path, reason in dataset.skipped[:10]:
-        out.print(f"  skipped {_shown(path)}: {_shown(reason)}")
+        out.print(f"  skipped {shown(path)}: {shown(reason)}")
     if len(dataset.skipped) > 10:
         out.print(
             f"  ... and {len(dataset.skipped) - 10} more "
-            f"(`vlm-distill data scan {_shown(str(args.data))} --json` lists every one)"
+            f"(`vlm-distill data scan {shown(str(args.data))} --json` lists every one)"
         )
     with (
         ResponseCache(cdir.responses) as cache,
@@ -119,7 +120,7 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
         if cache.spill_problem is not None and not args.dry_run:
             # Paid entries of an earlier run still cannot be stored: buying more would only
             # add to them (a full disk, a damaged database). Nothing is sent.
-            out.print(f"[red]error:[/] {_shown(cache.spill_problem)}")
+            out.print(f"[red]error:[/] {shown(cache.spill_problem)}")
             out.print(_storage_hint(args.cache))
             return EXIT_ERROR
         client = open_client(args, cache, ledger, coord)
@@ -170,7 +171,7 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
         )  # fmt: skip
     if failed is not None:
         out.print(
-            f"[yellow]could not note this run in {_shown(str(cdir.root))}:[/] {_shown(failed)}"
+            f"[yellow]could not note this run in {shown(str(cdir.root))}:[/] {shown(failed)}"
         )
         code = code or EXIT_ERROR
     return code
@@ -179,7 +180,7 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
 def _storage_hint(cache: Path) -> str:
     return (
         "Free disk space if the disk is full; if the database is damaged, run "
-        f"`vlm-distill cache recover --cache {_shown(shlex.quote(str(cache)))}`. Then run "
+        f"`vlm-distill cache recover --cache {shown(shlex.quote(str(cache)))}`. Then run "
         "again: paid results kept in the spill file are imported before anything is bought."
     )
 
@@ -205,96 +206,15 @@ async def _dry_run(client: TeacherClient, dataset: Dataset, args: argparse.Names
     )
 
 
-def _shown(text: str) -> str:
-    """A file name or reason as printable text: non-UTF-8 bytes as \\xNN, no rich markup."""
-    from rich.markup import escape
-
-    from distill.data import display
-
-    return escape(display(text))
-
-
-def show_failed(out: Console, failed: list[tuple[str, str]]) -> None:
-    """The failed items (item, reason), the first ten of them."""
-    for item, reason in failed[:10]:
-        out.print(f"[red]failed[/] {_shown(item)}: {_shown(reason)}")
-    if len(failed) > 10:
-        out.print(f"... and {len(failed) - 10} more failed")
-
-
-def _too_long(failed: list[tuple[str, str]]) -> int:
-    """How many of the ``failed`` are prompts refused as too long for the teacher."""
-    from distill.harvest import TOO_LONG
-
-    return sum(reason.startswith(TOO_LONG) for _, reason in failed)
-
-
 def _not_counted(failed: list[tuple[str, str]]) -> str:
     """What "N items remain" leaves out: the prompts no rerun buys until shortened."""
-    n = _too_long(failed)
+    n = too_long_count(failed)
     if not n:
         return ""
     return (
         f" (not counting the {n} prompt{'s' * (n > 1)} too long for the teacher, listed "
         f"above: shorten {'them' if n > 1 else 'it'} first)"
     )
-
-
-def failure_advice(out: Console, failed: list[tuple[str, str]], client: TeacherClient) -> None:
-    """What to do about the ``failed`` items (item, reason): fix or shorten those no
-    rerun can help, run again for the others."""
-    from distill.harvest import UNREADABLE
-
-    unreadable = sum(reason.startswith(UNREADABLE) for _, reason in failed)
-    too_long = _too_long(failed)
-    if unreadable:
-        out.print(
-            f"[red]{unreadable} image views cannot be read[/] (listed above): fix or remove "
-            "them, then run again; re-running alone will not help them."
-        )
-    if too_long:
-        one = too_long == 1
-        out.print(
-            f"[red]{too_long} prompt{'' if one else 's'} {'is' if one else 'are'} too long "
-            f"for the teacher[/] (listed above; refused, not billed): shorten the class "
-            f"name{'' if one else 's'} (or --prompt), then run again; re-running alone will "
-            f"not help {'it' if one else 'them'}. The other items are bought and cached."
-        )
-    others = len(failed) - unreadable - too_long
-    if others:
-        out.print(
-            f"[red]{others} items failed at the teacher[/]; "
-            + retry_advice(client.stats.charged_no_answer, client.billed_malformed)
-        )
-
-
-def retry_advice(charged_no_answer: int, billed_unusable: int = 0) -> str:
-    """What a rerun of failed items costs: nothing lost, unless attempts were charged
-    without an answer (the provider may have billed them) or billed answers could not be
-    used: a rerun buys those items again.
-
-    >>> retry_advice(0)
-    'run again to retry them (nothing paid is lost).'
-    >>> retry_advice(0, 2)[:60]
-    '2 billed answers could not be used (charged, listed above as'
-    """
-    if not charged_no_answer and not billed_unusable:
-        return "run again to retry them (nothing paid is lost)."
-    parts = []
-    if billed_unusable:
-        parts.append(
-            f"{billed_unusable} billed answers could not be used (charged, listed above as "
-            "'malformed' in the ledger): a rerun buys those items again, and the teacher may "
-            "answer them the same way; check the model and its parameters first."
-        )
-    if charged_no_answer:
-        parts.append(
-            f"{charged_no_answer} requests were charged at their worst case with no answer "
-            "(timed out or lost after sending, so the provider may have billed them): a "
-            "rerun buys those items again. If they timed out, raise --timeout before running "
-            "again."
-        )
-    return " ".join(parts)
 
 
 def _summary(
@@ -320,7 +240,7 @@ def _summary(
     show_failed(out, result.failed)
     if result.overrun:
         # Before the other stops: an overrun means every estimate, the cap's too, is short.
-        out.print(f"[red]{_shown(result.overrun)}[/]")
+        out.print(f"[red]{shown(result.overrun)}[/]")
         scale = client.budget.scale
         if result.remaining_items:
             out.print(
@@ -332,16 +252,16 @@ def _summary(
             out.print(
                 f"billed beyond the reservations: ${client.budget.overrun_usd} in "
                 f"{client.budget.overruns} requests; `vlm-distill report "
-                f"{_shown(shlex.quote(str(args.cache)))}` lists them."
+                f"{shown(shlex.quote(str(args.cache)))}` lists them."
             )
         else:  # stopped by another run's overrun
             out.print(
                 "this run was billed nothing beyond its reservations; "
-                f"`vlm-distill report {_shown(shlex.quote(str(args.cache)))}` lists the overrun."
+                f"`vlm-distill report {shown(shlex.quote(str(args.cache)))}` lists the overrun."
             )
         return EXIT_BUDGET
     if result.fatal:
-        out.print(f"[red]stopped:[/] {_shown(result.fatal)}")
+        out.print(f"[red]stopped:[/] {shown(result.fatal)}")
         if client.storage_problem is not None:
             out.print(_storage_hint(args.cache))
         if client.stats.charged_no_answer or client.billed_malformed:  # may have been billed
@@ -350,7 +270,7 @@ def _summary(
         # or region): a configuration error like a missing key, exit 2
         return EXIT_USAGE if result.fatal_is_usage else EXIT_ERROR
     if result.stopped_by_budget:
-        out.print(f"[yellow]stopped by the budget[/]: {_shown(result.stopped_by_budget)}")
+        out.print(f"[yellow]stopped by the budget[/]: {shown(result.stopped_by_budget)}")
         out.print(
             f"{result.remaining_items} items remain{_not_counted(result.failed)}; finishing "
             f"would cost at most ${result.remaining_cost_usd:.6f}. What was bought is cached."
@@ -362,7 +282,7 @@ def _summary(
     if result.store_error and not result.store_error_is_disk:
         # not the disk: cached vectors of two sizes (a server that answered some wrongly)
         out.print(
-            f"[red]{_shown(result.store_error)}[/]\nThe cached answers disagree in size: "
+            f"[red]{shown(result.store_error)}[/]\nThe cached answers disagree in size: "
             "remove the wrong ones with `"
             + escape(f"vlm-distill cache prune --cache {shlex.quote(str(args.cache))} "
                      f"--teacher {shlex.quote(args.teacher)} --keep-dim N")
@@ -371,7 +291,7 @@ def _summary(
         return EXIT_ERROR
     if result.store_error:
         out.print(
-            f"[red]{_shown(result.store_error)}[/]\nEverything is bought and cached; free disk "
+            f"[red]{shown(result.store_error)}[/]\nEverything is bought and cached; free disk "
             "space, then run again (it sends nothing) or `vlm-distill cache export "
             + escape(f"{shlex.quote(str(args.data))} --cache {shlex.quote(str(args.cache))} "
                      f"--teacher {shlex.quote(args.teacher)}{item_flags(args)}")
@@ -379,7 +299,7 @@ def _summary(
         )
         return EXIT_ERROR
     if result.store_path:
-        out.print(f"embedding store: {_shown(str(result.store_path))}")
+        out.print(f"embedding store: {shown(str(result.store_path))}")
     elif not result.texts_total and result.images_total:
         # Unlabelled data: the images are cached, but `train` needs the class prompts too.
         out.print(

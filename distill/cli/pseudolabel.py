@@ -30,7 +30,7 @@ from vlmclient.models import Kind
 from vlmclient.providers.reasoning import REASONING_LEVELS
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
-from .harvest import failure_advice, retry_advice, show_failed
+from .failures import failure_advice, retry_advice, show_failed
 from .progress import LiveProgress, console
 from .signals import run_paid
 

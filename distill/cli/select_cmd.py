@@ -216,7 +216,7 @@ def run_select(args: argparse.Namespace) -> int | None:
     if not_noted is not None:
         out.print(f"[yellow]could not note this run in {escape(str(cdir.root))}:[/] "
                   f"{escape(not_noted)}")  # fmt: skip
-    from .harvest import failure_advice, show_failed  # (it imports this module)
+    from .failures import failure_advice, show_failed
 
     show_failed(out, result.failed)  # class prompts too long: as the plain harvest says
     if client.overrun is not None:  # the provider billed more than reserved: exit 3
