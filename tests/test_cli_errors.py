@@ -474,3 +474,18 @@ def test_an_empty_folder_is_refused_by_the_new_folder_check() -> None:
 
     with pytest.raises(ConfigurationError, match=r"--out folder must not be empty"):
         check_new_folder("", "--out")
+
+
+@pytest.mark.parametrize("flag", ["--train-domains", "--test-domains"])
+def test_a_domain_named_twice_is_refused(
+    flag: str, tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--train-domains a a` (or `a,b a` in a config file) was accepted: domain a got two
+    groups of the batch with their own random streams, twice the batch of any other, and
+    nothing said so."""
+    argv = ["train", str(data), "--cache", str(tmp_path / "c"), "--teacher", "local:hash",
+            "--out", str(tmp_path / "run"), flag, "a,b", "a"]  # fmt: skip
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{flag} names a twice" in line, line
+    assert not (tmp_path / "run").exists()

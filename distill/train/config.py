@@ -181,6 +181,12 @@ class TrainConfig(BaseModel):
     def _check(self) -> TrainConfig:
         if self.store is None and self.cache is None:
             raise ValueError("give --cache DIR (to find the teacher store) or --store PATH")
+        for flag, named in (("--train-domains", self.train_domains),
+                            ("--test-domains", self.test_domains)):
+            names = named or ()
+            twice = sorted({d for d in names if names.count(d) > 1})
+            if twice:  # a source named twice got two groups of the batch: twice its share
+                raise ValueError(f"{flag} names {', '.join(twice)} twice")
         if self.train_domains is not None and self.test_domains is not None:
             both = set(self.train_domains) & set(self.test_domains)
             if both:
