@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .atomic import atomic_write, fsync_directory
+    from .atomic import atomic_write, atomic_write_csv, fsync_directory
     from .cache_errors import CacheCorruptError, CacheError, CacheReadOnlyError, CacheWriteError
     from .cache_stats import CacheStats, KindStats
     from .codecs import (
@@ -108,6 +108,7 @@ __all__ = [
     "ascii_json_inner",
     "ascii_json_string",
     "atomic_write",
+    "atomic_write_csv",
     "by_model",
     "canonical_json",
     "decode_vector",
@@ -134,6 +135,7 @@ __all__ = [
 # TYPE_CHECKING say the same to type checkers; tests/test_layout.py checks they agree.
 _SOURCES: dict[str, str] = {
     "atomic_write": "atomic",
+    "atomic_write_csv": "atomic",
     "fsync_directory": "atomic",
     "CacheCorruptError": "cache_errors",
     "CacheError": "cache_errors",

@@ -9,12 +9,15 @@ the old file or the new one, never part of one and never none.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .swap import leftover_name
 
-__all__ = ["atomic_write", "fsync_directory"]
+__all__ = ["atomic_write", "atomic_write_csv", "fsync_directory"]
 
 
 def fsync_directory(directory: str | os.PathLike[str]) -> None:
@@ -58,3 +61,18 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
         raise
     fsync_directory(path.parent)
     return path
+
+
+def atomic_write_csv(path: str | os.PathLike[str], rows: Iterable[Sequence[object]]) -> Path:
+    """Replace ``path`` with ``rows`` as CSV (UTF-8), as :func:`atomic_write` does: a
+    crash or a full disk mid-write leaves the old file (or none), never the first rows of
+    the new one, which a reader would take for a smaller file without a word.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     atomic_write_csv(Path(d) / "m.csv", [("path", "label"), ("a b.png", "7")]).read_bytes()
+    b'path,label\\r\\na b.png,7\\r\\n'
+    """
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    return atomic_write(path, text.getvalue())

@@ -43,6 +43,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -56,7 +57,9 @@ from .entry_codec import decode_entry, encode_entries, encode_entry
 from .protocols import CacheEntry
 from .response_db import (
     CACHE_SETTINGS,
+    DATABASE_KEY,
     BytesOnlyDisk,
+    ReadOnlyRows,
     ScannedEntry,
     create_private_db,
     execute_many,
@@ -64,6 +67,7 @@ from .response_db import (
     key_rows,
     query,
     read_only_error,
+    row_problems,
     scan_entries,
 )
 from .spill import SpillFile
@@ -85,7 +89,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_DATABASE: Final = "<database>"  # the "key" verify reports database-wide problems under
+_DATABASE: Final = DATABASE_KEY
 # Seconds SQLite waits for another process's write lock before a write gives up with
 # CacheWriteError (diskcache's retry=True would instead wait forever).
 DEFAULT_TIMEOUT: Final = 60.0
@@ -445,18 +449,7 @@ class ResponseCache:
 
     def verify(self) -> list[tuple[str, str]]:
         """(key, problem) for every corrupt entry; ``"<database>"`` for database damage."""
-        problems: list[tuple[str, str]] = []
-        try:
-            rows = query(self._cache, "PRAGMA quick_check")
-            bad = [str(row[0]) for row in rows if row[0] != "ok"]
-            if bad:
-                problems.append((_DATABASE, "; ".join(bad[:5])))
-        except sqlite3.DatabaseError as exc:
-            problems.append((_DATABASE, f"integrity check failed: {exc}"))
-        try:
-            problems.extend((item.key, item.problem) for item in self._scan() if item.problem)
-        except CacheCorruptError as exc:
-            problems.append((_DATABASE, f"cannot list entries: {exc}"))
+        problems = row_problems(self._cache, self.directory)
         if self._spilled:
             problems.append((_DATABASE, self.spill_problem or "paid entries wait in the spill"))
         return problems
@@ -524,14 +517,21 @@ class ResponseCache:
 def verify_cache(directory: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """:meth:`ResponseCache.verify` for a directory, reporting (not raising) when the
     database is missing, empty or damaged. An empty list means everything reads back.
-    A cache it may not write to raises :class:`CacheReadOnlyError` (read-only, not
-    damaged: the CLI says so)."""
+
+    A cache in a folder it may not write (a read-only mount, ``chmod -R a-w``: an archived
+    or shared copy) is read without writing anything (:class:`ReadOnlyRows`); paid
+    entries waiting in its spill file stay there, for the next writable open to import.
+    :class:`CacheReadOnlyError` only when SQLite cannot read the database at all."""
     if not Path(directory).is_dir():
         return [(_DATABASE, f"{directory} is not a directory")]
     db = Path(directory) / "cache.db"
     if not db.is_file() or db.stat().st_size == 0:
         # opening would create an empty database and call it healthy: a verify reads only
         return [(_DATABASE, f"{db} is missing or empty: no cached entry can be read")]
+    if is_read_only(Path(directory)):
+        # diskcache writes its settings on every open: it cannot open this one at all
+        with closing(ReadOnlyRows(Path(directory))) as rows:
+            return row_problems(rows, Path(directory))
     try:
         cache = ResponseCache(directory)
     except CacheCorruptError as exc:

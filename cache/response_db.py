@@ -1,13 +1,15 @@
 """The response cache's SQLite database, through diskcache: the bytes-only ``Disk``, the
-settings that keep paid data (no eviction), the file mode, read-only detection, and
-listing rows without decoding their keys (for stats, verify and prune).
+settings that keep paid data (no eviction), the file mode, read-only detection,
+listing rows without decoding their keys (for stats, verify and prune), and checking them.
 
-Only cache/response_cache.py opens the database; this module holds what it opens it with
-and how it reads every row.
+Only cache/response_cache.py opens the database to write it; this module holds what it
+opens it with, how it reads every row, and (:class:`ReadOnlyRows`) how a database in a
+folder that may not be written is read for a verify.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -22,8 +24,10 @@ from .protocols import CacheEntry
 
 __all__ = [
     "CACHE_SETTINGS",
+    "DATABASE_KEY",
     "NO_SIZE_LIMIT",
     "BytesOnlyDisk",
+    "ReadOnlyRows",
     "ScannedEntry",
     "create_private_db",
     "execute_many",
@@ -31,8 +35,13 @@ __all__ = [
     "key_rows",
     "query",
     "read_only_error",
+    "row_problems",
     "scan_entries",
 ]
+
+log = logging.getLogger(__name__)
+
+DATABASE_KEY: Final = "<database>"  # the "key" verify reports database-wide problems under
 
 # diskcache culls when the volume passes size_limit; with eviction "none" it never culls,
 # and the huge limit keeps that true even if someone re-enables a policy by accident.
@@ -122,7 +131,9 @@ class ScannedEntry(NamedTuple):
     deletable: bool = True  # False for rows whose key we refuse to decode
 
 
-def query(db: diskcache.Cache, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
+def query(
+    db: diskcache.Cache | ReadOnlyRows, statement: str, params: tuple[Any, ...] = ()
+) -> list[Any]:
     """Rows of one SQL statement on diskcache's own connection.
 
     diskcache has no public API for what this is used for: listing rows without
@@ -131,7 +142,7 @@ def query(db: diskcache.Cache, statement: str, params: tuple[Any, ...] = ()) -> 
     table ``Cache(rowid, key, raw, ...)``; pyproject pins diskcache's major version and
     tests/cache/test_diskcache_assumptions.py fails if either changes.
     """
-    return db._sql(statement, params).fetchall()  # type: ignore[no-any-return]
+    return db._sql(statement, params).fetchall()
 
 
 def execute_many(db: diskcache.Cache, statement: str, rows: list[tuple[Any, ...]]) -> None:
@@ -140,7 +151,7 @@ def execute_many(db: diskcache.Cache, statement: str, rows: list[tuple[Any, ...]
     db._con.executemany(statement, rows)
 
 
-def key_rows(db: diskcache.Cache, directory: Path) -> Iterator[tuple[int, Any, int]]:
+def key_rows(db: diskcache.Cache | ReadOnlyRows, directory: Path) -> Iterator[tuple[int, Any, int]]:
     """(rowid, stored key, raw flag) of every row, in pages, without decoding keys.
 
     CacheCorruptError when the database cannot be listed (a damaged page)."""
@@ -163,7 +174,7 @@ def key_rows(db: diskcache.Cache, directory: Path) -> Iterator[tuple[int, Any, i
         last = rows[-1][0]
 
 
-def scan_entries(db: diskcache.Cache, directory: Path) -> Iterator[ScannedEntry]:
+def scan_entries(db: diskcache.Cache | ReadOnlyRows, directory: Path) -> Iterator[ScannedEntry]:
     """Every entry, decoded where possible (``problem`` is "" for a sound entry)."""
     for rowid, key, raw in key_rows(db, directory):
         if not (raw and isinstance(key, str)):
@@ -189,8 +200,93 @@ def scan_entries(db: diskcache.Cache, directory: Path) -> Iterator[ScannedEntry]
         yield ScannedEntry(key, entry, header, "", len(data))
 
 
-def _has_row(db: diskcache.Cache, key: str) -> bool:
+def _has_row(db: diskcache.Cache | ReadOnlyRows, key: str) -> bool:
     try:
         return key in db
     except sqlite3.DatabaseError:
         return True  # its row exists but cannot be read: count it as a problem
+
+
+def row_problems(db: diskcache.Cache | ReadOnlyRows, directory: Path) -> list[tuple[str, str]]:
+    """(key, problem) for every entry that does not read back; ``DATABASE_KEY`` for damage
+    SQLite's ``quick_check`` finds, or a listing that breaks off."""
+    problems: list[tuple[str, str]] = []
+    try:
+        bad = [str(row[0]) for row in query(db, "PRAGMA quick_check") if row[0] != "ok"]
+        if bad:
+            problems.append((DATABASE_KEY, "; ".join(bad[:5])))
+    except sqlite3.DatabaseError as exc:
+        problems.append((DATABASE_KEY, f"integrity check failed: {exc}"))
+    try:
+        problems.extend(
+            (item.key, item.problem) for item in scan_entries(db, directory) if item.problem
+        )
+    except CacheCorruptError as exc:
+        problems.append((DATABASE_KEY, f"cannot list entries: {exc}"))
+    return problems
+
+
+def _connect(uri: str) -> sqlite3.Connection:
+    """A connection to ``uri`` that has read the schema; OperationalError when the file
+    cannot be opened so (a damaged file opens: reading it reports the damage)."""
+    con = sqlite3.connect(uri, uri=True, isolation_level=None)
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    except sqlite3.OperationalError:
+        con.close()
+        raise
+    except sqlite3.DatabaseError:
+        pass
+    return con
+
+
+class ReadOnlyRows:
+    """The rows of a ``cache.db`` in a folder this process may not write (a read-only
+    mount, ``chmod a-w``), for :func:`row_problems`: read as :func:`scan_entries` reads
+    diskcache's ``Cache``, which cannot open such a database (it writes its settings on
+    every open). Nothing is written. SQLite opens the file read-only, or ``immutable``
+    when the WAL index it needs (``cache.db-shm``) is missing and cannot be made: a
+    cleanly closed cache has none. :class:`CacheReadOnlyError` if neither opens it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._disk = BytesOnlyDisk(str(directory))
+        uri = (directory / "cache.db").absolute().as_uri()
+        try:
+            self._con = _connect(uri + "?mode=ro")
+        except sqlite3.OperationalError:
+            try:
+                self._con = _connect(uri + "?immutable=1")
+            except sqlite3.OperationalError as exc:
+                raise read_only_error(directory, exc) from exc
+            wal = directory / "cache.db-wal"
+            if wal.is_file() and wal.stat().st_size:
+                log.warning(
+                    "%s: the entries still in %s are not read (no cache.db-shm, and "
+                    "none can be made in a read-only folder)",
+                    directory,
+                    wal.name,
+                )
+
+    def _sql(self, statement: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        return self._con.execute(statement, params)
+
+    def get(self, key: str, default: Any = None, retry: bool = False) -> Any:
+        """The value stored under ``key``, as diskcache's ``Cache.get`` returns it (a
+        value file that cannot be read is a miss)."""
+        row = self._sql(
+            "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1", (key,)
+        ).fetchone()
+        if row is None:
+            return default
+        try:
+            return self._disk.fetch(row[0], row[1], row[2], False)
+        except OSError:
+            return default
+
+    def __contains__(self, key: str) -> bool:
+        row = self._sql("SELECT 1 FROM Cache WHERE key = ? AND raw = 1", (key,)).fetchone()
+        return row is not None
+
+    def close(self) -> None:
+        self._con.close()

@@ -9,7 +9,6 @@ views``), student prediction and decision.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -209,7 +208,7 @@ async def _prompts_refused(
 
 
 def run(args: argparse.Namespace) -> int:
-    from cache import ResponseCache, SpendLedger
+    from cache import ResponseCache, SpendLedger, atomic_write_csv
     from cache.layout import CacheDir
     from distill.data import scan
     from distill.labelfree.parity import parity_filter
@@ -327,27 +326,26 @@ def run(args: argparse.Namespace) -> int:
     path = args.out or (cdir.root / "pseudolabels.csv")
     path.parent.mkdir(parents=True, exist_ok=True)
     kept = set(result.kept)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "domain"])
-        for s, lb in zip(dataset.samples, labels, strict=True):
-            if s.id in kept:
-                w.writerow([str(s.path), names[lb.label], s.domain])
-    decisions = path.with_suffix(".decisions.csv")
-    with decisions.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(
-            ["id", "path", "answer", "label", "second", "views", "student", "decision"]
-        )
-        for i, s in enumerate(dataset.samples):
-            def name(c: int | None) -> str:
-                return "" if c is None else names[c]
+    # atomically: a crash or a full disk mid-write must not leave the first rows of a
+    # manifest, which `train` would read as a smaller data set without a word
+    atomic_write_csv(path, [
+        ["path", "label", "domain"],
+        *([str(s.path), names[lb.label], s.domain]
+          for s, lb in zip(dataset.samples, labels, strict=True) if s.id in kept),
+    ])  # fmt: skip
 
-            w.writerow([
-                s.id, str(s.path), labels[i].answer or "", name(first_l[i]), name(second_l[i]),
-                (second[i].answer or "") if args.check == "views" and second else "",
-                "" if student is None else name(student[i]), result.decision(s.id),
-            ])  # fmt: skip
+    def name(c: int | None) -> str:
+        return "" if c is None else names[c]
+
+    decisions = path.with_suffix(".decisions.csv")
+    atomic_write_csv(decisions, [
+        ["id", "path", "answer", "label", "second", "views", "student", "decision"],
+        *([
+            s.id, str(s.path), labels[i].answer or "", name(first_l[i]), name(second_l[i]),
+            (second[i].answer or "") if args.check == "views" and second else "",
+            "" if student is None else name(student[i]), result.decision(s.id),
+        ] for i, s in enumerate(dataset.samples)),
+    ])  # fmt: skip
     check = f"{args.check} x{n_views}" if args.check == "views" else args.check
     t = Table(title=f"pseudolabel ({args.route}, check {check})", show_header=False)
     for k, v in result.counts.items():

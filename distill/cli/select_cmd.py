@@ -13,7 +13,6 @@ When the budget covers everything, this is the ordinary harvest.
 from __future__ import annotations
 
 import argparse
-import csv
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,18 +82,21 @@ def _full_cost(client: TeacherClient, dataset: Dataset, prompt: str) -> Decimal:
 
 
 def write_manifest(path: Path, dataset: Dataset, ids: list[str]) -> Path:
-    """CSV ``path,label,domain`` of the bought images (absolute paths) + a class file."""
+    """CSV ``path,label,domain`` of the bought images (absolute paths) + a class file,
+    each written atomically (a crash mid-write leaves the old file, never its first rows)."""
+    from cache import atomic_write, atomic_write_csv
+
     by_id = {s.id: s for s in dataset.samples}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "domain"])
-        for i in ids:
-            s = by_id[i]
-            label = "" if s.label is None else dataset.class_names[s.label]
-            w.writerow([str(s.path), label, s.domain])
+
+    def row(i: str) -> list[str]:
+        s = by_id[i]
+        label = "" if s.label is None else dataset.class_names[s.label]
+        return [str(s.path), label, s.domain]
+
+    atomic_write_csv(path, [["path", "label", "domain"], *map(row, ids)])
     classes = path.with_suffix(".classes.txt")
-    classes.write_text("\n".join(dataset.class_names) + "\n", "utf-8")
+    atomic_write(classes, "\n".join(dataset.class_names) + "\n")
     return classes
 
 

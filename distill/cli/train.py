@@ -111,8 +111,26 @@ def interrupted_message(out: Path, by: str = "") -> str:
     )
 
 
+def check_run_folder(out: Path, *, resume: bool) -> None:
+    """Refuse an existing ``--out`` no file can be made in (``chmod -R a-w``, a read-only
+    mount) before the data and the model are loaded, not at the first file the run writes
+    (a missing one is checked by ``check_new_folder``, as for every command)."""
+    from . import cannot_write_in
+
+    why = cannot_write_in(out) if out.is_dir() else None
+    if why is None:
+        return
+    fix = "copy the run into a writable folder and --resume there"
+    if not resume:
+        fix = "give another --out"
+    raise ConfigurationError(
+        f"cannot write into the run folder {out} ({why}): make it writable, or {fix}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)  # before torch is imported: a usage error is instant
+    check_run_folder(Path(config.out), resume=config.resume)
 
     from distill.train.student import check_student_name, check_weights_file
     from distill.train.trainer import train

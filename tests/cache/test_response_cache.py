@@ -248,6 +248,35 @@ def test_sound_cache_verifies_clean(tmp_path: Path) -> None:
     assert verify_cache(tmp_path / "c") == []
 
 
+def test_the_read_only_reader_finds_what_verify_finds_and_changes_no_file(
+    tmp_path: Path,
+) -> None:
+    """How `verify_cache` reads a cache in a folder it may not write (a read-only mount,
+    ``chmod -R a-w``; through the CLI: tests/reliability/test_untrusted_inputs.py)."""
+    from contextlib import closing
+
+    from cache.response_db import ReadOnlyRows, row_problems
+
+    directory = tmp_path / "c"
+    with ResponseCache(directory, spill=False) as cache:
+        cache.set_many([(f"k{i}", _entry(i)) for i in range(20)])
+        cache.set_many([("big", CacheEntry(text="y" * 50_000, meta={"kind": "answer"}))])
+    for path in directory.rglob("*.val"):
+        path.unlink()  # the big value's file: a lost value
+    with closing(sqlite3.connect(directory / "cache.db")) as con:
+        (value,) = con.execute("SELECT value FROM Cache WHERE key = 'k3'").fetchone()
+        con.execute("UPDATE Cache SET value = ? WHERE key = 'k3'", (value[:-4] + b"\0\0\0\0",))
+        con.commit()
+    files = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in directory.rglob("*")}
+    with closing(ReadOnlyRows(directory)) as rows:
+        found = row_problems(rows, directory)
+    # (in a folder it may write, SQLite makes its WAL index: a read-only one has none)
+    assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in files} == files
+    assert sorted(key for key, _ in found) == ["big", "k3"]
+    with ResponseCache(directory, spill=False) as cache:
+        assert found == cache.verify()
+
+
 def test_stats_and_prune(tmp_path: Path) -> None:
     with ResponseCache(tmp_path / "c") as cache:
         cache.set_many([(f"k{i}", _entry(i)) for i in range(6)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import shutil
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,80 @@ def test_pseudolabel_reruns_share_one_budget(
         # a rerun may use what the last one left of the cap, never the cap again
         assert Decimal(bill["usd"]) <= Decimal(cap), run
         assert bill["requests"] > 0  # the cap buys some answers
+
+
+# -- a disk that fills (or a crash) while the manifest is written ---------------------------
+
+
+def _disk_fills_after(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
+    """Every CSV writer made from now on fails with a full disk after ``rows`` rows."""
+    real = csv.writer
+
+    class Writer:
+        def __init__(self, f: Any, *args: Any, **kwargs: Any) -> None:
+            self.inner, self.n = real(f, *args, **kwargs), 0
+
+        def writerow(self, row: Any) -> Any:
+            if self.n >= rows:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.n += 1
+            return self.inner.writerow(row)
+
+        def writerows(self, many: Any) -> None:
+            for row in many:
+                self.writerow(row)
+
+    monkeypatch.setattr(csv, "writer", Writer)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_manifest_write_that_fails_midway_leaves_the_old_file_or_none(
+    hash_teacher: LocalTeacher,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """labels.csv was written row by row in place: a full disk (or a crash) mid-write left
+    its first rows, which `train` then read as a smaller data set without a word."""
+    folder, classes = unlabelled
+    out = tmp_path / "run" / "labels.csv"
+    cache = tmp_path / "cache"
+    flags = ("--check", "none", "--out", str(out))
+    assert pseudolabel(hash_teacher, folder, classes, cache, *flags) == 0
+    assert len(read(out)) == 12
+    before = _files(out.parent)
+    _disk_fills_after(monkeypatch, 3)
+    capsys.readouterr()
+    assert pseudolabel(hash_teacher, folder, classes, cache, *flags) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert _files(out.parent) == before  # the old manifest and decisions, no temporary file
+
+    # a first write that fails leaves no manifest at all
+    fresh = tmp_path / "fresh" / "labels.csv"
+    assert pseudolabel(hash_teacher, folder, classes, cache, *flags[:2], "--out", str(fresh)) == 1
+    assert _files(fresh.parent) == {}
+
+
+def test_the_manifest_of_selected_images_is_written_whole_or_not_at_all(
+    digits_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`harvest --select`'s manifest of the bought images had the same flaw."""
+    from distill.cli.select_cmd import write_manifest
+
+    ds = scan(digits_data)
+    ids = [s.id for s in ds.samples[:10]]
+    path = tmp_path / "select" / "bought.csv"
+    write_manifest(path, ds, ids)
+    before = _files(path.parent)
+    _disk_fills_after(monkeypatch, 3)
+    with pytest.raises(OSError, match="No space left"):
+        write_manifest(path, ds, ids[::-1])
+    assert _files(path.parent) == before
 
 
 # -- --check views: the teacher's zero-shot label of augmented views must agree ------------

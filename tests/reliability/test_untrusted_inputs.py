@@ -302,12 +302,13 @@ def test_read_only_cache_is_not_called_corrupt(
     view.mkdir()
     assert main(harvest_argv(hash_teacher.url, data, cache)) == 0
 
+    # verified without writing (it was "cache database ... is read-only ...: make the
+    # folder writable", exit 1: an archived cache could not be checked where it lies)
     verify = _in_read_only_view(cache, view, ["cache", "verify", "--cache", str(view)])
     text = verify.stdout + verify.stderr
-    assert verify.returncode == 1, text
-    assert "read-only" in text and "not corrupt" in text
-    assert "move it aside" not in text and "corrupt <database>" not in text
-    assert "Traceback" not in text
+    assert verify.returncode == 0, text
+    assert "every entry reads back" in text
+    assert "corrupt" not in text and "Traceback" not in text
 
     report = _in_read_only_view(cache, view, ["report", str(view)])
     assert report.returncode == 0, report.stderr
@@ -319,6 +320,31 @@ def test_read_only_cache_is_not_called_corrupt(
 
     # the cache itself was healthy all along
     assert main(["cache", "verify", "--cache", str(cache)]) == 0
+
+    # a garbled entry is found read-only as it is read-write
+    key = _garble_one_entry(cache / "responses" / "cache.db")
+    view2 = tmp_path / "view2"
+    view2.mkdir()
+    verify = _in_read_only_view(cache, view2, ["cache", "verify", "--cache", str(view2)])
+    text = verify.stdout + verify.stderr
+    assert verify.returncode == 1, text
+    assert f"corrupt {key}" in verify.stdout and "1 problems found" in verify.stdout
+    assert "read-only" not in text and "Traceback" not in text
+
+
+def _garble_one_entry(db: Path) -> str:
+    """Flip bytes inside one stored value (its checksum no longer matches); its key."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(db)) as con:
+        key, value = con.execute(
+            "SELECT key, value FROM Cache WHERE value IS NOT NULL ORDER BY rowid LIMIT 1"
+        ).fetchone()
+        garbled = value[:-8] + bytes(b ^ 0xFF for b in value[-8:])
+        con.execute("UPDATE Cache SET value = ? WHERE key = ?", (garbled, key))
+        con.commit()
+    return str(key)
 
 
 def test_corrupt_cache_is_still_called_corrupt(

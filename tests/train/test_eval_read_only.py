@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,21 +17,7 @@ from distill.train.config import TrainConfig
 from distill.train.trainer import train
 
 from .conftest import TEACHER
-
-ROOT = Path(__file__).resolve().parents[2]
-
-# A CLI `eval` in a child process that says on stderr when the evaluation starts.
-_EVAL = """\
-import sys
-import distill.train.evaluate as e
-real = e.evaluate_run
-def evaluate_run(*a, **k):
-    print("EVALUATING", file=sys.stderr)
-    return real(*a, **k)
-e.evaluate_run = evaluate_run
-from distill.cli import main
-sys.exit(main({argv!r}))
-"""
+from .read_only_view import run_read_only
 
 
 @pytest.fixture(scope="module")
@@ -48,31 +31,10 @@ def run_folder(tiny_data: Path, tiny_cache: Path, tmp_path_factory: pytest.TempP
 
 
 def _read_only_eval(run: Path, view: Path, argv: list[str]) -> subprocess.CompletedProcess[str]:
-    """``eval`` run on ``run`` seen read-only at ``view``: through ``chmod -R a-w`` for a
-    user, through a read-only bind mount in a private mount namespace for root (file modes
-    do not stop root)."""
-    code = _EVAL.format(argv=argv)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    if os.geteuid() != 0:
-        shutil.copytree(run, view)
-        subprocess.run(["chmod", "-R", "a-w", str(view)], check=True)
-        try:
-            return subprocess.run([sys.executable, "-c", code], capture_output=True,
-                                  text=True, timeout=120, cwd=ROOT, env=env)  # fmt: skip
-        finally:
-            subprocess.run(["chmod", "-R", "u+w", str(view)], check=True)
-    if shutil.which("unshare") is None:
-        pytest.skip("as root, needs unshare + mount to make a read-only view of a run folder")
-    view.mkdir()
-    script = 'mount --bind "$1" "$2" && mount -o remount,ro,bind "$2" && shift 2 && exec "$@"'
-    done = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-         str(run), str(view), sys.executable, "-c", code],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
-    )  # fmt: skip
-    if "EVALUATING" not in done.stderr and "mount" in done.stderr:
-        pytest.skip(f"cannot make a read-only bind mount here: {done.stderr.strip()}")
-    return done
+    """``eval`` run on ``run`` seen read-only at ``view``; "EVALUATING" on stderr once the
+    evaluation starts."""
+    spy = "distill.train.evaluate.evaluate_run"
+    return run_read_only(run, view, argv, spy=spy, marker="EVALUATING")
 
 
 def test_eval_into_a_read_only_run_folder_is_refused_before_evaluating(
