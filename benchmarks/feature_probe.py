@@ -108,11 +108,11 @@ def centroid_accuracy(src: np.ndarray, src_y: np.ndarray, x: np.ndarray, y: np.n
 
 
 def measure(student: Any, info: dict[str, Any], data: Any, store: Any) -> dict[str, Any]:
-    from distill.data import split_holdout
+    from distill.data import split_sources
 
     target = [s for s in data.samples if s.domain in info["test_domains"]]
-    source = [s for s in data.samples if s.domain in info["train_domains"]]
-    _, held = split_holdout(source, fraction=info["holdout_fraction"],
+    _, held = split_sources(data.samples, info["train_domains"],
+                            fraction=info["holdout_fraction"],
                             seed=info.get("split_seed", info["seed"]))
     y = np.array([s.label for s in target])
     sy = np.array([s.label for s in held])

@@ -1,9 +1,9 @@
 """``vlm-distill pseudolabel``: label unlabelled images with the teacher, parity-filtered.
 
-Writes two files: ``--out`` (a CSV manifest ``path,label,domain`` of the images kept by the
-parity filter, ready for ``harvest``/``train``), and beside it ``*.decisions.csv`` with
-every image's raw answer, parsed label, second opinion, the view labels (``--check
-views``), student prediction and decision.
+Writes ``--out`` (a CSV manifest ``path,label,domain`` of the images kept by the parity
+filter, ready for ``harvest``/``train``; ``*.dataset.json`` beside it keeps the data's
+``hflip``), and beside it ``*.decisions.csv`` with every image's raw answer, parsed label,
+second opinion, the view labels (``--check views``), student prediction and decision.
 """
 
 from __future__ import annotations
@@ -211,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
     from cache import ResponseCache, SpendLedger, atomic_write_csv
     from cache.layout import CacheDir
     from distill.data import scan
+    from distill.data.manifest_file import write_manifest_rows
     from distill.labelfree.parity import parity_filter
     from distill.labelfree.pseudolabel import answer_labels, check_choices, embedding_labels
     from distill.labelfree.view_check import DEFAULT_VIEWS, view_check_labels
@@ -324,15 +325,13 @@ def run(args: argparse.Namespace) -> int:
     ]
     result = parity_filter(ids, first_l, second_l, student, unchecked=not_checked)
     path = args.out or (cdir.root / "pseudolabels.csv")
-    path.parent.mkdir(parents=True, exist_ok=True)
     kept = set(result.kept)
-    # atomically: a crash or a full disk mid-write must not leave the first rows of a
-    # manifest, which `train` would read as a smaller data set without a word
-    atomic_write_csv(path, [
-        ["path", "label", "domain"],
-        *([str(s.path), names[lb.label], s.domain]
-          for s, lb in zip(dataset.samples, labels, strict=True) if s.id in kept),
-    ])  # fmt: skip
+    write_manifest_rows(  # with the data's hflip: harvest and train of it flip as it says
+        path,
+        ((str(s.path), names[lb.label], s.domain)
+         for s, lb in zip(dataset.samples, labels, strict=True) if s.id in kept),
+        hflip=dataset.hflip,
+    )  # fmt: skip
 
     def name(c: int | None) -> str:
         return "" if c is None else names[c]

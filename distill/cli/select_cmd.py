@@ -82,19 +82,19 @@ def _full_cost(client: TeacherClient, dataset: Dataset, prompt: str) -> Decimal:
 
 
 def write_manifest(path: Path, dataset: Dataset, ids: list[str]) -> Path:
-    """CSV ``path,label,domain`` of the bought images (absolute paths) + a class file,
-    each written atomically (a crash mid-write leaves the old file, never its first rows)."""
-    from cache import atomic_write, atomic_write_csv
+    """CSV ``path,label,domain`` of the bought images (absolute paths, the dataset's hflip
+    beside it) + a class file, each written atomically (a crash mid-write leaves the old
+    file, never its first rows)."""
+    from cache import atomic_write
+    from distill.data.manifest_file import write_manifest_rows
 
     by_id = {s.id: s for s in dataset.samples}
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def row(i: str) -> list[str]:
-        s = by_id[i]
-        label = "" if s.label is None else dataset.class_names[s.label]
-        return [str(s.path), label, s.domain]
-
-    atomic_write_csv(path, [["path", "label", "domain"], *map(row, ids)])
+    names = dataset.class_names
+    rows = (
+        (str(s.path), "" if s.label is None else names[s.label], s.domain)
+        for s in (by_id[i] for i in ids)
+    )
+    write_manifest_rows(path, rows, hflip=dataset.hflip)
     classes = path.with_suffix(".classes.txt")
     atomic_write(classes, "\n".join(dataset.class_names) + "\n")
     return classes

@@ -20,7 +20,7 @@ from .dataset import (
 )
 from .images import MAX_PIXELS, check_image, sniff_image
 from .scan import scan
-from .splits import split_holdout
+from .splits import split_holdout, split_sources
 
 __all__ = [
     "DEFAULT_DOMAIN",
@@ -38,4 +38,5 @@ __all__ = [
     "scan",
     "sniff_image",
     "split_holdout",
+    "split_sources",
 ]

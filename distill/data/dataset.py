@@ -33,12 +33,23 @@ __all__ = [
     "display",
     "finish_dataset",
     "read_class_file",
+    "read_hflip",
 ]
 
 DEFAULT_DOMAIN = "all"
 DEFAULT_TEMPLATE = "a photo of a {}"
-# Optional dataset description written by our dataset builders, e.g. {"hflip": false}.
+# Optional dataset description written by our dataset builders, e.g. {"hflip": false}
+# (and, for a manifest, NAME.dataset.json beside NAME.csv: distill.data.manifest_file).
 META_FILE = "dataset.json"
+
+
+def read_hflip(meta_file: Path) -> bool:
+    """The hflip flag of a dataset description (True when absent or unreadable)."""
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return not (isinstance(meta, dict) and meta.get("hflip") is False)
 
 
 class DataError(InputError):
@@ -67,7 +78,8 @@ class Dataset:
     domains: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
     # False when the dataset says a mirror image changes the class (digits) or the domain
-    # (rotations); views then never flip. Read from DATA/dataset.json.
+    # (rotations); views then never flip. Read from DATA/dataset.json, or for a manifest
+    # from the NAME.dataset.json our manifest writers put beside it.
     hflip: bool = True
 
     def __len__(self) -> int:

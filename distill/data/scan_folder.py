@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from .dataset import (
     SamplesBuilder,
     display,
     finish_dataset,
+    read_hflip,
 )
 from .images import check_image
 
@@ -106,15 +106,6 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def _read_meta(root: Path) -> bool:
-    """The dataset's hflip flag from DATA/dataset.json (True when absent or unreadable)."""
-    try:
-        meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return True
-    return not (isinstance(meta, dict) and meta.get("hflip") is False)
-
-
 def scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bool) -> Dataset:
     """The dataset of the folder ``root`` (see :func:`distill.data.scan` for the layouts)."""
     sc = _Scan(root, decode)
@@ -200,4 +191,5 @@ def scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bo
             if sc.image(parts):
                 samples.add(sc.rel(parts), label, domain)
 
-    return finish_dataset(root, layout, samples, class_names, domains, sc.skipped, _read_meta(root))
+    hflip = read_hflip(root / META_FILE)
+    return finish_dataset(root, layout, samples, class_names, domains, sc.skipped, hflip)

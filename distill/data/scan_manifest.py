@@ -1,5 +1,6 @@
 """Scanning a CSV manifest (``path,label,domain``): the "manifest" layout of
-:func:`distill.data.scan`.
+:func:`distill.data.scan`; ``NAME.dataset.json`` beside ``NAME.csv`` is its description
+(:mod:`distill.data.manifest_file`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,17 @@ from pathlib import Path
 
 from vlmclient.errors import ConfigurationError
 
-from .dataset import DEFAULT_DOMAIN, DataError, Dataset, SamplesBuilder, display, finish_dataset
+from .dataset import (
+    DEFAULT_DOMAIN,
+    DataError,
+    Dataset,
+    SamplesBuilder,
+    display,
+    finish_dataset,
+    read_hflip,
+)
 from .images import check_image, sniff_image
+from .manifest_file import manifest_meta
 
 __all__ = ["scan_manifest"]
 
@@ -111,4 +121,5 @@ def scan_manifest(
             continue
         domains.add(domain)
         samples.add(rel, None if label is None else index[label], domain)
-    return finish_dataset(path, "manifest", samples, class_names, sorted(domains), skipped, True)
+    hflip = read_hflip(manifest_meta(path))  # written by our manifest writers
+    return finish_dataset(path, "manifest", samples, class_names, sorted(domains), skipped, hflip)

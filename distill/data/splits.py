@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from .dataset import Sample
 
-__all__ = ["split_holdout"]
+__all__ = ["split_holdout", "split_sources"]
 
 
 def split_holdout(
@@ -42,3 +42,14 @@ def split_holdout(
     holdout = tuple(s for s in items if (s.domain, s.id) in held)
     return train, holdout
 
+
+def split_sources(
+    samples: Iterable[Sample], sources: Collection[str], *, fraction: float, seed: int
+) -> tuple[tuple[Sample, ...], tuple[Sample, ...]]:
+    """A run's ``(train, ID hold-out)``: the labelled samples of its source domains, split
+    by :func:`split_holdout`. Unlabelled samples are dropped before the split, so they do
+    not move it. The trainer and ``eval`` on the training data both take their hold-out
+    from here: they score the same images.
+    """
+    src = [s for s in samples if s.label is not None and s.domain in sources]
+    return split_holdout(src, fraction=fraction, seed=seed)

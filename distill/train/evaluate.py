@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distill.data import DataError, Dataset, Sample, scan, split_holdout
+from distill.data import DataError, Dataset, Sample, scan, split_sources
 from distill.data.loaders import PixelCache, eval_loader
 from distill.train.losses import teacher_logits
 from distill.train.student import Student, build_student
@@ -246,17 +246,13 @@ def evaluate_run(
                 f"the run was distilled from {info['teacher']!r}: pass that teacher's store"
             )
     train_domains = set(info["train_domains"])
-    id_samples: list[Sample] = []
-    ood_samples: list[Sample] = []
-    for d in ds.domains:
-        part: Sequence[Sample] = ds.in_domains([d]).samples
-        if d in train_domains:
-            if same:
-                seed = info.get("split_seed", info["seed"])
-                _, part = split_holdout(part, fraction=info["holdout_fraction"], seed=seed)
-            id_samples.extend(part)
-        else:
-            ood_samples.extend(part)
+    id_samples: Sequence[Sample] = [s for s in ds.samples if s.domain in train_domains]
+    ood_samples = [s for s in ds.samples if s.domain not in train_domains]
+    if same:  # the training data: its hold-out alone, taken as the trainer took it
+        seed = info.get("split_seed", info["seed"])
+        _, id_samples = split_sources(
+            ds.samples, train_domains, fraction=info["holdout_fraction"], seed=seed
+        )
     kw: dict[str, Any] = {
         "image_size": info["image_size"], "mean": info["mean"], "std": info["std"],
         "batch_size": batch_size, "channels_last": info.get("channels_last", False),

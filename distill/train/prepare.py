@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.data import DataError, Dataset, Sample, scan, split_holdout
+from distill.data import DataError, Dataset, Sample, scan, split_sources
 from distill.train.config import TrainConfig
 from distill.train.evaluate import to_input
 from distill.train.student import (
@@ -83,8 +83,9 @@ def split_data(config: TrainConfig) -> DataSplit:
     if not labelled:
         raise DataError(f"{config.data}: no labelled images; the trainer needs class labels")
     train_domains, test_domains = resolve_domains(ds, config)
-    src = [s for s in labelled if s.domain in train_domains]
-    train, holdout = split_holdout(src, fraction=config.holdout_fraction, seed=config.split_seed)
+    train, holdout = split_sources(
+        labelled, train_domains, fraction=config.holdout_fraction, seed=config.split_seed
+    )
     empty = sorted(set(train_domains) - {s.domain for s in train})
     if empty:
         # every step draws a batch from each source domain: found here, before anything

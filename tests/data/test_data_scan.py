@@ -368,6 +368,31 @@ def test_dataset_meta_turns_flips_off(tmp_path, write_image):
     assert ds.skipped == ()  # the metadata file is not reported as a stray file
 
 
+def test_a_manifest_written_from_a_no_flip_dataset_keeps_flips_off(tmp_path, write_image):
+    """A manifest never carried dataset.json's ``hflip: false`` (until 2026-12-06): the
+    views of the bundled digits harvested or trained through the manifest `harvest
+    --select` or `pseudolabel` wrote were mirrored, which changes a digit's class."""
+    from distill.cli.select_cmd import write_manifest
+    from distill.data.digits import make_digits
+
+    digits = scan(make_digits(tmp_path / "digits", size=8, per_class=1))
+    assert digits.hflip is False
+    manifest = tmp_path / "out" / "bought.csv"
+    ids = [s.id for s in digits.samples[:5]]
+    classes = write_manifest(manifest, digits, ids)
+    bought = scan(manifest, class_file=classes, allow_outside_paths=True)
+    assert {s.path for s in bought.samples} == {s.path for s in digits.samples[:5]}
+    assert bought.hflip is False
+    # written again from data that allows flips: the earlier description does not linger
+    write_image(tmp_path / "shapes" / "c" / "1.png")
+    shapes = scan(tmp_path / "shapes")
+    write_manifest(manifest, shapes, [s.id for s in shapes.samples])
+    assert scan(manifest, allow_outside_paths=True).hflip is True
+    # a manifest written by hand, with nothing beside it, allows flips as before
+    (tmp_path / "shapes" / "hand.csv").write_text("path,label,domain\nc/1.png,c,all\n")
+    assert scan(tmp_path / "shapes" / "hand.csv").hflip is True
+
+
 def test_class_prompts():
     assert class_prompts(["golden_retriever", "cat"]) == [
         "a photo of a golden retriever",

@@ -77,6 +77,21 @@ def test_pseudolabel_writes_a_manifest_of_kept_images(
     assert hash_teacher.billing()["requests"] == bill["requests"]
 
 
+def test_the_manifest_keeps_the_datas_no_flip_setting(
+    hash_teacher: LocalTeacher, unlabelled: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The manifest "ready for harvest/train" allowed flips whatever the data's
+    dataset.json said (until 2026-12-06): digits were mirrored in harvest and training."""
+    folder, classes = unlabelled
+    (folder / "dataset.json").write_text('{"hflip": false}')
+    assert scan(folder, class_file=classes).hflip is False
+    out = tmp_path / "labels.csv"
+    flags = ("--check", "none", "--out", str(out))
+    assert pseudolabel(hash_teacher, folder, classes, tmp_path / "cache", *flags) == 0
+    labelled = scan(out, class_file=classes, allow_outside_paths=True)
+    assert len(labelled.samples) == 12 and labelled.hflip is False
+
+
 def test_pseudolabel_budget_stop_and_bad_flags(
     hash_teacher: LocalTeacher,
     unlabelled: tuple[Path, Path],

@@ -49,7 +49,10 @@ def test_select_rounds_stay_in_budget_and_resume(
     # Stopped after two requests (the prompts and round 1): the budget error ends the run.
     code = harvest(hash_teacher, digits_data, cache, "--select", strategy, "--max-requests", "2")
     assert code == 3
-    [state_file] = (cache / "select").glob("*.json")
+    # the state file (NAME.dataset.json beside NAME.csv is the manifest's description)
+    [state_file] = [
+        p for p in (cache / "select").glob("*.json") if not p.name.endswith(".dataset.json")
+    ]
     state = json.loads(state_file.read_text())
     assert state["rounds_done"] == 1 and len(state["picked"]) == 2  # round 2 picked, not bought
     first = hash_teacher.billing()
@@ -80,6 +83,7 @@ def test_select_rounds_stay_in_budget_and_resume(
     classes = manifest.with_suffix(".classes.txt")
     subset = scan(manifest, class_file=classes, allow_outside_paths=True)  # absolute paths
     assert len(subset.samples) == len(picked)
+    assert subset.hflip is False  # as the digits' dataset.json says (True until 2026-12-06)
     assert any((cache / "stores").iterdir())
 
 

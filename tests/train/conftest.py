@@ -50,8 +50,9 @@ def make_store(data: Path, cache: Path, *, teacher: str = TEACHER, views: int = 
     rng = np.random.default_rng(0)
     text = rng.standard_normal((len(CLASSES), DIM)).astype(np.float32)
     ids = [s.id for s in ds.samples]
-    vecs = np.stack([
-        text[s.label] + 0.5 * rng.standard_normal((views, DIM)) for s in ds.samples
+    vecs = np.stack([  # an unlabelled image (a manifest's empty label): noise alone
+        (0 if s.label is None else text[s.label]) + 0.5 * rng.standard_normal((views, DIM))
+        for s in ds.samples
     ]).astype(np.float32)
     path = cache / "stores" / slug
     EmbeddingStore.write(

@@ -292,6 +292,46 @@ def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
     assert (out / "metrics.json").read_bytes() == before
 
 
+def test_eval_on_a_training_manifest_with_unlabelled_rows_scores_training_s_hold_out(
+    tiny_data, tmp_path, capsys
+):
+    """With unlabelled rows in a source domain, `eval RUN DATA` split the hold-out before
+    dropping them and the trainer after: eval's "ID" was other images (some the student
+    trained on), while ``same_dataset: true`` hid the note saying so (until 2026-12-06)."""
+    import shutil
+
+    from .conftest import CLASSES
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    shapes = scan(tiny_data)
+    rows = ["path,label,domain"]
+    rows += [f"{s.id},{CLASSES[s.label]},{s.domain}" for s in shapes.samples]  # type: ignore[index]
+    (data / "blank").mkdir()
+    for i, s in enumerate(shapes.in_domains(["dom1"]).samples[:6]):  # other files, no labels
+        shutil.copy(s.path, data / "blank" / f"{i:02d}.png")
+        rows.append(f"blank/{i:02d}.png,,dom1")
+    manifest = data / "m.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    cache = tmp_path / "cache"
+    make_store(manifest, cache)
+    out = tmp_path / "run"
+    rc = main(["train", str(manifest), "--cache", str(cache), "--teacher", TEACHER,
+               "--student", STUDENT, "--no-pretrained", "--method", "erm", "--out", str(out),
+               "--test-domains", "dom3", "--steps", "1", "--image-size", "32",
+               "--batch-per-domain", "2", "--threads", "1"])
+    assert rc == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), str(manifest), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert res["same_dataset"] is True
+    assert {d: r["n"] for d, r in res["id"].items()} == {
+        d: r["n"] for d, r in metrics["id"].items()
+    } == {"dom1": round(18 * 0.2), "dom2": round(18 * 0.2)}
+    assert res["mean_id"] == pytest.approx(metrics["mean_id"])
+
+
 def test_cli_usage_errors(tiny_data, tiny_cache, tmp_path, capsys):
     rc = main(["train", str(tiny_data), "--teacher", TEACHER, "--out", str(tmp_path / "x")])
     assert rc == 2 and "--cache" in capsys.readouterr().err
