@@ -37,5 +37,6 @@ def write_manifest_rows(path: Path, rows: Iterable[tuple[str, str, str]], *, hfl
     path.parent.mkdir(parents=True, exist_ok=True)
     # each atomically: a crash or a full disk mid-write leaves the old file (or none),
     # never the first rows of a manifest that `train` would read as a smaller data set
-    atomic_write(manifest_meta(path), json.dumps({"hflip": hflip}) + "\n")
+    # (the rows first: a write that fails leaves no description of a manifest not written)
     atomic_write_csv(path, [("path", "label", "domain"), *rows])
+    atomic_write(manifest_meta(path), json.dumps({"hflip": hflip}) + "\n")
