@@ -52,7 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--prompt", default="a photo of a {}", help="class prompt template (default: %(default)r)"
     )
     p.add_argument(
-        "--class-file", type=path_arg, help="class names, one per line (fixes their order)"
+        "--class-file", type=path_arg,
+        help="class names, one per line (fixes them and their order: give train the same "
+        "--class-file)",
     )
     p.add_argument(
         "--views",
@@ -301,11 +303,14 @@ def _summary(
     if result.store_path:
         out.print(f"embedding store: {shown(str(result.store_path))}")
     elif not result.texts_total and result.images_total:
-        # Unlabelled data: the images are cached, but `train` needs the class prompts too.
+        # Unlabelled data: `train` needs labels, which only `pseudolabel` gives it (a
+        # --class-file here buys the prompts, but the images still have no labels).
         out.print(
-            "[yellow]no embedding store written[/]: this data names no classes, and "
-            "`vlm-distill train` needs the teacher's embeddings of the class prompts. The "
-            "image embeddings are cached: run again with --class-file FILE (one class name "
-            "per line) and only the prompts are bought."
+            "[yellow]no embedding store written[/]: this data has no labels, and `vlm-distill "
+            "train` trains on labelled images only. The image embeddings are cached: label "
+            "the images with `vlm-distill pseudolabel DATA --class-file FILE` (one class name "
+            "per line; it writes a manifest of the labels it keeps), then harvest that "
+            "manifest with the same --class-file and --allow-outside-paths (the images bought "
+            "here are not bought again) and train on it with the same --class-file."
         )
     return EXIT_OK

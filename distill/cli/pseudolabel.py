@@ -145,7 +145,9 @@ def _load_student_run(run: Path, class_names: tuple[str, ...]) -> tuple[Any, dic
         raise ConfigurationError(f"--student-run {run}: its {RUN_FILE} lists no class names")
     if tuple(info["class_names"]) != tuple(class_names):
         raise ConfigurationError(
-            f"--student-run {run} was trained on other classes: {info['class_names'][:5]}"
+            f"--student-run {run} was trained on other classes: {info['class_names'][:5]}, "
+            f"--class-file lists {list(class_names)[:5]} (train it with `vlm-distill train "
+            "... --class-file` and this file: the classes and their order)"
         )
     missing = [k for k in ("student", "method", "image_size", "mean", "std") if k not in info]
     if missing:

@@ -6,13 +6,15 @@ coverage of its probability space), ``--rounds`` times. ``--budget`` means what 
 everywhere: the cap on what this cache's ledger records for the teacher (so resumes
 never spend it again); ``--run-budget`` caps one run. The state file in the cache folder
 remembers which images each round picked. At the end the bought subset is written as a CSV
-manifest with its own embedding store, ready for ``vlm-distill train MANIFEST --cache DIR``.
+manifest with its own embedding store and the class list it was harvested with, ready for
+``vlm-distill train MANIFEST --class-file MANIFEST.classes.txt --cache DIR`` (printed).
 When the budget covers everything, this is the ordinary harvest.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -215,6 +217,15 @@ def run_select(args: argparse.Namespace) -> int | None:
     if store is not None:
         t.add_row("embedding store", escape(str(store)))
     out.print(t)
+    if manifest is not None and store is not None:
+        # the class file keeps the classes no bought image has: without it train reads
+        # only the labels present, and finds no store for them
+        cmd = shlex.join([
+            "vlm-distill", "train", str(manifest),
+            "--class-file", str(manifest.with_suffix(".classes.txt")),
+            "--cache", str(args.cache), "--teacher", args.teacher,
+        ])  # fmt: skip
+        out.print(f"train on them: {escape(cmd)} --out RUN", soft_wrap=True)
     if not_noted is not None:
         out.print(f"[yellow]could not note this run in {escape(str(cdir.root))}:[/] "
                   f"{escape(not_noted)}")  # fmt: skip

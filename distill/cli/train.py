@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 HELP = "train a student from cached teacher outputs"
 # the TrainConfig fields that name a file or folder
-PATH_FIELDS = ("data", "out", "cache", "store", "student_weights", "weights_dir")
+PATH_FIELDS = ("data", "out", "cache", "store", "class_file", "student_weights", "weights_dir")
 
 
 def train_flags() -> ModelFlags:

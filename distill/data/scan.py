@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from .dataset import (
@@ -60,6 +61,7 @@ def scan(
     data: str | os.PathLike[str],
     *,
     class_file: str | os.PathLike[str] | None = None,
+    classes: Sequence[str] | None = None,
     decode: bool = False,
     allow_outside_paths: bool = False,
 ) -> Dataset:
@@ -73,8 +75,9 @@ def scan(
 
     Classes are the class folders (or manifest labels) sorted by name, unless ``class_file``
     (one name per line) fixes the list and its order; labelled images whose class is not in
-    it are skipped. Hidden files and folders are ignored; a vlm-distill cache or run folder
-    inside the data is skipped with a reason; ``DATA/dataset.json`` is read as
+    it are skipped; ``classes`` gives such a list itself (as a run or a store records
+    it). Hidden files and folders are ignored; a vlm-distill cache or run folder inside
+    the data is skipped with a reason; ``DATA/dataset.json`` is read as
     metadata (``{"hflip": false}``). Unusable files are skipped with a reason, never fatal.
     ``decode=True`` also decodes every image (slow; catches corrupt pixel data). A
     manifest may only name files under its own folder unless ``allow_outside_paths``.
@@ -88,7 +91,11 @@ def scan(
            label=0, domain='colour')
     """
     path = Path(os.path.abspath(os.fspath(data)))
+    if class_file is not None and classes is not None:
+        raise ValueError("give class_file or classes, not both")
     names = read_class_file(class_file) if class_file is not None else None
+    if classes is not None:
+        names = tuple(classes)
     try:
         st = path.stat()
     except FileNotFoundError:

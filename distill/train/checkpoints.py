@@ -76,6 +76,8 @@ RESUME_MAY_CHANGE = frozenset({
     "eval_batch_size", "resume",
     # the checkpoint's weights replace the starting weights; the memory layout is speed
     "student_weights", "channels_last",
+    # a path, like data: the class list it holds is in dataset_fingerprint (_RESUME_KEYS)
+    "class_file",
 })
 
 

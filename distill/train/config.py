@@ -54,6 +54,11 @@ class TrainConfig(BaseModel):
     store: str | None = Field(
         None, description="EmbeddingStore folder (overrides the --cache lookup)"
     )
+    class_file: str | None = Field(
+        None, description="class names, one per line: the list and order the store was "
+        "harvested with (`harvest --class-file`, or the *.classes.txt `harvest --select` "
+        "writes beside its manifest); default: the class folders (or manifest labels) sorted"
+    )
     method: Method = Field("adip", description="what to train")
     student: str = Field(DEFAULT_STUDENT, description="timm model name")
     student_weights: str | None = Field(
@@ -170,8 +175,8 @@ class TrainConfig(BaseModel):
     )
     resume: bool = Field(False, description="continue from RUN/checkpoint")
 
-    @field_validator("data", "out", "cache", "store", "student_weights", "weights_dir",
-                     mode="before")
+    @field_validator("data", "out", "cache", "store", "class_file", "student_weights",
+                     "weights_dir", mode="before")
     @classmethod
     def _path_as_text(cls, value: Any) -> Any:
         """A ``pathlib.Path`` is taken as its text (pydantic's str field refused it)."""

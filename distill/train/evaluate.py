@@ -225,10 +225,13 @@ def evaluate_run(
     Domains the run trained on count as ID: when DATA is the training dataset only their
     held-out 20 % is scored (the same split as training), otherwise all their images. Every
     other domain is OOD. With ``store`` (the teacher's EmbeddingStore) the teacher's zero-shot
-    accuracy is added on the same images.
+    accuracy is added on the same images. A run trained with ``--class-file`` reads DATA
+    with the class list it trained on (images of other classes are left out).
     """
     student, info = load_run_student(run)
-    ds = scan(data, allow_outside_paths=True)  # read here, never uploaded
+    # a run trained with --class-file reads the data with its class list, as it trained
+    classes = info["class_names"] if info.get("class_file") else None
+    ds = scan(data, classes=classes, allow_outside_paths=True)  # read here, never uploaded
     if tuple(ds.class_names) != tuple(info["class_names"]):
         # the wrong data for this run: a usage error (exit 2), not a failure to retry
         raise ConfigurationError(

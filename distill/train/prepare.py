@@ -78,7 +78,7 @@ def split_data(config: TrainConfig) -> DataSplit:
     """Scan ``config.data`` and split its labelled images into train / ID / OOD."""
     # Read on this machine, never uploaded: a manifest of absolute paths (as select
     # writes) is fine here.
-    ds = scan(config.data, allow_outside_paths=True)
+    ds = scan(config.data, class_file=config.class_file, allow_outside_paths=True)
     labelled = [s for s in ds.samples if s.label is not None]
     if not labelled:
         raise DataError(f"{config.data}: no labelled images; the trainer needs class labels")
@@ -123,6 +123,8 @@ def run_info(config: TrainConfig, split: DataSplit, targets: TeacherTargets) -> 
         "store": str(targets.path),
         "store_content": store_content(targets.store),
         "class_names": list(split.dataset.class_names),
+        # set: the class list was fixed by a file (eval reads data with class_names)
+        "class_file": config.class_file,
         "train_domains": list(split.train_domains),
         "test_domains": list(split.test_domains),
         "holdout_fraction": config.holdout_fraction,

@@ -48,6 +48,47 @@ def _no_store_message(teacher: str, dataset: Dataset, cache: Path) -> str:
     )
 
 
+def _class_file_hint(cache: Path, teacher: str, dataset: Dataset) -> str | None:
+    """When a store of ``teacher`` in ``cache`` was harvested from this very data with a
+    class file (another class list or order: ``harvest --class-file``, or the full list of
+    ``harvest --select``'s manifest), what to pass to train; None when there is none."""
+    import shlex
+
+    from distill.data import DataError, read_class_file, scan
+
+    here = os.path.realpath(dataset.root)
+    for meta_path in sorted((cache / STORES_DIR).glob("*/meta.json")):
+        try:
+            meta = json.loads(meta_path.read_text("utf-8"))
+            root, names = meta["dataset_root"], [str(n) for n in meta["class_names"]]
+            if meta.get("teacher") != teacher or os.path.realpath(root) != here:
+                continue
+            if names == list(dataset.class_names):
+                continue  # the same classes: the data itself changed
+            # the only difference is the class list when the data read with it is the store's
+            again = scan(dataset.root, classes=names, allow_outside_paths=True)
+        except (OSError, ValueError, KeyError, TypeError, DataError):
+            continue
+        if again.fingerprint() != meta.get("dataset_fingerprint"):
+            continue
+        beside = dataset.root.parent / f"{dataset.root.stem}.classes.txt"  # as select writes
+        try:
+            named = list(read_class_file(beside)) == names
+        except DataError:
+            named = False
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        what = (
+            f"--class-file {shlex.quote(str(beside))}" if named
+            else "--class-file FILE, the class file the harvest was given"
+        )
+        return (
+            f"the teacher embeddings of this data in {meta_path.parent} were harvested with "
+            f"a class file ({len(names)} classes in this order: {shown}), not with this run's "
+            f"class list: pass {what}"
+        )
+    return None
+
+
 def find_store(cache_dir: str | os.PathLike[str], teacher: str, dataset: Dataset) -> Path:
     """The store under ``<cache>/stores/*`` holding ``teacher``'s embeddings of ``dataset``.
 
@@ -77,7 +118,8 @@ def find_store(cache_dir: str | os.PathLike[str], teacher: str, dataset: Dataset
                 created = 0.0
             found.append((own, created, meta_path.parent))
     if not found:
-        raise ConfigurationError(_no_store_message(teacher, dataset, cache))
+        hint = _class_file_hint(cache, teacher, dataset)
+        raise ConfigurationError(hint or _no_store_message(teacher, dataset, cache))
     return max(found)[2]
 
 
@@ -105,7 +147,8 @@ def check_store(
         raise ConfigurationError(
             f"the store at {store.path} was harvested for classes "
             f"{list(store.class_names)[:5]}..., this dataset has "
-            f"{list(dataset.class_names)[:5]}...; harvest this dataset"
+            f"{list(dataset.class_names)[:5]}...; harvest this dataset (or, when it was "
+            "harvested with --class-file, pass the same --class-file)"
         )
     have = set(store.image_ids)
     missing = [s.id for s in needed if s.id not in have]

@@ -241,7 +241,9 @@ def test_unlabelled_data_without_class_names_says_no_store_was_written(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A flat folder of images names no classes: the images are bought and cached, but no
-    store is written; that used to pass without a word (exit 0, nothing for `train`)."""
+    store is written; that used to pass without a word (exit 0, nothing for `train`). The
+    hint then said to buy the prompts with --class-file, giving a store `train` refuses
+    ("no labelled images") until 2026-12-06: it points at `pseudolabel`."""
     import shutil
 
     flat = tmp_path / "flat"
@@ -251,7 +253,7 @@ def test_unlabelled_data_without_class_names_says_no_store_was_written(
     cache = tmp_path / "cache"
     assert harvest(hash_teacher, flat, cache, "--budget", "1") == 0
     out = capsys.readouterr().out
-    assert "no embedding store written" in out and "--class-file" in out
+    assert "no embedding store written" in out and "pseudolabel" in out
     assert not (cache / "stores").exists()
     assert hash_teacher.billing()["images"] == 6
     names = tmp_path / "classes.txt"

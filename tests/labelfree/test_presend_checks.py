@@ -300,3 +300,33 @@ def test_a_file_no_one_can_decode_with_a_student_run_leaves_only_itself_out(
     assert rows["img02.png"]["student"] == "" and rows["img02.png"]["label"] == ""
     assert rows["img02.png"]["decision"] == "no_answer"
     assert all(rows[f"img{i:02d}.png"]["student"] for i in (0, 1, 3))
+
+
+def test_the_flat_folder_flow_with_an_unsorted_class_file_ends_in_a_student_run(
+    hash_teacher: LocalTeacher, unlabelled: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """What the harvest of a flat folder says to do: pseudolabel it, harvest the manifest
+    with the class file, train, then pseudolabel again with ``--student-run``. With a class
+    file not in sorted order `train` found no store ("run `vlm-distill harvest` first": it
+    could not be given the class file) and so no run for ``--student-run`` (which compares
+    the run's classes with the class file's, in order) until 2026-12-06."""
+    folder, classes = unlabelled
+    backwards = tmp_path / "backwards.txt"
+    backwards.write_text("\n".join(reversed(classes.read_text().split())) + "\n")
+    cache, labels = tmp_path / "c", tmp_path / "labels.csv"
+    flags = ("--check", "none", "--out", str(labels))
+    assert pseudolabel(hash_teacher, folder, backwards, cache, *flags) == 0
+    assert main([
+        "harvest", str(labels), "--class-file", str(backwards), "--allow-outside-paths",
+        "--teacher", "local:hash", "--base-url", hash_teacher.url, "--cache", str(cache),
+        "--budget", "1",
+    ]) == 0  # fmt: skip
+    run = tmp_path / "run"
+    assert main([
+        "train", str(labels), "--class-file", str(backwards), "--cache", str(cache),
+        "--teacher", "local:hash", "--method", "erm", "--steps", "1", "--student", STUDENT,
+        "--no-pretrained", "--image-size", "16", "--batch-per-domain", "2",
+        "--holdout-fraction", "0", "--threads", "1", "--out", str(run), "--json",
+    ]) == 0  # fmt: skip
+    again = ("--check", "none", "--student-run", str(run), "--out", str(tmp_path / "b.csv"))
+    assert pseudolabel(hash_teacher, folder, backwards, cache, *again) == 0

@@ -87,6 +87,42 @@ def test_select_rounds_stay_in_budget_and_resume(
     assert any((cache / "stores").iterdir())
 
 
+def test_the_bought_subset_trains_with_the_class_file_select_wrote(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A budget for fewer images than classes: the manifest lacks some classes, and its
+    store (harvested with the full class list) was refused by `train` as "run
+    `vlm-distill harvest MANIFEST ...` first" (until 2026-12-06): train could not read the
+    ``*.classes.txt`` select wrote."""
+    cache = tmp_path / "cache"
+    n_classes = len(scan(digits_data).class_names)
+    # 10 prompts, then about 6 images at $0.0001 in one random round
+    code = harvest(hash_teacher, digits_data, cache, "--select", "random", "--rounds", "1",
+                   "--round-steps", "0", "--budget", "0.0007")  # fmt: skip
+    assert code == 0
+    said = capsys.readouterr().out
+    [manifest] = (cache / "select").glob("*.csv")
+    classes = manifest.with_suffix(".classes.txt")
+    labels = {row.split(",")[1] for row in manifest.read_text().splitlines()[1:]}
+    assert 0 < len(labels) < n_classes  # some class has no bought image
+    assert "--class-file" in said and classes.name in said  # the train command to run
+    train = [
+        "train", str(manifest), "--cache", str(cache), "--teacher", "local:hash",
+        "--method", "erm", "--steps", "1", "--student", "mobilenetv3_small_050",
+        "--no-pretrained", "--image-size", "16", "--batch-per-domain", "2",
+        "--holdout-fraction", "0", "--threads", "1", "--json",
+    ]  # fmt: skip
+    assert main([*train, "--out", str(tmp_path / "r0")]) == 2
+    err = capsys.readouterr().err
+    assert f"--class-file {classes}" in err and "harvest first" not in err
+    assert main([*train, "--out", str(tmp_path / "r1"), "--class-file", str(classes)]) == 0
+    info = json.loads((tmp_path / "r1" / "run.json").read_text())
+    assert len(info["class_names"]) == n_classes
+
+
 def test_select_with_a_budget_for_everything_is_the_plain_harvest(
     hash_teacher: LocalTeacher,
     digits_data: Path,

@@ -43,12 +43,14 @@ def make_data(root: Path, per_class: int = 6) -> Path:
 
 
 def make_store(data: Path, cache: Path, *, teacher: str = TEACHER, views: int = 2,
-               slug: str = "s1", fingerprint: str | None = None) -> Path:
+               slug: str = "s1", fingerprint: str | None = None,
+               class_file: Path | None = None) -> Path:
+    """A store as harvest writes it (``class_file`` as ``harvest --class-file``)."""
     from cache.store import EmbeddingStore
 
-    ds = scan(data)
+    ds = scan(data, class_file=class_file)
     rng = np.random.default_rng(0)
-    text = rng.standard_normal((len(CLASSES), DIM)).astype(np.float32)
+    text = rng.standard_normal((len(ds.class_names), DIM)).astype(np.float32)
     ids = [s.id for s in ds.samples]
     vecs = np.stack([  # an unlabelled image (a manifest's empty label): noise alone
         (0 if s.label is None else text[s.label]) + 0.5 * rng.standard_normal((views, DIM))
@@ -60,6 +62,7 @@ def make_store(data: Path, cache: Path, *, teacher: str = TEACHER, views: int = 
         class_names=list(ds.class_names), prompts=[f"a photo of a {c}" for c in ds.class_names],
         teacher=teacher, teacher_fingerprint="fake-v1",
         dataset_fingerprint=fingerprint or ds.fingerprint(),
+        extra_meta={"dataset_root": str(ds.root), "layout": ds.layout},
     )
     return path
 

@@ -249,6 +249,44 @@ def test_find_store_prefers_the_store_of_the_datasets_own_folder(tiny_data, tmp_
     assert find_store(cache, TEACHER, scan(copies[2])).name == "b"  # elsewhere: the newest
 
 
+def test_a_store_harvested_with_an_unsorted_class_file_trains_with_class_file(
+    tiny_data, tmp_path, capsys
+):
+    """`harvest --class-file` fixes the classes' order; train could not be given it (its
+    scan sorted the class folders), so the store was never found and the message said
+    "run `vlm-distill harvest ...` first", which gives the same store again (until
+    2026-12-06)."""
+    from .conftest import CLASSES
+
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(reversed(CLASSES)) + "\n")
+    cache = tmp_path / "cache"
+    make_store(tiny_data, cache, class_file=classes)
+    kw = dict(method="erm", steps=2, holdout_fraction=0.0)
+    with pytest.raises(ConfigurationError, match="--class-file") as refused:
+        train(_cfg(tiny_data, cache, tmp_path / "r0", **kw))
+    assert "harvest first" not in str(refused.value)
+    assert "class file" in str(refused.value)
+    out = tmp_path / "r1"
+    metrics = train(_cfg(tiny_data, cache, out, class_file=str(classes), **kw))
+    assert metrics["method"] == "erm"
+    info = json.loads((out / "run.json").read_text())
+    assert info["class_names"] == list(reversed(CLASSES))
+    assert json.loads((out / "config.json").read_text())["class_file"] == str(classes)
+    # eval reads the data with the run's class list: the same split as training
+    assert main(["eval", str(out), str(tiny_data), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["same_dataset"] is True
+    assert res["mean_ood"] == pytest.approx(metrics["mean_ood"])
+    # the flag on the command line, as the message says
+    rc = main(["train", str(tiny_data), "--cache", str(cache), "--teacher", TEACHER,
+               "--student", STUDENT, "--no-pretrained", "--method", "erm", "--steps", "1",
+               "--out", str(tmp_path / "r2"), "--test-domains", "dom3", "--image-size", "32",
+               "--batch-per-domain", "2", "--holdout-fraction", "0", "--threads", "1",
+               "--class-file", str(classes), "--json"])
+    assert rc == 0
+
+
 def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
     out = tmp_path / "cli"
     rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
