@@ -10,8 +10,11 @@ A small SQLite database beside the response cache (``DIR/coordination.db``) hold
   but not the pids counts as another host.
 - ``leases``: a claim on a cache key that its owner is about to buy. Other owners wait
   for the key to appear in the cache instead of buying it too. A lease ends when its
-  owner releases it (after caching the result), dies, or stops renewing it
-  (:data:`LEASE_TTL_S`).
+  owner releases it (after caching the result) or dies; on another host also when it
+  stops renewing it (:data:`LEASE_TTL_S`). On this host a lease holds past its time for
+  as long as its owner lives: a live owner that does not renew it is stopped (Ctrl-Z,
+  SIGSTOP; named once, in a warning, to whoever waits on it) or was just continued, and
+  what it has on the wire is billed and read when it runs on.
 - ``spend`` and ``reservations``: per teacher (``provider:model``), what has been
   settled so far (seeded from, and never below, the spend ledger's total for that
   teacher) and every open reservation of every process. A reservation is checked
@@ -53,7 +56,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
-from .coordination_db import machine_identity, open_coordination_db, pid_alive, pid_start
+from .coordination_db import (
+    machine_identity,
+    open_coordination_db,
+    pid_alive,
+    pid_start,
+    pid_stopped,
+)
 from .ledger import LedgerWriteError, SpendLedger, read_ledger
 from .protocols import LedgerRecord
 
@@ -159,6 +168,7 @@ class Coordinator:
         self._db: sqlite3.Connection | None = open_coordination_db(self.path)
         self._open: dict[int, Decimal] = {}  # our reservations not yet settled or released
         self._dead: set[str] = set()  # owners seen dead (a dead owner never comes back)
+        self._told_stopped: set[str] = set()  # stopped owners named in a warning already
         self._reaped: set[str] = set()
         self._last_reap = float("-inf")
         self._reconciled: set[str] = set()
@@ -227,6 +237,46 @@ class Coordinator:
             self._dead.add(owner)
         return alive
 
+    def _holds(
+        self, db: sqlite3.Connection, owner: str, expires: float, now: float,
+        memo: dict[str, bool], here: dict[str, bool],
+    ) -> bool:  # fmt: skip
+        """Does ``owner``'s lease (valid until ``expires``) keep its key from us? ``memo``
+        and ``here`` hold the verdicts of one call."""
+        if owner == self.owner or not self._alive(db, owner, memo):
+            return False
+        if expires > now:
+            return True
+        # Past its time. On this host the pid alone judges: a live owner's heartbeat
+        # renews its leases unless it is stopped (Ctrl-Z, SIGSTOP) or was just continued,
+        # and what it has on the wire is billed either way (its answers are read when it
+        # runs on): buying its items now pays for them twice. On another host a stopped
+        # owner cannot be told from a dead one: its lease lapses.
+        if owner not in here:
+            here[owner] = self._on_this_host(db, owner)
+        return here[owner]
+
+    def _on_this_host(self, db: sqlite3.Connection, owner: str) -> bool:
+        """Is ``owner`` a process on this host? When it is stopped, say so once."""
+        row = db.execute(
+            "SELECT host, pid, pid_start FROM owners WHERE owner=?", (owner,)
+        ).fetchone()
+        if row is None or row[0] != self.machine:
+            return False
+        pid = int(row[1])
+        if owner not in self._told_stopped and pid_stopped(pid, str(row[2])):
+            self._told_stopped.add(owner)
+            (held,) = db.execute("SELECT COUNT(*) FROM leases WHERE owner=?", (owner,)).fetchone()
+            log.warning(
+                "process %d on this host is stopped (Ctrl-Z or SIGSTOP) holding %d item%s "
+                "of the cache %s: waiting for it rather than buying them twice (what it has "
+                "on the wire is billed whether it runs on or not). Resume it (fg, or kill "
+                "-CONT %d), or end it (kill %d; kill -CONT %d: a stopped process acts on "
+                "kill only once continued)",
+                pid, held, "" if held == 1 else "s", self.path.parent, pid, pid, pid,
+            )  # fmt: skip
+        return True
+
     def _reap(self, db: sqlite3.Connection) -> None:
         """Free the leases and charge the open reservations of every dead owner.
 
@@ -282,6 +332,7 @@ class Coordinator:
         mine: set[str] = set()
         now = time.time()
         memo: dict[str, bool] = {}
+        here: dict[str, bool] = {}
         with self._write() as db:
             # the leases read with one query per chunk and written with one executemany:
             # the same check and change as key by key, inside the one write transaction
@@ -290,12 +341,7 @@ class Coordinator:
             rows = []
             for key in unique:
                 row = held.get(key)
-                if (
-                    row is not None
-                    and row[0] != self.owner
-                    and row[1] > now
-                    and self._alive(db, row[0], memo)
-                ):
+                if row is not None and self._holds(db, row[0], row[1], now, memo, here):
                     continue  # another live owner holds it
                 rows.append((key, self.owner, now + LEASE_TTL_S))
                 mine.add(key)
@@ -320,14 +366,14 @@ class Coordinator:
         now = time.time()
         held: set[str] = set()
         memo: dict[str, bool] = {}
+        here: dict[str, bool] = {}
         with self._lock:
             if self._db is None:
                 return held
             try:
                 leases = _leases(self._db, list(dict.fromkeys(keys)))
                 for key, row in leases.items():
-                    taken = row[0] != self.owner and row[1] > now
-                    if taken and self._alive(self._db, row[0], memo):
+                    if self._holds(self._db, row[0], row[1], now, memo, here):
                         held.add(key)
             except sqlite3.Error as exc:
                 log.warning("cannot read leases (%s): buying without them", exc)

@@ -2,7 +2,8 @@
 
 How ``DIR/coordination.db`` (cache/coordination.py) is opened: its schema, a journal that
 keeps working on a full disk, a damaged file moved aside and rebuilt; and how an owner's
-pid is judged alive on this host (gone, a zombie, or reused by another program: dead).
+pid is judged alive on this host (gone, a zombie, or reused by another program: dead) or
+stopped (Ctrl-Z, SIGSTOP: alive, and named to whoever waits on its leases).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "open_coordination_db",
     "pid_alive",
     "pid_start",
+    "pid_stopped",
 ]
 
 log = logging.getLogger(__name__)
@@ -125,14 +127,21 @@ def machine_identity(hostname: str) -> str:
     return " ".join(parts)
 
 
-def pid_start(pid: int) -> str:
-    """The start time of ``pid`` (clock ticks since boot) on Linux, else ''."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first), None when
+    there is no such file (no such process, or no /proc)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return ""
+        return None
     # the command name (field 2) may hold spaces and parentheses: split after its last ')'
-    return stat.rsplit(")", 1)[1].split()[19]
+    return stat.rsplit(")", 1)[1].split()
+
+
+def pid_start(pid: int) -> str:
+    """The start time of ``pid`` (clock ticks since boot) on Linux, else ''."""
+    fields = _stat(pid)
+    return "" if fields is None else fields[19]
 
 
 def pid_alive(pid: int, start: str) -> bool:
@@ -143,10 +152,20 @@ def pid_alive(pid: int, start: str) -> bool:
         return False
     except PermissionError:
         pass  # another user's process: it exists
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = _stat(pid)
+    if fields is None:
         return True  # no /proc: trust the signal check
     if fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent
         return False
     return not start or fields[19] == start  # a different start time: the pid was reused
+
+
+def pid_stopped(pid: int, start: str) -> bool:
+    """Is ``pid`` (started at ``start``) on this host stopped: Ctrl-Z, SIGSTOP, or held
+    by a debugger (state ``T`` or ``t``)? It runs on once continued (or ends if killed).
+
+    >>> pid_stopped(os.getpid(), pid_start(os.getpid()))
+    False
+    """
+    fields = _stat(pid)
+    return fields is not None and fields[0] in ("T", "t") and (not start or fields[19] == start)

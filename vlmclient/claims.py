@@ -20,7 +20,8 @@ CLAIM_POLL_S: Final = 0.1  # seconds between looks at items another process is b
 # A request about to be sent this long after its keys were claimed claims them again and
 # looks in the cache first: half the coordinator's lease time (60 s), past which a
 # process stopped meanwhile (Ctrl-Z, SIGSTOP: its heartbeat stopped too) may have lost
-# its leases to another process, which may have bought the items already.
+# its leases to a process on another host, which may have bought the items already (on
+# this host a live process's leases hold: see cache.coordination).
 RECLAIM_AFTER_S: Final = 30.0
 
 

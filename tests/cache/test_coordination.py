@@ -6,10 +6,13 @@ and a dead owner is a real process killed with SIGKILL.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -125,6 +128,63 @@ def test_a_killed_owner_leaves_its_leases_and_its_in_flight_money_is_charged(
         assert c.spend(TEACHER).settled == Decimal("0.5")
 
 
+def stopped(pid: int) -> None:
+    """Wait until ``pid`` is stopped (SIGSTOP is delivered after ``kill`` returns)."""
+    from cache.coordination_db import pid_stopped
+
+    deadline = time.monotonic() + 30
+    while not pid_stopped(pid, "") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pid_stopped(pid, "")
+
+
+def test_a_stopped_owner_s_leases_hold_past_their_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An owner stopped (Ctrl-Z, SIGSTOP) past the lease time may have requests on the
+    wire: billed while it is stopped, read when it runs on. Before: its leases lapsed and
+    the other process took them and bought the items too (paid twice)."""
+    proc = owner_process(tmp_path)
+    try:
+        with coordinator(tmp_path) as c:
+            os.kill(proc.pid, signal.SIGSTOP)
+            stopped(proc.pid)
+            db = sqlite3.connect(tmp_path / "coordination.db", isolation_level=None)
+            # what a stop longer than the lease time leaves: no heartbeat renewed them
+            db.execute("UPDATE leases SET expires=?", (time.time() - 1,))
+            db.close()
+            with caplog.at_level(logging.WARNING, logger="cache.coordination"):
+                assert c.claim(["k"]) == set()
+                assert c.held_elsewhere(["k", "free"]) == {"k"}
+                assert c.claim(["k"]) == set()
+            said = [r.getMessage() for r in caplog.records if "stopped" in r.getMessage()]
+            assert len(said) == 1, said  # once
+            assert said[0].startswith(f"process {proc.pid} on this host is stopped"), said
+            assert "holding 1 item of the cache" in said[0]
+            assert f"kill -CONT {proc.pid}" in said[0]
+            assert c.spend(TEACHER).reserved == Decimal("0.5")  # alive: not charged
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            assert c.claim(["k"]) == {"k"}  # killed: its leases end as before
+            assert c.spend(TEACHER).settled == Decimal("0.5")
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_a_stopped_owner_on_another_host_is_judged_by_its_heartbeat(tmp_path: Path) -> None:
+    """Its pid cannot be looked at from here: a lease past its time lapses, as before."""
+    with coordinator(tmp_path) as c:
+        db = sqlite3.connect(tmp_path / "coordination.db", isolation_level=None)
+        now = time.time()
+        db.execute("INSERT INTO owners VALUES ('far:1:a', 'far', ?, '', ?)",
+                   (os.getpid(), now))  # fmt: skip
+        db.execute("INSERT INTO leases VALUES ('k', 'far:1:a', ?)", (now - 1,))
+        db.close()
+        assert c.held_elsewhere(["k"]) == set()
+        assert c.claim(["k"]) == {"k"}
+
+
 def test_an_owner_in_another_pid_namespace_is_not_taken_for_dead(tmp_path: Path) -> None:
     """Two containers sharing the cache folder and the hostname (host networking) but not
     the pids. Before: this process looked the other's pid (1 in its namespace) up in its
@@ -150,9 +210,6 @@ def test_an_owner_in_another_pid_namespace_is_not_taken_for_dead(tmp_path: Path)
 
 def test_an_owner_on_another_host_is_dead_when_its_heartbeat_stops(tmp_path: Path) -> None:
     """Another machine's pid cannot be checked: its heartbeat decides (stale after 60 s)."""
-    import sqlite3
-    import time
-
     from cache.coordination import OWNER_TTL_S
 
     with coordinator(tmp_path) as c:

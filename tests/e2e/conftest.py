@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,13 +30,18 @@ class LocalTeacher:
 
 @contextmanager
 def local_teacher(
-    monkeypatch: pytest.MonkeyPatch, *, latency_ms: float = 0.0, dim: int = 32
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    latency_ms: float = 0.0,
+    dim: int = 32,
+    wrap: Callable[[Any], Any] | None = None,
 ) -> Iterator[LocalTeacher]:
     """The hash teacher on 127.0.0.1 (every API request ``latency_ms`` late), its token
-    where the harvest CLI looks for it."""
+    where the harvest CLI looks for it; ``wrap``: an ASGI app around the teacher's."""
     monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
     config = ServerConfig(token=SecretStr(TOKEN), faults=Faults(latency_ms=latency_ms))
-    with ServerThread(create_app(config, HashBackend(dim=dim))) as server:
+    app = create_app(config, HashBackend(dim=dim))
+    with ServerThread(app if wrap is None else wrap(app)) as server:
         yield LocalTeacher(server)
 
 

@@ -1,21 +1,27 @@
 """A harvest suspended for longer than its --timeout (Ctrl-Z, a paused VM) and resumed keeps
-the answers that arrived while it was stopped: nothing is bought twice."""
+the answers that arrived while it was stopped: nothing is bought twice. Nor by another
+harvest of the same cache started while it is stopped."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cache import SpendLedger
+from cache.coordination_db import pid_stopped
 from distill.data import scan
 from tests.e2e.conftest import LocalTeacher, local_teacher
-from tests.e2e.test_kill9 import ROOT, harvest_cmd
+from tests.e2e.test_kill9 import BATCH, CONCURRENCY, ROOT, harvest_cmd
 
 
 @pytest.fixture
@@ -51,3 +57,143 @@ def test_a_harvest_stopped_longer_than_its_timeout_pays_nothing_twice(
     assert bill["images"] == n_images, out  # every image bought once
     records = SpendLedger.read(cache / "ledger.jsonl")
     assert not [r for r in records if r.outcome == "timeout"]
+
+
+class HeldImages:
+    """The teacher app behind a gate: a request carrying images waits at the server (sent,
+    unanswered, not billed yet) until :meth:`open`; then it is answered and billed."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.state = app.state  # ServerThread reads the teacher's settings there
+        self.held = 0  # image requests that have arrived while closed
+        self._open = threading.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self._open.is_set():
+            await self.app(scope, receive, send)
+            return
+        messages = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        if b'"images"' in b"".join(m.get("body", b"") for m in messages):
+            self.held += 1
+            while not self._open.is_set():
+                await asyncio.sleep(0.01)
+        replay = iter(messages)
+
+        async def again() -> Any:
+            message = next(replay, None)
+            return message if message is not None else await receive()
+
+        await self.app(scope, again, send)
+
+
+LEASE_S = 1.0  # the stopped harvest's lease time (60 s in a real run), so the test is short
+SHORT_LEASES = (
+    "import cache.coordination as co, vlmclient.pipeline as pl\n"
+    f"co.LEASE_TTL_S = {LEASE_S}\n"
+    f"co.Coordinator.__init__.__kwdefaults__['heartbeat_s'] = {LEASE_S / 10}\n"
+    f"pl.RECLAIM_AFTER_S = {LEASE_S / 2}\n"
+)
+
+
+def until(done: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 120
+    while not done():
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.01)
+
+
+def leases_lapsed(cache: Path) -> Callable[[], bool]:
+    db = sqlite3.connect(cache / "coordination.db", timeout=30)
+    try:
+        (latest,) = db.execute("SELECT MAX(expires) FROM leases").fetchone()
+    finally:
+        db.close()
+    assert latest is not None  # the stopped harvest holds leases
+    return lambda: time.time() > latest
+
+
+def lines_of(proc: subprocess.Popen[str], seen: list[str], said: threading.Event) -> None:
+    """Collect ``proc``'s output; ``said`` once it says a process is stopped, or ends."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if "is stopped" in line:
+            said.set()
+    said.set()
+
+
+@pytest.mark.slow
+def test_a_harvest_stopped_with_requests_on_the_wire_is_waited_for_not_bought_twice(
+    monkeypatch: pytest.MonkeyPatch, digits_data: Path, tmp_path: Path
+) -> None:
+    """Two harvests of one cache: the first stopped (Ctrl-Z, SIGSTOP) past its lease time
+    with requests on the wire, whose answers the provider bills while it is stopped.
+    Before: its leases lapsed, the second harvest bought those items too, and the stopped
+    one read its answers on resume: every item it had on the wire paid twice."""
+    gates: list[HeldImages] = []
+
+    def gated(app: Any) -> HeldImages:
+        gates.append(HeldImages(app))
+        return gates[-1]
+
+    cache = tmp_path / "cache"
+    n_images = len(scan(digits_data).samples)
+    with local_teacher(monkeypatch, wrap=gated) as teacher:
+        [gate] = gates
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}  # with the teacher's token
+        python, flag, code = harvest_cmd(teacher, digits_data, cache)
+        stopped = subprocess.Popen(
+            [python, flag, SHORT_LEASES + code], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        other: subprocess.Popen[str] | None = None
+        try:
+            until(lambda: gate.held >= CONCURRENCY or stopped.poll() is not None,
+                  "the first harvest's image requests")  # fmt: skip
+            assert stopped.poll() is None, stopped.communicate()[0]
+            os.kill(stopped.pid, signal.SIGSTOP)
+            until(lambda: pid_stopped(stopped.pid, ""), "the stop")
+            until(leases_lapsed(cache), "its leases' time")
+            gate.open()
+            on_the_wire = CONCURRENCY * BATCH
+            until(lambda: teacher.billing()["images"] == on_the_wire, "the held answers")
+
+            other = subprocess.Popen(
+                harvest_cmd(teacher, digits_data, cache), cwd=ROOT, env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+            seen: list[str] = []
+            said = threading.Event()
+            reader = threading.Thread(target=lines_of, args=(other, seen, said), daemon=True)
+            reader.start()
+            said.wait(timeout=120)  # it waits for the stopped one (before: it finished)
+            os.kill(stopped.pid, signal.SIGCONT)
+            first_out = stopped.communicate(timeout=120)[0]
+            other.wait(timeout=120)
+            reader.join(timeout=60)
+        finally:
+            for proc in (stopped, other):
+                if proc is not None:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+                    if proc.stdout is not None:
+                        proc.stdout.close()
+        out = "".join(seen)
+        bill = teacher.billing()
+    assert other is not None
+    assert (stopped.returncode, other.returncode) == (0, 0), (first_out, out)
+    assert bill["images"] == n_images, (bill["images"], out)  # each image bought once
+    warned = [line for line in seen if "is stopped" in line]
+    assert len(warned) == 1, out  # said once
+    assert f"process {stopped.pid} on this host is stopped" in warned[0]
+    assert f"kill -CONT {stopped.pid}" in warned[0]
