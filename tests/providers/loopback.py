@@ -1,6 +1,7 @@
 """A tiny real HTTP server on 127.0.0.1 that answers like a provider and keeps a bill.
 
-Each test gives it a ``respond(path, body) -> (status, json_body)`` function; the server
+Each test gives it a ``respond(path, body) -> (status, json_body)`` function (or
+``(status, json_body, headers)`` for a provider that names its error in a header); the server
 records every request body it received, so a test can assert what was sent and how
 often, and the provider-side bill (``billed``) is what ``respond`` says it charged.
 """
@@ -15,7 +16,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Respond = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any]]]
+Answer = tuple[int, dict[str, Any]] | tuple[int, dict[str, Any], dict[str, str]]
+Respond = Callable[[str, dict[str, Any]], Answer]
 
 
 @dataclass
@@ -42,9 +44,11 @@ def loopback(respond: Respond) -> Iterator[Loopback]:
             except ValueError:
                 body = {"_raw": raw.decode("latin-1")}
             state.requests.append((self.path, body, dict(self.headers)))
-            status, out = respond(self.path, body)
+            status, out, *extra = respond(self.path, body)
             data = json.dumps(out).encode()
             self.send_response(status)
+            for name, value in (extra[0] if extra else {}).items():
+                self.send_header(name, value)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))
             self.end_headers()

@@ -11,7 +11,9 @@ from vlmclient import (
     AuthenticationError,
     BadRequestError,
     InternalServerError,
+    NotFoundError,
     OverloadedError,
+    PermissionDeniedError,
     QuotaExceededError,
     RateLimitError,
     RequestTooLargeError,
@@ -276,6 +278,45 @@ def test_google_400_invalid_argument_is_a_bad_request() -> None:
     assert isinstance(err, BadRequestError) and not is_retryable(err)
 
 
+def google_400(status: str, message: str, reason: str | None = None) -> httpx.Response:
+    error: dict[str, object] = {"code": 400, "message": message, "status": status}
+    if reason is not None:
+        error["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason,
+                "domain": "googleapis.com",
+                "metadata": {"service": "generativelanguage.googleapis.com"},
+            }
+        ]
+    return httpx.Response(400, json={"error": error})
+
+
+@pytest.mark.parametrize("reason", ["API_KEY_INVALID", "API_KEY_EXPIRED"])
+def test_google_400_api_key_invalid_is_an_authentication_error(reason: str) -> None:
+    """Gemini answers a wrong or expired key with 400, not 401 (until 2026-12-06: a
+    BadRequestError, which a run took for a refusal of that one item)."""
+    response = google_400(
+        "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", reason
+    )
+    for classify in (gemini.GEMINI.classify_error, vertex.VERTEX.classify_error):
+        err = classify(response)
+        assert isinstance(err, AuthenticationError) and not is_retryable(err)
+        assert "API key not valid" in str(err) and err.status_code == 400
+
+
+def test_google_400_failed_precondition_is_permission_denied() -> None:
+    response = google_400("FAILED_PRECONDITION", "User location is not supported for the API use.")
+    err = gemini.GEMINI.classify_error(response)
+    assert isinstance(err, PermissionDeniedError) and not is_retryable(err)
+    assert "User location is not supported" in str(err)
+
+
+def test_google_400_with_another_error_info_reason_stays_a_bad_request() -> None:
+    err = gemini.google_error(google_400("INVALID_ARGUMENT", "Bad image", "BAD_IMAGE"))
+    assert isinstance(err, BadRequestError) and not isinstance(err, AuthenticationError)
+
+
 def test_google_error_without_envelope_falls_back_to_status() -> None:
     err = gemini.google_error(httpx.Response(502, text="<html>Bad Gateway</html>"))
     assert isinstance(err, InternalServerError)
@@ -304,19 +345,33 @@ def test_voyage_errors_read_detail() -> None:
     assert isinstance(err, BadRequestError) and "bad input" in str(err)
 
 
+INVALID_MODEL_ID = "The provided model identifier is invalid."
+ON_DEMAND = (
+    "Invocation of model ID amazon.nova-2-lite-v1:0 with on-demand throughput isn’t "
+    "supported. Retry your request with the ID or ARN of an inference profile that contains "
+    "this model."
+)
+
+
 @pytest.mark.parametrize(
-    ("status", "etype", "cls"),
+    ("status", "etype", "message", "cls"),
     [
-        (429, "ThrottlingException", RateLimitError),
-        (429, "ModelNotReadyException", RateLimitError),
-        (503, "ServiceUnavailableException", OverloadedError),
-        (400, "ValidationException", BadRequestError),
+        (429, "ThrottlingException", "Rate exceeded", RateLimitError),
+        (429, "ModelNotReadyException", "Model is not ready", RateLimitError),
+        (503, "ServiceUnavailableException", "Service unavailable", OverloadedError),
+        (400, "ValidationException", "Malformed input request: #: extraneous key", BadRequestError),
+        # Until 2026-12-06 a model id the region does not host was a BadRequestError too:
+        # a per-item refusal, so a harvest sent every item and said "run again".
+        (400, "ValidationException", INVALID_MODEL_ID, NotFoundError),
+        (400, "ValidationException", ON_DEMAND, NotFoundError),
     ],
 )
-def test_titan_errors_name_the_bedrock_exception(status: int, etype: str, cls: type) -> None:
+def test_titan_errors_name_the_bedrock_exception(
+    status: int, etype: str, message: str, cls: type
+) -> None:
     response = httpx.Response(
         status,
-        json={"message": "Rate exceeded"},
+        json={"message": message},
         headers={
             "x-amzn-ErrorType": f"{etype}:http://internal.amazon.com/coral/",
             "x-amzn-RequestId": "r-9",
@@ -324,6 +379,30 @@ def test_titan_errors_name_the_bedrock_exception(status: int, etype: str, cls: t
     )
     err = titan.classify_error(response)
     assert isinstance(err, cls) and etype in str(err) and err.request_id == "r-9"
+    assert message in str(err)
+
+
+def test_titan_unknown_model_names_the_model_and_the_region() -> None:
+    request = httpx.Request(
+        "POST",
+        "https://bedrock-runtime.eu-west-3.amazonaws.com/model/amazon.titan-embed-image-v1/invoke",
+        headers={
+            "Authorization": "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261206/eu-west-3/"
+            "bedrock/aws4_request, SignedHeaders=host;x-amz-date, Signature=00"
+        },
+    )
+    response = httpx.Response(
+        400,
+        json={"message": INVALID_MODEL_ID},
+        headers={"x-amzn-ErrorType": "ValidationException"},
+        request=request,
+    )
+    err = titan.classify_error(response)
+    assert isinstance(err, NotFoundError) and not is_retryable(err)
+    said = str(err)
+    assert "amazon.titan-embed-image-v1" in said and "region eu-west-3" in said
+    assert "AKIDEXAMPLE" not in said
+    assert "inference profile" in said and "nothing was billed" in said
 
 
 def test_nomic_errors_by_status() -> None:

@@ -19,7 +19,9 @@ import httpx
 
 from ..errors import (
     APIStatusError,
+    AuthenticationError,
     ConfigurationError,
+    PermissionDeniedError,
     QuotaExceededError,
     ResponseValidationError,
 )
@@ -94,6 +96,7 @@ TOP_LEVEL_FIELDS = frozenset(
 
 # -- google.rpc errors (Gemini and Vertex) ---------------------------------------------
 
+API_KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})  # google.rpc.ErrorInfo
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
@@ -145,12 +148,30 @@ def per_day_quota(err: dict[str, Any]) -> str | None:
     return None
 
 
+def _refused_account(err: dict[str, Any], status_code: int) -> type[APIStatusError] | None:
+    """The error class of a 400 that refuses the key or the account rather than the request.
+
+    Gemini answers a wrong or expired API key with 400 ``INVALID_ARGUMENT`` and an
+    ``ErrorInfo`` reason (not 401), and an account it does not serve ("User location is not
+    supported for the API use") with 400 ``FAILED_PRECONDITION``: no request can succeed.
+    """
+    if status_code != 400:
+        return None
+    if any(str(info.get("reason")) in API_KEY_REASONS for info in _details(err, "ErrorInfo")):
+        return AuthenticationError
+    if err.get("status") == "FAILED_PRECONDITION":
+        return PermissionDeniedError
+    return None
+
+
 def google_error(response: httpx.Response) -> APIStatusError:
     """google.rpc envelope ``{"error": {code, message, status, details}}`` -> our error.
 
     429 ``RESOURCE_EXHAUSTED`` on a per-day quota is a :class:`QuotaExceededError` (no
     retry clears it today); other 429s are retried after ``RetryInfo.retryDelay``.
-    503 ``UNAVAILABLE`` is an overload.
+    503 ``UNAVAILABLE`` is an overload. A 400 for a wrong or expired key is an
+    :class:`AuthenticationError`, a 400 ``FAILED_PRECONDITION`` (the account may not use
+    the API) a :class:`PermissionDeniedError`: both stop a run at once.
     """
     base = default_classify_error(response)
     err = _rpc_error(response)
@@ -174,7 +195,7 @@ def google_error(response: httpx.Response) -> APIStatusError:
                 status_code=429,
                 request_id=base.request_id,
             )
-    return type(base)(
+    return (_refused_account(err, response.status_code) or type(base))(
         text,
         status_code=response.status_code,
         request_id=base.request_id,

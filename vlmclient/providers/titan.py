@@ -18,13 +18,14 @@ import base64
 import importlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 
-from ..errors import APIStatusError, ConfigurationError, ResponseValidationError
+from ..errors import APIStatusError, ConfigurationError, NotFoundError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .base import CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image
@@ -47,6 +48,13 @@ INSTALL_HINT = "pip install 'vlm-distill[aws]'"
 MAX_SIDE = 2048  # Titan: image <= 2048 x 2048
 MAX_IMAGE_BYTES = 25 * 1024 * 1024
 MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
+# Bedrock's 400 ValidationException for a model id it cannot run here: an id that does not
+# exist, a model the region does not host ("The provided model identifier is invalid."),
+# or one that needs an inference profile ("Invocation of model ID ... with on-demand
+# throughput isn't supported"). No other item can succeed after it.
+UNKNOWN_MODEL = re.compile(r"model identifier is invalid|on-demand throughput", re.IGNORECASE)
+# The region a SigV4 signature was made for: its credential scope (key/date/region/service).
+_SIGNED_REGION = re.compile(r"Credential=[^/,]+/\d{8}/([a-z0-9-]+)/" + SERVICE + "/")
 
 
 def _botocore() -> tuple[Any, Any, Any]:
@@ -156,13 +164,46 @@ def estimate_usage(spec: CallSpec) -> Usage:
     return Usage(images=images, input_tokens=tokens)
 
 
+def _model_and_region(response: httpx.Response) -> tuple[str, str]:
+    """The model id and region the request was made for (its path and its signature)."""
+    try:
+        request = response.request
+    except RuntimeError:  # a response built without its request
+        return "the model", "the region"
+    parts = request.url.path.split("/")
+    model = unquote(parts[2]) if len(parts) == 4 and parts[1] == "model" else "the model"
+    found = _SIGNED_REGION.search(request.headers.get("authorization", ""))
+    return model, f"region {found.group(1)}" if found else "the region"
+
+
 def classify_error(response: httpx.Response) -> APIStatusError:
     """Bedrock names the error in ``x-amzn-ErrorType`` (``ThrottlingException:...``);
-    429 Throttling/ModelNotReady and 503 ServiceUnavailable are retried by status."""
+    429 Throttling/ModelNotReady and 503 ServiceUnavailable are retried by status.
+
+    A 400 ``ValidationException`` saying the model identifier is invalid (or needs an
+    inference profile) is a :class:`NotFoundError`: every request of the run would get
+    it, so a harvest stops at once. Any other ValidationException stays a per-item
+    :class:`BadRequestError`."""
     err = default_classify_error(response)
     etype = response.headers.get("x-amzn-errortype", "").split(":", 1)[0]
-    if etype:
-        err.args = (f"{err.args[0]} [{etype}]",)
+    text = str(err.args[0])
+    if (
+        response.status_code == 400
+        and etype in ("", "ValidationException")
+        and UNKNOWN_MODEL.search(text)
+    ):
+        model, region = _model_and_region(response)
+        said = text.removeprefix("HTTP 400: ").removesuffix(f" (request id {err.request_id})")
+        err = NotFoundError(
+            f"{said} [{etype or 'ValidationException'}]: "
+            f"{model} cannot be called in {region}: the id is wrong, the region does not "
+            "host it, or it needs an inference profile id (e.g. 'us.' + the id); check "
+            "--teacher and AWS_REGION (nothing was billed)",
+            status_code=400,
+            request_id=err.request_id,
+        )
+    elif etype:
+        err.args = (f"{text} [{etype}]",)
     return err
 
 
