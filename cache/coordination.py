@@ -168,7 +168,8 @@ class Coordinator:
         self._db: sqlite3.Connection | None = open_coordination_db(self.path)
         self._open: dict[int, Decimal] = {}  # our reservations not yet settled or released
         self._dead: set[str] = set()  # owners seen dead (a dead owner never comes back)
-        self._told_stopped: set[str] = set()  # stopped owners named in a warning already
+        # owners on this host named in a warning already (stopped, or renewing nothing)
+        self._told_stopped: set[str] = set()
         self._reaped: set[str] = set()
         self._last_reap = float("-inf")
         self._reconciled: set[str] = set()
@@ -253,20 +254,34 @@ class Coordinator:
         # runs on): buying its items now pays for them twice. On another host a stopped
         # owner cannot be told from a dead one: its lease lapses.
         if owner not in here:
-            here[owner] = self._on_this_host(db, owner)
+            here[owner] = self._on_this_host(db, owner, now - expires)
         return here[owner]
 
-    def _on_this_host(self, db: sqlite3.Connection, owner: str) -> bool:
-        """Is ``owner`` a process on this host? When it is stopped, say so once."""
+    def _on_this_host(self, db: sqlite3.Connection, owner: str, late: float) -> bool:
+        """Is ``owner`` a process on this host? When it is stopped, or has not renewed
+        its leases for ``late`` seconds past their time (longer than a lease lasts), say
+        so once."""
         row = db.execute(
             "SELECT host, pid, pid_start FROM owners WHERE owner=?", (owner,)
         ).fetchone()
         if row is None or row[0] != self.machine:
             return False
         pid = int(row[1])
-        if owner not in self._told_stopped and pid_stopped(pid, str(row[2])):
+        if owner in self._told_stopped:
+            return True
+        stopped = pid_stopped(pid, str(row[2]))
+        if stopped or late > LEASE_TTL_S:
             self._told_stopped.add(owner)
             (held,) = db.execute("SELECT COUNT(*) FROM leases WHERE owner=?", (owner,)).fetchone()
+        if not stopped and late > LEASE_TTL_S:  # running, but renewing nothing: hung?
+            log.warning(
+                "process %d on this host holds %d item%s of the cache %s but has not "
+                "renewed its leases for %.0f s (hung, or its heartbeat failed): waiting for "
+                "it rather than buying them twice; end it (kill %d) to release them",
+                pid, held, "" if held == 1 else "s", self.path.parent, late + LEASE_TTL_S,
+                pid,
+            )  # fmt: skip
+        elif stopped:
             log.warning(
                 "process %d on this host is stopped (Ctrl-Z or SIGSTOP) holding %d item%s "
                 "of the cache %s: waiting for it rather than buying them twice (what it has "

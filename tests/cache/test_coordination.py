@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from cache import LedgerRecord, SpendLedger
-from cache.coordination import ORPHANED, Coordinator
+from cache.coordination import LEASE_TTL_S, ORPHANED, Coordinator
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER = "local:hash"
@@ -83,7 +83,8 @@ OWNER = """
 import sys
 from decimal import Decimal
 from cache.coordination import Coordinator
-c = Coordinator(sys.argv[1], ledger_path=sys.argv[2])
+c = Coordinator(sys.argv[1], ledger_path=sys.argv[2], **(
+    {"heartbeat_s": float(sys.argv[3])} if len(sys.argv) > 3 else {}))
 assert c.claim(["k"]) == {"k"}
 rid, _ = c.try_reserve("local:hash", Decimal("0.5"), 3, Decimal("1"))
 assert rid is not None
@@ -92,12 +93,15 @@ sys.stdin.read()  # hold the lease and the reservation until killed
 """
 
 
-def owner_process(tmp_path: Path, prefix: Sequence[str] = ()) -> subprocess.Popen[str]:
+def owner_process(
+    tmp_path: Path, prefix: Sequence[str] = (), heartbeat_s: float | None = None
+) -> subprocess.Popen[str]:
     """Another process (run under ``prefix``) holding a lease on "k" and an open $0.5
     reservation in the coordination database of ``tmp_path``, once it has said so."""
+    beat = [] if heartbeat_s is None else [str(heartbeat_s)]
     proc = subprocess.Popen(
         [*prefix, sys.executable, "-c", OWNER, str(tmp_path / "coordination.db"),
-         str(tmp_path / "ledger.jsonl")],
+         str(tmp_path / "ledger.jsonl"), *beat],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -167,6 +171,31 @@ def test_a_stopped_owner_s_leases_hold_past_their_time(
             proc.wait()
             assert c.claim(["k"]) == {"k"}  # killed: its leases end as before
             assert c.spend(TEACHER).settled == Decimal("0.5")
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_a_live_owner_that_stopped_renewing_its_leases_is_named_while_it_is_waited_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A live, running owner on this host whose leases are long past their time (hung, or
+    its heartbeat thread died) is waited for as a stopped one is; the waiting run says so
+    once and how to end the wait, instead of waiting without a word."""
+    proc = owner_process(tmp_path, heartbeat_s=3600.0)  # its heartbeat renews nothing
+    try:
+        with coordinator(tmp_path) as c:
+            db = sqlite3.connect(tmp_path / "coordination.db", isolation_level=None)
+            db.execute("UPDATE leases SET expires=?", (time.time() - LEASE_TTL_S - 1,))
+            db.close()
+            with caplog.at_level(logging.WARNING, logger="cache.coordination"):
+                assert c.claim(["k"]) == set()
+                assert c.claim(["k"]) == set()
+            said = [r.getMessage() for r in caplog.records if "renewed" in r.getMessage()]
+            assert len(said) == 1, said
+            assert said[0].startswith(f"process {proc.pid} on this host holds 1 item"), said
+            assert f"kill {proc.pid}" in said[0]
+            assert not [r for r in caplog.records if "is stopped" in r.getMessage()]
     finally:
         proc.kill()
         proc.communicate()
