@@ -42,6 +42,8 @@ class LedgerRecord:
 
     ``outcome`` is "ok", "malformed" (billed 200 we could not use), "timeout" /
     "connection" / "cancelled" (sent, outcome unknown, charged at the reservation),
+    "unsettled" (answered, but an error of ours came before it was settled: charged at
+    the reservation),
     "orphaned" (a reservation a killed process left open, kind "unknown", charged at the
     reservation by the next process; see :mod:`cache.coordination`),
     "http_<status>" or "refused" (an attempt the provider did not bill, cost 0), or

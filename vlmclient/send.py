@@ -173,12 +173,17 @@ class Sender:
                         self.timings.answered()
                 except httpx.HTTPError as exc:
                     raise self._failed(spec, exc, reservation) from exc
-                except BaseException:
-                    self._cancelled(spec, reservation)
+                except BaseException:  # cancelled (Ctrl-C) while it may be on the wire
+                    self._charge_unknown(spec, reservation, "cancelled")
                     raise
             finally:
                 self._sem.release()
-            return self._settler.handle(spec, response, reservation)
+            try:
+                return self._settler.handle(spec, response, reservation)
+            except BaseException:
+                if reservation.open:  # an error of ours before the answer was settled
+                    self._charge_unknown(spec, reservation, "unsettled")
+                raise
         except APIError as exc:
             if not first:
                 raise
@@ -241,8 +246,10 @@ class Sender:
             )
         return err
 
-    def _cancelled(self, spec: CallSpec, reservation: Reservation) -> None:
-        """Cancelled (Ctrl-C) while the request may be on the wire: assume it was billed."""
+    def _charge_unknown(self, spec: CallSpec, reservation: Reservation, outcome: str) -> None:
+        """What the provider billed is not known: cancelled (Ctrl-C) while the request may
+        be on the wire ("cancelled"), or an error of ours after its answer came and before
+        it was settled ("unsettled"). Assume it was billed: charge the reservation."""
         self.budget.charge_reservation(reservation)
         self.stats.charged_no_answer += 1
         self._storage.record(
@@ -250,7 +257,7 @@ class Sender:
             len(spec.items),
             reservation.usd,
             Usage(),
-            outcome="cancelled",
+            outcome=outcome,
             reserved=reservation.usd,
             estimated=True,
         )

@@ -524,7 +524,9 @@ HINT_HEADERS = [
 ]  # fmt: skip
 header_values = st.text(
     alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=12
-) | st.sampled_from(["inf", "nan", "-1", "1e400", "6m0s", "2099-01-01T00:00:00Z", "0"])
+) | st.sampled_from(
+    ["inf", "nan", "-1", "1e400", "6m0s", "2099-01-01T00:00:00Z", "0", "1" + "0" * 400]
+)  # (the last, an integer, overflowed float() in the limiter: a billed answer unsettled)
 
 
 @pytest.mark.parametrize("name", sorted({c.provider for c in CASES}))

@@ -433,13 +433,19 @@ def usage_count(
     return default
 
 
+MAX_HEADER_INT = 2**63 - 1  # a rate-limit figure beyond this is no figure (nor a float)
+
+
 def header_int(headers: Mapping[str, str], name: str) -> int | None:
-    """An integer header (a rate-limit figure), or None when missing or not an integer."""
+    """An integer header (a rate-limit figure), or None when missing, not an integer, or
+    beyond :data:`MAX_HEADER_INT` either way (a 400-digit limit overflowed the limiter's
+    ``float()`` before the billed answer carrying it was settled)."""
     v = headers.get(name)
     try:
-        return int(v) if v is not None else None
+        value = int(v) if v is not None else None
     except ValueError:
         return None
+    return None if value is None or abs(value) > MAX_HEADER_INT else value
 
 
 def text_tokens_upper_bound(text: str) -> int:
