@@ -94,7 +94,6 @@ def run_demo(
     import torch
     from pydantic import SecretStr
 
-    from distill.data.digits import make_digits
     from distill.server import ServerConfig, ServerThread, create_app, make_backend
     from distill.train.config import TrainConfig
     from distill.train.trainer import train
@@ -107,8 +106,7 @@ def run_demo(
     (run / "config.json").write_text(
         json.dumps({**cfg.to_json(), "cache": str(cache)}, indent=2) + "\n"
     )
-    if not data.exists():
-        make_digits(data, size=cfg.image_size, per_class=cfg.per_class, seed=cfg.seed)
+    ensure_demo_data(data, cfg)
 
     weights = fit_demo_teacher(work, cfg) if cfg.backend == "mini-clip" else None
     # A fitted teacher is harvested under a name that holds its weights' hash, so a refit
@@ -209,6 +207,25 @@ def run_demo(
     (run / "metrics.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     plots = _plots(run, results, folders, cfg.budget)
     return {"run": run, "cache": cache, "data": data, "results": results, "plots": plots, **summary}
+
+
+def ensure_demo_data(data: Path, cfg: DemoConfig) -> None:
+    """The demo's digits at ``cfg``'s size, in ``data``: kept when an earlier run made them
+    alike, made (again) otherwise. A run of another size (``--quick``, 8 a class, then the
+    full 20) used to train on the earlier run's digits while its config.json said its own.
+    The same digits are the same files, so the cache still has what was bought for them."""
+    from distill.data import META_FILE
+    from distill.data.digits import make_digits
+
+    try:
+        meta = json.loads((data / META_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        meta = None
+    want = {"size": cfg.image_size, "per_class": cfg.per_class, "seed": cfg.seed}
+    if isinstance(meta, dict) and all(meta.get(k) == v for k, v in want.items()):
+        return
+    make_digits(data, size=cfg.image_size, per_class=cfg.per_class, seed=cfg.seed,
+                force=data.exists())
 
 
 def fit_demo_teacher(work: Path, cfg: DemoConfig) -> Path:

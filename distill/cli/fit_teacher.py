@@ -50,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError("--steps must be >= 1, --batch >= 2 and --threads >= 1")
     if args.out.suffix != ".safetensors":
         raise ConfigurationError(f"--out must end in .safetensors, not {args.out.name!r}")
-    if args.out.is_dir():
-        raise ConfigurationError(f"--out {args.out} is a folder; give a file name in it")
-    from . import check_new_folder
+    from . import check_out_file
 
-    check_new_folder(args.out.parent, "--out")  # before the fit, not after it
+    # before the fit, not after it: a folder that cannot be written (a read-only mount)
+    # was found only when the fitted weights were written
+    check_out_file(args.out, "--out", "teacher.safetensors")
     if not (args.pool / "dataset.json").is_file():
         raise ConfigurationError(
             f"{args.pool} is not a teacher pool; make one with: "

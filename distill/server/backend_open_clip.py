@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.teacher.offline import set_offline_env
+from distill.teacher.offline import set_offline_env, weights_do_not_load
 
 from .backend_base import (
     DEFAULT_MAX_BATCH,
@@ -77,8 +77,23 @@ class OpenClipBackend:
             raise FileNotFoundError(f"open-clip weights file not found: {path}")
         torch.set_num_threads(torch_threads)
         # pretrained=None: architecture only, random init, nothing fetched.
-        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)
-        model.load_state_dict(_read_state_dict(path), strict=True)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=None
+            )
+        except RuntimeError:
+            if model_name in open_clip.list_models():
+                raise
+            # open_clip's own message lists all of its 160 architectures
+            raise ValueError(
+                f"--open-clip-model {model_name}: open_clip has no such model (e.g. "
+                "ViT-B-32; python -c 'import open_clip; print(open_clip.list_models())')"
+            ) from None
+        # a download cut short, another model's file (the mini-clip one), not weights at all
+        with weights_do_not_load(f"open-clip weights {path}",
+                                 f"give a checkpoint of the open_clip model {model_name} "
+                                 "(.safetensors, or a torch state dict)"):  # fmt: skip
+            model.load_state_dict(_read_state_dict(path), strict=True)
         model.eval()
         self._model = model
         self._preprocess = preprocess

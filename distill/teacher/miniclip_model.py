@@ -107,13 +107,15 @@ def load_teacher(weights: str | os.PathLike[str]) -> tuple[MiniClipTower, dict[s
     mpath = manifest_path(path)
     try:
         manifest = json.loads(mpath.read_text("utf-8"))
+        if not isinstance(manifest, dict):
+            raise ValueError(f"a JSON {type(manifest).__name__}, not an object")
     except (OSError, ValueError) as exc:
         raise FileNotFoundError(
             f"mini-clip manifest {mpath} missing or unreadable ({exc}); "
             "refit with: vlm-distill fit-teacher POOL --out FILE"
         ) from exc
     data = path.read_bytes()
-    recorded = manifest.get("weights_sha256") if isinstance(manifest, dict) else None
+    recorded = manifest.get("weights_sha256")
     if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
         # the teacher is served, and its answers cached, under the name this hash makes:
         # other weights would be filed under another teacher's name (a refit over the same
@@ -122,11 +124,21 @@ def load_teacher(weights: str | os.PathLike[str]) -> tuple[MiniClipTower, dict[s
             f"mini-clip weights {path} are not the ones its manifest {mpath} describes "
             f"(sha256 {recorded[:12]}...); refit with: vlm-distill fit-teacher POOL --out {path}"
         )
-    model = MiniClipTower(manifest.get("widths", WIDTHS), int(manifest.get("dim", EMBED_DIM)),
-                          stem_stride=int(manifest.get("stem_stride", 2)))
     from safetensors.torch import load as load_bytes
 
-    model.load_state_dict(load_bytes(data), strict=True)
+    from distill.teacher.offline import weights_do_not_load
+
+    # a manifest edited by hand (another tower, no classes), or weights it has no hash of
+    with weights_do_not_load(f"mini-clip weights {path} (with {mpath.name})",
+                             f"refit with: vlm-distill fit-teacher POOL --out {path}"):
+        names = manifest.get("class_names")
+        if not isinstance(names, list) or not names or \
+                not all(isinstance(n, str) for n in names):
+            raise ValueError("the manifest names no classes (class_names)")
+        model = MiniClipTower(manifest.get("widths", WIDTHS),
+                              int(manifest.get("dim", EMBED_DIM)),
+                              stem_stride=int(manifest.get("stem_stride", 2)))
+        model.load_state_dict(load_bytes(data), strict=True)
     model.eval()
     return model, manifest
 

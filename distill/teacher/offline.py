@@ -1,10 +1,13 @@
-"""Keep the packaged text and image models offline (the local teachers never download)."""
+"""Keep the packaged text and image models offline (the local teachers never download),
+and say in one line when a local teacher's weights file does not load."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["set_offline_env"]
+__all__ = ["set_offline_env", "weights_do_not_load"]
 
 
 def set_offline_env() -> None:
@@ -14,3 +17,22 @@ def set_offline_env() -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no tqdm bar per load
+
+
+@contextmanager
+def weights_do_not_load(what: str, hint: str) -> Iterator[None]:
+    """Turn the reader's error of a weights file that does not load (cut short, another
+    model's, not a weights file at all, a manifest that describes another tower) into one
+    ``ValueError`` line: "``what`` do not load (why); ``hint``". Not OSError: a file that
+    cannot be read is said as such by the caller."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError,
+            KeyError, TypeError, AttributeError, IndexError) as exc:  # fmt: skip
+        why = " ".join(str(exc).split())  # torch's size list spans lines (and 20,000 chars)
+        why = why if len(why) <= 200 else why[:200] + "..."
+        raise ValueError(f"{what} do not load ({type(exc).__name__}: {why}); {hint}") from None

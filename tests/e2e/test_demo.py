@@ -193,3 +193,25 @@ def test_a_demo_stopped_by_its_budget_says_so_without_a_traceback(
     assert "the demo stopped at its harvest (exit 3), before training" in out
     assert 0 < _bought(work / "cache") <= 10  # $0.0001 an image: at most ten bought
     assert not any((work / "runs").rglob("metrics.json"))
+
+
+def test_a_demo_of_another_size_rebuilds_the_data_of_its_work_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`demo --quick` (8 digits a class), then `demo` in the same folder: the second run
+    found `data/digits` and used it as it was, so the "full" demo trained and scored on the
+    quick one's 320 digits while its config.json said 20 a class (and the reverse)."""
+    work = tmp_path / "demo"
+    data = work / "data" / "digits"
+    # what an earlier run of another size left (--quick: per_class 8)
+    assert main(["data", "make-digits", str(data), "--per-class", "3"]) == 0
+    argv = [
+        "demo", "--smoke", "--backend", "hash", "--student", "mobilenetv3_small_050",
+        "--views", "1", "--budget", "0.001", "--workdir", str(work),
+    ]  # fmt: skip
+    assert main(argv) == 3  # the budget stops the harvest: no student is trained here
+    capsys.readouterr()
+    assert json.loads((data / "dataset.json").read_text())["per_class"] == 2  # --smoke's
+    assert len(list((data / "rotated").rglob("*.png"))) == 10 * 2
+    [run] = (work / "runs").iterdir()
+    assert json.loads((run / "config.json").read_text())["per_class"] == 2

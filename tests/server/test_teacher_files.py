@@ -1,0 +1,135 @@
+"""`fit-teacher` and `serve-teacher --backend mini-clip` with files they cannot use: an
+``--out`` folder that cannot be written, damaged weights, an edited manifest. Each is one
+line (exit 2), said before the work it would waste."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distill.cli import main
+from tests.train.read_only_view import run_read_only
+
+
+def test_fit_teacher_into_a_read_only_folder_is_refused_before_fitting(tmp_path: Path) -> None:
+    """It fitted the teacher (minutes for the Fashion pool's 6,000 steps), then ended in
+    "fit-teacher failed on a file: OUT/t.safetensors.tmp-...: Read-only file system"."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "dataset.json").write_text("{}")  # what fit-teacher looks for before fitting
+    folder = tmp_path / "teachers"
+    folder.mkdir()
+    view = tmp_path / "view"
+    out = view / "t.safetensors"
+    argv = ["fit-teacher", str(pool), "--out", str(out), "--steps", "1", "--threads", "1"]
+    done = run_read_only(folder, view, argv, spy="distill.teacher.miniclip.fit_teacher",
+                         marker="FITTING")  # fmt: skip
+    assert "FITTING" not in done.stderr, done.stderr  # refused before the fit
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"cannot write --out {out}" in lines[0]
+    assert not any(folder.iterdir())
+
+
+def _mini_clip_files(folder: Path, weights: bytes | None = None, **manifest: Any) -> Path:
+    """A mini-clip weights file (a random tower, or ``weights``) and its manifest: the
+    one fit-teacher writes, with ``manifest``'s keys put over it."""
+    import torch
+    from safetensors.torch import save
+
+    from distill.teacher.miniclip_model import MiniClipTower
+
+    folder.mkdir()
+    if weights is None:
+        torch.manual_seed(0)
+        weights = save({k: v.contiguous() for k, v in MiniClipTower().state_dict().items()})
+    path = folder / "t.safetensors"
+    path.write_bytes(weights)
+    full = {"format": "mini-clip/1", "weights_sha256": hashlib.sha256(weights).hexdigest(),
+            "widths": [16, 32, 64, 128], "stem_stride": 2, "dim": 384,
+            "class_names": ["0_zero", "1_one"], **manifest}  # fmt: skip
+    path.with_suffix(".json").write_text(json.dumps(full))
+    return path
+
+
+def _a_safetensors_file_cut_short(folder: Path) -> Path:
+    import torch
+    from safetensors.torch import save
+
+    whole = save({"w": torch.zeros(64, 64)})
+    path = folder / "cut.safetensors"
+    path.write_bytes(whole[:200])
+    return path
+
+
+def _serve(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """serve-teacher refused: exit 2 and one line on stderr (it never serves here)."""
+    assert main(["serve-teacher", "--port", "0", *argv]) == 2
+    err = capsys.readouterr().err
+    lines = [x for x in err.strip().splitlines() if x.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _manifest_not_an_object(folder: Path) -> Path:
+    weights = _mini_clip_files(folder)
+    weights.with_suffix(".json").write_text("[1]")
+    return weights
+
+
+CASES = {
+    # the weights its manifest names, under a manifest whose tower was edited
+    "edited widths": lambda d: _mini_clip_files(d, widths=[8, 16]),
+    "manifest not an object": _manifest_not_an_object,
+    "no class names": lambda d: _mini_clip_files(d, class_names=None),
+    # a manifest with no hash to check, over weights cut short
+    "no hash, cut weights": lambda d: _mini_clip_files(
+        d, weights=_a_safetensors_file_cut_short(d.parent).read_bytes(), weights_sha256=None),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_serve_teacher_with_mini_clip_files_it_cannot_load_is_one_line(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """They ended in safetensors' or torch's traceback (a RuntimeError listing every size
+    that differs, an AttributeError, a KeyError)."""
+    weights = CASES[case](tmp_path / "teacher")
+    line = _serve(["--backend", "mini-clip", "--weights", str(weights)], capsys)
+    assert str(weights.with_suffix("")) in line  # the weights or the manifest named
+    assert "refit with: vlm-distill fit-teacher" in line
+
+
+def test_serve_teacher_open_clip_with_a_wrong_or_damaged_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A download cut short, or the mini-clip file given as --open-clip-weights: a
+    SafetensorError traceback, or a RuntimeError of some 20,000 characters naming every key."""
+    pytest.importorskip("open_clip")
+    mini = _mini_clip_files(tmp_path / "mini")
+    cut = _a_safetensors_file_cut_short(tmp_path)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torch file" * 8)
+    for weights in (cut, mini, junk):
+        line = _serve(["--backend", "open-clip", "--open-clip-model", "ViT-S-32-alt",
+                       "--open-clip-weights", str(weights)], capsys)  # fmt: skip
+        assert f"open-clip weights {weights}" in line, line
+        assert "ViT-S-32-alt" in line and len(line) < 600, line
+
+
+def test_serve_teacher_open_clip_with_an_unknown_model_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in --open-clip-model: open_clip's RuntimeError traceback, listing all 160
+    of its architectures."""
+    pytest.importorskip("open_clip")
+    weights = _a_safetensors_file_cut_short(tmp_path)
+    line = _serve(["--backend", "open-clip", "--open-clip-model", "ViT-B-32x",
+                   "--open-clip-weights", str(weights)], capsys)  # fmt: skip
+    assert "--open-clip-model ViT-B-32x: open_clip has no such model" in line, line
+    assert len(line) < 300, line
