@@ -337,8 +337,10 @@ def ensure_teacher(
     weights = work / f"{kind}-s{seed}-n{steps}-w{tower}{own}.safetensors"
     try:
         m = json.loads(manifest_path(weights).read_text("utf-8"))
-        if (m.get("seed"), m.get("steps")) == (seed, steps) and weights.is_file() \
-                and m["pool"].get("per_class", DEFAULT_POOL_PER_CLASS) == per_class \
+        fitted_on = m.get("pool") if isinstance(m, dict) else None  # edited: not reused
+        if isinstance(fitted_on, dict) and (m.get("seed"), m.get("steps")) == (seed, steps) \
+                and weights.is_file() \
+                and fitted_on.get("per_class", DEFAULT_POOL_PER_CLASS) == per_class \
                 and m.get("weights_sha256") == _sha256_file(weights):
             return weights
     except (OSError, ValueError):

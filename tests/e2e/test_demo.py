@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -215,3 +216,32 @@ def test_a_demo_of_another_size_rebuilds_the_data_of_its_work_folder(
     assert len(list((data / "rotated").rglob("*.png"))) == 10 * 2
     [run] = (work / "runs").iterdir()
     assert json.loads((run / "config.json").read_text())["per_class"] == 2
+
+
+@pytest.mark.parametrize("edit", ["no pool", "pool null", "a list"])
+def test_a_demo_whose_teacher_manifest_was_edited_fits_the_teacher_again(
+    edit: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`teacher/digits-*.json` edited by hand (its "pool" taken out, or not an object):
+    the rerun ended in a KeyError (TypeError, AttributeError) traceback before anything
+    was harvested."""
+    work = tmp_path / "demo"
+    argv = [
+        "demo", "--smoke", "--student", "mobilenetv3_small_050", "--teacher-steps", "2",
+        "--views", "1", "--budget", "0.001", "--workdir", str(work),
+    ]  # fmt: skip
+    assert main(argv) == 3  # the budget stops the harvest: no student is trained here
+    [manifest] = (work / "teacher").glob("digits-*.json")
+    fitted = json.loads(manifest.read_text())
+    edited: object = [fitted]
+    if edit != "a list":
+        edited = {k: v for k, v in fitted.items() if k != "pool"}
+        if edit == "pool null":
+            edited["pool"] = None  # type: ignore[index]
+    manifest.write_text(json.dumps(edited))
+    capsys.readouterr()
+    assert main(argv) == 3
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    # fitted again, as the first time (same seed: the same teacher, so its cache is used)
+    assert json.loads(manifest.read_text()) == {**fitted, "fit_s": ANY}
