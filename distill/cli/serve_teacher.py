@@ -209,6 +209,24 @@ def _listen(host: str, port: int) -> socket.socket:
         raise ConfigurationError(f"cannot listen on {host} port {port}: {why}{hint}") from None
 
 
+# The file flags of one backend: any other backend would serve without them, without a
+# word (`--weights F` alone served pseudo-clip, and a harvest named after F's teacher
+# cached pseudo-clip's answers under that name).
+_BACKEND_OF_FLAG = {
+    "weights": "mini-clip", "open_clip_model": "open-clip", "open_clip_weights": "open-clip",
+}
+
+
+def _check_backend_flags(args: argparse.Namespace) -> None:
+    for dest, backend in _BACKEND_OF_FLAG.items():
+        if getattr(args, dest) is not None and args.backend != backend:
+            flag = "--" + dest.replace("_", "-")
+            raise ConfigurationError(
+                f"{flag} is for the {backend} backend, but --backend is {args.backend}, "
+                f"which would not use it: add --backend {backend}"
+            )
+
+
 def server_config(args: argparse.Namespace, token: str) -> ServerConfig:
     """The ServerConfig the flags describe; ConfigurationError (one line) when invalid."""
     from distill.server.config import Faults, Pricing, ServerConfig
@@ -229,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: `vlm-distill --help` must not pay for starlette/uvicorn.
     from distill.server import ServerThread, create_app, make_backend
 
+    _check_backend_flags(args)
     _check_host(args.host, args.allow_remote)
     token, source = _token(args)
     generated = source == "generated"

@@ -133,3 +133,37 @@ def test_serve_teacher_open_clip_with_an_unknown_model_is_one_line(
                    "--open-clip-weights", str(weights)], capsys)  # fmt: skip
     assert "--open-clip-model ViT-B-32x: open_clip has no such model" in line, line
     assert len(line) < 300, line
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--weights", "W"], "--weights"),  # the default backend: pseudo-clip
+        (["--backend", "hash", "--weights", "W"], "--weights"),
+        (["--backend", "mini-clip", "--weights", "W", "--open-clip-weights", "W"],
+         "--open-clip-weights"),
+        (["--open-clip-model", "ViT-B-32"], "--open-clip-model"),
+    ],
+)  # fmt: skip
+def test_serve_teacher_refuses_a_file_flag_its_backend_would_ignore(
+    argv: list[str], flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`serve-teacher --weights t.safetensors` (no --backend, as fit-teacher's file is easy
+    to give alone) served the pseudo-clip teacher without a word: a harvest with the
+    `--teacher local:mini-clip-<hash>` fit-teacher printed then cached pseudo-clip's
+    answers under the mini-clip teacher's name, where every later run read them."""
+    import distill.server
+
+    built: list[str] = []
+
+    def no_backend(name: str, **_: Any) -> Any:
+        built.append(name)
+        raise SystemExit(99)  # it would have served that backend
+
+    monkeypatch.setattr(distill.server, "make_backend", no_backend)
+    weights = _mini_clip_files(tmp_path / "teacher")
+    argv = [str(weights) if a == "W" else a for a in argv]
+    line = _serve(argv, capsys)
+    assert built == []
+    assert f"{flag} is for the " in line and "--backend" in line, line
