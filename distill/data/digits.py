@@ -199,13 +199,21 @@ def prepare_out(out: str | os.PathLike[str], force: bool) -> tuple[Path, Path]:
 def publish(tmp: Path, final: Path, meta: Mapping[str, object]) -> Path:
     """Write the metadata, then move the finished folder into place."""
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    # The old folder is moved aside whole, then deleted once the new one is in place: a
+    # stop while it was deleted in place (thousands of files) left part of it, its
+    # dataset.json still describing all of it. A stop between the two renames leaves none.
+    old = final.with_name(f"{final.name}.old-{os.getpid()}")
     try:
         if final.exists():
-            shutil.rmtree(final)
+            os.replace(final, old)
         os.replace(tmp, final)
     except OSError as exc:  # e.g. OUT is a link to nowhere: no temporary folder left behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"cannot write {final}: {exc.strerror or exc}") from exc
+    if old.is_symlink():
+        old.unlink()
+    elif old.exists():
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -116,3 +116,36 @@ def test_unknown_or_out_of_range_domains_are_refused(tmp_path, bad):
     with pytest.raises(DataError, match="unknown digits domain"):
         make_digits(tmp_path / "x", size=16, per_class=1, domains=[bad])
     assert not (tmp_path / "x").exists()
+
+
+def test_a_stop_while_force_replaces_a_folder_leaves_the_old_one_or_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`data make-digits OUT --force` (and the demo's, the teacher pool's rebuild) deleted
+    the old folder file by file before moving the new one in: Ctrl-C during the delete (a
+    Fashion pool holds some 67,000 images) left a folder missing files, its dataset.json
+    still saying what it held, which the next run used as it was (or, that file gone,
+    refused to replace as "not written by vlm-distill")."""
+    import shutil
+
+    from distill.cli import main
+
+    out = tmp_path / "digits"
+    assert main(["data", "make-digits", str(out), "--per-class", "1"]) == 0
+    before = _files(out)
+    real_rmtree = shutil.rmtree
+
+    def stopped_midway(path: object, *args: object, **kwargs: object) -> None:
+        name = Path(str(path)).name
+        if name.startswith(out.name) and ".tmp-" not in name:  # the old folder, file by file
+            for png in sorted(Path(str(path)).rglob("*.png"))[:5]:
+                png.unlink()
+            raise KeyboardInterrupt
+        real_rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shutil, "rmtree", stopped_midway)
+    assert main(["data", "make-digits", str(out), "--per-class", "2", "--force"]) == 130
+    capsys.readouterr()
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    # the old folder whole, or the new one whole: never a part of either
+    assert _files(out) in (before, _files(make_digits(tmp_path / "new", per_class=2)))
