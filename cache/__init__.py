@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .atomic import atomic_write, atomic_write_csv, fsync_directory
+    from .atomic import atomic_write, atomic_write_csv, atomic_write_files, fsync_directory
     from .cache_errors import CacheCorruptError, CacheError, CacheReadOnlyError, CacheWriteError
     from .cache_stats import CacheStats, KindStats
     from .codecs import (
@@ -109,6 +109,7 @@ __all__ = [
     "ascii_json_string",
     "atomic_write",
     "atomic_write_csv",
+    "atomic_write_files",
     "by_model",
     "canonical_json",
     "decode_vector",
@@ -136,6 +137,7 @@ __all__ = [
 _SOURCES: dict[str, str] = {
     "atomic_write": "atomic",
     "atomic_write_csv": "atomic",
+    "atomic_write_files": "atomic",
     "fsync_directory": "atomic",
     "CacheCorruptError": "cache_errors",
     "CacheError": "cache_errors",

@@ -12,12 +12,12 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .swap import leftover_name
 
-__all__ = ["atomic_write", "atomic_write_csv", "fsync_directory"]
+__all__ = ["atomic_write", "atomic_write_csv", "atomic_write_files", "fsync_directory"]
 
 
 def fsync_directory(directory: str | os.PathLike[str]) -> None:
@@ -48,19 +48,32 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
     ('{"step": 1}\\n', ['state.json'])
     """
     path = Path(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    tmp = leftover_name(path, "tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
+    atomic_write_files({path: data})
     return path
+
+
+def atomic_write_files(files: Mapping[Path, bytes | str]) -> None:
+    """Replace every file of ``files`` (path -> data) as :func:`atomic_write` does, all
+    written before any is renamed in: a full disk or an error leaves every old file (a
+    pair that belongs together, weights and their manifest, is never half replaced); only
+    a crash between the renames, microseconds, can."""
+    tmps: dict[Path, Path] = {}
+    try:
+        for path, data in files.items():
+            raw = data.encode("utf-8") if isinstance(data, str) else data
+            tmps[path] = tmp = leftover_name(path, "tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    for folder in {path.parent for path in files}:
+        fsync_directory(folder)
 
 
 def atomic_write_csv(path: str | os.PathLike[str], rows: Iterable[Sequence[object]]) -> Path:

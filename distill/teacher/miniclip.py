@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from cache import atomic_write
+from cache import atomic_write_files
 from distill.data import DEFAULT_TEMPLATE, DataError, class_prompts
 from distill.teacher.miniclip_looks import LOOKS, augment, ink_canvas, render_looks
 from distill.teacher.miniclip_model import (
@@ -241,12 +241,12 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     # One metadata key: safetensors writes its metadata map in a random order, so two keys
     # would make two byte-different files of the same weights.
-    atomic_write(out, save(state, metadata={"format": "mini-clip/1"}))
+    blob = save(state, metadata={"format": "mini-clip/1"})
     pool_meta = data.meta
     manifest = {
         "format": "mini-clip/1",
         "weights_file": out.name,
-        "weights_sha256": _sha256_file(out),
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
         "image_size": IMAGE_SIZE,
         "widths": list(widths),
         "stem_stride": stem_stride,
@@ -278,7 +278,10 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
         },
         "zeroshot_holdout": accuracy,
     }
-    manifest_path(out).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    # both written before either is renamed in: a full disk leaves the earlier teacher whole
+    atomic_write_files({
+        out: blob, manifest_path(out): json.dumps(manifest, indent=1, sort_keys=True) + "\n",
+    })  # fmt: skip
     return manifest
 
 

@@ -246,3 +246,38 @@ def test_weights_that_are_not_the_manifests_are_refused(fitted, tmp_path, monkey
     code = main(["serve-teacher", "--backend", "mini-clip", "--weights", str(other),
                  "--port", "0"])  # fmt: skip
     assert code == 2 and "not the ones its manifest" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_a_refit_writes_its_manifest_keeps_the_old_teacher(
+    fitted, tmp_path, monkeypatch, capsys
+):
+    """Refitting over an earlier teacher: the weights were replaced, then the manifest
+    written in place; a full disk there left new weights beside the old manifest, which
+    the hash check refuses: the old teacher was lost as well as the new fit."""
+    import builtins
+    import errno
+    import shutil
+
+    from distill.teacher.miniclip_model import load_teacher, manifest_path
+
+    pool, weights = fitted
+    out = tmp_path / "teacher.safetensors"
+    shutil.copy(weights, out)
+    shutil.copy(manifest_path(weights), manifest_path(out))
+    before = (_sha(out), _sha(manifest_path(out)))
+    real_open = builtins.open
+
+    def full_for_the_manifest(file, mode="r", *args, **kwargs):
+        if "w" in mode and Path(file).name.startswith(manifest_path(out).name):
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_for_the_manifest)
+    monkeypatch.setattr(io, "open", full_for_the_manifest)  # what Path.write_text opens with
+    rc = main(["fit-teacher", str(pool), "--out", str(out), "--seed", "4", *FIT])
+    monkeypatch.undo()
+    assert rc == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert (_sha(out), _sha(manifest_path(out))) == before  # the old teacher, whole
+    load_teacher(out)  # and it still loads
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher.json", "teacher.safetensors"]
