@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         quantize,
     )
     from .coordination import CoordinationError, Coordinator, Overrun, SpendView
+    from .coordination_db import open_reservations
     from .keys import (
         KeyTemplate,
         LiteralJSON,
@@ -123,6 +124,7 @@ __all__ = [
     "json_with_literals",
     "leftover_name",
     "make_key",
+    "open_reservations",
     "plain",
     "quantize",
     "read_ledger",
@@ -156,6 +158,7 @@ _SOURCES: dict[str, str] = {
     "Coordinator": "coordination",
     "Overrun": "coordination",
     "SpendView": "coordination",
+    "open_reservations": "coordination_db",
     "KeyTemplate": "keys",
     "LiteralJSON": "keys",
     "ascii_json_inner": "keys",

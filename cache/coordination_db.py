@@ -13,6 +13,7 @@ import logging
 import os
 import sqlite3
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
@@ -23,6 +24,7 @@ __all__ = [
     "RESERVE_BYTES",
     "machine_identity",
     "open_coordination_db",
+    "open_reservations",
     "pid_alive",
     "pid_start",
     "pid_stopped",
@@ -68,6 +70,26 @@ def open_coordination_db(path: Path) -> sqlite3.Connection:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(f"{path}{suffix}", f"{aside}{suffix}")
         return _open_db(path)
+
+
+def open_reservations(path: Path) -> dict[str, Decimal]:
+    """Per teacher (``provider:model``), the dollars held by the open reservations of the
+    database at ``path``, read without writing anything ({} when there is none):
+    requests on the wire in a running process, or left open by one that was killed,
+    which the next process charges to the ledger as ``orphaned``. ``sqlite3.Error``
+    when it cannot be read (damaged, locked past the busy timeout)."""
+    if not path.exists():
+        return {}
+    uri = path.absolute().as_uri() + "?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        rows = db.execute("SELECT teacher, usd FROM reservations").fetchall()
+    finally:
+        db.close()
+    held: dict[str, Decimal] = {}
+    for teacher, usd in rows:
+        held[str(teacher)] = held.get(str(teacher), Decimal(0)) + Decimal(str(usd))
+    return held
 
 
 def _open_db(path: Path) -> sqlite3.Connection:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from cache import CacheError, ResponseCache, read_ledger, totals
+from cache import CacheError, ResponseCache, open_reservations, read_ledger, totals
 from cache.layout import LEDGER_FILE, RESPONSES_DIR, CacheDir
 from cache.ledger import by_model, is_overrun, plain
 
@@ -122,11 +123,14 @@ def build_report(path: Path) -> dict[str, Any]:
         except CacheError as exc:
             items_cached, cache_problem = None, str(exc)
     failed_attempts = sum(tot.failures.values())
+    problems = [f"line {n}: {why}" for n, why in contents.problems]
+    held = _open_reservations(cdir, problems)
     groups = [g.as_dict() for _, g in sorted(tot.groups.items())]
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "cache_dir": str(cdir.root.absolute()),  # which one it is, wherever report ran
         "spent_usd": plain(tot.spent_usd),
+        "reserved_usd": plain(sum(held.values(), Decimal(0))),
         "saved_usd": plain(tot.saved_usd),
         "requests_sent": tot.requests,
         "items_bought": tot.items,
@@ -136,7 +140,7 @@ def build_report(path: Path) -> dict[str, Any]:
         "cache_problem": cache_problem,
         "by_model": by_model(tot.groups),
         "by_kind": groups,
-        "ledger_problems": [f"line {n}: {why}" for n, why in contents.problems],
+        "ledger_problems": problems,
         "estimated_requests": tot.estimated,
         "overrun_usd": plain(tot.overrun_usd),
         "overruns": [
@@ -161,7 +165,11 @@ def build_report(path: Path) -> dict[str, Any]:
         spent = _money(run.get("spent_usd", "0")) or Decimal(0)
         # --budget caps what the ledger records for the teacher over every run, so what is
         # left is the cap minus the ledger's total for that teacher, not minus one run.
-        teacher_spent = _teacher_spent(tot, str(run.get("teacher", "")))
+        teacher = _teacher_key(str(run.get("teacher", "")))
+        teacher_spent = _teacher_spent(tot, teacher)
+        # and minus the reservations still open: the next run charges a killed run's
+        # (the provider may have billed them), a running one's are held until settled
+        reserved = held.get(teacher, Decimal(0)) if teacher else Decimal(0)
         seen = _money(run.get("teacher_spent_usd"))
         if seen is not None and seen > teacher_spent:
             # the run saw more than the ledger now holds (a line lost or cut since): the
@@ -177,7 +185,8 @@ def build_report(path: Path) -> dict[str, Any]:
             "budget_usd": plain(budget),
             "spent_usd": plain(spent),
             "teacher_spent_usd": plain(teacher_spent),
-            "budget_left_usd": plain(max(Decimal(0), budget - teacher_spent)),
+            "teacher_reserved_usd": plain(reserved),
+            "budget_left_usd": plain(max(Decimal(0), budget - teacher_spent - reserved)),
             "run_budget_usd": None if run_budget is None else plain(run_budget),
             "exit_code": run.get("exit_code"),
         }
@@ -186,17 +195,38 @@ def build_report(path: Path) -> dict[str, Any]:
     return report
 
 
-def _teacher_spent(tot: Any, teacher: str) -> Decimal:
-    """The ledger's total for ``provider:model`` (the provider's canonical name)."""
+def _open_reservations(cdir: CacheDir, problems: list[str]) -> dict[str, Decimal]:
+    """The open reservations of the cache's coordination database, per teacher; {} and a
+    line in ``problems`` when it cannot be read."""
+    try:
+        return open_reservations(cdir.coordination)
+    except (sqlite3.Error, ArithmeticError) as exc:
+        problems.append(
+            f"coordination database {cdir.coordination} cannot be read ({exc}): requests "
+            "in flight, or left open by a killed run, are not counted in budget left"
+        )
+        return {}
+
+
+def _teacher_key(teacher: str) -> str | None:
+    """``provider:model`` with the provider's canonical name (how the ledger and the
+    shared budget name a teacher), or None when ``teacher`` does not parse."""
     from vlmclient.errors import VLMError
     from vlmclient.providers import parse_teacher
 
     try:
         provider, model = parse_teacher(teacher)
     except (VLMError, ValueError):
+        return None
+    return f"{provider.name}:{model}"
+
+
+def _teacher_spent(tot: Any, teacher: str | None) -> Decimal:
+    """The ledger's total for the teacher ``provider:model`` (:func:`_teacher_key`)."""
+    if teacher is None:
         return Decimal(0)
+    provider, _, model = teacher.partition(":")
     return sum(
-        (g.spent_usd for (p, m, _), g in tot.groups.items() if (p, m) == (provider.name, model)),
+        (g.spent_usd for (p, m, _), g in tot.groups.items() if (p, m) == (provider, model)),
         Decimal(0),
     )
-

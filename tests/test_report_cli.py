@@ -167,3 +167,68 @@ def test_a_run_folder_prefers_the_cache_beside_it_to_one_of_the_same_name_here(
     report = json.loads(capsys.readouterr().out)
     assert Decimal(report["spent_usd"]) == Decimal("0.25")
     assert report["cache_dir"] == str(tmp_path / "proj1" / "vlm-cache")
+
+
+@pytest.mark.slow
+def test_a_killed_harvest_s_open_reservations_count_in_budget_left(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: after `kill -9` of a harvest with requests on the wire, the report summed the
+    ledger alone: "budget left" was above what the next harvest may spend (it first charges
+    the killed run's open reservations as `orphaned`), and nothing said the provider may
+    have billed them. A real harvest (a subprocess) is killed while its requests wait at
+    the teacher; the report must say the same before and after the next run charges them."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from distill.data.digits import make_digits
+
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    monkeypatch.setenv("COLUMNS", "200")
+    data = make_digits(tmp_path / "digits", size=16, per_class=2)
+    cache = tmp_path / "cache"
+    flags = ("--batch-size", "4", "--concurrency", "2")
+    with teacher() as fast:  # a first run, stopped by --max-items: the runs.jsonl line
+        assert main(harvest_argv(fast.url, data, cache, *flags, "--max-items", "8")) == 3
+    with teacher(Faults(latency_ms=600_000)) as slow:  # every request waits at the teacher
+        argv = harvest_argv(slow.url, data, cache, *flags)
+        code = f"import sys; from distill.cli import main; sys.exit(main({argv!r}))"
+        root = Path(__file__).resolve().parents[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            open_rows = 0
+            while open_rows < 2 and proc.poll() is None:  # both requests on the wire
+                time.sleep(0.05)
+                try:
+                    with sqlite3.connect(cache / "coordination.db") as db:
+                        open_rows = db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
+                except sqlite3.Error:
+                    continue
+            assert proc.poll() is None, "the harvest ended before its requests were sent"
+        finally:
+            proc.kill()
+            proc.wait()
+        capsys.readouterr()
+        assert main(["report", str(cache), "--json"]) == 0
+        before = json.loads(capsys.readouterr().out)
+        assert main(["report", str(cache)]) == 0
+        shown = " ".join(capsys.readouterr().out.split())
+        # the next run charges the killed run's open reservations (a dry run sends nothing)
+        assert main([*argv, "--dry-run"]) == 0
+        capsys.readouterr()
+    assert main(["report", str(cache), "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    orphaned = sum(
+        (Decimal(r.cost_usd) for r in ledger(cache) if r.outcome == "orphaned"), Decimal(0)
+    )
+    assert orphaned > 0
+    assert before["last_run"]["budget_left_usd"] == after["last_run"]["budget_left_usd"]
+    assert Decimal(before["reserved_usd"]) == orphaned and after["reserved_usd"] == "0"
+    assert Decimal(before["spent_usd"]) + orphaned == Decimal(after["spent_usd"])
+    assert f"${before['reserved_usd']} is reserved" in shown, shown

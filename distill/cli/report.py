@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from decimal import Decimal
 from typing import Any
 
 from rich.cells import cell_len
@@ -132,13 +133,21 @@ def show(report: dict[str, Any]) -> None:
             f"[red]{len(report['overruns'])} overruns, ${report['overrun_usd']} billed beyond "
             "the reservations[/]: a price entry or a usage estimate is wrong"
         )
+    if Decimal(report["reserved_usd"]):
+        out.print(
+            f"[yellow]${report['reserved_usd']} is reserved[/] by requests on the wire, or "
+            "left open by a run that was killed: not in the spend above, though the provider "
+            "may have billed them (the next run of this cache charges a killed run's to the "
+            "ledger as orphaned)"
+        )
     if report.get("last_run"):
         r = report["last_run"]
+        held = Decimal(r["teacher_reserved_usd"])
         out.print(
-            f"last harvest ({r['teacher']}): this cache's ledger records "
-            f"${r.get('teacher_spent_usd', r['spent_usd'])} for it of --budget "
-            f"${r['budget_usd']}, budget left ${r['budget_left_usd']} "
-            f"(the last run spent ${r['spent_usd']})"
+            f"last harvest ({escape(str(r['teacher']))}): this cache's ledger records "
+            f"${r['teacher_spent_usd']} for it of --budget ${r['budget_usd']}"
+            + (f", ${r['teacher_reserved_usd']} reserved" if held else "")
+            + f", budget left ${r['budget_left_usd']} (the last run spent ${r['spent_usd']})"
         )
     for problem in report["ledger_problems"]:
         out.print(f"[yellow]ledger: {escape(problem)}[/]")
