@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from cache.coordination import CoordinationError, Coordinator, Overrun, SpendView
+from cache.ledger import plain
 
 from .budget import Budget, Reservation, cap_in_dollars
 from .errors import BudgetExceededError, BudgetOverrunError, SpendRecordError
@@ -107,10 +108,11 @@ class SharedBudget(Budget):
         except BudgetExceededError as err:
             if err.kind == "usd":
                 err.args = (
-                    f"--run-budget ${err.cap} would be exceeded: this run spent ${err.spent}, "
-                    f"${err.reserved} is reserved by its requests in flight, and the next "
-                    f"request may cost up to ${usd}. Nothing was sent; run again (or raise "
-                    "--run-budget) to continue (cached work is kept).",
+                    f"--run-budget ${plain(err.cap)} would be exceeded: this run spent "
+                    f"${plain(err.spent)}, ${plain(err.reserved)} is reserved by its requests "
+                    f"in flight, and the next request may cost up to ${plain(usd)}. Nothing "
+                    "was sent; run again (or raise --run-budget) to continue (cached work is "
+                    "kept).",
                 )
             raise
         try:
@@ -140,10 +142,10 @@ class SharedBudget(Budget):
                 estimate=usd,
             )  # fmt: skip
             refused.args = (
-                f"--budget ${self.total} for {self.teacher} would be exceeded: this cache's "
-                f"ledger records ${seen.settled} for it (every run and process), "
-                f"${seen.reserved} is reserved by requests in flight, and the next request "
-                f"may cost up to ${usd}. Nothing was sent; raise --budget to continue "
+                f"--budget ${plain(self.total)} for {self.teacher} would be exceeded: this cache's "
+                f"ledger records ${plain(seen.settled)} for it (every run and process), "
+                f"${plain(seen.reserved)} is reserved by requests in flight, and the next request "
+                f"may cost up to ${plain(usd)}. Nothing was sent; raise --budget to continue "
                 "(cached work is kept).",
             )
             raise refused
@@ -158,11 +160,11 @@ class SharedBudget(Budget):
         times = "" if ratio is None else f", {ratio:.2f}x its worst case"
         return BudgetOverrunError(
             f"OVERRUN in another run of this cache (pid {seen.pid} on {seen.host}): "
-            f"{self.teacher} billed ${seen.billed} for a request for which ${seen.reserved} "
-            f"was reserved{times}. The price or our usage estimate for this model looks "
-            "wrong, so the budget can no longer be trusted: this run sends no new requests "
-            "either (those in flight finish and are recorded). Check the provider's bill "
-            "and correct the price with --price-file before running again",
+            f"{self.teacher} billed ${plain(seen.billed)} for a request for which "
+            f"${plain(seen.reserved)} was reserved{times}. The price or our usage estimate "
+            "for this model looks wrong, so the budget can no longer be trusted: this run "
+            "sends no new requests either (those in flight finish and are recorded). Check "
+            "the provider's bill and correct the price with --price-file before running again",
             billed=seen.billed,
             reserved=seen.reserved,
         )

@@ -17,6 +17,7 @@ import httpx
 
 from cache.coordination import Coordinator
 from cache.layout import CacheDir
+from cache.ledger import plain
 from distill.data.dataset import DEFAULT_TEMPLATE
 from vlmclient import ConfigurationError, TeacherClient, load_prices
 from vlmclient.models import Kind
@@ -273,15 +274,15 @@ def budget_lines(client: TeacherClient) -> list[tuple[str, str]]:
     """(label, value) rows saying both caps: the ledger's total for the teacher, this run."""
     budget = client.budget
     if not isinstance(budget, SharedBudget):
-        return [("spent", f"${budget.spent} of ${budget.cap}")]
+        return [("spent", f"${usd_text(budget.spent)} of ${budget.cap}")]
     run_cap = "no --run-budget" if budget.cap is None else f"--run-budget ${budget.cap}"
     return [
         (
             "spent in ledger",
-            f"${budget.ledger_spent} of --budget ${budget.total} for {budget.teacher} "
+            f"${usd_text(budget.ledger_spent)} of --budget ${budget.total} for {budget.teacher} "
             "(every run and process)",
         ),
-        ("spent this run", f"${budget.spent} of {run_cap}"),
+        ("spent this run", f"${usd_text(budget.spent)} of {run_cap}"),
     ]
 
 
@@ -345,8 +346,8 @@ def note_run(
                 "teacher": args.teacher,
                 "budget_usd": str(args.budget),
                 "run_budget_usd": None if args.run_budget is None else str(args.run_budget),
-                "spent_usd": str(budget.spent),
-                "teacher_spent_usd": str(budget.ledger_spent),
+                "spent_usd": plain(budget.spent),
+                "teacher_spent_usd": plain(budget.ledger_spent),
                 "bought": bought,
                 "cache_hits": cache_hits,
                 "overruns": budget.overruns,

@@ -418,3 +418,39 @@ def test_saved_by_the_cache_is_shown_to_eight_places(
     assert main(["report", str(cache)]) == 0
     report = capsys.readouterr().out
     assert not re.search(r"\d\.\d{9,}", report), report
+
+
+def test_amounts_below_a_millionth_are_plain_decimals_in_the_summary_and_runs_file(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rerun that buys only two one-word prompts (new --prompt): "spent this run $2.4E-7"
+    (Decimal's scientific notation) in the summary and in runs.jsonl, and a budget stop
+    said "the next request may cost up to $4.8E-7"."""
+    import json
+    import shutil
+
+    monkeypatch.setenv("COLUMNS", "200")
+    cache, data = tmp_path / "cache", tmp_path / "data"
+    domain = sorted(p for p in digits_data.iterdir() if p.is_dir())[0]
+    classes = sorted(p for p in domain.iterdir() if p.is_dir())[:2]
+    for name, folder in zip("xy", classes, strict=True):
+        shutil.copytree(folder, data / name)
+    assert harvest(hash_teacher, data, cache, "--budget", "1") == 0
+    capsys.readouterr()
+    assert harvest(hash_teacher, data, cache, "--budget", "1", "--prompt", "{}") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    runs = [json.loads(line) for line in (cache / "runs.jsonl").read_text().splitlines()]
+    spent = Decimal(runs[-1]["spent_usd"])
+    assert 0 < spent < Decimal("0.000001"), runs[-1]
+    assert runs[-1]["spent_usd"] == format(spent, "f"), runs[-1]
+    assert f"${format(spent, 'f')} of no --run-budget" in out, out
+    assert "E-" not in out, out
+    # a budget that stops the next prompts: the refusal names the amounts the same way
+    cap = str(ledger_spent(cache))
+    assert harvest(hash_teacher, data, cache, "--budget", cap, "--prompt", "a {}") == 3
+    out = " ".join(capsys.readouterr().out.split())
+    assert "may cost up to $0.000000" in out and "E-" not in out, out
