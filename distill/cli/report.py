@@ -123,10 +123,16 @@ def show(report: dict[str, Any]) -> None:
             "are charged at our worst-case estimate (ledger records marked estimated)"
         )
     for o in report["overruns"]:
+        # the provider's own strings (request id, usage keys) are not markup: "[/x]" in
+        # one was a MarkupError traceback
         out.print(
-            f"[red]overrun[/]: {o['provider']}:{o['model']} billed ${o['cost_usd']} for "
-            f"{o['items']} {KIND_NAMES.get(o['kind'], o['kind'])} where ${o['reserved_usd']} "
-            f"was reserved (request id {o['request_id']}); provider's usage {o['provider_usage']}"
+            "[red]overrun[/]: "
+            + escape(
+                f"{o['provider']}:{o['model']} billed ${o['cost_usd']} for {o['items']} "
+                f"{KIND_NAMES.get(o['kind'], o['kind'])} where ${o['reserved_usd']} was "
+                f"reserved (request id {o['request_id']}); provider's usage "
+                f"{o['provider_usage']}"
+            )
         )
     if report["overruns"]:
         out.print(

@@ -12,6 +12,7 @@ import logging
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -21,7 +22,7 @@ from cache import ResponseCache
 from distill.cli import main
 from tests.conftest import ListLedger
 from tests.reliability.conftest import ledger, paid
-from tests.reliability.standin import standin
+from tests.reliability.standin import StandIn, standin
 from vlmclient import (
     Budget,
     PriceTable,
@@ -454,3 +455,36 @@ async def test_only_requests_about_to_be_sent_hold_a_reservation() -> None:
             await buying
     assert one > 0 and held == 2 * one  # two reservations, not eight
     assert client.budget.reserved == 0 and client.budget.requests == 8
+
+
+def test_report_prints_an_overrun_whose_request_id_holds_brackets(
+    digits: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: the overrun line of `report` went through rich markup with the provider's
+    request id in it: an id holding "[/x]" was a MarkupError traceback (exit 1, no report),
+    and one holding "[b]" lost it silently."""
+    from distill.server import ServerThread
+
+    monkeypatch.setenv("COLUMNS", "200")
+    provider = StandIn(bill_factor=3)
+    answer = provider.answer
+
+    def odd_ids(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        status, out = answer(path, body)
+        if "id" in out:
+            out["id"] = f"gw[/x][b]{out['id']}"
+        return status, out
+
+    monkeypatch.setattr(provider, "answer", odd_ids)
+    cache = tmp_path / "cache"
+    with ServerThread(provider) as server:
+        assert harvest(server.base_url, digits, cache, "--budget", "1") == 3
+    [over] = [r for r in ledger(cache) if Decimal(r.cost_usd) > Decimal(r.reserved_usd)]
+    assert over.request_id is not None and over.request_id.startswith("gw[/x][b]")
+    capsys.readouterr()
+    assert main(["report", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert f"(request id {over.request_id})" in out, out
