@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cache.layout import CacheDir
+from cache.ledger import plain
 from vlmclient import ConfigurationError, TeacherClient, TextEmbeddingRequest
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK, EXIT_USAGE
@@ -27,6 +28,7 @@ from ._common import (
     open_coordinator,
     progress_money,
     saved_text,
+    usd_text,
 )
 from .failures import failure_advice, retry_advice, show_failed, shown, too_long_count
 from .progress import LiveProgress, console
@@ -200,11 +202,12 @@ async def _dry_run(client: TeacherClient, dataset: Dataset, args: argparse.Names
     texts = [TextEmbeddingRequest(text=p) for p in class_prompts(dataset.class_names, args.prompt)]
     n_txt, cost_txt = client.plan("text_embedding", texts) if texts else (0, Decimal(0))
     out = console()
-    left = client.budget.remaining
+    left = client.budget.remaining  # --budget always has a value: never None here
     out.print(
         f"dry run: {n_img} of {n_views} image views and {n_txt} of {len(texts)} prompts "
-        f"are not cached; buying them would cost at most ${cost_img + cost_txt:.6f} "
-        f"(budget ${args.budget}, of which ${left} is left). Nothing was sent."
+        f"are not cached; buying them would cost at most ${usd_text(cost_img + cost_txt)} "
+        f"(budget ${args.budget}, of which ${plain(left or Decimal(0))} is left). Nothing "
+        "was sent."
     )
 
 
@@ -275,7 +278,7 @@ def _summary(
         out.print(f"[yellow]stopped by the budget[/]: {shown(result.stopped_by_budget)}")
         out.print(
             f"{result.remaining_items} items remain{_not_counted(result.failed)}; finishing "
-            f"would cost at most ${result.remaining_cost_usd:.6f}. What was bought is cached."
+            f"would cost at most ${usd_text(result.remaining_cost_usd)}. What was bought is cached."
         )
         return EXIT_BUDGET
     if result.failed:

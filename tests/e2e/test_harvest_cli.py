@@ -427,9 +427,11 @@ def test_amounts_below_a_millionth_are_plain_decimals_in_the_summary_and_runs_fi
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A rerun that buys only two one-word prompts (new --prompt): "spent this run $2.4E-7"
-    (Decimal's scientific notation) in the summary and in runs.jsonl, and a budget stop
-    said "the next request may cost up to $4.8E-7"."""
+    """Runs that buy only two one-word prompts (a new --prompt). Before: a budget stop said
+    "the next request may cost up to $2.4E-7" and "finishing would cost at most
+    $0.000000" (rounded to six places), a dry run "at most $0.000000 ... of which $0E-7
+    is left", and the run that bought them "spent this run $2.4E-7" (Decimal's scientific
+    notation), in the summary and in runs.jsonl."""
     import json
     import shutil
 
@@ -441,6 +443,17 @@ def test_amounts_below_a_millionth_are_plain_decimals_in_the_summary_and_runs_fi
         shutil.copytree(folder, data / name)
     assert harvest(hash_teacher, data, cache, "--budget", "1") == 0
     capsys.readouterr()
+    # a budget that stops the new prompts: the refusal and what finishing would cost
+    cap = str(ledger_spent(cache))
+    assert harvest(hash_teacher, data, cache, "--budget", cap, "--prompt", "{}") == 3
+    out = " ".join(capsys.readouterr().out.split())
+    [finish] = re.findall(r"finishing would cost at most \$([0-9.]+)\.", out)
+    assert Decimal(finish) > 0 and "may cost up to $0.000000" in out and "E-" not in out, out
+    assert harvest(hash_teacher, data, cache, "--budget", cap, "--prompt", "{}", "--dry-run") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    [most] = re.findall(r"would cost at most \$([0-9.]+) ", out)
+    assert Decimal(most) == Decimal(finish) and "E-" not in out, out
+    # the run that buys them
     assert harvest(hash_teacher, data, cache, "--budget", "1", "--prompt", "{}") == 0
     out = " ".join(capsys.readouterr().out.split())
     runs = [json.loads(line) for line in (cache / "runs.jsonl").read_text().splitlines()]
@@ -449,8 +462,3 @@ def test_amounts_below_a_millionth_are_plain_decimals_in_the_summary_and_runs_fi
     assert runs[-1]["spent_usd"] == format(spent, "f"), runs[-1]
     assert f"${format(spent, 'f')} of no --run-budget" in out, out
     assert "E-" not in out, out
-    # a budget that stops the next prompts: the refusal names the amounts the same way
-    cap = str(ledger_spent(cache))
-    assert harvest(hash_teacher, data, cache, "--budget", cap, "--prompt", "a {}") == 3
-    out = " ".join(capsys.readouterr().out.split())
-    assert "may cost up to $0.000000" in out and "E-" not in out, out
