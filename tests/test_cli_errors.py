@@ -315,6 +315,31 @@ def test_fit_teacher_out_under_a_file_exits_2_before_fitting(
     assert f"{afile} is a file, not a folder" in line
 
 
+@pytest.mark.parametrize("flags", [
+    ["--batch", "1000000000"], ["--widths", "16,1000000"], ["--threads", "100000"],
+])  # fmt: skip
+def test_fit_teacher_sizes_past_any_machine_are_refused_before_fitting(
+    flags: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--batch 1000000000` went on to load the text model and then asked torch for
+    gigabytes (a MemoryError or the OOM killer, minutes in); so did a stage a million
+    channels wide."""
+    import distill.teacher.miniclip as miniclip
+
+    def fit_started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the fit started")
+
+    monkeypatch.setattr(miniclip, "fit_teacher", fit_started)
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "dataset.json").write_text("{}")
+    argv = ["fit-teacher", str(pool), "--out", str(tmp_path / "t.safetensors"), *flags]
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert flags[0] in line and "fit started" not in line, line
+
+
 @pytest.mark.parametrize("damage", ["weights", "run.json"])
 def test_eval_of_a_damaged_run_folder_is_one_line(
     damage: str, tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]

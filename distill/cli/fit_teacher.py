@@ -18,6 +18,11 @@ from .validate import path_arg, seed_arg
 HELP = "fit the mini-clip teacher (CLIP-style, MiniLM text space) on a teacher pool"
 
 
+MAX_BATCH = 4096  # images per step
+MAX_WIDTH = 1024  # channels of one tower stage
+MAX_THREADS = 256
+
+
 class _Sizes(TypedDict, total=False):
     """The sizes given on the command line; fit_teacher's defaults stand for the others."""
 
@@ -37,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed (same seed and --threads on one machine: same bytes)")
     # None: fit_teacher's own defaults (distill.teacher.miniclip), declared once there.
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps")
-    parser.add_argument("--batch", type=int, default=None, help="images per step")
+    parser.add_argument("--batch", type=int, default=None, help="images per step (2 to 4096)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--widths", default=None,
                         help="channels of each tower stage, two stages or more, e.g. "
@@ -48,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
     if (args.steps is not None and args.steps < 1) or (args.batch is not None and args.batch < 2) \
             or args.threads < 1:
         raise ConfigurationError("--steps must be >= 1, --batch >= 2 and --threads >= 1")
+    # past these the fit asks torch for gigabytes (or thousands of threads) minutes in,
+    # after the text model loaded: refused before anything is read
+    if (args.batch or 0) > MAX_BATCH or args.threads > MAX_THREADS:
+        raise ConfigurationError(
+            f"--batch takes at most {MAX_BATCH} images a step and --threads at most "
+            f"{MAX_THREADS}, not --batch {args.batch} --threads {args.threads}"
+        )
     if args.out.suffix != ".safetensors":
         raise ConfigurationError(f"--out must end in .safetensors, not {args.out.name!r}")
     from . import check_out_file
@@ -68,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
             widths = [int(w) for w in args.widths.split(",")]
         except ValueError:
             widths = []
-        if len(widths) < 2 or min(widths) < 1:
-            raise ConfigurationError(f"--widths wants positive integers like 24,48,96,192, "
-                                     f"not {args.widths!r}")
+        if len(widths) < 2 or min(widths) < 1 or max(widths) > MAX_WIDTH:
+            raise ConfigurationError(f"--widths wants positive integers up to {MAX_WIDTH} "
+                                     f"like 24,48,96,192, not {args.widths!r}")
         sizes["widths"] = widths
     if args.steps is not None:
         sizes["steps"] = args.steps
