@@ -6,9 +6,10 @@ the recipe), so its cached answer is found before the view is computed: a cached
 reads each file once and hashes it, and computes no view. Only the misses are computed and
 encoded compactly for upload (JPEG q90 where the provider accepts JPEG).
 
-View 0 of a file with an EXIF orientation is its upright re-encoding
-(:func:`~distill.data.views.upright_bytes`), keyed by those bytes; such a file's augmented
-views name the orientation in their content id (they are made from the upright pixels).
+View 0 of a file with an EXIF orientation (or of a 16-bit greyscale PNG) is its upright
+8-bit re-encoding (:func:`~distill.data.views.upright_bytes`), keyed by those bytes; such a
+file's augmented views name the orientation (16 bits) in their content id (they are made
+from the upright 8-bit pixels).
 
 A cache written before views had content ids holds them under the key of the bytes of an
 uncompressed PNG (:func:`~distill.data.views.png_bytes`). A miss under the content id is
@@ -33,7 +34,7 @@ from distill.data.views import (
     encode_view,
     load_rgb,
     png_bytes,
-    source_orientation,
+    source_decoding,
     upright_bytes,
     view_array,
     view_bytes,
@@ -131,9 +132,10 @@ def view_request(item: ViewItem, hflip: bool, encoding: str | None = None) -> Im
     if encoding is None:
         raise ValueError("an augmented view needs the teacher's upload encoding")
     data = _read(item.path)
+    orientation, sixteen_bit = source_decoding(data)
     cid = view_content_id(
         hashlib.sha256(data).hexdigest(), item.image_id, item.view, hflip=hflip,
-        encoding=encoding, orientation=source_orientation(data),
+        encoding=encoding, orientation=orientation, sixteen_bit=sixteen_bit,
     )  # fmt: skip
     arr = view_array(load_rgb(item.path), item.image_id, item.view, hflip=hflip)
     data, media_type = encode_view(arr, encoding)
@@ -154,9 +156,10 @@ def cached_view_vector(
     then computed); None when it is under neither."""
     provider, model = parse_teacher(teacher)
     data = _read(item.path)
+    orientation, sixteen_bit = source_decoding(data)
     cid = view_content_id(
         hashlib.sha256(data).hexdigest(), item.image_id, item.view, hflip=hflip,
-        encoding=upload_encoding(teacher), orientation=source_orientation(data),
+        encoding=upload_encoding(teacher), orientation=orientation, sixteen_bit=sixteen_bit,
     )  # fmt: skip
     entry = cache.get(content_cache_key(provider, model, params, cid, endpoint))
     if entry is None:
@@ -191,21 +194,21 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
         except CANNOT_PREPARE as exc:
             out.failed.append((item, str(exc)))
 
-    # A view's content id starts from its source file's sha256 and EXIF orientation, found
-    # once per file and only for augmented views: view 0's key hashes the bytes it sends in
-    # the client (Image.digest).
-    sources_named: dict[Path, tuple[str, int]] = {}
+    # A view's content id starts from its source file's sha256, EXIF orientation and bit
+    # depth (source_decoding), found once per file and only for augmented views: view 0's
+    # key hashes the bytes it sends in the client (Image.digest).
+    sources_named: dict[Path, tuple[str, int, bool]] = {}
     named: list[tuple[T, str]] = []
     for item, data in ready:
         if item.view > 0:
             if item.path not in sources_named:
                 sources_named[item.path] = (
-                    hashlib.sha256(data).hexdigest(), source_orientation(data)
+                    hashlib.sha256(data).hexdigest(), *source_decoding(data)
                 )
-            digest, orientation = sources_named[item.path]
+            digest, orientation, sixteen_bit = sources_named[item.path]
             cid = view_content_id(
                 digest, item.image_id, item.view, hflip=hflip, encoding=encoding,
-                orientation=orientation,
+                orientation=orientation, sixteen_bit=sixteen_bit,
             )  # fmt: skip
             named.append((item, cid))
     found = client.cached(KIND, [client.content_key(cid) for _, cid in named])
@@ -227,7 +230,8 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
                     raise DataError(
                         f"{os.fspath(item.path)!r} is not a PNG, JPEG, GIF, BMP or WebP image"
                     )
-                # upright if the file has an EXIF orientation; else the file's own bytes
+                # upright 8-bit if the file has an EXIF orientation or 16-bit grey levels;
+                # else the file's own bytes
                 blob, media_type = upright_bytes(data, media_type, os.fspath(item.path))
                 request = ImageEmbeddingRequest(image=Image(data=blob, media_type=media_type))
                 out.requests.append(client.prepare(request))

@@ -29,6 +29,12 @@ honours EXIF. Every other file is still uploaded as its exact bytes (same cache 
 orientation is read from the header (:func:`exif_orientation`), never by decoding pixels,
 and names the augmented views of such a file in cache keys too.
 
+A 16-bit greyscale PNG (scientific, medical, depth images) is scaled to 8 bits wherever
+it is decoded (:func:`eight_bit`; PIL's own conversion clips every level above 255 to
+white): the student sees its grey levels, view 0 is uploaded as that 8-bit picture (a PNG,
+by :func:`upright_bytes`) and its augmented views are named apart from the white ones a
+cache may hold (:func:`source_decoding`, ``sixteen_bit`` in :func:`view_content_id`).
+
 Caches written before this (views keyed by the bytes of an uncompressed PNG) keep working:
 :func:`png_bytes` still makes those bytes, so their old keys can be found (see
 ``distill.view_requests``).
@@ -59,12 +65,13 @@ __all__ = [
     "RECIPE_VERSION",
     "SCALE",
     "UPRIGHT_JPEG_QUALITY",
+    "eight_bit",
     "encode_view",
     "exif_orientation",
     "load_rgb",
     "pixels_decode",
     "png_bytes",
-    "source_orientation",
+    "source_decoding",
     "upright_bytes",
     "view_array",
     "view_bytes",
@@ -85,6 +92,10 @@ _ROW_BLOCK = 256  # rows interpolated at once: bounds memory on large photos
 # View 0 of a file with an EXIF orientation is re-encoded upright; a JPEG at this quality
 # (a PNG or lossless WebP stays lossless).
 UPRIGHT_JPEG_QUALITY = 95
+
+# PIL's modes of a 16-bit greyscale PNG ("I" from older Pillow versions): convert("RGB")
+# clips them at 255, so :func:`eight_bit` scales them first.
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 # EXIF orientation -> the transpose that shows the stored pixels upright (ImageOps.exif_transpose's
 # table; 1 and unknown values: none).
@@ -227,20 +238,32 @@ def exif_orientation(im: Image.Image) -> int:
     return value if isinstance(value, int) and value in _UPRIGHT else 1
 
 
-def source_orientation(data: bytes) -> int:
-    """:func:`exif_orientation` of an image file's bytes (1 when PIL cannot open them)."""
+def eight_bit(im: Image.Image) -> Image.Image:
+    """``im`` with 8-bit levels: a 16-bit greyscale image scaled (the high byte of each
+    level, as libpng's strip-16 keeps it) to mode L, anything else as it is (decodes)."""
+    if im.mode not in _SIXTEEN_BIT_MODES:
+        return im
+    levels = np.asarray(im, dtype=np.int64) >> 8
+    return Image.fromarray(np.clip(levels, 0, 255).astype(np.uint8), mode="L")
+
+
+def source_decoding(data: bytes) -> tuple[int, bool]:
+    """What names an image file's decoding in its views' content ids, from its header:
+    its :func:`exif_orientation` and whether it is 16-bit greyscale ((1, False) when PIL
+    cannot open the bytes)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as im:
-                return exif_orientation(im)
+                return exif_orientation(im), im.mode in _SIXTEEN_BIT_MODES
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError):
-        return 1
+        return 1, False
 
 
 def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
     """Open and decode an image file as RGB, upright (its EXIF orientation applied, see
-    :func:`exif_orientation`); DataError when it cannot be used."""
+    :func:`exif_orientation`) and 16-bit grey scaled to 8 bits (:func:`eight_bit`);
+    DataError when it cannot be used."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -250,7 +273,7 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
                         f"image {os.fspath(path)!r} is too large ({im.size[0]}x{im.size[1]})"
                     )
                 method = _UPRIGHT.get(exif_orientation(im))
-                rgb: Image.Image = im.convert("RGB")
+                rgb: Image.Image = eight_bit(im).convert("RGB")
                 return rgb if method is None else rgb.transpose(method)
     except Image.DecompressionBombError as exc:
         raise DataError(f"image {os.fspath(path)!r} is too large: {exc}") from exc
@@ -278,8 +301,10 @@ def pixels_decode(data: bytes) -> bool:
 def upright_bytes(data: bytes, media_type: str, name: str = "image") -> tuple[bytes, str]:
     """What is uploaded as view 0 of an image file's bytes, and its media type.
 
-    ``data`` itself when the file has no EXIF orientation (or orientation 1): the exact
-    bytes, so its cache key is what it always was. Otherwise the upright pixels re-encoded
+    ``data`` itself when the file has no EXIF orientation (or orientation 1) and is not
+    16-bit greyscale: the exact bytes, so its cache key is what it always was. A 16-bit
+    greyscale file is sent as what the student sees, its 8-bit levels (:func:`eight_bit`),
+    upright, as a PNG. Otherwise the upright pixels re-encoded
     without EXIF (no orientation left for a provider to apply or to ignore): a JPEG as a
     JPEG at :data:`UPRIGHT_JPEG_QUALITY`, a WebP as a lossless WebP, anything else as a
     PNG; the ICC profile is kept. Bytes PIL cannot open are returned as they are (the
@@ -296,13 +321,16 @@ def upright_bytes(data: bytes, media_type: str, name: str = "image") -> tuple[by
             return data, media_type  # sent as before; the client's preparation refuses it
         with im:
             method = _UPRIGHT.get(exif_orientation(im))
-            if method is None:
+            sixteen_bit = im.mode in _SIXTEEN_BIT_MODES
+            if method is None and not sixteen_bit:
                 return data, media_type
             if im.size[0] * im.size[1] > MAX_PIXELS:
                 raise DataError(f"image {name!r} is too large ({im.size[0]}x{im.size[1]})")
             fmt, icc = im.format, im.info.get("icc_profile")
             try:
-                upright = im.transpose(method)  # decodes (the first frame of an animation)
+                upright = eight_bit(im)  # decodes (the first frame of an animation)
+                if method is not None:
+                    upright = upright.transpose(method)
             except (OSError, ValueError, SyntaxError, EOFError) as exc:
                 raise DataError(f"cannot decode image {name!r}: {exc}") from exc
     extra: dict[str, object] = {"icc_profile": icc} if icc else {}
@@ -399,7 +427,7 @@ def encode_view(arr: np.ndarray, encoding: str) -> tuple[bytes, str]:
 
 def view_content_id(
     source_sha256: str, image_id: str, view: int, *, hflip: bool, encoding: str,
-    orientation: int = 1,
+    orientation: int = 1, sixteen_bit: bool = False,
 ) -> str:
     """The name of view ``view`` (>= 1) of an image in cache keys, without computing it.
 
@@ -409,7 +437,8 @@ def view_content_id(
     what the teacher sees. ``orientation`` is the source's :func:`exif_orientation`: views
     are made from the upright pixels, so a file with an orientation other than 1 names it
     (its views cached before orientation was applied were sideways); for every other file
-    the id is what it always was.
+    the id is what it always was. ``sixteen_bit`` (a 16-bit greyscale source, see
+    :func:`source_decoding`) names it likewise: its views cached before were white.
 
     >>> view_content_id("ab" * 32, "dom/cat/1.png", 2, hflip=True, encoding="jpeg-q90")[:8]
     'view1:76'
@@ -430,5 +459,7 @@ def view_content_id(
     }
     if orientation != 1:
         recipe["exif_orientation"] = orientation
+    if sixteen_bit:
+        recipe["source_bits"] = 16
     text = json.dumps(recipe, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return f"view{RECIPE_VERSION}:" + hashlib.sha256(text.encode("ascii")).hexdigest()
