@@ -5,7 +5,9 @@ The answer route asks one question per image, listing the class names as lettere
 and parses the reply robustly: case, punctuation, articles, plurals, a few phrasings ("it is
 a ...", "the answer is ..."), option letters ("B", "(b)", "B) cat"), option numbers ("2)",
 "option 2") and user synonyms. Anything that does not name exactly one option is ``None``:
-a wrong guess would poison training, a missing label only costs one image.
+a wrong guess would poison training, a missing label only costs one image. So is an option
+named beside a negation ("not a cat", "isn't a dog"), a number or letter followed by words
+that do not name its option ("3 or 5"), and a letter whose explanation below names another.
 
 Answers go through the TeacherClient, so each one is budgeted, ledgered and cached like
 every embedding: asking again costs nothing.
@@ -77,7 +79,12 @@ _PREAMBLES = re.compile(
     re.IGNORECASE,
 )
 _ARTICLE = re.compile(r"^(?:a|an|the)\s+")
-_LETTER = re.compile(r"^\(?([a-z])\s*(?:\)|\.|:|$)\s*(.*)$", re.IGNORECASE)
+# An option letter alone, or before its name on its line; DOTALL keeps later lines in group 2.
+_LETTER = re.compile(
+    r"^\(?([a-z])[^\S\n]*(?:\)|\.|:|(?=\n)|$)[^\S\n]*(.*)$", re.IGNORECASE | re.DOTALL
+)
+# Words that make a named option not the one chosen ("not a cat", "no dog", "isn't").
+_NEGATIONS = frozenset({"not", "no", "neither", "nor", "none", "never", "t", "without"})
 _NUMBER = re.compile(r"^(?:option\s+|choice\s+|#)?\(?(\d{1,3})\s*(\)|\.|:)?\s*(.*)$", re.IGNORECASE)
 
 
@@ -186,6 +193,18 @@ def _strip_preamble(text: str) -> str:
     return text.strip().strip("\"'`*").rstrip(".!?").strip()
 
 
+def _named(text: str, keys: Mapping[str, int]) -> set[int] | None:
+    """The options a normalised text names anywhere, longest name first ("hot dog" is not
+    also "dog"); None when a negation ("not", "no", "isn't") stands beside them."""
+    found: set[int] = set()
+    rest = f" {text} "
+    for key in sorted(keys, key=len, reverse=True):
+        if key and f" {key} " in rest:
+            found.add(keys[key])
+            rest = rest.replace(f" {key} ", " | ")
+    return None if found and _NEGATIONS & set(rest.split()) else found
+
+
 def parse_answer(
     text: str | None,
     class_names: Sequence[str],
@@ -219,9 +238,12 @@ def parse_answer(
     m = _LETTER.match(body)
     if m is not None:  # "B", "(b)", "B) dog"; a letter and a name that disagree: None
         k = LETTERS.index(m.group(1).upper())
-        rest = _key(m.group(2))
+        line, _, below = m.group(2).partition("\n")
+        rest = _key(line)
+        # an explanation below the letter may not name (or deny) any other option
         if k < len(shown) and (not rest or keys.get(rest) == shown[k]):
-            return shown[k]
+            others = _named(_key(below), keys)
+            return shown[k] if others is not None and others <= {shown[k]} else None
         return None
     whole = _key(body)
     if whole in keys:
@@ -235,19 +257,14 @@ def parse_answer(
         bare = list({i for k, i in names.items() if m.group(1) in k.split()})
         if not rest and marker is None and len(bare) == 1:
             return bare[0]
-        if 1 <= n <= len(shown) and (named is None or named == shown[n - 1]):
+        # words after the number must name its option ("3 or 5" is not option 3)
+        if 1 <= n <= len(shown) and (not rest or named == shown[n - 1]):
             return shown[n - 1]
         if named is not None:
             return named
-    # The answer names exactly one option somewhere ("I'd say dog, clearly"), longest first
-    # so "hot dog" is not also counted as "dog".
-    found: set[int] = set()
-    rest = f" {whole} "
-    for key in sorted(keys, key=len, reverse=True):
-        if key and f" {key} " in rest:
-            found.add(keys[key])
-            rest = rest.replace(f" {key} ", " | ")
-    if len(found) == 1:
+    # The answer names exactly one option somewhere ("I'd say dog, clearly"), and denies none.
+    found = _named(whole, keys)
+    if found is not None and len(found) == 1:
         return found.pop()
     # A distinctive word of exactly one option ("zero" for "0_zero").
     words = set(whole.split())
