@@ -422,3 +422,6 @@ class AnswerResult(BaseModel):
     cached: bool = False
     request_id: str | None = None
     usage: Usage = Usage()
+    # Cut at the output-token limit (finish_reason "length", stop_reason "max_tokens",
+    # finishReason "MAX_TOKENS"): the text is what came before the cut.
+    truncated: bool = False

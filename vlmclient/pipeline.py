@@ -40,7 +40,13 @@ def results_of(
     if kind == "answer":
         assert parsed.texts is not None
         return [
-            AnswerResult(text=t, cost_usd=share, request_id=parsed.request_id, usage=parsed.usage)
+            AnswerResult(
+                text=t,
+                cost_usd=share,
+                request_id=parsed.request_id,
+                usage=parsed.usage,
+                truncated=parsed.truncated,
+            )
             for t in parsed.texts
         ]
     assert parsed.vectors is not None

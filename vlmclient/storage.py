@@ -31,9 +31,15 @@ def result_from_entry(kind: Kind, entry: CacheEntry) -> EmbeddingResult | Answer
     """The result a cache entry holds, marked ``cached``."""
     rid = entry.meta.get("request_id")
     if kind == "answer":
-        return AnswerResult(text=entry.text or "", cached=True, request_id=rid)
+        cut = entry.meta.get("truncated") is True
+        return AnswerResult(text=entry.text or "", cached=True, request_id=rid, truncated=cut)
     assert entry.vector is not None
     return EmbeddingResult(vector=entry.vector, cached=True, request_id=rid)
+
+
+def _answer_meta(meta: dict[str, Any], result: AnswerResult) -> dict[str, Any]:
+    """A cached answer's meta: a cut answer stays marked cut when read back."""
+    return {**meta, "truncated": True} if result.truncated else meta
 
 
 class Storage:
@@ -156,7 +162,7 @@ class Storage:
                 key,
                 CacheEntry(vector=r.vector, meta=meta)
                 if isinstance(r, EmbeddingResult)
-                else CacheEntry(text=r.text, meta=meta),
+                else CacheEntry(text=r.text, meta=_answer_meta(meta, r)),
             )
             for (key, _), r in zip(chunk, results, strict=True)
         ]

@@ -55,6 +55,7 @@ __all__ = [
     "Label",
     "LabelClient",
     "answer_labels",
+    "before_the_cut",
     "check_choices",
     "choice_prompt",
     "display_name",
@@ -272,6 +273,16 @@ def parse_answer(
     return hits.pop() if len(hits) == 1 else None
 
 
+def before_the_cut(text: str) -> str:
+    """An answer cut at the output-token limit without its last word, which may be cut
+    ("cat" of "caterpillar"), and an article left before it (not option A).
+
+    >>> before_the_cut("It is a cat"), before_the_cut("B) dog\\n\\nThe ears are flo")
+    ('It is', 'B) dog\\n\\nThe ears are')
+    """
+    return re.sub(r"(?:\s+(?:a|an|the))?\s*\S*$", "", text, flags=re.IGNORECASE)
+
+
 def sample_image(sample: Sample, hflip: bool) -> Image:
     """View 0 of ``sample`` (flipped if ``hflip``), as the teacher is sent it."""
     data, media_type = view_bytes(sample.path, sample.id, 0, hflip=hflip)
@@ -362,7 +373,8 @@ async def answer_labels(
                     stop.set()
                 return
             in_a_row = 0
-            label = parse_answer(res.text, class_names, order=order, synonyms=synonyms)
+            text = before_the_cut(res.text) if res.truncated else res.text
+            label = parse_answer(text, class_names, order=order, synonyms=synonyms)
             out[i] = Label(s.id, label, res.text, "answer", res.cached, res.cost_usd)
             if on_progress is not None:
                 on_progress(len(out))

@@ -23,13 +23,13 @@ from tests.providers.loopback import loopback
 DIGITS = ["0_zero", "1_one", "2_two", "3_three", "4_four", "5_five"]
 
 
-def _chat(reply: str) -> Any:
+def _chat(reply: str, finish: str = "stop") -> Any:
     def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return 200, {
             "id": "chatcmpl-1",
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": reply},
-                 "finish_reason": "stop"}
+                 "finish_reason": finish}
             ],
             "usage": {"prompt_tokens": 100, "completion_tokens": 5},
         }  # fmt: skip
@@ -81,6 +81,50 @@ def test_an_answer_is_not_labelled_with_a_class_it_does_not_choose(
         rows = list(csv.DictReader(f))
     assert [r["answer"] for r in rows] == [reply] * 3
     assert [r["label"] for r in rows] == [label] * 3
+
+
+def _run(tmp_path: Path, classes: list[str], url: str) -> list[dict[str, str]]:
+    class_file = tmp_path / "classes.txt"
+    class_file.write_text("\n".join(classes) + "\n")
+    out = tmp_path / "labels.csv"
+    code = main([
+        "pseudolabel", str(tmp_path / "unlabelled"), "--class-file", str(class_file),
+        "--teacher", "openai:gpt-4o-mini", "--base-url", url + "/v1",
+        "--cache", str(tmp_path / "cache"), "--budget", "1", "--route", "answer",
+        "--check", "none", "--concurrency", "1", "--out", str(out),
+    ])  # fmt: skip
+    assert code == 0
+    with out.with_suffix(".decisions.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize(
+    ("reply", "label"),
+    [
+        ("It is a cat", ""),  # cut at the limit: "cat" may be the start of "caterpillar"
+        ("B) caterpillar\n\nIt has many", "caterpillar"),  # the option line is whole
+    ],
+)
+def test_an_answer_cut_at_the_output_limit_is_not_read_by_its_cut_word(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    reply: str,
+    label: str,
+) -> None:
+    """Before: a reply cut at ``max_output_tokens`` (finish_reason "length") was read as
+    if whole: "It is a cat" cut before "erpillar" was labelled cat, and cached so."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-0123456789")
+    (tmp_path / "unlabelled").mkdir()
+    for i in range(2):
+        (tmp_path / "unlabelled" / f"img{i}.png").write_bytes(png_bytes(i))
+    with loopback(_chat(reply, "length")) as server:
+        first = _run(tmp_path, ["cat", "caterpillar"], server.url)
+        again = _run(tmp_path, ["cat", "caterpillar"], server.url)  # from the cache
+        assert len(server.requests) == 2
+    capsys.readouterr()
+    assert [r["label"] for r in first] == [label] * 2
+    assert [r["label"] for r in again] == [label] * 2
 
 
 @pytest.mark.parametrize(

@@ -419,3 +419,45 @@ def test_pseudolabel_reasoning_flag_reaches_the_client(
     assert args.reasoning == "off"
     with pytest.raises(SystemExit):
         parser.parse_args(["data", "--reasoning", "lots"])
+
+
+# -- a non-empty answer cut at the limit: kept, but marked cut -------------------------------
+
+_CUT_BODIES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "openai": (
+        "gpt-4o-mini",
+        {"choices": [{"message": {"content": "It is a cat"}, "finish_reason": "length"}],
+         "usage": {"prompt_tokens": 5, "completion_tokens": 16}},
+        {"choices": [{"message": {"content": "It is a cat"}, "finish_reason": "stop"}],
+         "usage": {"prompt_tokens": 5, "completion_tokens": 4}},
+    ),
+    "anthropic": (
+        "claude-haiku-4-5",
+        {"content": [{"type": "text", "text": "It is a cat"}], "stop_reason": "max_tokens",
+         "usage": {"input_tokens": 5, "output_tokens": 16}},
+        {"content": [{"type": "text", "text": "It is a cat"}], "stop_reason": "end_turn",
+         "usage": {"input_tokens": 5, "output_tokens": 4}},
+    ),
+    "gemini": (
+        "gemini-2.5-flash",
+        {"candidates": [{"content": {"parts": [{"text": "It is a cat"}]},
+                         "finishReason": "MAX_TOKENS"}],
+         "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 16}},
+        {"candidates": [{"content": {"parts": [{"text": "It is a cat"}]}, "finishReason": "STOP"}],
+         "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 4}},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("provider", sorted(_CUT_BODIES))
+def test_an_answer_cut_at_the_limit_is_marked_cut(provider: str) -> None:
+    """Before: a non-empty answer cut at the output limit was returned as if whole, so
+    pseudolabel read its cut last word ("cat" of "caterpillar") as the class."""
+    import httpx
+
+    module = {"openai": openai, "anthropic": anthropic, "gemini": gemini}[provider]
+    model, cut, whole = _CUT_BODIES[provider]
+    spec = call_spec(provider, "answer", model, [_answer()])
+    parsed = module.parse_response(spec, httpx.Response(200, json=cut))
+    assert parsed.texts == ["It is a cat"] and parsed.truncated
+    assert not module.parse_response(spec, httpx.Response(200, json=whole)).truncated

@@ -239,7 +239,13 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         )
         bad.usage, bad.reported = usage, reported_usage(u)
         raise bad
-    return Parsed(usage=usage, texts=["".join(texts)], request_id=rid, reported=reported_usage(u))
+    return Parsed(
+        usage=usage,
+        texts=["".join(texts)],
+        request_id=rid,
+        reported=reported_usage(u),
+        truncated=body.get("stop_reason") == "max_tokens",
+    )
 
 
 PATCH_SIDE = 28  # px: current docs count one token per 28x28 patch

@@ -61,6 +61,8 @@ class Parsed:
     # The provider's own usage block as it sent it (see reported_usage); None when the
     # response did not say what was billed, so the client charges its reservation.
     reported: Mapping[str, Any] | None = None
+    # An answer the provider cut at the output-token limit (its last word may be cut too).
+    truncated: bool = False
 
 
 @dataclass(frozen=True)

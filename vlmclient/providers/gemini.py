@@ -379,6 +379,7 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         texts=["".join(texts)],
         request_id=rid,
         reported=reported_usage(body.get("usageMetadata")),
+        truncated=candidates[0].get("finishReason") == "MAX_TOKENS",  # type: ignore[index]
     )
 
 

@@ -315,6 +315,7 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         usage=usage,
         texts=[text],
         request_id=rid or body.get("id"),
+        truncated=finish == "length",
         reported=reported_usage(usage_raw),
     )
 
