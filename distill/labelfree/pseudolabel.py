@@ -229,7 +229,9 @@ def parse_answer(
     for word, name in (synonyms or {}).items():
         if name in class_names:
             names.setdefault(_key(word), list(class_names).index(name))
-    keys: dict[str, int] = {}
+    # every name as it is first: a class that is another's plural ("sunglasses" beside
+    # "sunglass") is not that other's plural form
+    keys = {name: i for name, i in names.items() if name}
     for name, i in names.items():
         for v in _variants(name):
             keys.setdefault(v, i)

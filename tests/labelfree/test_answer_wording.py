@@ -49,6 +49,10 @@ def _chat(reply: str, finish: str = "stop") -> Any:
         (["cat", "dog"], "The image does not show a cat", ""),  # was cat
         (["cat", "dog"], "B\n\nThe ears are floppy.", "dog"),  # the letter, nothing against it
         (["cat", "dog"], "It is a dog.", "dog"),
+        # a class that is another's plural: was sunglass (the plural form of option A)
+        (["sunglass", "sunglasses"], "Sunglasses", "sunglasses"),
+        (["sunglass", "sunglasses"], "B) sunglasses", "sunglasses"),  # was no label
+        (["sunglass", "sunglasses"], "sunglass", "sunglass"),
     ],
 )
 def test_an_answer_is_not_labelled_with_a_class_it_does_not_choose(
