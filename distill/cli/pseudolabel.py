@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     if len(names) < 2:
         raise ConfigurationError("give --class-file with at least two class names")
     if "answer" in needed_kinds(args.route, args.check):
-        check_choices(names)  # more than 26 classes: before anything is bought
+        check_choices(names)  # > 26 classes, or two shown as one: before anything is bought
     # every input is checked before anything is sent: a late error loses paid answers
     if args.out is not None:
         from . import check_out_file

@@ -109,7 +109,7 @@ def display_name(class_name: str) -> str:
 
 def check_choices(class_names: Sequence[str]) -> None:
     """Refuse (ConfigurationError) class lists a lettered question cannot show: fewer
-    than 2 or more than 26 classes.
+    than 2 or more than 26 classes, or two names shown as one option ("Cat", "cat").
 
     >>> check_choices([f"c{i}" for i in range(27)])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -124,6 +124,14 @@ def check_choices(class_names: Sequence[str]) -> None:
             f"at most {len(LETTERS)} classes ({len(class_names)} given); use --route zeroshot "
             "(text prototypes) for more"
         )
+    seen: dict[str, str] = {}
+    for name in class_names:
+        other = seen.setdefault(_key(display_name(name)), name)
+        if other != name:  # an answer naming it could only ever be read as one of them
+            raise ConfigurationError(
+                f"classes {other!r} and {name!r} are shown to the teacher as the same option "
+                f"({display_name(name)!r}): rename one so their answers can be told apart"
+            )
 
 
 def choice_prompt(

@@ -149,3 +149,33 @@ def test_an_answer_cut_at_the_output_limit_is_not_read_by_its_cut_word(
 def test_negations_and_trailing_words_name_no_option(answer: str, expected: int | None) -> None:
     names = ["cat", "dog"] if expected != 5 else DIGITS
     assert parse_answer(answer, names) == expected
+
+
+@pytest.mark.parametrize("twins", [["hot_dog", "hot dog"], ["Cat", "cat"], ["dog", "dog."]])
+def test_classes_shown_to_the_teacher_as_one_option_are_refused_before_sending(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    twins: list[str],
+) -> None:
+    """Before: both were listed ("A) hot dog", "B) hot dog") and bought, and every answer
+    naming them was labelled with the later one."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-0123456789")
+    (tmp_path / "unlabelled").mkdir()
+    (tmp_path / "unlabelled" / "img0.png").write_bytes(png_bytes(0))
+    with loopback(_chat("hot dog")) as server:
+        class_file = tmp_path / "classes.txt"
+        class_file.write_text("\n".join(["bus", *twins]) + "\n")
+        argv = [
+            "pseudolabel", str(tmp_path / "unlabelled"), "--class-file", str(class_file),
+            "--teacher", "openai:gpt-4o-mini", "--base-url", server.url + "/v1",
+            "--cache", str(tmp_path / "cache"), "--budget", "1", "--route", "answer",
+            "--check", "none", "--out", str(tmp_path / "labels.csv"),
+        ]  # fmt: skip
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        assert code == 2 and server.requests == []
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"{twins[0]!r} and {twins[1]!r}" in said and "same option" in said
