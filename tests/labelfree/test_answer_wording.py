@@ -1,4 +1,5 @@
-"""Answers whose wording names an option they do not choose, through the real CLI
+"""Answers whose wording names an option they do not choose (and answers cut at the
+output limit, class lists that show two classes as one option), through the real CLI
 (`pseudolabel --route answer`) against a loopback server speaking OpenAI's chat format.
 
 Before 2026-12-06 these were labelled silently with the wrong class: a leading number
