@@ -24,7 +24,7 @@ from .providers import CallSpec, Parsed, Provider
 from .ratelimit import RateLimiter
 from .redact import Redactor
 from .retry import RetryPolicy, is_retryable
-from .settle import Settler
+from .settle import Settler, charge_in_full
 from .stats import ClientStats, EventHook, emit
 from .storage import Storage
 from .timing import Timings
@@ -227,18 +227,9 @@ class Sender:
         may have reached the provider) or released (it surely did not), and recorded."""
         err = self._transport_error(exc)
         if err.sent:
-            self.budget.charge_reservation(reservation)
             self.stats.charged_no_answer += 1
             outcome = "timeout" if isinstance(err, APITimeoutError) else "connection"
-            self._storage.record(
-                spec.kind,
-                len(spec.items),
-                reservation.usd,
-                Usage(),
-                outcome=outcome,
-                reserved=reservation.usd,
-                estimated=True,
-            )
+            charge_in_full(self._storage, self.budget, spec, reservation, outcome)
         else:
             self.budget.release(reservation)
             self._storage.record(
@@ -250,17 +241,8 @@ class Sender:
         """What the provider billed is not known: cancelled (Ctrl-C) while the request may
         be on the wire ("cancelled"), or an error of ours after its answer came and before
         it was settled ("unsettled"). Assume it was billed: charge the reservation."""
-        self.budget.charge_reservation(reservation)
         self.stats.charged_no_answer += 1
-        self._storage.record(
-            spec.kind,
-            len(spec.items),
-            reservation.usd,
-            Usage(),
-            outcome=outcome,
-            reserved=reservation.usd,
-            estimated=True,
-        )
+        charge_in_full(self._storage, self.budget, spec, reservation, outcome)
 
     def _transport_error(self, exc: httpx.HTTPError) -> APIConnectionError:
         name = self.provider.name

@@ -156,18 +156,11 @@ class Settler:
             err = self._status_error(response)
             if response.status_code in UPSTREAM_MAY_HAVE_BILLED:
                 # a gateway lost the provider's answer; the provider may have billed
-                self.budget.charge_reservation(reservation)
                 self.stats.charged_no_answer += 1
-                self._storage.record(
-                    spec.kind,
-                    len(spec.items),
-                    reservation.usd,
-                    Usage(),
-                    outcome=f"http_{response.status_code}",
-                    request_id=err.request_id,
-                    reserved=reservation.usd,
-                    estimated=True,
-                )
+                charge_in_full(
+                    self._storage, self.budget, spec, reservation,
+                    f"http_{response.status_code}", err.request_id,
+                )  # fmt: skip
             else:
                 self.budget.release(reservation)  # providers do not bill error statuses
                 self._storage.record(
@@ -257,22 +250,28 @@ class Settler:
             cost = reservation.usd
             self.stats.estimated += 1
             self._warn_estimated(reported is None, missing)
-        started = time.perf_counter()
-        overran = self.budget.settle(reservation, cost)
-        self.timings.add("ledger", started)
         if reported is not None:
             reported = _scrub(reported, self._key_forms)  # a server knows the key it was sent
-        self._storage.record(
-            spec.kind,
-            len(spec.items),
-            cost,
-            usage,
-            outcome=outcome,
-            request_id=request_id,
-            reserved=reservation.usd,
-            estimated=estimated,
-            reported=reported,
-        )
+        started = time.perf_counter()
+        # The ledger line first, then the budget's (and the shared total's) settle: a kill
+        # between the two leaves the reservation open, which the next run charges as
+        # orphaned (the ledger above the bill, never below it); the other order closed the
+        # reservation and lost the line (the ledger below the bill).
+        try:
+            self._storage.record(
+                spec.kind,
+                len(spec.items),
+                cost,
+                usage,
+                outcome=outcome,
+                request_id=request_id,
+                reserved=reservation.usd,
+                estimated=estimated,
+                reported=reported,
+            )
+        finally:
+            overran = self.budget.settle(reservation, cost)
+        self.timings.add("ledger", started)
         if overran and self.overrun is None:
             self.overrun = self._overrun_error(spec, reservation, usage, cost, request_id)
             log.error("%s", self.overrun)
@@ -381,3 +380,26 @@ class Settler:
                 provider=self.provider.name,
                 request_id=parsed.request_id,
             )
+
+
+def charge_in_full(
+    storage: Storage, budget: Budget, spec: CallSpec, reservation: Reservation, outcome: str,
+    request_id: str | None = None,
+) -> None:
+    """Charge ``reservation`` whole, the provider having maybe billed it without saying
+    what: the ledger line (``estimated``) first, then the budget's charge, so that a kill
+    between the two leaves the reservation open for the next run to charge as orphaned
+    (the ledger above the bill, never below it)."""
+    try:
+        storage.record(
+            spec.kind,
+            len(spec.items),
+            reservation.usd,
+            Usage(),
+            outcome=outcome,
+            request_id=request_id,
+            reserved=reservation.usd,
+            estimated=True,
+        )
+    finally:
+        budget.charge_reservation(reservation)

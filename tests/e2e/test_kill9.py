@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,8 @@ def slow_teacher(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalTeacher]:
         yield teacher
 
 
-def harvest_cmd(teacher: LocalTeacher, data: Path, cache: Path) -> list[str]:
-    args = [
+def harvest_args(teacher: LocalTeacher, data: Path, cache: Path) -> list[str]:
+    return [
         "harvest",
         str(data),
         "--teacher",
@@ -46,6 +47,10 @@ def harvest_cmd(teacher: LocalTeacher, data: Path, cache: Path) -> list[str]:
         "--batch-size",
         str(BATCH),
     ]
+
+
+def harvest_cmd(teacher: LocalTeacher, data: Path, cache: Path) -> list[str]:
+    args = harvest_args(teacher, data, cache)
     return [
         sys.executable,
         "-c",
@@ -127,3 +132,42 @@ def test_kill_9_loses_no_billed_record(
     assert json.loads(report.stdout)["items_cached"] == n_images + len(
         scan(digits_data).class_names
     )
+
+
+DIE_AFTER_SETTLE = """
+import os, sys
+from cache.coordination import Coordinator
+real, calls = Coordinator.settle, []
+
+def settle_then_die(self, *args, **kwargs):
+    out = real(self, *args, **kwargs)
+    calls.append(1)
+    if len(calls) == 5:  # killed right after the 5th bill was settled in the shared total
+        os._exit(137)
+    return out
+
+Coordinator.settle = settle_then_die
+from distill.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_killed_between_the_shared_settle_and_the_ledger_line_the_ledger_stays_above_the_bill(
+    slow_teacher: LocalTeacher, digits_data: Path, tmp_path: Path
+) -> None:
+    """A kill after a bill was settled in coordination.db and before its ledger line was
+    written: the reservation was closed (so never charged as orphaned) and the line never
+    written, and the ledger ended below the provider's bill. Seen in a random-kill run
+    (tests/reliability/test_crash_resume.py) on a loaded machine."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = harvest_args(slow_teacher, digits_data, cache)
+    died = subprocess.run([sys.executable, "-c", DIE_AFTER_SETTLE, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert died.returncode == 137, died.stdout + died.stderr
+    done = subprocess.run(harvest_cmd(slow_teacher, digits_data, cache), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    ledger = sum(Decimal(r.cost_usd) for r in SpendLedger.read(cache / "ledger.jsonl"))
+    assert ledger >= Decimal(slow_teacher.billing()["usd"])  # never below the bill
