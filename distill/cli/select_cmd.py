@@ -5,7 +5,9 @@ small student on it, and lets the student pick the next batch (most uncertain, o
 coverage of its probability space), ``--rounds`` times. ``--budget`` means what it means
 everywhere: the cap on what this cache's ledger records for the teacher (so resumes
 never spend it again); ``--run-budget`` caps one run. The state file in the cache folder
-remembers which images each round picked. At the end the bought subset is written as a CSV
+remembers which images each round picked, and the flags that picked them: a resume with
+another ``--rounds``, ``--seed``, ``--round-steps``, ``--select-*`` or ``--prompt`` is
+refused (exit 2), not mixed into one manifest. At the end the bought subset is written as a CSV
 manifest with its own embedding store and the class list it was harvested with, ready for
 ``vlm-distill train MANIFEST --class-file MANIFEST.classes.txt --cache DIR`` (printed).
 When the budget covers everything, this is the ordinary harvest.
@@ -159,7 +161,12 @@ def run_select(args: argparse.Namespace) -> int | None:
     from cache import ResponseCache, SpendLedger
     from cache.layout import CacheDir
     from distill.data import scan
-    from distill.labelfree.rounds import state_path
+    from distill.labelfree.rounds import (
+        read_state,
+        resume_conflict,
+        selection_settings,
+        state_path,
+    )
 
     out = console()
     if args.views != 1:
@@ -180,6 +187,14 @@ def run_select(args: argparse.Namespace) -> int | None:
     check_student_name(args.select_student)
     cdir = CacheDir(args.cache)
     state_file = state_path(cdir.root, args.teacher, dataset, args.select)
+    settings = selection_settings(
+        rounds=args.rounds, round_steps=args.round_steps, seed=args.seed,
+        student=args.select_student, image_size=args.select_image_size,
+        use_labels=args.select_labels, prompt=args.prompt,
+    )  # fmt: skip
+    conflict = resume_conflict(state_file, read_state(state_file), settings)
+    if conflict is not None:  # before anything is bought: two experiments, one manifest
+        raise ConfigurationError(conflict)
     with (
         ResponseCache(cdir.responses) as cache,
         SpendLedger(cdir.ledger) as ledger,

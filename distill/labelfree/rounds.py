@@ -6,7 +6,9 @@ Used when the budget cannot cover every image. The money guarantee is the client
 (every request reserves its worst case first), so no round can overspend; the per-round
 quota only spreads the budget over the rounds. Resumable: the images picked for each
 round are written to a state file before they are bought, so a run stopped by a crash or
-the budget re-buys nothing (the cache answers) and picks nothing twice.
+the budget re-buys nothing (the cache answers) and picks nothing twice. The state records
+the settings that decide the picks (:data:`SETTING_FLAGS`): a resume with others is
+refused (:func:`resume_conflict`), not mixed into the same manifest.
 
 The in-between student is a small timm model trained for ``round_steps`` steps on the
 teacher's zero-shot probabilities (softmax of 100 * cos(image, class prompt)), optionally
@@ -55,6 +57,9 @@ __all__ = [
     "jitter",
     "load_pixels",
     "predict_probs",
+    "read_state",
+    "resume_conflict",
+    "selection_settings",
     "state_path",
     "train_student",
 ]
@@ -94,6 +99,58 @@ def read_state(path: Path) -> dict[str, Any]:
     if state.get("version") != STATE_VERSION:
         raise ValueError(f"{path}: unknown selection state version {state.get('version')}")
     return state
+
+
+# the settings that decide which images a round picks, with the harvest flag that sets each
+SETTING_FLAGS = {
+    "rounds": "--rounds",
+    "round_steps": "--round-steps",
+    "seed": "--seed",
+    "student": "--select-student",
+    "image_size": "--select-image-size",
+    "use_labels": "--select-labels",
+    "prompt": "--prompt",
+    "pretrained": "pretrained",
+}
+
+
+def selection_settings(
+    *,
+    rounds: int,
+    round_steps: int,
+    seed: int,
+    student: str,
+    image_size: int,
+    use_labels: bool,
+    prompt: str,
+    pretrained: bool = False,
+) -> dict[str, Any]:
+    """The settings a selection state records (keys of :data:`SETTING_FLAGS`)."""
+    return {"rounds": rounds, "round_steps": round_steps, "seed": seed, "student": student,
+            "image_size": image_size, "use_labels": use_labels, "prompt": prompt,
+            "pretrained": pretrained}  # fmt: skip
+
+
+def resume_conflict(path: Path, state: dict[str, Any], settings: dict[str, Any]) -> str | None:
+    """Why a run with ``settings`` may not resume the selection ``state`` read from
+    ``path`` (rounds picked with other settings: the two would mix in one manifest), or
+    None. A state written before the settings were recorded has only its ``rounds``."""
+    if not state["picked"]:
+        return None
+    recorded = state.get("settings", {"rounds": state["rounds"]} if "rounds" in state else {})
+    differ = [
+        f"{SETTING_FLAGS.get(k, k)} {recorded[k]!r} (this run: {v!r})"
+        for k, v in settings.items()
+        if k in recorded and recorded[k] != v
+    ]
+    if not differ:
+        return None
+    return (
+        f"the selection state {path} was made with {', '.join(differ)}; its "
+        f"{len(state['picked'])} picked round(s) would mix with this run's in one manifest. "
+        "Rerun with its flags to resume it, or move the file aside to start a new selection "
+        "(the images bought stay cached)"
+    )
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
@@ -299,8 +356,15 @@ async def harvest_rounds(
     state_file = state_path(cache_dir, client.teacher, dataset, strategy)
     result = RoundsResult(state_file=state_file)
     state = read_state(state_file)
+    settings = selection_settings(
+        rounds=rounds, round_steps=round_steps, seed=seed, student=student,
+        image_size=image_size, use_labels=use_labels, prompt=prompt, pretrained=pretrained,
+    )  # fmt: skip
+    conflict = resume_conflict(state_file, state, settings)
+    if conflict is not None:  # harvest --select says so before the client opens
+        raise ValueError(conflict)
     state.update(strategy=strategy, rounds=rounds, teacher=client.teacher,
-                 dataset_fingerprint=dataset.fingerprint())
+                 dataset_fingerprint=dataset.fingerprint(), settings=settings)  # fmt: skip
     spent_before = Decimal(state.get("spent_usd", "0"))
     row_of = {s.id: i for i, s in enumerate(dataset.samples)}
 

@@ -183,3 +183,38 @@ async def test_budget_stop_leaves_the_rest_unanswered(
     assert sum(lb.answer is not None for lb in labels) == 3
     assert sum(lb.answer is None and lb.label is None for lb in labels) == 7
     assert hash_teacher.billing()["requests"] == 3
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--rounds", "4"), ("--seed", "1"), ("--round-steps", "1"), ("--prompt", "an image of {}")],
+)
+def test_a_resume_with_other_selection_flags_is_refused(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    value: str,
+) -> None:
+    """A run stopped after round 1, resumed with another --rounds, --seed, --round-steps or
+    --prompt: the state's first rounds were picked by one experiment and the rest by another,
+    in one manifest, without a word (until 2026-12-06). Now refused before anything is
+    bought, naming the flag, what the state was made with and how to start afresh."""
+    cache = tmp_path / "cache"
+    tiny = ["--select", "random", "--round-steps", "0", "--select-student",
+            "mobilenetv3_small_050", "--select-image-size", "16"]  # fmt: skip
+    assert harvest(hash_teacher, digits_data, cache, *tiny, "--max-requests", "2") == 3
+    [state_file] = [
+        p for p in (cache / "select").glob("*.json") if not p.name.endswith(".dataset.json")
+    ]
+    before = state_file.read_text()
+    billed = hash_teacher.billing()
+    capsys.readouterr()
+    assert harvest(hash_teacher, digits_data, cache, *tiny, flag, value) == 2
+    err = capsys.readouterr().err
+    assert flag in err and str(state_file.name) in err
+    assert hash_teacher.billing() == billed  # nothing bought
+    assert state_file.read_text() == before  # the stopped run's state is kept as it was
+    # the same flags resume it
+    assert harvest(hash_teacher, digits_data, cache, *tiny) == 0
