@@ -192,9 +192,6 @@ def run_select(args: argparse.Namespace) -> int | None:
         student=args.select_student, image_size=args.select_image_size,
         use_labels=args.select_labels, prompt=args.prompt,
     )  # fmt: skip
-    conflict = resume_conflict(state_file, read_state(state_file), settings)
-    if conflict is not None:  # before anything is bought: two experiments, one manifest
-        raise ConfigurationError(conflict)
     with (
         ResponseCache(cdir.responses) as cache,
         SpendLedger(cdir.ledger) as ledger,
@@ -206,6 +203,9 @@ def run_select(args: argparse.Namespace) -> int | None:
         remaining = client.budget.remaining
         covers = remaining is None or _full_cost(client, dataset, args.prompt) <= remaining
         if not covers:
+            conflict = resume_conflict(state_file, read_state(state_file), settings)
+            if conflict is not None:  # before anything is bought: two experiments, one manifest
+                raise ConfigurationError(conflict)
             result, store, manifest = _rounds(args, client, cache, cdir, dataset, state_file)
             money_rows = budget_lines(client)
             code = EXIT_ERROR if result.failed else EXIT_OK

@@ -414,6 +414,8 @@ async def harvest_rounds(
             save()
             return _finish(result, state, dataset, vectors, client)
         result.rounds_done = r + 1
+        # a round the stopped run picked and this one finished is done (it stayed 1 below)
+        state["rounds_done"] = max(state.get("rounds_done", 0), r + 1)
     pixels = None
     sample_rows = list(range(len(dataset.samples)))
     for r in range(len(state["picked"]), rounds):

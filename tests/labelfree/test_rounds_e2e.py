@@ -218,3 +218,28 @@ def test_a_resume_with_other_selection_flags_is_refused(
     assert state_file.read_text() == before  # the stopped run's state is kept as it was
     # the same flags resume it
     assert harvest(hash_teacher, digits_data, cache, *tiny) == 0
+
+
+def test_a_resume_that_finishes_a_picked_round_records_it_done(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Stopped with the last round picked but not bought, then resumed: the resume bought
+    that round and said "2 of 2", but the state file kept ``rounds_done: 1`` (until
+    2026-12-06): only rounds picked by the resuming run were counted in it."""
+    cache = tmp_path / "cache"
+    tiny = ["--select", "random", "--rounds", "2", "--round-steps", "0", "--select-student",
+            "mobilenetv3_small_050", "--select-image-size", "16"]  # fmt: skip
+    assert harvest(hash_teacher, digits_data, cache, *tiny, "--max-requests", "2") == 3
+    [state_file] = [
+        p for p in (cache / "select").glob("*.json") if not p.name.endswith(".dataset.json")
+    ]
+    state = json.loads(state_file.read_text())
+    assert state["rounds_done"] == 1 and len(state["picked"]) == 2
+    capsys.readouterr()
+    assert harvest(hash_teacher, digits_data, cache, *tiny) == 0
+    assert "2 of 2" in capsys.readouterr().out
+    after = json.loads(state_file.read_text())
+    assert after["picked"] == state["picked"] and after["rounds_done"] == 2
