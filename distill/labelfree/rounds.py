@@ -390,10 +390,12 @@ async def harvest_rounds(
     vectors: dict[int, np.ndarray] = {}
     requests = {}
 
+    def make(row: int) -> ImageEmbeddingRequest:
+        return ImageEmbeddingRequest(image=sample_image(dataset.samples[row], dataset.hflip))
+
     def request(row: int) -> ImageEmbeddingRequest:
         if row not in requests:
-            image = sample_image(dataset.samples[row], dataset.hflip)
-            requests[row] = ImageEmbeddingRequest(image=image)
+            requests[row] = make(row)
         return requests[row]
 
     async def buy(rows: list[int]) -> bool:
@@ -420,10 +422,7 @@ async def harvest_rounds(
     sample_rows = list(range(len(dataset.samples)))
     for r in range(len(state["picked"]), rounds):
         left = [i for i in sample_rows if i not in vectors]
-        # Worst-case price of one more image, from a few images not bought yet (a cached
-        # image is free, so sampling bought ones would underestimate it).
-        n_new, cost = client.plan("image_embedding", [request(i) for i in left[:PRICE_SAMPLE]])
-        result.per_image_usd = cost / max(1, n_new)
+        result.per_image_usd = _price_one(client, left, make)
         remaining = client.budget.remaining
         if remaining is None or result.per_image_usd <= 0:
             affordable = len(left)
@@ -467,6 +466,22 @@ async def harvest_rounds(
         save()
     save()
     return _finish(result, state, dataset, vectors, client)
+
+
+def _price_one(
+    client: TeacherClient, left: list[int], make: Callable[[int], ImageEmbeddingRequest]
+) -> Decimal:
+    """Worst-case price of one more image, from the first ``PRICE_SAMPLE`` of ``left`` not
+    cached (a cached image is free: priced from the first images left, all cached when
+    another run had bought them, one more image was $0 and a round's quota every image
+    left); $0 when every image left is cached. The requests priced are not kept."""
+    n_new, cost = 0, Decimal(0)
+    for s in range(0, len(left), PRICE_SAMPLE):
+        n, c = client.plan("image_embedding", (make(i) for i in left[s : s + PRICE_SAMPLE]))
+        n_new, cost = n_new + n, cost + c
+        if n_new >= PRICE_SAMPLE:
+            break
+    return cost / max(1, n_new)
 
 
 def _finish(

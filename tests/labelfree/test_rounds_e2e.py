@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -12,9 +13,9 @@ from cache import ResponseCache, SpendLedger, totals
 from distill.cli import main
 from distill.data import scan
 from distill.labelfree.parity import parity_filter
-from distill.labelfree.pseudolabel import answer_labels, embedding_labels
+from distill.labelfree.pseudolabel import answer_labels, embedding_labels, sample_image
 from tests.e2e.conftest import LocalTeacher
-from vlmclient import Budget, TeacherClient
+from vlmclient import Budget, ImageEmbeddingRequest, TeacherClient
 
 # $0.0001 per image (the local server's price) + a few text tokens: covers about half of
 # the 120 digits images.
@@ -243,3 +244,38 @@ def test_a_resume_that_finishes_a_picked_round_records_it_done(
     assert "2 of 2" in capsys.readouterr().out
     after = json.loads(state_file.read_text())
     assert after["picked"] == state["picked"] and after["rounds_done"] == 2
+
+
+async def test_rounds_are_priced_by_images_not_bought_yet(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The first images of the data already cached (another run bought them): `harvest
+    --select` priced the next image from the first 8 images left, all cached: $0 an image,
+    so its first round took a third of every image, not of the budget, the budget ran out
+    mid-round and the run stopped at "rounds 1 of 3" (until 2026-12-06). Now the price
+    comes from images not bought yet, and the rounds share what is left."""
+    cache = tmp_path / "cache"
+    ds = scan(digits_data)
+    with ResponseCache(cache / "responses") as responses:
+        client = TeacherClient(
+            "local:hash", base_url=hash_teacher.url, cache=responses, budget=Budget("1")
+        )
+        async with client:
+            await client.embed_images(
+                [ImageEmbeddingRequest(image=sample_image(s, ds.hflip)) for s in ds.samples[:8]]
+            )
+    tiny = ["--select", "random", "--round-steps", "0", "--select-student",
+            "mobilenetv3_small_050", "--select-image-size", "16"]  # fmt: skip
+    assert await asyncio.to_thread(harvest, hash_teacher, digits_data, cache, *tiny) == 0
+    assert "3 of 3" in capsys.readouterr().out
+    assert ledger_spent(cache) <= Decimal(HALF)
+    [state_file] = [
+        p for p in (cache / "select").glob("*.json") if not p.name.endswith(".dataset.json")
+    ]
+    picked = json.loads(state_file.read_text())["picked"]
+    # $0.0059 left after the prompts buys 59 images at $0.0001: a third of them is 20 (40,
+    # a third of the 120 images, before)
+    assert len(picked[0]) <= 20
