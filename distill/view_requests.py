@@ -6,10 +6,11 @@ the recipe), so its cached answer is found before the view is computed: a cached
 reads each file once and hashes it, and computes no view. Only the misses are computed and
 encoded compactly for upload (JPEG q90 where the provider accepts JPEG).
 
-View 0 of a file with an EXIF orientation (or of a 16-bit greyscale PNG) is its upright
-8-bit re-encoding (:func:`~distill.data.views.upright_bytes`), keyed by those bytes; such a
-file's augmented views name the orientation (16 bits) in their content id (they are made
-from the upright 8-bit pixels).
+View 0 of a file with an EXIF orientation (or of a 16-bit greyscale PNG, or of a file with
+transparent pixels) is its upright 8-bit re-encoding on white
+(:func:`~distill.data.views.upright_bytes`), keyed by those bytes; such a file's augmented
+views name the orientation (16 bits, the white background) in their content id (they are
+made from the upright 8-bit pixels on white).
 
 A cache written before views had content ids holds them under the key of the bytes of an
 uncompressed PNG (:func:`~distill.data.views.png_bytes`). A miss under the content id is
@@ -132,10 +133,11 @@ def view_request(item: ViewItem, hflip: bool, encoding: str | None = None) -> Im
     if encoding is None:
         raise ValueError("an augmented view needs the teacher's upload encoding")
     data = _read(item.path)
-    orientation, sixteen_bit = source_decoding(data)
+    orientation, sixteen_bit, transparent = source_decoding(data)
     cid = view_content_id(
         hashlib.sha256(data).hexdigest(), item.image_id, item.view, hflip=hflip,
         encoding=encoding, orientation=orientation, sixteen_bit=sixteen_bit,
+        transparent=transparent,
     )  # fmt: skip
     arr = view_array(load_rgb(item.path), item.image_id, item.view, hflip=hflip)
     data, media_type = encode_view(arr, encoding)
@@ -156,10 +158,11 @@ def cached_view_vector(
     then computed); None when it is under neither."""
     provider, model = parse_teacher(teacher)
     data = _read(item.path)
-    orientation, sixteen_bit = source_decoding(data)
+    orientation, sixteen_bit, transparent = source_decoding(data)
     cid = view_content_id(
         hashlib.sha256(data).hexdigest(), item.image_id, item.view, hflip=hflip,
         encoding=upload_encoding(teacher), orientation=orientation, sixteen_bit=sixteen_bit,
+        transparent=transparent,
     )  # fmt: skip
     entry = cache.get(content_cache_key(provider, model, params, cid, endpoint))
     if entry is None:
@@ -194,10 +197,10 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
         except CANNOT_PREPARE as exc:
             out.failed.append((item, str(exc)))
 
-    # A view's content id starts from its source file's sha256, EXIF orientation and bit
-    # depth (source_decoding), found once per file and only for augmented views: view 0's
-    # key hashes the bytes it sends in the client (Image.digest).
-    sources_named: dict[Path, tuple[str, int, bool]] = {}
+    # A view's content id starts from its source file's sha256, EXIF orientation, bit
+    # depth and transparency (source_decoding), found once per file and only for
+    # augmented views: view 0's key hashes the bytes it sends in the client (Image.digest).
+    sources_named: dict[Path, tuple[str, int, bool, bool]] = {}
     named: list[tuple[T, str]] = []
     for item, data in ready:
         if item.view > 0:
@@ -205,10 +208,10 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
                 sources_named[item.path] = (
                     hashlib.sha256(data).hexdigest(), *source_decoding(data)
                 )
-            digest, orientation, sixteen_bit = sources_named[item.path]
+            digest, orientation, sixteen_bit, transparent = sources_named[item.path]
             cid = view_content_id(
                 digest, item.image_id, item.view, hflip=hflip, encoding=encoding,
-                orientation=orientation, sixteen_bit=sixteen_bit,
+                orientation=orientation, sixteen_bit=sixteen_bit, transparent=transparent,
             )  # fmt: skip
             named.append((item, cid))
     found = client.cached(KIND, [client.content_key(cid) for _, cid in named])
@@ -230,8 +233,8 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
                     raise DataError(
                         f"{os.fspath(item.path)!r} is not a PNG, JPEG, GIF, BMP or WebP image"
                     )
-                # upright 8-bit if the file has an EXIF orientation or 16-bit grey levels;
-                # else the file's own bytes
+                # upright 8-bit on white if the file has an EXIF orientation, 16-bit grey
+                # levels or transparency; else the file's own bytes
                 blob, media_type = upright_bytes(data, media_type, os.fspath(item.path))
                 request = ImageEmbeddingRequest(image=Image(data=blob, media_type=media_type))
                 out.requests.append(client.prepare(request))

@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from .shared_budget import SharedBudget, SharedReservation
     from .stats import ClientStats
     from .timing import Timings
+    from .transparency import flatten, has_alpha, is_transparent
     from .transport import ReadingAiohttpTransport
 
 __all__ = [
@@ -137,9 +138,12 @@ __all__ = [
     "VLMError",
     "content_cache_key",
     "endpoint_id",
+    "flatten",
     "free_units",
     "get_provider",
+    "has_alpha",
     "has_prices",
+    "is_transparent",
     "item_cache_key",
     "load_prices",
     "media_type_of",
@@ -220,6 +224,9 @@ _SOURCES: dict[str, str] = {
     "SharedReservation": "shared_budget",
     "ClientStats": "stats",
     "Timings": "timing",
+    "flatten": "transparency",
+    "has_alpha": "transparency",
+    "is_transparent": "transparency",
     "ReadingAiohttpTransport": "transport",
 }
 

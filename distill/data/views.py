@@ -35,6 +35,14 @@ white): the student sees its grey levels, view 0 is uploaded as that 8-bit pictu
 by :func:`upright_bytes`) and its augmented views are named apart from the white ones a
 cache may hold (:func:`source_decoding`, ``sixteen_bit`` in :func:`view_content_id`).
 
+Transparency (RGBA, LA, a palette's transparent colour) is shown on white wherever a file
+is decoded (:func:`load_rgb`, with the client's own :func:`vlmclient.transparency.flatten`,
+which it applies when it re-encodes an image as JPEG). View 0 of a file that has a pixel
+not fully opaque is uploaded as those flattened pixels (:func:`upright_bytes`), so no
+provider shows it on a background of its own; its augmented views are named apart from
+those a cache may hold, made on the colour hidden under the transparent pixels
+(``transparent`` in :func:`view_content_id`). An opaque RGBA file keeps its bytes and keys.
+
 Caches written before this (views keyed by the bytes of an uncompressed PNG) keep working:
 :func:`png_bytes` still makes those bytes, so their old keys can be found (see
 ``distill.view_requests``).
@@ -56,6 +64,7 @@ import numpy as np
 from PIL import ExifTags, Image
 
 from distill.data import MAX_PIXELS, DataError, sniff_image
+from vlmclient.transparency import flatten, has_alpha, is_transparent
 
 __all__ = [
     "BRIGHTNESS",
@@ -247,23 +256,34 @@ def eight_bit(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(levels, 0, 255).astype(np.uint8), mode="L")
 
 
-def source_decoding(data: bytes) -> tuple[int, bool]:
-    """What names an image file's decoding in its views' content ids, from its header:
-    its :func:`exif_orientation` and whether it is 16-bit greyscale ((1, False) when PIL
-    cannot open the bytes)."""
+def source_decoding(data: bytes) -> tuple[int, bool, bool]:
+    """What names an image file's decoding in its views' content ids: its
+    :func:`exif_orientation` and whether it is 16-bit greyscale (from its header), and
+    whether a pixel is not fully opaque (decoded only for a file with an alpha channel or
+    a transparent colour); (1, False, False) when PIL cannot open the bytes."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as im:
-                return exif_orientation(im), im.mode in _SIXTEEN_BIT_MODES
+                orientation, sixteen_bit = exif_orientation(im), im.mode in _SIXTEEN_BIT_MODES
+                return orientation, sixteen_bit, _transparent(im)
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError):
-        return 1, False
+        return 1, False, False
+
+
+def _transparent(im: Image.Image) -> bool:
+    """:func:`is_transparent`, for a file not too large to decode (else :func:`load_rgb`
+    refuses it anyway); decodes only a file with an alpha channel or transparent colour."""
+    if not has_alpha(im) or im.size[0] * im.size[1] > MAX_PIXELS:
+        return False
+    return is_transparent(im)
 
 
 def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
     """Open and decode an image file as RGB, upright (its EXIF orientation applied, see
-    :func:`exif_orientation`) and 16-bit grey scaled to 8 bits (:func:`eight_bit`);
-    DataError when it cannot be used."""
+    :func:`exif_orientation`), 16-bit grey scaled to 8 bits (:func:`eight_bit`) and
+    transparency shown on white (:func:`~vlmclient.transparency.flatten`, as the client
+    re-encodes it); DataError when it cannot be used."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -273,7 +293,8 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
                         f"image {os.fspath(path)!r} is too large ({im.size[0]}x{im.size[1]})"
                     )
                 method = _UPRIGHT.get(exif_orientation(im))
-                rgb: Image.Image = eight_bit(im).convert("RGB")
+                levels = eight_bit(im)
+                rgb: Image.Image = flatten(levels) if has_alpha(levels) else levels.convert("RGB")
                 return rgb if method is None else rgb.transpose(method)
     except Image.DecompressionBombError as exc:
         raise DataError(f"image {os.fspath(path)!r} is too large: {exc}") from exc
@@ -301,10 +322,13 @@ def pixels_decode(data: bytes) -> bool:
 def upright_bytes(data: bytes, media_type: str, name: str = "image") -> tuple[bytes, str]:
     """What is uploaded as view 0 of an image file's bytes, and its media type.
 
-    ``data`` itself when the file has no EXIF orientation (or orientation 1) and is not
-    16-bit greyscale: the exact bytes, so its cache key is what it always was. A 16-bit
+    ``data`` itself when the file has no EXIF orientation (or orientation 1), is not
+    16-bit greyscale and has no pixel that is not fully opaque: the exact bytes, so its
+    cache key is what it always was (an opaque RGBA file too). A 16-bit
     greyscale file is sent as what the student sees, its 8-bit levels (:func:`eight_bit`),
-    upright, as a PNG. Otherwise the upright pixels re-encoded
+    upright, as a PNG; a file with transparency as its pixels on white
+    (:func:`~vlmclient.transparency.flatten`, as :func:`load_rgb` shows them), in the same
+    way. Otherwise the upright pixels re-encoded
     without EXIF (no orientation left for a provider to apply or to ignore): a JPEG as a
     JPEG at :data:`UPRIGHT_JPEG_QUALITY`, a WebP as a lossless WebP, anything else as a
     PNG; the ICC profile is kept. Bytes PIL cannot open are returned as they are (the
@@ -322,13 +346,20 @@ def upright_bytes(data: bytes, media_type: str, name: str = "image") -> tuple[by
         with im:
             method = _UPRIGHT.get(exif_orientation(im))
             sixteen_bit = im.mode in _SIXTEEN_BIT_MODES
-            if method is None and not sixteen_bit:
+            if method is None and not sixteen_bit and not has_alpha(im):
                 return data, media_type
             if im.size[0] * im.size[1] > MAX_PIXELS:
+                if method is None and not sixteen_bit:
+                    return data, media_type  # as before; load_rgb refuses it for the student
                 raise DataError(f"image {name!r} is too large ({im.size[0]}x{im.size[1]})")
             fmt, icc = im.format, im.info.get("icc_profile")
             try:
+                transparent = is_transparent(im)  # decodes only an image with alpha
+                if method is None and not sixteen_bit and not transparent:
+                    return data, media_type  # opaque RGBA: its exact bytes, its old key
                 upright = eight_bit(im)  # decodes (the first frame of an animation)
+                if transparent:
+                    upright = flatten(upright)
                 if method is not None:
                     upright = upright.transpose(method)
             except (OSError, ValueError, SyntaxError, EOFError) as exc:
@@ -382,8 +413,9 @@ def view_bytes(
 ) -> tuple[bytes, str]:
     """The bytes to send to the teacher for view ``view`` of an image file, and their type.
 
-    View 0 is the file exactly as it is on disk, unless it has an EXIF orientation: then
-    an upright re-encoding (:func:`upright_bytes`); view k >= 1 is a PNG of
+    View 0 is the file exactly as it is on disk, unless it has an EXIF orientation, 16-bit
+    grey levels or transparency: then a re-encoding of the student's pixels
+    (:func:`upright_bytes`); view k >= 1 is a PNG of
     :func:`view_image` of the decoded (upright) file. DataError when the file cannot be used.
 
     >>> data, media_type = view_bytes(Path("DATA/a/cat/1.jpg"), "a/cat/1.jpg", 2)  # doctest: +SKIP
@@ -427,7 +459,7 @@ def encode_view(arr: np.ndarray, encoding: str) -> tuple[bytes, str]:
 
 def view_content_id(
     source_sha256: str, image_id: str, view: int, *, hflip: bool, encoding: str,
-    orientation: int = 1, sixteen_bit: bool = False,
+    orientation: int = 1, sixteen_bit: bool = False, transparent: bool = False,
 ) -> str:
     """The name of view ``view`` (>= 1) of an image in cache keys, without computing it.
 
@@ -438,7 +470,9 @@ def view_content_id(
     are made from the upright pixels, so a file with an orientation other than 1 names it
     (its views cached before orientation was applied were sideways); for every other file
     the id is what it always was. ``sixteen_bit`` (a 16-bit greyscale source, see
-    :func:`source_decoding`) names it likewise: its views cached before were white.
+    :func:`source_decoding`) names it likewise: its views cached before were white; and
+    ``transparent`` (a pixel not fully opaque): its views cached before were made on the
+    colour hidden under the transparent pixels, they are now made on white.
 
     >>> view_content_id("ab" * 32, "dom/cat/1.png", 2, hflip=True, encoding="jpeg-q90")[:8]
     'view1:76'
@@ -461,5 +495,7 @@ def view_content_id(
         recipe["exif_orientation"] = orientation
     if sixteen_bit:
         recipe["source_bits"] = 16
+    if transparent:
+        recipe["background"] = "white"
     text = json.dumps(recipe, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return f"view{RECIPE_VERSION}:" + hashlib.sha256(text.encode("ascii")).hexdigest()

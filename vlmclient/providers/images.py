@@ -16,6 +16,7 @@ from PIL import ImageOps
 
 from ..errors import InputError
 from ..models import Image
+from ..transparency import flatten, has_alpha
 
 __all__ = [
     "ACCEPTED_MEDIA_TYPES",
@@ -96,30 +97,18 @@ def base64_size(data: bytes) -> int:
     return 4 * math.ceil(len(data) / 3)
 
 
-def _has_alpha(im: PILImage.Image) -> bool:
-    return im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
-
-
-def _flatten(im: PILImage.Image) -> PILImage.Image:
-    """RGB on white: transparent pixels of a photo become white, as viewers show them."""
-    rgba = im.convert("RGBA")
-    base = PILImage.new("RGB", rgba.size, (255, 255, 255))
-    base.paste(rgba, mask=rgba.getchannel("A"))
-    return base
-
-
 def _encodings(
     im: PILImage.Image, media_types: Collection[str], quality: int
 ) -> Iterator[tuple[bytes, str]]:
     """Candidate encodings of ``im``, best first: lossless PNG when the image has
     transparency (or JPEG is not accepted), then JPEG at falling qualities."""
-    alpha = _has_alpha(im)
+    alpha = has_alpha(im)
     if "image/png" in media_types and (alpha or "image/jpeg" not in media_types):
         out = io.BytesIO()
         im.convert("RGBA" if alpha else "RGB").save(out, "PNG", compress_level=1)
         yield out.getvalue(), "image/png"
     if "image/jpeg" in media_types:
-        rgb = _flatten(im) if alpha else im.convert("RGB")
+        rgb = flatten(im) if alpha else im.convert("RGB")
         for q in (quality, *(q for q in JPEG_QUALITIES if q < quality)):
             out = io.BytesIO()
             rgb.save(out, "JPEG", quality=q)
