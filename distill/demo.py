@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 from cache import read_ledger
 from cache.layout import LEDGER_FILE
 
-__all__ = ["METHOD_NAMES", "DemoConfig", "HarvestStopped", "run_demo"]
+__all__ = ["METHOD_NAMES", "DemoConfig", "HarvestStopped", "demo_teacher_fitted", "run_demo"]
 
 METHOD_NAMES = {"zeroshot": "teacher zero-shot", "erm": "ERM", "kd": "KD", "adip": "ADiP"}
 TEST_DOMAIN = "rotated"  # the held-out (out-of-distribution) domain of the digits
@@ -226,6 +226,14 @@ def ensure_demo_data(data: Path, cfg: DemoConfig) -> None:
         return
     make_digits(data, size=cfg.image_size, per_class=cfg.per_class, seed=cfg.seed,
                 force=data.exists())
+
+
+def demo_teacher_fitted(work: Path, cfg: DemoConfig) -> Path | None:
+    """The teacher :func:`fit_demo_teacher` will load from ``work/teacher``, or None when
+    it will fit one (none yet, other ``--teacher-steps``, an edited or torn manifest)."""
+    from distill.teacher.miniclip import fitted_teacher
+
+    return fitted_teacher("digits", work / "teacher", seed=cfg.seed, steps=cfg.teacher_steps)
 
 
 def fit_demo_teacher(work: Path, cfg: DemoConfig) -> Path:

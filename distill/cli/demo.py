@@ -75,7 +75,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from distill.cli import main as cli_main
-    from distill.demo import METHOD_NAMES, DemoConfig, HarvestStopped, run_demo
+    from distill.demo import (
+        METHOD_NAMES,
+        DemoConfig,
+        HarvestStopped,
+        demo_teacher_fitted,
+        run_demo,
+    )
     from distill.report import build_report
 
     from .report import show
@@ -116,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if cfg.backend == "mini-clip":
-        fitted = any((cfg.workdir / "teacher").glob("digits-*.safetensors"))
+        # what this run will do, not whether some teacher file is there (another
+        # --teacher-steps, an edited manifest: refitted, though a file exists)
+        fitted = demo_teacher_fitted(cfg.workdir, cfg) is not None
         out.print(
             "teacher: mini-clip, "
             + ("loaded from " + escape(str(cfg.workdir / "teacher")) if fitted else

@@ -63,6 +63,7 @@ __all__ = [
     "encode_texts",
     "ensure_teacher",
     "fit_teacher",
+    "fitted_teacher",
     "load_teacher",
     "load_text_model",
     "manifest_path",
@@ -294,6 +295,22 @@ def _pool_per_class(pool: Path) -> int | str | None:
     return cap if cap is None or isinstance(cap, int) else "missing"
 
 
+def _reusable(weights: Path, seed: int, steps: int, per_class: int | None) -> bool:
+    """Is ``weights`` a teacher fitted with these settings, whole (its manifest's hash)?"""
+    # every pool before POOL_PER_CLASS_BY_KIND was cut to DEFAULT_POOL_PER_CLASS
+    from distill.teacher.pool import DEFAULT_POOL_PER_CLASS
+
+    try:
+        m = json.loads(manifest_path(weights).read_text("utf-8"))
+        fitted_on = m.get("pool") if isinstance(m, dict) else None  # edited: not reused
+        return isinstance(fitted_on, dict) and (m.get("seed"), m.get("steps")) == (seed, steps) \
+            and weights.is_file() \
+            and fitted_on.get("per_class", DEFAULT_POOL_PER_CLASS) == per_class \
+            and m.get("weights_sha256") == _sha256_file(weights)
+    except (OSError, ValueError):
+        return False  # not fitted yet (or half written): fit
+
+
 def ensure_teacher(
     kind: str,
     workdir: str | os.PathLike[str],
@@ -321,8 +338,45 @@ def ensure_teacher(
     >>> weights = ensure_teacher("digits", "work/teacher")  # doctest: +SKIP
     >>> make_backend("mini-clip", weights=weights)  # doctest: +SKIP
     """
+    weights = _teacher(kind, workdir, seed=seed, steps=steps, widths=widths,
+                       stem_stride=stem_stride, spec=spec, mnist_dir=mnist_dir,
+                       fashion_dir=fashion_dir, progress=progress,
+                       pool_per_class=pool_per_class, fit=True)
+    assert weights is not None  # fit=True always gives one
+    return weights
+
+
+def fitted_teacher(
+    kind: str,
+    workdir: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    pool_per_class: int | Literal["kind"] | None = "kind",
+) -> Path | None:
+    """The weights :func:`ensure_teacher` would reuse with these settings (default tower),
+    or None when it would fit: what a caller says before it calls it."""
+    return _teacher(kind, workdir, seed=seed, steps=steps, pool_per_class=pool_per_class,
+                    fit=False)
+
+
+def _teacher(
+    kind: str,
+    workdir: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    widths: Sequence[int] | None = None,
+    stem_stride: int | None = None,
+    spec: Any = None,
+    mnist_dir: str | os.PathLike[str] | None = None,
+    fashion_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+    pool_per_class: int | Literal["kind"] | None = "kind",
+    fit: bool = True,
+) -> Path | None:
+    """:func:`ensure_teacher`; with ``fit=False`` None where it would pool and fit."""
     from distill.teacher.pool import (
-        DEFAULT_POOL_PER_CLASS,  # every pool before POOL_PER_CLASS_BY_KIND was cut to it
         POOL_KINDS,
         POOL_PER_CLASS_BY_KIND,
         make_teacher_pool,
@@ -338,16 +392,10 @@ def ensure_teacher(
     tower = "-".join(map(str, widths)) + f"-st{stem_stride}"
     own = "" if per_class == POOL_PER_CLASS_BY_KIND[kind] else f"-p{per_class or 'all'}"
     weights = work / f"{kind}-s{seed}-n{steps}-w{tower}{own}.safetensors"
-    try:
-        m = json.loads(manifest_path(weights).read_text("utf-8"))
-        fitted_on = m.get("pool") if isinstance(m, dict) else None  # edited: not reused
-        if isinstance(fitted_on, dict) and (m.get("seed"), m.get("steps")) == (seed, steps) \
-                and weights.is_file() \
-                and fitted_on.get("per_class", DEFAULT_POOL_PER_CLASS) == per_class \
-                and m.get("weights_sha256") == _sha256_file(weights):
-            return weights
-    except (OSError, ValueError):
-        pass  # not fitted yet (or half written): fit
+    if _reusable(weights, seed, steps, per_class):
+        return weights
+    if not fit:
+        return None
     pool = work / "pool" / f"{kind}{own}"
     if _pool_per_class(pool) != per_class:  # missing, or cut to another size: (re)build
         make_teacher_pool(kind, pool, spec=spec, per_class=per_class, mnist_dir=mnist_dir,

@@ -281,3 +281,33 @@ def test_a_full_disk_while_a_refit_writes_its_manifest_keeps_the_old_teacher(
     assert (_sha(out), _sha(manifest_path(out))) == before  # the old teacher, whole
     load_teacher(out)  # and it still loads
     assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher.json", "teacher.safetensors"]
+
+
+def test_fitted_teacher_says_whether_ensure_teacher_will_reuse_or_fit(tmp_path):
+    """What the demo prints before it calls ensure_teacher ("loaded from" or "fitting it
+    once") was whether any digits-*.safetensors existed: with other --teacher-steps, or a
+    manifest edited by hand, it said "loaded from" and then fitted."""
+    from distill.teacher.miniclip import ensure_teacher, fitted_teacher, manifest_path
+
+    assert fitted_teacher("digits", tmp_path, seed=1, steps=2) is None  # nothing yet
+    weights = ensure_teacher("digits", tmp_path, seed=1, steps=2)
+    assert fitted_teacher("digits", tmp_path, seed=1, steps=2) == weights
+    assert fitted_teacher("digits", tmp_path, seed=1, steps=3) is None  # other steps: a fit
+    manifest_path(weights).write_text("[]")  # edited by hand: refitted
+    assert fitted_teacher("digits", tmp_path, seed=1, steps=2) is None
+
+
+def test_the_demo_says_it_fits_when_it_will(tmp_path, monkeypatch, capsys):
+    import distill.demo as demo
+
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "digits-s0-n99-w8-st1.safetensors").write_bytes(b"not a teacher")
+
+    def stop_here(*args, **kwargs):
+        raise demo.HarvestStopped(3)
+
+    monkeypatch.setattr(demo, "run_demo", stop_here)
+    main(["demo", "--workdir", str(tmp_path)])
+    said = capsys.readouterr().out
+    assert "fitting it once" in said and "loaded from" not in said, said
