@@ -52,21 +52,41 @@ def provider_pixels(data: bytes) -> np.ndarray:
 
 
 class PixelHashBackend(HashBackend):
-    """A teacher whose vector is a hash of the pixels it decodes (as a provider does)."""
+    """A teacher whose vector is a hash of the pixels it decodes (as a provider does, with
+    :meth:`pixels`)."""
+
+    pixels = staticmethod(provider_pixels)
 
     def embed_images(self, tasks: Sequence[ImageTask]) -> list[ImageOut | Exception]:
-        return [
-            ImageOut(self._vector(b"image", provider_pixels(t.data).tobytes()), "x")
-            for t in tasks
-        ]
+        return [ImageOut(self.seen(self.pixels(t.data)), "x") for t in tasks]
+
+    def seen(self, pixels: np.ndarray) -> np.ndarray:
+        """The vector of an image whose decoded pixels are ``pixels``."""
+        return self._vector(b"image", pixels.tobytes())
+
+
+def serve(monkeypatch: pytest.MonkeyPatch, backend: PixelHashBackend) -> Iterator[str]:
+    """``backend`` served on loopback (the base URL), as the local teacher."""
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    with ServerThread(create_app(ServerConfig(token=SecretStr(TOKEN)), backend)) as server:
+        yield server.base_url
+
+
+def harvested_view_0(data: Path, cache: Path, url: str, image_id: str) -> np.ndarray:
+    """`vlm-distill harvest DATA` against the teacher at ``url``; the stored view-0 vector
+    of ``image_id``."""
+    argv = ["harvest", str(data), "--teacher", "local:hash", "--base-url", url,
+            "--cache", str(cache), "--budget", "1"]  # fmt: skip
+    assert main(argv) == 0
+    [store_path] = (cache / "stores").iterdir()
+    store = EmbeddingStore.open(store_path)
+    row = store.image_ids.index(image_id)
+    return np.asarray(store.gather(np.array([row]), 0)[0])
 
 
 @pytest.fixture
 def pixel_teacher(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
-    backend = PixelHashBackend(dim=16)
-    with ServerThread(create_app(ServerConfig(token=SecretStr(TOKEN)), backend)) as server:
-        yield server.base_url
+    yield from serve(monkeypatch, PixelHashBackend(dim=16))
 
 
 def test_the_student_sees_the_grey_levels_of_a_16_bit_png(tmp_path: Path) -> None:
@@ -102,13 +122,6 @@ def test_a_harvest_s_teacher_sees_the_student_s_pixels_of_a_16_bit_png(
     data = tmp_path / "DATA"
     wide = write_16bit(data / "lab" / "cell" / "scan16.png")
     Image.fromarray(np.zeros((SIDE, SIDE), np.uint8)).save(data / "lab" / "cell" / "dark.png")
-    cache = tmp_path / "cache"
-    argv = ["harvest", str(data), "--teacher", "local:hash", "--base-url", pixel_teacher,
-            "--cache", str(cache), "--budget", "1"]  # fmt: skip
-    assert main(argv) == 0
-    [store_path] = (cache / "stores").iterdir()
-    store = EmbeddingStore.open(store_path)
-    row = store.image_ids.index("lab/cell/scan16.png")
+    stored = harvested_view_0(data, tmp_path / "cache", pixel_teacher, "lab/cell/scan16.png")
     student = np.asarray(load_rgb(wide))
-    seen = PixelHashBackend(dim=16)._vector(b"image", student.tobytes())
-    assert np.allclose(store.gather(np.array([row]), 0)[0], seen, atol=1e-2)
+    assert np.allclose(stored, PixelHashBackend(dim=16).seen(student), atol=1e-2)

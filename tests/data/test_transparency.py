@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from pydantic import SecretStr
 
-from cache import EmbeddingStore
-from distill.cli import main
 from distill.data.views import load_rgb, view_bytes, view_content_id
-from distill.server import ServerConfig, ServerThread, create_app
-from distill.server.backend_base import ImageOut, ImageTask
 from distill.view_requests import build_requests, upload_encoding
 from tests.data.test_exif_orientation import FakeViewClient, Item
-from tests.data.test_sixteen_bit import PixelHashBackend, provider_pixels
+from tests.data.test_sixteen_bit import PixelHashBackend, harvested_view_0, provider_pixels, serve
 
 TOKEN = "transparency-token-41c7"
 SIDE = 32
@@ -54,19 +49,12 @@ def grey_backdrop_pixels(data: bytes) -> np.ndarray:
 class GreyBackdropBackend(PixelHashBackend):
     """A teacher whose vector is a hash of the pixels it shows its model."""
 
-    def embed_images(self, tasks: Sequence[ImageTask]) -> list[ImageOut | Exception]:
-        return [
-            ImageOut(self._vector(b"image", grey_backdrop_pixels(t.data).tobytes()), "x")
-            for t in tasks
-        ]
+    pixels = staticmethod(grey_backdrop_pixels)
 
 
 @pytest.fixture
 def pixel_teacher(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
-    backend = GreyBackdropBackend(dim=16)
-    with ServerThread(create_app(ServerConfig(token=SecretStr(TOKEN)), backend)) as server:
-        yield server.base_url
+    yield from serve(monkeypatch, GreyBackdropBackend(dim=16))
 
 
 def test_the_student_sees_transparent_pixels_as_white(tmp_path: Path) -> None:
@@ -135,14 +123,7 @@ def test_a_harvest_s_teacher_sees_the_student_s_pixels_of_a_transparent_png(
     data = tmp_path / "DATA"
     logo = write_rgba(data / "web" / "icon" / "logo.png")
     Image.fromarray(np.zeros((SIDE, SIDE, 3), np.uint8)).save(data / "web" / "icon" / "dark.png")
-    cache = tmp_path / "cache"
-    argv = ["harvest", str(data), "--teacher", "local:hash", "--base-url", pixel_teacher,
-            "--cache", str(cache), "--budget", "1"]  # fmt: skip
-    assert main(argv) == 0
-    [store_path] = (cache / "stores").iterdir()
-    store = EmbeddingStore.open(store_path)
-    row = store.image_ids.index("web/icon/logo.png")
+    stored = harvested_view_0(data, tmp_path / "cache", pixel_teacher, "web/icon/logo.png")
     student = np.asarray(load_rgb(logo))
     assert (student[:, : SIDE // 2] == 255).all()
-    seen = GreyBackdropBackend(dim=16)._vector(b"image", student.tobytes())
-    assert np.allclose(store.gather(np.array([row]), 0)[0], seen, atol=1e-2)
+    assert np.allclose(stored, GreyBackdropBackend(dim=16).seen(student), atol=1e-2)
