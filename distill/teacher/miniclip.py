@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -295,17 +295,19 @@ def _pool_per_class(pool: Path) -> int | str | None:
     return cap if cap is None or isinstance(cap, int) else "missing"
 
 
-def _reusable(weights: Path, seed: int, steps: int, per_class: int | None) -> bool:
-    """Is ``weights`` a teacher fitted with these settings, whole (its manifest's hash)?"""
+def _reusable(plan: _Plan) -> bool:
+    """Is ``plan.weights`` a teacher fitted with its settings, whole (its manifest's hash)?"""
     # every pool before POOL_PER_CLASS_BY_KIND was cut to DEFAULT_POOL_PER_CLASS
     from distill.teacher.pool import DEFAULT_POOL_PER_CLASS
 
+    weights = plan.weights
     try:
         m = json.loads(manifest_path(weights).read_text("utf-8"))
         fitted_on = m.get("pool") if isinstance(m, dict) else None  # edited: not reused
-        return isinstance(fitted_on, dict) and (m.get("seed"), m.get("steps")) == (seed, steps) \
+        return isinstance(fitted_on, dict) \
+            and (m.get("seed"), m.get("steps")) == (plan.seed, plan.steps) \
             and weights.is_file() \
-            and fitted_on.get("per_class", DEFAULT_POOL_PER_CLASS) == per_class \
+            and fitted_on.get("per_class", DEFAULT_POOL_PER_CLASS) == plan.per_class \
             and m.get("weights_sha256") == _sha256_file(weights)
     except (OSError, ValueError):
         return False  # not fitted yet (or half written): fit
@@ -338,12 +340,18 @@ def ensure_teacher(
     >>> weights = ensure_teacher("digits", "work/teacher")  # doctest: +SKIP
     >>> make_backend("mini-clip", weights=weights)  # doctest: +SKIP
     """
-    weights = _teacher(kind, workdir, seed=seed, steps=steps, widths=widths,
-                       stem_stride=stem_stride, spec=spec, mnist_dir=mnist_dir,
-                       fashion_dir=fashion_dir, progress=progress,
-                       pool_per_class=pool_per_class, fit=True)
-    assert weights is not None  # fit=True always gives one
-    return weights
+    plan = _plan(kind, workdir, seed, steps, widths, stem_stride, pool_per_class)
+    if _reusable(plan):
+        return plan.weights
+    from distill.teacher.pool import make_teacher_pool
+
+    if _pool_per_class(plan.pool) != plan.per_class:  # missing, or cut to another size
+        make_teacher_pool(kind, plan.pool, spec=spec, per_class=plan.per_class,
+                          mnist_dir=mnist_dir, fashion_dir=fashion_dir,
+                          force=plan.pool.exists())  # fmt: skip
+    fit_teacher(plan.pool, plan.weights, seed=seed, steps=plan.steps, widths=plan.widths,
+                stem_stride=plan.stem_stride, progress=progress)
+    return plan.weights
 
 
 def fitted_teacher(
@@ -356,31 +364,29 @@ def fitted_teacher(
 ) -> Path | None:
     """The weights :func:`ensure_teacher` would reuse with these settings (default tower),
     or None when it would fit: what a caller says before it calls it."""
-    return _teacher(kind, workdir, seed=seed, steps=steps, pool_per_class=pool_per_class,
-                    fit=False)
+    plan = _plan(kind, workdir, seed, steps, None, None, pool_per_class)
+    return plan.weights if _reusable(plan) else None
 
 
-def _teacher(
-    kind: str,
-    workdir: str | os.PathLike[str],
-    *,
-    seed: int = 0,
-    steps: int | None = None,
-    widths: Sequence[int] | None = None,
-    stem_stride: int | None = None,
-    spec: Any = None,
-    mnist_dir: str | os.PathLike[str] | None = None,
-    fashion_dir: str | os.PathLike[str] | None = None,
-    progress: Callable[[int, int, float], None] | None = None,
-    pool_per_class: int | Literal["kind"] | None = "kind",
-    fit: bool = True,
-) -> Path | None:
-    """:func:`ensure_teacher`; with ``fit=False`` None where it would pool and fit."""
-    from distill.teacher.pool import (
-        POOL_KINDS,
-        POOL_PER_CLASS_BY_KIND,
-        make_teacher_pool,
-    )
+class _Plan(NamedTuple):
+    """Where :func:`ensure_teacher` keeps a teacher and the settings it is fitted with."""
+
+    weights: Path
+    pool: Path
+    seed: int
+    steps: int
+    widths: tuple[int, ...]
+    stem_stride: int
+    per_class: int | None
+
+
+def _plan(
+    kind: str, workdir: str | os.PathLike[str], seed: int, steps: int | None,
+    widths: Sequence[int] | None, stem_stride: int | None,
+    pool_per_class: int | Literal["kind"] | None,
+) -> _Plan:  # fmt: skip
+    """The files and settings of the ``kind`` teacher (defaults filled in by kind)."""
+    from distill.teacher.pool import POOL_KINDS, POOL_PER_CLASS_BY_KIND
 
     if kind not in POOL_KINDS:
         raise DataError(f"unknown pool kind {kind!r}; choose one of {', '.join(POOL_KINDS)}")
@@ -391,15 +397,5 @@ def _teacher(
     per_class = POOL_PER_CLASS_BY_KIND[kind] if pool_per_class == "kind" else pool_per_class
     tower = "-".join(map(str, widths)) + f"-st{stem_stride}"
     own = "" if per_class == POOL_PER_CLASS_BY_KIND[kind] else f"-p{per_class or 'all'}"
-    weights = work / f"{kind}-s{seed}-n{steps}-w{tower}{own}.safetensors"
-    if _reusable(weights, seed, steps, per_class):
-        return weights
-    if not fit:
-        return None
-    pool = work / "pool" / f"{kind}{own}"
-    if _pool_per_class(pool) != per_class:  # missing, or cut to another size: (re)build
-        make_teacher_pool(kind, pool, spec=spec, per_class=per_class, mnist_dir=mnist_dir,
-                          fashion_dir=fashion_dir, force=pool.exists())
-    fit_teacher(pool, weights, seed=seed, steps=steps, widths=widths, stem_stride=stem_stride,
-                progress=progress)
-    return weights
+    return _Plan(work / f"{kind}-s{seed}-n{steps}-w{tower}{own}.safetensors",
+                 work / "pool" / f"{kind}{own}", seed, steps, widths, stem_stride, per_class)
