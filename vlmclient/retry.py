@@ -76,8 +76,10 @@ class RetryPolicy:
     def wait_seconds(self, attempt: int, exc: BaseException | None) -> float:
         """Delay before retry number ``attempt`` (1-based) after ``exc``."""
         retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            return min(max(0.0, float(retry_after)), self.max_retry_after)
+        # A Retry-After of 0, below 0 or a date already past (a gateway's "0", a clock
+        # behind ours) says nothing: taken as it was, every retry went at once
+        if retry_after is not None and float(retry_after) > 0:
+            return min(float(retry_after), self.max_retry_after)
         delay: float = min(self.initial_delay * 2.0 ** (attempt - 1), self.max_delay)
         if isinstance(exc, OverloadedError):
             delay = min(delay * OVERLOAD_FACTOR, self.max_delay * OVERLOAD_FACTOR)

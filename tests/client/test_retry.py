@@ -21,6 +21,7 @@ from vlmclient import (
     RateLimitError,
     RetryPolicy,
     TeacherClient,
+    TextEmbeddingRequest,
 )
 from vlmclient.providers.wire import parse_retry_after
 from vlmclient.retry import MAX_RETRY_AFTER
@@ -156,3 +157,41 @@ async def test_one_attempt_means_no_retry(fake_clock: FakeClock) -> None:
     with pytest.raises(OverloadedError):
         await run(fake, fake_clock, attempts=1)
     assert len(fake.requests) == 1 and fake_clock.sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after"),
+    [(429, "0"), (429, "-5"), (429, "Wed, 21 Oct 2015 07:28:00 GMT"), (503, "0")],
+)
+async def test_a_retry_after_of_zero_or_in_the_past_still_backs_off(
+    status: int, retry_after: str
+) -> None:
+    """A provider (or a gateway, or a clock behind ours) saying 'Retry-After: 0', a
+    negative value or a date already past made every retry go at once: four requests in
+    the same instant, then the item failed. Such a value says nothing: back off."""
+    from tests.providers.loopback import loopback
+
+    def respond(path: str, body: dict) -> tuple[int, dict, dict[str, str]]:
+        return status, {"message": "slow down"}, {"Retry-After": retry_after}
+
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    with loopback(respond) as server:
+        async with TeacherClient(
+            "local:hash",
+            api_key="tok-12345678",
+            base_url=server.url,
+            retry=RetryPolicy(sleep=sleep),
+            limiter=RateLimiter(sleep=sleep),
+        ) as client:
+            with pytest.raises((RateLimitError, OverloadedError)):
+                await client.embed_texts([TextEmbeddingRequest(text="a photo of a cat")])
+    assert len(server.requests) == 4 and client.budget.spent == 0
+    # the policy's backoff for attempts 1, 2 and 3 (503 waits twice as long)
+    factor = 2.0 if status == 503 else 1.0
+    assert len(sleeps) == 3
+    for n, wait in enumerate(sleeps):
+        assert 0.375 * 2**n * factor <= wait <= 0.5 * 2**n * factor

@@ -48,7 +48,7 @@ class Gate:
             if self.status is not None:
                 message = f"stand-in provider says {self.status}"
                 body = json.dumps({"error": {"message": message, "type": "test"}}).encode()
-                headers = [(b"content-type", b"application/json"), (b"retry-after-ms", b"0")]
+                headers = [(b"content-type", b"application/json"), (b"retry-after-ms", b"1")]
                 if 300 <= self.status < 400:
                     headers.append((b"location", b"https://gw.example/v2?key=sk-loc-secret"))
                 await send({"type": "http.response.start", "status": self.status,
