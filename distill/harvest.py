@@ -46,11 +46,14 @@ from vlmclient import (
     ImageEmbeddingRequest,
     InputError,
     InputTooLongError,
+    InternalServerError,
     Kind,
     MalformedResponsesError,
     NotFoundError,
+    OverloadedError,
     PermissionDeniedError,
     QuotaExceededError,
+    RateLimitError,
     RedirectError,
     SpendRecordError,
     TextEmbeddingRequest,
@@ -79,9 +82,12 @@ log = logging.getLogger("distill.harvest")
 R = TypeVar("R")
 
 # Errors that every later request would hit too: stop at once instead of failing item by item.
-# Requests in a row that got no HTTP answer at all (connection refused or lost, timed out)
-# after their retries: the run stops instead of waiting out every request's retries.
+# Requests in a row that got no HTTP answer at all (connection refused or lost, timed out),
+# or a status time was to fix (429, 5xx, 529), after their retries: the run stops instead
+# of waiting out every request's retries (and, for a gateway's 502/504, paying for each).
 UNANSWERED_IN_A_ROW = 3
+# Errors the retries were for: one that still fails after them fails its item.
+_UNANSWERED = (APIConnectionError, RateLimitError, OverloadedError, InternalServerError)
 
 FATAL = (
     AuthenticationError,
@@ -261,17 +267,25 @@ async def harvest(
             stop.set()
         except VLMError as exc:
             result.failed.extend((n, str(exc)) for n in names)
-            if isinstance(exc, APIConnectionError):
+            if isinstance(exc, _UNANSWERED):
                 unanswered[0] += 1
                 if unanswered[0] >= UNANSWERED_IN_A_ROW and result.fatal is None:
-                    # a teacher that stopped (or a wrong --base-url): every further request
-                    # would wait out its retries too (a minute of them, nothing billed)
-                    result.fatal = (
-                        f"the teacher does not answer: {unanswered[0]} requests in a row "
-                        f"failed after their retries (last: {exc}); nothing more was sent. "
-                        "Check that it runs (and --base-url / --timeout), then run again: "
-                        "what was bought is cached"
-                    )
+                    # a teacher that stopped (or a wrong --base-url), or one rate-limiting
+                    # or overloaded for good: every further request would wait out its
+                    # retries too (a minute of them; a gateway's 504s charged each time)
+                    failed = f"{unanswered[0]} requests in a row failed after their retries"
+                    if isinstance(exc, APIConnectionError):
+                        result.fatal = (
+                            f"the teacher does not answer: {failed} (last: {exc}); nothing "
+                            "more was sent. Check that it runs (and --base-url / --timeout), "
+                            "then run again: what was bought is cached"
+                        )
+                    else:
+                        result.fatal = (
+                            f"the teacher refuses what it is sent: {failed} (last: {exc}); "
+                            "nothing more was sent. Wait (or lower --concurrency, set --rpm), "
+                            "then run again: what was bought is cached"
+                        )
                     stop.set()
         account(0, 0)
         return None
