@@ -57,6 +57,10 @@ class RateLimiter:
         self._next_request = -math.inf
         self._next_token = -math.inf
         self._paused_until = -math.inf
+        # the schedule of the requests taken only (not of those still waiting): a pause
+        # restarts the schedule, never before these allow
+        self._last_taken = -math.inf
+        self._taken_next_token = -math.inf
         self._recent: deque[float] = deque()  # send times within the last second
         self.rpm = rpm
         self.tpm = tpm
@@ -83,8 +87,10 @@ class RateLimiter:
                         wait, asked)
         if until > self._paused_until:
             self._paused_until = until
-            self._next_request = -math.inf  # restart the schedule after the pause
-            self._next_token = min(self._next_token, until)
+            # restart the schedule after the pause (slots reserved before it are taken
+            # again behind it), but not before the requests already sent allow
+            self._next_request = -math.inf
+            self._next_token = max(min(self._next_token, until), self._taken_next_token)
             self._epoch += 1
             self.pauses += 1
 
@@ -121,8 +127,7 @@ class RateLimiter:
         ready = max(slot, self._paused_until, self._window_ready())
         if ready > now:
             return epoch, slot, ready - now
-        if self.rpm is not None:  # the window only paces a request rate: unpaced, keep none
-            self._recent.append(now)
+        self._taken(now, slot, tokens)
         return None
 
     async def wait(self, waiting: tuple[int, float, float], tokens: int = 0) -> None:
@@ -138,8 +143,16 @@ class RateLimiter:
             if ready <= now:
                 break
             await self._sleep(ready - now)
+        self._taken(now, slot, tokens)
+
+    def _taken(self, now: float, slot: float, tokens: int) -> None:
+        """A request reserved at ``slot`` is sent at ``now``."""
         if self.rpm is not None:  # the window only paces a request rate: unpaced, keep none
             self._recent.append(now)
+            self._last_taken = now
+        if self.tpm is not None and tokens > 0:
+            start = max(slot, self._taken_next_token)
+            self._taken_next_token = start + tokens * 60.0 / self.tpm
 
     def _window_ready(self) -> float:
         per_second = self._per_second
@@ -156,8 +169,8 @@ class RateLimiter:
             interval = 60.0 / self.rpm
             # Keep the schedule, so that wake-up latency does not lower the rate, but
             # bank at most CATCH_UP intervals of idle time (and none at the start).
-            if self._next_request == -math.inf:
-                slot = start
+            if self._next_request == -math.inf:  # the start, or after a pause
+                slot = max(start, self._last_taken + interval)
             else:
                 slot = max(self._next_request, start - CATCH_UP * interval)
         if self.tpm is not None and tokens > 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 
 import httpx
@@ -154,3 +155,42 @@ async def test_an_unpaced_limiter_holds_no_memory_per_request(tpm: float | None)
     finally:
         tracemalloc.stop()
     assert grown < 100_000, f"{grown} bytes kept after 50,000 requests"
+
+
+@pytest.mark.parametrize("limit", ["rpm", "tpm"])
+async def test_a_short_429_pause_does_not_let_requests_past_the_rate(
+    fake_clock: FakeClock, limit: str
+) -> None:
+    """rpm=6 (or a tpm allowing one such request every 10 s), and the provider answers a
+    429 with Retry-After: 1. The pause restarted the schedule at its end, so the retry
+    went 1 s after the request it retried: two requests in a second under a limit of one
+    every 10 s (and a 429 sped the client up). A pause only ever holds requests back."""
+    from tests.providers.loopback import loopback
+    from vlmclient import TextEmbeddingRequest
+
+    stamps: list[float] = []
+
+    def respond(
+        path: str, body: dict[str, list[str]]
+    ) -> tuple[int, dict[str, object], dict[str, str]]:
+        stamps.append(fake_clock())
+        if len(stamps) == 2:
+            return 429, {"message": "slow down"}, {"Retry-After": "1"}
+        n = len(body["texts"])
+        return 200, {"id": "r", "embeddings": {"float": [[1.0, 0.0]] * n},
+                     "meta": {"billed_units": {"input_tokens": n}}}, {}  # fmt: skip
+
+    texts = [TextEmbeddingRequest(text=t) for t in ("a cat", "a dog", "a cow")]
+    tokens = 6  # what the hash teacher reserves for each of these texts (bytes + 1)
+    rate = {"rpm": 6.0} if limit == "rpm" else {"tpm": tokens * 6.0}
+    limiter = RateLimiter(**rate, clock=fake_clock, sleep=fake_clock.sleep)  # type: ignore[arg-type]
+    with loopback(respond) as server:
+        async with TeacherClient(
+            "local:hash", api_key="tok-12345678", base_url=server.url, batch_size=1,
+            concurrency=1, limiter=limiter, retry=RetryPolicy(sleep=fake_clock.sleep),
+        ) as client:  # fmt: skip
+            for text in texts:
+                await client.embed_texts([text])
+    assert len(stamps) == 4 and limiter.pauses == 1
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert min(gaps) >= 10.0 - 1e-6, gaps
