@@ -250,7 +250,10 @@ class Sender:
         if cause is not None and type(cause).__module__.startswith("aiohttp"):
             import aiohttp
 
-            never_left = isinstance(cause, aiohttp.ClientConnectorError)
+            # connecting too slowly (aiohttp >= 3.10: ConnectionTimeoutError) is a
+            # ServerTimeoutError too, but nothing was sent
+            slow_connect = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError)
+            never_left = isinstance(cause, (aiohttp.ClientConnectorError, slow_connect))
             timed_out = isinstance(cause, (aiohttp.ServerTimeoutError, asyncio.TimeoutError))
         else:
             # waiting for a free connection (PoolTimeout) is before anything is sent, and

@@ -569,3 +569,48 @@ async def test_time_the_loop_did_not_run_counts_toward_no_timeout(
     finally:
         await transport.aclose()
         server.close()
+
+
+class full_backlog:
+    """A loopback port that listens but never accepts, its queue already full: a
+    connection to it is never made (the kernel drops the SYN), so connecting times out."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.socks = [socket.socket()]
+        self.socks[0].bind(("127.0.0.1", 0))
+        self.socks[0].listen(0)
+        port = int(self.socks[0].getsockname()[1])
+        for _ in range(3):
+            s = socket.socket()
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect(("127.0.0.1", port))
+            self.socks.append(s)
+        return port
+
+    def __exit__(self, *exc: object) -> None:
+        for s in self.socks:
+            s.close()
+
+
+@BOTH
+async def test_a_connect_timeout_is_a_request_that_never_left_and_costs_nothing(
+    make: Make,
+) -> None:
+    """Before, on the aiohttp transport: its ConnectionTimeoutError is a ServerTimeoutError
+    too, so connecting too slowly (a host down, a full accept queue) was taken for a read
+    timeout after sending: "charged at the worst-case estimate since the provider may
+    have billed it", once per attempt, while no byte of the request had left."""
+    with full_backlog() as port:
+        async with TeacherClient(
+            "openai:m", api_key="k", base_url=f"http://127.0.0.1:{port}/v1",
+            price=Price(usd_per_1m_input_tokens=Decimal("1")), budget=Budget("1"),
+            retry=RetryPolicy(max_attempts=2, sleep=_no_sleep), transport=make(),
+            timeout=0.2,
+        ) as c:  # fmt: skip
+            with pytest.raises(APIConnectionError, match="nothing was sent or billed"):
+                await c.embed_texts([TextEmbeddingRequest(text="a cat")])
+    assert c.stats.requests_sent == 2 and c.stats.charged_no_answer == 0
+    assert c.budget.spent == 0 and c.budget.reserved == 0
