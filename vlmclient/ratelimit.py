@@ -34,6 +34,12 @@ CATCH_UP = 1.0  # intervals a late request may make up (the 1-s window cap still
 Sleep = Callable[[float], Awaitable[None]]
 
 
+def _reset(seconds: float | None) -> float:
+    """How long "none left" holds: the provider's reset, or 1 s when it gave none (or 0,
+    a negative or NaN one, which paused for nothing)."""
+    return seconds if seconds is not None and seconds > 0 else 1.0
+
+
 class RateLimiter:
     """Pace requests (and optionally tokens) per minute.
 
@@ -101,9 +107,9 @@ class RateLimiter:
         if hints.limit_tokens is not None and hints.limit_tokens > 0:
             self.tpm = min(self.tpm or math.inf, float(hints.limit_tokens))
         if hints.remaining_requests is not None and hints.remaining_requests <= 0:
-            self.pause(hints.reset_requests_s or 1.0)
+            self.pause(_reset(hints.reset_requests_s))
         if hints.remaining_tokens is not None and hints.remaining_tokens <= 0:
-            self.pause(hints.reset_tokens_s or 1.0)
+            self.pause(_reset(hints.reset_tokens_s))
 
     async def acquire(self, tokens: int = 0) -> None:
         """Wait for this request's slot.

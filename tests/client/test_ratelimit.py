@@ -194,3 +194,36 @@ async def test_a_short_429_pause_does_not_let_requests_past_the_rate(
     assert len(stamps) == 4 and limiter.pauses == 1
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert min(gaps) >= 10.0 - 1e-6, gaps
+
+
+@pytest.mark.parametrize("reset", ["-5", "nan", "-inf"])
+async def test_none_remaining_pauses_even_when_the_reset_is_nonsense(
+    fake_clock: FakeClock, reset: str
+) -> None:
+    """A 200 saying x-ratelimit-remaining-requests: 0 with a reset of -5, nan or -inf
+    (parsed as seconds) paused for 0 s: the provider's "none left" was ignored and the
+    next request went at once, into a 429. Such a reset says nothing: wait 1 s."""
+    from tests.providers.loopback import loopback
+    from vlmclient import TextEmbeddingRequest
+
+    stamps: list[float] = []
+
+    def respond(
+        path: str, body: dict[str, list[str]]
+    ) -> tuple[int, dict[str, object], dict[str, str]]:
+        stamps.append(fake_clock())
+        n = len(body["texts"])
+        return 200, {"id": "r", "embeddings": {"float": [[1.0, 0.0]] * n},
+                     "meta": {"billed_units": {"input_tokens": n}}}, {
+            "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": reset,
+        }  # fmt: skip
+
+    limiter = RateLimiter(clock=fake_clock, sleep=fake_clock.sleep)
+    with loopback(respond) as server:
+        async with TeacherClient(
+            "local:hash", api_key="tok-12345678", base_url=server.url, concurrency=1,
+            limiter=limiter, retry=RetryPolicy(sleep=fake_clock.sleep),
+        ) as client:  # fmt: skip
+            for text in ("a cat", "a dog"):
+                await client.embed_texts([TextEmbeddingRequest(text=text)])
+    assert len(stamps) == 2 and stamps[1] - stamps[0] >= 1.0
