@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import ssl
 import zlib
 from collections import deque
@@ -201,6 +202,7 @@ class _Connection(asyncio.Protocol):
         self._head: _Head | None = None
         self._parts: list[bytes] = []  # chunks of a chunked body so far
         self._parts_size = 0
+        self.poll: Any = None  # a select.poll of the socket, once it was kept (_unread)
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -437,6 +439,24 @@ def _parse_head(head: bytes) -> _Head:
     return _Head(status, reason, entries, not close, framed, encoded)
 
 
+def _unread(conn: _Connection) -> bool:
+    """Something waits unread on an idle connection: the server's end of it (closed right
+    after its answer, or while idle) that the loop has not read yet, or bytes nobody asked
+    for. A request written to it would fail as "server disconnected" and be charged as
+    possibly billed, though no server saw it (what httpcore checks too). About 1 us."""
+    poll = conn.poll
+    if poll is None:
+        sock = conn.transport.get_extra_info("socket") if conn.transport else None
+        fd = sock.fileno() if sock is not None else -1
+        if fd < 0:
+            return sock is not None  # (a socket already closed)
+        if not hasattr(select, "poll"):  # Windows
+            return bool(select.select([fd], [], [], 0)[0])
+        poll = conn.poll = select.poll()
+        poll.register(fd, select.POLLIN)
+    return bool(poll.poll(0))  # (POLLNVAL, a closed descriptor, is unusable too)
+
+
 class Http11Transport(httpx.AsyncBaseTransport):
     """An ``httpx`` transport sending HTTP/1.1 over a keep-alive pool (see the module)."""
 
@@ -551,7 +571,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             # (a transport already closing would drop what is written to it, silently)
             if conn.closed or conn.transport is None or conn.transport.is_closing() or (
                 expiry is not None and now - conn.idle_since > expiry
-            ):
+            ) or _unread(conn):
                 self._drop(conn)
                 continue
             return conn

@@ -614,3 +614,19 @@ async def test_a_connect_timeout_is_a_request_that_never_left_and_costs_nothing(
                 await c.embed_texts([TextEmbeddingRequest(text="a cat")])
     assert c.stats.requests_sent == 2 and c.stats.charged_no_answer == 0
     assert c.budget.spent == 0 and c.budget.reserved == 0
+
+
+async def test_a_kept_connection_the_server_closed_right_after_its_answer_is_not_reused(
+) -> None:
+    """A server closing each connection right after its answer without saying so (no
+    "Connection: close"): its end waited unread in the socket when the next request
+    was sent on the kept connection, which then failed as "server disconnected": one
+    request in two charged at its worst case and sent again, though no server saw it.
+    A kept connection with something unread waiting is not reused."""
+    script = Script(lambda req, n: ok(b"%d" % n), close_after=True)
+    transport = Http11Transport()
+    async with serve(script) as url:
+        for n in range(1, 21):
+            assert (await post(transport, url)).text == str(n)
+    assert script.connections == 20
+    await transport.aclose()
