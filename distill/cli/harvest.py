@@ -109,6 +109,19 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
         f"{len(dataset.class_names)} classes, {len(dataset.domains)} domains "
         f"({dataset.layout}); {len(dataset.skipped)} files skipped"
     )
+    no_labels = _no_labels(dataset, args)
+    if no_labels is not None:
+        # said before anything is bought: the embeddings are still worth buying (cached
+        # for `pseudolabel`), but `train` refuses these images as they are
+        if args.dry_run:
+            out.print(f"[yellow]note:[/] {shown(no_labels)}", soft_wrap=True)
+        else:
+            out.print(
+                "[yellow]note:[/] no image here has a label: `vlm-distill train` refuses "
+                "them as they are; their embeddings are bought and cached for `vlm-distill "
+                "pseudolabel`, which labels them (the commands are printed once the harvest "
+                "is done)"
+            )
     for path, reason in dataset.skipped[:10]:
         out.print(f"  skipped {shown(path)}: {shown(reason)}")
     if len(dataset.skipped) > 10:
@@ -165,7 +178,7 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
         result = run_paid(go())
         if result is None:
             return EXIT_OK
-        code = _summary(out, result, client, args)
+        code = _summary(out, result, client, args, no_labels)
         if getattr(args, "verbose", 0):
             # last line: a slow provider (wait) told apart from a slow disk (cache, ledger)
             out.print(client.timings.line(wall[0]), soft_wrap=True)
@@ -223,7 +236,11 @@ def _not_counted(failed: list[tuple[str, str]]) -> str:
 
 
 def _summary(
-    out: Console, result: HarvestResult, client: TeacherClient, args: argparse.Namespace
+    out: Console,
+    result: HarvestResult,
+    client: TeacherClient,
+    args: argparse.Namespace,
+    no_labels: str | None,
 ) -> int:
     t = Table(title="harvest", show_header=False)
     t.add_row("teacher", args.teacher)
@@ -305,15 +322,26 @@ def _summary(
         return EXIT_ERROR
     if result.store_path:
         out.print(f"embedding store: {shown(str(result.store_path))}")
-    elif not result.texts_total and result.images_total:
+    if no_labels is not None and result.images_total:
         # Unlabelled data: `train` needs labels, which only `pseudolabel` gives it (a
         # --class-file here buys the prompts, but the images still have no labels).
+        what = "not for train" if result.store_path else "no embedding store written"
         out.print(
-            "[yellow]no embedding store written[/]: this data has no labels, and `vlm-distill "
-            "train` trains on labelled images only. The image embeddings are cached: label "
-            "the images with `vlm-distill pseudolabel DATA --class-file FILE` (one class name "
-            "per line; it writes a manifest of the labels it keeps), then harvest that "
-            "manifest with the same --class-file and --allow-outside-paths (the images bought "
-            "here are not bought again) and train on it with the same --class-file."
+            f"[yellow]{what}[/]: {shown(no_labels)} The image embeddings are cached.",
+            soft_wrap=True,
         )
     return EXIT_OK
+
+
+def _no_labels(dataset: Dataset, args: argparse.Namespace) -> str | None:
+    """What to do first when no image of ``dataset`` has a label (a flat folder, a
+    manifest without labels): ``train`` refuses such data; None when one has a label."""
+    samples = dataset.samples
+    if not samples or any(samples.row(i)[1] is not None for i in range(len(samples))):
+        return None
+    from distill.data.dataset import label_first
+
+    class_file = None if args.class_file is None else str(args.class_file)
+    return label_first(
+        dataset, str(args.data), class_file, teacher=args.teacher, cache=str(args.cache)
+    )

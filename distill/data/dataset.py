@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,7 @@ __all__ = [
     "class_prompts",
     "display",
     "finish_dataset",
+    "label_first",
     "read_class_file",
     "read_hflip",
 ]
@@ -146,6 +148,35 @@ class Dataset:
             per = out.setdefault(domain, {})
             per[name] = per.get(name, 0) + 1
         return out
+
+
+def label_first(ds: Dataset, data: str, class_file: str | None, *, teacher: str, cache: str) -> str:
+    """Why ``train`` cannot use ``ds``, whose images no label names (a folder with no
+    class folders, a manifest without labels), and the commands that label, harvest and
+    train them (``pseudolabel`` writes the labels it keeps to CACHE/pseudolabels.csv).
+
+    >>> label_first(ds, "photos", "classes.txt", teacher="local:hash", cache="c")  # doctest: +SKIP
+    'photos has no labels (a folder of images with no class folders) ...'
+    """
+    q = shlex.quote
+    what = (
+        "a manifest whose rows name no label"
+        if ds.layout == "manifest"
+        else "a folder of images with no class folders"
+    )
+    flags = f"--class-file {q(class_file) if class_file else 'FILE'} --teacher {q(teacher)}"
+    names = "" if class_file else "FILE: the class names, one a line; "
+    flags += f" --cache {q(cache)}"
+    manifest = q(os.path.join(cache, "pseudolabels.csv"))
+    return (
+        f"{display(data)} has no labels ({what}), and `vlm-distill train` trains on "
+        "labelled images only. Label them with the teacher: "
+        f"`vlm-distill pseudolabel {q(data)} {flags}` ({names}add --route zeroshot for a "
+        f"teacher that only embeds; it writes the labels it keeps to {manifest}), then "
+        f"`vlm-distill harvest {manifest} {flags} --allow-outside-paths` (what is cached "
+        f"is not bought again) and `vlm-distill train {manifest} {flags} --out RUN`. Or "
+        "sort the images into class folders (DATA/<class>/<image>)."
+    )
 
 
 _CONTROL = ("Cc", "Zl", "Zp")  # control characters, line and paragraph separators

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from distill.data import DataError, Dataset, Sample, scan, split_sources
+from distill.data.dataset import DataArgumentError, label_first
 from distill.train.config import TrainConfig
 from distill.train.evaluate import to_input
 from distill.train.student import (
@@ -81,6 +82,11 @@ def split_data(config: TrainConfig) -> DataSplit:
     ds = scan(config.data, class_file=config.class_file, allow_outside_paths=True)
     labelled = [s for s in ds.samples if s.label is not None]
     if not labelled:
+        if ds.samples:  # images, none labelled: say how to label them (exit 2)
+            raise DataArgumentError(
+                label_first(ds, config.data, config.class_file, teacher=config.teacher,
+                            cache=config.cache or "CACHE")
+            )  # fmt: skip
         raise DataError(f"{config.data}: no labelled images; the trainer needs class labels")
     train_domains, test_domains = resolve_domains(ds, config)
     train, holdout = split_sources(

@@ -264,6 +264,49 @@ def test_unlabelled_data_without_class_names_says_no_store_was_written(
     assert hash_teacher.billing()["images"] == 6  # only the prompts were bought
 
 
+def test_a_flat_folder_harvested_with_a_class_file_says_train_needs_labels_first(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A flat folder of images with ``--class-file``: the harvest bought everything and
+    said "embedding store: ..." without a word about labels, and `train` then refused it
+    ("no labelled images; the trainer needs class labels", exit 1) with no way forward.
+    Now the harvest says before buying that the images have no labels, and after which
+    commands label, harvest and train them; train refuses (exit 2) saying the same."""
+    import shutil
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, s in enumerate(scan(digits_data).samples[:6]):
+        shutil.copy(s.path, flat / f"{i}.png")
+    names = tmp_path / "classes.txt"
+    names.write_text("zero\none\n")
+    cache = tmp_path / "cache"
+    label = f"vlm-distill pseudolabel {flat} --class-file {names}"
+    argv = ("--budget", "1", "--class-file", str(names))
+    assert harvest(hash_teacher, flat, cache, *argv, "--dry-run") == 0
+    assert label in " ".join(capsys.readouterr().out.split())  # a dry run says it all
+    assert harvest(hash_teacher, flat, cache, *argv) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert hash_teacher.billing()["images"] == 6  # bought and cached all the same
+    assert "embedding store:" in out
+    first = out.index("no image here has a label")
+    assert first < out.index("harvest local:hash")  # said before anything was bought
+    assert label in out[out.index("embedding store:") :]  # and again after the summary
+    assert f"--cache {cache}" in out
+
+    run = tmp_path / "run"
+    argv = ["train", str(flat), "--cache", str(cache), "--teacher", "local:hash",
+            "--class-file", str(names), "--out", str(run)]  # fmt: skip
+    assert main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no labels" in err and label in err and "--teacher local:hash" in err
+    assert f"vlm-distill train {cache / 'pseudolabels.csv'}" in err
+    assert not run.exists()
+
+
 def test_items_bought_before_a_cap_stopped_their_call_are_counted(
     hash_teacher: LocalTeacher,
     digits_data: Path,
