@@ -52,6 +52,23 @@ def _check_out(out: Path, *, given: bool) -> None:
         )
 
 
+def _left_out_note(per_class: dict[str, int]) -> str | None:
+    """The line saying which images of DATA were not scored: those of classes the run's
+    class list (its --class-file) does not name; None when there were none."""
+    if not per_class:
+        return None
+    from distill.data import display
+
+    n = sum(per_class.values())
+    shown = ", ".join(f"{display(name)} ({k})" for name, k in list(per_class.items())[:10])
+    more = f", ... ({len(per_class) - 10} more)" if len(per_class) > 10 else ""
+    return (
+        f"note: {n} file{'s' * (n != 1)} of {len(per_class)} class"
+        f"{'es' * (len(per_class) != 1)} the run was not trained on (not in its "
+        f"--class-file) were left out, not scored: {shown}{more}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"
     _check_out(out, given=bool(args.out))  # before torch is even imported
@@ -65,10 +82,15 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args.store) if args.store else None
     result = evaluate_run(args.run, args.data, batch_size=args.batch_size, store=store)
     # shown before it is written: a write that fails now (a full disk) loses no results
+    left_out = _left_out_note(result["classes_left_out"])
     if args.json:
         print(json.dumps(result))
+        if left_out:
+            print(left_out, file=sys.stderr)
     else:
         print_metrics(result)
+        if left_out:
+            print(left_out)
         if not result["same_dataset"]:
             # the run's own hold-out cannot be told apart in other data
             print(

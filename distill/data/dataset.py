@@ -11,7 +11,7 @@ import os
 import shlex
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -83,6 +83,9 @@ class Dataset:
     # (rotations); views then never flip. Read from DATA/dataset.json, or for a manifest
     # from the NAME.dataset.json our manifest writers put beside it.
     hflip: bool = True
+    # (domain, class, files) of the data's classes a class list left out (``class_file``,
+    # ``classes``): their files are counted as listed, not checked as images.
+    left_out: tuple[tuple[str, str, int], ...] = ()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -137,7 +140,19 @@ class Dataset:
             self,
             samples=Samples(s for s in self.samples if s.domain in keep),
             domains=tuple(d for d in self.domains if d in keep),
+            left_out=tuple(row for row in self.left_out if row[0] in keep),
         )
+
+    def left_out_classes(self) -> dict[str, int]:
+        """Files per class of the data the class list left out, most first (then by name).
+
+        >>> scan("DATA", classes=["cat"]).left_out_classes()  # doctest: +SKIP
+        {'dog': 12}
+        """
+        per: dict[str, int] = {}
+        for _, name, n in self.left_out:
+            per[name] = per.get(name, 0) + n
+        return dict(sorted(per.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per domain and class name ("(unlabelled)" for samples without a label)."""
@@ -255,6 +270,7 @@ def finish_dataset(
     domains: list[str],
     skipped: Sequence[tuple[str, str]],
     hflip: bool,
+    left_out: Mapping[tuple[str, str], int] | None = None,
 ) -> Dataset:
     """The :class:`Dataset` of what a scan found, samples sorted by id; DataError saying what
     was skipped and which layouts are understood when nothing usable was found."""
@@ -279,4 +295,5 @@ def finish_dataset(
         domains=tuple(domains),
         skipped=found_skipped,
         hflip=hflip,
+        left_out=tuple((d, c, n) for (d, c), n in sorted((left_out or {}).items())),
     )

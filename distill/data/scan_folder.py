@@ -178,12 +178,14 @@ def scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bo
     index = {n: i for i, n in enumerate(class_names)}
 
     samples = SamplesBuilder(root)  # by column: ids, labels, domains; no object per image
+    left_out: dict[tuple[str, str], int] = {}
     for domain, folder, files in raw:
         prefix = [] if folder is None else ([folder] if layout == "single" else [domain, folder])
         if folder is not None and folder not in index:
             sc.skipped.append(
                 ("/".join(prefix), f"class folder {folder!r} is not in the class file")
             )
+            left_out[domain, folder] = left_out.get((domain, folder), 0) + len(files)
             continue
         label = None if folder is None else index[folder]
         for name in files:
@@ -192,4 +194,4 @@ def scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bo
                 samples.add(sc.rel(parts), label, domain)
 
     hflip = read_hflip(root / META_FILE)
-    return finish_dataset(root, layout, samples, class_names, domains, sc.skipped, hflip)
+    return finish_dataset(root, layout, samples, class_names, domains, sc.skipped, hflip, left_out)

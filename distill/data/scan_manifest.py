@@ -109,10 +109,12 @@ def scan_manifest(
     index = {n: i for i, n in enumerate(class_names)}
     samples = SamplesBuilder(base)  # by column; a sample's file is base / rel
     domains: set[str] = set()
+    left_out: dict[tuple[str, str], int] = {}
     base_str = os.fspath(base)
     for rel, label, domain in entries:
         if label is not None and label not in index:
             skipped.append((rel, f"label {label!r} is not in the class file"))
+            left_out[domain, label] = left_out.get((domain, label), 0) + 1
             continue
         # a str path for the check (an absolute rel is the file itself, as in base / rel)
         reason = check_image(os.path.join(base_str, rel), decode=decode)
@@ -122,4 +124,6 @@ def scan_manifest(
         domains.add(domain)
         samples.add(rel, None if label is None else index[label], domain)
     hflip = read_hflip(manifest_meta(path))  # written by our manifest writers
-    return finish_dataset(path, "manifest", samples, class_names, sorted(domains), skipped, hflip)
+    return finish_dataset(
+        path, "manifest", samples, class_names, sorted(domains), skipped, hflip, left_out
+    )

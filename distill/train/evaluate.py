@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distill.data import DataError, Dataset, Sample, scan, split_sources
+from distill.data import DataError, Dataset, Sample, display, scan, split_sources
 from distill.data.loaders import PixelCache, eval_loader
 from distill.train.losses import teacher_logits
 from distill.train.student import Student, build_student
@@ -213,6 +213,27 @@ def check_store_matches(store: Any, ds: Dataset) -> None:
         )
 
 
+def _refuse_other_classes(data: str | os.PathLike[str], classes: Sequence[str]) -> None:
+    """ConfigurationError when DATA has images, all of classes outside the run's list
+    (scanned with that list, nothing was left: a usage error, exit 2); returns otherwise."""
+    try:
+        ds = scan(data, allow_outside_paths=True)
+    except DataError:
+        return
+    per = ds.counts()
+    found: dict[str, int] = {}
+    for counts in per.values():
+        for name, n in counts.items():
+            found[name] = found.get(name, 0) + n
+    shown = ", ".join(f"{display(name)} ({n})" for name, n in sorted(found.items())[:10])
+    raise ConfigurationError(
+        f"no image of {display(os.fspath(data))} is of a class the run was trained on "
+        f"({', '.join(map(display, classes[:10]))}{', ...' if len(classes) > 10 else ''}, "
+        f"its --class-file); it has {shown}{', ...' if len(found) > 10 else ''}: evaluate "
+        "on data with the run's classes"
+    )
+
+
 def evaluate_run(
     run: str | os.PathLike[str],
     data: str | os.PathLike[str],
@@ -226,12 +247,19 @@ def evaluate_run(
     held-out 20 % is scored (the same split as training), otherwise all their images. Every
     other domain is OOD. With ``store`` (the teacher's EmbeddingStore) the teacher's zero-shot
     accuracy is added on the same images. A run trained with ``--class-file`` reads DATA
-    with the class list it trained on (images of other classes are left out).
+    with the class list it trained on: images of other classes are left out, and
+    ``classes_left_out`` says how many files of which class.
     """
     student, info = load_run_student(run)
     # a run trained with --class-file reads the data with its class list, as it trained
     classes = info["class_names"] if info.get("class_file") else None
-    ds = scan(data, classes=classes, allow_outside_paths=True)  # read here, never uploaded
+    try:
+        ds = scan(data, classes=classes, allow_outside_paths=True)  # read here, never uploaded
+    except DataError:
+        if classes is None:
+            raise
+        _refuse_other_classes(data, classes)  # when every image is of another class
+        raise
     if tuple(ds.class_names) != tuple(info["class_names"]):
         # the wrong data for this run: a usage error (exit 2), not a failure to retry
         raise ConfigurationError(
@@ -263,6 +291,8 @@ def evaluate_run(
     result: dict[str, Any] = {
         "run": str(run), "data": str(data), "method": info["method"],
         "student": info["student"], "same_dataset": same,
+        # the student cannot predict them: scored, every one would be a miss
+        "classes_left_out": ds.left_out_classes(),
         "id": evaluate_samples(student, id_samples, **kw),
         "ood": evaluate_samples(student, ood_samples, **kw),
     }

@@ -287,6 +287,47 @@ def test_a_store_harvested_with_an_unsorted_class_file_trains_with_class_file(
     assert rc == 0
 
 
+def test_eval_of_a_class_file_run_says_which_images_it_left_out(tiny_data, tmp_path, capsys):
+    """A run trained with --class-file on two of the three classes, evaluated on data
+    with all three (a folder, or a manifest): the third class's images were left out of
+    every count without a word (until 2026-12-06). Now the JSON has them by class, and
+    the table (or stderr, with --json) says how many of which class were not scored."""
+    import shutil
+
+    from .conftest import CLASSES
+
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(CLASSES[:2]) + "\n")
+    cache = tmp_path / "cache"
+    make_store(tiny_data, cache, class_file=classes)
+    out = tmp_path / "run"
+    train(_cfg(tiny_data, cache, out, class_file=str(classes), method="erm", steps=1,
+               holdout_fraction=0.0))  # fmt: skip
+    other = tmp_path / "other.csv"  # other data: a manifest, its own domain names
+    rows = [f"{s.path},{CLASSES[s.label]},d{i % 2}" for i, s in enumerate(scan(tiny_data).samples)]
+    other.write_text("path,label,domain\n" + "\n".join(rows) + "\n")
+    n_third = sum(r.split(",")[1] == CLASSES[2] for r in rows)
+    assert n_third == 18
+    # scored: the training data's OOD domain (no hold-out), every other image kept
+    for data, scored in ((tiny_data, 12), (other, 36)):
+        assert main(["eval", str(out), str(data)]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "18 files of 1 class the run was not trained on" in text
+        assert f"{CLASSES[2]} (18)" in text
+        assert main(["eval", str(out), str(data), "--json"]) == 0
+        got = capsys.readouterr()
+        res = json.loads(got.out.strip().splitlines()[-1])
+        assert res["classes_left_out"] == {CLASSES[2]: 18}
+        assert sum(v["n"] for v in (*res["id"].values(), *res["ood"].values())) == scored
+        assert f"{CLASSES[2]} (18)" in got.err
+    # data of the left-out class alone: refused (exit 2), saying which classes it has
+    alone = tmp_path / "alone"
+    shutil.copytree(tiny_data / "dom1" / CLASSES[2], alone / CLASSES[2])
+    assert main(["eval", str(out), str(alone)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"it has {CLASSES[2]} (6)" in err and CLASSES[0] in err
+
+
 def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
     out = tmp_path / "cli"
     rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
