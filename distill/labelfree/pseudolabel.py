@@ -8,6 +8,8 @@ a ...", "the answer is ..."), option letters ("B", "(b)", "B) cat"), option numb
 a wrong guess would poison training, a missing label only costs one image. So is an option
 named beside a negation ("not a cat", "isn't a dog"), a number or letter followed by words
 that do not name its option ("3 or 5"), and a letter whose explanation below names another.
+A reply that reasons first and ends with its answer ("... Final answer: B", "Answer: 3") is
+read from its last "answer:" (or "answer is") on.
 
 Answers go through the TeacherClient, so each one is budgeted, ledgered and cached like
 every embedding: asking again costs nothing.
@@ -78,6 +80,11 @@ _PREAMBLES = re.compile(
     r"(?:\s+is)?|it\s+is|it'?s|this\s+is|that\s+is|i\s+see|i\s+think\s+it\s+is|"
     r"the\s+image\s+(?:shows|contains|depicts)|(?:a\s+)?(?:photo|picture|image)\s+of)\b[\s:]*",
     re.IGNORECASE,
+)
+# A reply's own answer marker ("Final answer: B", "**Answer:** 3", "so the answer is B"):
+# the reasoning before the last one names options it did not choose.
+_ANSWER_MARKER = re.compile(
+    r"\b(?:final\s+|correct\s+)?answer\b[*_\s]*(?:is\b[*_\s]*:?|:)", re.IGNORECASE
 )
 _ARTICLE = re.compile(r"^(?:a|an|the)\s+")
 # An option letter alone, or before its name on its line; DOTALL keeps later lines in group 2.
@@ -232,6 +239,9 @@ def parse_answer(
     """
     if text is None:
         return None
+    marks = list(_ANSWER_MARKER.finditer(text))
+    if marks:  # what follows the last "answer:" is the answer, all of it
+        text = text[marks[-1].end() :]
     shown = list(range(len(class_names))) if order is None else list(order)
     names = {_key(display_name(n)): i for i, n in enumerate(class_names)}
     for word, name in (synonyms or {}).items():

@@ -54,6 +54,9 @@ def _chat(reply: str, finish: str = "stop") -> Any:
         (["sunglass", "sunglasses"], "Sunglasses", "sunglasses"),
         (["sunglass", "sunglasses"], "B) sunglasses", "sunglasses"),  # was no label
         (["sunglass", "sunglasses"], "sunglass", "sunglass"),
+        # reasoning, then a final answer: was cat (named in the reasoning), and no label
+        (["cat", "dog"], "Pointed ears, unlike a cat. Final answer: B", "dog"),
+        (DIGITS, "A 5 or a 3?\nAnswer: 3", "3_three"),
     ],
 )
 def test_an_answer_is_not_labelled_with_a_class_it_does_not_choose(

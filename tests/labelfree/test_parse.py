@@ -72,6 +72,34 @@ def test_answers_outside_the_options_are_none(answer: str | None) -> None:
     assert parse_answer(answer, NAMES) is None
 
 
+@pytest.mark.parametrize(
+    ("answer", "names", "expected"),
+    [
+        # reasoning that names other options, then the answer (all were no label, or the
+        # class the reasoning named: "unlike a cat ... B" was cat)
+        ("The ears are pointed, unlike a cat. Final answer: B", NAMES, 1),
+        ("Could be a cat or a dog.\n\nFinal answer: B", NAMES, 1),
+        ("Could be a cat or a dog. Answer: 3", NAMES, 2),
+        ("The strokes could be a 5 or a 3.\nAnswer: 3", DIGITS, 3),  # the class's digit
+        ("Could be a cat or a bus. Answer: dog", NAMES, 1),
+        ("It is not a cat, so the answer is B.", NAMES, 1),
+        ("Whiskers like a cat, but...\n\n**Final Answer:** B) dog", NAMES, 1),
+        ("A bus? No. Final answer: **(c)**", NAMES, 2),
+        ("Answer: cat. Final answer: dog", NAMES, 1),  # the last marker
+        # what follows the marker is held to every rule
+        ("I see a dog. Final answer: not a cat", NAMES, None),
+        ("I see a dog. Final answer: cat or dog", NAMES, None),
+        ("I see a dog. Final answer: B) cat", NAMES, None),
+        ("I see a dog. Final answer:", NAMES, None),  # nothing after it (cut)
+        ("I see a dog. Answer: Z", NAMES, None),
+    ],
+)
+def test_a_final_answer_marker_is_read_after_the_reasoning(
+    answer: str, names: list[str], expected: int | None
+) -> None:
+    assert parse_answer(answer, names) == expected
+
+
 def test_synonyms_map_to_their_class() -> None:
     assert parse_answer("A puppy.", NAMES, synonyms={"puppy": "dog"}) == 1
     assert parse_answer("kitten", NAMES, synonyms={"kitten": "cat", "x": "not-a-class"}) == 0
