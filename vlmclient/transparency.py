@@ -1,8 +1,9 @@
 """Transparency, shown on one background: white, as image viewers show it.
 
-The client flattens an image it must re-encode as JPEG (``providers.images``) and the
-student's decoder (``distill.data.views.load_rgb``) flattens every image with an alpha
-channel, with this one function, so the teacher and the student see the same pixels.
+The client flattens an image it must re-encode as JPEG (``providers.images``), and the
+student's decoder (``distill.data.views.load_rgb``) and the bundled teacher server's
+(``distill.server.backend_base.decode_rgb``) flatten every image with an alpha channel,
+with this one function, so the teacher and the student see the same pixels.
 """
 
 from __future__ import annotations

@@ -81,6 +81,7 @@ __all__ = [
     "pixels_decode",
     "png_bytes",
     "source_decoding",
+    "to_rgb",
     "upright_bytes",
     "view_array",
     "view_bytes",
@@ -256,6 +257,18 @@ def eight_bit(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(levels, 0, 255).astype(np.uint8), mode="L")
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im``'s pixels as RGB, as the student sees them: 16-bit grey scaled to 8 bits
+    (:func:`eight_bit`), transparency shown on white (:func:`~vlmclient.transparency.flatten`)
+    (decodes). The bundled teacher server decodes what it is sent with it too.
+
+    >>> to_rgb(Image.new("LA", (1, 1), (0, 0))).getpixel((0, 0))
+    (255, 255, 255)
+    """
+    levels = eight_bit(im)
+    return flatten(levels) if has_alpha(levels) else levels.convert("RGB")
+
+
 def source_decoding(data: bytes) -> tuple[int, bool, bool]:
     """What names an image file's decoding in its views' content ids: its
     :func:`exif_orientation` and whether it is 16-bit greyscale (from its header), and
@@ -293,8 +306,7 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
                         f"image {os.fspath(path)!r} is too large ({im.size[0]}x{im.size[1]})"
                     )
                 method = _UPRIGHT.get(exif_orientation(im))
-                levels = eight_bit(im)
-                rgb: Image.Image = flatten(levels) if has_alpha(levels) else levels.convert("RGB")
+                rgb = to_rgb(im)
                 return rgb if method is None else rgb.transpose(method)
     except Image.DecompressionBombError as exc:
         raise DataError(f"image {os.fspath(path)!r} is too large: {exc}") from exc

@@ -94,13 +94,17 @@ class ImageDecodeError(ValueError):
 
 
 def decode_rgb(data: bytes) -> Any:
-    """Bytes to a loaded RGB PIL image; a per-item error for anything undecodable."""
+    """Bytes to a loaded RGB PIL image, as the student sees the file (16-bit grey scaled
+    to 8 bits, transparency on white: :func:`distill.data.views.to_rgb`); a per-item
+    error for anything undecodable."""
     from PIL import Image, UnidentifiedImageError
+
+    from distill.data.views import to_rgb
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            return im.convert("RGB")
+            return to_rgb(im)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         return ImageDecodeError(f"image could not be decoded: {exc}")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 from pydantic import SecretStr, ValidationError
 
 from distill.server import Faults, HashBackend, ServerConfig, count_tokens
@@ -237,3 +238,48 @@ def test_cli_serves_and_stops_without_printing_the_token() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _palette_with_a_transparent_colour(path: Path) -> Path:
+    im = Image.new("P", (8, 6), 1)
+    im.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    im.paste(0, (0, 0, 4, 6))  # the left half: entry 0, the transparent one
+    im.save(path, "PNG", transparency=0)
+    return path
+
+
+def _grey_alpha(path: Path) -> Path:
+    la = np.zeros((6, 8, 2), np.uint8)
+    la[..., 0], la[:, :4, 1], la[:, 4:, 1] = 40, 0, 128  # hidden dark grey, half see-through
+    Image.fromarray(la, mode="LA").save(path, "PNG")
+    return path
+
+
+def test_the_bundled_teacher_decodes_16_bit_grey_and_transparency_as_the_student_does(
+    tmp_path: Path,
+) -> None:
+    """The server's decoder (every bundled backend's pixels: pseudo-clip, mini-clip,
+    open-clip) clipped a 16-bit grey PNG to white (``convert("RGB")``) and dropped alpha,
+    so transparent pixels showed the colour stored under them, while the student
+    (``load_rgb``) and the harvest's views see grey levels and white (until 2026-12-06)."""
+    from distill.data.views import load_rgb
+    from distill.server.backend_base import decode_rgb
+    from tests.data.test_sixteen_bit import write_16bit
+    from tests.data.test_transparency import write_rgba
+
+    files = [
+        write_16bit(tmp_path / "grey16.png"),
+        write_rgba(tmp_path / "rgba.png"),
+        write_rgba(tmp_path / "half.png", alpha_left=100),
+        _grey_alpha(tmp_path / "la.png"),
+        _palette_with_a_transparent_colour(tmp_path / "palette.png"),
+        write_rgba(tmp_path / "opaque.png", alpha_left=255),
+    ]
+    for path in files:
+        served = decode_rgb(path.read_bytes())
+        assert not isinstance(served, Exception), path.name
+        assert served.mode == "RGB", path.name
+        assert np.array_equal(np.asarray(served), np.asarray(load_rgb(path))), path.name
+    grey = np.asarray(decode_rgb(files[0].read_bytes()))
+    assert 0 < (grey == 255).mean() < 0.05  # grey levels, not white
+    assert isinstance(decode_rgb(b"not an image"), Exception)
