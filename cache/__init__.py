@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from .memory import MemoryCache
     from .protocols import CacheEntry, CacheLike, LedgerLike, LedgerRecord
     from .recover import RecoverResult, recover_cache
-    from .response_cache import ResponseCache, verify_cache
+    from .response_cache import ResponseCache, read_cache_stats, verify_cache
     from .spill import SpillFile
     from .store import EmbeddingStore
     from .store_format import StoreError
@@ -127,6 +127,7 @@ __all__ = [
     "open_reservations",
     "plain",
     "quantize",
+    "read_cache_stats",
     "read_ledger",
     "recover_cache",
     "totals",
@@ -194,6 +195,7 @@ _SOURCES: dict[str, str] = {
     "RecoverResult": "recover",
     "recover_cache": "recover",
     "ResponseCache": "response_cache",
+    "read_cache_stats": "response_cache",
     "verify_cache": "response_cache",
     "SpillFile": "spill",
     "EmbeddingStore": "store",

@@ -84,6 +84,7 @@ __all__ = [
     "ResponseCache",
     "decode_entry",
     "encode_entry",
+    "read_cache_stats",
     "verify_cache",
 ]
 
@@ -430,22 +431,7 @@ class ResponseCache:
     def stats(self) -> CacheStats:
         """Entries, bytes on disk (database, WAL and value files), and entries and value
         bytes by kind (``meta["kind"]``; corrupt entries are counted apart)."""
-        by_kind: dict[str, KindStats] = {}
-        entries = corrupt = 0
-        for item in self._scan():
-            entries += 1
-            if item.entry is None:
-                corrupt += 1
-                continue
-            kind = kind_of(item.entry)
-            old = by_kind.get(kind, KindStats())
-            by_kind[kind] = KindStats(old.entries + 1, old.value_bytes + item.size)
-        return CacheStats(
-            entries=entries,
-            bytes_on_disk=directory_bytes(self.directory),
-            by_kind=by_kind,
-            corrupt=corrupt,
-        )
+        return _stats(self._cache, self.directory)
 
     def verify(self) -> list[tuple[str, str]]:
         """(key, problem) for every corrupt entry; ``"<database>"`` for database damage."""
@@ -512,6 +498,40 @@ class ResponseCache:
 
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.directory)!r}, vector_format={self.vector_format!r})"
+
+
+def _stats(db: diskcache.Cache | ReadOnlyRows, directory: Path) -> CacheStats:
+    by_kind: dict[str, KindStats] = {}
+    entries = corrupt = 0
+    for item in scan_entries(db, directory):
+        entries += 1
+        if item.entry is None:
+            corrupt += 1
+            continue
+        kind = kind_of(item.entry)
+        old = by_kind.get(kind, KindStats())
+        by_kind[kind] = KindStats(old.entries + 1, old.value_bytes + item.size)
+    return CacheStats(
+        entries=entries,
+        bytes_on_disk=directory_bytes(directory),
+        by_kind=by_kind,
+        corrupt=corrupt,
+    )
+
+
+def read_cache_stats(directory: str | os.PathLike[str]) -> CacheStats:
+    """:meth:`ResponseCache.stats` for a directory holding a response cache.
+
+    A cache in a folder it may not write (a read-only mount, ``chmod -R a-w``) is read
+    as :func:`verify_cache` reads it, writing nothing (entries waiting in its spill file
+    are not counted); :class:`CacheReadOnlyError` only when SQLite cannot read it at all,
+    :class:`CacheCorruptError` when the database cannot be listed."""
+    path = Path(directory)
+    if is_read_only(path):
+        with closing(ReadOnlyRows(path)) as rows:
+            return _stats(rows, path.absolute())
+    with ResponseCache(path) as cache:
+        return cache.stats()
 
 
 def verify_cache(directory: str | os.PathLike[str]) -> list[tuple[str, str]]:

@@ -162,7 +162,7 @@ def _recover_hint(cache: Path) -> str:
 
 
 def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
-    from cache import ResponseCache, verify_cache
+    from cache import ResponseCache, read_cache_stats, verify_cache
 
     if args.action == "verify":
         problems = verify_cache(cdir.responses)
@@ -198,20 +198,19 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
         )
         out.print(f"the damaged database is kept in {escape(str(r.kept_at))}")
         return EXIT_OK
+    if args.action == "stats":
+        # read-only where the folder may not be written (as verify), writing nothing
+        st = read_cache_stats(cdir.responses)
+        t = Table(title=f"response cache {escape(str(cdir.responses))}")
+        t.add_column("kind")
+        t.add_column("entries", justify="right")
+        t.add_column("value bytes", justify="right")
+        for kind, ks in sorted(st.by_kind.items()):
+            t.add_row(kind, str(ks.entries), str(ks.value_bytes))
+        out.print(t)
+        out.print(f"{st.entries} entries, {st.bytes_on_disk} bytes on disk, {st.corrupt} corrupt")
+        return EXIT_OK
     with ResponseCache(cdir.responses) as cache:
-        if args.action == "stats":
-            st = cache.stats()
-            t = Table(title=f"response cache {escape(str(cdir.responses))}")
-            t.add_column("kind")
-            t.add_column("entries", justify="right")
-            t.add_column("value bytes", justify="right")
-            for kind, ks in sorted(st.by_kind.items()):
-                t.add_row(kind, str(ks.entries), str(ks.value_bytes))
-            out.print(t)
-            out.print(
-                f"{st.entries} entries, {st.bytes_on_disk} bytes on disk, {st.corrupt} corrupt"
-            )
-            return EXIT_OK
         if args.action == "prune":
             if not args.corrupt and args.older_than_days is None and args.keep_dim is None:
                 raise ConfigurationError(

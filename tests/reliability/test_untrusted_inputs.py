@@ -332,6 +332,33 @@ def test_read_only_cache_is_not_called_corrupt(
     assert "read-only" not in text and "Traceback" not in text
 
 
+def test_stats_of_a_read_only_cache_reads_it_and_writes_nothing(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cache stats` on a read-only cache was refused ("... is read-only ...: make the
+    folder writable", exit 1) while `cache verify` read it: it reads it the same way now."""
+    if not _can_mount_read_only(tmp_path):
+        pytest.skip("needs unshare + mount (root) to make a read-only view of a cache")
+    cache, view = tmp_path / "cache", tmp_path / "view"
+    view.mkdir()
+    assert main(harvest_argv(hash_teacher.url, data, cache)) == 0
+    capsys.readouterr()
+    assert main(["cache", "stats", "--cache", str(cache)]) == 0
+    writable = capsys.readouterr().out
+    files = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in cache.rglob("*")}
+
+    stats = _in_read_only_view(cache, view, ["cache", "stats", "--cache", str(view)])
+    text = stats.stdout + stats.stderr
+    assert stats.returncode == 0, text
+    assert "read-only" not in text and "Traceback" not in text
+    last = writable.strip().splitlines()[-1]  # "N entries, B bytes on disk, 0 corrupt"
+    entries = last.split(" entries")[0]
+    assert int(entries) == 6 and last.endswith(" 0 corrupt"), writable
+    assert f"{entries} entries, " in stats.stdout and " 0 corrupt" in stats.stdout
+    assert "image_embedding" in stats.stdout and "text_embedding" in stats.stdout
+    assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in cache.rglob("*")} == files
+
+
 def _garble_one_entry(db: Path) -> str:
     """Flip bytes inside one stored value (its checksum no longer matches); its key."""
     import sqlite3
