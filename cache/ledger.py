@@ -23,6 +23,7 @@ import errno
 import functools
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -137,7 +138,7 @@ def _record_from_json(obj: Any) -> LedgerRecord:
             usage={str(k): int(v) for k, v in (obj.get("usage") or {}).items()},
             request_id=None if obj.get("request_id") is None else str(obj["request_id"]),
             saved_usd=str(obj.get("saved_usd", "0")),
-            time=float(obj.get("time", 0.0)),
+            time=_finite_time(obj.get("time", 0.0)),
             # absent in ledgers written before these fields existed
             reserved_usd=str(obj.get("reserved_usd", "0")),
             estimated=obj.get("estimated") is True,
@@ -154,8 +155,24 @@ def _record_from_json(obj: Any) -> LedgerRecord:
     return rec
 
 
+def _finite_time(value: Any) -> float:
+    """A record's time; 0.0 (unknown, as in ledgers written before it existed) for NaN or
+    an overflow: not a reason to drop the line's money, and never echoed into a report's
+    JSON (``NaN`` and ``Infinity`` are not JSON)."""
+    when = float(value)
+    return when if math.isfinite(when) else 0.0
+
+
 def _mapping(value: Any) -> dict[str, Any]:
-    return dict(value) if isinstance(value, dict) else {}
+    """The provider's usage block of a line; {} if it is not an object, or holds NaN or an
+    overflow (reports echo it as JSON, which has neither)."""
+    if not isinstance(value, dict):
+        return {}
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return {}
+    return dict(value)
 
 
 def is_overrun(rec: LedgerRecord) -> bool:

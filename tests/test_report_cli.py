@@ -232,3 +232,28 @@ def test_a_killed_harvest_s_open_reservations_count_in_budget_left(
     assert Decimal(before["reserved_usd"]) == orphaned and after["reserved_usd"] == "0"
     assert Decimal(before["spent_usd"]) + orphaned == Decimal(after["spent_usd"])
     assert f"${before['reserved_usd']} is reserved" in shown, shown
+
+
+@pytest.mark.parametrize("when", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_ledger_line_with_numbers_that_are_not_numbers_keeps_its_money_and_the_json_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], when: str
+) -> None:
+    """Before: a line whose time (or a provider usage figure) was NaN or overflowed
+    (hand-edited, damaged) was read as is, and `report --json` printed ``"time": NaN`` /
+    ``Infinity`` in its overruns: not JSON (jq, JSON.parse and
+    json.loads(parse_constant=...) refuse the whole report)."""
+    cache = tmp_path / "c"
+    cache.mkdir()
+    line = {"provider": "local", "model": "hash", "kind": "image_embedding", "items": 1,
+            "cost_usd": "0.02", "reserved_usd": "0.01", "outcome": "ok"}  # fmt: skip
+    text = json.dumps(line)[:-1] + f', "time": {when}, "provider_usage": {{"x": [{when}]}}}}\n'
+    (cache / "ledger.jsonl").write_text(text)
+    assert main(["report", str(cache), "--json"]) == 0
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    doc = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert doc["spent_usd"] == "0.02" and doc["ledger_problems"] == []
+    assert doc["overrun_usd"] == "0.01" and doc["overruns"][0]["time"] == 0.0
+    assert doc["overruns"][0]["provider_usage"] == {}
