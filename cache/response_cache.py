@@ -525,8 +525,13 @@ def read_cache_stats(directory: str | os.PathLike[str]) -> CacheStats:
     A cache in a folder it may not write (a read-only mount, ``chmod -R a-w``) is read
     as :func:`verify_cache` reads it, writing nothing (entries waiting in its spill file
     are not counted); :class:`CacheReadOnlyError` only when SQLite cannot read it at all,
-    :class:`CacheCorruptError` when the database cannot be listed."""
+    :class:`CacheCorruptError` when the database cannot be listed; :class:`CacheError`
+    when it is missing or empty (opening it would create an empty one, which a later
+    :func:`verify_cache` would call healthy)."""
     path = Path(directory)
+    db = path / "cache.db"
+    if not db.is_file() or db.stat().st_size == 0:
+        raise CacheError(f"{db} is missing or empty: no cached entry can be read")
     if is_read_only(path):
         with closing(ReadOnlyRows(path)) as rows:
             return _stats(rows, path.absolute())

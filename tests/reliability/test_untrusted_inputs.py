@@ -359,6 +359,26 @@ def test_stats_of_a_read_only_cache_reads_it_and_writes_nothing(
     assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in cache.rglob("*")} == files
 
 
+def test_stats_of_a_lost_database_says_so_and_creates_nothing(
+    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cache stats` on a cache whose responses/cache.db was lost made an empty database
+    (and an 8 MB spill file) and said "0 entries"; `cache verify` then called the lost
+    database healthy ("every entry reads back") instead of "missing or empty"."""
+    cache = tmp_path / "cache"
+    assert main(harvest_argv(hash_teacher.url, data, cache)) == 0
+    responses = cache / "responses"
+    for path in responses.iterdir():
+        path.unlink()
+    capsys.readouterr()
+    assert main(["cache", "stats", "--cache", str(cache)]) == 1
+    err = capsys.readouterr().err
+    assert "cache.db is missing or empty" in err and "Traceback" not in err
+    assert list(responses.iterdir()) == []
+    assert main(["cache", "verify", "--cache", str(cache)]) == 1
+    assert "missing or empty" in capsys.readouterr().out
+
+
 def _garble_one_entry(db: Path) -> str:
     """Flip bytes inside one stored value (its checksum no longer matches); its key."""
     import sqlite3
