@@ -80,6 +80,11 @@ class CacheDir:
         return self.root / RESPONSES_DIR
 
     @property
+    def responses_db(self) -> Path:
+        """diskcache's database in :attr:`responses` (the paid entries)."""
+        return self.responses / RESPONSES_DB
+
+    @property
     def ledger(self) -> Path:
         return self.root / LEDGER_FILE
 

@@ -95,13 +95,20 @@ def _confirm(n: int) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cache import CacheCorruptError
+    from cache import CacheCorruptError, CacheError
     from cache.layout import CacheDir
 
     cdir = CacheDir(args.cache)
     out = console()
     if not cdir.responses.exists():
         raise ConfigurationError(f"{args.cache} holds no response cache (no responses/ folder)")
+    db = cdir.responses_db
+    if args.action != "verify" and (not db.is_file() or db.stat().st_size == 0):
+        # opening it would make an empty database, which verify would then call healthy
+        raise CacheError(
+            f"{db} is missing or empty: no cached entry can be read; nothing was changed "
+            "(restore it from a backup, or from a responses.damaged-* folder beside it)"
+        )
     try:
         return _run(args, cdir, out)
     except CacheCorruptError as exc:

@@ -359,19 +359,31 @@ def test_stats_of_a_read_only_cache_reads_it_and_writes_nothing(
     assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in cache.rglob("*")} == files
 
 
-def test_stats_of_a_lost_database_says_so_and_creates_nothing(
-    hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "action",
+    [["stats"], ["prune", "--corrupt"], ["recover"], ["export", "DATA", "--teacher", "local:hash"]],
+    ids=["stats", "prune", "recover", "export"],
+)
+def test_a_lost_database_is_said_so_and_nothing_is_created(
+    hash_teacher: Teacher,
+    data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    action: list[str],
 ) -> None:
-    """`cache stats` on a cache whose responses/cache.db was lost made an empty database
-    (and an 8 MB spill file) and said "0 entries"; `cache verify` then called the lost
-    database healthy ("every entry reads back") instead of "missing or empty"."""
+    """`cache stats|prune|recover|export` on a cache whose responses/cache.db was lost made
+    an empty database (and an 8 MB spill file) and said "0 entries", "nothing to delete",
+    "the cache database is healthy ... nothing was changed" or "N items are not in the
+    cache"; `cache verify` then called the lost database healthy instead of "missing or
+    empty"."""
     cache = tmp_path / "cache"
     assert main(harvest_argv(hash_teacher.url, data, cache)) == 0
     responses = cache / "responses"
     for path in responses.iterdir():
         path.unlink()
     capsys.readouterr()
-    assert main(["cache", "stats", "--cache", str(cache)]) == 1
+    argv = [str(data) if a == "DATA" else a for a in action]
+    assert main(["cache", *argv, "--cache", str(cache)]) == 1
     err = capsys.readouterr().err
     assert "cache.db is missing or empty" in err and "Traceback" not in err
     assert list(responses.iterdir()) == []

@@ -53,6 +53,8 @@ def test_wrong_size_answers_are_named_and_pruned_and_bought_again(
 
 
 def test_keep_dim_needs_a_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "c" / "responses").mkdir(parents=True)
+    from cache import ResponseCache
+
+    ResponseCache(tmp_path / "c" / "responses", spill=False).close()  # an empty cache
     assert main(["cache", "prune", "--cache", str(tmp_path / "c"), "--keep-dim", "32"]) == 2
     assert "--keep-dim needs --teacher" in capsys.readouterr().err
