@@ -302,6 +302,19 @@ def _refuse(request: httpx.Request) -> httpx.Response:
     raise RuntimeError("a dry run must not send requests")
 
 
+def _without_secrets(url: str) -> str:
+    """``url`` without user:password, query and fragment: the cache keys never hold them
+    (vlmclient's ``normalise_base_url``), so it names the same items, and a hint that
+    prints it prints no key (and a command harvest accepts).
+
+    >>> _without_secrets("http://u:pw@gpu-box:8000/v1/?key=k#f")
+    'http://gpu-box:8000/v1/'
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
 
 def item_flags(args: argparse.Namespace) -> str:
     """The flags of a harvest or ``cache export`` that pick which cached items a store is
@@ -322,6 +335,7 @@ def item_flags(args: argparse.Namespace) -> str:
     for name in ("class_file", "base_url", "cache_namespace"):
         value = getattr(args, name, None)
         if value is not None:
+            value = _without_secrets(str(value)) if name == "base_url" else value
             flags += ["--" + name.replace("_", "-"), str(value)]
     if getattr(args, "allow_outside_paths", False):
         flags.append("--allow-outside-paths")

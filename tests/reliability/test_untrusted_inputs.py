@@ -190,6 +190,37 @@ def test_ledger_that_is_a_folder_is_a_one_line_error(
     assert hash_teacher.billing()["requests"] == 0
 
 
+@pytest.mark.parametrize("secret", ["userinfo", "query"])
+def test_cache_export_hint_never_echoes_a_secret_of_the_base_url(
+    hash_teacher: Teacher,
+    data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    secret: str,
+) -> None:
+    """`cache export --base-url http://user:PASSWORD@host` (or `...?key=KEY`) with items
+    missing printed "run `vlm-distill harvest ... --base-url http://user:PASSWORD@host`":
+    the secret on the terminal, in a command harvest refuses. The keys never hold it, so
+    the hint names the URL without it (the same items)."""
+    monkeypatch.setenv("COLUMNS", "300")
+    cache = tmp_path / "cache"
+    assert main(harvest_argv(hash_teacher.url, data, cache)) == 0
+    more = tmp_path / "more"
+    shutil.copytree(data, more)
+    png(more / "cat" / "new.png", seed=99)  # not bought: export says what to run
+    url = (hash_teacher.url.replace("http://", "http://user:pa55word-xyz@") if secret ==
+           "userinfo" else hash_teacher.url + "/?key=pa55word-xyz")  # fmt: skip
+    capsys.readouterr()
+    argv = ["cache", "export", str(more), "--cache", str(cache), "--teacher", "local:hash"]
+    assert main([*argv, "--base-url", url]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 items are not in the cache" in out, out
+    assert "pa55word" not in out and "user:" not in out and "?" not in out
+    clean = hash_teacher.url if secret == "userinfo" else hash_teacher.url + "/"
+    assert f"--base-url {clean}`" in out
+
+
 def test_base_url_with_credentials_is_refused_and_nothing_is_charged(
     hash_teacher: Teacher, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
