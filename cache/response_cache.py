@@ -53,7 +53,7 @@ import diskcache
 from .cache_errors import CacheCorruptError, CacheError, CacheReadOnlyError, CacheWriteError
 from .cache_stats import CacheStats, KindStats, directory_bytes, kind_of
 from .codecs import VectorFormat, check_format
-from .entry_codec import decode_entry, encode_entries, encode_entry
+from .entry_codec import decode_entry, decode_with_header, encode_entries, encode_entry
 from .protocols import CacheEntry
 from .response_db import (
     CACHE_SETTINGS,
@@ -454,8 +454,23 @@ class ResponseCache:
         Returns how many were deleted (``dry_run=True``: would be; nothing is deleted).
         Entries matching none of the given conditions stay;
         so do rows whose key is not a plain str (move the cache aside to be rid of them).
+        Each entry found is looked at again (``predicate`` asked again) when it is deleted:
+        one another process stored again meanwhile stays unless it matches too.
         """
         now = time.time()
+
+        def doomed_value(key: str, data: bytes) -> bool:
+            try:
+                entry, header = decode_with_header(data)
+            except CacheCorruptError:
+                return corrupt
+            stored = header.get("stored")
+            return (
+                older_than is not None
+                and isinstance(stored, (int, float))
+                and now - stored > older_than
+            ) or (predicate is not None and predicate(key, entry))
+
         doomed: list[str] = []
         for item in self._scan():
             if item.entry is None:
@@ -471,13 +486,22 @@ class ResponseCache:
                 doomed.append(item.key)
         if dry_run:
             return len(doomed)
+        deleted = 0
         try:
             with self._cache.transact(retry=False):
                 for key in doomed:
-                    self._cache.delete(key, retry=False)
+                    # Looked at again under the write lock: another process (a harvest
+                    # buying a corrupt entry again) may have stored it since the scan.
+                    try:
+                        data = self._cache.get(key, default=None, retry=False)
+                    except CacheCorruptError:
+                        data = None  # a row we refuse to read: as the scan found it
+                    if isinstance(data, bytes) and not doomed_value(key, data):
+                        continue
+                    deleted += bool(self._cache.delete(key, retry=False))
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise CacheWriteError(f"could not prune cache {self.directory}: {exc}") from exc
-        return len(doomed)
+        return deleted
 
     def close(self) -> None:
         """Close the database connection (idempotent)."""

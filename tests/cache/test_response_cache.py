@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 
@@ -291,6 +292,35 @@ def test_stats_and_prune(tmp_path: Path) -> None:
         assert cache.prune(older_than=3600) == 0
         assert cache.prune(older_than=-1) == 6  # everything is "older" than the future
         assert len(cache) == 0
+
+
+def test_prune_spares_an_entry_another_process_stored_again_while_it_scanned(
+    tmp_path: Path,
+) -> None:
+    """`cache prune --corrupt` while a harvest runs: the harvest reads a corrupt entry as a
+    miss and buys it again. Prune deleted every key its scan had found corrupt, so an
+    entry stored again after the scan passed it (and paid) was deleted too."""
+    directory = tmp_path / "c"
+    with ResponseCache(directory, spill=False) as cache:
+        cache.set_many([("a", _entry(0)), ("b", _entry(1))])
+    with closing(sqlite3.connect(directory / "cache.db")) as con:
+        (value,) = con.execute("SELECT value FROM Cache WHERE key = 'a'").fetchone()
+        con.execute("UPDATE Cache SET value = ? WHERE key = 'a'", (value[:-4] + b"\0" * 4,))
+        con.commit()
+    with ResponseCache(directory, spill=False) as cache, ResponseCache(
+        directory, spill=False
+    ) as harvest:
+        assert cache.get("a") is None
+
+        def rebuy(key: str, entry: CacheEntry) -> bool:
+            if key == "b":  # the scan is past "a" (found corrupt): it is bought again
+                harvest.set_many([("a", _entry(5))])
+            return False
+
+        assert cache.prune(rebuy, corrupt=True) == 0
+        again = cache.get("a")
+        assert again is not None and again.meta["request_id"] == "req-5"
+        assert cache.prune(older_than=-1, dry_run=True) == 2
 
 
 def test_bad_entries_raise_clear_write_errors_and_store_nothing(tmp_path: Path) -> None:
