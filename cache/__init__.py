@@ -21,7 +21,7 @@ if TYPE_CHECKING:
         encode_vector,
         quantize,
     )
-    from .coordination import CoordinationError, Coordinator, Overrun, SpendView
+    from .coordination import CoordinationError, Coordinator, Overrun, SpendView, live_owners
     from .coordination_db import open_reservations
     from .keys import (
         KeyTemplate,
@@ -123,6 +123,7 @@ __all__ = [
     "json_bytes_with_literals",
     "json_with_literals",
     "leftover_name",
+    "live_owners",
     "make_key",
     "open_reservations",
     "plain",
@@ -159,6 +160,7 @@ _SOURCES: dict[str, str] = {
     "Coordinator": "coordination",
     "Overrun": "coordination",
     "SpendView": "coordination",
+    "live_owners": "coordination",
     "open_reservations": "coordination_db",
     "KeyTemplate": "keys",
     "LiteralJSON": "keys",

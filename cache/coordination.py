@@ -50,7 +50,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -74,9 +74,39 @@ __all__ = [
     "Coordinator",
     "Overrun",
     "SpendView",
+    "live_owners",
 ]
 
 log = logging.getLogger(__name__)
+
+
+def live_owners(path: str | os.PathLike[str]) -> list[str]:
+    """The processes registered in the coordination database at ``path`` that still run
+    (on this host judged by pid, elsewhere by a heartbeat younger than
+    :data:`OWNER_TTL_S`), as "pid N on this host" or "pid N on HOST": who is using the
+    cache now. Read only; [] when there is no database or it cannot be read.
+
+    >>> live_owners("no-such-folder/coordination.db")
+    []
+    """
+    db = Path(path).absolute()
+    if not db.is_file():
+        return []
+    try:
+        with closing(sqlite3.connect(db.as_uri() + "?mode=ro", uri=True)) as con:
+            rows = con.execute("SELECT host, pid, pid_start, heartbeat FROM owners").fetchall()
+    except sqlite3.Error:
+        return []
+    machine = machine_identity(socket.gethostname())
+    now = time.time()
+    out = []
+    for host, pid, start, beat in rows:
+        if host == machine:
+            if pid_alive(int(pid), str(start)):
+                out.append(f"pid {pid} on this host")
+        elif now - float(beat) < OWNER_TTL_S:
+            out.append(f"pid {pid} on {str(host).split()[0]}")
+    return out
 
 
 class CoordinationError(RuntimeError):

@@ -180,8 +180,17 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
             out.print(_recover_hint(args.cache))
         return EXIT_ERROR if problems else EXIT_OK
     if args.action == "recover":
+        from cache import live_owners
         from cache.recover import recover_cache
 
+        users = live_owners(cdir.coordination)
+        if users:
+            # its open database is the one moved aside: what it buys would be stored there
+            raise ConfigurationError(
+                f"the cache {args.cache} is in use ({', '.join(users)}): recover moves its "
+                "database aside, and what that process stores meanwhile would go with it; "
+                "let it finish (or stop it) and run again (nothing was changed)"
+            )
         if _healthy(cdir.responses):
             # a rewrite would only leave a second full copy aside as "damaged"
             out.print(

@@ -7,6 +7,7 @@ database"): it reported 0 entries recovered and the next harvest bought everythi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,32 @@ def test_page_reader_skips_the_free_list_and_reads_overflow_chains(tmp_path: Pat
     assert sorted(got) == sorted(f"n{i}" for i in range(150, 200))
     for i in range(150, 200):
         assert got[f"n{i}"][2:] == [rows[i][2], rows[i][3]]  # long blobs over overflow pages
+
+
+def test_cache_recover_refuses_while_a_harvest_uses_the_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cache recover` while a harvest ran on the cache moved the database aside under the
+    harvest, which went on storing what it bought into the moved-aside copy
+    (responses.damaged-*): paid entries missing from the recovered cache."""
+    import sqlite3
+    from contextlib import closing
+
+    from cache import Coordinator
+
+    responses = _cache(tmp_path)
+    with closing(sqlite3.connect(responses / "cache.db")) as con:  # one garbled entry
+        (value,) = con.execute("SELECT value FROM Cache WHERE key = 'k1'").fetchone()
+        con.execute("UPDATE Cache SET value = ? WHERE key = 'k1'", (value[:-4] + bytes(4),))
+        con.commit()
+    harvest = Coordinator(tmp_path / "coordination.db", ledger_path=tmp_path / "ledger.jsonl")
+    with harvest, ResponseCache(responses, spill=False) as bought:
+        capsys.readouterr()
+        assert main(["cache", "recover", "--cache", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert f"pid {os.getpid()} on this host" in err and "nothing was changed" in err
+        assert sorted(p.name for p in tmp_path.iterdir() if "responses" in p.name) == ["responses"]
+        bought.set_many([("paid-now", CacheEntry(vector=np.ones(DIM, np.float32)))])
+    assert main(["cache", "recover", "--cache", str(tmp_path)]) == 0  # once it has ended
+    with ResponseCache(responses) as cache:
+        assert cache.get("paid-now") is not None
