@@ -158,7 +158,8 @@ def decode_with_header(data: bytes) -> tuple[CacheEntry, dict[str, Any]]:
             vector = decode_vector(data[end:], fmt, int(vec_header["dim"]))
         elif end != len(data):
             raise ValueError("trailing bytes after a vector-less entry")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        # RecursionError: a header nested too deep for json (a crafted value)
         raise CacheCorruptError(f"undecodable value: {exc}") from exc
     if not isinstance(meta, dict) or not (text is None or isinstance(text, str)):
         raise CacheCorruptError("header has the wrong types")

@@ -220,7 +220,9 @@ def read_ledger(path: str | os.PathLike[str]) -> LedgerContents:
         torn = number == len(lines)  # no newline after it: the write never finished
         try:
             records.append(_record_from_json(json.loads(raw)))
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors; RecursionError: a line
+        # nested too deep for json (damage)
+        except (ValueError, RecursionError) as exc:
             reason = "torn last line (interrupted write)" if torn else f"unreadable line: {exc}"
             problems.append((number, reason))
     return LedgerContents(records, problems)

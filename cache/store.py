@@ -219,9 +219,10 @@ class EmbeddingStore:
                 raise StoreError(f"store format_version {version!r}, expected {FORMAT_VERSION}")
             n, k, dim = int(meta["n_images"]), int(meta["views"]), int(meta["dim"])
             n_classes, _prompts = len(meta["class_names"]), list(meta["prompts"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             if isinstance(exc, StoreError):
                 raise
+            # RecursionError: a JSON file nested too deep for json (damage, or crafted)
             raise StoreError(f"embedding store at {root} is unreadable: {exc}") from exc
         problems = []
         if images.shape != (n, k, dim) or images.dtype != storage_dtype(fmt):

@@ -118,3 +118,27 @@ def test_a_batch_refuses_what_one_entry_refuses_with_the_same_error(bad: CacheEn
     with pytest.raises(ValueError) as batch:
         encode_entries([good, bad])
     assert str(batch.value) == str(one.value)
+
+
+def test_a_header_nested_too_deep_is_a_corrupt_entry_not_a_crash(tmp_path: Path) -> None:
+    """A value whose checksum matches but whose header JSON nests 100,000 levels deep (a
+    crafted cache, handed over or downloaded): ``json.loads`` raised RecursionError, which
+    crashed a harvest's lookup, `cache verify`, `cache stats` and `cache prune` with a
+    traceback. It is a corrupt entry now: a miss, listed by verify."""
+    import struct
+    import zlib
+
+    from cache import ResponseCache, verify_cache
+    from cache.entry_codec import MAGIC
+
+    header = b'{"meta":' + b"[" * 100_000 + b"]" * 100_000 + b',"text":null,"vector":null}'
+    rest = struct.pack("<I", len(header)) + header
+    value = MAGIC + struct.pack("<I", zlib.crc32(rest)) + rest
+    with pytest.raises(CacheCorruptError, match="undecodable"):
+        decode_entry(value)
+    with ResponseCache(tmp_path / "c", spill=False) as cache:
+        cache.store_encoded([("deep", value)])
+        assert cache.get("deep") is None and cache.get_many(["deep"]) == [None]
+        assert cache.stats().corrupt == 1
+        assert cache.prune(corrupt=True, dry_run=True) == 1
+    assert [key for key, _ in verify_cache(tmp_path / "c")] == ["deep"]

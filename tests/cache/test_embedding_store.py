@@ -315,7 +315,7 @@ def test_a_store_written_before_checksums_still_opens(tmp_path: Path) -> None:
     assert len(EmbeddingStore.open(tmp_path / "s")) == N
 
 
-@pytest.mark.parametrize("damage", ["no class_names", "no prompts", "a list"])
+@pytest.mark.parametrize("damage", ["no class_names", "no prompts", "a list", "nested deep"])
 def test_a_meta_json_without_its_keys_is_unreadable_not_a_crash(
     tmp_path: Path, damage: str
 ) -> None:
@@ -325,6 +325,8 @@ def test_a_meta_json_without_its_keys_is_unreadable_not_a_crash(
     meta = json.loads(meta_path.read_text())
     if damage == "a list":
         meta_path.write_text(json.dumps([meta]))
+    elif damage == "nested deep":  # json.loads raised RecursionError (until 2026-12-06)
+        meta_path.write_text("[" * 100_000 + "]" * 100_000)
     else:
         del meta[damage.removeprefix("no ")]
         meta_path.write_text(json.dumps(meta))

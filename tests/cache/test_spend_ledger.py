@@ -101,6 +101,19 @@ def test_garbage_lines_are_skipped(tmp_path: Path) -> None:
     assert read_ledger(tmp_path / "absent.jsonl").records == []
 
 
+def test_a_line_nested_too_deep_is_skipped_not_a_crash(tmp_path: Path) -> None:
+    """A damaged line of 100,000 nested brackets: json.loads raised RecursionError, which
+    crashed every reader (`report`, a harvest's budget) with a traceback."""
+    path = tmp_path / "l.jsonl"
+    with SpendLedger(path) as ledger:
+        ledger.record(_rec(1))
+    with open(path, "a") as f:
+        f.write('{"provider": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    contents = read_ledger(path)
+    assert [r.request_id for r in contents.records] == ["req-1"]
+    assert [n for n, _ in contents.problems] == [2]
+
+
 def test_threads_share_one_ledger(tmp_path: Path) -> None:
     path = tmp_path / "l.jsonl"
     with SpendLedger(path) as ledger:
