@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -232,15 +233,16 @@ def _train(
                 if stage == "align" and student.proj is not None else None
             )
             model = wrap_ddp(student, world, local_rank, device)
-            loader = train_loader(
-                split.train, groups, image_size=config.image_size,
+            # the stage's batch stream from a given step (its training, and SWAD's BN pass)
+            stage_loader = partial(
+                train_loader, split.train, groups, image_size=config.image_size,
                 batch_per_domain=per_rank_batch,
                 store=targets.store if task.needs_targets else None, rows=targets.rows,
-                views=targets.views, seed=config.seed + 1000 * si, start_step=first,
+                views=targets.views, seed=config.seed + 1000 * si,
                 rank=rank, world_size=world, num_workers=config.num_workers,
                 hflip=split.dataset.hflip, cache=pixels,
             )
-            batches = iter(loader)
+            batches = iter(stage_loader(start_step=first))
             valley = (
                 LossValley(config.swad_n_converge, config.swad_n_tolerance,
                            config.swad_tolerance_ratio)
@@ -328,9 +330,16 @@ def _train(
             # End of stage: SWAD average, or the best in-domain checkpoint, or the last.
             if main:
                 note = stage_note(stage, n_steps, student, stopper, p_init)  # before the swap
+                # SWAD's BN pass reads the batches after the stage's last step, from a loader
+                # of its own: the training iterator's position depended on its workers'
+                # prefetch and on whether this process took the steps (a resume at the
+                # stage's end took none), so the statistics did too
+                bn_loader = (
+                    None if valley is None or stage == "align" or resolved.freeze_bn
+                    else stage_loader(start_step=done)
+                )
                 note.update(select_weights(
-                    student, run, valley=valley, select=config.select,
-                    bn_loader=None if stage == "align" or resolved.freeze_bn else loader,
+                    student, run, valley=valley, select=config.select, bn_loader=bn_loader,
                     bn_steps=config.swad_bn_steps, fmt=fmt, device=device,
                 ))
                 run.finish_stage(note)

@@ -529,6 +529,28 @@ def test_a_resumed_swad_stage_ends_with_the_uninterrupted_average(
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_swad_stage_resumed_at_its_end_re_estimates_batchnorm_on_the_same_batches(
+    tiny_data, tiny_cache, tmp_path, num_workers
+):
+    """Stopped after the checkpoint of a SWAD stage's last step (Ctrl-C while BatchNorm is
+    re-estimated over --swad-bn-steps batches), the resumed run re-estimates it on the
+    batches the uninterrupted run used. Before, those were the training iterator's next
+    ones: without workers the uninterrupted run started one batch earlier than the resumed
+    one (which took no step), so its running statistics differed."""
+    import torch
+
+    cfg = _cfg(tiny_data, tiny_cache, tmp_path / "a", method="erm", swad=True, steps=4,
+               eval_every=1, swad_n_converge=1, swad_n_tolerance=2,
+               swad_tolerance_ratio=100.0, freeze_bn=False, num_workers=num_workers)
+    ma = train(cfg)
+    mb = _crash_then_resume(cfg, tmp_path / "b", lambda p: p.event == "eval" and p.step == 4)
+    assert mb["stages"][0]["bn_batches"] == ma["stages"][0]["bn_batches"] == 2
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
 @pytest.mark.parametrize("crash_event", ["step", "eval"])
 def test_a_resumed_align_stage_stops_where_the_uninterrupted_one_does(
     tiny_data, tiny_cache, tmp_path, crash_event
