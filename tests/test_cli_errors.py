@@ -514,3 +514,32 @@ def test_a_domain_named_twice_is_refused(
     line = one_error_line(capsys.readouterr().err)
     assert f"{flag} names a twice" in line, line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [(["--threads", "100000"], "threads"),
+     (["--num-workers", "100000"], "num_workers"),
+     (["--batch-per-domain", "1000000000"], "batch_per_domain")],
+)  # fmt: skip
+def test_train_sizes_past_any_machine_are_refused_before_anything_is_read(
+    flags: list[str], named: str, tmp_path: Path, data: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`train --threads 100000` scanned the data and opened the store, then torch asked for
+    100,000 OpenMP threads: a MemoryError traceback (a segfault, or "libgomp: Thread
+    creation failed", with fewer); `--num-workers 100000` wrote config.json and forked
+    DataLoader workers until stopped (580 in 30 s); `--batch-per-domain 1000000000` listed
+    its first batch's billion indices in Python (the OOM killer)."""
+    import distill.train.trainer as trainer
+
+    def train_started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the training started")
+
+    monkeypatch.setattr(trainer, "train", train_started)
+    argv = ["train", str(data), "--cache", str(tmp_path / "c"), "--teacher", "local:hash",
+            "--out", str(tmp_path / "run"), *flags]  # fmt: skip
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert named in line and "less than or equal to" in line, line
+    assert not (tmp_path / "run").exists()

@@ -27,6 +27,13 @@ __all__ = ["CONFIG_FILE", "DEFAULT_STUDENT", "Method", "TrainConfig", "warmup_fa
 CONFIG_FILE = "config.json"
 DEFAULT_STUDENT = "tf_efficientnet_lite0"
 Method = Literal["adip", "kd", "erm", "zeroshot"]
+# Past these no machine trains: torch asked for 100,000 OpenMP threads failed (a MemoryError,
+# a segfault), 100,000 DataLoader workers were forked until the machine ran out, and a
+# billion images a domain were listed in Python at the first step (the OOM killer), after
+# the data was scanned and the run folder written.
+MAX_THREADS = 256
+MAX_WORKERS = 256
+MAX_BATCH_PER_DOMAIN = 4096
 
 
 def warmup_factor(step: int, warmup: int) -> float:
@@ -135,7 +142,10 @@ class TrainConfig(BaseModel):
     )
     align_window: int = Field(25, ge=1, description="steps per window of the Align stopping rule")
     weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay")
-    batch_per_domain: int = Field(32, ge=1, description="images per source domain per step")
+    batch_per_domain: int = Field(
+        32, ge=1, le=MAX_BATCH_PER_DOMAIN,
+        description=f"images per source domain per step (1 to {MAX_BATCH_PER_DOMAIN})",
+    )
     views: int | None = Field(
         None, ge=1, description="teacher views to use (default: all cached)"
     )
@@ -165,8 +175,13 @@ class TrainConfig(BaseModel):
         None, description="channels-last memory format (default: on for convnets)"
     )
     bf16: bool = Field(False, description="bfloat16 autocast for forward and loss")
-    num_workers: int = Field(0, ge=0, description="DataLoader workers")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+    num_workers: int = Field(
+        0, ge=0, le=MAX_WORKERS, description=f"DataLoader workers (0 to {MAX_WORKERS})"
+    )
+    threads: int | None = Field(
+        None, ge=1, le=MAX_THREADS,
+        description=f"torch CPU threads, 1 to {MAX_THREADS} (default: torch's)",
+    )
     seed: int = Field(
         0, ge=0, lt=2**32, description="seed of the student's initialisation and of the batches"
     )
