@@ -5,7 +5,8 @@ of the current stage so far (``best.safetensors``, when ``select="best_id"``), t
 and torch RNG state (``optim.pt``), the current stage's own state (``stage.safetensors`` and
 ``state.json``'s ``stage_state``: SWAD's loss valley and its averages, Align's stopping rule,
 P before Align) and where the run stands (``state.json``: stage, step, the evaluation
-history, the notes of finished stages). A resumed stage so ends as an uninterrupted one.
+history, the notes of finished stages, the checkpoint's other files: a copy that lost one
+is refused, not resumed without it). A resumed stage so ends as an uninterrupted one.
 A save builds ``checkpoint.tmp`` and swaps it in (one atomic exchange where the system has
 it, else two renames mended by :func:`recover_checkpoint`), so a kill at any moment leaves
 one complete checkpoint.
@@ -63,6 +64,7 @@ BEST_FILE = "best.safetensors"
 STAGE_FILE = "stage.safetensors"
 OPTIM_FILE = "optim.pt"
 STATE_FILE = "state.json"
+FILES_KEY = "files"  # state.json: the checkpoint's other files (a resume checks them)
 _CHECKPOINT_FILES = (WEIGHTS_FILE, OPTIM_FILE, STATE_FILE)
 # state.json keys that must match for a run to be resumed.
 _RESUME_KEYS = ("teacher_fingerprint", "dataset_fingerprint", "method", "student",
@@ -169,7 +171,11 @@ def save_checkpoint(
         if optimizer is not None:
             extra["optimizer"] = optimizer.state_dict()
         torch.save(extra, tmp / OPTIM_FILE)
-        write_json(tmp / STATE_FILE, state)  # last: a folder with state.json is complete
+        # the files beside it, so a resume can tell a copy that lost one (best weights,
+        # SWAD's averages) from a checkpoint written without it
+        files = sorted(p.name for p in tmp.iterdir())
+        # last: a folder with state.json is complete
+        write_json(tmp / STATE_FILE, {**state, FILES_KEY: files})
     except Exception as exc:
         # a full disk surfaces as torch's "unexpected pos" RuntimeError or safetensors'
         # SafetensorError, not as an OSError: say what it means, leave no half checkpoint
@@ -316,9 +322,11 @@ def _damaged(out: Path, ckpt: Path) -> Iterator[None]:
         ) from None
 
 
-def check_checkpoint(ckpt: Path) -> None:
-    """ConfigurationError when ``ckpt`` lacks one of the files a resume needs."""
-    missing = [f for f in _CHECKPOINT_FILES if not (ckpt / f).is_file()]
+def check_checkpoint(ckpt: Path, written: Sequence[str] = ()) -> None:
+    """ConfigurationError when ``ckpt`` lacks one of the files a resume needs, or one of
+    ``written`` (the files its save wrote, as its state.json lists them)."""
+    needed = dict.fromkeys([*_CHECKPOINT_FILES, *written])
+    missing = [f for f in needed if not (ckpt / f).is_file()]
     if missing:
         raise ConfigurationError(
             f"cannot resume from {ckpt}: it is incomplete (missing {', '.join(missing)}); "
@@ -496,6 +504,10 @@ def resume_or_start(
         saved = json.loads((ckpt / STATE_FILE).read_text("utf-8"))
         if not isinstance(saved, dict):
             raise ValueError(f"{STATE_FILE} holds no object")
+        written = saved.get(FILES_KEY, [])  # not in a checkpoint of before 2026-12-06
+        if not isinstance(written, list):
+            raise ValueError(f"{STATE_FILE}'s {FILES_KEY!r} is not a list")
+    check_checkpoint(ckpt, [str(f) for f in written])
     for key in _RESUME_KEYS:
         if key in _RESUME_KEYS_SINCE and key not in saved:
             continue  # a checkpoint written before this key was recorded

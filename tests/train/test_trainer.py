@@ -903,6 +903,30 @@ def test_a_damaged_checkpoint_is_a_one_line_refusal(damaged, tiny_data, tiny_cac
         train(cfg.model_copy(update={"resume": True}))
 
 
+@pytest.mark.parametrize("lost", ["best.safetensors", "stage.safetensors"])
+def test_a_checkpoint_missing_a_file_it_was_written_with_is_refused(
+    lost, tiny_data, tiny_cache, tmp_path
+):
+    """A checkpoint copied in part (a copy cut short, a backup that left out large files)
+    without best.safetensors resumed with no best weights and ended "selected: last"; without
+    stage.safetensors it resumed SWAD's valley with empty averages and ended "selected:
+    swad" with weights that were not the average. Both went on without a word."""
+    out = tmp_path / "run"
+    swad = dict(swad=True, swad_n_converge=1, swad_n_tolerance=2, swad_tolerance_ratio=100.0)
+    cfg = _cfg(tiny_data, tiny_cache, out, method="erm", steps=4, eval_every=1,
+               **(swad if lost == "stage.safetensors" else {}))
+    with pytest.raises(_Crash):
+        train(cfg, progress=lambda p: _crash_if(p.event == "eval" and p.step == 2))
+    (out / "checkpoint" / lost).unlink()
+    with pytest.raises(ConfigurationError, match=f"incomplete .*missing {lost}"):
+        train(cfg.model_copy(update={"resume": True}))
+
+
+def _crash_if(cond: bool) -> None:
+    if cond:
+        raise _Crash
+
+
 def test_a_run_whose_loss_turns_nan_stops_and_says_so(tiny_data, tiny_cache, tmp_path, capsys):
     """Before 2026-12-06 a run at --lr 1e30 trained on NaN from step 1, saved NaN weights,
     exited 0 and reported chance accuracy as its result."""
