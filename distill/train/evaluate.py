@@ -42,6 +42,9 @@ __all__ = [
 
 RUN_FILE = "run.json"
 WEIGHTS_FILE = "model.safetensors"
+# what evaluate_run reads of run.json beside the student (split_seed is optional: older
+# runs split by seed)
+_EVAL_KEYS = ("train_domains", "holdout_fraction", "seed", "image_size", "mean", "std")
 
 
 def to_input(
@@ -251,6 +254,12 @@ def evaluate_run(
     ``classes_left_out`` says how many files of which class.
     """
     student, info = load_run_student(run)
+    missing = [k for k in _EVAL_KEYS if k not in info]
+    if missing:  # a hand-edited or foreign run.json: it was a KeyError traceback further on
+        raise DataError(
+            f"{run} is not a readable training run ({RUN_FILE} / {WEIGHTS_FILE}: KeyError: "
+            f"{missing[0]!r}); train it again"
+        )
     # a run trained with --class-file reads the data with its class list, as it trained
     classes = info["class_names"] if info.get("class_file") else None
     try:

@@ -1156,3 +1156,18 @@ def test_a_resumed_run_times_every_process_and_a_finished_run_is_not_resumed(
         with pytest.raises(ConfigurationError, match="holds a finished run; nothing to resume"):
             train(cfg.model_copy(update={"resume": resume}))
     assert (tmp_path / "r" / "metrics.json").read_bytes() == before
+
+
+def test_eval_of_a_run_json_without_a_setting_is_one_line(tiny_data, tiny_cache, tmp_path,
+                                                           capsys):
+    """A run.json that reads but lacks a setting eval needs (edited by hand, another tool's
+    file under its name) ended in a KeyError traceback after the student was loaded."""
+    out = tmp_path / "run"
+    train(_cfg(tiny_data, tiny_cache, out, method="erm", steps=1))
+    info = json.loads((out / "run.json").read_text())
+    for key in ("mean", "train_domains", "image_size"):
+        (out / "run.json").write_text(json.dumps({k: v for k, v in info.items() if k != key}))
+        assert main(["eval", str(out), str(tiny_data)]) == 1  # as a damaged run.json
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is not a readable training run" in err[0], err
+        assert repr(key) in err[0], err
