@@ -441,6 +441,19 @@ def _diverged(
         "last weights saved"
         if last is not None else "no checkpoint was written"
     )
+    if step == 0:
+        # the stage's first loss, from weights no step of it has moved: no lr would help
+        why = (
+            f"--kd-temperature {config.kd_temperature:g} and --kd-logit-scale "
+            f"{config.kd_logit_scale:g}: logits divided by a tiny temperature, or scaled past "
+            "the float range, are infinite" if stage == "kd"
+            else "the weights the stage starts from (--weights, or the stage before)"
+        )
+        return (
+            f"training diverged at {stage} step 0 ({values}): the loss is not a number at "
+            f"the stage's first step, before any weight moved, so nothing was trained or "
+            f"saved; {kept}. The step size is not the cause: check {why}"
+        )
     return (
         f"training diverged at {stage} step {step} ({values}): the loss is no longer a "
         f"number, so nothing more was trained or saved; {kept}. Lower the learning rate "

@@ -942,6 +942,24 @@ def test_a_run_whose_loss_turns_nan_stops_and_says_so(tiny_data, tiny_cache, tmp
     assert not (out / "metrics.json").exists()
 
 
+@pytest.mark.parametrize("flag", [["--kd-temperature", "1e-300"], ["--kd-logit-scale", "1e308"]])
+def test_a_loss_that_is_nan_before_any_step_does_not_blame_the_learning_rate(
+    flag, tiny_data, tiny_cache, tmp_path, capsys
+):
+    """KD's loss was NaN at its first step, before any weight moved (logits divided by a
+    tiny temperature, or scaled past float range, are infinite), and the run said "Lower
+    the learning rate (--lr 5e-05 ...)": a lower lr fails the same way."""
+    out = tmp_path / "nan"
+    rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+               "--student", STUDENT, "--no-pretrained", "--method", "kd", "--out", str(out),
+               "--test-domains", "dom3", "--steps", "2", "--image-size", "32",
+               "--batch-per-domain", "2", "--threads", "1", *flag])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    assert "at kd step 0" in err[0] and "Lower the learning rate" not in err[0], err[0]
+    assert flag[0] in err[0], err[0]
+
+
 def _strict_json(path: Path) -> list:
     """Each JSON document of ``path`` (one, or one per line), refusing bare NaN/Infinity."""
     def refuse(name: str) -> None:
