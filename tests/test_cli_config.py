@@ -86,3 +86,41 @@ def test_an_action_of_a_command_takes_its_own_flags_from_a_config(
     dcfg.write_text('size = 16\nper-class = 1\ndomains = ["upright"]\n')
     assert main(["data", "make-digits", str(tmp_path / "d"), "--config", str(dcfg)]) == 0
     assert len(list((tmp_path / "d").rglob("*.png"))) == 10
+
+
+def test_config_given_twice_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: with ``--config a.toml --config b.toml`` only a.toml was read (its budget
+    $0.5 was used) while b.toml (budget $7) was ignored without a word."""
+    from distill.data.digits import make_digits
+
+    data = make_digits(tmp_path / "d", size=16, per_class=1)
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text('teacher = "local:hash"\nbudget = 0.5\ndry_run = true\n')
+    b.write_text('teacher = "local:hash"\nbudget = 7\ndry_run = true\n')
+    cache = str(tmp_path / "c")
+    for flags in (["--config", str(a), "--config", str(b)], [f"--config={a}", f"--config={b}"]):
+        assert main(["harvest", str(data), *flags, "--cache", cache]) == 2
+        err = capsys.readouterr().err
+        assert "--config is given twice" in err and err.count("\n") == 1
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "keys"),
+    [
+        ("run_budget = 0.5\nrun-budget = 0.001\n", "'run_budget' and 'run-budget'"),
+        ("swad = true\nno_swad = true\n", "'swad' and 'no_swad'"),
+    ],
+)
+def test_one_flag_set_twice_in_a_config_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, keys: str
+) -> None:
+    """Before: TOML refuses a key given twice, but ``run_budget`` and ``run-budget`` (or
+    ``swad`` and ``no_swad``) are two TOML keys naming one flag: the last one won without
+    a word (a $0.5 run budget became $0.001)."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    command = "harvest" if "budget" in text else "train"
+    assert main([command, str(tmp_path), "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert keys in err and "set the same flag" in err

@@ -113,16 +113,20 @@ SUBPARSERS: dict[str, CommandParser] = {}
 
 def _config_path(argv: Sequence[str]) -> Path | None:
     """The ``--config`` file, read before the arguments are parsed (its keys become
-    their defaults); an empty one is left to the argparse type, which refuses it."""
+    their defaults); an empty one is left to the argparse type, which refuses it.
+    ConfigurationError when it is given twice: only one file would be read."""
+    values = []
     for i, arg in enumerate(argv):
         if arg == "--config" and i + 1 < len(argv):
-            value = argv[i + 1]
+            values.append(argv[i + 1])
         elif arg.startswith("--config="):
-            value = arg.split("=", 1)[1]
-        else:
-            continue
-        return Path(value) if value else None
-    return None
+            values.append(arg.split("=", 1)[1])
+    if len(values) > 1:
+        raise ConfigurationError(
+            "--config is given twice; give one file (merge the two, or use flags for the "
+            "values that differ)"
+        )
+    return Path(values[0]) if values and values[0] else None
 
 
 def check_new_folder(path: str | os.PathLike[str], flag: str) -> None:
@@ -252,7 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    config = _config_path(argv)
+    try:
+        config = _config_path(argv)
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if config is not None:
         command = next((a for a in argv if a in SUBPARSERS), None)
         try:

@@ -141,6 +141,7 @@ def apply_config_file(parser: CommandParser, data: dict[str, Any], origin: str) 
     """
     options = {k: v for k, v in parser.options.items() if k not in ("config", "help")}
     defaults: dict[str, Any] = {}
+    given: dict[str, object] = {}  # dest -> the key that set it
     for key, value in data.items():
         name = str(key).replace("_", "-")
         option = options.get(name)
@@ -150,6 +151,13 @@ def apply_config_file(parser: CommandParser, data: dict[str, Any], origin: str) 
                 f"{origin}: unknown key {key!r}; keys are the flag names: {known}"
             )
         action = option.action
+        if action.dest in given:
+            # two keys TOML (or YAML) sees as different: the last one would win unseen
+            raise ConfigurationError(
+                f"{origin}: {given[action.dest]!r} and {key!r} set the same flag "
+                f"({action.option_strings[0]}); give it once"
+            )
+        given[action.dest] = key
         if isinstance(action, argparse.BooleanOptionalAction) or action.nargs == 0:
             if not isinstance(value, bool):
                 raise ConfigurationError(f"{origin}: {key} must be true or false")
