@@ -124,3 +124,18 @@ def test_one_flag_set_twice_in_a_config_is_refused(
     assert main([command, str(tmp_path), "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert keys in err and "set the same flag" in err
+
+
+def test_config_before_the_action_of_a_command_sets_the_actions_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: ``cache --config F stats`` (the place ``cache --help`` shows --config)
+    took the file's name for the action: "unknown key 'cache'; keys are the flag names:
+    verbose", exit 2."""
+    from cache import ResponseCache
+
+    ResponseCache(tmp_path / "c" / "responses").close()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'cache = "{tmp_path / "c"}"\n')
+    assert main(["cache", "--config", str(cfg), "stats"]) == 0
+    assert "entries" in capsys.readouterr().out.lower()

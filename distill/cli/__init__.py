@@ -270,8 +270,10 @@ def _main(argv: Sequence[str] | None) -> int:
                 )
             target = SUBPARSERS[command]
             rest = argv[argv.index(command) + 1 :]
-            action = next((a for a in rest if not a.startswith("-")), None)
-            if action in target.subcommands:  # `cache stats`: the action's flags
+            # `cache stats` (or `cache --config F stats`): the action's flags
+            words = [a for i, a in enumerate(rest) if i == 0 or rest[i - 1] != "--config"]
+            action = next((a for a in words if not a.startswith("-")), None)
+            if action in target.subcommands:
                 target = target.subcommands[action]
             apply_config_file(target, load_config_file(config), str(config))
         except ConfigurationError as exc:
