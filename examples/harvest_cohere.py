@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from cache import CacheDir, Coordinator, ResponseCache, SpendLedger
+from distill.cli.validate import money
 from distill.data import scan
 from distill.harvest import harvest
 from vlmclient import SharedBudget, TeacherClient, VLMError
@@ -51,7 +52,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
     ap.add_argument("--cache", type=Path, default=Path("vlm-cache"))
-    ap.add_argument("--budget", type=Decimal, default=Decimal("2.00"))
+    # the CLI's check: a finite amount >= 0, or a one-line usage error (exit 2)
+    ap.add_argument("--budget", type=money, default=Decimal("2.00"))
     ap.add_argument("--teacher", default="cohere:embed-v4.0")
     ap.add_argument("--base-url", default=None, help="a gateway or compatible server")
     a = ap.parse_args()

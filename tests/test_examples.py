@@ -81,3 +81,19 @@ def test_train_from_cache_example_runs_without_test_domains(tmp_path: Path) -> N
     lines = done.stdout.splitlines()
     assert [ln.split()[0] for ln in lines[-3:]] == ["zeroshot", "erm", "adip"]
     assert lines[-1].endswith("mean OOD -")
+
+
+@pytest.mark.parametrize("budget", ["2,00", "nan", "-1"])
+def test_harvest_example_refuses_a_bad_budget_in_one_line(tmp_path: Path, budget: str) -> None:
+    """Before: ``--budget 2,00`` was a ``decimal.InvalidOperation`` traceback (argparse
+    only turns ValueError and TypeError into a usage error), ``nan`` and ``-1`` a
+    ``ValueError`` traceback after the data was scanned."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "harvest_cohere.py"), str(tmp_path),
+         f"--budget={budget}", "--cache", str(tmp_path / "c")],
+        cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "--budget" in done.stderr
+    assert not (tmp_path / "c").exists()
