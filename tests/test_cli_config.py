@@ -139,3 +139,21 @@ def test_config_before_the_action_of_a_command_sets_the_actions_flags(
     cfg.write_text(f'cache = "{tmp_path / "c"}"\n')
     assert main(["cache", "--config", str(cfg), "stats"]) == 0
     assert "entries" in capsys.readouterr().out.lower()
+
+
+def test_a_list_inside_a_list_value_is_refused_unexpanded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: each value of a list key went through ``str()``, nested lists included:
+    ``[["upright"]]`` named a domain "['upright']", and a 400-byte YAML file of nested
+    aliases (a "billion laughs") was expanded by ``str()`` into tens of millions of
+    words: the command hung for minutes eating memory before it said anything."""
+    toml = tmp_path / "n.toml"
+    toml.write_text('train_domains = [["upright"]]\n')
+    levels = ", ".join(f"&a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9))
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("train-domains: [&a0 [" + ",".join(["lol"] * 9) + "], " + levels + "]\n")
+    for cfg in (toml, bomb):
+        assert main(["train", str(tmp_path), "--config", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert "train" in err and "not a list" in err and len(err) < 300

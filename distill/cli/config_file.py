@@ -166,6 +166,12 @@ def apply_config_file(parser: CommandParser, data: dict[str, Any], origin: str) 
             raise ConfigurationError(f"{origin}: {key} takes a value, not a table")
         elif option.many:
             values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, (list, dict)) for v in values):
+                # checked before str(): YAML aliases nest a few bytes into millions
+                raise ConfigurationError(
+                    f"{origin}: {key} takes a list of plain values, not a list of lists "
+                    "or tables"
+                )
             defaults[action.dest] = [_converted(action, key, v, origin) for v in values]
         elif isinstance(value, list):
             raise ConfigurationError(
