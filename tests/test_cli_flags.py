@@ -273,3 +273,23 @@ def test_config_file_knows_flags_added_in_groups() -> None:
     assert (args.in_group, args.exclusive, args.plain) == (3, True, False)
     with pytest.raises(ConfigurationError, match=r"unknown key 'nope'; .*exclusive, in-group"):
         apply_config_file(parser, {"nope": 1}, "test.toml")
+
+
+@pytest.mark.parametrize("flags", [["-v", "CMD", "-v"], ["CMD", "-vv"], ["-vv", "CMD"]])
+def test_v_before_and_after_the_command_add_up(tmp_path: Path, flags: list[str]) -> None:
+    """Before: ``vlm-distill -v harvest ... -v`` logged at INFO, not DEBUG: the command's
+    own ``-v`` counted from zero and replaced the one given before it."""
+    from distill.data.digits import make_digits
+
+    data = make_digits(tmp_path / "d", size=8, per_class=1, domains=("upright",))
+    harvest = ["harvest", str(data), "--teacher", "local:hash", "--dry-run",
+               "--cache", str(tmp_path / "c")]  # fmt: skip
+    at = flags.index("CMD")
+    argv = [*flags[:at], *harvest, *flags[at + 1 :]]
+    code = f"import sys; from distill.cli import main; sys.exit(main({argv!r}))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "DEBUG" in done.stderr

@@ -94,8 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="TOML or YAML file whose keys are this command's flag names (flags win)",
         )
         # also after the command (`vlm-distill harvest -v`); adds to a -v given before it
+        # (its own dest: a command's parser counts from zero and would replace that one)
         p.add_argument(
-            "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="as above"
+            "-v",
+            "--verbose",
+            action="count",
+            dest="verbose_after",
+            default=argparse.SUPPRESS,
+            help="as above",
         )
         importlib.import_module(mod).add_arguments(p)
         for action in p.subcommands.values():  # `cache stats --config F`: its own flags
@@ -283,6 +289,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
+    args.verbose += getattr(args, "verbose_after", 0)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(_available()[args.command][0])
