@@ -47,8 +47,9 @@ def _b64_cores(raw: bytes) -> list[str]:
 
 
 class Redactor:
-    """Replaces secrets (verbatim in any case, reversed, hex, base64, percent-encoded,
-    JSON-escaped, 16 or more of a key's first or last characters) and bounds length.
+    """Replaces secrets (verbatim in any case, reversed, hex, base64, percent-encoded
+    with or without its slashes, JSON-escaped, 16 or more of a key's first or last
+    characters) and bounds length.
 
     >>> r = Redactor(["sk-secret-123"])
     >>> r("echo SK-SECRET-123 and 321-terces-ks")
@@ -71,6 +72,7 @@ class Redactor:
             # as a gateway may echo it inside a URL or a JSON string: percent-encoded, or
             # with "/" escaped (AWS secrets hold "/" and "+")
             plain.add(quote(s, safe=""))
+            plain.add(quote(s))  # "/" kept, as in a URL path (urllib's and encodeURI's way)
             plain.add(s.replace("/", "\\/"))
             # cut short in an echo ("sk-abc...", a log line's tail): any 16 or more of
             # its first or last characters are the key's, and no ordinary text

@@ -185,3 +185,19 @@ def test_a_key_echoed_percent_encoded_json_escaped_or_cut_short_is_redacted() ->
     runs = {key[i:i + 16] for i in range(len(key) - 15)}
     assert not any(r in redact(" ".join(echoes)) for r in runs)
     assert redact("a token of 12 chars ok") == "a token of 12 chars ok"
+
+
+def test_a_key_echoed_percent_encoded_with_its_slashes_kept_is_redacted() -> None:
+    """Before: only the form with every reserved character encoded (``quote(key,
+    safe="")``) was known; a key echoed in a URL path as ``urllib.parse.quote`` (or
+    JavaScript's ``encodeURI``) writes it, ``/`` kept and ``+``/``=`` encoded, passed
+    whole: "sk-ECHO/key%2Bwith%3Dchars_9f8e7d"."""
+    from urllib.parse import quote
+
+    from vlmclient.redact import Redactor
+
+    key = "sk-ECHO/key+with=chars_9f8e7d"
+    redact = Redactor([key])
+    for echo in (quote(key), quote(key).lower()):
+        shown = redact(f"GET /v1/keys/{echo}/usage: forbidden")
+        assert shown == "GET /v1/keys/***/usage: forbidden", shown
