@@ -71,3 +71,45 @@ async def test_no_credentials_anywhere_is_a_clear_error_and_nothing_is_sent(
         with pytest.raises(ConfigurationError, match="botocore's chain"):
             await client.embed_texts([TextEmbeddingRequest(text="a cat")])
     assert sent == [] and client.budget.spent == 0 and client.budget.reserved == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AWS_SESSION_TOKEN", "FwoGZXIvYXdzEXAMPLEtoken\n"),  # from a key file
+        ("AWS_SESSION_TOKEN", "FwoGZXIvYXdzEXAMPLEtoken\r"),  # a CRLF .env file
+        ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY "),
+    ],
+)
+async def test_aws_credentials_with_a_newline_or_space_are_refused_before_anything_is_charged(
+    no_aws_env: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """Before: a session token ending in a newline (checked for the API key, not for
+    the AWS secrets) went into the ``X-Amz-Security-Token`` header, which the transport
+    refused after the budget was reserved: every request "failed after sending",
+    charged at its worst case and retried (a CLI harvest of 80 images was charged for
+    172 requests that never left); a secret key with a space signed every request
+    wrongly (a 403 from AWS for each)."""
+    from tests.providers.loopback import loopback
+    from vlmclient import Budget
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE0000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    monkeypatch.setenv(name, value)
+
+    def respond(path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+        return 200, {"embedding": vector(1), "inputTextTokenCount": 3}
+
+    with loopback(respond) as server:
+        async with TeacherClient(
+            f"titan:{MODEL}",
+            base_url=server.url,
+            price=PRICE,
+            budget=Budget(Decimal("1")),
+            retry=RetryPolicy(max_attempts=3, sleep=nosleep),
+        ) as client:
+            with pytest.raises(ConfigurationError, match=f"{name}.*nothing was sent"):
+                await client.embed_texts([TextEmbeddingRequest(text="a cat")])
+        assert server.requests == []
+    assert client.budget.spent == 0 and client.budget.reserved == 0
+    assert value.strip() not in str(client.stats)

@@ -88,6 +88,8 @@ def _credentials(env: Mapping[str, str]) -> Any:
     _, _, credentials_cls = _botocore()
     key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
     if key and secret:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            _check_env_secret(name, env.get(name) or "")
         return credentials_cls(key, secret, env.get("AWS_SESSION_TOKEN") or None)
     session = importlib.import_module("botocore.session").get_session()
     creds = session.get_credentials()
@@ -99,6 +101,18 @@ def _credentials(env: Mapping[str, str]) -> Any:
             "`aws sso login` (nothing was sent)"
         )
     return creds.get_frozen_credentials()
+
+
+def _check_env_secret(name: str, value: str) -> None:
+    """ConfigurationError for a credential with a control character (a key file's newline,
+    a CRLF .env file's CR) or spaces around it: the session token goes in a header, which
+    every HTTP stack refuses only after the budget was reserved, and a secret key with a
+    space signs every request wrongly. The API key gets this check in ``credentials``."""
+    if not value.isascii() or value != value.strip() or not value.isprintable():
+        raise ConfigurationError(
+            f"{name} holds a newline, spaces around it or another character no AWS "
+            "credential has; set it again without them (nothing was sent)"
+        )
 
 
 def invoke_body(spec: CallSpec) -> dict[str, Any]:
