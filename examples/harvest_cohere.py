@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from vlmclient import SharedBudget, TeacherClient, VLMError
 
 
 async def main(data: Path, cache_dir: Path, budget: Decimal, teacher: str,
-               base_url: str | None) -> None:
+               base_url: str | None) -> int:
     dataset = scan(data)
     cdir = CacheDir(cache_dir)
     with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger, \
@@ -46,6 +47,21 @@ async def main(data: Path, cache_dir: Path, budget: Decimal, teacher: str,
         )
     if result.store_path:
         print(f"embedding store for training: {result.store_path}")
+    # what stopped the harvest (a wrong key's 401, no credit) and items that failed
+    # come back in the result, not as an exception: say them, and exit non-zero
+    if result.fatal:
+        print(f"error: {result.fatal}", file=sys.stderr)
+        return 2 if result.fatal_is_usage else 1
+    if result.failed:
+        item, why = result.failed[0]
+        print(f"{len(result.failed)} items failed (first: {item}: {why}); run again to "
+              "retry them", file=sys.stderr)
+        return 1
+    if result.store_error:
+        print(f"error: the embedding store was not written: {result.store_error}",
+              file=sys.stderr)
+        return 1
+    return 0  # a budget stop included: run again with a larger --budget to finish
 
 
 if __name__ == "__main__":
@@ -58,6 +74,6 @@ if __name__ == "__main__":
     ap.add_argument("--base-url", default=None, help="a gateway or compatible server")
     a = ap.parse_args()
     try:
-        asyncio.run(main(a.data, a.cache, a.budget, a.teacher, a.base_url))
+        sys.exit(asyncio.run(main(a.data, a.cache, a.budget, a.teacher, a.base_url)))
     except VLMError as exc:  # no key, a bad price, a refused request...: one line, exit 1
         raise SystemExit(f"error: {exc}") from None

@@ -97,3 +97,24 @@ def test_harvest_example_refuses_a_bad_budget_in_one_line(tmp_path: Path, budget
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "--budget" in done.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_harvest_example_says_when_the_teacher_refused_or_items_failed(tmp_path: Path) -> None:
+    """Before: a wrong key (the teacher's 401 stops the harvest) printed "bought 0, cache
+    hits 0, spent $0" and exited 0, as did a run whose items all failed: the error the
+    harvest returned was never shown."""
+    from distill.data.digits import make_digits
+    from tests.reliability.conftest import teacher
+
+    data = make_digits(tmp_path / "digits", size=16, per_class=1, domains=("upright",))
+    env = {"PYTHONPATH": str(ROOT), "VLM_DISTILL_TEACHER_TOKEN": "not-the-servers-token",
+           "PATH": "/usr/bin:/bin"}  # fmt: skip
+    with teacher() as t:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "harvest_cohere.py"), str(data),
+             "--cache", str(tmp_path / "c"), "--budget", "0.01", "--teacher", "local:hash",
+             "--base-url", t.url],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "401" in done.stderr and "Traceback" not in done.stderr
