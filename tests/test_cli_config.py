@@ -157,3 +157,20 @@ def test_a_list_inside_a_list_value_is_refused_unexpanded(
         assert main(["train", str(tmp_path), "--config", str(cfg)]) == 2
         err = capsys.readouterr().err
         assert "train" in err and "not a list" in err and len(err) < 300
+
+
+@pytest.mark.parametrize("spelling", [["--conf", "CFG"], ["--confi=CFG"]])
+def test_an_abbreviated_config_flag_reads_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spelling: list[str]
+) -> None:
+    """Before: argparse takes ``--conf F`` for ``--config F`` (an unambiguous prefix), but
+    the file was looked for under ``--config`` only: it was never read, and the run went
+    on with the defaults (budget $1.00 instead of the file's $0.25) without a word."""
+    from distill.data.digits import make_digits
+
+    data = make_digits(tmp_path / "d", size=16, per_class=1)
+    cfg = tmp_path / "h.toml"
+    cfg.write_text('teacher = "local:hash"\nbudget = 0.25\ndry_run = true\n')
+    flags = [s.replace("CFG", str(cfg)) for s in spelling]
+    assert main(["harvest", str(data), *flags, "--cache", str(tmp_path / "c")]) == 0
+    assert "budget $0.25" in " ".join(capsys.readouterr().out.split())

@@ -120,13 +120,20 @@ SUBPARSERS: dict[str, CommandParser] = {}
 def _config_path(argv: Sequence[str]) -> Path | None:
     """The ``--config`` file, read before the arguments are parsed (its keys become
     their defaults); an empty one is left to the argparse type, which refuses it.
-    ConfigurationError when it is given twice: only one file would be read."""
+    ConfigurationError when it is given twice: only one file would be read.
+
+    argparse also takes a prefix (``--conf F``) for ``--config``, so prefixes count too
+    (where one is ambiguous, ``--con`` beside ``--concurrency``, argparse refuses it).
+    """
     values = []
     for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
+        flag, eq, value = arg.partition("=")
+        if len(flag) < 3 or not "--config".startswith(flag):
+            continue
+        if eq:
+            values.append(value)
+        elif i + 1 < len(argv):
             values.append(argv[i + 1])
-        elif arg.startswith("--config="):
-            values.append(arg.split("=", 1)[1])
     if len(values) > 1:
         raise ConfigurationError(
             "--config is given twice; give one file (merge the two, or use flags for the "
@@ -277,7 +284,11 @@ def _main(argv: Sequence[str] | None) -> int:
             target = SUBPARSERS[command]
             rest = argv[argv.index(command) + 1 :]
             # `cache stats` (or `cache --config F stats`): the action's flags
-            words = [a for i, a in enumerate(rest) if i == 0 or rest[i - 1] != "--config"]
+            words = [
+                a
+                for i, a in enumerate(rest)
+                if i == 0 or not (len(rest[i - 1]) >= 3 and "--config".startswith(rest[i - 1]))
+            ]
             action = next((a for a in words if not a.startswith("-")), None)
             if action in target.subcommands:
                 target = target.subcommands[action]
