@@ -24,7 +24,9 @@ __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_CONCURRENCY",
     "MAX_TIMEOUT_S",
+    "MAX_USD",
     "MAX_VIEWS",
+    "MIN_USD",
     "SEED_MAX",
     "int_in",
     "money",
@@ -42,6 +44,8 @@ MAX_VIEWS = 64  # teacher views per image (each view is one paid item)
 MAX_CONCURRENCY = 1024  # requests in flight
 MAX_BATCH_SIZE = 10_000  # items per request (providers cap it lower anyway)
 MAX_TIMEOUT_S = 3600.0  # seconds per request
+MAX_USD = Decimal(10**12)  # a budget: a trillion dollars
+MIN_USD = Decimal("1e-12")  # the smallest budget above $0
 
 
 def _float(text: str) -> float:
@@ -52,7 +56,12 @@ def _float(text: str) -> float:
 
 
 def money(text: str) -> Decimal:
-    """A budget in USD: a finite amount >= 0 (``nan``, ``inf`` and negatives refused)."""
+    """A budget in USD: a finite amount from 0 to :data:`MAX_USD` (``nan``, ``inf`` and
+    negatives refused), nothing finer than :data:`MIN_USD`.
+
+    Decimal takes any exponent, but its arithmetic stops at 10**999999: ``1e1000000``
+    was a ``decimal.Overflow`` traceback, and ``1e-1000000`` printed a million zeros.
+    """
     try:
         value = Decimal(str(text).strip())
     except InvalidOperation:
@@ -61,6 +70,10 @@ def money(text: str) -> Decimal:
     if not value.is_finite() or value < 0:
         raise argparse.ArgumentTypeError(
             f"the budget must be a finite amount of dollars >= 0, not {text!r}"
+        )
+    if value > MAX_USD or (value != 0 and value < MIN_USD):
+        raise argparse.ArgumentTypeError(
+            f"the budget must be 0 or from ${MIN_USD:f} to ${MAX_USD:,}, not {text[:40]!r}"
         )
     return value
 

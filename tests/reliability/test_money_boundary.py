@@ -118,6 +118,8 @@ BAD_FLAGS = [
     ("--concurrency", "0"), ("--concurrency", "100000"), ("--batch-size", "0"),
     ("--max-requests", "0"), ("--max-items", "-3"), ("--views", "0"), ("--views", "100000"),
     ("--views", str(MAX_VIEWS + 1)), ("--rounds", "0"), ("--round-steps", "-1"),
+    # a traceback (decimal.Overflow) past Decimal's exponent range; a million zeros printed
+    ("--budget", "1e1000000"), ("--run-budget", "1e1000000"), ("--budget", "1e-1000000"),
 ]  # fmt: skip
 
 
