@@ -113,3 +113,30 @@ async def test_aws_credentials_with_a_newline_or_space_are_refused_before_anythi
         assert server.requests == []
     assert client.budget.spent == 0 and client.budget.reserved == 0
     assert value.strip() not in str(client.stats)
+
+
+async def test_debug_logging_never_shows_the_session_token(
+    no_aws_env: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: at DEBUG (``vlm-distill -vv harvest --teacher titan:...``) botocore's signer
+    logged each canonical request, ``x-amz-security-token:<the session token>`` included,
+    to stderr."""
+    import logging
+
+    from tests.providers.loopback import loopback
+
+    token = "FwoGZXIvYXdzSESSIONtoken0123456789"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE0000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    caplog.set_level(logging.DEBUG)
+
+    def respond(path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+        return 200, {"embedding": vector(1), "inputTextTokenCount": 3}
+
+    with loopback(respond) as server:
+        async with TeacherClient(f"titan:{MODEL}", base_url=server.url, price=PRICE) as client:
+            await client.embed_texts([TextEmbeddingRequest(text="a cat")])
+        headers = {k.lower(): v for k, v in server.requests[0][2].items()}
+        assert headers["x-amz-security-token"] == token  # it was sent
+    assert logging.getLogger().isEnabledFor(logging.DEBUG) and token not in caplog.text

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import importlib
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -68,6 +69,10 @@ def _botocore() -> tuple[Any, Any, Any]:
             f"the titan provider signs requests with botocore, which is not installed: "
             f"{INSTALL_HINT} (nothing was sent)"
         ) from exc
+    # botocore's signer logs each canonical request at DEBUG, the session token among its
+    # headers: with -vv it reached stderr (and any log file)
+    signer_log = logging.getLogger("botocore.auth")
+    signer_log.setLevel(max(signer_log.level, logging.INFO))
     return auth.SigV4Auth, awsrequest.AWSRequest, credentials.Credentials
 
 
