@@ -174,3 +174,23 @@ def test_an_abbreviated_config_flag_reads_the_file(
     flags = [s.replace("CFG", str(cfg)) for s in spelling]
     assert main(["harvest", str(data), *flags, "--cache", str(tmp_path / "c")]) == 0
     assert "budget $0.25" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("key", ["class_file", "price_file", "cache"])
+def test_a_path_with_a_nul_character_in_a_config_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str
+) -> None:
+    """Before: a command line cannot hold a NUL, but a TOML or YAML string can
+    (``"a\\u0000b"``): the path reached ``open()`` and the run ended in a "ValueError:
+    embedded null byte" traceback."""
+    from distill.data.digits import make_digits
+
+    data = make_digits(tmp_path / "d", size=16, per_class=1, domains=("upright",))
+    cfg = tmp_path / "nul.toml"
+    cfg.write_text(f'{key} = "a\\u0000b"\nteacher = "local:hash"\n')
+    argv = ["harvest", str(data), "--config", str(cfg), "--budget", "0.01"]
+    if key != "cache":
+        argv += ["--cache", str(tmp_path / "c")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "NUL" in err

@@ -124,6 +124,8 @@ def path_text(text: str) -> str:
         raise argparse.ArgumentTypeError(
             "must not be empty (an empty path would mean the current folder; an unset variable?)"
         )
+    if "\0" in text:  # only a config file's string can hold one: open() raised ValueError
+        raise argparse.ArgumentTypeError("must not hold a NUL character (\\0)")
     return text
 
 
