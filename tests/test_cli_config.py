@@ -194,3 +194,15 @@ def test_a_path_with_a_nul_character_in_a_config_is_a_usage_error(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "NUL" in err
+
+
+def test_an_empty_list_for_a_flag_that_takes_one_or_more_values_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: ``--domains`` with no value is refused by argparse, but ``domains = []`` in
+    a config file passed: ``data make-digits`` wrote every domain, as if it were unset."""
+    cfg = tmp_path / "d.toml"
+    cfg.write_text("domains = []\nper-class = 1\n")
+    assert main(["data", "make-digits", str(tmp_path / "d"), "--config", str(cfg)]) == 2
+    assert "domains takes at least one value" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

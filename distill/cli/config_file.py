@@ -166,6 +166,8 @@ def apply_config_file(parser: CommandParser, data: dict[str, Any], origin: str) 
             raise ConfigurationError(f"{origin}: {key} takes a value, not a table")
         elif option.many:
             values = value if isinstance(value, list) else [value]
+            if not values and action.nargs == "+":  # as argparse refuses the bare flag
+                raise ConfigurationError(f"{origin}: {key} takes at least one value, not []")
             if any(isinstance(v, (list, dict)) for v in values):
                 # checked before str(): YAML aliases nest a few bytes into millions
                 raise ConfigurationError(
