@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,25 @@ def _read_synonyms(path: Path, class_names: Sequence[str]) -> dict[str, str]:
     if any(not k.strip() for k in data):
         raise ConfigurationError(f"--synonyms {path}: a word is empty")
     return data
+
+
+def _check_not_an_input(out: Path, default: bool, inputs: dict[str, Path | None]) -> None:
+    """ConfigurationError when the manifest ``out``, its description or its decisions
+    file is a file this run reads (the data's manifest, the class file, ...): written
+    over, the images the filter drops would be gone from the user's list, the class file
+    would hold CSV rows. Checked before anything is sent."""
+    from distill.data.manifest_file import manifest_meta
+
+    for written in (out, manifest_meta(out), out.with_suffix(".decisions.csv")):
+        for what, read in inputs.items():
+            if read is None or not read.is_file() or not written.is_file():
+                continue
+            if os.path.samefile(written, read):
+                given = "(the default) " if default else ""
+                raise ConfigurationError(
+                    f"--out {given}{out} would write {written} over {what} {read}, which "
+                    "this run reads; give --out another file"
+                )
 
 
 def _load_student_run(run: Path, class_names: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
@@ -246,11 +266,16 @@ def run(args: argparse.Namespace) -> int:
         from . import check_out_file
 
         check_out_file(Path(args.out), "--out", "labels.csv")
+    cdir = CacheDir(args.cache)
+    path = args.out or (cdir.root / "pseudolabels.csv")
+    _check_not_an_input(path, args.out is None, {
+        "DATA": args.data, "--class-file": args.class_file, "--synonyms": args.synonyms,
+        "the spend ledger": cdir.ledger,
+    })  # fmt: skip
     synonyms = _read_synonyms(args.synonyms, names) if args.synonyms else None
     student = None
     if args.student_run is not None:
         student = _student_predictions(*_load_student_run(args.student_run, names), dataset)
-    cdir = CacheDir(args.cache)
     with (
         ResponseCache(cdir.responses) as cache,
         SpendLedger(cdir.ledger) as ledger,
@@ -326,7 +351,6 @@ def run(args: argparse.Namespace) -> int:
         if second is not None and lb.answer is not None and ch.answer is None
     ]
     result = parity_filter(ids, first_l, second_l, student, unchecked=not_checked)
-    path = args.out or (cdir.root / "pseudolabels.csv")
     kept = set(result.kept)
     write_manifest_rows(  # with the data's hflip: harvest and train of it flip as it says
         path,

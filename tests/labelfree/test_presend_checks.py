@@ -142,6 +142,44 @@ def test_an_out_that_cannot_be_written_is_refused_before_sending(
     assert hash_teacher.billing()["requests"] == 0
 
 
+@pytest.mark.parametrize("what", ["data", "class-file", "synonyms", "ledger", "default-out"])
+def test_an_out_over_a_file_the_run_reads_is_refused_before_sending(
+    hash_teacher: LocalTeacher,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    what: str,
+) -> None:
+    """Before: ``--out`` (or the default CACHE/pseudolabels.csv, when that manifest was
+    fed back in) was written over the CSV manifest being labelled, the class file, the
+    synonyms file or the spend ledger: the images dropped by the filter were gone from
+    the user's list, the class file held CSV rows, the ledger its money record."""
+    folder, classes = unlabelled
+    cache = tmp_path / "c"
+    cache.mkdir()
+    data = tmp_path / "list.csv"
+    if what == "default-out":  # the manifest of an earlier run, edited and fed back
+        data = cache / "pseudolabels.csv"
+    data.write_text(
+        "path,label,domain\n" + "".join(f"{p},,all\n" for p in sorted(folder.iterdir()))
+    )
+    synonyms = tmp_path / "synonyms.json"
+    synonyms.write_text(json.dumps({"nought": classes.read_text().split()[0]}))
+    (cache / "ledger.jsonl").write_text("")
+    out = {
+        "data": data, "class-file": classes, "synonyms": synonyms,
+        "ledger": cache / "ledger.jsonl", "default-out": None,
+    }[what]  # fmt: skip
+    before = {p: p.read_bytes() for p in (data, classes, synonyms, cache / "ledger.jsonl")}
+    extra = ("--synonyms", str(synonyms), "--allow-outside-paths")
+    code = pseudolabel(hash_teacher, data, classes, cache, *extra,
+                       *(("--out", str(out)) if out is not None else ()))  # fmt: skip
+    assert code == 2
+    one_error_line(capsys.readouterr().err, "error: --out")
+    assert hash_teacher.billing()["requests"] == 0
+    assert {p: p.read_bytes() for p in before} == before
+
+
 def test_a_good_synonyms_file_is_used(
     hash_teacher: LocalTeacher, unlabelled: tuple[Path, Path], tmp_path: Path
 ) -> None:
