@@ -344,7 +344,9 @@ async def answer_labels(
 
     One Label per sample, in order. When the budget stops the run, the images not
     answered get ``answer=None`` (nothing is lost: what was bought is cached; run again
-    with more budget). A failed answer gets ``answer=None`` and its ``error``; after
+    with more budget). An image that cannot be read, or whose pixels do not decode (the
+    teacher refuses it: 400), gets ``answer=""`` (no label; asking again cannot change
+    it). A failed answer gets ``answer=None`` and its ``error``; after
     :data:`MAX_FAILURES_IN_A_ROW` of them nothing more is sent. Errors every request would
     hit (authentication, permission, unknown model, quota, configuration, a failed spend
     record) stop the run at once and are raised after the requests in flight end.
@@ -369,12 +371,10 @@ async def answer_labels(
             )
             # outside the try: a prompt that cannot be made is our error, not the image's
             prompt = choice_prompt(class_names, question, order)
+            image: Image | None = None
             try:
-                req = AnswerRequest(
-                    image=sample_image(s, dataset.hflip),
-                    prompt=prompt,
-                    max_output_tokens=max_output_tokens,
-                )
+                image = sample_image(s, dataset.hflip)
+                req = AnswerRequest(image=image, prompt=prompt, max_output_tokens=max_output_tokens)
                 [res] = await client.answer([req])
             except BudgetExceededError:
                 stop.set()
@@ -387,6 +387,11 @@ async def answer_labels(
                 fatal.append(exc)
                 return
             except VLMError as exc:
+                if isinstance(exc, BadRequestError) and not (
+                    image is None or pixels_decode(image.data)
+                ):  # refused for pixels that do not decode: as unreadable, not a failure
+                    out[i] = Label(s.id, None, "", "answer")
+                    return
                 out[i] = Label(s.id, None, None, "answer", error=str(exc))  # a rerun retries
                 in_a_row += 1
                 if in_a_row >= MAX_FAILURES_IN_A_ROW:

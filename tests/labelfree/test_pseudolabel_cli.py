@@ -476,3 +476,43 @@ def test_a_check_the_budget_did_not_buy_is_unchecked_not_inconsistent(
     unchecked = [r for r in rows if r["decision"] == "unchecked"]
     assert unchecked and all(r["answer"] and not r["second"] for r in unchecked)
     assert not any(r["decision"] == "teacher_inconsistent" and not r["second"] for r in rows)
+
+
+@pytest.mark.parametrize("check", ["none", "resample", "zeroshot"])
+def test_files_the_teacher_cannot_decode_leave_only_themselves_unanswered(
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    check: str,
+) -> None:
+    """Before: on the answer route, the teacher's 400 for a file whose pixels do not
+    decode was counted as an answer failed at the teacher: exit 1 ("fix the cause, then
+    run again to retry them") on every rerun, and five such files in a row stopped the
+    run, the other images left unasked."""
+    from pydantic import SecretStr
+
+    from distill.server import HashBackend, ServerConfig, ServerThread, create_app
+    from tests.e2e.conftest import TOKEN
+
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    folder, classes = unlabelled
+    broken = {f"img{i:02d}.png" for i in range(4, 10)}  # their pixels do not decode
+    for name in broken:
+        data = bytearray((folder / name).read_bytes())
+        data[len(data) // 2 : len(data) // 2 + 32] = b"\xff" * 32
+        (folder / name).write_bytes(bytes(data))
+    config = ServerConfig(token=SecretStr(TOKEN))
+    out = tmp_path / "labels.csv"
+    argv = [
+        "pseudolabel", str(folder), "--class-file", str(classes), "--teacher", "local:hash",
+        "--cache", str(tmp_path / "c"), "--budget", "1", "--check", check,
+        "--concurrency", "1", "--out", str(out),
+    ]  # fmt: skip
+    with ServerThread(create_app(config, HashBackend(dim=64, decode=True))) as server:
+        assert main([*argv, "--base-url", server.base_url]) == 0, capsys.readouterr().out
+        decisions = read(out.with_suffix(".decisions.csv"))
+        labelled = {Path(r["path"]).name for r in decisions if r["label"]}
+        assert labelled == {f"img{i:02d}.png" for i in range(12)} - broken
+        assert {r["decision"] for r in decisions if Path(r["path"]).name in broken} == {"no_answer"}
+        assert main([*argv, "--base-url", server.base_url]) == 0  # and so does a rerun
