@@ -32,12 +32,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cache import SELECT_DIR, atomic_write
-from distill.data import Dataset, class_prompts
+from distill.data import Dataset, Sample, class_prompts
+from distill.data.views import pixels_decode
 from distill.harvest import refused_prompts
 from distill.labelfree.pseudolabel import sample_image
 from distill.labelfree.selection import STRATEGIES, select
 from distill.teacher.zeroshot import zeroshot_probs
 from vlmclient import (
+    BadRequestError,
     BudgetExceededError,
     ImageEmbeddingRequest,
     InputTooLongError,
@@ -162,14 +164,20 @@ def write_state(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_pixels(dataset: Dataset, size: int) -> torch.Tensor:
-    """uint8 (N, 3, size, size) tensor of every sample's view 0."""
+    """uint8 (N, 3, size, size) tensor of every sample's view 0; zeros for a file whose
+    pixels cannot be read (the teacher cannot read it either: it is never bought)."""
     import torch
 
+    from distill.data import DataError
     from distill.data.loaders import load_image
 
-    return torch.from_numpy(
-        np.stack([load_image(s, 0, size, hflip=dataset.hflip) for s in dataset.samples])
-    )
+    def pixels(s: Sample) -> np.ndarray:
+        try:
+            return load_image(s, 0, size, hflip=dataset.hflip)
+        except (DataError, OSError):
+            return np.zeros((3, size, size), np.uint8)
+
+    return torch.from_numpy(np.stack([pixels(s) for s in dataset.samples]))
 
 
 def jitter(pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -398,12 +406,24 @@ async def harvest_rounds(
             requests[row] = make(row)
         return requests[row]
 
+    unreadable: set[int] = set()  # rows whose pixels the teacher refused: never bought
+
     async def buy(rows: list[int]) -> bool:
         limit = client.batch_limit("image_embedding")
         for s in range(0, len(rows), limit):
             chunk = rows[s : s + limit]
             try:
-                out = await client.embed_images([request(r) for r in chunk])
+                try:
+                    out = await client.embed_images([request(r) for r in chunk])
+                except BadRequestError:
+                    # a file whose pixels do not decode makes a provider refuse its whole
+                    # request: it is left out, its batch-mates are asked again
+                    good = [r for r in chunk if pixels_decode(request(r).image.data)]
+                    if len(good) == len(chunk):
+                        raise
+                    unreadable.update(set(chunk) - set(good))
+                    chunk = good
+                    out = await client.embed_images([request(r) for r in chunk]) if chunk else []
             except BudgetExceededError as exc:
                 result.stopped_by_budget = str(exc)
                 return False
@@ -421,7 +441,7 @@ async def harvest_rounds(
     pixels = None
     sample_rows = list(range(len(dataset.samples)))
     for r in range(len(state["picked"]), rounds):
-        left = [i for i in sample_rows if i not in vectors]
+        left = [i for i in sample_rows if i not in vectors and i not in unreadable]
         result.per_image_usd = _price_one(client, left, make)
         remaining = client.budget.remaining
         if remaining is None or result.per_image_usd <= 0:

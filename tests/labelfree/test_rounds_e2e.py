@@ -279,3 +279,48 @@ async def test_rounds_are_priced_by_images_not_bought_yet(
     # $0.0059 left after the prompts buys 59 images at $0.0001: a third of them is 20 (40,
     # a third of the 120 images, before)
     assert len(picked[0]) <= 20
+
+
+def test_files_the_teacher_cannot_decode_are_left_out_of_the_rounds(
+    digits_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: a file whose header opens but whose pixels do not decode ended
+    ``harvest --select`` with exit 1 ("cannot decode image") once the in-between student
+    loaded every image, or when a round picked it (the teacher's 400 failed its whole
+    request), on every rerun: the selection could never finish."""
+    import shutil
+
+    from pydantic import SecretStr
+
+    from distill.data.views import pixels_decode
+    from distill.server import HashBackend, ServerConfig, ServerThread, create_app
+    from tests.e2e.conftest import TOKEN
+
+    data = tmp_path / "digits"
+    shutil.copytree(digits_data, data)
+    broken: set[str] = set()
+    for path in sorted(data.rglob("*.png"))[::3]:
+        damaged = bytearray(path.read_bytes())
+        damaged[len(damaged) // 2 : len(damaged) // 2 + 32] = b"\xff" * 32
+        if not pixels_decode(bytes(damaged)) and len(broken) < 6:
+            path.write_bytes(bytes(damaged))
+            broken.add(path.name)
+    assert len(broken) == 6
+    n = len(scan(data).samples)
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    config = ServerConfig(token=SecretStr(TOKEN))
+    cache = tmp_path / "cache"
+    with ServerThread(create_app(config, HashBackend(dim=64, decode=True))) as server:
+        argv = [
+            "harvest", str(data), "--teacher", "local:hash", "--base-url", server.base_url,
+            "--cache", str(cache), "--budget", str(Decimal("0.0001") * (n - 2)),
+            "--rounds", "3", "--round-steps", "0", "--select", "random", "--batch-size", "4",
+        ]  # fmt: skip
+        assert main(argv) in (0, 3), capsys.readouterr().err
+        [manifest] = (cache / "select").glob("*.csv")
+        bought = {Path(p).name for p in manifest.read_text().splitlines()[1:]}
+        assert bought and not bought & broken
+        assert main(argv) in (0, 3)  # a rerun ends the same way
