@@ -147,6 +147,15 @@ def _check_not_an_input(out: Path, default: bool, inputs: dict[str, Path | None]
                 )
 
 
+def _for_every(samples: Sequence[Any], got: Sequence[Any], source: str) -> list[Any]:
+    """One Label per sample, in order, from the Labels of some of them; the others get
+    ``answer=""`` (not asked: nothing to check; not "unchecked")."""
+    from distill.labelfree.pseudolabel import Label
+
+    by_id = {lb.image_id: lb for lb in got}
+    return [by_id.get(s.id) or Label(s.id, None, "", source) for s in samples]
+
+
 def _load_student_run(run: Path, class_names: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
     """The ``--student-run`` student and its run.json, loaded before anything is sent;
     ConfigurationError when the run is missing, unreadable or trained on other classes."""
@@ -296,25 +305,31 @@ def run(args: argparse.Namespace) -> int:
                     refused.extend(await _prompts_refused(client, names, args.prompt))
                     if refused:
                         return [], None
-                total = len(dataset.samples)
+                every = list(dataset.samples)
+                todo = every  # the check asks only about the images the first step labelled
 
                 async def answers(seed: int | None = None) -> list[Any]:
                     step = "answers" if seed is None else "second answers"
-                    with LiveProgress(f"pseudolabel {step}", total, out=out) as bar:
-                        return await answer_labels(
-                            dataset, client, names, shuffle_seed=seed, synonyms=synonyms,
+                    with LiveProgress(f"pseudolabel {step}", len(todo), out=out) as bar:
+                        got = await answer_labels(
+                            dataset, client, names, samples=todo, shuffle_seed=seed,
+                            synonyms=synonyms,
                             on_progress=lambda n: bar.update(n, progress_money(client)),
                         )  # fmt: skip
+                    return _for_every(every, got, "answer")
 
                 async def zeroshot() -> list[Any]:
-                    with LiveProgress("pseudolabel zero-shot", total, out=out) as bar:
-                        labels, _ = await embedding_labels(
-                            dataset, client, names, prompt=args.prompt,
+                    with LiveProgress("pseudolabel zero-shot", len(todo), out=out) as bar:
+                        got, _ = await embedding_labels(
+                            dataset, client, names, samples=todo, prompt=args.prompt,
                             on_progress=lambda n: bar.update(n, progress_money(client)),
                         )  # fmt: skip
-                    return labels
+                    return _for_every(every, got, "zeroshot")
 
                 first = await (answers() if args.route == "answer" else zeroshot())
+                # an image with no usable label is dropped whatever a check says: none
+                # is bought for it (as --check views buys no view of it)
+                todo = [s for s, lb in zip(every, first, strict=True) if lb.label is not None]
 
                 async def views() -> list[Any]:
                     parsed = [lb.label for lb in first]

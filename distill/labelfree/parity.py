@@ -7,7 +7,7 @@ A pseudo-labelled image is kept when
 2. the teacher is self-consistent: a second opinion agrees with the answer. The second
    opinion is its own zero-shot embedding argmax (``check="zeroshot"``, no extra answer
    bought), a second answer to the question with the options shuffled
-   (``check="resample"``, one more paid answer per image; catches position bias), or the
+   (``check="resample"``, one more paid answer per answered image; catches position bias), or the
    zero-shot labels of N augmented views, which must all equal the answer
    (``check="views"``, up to N image embeddings per image; catches a label that does not
    survive a crop or a change of light, even from a deterministic teacher:

@@ -516,3 +516,35 @@ def test_files_the_teacher_cannot_decode_leave_only_themselves_unanswered(
         assert labelled == {f"img{i:02d}.png" for i in range(12)} - broken
         assert {r["decision"] for r in decisions if Path(r["path"]).name in broken} == {"no_answer"}
         assert main([*argv, "--base-url", server.base_url]) == 0  # and so does a rerun
+
+
+@pytest.mark.parametrize("check", ["resample", "zeroshot"])
+def test_the_check_is_bought_only_for_images_with_a_label_to_check(
+    hash_teacher: LocalTeacher,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    check: str,
+) -> None:
+    """Before: the second opinion (a second paid answer, or an image embedding) was bought
+    for every image, also for those whose answer named no option ("I cannot tell"),
+    which the filter drops whatever the check says (``--check views`` already skipped
+    them). Option "x" of three is read as no option (a letter past C)."""
+    from distill.labelfree.pseudolabel import shuffled_order
+
+    folder, _ = unlabelled
+    classes = tmp_path / "xyz.txt"
+    classes.write_text("x\ndog\ncat\n")
+    out = tmp_path / "labels.csv"
+    flags = ("--check", check, "--out", str(out))
+    assert pseudolabel(hash_teacher, folder, classes, tmp_path / "c", *flags) == 0
+    decisions = read(out.with_suffix(".decisions.csv"))
+    unusable = [d["id"] for d in decisions if not d["label"]]
+    assert all(d["decision"] == "no_answer" for d in decisions if not d["label"])
+    bill = hash_teacher.billing()
+    if check == "resample":  # a shuffled order that is the first one's is a cache hit
+        shuffled = [d["id"] for d in decisions if shuffled_order(3, d["id"]) != [0, 1, 2]]
+        assert set(unusable) & set(shuffled)  # some answers name no option
+        assert bill["requests"] == 12 + len(set(shuffled) - set(unusable))  # answers only
+    else:
+        assert unusable  # some answers name no option: nothing to check for them
+        assert bill["images"] == 12 + 12 - len(unusable)  # the answers, then embeddings
