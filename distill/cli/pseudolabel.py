@@ -19,8 +19,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from vlmclient import (
+    AnswerRequest,
     BudgetExceededError,
     ConfigurationError,
+    ImageEmbeddingRequest,
     InputTooLongError,
     TeacherClient,
     TextEmbeddingRequest,
@@ -147,6 +149,38 @@ def _check_not_an_input(out: Path, default: bool, inputs: dict[str, Path | None]
                 )
 
 
+class _BudgetStops:
+    """The run's client, keeping the first budget refusal (it names the cap that stopped
+    the run: ``--budget``, ``--run-budget``, ``--max-requests``, and what to do)."""
+
+    def __init__(self, client: TeacherClient) -> None:
+        self.client = client
+        self.stop: BudgetExceededError | None = None
+
+    @property
+    def concurrency(self) -> int:
+        return self.client.concurrency
+
+    def batch_limit(self, kind: Kind) -> int:
+        return self.client.batch_limit(kind)
+
+    async def _call(self, calls: Awaitable[list[Any]]) -> list[Any]:
+        try:
+            return await calls
+        except BudgetExceededError as exc:
+            self.stop = self.stop or exc
+            raise
+
+    async def embed_images(self, requests: Sequence[ImageEmbeddingRequest]) -> list[Any]:
+        return await self._call(self.client.embed_images(requests))
+
+    async def embed_texts(self, requests: Sequence[TextEmbeddingRequest]) -> list[Any]:
+        return await self._call(self.client.embed_texts(requests))
+
+    async def answer(self, requests: Sequence[AnswerRequest]) -> list[Any]:
+        return await self._call(self.client.answer(requests))
+
+
 def _for_every(samples: Sequence[Any], got: Sequence[Any], source: str) -> list[Any]:
     """One Label per sample, in order, from the Labels of some of them; the others get
     ``answer=""`` (not asked: nothing to check; not "unchecked")."""
@@ -220,7 +254,7 @@ def _student_predictions(
 
 
 async def _prompts_refused(
-    client: TeacherClient, names: Sequence[str], prompt: str
+    client: _BudgetStops, names: Sequence[str], prompt: str
 ) -> list[tuple[str, str]]:
     """Buy the class prompts (the steps that need them then find them cached); the
     failures of those refused as too long for the teacher (the others are bought)."""
@@ -295,6 +329,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
         refused: list[tuple[str, str]] = []  # class prompts too long for the teacher
+        teacher = _BudgetStops(client)  # the labelling steps say "not bought", not why
 
         async def go() -> tuple[list[Any], list[Any] | None]:
             async with client:
@@ -302,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
                     # The class prompts first: one too long for the teacher stops the run
                     # before anything else is bought (an answer's question holds the class
                     # names too: bought now, it would be bought again once they are shorter).
-                    refused.extend(await _prompts_refused(client, names, args.prompt))
+                    refused.extend(await _prompts_refused(teacher, names, args.prompt))
                     if refused:
                         return [], None
                 every = list(dataset.samples)
@@ -312,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
                     step = "answers" if seed is None else "second answers"
                     with LiveProgress(f"pseudolabel {step}", len(todo), out=out) as bar:
                         got = await answer_labels(
-                            dataset, client, names, samples=todo, shuffle_seed=seed,
+                            dataset, teacher, names, samples=todo, shuffle_seed=seed,
                             synonyms=synonyms,
                             on_progress=lambda n: bar.update(n, progress_money(client)),
                         )  # fmt: skip
@@ -321,7 +356,7 @@ def run(args: argparse.Namespace) -> int:
                 async def zeroshot() -> list[Any]:
                     with LiveProgress("pseudolabel zero-shot", len(todo), out=out) as bar:
                         got, _ = await embedding_labels(
-                            dataset, client, names, samples=todo, prompt=args.prompt,
+                            dataset, teacher, names, samples=todo, prompt=args.prompt,
                             on_progress=lambda n: bar.update(n, progress_money(client)),
                         )  # fmt: skip
                     return _for_every(every, got, "zeroshot")
@@ -334,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
                 async def views() -> list[Any]:
                     parsed = [lb.label for lb in first]
                     return await view_check_labels(
-                        dataset, client, names, parsed, n_views, prompt=args.prompt
+                        dataset, teacher, names, parsed, n_views, prompt=args.prompt
                     )
 
                 checks: dict[str, Callable[[], Awaitable[list[Any]]]] = {
@@ -415,9 +450,11 @@ def run(args: argparse.Namespace) -> int:
         what = f"{unbought} images have no answer yet" if unbought else ""
         if unchecked:  # their drop reason is provisional: the check was not bought
             what += ("; " if what else "") + f"{unchecked} answers are not checked yet"
-        out.print(
-            f"[yellow]stopped by the budget[/]: {what}; what was "
-            "bought is cached: raise --budget and run again"
+        why = (
+            "what was bought is cached: raise --budget and run again"
+            if teacher.stop is None
+            else str(teacher.stop)
         )
+        out.print(f"[yellow]stopped by the budget[/]: {what}; {escape(why)}")
         return EXIT_BUDGET
     return EXIT_OK

@@ -548,3 +548,31 @@ def test_the_check_is_bought_only_for_images_with_a_label_to_check(
     else:
         assert unusable  # some answers name no option: nothing to check for them
         assert bill["images"] == 12 + 12 - len(unusable)  # the answers, then embeddings
+
+
+@pytest.mark.parametrize(
+    ("cap", "said"),
+    [
+        (("--run-budget", "0.0003"), "--run-budget $0.0003 would be exceeded"),
+        (("--max-requests", "5"), "cap of 5 requests would be exceeded"),
+        (("--budget", "0.0003"), "--budget $0.0003 for local:hash would be exceeded"),
+    ],
+    ids=["run-budget", "max-requests", "budget"],
+)
+def test_a_budget_stop_says_which_cap_stopped_it(
+    hash_teacher: LocalTeacher,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    cap: tuple[str, str],
+    said: str,
+) -> None:
+    """Before: every budget stop said "raise --budget and run again", also when
+    ``--run-budget`` or ``--max-requests`` had stopped the run (raising ``--budget`` does
+    nothing for those; running again does)."""
+    folder, classes = unlabelled
+    code = pseudolabel(hash_teacher, folder, classes, tmp_path / "c", *cap)
+    assert code == 3
+    text = " ".join(capsys.readouterr().out.split())  # as one line, however wrapped
+    assert "stopped by the budget" in text and said in text
+    assert ("raise --budget" in text) == (cap[0] == "--budget")
