@@ -77,9 +77,10 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
 def _full_cost(client: TeacherClient, dataset: Dataset, prompt: str) -> Decimal:
     from distill.data import class_prompts
     from distill.harvest_store import image_items
+    from distill.labelfree.rounds import sendable
     from distill.view_requests import view_request
 
-    reqs = (view_request(i, dataset.hflip) for i in image_items(dataset, 1))
+    reqs = sendable(client, (view_request(i, dataset.hflip) for i in image_items(dataset, 1)))
     texts = [TextEmbeddingRequest(text=t) for t in class_prompts(dataset.class_names, prompt)]
     cost = client.plan("image_embedding", reqs)[1] if dataset.samples else Decimal(0)
     return cost + (client.plan("text_embedding", texts)[1] if texts else Decimal(0))

@@ -451,9 +451,10 @@ async def embedding_labels(
             try:
                 try:
                     res = await client.embed_images(reqs)
-                except BadRequestError:
+                except (BadRequestError, InputError):
                     # a file whose pixels do not decode makes a provider refuse its whole
-                    # request: it stays unlabelled, its batch-mates are asked again
+                    # request (or the client, when it must be downscaled before sending):
+                    # it stays unlabelled, its batch-mates are asked again (cached if sent)
                     good = [k for k, r in enumerate(reqs) if pixels_decode(r.image.data)]
                     if len(good) == len(reqs):
                         raise

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -42,6 +42,7 @@ from vlmclient import (
     BadRequestError,
     BudgetExceededError,
     ImageEmbeddingRequest,
+    InputError,
     InputTooLongError,
     TeacherClient,
     TextEmbeddingRequest,
@@ -62,6 +63,7 @@ __all__ = [
     "read_state",
     "resume_conflict",
     "selection_settings",
+    "sendable",
     "state_path",
     "train_student",
 ]
@@ -415,9 +417,10 @@ async def harvest_rounds(
             try:
                 try:
                     out = await client.embed_images([request(r) for r in chunk])
-                except BadRequestError:
+                except (BadRequestError, InputError):
                     # a file whose pixels do not decode makes a provider refuse its whole
-                    # request: it is left out, its batch-mates are asked again
+                    # request (or the client, when it must be downscaled before sending):
+                    # it is left out, its batch-mates are asked again (cached if sent)
                     good = [r for r in chunk if pixels_decode(request(r).image.data)]
                     if len(good) == len(chunk):
                         raise
@@ -488,6 +491,21 @@ async def harvest_rounds(
     return _finish(result, state, dataset, vectors, client)
 
 
+def sendable(
+    client: TeacherClient, requests: Iterable[ImageEmbeddingRequest]
+) -> Iterator[ImageEmbeddingRequest]:
+    """The requests the client can prepare for sending, prepared (one it refuses, an
+    image too large to send as it is whose pixels do not decode, is never bought: it
+    costs nothing, and pricing it would raise). A prepared request prepares to itself:
+    priced, it is not downscaled again."""
+    for req in requests:
+        try:
+            ready = client.prepare(req)
+        except InputError:
+            continue
+        yield ready
+
+
 def _price_one(
     client: TeacherClient, left: list[int], make: Callable[[int], ImageEmbeddingRequest]
 ) -> Decimal:
@@ -497,7 +515,8 @@ def _price_one(
     left); $0 when every image left is cached. The requests priced are not kept."""
     n_new, cost = 0, Decimal(0)
     for s in range(0, len(left), PRICE_SAMPLE):
-        n, c = client.plan("image_embedding", (make(i) for i in left[s : s + PRICE_SAMPLE]))
+        chunk = (make(i) for i in left[s : s + PRICE_SAMPLE])
+        n, c = client.plan("image_embedding", sendable(client, chunk))
         n_new, cost = n_new + n, cost + c
         if n_new >= PRICE_SAMPLE:
             break

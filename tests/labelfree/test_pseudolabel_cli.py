@@ -576,3 +576,42 @@ def test_a_budget_stop_says_which_cap_stopped_it(
     text = " ".join(capsys.readouterr().out.split())  # as one line, however wrapped
     assert "stopped by the budget" in text and said in text
     assert ("raise --budget" in text) == (cap[0] == "--budget")
+
+
+def broken_large_png() -> bytes:
+    """A PNG over the 2048-px upload limit whose pixels do not decode: its header opens,
+    the client cannot downscale it (it refuses it before sending)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.zeros((2100, 2100, 3), np.uint8)
+    pixels[::7] = 200
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    data = bytearray(out.getvalue())
+    data[len(data) // 2 : len(data) // 2 + 16] = b"\xff" * 16
+    return bytes(data)
+
+
+def test_a_file_the_client_cannot_prepare_leaves_only_itself_unlabelled(
+    hash_teacher: LocalTeacher,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: on the zero-shot route, an image the client refuses before sending (too
+    large, so it must be downscaled, but its pixels do not decode) failed its whole
+    request: exit 1 ("cannot decode image/png image of 2100x2100"), no labels written, on
+    every rerun (the answer route already left such a file unlabelled)."""
+    folder, classes = unlabelled
+    (folder / "zz-big.png").write_bytes(broken_large_png())
+    out = tmp_path / "labels.csv"
+    flags = ("--route", "zeroshot", "--check", "none", "--batch-size", "4", "--out", str(out))
+    for _ in range(2):  # and so does a rerun
+        code = pseudolabel(hash_teacher, folder, classes, tmp_path / "c", *flags)
+        assert code == 0, capsys.readouterr().err
+        decisions = {Path(r["path"]).name: r for r in read(out.with_suffix(".decisions.csv"))}
+        assert decisions["zz-big.png"]["decision"] == "no_answer"
+        assert sum(1 for r in decisions.values() if r["label"]) == 12

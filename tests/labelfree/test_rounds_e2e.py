@@ -289,8 +289,9 @@ def test_files_the_teacher_cannot_decode_are_left_out_of_the_rounds(
 ) -> None:
     """Before: a file whose header opens but whose pixels do not decode ended
     ``harvest --select`` with exit 1 ("cannot decode image") once the in-between student
-    loaded every image, or when a round picked it (the teacher's 400 failed its whole
-    request), on every rerun: the selection could never finish."""
+    loaded every image, or when a round picked it (the teacher's 400, or the client's
+    refusal of a file too large to send as it is, failed its whole request), on every
+    rerun: the selection could never finish."""
     import shutil
 
     from pydantic import SecretStr
@@ -298,6 +299,7 @@ def test_files_the_teacher_cannot_decode_are_left_out_of_the_rounds(
     from distill.data.views import pixels_decode
     from distill.server import HashBackend, ServerConfig, ServerThread, create_app
     from tests.e2e.conftest import TOKEN
+    from tests.labelfree.test_pseudolabel_cli import broken_large_png
 
     data = tmp_path / "digits"
     shutil.copytree(digits_data, data)
@@ -309,6 +311,9 @@ def test_files_the_teacher_cannot_decode_are_left_out_of_the_rounds(
             path.write_bytes(bytes(damaged))
             broken.add(path.name)
     assert len(broken) == 6
+    # and one the client refuses before sending (it must be downscaled: it cannot be)
+    (path.parent / "zz-big.png").write_bytes(broken_large_png())
+    broken.add("zz-big.png")
     n = len(scan(data).samples)
     monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
     config = ServerConfig(token=SecretStr(TOKEN))
