@@ -41,6 +41,7 @@ from distill.teacher.zeroshot import zeroshot_probs
 from vlmclient import (
     BadRequestError,
     BudgetExceededError,
+    ConfigurationError,
     ImageEmbeddingRequest,
     InputError,
     InputTooLongError,
@@ -97,12 +98,38 @@ def state_path(cache_dir: Path, teacher: str, dataset: Dataset, strategy: str) -
 
 
 def read_state(path: Path) -> dict[str, Any]:
+    """The selection state in ``path`` (a new one when there is none); ConfigurationError
+    (one line, before anything is bought) when it cannot be read or is not one."""
     if not path.is_file():
         return {"version": STATE_VERSION, "picked": [], "rounds_done": 0, "spent_usd": "0"}
-    state: dict[str, Any] = json.loads(path.read_text("utf-8"))
+    try:
+        state = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _bad_state(path, f"cannot be read ({exc})") from None
+    if not isinstance(state, dict):
+        raise _bad_state(path, "is not a JSON object")
     if state.get("version") != STATE_VERSION:
-        raise ValueError(f"{path}: unknown selection state version {state.get('version')}")
+        raise _bad_state(path, f"has an unknown version {state.get('version')!r}")
+    picked = state.get("picked")
+    if not isinstance(picked, list) or not all(
+        isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in picked
+    ):
+        raise _bad_state(path, "lists no picked rounds (a list of lists of image ids)")
+    try:
+        Decimal(str(state.get("spent_usd", "0")))
+        int(state.get("rounds_done", 0))
+    except (ArithmeticError, TypeError, ValueError):
+        raise _bad_state(path, "has a spent_usd or rounds_done that is not a number") from None
+    if not isinstance(state.get("settings", {}), dict):
+        raise _bad_state(path, "has settings that are not a JSON object")
     return state
+
+
+def _bad_state(path: Path, why: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"the selection state {path} {why}; move it aside to start a new selection (the "
+        "images bought stay cached)"
+    )
 
 
 # the settings that decide which images a round picks, with the harvest flag that sets each

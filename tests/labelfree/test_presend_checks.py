@@ -274,6 +274,40 @@ def test_an_unknown_select_student_is_refused_before_sending(
     assert not (tmp_path / "c").exists()  # the cache folder was made first until 2026-12-06
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        "{",
+        "[]",
+        '{"version": 1}',
+        '{"version": 2, "picked": []}',
+        '{"version": 1, "picked": "x", "rounds_done": 0}',
+    ],
+    ids=["empty", "not-json", "a-list", "no-picks", "newer-version", "picks-not-a-list"],
+)
+def test_a_selection_state_that_cannot_be_read_is_refused_before_sending(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: str,
+) -> None:
+    """Before: a state file emptied, edited by hand, or written by a newer version ended
+    ``harvest --select`` with a traceback (JSONDecodeError, KeyError, AttributeError...)."""
+    from distill.labelfree.rounds import state_path
+
+    cache = tmp_path / "c"
+    state = state_path(cache, "local:hash", scan(digits_data), "random")
+    state.parent.mkdir(parents=True)
+    state.write_text(content)
+    code = select_harvest(hash_teacher, digits_data, cache, "--budget", "0.001")
+    assert code == 2
+    one_error_line(capsys.readouterr().err, f"error: the selection state {state}")
+    assert hash_teacher.billing()["requests"] == 0
+    assert state.read_text() == content  # left as it was, for the user to look at
+
+
 def test_an_unknown_train_student_is_refused_before_training(
     trained: Path, digits_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
