@@ -17,7 +17,13 @@ from decimal import Decimal
 import httpx
 
 from .budget import Budget, Reservation
-from .errors import APIConnectionError, APIError, APITimeoutError, BudgetOverrunError
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    BudgetOverrunError,
+    ConfigurationError,
+)
 from .http11 import undecoded
 from .models import Usage
 from .providers import CallSpec, Parsed, Provider
@@ -222,9 +228,19 @@ class Sender:
 
     def _failed(
         self, spec: CallSpec, exc: httpx.HTTPError, reservation: Reservation
-    ) -> APIConnectionError:
+    ) -> APIConnectionError | ConfigurationError:
         """The error for a transport failure, with the reservation charged (the request
         may have reached the provider) or released (it surely did not), and recorded."""
+        if isinstance(exc, httpx.LocalProtocolError):
+            # A request no HTTP stack will write (a CR or LF in a header): refused before
+            # its head was written (our bodies are bytes of the length they declare, so
+            # nothing else makes one), and the same request would be refused again.
+            self.budget.release(reservation)
+            return ConfigurationError(
+                f"{self.provider.name}: the request cannot be written "
+                f"({self._redact(str(exc))}); a header holds a line break or another "
+                "character HTTP cannot carry (nothing was sent or billed)"
+            )
         err = self._transport_error(exc)
         if err.sent:
             self.stats.charged_no_answer += 1

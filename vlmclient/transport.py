@@ -180,6 +180,11 @@ class ReadingAiohttpTransport(AiohttpTransport):
             self.client = self.get_client()
         session = self.client
         proxy = self.proxy
+        # A CR, LF or NUL in a header: aiohttp refuses it with a ValueError (after taking
+        # a connection, before writing); the same httpx error as the default transport's.
+        raw = b"".join(name + value for name, value in request.headers.raw)
+        if b"\r" in raw or b"\n" in raw or b"\0" in raw:
+            raise httpx.LocalProtocolError("a header name or value holds a CR, LF or NUL")
         timeout, read, tick = self._timeout(request)
         exchange = None
         if read is not None and tick is not None:

@@ -630,3 +630,38 @@ async def test_a_kept_connection_the_server_closed_right_after_its_answer_is_not
             assert (await post(transport, url)).text == str(n)
     assert script.connections == 20
     await transport.aclose()
+
+
+@pytest.mark.parametrize("make", [Http11Transport, ReadingAiohttpTransport,
+                                  httpx.AsyncHTTPTransport], ids=["http11", "aiohttp", "h11"])
+async def test_a_request_header_no_stack_can_write_is_released_and_not_retried(
+    make: Make, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: a header holding a CR/LF (here from an adapter; a key that slipped past the
+    checks did the same) was refused by the transport before anything left, yet the
+    client took it for a connection dropped after sending: charged at the worst case,
+    retried, charged again. Now it is a configuration error: released at $0, not retried."""
+    from dataclasses import replace
+
+    from vlmclient.errors import ConfigurationError
+    from vlmclient.providers import PROVIDERS
+
+    openai = PROVIDERS["openai"]
+
+    def build(spec: object) -> httpx.Request:
+        request = openai.build_request(spec)  # type: ignore[arg-type]
+        request.headers["X-Note"] = "v\r\nX-Injected: 1"  # httpx keeps it as given
+        return request
+
+    monkeypatch.setitem(PROVIDERS, "openai", replace(openai, build_request=build))
+    script = Script(lambda req, n: ok(b"x"))
+    async with serve(script) as url, TeacherClient(
+        "openai:m", api_key="k", base_url=url + "/v1",
+        price=Price(usd_per_1m_input_tokens=Decimal("1")), budget=Budget("1"),
+        retry=RetryPolicy(max_attempts=4, sleep=_no_sleep), transport=make(), timeout=2,
+    ) as c:
+        with pytest.raises(ConfigurationError, match="nothing was sent"):
+            await c.embed_texts([TextEmbeddingRequest(text="a cat")])
+    assert script.requests == []
+    assert c.budget.spent == 0 and c.budget.reserved == 0
+    assert c.stats.retries == 0
