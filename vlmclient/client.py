@@ -201,6 +201,8 @@ class TeacherClient:
         self._priced_kinds: set[Kind] = set()
         self._allow_free = allow_free
         self.params = dict(params or {})
+        if self.provider.check_setup is not None:
+            self.provider.check_setup(self.params)
         self._keyer = Keyer(self.provider, self.model, self.params, self.endpoint)
         self.concurrency = concurrency
         if batch_size is not None and batch_size < 1:

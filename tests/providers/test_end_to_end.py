@@ -31,6 +31,7 @@ from vlmclient import (
     RateLimiter,
     ResponseValidationError,
     RetryPolicy,
+    TeacherClient,
     TextEmbeddingRequest,
     Usage,
 )
@@ -463,3 +464,55 @@ async def test_reservation_covers_a_realistic_anthropic_bill() -> None:
 def test_schema_validator_is_live() -> None:
     with pytest.raises(jsonschema.ValidationError):
         validator_for(voyage_doc(), "#/request").validate({"inputs": []})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("VERTEX_LOCATION", "ev.il:1"),  # was an httpx.InvalidURL traceback
+        ("VERTEX_LOCATION", "us-central1 "),  # was a host that does not resolve, retried
+        ("VERTEX_LOCATION", "us-central1/../x"),
+        ("VERTEX_PROJECT", "my-proj "),
+        ("VERTEX_PROJECT", "p/../../other"),
+    ],
+)
+async def test_vertex_location_or_project_that_cannot_go_in_a_url_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    from tests.providers.loopback import loopback
+
+    monkeypatch.setenv("VERTEX_PROJECT", "p-1")
+    monkeypatch.setenv("VERTEX_LOCATION", "us-central1")
+    monkeypatch.setenv(name, value)
+    budget = Budget("1")
+    with loopback(lambda path, body: (200, {"predictions": [{"textEmbedding": vector(1)}]})) \
+            as server:
+        with pytest.raises(ConfigurationError, match=f"{name} is not a Google Cloud"):
+            TeacherClient(  # refused when the client is made: nothing reserved
+                VERTEX, api_key="tok", base_url=server.url + "/v1",
+                price=default_price("vertex", "multimodalembedding@001"), budget=budget,
+                retry=RetryPolicy(max_attempts=3, sleep=nosleep),
+            )
+        # and at the request too, should the environment change in between
+        monkeypatch.setenv(name, "p-1" if name == "VERTEX_PROJECT" else "us-central1")
+        async with TeacherClient(
+            VERTEX, api_key="tok", base_url=server.url + "/v1",
+            price=default_price("vertex", "multimodalembedding@001"), budget=budget,
+            retry=RetryPolicy(max_attempts=3, sleep=nosleep),
+        ) as c:
+            monkeypatch.setenv(name, value)
+            with pytest.raises(ConfigurationError, match=f"{name} is not a Google Cloud"):
+                await c.embed_texts([TextEmbeddingRequest(text="a cat")])
+        assert server.requests == []
+    assert budget.spent == 0 and budget.reserved == 0 and c.stats.retries == 0
+
+
+async def test_vertex_settings_in_every_valid_form_are_sent() -> None:
+    fake = Recorder(vertex_reply)
+    for params in ({"project": "example.com:my-proj", "location": "global"},
+                   {"project": "123456789", "location": "europe-west4"}):
+        async with client_for(VERTEX, fake, price=Price(usd_per_image=Decimal("1")),
+                              params=params, rpm=60_000) as c:
+            await c.embed_images(images(1))
+    assert [r.url.path.split("/")[3] for r in fake.requests] == ["example.com:my-proj",
+                                                                 "123456789"]

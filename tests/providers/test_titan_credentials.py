@@ -140,3 +140,39 @@ async def test_debug_logging_never_shows_the_session_token(
         headers = {k.lower(): v for k, v in server.requests[0][2].items()}
         assert headers["x-amz-security-token"] == token  # it was sent
     assert logging.getLogger().isEnabledFor(logging.DEBUG) and token not in caplog.text
+
+
+@pytest.mark.parametrize("region", ["us-east-1 ", " us-east-1", "us-east-1\n", "ev.il:1"])
+async def test_an_aws_region_that_cannot_go_in_a_host_is_refused_before_sending(
+    no_aws_env: Path, monkeypatch: pytest.MonkeyPatch, region: str
+) -> None:
+    """Before: AWS_REGION went into the host (bedrock-runtime.{region}.amazonaws.com) and
+    the signature unchecked: "us-east-1 " built a host that does not resolve, retried as
+    a connection error."""
+    from tests.providers.loopback import loopback
+    from vlmclient import Budget
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE0000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    monkeypatch.setenv("AWS_REGION", region)
+
+    def respond(path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+        return 200, {"embedding": vector(1), "inputTextTokenCount": 3}
+
+    budget = Budget(Decimal("1"))
+    with loopback(respond) as server:
+        with pytest.raises(ConfigurationError, match="AWS_REGION is not an AWS region"):
+            TeacherClient(f"titan:{MODEL}", base_url=server.url, price=PRICE, budget=budget)
+        monkeypatch.setenv("AWS_REGION", "us-east-1")  # changed after the client was made
+        async with TeacherClient(
+            f"titan:{MODEL}",
+            base_url=server.url,
+            price=PRICE,
+            budget=budget,
+            retry=RetryPolicy(max_attempts=3, sleep=nosleep),
+        ) as client:
+            monkeypatch.setenv("AWS_REGION", region)
+            with pytest.raises(ConfigurationError, match="AWS_REGION is not an AWS region"):
+                await client.embed_texts([TextEmbeddingRequest(text="a cat")])
+        assert server.requests == []
+    assert budget.spent == 0 and budget.reserved == 0 and client.stats.retries == 0

@@ -544,3 +544,19 @@ def test_key_with_a_non_ascii_character_is_refused_and_nothing_is_charged(
     line = _one_line_error(capsys)
     assert "non-ASCII" in line and "token" not in line
     assert hash_teacher.billing()["requests"] == 0
+
+
+def test_a_vertex_location_that_is_no_location_is_a_one_line_error(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: ``VERTEX_LOCATION=ev.il:1`` ended in an httpx.InvalidURL traceback (the
+    location goes into the host); nothing is sent either way (refused before a URL)."""
+    monkeypatch.setenv("VERTEX_ACCESS_TOKEN", "tok")
+    monkeypatch.setenv("VERTEX_PROJECT", "p-1")
+    monkeypatch.setenv("VERTEX_LOCATION", "ev.il:1")
+    argv = ["harvest", str(data), "--teacher", "vertex:multimodalembedding@001",
+            "--cache", str(tmp_path / "cache"), "--budget", "1"]
+    assert main(argv) == 2
+    assert "VERTEX_LOCATION is not a Google Cloud location" in _one_line_error(capsys)
+    assert ledger(tmp_path / "cache") == []

@@ -128,6 +128,10 @@ class Provider:
     description: str = ""
     # What one model can do, when the provider's models differ (None: every kind, all models).
     model_kinds: Callable[[str], frozenset[str]] | None = None
+    # Checks the client's params (and the settings the adapter reads from the environment)
+    # when the client is made, before anything is reserved: ConfigurationError for one no
+    # request could carry (Vertex's location and project, Titan's region).
+    check_setup: Callable[[Mapping[str, Any]], None] | None = None
 
     @property
     def kinds(self) -> frozenset[str]:

@@ -76,17 +76,44 @@ def _botocore() -> tuple[Any, Any, Any]:
     return auth.SigV4Auth, awsrequest.AWSRequest, credentials.Credentials
 
 
+# An AWS region (us-east-1, us-gov-west-1): it goes into the URL's host and the
+# signature. Whitespace is refused, not stripped, as for the credentials.
+_REGION = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def _lookup_region(params: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+    """The region (None when unset), checked."""
+    value = params.get("region")
+    source = "the 'region' param"
+    if not (isinstance(value, str) and value):
+        value = None
+        for name in REGION_ENV:
+            if env.get(name):
+                value, source = env[name], name
+                break
+    if value is not None and not _REGION.fullmatch(value):
+        # "us-east-1 " built a host that does not resolve (retried as a connection error)
+        raise ConfigurationError(
+            f"titan: {source} is not an AWS region ({value[:40]!r}; e.g. us-east-1: "
+            "lowercase letters, digits and dashes, no spaces) (nothing was sent)"
+        )
+    return value
+
+
 def _region(spec: CallSpec, env: Mapping[str, str]) -> str:
-    value = spec.params.get("region")
-    if isinstance(value, str) and value:
-        return value
-    for name in REGION_ENV:
-        if env.get(name):
-            return env[name]
-    raise ConfigurationError(
-        "titan needs an AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or pass the "
-        "'region' param (nothing was sent)"
-    )
+    value = _lookup_region(spec.params, env)
+    if value is None:
+        raise ConfigurationError(
+            "titan needs an AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or pass the "
+            "'region' param (nothing was sent)"
+        )
+    return value
+
+
+def check_setup(params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> None:
+    """ConfigurationError for a region no host can hold, before anything is reserved (one
+    missing is said at the first request, as before)."""
+    _lookup_region(params, os.environ if env is None else env)
 
 
 def _credentials(env: Mapping[str, str]) -> Any:
@@ -245,5 +272,6 @@ TITAN = Provider(
     estimate_usage=estimate_usage,
     classify_error=classify_error,
     prepare_image=prepare_image,
+    check_setup=check_setup,
     description=f"Amazon Bedrock Titan Multimodal Embeddings G1 (needs {INSTALL_HINT})",
 )

@@ -22,6 +22,7 @@ import base64
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,17 +51,56 @@ MAX_SIDE = 512
 MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
 
 
-def _setting(spec: CallSpec, key: str, names: tuple[str, ...], env: Mapping[str, str]) -> str:
-    value = spec.params.get(key)
+# What each setting may hold: it goes into the URL's host (the location) and path. A
+# location is lowercase words joined by dashes (us-central1, europe-west4, global); a
+# project an id (my-proj-123), a number, or a domain-scoped id (example.com:my-proj).
+# Whitespace is refused, not stripped, as for keys.
+_FORMS = {
+    "location": (re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*"), "us-central1 or global"),
+    "project": (re.compile(r"[a-z0-9][a-z0-9.:-]{0,99}"), "my-project-123"),
+}
+
+
+def _lookup(
+    params: Mapping[str, Any], key: str, names: tuple[str, ...], env: Mapping[str, str]
+) -> tuple[str | None, str]:
+    """The setting (None when unset) and where it came from, checked."""
+    value = params.get(key)
     if isinstance(value, str) and value:
-        return value
-    for name in names:
-        if env.get(name):
-            return env[name]
-    raise ConfigurationError(
-        f"vertex needs a {key}: set {' or '.join(names)}, or pass the '{key}' param "
-        "(nothing was sent)"
-    )
+        source = f"the '{key}' param"
+    else:
+        value, source = None, ""
+        for name in names:
+            if env.get(name):
+                value, source = env[name], name
+                break
+    form, example = _FORMS[key]
+    if value is not None and not form.fullmatch(value):
+        # "ev.il:1" ended in an httpx.InvalidURL traceback, "us-central1 " in a host that
+        # does not resolve, retried as a connection error
+        raise ConfigurationError(
+            f"vertex: {source} is not a Google Cloud {key} ({value[:40]!r}; e.g. {example}: "
+            "lowercase letters, digits and dashes, no spaces) (nothing was sent)"
+        )
+    return value, source
+
+
+def _setting(spec: CallSpec, key: str, names: tuple[str, ...], env: Mapping[str, str]) -> str:
+    value, _ = _lookup(spec.params, key, names, env)
+    if value is None:
+        raise ConfigurationError(
+            f"vertex needs a {key}: set {' or '.join(names)}, or pass the '{key}' param "
+            "(nothing was sent)"
+        )
+    return value
+
+
+def check_setup(params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> None:
+    """ConfigurationError for a project or location no URL can hold, before anything is
+    reserved (one missing is said at the first request, as before)."""
+    env = os.environ if env is None else env
+    _lookup(params, "project", PROJECT_ENV, env)
+    _lookup(params, "location", LOCATION_ENV, env)
 
 
 def endpoint_url(spec: CallSpec, env: Mapping[str, str] | None = None) -> str:
@@ -195,5 +235,6 @@ VERTEX = Provider(
     prepare_image=prepare_image,
     default_rpm=DEFAULT_RPM,
     usage_in_response=False,
+    check_setup=check_setup,
     description="Google Vertex AI multimodalembedding@001 (image and text embeddings)",
 )
