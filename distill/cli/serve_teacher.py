@@ -18,7 +18,7 @@ import secrets
 import socket
 import sys
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, ValidationError
 
@@ -71,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--token",
         default=None,
+        action=_CommandLineToken,
         help=f"bearer token (visible in ps; prefer --token-file or ${TOKEN_ENV})",
     )
     g.add_argument(
@@ -133,6 +134,22 @@ def server_flags() -> tuple[ModelFlags, ModelFlags, ModelFlags]:
     return limits, pricing, faults
 
 
+class _CommandLineToken(argparse.Action):
+    """``--token``, noting that it was given on the command line (visible in ``ps``), not
+    by a ``token`` key of a --config file (which sets the flag's default, not this)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.token_on_command_line = True
+
+
+def _warn_if_readable(path: str, what: str) -> None:
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        log.warning("%s can be read by other users (mode %o); chmod 600 it", what, mode)
+
+
 def _read_token_file(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
@@ -143,21 +160,25 @@ def _read_token_file(path: str) -> str:
         ) from exc
     if not first:
         raise ConfigurationError(f"--token-file {path} is empty: put the token on its first line")
-    mode = os.stat(path).st_mode & 0o777
-    if mode & 0o077:
-        log.warning("--token-file %s can be read by other users (mode %o); chmod 600 it",
-                    path, mode)  # fmt: skip
+    _warn_if_readable(path, f"--token-file {path}")
     return first
 
 
 def _token(args: argparse.Namespace) -> tuple[str, str]:
-    """(token, where it came from: "--token-file", "$VAR", "--token" or "generated")."""
+    """(token, where it came from: "--token-file", "--config FILE", "--token", "$VAR" or
+    "generated")."""
     if args.token_file is not None:
         if args.token:
             raise ConfigurationError("give --token-file or --token, not both")
         return _read_token_file(args.token_file), "--token-file"
     if args.token == "":
         raise ConfigurationError("--token is empty; give a token (or leave it out)")
+    config = getattr(args, "config", None)
+    if args.token and config is not None and not getattr(args, "token_on_command_line", False):
+        # a ``token`` key of the --config file: not in argv, but in a file that may be
+        # readable by others, as a --token-file may
+        _warn_if_readable(config, f"--config {config} holds the token and")
+        return args.token, f"--config {config}"
     if args.token:
         # argv is readable by every local user (ps, /proc/PID/cmdline).
         log.warning(

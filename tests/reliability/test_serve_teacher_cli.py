@@ -176,3 +176,38 @@ def test_bad_token_file_is_a_one_line_error(
                  "--token-file", str(token_file), *extra])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_token_in_a_config_file_is_said_to_come_from_it_and_its_mode_checked(
+    tmp_path: Path,
+) -> None:
+    """Before: a ``token`` key in a --config file was warned about as "--token is visible
+    to other users in the process list" (false: only the file's path is), and the file's
+    mode was never looked at, as it is for --token-file."""
+    config = tmp_path / "serve.toml"
+    config.write_text('backend = "hash"\nport = 0\ntoken = "config-token-5f4e3d"\n')
+    config.chmod(0o600)
+    url, proc, lines = _serve(["serve-teacher", "--config", str(config)], _env())
+    try:
+        ok = httpx.post(url + "/v1/embeddings", json={"model": "m", "input": "x"},
+                        headers={"Authorization": "Bearer config-token-5f4e3d"})  # fmt: skip
+        assert ok.status_code == 200
+    finally:
+        text = "".join(lines) + _stop(proc)
+    assert "config-token-5f4e3d" not in text
+    assert "visible" not in text and "other users" not in text
+    assert f"token: from --config {config}" in text
+
+    config.chmod(0o644)  # readable by everyone: said so, as for --token-file
+    _, proc, lines = _serve(["serve-teacher", "--config", str(config)], _env())
+    text = "".join(lines) + _stop(proc)
+    assert f"--config {config} holds the token and can be read by other users (mode 644); " \
+           "chmod 600 it" in text
+    assert "visible" not in text
+
+    # the flag given over the file: on the command line after all, warned about as such
+    _, proc, lines = _serve(
+        ["serve-teacher", "--config", str(config), "--token", "argv-token-9c8b"], _env()
+    )
+    text = "".join(lines) + _stop(proc)
+    assert "visible to other users in the process list" in text and "token: from --token" in text
