@@ -12,13 +12,19 @@ there is no OOD figure). The same as `vlm-distill train ... --method M` for each
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from distill.cli.model_flags import validation_message
+from distill.cli.validate import int_in
 from distill.train.config import TrainConfig
 from distill.train.trainer import train
+from vlmclient import ConfigurationError, VLMError
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
     # not ./cache: a folder of that name beside the project would hide the `cache` package
@@ -26,26 +32,39 @@ def main() -> None:
     ap.add_argument("--teacher", default="local:pseudo-clip")
     ap.add_argument("--out", type=Path, default=Path("runs/example"))
     ap.add_argument("--test-domains", nargs="+", default=None)
-    ap.add_argument("--steps", type=int, default=300, help="ERM's steps; ADiP's stages a third "
-                    "and two thirds of them")
+    # the CLI's check: a whole number >= 1, or a one-line usage error (exit 2)
+    ap.add_argument("--steps", type=int_in(1), default=300,
+                    help="ERM's steps; ADiP's stages a third and two thirds of them")
     a = ap.parse_args()
-    for method in ("zeroshot", "erm", "adip"):
-        cfg = TrainConfig(
-            data=str(a.data),
-            cache=str(a.cache),
-            teacher=a.teacher,
-            out=str(a.out / method),
-            method=method,
-            image_size=32,
-            steps=a.steps,
-            steps_align=max(1, a.steps // 3),
-            steps_distill=max(1, a.steps - a.steps // 3),
-            eval_every=max(1, a.steps // 3),
-            test_domains=tuple(a.test_domains) if a.test_domains else None,
-        )
-        metrics = train(cfg)
-        print(f"{method:9s} mean ID {_pct(metrics['mean_id'])}  mean OOD "
+    try:  # every method's config checked before the first one trains
+        configs = [
+            TrainConfig(
+                data=str(a.data),
+                cache=str(a.cache),
+                teacher=a.teacher,
+                out=str(a.out / method),
+                method=method,
+                image_size=32,
+                steps=a.steps,
+                steps_align=max(1, a.steps // 3),
+                steps_distill=max(1, a.steps - a.steps // 3),
+                eval_every=max(1, a.steps // 3),
+                test_domains=tuple(a.test_domains) if a.test_domains else None,
+            )
+            for method in ("zeroshot", "erm", "adip")
+        ]
+    except ValidationError as exc:  # as the CLI says it: one line, exit 2
+        print(f"error: invalid training options: {validation_message(exc)}", file=sys.stderr)
+        return 2
+    for cfg in configs:
+        try:
+            metrics = train(cfg)
+        except VLMError as exc:  # no harvest yet, no such data or domain...: one line
+            print(f"error: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, ConfigurationError) else 1
+        print(f"{cfg.method:9s} mean ID {_pct(metrics['mean_id'])}  mean OOD "
               f"{_pct(metrics['mean_ood'])}")
+    return 0
 
 
 def _pct(value: float | None) -> str:
@@ -54,4 +73,4 @@ def _pct(value: float | None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

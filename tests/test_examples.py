@@ -118,3 +118,34 @@ def test_harvest_example_says_when_the_teacher_refused_or_items_failed(tmp_path:
         )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
     assert "401" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "-3"], "--steps: must be a whole number >= 1"),
+        (["--out", "DATA/runs"], "invalid training options"),  # a run folder inside the data
+        ([], "no cached teacher embeddings"),  # no harvest into ./vlm-cache yet
+    ],
+    ids=["negative-steps", "out-in-data", "no-cache"],
+)
+def test_train_from_cache_example_bad_arguments_are_one_line_errors(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """Before: ``--steps -3`` was a pydantic ValidationError traceback, and a missing
+    cache, data folder or domain a ConfigurationError traceback (exit 1)."""
+    from distill.data.digits import make_digits
+
+    data = make_digits(tmp_path / "digits", size=16, per_class=1, seed=0)
+    args = [a.replace("DATA", str(data)) for a in args]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "train_from_cache.py"), str(data), *args],
+        cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
+                           "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [ln for ln in done.stderr.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert not (tmp_path / "runs").exists()
