@@ -206,3 +206,39 @@ def test_an_empty_list_for_a_flag_that_takes_one_or_more_values_is_refused(
     assert main(["data", "make-digits", str(tmp_path / "d"), "--config", str(cfg)]) == 2
     assert "domains takes at least one value" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".yaml"])
+def test_a_config_file_saved_with_a_byte_order_mark_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    """Before: a TOML file saved with a UTF-8 BOM (Windows Notepad's "UTF-8 with BOM")
+    was refused with "does not parse: Invalid statement (at line 1, column 1)"."""
+    from distill.data.digits import make_digits
+
+    data = make_digits(tmp_path / "d", size=16, per_class=1)
+    cfg = tmp_path / f"h{suffix}"
+    text = (
+        'teacher = "local:hash"\nbudget = 0.25\ndry_run = true\n'
+        if suffix == ".toml"
+        else "teacher: local:hash\nbudget: 0.25\ndry-run: true\n"
+    )
+    cfg.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert main(["harvest", str(data), "--config", str(cfg), "--cache", str(tmp_path / "c")]) == 0
+    assert "budget $0.25" in capsys.readouterr().out
+
+
+def test_relative_paths_in_a_config_file_are_from_the_current_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on the command line (README, CLI reference): not from the file's folder."""
+    from distill.data.digits import make_digits
+
+    make_digits(tmp_path / "d", size=16, per_class=1)
+    (tmp_path / "conf").mkdir()
+    cfg = tmp_path / "conf" / "h.toml"
+    cfg.write_text('teacher = "local:hash"\ndry_run = true\nclass_file = "classes.txt"\n')
+    (tmp_path / "conf" / "classes.txt").write_text("0\n1\n")  # beside the file: not read
+    monkeypatch.chdir(tmp_path)
+    assert main(["harvest", "d", "--config", str(cfg), "--cache", "c"]) == 2
+    assert "class file 'classes.txt' does not exist" in capsys.readouterr().err

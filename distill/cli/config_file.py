@@ -19,7 +19,9 @@ __all__ = ["CommandParser", "apply_config_file", "load_config_file"]
 def load_config_file(path: Path) -> dict[str, Any]:
     """The mapping in a ``.toml``, ``.yaml`` or ``.yml`` file; ConfigurationError if none."""
     try:
-        text = path.read_text(encoding="utf-8")
+        # "utf-8-sig": a file saved "UTF-8 with BOM" (Windows Notepad) is read too; TOML
+        # refused the BOM as "Invalid statement (at line 1, column 1)"
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigurationError(f"cannot read config file {path}: {exc}") from exc
     try:
