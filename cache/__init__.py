@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     )
     from .memory import MemoryCache
     from .protocols import CacheEntry, CacheLike, LedgerLike, LedgerRecord
-    from .recover import RecoverResult, recover_cache
+    from .recover import RecoverBusyError, RecoverResult, recover_cache
     from .response_cache import ResponseCache, read_cache_stats, verify_cache
     from .spill import SpillFile
     from .store import EmbeddingStore
@@ -96,6 +96,7 @@ __all__ = [
     "LiteralJSON",
     "MemoryCache",
     "Overrun",
+    "RecoverBusyError",
     "RecoverResult",
     "ResponseCache",
     "SpendLedger",
@@ -194,6 +195,7 @@ _SOURCES: dict[str, str] = {
     "CacheLike": "protocols",
     "LedgerLike": "protocols",
     "LedgerRecord": "protocols",
+    "RecoverBusyError": "recover",
     "RecoverResult": "recover",
     "recover_cache": "recover",
     "ResponseCache": "response_cache",

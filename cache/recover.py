@@ -12,35 +12,68 @@ still cannot give every entry back (a file cut short, an overwritten header or f
 page), the rows left on the file's own pages are read without SQLite
 (:mod:`cache.sqlite_pages`) and every one whose entry passes its checksum is kept.
 
-Run it while no other process uses the cache.
+Run it while no other process uses the cache. Two recoveries of one cache at once are
+not possible: each holds an exclusive ``flock`` on ``responses.recover.lock`` beside the
+directory, and a second one is refused (:class:`RecoverBusyError`) without changing
+anything.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import diskcache
 
+from .cache_errors import CacheError
 from .response_cache import SPILL_NAME, CacheCorruptError, ResponseCache, decode_entry
 from .spill import SpillFile
 from .sqlite_pages import table_rows
 from .swap import exchange
 
-__all__ = ["RecoverResult", "recover_cache"]
+__all__ = ["RecoverBusyError", "RecoverResult", "recover_cache"]
 
 log = logging.getLogger(__name__)
 
 _BATCH: Final = 1000  # rows read, and entries written, at a time
 _CACHE_COLUMNS: Final = 12  # diskcache's Cache table: rowid, key, raw, ..., mode, filename, value
+
+
+class RecoverBusyError(CacheError):
+    """Another recovery of the same cache directory is running; nothing was changed."""
+
+
+@contextmanager
+def _only_recovery(directory: Path) -> Iterator[None]:
+    """Hold the exclusive lock of ``directory``'s recoveries, or raise RecoverBusyError.
+
+    Without it a second recovery removed the first one's half-built ``.recovering``
+    directory as a leftover, and one of the two failed in the swap ("No such file")."""
+    lock = directory.with_name(directory.name + ".recover.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise RecoverBusyError(
+                f"another recovery of {directory} is running; let it finish (nothing was "
+                "changed)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 @dataclass(frozen=True)
@@ -170,11 +203,17 @@ def _from_pages(directory: Path, keys: set[str], fresh: ResponseCache) -> int:
 def recover_cache(directory: str | os.PathLike[str]) -> RecoverResult:
     """Copy every readable entry of the cache in ``directory`` into a fresh one in its place.
 
-    Raises :class:`CacheCorruptError` if ``directory`` is not a cache directory.
+    Raises :class:`CacheCorruptError` if ``directory`` is not a cache directory, and
+    :class:`RecoverBusyError` if another recovery of it is running.
     """
     directory = Path(directory)
     if not (directory / "cache.db").is_file():
         raise CacheCorruptError(f"{directory} holds no cache.db")
+    with _only_recovery(directory):
+        return _recover(directory)
+
+
+def _recover(directory: Path) -> RecoverResult:
     fresh_dir = directory.with_name(directory.name + ".recovering")
     if fresh_dir.exists():
         shutil.rmtree(fresh_dir)  # left by an interrupted recovery

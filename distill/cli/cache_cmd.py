@@ -180,7 +180,7 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
             out.print(_recover_hint(args.cache))
         return EXIT_ERROR if problems else EXIT_OK
     if args.action == "recover":
-        from cache import live_owners
+        from cache import RecoverBusyError, live_owners
         from cache.recover import recover_cache
 
         users = live_owners(cdir.coordination)
@@ -198,7 +198,13 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
                 "in the spill file): nothing to recover, nothing was changed"
             )
             return EXIT_OK
-        r = recover_cache(cdir.responses)
+        try:
+            r = recover_cache(cdir.responses)
+        except RecoverBusyError:
+            raise ConfigurationError(
+                f"another `cache recover` of {args.cache} is running: let it finish, then "
+                "run `cache stats` to see the result (nothing was changed)"
+            ) from None
         if r.unreadable is None and r.copied > r.from_spill:
             # read from the file's pages: SQLite could not even say how many it held
             lost = "the old database's own count is unreadable, so how many it lost is unknown"

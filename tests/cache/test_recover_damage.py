@@ -143,3 +143,57 @@ def test_cache_recover_refuses_while_a_harvest_uses_the_cache(
     assert main(["cache", "recover", "--cache", str(tmp_path)]) == 0  # once it has ended
     with ResponseCache(responses) as cache:
         assert cache.get("paid-now") is not None
+
+
+def test_a_second_recover_of_the_same_cache_is_refused_while_one_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: two `cache recover` at once on one cache: the second removed the first's
+    half-built ``responses.recovering`` as a leftover and built its own; one finished, the
+    other failed with "responses.recovering -> responses: No such file or directory". Now
+    the second is refused at once, in one line (exit 2), and the first finishes whole."""
+    import threading
+
+    import cache.recover as rec
+
+    responses = _cache(tmp_path)
+    _damage(responses / "cache.db", "cut in half")
+    inside, go_on = threading.Event(), threading.Event()
+    real_read = rec.SpillFile.read
+
+    def paused(self: rec.SpillFile) -> object:  # the first: copied, not yet swapped in
+        inside.set()
+        assert go_on.wait(60)
+        return real_read(self)
+
+    monkeypatch.setattr(rec.SpillFile, "read", paused)
+    done: dict[str, object] = {}
+
+    def first() -> None:
+        try:
+            done["result"] = recover_cache(responses)
+        except BaseException as exc:  # shown by the assert below
+            done["error"] = exc
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert inside.wait(60)
+        monkeypatch.setattr(rec.SpillFile, "read", real_read)
+        code = main(["cache", "recover", "--cache", str(tmp_path)])
+    finally:
+        go_on.set()
+        thread.join(60)
+    captured = capsys.readouterr()
+    assert code == 2, captured.out + captured.err
+    line = " ".join(captured.err.split())
+    assert "another `cache recover` of" in line and "nothing was changed" in line, line
+    assert "Traceback" not in captured.err
+    assert "error" not in done, done
+    result = done["result"]
+    assert isinstance(result, rec.RecoverResult)
+    got = _entries(responses)
+    assert result.copied == len(got) >= 150
+    assert sorted(p.name.split("-")[0] for p in tmp_path.glob("responses.damaged-*")) == [
+        "responses.damaged"
+    ]  # one recovery, one copy kept aside
