@@ -107,8 +107,12 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
         type=int_in(1, MAX_BATCH_SIZE),
         help="items per request (default: the provider's limit)",
     )
-    p.add_argument("--rpm", type=positive_rate, help="requests per minute limit (> 0)")
-    p.add_argument("--tpm", type=positive_rate, help="tokens per minute limit (> 0)")
+    p.add_argument(
+        "--rpm", type=positive_rate, help="requests per minute limit (>= 0.0167: one an hour)"
+    )
+    p.add_argument(
+        "--tpm", type=positive_rate, help="tokens per minute limit (>= 0.0167: one an hour)"
+    )
     p.add_argument(
         "--timeout",
         type=positive_seconds,

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_TIMEOUT_S",
     "MAX_USD",
     "MAX_VIEWS",
+    "MIN_RATE",
     "MIN_USD",
     "SEED_MAX",
     "int_in",
@@ -46,6 +47,7 @@ MAX_BATCH_SIZE = 10_000  # items per request (providers cap it lower anyway)
 MAX_TIMEOUT_S = 3600.0  # seconds per request
 MAX_USD = Decimal(10**12)  # a budget: a trillion dollars
 MIN_USD = Decimal("1e-12")  # the smallest budget above $0
+MIN_RATE = 1 / 60  # --rpm / --tpm: one request (or token) an hour at the slowest
 
 
 def _float(text: str) -> float:
@@ -93,11 +95,17 @@ def positive_seconds(text: str) -> float:
 
 
 def positive_rate(text: str) -> float:
-    """A requests- or tokens-per-minute limit: finite and > 0 (leave the flag out for none)."""
+    """A requests- or tokens-per-minute limit: finite and >= :data:`MIN_RATE` (leave the
+    flag out for none).
+
+    A tinier rate (``--rpm 1e-300``; ``1e-320`` makes the interval infinite) sent one
+    request, then paced the next one years away: the run waited for ever without a word.
+    """
     value = _float(text)
-    if not (math.isfinite(value) and value > 0):
+    if not (math.isfinite(value) and value >= MIN_RATE):
         raise argparse.ArgumentTypeError(
-            f"must be a finite rate per minute > 0 (leave the flag out for no limit), not {text!r}"
+            f"must be a finite rate per minute >= 0.0167 (at most an hour between requests, "
+            f"or per token; leave the flag out for no limit), not {text!r}"
         )
     return value
 

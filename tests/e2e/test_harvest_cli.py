@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import tempfile
 from decimal import Decimal
@@ -505,3 +506,36 @@ def test_amounts_below_a_millionth_are_plain_decimals_in_the_summary_and_runs_fi
     assert runs[-1]["spent_usd"] == format(spent, "f"), runs[-1]
     assert f"${format(spent, 'f')} of no --run-budget" in out, out
     assert "E-" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--rpm", "1e-300"), ("--rpm", "1e-320"), ("--rpm", "0.01"), ("--tpm", "1e-300"),
+     ("--tpm", "1e-320")],
+)  # fmt: skip
+def test_a_rate_pacing_more_than_an_hour_between_requests_is_refused(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    value: str,
+) -> None:
+    # --rpm 1e-300 sent one request, then waited for ever without a word (1e-320: an
+    # interval of inf seconds)
+    cache = tmp_path / "cache"
+    with pytest.raises(SystemExit) as exc:
+        harvest(hash_teacher, digits_data, cache, "--budget", "1", flag, value)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "an hour" in err
+    assert hash_teacher.billing()["requests"] == 0
+    assert not cache.exists()  # nothing reserved, nothing created
+
+
+def test_the_slowest_rate_accepted_is_one_request_an_hour() -> None:
+    from distill.cli.validate import positive_rate
+
+    assert positive_rate("0.0167") == pytest.approx(0.0167)
+    with pytest.raises(argparse.ArgumentTypeError):
+        positive_rate("0.0166")
