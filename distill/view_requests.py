@@ -139,7 +139,7 @@ def view_request(item: ViewItem, hflip: bool, encoding: str | None = None) -> Im
         encoding=encoding, orientation=orientation, sixteen_bit=sixteen_bit,
         transparent=transparent,
     )  # fmt: skip
-    arr = view_array(load_rgb(item.path), item.image_id, item.view, hflip=hflip)
+    arr = view_array(load_rgb(item.path, data), item.image_id, item.view, hflip=hflip)
     data, media_type = encode_view(arr, encoding)
     return ImageEmbeddingRequest(image=Image(data=data, media_type=media_type, content_id=cid))
 
@@ -241,7 +241,8 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
                 out.items.append(item)
                 continue
             cid = misses[id(item)]
-            arr = view_array(load_rgb(item.path), item.image_id, item.view, hflip=hflip)
+            # from the bytes the content id names (the file may have been replaced since)
+            arr = view_array(load_rgb(item.path, data), item.image_id, item.view, hflip=hflip)
             out.views_computed += 1
             blob, media_type = encode_view(arr, encoding)
             request = client.prepare(

@@ -292,15 +292,19 @@ def _transparent(im: Image.Image) -> bool:
     return is_transparent(im)
 
 
-def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
+def load_rgb(path: str | os.PathLike[str], data: bytes | None = None) -> Image.Image:
     """Open and decode an image file as RGB, upright (its EXIF orientation applied, see
     :func:`exif_orientation`), 16-bit grey scaled to 8 bits (:func:`eight_bit`) and
     transparency shown on white (:func:`~vlmclient.transparency.flatten`, as the client
-    re-encodes it); DataError when it cannot be used."""
+    re-encodes it); DataError when it cannot be used.
+
+    ``data``: the file's bytes, already read (then decoded, not the file read again: a
+    view named by the digest of those bytes must show their pixels, even when the file
+    was replaced since)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as im:
+            with Image.open(path if data is None else io.BytesIO(data)) as im:
                 if im.size[0] * im.size[1] > MAX_PIXELS:
                     raise DataError(
                         f"image {os.fspath(path)!r} is too large ({im.size[0]}x{im.size[1]})"

@@ -15,7 +15,16 @@ from PIL import Image
 
 import distill
 from distill.data import DataError
-from distill.data.views import _crop_box, _Uniforms, png_bytes, view_array, view_bytes, view_image
+from distill.data.views import (
+    _crop_box,
+    _Uniforms,
+    encode_view,
+    png_bytes,
+    view_array,
+    view_bytes,
+    view_content_id,
+    view_image,
+)
 
 
 def _picture(h: int = 48, w: int = 64) -> np.ndarray:
@@ -177,3 +186,35 @@ def test_encode_view_png_is_lossless_and_jpeg_close():
     assert decoded.shape == arr.shape and np.abs(decoded - arr).mean() < 8
     with pytest.raises(ValueError, match="unknown view encoding"):
         encode_view(arr, "gif")
+
+
+def test_a_view_is_computed_from_the_bytes_its_content_id_names(tmp_path):
+    """A file replaced while its chunk is being built (after it was read and hashed, before
+    its view was computed): the view was computed from the new file, but named by the old
+    bytes' digest, so the cache kept the new picture's answer under the old picture's key
+    (served for it on every later run)."""
+    from distill.view_requests import build_requests, upload_encoding
+    from tests.data.test_exif_orientation import FakeViewClient, Item
+
+    path = tmp_path / "d" / "c" / "img.png"
+    path.parent.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+    old = path.read_bytes()
+
+    class ReplacingClient(FakeViewClient):
+        def cached(self, kind, keys, fallback=()):  # after the read, before the views
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+            return super().cached(kind, keys, fallback)
+
+    built = build_requests(ReplacingClient(), [Item(path, "c/img.png", 1)], hflip=True)
+    [request] = built.requests
+    assert request.image.content_id == view_content_id(
+        hashlib.sha256(old).hexdigest(), "c/img.png", 1, hflip=True,
+        encoding=upload_encoding("local:hash"),
+    )  # fmt: skip
+    src = Image.open(io.BytesIO(old)).convert("RGB")
+    want, _ = encode_view(
+        view_array(src, "c/img.png", 1, hflip=True), upload_encoding("local:hash")
+    )
+    assert request.image.data == want
