@@ -27,6 +27,7 @@ from cache import StoreError
 from distill.data import Dataset, class_prompts
 from distill.data.views import pixels_decode
 from distill.harvest_store import (
+    FilesChanged,
     ImageItem,
     SizesDisagree,
     VectorSink,
@@ -320,6 +321,7 @@ async def harvest(
         # be decoded must not fail the other items of its request.
         built = build_requests(client, chunk, hflip=dataset.hflip)
         timings.add("prepare", started)
+        sink.read(chunk, built.digests)
         result.views_computed += built.views_computed
         result.failed.extend((i.image_id, f"{UNREADABLE}: {why}") for i, why in built.failed)
         if built.cached:
@@ -390,6 +392,8 @@ async def harvest(
                 teacher_fingerprint=client.fingerprint,
                 dataset=dataset,
             )
+        except FilesChanged as exc:
+            result.fatal = str(exc)  # their old content's answers: a rerun buys the new
         except (OSError, StoreError) as exc:
             # Every vector is paid for and cached; only the export failed (disk full, or
             # cached vectors that disagree in size: a server that answered some wrongly).

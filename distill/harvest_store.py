@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from vlmclient.providers import parse_teacher
 __all__ = [
     "EXPORT_BLOCK",
     "STORE_FORMAT",
+    "FilesChanged",
     "ImageItem",
     "SizesDisagree",
     "VectorSink",
@@ -71,16 +72,29 @@ def store_dir(cache_dir: Path, teacher: str, dataset: Dataset) -> Path:
     return cache_dir / STORES_DIR / f"{slug}-{dataset.fingerprint()[:12]}"
 
 
-def store_meta(dataset: Dataset) -> dict[str, object]:
+def store_meta(
+    dataset: Dataset, seen: Callable[[int, str], None] | None = None
+) -> dict[str, object]:
     """What a store records of its dataset beyond the fingerprint: where it was, and the
     digests of its files that tell a later train whether they still hold the same images
-    (:mod:`distill.data.content`)."""
-    return {"dataset_root": str(dataset.root), "layout": dataset.layout, **files_meta(dataset)}
+    (:mod:`distill.data.content`; ``seen`` as :func:`~distill.data.content.files_meta`)."""
+    meta = files_meta(dataset, seen)
+    return {"dataset_root": str(dataset.root), "layout": dataset.layout, **meta}
 
 
 class SizesDisagree(StoreError):
     """The vectors to export come in two sizes: not the disk's fault (a server answered
     some at the wrong size; ``vlm-distill cache prune --keep-dim`` removes them)."""
+
+
+class FilesChanged(StoreError):
+    """Images replaced or edited on disk while they were harvested: the vectors bought
+    are of their old content, which the store's file digests would not say."""
+
+
+def _short(sha256: str) -> int:
+    """Enough of a digest to tell a file's content changed (8 bytes a row, not 64)."""
+    return int(sha256[:16], 16) or 1  # 0 means "not read yet"
 
 
 class VectorSink:
@@ -92,6 +106,10 @@ class VectorSink:
     ) -> None:
         self.path, self.image_ids, self.views, self.timings = path, image_ids, views, timings
         self.have = np.zeros((len(image_ids), views), dtype=bool)
+        # each row's file content as read for its requests (0: not read yet), and the
+        # rows whose file changed between two reads
+        self.sources = np.zeros(len(image_ids), dtype=np.uint64)
+        self.changed: set[int] = set()
         self.writer: StoreWriter | None = None
         self.error: str | None = None  # the store could not be written: said at the end
         self.sizes_disagree = False  # ... because its vectors came in two sizes
@@ -99,6 +117,32 @@ class VectorSink:
     @property
     def missing(self) -> int:
         return int(self.have.size - np.count_nonzero(self.have))
+
+    def read(self, items: Sequence[ImageItem], digests: Mapping[Path, str]) -> None:
+        """The sha256 of the bytes each item's file held when its chunk read it."""
+        for item in items:
+            sha = digests.get(item.path)
+            if sha is not None:
+                self._saw(item.row, sha)
+
+    def _saw(self, row: int, sha256: str) -> None:
+        short = _short(sha256)
+        if self.sources[row] == 0:
+            self.sources[row] = short
+        elif self.sources[row] != short:
+            self.changed.add(row)
+
+    def _check_changed(self) -> None:
+        if self.changed:
+            rows = sorted(self.changed)
+            names = ", ".join(self.image_ids[r] for r in rows[:3])
+            more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+            raise FilesChanged(
+                f"{len(rows)} image file(s) changed on disk while they were harvested "
+                f"({names}{more}): the answers bought are of their old content; no store "
+                "was written. Run again once the data stops changing: it buys only the "
+                "new content"
+            )
 
     def put(self, items: Sequence[ImageItem], vectors: Sequence[np.ndarray]) -> None:
         rows = [i.row for i in items]
@@ -152,6 +196,10 @@ class VectorSink:
                 f"the class prompts' vectors have {text_vectors.shape[1]} values, the images' "
                 f"{self.writer.dim}"
             )
+        self._check_changed()
+        # the digests recorded are of the files now: each must be what was sent
+        meta = store_meta(dataset, self._saw)
+        self._check_changed()
         self.writer.commit(
             text_vectors=text_vectors.astype(np.float32),
             class_names=class_names,
@@ -159,7 +207,7 @@ class VectorSink:
             teacher=teacher,
             teacher_fingerprint=teacher_fingerprint,
             dataset_fingerprint=dataset.fingerprint(),
-            extra_meta=store_meta(dataset),
+            extra_meta=meta,
         )
         return self.path
 

@@ -113,6 +113,7 @@ class ChunkRequests(Generic[T]):
     items: list[T] = field(default_factory=list)  # the item of each request
     failed: list[tuple[T, str]] = field(default_factory=list)
     views_computed: int = 0  # augmented views decoded and computed (cache misses only)
+    digests: dict[Path, str] = field(default_factory=dict)  # sha256 of each file as read
 
 
 def upload_encoding(teacher: str) -> str:
@@ -193,6 +194,7 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
         try:
             if item.path not in sources:
                 sources[item.path] = _read(item.path)
+                out.digests[item.path] = hashlib.sha256(sources[item.path]).hexdigest()
             ready.append((item, sources[item.path]))
         except CANNOT_PREPARE as exc:
             out.failed.append((item, str(exc)))
@@ -205,9 +207,7 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
     for item, data in ready:
         if item.view > 0:
             if item.path not in sources_named:
-                sources_named[item.path] = (
-                    hashlib.sha256(data).hexdigest(), *source_decoding(data)
-                )
+                sources_named[item.path] = (out.digests[item.path], *source_decoding(data))
             digest, orientation, sixteen_bit, transparent = sources_named[item.path]
             cid = view_content_id(
                 digest, item.image_id, item.view, hflip=hflip, encoding=encoding,

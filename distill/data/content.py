@@ -77,13 +77,18 @@ def _sha256_of(f: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-def files_meta(dataset: Dataset) -> dict[str, Any]:
+def files_meta(
+    dataset: Dataset, seen: Callable[[int, str], None] | None = None
+) -> dict[str, Any]:
     """``{"files": {"stat": digest, "content": digest}}`` for a store's meta.json: one
-    pass, each file opened once (its stat taken from the open file)."""
+    pass, each file opened once (its stat taken from the open file). ``seen(row, sha256)``
+    is told each file's digest (a harvest checks it is what it sent)."""
     stat, content = hashlib.sha256(), hashlib.sha256()
-    for s in dataset.samples:
+    for row, s in enumerate(dataset.samples):
         with open(s.path, "rb") as f:
             stat_line, sha = _stat_line(os.fstat(f.fileno())), _sha256_of(f)
+        if seen is not None:
+            seen(row, sha)
         stat.update(f"{s.id}\0{stat_line}\n".encode("utf-8", "surrogateescape"))
         content.update(f"{s.id}\0{sha}\n".encode("utf-8", "surrogateescape"))
     return {FILES_KEY: {STAT_KEY: stat.hexdigest(), CONTENT_KEY: content.hexdigest()}}

@@ -92,3 +92,49 @@ def test_an_image_replaced_after_the_harvest_is_caught_and_rebought_once(
     shutil.rmtree(other_data / "rotated")
     assert main(["eval", str(tmp_path / "run-copy"), str(other_data), "--store", str(store)]) == 2
     assert "harvested from another dataset" in capsys.readouterr().err
+
+
+def test_an_image_replaced_during_the_harvest_writes_no_stale_store(
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path
+) -> None:
+    """A file replaced after its request was answered, before the store was written: the
+    store recorded the new file's digest beside the old content's vector, so `train`
+    accepted it and trained the new picture on the old one's targets."""
+    import asyncio
+
+    import numpy as np
+
+    from cache import ResponseCache
+    from distill.harvest import HarvestResult, harvest
+    from vlmclient import TeacherClient
+
+    data = tmp_path / "data"
+    shutil.copytree(digits_data, data)
+    ds = scan(data)
+    first = ds.samples[0].path
+    replaced = []
+
+    def progress(r: HarvestResult) -> None:
+        if r.bought >= len(ds.class_names) + 4 and not replaced:  # row 0 answered
+            rng = np.random.default_rng(1)
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(first)
+            replaced.append(True)
+
+    async def go() -> HarvestResult:
+        with ResponseCache(tmp_path / "cache" / "responses") as rc:
+            async with TeacherClient(
+                "local:hash", base_url=hash_teacher.url, cache=rc, concurrency=1, batch_size=4
+            ) as client:
+                return await harvest(ds, client, cache_dir=tmp_path / "cache", on_progress=progress)
+
+    result = asyncio.run(go())
+    assert replaced
+    assert result.store_path is None
+    assert result.fatal is not None and "changed on disk" in result.fatal
+    assert ds.samples[0].id in result.fatal
+    bill = hash_teacher.billing()["images"]
+
+    # run again (the data no longer changing): the new picture alone is bought, and stored
+    result = asyncio.run(go())
+    assert result.store_path is not None and result.fatal is None
+    assert hash_teacher.billing()["images"] == bill + 1
