@@ -147,6 +147,9 @@ class HarvestResult:
     texts_total: int = 0
     bought: int = 0
     cache_hits: int = 0
+    # answered by the purchase of an identical item (two files with the same bytes): not
+    # bought twice, so not counted in ``bought`` (when the client counts its purchases)
+    identical: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     spent_usd: Decimal = Decimal(0)
@@ -226,10 +229,21 @@ async def harvest(
     )
 
     unanswered = [0]  # requests in a row that got no answer after their retries
+    answered = [0]  # items answered by a purchase: bought, or identical to one bought
+
+    def count_bought() -> None:
+        result.bought = answered[0]
+        if counted is not None and isinstance(client, CountsPurchases):
+            # the client's count: an item identical to another one in flight shares its
+            # answer (not cached, not bought again); items of a call that failed part-way
+            # (a later batch stopped by a cap) were bought and cached all the same
+            result.bought = client.stats.items_bought - counted
+            result.identical = max(0, answered[0] - result.bought)
 
     def account(n_hits: int, n_bought: int) -> None:
         result.cache_hits += n_hits
-        result.bought += n_bought
+        answered[0] += n_bought
+        count_bought()
         result.spent_usd = client.budget.spent
         if on_progress is not None:
             on_progress(result)
@@ -404,8 +418,7 @@ async def harvest(
         return result
     finally:
         sink.abort()  # a store not committed (stopped, failed, cancelled) leaves nothing
-        if counted is not None and isinstance(client, CountsPurchases):
-            result.bought = max(result.bought, client.stats.items_bought - counted)
+        count_bought()
 
 
 def refused_prompts(exc: InputTooLongError, class_names: Sequence[str]) -> list[tuple[str, str]]:

@@ -155,7 +155,7 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
                         s = client.stats
                         rate = s.requests_sent / max(time.monotonic() - started, 1e-9)
                         bar.update(
-                            r.bought + r.cache_hits,
+                            r.bought + r.cache_hits + r.identical,
                             f"hits {r.cache_hits} · bought {r.bought} · {rate:.1f} req/s · "
                             f"retries {s.retries} · {progress_money(client)}",
                         )
@@ -249,6 +249,8 @@ def _summary(
     if args.views > 1:  # a cached view is found by its recipe, never recomputed
         t.add_row("augmented views computed", str(result.views_computed))
     t.add_row("bought", str(result.bought))
+    if result.identical:  # files with the same bytes: one purchase answers them all
+        t.add_row("identical to an item bought this run", str(result.identical))
     t.add_row("requests sent", str(client.stats.requests_sent))
     t.add_row("retries", str(client.stats.retries))
     for label, value in budget_lines(client):

@@ -539,3 +539,32 @@ def test_the_slowest_rate_accepted_is_one_request_an_hour() -> None:
     assert positive_rate("0.0167") == pytest.approx(0.0167)
     with pytest.raises(argparse.ArgumentTypeError):
         positive_rate("0.0166")
+
+
+def test_identical_images_under_two_names_are_bought_once_and_counted_once(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two files with the same bytes are one purchase (they share a cache key); the
+    summary and runs.jsonl said "bought" for both: 3 more items than the provider billed."""
+    import json
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(digits_data, data)
+    ds = scan(data)
+    for s in ds.samples[:3]:  # each a copy of the image before it in its class folder
+        shutil.copy(s.path, s.path.with_name("copy-" + s.path.name))
+    ds = scan(data)
+    cache = tmp_path / "cache"
+    assert harvest(hash_teacher, data, cache, "--budget", "1") == 0
+    bill = hash_teacher.billing()
+    assert bill["images"] == len(ds.samples) - 3
+    out = " ".join(capsys.readouterr().out.split())
+    bought = bill["images"] + len(ds.class_names)
+    assert f"│ bought │ {bought} │" in out
+    assert "│ identical to an item bought this run │ 3 │" in out
+    [run] = [json.loads(line) for line in (cache / "runs.jsonl").read_text().splitlines()]
+    assert run["bought"] == bought
