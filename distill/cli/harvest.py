@@ -6,6 +6,7 @@ import argparse
 import shlex
 import tempfile
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +17,12 @@ from rich.table import Table
 
 from cache.layout import CacheDir
 from cache.ledger import plain
-from vlmclient import ConfigurationError, TeacherClient, TextEmbeddingRequest
+from vlmclient import (
+    ConfigurationError,
+    ImageEmbeddingRequest,
+    TeacherClient,
+    TextEmbeddingRequest,
+)
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from ._common import (
@@ -205,13 +211,21 @@ def _storage_hint(cache: Path) -> str:
 async def _dry_run(client: TeacherClient, dataset: Dataset, args: argparse.Namespace) -> None:
     from distill.data import class_prompts
     from distill.harvest import image_items, view_request
-    from distill.view_requests import upload_encoding
+    from distill.view_requests import CANNOT_PREPARE, upload_encoding
 
     # priced one request at a time as the views are read: no view's bytes are kept
     encoding = upload_encoding(client.teacher)
     n_views = len(dataset.samples) * args.views
-    reqs = (view_request(i, dataset.hflip, encoding) for i in image_items(dataset, args.views))
-    n_img, cost_img = client.plan("image_embedding", reqs)
+    unreadable = [0]
+
+    def reqs() -> Iterator[ImageEmbeddingRequest]:
+        for item in image_items(dataset, args.views):
+            try:
+                yield client.prepare(view_request(item, dataset.hflip, encoding))
+            except CANNOT_PREPARE:  # a run fails these alone and buys the rest
+                unreadable[0] += 1
+
+    n_img, cost_img = client.plan("image_embedding", reqs())
     texts = [TextEmbeddingRequest(text=p) for p in class_prompts(dataset.class_names, args.prompt)]
     n_txt, cost_txt = client.plan("text_embedding", texts) if texts else (0, Decimal(0))
     out = console()
@@ -222,6 +236,13 @@ async def _dry_run(client: TeacherClient, dataset: Dataset, args: argparse.Names
         f"(budget ${args.budget}, of which ${plain(left or Decimal(0))} is left). Nothing "
         "was sent."
     )
+    if unreadable[0]:
+        n = unreadable[0]
+        out.print(
+            f"{n} image view{'s' * (n > 1)} cannot be read or prepared (not counted): a run "
+            f"fails {'them' if n > 1 else 'it'} and buys the rest; `vlm-distill data scan "
+            f"{shown(shlex.quote(str(args.data)))} --decode` lists damaged files."
+        )
 
 
 def _not_counted(failed: list[tuple[str, str]]) -> str:

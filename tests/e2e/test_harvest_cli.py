@@ -568,3 +568,34 @@ def test_identical_images_under_two_names_are_bought_once_and_counted_once(
     assert "│ identical to an item bought this run │ 3 │" in out
     [run] = [json.loads(line) for line in (cache / "runs.jsonl").read_text().splitlines()]
     assert run["bought"] == bought
+
+
+def test_dry_run_with_views_prices_the_rest_when_an_image_does_not_decode(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A PNG whose header and end are whole but whose pixel data is damaged passes the
+    scan; the harvest fails its augmented views and buys the rest, but `--dry-run --views
+    2` stopped at it: "error: cannot decode image ...", exit 1, no plan."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(digits_data, data)
+    ds = scan(data)
+    damaged = bytearray(ds.samples[0].path.read_bytes())
+    start = damaged.index(b"IDAT") + 8
+    damaged[start : start + 40] = bytes(b ^ 0x5A for b in damaged[start : start + 40])
+    ds.samples[0].path.write_bytes(bytes(damaged))
+    n = len(scan(data).samples)
+    cache = tmp_path / "cache"
+    capsys.readouterr()
+    assert harvest(hash_teacher, data, cache, "--budget", "1", "--views", "2", "--dry-run") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"dry run: {2 * n - 1} of {2 * n} image views" in out
+    assert "1 image view cannot be read or prepared" in out
+    assert hash_teacher.billing()["requests"] == 0
+
+    assert harvest(hash_teacher, data, cache, "--budget", "1", "--views", "2") == 1
+    assert hash_teacher.billing()["images"] == 2 * n - 1  # what the dry run said
