@@ -217,3 +217,42 @@ def test_views_read_but_not_answered_never_exceed_the_window(
     assert len(seen) > len(ds.samples) * views // 4  # a report per request
     assert all(in_flight <= window for in_flight, window in seen)
     assert result.in_flight == 0
+
+
+def test_a_failing_progress_callback_leaves_no_request_running_unrecorded(
+    monkeypatch: pytest.MonkeyPatch, digits_data: Path, tmp_path: Path
+) -> None:
+    """``on_progress`` raising (the CLI's progress line on a closed pipe, a caller's bug)
+    failed one worker; harvest() returned the error while the others kept sending, and
+    the caller then closed its ledger under them: "SPEND NOT RECORDED", the ledger $0.0010
+    for a $0.0026 bill. Now the other workers are stopped before harvest() returns: each
+    request in flight is recorded at its reservation."""
+    from tests.e2e.conftest import local_teacher
+    from vlmclient import Budget
+
+    class Broken(Exception):
+        pass
+
+    def progress(r: HarvestResult) -> None:
+        if r.bought >= 20:
+            raise Broken("stdout is gone")
+
+    ds = scan(digits_data)
+    with local_teacher(monkeypatch, latency_ms=100) as teacher:
+
+        async def go() -> None:
+            with (
+                ResponseCache(tmp_path / "responses") as rc,
+                SpendLedger(tmp_path / "ledger.jsonl") as ledger,
+            ):
+                async with TeacherClient(
+                    "local:hash", base_url=teacher.url, cache=rc, ledger=ledger,
+                    budget=Budget("1"), concurrency=8, batch_size=2,
+                ) as client:  # fmt: skip
+                    await harvest(ds, client, cache_dir=tmp_path, on_progress=progress)
+
+        with pytest.raises(Broken):
+            asyncio.run(go())
+        billed = Decimal(teacher.billing()["usd"])
+    assert billed > 0
+    assert ledger_spent(tmp_path) >= billed  # every billed request is in the ledger
