@@ -138,7 +138,7 @@ class VectorSink:
             names = ", ".join(self.image_ids[r] for r in rows[:3])
             more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
             raise FilesChanged(
-                f"{len(rows)} image file(s) changed on disk while they were harvested "
+                f"{len(rows)} image file(s) replaced while they were harvested "
                 f"({names}{more}): the answers bought are of their old content; no store "
                 "was written. Run again once the data stops changing: it buys only the "
                 "new content"
@@ -198,7 +198,15 @@ class VectorSink:
             )
         self._check_changed()
         # the digests recorded are of the files now: each must be what was sent
-        meta = store_meta(dataset, self._saw)
+        try:
+            meta = store_meta(dataset, self._saw)
+        except FileNotFoundError as exc:  # not the disk's fault: the data changed
+            row = next((r for r, s in enumerate(dataset.samples) if not s.path.exists()), 0)
+            raise FilesChanged(
+                f"image {self.image_ids[row]!r} was removed while it was harvested: no "
+                "store was written. Run again once the data stops changing: it buys "
+                "nothing twice"
+            ) from exc
         self._check_changed()
         self.writer.commit(
             text_vectors=text_vectors.astype(np.float32),

@@ -94,12 +94,15 @@ def test_an_image_replaced_after_the_harvest_is_caught_and_rebought_once(
     assert "harvested from another dataset" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("change", ["replaced", "removed"])
 def test_an_image_replaced_during_the_harvest_writes_no_stale_store(
-    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path, change: str
 ) -> None:
     """A file replaced after its request was answered, before the store was written: the
     store recorded the new file's digest beside the old content's vector, so `train`
-    accepted it and trained the new picture on the old one's targets."""
+    accepted it and trained the new picture on the old one's targets. A file removed then
+    was "could not write the embedding store: No such file", which the CLI took for a
+    full disk ("free disk space")."""
     import asyncio
 
     import numpy as np
@@ -116,8 +119,11 @@ def test_an_image_replaced_during_the_harvest_writes_no_stale_store(
 
     def progress(r: HarvestResult) -> None:
         if r.bought >= len(ds.class_names) + 4 and not replaced:  # row 0 answered
-            rng = np.random.default_rng(1)
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(first)
+            if change == "removed":
+                first.unlink()
+            else:
+                rng = np.random.default_rng(1)
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(first)
             replaced.append(True)
 
     async def go() -> HarvestResult:
@@ -129,12 +135,13 @@ def test_an_image_replaced_during_the_harvest_writes_no_stale_store(
 
     result = asyncio.run(go())
     assert replaced
-    assert result.store_path is None
-    assert result.fatal is not None and "changed on disk" in result.fatal
+    assert result.store_path is None and result.store_error is None
+    assert result.fatal is not None and f"{change} while" in result.fatal
     assert ds.samples[0].id in result.fatal
     bill = hash_teacher.billing()["images"]
 
     # run again (the data no longer changing): the new picture alone is bought, and stored
+    ds = scan(data)
     result = asyncio.run(go())
     assert result.store_path is not None and result.fatal is None
-    assert hash_teacher.billing()["images"] == bill + 1
+    assert hash_teacher.billing()["images"] == bill + (change == "replaced")
