@@ -57,6 +57,7 @@ from vlmclient import (
 from vlmclient.providers import parse_teacher
 
 __all__ = [
+    "CANNOT_PREPARE",
     "ChunkRequests",
     "ViewClient",
     "ViewItem",
