@@ -88,6 +88,7 @@ def check_image(path: str | os.PathLike[str], *, decode: bool = False) -> str | 
         return "not a regular file"
     if st.st_size == 0:
         return "empty file (0 bytes)"
+    truncated: str | None = None
     try:
         with open(path, "rb") as f:
             head = f.read(32)
@@ -100,7 +101,9 @@ def check_image(path: str | os.PathLike[str], *, decode: bool = False) -> str | 
             f.seek(max(0, st.st_size - _TAIL))
             tail = f.read(_TAIL)
             if _truncated(media_type, head, tail, st.st_size):
-                return f"truncated {media_type.split('/')[1].upper()} file"
+                # or a whole image followed by other data (a phone's motion photo: a JPEG
+                # with its video appended): told apart by decoding it, for these files only
+                truncated = f"truncated {media_type.split('/')[1].upper()} file"
             declared = _declared_size(media_type, head)
             if declared is not None and _too_large(*declared):
                 return _too_large(*declared)
@@ -116,18 +119,23 @@ def check_image(path: str | os.PathLike[str], *, decode: bool = False) -> str | 
                             return _too_large(width, height)
                         if width == 0 or height == 0:
                             return "corrupt image (zero width or height)"
-                        if decode:
-                            img.load()
+                        if decode or truncated:
+                            try:
+                                img.load()
+                            except (OSError, ValueError, SyntaxError, EOFError):
+                                if truncated:
+                                    return truncated
+                                raise
                 except Image.DecompressionBombError:
                     return f"too large (decompression bomb, limit {MAX_PIXELS / 1e6:.0f} MP)"
                 except UnidentifiedImageError:
-                    return f"corrupt {media_type.split('/')[1].upper()} header"
+                    return truncated or f"corrupt {media_type.split('/')[1].upper()} header"
     except OSError as exc:
         if isinstance(exc, PermissionError) or exc.errno is not None:
             return f"cannot read: {exc.strerror or exc}"
-        return f"corrupt image: {exc}"
+        return truncated or f"corrupt image: {exc}"
     except (ValueError, SyntaxError, EOFError) as exc:  # PIL's decoders raise these too
-        return f"corrupt image: {exc}"
+        return truncated or f"corrupt image: {exc}"
     return None
 
 

@@ -269,6 +269,23 @@ def test_decode_catches_corrupt_pixel_data(tmp_path, encode):
     assert check_image(tmp_path / "c" / "bad.png", decode=True) is not None
 
 
+def test_images_followed_by_other_data_are_not_taken_for_truncated(tmp_path, encode):
+    """A phone's motion photo is a whole JPEG with its video appended (Google's and
+    Samsung's), some tools append data after a PNG's IEND: the end-of-file check found no
+    end marker in the last bytes and skipped them as "truncated JPEG file"; a file really
+    cut short still is."""
+    jpeg, png = encode("JPEG", (40, 30)), encode("PNG", (40, 30))
+    video = b"\x00\x00\x00\x18ftypmp42" + bytes(range(200)) * 500  # no FF D9, no IEND
+    cls = tmp_path / "cls"
+    cls.mkdir()
+    (cls / "PXL_motion.MP.jpg").write_bytes(jpeg + video)
+    (cls / "appended.png").write_bytes(png + video)
+    (cls / "cut.jpg").write_bytes((jpeg + video)[: len(jpeg) // 2])
+    ds = scan(tmp_path)
+    assert [s.id for s in ds.samples] == ["cls/PXL_motion.MP.jpg", "cls/appended.png"]
+    assert dict(ds.skipped) == {"cls/cut.jpg": "truncated JPEG file"}
+
+
 def test_odd_file_names(tmp_path, write_image):
     write_image(tmp_path / "my domain" / "ice cream" / "a b.png")
     write_image(tmp_path / "my domain" / "ice cream" / "crème brûlée 🍮.png")
