@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import shlex
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,11 +16,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cache import CacheLike
 from cache.layout import CacheDir
 from cache.ledger import plain
 from vlmclient import (
+    AnswerResult,
     ConfigurationError,
+    EmbeddingResult,
     ImageEmbeddingRequest,
+    Kind,
     TeacherClient,
     TextEmbeddingRequest,
 )
@@ -151,7 +156,7 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
         async def go() -> HarvestResult | None:
             async with client:
                 if args.dry_run:
-                    await _dry_run(client, dataset, args)  # prints its plan, returns nothing
+                    await _dry_run(client, cache, dataset, args)  # prints its plan, returns nothing
                     return None
                 total = len(dataset.samples) * args.views + len(dataset.class_names)
                 started = time.monotonic()
@@ -208,22 +213,25 @@ def _storage_hint(cache: Path) -> str:
     )
 
 
-async def _dry_run(client: TeacherClient, dataset: Dataset, args: argparse.Namespace) -> None:
+async def _dry_run(
+    client: TeacherClient, cache: CacheLike, dataset: Dataset, args: argparse.Namespace
+) -> None:
     from distill.data import class_prompts
-    from distill.harvest import image_items, view_request
-    from distill.view_requests import CANNOT_PREPARE, upload_encoding
+    from distill.harvest import image_items
+    from distill.view_requests import build_requests
 
-    # priced one request at a time as the views are read: no view's bytes are kept
-    encoding = upload_encoding(client.teacher)
+    # The run's own look-ups (an augmented view by its content id, then by its key before
+    # content ids), reading the cache only; priced a chunk at a time as the views are read.
+    peek = _Peek(client, cache)
     n_views = len(dataset.samples) * args.views
     unreadable = [0]
 
     def reqs() -> Iterator[ImageEmbeddingRequest]:
-        for item in image_items(dataset, args.views):
-            try:
-                yield client.prepare(view_request(item, dataset.hflip, encoding))
-            except CANNOT_PREPARE:  # a run fails these alone and buys the rest
-                unreadable[0] += 1
+        items = image_items(dataset, args.views)
+        while chunk := list(itertools.islice(items, DRY_RUN_CHUNK)):
+            built = build_requests(peek, chunk, hflip=dataset.hflip)
+            unreadable[0] += len(built.failed)  # a run fails these alone, buys the rest
+            yield from built.requests
 
     n_img, cost_img = client.plan("image_embedding", reqs())
     texts = [TextEmbeddingRequest(text=p) for p in class_prompts(dataset.class_names, args.prompt)]
@@ -243,6 +251,41 @@ async def _dry_run(client: TeacherClient, dataset: Dataset, args: argparse.Names
             f"fails {'them' if n > 1 else 'it'} and buys the rest; `vlm-distill data scan "
             f"{shown(shlex.quote(str(args.data)))} --decode` lists damaged files."
         )
+
+
+DRY_RUN_CHUNK = 64  # image views a dry run reads at a time
+
+
+class _Peek:
+    """The look-ups of a harvest's chunks (:class:`~distill.view_requests.ViewClient`)
+    without their side effects: a hit is not counted in the ledger, an entry found under
+    its key before content ids is not copied to the new one (a dry run changes nothing)."""
+
+    def __init__(self, client: TeacherClient, cache: CacheLike) -> None:
+        self.client, self.cache = client, cache
+        self.teacher = client.teacher
+
+    def prepare(self, item: ImageEmbeddingRequest) -> ImageEmbeddingRequest:
+        return self.client.prepare(item)
+
+    def cache_key(self, kind: Kind, item: ImageEmbeddingRequest) -> str:
+        return self.client.cache_key(kind, item)
+
+    def content_key(self, content_id: str) -> str:
+        return self.client.content_key(content_id)
+
+    def cached(
+        self, kind: Kind, keys: Sequence[str], fallback: Sequence[str | None] = ()
+    ) -> list[EmbeddingResult | AnswerResult | None]:
+        out: list[EmbeddingResult | AnswerResult | None] = []
+        for i, key in enumerate(keys):
+            entry = self.cache.get(key)
+            old = fallback[i] if i < len(fallback) else None
+            if entry is None and old is not None:
+                entry = self.cache.get(old)
+            vector = None if entry is None else entry.vector
+            out.append(None if vector is None else EmbeddingResult(vector=vector, cached=True))
+        return out
 
 
 def _not_counted(failed: list[tuple[str, str]]) -> str:

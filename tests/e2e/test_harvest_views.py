@@ -186,6 +186,17 @@ def test_a_cache_made_before_content_ids_is_read_and_moved_to_the_new_keys(
     np.testing.assert_array_equal(store_matrix(old), bought)
     shutil.rmtree(old / "stores")
 
+    # the dry run reads them too: nothing to buy (it priced 18 views at $0.0018, for a
+    # run that spends $0), and it moves nothing to the new keys
+    capsys.readouterr()
+    assert main([
+        "harvest", str(photos), "--teacher", "local:hash", "--base-url", hash_teacher.url,
+        "--cache", str(old), "--budget", "1", "--views", str(VIEWS), "--dry-run",
+    ]) == 0  # fmt: skip
+    assert f"dry run: 0 of {len(ds.samples) * VIEWS} image views" in capsys.readouterr().out
+    with ResponseCache(old / "responses") as rc:
+        assert not set(moved) & set(rc.iterkeys())
+
     assert harvest(hash_teacher, photos, old, VIEWS) == 0
     out = capsys.readouterr().out
     assert hash_teacher.billing()["requests"] == requests  # every old entry was found
