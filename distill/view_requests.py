@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,9 +178,16 @@ def cached_view_vector(
 
 
 def _read(path: Path) -> bytes:
-    """The bytes of a source image file; DataError when it cannot be read."""
+    """The bytes of a source image file; DataError when it cannot be read, or is no
+    longer a regular file (a FIFO put in its place after the scan blocked the event loop
+    in this read until something wrote to it: no Ctrl-C, no answer taken in)."""
     try:
-        return path.read_bytes()
+        # O_NONBLOCK: opening a FIFO does not wait for a writer (a no-op for a file)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise DataError(f"image {os.fspath(path)!r} is not a regular file")
+            return f.read()
     except OSError as exc:
         raise DataError(f"cannot read image {os.fspath(path)!r}: {exc.strerror}") from exc
 

@@ -145,3 +145,53 @@ def test_an_image_replaced_during_the_harvest_writes_no_stale_store(
     result = asyncio.run(go())
     assert result.store_path is not None and result.fatal is None
     assert hash_teacher.billing()["images"] == bill + (change == "replaced")
+
+
+def test_an_image_replaced_by_a_fifo_after_the_scan_fails_alone(
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path
+) -> None:
+    """The scan refuses a FIFO named like an image; one put in an image's place after it
+    was read as a file: the harvest's event loop blocked in that read until something
+    wrote to the FIFO (no Ctrl-C, no other request answered), then bought what came."""
+    import asyncio
+    import os
+    import threading
+
+    from cache import ResponseCache
+    from distill.harvest import HarvestResult, harvest
+    from vlmclient import TeacherClient
+
+    data = tmp_path / "data"
+    shutil.copytree(digits_data, data)
+    ds = scan(data)
+    first = ds.samples[0].path
+    png = first.read_bytes()
+    first.unlink()
+    os.mkfifo(first)
+
+    stop = threading.Event()
+
+    def writer() -> None:  # serves every reader (the old code hung without one)
+        while not stop.is_set():
+            try:
+                with open(first, "wb") as f:
+                    f.write(png)
+            except BrokenPipeError:
+                pass
+
+    threading.Thread(target=writer, daemon=True).start()
+
+    async def go() -> HarvestResult:
+        with ResponseCache(tmp_path / "cache" / "responses") as rc:
+            async with TeacherClient("local:hash", base_url=hash_teacher.url, cache=rc) as client:
+                return await harvest(ds, client, cache_dir=tmp_path / "cache")
+
+    try:
+        result = asyncio.run(go())
+    finally:
+        stop.set()
+        os.close(os.open(first, os.O_RDONLY | os.O_NONBLOCK))  # lets the writer see it
+    assert [(item, "not a regular file" in why) for item, why in result.failed] == [
+        (ds.samples[0].id, True)
+    ]
+    assert hash_teacher.billing()["images"] == len(ds.samples) - 1
