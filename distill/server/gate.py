@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ __all__ = [
     "error_response",
     "gated",
     "new_request_id",
+    "parse_json",
     "read_body",
 ]
 
@@ -48,6 +50,8 @@ DROP_KEY = "vlm_distill.drop_connection"
 MAX_MESSAGE_CHARS = 300
 # On a refusal before the body was read: uvicorn then closes instead of reading on.
 _CLOSE = {"Connection": "close"}
+# A JSON escape of a UTF-16 surrogate: a cheap test for bodies that may hold a lone one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 # ------------------------------------------------------------ error envelopes
@@ -176,6 +180,29 @@ async def _sleep_unless_disconnected(request: Request, seconds: float) -> None:
             t.cancel()
 
 
+def parse_json(raw: bytes) -> Any:
+    """The decoded body, or ``ValueError`` with the message of its 400.
+
+    Besides malformed JSON: thousands of nested arrays (``RecursionError``), a number of
+    more than 4300 digits (Python's int limit) and a lone surrogate escape such as
+    ``"\\ud800"`` (valid JSON, but no UTF-8 form: the texts and the echoed model name
+    could neither be embedded nor rendered, a 500 after the work was billed).
+    """
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, int digits
+        raise ValueError("request body is not valid JSON") from None
+    # Rare, so only then pay for a second pass (a UTF-16/32 body, NULs up front, always).
+    if b"\x00" in raw[:4] or _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except (UnicodeEncodeError, RecursionError):
+            raise ValueError(
+                "request body holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)"
+            ) from None
+    return body
+
+
 # ---------------------------------------------------------------------- gate
 
 
@@ -231,10 +258,9 @@ async def _handle(state: TeacherState, request: Request, style: str, work: Work)
     if fault is Fault.FAIL_529:
         return error_response(style, 529, "Overloaded", rid)
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        # RecursionError: thousands of nested arrays, a 500 with a traceback otherwise
-        return error_response(style, 400, "request body is not valid JSON", rid)
+        body = parse_json(raw)
+    except ValueError as exc:
+        return error_response(style, 400, str(exc), rid)
     if config.model_name is not None and isinstance(body, dict):
         model = body.get("model")
         if isinstance(model, str) and model and model != config.model_name:

@@ -276,3 +276,40 @@ def test_error_messages_do_not_echo_long_input(serve) -> None:  # type: ignore[n
         r = c.post(url + "/v2/embed", json={"model": "hash", "input_type": "image",
                                             "images": [uri]})  # fmt: skip
         assert r.status_code == 400 and len(r.content) < 1000, len(r.content)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/embeddings", b'{"model": "m\\ud800", "input": "x"}'),  # echoed in the 200
+        ("/v1/embeddings", b'{"model": "m", "input": "x\\udfff"}'),
+        ("/v2/embed", b'{"model": "m", "input_type": "search_query", "texts": ["a\\ud800"]}'),
+        (
+            "/v1/chat/completions",
+            b'{"model": "m", "messages": [{"role": "user", "content": "Options: c\\ud800t, dog"}]}',
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"model": "m", "messages": [{"role": "user", "content": "hi"}],'
+            b' "max_tokens": 1' + b"0" * 5000 + b"}",
+        ),
+    ],
+    ids=["surrogate-model", "surrogate-input", "surrogate-cohere", "surrogate-chat", "huge-int"],
+)
+def test_unencodable_json_is_a_400_and_not_billed(serve, path: str, body: bytes, caplog) -> None:  # type: ignore[no-untyped-def]
+    """JSON that parses but holds a lone surrogate (no UTF-8 form) or a 5000-digit number
+    was a 500 (clients retry those), and a model name with a surrogate was billed before
+    its 200 failed to render."""
+    caplog.set_level(logging.ERROR)
+    url = serve()
+    r = httpx.post(url + path, headers={**auth(), "content-type": "application/json"},
+                   content=body, timeout=10)  # fmt: skip
+    assert r.status_code == 400, (r.status_code, r.text[:200])
+    assert "x-request-id" in r.headers and r.json()
+    bill = httpx.get(url + "/admin/billing", headers=auth()).json()
+    assert bill["requests"] == 0
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    # a proper pair (an emoji written as two escapes) is fine
+    ok = httpx.post(url + "/v1/embeddings", headers=auth(), timeout=10,
+                    content=b'{"model": "m", "input": "\\ud83d\\ude00"}')  # fmt: skip
+    assert ok.status_code == 200
