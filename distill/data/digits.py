@@ -33,6 +33,7 @@ from PIL import Image
 from distill.data import DEFAULT_TEMPLATE, META_FILE, DataError
 
 __all__ = [
+    "BUILT_NAMES",
     "CLASS_NAMES",
     "DEFAULT_DOMAINS",
     "DOMAINS",
@@ -71,6 +72,9 @@ CLASS_NAMES: tuple[str, ...] = (
     "8_eight",
     "9_nine",
 )
+# The "name" each builder writes in its dataset.json (digits, builders, teacher pool): only
+# a folder whose dataset.json names one of these was written by us and may be replaced.
+BUILT_NAMES = ("digits", "mnist-digits", "rotated-fashion-mnist", "teacher-pool")
 PROMPT_TEMPLATE = DEFAULT_TEMPLATE  # "a photo of a {}": the harvest default, and the best
 DOMAINS: tuple[str, ...] = ("upright", "rotated", "colour", "inverted", "noisy")
 DEFAULT_DOMAINS: tuple[str, ...] = ("upright", "rotated", "colour", "inverted")
@@ -173,6 +177,16 @@ def _domain_index(domain: str) -> int:
     return DOMAINS.index(domain) if angle is None else 1000 + angle
 
 
+def _built_here(folder: Path) -> bool:
+    """Whether ``folder``'s dataset.json is one a builder wrote: users write their own
+    (``{"hflip": false}`` turns flips off) beside images that exist nowhere else."""
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(meta, dict) and meta.get("name") in BUILT_NAMES
+
+
 def prepare_out(out: str | os.PathLike[str], force: bool) -> tuple[Path, Path]:
     """(final folder, temporary build folder beside it); refuses to overwrite foreign data."""
     final = Path(os.path.abspath(os.fspath(out)))
@@ -182,10 +196,10 @@ def prepare_out(out: str | os.PathLike[str], force: bool) -> tuple[Path, Path]:
         if any(final.iterdir()):
             if not force:
                 raise DataError(f"{final} is not empty; choose a new folder or pass --force")
-            if not (final / META_FILE).is_file():
+            if not _built_here(final):
                 raise DataError(
                     f"{final} is not empty and was not written by vlm-distill "
-                    f"(no {META_FILE}); refusing to replace it"
+                    f"(no {META_FILE} of a `data make-*` build); refusing to replace it"
                 )
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -78,6 +78,16 @@ def test_make_digits_refuses_to_clobber(tmp_path):
     with pytest.raises(DataError, match="refusing"):
         make_digits(foreign, force=True)
     assert (foreign / "thesis.tex").read_text() == "precious"
+    # the user's own dataset.json (README: `{"hflip": false}` turns flips off) is not ours
+    from distill.data.digits import BUILT_NAMES
+    from distill.teacher.pool import POOL_NAME
+
+    assert POOL_NAME in BUILT_NAMES  # a teacher pool may be rebuilt with --force
+    for text in ('{"hflip": false}', '{"name": "my-photos"}', "not json", "[]"):
+        (foreign / "dataset.json").write_text(text)
+        with pytest.raises(DataError, match="refusing"):
+            make_digits(foreign, force=True)
+        assert (foreign / "thesis.tex").read_text() == "precious"
     with pytest.raises(DataError, match="unknown digits domain"):
         make_digits(tmp_path / "x", domains=["upright", "sideways"])
     assert not list(tmp_path.glob("*.tmp-*"))
