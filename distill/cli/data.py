@@ -166,6 +166,21 @@ def _made(root: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     action = getattr(args, "data_command", None)
+    if action is None or not action.startswith("make-"):
+        return _run(args, action)
+    # SIGTERM/SIGHUP/SIGQUIT ended a build on the spot, leaving OUT.tmp-PID with part of
+    # its images for good; raised as Ctrl-C is, the builder removes it on the way out.
+    from .signals import Stopped, raise_on_stop_signals, say
+
+    try:
+        with raise_on_stop_signals():
+            return _run(args, action)
+    except Stopped as exc:
+        say(f"stopped by {exc}: {display(str(args.out))} was not written (or left as it was)")
+        return exc.exit_code
+
+
+def _run(args: argparse.Namespace, action: str | None) -> int:
     if action == "make-digits":
         from distill.data.digits import DEFAULT_DOMAINS, make_digits
 

@@ -159,3 +159,36 @@ def test_a_stop_while_force_replaces_a_folder_leaves_the_old_one_or_none(
     monkeypatch.setattr(shutil, "rmtree", real_rmtree)
     # the old folder whole, or the new one whole: never a part of either
     assert _files(out) in (before, _files(make_digits(tmp_path / "new", per_class=2)))
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_sigterm_during_a_build_leaves_no_partial_folder(
+    signame: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SIGTERM (a scheduler, `timeout`, a closed terminal's SIGHUP) while `data make-digits`
+    wrote its images ended the process on the spot: OUT.tmp-PID stayed beside OUT, part of
+    the images in it, and no run ever removed it (the next one has another pid)."""
+    import os
+    import signal
+
+    import distill.data.digits as digits
+    from distill.cli import main
+
+    signum = getattr(signal, signame)
+    real_write = digits.write_pngs
+    calls: list[str] = []
+
+    def killed_midway(tmp: Path, domain: str, items: object) -> None:
+        calls.append(domain)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signum)  # delivered to the main thread: right here
+        real_write(tmp, domain, items)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(digits, "write_pngs", killed_midway)
+    out = tmp_path / "digits"
+    assert main(["data", "make-digits", str(out), "--per-class", "1"]) == 128 + signum
+    err = capsys.readouterr().err
+    assert signame in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no OUT, no OUT.tmp-*
+    assert signal.getsignal(signum) is not None  # the handlers are put back
