@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from starlette.requests import Request
 
-from .answers import option_prompt, parse_options, pick_option
+from .answers import MAX_OPTIONS, option_prompt, parse_options, pick_option
 from .backend_base import Backend, ImageDecodeError, ImageOut, ImageTask
 from .batching import MicroBatcher
 from .billing import Billing
@@ -84,6 +84,12 @@ class TeacherState:
     async def answer(self, chat: ChatRequest) -> str:
         """The answer to a chat: an option picked by similarity, or the image's label."""
         options = parse_options(chat.prompt)
+        if len(options) > MAX_OPTIONS:
+            raise WireError(
+                400,
+                f"the prompt lists {len(options):,} options; this server picks among at most "
+                f"{MAX_OPTIONS:,} options per answer",
+            )
         self.bound_pixels(chat.images)
         if chat.images:
             try:

@@ -313,3 +313,22 @@ def test_unencodable_json_is_a_400_and_not_billed(serve, path: str, body: bytes,
     ok = httpx.post(url + "/v1/embeddings", headers=auth(), timeout=10,
                     content=b'{"model": "m", "input": "\\ud83d\\ude00"}')  # fmt: skip
     assert ok.status_code == 200
+
+
+def test_a_prompt_listing_too_many_options_is_a_400_and_not_billed(serve) -> None:  # type: ignore[no-untyped-def]
+    """Each listed option is embedded: 200,000 options (a 1.7 MB body) took the server to
+    1.1 GB and 12 s, and a body at the 32 MB limit to some 20 GB (the OOM killer)."""
+    from distill.server.answers import MAX_OPTIONS
+
+    url = serve()
+
+    def ask(n: int) -> httpx.Response:
+        options = ", ".join(f"thing{i}" for i in range(n))
+        body = {"model": "m", "messages": [{"role": "user", "content": f"Options: {options}"}]}
+        return httpx.post(url + "/v1/chat/completions", headers=auth(), json=body, timeout=30)
+
+    r = ask(MAX_OPTIONS + 1)
+    assert r.status_code == 400, (r.status_code, r.text[:200])
+    assert f"at most {MAX_OPTIONS:,} options" in r.json()["error"]["message"]
+    assert httpx.get(url + "/admin/billing", headers=auth()).json()["requests"] == 0
+    assert ask(MAX_OPTIONS).status_code == 200  # ImageNet's 1000 classes still fit
