@@ -167,6 +167,19 @@ def _read_token_file(path: str) -> str:
 def _token(args: argparse.Namespace) -> tuple[str, str]:
     """(token, where it came from: "--token-file", "--config FILE", "--token", "$VAR" or
     "generated")."""
+    token, source = _token_from(args)
+    if not token.isascii() or not token.isprintable() or token != token.strip():
+        # An umlaut, a zero-width space from a copy-paste, spaces around it: no client can
+        # send it (headers are ASCII and trimmed; vlm-distill's own client refuses such a
+        # key), so every request would get 401. Never echoed: it is a secret.
+        raise ConfigurationError(
+            f"the token from {source} has a character an HTTP header cannot carry (non-ASCII, "
+            "a control character, or spaces around it); use printable ASCII only"
+        )
+    return token, source
+
+
+def _token_from(args: argparse.Namespace) -> tuple[str, str]:
     if args.token_file is not None:
         if args.token:
             raise ConfigurationError("give --token-file or --token, not both")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,31 @@ def test_host_that_does_not_resolve_exits_2(capsys: pytest.CaptureFixture[str]) 
     ]  # fmt: skip
     assert main(argv) == 2
     assert "cannot listen on nonexist.invalid port 0" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("where", "token"),
+    [("env", "pässwort"), ("env", " tok3n "), ("flag", "tok3n\u200b"), ("file", "секрет")],
+    ids=["non-ascii-env", "spaces-env", "zero-width-flag", "cyrillic-file"],
+)
+def test_a_token_no_client_can_send_exits_2(
+    where: str, token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A token with a non-ASCII character (an umlaut, a zero-width space from a copy-paste)
+    or spaces around it was served: every request then got 401 (the header arrives as
+    Latin-1, or trimmed), and vlm-distill's own client refuses such a key before sending."""
+    monkeypatch.delenv("VLM_DISTILL_TEACHER_TOKEN", raising=False)
+    argv = ["serve-teacher", "--backend", "hash", "--port", "0"]
+    if where == "env":
+        monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", token)
+    elif where == "flag":
+        argv += ["--token", token]
+    else:
+        (tmp_path / "tok").write_text(token + "\n", encoding="utf-8")
+        (tmp_path / "tok").chmod(0o600)
+        argv += ["--token-file", str(tmp_path / "tok")]
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "token" in line and "ASCII" in line, line
+    assert token.strip() not in line
