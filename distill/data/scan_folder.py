@@ -139,8 +139,10 @@ def scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bo
                 listings[name] = entries
         # DomainBed when most top-level folders hold folders; a stray sub-folder inside one
         # class of a single-domain set (or a stray file in a domain) does not flip the layout.
-        with_dirs = sum(bool(dirs) for dirs, _ in listings.values())
-        flat = sum(bool(files) and not dirs for dirs, files in listings.values())
+        # A folder holding both is read by what it holds more of: a class's images beside
+        # one thumbnail folder made it a domain, and two such classes a DomainBed set.
+        with_dirs = sum(bool(dirs) and len(dirs) >= len(files) for dirs, files in listings.values())
+        flat = sum(len(files) > len(dirs) for dirs, files in listings.values())
         nested = with_dirs > 0 and with_dirs >= flat
         if not nested:
             # An unreadable class folder still names a class: dropping it would shift the

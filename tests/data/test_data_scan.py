@@ -558,3 +558,20 @@ def test_classes_named_like_a_caches_parts_are_still_data(tmp_path, write_image)
     assert ds.domains == ("photo", "sketch")
     assert ds.class_names == ("checkpoint", "responses", "stores")
     assert [path for path, _ in ds.skipped] == ["photo/checkpoint/config.json"]
+
+
+def test_stray_subfolder_in_one_of_two_classes_does_not_flip_single_layout(
+    tmp_path, write_image
+):
+    """Two classes, one holding a thumbnail folder (a NAS's @eaDir, a camera's thumbs):
+    the layout flipped to DomainBed, the thumbnails the only class and every real image
+    skipped as "not in a class folder"."""
+    for cls in ("cat", "dog"):
+        for i in range(3):
+            write_image(tmp_path / cls / f"{i}.png")
+    write_image(tmp_path / "dog" / "thumbs" / "0.png")
+    ds = scan(tmp_path)
+    assert ds.layout == "single"
+    assert ds.class_names == ("cat", "dog")
+    assert len(ds.samples) == 6
+    assert dict(ds.skipped) == {"dog/thumbs": "folder below class level ignored"}
