@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .wire import DECODE_FORMATS
+
 __all__ = [
     "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_TEXT_BATCH",
@@ -102,7 +104,7 @@ def decode_rgb(data: bytes) -> Any:
     from distill.data.views import to_rgb
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=DECODE_FORMATS) as im:
             im.load()
             return to_rgb(im)
     except (UnidentifiedImageError, OSError, ValueError) as exc:

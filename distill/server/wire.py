@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "COHERE_INPUT_TYPES",
+    "DECODE_FORMATS",
     "ChatRequest",
     "CohereEmbedRequest",
     "EmbedInput",
@@ -38,6 +39,10 @@ COHERE_EMBEDDING_TYPES = ("float", "base64")
 OPENAI_MAX_INPUTS = 2048
 _DATA_URI = re.compile(r"^data:(image/[A-Za-z0-9.+-]+)((?:;[^;,]*)*?);base64,(.*)$", re.DOTALL)
 _MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp")
+# The PIL decoders those types need (JPEG's opens a camera's MPO too). Only these run: a TIFF,
+# ICO, TGA ... labelled image/png was decoded and billed, and PIL's EPS plugin runs
+# Ghostscript. A JPEG labelled image/png still decodes, as the providers sniff the bytes.
+DECODE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 
 
 class WireError(Exception):
@@ -96,7 +101,7 @@ def parse_data_uri(url: Any, where: str) -> ImagePart:
             # PIL warns above 89 MP and raises above 179 MP; the caller checks the size
             # against its own, lower limit before any pixel is decoded.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(io.BytesIO(data), formats=DECODE_FORMATS) as im:
                 width, height, fmt, mode = im.width, im.height, (im.format or "").lower(), im.mode
     except Image.DecompressionBombError as exc:
         raise WireError(400, f"{where}: image too large to decode ({exc})") from exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import logging
 import select
@@ -23,6 +24,7 @@ import pytest
 from pydantic import SecretStr
 
 from distill.server import HashBackend, ServerConfig, ServerThread, create_app
+from tests.server.conftest import Serve
 from tests.server.helpers import TOKEN, auth, data_uri, png
 
 LIMIT = 64 * 1024
@@ -332,3 +334,35 @@ def test_a_prompt_listing_too_many_options_is_a_400_and_not_billed(serve) -> Non
     assert f"at most {MAX_OPTIONS:,} options" in r.json()["error"]["message"]
     assert httpx.get(url + "/admin/billing", headers=auth()).json()["requests"] == 0
     assert ask(MAX_OPTIONS).status_code == 200  # ImageNet's 1000 classes still fit
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "ICO", "TGA", "PPM", "SGI", "DDS"])
+def test_an_image_in_a_format_no_provider_takes_is_a_400_whatever_its_label(
+    serve: Serve, fmt: str
+) -> None:
+    """A TIFF (or ICO, TGA, ...; EPS runs Ghostscript where it is installed) labelled
+    data:image/png was decoded by whatever PIL plugin matched and billed: the stand-in took
+    what the providers it stands in for refuse, and gave every PIL decoder to any caller."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(buf, fmt)
+    url = serve()
+    with httpx.Client(headers=auth(), timeout=10) as c:
+        for media_type in ("image/png", "image/jpeg"):
+            uri = data_uri(buf.getvalue(), media_type)
+            r = c.post(url + "/v2/embed",
+                       json={"model": "m", "input_type": "image", "images": [uri]})  # fmt: skip
+            assert r.status_code == 400, (r.status_code, r.text[:200])
+            assert "could not be decoded" in r.json()["message"]
+            chat = {"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": uri}}]}]}  # fmt: skip
+            assert c.post(url + "/v1/chat/completions", json=chat).status_code == 400
+        assert c.get(url + "/admin/billing").json()["requests"] == 0
+        # the five it takes still decode, a JPEG labelled PNG too (as providers sniff)
+        for ok in ("PNG", "JPEG", "WEBP", "GIF", "BMP"):
+            buf = io.BytesIO()
+            Image.new("RGB", (16, 16), (10, 200, 30)).save(buf, ok)
+            r = c.post(url + "/v2/embed", json={"model": "m", "input_type": "image",
+                                                "images": [data_uri(buf.getvalue())]})  # fmt: skip
+            assert r.status_code == 200, (ok, r.text[:200])
