@@ -154,6 +154,8 @@ def scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bo
             sc.skipped.append((name, f"not in a class folder (layout {why})"))
         if nested:
             for domain, (classes, strays) in sorted(listings.items()):
+                if not classes and not strays:
+                    sc.skipped.append((domain, "empty folder: no class folders, so not a domain"))
                 for name in strays:
                     sc.skipped.append((f"{domain}/{name}", f"not in a class folder ({why})"))
                 for cls in classes:

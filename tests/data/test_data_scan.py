@@ -575,3 +575,16 @@ def test_stray_subfolder_in_one_of_two_classes_does_not_flip_single_layout(
     assert ds.class_names == ("cat", "dog")
     assert len(ds.samples) == 6
     assert dict(ds.skipped) == {"dog/thumbs": "folder below class level ignored"}
+
+
+def test_an_empty_domain_folder_is_listed_as_skipped(tmp_path, write_image):
+    """DATA/sketch/ with nothing in it (a copy not finished, an unpacked archive that
+    failed) was dropped without a word: `data scan` listed neither it nor a reason, and
+    `train --test-domains sketch` answered "unknown domain 'sketch'" about a folder that
+    is there."""
+    write_image(tmp_path / "photo" / "cat" / "1.png")
+    write_image(tmp_path / "photo" / "dog" / "1.png")
+    (tmp_path / "sketch").mkdir()
+    ds = scan(tmp_path)
+    assert ds.layout == "domainbed" and ds.domains == ("photo",)
+    assert dict(ds.skipped) == {"sketch": "empty folder: no class folders, so not a domain"}
