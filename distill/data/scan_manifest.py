@@ -57,7 +57,16 @@ def scan_manifest(
             f"manifest {display(str(path))!r} is not UTF-8 text (a CSV with path,label,domain "
             f"is expected): {exc}"
         ) from exc
-    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        rows = [r for r in reader if any(c.strip() for c in r)]
+    except csv.Error as exc:
+        # e.g. a quote opened and never closed: the rest of the file is one field, past
+        # csv's 131,072 characters after a few thousand rows
+        raise DataError(
+            f"manifest {display(str(path))!r} is not a readable CSV (line {reader.line_num}: "
+            f"{exc}); look for a quote that is opened and never closed"
+        ) from exc
     if not rows:
         raise DataError(f"manifest {display(str(path))!r} is empty")
     columns = ["path", "label", "domain"]

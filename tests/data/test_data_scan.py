@@ -588,3 +588,20 @@ def test_an_empty_domain_folder_is_listed_as_skipped(tmp_path, write_image):
     ds = scan(tmp_path)
     assert ds.layout == "domainbed" and ds.domains == ("photo",)
     assert dict(ds.skipped) == {"sketch": "empty folder: no class folders, so not a domain"}
+
+
+def test_a_manifest_field_past_the_csv_limit_is_one_error_line(tmp_path, write_image, capsys):
+    """A row opening a quote it never closes (`"my photo.png,cat`) makes the rest of the
+    file one field: past csv's 131,072 characters (a manifest of a few thousand rows) that
+    was a `_csv.Error` traceback from `data scan`, harvest and train."""
+    from distill.cli import main
+
+    rows = [f"img{i:05d}.png,cat" for i in range(20_000)]
+    rows[3] = '"' + rows[3]
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"line \d+: .*field larger than field limit"):
+        scan(manifest)
+    assert main(["data", "scan", str(manifest)]) == 1  # as every unreadable manifest
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
