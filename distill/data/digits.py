@@ -187,6 +187,37 @@ def _built_here(folder: Path) -> bool:
     return isinstance(meta, dict) and meta.get("name") in BUILT_NAMES
 
 
+def _remove_leftovers(final: Path) -> None:
+    """Delete ``OUT.tmp-PID`` / ``OUT.old-PID`` of builds whose process is gone (kill -9,
+    the OOM killer): each run cleans up only its own, so these stayed for good. The pid is
+    looked up on this machine: a build of the same OUT on another host sharing the folder
+    would lose its temporary folder (and fail when it publishes)."""
+    try:
+        siblings = list(final.parent.iterdir())
+    except OSError:
+        return
+    for path in siblings:
+        stem, dot, pid = path.name.rpartition("-")
+        if not dot or stem not in (f"{final.name}.tmp", f"{final.name}.old") or not pid.isdigit():
+            continue
+        if int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        if path.is_symlink():
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process (EPERM), an odd pid: kept
+        return True
+    return True
+
+
 def prepare_out(out: str | os.PathLike[str], force: bool) -> tuple[Path, Path]:
     """(final folder, temporary build folder beside it); refuses to overwrite foreign data."""
     final = Path(os.path.abspath(os.fspath(out)))
@@ -201,6 +232,7 @@ def prepare_out(out: str | os.PathLike[str], force: bool) -> tuple[Path, Path]:
                     f"{final} is not empty and was not written by vlm-distill "
                     f"(no {META_FILE} of a `data make-*` build); refusing to replace it"
                 )
+    _remove_leftovers(final)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

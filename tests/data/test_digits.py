@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,28 @@ def test_sigterm_during_a_build_leaves_no_partial_folder(
     assert signame in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no OUT, no OUT.tmp-*
     assert signal.getsignal(signum) is not None  # the handlers are put back
+
+
+def test_a_rerun_removes_what_a_killed_build_left_beside_its_folder(tmp_path: Path) -> None:
+    """kill -9 (the OOM killer, a lost machine) during `data make-*` left OUT.tmp-PID with
+    part of the images (or OUT.old-PID, killed while replacing with --force); no later run
+    removed it, since each looks only for its own pid's."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(dead.stdout)  # a process that has ended
+    out = tmp_path / "digits"
+    for kind in ("tmp", "old"):
+        left = tmp_path / f"digits.{kind}-{pid}" / "upright" / "0_zero"
+        left.mkdir(parents=True)
+        (left / "d0001.png").write_bytes(b"part")
+    alive = tmp_path / f"digits.tmp-{os.getpid()}x"  # not ours to judge: left alone
+    alive.mkdir()
+    other = tmp_path / "digits2.tmp-1"  # another folder's
+    other.mkdir()
+    make_digits(out, per_class=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["digits", alive.name, other.name]
+    )
