@@ -107,7 +107,9 @@ def decode_rgb(data: bytes) -> Any:
         with Image.open(io.BytesIO(data), formats=DECODE_FORMATS) as im:
             im.load()
             return to_rgb(im)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        # PIL's decoders raise SyntaxError/EOFError for broken data too: one image's error,
+        # never the failure of the whole micro-batch (every caller batched with it: 500)
         return ImageDecodeError(f"image could not be decoded: {exc}")
 
 

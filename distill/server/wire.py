@@ -105,7 +105,7 @@ def parse_data_uri(url: Any, where: str) -> ImagePart:
                 width, height, fmt, mode = im.width, im.height, (im.format or "").lower(), im.mode
     except Image.DecompressionBombError as exc:
         raise WireError(400, f"{where}: image too large to decode ({exc})") from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise WireError(400, f"{where}: image could not be decoded") from exc
     return ImagePart(data, media_type, width, height, fmt, _BITS.get(mode, 8))
 

@@ -366,3 +366,34 @@ def test_an_image_in_a_format_no_provider_takes_is_a_400_whatever_its_label(
             r = c.post(url + "/v2/embed", json={"model": "m", "input_type": "image",
                                                 "images": [data_uri(buf.getvalue())]})  # fmt: skip
             assert r.status_code == 200, (ok, r.text[:200])
+
+
+# A PNG whose header reads but whose chunks are broken: PIL's load() raises SyntaxError.
+_BROKEN_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAABgAAAAYCAIAAABvFaqvAAAABElEQVR4nGNkZGJmoAZgooopowaNGjRq0KhBowaNGkQR"
+    "AADUGgA2zmw6+AAAAABJRU5ErkJggg=="
+)
+
+
+def test_an_image_that_breaks_while_decoding_is_a_400_and_fails_no_one_else(serve) -> None:  # type: ignore[no-untyped-def]
+    """A PNG whose header parses but whose data raises SyntaxError in PIL (not OSError):
+    it escaped the per-image error, failed the whole micro-batch, and so answered 500 to it
+    (which clients retry) and to every other caller's request batched with it."""
+    import asyncio
+
+    broken = base64.b64decode(_BROKEN_PNG)
+    url = serve(backend=HashBackend(dim=8, decode=True))
+    bad = {"model": "m", "input_type": "image", "images": [data_uri(broken)]}
+    good = {"model": "m", "input_type": "image", "images": [data_uri(png(1))]}
+    r = httpx.post(url + "/v2/embed", headers=auth(), json=bad, timeout=10)
+    assert r.status_code == 400, (r.status_code, r.text[:200])
+    assert "could not be decoded" in r.json()["message"]
+
+    async def together() -> list[int]:
+        async with httpx.AsyncClient(headers=auth(), timeout=30) as c:
+            rs = await asyncio.gather(*[
+                c.post(url + "/v2/embed", json=bad if i == 0 else good) for i in range(12)
+            ])  # fmt: skip
+        return [r.status_code for r in rs]
+
+    assert asyncio.run(together()) == [400] + [200] * 11
