@@ -25,7 +25,7 @@ from pydantic import SecretStr, ValidationError
 from vlmclient.errors import ConfigurationError
 
 from .model_flags import ModelFlags, validation_message
-from .validate import int_in, path_text
+from .validate import int_in, path_text, positive_float
 
 if TYPE_CHECKING:
     from distill.server.config import ServerConfig
@@ -89,7 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="pseudo-clip",
     )
     b.add_argument("--hash-dim", type=int, default=384, help="vector size of the hash backend")
-    b.add_argument("--temperature", type=float, default=None, help="pseudo-clip softmax T")
+    b.add_argument(
+        "--temperature", type=positive_float, default=None, help="pseudo-clip softmax T, > 0"
+    )
     b.add_argument("--image-tower", choices=["auto", "lite2", "lite0"], default="auto")
     b.add_argument("--open-clip-model", default=None, help="open_clip architecture, e.g. ViT-B-32")
     b.add_argument(

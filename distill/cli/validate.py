@@ -34,6 +34,7 @@ __all__ = [
     "nonneg_days",
     "path_arg",
     "path_text",
+    "positive_float",
     "positive_rate",
     "positive_seconds",
     "seed_arg",
@@ -107,6 +108,14 @@ def positive_rate(text: str) -> float:
             f"must be a finite rate per minute >= 0.0167 (at most an hour between requests, "
             f"or per token; leave the flag out for no limit), not {text!r}"
         )
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (a softmax temperature: 0 divides by zero, every vector NaN)."""
+    value = _float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {text!r}")
     return value
 
 

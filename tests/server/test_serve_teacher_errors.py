@@ -91,3 +91,19 @@ def test_a_token_no_client_can_send_exits_2(
     line = one_error_line(capsys.readouterr().err)
     assert "token" in line and "ASCII" in line, line
     assert token.strip() not in line
+
+
+@pytest.mark.parametrize("value", ["0", "-0.5", "nan", "inf", "warm"])
+def test_a_temperature_that_is_not_a_positive_number_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--temperature 0` ("deterministic") divided pseudo-clip's logits by zero: every image
+    embedding was NaN, which no JSON can carry, so every image request was billed and then
+    answered 500 (clients retry those: billed again)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["serve-teacher", "--backend", "pseudo-clip", "--port", "0",
+              f"--temperature={value}"])  # fmt: skip
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "argument --temperature: must be a finite number > 0" in err, err
