@@ -273,6 +273,15 @@ async def _handle(state: TeacherState, request: Request, style: str, work: Work)
         log.exception("teacher backend failed on request %s", rid)
         return error_response(style, 500, "internal error while computing the answer", rid)
 
+    headers = {"x-request-id": rid, **_rate_headers(state, style)}
+    try:
+        # Rendered before it is billed: an answer with NaN (damaged weights, a custom
+        # backend) was billed, then a bare 500 that clients retry, billed again each time.
+        response = JSONResponse(outcome.body, headers=headers)
+    except ValueError as exc:  # NaN/inf (allow_nan=False), text with no UTF-8 form
+        log.error("the answer to request %s is not JSON (%s); not billed", rid, exc)
+        return error_response(style, 500, "internal error: the answer could not be encoded", rid)
+
     # The work is done: bill it before any post-work fault, as a provider would.
     state.billing.record(
         Bill(
@@ -285,7 +294,6 @@ async def _handle(state: TeacherState, request: Request, style: str, work: Work)
             body_bytes=len(raw),
         )
     )
-    headers = {"x-request-id": rid, **_rate_headers(state, style)}
     if fault is Fault.DROP:
         request.scope[DROP_KEY] = True
         return Response(status_code=200)
@@ -296,7 +304,7 @@ async def _handle(state: TeacherState, request: Request, style: str, work: Work)
     if fault is Fault.MALFORMED:
         text = json.dumps(outcome.body)
         return Response(text[: len(text) // 2], media_type="application/json", headers=headers)
-    return JSONResponse(outcome.body, headers=headers)
+    return response
 
 
 def gated(

@@ -397,3 +397,25 @@ def test_an_image_that_breaks_while_decoding_is_a_400_and_fails_no_one_else(serv
         return [r.status_code for r in rs]
 
     assert asyncio.run(together()) == [400] + [200] * 11
+
+
+def test_an_answer_json_cannot_carry_is_a_500_and_not_billed(serve, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A backend whose vectors hold NaN (damaged weights, a divergent fit, a custom
+    backend): the request was billed, then its 200 failed to render (NaN is not JSON) and
+    the caller got a bare 500, which clients retry: billed again for nothing each time."""
+    import numpy as np
+
+    from distill.server.backend_base import ImageOut
+
+    class NaNBackend(HashBackend):
+        def embed_images(self, tasks):  # type: ignore[no-untyped-def]
+            return [ImageOut(np.full(self.dim, np.nan, dtype=np.float32), "nan") for _ in tasks]
+
+    caplog.set_level(logging.ERROR)
+    url = serve(backend=NaNBackend(dim=8))
+    body = {"model": "m", "input_type": "image", "images": [data_uri(png(1))]}
+    r = httpx.post(url + "/v2/embed", headers=auth(), json=body, timeout=10)
+    assert r.status_code == 500 and "x-request-id" in r.headers
+    assert "could not be encoded" in r.json()["message"]
+    assert httpx.get(url + "/admin/billing", headers=auth()).json()["requests"] == 0
+    assert any("not JSON" in rec.getMessage() for rec in caplog.records)
