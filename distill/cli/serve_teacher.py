@@ -245,11 +245,12 @@ def _listen(host: str, port: int) -> socket.socket:
         raise ConfigurationError(f"cannot listen on {host} port {port}: {why}{hint}") from None
 
 
-# The file flags of one backend: any other backend would serve without them, without a
+# The flags of one backend: any other backend would serve without them, without a
 # word (`--weights F` alone served pseudo-clip, and a harvest named after F's teacher
 # cached pseudo-clip's answers under that name).
 _BACKEND_OF_FLAG = {
     "weights": "mini-clip", "open_clip_model": "open-clip", "open_clip_weights": "open-clip",
+    "temperature": "pseudo-clip",  # its softmax; the others' answers did not change
 }
 
 

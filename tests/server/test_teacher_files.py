@@ -143,6 +143,8 @@ def test_serve_teacher_open_clip_with_an_unknown_model_is_one_line(
         (["--backend", "mini-clip", "--weights", "W", "--open-clip-weights", "W"],
          "--open-clip-weights"),
         (["--open-clip-model", "ViT-B-32"], "--open-clip-model"),
+        # pseudo-clip's softmax: mini-clip's answers did not change, without a word
+        (["--backend", "mini-clip", "--weights", "W", "--temperature", "0.5"], "--temperature"),
     ],
 )  # fmt: skip
 def test_serve_teacher_refuses_a_file_flag_its_backend_would_ignore(
