@@ -142,7 +142,9 @@ def rotation_of(domain: str) -> int | None:
     (75, None, None)
     """
     digits = domain[3:]
-    if domain.startswith("rot") and digits.isdigit() and digits == str(int(digits)):
+    # at most 3 digits: int() of 5,000 was a ValueError traceback ("Exceeds the limit")
+    short = 0 < len(digits) <= 3
+    if domain.startswith("rot") and short and digits.isdigit() and digits == str(int(digits)):
         angle = int(digits)
         return angle if angle < 360 else None
     return None

@@ -122,7 +122,9 @@ def test_rotation_domains_turn_every_digit_by_their_fixed_angle(tmp_path):
     assert meta["domains"] == ["rot90"]
 
 
-@pytest.mark.parametrize("bad", ["rot360", "rot-5", "rot05", "rotx", "sideways"])
+@pytest.mark.parametrize(
+    "bad", ["rot360", "rot-5", "rot05", "rotx", "sideways", "rot" + "9" * 5000]
+)
 def test_unknown_or_out_of_range_domains_are_refused(tmp_path, bad):
     with pytest.raises(DataError, match="unknown digits domain"):
         make_digits(tmp_path / "x", size=16, per_class=1, domains=[bad])
