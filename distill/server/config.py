@@ -74,8 +74,13 @@ class Faults(BaseModel):
     timeout: float = Field(default=0.0, ge=0, le=1, description="answer very late")
     malformed: float = Field(default=0.0, ge=0, le=1, description="truncated JSON 200")
     wrong_dim: float = Field(default=0.0, ge=0, le=1, description="half-size vectors")
-    latency_ms: float = Field(default=0.0, ge=0, description="added to every API request")
-    timeout_sleep_s: float = Field(default=30.0, ge=0, description="how late a 'timeout' is")
+    # allow_inf_nan=False: "inf" made every request (or every timeout fault) wait for ever
+    latency_ms: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, description="added to every API request"
+    )
+    timeout_sleep_s: float = Field(
+        default=30.0, ge=0, allow_inf_nan=False, description="how late a 'timeout' is"
+    )
     seed: int = Field(default=0, description="seed of the fault draws")
 
     @model_validator(mode="after")
@@ -122,7 +127,10 @@ class ServerConfig(BaseModel):
         default=DEFAULT_IMAGE_TOKENS, ge=0, description="prompt tokens billed per chat image"
     )
     body_timeout_s: float = Field(
-        default=DEFAULT_BODY_TIMEOUT_S, gt=0, description="slower request bodies get 408"
+        default=DEFAULT_BODY_TIMEOUT_S,
+        gt=0,
+        allow_inf_nan=False,
+        description="slower request bodies get 408",
     )
     max_image_pixels: int = Field(
         default=MAX_IMAGE_PIXELS, ge=1, description="an image with more pixels gets 400"

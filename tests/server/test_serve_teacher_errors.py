@@ -107,3 +107,12 @@ def test_a_temperature_that_is_not_a_positive_number_is_a_usage_error(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "argument --temperature: must be a finite number > 0" in err, err
+
+
+@pytest.mark.parametrize("flag", ["--latency-ms", "--timeout-sleep-s", "--body-timeout-s"])
+def test_an_endless_delay_is_a_usage_error(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--latency-ms inf` was served: every request slept for ever, the server up and
+    answering nothing (and `--body-timeout-s inf` turned the slow-sender deadline off)."""
+    assert main(["serve-teacher", "--backend", "hash", "--port", "0", flag, "inf"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "invalid server settings" in line and "finite" in line, line
