@@ -69,6 +69,21 @@ def _left_out_note(per_class: dict[str, int]) -> str | None:
     )
 
 
+def _excluded_note(excluded: dict[str, object]) -> str | None:
+    """The line saying which domains of the run's own data were scored apart: those it was
+    neither trained nor tested on (not its OOD, so not in mean OOD); None when none."""
+    if not excluded:
+        return None
+    from distill.data import display
+
+    names = ", ".join(display(d) for d in excluded)
+    return (
+        f"note: domain{'s' * (len(excluded) != 1)} {names} the run was neither trained nor "
+        "tested on (not in its --train-domains / --test-domains) are shown as EXCLUDED, not "
+        "in mean OOD (as in its metrics.json)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"
     _check_out(out, given=bool(args.out))  # before torch is even imported
@@ -91,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
         print_metrics(result)
         if left_out:
             print(left_out)
+        excluded = _excluded_note(result["excluded"])
+        if excluded:
+            print(excluded)
         if not result["same_dataset"]:
             # the run's own hold-out cannot be told apart in other data
             print(

@@ -78,7 +78,7 @@ def print_metrics(metrics: dict[str, Any]) -> None:
     table.add_column("n", justify="right")
     table.add_column("student", justify="right")
     table.add_column("teacher zero-shot", justify="right")
-    for split in ("id", "ood"):
+    for split in ("id", "ood", "excluded"):  # excluded: eval's domains the run did not use
         for dom, v in (metrics.get(split) or {}).items():
             t = (zs.get(split) or {}).get(dom)
             table.add_row(split.upper(), dom, str(int(v["n"])), _fmt(v["acc"]),

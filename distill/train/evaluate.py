@@ -247,11 +247,14 @@ def evaluate_run(
     """Per-domain accuracy of a run's student on a dataset.
 
     Domains the run trained on count as ID: when DATA is the training dataset only their
-    held-out 20 % is scored (the same split as training), otherwise all their images. Every
-    other domain is OOD. With ``store`` (the teacher's EmbeddingStore) the teacher's zero-shot
-    accuracy is added on the same images. A run trained with ``--class-file`` reads DATA
-    with the class list it trained on: images of other classes are left out, and
-    ``classes_left_out`` says how many files of which class.
+    held-out 20 % is scored (the same split as training), otherwise all their images. On the
+    training dataset OOD is the run's test domains, as in its metrics.json; a domain it
+    neither trained nor tested on (``--train-domains`` and ``--test-domains`` both given) is
+    scored apart under ``excluded`` (and ``mean_excluded``). On other data every domain not
+    trained on is OOD and ``excluded`` is empty. With ``store`` (the teacher's
+    EmbeddingStore) the teacher's zero-shot accuracy is added on the same images. A run
+    trained with ``--class-file`` reads DATA with the class list it trained on: images of
+    other classes are left out, and ``classes_left_out`` says how many files of which class.
     """
     student, info = load_run_student(run)
     missing = [k for k in _EVAL_KEYS if k not in info]
@@ -288,6 +291,13 @@ def evaluate_run(
     train_domains = set(info["train_domains"])
     id_samples: Sequence[Sample] = [s for s in ds.samples if s.domain in train_domains]
     ood_samples = [s for s in ds.samples if s.domain not in train_domains]
+    excluded: list[Sample] = []
+    tested = info.get("test_domains")
+    if same and isinstance(tested, list):
+        # the run's own OOD (its metrics.json's): a domain left out of both lists is not
+        # out-of-distribution to this run, it is unused; scored apart, never averaged in
+        excluded = [s for s in ood_samples if s.domain not in tested]
+        ood_samples = [s for s in ood_samples if s.domain in tested]
     if same:  # the training data: its hold-out alone, taken as the trainer took it
         seed = info.get("split_seed", info["seed"])
         _, id_samples = split_sources(
@@ -304,14 +314,17 @@ def evaluate_run(
         "classes_left_out": ds.left_out_classes(),
         "id": evaluate_samples(student, id_samples, **kw),
         "ood": evaluate_samples(student, ood_samples, **kw),
+        "excluded": evaluate_samples(student, excluded, **kw),
     }
     result["mean_id"] = mean_accuracy(result["id"])
     result["mean_ood"] = mean_accuracy(result["ood"])
+    result["mean_excluded"] = mean_accuracy(result["excluded"])
     if store is not None:
         zs: dict[str, Any] = {"id": zeroshot_by_domain(store, id_samples),
-                              "ood": zeroshot_by_domain(store, ood_samples)}
-        zs["mean_id"] = mean_accuracy(zs["id"])
-        zs["mean_ood"] = mean_accuracy(zs["ood"])
+                              "ood": zeroshot_by_domain(store, ood_samples),
+                              "excluded": zeroshot_by_domain(store, excluded)}
+        for part in ("id", "ood", "excluded"):
+            zs[f"mean_{part}"] = mean_accuracy(zs[part])
         zs["teacher"], zs["store"] = store.meta.get("teacher"), str(store.path)
         result["teacher_zeroshot"] = zs
     return result

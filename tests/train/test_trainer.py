@@ -1189,3 +1189,43 @@ def test_eval_of_a_run_json_without_a_setting_is_one_line(tiny_data, tiny_cache,
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "is not a readable training run" in err[0], err
         assert repr(key) in err[0], err
+
+
+def test_eval_on_the_training_data_scores_ood_on_the_run_s_test_domains(
+    tiny_data, tiny_cache, tmp_path, capsys
+):
+    """A run trained on dom1 and tested on dom3 (dom2 in neither): `eval RUN DATA` on its own
+    data scored dom2 as OOD too, so its mean_ood was not metrics.json's although it said
+    ``same_dataset: true`` (until 2026-12-06). dom2 is now scored apart, as excluded."""
+    out = tmp_path / "run"
+    rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+               "--student", STUDENT, "--no-pretrained", "--method", "erm", "--out", str(out),
+               "--train-domains", "dom1", "--test-domains", "dom3", "--steps", "1",
+               "--image-size", "32", "--batch-per-domain", "2", "--threads", "1"])
+    assert rc == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), str(tiny_data), "--json",
+                 "--store", str(tiny_cache / "stores" / "s1")]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert res["same_dataset"] is True
+    assert list(res["ood"]) == list(metrics["ood"]) == ["dom3"]
+    assert res["mean_ood"] == pytest.approx(metrics["mean_ood"])
+    assert res["mean_id"] == pytest.approx(metrics["mean_id"])
+    assert list(res["excluded"]) == ["dom2"] and res["excluded"]["dom2"]["n"] == 18
+    assert list(res["teacher_zeroshot"]["ood"]) == ["dom3"]
+    assert list(res["teacher_zeroshot"]["excluded"]) == ["dom2"]
+    # the table says what it did with dom2
+    assert main(["eval", str(out), str(tiny_data)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "dom2" in text and "neither trained nor tested on" in text
+    # on other data (a copy with one image fewer) every domain not trained on is OOD
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data, other)
+    (other / "dom2" / "a_circle" / "000.png").unlink()
+    assert main(["eval", str(out), str(other), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["same_dataset"] is False
+    assert list(res["ood"]) == ["dom2", "dom3"] and res["excluded"] == {}
