@@ -173,6 +173,7 @@ def load_run_student(run: str | os.PathLike[str]) -> tuple[Student, dict[str, An
 
     try:
         info = json.loads(info_path.read_text("utf-8"))
+        _check_run_student(folder, info["student"])
         state = load_file(str(weights))
         text = state.get("text")
         student = build_student(
@@ -182,12 +183,27 @@ def load_run_student(run: str | os.PathLike[str]) -> tuple[Student, dict[str, An
         student.load_state_dict(state)
     except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         # a damaged or foreign file under the run's names (a copy cut short, another tool's)
+        why = " ".join(str(exc).split())[:200]  # torch's load errors span several lines
         raise DataError(
             f"{folder} is not a readable training run ({RUN_FILE} / {WEIGHTS_FILE}: "
-            f"{type(exc).__name__}: {str(exc)[:200]}); train it again"
+            f"{type(exc).__name__}: {why}); train it again"
         ) from None
     student.eval()
     return student, info
+
+
+def _check_run_student(folder: Path, name: object) -> None:
+    """DataError unless timm here can build the run's student: a model a timm upgrade
+    renamed or dropped was "Unknown model" and "train it again", and a hub name (never
+    one the trainer accepts) went to the network."""
+    import timm
+
+    if isinstance(name, str) and timm.is_model(name):
+        return
+    raise DataError(
+        f"{folder}: its student {name!r} is not a model this timm "
+        f"({timm.__version__}) can build: install the timm version the run was trained with"
+    )
 
 
 def check_store_matches(store: Any, ds: Dataset) -> None:

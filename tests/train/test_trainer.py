@@ -1229,3 +1229,26 @@ def test_eval_on_the_training_data_scores_ood_on_the_run_s_test_domains(
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["same_dataset"] is False
     assert list(res["ood"]) == ["dom2", "dom3"] and res["excluded"] == {}
+
+
+@pytest.mark.parametrize("name", ["hf-hub:timm/resnet18.a1_in1k", "mobilenetv3_gone_050",
+                                  "resnet18"])
+def test_eval_of_a_run_whose_student_this_timm_cannot_build_is_one_line(
+    name, tiny_data, tiny_cache, tmp_path, capsys
+):
+    """A run.json naming a student this machine's timm does not know (renamed or dropped by
+    a timm upgrade, a hub name) or one that does not fit the weights: a hub name went to the
+    network (weights never come from a hub), the others said "train it again" or were a
+    message of several lines (until 2026-12-06)."""
+    out = tmp_path / "run"
+    train(_cfg(tiny_data, tiny_cache, out, method="erm", steps=1))
+    info = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**info, "student": name}))
+    assert main(["eval", str(out), str(tiny_data)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    if name == "resnet18":  # a timm model, other weights: the file does not fit it
+        assert "is not a readable training run" in err[0] and "Missing key" in err[0], err
+    else:
+        assert f"its student {name!r} is not a model this timm" in err[0], err
+        assert "timm version the run was trained with" in err[0], err
