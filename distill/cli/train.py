@@ -71,8 +71,10 @@ def print_metrics(metrics: dict[str, Any]) -> None:
     """A rich table of per-domain accuracy (student and teacher zero-shot)."""
     from rich.table import Table
 
+    from .failures import shown  # a domain named "a[/]b" (a manifest's) is not markup
+
     zs = metrics.get("teacher_zeroshot") or {}
-    table = Table(title=f"{metrics.get('method')} · {metrics.get('student', '')}")
+    table = Table(title=shown(f"{metrics.get('method')} · {metrics.get('student', '')}"))
     table.add_column("split")
     table.add_column("domain")
     table.add_column("n", justify="right")
@@ -81,7 +83,7 @@ def print_metrics(metrics: dict[str, Any]) -> None:
     for split in ("id", "ood", "excluded"):  # excluded: eval's domains the run did not use
         for dom, v in (metrics.get(split) or {}).items():
             t = (zs.get(split) or {}).get(dom)
-            table.add_row(split.upper(), dom, str(int(v["n"])), _fmt(v["acc"]),
+            table.add_row(split.upper(), shown(dom), str(int(v["n"])), _fmt(v["acc"]),
                           _fmt(t["acc"]) if t else "-")
         mean = metrics.get(f"mean_{split}")
         if mean is not None:

@@ -1252,3 +1252,26 @@ def test_eval_of_a_run_whose_student_this_timm_cannot_build_is_one_line(
     else:
         assert f"its student {name!r} is not a model this timm" in err[0], err
         assert "timm version the run was trained with" in err[0], err
+
+
+def test_eval_table_shows_domain_names_with_brackets_as_they_are(tiny_data, tiny_cache, tmp_path,
+                                                                  capsys):
+    """A manifest's domain named like rich markup: "odd[/]dom" ended eval (and train's last
+    table) in a MarkupError traceback before eval.json was written, "x[bold]y" showed as
+    "xy" (until 2026-12-06)."""
+    from .conftest import CLASSES
+
+    out = tmp_path / "run"
+    train(_cfg(tiny_data, tiny_cache, out, method="erm", steps=1))
+    names = {"dom1": "dom1", "dom2": "x[bold]y", "dom3": "odd[/]dom"}
+    rows = ["path,label,domain"] + [
+        f"{s.path},{CLASSES[s.label]},{names[s.domain]}"  # type: ignore[index]
+        for s in scan(tiny_data).samples
+    ]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    capsys.readouterr()
+    assert main(["eval", str(out), str(manifest)]) == 0
+    text = capsys.readouterr().out
+    assert "odd[/]dom" in text and "x[bold]y" in text
+    assert set(json.loads((out / "eval.json").read_text())["ood"]) == {"x[bold]y", "odd[/]dom"}
