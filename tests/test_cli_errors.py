@@ -543,3 +543,17 @@ def test_train_sizes_past_any_machine_are_refused_before_anything_is_read(
     line = one_error_line(capsys.readouterr().err)
     assert named in line and "less than or equal to" in line, line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("size", ["100000000000000000000", "1000000"])
+def test_eval_batch_size_past_any_machine_is_refused(
+    size: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`eval RUN DATA --batch-size 100000000000000000000` (past sys.maxsize) loaded the
+    student and read the data, then ended in a ValueError traceback from the DataLoader;
+    a million put every image of a large dataset in one batch (the OOM killer)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", str(tmp_path / "run"), str(tmp_path), "--batch-size", size])
+    err = capsys.readouterr().err
+    argparse_error(exc, err, "--batch-size")
+    assert "from 1 to 4096" in err, err

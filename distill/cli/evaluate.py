@@ -12,6 +12,9 @@ from vlmclient.errors import ConfigurationError
 from .validate import int_in, path_text
 
 HELP = "evaluate a trained run on a dataset, per domain"
+# past sys.maxsize the DataLoader raised a traceback after the data was read; far below it
+# every image of a large dataset went into one batch (train caps its batch as well)
+MAX_EVAL_BATCH = 4096
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("data", metavar="DATA", type=path_text, help="data folder or CSV manifest")
     parser.add_argument(
-        "--batch-size", type=int_in(1), default=256, help="images per batch, >= 1 (default 256)"
+        "--batch-size", type=int_in(1, MAX_EVAL_BATCH), default=256,
+        help=f"images per batch, 1 to {MAX_EVAL_BATCH} (default 256)",
     )
     parser.add_argument(
         "--store", type=path_text, help="teacher EmbeddingStore: adds teacher zero-shot accuracy"
