@@ -288,6 +288,14 @@ def evaluate_run(
             raise
         _refuse_other_classes(data, classes)  # when every image is of another class
         raise
+    if not any(s.label is not None for s in ds.samples):
+        # nothing to score (an unlabelled pool): it was exit 0, an empty table, and the
+        # run's eval.json replaced by nulls
+        raise ConfigurationError(
+            f"{display(os.fspath(data))} has no labelled image ({len(ds.samples)} images, "
+            "none with a class label): eval scores images whose class it knows; give "
+            "labelled data (class folders, or a CSV manifest with a label column)"
+        )
     if tuple(ds.class_names) != tuple(info["class_names"]):
         # the wrong data for this run: a usage error (exit 2), not a failure to retry
         raise ConfigurationError(

@@ -1275,3 +1275,32 @@ def test_eval_table_shows_domain_names_with_brackets_as_they_are(tiny_data, tiny
     text = capsys.readouterr().out
     assert "odd[/]dom" in text and "x[bold]y" in text
     assert set(json.loads((out / "eval.json").read_text())["ood"]) == {"x[bold]y", "odd[/]dom"}
+
+
+def test_eval_on_data_without_labels_is_refused_and_keeps_the_last_results(
+    tiny_data, tmp_path, capsys
+):
+    """`eval RUN POOL` on unlabelled images (the pool pseudolabel reads): exit 0 with an
+    empty table, and RUN/eval.json replaced by nulls (the last results lost); without
+    --class-file the refusal said the data had classes [] (until 2026-12-06)."""
+    from .conftest import CLASSES
+
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(CLASSES) + "\n")
+    unlabelled = tmp_path / "pool.csv"
+    rows = [f"{s.path},,{s.domain}" for s in scan(tiny_data).samples]
+    unlabelled.write_text("path,label,domain\n" + "\n".join(rows) + "\n")
+    for class_file in (classes, None):
+        cache = tmp_path / f"cache-{class_file is None}"
+        make_store(tiny_data, cache, class_file=class_file)
+        out = tmp_path / f"run-{class_file is None}"
+        train(_cfg(tiny_data, cache, out, class_file=str(class_file) if class_file else None,
+                   method="erm", steps=1))  # fmt: skip
+        assert main(["eval", str(out), str(tiny_data)]) == 0
+        before = (out / "eval.json").read_bytes()
+        capsys.readouterr()
+        assert main(["eval", str(out), str(unlabelled)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "has no labelled image" in err[0], err
+        assert "54 images" in err[0], err
+        assert (out / "eval.json").read_bytes() == before
