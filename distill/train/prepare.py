@@ -60,12 +60,10 @@ def resolve_domains(ds: Dataset, cfg: TrainConfig) -> tuple[tuple[str, ...], tup
     """(train domains, test domains): what the config names, the rest of the data's
     domains filling the side left unset."""
     all_domains = tuple(ds.domains)
-    for d in (cfg.train_domains or ()) + (cfg.test_domains or ()):
-        if d not in all_domains:
-            raise ConfigurationError(f"unknown domain {d!r}; this dataset has {all_domains}")
-    test = tuple(cfg.test_domains or ())
-    if cfg.train_domains is not None:
-        train_d = tuple(cfg.train_domains)
+    named_train = _known(cfg.train_domains, all_domains)
+    test = _known(cfg.test_domains, all_domains) or ()
+    if named_train is not None:
+        train_d = named_train
         if cfg.test_domains is None:
             test = tuple(d for d in all_domains if d not in train_d)
     else:
@@ -73,6 +71,27 @@ def resolve_domains(ds: Dataset, cfg: TrainConfig) -> tuple[tuple[str, ...], tup
     if not train_d:
         raise ConfigurationError("no training domain left: every domain is a test domain")
     return train_d, test
+
+
+def _known(named: tuple[str, ...] | None, domains: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The dataset's domains a flag names. The flag's commas list several domains, so a
+    domain whose name has one ("Paris, France") arrives in parts: parts that are no domain
+    are joined again with the ones after them until they name one. ConfigurationError for
+    a name that stays unknown."""
+    if named is None:
+        return None
+    out: list[str] = []
+    i = 0
+    while i < len(named):
+        for j in range(i, len(named)):
+            name = ",".join(named[i : j + 1])
+            if name in domains:
+                out.append(name)
+                i = j + 1
+                break
+        else:
+            raise ConfigurationError(f"unknown domain {named[i]!r}; this dataset has {domains}")
+    return tuple(out)
 
 
 def split_data(config: TrainConfig) -> DataSplit:

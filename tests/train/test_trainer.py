@@ -1304,3 +1304,26 @@ def test_eval_on_data_without_labels_is_refused_and_keeps_the_last_results(
         assert len(err) == 1 and "has no labelled image" in err[0], err
         assert "54 images" in err[0], err
         assert (out / "eval.json").read_bytes() == before
+
+
+def test_a_domain_whose_name_has_a_comma_can_be_named(tiny_data, tmp_path, capsys):
+    """A domain folder "Paris, France": `--test-domains "Paris, France"` was split at the
+    comma into 'Paris' and ' France', "unknown domain 'Paris'" (exit 2), and no spelling
+    named it (until 2026-12-06). Commas still list several domains."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "dom3").rename(data / "Paris, France")
+    cache = tmp_path / "cache"
+    make_store(data, cache)
+    out = tmp_path / "run"
+    rc = main(["train", str(data), "--cache", str(cache), "--teacher", TEACHER,
+               "--student", STUDENT, "--no-pretrained", "--method", "erm", "--out", str(out),
+               "--train-domains", "dom1,dom2", "--test-domains", "Paris, France", "--steps",
+               "1", "--image-size", "32", "--batch-per-domain", "2", "--threads", "1"])
+    assert rc == 0, capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    assert config["train_domains"] == ["dom1", "dom2"]
+    assert config["test_domains"] == ["Paris, France"]
+    assert list(json.loads((out / "metrics.json").read_text())["ood"]) == ["Paris, France"]
