@@ -13,16 +13,42 @@ import torch
 from torch import nn
 
 from distill.train.student import Student
+from vlmclient.errors import ConfigurationError
 
 __all__ = ["barrier", "broadcast_flag", "broadcast_state", "dist_env", "init_group", "wrap_ddp"]
 
 
+# what torch's env:// rendezvous reads beside WORLD_SIZE (torchrun sets them all)
+_RENDEZVOUS = ("RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
 def dist_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment variables."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    return rank, world, local
+    """(rank, world size, local rank) from torchrun's environment variables.
+
+    ConfigurationError when they are not numbers, or when WORLD_SIZE > 1 comes without the
+    others (an export left over, another launcher): torch's rendezvous or ``int()`` raised a
+    traceback there."""
+    values: dict[str, int] = {}
+    for name, default in (("WORLD_SIZE", "1"), ("RANK", "0"), ("LOCAL_RANK", None)):
+        text = os.environ.get(name, default if default is not None else str(values["RANK"]))
+        try:
+            values[name] = int(text)
+        except ValueError:
+            values[name] = -1
+        if values[name] < (1 if name == "WORLD_SIZE" else 0):
+            raise ConfigurationError(
+                f"the environment's {name}={text!r} is not a {name.lower().replace('_', ' ')}: "
+                "start several processes with torchrun, or unset it"
+            )
+    world = values["WORLD_SIZE"]
+    missing = [n for n in _RENDEZVOUS if world > 1 and not os.environ.get(n)]
+    if missing:
+        raise ConfigurationError(
+            f"the environment's WORLD_SIZE={world} is set without {', '.join(missing)}: start "
+            "several processes with torchrun (torchrun --nproc_per_node N -m distill train "
+            "...), or unset WORLD_SIZE for one process"
+        )
+    return values["RANK"], world, values["LOCAL_RANK"]
 
 
 def init_group(world: int) -> bool:

@@ -125,3 +125,25 @@ m = train(cfg.model_copy(update={"steps_align": 3}))"""))
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r.get("stage") == "align" and "loss" in r] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("env", [{"WORLD_SIZE": "2"}, {"WORLD_SIZE": "x"},
+                                 {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "-"}])
+def test_a_world_size_without_torchrun_is_one_line(env, tiny_data, tiny_cache, tmp_path,
+                                                   monkeypatch, capsys):
+    """WORLD_SIZE left in the environment (an export, another launcher) without torchrun's
+    RANK / MASTER_ADDR, or not a number: a traceback from torch's rendezvous or from
+    int() (until 2026-12-06)."""
+    from distill.cli import main
+
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+               "--student", "mobilenetv3_small_050", "--no-pretrained", "--method", "erm",
+               "--out", str(tmp_path / "run"), "--test-domains", "dom3", "--steps", "1",
+               "--image-size", "32", "--batch-per-domain", "2", "--threads", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "torchrun" in err[0], err
+    assert not (tmp_path / "run").exists()
