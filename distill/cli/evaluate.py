@@ -35,13 +35,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def _check_out(out: Path, *, given: bool) -> None:
+def _refuse_run_file(out: Path, run: Path) -> None:
+    """ConfigurationError when ``--out`` is one of the run's own files (its weights,
+    run.json, metrics, logs, checkpoint): the JSON results replaced the trained student."""
+    import os
+
+    folder, target = os.path.realpath(run), os.path.realpath(out)
+    if os.path.commonpath([target, folder]) != folder:
+        return  # outside the run (torch not imported for it)
+    from distill.train.checkpoints import CHECKPOINT_DIR
+    from distill.train.config import CONFIG_FILE
+    from distill.train.evaluate import RUN_FILE, WEIGHTS_FILE
+    from distill.train.trainer import EVALS_FILE, LOG_FILE, METRICS_FILE
+
+    own = {RUN_FILE, WEIGHTS_FILE, METRICS_FILE, CONFIG_FILE, LOG_FILE, EVALS_FILE}
+    ckpt = os.path.join(folder, CHECKPOINT_DIR)
+    if os.path.commonpath([target, ckpt]) == ckpt or (
+        os.path.dirname(target) == folder and os.path.basename(target) in own
+    ):
+        raise ConfigurationError(
+            f"--out {out} is one of the run's own files; give another file name, e.g. "
+            f"{Path(run) / 'eval.json'}"
+        )
+
+
+def _check_out(out: Path, *, given: bool, run: Path) -> None:
     """Refuse a JSON file that cannot be written before evaluating, not after (exit 2):
     an ``--out``, or the run folder's ``eval.json`` (a shared run, ``chmod -R a-w``)."""
     from . import cannot_write_in, check_out_file
 
     if given:
         check_out_file(out, "--out", "eval.json")
+        _refuse_run_file(out, run)
         return
     run = out.parent
     why = cannot_write_in(run) if run.is_dir() else None
@@ -90,7 +115,7 @@ def _excluded_note(excluded: dict[str, object]) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"
-    _check_out(out, given=bool(args.out))  # before torch is even imported
+    _check_out(out, given=bool(args.out), run=Path(args.run))  # before torch is even imported
 
     from cache import atomic_write
     from distill.cli import EXIT_ERROR

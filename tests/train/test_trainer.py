@@ -1327,3 +1327,21 @@ def test_a_domain_whose_name_has_a_comma_can_be_named(tiny_data, tmp_path, capsy
     assert config["train_domains"] == ["dom1", "dom2"]
     assert config["test_domains"] == ["Paris, France"]
     assert list(json.loads((out / "metrics.json").read_text())["ood"]) == ["Paris, France"]
+
+
+def test_eval_out_onto_one_of_the_run_s_own_files_is_refused(tiny_data, tiny_cache, tmp_path,
+                                                             capsys):
+    """`eval RUN DATA --out RUN/model.safetensors` (or run.json, metrics.json, a checkpoint
+    file: a slip of the shell's completion) replaced the trained student with the JSON
+    results (until 2026-12-06): the run was lost."""
+    out = tmp_path / "run"
+    train(_cfg(tiny_data, tiny_cache, out, method="erm", steps=1))
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for name in ("model.safetensors", "run.json", "metrics.json", "config.json",
+                 "checkpoint/state.json"):
+        given = tmp_path / "." / "run" / name
+        assert main(["eval", str(out), str(tiny_data), "--out", str(given)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is one of the run's own files" in err[0], err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+    assert main(["eval", str(out), str(tiny_data), "--out", str(out / "eval-2.json")]) == 0
