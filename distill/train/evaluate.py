@@ -164,6 +164,12 @@ def load_run_student(run: str | os.PathLike[str]) -> tuple[Student, dict[str, An
     weights = folder / WEIGHTS_FILE
     if not info_path.is_file() or not weights.is_file():
         # a RUN argument that names no run: a usage error (exit 2)
+        if _method_of(folder) == "zeroshot":  # the user did run `train`, as told below
+            raise ConfigurationError(
+                f"{folder} is a `train --method zeroshot` run: the teacher's own accuracy, "
+                "no student to evaluate (its metrics.json has the scores); `eval RUN DATA "
+                "--store STORE` of a trained run shows the teacher's beside the student's"
+            )
         raise ConfigurationError(
             f"{folder} is not a finished training run (no {RUN_FILE} / {WEIGHTS_FILE}); "
             "run `vlm-distill train` first"
@@ -204,6 +210,17 @@ def _check_run_student(folder: Path, name: object) -> None:
         f"{folder}: its student {name!r} is not a model this timm "
         f"({timm.__version__}) can build: install the timm version the run was trained with"
     )
+
+
+def _method_of(folder: Path) -> object:
+    """The method a run folder's config.json names (None when it cannot be read)."""
+    from distill.train.config import CONFIG_FILE
+
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return config.get("method") if isinstance(config, dict) else None
 
 
 def check_store_matches(store: Any, ds: Dataset) -> None:

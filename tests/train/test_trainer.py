@@ -1345,3 +1345,14 @@ def test_eval_out_onto_one_of_the_run_s_own_files_is_refused(tiny_data, tiny_cac
         assert len(err) == 1 and "is one of the run's own files" in err[0], err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
     assert main(["eval", str(out), str(tiny_data), "--out", str(out / "eval-2.json")]) == 0
+
+
+def test_eval_of_a_zeroshot_run_says_it_has_no_student(tiny_data, tiny_cache, tmp_path, capsys):
+    """`eval` of a `train --method zeroshot` folder said "not a finished training run ...;
+    run `vlm-distill train` first", which the user had just done (until 2026-12-06)."""
+    out = tmp_path / "zs"
+    train(_cfg(tiny_data, tiny_cache, out, method="zeroshot"))
+    assert main(["eval", str(out), str(tiny_data)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--method zeroshot" in err[0] and "no student" in err[0], err
+    assert "run `vlm-distill train` first" not in err[0], err
