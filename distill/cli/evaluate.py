@@ -113,6 +113,22 @@ def _excluded_note(excluded: dict[str, object]) -> str | None:
     )
 
 
+def _refuse_unfinished(run: Path) -> None:
+    """ConfigurationError for a run folder whose training is under way or was stopped (a
+    checkpoint, no trained student yet): it was told "run `vlm-distill train` first"."""
+    from distill.train.checkpoints import CHECKPOINT_DIR
+    from distill.train.evaluate import RUN_FILE, WEIGHTS_FILE
+
+    if (run / CHECKPOINT_DIR).is_dir() and not (
+        (run / RUN_FILE).is_file() and (run / WEIGHTS_FILE).is_file()
+    ):
+        raise ConfigurationError(
+            f"{run} has not finished training (a checkpoint, no {WEIGHTS_FILE} yet): let "
+            "its `vlm-distill train` end, or finish a stopped one with the same command and "
+            "--resume"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"
     _check_out(out, given=bool(args.out), run=Path(args.run))  # before torch is even imported
@@ -123,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from distill.train.evaluate import evaluate_run
     from distill.train.targets import open_store
 
+    _refuse_unfinished(Path(args.run))
     store = open_store(args.store) if args.store else None
     result = evaluate_run(args.run, args.data, batch_size=args.batch_size, store=store)
     # shown before it is written: a write that fails now (a full disk) loses no results

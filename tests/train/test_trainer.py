@@ -1356,3 +1356,15 @@ def test_eval_of_a_zeroshot_run_says_it_has_no_student(tiny_data, tiny_cache, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--method zeroshot" in err[0] and "no student" in err[0], err
     assert "run `vlm-distill train` first" not in err[0], err
+
+
+def test_eval_of_a_run_still_training_or_stopped_says_so(tiny_data, tiny_cache, tmp_path,
+                                                        capsys):
+    """`eval` of a run folder whose training is under way (or was stopped: a checkpoint, no
+    model.safetensors yet) said "run `vlm-distill train` first" (until 2026-12-06)."""
+    out = tmp_path / "run"
+    _crash_in_distill(_cfg(tiny_data, tiny_cache, out, method="adip"))
+    assert main(["eval", str(out), str(tiny_data)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has not finished training" in err[0], err
+    assert "--resume" in err[0] and "run `vlm-distill train` first" not in err[0], err
