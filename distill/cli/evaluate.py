@@ -98,6 +98,22 @@ def _left_out_note(per_class: dict[str, int]) -> str | None:
     )
 
 
+def _skipped_note(skipped: list[dict[str, str]], data: str) -> str | None:
+    """The line saying which files of DATA the scan could not use (not scored); None when
+    there were none."""
+    if not skipped:
+        return None
+    from distill.data import display
+
+    n = len(skipped)
+    shown = "; ".join(f"{display(s['path'])} ({display(s['reason'])})" for s in skipped[:3])
+    more = f"; ... ({n - 3} more: `vlm-distill data scan DATA` lists them)" if n > 3 else ""
+    return (
+        f"note: {n} file{'s' * (n != 1)} of {display(data)} could not be used and "
+        f"{'were' if n != 1 else 'was'} not scored: {shown}{more}"
+    )
+
+
 def _excluded_note(excluded: dict[str, object]) -> str | None:
     """The line saying which domains of the run's own data were scored apart: those it was
     neither trained nor tested on (not its OOD, so not in mean OOD); None when none."""
@@ -144,14 +160,17 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_run(args.run, args.data, batch_size=args.batch_size, store=store)
     # shown before it is written: a write that fails now (a full disk) loses no results
     left_out = _left_out_note(result["classes_left_out"])
+    skipped = _skipped_note(result["files_skipped"], args.data)
     if args.json:
         print(json.dumps(result))
-        if left_out:
-            print(left_out, file=sys.stderr)
+        for note in (left_out, skipped):
+            if note:
+                print(note, file=sys.stderr)
     else:
         print_metrics(result)
-        if left_out:
-            print(left_out)
+        for note in (left_out, skipped):
+            if note:
+                print(note)
         excluded = _excluded_note(result["excluded"])
         if excluded:
             print(excluded)

@@ -353,6 +353,8 @@ def evaluate_run(
         "student": info["student"], "same_dataset": same,
         # the student cannot predict them: scored, every one would be a miss
         "classes_left_out": ds.left_out_classes(),
+        # files the scan could not use (unreadable, cut short, not images): not scored
+        "files_skipped": [{"path": p, "reason": why} for p, why in ds.skipped],
         "id": evaluate_samples(student, id_samples, **kw),
         "ood": evaluate_samples(student, ood_samples, **kw),
         "excluded": evaluate_samples(student, excluded, **kw),

@@ -1368,3 +1368,27 @@ def test_eval_of_a_run_still_training_or_stopped_says_so(tiny_data, tiny_cache, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has not finished training" in err[0], err
     assert "--resume" in err[0] and "run `vlm-distill train` first" not in err[0], err
+
+
+def test_eval_says_which_files_of_data_it_could_not_score(tiny_data, tiny_cache, tmp_path,
+                                                         capsys):
+    """A file of DATA that cannot be read (cut short by a copy, not an image) was left out
+    of every count without a word (until 2026-12-06)."""
+    import shutil
+
+    out = tmp_path / "run"
+    train(_cfg(tiny_data, tiny_cache, out, method="erm", steps=1))
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    cut = data / "dom3" / "a_circle" / "000.png"
+    cut.write_bytes(cut.read_bytes()[:40])
+    capsys.readouterr()
+    assert main(["eval", str(out), str(data)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1 file of" in text and "dom3/a_circle/000.png" in text and "not scored" in text
+    assert main(["eval", str(out), str(data), "--json"]) == 0
+    got = capsys.readouterr()
+    res = json.loads(got.out.strip().splitlines()[-1])
+    assert res["ood"]["dom3"]["n"] == 17
+    assert [s["path"] for s in res["files_skipped"]] == ["dom3/a_circle/000.png"]
+    assert "dom3/a_circle/000.png" in got.err
