@@ -270,6 +270,13 @@ def _refuse_other_classes(data: str | os.PathLike[str], classes: Sequence[str]) 
     )
 
 
+def _json_losses(by_domain: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """``by_domain`` with a loss that is not a number (logits that overflowed: a damaged
+    weights file) as None: eval.json and ``--json`` had a bare ``Infinity``, not JSON."""
+    return {d: {**v, "loss": v["loss"] if np.isfinite(v["loss"]) else None}
+            for d, v in by_domain.items()}  # fmt: skip
+
+
 def evaluate_run(
     run: str | os.PathLike[str],
     data: str | os.PathLike[str],
@@ -355,9 +362,9 @@ def evaluate_run(
         "classes_left_out": ds.left_out_classes(),
         # files the scan could not use (unreadable, cut short, not images): not scored
         "files_skipped": [{"path": p, "reason": why} for p, why in ds.skipped],
-        "id": evaluate_samples(student, id_samples, **kw),
-        "ood": evaluate_samples(student, ood_samples, **kw),
-        "excluded": evaluate_samples(student, excluded, **kw),
+        "id": _json_losses(evaluate_samples(student, id_samples, **kw)),
+        "ood": _json_losses(evaluate_samples(student, ood_samples, **kw)),
+        "excluded": _json_losses(evaluate_samples(student, excluded, **kw)),
     }
     result["mean_id"] = mean_accuracy(result["id"])
     result["mean_ood"] = mean_accuracy(result["ood"])

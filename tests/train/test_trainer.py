@@ -1392,3 +1392,24 @@ def test_eval_says_which_files_of_data_it_could_not_score(tiny_data, tiny_cache,
     assert res["ood"]["dom3"]["n"] == 17
     assert [s["path"] for s in res["files_skipped"]] == ["dom3/a_circle/000.png"]
     assert "dom3/a_circle/000.png" in got.err
+
+
+def test_eval_json_stays_strict_when_a_loss_is_not_finite(tiny_data, tiny_cache, tmp_path,
+                                                          capsys):
+    """A student whose logits overflow (an infinite weight: a damaged or hand-made file)
+    gave an infinite loss, written as a bare `Infinity` in eval.json and on stdout with
+    --json: not JSON to a strict reader (until 2026-12-06). It is null now."""
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "run"
+    train(_cfg(tiny_data, tiny_cache, out, method="erm", steps=1))
+    state = load_file(str(out / "model.safetensors"))
+    state["head.weight"][0, 0] = float("inf")
+    save_file(state, str(out / "model.safetensors"))
+    capsys.readouterr()
+    assert main(["eval", str(out), str(tiny_data), "--json"]) == 0
+    printed = tmp_path / "printed.json"
+    printed.write_text(capsys.readouterr().out)
+    for path in (printed, out / "eval.json"):
+        res = _strict_json(path)[0]
+        assert res["ood"]["dom3"]["loss"] is None and res["ood"]["dom3"]["n"] == 18
