@@ -123,9 +123,9 @@ def _excluded_note(excluded: dict[str, object]) -> str | None:
 
     names = ", ".join(display(d) for d in excluded)
     return (
-        f"note: domain{'s' * (len(excluded) != 1)} {names} the run was neither trained nor "
-        "tested on (not in its --train-domains / --test-domains) are shown as EXCLUDED, not "
-        "in mean OOD (as in its metrics.json)"
+        f"note: domain{'s' * (len(excluded) != 1)} {names}: neither trained nor tested on by "
+        "the run (not in its --train-domains / --test-domains), shown as EXCLUDED, not in "
+        "mean OOD (as in its metrics.json)"
     )
 
 
