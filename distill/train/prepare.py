@@ -32,6 +32,7 @@ __all__ = [
     "DataSplit",
     "InputFormat",
     "build",
+    "check_shards",
     "resolve",
     "resolve_domains",
     "run_info",
@@ -121,6 +122,24 @@ def split_data(config: TrainConfig) -> DataSplit:
         )
     ood = [s for s in labelled if s.domain in test_domains]
     return DataSplit(ds, train_domains, test_domains, train, holdout, ood)
+
+
+def check_shards(split: DataSplit, world: int) -> None:
+    """ConfigurationError when a source domain has fewer training images than there are
+    processes: each process trains on its own share of every source domain, and an empty
+    share ended that process in a traceback from the batch sampler, after config.json and
+    the logs were written."""
+    if world <= 1:
+        return
+    for domain, group in zip(split.train_domains, split.domain_groups(), strict=True):
+        if len(group) < world:
+            n = len(group)
+            raise ConfigurationError(
+                f"source domain {domain!r} has {n} training image{'s' * (n != 1)}, fewer "
+                f"than the {world} processes: each process trains on its own share of every "
+                "source domain; start fewer processes (torchrun --nproc_per_node) or give "
+                "it more images"
+            )
 
 
 def store_content(store: Any) -> str:

@@ -68,7 +68,14 @@ from distill.train.distributed import (
 )
 from distill.train.evaluate import WEIGHTS_FILE
 from distill.train.optim import adam
-from distill.train.prepare import DataSplit, build, resolve, run_info, split_data
+from distill.train.prepare import (
+    DataSplit,
+    build,
+    check_shards,
+    resolve,
+    run_info,
+    split_data,
+)
 from distill.train.stages import (
     AlignStop,
     Evaluator,
@@ -173,6 +180,7 @@ def _train(
     info = run_info(config, split, targets)
     if config.method == "zeroshot":
         return _zeroshot_only(config, split, targets, info, main=main, t_start=t_start)
+    check_shards(split, world)  # each process trains on its share of every source domain
 
     # 3. Student: timm backbone + P and the text head (ADiP) or a linear head (ERM, KD).
     student, fmt = build(config, len(split.dataset.class_names), targets.text, device)

@@ -147,3 +147,37 @@ def test_a_world_size_without_torchrun_is_one_line(env, tiny_data, tiny_cache, t
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "torchrun" in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_source_domain_smaller_than_the_processes_is_one_line_per_rank(tiny_data, tmp_path):
+    """Under torchrun, a source domain with fewer training images than processes: the rank
+    whose share was empty died in a ValueError traceback from the batch sampler, after
+    config.json and the logs were written (until 2026-12-06)."""
+    import shutil
+
+    from .conftest import make_store
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    for cls in ("b_square", "c_cross"):
+        shutil.rmtree(data / "dom2" / cls)
+    for png in sorted((data / "dom2" / "a_circle").glob("*.png"))[2:]:
+        png.unlink()  # dom2: two images, one held out, one to train on
+    make_store(data, tmp_path / "cache")
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "distill", "train", str(data), "--cache", str(tmp_path / "cache"),
+           "--teacher", TEACHER, "--student", "mobilenetv3_small_050", "--no-pretrained",
+           "--method", "erm", "--out", str(out), "--test-domains", "dom3", "--steps", "2",
+           "--image-size", "32", "--batch-per-domain", "2", "--threads", "1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    # torchrun itself ends with its ChildFailedError traceback whatever a process exits with
+    assert "]: Traceback" not in proc.stderr, proc.stderr[-3000:]  # a rank's ("[rank1]: ")
+    assert "source domain 'dom2' has 1 training image, fewer than the 2 processes" in (
+        proc.stderr
+    ), proc.stderr[-3000:]
+    assert not out.exists()
