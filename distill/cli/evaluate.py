@@ -114,6 +114,21 @@ def _skipped_note(skipped: list[dict[str, str]], data: str) -> str | None:
     )
 
 
+def _store_note(zs: dict[str, object] | None) -> str | None:
+    """The line saying the teacher's column is over fewer images than the student's (the
+    store lacks some scored images); None when it holds them all or was not given."""
+    n = zs.get("images_missing") if zs else None
+    if not zs or not isinstance(n, int) or n == 0:
+        return None
+    from distill.data import display
+
+    return (
+        f"note: the store at {display(str(zs['store']))} lacks {n} of the scored images "
+        "(added after its harvest?): the teacher zero-shot column is over the others only; "
+        "harvest DATA again with the run's teacher (it buys only those) and pass that store"
+    )
+
+
 def _excluded_note(excluded: dict[str, object]) -> str | None:
     """The line saying which domains of the run's own data were scored apart: those it was
     neither trained nor tested on (not its OOD, so not in mean OOD); None when none."""
@@ -161,14 +176,15 @@ def run(args: argparse.Namespace) -> int:
     # shown before it is written: a write that fails now (a full disk) loses no results
     left_out = _left_out_note(result["classes_left_out"])
     skipped = _skipped_note(result["files_skipped"], args.data)
+    lacks = _store_note(result.get("teacher_zeroshot"))
     if args.json:
         print(json.dumps(result))
-        for note in (left_out, skipped):
+        for note in (left_out, skipped, lacks):
             if note:
                 print(note, file=sys.stderr)
     else:
         print_metrics(result)
-        for note in (left_out, skipped):
+        for note in (left_out, skipped, lacks):
             if note:
                 print(note)
         excluded = _excluded_note(result["excluded"])

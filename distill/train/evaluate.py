@@ -376,5 +376,10 @@ def evaluate_run(
         for part in ("id", "ood", "excluded"):
             zs[f"mean_{part}"] = mean_accuracy(zs[part])
         zs["teacher"], zs["store"] = store.meta.get("teacher"), str(store.path)
+        # images the store lacks (added to DATA after the harvest): the teacher's scores
+        # are over the others, the student's over all
+        have = set(store.image_ids)
+        scored = (*id_samples, *ood_samples, *excluded)
+        zs["images_missing"] = sum(s.label is not None and s.id not in have for s in scored)
         result["teacher_zeroshot"] = zs
     return result

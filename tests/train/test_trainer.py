@@ -1413,3 +1413,30 @@ def test_eval_json_stays_strict_when_a_loss_is_not_finite(tiny_data, tiny_cache,
     for path in (printed, out / "eval.json"):
         res = _strict_json(path)[0]
         assert res["ood"]["dom3"]["loss"] is None and res["ood"]["dom3"]["n"] == 18
+
+
+def test_eval_store_without_some_images_says_the_teacher_column_is_over_fewer(
+    tiny_data, tiny_cache, tmp_path, capsys
+):
+    """`eval RUN DATA --store S` where S was harvested before images were added to DATA: the
+    teacher's zero-shot was over the images S holds, the student's over all, shown side by
+    side as one domain's scores without a word (until 2026-12-06)."""
+    import shutil
+
+    out = tmp_path / "run"
+    train(_cfg(tiny_data, tiny_cache, out, method="erm", steps=1))
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    store = make_store(data, tmp_path / "cache")
+    circles = data / "dom3" / "a_circle"
+    for i in range(6):  # added after the harvest
+        shutil.copy(circles / "000.png", circles / f"n{i}.png")
+    capsys.readouterr()
+    assert main(["eval", str(out), str(data), "--store", str(store), "--json"]) == 0
+    got = capsys.readouterr()
+    res = json.loads(got.out.strip().splitlines()[-1])
+    assert res["ood"]["dom3"]["n"] == 24 and res["teacher_zeroshot"]["ood"]["dom3"]["n"] == 18
+    assert res["teacher_zeroshot"]["images_missing"] == 6
+    assert "lacks 6 of the scored images" in " ".join(got.err.split())
+    assert main(["eval", str(out), str(data), "--store", str(store)]) == 0
+    assert "lacks 6 of the scored images" in " ".join(capsys.readouterr().out.split())
