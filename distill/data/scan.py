@@ -77,7 +77,8 @@ def scan(
     (one name per line) fixes the list and its order; labelled images whose class is not in
     it are skipped; ``classes`` gives such a list itself (as a run or a store records
     it). Hidden files and folders are ignored; a vlm-distill cache or run folder inside
-    the data is skipped with a reason; ``DATA/dataset.json`` is read as
+    the data is skipped with a reason, and so is a symlinked domain or class folder
+    leading back into the data (``ln -s . DATA/self``); ``DATA/dataset.json`` is read as
     metadata (``{"hflip": false}``). Unusable files are skipped with a reason, never fatal.
     ``decode=True`` also decodes every image (slow; catches corrupt pixel data). A
     manifest may only name files under its own folder unless ``allow_outside_paths``.

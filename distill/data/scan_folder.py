@@ -40,6 +40,7 @@ class _Scan:
     def __init__(self, root: Path, decode: bool) -> None:
         self.root = root
         self.root_str = os.fspath(root)
+        self.real_root = os.path.realpath(root)
         self.decode = decode
         self.skipped: list[tuple[str, str]] = []
         self.seen_images = 0
@@ -51,15 +52,19 @@ class _Scan:
         """Names of the visible sub-folders and files of a folder, each sorted, or None
         (and a skip entry) when it cannot be read. Names only: a scan of 100k files must
         not hold 100k ``DirEntry`` objects while it builds the samples. Sub-folders that are
-        vlm-distill's own (:func:`_not_data`) are left out, with a skip entry."""
+        vlm-distill's own (:func:`_not_data`) or symlinks leading back into the data
+        (:meth:`loops_back`) are left out, with a skip entry."""
         path = os.path.join(self.root_str, *parts)
         dirs: list[str] = []
         files: list[str] = []
+        links: set[str] = set()
         try:
             with os.scandir(path) as it:
                 for e in it:
                     if not e.name.startswith("."):
                         (dirs if _is_dir(e) else files).append(e.name)
+                        if _is_link(e):
+                            links.add(e.name)
         except OSError as exc:
             self.skipped.append((self.rel(parts) or ".", f"cannot read folder: {exc.strerror}"))
             return None
@@ -67,12 +72,29 @@ class _Scan:
         files.sort()
         kept = []
         for name in dirs:
-            why = _not_data(os.path.join(path, name))
+            why = None
+            if name in links and len(parts) < 2:  # deeper folders are never read
+                why = self.loops_back(path, name)
+            if why is None:
+                why = _not_data(os.path.join(path, name))
             if why is None:
                 kept.append(name)
             else:
                 self.skipped.append((self.rel([*parts, name]), why))
         return kept, files
+
+    def loops_back(self, folder: str, name: str) -> str | None:
+        """Why the symlinked folder ``folder/name`` is not read: it leads to the data
+        itself, a folder of it, or a folder holding it (``ln -s . DATA/self``, a link to a
+        parent). Read, it was a bogus domain or class (whose class prompts harvest bought)
+        or the same images under a second name. None for a link to a folder outside the
+        data (a domain or class kept elsewhere), which is read as any folder."""
+        target = os.path.realpath(os.path.join(folder, name))
+        if _within(target, self.real_root):
+            return "a symlink to a folder inside the data, skipped"
+        if _within(self.real_root, target) or _within(os.path.realpath(folder), target):
+            return "a symlink to a folder holding the data (a loop), skipped"
+        return None
 
     def image(self, parts: Sequence[str]) -> bool:
         """True when the file is usable; otherwise records why not."""
@@ -97,6 +119,18 @@ def _not_data(folder: str) -> str | None:
     ):
         return "a vlm-distill run folder, not data"
     return None
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether the real path ``path`` is ``folder`` or below it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:

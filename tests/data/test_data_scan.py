@@ -605,3 +605,21 @@ def test_a_manifest_field_past_the_csv_limit_is_one_error_line(tmp_path, write_i
     assert main(["data", "scan", str(manifest)]) == 1  # as every unreadable manifest
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+def test_symlinked_folders_outside_the_data_are_read_loops_are_not(tmp_path, write_image):
+    """A domain or class kept elsewhere and linked in is data; a link back into the data
+    (``ln -s . DATA/self``) or to a folder holding it is skipped, named."""
+    data = tmp_path / "data"
+    write_image(data / "photo" / "cat" / "a.png")
+    write_image(tmp_path / "elsewhere" / "sketch" / "cat" / "b.png")
+    (data / "sketch").symlink_to(tmp_path / "elsewhere" / "sketch")
+    (data / "self").symlink_to(".")
+    (data / "photo" / "up").symlink_to("..")
+    (data / "sketch" / "dog").symlink_to(tmp_path)  # via the outside link: a loop
+    ds = scan(data)
+    assert ds.domains == ("photo", "sketch")
+    assert ds.class_names == ("cat",)
+    assert sorted(s.id for s in ds.samples) == ["photo/cat/a.png", "sketch/cat/b.png"]
+    skipped = dict(ds.skipped)
+    assert skipped["self"] == "a symlink to a folder inside the data, skipped"
+    assert skipped["photo/up"] == "a symlink to a folder inside the data, skipped"
+    assert skipped["sketch/dog"] == "a symlink to a folder holding the data (a loop), skipped"

@@ -104,3 +104,35 @@ def test_the_data_folder_as_its_own_cache(
     _twice(hash_teacher, data, "--cache", str(data))
     assert _identity(data) == before
     assert _zeroshot(data, data, tmp_path / "run") == 0
+
+
+def test_symlinked_folders_leading_back_into_the_data_are_skipped(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``ln -s . DATA/self`` (or a link to a parent, or to another folder of the data) read
+    as a domain or a class: until 2026-12-06 a bogus domain ``self`` with the domains as
+    its (empty) classes, whose class prompts harvest bought. Now such links are skipped,
+    named, and nothing more is bought than for the same data without them."""
+    clean = tmp_path / "clean"
+    shutil.copytree(digits_data, clean)
+    data = tmp_path / "data"
+    shutil.copytree(digits_data, data)
+    domain = sorted(p.name for p in data.iterdir() if p.is_dir())[0]
+    (data / "self").symlink_to(".")
+    (data / domain / "up").symlink_to("..")
+    (data / "again").symlink_to(data / domain)  # absolute, inside the data
+    (data / "above").symlink_to(tmp_path)  # holds the data
+    assert _identity(data)[1:] == _identity(clean)[1:]
+    skipped = dict(scan(data).skipped)
+    for name in ("self", f"{domain}/up", "again", "above"):
+        assert "symlink" in skipped[name]
+    cache = str(tmp_path / "cache")
+    assert _harvest(hash_teacher, clean, "--cache", cache) == 0
+    bill = hash_teacher.billing()
+    capsys.readouterr()
+    assert _harvest(hash_teacher, data, "--cache", cache) == 0
+    assert hash_teacher.billing() == bill  # no class prompt of a bogus class bought
+    assert "skipped self: a symlink to a folder inside the data" in capsys.readouterr().out
