@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from .providers import PROVIDERS, Provider, get_provider, parse_teacher
     from .providers.images import ACCEPTED_MEDIA_TYPES
     from .providers.reasoning import REASONING_LEVELS
-    from .ratelimit import RateLimiter
+    from .ratelimit import MIN_RATE, RateLimiter
     from .retry import RetryPolicy
     from .shared_budget import SharedBudget, SharedReservation
     from .stats import ClientStats
@@ -83,6 +83,7 @@ __all__ = [
     "ACCEPTED_MEDIA_TYPES",
     "DEFAULT_CONCURRENCY",
     "MIN_PRICE_USD",
+    "MIN_RATE",
     "PROVIDERS",
     "REASONING_LEVELS",
     "APIConnectionError",
@@ -218,6 +219,7 @@ _SOURCES: dict[str, str] = {
     "parse_teacher": "providers",
     "REASONING_LEVELS": "providers.reasoning",
     "ACCEPTED_MEDIA_TYPES": "providers.images",
+    "MIN_RATE": "ratelimit",
     "RateLimiter": "ratelimit",
     "RetryPolicy": "retry",
     "SharedBudget": "shared_budget",

@@ -63,7 +63,7 @@ from .price_check import refuse_free
 from .prices import PriceTable, resolve_price
 from .providers import PROVIDERS, parse_teacher
 from .providers.base import Item
-from .ratelimit import RateLimiter
+from .ratelimit import MIN_RATE, RateLimiter
 from .redact import Redactor
 from .retry import RetryPolicy
 from .send import Sender, default_transport
@@ -106,7 +106,8 @@ def _check_settings(*, concurrency: Any, batch_size: Any, rpm: Any, tpm: Any,
                     timeout: Any) -> None:
     """ConfigurationError for a setting the client cannot work with, named, before
     anything is built: a zero or negative timeout failed every request as "could not
-    connect", rpm=nan or inf raised a bare ValueError or OverflowError, concurrency="4"
+    connect", rpm=nan or inf raised a bare ValueError or OverflowError (and rpm=1e-320
+    waited for ever after one request), concurrency="4"
     a TypeError.
 
     >>> _check_settings(concurrency=4, batch_size=None, rpm=None, tpm=None, timeout=0)
@@ -123,12 +124,13 @@ def _check_settings(*, concurrency: Any, batch_size: Any, rpm: Any, tpm: Any,
         if value is None and name != "timeout":
             continue
         ok = isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
-        if not ok or not math.isfinite(value) or value <= 0:
-            unit = "seconds" if name == "timeout" else "per minute"
+        if name == "timeout" and (not ok or not math.isfinite(value) or value <= 0):
+            raise ConfigurationError(f"{name} must be a number of seconds > 0, not {value!r}")
+        if name != "timeout" and (not ok or not math.isfinite(value) or value < MIN_RATE):
+            # slower than one an hour: 1e-320 sent one request, then waited for ever
             raise ConfigurationError(
-                f"{name} must be a number of {unit} > 0, not {value!r}"
-                if name == "timeout" else f"{name} must be a finite number {unit} > 0 "
-                f"(or None), not {value!r}"
+                f"{name} must be a finite number per minute >= {MIN_RATE:.4f} (at most an "
+                f"hour between requests, or per token; None for no limit), not {value!r}"
             )
 
 

@@ -24,10 +24,13 @@ from .retry import MAX_RETRY_AFTER
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RateLimiter"]
+__all__ = ["MIN_RATE", "RateLimiter"]
 
 Clock = Callable[[], float]
 
+# requests (or tokens) per minute, at the slowest: one an hour. A tinier rate paced the next
+# request years away (1e-320: an infinite interval) and the caller waited for ever.
+MIN_RATE = 1 / 60
 MAX_PAUSE = MAX_RETRY_AFTER  # seconds; the same cap as the retry policy
 LOUD_PAUSE = 5.0  # a pause at least this long is logged (a warning, once per pause)
 CATCH_UP = 1.0  # intervals a late request may make up (the 1-s window cap still holds)
@@ -55,8 +58,9 @@ class RateLimiter:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        if (rpm is not None and rpm <= 0) or (tpm is not None and tpm <= 0):
-            raise ValueError("rpm and tpm must be positive")
+        for name, rate in (("rpm", rpm), ("tpm", tpm)):
+            if rate is not None and not rate >= MIN_RATE:  # NaN too
+                raise ValueError(f"{name} must be >= {MIN_RATE:.4f} per minute, not {rate!r}")
         self._clock = clock
         self._sleep = sleep
         self._epoch = 0

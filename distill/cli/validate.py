@@ -20,6 +20,8 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from vlmclient import MIN_RATE as _MIN_RATE
+
 __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_CONCURRENCY",
@@ -48,7 +50,7 @@ MAX_BATCH_SIZE = 10_000  # items per request (providers cap it lower anyway)
 MAX_TIMEOUT_S = 3600.0  # seconds per request
 MAX_USD = Decimal(10**12)  # a budget: a trillion dollars
 MIN_USD = Decimal("1e-12")  # the smallest budget above $0
-MIN_RATE = 1 / 60  # --rpm / --tpm: one request (or token) an hour at the slowest
+MIN_RATE = _MIN_RATE  # --rpm / --tpm: one request (or token) an hour at the slowest (the client's)
 
 
 def _float(text: str) -> float:

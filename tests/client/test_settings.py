@@ -5,6 +5,7 @@ as "could not connect")."""
 from __future__ import annotations
 
 import io
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from vlmclient import ConfigurationError, Image, InputError, TeacherClient
+from vlmclient import (
+    MIN_RATE,
+    Budget,
+    ConfigurationError,
+    Image,
+    InputError,
+    RateLimiter,
+    TeacherClient,
+)
 
 
 @pytest.mark.parametrize(("setting", "value"), [
@@ -26,6 +35,29 @@ def test_a_setting_the_client_cannot_use_is_refused_by_name(setting: str, value:
     with pytest.raises(ConfigurationError, match=f"^{setting} must be"):
         TeacherClient("local:hash", api_key="k", base_url="http://127.0.0.1:9",
                       budget="1", **{setting: value})
+
+
+@pytest.mark.parametrize(("setting", "value"), [
+    ("rpm", 1e-320), ("rpm", 1e-300), ("rpm", 0.0166), ("tpm", 1e-320), ("tpm", -1e-9),
+    ("tpm", float("nan")), ("rpm", Decimal("0.01")),
+])
+def test_a_rate_slower_than_one_an_hour_is_refused_before_anything_is_reserved(
+    setting: str, value: Any
+) -> None:
+    """``rpm=1e-320`` made the interval infinite (``1e-300``: years): one request was
+    sent, then the client waited for ever without a word. The bound is the CLI's."""
+    budget = Budget("1")
+    with pytest.raises(ConfigurationError, match=f"^{setting} must be .*>= 0.0167"):
+        TeacherClient("local:hash", api_key="k", base_url="http://127.0.0.1:9",
+                      budget=budget, **{setting: value})
+    assert budget.reserved == 0 and budget.spent == 0
+    assert MIN_RATE == 1 / 60
+    with pytest.raises(ValueError, match=f"{setting}"):
+        RateLimiter(**{setting: value})
+    for ok in (MIN_RATE, 1 / 60, 0.02):
+        TeacherClient("local:hash", api_key="k", base_url="http://127.0.0.1:9",
+                      budget="1", **{setting: ok})
+        RateLimiter(**{setting: ok})
 
 
 @pytest.mark.parametrize("setting", [{"rpm": 600.0, "tpm": None}, {"timeout": 2}, {}])
