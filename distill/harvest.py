@@ -36,6 +36,7 @@ from distill.harvest_store import (
     store_dir,
 )
 from distill.view_requests import ViewClient, build_requests, upload_encoding, view_request
+from distill.workers import all_or_none
 from vlmclient import (
     APIConnectionError,
     AuthenticationError,
@@ -375,7 +376,7 @@ async def harvest(
             await embed_chunk(chunk)
 
     try:
-        await _all_or_none([worker() for _ in range(slots)])
+        await all_or_none([worker() for _ in range(slots)])
         if client.overrun is not None:  # even when the overrun was the last request
             result.overrun = str(client.overrun)
         if client.storage_problem is not None and result.fatal is None:
@@ -419,21 +420,6 @@ async def harvest(
     finally:
         sink.abort()  # a store not committed (stopped, failed, cancelled) leaves nothing
         count_bought()
-
-
-async def _all_or_none(coros: list[Awaitable[None]]) -> None:
-    """Run ``coros`` together; when one raises (or this is cancelled), cancel the others
-    and wait for them before raising. ``asyncio.gather`` left them running: their
-    requests went on being sent after harvest() had raised, and were billed unrecorded
-    once the caller closed its ledger."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def refused_prompts(exc: InputTooLongError, class_names: Sequence[str]) -> list[tuple[str, str]]:

@@ -37,6 +37,7 @@ from distill.data import Dataset, Sample, class_prompts
 from distill.data.views import pixels_decode, view_bytes
 from distill.harvest import FATAL
 from distill.teacher.zeroshot import zeroshot_labels, zeroshot_probs
+from distill.workers import all_or_none
 from vlmclient import (
     AnswerRequest,
     BadRequestError,
@@ -404,7 +405,8 @@ async def answer_labels(
             if on_progress is not None:
                 on_progress(len(out))
 
-    await asyncio.gather(*(ask(i, s) for i, s in enumerate(todo)))
+    # not a bare gather: one worker raising (a failing on_progress) left the others sending
+    await all_or_none(ask(i, s) for i, s in enumerate(todo))
     if fatal:
         raise fatal[0]
     return [out.get(i, Label(s.id, None, None, "answer")) for i, s in enumerate(todo)]
@@ -442,6 +444,15 @@ async def embedding_labels(
     unreadable: set[int] = set()  # asked, but the teacher cannot decode them: no label
 
     async def buy(start: int) -> None:
+        try:
+            await buy_chunk(start)
+        except BaseException:
+            # nothing more is sent (a failing on_progress too: it went on buying every
+            # image); the error is raised when the requests in flight have ended
+            stop.set()
+            raise
+
+    async def buy_chunk(start: int) -> None:
         nonlocal done
         async with gate:
             if stop.is_set():
@@ -464,9 +475,6 @@ async def embedding_labels(
             except BudgetExceededError:
                 stop.set()
                 return
-            except BaseException:
-                stop.set()  # nothing more is sent; the error is raised when all have ended
-                raise
             vecs.update({i: r.vector for (i, _), r in zip(chunk, res, strict=True)})
             done += len(chunk)
             if on_progress is not None:
