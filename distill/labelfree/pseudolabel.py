@@ -117,7 +117,8 @@ def display_name(class_name: str) -> str:
 
 def check_choices(class_names: Sequence[str]) -> None:
     """Refuse (ConfigurationError) class lists a lettered question cannot show: fewer
-    than 2 or more than 26 classes, or two names shown as one option ("Cat", "cat").
+    than 2 or more than 26 classes, two names shown as one option ("Cat", "cat"), or a
+    name an answer would read as an option letter ("c": option C, another class).
 
     >>> check_choices([f"c{i}" for i in range(27)])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -134,7 +135,13 @@ def check_choices(class_names: Sequence[str]) -> None:
         )
     seen: dict[str, str] = {}
     for name in class_names:
-        other = seen.setdefault(_key(display_name(name)), name)
+        key = _key(display_name(name))
+        if len(key) == 1 and _LETTER.match(key):  # its answer "c" would be option C
+            raise ConfigurationError(
+                f"class {name!r} could be read as an option letter in the teacher's answer: "
+                f"rename it (e.g. 'letter_{key}') so its answers are not taken for another class"
+            )
+        other = seen.setdefault(key, name)
         if other != name:  # an answer naming it could only ever be read as one of them
             raise ConfigurationError(
                 f"classes {other!r} and {name!r} are shown to the teacher as the same option "

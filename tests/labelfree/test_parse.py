@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from distill.labelfree.pseudolabel import choice_prompt, parse_answer, shuffled_order
+from distill.labelfree.pseudolabel import (
+    check_choices,
+    choice_prompt,
+    parse_answer,
+    shuffled_order,
+)
 from distill.teacher.zeroshot import zeroshot_labels, zeroshot_probs
+from vlmclient import ConfigurationError
 
 NAMES = ["cat", "dog", "hot_dog", "butterfly", "bus"]
 DIGITS = ["0_zero", "1_one", "2_two", "3_three", "4_four", "5_five", "6_six", "7_seven"]
@@ -158,3 +164,17 @@ def test_zeroshot_probs_are_the_softmax_of_100_cosines() -> None:
     assert probs.dtype == np.float32
     assert np.allclose(probs[0], [1.0, np.exp(-100.0)], atol=1e-6)  # cos 1 against cos 0
     assert np.allclose(probs[1], [0.5, 0.5])  # equally close to both
+
+
+@pytest.mark.parametrize("names", [["a", "b", "c"], ["x", "y", "z"], ["cat", "B"], ["cat", "(d)"]])
+def test_a_class_an_answer_would_read_as_an_option_letter_is_refused(names: list[str]) -> None:
+    """Before: "c" of classes a, b, c shown as [2, 0, 1] was read as option C (class b): a
+    wrong label; "y" of x, y, z (only 3 options) got none."""
+    with pytest.raises(ConfigurationError, match="read as an option letter") as err:
+        check_choices(names)
+    assert "letter_" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_names_that_only_hold_a_letter_among_others_are_shown() -> None:
+    check_choices(["a cat", "b_dog", "c3", "1", "2", "x ray"])  # no refusal
+    assert parse_answer("1", ["1", "2", "3"], order=[2, 0, 1]) == 0

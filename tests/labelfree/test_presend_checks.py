@@ -402,3 +402,34 @@ def test_the_flat_folder_flow_with_an_unsorted_class_file_ends_in_a_student_run(
     ]) == 0  # fmt: skip
     again = ("--check", "none", "--student-run", str(run), "--out", str(tmp_path / "b.csv"))
     assert pseudolabel(hash_teacher, folder, backwards, cache, *again) == 0
+
+
+@pytest.mark.parametrize(
+    ("route", "check", "refused"),
+    [("answer", "none", True), ("zeroshot", "answer", True), ("zeroshot", "none", False)],
+)
+def test_a_class_named_like_an_option_letter_is_refused_before_sending(
+    hash_teacher: LocalTeacher,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    route: str,
+    check: str,
+    refused: bool,
+) -> None:
+    """Before: the answer "c" (class c) of classes a, b, c shown in a shuffled order was
+    read as option letter C, another class: a wrong label in the manifest with --check
+    none. The zero-shot route parses no letters: it labels them."""
+    folder, _ = unlabelled
+    classes = tmp_path / "abc.txt"
+    classes.write_text("a\nb\nc\n")
+    code = pseudolabel(
+        hash_teacher, folder, classes, tmp_path / "c", "--route", route, "--check", check
+    )
+    if not refused:
+        assert code == 0
+        return
+    assert code == 2
+    err = capsys.readouterr().err
+    one_error_line(err, "error: class 'a' could be read as an option letter")
+    assert hash_teacher.billing()["requests"] == 0
