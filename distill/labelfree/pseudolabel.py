@@ -117,8 +117,9 @@ def display_name(class_name: str) -> str:
 
 def check_choices(class_names: Sequence[str]) -> None:
     """Refuse (ConfigurationError) class lists a lettered question cannot show: fewer
-    than 2 or more than 26 classes, two names shown as one option ("Cat", "cat"), or a
-    name an answer would read as an option letter ("c": option C, another class).
+    than 2 or more than 26 classes, two names shown as one option ("Cat", "cat"), a
+    name an answer would read as an option letter ("c": option C, another class), or a
+    name with no letter or digit ("🐱": no answer can be matched to it).
 
     >>> check_choices([f"c{i}" for i in range(27)])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -136,6 +137,11 @@ def check_choices(class_names: Sequence[str]) -> None:
     seen: dict[str, str] = {}
     for name in class_names:
         key = _key(display_name(name))
+        if not key:  # matching reads letters and digits only: no answer could name it
+            raise ConfigurationError(
+                f"class {name!r} has no letter or digit an answer could name it by: rename "
+                "it (e.g. 'cat') or use --route zeroshot"
+            )
         if len(key) == 1 and _LETTER.match(key):  # its answer "c" would be option C
             raise ConfigurationError(
                 f"class {name!r} could be read as an option letter in the teacher's answer: "

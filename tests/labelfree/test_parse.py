@@ -178,3 +178,11 @@ def test_a_class_an_answer_would_read_as_an_option_letter_is_refused(names: list
 def test_names_that_only_hold_a_letter_among_others_are_shown() -> None:
     check_choices(["a cat", "b_dog", "c3", "1", "2", "x ray"])  # no refusal
     assert parse_answer("1", ["1", "2", "3"], order=[2, 0, 1]) == 0
+
+
+@pytest.mark.parametrize("name", ["🐱", "?!", "__", "🐶🐶"])
+def test_a_class_named_without_letters_or_digits_is_refused(name: str) -> None:
+    """Before: the name normalised to nothing, so no answer (not even a bare "🐱") named it."""
+    with pytest.raises(ConfigurationError, match="no letter or digit") as err:
+        check_choices(["dog", name])
+    assert repr(name) in str(err.value) and "\n" not in str(err.value)

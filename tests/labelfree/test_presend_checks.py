@@ -433,3 +433,28 @@ def test_a_class_named_like_an_option_letter_is_refused_before_sending(
     err = capsys.readouterr().err
     one_error_line(err, "error: class 'a' could be read as an option letter")
     assert hash_teacher.billing()["requests"] == 0
+
+
+@pytest.mark.parametrize(("route", "refused"), [("answer", True), ("zeroshot", False)])
+def test_a_class_named_only_by_an_emoji_is_refused_on_the_answer_route(
+    hash_teacher: LocalTeacher,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    route: str,
+    refused: bool,
+) -> None:
+    """Before: "🐱" normalised to an empty name: every answer bought for it (a bare "🐱"
+    too) got no label. The zero-shot route reads no names from answers: it labels it."""
+    folder, _ = unlabelled
+    classes = tmp_path / "emoji.txt"
+    classes.write_text("🐱\ndog\n", encoding="utf-8")
+    code = pseudolabel(
+        hash_teacher, folder, classes, tmp_path / "c", "--route", route, "--check", "none"
+    )
+    if not refused:
+        assert code == 0
+        return
+    assert code == 2
+    one_error_line(capsys.readouterr().err, "error: class '🐱' has no letter or digit")
+    assert hash_teacher.billing()["requests"] == 0
