@@ -275,8 +275,8 @@ async def _prompts_refused(
 def run(args: argparse.Namespace) -> int:
     from cache import ResponseCache, SpendLedger, atomic_write_csv
     from cache.layout import CacheDir
-    from distill.data import scan
-    from distill.data.manifest_file import write_manifest_rows
+    from distill.data import META_FILE, scan
+    from distill.data.manifest_file import manifest_meta, write_manifest_rows
     from distill.labelfree.parity import parity_filter
     from distill.labelfree.pseudolabel import answer_labels, check_choices, embedding_labels
     from distill.labelfree.view_check import DEFAULT_VIEWS, view_check_labels
@@ -311,8 +311,11 @@ def run(args: argparse.Namespace) -> int:
         check_out_file(Path(args.out), "--out", "labels.csv")
     cdir = CacheDir(args.cache)
     path = args.out or (cdir.root / "pseudolabels.csv")
+    # the data's description (its hflip): DATA/dataset.json, or NAME.dataset.json beside NAME.csv
+    described = args.data / META_FILE if args.data.is_dir() else manifest_meta(args.data)
     _check_not_an_input(path, args.out is None, {
-        "DATA": args.data, "--class-file": args.class_file, "--synonyms": args.synonyms,
+        "DATA": args.data, "the data's description": described,
+        "--class-file": args.class_file, "--synonyms": args.synonyms,
         "the spend ledger": cdir.ledger,
     })  # fmt: skip
     synonyms = _read_synonyms(args.synonyms, names) if args.synonyms else None

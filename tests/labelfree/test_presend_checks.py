@@ -458,3 +458,34 @@ def test_a_class_named_only_by_an_emoji_is_refused_on_the_answer_route(
     assert code == 2
     one_error_line(capsys.readouterr().err, "error: class '🐱' has no letter or digit")
     assert hash_teacher.billing()["requests"] == 0
+
+
+@pytest.mark.parametrize("data_is", ["folder", "manifest"])
+def test_an_out_over_the_datas_description_is_refused_before_sending(
+    hash_teacher: LocalTeacher,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    data_is: str,
+) -> None:
+    """Before: ``--out DATA/dataset.json`` (or ``list.dataset.json`` beside a manifest
+    ``list.csv``), which the run reads for the data's hflip, was written over with the
+    kept rows after every answer was bought."""
+    folder, classes = unlabelled
+    data: Path = folder
+    if data_is == "manifest":
+        data = tmp_path / "list.csv"
+        data.write_text(
+            "path,label,domain\n" + "".join(f"{p},,all\n" for p in sorted(folder.iterdir()))
+        )
+    described = folder / "dataset.json" if data_is == "folder" else tmp_path / "list.dataset.json"
+    described.write_text('{"hflip": false}\n')
+    before = described.read_bytes()
+    code = pseudolabel(
+        hash_teacher, data, classes, tmp_path / "c", "--out", str(described),
+        "--allow-outside-paths",
+    )  # fmt: skip
+    assert code == 2
+    one_error_line(capsys.readouterr().err, "error: --out")
+    assert hash_teacher.billing()["requests"] == 0
+    assert described.read_bytes() == before
