@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .budget import Budget, Reservation
+    from .budget import MAX_BUDGET_USD, MIN_BUDGET_USD, Budget, Reservation
     from .claims import Claims
     from .client import DEFAULT_CONCURRENCY, TeacherClient
     from .errors import (
@@ -82,6 +82,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ACCEPTED_MEDIA_TYPES",
     "DEFAULT_CONCURRENCY",
+    "MAX_BUDGET_USD",
+    "MIN_BUDGET_USD",
     "MIN_PRICE_USD",
     "MIN_RATE",
     "PROVIDERS",
@@ -158,6 +160,8 @@ __all__ = [
 # or a name from it must not load every dependency of the package. The imports under
 # TYPE_CHECKING say the same to type checkers; tests/test_layout.py checks they agree.
 _SOURCES: dict[str, str] = {
+    "MAX_BUDGET_USD": "budget",
+    "MIN_BUDGET_USD": "budget",
     "Budget": "budget",
     "Reservation": "budget",
     "Claims": "claims",

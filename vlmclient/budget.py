@@ -13,7 +13,12 @@ from decimal import Decimal
 
 from .errors import BudgetExceededError
 
-__all__ = ["Budget", "Reservation", "cap_in_dollars"]
+__all__ = ["MAX_BUDGET_USD", "MIN_BUDGET_USD", "Budget", "Reservation", "cap_in_dollars"]
+
+# Decimal takes any exponent, but its arithmetic stops at 10**999999: a cap of 1e1000000
+# was a decimal.Overflow at the first reservation, 1e-1000000 a refusal a million zeros long.
+MAX_BUDGET_USD = Decimal(10**12)  # a trillion dollars
+MIN_BUDGET_USD = Decimal("1e-12")  # the smallest cap above $0
 
 
 @dataclass
@@ -138,8 +143,9 @@ class Budget:
 
 
 def cap_in_dollars(usd: object) -> Decimal:
-    """A cap in dollars: a Decimal, a str or an int, finite and >= 0. A float is refused:
-    binary fractions are not money (Decimal(0.1) is 0.1000000000000000055...).
+    """A cap in dollars: a Decimal, a str or an int, 0 or from :data:`MIN_BUDGET_USD` to
+    :data:`MAX_BUDGET_USD`. A float is refused: binary fractions are not money
+    (Decimal(0.1) is 0.1000000000000000055...).
 
     >>> cap_in_dollars("1.50"), cap_in_dollars(2)
     (Decimal('1.50'), Decimal('2'))
@@ -159,4 +165,9 @@ def cap_in_dollars(usd: object) -> Decimal:
         raise ValueError(f"a budget is an amount of dollars, not {usd!r}") from None
     if not cap.is_finite() or cap < 0:
         raise ValueError(f"a budget must be a finite amount >= 0, not {usd!r}")
+    if cap > MAX_BUDGET_USD or (cap != 0 and cap < MIN_BUDGET_USD):
+        raise ValueError(
+            f"a budget must be 0 or from ${MIN_BUDGET_USD:f} to ${MAX_BUDGET_USD:,}, "
+            f"not {repr(usd)[:60]}"
+        )
     return cap

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from vlmclient import MAX_BUDGET_USD, MIN_BUDGET_USD
 from vlmclient import MIN_RATE as _MIN_RATE
 
 __all__ = [
@@ -48,8 +49,8 @@ MAX_VIEWS = 64  # teacher views per image (each view is one paid item)
 MAX_CONCURRENCY = 1024  # requests in flight
 MAX_BATCH_SIZE = 10_000  # items per request (providers cap it lower anyway)
 MAX_TIMEOUT_S = 3600.0  # seconds per request
-MAX_USD = Decimal(10**12)  # a budget: a trillion dollars
-MIN_USD = Decimal("1e-12")  # the smallest budget above $0
+MAX_USD = MAX_BUDGET_USD  # a budget: a trillion dollars (the library's bound too)
+MIN_USD = MIN_BUDGET_USD  # the smallest budget above $0
 MIN_RATE = _MIN_RATE  # --rpm / --tpm: one request (or token) an hour at the slowest (the client's)
 
 

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
+from cache.coordination import Coordinator
 from tests.providers.loopback import loopback
-from vlmclient import Budget, ConfigurationError, TeacherClient, TextEmbeddingRequest
+from vlmclient import (
+    Budget,
+    ConfigurationError,
+    SharedBudget,
+    TeacherClient,
+    TextEmbeddingRequest,
+)
 from vlmclient.prices import PriceTable
 
 PRICE = PriceTable.default().lookup("local", "hash")
@@ -65,3 +73,36 @@ def test_the_missing_price_message_gives_entries_that_load() -> None:
     loaded = [Price.model_validate(json.loads(text)) for text in examples]
     assert loaded[0].usd_per_1m_output_tokens > 0  # a chat model
     assert loaded[1].usd_per_image > 0  # an image embedder
+
+
+OUT_OF_RANGE = ["1e1000000", "1e13", "1000000000000.01", "1e-13", "1e-1000000"]
+
+
+@pytest.mark.parametrize("cap", OUT_OF_RANGE)
+def test_a_cap_past_the_bounds_is_refused_by_the_library(cap: str, tmp_path: Path) -> None:
+    """Before: Budget(Decimal("1e1000000")) (or SharedBudget's total) was taken, and the
+    first reservation was a decimal.Overflow traceback; 1e-1000000 printed a million
+    zeros in its refusal. The CLI bounds --budget to $1e-12..$1e12: so does the library."""
+    for value in (cap, Decimal(cap)):
+        with pytest.raises(ValueError, match=r"budget must be 0 or from \$0.000000000001 to"):
+            Budget(value)
+        with Coordinator(str(tmp_path / "c.db"), ledger_path=str(tmp_path / "l")) as coord:
+            with pytest.raises(ValueError, match="budget must be 0 or from"):
+                SharedBudget(coord, "local:hash", total=value)
+            with pytest.raises(ValueError, match="budget must be 0 or from"):
+                SharedBudget(coord, "local:hash", total=Decimal(1), usd=value)
+        with pytest.raises(ConfigurationError, match="budget must be 0 or from"):
+            TeacherClient("local:hash", api_key="tok-12345678", base_url="http://127.0.0.1:9",
+                          budget=value)  # fmt: skip
+
+
+@pytest.mark.parametrize("cap", ["0", "1e-12", "1e12", "0.000000000001", "1000000000000"])
+def test_the_bounds_themselves_are_budgets(cap: str, tmp_path: Path) -> None:
+    budget = Budget(cap)
+    assert budget.cap == Decimal(cap) and budget.remaining == Decimal(cap)
+    with Coordinator(str(tmp_path / "c.db"), ledger_path=str(tmp_path / "l")) as coord:
+        shared = SharedBudget(coord, "local:hash", total=cap)
+        assert shared.total == Decimal(cap)
+        if Decimal(cap) > Decimal("1e-6"):
+            shared.settle(shared.reserve(Decimal("1e-6")), Decimal("1e-6"))
+            assert shared.remaining == Decimal(cap) - Decimal("1e-6")
