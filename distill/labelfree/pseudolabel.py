@@ -89,8 +89,9 @@ _ANSWER_MARKER = re.compile(
 )
 _ARTICLE = re.compile(r"^(?:a|an|the)\s+")
 # An option letter alone, or before its name on its line; DOTALL keeps later lines in group 2.
+# A to Z only: case-insensitive, [a-z] would also take the Kelvin sign and a dotted I.
 _LETTER = re.compile(
-    r"^\(?([a-z])[^\S\n]*(?:\)|\.|:|(?=\n)|$)[^\S\n]*(.*)$", re.IGNORECASE | re.DOTALL
+    r"^\(?((?-i:[A-Za-z]))[^\S\n]*(?:\)|\.|:|(?=\n)|$)[^\S\n]*(.*)$", re.IGNORECASE | re.DOTALL
 )
 # Words that make a named option not the one chosen ("not a cat", "no dog", "isn't").
 _NEGATIONS = frozenset({"not", "no", "neither", "nor", "none", "never", "t", "without"})

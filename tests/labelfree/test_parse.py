@@ -186,3 +186,12 @@ def test_a_class_named_without_letters_or_digits_is_refused(name: str) -> None:
     with pytest.raises(ConfigurationError, match="no letter or digit") as err:
         check_choices(["dog", name])
     assert repr(name) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("answer", ["\u212a", "\u0130.", "\u212a) cat", "\u0130"])
+def test_a_letter_that_only_case_folds_to_a_z_is_not_a_crash(answer: str) -> None:
+    """Before: the Kelvin sign (U+212A) and a dotted capital I (U+0130) matched the option
+    letter pattern (case-insensitive) but are not in A-Z: a ValueError from inside
+    answer_labels, after the answer was bought (and cached: every rerun ended the same)."""
+    assert parse_answer(answer, NAMES) in (None, 0)
+    assert parse_answer(answer, ["dog", "hot_dog"]) is None
