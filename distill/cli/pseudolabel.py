@@ -313,11 +313,17 @@ def run(args: argparse.Namespace) -> int:
     path = args.out or (cdir.root / "pseudolabels.csv")
     # the data's description (its hflip): DATA/dataset.json, or NAME.dataset.json beside NAME.csv
     described = args.data / META_FILE if args.data.is_dir() else manifest_meta(args.data)
-    _check_not_an_input(path, args.out is None, {
+    inputs = {
         "DATA": args.data, "the data's description": described,
         "--class-file": args.class_file, "--synonyms": args.synonyms,
         "the spend ledger": cdir.ledger,
-    })  # fmt: skip
+    }  # fmt: skip
+    if args.student_run is not None:  # the trained run's files, lost if written over
+        from distill.train.evaluate import RUN_FILE, WEIGHTS_FILE
+
+        for file in (RUN_FILE, WEIGHTS_FILE):
+            inputs[f"--student-run's {file}"] = args.student_run / file
+    _check_not_an_input(path, args.out is None, inputs)
     synonyms = _read_synonyms(args.synonyms, names) if args.synonyms else None
     student = None
     if args.student_run is not None:

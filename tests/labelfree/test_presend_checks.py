@@ -489,3 +489,28 @@ def test_an_out_over_the_datas_description_is_refused_before_sending(
     one_error_line(capsys.readouterr().err, "error: --out")
     assert hash_teacher.billing()["requests"] == 0
     assert described.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["run.json", "model.safetensors"])
+def test_an_out_over_the_student_run_is_refused_before_sending(
+    hash_teacher: LocalTeacher,
+    trained: Path,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+) -> None:
+    """Before: ``--student-run RUN --out RUN/run.json`` (or its weights) was written over
+    with the kept rows once every answer was bought: the trained run was gone."""
+    folder, classes = unlabelled
+    run = tmp_path / "run"
+    shutil.copytree(trained / "run", run)
+    before = (run / name).read_bytes()
+    code = pseudolabel(
+        hash_teacher, folder, classes, tmp_path / "c", "--student-run", str(run),
+        "--check", "none", "--out", str(run / name),
+    )  # fmt: skip
+    assert code == 2
+    one_error_line(capsys.readouterr().err, "error: --out")
+    assert hash_teacher.billing()["requests"] == 0
+    assert (run / name).read_bytes() == before
