@@ -528,12 +528,15 @@ def test_the_check_is_bought_only_for_images_with_a_label_to_check(
     """Before: the second opinion (a second paid answer, or an image embedding) was bought
     for every image, also for those whose answer named no option ("I cannot tell"),
     which the filter drops whatever the check says (``--check views`` already skipped
-    them). Option "x" of three is read as no option (a letter past C)."""
+    them). Two of the three options share their first 16 words: an answer naming either
+    is cut at the 16-token answer limit and names both, so no option. (Until 2026-12-06
+    this was a class named "x", read as option letter X; such names are now refused.)"""
     from distill.labelfree.pseudolabel import shuffled_order
 
     folder, _ = unlabelled
-    classes = tmp_path / "xyz.txt"
-    classes.write_text("x\ndog\ncat\n")
+    classes = tmp_path / "long.txt"
+    shared = "_".join(f"word{i}" for i in range(16))
+    classes.write_text(f"{shared}_fox\n{shared}_owl\ncat\n")
     out = tmp_path / "labels.csv"
     flags = ("--check", check, "--out", str(out))
     assert pseudolabel(hash_teacher, folder, classes, tmp_path / "c", *flags) == 0
