@@ -280,7 +280,8 @@ def parse_answer(
         if k < len(shown) and (not rest or keys.get(rest) == shown[k]):
             others = _named(_key(below), keys)
             return shown[k] if others is not None and others <= {shown[k]} else None
-        return None
+        # a name that starts like a letter ("E. coli"), as it is: "A) cat" is no "a cat"
+        return keys.get(_norm(body))
     whole = _key(body)
     if whole in keys:
         return keys[whole]

@@ -195,3 +195,17 @@ def test_a_letter_that_only_case_folds_to_a_z_is_not_a_crash(answer: str) -> Non
     answer_labels, after the answer was bought (and cached: every rerun ended the same)."""
     assert parse_answer(answer, NAMES) in (None, 0)
     assert parse_answer(answer, ["dog", "hot_dog"]) is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [("E. coli", 0), ("e.coli", 0), ("It is E. coli.", 0), ("S. aureus", 1), ("A) E. coli", 0),
+     ("B", 1), ("B) S. aureus", 1), ("B) E. coli", None)],
+)  # fmt: skip
+def test_a_class_that_starts_like_an_option_letter_is_read_by_its_name(
+    answer: str, expected: int | None
+) -> None:
+    """Before: "E. coli" was read as option letter E followed by "coli" (no option): no
+    label for any answer naming it by its name alone."""
+    names = ["E._coli", "S._aureus", "listeria"]
+    assert parse_answer(answer, names) == expected
