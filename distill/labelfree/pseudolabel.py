@@ -218,7 +218,8 @@ def _strip_preamble(text: str) -> str:
     text = text.strip().strip("\"'`*").strip()
     for _ in range(3):  # "The answer is: it is a cat" has two
         new = _PREAMBLES.sub("", text, count=1).strip()
-        if new == text:
+        # nothing left: the words were the answer (a class named "label" or "option")
+        if new == text or not new.strip("\"'`*.!?"):
             break
         text = new
     return text.strip().strip("\"'`*").rstrip(".!?").strip()

@@ -209,3 +209,14 @@ def test_a_class_that_starts_like_an_option_letter_is_read_by_its_name(
     label for any answer naming it by its name alone."""
     names = ["E._coli", "S._aureus", "listeria"]
     assert parse_answer(answer, names) == expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [("label", 1), ("Label.", 1), ("It is a label", 1), ("Answer: label", 1), ("The label", 1),
+     ("Option", 2), ("the answer is option", 2), ("Label: cat", 0), ("The answer is B", 1)],
+)  # fmt: skip
+def test_a_class_named_like_a_preamble_word_is_read(answer: str, expected: int) -> None:
+    """Before: "label" (or "option", "class", "answer", "choice") was taken for the words
+    a chatty reply puts before its answer and removed: nothing was left, no label."""
+    assert parse_answer(answer, ["cat", "label", "option"]) == expected
