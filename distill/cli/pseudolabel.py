@@ -127,6 +127,14 @@ def _read_synonyms(path: Path, class_names: Sequence[str]) -> dict[str, str]:
         )
     if any(not k.strip() for k in data):
         raise ConfigurationError(f"--synonyms {path}: a word is empty")
+    from distill.labelfree.pseudolabel import matchable
+
+    unread = [k for k in data if not matchable(k)]
+    if unread:  # it would never match: the answers it was meant for go unread
+        raise ConfigurationError(
+            f"--synonyms {path}: the word {unread[0]!r} has no letter or digit an answer "
+            "could be matched by"
+        )
     return data
 
 

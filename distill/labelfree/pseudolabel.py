@@ -63,6 +63,7 @@ __all__ = [
     "choice_prompt",
     "display_name",
     "embedding_labels",
+    "matchable",
     "parse_answer",
     "sample_image",
 ]
@@ -204,6 +205,16 @@ def _forms(key: str) -> set[str]:
 def _key(text: str) -> str:
     """Normalised, article-free form used for matching names."""
     return _ARTICLE.sub("", _norm(text))
+
+
+def matchable(text: str) -> bool:
+    """Whether an answer can name ``text`` (a synonym): answers are matched by their
+    letters and digits, so a word of emoji or punctuation only is matched by nothing.
+
+    >>> matchable("puppy"), matchable("\N{CAT FACE}")
+    (True, False)
+    """
+    return bool(_key(text))
 
 
 def _variants(key: str) -> set[str]:

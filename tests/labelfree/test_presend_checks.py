@@ -76,8 +76,11 @@ def one_error_line(err: str, start: str) -> None:
         "[1, 2]", '{"puppy": 3}', '{"puppy": ["dog"]}', "{not json", None,
         # accepted and ignored until 2026-12-06: a name no class has, an empty word
         '{"dog": "notaclass"}', '{" ": "0_zero"}',
+        # matched by nothing (an answer is read by its letters and digits): until 2026-12-06
+        '{"🐱": "0_zero"}',
     ],
-    ids=["list", "number", "list-value", "invalid", "missing", "unknown-class", "empty-word"],
+    ids=["list", "number", "list-value", "invalid", "missing", "unknown-class", "empty-word",
+         "emoji-word"],
 )
 def test_a_bad_synonyms_file_is_refused_before_sending(
     hash_teacher: LocalTeacher,
