@@ -55,3 +55,43 @@ async def test_every_candidate_is_reserved(params: dict[str, Any], n: int) -> No
     assert sent.get("candidateCount", sent.get("candidate_count", 1)) == n
     assert client.overrun is None and client.budget.overruns == 0
     assert client.budget.spent == PRICE.cost(Usage(input_tokens=40, output_tokens=500 * n))
+
+
+def bill_like_proto_json(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Gemini parses its body as proto3 JSON: an int32 may be sent as a string ("3") or
+    as an integral number (3.0), and is the count all the same."""
+    config = body["generationConfig"]
+    config["candidateCount"] = int(float(config.get("candidateCount", 1)))
+    return bill_every_candidate(path, body)
+
+
+@pytest.mark.parametrize("value", ["3", 3.0, " 3"])
+async def test_a_count_spelled_as_a_string_or_float_is_reserved(value: Any) -> None:
+    """``candidateCount: "3"`` (a value read from a config file or an environment
+    variable) was reserved as one answer while Gemini bills three: an overrun."""
+    with loopback(bill_like_proto_json) as server:
+        client = TeacherClient(
+            "gemini:gemini-3.8-flash",
+            api_key="gm-test-candidates",
+            base_url=server.url,
+            price=PRICE,
+            params={"candidateCount": value},
+            budget=Budget("1.00"),
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+        )
+        async with client:
+            [answer] = await client.answer(
+                [AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=500)]
+            )
+    assert answer.text == "7"
+    assert client.overrun is None and client.budget.overruns == 0
+    assert client.budget.spent == PRICE.cost(Usage(input_tokens=40, output_tokens=500 * 3))
+
+
+@pytest.mark.parametrize("value", ["three", 2.5, True, [3]])
+def test_a_count_that_is_no_number_is_refused(value: Any) -> None:
+    from vlmclient.errors import ConfigurationError
+    from vlmclient.providers.gemini import candidates
+
+    with pytest.raises(ConfigurationError, match="candidateCount"):
+        candidates({"candidateCount": value})

@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
@@ -456,8 +457,24 @@ def candidates(params: Mapping[str, Any]) -> int:
     n = 1
     for key in ("candidateCount", "candidate_count"):
         value = params.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > n:
-            n = value
+        if value is None:
+            continue
+        # Gemini reads its body as proto3 JSON, where an int32 may be a string ("3") or
+        # an integral number (3.0): each is that many billed answers
+        try:
+            count = Decimal(value.strip() if isinstance(value, str) else value)
+        except (InvalidOperation, TypeError, ValueError):
+            count = None
+        if (
+            isinstance(value, bool)
+            or count is None
+            or not count.is_finite()
+            or count != count.to_integral_value()
+        ):
+            raise ConfigurationError(
+                f"gemini {key} must be a whole number of answers, not {value!r}; nothing was sent"
+            )
+        n = max(n, int(count))
     return n
 
 
