@@ -93,3 +93,50 @@ async def test_cache_writes_are_charged_at_their_premium(
     assert client.budget.spent >= billed
     assert client.budget.spent - billed < Decimal("0.000001")  # rounded up by a token at most
     assert client.overrun is None
+
+
+def cache_the_whole_prompt(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Anthropic with a top-level ``cache_control`` (automatic caching: the whole prompt,
+    image included, is written to the cache): the prompt's tokens, counted by the area rule
+    the estimate also uses, are billed as a 1-hour cache write, at 2x."""
+    from vlmclient.providers.anthropic import image_tokens as tokens_of
+
+    written = tokens_of(1568, 1176) + 40
+    return 200, {
+        "id": "msg_auto",
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "text", "text": "7"}],
+        "stop_reason": "end_turn",
+        "usage": {
+            "input_tokens": 3,
+            "output_tokens": 2,
+            "cache_creation_input_tokens": written,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": 0,
+                "ephemeral_1h_input_tokens": written,
+            },
+        },
+    }
+
+
+async def test_a_cache_write_of_the_whole_prompt_is_reserved() -> None:
+    """A caller's ``cache_control`` made the prompt, image included, a cache write billed at
+    up to 2x the input rate, while the reservation counted it at 1x: an overrun on every
+    large image."""
+    with loopback(cache_the_whole_prompt) as server:
+        client = TeacherClient(
+            "anthropic:claude-haiku-5-5",
+            api_key="sk-ant-cache",
+            base_url=server.url,
+            price=PRICE,
+            params={"cache_control": {"type": "ephemeral", "ttl": "1h"}},
+            budget=Budget("1.00"),
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+        )
+        async with client:
+            big = AnswerRequest(image=image((1568, 1176)), prompt="Digit?", max_output_tokens=16)
+            [answer] = await client.answer([big])
+    assert answer.text == "7"
+    assert server.bodies[0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    assert client.overrun is None and client.budget.overruns == 0

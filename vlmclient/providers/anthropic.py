@@ -260,6 +260,24 @@ def image_tokens(width: int, height: int) -> int:
     return max(per_area, per_patch)
 
 
+# The dearest prompt-cache write: 2x the input rate for the 1-hour cache (1.25x for 5 min).
+CACHE_WRITE_MULTIPLIER = 2
+
+
+def asks_for_cache(value: object) -> bool:
+    """True when ``cache_control`` is set anywhere in a caller's params (top level, on a
+    system block, on a tool).
+
+    >>> asks_for_cache({"system": [{"type": "text", "text": "x", "cache_control": {}}]})
+    True
+    """
+    if isinstance(value, dict):
+        return "cache_control" in value or any(asks_for_cache(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(asks_for_cache(v) for v in value)
+    return False
+
+
 def estimate_usage(spec: CallSpec) -> Usage:
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
@@ -267,8 +285,13 @@ def estimate_usage(spec: CallSpec) -> Usage:
     prompt = text_tokens_upper_bound(item.prompt)
     # a caller's system prompt, tools, ... are billed as input too
     extra = params_tokens_upper_bound(without_reasoning(spec.params))
+    tokens = FRAMING_TOKENS + prompt + extra + image_tokens(w, h)
+    if asks_for_cache(spec.params):
+        # a caller's cache_control (top-level: the whole prompt, image included) makes
+        # the prompt a cache write, billed at up to 2x the input rate (1-hour TTL)
+        tokens *= CACHE_WRITE_MULTIPLIER
     return Usage(
-        input_tokens=FRAMING_TOKENS + prompt + extra + image_tokens(w, h),
+        input_tokens=tokens,
         output_tokens=item.max_output_tokens,
     )
 
