@@ -302,6 +302,52 @@ def test_price_file_amount_at_the_bound_is_kept(
     assert "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        # a typo in the provider: the entry was silently never used, and a run charged
+        # the built-in price the file was meant to replace
+        ({"antropic:claude-haiku-5-5": {"usd_per_1m_input_tokens": "9"}}, "'antropic'"),
+        # a long-prompt rate with no threshold: the tier never applied, every long prompt
+        # reserved at the base rate
+        (
+            {
+                "openai:gpt-x": {
+                    "usd_per_1m_input_tokens": "1",
+                    "usd_per_1m_output_tokens": "1",
+                    "usd_per_1m_input_tokens_long_prompt": "5",
+                }
+            },
+            "long_prompt_above_tokens",
+        ),
+        # true read as 1 token per image; 85 as a string read as 85
+        (
+            {
+                "openai:gpt-x": {
+                    "usd_per_1m_input_tokens": "1",
+                    "usd_per_1m_output_tokens": "1",
+                    "max_image_tokens": True,
+                }
+            },
+            "max_image_tokens",
+        ),
+        # a pydantic error: several lines and a link before
+        (
+            {"openai:gpt-x": {"usd_per_1m_input_tokens": "1", "usd_per_1m_inputtokens": "3"}},
+            "usd_per_1m_inputtokens",
+        ),
+    ],
+)
+def test_a_price_file_entry_that_cannot_apply_exits_2_in_one_line(
+    entry: dict[str, object], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps(entry))
+    assert main(["providers", "--price-file", str(prices)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert said in line and str(prices) in line
+
+
 def test_fit_teacher_out_under_a_file_exits_2_before_fitting(
     afile: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

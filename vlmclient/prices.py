@@ -44,9 +44,23 @@ def _fields(entries: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]
             raise ConfigurationError(
                 f"{origin}: entry {key!r} must be 'provider:model' -> an object of prices"
             )
+        from .providers import PROVIDERS  # here: the table must not import every adapter
+
+        provider = key.partition(":")[0]
+        if provider not in PROVIDERS:
+            # a typo here left the entry unused: a run charged the built-in price instead
+            raise ConfigurationError(
+                f"{origin}: entry {key!r} names no provider we know ({provider!r}; "
+                f"known: {', '.join(sorted(PROVIDERS))})"
+            )
         fields: dict[str, Any] = {}
         for field, v in value.items():
             if not field.startswith("usd_"):
+                if field in _COUNT_FIELDS and isinstance(v, bool):
+                    # pydantic reads true as 1: one token per image, every image under-reserved
+                    raise ConfigurationError(
+                        f"{origin}: {key}.{field} must be a whole number, not {v!r}"
+                    )
                 fields[field] = v
                 continue
             try:
@@ -72,14 +86,40 @@ def _fields(entries: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]
                 when = value.get(field)
                 if when is not None:
                     date.fromisoformat(str(when))
-        except (ValidationError, ValueError) as exc:
+        except ValidationError as exc:
+            raise ConfigurationError(f"{origin}: bad prices for {key!r}: {_one_line(exc)}") from exc
+        except ValueError as exc:
             raise ConfigurationError(f"{origin}: bad prices for {key!r}: {exc}") from exc
         out[key] = fields
     return out
 
 
+_COUNT_FIELDS = ("max_image_tokens", "long_prompt_above_tokens")
+_LONG_RATES = ("usd_per_1m_input_tokens_long_prompt", "usd_per_1m_output_tokens_long_prompt")
+
+
+def _one_line(exc: ValidationError) -> str:
+    """pydantic's errors as one line: ``field: message; ...``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def _checked(key: str, price: Price, origin: str) -> Price:
+    """``price``, refused when its long-prompt rates have no threshold: they never apply,
+    and a long prompt would be reserved at the base rate."""
+    if price.long_prompt_above_tokens is None and any(getattr(price, f) for f in _LONG_RATES):
+        raise ConfigurationError(
+            f"{origin}: {key} gives long-prompt rates without long_prompt_above_tokens "
+            "(the prompt length above which they apply), so they would never be charged"
+        )
+    return price
+
+
 def _parse(entries: Mapping[str, Any], origin: str) -> dict[str, Price]:
-    return {k: Price.model_validate(v) for k, v in _fields(entries, origin).items()}
+    return {
+        k: _checked(k, Price.model_validate(v), origin) for k, v in _fields(entries, origin).items()
+    }
 
 
 class PriceTable:
@@ -119,7 +159,7 @@ class PriceTable:
                 # describe them (a partial override was still shown as the built-in's)
                 over = ", over the built-in entry" if base is not None else ""
                 fields.update(source=f"price file {path}{over}", verified_on=None)
-            merged[key] = Price.model_validate({**fields, **given})
+            merged[key] = _checked(key, Price.model_validate({**fields, **given}), str(path))
         return PriceTable(merged)
 
     def _find(self, provider: str, model: str) -> Price | None:
