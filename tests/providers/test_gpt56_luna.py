@@ -116,3 +116,32 @@ async def test_a_callers_own_cache_writes_are_charged_at_their_rate() -> None:
             )
     assert server.bodies[0]["prompt_cache_options"] == {"mode": "implicit"}
     assert client.budget.spent == sum(respond.bills)
+
+
+async def test_a_callers_own_cache_writes_are_reserved_at_their_rate() -> None:
+    """The settlement charged a caller's cache writes at 1.25x, but the reservation
+    counted the prompt at 1x: a prompt billed near the estimate's own worst case (one
+    token per byte, the image at its bound) and written to the cache overran."""
+    from pydantic import SecretStr
+
+    from vlmclient.providers import OPENAI
+    from vlmclient.providers.base import CallSpec
+
+    item = AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=16)
+    prepared = item.model_copy(update={"image": OPENAI.prepare_image(item.image)})
+    spec = CallSpec("answer", "gpt-5.6-luna", [prepared], base_url="", api_key=SecretStr("x"))
+    worst = OPENAI.estimate_usage(spec).input_tokens  # the prompt at its bound, no params
+    respond = bill_like_luna(worst)
+    with loopback(respond) as server:
+        async with TeacherClient(
+            "openai:gpt-5.6-luna",
+            api_key="sk-test-luna",
+            base_url=server.url + "/v1",
+            budget=Budget("1.00"),
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+            params={"prompt_cache_options": {"mode": "implicit"}},
+        ) as client:
+            await client.answer([item])
+    billed = sum(respond.bills)
+    assert billed <= client.budget.spent < billed + Decimal("0.000001")  # a quarter token up
+    assert client.overrun is None and client.budget.overruns == 0

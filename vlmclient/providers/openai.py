@@ -419,13 +419,17 @@ def estimate_usage(spec: CallSpec) -> Usage:
     w, h = image_size(item.image)
     # message framing (~10 tokens) + prompt + image + the whole output allowance (of
     # every choice when params ask for n > 1), read from params when they raise it
-    return Usage(
-        input_tokens=16
+    tokens = (
+        16
         + text_tokens_upper_bound(item.prompt)
         + params_tokens_upper_bound(without_reasoning(spec.params))  # tools, schemas, ...
-        + image_tokens(w, h, spec.model, spec.max_image_tokens),
-        output_tokens=output_limit(spec) * _choices(spec),
+        + image_tokens(w, h, spec.model, spec.max_image_tokens)
     )
+    if "prompt_cache_options" in spec.params and writes_prompt_cache(spec.model):
+        # the caller's own caching (we send "explicit", which writes nothing): the
+        # prompt may be written to the cache, each token billed at 1.25x, as usage charges
+        tokens += -(-tokens // 4)
+    return Usage(input_tokens=tokens, output_tokens=output_limit(spec) * _choices(spec))
 
 
 _DURATION = re.compile(
