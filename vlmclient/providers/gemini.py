@@ -478,9 +478,41 @@ def candidates(params: Mapping[str, Any]) -> int:
     return n
 
 
+# Tools whose only cost is their own text, counted with the params: the model answers
+# with a call and nothing is fetched or run for it.
+BOUNDED_TOOL_KEYS = frozenset({"functionDeclarations", "function_declarations"})
+
+
+def refuse_unbounded(params: Mapping[str, Any]) -> None:
+    """ConfigurationError for params that add prompt tokens the request does not hold: a
+    context cache (``cachedContent``: its tokens are in every ``promptTokenCount``) and
+    the tools that fetch or run something (``google_search``, ``url_context``,
+    ``code_execution``, ...: billed as ``toolUsePromptTokenCount``). No estimate can
+    bound them before sending.
+
+    >>> refuse_unbounded({"tools": [{"functionDeclarations": []}]})
+    """
+    for key in ("cachedContent", "cached_content"):
+        if params.get(key) is not None:
+            raise ConfigurationError(
+                f"gemini {key} adds the cache's tokens to every prompt, which the budget "
+                "cannot bound before sending; leave it out (nothing was sent)"
+            )
+    tools = params.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        extra = sorted(set(tool) - BOUNDED_TOOL_KEYS) if isinstance(tool, dict) else []
+        if extra:
+            raise ConfigurationError(
+                f"gemini tool {', '.join(extra)} adds what it fetches or runs to the prompt, "
+                "which the budget cannot bound before sending; only functionDeclarations "
+                "are taken (nothing was sent)"
+            )
+
+
 def estimate_usage(spec: CallSpec) -> Usage:
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
+    refuse_unbounded(spec.params)
     w, h = image_size(item.image)
     resolution = media_resolution(spec.params)
     return Usage(

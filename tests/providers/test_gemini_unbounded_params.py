@@ -1,0 +1,90 @@
+"""Gemini params whose bill no estimate can bound before sending.
+
+``cachedContent`` names a context cache made earlier: its tokens (up to the model's whole
+context) are part of every request's ``promptTokenCount``. The ``google_search``,
+``url_context`` and ``code_execution`` tools add what they fetch or run to the prompt
+(``toolUsePromptTokenCount``). None of it is in the request, so the reservation counted
+a few dozen bytes of params while Gemini billed thousands of tokens: an overrun on the
+first request. A loopback server bills like Gemini; such params are now refused before
+anything is sent, while function declarations (billed as the params' own text) pass.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.providers.conftest import image, nosleep
+from tests.providers.loopback import loopback
+from vlmclient import AnswerRequest, Budget, ConfigurationError, Price, TeacherClient
+from vlmclient.retry import RetryPolicy
+
+PRICE = Price(usd_per_1m_input_tokens=Decimal("1"), usd_per_1m_output_tokens=Decimal("5"))
+CACHED = 50_000  # tokens of the context cache, or of what a tool fetched
+
+
+def bill_like_gemini(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    cached = CACHED if body.get("cachedContent") or body.get("cached_content") else 0
+    tools = [t for t in body.get("tools", []) if "functionDeclarations" not in t]
+    used = CACHED if tools else 0
+    usage = {"promptTokenCount": 40 + cached, "candidatesTokenCount": 1}
+    if cached:
+        usage["cachedContentTokenCount"] = cached
+    if used:
+        usage["toolUsePromptTokenCount"] = used
+    return 200, {
+        "candidates": [
+            {"content": {"parts": [{"text": "7"}], "role": "model"}, "finishReason": "STOP"}
+        ],
+        "usageMetadata": usage,
+    }
+
+
+def client_with(url: str, params: dict[str, Any]) -> TeacherClient:
+    return TeacherClient(
+        "gemini:gemini-3.8-flash",
+        api_key="gm-test-unbounded",
+        base_url=url,
+        price=PRICE,
+        params=params,
+        budget=Budget("1.00"),
+        retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+    )
+
+
+def ask() -> AnswerRequest:
+    return AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=16)
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"cachedContent": "cachedContents/abc123"}, "cachedContent"),
+        ({"cached_content": "cachedContents/abc123"}, "cached_content"),
+        ({"tools": [{"google_search": {}}]}, "google_search"),
+        ({"tools": [{"googleSearch": {}}]}, "googleSearch"),
+        ({"tools": [{"url_context": {}}]}, "url_context"),
+        ({"tools": [{"codeExecution": {}}]}, "codeExecution"),
+    ],
+)
+async def test_what_adds_unseen_prompt_tokens_is_refused_before_sending(
+    params: dict[str, Any], named: str
+) -> None:
+    with loopback(bill_like_gemini) as server:
+        async with client_with(server.url, params) as client:
+            with pytest.raises(ConfigurationError, match=named):
+                await client.answer([ask()])
+    assert server.requests == []
+    assert client.budget.spent == 0 and client.overrun is None
+
+
+async def test_function_declarations_are_sent_and_reserved() -> None:
+    tools = [{"functionDeclarations": [{"name": "pick", "description": "the digit"}]}]
+    with loopback(bill_like_gemini) as server:
+        async with client_with(server.url, {"tools": tools}) as client:
+            [answer] = await client.answer([ask()])
+    assert answer.text == "7"
+    assert server.bodies[0]["tools"] == tools
+    assert client.overrun is None
