@@ -16,6 +16,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -278,9 +279,38 @@ def asks_for_cache(value: object) -> bool:
     return False
 
 
+# Typed tools the model only asks the caller to run (Anthropic's client tools): their
+# cost is their own text, counted with the params. Any other typed tool (web_search,
+# web_fetch, code_execution, ...) runs on Anthropic's side and bills what it brings back.
+CLIENT_TOOL_TYPES = ("custom", "bash_", "text_editor_", "computer_", "memory_")
+
+
+def refuse_server_tools(params: Mapping[str, Any]) -> None:
+    """ConfigurationError for server tools and ``mcp_servers``: what they fetch or run is
+    billed as input the request does not hold, so no estimate bounds it.
+
+    >>> refuse_server_tools({"tools": [{"name": "pick", "input_schema": {}}]})
+    """
+    if params.get("mcp_servers"):
+        raise ConfigurationError(
+            "anthropic mcp_servers add what the servers return to the prompt, which the "
+            "budget cannot bound before sending; leave them out (nothing was sent)"
+        )
+    tools = params.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str) and not kind.startswith(CLIENT_TOOL_TYPES):
+            raise ConfigurationError(
+                f"anthropic server tool {kind} adds what it fetches or runs to the prompt, "
+                "which the budget cannot bound before sending; only client tools are "
+                "taken (nothing was sent)"
+            )
+
+
 def estimate_usage(spec: CallSpec) -> Usage:
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
+    refuse_server_tools(spec.params)
     w, h = image_size(item.image)  # the prepared image: long edge <= 1568 px
     prompt = text_tokens_upper_bound(item.prompt)
     # a caller's system prompt, tools, ... are billed as input too

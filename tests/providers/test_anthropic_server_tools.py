@@ -1,0 +1,83 @@
+"""Anthropic server tools run on Anthropic's side and bill what they bring back.
+
+``web_search`` adds its results to the prompt (and $10 per 1,000 searches), ``web_fetch``
+the pages it fetches, ``code_execution`` what it runs; ``mcp_servers`` whatever the
+server returns. None of it is in the request, so the reservation counted the tool's few
+bytes of JSON while the usage reported thousands of input tokens: an overrun on the first
+answer. A loopback server bills like Anthropic; such params are now refused before
+anything is sent, while client tools (a plain ``{"name", "input_schema"}``) pass.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.providers.conftest import image, nosleep
+from tests.providers.loopback import loopback
+from vlmclient import AnswerRequest, Budget, ConfigurationError, Price, TeacherClient
+from vlmclient.retry import RetryPolicy
+
+PRICE = Price(usd_per_1m_input_tokens=Decimal("1"), usd_per_1m_output_tokens=Decimal("5"))
+FETCHED = 30_000  # input tokens of what a server tool brought back
+
+
+def bill_like_anthropic(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    server_side = body.get("mcp_servers") or any("type" in t for t in body.get("tools", []))
+    return 200, {
+        "id": "msg_tools",
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "text", "text": "7"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 60 + (FETCHED if server_side else 0), "output_tokens": 2},
+    }
+
+
+def client_with(url: str, params: dict[str, Any]) -> TeacherClient:
+    return TeacherClient(
+        "anthropic:claude-haiku-5-5",
+        api_key="sk-ant-tools",
+        base_url=url,
+        price=PRICE,
+        params=params,
+        budget=Budget("1.00"),
+        retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+    )
+
+
+def ask() -> AnswerRequest:
+    return AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=16)
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "web_search"),
+        ({"tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]}, "web_fetch"),
+        (
+            {"tools": [{"type": "code_execution_20250825", "name": "code_execution"}]},
+            "code_execution",
+        ),
+        ({"mcp_servers": [{"type": "url", "url": "https://x", "name": "x"}]}, "mcp_servers"),
+    ],
+)
+async def test_a_server_tool_is_refused_before_sending(params: dict[str, Any], named: str) -> None:
+    with loopback(bill_like_anthropic) as server:
+        async with client_with(server.url, params) as client:
+            with pytest.raises(ConfigurationError, match=named):
+                await client.answer([ask()])
+    assert server.requests == []
+    assert client.budget.spent == 0 and client.overrun is None
+
+
+async def test_a_client_tool_is_sent() -> None:
+    tools = [{"name": "pick", "description": "the digit", "input_schema": {"type": "object"}}]
+    with loopback(bill_like_anthropic) as server:
+        async with client_with(server.url, {"tools": tools}) as client:
+            [answer] = await client.answer([ask()])
+    assert answer.text == "7"
+    assert server.bodies[0]["tools"] == tools
+    assert client.overrun is None
