@@ -19,7 +19,7 @@ from vlmclient.models import Price
 from vlmclient.prices import has_prices, load_prices
 from vlmclient.providers import PROVIDERS
 
-__all__ = ["add_arguments", "describe", "model_status", "price_summary", "run"]
+__all__ = ["add_arguments", "describe", "model_status", "price_fields", "price_summary", "run"]
 
 KIND_LABELS = {
     "image_embedding": "image embeddings",
@@ -66,6 +66,22 @@ def price_summary(price: Price) -> str:
     return summary
 
 
+def price_fields(price: Price) -> dict[str, str | int]:
+    """The set price fields (what ``--json`` prints): the unit prices, the long-prompt tier
+    (its threshold and the rates charged above it) and ``max_image_tokens`` when given."""
+    out: dict[str, str | int] = {
+        f: str(getattr(price, f)) for f, _ in PRICE_UNITS if getattr(price, f)
+    }
+    if price.long_prompt_above_tokens is not None:
+        rate_in, rate_out = price.token_rates(price.long_prompt_above_tokens + 1)
+        out["long_prompt_above_tokens"] = price.long_prompt_above_tokens
+        out["usd_per_1m_input_tokens_long_prompt"] = str(rate_in)
+        out["usd_per_1m_output_tokens_long_prompt"] = str(rate_out)
+    if price.max_image_tokens is not None:
+        out["max_image_tokens"] = price.max_image_tokens
+    return out
+
+
 def model_status(price: Price, today: date | None = None) -> str:
     """``active``, ``legacy``, ``deprecated, shuts down 2026-12-11``, ``retired, shuts down
     2026-12-11`` (refused here ahead of the date), ``shut down 2026-10-23`` or ``unknown`` (no
@@ -98,9 +114,7 @@ def describe(price_file: str | None = None) -> list[dict[str, Any]]:
                     "model": model,
                     # a retired-model record has no prices: it is refused, not free
                     "price": price_summary(price) if has_prices(price) else "none (retired)",
-                    "prices": {
-                        f: str(getattr(price, f)) for f, _ in PRICE_UNITS if getattr(price, f)
-                    },
+                    "prices": price_fields(price),
                     "verified_on": price.verified_on,
                     "source": price.source,
                     "verified": price.verified,

@@ -103,3 +103,24 @@ def test_the_table_piped_keeps_every_model_name_whole_and_cuts_no_cell(
     assert "…" not in table
     cells = {c.strip() for line in table.splitlines() for c in line.split("│")}
     assert set(models) <= cells
+
+
+def test_json_prices_carry_the_long_prompt_tier_and_the_image_token_bound(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--json`` gave a long-tier model's base rates only (a script pricing prompts over
+    100,000 tokens from it got a fifth of the bill), and no ``max_image_tokens``."""
+    prices = tmp_path / "p.json"
+    bound = {"usd_per_1m_input_tokens": "1", "usd_per_1m_output_tokens": "2"}
+    prices.write_text(json.dumps({"openai:my-vlm": {**bound, "max_image_tokens": 1844}}))
+    rows = {r["provider"]: r for r in run_json(capsys, "--price-file", str(prices))}
+    haiku = {m["model"]: m for m in rows["anthropic"]["models"]}["claude-haiku-5-5"]
+    assert haiku["prices"] == {
+        "usd_per_1m_input_tokens": "0.10",
+        "usd_per_1m_output_tokens": "0.50",
+        "long_prompt_above_tokens": 100000,
+        "usd_per_1m_input_tokens_long_prompt": "0.50",
+        "usd_per_1m_output_tokens_long_prompt": "2.50",
+    }
+    mine = {m["model"]: m for m in rows["openai"]["models"]}["my-vlm"]
+    assert mine["prices"] == {**bound, "max_image_tokens": 1844}
