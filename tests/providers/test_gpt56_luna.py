@@ -145,3 +145,46 @@ async def test_a_callers_own_cache_writes_are_reserved_at_their_rate() -> None:
     billed = sum(respond.bills)
     assert billed <= client.budget.spent < billed + Decimal("0.000001")  # a quarter token up
     assert client.overrun is None and client.budget.overruns == 0
+
+
+@pytest.mark.parametrize("tier", ["priority", "fast", "scale", "PRIORITY"])
+async def test_a_premium_service_tier_is_refused_before_sending(tier: str) -> None:
+    """``service_tier: priority`` (or ``fast``, its alias) is billed at premium rates the
+    price table does not hold, with the same token counts in the usage: the ledger recorded
+    the standard price while OpenAI billed more, and no overrun could show it."""
+    from vlmclient import ConfigurationError
+
+    respond = bill_like_luna(1_500)
+    with loopback(respond) as server:
+        async with TeacherClient(
+            "openai:gpt-5.6-luna",
+            api_key="sk-test-luna",
+            base_url=server.url + "/v1",
+            budget=Budget("1.00"),
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+            params={"service_tier": tier},
+        ) as client:
+            with pytest.raises(ConfigurationError, match="service_tier"):
+                await client.answer(
+                    [AnswerRequest(image=image((64, 48)), prompt="Digit?", max_output_tokens=16)]
+                )
+    assert server.requests == []
+    assert client.budget.spent == 0
+
+
+@pytest.mark.parametrize("tier", ["default", "flex", "auto"])
+async def test_a_standard_or_cheaper_service_tier_is_sent(tier: str) -> None:
+    respond = bill_like_luna(1_500)
+    with loopback(respond) as server:
+        async with TeacherClient(
+            "openai:gpt-5.6-luna",
+            api_key="sk-test-luna",
+            base_url=server.url + "/v1",
+            budget=Budget("1.00"),
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+            params={"service_tier": tier},
+        ) as client:
+            await client.answer(
+                [AnswerRequest(image=image((64, 48)), prompt="Digit?", max_output_tokens=16)]
+            )
+    assert server.bodies[0]["service_tier"] == tier

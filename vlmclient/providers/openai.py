@@ -405,7 +405,26 @@ def _choices(spec: CallSpec) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
+# service_tier values not billed at the standard rates the price table holds (pinned
+# spec, ServiceTier: "fast" and "priority" opt in to Fast mode, at premium rates; "scale"
+# draws on prepaid scale-tier units): the usage reports the same token counts, so nothing
+# after the call could see the difference.
+PREMIUM_TIERS = frozenset({"priority", "fast", "scale"})
+
+
+def refuse_premium_tier(params: Mapping[str, Any]) -> None:
+    """ConfigurationError for a ``service_tier`` not billed at the table's rates."""
+    tier = params.get("service_tier")
+    if isinstance(tier, str) and tier.strip().lower() in PREMIUM_TIERS:
+        raise ConfigurationError(
+            f"openai service_tier {tier!r} is not billed at the standard rates the budget "
+            "prices (the usage shows the same token counts); use default, auto or flex "
+            "(nothing was sent)"
+        )
+
+
 def estimate_usage(spec: CallSpec) -> Usage:
+    refuse_premium_tier(spec.params)
     if spec.kind == "text_embedding":
         return Usage(
             input_tokens=sum(
