@@ -32,7 +32,16 @@ def test_usage_count_takes_non_negative_ints_only(obj: object, expected: int | N
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(2.0, 2), (2.9, 2), (-1.0, 0), (math.inf, 0), (math.nan, 0), (7, 7), (10**400, 10**400)],
+    [
+        (2.0, 2),
+        (2.9, 3),  # rounded up: never below the bill
+        (2.1, 3),
+        (-1.0, 0),
+        (math.inf, 0),
+        (math.nan, 0),
+        (7, 7),
+        (10**400, 10**400),
+    ],
 )
 def test_fractional_counts_take_finite_floats(value: float, expected: int) -> None:
     assert usage_count({"n": value}, "n", fractional=True) == expected
@@ -44,3 +53,38 @@ def test_header_int() -> None:
     assert header_int(headers, "b") is None
     assert header_int(headers, "c") == -1  # rate-limit figures are passed on as sent
     assert header_int(headers, "missing") is None
+
+
+async def test_a_fractional_cohere_bill_is_charged_whole_units_up() -> None:
+    """Cohere's ``billed_units`` are numbers (spec ``ApiMetaBilledUnits``: ``type:
+    number``). A bill of 57.5 image tokens was recorded as 57: the ledger below what
+    Cohere billed. Counts are now rounded up. A loopback server bills like Cohere."""
+    from decimal import Decimal
+    from typing import Any
+
+    from tests.providers.conftest import image, nosleep
+    from tests.providers.loopback import loopback
+    from vlmclient import Budget, ImageEmbeddingRequest, Price, TeacherClient
+    from vlmclient.retry import RetryPolicy
+
+    def like_cohere(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return 200, {
+            "id": "emb-frac",
+            "embeddings": {"float": [[0.1, 0.2, 0.3]]},
+            "meta": {"billed_units": {"images": 1, "image_tokens": 57.5}},
+        }
+
+    price = Price(usd_per_1m_image_tokens=Decimal("0.47"))
+    with loopback(like_cohere) as server:
+        client = TeacherClient(
+            "cohere:embed-v4.0",
+            api_key="co-test-fractional",
+            base_url=server.url,
+            price=price,
+            budget=Budget("1.00"),
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+        )
+        async with client:
+            await client.embed_images([ImageEmbeddingRequest(image=image((96, 96)))])
+    billed = Decimal("57.5") * price.usd_per_1m_image_tokens / 1_000_000
+    assert client.budget.spent >= billed

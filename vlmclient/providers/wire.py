@@ -415,8 +415,9 @@ def usage_count(
     key missing, a negative or non-numeric value, ``obj`` not a dict). A response's usage
     is untrusted: a bad figure must not price a request below what it cost.
 
-    ``fractional`` also takes finite non-negative floats, truncated (Cohere's
-    ``billed_units`` are numbers, not integers).
+    ``fractional`` also takes finite non-negative floats, rounded up (Cohere's
+    ``billed_units`` are numbers, not integers: 57.5 billed tokens are charged as 58,
+    never below the bill).
 
     >>> usage_count({"prompt_tokens": 12}, "prompt_tokens"), usage_count({}, "prompt_tokens")
     (12, 0)
@@ -429,7 +430,7 @@ def usage_count(
     if isinstance(v, int):
         return int(v) if v >= 0 else default
     if fractional and isinstance(v, float) and math.isfinite(v) and v >= 0:
-        return int(v)
+        return math.ceil(v)
     return default
 
 
