@@ -215,6 +215,11 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         + usage_count(u, "cache_read_input_tokens"),
         output_tokens=usage_count(u, "output_tokens"),
     )
+    geo = u.get("inference_geo") if isinstance(u, dict) else None
+    if geo is not None and geo != "global":
+        # run in one geography (asked, or the workspace's default): the same token
+        # counts, billed at 1.1x
+        usage = geo_premium(usage)
     content = body.get("content")
     texts = (
         [b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str)]
@@ -263,6 +268,24 @@ def image_tokens(width: int, height: int) -> int:
 
 # The dearest prompt-cache write: 2x the input rate for the 1-hour cache (1.25x for 5 min).
 CACHE_WRITE_MULTIPLIER = 2
+
+
+def geo_premium(usage: Usage) -> Usage:
+    """``usage`` with its tokens at the US-only inference rate, 1.1x the standard rates
+    (Opus 4.6, Sonnet 4.6 and later; support.claude.com, "Enable US-only inference",
+    read 2026-12-06: "billed at 1.1x standard API rates"; older models bill the standard
+    rate, so this only over-charges them), each count rounded up.
+
+    >>> u = geo_premium(Usage(input_tokens=1000, output_tokens=16))
+    >>> u.input_tokens, u.output_tokens
+    (1100, 18)
+    """
+    return usage.model_copy(
+        update={
+            "input_tokens": -(-usage.input_tokens * 11 // 10),
+            "output_tokens": -(-usage.output_tokens * 11 // 10),
+        }
+    )
 
 
 def asks_for_cache(value: object) -> bool:
@@ -320,10 +343,11 @@ def estimate_usage(spec: CallSpec) -> Usage:
         # a caller's cache_control (top-level: the whole prompt, image included) makes
         # the prompt a cache write, billed at up to 2x the input rate (1-hour TTL)
         tokens *= CACHE_WRITE_MULTIPLIER
-    return Usage(
-        input_tokens=tokens,
-        output_tokens=item.max_output_tokens,
-    )
+    usage = Usage(input_tokens=tokens, output_tokens=item.max_output_tokens)
+    geo = spec.params.get("inference_geo")
+    # a workspace whose default is US-only is not known here: an answer near the worst
+    # case overruns (the settlement charges the 1.1x its usage shows)
+    return usage if geo is None or geo == "global" else geo_premium(usage)
 
 
 # -- rate-limit headers ----------------------------------------------------------------
