@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from tests.providers.conftest import image, nosleep
 from tests.providers.loopback import loopback
 from vlmclient import AnswerRequest, Budget, Price, TeacherClient
-from vlmclient.providers import ANTHROPIC
+from vlmclient.providers.anthropic import ANTHROPIC
 from vlmclient.providers.base import CallSpec
 from vlmclient.retry import RetryPolicy
 

@@ -124,8 +124,8 @@ async def test_a_callers_own_cache_writes_are_reserved_at_their_rate() -> None:
     token per byte, the image at its bound) and written to the cache overran."""
     from pydantic import SecretStr
 
-    from vlmclient.providers import OPENAI
     from vlmclient.providers.base import CallSpec
+    from vlmclient.providers.openai import OPENAI
 
     item = AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=16)
     prepared = item.model_copy(update={"image": OPENAI.prepare_image(item.image)})
