@@ -330,12 +330,13 @@ async def harvest(
     chunks = _batches(image_items(dataset, views), limit)
 
     async def embed_chunk(chunk: list[ImageItem]) -> None:
-        started = time.perf_counter()
+        started, booked = time.perf_counter(), timings.booked()
         # Cached views are found by content id before any view is computed; the rest are
         # prepared item by item (the client then finds them ready): one image that cannot
-        # be decoded must not fail the other items of its request.
+        # be decoded must not fail the other items of its request. The client times its
+        # own cache look-ups and preparing inside: those seconds are not counted twice.
         built = build_requests(client, chunk, hflip=dataset.hflip)
-        timings.add("prepare", started)
+        timings.add("prepare", started, nested=timings.booked() - booked)
         sink.read(chunk, built.digests)
         result.views_computed += built.views_computed
         result.failed.extend((i.image_id, f"{UNREADABLE}: {why}") for i, why in built.failed)
@@ -397,7 +398,7 @@ async def harvest(
             return result
         if not result.images_total or not prompts:
             return result  # nothing to export (unlabelled data or empty)
-        started = time.perf_counter()
+        started, booked = time.perf_counter(), timings.booked()
         try:
             result.store_path = sink.commit(
                 text_vectors=np.stack(text_vectors),
@@ -415,7 +416,7 @@ async def harvest(
             result.store_error = f"could not write the embedding store: {exc}"
             result.store_error_is_disk = not isinstance(exc, SizesDisagree)
         finally:
-            timings.add("store", started)
+            timings.add("store", started, nested=timings.booked() - booked)
         return result
     finally:
         sink.abort()  # a store not committed (stopped, failed, cancelled) leaves nothing

@@ -45,9 +45,15 @@ class Timings:
     _flight_s: float = field(default=0.0, repr=False)
     _busy_in_flight: float = field(default=0.0, repr=False)
 
-    def add(self, phase: str, started: float) -> None:
-        """Count ``perf_counter() - started`` seconds to ``phase`` (one of PHASES)."""
-        seconds = perf_counter() - started
+    def booked(self) -> float:
+        """Seconds counted to the phases so far (to leave out of an enclosing phase)."""
+        return self.prepare + self.parse + self.cache + self.ledger + self.store
+
+    def add(self, phase: str, started: float, nested: float = 0.0) -> None:
+        """Count ``perf_counter() - started`` seconds to ``phase`` (one of PHASES), less
+        ``nested``: what phases timed inside this one already counted (``booked()``
+        after minus before), so no second is counted twice."""
+        seconds = max(0.0, perf_counter() - started - nested)
         self.__dict__[phase] += seconds  # (what setattr(getattr(...) + ...) does, cheaper)
         if self._in_flight:
             self._busy_in_flight += seconds
