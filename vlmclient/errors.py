@@ -181,12 +181,15 @@ class ResponseValidationError(APIError):
 
     The provider billed it; the result is never cached. ``usage`` is what the body
     said was billed, when it said so (otherwise the client charges its reservation);
-    ``reported`` is the provider's own usage block (None when there was none). Never
-    retried: the same request would most likely be answered, and billed, the same way.
+    ``reported`` is the provider's own usage block (None when there was none);
+    ``unpriced`` says why the body's bill is at rates we do not hold (as
+    ``Parsed.unpriced``). Never retried: the same request would most likely be
+    answered, and billed, the same way.
     """
 
     usage: object | None = None
     reported: object | None = None
+    unpriced: str | None = None
 
 
 class MalformedResponsesError(APIError):

@@ -197,8 +197,9 @@ class Settler:
             reported = exc.reported if isinstance(exc.reported, Mapping) else None
             self.billed_malformed += 1
             self._settle(
-                spec, reservation, usage, reported, outcome="malformed", request_id=exc.request_id
-            )
+                spec, reservation, usage, reported, outcome="malformed",
+                request_id=exc.request_id, unpriced=exc.unpriced,
+            )  # fmt: skip
             log.warning("rejected a billed response (not retried): %s", exc)
             self._check_breaker(exc)
             raise
@@ -211,6 +212,7 @@ class Settler:
             parsed.reported,
             outcome="ok",
             request_id=parsed.request_id,
+            unpriced=parsed.unpriced,
         )
         self.stats.requests_ok += 1
         return parsed, cost
@@ -224,9 +226,12 @@ class Settler:
         *,
         outcome: str,
         request_id: str | None,
+        unpriced: str | None = None,
     ) -> Decimal:
         """Charge a billed 200: its usage at our prices, or, when the provider did not
-        say what it billed, the reservation (our worst case), marked ``estimated``."""
+        say what it billed, the reservation (our worst case), marked ``estimated``. A bill
+        at rates we do not hold (``unpriced``) is charged the reservation too, and stops
+        new requests as an overrun does."""
         cost = self.price.cost(usage)
         if cost > MAX_RECORD_USD:
             # no call costs this much: recorded at the ledger's ceiling, which its readers
@@ -245,11 +250,12 @@ class Settler:
         # (an answer's output tokens, a local teacher's images): unknown.
         estimated = not self.provider.usage_in_response or reported is None or cost <= 0
         missing = [] if estimated else self._unreported(spec, usage)
-        if estimated or missing:
+        if estimated or missing or unpriced:
             estimated = True
             cost = reservation.usd
             self.stats.estimated += 1
-            self._warn_estimated(reported is None, missing)
+            if not unpriced:
+                self._warn_estimated(reported is None, missing)
         if reported is not None:
             reported = _scrub(reported, self._key_forms)  # a server knows the key it was sent
         started = time.perf_counter()
@@ -274,6 +280,19 @@ class Settler:
         self.timings.add("ledger", started)
         if overran and self.overrun is None:
             self.overrun = self._overrun_error(spec, reservation, usage, cost, request_id)
+            log.error("%s", self.overrun)
+        elif unpriced and self.overrun is None:
+            rid = f" (request id {request_id})" if request_id else ""
+            self.overrun = BudgetOverrunError(
+                f"STOPPED: {self.teacher} served a request{rid} at {unpriced}. It is "
+                f"charged ${cost}, its reservation (marked 'estimated' in the ledger), "
+                "which may be below the provider's bill: check the bill. No new requests "
+                "are sent (those in flight finish and are recorded). Set the project's "
+                "default service tier to default, or pass the param service_tier "
+                "'default', before running again",
+                billed=cost,
+                reserved=reservation.usd,
+            )
             log.error("%s", self.overrun)
         return cost
 

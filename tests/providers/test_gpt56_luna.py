@@ -188,3 +188,68 @@ async def test_a_standard_or_cheaper_service_tier_is_sent(tier: str) -> None:
                 [AnswerRequest(image=image((64, 48)), prompt="Digit?", max_output_tokens=16)]
             )
     assert server.bodies[0]["service_tier"] == tier
+
+
+@pytest.mark.parametrize("served", ["priority", "scale"])
+async def test_an_answer_served_at_a_premium_tier_stops_the_run(served: str) -> None:
+    """A project whose default tier is priority serves ``auto`` (what we send when no
+    service_tier is given) at premium rates; only the response's ``service_tier`` says so
+    (pinned spec, ServiceTier). That answer was recorded at the standard price as if
+    nothing happened and the run went on buying at premium rates: it is now charged its
+    reservation, marked estimated, and no new request is sent (exit 3, as an overrun)."""
+    from vlmclient import BudgetOverrunError
+
+    standard = bill_like_luna(1_500)  # the token counts; the premium rates are unknown
+
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        status, out = standard(path, body)
+        out["service_tier"] = served
+        return status, out
+
+    item = AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=16)
+    with loopback(respond) as server:
+        async with TeacherClient(
+            "openai:gpt-5.6-luna",
+            api_key="sk-test-luna",
+            base_url=server.url + "/v1",
+            budget=Budget("1.00"),
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+        ) as client:
+            _, reserved = client.plan("answer", [item])
+            [answer] = await client.answer([item])
+            assert answer.text == "7"  # paid for, so kept (and cached)
+            with pytest.raises(BudgetOverrunError, match=f"service_tier '{served}'"):
+                await client.answer(
+                    [AnswerRequest(image=image((60, 40)), prompt="Digit?", max_output_tokens=16)]
+                )
+    assert "service_tier" not in server.bodies[0]  # auto: the project's default tier
+    assert len(server.requests) == 1  # nothing sent after the premium answer
+    assert client.budget.spent == reserved  # not the standard price of its usage
+    assert client.budget.spent > standard.bills[0]
+    assert client.stats.estimated == 1
+
+
+@pytest.mark.parametrize("served", ["default", "flex"])
+async def test_an_answer_served_at_a_standard_or_cheaper_tier_is_charged_its_usage(
+    served: str,
+) -> None:
+    standard = bill_like_luna(1_500)
+
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        status, out = standard(path, body)
+        out["service_tier"] = served
+        return status, out
+
+    with loopback(respond) as server:
+        async with TeacherClient(
+            "openai:gpt-5.6-luna",
+            api_key="sk-test-luna",
+            base_url=server.url + "/v1",
+            budget=Budget("1.00"),
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+        ) as client:
+            await client.answer(
+                [AnswerRequest(image=image((64, 48)), prompt="Digit?", max_output_tokens=16)]
+            )
+    assert client.budget.spent == sum(standard.bills)
+    assert client.overrun is None and client.stats.estimated == 0

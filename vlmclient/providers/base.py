@@ -63,6 +63,10 @@ class Parsed:
     reported: Mapping[str, Any] | None = None
     # An answer the provider cut at the output-token limit (its last word may be cut too).
     truncated: bool = False
+    # Why our price table cannot price this bill, when the response says it was billed at
+    # other rates (an OpenAI premium service tier): charged at the reservation, and the
+    # client sends no new requests.
+    unpriced: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -240,9 +241,33 @@ def _json(response: httpx.Response, rid: str | None) -> dict[str, Any]:
     return json_object(response, provider=NAME, request_id=rid)
 
 
+def premium_tier_served(body: Mapping[str, Any]) -> str | None:
+    """Why the table cannot price this response, when it says it was served at a tier
+    billed above the standard rates (``service_tier`` in the body is the tier actually
+    used, pinned spec ServiceTier: ``auto`` is the project's default tier, which may be
+    priority); None otherwise."""
+    tier = body.get("service_tier")
+    if isinstance(tier, str) and tier.strip().lower() in PREMIUM_TIERS:
+        return (
+            f"service_tier {tier!r} (the response says so: the project's default tier "
+            "makes 'auto' mean it), billed at rates the price table does not hold"
+        )
+    return None
+
+
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
     body = _json(response, rid)
+    unpriced = premium_tier_served(body)
+    try:
+        parsed = _parse_body(spec, body, rid)
+    except ResponseValidationError as exc:
+        exc.unpriced = unpriced
+        raise
+    return replace(parsed, unpriced=unpriced) if unpriced else parsed
+
+
+def _parse_body(spec: CallSpec, body: dict[str, Any], rid: str | None) -> Parsed:
     usage_raw = body.get("usage")
     usage_obj: dict[str, Any] = usage_raw if isinstance(usage_raw, dict) else {}
     if spec.kind == "text_embedding":
