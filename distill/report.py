@@ -189,6 +189,7 @@ def build_report(path: Path) -> dict[str, Any]:
             "budget_left_usd": plain(max(Decimal(0), budget - teacher_spent - reserved)),
             "run_budget_usd": None if run_budget is None else plain(run_budget),
             "exit_code": run.get("exit_code"),
+            "stopped": run["stopped"] if isinstance(run.get("stopped"), str) else None,
         }
     else:
         report["last_run"] = None

@@ -8,6 +8,7 @@ here, not from one another: ``harvest`` imports ``select_cmd`` and nothing impor
 from __future__ import annotations
 
 import argparse
+import signal
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +26,7 @@ from vlmclient.prices import PriceTable
 from vlmclient.providers import parse_teacher
 from vlmclient.shared_budget import SharedBudget
 
+from .signals import Interrupted, say
 from .validate import (
     MAX_BATCH_SIZE,
     MAX_CONCURRENCY,
@@ -46,6 +48,7 @@ __all__ = [
     "check_cache_not_lost",
     "check_teacher",
     "note_run",
+    "note_stopped",
     "open_client",
     "open_coordinator",
     "progress_money",
@@ -348,11 +351,11 @@ def item_flags(args: argparse.Namespace) -> str:
 
 def note_run(
     cache_dir: Path, args: argparse.Namespace, client: TeacherClient, *, bought: int,
-    cache_hits: int, code: int,
+    cache_hits: int, code: int, stopped: str | None = None,
 ) -> str | None:
     """Append this run to the cache folder's runs.jsonl (what ``report`` reads for the last
     run's "budget left"); None, or why it could not be written (a full disk: the ledger,
-    not this line, holds the spend)."""
+    not this line, holds the spend). ``stopped`` names the signal that stopped the run."""
     from distill.report import append_run
 
     budget = client.budget
@@ -370,8 +373,23 @@ def note_run(
                 "cache_hits": cache_hits,
                 "overruns": budget.overruns,
                 "exit_code": code,
+                **({"stopped": stopped} if stopped else {}),
             },
         )
     except OSError as exc:
         return str(exc)
     return None
+
+
+def note_stopped(
+    cache_dir: Path, args: argparse.Namespace, client: TeacherClient, exc: Interrupted
+) -> None:
+    """Note a run a stop signal ended (its in-flight requests already in the ledger), so
+    ``report`` shows what it spent rather than the run before it."""
+    stats = client.stats
+    failed = note_run(
+        cache_dir, args, client, bought=stats.items_bought, cache_hits=stats.cache_hits,
+        code=exc.exit_code, stopped=signal.Signals(exc.signum).name,
+    )  # fmt: skip
+    if failed is not None:
+        say(f"could not note this run in {cache_dir}: {failed}")

@@ -35,6 +35,7 @@ from ._common import (
     budget_lines,
     item_flags,
     note_run,
+    note_stopped,
     open_client,
     open_coordinator,
     progress_money,
@@ -44,7 +45,7 @@ from ._common import (
 from .failures import failure_advice, retry_advice, show_failed, shown, too_long_count
 from .progress import LiveProgress, console
 from .select_cmd import add_select_arguments, run_select
-from .signals import raise_on_stop_signals, run_paid
+from .signals import Interrupted, raise_on_stop_signals, run_paid
 from .validate import MAX_VIEWS, int_in, path_arg
 
 if TYPE_CHECKING:  # imported where used: `harvest --help` stays quick
@@ -186,7 +187,13 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
                         wall[0] = time.perf_counter() - wall_started
 
         wall = [0.0]
-        result = run_paid(go())
+        try:
+            result = run_paid(go())
+        except Interrupted as exc:
+            # a stopped run spent money too: `report` shows it as the last run, not the one
+            # before (until 2026-12-06 it wrote no line)
+            note_stopped(cdir.root, args, client, exc)
+            raise
         if result is None:
             return EXIT_OK
         code = _summary(out, result, client, args, no_labels)

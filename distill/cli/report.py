@@ -153,7 +153,9 @@ def show(report: dict[str, Any]) -> None:
             f"last harvest ({escape(str(r['teacher']))}): this cache's ledger records "
             f"${r['teacher_spent_usd']} for it of --budget ${r['budget_usd']}"
             + (f", ${r['teacher_reserved_usd']} reserved" if held else "")
-            + f", budget left ${r['budget_left_usd']} (the last run spent ${r['spent_usd']})"
+            + f", budget left ${r['budget_left_usd']} (the last run"
+            + (f", stopped by {escape(str(r['stopped']))}," if r.get("stopped") else "")
+            + f" spent ${r['spent_usd']})"
         )
     for problem in report["ledger_problems"]:
         out.print(f"[yellow]ledger: {escape(problem)}[/]")

@@ -27,9 +27,9 @@ from rich.table import Table
 from vlmclient import ConfigurationError, TextEmbeddingRequest
 
 from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
-from ._common import budget_lines, note_run, open_client, open_coordinator
+from ._common import budget_lines, note_run, note_stopped, open_client, open_coordinator
 from .progress import console
-from .signals import run_paid
+from .signals import Interrupted, run_paid
 from .validate import int_in, seed_arg
 
 if TYPE_CHECKING:  # imported where used: `harvest --help` stays quick
@@ -137,7 +137,11 @@ def _rounds(
                 on_round=lambda r, ids: out.print(f"round {r + 1}: picked {len(ids)} images"),
             )
 
-    result = run_paid(go())
+    try:
+        result = run_paid(go())
+    except Interrupted as exc:  # noted like a stopped plain harvest
+        note_stopped(cdir.root, args, client, exc)
+        raise
     store = manifest = None
     if result.bought_ids:
         manifest = state_file.with_suffix(".csv")

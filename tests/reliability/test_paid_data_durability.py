@@ -10,6 +10,7 @@ message are the documented ones, and no traceback reaches the user.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -422,3 +423,37 @@ def test_a_database_that_does_not_keep_writes_stops_and_its_spill_waits_for_reco
     assert sum(b.images == 0 for b in bills) == -(-prompts // BATCH)
     assert sum(b.images for b in bills) == needed
     assert paid(ledger(cache)) >= sum((b.usd for b in bills), Decimal(0))
+
+
+@pytest.mark.slow
+def test_a_harvest_stopped_with_ctrl_c_is_the_last_run_report_shows(
+    digits: Path, tmp_path: Path
+) -> None:
+    """A harvest stopped by SIGINT wrote no line in runs.jsonl, so `report` showed the run
+    before it as "the last run spent" (until 2026-12-06); the stopped run now notes its
+    spend, marked stopped."""
+    cache = tmp_path / "cache"
+    with teacher(Faults(latency_ms=150)) as server:
+        first = cli(*small_batches(server.url, digits, cache))  # one view: a finished run
+        assert first.returncode == 0, first.stdout + first.stderr
+        before = paid(ledger(cache))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "distill",
+             *small_batches(server.url, digits, cache, "--views", "2")],
+            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while images_bought(cache / "ledger.jsonl") < 3 + len(scan(digits).samples) // BATCH:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, (proc.returncode, out, err)
+    spent_stopped = paid(ledger(cache)) - before
+    assert spent_stopped > 0
+    report = cli("report", str(cache), "--json")
+    last = json.loads(report.stdout)["last_run"]
+    assert Decimal(last["spent_usd"]) == spent_stopped, last
+    assert last["exit_code"] == 130 and last["stopped"] == "SIGINT", last
+    said = " ".join(cli("report", str(cache)).stdout.split())
+    assert f"the last run, stopped by SIGINT, spent ${last['spent_usd']}" in said, said
