@@ -47,13 +47,24 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def plot_losses(logs: Mapping[str, Path], out: Path) -> Path | None:
-    """One panel per (method, stage): every loss term against the step."""
+    """One panel per (method, stage): every loss term against the step.
+
+    A row without a ``stage`` or a numeric ``step`` is passed over; a term is drawn at
+    the steps whose rows have it, with markers when that is a single point (a line
+    through one point draws nothing)."""
     panels: list[tuple[str, list[dict[str, Any]]]] = []
     for method, log in logs.items():
         if not log.exists():
             continue
-        rows = _read_jsonl(log)
+        rows = [
+            r for r in _read_jsonl(log)
+            if isinstance(r, dict) and isinstance(r.get("stage"), str) and _number(r.get("step"))
+        ]  # fmt: skip
         for stage in dict.fromkeys(r["stage"] for r in rows):
             panels.append((f"{method}: {stage}", [r for r in rows if r["stage"] == stage]))
     if not panels:
@@ -61,10 +72,13 @@ def plot_losses(logs: Mapping[str, Path], out: Path) -> Path | None:
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (title, rows) in zip(axes[0], panels, strict=True):
-        terms = [k for k in rows[0] if k not in _SKIP and isinstance(rows[0][k], (int, float))]
-        steps = [r["step"] for r in rows]
+        terms = dict.fromkeys(k for r in rows for k in r if k not in _SKIP and _number(r[k]))
         for term in terms:
-            ax.plot(steps, [r[term] for r in rows], label=term, linewidth=1.2)
+            points = [(r["step"], r[term]) for r in rows if _number(r.get(term))]
+            ax.plot(
+                [x for x, _ in points], [y for _, y in points], label=term, linewidth=1.2,
+                marker="o" if len(points) == 1 else None,
+            )  # fmt: skip
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
