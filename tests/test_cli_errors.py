@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -553,8 +554,12 @@ def test_a_domain_named_twice_is_refused(
 ) -> None:
     """`--train-domains a a` (or `a,b a` in a config file) was accepted: domain a got two
     groups of the batch with their own random streams, twice the batch of any other, and
-    nothing said so."""
-    argv = ["train", str(data), "--cache", str(tmp_path / "c"), "--teacher", "local:hash",
+    nothing said so. Checked on the domains the flag names once the data is read (a
+    domain's name may hold a comma), before anything is written."""
+    domains = tmp_path / "domains"
+    for domain in ("a", "b"):  # domain/class/image: a and b are domains here
+        shutil.copytree(data, domains / domain)
+    argv = ["train", str(domains), "--cache", str(tmp_path / "c"), "--teacher", "local:hash",
             "--out", str(tmp_path / "run"), flag, "a,b", "a"]  # fmt: skip
     assert main(argv) == 2
     line = one_error_line(capsys.readouterr().err)

@@ -201,16 +201,8 @@ class TrainConfig(BaseModel):
     def _check(self) -> TrainConfig:
         if self.store is None and self.cache is None:
             raise ValueError("give --cache DIR (to find the teacher store) or --store PATH")
-        for flag, named in (("--train-domains", self.train_domains),
-                            ("--test-domains", self.test_domains)):
-            names = named or ()
-            twice = sorted({d for d in names if names.count(d) > 1})
-            if twice:  # a source named twice got two groups of the batch: twice its share
-                raise ValueError(f"{flag} names {', '.join(twice)} twice")
-        if self.train_domains is not None and self.test_domains is not None:
-            both = set(self.train_domains) & set(self.test_domains)
-            if both:
-                raise ValueError(f"domains both train and test: {sorted(both)}")
+        # a domain named twice, or both train and test, is refused by resolve_domains on
+        # the domains named: a flag's commas split a name that has one ("Paris, France")
         data, out = os.path.realpath(self.data), os.path.realpath(self.out)
         if os.path.isdir(data) and os.path.commonpath([data, out]) == data:
             # its checkpoint/ and plots would be read as a class of images by the next scan

@@ -62,7 +62,19 @@ def resolve_domains(ds: Dataset, cfg: TrainConfig) -> tuple[tuple[str, ...], tup
     domains filling the side left unset."""
     all_domains = tuple(ds.domains)
     named_train = _known(cfg.train_domains, all_domains)
-    test = _known(cfg.test_domains, all_domains) or ()
+    named_test = _known(cfg.test_domains, all_domains)
+    # checked on the domains named, not the flag's comma-split parts: "Paris, France" and
+    # "Paris, Texas" share the part "Paris" (until 2026-12-06 refused as named twice, or
+    # as both train and test)
+    for flag, named in (("--train-domains", named_train), ("--test-domains", named_test)):
+        names = named or ()
+        twice = sorted({d for d in names if names.count(d) > 1})
+        if twice:  # a source named twice got two groups of the batch: twice its share
+            raise ConfigurationError(f"{flag} names {', '.join(twice)} twice")
+    both = set(named_train or ()) & set(named_test or ())
+    if both:
+        raise ConfigurationError(f"domains both train and test: {sorted(both)}")
+    test = named_test or ()
     if named_train is not None:
         train_d = named_train
         if cfg.test_domains is None:

@@ -1440,3 +1440,44 @@ def test_eval_store_without_some_images_says_the_teacher_column_is_over_fewer(
     assert "lacks 6 of the scored images" in " ".join(got.err.split())
     assert main(["eval", str(out), str(data), "--store", str(store)]) == 0
     assert "lacks 6 of the scored images" in " ".join(capsys.readouterr().out.split())
+
+
+def test_domains_whose_names_share_a_part_before_the_comma_are_told_apart(
+    tiny_data, tmp_path, capsys
+):
+    """`--test-domains "Paris, France" --train-domains "dom1,Paris, Texas"` was refused as
+    "domains both train and test: ['Paris']" (exit 2), and `--test-domains "Paris,
+    France,Paris, Texas"` as "names Paris twice": the checks ran on the comma-split parts,
+    not on the domains they name (until 2026-12-06). A domain named twice is still refused."""
+    import shutil
+
+    from distill.train.prepare import split_data
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "dom2").rename(data / "Paris, Texas")
+    (data / "dom3").rename(data / "Paris, France")
+    cache = tmp_path / "cache"
+    make_store(data, cache)
+    out = tmp_path / "run"
+    rc = main(["train", str(data), "--cache", str(cache), "--teacher", TEACHER,
+               "--student", STUDENT, "--no-pretrained", "--method", "erm", "--out", str(out),
+               "--train-domains", "dom1,Paris, Texas", "--test-domains", "Paris, France",
+               "--steps", "1", "--image-size", "32", "--batch-per-domain", "2",
+               "--threads", "1"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    assert config["train_domains"] == ["dom1", "Paris, Texas"]
+    assert config["test_domains"] == ["Paris, France"]
+
+    def cfg(**domains):
+        return TrainConfig(data=str(data), cache=str(cache), teacher=TEACHER,
+                           out=str(tmp_path / "other"), **domains)  # fmt: skip
+
+    split = split_data(cfg(test_domains=("Paris", " France", "Paris", " Texas")))
+    assert split.train_domains == ("dom1",)
+    assert split.test_domains == ("Paris, France", "Paris, Texas")
+    with pytest.raises(ConfigurationError, match=r"--train-domains names Paris, Texas twice"):
+        split_data(cfg(train_domains=("Paris", " Texas", "dom1", "Paris", " Texas")))
+    with pytest.raises(ConfigurationError, match=r"both train and test: \['Paris, Texas'\]"):
+        split_data(cfg(train_domains=("Paris", " Texas"), test_domains=("Paris", " Texas")))
