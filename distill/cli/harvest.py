@@ -191,8 +191,9 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
             result = run_paid(go())
         except Interrupted as exc:
             # a stopped run spent money too: `report` shows it as the last run, not the one
-            # before (until 2026-12-06 it wrote no line)
-            note_stopped(cdir.root, args, client, exc)
+            # before (until 2026-12-06 it wrote no line); a dry run notes nothing
+            if not args.dry_run:
+                note_stopped(cdir.root, args, client, exc)
             raise
         if result is None:
             return EXIT_OK
