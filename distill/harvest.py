@@ -36,7 +36,7 @@ from distill.harvest_store import (
     store_dir,
 )
 from distill.view_requests import ViewClient, build_requests, upload_encoding, view_request
-from distill.workers import all_or_none
+from distill.workers import all_or_none, off_loop
 from vlmclient import (
     APIConnectionError,
     AuthenticationError,
@@ -105,6 +105,16 @@ UNREADABLE = "cannot prepare image"  # failure reason of items that no retry can
 TOO_LONG = "too long for the teacher"  # ... of prompts the model refuses: shorten them
 SHOWN_CLASS_CHARS = 40  # of a class name that names its refused prompt
 CHUNKS_IN_FLIGHT_PER_SLOT = 2  # chunks scheduled ahead per concurrency slot
+# What a stop signal loses during the steps after the purchases (run off the event loop,
+# :func:`~distill.workers.off_loop`, so that the signal stops them between two files):
+STOPPED_WRITING = (
+    "while the embedding store was written (no request was in flight): every answer is "
+    "bought and cached; run again to write the store (it sends nothing: $0)"
+)
+STOPPED_COUNTING = (
+    "while what is left to buy was priced (no request was in flight): every answer "
+    "received is cached; run again to resume"
+)
 
 
 class Spending(Protocol):
@@ -392,21 +402,29 @@ async def harvest(
             if result.fatal is None:  # after a fatal stop (a damaged cache...) it is not asked
                 # Counted by the cache, not by the failed chunks: a chunk stopped by the budget
                 # may hold items that were cached all along, and those cost nothing to finish.
-                result.remaining_items, result.remaining_cost_usd = _remaining(
-                    client, dataset, views, sink, buyable, text_vectors
+                result.remaining_items, result.remaining_cost_usd = await off_loop(
+                    lambda check: _remaining(
+                        client, dataset, views, sink, buyable, text_vectors, check
+                    ),
+                    STOPPED_COUNTING,
                 )
             return result
         if not result.images_total or not prompts:
             return result  # nothing to export (unlabelled data or empty)
         started, booked = time.perf_counter(), timings.booked()
         try:
-            result.store_path = sink.commit(
-                text_vectors=np.stack(text_vectors),
-                class_names=list(dataset.class_names),
-                prompts=prompts,
-                teacher=client.teacher,
-                teacher_fingerprint=client.fingerprint,
-                dataset=dataset,
+            vectors = np.stack(text_vectors)
+            result.store_path = await off_loop(
+                lambda check: sink.commit(
+                    text_vectors=vectors,
+                    class_names=list(dataset.class_names),
+                    prompts=prompts,
+                    teacher=client.teacher,
+                    teacher_fingerprint=client.fingerprint,
+                    dataset=dataset,
+                    check=check,
+                ),
+                STOPPED_WRITING,
             )
         except FilesChanged as exc:
             result.fatal = str(exc)  # their old content's answers: a rerun buys the new
@@ -476,13 +494,15 @@ def _remaining(
     sink: VectorSink,
     prompts: list[str],
     text_vectors: list[np.ndarray],
+    check: Callable[[], None],
 ) -> tuple[int, Decimal]:
     """(items still to buy, worst-case cost of buying them): the uncached ones only, of
     the image views and of ``prompts`` (those a rerun can buy: not the ones refused as
     too long).
 
     Priced item by item as they are read (the client holds one request's items at a
-    time), never every remaining image's bytes at once."""
+    time), never every remaining image's bytes at once; ``check()`` before each item (it
+    raises to stop: :func:`distill.workers.off_loop`)."""
 
     encoding = upload_encoding(client.teacher)
 
@@ -490,6 +510,7 @@ def _remaining(
         for item in image_items(dataset, views):
             if sink.have[item.row, item.view]:
                 continue
+            check()
             try:
                 yield client.prepare(view_request(item, dataset.hflip, encoding))
             except (InputError, OSError, ValueError):
@@ -502,5 +523,3 @@ def _remaining(
         n, c = client.plan("text_embedding", [TextEmbeddingRequest(text=p) for p in prompts])
         count, cost = count + n, cost + c
     return count, cost
-
-

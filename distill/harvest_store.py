@@ -185,7 +185,16 @@ class VectorSink:
         teacher: str,
         teacher_fingerprint: str,
         dataset: Dataset,
+        check: Callable[[], None] | None = None,
     ) -> Path:
+        """Write the store; ``check()`` is called after each file is hashed (it raises to
+        stop: :func:`distill.workers.off_loop`)."""
+
+        def seen(row: int, sha256: str) -> None:
+            self._saw(row, sha256)
+            if check is not None:
+                check()
+
         if self.error is not None:
             cls = SizesDisagree if self.sizes_disagree else StoreError
             raise cls(self.error.removeprefix("could not write the embedding store: "))
@@ -199,7 +208,7 @@ class VectorSink:
         self._check_changed()
         # the digests recorded are of the files now: each must be what was sent
         try:
-            meta = store_meta(dataset, self._saw)
+            meta = store_meta(dataset, seen)
         except FileNotFoundError as exc:  # not the disk's fault: the data changed
             row = next((r for r, s in enumerate(dataset.samples) if not s.path.exists()), 0)
             raise FilesChanged(

@@ -348,8 +348,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _say_interrupted(exc: BaseException) -> None:
     """What a stop signal left behind; never claims in-flight answers were cached."""
-    from .signals import say
+    from .signals import Interrupted, say
 
+    if isinstance(exc, Interrupted) and exc.during:
+        say(f"stopped by {exc} {exc.during}")
+        return
     say(
         f"stopped by {exc}: answers received before it are cached; requests that were in "
         "flight are recorded in the spend ledger at their worst-case cost (the provider "

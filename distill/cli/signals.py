@@ -53,10 +53,13 @@ def stop_signals() -> tuple[int, ...]:
 
 
 class Interrupted(Exception):
-    """The run was stopped by ``signum``; in-flight requests are in the ledger."""
+    """The run was stopped by ``signum``; in-flight requests are in the ledger.
+    ``during`` (when set) says what the stop lost instead: it came during a step with no
+    request in flight (the harvest's store being written)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, during: str = "") -> None:
         self.signum = signum
+        self.during = during
         super().__init__(signal.Signals(signum).name)
 
     @property
@@ -125,8 +128,9 @@ def run_paid(coro: Coroutine[Any, Any, T]) -> T:
                 task.cancel()
             else:
                 say(
-                    f"{signal.Signals(signum).name}: already stopping (recording the requests "
-                    "in flight); kill -9 would lose them"
+                    f"{signal.Signals(signum).name}: already stopping (any requests in "
+                    "flight are being recorded in the spend ledger); kill -9 would leave "
+                    "them unrecorded"
                 )
 
         for signum in stop_signals():
@@ -140,9 +144,9 @@ def run_paid(coro: Coroutine[Any, Any, T]) -> T:
         try:
             # a signal after the task's last await changes nothing: its work is complete
             return loop.run_until_complete(task)
-        except asyncio.CancelledError:
-            if received:
-                raise Interrupted(received[0]) from None
+        except asyncio.CancelledError as exc:
+            if received:  # the task's own message, when it says what the stop lost
+                raise Interrupted(received[0], str(exc)) from None
             raise
     finally:
         for signum in installed:

@@ -288,6 +288,79 @@ def test_a_stop_signal_after_everything_is_bought_says_so(digits: Path, tmp_path
         assert server.billing()["images"] == billed  # nothing bought twice
 
 
+def slowed_harvest(module: str, name: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """The harvest CLI with ``module.name`` (called once per image file, after every
+    purchase) sending SIGINT to the process at its first call and then taking 50 ms a
+    call: a data set large enough for the step to last, as a few hundred thousand files
+    do. Each call prints "step" on stderr."""
+    code = (
+        "import importlib, os, signal, sys, time\n"
+        f"m = importlib.import_module({module!r})\n"
+        f"real = m.{name}\n"
+        "calls = [0]\n"
+        "def slow(*a, **k):\n"
+        "    calls[0] += 1\n"
+        "    if calls[0] == 1:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    print('step', file=sys.stderr, flush=True)\n"
+        "    time.sleep(0.05)\n"
+        "    return real(*a, **k)\n"
+        f"m.{name} = slow\n"
+        "from distill.cli import main\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+
+
+def test_ctrl_c_while_the_store_is_written_stops_it_and_the_rerun_writes_it_for_nothing(
+    digits: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C while the store was written (every image file hashed, on the event loop)
+    waited unseen until the hashing ended (minutes on a large data set), then changed
+    nothing (until 2026-12-06); it now stops the hashing at the next file and says that
+    nothing paid is lost."""
+    cache = tmp_path / "cache"
+    files = len(scan(digits).samples)
+    with teacher() as server:
+        done = slowed_harvest("distill.data.content", "_sha256_of",
+                              harvest_argv(server.url, digits, cache))  # fmt: skip
+        assert done.returncode == 130, (done.returncode, done.stdout, done.stderr)
+        assert done.stderr.count("step") < files, done.stderr  # stopped part-way
+        assert "stopped by SIGINT while the embedding store was written" in done.stderr
+        assert "in flight are recorded" not in done.stderr  # none was
+        no_traceback(done)
+        assert "embedding store:" not in done.stdout
+        assert not list((cache / "stores").glob("*/meta.json"))  # nothing half-written
+        billed = server.billing()["images"]
+        assert billed == files
+        assert all(r.outcome == "ok" for r in ledger(cache))
+        again = cli(*harvest_argv(server.url, digits, cache))
+        assert again.returncode == 0 and "embedding store:" in again.stdout, again.stdout
+        assert server.billing()["images"] == billed  # the rerun bought nothing
+
+
+def test_ctrl_c_while_a_budget_stop_prices_what_is_left_stops_it(
+    digits: Path, tmp_path: Path
+) -> None:
+    """The same for the pricing of what is left after a budget stop (each image read
+    again): Ctrl-C now stops it at the next image, and the rerun buys only the rest."""
+    cache = tmp_path / "cache"
+    files = len(scan(digits).samples)
+    with teacher() as server:
+        argv = small_batches(server.url, digits, cache)
+        argv[argv.index("--budget") + 1] = "0.004"
+        done = slowed_harvest("distill.harvest", "view_request", argv)
+        assert done.returncode == 130, (done.returncode, done.stdout, done.stderr)
+        left = files - server.billing()["images"]
+        assert left > 1 and done.stderr.count("step") < left, done.stderr
+        assert "stopped by SIGINT while what is left to buy was priced" in done.stderr
+        no_traceback(done)
+        again = cli(*small_batches(server.url, digits, cache))
+        assert again.returncode == 0 and "embedding store:" in again.stdout, again.stdout
+        assert server.billing()["images"] == files  # nothing bought twice
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "times"),
