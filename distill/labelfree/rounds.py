@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from distill.harvest import refused_prompts
 from distill.labelfree.pseudolabel import sample_image
 from distill.labelfree.selection import STRATEGIES, select
 from distill.teacher.zeroshot import zeroshot_probs
+from distill.workers import off_loop
 from vlmclient import (
     BadRequestError,
     BudgetExceededError,
@@ -72,6 +74,11 @@ __all__ = [
 STATE_VERSION = 1
 DEFAULT_STUDENT = "mobilenetv3_small_100"
 PRICE_SAMPLE = 8  # images priced to estimate what one more image costs
+# What a stop signal loses while the in-between student is trained (off the event loop):
+STOPPED_STEERING = (
+    "while the student that picks the next images was trained (no request was in flight): "
+    "every answer received is cached; run again to resume"
+)
 
 
 @dataclass
@@ -192,15 +199,20 @@ def write_state(path: Path, state: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ the in-between student
 
 
-def load_pixels(dataset: Dataset, size: int) -> torch.Tensor:
+def load_pixels(
+    dataset: Dataset, size: int, check: Callable[[], None] | None = None
+) -> torch.Tensor:
     """uint8 (N, 3, size, size) tensor of every sample's view 0; zeros for a file whose
-    pixels cannot be read (the teacher cannot read it either: it is never bought)."""
+    pixels cannot be read (the teacher cannot read it either: it is never bought).
+    ``check()`` before each file (it raises to stop: :func:`distill.workers.off_loop`)."""
     import torch
 
     from distill.data import DataError
     from distill.data.loaders import load_image
 
     def pixels(s: Sample) -> np.ndarray:
+        if check is not None:
+            check()
         try:
             return load_image(s, 0, size, hflip=dataset.hflip)
         except (DataError, OSError):
@@ -266,6 +278,7 @@ def train_student(
     augment: bool = True,
     warmup: int | None = None,
     average: float = 0.0,
+    check: Callable[[], None] | None = None,
 ) -> Student:
     """Train a fresh student for ``steps`` steps on soft ``targets`` (N, C) [+ CE on labels].
 
@@ -285,6 +298,7 @@ def train_student(
     run's tail, with :class:`distill.train.swad.Average`; 0 = the last step's weights).
     Trained BatchNorm statistics are then re-estimated for the mean weights over the
     images (:func:`distill.train.swad.update_bn`); frozen ones stay ImageNet's.
+    ``check()`` before each step (it raises to stop: :func:`distill.workers.off_loop`).
     Returns the student in eval mode.
     """
     import torch
@@ -318,6 +332,8 @@ def train_student(
     mean_weights = Average() if average > 0 and steps > 0 else None
     first_averaged = steps - max(1, round(average * steps))
     for step in range(steps):
+        if check is not None:
+            check()
         idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)
         batch = jitter(pixels[idx], gen) if augment else pixels[idx]
         logits = model(to_input(batch, mean, std))
@@ -356,6 +372,31 @@ def predict_probs(model: Student, pixels: torch.Tensor, batch_size: int = 256) -
         for s in range(0, len(pixels), batch_size):
             out.append(torch.softmax(model(to_input(pixels[s : s + batch_size], mean, std)), 1))
     return torch.cat(out).numpy() if out else np.zeros((0, model.num_classes), np.float32)
+
+
+def _steer(
+    pixels: torch.Tensor,
+    bought: list[int],
+    targets: np.ndarray,
+    labels: list[int] | None,
+    steps: int,
+    student: str,
+    pretrained: bool,
+    seed: int,
+    check: Callable[[], None],
+) -> np.ndarray:
+    """Every image's class probabilities by a student trained on the ``bought`` ones."""
+    model = train_student(
+        pixels[bought],
+        targets,
+        labels=labels,
+        steps=steps,
+        student=student,
+        pretrained=pretrained,
+        seed=seed,
+        check=check,
+    )
+    return predict_probs(model, pixels)
 
 
 # ------------------------------------------------------------------------------ rounds
@@ -491,17 +532,24 @@ async def harvest_rounds(
         if r == 0 or not vectors:
             picked = select("random", np.zeros((len(dataset.samples), 1)), left, [], quota, seed)
         else:
+            # off the event loop: a stop signal then stops it at once, instead of waiting
+            # unseen until it ended and cancelling the next round's requests once sent
+            # (billed, their answers lost)
             if pixels is None:
-                pixels = load_pixels(dataset, image_size)
+                pixels = await off_loop(
+                    lambda check: load_pixels(dataset, image_size, check), STOPPED_STEERING
+                )
             bought = sorted(vectors)
             targets = zeroshot_probs(np.stack([vectors[i] for i in bought]), text)
             labels = None
             known = [dataset.samples[i].label for i in bought]
             if use_labels and all(y is not None for y in known):
                 labels = [y for y in known if y is not None]  # all of them: checked above
-            model = train_student(pixels[bought], targets, labels=labels, steps=round_steps,
-                                  student=student, pretrained=pretrained, seed=seed + r)
-            probs = predict_probs(model, pixels)
+            probs = await off_loop(
+                partial(_steer, pixels, bought, targets, labels, round_steps, student,
+                        pretrained, seed + r),
+                STOPPED_STEERING,
+            )  # fmt: skip
             picked = select(strategy, probs, left, bought, quota, seed + r)
         ids = [dataset.samples[i].id for i in picked]
         state["picked"].append(ids)

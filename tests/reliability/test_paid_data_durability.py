@@ -362,6 +362,38 @@ def test_ctrl_c_while_a_budget_stop_prices_what_is_left_stops_it(
 
 
 @pytest.mark.slow
+def test_ctrl_c_while_harvest_select_trains_its_student_sends_nothing_more(
+    digits: Path, tmp_path: Path
+) -> None:
+    """`harvest --select`: Ctrl-C while the student that picks the next round was trained
+    (on the event loop) waited unseen until the training ended; the next round's request
+    was then sent, cancelled in flight, recorded at its reservation and billed with its
+    answer lost (until 2026-12-06: 29 images paid for nothing). The training now stops
+    at its next step and nothing more is sent."""
+    cache = tmp_path / "cache"
+    select = ["--select", "uncertainty", "--rounds", "2", "--round-steps", "20",
+              "--select-student", "mobilenetv3_small_050", "--select-image-size", "16"]  # fmt: skip
+    with teacher(Faults(latency_ms=300)) as server:
+        argv = harvest_argv(server.url, digits, cache, *select, budget="0.006")
+        done = slowed_harvest("distill.labelfree.rounds", "train_student", argv)
+        assert done.returncode == 130, (done.returncode, done.stdout, done.stderr)
+        assert "stopped by SIGINT while the student that picks the next images was trained" in (
+            done.stderr
+        )
+        no_traceback(done)
+        assert all(r.outcome == "ok" for r in ledger(cache))  # none cancelled in flight
+        [state_file] = [
+            p for p in (cache / "select").glob("*.json") if not p.name.endswith(".dataset.json")
+        ]
+        [first] = json.loads(state_file.read_text())["picked"]  # the next round not picked
+        assert server.billing()["images"] == len(first)  # nothing sent after the stop
+        again = cli(*argv)
+        assert again.returncode in (0, 3), again.stdout + again.stderr
+        picked = json.loads(state_file.read_text())["picked"]
+        assert server.billing()["images"] == len({i for ids in picked for i in ids})
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "times"),
     [(signal.SIGTERM, 1), (signal.SIGHUP, 1), (signal.SIGQUIT, 1), (signal.SIGINT, 2)],
