@@ -293,3 +293,17 @@ def test_v_before_and_after_the_command_add_up(tmp_path: Path, flags: list[str])
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "DEBUG" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["cache", "stats", "--cache", "C", "-vv"], ["cache", "-v", "stats", "--cache", "C", "-v"]],
+)
+def test_v_after_an_action_is_taken_and_adds_up(tmp_path: Path, argv: list[str]) -> None:
+    """Before: ``vlm-distill cache stats --cache C -v`` was refused ("unrecognized
+    arguments: -v", exit 2) while ``harvest ... -v`` worked."""
+    from distill.cli import build_parser
+
+    args = build_parser().parse_args([str(tmp_path / a) if a == "C" else a for a in argv])
+    total = args.verbose + getattr(args, "verbose_after", 0) + getattr(args, "verbose_action", 0)
+    assert total == 2

@@ -110,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
                 type=path_arg,
                 help="TOML or YAML file whose keys are this action's flag names (flags win)",
             )
+            # `vlm-distill cache stats -v` as `harvest -v` (its own dest again: adds up)
+            action.add_argument(
+                "-v",
+                "--verbose",
+                action="count",
+                dest="verbose_action",
+                default=argparse.SUPPRESS,
+                help="as above",
+            )
         SUBPARSERS[name] = p
     return parser
 
@@ -300,7 +309,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
-    args.verbose += getattr(args, "verbose_after", 0)
+    args.verbose += getattr(args, "verbose_after", 0) + getattr(args, "verbose_action", 0)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(_available()[args.command][0])
