@@ -216,6 +216,10 @@ class TeacherClient:
         rpm = self.provider.default_rpm if rpm is None else rpm
         self._limiter = limiter or RateLimiter(rpm=rpm, tpm=tpm)
         self._dims: dict[str, int] = {}  # the vector length each kind answered with so far
+        # ... or the one the params ask for, from the first answer on (a fresh cache's
+        # first answer at another length is rejected, not made the rule)
+        asked = self._asked_dims()
+        self._dims.update(asked)
         # The client owns the transport (closing it closes the transport); requests go
         # to the transport directly (see Sender._send).
         self._transport = transport or default_transport(concurrency)
@@ -248,6 +252,7 @@ class TeacherClient:
             stats=self.stats,
             timings=self.timings,
             dims=self._dims,
+            asked_dims=asked,
         )
         sender = Sender(
             self.provider,
@@ -278,6 +283,14 @@ class TeacherClient:
             on_event=on_event,
             dims=self._dims,
         )
+
+    def _asked_dims(self) -> dict[str, int]:
+        requested = self.provider.requested_dim
+        if requested is None:
+            return {}
+        kinds: tuple[Kind, ...] = ("image_embedding", "text_embedding", "mixed_embedding")
+        found = {kind: requested(self.model, kind, self.params) for kind in kinds}
+        return {kind: dim for kind, dim in found.items() if dim is not None}
 
     def __repr__(self) -> str:
         return (

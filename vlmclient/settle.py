@@ -109,6 +109,7 @@ class Settler:
         stats: ClientStats,
         timings: Timings,
         dims: dict[str, int],
+        asked_dims: Mapping[str, int] | None = None,
     ) -> None:
         self.provider = provider
         self.teacher = teacher
@@ -127,6 +128,7 @@ class Settler:
         self._limiter = limiter
         self._storage = storage
         self._dims = dims  # shared with the client: the dimension each kind was seen with
+        self._asked_dims = dict(asked_dims or {})  # the ones the params ask for
         self.overrun: BudgetOverrunError | None = None
         self.breaker: MalformedResponsesError | None = None
         self.billed_ok = 0  # billed 200s we could use
@@ -391,6 +393,13 @@ class Settler:
             return
         dim = int(parsed.vectors[0].shape[0])
         expected = self._dims.setdefault(kind, dim)
+        if dim != expected and self._asked_dims.get(kind) == expected:
+            raise ResponseValidationError(
+                f"embedding dimension {dim} differs from the {expected} the request's params "
+                "ask for",
+                provider=self.provider.name,
+                request_id=parsed.request_id,
+            )
         if dim != expected:
             raise ResponseValidationError(
                 f"embedding dimension {dim} differs from the {expected} seen before (if "

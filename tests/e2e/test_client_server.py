@@ -139,3 +139,33 @@ def test_price_table_knows_the_local_servers_defaults() -> None:
     assert local.usd_per_image == server_default.usd_per_image
     assert local.usd_per_1m_input_tokens == server_default.usd_per_1m_input_tokens
     assert local.usd_per_1m_output_tokens == server_default.usd_per_1m_output_tokens
+
+
+async def test_a_requested_dimension_rejects_a_wrong_first_answer() -> None:
+    """``output_dimension`` says the vector length before any answer: a fresh cache's first
+    answer at half of it is rejected (billed, not cached), and the right ones are taken."""
+    cache = MemoryCache()
+    params = {"output_dimension": 256}
+
+    def teacher(faults: Faults) -> ServerThread:
+        config = ServerConfig(token=SecretStr(TOKEN), faults=faults)
+        return ServerThread(create_app(config, HashBackend(dim=512)))
+
+    with teacher(Faults(wrong_dim=1.0)) as s:
+        async with TeacherClient(
+            "local:hash",
+            api_key=TOKEN,
+            base_url=s.base_url,
+            cache=cache,
+            params=params,
+            retry=RetryPolicy(max_attempts=1),
+        ) as client:
+            with pytest.raises(ResponseValidationError, match="128 differs from the 256"):
+                await client.embed_images(make_image_requests(2))
+        assert billing(s)["requests"] == 1 and len(cache) == 0
+    with teacher(Faults()) as s:
+        async with TeacherClient(
+            "local:hash", api_key=TOKEN, base_url=s.base_url, cache=cache, params=params
+        ) as client:
+            got = await client.embed_images(make_image_requests(2))
+    assert [r.dim for r in got] == [256, 256] and len(cache) == 2

@@ -136,6 +136,11 @@ class Provider:
     # when the client is made, before anything is reserved: ConfigurationError for one no
     # request could carry (Vertex's location and project, Titan's region).
     check_setup: Callable[[Mapping[str, Any]], None] | None = None
+    # The vector length a (model, kind, params) call answers with, as the params ask for
+    # it (``output_dimension``, ``dimensions`` ...); None when they ask for none. The
+    # client expects it from the first answer on, so a wrong first answer is rejected,
+    # not made the rule.
+    requested_dim: Callable[[str, str, Mapping[str, Any]], int | None] | None = None
 
     @property
     def kinds(self) -> frozenset[str]:

@@ -23,7 +23,7 @@ from ..models import (
 )
 from .base import CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, base64_size, fit_image, image_size
-from .vectors import vectors_from
+from .vectors import dim_param, vectors_from
 from .wire import (
     data_uri,
     data_uris_literal,
@@ -311,5 +311,6 @@ COHERE = Provider(
     parse_response=parse_response,
     estimate_usage=estimate_usage,
     prepare_image=prepare_image,
+    requested_dim=dim_param("output_dimension"),
     description="Cohere Embed v2 (embed-v4.0, embed-english-v3.0 family)",
 )

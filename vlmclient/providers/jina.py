@@ -24,7 +24,7 @@ from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .base import CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
-from .vectors import indexed_vectors
+from .vectors import dim_param, indexed_vectors
 from .wire import default_classify_error, json_object, reported_usage, request_id_of, usage_count
 
 __all__ = ["JINA", "embeddings_body"]
@@ -140,5 +140,6 @@ JINA = Provider(
     classify_error=classify_error,
     prepare_image=prepare_image,
     max_input_tokens=max_input_tokens,
+    requested_dim=dim_param("dimensions"),
     description="Jina AI embeddings (jina-clip-v2: image and text)",
 )

@@ -14,6 +14,7 @@ from ..models import Usage
 from . import cohere, openai
 from .base import CallSpec, Parsed, Provider
 from .images import prepare_for_upload
+from .vectors import dim_param
 
 __all__ = ["DEFAULT_LOCAL_URL", "LOCAL", "TOKEN_ENV"]
 
@@ -69,5 +70,6 @@ LOCAL = Provider(
     classify_error=openai.classify_error,
     rate_limit_hints=openai.rate_limit_hints,
     prepare_image=prepare_for_upload,
+    requested_dim=dim_param("output_dimension"),
     description="the bundled local teacher (vlm-distill serve-teacher), Cohere + OpenAI formats",
 )

@@ -26,7 +26,7 @@ from ..errors import ConfigurationError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .base import CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image
-from .vectors import vectors_from
+from .vectors import dim_param, vectors_from
 from .wire import json_object, reported_usage, request_id_of, usage_count
 
 __all__ = ["NOMIC", "text_body", "text_model"]
@@ -166,5 +166,6 @@ NOMIC = Provider(
     parse_response=parse_response,
     estimate_usage=estimate_usage,
     prepare_image=prepare_image,
+    requested_dim=dim_param("dimensionality"),
     description="Nomic Atlas (nomic-embed-vision-v1.5 images + nomic-embed-text-v1.5 texts)",
 )

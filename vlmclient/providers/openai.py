@@ -35,7 +35,7 @@ from .images import (
     is_animated,
 )
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
-from .vectors import indexed_vectors
+from .vectors import dim_param, indexed_vectors
 from .wire import (
     data_uri,
     default_classify_error,
@@ -570,5 +570,6 @@ OPENAI = Provider(
     model_kinds=model_kinds,
     # Part of every answer's cache key: answers bought with reasoning on are other answers.
     default_params={"answer": {"reasoning": "off"}},
+    requested_dim=dim_param("dimensions"),
     description="OpenAI or any OpenAI-compatible server (text embeddings, image answers)",
 )

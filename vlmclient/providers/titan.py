@@ -30,7 +30,7 @@ from ..errors import APIStatusError, ConfigurationError, NotFoundError, Response
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .base import CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image
-from .vectors import vectors_from
+from .vectors import dim_param, vectors_from
 from .wire import (
     default_classify_error,
     json_object,
@@ -273,5 +273,6 @@ TITAN = Provider(
     classify_error=classify_error,
     prepare_image=prepare_image,
     check_setup=check_setup,
+    requested_dim=dim_param("outputEmbeddingLength", "dimension"),
     description=f"Amazon Bedrock Titan Multimodal Embeddings G1 (needs {INSTALL_HINT})",
 )

@@ -7,14 +7,14 @@ import base64
 import binascii
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from ..errors import ResponseValidationError
 
-__all__ = ["FLOAT32_LE", "base64_vectors", "indexed_vectors", "vectors_from"]
+__all__ = ["FLOAT32_LE", "base64_vectors", "dim_param", "indexed_vectors", "vectors_from"]
 
 
 def indexed_vectors(
@@ -168,3 +168,23 @@ def _checked(mat: np.ndarray, *, request_id: str | None, provider: str) -> list[
             "embeddings contain NaN or infinity", provider=provider, request_id=request_id
         )
     return list(mat)
+
+
+def dim_param(*names: str) -> Callable[[str, str, Mapping[str, Any]], int | None]:
+    """The ``Provider.requested_dim`` of an adapter whose params ``names`` (the first one
+    set) ask for the vectors' length: a positive int (or its digits), else None.
+
+    >>> dim_param("output_dimension")("embed-v4.0", "image_embedding", {"output_dimension": 256})
+    256
+    """
+
+    def requested_dim(model: str, kind: str, params: Mapping[str, Any]) -> int | None:
+        for name in names:
+            value = params.get(name)
+            if isinstance(value, str) and value.isdigit():
+                value = int(value)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
+
+    return requested_dim

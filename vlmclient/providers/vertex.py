@@ -33,7 +33,7 @@ from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .base import CallSpec, Parsed, Provider
 from .gemini import google_error
 from .images import ACCEPTED_MEDIA_TYPES, fit_image
-from .vectors import vectors_from
+from .vectors import dim_param, vectors_from
 from .wire import request_id_of
 
 __all__ = ["LOCATION_ENV", "PROJECT_ENV", "VERTEX", "endpoint_url", "predict_body"]
@@ -236,5 +236,6 @@ VERTEX = Provider(
     default_rpm=DEFAULT_RPM,
     usage_in_response=False,
     check_setup=check_setup,
+    requested_dim=dim_param("dimension"),
     description="Google Vertex AI multimodalembedding@001 (image and text embeddings)",
 )

@@ -26,7 +26,7 @@ from ..models import (
 )
 from .base import CallSpec, Item, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
-from .vectors import indexed_vectors
+from .vectors import dim_param, indexed_vectors
 from .wire import (
     data_uri,
     json_object,
@@ -212,5 +212,6 @@ VOYAGE = Provider(
     parse_response=parse_response,
     estimate_usage=estimate_usage,
     prepare_image=prepare_image,
+    requested_dim=dim_param("output_dimension"),
     description="Voyage AI multimodal embeddings (voyage-multimodal-3, -3.5)",
 )
