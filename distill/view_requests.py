@@ -35,6 +35,7 @@ from distill.data import DataError, sniff_image
 from distill.data.views import (
     encode_view,
     load_rgb,
+    pixels_decode,
     png_bytes,
     source_decoding,
     upright_bytes,
@@ -241,6 +242,12 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
                 if media_type is None:
                     raise DataError(
                         f"{os.fspath(item.path)!r} is not a PNG, JPEG, GIF, BMP or WebP image"
+                    )
+                if not pixels_decode(data):
+                    # as an augmented view's would: reported, never sent (a provider refuses
+                    # it or embeds garbage, and the student cannot read it)
+                    raise DataError(
+                        f"cannot decode image {os.fspath(item.path)!r}: its pixel data is damaged"
                     )
                 # upright 8-bit on white if the file has an EXIF orientation, 16-bit grey
                 # levels or transparency; else the file's own bytes

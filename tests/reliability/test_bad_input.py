@@ -194,9 +194,10 @@ def test_undecodable_pixels_fail_alone_with_a_clear_message(
     assert "failed a/giant-broken.png: cannot prepare image: cannot decode" in out
     assert "failed b/small-broken.png: cannot prepare image: cannot decode" in out
     assert "Traceback" not in out
-    assert "3 image views cannot be read" in out and "fix or remove them" in out
-    # every good view was bought (batch-mates of the broken files included), nothing twice
-    assert hash_teacher.billing()["images"] == 8 * 2 + 1  # + view 0 of the small one (raw)
+    assert "4 image views cannot be read" in out and "fix or remove them" in out
+    # every good view was bought (batch-mates of the broken files included), nothing twice;
+    # view 0 of the small one too is decoded before it is sent, so never bought
+    assert hash_teacher.billing()["images"] == 8 * 2
     # the user removes the broken files; the re-run buys nothing again and completes
     (data / "a" / "giant-broken.png").unlink()
     (data / "b" / "small-broken.png").unlink()
@@ -225,7 +226,8 @@ def test_a_file_a_provider_cannot_decode_fails_alone_not_its_whole_request(
         argv = harvest_argv(server.url, data, cache, "--batch-size", "4")
         assert main(argv) == 1
         out = " ".join(capsys.readouterr().out.split())
-        assert "failed b/2-broken.png: cannot prepare image: its pixels cannot be" in out
+        # decoded before it is sent (once, the provider's 400 after sending it)
+        assert "failed b/2-broken.png: cannot prepare image: cannot decode" in out
         assert "1 image views cannot be read" in out and "fix or remove them" in out
         assert "failed at the teacher" not in out  # its batch-mates were bought
         assert server.billing()["images"] == 8

@@ -1,0 +1,46 @@
+"""A PNG whose header reads but whose pixel data is damaged: `harvest` (one view, the file
+sent as it is) reports it like an undecodable augmented view and writes no store, and pays
+nothing for it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from distill.cli import main
+from distill.data import scan
+from tests.e2e.conftest import LocalTeacher
+
+
+def _damage(path: Path) -> None:
+    """Flip bytes in the middle of the file: the header and IEND still read."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 8] = bytes(b ^ 0xFF for b in data[mid : mid + 8])
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_png_sent_as_view_0_is_reported_and_no_store_is_written(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = tmp_path / "digits"
+    shutil.copytree(digits_data, data)
+    samples = list(scan(data).samples)
+    victim = samples[0].path
+    _damage(victim)
+    cache = tmp_path / "cache"
+    capsys.readouterr()
+    code = main(["harvest", str(data), "--teacher", "local:hash", "--base-url", hash_teacher.url,
+                 "--cache", str(cache), "--budget", "1", "--views", "1"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code != 0, out
+    assert "1 image views cannot be read" in " ".join(out.split()), out
+    assert victim.name in out
+    assert not (cache / "stores").exists() or not any((cache / "stores").iterdir())
+    # the others are bought and cached; the damaged file is never sent
+    assert hash_teacher.billing()["images"] == len(samples) - 1
