@@ -134,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)  # before torch is imported: a usage error is instant
     check_run_folder(Path(config.out), resume=config.resume)
 
+    from distill.data import DataError
+    from distill.data.views import CANNOT_DECODE
     from distill.train.student import check_student_name, check_weights_file
     from distill.train.trainer import train
 
@@ -159,6 +161,16 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         say(interrupted_message(Path(config.out)))
         return 130
+    except DataError as exc:
+        # the student reads pixels lazily (decoding every file up front would cost about
+        # an epoch's decoding on every run): a damaged file is met at its first batch
+        if not str(exc).startswith(CANNOT_DECODE):
+            raise
+        raise DataError(
+            f"{exc}; `vlm-distill data scan {config.data} --decode` lists every damaged "
+            "file: replace or remove them, run `vlm-distill harvest` again (a removed file "
+            "costs nothing, a replaced one is bought), then train again"
+        ) from exc
     if not metrics:  # DDP ranks other than 0
         return 0
     if args.json:

@@ -68,6 +68,7 @@ from vlmclient.transparency import flatten, has_alpha, is_transparent
 
 __all__ = [
     "BRIGHTNESS",
+    "CANNOT_DECODE",
     "CONTRAST",
     "JPEG_QUALITY",
     "RATIO",
@@ -97,6 +98,7 @@ CONTRAST = 0.3
 # Bump when view_array's arithmetic changes: every view's content id (and cache key) changes.
 RECIPE_VERSION = 1
 JPEG_QUALITY = 90  # views uploaded as JPEG: ~8x smaller than raw PNG at 224 px
+CANNOT_DECODE = "cannot decode image"  # how a DataError for undecodable pixels starts
 PNG_LEVEL = 6  # zlib level for providers that take no JPEG
 _ROW_BLOCK = 256  # rows interpolated at once: bounds memory on large photos
 # View 0 of a file with an EXIF orientation is re-encoded upright; a JPEG at this quality
@@ -315,7 +317,7 @@ def load_rgb(path: str | os.PathLike[str], data: bytes | None = None) -> Image.I
     except Image.DecompressionBombError as exc:
         raise DataError(f"image {os.fspath(path)!r} is too large: {exc}") from exc
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"cannot decode image {os.fspath(path)!r}: {exc}") from exc
+        raise DataError(f"{CANNOT_DECODE} {os.fspath(path)!r}: {exc}") from exc
 
 
 def pixels_decode(data: bytes) -> bool:
@@ -379,7 +381,7 @@ def upright_bytes(data: bytes, media_type: str, name: str = "image") -> tuple[by
                 if method is not None:
                     upright = upright.transpose(method)
             except (OSError, ValueError, SyntaxError, EOFError) as exc:
-                raise DataError(f"cannot decode image {name!r}: {exc}") from exc
+                raise DataError(f"{CANNOT_DECODE} {name!r}: {exc}") from exc
     extra: dict[str, object] = {"icc_profile": icc} if icc else {}
     out = io.BytesIO()
     if fmt in ("JPEG", "MPO"):

@@ -4,6 +4,7 @@ nothing for it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -44,3 +45,35 @@ def test_a_damaged_png_sent_as_view_0_is_reported_and_no_store_is_written(
     assert not (cache / "stores").exists() or not any((cache / "stores").iterdir())
     # the others are bought and cached; the damaged file is never sent
     assert hash_teacher.billing()["images"] == len(samples) - 1
+
+
+@pytest.mark.slow
+def test_train_that_meets_a_damaged_image_names_it_and_says_what_to_do(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A file damaged after the harvest (bit rot keeps its size and modification time, so
+    the store is not seen as stale): the student reads pixels lazily, so `train` stops
+    at the batch that holds it; it says which file, how to find the others and what to
+    run then."""
+    data = tmp_path / "digits"
+    shutil.copytree(digits_data, data)
+    cache = tmp_path / "cache"
+    assert main(["harvest", str(data), "--teacher", "local:hash", "--base-url",
+                 hash_teacher.url, "--cache", str(cache), "--budget", "1"]) == 0  # fmt: skip
+    victim = next(iter(scan(data).samples)).path
+    st = victim.stat()
+    _damage(victim)
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    capsys.readouterr()
+    code = main(["train", str(data), "--cache", str(cache), "--teacher", "local:hash",
+                 "--student", "mobilenetv3_small_050", "--no-pretrained", "--method", "adip",
+                 "--out", str(tmp_path / "run"), "--test-domains", "rotated",
+                 "--steps-align", "20", "--steps-distill", "1", "--image-size", "32",
+                 "--batch-per-domain", "4", "--threads", "1"])  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1, err
+    assert f"cannot decode image {str(victim)!r}" in err
+    assert "data scan" in err and "--decode" in err and "harvest" in err
