@@ -233,6 +233,7 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
             misses[id(item)] = cid
 
     pending: list[tuple[T, ImageEmbeddingRequest, str, str | None]] = []
+    firsts: list[tuple[T, ImageEmbeddingRequest, str, bytes]] = []  # view 0: (.., key, file)
     for item, data in ready:
         if item.view > 0 and id(item) not in misses:
             continue  # cached: no view computed
@@ -243,18 +244,12 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
                     raise DataError(
                         f"{os.fspath(item.path)!r} is not a PNG, JPEG, GIF, BMP or WebP image"
                     )
-                if not pixels_decode(data):
-                    # as an augmented view's would: reported, never sent (a provider refuses
-                    # it or embeds garbage, and the student cannot read it)
-                    raise DataError(
-                        f"cannot decode image {os.fspath(item.path)!r}: its pixel data is damaged"
-                    )
                 # upright 8-bit on white if the file has an EXIF orientation, 16-bit grey
                 # levels or transparency; else the file's own bytes
                 blob, media_type = upright_bytes(data, media_type, os.fspath(item.path))
                 request = ImageEmbeddingRequest(image=Image(data=blob, media_type=media_type))
-                out.requests.append(client.prepare(request))
-                out.items.append(item)
+                request = client.prepare(request)
+                firsts.append((item, request, client.cache_key(KIND, request), data))
                 continue
             cid = misses[id(item)]
             # from the bytes the content id names (the file may have been replaced since)
@@ -267,6 +262,22 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
             pending.append((item, request, client.content_key(cid), _legacy_key(client, arr)))
         except CANNOT_PREPARE as exc:
             out.failed.append((item, str(exc)))
+
+    # View 0 found in the cache is taken from there; the rest are decoded in full before
+    # they are sent, as an augmented view is: a file whose pixel data is damaged is
+    # reported and never bought (a provider refuses it or embeds garbage, and the student
+    # cannot read it). Only what is bought is decoded: a cached rerun decodes nothing.
+    if firsts:
+        found = client.cached(KIND, [key for _, _, key, _ in firsts])
+        for (item, request, _, data), result in zip(firsts, found, strict=True):
+            if isinstance(result, EmbeddingResult):
+                out.cached.append((item, result))
+            elif pixels_decode(data):
+                out.requests.append(request)
+                out.items.append(item)
+            else:
+                why = f"cannot decode image {os.fspath(item.path)!r}: its pixel data is damaged"
+                out.failed.append((item, why))
 
     if pending:
         found = client.cached(

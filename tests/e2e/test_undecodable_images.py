@@ -47,6 +47,33 @@ def test_a_damaged_png_sent_as_view_0_is_reported_and_no_store_is_written(
     assert hash_teacher.billing()["images"] == len(samples) - 1
 
 
+def test_a_cached_rerun_decodes_no_view_0(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check above decodes what is bought, not what is cached: on a data set of large
+    photos a decode of every file on every rerun would cost minutes for nothing."""
+    import distill.view_requests as view_requests
+
+    decoded: list[int] = []
+    real = view_requests.pixels_decode
+
+    def counting(data: bytes) -> bool:
+        decoded.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(view_requests, "pixels_decode", counting)
+    argv = ["harvest", str(digits_data), "--teacher", "local:hash", "--base-url",
+            hash_teacher.url, "--cache", str(tmp_path / "cache"), "--budget", "1"]  # fmt: skip
+    assert main(argv) == 0
+    assert len(decoded) == len(scan(digits_data).samples)
+    decoded.clear()
+    assert main(argv) == 0
+    assert decoded == []
+
+
 @pytest.mark.slow
 def test_train_that_meets_a_damaged_image_names_it_and_says_what_to_do(
     hash_teacher: LocalTeacher,
