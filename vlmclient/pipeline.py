@@ -305,8 +305,9 @@ class Pipeline:
                 + estimate_usage.image_tokens
             )
             try:
-                parsed, cost = await self._sender.send_with_retries(spec, estimate, tokens,
-                                                                     guard)
+                parsed, cost = await self._sender.send_with_retries(
+                    spec, estimate, tokens, guard, estimate_usage.output_tokens
+                )
             except BudgetExceededError as exc:
                 if len(chunk) == 1 or isinstance(exc, BudgetOverrunError):
                     raise

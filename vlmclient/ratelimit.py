@@ -7,6 +7,10 @@ requests here are spaced on a schedule from the first one on. Two more rules:
   schedule catches up after a late wake-up;
 * ``pause(seconds)`` (a 429's Retry-After) holds back every task using this limiter.
 
+Tokens are paced against up to three limits: ``tpm`` (input + output tokens of a request,
+OpenAI's kind and ``--tpm``), and ``input_tpm`` / ``output_tpm`` (Anthropic's separate
+limits: each paces its own share of the request).
+
 Clock and sleep are injectable, so tests run on a fake clock.
 """
 
@@ -65,15 +69,18 @@ class RateLimiter:
         self._sleep = sleep
         self._epoch = 0
         self._next_request = -math.inf
-        self._next_token = -math.inf
+        # the token schedules of tpm, input_tpm and output_tpm (see _token_shares)
+        self._next_token = [-math.inf] * 3
         self._paused_until = -math.inf
         # the schedule of the requests taken only (not of those still waiting): a pause
         # restarts the schedule, never before these allow
         self._last_taken = -math.inf
-        self._taken_next_token = -math.inf
+        self._taken_next_token = [-math.inf] * 3
         self._recent: deque[float] = deque()  # send times within the last second
         self.rpm = rpm
         self.tpm = tpm
+        self.input_tpm: float | None = None
+        self.output_tpm: float | None = None
         self.pauses = 0
 
     @property
@@ -100,7 +107,10 @@ class RateLimiter:
             # restart the schedule after the pause (slots reserved before it are taken
             # again behind it), but not before the requests already sent allow
             self._next_request = -math.inf
-            self._next_token = max(min(self._next_token, until), self._taken_next_token)
+            self._next_token = [
+                max(min(nxt, until), taken)
+                for nxt, taken in zip(self._next_token, self._taken_next_token, strict=True)
+            ]
             self._epoch += 1
             self.pauses += 1
 
@@ -110,37 +120,44 @@ class RateLimiter:
             self.rpm = min(self.rpm or math.inf, float(hints.limit_requests))
         if hints.limit_tokens is not None and hints.limit_tokens > 0:
             self.tpm = min(self.tpm or math.inf, float(hints.limit_tokens))
+        if hints.limit_input_tokens is not None and hints.limit_input_tokens > 0:
+            self.input_tpm = min(self.input_tpm or math.inf, float(hints.limit_input_tokens))
+        if hints.limit_output_tokens is not None and hints.limit_output_tokens > 0:
+            self.output_tpm = min(self.output_tpm or math.inf, float(hints.limit_output_tokens))
         if hints.remaining_requests is not None and hints.remaining_requests <= 0:
             self.pause(_reset(hints.reset_requests_s))
         if hints.remaining_tokens is not None and hints.remaining_tokens <= 0:
             self.pause(_reset(hints.reset_tokens_s))
 
-    async def acquire(self, tokens: int = 0) -> None:
-        """Wait for this request's slot.
+    async def acquire(self, tokens: int = 0, output_tokens: int = 0) -> None:
+        """Wait for this request's slot (``tokens`` in all, ``output_tokens`` of them
+        output, the rest input).
 
         Each caller reserves its own slot on the schedule and sleeps until then, so
         wake-up latencies of many waiters do not add up. A pause (429) moves the
         schedule: callers that reserved before it reserve again behind it.
         """
-        waiting = self.admit(tokens)
+        waiting = self.admit(tokens, output_tokens)
         if waiting is not None:
-            await self.wait(waiting, tokens)
+            await self.wait(waiting, tokens, output_tokens)
 
-    def admit(self, tokens: int = 0) -> tuple[int, float, float] | None:
+    def admit(self, tokens: int = 0, output_tokens: int = 0) -> tuple[int, float, float] | None:
         """The first step of :meth:`acquire`, which needs no await: reserve this request's
         slot and take it if it is due. None when taken; else what to hand :meth:`wait`.
         (A sender calls both itself: no coroutine for the usual request that does not
         wait, about 2 us of CPU.)"""
         epoch = self._epoch
-        slot = self._reserve(self._clock(), tokens)
+        slot = self._reserve(self._clock(), tokens, output_tokens)
         now = self._clock()
         ready = max(slot, self._paused_until, self._window_ready())
         if ready > now:
             return epoch, slot, ready - now
-        self._taken(now, slot, tokens)
+        self._taken(now, slot, tokens, output_tokens)
         return None
 
-    async def wait(self, waiting: tuple[int, float, float], tokens: int = 0) -> None:
+    async def wait(
+        self, waiting: tuple[int, float, float], tokens: int = 0, output_tokens: int = 0
+    ) -> None:
         """Sleep until the slot :meth:`admit` reserved (``waiting``) is due, and take it."""
         epoch, slot, delay = waiting
         await self._sleep(delay)
@@ -148,21 +165,33 @@ class RateLimiter:
             now = self._clock()
             if self._epoch != epoch:  # paused meanwhile: queue again behind the pause
                 epoch = self._epoch
-                slot = self._reserve(now, tokens)
+                slot = self._reserve(now, tokens, output_tokens)
             ready = max(slot, self._paused_until, self._window_ready())
             if ready <= now:
                 break
             await self._sleep(ready - now)
-        self._taken(now, slot, tokens)
+        self._taken(now, slot, tokens, output_tokens)
 
-    def _taken(self, now: float, slot: float, tokens: int) -> None:
+    def _token_shares(self, tokens: int, output_tokens: int) -> list[tuple[int, float]]:
+        """(schedule index, seconds) each paced token limit needs for a request."""
+        if tokens <= 0 or self.tpm is self.input_tpm is self.output_tpm is None:
+            return []  # (the usual case: nothing to build for every request)
+        shares = (tokens, tokens - output_tokens, output_tokens)
+        rates = (self.tpm, self.input_tpm, self.output_tpm)
+        return [
+            (i, n * 60.0 / rate)
+            for i, (rate, n) in enumerate(zip(rates, shares, strict=True))
+            if rate is not None and n > 0
+        ]
+
+    def _taken(self, now: float, slot: float, tokens: int, output_tokens: int = 0) -> None:
         """A request reserved at ``slot`` is sent at ``now``."""
         if self.rpm is not None:  # the window only paces a request rate: unpaced, keep none
             self._recent.append(now)
             self._last_taken = now
-        if self.tpm is not None and tokens > 0:
-            start = max(slot, self._taken_next_token)
-            self._taken_next_token = start + tokens * 60.0 / self.tpm
+        for i, seconds in self._token_shares(tokens, output_tokens):
+            start = max(slot, self._taken_next_token[i])
+            self._taken_next_token[i] = start + seconds
 
     def _window_ready(self) -> float:
         per_second = self._per_second
@@ -172,7 +201,7 @@ class RateLimiter:
             self._recent.popleft()
         return self._recent[0] + 1.0
 
-    def _reserve(self, now: float, tokens: int) -> float:
+    def _reserve(self, now: float, tokens: int, output_tokens: int = 0) -> float:
         start = max(now, self._paused_until)
         slot = start
         if self.rpm is not None:
@@ -183,9 +212,11 @@ class RateLimiter:
                 slot = max(start, self._last_taken + interval)
             else:
                 slot = max(self._next_request, start - CATCH_UP * interval)
-        if self.tpm is not None and tokens > 0:
-            slot = max(slot, self._next_token)
-            self._next_token = slot + tokens * 60.0 / self.tpm
+        shares = self._token_shares(tokens, output_tokens)
+        for i, _ in shares:
+            slot = max(slot, self._next_token[i])
+        for i, seconds in shares:
+            self._next_token[i] = slot + seconds
         if self.rpm is not None:
             self._next_request = slot + 60.0 / self.rpm
         return slot

@@ -99,10 +99,11 @@ class Sender:
 
     def send_with_retries(
         self, spec: CallSpec, estimate: Decimal, tokens: int,
-        guard: Callable[[], None] | None = None,
+        guard: Callable[[], None] | None = None, output_tokens: int = 0,
     ) -> Awaitable[tuple[Parsed, Decimal]]:
-        """Send ``spec`` (estimated at ``estimate`` dollars and ``tokens`` tokens), retrying
-        as the retry policy says; the parsed answer and what it cost (await it)."""
+        """Send ``spec`` (estimated at ``estimate`` dollars and ``tokens`` tokens,
+        ``output_tokens`` of them output), retrying as the retry policy says; the parsed
+        answer and what it cost (await it)."""
         # The first attempt runs outside tenacity: nearly every request succeeds at once,
         # and building and driving a retry loop cost about 30 us of CPU per request. A
         # failure the policy retries hands the remaining attempts to its tenacity loop,
@@ -110,11 +111,12 @@ class Sender:
         # the one awaited (no coroutine around it: one frame less per suspension).
         # ``guard`` runs right before each attempt is sent (after the waits for a slot and
         # the rate limit) and may raise to stop it: the reservation is released.
-        return self._attempt(spec, estimate, tokens, first=True, guard=guard)
+        return self._attempt(spec, estimate, tokens, first=True, guard=guard,
+                             output_tokens=output_tokens)
 
     async def _retries(
         self, spec: CallSpec, estimate: Decimal, tokens: int,
-        guard: Callable[[], None] | None = None,
+        guard: Callable[[], None] | None = None, output_tokens: int = 0,
     ) -> tuple[Parsed, Decimal]:
         """The attempts after a first one that failed and is retried."""
         outcome: tuple[Parsed, Decimal] | None = None
@@ -123,7 +125,8 @@ class Sender:
                 self.stats.retries += 1
                 emit(self._on_event, "retry")
                 try:
-                    outcome = await self._attempt(spec, estimate, tokens, guard=guard)
+                    outcome = await self._attempt(spec, estimate, tokens, guard=guard,
+                                                  output_tokens=output_tokens)
                 except APIError:
                     self.stats.failures += 1
                     emit(self._on_event, "failure")
@@ -133,7 +136,7 @@ class Sender:
 
     async def _attempt(
         self, spec: CallSpec, estimate: Decimal, tokens: int, first: bool = False,
-        guard: Callable[[], None] | None = None,
+        guard: Callable[[], None] | None = None, output_tokens: int = 0,
     ) -> tuple[Parsed, Decimal]:
         """One attempt; the ``first`` one hands a failure the policy retries to
         :meth:`_retries`."""
@@ -155,9 +158,10 @@ class Sender:
                     raise
                 self.timings.add("ledger", started)
                 try:
-                    waiting = self._limiter.admit(tokens)  # (acquire, without a coroutine
-                    if waiting is not None:  # for a request that need not wait)
-                        await self._limiter.wait(waiting, tokens)
+                    # (acquire, without a coroutine for a request that need not wait)
+                    waiting = self._limiter.admit(tokens, output_tokens)
+                    if waiting is not None:
+                        await self._limiter.wait(waiting, tokens, output_tokens)
                     self._storage.check()  # again: the ledger or cache may have failed meanwhile
                     self._settler.raise_if_stopped()
                     if guard is not None:
@@ -198,7 +202,7 @@ class Sender:
             if self._retry.max_attempts <= 1 or not is_retryable(exc):
                 raise
             await self._retry.sleep(self._retry.wait_seconds(1, exc))
-        return await self._retries(spec, estimate, tokens, guard)
+        return await self._retries(spec, estimate, tokens, guard, output_tokens)
 
     def _roundtrip(self, request: httpx.Request) -> Awaitable[httpx.Response]:
         """``request`` through the client's transport, the body read: what

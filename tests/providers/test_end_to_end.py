@@ -319,7 +319,9 @@ async def test_anthropic_answer_cost_and_rate_limits() -> None:
     assert answer.text == "seven" and answer.request_id == "req_1"
     assert answer.usage == Usage(input_tokens=1234, output_tokens=5)
     assert c.budget.spent == Decimal("1.00") * 1234 / 10**6 + Decimal("5.00") * 5 / 10**6
-    assert (limiter.rpm, limiter.tpm) == (50, 80000)  # slowed by the headers
+    # slowed by the headers: input and output tokens each at their own limit
+    assert (limiter.rpm, limiter.tpm) == (50, None)
+    assert (limiter.input_tpm, limiter.output_tpm) == (400000, 80000)
 
 
 async def test_anthropic_529_is_retried_spend_limit_is_not() -> None:

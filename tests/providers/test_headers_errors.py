@@ -103,7 +103,9 @@ def test_anthropic_hints_take_the_tightest_token_window() -> None:
     hints = anthropic.hints_from_limits(limits)
     assert hints.limit_requests == 50 and hints.remaining_requests == 49
     assert hints.reset_requests_s == pytest.approx(1.0)
-    assert hints.limit_tokens == 80000  # the output limit is the binding one
+    # input and output each pace their own share; no combined limit on top
+    assert (hints.limit_input_tokens, hints.limit_output_tokens) == (400000, 80000)
+    assert hints.limit_tokens is None
     assert hints.remaining_tokens == 79900
     assert hints.reset_tokens_s == pytest.approx(3.0)
 

@@ -412,14 +412,24 @@ def parse_ratelimit_headers(headers: httpx.Headers, *, now: float | None = None)
 
 
 def hints_from_limits(limits: AnthropicLimits) -> RateLimitHints:
-    """Fold the token windows into one conservative tokens/min figure.
+    """The input and output token limits, each for its own share of a request.
 
-    The limiter counts input + output tokens of a request against one bucket. Using the
-    smallest of the token limits keeps every window satisfied; a window at zero pauses
-    until its own reset.
+    Anthropic limits input and output tokens per minute separately (and its
+    ``tokens-*`` window repeats the most restrictive limit in effect). With both limits
+    known, input tokens are paced against the input limit and output tokens against the
+    output one; a ``tokens`` limit below both still paces input + output. With either
+    missing, the smallest limit given paces input + output (conservative). A window at
+    zero pauses until its own reset.
     """
     windows = [w for w in (limits.tokens, limits.input_tokens, limits.output_tokens) if w.known]
+    limit_input = limits.input_tokens.limit
+    limit_output = limits.output_tokens.limit
     limit_tokens = min((w.limit for w in windows if w.limit is not None), default=None)
+    if limit_input is not None and limit_output is not None:
+        if limit_tokens is not None and limit_tokens >= min(limit_input, limit_output):
+            limit_tokens = None  # one of the two: paced on its own share
+    else:
+        limit_input = limit_output = None
     remaining = [w for w in windows if w.remaining is not None]
     remaining_tokens: int | None = None
     reset_tokens: float | None = None
@@ -433,6 +443,8 @@ def hints_from_limits(limits: AnthropicLimits) -> RateLimitHints:
         remaining_requests=limits.requests.remaining,
         reset_requests_s=limits.requests.reset_s,
         limit_tokens=limit_tokens,
+        limit_input_tokens=limit_input,
+        limit_output_tokens=limit_output,
         remaining_tokens=remaining_tokens,
         reset_tokens_s=reset_tokens,
     )

@@ -78,7 +78,10 @@ class RateLimitHints:
     reset_requests_s: float | None = None
     reset_tokens_s: float | None = None
     limit_requests: int | None = None
-    limit_tokens: int | None = None
+    limit_tokens: int | None = None  # input + output tokens of a request, one limit
+    # Separate input- and output-token limits (Anthropic's): each paces its own share
+    limit_input_tokens: int | None = None
+    limit_output_tokens: int | None = None
 
 
 def _no_hints(headers: httpx.Headers) -> RateLimitHints:
