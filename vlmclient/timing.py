@@ -44,19 +44,32 @@ class Timings:
     _since: float = field(default=0.0, repr=False)
     _flight_s: float = field(default=0.0, repr=False)
     _busy_in_flight: float = field(default=0.0, repr=False)
+    _covered_until: float = field(default=0.0, repr=False)  # end of the last phase counted
+    _flight_ended: float = field(default=0.0, repr=False)  # when requests were last all back
 
     def booked(self) -> float:
         """Seconds counted to the phases so far (to leave out of an enclosing phase)."""
         return self.prepare + self.parse + self.cache + self.ledger + self.store
 
     def add(self, phase: str, started: float, nested: float = 0.0) -> None:
-        """Count ``perf_counter() - started`` seconds to ``phase`` (one of PHASES), less
-        ``nested``: what phases timed inside this one already counted (``booked()``
-        after minus before), so no second is counted twice."""
-        seconds = max(0.0, perf_counter() - started - nested)
+        """Count ``perf_counter() - started`` seconds to ``phase`` (one of PHASES).
+
+        ``nested``: what phases timed inside this one already counted (``booked()`` after
+        minus before). Without it, a phase counts only its time after the end of the last
+        phase counted: a timed stretch that held an ``await`` (another task's phases ran
+        inside it) or a phase timed inside it is not counted twice, so the parts never add
+        up to more than the wall time (they did on a loaded machine)."""
+        now = perf_counter()
+        if nested:
+            seconds = max(0.0, now - started - nested)
+        else:
+            seconds = max(0.0, now - max(started, self._covered_until))
+        self._covered_until = max(self._covered_until, now)
         self.__dict__[phase] += seconds  # (what setattr(getattr(...) + ...) does, cheaper)
         if self._in_flight:
             self._busy_in_flight += seconds
+        elif started < self._flight_ended:  # it began while requests were out
+            self._busy_in_flight += min(seconds, self._flight_ended - started)
 
     def sent(self) -> None:
         """A request left (call ``answered`` when it came back, however it ended)."""
@@ -67,7 +80,8 @@ class Timings:
     def answered(self) -> None:
         self._in_flight -= 1
         if self._in_flight == 0:
-            self._flight_s += perf_counter() - self._since
+            self._flight_ended = perf_counter()
+            self._flight_s += self._flight_ended - self._since
 
     @property
     def wait(self) -> float:

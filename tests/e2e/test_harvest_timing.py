@@ -118,3 +118,25 @@ def test_cache_look_ups_inside_preparing_are_not_counted_twice(
     parts, wall = breakdown(capsys.readouterr().out)
     assert parts["cache"] >= slow
     assert sum(parts.values()) <= wall + ROUNDING * (len(parts) + 1)
+
+
+def test_a_phase_timed_around_another_is_not_counted_twice() -> None:
+    """A stretch timed as one phase that held another phase (a cache look-up inside a
+    step timed as preparing, or another task's phases during an await inside it) counted
+    those seconds twice: the parts added up to more than the wall time."""
+    from time import perf_counter, sleep
+
+    from vlmclient.timing import Timings
+
+    t = Timings()
+    begun = perf_counter()
+    outer = perf_counter()
+    sleep(0.02)
+    inner = perf_counter()
+    sleep(0.02)
+    t.add("cache", inner)
+    sleep(0.02)
+    t.add("prepare", outer)
+    wall = perf_counter() - begun
+    assert t.cache >= 0.02
+    assert t.prepare + t.cache <= wall
