@@ -416,6 +416,12 @@ def _no_labels(dataset: Dataset, args: argparse.Namespace) -> str | None:
     from distill.data.dataset import label_first
 
     class_file = None if args.class_file is None else str(args.class_file)
+    # the endpoint and cap given here, so the printed commands reach the same teacher
+    buy = argparse.Namespace(base_url=args.base_url, cache_namespace=args.cache_namespace)
+    flags = item_flags(buy) + f" --budget {args.budget}"
+    if args.price_file is not None:
+        flags += " --price-file " + shlex.quote(str(args.price_file))
     return label_first(
-        dataset, str(args.data), class_file, teacher=args.teacher, cache=str(args.cache)
+        dataset, str(args.data), class_file, teacher=args.teacher, cache=str(args.cache),
+        buy_flags=flags,
     )

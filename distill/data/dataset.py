@@ -165,10 +165,15 @@ class Dataset:
         return out
 
 
-def label_first(ds: Dataset, data: str, class_file: str | None, *, teacher: str, cache: str) -> str:
+def label_first(
+    ds: Dataset, data: str, class_file: str | None, *, teacher: str, cache: str,
+    buy_flags: str = "",
+) -> str:
     """Why ``train`` cannot use ``ds``, whose images no label names (a folder with no
     class folders, a manifest without labels), and the commands that label, harvest and
     train them (``pseudolabel`` writes the labels it keeps to CACHE/pseudolabels.csv).
+    ``buy_flags`` (shell-quoted, each after a space) go on the two commands that call the
+    teacher: the endpoint and cap the harvest was given.
 
     >>> label_first(ds, "photos", "classes.txt", teacher="local:hash", cache="c")  # doctest: +SKIP
     'photos has no labels (a folder of images with no class folders) ...'
@@ -183,12 +188,13 @@ def label_first(ds: Dataset, data: str, class_file: str | None, *, teacher: str,
     names = "" if class_file else "FILE: the class names, one a line; "
     flags += f" --cache {q(cache)}"
     manifest = q(os.path.join(cache, "pseudolabels.csv"))
+    buy = f"{flags}{buy_flags}"
     return (
         f"{display(data)} has no labels ({what}), and `vlm-distill train` trains on "
         "labelled images only. Label them with the teacher: "
-        f"`vlm-distill pseudolabel {q(data)} {flags}` ({names}add --route zeroshot for a "
+        f"`vlm-distill pseudolabel {q(data)} {buy}` ({names}add --route zeroshot for a "
         f"teacher that only embeds; it writes the labels it keeps to {manifest}), then "
-        f"`vlm-distill harvest {manifest} {flags} --allow-outside-paths` (what is cached "
+        f"`vlm-distill harvest {manifest} {buy} --allow-outside-paths` (what is cached "
         f"is not bought again) and `vlm-distill train {manifest} {flags} --out RUN`. Or "
         "sort the images into class folders (DATA/<class>/<image>)."
     )

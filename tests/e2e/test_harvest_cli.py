@@ -600,3 +600,37 @@ def test_dry_run_with_views_prices_the_rest_when_an_image_does_not_decode(
 
     assert harvest(hash_teacher, data, cache, "--budget", "1", "--views", "2") == 1
     assert hash_teacher.billing()["images"] == 2 * n - 2  # what the dry run said
+
+
+def test_the_commands_printed_for_a_flat_folder_reach_the_same_teacher_and_cap(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The `pseudolabel` and `harvest` commands printed for a flat folder left out the
+    harvest's --base-url, --cache-namespace and --budget: copied as printed, `pseudolabel`
+    went to the default 127.0.0.1:8089 ("could not connect", or another teacher there)
+    under the default $1.00 cap instead of the one given. They now carry them."""
+    import shlex
+    import shutil
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, s in enumerate(scan(digits_data).samples[:4]):
+        shutil.copy(s.path, flat / f"{i}.png")
+    names = tmp_path / "classes.txt"
+    names.write_text("zero\none\n")
+    cache = tmp_path / "cache"
+    argv = ("--budget", "0.5", "--class-file", str(names), "--cache-namespace", "box")
+    assert harvest(hash_teacher, flat, cache, *argv) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    after = out[out.index("embedding store:") :]
+    printed = re.findall(r"`(vlm-distill (?:pseudolabel|harvest) [^`]*)`", after)
+    assert len(printed) == 2
+    for command in printed:
+        assert f"--base-url {hash_teacher.url}" in command
+        assert "--cache-namespace box" in command and "--budget 0.5" in command
+    label = shlex.split(printed[0])[1:]
+    assert main([*label, "--route", "zeroshot", "--check", "none"]) == 0  # as printed
+    assert (cache / "pseudolabels.csv").exists()
