@@ -7,6 +7,7 @@ view) items in store order (:func:`image_items`).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,6 +22,7 @@ from distill.data import Dataset, class_prompts
 from distill.data.content import files_meta
 from distill.view_requests import cached_view_vector, view_request
 from vlmclient import (
+    ConfigurationError,
     ImageEmbeddingRequest,
     InputError,
     TextEmbeddingRequest,
@@ -41,6 +43,7 @@ __all__ = [
     "VectorSink",
     "export_store",
     "image_items",
+    "keep_views",
     "store_dir",
     "store_meta",
 ]
@@ -70,6 +73,26 @@ def store_dir(cache_dir: Path, teacher: str, dataset: Dataset) -> Path:
     """The store of ``dataset`` embedded by ``teacher`` under the cache folder."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{dataset.root.name}-{teacher}")
     return cache_dir / STORES_DIR / f"{slug}-{dataset.fingerprint()[:12]}"
+
+
+def keep_views(path: Path, teacher_fingerprint: str, views: int) -> None:
+    """ConfigurationError when the store at ``path``, of the teacher with this fingerprint,
+    holds more than ``views`` views of each image: for a run not given ``--views``, whose
+    store of ``views`` would replace it (``train`` then used fewer views without a word).
+    Called before anything is bought; a store of another teacher or endpoint, or one that
+    cannot be read, is replaced as before."""
+    try:
+        meta = json.loads((path / "meta.json").read_text("utf-8"))
+        held = int(meta["views"]) if meta["teacher_fingerprint"] == teacher_fingerprint else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if held > views:
+        raise ConfigurationError(
+            f"the embedding store at {path} holds {held} views of each image and --views "
+            f"was not given ({views}): pass --views {held} to keep them (the views already "
+            f"bought are reused from the cache), or --views {views} to replace it with a "
+            f"store of {views}"
+        )
 
 
 def store_meta(
@@ -246,10 +269,13 @@ def export_store(
     fmt: VectorFormat = "float16",
     base_url: str | None = None,
     cache_namespace: str | None = None,
+    keep_more_views: bool = False,
 ) -> tuple[Path | None, int]:
     """Build the store from cached responses only (sends nothing, needs no API key).
 
     ``base_url`` / ``cache_namespace`` must be those the items were bought with.
+    ``keep_more_views``: refuse (:func:`keep_views`) rather than replace a store there that
+    holds more views (``cache export`` not given ``--views``).
     Returns (store path or None, number of items missing from the cache).
     """
     provider, model = parse_teacher(teacher)
@@ -266,6 +292,8 @@ def export_store(
     missing = sum(v is None for v in texts)
     fingerprint = teacher_fingerprint(teacher, params, endpoint)
     path = store_dir(cache_dir, teacher, dataset)
+    if keep_more_views:
+        keep_views(path, fingerprint, views)
     ids = dataset.samples.ids
     # Read from the cache and written into the store a block at a time: memory does not
     # grow with the data set. Once an item is missing no store will be written; the rest

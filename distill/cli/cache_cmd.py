@@ -58,7 +58,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 action="store_true",
                 help="let a CSV manifest name files outside its folder (as harvest did)",
             )
-            sp.add_argument("--views", type=int_in(1, MAX_VIEWS), default=1)
+            sp.add_argument(
+                "--views", type=int_in(1, MAX_VIEWS),
+                help="views per image (default 1; an export not given --views refuses to "
+                "replace a store of more views)",
+            )  # fmt: skip
             sp.add_argument(
                 "--format", default="float16", choices=["float16", "float8_e4m3", "int8"]
             )
@@ -273,6 +277,9 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
         dataset = scan(
             args.data, class_file=args.class_file, allow_outside_paths=args.allow_outside_paths
         )
+        keep = args.views is None  # not given: a store of more views there is not replaced
+        if keep:
+            args.views = 1
         path, missing = export_store(
             dataset,
             cache,
@@ -283,6 +290,7 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
             fmt=args.format,
             base_url=args.base_url,
             cache_namespace=args.cache_namespace,
+            keep_more_views=keep,
         )
     if path is None:
         from ._common import item_flags

@@ -73,8 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--views",
         type=int_in(1, MAX_VIEWS),
-        default=1,
-        help=f"teacher views per image, 1 to {MAX_VIEWS}; view 0 is the image itself",
+        help=f"teacher views per image, 1 to {MAX_VIEWS}; view 0 is the image itself "
+        "(default 1; a run not given --views refuses to replace a store of more views)",
     )
     p.add_argument(
         "--dry-run",
@@ -85,6 +85,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.views_given = args.views is not None
+    if args.views is None:
+        args.views = 1
     with raise_on_stop_signals():  # the loop's own handlers take over while it runs
         if args.select:
             code = run_select(args)
@@ -109,6 +112,7 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
     from cache import ResponseCache, SpendLedger
     from distill.data import scan
     from distill.harvest import harvest
+    from distill.harvest_store import keep_views, store_dir
 
     out = console()
     if args.views < 1:
@@ -156,6 +160,9 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
 
         async def go() -> HarvestResult | None:
             async with client:
+                if not args.views_given:  # before anything is bought (or planned)
+                    path = store_dir(cdir.root, client.teacher, dataset)
+                    keep_views(path, client.fingerprint, args.views)
                 if args.dry_run:
                     await _dry_run(client, cache, dataset, args)  # prints its plan, returns nothing
                     return None
