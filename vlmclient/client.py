@@ -23,7 +23,7 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -216,9 +216,16 @@ class TeacherClient:
         rpm = self.provider.default_rpm if rpm is None else rpm
         self._limiter = limiter or RateLimiter(rpm=rpm, tpm=tpm)
         self._dims: dict[str, int] = {}  # the vector length each kind answered with so far
-        # ... or the one the params ask for, from the first answer on (a fresh cache's
-        # first answer at another length is rejected, not made the rule)
-        asked = self._asked_dims()
+        # ... or the one the params ask for (else the model's documented default), from
+        # the first answer on (a fresh cache's first answer at another length is
+        # rejected, not made the rule)
+        asked = self._asked_dims(self.provider.requested_dim)
+        defaults = {
+            kind: dim
+            for kind, dim in self._asked_dims(self.provider.default_dim).items()
+            if kind not in asked
+        }
+        self._dims.update(defaults)
         self._dims.update(asked)
         # The client owns the transport (closing it closes the transport); requests go
         # to the transport directly (see Sender._send).
@@ -253,6 +260,7 @@ class TeacherClient:
             timings=self.timings,
             dims=self._dims,
             asked_dims=asked,
+            default_dims=defaults,
         )
         sender = Sender(
             self.provider,
@@ -284,8 +292,9 @@ class TeacherClient:
             dims=self._dims,
         )
 
-    def _asked_dims(self) -> dict[str, int]:
-        requested = self.provider.requested_dim
+    def _asked_dims(
+        self, requested: Callable[[str, str, Mapping[str, Any]], int | None] | None
+    ) -> dict[str, int]:
         if requested is None:
             return {}
         kinds: tuple[Kind, ...] = ("image_embedding", "text_embedding", "mixed_embedding")

@@ -110,6 +110,7 @@ class Settler:
         timings: Timings,
         dims: dict[str, int],
         asked_dims: Mapping[str, int] | None = None,
+        default_dims: Mapping[str, int] | None = None,
     ) -> None:
         self.provider = provider
         self.teacher = teacher
@@ -129,6 +130,7 @@ class Settler:
         self._storage = storage
         self._dims = dims  # shared with the client: the dimension each kind was seen with
         self._asked_dims = dict(asked_dims or {})  # the ones the params ask for
+        self._default_dims = dict(default_dims or {})  # the model's, where none is asked
         self.overrun: BudgetOverrunError | None = None
         self.breaker: MalformedResponsesError | None = None
         self.billed_ok = 0  # billed 200s we could use
@@ -397,6 +399,13 @@ class Settler:
             raise ResponseValidationError(
                 f"embedding dimension {dim} differs from the {expected} the request's params "
                 "ask for",
+                provider=self.provider.name,
+                request_id=parsed.request_id,
+            )
+        if dim != expected and self._default_dims.get(kind) == expected:
+            raise ResponseValidationError(
+                f"embedding dimension {dim} differs from the {expected} {self.teacher} "
+                "answers with by default",
                 provider=self.provider.name,
                 request_id=parsed.request_id,
             )

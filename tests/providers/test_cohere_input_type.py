@@ -25,7 +25,8 @@ def like_cohere(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     units = {"images": n} if images else {"input_tokens": 3 * n}
     return 200, {
         "id": "emb-1",
-        "embeddings": {"float": [[0.1 * (i + 1), 0.2, 0.3] for i in range(n)]},
+        # embed-v4.0's default length, which the client expects of it
+        "embeddings": {"float": [[0.1 * (i + 1), 0.2, 0.3] * 512 for i in range(n)]},
         "meta": {"billed_units": units},
     }
 

@@ -158,7 +158,10 @@ VERTEX_PARAMS = {"project": "p-1", "location": "us-central1"}
 def vertex_reply(request: httpx.Request, n: int) -> httpx.Response:
     (instance,) = json.loads(request.content)["instances"]
     key = "imageEmbedding" if "image" in instance else "textEmbedding"
-    return httpx.Response(200, json={"predictions": [{key: vector(n)}], "deployedModelId": "1"})
+    # multimodalembedding@001's default length, which the client expects of it
+    return httpx.Response(
+        200, json={"predictions": [{key: vector(n, 1408)}], "deployedModelId": "1"}
+    )
 
 
 async def test_vertex_meters_one_image_per_call() -> None:

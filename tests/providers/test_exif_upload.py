@@ -49,7 +49,8 @@ class CohereStandIn:
         n = len(body["images"])
         return 200, {
             "id": "r1",
-            "embeddings": {"float": [[0.1 * (i + 1)] * 8 for i in range(n)]},
+            # embed-v4.0's default length, which the client expects of it
+            "embeddings": {"float": [[0.1 * (i + 1)] * 1536 for i in range(n)]},
             "meta": {"billed_units": {"images": n}},
         }
 
@@ -63,7 +64,7 @@ async def test_a_sideways_photo_too_large_to_send_is_uploaded_upright() -> None:
             "cohere:embed-v4.0", api_key="co-secret-key-123", base_url=server.url, price=PRICE
         ) as client:
             [out] = await client.embed_images([ImageEmbeddingRequest(image=photo)])
-    assert out.vector.shape == (8,) and client.budget.spent > Decimal(0)
+    assert out.vector.shape == (1536,) and client.budget.spent > Decimal(0)
     [sent] = stand_in.received
     assert sent.size == (1024, 2048)  # portrait, as the photo is seen, within 2048 px
     arr = np.asarray(sent)

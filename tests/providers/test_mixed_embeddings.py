@@ -348,7 +348,8 @@ async def test_cohere_mixed_requests_are_cut_by_the_image_bytes_cap() -> None:
             200,
             json={
                 "id": f"r{len(sent)}",
-                "embeddings": {"float": [vector(i) for i in range(n)]},
+                # embed-v4.0's default length, which the client expects of it
+                "embeddings": {"float": [vector(i, 1536) for i in range(n)]},
                 "meta": {"billed_units": {"images": 2 * n, "image_tokens": 2 * n * 6000}},
             },
         )

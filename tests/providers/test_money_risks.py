@@ -118,7 +118,8 @@ def cohere_images_only(path: str, body: dict[str, Any]) -> tuple[int, dict[str, 
     kind = "images" if body.get("images") else "input_tokens"
     return 200, {
         "id": "emb-1",
-        "embeddings": {"float": [[0.1 * (i + 1), 0.2, 0.3] for i in range(n)]},
+        # embed-v4.0's default length, which the client expects of it
+        "embeddings": {"float": [[0.1 * (i + 1), 0.2, 0.3] * 512 for i in range(n)]},
         "meta": {"billed_units": {kind: n}},
     }
 

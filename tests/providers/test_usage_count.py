@@ -70,7 +70,7 @@ async def test_a_fractional_cohere_bill_is_charged_whole_units_up() -> None:
     def like_cohere(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return 200, {
             "id": "emb-frac",
-            "embeddings": {"float": [[0.1, 0.2, 0.3]]},
+            "embeddings": {"float": [[0.1, 0.2, 0.3] * 512]},  # embed-v4.0's 1536
             "meta": {"billed_units": {"images": 1, "image_tokens": 57.5}},
         }
 

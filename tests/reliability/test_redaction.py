@@ -90,7 +90,8 @@ class EchoGateway:
 
 @pytest.fixture
 def server_app() -> Any:
-    return create_app(ServerConfig(token=SecretStr(KEY)), HashBackend(dim=8))
+    # embed-v4.0's default length, which the client expects of it
+    return create_app(ServerConfig(token=SecretStr(KEY)), HashBackend(dim=1536))
 
 
 @pytest.fixture

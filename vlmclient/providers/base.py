@@ -144,6 +144,10 @@ class Provider:
     # client expects it from the first answer on, so a wrong first answer is rejected,
     # not made the rule.
     requested_dim: Callable[[str, str, Mapping[str, Any]], int | None] | None = None
+    # The vector length a (model, kind, params) call answers with when the params ask for
+    # none, where the provider documents the model's default (embed-v4.0: 1536); None
+    # otherwise. Expected from the first answer on, as requested_dim is.
+    default_dim: Callable[[str, str, Mapping[str, Any]], int | None] | None = None
 
     @property
     def kinds(self) -> frozenset[str]:

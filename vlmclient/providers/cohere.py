@@ -23,7 +23,7 @@ from ..models import (
 )
 from .base import CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, base64_size, fit_image, image_size
-from .vectors import dim_param, vectors_from
+from .vectors import default_dims, dim_param, vectors_from
 from .wire import (
     data_uri,
     data_uris_literal,
@@ -113,6 +113,10 @@ def model_kinds(model: str) -> frozenset[str]:
 # embed-v4.0 output_dimension values (pinned cohere-openapi e814c8a1 /v2/embed:
 # "Possible values are 256, 512, 1024, and 1536"; v3 models have fixed sizes).
 OUTPUT_DIMENSIONS = (256, 512, 1024, 1536)
+# What a model answers without output_dimension (our reference notes on /v2/embed:
+# "256/512/1024/1536, default 1536" for embed-v4.0). The v3 models' fixed sizes are not
+# in our copy of the docs.
+DEFAULT_DIMS = {"embed-v4.0": 1536}
 
 
 # Cohere's spec offers embedding_types "base64" ("the float embedding bytes" appended
@@ -312,5 +316,6 @@ COHERE = Provider(
     estimate_usage=estimate_usage,
     prepare_image=prepare_image,
     requested_dim=dim_param("output_dimension"),
+    default_dim=default_dims(DEFAULT_DIMS),
     description="Cohere Embed v2 (embed-v4.0, embed-english-v3.0 family)",
 )

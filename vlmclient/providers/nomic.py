@@ -50,10 +50,14 @@ _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 def text_model(spec: CallSpec) -> str:
     """The text model paired with the teacher's vision model."""
-    explicit = spec.params.get("text_model")
+    return _text_model(spec.model, spec.params)
+
+
+def _text_model(model: str, params: Mapping[str, Any]) -> str:
+    explicit = params.get("text_model")
     if isinstance(explicit, str) and explicit:
         return explicit
-    return spec.model.replace("-vision-", "-text-")
+    return model.replace("-vision-", "-text-")
 
 
 def prepare_image(image: Image) -> Image:
@@ -62,6 +66,14 @@ def prepare_image(image: Image) -> Image:
 
 
 IMAGE_DIM = 768  # nomic-embed-vision-v1.5 vectors; the image endpoint has no dimensionality
+# The v1.5 pair's shared space: what each answers without a dimensionality.
+DEFAULT_DIMS = {"nomic-embed-vision-v1.5": IMAGE_DIM, "nomic-embed-text-v1.5": IMAGE_DIM}
+
+
+def default_dim(model: str, kind: str, params: Mapping[str, Any]) -> int | None:
+    """768 for the v1.5 models: the teacher's vision model for images, the text model
+    it pairs with (or ``text_model``) for texts; None for other models."""
+    return DEFAULT_DIMS.get(_text_model(model, params) if kind == "text_embedding" else model)
 
 
 def check_dimensionality(params: Mapping[str, Any]) -> None:
@@ -167,5 +179,6 @@ NOMIC = Provider(
     estimate_usage=estimate_usage,
     prepare_image=prepare_image,
     requested_dim=dim_param("dimensionality"),
+    default_dim=default_dim,
     description="Nomic Atlas (nomic-embed-vision-v1.5 images + nomic-embed-text-v1.5 texts)",
 )

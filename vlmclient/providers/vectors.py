@@ -14,7 +14,14 @@ import numpy as np
 
 from ..errors import ResponseValidationError
 
-__all__ = ["FLOAT32_LE", "base64_vectors", "dim_param", "indexed_vectors", "vectors_from"]
+__all__ = [
+    "FLOAT32_LE",
+    "base64_vectors",
+    "default_dims",
+    "dim_param",
+    "indexed_vectors",
+    "vectors_from",
+]
 
 
 def indexed_vectors(
@@ -188,3 +195,17 @@ def dim_param(*names: str) -> Callable[[str, str, Mapping[str, Any]], int | None
         return None
 
     return requested_dim
+
+
+def default_dims(table: Mapping[str, int]) -> Callable[[str, str, Mapping[str, Any]], int | None]:
+    """The ``Provider.default_dim`` of an adapter whose models answer every kind at the
+    length ``table`` gives for their name (None for a model it does not name).
+
+    >>> default_dims({"embed-v4.0": 1536})("embed-v4.0", "text_embedding", {})
+    1536
+    """
+
+    def default_dim(model: str, kind: str, params: Mapping[str, Any]) -> int | None:
+        return table.get(model)
+
+    return default_dim

@@ -33,7 +33,7 @@ from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .base import CallSpec, Parsed, Provider
 from .gemini import google_error
 from .images import ACCEPTED_MEDIA_TYPES, fit_image
-from .vectors import dim_param, vectors_from
+from .vectors import default_dims, dim_param, vectors_from
 from .wire import request_id_of
 
 __all__ = ["LOCATION_ENV", "PROJECT_ENV", "VERTEX", "endpoint_url", "predict_body"]
@@ -237,5 +237,7 @@ VERTEX = Provider(
     usage_in_response=False,
     check_setup=check_setup,
     requested_dim=dim_param("dimension"),
+    # "dimension applies to text+image; default 1408" (the model reference page)
+    default_dim=default_dims({"multimodalembedding@001": 1408}),
     description="Google Vertex AI multimodalembedding@001 (image and text embeddings)",
 )
