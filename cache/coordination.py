@@ -49,12 +49,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from .coordination_db import (
     machine_identity,
@@ -62,6 +62,7 @@ from .coordination_db import (
     pid_alive,
     pid_start,
     pid_stopped,
+    while_stopped,
 )
 from .ledger import LedgerWriteError, SpendLedger, read_ledger
 from .protocols import LedgerRecord
@@ -78,6 +79,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 def live_owners(path: str | os.PathLike[str]) -> list[str]:
@@ -113,8 +116,11 @@ class CoordinationError(RuntimeError):
     """The coordination database cannot be read or written (closed, locked too long, full).
 
     Leases fail open (a process that cannot claim buys anyway: at worst a duplicate);
-    money fails closed (:class:`vlmclient.SharedBudget` refuses to reserve).
+    money fails closed (:class:`vlmclient.SharedBudget` refuses to reserve). Not raised
+    while the process keeping the database locked is stopped on this host (Ctrl-Z): that
+    is waited for (:func:`cache.coordination_db.while_stopped`).
     """
+
 
 LEASE_TTL_S: Final = 60.0  # a lease not renewed for this long is void
 OWNER_TTL_S: Final = 60.0  # an owner on another host is dead after this long without a heartbeat
@@ -195,7 +201,12 @@ class Coordinator:
         self.machine = machine_identity(self.host)
         self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
         self._lock = threading.Lock()  # one connection, used from several threads
-        self._db: sqlite3.Connection | None = open_coordination_db(self.path)
+        # processes said to be stopped holding the database's lock (cache.coordination_db)
+        self._told_locked: set[int] = set()
+        try:
+            self._db: sqlite3.Connection | None = open_coordination_db(self.path, self._told_locked)
+        except sqlite3.Error as exc:  # locked past the busy timeout by a running process
+            raise CoordinationError(f"coordination database {self.path}: {exc}") from exc
         self._open: dict[int, Decimal] = {}  # our reservations not yet settled or released
         self._dead: set[str] = set()  # owners seen dead (a dead owner never comes back)
         # owners on this host named in a warning already (stopped, or renewing nothing)
@@ -217,20 +228,29 @@ class Coordinator:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE: the check and the change are atomic)."""
+        """One write transaction (BEGIN IMMEDIATE: the check and the change are atomic).
+        It waits for the database's lock while its holder on this host is stopped
+        (Ctrl-Z), saying so once: given up, a claim would buy unclaimed, a settle miss the
+        shared total."""
         with self._lock:
-            if self._db is None:
+            db = self._db
+            if db is None:
                 raise CoordinationError(f"coordination database {self.path} is closed")
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                self._waiting(lambda: db.execute("BEGIN IMMEDIATE"))
                 try:
-                    yield self._db
+                    yield db
+                    self._waiting(lambda: db.execute("COMMIT"))
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
                     raise
-                self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise CoordinationError(f"coordination database {self.path}: {exc}") from exc
+
+    def _waiting(self, run: Callable[[], _T]) -> _T:
+        """``run()``, waiting for the database's lock (see :func:`while_stopped`)."""
+        return while_stopped(self.path, run, self._told_locked)
 
     # -- liveness -------------------------------------------------------------------------
 
@@ -415,11 +435,15 @@ class Coordinator:
         with self._lock:
             if self._db is None:
                 return held
+            db = self._db
+            unique = list(dict.fromkeys(keys))
+
+            def look() -> set[str]:
+                leases = _leases(db, unique)
+                return {k for k, row in leases.items() if self._holds(db, *row, now, memo, here)}
+
             try:
-                leases = _leases(self._db, list(dict.fromkeys(keys)))
-                for key, row in leases.items():
-                    if self._holds(self._db, row[0], row[1], now, memo, here):
-                        held.add(key)
+                held = self._waiting(look)
             except sqlite3.Error as exc:
                 log.warning("cannot read leases (%s): buying without them", exc)
                 return set()
@@ -472,12 +496,13 @@ class Coordinator:
         if teacher in self._reconciled and self._dead <= self._reaped:
             with self._lock:  # nothing to write: one read snapshot
                 if self._db is not None:
+                    db = self._db
                     try:
-                        self._db.execute("BEGIN")
+                        db.execute("BEGIN")
                         try:
-                            return self._view(self._db, teacher)
+                            return self._waiting(lambda: self._view(db, teacher))
                         finally:
-                            self._db.execute("COMMIT")
+                            db.execute("COMMIT")
                     except sqlite3.Error as exc:
                         why = f"coordination database {self.path}: {exc}"
                         raise CoordinationError(why) from exc

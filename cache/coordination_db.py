@@ -3,7 +3,9 @@
 How ``DIR/coordination.db`` (cache/coordination.py) is opened: its schema, a journal that
 keeps working on a full disk, a damaged file moved aside and rebuilt; and how an owner's
 pid is judged alive on this host (gone, a zombie, or reused by another program: dead) or
-stopped (Ctrl-Z, SIGSTOP: alive, and named to whoever waits on its leases).
+stopped (Ctrl-Z, SIGSTOP: alive, and named to whoever waits on its leases); and how a
+process waits for the database's lock while the process holding it on this host is
+stopped (:func:`while_stopped`).
 """
 
 from __future__ import annotations
@@ -13,26 +15,34 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from .ledger import reserve_tail
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
+    "LOCK_STEP_S",
     "RESERVE_BYTES",
+    "is_locked",
+    "lock_holders",
     "machine_identity",
     "open_coordination_db",
     "open_reservations",
     "pid_alive",
     "pid_start",
     "pid_stopped",
+    "stopped_holder",
+    "while_stopped",
 ]
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS: Final = 30_000  # wait this long for another process's transaction
+# ... looking this often whether the process holding the lock is stopped (then: no limit)
+LOCK_STEP_S: Final = 0.25
 # Blocks kept allocated past the end of the database and of its journal, so that it keeps
 # working on a full disk (it holds a few hundred bytes per lease and reservation).
 RESERVE_BYTES: Final = 1024 * 1024
@@ -55,12 +65,16 @@ CREATE TABLE IF NOT EXISTS overruns(
 """
 
 
-def open_coordination_db(path: Path) -> sqlite3.Connection:
+def open_coordination_db(path: Path, told: set[int] | None = None) -> sqlite3.Connection:
     """A connection to the database at ``path`` (autocommit; the caller begins its own
-    transactions), created if missing; a damaged file is moved aside and a fresh one made."""
+    transactions), created if missing; a damaged file is moved aside and a fresh one made.
+    Its busy timeout is :data:`LOCK_STEP_S`: run statements that may wait for another
+    process's lock through :func:`while_stopped` (``told``: its pids named already)."""
     try:
-        return _open_db(path)
+        return while_stopped(path, lambda: _open_db(path), set() if told is None else told)
     except sqlite3.DatabaseError as exc:
+        if is_locked(exc):  # locked, not damaged: moving it aside would split the cache
+            raise
         # Damaged (synchronous=OFF and an OS crash or power cut mid-commit). Everything
         # in it can be rebuilt: spend from the ledger, leases by the running processes.
         aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
@@ -98,8 +112,7 @@ def _open_db(path: Path) -> sqlite3.Connection:
         with contextlib.suppress(FileExistsError):
             os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     db = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-        check_same_thread=False,
+        path, timeout=LOCK_STEP_S, isolation_level=None, check_same_thread=False,
     )  # fmt: skip
     try:
         # A rollback journal kept between transactions (PERSIST) and never synced (OFF):
@@ -191,3 +204,86 @@ def pid_stopped(pid: int, start: str) -> bool:
     """
     fields = _stat(pid)
     return fields is not None and fields[0] in ("T", "t") and (not start or fields[19] == start)
+
+
+def is_locked(exc: sqlite3.Error) -> bool:
+    """Did ``exc`` end a wait for another connection's lock (SQLITE_BUSY, SQLITE_LOCKED)?"""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (5, 6)
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+def lock_holders(path: Path) -> list[int]:
+    """The pids (in our pid namespace) holding SQLite's locks on the database at ``path``,
+    from ``/proc/locks`` ([] where there is none, or the file cannot be read)."""
+    try:
+        inode = os.stat(path).st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    pids = []
+    for line in lines:
+        # "1: POSIX  ADVISORY  WRITE 7848 fe:00:2179681 1073741825 1073741825"
+        fields = line.split()
+        if len(fields) < 8 or fields[1] != "POSIX" or "->" in fields[0]:
+            continue  # a lock waiting ("->") holds nothing
+        with contextlib.suppress(ValueError):
+            # SQLite locks bytes from 2**30 (its PENDING byte) on: not another program's
+            if int(fields[5].rsplit(":", 1)[1]) == inode and int(fields[6]) >= 1 << 30:
+                pids.append(int(fields[4]))
+    return pids
+
+
+def stopped_holder(path: Path) -> int | None:
+    """A process on this host holding a lock on the database at ``path`` while stopped
+    (Ctrl-Z, SIGSTOP): it keeps it locked until it runs on or ends. None when there is
+    none (or it cannot be told: no /proc).
+
+    >>> stopped_holder(Path("no-such-folder/coordination.db")) is None
+    True
+    """
+    for pid in lock_holders(path):
+        if pid != os.getpid() and pid_stopped(pid, ""):
+            return pid
+    return None
+
+
+_T = TypeVar("_T")
+
+
+def while_stopped(path: Path, run: Callable[[], _T], told: set[int]) -> _T:
+    """``run()`` (statements on the database at ``path``, with a busy timeout of
+    :data:`LOCK_STEP_S`), again while it finds the database locked: up to
+    :data:`BUSY_TIMEOUT_MS` by a running process, and for as long as the process holding
+    the lock on this host is stopped: a write given up then would buy items unclaimed
+    (paid twice) or leave a bill out of the shared total. Says once per such process
+    (``told``: the pids said already) which it is and what to do."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        started = time.monotonic()
+        try:
+            return run()
+        except sqlite3.OperationalError as exc:
+            if not is_locked(exc):
+                raise
+            pid = stopped_holder(path)
+            if pid is None:
+                if time.monotonic() >= deadline:
+                    raise
+            else:
+                # the wait for a running holder starts again when this one runs on
+                deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+                if pid not in told:
+                    told.add(pid)
+                    log.warning(
+                        "process %d on this host is stopped (Ctrl-Z or SIGSTOP) holding a lock "
+                        "on %s, which stays locked until it runs on or ends: "
+                        "waiting for it rather than buying items unclaimed (paid twice) or "
+                        "leaving bills out of the shared budget. Resume it (fg, or kill -CONT "
+                        "%d), or end it (kill %d; kill -CONT %d: a stopped process acts on "
+                        "kill only once continued)",
+                        pid, path, pid, pid, pid,
+                    )  # fmt: skip
+            # the busy handler waited LOCK_STEP_S, unless SQLite gave up at once
+            time.sleep(max(0.0, LOCK_STEP_S - (time.monotonic() - started)))

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from decimal import Decimal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import cache.coordination_db as coordination_db
 from cache import LedgerRecord, SpendLedger
 from cache.coordination import LEASE_TTL_S, ORPHANED, Coordinator
 
@@ -283,3 +285,71 @@ def test_the_database_and_its_journal_are_private(tmp_path: Path) -> None:
         c.claim(["k"])
     for name in ("coordination.db", "coordination.db-journal"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+
+
+LOCK_HOLDER = """
+import os, signal, sys
+from cache.coordination import Coordinator
+c = Coordinator(sys.argv[1], ledger_path=sys.argv[2])
+assert c.claim(["k"]) == {"k"}
+with c._lock:  # as Coordinator._write does (its heartbeat thread waits meanwhile)
+    c._db.execute("BEGIN " + sys.argv[3])  # a write it is stopped in the middle of (Ctrl-Z)
+    c._db.execute("UPDATE owners SET heartbeat=heartbeat")
+    print("locked", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
+    c._db.execute("COMMIT")
+sys.stdin.read()  # runs on, holding its lease on "k"
+"""
+
+
+@pytest.mark.parametrize("lock", ["IMMEDIATE", "EXCLUSIVE"])
+def test_a_process_stopped_holding_the_database_locked_is_waited_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, lock: str
+) -> None:
+    """A harvest stopped (Ctrl-Z) in the middle of a write keeps ``coordination.db`` locked.
+    Before: another process's writes gave up after the busy timeout: its claims failed
+    open ("buying without them": the stopped run's items paid twice), its settles missed
+    the shared total, and an exclusive lock at open was taken for damage: the database
+    moved aside and a fresh one made (the stopped run's leases and reservations lost)."""
+    monkeypatch.setattr(coordination_db, "BUSY_TIMEOUT_MS", 500)  # for a running holder
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(tmp_path / "coordination.db"),
+         str(tmp_path / "ledger.jsonl"), lock],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    done: list[object] = []
+
+    def other_run() -> None:
+        with coordinator(tmp_path) as c:
+            claimed = c.claim(["k", "free"])
+            rid, _ = c.try_reserve(TEACHER, Decimal("0.25"), 1, Decimal("1"))
+            assert rid is not None
+            c.settle(rid, TEACHER, Decimal("0.25"))
+            done.append((claimed, c.spend(TEACHER).settled))
+
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+        stopped(proc.pid)
+        with caplog.at_level(logging.WARNING, logger="cache"):
+            thread = threading.Thread(target=other_run, daemon=True)
+            thread.start()
+            deadline = time.monotonic() + 60
+            while thread.is_alive() and time.monotonic() < deadline:
+                if [r for r in caplog.records if "holding a lock on" in r.getMessage()]:
+                    break
+                time.sleep(0.01)
+            assert thread.is_alive(), (done, [r.getMessage() for r in caplog.records])
+            assert not done  # it waits: nothing claimed, reserved or settled meanwhile
+            os.kill(proc.pid, signal.SIGCONT)
+            thread.join(timeout=60)
+        assert done == [({"free"}, Decimal("0.25"))]  # "k" stays the stopped run's
+        said = [r.getMessage() for r in caplog.records if "holding a lock on" in r.getMessage()]
+        assert len(said) == 1, said  # once
+        assert said[0].startswith(f"process {proc.pid} on this host is stopped"), said
+        assert f"kill -CONT {proc.pid}" in said[0]
+        assert not [r for r in caplog.records if "without them" in r.getMessage()]
+        assert sorted(p.name for p in tmp_path.iterdir() if "damaged" in p.name) == []
+    finally:
+        proc.kill()
+        proc.communicate()

@@ -9,9 +9,11 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 from cache import SpendLedger
 from cache.coordination_db import pid_stopped
 from distill.data import scan
+from tests.cache.test_coordination import LOCK_HOLDER
 from tests.e2e.conftest import LocalTeacher, local_teacher
 from tests.e2e.test_kill9 import BATCH, CONCURRENCY, ROOT, harvest_cmd
 
@@ -197,3 +200,88 @@ def test_a_harvest_stopped_with_requests_on_the_wire_is_waited_for_not_bought_tw
     assert len(warned) == 1, out  # said once
     assert f"process {stopped.pid} on this host is stopped" in warned[0]
     assert f"kill -CONT {stopped.pid}" in warned[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_a_harvest_stopped_in_the_middle_of_a_write_is_waited_for_by_another(
+    monkeypatch: pytest.MonkeyPatch, digits_data: Path, tmp_path: Path, when: str
+) -> None:
+    """A harvest stopped (Ctrl-Z) in the middle of a write to ``coordination.db`` keeps it
+    locked. Before: another harvest of the cache, started then (``before``) or with
+    requests on the wire (``during``), gave up on each of its writes after the busy
+    timeout (30 s; 1 s here): it ended at its start ("database is locked"), or its claims
+    failed open ("buying without them") and its settles missed the shared total ("shared
+    budget not updated"). Now it waits, says once which process and what to do, and runs
+    on when that process does: every image bought once, the shared total the ledger's."""
+    gates: list[HeldImages] = []
+
+    def gated(app: Any) -> HeldImages:
+        gates.append(HeldImages(app))
+        return gates[-1]
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    seen: list[str] = []
+    said = threading.Event()
+    with local_teacher(monkeypatch, wrap=gated) as teacher:
+        [gate] = gates
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}  # with the teacher's token
+        python, flag, code = harvest_cmd(teacher, digits_data, cache)
+        short = "import cache.coordination_db as d; d.BUSY_TIMEOUT_MS = 1000\n"
+        other = holder = reader = None
+        try:
+            if when == "during":
+                other = running = subprocess.Popen(
+                    [python, flag, short + code], cwd=ROOT, env=env,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                )  # fmt: skip
+                until(lambda: gate.held >= 1 or running.poll() is not None, "its requests")
+            holder = subprocess.Popen(
+                [sys.executable, "-c", LOCK_HOLDER, str(cache / "coordination.db"),
+                 str(cache / "ledger.jsonl"), "IMMEDIATE"],
+                cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+            until(lambda: pid_stopped(holder.pid, ""), "the stop")
+            if other is None:
+                other = subprocess.Popen(
+                    [python, flag, short + code], cwd=ROOT, env=env,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                )  # fmt: skip
+            reader = threading.Thread(target=lines_of, args=(other, seen, said), daemon=True)
+            reader.start()
+            gate.open()  # answered and billed: settled while the database is locked
+            said.wait(timeout=120)
+            assert other.poll() is None, "".join(seen)  # waiting, not given up
+            os.kill(holder.pid, signal.SIGCONT)
+            other.wait(timeout=120)
+            reader.join(timeout=60)
+        finally:
+            if holder is not None:
+                holder.kill()
+                holder.communicate()
+            if other is not None:
+                if other.poll() is None:
+                    other.kill()
+                    other.wait()
+                if reader is not None:
+                    reader.join(timeout=60)
+                assert other.stdout is not None
+                other.stdout.close()
+        bill = teacher.billing()
+    out = "".join(seen)
+    assert other.returncode == 0, out
+    assert bill["images"] == len(scan(digits_data).samples), out  # each bought once
+    warned = [line for line in seen if "is stopped" in line]
+    assert len(warned) == 1, out  # said once
+    assert f"process {holder.pid} on this host is stopped" in warned[0], out
+    assert f"kill -CONT {holder.pid}" in warned[0]
+    assert "without them" not in out and "not updated" not in out, out
+    billed = sum(Decimal(r.cost_usd) for r in SpendLedger.read(cache / "ledger.jsonl"))
+    db = sqlite3.connect(cache / "coordination.db")
+    try:
+        (settled,) = db.execute("SELECT settled FROM spend").fetchone()
+    finally:
+        db.close()
+    assert Decimal(settled) == billed > 0, out  # no settle missed the shared total
