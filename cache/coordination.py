@@ -57,6 +57,9 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from .coordination_db import (
+    LOCK_STEP_S,
+    is_locked,
+    lock_holders,
     machine_identity,
     open_coordination_db,
     pid_alive,
@@ -87,7 +90,8 @@ def live_owners(path: str | os.PathLike[str]) -> list[str]:
     """The processes registered in the coordination database at ``path`` that still run
     (on this host judged by pid, elsewhere by a heartbeat younger than
     :data:`OWNER_TTL_S`), as "pid N on this host" or "pid N on HOST": who is using the
-    cache now. Read only; [] when there is no database or it cannot be read.
+    cache now. Read only; [] when there is no database or it cannot be read, but the
+    processes holding it locked when it is (in the middle of a write, or stopped there).
 
     >>> live_owners("no-such-folder/coordination.db")
     []
@@ -96,10 +100,15 @@ def live_owners(path: str | os.PathLike[str]) -> list[str]:
     if not db.is_file():
         return []
     try:
-        with closing(sqlite3.connect(db.as_uri() + "?mode=ro", uri=True)) as con:
+        uri = db.as_uri() + "?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True, timeout=LOCK_STEP_S)) as con:
             rows = con.execute("SELECT host, pid, pid_start, heartbeat FROM owners").fetchall()
-    except sqlite3.Error:
-        return []
+    except sqlite3.Error as exc:
+        if not is_locked(exc):
+            return []
+        # a harvest stopped (Ctrl-Z) in the middle of a write keeps it locked: a user
+        holders = dict.fromkeys(lock_holders(db))
+        return [f"pid {pid} on this host" for pid in holders] or [f"a process locking {db}"]
     machine = machine_identity(socket.gethostname())
     now = time.time()
     out = []

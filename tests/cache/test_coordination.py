@@ -22,7 +22,7 @@ import pytest
 
 import cache.coordination_db as coordination_db
 from cache import LedgerRecord, SpendLedger
-from cache.coordination import LEASE_TTL_S, ORPHANED, Coordinator
+from cache.coordination import LEASE_TTL_S, ORPHANED, Coordinator, live_owners
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER = "local:hash"
@@ -350,6 +350,34 @@ def test_a_process_stopped_holding_the_database_locked_is_waited_for(
         assert f"kill -CONT {proc.pid}" in said[0]
         assert not [r for r in caplog.records if "without them" in r.getMessage()]
         assert sorted(p.name for p in tmp_path.iterdir() if "damaged" in p.name) == []
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_a_process_stopped_holding_the_database_locked_is_a_user_of_the_cache(
+    tmp_path: Path,
+) -> None:
+    """``cache recover`` refuses while the cache is in use (``live_owners``). Before: a
+    database locked by a harvest stopped in the middle of a write could not be read, and
+    was read as nobody using the cache: recover would move the response database aside
+    under it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(tmp_path / "coordination.db"),
+         str(tmp_path / "ledger.jsonl"), "EXCLUSIVE"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+        stopped(proc.pid)
+        assert live_owners(tmp_path / "coordination.db") == [f"pid {proc.pid} on this host"]
+        os.kill(proc.pid, signal.SIGCONT)
+        until_unlocked = time.monotonic() + 60
+        while coordination_db.lock_holders(tmp_path / "coordination.db"):
+            assert time.monotonic() < until_unlocked
+            time.sleep(0.01)
+        assert live_owners(tmp_path / "coordination.db") == [f"pid {proc.pid} on this host"]
     finally:
         proc.kill()
         proc.communicate()
