@@ -205,6 +205,58 @@ class StoreWriter:
             if scales is not None:
                 self._pwrite(SCALES_FILE, first * 4, scales[lo:hi])
 
+    def leave_out(self, rows: Sequence[int]) -> None:
+        """Drop ``rows`` (images that could not be embedded) before :meth:`commit`: the
+        store then holds the other images only, their vectors as they were put. The files
+        written so far are copied without those rows, a block at a time."""
+        drop = np.zeros(len(self.image_ids), dtype=bool)
+        drop[np.asarray(rows, dtype=np.int64)] = True
+        if not drop.any():
+            return
+        keep = np.flatnonzero(~drop)
+        if self._tmp is not None:
+            for name in list(self._fds):
+                self._copy_rows(name, keep)
+        self.image_ids = [self.image_ids[i] for i in keep.tolist()]
+        self._written, self._bad = self._written[keep], self._bad[keep]
+
+    def _copy_rows(self, name: str, keep: npt.NDArray[np.int64]) -> None:
+        """Replace the file ``name`` by one holding only the rows ``keep`` (in order)."""
+        assert self._tmp is not None
+        dtype = storage_dtype(self.format) if name == IMAGES_FILE else np.dtype(np.float32)
+        row_shape = (self.views, self.dim) if name == IMAGES_FILE else (self.views,)
+        row_bytes = int(np.prod(row_shape)) * dtype.itemsize
+        new = self._tmp / f"{name}.kept"
+        fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(
+                header,
+                {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                 "shape": (len(keep), *row_shape)},
+            )  # fmt: skip
+            os.write(fd, header.getvalue())
+            at = len(header.getvalue())
+            os.ftruncate(fd, at + len(keep) * row_bytes)
+            old, base = self._fds[name], self._offsets[name]
+            # contiguous runs of kept rows, each copied in pieces of bounded size
+            breaks = np.flatnonzero(np.diff(keep) != 1) + 1
+            for run in np.split(keep, breaks):
+                for lo in range(0, len(run), _COPY_ROWS):
+                    part = run[lo : lo + _COPY_ROWS]
+                    size = len(part) * row_bytes
+                    data = os.pread(old, size, base + int(part[0]) * row_bytes)
+                    view = memoryview(data)
+                    while view:
+                        written = os.pwrite(fd, view, at)
+                        view, at = view[written:], at + written
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(self._fds[name])
+        os.replace(new, self._tmp / name)
+        self._fds[name], self._offsets[name] = fd, len(header.getvalue())
+
     def _pwrite(self, name: str, offset: int, array: np.ndarray) -> None:
         data = np.ascontiguousarray(array).tobytes()
         fd, at = self._fds[name], self._offsets[name] + offset
@@ -295,6 +347,7 @@ class StoreWriter:
             self._tmp = None
 
 
+_COPY_ROWS = 4096  # rows copied at a time by StoreWriter.leave_out
 REPLACE_ATTEMPTS = 20  # racing writers of one store retry this often
 OPEN_ATTEMPTS = 50  # an open during a replacement waits up to OPEN_ATTEMPTS * OPEN_RETRY_S
 OPEN_RETRY_S = 0.02

@@ -25,7 +25,7 @@ import numpy as np
 
 from cache import StoreError
 from distill.data import Dataset, class_prompts
-from distill.data.views import pixels_decode
+from distill.data.views import CANNOT_DECODE, pixels_decode
 from distill.harvest_store import (
     FilesChanged,
     ImageItem,
@@ -162,6 +162,9 @@ class HarvestResult:
     # bought twice, so not counted in ``bought`` (when the client counts its purchases)
     identical: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
+    # images whose pixels cannot be decoded (image id, reason): never sent, and the store
+    # is written without them (its meta lists them: train and eval leave them out)
+    left_out: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     spent_usd: Decimal = Decimal(0)
     stopped_by_budget: str | None = None  # the budget error's message
@@ -238,6 +241,11 @@ async def harvest(
         views,
         timings,
     )
+
+    def leave_out(item: ImageItem, why: str) -> None:
+        if item.row not in sink.left_out:  # once an image, whatever its views
+            result.left_out.append((item.image_id, why))
+        sink.leave_out(item, why)
 
     unanswered = [0]  # requests in a row that got no answer after their retries
     answered = [0]  # items answered by a purchase: bought, or identical to one bought
@@ -349,7 +357,11 @@ async def harvest(
         timings.add("prepare", started, nested=timings.booked() - booked)
         sink.read(chunk, built.digests)
         result.views_computed += built.views_computed
-        result.failed.extend((i.image_id, f"{UNREADABLE}: {why}") for i, why in built.failed)
+        for item, why in built.failed:
+            if why.startswith(CANNOT_DECODE):
+                leave_out(item, why)
+            else:
+                result.failed.append((item.image_id, f"{UNREADABLE}: {why}"))
         if built.cached:
             sink.put([i for i, _ in built.cached], [r.vector for _, r in built.cached])
             account(len(built.cached), 0)
@@ -367,7 +379,7 @@ async def harvest(
                 refused,
             )
             if refused:
-                reqs, kept = _without_undecodable(reqs, kept, refused[0], result)
+                reqs, kept = _without_undecodable(reqs, kept, refused[0], result, leave_out)
                 out = (
                     await run(lambda: client.embed_images(reqs), [i.image_id for i in kept])
                     if reqs
@@ -411,6 +423,12 @@ async def harvest(
             return result
         if not result.images_total or not prompts:
             return result  # nothing to export (unlabelled data or empty)
+        if len(sink.left_out) == len(dataset.samples):
+            result.fatal = (
+                "no image of the data can be decoded (listed above): no embedding store was "
+                "written. Replace them with good copies, then run again"
+            )
+            return result
         started, booked = time.perf_counter(), timings.booked()
         try:
             vectors = np.stack(text_vectors)
@@ -464,9 +482,10 @@ def _without_undecodable(
     kept: list[ImageItem],
     refused: BadRequestError,
     result: HarvestResult,
+    leave_out: Callable[[ImageItem, str], None],
 ) -> tuple[list[ImageEmbeddingRequest], list[ImageItem]]:
     """After the teacher refused a whole request (400): the requests and items left once
-    those whose pixels do not decode are taken out and recorded as unreadable.
+    those whose pixels do not decode are taken out and left out (``leave_out``).
 
     A file whose header opens but whose pixels do not decode (a truncated download) is
     sent as it is on disk (view 0); a provider then refuses its whole request, batch-mates
@@ -479,10 +498,11 @@ def _without_undecodable(
         result.failed.extend((i.image_id, str(refused)) for i in kept)
         return [], []
     for k in bad:
-        result.failed.append(
-            (kept[k].image_id, f"{UNREADABLE}: its pixels cannot be decoded (the teacher "
-             "refused its request)")
-        )  # fmt: skip
+        leave_out(
+            kept[k],
+            f"{CANNOT_DECODE} {os.fspath(kept[k].path)!r}: its pixel data is damaged (the "
+            "teacher refused its request)",
+        )
     good = [k for k in range(len(reqs)) if k not in set(bad)]
     return [reqs[k] for k in good], [kept[k] for k in good]
 
@@ -508,7 +528,7 @@ def _remaining(
 
     def requests() -> Iterator[ImageEmbeddingRequest]:
         for item in image_items(dataset, views):
-            if sink.have[item.row, item.view]:
+            if sink.have[item.row, item.view] or item.row in sink.left_out:
                 continue
             check()
             try:

@@ -19,7 +19,7 @@ import numpy as np
 from cache import CacheLike, StoreError, StoreWriter, VectorFormat
 from cache.layout import STORES_DIR
 from distill.data import Dataset, class_prompts
-from distill.data.content import files_meta
+from distill.data.content import LEFT_OUT_KEY, files_meta
 from distill.view_requests import cached_view_vector, view_request
 from vlmclient import (
     ConfigurationError,
@@ -136,10 +136,20 @@ class VectorSink:
         self.writer: StoreWriter | None = None
         self.error: str | None = None  # the store could not be written: said at the end
         self.sizes_disagree = False  # ... because its vectors came in two sizes
+        # rows whose image cannot be decoded (why): the store is written without them
+        self.left_out: dict[int, str] = {}
 
     @property
     def missing(self) -> int:
-        return int(self.have.size - np.count_nonzero(self.have))
+        """(row, view) pairs not received, those of the rows left out not counted."""
+        have = self.have.copy()
+        have[list(self.left_out)] = True
+        return int(have.size - np.count_nonzero(have))
+
+    def leave_out(self, item: ImageItem, why: str) -> None:
+        """``item``'s image cannot be decoded: none of its views is bought, and the store
+        is written without it (its meta lists it, so train and eval leave it out)."""
+        self.left_out.setdefault(item.row, why)
 
     def read(self, items: Sequence[ImageItem], digests: Mapping[Path, str]) -> None:
         """The sha256 of the bytes each item's file held when its chunk read it."""
@@ -223,6 +233,8 @@ class VectorSink:
             raise cls(self.error.removeprefix("could not write the embedding store: "))
         if self.writer is None or self.path is None:
             raise StoreError("no image vectors were written")
+        rows = sorted(self.left_out)
+        self.writer.leave_out(rows)
         if text_vectors.ndim == 2 and text_vectors.shape[1] != self.writer.dim:
             raise SizesDisagree(
                 f"the class prompts' vectors have {text_vectors.shape[1]} values, the images' "
@@ -240,6 +252,7 @@ class VectorSink:
                 "nothing twice"
             ) from exc
         self._check_changed()
+        meta[LEFT_OUT_KEY] = [{"id": self.image_ids[r], "reason": self.left_out[r]} for r in rows]
         self.writer.commit(
             text_vectors=text_vectors.astype(np.float32),
             class_names=class_names,

@@ -114,6 +114,22 @@ def _skipped_note(skipped: list[dict[str, str]], data: str) -> str | None:
     )
 
 
+def _undecodable_note(ids: list[str]) -> str | None:
+    """The line saying which images were not scored because their pixels cannot be
+    decoded (the harvest left them out of the store, the run out of training); None when
+    there were none."""
+    if not ids:
+        return None
+    from distill.data import display
+
+    n = len(ids)
+    shown = ", ".join(display(i) for i in ids[:3]) + (f" and {n - 3} more" if n > 3 else "")
+    return (
+        f"note: {n} image{'s' * (n != 1)} whose pixels cannot be decoded (left out by the "
+        f"harvest) {'were' if n != 1 else 'was'} not scored: {shown}"
+    )
+
+
 def _store_note(zs: dict[str, object] | None) -> str | None:
     """The line saying the teacher's column is over fewer images than the student's (the
     store lacks some scored images); None when it holds them all or was not given."""
@@ -176,15 +192,16 @@ def run(args: argparse.Namespace) -> int:
     # shown before it is written: a write that fails now (a full disk) loses no results
     left_out = _left_out_note(result["classes_left_out"])
     skipped = _skipped_note(result["files_skipped"], args.data)
+    undecodable = _undecodable_note(result["images_left_out"])
     lacks = _store_note(result.get("teacher_zeroshot"))
     if args.json:
         print(json.dumps(result))
-        for note in (left_out, skipped, lacks):
+        for note in (left_out, skipped, undecodable, lacks):
             if note:
                 print(note, file=sys.stderr)
     else:
         print_metrics(result)
-        for note in (left_out, skipped, lacks):
+        for note in (left_out, skipped, undecodable, lacks):
             if note:
                 print(note)
         excluded = _excluded_note(result["excluded"])

@@ -245,7 +245,7 @@ async def _dry_run(
         items = image_items(dataset, args.views)
         while chunk := list(itertools.islice(items, DRY_RUN_CHUNK)):
             built = build_requests(peek, chunk, hflip=dataset.hflip)
-            unreadable[0] += len(built.failed)  # a run fails these alone, buys the rest
+            unreadable[0] += len(built.failed)  # a run fails or leaves out these alone
             yield from built.requests
 
     n_img, cost_img = client.plan("image_embedding", reqs())
@@ -263,7 +263,8 @@ async def _dry_run(
         n = unreadable[0]
         out.print(
             f"{n} image view{'s' * (n > 1)} cannot be read or prepared (not counted): a run "
-            f"fails {'them' if n > 1 else 'it'} and buys the rest; `vlm-distill data scan "
+            "buys the rest (an image whose pixels cannot be decoded is left out of the "
+            f"embedding store; any other fails the run); `vlm-distill data scan "
             f"{shown(shlex.quote(str(args.data)))} --decode` lists damaged files."
         )
 
@@ -341,6 +342,7 @@ def _summary(
     if result.cache_hits and not result.bought and not result.remaining_items:
         out.print("Everything was already cached: this run spent $0.")
     show_failed(out, result.failed)
+    _show_left_out(out, result)
     if result.overrun:
         # Before the other stops: an overrun means every estimate, the cap's too, is short.
         out.print(f"[red]{shown(result.overrun)}[/]")
@@ -412,6 +414,30 @@ def _summary(
             soft_wrap=True,
         )
     return EXIT_OK
+
+
+def _show_left_out(out: Console, result: HarvestResult) -> None:
+    """The images whose pixels cannot be decoded (the first ten), and what became of them:
+    never sent, the store written without them, train and eval leaving them out."""
+    left = result.left_out
+    for item, reason in left[:10]:
+        out.print(f"[yellow]left out[/] {shown(item)}: {shown(reason)}")
+    if len(left) > 10:
+        out.print(f"... and {len(left) - 10} more left out")
+    if not left:
+        return
+    n = len(left)
+    them = "it" if n == 1 else "them"
+    store = (
+        f"the embedding store is written without {them}, and train and eval leave {them} out"
+        if result.store_path else f"the embedding store, once written, leaves {them} out"
+    )
+    out.print(
+        f"[yellow]{n} image{'s' * (n > 1)} cannot be decoded[/] (listed above; not "
+        f"bought): {store}. Replace {them} with a good copy and harvest again to buy "
+        f"{them}, or remove {them}.",
+        soft_wrap=True,
+    )
 
 
 def _no_labels(dataset: Dataset, args: argparse.Namespace) -> str | None:

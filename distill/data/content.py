@@ -39,7 +39,15 @@ from vlmclient.errors import ConfigurationError
 
 from .dataset import Dataset, Sample
 
-__all__ = ["CONTENT_KEY", "FILES_KEY", "STAT_KEY", "check_files", "files_meta"]
+__all__ = [
+    "CONTENT_KEY",
+    "FILES_KEY",
+    "LEFT_OUT_KEY",
+    "STAT_KEY",
+    "check_files",
+    "files_meta",
+    "left_out",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,9 @@ log = logging.getLogger(__name__)
 FILES_KEY = "files"
 STAT_KEY = "stat"
 CONTENT_KEY = "content"
+# ... and the list of the images the store was written without, their pixels could not be
+# decoded: [{"id": image id, "reason": why}, ...] (train and eval leave them out)
+LEFT_OUT_KEY = "left_out"
 _CHUNK = 1 << 20
 
 
@@ -92,6 +103,16 @@ def files_meta(
         stat.update(f"{s.id}\0{stat_line}\n".encode("utf-8", "surrogateescape"))
         content.update(f"{s.id}\0{sha}\n".encode("utf-8", "surrogateescape"))
     return {FILES_KEY: {STAT_KEY: stat.hexdigest(), CONTENT_KEY: content.hexdigest()}}
+
+
+def left_out(meta: Mapping[str, Any], dataset: Dataset) -> list[str]:
+    """The ids of ``dataset``'s images a store (``meta``: its meta.json) was written
+    without, their pixels could not be decoded when it was harvested; only for the store
+    of this very dataset (the same fingerprint), [] for another."""
+    entries = meta.get(LEFT_OUT_KEY)
+    if not isinstance(entries, list) or meta.get("dataset_fingerprint") != dataset.fingerprint():
+        return []
+    return sorted(str(e["id"]) for e in entries if isinstance(e, dict) and "id" in e)
 
 
 def check_files(meta: Mapping[str, Any], dataset: Dataset, where: str) -> None:

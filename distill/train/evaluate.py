@@ -351,6 +351,17 @@ def evaluate_run(
         _, id_samples = split_sources(
             ds.samples, train_domains, fraction=info["holdout_fraction"], seed=seed
         )
+    # images whose pixels cannot be decoded, left out of the store by the harvest: of the
+    # run's own data as it left them out (after its split), and those the store lists
+    skip = {str(i) for i in info.get("left_out") or ()} if same else set()
+    if store is not None:
+        from distill.data.content import left_out
+
+        skip |= set(left_out(store.meta, ds))
+    if skip:
+        id_samples = [s for s in id_samples if s.id not in skip]
+        ood_samples = [s for s in ood_samples if s.id not in skip]
+        excluded = [s for s in excluded if s.id not in skip]
     kw: dict[str, Any] = {
         "image_size": info["image_size"], "mean": info["mean"], "std": info["std"],
         "batch_size": batch_size, "channels_last": info.get("channels_last", False),
@@ -362,6 +373,8 @@ def evaluate_run(
         "classes_left_out": ds.left_out_classes(),
         # files the scan could not use (unreadable, cut short, not images): not scored
         "files_skipped": [{"path": p, "reason": why} for p, why in ds.skipped],
+        # images whose pixels cannot be decoded (the harvest left them out): not scored
+        "images_left_out": sorted(skip),
         "id": _json_losses(evaluate_samples(student, id_samples, **kw)),
         "ood": _json_losses(evaluate_samples(student, ood_samples, **kw)),
         "excluded": _json_losses(evaluate_samples(student, excluded, **kw)),

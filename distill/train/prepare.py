@@ -8,7 +8,8 @@ out-of-distribution (OOD) and never trained on.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,17 @@ class DataSplit:
     train: tuple[Sample, ...]  # source domains minus the hold-out
     holdout: tuple[Sample, ...]  # ID validation
     ood: list[Sample]  # target domains
+
+    def without(self, ids: Collection[str]) -> DataSplit:
+        """The split with the images ``ids`` left out of every role (their pixels cannot
+        be decoded: the store was harvested without them). Left out after the split, so
+        the hold-out of every other image is the one the whole data set gives: eval takes
+        it as it is. ConfigurationError when a source domain has no image left."""
+        out = replace(self, train=tuple(s for s in self.train if s.id not in ids),
+                      holdout=tuple(s for s in self.holdout if s.id not in ids),
+                      ood=[s for s in self.ood if s.id not in ids])  # fmt: skip
+        _check_sources(out.train, out.train_domains, self.dataset)
+        return out
 
     def domain_groups(self) -> list[list[int]]:
         """Indices into ``train`` of each training domain (one batch slice per domain)."""
@@ -124,16 +136,20 @@ def split_data(config: TrainConfig) -> DataSplit:
     train, holdout = split_sources(
         labelled, train_domains, fraction=config.holdout_fraction, seed=config.split_seed
     )
+    _check_sources(train, train_domains, ds)
+    ood = [s for s in labelled if s.domain in test_domains]
+    return DataSplit(ds, train_domains, test_domains, train, holdout, ood)
+
+
+def _check_sources(train: tuple[Sample, ...], train_domains: tuple[str, ...], ds: Dataset) -> None:
     empty = sorted(set(train_domains) - {s.domain for s in train})
     if empty:
         # every step draws a batch from each source domain: found here, before anything
         # is written (it was a traceback from the batch sampler, naming an index)
         raise ConfigurationError(
-            f"source domain(s) {empty} of {config.data} have no labelled images to train "
+            f"source domain(s) {empty} of {ds.root} have no labelled images to train "
             "on; label them, or name the source domains with --train-domains"
         )
-    ood = [s for s in labelled if s.domain in test_domains]
-    return DataSplit(ds, train_domains, test_domains, train, holdout, ood)
 
 
 def check_shards(split: DataSplit, world: int) -> None:
@@ -190,6 +206,9 @@ def run_info(config: TrainConfig, split: DataSplit, targets: TeacherTargets) -> 
         "n_train": len(split.train),
         "n_id": len(split.holdout),
         "n_ood": len(split.ood),
+        # images of the data left out of every role: their pixels cannot be decoded (the
+        # store was harvested without them); eval leaves them out too
+        "left_out": list(targets.left_out),
     }
 
 

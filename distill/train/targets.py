@@ -21,7 +21,7 @@ import torch
 
 from cache.layout import STORES_DIR
 from distill.data import Dataset, Sample
-from distill.data.content import check_files
+from distill.data.content import check_files, left_out
 from distill.train.config import TrainConfig
 from distill.train.evaluate import mean_accuracy, zeroshot_by_domain
 from vlmclient.errors import ConfigurationError
@@ -184,6 +184,9 @@ class TeacherTargets:
     path: Path
     views: int  # teacher views used per image (config.views, else all the store holds)
     rows: npt.NDArray[np.int64]  # store row of every training sample, in order
+    # ids of the images the store was written without (their pixels cannot be decoded):
+    # not in ``rows`` or ``zeroshot``; the run leaves them out (DataSplit.without)
+    left_out: tuple[str, ...]
     text: torch.Tensor  # (C, D) class-prompt embeddings, float32
     zeroshot: dict[str, Any]  # teacher_zeroshot() on the run's splits
 
@@ -202,6 +205,10 @@ def load_targets(
         assert config.cache is not None  # TrainConfig refuses neither store nor cache
         path = find_store(config.cache, config.teacher, dataset)
     store = open_store(path)
+    skip = set(left_out(store.meta, dataset))
+    if skip:
+        train, holdout, ood = ([s for s in part if s.id not in skip]
+                               for part in (train, holdout, ood))  # fmt: skip
     check_store(store, config.teacher, dataset, train)
     # Same ids, labels and domains (the fingerprint) is not enough: a file replaced in place
     # would train on the teacher's targets of the old image. The digests cover the dataset
@@ -221,6 +228,7 @@ def load_targets(
         path=path,
         views=config.views or store.views,
         rows=store.rows_of([s.id for s in train]),
+        left_out=tuple(sorted(skip)),
         text=torch.from_numpy(np.array(store.text_embeddings, dtype=np.float32)),
         zeroshot=teacher_zeroshot(store, holdout, ood),
     )

@@ -35,6 +35,7 @@ P before Align), see ``checkpoints.py``.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
@@ -100,6 +101,8 @@ __all__ = [
     "ProgressHook",
     "train",
 ]
+
+log = logging.getLogger("distill.train.trainer")
 
 LOG_FILE = "log.jsonl"
 EVALS_FILE = "evals.jsonl"
@@ -177,6 +180,16 @@ def _train(
     split = split_data(config)
     # 2. Teacher targets: the harvested store for (teacher, dataset), checked.
     targets = load_targets(config, split.dataset, split.train, split.holdout, split.ood)
+    if targets.left_out:
+        split = split.without(targets.left_out)
+        if main:
+            n, them = len(targets.left_out), "it" if len(targets.left_out) == 1 else "them"
+            log.warning(
+                "left out %d image%s whose pixels cannot be decoded (%s%s), as the harvest "
+                "did: replace %s with a good copy and harvest again to train on %s",
+                n, "s" * (n > 1), ", ".join(targets.left_out[:3]),
+                f" and {n - 3} more" if n > 3 else "", them, them,
+            )  # fmt: skip
     info = run_info(config, split, targets)
     if config.method == "zeroshot":
         return _zeroshot_only(config, split, targets, info, main=main, t_start=t_start)

@@ -246,6 +246,35 @@ def test_writer_fed_in_any_order_writes_what_write_writes(tmp_path: Path, fmt: s
     assert sorted(p.name for p in tmp_path.iterdir()) == ["parts", "whole"]
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_writer_leaves_out_rows_never_put(tmp_path: Path, fmt: str) -> None:
+    """Rows left out (images that could not be decoded, so never bought) are not in the
+    store: the others' files are those of a write of them alone, byte for byte."""
+    images, texts = _vectors()
+    ids = [f"dom/cls{i % C}/img{i}.jpg" for i in range(N)]
+    out = [0, 7, 8, N - 1]
+    kept = [i for i in range(N) if i not in out]
+    whole = _write(tmp_path / "whole", fmt=fmt, image_ids=[ids[i] for i in kept],
+                   image_vectors=images[kept])  # fmt: skip
+    with StoreWriter(tmp_path / "parts", image_ids=ids, views=K, dim=D, fmt=fmt) as writer:
+        writer.put_rows(1, images[1:7])
+        writer.leave_out(out)  # after some rows are written, before others
+        assert writer.image_ids == [ids[i] for i in kept] and not writer.complete
+        writer.put_rows(6, images[9 : N - 1])  # rows now count without those left out
+        writer.put_rows(0, images[1:7])
+        path = writer.commit(
+            text_vectors=texts, class_names=whole.class_names, prompts=whole.prompts,
+            teacher="local:pseudo-clip", teacher_fingerprint="teacher-fp",
+            dataset_fingerprint="data-fp-0",
+        )  # fmt: skip
+    for name in ("images.npy", "texts.npy", "image_ids.json", "images_scale.npy"):
+        a, b = tmp_path / "whole" / name, tmp_path / "parts" / name
+        assert a.exists() == b.exists()
+        assert not a.exists() or a.read_bytes() == b.read_bytes(), name
+    assert EmbeddingStore.open(path).image_ids == [ids[i] for i in kept]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parts", "whole"]
+
+
 def test_writer_refuses_a_missing_view_and_leaves_nothing(tmp_path: Path) -> None:
     images, texts = _vectors()
     ids = [f"img{i}.jpg" for i in range(N)]

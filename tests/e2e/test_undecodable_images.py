@@ -1,17 +1,20 @@
 """A PNG whose header reads but whose pixel data is damaged: `harvest` (one view, the file
-sent as it is) reports it like an undecodable augmented view and writes no store, and pays
-nothing for it."""
+sent as it is) pays nothing for it and writes the store without it, listing it; `train`
+and `eval` leave it out."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from cache import EmbeddingStore
 from distill.cli import main
-from distill.data import scan
+from distill.data import Sample, scan
 from tests.e2e.conftest import LocalTeacher
 
 
@@ -23,28 +26,127 @@ def _damage(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_a_damaged_png_sent_as_view_0_is_reported_and_no_store_is_written(
+@dataclass(frozen=True)
+class _Damaged:
+    """The bundled digits copied, one of them damaged, and the harvest to run on them."""
+
+    data: Path
+    cache: Path
+    samples: list[Sample]
+    victim: Sample
+    good: bytes  # the victim's bytes before the damage
+    harvest: list[str]
+
+
+def _one_damaged(teacher: LocalTeacher, digits: Path, tmp_path: Path) -> _Damaged:
+    data = tmp_path / "digits"
+    shutil.copytree(digits, data)
+    samples = list(scan(data).samples)
+    victim = samples[0]
+    good = victim.path.read_bytes()
+    _damage(victim.path)
+    cache = tmp_path / "cache"
+    harvest = ["harvest", str(data), "--teacher", "local:hash", "--base-url", teacher.url,
+               "--cache", str(cache), "--budget", "1", "--views", "1"]  # fmt: skip
+    return _Damaged(data, cache, samples, victim, good, harvest)
+
+
+def test_a_damaged_png_is_left_out_of_the_store_and_bought_once_replaced(
     hash_teacher: LocalTeacher,
     digits_data: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    data = tmp_path / "digits"
-    shutil.copytree(digits_data, data)
-    samples = list(scan(data).samples)
-    victim = samples[0].path
-    _damage(victim)
-    cache = tmp_path / "cache"
+    """One damaged file among many: until 2026-12-06 no store was ever written until the
+    user found and removed it, so nothing could be trained. Now the harvest writes the store
+    without it (never sent, nothing paid), listing it in the summary and the store's meta;
+    once it is replaced by a good copy, the next harvest buys it."""
+    d = _one_damaged(hash_teacher, digits_data, tmp_path)
     capsys.readouterr()
-    code = main(["harvest", str(data), "--teacher", "local:hash", "--base-url", hash_teacher.url,
-                 "--cache", str(cache), "--budget", "1", "--views", "1"])  # fmt: skip
-    out = capsys.readouterr().out
-    assert code != 0, out
-    assert "1 image views cannot be read" in " ".join(out.split()), out
-    assert victim.name in out
-    assert not (cache / "stores").exists() or not any((cache / "stores").iterdir())
+    assert main(d.harvest) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"left out {d.victim.id}: cannot decode image" in out, out
+    assert "1 image cannot be decoded" in out and "written without it" in out, out
     # the others are bought and cached; the damaged file is never sent
-    assert hash_teacher.billing()["images"] == len(samples) - 1
+    assert hash_teacher.billing()["images"] == len(d.samples) - 1
+    [store_path] = (d.cache / "stores").iterdir()
+    store = EmbeddingStore.open(store_path)
+    assert d.victim.id not in store.image_ids
+    assert len(store.image_ids) == len(d.samples) - 1
+    assert [e["id"] for e in store.meta["left_out"]] == [d.victim.id]
+    # a rerun buys nothing
+    before = hash_teacher.billing()["requests"]
+    assert main(d.harvest) == 0
+    assert hash_teacher.billing()["requests"] == before
+    # replaced by a good copy: the next harvest buys it, and its store holds every image
+    d.victim.path.write_bytes(d.good)
+    assert main(d.harvest) == 0
+    assert hash_teacher.billing()["images"] == len(d.samples)
+    store = EmbeddingStore.open(store_path)
+    assert d.victim.id in store.image_ids and store.meta["left_out"] == []
+
+
+def test_data_whose_every_image_is_damaged_writes_no_store_and_says_so(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Nothing to leave the others for: no empty store, and not the disk's fault."""
+    d = _one_damaged(hash_teacher, digits_data, tmp_path)
+    for s in d.samples[1:]:
+        # the pixel data itself (flipped bytes mid-file may miss it in a small PNG)
+        data = bytearray(s.path.read_bytes())
+        start = data.index(b"IDAT") + 8
+        data[start : start + 40] = bytes(b ^ 0x5A for b in data[start : start + 40])
+        s.path.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(d.harvest) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no image of the data can be decoded" in out, out
+    assert "disk" not in out
+    assert not (d.cache / "stores").exists() or not any((d.cache / "stores").iterdir())
+    assert hash_teacher.billing()["images"] == 0
+
+
+@pytest.mark.slow
+def test_train_and_eval_leave_out_the_image_the_harvest_left_out(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """harvest -> train -> eval with one damaged file: train leaves it out of every role
+    (saying so in one line), eval does not score it (saying so), nothing paid for it."""
+    d = _one_damaged(hash_teacher, digits_data, tmp_path)
+    assert main(d.harvest) == 0
+    run = tmp_path / "run"
+    assert main(["train", str(d.data), "--cache", str(d.cache), "--teacher", "local:hash",
+                 "--student", "mobilenetv3_small_050", "--no-pretrained", "--method", "adip",
+                 "--out", str(run), "--test-domains", "rotated", "--steps-align", "2",
+                 "--steps-distill", "2", "--image-size", "32", "--batch-per-domain", "4",
+                 "--threads", "1", "--json"]) == 0  # fmt: skip
+    said = " ".join(caplog.text.split())  # a WARNING line on stderr (the CLI's logging)
+    assert f"left out 1 image whose pixels cannot be decoded ({d.victim.id})" in said, said
+    info = json.loads((run / "run.json").read_text())
+    assert info["left_out"] == [d.victim.id]
+    assert info["n_train"] + info["n_id"] + info["n_ood"] == len(d.samples) - 1
+    [store] = (d.cache / "stores").iterdir()
+    for extra in ([], ["--store", str(store)]):
+        capsys.readouterr()
+        assert main(["eval", str(run), str(d.data), "--json", *extra]) == 0
+        captured = capsys.readouterr()
+        result = json.loads(captured.out)
+        assert result["images_left_out"] == [d.victim.id]
+        assert "1 image whose pixels cannot be decoded" in captured.err
+        assert d.victim.id in captured.err
+        parts = ("id", "ood", "excluded")
+        assert sum(v["n"] for p in parts for v in result[p].values()) == (
+            info["n_id"] + info["n_ood"]
+        )
+    assert result["teacher_zeroshot"]["images_missing"] == 0
+    assert hash_teacher.billing()["images"] == len(d.samples) - 1
 
 
 def test_a_cached_rerun_decodes_no_view_0(
