@@ -20,7 +20,7 @@ from cache import CacheLike, StoreError, StoreWriter, VectorFormat
 from cache.layout import STORES_DIR
 from distill.data import Dataset, class_prompts
 from distill.data.content import LEFT_OUT_KEY, files_meta
-from distill.view_requests import cached_view_vector, view_request
+from distill.view_requests import cached_view_vector, damaged, view_request
 from vlmclient import (
     ConfigurationError,
     ImageEmbeddingRequest,
@@ -289,7 +289,9 @@ def export_store(
     ``base_url`` / ``cache_namespace`` must be those the items were bought with.
     ``keep_more_views``: refuse (:func:`keep_views`) rather than replace a store there that
     holds more views (``cache export`` not given ``--views``).
-    Returns (store path or None, number of items missing from the cache).
+    Returns (store path or None, number of items missing from the cache). An image not
+    cached whose pixels cannot be decoded is left out of the store, as the harvest leaves
+    it out (listed in its meta.json's ``left_out``), not counted as missing.
     """
     provider, model = parse_teacher(teacher)
     params = params or {}
@@ -313,8 +315,11 @@ def export_store(
     # are only counted.
     pending: list[tuple[int, int, np.ndarray]] = []
     writer: StoreWriter | None = None
+    left: dict[int, str] = {}  # rows whose image cannot be decoded: why
     try:
         for item in image_items(dataset, views):
+            if item.row in left:
+                continue
             try:
                 if item.view == 0:
                     vector = lookup("image_embedding", view_request(item, dataset.hflip))
@@ -326,6 +331,10 @@ def export_store(
             except (InputError, OSError, ValueError):
                 vector = None
             if vector is None:
+                why = damaged(item.path)
+                if why is not None:  # never bought: the harvest left it out too
+                    left[item.row] = why
+                    continue
                 missing += 1
                 pending.clear()
                 continue
@@ -338,7 +347,9 @@ def export_store(
             return None, missing
         writer = _put_pending(writer, path, ids, views, fmt, pending)
         if writer is None:
-            return None, 0  # no images: nothing to export
+            return None, len(left) * views  # no images (or none decodes): nothing to export
+        rows = sorted(left)
+        writer.leave_out(rows)
         writer.commit(
             text_vectors=np.stack(texts).astype(np.float32),  # type: ignore[arg-type]
             class_names=list(dataset.class_names),
@@ -346,7 +357,10 @@ def export_store(
             teacher=teacher,
             teacher_fingerprint=fingerprint,
             dataset_fingerprint=dataset.fingerprint(),
-            extra_meta=store_meta(dataset),
+            extra_meta={
+                **store_meta(dataset),
+                LEFT_OUT_KEY: [{"id": ids[r], "reason": left[r]} for r in rows],
+            },
         )
         return path, 0
     finally:

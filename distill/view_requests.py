@@ -33,6 +33,7 @@ import numpy as np
 from cache import CacheLike
 from distill.data import DataError, sniff_image
 from distill.data.views import (
+    CANNOT_DECODE,
     encode_view,
     load_rgb,
     pixels_decode,
@@ -65,6 +66,7 @@ __all__ = [
     "ViewItem",
     "build_requests",
     "cached_view_vector",
+    "damaged",
     "upload_encoding",
     "view_request",
 ]
@@ -193,6 +195,20 @@ def _read(path: Path) -> bytes:
         raise DataError(f"cannot read image {os.fspath(path)!r}: {exc.strerror}") from exc
 
 
+def _damaged_pixels(path: Path) -> str:
+    return f"{CANNOT_DECODE} {os.fspath(path)!r}: its pixel data is damaged"
+
+
+def damaged(path: Path) -> str | None:
+    """Why the image file at ``path`` cannot be decoded (its pixel data is damaged); None
+    when it decodes, or cannot be read at all (no damaged image: another failure)."""
+    try:
+        data = _read(path)
+    except CANNOT_PREPARE:
+        return None
+    return None if pixels_decode(data) else _damaged_pixels(path)
+
+
 def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> ChunkRequests[T]:
     """Look up every augmented view by its content id first, then build (and prepare, item
     by item, so one bad image fails alone) the requests of what is not cached."""
@@ -276,8 +292,7 @@ def build_requests(client: ViewClient, items: Sequence[T], *, hflip: bool) -> Ch
                 out.requests.append(request)
                 out.items.append(item)
             else:
-                why = f"cannot decode image {os.fspath(item.path)!r}: its pixel data is damaged"
-                out.failed.append((item, why))
+                out.failed.append((item, _damaged_pixels(item.path)))
 
     if pending:
         found = client.cached(

@@ -303,5 +303,18 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
             "--prompt, --base-url and --cache-namespace: they pick the cached items)"
         )
         return EXIT_ERROR
+    from .failures import show_left_out
+
+    show_left_out(out, _left_out(path), written=True)
     out.print(f"embedding store: {escape(str(path))}")
     return EXIT_OK
+
+
+def _left_out(store: Path) -> list[tuple[str, str]]:
+    """The images (id, reason) the store at ``store`` was written without: their pixels
+    cannot be decoded (its meta.json's list)."""
+    from cache import EmbeddingStore
+    from distill.data.content import LEFT_OUT_KEY
+
+    entries = EmbeddingStore.open(store).meta.get(LEFT_OUT_KEY, [])
+    return [(str(e["id"]), str(e["reason"])) for e in entries]

@@ -30,6 +30,30 @@ def show_failed(out: Console, failed: list[tuple[str, str]]) -> None:
         out.print(f"... and {len(failed) - 10} more failed")
 
 
+def show_left_out(out: Console, left: list[tuple[str, str]], *, written: bool) -> None:
+    """The images whose pixels cannot be decoded (image id, reason; the first ten), and
+    what became of them: not bought, the store (``written`` or not yet) without them,
+    train and eval leaving them out."""
+    for item, reason in left[:10]:
+        out.print(f"[yellow]left out[/] {shown(item)}: {shown(reason)}")
+    if len(left) > 10:
+        out.print(f"... and {len(left) - 10} more left out")
+    if not left:
+        return
+    n = len(left)
+    them = "it" if n == 1 else "them"
+    store = (
+        f"the embedding store is written without {them}, and train and eval leave {them} out"
+        if written else f"the embedding store, once written, leaves {them} out"
+    )
+    out.print(
+        f"[yellow]{n} image{'s' * (n > 1)} cannot be decoded[/] (listed above; not "
+        f"bought): {store}. Replace {them} with a good copy and harvest again to buy "
+        f"{them}, or remove {them}.",
+        soft_wrap=True,
+    )
+
+
 def too_long_count(failed: list[tuple[str, str]]) -> int:
     """How many of the ``failed`` are prompts refused as too long for the teacher."""
     from distill.harvest import TOO_LONG

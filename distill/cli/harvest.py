@@ -42,7 +42,14 @@ from ._common import (
     saved_text,
     usd_text,
 )
-from .failures import failure_advice, retry_advice, show_failed, shown, too_long_count
+from .failures import (
+    failure_advice,
+    retry_advice,
+    show_failed,
+    show_left_out,
+    shown,
+    too_long_count,
+)
 from .progress import LiveProgress, console
 from .select_cmd import add_select_arguments, run_select
 from .signals import Interrupted, raise_on_stop_signals, run_paid
@@ -342,7 +349,7 @@ def _summary(
     if result.cache_hits and not result.bought and not result.remaining_items:
         out.print("Everything was already cached: this run spent $0.")
     show_failed(out, result.failed)
-    _show_left_out(out, result)
+    show_left_out(out, result.left_out, written=result.store_path is not None)
     if result.overrun:
         # Before the other stops: an overrun means every estimate, the cap's too, is short.
         out.print(f"[red]{shown(result.overrun)}[/]")
@@ -414,30 +421,6 @@ def _summary(
             soft_wrap=True,
         )
     return EXIT_OK
-
-
-def _show_left_out(out: Console, result: HarvestResult) -> None:
-    """The images whose pixels cannot be decoded (the first ten), and what became of them:
-    never sent, the store written without them, train and eval leaving them out."""
-    left = result.left_out
-    for item, reason in left[:10]:
-        out.print(f"[yellow]left out[/] {shown(item)}: {shown(reason)}")
-    if len(left) > 10:
-        out.print(f"... and {len(left) - 10} more left out")
-    if not left:
-        return
-    n = len(left)
-    them = "it" if n == 1 else "them"
-    store = (
-        f"the embedding store is written without {them}, and train and eval leave {them} out"
-        if result.store_path else f"the embedding store, once written, leaves {them} out"
-    )
-    out.print(
-        f"[yellow]{n} image{'s' * (n > 1)} cannot be decoded[/] (listed above; not "
-        f"bought): {store}. Replace {them} with a good copy and harvest again to buy "
-        f"{them}, or remove {them}.",
-        soft_wrap=True,
-    )
 
 
 def _no_labels(dataset: Dataset, args: argparse.Namespace) -> str | None:

@@ -78,6 +78,20 @@ def test_a_damaged_png_is_left_out_of_the_store_and_bought_once_replaced(
     before = hash_teacher.billing()["requests"]
     assert main(d.harvest) == 0
     assert hash_teacher.billing()["requests"] == before
+    # the store rebuilt from the cache alone leaves it out too (it was "1 items are not
+    # in the cache; run harvest first", exit 1)
+    written = {p.name: p.read_bytes() for p in store_path.iterdir() if p.name != "meta.json"}
+    shutil.rmtree(store_path)
+    capsys.readouterr()
+    assert main(["cache", "export", str(d.data), "--teacher", "local:hash", "--base-url",
+                 hash_teacher.url, "--cache", str(d.cache)]) == 0  # fmt: skip
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"left out {d.victim.id}: cannot decode image" in out, out
+    assert "1 image cannot be decoded" in out and "written without it" in out, out
+    assert {p.name: p.read_bytes() for p in store_path.iterdir() if p.name != "meta.json"} == (
+        written
+    )
+    assert [e["id"] for e in EmbeddingStore.open(store_path).meta["left_out"]] == [d.victim.id]
     # replaced by a good copy: the next harvest buys it, and its store holds every image
     d.victim.path.write_bytes(d.good)
     assert main(d.harvest) == 0
