@@ -143,23 +143,23 @@ def usage_of(spec: CallSpec, body: dict[str, Any]) -> Usage:
     pixel count can never under-bill a tiny image; a report above the 2 M px per-image
     cap is charged as reported (it is what the provider says it billed: an overrun of
     its full size, not one clamped down to the cap).
+
+    The pinned spec's response schema lists only ``total_tokens``. With texts alone that
+    is the text tokens; beside images it mixes both, so a missing ``text_tokens`` or
+    ``image_pixels`` is left at 0: the client's settlement sees a unit sent and not
+    reported and charges the reservation, marked ``estimated`` (filling in our own
+    estimate here recorded it as if Voyage had reported it).
     """
     u = body.get("usage")
-    parts = [p for item in spec.items for p in _parts(item)]
-    images = [p for p in parts if isinstance(p, Image)]
-    n_images = len(images)
+    n_images = sum(isinstance(p, Image) for item in spec.items for p in _parts(item))
     text_tokens = usage_count(u, "text_tokens", None)
     if text_tokens is None and n_images == 0:
         # the public spec lists only total_tokens
         text_tokens = usage_count(u, "total_tokens", None)
-    elif text_tokens is None:
-        # texts beside images, and only a total that mixes both: charge the texts' bound
-        text_tokens = sum(text_tokens_upper_bound(p) for p in parts if isinstance(p, str))
     pixels = usage_count(u, "image_pixels", None)
-    if pixels is None and n_images:
-        pixels = sum(billed_pixels(*image_size(i)) for i in images)
-    pixels = max(pixels or 0, n_images * MIN_BILLED_PIXELS)
-    return Usage(input_tokens=text_tokens or 0, image_pixels=pixels)
+    if pixels is not None:
+        pixels = max(pixels, n_images * MIN_BILLED_PIXELS)
+    return Usage(input_tokens=text_tokens or 0, image_pixels=pixels or 0)
 
 
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
