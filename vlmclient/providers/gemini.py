@@ -339,6 +339,15 @@ def usage_of(body: dict[str, Any]) -> Usage:
     )
 
 
+# Candidate.FinishReason values that say the candidate's text was flagged or cut by a
+# filter (googleapis generative_service.proto, read at f8291d2b, 2026-08-22: SAFETY and
+# RECITATION "content was flagged", LANGUAGE "unsupported language", BLOCKLIST,
+# PROHIBITED_CONTENT and SPII "token generation stopped"): what text there is, is no answer.
+FILTERED_FINISH_REASONS = frozenset(
+    {"SAFETY", "RECITATION", "LANGUAGE", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"}
+)
+
+
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
     body = json_object(response, provider=NAME, request_id=rid)
@@ -355,14 +364,23 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
                 for p in parts
                 if isinstance(p, dict) and isinstance(p.get("text"), str) and not p.get("thought")
             ]
+    finish = (
+        candidates[0].get("finishReason")
+        if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict)
+        else None
+    )
+    if texts and finish in FILTERED_FINISH_REASONS:
+        # billed, but the text is what the filter left: not an answer to cache
+        bad = ResponseValidationError(
+            f"answer withheld by Gemini's filter (finishReason {finish!r})",
+            provider=NAME,
+            request_id=rid,
+        )
+        bad.usage, bad.reported = usage, reported_usage(body.get("usageMetadata"))
+        raise bad
     if not texts:
         feedback = body.get("promptFeedback")
         reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
-        finish = (
-            candidates[0].get("finishReason")
-            if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict)
-            else None
-        )
         if finish == "MAX_TOKENS":
             raise truncated_answer(
                 spec, provider=NAME, usage=usage, request_id=rid,
