@@ -248,7 +248,7 @@ def test_stdout_closed_by_its_reader_exits_quietly(tmp_path: Path) -> None:
     proc.stdout.close()  # the reader goes away before anything is printed
     _, err = proc.communicate(timeout=120)
     assert err.decode() == ""
-    assert proc.returncode == 1  # as Python's "Note on SIGPIPE" does
+    assert proc.returncode == 0  # the command's own code: it went on to the end
     assert (tmp_path / "d" / "dataset.json").is_file()  # the work itself was done
 
 

@@ -17,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TextIO, cast
 
 from vlmclient.errors import ConfigurationError, VLMError
 
@@ -254,8 +255,50 @@ def _os_error(command: str, exc: OSError) -> str:
     return f"error: {command} failed on a file: {path}: {why}"
 
 
+class _QuietStdout:
+    """``sys.stdout`` for one command: once its reader went away (``... | head -1``),
+    what is left of the output goes to devnull and the command carries on. A harvest
+    interrupted by a progress line cancelled its requests in flight (billed, their
+    answers lost) and wrote no store; now it finishes, and exits with its own code."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._gone = False  # no descriptor to point at devnull: output is dropped
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._to_devnull()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+            self._stream.flush()  # what the pipe refused, to devnull
+        except (AttributeError, OSError, ValueError):
+            self._gone = True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``vlm-distill`` command; returns its exit code (see the README)."""
+    stdout, quiet = sys.stdout, None
+    if stdout is not None and not isinstance(stdout, _QuietStdout):
+        quiet = _QuietStdout(stdout)
+        sys.stdout = cast(TextIO, quiet)
     try:
         try:
             return _main(argv)
@@ -264,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # now, where it can be handled, and not as "Exception ignored" at exit.
             if sys.stdout is not None:
                 sys.stdout.flush()
+            if quiet is not None and sys.stdout is quiet:
+                sys.stdout = stdout
     except BrokenPipeError:
         # Python's "Note on SIGPIPE": send what is left of stdout to devnull, so the
         # interpreter's last flush does not fail again, and exit 1 without a traceback.
