@@ -491,6 +491,44 @@ def write_docs(section: str) -> None:
     replace_section(ROOT / "docs" / "results.md", START, END, section, "Results")
 
 
+def count(text: str) -> int:
+    """argparse type of a count: an integer >= 1 (0 is not "the mode's default")."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    return value
+
+
+def non_negative(text: str) -> int:
+    """argparse type of a number of warm-up steps: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def rate(text: str) -> float:
+    """argparse type of a learning rate: a finite number above 0."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
+    return value
+
+
+def check_work(ap: argparse.ArgumentParser, work: Path) -> None:
+    """Exit 2 unless ``work`` is a folder, or one can be made there, that takes files."""
+    from distill.cli import cannot_write_in, check_new_folder
+    from vlmclient.errors import ConfigurationError
+
+    try:
+        check_new_folder(work, "--work")
+    except ConfigurationError as exc:
+        ap.error(str(exc))
+    why = cannot_write_in(work) if work.is_dir() else None
+    if why is not None:
+        ap.error(f"cannot write in the --work folder {work}: {why}")
+
+
 def main() -> None:
     from distill.train.task import IMAGE_TARGETS, TEXT_LOSSES
 
@@ -501,25 +539,25 @@ def main() -> None:
     mode.add_argument("--standard", action="store_true",
                       help="every target, 3 seeds (5 on MNIST -> digits), 150 steps per stage, "
                            "200 Fashion images per domain, batch 16 per domain on Fashion")
-    ap.add_argument("--views", type=int, default=4, help="teacher views harvested per image")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--views", type=count, default=4, help="teacher views harvested per image")
+    ap.add_argument("--threads", type=count, default=2, help="torch threads")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "adip_table")
     ap.add_argument("--datasets", default="rotated-fashion,mnist-digits")
-    ap.add_argument("--seeds", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=None, help="steps per stage")
-    ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--image-size", type=int, default=None,
+    ap.add_argument("--seeds", type=count, default=None)
+    ap.add_argument("--steps", type=count, default=None, help="steps per stage")
+    ap.add_argument("--lr", type=rate, default=None)
+    ap.add_argument("--image-size", type=count, default=None,
                     help="student input size for every dataset (default: "
                          + ", ".join(f"{k} {v} px" for k, v in IMAGE_SIZE.items()) + ")")
-    ap.add_argument("--batch-per-domain", type=int, default=None,
+    ap.add_argument("--batch-per-domain", type=count, default=None,
                     help="images per source domain per step for every dataset (default 32; "
                          "with --standard " + ", ".join(
                              f"{k} {v}" for k, v in STANDARD_BATCH.items()) + ")")
-    ap.add_argument("--eval-every", type=int, default=None)
-    ap.add_argument("--warmup", type=int, default=None,
+    ap.add_argument("--eval-every", type=count, default=None)
+    ap.add_argument("--warmup", type=non_negative, default=None,
                     help="lr warm-up steps per stage (default: the trainer's)")
-    ap.add_argument("--fashion-per-domain", type=int, default=None)
-    ap.add_argument("--mnist-per-class", type=int, default=None)
+    ap.add_argument("--fashion-per-domain", type=count, default=None)
+    ap.add_argument("--mnist-per-class", type=count, default=None)
     ap.add_argument("--kd-lr", action="store_true",
                     help="also KD at ERM's lr (the row 'KD (ERM's lr)'; a fifth more runs)")
     ap.add_argument("--methods", default=None,
@@ -567,7 +605,12 @@ def main() -> None:
     # per class): a smaller benchmark deals a subset, so the pools stay disjoint from it.
     args.fashion_per_domain = args.fashion_per_domain or (120 if q else 200 if std else 500)
     args.mnist_per_class = args.mnist_per_class or (30 if q else 100)
-    args.datasets = args.datasets.split(",")
+    args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    unknown = [d for d in args.datasets if d not in POOL_KIND]
+    if unknown or not args.datasets:
+        ap.error(f"--datasets: unknown {', '.join(unknown) or '(none given)'}; choose from "
+                 f"{', '.join(POOL_KIND)}")
+    check_work(ap, args.work)
     trained = methods_to_train(args)  # an unknown --methods name fails before any work
 
     from distill.data import scan

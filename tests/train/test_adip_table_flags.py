@@ -1,0 +1,102 @@
+"""benchmarks/adip_table.py refuses bad flags at once (exit 2), before it builds a data
+set, fits a teacher, harvests or trains anything (minutes to hours of work)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import adip_table
+
+
+def _no_work(*_: object) -> None:
+    raise AssertionError("adip_table started working on bad flags")
+
+
+def _refused(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    monkeypatch.setattr(sys, "argv", ["adip_table.py", *argv])
+    monkeypatch.setattr(adip_table, "build_data", _no_work)
+    monkeypatch.setattr(adip_table, "write_docs", _no_work)
+    with pytest.raises(SystemExit) as exc:
+        adip_table.main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--seeds",
+        "--steps",
+        "--views",
+        "--threads",
+        "--eval-every",
+        "--image-size",
+        "--batch-per-domain",
+        "--fashion-per-domain",
+        "--mnist-per-class",
+    ],
+)
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_counts_must_be_positive(
+    flag: str,
+    value: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """0 was read as "unset" (`--seeds 0` ran the mode's 3 or 5 seeds, `--steps 0` its 300
+    steps); a negative count was taken and failed after the harvest, or gave empty rows."""
+    work = tmp_path / "work"
+    err = _refused(["--quick", "--no-docs", "--work", str(work), flag, value], monkeypatch, capsys)
+    assert flag in err
+    assert not work.exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--lr", "0"), ("--lr", "-1e-3"), ("--lr", "nan"), ("--warmup", "-1")]
+)
+def test_lr_and_warmup_are_checked(
+    flag: str,
+    value: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = _refused(
+        ["--quick", "--no-docs", "--work", str(tmp_path / "w"), flag, value], monkeypatch, capsys
+    )
+    assert flag in err
+
+
+@pytest.mark.parametrize("datasets", ["bogus", "rotated-fashion,bogus", ","])
+def test_unknown_dataset_names_are_refused(
+    datasets: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An unknown name was skipped without a word (or, alone, ended in "no dataset could
+    be built; see the SKIPPED lines above" with no such line)."""
+    err = _refused(
+        ["--quick", "--no-docs", "--work", str(tmp_path / "w"), "--datasets", datasets],
+        monkeypatch,
+        capsys,
+    )
+    assert "--datasets" in err and "rotated-fashion" in err and "mnist-digits" in err
+
+
+def test_a_work_path_that_is_a_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for work in (afile, afile / "below"):
+        err = _refused(["--quick", "--no-docs", "--work", str(work)], monkeypatch, capsys)
+        assert "--work" in err and "not a folder" in err
