@@ -575,10 +575,17 @@ def main() -> None:
     ap.add_argument("--rebuild", action="store_true", help="rebuild the datasets")
     ap.add_argument("--no-docs", action="store_true")
     ap.add_argument("--render-only", action="store_true",
-                    help="rewrite docs/results.md from WORK/results.json and WORK/notes.md")
+                    help="rewrite docs/results.md from WORK/results.json and WORK/notes.md "
+                         "(with --no-docs: print it instead)")
     args = ap.parse_args()
     if args.render_only:
-        saved = json.loads((args.work / "results.json").read_text())
+        try:
+            saved = json.loads((args.work / "results.json").read_text())
+            if not (isinstance(saved.get("meta"), dict) and isinstance(saved.get("results"), dict)):
+                raise ValueError("no 'meta' and 'results' in it")
+        except (OSError, ValueError, AttributeError) as exc:
+            ap.error(f"--render-only: cannot read {args.work / 'results.json'} "
+                     f"({getattr(exc, 'strerror', None) or exc}); run the table first")
         notes_file = args.work / "notes.md"
         saved["meta"]["notes"] = notes_file.read_text() if notes_file.is_file() else ""
         for name, entry in saved["results"].items():
@@ -588,7 +595,11 @@ def main() -> None:
                     data, args.work / "cache", entry["targets"],
                     saved["meta"]["teacher"]["teachers"][name]["teacher"])
         (args.work / "results.json").write_text(json.dumps(saved, indent=2, default=str))
-        write_docs(render(saved["results"], saved["meta"]))
+        section = render(saved["results"], saved["meta"])
+        if args.no_docs:  # the section on stdout; docs/ untouched
+            print(section, end="")
+            return
+        write_docs(section)
         print("written: docs/results.md")
         return
     q, std = args.quick, args.standard

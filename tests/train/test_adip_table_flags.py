@@ -3,6 +3,7 @@ set, fits a teacher, harvests or trains anything (minutes to hours of work)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -100,3 +101,41 @@ def test_a_work_path_that_is_a_file_is_refused(
     for work in (afile, afile / "below"):
         err = _refused(["--quick", "--no-docs", "--work", str(work)], monkeypatch, capsys)
         assert "--work" in err and "not a folder" in err
+
+
+def _saved(work: Path) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    row = {"ood": {"sklearn_digits": [0.5]}, "avg_id": [0.9], "avg_ood": [0.5]}
+    results = {"mnist-digits": {"domains": ["mnist", "sklearn_digits"],
+                                "targets": ["sklearn_digits"], "n_images": 10,
+                                "methods": {"erm": row, "prototype": row}}}  # fmt: skip
+    (work / "results.json").write_text(json.dumps({"meta": {"command": "x"}, "results": results}))
+
+
+def test_render_only_with_no_docs_prints_the_section_and_leaves_docs_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--render-only --no-docs` rewrote docs/results.md all the same."""
+    work = tmp_path / "work"
+    _saved(work)
+    monkeypatch.setattr(sys, "argv", ["adip_table.py", "--render-only", "--no-docs",
+                                      "--work", str(work)])  # fmt: skip
+    monkeypatch.setattr(adip_table, "write_docs", _no_work)
+    monkeypatch.setattr(adip_table, "render", lambda results, meta: "THE SECTION\n")
+    adip_table.main()
+    assert "THE SECTION" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", [None, "{", "[]", '{"meta": {}}'])
+def test_render_only_without_a_readable_results_file_is_one_line(
+    content: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A work folder with no results.json (a run stopped before its end, a mistyped
+    --work) or a damaged one: a FileNotFoundError, JSONDecodeError or KeyError traceback."""
+    work = tmp_path / "work"
+    work.mkdir()
+    if content is not None:
+        (work / "results.json").write_text(content)
+    err = _refused(["--render-only", "--work", str(work)], monkeypatch, capsys)
+    assert "results.json" in err
