@@ -47,13 +47,38 @@ def fmt(values: list[float]) -> str:
     return f"{m:.1f}" if len(values) < 2 else f"{m:.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
+def check_variants(ap: argparse.ArgumentParser, args: argparse.Namespace,
+                   variants: list[tuple[str, dict[str, Any]]], base: dict[str, Any]) -> None:
+    """Exit 2 unless every variant makes a valid TrainConfig under its own name: found
+    before the first one trains, not after the ones before it did (hours)."""
+    from pydantic import ValidationError
+
+    from distill.train.config import TrainConfig
+
+    names = [name for name, _ in variants]
+    for name in names:
+        if names.count(name) > 1:  # one WORK/<name>-s<seed> for both: each deletes the other's
+            ap.error(f"--variant {name!r} is named twice; give each variant its own name")
+    for name, overrides in variants:
+        try:
+            TrainConfig(data=str(args.data), cache=str(args.cache), teacher=args.teacher,
+                        out=str(args.work / f"{name}-s0"), test_domains=tuple(args.test_domains),
+                        threads=args.threads, **{**base, **overrides})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "(the config)"
+            ap.error(f"--variant {name}: {where}: {first['msg']}")
+
+
 def main() -> None:
+    from benchmarks.adip_table import count
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path)
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--test-domains", nargs="+", required=True)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=count, default=3)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "ablate")
     ap.add_argument("--base", default="", help="overrides of every variant: key=value,...")
     ap.add_argument("--variant", action="append", required=True)
@@ -68,9 +93,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     _, base = parse_variant(":" + args.base)
+    variants = [parse_variant(text) for text in args.variant]
+    check_variants(ap, args, variants, base)
     rows: dict[str, Any] = {}
-    for text in args.variant:
-        name, overrides = parse_variant(text)
+    for name, overrides in variants:
         ids: list[float] = []
         oods: list[float] = []
         notes: list[Any] = []
