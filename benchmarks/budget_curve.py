@@ -55,28 +55,48 @@ GOAL = (
 )
 
 
+def budget_fractions(text: str) -> list[float]:
+    """argparse type of --fractions: numbers above 0 and at most 1 (1 = every image)."""
+    values = [float(x) for x in text.split(",")]
+    bad = [x for x in values if not 0 < x <= 1]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"each fraction must be above 0 and at most 1, not {', '.join(map(str, bad))}")
+    return values
+
+
+def share(text: str) -> float:
+    """argparse type of --average: a number from 0 to 1."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, not {text}")
+    return value
+
+
 def _args() -> argparse.Namespace:
+    from benchmarks.adip_table import count, non_negative
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small pool and few steps (~15 min)")
     p.add_argument("--tiny", action="store_true", help="a smoke test: 3 images per class, "
                    "a few steps (numbers mean nothing; use with --no-docs)")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--first-seed", type=int, default=0,
+    p.add_argument("--seeds", type=count, default=3)
+    p.add_argument("--first-seed", type=non_negative, default=0,
                    help="seeds are FIRST_SEED .. FIRST_SEED + SEEDS - 1 (default 0): more "
                    "seeds for an earlier run, or one run split over processes")
     p.add_argument("--self-train", action="store_true",
                    help="add label-free students self-trained on the unbought pool images")
-    p.add_argument("--average", type=float, default=0.0, metavar="F",
+    p.add_argument("--average", type=share, default=0.0, metavar="F",
                    help="final students: average the weights of the last F of the steps "
                    "(train_student's average; default 0: the last step's weights)")
-    p.add_argument("--final-steps", type=int, metavar="N",
+    p.add_argument("--final-steps", type=count, metavar="N",
                    help="steps of the final students (default: the mode's)")
     p.add_argument("--strategies", type=lambda t: t.split(","),
                    help=f"selections below the full budget, comma-separated (default: "
                    f"{','.join(STRATEGIES)})")
-    p.add_argument("--fractions", type=lambda t: [float(x) for x in t.split(",")],
+    p.add_argument("--fractions", type=budget_fractions,
                    help="budget fractions, comma-separated (default: the mode's)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    p.add_argument("--threads", type=count, default=2, help="torch threads (default: 2)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "budget_curve",
                    help="results.json goes here; the teacher is fitted under OUT/teacher")
     p.add_argument("--no-docs", action="store_true", help="do not touch docs/")

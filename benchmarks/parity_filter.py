@@ -64,15 +64,29 @@ CLI_CHECKS = ("zeroshot", "resample", VIEWS_CHECK)
 TRAIN_DOMAINS, OOD_DOMAINS = ("upright", "colour"), ("inverted", "rotated")
 
 
+def dollars(text: str) -> Decimal:
+    """argparse type of --budget: a number of dollars above 0."""
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise argparse.ArgumentTypeError(f"not a number of dollars: {text}") from None
+    if not value.is_finite() or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above $0, not {text}")
+    return value
+
+
 def _args() -> argparse.Namespace:
+    from benchmarks.adip_table import count
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="10 images per class, 60 steps")
     p.add_argument("--tiny", action="store_true", help="a smoke test: 3 images per class, "
                    "a few steps (numbers mean nothing; use with --no-docs)")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
-    p.add_argument("--budget", default="1.00", help="USD cap of the pseudolabel runs' one "
-                   "ledger (default: %(default)s; the local teacher bills cents)")
+    p.add_argument("--seeds", type=count, default=3)
+    p.add_argument("--threads", type=count, default=2, help="torch threads (default: 2)")
+    p.add_argument("--budget", type=dollars, default="1.00",
+                   help="USD cap of the pseudolabel runs' one ledger (default: %(default)s; "
+                   "the local teacher bills cents)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "parity_filter",
                    help="results.json goes here; the teacher is fitted under OUT/teacher")
     p.add_argument("--no-docs", action="store_true", help="do not touch docs/")
