@@ -16,10 +16,13 @@ from pathlib import Path
 def replace_section(path: Path, start: str, end: str, section: str, title: str) -> None:
     """Put ``section`` (heading, markers and body) in place of the old one in ``path``."""
     text = path.read_text("utf-8") if path.exists() else f"# {title}\n"
-    if start in text and end in text:
-        begin = text.rfind("\n## ", 0, text.index(start)) + 1
-        stop = text.index(end) + len(end)
-        text = text[:begin] + section.rstrip("\n") + text[stop:]
+    # the last start marker and the first end marker after it: a start whose end was lost
+    # (a hand edit), or an end quoted before the section, never spans the text between
+    first = text.rfind(start)
+    stop = text.find(end, first) if first >= 0 else -1
+    if stop >= 0:
+        begin = text.rfind("\n## ", 0, first) + 1
+        text = text[:begin] + section.rstrip("\n") + text[stop + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text, "utf-8")
