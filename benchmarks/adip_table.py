@@ -491,6 +491,21 @@ def write_docs(section: str) -> None:
     replace_section(ROOT / "docs" / "results.md", START, END, section, "Results")
 
 
+def write_record(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a full disk, Ctrl-C: the old one stays)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """``path``'s JSON object; ValueError when it is not one (cut short, damaged)."""
+    saved = json.loads(path.read_text())
+    if not isinstance(saved, dict):
+        raise ValueError(f"not a JSON object but {type(saved).__name__}")
+    return saved
+
+
 def count(text: str) -> int:
     """argparse type of a count: an integer >= 1 (0 is not "the mode's default")."""
     value = int(text)
@@ -594,7 +609,7 @@ def main() -> None:
                 entry["methods"]["prototype"] = teacher_prototypes(
                     data, args.work / "cache", entry["targets"],
                     saved["meta"]["teacher"]["teachers"][name]["teacher"])
-        (args.work / "results.json").write_text(json.dumps(saved, indent=2, default=str))
+        write_record(args.work / "results.json", json.dumps(saved, indent=2, default=str))
         section = render(saved["results"], saved["meta"])
         if args.no_docs:  # the section on stdout; docs/ untouched
             print(section, end="")
@@ -636,11 +651,16 @@ def main() -> None:
         raise SystemExit("no dataset could be built; see the SKIPPED lines above")
     saved_harvest = work / "harvest.json"
     weights = fit_teachers(data, work)
-    saved = json.loads(saved_harvest.read_text()) if saved_harvest.is_file() else {}
+    try:
+        saved = read_record(saved_harvest) if saved_harvest.is_file() else {}
+    except (OSError, ValueError) as exc:
+        ap.error(f"{saved_harvest} cannot be read ({exc}): it records the queries the harvest "
+                 "made; delete it to harvest again (the new record counts only what is not "
+                 f"cached), or delete {work} to start over")
     # Harvested by an earlier run of this script for the same teachers: its queries and time
     # are the real ones (a second harvest would be all cache hits and report 0 queries).
     teacher = harvest_record(saved, data, weights, cache, args.views)
-    saved_harvest.write_text(json.dumps(teacher, default=str))
+    write_record(saved_harvest, json.dumps(teacher, default=str))
     print(f"harvest done in {teacher['harvest_s']} s", flush=True)
     compute_s = float(teacher["harvest_s"])
 
@@ -682,8 +702,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                    f"{datetime.date.today().isoformat()}, Python {platform.python_version()}",
     }
-    (work / "results.json").write_text(json.dumps({"meta": meta, "results": results},
-                                                  indent=2, default=str))
+    write_record(work / "results.json", json.dumps({"meta": meta, "results": results},
+                                                   indent=2, default=str))
     print(json.dumps({"meta": meta, "results": results}, default=str)[:4000])
     if not args.no_docs:
         notes_file = work / "notes.md"

@@ -139,3 +139,27 @@ def test_render_only_without_a_readable_results_file_is_one_line(
         (work / "results.json").write_text(content)
     err = _refused(["--render-only", "--work", str(work)], monkeypatch, capsys)
     assert "results.json" in err
+
+
+@pytest.mark.parametrize("content", ["", '{"views": 4, "teach', "[1, 2]", "null"])
+def test_a_damaged_harvest_record_is_named_not_a_traceback(
+    content: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """WORK/harvest.json cut short (a full disk) or damaged: every rerun of the table was a
+    JSONDecodeError (or AttributeError) traceback once the teachers were fitted."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "harvest.json").write_text(content)
+    data = {"mnist-digits": work / "mnist"}
+    monkeypatch.setattr(sys, "argv", ["adip_table.py", "--quick", "--no-docs",
+                                      "--datasets", "mnist-digits", "--work", str(work)])  # fmt: skip
+    monkeypatch.setattr(adip_table, "build_data", lambda work, args: data)
+    monkeypatch.setattr(adip_table, "fit_teachers", lambda data, work: {})
+    monkeypatch.setattr(adip_table, "harvest_record", _no_work)
+    monkeypatch.setattr(adip_table, "write_docs", _no_work)
+    with pytest.raises(SystemExit) as exc:
+        adip_table.main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "harvest.json" in err
