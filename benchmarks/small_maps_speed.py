@@ -143,8 +143,8 @@ def render(rows: list[tuple[int, dict[str, float]]], args: argparse.Namespace) -
         START,
         "",
         f"Reproduce: `.venv/bin/python benchmarks/small_maps_speed.py --model {args.model} "
-        f"--sizes {args.sizes} --batch {args.batch} --rounds {args.rounds} --block "
-        f"{args.block}`.",
+        f"--sizes {','.join(map(str, args.sizes))} --batch {args.batch} --rounds {args.rounds} "
+        f"--block {args.block}`.",
         "",
         f"`{args.model}` (packaged ImageNet weights), the trainer's ERM step (BatchNorm "
         f"frozen, channels_last) on random input, batch {args.batch}, torch threads "
@@ -181,26 +181,44 @@ def write_docs(section: str) -> None:
     replace_section(ROOT / "docs" / "benchmarks.md", START, END, section, "Benchmarks")
 
 
+def sizes(text: str) -> list[int]:
+    """argparse type of --sizes: pixel sizes of 1 or more, all read before any is measured."""
+    from benchmarks.adip_table import count
+
+    return [count(s) for s in text.split(",")]
+
+
+def block(text: str) -> int:
+    """argparse type of --block: 2 or more (a block's first step is not timed)."""
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be 2 or more (its first step is untimed), "
+                                         f"not {text}")
+    return value
+
+
 def main() -> None:
+    from benchmarks.adip_table import count
+
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--model", default="tf_efficientnet_lite0")
-    ap.add_argument("--sizes", default="32,64")
-    ap.add_argument("--batch", type=int, default=96)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--block", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sizes", type=sizes, default="32,64")
+    ap.add_argument("--batch", type=count, default=96)
+    ap.add_argument("--rounds", type=count, default=5)
+    ap.add_argument("--block", type=block, default=4)
+    ap.add_argument("--threads", type=count, default=2)
     ap.add_argument("--no-docs", action="store_true")
     ap.add_argument("--runs", nargs=3, metavar=("DATA", "CACHE", "TEACHER"),
                     help="time whole ERM runs on this data, cache and teacher instead")
     ap.add_argument("--target", default="rot0", help="with --runs: the held-out domain")
-    ap.add_argument("--steps", type=int, default=300, help="with --runs: steps per run")
+    ap.add_argument("--steps", type=count, default=300, help="with --runs: steps per run")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.runs:
         whole_runs(args)
         return
     rows: list[tuple[int, dict[str, Any]]] = []
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in args.sizes:
         r = measure(args.model, size, args.batch, args.rounds, args.block)
         rows.append((size, r))
         print(f"{size} px: " + ", ".join(f"{v} {t * 1000:.1f} ms" for v, t in r.items()),

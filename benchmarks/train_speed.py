@@ -137,18 +137,34 @@ def write_docs(section: str) -> None:
     path.write_text(text, "utf-8")
 
 
+VARIANTS = ("fp32", "channels_last", "bf16", "channels_last+bf16")
+
+
+def variants(text: str) -> list[str]:
+    """argparse type of --variants: names of :data:`VARIANTS` (a misspelt one was measured
+    as fp32 and reported under its misspelt name)."""
+    names = text.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown {', '.join(repr(n) for n in unknown)}; choose from {', '.join(VARIANTS)}")
+    return names
+
+
 def main() -> None:
+    from benchmarks.adip_table import count, non_negative
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tf_efficientnet_lite0")
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=96)
-    ap.add_argument("--pairs", type=int, default=5, help="rounds of timed blocks")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed rounds")
-    ap.add_argument("--variants", default="fp32,channels_last,bf16,channels_last+bf16")
+    ap.add_argument("--size", type=count, default=64)
+    ap.add_argument("--batch", type=count, default=96)
+    ap.add_argument("--pairs", type=count, default=5, help="rounds of timed blocks")
+    ap.add_argument("--warmup", type=non_negative, default=1, help="untimed rounds")
+    ap.add_argument("--variants", type=variants, default=",".join(VARIANTS))
     ap.add_argument("--no-docs", action="store_true")
     args = ap.parse_args()
     rows = []
-    for name in args.variants.split(","):
+    for name in args.variants:
         r = measure(args.model, args.size, args.batch, args.pairs, args.warmup,
                     channels_last="channels_last" in name, bf16="bf16" in name)
         rows.append((name, r))
