@@ -8,6 +8,7 @@ Each command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -256,10 +257,12 @@ def _os_error(command: str, exc: OSError) -> str:
 
 
 class _QuietStdout:
-    """``sys.stdout`` for one command: once its reader went away (``... | head -1``),
-    what is left of the output goes to devnull and the command carries on. A harvest
-    interrupted by a progress line cancelled its requests in flight (billed, their
-    answers lost) and wrote no store; now it finishes, and exits with its own code."""
+    """``sys.stdout`` for one command: once it cannot be written (its reader went away,
+    ``... | head -1``; a log file on a full disk), what is left of the output goes to
+    devnull and the command carries on. A harvest stopped by a progress line cancelled
+    its requests in flight (billed, their answers lost) and wrote no store; now it
+    finishes and exits with its own code. A closed pipe is quiet; any other error is said
+    once on stderr."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -272,23 +275,30 @@ class _QuietStdout:
         if not self._gone:
             try:
                 return self._stream.write(text)
-            except BrokenPipeError:
-                self._to_devnull()
+            except OSError as exc:
+                self._to_devnull(exc)
         return len(text)
 
     def flush(self) -> None:
         if not self._gone:
             try:
                 self._stream.flush()
-            except BrokenPipeError:
-                self._to_devnull()
+            except OSError as exc:
+                self._to_devnull(exc)
 
-    def _to_devnull(self) -> None:
+    def _to_devnull(self, exc: OSError) -> None:
+        if not isinstance(exc, BrokenPipeError):
+            with contextlib.suppress(OSError, ValueError):  # stderr may be gone too
+                print(
+                    f"warning: the output cannot be written ({exc.strerror or exc}); the rest "
+                    "of it is dropped, the command goes on",
+                    file=sys.stderr,
+                )
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, self._stream.fileno())
             os.close(devnull)
-            self._stream.flush()  # what the pipe refused, to devnull
+            self._stream.flush()  # what could not be written, to devnull
         except (AttributeError, OSError, ValueError):
             self._gone = True
 
