@@ -252,6 +252,26 @@ def test_stdout_closed_by_its_reader_exits_quietly(tmp_path: Path) -> None:
     assert (tmp_path / "d" / "dataset.json").is_file()  # the work itself was done
 
 
+
+@pytest.mark.parametrize("argv", [["providers"], ["providers", "--json"], ["data", "scan", "D"]])
+def test_a_listing_into_a_closed_pipe_ends_quietly_with_its_own_code(
+    argv: list[str], tmp_path: Path
+) -> None:
+    """`vlm-distill providers | head -0`: exit 1 (as a failure) until 2026-12-06; now the
+    listing's own 0, no traceback, no "Exception ignored"."""
+    make_digits(tmp_path / "d", size=8, per_class=1, seed=0)
+    argv = [str(tmp_path / "d") if a == "D" else a for a in argv]
+    code = f"import sys; from distill.cli import main; sys.exit(main({argv!r}))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert err.decode() == ""
+    assert proc.returncode == 0
+
 # ----------------------------------------------------------------- numbers out of range
 
 
