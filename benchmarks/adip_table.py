@@ -87,6 +87,9 @@ def build_data(work: Path, args: argparse.Namespace) -> dict[str, Path]:
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
             rc = main(argv)
+        if rc >= 128:  # stopped by Ctrl-C or a signal: the table stops too
+            print(f"{name}: {err.getvalue().strip()}", file=sys.stderr, flush=True)
+            raise SystemExit(rc)
         if rc != 0:
             print(f"SKIPPED {name}: could not build it ({err.getvalue().strip()})", flush=True)
             continue

@@ -3,6 +3,7 @@ set, fits a teacher, harvests or trains anything (minutes to hours of work)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -152,8 +153,8 @@ def test_a_damaged_harvest_record_is_named_not_a_traceback(
     work.mkdir()
     (work / "harvest.json").write_text(content)
     data = {"mnist-digits": work / "mnist"}
-    monkeypatch.setattr(sys, "argv", ["adip_table.py", "--quick", "--no-docs",
-                                      "--datasets", "mnist-digits", "--work", str(work)])  # fmt: skip
+    argv = ["--quick", "--no-docs", "--datasets", "mnist-digits", "--work", str(work)]
+    monkeypatch.setattr(sys, "argv", ["adip_table.py", *argv])
     monkeypatch.setattr(adip_table, "build_data", lambda work, args: data)
     monkeypatch.setattr(adip_table, "fit_teachers", lambda data, work: {})
     monkeypatch.setattr(adip_table, "harvest_record", _no_work)
@@ -163,3 +164,24 @@ def test_a_damaged_harvest_record_is_named_not_a_traceback(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "harvest.json" in err
+
+
+def test_ctrl_c_while_a_dataset_is_built_stops_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during `data make-fashion` (the CLI returns 130) was reported as "SKIPPED
+    rotated-fashion: could not build it (interrupted)": the table went on with the other
+    data set (teachers, harvest, hours of training) and wrote a table without it."""
+    import distill.data.builders
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distill.data.builders, "make_rotated_fashion", interrupted)
+    monkeypatch.setattr(distill.data.builders, "make_mnist_digits", _no_work)
+    args = argparse.Namespace(datasets=["rotated-fashion", "mnist-digits"], rebuild=False,
+                              fashion_per_domain=10, mnist_per_class=1)  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        adip_table.build_data(tmp_path, args)
+    assert exc.value.code == 130  # the shell's code for Ctrl-C; the next set not built
+    assert "SKIPPED" not in capsys.readouterr().out
