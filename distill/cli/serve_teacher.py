@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import signal
 import socket
 import sys
 from decimal import Decimal, InvalidOperation
@@ -332,13 +333,44 @@ def run(args: argparse.Namespace) -> int:
         print(f"  generated token (set ${TOKEN_ENV} to fix it): {token}", file=sys.stderr)
     else:
         print(f"  token: from {source}", file=sys.stderr)
+    stopped_by: list[int] = []
+    previous = _stop_gracefully_on_signals(server, stopped_by)
     try:
         server.serve_forever()  # uvicorn handles Ctrl-C / SIGTERM in the main thread
     except KeyboardInterrupt:  # uvicorn re-raises the captured Ctrl-C after shutting down
         print("teacher stopped", file=sys.stderr)
+    else:
+        if stopped_by:
+            print(f"teacher stopped by {signal.Signals(stopped_by[0]).name}", file=sys.stderr)
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         backend.close()
     return 0
+
+
+def _stop_gracefully_on_signals(server: Any, stopped_by: list[int]) -> dict[int, Any]:
+    """SIGTERM (a supervisor: systemd, ``docker stop``, ``timeout``), SIGHUP and SIGQUIT stop
+    the server as Ctrl-C does: requests in flight are answered, the port closed, exit 0.
+    uvicorn handles SIGTERM itself while it serves but then raises it again with the
+    handler from before it started: Python's default ended the process there (exit 143,
+    the backend not closed), and SIGHUP/SIGQUIT, which uvicorn does not handle, ended it on
+    the spot, cutting the requests in flight. Returns the handlers to restore."""
+    from .signals import stop_signals
+
+    def stop(signum: int, frame: object) -> None:
+        stopped_by.append(signum)
+        server.server.should_exit = True
+
+    previous = {}
+    for signum in stop_signals():
+        if signum == signal.SIGINT:
+            continue
+        try:
+            previous[signum] = signal.signal(signum, stop)
+        except ValueError:  # not the main thread: uvicorn handles no signal there either
+            break
+    return previous
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -211,3 +211,37 @@ def test_a_token_in_a_config_file_is_said_to_come_from_it_and_its_mode_checked(
     )
     text = "".join(lines) + _stop(proc)
     assert "visible to other users in the process list" in text and "token: from --token" in text
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT])
+def test_a_stop_signal_ends_the_server_cleanly_after_its_request_in_flight(
+    signum: int,
+) -> None:
+    """A supervisor's SIGTERM (systemd, docker stop, `timeout`) or a closed terminal's
+    SIGHUP stops the server as Ctrl-C does: the request in flight is answered, the port
+    is closed, "teacher stopped", exit 0 (SIGTERM was re-raised by uvicorn: exit 143, no
+    word, the backend never closed; SIGHUP/SIGQUIT ended it on the spot)."""
+    import concurrent.futures
+
+    url, proc, _ = _serve(
+        ["serve-teacher", "--backend", "hash", "--port", "0", "--latency-ms", "1500"],
+        {**_env(), "VLM_DISTILL_TEACHER_TOKEN": "stop-token-3"},
+    )
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            reply = pool.submit(
+                httpx.post, url + "/v1/embeddings", json={"model": "m", "input": "x"},
+                headers={"Authorization": "Bearer stop-token-3"}, timeout=20,
+            )  # fmt: skip
+            time.sleep(0.5)  # the request is in the server's added latency now
+            proc.send_signal(signum)
+            _, err = proc.communicate(timeout=20)
+            assert reply.result().status_code == 200
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "teacher stopped" in err and "Traceback" not in err, err
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/healthz")
