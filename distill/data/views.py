@@ -84,6 +84,7 @@ __all__ = [
     "source_decoding",
     "to_rgb",
     "upright_bytes",
+    "upright_transpose",
     "view_array",
     "view_bytes",
     "view_content_id",
@@ -250,6 +251,16 @@ def exif_orientation(im: Image.Image) -> int:
     return value if isinstance(value, int) and value in _UPRIGHT else 1
 
 
+def upright_transpose(orientation: int) -> Image.Transpose | None:
+    """The transpose that shows pixels stored for an EXIF ``orientation`` upright (None for
+    1: none), as :func:`load_rgb` applies it.
+
+    >>> upright_transpose(6) is Image.Transpose.ROTATE_270, upright_transpose(1)
+    (True, None)
+    """
+    return _UPRIGHT.get(orientation)
+
+
 def eight_bit(im: Image.Image) -> Image.Image:
     """``im`` with 8-bit levels: a 16-bit greyscale image scaled (the high byte of each
     level, as libpng's strip-16 keeps it) to mode L, anything else as it is (decodes)."""
@@ -311,7 +322,7 @@ def load_rgb(path: str | os.PathLike[str], data: bytes | None = None) -> Image.I
                     raise DataError(
                         f"image {os.fspath(path)!r} is too large ({im.size[0]}x{im.size[1]})"
                     )
-                method = _UPRIGHT.get(exif_orientation(im))
+                method = upright_transpose(exif_orientation(im))
                 rgb = to_rgb(im)
                 return rgb if method is None else rgb.transpose(method)
     except Image.DecompressionBombError as exc:
@@ -362,7 +373,7 @@ def upright_bytes(data: bytes, media_type: str, name: str = "image") -> tuple[by
         except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError):
             return data, media_type  # sent as before; the client's preparation refuses it
         with im:
-            method = _UPRIGHT.get(exif_orientation(im))
+            method = upright_transpose(exif_orientation(im))
             sixteen_bit = im.mode in _SIXTEEN_BIT_MODES
             if method is None and not sixteen_bit and not has_alpha(im):
                 return data, media_type

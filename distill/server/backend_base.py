@@ -96,17 +96,20 @@ class ImageDecodeError(ValueError):
 
 
 def decode_rgb(data: bytes) -> Any:
-    """Bytes to a loaded RGB PIL image, as the student sees the file (16-bit grey scaled
-    to 8 bits, transparency on white: :func:`distill.data.views.to_rgb`); a per-item
-    error for anything undecodable."""
+    """Bytes to a loaded RGB PIL image, as the student sees the file (upright: its EXIF
+    orientation applied, as a provider shows a phone photo to its model; 16-bit grey
+    scaled to 8 bits, transparency on white: :func:`distill.data.views.to_rgb`); a
+    per-item error for anything undecodable."""
     from PIL import Image, UnidentifiedImageError
 
-    from distill.data.views import to_rgb
+    from distill.data.views import exif_orientation, to_rgb, upright_transpose
 
     try:
         with Image.open(io.BytesIO(data), formats=DECODE_FORMATS) as im:
+            method = upright_transpose(exif_orientation(im))  # from the header, as load_rgb
             im.load()
-            return to_rgb(im)
+            rgb = to_rgb(im)
+            return rgb if method is None else rgb.transpose(method)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         # PIL's decoders raise SyntaxError/EOFError for broken data too: one image's error,
         # never the failure of the whole micro-batch (every caller batched with it: 500)

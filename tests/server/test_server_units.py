@@ -283,3 +283,23 @@ def test_the_bundled_teacher_decodes_16_bit_grey_and_transparency_as_the_student
     grey = np.asarray(decode_rgb(files[0].read_bytes()))
     assert 0 < (grey == 255).mean() < 0.05  # grey levels, not white
     assert isinstance(decode_rgb(b"not an image"), Exception)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_the_bundled_teacher_turns_a_photo_upright_as_the_student_does(
+    tmp_path: Path, fmt: str
+) -> None:
+    """A phone photo stores its pixels sideways plus an EXIF Orientation tag. The student
+    (``load_rgb``) and every provider that honours the tag see it upright; the server's
+    decoder ignored the tag, so a file sent as it is (a small photo within every limit,
+    by vlm-distill's client, another client or a hand-made request) was embedded turned
+    or mirrored: the teacher's target was of another picture (until 2026-12-06)."""
+    from distill.data.views import load_rgb
+    from distill.server.backend_base import decode_rgb
+    from tests.data.test_exif_orientation import write_oriented
+
+    for orientation in range(1, 9):
+        path = write_oriented(tmp_path / f"o{orientation}.{fmt.lower()}", orientation, fmt)
+        served = decode_rgb(path.read_bytes())
+        assert not isinstance(served, Exception), orientation
+        assert np.array_equal(np.asarray(served), np.asarray(load_rgb(path))), orientation
