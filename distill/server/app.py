@@ -6,7 +6,8 @@ Routes::
     POST /v2/embed                Cohere: texts[] | images[] (data URIs) | inputs[].content[]
     POST /v1/embeddings           OpenAI: input (text); "modality": "image" for data URIs
     POST /v1/chat/completions     OpenAI: answers to image_url (data URL) + text prompts
-    GET  /admin/billing           the server's own bill, request body bytes too (bearer token)
+    GET  /admin/billing           the server's own bill, request body bytes too (bearer token;
+                                  exact totals, the last 10,000 request ids)
     GET  /admin/info              backend, prices, faults (bearer token)
     POST /admin/reset             clear the bill and the rate-limit window (bearer token)
 

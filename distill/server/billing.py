@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from .config import Pricing
 
-__all__ = ["Bill", "Billing", "count_tokens"]
+__all__ = ["BILLS_KEPT", "Bill", "Billing", "count_tokens"]
 
+# Bills kept one by one (about 330 bytes each); the totals count every bill.
+BILLS_KEPT = 10_000
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _M = Decimal(1_000_000)
 
@@ -59,33 +62,62 @@ def price_tokens(pricing: Pricing, *, input_tokens: int, output_tokens: int) -> 
 
 
 class Billing:
-    """Thread-safe running bill of one server."""
+    """Thread-safe running bill of one server: exact totals of every request billed, and
+    the last ``keep`` bills themselves (:meth:`bills`, ``billed_request_ids``). A server
+    that runs for weeks (one chat request per image: a million bills) held every bill,
+    and each ``GET /admin/billing`` listed them all on the event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = BILLS_KEPT) -> None:
         self._lock = threading.Lock()
-        self._bills: list[Bill] = []
+        self._bills: deque[Bill] = deque(maxlen=keep)
+        self._totals = _Totals()
 
     def record(self, bill: Bill) -> None:
         with self._lock:
             self._bills.append(bill)
+            self._totals.add(bill)
 
     def bills(self) -> list[Bill]:
+        """The last ``keep`` bills, oldest first."""
         with self._lock:
             return list(self._bills)
 
     def reset(self) -> None:
         with self._lock:
             self._bills.clear()
+            self._totals = _Totals()
 
     def snapshot(self) -> dict[str, Any]:
-        """The ``GET /admin/billing`` body; USD as a decimal string."""
-        bills = self.bills()
-        return {
-            "requests": len(bills),
-            "images": sum(b.images for b in bills),
-            "input_tokens": sum(b.input_tokens for b in bills),
-            "output_tokens": sum(b.output_tokens for b in bills),
-            "usd": str(sum((b.usd for b in bills), Decimal(0))),
-            "body_bytes": sum(b.body_bytes for b in bills),
-            "billed_request_ids": [b.request_id for b in bills],
-        }
+        """The ``GET /admin/billing`` body; USD as a decimal string. The totals count every
+        request billed; ``billed_request_ids`` lists the last ``keep`` of them (oldest
+        first), ``earlier_ids_not_listed`` says how many came before those."""
+        with self._lock:
+            t, ids = self._totals, [b.request_id for b in self._bills]
+            return {
+                "requests": t.requests,
+                "images": t.images,
+                "input_tokens": t.input_tokens,
+                "output_tokens": t.output_tokens,
+                "usd": str(t.usd),
+                "body_bytes": t.body_bytes,
+                "billed_request_ids": ids,
+                "earlier_ids_not_listed": t.requests - len(ids),
+            }
+
+
+@dataclass
+class _Totals:
+    requests: int = 0
+    images: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usd: Decimal = Decimal(0)
+    body_bytes: int = 0
+
+    def add(self, bill: Bill) -> None:
+        self.requests += 1
+        self.images += bill.images
+        self.input_tokens += bill.input_tokens
+        self.output_tokens += bill.output_tokens
+        self.usd += bill.usd
+        self.body_bytes += bill.body_bytes

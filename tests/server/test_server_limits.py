@@ -188,4 +188,5 @@ def test_admin_reset_clears_bill(serve, client: httpx.Client) -> None:
         "usd": "0",
         "body_bytes": 0,
         "billed_request_ids": [],
+        "earlier_ids_not_listed": 0,
     }

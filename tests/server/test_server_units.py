@@ -303,3 +303,28 @@ def test_the_bundled_teacher_turns_a_photo_upright_as_the_student_does(
         served = decode_rgb(path.read_bytes())
         assert not isinstance(served, Exception), orientation
         assert np.array_equal(np.asarray(served), np.asarray(load_rgb(path))), orientation
+
+
+def test_the_running_bill_keeps_exact_totals_but_not_every_bill() -> None:
+    """A server that runs for weeks (one chat request per image: a million requests)
+    held every bill in memory (about 330 bytes each) and listed every request id in each
+    ``GET /admin/billing``, built on the event loop (seconds per call at a million)."""
+    from decimal import Decimal
+
+    from distill.server.billing import Bill, Billing
+
+    n = 30_000
+    billing = Billing()
+    for i in range(n):
+        billing.record(Bill(f"req_{i}", "/v1/chat/completions", 1, 90, 2, Decimal("0.00001"), 7))
+    kept = billing.bills()
+    assert len(kept) < n and kept[-1].request_id == f"req_{n - 1}"
+    snap = billing.snapshot()
+    assert snap["requests"] == n and snap["images"] == n and snap["body_bytes"] == 7 * n
+    assert (snap["input_tokens"], snap["output_tokens"]) == (90 * n, 2 * n)
+    assert Decimal(snap["usd"]) == Decimal("0.00001") * n
+    ids = snap["billed_request_ids"]
+    assert ids == [b.request_id for b in kept]
+    assert snap["earlier_ids_not_listed"] == n - len(ids)
+    billing.reset()
+    assert billing.snapshot()["requests"] == 0 and billing.bills() == []
