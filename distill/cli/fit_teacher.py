@@ -74,6 +74,13 @@ def run(args: argparse.Namespace) -> int:
         )
     from distill.teacher.miniclip import fit_teacher, manifest_path, teacher_name
 
+    if manifest_path(args.out).is_dir():
+        # else the weights were renamed in after the fit and the manifest's rename failed:
+        # weights without their manifest, which serve-teacher cannot load
+        raise ConfigurationError(
+            f"--out {args.out}: its manifest goes beside it as {manifest_path(args.out)}, "
+            "but that is a folder; move it away or choose another --out"
+        )
     sizes = _Sizes()
     if args.widths is not None:
         try:

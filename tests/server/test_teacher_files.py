@@ -169,3 +169,26 @@ def test_serve_teacher_refuses_a_file_flag_its_backend_would_ignore(
     line = _serve(argv, capsys)
     assert built == []
     assert f"{flag} is for the " in line and "--backend" in line, line
+
+
+def test_fit_teacher_whose_manifest_name_is_a_folder_is_refused_before_fitting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out T.safetensors`` beside a folder ``T.json`` (the manifest's name): the
+    teacher was fitted (minutes), the weights renamed in, then the manifest's rename failed
+    ("Is a directory"): a weights file without its manifest, which serve-teacher refuses."""
+    import distill.teacher.miniclip as miniclip
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "dataset.json").write_text("{}")
+    (tmp_path / "t.json").mkdir()
+    fitted: list[object] = []
+    monkeypatch.setattr(miniclip, "fit_teacher", lambda *a, **k: fitted.append(a))
+    out = tmp_path / "t.safetensors"
+    code = main(["fit-teacher", str(pool), "--out", str(out), "--steps", "1"])
+    err = capsys.readouterr().err
+    assert (code, fitted) == (2, []), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"{tmp_path / 't.json'}, but that is a folder" in err
+    assert not out.exists()
