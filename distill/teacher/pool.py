@@ -263,24 +263,44 @@ def read_pool(root: str | os.PathLike[str], sources: Sequence[str] | None = None
         meta = json.loads(meta_file.read_text("utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"{root} is not a teacher pool ({META_FILE} unreadable: {exc})") from exc
-    if meta.get("name") != POOL_NAME:
+    if not isinstance(meta, dict) or meta.get("name") != POOL_NAME:
         raise DataError(
             f"{root} is not a teacher pool (make one with: vlm-distill data make-teacher-pool)"
         )
-    class_names = tuple(meta["class_names"])
+    names, digests = meta.get("class_names"), meta.get("source_digests")
+    if (
+        not isinstance(names, list)
+        or not all(isinstance(c, str) for c in names)
+        or not isinstance(digests, dict)
+    ):
+        # edited by hand: a one-line error, not a KeyError/AttributeError traceback
+        raise DataError(
+            f"teacher pool {root}: {META_FILE} has no list of class_names or no "
+            "source_digests mapping; make the pool again with: vlm-distill data make-teacher-pool"
+        )
+    class_names = tuple(names)
     index = {c: k for k, c in enumerate(class_names)}
     ids, srcs, ink, labels = [], [], [], []
-    for rel in sorted(meta["source_digests"]):
-        src, cls, _ = rel.split("/")
+    for rel in sorted(digests):
+        parts = rel.split("/")
+        if len(parts) != 3 or parts[1] not in index:
+            raise DataError(
+                f"teacher pool {root}: {META_FILE} lists {rel!r}, which is not "
+                "SOURCE/CLASS/FILE with a CLASS of its class_names"
+            )
+        src, cls, _ = parts
         if sources is not None and src not in sources:
             continue
-        with Image.open(root / rel) as im:
-            arr = np.asarray(im.convert("L"), dtype=np.uint8)
+        try:
+            with Image.open(root / rel) as im:
+                arr = np.asarray(im.convert("L"), dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for broken data
+            raise DataError(f"teacher pool image {root / rel} cannot be read: {exc}") from exc
         ids.append(rel)
         srcs.append(src)
         ink.append(arr.astype(np.float32) / 255.0)
         labels.append(index[cls])
     if not ids:
         raise DataError(f"teacher pool {root} holds no images")
-    return Pool(root, str(meta["kind"]), class_names, ids, srcs, ink,
+    return Pool(root, str(meta.get("kind")), class_names, ids, srcs, ink,
                 np.asarray(labels, dtype=np.int64), meta)

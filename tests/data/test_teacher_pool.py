@@ -10,6 +10,7 @@ Real Fashion-MNIST / MNIST are used when installed, small fakes in their formats
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,70 @@ def test_mnist_digits_pool_is_disjoint_from_mnist_to_digits(tmp_path):
     _assert_disjoint(tmp_path / "pool", _bench_digests(bench, {"m": mx, "d": _sklearn_u8()}))
     ds = scan(tmp_path / "pool")
     assert set(ds.domains) == {"mnist", "sklearn_digits"}
+
+
+def _tiny_pool(root: Path) -> dict[str, object]:
+    """A two-image teacher pool written by hand: what read_pool reads."""
+    meta: dict[str, object] = {
+        "name": "teacher-pool",
+        "kind": "digits",
+        "class_names": ["0_zero", "1_one"],
+        "source_digests": {},
+    }
+    for k, cls in enumerate(["0_zero", "1_one"]):
+        (root / "sk" / cls).mkdir(parents=True)
+        ink = np.random.default_rng(k).integers(0, 256, (28, 28), dtype=np.uint8)
+        Image.fromarray(ink, mode="L").save(root / "sk" / cls / "a.png")
+        meta["source_digests"][f"sk/{cls}/a.png"] = "0"  # type: ignore[index]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return meta
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("not an object", "is not a teacher pool"),
+        ("no class_names", "dataset.json"),
+        ("digests not a mapping", "dataset.json"),
+        ("a path of two parts", "'sk/a.png'"),
+        ("a class it does not name", "'sk/2_two/a.png'"),
+        ("an image that does not decode", "sk/0_zero/a.png"),
+        ("an image cut short", "sk/1_one/a.png"),
+    ],
+)
+def test_a_damaged_or_hand_edited_pool_is_one_line(
+    tmp_path: Path, damage: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fit-teacher` on a pool whose dataset.json was edited by hand (or damaged), or with
+    an image that does not decode: a ValueError/KeyError/AttributeError traceback, or
+    "image file is truncated" without saying which file (until 2026-12-06)."""
+    root = tmp_path / "pool"
+    meta = _tiny_pool(root)
+    digests: dict[str, str] = meta["source_digests"]  # type: ignore[assignment]
+    if damage == "not an object":
+        (root / "dataset.json").write_text("[1]")
+    elif damage == "no class_names":
+        del meta["class_names"]
+    elif damage == "digests not a mapping":
+        meta["source_digests"] = ["sk/0_zero/a.png"]
+    elif damage == "a path of two parts":
+        digests["sk/a.png"] = "0"
+        (root / "sk" / "a.png").write_bytes((root / "sk/0_zero/a.png").read_bytes())
+    elif damage == "a class it does not name":
+        digests["sk/2_two/a.png"] = "0"
+        (root / "sk" / "2_two").mkdir()
+        (root / "sk/2_two/a.png").write_bytes((root / "sk/0_zero/a.png").read_bytes())
+    elif damage == "an image that does not decode":
+        (root / "sk/0_zero/a.png").write_bytes(b"junk")
+    else:
+        data = (root / "sk/1_one/a.png").read_bytes()
+        (root / "sk/1_one/a.png").write_bytes(data[: len(data) // 2])
+    if damage != "not an object":
+        (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=re.escape(said)):
+        read_pool(root)
+    out = tmp_path / "t.safetensors"
+    assert main(["fit-teacher", str(root), "--out", str(out), "--steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and said in err, err
+    assert not out.exists()
