@@ -19,10 +19,12 @@ __all__ = [
     "DEFAULT_MAX_TEXT_BATCH",
     "DEFAULT_TEMPERATURE",
     "DEFAULT_TORCH_THREADS",
+    "MAX_ASPECT",
     "Backend",
     "ImageDecodeError",
     "ImageOut",
     "ImageTask",
+    "centre_crop_aspect",
     "decode_batch",
     "decode_rgb",
     "imagenet_names",
@@ -42,6 +44,10 @@ DEFAULT_TORCH_THREADS = 2
 DEFAULT_MAX_BATCH = 4
 # Texts per MiniLM call: short prompts batch well.
 DEFAULT_MAX_TEXT_BATCH = 64
+# The longest side an image keeps, in multiples of its shortest, before an eval transform
+# that scales the short side to the model's size and then crops the centre (timm's,
+# open_clip's): see :func:`centre_crop_aspect`.
+MAX_ASPECT = 16
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,27 @@ def decode_rgb(data: bytes) -> Any:
         # PIL's decoders raise SyntaxError/EOFError for broken data too: one image's error,
         # never the failure of the whole micro-batch (every caller batched with it: 500)
         return ImageDecodeError(f"image could not be decoded: {exc}")
+
+
+def centre_crop_aspect(img: Any, max_aspect: int = MAX_ASPECT) -> Any:
+    """``img`` with its long side cut, centred, to at most ``max_aspect`` times its short
+    side (others unchanged): what a short-side resize and centre crop keep anyway, without
+    scaling the whole of a sliver first (a 2 x 3000 PNG of a few hundred bytes became a
+    256 x 384,000 image, 295 MB; a 1 x 40,000,000 one, terabytes).
+
+    >>> from PIL import Image
+    >>> centre_crop_aspect(Image.new("RGB", (3000, 2))).size
+    (32, 2)
+    """
+    w, h = img.size
+    longest = max_aspect * min(w, h)
+    if w > longest:
+        left = (w - longest) // 2
+        return img.crop((left, 0, left + longest, h))
+    if h > longest:
+        top = (h - longest) // 2
+        return img.crop((0, top, w, top + longest))
+    return img
 
 
 def decode_batch(

@@ -18,6 +18,7 @@ from .backend_base import (
     DEFAULT_TORCH_THREADS,
     ImageOut,
     ImageTask,
+    centre_crop_aspect,
     decode_batch,
     imagenet_names,
     photo_prompt,
@@ -130,7 +131,9 @@ class OpenClipBackend:
     def embed_images(self, tasks: Sequence[ImageTask]) -> list[ImageOut | Exception]:
         import torch
 
-        results, tensors, slots = decode_batch(tasks, self._preprocess)
+        results, tensors, slots = decode_batch(
+            tasks, lambda im: self._preprocess(centre_crop_aspect(im))
+        )
         if tensors:
             with torch.inference_mode():
                 feats = self._model.encode_image(torch.stack(tensors))

@@ -22,6 +22,7 @@ from .backend_base import (
     DEFAULT_TORCH_THREADS,
     ImageOut,
     ImageTask,
+    centre_crop_aspect,
     decode_batch,
     imagenet_names,
     photo_prompt,
@@ -139,7 +140,9 @@ class PseudoClipBackend:
     def embed_images(self, tasks: Sequence[ImageTask]) -> list[ImageOut | Exception]:
         import torch
 
-        results, tensors, slots = decode_batch(tasks, self._transform)
+        results, tensors, slots = decode_batch(
+            tasks, lambda im: self._transform(centre_crop_aspect(im))
+        )
         if tensors:
             with torch.inference_mode():
                 logits = self._model(torch.stack(tensors))

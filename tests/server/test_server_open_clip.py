@@ -70,3 +70,13 @@ def test_open_clip_backend_serves_the_checkpoint_offline(checkpoint, monkeypatch
 def test_open_clip_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         OpenClipBackend(ARCH, tmp_path / "nope.pt")
+
+
+def test_a_sliver_image_is_not_scaled_whole(checkpoint) -> None:
+    from tests.server.helpers import assert_the_transform_sees_a_bounded_sliver
+
+    backend = OpenClipBackend(ARCH, checkpoint[0])
+    try:
+        assert_the_transform_sees_a_bounded_sliver(backend, "_preprocess")
+    finally:
+        backend.close()

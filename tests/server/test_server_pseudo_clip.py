@@ -151,3 +151,9 @@ async def test_concurrent_requests_are_batched(url: str, photos: dict[str, bytes
     n_batches = after["image_batches"] - before["image_batches"]
     assert n_images == len(images)
     assert n_batches < n_images  # several requests shared one forward pass
+
+
+def test_a_sliver_image_is_not_scaled_whole(backend: PseudoClipBackend) -> None:
+    from tests.server.helpers import assert_the_transform_sees_a_bounded_sliver
+
+    assert_the_transform_sees_a_bounded_sliver(backend, "_transform")
