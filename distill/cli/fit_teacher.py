@@ -7,8 +7,10 @@ serve the result with ``vlm-distill serve-teacher --backend mini-clip --weights 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TypedDict
 
 from vlmclient.errors import ConfigurationError
@@ -21,6 +23,7 @@ HELP = "fit the mini-clip teacher (CLIP-style, MiniLM text space) on a teacher p
 MAX_BATCH = 4096  # images per step
 MAX_WIDTH = 1024  # channels of one tower stage
 MAX_THREADS = 256
+MANIFEST_FORMAT = "mini-clip/1"  # the "format" of a manifest fit_teacher writes
 
 
 class _Sizes(TypedDict, total=False):
@@ -49,6 +52,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "24,48,96,192 (default 16,32,64,128)")
 
 
+def _check_manifest_path(out: Path, manifest: Path) -> None:
+    """ConfigurationError unless the manifest may be written beside ``out``: a folder of
+    that name was found only after the fit (the weights renamed in, the manifest not), and
+    a JSON file that is not a mini-clip manifest (``--out pool/dataset.safetensors``: the
+    pool's own dataset.json) was replaced without a word. An earlier fit's manifest (a
+    refit over the same --out) is replaced, as its weights are."""
+    if manifest.is_dir():
+        raise ConfigurationError(
+            f"--out {out}: its manifest goes beside it as {manifest}, "
+            "but that is a folder; move it away or choose another --out"
+        )
+    try:
+        found = json.loads(manifest.read_text("utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        found = None
+    if not isinstance(found, dict) or found.get("format") != MANIFEST_FORMAT:
+        raise ConfigurationError(
+            f"--out {out}: its manifest would replace {manifest}, which is not a mini-clip "
+            "manifest; choose another --out"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     if (args.steps is not None and args.steps < 1) or (args.batch is not None and args.batch < 2) \
             or args.threads < 1:
@@ -74,13 +101,7 @@ def run(args: argparse.Namespace) -> int:
         )
     from distill.teacher.miniclip import fit_teacher, manifest_path, teacher_name
 
-    if manifest_path(args.out).is_dir():
-        # else the weights were renamed in after the fit and the manifest's rename failed:
-        # weights without their manifest, which serve-teacher cannot load
-        raise ConfigurationError(
-            f"--out {args.out}: its manifest goes beside it as {manifest_path(args.out)}, "
-            "but that is a folder; move it away or choose another --out"
-        )
+    _check_manifest_path(args.out, manifest_path(args.out))
     sizes = _Sizes()
     if args.widths is not None:
         try:

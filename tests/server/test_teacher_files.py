@@ -192,3 +192,42 @@ def test_fit_teacher_whose_manifest_name_is_a_folder_is_refused_before_fitting(
     assert len(err.strip().splitlines()) == 1, err
     assert f"{tmp_path / 't.json'}, but that is a folder" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("beside", ["dataset.json", "results.json", "not json"])
+def test_fit_teacher_never_replaces_a_json_file_that_is_not_its_manifest(
+    tmp_path: Path,
+    beside: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The manifest goes beside --out under its stem: ``--out pool/dataset.safetensors``
+    replaced the teacher pool's own dataset.json (the pool no longer read), and
+    ``--out results.safetensors`` a results.json of the user's, without a word. A
+    manifest of an earlier fit (a refit over the same --out) is still replaced."""
+    import distill.teacher.miniclip as miniclip
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "dataset.json").write_text('{"name": "teacher-pool"}')
+    fitted: list[object] = []
+    monkeypatch.setattr(miniclip, "fit_teacher", lambda *a, **k: fitted.append(a))
+    if beside == "dataset.json":
+        out = pool / "dataset.safetensors"
+    else:
+        out = tmp_path / "results.safetensors"
+        (tmp_path / "results.json").write_text('{"accuracy": 0.9}' if beside != "not json" else "x")
+    manifest = out.with_suffix(".json")
+    before = manifest.read_bytes()
+    code = main(["fit-teacher", str(pool), "--out", str(out), "--steps", "1"])
+    err = capsys.readouterr().err
+    assert (code, fitted) == (2, []), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"would replace {manifest}, which is not a mini-clip manifest" in err
+    assert manifest.read_bytes() == before
+    # an earlier fit's manifest is the teacher's own: a refit replaces it
+    manifest.write_text(json.dumps({"format": "mini-clip/1"}))
+    monkeypatch.setattr(miniclip, "fit_teacher", lambda *a, **k: fitted.append(a) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(["fit-teacher", str(pool), "--out", str(out), "--steps", "1"])
+    assert len(fitted) == 1
