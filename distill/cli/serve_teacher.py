@@ -26,6 +26,7 @@ from pydantic import SecretStr, ValidationError
 from vlmclient.errors import ConfigurationError
 
 from .model_flags import ModelFlags, validation_message
+from .signals import Stopped
 from .validate import int_in, path_text, positive_float
 
 if TYPE_CHECKING:
@@ -295,72 +296,81 @@ def run(args: argparse.Namespace) -> int:
         log.warning("binding %s: the teacher is reachable from other machines", args.host)
 
     extra = {} if args.temperature is None else {"temperature": args.temperature}
-    try:
-        backend = make_backend(
-            args.backend,
-            hash_dim=args.hash_dim,
-            open_clip_model=args.open_clip_model,
-            open_clip_weights=args.open_clip_weights,
-            image_tower=args.image_tower,
-            weights=args.weights,
-            **extra,
-        )
-    except (ValueError, FileNotFoundError) as exc:
-        sock.close()
-        raise ConfigurationError(str(exc)) from exc
-    except BaseException:
-        sock.close()
-        raise
-
-    server = ServerThread(
-        create_app(config, backend),
-        args.host,
-        args.port,
-        log_level="info" if args.access_log else "warning",
-        access_log=args.access_log,
-        sock=sock,
-    )
-    info = backend.info()
-    tower = f", image tower {info['image_tower']}" if "image_tower" in info else ""
-    print(
-        f"teacher {backend.name}{tower} (dim {backend.dim}) on {server.base_url}\n"
-        f"  Cohere POST /v2/embed | OpenAI POST /v1/embeddings, /v1/chat/completions\n"
-        f"  bill: GET /admin/billing | Ctrl-C to stop",
-        file=sys.stderr,
-    )
-    if generated:
-        # Shown once, on the console only: set the env var to choose your own.
-        print(f"  generated token (set ${TOKEN_ENV} to fix it): {token}", file=sys.stderr)
-    else:
-        print(f"  token: from {source}", file=sys.stderr)
     stopped_by: list[int] = []
-    previous = _stop_gracefully_on_signals(server, stopped_by)
+    serving: list[Any] = []  # the server, once it is built
+    previous = _stop_gracefully_on_signals(serving, stopped_by)
+    backend = None
     try:
-        server.serve_forever()  # uvicorn handles Ctrl-C / SIGTERM in the main thread
-    except KeyboardInterrupt:  # uvicorn re-raises the captured Ctrl-C after shutting down
-        print("teacher stopped", file=sys.stderr)
-    else:
-        if stopped_by:
-            print(f"teacher stopped by {signal.Signals(stopped_by[0]).name}", file=sys.stderr)
+        try:
+            backend = make_backend(
+                args.backend,
+                hash_dim=args.hash_dim,
+                open_clip_model=args.open_clip_model,
+                open_clip_weights=args.open_clip_weights,
+                image_tower=args.image_tower,
+                weights=args.weights,
+                **extra,
+            )
+        except (ValueError, FileNotFoundError) as exc:
+            raise ConfigurationError(str(exc)) from exc
+
+        server = ServerThread(
+            create_app(config, backend),
+            args.host,
+            args.port,
+            log_level="info" if args.access_log else "warning",
+            access_log=args.access_log,
+            sock=sock,
+        )
+        serving.append(server)
+        info = backend.info()
+        tower = f", image tower {info['image_tower']}" if "image_tower" in info else ""
+        print(
+            f"teacher {backend.name}{tower} (dim {backend.dim}) on {server.base_url}\n"
+            f"  Cohere POST /v2/embed | OpenAI POST /v1/embeddings, /v1/chat/completions\n"
+            f"  bill: GET /admin/billing | Ctrl-C to stop",
+            file=sys.stderr,
+        )
+        if generated:
+            # Shown once, on the console only: set the env var to choose your own.
+            print(f"  generated token (set ${TOKEN_ENV} to fix it): {token}", file=sys.stderr)
+        else:
+            print(f"  token: from {source}", file=sys.stderr)
+        try:
+            server.serve_forever()  # uvicorn handles Ctrl-C / SIGTERM in the main thread
+        except KeyboardInterrupt:  # uvicorn re-raises the captured Ctrl-C after shutting down
+            print("teacher stopped", file=sys.stderr)
+        else:
+            if stopped_by:
+                name = signal.Signals(stopped_by[0]).name
+                print(f"teacher stopped by {name}", file=sys.stderr)
+    except Stopped as exc:  # while the backend loaded (seconds for the torch ones)
+        print(f"teacher stopped by {exc} before it served", file=sys.stderr)
     finally:
+        sock.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        backend.close()
+        if backend is not None:
+            backend.close()
     return 0
 
 
-def _stop_gracefully_on_signals(server: Any, stopped_by: list[int]) -> dict[int, Any]:
+def _stop_gracefully_on_signals(serving: list[Any], stopped_by: list[int]) -> dict[int, Any]:
     """SIGTERM (a supervisor: systemd, ``docker stop``, ``timeout``), SIGHUP and SIGQUIT stop
     the server as Ctrl-C does: requests in flight are answered, the port closed, exit 0.
     uvicorn handles SIGTERM itself while it serves but then raises it again with the
     handler from before it started: Python's default ended the process there (exit 143,
     the backend not closed), and SIGHUP/SIGQUIT, which uvicorn does not handle, ended it on
-    the spot, cutting the requests in flight. Returns the handlers to restore."""
+    the spot, cutting the requests in flight. Before the server is built (``serving``
+    empty: the backend loads) they raise :class:`~distill.cli.signals.Stopped`. Returns
+    the handlers to restore."""
     from .signals import stop_signals
 
     def stop(signum: int, frame: object) -> None:
         stopped_by.append(signum)
-        server.server.should_exit = True
+        if not serving:
+            raise Stopped(signum)
+        serving[0].server.should_exit = True
 
     previous = {}
     for signum in stop_signals():

@@ -245,3 +245,35 @@ def test_a_stop_signal_ends_the_server_cleanly_after_its_request_in_flight(
     assert "teacher stopped" in err and "Traceback" not in err, err
     with pytest.raises(httpx.ConnectError):
         httpx.get(url + "/healthz")
+
+
+def test_a_stop_signal_while_the_backend_loads_ends_the_server_cleanly() -> None:
+    """SIGTERM while the backend loads (pseudo-clip takes 13-25 s: a supervisor stopping
+    a server that is starting) ended the process on the spot, no word; now "teacher
+    stopped by SIGTERM", exit 0, as once it serves."""
+    code = (
+        "import sys, time\n"
+        "import distill.server as server\n"
+        "def loading(*args, **kwargs):\n"
+        "    print('LOADING', file=sys.stderr, flush=True)\n"
+        "    time.sleep(60)\n"
+        "server.make_backend = loading\n"
+        "from distill.cli import main\n"
+        "sys.exit(main(['serve-teacher', '--backend', 'hash', '--port', '0']))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        env={**_env(), "PYTHONPATH": str(ROOT), "VLM_DISTILL_TEACHER_TOKEN": "load-token-5"},
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline().strip() == "LOADING"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "teacher stopped by SIGTERM" in err and "Traceback" not in err, err
+    assert "spend ledger" not in err  # the paid commands' message: nothing is paid here
