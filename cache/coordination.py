@@ -383,9 +383,13 @@ class Coordinator:
         provider, _, model = teacher.partition(":")
         try:
             with SpendLedger(self.ledger_path) as ledger:
-                ledger.record(
-                    LedgerRecord(provider, model, "unknown", items, str(usd), outcome=ORPHANED)
-                )
+                # charged at its worst case, not at a bill: estimated (before 2026-12-07
+                # not marked, so the report's estimated_requests left it out)
+                orphan = LedgerRecord(
+                    provider, model, "unknown", items, str(usd), outcome=ORPHANED,
+                    reserved_usd=str(usd), estimated=True,
+                )  # fmt: skip
+                ledger.record(orphan)
         except (LedgerWriteError, OSError):
             pass  # still counted in the spend table: the cap holds either way
 

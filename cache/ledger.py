@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 CACHE_HIT: Final = "cache_hit"
 OK: Final = "ok"
+ORPHANED: Final = "orphaned"  # see cache.coordination
 # Blocks kept allocated past the ledger's end: ~3,000 records written on a full disk.
 RESERVE_BYTES: Final = 1024 * 1024
 _FALLOC_FL_KEEP_SIZE: Final = 1
@@ -387,7 +388,9 @@ class GroupTotals:
         if rec.outcome == CACHE_HIT:
             self.cache_hits += rec.items
             return
-        self.estimated += rec.estimated
+        # an orphaned line is always charged at its reservation (older ledgers did not
+        # mark it estimated)
+        self.estimated += rec.estimated or rec.outcome == ORPHANED
         if is_overrun(rec):
             self.overruns += 1
             self.overrun_usd += Decimal(rec.cost_usd) - Decimal(rec.reserved_usd)

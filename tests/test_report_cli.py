@@ -257,3 +257,46 @@ def test_a_ledger_line_with_numbers_that_are_not_numbers_keeps_its_money_and_the
     assert doc["spent_usd"] == "0.02" and doc["ledger_problems"] == []
     assert doc["overrun_usd"] == "0.01" and doc["overruns"][0]["time"] == 0.0
     assert doc["overruns"][0]["provider_usage"] == {}
+
+
+def test_orphaned_reservations_count_as_estimated_requests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a killed run's open reservation, charged by the next run as `orphaned` at
+    its worst case, was not counted in `estimated_requests` (nor a group's `estimated`):
+    the report said every charge but the estimated ones was the provider's bill. A
+    process reserves and dies; the next harvest (a dry run) charges it; a line of a
+    ledger written before orphaned lines were marked counts too."""
+    import subprocess
+    import sys
+
+    from distill.data.digits import make_digits
+
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    data = make_digits(tmp_path / "digits", size=16, per_class=1)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    code = (
+        "import os, sys; from decimal import Decimal; from cache import Coordinator\n"
+        "c = Coordinator(sys.argv[1] + '/coordination.db', ledger_path=sys.argv[1] + "
+        "'/ledger.jsonl')\n"
+        "assert c.try_reserve('local:hash', Decimal('0.004'), 4, None)[0]\n"
+        "os._exit(0)  # killed with the request on the wire\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code, str(cache)], check=True, cwd=root)
+    with teacher() as served:
+        assert main(harvest_argv(served.url, data, cache, "--dry-run")) == 0
+    capsys.readouterr()
+    (orphan,) = [r for r in ledger(cache) if r.outcome == "orphaned"]
+    assert orphan.estimated and orphan.cost_usd == orphan.reserved_usd == "0.004"
+    assert main(["report", str(cache), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["estimated_requests"] == 1
+    assert [m["estimated"] for m in report["by_model"]] == [1]
+    old = {"provider": "local", "model": "hash", "kind": "unknown", "items": 2,
+           "cost_usd": "0.002", "outcome": "orphaned"}  # fmt: skip
+    with open(cache / "ledger.jsonl", "a") as f:
+        f.write(json.dumps(old) + "\n")
+    assert main(["report", str(cache), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["estimated_requests"] == 2
