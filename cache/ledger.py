@@ -121,6 +121,8 @@ def _record_to_line(rec: LedgerRecord) -> bytes:
         "estimated": rec.estimated,
         "provider_usage": dict(rec.provider_usage),
     }
+    if rec.endpoint is not None:  # the provider's default endpoint: the line as before
+        fields["endpoint"] = rec.endpoint
     # ensure_ascii keeps every line valid UTF-8 even if it is cut mid-character
     return (json.dumps(fields, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
 
@@ -144,6 +146,7 @@ def _record_from_json(obj: Any) -> LedgerRecord:
             reserved_usd=str(obj.get("reserved_usd", "0")),
             estimated=obj.get("estimated") is True,
             provider_usage=_mapping(obj.get("provider_usage")),
+            endpoint=obj["endpoint"] if isinstance(obj.get("endpoint"), str) else None,
         )
         for name in ("cost_usd", "saved_usd", "reserved_usd"):
             _check_amount(name, Decimal(getattr(rec, name)))

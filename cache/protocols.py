@@ -55,6 +55,10 @@ class LedgerRecord:
     images, pixels, any dollar figure), ``reserved_usd`` the worst case held before
     sending, and ``estimated`` is True when the provider did not say what it billed and
     ``cost_usd`` is that reservation. ``cost_usd > reserved_usd`` is an overrun.
+
+    ``endpoint``: the base URL the request went to (normalised, no credentials), None for
+    the provider's default one (and for orphaned reservations and lines written before
+    2026-12-07): one ``provider:model`` served at two URLs is two bills.
     """
 
     provider: str
@@ -70,6 +74,7 @@ class LedgerRecord:
     reserved_usd: str = "0"
     estimated: bool = False
     provider_usage: Mapping[str, Any] = field(default_factory=dict)
+    endpoint: str | None = None
 
 
 class LedgerLike(Protocol):

@@ -9,13 +9,21 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from cache import CacheError, ResponseCache, open_reservations, read_ledger, totals
+from cache import (
+    CacheError,
+    LedgerRecord,
+    ResponseCache,
+    open_reservations,
+    read_ledger,
+    totals,
+)
 from cache.layout import LEDGER_FILE, RESPONSES_DIR, CacheDir
-from cache.ledger import by_model, is_overrun, plain
+from cache.ledger import GroupTotals, by_model, is_overrun, plain
 
 __all__ = ["SCHEMA", "append_run", "build_report", "find_cache_dir"]
 
@@ -140,6 +148,7 @@ def build_report(path: Path) -> dict[str, Any]:
         "cache_problem": cache_problem,
         "by_model": by_model(tot.groups),
         "by_kind": groups,
+        "by_endpoint": _by_endpoint(contents.records),
         "ledger_problems": problems,
         "estimated_requests": tot.estimated,
         "overrun_usd": plain(tot.overrun_usd),
@@ -194,6 +203,19 @@ def build_report(path: Path) -> dict[str, Any]:
     else:
         report["last_run"] = None
     return report
+
+
+def _by_endpoint(records: Iterable[LedgerRecord]) -> list[dict[str, Any]]:
+    """One JSON-able dict per ``provider:model`` and base URL its records were sent to
+    (``endpoint``, null: the provider's default, or not recorded), as ``by_model``'s."""
+    groups: dict[tuple[str, str, str], tuple[str | None, GroupTotals]] = {}
+    for rec in records:
+        key = (rec.provider, rec.model, rec.endpoint or "")  # null sorts first
+        if key not in groups:
+            groups[key] = (rec.endpoint, GroupTotals(rec.provider, rec.model, "*"))
+        groups[key][1].add(rec)
+    return [{**group.as_dict(), "endpoint": endpoint}
+            for endpoint, group in (groups[k] for k in sorted(groups))]  # fmt: skip
 
 
 def _open_reservations(cdir: CacheDir, problems: list[str]) -> dict[str, Decimal]:

@@ -300,3 +300,36 @@ def test_orphaned_reservations_count_as_estimated_requests(
         f.write(json.dumps(old) + "\n")
     assert main(["report", str(cache), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["estimated_requests"] == 2
+
+
+def test_spend_at_two_base_urls_of_one_teacher_is_told_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the ledger lines did not say where a request was sent, so a teacher served
+    at two base URLs (a local teacher on two ports, a gateway and the vendor under one
+    model name) was one sum in the report, though the cache keeps their answers apart
+    and each server bills its own. Two harvests of one cache at two servers: the report
+    says what each billed, and the total is still their sum."""
+    from distill.data.digits import make_digits
+
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    monkeypatch.setenv("COLUMNS", "200")
+    data = make_digits(tmp_path / "digits", size=16, per_class=1)
+    cache = tmp_path / "cache"
+    billed = {}
+    for _ in range(2):
+        with teacher() as served:
+            assert main(harvest_argv(served.url, data, cache)) == 0
+            billed[served.url.rstrip("/")] = sum((b.usd for b in served.bills()), Decimal(0))
+    assert len(billed) == 2 and all(billed.values())
+    capsys.readouterr()
+    assert main(["report", str(cache), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    spent = {e["endpoint"]: Decimal(e["spent_usd"]) for e in report["by_endpoint"]}
+    assert spent == billed
+    assert {(e["provider"], e["model"]) for e in report["by_endpoint"]} == {("local", "hash")}
+    assert Decimal(report["spent_usd"]) == sum(billed.values())
+    assert main(["report", str(cache)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for url, usd in billed.items():
+        assert f"at {url}: ${usd}" in out, out

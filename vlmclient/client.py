@@ -233,9 +233,11 @@ class TeacherClient:
         self._timeout = httpx.Timeout(timeout)
         self._http = httpx.AsyncClient(transport=self._transport, timeout=self._timeout)
         # The machinery, one piece per module; each is handed what it works with.
+        # the base URL paid at (not the namespace: that names the answers, not the bill)
         self._storage = Storage(
-            cache, ledger, provider=self.provider.name, model=self.model, timings=self.timings
-        )
+            cache, ledger, provider=self.provider.name, model=self.model, timings=self.timings,
+            endpoint=endpoint_id(self.provider, base_url),
+        )  # fmt: skip
         self._batcher = Batcher(
             self.provider,
             self.model,

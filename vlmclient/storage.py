@@ -53,11 +53,13 @@ class Storage:
         provider: str,
         model: str,
         timings: Timings,
+        endpoint: str | None = None,
     ) -> None:
         self.cache = cache
         self.ledger = ledger
         self.provider = provider
         self.model = model
+        self.endpoint = endpoint  # where requests go, on every ledger line (None: default)
         self.timings = timings
         self.ledger_error: str | None = None  # set once a ledger write fails
         self.cache_error: str | None = None  # set once the cache fails a paid result
@@ -225,6 +227,7 @@ class Storage:
             reserved_usd=str(reserved),
             estimated=estimated,
             provider_usage=dict(reported or {}),
+            endpoint=self.endpoint,
         )
         started = time.perf_counter()
         try:

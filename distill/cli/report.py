@@ -113,6 +113,13 @@ def show(report: dict[str, Any]) -> None:
             "failed attempts: "
             + ", ".join(f"{k} {v}" for k, v in sorted(failure_totals.items()))
         )
+    teachers = [f"{e['provider']}:{e['model']}" for e in report["by_endpoint"]]
+    for e in report["by_endpoint"]:  # where a teacher was bought at more than one URL
+        name = f"{e['provider']}:{e['model']}"
+        if teachers.count(name) > 1:
+            at = e["endpoint"] or "its default endpoint (or not recorded)"
+            out.print(escape(f"{name} at {at}: ${e['spent_usd']} spent, {e['requests']} "
+                             f"requests, {e['items']} items"))  # fmt: skip
     if report["items_cached"] is None:
         out.print(f"items in the response cache: unknown ({escape(report['cache_problem'])})")
     else:
