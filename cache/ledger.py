@@ -138,7 +138,7 @@ def _record_from_json(obj: Any) -> LedgerRecord:
             items=int(obj["items"]),
             cost_usd=str(obj["cost_usd"]),
             outcome=str(obj.get("outcome", OK)),
-            usage={str(k): int(v) for k, v in (obj.get("usage") or {}).items()},
+            usage=_counts(obj.get("usage")),
             request_id=None if obj.get("request_id") is None else str(obj["request_id"]),
             saved_usd=str(obj.get("saved_usd", "0")),
             time=_finite_time(obj.get("time", 0.0)),
@@ -150,8 +150,8 @@ def _record_from_json(obj: Any) -> LedgerRecord:
         )
         for name in ("cost_usd", "saved_usd", "reserved_usd"):
             _check_amount(name, Decimal(getattr(rec, name)))
-        if rec.items < 0 or any(v < 0 for v in rec.usage.values()):
-            raise ValueError("negative item or usage count")
+        if rec.items < 0:
+            raise ValueError("negative item count")
     except (
         KeyError, TypeError, ValueError, AttributeError, InvalidOperation, OverflowError
     ) as exc:  # fmt: skip
@@ -161,10 +161,31 @@ def _record_from_json(obj: Any) -> LedgerRecord:
 
 def _finite_time(value: Any) -> float:
     """A record's time; 0.0 (unknown, as in ledgers written before it existed) for NaN or
-    an overflow: not a reason to drop the line's money, and never echoed into a report's
-    JSON (``NaN`` and ``Infinity`` are not JSON)."""
-    when = float(value)
+    an overflow, or what is not a number (another version's date string): not a reason to
+    drop the line's money, and never echoed into a report's JSON (``NaN`` and ``Infinity``
+    are not JSON)."""
+    try:
+        when = float(value)
+    except (TypeError, ValueError):
+        return 0.0
     return when if math.isfinite(when) else 0.0
+
+
+def _counts(value: Any) -> dict[str, int]:
+    """A line's usage: its whole, non-negative counts. Anything else in it (another
+    version's nested block, a null, a negative number) is left out, never a reason to
+    drop the line's money (before 2026-12-07 it was: $0 in every total and budget)."""
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, int] = {}
+    for key, count in value.items():
+        try:
+            number = int(count)
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if number >= 0:
+            out[str(key)] = number
+    return out
 
 
 def _mapping(value: Any) -> dict[str, Any]:

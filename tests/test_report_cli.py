@@ -333,3 +333,34 @@ def test_spend_at_two_base_urls_of_one_teacher_is_told_apart(
     out = " ".join(capsys.readouterr().out.split())
     for url, usd in billed.items():
         assert f"at {url}: ${usd}" in out, out
+
+
+def test_lines_of_a_newer_version_keep_their_money_in_the_report_and_the_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a ledger line whose `time` was not a number (an ISO date) or whose `usage`
+    held something else than counts (a nested block, a null: another version's ledger,
+    or one edited by hand) was skipped whole, its money too: the report said $0 spent and
+    the next harvest's --budget was seeded without it, so it spent the cap again."""
+    from distill.data.digits import make_digits
+
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    data = make_digits(tmp_path / "digits", size=16, per_class=1)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    line = {"provider": "local", "model": "hash", "kind": "image_embedding", "items": 5,
+            "outcome": "ok", "reserved_usd": "2", "future_field": [1, {"x": None}]}  # fmt: skip
+    lines = [
+        {**line, "cost_usd": "2", "time": "2026-12-07T00:00:00Z", "usage": {"images": 5}},
+        {**line, "cost_usd": "2", "usage": {"images": 5, "cache": {"read": 3}}},
+        {**line, "cost_usd": "1", "usage": {"images": None, "input_tokens": -1}},
+    ]
+    (cache / "ledger.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert main(["report", str(cache), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["spent_usd"] == "5" and report["ledger_problems"] == []
+    assert report["requests_sent"] == 3 and report["items_bought"] == 15
+    with teacher() as served:  # the $5 cap is spent: nothing is bought (exit 3)
+        # (--allow-rebuy: the cache is empty though the ledger records items bought)
+        assert main(harvest_argv(served.url, data, cache, "--allow-rebuy", budget="5")) == 3
+        assert served.bills() == []
