@@ -67,7 +67,7 @@ from .coordination_db import (
     pid_stopped,
     while_stopped,
 )
-from .ledger import LedgerWriteError, SpendLedger, read_ledger
+from .ledger import LedgerWriteError, SpendLedger, iter_ledger
 from .protocols import LedgerRecord
 
 __all__ = [
@@ -482,7 +482,7 @@ class Coordinator:
         in_ledger = sum(
             (
                 Decimal(r.cost_usd)
-                for r in read_ledger(self.ledger_path).records
+                for r in iter_ledger(self.ledger_path)
                 if r.provider == provider and r.model == model
             ),
             Decimal(0),

@@ -9,7 +9,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,8 @@ from cache import (
     CacheError,
     LedgerRecord,
     ResponseCache,
+    iter_ledger,
     open_reservations,
-    read_ledger,
     totals,
 )
 from cache.layout import LEDGER_FILE, RESPONSES_DIR, CacheDir
@@ -120,8 +120,19 @@ def _last_run(cache_dir: Path) -> dict[str, Any] | None:
 
 def build_report(path: Path) -> dict[str, Any]:
     cdir = CacheDir(find_cache_dir(path))
-    contents = read_ledger(cdir.ledger)
-    tot = totals(contents.records)
+    # one pass over the ledger, one line at a time: a large one is never held whole
+    unread: list[tuple[int, str]] = []
+    overruns: list[LedgerRecord] = []
+    endpoints = _Endpoints()
+
+    def watched() -> Iterator[LedgerRecord]:
+        for rec in iter_ledger(cdir.ledger, unread):
+            if is_overrun(rec):
+                overruns.append(rec)
+            endpoints.add(rec)
+            yield rec
+
+    tot = totals(watched())
     items_cached: int | None = 0
     cache_problem = None
     if cdir.responses.exists():
@@ -131,7 +142,7 @@ def build_report(path: Path) -> dict[str, Any]:
         except CacheError as exc:
             items_cached, cache_problem = None, str(exc)
     failed_attempts = sum(tot.failures.values())
-    problems = [f"line {n}: {why}" for n, why in contents.problems]
+    problems = [f"line {n}: {why}" for n, why in unread]
     held = _open_reservations(cdir, problems)
     groups = [g.as_dict() for _, g in sorted(tot.groups.items())]
     report: dict[str, Any] = {
@@ -148,7 +159,7 @@ def build_report(path: Path) -> dict[str, Any]:
         "cache_problem": cache_problem,
         "by_model": by_model(tot.groups),
         "by_kind": groups,
-        "by_endpoint": _by_endpoint(contents.records),
+        "by_endpoint": endpoints.as_list(),
         "ledger_problems": problems,
         "estimated_requests": tot.estimated,
         "overrun_usd": plain(tot.overrun_usd),
@@ -164,8 +175,7 @@ def build_report(path: Path) -> dict[str, Any]:
                 "request_id": r.request_id,
                 "provider_usage": dict(r.provider_usage),
             }
-            for r in contents.records
-            if is_overrun(r)
+            for r in overruns
         ],
     }
     run = _last_run(cdir.root)
@@ -205,17 +215,22 @@ def build_report(path: Path) -> dict[str, Any]:
     return report
 
 
-def _by_endpoint(records: Iterable[LedgerRecord]) -> list[dict[str, Any]]:
-    """One JSON-able dict per ``provider:model`` and base URL its records were sent to
-    (``endpoint``, null: the provider's default, or not recorded), as ``by_model``'s."""
-    groups: dict[tuple[str, str, str], tuple[str | None, GroupTotals]] = {}
-    for rec in records:
+class _Endpoints:
+    """Totals per ``provider:model`` and base URL its records were sent to (``endpoint``,
+    null: the provider's default, or not recorded), as ``by_model``'s."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, str, str], tuple[str | None, GroupTotals]] = {}
+
+    def add(self, rec: LedgerRecord) -> None:
         key = (rec.provider, rec.model, rec.endpoint or "")  # null sorts first
-        if key not in groups:
-            groups[key] = (rec.endpoint, GroupTotals(rec.provider, rec.model, "*"))
-        groups[key][1].add(rec)
-    return [{**group.as_dict(), "endpoint": endpoint}
-            for endpoint, group in (groups[k] for k in sorted(groups))]  # fmt: skip
+        if key not in self.groups:
+            self.groups[key] = (rec.endpoint, GroupTotals(rec.provider, rec.model, "*"))
+        self.groups[key][1].add(rec)
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [{**group.as_dict(), "endpoint": endpoint}
+                for endpoint, group in (self.groups[k] for k in sorted(self.groups))]  # fmt: skip
 
 
 def _open_reservations(cdir: CacheDir, problems: list[str]) -> dict[str, Decimal]:

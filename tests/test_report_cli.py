@@ -364,3 +364,34 @@ def test_lines_of_a_newer_version_keep_their_money_in_the_report_and_the_budget(
         # (--allow-rebuy: the cache is empty though the ledger records items bought)
         assert main(harvest_argv(served.url, data, cache, "--allow-rebuy", budget="5")) == 3
         assert served.bills() == []
+
+
+def test_a_large_ledger_is_reported_without_holding_it_in_memory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `report` read the whole ledger into memory, then every line as a record:
+    a 154 MB ledger (500,000 requests) took 1 GB. It streams now: what it holds does not
+    grow with the ledger (measured here against the file's own size)."""
+    import tracemalloc
+
+    cache = _cache(tmp_path / "c", "0.25")  # one line first: imports happen before
+    assert main(["report", str(cache), "--json"]) == 0
+    capsys.readouterr()
+    line = {"provider": "local", "model": "hash", "kind": "image_embedding", "items": 5,
+            "cost_usd": "0.0000125", "reserved_usd": "0.00002", "outcome": "ok",
+            "usage": {"images": 5}, "provider_usage": {"images": 5, "input_tokens": 0},
+            "request_id": "6f8d4873-e4d3-4b1a-9c1e-1234567890ab", "time": 1796601437.1}  # fmt: skip
+    count = 20_000
+    with open(cache / "ledger.jsonl", "a") as f:
+        f.write((json.dumps(line) + "\n") * count)
+    size = (cache / "ledger.jsonl").stat().st_size
+    tracemalloc.start()
+    try:
+        assert main(["report", str(cache), "--json"]) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    report = json.loads(capsys.readouterr().out)
+    assert report["requests_sent"] == count + 1
+    assert Decimal(report["spent_usd"]) == Decimal("0.25") + count * Decimal("0.0000125")
+    assert peak < size / 4, (peak, size)

@@ -170,7 +170,7 @@ def check_cache_not_lost(cache: CacheLike, ledger: LedgerLike, provider: str, mo
     records answers of this teacher bought and usable: the cache database was lost,
     truncated to nothing or replaced (a crash in ``cache recover``), and everything would
     be bought again. Reads the ledger only when the cache is empty."""
-    from cache import read_ledger
+    from cache import iter_ledger
 
     try:
         empty = len(cache) == 0  # type: ignore[arg-type]
@@ -181,7 +181,7 @@ def check_cache_not_lost(cache: CacheLike, ledger: LedgerLike, provider: str, mo
         return
     items = sum(
         r.items
-        for r in read_ledger(path).records
+        for r in iter_ledger(path)
         if r.outcome == "ok" and r.provider == provider and r.model == model
     )
     if items:
