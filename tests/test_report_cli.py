@@ -395,3 +395,23 @@ def test_a_large_ledger_is_reported_without_holding_it_in_memory(
     assert report["requests_sent"] == count + 1
     assert Decimal(report["spent_usd"]) == Decimal("0.25") + count * Decimal("0.0000125")
     assert peak < size / 4, (peak, size)
+
+
+def test_a_cache_given_twice_is_refused_unless_a_config_file_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `report c1 --cache c2` reported c1 without a word about c2 (PATH won
+    silently). Two different folders given are refused (exit 2); the same one twice is
+    fine, and a config file's `cache` stays a default that PATH overrides."""
+    c1, c2 = _cache(tmp_path / "c1", "0.25"), _cache(tmp_path / "c2", "0.75")
+    assert main(["report", str(c1), "--cache", str(c2), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(c1) in err and str(c2) in err
+    assert main(["report", str(c1), "--cache", str(c1), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["spent_usd"] == "0.25"
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f"cache = {json.dumps(str(c2))}\n")
+    assert main(["report", "--config", str(cfg), str(c1), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["spent_usd"] == "0.25"
+    assert main(["report", "--config", str(cfg), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["spent_usd"] == "0.75"

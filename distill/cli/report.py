@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from rich.cells import cell_len
@@ -32,6 +33,13 @@ def run(args: argparse.Namespace) -> int:
     from distill.report import build_report
 
     path = args.path or args.cache
+    if args.path is not None and args.cache is not None and _cache_flag_given(args.cache) \
+            and args.path.resolve() != args.cache.resolve():
+        # before 2026-12-07 PATH won without a word: the other cache's spend unreported
+        raise ConfigurationError(
+            f"two caches given: {args.path} and --cache {args.cache}; report one at a "
+            "time (vlm-distill report DIR)"
+        )
     if path is None:
         raise ConfigurationError("give a cache directory or run folder: vlm-distill report DIR")
     try:
@@ -43,6 +51,15 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     show(report)
     return EXIT_OK
+
+
+def _cache_flag_given(cache: Path) -> bool:
+    """Whether ``--cache`` came from the command line rather than a config file's
+    ``cache`` (a default, which PATH overrides)."""
+    from . import SUBPARSERS
+
+    default = SUBPARSERS["report"].get_default("cache")
+    return default is None or path_arg(str(default)) != cache
 
 
 KIND_NAMES = {
