@@ -294,6 +294,9 @@ def test_orphaned_reservations_count_as_estimated_requests(
     report = json.loads(capsys.readouterr().out)
     assert report["estimated_requests"] == 1
     assert [m["estimated"] for m in report["by_model"]] == [1]
+    assert main(["report", str(cache)]) == 0
+    assert "1 requests are charged at our worst-case estimate" in " ".join(
+        capsys.readouterr().out.split())
     old = {"provider": "local", "model": "hash", "kind": "unknown", "items": 2,
            "cost_usd": "0.002", "outcome": "orphaned"}  # fmt: skip
     with open(cache / "ledger.jsonl", "a") as f:

@@ -143,8 +143,9 @@ def show(report: dict[str, Any]) -> None:
         out.print(f"items in the response cache: {report['items_cached']}")
     if report["estimated_requests"]:
         out.print(
-            f"{report['estimated_requests']} billed requests did not say what they cost and "
-            "are charged at our worst-case estimate (ledger records marked estimated)"
+            f"{report['estimated_requests']} requests are charged at our worst-case estimate: "
+            "the provider did not say what it billed, or gave no answer, or a killed run left "
+            "them open (ledger records marked estimated)"
         )
     for o in report["overruns"]:
         # the provider's own strings (request id, usage keys) are not markup: "[/x]" in
