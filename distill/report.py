@@ -248,14 +248,18 @@ def _open_reservations(cdir: CacheDir, problems: list[str]) -> dict[str, Decimal
 
 def _teacher_key(teacher: str) -> str | None:
     """``provider:model`` with the provider's canonical name (how the ledger and the
-    shared budget name a teacher), or None when ``teacher`` does not parse."""
+    shared budget name a teacher), ``teacher`` itself for a provider this version does
+    not know, or None when it is not ``provider:model``."""
     from vlmclient.errors import VLMError
     from vlmclient.providers import parse_teacher
 
     try:
         provider, model = parse_teacher(teacher)
     except (VLMError, ValueError):
-        return None
+        # a provider this version does not know (a newer version's run): the ledger names
+        # it as the run did (before 2026-12-07: no teacher, the whole budget left)
+        name, sep, model = teacher.partition(":")
+        return teacher if sep and name and model else None
     return f"{provider.name}:{model}"
 
 

@@ -418,3 +418,21 @@ def test_a_cache_given_twice_is_refused_unless_a_config_file_names_it(
     assert json.loads(capsys.readouterr().out)["spent_usd"] == "0.25"
     assert main(["report", "--config", str(cfg), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["spent_usd"] == "0.75"
+
+
+def test_budget_left_counts_a_teacher_this_version_does_not_know(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a last run whose teacher's provider this version does not know (a newer
+    version's run of the cache) was taken for no teacher: $0 spent on it, the whole
+    budget left, though the ledger holds its spend under that name."""
+    cache = tmp_path / "c"
+    cache.mkdir()
+    line = {"provider": "newvendor", "model": "m1", "kind": "answer", "items": 1,
+            "cost_usd": "0.5"}  # fmt: skip
+    (cache / "ledger.jsonl").write_text(json.dumps(line) + "\n")
+    run = {"teacher": "newvendor:m1", "budget_usd": "1", "spent_usd": "0.5", "exit_code": 0}
+    (cache / "runs.jsonl").write_text(json.dumps(run) + "\n")
+    assert main(["report", str(cache), "--json"]) == 0
+    last = json.loads(capsys.readouterr().out)["last_run"]
+    assert last["teacher_spent_usd"] == "0.5" and last["budget_left_usd"] == "0.5"
