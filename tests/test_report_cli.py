@@ -436,3 +436,26 @@ def test_budget_left_counts_a_teacher_this_version_does_not_know(
     assert main(["report", str(cache), "--json"]) == 0
     last = json.loads(capsys.readouterr().out)["last_run"]
     assert last["teacher_spent_usd"] == "0.5" and last["budget_left_usd"] == "0.5"
+
+
+def test_a_url_that_only_served_cache_hits_is_not_listed_as_a_bill(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's rerun: a local teacher on a new port under one --cache-namespace buys
+    nothing (all cached); the report does not list its URL as a second bill."""
+    from distill.data.digits import make_digits
+
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    monkeypatch.setenv("COLUMNS", "200")
+    data = make_digits(tmp_path / "digits", size=16, per_class=1)
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        with teacher() as served:
+            argv = harvest_argv(served.url, data, cache, "--cache-namespace", "demo")
+            assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["report", str(cache), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(e["requests"] > 0 for e in report["by_endpoint"]) == [False, True]
+    assert main(["report", str(cache)]) == 0
+    assert "local:hash at" not in capsys.readouterr().out

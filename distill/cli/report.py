@@ -130,8 +130,11 @@ def show(report: dict[str, Any]) -> None:
             "failed attempts: "
             + ", ".join(f"{k} {v}" for k, v in sorted(failure_totals.items()))
         )
-    teachers = [f"{e['provider']}:{e['model']}" for e in report["by_endpoint"]]
-    for e in report["by_endpoint"]:  # where a teacher was bought at more than one URL
+    # where a teacher was bought from at more than one URL (a URL that only served cache
+    # hits, such as a rerun's local teacher on a new port, bought nothing)
+    bought = [e for e in report["by_endpoint"] if e["requests"]]
+    teachers = [f"{e['provider']}:{e['model']}" for e in bought]
+    for e in bought:
         name = f"{e['provider']}:{e['model']}"
         if teachers.count(name) > 1:
             at = e["endpoint"] or "its default endpoint (or not recorded)"
