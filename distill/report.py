@@ -121,7 +121,7 @@ def _last_run(cache_dir: Path) -> dict[str, Any] | None:
 def build_report(path: Path) -> dict[str, Any]:
     cdir = CacheDir(find_cache_dir(path))
     # one pass over the ledger, one line at a time: a large one is never held whole
-    unread: list[tuple[int, str]] = []
+    unread = _Unread()
     overruns: list[LedgerRecord] = []
     endpoints = _Endpoints()
 
@@ -143,6 +143,11 @@ def build_report(path: Path) -> dict[str, Any]:
             items_cached, cache_problem = None, str(exc)
     failed_attempts = sum(tot.failures.values())
     problems = [f"line {n}: {why}" for n, why in unread]
+    if unread.more:
+        problems.append(
+            f"{unread.more} more lines that do not read (lines {unread.first_more} to "
+            f"{unread.last_more})"
+        )
     held = _open_reservations(cdir, problems)
     groups = [g.as_dict() for _, g in sorted(tot.groups.items())]
     report: dict[str, Any] = {
@@ -213,6 +218,27 @@ def build_report(path: Path) -> dict[str, Any]:
     else:
         report["last_run"] = None
     return report
+
+
+LISTED_PROBLEMS = 100  # unreadable ledger lines listed one by one; the rest are counted
+
+
+class _Unread(list[tuple[int, str]]):
+    """The first :data:`LISTED_PROBLEMS` unreadable lines (number, reason), and how many
+    more (before 2026-12-07 all were listed: a ledger another version wrote in a format
+    this one cannot read was a line of report per line of ledger)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.more = self.first_more = self.last_more = 0
+
+    def append(self, problem: tuple[int, str]) -> None:
+        if len(self) < LISTED_PROBLEMS:
+            super().append(problem)
+            return
+        self.more += 1
+        self.first_more = self.first_more or problem[0]
+        self.last_more = problem[0]
 
 
 class _Endpoints:

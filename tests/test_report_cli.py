@@ -459,3 +459,23 @@ def test_a_url_that_only_served_cache_hits_is_not_listed_as_a_bill(
     assert sorted(e["requests"] > 0 for e in report["by_endpoint"]) == [False, True]
     assert main(["report", str(cache)]) == 0
     assert "local:hash at" not in capsys.readouterr().out
+
+
+def test_a_ledger_of_many_unreadable_lines_lists_the_first_and_counts_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: every unreadable line was one entry of `ledger_problems` and one console
+    line: a ledger whose 200,000 lines another version wrote in a format this one cannot
+    read printed 200,000 lines over 80 s (and held them all). The first 100 are listed,
+    then how many more."""
+    cache = _cache(tmp_path / "c", "0.25")
+    bad = {"provider": "local", "model": "hash", "kind": "answer", "count": 1,
+           "cost_usd": "0.001"}  # fmt: skip
+    with open(cache / "ledger.jsonl", "a") as f:
+        f.write((json.dumps(bad) + "\n") * 1000)
+    assert main(["report", str(cache), "--json"]) == 0
+    problems = json.loads(capsys.readouterr().out)["ledger_problems"]
+    assert len(problems) == 101 and problems[0].startswith("line 2: unreadable line")
+    assert problems[-1] == "900 more lines that do not read (lines 102 to 1001)"
+    assert main(["report", str(cache)]) == 0
+    assert capsys.readouterr().out.count("ledger:") == 101
