@@ -244,7 +244,11 @@ def iter_ledger(
     """The records of the ledger at ``path``, read one line at a time (what is held does
     not grow with the ledger: before 2026-12-07 every reader held it whole, 1 GB for
     500,000 requests); each line that does not parse is skipped and its (line number,
-    reason) appended to ``problems``, as :func:`read_ledger` lists them."""
+    reason) appended to ``problems``, as :func:`read_ledger` lists them.
+
+    >>> list(iter_ledger("no-such-folder/ledger.jsonl"))  # a missing file: no records
+    []
+    """
     try:
         with open(path, "rb") as f:
             yield from _parse_lines(f, problems)
