@@ -91,13 +91,30 @@ def open_reservations(path: Path) -> dict[str, Decimal]:
     database at ``path``, read without writing anything ({} when there is none):
     requests on the wire in a running process, or left open by one that was killed,
     which the next process charges to the ledger as ``orphaned``. ``sqlite3.Error``
-    when it cannot be read (damaged, locked past the busy timeout)."""
+    when it cannot be read (damaged, locked past the busy timeout, or at once when the
+    process holding it locked on this host is stopped: it names that process)."""
     if not path.exists():
         return {}
     uri = path.absolute().as_uri() + "?mode=ro"
-    db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    db = sqlite3.connect(uri, uri=True, timeout=LOCK_STEP_S)
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
     try:
-        rows = db.execute("SELECT teacher, usd FROM reservations").fetchall()
+        while True:
+            try:
+                rows = db.execute("SELECT teacher, usd FROM reservations").fetchall()
+                break
+            except sqlite3.OperationalError as exc:
+                if not is_locked(exc):
+                    raise
+                pid = stopped_holder(path)
+                if pid is not None:  # locked until it runs on: before 2026-12-07, 30 s
+                    raise sqlite3.OperationalError(
+                        f"process {pid} on this host is stopped (Ctrl-Z or SIGSTOP) holding "
+                        f"it locked: resume it (fg, or kill -CONT {pid}), or end it (kill "
+                        f"{pid}; kill -CONT {pid})"
+                    ) from exc
+                if time.monotonic() >= deadline:
+                    raise
     finally:
         db.close()
     held: dict[str, Decimal] = {}

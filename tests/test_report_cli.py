@@ -479,3 +479,40 @@ def test_a_ledger_of_many_unreadable_lines_lists_the_first_and_counts_the_rest(
     assert problems[-1] == "900 more lines that do not read (lines 102 to 1001)"
     assert main(["report", str(cache)]) == 0
     assert capsys.readouterr().out.count("ledger:") == 101
+
+
+def test_a_harvest_stopped_holding_the_coordination_lock_is_named_by_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: with a harvest stopped (Ctrl-Z) in the middle of a write to
+    coordination.db, `report` waited the whole busy timeout (30 s), then said only
+    "cannot be read (database is locked)". It names the stopped process at once, and
+    what to do."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.cache.test_coordination import LOCK_HOLDER, stopped
+
+    cache = _cache(tmp_path / "c", "0.25")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(cache / "coordination.db"),
+         str(cache / "ledger.jsonl"), "EXCLUSIVE"],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+        stopped(proc.pid)
+        assert main(["report", str(cache), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+        proc.communicate()
+    assert report["spent_usd"] == "0.25"
+    [problem] = report["ledger_problems"]
+    assert f"process {proc.pid} on this host is stopped" in problem, problem
+    assert f"kill -CONT {proc.pid}" in problem
