@@ -476,6 +476,9 @@ async def harvest_rounds(
             requests[row] = make(row)
         return requests[row]
 
+    def is_new(row: int) -> bool:  # not cached (nor refused before sending): it costs
+        return client.plan("image_embedding", sendable(client, [request(row)]))[0] > 0
+
     unreadable: set[int] = set()  # rows whose pixels the teacher refused: never bought
 
     async def buy(rows: list[int]) -> bool:
@@ -530,7 +533,8 @@ async def harvest_rounds(
             )
             break
         if r == 0 or not vectors:
-            picked = select("random", np.zeros((len(dataset.samples), 1)), left, [], quota, seed)
+            choose = partial(select, "random", np.zeros((len(dataset.samples), 1)), seed=seed)
+            picked = _pick_new(choose, left, [], quota, is_new)
         else:
             # off the event loop: a stop signal then stops it at once, instead of waiting
             # unseen until it ended and cancelling the next round's requests once sent
@@ -550,7 +554,8 @@ async def harvest_rounds(
                         pretrained, seed + r),
                 STOPPED_STEERING,
             )  # fmt: skip
-            picked = select(strategy, probs, left, bought, quota, seed + r)
+            choose = partial(select, strategy, probs, seed=seed + r)
+            picked = _pick_new(choose, left, bought, quota, is_new)
         ids = [dataset.samples[i].id for i in picked]
         state["picked"].append(ids)
         save()  # picked before bought: a crash mid-round resumes the same images
@@ -564,6 +569,34 @@ async def harvest_rounds(
         save()
     save()
     return _finish(result, state, dataset, vectors, client)
+
+
+def _pick_new(
+    choose: Callable[..., list[int]],
+    left: list[int],
+    chosen: list[int],
+    quota: int,
+    is_new: Callable[[int], bool],
+) -> list[int]:
+    """The rows ``choose(candidates, chosen, k)`` picks, in its order, until ``quota`` of
+    them are new (not cached) or none is left. A cached pick costs nothing, so it does not
+    count against the round's share: counted, a round whose picks were half cached bought
+    half its share and the selection ended with money unspent. Each further call asks for
+    as many rows as picked so far (at least the number still needed): few calls when most
+    picks are cached."""
+    picked: list[int] = []
+    need = quota
+    while need > 0:
+        taken = set(picked)
+        candidates = [i for i in left if i not in taken]
+        if not candidates:
+            break
+        for row in choose(candidates, chosen + picked, max(need, len(picked))):
+            picked.append(row)
+            need -= int(is_new(row))
+            if need == 0:
+                break
+    return picked
 
 
 def sendable(

@@ -277,8 +277,9 @@ async def test_rounds_are_priced_by_images_not_bought_yet(
     ]
     picked = json.loads(state_file.read_text())["picked"]
     # $0.0059 left after the prompts buys 59 images at $0.0001: a third of them is 20 (40,
-    # a third of the 120 images, before)
-    assert len(picked[0]) <= 20
+    # a third of the 120 images, before); the 8 cached ones it picks are free
+    cached = {s.id for s in ds.samples[:8]}
+    assert len(set(picked[0]) - cached) <= 20
 
 
 def test_files_the_teacher_cannot_decode_are_left_out_of_the_rounds(
@@ -329,3 +330,37 @@ def test_files_the_teacher_cannot_decode_are_left_out_of_the_rounds(
         bought = {Path(p).name for p in manifest.read_text().splitlines()[1:]}
         assert bought and not bought & broken
         assert main(argv) in (0, 3)  # a rerun ends the same way
+
+
+async def test_cached_picks_are_free_and_the_rounds_buy_what_the_budget_allows(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every other image already cached (another run bought them): a round's picks that
+    were cache hits cost nothing but counted against its share, so each round bought
+    about half its share and the selection ended with a third of the budget unspent
+    (until 2026-12-07). Now a cached pick is free: the round picks further images until
+    its share buys new ones, and the rounds together buy what the budget allows."""
+    cache = tmp_path / "cache"
+    ds = scan(digits_data)
+    with ResponseCache(cache / "responses") as responses:
+        client = TeacherClient(
+            "local:hash", base_url=hash_teacher.url, cache=responses, budget=Budget("1")
+        )
+        async with client:
+            await client.embed_images(
+                [ImageEmbeddingRequest(image=sample_image(s, ds.hflip)) for s in ds.samples[::2]]
+            )
+    before = hash_teacher.billing()
+    tiny = ["--select", "random", "--round-steps", "0", "--select-student",
+            "mobilenetv3_small_050", "--select-image-size", "16"]  # fmt: skip
+    assert await asyncio.to_thread(harvest, hash_teacher, digits_data, cache, *tiny) == 0
+    assert "3 of 3" in capsys.readouterr().out
+    spent = ledger_spent(cache)
+    assert spent <= Decimal(HALF)
+    bought = hash_teacher.billing()["images"] - before["images"]
+    # $0.0059 left after the prompts buys 59 of the 60 images not cached (about 40 before)
+    assert bought == 59
+    assert Decimal(HALF) - spent < Decimal("0.0001")  # not the money for one more
