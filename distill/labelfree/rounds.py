@@ -331,10 +331,13 @@ def train_student(
         freeze_batchnorm(model.backbone)
     mean_weights = Average() if average > 0 and steps > 0 else None
     first_averaged = steps - max(1, round(average * steps))
+    # one image alone is a batch BatchNorm cannot train on (one value per channel once its
+    # maps are 1x1: a traceback after a round bought one image): it is drawn twice
+    size = max(min(batch_size, n), min(batch_size, 2))
     for step in range(steps):
         if check is not None:
             check()
-        idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)
+        idx = torch.randint(0, n, (size,), generator=gen)
         batch = jitter(pixels[idx], gen) if augment else pixels[idx]
         logits = model(to_input(batch, mean, std))
         loss = F.cross_entropy(logits, soft[idx])  # soft-target cross-entropy = KD

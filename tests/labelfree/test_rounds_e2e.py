@@ -364,3 +364,25 @@ async def test_cached_picks_are_free_and_the_rounds_buy_what_the_budget_allows(
     # $0.0059 left after the prompts buys 59 of the 60 images not cached (about 40 before)
     assert bought == 59
     assert Decimal(HALF) - spent < Decimal("0.0001")  # not the money for one more
+
+
+def test_a_round_that_bought_one_image_trains_the_student_on_it(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A budget for 3 images over 3 rounds: round 1 bought one image, and the student
+    trained on it stopped with a traceback (BatchNorm in training mode refuses a batch of
+    one image once its maps are 1x1: "Expected more than 1 value per channel"), the image
+    paid for, on every rerun too (until 2026-12-07). Now one image is drawn twice."""
+    cache = tmp_path / "cache"
+    tiny = ["--select", "uncertainty", "--round-steps", "2", "--select-student",
+            "mobilenetv3_small_050", "--select-image-size", "16",
+            "--budget", "0.00035"]  # fmt: skip
+    assert harvest(hash_teacher, digits_data, cache, *tiny) == 0
+    assert "3 of 3" in capsys.readouterr().out
+    [state_file] = [
+        p for p in (cache / "select").glob("*.json") if not p.name.endswith(".dataset.json")
+    ]
+    assert [len(p) for p in json.loads(state_file.read_text())["picked"]] == [1, 1, 1]
