@@ -167,6 +167,7 @@ def run_select(args: argparse.Namespace) -> int | None:
     from cache.layout import CacheDir
     from distill.data import scan
     from distill.labelfree.rounds import (
+        check_student,
         read_state,
         resume_conflict,
         selection_settings,
@@ -190,6 +191,7 @@ def run_select(args: argparse.Namespace) -> int | None:
     # the student trains after round 1 is paid for: its name is checked before the cache
     # folder is made (it was made, then the name refused)
     check_student_name(args.select_student)
+    check_student(args.select_student, args.select_image_size, len(dataset.class_names))
     cdir = CacheDir(args.cache)
     state_file = state_path(cdir.root, args.teacher, dataset, args.select)
     settings = selection_settings(

@@ -278,6 +278,36 @@ def test_an_unknown_select_student_is_refused_before_sending(
 
 
 @pytest.mark.parametrize(
+    ("student", "says"),
+    [
+        ("vit_tiny_patch16_224", "Input height (32) doesn't match model (224)"),
+        ("mobilenetv3_small_100.nosuchtag", "Invalid pretrained tag (nosuchtag)"),
+    ],
+    ids=["fixed-input-size", "unknown-tag"],
+)
+def test_a_select_student_that_cannot_train_is_refused_before_sending(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    student: str,
+    says: str,
+) -> None:
+    """A timm name the name check accepts, but a student that cannot be built (a
+    pretrained tag timm does not have) or cannot take the --select-image-size images (a
+    ViT made for 224 px): a traceback once round 1 was paid for, on every rerun too (until
+    2026-12-07). Now a usage error before anything is sent."""
+    code = select_harvest(hash_teacher, digits_data, tmp_path / "c", "--budget", "0.006",
+                          "--round-steps", "1", "--select-student", student)  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    one_error_line(err, f"error: --select-student {student} cannot train on 32 px images")
+    assert says in err
+    assert hash_teacher.billing()["requests"] == 0
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(
     "content",
     [
         "",
