@@ -69,7 +69,7 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--select-labels",
         action="store_true",
-        help="also train the in-between student on the data's own labels",
+        help="also train the in-between student on the data's own labels (every image needs one)",
     )
     g.add_argument("--seed", type=seed_arg, default=0, help="selection seed (default: %(default)s)")
 
@@ -186,6 +186,12 @@ def run_select(args: argparse.Namespace) -> int | None:
     )
     if not dataset.class_names:
         raise ConfigurationError("--select needs class names: give --class-file")
+    unlabelled = sum(s.label is None for s in dataset.samples)
+    if args.select_labels and unlabelled:  # the student would train without them, unsaid
+        raise ConfigurationError(
+            f"--select-labels needs a label for every image: {unlabelled} of "
+            f"{len(dataset.samples)} have none (a flat folder has no labels); drop it"
+        )
     from distill.train.student import check_student_name
 
     # the student trains after round 1 is paid for: its name is checked before the cache

@@ -277,6 +277,24 @@ def test_an_unknown_select_student_is_refused_before_sending(
     assert not (tmp_path / "c").exists()  # the cache folder was made first until 2026-12-06
 
 
+def test_select_labels_on_data_without_labels_is_refused_before_sending(
+    hash_teacher: LocalTeacher,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--select-labels`` over a flat folder (no labels): the student trained on the
+    teacher's probabilities alone, the flag recorded in the state as used, exit 0 without
+    a word (until 2026-12-07). Now a usage error before anything is sent."""
+    folder, classes = unlabelled
+    code = select_harvest(hash_teacher, folder, tmp_path / "c", "--class-file", str(classes),
+                          "--budget", "0.00002", "--select-labels")  # fmt: skip
+    assert code == 2
+    one_error_line(capsys.readouterr().err, "error: --select-labels needs a label for every image")
+    assert hash_teacher.billing()["requests"] == 0
+    assert not (tmp_path / "c").exists()
+
+
 @pytest.mark.parametrize(
     ("student", "says"),
     [
