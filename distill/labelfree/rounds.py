@@ -502,7 +502,10 @@ async def harvest_rounds(
         return requests[row]
 
     def is_new(row: int) -> bool:  # not cached (nor refused before sending): it costs
-        return client.plan("image_embedding", sendable(client, [request(row)]))[0] > 0
+        ready = list(sendable(client, [request(row)]))
+        if ready:  # kept prepared: the purchase does not downscale it again
+            requests[row] = ready[0]
+        return client.plan("image_embedding", ready)[0] > 0
 
     unreadable: set[int] = set()  # rows whose pixels the teacher refused: never bought
 
