@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +41,10 @@ if TYPE_CHECKING:  # imported where used: `harvest --help` stays quick
     from vlmclient import TeacherClient
 
 SELECTIONS = ("random", "uncertainty", "coreset")
+STOPPED_WRITING = (
+    "while the bought images' manifest and store were written: every answer bought is "
+    "cached and the selection state kept; run again to write them (nothing is bought again)"
+)
 
 
 def add_select_arguments(p: argparse.ArgumentParser) -> None:
@@ -143,20 +148,26 @@ def _rounds(
         note_stopped(cdir.root, args, client, exc)
         raise
     store = manifest = None
-    if result.bought_ids:
-        manifest = state_file.with_suffix(".csv")
-        classes = write_manifest(manifest, dataset, result.bought_ids)
-        # our own manifest of absolute paths to images already checked
-        subset = scan(manifest, class_file=classes, allow_outside_paths=True)
-        store, _ = export_store(
-            subset,
-            cache,
-            cache_dir=cdir.root,
-            teacher=args.teacher,
-            prompt=args.prompt,
-            base_url=args.base_url,
-            cache_namespace=args.cache_namespace,
-        )
+    try:
+        if result.bought_ids:
+            manifest = state_file.with_suffix(".csv")
+            classes = write_manifest(manifest, dataset, result.bought_ids)
+            # our own manifest of absolute paths to images already checked
+            subset = scan(manifest, class_file=classes, allow_outside_paths=True)
+            store, _ = export_store(
+                subset,
+                cache,
+                cache_dir=cdir.root,
+                teacher=args.teacher,
+                prompt=args.prompt,
+                base_url=args.base_url,
+                cache_namespace=args.cache_namespace,
+            )
+    except KeyboardInterrupt as exc:  # Ctrl-C, or another stop signal (Stopped)
+        # the run spent money: noted as stopped, or `report` shows the run before it
+        stop = Interrupted(getattr(exc, "signum", signal.SIGINT), STOPPED_WRITING)
+        note_stopped(cdir.root, args, client, stop)
+        raise stop from None
     return result, store, manifest
 
 

@@ -393,6 +393,34 @@ def test_ctrl_c_while_harvest_select_trains_its_student_sends_nothing_more(
         assert server.billing()["images"] == len({i for ids in picked for i in ids})
 
 
+def test_ctrl_c_while_harvest_select_writes_its_store_notes_the_run(
+    digits: Path, tmp_path: Path
+) -> None:
+    """`harvest --select` stopped by Ctrl-C once every round was bought, while the bought
+    images' store was written: "interrupted", and no line in runs.jsonl (until
+    2026-12-07), so `report` showed the run before it as the last one, not the one that
+    had just spent the budget. Now noted as stopped, with what the stop left behind."""
+    cache = tmp_path / "cache"
+    select = ["--select", "random", "--round-steps", "0", "--select-student",
+              "mobilenetv3_small_050", "--select-image-size", "16"]  # fmt: skip
+    with teacher() as server:
+        argv = harvest_argv(server.url, digits, cache, *select, budget="0.006")
+        done = slowed_harvest("distill.harvest_store", "prepare_item", argv)
+        assert done.returncode == 130, (done.returncode, done.stdout, done.stderr)
+        assert "stopped by SIGINT while the bought images' manifest and store were written" in (
+            done.stderr
+        )
+        no_traceback(done)
+        [run] = [json.loads(line) for line in (cache / "runs.jsonl").read_text().splitlines()]
+        assert run["stopped"] == "SIGINT" and run["exit_code"] == 130
+        assert run["bought"] == server.billing()["images"] + 10  # + the 10 class prompts
+        billed = server.billing()["images"]
+        again = cli(*argv)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "embedding store" in again.stdout
+        assert server.billing()["images"] == billed  # nothing bought twice
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "times"),
