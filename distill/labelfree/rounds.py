@@ -21,6 +21,7 @@ with the harvest's view recipe (random resized crop, brightness, contrast; no fl
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -483,6 +484,9 @@ async def harvest_rounds(
         result.stopped_by_budget = str(exc)
         save()
         return result
+    except asyncio.CancelledError:  # a stop signal: what it bought (and lost) is spent
+        save()
+        raise
     except InputTooLongError as exc:
         # the others are bought and cached; the student's targets need every class, so no
         # image is picked until the long ones are shortened (a rerun alone fails the same)
@@ -529,6 +533,11 @@ async def harvest_rounds(
             except BudgetExceededError as exc:
                 result.stopped_by_budget = str(exc)
                 return False
+            except asyncio.CancelledError:
+                # a stop signal mid-round: the state keeps what the round bought and what
+                # was in flight (recorded at its reservation), not the spend at its pick
+                save()
+                raise
             vectors.update({r: o.vector for r, o in zip(chunk, out, strict=True)})
         return True
 

@@ -421,6 +421,38 @@ def test_ctrl_c_while_harvest_select_writes_its_store_notes_the_run(
         assert server.billing()["images"] == billed  # nothing bought twice
 
 
+def test_ctrl_c_while_harvest_select_buys_keeps_its_state_spend_whole(
+    digits: Path, tmp_path: Path
+) -> None:
+    """`harvest --select` stopped by Ctrl-C while a round's images were bought: the state
+    file kept the spend it had when the round was picked, so after the resume its
+    ``spent_usd`` was short of the ledger by what the stopped round had bought and lost
+    in flight (until 2026-12-07: $0.0053 of $0.0059). It is saved on the way out."""
+    cache = tmp_path / "cache"
+    select = ["--select", "random", "--round-steps", "0", "--select-student",
+              "mobilenetv3_small_050", "--select-image-size", "16"]  # fmt: skip
+    with teacher(Faults(latency_ms=150)) as server:
+        argv = harvest_argv(server.url, digits, cache, *select, "--batch-size", "2",
+                            "--concurrency", "2", budget="0.006")  # fmt: skip
+        proc = subprocess.Popen([sys.executable, "-m", "distill", *argv], cwd=ROOT,
+                                env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while images_bought(cache / "ledger.jsonl") < 6 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, (proc.returncode, out, err)
+        [state_file] = [
+            p for p in (cache / "select").glob("*.json") if not p.name.endswith(".dataset.json")
+        ]
+        assert Decimal(json.loads(state_file.read_text())["spent_usd"]) == paid(ledger(cache))
+        again = cli(*argv)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert Decimal(json.loads(state_file.read_text())["spent_usd"]) == paid(ledger(cache))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "times"),
