@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cache import SELECT_DIR, atomic_write
+from cache import SELECT_DIR, atomic_write, plain
 from distill.data import Dataset, Sample, class_prompts
 from distill.data.views import pixels_decode
 from distill.harvest import refused_prompts
@@ -566,7 +566,7 @@ async def harvest_rounds(
             result.stopped_by_budget = (
                 f"{len(left)} images not bought: the ${remaining} left of the budget does "
                 f"not cover one more (up to ${result.per_image_usd} each); what was bought "
-                "is cached: raise the budget and run again"
+                f"is cached: {_raise_cap(client, remaining)}"
             )
             break
         if r == 0 or not vectors:
@@ -666,6 +666,17 @@ def _price_one(
         if n_new >= PRICE_SAMPLE:
             break
     return cost / max(1, n_new)
+
+
+def _raise_cap(client: TeacherClient, remaining: Decimal | None) -> str:
+    """What to raise: this run's cap (a shared budget's ``--run-budget``) when it is the one
+    that leaves too little (a rerun under it stops the same), else the budget."""
+    budget = client.budget
+    run_cap = budget.cap  # a SharedBudget's run cap; its shared one is ``total``
+    shared = getattr(budget, "total", None) is not None
+    if shared and run_cap is not None and run_cap - budget.spent - budget.reserved == remaining:
+        return f"raise --run-budget ${plain(run_cap)} (it caps each run) and run again"
+    return "raise the budget and run again"
 
 
 def _finish(

@@ -245,6 +245,23 @@ def test_select_stopped_early_by_the_budget_exits_3(
     assert hash_teacher.billing()["images"] == images
 
 
+def test_a_run_budget_below_one_image_is_named_as_the_cap_to_raise(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--budget 1 --run-budget 0.00005``: the run's cap, not the budget, leaves no money
+    for one image. The stop said "raise the budget and run again" (until 2026-12-07): a
+    rerun under the same --run-budget stopped the same, and --budget was not the cap."""
+    code = select_harvest(hash_teacher, digits_data, tmp_path / "c", "--budget", "1",
+                          "--run-budget", "0.00005")  # fmt: skip
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 3
+    assert "raise --run-budget $0.00005" in out and "raise the budget" not in out
+    assert hash_teacher.billing()["images"] == 0
+
+
 def test_a_select_harvest_is_noted_for_report_budget_left(
     hash_teacher: LocalTeacher,
     digits_data: Path,
