@@ -505,11 +505,18 @@ async def harvest_rounds(
             requests[row] = make(row)
         return requests[row]
 
+    counted: set[str] = set()  # keys of the new images picked: a copy of one is free too
+
     def is_new(row: int) -> bool:  # not cached (nor refused before sending): it costs
         ready = list(sendable(client, [request(row)]))
-        if ready:  # kept prepared: the purchase does not downscale it again
-            requests[row] = ready[0]
-        return client.plan("image_embedding", ready)[0] > 0
+        if not ready:
+            return False
+        requests[row] = ready[0]  # kept prepared: the purchase does not downscale it again
+        key = client.cache_key("image_embedding", ready[0])
+        if key in counted or client.plan("image_embedding", ready)[0] == 0:
+            return False
+        counted.add(key)
+        return True
 
     unreadable: set[int] = set()  # rows whose pixels the teacher refused: never bought
 

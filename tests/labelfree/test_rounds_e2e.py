@@ -386,3 +386,26 @@ def test_a_round_that_bought_one_image_trains_the_student_on_it(
         p for p in (cache / "select").glob("*.json") if not p.name.endswith(".dataset.json")
     ]
     assert [len(p) for p in json.loads(state_file.read_text())["picked"]] == [1, 1, 1]
+
+
+def test_a_picked_copy_of_a_picked_image_is_free(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every image twice (the same bytes under two names, as real collections hold
+    copies): a round counted a copy of an image it had picked as one more image bought,
+    though one purchase answers both, so the rounds bought 56 of the 59 images the budget
+    allows (until 2026-12-07). Now a copy is free, as a cached image is."""
+    import shutil
+
+    data = tmp_path / "digits"
+    shutil.copytree(digits_data, data)
+    for path in sorted(data.rglob("*.png")):
+        shutil.copy(path, path.with_name(path.stem + "-copy.png"))
+    tiny = ["--select", "random", "--round-steps", "0", "--select-student",
+            "mobilenetv3_small_050", "--select-image-size", "16"]  # fmt: skip
+    assert harvest(hash_teacher, data, tmp_path / "cache", *tiny) == 0
+    assert "3 of 3" in capsys.readouterr().out
+    assert hash_teacher.billing()["images"] == 59  # $0.0059 left after the prompts
