@@ -186,8 +186,6 @@ def run_select(args: argparse.Namespace) -> int | None:
     )
 
     out = console()
-    if args.views != 1:
-        raise ConfigurationError("--select buys one view per image; drop --views")
     if args.rounds < 1 or args.round_steps < 0:
         raise ConfigurationError("--rounds must be >= 1 and --round-steps >= 0")
     if args.dry_run:
@@ -226,6 +224,13 @@ def run_select(args: argparse.Namespace) -> int | None:
         client = open_client(args, cache, ledger, coord)
         remaining = client.budget.remaining
         covers = remaining is None or _full_cost(client, dataset, args.prompt) <= remaining
+        # a budget for every image is the plain harvest, which takes --views (a store of
+        # more views is kept only with them); the rounds buy one view per image
+        if not covers and args.views != 1:
+            raise ConfigurationError(
+                "--select buys one view per image in its rounds (this budget cannot buy "
+                "every image); drop --views"
+            )
         if not covers:
             conflict = resume_conflict(state_file, read_state(state_file), settings)
             if conflict is not None:  # before anything is bought: two experiments, one manifest

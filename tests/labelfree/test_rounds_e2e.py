@@ -409,3 +409,32 @@ def test_a_picked_copy_of_a_picked_image_is_free(
     assert harvest(hash_teacher, data, tmp_path / "cache", *tiny) == 0
     assert "3 of 3" in capsys.readouterr().out
     assert hash_teacher.billing()["images"] == 59  # $0.0059 left after the prompts
+
+
+def test_select_over_a_store_of_more_views_takes_the_advice_it_gives(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A 2-view store, then `harvest --select` with a budget that covers everything (the
+    plain harvest): it refused to replace the store, "pass --views 2 to keep them", and
+    with --views 2 refused "--select buys one view per image; drop --views" (until
+    2026-12-07): no way through but replacing the store. --views is refused only when the
+    rounds run."""
+    cache = tmp_path / "cache"
+    assert harvest(hash_teacher, digits_data, cache, "--budget", "1", "--views", "2") == 0
+    billed = hash_teacher.billing()
+    capsys.readouterr()
+    assert harvest(hash_teacher, digits_data, cache, "--select", "random", "--budget", "1") == 2
+    assert "pass --views 2" in capsys.readouterr().err
+    code = harvest(hash_teacher, digits_data, cache, "--select", "random", "--budget", "1",
+                   "--views", "2")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert hash_teacher.billing()["images"] == billed["images"]  # nothing bought again
+    # the rounds buy one view per image: --views 2 with a budget that does not cover all
+    capsys.readouterr()
+    code = harvest(hash_teacher, digits_data, tmp_path / "other", "--select", "random",
+                   "--views", "2")  # fmt: skip
+    assert code == 2 and "drop --views" in capsys.readouterr().err
+    assert hash_teacher.billing()["requests"] == billed["requests"]
