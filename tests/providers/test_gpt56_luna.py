@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.providers.conftest import image, nosleep
-from tests.providers.loopback import loopback
+from tests.providers.loopback import Loopback, Respond, loopback
 from vlmclient import AnswerRequest, Budget, TeacherClient
 from vlmclient.retry import RetryPolicy
 
@@ -67,6 +67,33 @@ def bill_like_luna(prompt_tokens: int) -> Any:
     return respond
 
 
+def served_at(tier: str, standard: Any) -> Respond:
+    """``standard``'s answers, said to be served at ``service_tier`` ``tier``."""
+
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        status, out = standard(path, body)
+        out["service_tier"] = tier
+        return status, out
+
+    return respond
+
+
+def luna(server: Loopback, params: dict[str, Any] | None = None) -> TeacherClient:
+    """The real client for gpt-5.6-luna (the built-in price), sending to ``server``."""
+    return TeacherClient(
+        "openai:gpt-5.6-luna",
+        api_key="sk-test-luna",
+        base_url=server.url + "/v1",
+        budget=Budget("1.00"),
+        retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+        params=params,
+    )
+
+
+def ask(prompt: str = "Digit?", size: tuple[int, int] = (64, 48)) -> AnswerRequest:
+    return AnswerRequest(image=image(size), prompt=prompt, max_output_tokens=16)
+
+
 @pytest.mark.parametrize(
     ("reasoning", "prompt", "prompt_tokens", "sent_effort"),
     [
@@ -80,17 +107,8 @@ async def test_luna_is_sent_what_it_accepts_and_charged_what_it_bills(
 ) -> None:
     respond = bill_like_luna(prompt_tokens)
     with loopback(respond) as server:
-        async with TeacherClient(
-            "openai:gpt-5.6-luna",  # the built-in price
-            api_key="sk-test-luna",
-            base_url=server.url + "/v1",
-            budget=Budget("1.00"),
-            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
-            params={"reasoning": reasoning},
-        ) as client:
-            [answer] = await client.answer(
-                [AnswerRequest(image=image((64, 48)), prompt=prompt, max_output_tokens=16)]
-            )
+        async with luna(server, {"reasoning": reasoning}) as client:
+            [answer] = await client.answer([ask(prompt)])
     assert answer.text == "7"
     [body] = server.bodies
     assert body["reasoning_effort"] == sent_effort
@@ -103,17 +121,8 @@ async def test_a_callers_own_cache_writes_are_charged_at_their_rate() -> None:
     written (usage ``prompt_tokens_details.cache_write_tokens``), not the plain rate."""
     respond = bill_like_luna(1_500)
     with loopback(respond) as server:
-        async with TeacherClient(
-            "openai:gpt-5.6-luna",
-            api_key="sk-test-luna",
-            base_url=server.url + "/v1",
-            budget=Budget("1.00"),
-            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
-            params={"prompt_cache_options": {"mode": "implicit"}},
-        ) as client:
-            await client.answer(
-                [AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=16)]
-            )
+        async with luna(server, {"prompt_cache_options": {"mode": "implicit"}}) as client:
+            await client.answer([ask("Which digit?")])
     assert server.bodies[0]["prompt_cache_options"] == {"mode": "implicit"}
     assert client.budget.spent == sum(respond.bills)
 
@@ -127,20 +136,13 @@ async def test_a_callers_own_cache_writes_are_reserved_at_their_rate() -> None:
     from vlmclient.providers.base import CallSpec
     from vlmclient.providers.openai import OPENAI
 
-    item = AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=16)
+    item = ask("Which digit?")
     prepared = item.model_copy(update={"image": OPENAI.prepare_image(item.image)})
     spec = CallSpec("answer", "gpt-5.6-luna", [prepared], base_url="", api_key=SecretStr("x"))
     worst = OPENAI.estimate_usage(spec).input_tokens  # the prompt at its bound, no params
     respond = bill_like_luna(worst)
     with loopback(respond) as server:
-        async with TeacherClient(
-            "openai:gpt-5.6-luna",
-            api_key="sk-test-luna",
-            base_url=server.url + "/v1",
-            budget=Budget("1.00"),
-            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
-            params={"prompt_cache_options": {"mode": "implicit"}},
-        ) as client:
+        async with luna(server, {"prompt_cache_options": {"mode": "implicit"}}) as client:
             await client.answer([item])
     billed = sum(respond.bills)
     assert billed <= client.budget.spent < billed + Decimal("0.000001")  # a quarter token up
@@ -156,18 +158,9 @@ async def test_a_premium_service_tier_is_refused_before_sending(tier: str) -> No
 
     respond = bill_like_luna(1_500)
     with loopback(respond) as server:
-        async with TeacherClient(
-            "openai:gpt-5.6-luna",
-            api_key="sk-test-luna",
-            base_url=server.url + "/v1",
-            budget=Budget("1.00"),
-            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
-            params={"service_tier": tier},
-        ) as client:
+        async with luna(server, {"service_tier": tier}) as client:
             with pytest.raises(ConfigurationError, match="service_tier"):
-                await client.answer(
-                    [AnswerRequest(image=image((64, 48)), prompt="Digit?", max_output_tokens=16)]
-                )
+                await client.answer([ask()])
     assert server.requests == []
     assert client.budget.spent == 0
 
@@ -176,17 +169,8 @@ async def test_a_premium_service_tier_is_refused_before_sending(tier: str) -> No
 async def test_a_standard_or_cheaper_service_tier_is_sent(tier: str) -> None:
     respond = bill_like_luna(1_500)
     with loopback(respond) as server:
-        async with TeacherClient(
-            "openai:gpt-5.6-luna",
-            api_key="sk-test-luna",
-            base_url=server.url + "/v1",
-            budget=Budget("1.00"),
-            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
-            params={"service_tier": tier},
-        ) as client:
-            await client.answer(
-                [AnswerRequest(image=image((64, 48)), prompt="Digit?", max_output_tokens=16)]
-            )
+        async with luna(server, {"service_tier": tier}) as client:
+            await client.answer([ask()])
     assert server.bodies[0]["service_tier"] == tier
 
 
@@ -200,28 +184,16 @@ async def test_an_answer_served_at_a_premium_tier_stops_the_run(served: str) -> 
     from vlmclient import BudgetOverrunError
 
     standard = bill_like_luna(1_500)  # the token counts; the premium rates are unknown
+    respond = served_at(served, standard)
 
-    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        status, out = standard(path, body)
-        out["service_tier"] = served
-        return status, out
-
-    item = AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=16)
+    item = ask("Which digit?")
     with loopback(respond) as server:
-        async with TeacherClient(
-            "openai:gpt-5.6-luna",
-            api_key="sk-test-luna",
-            base_url=server.url + "/v1",
-            budget=Budget("1.00"),
-            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
-        ) as client:
+        async with luna(server) as client:
             _, reserved = client.plan("answer", [item])
             [answer] = await client.answer([item])
             assert answer.text == "7"  # paid for, so kept (and cached)
             with pytest.raises(BudgetOverrunError, match=f"service_tier '{served}'"):
-                await client.answer(
-                    [AnswerRequest(image=image((60, 40)), prompt="Digit?", max_output_tokens=16)]
-                )
+                await client.answer([ask(size=(60, 40))])
     assert "service_tier" not in server.bodies[0]  # auto: the project's default tier
     assert len(server.requests) == 1  # nothing sent after the premium answer
     assert client.budget.spent == reserved  # not the standard price of its usage
@@ -234,22 +206,10 @@ async def test_an_answer_served_at_a_standard_or_cheaper_tier_is_charged_its_usa
     served: str,
 ) -> None:
     standard = bill_like_luna(1_500)
-
-    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        status, out = standard(path, body)
-        out["service_tier"] = served
-        return status, out
+    respond = served_at(served, standard)
 
     with loopback(respond) as server:
-        async with TeacherClient(
-            "openai:gpt-5.6-luna",
-            api_key="sk-test-luna",
-            base_url=server.url + "/v1",
-            budget=Budget("1.00"),
-            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
-        ) as client:
-            await client.answer(
-                [AnswerRequest(image=image((64, 48)), prompt="Digit?", max_output_tokens=16)]
-            )
+        async with luna(server) as client:
+            await client.answer([ask()])
     assert client.budget.spent == sum(standard.bills)
     assert client.overrun is None and client.stats.estimated == 0
