@@ -27,6 +27,11 @@ class LocalTeacher:
         r.raise_for_status()
         return r.json()
 
+    def reset(self) -> None:
+        """Start the bill again from zero (the server's caches stay)."""
+        r = httpx.post(self.url + "/admin/reset", headers={"Authorization": f"Bearer {TOKEN}"})
+        r.raise_for_status()
+
 
 @contextmanager
 def local_teacher(
@@ -35,12 +40,14 @@ def local_teacher(
     latency_ms: float = 0.0,
     dim: int = 32,
     wrap: Callable[[Any], Any] | None = None,
+    decode: bool = False,
 ) -> Iterator[LocalTeacher]:
     """The hash teacher on 127.0.0.1 (every API request ``latency_ms`` late), its token
-    where the harvest CLI looks for it; ``wrap``: an ASGI app around the teacher's."""
+    where the harvest CLI looks for it; ``wrap``: an ASGI app around the teacher's;
+    ``decode``: it decodes every image, so a file whose pixels do not decode is a 400."""
     monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
     config = ServerConfig(token=SecretStr(TOKEN), faults=Faults(latency_ms=latency_ms))
-    app = create_app(config, HashBackend(dim=dim))
+    app = create_app(config, HashBackend(dim=dim, decode=decode))
     with ServerThread(app if wrap is None else wrap(app)) as server:
         yield LocalTeacher(server)
 

@@ -7,6 +7,7 @@ import csv
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from pydantic import SecretStr
 from distill.cli import main
 from distill.data import scan
 from distill.server import HashBackend, ServerConfig, ServerThread, create_app
-from tests.e2e.conftest import TOKEN, LocalTeacher
+from tests.e2e.conftest import TOKEN, LocalTeacher, local_teacher
+from tests.labelfree.conftest import break_pixels, flat_folder
 from tests.labelfree.test_pseudolabel_cli import pseudolabel
 
 STUDENT = "mobilenetv3_small_100"
@@ -34,25 +36,62 @@ def trained(tmp_path_factory: pytest.TempPathFactory, digits_data: Path) -> Iter
                     "--budget", "1"]  # fmt: skip
             assert main(argv) == 0
     run = root / "run"
-    argv = ["train", str(digits_data), "--cache", str(root / "cache"), "--teacher",
-            "local:hash", "--method", "erm", "--steps", "1", "--student", STUDENT,
-            "--no-pretrained", "--image-size", "16", "--batch-per-domain", "2",
-            "--threads", "1", "--out", str(run)]  # fmt: skip
-    assert main(argv) == 0
+    assert train(digits_data, root / "cache", *TINY, "--threads", "1", "--out", str(run)) == 0
     yield root
 
 
 @pytest.fixture
 def unlabelled(digits_data: Path, tmp_path: Path) -> tuple[Path, Path]:
     """4 digits images flat in one folder and the digits class file."""
-    ds = scan(digits_data)
-    folder = tmp_path / "unlabelled"
-    folder.mkdir()
-    for i, s in enumerate(ds.samples[::30][:4]):
-        shutil.copy(s.path, folder / f"img{i:02d}.png")
-    classes = tmp_path / "classes.txt"
-    classes.write_text("\n".join(ds.class_names) + "\n")
-    return folder, classes
+    return flat_folder(digits_data, tmp_path, count=4, every=30)
+
+
+@dataclass
+class Cli:
+    """The commands against the hash teacher, with the cache ``tmp_path / "c"``."""
+
+    teacher: LocalTeacher
+    cache: Path
+    capsys: pytest.CaptureFixture[str]
+
+    def pseudolabel(self, data: Path, classes: Path, *extra: str) -> int:
+        return pseudolabel(self.teacher, data, classes, self.cache, *extra)
+
+    def select_harvest(self, data: Path, *extra: str) -> int:
+        return select_harvest(self.teacher, data, self.cache, *extra)
+
+    def refused(self, code: int, start: str) -> str:
+        """Exit 2, one error line that starts with ``start``, nothing sent: the error."""
+        assert code == 2
+        err = self.capsys.readouterr().err
+        one_error_line(err, start)
+        assert self.teacher.billing()["requests"] == 0
+        return err
+
+
+@pytest.fixture
+def cli(hash_teacher: LocalTeacher, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(hash_teacher, tmp_path / "c", capsys)
+
+
+TINY = ("--no-pretrained", "--image-size", "16", "--batch-per-domain", "2")  # a fast student
+
+
+def train(data: Path, cache: Path, *extra: str, student: str = STUDENT) -> int:
+    """One ERM step of ``student`` on the hash teacher's targets in ``cache``."""
+    return main(
+        [
+            "train", str(data), "--cache", str(cache), "--teacher", "local:hash",
+            "--method", "erm", "--steps", "1", "--student", student, *extra,
+        ]
+    )  # fmt: skip
+
+
+def write_list(path: Path, folder: Path) -> None:
+    """A manifest of the images in ``folder``: absolute paths, no labels, one domain."""
+    path.write_text(
+        "path,label,domain\n" + "".join(f"{p},,all\n" for p in sorted(folder.iterdir()))
+    )
 
 
 def select_harvest(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> int:
@@ -83,32 +122,19 @@ def one_error_line(err: str, start: str) -> None:
          "emoji-word"],
 )
 def test_a_bad_synonyms_file_is_refused_before_sending(
-    hash_teacher: LocalTeacher,
-    unlabelled: tuple[Path, Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    content: str | None,
+    cli: Cli, unlabelled: tuple[Path, Path], tmp_path: Path, content: str | None
 ) -> None:
-    folder, classes = unlabelled
     synonyms = tmp_path / "synonyms.json"
     if content is not None:
         synonyms.write_text(content)
-    code = pseudolabel(hash_teacher, folder, classes, tmp_path / "c", "--synonyms", str(synonyms))
-    assert code == 2
-    one_error_line(capsys.readouterr().err, "error: --synonyms")
-    assert hash_teacher.billing()["requests"] == 0
+    cli.refused(cli.pseudolabel(*unlabelled, "--synonyms", str(synonyms)), "error: --synonyms")
 
 
 @pytest.mark.parametrize(
     ("route", "check"), [("answer", "zeroshot"), ("answer", "none"), ("zeroshot", "answer")]
 )
 def test_more_classes_than_letters_is_refused_before_sending(
-    hash_teacher: LocalTeacher,
-    unlabelled: tuple[Path, Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    route: str,
-    check: str,
+    cli: Cli, unlabelled: tuple[Path, Path], tmp_path: Path, route: str, check: str
 ) -> None:
     """Before: with 27 classes the lettered prompt could not be made, the error passed for
     an unreadable image, so no answer was asked, the zero-shot check was bought anyway and
@@ -116,56 +142,37 @@ def test_more_classes_than_letters_is_refused_before_sending(
     folder, _ = unlabelled
     classes = tmp_path / "c27.txt"
     classes.write_text("\n".join(f"class{i:02d}" for i in range(27)) + "\n")
-    code = pseudolabel(
-        hash_teacher, folder, classes, tmp_path / "c", "--route", route, "--check", check
-    )
-    assert code == 2
-    err = capsys.readouterr().err
-    one_error_line(err, "error: answers ask a multiple-choice question")
+    code = cli.pseudolabel(folder, classes, "--route", route, "--check", check)
+    err = cli.refused(code, "error: answers ask a multiple-choice question")
     assert "at most 26 classes (27 given)" in err and "--route zeroshot" in err
-    assert hash_teacher.billing()["requests"] == 0
 
 
 @pytest.mark.parametrize("where", ["folder", "under-a-file"])
 def test_an_out_that_cannot_be_written_is_refused_before_sending(
-    hash_teacher: LocalTeacher,
-    unlabelled: tuple[Path, Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    where: str,
+    cli: Cli, unlabelled: tuple[Path, Path], tmp_path: Path, where: str
 ) -> None:
     # it was found after every answer was bought: "pseudolabel failed on a file: ..."
-    folder, classes = unlabelled
     afile = tmp_path / "AFILE"
     afile.write_text("x")
     out = tmp_path if where == "folder" else afile / "labels.csv"
-    code = pseudolabel(hash_teacher, folder, classes, tmp_path / "c", "--out", str(out))
-    assert code == 2
-    one_error_line(capsys.readouterr().err, "error: --out")
-    assert hash_teacher.billing()["requests"] == 0
+    cli.refused(cli.pseudolabel(*unlabelled, "--out", str(out)), "error: --out")
 
 
 @pytest.mark.parametrize("what", ["data", "class-file", "synonyms", "ledger", "default-out"])
 def test_an_out_over_a_file_the_run_reads_is_refused_before_sending(
-    hash_teacher: LocalTeacher,
-    unlabelled: tuple[Path, Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    what: str,
+    cli: Cli, unlabelled: tuple[Path, Path], tmp_path: Path, what: str
 ) -> None:
     """Before: ``--out`` (or the default CACHE/pseudolabels.csv, when that manifest was
     fed back in) was written over the CSV manifest being labelled, the class file, the
     synonyms file or the spend ledger: the images dropped by the filter were gone from
     the user's list, the class file held CSV rows, the ledger its money record."""
     folder, classes = unlabelled
-    cache = tmp_path / "c"
+    cache = cli.cache
     cache.mkdir()
     data = tmp_path / "list.csv"
     if what == "default-out":  # the manifest of an earlier run, edited and fed back
         data = cache / "pseudolabels.csv"
-    data.write_text(
-        "path,label,domain\n" + "".join(f"{p},,all\n" for p in sorted(folder.iterdir()))
-    )
+    write_list(data, folder)
     synonyms = tmp_path / "synonyms.json"
     synonyms.write_text(json.dumps({"nought": classes.read_text().split()[0]}))
     (cache / "ledger.jsonl").write_text("")
@@ -175,11 +182,9 @@ def test_an_out_over_a_file_the_run_reads_is_refused_before_sending(
     }[what]  # fmt: skip
     before = {p: p.read_bytes() for p in (data, classes, synonyms, cache / "ledger.jsonl")}
     extra = ("--synonyms", str(synonyms), "--allow-outside-paths")
-    code = pseudolabel(hash_teacher, data, classes, cache, *extra,
-                       *(("--out", str(out)) if out is not None else ()))  # fmt: skip
-    assert code == 2
-    one_error_line(capsys.readouterr().err, "error: --out")
-    assert hash_teacher.billing()["requests"] == 0
+    code = cli.pseudolabel(data, classes, *extra,
+                           *(("--out", str(out)) if out is not None else ()))  # fmt: skip
+    cli.refused(code, "error: --out")
     assert {p: p.read_bytes() for p in before} == before
 
 
@@ -195,11 +200,7 @@ def test_a_good_synonyms_file_is_used(
 
 
 def test_the_student_run_is_checked_before_sending(
-    hash_teacher: LocalTeacher,
-    trained: Path,
-    unlabelled: tuple[Path, Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli, trained: Path, unlabelled: tuple[Path, Path], tmp_path: Path
 ) -> None:
     folder, classes = unlabelled
     other = tmp_path / "other.txt"
@@ -213,15 +214,14 @@ def test_the_student_run_is_checked_before_sending(
         (classes, broken),  # an unreadable run.json
     ]
     for class_file, run in cases:
-        code = pseudolabel(hash_teacher, folder, class_file, tmp_path / "c",
-                           "--student-run", str(run))  # fmt: skip
+        code = cli.pseudolabel(folder, class_file, "--student-run", str(run))
         assert code == 2, run
-        assert hash_teacher.billing()["requests"] == 0, run
-        one_error_line(capsys.readouterr().err, "error: --student-run")
+        assert cli.teacher.billing()["requests"] == 0, run
+        one_error_line(cli.capsys.readouterr().err, "error: --student-run")
     # the real run with the same classes still works
     out = tmp_path / "labels.csv"
     flags = ("--student-run", str(trained / "run"), "--check", "none", "--out", str(out))
-    assert pseudolabel(hash_teacher, folder, classes, tmp_path / "c", *flags) == 0
+    assert cli.pseudolabel(folder, classes, *flags) == 0
     with out.with_suffix(".decisions.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and all(r["student"] for r in rows)
@@ -229,20 +229,15 @@ def test_the_student_run_is_checked_before_sending(
 
 @pytest.mark.parametrize(("budget", "images"), [("0.0001", 0), ("0.0003", 2)])
 def test_select_stopped_early_by_the_budget_exits_3(
-    hash_teacher: LocalTeacher,
-    digits_data: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    budget: str,
-    images: int,
+    cli: Cli, digits_data: Path, budget: str, images: int
 ) -> None:
     """$0.0001 buys the class prompts but no image ($0.0001 each, worst case); $0.0003
     buys two images in rounds 1 and 2 and nothing for round 3."""
-    code = select_harvest(hash_teacher, digits_data, tmp_path / "c", "--budget", budget)
-    out = capsys.readouterr().out
+    code = cli.select_harvest(digits_data, "--budget", budget)
+    out = cli.capsys.readouterr().out
     assert code == 3
     assert "stopped by the budget" in out and f"{images} of 120 bought" in out
-    assert hash_teacher.billing()["images"] == images
+    assert cli.teacher.billing()["images"] == images
 
 
 def test_a_run_budget_below_one_image_is_named_as_the_cap_to_raise(
@@ -262,36 +257,23 @@ def test_a_run_budget_below_one_image_is_named_as_the_cap_to_raise(
     assert hash_teacher.billing()["images"] == 0
 
 
-def test_a_select_harvest_is_noted_for_report_budget_left(
-    hash_teacher: LocalTeacher,
-    digits_data: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_a_select_harvest_is_noted_for_report_budget_left(cli: Cli, digits_data: Path) -> None:
     """Before: ``harvest --select`` wrote no line to runs.jsonl, so ``report`` showed no
     "budget left" for it (or a stale one from an earlier plain harvest)."""
-    cache = tmp_path / "c"
-    assert select_harvest(hash_teacher, digits_data, cache, "--budget", "0.0003") == 3
+    cache = cli.cache
+    assert cli.select_harvest(digits_data, "--budget", "0.0003") == 3
     [run] = [json.loads(line) for line in (cache / "runs.jsonl").read_text().splitlines()]
     assert run["budget_usd"] == "0.0003" and run["exit_code"] == 3
-    assert run["bought"] == hash_teacher.billing()["images"] + 10  # + the 10 class prompts
-    capsys.readouterr()
+    assert run["bought"] == cli.teacher.billing()["images"] + 10  # + the 10 class prompts
+    cli.capsys.readouterr()
     assert main(["report", str(cache)]) == 0
-    assert "budget left" in capsys.readouterr().out
+    assert "budget left" in cli.capsys.readouterr().out
 
 
-def test_an_unknown_select_student_is_refused_before_sending(
-    hash_teacher: LocalTeacher,
-    digits_data: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    code = select_harvest(hash_teacher, digits_data, tmp_path / "c", "--budget", "0.006",
-                          "--select-student", "nosuchmodel")  # fmt: skip
-    assert code == 2
-    one_error_line(capsys.readouterr().err, "error: unknown student model 'nosuchmodel'")
-    assert hash_teacher.billing()["requests"] == 0
-    assert not (tmp_path / "c").exists()  # the cache folder was made first until 2026-12-06
+def test_an_unknown_select_student_is_refused_before_sending(cli: Cli, digits_data: Path) -> None:
+    code = cli.select_harvest(digits_data, "--budget", "0.006", "--select-student", "nosuchmodel")
+    cli.refused(code, "error: unknown student model 'nosuchmodel'")
+    assert not cli.cache.exists()  # the cache folder was made first until 2026-12-06
 
 
 def test_select_labels_on_data_without_labels_is_refused_before_sending(
@@ -355,24 +337,17 @@ def test_a_select_student_that_cannot_train_is_refused_before_sending(
     ids=["empty", "not-json", "a-list", "no-picks", "newer-version", "picks-not-a-list"],
 )
 def test_a_selection_state_that_cannot_be_read_is_refused_before_sending(
-    hash_teacher: LocalTeacher,
-    digits_data: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    content: str,
+    cli: Cli, digits_data: Path, content: str
 ) -> None:
     """Before: a state file emptied, edited by hand, or written by a newer version ended
     ``harvest --select`` with a traceback (JSONDecodeError, KeyError, AttributeError...)."""
     from distill.labelfree.rounds import state_path
 
-    cache = tmp_path / "c"
-    state = state_path(cache, "local:hash", scan(digits_data), "random")
+    state = state_path(cli.cache, "local:hash", scan(digits_data), "random")
     state.parent.mkdir(parents=True)
     state.write_text(content)
-    code = select_harvest(hash_teacher, digits_data, cache, "--budget", "0.001")
-    assert code == 2
-    one_error_line(capsys.readouterr().err, f"error: the selection state {state}")
-    assert hash_teacher.billing()["requests"] == 0
+    code = cli.select_harvest(digits_data, "--budget", "0.001")
+    cli.refused(code, f"error: the selection state {state}")
     assert state.read_text() == content  # left as it was, for the user to look at
 
 
@@ -380,10 +355,8 @@ def test_an_unknown_train_student_is_refused_before_training(
     trained: Path, digits_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    argv = ["train", str(digits_data), "--cache", str(trained / "cache"), "--teacher",
-            "local:hash", "--method", "erm", "--steps", "1", "--student", "mobilenetv3_smal_100",
-            "--no-pretrained", "--out", str(out)]  # fmt: skip
-    assert main(argv) == 2
+    flags = ("--no-pretrained", "--out", str(out))
+    assert train(digits_data, trained / "cache", *flags, student="mobilenetv3_smal_100") == 2
     err = capsys.readouterr().err
     one_error_line(err, "error: unknown student model 'mobilenetv3_smal_100'")
     assert "mobilenetv3_small_100" in err  # the close match is suggested
@@ -403,10 +376,8 @@ def test_a_weights_file_that_cannot_be_read_is_refused_before_training(
     for name in ("notes.txt", "notes.safetensors"):
         (tmp_path / name).write_text("not weights\n")
     out = tmp_path / "run"
-    argv = ["train", str(digits_data), "--cache", str(trained / "cache"), "--teacher",
-            "local:hash", "--method", "erm", "--steps", "1", "--student", "mobilenetv3_small_100",
-            "--weights", str(tmp_path / weights), "--out", str(out)]  # fmt: skip
-    assert main(argv) == 2
+    flags = ("--weights", str(tmp_path / weights), "--out", str(out))
+    assert train(digits_data, trained / "cache", *flags, student="mobilenetv3_small_100") == 2
     one_error_line(capsys.readouterr().err, f"error: --weights {tmp_path / weights}")
     assert not out.exists()
 
@@ -419,21 +390,13 @@ def test_a_file_no_one_can_decode_with_a_student_run_leaves_only_itself_out(
     was paid: a truncated file ended the run there (exit 1, no labels written, on every
     rerun). The student now predicts before anything is sent and skips what it cannot
     read; the teacher route leaves that file unlabelled."""
-    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
     folder, classes = unlabelled
-    good = (folder / "img02.png").read_bytes()
-    broken = bytearray(good)
-    broken[len(broken) // 2 : len(broken) // 2 + 32] = b"\xff" * 32
-    (folder / "img02.png").write_bytes(bytes(broken))
+    break_pixels(folder / "img02.png")
     out = tmp_path / "labels.csv"
-    config = ServerConfig(token=SecretStr(TOKEN))
-    with ServerThread(create_app(config, HashBackend(dim=64, decode=True))) as server:
-        code = main([
-            "pseudolabel", str(folder), "--class-file", str(classes), "--teacher", "local:hash",
-            "--base-url", server.base_url, "--cache", str(tmp_path / "c"), "--budget", "1",
-            "--route", "zeroshot", "--check", "none", "--batch-size", "4", "--out", str(out),
-            "--student-run", str(trained / "run"),
-        ])  # fmt: skip
+    flags = ("--route", "zeroshot", "--check", "none", "--batch-size", "4", "--out", str(out),
+             "--student-run", str(trained / "run"))  # fmt: skip
+    with local_teacher(monkeypatch, dim=64, decode=True) as teacher:
+        code = pseudolabel(teacher, folder, classes, tmp_path / "c", *flags)
     assert code == 0, capsys.readouterr()
     with out.with_suffix(".decisions.csv").open(newline="") as f:
         rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
@@ -462,12 +425,8 @@ def test_the_flat_folder_flow_with_an_unsorted_class_file_ends_in_a_student_run(
         "--budget", "1",
     ]) == 0  # fmt: skip
     run = tmp_path / "run"
-    assert main([
-        "train", str(labels), "--class-file", str(backwards), "--cache", str(cache),
-        "--teacher", "local:hash", "--method", "erm", "--steps", "1", "--student", STUDENT,
-        "--no-pretrained", "--image-size", "16", "--batch-per-domain", "2",
-        "--holdout-fraction", "0", "--threads", "1", "--out", str(run), "--json",
-    ]) == 0  # fmt: skip
+    assert train(labels, cache, "--class-file", str(backwards), *TINY, "--holdout-fraction",
+                 "0", "--threads", "1", "--out", str(run), "--json") == 0  # fmt: skip
     again = ("--check", "none", "--student-run", str(run), "--out", str(tmp_path / "b.csv"))
     assert pseudolabel(hash_teacher, folder, backwards, cache, *again) == 0
 
@@ -477,13 +436,7 @@ def test_the_flat_folder_flow_with_an_unsorted_class_file_ends_in_a_student_run(
     [("answer", "none", True), ("zeroshot", "answer", True), ("zeroshot", "none", False)],
 )
 def test_a_class_named_like_an_option_letter_is_refused_before_sending(
-    hash_teacher: LocalTeacher,
-    unlabelled: tuple[Path, Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    route: str,
-    check: str,
-    refused: bool,
+    cli: Cli, unlabelled: tuple[Path, Path], tmp_path: Path, route: str, check: str, refused: bool
 ) -> None:
     """Before: the answer "c" (class c) of classes a, b, c shown in a shuffled order was
     read as option letter C, another class: a wrong label in the manifest with --check
@@ -491,50 +444,32 @@ def test_a_class_named_like_an_option_letter_is_refused_before_sending(
     folder, _ = unlabelled
     classes = tmp_path / "abc.txt"
     classes.write_text("a\nb\nc\n")
-    code = pseudolabel(
-        hash_teacher, folder, classes, tmp_path / "c", "--route", route, "--check", check
-    )
+    code = cli.pseudolabel(folder, classes, "--route", route, "--check", check)
     if not refused:
         assert code == 0
         return
-    assert code == 2
-    err = capsys.readouterr().err
-    one_error_line(err, "error: class 'a' could be read as an option letter")
-    assert hash_teacher.billing()["requests"] == 0
+    cli.refused(code, "error: class 'a' could be read as an option letter")
 
 
 @pytest.mark.parametrize(("route", "refused"), [("answer", True), ("zeroshot", False)])
 def test_a_class_named_only_by_an_emoji_is_refused_on_the_answer_route(
-    hash_teacher: LocalTeacher,
-    unlabelled: tuple[Path, Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    route: str,
-    refused: bool,
+    cli: Cli, unlabelled: tuple[Path, Path], tmp_path: Path, route: str, refused: bool
 ) -> None:
     """Before: "🐱" normalised to an empty name: every answer bought for it (a bare "🐱"
     too) got no label. The zero-shot route reads no names from answers: it labels it."""
     folder, _ = unlabelled
     classes = tmp_path / "emoji.txt"
     classes.write_text("🐱\ndog\n", encoding="utf-8")
-    code = pseudolabel(
-        hash_teacher, folder, classes, tmp_path / "c", "--route", route, "--check", "none"
-    )
+    code = cli.pseudolabel(folder, classes, "--route", route, "--check", "none")
     if not refused:
         assert code == 0
         return
-    assert code == 2
-    one_error_line(capsys.readouterr().err, "error: class '🐱' has no letter or digit")
-    assert hash_teacher.billing()["requests"] == 0
+    cli.refused(code, "error: class '🐱' has no letter or digit")
 
 
 @pytest.mark.parametrize("data_is", ["folder", "manifest"])
 def test_an_out_over_the_datas_description_is_refused_before_sending(
-    hash_teacher: LocalTeacher,
-    unlabelled: tuple[Path, Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    data_is: str,
+    cli: Cli, unlabelled: tuple[Path, Path], tmp_path: Path, data_is: str
 ) -> None:
     """Before: ``--out DATA/dataset.json`` (or ``list.dataset.json`` beside a manifest
     ``list.csv``), which the run reads for the data's hflip, was written over with the
@@ -543,30 +478,18 @@ def test_an_out_over_the_datas_description_is_refused_before_sending(
     data: Path = folder
     if data_is == "manifest":
         data = tmp_path / "list.csv"
-        data.write_text(
-            "path,label,domain\n" + "".join(f"{p},,all\n" for p in sorted(folder.iterdir()))
-        )
+        write_list(data, folder)
     described = folder / "dataset.json" if data_is == "folder" else tmp_path / "list.dataset.json"
     described.write_text('{"hflip": false}\n')
     before = described.read_bytes()
-    code = pseudolabel(
-        hash_teacher, data, classes, tmp_path / "c", "--out", str(described),
-        "--allow-outside-paths",
-    )  # fmt: skip
-    assert code == 2
-    one_error_line(capsys.readouterr().err, "error: --out")
-    assert hash_teacher.billing()["requests"] == 0
+    code = cli.pseudolabel(data, classes, "--out", str(described), "--allow-outside-paths")
+    cli.refused(code, "error: --out")
     assert described.read_bytes() == before
 
 
 @pytest.mark.parametrize("name", ["run.json", "model.safetensors"])
 def test_an_out_over_the_student_run_is_refused_before_sending(
-    hash_teacher: LocalTeacher,
-    trained: Path,
-    unlabelled: tuple[Path, Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    name: str,
+    cli: Cli, trained: Path, unlabelled: tuple[Path, Path], tmp_path: Path, name: str
 ) -> None:
     """Before: ``--student-run RUN --out RUN/run.json`` (or its weights) was written over
     with the kept rows once every answer was bought: the trained run was gone."""
@@ -574,11 +497,6 @@ def test_an_out_over_the_student_run_is_refused_before_sending(
     run = tmp_path / "run"
     shutil.copytree(trained / "run", run)
     before = (run / name).read_bytes()
-    code = pseudolabel(
-        hash_teacher, folder, classes, tmp_path / "c", "--student-run", str(run),
-        "--check", "none", "--out", str(run / name),
-    )  # fmt: skip
-    assert code == 2
-    one_error_line(capsys.readouterr().err, "error: --out")
-    assert hash_teacher.billing()["requests"] == 0
+    flags = ("--student-run", str(run), "--check", "none", "--out", str(run / name))
+    cli.refused(cli.pseudolabel(folder, classes, *flags), "error: --out")
     assert (run / name).read_bytes() == before

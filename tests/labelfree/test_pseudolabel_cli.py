@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +11,14 @@ import pytest
 
 from distill.cli import main
 from distill.data import scan
-from tests.e2e.conftest import LocalTeacher
+from tests.e2e.conftest import LocalTeacher, local_teacher
+from tests.labelfree.conftest import break_pixels, flat_folder
 
 
 @pytest.fixture
 def unlabelled(digits_data: Path, tmp_path: Path) -> tuple[Path, Path]:
     """12 digits images flat in one folder (no class folders) and the class file."""
-    ds = scan(digits_data)
-    folder = tmp_path / "unlabelled"
-    folder.mkdir()
-    for i, s in enumerate(ds.samples[::10][:12]):
-        shutil.copy(s.path, folder / f"img{i:02d}.png")
-    classes = tmp_path / "classes.txt"
-    classes.write_text("\n".join(ds.class_names) + "\n")
-    return folder, classes
+    return flat_folder(digits_data, tmp_path, count=12, every=10)
 
 
 def pseudolabel(teacher: LocalTeacher, data: Path, classes: Path, cache: Path, *extra: str) -> int:
@@ -130,17 +123,11 @@ def test_pseudolabel_reruns_share_one_budget(
     """``--budget`` caps the ledger's total for the teacher: a rerun never spends it again."""
     from decimal import Decimal
 
-    import httpx
-
-    from tests.e2e.conftest import TOKEN
-
     folder, classes = unlabelled
     flags = ("--check", "none", "--route", "answer")
     assert pseudolabel(hash_teacher, folder, classes, tmp_path / "scratch", *flags) == 0
     full = Decimal(hash_teacher.billing()["usd"])
-    httpx.post(
-        hash_teacher.url + "/admin/reset", headers={"Authorization": f"Bearer {TOKEN}"}
-    ).raise_for_status()
+    hash_teacher.reset()
     cap = str((full / 2).quantize(Decimal("0.000001")))
     cache = tmp_path / "cache"
     for run in range(4):
@@ -299,26 +286,16 @@ def test_check_stopped_by_the_budget_exits_3_and_a_rerun_spends_nothing(
     spends at most the cap; more budget finishes it; a third run sends nothing."""
     from decimal import Decimal
 
-    import httpx
-
-    from tests.e2e.conftest import TOKEN
-
     folder, classes = with_black
-
-    def reset() -> None:
-        httpx.post(
-            hash_teacher.url + "/admin/reset", headers={"Authorization": f"Bearer {TOKEN}"}
-        ).raise_for_status()
-
     views = ("--check", check)
     # what the answers alone cost, and the answers plus the view check
     assert pseudolabel(hash_teacher, folder, classes, tmp_path / "a", "--check", "none") == 0
     answers = Decimal(hash_teacher.billing()["usd"])
-    reset()
+    hash_teacher.reset()
     assert pseudolabel(hash_teacher, folder, classes, tmp_path / "b", *views) == 0
     full = Decimal(hash_teacher.billing()["usd"])
     assert full > answers  # the views cost something
-    reset()
+    hash_teacher.reset()
     cap = str((answers + (full - answers) / 2).quantize(Decimal("0.000001")))
     cache = tmp_path / "cache"
     capsys.readouterr()
@@ -433,25 +410,15 @@ def test_a_file_the_teacher_cannot_decode_leaves_only_itself_unlabelled(
     """Before: a file whose header opens but whose pixels do not decode made the teacher
     refuse (400) its whole zero-shot request; the error ended the run (exit 1) after the
     other requests were paid, with no labels written, on every rerun."""
-    from pydantic import SecretStr
-
-    from distill.server import HashBackend, ServerConfig, ServerThread, create_app
-    from tests.e2e.conftest import TOKEN
-
-    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
     folder, classes = unlabelled
     good = (folder / "img05.png").read_bytes()
     broken = bytearray(good)
     broken[len(broken) // 2 : len(broken) // 2 + 32] = b"\\xff" * 32
     (folder / "img05.png").write_bytes(bytes(broken))
-    config = ServerConfig(token=SecretStr(TOKEN))
     out = tmp_path / "labels.csv"
-    with ServerThread(create_app(config, HashBackend(dim=64, decode=True))) as server:
-        code = main([
-            "pseudolabel", str(folder), "--class-file", str(classes), "--teacher", "local:hash",
-            "--base-url", server.base_url, "--cache", str(tmp_path / "c"), "--budget", "1",
-            "--route", "zeroshot", "--check", "none", "--batch-size", "4", "--out", str(out),
-        ])  # fmt: skip
+    flags = ("--route", "zeroshot", "--check", "none", "--batch-size", "4", "--out", str(out))
+    with local_teacher(monkeypatch, dim=64, decode=True) as teacher:
+        code = pseudolabel(teacher, folder, classes, tmp_path / "c", *flags)
     assert code == 0
     decisions = read(out.with_suffix(".decisions.csv"))
     labelled = {Path(r["path"]).name for r in decisions if r["label"]}
@@ -466,11 +433,8 @@ def test_a_check_the_budget_did_not_buy_is_unchecked_not_inconsistent(
     folder, classes = unlabelled
     out = tmp_path / "labels.csv"
     # the 12 answers and the class prompts fit; the 12 image embeddings of the check do not
-    code = main([
-        "pseudolabel", str(folder), "--class-file", str(classes), "--teacher", "local:hash",
-        "--base-url", hash_teacher.url, "--cache", str(tmp_path / "c"), "--budget", "0.0005",
-        "--check", "zeroshot", "--out", str(out),
-    ])  # fmt: skip
+    flags = ("--budget", "0.0005", "--check", "zeroshot", "--out", str(out))
+    code = pseudolabel(hash_teacher, folder, classes, tmp_path / "c", *flags)
     assert code == 3
     rows = read(out.with_suffix(".decisions.csv"))
     unchecked = [r for r in rows if r["decision"] == "unchecked"]
@@ -490,32 +454,21 @@ def test_files_the_teacher_cannot_decode_leave_only_themselves_unanswered(
     decode was counted as an answer failed at the teacher: exit 1 ("fix the cause, then
     run again to retry them") on every rerun, and five such files in a row stopped the
     run, the other images left unasked."""
-    from pydantic import SecretStr
-
-    from distill.server import HashBackend, ServerConfig, ServerThread, create_app
-    from tests.e2e.conftest import TOKEN
-
-    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
     folder, classes = unlabelled
     broken = {f"img{i:02d}.png" for i in range(4, 10)}  # their pixels do not decode
     for name in broken:
-        data = bytearray((folder / name).read_bytes())
-        data[len(data) // 2 : len(data) // 2 + 32] = b"\xff" * 32
-        (folder / name).write_bytes(bytes(data))
-    config = ServerConfig(token=SecretStr(TOKEN))
+        break_pixels(folder / name)
     out = tmp_path / "labels.csv"
-    argv = [
-        "pseudolabel", str(folder), "--class-file", str(classes), "--teacher", "local:hash",
-        "--cache", str(tmp_path / "c"), "--budget", "1", "--check", check,
-        "--concurrency", "1", "--out", str(out),
-    ]  # fmt: skip
-    with ServerThread(create_app(config, HashBackend(dim=64, decode=True))) as server:
-        assert main([*argv, "--base-url", server.base_url]) == 0, capsys.readouterr().out
+    flags = ("--check", check, "--concurrency", "1", "--out", str(out))
+    with local_teacher(monkeypatch, dim=64, decode=True) as teacher:
+        code = pseudolabel(teacher, folder, classes, tmp_path / "c", *flags)
+        assert code == 0, capsys.readouterr().out
         decisions = read(out.with_suffix(".decisions.csv"))
         labelled = {Path(r["path"]).name for r in decisions if r["label"]}
         assert labelled == {f"img{i:02d}.png" for i in range(12)} - broken
         assert {r["decision"] for r in decisions if Path(r["path"]).name in broken} == {"no_answer"}
-        assert main([*argv, "--base-url", server.base_url]) == 0  # and so does a rerun
+        code = pseudolabel(teacher, folder, classes, tmp_path / "c", *flags)
+        assert code == 0  # and so does a rerun
 
 
 @pytest.mark.parametrize("check", ["resample", "zeroshot"])
