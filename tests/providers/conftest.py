@@ -19,7 +19,8 @@ from pydantic import SecretStr
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from vlmclient import Image, Price, RetryPolicy, TeacherClient
+from tests.providers.loopback import Loopback
+from vlmclient import AnswerRequest, Budget, Image, Price, RetryPolicy, TeacherClient
 from vlmclient.client import prepare_item
 from vlmclient.providers import get_provider
 from vlmclient.providers.base import CallSpec, Item
@@ -147,3 +148,30 @@ def client_for(
 def vector(seed: int, dim: int = 8) -> list[float]:
     v = np.random.default_rng(seed).standard_normal(dim)
     return [float(x) for x in v / np.linalg.norm(v)]
+
+
+def loopback_client(teacher: str, server: Loopback, api_key: str, **kw: Any) -> TeacherClient:
+    """The real client sending to a loopback ``server``: a $1 budget and one attempt,
+    unless ``kw`` says otherwise."""
+    kw.setdefault("base_url", server.url)
+    kw.setdefault("budget", Budget("1.00"))
+    kw.setdefault("retry", RetryPolicy(max_attempts=1, sleep=nosleep))
+    return TeacherClient(teacher, api_key=api_key, **kw)
+
+
+def ask(
+    prompt: str = "Which digit?", size: tuple[int, int] = (64, 48), max_output_tokens: int = 16
+) -> AnswerRequest:
+    return AnswerRequest(image=image(size), prompt=prompt, max_output_tokens=max_output_tokens)
+
+
+def anthropic_message(usage: dict[str, Any], id: str = "msg_1") -> dict[str, Any]:
+    """What Anthropic's Messages API answers: the text "7", billed as ``usage`` says."""
+    return {
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "text", "text": "7"}],
+        "stop_reason": "end_turn",
+        "usage": usage,
+    }

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.providers.conftest import image, nosleep
-from tests.providers.loopback import loopback
-from vlmclient import AnswerRequest, Budget, Price, TeacherClient
-from vlmclient.retry import RetryPolicy
+from tests.providers.conftest import anthropic_message, ask, loopback_client
+from tests.providers.loopback import Loopback, loopback
+from vlmclient import Price, TeacherClient
 
 PRICE = Price(usd_per_1m_input_tokens=Decimal("1"), usd_per_1m_output_tokens=Decimal("5"))
 M = Decimal(1_000_000)
@@ -29,16 +28,15 @@ SYSTEM = [
 
 def usage_with(usage: dict[str, Any]) -> Any:
     def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return 200, {
-            "id": "msg_cached",
-            "type": "message",
-            "role": "assistant",
-            "content": [{"type": "text", "text": "7"}],
-            "stop_reason": "end_turn",
-            "usage": usage,
-        }
+        return 200, anthropic_message(usage, id="msg_cached")
 
     return respond
+
+
+def haiku(server: Loopback, params: dict[str, Any]) -> TeacherClient:
+    return loopback_client(
+        "anthropic:claude-haiku-5-5", server, "sk-ant-cache", price=PRICE, params=params
+    )
 
 
 @pytest.mark.parametrize(
@@ -74,19 +72,9 @@ async def test_cache_writes_are_charged_at_their_premium(
     usage: dict[str, Any], billed_input: Decimal
 ) -> None:
     with loopback(usage_with(usage)) as server:
-        client = TeacherClient(
-            "anthropic:claude-haiku-5-5",
-            api_key="sk-ant-cache",
-            base_url=server.url,
-            price=PRICE,
-            params={"system": SYSTEM},
-            budget=Budget("1.00"),
-            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
-        )
+        client = haiku(server, {"system": SYSTEM})
         async with client:
-            [answer] = await client.answer(
-                [AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=16)]
-            )
+            [answer] = await client.answer([ask()])
     assert answer.text == "7"
     assert server.bodies[0]["system"] == SYSTEM
     billed = (billed_input * PRICE.usd_per_1m_input_tokens + 2 * PRICE.usd_per_1m_output_tokens) / M
@@ -102,22 +90,13 @@ def cache_the_whole_prompt(path: str, body: dict[str, Any]) -> tuple[int, dict[s
     from vlmclient.providers.anthropic import image_tokens as tokens_of
 
     written = tokens_of(1568, 1176) + 40
-    return 200, {
-        "id": "msg_auto",
-        "type": "message",
-        "role": "assistant",
-        "content": [{"type": "text", "text": "7"}],
-        "stop_reason": "end_turn",
-        "usage": {
-            "input_tokens": 3,
-            "output_tokens": 2,
-            "cache_creation_input_tokens": written,
-            "cache_creation": {
-                "ephemeral_5m_input_tokens": 0,
-                "ephemeral_1h_input_tokens": written,
-            },
-        },
+    usage = {
+        "input_tokens": 3,
+        "output_tokens": 2,
+        "cache_creation_input_tokens": written,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": written},
     }
+    return 200, anthropic_message(usage, id="msg_auto")
 
 
 async def test_a_cache_write_of_the_whole_prompt_is_reserved() -> None:
@@ -125,18 +104,9 @@ async def test_a_cache_write_of_the_whole_prompt_is_reserved() -> None:
     up to 2x the input rate, while the reservation counted it at 1x: an overrun on every
     large image."""
     with loopback(cache_the_whole_prompt) as server:
-        client = TeacherClient(
-            "anthropic:claude-haiku-5-5",
-            api_key="sk-ant-cache",
-            base_url=server.url,
-            price=PRICE,
-            params={"cache_control": {"type": "ephemeral", "ttl": "1h"}},
-            budget=Budget("1.00"),
-            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
-        )
+        client = haiku(server, {"cache_control": {"type": "ephemeral", "ttl": "1h"}})
         async with client:
-            big = AnswerRequest(image=image((1568, 1176)), prompt="Digit?", max_output_tokens=16)
-            [answer] = await client.answer([big])
+            [answer] = await client.answer([ask("Digit?", size=(1568, 1176))])
     assert answer.text == "7"
     assert server.bodies[0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
     assert client.overrun is None and client.budget.overruns == 0

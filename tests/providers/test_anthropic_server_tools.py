@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.providers.conftest import image, nosleep
-from tests.providers.loopback import loopback
-from vlmclient import AnswerRequest, Budget, ConfigurationError, Price, TeacherClient
-from vlmclient.retry import RetryPolicy
+from tests.providers.conftest import anthropic_message, ask, loopback_client
+from tests.providers.loopback import Loopback, loopback
+from vlmclient import ConfigurationError, Price, TeacherClient
 
 PRICE = Price(usd_per_1m_input_tokens=Decimal("1"), usd_per_1m_output_tokens=Decimal("5"))
 FETCHED = 30_000  # input tokens of what a server tool brought back
@@ -26,30 +25,14 @@ FETCHED = 30_000  # input tokens of what a server tool brought back
 
 def bill_like_anthropic(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     server_side = body.get("mcp_servers") or any("type" in t for t in body.get("tools", []))
-    return 200, {
-        "id": "msg_tools",
-        "type": "message",
-        "role": "assistant",
-        "content": [{"type": "text", "text": "7"}],
-        "stop_reason": "end_turn",
-        "usage": {"input_tokens": 60 + (FETCHED if server_side else 0), "output_tokens": 2},
-    }
+    usage = {"input_tokens": 60 + (FETCHED if server_side else 0), "output_tokens": 2}
+    return 200, anthropic_message(usage, id="msg_tools")
 
 
-def client_with(url: str, params: dict[str, Any]) -> TeacherClient:
-    return TeacherClient(
-        "anthropic:claude-haiku-5-5",
-        api_key="sk-ant-tools",
-        base_url=url,
-        price=PRICE,
-        params=params,
-        budget=Budget("1.00"),
-        retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+def client_with(server: Loopback, params: dict[str, Any]) -> TeacherClient:
+    return loopback_client(
+        "anthropic:claude-haiku-5-5", server, "sk-ant-tools", price=PRICE, params=params
     )
-
-
-def ask() -> AnswerRequest:
-    return AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=16)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +49,7 @@ def ask() -> AnswerRequest:
 )
 async def test_a_server_tool_is_refused_before_sending(params: dict[str, Any], named: str) -> None:
     with loopback(bill_like_anthropic) as server:
-        async with client_with(server.url, params) as client:
+        async with client_with(server, params) as client:
             with pytest.raises(ConfigurationError, match=named):
                 await client.answer([ask()])
     assert server.requests == []
@@ -76,7 +59,7 @@ async def test_a_server_tool_is_refused_before_sending(params: dict[str, Any], n
 async def test_a_client_tool_is_sent() -> None:
     tools = [{"name": "pick", "description": "the digit", "input_schema": {"type": "object"}}]
     with loopback(bill_like_anthropic) as server:
-        async with client_with(server.url, {"tools": tools}) as client:
+        async with client_with(server, {"tools": tools}) as client:
             [answer] = await client.answer([ask()])
     assert answer.text == "7"
     assert server.bodies[0]["tools"] == tools

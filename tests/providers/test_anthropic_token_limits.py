@@ -17,14 +17,13 @@ import pytest
 from pydantic import SecretStr
 
 from tests.conftest import FakeClock
-from tests.providers.conftest import image, nosleep
+from tests.providers.conftest import image, loopback_client
 from tests.providers.loopback import loopback
-from vlmclient import AnswerRequest, Budget, Price, TeacherClient
+from vlmclient import AnswerRequest, Price
 from vlmclient.providers import anthropic
 from vlmclient.providers.anthropic import ANTHROPIC
 from vlmclient.providers.base import CallSpec
 from vlmclient.ratelimit import RateLimiter
-from vlmclient.retry import RetryPolicy
 
 PRICE = Price(usd_per_1m_input_tokens=Decimal("1"), usd_per_1m_output_tokens=Decimal("5"))
 INPUT_LIMIT, OUTPUT_LIMIT = 40_000, 8_000
@@ -78,15 +77,13 @@ async def paced(items: list[AnswerRequest]) -> tuple[list[float], RateLimiter]:
     clock = FakeClock()
     limiter = RateLimiter(clock=clock, sleep=clock.sleep)
     with loopback(respond) as server:
-        async with TeacherClient(
+        async with loopback_client(
             "anthropic:claude-haiku-4-5",
-            api_key="sk-ant-limits",
-            base_url=server.url,
+            server,
+            "sk-ant-limits",
             price=PRICE,
-            budget=Budget("1.00"),
             concurrency=1,
             limiter=limiter,
-            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
         ) as client:
             answers = await client.answer(items)
     assert [a.text for a in answers] == ["7"] * len(items)

@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.providers.conftest import image, nosleep
+from tests.providers.conftest import anthropic_message, ask, loopback_client
 from tests.providers.loopback import loopback
-from vlmclient import AnswerRequest, Budget, Price, TeacherClient, Usage
+from vlmclient import Price, Usage
 from vlmclient.providers.wire import params_tokens_upper_bound
-from vlmclient.retry import RetryPolicy
 
 PRICE = Price(usd_per_1m_input_tokens=Decimal("1"), usd_per_1m_output_tokens=Decimal("5"))
 INSTRUCTIONS = "Look at the image and answer with the single digit it shows, nothing else. " * 100
@@ -65,14 +64,7 @@ def _find(node: Any, key: str) -> Any:
 
 
 def anthropic(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    return 200, {
-        "id": "msg_1",
-        "type": "message",
-        "role": "assistant",
-        "content": [{"type": "text", "text": "7"}],
-        "stop_reason": "end_turn",
-        "usage": {"input_tokens": billed_input(body), "output_tokens": 2},
-    }
+    return 200, anthropic_message({"input_tokens": billed_input(body), "output_tokens": 2})
 
 
 def openai(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -109,19 +101,12 @@ async def test_text_in_caller_params_is_reserved(
     teacher: str, respond: Any, suffix: str, params: dict[str, Any]
 ) -> None:
     with loopback(respond) as server:
-        client = TeacherClient(
-            teacher,
-            api_key="sk-test-params",
-            base_url=server.url + suffix,
-            price=PRICE,
+        client = loopback_client(
+            teacher, server, "sk-test-params", base_url=server.url + suffix, price=PRICE,
             params=params,
-            budget=Budget("1.00"),
-            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
-        )
+        )  # fmt: skip
         async with client:
-            answers = await client.answer(
-                [AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=16)]
-            )
+            answers = await client.answer([ask()])
         assert answers[0].text == "7"
         billed = billed_input(server.bodies[0])
         assert billed > 1000  # the caller's text is most of the bill

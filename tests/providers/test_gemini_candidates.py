@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.providers.conftest import image, nosleep
-from tests.providers.loopback import loopback
-from vlmclient import AnswerRequest, Budget, Price, TeacherClient, Usage
-from vlmclient.retry import RetryPolicy
+from tests.providers.conftest import ask, loopback_client
+from tests.providers.loopback import Loopback, loopback
+from vlmclient import Price, TeacherClient, Usage
 
 PRICE = Price(usd_per_1m_input_tokens=Decimal("1"), usd_per_1m_output_tokens=Decimal("5"))
 
@@ -33,23 +32,19 @@ def bill_every_candidate(path: str, body: dict[str, Any]) -> tuple[int, dict[str
     }
 
 
+def flash(server: Loopback, params: dict[str, Any]) -> TeacherClient:
+    return loopback_client(
+        "gemini:gemini-3.8-flash", server, "gm-test-candidates", price=PRICE, params=params
+    )
+
+
 @pytest.mark.parametrize(("params", "n"), [({}, 1), ({"candidateCount": 3}, 3),
                                            ({"candidate_count": 2}, 2)])
 async def test_every_candidate_is_reserved(params: dict[str, Any], n: int) -> None:
     with loopback(bill_every_candidate) as server:
-        client = TeacherClient(
-            "gemini:gemini-3.8-flash",
-            api_key="gm-test-candidates",
-            base_url=server.url,
-            price=PRICE,
-            params=params,
-            budget=Budget("1.00"),
-            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
-        )
+        client = flash(server, params)
         async with client:
-            [answer] = await client.answer(
-                [AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=500)]
-            )
+            [answer] = await client.answer([ask(max_output_tokens=500)])
     assert answer.text == "7"
     sent = server.bodies[0]["generationConfig"]
     assert sent.get("candidateCount", sent.get("candidate_count", 1)) == n
@@ -70,19 +65,9 @@ async def test_a_count_spelled_as_a_string_or_float_is_reserved(value: Any) -> N
     """``candidateCount: "3"`` (a value read from a config file or an environment
     variable) was reserved as one answer while Gemini bills three: an overrun."""
     with loopback(bill_like_proto_json) as server:
-        client = TeacherClient(
-            "gemini:gemini-3.8-flash",
-            api_key="gm-test-candidates",
-            base_url=server.url,
-            price=PRICE,
-            params={"candidateCount": value},
-            budget=Budget("1.00"),
-            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
-        )
+        client = flash(server, {"candidateCount": value})
         async with client:
-            [answer] = await client.answer(
-                [AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=500)]
-            )
+            [answer] = await client.answer([ask(max_output_tokens=500)])
     assert answer.text == "7"
     assert client.overrun is None and client.budget.overruns == 0
     assert client.budget.spent == PRICE.cost(Usage(input_tokens=40, output_tokens=500 * 3))

@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.providers.conftest import image, nosleep
-from tests.providers.loopback import loopback
-from vlmclient import AnswerRequest, Budget, ConfigurationError, Price, TeacherClient
-from vlmclient.retry import RetryPolicy
+from tests.providers.conftest import ask, loopback_client
+from tests.providers.loopback import Loopback, loopback
+from vlmclient import ConfigurationError, Price, TeacherClient
 
 PRICE = Price(usd_per_1m_input_tokens=Decimal("1"), usd_per_1m_output_tokens=Decimal("5"))
 CACHED = 50_000  # tokens of the context cache, or of what a tool fetched
@@ -42,20 +41,10 @@ def bill_like_gemini(path: str, body: dict[str, Any]) -> tuple[int, dict[str, An
     }
 
 
-def client_with(url: str, params: dict[str, Any]) -> TeacherClient:
-    return TeacherClient(
-        "gemini:gemini-3.8-flash",
-        api_key="gm-test-unbounded",
-        base_url=url,
-        price=PRICE,
-        params=params,
-        budget=Budget("1.00"),
-        retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+def client_with(server: Loopback, params: dict[str, Any]) -> TeacherClient:
+    return loopback_client(
+        "gemini:gemini-3.8-flash", server, "gm-test-unbounded", price=PRICE, params=params
     )
-
-
-def ask() -> AnswerRequest:
-    return AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=16)
 
 
 @pytest.mark.parametrize(
@@ -73,7 +62,7 @@ async def test_what_adds_unseen_prompt_tokens_is_refused_before_sending(
     params: dict[str, Any], named: str
 ) -> None:
     with loopback(bill_like_gemini) as server:
-        async with client_with(server.url, params) as client:
+        async with client_with(server, params) as client:
             with pytest.raises(ConfigurationError, match=named):
                 await client.answer([ask()])
     assert server.requests == []
@@ -83,7 +72,7 @@ async def test_what_adds_unseen_prompt_tokens_is_refused_before_sending(
 async def test_function_declarations_are_sent_and_reserved() -> None:
     tools = [{"functionDeclarations": [{"name": "pick", "description": "the digit"}]}]
     with loopback(bill_like_gemini) as server:
-        async with client_with(server.url, {"tools": tools}) as client:
+        async with client_with(server, {"tools": tools}) as client:
             [answer] = await client.answer([ask()])
     assert answer.text == "7"
     assert server.bodies[0]["tools"] == tools

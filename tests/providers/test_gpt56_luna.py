@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.providers.conftest import image, nosleep
+from tests.providers.conftest import ask, loopback_client
 from tests.providers.loopback import Loopback, Respond, loopback
-from vlmclient import AnswerRequest, Budget, TeacherClient
-from vlmclient.retry import RetryPolicy
+from vlmclient import TeacherClient
 
 M = Decimal(1_000_000)
 EFFORTS = {"none", "low", "medium", "high", "xhigh", "max"}
@@ -80,18 +79,9 @@ def served_at(tier: str, standard: Any) -> Respond:
 
 def luna(server: Loopback, params: dict[str, Any] | None = None) -> TeacherClient:
     """The real client for gpt-5.6-luna (the built-in price), sending to ``server``."""
-    return TeacherClient(
-        "openai:gpt-5.6-luna",
-        api_key="sk-test-luna",
-        base_url=server.url + "/v1",
-        budget=Budget("1.00"),
-        retry=RetryPolicy(max_attempts=1, sleep=nosleep),
-        params=params,
+    return loopback_client(
+        "openai:gpt-5.6-luna", server, "sk-test-luna", base_url=server.url + "/v1", params=params
     )
-
-
-def ask(prompt: str = "Digit?", size: tuple[int, int] = (64, 48)) -> AnswerRequest:
-    return AnswerRequest(image=image(size), prompt=prompt, max_output_tokens=16)
 
 
 @pytest.mark.parametrize(
@@ -122,7 +112,7 @@ async def test_a_callers_own_cache_writes_are_charged_at_their_rate() -> None:
     respond = bill_like_luna(1_500)
     with loopback(respond) as server:
         async with luna(server, {"prompt_cache_options": {"mode": "implicit"}}) as client:
-            await client.answer([ask("Which digit?")])
+            await client.answer([ask()])
     assert server.bodies[0]["prompt_cache_options"] == {"mode": "implicit"}
     assert client.budget.spent == sum(respond.bills)
 
@@ -136,7 +126,7 @@ async def test_a_callers_own_cache_writes_are_reserved_at_their_rate() -> None:
     from vlmclient.providers.base import CallSpec
     from vlmclient.providers.openai import OPENAI
 
-    item = ask("Which digit?")
+    item = ask()
     prepared = item.model_copy(update={"image": OPENAI.prepare_image(item.image)})
     spec = CallSpec("answer", "gpt-5.6-luna", [prepared], base_url="", api_key=SecretStr("x"))
     worst = OPENAI.estimate_usage(spec).input_tokens  # the prompt at its bound, no params
@@ -160,7 +150,7 @@ async def test_a_premium_service_tier_is_refused_before_sending(tier: str) -> No
     with loopback(respond) as server:
         async with luna(server, {"service_tier": tier}) as client:
             with pytest.raises(ConfigurationError, match="service_tier"):
-                await client.answer([ask()])
+                await client.answer([ask("Digit?")])
     assert server.requests == []
     assert client.budget.spent == 0
 
@@ -170,7 +160,7 @@ async def test_a_standard_or_cheaper_service_tier_is_sent(tier: str) -> None:
     respond = bill_like_luna(1_500)
     with loopback(respond) as server:
         async with luna(server, {"service_tier": tier}) as client:
-            await client.answer([ask()])
+            await client.answer([ask("Digit?")])
     assert server.bodies[0]["service_tier"] == tier
 
 
@@ -186,14 +176,14 @@ async def test_an_answer_served_at_a_premium_tier_stops_the_run(served: str) -> 
     standard = bill_like_luna(1_500)  # the token counts; the premium rates are unknown
     respond = served_at(served, standard)
 
-    item = ask("Which digit?")
+    item = ask()
     with loopback(respond) as server:
         async with luna(server) as client:
             _, reserved = client.plan("answer", [item])
             [answer] = await client.answer([item])
             assert answer.text == "7"  # paid for, so kept (and cached)
             with pytest.raises(BudgetOverrunError, match=f"service_tier '{served}'"):
-                await client.answer([ask(size=(60, 40))])
+                await client.answer([ask("Digit?", size=(60, 40))])
     assert "service_tier" not in server.bodies[0]  # auto: the project's default tier
     assert len(server.requests) == 1  # nothing sent after the premium answer
     assert client.budget.spent == reserved  # not the standard price of its usage
@@ -210,6 +200,6 @@ async def test_an_answer_served_at_a_standard_or_cheaper_tier_is_charged_its_usa
 
     with loopback(respond) as server:
         async with luna(server) as client:
-            await client.answer([ask()])
+            await client.answer([ask("Digit?")])
     assert client.budget.spent == sum(standard.bills)
     assert client.overrun is None and client.stats.estimated == 0

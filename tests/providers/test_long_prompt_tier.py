@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 
 from distill.cli import main
-from tests.providers.conftest import image, nosleep
+from tests.providers.conftest import anthropic_message, ask, loopback_client, nosleep
 from tests.providers.loopback import loopback
-from vlmclient import AnswerRequest, Budget, TeacherClient
 from vlmclient.models import Price, Usage
 from vlmclient.prices import PriceTable
 from vlmclient.retry import RetryPolicy
@@ -22,14 +21,7 @@ M = Decimal(1_000_000)
 
 def _respond_with(input_tokens: int) -> Any:
     def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return 200, {
-            "id": "msg_1",
-            "type": "message",
-            "role": "assistant",
-            "content": [{"type": "text", "text": "7"}],
-            "stop_reason": "end_turn",
-            "usage": {"input_tokens": input_tokens, "output_tokens": 4},
-        }
+        return 200, anthropic_message({"input_tokens": input_tokens, "output_tokens": 4})
 
     return respond
 
@@ -46,17 +38,14 @@ async def test_haiku_5_5_is_charged_at_its_prompts_tier(
     prompt: str, billed_input: int, rate_in: Decimal, rate_out: Decimal
 ) -> None:
     with loopback(_respond_with(billed_input)) as server:
-        client = TeacherClient(
+        client = loopback_client(
             "anthropic:claude-haiku-5-5",  # the built-in price, tiers and all
-            api_key="sk-ant-test",
-            base_url=server.url,
-            budget=Budget("1.00"),
+            server,
+            "sk-ant-test",
             retry=RetryPolicy(sleep=nosleep),
         )
         async with client:
-            answers = await client.answer(
-                [AnswerRequest(image=image((64, 48)), prompt=prompt, max_output_tokens=16)]
-            )
+            answers = await client.answer([ask(prompt)])
         assert answers[0].text == "7"
         assert client.overrun is None
         assert client.budget.spent == (billed_input * rate_in + 4 * rate_out) / M

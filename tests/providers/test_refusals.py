@@ -15,17 +15,9 @@ from typing import Any
 import pytest
 
 from cache import ResponseCache, SpendLedger
-from tests.providers.conftest import image, nosleep
+from tests.providers.conftest import image, loopback_client
 from tests.providers.loopback import loopback
-from vlmclient import (
-    AnswerRequest,
-    Budget,
-    Price,
-    ResponseValidationError,
-    TeacherClient,
-    Usage,
-)
-from vlmclient.retry import RetryPolicy
+from vlmclient import AnswerRequest, Price, ResponseValidationError, Usage
 
 PRICE = Price(usd_per_1m_input_tokens=Decimal("1"), usd_per_1m_output_tokens=Decimal("5"))
 
@@ -67,15 +59,14 @@ async def test_a_refusal_is_charged_and_never_cached(
         ResponseCache(tmp_path / "cache") as cache,
         SpendLedger(tmp_path / "ledger.jsonl") as ledger,
     ):
-        client = TeacherClient(
+        client = loopback_client(
             teacher,
-            api_key="sk-test-refusal",
+            server,
+            "sk-test-refusal",
             base_url=server.url + suffix,
             price=PRICE,
             cache=cache,
             ledger=ledger,
-            budget=Budget("1.00"),
-            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
         )
         async with client:
             with pytest.raises(ResponseValidationError, match=why):
