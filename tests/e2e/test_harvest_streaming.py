@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ from distill.cli import main
 from distill.data import class_prompts, scan
 from distill.harvest import HarvestResult, harvest, image_items, view_request
 from distill.view_requests import cached_view_vector
-from tests.e2e.conftest import LocalTeacher
+from tests.e2e.conftest import LocalTeacher, local_teacher
 from vlmclient import (
+    Budget,
     TeacherClient,
     TextEmbeddingRequest,
     endpoint_id,
@@ -49,6 +51,33 @@ def one_line(out: str) -> str:
 
 def ledger_spent(cache: Path) -> Decimal:
     return totals(SpendLedger.read(cache / "ledger.jsonl")).spent_usd
+
+
+def raising_run(
+    error: type[Exception],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    work: Callable[[TeacherClient], Awaitable[object]],
+) -> dict[str, Any]:
+    """``work`` given a client of a slow local teacher (100 ms a request, 8 in flight, 2
+    items each) with a response cache and a ledger in ``tmp_path``; it must raise
+    ``error``. The teacher's bill, once the client and the ledger are closed."""
+    with local_teacher(monkeypatch, latency_ms=100) as teacher:
+
+        async def go() -> None:
+            with (
+                ResponseCache(tmp_path / "responses") as rc,
+                SpendLedger(tmp_path / "ledger.jsonl") as ledger,
+            ):
+                async with TeacherClient(
+                    "local:hash", base_url=teacher.url, cache=rc, ledger=ledger,
+                    budget=Budget("1"), concurrency=8, batch_size=2,
+                ) as client:  # fmt: skip
+                    await work(client)
+
+        with pytest.raises(error):
+            asyncio.run(go())
+        return teacher.billing()
 
 
 def cached_vectors(
@@ -227,8 +256,6 @@ def test_a_failing_progress_callback_leaves_no_request_running_unrecorded(
     the caller then closed its ledger under them: "SPEND NOT RECORDED", the ledger $0.0010
     for a $0.0026 bill. Now the other workers are stopped before harvest() returns: each
     request in flight is recorded at its reservation."""
-    from tests.e2e.conftest import local_teacher
-    from vlmclient import Budget
 
     class Broken(Exception):
         pass
@@ -238,21 +265,10 @@ def test_a_failing_progress_callback_leaves_no_request_running_unrecorded(
             raise Broken("stdout is gone")
 
     ds = scan(digits_data)
-    with local_teacher(monkeypatch, latency_ms=100) as teacher:
 
-        async def go() -> None:
-            with (
-                ResponseCache(tmp_path / "responses") as rc,
-                SpendLedger(tmp_path / "ledger.jsonl") as ledger,
-            ):
-                async with TeacherClient(
-                    "local:hash", base_url=teacher.url, cache=rc, ledger=ledger,
-                    budget=Budget("1"), concurrency=8, batch_size=2,
-                ) as client:  # fmt: skip
-                    await harvest(ds, client, cache_dir=tmp_path, on_progress=progress)
+    async def work(client: TeacherClient) -> None:
+        await harvest(ds, client, cache_dir=tmp_path, on_progress=progress)
 
-        with pytest.raises(Broken):
-            asyncio.run(go())
-        billed = Decimal(teacher.billing()["usd"])
+    billed = Decimal(raising_run(Broken, monkeypatch, tmp_path, work)["usd"])
     assert billed > 0
     assert ledger_spent(tmp_path) >= billed  # every billed request is in the ledger

@@ -4,18 +4,15 @@ or billed unrecorded, after it returned."""
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from cache import ResponseCache, SpendLedger
 from distill.data import scan
 from distill.labelfree.pseudolabel import answer_labels, embedding_labels
-from tests.e2e.conftest import local_teacher
-from tests.e2e.test_harvest_streaming import ledger_spent
-from vlmclient import Budget, TeacherClient
+from tests.e2e.test_harvest_streaming import ledger_spent, raising_run
+from vlmclient import TeacherClient
 
 
 class Broken(Exception):
@@ -36,25 +33,14 @@ def test_a_failing_progress_callback_leaves_no_request_running_unrecorded(
     ledger under them: "SPEND NOT RECORDED". Now the others are cancelled and waited for
     (each request in flight recorded at its reservation) before the call raises."""
     ds = scan(digits_data)
-    with local_teacher(monkeypatch, latency_ms=100) as teacher:
 
-        async def go() -> None:
-            with (
-                ResponseCache(tmp_path / "responses") as rc,
-                SpendLedger(tmp_path / "ledger.jsonl") as ledger,
-            ):
-                async with TeacherClient(
-                    "local:hash", base_url=teacher.url, cache=rc, ledger=ledger,
-                    budget=Budget("1"), concurrency=8, batch_size=2,
-                ) as client:  # fmt: skip
-                    if call == "answer":
-                        await answer_labels(ds, client, ds.class_names, on_progress=_progress)
-                    else:
-                        await embedding_labels(ds, client, ds.class_names, on_progress=_progress)
+    async def work(client: TeacherClient) -> None:
+        if call == "answer":
+            await answer_labels(ds, client, ds.class_names, on_progress=_progress)
+        else:
+            await embedding_labels(ds, client, ds.class_names, on_progress=_progress)
 
-        with pytest.raises(Broken):
-            asyncio.run(go())
-        bill = teacher.billing()
+    bill = raising_run(Broken, monkeypatch, tmp_path, work)
     billed = Decimal(bill["usd"])
     assert billed > 0
     assert ledger_spent(tmp_path) >= billed  # every billed request is in the ledger
