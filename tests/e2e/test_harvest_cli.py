@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import shlex
+import shutil
 import tempfile
 from decimal import Decimal
 from pathlib import Path
@@ -35,6 +38,26 @@ def harvest(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> int:
 
 def ledger_spent(cache: Path) -> Decimal:
     return totals(SpendLedger.read(cache / "ledger.jsonl")).spent_usd
+
+
+def flat_folder(digits_data: Path, folder: Path, count: int) -> Path:
+    """The first ``count`` digits images in ``folder``, no class folders: 0.png, 1.png..."""
+    folder.mkdir()
+    for i, s in enumerate(scan(digits_data).samples[:count]):
+        shutil.copy(s.path, folder / f"{i}.png")
+    return folder
+
+
+def two_class_names(tmp_path: Path) -> Path:
+    names = tmp_path / "classes.txt"
+    names.write_text("zero\none\n")
+    return names
+
+
+def first_domain_classes(digits_data: Path) -> list[Path]:
+    """The class folders of the digits' first domain, in order."""
+    domain = sorted(p for p in digits_data.iterdir() if p.is_dir())[0]
+    return sorted(p for p in domain.iterdir() if p.is_dir())
 
 
 def test_harvest_buys_everything_once_and_exports_a_store(
@@ -164,8 +187,6 @@ def test_report_json_matches_the_servers_bill(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import json
-
     cache = tmp_path / "cache"
     assert harvest(hash_teacher, digits_data, cache, "--budget", "1") == 0
     assert harvest(hash_teacher, digits_data, cache, "--budget", "1") == 0
@@ -199,22 +220,15 @@ def test_cache_commands(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import shutil
-
     cache = tmp_path / "cache"
-    assert (
-        main(
-            ["cache", "export", str(digits_data), "--teacher", "local:hash", "--cache", str(cache)]
-        )
-        == 2
-    )
+    export = ["cache", "export", str(digits_data), "--teacher", "local:hash", "--cache", str(cache)]
+    assert main(export) == 2
     assert harvest(hash_teacher, digits_data, cache) == 0
     [store] = (cache / "stores").iterdir()
     before = EmbeddingStore.open(store).gather(np.arange(5))
     shutil.rmtree(cache / "stores")
     monkeypatch.delenv("VLM_DISTILL_TEACHER_TOKEN")  # export needs no key and sends nothing
     requests = hash_teacher.billing()["requests"]
-    export = ["cache", "export", str(digits_data), "--teacher", "local:hash", "--cache", str(cache)]
     # the endpoint is part of every key: another server's answers are not these
     assert main(export) == 1
     assert main([*export, "--base-url", "http://127.0.0.1:1/"]) == 1
@@ -245,20 +259,14 @@ def test_unlabelled_data_without_class_names_says_no_store_was_written(
     store is written; that used to pass without a word (exit 0, nothing for `train`). The
     hint then said to buy the prompts with --class-file, giving a store `train` refuses
     ("no labelled images") until 2026-12-06: it points at `pseudolabel`."""
-    import shutil
-
-    flat = tmp_path / "flat"
-    flat.mkdir()
-    for i, s in enumerate(scan(digits_data).samples[:6]):
-        shutil.copy(s.path, flat / f"{i}.png")
+    flat = flat_folder(digits_data, tmp_path / "flat", 6)
     cache = tmp_path / "cache"
     assert harvest(hash_teacher, flat, cache, "--budget", "1") == 0
     out = capsys.readouterr().out
     assert "no embedding store written" in out and "pseudolabel" in out
     assert not (cache / "stores").exists()
     assert hash_teacher.billing()["images"] == 6
-    names = tmp_path / "classes.txt"
-    names.write_text("zero\none\n")
+    names = two_class_names(tmp_path)
     assert harvest(hash_teacher, flat, cache, "--budget", "1", "--class-file", str(names)) == 0
     out = capsys.readouterr().out
     assert "embedding store:" in out and "no embedding store" not in out
@@ -276,14 +284,8 @@ def test_a_flat_folder_harvested_with_a_class_file_says_train_needs_labels_first
     ("no labelled images; the trainer needs class labels", exit 1) with no way forward.
     Now the harvest says before buying that the images have no labels, and after which
     commands label, harvest and train them; train refuses (exit 2) saying the same."""
-    import shutil
-
-    flat = tmp_path / "flat"
-    flat.mkdir()
-    for i, s in enumerate(scan(digits_data).samples[:6]):
-        shutil.copy(s.path, flat / f"{i}.png")
-    names = tmp_path / "classes.txt"
-    names.write_text("zero\none\n")
+    flat = flat_folder(digits_data, tmp_path / "flat", 6)
+    names = two_class_names(tmp_path)
     cache = tmp_path / "cache"
     label = f"vlm-distill pseudolabel {flat} --class-file {names}"
     argv = ("--budget", "1", "--class-file", str(names))
@@ -338,8 +340,6 @@ def test_an_empty_cache_whose_ledger_records_purchases_is_not_bought_again(
     """Before: a cache whose database was lost (deleted, truncated to nothing, or left
     moved aside by a crash in `cache recover`) was silently recreated empty and every
     item bought again; `cache verify` called it healthy."""
-    import shutil
-
     cache = tmp_path / "c"
     assert harvest(hash_teacher, digits_data, cache, "--budget", "1") == 0
     bought = hash_teacher.billing()["requests"]
@@ -445,11 +445,8 @@ def test_saved_by_the_cache_is_shown_to_eight_places(
     """Requests of 7 prompts of different lengths: each prompt's share of its request's
     cost has no last digit, and a rerun's "saved by the cache" (and `report`'s saved
     column) showed the sum of those shares to 28 digits."""
-    import shutil
-
     cache, data = tmp_path / "cache", tmp_path / "data"
-    domain = sorted(p for p in digits_data.iterdir() if p.is_dir())[0]
-    for i, folder in enumerate(sorted(p for p in domain.iterdir() if p.is_dir())):
+    for i, folder in enumerate(first_domain_classes(digits_data)):
         words = " ".join(["digit"] * (1, 2, 4)[i % 3])  # 15 words in the first request
         shutil.copytree(folder, data / f"{chr(ord('a') + i)} {words} {folder.name}")
     args = ("--budget", "1", "--batch-size", "7")
@@ -476,14 +473,9 @@ def test_amounts_below_a_millionth_are_plain_decimals_in_the_summary_and_runs_fi
     $0.000000" (rounded to six places), a dry run "at most $0.000000 ... of which $0E-7
     is left", and the run that bought them "spent this run $2.4E-7" (Decimal's scientific
     notation), in the summary and in runs.jsonl."""
-    import json
-    import shutil
-
     monkeypatch.setenv("COLUMNS", "200")
     cache, data = tmp_path / "cache", tmp_path / "data"
-    domain = sorted(p for p in digits_data.iterdir() if p.is_dir())[0]
-    classes = sorted(p for p in domain.iterdir() if p.is_dir())[:2]
-    for name, folder in zip("xy", classes, strict=True):
+    for name, folder in zip("xy", first_domain_classes(digits_data)[:2], strict=True):
         shutil.copytree(folder, data / name)
     assert harvest(hash_teacher, data, cache, "--budget", "1") == 0
     capsys.readouterr()
@@ -549,9 +541,6 @@ def test_identical_images_under_two_names_are_bought_once_and_counted_once(
 ) -> None:
     """Two files with the same bytes are one purchase (they share a cache key); the
     summary and runs.jsonl said "bought" for both: 3 more items than the provider billed."""
-    import json
-    import shutil
-
     data = tmp_path / "data"
     shutil.copytree(digits_data, data)
     ds = scan(data)
@@ -579,8 +568,6 @@ def test_dry_run_with_views_prices_the_rest_when_an_image_does_not_decode(
     """A PNG whose header and end are whole but whose pixel data is damaged passes the
     scan; the harvest fails its views and buys the rest, but `--dry-run --views
     2` stopped at it: "error: cannot decode image ...", exit 1, no plan."""
-    import shutil
-
     data = tmp_path / "data"
     shutil.copytree(digits_data, data)
     ds = scan(data)
@@ -613,15 +600,8 @@ def test_the_commands_printed_for_a_flat_folder_reach_the_same_teacher_and_cap(
     harvest's --base-url, --cache-namespace and --budget: copied as printed, `pseudolabel`
     went to the default 127.0.0.1:8089 ("could not connect", or another teacher there)
     under the default $1.00 cap instead of the one given. They now carry them."""
-    import shlex
-    import shutil
-
-    flat = tmp_path / "flat"
-    flat.mkdir()
-    for i, s in enumerate(scan(digits_data).samples[:4]):
-        shutil.copy(s.path, flat / f"{i}.png")
-    names = tmp_path / "classes.txt"
-    names.write_text("zero\none\n")
+    flat = flat_folder(digits_data, tmp_path / "flat", 4)
+    names = two_class_names(tmp_path)
     cache = tmp_path / "cache"
     argv = ("--budget", "0.5", "--class-file", str(names), "--cache-namespace", "box")
     assert harvest(hash_teacher, flat, cache, *argv) == 0
