@@ -19,8 +19,16 @@ from pydantic import SecretStr
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests.providers.loopback import Loopback
-from vlmclient import AnswerRequest, Budget, Image, Price, RetryPolicy, TeacherClient
+from tests.providers.loopback import Loopback, Respond, loopback
+from vlmclient import (
+    AnswerRequest,
+    Budget,
+    ConfigurationError,
+    Image,
+    Price,
+    RetryPolicy,
+    TeacherClient,
+)
 from vlmclient.client import prepare_item
 from vlmclient.providers import get_provider
 from vlmclient.providers.base import CallSpec, Item
@@ -175,3 +183,29 @@ def anthropic_message(usage: dict[str, Any], id: str = "msg_1") -> dict[str, Any
         "stop_reason": "end_turn",
         "usage": usage,
     }
+
+
+ClientWith = Callable[[Loopback, dict[str, Any]], TeacherClient]
+
+
+async def refused_before_sending(
+    respond: Respond, client_with: ClientWith, params: dict[str, Any], named: str
+) -> None:
+    """``ask()`` with ``params`` is refused (a ConfigurationError naming ``named``):
+    nothing sent, nothing spent."""
+    with loopback(respond) as server:
+        async with client_with(server, params) as client:
+            with pytest.raises(ConfigurationError, match=named):
+                await client.answer([ask()])
+    assert server.requests == []
+    assert client.budget.spent == 0 and client.overrun is None
+
+
+async def tools_sent(respond: Respond, client_with: ClientWith, tools: list[Any]) -> None:
+    """``ask()`` with ``tools`` is answered, the tools sent as they are, no overrun."""
+    with loopback(respond) as server:
+        async with client_with(server, {"tools": tools}) as client:
+            [answer] = await client.answer([ask()])
+    assert answer.text == "7"
+    assert server.bodies[0]["tools"] == tools
+    assert client.overrun is None

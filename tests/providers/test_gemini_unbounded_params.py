@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.providers.conftest import ask, loopback_client
-from tests.providers.loopback import Loopback, loopback
-from vlmclient import ConfigurationError, Price, TeacherClient
+from tests.providers.conftest import loopback_client, refused_before_sending, tools_sent
+from tests.providers.loopback import Loopback
+from vlmclient import Price, TeacherClient
 
 PRICE = Price(usd_per_1m_input_tokens=Decimal("1"), usd_per_1m_output_tokens=Decimal("5"))
 CACHED = 50_000  # tokens of the context cache, or of what a tool fetched
@@ -61,19 +61,9 @@ def client_with(server: Loopback, params: dict[str, Any]) -> TeacherClient:
 async def test_what_adds_unseen_prompt_tokens_is_refused_before_sending(
     params: dict[str, Any], named: str
 ) -> None:
-    with loopback(bill_like_gemini) as server:
-        async with client_with(server, params) as client:
-            with pytest.raises(ConfigurationError, match=named):
-                await client.answer([ask()])
-    assert server.requests == []
-    assert client.budget.spent == 0 and client.overrun is None
+    await refused_before_sending(bill_like_gemini, client_with, params, named)
 
 
 async def test_function_declarations_are_sent_and_reserved() -> None:
     tools = [{"functionDeclarations": [{"name": "pick", "description": "the digit"}]}]
-    with loopback(bill_like_gemini) as server:
-        async with client_with(server, {"tools": tools}) as client:
-            [answer] = await client.answer([ask()])
-    assert answer.text == "7"
-    assert server.bodies[0]["tools"] == tools
-    assert client.overrun is None
+    await tools_sent(bill_like_gemini, client_with, tools)
