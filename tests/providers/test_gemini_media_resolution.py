@@ -16,7 +16,7 @@ import pytest
 from PIL import Image as PILImage
 
 from tests.providers.conftest import call_spec
-from tests.providers.loopback import loopback
+from tests.providers.loopback import Loopback, loopback
 from vlmclient import AnswerRequest, ConfigurationError, Image, Price, TeacherClient, Usage
 from vlmclient.providers import gemini
 from vlmclient.providers.wire import params_tokens_upper_bound
@@ -68,6 +68,12 @@ def flat_image(size: tuple[int, int]) -> Image:
     return Image.from_bytes(out.getvalue())
 
 
+def gemini3(server: Loopback, params: dict[str, Any]) -> TeacherClient:
+    return TeacherClient(
+        f"gemini:{MODEL}", api_key="secret-key-123", base_url=server.url, price=PRICE, params=params
+    )
+
+
 def ask(size: tuple[int, int]) -> AnswerRequest:
     return AnswerRequest(image=flat_image(size), prompt=PROMPT, max_output_tokens=4)
 
@@ -98,13 +104,7 @@ async def test_reservation_follows_the_requested_resolution_and_covers_the_bill(
 ) -> None:
     request = ask(size)
     with loopback(bill_like_gemini3) as server:
-        async with TeacherClient(
-            f"gemini:{MODEL}",
-            api_key="secret-key-123",
-            base_url=server.url,
-            price=PRICE,
-            params=params,
-        ) as client:
+        async with gemini3(server, params) as client:
             n, planned = client.plan("answer", [request])
             [answer] = await client.answer([request])
     assert (n, planned) == (1, PRICE.cost(reserved_image_tokens(image_tokens, params)))
@@ -118,13 +118,7 @@ async def test_reservation_follows_the_requested_resolution_and_covers_the_bill(
 
 async def test_the_canonical_resolution_name_is_what_is_sent() -> None:
     with loopback(bill_like_gemini3) as server:
-        async with TeacherClient(
-            f"gemini:{MODEL}",
-            api_key="secret-key-123",
-            base_url=server.url,
-            price=PRICE,
-            params={"media_resolution": "low"},
-        ) as client:
+        async with gemini3(server, {"media_resolution": "low"}) as client:
             await client.answer([ask((64, 48))])
     [(_, body, _)] = server.requests
     assert body["generationConfig"]["media_resolution"] == "MEDIA_RESOLUTION_LOW"
@@ -144,13 +138,7 @@ async def test_a_resolution_generation_config_does_not_take_is_refused_before_se
     value: str, message: str
 ) -> None:
     with loopback(bill_like_gemini3) as server:
-        async with TeacherClient(
-            f"gemini:{MODEL}",
-            api_key="secret-key-123",
-            base_url=server.url,
-            price=PRICE,
-            params={"mediaResolution": value},
-        ) as client:
+        async with gemini3(server, {"mediaResolution": value}) as client:
             with pytest.raises(ConfigurationError, match=message):
                 await client.answer([ask((64, 48))])
     assert server.requests == []

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.providers.conftest import body_of, call_spec, image
-from tests.providers.loopback import loopback
+from tests.providers.loopback import Loopback, loopback
 from vlmclient import AnswerRequest, ConfigurationError, Price, TeacherClient, Usage
 from vlmclient.providers import gemini
 
@@ -55,19 +55,23 @@ def bill_like_gemini(path: str, body: dict[str, Any]) -> tuple[int, dict[str, An
     }
 
 
+def gemini_at(server: Loopback, model: str, reasoning: str) -> TeacherClient:
+    return TeacherClient(
+        f"gemini:{model}",
+        api_key="secret-key-123",
+        base_url=server.url,
+        price=PRICE,
+        params={"reasoning": reasoning},
+    )
+
+
 def ask() -> AnswerRequest:
     return AnswerRequest(image=image((64, 48)), prompt="Which digit?", max_output_tokens=8)
 
 
 async def test_minimal_on_a_model_without_it_sends_low_and_is_billed_once() -> None:
     with loopback(bill_like_gemini) as server:
-        async with TeacherClient(
-            "gemini:gemini-3.8-flash",
-            api_key="secret-key-123",
-            base_url=server.url,
-            price=PRICE,
-            params={"reasoning": "minimal"},
-        ) as client:
+        async with gemini_at(server, "gemini-3.8-flash", "minimal") as client:
             [answer] = await client.answer([ask()])
     assert answer.text == "7"
     [body] = server.bodies
@@ -78,13 +82,7 @@ async def test_minimal_on_a_model_without_it_sends_low_and_is_billed_once() -> N
 
 async def test_a_level_the_model_does_not_take_is_refused_before_anything_is_sent() -> None:
     with loopback(bill_like_gemini) as server:
-        async with TeacherClient(
-            "gemini:gemini-3-pro-preview",
-            api_key="secret-key-123",
-            base_url=server.url,
-            price=PRICE,
-            params={"reasoning": "medium"},
-        ) as client:
+        async with gemini_at(server, "gemini-3-pro-preview", "medium") as client:
             with pytest.raises(ConfigurationError, match="accepts reasoning low, high"):
                 await client.answer([ask()])
     assert server.requests == []
