@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from cache import SpendLedger, totals
 from distill.server import HashBackend, ServerConfig, ServerThread, create_app
 from distill.server.config import Faults
 
@@ -50,6 +52,23 @@ def local_teacher(
     app = create_app(config, HashBackend(dim=dim, decode=decode))
     with ServerThread(app if wrap is None else wrap(app)) as server:
         yield LocalTeacher(server)
+
+
+def harvest(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> int:
+    """``vlm-distill harvest DATA`` from ``teacher`` into ``cache``: its exit code."""
+    from distill.cli import main
+
+    return main(
+        [
+            "harvest", str(data), "--teacher", "local:hash", "--base-url", teacher.url,
+            "--cache", str(cache), *extra,
+        ]
+    )  # fmt: skip
+
+
+def ledger_spent(cache: Path) -> Decimal:
+    """What the cache's ledger records as spent."""
+    return totals(SpendLedger.read(cache / "ledger.jsonl")).spent_usd
 
 
 @pytest.fixture

@@ -17,27 +17,7 @@ import pytest
 from cache import EmbeddingStore, SpendLedger, totals
 from distill.cli import main
 from distill.data import scan
-from tests.e2e.conftest import TOKEN, LocalTeacher
-
-
-def harvest(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> int:
-    return main(
-        [
-            "harvest",
-            str(data),
-            "--teacher",
-            "local:hash",
-            "--base-url",
-            teacher.url,
-            "--cache",
-            str(cache),
-            *extra,
-        ]
-    )
-
-
-def ledger_spent(cache: Path) -> Decimal:
-    return totals(SpendLedger.read(cache / "ledger.jsonl")).spent_usd
+from tests.e2e.conftest import TOKEN, LocalTeacher, harvest, ledger_spent
 
 
 def flat_folder(digits_data: Path, folder: Path, count: int) -> Path:

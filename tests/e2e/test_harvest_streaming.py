@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cache import ResponseCache, SpendLedger, totals
+from cache import ResponseCache, SpendLedger
 from distill.cli import main
 from distill.data import class_prompts, scan
 from distill.harvest import HarvestResult, harvest, image_items, view_request
 from distill.view_requests import cached_view_vector
-from tests.e2e.conftest import LocalTeacher, local_teacher
+from tests.e2e.conftest import LocalTeacher, ledger_spent, local_teacher
+from tests.e2e.conftest import harvest as run_cli
 from vlmclient import (
     Budget,
     TeacherClient,
@@ -36,21 +37,8 @@ from vlmclient import (
 from vlmclient.providers import parse_teacher
 
 
-def run_cli(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> int:
-    return main(
-        [
-            "harvest", str(data), "--teacher", "local:hash", "--base-url", teacher.url,
-            "--cache", str(cache), *extra,
-        ]
-    )  # fmt: skip
-
-
 def one_line(out: str) -> str:
     return " ".join(out.split())  # the console wraps long lines
-
-
-def ledger_spent(cache: Path) -> Decimal:
-    return totals(SpendLedger.read(cache / "ledger.jsonl")).spent_usd
 
 
 def raising_run(

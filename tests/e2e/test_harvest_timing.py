@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
+from tests.e2e import conftest as e2e
 from tests.e2e.conftest import LocalTeacher
 
 PARTS = ("prepare", "wait on the provider", "parse", "cache", "ledger", "store", "other")
@@ -19,12 +20,7 @@ ROUNDING = 0.0005  # each figure is printed to the millisecond
 
 
 def harvest(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> int:
-    return main(
-        [
-            "harvest", str(data), "--teacher", "local:hash", "--base-url", teacher.url,
-            "--cache", str(cache), "--budget", "1", *extra,
-        ]
-    )
+    return e2e.harvest(teacher, data, cache, "--budget", "1", *extra)
 
 
 def breakdown(out: str) -> tuple[dict[str, float], float]:

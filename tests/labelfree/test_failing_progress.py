@@ -11,7 +11,8 @@ import pytest
 
 from distill.data import scan
 from distill.labelfree.pseudolabel import answer_labels, embedding_labels
-from tests.e2e.test_harvest_streaming import ledger_spent, raising_run
+from tests.e2e.conftest import ledger_spent
+from tests.e2e.test_harvest_streaming import raising_run
 from vlmclient import TeacherClient
 
 

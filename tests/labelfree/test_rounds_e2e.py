@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from cache import ResponseCache, SpendLedger, totals
+from cache import ResponseCache
 from distill.cli import main
 from distill.data import scan
 from distill.labelfree.parity import parity_filter
 from distill.labelfree.pseudolabel import answer_labels, embedding_labels, sample_image
-from tests.e2e.conftest import LocalTeacher
+from tests.e2e import conftest as e2e
+from tests.e2e.conftest import LocalTeacher, ledger_spent
 from vlmclient import Budget, ImageEmbeddingRequest, TeacherClient
 
 # $0.0001 per image (the local server's price) + a few text tokens: covers about half of
@@ -23,17 +24,8 @@ HALF = "0.006"
 
 
 def harvest(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> int:
-    return main(
-        [
-            "harvest", str(data), "--teacher", "local:hash", "--base-url", teacher.url,
-            "--cache", str(cache), "--budget", HALF, "--rounds", "3", "--round-steps", "3",
-            *extra,
-        ]
-    )  # fmt: skip
-
-
-def ledger_spent(cache: Path) -> Decimal:
-    return totals(SpendLedger.read(cache / "ledger.jsonl")).spent_usd
+    flags = ("--budget", HALF, "--rounds", "3", "--round-steps", "3")
+    return e2e.harvest(teacher, data, cache, *flags, *extra)
 
 
 @pytest.mark.slow
