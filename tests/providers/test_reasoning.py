@@ -323,57 +323,48 @@ async def test_openai_empty_answer_that_did_not_stop_at_the_limit_is_not_accepte
                 await client.answer([_answer(16)])
 
 
-async def test_gemini_max_tokens_without_text_is_truncated_and_not_retried() -> None:
+async def truncated_once(teacher: str, answer: dict[str, Any]) -> tuple[Any, TeacherClient]:
+    """``answer`` (thinking only, stopped at the token limit) is a truncated answer, sent
+    once: the body sent, and the client."""
+    import httpx
+
     sent: list[dict[str, Any]] = []
 
-    def handler(request):  # type: ignore[no-untyped-def]
-        import httpx
-
+    def handler(request: httpx.Request) -> httpx.Response:
         sent.append(body_of(request))
-        return httpx.Response(
-            200,
-            json={
-                "candidates": [{"content": {"parts": []}, "finishReason": "MAX_TOKENS"}],
-                "usageMetadata": {
-                    "promptTokenCount": 300,
-                    "candidatesTokenCount": 0,
-                    "thoughtsTokenCount": 16,
-                },
-            },
-        )
+        return httpx.Response(200, json=answer)
 
-    client = client_for("gemini:gemini-2.5-flash-lite", handler, price=PRICE)
+    client = client_for(teacher, handler, price=PRICE)
     async with client:
         with pytest.raises(TruncatedAnswerError):
             await client.answer([_answer(16)])
     assert len(sent) == 1
-    assert sent[0]["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 0}
+    return sent[0], client
+
+
+async def test_gemini_max_tokens_without_text_is_truncated_and_not_retried() -> None:
+    answer = {
+        "candidates": [{"content": {"parts": []}, "finishReason": "MAX_TOKENS"}],
+        "usageMetadata": {
+            "promptTokenCount": 300,
+            "candidatesTokenCount": 0,
+            "thoughtsTokenCount": 16,
+        },
+    }
+    sent, client = await truncated_once("gemini:gemini-2.5-flash-lite", answer)
+    assert sent["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 0}
     assert client.budget.spent == PRICE.cost(Usage(input_tokens=300, output_tokens=16))
 
 
 async def test_anthropic_max_tokens_without_text_is_truncated_and_not_retried() -> None:
-    sent: list[dict[str, Any]] = []
-
-    def handler(request):  # type: ignore[no-untyped-def]
-        import httpx
-
-        sent.append(body_of(request))
-        return httpx.Response(
-            200,
-            json={
-                "id": "msg_1",
-                "content": [{"type": "thinking", "thinking": "..."}],
-                "stop_reason": "max_tokens",
-                "usage": {"input_tokens": 90, "output_tokens": 16},
-            },
-        )
-
-    client = client_for("anthropic:claude-haiku-4-5", handler, price=PRICE)
-    async with client:
-        with pytest.raises(TruncatedAnswerError):
-            await client.answer([_answer(16)])
-    assert len(sent) == 1
-    assert sent[0]["thinking"] == {"type": "disabled"}
+    answer = {
+        "id": "msg_1",
+        "content": [{"type": "thinking", "thinking": "..."}],
+        "stop_reason": "max_tokens",
+        "usage": {"input_tokens": 90, "output_tokens": 16},
+    }
+    sent, _ = await truncated_once("anthropic:claude-haiku-4-5", answer)
+    assert sent["thinking"] == {"type": "disabled"}
 
 
 def test_reasoning_changes_answer_cache_keys_but_not_embedding_keys() -> None:
