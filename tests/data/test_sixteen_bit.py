@@ -72,6 +72,18 @@ def serve(monkeypatch: pytest.MonkeyPatch, backend: PixelHashBackend) -> Iterato
         yield server.base_url
 
 
+def view_1_content_ids(path: Path, image_id: str) -> tuple[str | None, str]:
+    """View 1's content id as harvest names it now, and the one the file's digest alone
+    gave it before (what a cache written then holds its answer under)."""
+    built = build_requests(FakeViewClient(), [Item(path, image_id, 1)], hflip=True)
+    assert not built.failed
+    before = view_content_id(
+        hashlib.sha256(path.read_bytes()).hexdigest(), image_id, 1, hflip=True,
+        encoding=upload_encoding("local:hash"),
+    )  # fmt: skip
+    return built.requests[0].image.content_id, before
+
+
 def harvested_view_0(data: Path, cache: Path, url: str, image_id: str) -> np.ndarray:
     """`vlm-distill harvest DATA` against the teacher at ``url``; the stored view-0 vector
     of ``image_id``."""
@@ -106,14 +118,8 @@ def test_augmented_views_of_a_16_bit_png_are_named_apart_from_the_white_ones(
     """A cache written before holds the teacher's answers for views made of white pixels
     under the old content id: they must not be served for the grey-level views."""
     wide = write_16bit(tmp_path / "d" / "c" / "wide.png")
-    items = [Item(wide, "d/c/wide.png", 1)]
-    built = build_requests(FakeViewClient(), items, hflip=True)
-    assert not built.failed
-    before = view_content_id(
-        hashlib.sha256(wide.read_bytes()).hexdigest(), "d/c/wide.png", 1, hflip=True,
-        encoding=upload_encoding("local:hash"),
-    )  # fmt: skip
-    assert built.requests[0].image.content_id != before
+    now, before = view_1_content_ids(wide, "d/c/wide.png")
+    assert now != before
 
 
 def test_a_harvest_s_teacher_sees_the_student_s_pixels_of_a_16_bit_png(
