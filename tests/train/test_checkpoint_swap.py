@@ -3,32 +3,15 @@ and a half-written checkpoint is refused instead of silently restarting at step 
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from distill.train.config import TrainConfig
 from distill.train.trainer import Progress, train
 from vlmclient.errors import ConfigurationError
 
-from .test_trainer import STUDENT, TEACHER, _cfg, _Crash, _log
-
-
-def _crashed_run(tiny_data: Path, tiny_cache: Path, out: Path) -> TrainConfig:
-    """A run stopped at distill step 2, its last checkpoint at distill step 1."""
-
-    def crash(p: Progress) -> None:
-        if p.event == "step" and p.stage == "distill" and p.step == 2:
-            raise _Crash
-
-    cfg = _cfg(tiny_data, tiny_cache, out, steps_distill=4, eval_every=1)
-    with pytest.raises(_Crash):
-        train(cfg, progress=crash)
-    state = json.loads((out / "checkpoint" / "state.json").read_text())
-    assert (state["stage"], state["step"]) == ("distill", 1)
-    return cfg
+from .test_trainer import STUDENT, TEACHER, _crashed_run, _log
 
 
 def test_kill_between_the_two_renames_of_a_save_is_mended_on_resume(

@@ -163,8 +163,8 @@ def _crash_in_distill(cfg: TrainConfig) -> None:
         train(cfg, progress=crash)
 
 
-def test_resume_continues_at_the_checkpointed_step(tiny_data, tiny_cache, tmp_path):
-    out = tmp_path / "crash"
+def _crashed_run(tiny_data: Path, tiny_cache: Path, out: Path) -> TrainConfig:
+    """A run stopped at distill step 2, its last checkpoint at distill step 1."""
 
     def crash(p: Progress) -> None:
         if p.event == "step" and p.stage == "distill" and p.step == 2:
@@ -175,6 +175,12 @@ def test_resume_continues_at_the_checkpointed_step(tiny_data, tiny_cache, tmp_pa
         train(cfg, progress=crash)
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert (state["stage"], state["step"]) == ("distill", 1)
+    return cfg
+
+
+def test_resume_continues_at_the_checkpointed_step(tiny_data, tiny_cache, tmp_path):
+    out = tmp_path / "crash"
+    cfg = _crashed_run(tiny_data, tiny_cache, out)
     with pytest.raises(ConfigurationError, match="--resume"):
         train(cfg)
     events: list[Progress] = []
