@@ -25,7 +25,7 @@ import select
 import ssl
 import zlib
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -41,6 +41,7 @@ __all__ = [
     "response_of",
     "too_large",
     "undecoded",
+    "unread",
 ]
 
 MAX_HEAD = 64 * 1024  # bytes of status line and headers accepted
@@ -202,7 +203,7 @@ class _Connection(asyncio.Protocol):
         self._head: _Head | None = None
         self._parts: list[bytes] = []  # chunks of a chunked body so far
         self._parts_size = 0
-        self.poll: Any = None  # a select.poll of the socket, once it was kept (_unread)
+        self.poll: Any = None  # a select.poll of the socket, once it was kept (unread)
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -439,11 +440,20 @@ def _parse_head(head: bytes) -> _Head:
     return _Head(status, reason, entries, not close, framed, encoded)
 
 
-def _unread(conn: _Connection) -> bool:
+class _Kept(Protocol):
+    """An idle connection's protocol: its transport, and a place for the poll of its
+    socket (None until first polled)."""
+
+    transport: asyncio.Transport | None
+    poll: Any
+
+
+def unread(conn: _Kept) -> bool:
     """Something waits unread on an idle connection: the server's end of it (closed right
     after its answer, or while idle) that the loop has not read yet, or bytes nobody asked
     for. A request written to it would fail as "server disconnected" and be charged as
-    possibly billed, though no server saw it (what httpcore checks too). About 1 us."""
+    possibly billed, though no server saw it (what httpcore checks too). About 1 us.
+    (The aiohttp transport's connections are checked by it too: vlmclient.transport.)"""
     poll = conn.poll
     if poll is None:
         sock = conn.transport.get_extra_info("socket") if conn.transport else None
@@ -571,7 +581,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             # (a transport already closing would drop what is written to it, silently)
             if conn.closed or conn.transport is None or conn.transport.is_closing() or (
                 expiry is not None and now - conn.idle_since > expiry
-            ) or _unread(conn):
+            ) or unread(conn):
                 self._drop(conn)
                 continue
             return conn

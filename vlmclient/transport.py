@@ -16,17 +16,20 @@ as its head marked ``CUT``. Its timing is the default transport's too (one
 ``watchdog.Watchdog``): an answer still incomplete ANSWER_DEADLINE read timeouts after
 the request body was handed over ends as a ``ReadTimeout`` (a 2xx: cut), and time the
 event loop did not run counts toward neither that deadline nor aiohttp's own read
-timeout.
+timeout. A kept connection is not reused with something unread waiting in its socket
+(its server's close that the loop has not read yet): the default transport's check
+(``http11.unread``), made where aiohttp's pool asks whether a connection is alive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from typing import Any
 
 import httpx
-from aiohttp import BasicAuth, ClientResponse, ClientSession, ClientTimeout
+from aiohttp import BaseConnector, BasicAuth, ClientResponse, ClientSession, ClientTimeout
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_writer import StreamWriter
@@ -35,7 +38,7 @@ from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 from yarl import URL
 
-from .http11 import MAX_ANSWER, cut_response, response_of, too_large
+from .http11 import MAX_ANSWER, cut_response, response_of, too_large, unread
 from .providers.wire import header_pairs, raw_headers
 from .watchdog import Watchdog, late_answer, tick_of
 
@@ -128,6 +131,32 @@ class _Body(BytesPayload):
         self.exchange.sent(writer)
 
 
+class _KeptHandler(ResponseHandler):
+    """aiohttp's connection protocol, not taken for alive by its pool with something
+    unread waiting in its socket: a server's close the loop has not read yet (it was
+    busy: a blocking call, a stopped process). aiohttp reused such a connection, and the
+    request written to it failed as "server disconnected" or "Can not write request
+    body": charged as possibly billed and sent again, though no server saw it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.poll: Any = None  # (see http11.unread)
+
+    def is_connected(self) -> bool:
+        # (asked by aiohttp's pool of its idle connections only: before reusing one, and
+        # when it sweeps them)
+        return super().is_connected() and not unread(self)
+
+
+def _check_kept(connector: BaseConnector | None) -> None:
+    """The connections ``connector`` opens from now on are checked before reuse (see
+    _KeptHandler); left as they are if aiohttp makes its protocols otherwise."""
+    factory = getattr(connector, "_factory", None)
+    if isinstance(factory, functools.partial) and factory.func is ResponseHandler:
+        connector._factory = functools.partial(  # type: ignore[union-attr]
+            _KeptHandler, *factory.args, **factory.keywords)
+
+
 class ReadingAiohttpTransport(AiohttpTransport):
     """``AiohttpTransport`` whose responses arrive with their body read."""
 
@@ -147,6 +176,11 @@ class ReadingAiohttpTransport(AiohttpTransport):
         # the aiohttp URL of each endpoint URL object seen (a client sends to a handful,
         # each one object: see providers.wire.endpoint_url and json_post)
         self._urls: dict[int, tuple[httpx.URL, URL]] = {}
+
+    def get_client(self) -> ClientSession:
+        session = super().get_client()
+        _check_kept(session.connector)
+        return session
 
     def _timeout(self, request: httpx.Request) -> _Timing:
         timeout = request.extensions.get("timeout", {})
