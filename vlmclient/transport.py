@@ -18,7 +18,9 @@ the request body was handed over ends as a ``ReadTimeout`` (a 2xx: cut), and tim
 event loop did not run counts toward neither that deadline nor aiohttp's own read
 timeout. A kept connection is not reused with something unread waiting in its socket
 (its server's close that the loop has not read yet): the default transport's check
-(``http11.unread``), made where aiohttp's pool asks whether a connection is alive.
+(``http11.unread``), made where aiohttp's pool asks whether a connection is alive, and
+again right before the request's first byte (a request whose kept connection closed in
+between is an ``httpx.ConnectError``: it surely never left).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class _Exchange:
     once its answer is late (see watchdog.late_answer)."""
 
     __slots__ = ("cancelling", "expired", "handled", "loop", "protocol", "read",
-                 "reading_since", "task", "transport")
+                 "reading_since", "task", "transport", "unsent")
 
     def __init__(self, task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop,
                  read: float) -> None:
@@ -65,6 +67,7 @@ class _Exchange:
         self.protocol: ResponseHandler | None = None
         self.expired: httpx.ReadTimeout | None = None  # why the watchdog cancelled it
         self.handled = False  # that cancellation was caught and turned into ``expired``
+        self.unsent = False  # its connection was closed before any byte of it was written
 
     def sent(self, writer: AbstractStreamWriter) -> None:
         """The request body went to the connection of ``writer``."""
@@ -127,6 +130,16 @@ class _Body(BytesPayload):
 
     async def write_with_length(self, writer: AbstractStreamWriter,
                                 content_length: int | None) -> None:
+        # aiohttp (>= 3.12) holds the request's head back to send it with the body, and
+        # writes that after the callbacks already due (Python < 3.12): a kept connection
+        # checked fit by the pool can be closed by its server meanwhile. Checked again
+        # here, before any byte of the request is written: such a request surely never
+        # left (see ReadingAiohttpTransport.handle_async_request).
+        protocol = writer.protocol if isinstance(writer, StreamWriter) else None
+        if isinstance(protocol, _KeptHandler) and protocol.kept and not writer.output_size \
+                and not protocol.is_connected():
+            self.exchange.unsent = True
+            raise ConnectionResetError("the connection was closed before the request was written")
         await super().write_with_length(writer, content_length)
         self.exchange.sent(writer)
 
@@ -141,10 +154,14 @@ class _KeptHandler(ResponseHandler):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.poll: Any = None  # (see http11.unread)
+        # it waited in the pool: anything unread now is no answer to come (a new TLS
+        # connection may still have its session tickets to read)
+        self.kept = False
 
     def is_connected(self) -> bool:
         # (asked by aiohttp's pool of its idle connections only: before reusing one, and
         # when it sweeps them)
+        self.kept = True
         return super().is_connected() and not unread(self)
 
 
@@ -290,6 +307,12 @@ class ReadingAiohttpTransport(AiohttpTransport):
                 raise
             raise late from None  # no head yet: the request may have been billed
         except Exception as exc:
+            if exchange is not None and exchange.unsent:
+                # not a byte of it was written (see _Body): the sender releases it and
+                # sends it again, on a new connection
+                raise httpx.ConnectError(
+                    "the server closed the connection before the request was written"
+                ) from None
             # aiohttp's errors as httpx's (the sender tells what may have been billed by
             # them); mapped here rather than by a context manager around every request
             with map_aiohttp_exceptions():

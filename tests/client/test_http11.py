@@ -659,6 +659,44 @@ async def test_a_kept_connection_closed_while_the_loop_was_busy_is_not_reused(
         server.close()
 
 
+async def test_aiohttp_a_kept_connection_closed_after_its_check_costs_nothing() -> None:
+    """aiohttp writes a request (head and body together) after the callbacks already due
+    in that turn of the event loop, not right after its pool found the kept connection
+    fit: a server closing it in between failed the request as "Server disconnected",
+    charged at its worst case and sent again, though not a byte of it had left. It is
+    checked again before the first byte: released, sent again on a new connection."""
+    import json
+
+    import aiohttp
+
+    answer = json.dumps({"data": [{"index": 0, "embedding": [0.5, 0.5]}],
+                         "usage": {"prompt_tokens": 3, "total_tokens": 3}}).encode()
+    script = Script(lambda req, n: ok(answer))
+    shut: list[int] = []
+
+    async def close_it_now(*_: object) -> None:  # the pool has just found it fit
+        if not shut:
+            for w in script.writers:
+                w.get_extra_info("socket").shutdown(socket.SHUT_RDWR)  # its FIN, at once
+            shut.append(1)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_reuseconn.append(close_it_now)
+    transport = ReadingAiohttpTransport(
+        client=lambda: aiohttp.ClientSession(trace_configs=[trace]))
+    async with serve(script) as url, TeacherClient(
+        "openai:m", api_key="k", base_url=url + "/v1",
+        price=Price(usd_per_1m_input_tokens=Decimal("1")), budget=Budget("1"),
+        retry=RetryPolicy(max_attempts=3, sleep=_no_sleep), transport=transport, timeout=5,
+    ) as c:
+        for text in ("a cat", "a dog"):
+            [got] = await c.embed_texts([TextEmbeddingRequest(text=text)])
+            assert got.vector.shape == (2,)
+    assert shut and len(script.requests) == 2 and script.connections == 2
+    assert c.stats.charged_no_answer == 0 and c.stats.retries == 1
+    assert c.budget.spent == Decimal("0.000006") and c.budget.reserved == 0
+
+
 @pytest.mark.parametrize("make", [Http11Transport, ReadingAiohttpTransport,
                                   httpx.AsyncHTTPTransport], ids=["http11", "aiohttp", "h11"])
 async def test_a_request_header_no_stack_can_write_is_released_and_not_retried(
