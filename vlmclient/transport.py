@@ -1,4 +1,5 @@
-"""The default transport: httpx-aiohttp's, reading each answer whole in one call.
+"""The optional aiohttp transport (``transport=``; the default is :mod:`vlmclient.http11`):
+httpx-aiohttp's, reading each answer whole in one call.
 
 httpx's own connection pool degrades above ~8 concurrent connections
 (encode/httpcore#1035); aiohttp's does not, and ``httpx_aiohttp.AiohttpTransport`` keeps
