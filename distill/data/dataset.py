@@ -58,6 +58,11 @@ class DataError(InputError):
     """The data cannot be used as a whole (missing, empty, bad manifest or class file)."""
 
 
+# the end of the skip reason of a class folder (or manifest row) a class list leaves out:
+# those files are counted in ``Dataset.left_out``, not unreadable
+NOT_IN_CLASS_FILE = "is not in the class file"
+
+
 class DataArgumentError(DataError, ConfigurationError):
     """A data argument that cannot be used as given (a path that names nothing, a class
     file that is missing, empty, repeats a name...): a usage error (the CLI exits 2), and
@@ -153,6 +158,11 @@ class Dataset:
         for _, name, n in self.left_out:
             per[name] = per.get(name, 0) + n
         return dict(sorted(per.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def unreadable(self) -> tuple[tuple[str, str], ...]:
+        """The skipped paths the scan could not use (unreadable, cut short, not images),
+        without the class folders and rows a class list left out (``left_out_classes``)."""
+        return tuple((p, why) for p, why in self.skipped if not why.endswith(NOT_IN_CLASS_FILE))
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per domain and class name ("(unlabelled)" for samples without a label)."""

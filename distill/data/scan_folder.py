@@ -13,6 +13,7 @@ from cache.layout import RESPONSES_DIR, SELECT_DIR, STORES_DIR, holds_cache
 from .dataset import (
     DEFAULT_DOMAIN,
     META_FILE,
+    NOT_IN_CLASS_FILE,
     DataError,
     Dataset,
     SamplesBuilder,
@@ -220,9 +221,7 @@ def scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bo
     for domain, folder, files in raw:
         prefix = [] if folder is None else ([folder] if layout == "single" else [domain, folder])
         if folder is not None and folder not in index:
-            sc.skipped.append(
-                ("/".join(prefix), f"class folder {folder!r} is not in the class file")
-            )
+            sc.skipped.append(("/".join(prefix), f"class folder {folder!r} {NOT_IN_CLASS_FILE}"))
             left_out[domain, folder] = left_out.get((domain, folder), 0) + len(files)
             continue
         label = None if folder is None else index[folder]

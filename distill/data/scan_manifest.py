@@ -14,6 +14,7 @@ from vlmclient.errors import ConfigurationError
 
 from .dataset import (
     DEFAULT_DOMAIN,
+    NOT_IN_CLASS_FILE,
     DataError,
     Dataset,
     SamplesBuilder,
@@ -122,7 +123,7 @@ def scan_manifest(
     base_str = os.fspath(base)
     for rel, label, domain in entries:
         if label is not None and label not in index:
-            skipped.append((rel, f"label {label!r} is not in the class file"))
+            skipped.append((rel, f"label {label!r} {NOT_IN_CLASS_FILE}"))
             left_out[domain, label] = left_out.get((domain, label), 0) + 1
             continue
         # a str path for the check (an absolute rel is the file itself, as in base / rel)

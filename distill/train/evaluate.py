@@ -371,8 +371,9 @@ def evaluate_run(
         "student": info["student"], "same_dataset": same,
         # the student cannot predict them: scored, every one would be a miss
         "classes_left_out": ds.left_out_classes(),
-        # files the scan could not use (unreadable, cut short, not images): not scored
-        "files_skipped": [{"path": p, "reason": why} for p, why in ds.skipped],
+        # files the scan could not use (unreadable, cut short, not images): not scored;
+        # those of classes the run's class list leaves out are in classes_left_out
+        "files_skipped": [{"path": p, "reason": why} for p, why in ds.unreadable()],
         # images whose pixels cannot be decoded (the harvest left them out): not scored
         "images_left_out": sorted(skip),
         "id": _json_losses(evaluate_samples(student, id_samples, **kw)),

@@ -334,6 +334,37 @@ def test_eval_of_a_class_file_run_says_which_images_it_left_out(tiny_data, tmp_p
     assert f"it has {CLASSES[2]} (6)" in err and CLASSES[0] in err
 
 
+def test_eval_does_not_count_left_out_classes_as_unreadable_files(tiny_data, tmp_path, capsys):
+    """eval of a --class-file run on data with more classes: besides the note on the
+    classes left out, it said "N files of DATA could not be used" and listed, in
+    `files_skipped`, one entry per class folder (or manifest row) of those classes: the
+    same images counted twice, folders called files (until 2026-12-07). `files_skipped`
+    is for files the scan cannot read, as the README says."""
+    from .conftest import CLASSES
+
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(CLASSES[:2]) + "\n")
+    cache = tmp_path / "cache"
+    make_store(tiny_data, cache, class_file=classes)
+    out = tmp_path / "run"
+    train(_cfg(tiny_data, cache, out, class_file=str(classes), method="erm", steps=1,
+               holdout_fraction=0.0))  # fmt: skip
+    other = tmp_path / "other.csv"  # a manifest too: its rows of the third class
+    rows = [f"{s.path},{CLASSES[s.label]},d{i % 2}" for i, s in enumerate(scan(tiny_data).samples)]
+    other.write_text("path,label,domain\n" + "\n".join(rows) + "\n")
+    for data in (tiny_data, other):
+        assert main(["eval", str(out), str(data)]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "18 files of 1 class the run was not trained on" in text
+        assert "could not be used" not in text
+        assert main(["eval", str(out), str(data), "--json"]) == 0
+        got = capsys.readouterr()
+        res = json.loads(got.out.strip().splitlines()[-1])
+        assert res["classes_left_out"] == {CLASSES[2]: 18}
+        assert res["files_skipped"] == []
+        assert "could not be used" not in got.err
+
+
 def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
     out = tmp_path / "cli"
     rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
