@@ -33,7 +33,7 @@ from .models import (
     TextEmbeddingRequest,
     Usage,
 )
-from .prices import PriceTable
+from .prices import PriceTable, has_prices
 from .providers import CallSpec, parse_teacher
 from .providers.base import Item
 
@@ -85,9 +85,12 @@ def free_units(
     provider, model = parse_teacher(teacher)
     if reference is None:
         try:
-            reference = PriceTable.default().lookup(provider.name, model)
+            # only to compare with: the teacher's own entry was checked (and warned about)
+            reference = PriceTable.default().lookup(provider.name, model, status=False)
         except Exception:  # no built-in entry: only the whole-request rule applies
             reference = None
+        if reference is not None and not has_prices(reference):
+            reference = None  # a retired-model record (it was refused) prices nothing
     problems: list[str] = []
     for kind in kinds:
         item = _sample(kind)

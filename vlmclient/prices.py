@@ -176,12 +176,16 @@ class PriceTable:
         self.lookup(provider, model)  # raises the error that says what to do
         raise AssertionError("unreachable")
 
-    def lookup(self, provider: str, model: str, *, today: date | None = None) -> Price:
+    def lookup(
+        self, provider: str, model: str, *, today: date | None = None, status: bool = True
+    ) -> Price:
         """The price of ``provider:model``, after :func:`check_status` (a shut-down model
-        is refused, a deprecated one logs a warning)."""
+        is refused, a deprecated one logs a warning); ``status=False`` skips that check,
+        for a second look at an entry already checked (the warning is said once)."""
         found = self._find(provider, model)
         if found is not None:
-            check_status(f"{provider}:{model}", found, today=today)
+            if status:
+                check_status(f"{provider}:{model}", found, today=today)
             return found
         raise ConfigurationError(
             f"no price known for {provider}:{model}, so the budget cannot be enforced; "

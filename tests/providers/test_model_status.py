@@ -164,6 +164,42 @@ def test_harvest_refuses_a_shut_down_model_and_sends_nothing(
     assert "vlm-distill providers" in err
 
 
+def test_a_deprecated_builtin_model_is_warned_about_once_per_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/providers.md: a deprecated model gets "a warning on stderr, then the run goes
+    ahead". `pseudolabel --teacher openai:gpt-4o` printed it three times: once for the
+    CLI's check, and again each time the free-price check looked up the built-in entry to
+    compare with (on the command line, then for every kind the client bought), until
+    2026-12-07."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    data = tmp_path / "pool"
+    data.mkdir()
+    for i in range(2):
+        PILImage.new("RGB", (16, 16), (10 * i, 20, 30)).save(data / f"{i}.png")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("cat\ndog\n")
+    with caplog.at_level(logging.WARNING, logger="vlmclient"):
+        main(
+            [
+                "pseudolabel",
+                str(data),
+                "--class-file",
+                str(classes),
+                "--teacher",
+                "openai:gpt-4o",
+                "--check",
+                "none",
+                "--cache",
+                str(tmp_path / "cache"),
+                "--base-url",
+                "http://127.0.0.1:9/v1",  # nothing listens: connection refused, not billed
+            ]
+        )
+    warned = [r for r in caplog.records if "openai:gpt-4o is deprecated" in r.getMessage()]
+    assert len(warned) == 1, caplog.text
+
+
 def test_providers_shows_status_and_source(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
