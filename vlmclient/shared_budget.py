@@ -114,6 +114,13 @@ class SharedBudget(Budget):
                     "was sent; run again (or raise --run-budget) to continue (cached work is "
                     "kept).",
                 )
+            elif err.kind in ("requests", "items"):  # --max-requests / --max-items
+                err.args = (
+                    f"--max-{err.kind} {err.cap} would be exceeded: this run used {err.spent} "
+                    f"{err.kind}, and the next request needs {err.estimate}. Nothing was "
+                    f"sent; run again (or raise --max-{err.kind}) to continue (cached work "
+                    "is kept).",
+                )
             raise
         try:
             if self._broken is not None:

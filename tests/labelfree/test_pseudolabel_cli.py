@@ -510,10 +510,11 @@ def test_the_check_is_bought_only_for_images_with_a_label_to_check(
     ("cap", "said"),
     [
         (("--run-budget", "0.0003"), "--run-budget $0.0003 would be exceeded"),
-        (("--max-requests", "5"), "cap of 5 requests would be exceeded"),
+        (("--max-requests", "5"), "--max-requests 5 would be exceeded"),
+        (("--max-items", "5"), "--max-items 5 would be exceeded"),
         (("--budget", "0.0003"), "--budget $0.0003 for local:hash would be exceeded"),
     ],
-    ids=["run-budget", "max-requests", "budget"],
+    ids=["run-budget", "max-requests", "max-items", "budget"],
 )
 def test_a_budget_stop_says_which_cap_stopped_it(
     hash_teacher: LocalTeacher,
@@ -525,7 +526,9 @@ def test_a_budget_stop_says_which_cap_stopped_it(
 ) -> None:
     """Before: every budget stop said "raise --budget and run again", also when
     ``--run-budget`` or ``--max-requests`` had stopped the run (raising ``--budget`` does
-    nothing for those; running again does)."""
+    nothing for those; running again does). Until 2026-12-07 a ``--max-requests`` or
+    ``--max-items`` stop named no flag ("cap of 5 requests would be exceeded ... raise the
+    cap"), though the README says the message names the cap that stopped the run."""
     folder, classes = unlabelled
     code = pseudolabel(hash_teacher, folder, classes, tmp_path / "c", *cap)
     assert code == 3
