@@ -92,10 +92,12 @@ def run(args: argparse.Namespace) -> int:
         student=args.student, backend=args.backend, views=args.views,
         teacher_steps=args.teacher_steps, seeds=args.seeds, student_size=args.student_size,
     )
-    from distill.train.student import check_student_name
+    from distill.train.student import check_student
 
-    check_student_name(args.student)  # a typo is a usage error now, not after the harvest
     cfg = DemoConfig(**common)
+    # a typo, a pretrained tag timm lacks, a ViT made for 224 px: a usage error now, not a
+    # traceback after the harvest
+    check_student(args.student, cfg.student_size or cfg.image_size, size_flag="--student-size")
     if args.quick:
         cfg = DemoConfig(
             **common,

@@ -178,7 +178,6 @@ def run_select(args: argparse.Namespace) -> int | None:
     from cache.layout import CacheDir
     from distill.data import scan
     from distill.labelfree.rounds import (
-        check_student,
         read_state,
         resume_conflict,
         selection_settings,
@@ -201,12 +200,16 @@ def run_select(args: argparse.Namespace) -> int | None:
             f"--select-labels needs a label for every image: {unlabelled} of "
             f"{len(dataset.samples)} have none (a flat folder has no labels); drop it"
         )
-    from distill.train.student import check_student_name
+    from distill.train.student import check_student
 
-    # the student trains after round 1 is paid for: its name is checked before the cache
-    # folder is made (it was made, then the name refused)
-    check_student_name(args.select_student)
-    check_student(args.select_student, args.select_image_size, len(dataset.class_names))
+    # the student trains after round 1 is paid for: it is checked before the cache folder
+    # is made (it was made, then the name refused)
+    check_student(
+        args.select_student,
+        args.select_image_size,
+        student_flag="--select-student",
+        size_flag="--select-image-size",
+    )
     cdir = CacheDir(args.cache)
     state_file = state_path(cdir.root, args.teacher, dataset, args.select)
     settings = selection_settings(

@@ -136,10 +136,12 @@ def run(args: argparse.Namespace) -> int:
 
     from distill.data import DataError
     from distill.data.views import CANNOT_DECODE
-    from distill.train.student import check_student_name, check_weights_file
+    from distill.train.student import check_student, check_weights_file
     from distill.train.trainer import train
 
-    check_student_name(config.student)  # a typo is a usage error, not a traceback
+    # a typo, a pretrained tag timm lacks, a ViT made for 224 px: a usage error before
+    # the data is scanned, not a traceback (or a late error) after
+    check_student(config.student, config.image_size)
     if config.student_weights is not None:
         check_weights_file(config.student_weights)
 

@@ -60,7 +60,6 @@ if TYPE_CHECKING:  # torch is imported where it is used: this module loads witho
 __all__ = [
     "STATE_VERSION",
     "RoundsResult",
-    "check_student",
     "harvest_rounds",
     "jitter",
     "load_pixels",
@@ -221,27 +220,6 @@ def load_pixels(
             return np.zeros((3, size, size), np.uint8)
 
     return torch.from_numpy(np.stack([pixels(s) for s in dataset.samples]))
-
-
-def check_student(name: str, image_size: int, num_classes: int, pretrained: bool = False) -> None:
-    """ConfigurationError (one line) unless the in-between student ``name`` builds and
-    takes ``image_size`` px images. A timm name can pass :func:`check_student_name` and
-    still fail: a pretrained tag timm does not have, a ViT made for 224 px; it failed with
-    a traceback after round 1 was paid for. Builds the model once, runs two blank images."""
-    import torch
-
-    from distill.train.student import build_student
-
-    try:
-        model = build_student(name, method="kd", num_classes=num_classes, pretrained=pretrained)
-        with torch.no_grad():
-            model(torch.zeros(2, 3, image_size, image_size))
-    except (AssertionError, RuntimeError, ValueError, TypeError) as exc:
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigurationError(
-            f"--select-student {name} cannot train on {image_size} px images ({why}); "
-            "choose another --select-student or --select-image-size"
-        ) from None
 
 
 def jitter(pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

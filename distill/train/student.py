@@ -31,6 +31,7 @@ __all__ = [
     "PACKAGED_WEIGHTS",
     "Student",
     "build_student",
+    "check_student",
     "check_student_name",
     "check_weights_file",
     "convert_lite0_weights",
@@ -223,6 +224,37 @@ def check_student_name(name: str) -> None:
     close = difflib.get_close_matches(name, timm.list_models(), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ConfigurationError(f"unknown student model {name!r}: not a timm model name{hint}")
+
+
+def check_student(
+    name: str, image_size: int, *, student_flag: str = "--student",
+    size_flag: str = "--image-size",
+) -> None:  # fmt: skip
+    """ConfigurationError (one line) unless ``name`` is a student that trains on
+    ``image_size`` px images. A timm name can pass :func:`check_student_name` and still
+    fail: a pretrained tag timm does not have, a ViT made for 224 px; it failed with a
+    traceback (or a late error) after the data was scanned, the store loaded or a round
+    bought. Builds the backbone once at random init (nothing read, nothing downloaded; the
+    global random state is left as it was) and runs two blank images through it; the
+    message names the command's flags. Called before any work.
+
+    >>> check_student("mobilenetv3_small_100", 32)
+    >>> check_student("vit_tiny_patch16_224", 32)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    vlmclient.errors.ConfigurationError: --student vit_tiny_patch16_224 cannot train on 32 px...
+    """
+    check_student_name(name)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            backbone = create_backbone(name, pretrained=False)
+            backbone(torch.zeros(2, 3, image_size, image_size))
+    except (AssertionError, RuntimeError, ValueError, TypeError) as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigurationError(
+            f"{student_flag} {name} cannot train on {image_size} px images ({why}); "
+            f"choose another {student_flag} or {size_flag}"
+        ) from None
 
 
 def create_backbone(

@@ -132,6 +132,30 @@ def test_demo_refuses_an_unknown_student_before_doing_anything(
     assert not (tmp_path / "demo").exists()
 
 
+@pytest.mark.parametrize(
+    ("student", "says"),
+    [
+        ("vit_tiny_patch16_224", "Input height (32) doesn't match model (224)"),
+        ("mobilenetv3_small_100.nosuchtag", "Invalid pretrained tag (nosuchtag)"),
+    ],
+    ids=["fixed-input-size", "unknown-tag"],
+)
+def test_demo_refuses_a_student_that_cannot_train_before_doing_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], student: str, says: str
+) -> None:
+    # the name check let them through: a traceback after the teacher and the harvest
+    argv = ["demo", "--student", student, "--backend", "hash", "--smoke",
+            "--workdir", str(tmp_path / "demo")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: --student {student} cannot train on 32 px images"
+    ), err
+    assert says in err
+    assert not (tmp_path / "demo").exists()
+
+
 @pytest.mark.slow
 def test_demo_students_train_with_the_callers_threads_and_no_teacher_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -363,6 +363,36 @@ def test_an_unknown_train_student_is_refused_before_training(
     assert not out.exists()  # nothing trained, no run folder
 
 
+@pytest.mark.parametrize(
+    ("student", "size", "says"),
+    [
+        ("vit_tiny_patch16_224", "32", "Input height (32) doesn't match model (224)"),
+        ("mobilenetv3_small_100.nosuchtag", "16", "Invalid pretrained tag (nosuchtag)"),
+    ],
+    ids=["fixed-input-size", "unknown-tag"],
+)
+def test_a_train_student_that_cannot_train_is_refused_before_any_work(
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    student: str,
+    size: str,
+    says: str,
+) -> None:
+    """A timm name the name check accepts, but a student that cannot be built (a pretrained
+    tag timm does not have: a traceback) or cannot take the --image-size images (a ViT made
+    for 224 px: a one-line error), both found only after the data was scanned and the store
+    loaded (until 2026-12-07). Now a usage error first: here the cache holds no store, the
+    error that came first until then."""
+    out = tmp_path / "run"
+    flags = ("--no-pretrained", "--image-size", size, "--out", str(out))
+    assert train(digits_data, tmp_path / "empty", *flags, student=student) == 2
+    err = capsys.readouterr().err
+    one_error_line(err, f"error: --student {student} cannot train on {size} px images")
+    assert says in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("weights", ["missing.safetensors", "notes.txt", "notes.safetensors"])
 def test_a_weights_file_that_cannot_be_read_is_refused_before_training(
     trained: Path,
