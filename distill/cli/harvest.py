@@ -51,7 +51,7 @@ from .failures import (
     too_long_count,
 )
 from .progress import LiveProgress, console
-from .select_cmd import add_select_arguments, run_select
+from .select_cmd import add_select_arguments, run_select, unused_select_flags
 from .signals import Interrupted, raise_on_stop_signals, run_paid
 from .validate import MAX_VIEWS, int_in, path_arg
 
@@ -95,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
     args.views_given = args.views is not None
     if args.views is None:
         args.views = 1
+    if not args.select:
+        note = unused_select_flags(args)  # a flag given is refused: nothing is bought
+        if note is not None:
+            console().print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     with raise_on_stop_signals():  # the loop's own handlers take over while it runs
         if args.select:
             code = run_select(args)

@@ -47,36 +47,113 @@ STOPPED_WRITING = (
 )
 
 
+# the selection flags' own defaults: a value other than these, not given on the command
+# line, came from a config file
+SELECT_DEFAULTS = {
+    "rounds": 3,
+    "round_steps": 30,
+    "select_student": "mobilenetv3_small_100",
+    "select_image_size": 32,
+    "select_labels": False,
+    "seed": 0,
+}
+
+
+class _SelectFlag(argparse.Action):
+    """argparse's ``store`` (``store_true`` given ``nargs=0, const=True``) that also notes
+    the flag in ``namespace.select_flags``: given without ``--select`` it is refused."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        given = getattr(namespace, "select_flags", ())
+        if self.option_strings[0] not in given:
+            namespace.select_flags = (*given, self.option_strings[0])
+
+
 def add_select_arguments(p: argparse.ArgumentParser) -> None:
     """The selection flags, added to ``harvest``."""
-    g = p.add_argument_group("budget-aware selection (when the budget cannot buy every image)")
+    g = p.add_argument_group(
+        "budget-aware selection (when the budget cannot buy every image; the flags after "
+        "--select work only with it)"
+    )
     g.add_argument("--select", choices=SELECTIONS, help="how to pick the images to buy")
+    d = SELECT_DEFAULTS
     g.add_argument(
-        "--rounds", type=int_in(1, 1000), default=3, help="selection rounds (default: %(default)s)"
+        "--rounds",
+        action=_SelectFlag,
+        type=int_in(1, 1000),
+        default=d["rounds"],
+        help="selection rounds (default: %(default)s)",
     )
     g.add_argument(
         "--round-steps",
+        action=_SelectFlag,
         type=int_in(0),
-        default=30,
+        default=d["round_steps"],
         help="student training steps between rounds (default: %(default)s)",
     )
     g.add_argument(
         "--select-student",
-        default="mobilenetv3_small_100",
+        action=_SelectFlag,
+        default=d["select_student"],
         help="timm model trained between rounds (default: %(default)s)",
     )
     g.add_argument(
         "--select-image-size",
+        action=_SelectFlag,
         type=int_in(8, 1024),
-        default=32,
+        default=d["select_image_size"],
         help="its input size (default: %(default)s)",
     )
     g.add_argument(
         "--select-labels",
-        action="store_true",
+        action=_SelectFlag,
+        nargs=0,
+        const=True,
+        default=d["select_labels"],
         help="also train the in-between student on the data's own labels (every image needs one)",
     )
-    g.add_argument("--seed", type=seed_arg, default=0, help="selection seed (default: %(default)s)")
+    g.add_argument(
+        "--seed",
+        action=_SelectFlag,
+        type=seed_arg,
+        default=d["seed"],
+        help="selection seed (default: %(default)s)",
+    )
+    p.set_defaults(select_flags=())
+
+
+def unused_select_flags(args: argparse.Namespace) -> str | None:
+    """For a harvest without ``--select``: ConfigurationError when selection flags were
+    given on the command line (``--select`` forgotten: they were ignored without a word and
+    every image bought); else the note to print when a config file sets some (a file may
+    serve selecting and plain harvests alike), or None."""
+    given: tuple[str, ...] = getattr(args, "select_flags", ())
+    if given:
+        named = ", ".join(given)
+        works, them = ("works", "it") if len(given) == 1 else ("work", "them")
+        raise ConfigurationError(
+            f"{named} only {works} with --select (random, uncertainty or coreset), which "
+            f"buys in rounds; without it every image is bought: add --select, or drop {them}"
+        )
+    from_file = [
+        "--" + dest.replace("_", "-")
+        for dest, default in SELECT_DEFAULTS.items()
+        if getattr(args, dest, default) != default
+    ]
+    if not from_file:
+        return None
+    return (
+        f"the config file's {', '.join(from_file)} only "
+        f"{'works' if len(from_file) == 1 else 'work'} with --select: not used by this plain "
+        "harvest"
+    )
 
 
 def _full_cost(client: TeacherClient, dataset: Dataset, prompt: str) -> Decimal:

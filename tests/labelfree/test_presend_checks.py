@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from distill.cli import main
 from distill.data import scan
 from distill.server import HashBackend, ServerConfig, ServerThread, create_app
-from tests.e2e.conftest import TOKEN, LocalTeacher, local_teacher
+from tests.e2e.conftest import TOKEN, LocalTeacher, harvest, local_teacher
 from tests.labelfree.conftest import break_pixels, flat_folder
 from tests.labelfree.test_pseudolabel_cli import pseudolabel
 
@@ -274,6 +274,57 @@ def test_an_unknown_select_student_is_refused_before_sending(cli: Cli, digits_da
     code = cli.select_harvest(digits_data, "--budget", "0.006", "--select-student", "nosuchmodel")
     cli.refused(code, "error: unknown student model 'nosuchmodel'")
     assert not cli.cache.exists()  # the cache folder was made first until 2026-12-06
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--rounds", "5"],
+        ["--rounds", "3"],  # the default value, given: still a sign --select was forgotten
+        ["--round-steps", "0"],
+        ["--select-student", "nosuchnet"],
+        ["--select-image-size", "64"],
+        ["--select-labels"],
+        ["--seed", "1"],
+        ["--rounds", "5", "--select-labels"],
+    ],
+    ids=[
+        "rounds",
+        "rounds-default",
+        "round-steps",
+        "student",
+        "image-size",
+        "labels",
+        "seed",
+        "two",
+    ],
+)
+def test_selection_flags_without_select_are_refused_before_sending(
+    cli: Cli, digits_data: Path, flags: list[str]
+) -> None:
+    """``harvest DATA --rounds 5`` (``--select`` forgotten): the selection flags were
+    ignored without a word and the plain harvest bought every image, exit 0 (until
+    2026-12-07). Now a usage error naming them and --select, before anything is sent."""
+    code = harvest(cli.teacher, digits_data, cli.cache, "--budget", "1", *flags)
+    named = ", ".join(f for f in flags if f.startswith("--"))
+    err = cli.refused(code, f"error: {named} only work")  # "only works" for one flag
+    assert "with --select (random, uncertainty or coreset)" in err
+    assert not cli.cache.exists()
+
+
+def test_selection_keys_of_a_config_file_without_select_are_noted(
+    cli: Cli, digits_data: Path, tmp_path: Path
+) -> None:
+    """A config file shared by selecting and plain harvests may hold selection keys: a
+    plain harvest with it runs (a flag on the command line is refused), and says that
+    they are not used (they were ignored without a word until 2026-12-07)."""
+    config = tmp_path / "harvest.toml"
+    config.write_text('rounds = 5\nselect-student = "resnet18"\n')
+    flags = ("--budget", "1", "--config", str(config))
+    assert harvest(cli.teacher, digits_data, cli.cache, *flags) == 0
+    out = " ".join(cli.capsys.readouterr().out.split())
+    assert "note: the config file's --rounds, --select-student only work with --select" in out
+    assert cli.teacher.billing()["requests"] > 0
 
 
 def test_select_labels_on_data_without_labels_is_refused_before_sending(

@@ -415,7 +415,8 @@ def test_select_over_a_store_of_more_views_takes_the_advice_it_gives(
     2026-12-07): no way through but replacing the store. --views is refused only when the
     rounds run."""
     cache = tmp_path / "cache"
-    assert harvest(hash_teacher, digits_data, cache, "--budget", "1", "--views", "2") == 0
+    # without --select: the selection flags harvest() adds are refused
+    assert e2e.harvest(hash_teacher, digits_data, cache, "--budget", "1", "--views", "2") == 0
     billed = hash_teacher.billing()
     capsys.readouterr()
     assert harvest(hash_teacher, digits_data, cache, "--select", "random", "--budget", "1") == 2
