@@ -50,8 +50,9 @@ from distill.train.small_maps import (  # noqa: E402
     use_plain_convs,
     use_small_map_convs,
 )
-from distill.train.student import Student, build_student  # noqa: E402
+from distill.train.student import Student, build_student, check_student  # noqa: E402
 from distill.train.task import Batch, ErmTask  # noqa: E402
+from vlmclient.errors import ConfigurationError  # noqa: E402
 
 START = "<!-- small_maps_speed:start -->"
 END = "<!-- small_maps_speed:end -->"
@@ -217,6 +218,11 @@ def main() -> None:
     if args.runs:
         whole_runs(args)
         return
+    try:  # a traceback once measured: a pretrained tag timm lacks, a ViT made for 224 px
+        for size in args.sizes:
+            check_student(args.model, size, student_flag="--model", size_flag="--sizes")
+    except ConfigurationError as exc:
+        ap.error(str(exc))
     rows: list[tuple[int, dict[str, Any]]] = []
     for size in args.sizes:
         r = measure(args.model, size, args.batch, args.rounds, args.block)

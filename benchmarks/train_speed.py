@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from docs_section import measured_line  # noqa: E402  (benchmarks/ is on sys.path)
 
-from distill.train.student import build_student  # noqa: E402
+from distill.train.student import build_student, check_student  # noqa: E402
 from distill.train.task import AlignTask, Batch, DistillTask, ErmTask  # noqa: E402
+from vlmclient.errors import ConfigurationError  # noqa: E402
 
 START = "<!-- train_speed:start -->"
 END = "<!-- train_speed:end -->"
@@ -163,6 +164,10 @@ def main() -> None:
     ap.add_argument("--variants", type=variants, default=",".join(VARIANTS))
     ap.add_argument("--no-docs", action="store_true")
     args = ap.parse_args()
+    try:  # a traceback once measured: a pretrained tag timm lacks, a ViT made for 224 px
+        check_student(args.model, args.size, student_flag="--model", size_flag="--size")
+    except ConfigurationError as exc:
+        ap.error(str(exc))
     rows = []
     for name in args.variants:
         r = measure(args.model, args.size, args.batch, args.pairs, args.warmup,

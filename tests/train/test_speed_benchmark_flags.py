@@ -46,6 +46,11 @@ def _refused(module: ModuleType, argv: list[str], monkeypatch: pytest.MonkeyPatc
         ["--pairs", "0"],  # no timed block: statistics of nothing, after the warm-up
         ["--size", "0"],
         ["--batch", "-1"],
+        # a traceback when measured (until 2026-12-07): not a timm name, a pretrained tag
+        # timm does not have, a ViT made for 224 px at the default --size 64
+        ["--model", "nosuchnet"],
+        ["--model", "mobilenetv3_small_100.nosuchtag"],
+        ["--model", "vit_tiny_patch16_224"],
     ],
 )
 def test_train_speed_refuses_bad_flags(
@@ -62,6 +67,8 @@ def test_train_speed_refuses_bad_flags(
         ["--rounds", "0"],
         ["--block", "1"],  # the first step of a block is not timed: nothing timed
         ["--batch", "0"],
+        ["--model", "mobilenetv3_small_100.nosuchtag"],  # a traceback when measured
+        ["--model", "vit_tiny_patch16_224"],  # at 32 px: a traceback once measured
     ],
 )
 def test_small_maps_speed_refuses_bad_flags(
