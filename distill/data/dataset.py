@@ -30,6 +30,8 @@ __all__ = [
     "Samples",
     "SamplesBuilder",
     "check_class_names",
+    "class_key",
+    "class_names_of",
     "class_prompts",
     "display",
     "finish_dataset",
@@ -229,6 +231,30 @@ def display(text: str) -> str:
     )
 
 
+def class_key(name: str) -> str:
+    """The form a class or domain name is compared in: Unicode NFC. A folder copied from
+    macOS spells "café" as "cafe" plus a combining accent (NFD): the same class as a
+    "café" typed on Linux, though the bytes differ.
+
+    >>> class_key("cafe\u0301") == class_key("caf\u00e9")
+    True
+    """
+    return unicodedata.normalize("NFC", name)
+
+
+def class_names_of(spellings: Iterable[str]) -> tuple[str, ...]:
+    """The class names of the data's class folders (or manifest labels): one per name
+    after NFC (:func:`class_key`), sorted by that form so that an NFC and an NFD copy of
+    the data number their classes alike. A class keeps its folder's own spelling; two
+    spellings of one class (one domain copied from macOS) are named in NFC."""
+    by_key: dict[str, set[str]] = {}
+    for name in spellings:
+        by_key.setdefault(class_key(name), set()).add(name)
+    return tuple(
+        next(iter(names)) if len(names) == 1 else key for key, names in sorted(by_key.items())
+    )
+
+
 def check_class_names(names: Iterable[str], where: str) -> None:
     """Refuse class names with control characters: they would print as several lines (or
     drive the terminal) and cannot be written back to a one-name-per-line class file."""
@@ -254,7 +280,7 @@ def read_class_file(path: str | os.PathLike[str]) -> tuple[str, ...]:
     names = [n for n in names if n and not n.startswith("#")]
     if not names:
         raise DataArgumentError(f"{where} lists no class names")
-    dupes = sorted(n for n, c in Counter(names).items() if c > 1)
+    dupes = sorted(n for n, c in Counter(map(class_key, names)).items() if c > 1)
     if dupes:
         raise DataArgumentError(f"{where} repeats: {', '.join(dupes)}")
     try:

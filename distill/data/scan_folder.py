@@ -17,6 +17,8 @@ from .dataset import (
     DataError,
     Dataset,
     SamplesBuilder,
+    class_key,
+    class_names_of,
     display,
     finish_dataset,
     read_hflip,
@@ -212,19 +214,23 @@ def scan_folder(root: Path, class_file_names: tuple[str, ...] | None, decode: bo
         # A domain is a top-level folder holding at least one class folder.
         domains = sorted({d for d, _, _ in groups}) if nested else [DEFAULT_DOMAIN]
 
-    folder_classes = sorted({c for _, c, _ in raw if c is not None})
-    class_names = class_file_names if class_file_names is not None else tuple(folder_classes)
-    index = {n: i for i, n in enumerate(class_names)}
+    # names compared after NFC: a class folder copied from macOS (NFD) is the same class
+    class_names = (
+        class_file_names
+        if class_file_names is not None
+        else class_names_of(c for _, c, _ in raw if c is not None)
+    )
+    index = {class_key(n): i for i, n in enumerate(class_names)}
 
     samples = SamplesBuilder(root)  # by column: ids, labels, domains; no object per image
     left_out: dict[tuple[str, str], int] = {}
     for domain, folder, files in raw:
         prefix = [] if folder is None else ([folder] if layout == "single" else [domain, folder])
-        if folder is not None and folder not in index:
+        if folder is not None and class_key(folder) not in index:
             sc.skipped.append(("/".join(prefix), f"class folder {folder!r} {NOT_IN_CLASS_FILE}"))
             left_out[domain, folder] = left_out.get((domain, folder), 0) + len(files)
             continue
-        label = None if folder is None else index[folder]
+        label = None if folder is None else index[class_key(folder)]
         for name in files:
             parts = [*prefix, name]
             if sc.image(parts):

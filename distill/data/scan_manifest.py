@@ -18,6 +18,8 @@ from .dataset import (
     DataError,
     Dataset,
     SamplesBuilder,
+    class_key,
+    class_names_of,
     display,
     finish_dataset,
     read_hflip,
@@ -115,14 +117,14 @@ def scan_manifest(
     if class_file_names is not None:
         class_names = class_file_names
     else:
-        class_names = tuple(sorted({lab for _, lab, _ in entries if lab is not None}))
-    index = {n: i for i, n in enumerate(class_names)}
+        class_names = class_names_of(lab for _, lab, _ in entries if lab is not None)
+    index = {class_key(n): i for i, n in enumerate(class_names)}
     samples = SamplesBuilder(base)  # by column; a sample's file is base / rel
     domains: set[str] = set()
     left_out: dict[tuple[str, str], int] = {}
     base_str = os.fspath(base)
     for rel, label, domain in entries:
-        if label is not None and label not in index:
+        if label is not None and class_key(label) not in index:
             skipped.append((rel, f"label {label!r} {NOT_IN_CLASS_FILE}"))
             left_out[domain, label] = left_out.get((domain, label), 0) + 1
             continue
@@ -132,7 +134,7 @@ def scan_manifest(
             skipped.append((rel, "file not found" if "No such file" in reason else reason))
             continue
         domains.add(domain)
-        samples.add(rel, None if label is None else index[label], domain)
+        samples.add(rel, None if label is None else index[class_key(label)], domain)
     hflip = read_hflip(manifest_meta(path))  # written by our manifest writers
     return finish_dataset(
         path, "manifest", samples, class_names, sorted(domains), skipped, hflip, left_out

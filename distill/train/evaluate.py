@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
+from math import isfinite
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distill.data import DataError, Dataset, Sample, display, scan, split_sources
+from distill.data import (
+    DEFAULT_DOMAIN,
+    DataError,
+    Dataset,
+    Sample,
+    Samples,
+    display,
+    scan,
+    split_sources,
+)
+from distill.data.dataset import class_key
 from distill.data.loaders import PixelCache, eval_loader
 from distill.train.losses import teacher_logits
 from distill.train.student import Student, build_student
@@ -179,6 +191,11 @@ def load_run_student(run: str | os.PathLike[str]) -> tuple[Student, dict[str, An
 
     try:
         info = json.loads(info_path.read_text("utf-8"))
+        bad = _bad_run_key(info)
+        if bad is not None:  # hand-edited, or of an older version: it was a traceback
+            raise DataError(
+                f"{folder} is not a readable training run ({RUN_FILE}: {bad}); train it again"
+            )
         _check_run_student(folder, info["student"])
         state = load_file(str(weights))
         text = state.get("text")
@@ -196,6 +213,53 @@ def load_run_student(run: str | os.PathLike[str]) -> tuple[Student, dict[str, An
         ) from None
     student.eval()
     return student, info
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and isfinite(value)
+
+
+def _three(value: object, nonzero: bool) -> bool:
+    return (isinstance(value, list) and len(value) == 3
+            and all(_number(v) and (v != 0 or not nonzero) for v in value))  # fmt: skip
+
+
+# the run.json keys eval and pseudolabel read, and what each must be (a key that is absent
+# is the caller's to judge: older runs lack some)
+_RUN_KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "class_names": (lambda v: _strings(v) and bool(v), "a list of class names"),
+    "method": (lambda v: isinstance(v, str), "a method name"),
+    "train_domains": (_strings, "a list of domain names"),
+    "test_domains": (lambda v: v is None or _strings(v), "a list of domain names"),
+    "holdout_fraction": (lambda v: _number(v) and 0 <= v < 1, "a fraction below 1"),
+    "seed": (_whole, "a whole number"),
+    "split_seed": (_whole, "a whole number"),
+    "image_size": (lambda v: _whole(v) and v > 0, "a positive whole number"),
+    "mean": (lambda v: _three(v, nonzero=False), "a list of three numbers"),
+    "std": (lambda v: _three(v, nonzero=True), "a list of three non-zero numbers"),
+    "left_out": (lambda v: v is None or _strings(v), "a list of image ids"),
+    "channels_last": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _bad_run_key(info: object) -> str | None:
+    """What is wrong with a run.json's content, naming the key (None when nothing is):
+    a value of the wrong type was a traceback deep in eval, or worse a silent misreading
+    ("train_domains": "dom1" read as the domains d, o, m and 1)."""
+    if not isinstance(info, dict):
+        return f"not a JSON object but {type(info).__name__}"
+    for key, (ok, what) in _RUN_KEY_TYPES.items():
+        if key in info and not ok(info[key]):
+            return f"{key!r} is {json.dumps(info[key])[:60]}, expected {what}"
+    return None
 
 
 def _check_run_student(folder: Path, name: object) -> None:
@@ -270,6 +334,24 @@ def _refuse_other_classes(data: str | os.PathLike[str], classes: Sequence[str]) 
     )
 
 
+def _one_domain(ds: Dataset, info: dict[str, Any]) -> Dataset:
+    """``ds`` with its images in the domain its folder names, when it is one domain's
+    folder of a DomainBed set (``eval RUN DATA/sketch``: read as DATA/<class>/<image>,
+    domain "all"). Its rows were labelled "all", and a training domain's folder was OOD.
+    A run trained on one-domain data (its domain is "all") keeps the scan's."""
+    run_domains = [*info["train_domains"], *(info.get("test_domains") or ())]
+    if ds.layout != "single" or DEFAULT_DOMAIN in run_domains:
+        return ds
+    by_key = {class_key(d): d for d in run_domains}
+    name = by_key.get(class_key(ds.root.name), ds.root.name)  # the run's spelling
+    return replace(
+        ds,
+        samples=Samples(Sample(s.id, s.path, s.label, name) for s in ds.samples),
+        domains=(name,),
+        left_out=tuple((name, c, n) for _, c, n in ds.left_out),
+    )
+
+
 def _json_losses(by_domain: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
     """``by_domain`` with a loss that is not a number (logits that overflowed: a damaged
     weights file) as None: eval.json and ``--json`` had a bare ``Infinity``, not JSON."""
@@ -320,7 +402,10 @@ def evaluate_run(
             "none with a class label): eval scores images whose class it knows; give "
             "labelled data (class folders, or a CSV manifest with a label column)"
         )
-    if tuple(ds.class_names) != tuple(info["class_names"]):
+    # compared after NFC: the run's data and this copy of it (from macOS) may spell a
+    # class differently
+    ds = _one_domain(ds, info)
+    if tuple(map(class_key, ds.class_names)) != tuple(map(class_key, info["class_names"])):
         # the wrong data for this run: a usage error (exit 2), not a failure to retry
         raise ConfigurationError(
             f"the run was trained on classes {info['class_names'][:5]}..., this data has "
@@ -337,8 +422,9 @@ def evaluate_run(
                 f"the run was distilled from {info['teacher']!r}: pass that teacher's store"
             )
     train_domains = set(info["train_domains"])
-    id_samples: Sequence[Sample] = [s for s in ds.samples if s.domain in train_domains]
-    ood_samples = [s for s in ds.samples if s.domain not in train_domains]
+    trained = {class_key(d) for d in train_domains}  # a domain copied from macOS: NFD
+    id_samples: Sequence[Sample] = [s for s in ds.samples if class_key(s.domain) in trained]
+    ood_samples = [s for s in ds.samples if class_key(s.domain) not in trained]
     excluded: list[Sample] = []
     tested = info.get("test_domains")
     if same and isinstance(tested, list):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from distill.data import DataError, Dataset, Sample, scan, split_sources
-from distill.data.dataset import DataArgumentError, label_first
+from distill.data.dataset import DataArgumentError, class_key, label_first
 from distill.train.config import TrainConfig
 from distill.train.evaluate import to_input
 from distill.train.student import (
@@ -105,13 +105,15 @@ def _known(named: tuple[str, ...] | None, domains: tuple[str, ...]) -> tuple[str
     a name that stays unknown."""
     if named is None:
         return None
+    # compared after NFC: a domain folder copied from macOS is named in NFD
+    by_key = {class_key(d): d for d in domains}
     out: list[str] = []
     i = 0
     while i < len(named):
         for j in range(i, len(named)):
-            name = ",".join(named[i : j + 1])
-            if name in domains:
-                out.append(name)
+            name = class_key(",".join(named[i : j + 1]))
+            if name in by_key:
+                out.append(by_key[name])
                 i = j + 1
                 break
         else:

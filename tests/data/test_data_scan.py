@@ -623,3 +623,55 @@ def test_symlinked_folders_outside_the_data_are_read_loops_are_not(tmp_path, wri
     assert skipped["self"] == "a symlink to a folder inside the data, skipped"
     assert skipped["photo/up"] == "a symlink to a folder inside the data, skipped"
     assert skipped["sketch/dog"] == "a symlink to a folder holding the data (a loop), skipped"
+
+
+# ----------------------------------------------------------- names in NFC and NFD (macOS)
+
+
+def test_a_class_spelled_nfc_in_one_domain_and_nfd_in_another_is_one_class(tmp_path, write_image):
+    """A domain copied from macOS spells "café" as "cafe" + a combining accent: it was a
+    second class "café" (three classes, each domain missing one)."""
+    import unicodedata
+
+    nfc, nfd = (unicodedata.normalize(f, "café") for f in ("NFC", "NFD"))
+    write_image(tmp_path / "d" / "linux" / nfc / "a.png")
+    write_image(tmp_path / "d" / "mac" / nfd / "a.png")
+    write_image(tmp_path / "d" / "mac" / "tea" / "a.png")
+    ds = scan(tmp_path / "d")
+    assert ds.class_names == (nfc, "tea")
+    assert ds.counts() == {"linux": {nfc: 1}, "mac": {nfc: 1, "tea": 1}}
+    # a class folder only ever in NFD keeps its own spelling
+    write_image(tmp_path / "s" / nfd / "a.png")
+    write_image(tmp_path / "s" / "cafz" / "a.png")
+    assert scan(tmp_path / "s").class_names == ("cafz", nfd)  # ordered as in NFC
+    # a class file in NFC reads the NFD folder; one naming both spellings repeats a class
+    (tmp_path / "c.txt").write_text(f"{nfc}\n", encoding="utf-8")
+    assert [s.label for s in scan(tmp_path / "s", class_file=tmp_path / "c.txt").samples] == [0]
+    (tmp_path / "c.txt").write_text(f"{nfc}\n{nfd}\n", encoding="utf-8")
+    with pytest.raises(DataError, match="repeats"):
+        read_class_file(tmp_path / "c.txt")
+    # a manifest's labels likewise
+    (tmp_path / "s" / "m.csv").write_text(
+        f"path,label\n{nfd}/a.png,{nfd}\ncafz/a.png,{nfc}\n", encoding="utf-8"
+    )
+    ds = scan(tmp_path / "s" / "m.csv")
+    assert len(ds.class_names) == 1 and [s.label for s in ds.samples] == [0, 0]
+
+
+def test_a_domain_flag_typed_in_nfc_names_a_domain_folder_in_nfd(tmp_path, write_image):
+    import unicodedata
+
+    from distill.train.config import TrainConfig
+    from distill.train.prepare import resolve_domains
+
+    nfc, nfd = (unicodedata.normalize(f, "été") for f in ("NFC", "NFD"))
+    for dom in (nfd, "hiver"):
+        write_image(tmp_path / "data" / dom / "cat" / "a.png")
+    cfg = TrainConfig(
+        data=str(tmp_path / "data"),
+        teacher="local:hash",
+        out=str(tmp_path / "r"),
+        cache=str(tmp_path / "c"),
+        test_domains=(nfc,),
+    )
+    assert resolve_domains(scan(tmp_path / "data"), cfg) == (("hiver",), (nfd,))

@@ -1,0 +1,116 @@
+"""`vlm-distill eval` of a run folder against the files a user has at hand: a run.json
+edited by hand (or of an older version), one domain's folder given as the data, a copy of
+the data whose names macOS spelled in NFD."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import unicodedata
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from distill.cli import main
+from distill.train.config import TrainConfig
+from distill.train.trainer import train
+
+from .conftest import TEACHER, _image, make_store
+
+
+def _train(data: Path, cache: Path, out: Path, test_domain: str) -> Path:
+    train(TrainConfig(data=str(data), cache=str(cache), teacher=TEACHER, out=str(out),
+                      student="mobilenetv3_small_050", pretrained=False, method="erm",
+                      steps=1, image_size=32, batch_per_domain=2,
+                      test_domains=(test_domain,), threads=1))  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_folder(tiny_data: Path, tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory):
+    return _train(tiny_data, tiny_cache, tmp_path_factory.mktemp("runfiles") / "run", "dom3")
+
+
+def _eval_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
+    assert main([*argv, "--json"]) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_one_domain_s_folder_is_scored_as_that_domain(
+    run_folder: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`eval RUN DATA/dom3` labelled its row "all"; `eval RUN DATA/dom1` (a training
+    domain) scored its images as OOD under "all"."""
+    out = ["--out", str(tmp_path / "e.json")]
+    res = _eval_json(["eval", str(run_folder), str(tiny_data / "dom3"), *out], capsys)
+    assert list(res["ood"]) == ["dom3"] and res["id"] == {}
+    assert res["ood"]["dom3"]["n"] == 18
+    res = _eval_json(["eval", str(run_folder), f"{tiny_data / 'dom1'}/", *out], capsys)
+    assert list(res["id"]) == ["dom1"] and res["ood"] == {}
+
+
+@pytest.mark.parametrize(
+    "key,value,shown",
+    [
+        ("image_size", None, "'image_size' is null"),
+        ("image_size", "32", "'image_size' is \"32\""),
+        ("class_names", "cat", "'class_names' is \"cat\""),
+        ("train_domains", "dom1", "'train_domains' is \"dom1\""),
+        ("holdout_fraction", "0.2", "'holdout_fraction' is \"0.2\""),
+        ("mean", [0.5, 0.5], "'mean' is [0.5, 0.5]"),
+        ("left_out", 5, "'left_out' is 5"),
+    ],
+)
+def test_a_run_json_value_of_the_wrong_type_is_one_line_naming_the_key(
+    run_folder: Path,
+    tiny_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    key: str,
+    value: object,
+    shown: str,
+) -> None:
+    """Each was a traceback (TypeError deep in the loader) or, for "train_domains":
+    "dom1", a silent misreading as the domains d, o, m and 1 (exit 0)."""
+    run = tmp_path / "run"
+    shutil.copytree(run_folder, run)
+    info = json.loads((run / "run.json").read_text())
+    info[key] = value
+    (run / "run.json").write_text(json.dumps(info))
+    rc = main(["eval", str(run), str(tiny_data)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    assert "not a readable training run (run.json: " in err[0] and shown in err[0], err[0]
+    assert not (run / "eval.json").exists()
+
+
+def _nf(form: str, text: str) -> str:
+    return unicodedata.normalize(form, text)  # type: ignore[arg-type]
+
+
+def _accented_data(root: Path, form: str) -> Path:
+    """Two domains "été" and "hiver" of two classes "café" and "thé", names in ``form``."""
+    for d, dom in enumerate(("été", "hiver")):
+        for c, cls in enumerate(("café", "thé")):
+            folder = root / _nf(form, dom) / _nf(form, cls)
+            folder.mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(_image(c, d, i)).save(folder / f"{i}.png")
+    return root
+
+
+def test_a_macos_copy_of_the_data_is_the_run_s_classes_and_domains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Trained on names in NFC, evaluated on a copy whose folders are NFD: refused as
+    other classes (exit 2); its training domain would have been OOD."""
+    data = _accented_data(tmp_path / "nfc", "NFC")
+    cache = tmp_path / "cache"
+    make_store(data, cache)
+    run = _train(data, cache, tmp_path / "run", _nf("NFC", "hiver"))
+    copy = _accented_data(tmp_path / "nfd", "NFD")
+    res = _eval_json(["eval", str(run), str(copy), "--out", str(tmp_path / "e.json")], capsys)
+    assert [_nf("NFC", d) for d in res["id"]] == ["été"]
+    assert list(res["ood"]) == ["hiver"]
+    assert res["id"][_nf("NFD", "été")]["n"] == 8
