@@ -76,11 +76,11 @@ def scan(
     Classes are the class folders (or manifest labels) sorted by name, unless ``class_file``
     (one name per line) fixes the list and its order; labelled images whose class is not in
     it are skipped. Names are compared in Unicode NFC: a folder copied from macOS (NFD) is
-    the same class as its NFC spelling; ``classes`` gives such a list itself (as a run or a
-    store records it). Hidden files and folders are ignored; a vlm-distill cache or run
-    folder inside the data is skipped with a reason, and so is a symlinked domain or class folder
-    leading back into the data (``ln -s . DATA/self``); ``DATA/dataset.json`` is read as
-    metadata (``{"hflip": false}``). Unusable files are skipped with a reason, never fatal.
+    the same class as its NFC spelling; ``classes`` gives such a list itself (as a run or
+    a store records it). Hidden files and folders are ignored; a vlm-distill cache or run
+    folder inside the data is skipped with a reason, and so is a symlinked domain or class
+    folder leading back into the data (``ln -s . DATA/self``); ``DATA/dataset.json`` is
+    read as metadata (``{"hflip": false}``). Unusable files are skipped with a reason, never fatal.
     ``decode=True`` also decodes every image (slow; catches corrupt pixel data). A
     manifest may only name files under its own folder unless ``allow_outside_paths``.
     Class names with control characters (newlines, escapes) are refused.
