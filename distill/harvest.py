@@ -165,6 +165,9 @@ class HarvestResult:
     # images whose pixels cannot be decoded (image id, reason): never sent, and the store
     # is written without them (its meta lists them: train and eval leave them out)
     left_out: list[tuple[str, str]] = field(default_factory=list)
+    # image views done with because their image is left out (never sent): with ``bought``,
+    # ``cache_hits`` and ``identical`` they make the progress of ``images_total`` views
+    left_out_views: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     spent_usd: Decimal = Decimal(0)
     stopped_by_budget: str | None = None  # the budget error's message
@@ -242,10 +245,17 @@ async def harvest(
         timings,
     )
 
+    views_left_out: set[tuple[int, int]] = set()
+
     def leave_out(item: ImageItem, why: str) -> None:
         if item.row not in sink.left_out:  # once an image, whatever its views
             result.left_out.append((item.image_id, why))
         sink.leave_out(item, why)
+        if (item.row, item.view) not in views_left_out:  # done with, for the progress
+            views_left_out.add((item.row, item.view))
+            result.left_out_views += 1
+            if on_progress is not None:
+                on_progress(result)
 
     unanswered = [0]  # requests in a row that got no answer after their retries
     answered = [0]  # items answered by a purchase: bought, or identical to one bought

@@ -185,7 +185,7 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
                         s = client.stats
                         rate = s.requests_sent / max(time.monotonic() - started, 1e-9)
                         bar.update(
-                            r.bought + r.cache_hits + r.identical,
+                            r.bought + r.cache_hits + r.identical + r.left_out_views,
                             f"hits {r.cache_hits} · bought {r.bought} · {rate:.1f} req/s · "
                             f"retries {s.retries} · {progress_money(client)}",
                         )

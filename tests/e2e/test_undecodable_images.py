@@ -220,3 +220,23 @@ def test_train_that_meets_a_damaged_image_names_it_and_says_what_to_do(
     assert code == 1, err
     assert f"cannot decode image {str(victim)!r}" in err
     assert "data scan" in err and "--decode" in err and "harvest" in err
+
+
+@pytest.mark.parametrize("views", [1, 2])
+def test_the_progress_of_a_harvest_that_leaves_an_image_out_ends_at_its_total(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    views: int,
+) -> None:
+    """The images left out were never counted done: a finished harvest's last progress
+    line read "harvest local:hash: 31/32 ..." (its ETA waiting on what never comes)."""
+    d = _one_damaged(hash_teacher, digits_data, tmp_path)
+    argv = [*d.harvest[:-1], str(views)]
+    capsys.readouterr()
+    for _ in range(2):  # bought, then a cached rerun
+        assert main(argv) == 0
+        lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("harvest ")]
+        total = len(d.samples) * views + 10  # the image views and the class prompts
+        assert lines[-1].startswith(f"harvest local:hash: {total}/{total} "), lines[-1]
