@@ -114,3 +114,28 @@ def test_a_macos_copy_of_the_data_is_the_run_s_classes_and_domains(
     assert [_nf("NFC", d) for d in res["id"]] == ["été"]
     assert list(res["ood"]) == ["hiver"]
     assert res["id"][_nf("NFD", "été")]["n"] == 8
+
+
+def test_data_lacking_one_of_the_run_s_classes_is_scored_with_the_run_s_labels(
+    run_folder: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A test domain without images of one class (here the first, "a_circle"): refused as
+    "trained on classes [a_circle, b_square, c_cross], this data has [b_square, c_cross]"
+    (read alone, its classes would be numbered 0 and 1, not the run's 1 and 2)."""
+    from distill.data import scan
+    from distill.train.evaluate import evaluate_samples, load_run_student
+
+    data = tmp_path / "test"
+    shutil.copytree(tiny_data / "dom3", data / "dom3")
+    shutil.rmtree(data / "dom3" / "a_circle")
+    res = _eval_json(["eval", str(run_folder), str(data), "--out", str(tmp_path / "e.json")],
+                     capsys)  # fmt: skip
+    assert res["ood"]["dom3"]["n"] == 12
+    # the same images scored with the run's labels
+    student, info = load_run_student(run_folder)
+    full = scan(tiny_data).in_domains(["dom3"])
+    kept = [s for s in full.samples if s.label != 0]
+    want = evaluate_samples(student, kept, image_size=info["image_size"], mean=info["mean"],
+                            std=info["std"])  # fmt: skip
+    assert res["ood"]["dom3"]["acc"] == pytest.approx(want["dom3"]["acc"])
+    assert res["ood"]["dom3"]["loss"] == pytest.approx(want["dom3"]["loss"], rel=1e-5)
