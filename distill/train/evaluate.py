@@ -227,8 +227,9 @@ def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and isfinite(value)
 
 
-def _three(value: object, nonzero: bool) -> bool:
-    return (isinstance(value, list) and len(value) == 3
+def _per_channel(value: object, nonzero: bool) -> bool:
+    """A normalisation's numbers: one for every channel (RGB), or one for all."""
+    return (isinstance(value, list) and len(value) in (1, 3)
             and all(_number(v) and (v != 0 or not nonzero) for v in value))  # fmt: skip
 
 
@@ -243,8 +244,8 @@ _RUN_KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (_whole, "a whole number"),
     "split_seed": (_whole, "a whole number"),
     "image_size": (lambda v: _whole(v) and v > 0, "a positive whole number"),
-    "mean": (lambda v: _three(v, nonzero=False), "a list of three numbers"),
-    "std": (lambda v: _three(v, nonzero=True), "a list of three non-zero numbers"),
+    "mean": (lambda v: _per_channel(v, nonzero=False), "a list of three numbers"),
+    "std": (lambda v: _per_channel(v, nonzero=True), "a list of three non-zero numbers"),
     "left_out": (lambda v: v is None or _strings(v), "a list of image ids"),
     "channels_last": (lambda v: isinstance(v, bool), "true or false"),
 }
