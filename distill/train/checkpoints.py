@@ -452,6 +452,37 @@ class RunState:
         }
 
 
+def _check_state(saved: dict[str, Any], stages: int) -> None:
+    """ValueError naming the first value of ``saved`` (state.json) of the wrong type or
+    out of range: an edited or damaged one was taken as it was ("x" as a history of one
+    letter, stage 7 of 2 as a finished run, a negative step as a crash later on)."""
+
+    def fail(key: str, what: str) -> None:
+        raise ValueError(f"{STATE_FILE}'s {key!r} is {saved[key]!r}, not {what}")
+
+    def whole(key: str) -> bool:
+        value = saved.get(key)
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    for key in ("stage_index", "step"):
+        if not whole(key):
+            fail(key, "a whole number >= 0")
+    if saved["stage_index"] > stages:
+        fail("stage_index", f"a stage of this run (0 to {stages})")
+    if "images_seen" in saved and not whole("images_seen"):
+        fail("images_seen", "a whole number >= 0")
+    for key in ("best_acc", "train_s", "wall_s"):
+        value = saved.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail(key, "a number")
+    for key in ("history", "stage_notes"):
+        value = saved.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
+            fail(key, "a list of objects")
+    if not isinstance(saved.get("stage_state"), (dict, type(None))):
+        fail("stage_state", "an object")
+
+
 def resume_or_start(
     out: Path,
     *,
@@ -507,6 +538,7 @@ def resume_or_start(
         written = saved.get(FILES_KEY, [])  # not in a checkpoint of before 2026-12-06
         if not isinstance(written, list):
             raise ValueError(f"{STATE_FILE}'s {FILES_KEY!r} is not a list")
+        _check_state(saved, len(stage_names))
     check_checkpoint(ckpt, [str(f) for f in written])
     for key in _RESUME_KEYS:
         if key in _RESUME_KEYS_SINCE and key not in saved:

@@ -1518,3 +1518,26 @@ def test_domains_whose_names_share_a_part_before_the_comma_are_told_apart(
         split_data(cfg(train_domains=("Paris", " Texas", "dom1", "Paris", " Texas")))
     with pytest.raises(ConfigurationError, match=r"both train and test: \['Paris, Texas'\]"):
         split_data(cfg(train_domains=("Paris", " Texas"), test_domains=("Paris", " Texas")))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("history", "x"), ("stage_index", 7), ("stage_index", -1), ("step", "0"), ("step", -3),
+     ("step", True), ("stage_notes", {"a": 1}), ("best_acc", "high"), ("images_seen", 1.5)],
+)  # fmt: skip
+def test_a_state_json_value_of_the_wrong_type_is_a_one_line_refusal_naming_it(
+    key, value, tiny_data, tiny_cache, tmp_path
+):
+    """A state.json edited or damaged with a value of the wrong type or out of range was
+    taken as it was: "x" as a history of one letter, stage 7 of two as a finished run,
+    "0" and -3 as step numbers. Each is refused, naming the key."""
+    out = tmp_path / "run"
+
+    cfg = _cfg(tiny_data, tiny_cache, out, steps_distill=3, eval_every=1)
+    _crash_in_distill(cfg)
+    path = out / "checkpoint" / "state.json"
+    saved = json.loads(path.read_text())
+    saved[key] = value
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ConfigurationError, match=rf"checkpoint does not read .*'{key}'.*aside"):
+        train(cfg.model_copy(update={"resume": True}))
