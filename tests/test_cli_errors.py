@@ -272,6 +272,31 @@ def test_a_listing_into_a_closed_pipe_ends_quietly_with_its_own_code(
     assert err.decode() == ""
     assert proc.returncode == 0
 
+
+@pytest.mark.parametrize("shared", [True, False], ids=["2>&1 | head -0", "2>| closed"])
+def test_an_error_said_into_a_closed_stderr_keeps_the_command_s_exit_code(
+    shared: bool, tmp_path: Path
+) -> None:
+    """`vlm-distill harvest /nonexistent 2>&1 | head -0`: the error line could not be
+    written, and its BrokenPipeError made the exit code 1 (a failure while running) instead
+    of the command's own 2 (bad input). Now the rest of stderr goes to devnull, as stdout's
+    does."""
+    argv = ["harvest", str(tmp_path / "nonexistent")]
+    code = f"import sys; from distill.cli import main; sys.exit(main({argv!r}))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT,
+        stdout=subprocess.PIPE if shared else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if shared else subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    pipes = [proc.stdout] if shared else [proc.stderr]
+    for pipe in pipes:
+        assert pipe is not None
+        pipe.close()  # the reader goes away before anything is printed
+    proc.wait(timeout=120)
+    assert proc.returncode == 2
+
+
 # ----------------------------------------------------------------- numbers out of range
 
 

@@ -262,10 +262,12 @@ class _QuietStdout:
     devnull and the command carries on. A harvest stopped by a progress line cancelled
     its requests in flight (billed, their answers lost) and wrote no store; now it
     finishes and exits with its own code. A closed pipe is quiet; any other error is said
-    once on stderr."""
+    once on stderr. Wrapped round stderr too (``warn=False``: nowhere to say it), an error
+    line that cannot be written does not turn the command's exit code into 1."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, *, warn: bool = True) -> None:
         self._stream = stream
+        self._warn = warn
         self._gone = False  # no descriptor to point at devnull: output is dropped
 
     def __getattr__(self, name: str) -> Any:
@@ -287,7 +289,7 @@ class _QuietStdout:
                 self._to_devnull(exc)
 
     def _to_devnull(self, exc: OSError) -> None:
-        if not isinstance(exc, BrokenPipeError):
+        if self._warn and not isinstance(exc, BrokenPipeError):
             with contextlib.suppress(OSError, ValueError):  # stderr may be gone too
                 print(
                     f"warning: the output cannot be written ({exc.strerror or exc}); the rest "
@@ -309,6 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stdout is not None and not isinstance(stdout, _QuietStdout):
         quiet = _QuietStdout(stdout)
         sys.stdout = cast(TextIO, quiet)
+    stderr, quiet_err = sys.stderr, None
+    if stderr is not None and not isinstance(stderr, _QuietStdout):
+        quiet_err = _QuietStdout(stderr, warn=False)
+        sys.stderr = cast(TextIO, quiet_err)
     try:
         try:
             return _main(argv)
@@ -319,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stdout.flush()
             if quiet is not None and sys.stdout is quiet:
                 sys.stdout = stdout
+            if quiet_err is not None and sys.stderr is quiet_err:
+                sys.stderr = stderr
     except BrokenPipeError:
         # Python's "Note on SIGPIPE": send what is left of stdout to devnull, so the
         # interpreter's last flush does not fail again, and exit 1 without a traceback.
