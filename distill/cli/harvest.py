@@ -136,19 +136,6 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
         f"{len(dataset.class_names)} classes, {len(dataset.domains)} domains "
         f"({dataset.layout}); {len(dataset.skipped)} files skipped"
     )
-    no_labels = _no_labels(dataset, args)
-    if no_labels is not None:
-        # said before anything is bought: the embeddings are still worth buying (cached
-        # for `pseudolabel`), but `train` refuses these images as they are
-        if args.dry_run:
-            out.print(f"[yellow]note:[/] {shown(no_labels)}", soft_wrap=True)
-        else:
-            out.print(
-                "[yellow]note:[/] no image here has a label: `vlm-distill train` refuses "
-                "them as they are; their embeddings are bought and cached for `vlm-distill "
-                "pseudolabel`, which labels them (the commands are printed once the harvest "
-                "is done)"
-            )
     for path, reason in dataset.skipped[:10]:
         out.print(f"  skipped {shown(path)}: {shown(reason)}")
     if len(dataset.skipped) > 10:
@@ -168,6 +155,20 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
             out.print(_storage_hint(args.cache))
             return EXIT_ERROR
         client = open_client(args, cache, ledger, coord)
+        no_labels = _no_labels(dataset, args)
+        if no_labels is not None:
+            # said before anything is bought, once the teacher is accepted (a refused one
+            # buys nothing): the embeddings are still worth buying (cached for
+            # `pseudolabel`), but `train` refuses these images as they are
+            if args.dry_run:
+                out.print(f"[yellow]note:[/] {shown(no_labels)}", soft_wrap=True)
+            else:
+                out.print(
+                    "[yellow]note:[/] no image here has a label: `vlm-distill train` refuses "
+                    "them as they are; their embeddings are bought and cached for `vlm-distill "
+                    "pseudolabel`, which labels them (the commands are printed once the "
+                    "harvest is done)"
+                )
 
         async def go() -> HarvestResult | None:
             async with client:

@@ -290,6 +290,23 @@ def test_a_flat_folder_harvested_with_a_class_file_says_train_needs_labels_first
     assert not run.exists()
 
 
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]], ids=["run", "dry-run"])
+def test_a_flat_folder_with_a_teacher_that_cannot_embed_images_is_refused_without_the_note(
+    dry: list[str], digits_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A flat folder harvested with an answer-only teacher: the note "their embeddings are
+    bought and cached for `vlm-distill pseudolabel`" (or, in a dry run, the commands that
+    label them) was printed just before the refusal "cannot give image embeddings"
+    (exit 2): nothing was to be bought. The refusal now comes first, alone."""
+    flat = flat_folder(digits_data, tmp_path / "flat", 3)
+    argv = ["harvest", str(flat), "--teacher", "anthropic:claude-haiku-4-5",
+            "--cache", str(tmp_path / "cache"), "--budget", "1", *dry]  # fmt: skip
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "cannot give image embeddings" in err
+    assert "note:" not in out and "pseudolabel" not in out
+
+
 def test_items_bought_before_a_cap_stopped_their_call_are_counted(
     hash_teacher: LocalTeacher,
     digits_data: Path,
