@@ -190,8 +190,10 @@ class PriceTable:
         raise ConfigurationError(
             f"no price known for {provider}:{model}, so the budget cannot be enforced; "
             f'give one with --price-file for every unit it bills (e.g. {{"{provider}:{model}": '
-            f'{{"usd_per_1m_input_tokens": "0.10", "usd_per_1m_output_tokens": "0.40"}}}} '
-            'for a chat model; {"usd_per_image": "0.00006", "usd_per_1m_input_tokens": '
+            f'{{"usd_per_1m_input_tokens": "0.10", "usd_per_1m_output_tokens": "0.40", '
+            f'"max_image_tokens": 1844}}}} for a chat model, max_image_tokens being the most '
+            "input tokens one image may bill (needed where the adapter cannot work them out); "
+            '{"usd_per_image": "0.00006", "usd_per_1m_input_tokens": '
             '"0.02"} for an embedder that bills images and text tokens)'
         )
 

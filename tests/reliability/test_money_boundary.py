@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -246,6 +247,31 @@ def test_a_new_openai_model_priced_as_the_errors_say_is_accepted(
             "--budget", "1", "--price-file", str(prices), "--route", "answer", "--check", "none",
         ]  # fmt: skip
         assert usage_exit(argv) == 0
+        assert srv.gate.received > 0  # past the price checks: the answers were bought
+
+
+def test_the_entry_the_missing_price_error_suggests_is_enough_for_a_new_openai_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: "no price known for openai:MODEL" suggested an entry without
+    max_image_tokens; written to a --price-file as given, the run was refused again
+    ("cannot bound the image tokens"). The suggested entry now runs as it is."""
+    monkeypatch.setenv("OPENAI_API_KEY", TOKEN)  # the local server's bearer token
+    folder, classes = unlabelled(tmp_path, 2)
+    prices = tmp_path / "prices.json"
+    with serve() as srv:
+        argv = [
+            "pseudolabel", str(folder), "--class-file", str(classes), "--teacher",
+            "openai:gpt-9-mini", "--base-url", srv.url + "/v1", "--cache", str(tmp_path / "c"),
+            "--budget", "1", "--route", "answer", "--check", "none",
+        ]  # fmt: skip
+        assert usage_exit(argv) == 2
+        err = capsys.readouterr().err
+        assert "no price known for openai:gpt-9-mini" in err
+        suggested = re.search(r'\{"openai:gpt-9-mini": \{[^}]*\}\}', err)
+        assert suggested is not None, err
+        prices.write_text(suggested.group(0))
+        assert usage_exit([*argv, "--price-file", str(prices)]) == 0, capsys.readouterr().err
         assert srv.gate.received > 0  # past the price checks: the answers were bought
 
 
