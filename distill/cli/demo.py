@@ -92,12 +92,14 @@ def run(args: argparse.Namespace) -> int:
         student=args.student, backend=args.backend, views=args.views,
         teacher_steps=args.teacher_steps, seeds=args.seeds, student_size=args.student_size,
     )
-    from distill.train.student import check_student
+    from distill.train.student import check_student, random_init_note, starts_from_weights
 
     cfg = DemoConfig(**common)
     # a typo, a pretrained tag timm lacks, a ViT made for 224 px: a usage error now, not a
     # traceback after the harvest
     check_student(args.student, cfg.student_size or cfg.image_size, size_flag="--student-size")
+    if not starts_from_weights(args.student, pretrained=True):  # it did, without a word
+        say(random_init_note(args.student, fix="; so do all the demo's students"))
     if args.quick:
         cfg = DemoConfig(
             **common,

@@ -136,7 +136,12 @@ def run(args: argparse.Namespace) -> int:
 
     from distill.data import DataError
     from distill.data.views import CANNOT_DECODE
-    from distill.train.student import check_student, check_weights_file
+    from distill.train.student import (
+        check_student,
+        check_weights_file,
+        random_init_note,
+        starts_from_weights,
+    )
     from distill.train.trainer import train
 
     # a typo, a pretrained tag timm lacks, a ViT made for 224 px: a usage error before
@@ -148,6 +153,11 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 shows progress
         train(config)
         return 0
+    if config.pretrained and not starts_from_weights(
+        config.student, pretrained=True, weights_file=config.student_weights
+    ):  # it started from random init without a word
+        say(random_init_note(config.student, fix="; give --weights FILE to start from "
+                             "weights, or --no-pretrained to say random init is meant"))
     try:
         with raise_on_stop_signals():
             if args.json:

@@ -33,7 +33,7 @@ from cache.swap import exchange
 from distill.train.config import CONFIG_FILE, TrainConfig
 from distill.train.distributed import barrier
 from distill.train.evaluate import RUN_FILE, WEIGHTS_FILE
-from distill.train.student import Student
+from distill.train.student import Student, starts_from_weights
 from vlmclient.errors import ConfigurationError, VLMError
 
 __all__ = [
@@ -358,6 +358,10 @@ def check_same_settings(out: Path, config: dict[str, Any]) -> None:
     # A setting added to TrainConfig after the run started is not in its config.json: the
     # run trained with that setting's default.
     defaults = _defaults(config)
+    if saved.get("pretrained") and not starts_from_weights(
+        str(saved.get("student")), pretrained=True
+    ):  # written before config.json said so: a student without packaged weights started random
+        saved["pretrained"] = False
     changed = sorted(
         k for k in config
         if k not in RESUME_MAY_CHANGE and saved.get(k, defaults.get(k)) != config[k]

@@ -73,7 +73,9 @@ class TrainConfig(BaseModel):
     )
     pretrained: bool = Field(
         True, description="use packaged ImageNet weights when the student has them "
-        "(else random init)"
+        "(tf_efficientnet_lite0, also named tf_efficientnet_lite0.in1k); any other student "
+        "starts from random init, with a note unless --no-pretrained or --weights (config.json "
+        "records false)"
     )
     weights_dir: str | None = Field(
         None, description="where converted packaged weights are cached (default ~/.cache)"

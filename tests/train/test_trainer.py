@@ -498,6 +498,54 @@ def test_a_pretrained_student_keeps_its_batchnorm_frozen_by_default(tiny_data, t
     assert resolve(off, split, targets, fmt).freeze_bn is False  # type: ignore[arg-type]
 
 
+def test_a_student_without_packaged_weights_says_it_starts_random(tiny_data, tiny_cache,
+                                                                   tmp_path, capsys):
+    # Pretrained weights are asked for by default; a student with none packaged started
+    # from random init without a word, and config.json recorded pretrained: true.
+    args = ["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+            "--student", STUDENT, "--method", "erm", "--steps", "1", "--test-domains",
+            "dom3", "--image-size", "32", "--batch-per-domain", "2", "--threads", "1",
+            "--json"]
+    assert main([*args, "--out", str(tmp_path / "asked")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("note:") == 1 and f"--student {STUDENT} starts from random init" in err
+    assert "--no-pretrained" in err and "--weights" in err
+    config = json.loads((tmp_path / "asked" / "config.json").read_text())
+    assert config["pretrained"] is False and config["freeze_bn"] is False
+    # meant: no note
+    assert main([*args, "--out", str(tmp_path / "meant"), "--no-pretrained"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_the_tag_of_the_packaged_weights_trains_as_the_untagged_name(tiny_data, tiny_cache,
+                                                                      tmp_path):
+    from distill.train.prepare import resolve
+
+    split = SimpleNamespace(train_domains=("dom1", "dom2"), test_domains=("dom3",))
+    targets = SimpleNamespace(path=tiny_cache / "stores" / "s1", views=1)
+    fmt = SimpleNamespace(channels_last=True)
+    cfg = _cfg(tiny_data, tiny_cache, tmp_path / "r", student="tf_efficientnet_lite0.in1k",
+               pretrained=True)
+    resolved = resolve(cfg, split, targets, fmt)  # type: ignore[arg-type]
+    assert resolved.freeze_bn is True and resolved.pretrained is True
+
+
+def test_a_run_recorded_pretrained_without_packaged_weights_still_resumes(tmp_path):
+    # Runs written before config.json recorded what happened say pretrained: true for a
+    # student that started from random init; resuming one is the same recipe.
+    from distill.train.checkpoints import check_same_settings
+
+    cfg = TrainConfig(data="d", cache="c", teacher=TEACHER, out=str(tmp_path), student=STUDENT,
+                      pretrained=False)
+    saved = cfg.model_dump(mode="json")
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "pretrained": True}))
+    check_same_settings(tmp_path, saved)
+    lite0 = cfg.model_copy(update={"student": "tf_efficientnet_lite0"}).model_dump(mode="json")
+    (tmp_path / "config.json").write_text(json.dumps({**lite0, "pretrained": True}))
+    with pytest.raises(ConfigurationError, match="pretrained: True then, False now"):
+        check_same_settings(tmp_path, lite0)
+
+
 def _first_adip_logs(tiny_data, tiny_cache, tmp_path, flag: str, kinds: tuple[str, ...]):
     """One Align step per value of ``flag``; each run's config records it; first log rows."""
     first: dict[str, dict] = {}
