@@ -1194,7 +1194,7 @@ def test_a_student_that_cannot_take_the_image_size_is_refused_before_training(
                "--image-size", "32", "--batch-per-domain", "2", "--threads", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
-    assert "does not take 32 px inputs" in err[0]
+    assert "cannot train on 32 px images" in err[0]
     assert not (out / "config.json").exists()
 
 
