@@ -141,8 +141,7 @@ class Sender:
         """One attempt; the ``first`` one hands a failure the policy retries to
         :meth:`_retries`."""
         try:
-            if self._http.is_closed:  # before reserving: nothing can be sent, nor billed
-                raise RuntimeError("Cannot send a request, as the client has been closed.")
+            self._check_open()  # before reserving: nothing can be sent, nor billed
             self._storage.check()
             self._settler.raise_if_stopped()
             # A request slot first, then the reservation: money is held only by requests
@@ -166,6 +165,9 @@ class Sender:
                     self._settler.raise_if_stopped()
                     if guard is not None:
                         guard()
+                    # again: closed while this request waited for a slot or the rate
+                    # limit (it was charged as if it had been on the wire)
+                    self._check_open()
                     started = time.perf_counter()
                     request = self.provider.build_request(spec)
                     self.timings.add("prepare", started)
@@ -203,6 +205,13 @@ class Sender:
                 raise
             await self._retry.sleep(self._retry.wait_seconds(1, exc))
         return await self._retries(spec, estimate, tokens, guard, output_tokens)
+
+    def _check_open(self) -> None:
+        if self._http.is_closed:
+            raise RuntimeError(
+                "Cannot send a request, as the client has been closed (aclose(), or the "
+                "end of its async with); nothing was sent or billed: use a new TeacherClient"
+            )
 
     def _roundtrip(self, request: httpx.Request) -> Awaitable[httpx.Response]:
         """``request`` through the client's transport, the body read: what
