@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from cache.protocols import CacheEntry, CacheLike, LedgerLike
 
@@ -93,6 +93,42 @@ DEFAULT_CONCURRENCY = 16
 DEFAULT_TIMEOUT = 60.0  # seconds per request
 
 R = TypeVar("R", EmbeddingResult, AnswerResult)
+
+# the request class and the method of each kind (for the TypeError of a wrong item)
+_REQUESTS: dict[Kind, tuple[type[Item], str]] = {
+    "image_embedding": (ImageEmbeddingRequest, "embed_images"),
+    "text_embedding": (TextEmbeddingRequest, "embed_texts"),
+    "mixed_embedding": (MixedEmbeddingRequest, "embed_mixed"),
+    "answer": (AnswerRequest, "answer"),
+}
+
+
+def _checked(kind: Kind, requests: object) -> Sequence[Item]:
+    """``requests`` as a sequence (a generator read once), or a TypeError before
+    anything is reserved or sent when they are not a list of ``kind``'s request class: a
+    str or one request where a list goes, a dict, a str, bytes, or another kind's request
+    in it (an image request given to embed_texts went out as a text request with no
+    texts; a dict was an AttributeError)."""
+    cls, method = _REQUESTS[kind]
+    what = cls.__name__
+    if isinstance(requests, (str, bytes, bytearray, BaseModel)) or not isinstance(
+        requests, Iterable
+    ):
+        raise TypeError(
+            f"{method} takes a list of {what}, not a {type(requests).__name__}: "
+            f"{method}([{what}(...), ...])"
+        )
+    if not isinstance(requests, (list, tuple)):
+        requests = list(requests)
+    for i, item in enumerate(requests):
+        if not isinstance(item, cls):
+            other = [m for c, m in _REQUESTS.values() if isinstance(item, c)]
+            hint = f"use {other[0]} for it" if other else f"wrap it: {what}(...)"
+            raise TypeError(
+                f"{method} takes a list of {what}; request {i} is a "
+                f"{type(item).__name__} ({hint}; nothing was sent)"
+            )
+    return requests
 
 
 def _outcome(fut: asyncio.Future[Any]) -> Any:
@@ -494,6 +530,7 @@ class TeacherClient:
 
     async def _run(self, kind: Kind, requests: Sequence[Item], result_type: type[R]) -> list[R]:
         self._check_loop()
+        requests = _checked(kind, requests)
         if kind not in self._kinds:
             offering = sorted(n for n, p in PROVIDERS.items() if kind in p.kinds)
             raise ConfigurationError(

@@ -4,14 +4,25 @@ closed while calls wait, items of the wrong type, parameters JSON cannot carry."
 from __future__ import annotations
 
 import asyncio
+import re
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from cache import SpendLedger, totals
-from tests.e2e.conftest import TOKEN, local_teacher
-from vlmclient import Budget, TeacherClient, TextEmbeddingRequest
+from tests.conftest import make_image_requests
+from tests.e2e.conftest import TOKEN, LocalTeacher, local_teacher
+from vlmclient import (
+    AnswerRequest,
+    Budget,
+    ImageEmbeddingRequest,
+    TeacherClient,
+    TextEmbeddingRequest,
+)
+
+IMAGE = make_image_requests(1)[0].image
+PNG = IMAGE.data
 
 
 async def test_closing_a_client_while_calls_wait_for_a_slot_charges_only_what_was_sent(
@@ -43,3 +54,40 @@ async def test_closing_a_client_while_calls_wait_for_a_slot_charges_only_what_wa
     assert recorded.requests == billed and "cancelled" not in recorded.failures
     assert client.budget.reserved == 0 and client.stats.charged_no_answer == 0
     assert client.budget.spent == recorded.spent_usd > Decimal(0)
+
+
+@pytest.mark.parametrize(
+    ("call", "wrong", "says"),
+    [
+        ("embed_texts", "a cat", "not a str"),
+        ("embed_texts", TextEmbeddingRequest(text="a cat"), "a list of TextEmbeddingRequest"),
+        ("embed_texts", [{"text": "a cat"}], "request 0 is a dict"),
+        ("embed_texts", ["a cat"], "request 0 is a str"),
+        ("embed_texts", None, "not a NoneType"),
+        ("embed_texts", [ImageEmbeddingRequest(image=IMAGE)], "use embed_images"),
+        ("embed_images", [TextEmbeddingRequest(text="a")], "use embed_texts"),
+        ("embed_images", [AnswerRequest(image=IMAGE, prompt="which?")], "use answer"),
+        ("embed_images", [PNG], "request 0 is a bytes"),
+        ("answer", [ImageEmbeddingRequest(image=IMAGE)], "use embed_images"),
+        ("embed_mixed", [TextEmbeddingRequest(text="a")], "use embed_texts"),
+    ],
+)
+async def test_requests_of_the_wrong_type_are_a_type_error_before_anything_is_sent(
+    hash_teacher: LocalTeacher, call: str, wrong: object, says: str
+) -> None:
+    """A str, a single request, a dict, or another kind's request: a TypeError naming
+    what to pass, nothing sent (an image request to embed_texts went out as a text
+    request with no texts, an answer request to embed_images was a bare AssertionError)."""
+    async with TeacherClient(
+        "local:hash", api_key=TOKEN, base_url=hash_teacher.url, budget=Budget("1.00")
+    ) as client:
+        with pytest.raises(TypeError, match=re.escape(says)):
+            await getattr(client, call)(wrong)
+    assert client.stats.requests_sent == 0 and hash_teacher.billing()["requests"] == 0
+    assert client.budget.spent == 0 and client.budget.reserved == 0
+
+
+async def test_a_generator_of_requests_is_read_once(hash_teacher: LocalTeacher) -> None:
+    async with TeacherClient("local:hash", api_key=TOKEN, base_url=hash_teacher.url) as client:
+        got = await client.embed_texts(TextEmbeddingRequest(text=t) for t in ("a", "b"))
+    assert len(got) == 2 and hash_teacher.billing()["requests"] == 1
