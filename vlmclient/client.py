@@ -131,6 +131,36 @@ def _checked(kind: Kind, requests: object) -> Sequence[Item]:
     return requests
 
 
+def _not_json(value: object, where: str = "params") -> str | None:
+    """What in ``value`` JSON cannot carry as itself (None if all of it can): params go
+    into every request body and cache key as JSON. A numpy number, a Decimal or an
+    object was keyed by its str() and then failed every request as "not JSON
+    serializable"; NaN went out as invalid JSON.
+
+    >>> _not_json({"stop": ["a", 1.5, None, True], "extra": {"k": float("inf")}})
+    "params['extra']['k'] is inf"
+    """
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where} is {value}"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} key {key!r} is a {type(key).__name__}"
+            found = _not_json(item, f"{where}[{key!r}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _not_json(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+        return None
+    return f"{where} is a {type(value).__name__}"
+
+
 def _outcome(fut: asyncio.Future[Any]) -> Any:
     """What ``asyncio.gather(..., return_exceptions=True)`` gives for a done future."""
     if fut.cancelled():
@@ -239,6 +269,13 @@ class TeacherClient:
         self._priced_kinds: set[Kind] = set()
         self._allow_free = allow_free
         self.params = dict(params or {})
+        problem = _not_json(self.params)
+        if problem is not None:
+            raise ConfigurationError(
+                f"{problem}: params must be JSON (str, finite int or float, bool, None, "
+                "and lists and str-keyed dicts of them); convert it, e.g. int(x) or "
+                "float(x) for a numpy number"
+            )
         if self.provider.check_setup is not None:
             self.provider.check_setup(self.params)
         self._keyer = Keyer(self.provider, self.model, self.params, self.endpoint)

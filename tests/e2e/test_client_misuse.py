@@ -8,6 +8,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cache import SpendLedger, totals
@@ -16,6 +17,7 @@ from tests.e2e.conftest import TOKEN, LocalTeacher, local_teacher
 from vlmclient import (
     AnswerRequest,
     Budget,
+    ConfigurationError,
     ImageEmbeddingRequest,
     TeacherClient,
     TextEmbeddingRequest,
@@ -91,3 +93,24 @@ async def test_a_generator_of_requests_is_read_once(hash_teacher: LocalTeacher) 
     async with TeacherClient("local:hash", api_key=TOKEN, base_url=hash_teacher.url) as client:
         got = await client.embed_texts(TextEmbeddingRequest(text=t) for t in ("a", "b"))
     assert len(got) == 2 and hash_teacher.billing()["requests"] == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "says"),
+    [
+        ({"dimensions": np.int64(256)}, "params['dimensions'] is a int64"),
+        ({"extra": {"seed": Decimal("1")}}, "params['extra']['seed'] is a Decimal"),
+        ({"temperature": float("nan")}, "params['temperature'] is nan"),
+        ({"stop": ["a", object()]}, "params['stop'][1] is a object"),
+        ({1: "a"}, "params key 1 is a int"),
+    ],
+)
+async def test_params_json_cannot_carry_are_refused_when_the_client_is_made(
+    hash_teacher: LocalTeacher, params: dict, says: str
+) -> None:
+    """Parameters go into every request body as JSON: a numpy number, a Decimal, NaN or
+    a non-str key was accepted, keyed with str() (NaN as invalid JSON), then every
+    request raised a bare "Object of type int64 is not JSON serializable"."""
+    with pytest.raises(ConfigurationError, match=re.escape(says)):
+        TeacherClient("local:hash", api_key=TOKEN, base_url=hash_teacher.url, params=params)
+    assert hash_teacher.billing()["requests"] == 0
