@@ -382,6 +382,18 @@ async def answer_labels(
     (a different question, so a different cache entry: the second sampled answer).
     """
     check_choices(class_names)
+    # else every request failed validation, read below as an unreadable image: all ""
+    limit = AnswerRequest.model_fields["max_output_tokens"].metadata
+    most = next(m.le for m in limit if hasattr(m, "le"))
+    if (
+        isinstance(max_output_tokens, bool)
+        or not isinstance(max_output_tokens, int)
+        or not 1 <= max_output_tokens <= most
+    ):
+        raise ValueError(
+            f"max_output_tokens must be a whole number from 1 to {most}, not "
+            f"{max_output_tokens!r} (the default, {MAX_ANSWER_TOKENS}, fits an option name)"
+        )
     todo = list(dataset.samples if samples is None else samples)
     out: dict[int, Label] = {}
     stop = asyncio.Event()
