@@ -228,6 +228,9 @@ async def harvest(
     ``timings`` (the client's, for ``harvest -v``) also counts the harvest's own work:
     reading images and computing views (``prepare``), writing the store (``store``).
     """
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+        # 0 bought every class prompt and no image, and wrote no store
+        raise ValueError(f"views must be a whole number >= 1 (views per image), not {views!r}")
     timings = timings if timings is not None else Timings()
     cache_dir = Path(cache_dir)  # a str was a TypeError deep in store_dir
     result = HarvestResult(skipped=list(dataset.skipped))

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from cache import SpendLedger, totals
+from distill.data import scan
+from distill.harvest import harvest
 from tests.conftest import make_image_requests
 from tests.e2e.conftest import TOKEN, LocalTeacher, local_teacher
 from vlmclient import (
@@ -114,3 +116,19 @@ async def test_params_json_cannot_carry_are_refused_when_the_client_is_made(
     with pytest.raises(ConfigurationError, match=re.escape(says)):
         TeacherClient("local:hash", api_key=TOKEN, base_url=hash_teacher.url, params=params)
     assert hash_teacher.billing()["requests"] == 0
+
+
+@pytest.mark.parametrize("views", [0, -1, 2.0, "2", True])
+async def test_harvest_refuses_views_that_are_not_a_whole_number_from_1(
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path, views: object
+) -> None:
+    """``harvest(views=0)`` (the library call) bought every class prompt and no image,
+    wrote no store and reported success; -1 and "2" were numpy or TypeErrors from deep
+    inside. Now a ValueError before anything is bought."""
+    ds = scan(digits_data)
+    async with TeacherClient(
+        "local:hash", api_key=TOKEN, base_url=hash_teacher.url, budget=Budget("1.00")
+    ) as client:
+        with pytest.raises(ValueError, match=re.escape("views must be a whole number >= 1")):
+            await harvest(ds, client, cache_dir=tmp_path / "c", views=views)  # type: ignore[arg-type]
+    assert hash_teacher.billing()["requests"] == 0 and client.budget.spent == 0
