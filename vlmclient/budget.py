@@ -7,6 +7,7 @@ other libraries overspend).
 
 from __future__ import annotations
 
+import numbers
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
@@ -56,8 +57,8 @@ class Budget:
         max_items: int | None = None,
     ) -> None:
         self.cap = None if usd is None else cap_in_dollars(usd)
-        self.max_requests = max_requests
-        self.max_items = max_items
+        self.max_requests = _count_cap("max_requests", max_requests)
+        self.max_items = _count_cap("max_items", max_items)
         self.spent = Decimal(0)
         self.reserved = Decimal(0)
         self.requests = 0  # sent or in flight
@@ -140,6 +141,22 @@ class Budget:
             f"Budget(cap={self.cap}, spent={self.spent}, reserved={self.reserved}, "
             f"requests={self.requests}, items={self.items})"
         )
+
+
+def _count_cap(name: str, cap: object) -> int | None:
+    """A cap on requests or items: None, or a whole number >= 0. NaN was no cap at all
+    (every comparison with it is false), "3" a TypeError at the first request.
+
+    >>> _count_cap("max_items", float("nan"))
+    Traceback (most recent call last):
+    ...
+    ValueError: max_items must be a whole number >= 0 (None for no cap), not nan
+    """
+    if cap is None:
+        return None
+    if isinstance(cap, bool) or not isinstance(cap, numbers.Integral) or cap < 0:
+        raise ValueError(f"{name} must be a whole number >= 0 (None for no cap), not {cap!r}")
+    return int(cap)
 
 
 def cap_in_dollars(usd: object) -> Decimal:

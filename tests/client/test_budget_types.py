@@ -106,3 +106,28 @@ def test_the_bounds_themselves_are_budgets(cap: str, tmp_path: Path) -> None:
         if Decimal(cap) > Decimal("1e-6"):
             shared.settle(shared.reserve(Decimal("1e-6")), Decimal("1e-6"))
             assert shared.remaining == Decimal(cap) - Decimal("1e-6")
+
+
+@pytest.mark.parametrize(
+    "caps",
+    [
+        {"max_items": float("nan")},
+        {"max_requests": float("inf")},
+        {"max_requests": 1.5},
+        {"max_requests": "3"},
+        {"max_requests": -1},
+        {"max_items": True},
+    ],
+)
+async def test_request_and_item_caps_are_whole_numbers_from_0(caps: dict, tmp_path: Path) -> None:
+    """``Budget(max_items=float("nan"))`` was no cap at all (every comparison with NaN
+    is false: every request went out under it), ``max_requests="3"`` a TypeError at the first
+    request, -1 a refusal of every request. Now a ValueError when the budget is made,
+    for SharedBudget too."""
+    with pytest.raises(ValueError, match="must be a whole number >= 0"):
+        Budget("1.00", **caps)
+    with (
+        Coordinator(tmp_path / "c.db", ledger_path=tmp_path / "l.jsonl") as coord,
+        pytest.raises(ValueError, match="must be a whole number >= 0"),
+    ):
+        SharedBudget(coord, "local:hash", total=Decimal("1"), **caps)
