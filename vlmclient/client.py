@@ -68,6 +68,7 @@ from .redact import Redactor
 from .retry import RetryPolicy
 from .send import Sender, default_transport
 from .settle import MALFORMED_STOP_FRACTION, MALFORMED_STOP_MIN, Settler
+from .shared_budget import SharedBudget
 from .stats import ClientStats, EventHook
 from .storage import Storage, result_from_entry
 from .timing import Timings
@@ -264,6 +265,8 @@ class TeacherClient:
         self.endpoint = endpoint_id(self.provider, base_url, cache_namespace)
         self.price, self.price_entry = resolve_price(self.provider.name, self.model, prices, price)
         self.budget = _as_budget(budget)
+        if isinstance(self.budget, SharedBudget):
+            _check_shared_teacher(self.budget.teacher, self.provider.name, self.model)
         # kinds whose price was checked: one that makes a billed unit free is refused
         # before the kind's first request (the cap could not stop its spend)
         self._priced_kinds: set[Kind] = set()
@@ -641,6 +644,22 @@ def _too_long(
     err.index, err.limit, err.errors = first.index, first.limit, errors
     err.results = [None if isinstance(o, BaseException) else o for o in outcomes]
     return err
+
+
+def _check_shared_teacher(named: str, provider: str, model: str) -> None:
+    """ConfigurationError for a SharedBudget of another teacher: it caps what the ledger
+    records for the teacher it names, so this client's spend was under no cap of its own
+    (a second run bought past the first one's cap)."""
+    try:
+        same = parse_teacher(named)[0].name == provider and parse_teacher(named)[1] == model
+    except ConfigurationError:
+        same = False
+    if not same:
+        raise ConfigurationError(
+            f"the budget is a SharedBudget of {named}, which caps that teacher's spend, "
+            f"not {provider}:{model}'s: make it SharedBudget(coordinator, "
+            f"'{provider}:{model}', ...) (nothing was sent)"
+        )
 
 
 def _as_budget(budget: object) -> Budget:

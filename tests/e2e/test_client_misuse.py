@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache import SpendLedger, totals
+from cache import Coordinator, SpendLedger, totals
 from distill.data import scan
 from distill.harvest import harvest
 from tests.conftest import make_image_requests
@@ -21,6 +21,7 @@ from vlmclient import (
     Budget,
     ConfigurationError,
     ImageEmbeddingRequest,
+    SharedBudget,
     TeacherClient,
     TextEmbeddingRequest,
 )
@@ -132,3 +133,30 @@ async def test_harvest_refuses_views_that_are_not_a_whole_number_from_1(
         with pytest.raises(ValueError, match=re.escape("views must be a whole number >= 1")):
             await harvest(ds, client, cache_dir=tmp_path / "c", views=views)  # type: ignore[arg-type]
     assert hash_teacher.billing()["requests"] == 0 and client.budget.spent == 0
+
+
+async def test_a_shared_budget_of_another_teacher_is_refused(
+    hash_teacher: LocalTeacher, tmp_path: Path
+) -> None:
+    """A SharedBudget caps what the cache's ledger records for the teacher it names. Given
+    to a client of another teacher (a copied line), it capped the other teacher's total:
+    after a run stopped by a $0.00001 cap on local:hash, a second local:hash client given
+    SharedBudget(coord, "local:other", total=$0.00001) bought on: the ledger recorded
+    $0.00001644 for local:hash."""
+    with (
+        SpendLedger(tmp_path / "ledger.jsonl") as ledger,
+        Coordinator(tmp_path / "coordination.db", ledger_path=tmp_path / "ledger.jsonl") as coord,
+    ):
+        budget = SharedBudget(coord, "local:other", total=Decimal("0.0000015"))
+        with pytest.raises(ConfigurationError, match=re.escape("SharedBudget of local:other")):
+            TeacherClient(
+                "local:hash", api_key=TOKEN, base_url=hash_teacher.url, budget=budget,
+                ledger=ledger, claims=coord,
+            )  # fmt: skip
+        # the same teacher in other spellings is fine
+        for name in ("local:hash", " local:hash"):
+            TeacherClient(
+                name.strip(), api_key=TOKEN, base_url=hash_teacher.url,
+                budget=SharedBudget(coord, "local:hash", total=Decimal("1")),
+            )  # fmt: skip
+    assert hash_teacher.billing()["requests"] == 0
