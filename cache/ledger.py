@@ -370,6 +370,11 @@ class SpendLedger:
             log.warning("ledger %s line %d skipped: %s", path, number, reason)
         return contents.records
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: nothing more can be recorded."""
+        return self._fd is None
+
     def close(self) -> None:
         """Close the file (idempotent). Records already returned are on disk."""
         with self._lock:

@@ -22,6 +22,7 @@ from vlmclient import (
     ConfigurationError,
     ImageEmbeddingRequest,
     SharedBudget,
+    SpendRecordError,
     TeacherClient,
     TextEmbeddingRequest,
 )
@@ -160,3 +161,21 @@ async def test_a_shared_budget_of_another_teacher_is_refused(
                 budget=SharedBudget(coord, "local:hash", total=Decimal("1")),
             )  # fmt: skip
     assert hash_teacher.billing()["requests"] == 0
+
+
+async def test_a_closed_ledger_is_refused_before_anything_is_sent(
+    hash_teacher: LocalTeacher, tmp_path: Path
+) -> None:
+    """The client used after the ledger's ``with`` block ended (an indent too few): the
+    request went out and was billed, then "SPEND NOT RECORDED: ... is closed". Now a
+    SpendRecordError before anything is reserved or sent."""
+    with SpendLedger(tmp_path / "ledger.jsonl") as ledger:
+        pass
+    async with TeacherClient(
+        "local:hash", api_key=TOKEN, base_url=hash_teacher.url, budget=Budget("1.00"),
+        ledger=ledger,
+    ) as client:  # fmt: skip
+        with pytest.raises(SpendRecordError, match=re.escape("the spend ledger is closed")):
+            await client.embed_texts([TextEmbeddingRequest(text="a cat")])
+    assert hash_teacher.billing()["requests"] == 0
+    assert client.budget.spent == 0 and client.budget.reserved == 0
