@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import struct
 import zlib
 from decimal import Decimal
@@ -88,6 +89,27 @@ def png_header_size(data: bytes) -> tuple[int, int] | None:
     return width, height
 
 
+def _how_to_make(given: object) -> str:
+    """How to make a :class:`Image` of what was given instead of one."""
+    if isinstance(given, (str, os.PathLike)):
+        return f'for a file use Image.from_path("{os.fspath(given)!s}")'
+    if isinstance(given, (bytes, bytearray, memoryview)):
+        return "for the bytes of an image file use Image.from_bytes(data)"
+    # a PIL image, a numpy array: encode it first
+    return ("encode it first, e.g. PIL's img.save(buf, 'PNG') into an io.BytesIO, then "
+            "Image.from_bytes(buf.getvalue())")
+
+
+def _an_image(value: object) -> object:
+    """A request's ``image`` before validation: a path, bytes, a PIL image or an array
+    were pydantic's "Input should be a valid dictionary or instance of Image"."""
+    if isinstance(value, (Image, dict)):
+        return value
+    raise ValueError(
+        f"image must be a vlmclient.Image, not a {type(value).__name__}; {_how_to_make(value)}"
+    )
+
+
 class Image(BaseModel):
     """Image bytes exactly as they will be sent, with their media type.
 
@@ -127,14 +149,9 @@ class Image(BaseModel):
         vlmclient.errors.InputError: ... not a str; for a file use Image.from_path("cat.png")
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            what = type(data).__name__
-            if isinstance(data, (str, Path)):
-                hint = f'; for a file use Image.from_path("{data}")'
-            else:  # a PIL image, a numpy array: encode it first
-                hint = ("; encode it first, e.g. PIL's img.save(buf, 'PNG') into an "
-                        "io.BytesIO, then Image.from_bytes(buf.getvalue())")
             raise InputError(
-                f"Image.from_bytes takes the bytes of an image file, not a {what}{hint}")
+                f"Image.from_bytes takes the bytes of an image file, not a "
+                f"{type(data).__name__}; {_how_to_make(data)}")
         data = bytes(data)
         if not data:
             raise InputError("image is empty (zero bytes)")
@@ -142,6 +159,10 @@ class Image(BaseModel):
 
     @classmethod
     def from_path(cls, path: str | Path) -> Image:
+        if not isinstance(path, (str, os.PathLike)):  # was pathlib's bare TypeError
+            raise InputError(
+                f"Image.from_path takes a file path, not a {type(path).__name__}; "
+                f"{_how_to_make(path)}")
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
@@ -184,6 +205,8 @@ class ImageEmbeddingRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
     kind: Literal["image_embedding"] = "image_embedding"
     image: Image
+
+    _image = field_validator("image", mode="before")(_an_image)
 
 
 class TextEmbeddingRequest(BaseModel):
@@ -249,6 +272,8 @@ class AnswerRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
     kind: Literal["answer"] = "answer"
     image: Image
+
+    _image = field_validator("image", mode="before")(_an_image)
     prompt: str = Field(min_length=1)
     max_output_tokens: int = Field(default=64, ge=1, le=65536)
 

@@ -15,9 +15,11 @@ from PIL import Image as PILImage
 
 from vlmclient import (
     MIN_RATE,
+    AnswerRequest,
     Budget,
     ConfigurationError,
     Image,
+    ImageEmbeddingRequest,
     InputError,
     RateLimiter,
     TeacherClient,
@@ -90,3 +92,32 @@ def test_image_from_bytes_takes_bytes_bytearray_and_memoryview() -> None:
     for given in (data, bytearray(data), memoryview(data)):
         image = Image.from_bytes(given)
         assert image.data == data and image.media_type == "image/png"
+
+
+@pytest.mark.parametrize(("given", "hint"), [
+    (b"\x89PNG\r\n\x1a\n", "Image.from_bytes(data)"),
+    (PILImage.new("RGB", (4, 4)), "encode it first"),
+    (np.zeros((4, 4, 3), dtype=np.uint8), "encode it first"),
+])
+def test_image_from_path_says_what_it_takes(given: Any, hint: str) -> None:
+    # was pathlib's TypeError: "expected str, bytes or os.PathLike object, not ndarray"
+    with pytest.raises(InputError, match="from_path takes a file path") as err:
+        Image.from_path(given)
+    assert hint in str(err.value)
+
+
+@pytest.mark.parametrize("request_type", [ImageEmbeddingRequest, AnswerRequest])
+@pytest.mark.parametrize(("given", "hint"), [
+    (b"\x89PNG\r\n\x1a\n", "Image.from_bytes(data)"),
+    ("cat.png", 'Image.from_path("cat.png")'),
+    (Path("cat.png"), 'Image.from_path("cat.png")'),
+    (PILImage.new("RGB", (4, 4)), "encode it first"),
+    (np.zeros((4, 4, 3), dtype=np.uint8), "encode it first"),
+])
+def test_a_request_given_something_else_than_an_image_says_what_to_pass(
+    request_type: Any, given: Any, hint: str
+) -> None:
+    # was pydantic's "Input should be a valid dictionary or instance of Image"
+    with pytest.raises(ValueError, match=r"image must be a vlmclient\.Image") as err:
+        request_type(image=given, prompt="which?")
+    assert hint in str(err.value)
