@@ -603,6 +603,20 @@ class TeacherClient:
             outcomes: list[Any] = [_outcome(f) for f in futures]
         else:
             outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        # Items shared with another call (single-flight) whose purchase was cancelled with
+        # that call: this one was not cancelled (that raises out of the awaits above), so
+        # it asks for them again (ended as cancelled itself, its other items for nothing).
+        again = [i for i, o in enumerate(outcomes) if isinstance(o, asyncio.CancelledError)]
+        while again:
+            futures, to_buy = self._pipeline.lookup(
+                kind, [prepared[i] for i in again], [keys[i] for i in again]
+            )
+            if to_buy:
+                await self._pipeline.buy(kind, to_buy)
+            retried = await asyncio.gather(*futures, return_exceptions=True)
+            for i, outcome in zip(again, retried, strict=True):
+                outcomes[i] = outcome
+            again = [i for i in again if isinstance(outcomes[i], asyncio.CancelledError)]
         failed = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
         if failed:
             for _, outcome in failed:  # a budget stop, a fatal error... go first

@@ -179,3 +179,34 @@ async def test_a_closed_ledger_is_refused_before_anything_is_sent(
             await client.embed_texts([TextEmbeddingRequest(text="a cat")])
     assert hash_teacher.billing()["requests"] == 0
     assert client.budget.spent == 0 and client.budget.reserved == 0
+
+
+async def test_cancelling_one_call_does_not_cancel_another_sharing_its_item(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Call B asked for an item call A was buying (single-flight: one future for both);
+    A was cancelled (a timeout, a task group ending), which cancelled the shared future:
+    B, never cancelled itself, ended as cancelled, its other item bought for nothing.
+    Now B asks again for the items it shared with A and gets every answer; each request
+    the server billed is in the ledger."""
+    with (
+        local_teacher(monkeypatch, latency_ms=300) as teacher,
+        SpendLedger(tmp_path / "ledger.jsonl") as ledger,
+    ):
+        async with TeacherClient(
+            "local:hash", api_key=TOKEN, base_url=teacher.url, budget=Budget("1.00"),
+            ledger=ledger, batch_size=1,
+        ) as client:  # fmt: skip
+            a = asyncio.ensure_future(client.embed_texts([TextEmbeddingRequest(text="same")]))
+            while client.stats.requests_sent == 0:
+                await asyncio.sleep(0.01)
+            b = asyncio.ensure_future(
+                client.embed_texts([TextEmbeddingRequest(text=t) for t in ("same", "other")])
+            )
+            while client.stats.shared_in_flight == 0:
+                await asyncio.sleep(0.01)
+            a.cancel()
+            got = await asyncio.wait_for(b, 30)
+        billed = teacher.billing()["requests"]
+    assert a.cancelled() and not b.cancelled() and len(got) == 2
+    assert totals(SpendLedger.read(tmp_path / "ledger.jsonl")).requests == billed == 3
