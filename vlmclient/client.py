@@ -110,26 +110,36 @@ def _checked(kind: Kind, requests: object) -> Sequence[Item]:
     str or one request where a list goes, a dict, a str, bytes, or another kind's request
     in it (an image request given to embed_texts went out as a text request with no
     texts; a dict was an AttributeError)."""
+    _check_many(kind, requests)
+    assert isinstance(requests, Iterable)  # (for mypy: _check_many refused the rest)
+    items: Sequence[Any] = requests if isinstance(requests, (list, tuple)) else list(requests)
+    for i, item in enumerate(items):
+        _check_item(kind, i, item)
+    return items
+
+
+def _check_many(kind: Kind, requests: object) -> None:
+    """TypeError for ``requests`` that are not an iterable of requests."""
     cls, method = _REQUESTS[kind]
-    what = cls.__name__
     if isinstance(requests, (str, bytes, bytearray, BaseModel)) or not isinstance(
         requests, Iterable
     ):
         raise TypeError(
-            f"{method} takes a list of {what}, not a {type(requests).__name__}: "
-            f"{method}([{what}(...), ...])"
+            f"{method} takes a list of {cls.__name__}, not a {type(requests).__name__}: "
+            f"{method}([{cls.__name__}(...), ...])"
         )
-    if not isinstance(requests, (list, tuple)):
-        requests = list(requests)
-    for i, item in enumerate(requests):
-        if not isinstance(item, cls):
-            other = [m for c, m in _REQUESTS.values() if isinstance(item, c)]
-            hint = f"use {other[0]} for it" if other else f"wrap it: {what}(...)"
-            raise TypeError(
-                f"{method} takes a list of {what}; request {i} is a "
-                f"{type(item).__name__} ({hint}; nothing was sent)"
-            )
-    return requests
+
+
+def _check_item(kind: Kind, i: int, item: object) -> None:
+    """TypeError for request ``i`` when it is not ``kind``'s request class."""
+    cls, method = _REQUESTS[kind]
+    if not isinstance(item, cls):
+        other = [m for c, m in _REQUESTS.values() if isinstance(item, c)]
+        hint = f"use {other[0]} for it" if other else f"wrap it: {cls.__name__}(...)"
+        raise TypeError(
+            f"{method} takes a list of {cls.__name__}; request {i} is a "
+            f"{type(item).__name__} ({hint}; nothing was sent)"
+        )
 
 
 def _not_json(value: object, where: str = "params") -> str | None:
@@ -464,9 +474,13 @@ class TeacherClient:
         seen: set[str] = set()
         total = Decimal(0)
         cache = self._storage.cache
+        if kind in _REQUESTS:
+            _check_many(kind, requests)
 
         def misses() -> Iterator[tuple[str, Item]]:
-            for item in requests:
+            for i, item in enumerate(requests):
+                if kind in _REQUESTS:
+                    _check_item(kind, i, item)
                 item = self.prepare(item)
                 key = self.cache_key(kind, item)
                 if key not in seen and (cache is None or cache.get(key) is None):
@@ -510,6 +524,8 @@ class TeacherClient:
             if hit is None:  # only now compute, encode and buy the image
                 [hit] = await teacher.embed_images([ImageEmbeddingRequest(image=image)])
         """
+        if isinstance(keys, str):  # each of its characters was looked up: all misses
+            raise TypeError("cached takes a list of cache keys, not a str: cached(kind, [key])")
         out: list[EmbeddingResult | AnswerResult | None] = []
         adopted: list[tuple[str, CacheEntry]] = []
         hits, saved = 0, Decimal(0)

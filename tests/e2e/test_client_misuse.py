@@ -210,3 +210,21 @@ async def test_cancelling_one_call_does_not_cancel_another_sharing_its_item(
         billed = teacher.billing()["requests"]
     assert a.cancelled() and not b.cancelled() and len(got) == 2
     assert totals(SpendLedger.read(tmp_path / "ledger.jsonl")).requests == billed == 3
+
+
+async def test_plan_and_cached_refuse_what_is_not_a_list_of_their_kind(
+    hash_teacher: LocalTeacher,
+) -> None:
+    """``plan("text_embedding", "a cat")`` was an AttributeError, an image kind's plan of
+    text requests a bare AssertionError; ``cached(kind, key)`` (one key, not a list)
+    looked up each of its 64 characters and answered 64 misses."""
+    async with TeacherClient("local:hash", api_key=TOKEN, base_url=hash_teacher.url) as client:
+        with pytest.raises(TypeError, match=re.escape("not a str")):
+            client.plan("text_embedding", "a cat")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=re.escape("request 0 is a TextEmbeddingRequest")):
+            client.plan("image_embedding", iter([TextEmbeddingRequest(text="a")]))
+        key = client.cache_key("text_embedding", TextEmbeddingRequest(text="a"))
+        with pytest.raises(TypeError, match=re.escape("cached(kind, [key])")):
+            client.cached("text_embedding", key)  # type: ignore[arg-type]
+        assert client.plan("text_embedding", iter([TextEmbeddingRequest(text="a")]))[0] == 1
+    assert hash_teacher.billing()["requests"] == 0
