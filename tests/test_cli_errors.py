@@ -653,3 +653,67 @@ def test_eval_batch_size_past_any_machine_is_refused(
     err = capsys.readouterr().err
     argparse_error(exc, err, "--batch-size")
     assert "from 1 to 4096" in err, err
+
+
+# ------------------------------------------------- a refused teacher leaves no --cache behind
+
+
+@pytest.mark.parametrize(
+    ("teacher", "env", "says"),
+    [
+        ("anthropic:claude-haiku-4-5", {"ANTHROPIC_API_KEY": "sk-dummy"}, "cannot give"),
+        ("cohere:embed-english-v3.0", {}, "no API key"),
+        ("cohere:embed-english-v9", {"CO_API_KEY": "sk-dummy"}, "no price known"),
+    ],
+)
+def test_a_refused_teacher_leaves_no_new_cache_folder(
+    teacher: str,
+    env: dict[str, str],
+    says: str,
+    tmp_path: Path,
+    data: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # a mistyped --cache is not left behind as a stray folder holding an empty database,
+    # journal and ledger when the teacher is refused before anything is bought
+    for key in ("ANTHROPIC_API_KEY", "CO_API_KEY", "COHERE_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cache = tmp_path / "new" / "cache"
+    argv = ["harvest", str(data), "--teacher", teacher, "--budget", "1"]
+    argv += ["--cache", str(cache), "--base-url", "http://127.0.0.1:9"]
+    assert main(argv) == 2
+    assert says in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_refused_teacher_keeps_a_cache_folder_that_was_there(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "mine.txt").write_text("kept\n")
+    argv = ["harvest", str(data), "--teacher", "openai:text-embedding-3-small", "--budget", "1"]
+    assert main([*argv, "--cache", str(cache), "--base-url", "http://127.0.0.1:9"]) == 2
+    assert "cannot give" in one_error_line(capsys.readouterr().err)
+    assert (cache / "mine.txt").read_text() == "kept\n"
+    assert (cache / "ledger.jsonl").exists()  # opened as before: only a new folder goes
+
+
+def test_pseudolabel_with_a_refused_teacher_leaves_no_new_cache_folder(
+    tmp_path: Path,
+    data: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("CO_API_KEY", raising=False)
+    monkeypatch.delenv("COHERE_API_KEY", raising=False)
+    for cls in ("a", "b"):  # class names an answer's option letters cannot be taken for
+        (data / cls).rename(data / f"class_{cls}")
+    cache = tmp_path / "new" / "cache"
+    argv = ["pseudolabel", str(data), "--teacher", "cohere:embed-english-v3.0", "--budget", "1"]
+    assert main([*argv, "--cache", str(cache), "--base-url", "http://127.0.0.1:9"]) == 2
+    assert "cannot give answers" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "new").exists()

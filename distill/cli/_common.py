@@ -8,8 +8,10 @@ here, not from one another: ``harvest`` imports ``select_cmd`` and nothing impor
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,6 +54,7 @@ __all__ = [
     "open_client",
     "open_coordinator",
     "progress_money",
+    "removed_if_refused",
     "saved_text",
     "usd_text",
 ]
@@ -246,6 +249,26 @@ def open_client(
         params=params,
         allow_free=getattr(args, "allow_free", False),
     )
+
+
+@contextlib.contextmanager
+def removed_if_refused(cache: str | Path) -> Iterator[None]:
+    """A ``--cache`` folder this run creates is removed again (with the parents it made)
+    when the run is refused (ConfigurationError) before anything was bought: a mistyped
+    ``--cache`` leaves no stray folder. A folder that was there before is never touched."""
+    root = Path(cache).absolute()
+    made = [p for p in (root, *root.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except ConfigurationError:
+        ledger = CacheDir(root).ledger
+        bought = ledger.exists() and ledger.stat().st_size > 0
+        if made and not bought:
+            shutil.rmtree(root, ignore_errors=True)
+            for parent in made[1:]:
+                with contextlib.suppress(OSError):  # only while empty
+                    parent.rmdir()
+        raise
 
 
 def open_coordinator(cdir: CacheDir) -> Coordinator:

@@ -39,6 +39,7 @@ from ._common import (
     open_client,
     open_coordinator,
     progress_money,
+    removed_if_refused,
     saved_text,
     usd_text,
 )
@@ -99,7 +100,10 @@ def run(args: argparse.Namespace) -> int:
         note = unused_select_flags(args)  # a flag given is refused: nothing is bought
         if note is not None:
             console().print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
-    with raise_on_stop_signals():  # the loop's own handlers take over while it runs
+    with (
+        raise_on_stop_signals(),  # the loop's own handlers take over while it runs
+        removed_if_refused(args.cache),
+    ):
         if args.select:
             code = run_select(args)
             if code is not None:

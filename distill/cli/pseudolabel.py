@@ -289,7 +289,13 @@ def run(args: argparse.Namespace) -> int:
     from distill.labelfree.pseudolabel import answer_labels, check_choices, embedding_labels
     from distill.labelfree.view_check import DEFAULT_VIEWS, view_check_labels
 
-    from ._common import budget_lines, open_client, open_coordinator, progress_money
+    from ._common import (
+        budget_lines,
+        open_client,
+        open_coordinator,
+        progress_money,
+        removed_if_refused,
+    )
 
     out = console()
     valid = {
@@ -337,6 +343,7 @@ def run(args: argparse.Namespace) -> int:
     if args.student_run is not None:
         student = _student_predictions(*_load_student_run(args.student_run, names), dataset)
     with (
+        removed_if_refused(cdir.root),  # a new --cache folder, when the teacher is refused
         ResponseCache(cdir.responses) as cache,
         SpendLedger(cdir.ledger) as ledger,
         open_coordinator(cdir) as coord,
