@@ -353,6 +353,23 @@ def _one_domain(ds: Dataset, info: dict[str, Any]) -> Dataset:
     )
 
 
+def _ids_in_store(ds: Dataset, store: Any) -> Dataset:
+    """One domain's folder (``eval RUN DATA/sketch --store S``) with the ids its images
+    have in a store harvested from the whole DomainBed DATA (``sketch/<class>/<image>``):
+    read alone they lack the domain, and the store was refused as another dataset's."""
+    root = store.meta.get("dataset_root")
+    if (
+        ds.layout != "single"
+        or store.meta.get("layout") != "domainbed"
+        or not isinstance(root, str)
+        or os.path.realpath(root) != os.path.realpath(ds.root.parent)
+    ):
+        return ds
+    folder = ds.root.name
+    ids = (Sample(f"{folder}/{s.id}", s.path, s.label, s.domain) for s in ds.samples)
+    return replace(ds, samples=Samples(ids))
+
+
 def _json_losses(by_domain: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
     """``by_domain`` with a loss that is not a number (logits that overflowed: a damaged
     weights file) as None: eval.json and ``--json`` had a bare ``Infinity``, not JSON."""
@@ -420,6 +437,8 @@ def evaluate_run(
         )
     same = ds.fingerprint() == info.get("dataset_fingerprint")
     if store is not None:
+        if not same:
+            ds = _ids_in_store(ds, store)
         check_store_matches(store, ds)
         if info.get("teacher") and store.meta.get("teacher") != info["teacher"]:
             # its zero-shot would be shown as the run's teacher's

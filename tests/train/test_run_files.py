@@ -50,6 +50,26 @@ def test_one_domain_s_folder_is_scored_as_that_domain(
     assert list(res["id"]) == ["dom1"] and res["ood"] == {}
 
 
+def test_one_domain_s_folder_is_scored_with_the_store_of_the_whole_data(
+    run_folder: Path,
+    tiny_data: Path,
+    tiny_cache: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`eval RUN DATA/dom3 --store S` (S harvested from DATA) was refused as "harvested
+    from another dataset": the folder's image ids lack the `dom3/` they have in S."""
+    store = ["--store", str(tiny_cache / "stores" / "s1")]
+    store += ["--out", str(tmp_path / "e.json")]  # the shared run folder is left as it is
+    res = _eval_json(["eval", str(run_folder), str(tiny_data / "dom3"), *store], capsys)
+    assert list(res["ood"]) == ["dom3"] and res["ood"]["dom3"]["n"] == 18
+    whole = _eval_json(["eval", str(run_folder), str(tiny_data), *store], capsys)
+    assert res["ood"]["dom3"] == whole["ood"]["dom3"]
+    zs, whole_zs = res["teacher_zeroshot"], whole["teacher_zeroshot"]
+    assert zs["images_missing"] == 0 and zs["ood"]["dom3"]["n"] == 18
+    assert zs["ood"]["dom3"] == whole_zs["ood"]["dom3"]
+
+
 @pytest.mark.parametrize(
     "key,value,shown",
     [
