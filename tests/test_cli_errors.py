@@ -702,6 +702,24 @@ def test_a_refused_teacher_keeps_a_cache_folder_that_was_there(
     assert (cache / "ledger.jsonl").exists()  # opened as before: only a new folder goes
 
 
+def test_a_refused_teacher_keeps_a_new_cache_folder_another_run_uses(
+    tmp_path: Path,
+    data: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # a second run that made the same new folder meanwhile (and may be buying into it)
+    # keeps it: only a folder no other live process uses is removed
+    import distill.cli._common as common
+
+    monkeypatch.setattr(common, "live_owners", lambda _db: ["pid 1 on this host"])
+    cache = tmp_path / "new" / "cache"
+    argv = ["harvest", str(data), "--teacher", "openai:text-embedding-3-small", "--budget", "1"]
+    assert main([*argv, "--cache", str(cache), "--base-url", "http://127.0.0.1:9"]) == 2
+    assert "cannot give" in one_error_line(capsys.readouterr().err)
+    assert (cache / "ledger.jsonl").exists()
+
+
 def test_pseudolabel_with_a_refused_teacher_leaves_no_new_cache_folder(
     tmp_path: Path,
     data: Path,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import signal
 from collections.abc import Iterator, Sequence
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from cache.coordination import Coordinator
+from cache.coordination import Coordinator, live_owners
 from cache.layout import CacheDir
 from cache.ledger import plain
 from distill.data.dataset import DEFAULT_TEMPLATE
@@ -261,9 +262,12 @@ def removed_if_refused(cache: str | Path) -> Iterator[None]:
     try:
         yield
     except ConfigurationError:
-        ledger = CacheDir(root).ledger
-        bought = ledger.exists() and ledger.stat().st_size > 0
-        if made and not bought:
+        cdir = CacheDir(root)
+        bought = cdir.ledger.exists() and cdir.ledger.stat().st_size > 0
+        me = f"pid {os.getpid()} on this host"
+        # another run that made the same new folder meanwhile keeps it (and what it bought)
+        shared = any(owner != me for owner in live_owners(cdir.coordination))
+        if made and not bought and not shared:
             shutil.rmtree(root, ignore_errors=True)
             for parent in made[1:]:
                 with contextlib.suppress(OSError):  # only while empty
