@@ -10,6 +10,7 @@ plots. A second run reuses the cache and the teacher, and spends $0.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -101,8 +102,7 @@ def run_demo(
     work = cfg.workdir
     data = work / "data" / "digits"
     cache = work / "cache"
-    run = work / "runs" / time.strftime("%Y%m%d-%H%M%S")
-    run.mkdir(parents=True, exist_ok=True)
+    run = new_run_folder(work / "runs")
     (run / "config.json").write_text(
         json.dumps({**cfg.to_json(), "cache": str(cache)}, indent=2) + "\n"
     )
@@ -214,18 +214,42 @@ def ensure_demo_data(data: Path, cfg: DemoConfig) -> None:
     alike, made (again) otherwise. A run of another size (``--quick``, 8 a class, then the
     full 20) used to train on the earlier run's digits while its config.json said its own.
     The same digits are the same files, so the cache still has what was bought for them."""
-    from distill.data import META_FILE
+    from distill.data import META_FILE, DataError
     from distill.data.digits import make_digits
 
-    try:
-        meta = json.loads((data / META_FILE).read_text("utf-8"))
-    except (OSError, ValueError):
-        meta = None
-    want = {"size": cfg.image_size, "per_class": cfg.per_class, "seed": cfg.seed}
-    if isinstance(meta, dict) and all(meta.get(k) == v for k, v in want.items()):
+    def made() -> bool:
+        try:
+            meta = json.loads((data / META_FILE).read_text("utf-8"))
+        except (OSError, ValueError):
+            return False
+        want = {"size": cfg.image_size, "per_class": cfg.per_class, "seed": cfg.seed}
+        return isinstance(meta, dict) and all(meta.get(k) == v for k, v in want.items())
+
+    if made():
         return
-    make_digits(data, size=cfg.image_size, per_class=cfg.per_class, seed=cfg.seed,
-                force=data.exists())
+    try:
+        make_digits(data, size=cfg.image_size, per_class=cfg.per_class, seed=cfg.seed,
+                    force=data.exists())  # fmt: skip
+    except DataError:
+        # Another demo in this folder made them meanwhile (two started at once): "not
+        # empty; pass --force" named a flag the demo does not have.
+        if not made():
+            raise
+
+
+def new_run_folder(runs: Path) -> Path:
+    """A new folder under ``runs`` named by the time, never one another run has: a demo
+    started in the same second as another wrote its files into the other's folder."""
+    runs.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for k in range(1, 1000):
+        run = runs / (stamp if k == 1 else f"{stamp}-{k}")
+        try:
+            run.mkdir()
+        except FileExistsError:
+            continue
+        return run
+    raise FileExistsError(errno.EEXIST, "no free run folder name", str(runs / stamp))
 
 
 def demo_teacher_fitted(work: Path, cfg: DemoConfig) -> Path | None:

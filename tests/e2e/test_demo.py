@@ -287,3 +287,52 @@ def test_a_demo_whose_teacher_manifest_was_edited_fits_the_teacher_again(
     assert "Traceback" not in captured.out + captured.err
     # fitted again, as the first time (same seed: the same teacher, so its cache is used)
     assert json.loads(manifest.read_text()) == {**fitted, "fit_s": ANY}
+
+
+def _budget_stopped_demo(work: Path) -> list[str]:
+    """A demo the budget stops in its harvest: seconds, no teacher fit, no student."""
+    return [
+        "demo", "--smoke", "--backend", "hash", "--student", "mobilenetv3_small_050",
+        "--views", "1", "--budget", "0.001", "--workdir", str(work),
+    ]  # fmt: skip
+
+
+def test_a_demo_whose_digits_another_demo_made_meanwhile_uses_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two demos started at once in one new `--workdir`: both found no digits, one made
+    them, and the other ended with "error: WORK/data/digits is not empty; choose a new
+    folder or pass --force" (exit 1; the demo has no --force)."""
+    import distill.data.digits as digits
+
+    work = tmp_path / "demo"
+    real = digits.make_digits
+
+    def the_other_demo_first(out: Path, **kwargs: object) -> Path:
+        real(out, **kwargs)  # type: ignore[arg-type]  # the other demo, a moment earlier
+        return real(out, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(digits, "make_digits", the_other_demo_first)
+    assert main(_budget_stopped_demo(work)) == 3  # the budget stops the harvest
+    captured = capsys.readouterr()
+    assert "error" not in captured.err
+    assert len(list((work / "data" / "digits" / "rotated").rglob("*.png"))) == 10 * 2
+
+
+def test_two_demos_started_in_the_same_second_get_a_run_folder_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run folder was named by the second the demo started: a second demo started in
+    the same second (two at once, or a rerun of one the budget stopped at once) wrote into
+    the first's folder, its config.json, metrics and students over the first's."""
+    import time
+
+    monkeypatch.setattr(time, "strftime", lambda *a: "20261206-120000")  # the same second
+    work = tmp_path / "demo"
+    assert main(_budget_stopped_demo(work)) == 3
+    [first] = (work / "runs").iterdir()
+    (first / "config.json").write_text('{"mine": true}')
+    assert main(_budget_stopped_demo(work)) == 3
+    capsys.readouterr()
+    assert len(list((work / "runs").iterdir())) == 2
+    assert json.loads((first / "config.json").read_text()) == {"mine": True}
