@@ -63,6 +63,7 @@ EXIT_BUDGET = 3
 # or trains anything. One that cannot be created is a usage error (exit 2) found up front,
 # not a file error after a model was loaded or a request was paid for.
 NEW_FOLDERS: dict[str, tuple[str, ...]] = {
+    "demo": ("workdir",),
     "harvest": ("cache",),
     "pseudolabel": ("cache",),
     "train": ("out",),

@@ -336,3 +336,19 @@ def test_two_demos_started_in_the_same_second_get_a_run_folder_each(
     capsys.readouterr()
     assert len(list((work / "runs").iterdir())) == 2
     assert json.loads((first / "config.json").read_text()) == {"mine": True}
+
+
+@pytest.mark.parametrize("under", ["", "sub"])
+def test_demo_refuses_a_workdir_that_is_a_file_before_doing_anything(
+    under: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--workdir notes.txt` (a file, or a folder under one): "error: demo failed on a
+    file: notes.txt/runs/STAMP: Not a directory", exit 1, as for a failure mid-run."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    work = notes / under if under else notes
+    argv = ["demo", "--smoke", "--backend", "hash", "--views", "1", "--budget", "0.001"]
+    assert main([*argv, "--workdir", str(work)]) == 2
+    err = capsys.readouterr().err
+    assert "--workdir folder" in err and "is a file, not a folder" in err
+    assert notes.read_text() == "mine"
