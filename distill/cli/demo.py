@@ -11,7 +11,7 @@ from rich.table import Table
 
 from . import EXIT_OK
 from .progress import TrainProgress, console
-from .signals import say
+from .signals import Stopped, raise_on_stop_signals, say
 from .validate import MAX_VIEWS, int_in, money, path_arg
 
 
@@ -135,12 +135,16 @@ def run(args: argparse.Namespace) -> int:
                "fitting it once on the digits this demo never deals out (about a minute)")
         )
     try:
-        summary = run_demo(
-            cfg,
-            harvest=cli_main,
-            on_method=lambda m: out.rule(f"train: {m}"),
-            progress_factory=lambda method: TrainProgress(method, out=out),
-        )
+        # SIGTERM, SIGHUP, SIGQUIT stop the teacher's fit and the training as Ctrl-C does
+        # (Python's default ended the demo on the spot, without a word); the harvest
+        # handles them itself while it runs
+        with raise_on_stop_signals():
+            summary = run_demo(
+                cfg,
+                harvest=cli_main,
+                on_method=lambda m: out.rule(f"train: {m}"),
+                progress_factory=lambda method: TrainProgress(method, out=out),
+            )
     except HarvestStopped as exc:  # it said why above (budget, signal, error)
         out.print(
             f"[yellow]the demo stopped at its harvest (exit {exc.code}), before training.[/] "
@@ -149,9 +153,9 @@ def run(args: argparse.Namespace) -> int:
             "bought again."
         )
         return exc.code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         say(f"interrupted: {kept_after_stop(cfg.workdir)}")
-        return 130
+        return exc.exit_code if isinstance(exc, Stopped) else 130
     out.rule("spend")
     show(build_report(summary["cache"]))
     out.rule("results")

@@ -352,3 +352,37 @@ def test_demo_refuses_a_workdir_that_is_a_file_before_doing_anything(
     err = capsys.readouterr().err
     assert "--workdir folder" in err and "is a file, not a folder" in err
     assert notes.read_text() == "mine"
+
+
+def test_a_demo_stopped_by_sigterm_while_training_says_what_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kill PID` (`timeout`, `docker stop`, a closed terminal: SIGTERM, SIGHUP, SIGQUIT)
+    while the demo fitted its teacher or trained: Python's default ended it on the spot,
+    exit -15 and no word, where Ctrl-C said what is kept for the rerun (and `train`,
+    `data` stop the same way on every one of these signals)."""
+    import signal
+
+    import distill.train.trainer as trainer
+
+    class DiedOnTheSpot(Exception):
+        """What Python's default action would have done: ended the process, pytest too."""
+
+    def default(signum: int, frame: object) -> None:
+        raise DiedOnTheSpot
+
+    def killed(config: object, **kwargs: object) -> dict[str, object]:
+        signal.raise_signal(signal.SIGTERM)
+        raise AssertionError("still training after SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, default)
+    monkeypatch.setattr(trainer, "train", killed)
+    work = tmp_path / "demo"
+    argv = ["demo", "--smoke", "--backend", "hash", "--student", "mobilenetv3_small_050"]
+    try:
+        assert main([*argv, "--views", "1", "--workdir", str(work)]) == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is default  # the caller's handler is back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "interrupted: the data and every answer bought are kept in" in err
