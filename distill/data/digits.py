@@ -230,6 +230,13 @@ def prepare_out(out: str | os.PathLike[str], force: bool) -> tuple[Path, Path]:
             if not force:
                 raise DataError(f"{final} is not empty; choose a new folder or pass --force")
             if not _built_here(final):
+                if (final / META_FILE).exists():  # a user's own, or a build's damaged
+                    raise DataError(
+                        f"{final} is not empty and its {META_FILE} does not read as a "
+                        "`data make-*` build's (your own, or one damaged or edited); refusing "
+                        "to replace it: if it holds nothing of yours, move it aside (or "
+                        "delete it) and run again"
+                    )
                 raise DataError(
                     f"{final} is not empty and was not written by vlm-distill "
                     f"(no {META_FILE} of a `data make-*` build); refusing to replace it"

@@ -386,3 +386,22 @@ def test_a_demo_stopped_by_sigterm_while_training_says_what_is_kept(
         signal.signal(signal.SIGTERM, previous)
     err = " ".join(capsys.readouterr().err.split())
     assert "interrupted: the data and every answer bought are kept in" in err
+
+
+def test_a_demo_whose_digits_manifest_was_damaged_says_how_to_go_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`data/digits/dataset.json` of an earlier demo cut short or edited by hand: every
+    rerun said the folder "was not written by vlm-distill (no dataset.json ...)", which
+    it was and which has one, and not what to do. It is still not replaced (a damaged
+    file cannot tell the demo's digits from a user's images)."""
+    work = tmp_path / "demo"
+    data = work / "data" / "digits"
+    assert main(["data", "make-digits", str(data), "--per-class", "2"]) == 0
+    (data / "dataset.json").write_text('{"name": "dig')
+    assert main(_budget_stopped_demo(work)) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "dataset.json does not read as a `data make-*` build's" in err
+    assert "move it aside (or delete it) and run again" in err
+    assert "no dataset.json" not in err
+    assert len(list((data / "rotated").rglob("*.png"))) == 10 * 2  # nothing deleted
