@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -54,10 +55,21 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
 
 def atomic_write_files(files: Mapping[Path, bytes | str]) -> None:
     """Replace every file of ``files`` (path -> data) as :func:`atomic_write` does, all
-    written before any is renamed in: a full disk or an error leaves every old file (a
-    pair that belongs together, weights and their manifest, is never half replaced); only
-    a crash between the renames, microseconds, can."""
+    written before any is renamed in, so a pair that belongs together (weights and their
+    manifest) is not half replaced.
+
+    An error (a full disk while writing; a rename refused part-way, say the second target
+    is a folder) leaves every old file: each old file is kept aside under a hard link (a
+    copy where the file system has none) until every rename succeeded, and the ones already
+    renamed over are put back (a file that did not exist before is removed again). What no
+    sequence of renames can avoid: a crash or kill -9 *between* two renames (microseconds)
+    leaves the first files new and the rest old, with the old versions still beside them
+    as ``<name>.old-<pid>-<hex>`` (and any unrenamed ``<name>.tmp-<pid>-<hex>``); nothing
+    removes those for you. With a single file there is no such window.
+    """
     tmps: dict[Path, Path] = {}
+    olds: dict[Path, Path | None] = {}  # path -> its old version kept aside (None: no file)
+    renamed: list[Path] = []
     try:
         for path, data in files.items():
             raw = data.encode("utf-8") if isinstance(data, str) else data
@@ -66,14 +78,51 @@ def atomic_write_files(files: Mapping[Path, bytes | str]) -> None:
                 fh.write(raw)
                 fh.flush()
                 os.fsync(fh.fileno())
+        if len(tmps) > 1:
+            for path in tmps:
+                olds[path] = _keep_aside(path)
         for path, tmp in tmps.items():
             os.replace(tmp, path)
+            renamed.append(path)
     except BaseException:
-        for tmp in tmps.values():
-            tmp.unlink(missing_ok=True)
+        for path in reversed(renamed):
+            _put_back(path, olds.get(path))
+        for leftover in [*tmps.values(), *olds.values()]:
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
         raise
+    for old in olds.values():
+        if old is not None:
+            old.unlink(missing_ok=True)
     for folder in {path.parent for path in files}:
         fsync_directory(folder)
+
+
+def _keep_aside(path: Path) -> Path | None:
+    """A second name for ``path``'s current file (None if there is no regular file there)."""
+    if not path.is_file():
+        return None  # nothing to restore (or a folder, which no rename of a file replaces)
+    old = leftover_name(path, "old")
+    try:
+        os.link(path, old)
+    except OSError:
+        try:
+            shutil.copy2(path, old)  # a file system without hard links
+        except BaseException:
+            old.unlink(missing_ok=True)
+            raise
+    return old
+
+
+def _put_back(path: Path, old: Path | None) -> None:
+    """Undo a rename of :func:`atomic_write_files`; best effort, the first error wins."""
+    try:
+        if old is None:
+            path.unlink(missing_ok=True)
+        else:
+            os.replace(old, path)
+    except OSError:
+        pass
 
 
 def atomic_write_csv(path: str | os.PathLike[str], rows: Iterable[Sequence[object]]) -> Path:
