@@ -61,7 +61,8 @@ def atomic_write_files(files: Mapping[Path, bytes | str]) -> None:
     An error (a full disk while writing; a rename refused part-way, say the second target
     is a folder) leaves every old file: each old file is kept aside under a hard link (a
     copy where the file system has none) until every rename succeeded, and the ones already
-    renamed over are put back (a file that did not exist before is removed again). What no
+    renamed over are put back (a file that did not exist before is removed again; an old
+    file that cannot be put back stays beside it as ``<name>.old-<pid>-<hex>``). What no
     sequence of renames can avoid: a crash or kill -9 *between* two renames (microseconds)
     leaves the first files new and the rest old, with the old versions still beside them
     as ``<name>.old-<pid>-<hex>`` (and any unrenamed ``<name>.tmp-<pid>-<hex>``); nothing
@@ -86,7 +87,8 @@ def atomic_write_files(files: Mapping[Path, bytes | str]) -> None:
             renamed.append(path)
     except BaseException:
         for path in reversed(renamed):
-            _put_back(path, olds.get(path))
+            if not _put_back(path, olds.get(path)):
+                olds.pop(path)  # its old version stays beside it: the only copy left
         for leftover in [*tmps.values(), *olds.values()]:
             if leftover is not None:
                 leftover.unlink(missing_ok=True)
@@ -114,15 +116,17 @@ def _keep_aside(path: Path) -> Path | None:
     return old
 
 
-def _put_back(path: Path, old: Path | None) -> None:
-    """Undo a rename of :func:`atomic_write_files`; best effort, the first error wins."""
+def _put_back(path: Path, old: Path | None) -> bool:
+    """Undo a rename of :func:`atomic_write_files`; False if that failed too (the first
+    error is the one raised)."""
     try:
         if old is None:
             path.unlink(missing_ok=True)
         else:
             os.replace(old, path)
     except OSError:
-        pass
+        return False
+    return True
 
 
 def atomic_write_csv(path: str | os.PathLike[str], rows: Iterable[Sequence[object]]) -> Path:

@@ -84,3 +84,24 @@ def test_several_files_replaced_leave_no_backups(tmp_path: Path) -> None:
     atomic_write_files({a: "new a", b: b"new b"})
     assert (a.read_text("utf-8"), b.read_bytes()) == ("new a", b"new b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_an_old_file_that_cannot_be_put_back_is_kept_beside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights, manifest = tmp_path / "teacher.pt", tmp_path / "teacher.json"
+    weights.write_bytes(b"old weights")
+    manifest.write_text("old manifest", "utf-8")
+    real_replace = os.replace
+
+    def also_the_restore_fails(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        if Path(dst) == manifest or ".old-" in Path(src).name:
+            raise OSError(errno.EIO, "injected", str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", also_the_restore_fails)
+    with pytest.raises(OSError, match="injected"):
+        atomic_write_files({weights: b"new weights", manifest: "new manifest"})
+    (kept,) = tmp_path.glob("teacher.pt.old-*")  # the only old weights left: never deleted
+    assert kept.read_bytes() == b"old weights"
+    assert manifest.read_text("utf-8") == "old manifest"
