@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from cache.keys import ascii_json_inner
 
@@ -138,6 +145,18 @@ class Image(BaseModel):
         if not v:
             raise ValueError("image is empty (zero bytes)")
         return v
+
+    @model_validator(mode="after")
+    def _type_of_the_bytes(self) -> Image:
+        # a type the bytes contradict is sent as given: the provider 400s it or mis-decodes
+        # it after the budget was reserved. Bytes of no known signature keep their type.
+        have = media_type_of(self.data)
+        if have is not None and self.media_type != have:
+            raise ValueError(
+                f"media_type {self.media_type!r} does not match the image: the bytes are "
+                f"{have}; pass media_type={have!r} (or leave it out of Image.from_bytes)"
+            )
+        return self
 
     @classmethod
     def from_bytes(cls, data: bytes, media_type: str | None = None) -> Image:

@@ -102,9 +102,11 @@ CHANGES: dict[str, dict[str, Any]] = {
     "extra param": {"params": {"temperature": 0, "seed": 7}},
     "kind": {"kind": "image_embedding"},
     "image bytes": {"item": BASE_ITEM.model_copy(update={"image": OTHER_IMAGE})},
+    # built unvalidated: an Image refuses a type its bytes contradict, but bytes of no
+    # known signature keep the type given, so the type is part of the key
     "media type": {
         "item": BASE_ITEM.model_copy(
-            update={"image": Image(data=IMAGE.data, media_type="image/jpeg")}
+            update={"image": Image.model_construct(data=IMAGE.data, media_type="image/jpeg")}
         )
     },
     "prompt": {"item": BASE_ITEM.model_copy(update={"prompt": "what class is this?"})},

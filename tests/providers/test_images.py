@@ -139,3 +139,25 @@ def test_spec_validator_is_live() -> None:
     )
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({"model": "embed-v4.0", "input_type": "photo"})
+
+
+@pytest.mark.parametrize(
+    ("fmt", "claimed"),
+    [("PNG", "image/gif"), ("JPEG", "image/png"), ("GIF", "image/jpeg"), ("WEBP", "image/png"),
+     ("BMP", "image/webp")],
+)  # fmt: skip
+def test_a_media_type_the_bytes_contradict_is_refused_when_the_image_is_made(
+    fmt: str, claimed: str
+) -> None:
+    """``Image(data=png_bytes, media_type="image/gif")`` was accepted and sent under the
+    wrong type (a provider 400s it or mis-decodes it, after the budget was reserved). Now
+    a ValueError naming the type the bytes have; a type that agrees, or bytes of no known
+    signature, are kept as given."""
+    data = image_bytes((8, 6), fmt)
+    have = f"image/{fmt.lower()}"
+    with pytest.raises(ValueError, match=f"the bytes are {have}"):
+        Image(data=data, media_type=claimed)
+    with pytest.raises(ValueError, match=f"the bytes are {have}"):
+        Image.from_bytes(data, media_type=claimed)
+    assert Image(data=data, media_type=have).media_type == have
+    assert Image(data=b"\x00\x01 raw", media_type=claimed).media_type == claimed
