@@ -121,15 +121,23 @@ class Pipeline:
                     to_buy.append((key, item))
             futures.append(fut)
         if hits:
-            self.count_hits(kind, hits, saved)
+            try:
+                self.count_hits(kind, hits, saved)
+            except BaseException:
+                # the caller's on_event hook raised: the items put in flight above will not
+                # be bought, so nothing may wait on them (no one else holds them: no await)
+                for key, _ in to_buy:
+                    self.inflight.pop(key).cancel()
+                raise
         return futures, to_buy
 
     def count_hits(self, kind: Kind, hits: int, saved: Decimal) -> None:
         """Count ``hits`` cache hits that saved ``saved`` dollars (stats, event, ledger)."""
         self.stats.cache_hits += hits
         self.stats.saved_usd += saved
-        emit(self._on_event, "hit", hits)
+        # the ledger line first, as for a bought answer: a hook that raises loses no line
         self._storage.record(kind, hits, Decimal(0), Usage(), outcome="cache_hit", saved=saved)
+        emit(self._on_event, "hit", hits)
 
     def buy(self, kind: Kind, to_buy: list[tuple[str, Item]]) -> Awaitable[Any]:
         """Buy the items :meth:`lookup` put in flight (or wait for those another process

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache import Coordinator, SpendLedger, totals
+from cache import Coordinator, MemoryCache, SpendLedger, totals
 from distill.data import scan
 from distill.harvest import harvest
 from tests.conftest import make_image_requests
@@ -228,3 +228,39 @@ async def test_plan_and_cached_refuse_what_is_not_a_list_of_their_kind(
             client.cached("text_embedding", key)  # type: ignore[arg-type]
         assert client.plan("text_embedding", iter([TextEmbeddingRequest(text="a")]))[0] == 1
     assert hash_teacher.billing()["requests"] == 0
+
+
+async def test_a_hook_that_raises_on_a_cache_hit_does_not_lose_the_hits_ledger_line(
+    hash_teacher: LocalTeacher, tmp_path: Path
+) -> None:
+    """An ``on_event`` hook that raised on "hit" skipped that hit's ledger line (the
+    ledger's hit count came out short), where a bought answer's line is written before
+    its event; the items to buy that came with the hit were left in flight, unbought, so
+    asking for one again waited forever. Now the hit's line is written first, the hook's
+    error still reaches the caller, and nothing is left in flight."""
+
+    failing = True
+
+    def hook(name: str, n: int) -> None:
+        if name == "hit" and failing:
+            raise RuntimeError("hook failed")
+
+    requests = [TextEmbeddingRequest(text="a cat")]
+    other = TextEmbeddingRequest(text="a dog")
+    with SpendLedger(tmp_path / "ledger.jsonl") as ledger:
+        async with TeacherClient(
+            "local:hash", api_key=TOKEN, base_url=hash_teacher.url, budget=Budget("1.00"),
+            ledger=ledger, cache=MemoryCache(), on_event=hook,
+        ) as client:  # fmt: skip
+            await client.embed_texts(requests)
+            with pytest.raises(RuntimeError, match="hook failed"):
+                await client.embed_texts([*requests, other])
+            key = client.cache_key("text_embedding", requests[0])
+            with pytest.raises(RuntimeError, match="hook failed"):
+                client.cached("text_embedding", [key])
+            failing = False
+            # the miss that came with the failed hit was not left in flight, unbought
+            await asyncio.wait_for(client.embed_texts([other]), 30)
+    assert client.stats.cache_hits == 2
+    assert totals(SpendLedger.read(tmp_path / "ledger.jsonl")).cache_hits == 2
+    assert hash_teacher.billing()["requests"] == 2
