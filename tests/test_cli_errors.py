@@ -333,6 +333,28 @@ def test_make_digits_refuses_a_huge_size_itself(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize("size", ["5000", "1025", "7"])
+def test_demo_student_size_is_bounded_before_the_student_is_checked(
+    size: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`demo --student-size 5000` ran the student check's forward pass at 5000 px (36 s
+    and 4.4 GB here), then would have trained at that size: bounded as `harvest
+    --select-image-size` is, before anything runs."""
+    import distill.train.student as student
+
+    def check_started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the student check started")
+
+    monkeypatch.setattr(student, "check_student", check_started)
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--workdir", str(tmp_path / "w"), "--student-size", size])
+    err = capsys.readouterr().err
+    argparse_error(exc, err, "--student-size")
+    assert "from 8 to 1024" in err
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("amount", ["1e999999999", "1e7", "1000000.01"])
 def test_price_file_amount_out_of_range_exits_2(
     amount: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -12,7 +12,7 @@ from rich.table import Table
 from . import EXIT_OK
 from .progress import TrainProgress, console
 from .signals import Stopped, raise_on_stop_signals, say
-from .validate import MAX_VIEWS, int_in, money, path_arg
+from .validate import MAX_STUDENT_SIZE, MAX_VIEWS, int_in, money, path_arg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,9 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--student", default=DemoConfig.student, help="timm student (default: %(default)s)"
     )
     p.add_argument(
-        "--student-size", type=int_in(8), default=DemoConfig.student_size,
-        help="the student's input size in pixels (the 32 px digits are resized to it; 64 "
-        "reads them far better out of domain at about twice the training time; default: "
+        "--student-size", type=int_in(8, MAX_STUDENT_SIZE), default=DemoConfig.student_size,
+        help=f"the student's input size in pixels, 8 to {MAX_STUDENT_SIZE} (the 32 px digits "
+        "are resized to it; 64 reads them far better out of domain at about twice the "
+        "training time; default: "
         f"{DemoConfig.image_size}, the digits' own)",
     )
     p.add_argument(

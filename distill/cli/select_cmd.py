@@ -31,7 +31,7 @@ from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from ._common import budget_lines, note_run, note_stopped, open_client, open_coordinator
 from .progress import console
 from .signals import Interrupted, run_paid
-from .validate import int_in, seed_arg
+from .validate import MAX_STUDENT_SIZE, int_in, seed_arg
 
 if TYPE_CHECKING:  # imported where used: `harvest --help` stays quick
     from cache import CacheLike
@@ -107,7 +107,7 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--select-image-size",
         action=_SelectFlag,
-        type=int_in(8, 1024),
+        type=int_in(8, MAX_STUDENT_SIZE),
         default=d["select_image_size"],
         help="its input size (default: %(default)s)",
     )

@@ -26,6 +26,7 @@ from vlmclient import MIN_RATE as _MIN_RATE
 __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_CONCURRENCY",
+    "MAX_STUDENT_SIZE",
     "MAX_TIMEOUT_S",
     "MAX_USD",
     "MAX_VIEWS",
@@ -48,6 +49,7 @@ __all__ = [
 MAX_VIEWS = 64  # teacher views per image (each view is one paid item)
 MAX_CONCURRENCY = 1024  # requests in flight
 MAX_BATCH_SIZE = 10_000  # items per request (providers cap it lower anyway)
+MAX_STUDENT_SIZE = 1024  # a student's input side in pixels (--select-image-size, --student-size)
 MAX_TIMEOUT_S = 3600.0  # seconds per request
 MAX_USD = MAX_BUDGET_USD  # a budget: a trillion dollars (the library's bound too)
 MIN_USD = MIN_BUDGET_USD  # the smallest budget above $0
