@@ -346,9 +346,15 @@ def ensure_teacher(
     from distill.teacher.pool import make_teacher_pool
 
     if _pool_per_class(plan.pool) != plan.per_class:  # missing, or cut to another size
-        make_teacher_pool(kind, plan.pool, spec=spec, per_class=plan.per_class,
-                          mnist_dir=mnist_dir, fashion_dir=fashion_dir,
-                          force=plan.pool.exists())  # fmt: skip
+        try:
+            make_teacher_pool(kind, plan.pool, spec=spec, per_class=plan.per_class,
+                              mnist_dir=mnist_dir, fashion_dir=fashion_dir,
+                              force=plan.pool.exists())  # fmt: skip
+        except DataError:
+            # Another process made it meanwhile (two demos fitting at once): "not empty;
+            # pass --force" named a flag the demo does not have.
+            if _pool_per_class(plan.pool) != plan.per_class:
+                raise
     fit_teacher(plan.pool, plan.weights, seed=seed, steps=plan.steps, widths=plan.widths,
                 stem_stride=plan.stem_stride, progress=progress)
     return plan.weights

@@ -160,6 +160,33 @@ def test_ensure_teacher_fits_once_then_reuses(tmp_path):
     assert teacher_name(weights) == "local:mini-clip-" + _sha(weights)[:12]
 
 
+def test_ensure_teacher_uses_a_pool_another_process_made_meanwhile(tmp_path, monkeypatch):
+    """Two demos fitting the teacher at once in one --workdir: both found no pool, one
+    made it while the other was still dealing out its sources, and the other ended with
+    "WORK/teacher/pool/digits is not empty; choose a new folder or pass --force" (exit 1;
+    the demo has no --force)."""
+    import distill.teacher.miniclip as miniclip
+    import distill.teacher.pool as pool_module
+    from distill.teacher.miniclip import ensure_teacher
+    from distill.teacher.pool import POOL_PER_CLASS_BY_KIND
+
+    real = pool_module.make_teacher_pool
+
+    def the_other_demo_first(kind, out, **kwargs):
+        real(kind, out, **kwargs)  # the other demo, a moment earlier
+        return real(kind, out, **kwargs)
+
+    fitted_on = []
+    monkeypatch.setattr(pool_module, "make_teacher_pool", the_other_demo_first)
+    monkeypatch.setattr(miniclip, "fit_teacher", lambda pool, *a, **k: fitted_on.append(pool))
+    ensure_teacher("digits", tmp_path, seed=1, steps=2)
+    pool = tmp_path / "pool" / "digits"
+    assert fitted_on == [pool]  # the pool the other demo made
+    assert json.loads((pool / "dataset.json").read_text())["per_class"] == (
+        POOL_PER_CLASS_BY_KIND["digits"]
+    )
+
+
 def test_ensure_teacher_refits_a_teacher_of_a_pool_cut_to_another_size(tmp_path):
     """A teacher fitted on a pool of another per-class cap (say the 1,000 per class every
     Fashion pool had before the cap became per kind) is not that kind's teacher any more:
