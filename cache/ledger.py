@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from .atomic import fsync_directory
+from .layout import CacheLayoutError
 from .protocols import LedgerRecord
 
 __all__ = [
@@ -275,6 +276,27 @@ def _parse_lines(
         yield rec
 
 
+def _refuse_foreign(path: Path) -> None:
+    """CacheLayoutError when ``path`` holds whole lines and not one of them is a record:
+    a file of someone else's (a user's own ``ledger.jsonl`` in the folder given as the
+    cache), which the readers would skip line by line as damage while records were added
+    to it. Reads up to the first record, so a ledger of ours costs one line; one cut at
+    its first write (a torn line only) is ours."""
+    problems: list[tuple[int, str]] = []
+    try:
+        with open(path, "rb") as f:
+            for _ in _parse_lines(f, problems):
+                return
+    except OSError:  # said by the open for appending, in its words
+        return
+    if any(not why.startswith("torn") for _, why in problems):
+        raise CacheLayoutError(
+            f"{path} is not a spend ledger (not one of its lines is a record of vlm-distill's): "
+            "refusing to add records to it; nothing was bought. Move it aside, or give "
+            "another cache folder"
+        )
+
+
 class SpendLedger:
     """Append-only, durable spend record; implements :class:`cache.LedgerLike`.
 
@@ -290,6 +312,8 @@ class SpendLedger:
         self.path = Path(path).absolute()  # a chdir later must not move it
         self._lock = threading.Lock()
         created = not self.path.exists()
+        if not created:
+            _refuse_foreign(self.path)
         try:
             if created:
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -148,8 +148,10 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
             f"(`vlm-distill data scan {shown(str(args.data))} --json` lists every one)"
         )
     with (
-        ResponseCache(cdir.responses) as cache,
+        # the ledger first: a file of someone else's there is refused before a response
+        # cache is made beside it
         SpendLedger(cdir.ledger) as ledger,
+        ResponseCache(cdir.responses) as cache,
         open_coordinator(cdir) as coord,
     ):
         if cache.spill_problem is not None and not args.dry_run:

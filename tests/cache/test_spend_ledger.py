@@ -265,3 +265,27 @@ def test_a_ledger_that_cannot_be_opened_is_a_ledger_write_error(tmp_path: Path) 
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(LedgerWriteError, match="cannot open the spend ledger"):
         SpendLedger(tmp_path / "file" / "ledger.jsonl")
+
+
+def test_a_file_none_of_whose_lines_is_a_record_is_not_appended_to(tmp_path: Path) -> None:
+    """A user's own `ledger.jsonl` (JSON lines, but not ours) in the folder given as the
+    cache: records were appended to it without a word. A ledger whose lines are ours,
+    torn or damaged in part, an empty one or one cut at its first write, is kept on."""
+    from cache import CacheLayoutError
+
+    theirs = tmp_path / "theirs.jsonl"
+    theirs.write_text('{"date": "2026-01-03", "item": "coffee", "amount": 3.5}\nrent 900\n')
+    with pytest.raises(CacheLayoutError, match=f"{theirs} is not a spend ledger"):
+        SpendLedger(theirs)
+    assert theirs.read_text().endswith("rent 900\n")
+    ours = tmp_path / "ours.jsonl"
+    with SpendLedger(ours) as ledger:
+        ledger.record(_rec(1))
+    line = ours.read_bytes()
+    for name, text in [("damaged-first.jsonl", b"\x00\x00garbage\n" + line),
+                       ("torn-first.jsonl", line[:37]), ("blank.jsonl", b"\n")]:  # fmt: skip
+        path = tmp_path / name
+        path.write_bytes(text)
+        with SpendLedger(path) as ledger:
+            ledger.record(_rec(2))
+        assert read_ledger(path).records[-1].request_id == "req-2"

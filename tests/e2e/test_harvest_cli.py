@@ -612,3 +612,26 @@ def test_the_commands_printed_for_a_flat_folder_reach_the_same_teacher_and_cap(
     label = shlex.split(printed[0])[1:]
     assert main([*label, "--route", "zeroshot", "--check", "none"]) == 0  # as printed
     assert (cache / "pseudolabels.csv").exists()
+
+
+def test_a_cache_folder_whose_ledger_jsonl_is_not_a_spend_ledger_is_refused_before_buying(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--cache ~/notes` where the user keeps a `ledger.jsonl` of their own (JSON lines, but
+    not ours): the harvest bought everything and appended its records to the user's file,
+    exit 0, without a word (the readers skip every line of theirs as damaged)."""
+    cache = tmp_path / "notes"
+    cache.mkdir()
+    theirs = '{"date": "2026-01-03", "item": "coffee", "amount": 3.5}\nrent 900\n'
+    (cache / "ledger.jsonl").write_text(theirs)
+    assert harvest(hash_teacher, digits_data, cache, "--budget", "1") == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert str(cache / "ledger.jsonl") in lines[0] and "not a spend ledger" in lines[0]
+    assert hash_teacher.billing()["requests"] == 0
+    assert (cache / "ledger.jsonl").read_text() == theirs
+    assert [p.name for p in cache.iterdir()] == ["ledger.jsonl"]  # no cache made beside it
