@@ -342,6 +342,8 @@ def test_demo_student_size_is_bounded_before_the_student_is_checked(
     and 4.4 GB here), then would have trained at that size: bounded as `harvest
     --select-image-size` is, before anything runs."""
     import distill.train.student as student
+    from distill.cli.validate import MAX_STUDENT_SIZE
+    from distill.train.config import MAX_IMAGE_SIZE
 
     def check_started(*args: object, **kwargs: object) -> None:
         raise AssertionError("the student check started")
@@ -353,6 +355,7 @@ def test_demo_student_size_is_bounded_before_the_student_is_checked(
     argparse_error(exc, err, "--student-size")
     assert "from 8 to 1024" in err
     assert not (tmp_path / "w").exists()
+    assert MAX_STUDENT_SIZE == MAX_IMAGE_SIZE  # one bound: train --image-size's
 
 
 @pytest.mark.parametrize("amount", ["1e999999999", "1e7", "1000000.01"])
@@ -643,7 +646,8 @@ def test_a_domain_named_twice_is_refused(
     ("flags", "named"),
     [(["--threads", "100000"], "threads"),
      (["--num-workers", "100000"], "num_workers"),
-     (["--batch-per-domain", "1000000000"], "batch_per_domain")],
+     (["--batch-per-domain", "1000000000"], "batch_per_domain"),
+     (["--image-size", "5000"], "image_size")],
 )  # fmt: skip
 def test_train_sizes_past_any_machine_are_refused_before_anything_is_read(
     flags: list[str], named: str, tmp_path: Path, data: Path,
@@ -653,13 +657,16 @@ def test_train_sizes_past_any_machine_are_refused_before_anything_is_read(
     100,000 OpenMP threads: a MemoryError traceback (a segfault, or "libgomp: Thread
     creation failed", with fewer); `--num-workers 100000` wrote config.json and forked
     DataLoader workers until stopped (580 in 30 s); `--batch-per-domain 1000000000` listed
-    its first batch's billion indices in Python (the OOM killer)."""
+    its first batch's billion indices in Python (the OOM killer); `--image-size 5000` ran
+    the student check's forward pass at 5000 px (36 s, 4.4 GB) and went on to train."""
+    import distill.train.student as student
     import distill.train.trainer as trainer
 
     def train_started(*args: object, **kwargs: object) -> None:
         raise AssertionError("the training started")
 
     monkeypatch.setattr(trainer, "train", train_started)
+    monkeypatch.setattr(student, "check_student", train_started)
     argv = ["train", str(data), "--cache", str(tmp_path / "c"), "--teacher", "local:hash",
             "--out", str(tmp_path / "run"), *flags]  # fmt: skip
     assert main(argv) == 2

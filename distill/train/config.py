@@ -34,6 +34,9 @@ Method = Literal["adip", "kd", "erm", "zeroshot"]
 MAX_THREADS = 256
 MAX_WORKERS = 256
 MAX_BATCH_PER_DOMAIN = 4096
+# a student's input side in pixels; the bound of the demo's --student-size and of harvest
+# --select-image-size too (distill.cli.validate.MAX_STUDENT_SIZE)
+MAX_IMAGE_SIZE = 1024
 
 
 def warmup_factor(step: int, warmup: int) -> float:
@@ -95,7 +98,10 @@ class TrainConfig(BaseModel):
     )
     steps_distill: int = Field(5001, ge=0, description="ADiP stage 2 (Distill) steps")
     steps: int = Field(5001, ge=0, description="steps of the one-stage methods (erm, kd)")
-    image_size: int = Field(64, ge=8, description="student input size in pixels")
+    image_size: int = Field(
+        64, ge=8, le=MAX_IMAGE_SIZE,
+        description=f"student input size in pixels (8 to {MAX_IMAGE_SIZE})",
+    )  # fmt: skip
     lam: float = Field(
         0.5, ge=0.0, le=1.0, description="ADiP image-vs-text weight; KD's KL weight"
     )
