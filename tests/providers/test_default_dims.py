@@ -12,7 +12,7 @@ import pytest
 
 from cache import MemoryCache
 from tests.providers.conftest import image, vector
-from tests.providers.loopback import loopback
+from tests.providers.loopback import Loopback, loopback
 from vlmclient import (
     ImageEmbeddingRequest,
     Price,
@@ -26,6 +26,13 @@ PRICE = Price(
     usd_per_1m_input_tokens=Decimal("0.1"),
     usd_per_1m_image_tokens=Decimal("0.47"),
 )
+
+
+def fresh_client(teacher: str, server: Loopback, **kw: Any) -> TeacherClient:
+    """The real client on a fresh in-memory cache, sending to the loopback ``server``."""
+    return TeacherClient(
+        teacher, api_key="k", base_url=server.url, price=PRICE, cache=MemoryCache(), **kw
+    )
 
 
 def cohere(rows: list[list[float]]) -> dict[str, Any]:
@@ -94,14 +101,8 @@ async def test_a_dimension_param_still_wins_over_the_default() -> None:
         return 200, cohere([vector(len(dims), dims.pop(0))])
 
     with loopback(respond) as server:
-        async with TeacherClient(
-            "cohere:embed-v4.0",
-            api_key="k",
-            base_url=server.url,
-            price=PRICE,
-            cache=MemoryCache(),
-            params={"output_dimension": 256},
-        ) as client:
+        params = {"output_dimension": 256}
+        async with fresh_client("cohere:embed-v4.0", server, params=params) as client:
             with pytest.raises(ResponseValidationError, match="the 256 the request's params"):
                 await client.embed_texts([TextEmbeddingRequest(text="a cat")])
             [got] = await client.embed_texts([TextEmbeddingRequest(text="a cat")])
@@ -115,13 +116,7 @@ async def test_a_model_without_a_documented_default_still_learns_from_its_answer
         return 200, cohere([vector(0, 12)])
 
     with loopback(respond) as server:
-        async with TeacherClient(
-            "cohere:embed-english-v3.0",
-            api_key="k",
-            base_url=server.url,
-            price=PRICE,
-            cache=MemoryCache(),
-        ) as client:
+        async with fresh_client("cohere:embed-english-v3.0", server) as client:
             [got] = await client.embed_texts([TextEmbeddingRequest(text="a cat")])
     assert got.dim == 12
 
@@ -136,22 +131,12 @@ async def test_nomic_texts_expect_768_from_the_paired_text_model_only() -> None:
 
     text = [TextEmbeddingRequest(text="a cat")]
     with loopback(respond) as server:
-        async with TeacherClient(
-            "nomic:nomic-embed-vision-v1.5",
-            api_key="k",
-            base_url=server.url,
-            price=PRICE,
-            cache=MemoryCache(),
-        ) as client:
+        async with fresh_client("nomic:nomic-embed-vision-v1.5", server) as client:
             with pytest.raises(ResponseValidationError, match="384 differs from the 768"):
                 await client.embed_texts(text)
-        async with TeacherClient(
-            "nomic:nomic-embed-vision-v1.5",
-            api_key="k",
-            base_url=server.url,
-            price=PRICE,
-            cache=MemoryCache(),
-            params={"text_model": "my-small-text-model"},
+        own_text_model = {"text_model": "my-small-text-model"}
+        async with fresh_client(
+            "nomic:nomic-embed-vision-v1.5", server, params=own_text_model
         ) as client:
             [got] = await client.embed_texts(text)
     assert got.dim == 384
