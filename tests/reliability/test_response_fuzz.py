@@ -543,3 +543,13 @@ def test_rate_limit_hints_never_raise(name: str, headers: dict[str, str]) -> Non
     start = clock()
     asyncio.run(limiter.acquire())  # the next request waits at most the 120 s pause cap
     assert clock() - start <= 120.0
+
+
+@pytest.mark.parametrize("reason", [[], {}, ["SAFETY"]])
+def test_a_gemini_finish_reason_that_is_not_a_string_is_no_crash(reason: Any) -> None:
+    """Found by the fuzz above (2026-12-07): ``"finishReason": []`` met the filtered-reason
+    set check and raised ``TypeError: unhashable type: 'list'`` out of the parser."""
+    [case] = [c for c in CASES if c.provider == "gemini"]
+    body = _gemini(1)
+    body["candidates"][0]["finishReason"] = reason
+    check_parse(case, _dumps(body))

@@ -369,7 +369,7 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict)
         else None
     )
-    if texts and finish in FILTERED_FINISH_REASONS:
+    if texts and isinstance(finish, str) and finish in FILTERED_FINISH_REASONS:
         # billed, but the text is what the filter left: not an answer to cache
         bad = ResponseValidationError(
             f"answer withheld by Gemini's filter (finishReason {finish!r})",
