@@ -182,7 +182,15 @@ class Pipeline:
             started = time.perf_counter()
             self._claims.release([key for key, _ in found])
             self.timings.add("cache", started)
-            self._serve_cached(kind, found)
+            try:
+                self._serve_cached(kind, found)
+            except BaseException:
+                # the caller's on_event hook raised (as in lookup): the other items will
+                # not be bought here, so none is left leased to us, nor in flight
+                self._claims.release([key for key, _ in to_buy])
+                for key, _ in [*to_buy, *theirs]:
+                    self.inflight.pop(key).cancel()
+                raise
         return to_buy, theirs
 
     def _serve_cached(self, kind: Kind, found: list[tuple[str, CacheEntry]]) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cache import Coordinator, MemoryCache, SpendLedger, totals
+from cache import CacheEntry, Coordinator, MemoryCache, SpendLedger, totals
 from distill.data import scan
 from distill.harvest import harvest
 from tests.conftest import make_image_requests
@@ -264,3 +265,64 @@ async def test_a_hook_that_raises_on_a_cache_hit_does_not_lose_the_hits_ledger_l
     assert client.stats.cache_hits == 2
     assert totals(SpendLedger.read(tmp_path / "ledger.jsonl")).cache_hits == 2
     assert hash_teacher.billing()["requests"] == 2
+
+
+class _CachedMeanwhile:
+    """A real Coordinator's claims, where another process caches ``first`` (and lets go
+    of it) between this process's cache look and its claim: the claim finds it cached."""
+
+    def __init__(self, coord: Coordinator, cache: MemoryCache, first: str) -> None:
+        self.coord, self.cache, self.first = coord, cache, first
+
+    def claim(self, keys: Sequence[str]) -> set[str]:
+        if self.first in keys and self.cache.get(self.first) is None:
+            vector = np.full(64, 0.125, np.float32)
+            self.cache.set_many([(self.first, CacheEntry(vector=vector, meta={"cost_usd": "0.00001"}))])
+        return self.coord.claim(keys)
+
+    def release(self, keys: Iterable[str]) -> None:
+        self.coord.release(keys)
+
+    def held_elsewhere(self, keys: Iterable[str]) -> set[str]:
+        return self.coord.held_elsewhere(keys)
+
+
+async def test_a_hook_that_raises_on_a_hit_found_at_the_claim_leaves_nothing_claimed(
+    hash_teacher: LocalTeacher, tmp_path: Path
+) -> None:
+    """An item another process cached between this call's cache look and its claim is a
+    hit served at the claim. An ``on_event`` hook that raised on that "hit" left the
+    other items of the call leased to this process and in flight, unbought: asking for
+    one again waited forever, and so did every other process sharing the cache. Now, as
+    for a hit found at the first look, the hook's error reaches the caller and nothing
+    is left claimed or in flight."""
+    failing = True
+
+    def hook(name: str, n: int) -> None:
+        if name == "hit" and failing:
+            raise RuntimeError("hook failed")
+
+    cat, dog = TextEmbeddingRequest(text="a cat"), TextEmbeddingRequest(text="a dog")
+    cache = MemoryCache()
+    db = tmp_path / "coordination.db"
+    with (
+        SpendLedger(tmp_path / "ledger.jsonl") as ledger,
+        Coordinator(db, ledger_path=tmp_path / "ledger.jsonl") as coord,
+        Coordinator(db, ledger_path=tmp_path / "ledger.jsonl") as other,
+    ):
+        async with TeacherClient(
+            "local:hash", api_key=TOKEN, base_url=hash_teacher.url, budget=Budget("1.00"),
+            ledger=ledger, cache=cache, on_event=hook, claims=coord,
+        ) as client:  # fmt: skip
+            dog_key = client.cache_key("text_embedding", dog)
+            client._pipeline._claims = _CachedMeanwhile(
+                coord, cache, client.cache_key("text_embedding", cat)
+            )
+            with pytest.raises(RuntimeError, match="hook failed"):
+                await client.embed_texts([cat, dog])
+            assert other.held_elsewhere([dog_key]) == set()  # not left leased to us
+            failing = False
+            [got] = await asyncio.wait_for(client.embed_texts([dog]), 5)
+    assert not got.cached and client.stats.cache_hits == 1
+    assert client.budget.reserved == 0
+    assert hash_teacher.billing()["requests"] == 1
