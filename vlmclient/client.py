@@ -401,6 +401,16 @@ class TeacherClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the client's connections; in the event loop of its first call, or after
+        that loop has closed (a later ``asyncio.run``). ConfigurationError, nothing closed,
+        while that loop is open: its connections (and the requests on them) are its own."""
+        first = self._loop
+        if first is not None and not first.is_closed() and first is not asyncio.get_running_loop():
+            raise ConfigurationError(
+                "this TeacherClient was first used in another event loop, which is still "
+                "open (another thread?): close it in that loop, or once that loop is "
+                "closed (nothing was closed)"
+            )
         await self._http.aclose()
 
     @property
