@@ -41,8 +41,9 @@ def png(colour: tuple[int, int, int]) -> Image:
 async def main(workdir: Path, base_url: str) -> None:
     images = [ImageEmbeddingRequest(image=png((i * 40, 0, 0))) for i in range(5)]
     with (
-        ResponseCache(workdir / "responses") as cache,
+        # the ledger first: a foreign ledger.jsonl is refused before responses/ is made
         SpendLedger(workdir / "ledger.jsonl") as ledger,
+        ResponseCache(workdir / "responses") as cache,
     ):
         async with TeacherClient(
             "local:hash",

@@ -29,7 +29,8 @@ async def main(data: Path, cache_dir: Path, budget: Decimal, teacher: str,
                base_url: str | None) -> int:
     dataset = scan(data)
     cdir = CacheDir(cache_dir)
-    with ResponseCache(cdir.responses) as cache, SpendLedger(cdir.ledger) as ledger, \
+    # the ledger first: a foreign ledger.jsonl is refused before responses/ is made
+    with SpendLedger(cdir.ledger) as ledger, ResponseCache(cdir.responses) as cache, \
             Coordinator(cdir.coordination, ledger_path=cdir.ledger) as coord:
         # the cap on the ledger's total for this teacher, every run included (a plain
         # Budget(budget) would cap this run only: each rerun could spend it again)

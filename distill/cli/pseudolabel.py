@@ -344,8 +344,10 @@ def run(args: argparse.Namespace) -> int:
         student = _student_predictions(*_load_student_run(args.student_run, names), dataset)
     with (
         removed_if_refused(cdir.root),  # a new --cache folder, when the teacher is refused
-        ResponseCache(cdir.responses) as cache,
+        # the ledger first: a file of someone else's there is refused before a response
+        # cache is made beside it (as harvest)
         SpendLedger(cdir.ledger) as ledger,
+        ResponseCache(cdir.responses) as cache,
         open_coordinator(cdir) as coord,
     ):
         client = open_client(

@@ -295,8 +295,10 @@ def run_select(args: argparse.Namespace) -> int | None:
         use_labels=args.select_labels, prompt=args.prompt,
     )  # fmt: skip
     with (
-        ResponseCache(cdir.responses) as cache,
+        # the ledger first: a file of someone else's there is refused before a response
+        # cache is made beside it (as harvest)
         SpendLedger(cdir.ledger) as ledger,
+        ResponseCache(cdir.responses) as cache,
         open_coordinator(cdir) as coord,
     ):
         # --budget is shared with every earlier run through the ledger: what is left of it

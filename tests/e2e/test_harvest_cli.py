@@ -635,3 +635,49 @@ def test_a_cache_folder_whose_ledger_jsonl_is_not_a_spend_ledger_is_refused_befo
     assert hash_teacher.billing()["requests"] == 0
     assert (cache / "ledger.jsonl").read_text() == theirs
     assert [p.name for p in cache.iterdir()] == ["ledger.jsonl"]  # no cache made beside it
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["harvest", "--budget", "1"],
+        ["harvest", "--budget", "0.0005", "--select", "random", "--rounds", "1",
+         "--select-student", "mobilenetv3_small_050", "--select-image-size", "16"],
+        ["pseudolabel", "--budget", "1", "--route", "zeroshot", "--check", "none"],
+        ["cache", "stats"],
+        ["cache", "export", "--teacher", "local:hash"],
+        ["cache", "recover"],
+    ],
+    ids=["harvest", "harvest-select", "pseudolabel", "cache-stats", "cache-export",
+         "cache-recover"],
+)  # fmt: skip
+def test_a_cache_folder_whose_ledger_jsonl_is_foreign_is_left_as_it_was(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    """A folder holding only a `ledger.jsonl` of the user's own, given as --cache: before
+    2026-12-07 `harvest --select` and `pseudolabel` made `responses/` (an empty database and
+    spill file) in it before the ledger was refused. Every command refuses it with one line
+    (exit 2), buys nothing and leaves the folder as it was."""
+    cache = tmp_path / "notes"
+    cache.mkdir()
+    theirs = '{"date": "2026-01-03", "item": "coffee", "amount": 3.5}\nrent 900\n'
+    (cache / "ledger.jsonl").write_text(theirs)
+    name, *flags = command
+    if name == "cache":  # cache ACTION [DATA] --cache DIR
+        argv = [name, flags[0], *([str(digits_data)] if flags[0] == "export" else []),
+                *flags[1:], "--cache", str(cache)]  # fmt: skip
+    else:
+        argv = [name, str(digits_data), "--teacher", "local:hash", "--base-url",
+                hash_teacher.url, "--cache", str(cache), *flags]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert hash_teacher.billing()["requests"] == 0
+    assert (cache / "ledger.jsonl").read_text() == theirs
+    assert sorted(p.name for p in cache.iterdir()) == ["ledger.jsonl"]  # nothing made in it
