@@ -277,7 +277,8 @@ class _CachedMeanwhile:
     def claim(self, keys: Sequence[str]) -> set[str]:
         if self.first in keys and self.cache.get(self.first) is None:
             vector = np.full(64, 0.125, np.float32)
-            self.cache.set_many([(self.first, CacheEntry(vector=vector, meta={"cost_usd": "0.00001"}))])
+            entry = CacheEntry(vector=vector, meta={"cost_usd": "0.00001"})
+            self.cache.set_many([(self.first, entry)])
         return self.coord.claim(keys)
 
     def release(self, keys: Iterable[str]) -> None:
