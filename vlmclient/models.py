@@ -25,7 +25,7 @@ from pydantic import (
 from cache.keys import ascii_json_inner
 
 from .errors import InputError
-from .media import media_type_of
+from .media import MEDIA_TYPES, canonical_media_type, media_type_of
 
 __all__ = [
     "UNIT_PRICE_FIELDS",
@@ -145,6 +145,22 @@ class Image(BaseModel):
         if not v:
             raise ValueError("image is empty (zero bytes)")
         return v
+
+    @field_validator("media_type")
+    @classmethod
+    def _registered_name(cls, v: str) -> str:
+        # "image/JPEG", "image/jpg", "image/jpeg; charset=binary" name JPEG too: what is
+        # sent and keyed is the registered name, which every provider takes (Anthropic's
+        # API no other spelling), and one image is cached once however it was named.
+        name = canonical_media_type(v)
+        if name is None:
+            raise ValueError(
+                f"media_type {v[:100]!r} is no image type: give one of "
+                f"{', '.join(MEDIA_TYPES)} (another image type, e.g. image/tiff, is "
+                "re-encoded to one of them before it is sent), or use "
+                "Image.from_bytes(data), which reads the type from the bytes"
+            )
+        return name
 
     @model_validator(mode="after")
     def _type_of_the_bytes(self) -> Image:

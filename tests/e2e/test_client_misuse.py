@@ -4,6 +4,7 @@ closed while calls wait, items of the wrong type, parameters JSON cannot carry."
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 
 from cache import CacheEntry, Coordinator, MemoryCache, SpendLedger, totals
 from distill.data import scan
@@ -21,12 +23,14 @@ from vlmclient import (
     AnswerRequest,
     Budget,
     ConfigurationError,
+    Image,
     ImageEmbeddingRequest,
     SharedBudget,
     SpendRecordError,
     TeacherClient,
     TextEmbeddingRequest,
 )
+from vlmclient.providers.images import prepare_for_upload
 
 IMAGE = make_image_requests(1)[0].image
 PNG = IMAGE.data
@@ -327,3 +331,19 @@ async def test_a_hook_that_raises_on_a_hit_found_at_the_claim_leaves_nothing_cla
     assert not got.cached and client.stats.cache_hits == 1
     assert client.budget.reserved == 0
     assert hash_teacher.billing()["requests"] == 1
+async def test_an_image_of_another_type_is_re_encoded_for_the_local_teacher(
+    hash_teacher: LocalTeacher,
+) -> None:
+    """``Image(tiff_bytes, media_type="image/TIFF")`` to ``local:hash``: its default
+    preparation kept any type it was given, so the TIFF went out as ``data:image/tiff``
+    and came back a 400 "unsupported image type" (every other provider re-encodes it).
+    Now it is re-encoded to a type the teacher takes, and embedded."""
+    buf = io.BytesIO()
+    PILImage.new("RGB", (8, 6), (200, 10, 10)).save(buf, "TIFF")
+    tiff = Image(data=buf.getvalue(), media_type="image/TIFF")
+    assert prepare_for_upload(tiff).media_type in {"image/png", "image/jpeg"}
+    async with TeacherClient(
+        "local:hash", api_key=TOKEN, base_url=hash_teacher.url, budget=Budget("1.00")
+    ) as client:
+        [got] = await client.embed_images([ImageEmbeddingRequest(image=tiff)])
+    assert got.vector.shape == (64,) and hash_teacher.billing()["requests"] == 1

@@ -13,16 +13,21 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from cache import MemoryCache
 from tests.providers.conftest import (
     COHERE_SPEC,
+    anthropic_message,
     body_of,
     call_spec,
     image,
     image_bytes,
+    loopback_client,
     shared_spec,
     validator_for,
 )
-from vlmclient import Image, ImageEmbeddingRequest, InputError
+from tests.providers.loopback import loopback
+from vlmclient import AnswerRequest, Image, ImageEmbeddingRequest, InputError
+from vlmclient.keys import item_cache_key
 from vlmclient.providers import PROVIDERS, anthropic, cohere, vertex
 from vlmclient.providers.images import ACCEPTED_MEDIA_TYPES, base64_size, fit_image
 
@@ -161,3 +166,79 @@ def test_a_media_type_the_bytes_contradict_is_refused_when_the_image_is_made(
         Image.from_bytes(data, media_type=claimed)
     assert Image(data=data, media_type=have).media_type == have
     assert Image(data=b"\x00\x01 raw", media_type=claimed).media_type == claimed
+
+
+@pytest.mark.parametrize(
+    ("fmt", "given", "canonical"),
+    [("JPEG", "image/JPEG", "image/jpeg"), ("JPEG", "image/jpg", "image/jpeg"),
+     ("JPEG", " image/jpeg", "image/jpeg"), ("JPEG", "image/jpeg; charset=binary", "image/jpeg"),
+     ("JPEG", "Image/JPG ", "image/jpeg"), ("PNG", "IMAGE/PNG", "image/png"),
+     ("WEBP", "image/WebP", "image/webp")],
+)  # fmt: skip
+def test_a_media_type_in_another_spelling_is_kept_under_its_registered_name(
+    fmt: str, given: str, canonical: str
+) -> None:
+    """Media types are case-insensitive (RFC 2045, 6838), may carry parameters, and
+    ``image/jpg`` is a common name for JPEG. ``Image(jpeg, media_type="image/JPEG")`` was
+    refused as "does not match the image: the bytes are image/jpeg"; on bytes of no known
+    signature "IMAGE/PNG" was kept as written and keyed apart from "image/png". Now each
+    is its registered lower-case name, in the Image, what is sent and the cache key."""
+    data = image_bytes((8, 6), fmt)
+    assert Image(data=data, media_type=given).media_type == canonical
+    assert Image.from_bytes(data, media_type=given).media_type == canonical
+    assert Image(data=b"\x00\x01 raw", media_type=given).media_type == canonical
+
+    def key(media_type: str) -> str:
+        item = ImageEmbeddingRequest(image=Image(data=data, media_type=media_type))
+        return item_cache_key(PROVIDERS["cohere"], "embed-v4.0", {}, "image_embedding", item)
+
+    assert key(given) == key(canonical)
+
+
+@pytest.mark.parametrize(
+    "given", ["text/plain", "application/octet-stream", "", "  ", "image/", "jpeg",
+              "image/png/x", "image/ png"],
+)  # fmt: skip
+def test_a_media_type_that_is_no_image_type_is_refused_naming_the_ones_sent(given: str) -> None:
+    """Bytes of no known signature kept any type given ("text/plain", ""), which failed
+    only later, in the image preparation ("cannot read image header"). Now a ValueError
+    when the Image is made, naming the types that are sent; another image type is kept
+    under its lower-case name (a TIFF is re-encoded before it is sent)."""
+    sent = "image/png, image/jpeg, image/gif, image/bmp, image/webp"
+    with pytest.raises(ValueError, match=f"is no image type: give one of {sent} "):
+        Image(data=b"\x00\x01 raw", media_type=given)
+    with pytest.raises(ValueError, match="is no image type"):
+        Image(data=image_bytes((8, 6), "PNG"), media_type=given)
+    tiff = Image(data=image_bytes((8, 6), "TIFF"), media_type=" IMAGE/TIFF")
+    assert tiff.media_type == "image/tiff"
+    assert cohere.prepare_image(tiff).media_type in {"image/jpeg", "image/png"}
+
+
+async def test_a_jpeg_named_three_ways_is_sent_as_image_jpeg_and_bought_once() -> None:
+    """Through the real client to a loopback server that bills like Anthropic (whose
+    ``media_type`` takes only the registered names): "image/JPEG", "image/jpg" and
+    "image/jpeg" are one image, sent once as "image/jpeg" and served from the cache after."""
+    data = image_bytes((64, 48), "JPEG")
+
+    def respond(path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+        return 200, anthropic_message({"input_tokens": 30, "output_tokens": 2})
+
+    with loopback(respond) as server:
+        client = loopback_client(
+            "anthropic:claude-haiku-4-5", server, "sk-ant-test", cache=MemoryCache()
+        )
+        async with client:
+            for media_type in ("image/JPEG", "image/jpg", "image/jpeg"):
+                [answer] = await client.answer(
+                    [
+                        AnswerRequest(
+                            image=Image(data=data, media_type=media_type),
+                            prompt="Which digit?",
+                            max_output_tokens=16,
+                        )
+                    ]
+                )
+                assert answer.text == "7"
+    assert len(server.bodies) == 1
+    [block] = [b for b in server.bodies[0]["messages"][0]["content"] if b["type"] == "image"]
+    assert block["source"]["media_type"] == "image/jpeg"

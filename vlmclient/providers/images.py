@@ -15,6 +15,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps
 
 from ..errors import InputError
+from ..media import MEDIA_TYPES
 from ..models import Image
 from ..transparency import flatten, has_alpha
 
@@ -186,12 +187,14 @@ def fit_image(
 
 
 def downscale(image: Image, *, max_side: int, max_bytes: int, quality: int = 90) -> Image:
-    """The image itself when within limits, else a JPEG (or PNG with alpha) that fits."""
+    """The image itself when within limits, else a JPEG (or PNG with alpha) that fits.
+    An image of a type no provider takes (a TIFF) is re-encoded whatever its size."""
+    own = (image.media_type,) if image.media_type in MEDIA_TYPES else ()
     return fit_image(
         image,
         max_side=max_side,
         max_bytes=max_bytes,
-        media_types=(image.media_type, "image/png", "image/jpeg"),
+        media_types=(*own, "image/png", "image/jpeg"),
         quality=quality,
     )
 
