@@ -116,17 +116,19 @@ def _skipped_note(skipped: list[dict[str, str]], data: str) -> str | None:
 
 def _undecodable_note(ids: list[str]) -> str | None:
     """The line saying which images were not scored because their pixels cannot be
-    decoded (the harvest left them out of the store, the run out of training); None when
-    there were none."""
+    decoded (the harvest left them out of the store, the run out of training, or eval
+    found them so); None when there were none."""
     if not ids:
         return None
     from distill.data import display
 
     n = len(ids)
     shown = ", ".join(display(i) for i in ids[:3]) + (f" and {n - 3} more" if n > 3 else "")
+    fix = "them with good copies to score them" if n != 1 else "it with a good copy to score it"
     return (
-        f"note: {n} image{'s' * (n != 1)} whose pixels cannot be decoded (left out by the "
-        f"harvest) {'were' if n != 1 else 'was'} not scored: {shown}"
+        f"note: {n} image{'s' * (n != 1)} whose pixels cannot be decoded "
+        f"{'were' if n != 1 else 'was'} not scored: {shown} (`vlm-distill data scan DATA "
+        f"--decode` lists every damaged file: replace {fix})"
     )
 
 

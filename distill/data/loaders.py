@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from distill.data import Sample
-from distill.data.views import load_rgb, view_array
+from distill.data import DataError, Sample, check_image
+from distill.data.views import CANNOT_DECODE, load_rgb, pixels_decode, view_array
 
 __all__ = [
     "DomainBatchSampler",
@@ -83,18 +83,37 @@ class PixelCache:
         return pixels
 
 
+def _damaged(sample: Sample, exc: DataError) -> bool:
+    """True when ``exc`` (from decoding ``sample``) is of a damaged image: its bytes read,
+    its header sound, its pixels not decoded (what the harvest leaves out). False when
+    they decode now (a good copy put in its place meanwhile) or the file is no image (the
+    harvest fails on it too); DataError when it cannot be read at all (no permission,
+    gone), which is not a damaged image either."""
+    if not str(exc).startswith(CANNOT_DECODE):
+        return False
+    try:
+        data = sample.path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read image {str(sample.path)!r}: {err.strerror}") from err
+    return not pixels_decode(data) and check_image(sample.path) is None
+
+
 class ImageViews(torch.utils.data.Dataset[dict[str, Any]]):
     """Items are (sample index, view) pairs; each item is image, label, index and view.
 
     With a ``cache`` the pixels of an item are made once per run (see :class:`PixelCache`).
+    With ``leave_out`` an image whose pixels cannot be decoded (its bytes read, its pixel
+    data damaged: what the harvest leaves out) is an item whose image is None; a file that
+    cannot be read at all still raises.
     """
 
     def __init__(self, samples: Sequence[Sample], image_size: int, *, hflip: bool = True,
-                 cache: PixelCache | None = None):
+                 cache: PixelCache | None = None, leave_out: bool = False):
         self.samples = list(samples)
         self.image_size = image_size
         self.hflip = hflip
         self.cache = cache
+        self.leave_out = leave_out
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -102,11 +121,18 @@ class ImageViews(torch.utils.data.Dataset[dict[str, Any]]):
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
         index, view = key if isinstance(key, tuple) else (key, 0)
         s = self.samples[index]
-        if self.cache is None:
-            pixels = load_image(s, view, self.image_size, hflip=self.hflip)
-        else:
-            pixels = self.cache.get((s.id, view, self.image_size, self.hflip),
-                                    lambda: load_image(s, view, self.image_size, hflip=self.hflip))
+        try:
+            if self.cache is None:
+                pixels = load_image(s, view, self.image_size, hflip=self.hflip)
+            else:
+                pixels = self.cache.get(
+                    (s.id, view, self.image_size, self.hflip),
+                    lambda: load_image(s, view, self.image_size, hflip=self.hflip),
+                )
+        except DataError as exc:
+            if not (self.leave_out and _damaged(s, exc)):
+                raise
+            return {"image": None, "label": -1, "index": index, "view": view}
         return {
             # collate stacks the batch into new memory: the cached array is never written
             "image": torch.from_numpy(pixels),
@@ -233,15 +259,26 @@ def train_loader(
     )
 
 
+def _collate_kept(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch of the items whose pixels decode (none: no "image"), and under
+    ``left_out`` the indices of those left out (``ImageViews(leave_out=True)``)."""
+    kept = [it for it in items if it["image"] is not None]
+    out: dict[str, Any] = TargetCollate()(kept) if kept else {}
+    out["left_out"] = [it["index"] for it in items if it["image"] is None]
+    return out
+
+
 def eval_loader(
     samples: Sequence[Sample], *, image_size: int, batch_size: int, num_workers: int = 0,
-    cache: PixelCache | None = None,
+    cache: PixelCache | None = None, leave_out: bool = False,
 ) -> torch.utils.data.DataLoader[dict[str, Any]]:
-    """Sequential view-0 batches of ``samples`` (no teacher targets)."""
+    """Sequential view-0 batches of ``samples`` (no teacher targets). With ``leave_out``
+    the images whose pixels cannot be decoded are left out of the batches, their indices
+    listed under each batch's ``left_out`` (see :class:`ImageViews`)."""
     return torch.utils.data.DataLoader(
-        ImageViews(samples, image_size, cache=cache),
+        ImageViews(samples, image_size, cache=cache, leave_out=leave_out),
         batch_size=batch_size,
         shuffle=False,
-        collate_fn=TargetCollate(),
+        collate_fn=_collate_kept if leave_out else TargetCollate(),
         num_workers=num_workers,
     )

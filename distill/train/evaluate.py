@@ -92,8 +92,13 @@ def evaluate_samples(
     bf16: bool = False,
     num_workers: int = 0,
     cache: PixelCache | None = None,
+    left_out: list[str] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """{domain: {"acc", "loss", "n"}} over the labelled samples (view 0, eval mode)."""
+    """{domain: {"acc", "loss", "n"}} over the labelled samples (view 0, eval mode).
+
+    With ``left_out`` (a list) the images whose pixels cannot be decoded are not scored
+    but their ids added to it (without it the first one raises DataError); a file that
+    cannot be read at all raises either way."""
     labelled = [s for s in samples if s.label is not None]
     if not labelled:
         return {}
@@ -107,8 +112,13 @@ def evaluate_samples(
     device = next(student.parameters()).device
     try:
         loader = eval_loader(labelled, image_size=image_size, batch_size=batch_size,
-                             num_workers=num_workers, cache=cache)
+                             num_workers=num_workers, cache=cache,
+                             leave_out=left_out is not None)  # fmt: skip
         for batch in loader:
+            if left_out is not None:
+                left_out.extend(labelled[i].id for i in batch["left_out"])
+                if "image" not in batch:
+                    continue  # not one image of the batch decodes
             x = to_input(batch["image"], mean, std, channels_last=channels_last).to(device)
             with _autocast(device, bf16):
                 logits = student(x)
@@ -126,6 +136,7 @@ def evaluate_samples(
     return {
         d: {"acc": correct[d] / count[d], "loss": loss[d] / count[d], "n": count[d]}
         for d in domains
+        if count[d]  # a domain whose every image was left out
     }
 
 
@@ -473,10 +484,23 @@ def evaluate_run(
         id_samples = [s for s in id_samples if s.id not in skip]
         ood_samples = [s for s in ood_samples if s.id not in skip]
         excluded = [s for s in excluded if s.id not in skip]
+    # and those found as they are read (data no harvest checked, a file damaged since):
+    # left out of every count, as train leaves out what the harvest left out
+    undecodable: list[str] = []
     kw: dict[str, Any] = {
         "image_size": info["image_size"], "mean": info["mean"], "std": info["std"],
         "batch_size": batch_size, "channels_last": info.get("channels_last", False),
+        "left_out": undecodable,
     }
+    scores = {
+        part: _json_losses(evaluate_samples(student, samples, **kw))
+        for part, samples in (("id", id_samples), ("ood", ood_samples), ("excluded", excluded))
+    }
+    if undecodable:  # the teacher's column over the same images
+        gone = set(undecodable)
+        id_samples = [s for s in id_samples if s.id not in gone]
+        ood_samples = [s for s in ood_samples if s.id not in gone]
+        excluded = [s for s in excluded if s.id not in gone]
     result: dict[str, Any] = {
         "run": str(run), "data": str(data), "method": info["method"],
         "student": info["student"], "same_dataset": same,
@@ -485,11 +509,10 @@ def evaluate_run(
         # files the scan could not use (unreadable, cut short, not images): not scored;
         # those of classes the run's class list leaves out are in classes_left_out
         "files_skipped": [{"path": p, "reason": why} for p, why in ds.unreadable()],
-        # images whose pixels cannot be decoded (the harvest left them out): not scored
-        "images_left_out": sorted(skip),
-        "id": _json_losses(evaluate_samples(student, id_samples, **kw)),
-        "ood": _json_losses(evaluate_samples(student, ood_samples, **kw)),
-        "excluded": _json_losses(evaluate_samples(student, excluded, **kw)),
+        # images whose pixels cannot be decoded (the harvest left them out, or found so
+        # here): not scored
+        "images_left_out": sorted(skip.union(undecodable)),
+        **scores,
     }
     result["mean_id"] = mean_accuracy(result["id"])
     result["mean_ood"] = mean_accuracy(result["ood"])

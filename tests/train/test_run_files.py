@@ -159,3 +159,61 @@ def test_data_lacking_one_of_the_run_s_classes_is_scored_with_the_run_s_labels(
                             std=info["std"])  # fmt: skip
     assert res["ood"]["dom3"]["acc"] == pytest.approx(want["dom3"]["acc"])
     assert res["ood"]["dom3"]["loss"] == pytest.approx(want["dom3"]["loss"], rel=1e-5)
+
+
+def _damage_pixels(path: Path) -> None:
+    """Flip bytes of the pixel data: the header reads (so the scan keeps the file), the
+    pixels do not decode."""
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") + 8
+    data[start : start + 40] = bytes(b ^ 0x5A for b in data[start : start + 40])
+    path.write_bytes(bytes(data))
+
+
+def test_other_data_with_a_damaged_image_is_scored_without_it(
+    run_folder: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`eval RUN OTHER` (no store) on data holding a PNG whose pixels do not decode
+    stopped at it: "error: cannot decode image '.../a_circle/000.png': broken data
+    stream", exit 1, nothing scored. Now it is left out, as train leaves out what the
+    harvest left out: counted in `images_left_out`, named in a note."""
+    data = tmp_path / "other"
+    shutil.copytree(tiny_data / "dom3", data / "dom3")
+    for name in ("a_circle/000.png", "c_cross/004.png"):
+        _damage_pixels(data / "dom3" / name)
+    out = ["--out", str(tmp_path / "e.json")]
+    assert main(["eval", str(run_folder), str(data), "--json", *out]) == 0
+    captured = capsys.readouterr()
+    res = json.loads(captured.out)
+    assert res["images_left_out"] == ["dom3/a_circle/000.png", "dom3/c_cross/004.png"]
+    assert res["ood"]["dom3"]["n"] == 16
+    err = " ".join(captured.err.split())
+    assert "2 images whose pixels cannot be decoded were not scored" in err, err
+    assert "dom3/a_circle/000.png, dom3/c_cross/004.png" in err, err
+    assert json.loads((tmp_path / "e.json").read_text())["images_left_out"] == (
+        res["images_left_out"]
+    )
+    # the table says so too
+    assert main(["eval", str(run_folder), str(data), *out]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "2 images whose pixels cannot be decoded were not scored" in shown, shown
+
+
+def test_an_image_that_cannot_be_read_still_stops_eval(
+    run_folder: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    """A file that cannot be read at all (gone, no permission) is no damaged image: as in
+    the harvest it stops the run, naming it, rather than being quietly left out."""
+    from distill.data import DataError, scan
+    from distill.train.evaluate import evaluate_samples, load_run_student
+
+    data = tmp_path / "other"
+    shutil.copytree(tiny_data / "dom3", data / "dom3")
+    samples = list(scan(data).samples)
+    samples[0].path.unlink()  # after the scan
+    student, info = load_run_student(run_folder)
+    left: list[str] = []
+    with pytest.raises(DataError, match=r"cannot read image .*000\.png"):
+        evaluate_samples(student, samples, image_size=info["image_size"], mean=info["mean"],
+                         std=info["std"], left_out=left)  # fmt: skip
+    assert left == []
