@@ -368,26 +368,31 @@ class Coordinator:
             if self._alive(db, owner, memo):
                 continue
             rows = db.execute(
-                "SELECT teacher, usd, items FROM reservations WHERE owner=?", (owner,)
+                "SELECT teacher, usd, items, kind, endpoint FROM reservations WHERE owner=?",
+                (owner,),
             ).fetchall()
-            for teacher, usd, items in rows:
+            for teacher, usd, items, kind, endpoint in rows:
                 self._add_settled(db, teacher, Decimal(usd))
-                self._ledger_orphan(teacher, Decimal(usd), int(items))
+                self._ledger_orphan(teacher, Decimal(usd), int(items), kind, endpoint)
             db.execute("DELETE FROM reservations WHERE owner=?", (owner,))
             db.execute("DELETE FROM leases WHERE owner=?", (owner,))
             db.execute("DELETE FROM owners WHERE owner=?", (owner,))
             self._reaped.add(owner)
         self._reaped |= self._dead  # dead owners with nothing left to reap
 
-    def _ledger_orphan(self, teacher: str, usd: Decimal, items: int) -> None:
+    def _ledger_orphan(
+        self, teacher: str, usd: Decimal, items: int, kind: str | None, endpoint: str | None
+    ) -> None:
         provider, _, model = teacher.partition(":")
         try:
             with SpendLedger(self.ledger_path) as ledger:
                 # charged at its worst case, not at a bill: estimated (before 2026-12-07
-                # not marked, so the report's estimated_requests left it out)
+                # not marked, so the report's estimated_requests left it out). Its kind and
+                # endpoint as reserved (before 2026-12-07, and for a reservation an older
+                # version made: "unknown" and None, the provider's default URL)
                 orphan = LedgerRecord(
-                    provider, model, "unknown", items, str(usd), outcome=ORPHANED,
-                    reserved_usd=str(usd), estimated=True,
+                    provider, model, kind or "unknown", items, str(usd), outcome=ORPHANED,
+                    reserved_usd=str(usd), estimated=True, endpoint=endpoint,
                 )  # fmt: skip
                 ledger.record(orphan)
         except (LedgerWriteError, OSError):
@@ -539,10 +544,14 @@ class Coordinator:
         *,
         budget: str = "",
         overruns_after: int | None = None,
+        kind: str | None = None,
+        endpoint: str | None = None,
     ) -> tuple[int | None, SpendView]:
         """Reserve ``usd`` if settled + reserved + usd stays within ``cap`` (None: no cap)
         and, with ``overruns_after``, no other budget than ``budget`` has recorded an
-        overrun for ``teacher`` after that id (:meth:`last_overrun`).
+        overrun for ``teacher`` after that id (:meth:`last_overrun`). ``kind`` and
+        ``endpoint`` (the base URL, None for the provider's default) go on the ledger's
+        ``orphaned`` line if the reservation is left open by a process that dies.
 
         Returns (reservation id or None when refused, the totals it was checked against,
         with the overrun that refused it).
@@ -563,8 +572,9 @@ class Coordinator:
             if cap is not None and view.committed + usd > cap:
                 return None, view
             cur = db.execute(
-                "INSERT INTO reservations(owner, teacher, usd, items) VALUES (?, ?, ?, ?)",
-                (self.owner, teacher, str(usd), items),
+                "INSERT INTO reservations(owner, teacher, usd, items, kind, endpoint) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (self.owner, teacher, str(usd), items, kind, endpoint),
             )
             rid = int(cur.lastrowid or 0)
             self._open[rid] = usd
@@ -620,11 +630,12 @@ class Coordinator:
     def _leave(self) -> None:
         with self._write() as db:
             rows = db.execute(
-                "SELECT teacher, usd, items FROM reservations WHERE owner=?", (self.owner,)
+                "SELECT teacher, usd, items, kind, endpoint FROM reservations WHERE owner=?",
+                (self.owner,),
             ).fetchall()
-            for teacher, usd, items in rows:  # never settled: assume billed (as a timeout)
+            for teacher, usd, items, kind, endpoint in rows:  # never settled: assume billed
                 self._add_settled(db, teacher, Decimal(usd))
-                self._ledger_orphan(teacher, Decimal(usd), int(items))
+                self._ledger_orphan(teacher, Decimal(usd), int(items), kind, endpoint)
             db.execute("DELETE FROM reservations WHERE owner=?", (self.owner,))
             db.execute("DELETE FROM leases WHERE owner=?", (self.owner,))
             db.execute("DELETE FROM owners WHERE owner=?", (self.owner,))

@@ -57,12 +57,20 @@ CREATE INDEX IF NOT EXISTS leases_owner ON leases(owner);
 CREATE TABLE IF NOT EXISTS spend(teacher TEXT PRIMARY KEY, settled TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reservations(
     id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, teacher TEXT NOT NULL,
-    usd TEXT NOT NULL, items INTEGER NOT NULL);
+    usd TEXT NOT NULL, items INTEGER NOT NULL, kind TEXT, endpoint TEXT);
 CREATE INDEX IF NOT EXISTS reservations_teacher ON reservations(teacher);
 CREATE TABLE IF NOT EXISTS overruns(
     id INTEGER PRIMARY KEY AUTOINCREMENT, teacher TEXT NOT NULL, budget TEXT NOT NULL,
     host TEXT NOT NULL, pid INTEGER NOT NULL, billed TEXT NOT NULL, reserved TEXT NOT NULL);
 """
+
+# Columns added to a table since its first version, with their type: a database made
+# before gets them (NULL in the rows it holds), so an older cache opens; an older
+# version's INSERTs name their columns, so it still writes a newer cache (NULL here).
+_ADDED_COLUMNS: Final = (
+    ("reservations", "kind", "TEXT"),  # 2026-12-07: what an orphaned line was for ...
+    ("reservations", "endpoint", "TEXT"),  # ... and where it was sent
+)
 
 
 def open_coordination_db(path: Path, told: set[int] | None = None) -> sqlite3.Connection:
@@ -140,6 +148,7 @@ def _open_db(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=PERSIST")
         db.execute("PRAGMA synchronous=OFF")
         db.executescript(_SCHEMA)
+        _add_columns(db)
         check = db.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
             raise sqlite3.DatabaseError(f"quick_check: {check}")
@@ -148,6 +157,18 @@ def _open_db(path: Path) -> sqlite3.Connection:
         raise
     _reserve_space(path)
     return db
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Add the :data:`_ADDED_COLUMNS` a database made by an older version lacks."""
+    for table, column, kind in _ADDED_COLUMNS:
+        if any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})")):
+            continue
+        try:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # that: another process added it meanwhile
+                raise
 
 
 def _reserve_space(path: Path) -> None:

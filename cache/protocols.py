@@ -44,8 +44,9 @@ class LedgerRecord:
     "connection" / "cancelled" (sent, outcome unknown, charged at the reservation),
     "unsettled" (answered, but an error of ours came before it was settled: charged at
     the reservation),
-    "orphaned" (a reservation a killed process left open, kind "unknown", charged at the
-    reservation by the next process; see :mod:`cache.coordination`),
+    "orphaned" (a reservation a killed process left open, charged at the reservation by
+    the next process under the kind and endpoint it was reserved for, kind "unknown" for
+    one reserved before 2026-12-07; see :mod:`cache.coordination`),
     "http_<status>" or "refused" (an attempt the provider did not bill, cost 0), or
     "cache_hit" (nothing billed; ``saved_usd`` is what the hits would have cost).
 
@@ -57,8 +58,8 @@ class LedgerRecord:
     ``cost_usd`` is that reservation. ``cost_usd > reserved_usd`` is an overrun.
 
     ``endpoint``: the base URL the request went to (normalised, no credentials), None for
-    the provider's default one (and for orphaned reservations and lines written before
-    2026-12-07): one ``provider:model`` served at two URLs is two bills.
+    the provider's default one (and for lines written before 2026-12-07, orphaned ones
+    included): one ``provider:model`` served at two URLs is two bills.
     """
 
     provider: str

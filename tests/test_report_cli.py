@@ -305,6 +305,50 @@ def test_orphaned_reservations_count_as_estimated_requests(
     assert json.loads(capsys.readouterr().out)["estimated_requests"] == 2
 
 
+def test_a_killed_run_s_orphaned_reservations_keep_their_endpoint_and_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the reservations a killed run left open were charged by the next run as
+    `orphaned` lines of kind "unknown" with no endpoint, so `report --json` put their money
+    under the provider's default URL in `by_endpoint` (and under kind "unknown") though
+    the requests went to another server. A client at a base URL of its own is killed
+    with its request on the wire; the next run charges it under that URL and kind."""
+    import subprocess
+    import sys
+
+    from distill.data.digits import make_digits
+
+    monkeypatch.setenv("VLM_DISTILL_TEACHER_TOKEN", TOKEN)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    url = "http://127.0.0.1:9/elsewhere"
+    code = (
+        "import asyncio, os, sys, httpx; from cache import Coordinator\n"
+        "from vlmclient import SharedBudget, TeacherClient, TextEmbeddingRequest\n"
+        "c = Coordinator(sys.argv[1] + '/coordination.db', ledger_path=sys.argv[1] + "
+        "'/ledger.jsonl')\n"
+        "def on_the_wire(request): os._exit(0)  # killed with the request sent\n"
+        "async def run():\n"
+        "    async with TeacherClient('local:hash', api_key='tok-12345678', base_url=sys.argv[2],"
+        " budget=SharedBudget(c, 'local:hash', total=None),"
+        " transport=httpx.MockTransport(on_the_wire)) as client:\n"
+        "        await client.embed_texts([TextEmbeddingRequest(text='a cat')])\n"
+        "asyncio.run(run())\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code, str(cache), url], check=True, cwd=root)
+    data = make_digits(tmp_path / "digits", size=16, per_class=1)
+    with teacher() as served:  # the next run charges the killed run's open reservation
+        assert main(harvest_argv(served.url, data, cache, "--dry-run")) == 0
+    capsys.readouterr()
+    (orphan,) = [r for r in ledger(cache) if r.outcome == "orphaned"]
+    assert main(["report", str(cache), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    spent = {e["endpoint"]: Decimal(e["spent_usd"]) for e in report["by_endpoint"]}
+    assert spent == {url: Decimal(orphan.cost_usd)} and spent[url] > 0
+    assert [g["kind"] for g in report["by_kind"]] == ["text_embedding"]
+
+
 def test_spend_at_two_base_urls_of_one_teacher_is_told_apart(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -74,8 +74,18 @@ class Budget:
             return None
         return self.cap - self.spent - self.reserved
 
-    def reserve(self, usd: Decimal, *, items: int = 1) -> Reservation:
-        """Hold ``usd`` for one request of ``items`` items, or raise BudgetExceededError."""
+    def reserve(
+        self,
+        usd: Decimal,
+        *,
+        items: int = 1,
+        kind: str | None = None,
+        endpoint: str | None = None,
+    ) -> Reservation:
+        """Hold ``usd`` for one request of ``items`` items, or raise BudgetExceededError.
+        ``kind`` and ``endpoint`` (its base URL, None: the provider's default) say what
+        the request is for: a :class:`~vlmclient.SharedBudget` keeps them with its
+        reservation for the ledger line of one a killed process leaves open."""
         if not usd.is_finite() or usd < 0:  # a negative hold would raise the cap for all
             raise ValueError(f"a reservation must be a finite amount >= 0, not {usd}")
         with self._lock:

@@ -151,7 +151,10 @@ class Sender:
             try:
                 started = time.perf_counter()
                 try:
-                    reservation = self.budget.reserve(estimate, items=len(spec.items))
+                    reservation = self.budget.reserve(
+                        estimate, items=len(spec.items), kind=spec.kind,
+                        endpoint=self._storage.endpoint,
+                    )  # fmt: skip
                 except BudgetOverrunError as exc:  # another run of the shared budget overran
                     self._settler.stopped_elsewhere(exc)
                     raise

@@ -101,8 +101,17 @@ class SharedBudget(Budget):
         shared = self.total - self.view().committed
         return shared if run is None else min(run, shared)
 
-    def reserve(self, usd: Decimal, *, items: int = 1) -> Reservation:
-        """Hold ``usd`` under the run caps and the shared cap, or raise BudgetExceededError."""
+    def reserve(
+        self,
+        usd: Decimal,
+        *,
+        items: int = 1,
+        kind: str | None = None,
+        endpoint: str | None = None,
+    ) -> Reservation:
+        """Hold ``usd`` under the run caps and the shared cap, or raise BudgetExceededError.
+        ``kind`` and ``endpoint`` go with the shared reservation: a process killed before
+        settling it is charged for it by the next one under that kind and base URL."""
         try:
             local = super().reserve(usd, items=items)
         except BudgetExceededError as err:
@@ -132,6 +141,8 @@ class SharedBudget(Budget):
                 self.total,
                 budget=self._id,
                 overruns_after=self._overruns_seen,
+                kind=kind,
+                endpoint=endpoint,
             )
         except CoordinationError as exc:
             super().release(local)

@@ -134,6 +134,43 @@ def test_a_killed_owner_leaves_its_leases_and_its_in_flight_money_is_charged(
         assert c.spend(TEACHER).settled == Decimal("0.5")
 
 
+def test_a_database_made_before_reservations_kept_their_kind_still_opens(
+    tmp_path: Path,
+) -> None:
+    """Reservations keep their kind and base URL for the ledger's orphaned line (since
+    2026-12-07). A database made before (no such columns) opens and gets them; its open
+    rows, and rows an older version still writes, are charged as before: kind "unknown",
+    no endpoint."""
+    with sqlite3.connect(tmp_path / "coordination.db") as db:
+        db.execute(
+            "CREATE TABLE reservations(id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT "
+            "NULL, teacher TEXT NOT NULL, usd TEXT NOT NULL, items INTEGER NOT NULL)"
+        )
+        db.execute("INSERT INTO reservations(owner, teacher, usd, items) "
+                   "VALUES ('gone', 'local:hash', '0.5', 3)")  # fmt: skip
+    db.close()
+    with coordinator(tmp_path) as c:
+        assert c.spend(TEACHER).settled == Decimal("0.5")  # the dead owner's, charged
+        rid, _ = c.try_reserve(TEACHER, Decimal("0.25"), 2, None, kind="answer",
+                               endpoint="http://gpu-box:8000/v1")  # fmt: skip
+        assert rid is not None  # left open: closing charges it as orphaned
+    with coordinator(tmp_path) as c, sqlite3.connect(tmp_path / "coordination.db") as db:
+        db.execute(  # as an older version writes it
+            "INSERT INTO reservations(owner, teacher, usd, items) "
+            "VALUES ('gone too', 'local:hash', '0.125', 1)"
+        )
+        db.commit()
+        assert c.spend(TEACHER).settled == Decimal("0.875")
+    db.close()
+    charged = [(r.outcome, r.kind, r.endpoint, r.cost_usd)
+               for r in SpendLedger.read(tmp_path / "ledger.jsonl")]  # fmt: skip
+    assert charged == [
+        (ORPHANED, "unknown", None, "0.5"),
+        (ORPHANED, "answer", "http://gpu-box:8000/v1", "0.25"),
+        (ORPHANED, "unknown", None, "0.125"),
+    ]
+
+
 def stopped(pid: int) -> None:
     """Wait until ``pid`` is stopped (SIGSTOP is delivered after ``kill`` returns)."""
     from cache.coordination_db import pid_stopped
