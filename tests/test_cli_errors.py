@@ -643,6 +643,52 @@ def test_a_domain_named_twice_is_refused(
 
 
 @pytest.mark.parametrize(
+    ("flags", "train", "test"),
+    [(["--test-domains", "a, b"], ("c",), ("a", "b")),
+     (["--train-domains", "a, b"], ("a", "b"), ("c",)),
+     (["--train-domains", " c ,a", "--test-domains", "b,,"], ("c", "a"), ("b",))],
+)  # fmt: skip
+def test_domains_listed_with_spaces_after_the_commas_are_the_domains_named(
+    flags: list[str], train: tuple[str, ...], test: tuple[str, ...], tmp_path: Path,
+    data: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--test-domains "a, b"` was refused as "unknown domain ' b'" (exit 2): the space
+    after the comma stayed on the name (until 2026-12-07)."""
+    import distill.train.trainer as trainer
+    from distill.train.prepare import split_data
+
+    splits = []
+    monkeypatch.setattr(trainer, "train", lambda config, **kw: splits.append(split_data(config)))
+    domains = tmp_path / "domains"
+    for domain in ("a", "b", "c"):
+        shutil.copytree(data, domains / domain)
+    argv = ["train", str(domains), "--cache", str(tmp_path / "c"), "--teacher", "local:hash",
+            "--out", str(tmp_path / "run"), *flags]  # fmt: skip
+    main(argv)
+    assert [(s.train_domains, s.test_domains) for s in splits] == [(train, test)]
+
+
+@pytest.mark.parametrize("value", ["", ",", " , "])
+@pytest.mark.parametrize("flag", ["--train-domains", "--test-domains"])
+def test_a_domain_flag_that_names_no_domain_is_refused(
+    flag: str, value: str, tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--test-domains "$TEST"` with TEST unset (or ","): no domain at all, taken as "no
+    test domain" and the run trained on every domain (`--train-domains ""`: "no training
+    domain left: every domain is a test domain"), while `test_domains = []` in a config
+    file was refused (until 2026-12-07)."""
+    domains = tmp_path / "domains"
+    for domain in ("a", "b"):
+        shutil.copytree(data, domains / domain)
+    argv = ["train", str(domains), "--cache", str(tmp_path / "c"), "--teacher", "local:hash",
+            "--out", str(tmp_path / "run"), flag, value]  # fmt: skip
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{flag} names no domain" in line, line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(
     ("flags", "named"),
     [(["--threads", "100000"], "threads"),
      (["--num-workers", "100000"], "num_workers"),

@@ -79,6 +79,10 @@ def resolve_domains(ds: Dataset, cfg: TrainConfig) -> tuple[tuple[str, ...], tup
     # "Paris, Texas" share the part "Paris" (until 2026-12-06 refused as named twice, or
     # as both train and test)
     for flag, named in (("--train-domains", named_train), ("--test-domains", named_test)):
+        if named == ():  # `--test-domains "$TEST"` with TEST unset, or ","
+            raise ConfigurationError(
+                f"{flag} names no domain: name one or more of {all_domains}, or leave it out"
+            )
         names = named or ()
         twice = sorted({d for d in names if names.count(d) > 1})
         if twice:  # a source named twice got two groups of the batch: twice its share
@@ -102,7 +106,8 @@ def _known(named: tuple[str, ...] | None, domains: tuple[str, ...]) -> tuple[str
     """The dataset's domains a flag names. The flag's commas list several domains, so a
     domain whose name has one ("Paris, France") arrives in parts: parts that are no domain
     are joined again with the ones after them until they name one. ConfigurationError for
-    a name that stays unknown."""
+    a name that stays unknown. Spaces around a name are dropped when no domain has them
+    ("a, b" names a and b), and a blank part names nothing ("a, ,b" as "a,,b")."""
     if named is None:
         return None
     # compared after NFC: a domain folder copied from macOS is named in NFD
@@ -110,15 +115,28 @@ def _known(named: tuple[str, ...] | None, domains: tuple[str, ...]) -> tuple[str
     out: list[str] = []
     i = 0
     while i < len(named):
-        for j in range(i, len(named)):
-            name = class_key(",".join(named[i : j + 1]))
-            if name in by_key:
-                out.append(by_key[name])
-                i = j + 1
-                break
-        else:
+        match = _match(named, i, by_key)
+        if match is not None:
+            i, domain = match
+            out.append(domain)
+        elif named[i].strip():
             raise ConfigurationError(f"unknown domain {named[i]!r}; this dataset has {domains}")
+        else:
+            i += 1
     return tuple(out)
+
+
+def _match(parts: tuple[str, ...], i: int, by_key: dict[str, str]) -> tuple[int, str] | None:
+    """(index after its last part, domain) of the domain ``parts[i:]`` begin with: the
+    parts joined as given (a name with a comma), else without the spaces around them (the
+    space after a comma in "a, b"). None when they begin with no domain."""
+    for strip in (False, True):
+        for j in range(i, len(parts)):
+            name = class_key(",".join(parts[i : j + 1]))
+            name = name.strip() if strip else name
+            if name in by_key:
+                return j + 1, by_key[name]
+    return None
 
 
 def split_data(config: TrainConfig) -> DataSplit:
