@@ -364,6 +364,9 @@ def run_select(args: argparse.Namespace) -> int | None:
     if result.stopped_by_budget and result.rounds_done < args.rounds:
         out.print(f"[yellow]stopped by the budget[/]: {result.stopped_by_budget}")
         return EXIT_BUDGET
+    if result.budget_spent:  # more --rounds than images the budget buys: one a round
+        out.print(f"the budget is spent after {result.rounds_done} of {args.rounds} rounds: "
+                  f"{result.budget_spent}")  # fmt: skip
     if result.failed:
         failure_advice(out, result.failed, client)
         return EXIT_ERROR

@@ -90,6 +90,9 @@ class RoundsResult:
     bought_ids: list[str] = field(default_factory=list)
     spent_usd: Decimal = Decimal(0)  # this run
     stopped_by_budget: str | None = None
+    # the budget bought some rounds and no more image, with rounds left (more --rounds than
+    # images it buys: one image a round): what --budget asks, not a stop
+    budget_spent: str | None = None
     rounds_done: int = 0
     per_image_usd: Decimal = Decimal(0)
     state_file: Path | None = None
@@ -548,11 +551,15 @@ async def harvest_rounds(
         if not left:  # every image is bought: nothing to stop
             break
         if quota <= 0:  # images are left, but not the money for one of them
-            result.stopped_by_budget = (
+            why = (
                 f"{len(left)} images not bought: the ${remaining} left of the budget does "
                 f"not cover one more (up to ${result.per_image_usd} each); what was bought "
                 f"is cached: {_raise_cap(client, remaining)}"
             )
+            if r == 0:  # the budget buys no image at all
+                result.stopped_by_budget = why
+            else:
+                result.budget_spent = why
             break
         if r == 0 or not vectors:
             choose = partial(select, "random", np.zeros((len(dataset.samples), 1)), seed=seed)

@@ -238,6 +238,28 @@ def test_a_resume_that_finishes_a_picked_round_records_it_done(
     assert after["picked"] == state["picked"] and after["rounds_done"] == 2
 
 
+def test_more_rounds_than_the_budget_buys_images_ends_when_it_is_spent(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`harvest --budget B --select random --rounds 5` with B for 3 images: one image a
+    round, the budget spent after round 3, and the run said "stopped by the budget" and
+    exited 3 (until 2026-12-07), as if it had stopped short of what was asked, though it
+    bought what --budget allows as fewer rounds do (exit 0). Its rerun exited 3 the same."""
+    cache = tmp_path / "cache"
+    flags = ["--budget", "0.00035", "--select", "random", "--rounds", "5", "--round-steps",
+             "0", "--select-student", "mobilenetv3_small_050", "--select-image-size", "16"]
+    for run in ("first", "rerun"):
+        capsys.readouterr()
+        assert e2e.harvest(hash_teacher, digits_data, cache, *flags) == 0, run
+        out = " ".join(capsys.readouterr().out.split())
+        assert "3 of 120 bought" in out and "rounds │ 3 of 5" in out, out
+        assert "the budget is spent after 3 of 5 rounds" in out and "stopped" not in out, out
+        assert hash_teacher.billing()["images"] == 3  # the rerun buys nothing
+
+
 async def test_rounds_are_priced_by_images_not_bought_yet(
     hash_teacher: LocalTeacher,
     digits_data: Path,
