@@ -27,7 +27,7 @@ from vlmclient.errors import ConfigurationError
 
 from .model_flags import ModelFlags, validation_message
 from .signals import Stopped
-from .validate import int_in, path_text, positive_float
+from .validate import MAX_USD, int_in, path_text, positive_float
 
 if TYPE_CHECKING:
     from distill.server.config import ServerConfig
@@ -44,8 +44,12 @@ def _decimal(text: str) -> Decimal:
         value = Decimal(text)
     except InvalidOperation as exc:
         raise argparse.ArgumentTypeError(f"not a decimal number: {text!r}") from exc
-    if not value.is_finite() or value < 0:
-        raise argparse.ArgumentTypeError(f"price must be a finite number >= 0: {text!r}")
+    # is_finite first: comparing a NaN Decimal raises InvalidOperation. Above MAX_USD:
+    # 1e1000000 was accepted, then every request's bill a decimal.Overflow (a 500).
+    if not value.is_finite() or not 0 <= value <= MAX_USD:
+        raise argparse.ArgumentTypeError(
+            f"price must be a finite number from 0 to {MAX_USD:,}: {text[:40]!r}"
+        )
     return value
 
 
@@ -90,7 +94,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["pseudo-clip", "hash", "open-clip", "mini-clip"],
         default="pseudo-clip",
     )
-    b.add_argument("--hash-dim", type=int, default=384, help="vector size of the hash backend")
+    from distill.server.config import MAX_HASH_DIM
+
+    b.add_argument(
+        "--hash-dim",
+        type=int_in(2, MAX_HASH_DIM),
+        default=384,
+        help=f"vector size of the hash backend, 2 to {MAX_HASH_DIM} (default %(default)s)",
+    )
     b.add_argument(
         "--temperature", type=positive_float, default=None, help="pseudo-clip softmax T, > 0"
     )

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .backend_base import ImageOut, ImageTask, decode_rgb, unit
+from .config import MAX_HASH_DIM
 
 __all__ = ["HashBackend"]
 
@@ -33,8 +34,8 @@ class HashBackend:
         """``decode``: decode every image's pixels first, as a provider does, and refuse
         (400) a request holding one that does not decode; by default only the bytes are
         hashed (fast, and what the tests of everything but decoding need)."""
-        if dim < 2:
-            raise ValueError("dim must be >= 2")
+        if not 2 <= dim <= MAX_HASH_DIM:
+            raise ValueError(f"dim must be from 2 to {MAX_HASH_DIM}, not {dim}")
         self.dim = dim
         self.decode = decode
         self.max_batch = max_batch

@@ -16,6 +16,20 @@ __all__ = ["Faults", "Pricing", "ServerConfig"]
 
 # Cohere's documented cap for texts[] and inputs[] per call; we apply it to images[] too.
 MAX_ITEMS_PER_CALL = 96
+# The images of one call, wherever they are (images[], inputs[].content[], a chat's
+# messages): OpenAI's documented cap for one chat request (Anthropic's is 100, Cohere v4
+# has none but 20 MB). Each image is decoded and embedded: without a cap, 100,000 1x1 PNGs
+# fit in one 16 MB body.
+MAX_IMAGES_PER_CALL = 500
+# Upper bounds of the settings, far above any provider's so that no typo can make one
+# request take the server's memory or time (`--max-items 1000000000` is no cap at all).
+MAX_ITEMS_BOUND = 2048  # OpenAI's embeddings maxItems, the most of any API we speak
+MAX_IMAGES_BOUND = 3000  # Vertex's images per prompt, the most in our notes
+MAX_BODY_BYTES_BOUND = 1024 * 1024 * 1024  # Anthropic takes 32 MB, OpenAI 50 MB of images
+MAX_SECONDS = 3600.0  # a body's time, a fault's sleep: an hour
+# The hash backend's vector size (`--hash-dim`): OpenAI's largest is 3072. One text at
+# 10**7 took 4.3 s, 300 MB and a 53 MB answer; 10**9 was accepted too.
+MAX_HASH_DIM = 8192
 # Cohere v4 caps the images of one call at 20 MB; a little room on top for JSON and base64.
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 # The whole body must arrive in this time; slower senders get 408 and a closed connection.
@@ -76,10 +90,18 @@ class Faults(BaseModel):
     wrong_dim: float = Field(default=0.0, ge=0, le=1, description="half-size vectors")
     # allow_inf_nan=False: "inf" made every request (or every timeout fault) wait for ever
     latency_ms: float = Field(
-        default=0.0, ge=0, allow_inf_nan=False, description="added to every API request"
+        default=0.0,
+        ge=0,
+        le=MAX_SECONDS * 1000,
+        allow_inf_nan=False,
+        description="added to every API request",
     )
     timeout_sleep_s: float = Field(
-        default=30.0, ge=0, allow_inf_nan=False, description="how late a 'timeout' is"
+        default=30.0,
+        ge=0,
+        le=MAX_SECONDS,
+        allow_inf_nan=False,
+        description="how late a 'timeout' is",
     )
     seed: int = Field(default=0, description="seed of the fault draws")
 
@@ -118,10 +140,22 @@ class ServerConfig(BaseModel):
     faults: Faults = Faults()
     rpm: int | None = Field(default=None, ge=1, description="requests per minute, then 429")
     max_body_bytes: int = Field(
-        default=DEFAULT_MAX_BODY_BYTES, ge=1024, description="larger bodies get 413"
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=1024,
+        le=MAX_BODY_BYTES_BOUND,
+        description="larger bodies get 413",
     )
     max_items: int = Field(
-        default=MAX_ITEMS_PER_CALL, ge=1, description="more inputs in one /v2/embed call get 400"
+        default=MAX_ITEMS_PER_CALL,
+        ge=1,
+        le=MAX_ITEMS_BOUND,
+        description="more inputs in one /v2/embed call get 400",
+    )
+    max_images: int = Field(
+        default=MAX_IMAGES_PER_CALL,
+        ge=1,
+        le=MAX_IMAGES_BOUND,
+        description="more images in one call (any route) get 400",
     )
     image_tokens: int = Field(
         default=DEFAULT_IMAGE_TOKENS, ge=0, description="prompt tokens billed per chat image"
@@ -129,6 +163,7 @@ class ServerConfig(BaseModel):
     body_timeout_s: float = Field(
         default=DEFAULT_BODY_TIMEOUT_S,
         gt=0,
+        le=MAX_SECONDS,
         allow_inf_nan=False,
         description="slower request bodies get 408",
     )

@@ -30,7 +30,7 @@ def truncate_tokens(text: str, max_tokens: int | None) -> tuple[str, bool]:
 async def chat_completions(state: TeacherState, body: Any, rid: str) -> Outcome:
     """Answer, and bill prompt tokens (images at ``image_tokens``) plus completion tokens."""
     config = state.config
-    chat = parse_chat(body)
+    chat = parse_chat(body, max_images=config.max_images)
     text, cut = truncate_tokens(await state.answer(chat), chat.max_tokens)
     prompt_tokens = chat.image_count * config.image_tokens + sum(
         count_tokens(t) for t in chat.prompt_texts

@@ -18,7 +18,9 @@ __all__ = ["cohere_embed"]
 async def cohere_embed(state: TeacherState, body: Any, rid: str) -> Outcome:
     """Embed, and bill per image plus input tokens as ``meta.billed_units`` says."""
     config, backend = state.config, state.backend
-    req = parse_cohere_embed(body, max_items=config.max_items)
+    req = parse_cohere_embed(
+        body, max_items=config.max_items, max_images=config.max_images
+    )
     vecs = resize(await state.embed_inputs(req.inputs), req.output_dimension, backend.dim)
     images = sum(len(inp.images) for inp in req.inputs)
     tokens = sum(count_tokens(inp.text) for inp in req.inputs if inp.text is not None)

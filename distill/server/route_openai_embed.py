@@ -18,7 +18,7 @@ __all__ = ["openai_embed"]
 async def openai_embed(state: TeacherState, body: Any, rid: str) -> Outcome:
     """Embed, and bill tokens only (an image counts ``image_tokens``), as ``usage`` says."""
     config, backend = state.config, state.backend
-    req = parse_openai_embed(body)
+    req = parse_openai_embed(body, max_images=config.max_images)
     vecs = resize(await state.embed_inputs(req.inputs), req.dimensions, backend.dim)
     images = sum(len(inp.images) for inp in req.inputs)
     tokens = images * config.image_tokens + sum(

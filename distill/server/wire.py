@@ -150,6 +150,27 @@ def _optional_dim(body: dict[str, Any], key: str) -> int | None:
     return value
 
 
+def _image_parts(contents: Iterable[Any]) -> int:
+    """How many ``image_url`` parts these content lists hold: counted before any is decoded,
+    so a call over the cap costs no more than its JSON."""
+    return sum(
+        1
+        for content in contents
+        if isinstance(content, list)
+        for part in content
+        if isinstance(part, dict) and part.get("type") == "image_url"
+    )
+
+
+def _check_image_count(count: int, max_images: int) -> None:
+    if count > max_images:
+        raise WireError(
+            400,
+            f"{count:,} images in one call: at most {max_images:,} images per call; "
+            "send fewer per call",
+        )
+
+
 def _text_list(value: Any, where: str, max_items: int) -> list[str]:
     if not isinstance(value, list) or not value:
         raise WireError(400, f"{where} must be a non-empty list")
@@ -198,8 +219,9 @@ def _cohere_content(value: Any, where: str) -> EmbedInput:
     return EmbedInput(text="\n".join(texts) if texts else None, images=tuple(images))
 
 
-def parse_cohere_embed(body: Any, *, max_items: int) -> CohereEmbedRequest:
-    """Validate a ``POST /v2/embed`` body (shape of Cohere's published spec)."""
+def parse_cohere_embed(body: Any, *, max_items: int, max_images: int) -> CohereEmbedRequest:
+    """Validate a ``POST /v2/embed`` body (shape of Cohere's published spec); at most
+    ``max_items`` texts, images or inputs, and ``max_images`` images in all."""
     if not isinstance(body, dict):
         raise WireError(400, "request body must be a JSON object")
     model = _require_model(body)
@@ -220,6 +242,12 @@ def parse_cohere_embed(body: Any, *, max_items: int) -> CohereEmbedRequest:
             raise WireError(400, f"{field_name} must be a non-empty list")
         if len(items) > max_items:
             raise WireError(400, f"{field_name}: at most {max_items} items per call")
+        _check_image_count(
+            len(items)
+            if field_name == "images"
+            else _image_parts(v.get("content") for v in items if isinstance(v, dict)),
+            max_images,
+        )
         if field_name == "images":
             inputs = [
                 EmbedInput(images=(parse_data_uri(u, f"images[{i}]"),))
@@ -253,11 +281,11 @@ class OpenAIEmbedRequest:
     dimensions: int | None
 
 
-def parse_openai_embed(body: Any) -> OpenAIEmbedRequest:
+def parse_openai_embed(body: Any, *, max_images: int) -> OpenAIEmbedRequest:
     """Validate a ``POST /v1/embeddings`` body.
 
     Text as OpenAI defines it; as an extension (infinity-emb style), ``"modality":
-    "image"`` makes each input a data URI to embed as an image.
+    "image"`` makes each input a data URI to embed as an image (at most ``max_images``).
     """
     if not isinstance(body, dict):
         raise WireError(400, "request body must be a JSON object", "invalid_request_error")
@@ -267,8 +295,10 @@ def parse_openai_embed(body: Any) -> OpenAIEmbedRequest:
         raw = [raw]
     if isinstance(raw, list) and raw and all(isinstance(x, int) for x in raw):
         raise WireError(400, "token-array inputs are not supported; send strings")
-    texts = _text_list(raw, "input", OPENAI_MAX_INPUTS)
     modality = body.get("modality", "text")
+    if modality == "image" and isinstance(raw, list):
+        _check_image_count(len(raw), max_images)
+    texts = _text_list(raw, "input", OPENAI_MAX_INPUTS)
     if modality == "image":
         inputs = [
             EmbedInput(images=(parse_data_uri(u, f"input[{i}]"),)) for i, u in enumerate(texts)
@@ -293,8 +323,9 @@ class ChatRequest:
     max_tokens: int | None
 
 
-def parse_chat(body: Any) -> ChatRequest:
-    """Validate a ``POST /v1/chat/completions`` body with ``image_url`` data-URL parts."""
+def parse_chat(body: Any, *, max_images: int) -> ChatRequest:
+    """Validate a ``POST /v1/chat/completions`` body with ``image_url`` data-URL parts
+    (at most ``max_images`` in all its messages)."""
     if not isinstance(body, dict):
         raise WireError(400, "request body must be a JSON object")
     model = _require_model(body)
@@ -305,6 +336,9 @@ def parse_chat(body: Any) -> ChatRequest:
         raise WireError(400, "stream=true is not supported by this server")
     if body.get("n") not in (None, 1):
         raise WireError(400, "only n=1 is supported")
+    _check_image_count(
+        _image_parts(m.get("content") for m in messages if isinstance(m, dict)), max_images
+    )
     max_tokens = _optional_dim(body, "max_completion_tokens")
     if max_tokens is None:
         max_tokens = _optional_dim(body, "max_tokens")

@@ -277,3 +277,44 @@ def test_a_stop_signal_while_the_backend_loads_ends_the_server_cleanly() -> None
     assert proc.returncode == 0, err
     assert "teacher stopped by SIGTERM" in err and "Traceback" not in err, err
     assert "spend ledger" not in err  # the paid commands' message: nothing is paid here
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--hash-dim", "1000000000"),  # one text at 10**7: 4.3 s, 300 MB, a 53 MB answer
+        ("--hash-dim", "0"),
+        ("--hash-dim", "-5"),
+        ("--max-items", "1000000000"),  # no cap at all on the inputs of a call
+        ("--max-images", "0"),
+        ("--max-images", "1000000000"),
+        ("--max-body-bytes", "1000000000000"),  # a terabyte read into memory
+        ("--body-timeout-s", "1e300"),  # the slow-sender defence off
+        ("--latency-ms", "1e300"),  # every request waits for ever
+        ("--timeout-sleep-s", "1e300"),
+        ("--usd-per-image", "1e1000000"),  # decimal.Overflow: a 500 on every request
+        ("--usd-per-1m-input-tokens", "1e1000000"),
+    ],
+)
+def test_a_numeric_flag_out_of_range_is_refused_at_startup(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each was accepted and served (or failed on every request, or only once a request
+    came); now one line, exit 2, before anything is served."""
+    from distill.server.runner import ServerThread
+
+    served: list[bool] = []
+    monkeypatch.setattr(ServerThread, "serve_forever", lambda self: served.append(True))
+    try:
+        code = main(["serve-teacher", "--backend", "hash", "--port", "0", flag, value])
+    except SystemExit as exc:  # argparse's own refusal of a flag's type
+        code = exc.code
+    err = capsys.readouterr().err
+    assert (code, served) == (2, []), err
+    assert "Traceback" not in err, err
+    # argparse's usage then "error: argument FLAG: ...", or the one line of the settings
+    # check ("error: invalid server settings: max_items: ...")
+    last = err.strip().splitlines()[-1]
+    assert f"error: argument {flag}: " in last or (
+        len(err.strip().splitlines()) == 1 and flag[2:].replace("-", "_") in last
+    ), err

@@ -419,3 +419,43 @@ def test_an_answer_json_cannot_carry_is_a_500_and_not_billed(serve, caplog) -> N
     assert "could not be encoded" in r.json()["message"]
     assert httpx.get(url + "/admin/billing", headers=auth()).json()["requests"] == 0
     assert any("not JSON" in rec.getMessage() for rec in caplog.records)
+
+
+def _image_bodies(uri: str, n: int) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    """Every way to put ``n`` images in one call, on the three routes."""
+    part = {"type": "image_url", "image_url": {"url": uri}}
+    return [
+        ("/v2/embed", {"model": "m", "input_type": "image", "inputs": [{"content": [part] * n}]}),
+        ("/v2/embed", {"model": "m", "input_type": "image", "inputs": [
+            {"content": [part] * (n - n // 2)}, {"content": [part] * (n // 2)}]}),
+        ("/v1/embeddings", {"model": "m", "modality": "image", "input": [uri] * n}),
+        ("/v1/chat/completions", {"model": "m", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "what is it?"}, *[part] * n]}]}),
+        ("/v1/chat/completions", {"model": "m", "messages": [
+            {"role": "user", "content": [part]}] * n}),
+    ]  # fmt: skip
+
+
+def test_the_images_of_one_call_are_capped_before_any_is_read(serve) -> None:  # type: ignore[no-untyped-def]
+    """One Cohere input (or one chat message, or a conversation) held any number of images:
+    100,000 1x1 PNGs (16 MB, under the body limit) took the hash backend 12-21 s and
+    600 MB, the event loop blocked throughout; a model backend embeds each one. Now more
+    images than ``max_images`` in one call is a 400 in the provider's envelope, before any
+    image is decoded, and is not billed."""
+    uri = data_uri(png(1))
+    url = serve()  # the default cap
+    with httpx.Client(headers=auth(), timeout=30) as c:
+        for path, body in _image_bodies(uri, 3001):
+            r = c.post(url + path, json=body)
+            assert r.status_code == 400, (path, r.status_code, r.text[:200])
+            message = r.json()["message"] if path == "/v2/embed" else (
+                r.json()["error"]["message"])  # fmt: skip
+            assert "3,001 images" in message and "per call" in message, message
+        assert httpx.get(url + "/admin/billing", headers=auth()).json()["requests"] == 0
+        url = serve(max_images=4)  # the flag --max-images
+        for path, body in _image_bodies(uri, 4):
+            assert c.post(url + path, json=body).status_code == 200, path
+        for path, body in _image_bodies(uri, 5):
+            r = c.post(url + path, json=body)
+            assert r.status_code == 400 and "at most 4 images" in r.text, (path, r.text[:200])
+        assert httpx.get(url + "/admin/billing", headers=auth()).json()["requests"] == 5
