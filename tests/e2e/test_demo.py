@@ -79,7 +79,7 @@ def test_demo_with_several_seeds_reports_mean_and_spread(
 ) -> None:
     work = tmp_path / "demo"
     argv = [
-        "demo", "--smoke", "--student", "mobilenetv3_small_050", "--teacher-steps", "3",
+        "demo", "--smoke", "--backend", "hash", "--student", "mobilenetv3_small_050",
         "--views", "1", "--seeds", "2", "--student-size", "48", "--workdir", str(work),
     ]  # fmt: skip
     assert main(argv) == 0
