@@ -20,7 +20,7 @@ import shlex
 import signal
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -83,49 +83,32 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
         "--select work only with it)"
     )
     g.add_argument("--select", choices=SELECTIONS, help="how to pick the images to buy")
-    d = SELECT_DEFAULTS
-    g.add_argument(
-        "--rounds",
-        action=_SelectFlag,
-        type=int_in(1, 1000),
-        default=d["rounds"],
-        help="selection rounds (default: %(default)s)",
-    )
-    g.add_argument(
+
+    def flag(name: str, **kw: Any) -> None:
+        # noted when given, its default the one unused_select_flags compares a config
+        # file's value to
+        dest = name.removeprefix("--").replace("-", "_")
+        g.add_argument(name, action=_SelectFlag, default=SELECT_DEFAULTS[dest], **kw)
+
+    flag("--rounds", type=int_in(1, 1000), help="selection rounds (default: %(default)s)")
+    flag(
         "--round-steps",
-        action=_SelectFlag,
         type=int_in(0),
-        default=d["round_steps"],
         help="student training steps between rounds (default: %(default)s)",
     )
-    g.add_argument(
-        "--select-student",
-        action=_SelectFlag,
-        default=d["select_student"],
-        help="timm model trained between rounds (default: %(default)s)",
-    )
-    g.add_argument(
+    flag("--select-student", help="timm model trained between rounds (default: %(default)s)")
+    flag(
         "--select-image-size",
-        action=_SelectFlag,
         type=int_in(8, MAX_STUDENT_SIZE),
-        default=d["select_image_size"],
         help="its input size (default: %(default)s)",
     )
-    g.add_argument(
+    flag(
         "--select-labels",
-        action=_SelectFlag,
         nargs=0,
         const=True,
-        default=d["select_labels"],
         help="also train the in-between student on the data's own labels (every image needs one)",
     )
-    g.add_argument(
-        "--seed",
-        action=_SelectFlag,
-        type=seed_arg,
-        default=d["seed"],
-        help="selection seed (default: %(default)s)",
-    )
+    flag("--seed", type=seed_arg, help="selection seed (default: %(default)s)")
     p.set_defaults(select_flags=())
 
 
