@@ -1198,6 +1198,20 @@ def test_a_student_that_cannot_take_the_image_size_is_refused_before_training(
     assert not (out / "config.json").exists()
 
 
+def test_train_called_as_a_library_refuses_a_student_that_cannot_take_the_image_size(
+    tiny_data, tiny_cache, tmp_path
+):
+    """``train(config)`` without the CLI's check (examples/train_from_cache.py, a script of
+    one's own): the student is tried on one image when it is built, a one-line error
+    before the run folder is written, not an AssertionError at the first step."""
+    out = tmp_path / "vit"
+    cfg = _cfg(tiny_data, tiny_cache, out, student="vit_tiny_patch16_224", method="erm",
+               steps=1, batch_per_domain=2)  # fmt: skip
+    with pytest.raises(ConfigurationError, match="does not take 32 px inputs"):
+        train(cfg)
+    assert not (out / "config.json").exists()
+
+
 def test_a_run_s_weights_warm_start_a_student_of_the_same_kind(
     tiny_data, tiny_cache, tmp_path, capsys
 ):
