@@ -413,7 +413,7 @@ def test_a_file_the_teacher_cannot_decode_leaves_only_itself_unlabelled(
     folder, classes = unlabelled
     good = (folder / "img05.png").read_bytes()
     broken = bytearray(good)
-    broken[len(broken) // 2 : len(broken) // 2 + 32] = b"\\xff" * 32
+    broken[len(broken) // 2 : len(broken) // 2 + 32] = b"\xff" * 32
     (folder / "img05.png").write_bytes(bytes(broken))
     out = tmp_path / "labels.csv"
     flags = ("--route", "zeroshot", "--check", "none", "--batch-size", "4", "--out", str(out))
@@ -423,6 +423,9 @@ def test_a_file_the_teacher_cannot_decode_leaves_only_itself_unlabelled(
     decisions = read(out.with_suffix(".decisions.csv"))
     labelled = {Path(r["path"]).name for r in decisions if r["label"]}
     assert labelled == {f"img{i:02d}.png" for i in range(12)} - {"img05.png"}
+    # in the run (not skipped by the scan), with no answer
+    by_name = {Path(r["path"]).name: r for r in decisions}
+    assert by_name["img05.png"]["decision"] == "no_answer"
 
 
 def test_a_check_the_budget_did_not_buy_is_unchecked_not_inconsistent(
