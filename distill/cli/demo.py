@@ -145,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
                 harvest=cli_main,
                 on_method=lambda m: out.rule(f"train: {m}"),
                 progress_factory=lambda method: TrainProgress(method, out=out),
+                teacher_waiting=lambda: out.print(
+                    "teacher: waiting for another demo fitting the teacher in "
+                    f"{escape(str(cfg.workdir / 'teacher'))}; this one loads it then"
+                ),
             )
     except HarvestStopped as exc:  # it said why above (budget, signal, error)
         out.print(

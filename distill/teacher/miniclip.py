@@ -21,12 +21,14 @@ Deterministic for a seed: one torch thread count, seeded generators, determinist
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -326,6 +328,7 @@ def ensure_teacher(
     fashion_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     pool_per_class: int | Literal["kind"] | None = "kind",
+    waiting: Callable[[], object] | None = None,
 ) -> Path:
     """The weights of the ``kind`` teacher under ``workdir``; pool and fit only when missing.
 
@@ -335,7 +338,9 @@ def ensure_teacher(
     (seed, steps, pool size, weights hash) is reused, so a second run refits nothing. ``spec`` is a
     :class:`distill.teacher.pool.PoolSpec`. ``pool_per_class`` caps the pool per class and
     source (None: no cap; default: :data:`~distill.teacher.pool.POOL_PER_CLASS_BY_KIND`);
-    another cap than the kind's gets a file and a pool of its own (``-p<cap>``).
+    another cap than the kind's gets a file and a pool of its own (``-p<cap>``). Calls at
+    once in one ``workdir`` (two demos started together) fit once: a later one calls
+    ``waiting`` and waits for the fit under way, then reuses its teacher.
 
     >>> weights = ensure_teacher("digits", "work/teacher")  # doctest: +SKIP
     >>> make_backend("mini-clip", weights=weights)  # doctest: +SKIP
@@ -343,6 +348,46 @@ def ensure_teacher(
     plan = _plan(kind, workdir, seed, steps, widths, stem_stride, pool_per_class)
     if _reusable(plan):
         return plan.weights
+    with _fit_lock(plan, waiting):
+        if not _reusable(plan):  # another process may have fitted it while this one waited
+            _make_and_fit(kind, plan, spec, mnist_dir, fashion_dir, progress)
+    return plan.weights
+
+
+@contextmanager
+def _fit_lock(plan: _Plan, waiting: Callable[[], object] | None) -> Iterator[None]:
+    """Hold an exclusive lock on cutting the pool and fitting the teacher of this kind in
+    its folder: two demos started at once on one --workdir both found no teacher and both
+    cut the pool and fitted it. The second waits here (``waiting`` is called first) and
+    then finds the first's teacher. The lock (``flock`` on ``<pool name>.lock``, nothing
+    written in it) goes with the process, kill -9 included; where it cannot be taken (a
+    read-only folder, a file system without flock) the fit goes on without it."""
+    lock = plan.weights.parent / f"{plan.pool.name}.lock"
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # NFS without locks, Lustre without -o flock: as before, unlocked
+        yield
+    finally:
+        os.close(fd)
+
+
+def _make_and_fit(kind: str, plan: _Plan, spec: Any,
+                  mnist_dir: str | os.PathLike[str] | None,
+                  fashion_dir: str | os.PathLike[str] | None,
+                  progress: Callable[[int, int, float], None] | None) -> None:
+    """Cut ``plan``'s pool unless it is there at its size, then fit the teacher on it."""
     from distill.teacher.pool import make_teacher_pool
 
     if _pool_per_class(plan.pool) != plan.per_class:  # missing, or cut to another size
@@ -355,9 +400,8 @@ def ensure_teacher(
             # pass --force" named a flag the demo does not have.
             if _pool_per_class(plan.pool) != plan.per_class:
                 raise
-    fit_teacher(plan.pool, plan.weights, seed=seed, steps=plan.steps, widths=plan.widths,
+    fit_teacher(plan.pool, plan.weights, seed=plan.seed, steps=plan.steps, widths=plan.widths,
                 stem_stride=plan.stem_stride, progress=progress)
-    return plan.weights
 
 
 def fitted_teacher(

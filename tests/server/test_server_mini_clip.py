@@ -187,6 +187,58 @@ def test_ensure_teacher_uses_a_pool_another_process_made_meanwhile(tmp_path, mon
     )
 
 
+def test_two_ensure_teachers_at_once_fit_once_and_the_second_waits(tmp_path, monkeypatch):
+    """Two demos started at once on one --workdir both found no teacher, and both cut the
+    pool and fitted it (double the work; the later files renamed over the earlier's). The
+    second now says it waits, waits for the first's fit, and loads the teacher it wrote."""
+    import threading
+
+    import distill.teacher.miniclip as miniclip
+    import distill.teacher.pool as pool_module
+    from cache import atomic_write_files
+    from distill.teacher.miniclip import ensure_teacher, manifest_path
+    from distill.teacher.pool import POOL_PER_CLASS_BY_KIND
+
+    per_class = POOL_PER_CLASS_BY_KIND["digits"]
+
+    def make_pool(kind, out, **kwargs):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "dataset.json").write_text(json.dumps({"per_class": per_class}))
+        return out
+
+    fits: list[Path] = []
+    other_arrived = threading.Event()
+
+    def fit(pool, out, *, seed, steps, **kwargs):
+        fits.append(out)
+        if len(fits) == 1:
+            other_arrived.wait(5)  # the other call waits for this fit, or fits as well
+        other_arrived.set()
+        blob = f"weights {len(fits)}".encode()
+        atomic_write_files({out: blob, manifest_path(out): json.dumps({
+            "seed": seed, "steps": steps, "pool": {"per_class": per_class},
+            "weights_sha256": hashlib.sha256(blob).hexdigest()})})  # fmt: skip
+
+    monkeypatch.setattr(pool_module, "make_teacher_pool", make_pool)
+    monkeypatch.setattr(miniclip, "fit_teacher", fit)
+    waited: list[int] = []
+    got: list[Path] = []
+
+    def demo(k: int) -> None:
+        got.append(ensure_teacher("digits", tmp_path, seed=1, steps=2,
+                                  waiting=lambda: (waited.append(k), other_arrived.set())))
+
+    threads = [threading.Thread(target=demo, args=(k,)) for k in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(got) == 2 and got[0] == got[1]
+    assert len(fits) == 1  # fitted once, by the first
+    assert len(waited) == 1  # the other said it waits
+    assert got[0].read_bytes() == b"weights 1"
+
+
 def test_ensure_teacher_refits_a_teacher_of_a_pool_cut_to_another_size(tmp_path):
     """A teacher fitted on a pool of another per-class cap (say the 1,000 per class every
     Fashion pool had before the cap became per kind) is not that kind's teacher any more:
