@@ -22,7 +22,7 @@ if TYPE_CHECKING:
         quantize,
     )
     from .coordination import CoordinationError, Coordinator, Overrun, SpendView, live_owners
-    from .coordination_db import open_reservations
+    from .coordination_db import given_up_on, open_reservations, stop_waiting
     from .keys import (
         KeyTemplate,
         LiteralJSON,
@@ -120,6 +120,7 @@ __all__ = [
     "encode_vector",
     "exchange",
     "fsync_directory",
+    "given_up_on",
     "holds_cache",
     "is_overrun",
     "iter_ledger",
@@ -134,6 +135,7 @@ __all__ = [
     "read_cache_stats",
     "read_ledger",
     "recover_cache",
+    "stop_waiting",
     "totals",
     "verify_cache",
 ]
@@ -164,7 +166,9 @@ _SOURCES: dict[str, str] = {
     "Overrun": "coordination",
     "SpendView": "coordination",
     "live_owners": "coordination",
+    "given_up_on": "coordination_db",
     "open_reservations": "coordination_db",
+    "stop_waiting": "coordination_db",
     "KeyTemplate": "keys",
     "LiteralJSON": "keys",
     "ascii_json_inner": "keys",

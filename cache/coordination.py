@@ -58,6 +58,7 @@ from typing import Final, TypeVar
 
 from .coordination_db import (
     LOCK_STEP_S,
+    given_up_on,
     is_locked,
     lock_holders,
     machine_identity,
@@ -65,6 +66,8 @@ from .coordination_db import (
     pid_alive,
     pid_start,
     pid_stopped,
+    stopped_holder,
+    stopping,
     while_stopped,
 )
 from .ledger import LedgerWriteError, SpendLedger, iter_ledger
@@ -257,6 +260,13 @@ class Coordinator:
             except sqlite3.Error as exc:
                 raise CoordinationError(f"coordination database {self.path}: {exc}") from exc
 
+    def given_up(self) -> bool:
+        """Has this process got a stop signal while a stopped process (Ctrl-Z) holds the
+        database locked? Its writes then fail at once (:func:`while_stopped`): a
+        reservation it cannot close is left open, for the next process to charge as
+        orphaned (written to the ledger too, it would be charged twice)."""
+        return stopping() and stopped_holder(self.path) is not None
+
     def _waiting(self, run: Callable[[], _T]) -> _T:
         """``run()``, waiting for the database's lock (see :func:`while_stopped`)."""
         return while_stopped(self.path, run, self._told_locked)
@@ -408,7 +418,8 @@ class Coordinator:
         try:
             return self._claim(keys)
         except CoordinationError as exc:
-            log.warning("cannot take leases (%s): buying without them", exc)
+            if given_up_on() is None:  # else stopping: nothing more is bought
+                log.warning("cannot take leases (%s): buying without them", exc)
             return set(keys)
 
     def _claim(self, keys: Sequence[str]) -> set[str]:
@@ -442,7 +453,8 @@ class Coordinator:
                     "DELETE FROM leases WHERE key=? AND owner=?", [(k, self.owner) for k in keys]
                 )
         except CoordinationError as exc:  # the lease expires on its own
-            log.warning("cannot release leases (%s)", exc)
+            if given_up_on() is None:  # else stopping: they end with this process
+                log.warning("cannot release leases (%s)", exc)
 
     def held_elsewhere(self, keys: Iterable[str]) -> set[str]:
         """The keys another live owner holds a lease on."""
@@ -463,7 +475,8 @@ class Coordinator:
             try:
                 held = self._waiting(look)
             except sqlite3.Error as exc:
-                log.warning("cannot read leases (%s): buying without them", exc)
+                if given_up_on() is None:  # else stopping: nothing more is bought
+                    log.warning("cannot read leases (%s): buying without them", exc)
                 return set()
         return held
 
@@ -620,7 +633,8 @@ class Coordinator:
         try:
             self._leave()
         except CoordinationError as exc:  # dead owners' rows are reaped by the next process
-            log.warning("could not leave the coordination database cleanly: %s", exc)
+            if given_up_on() is None:  # else the stop says what it leaves
+                log.warning("could not leave the coordination database cleanly: %s", exc)
         finally:
             with self._lock:
                 db, self._db = self._db, None

@@ -5,7 +5,7 @@ keeps working on a full disk, a damaged file moved aside and rebuilt; and how an
 pid is judged alive on this host (gone, a zombie, or reused by another program: dead) or
 stopped (Ctrl-Z, SIGSTOP: alive, and named to whoever waits on its leases); and how a
 process waits for the database's lock while the process holding it on this host is
-stopped (:func:`while_stopped`).
+stopped (:func:`while_stopped`), until a stop signal of its own (:func:`stop_waiting`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ __all__ = [
     "BUSY_TIMEOUT_MS",
     "LOCK_STEP_S",
     "RESERVE_BYTES",
+    "given_up_on",
     "is_locked",
     "lock_holders",
     "machine_identity",
@@ -34,7 +35,9 @@ __all__ = [
     "pid_alive",
     "pid_start",
     "pid_stopped",
+    "stop_waiting",
     "stopped_holder",
+    "stopping",
     "while_stopped",
 ]
 
@@ -290,16 +293,56 @@ def stopped_holder(path: Path) -> int | None:
 _T = TypeVar("_T")
 
 
+class _Stop:
+    """A stop signal came (:func:`stop_waiting`), and the stopped process a wait for the
+    database's lock was given up on then (None: none yet). Plain attributes: set from a
+    signal handler, where taking a lock (a ``threading.Event``'s) could deadlock."""
+
+    requested = False
+    holder: int | None = None
+
+
+_STOP = _Stop()
+
+
+def stop_waiting(requested: bool = True) -> None:
+    """A stop signal (Ctrl-C, SIGTERM) came to this process (``requested``; False: a new
+    run, nothing stopped): from then on a wait for the lock of a database held by a
+    stopped process (:func:`while_stopped`) gives up at once, in every thread. Set from the
+    signal handler, since the event loop that would act on the signal is the one waiting.
+    Safe in a signal handler."""
+    _STOP.requested = requested
+    if not requested:
+        _STOP.holder = None
+
+
+def stopping() -> bool:
+    """Has a stop signal come (:func:`stop_waiting`)?"""
+    return _STOP.requested
+
+
+def given_up_on() -> int | None:
+    """The pid of the stopped process whose lock a wait gave up on after a stop signal
+    (None: no wait was given up)."""
+    return _STOP.holder
+
+
 def while_stopped(path: Path, run: Callable[[], _T], told: set[int]) -> _T:
     """``run()`` (statements on the database at ``path``, with a busy timeout of
     :data:`LOCK_STEP_S`), again while it finds the database locked: up to
     :data:`BUSY_TIMEOUT_MS` by a running process, and for as long as the process holding
     the lock on this host is stopped: a write given up then would buy items unclaimed
     (paid twice) or leave a bill out of the shared total. Says once per such process
-    (``told``: the pids said already) which it is and what to do."""
+    (``told``: the pids said already) which it is and what to do. Once this process got a
+    stop signal (:func:`stop_waiting`), a lock held by a stopped process is given up on
+    at once (the error raised as on a timeout): before 2026-12-07 the event loop waited
+    here, and the signal was acted on only once that process ran on or ended."""
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
     while True:
         started = time.monotonic()
+        if _STOP.requested and _STOP.holder is not None and pid_stopped(_STOP.holder, ""):
+            # given up on already: not LOCK_STEP_S more for each write on the way out
+            raise sqlite3.OperationalError("database is locked")
         try:
             return run()
         except sqlite3.OperationalError as exc:
@@ -309,6 +352,9 @@ def while_stopped(path: Path, run: Callable[[], _T], told: set[int]) -> _T:
             if pid is None:
                 if time.monotonic() >= deadline:
                     raise
+            elif _STOP.requested:
+                _STOP.holder = pid
+                raise
             else:
                 # the wait for a running holder starts again when this one runs on
                 deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000

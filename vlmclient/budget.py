@@ -133,6 +133,11 @@ class Budget:
         """Outcome unknown after sending (timeout, dropped connection): charge the worst case."""
         self.settle(reservation, reservation.usd)
 
+    def left_open(self, reservation: Reservation) -> bool:
+        """Is ``reservation`` to be left open rather than settled and recorded: charged by
+        the next run instead (see :meth:`SharedBudget.left_open`)? Never here."""
+        return False
+
     def release(self, reservation: Reservation) -> None:
         """The provider surely did not bill (connection refused, 429, 5xx): give it back."""
         with self._lock:

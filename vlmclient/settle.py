@@ -262,6 +262,8 @@ class Settler:
                 self._warn_estimated(reported is None, missing)
         if reported is not None:
             reported = _scrub(reported, self._key_forms)  # a server knows the key it was sent
+        if unpriced is None and cost <= reservation.usd and self.budget.left_open(reservation):
+            return cost  # charged by the next run, at its reservation (see left_open)
         started = time.perf_counter()
         # The ledger line first, then the budget's (and the shared total's) settle: a kill
         # between the two leaves the reservation open, which the next run charges as
@@ -426,7 +428,10 @@ def charge_in_full(
     """Charge ``reservation`` whole, the provider having maybe billed it without saying
     what: the ledger line (``estimated``) first, then the budget's charge, so that a kill
     between the two leaves the reservation open for the next run to charge as orphaned
-    (the ledger above the bill, never below it)."""
+    (the ledger above the bill, never below it). Neither when the budget leaves it open
+    for the next run to charge (:meth:`Budget.left_open`)."""
+    if budget.left_open(reservation):
+        return
     try:
         storage.record(
             spec.kind,

@@ -204,6 +204,14 @@ class SharedBudget(Budget):
                 log.critical("shared budget not updated for a $%s settle: %s", actual, exc)
         return overran
 
+    def left_open(self, reservation: Reservation) -> bool:
+        """After a stop signal, while a stopped process (Ctrl-Z) holds the coordination
+        database locked (:meth:`Coordinator.given_up`): the reservation, held in the
+        database, is left open there, and the next process of the cache charges it (as
+        orphaned, at its worst case, as after a kill -9) once the lock is free. Written to
+        the ledger now too, with its close in the database failing, it was charged twice."""
+        return isinstance(reservation, SharedReservation) and self._coord.given_up()
+
     def release(self, reservation: Reservation) -> None:
         """The provider surely did not bill: give the money back here and in the shared total."""
         super().release(reservation)

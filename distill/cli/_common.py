@@ -21,9 +21,9 @@ import httpx
 
 from cache.coordination import Coordinator, live_owners
 from cache.layout import CacheDir
-from cache.ledger import plain
+from cache.ledger import iter_ledger, plain
 from distill.data.dataset import DEFAULT_TEMPLATE
-from vlmclient import ConfigurationError, TeacherClient, load_prices
+from vlmclient import ConfigurationError, SpendRecordError, TeacherClient, load_prices
 from vlmclient.models import Kind
 from vlmclient.prices import PriceTable
 from vlmclient.providers import parse_teacher
@@ -388,6 +388,17 @@ def note_run(
     budget = client.budget
     assert isinstance(budget, SharedBudget)
     try:
+        teacher_spent = budget.ledger_spent
+    except SpendRecordError:
+        # stopped while a stopped process (Ctrl-Z) holds coordination.db locked: the
+        # ledger's own total for the teacher (the shared total starts from it)
+        provider, _, model = budget.teacher.partition(":")
+        teacher_spent = sum(
+            (Decimal(r.cost_usd) for r in iter_ledger(CacheDir(cache_dir).ledger)
+             if (r.provider, r.model) == (provider, model)),
+            Decimal(0),
+        )  # fmt: skip
+    try:
         append_run(
             cache_dir,
             {
@@ -395,7 +406,7 @@ def note_run(
                 "budget_usd": str(args.budget),
                 "run_budget_usd": None if args.run_budget is None else str(args.run_budget),
                 "spent_usd": plain(budget.spent),
-                "teacher_spent_usd": plain(budget.ledger_spent),
+                "teacher_spent_usd": plain(teacher_spent),
                 "bought": bought,
                 "cache_hits": cache_hits,
                 "overruns": budget.overruns,

@@ -9,7 +9,10 @@ abandons the cleanup and prints "Future exception was never retrieved" traceback
 Here every one of these signals cancels the command's task once: the client then records
 each request in flight at its reservation (it may have been billed, its answer is lost),
 and the command exits with 128 + the signal's number. Further signals only print that
-the stop is under way; ``kill -9`` is the way to abandon the cleanup.
+the stop is under way; ``kill -9`` is the way to abandon the cleanup. Python's own
+handler also tells the cache's waits for a lock held by a process stopped with Ctrl-Z
+(:func:`cache.stop_waiting`) to give up: the event loop may be the one waiting, and
+would act on the signal only once that process ran on or ended.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import signal
 import sys
 from collections.abc import Coroutine, Iterator
 from typing import Any, Final, TypeVar
+
+from cache import given_up_on, stop_waiting
 
 __all__ = [
     "STOP_SIGNALS",
@@ -133,6 +138,17 @@ def run_paid(coro: Coroutine[Any, Any, T]) -> T:
                     "them unrecorded"
                 )
 
+        arrived: list[int] = []
+
+        def on_arrival(signum: int, frame: object) -> None:
+            # Python's handler, run at once in this thread even while the loop waits (for
+            # the cache's coordination.db, locked by a process stopped with Ctrl-Z): such
+            # a wait gives up, and the loop then acts on the signal (asyncio's own handler
+            # only wakes the loop, through the fd the C handler writes, kept by this one)
+            arrived.append(signum)
+            stop_waiting()
+
+        stop_waiting(False)  # a new run: nothing stopped it yet
         for signum in stop_signals():
             before = signal.getsignal(signum)
             try:
@@ -141,12 +157,18 @@ def run_paid(coro: Coroutine[Any, Any, T]) -> T:
                 continue  # not the main thread, or no signals here: Python's defaults apply
             installed.append(signum)
             previous[signum] = before
+            signal.signal(signum, on_arrival)
+            signal.siginterrupt(signum, False)  # as add_signal_handler left it
         try:
             # a signal after the task's last await changes nothing: its work is complete
             return loop.run_until_complete(task)
         except asyncio.CancelledError as exc:
             if received:  # the task's own message, when it says what the stop lost
-                raise Interrupted(received[0], str(exc)) from None
+                raise Interrupted(received[0], _lost(str(exc))) from None
+            raise
+        except Exception as exc:
+            if arrived and given_up_on() is not None:  # the error of a write given up on
+                raise Interrupted(arrived[0], _lost("")) from exc
             raise
     finally:
         for signum in installed:
@@ -154,6 +176,21 @@ def run_paid(coro: Coroutine[Any, Any, T]) -> T:
             if previous.get(signum) is not None:
                 signal.signal(signum, previous[signum])  # the handler from before the loop
         _finish(loop)
+
+
+def _lost(during: str) -> str:
+    """What a stop lost: ``during`` (the task's own word), or, when it gave up on the
+    cache's coordination database, locked by a stopped process, what that leaves."""
+    pid = given_up_on()
+    if pid is None:
+        return during
+    return (
+        f"while process {pid} on this host, stopped (Ctrl-Z or SIGSTOP), held the cache's "
+        "coordination.db locked: answers received before it are cached; the requests that "
+        "were in flight are left open in coordination.db at their worst-case cost, which "
+        f"the next run of the cache charges to the spend ledger (as orphaned) once process "
+        f"{pid} runs on or ends; run again to resume"
+    )
 
 
 def _finish(loop: asyncio.AbstractEventLoop) -> None:

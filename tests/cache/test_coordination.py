@@ -22,7 +22,13 @@ import pytest
 
 import cache.coordination_db as coordination_db
 from cache import LedgerRecord, SpendLedger
-from cache.coordination import LEASE_TTL_S, ORPHANED, Coordinator, live_owners
+from cache.coordination import (
+    LEASE_TTL_S,
+    ORPHANED,
+    CoordinationError,
+    Coordinator,
+    live_owners,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER = "local:hash"
@@ -390,6 +396,45 @@ def test_a_process_stopped_holding_the_database_locked_is_waited_for(
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_a_stop_signal_ends_the_wait_for_a_process_stopped_holding_the_database_locked(
+    tmp_path: Path,
+) -> None:
+    """The wait above, once this process got a stop signal (``stop_waiting``, from the
+    CLI's signal handler: its event loop is the one waiting). Before: it went on waiting
+    until the stopped process ran on or ended, and so did the signal. Now each write
+    gives up at once (claims fail open, money fails closed), and the process holding the
+    lock is named for the stop's message."""
+    ended: list[float] = []
+    with coordinator(tmp_path) as c:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", LOCK_HOLDER, str(tmp_path / "coordination.db"),
+             str(tmp_path / "ledger.jsonl"), "IMMEDIATE"],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+            stopped(proc.pid)
+            assert not c.given_up()
+            threading.Timer(0.3, coordination_db.stop_waiting).start()
+            watchdog = threading.Timer(10, os.kill, (proc.pid, signal.SIGCONT))
+            watchdog.start()  # a wait that does not give up fails the test, not hangs it
+            started = time.monotonic()
+            assert c.claim(["free"]) == {"free"}  # given up: failed open
+            ended.append(time.monotonic() - started)
+            assert c.given_up() and coordination_db.given_up_on() == proc.pid
+            started = time.monotonic()
+            with pytest.raises(CoordinationError):
+                c.try_reserve(TEACHER, Decimal("0.25"), 1, Decimal("1"))  # fails closed
+            ended.append(time.monotonic() - started)
+            watchdog.cancel()
+        finally:
+            coordination_db.stop_waiting(False)
+            proc.kill()
+            proc.communicate()
+    assert ended[0] < 2 and ended[1] < 0.5, ended
 
 
 def test_a_process_stopped_holding_the_database_locked_is_a_user_of_the_cache(

@@ -5,6 +5,8 @@ harvest of the same cache started while it is stopped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -285,3 +287,95 @@ def test_a_harvest_stopped_in_the_middle_of_a_write_is_waited_for_by_another(
     finally:
         db.close()
     assert Decimal(settled) == billed > 0, out  # no settle missed the shared total
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_harvest_waiting_for_a_stopped_lock_holder_acts_on_its_own_stop_signal(
+    monkeypatch: pytest.MonkeyPatch, digits_data: Path, tmp_path: Path, signum: int
+) -> None:
+    """A running harvest waiting for ``coordination.db``, locked by a harvest stopped
+    (Ctrl-Z) in the middle of a write, and itself sent Ctrl-C (or SIGTERM). Before: its
+    event loop waited with it, so the signal was acted on only once the stopped process
+    ran on or ended. Now it stops within a second or so, exit 128 + N; what it bought
+    is cached, and once the lock holder runs on every request it sent is in the ledger
+    once: the bill, no more and no less."""
+    gates: list[HeldImages] = []
+
+    def gated(app: Any) -> HeldImages:
+        gates.append(HeldImages(app))
+        return gates[-1]
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    seen: list[str] = []
+    said = threading.Event()
+    with local_teacher(monkeypatch, wrap=gated) as teacher:
+        [gate] = gates
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}  # with the teacher's token
+        python, flag, code = harvest_cmd(teacher, digits_data, cache)
+        running = subprocess.Popen(
+            [python, flag, code], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        holder = reader = None
+        try:
+            until(lambda: gate.held >= 1 or running.poll() is not None, "its requests")
+            holder = subprocess.Popen(
+                [sys.executable, "-c", LOCK_HOLDER, str(cache / "coordination.db"),
+                 str(cache / "ledger.jsonl"), "IMMEDIATE"],
+                cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+            until(lambda: pid_stopped(holder.pid, ""), "the stop")
+            reader = threading.Thread(target=lines_of, args=(running, seen, said), daemon=True)
+            reader.start()
+            gate.open()  # answered and billed: settled while the database is locked
+            said.wait(timeout=120)
+            assert running.poll() is None, "".join(seen)  # waiting for the stopped one
+            os.kill(running.pid, signum)
+            sent = time.monotonic()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                running.wait(timeout=5)
+            took = time.monotonic() - sent
+            ended_while_stopped = running.poll() is not None
+            os.kill(holder.pid, signal.SIGCONT)  # runs on: commits, frees the lock
+            running.wait(timeout=120)
+            reader.join(timeout=60)
+        finally:
+            if holder is not None:
+                holder.kill()
+                holder.communicate()
+            if running.poll() is None:
+                running.kill()
+                running.wait()
+            if reader is not None:
+                reader.join(timeout=60)
+            assert running.stdout is not None
+            running.stdout.close()
+        out = "".join(seen)
+        assert ended_while_stopped, f"ended {took:.1f} s after the signal, once resumed\n{out}"
+        assert took < 3, out
+        assert running.returncode == 128 + signum, out
+        assert f"while process {holder.pid} on this host, stopped" in out, out
+        [noted] = [json.loads(line) for line in (cache / "runs.jsonl").read_text().splitlines()]
+        assert noted["stopped"] == signal.Signals(signum).name, noted  # report's last run
+        # the next run of the cache charges what the stopped one left open (orphaned),
+        # buys what it lost (its requests in flight) and nothing it cached
+        rerun = subprocess.run(
+            harvest_cmd(teacher, digits_data, cache), cwd=ROOT, env=env,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        bill = teacher.billing()
+    records = SpendLedger.read(cache / "ledger.jsonl")
+    images = [r for r in records if r.outcome != "cache_hit" and r.kind != "text_embedding"]
+    orphaned = [r for r in images if r.outcome == "orphaned"]
+    lost = sum(r.items for r in orphaned)  # in flight at the stop: their answers lost
+    n_images = len(scan(digits_data).samples)
+    assert bill["images"] <= n_images + lost, (out, bill)  # nothing cached bought again
+    # never below the bill; above it by at most the answer whose settle was waiting when
+    # the signal came (its line is written first: charged as orphaned too)
+    in_ledger = sum(r.items for r in images)
+    assert bill["images"] <= in_ledger <= bill["images"] + BATCH, (out, images, bill)
+    assert sum(Decimal(r.cost_usd) for r in records) >= Decimal(bill["usd"]), (records, bill)
