@@ -44,6 +44,15 @@ def request_share(provider: Provider, item: Item) -> tuple[int, int]:
     return len(item.image.data), 0
 
 
+def image_count(item: Item) -> int:
+    """Images one prepared item adds to a request, for ``max_request_images``."""
+    if isinstance(item, TextEmbeddingRequest):
+        return 0
+    if isinstance(item, MixedEmbeddingRequest):
+        return len(item.images)
+    return 1
+
+
 def describe_input(item: Item) -> str:
     """How an error names an input: the start of its text and its size.
 
@@ -128,24 +137,29 @@ class Batcher:
     def iter_chunks(
         self, kind: Kind, pairs: Iterable[tuple[str, Item]]
     ) -> Iterator[list[tuple[str, Item]]]:
-        """``pairs`` cut into requests (batch limit, byte and token caps), as they come."""
+        """``pairs`` cut into requests (batch limit, byte, token and image caps), as they
+        come."""
         limit = self.batch_limit(kind)
         max_bytes = self.provider.max_request_bytes
         max_tokens = self.provider.max_request_tokens
+        max_images = self.provider.max_request_images
         current: list[tuple[str, Item]] = []
-        size = tokens = 0
+        size = tokens = images = 0
         for key, item in pairs:
             n, t = request_share(self.provider, item)
+            i = image_count(item)
             if current and (
                 len(current) >= limit
                 or (max_bytes and size + n > max_bytes)
                 or (max_tokens and tokens + t > max_tokens)
+                or (max_images and images + i > max_images)
             ):
                 yield current
-                current, size, tokens = [], 0, 0
+                current, size, tokens, images = [], 0, 0, 0
             current.append((key, item))
             size += n
             tokens += t
+            images += i
         if current:
             yield current
 

@@ -339,10 +339,14 @@ UNIT_PRICE_FIELDS: dict[str, str] = {
     "characters": "usd_per_1k_characters",
 }
 
-# A price in dollars: finite and >= 0 (a negative price would let a run spend past its
-# cap while the budget counts down; the price-file loader refuses them with its own
-# message first, this holds for prices made in code).
-Amount = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+# No unit (an image, a million tokens, a thousand characters) costs more than this: a price
+# above it is a typo, and one like 1e1000000 overflows the budget's arithmetic.
+MAX_USD_PER_UNIT = Decimal(1_000_000)
+# A price in dollars: finite, >= 0 and at most MAX_USD_PER_UNIT (a negative price would let
+# a run spend past its cap while the budget counts down; 1e1000000 was a decimal.Overflow
+# at the first reservation). The price-file loader refuses them with its own message
+# first; this holds for prices made in code.
+Amount = Annotated[Decimal, Field(ge=0, le=MAX_USD_PER_UNIT, allow_inf_nan=False)]
 
 _M = Decimal(1_000_000)
 _B = Decimal(1_000_000_000)

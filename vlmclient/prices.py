@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import ConfigurationError
-from .models import Price
+from .models import MAX_USD_PER_UNIT, Price
 
 __all__ = [
     "MAX_USD_PER_UNIT",
@@ -29,9 +29,6 @@ __all__ = [
 
 log = logging.getLogger("vlmclient")
 STALE_PRICE_DAYS = 90  # a price read longer ago than this is warned about: prices drift
-# No unit (an image, a million tokens, a thousand characters) costs more than this: a price
-# above it is a typo, and one like 1e999999999 overflows the budget's arithmetic.
-MAX_USD_PER_UNIT = Decimal(1_000_000)
 
 
 def _fields(entries: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]]:

@@ -94,13 +94,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["pseudo-clip", "hash", "open-clip", "mini-clip"],
         default="pseudo-clip",
     )
-    from distill.server.config import MAX_HASH_DIM
+    from distill.server.config import DEFAULT_HASH_DIM, MAX_HASH_DIM
 
     b.add_argument(
         "--hash-dim",
         type=int_in(2, MAX_HASH_DIM),
-        default=384,
-        help=f"vector size of the hash backend, 2 to {MAX_HASH_DIM} (default %(default)s)",
+        default=None,  # None: not given, so a backend other than hash can refuse it
+        help=f"vector size of the hash backend, 2 to {MAX_HASH_DIM} (default "
+        f"{DEFAULT_HASH_DIM})",
     )
     b.add_argument(
         "--temperature", type=positive_float, default=None, help="pseudo-clip softmax T, > 0"
@@ -264,6 +265,7 @@ def _listen(host: str, port: int) -> socket.socket:
 _BACKEND_OF_FLAG = {
     "weights": "mini-clip", "open_clip_model": "open-clip", "open_clip_weights": "open-clip",
     "temperature": "pseudo-clip",  # its softmax; the others' answers did not change
+    "hash_dim": "hash",  # pseudo-clip served its own 384-d vectors whatever was asked
 }
 
 
@@ -306,7 +308,9 @@ def run(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host):
         log.warning("binding %s: the teacher is reachable from other machines", args.host)
 
-    extra = {} if args.temperature is None else {"temperature": args.temperature}
+    extra: dict[str, Any] = {} if args.temperature is None else {"temperature": args.temperature}
+    if args.hash_dim is not None:
+        extra["hash_dim"] = args.hash_dim
     stopped_by: list[int] = []
     serving: list[Any] = []  # the server, once it is built
     previous = _stop_gracefully_on_signals(serving, stopped_by)
@@ -315,7 +319,6 @@ def run(args: argparse.Namespace) -> int:
         try:
             backend = make_backend(
                 args.backend,
-                hash_dim=args.hash_dim,
                 open_clip_model=args.open_clip_model,
                 open_clip_weights=args.open_clip_weights,
                 image_tower=args.image_tower,

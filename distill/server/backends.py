@@ -35,6 +35,7 @@ from .backend_hash import HashBackend
 from .backend_mini_clip import MiniClipBackend
 from .backend_open_clip import OpenClipBackend
 from .backend_pseudo_clip import PseudoClipBackend
+from .config import DEFAULT_HASH_DIM
 
 __all__ = [
     "BACKENDS",
@@ -84,7 +85,7 @@ BACKENDS = tuple(_FACTORIES)
 def make_backend(
     name: str,
     *,
-    hash_dim: int = 384,
+    hash_dim: int = DEFAULT_HASH_DIM,
     open_clip_model: str | None = None,
     open_clip_weights: str | Path | None = None,
     temperature: float = DEFAULT_TEMPERATURE,

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-__all__ = ["Faults", "Pricing", "ServerConfig"]
+__all__ = ["DEFAULT_HASH_DIM", "MAX_HASH_DIM", "Faults", "Pricing", "ServerConfig"]
 
 
 # Cohere's documented cap for texts[] and inputs[] per call; we apply it to images[] too.
@@ -30,6 +30,11 @@ MAX_SECONDS = 3600.0  # a body's time, a fault's sleep: an hour
 # The hash backend's vector size (`--hash-dim`): OpenAI's largest is 3072. One text at
 # 10**7 took 4.3 s, 300 MB and a 53 MB answer; 10**9 was accepted too.
 MAX_HASH_DIM = 8192
+# The most a price may be, in USD: the price flags' bound (a trillion dollars, the
+# client's budget bound). Decimal's arithmetic stops at 10**999999: 1e1000000 was
+# accepted, then every bill a decimal.Overflow (a 500).
+MAX_USD = Decimal(10**12)
+DEFAULT_HASH_DIM = 384  # the hash backend's vector size when --hash-dim is not given
 # Cohere v4 caps the images of one call at 20 MB; a little room on top for JSON and base64.
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 # The whole body must arrive in this time; slower senders get 408 and a closed connection.
@@ -59,13 +64,13 @@ class Pricing(BaseModel):
     # The descriptions are the help of `vlm-distill serve-teacher`, whose flags are
     # generated from these models (distill/cli/serve_teacher.py).
     usd_per_image: Decimal = Field(
-        default=Decimal("0.0001"), ge=0, description="per image sent to /v2/embed"
+        default=Decimal("0.0001"), ge=0, le=MAX_USD, description="per image sent to /v2/embed"
     )
     usd_per_1m_input_tokens: Decimal = Field(
-        default=Decimal("0.12"), ge=0, description="per million input (prompt) tokens"
+        default=Decimal("0.12"), ge=0, le=MAX_USD, description="per million input (prompt) tokens"
     )
     usd_per_1m_output_tokens: Decimal = Field(
-        default=Decimal("0.60"), ge=0, description="per million output (answer) tokens"
+        default=Decimal("0.60"), ge=0, le=MAX_USD, description="per million output (answer) tokens"
     )
 
 

@@ -136,6 +136,17 @@ def test_a_price_made_in_code_cannot_be_negative_or_infinite(amount: str) -> Non
         Price(usd_per_1m_output_tokens_long_prompt=Decimal(amount))
 
 
+def test_a_price_made_in_code_above_the_bound_is_refused_when_made() -> None:
+    """Before: Price(usd_per_image=Decimal("1e1000000")) was accepted and the first
+    request's reservation raised decimal.Overflow (the price-file loader caps a unit at
+    $1,000,000, code did not)."""
+    with pytest.raises(ValueError, match="usd_per_image"):
+        Price(usd_per_image=Decimal("1e1000000"))
+    with pytest.raises(ValueError, match="usd_per_1m_output_tokens_long_prompt"):
+        Price(usd_per_1m_output_tokens_long_prompt=Decimal("1000000.01"))
+    assert Price(usd_per_image=Decimal(1_000_000)).usd_per_image == 1_000_000  # the bound
+
+
 @pytest.mark.parametrize("amount", ["-0.01", "NaN", "sNaN", "Infinity"])
 def test_a_reservation_or_a_bill_must_be_a_finite_amount_at_least_zero(amount: str) -> None:
     budget = Budget(usd=Decimal("1"))

@@ -12,9 +12,11 @@ from decimal import Decimal
 import numpy as np
 
 from cache import MemoryCache
+from distill.server import ServerConfig
 from tests.conftest import ListLedger, make_image_requests
 from tests.e2e.conftest import LocalTeacher
 from vlmclient import MixedEmbeddingRequest, TeacherClient, TextEmbeddingRequest
+from vlmclient.providers.local import LOCAL
 
 
 async def test_mixed_inputs_are_fused_billed_and_cached(hash_teacher: LocalTeacher) -> None:
@@ -45,3 +47,26 @@ async def test_mixed_inputs_are_fused_billed_and_cached(hash_teacher: LocalTeach
     np.testing.assert_allclose(fused[0].vector, mean / np.linalg.norm(mean), rtol=1e-5)
     # two orders of the same parts are two inputs, bought and cached apart
     assert len({client.cache_key("mixed_embedding", r) for r in reqs}) == 3
+
+
+async def test_mixed_requests_stay_under_the_servers_image_cap(
+    hash_teacher: LocalTeacher,
+) -> None:
+    # 96 inputs (the per-call input cap) of 6 images: 576 images, over the local
+    # server's default of 500 a call; one request of all 96 was a 400 for every input
+    images = tuple(r.image for r in make_image_requests(6))
+    reqs = [MixedEmbeddingRequest(parts=(f"item {i}", *images)) for i in range(96)]
+    async with TeacherClient(
+        "local:hash", base_url=hash_teacher.url, cache=MemoryCache(), ledger=ListLedger()
+    ) as client:
+        keys = [client.cache_key("mixed_embedding", r) for r in reqs]
+        results = await client.embed_mixed(reqs)
+        again = await client.embed_mixed(reqs)
+        # the keys are per input, whatever request an input went in
+        assert [client.cache_key("mixed_embedding", r) for r in reqs] == keys
+    bill = hash_teacher.billing()
+    assert len(results) == 96 and all(not r.cached for r in results)
+    assert all(r.cached for r in again)
+    assert bill["images"] == 576 and bill["requests"] == 2  # 83 inputs (498 images) + 13
+    # the client's cap is the server's default (vlmclient cannot import the server)
+    assert LOCAL.max_request_images == ServerConfig.model_fields["max_images"].default

@@ -89,6 +89,21 @@ def test_fault_plan_fractions_and_seed() -> None:
         Faults(fail_500=0.6, fail_503=0.6)
 
 
+def test_pricing_made_in_code_above_the_cli_bound_is_refused_when_made() -> None:
+    """Before: Pricing(usd_per_image=Decimal("1e1000000")) was accepted and every request
+    that billed an image was a decimal.Overflow 500 (the CLI's price flags stop at $10**12,
+    code did not)."""
+    from decimal import Decimal
+
+    from distill.server import Pricing
+
+    with pytest.raises(ValueError, match="usd_per_image"):
+        Pricing(usd_per_image=Decimal("1e1000000"))
+    with pytest.raises(ValueError, match="usd_per_1m_output_tokens"):
+        Pricing(usd_per_1m_output_tokens=Decimal(10**12) + 1)
+    assert Pricing(usd_per_image=Decimal(10**12)).usd_per_image == 10**12  # the bound
+
+
 def test_config_hides_token_and_rejects_empty() -> None:
     cfg = ServerConfig(token=SecretStr("hunter2-secret"))
     assert "hunter2-secret" not in repr(cfg) and "hunter2-secret" not in str(cfg.model_dump())

@@ -145,6 +145,9 @@ def test_serve_teacher_open_clip_with_an_unknown_model_is_one_line(
         (["--open-clip-model", "ViT-B-32"], "--open-clip-model"),
         # pseudo-clip's softmax: mini-clip's answers did not change, without a word
         (["--backend", "mini-clip", "--weights", "W", "--temperature", "0.5"], "--temperature"),
+        # the hash backend's vector size: pseudo-clip served 512-d vectors, without a word
+        (["--hash-dim", "64"], "--hash-dim"),
+        (["--backend", "mini-clip", "--weights", "W", "--hash-dim", "64"], "--hash-dim"),
     ],
 )  # fmt: skip
 def test_serve_teacher_refuses_a_file_flag_its_backend_would_ignore(

@@ -121,6 +121,10 @@ class Provider:
     # no limit is known). An input whose token bound is above it is sent alone, so the 400
     # fails only that input (see Batcher.iter_chunks).
     max_input_tokens: Callable[[str, Mapping[str, Any]], int | None] | None = None
+    # Cap on the images of one request, wherever they are (a mixed input holds any
+    # number): the local server's 500 a call; None where only bytes or tokens cap them
+    # (Cohere v4 has no count limit, Voyage's 320k tokens allow 89 images).
+    max_request_images: int | None = None
     # Tokens one image counts toward max_request_tokens, at most (Voyage: 3,572 for its
     # 2 M billed-pixel cap at 560 px a token; 0 where images do not count).
     image_request_tokens: int = 0

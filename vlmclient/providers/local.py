@@ -29,6 +29,9 @@ def _openai_spec(spec: CallSpec) -> CallSpec:
 # The local server bills each image as ServerConfig.image_tokens prompt tokens (85 by
 # default); a price file may state another bound with max_image_tokens.
 LOCAL_IMAGE_TOKENS = 85
+# The server refuses (400) a call with more images than ServerConfig.max_images (500 by
+# default, distill.server.config.MAX_IMAGES_PER_CALL): 96 mixed inputs of 6 images are 576.
+MAX_REQUEST_IMAGES = 500
 
 
 def estimate_usage(spec: CallSpec) -> Usage:
@@ -64,6 +67,7 @@ LOCAL = Provider(
         "answer": 1,
     },
     max_request_bytes=cohere.MAX_REQUEST_IMAGE_BYTES,
+    max_request_images=MAX_REQUEST_IMAGES,
     build_request=build_request,
     parse_response=parse_response,
     estimate_usage=estimate_usage,
