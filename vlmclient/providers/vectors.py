@@ -40,20 +40,31 @@ def indexed_vectors(
     if not isinstance(data, list):
         raise ResponseValidationError("missing data[]", provider=provider, request_id=request_id)
     rows = []
-    previous: int | None = None
-    in_order = True  # the usual answer: rows already in index order, so no sort
-    for d in data:
+    indices = []
+    in_place = True  # the usual answer: row i has index i, so no check and no sort
+    for pos, d in enumerate(data):
+        # proto3 JSON leaves an index of 0 out (Gemini's OpenAI-compatible endpoint)
         index = d.get("index", 0) if isinstance(d, dict) else None
         if not isinstance(index, int):
             raise ResponseValidationError(
                 "missing data[]", provider=provider, request_id=request_id
             )
-        if previous is not None and index < previous:
-            in_order = False
-        previous = index
+        if index != pos:
+            in_place = False
+        indices.append(index)
         rows.append(d.get("embedding"))
-    if not in_order:  # sorted() is stable: equal indices keep their order, as before
-        rows = [d.get("embedding") for d in sorted(data, key=lambda d: d.get("index", 0))]
+    if not in_place and any("index" in d for d in data):  # none numbered: as sent
+        # ``index`` is the input's position (pinned OpenAI spec, Embedding.index): rows
+        # renumbered per sub-batch by a gateway (0, 1, 0, 1) would put vectors on the
+        # wrong inputs, so indices that are not distinct positions are a bad answer
+        if len(set(indices)) != len(indices) or not all(0 <= i < expected for i in indices):
+            raise ResponseValidationError(
+                f"data[] index values {indices[:8]} are not distinct input positions "
+                f"0..{expected - 1}: the vectors cannot be matched to their inputs",
+                provider=provider,
+                request_id=request_id,
+            )
+        rows = [row for _, row in sorted(zip(indices, rows, strict=True), key=lambda p: p[0])]
     if base64_ok and rows and all(isinstance(r, str) for r in rows):  # as vectors_from
         return base64_vectors(rows, expected=expected, request_id=request_id, provider=provider)
     return vectors_from(
