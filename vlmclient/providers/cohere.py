@@ -124,10 +124,15 @@ DEFAULT_DIMS = {"embed-v4.0": 1536}
 # for "float"; the bundled local server documents little-endian float32 and is asked for
 # "base64" (vlmclient.providers.local).
 VECTOR_TYPES = ("float", "base64")
+# The values the pinned spec allows (cohere-openapi e814c8a1 /v2/embed: ``truncate`` enum,
+# ``embedding_types[]`` items ``EmbeddingType``); anything else is a 400 on every request.
+TRUNCATE = ("NONE", "START", "END")
+EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary", "base64")
 
 
 def _options(spec: CallSpec, vector_type: str = "float") -> dict[str, Any]:
-    """``output_dimension`` and ``embedding_types`` checked before anything is sent.
+    """``output_dimension``, ``truncate`` and ``embedding_types`` checked before anything
+    is sent (``truncate`` upper-cased).
 
     The client reads the ``vector_type`` vectors (``float``, or ``base64`` from the
     local server), so that type is always requested; other types a caller asks for
@@ -144,9 +149,21 @@ def _options(spec: CallSpec, vector_type: str = "float") -> dict[str, Any]:
             raise ConfigurationError(
                 f"cohere output_dimension must be one of {OUTPUT_DIMENSIONS}, not {dim!r}"
             )
+    truncate = params.get("truncate")
+    if truncate is not None:
+        # read in any case (max_input_tokens does), sent as the spec spells it
+        if not isinstance(truncate, str) or truncate.upper() not in TRUNCATE:
+            raise ConfigurationError(
+                f"cohere truncate must be one of {TRUNCATE}, not {truncate!r}"
+            )
+        params["truncate"] = truncate.upper()
     types = params.pop("embedding_types", None) or []
     if isinstance(types, str):
         types = [types]
+    if not isinstance(types, list) or any(t not in EMBEDDING_TYPES for t in types):
+        raise ConfigurationError(
+            f"cohere embedding_types must be a list of {EMBEDDING_TYPES}, not {types!r}"
+        )
     params["embedding_types"] = [vector_type, *(t for t in types if t != vector_type)]
     return params
 
