@@ -20,7 +20,12 @@ from typing import Any
 
 import httpx
 
-from ..errors import APIStatusError, QuotaExceededError, ResponseValidationError
+from ..errors import (
+    APIStatusError,
+    ConfigurationError,
+    QuotaExceededError,
+    ResponseValidationError,
+)
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
 from .base import CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
@@ -59,7 +64,14 @@ def embeddings_body(spec: CallSpec) -> dict[str, Any]:
             inputs.append({"text": item.text})
         else:
             raise ValueError(f"jina adapter does not do {spec.kind}")
-    # params: dimensions (64..1024), normalized, task
+    # params: dimensions (64..1024), normalized, task. Not embedding_type: the client
+    # reads float lists only ("binary"/"ubinary" packed bits passed as short vectors and
+    # were cached; "base64" answers were billed and refused, request after request).
+    given = spec.params.get("embedding_type", "float")
+    if given != "float":
+        raise ConfigurationError(
+            f"jina embedding_type must be 'float' (the vectors the client reads), not {given!r}"
+        )
     return {"model": spec.model, "input": inputs, "embedding_type": "float", **spec.params}
 
 
