@@ -111,9 +111,11 @@ def _region(spec: CallSpec, env: Mapping[str, str]) -> str:
 
 
 def check_setup(params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> None:
-    """ConfigurationError for a region no host can hold, before anything is reserved (one
-    missing is said at the first request, as before)."""
+    """ConfigurationError for a region no host can hold, or an output length Titan does
+    not offer, before anything is reserved (a region missing is said at the first
+    request, as before)."""
     _lookup_region(params, os.environ if env is None else env)
+    output_length(params)
 
 
 def _credentials(env: Mapping[str, str]) -> Any:
@@ -156,10 +158,30 @@ def invoke_body(spec: CallSpec) -> dict[str, Any]:
         body = {"inputText": item.text}
     else:
         raise ValueError(f"titan adapter does not do {spec.kind}")
-    dim = spec.params.get("outputEmbeddingLength") or spec.params.get("dimension")
+    dim = output_length(spec.params)
     if dim is not None:
-        body["embeddingConfig"] = {"outputEmbeddingLength": int(dim)}
+        body["embeddingConfig"] = {"outputEmbeddingLength": dim}
     return body
+
+
+# embeddingConfig.outputEmbeddingLength: 256, 384 or 1024 (reference notes, Titan
+# Multimodal Embeddings G1); any other value is a 400 on every request.
+OUTPUT_LENGTHS = (256, 384, 1024)
+
+
+def output_length(params: Mapping[str, Any]) -> int | None:
+    """The ``outputEmbeddingLength`` (or ``dimension``) param as a number, checked."""
+    name = "outputEmbeddingLength" if "outputEmbeddingLength" in params else "dimension"
+    value = params.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or value not in OUTPUT_LENGTHS:
+        raise ConfigurationError(
+            f"titan {name} must be one of {OUTPUT_LENGTHS}, not {value!r} (nothing was sent)"
+        )
+    return int(value)
 
 
 def signed_request(spec: CallSpec, env: Mapping[str, str] | None = None) -> httpx.Request:

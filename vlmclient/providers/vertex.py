@@ -96,11 +96,32 @@ def _setting(spec: CallSpec, key: str, names: tuple[str, ...], env: Mapping[str,
 
 
 def check_setup(params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> None:
-    """ConfigurationError for a project or location no URL can hold, before anything is
-    reserved (one missing is said at the first request, as before)."""
+    """ConfigurationError for a project or location no URL can hold, or a dimension the
+    model does not offer, before anything is reserved (a project or location missing is
+    said at the first request, as before)."""
     env = os.environ if env is None else env
     _lookup(params, "project", PROJECT_ENV, env)
     _lookup(params, "location", LOCATION_ENV, env)
+    _dimension(params)
+
+
+# parameters.dimension of multimodalembedding@001: 128, 256, 512 or 1408 (reference
+# notes, the model reference page); any other value is a 400 on every request.
+DIMENSIONS = (128, 256, 512, 1408)
+
+
+def _dimension(params: Mapping[str, Any]) -> int | None:
+    """The ``dimension`` param as a number, checked (None when not given)."""
+    value = params.get("dimension")
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or value not in DIMENSIONS:
+        raise ConfigurationError(
+            f"vertex dimension must be one of {DIMENSIONS}, not {value!r} (nothing was sent)"
+        )
+    return int(value)
 
 
 def endpoint_url(spec: CallSpec, env: Mapping[str, str] | None = None) -> str:
@@ -159,6 +180,8 @@ def predict_body(spec: CallSpec) -> dict[str, Any]:
         raise ValueError(f"vertex adapter does not do {spec.kind}")
     body: dict[str, Any] = {"instances": [instance]}
     parameters = {k: v for k, v in spec.params.items() if k not in URL_PARAMS}
+    if "dimension" in parameters:
+        parameters["dimension"] = _dimension(parameters)
     if parameters:
         body["parameters"] = parameters
     return body
