@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import ResponseValidationError
+from ..errors import ConfigurationError, ResponseValidationError
 from ..models import (
     Image,
     ImageEmbeddingRequest,
@@ -99,7 +99,33 @@ def _parts(item: Item) -> list[str | Image]:
     raise ValueError(f"voyage adapter does not do {type(item).__name__}")
 
 
+# Params with a fixed set of values: input_type and encoding_format (pinned spec enums;
+# null is each one's default) and output_dimension (reference notes: voyage-multimodal-3.5
+# takes 256/512/1024/2048; voyage-multimodal-3 has one size). Anything else is a 400 on
+# every request, or vectors of the model's own length, billed and refused.
+CHOICES = {"input_type": (None, "query", "document"), "encoding_format": (None, "base64")}
+OUTPUT_DIMENSIONS = {"voyage-multimodal-3": (), "voyage-multimodal-3.5": (256, 512, 1024, 2048)}
+
+
+def check_params(model: str, params: Mapping[str, Any]) -> None:
+    """ConfigurationError for a param value Voyage does not take (nothing is sent)."""
+    for name, allowed in CHOICES.items():
+        if params.get(name) not in allowed:
+            raise ConfigurationError(
+                f"voyage {name} must be one of {allowed}, not {params[name]!r}"
+            )
+    dims = OUTPUT_DIMENSIONS.get(model)
+    dim = params.get("output_dimension")
+    if dim is not None and dims is not None and (isinstance(dim, bool) or dim not in dims):
+        raise ConfigurationError(
+            f"{model} output_dimension must be one of {dims}, not {dim!r}"
+            if dims
+            else f"{model} has one size; output_dimension is for voyage-multimodal-3.5"
+        )
+
+
 def multimodal_body(spec: CallSpec) -> dict[str, Any]:
+    check_params(spec.model, spec.params)
     inputs = [{"content": [_piece(p) for p in _parts(item)]} for item in spec.items]
     # params: input_type ("query"/"document"), truncation, output_dimension (3.5).
     # encoding_format "base64" (the spec's only value; voyageai-python sends it by
