@@ -21,14 +21,17 @@ from tests.providers.loopback import loopback
 from vlmclient import ConfigurationError, Price, TeacherClient, TextEmbeddingRequest
 
 TRUNCATE = ("NONE", "START", "END")
+INPUT_TYPES = ("search_document", "search_query", "classification", "clustering", "image")
 EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary", "base64")
 PRICE = Price(usd_per_1m_input_tokens=Decimal("0.12"), usd_per_1m_image_tokens=Decimal("0.47"))
 
 
 def embed(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """Answers as the spec says: 400 ``{message, id}`` for a value outside its enums."""
-    if body.get("truncate", "END") not in TRUNCATE or any(
-        t not in EMBEDDING_TYPES for t in body.get("embedding_types", [])
+    if (
+        body.get("truncate", "END") not in TRUNCATE
+        or body.get("input_type") not in INPUT_TYPES
+        or any(t not in EMBEDDING_TYPES for t in body.get("embedding_types", []))
     ):
         return 400, {"id": "e-1", "message": "invalid request: bad enum value"}
     n = len(body["texts"])
@@ -63,6 +66,8 @@ async def test_truncate_in_any_case_is_sent_as_the_spec_spells_it() -> None:
         ({"truncate": 0}, "truncate"),
         ({"embedding_types": ["float32"]}, "embedding_types"),
         ({"embedding_types": "int4"}, "embedding_types"),
+        ({"input_type": "query"}, "input_type"),
+        ({"input_type": None}, "input_type"),
     ],
 )
 async def test_a_value_outside_the_spec_sends_nothing(params: dict[str, Any], named: str) -> None:

@@ -125,14 +125,16 @@ DEFAULT_DIMS = {"embed-v4.0": 1536}
 # "base64" (vlmclient.providers.local).
 VECTOR_TYPES = ("float", "base64")
 # The values the pinned spec allows (cohere-openapi e814c8a1 /v2/embed: ``truncate`` enum,
-# ``embedding_types[]`` items ``EmbeddingType``); anything else is a 400 on every request.
+# ``input_type`` (required) ``EmbedInputType``, ``embedding_types[]`` items
+# ``EmbeddingType``); anything else is a 400 on every request.
 TRUNCATE = ("NONE", "START", "END")
+INPUT_TYPES = ("search_document", "search_query", "classification", "clustering", "image")
 EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary", "base64")
 
 
 def _options(spec: CallSpec, vector_type: str = "float") -> dict[str, Any]:
-    """``output_dimension``, ``truncate`` and ``embedding_types`` checked before anything
-    is sent (``truncate`` upper-cased).
+    """``output_dimension``, ``input_type``, ``truncate`` and ``embedding_types`` checked
+    before anything is sent (``truncate`` upper-cased).
 
     The client reads the ``vector_type`` vectors (``float``, or ``base64`` from the
     local server), so that type is always requested; other types a caller asks for
@@ -149,6 +151,10 @@ def _options(spec: CallSpec, vector_type: str = "float") -> dict[str, Any]:
             raise ConfigurationError(
                 f"cohere output_dimension must be one of {OUTPUT_DIMENSIONS}, not {dim!r}"
             )
+    if "input_type" in params and params["input_type"] not in INPUT_TYPES:
+        raise ConfigurationError(
+            f"cohere input_type must be one of {INPUT_TYPES}, not {params['input_type']!r}"
+        )
     truncate = params.get("truncate")
     if truncate is not None:
         # read in any case (max_input_tokens does), sent as the spec spells it
