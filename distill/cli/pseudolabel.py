@@ -461,10 +461,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BUDGET
     failed = [lb for lb in (labels + (second or [])) if lb.error is not None]
     if failed:
+        advice = retry_advice(client.stats.charged_no_answer, client.billed_malformed)
         out.print(
             f"[red]{len(failed)} answers failed at the teacher[/] "
-            f"(last: {escape(failed[-1].error or '')}); fix the cause, then "
-            + retry_advice(client.stats.charged_no_answer, client.billed_malformed)
+            f"(last: {escape(failed[-1].error or '')}); fix the cause"
+            # "then run again ..." only fits the plain advice; the others are sentences
+            + (", then " if advice.startswith("run again") else " first; ")
+            + advice
         )
         return EXIT_ERROR
     unbought = sum(lb.answer is None for lb in labels)

@@ -485,6 +485,22 @@ def test_pseudolabel_with_some_billed_unusable_answers_does_not_say_nothing_paid
     assert "nothing paid is lost" not in out and "billed answers could not be used" in out
 
 
+def test_pseudolabel_failure_advice_after_unusable_answers_reads_as_a_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: "6 answers failed at the teacher (last: ...); fix the cause, then 5 billed
+    answers could not be used (charged, ...)": the advice was glued to "then", which only
+    fits "run again to retry them"."""
+    folder, classes = unlabelled(tmp_path, 40)
+    with serve(faults=Faults(malformed=0.2, seed=3)) as srv:
+        assert _pseudolabel(srv, tmp_path, folder, classes, "--concurrency", "1") == 1
+    captured = capsys.readouterr()
+    out = " ".join((captured.out + captured.err).split())
+    assert "answers failed at the teacher" in out, out
+    assert re.search(r"then \d+ billed answers", out) is None, out
+    assert re.search(r"fix the cause first; \d+ billed answers could not be used", out), out
+
+
 # -- item 15: smaller footguns --------------------------------------------------------------
 
 
