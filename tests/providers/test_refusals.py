@@ -77,3 +77,44 @@ async def test_a_refusal_is_charged_and_never_cached(
         assert client.budget.spent == billed
     [record] = SpendLedger.read(tmp_path / "ledger.jsonl")
     assert record.outcome == "malformed" and Decimal(record.cost_usd) == billed
+
+
+def openai_refusal(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    # structured outputs: the model declines in message.refusal, content is null
+    refusal = "I'm sorry, I can't help with identifying\nthis person (sk-test-refusal). "
+    refusal += "x" * 400
+    return 200, {
+        "id": "chatcmpl-refused",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "refusal": refusal},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 90, "completion_tokens": 5},
+    }
+
+
+async def test_an_openai_refusal_is_named_and_quoted(tmp_path: Path) -> None:
+    """Before, ``message.refusal`` was ignored and the error said "empty answer
+    (finish_reason 'stop')"; now it says the model refused and quotes a bounded prefix."""
+    ask = [AnswerRequest(image=image((64, 48)), prompt="Who is this?", max_output_tokens=16)]
+    with loopback(openai_refusal) as server, ResponseCache(tmp_path / "cache") as cache:
+        client = loopback_client(
+            "openai:gpt-4o-mini",
+            server,
+            "sk-test-refusal",
+            base_url=server.url + "/v1",
+            price=PRICE,
+            cache=cache,
+        )
+        async with client:
+            with pytest.raises(ResponseValidationError) as caught:
+                await client.answer(ask)
+        assert len(cache) == 0
+        assert client.budget.spent == PRICE.cost(Usage(input_tokens=90, output_tokens=5))
+    message = str(caught.value)
+    assert "refused" in message and "empty answer" not in message
+    assert "I'm sorry, I can't help with identifying\\nthis person (***)." in message
+    assert "x" * 200 not in message and "\n" not in message

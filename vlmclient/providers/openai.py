@@ -66,6 +66,7 @@ MAX_EMBEDDING_REQUEST_TOKENS = 300_000
 # model's maximum context length is 8192 tokens, however you requested ...").
 MAX_EMBEDDING_INPUT_TOKENS = 8191
 MEDIA_TYPES = ACCEPTED_MEDIA_TYPES[NAME]  # the one table in images.py
+REFUSAL_QUOTE_CHARS = 120  # how much of a refusal's text an error quotes
 
 
 def prepare_image(image: Image) -> Image:
@@ -309,6 +310,21 @@ def _parse_body(spec: CallSpec, body: dict[str, Any], rid: str | None) -> Parsed
             usage_count(usage_obj, "completion_tokens"), usage_count(details, "reasoning_tokens")
         ),
     )
+    message = choices[0]["message"]  # type: ignore[index]
+    refusal = message.get("refusal") if isinstance(message, dict) else None
+    if isinstance(refusal, str) and refusal.strip():
+        # structured outputs: the model declined (content null); billed, not an answer.
+        # The settle step scrubs keys from the message; the quote is bounded here.
+        quoted = refusal if len(refusal) <= REFUSAL_QUOTE_CHARS else (
+            refusal[: REFUSAL_QUOTE_CHARS - 3] + "..."
+        )
+        bad = ResponseValidationError(
+            f"the model refused to answer (message.refusal: {quoted!r})",
+            provider=NAME,
+            request_id=rid,
+        )
+        bad.usage, bad.reported = usage, reported_usage(usage_raw)
+        raise bad
     if text is None:
         text = ""  # a reasoning model that ran out of tokens may send content: null
     if not isinstance(text, str):
