@@ -142,6 +142,50 @@ def test_rfc3339_resets(value: str, expected: float | None) -> None:
     assert got == (None if expected is None else pytest.approx(expected))
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1s", 1.0),
+        ("6m0s", 360.0),
+        ("20ms", 0.02),
+        ("0.5ms", 0.0005),  # Go's Duration.String below a second: fractional ms
+        ("1.5ms", 0.0015),
+        ("1m30.5s", 90.5),
+        ("1h0m0s", 3600.0),
+        ("1.5\u00b5s", 1.5e-6),  # micro sign, as Go writes it
+        ("2\u03bcs", 2e-6),  # Greek mu, which Go also reads
+        ("500us", 5e-4),
+        ("250ns", 2.5e-7),
+        ("0s", 0.0),
+        ("7.5", 7.5),  # plain seconds
+        ("soon", None),
+        ("1x", None),
+    ],
+)
+def test_openai_reset_durations(value: str, expected: float | None) -> None:
+    got = openai.parse_duration(value)
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2030-01-01T00:00:10.123456789Z", 10.123456),  # nanoseconds: cut to micro
+        ("2030-01-01T00:00:10.1234567+00:00", 10.123456),
+        ("2030-01-01T00:00:10.5Z", 10.5),  # one digit (3.10 took only 3 or 6)
+        ("2030-01-01T00:00:10.12Z", 10.12),
+        ("2030-01-01t00:00:10z", 10.0),
+        ("2030-01-01T00:00:10.Z", None),  # a point with no digits is no RFC 3339
+    ],
+)
+def test_rfc3339_fractions_of_any_length(value: str, expected: float | None) -> None:
+    """Python 3.10's ``fromisoformat`` refuses fractions of other than 3 or 6 digits;
+    the parser must not depend on the interpreter."""
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc).timestamp()
+    got = anthropic.parse_rfc3339(value, now=now)
+    assert got == (None if expected is None else pytest.approx(expected, abs=1e-6))
+
+
 def anthropic_error(status: int, etype: str, message: str, **extra: object) -> httpx.Response:
     error = {"type": etype, "message": message, **extra}
     return httpx.Response(

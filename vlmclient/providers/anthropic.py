@@ -353,18 +353,25 @@ def estimate_usage(spec: CallSpec) -> Usage:
 # -- rate-limit headers ----------------------------------------------------------------
 
 
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
 def parse_rfc3339(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds from ``now`` until an RFC 3339 timestamp (never negative)."""
     if not value:
         return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
+    m = _RFC3339.fullmatch(value.strip())
+    if not m:
+        return None  # no offset among them: refuse to guess a zone
+    stamp, fraction, offset = m.groups()
+    # fromisoformat before 3.11 takes only 3 or 6 fractional digits: keep microseconds
+    if fraction:
+        stamp += "." + fraction[:6].ljust(6, "0")
     try:
-        when = datetime.fromisoformat(text)
+        when = datetime.fromisoformat(stamp + ("+00:00" if offset in ("Z", "z") else offset))
     except ValueError:
-        return None
-    if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 

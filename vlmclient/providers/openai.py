@@ -492,23 +492,29 @@ def estimate_usage(spec: CallSpec) -> Usage:
     return Usage(input_tokens=tokens, output_tokens=output_limit(spec) * _choices(spec))
 
 
-_DURATION = re.compile(
-    r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$"
-)
+# Go's time.Duration text: "1s", "6m0s", "20ms", "0.5ms", "1.5\u00b5s", "1h2m3.5s".
+_DURATION_UNITS = {
+    "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6,
+    "\u03bcs": 1e-6, "ns": 1e-9,
+}
+_DURATION_PART = r"(\d+(?:\.\d+)?)(ms|us|\u00b5s|\u03bcs|ns|h|m|s)"  # "ms" before "m"
+_DURATION = re.compile(f"(?:{_DURATION_PART})+")
 
 
 def parse_duration(value: str | None) -> float | None:
-    """OpenAI reset durations: ``1s``, ``6m0s``, ``20ms``, ``1h2m3.5s`` -> seconds."""
+    """OpenAI reset durations: ``1s``, ``6m0s``, ``20ms``, ``0.5ms``, ``1h2m3.5s`` ->
+    seconds (Go's units h, m, s, ms, us/\u00b5s, ns); a plain number is seconds."""
     if not value:
         return None
-    m = _DURATION.match(value.strip())
-    if not m or not any(m.groups()):
+    text = value.strip()
+    if not _DURATION.fullmatch(text):
         try:
-            return float(value)
+            return float(text)
         except ValueError:
             return None
-    h, mnt, s, ms = (float(g) if g else 0.0 for g in m.groups())
-    return h * 3600 + mnt * 60 + s + ms / 1000
+    return sum(
+        float(n) * _DURATION_UNITS[unit] for n, unit in re.findall(_DURATION_PART, text)
+    )
 
 
 _HINT_HEADERS = frozenset(
