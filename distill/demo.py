@@ -91,10 +91,12 @@ def run_demo(
     on_method: Callable[[str], Any] | None = None,
     progress_factory: Callable[[str], Any] | None = None,
     teacher_waiting: Callable[[], Any] | None = None,
+    teacher_fitting: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Run the demo; ``harvest`` runs the harvest command (the CLI passes its own ``main``).
     ``teacher_waiting`` is called when another demo in the work folder is fitting the
-    teacher: this one waits for that fit and loads its teacher."""
+    teacher: this one waits for that fit and loads its teacher; ``teacher_fitting`` when
+    this one fits it."""
     import torch
     from pydantic import SecretStr
 
@@ -111,7 +113,7 @@ def run_demo(
     )
     ensure_demo_data(data, cfg)
 
-    weights = (fit_demo_teacher(work, cfg, waiting=teacher_waiting)
+    weights = (fit_demo_teacher(work, cfg, waiting=teacher_waiting, fitting=teacher_fitting)
                if cfg.backend == "mini-clip" else None)
     # A fitted teacher is harvested under a name that holds its weights' hash, so a refit
     # never reads an earlier fit's cached embeddings.
@@ -265,10 +267,12 @@ def demo_teacher_fitted(work: Path, cfg: DemoConfig) -> Path | None:
 
 
 def fit_demo_teacher(
-    work: Path, cfg: DemoConfig, *, waiting: Callable[[], Any] | None = None
+    work: Path, cfg: DemoConfig, *, waiting: Callable[[], Any] | None = None,
+    fitting: Callable[[], Any] | None = None,
 ) -> Path:
     """The demo's mini-clip teacher: loaded from ``work/teacher`` or fitted there once
-    (a demo started beside one fitting it calls ``waiting`` and waits for that fit).
+    (``fitting`` is called first; a demo started beside one fitting it calls ``waiting``
+    and waits for that fit).
 
     Its pool is the scikit-learn digits the demo's data builder does not deal out (checked
     by content hash in the tests), so the teacher never saw a training or test image.
@@ -279,7 +283,7 @@ def fit_demo_teacher(
     # Cut against the largest demo (per_class 20): a --quick demo deals a subset of it.
     spec = PoolSpec(seed=cfg.seed, digits_per_class=max(cfg.per_class, 20))
     return ensure_teacher("digits", work / "teacher", seed=cfg.seed, steps=cfg.teacher_steps,
-                          spec=spec, waiting=waiting)
+                          spec=spec, waiting=waiting, fitting=fitting)
 
 
 def method_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -126,15 +126,12 @@ def run(args: argparse.Namespace) -> int:
         f"student: {cfg.student} at {cfg.student_size or cfg.image_size} px"
     )
 
-    if cfg.backend == "mini-clip":
+    if cfg.backend == "mini-clip" and demo_teacher_fitted(cfg.workdir, cfg) is not None:
         # what this run will do, not whether some teacher file is there (another
-        # --teacher-steps, an edited manifest: refitted, though a file exists)
-        fitted = demo_teacher_fitted(cfg.workdir, cfg) is not None
-        out.print(
-            "teacher: mini-clip, "
-            + ("loaded from " + escape(str(cfg.workdir / "teacher")) if fitted else
-               "fitting it once on the digits this demo never deals out (about a minute)")
-        )
+        # --teacher-steps, an edited manifest: refitted, though a file exists); that it
+        # fits is said when it starts to (a demo fitting in this --workdir meanwhile: this
+        # one waits and loads that teacher, and said "fitting" before)
+        out.print("teacher: mini-clip, loaded from " + escape(str(cfg.workdir / "teacher")))
     try:
         # SIGTERM, SIGHUP, SIGQUIT stop the teacher's fit and the training as Ctrl-C does
         # (Python's default ended the demo on the spot, without a word); the harvest
@@ -148,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
                 teacher_waiting=lambda: out.print(
                     "teacher: waiting for another demo fitting the teacher in "
                     f"{escape(str(cfg.workdir / 'teacher'))}; this one loads it then"
+                ),
+                teacher_fitting=lambda: out.print(
+                    "teacher: mini-clip, fitting it once on the digits this demo never deals "
+                    "out (about a minute)"
                 ),
             )
     except HarvestStopped as exc:  # it said why above (budget, signal, error)

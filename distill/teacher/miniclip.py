@@ -329,6 +329,7 @@ def ensure_teacher(
     progress: Callable[[int, int, float], None] | None = None,
     pool_per_class: int | Literal["kind"] | None = "kind",
     waiting: Callable[[], object] | None = None,
+    fitting: Callable[[], object] | None = None,
 ) -> Path:
     """The weights of the ``kind`` teacher under ``workdir``; pool and fit only when missing.
 
@@ -340,7 +341,8 @@ def ensure_teacher(
     source (None: no cap; default: :data:`~distill.teacher.pool.POOL_PER_CLASS_BY_KIND`);
     another cap than the kind's gets a file and a pool of its own (``-p<cap>``). Calls at
     once in one ``workdir`` (two demos started together) fit once: a later one calls
-    ``waiting`` and waits for the fit under way, then reuses its teacher.
+    ``waiting`` and waits for the fit under way, then reuses its teacher. ``fitting`` is
+    called when this call cuts the pool and fits (not when it reuses another's teacher).
 
     >>> weights = ensure_teacher("digits", "work/teacher")  # doctest: +SKIP
     >>> make_backend("mini-clip", weights=weights)  # doctest: +SKIP
@@ -350,6 +352,8 @@ def ensure_teacher(
         return plan.weights
     with _fit_lock(plan, waiting):
         if not _reusable(plan):  # another process may have fitted it while this one waited
+            if fitting is not None:
+                fitting()
             _make_and_fit(kind, plan, spec, mnist_dir, fashion_dir, progress)
     return plan.weights
 

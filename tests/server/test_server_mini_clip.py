@@ -222,11 +222,13 @@ def test_two_ensure_teachers_at_once_fit_once_and_the_second_waits(tmp_path, mon
     monkeypatch.setattr(pool_module, "make_teacher_pool", make_pool)
     monkeypatch.setattr(miniclip, "fit_teacher", fit)
     waited: list[int] = []
+    fitting: list[int] = []
     got: list[Path] = []
 
     def demo(k: int) -> None:
         got.append(ensure_teacher("digits", tmp_path, seed=1, steps=2,
-                                  waiting=lambda: (waited.append(k), other_arrived.set())))
+                                  waiting=lambda: (waited.append(k), other_arrived.set()),
+                                  fitting=lambda: fitting.append(k)))
 
     threads = [threading.Thread(target=demo, args=(k,)) for k in (1, 2)]
     for t in threads:
@@ -236,6 +238,7 @@ def test_two_ensure_teachers_at_once_fit_once_and_the_second_waits(tmp_path, mon
     assert len(got) == 2 and got[0] == got[1]
     assert len(fits) == 1  # fitted once, by the first
     assert len(waited) == 1  # the other said it waits
+    assert len(fitting) == 1 and fitting != waited  # and only the one that fits says so
     assert got[0].read_bytes() == b"weights 1"
 
 
@@ -376,8 +379,56 @@ def test_fitted_teacher_says_whether_ensure_teacher_will_reuse_or_fit(tmp_path):
     assert fitted_teacher("digits", tmp_path, seed=1, steps=2) is None
 
 
+def test_a_demo_that_waits_for_another_s_teacher_does_not_say_it_fits(
+    tmp_path, monkeypatch, capsys
+):
+    """A demo started beside one fitting the teacher in its --workdir said "fitting it
+    once ..." and then "waiting for another demo fitting the teacher", and loaded the
+    other's teacher: it never fitted. Now it says it fits only when it starts to."""
+    import fcntl
+    import os
+
+    import distill.demo as demo
+    import distill.teacher.miniclip as miniclip
+    from cache import atomic_write_files
+    from distill.teacher.miniclip import manifest_path
+
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    other = os.open(teacher / "digits.lock", os.O_RDWR | os.O_CREAT)  # the other demo's
+    fcntl.flock(other, fcntl.LOCK_EX)
+    monkeypatch.setattr(miniclip, "fit_teacher", lambda *a, **k: pytest.fail("fitted"))
+    monkeypatch.setattr(demo, "ensure_demo_data", lambda data, cfg: None)
+    real_fit = demo.fit_demo_teacher
+    got = []
+
+    def beside_another_fit(work, cfg, *, waiting, **kwargs):
+        plan = miniclip._plan("digits", work / "teacher", cfg.seed, cfg.teacher_steps,
+                              None, None, "kind")  # fmt: skip
+
+        def the_other_finishes():
+            waiting()
+            blob = b"the other demo's teacher"
+            atomic_write_files({plan.weights: blob, manifest_path(plan.weights): json.dumps({
+                "seed": plan.seed, "steps": plan.steps, "pool": {"per_class": plan.per_class},
+                "weights_sha256": hashlib.sha256(blob).hexdigest()})})  # fmt: skip
+            os.close(other)  # its lock goes with it
+
+        got.append(real_fit(work, cfg, waiting=the_other_finishes, **kwargs))
+        raise demo.HarvestStopped(3)
+
+    monkeypatch.setattr(demo, "fit_demo_teacher", beside_another_fit)
+    assert main(["demo", "--workdir", str(tmp_path)]) == 3
+    said = " ".join(capsys.readouterr().out.split())
+    assert "waiting for another demo fitting the teacher" in said, said
+    assert "fitting it once" not in said, said
+    assert got[0].read_bytes() == b"the other demo's teacher"
+
+
 def test_the_demo_says_it_fits_when_it_will(tmp_path, monkeypatch, capsys):
     import distill.demo as demo
+    import distill.teacher.miniclip as miniclip
+    import distill.teacher.pool as pool_module
 
     teacher = tmp_path / "teacher"
     teacher.mkdir()
@@ -386,7 +437,11 @@ def test_the_demo_says_it_fits_when_it_will(tmp_path, monkeypatch, capsys):
     def stop_here(*args, **kwargs):
         raise demo.HarvestStopped(3)
 
-    monkeypatch.setattr(demo, "run_demo", stop_here)
+    # the fit itself stops it (said when the fit starts, since a demo may end up loading
+    # the teacher another demo fitted meanwhile)
+    monkeypatch.setattr(demo, "ensure_demo_data", lambda data, cfg: None)
+    monkeypatch.setattr(pool_module, "make_teacher_pool", lambda *a, **k: None)
+    monkeypatch.setattr(miniclip, "fit_teacher", stop_here)
     main(["demo", "--workdir", str(tmp_path)])
     said = capsys.readouterr().out
     assert "fitting it once" in said and "loaded from" not in said, said
