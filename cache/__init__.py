@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         iter_ledger,
         plain,
         read_ledger,
+        refuse_foreign_ledger,
         totals,
     )
     from .memory import MemoryCache
@@ -135,6 +136,7 @@ __all__ = [
     "read_cache_stats",
     "read_ledger",
     "recover_cache",
+    "refuse_foreign_ledger",
     "stop_waiting",
     "totals",
     "verify_cache",
@@ -196,6 +198,7 @@ _SOURCES: dict[str, str] = {
     "iter_ledger": "ledger",
     "plain": "ledger",
     "read_ledger": "ledger",
+    "refuse_foreign_ledger": "ledger",
     "totals": "ledger",
     "MemoryCache": "memory",
     "CacheEntry": "protocols",

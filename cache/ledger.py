@@ -53,6 +53,7 @@ __all__ = [
     "maybe_billed",
     "plain",
     "read_ledger",
+    "refuse_foreign_ledger",
     "reserve_tail",
     "totals",
 ]
@@ -276,12 +277,15 @@ def _parse_lines(
         yield rec
 
 
-def _refuse_foreign(path: Path) -> None:
+def refuse_foreign_ledger(
+    path: str | os.PathLike[str],
+    refusing: str = "refusing to add records to it; nothing was bought",
+) -> None:
     """CacheLayoutError when ``path`` holds whole lines and not one of them is a record:
     a file of someone else's (a user's own ``ledger.jsonl`` in the folder given as the
     cache), which the readers would skip line by line as damage while records were added
     to it. Reads up to the first record, so a ledger of ours costs one line; one cut at
-    its first write (a torn line only) is ours."""
+    its first write (a torn line only) is ours. ``refusing`` says what is not done."""
     problems: list[tuple[int, str]] = []
     try:
         with open(path, "rb") as f:
@@ -292,8 +296,7 @@ def _refuse_foreign(path: Path) -> None:
     if any(not why.startswith("torn") for _, why in problems):
         raise CacheLayoutError(
             f"{path} is not a spend ledger (not one of its lines is a record of vlm-distill's): "
-            "refusing to add records to it; nothing was bought. Move it aside, or give "
-            "another cache folder"
+            f"{refusing}. Move it aside, or give another cache folder"
         )
 
 
@@ -313,7 +316,7 @@ class SpendLedger:
         self._lock = threading.Lock()
         created = not self.path.exists()
         if not created:
-            _refuse_foreign(self.path)
+            refuse_foreign_ledger(self.path)
         try:
             if created:
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

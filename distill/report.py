@@ -20,6 +20,7 @@ from cache import (
     ResponseCache,
     iter_ledger,
     open_reservations,
+    refuse_foreign_ledger,
     totals,
 )
 from cache.layout import LEDGER_FILE, RESPONSES_DIR, CacheDir
@@ -120,6 +121,9 @@ def _last_run(cache_dir: Path) -> dict[str, Any] | None:
 
 def build_report(path: Path) -> dict[str, Any]:
     cdir = CacheDir(find_cache_dir(path))
+    # a user's own ledger.jsonl in the folder: one line, as the commands that write refuse
+    # it (each of its lines listed as "unreadable line" and exit 0 before)
+    refuse_foreign_ledger(cdir.ledger, "nothing to report")
     # one pass over the ledger, one line at a time: a large one is never held whole
     unread = _Unread()
     overruns: list[LedgerRecord] = []

@@ -560,3 +560,28 @@ def test_a_harvest_stopped_holding_the_coordination_lock_is_named_by_the_report(
     [problem] = report["ledger_problems"]
     assert f"process {proc.pid} on this host is stopped" in problem, problem
     assert f"kill -CONT {proc.pid}" in problem
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_file_of_someone_else_s_as_the_ledger_is_refused_as_other_commands_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], json_flag: list[str]
+) -> None:
+    """Before: `report --cache ~/notes` where `~/notes/ledger.jsonl` is the user's own file
+    listed each of its lines as "unreadable line" and exited 0, where harvest refuses it
+    as "not a spend ledger". A ledger of ours with damaged lines is still reported."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    theirs = notes / "ledger.jsonl"
+    theirs.write_text('{"date": "2026-01-03", "item": "coffee", "amount": 3.5}\nrent 900\n')
+    assert main(["report", "--cache", str(notes), *json_flag]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert line.startswith(f"error: {theirs} is not a spend ledger"), line
+    assert "unreadable" not in captured.out + captured.err and "bought" not in line
+    assert theirs.read_text().endswith("rent 900\n")
+
+    ours = _cache(tmp_path / "c", "0.25")
+    with open(ours / "ledger.jsonl", "a") as f:
+        f.write("rent 900\n")
+    assert main(["report", "--cache", str(ours), *json_flag]) == 0
+    assert "line 2: unreadable line" in capsys.readouterr().out
