@@ -23,7 +23,8 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -613,18 +614,49 @@ class TeacherClient:
                     "TeacherClient if the teacher really is free",
                 )
             self._priced_kinds.add(kind)
+        if len(requests) > self.concurrency * self._batcher.batch_limit(kind):
+            return await self._run_windows(kind, requests, result_type)
+        # one round of requests at most (every call the harvest makes): prepared, looked
+        # up and bought at once; an InputError is raised here, before any spend
+        prepared, keys = self._prepare_window(kind, requests)
+        outcomes = await self._finish(kind, prepared, keys, *self._start(kind, prepared, keys))
+        return self._results(outcomes, prepared, result_type)
+
+    def _prepare_window(self, kind: Kind, requests: Sequence[Item]) -> tuple[list[Item], list[str]]:
+        """(``requests`` prepared, their cache keys); an InputError for an item that cannot
+        be sent."""
         started = time.perf_counter()
-        # what prepare() and cache_key() do, without their wrappers; an InputError is
-        # raised here, before any spend
+        prepared, keys = self._prepared(kind, requests)
+        self.timings.add("prepare", started)
+        return prepared, keys
+
+    def _prepared(self, kind: Kind, requests: Sequence[Item]) -> tuple[list[Item], list[str]]:
+        """:meth:`_prepare_window`, untimed (it may run in a worker thread)."""
+        # what prepare() and cache_key() do, without their wrappers
         provider, item_key = self.provider, self._keyer.item_key
         prepared = [prepare_item(provider, item) for item in requests]
-        keys = [item_key(kind, item) for item in prepared]
-        self.timings.add("prepare", started)
+        return prepared, [item_key(kind, item) for item in prepared]
+
+    def _start(
+        self, kind: Kind, prepared: list[Item], keys: list[str]
+    ) -> tuple[list[asyncio.Future[Any]], Awaitable[Any] | None]:
+        """(one future per item, what buys the misses: await it, at once)."""
         # in flight or cached: served; the rest are bought (or waited for, when another
         # process sharing the cache holds them), and their futures resolved
         futures, to_buy = self._pipeline.lookup(kind, prepared, keys)
-        if to_buy:
-            await self._pipeline.buy(kind, to_buy)
+        return futures, (self._pipeline.buy(kind, to_buy) if to_buy else None)
+
+    async def _finish(
+        self,
+        kind: Kind,
+        prepared: list[Item],
+        keys: list[str],
+        futures: list[asyncio.Future[Any]],
+        buying: Awaitable[Any] | None,
+    ) -> list[Any]:
+        """The outcome (result or error) of each item once ``buying`` is done."""
+        if buying is not None:
+            await buying
         if all(f.done() for f in futures):  # the usual case: no gather needed
             outcomes: list[Any] = [_outcome(f) for f in futures]
         else:
@@ -643,6 +675,94 @@ class TeacherClient:
             for i, outcome in zip(again, retried, strict=True):
                 outcomes[i] = outcome
             again = [i for i in again if isinstance(outcomes[i], asyncio.CancelledError)]
+        return outcomes
+
+    async def _run_windows(
+        self, kind: Kind, requests: Sequence[Item], result_type: type[R]
+    ) -> list[R]:
+        """A call of more items than one round of requests (concurrency x batch limit):
+        its items are prepared (in a worker thread), looked up and bought a batch at a
+        time, each request sent as soon as it is whole (cut as the whole call's misses
+        would be), with at most 2 x concurrency batches prepared and not yet answered.
+        Preparing all of 100,000 images first sent nothing for minutes and held every
+        re-encoded copy.
+
+        An item that cannot be prepared fails the call when it is reached: what was sent
+        before it is bought (and cached), the misses not yet sent are not. Repeats far
+        apart share one purchase, as within one batch."""
+        step = self._batcher.batch_limit(kind)
+        shared: dict[str, asyncio.Future[Any]] = {}  # the call's keys bought or shared
+        outcomes: list[Any] = []
+        failed: dict[int, Item] = {}  # (only what an error of the call describes)
+        batches: deque[tuple[int, list[Item], list[str], list[asyncio.Future[Any]]]] = deque()
+        buying: list[asyncio.Future[Any]] = []
+        carry: list[tuple[str, Item]] = []  # misses not yet a whole request
+
+        def send(chunk: list[tuple[str, Item]]) -> None:
+            buying.append(asyncio.ensure_future(self._pipeline.buy(kind, chunk)))
+
+        async def finish() -> None:
+            nonlocal carry, buying
+            start, prepared, keys, futures = batches.popleft()
+            if carry and not all(f.done() for f in futures):
+                # before waiting: no item this call put in flight waits unsent meanwhile
+                # (another call may be waiting on it, and this one on that call)
+                send(carry)
+                carry = []
+            done = await self._finish(kind, prepared, keys, futures, None)
+            for i, outcome in enumerate(done):
+                if isinstance(outcome, InputTooLongError):
+                    failed[start + i] = prepared[i]
+            outcomes.extend(done)
+            buying = [t for t in buying if not t.done() or t.cancelled() or t.exception()]
+
+        try:
+            for start in range(0, len(requests), step):
+                while len(batches) >= 2 * self.concurrency:
+                    await finish()
+                # in a worker thread: the requests started go on meanwhile (images are
+                # decoded and encoded, bytes hashed, outside the GIL)
+                started = time.perf_counter()
+                prepared, keys = await asyncio.to_thread(
+                    self._prepared, kind, requests[start : start + step]
+                )
+                self.timings.add("prepare", started)
+                futures, misses = self._pipeline.lookup(kind, prepared, keys, shared)
+                batches.append((start, prepared, keys, futures))
+                chunks = list(self._batcher.iter_chunks(kind, carry + misses))
+                # the last one may take the next misses too, unless it is full
+                carry = chunks.pop() if chunks and len(chunks[-1]) < step else []
+                for chunk in chunks:
+                    send(chunk)
+            if carry:
+                send(carry)
+                carry = []
+            while batches:
+                await finish()
+            await asyncio.gather(*buying)  # (what a claimed purchase raised, again)
+        except BaseException as exc:
+            # a bad item, the caller's hook, or a cancel: what was started ends first
+            # (cancelled with the call, or bought and cached); the misses not yet sent
+            # are not bought
+            for key, _ in carry:
+                self._pipeline.inflight.pop(key).cancel()
+            if not isinstance(exc, Exception):
+                for task in buying:
+                    task.cancel()
+            await asyncio.gather(*buying, return_exceptions=True)
+            for *_, futures in batches:  # (no "exception never retrieved" for them)
+                for fut in futures:
+                    if fut.done() and not fut.cancelled():
+                        fut.exception()
+            raise
+        return self._results(outcomes, failed, result_type)
+
+    def _results(
+        self, outcomes: list[Any], prepared: Sequence[Item] | Mapping[int, Item],
+        result_type: type[R],
+    ) -> list[R]:
+        """The call's results, or its error: the first failure that is not an input
+        refused as too long, else one naming every such input (``prepared[i]``: item i)."""
         failed = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
         if failed:
             for _, outcome in failed:  # a budget stop, a fatal error... go first
@@ -665,12 +785,14 @@ def _with_index(err: InputTooLongError, index: int, n: int) -> InputTooLongError
 
 
 def _too_long(
-    failed: list[tuple[int, Any]], outcomes: list[Any], prepared: list[Item]
+    failed: list[tuple[int, Any]],
+    outcomes: list[Any],
+    prepared: Sequence[Item] | Mapping[int, Item],
 ) -> InputTooLongError:
     """The error of a call whose only failures are inputs refused as too long: the first
     one's, naming the others too, with every one in ``errors`` and the results of the
     rest in ``results``."""
-    n = len(prepared)
+    n = len(outcomes)
     errors = tuple(_with_index(o, i, n) for i, o in failed)
     first = errors[0]
     err = InputTooLongError(

@@ -86,12 +86,18 @@ class Pipeline:
         self._dims = dims  # shared with the client: the dimension each kind was seen with
 
     def lookup(
-        self, kind: Kind, prepared: Sequence[Item], keys: Sequence[str]
+        self,
+        kind: Kind,
+        prepared: Sequence[Item],
+        keys: Sequence[str],
+        shared: dict[str, asyncio.Future[Any]] | None = None,
     ) -> tuple[list[asyncio.Future[Any]], list[tuple[str, Item]]]:
         """(one future per item, the (key, item) pairs to buy).
 
         A cache hit's future is done; an item identical to one in flight shares its
-        future; the others are put in flight, and :meth:`buy` resolves them.
+        future; the others are put in flight, and :meth:`buy` resolves them. ``shared``
+        (a call looked up in windows): the futures of the call's items in flight in its
+        earlier windows, shared as if still in flight; this window's are added to it.
         """
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Any]] = []
@@ -100,12 +106,17 @@ class Pipeline:
         saved = Decimal(0)
         # the cache is read once for all keys not in flight (nothing changes it meanwhile:
         # this loop does not await)
-        ask = [key for key in dict.fromkeys(keys) if key not in self.inflight]
+        earlier = {} if shared is None else shared
+        ask = [
+            key for key in dict.fromkeys(keys) if key not in self.inflight and key not in earlier
+        ]
         cached = dict(zip(ask, self._storage.get_many(ask), strict=True))
         for item, key in zip(prepared, keys, strict=True):
-            fut = self.inflight.get(key)
+            fut = self.inflight.get(key) or earlier.get(key)
             if fut is not None:
                 self.stats.shared_in_flight += 1
+                if shared is not None:
+                    shared[key] = fut
             else:
                 fut = loop.create_future()
                 entry = cached[key]
@@ -119,6 +130,8 @@ class Pipeline:
                 else:
                     self.inflight[key] = fut
                     to_buy.append((key, item))
+                    if shared is not None:
+                        shared[key] = fut
             futures.append(fut)
         if hits:
             try:
