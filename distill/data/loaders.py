@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -228,6 +229,15 @@ class DomainBatchSampler(torch.utils.data.Sampler[list[tuple[int, int]]]):
         return 2**62
 
 
+def _worker_init(worker_id: int) -> None:
+    """In a DataLoader worker: SIGTERM from outside (``timeout``, ``systemctl stop``,
+    Slurm's scancel signal the whole process group) ends the worker quietly, as torch's
+    workers already take Ctrl-C, and leaves the stop to the trainer, which ends its workers
+    itself. torch's own handler killed the worker with it, and the trainer then printed
+    "DataLoader worker (pid N) is killed by signal: Terminated" after its stop message."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def train_loader(
     samples: Sequence[Sample],
     groups: Sequence[Sequence[int]],
@@ -256,6 +266,7 @@ def train_loader(
         collate_fn=TargetCollate(store, rows),
         num_workers=num_workers,
         persistent_workers=False,
+        worker_init_fn=_worker_init,
     )
 
 
@@ -281,4 +292,5 @@ def eval_loader(
         shuffle=False,
         collate_fn=_collate_kept if leave_out else TargetCollate(),
         num_workers=num_workers,
+        worker_init_fn=_worker_init,
     )

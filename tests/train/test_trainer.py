@@ -750,10 +750,10 @@ def test_resume_with_other_training_settings_is_refused(tiny_data, tiny_cache, t
 
 
 def _long_cli_run(data: Path, cache: Path, out: Path, *, nohup: bool = False,
-                  workers: int = 0):
+                  workers: int = 0, group: bool = False):
     """A real CLI `train` in a child process, returned once its first checkpoint exists
     (``nohup``: started with SIGHUP ignored, as ``nohup`` starts it; ``workers``: its
-    ``--num-workers``)."""
+    ``--num-workers``; ``group``: in a process group of its own, as a shell job is)."""
     import os
     import signal
     import subprocess
@@ -770,7 +770,8 @@ def _long_cli_run(data: Path, cache: Path, out: Path, *, nohup: bool = False,
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=ignore_hup if nohup else None)
+                            text=True, preexec_fn=ignore_hup if nohup else None,
+                            start_new_session=group)
     state = out / "checkpoint" / "state.json"
     deadline = time.monotonic() + 300
     while proc.poll() is None and not state.exists() and time.monotonic() < deadline:
@@ -801,6 +802,27 @@ def test_a_stop_signal_says_where_the_checkpoint_is_and_how_to_resume(
     assert "with --resume" in err
     if signame == "SIGTERM":
         assert "interrupted by SIGTERM" in err
+
+
+def test_a_sigterm_to_the_whole_process_group_is_one_message_with_workers(
+    tiny_data, tiny_cache, tmp_path
+):
+    """`timeout`, `systemctl stop` and Slurm's scancel send SIGTERM to every process of the
+    job, DataLoader workers (`--num-workers 2`) too: they died of it, and after its
+    "interrupted by SIGTERM ..." the trainer printed an "Exception ignored ...
+    RuntimeError: DataLoader worker (pid N) is killed by signal: Terminated" traceback.
+    The workers leave the stop to the trainer, which ends them."""
+    import os
+    import signal
+
+    signum, signame = signal.SIGTERM, "SIGTERM"
+    out = tmp_path / "run"
+    proc = _long_cli_run(tiny_data, tiny_cache, out, workers=2, group=True)
+    os.killpg(proc.pid, signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    assert f"interrupted by {signame}: the checkpoint in {out}" in err, err
+    assert "Traceback" not in err and "killed by signal" not in err, err
 
 
 def test_a_second_train_into_a_folder_being_trained_is_refused(tiny_data, tiny_cache, tmp_path,
