@@ -7,9 +7,9 @@ and torch RNG state (``optim.pt``), the current stage's own state (``stage.safet
 P before Align) and where the run stands (``state.json``: stage, step, the evaluation
 history, the notes of finished stages, the checkpoint's other files: a copy that lost one
 is refused, not resumed without it). A resumed stage so ends as an uninterrupted one.
-A save builds ``checkpoint.tmp`` and swaps it in (one atomic exchange where the system has
-it, else two renames mended by :func:`recover_checkpoint`), so a kill at any moment leaves
-one complete checkpoint.
+A save builds ``checkpoint.tmp``, syncs it to disk and swaps it in (one atomic exchange
+where the system has it, else two renames mended by :func:`recover_checkpoint`), so a kill
+or a power cut at any moment leaves one complete checkpoint.
 """
 
 from __future__ import annotations
@@ -176,6 +176,9 @@ def save_checkpoint(
         files = sorted(p.name for p in tmp.iterdir())
         # last: a folder with state.json is complete
         write_json(tmp / STATE_FILE, {**state, FILES_KEY: files})
+        # on disk before the swap, which deletes the previous checkpoint: after a power
+        # cut the new one's files could be empty or cut short, and it was the only one
+        _fsync_files(tmp)
     except Exception as exc:
         # a full disk surfaces as torch's "unexpected pos" RuntimeError or safetensors'
         # SafetensorError, not as an OSError: say what it means, leave no half checkpoint
@@ -192,6 +195,7 @@ def save_checkpoint(
         ) from exc
     if final.exists() and exchange(tmp, final):
         # One step, no moment without a checkpoint; ``tmp`` now holds the previous one.
+        fsync_directory(out)
         shutil.rmtree(tmp, ignore_errors=True)
         return
     # No RENAME_EXCHANGE on this system: two renames; recover_checkpoint mends a crash
@@ -200,7 +204,16 @@ def save_checkpoint(
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
+    fsync_directory(out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_files(folder: Path) -> None:
+    """Flush every file of ``folder``, then the folder itself, to disk."""
+    for path in folder.iterdir():
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+    fsync_directory(folder)
 
 
 def _complete(ckpt: Path) -> bool:

@@ -170,3 +170,51 @@ def test_a_full_disk_at_the_final_model_leaves_no_torn_file_and_says_resume(
     assert (out / "metrics.json").is_file() and (out / "model.safetensors").stat().st_size > 64
     steps = [(r["stage"], r["step"]) for r in _log(out)]
     assert steps == [("align", 0), ("align", 1), ("distill", 0), ("distill", 1)]
+
+
+def test_every_file_of_a_checkpoint_is_on_disk_before_it_is_swapped_in(
+    tiny_data: Path, tiny_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save wrote checkpoint.tmp's weights and optimizer state without an fsync, swapped
+    it in and deleted the previous checkpoint: after a power cut the swap could be on disk
+    before the files (empty or cut short), so the only checkpoint did not read and the run
+    started over from step 0. The store's writer and the final weights were already synced."""
+    import os
+
+    from distill.train import checkpoints
+    from distill.train.config import TrainConfig
+
+    synced: set[tuple[int, int]] = set()
+    real_fsync, real_exchange, real_replace = os.fsync, checkpoints.exchange, os.replace
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.add((st.st_dev, st.st_ino))
+        real_fsync(fd)
+
+    swaps: list[list[str]] = []
+
+    def check(tmp: Path) -> None:  # at the swap: the folder and each of its files synced
+        unsynced = [p.name for p in [tmp, *tmp.iterdir()]
+                    if (p.stat().st_dev, p.stat().st_ino) not in synced]
+        swaps.append(unsynced)
+
+    def exchange(a: Path, b: Path) -> bool:
+        check(Path(a))
+        return real_exchange(a, b)
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        if Path(src).name == "checkpoint.tmp":
+            check(Path(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(checkpoints, "exchange", exchange)
+    train(TrainConfig(
+        data=str(tiny_data), cache=str(tiny_cache), teacher=TEACHER, out=str(tmp_path / "run"),
+        student=STUDENT, pretrained=False, method="erm", steps=2, eval_every=1,
+        image_size=32, batch_per_domain=2, test_domains=("dom3",), threads=1,
+    ))
+    assert len(swaps) >= 2  # the first save and at least one that replaced it
+    assert swaps == [[]] * len(swaps)
