@@ -79,6 +79,54 @@ async def test_params_raising_max_completion_tokens_are_reserved() -> None:
     assert client.budget.spent == PRICE.cost(Usage(input_tokens=90, output_tokens=4000))
 
 
+def lax_int(value: Any) -> int:
+    """What a pydantic (lax mode) OpenAI-compatible server reads an int field as: vLLM,
+    SGLang and LiteLLM take "2000" and 2000.0 for 2000."""
+    return int(Decimal(str(value)))
+
+
+def lax_openai_biller(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Bills the whole output allowance, read the way a pydantic-based server reads it."""
+    out = lax_int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)
+    n = lax_int(body.get("n", 1))
+    return 200, {
+        "id": "chatcmpl-x",
+        "choices": [
+            {"index": i, "message": {"content": "seven"}, "finish_reason": "stop"}
+            for i in range(n)
+        ],
+        "usage": {"prompt_tokens": 90, "completion_tokens": out * n},
+    }
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"max_completion_tokens": "2000", "n": "2"}, {"max_completion_tokens": 2000.0, "n": 2.0}],
+    ids=["strings", "floats"],
+)
+async def test_params_raising_the_output_limit_as_a_string_or_float_are_reserved(
+    params: dict[str, Any],
+) -> None:
+    """An OpenAI-compatible server built on pydantic (vLLM, SGLang, LiteLLM) takes "2000"
+    and 2000.0 as 2000 answers' tokens; the estimate read only ints and reserved the
+    item's 16 (an overrun of 250x)."""
+    with loopback(lax_openai_biller) as server:
+        client = _client(server.url, "openai:gpt-5", params=params)
+        async with client:
+            await client.answer(_ask(16))
+    assert len(server.requests) == 1
+    assert client.budget.overruns == 0
+    assert client.budget.spent == PRICE.cost(Usage(input_tokens=90, output_tokens=4000))
+
+
+async def test_an_output_limit_that_is_not_a_whole_number_is_refused_before_sending() -> None:
+    with loopback(lax_openai_biller) as server:
+        async with _client(server.url, "openai:gpt-5", params={"max_tokens": "2k"}) as client:
+            with pytest.raises(ConfigurationError, match="max_tokens"):
+                await client.answer(_ask(16))
+    assert server.requests == []
+
+
 async def test_unknown_openai_model_is_refused_before_sending(tmp_path: Path) -> None:
     with loopback(openai_biller(85)) as server:
         client = _client(server.url, "openai:my-vllm-model")

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import replace
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
@@ -429,21 +430,50 @@ def image_tokens(width: int, height: int, model: str, declared: int | None = Non
     )
 
 
+def _whole_param(params: Mapping[str, Any], key: str) -> int | None:
+    """``params[key]`` as the whole number a server may read it as, None when absent.
+
+    OpenAI-compatible servers built on pydantic (vLLM, SGLang, LiteLLM) read "2000" and
+    2000.0 as 2000, so those count as 2000 here too; anything else is refused (a server
+    would answer it with a 400).
+
+    >>> _whole_param({"n": "3"}, "n"), _whole_param({"n": 2.0}, "n"), _whole_param({}, "n")
+    (3, 2, None)
+    """
+    value = params.get(key)
+    if value is None:
+        return None
+    try:
+        count = Decimal(value.strip() if isinstance(value, str) else value)
+    except (InvalidOperation, TypeError, ValueError):
+        count = None
+    if (
+        isinstance(value, bool)
+        or count is None
+        or not count.is_finite()
+        or count != count.to_integral_value()
+    ):
+        raise ConfigurationError(
+            f"openai {key} must be a whole number, not {value!r}; nothing was sent"
+        )
+    return int(count)
+
+
 def output_limit(spec: CallSpec) -> int:
     """Output tokens one answer may bill: the item's limit, or a larger one in params."""
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
     limit = item.max_output_tokens
     for key in ("max_completion_tokens", "max_tokens"):
-        value = spec.params.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+        value = _whole_param(spec.params, key)
+        if value is not None and value > limit:
             limit = value
     return limit
 
 
 def _choices(spec: CallSpec) -> int:
-    n = spec.params.get("n", 1)
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    n = _whole_param(spec.params, "n")
+    return n if n is not None and n > 1 else 1
 
 
 # service_tier values not billed at the standard rates the price table holds (pinned
