@@ -127,6 +127,34 @@ async def test_an_output_limit_that_is_not_a_whole_number_is_refused_before_send
     assert server.requests == []
 
 
+async def test_a_null_output_limit_in_params_is_refused_before_sending() -> None:
+    """``max_completion_tokens: None`` went out as JSON null, which the API reads as no
+    limit (the model's own, 128k tokens for gpt-5), while the estimate reserved the
+    item's 16: one answer billed 30,000 output tokens was an overrun of 900x."""
+
+    def unlimited(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        out = body.get("max_completion_tokens") or body.get("max_tokens") or 30_000
+        return 200, {
+            "id": "chatcmpl-x",
+            "choices": [{"index": 0, "message": {"content": "seven"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 90, "completion_tokens": out},
+        }
+
+    with loopback(unlimited) as server:
+        params: dict[str, Any] = {"max_completion_tokens": None}
+        async with _client(server.url, "openai:gpt-5", params=params) as client:
+            with pytest.raises(ConfigurationError, match="max_completion_tokens"):
+                await client.answer(_ask(16))
+        assert server.requests == []
+        assert client.budget.spent == 0
+        # with a max_tokens beside it the answer is bounded (and reserved) by that
+        params = {"max_completion_tokens": None, "max_tokens": 500}
+        async with _client(server.url, "openai:gpt-5", params=params) as client:
+            await client.answer(_ask(16))
+    assert client.budget.overruns == 0
+    assert client.budget.spent == PRICE.cost(Usage(input_tokens=90, output_tokens=500))
+
+
 async def test_unknown_openai_model_is_refused_before_sending(tmp_path: Path) -> None:
     with loopback(openai_biller(85)) as server:
         client = _client(server.url, "openai:my-vllm-model")

@@ -464,8 +464,14 @@ def output_limit(spec: CallSpec) -> int:
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
     limit = item.max_output_tokens
-    for key in ("max_completion_tokens", "max_tokens"):
-        value = _whole_param(spec.params, key)
+    asked = {key: _whole_param(spec.params, key) for key in ("max_completion_tokens", "max_tokens")}
+    if "max_completion_tokens" in spec.params and all(v is None for v in asked.values()):
+        # sent as null, which the API reads as no limit at all (the model's own)
+        raise ConfigurationError(
+            "openai max_completion_tokens None sends the answer without an output limit, "
+            "which the budget cannot bound; leave it out or give a number (nothing was sent)"
+        )
+    for value in asked.values():
         if value is not None and value > limit:
             limit = value
     return limit
