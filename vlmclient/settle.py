@@ -233,7 +233,9 @@ class Settler:
         unpriced: str | None = None,
     ) -> Decimal:
         """Charge a billed 200: its usage at our prices, or, when the provider did not
-        say what it billed, the reservation (our worst case), marked ``estimated``. A bill
+        say what it billed, the reservation (our worst case), marked ``estimated`` (where
+        the units it did report cost more than that, those and the ones it left out at
+        our estimate: an overrun). A bill
         at rates we do not hold (``unpriced``) is charged the reservation too, and stops
         new requests as an overrun does."""
         cost = self.price.cost(usage)
@@ -255,8 +257,16 @@ class Settler:
         estimated = not self.provider.usage_in_response or reported is None or cost <= 0
         missing = [] if estimated else self._unreported(spec, usage)
         if estimated or missing or unpriced:
+            if missing and cost > reservation.usd:
+                # the units it did report already cost more than the reservation: those,
+                # and the ones it left out at our estimate (an overrun; charging the
+                # reservation hid it, so every such answer went out)
+                estimate = self.provider.estimate_usage(spec)
+                filled = usage.model_copy(update={u: getattr(estimate, u) for u in missing})
+                cost = min(self.price.cost(filled), MAX_RECORD_USD)
+            else:
+                cost = reservation.usd
             estimated = True
-            cost = reservation.usd
             self.stats.estimated += 1
             if not unpriced:
                 self._warn_estimated(reported is None, missing)

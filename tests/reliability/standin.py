@@ -48,6 +48,7 @@ class StandIn:
     # Cloudflare's 520 or 524)
     gateway_timeouts: int = 0
     gateway_status: int = 504
+    prompt_tokens: int = PROMPT_TOKENS  # what each chat prompt is billed (and said) at
     garbled: bool = False  # 200s say Content-Encoding: gzip over a body that is not gzip
     # (nor JSON)
     dim: int = 16
@@ -71,13 +72,13 @@ class StandIn:
         out_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)
         with self._lock:
             self.bills.append(
-                (self.usd_per_1m_tokens * PROMPT_TOKENS + self.usd_per_1m_output * out_tokens)
+                (self.usd_per_1m_tokens * self.prompt_tokens + self.usd_per_1m_output * out_tokens)
                 / 10**6
             )
         usage: dict[str, Any] = {
-            "prompt_tokens": PROMPT_TOKENS,
+            "prompt_tokens": self.prompt_tokens,
             "completion_tokens": out_tokens,
-            "total_tokens": PROMPT_TOKENS + out_tokens,
+            "total_tokens": self.prompt_tokens + out_tokens,
         }
         if self.partial:
             del usage["completion_tokens"]

@@ -185,6 +185,41 @@ async def test_answers_whose_usage_leaves_out_output_tokens_cannot_pass_the_cap(
     assert provider.billed_usd <= client.budget.spent <= Decimal("0.002")
 
 
+async def test_usage_that_leaves_out_a_unit_is_charged_what_it_does_say_when_more() -> None:
+    """A gateway's usage without completion_tokens was charged the reservation, even when
+    the prompt tokens it did report cost 18 times that: no overrun, so a $0.01 cap let
+    the provider bill $0.186 (74 answers of 20,000 prompt tokens, $0.00252 each, each
+    charged its $0.000134 reservation). Now the first is charged what it reported plus
+    the output it left out at our worst case: an overrun, which stops the run."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from vlmclient import AnswerRequest, BudgetOverrunError, Image
+
+    def image(i: int) -> Image:
+        buf = io.BytesIO()
+        PILImage.new("RGB", (32, 32), (i, 255 - i, 7)).save(buf, "PNG")
+        return Image(data=buf.getvalue(), media_type="image/png")
+
+    with standin(partial=True, prompt_tokens=20_000) as (provider, url):
+        records = ListLedger()
+        async with TeacherClient(
+            "local:hash", api_key="t", base_url=url, ledger=records, budget=Budget("0.01")
+        ) as client:
+            with pytest.raises(BudgetOverrunError):
+                for i in range(100):
+                    request = AnswerRequest(
+                        image=image(i), prompt="Which digit?", max_output_tokens=200
+                    )
+                    await client.answer([request])
+    assert provider.requests == 1
+    [record] = records.records
+    assert record.estimated and Decimal(record.cost_usd) > Decimal(record.reserved_usd)
+    assert client.budget.spent == Decimal(record.cost_usd) == provider.billed_usd
+    assert client.budget.overruns == 1
+
+
 @pytest.mark.parametrize("status", [502, 504, 520, 524])
 def test_a_gateway_timeout_is_charged_since_the_provider_behind_it_may_have_billed(
     digits: Path, tmp_path: Path, status: int
