@@ -155,6 +155,33 @@ async def test_a_null_output_limit_in_params_is_refused_before_sending() -> None
     assert client.budget.spent == PRICE.cost(Usage(input_tokens=90, output_tokens=500))
 
 
+async def test_reasoning_left_out_of_completion_tokens_but_in_the_total_is_charged() -> None:
+    """Gateways that translate Gemini to the OpenAI shape (Portkey before its PR #1458,
+    CLIProxyAPI before #5744, any-llm #1290) put only the answer's tokens in
+    ``completion_tokens`` and the thoughts in ``reasoning_tokens``, while
+    ``total_tokens`` holds both: the client charged max(198, 405) output tokens of the
+    603 billed, so the ledger (and the cap) saw two thirds of the bill."""
+
+    def gateway(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return 200, {
+            "id": "chatcmpl-x",
+            "choices": [{"index": 0, "message": {"content": "seven"}, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": 90,
+                "completion_tokens": 198,
+                "total_tokens": 90 + 198 + 405,
+                "completion_tokens_details": {"reasoning_tokens": 405},
+            },
+        }
+
+    with loopback(gateway) as server:
+        async with _client(server.url, "openai:gpt-5") as client:
+            [result] = await client.answer(_ask(1000))
+    billed = PRICE.cost(Usage(input_tokens=90, output_tokens=198 + 405))
+    assert result.cost_usd == client.budget.spent == billed
+    assert client.budget.overruns == 0
+
+
 async def test_unknown_openai_model_is_refused_before_sending(tmp_path: Path) -> None:
     with loopback(openai_biller(85)) as server:
         client = _client(server.url, "openai:my-vllm-model")

@@ -304,13 +304,15 @@ def _parse_body(spec: CallSpec, body: dict[str, Any], rid: str | None) -> Parsed
     # turn the implicit write off, a caller's prompt_cache_options may turn it on): the
     # extra quarter is charged as input tokens, rounded up.
     written = usage_count(usage_obj.get("prompt_tokens_details"), "cache_write_tokens")
-    usage = Usage(
-        input_tokens=usage_count(usage_obj, "prompt_tokens") + -(-written // 4),
-        # reasoning tokens are already inside completion_tokens at OpenAI
-        output_tokens=max(
-            usage_count(usage_obj, "completion_tokens"), usage_count(details, "reasoning_tokens")
-        ),
+    prompt = usage_count(usage_obj, "prompt_tokens")
+    # reasoning tokens are already inside completion_tokens at OpenAI; gateways that
+    # translate Gemini leave them out of it but count them in total_tokens
+    output = max(
+        usage_count(usage_obj, "completion_tokens"), usage_count(details, "reasoning_tokens")
     )
+    if usage_count(usage_obj, "completion_tokens", None) is not None:
+        output = max(output, usage_count(usage_obj, "total_tokens") - prompt)
+    usage = Usage(input_tokens=prompt + -(-written // 4), output_tokens=output)
     message = choices[0]["message"]  # type: ignore[index]
     refusal = message.get("refusal") if isinstance(message, dict) else None
     if isinstance(refusal, str) and refusal.strip():
