@@ -363,7 +363,8 @@ def _plain_cost(price: Price, usage: Usage) -> Decimal:
     )
 
 
-RATES = ["0", "0.0", "-0", "0E+2", "0.02", "1E+1", "12.5", "0.000001", "1E+30"]
+# "1E+6": the largest a Price takes (MAX_USD_PER_UNIT); "999999.999999": its digits
+RATES = ["0", "0.0", "-0", "0E+2", "0.02", "1E+1", "12.5", "0.000001", "1E+6", "999999.999999"]
 COUNTS = [0, 1, 7, 10**12, -3]
 
 
