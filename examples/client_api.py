@@ -9,6 +9,7 @@ a real provider.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import os
@@ -79,6 +80,8 @@ async def main(workdir: Path, base_url: str) -> None:
 
 
 if __name__ == "__main__":
+    # no options; --help says what the example does instead of running it
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     token = "example-token"
     os.environ["VLM_DISTILL_TEACHER_TOKEN"] = token
     with (

@@ -24,6 +24,22 @@ def test_client_api_example_runs() -> None:
     assert "refused before sending" in out
 
 
+@pytest.mark.parametrize("script", ["client_api.py", "harvest_cohere.py", "train_from_cache.py"])
+def test_every_example_answers_help_with_its_usage(script: str) -> None:
+    """Before: client_api.py took no arguments and ignored them, so ``--help`` started a
+    teacher server and ran the whole example instead of saying how to run it."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage:"), done.stdout[:200]
+    assert "cached the second time" not in done.stdout
+
+
 def test_harvest_example_budget_caps_every_run_of_the_cache_together(tmp_path: Path) -> None:
     """Before: the example gave its client a per-run Budget, so a rerun with the same
     --budget spent it again ($0.0099 then $0.0021 more of a $0.01 budget)."""

@@ -63,7 +63,7 @@ from .pipeline import Pipeline
 from .price_check import refuse_free
 from .prices import PriceTable, resolve_price
 from .providers import PROVIDERS, parse_teacher
-from .providers.base import Item
+from .providers.base import Item, refuse_client_fields
 from .ratelimit import MIN_RATE, RateLimiter
 from .redact import Redactor
 from .retry import RetryPolicy
@@ -292,6 +292,7 @@ class TeacherClient:
             )
         if self.provider.check_setup is not None:
             self.provider.check_setup(self.params)
+        refuse_client_fields(self.provider, self.params)
         self._keyer = Keyer(self.provider, self.model, self.params, self.endpoint)
         self.concurrency = concurrency
         if batch_size is not None and batch_size < 1:

@@ -406,7 +406,7 @@ def test_price_cost_is_the_plain_sum_to_the_digit() -> None:
         {},
         {"dimensions": 64, "user": "é"},
         {"encoding_format": "float"},  # a caller's format wins
-        {"input": ["from params"]},  # texts replaced by a parameter: the plain way
+        # (an "input" param is refused by the client: test_client_built_fields.py)
         {"reasoning": "off", "extra": [1, {"b": None}]},
     ],
 )

@@ -30,7 +30,7 @@ from ..errors import (
     ResponseValidationError,
 )
 from ..models import AnswerRequest, Image, Usage
-from .base import CallSpec, Parsed, Provider, RateLimitHints
+from .base import SET_BY_ITEMS, SET_BY_TEACHER, CallSpec, Parsed, Provider, RateLimitHints
 from .images import ACCEPTED_MEDIA_TYPES, base64_size, fit_image, image_size
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
 from .wire import (
@@ -526,5 +526,11 @@ ANTHROPIC = Provider(
     prepare_image=prepare_image,
     # Part of every answer's cache key: answers bought with thinking on are other answers.
     default_params={"answer": {"reasoning": "off"}},
+    # (message_body writes them over the params: a caller's was dropped without a word)
+    client_fields={
+        "model": SET_BY_TEACHER,
+        "messages": SET_BY_ITEMS,
+        "max_tokens": "the max_output_tokens of each request",
+    },
     description="Anthropic Messages API (image answers)",
 )

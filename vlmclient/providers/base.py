@@ -28,7 +28,16 @@ from ..models import (
 )
 from .wire import default_classify_error
 
-__all__ = ["CallSpec", "Item", "Parsed", "Provider", "RateLimitHints"]
+__all__ = [
+    "SET_BY_ITEMS",
+    "SET_BY_TEACHER",
+    "CallSpec",
+    "Item",
+    "Parsed",
+    "Provider",
+    "RateLimitHints",
+    "refuse_client_fields",
+]
 
 Item: TypeAlias = (
     ImageEmbeddingRequest | TextEmbeddingRequest | MixedEmbeddingRequest | AnswerRequest
@@ -152,6 +161,10 @@ class Provider:
     # none, where the provider documents the model's default (embed-v4.0: 1536); None
     # otherwise. Expected from the first answer on, as requested_dim is.
     default_dim: Callable[[str, str, Mapping[str, Any]], int | None] | None = None
+    # Body fields the client builds from the teacher name and the items, each with what
+    # sets it: a param of that name would replace them (the request sent would not be
+    # the one its cache key and estimate describe), so the client refuses it.
+    client_fields: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -172,3 +185,19 @@ class Provider:
         if self.batch_limit is not None:
             return self.batch_limit(model, kind)
         return self.max_batch[kind]
+
+
+# What sets the usual client-built fields (Provider.client_fields).
+SET_BY_TEACHER = "the teacher name (provider:model)"
+SET_BY_ITEMS = "the requests you pass to each call"
+
+
+def refuse_client_fields(provider: Provider, params: Mapping[str, Any]) -> None:
+    """ConfigurationError for a param naming a body field the client builds (the model,
+    the inputs): sent, it would replace what the cache key and the estimate stand for."""
+    for name, source in provider.client_fields.items():
+        if name in params:
+            raise ConfigurationError(
+                f"{provider.name} param {name!r} is set by the client from {source}; "
+                "drop it from the params (nothing was sent)"
+            )

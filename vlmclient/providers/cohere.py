@@ -21,7 +21,7 @@ from ..models import (
     TextEmbeddingRequest,
     Usage,
 )
-from .base import CallSpec, Parsed, Provider
+from .base import SET_BY_ITEMS, SET_BY_TEACHER, CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, base64_size, fit_image, image_size
 from .vectors import default_dims, dim_param, vectors_from
 from .wire import (
@@ -133,8 +133,8 @@ EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary", "base64")
 
 
 def _options(spec: CallSpec, vector_type: str = "float") -> dict[str, Any]:
-    """``output_dimension``, ``input_type``, ``truncate`` and ``embedding_types`` checked
-    before anything is sent (``truncate`` upper-cased).
+    """``output_dimension``, ``input_type``, ``max_tokens``, ``truncate`` and
+    ``embedding_types`` checked before anything is sent (``truncate`` upper-cased).
 
     The client reads the ``vector_type`` vectors (``float``, or ``base64`` from the
     local server), so that type is always requested; other types a caller asks for
@@ -155,6 +155,9 @@ def _options(spec: CallSpec, vector_type: str = "float") -> dict[str, Any]:
         raise ConfigurationError(
             f"cohere input_type must be one of {INPUT_TYPES}, not {params['input_type']!r}"
         )
+    asked = params.get("max_tokens")
+    if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int) or asked < 1):
+        raise ConfigurationError(f"cohere max_tokens must be a positive integer, not {asked!r}")
     truncate = params.get("truncate")
     if truncate is not None:
         # read in any case (max_input_tokens does), sent as the spec spells it
@@ -172,6 +175,15 @@ def _options(spec: CallSpec, vector_type: str = "float") -> dict[str, Any]:
         )
     params["embedding_types"] = [vector_type, *(t for t in types if t != vector_type)]
     return params
+
+
+# What embed_body builds (its texts, images or inputs from the items of each call).
+CLIENT_FIELDS = {
+    "model": SET_BY_TEACHER,
+    "texts": SET_BY_ITEMS,
+    "images": SET_BY_ITEMS,
+    "inputs": SET_BY_ITEMS,
+}
 
 
 def _images(spec: CallSpec) -> list[Image]:
@@ -340,5 +352,6 @@ COHERE = Provider(
     prepare_image=prepare_image,
     requested_dim=dim_param("output_dimension"),
     default_dim=default_dims(DEFAULT_DIMS),
+    client_fields=CLIENT_FIELDS,
     description="Cohere Embed v2 (embed-v4.0, embed-english-v3.0 family)",
 )

@@ -27,7 +27,7 @@ from ..errors import (
     ResponseValidationError,
 )
 from ..models import AnswerRequest, Image, Usage
-from .base import CallSpec, Parsed, Provider
+from .base import SET_BY_ITEMS, CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
 from .wire import (
@@ -558,5 +558,6 @@ GEMINI = Provider(
     prepare_image=prepare_image,
     # Part of every answer's cache key: answers bought with thinking on are other answers.
     default_params={"answer": {"reasoning": "off"}},
+    client_fields={"contents": SET_BY_ITEMS},
     description="Google Gemini API generateContent (image answers)",
 )

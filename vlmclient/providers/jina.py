@@ -27,7 +27,7 @@ from ..errors import (
     ResponseValidationError,
 )
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .base import CallSpec, Parsed, Provider
+from .base import SET_BY_ITEMS, SET_BY_TEACHER, CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 from .vectors import dim_param, indexed_vectors
 from .wire import default_classify_error, json_object, reported_usage, request_id_of, usage_count
@@ -55,6 +55,23 @@ def prepare_image(image: Image) -> Image:
     )
 
 
+# dimensions: 64..1024 on jina-clip-v2 (reference notes, /v1/embeddings; Matryoshka);
+# other models' ranges are not in our sources, so only a positive integer is asked there.
+# A value out of range is a 400 on every request.
+DIMENSIONS: dict[str, tuple[int, int | None]] = {"jina-clip-v2": (64, 1024)}
+
+
+def check_dimensions(model: str, params: Mapping[str, Any]) -> None:
+    """ConfigurationError for a ``dimensions`` the model does not take (nothing is sent)."""
+    dim = params.get("dimensions")
+    if dim is None:
+        return
+    low, high = DIMENSIONS.get(model, (1, None))
+    if isinstance(dim, bool) or not isinstance(dim, int) or not low <= dim <= (high or dim):
+        allowed = f"an integer from {low} to {high}" if high else "a positive integer"
+        raise ConfigurationError(f"jina dimensions on {model} must be {allowed}, not {dim!r}")
+
+
 def embeddings_body(spec: CallSpec) -> dict[str, Any]:
     inputs: list[dict[str, str]] = []
     for item in spec.items:
@@ -67,6 +84,7 @@ def embeddings_body(spec: CallSpec) -> dict[str, Any]:
     # params: dimensions (64..1024), normalized, task. Not embedding_type: the client
     # reads float lists only ("binary"/"ubinary" packed bits passed as short vectors and
     # were cached; "base64" answers were billed and refused, request after request).
+    check_dimensions(spec.model, spec.params)
     given = spec.params.get("embedding_type", "float")
     if given != "float":
         raise ConfigurationError(
@@ -153,5 +171,6 @@ JINA = Provider(
     prepare_image=prepare_image,
     max_input_tokens=max_input_tokens,
     requested_dim=dim_param("dimensions"),
+    client_fields={"model": SET_BY_TEACHER, "input": SET_BY_ITEMS},
     description="Jina AI embeddings (jina-clip-v2: image and text)",
 )

@@ -12,7 +12,7 @@ import httpx
 
 from ..models import Usage
 from . import cohere, openai
-from .base import CallSpec, Parsed, Provider
+from .base import SET_BY_ITEMS, CallSpec, Parsed, Provider
 from .images import prepare_for_upload
 from .vectors import dim_param
 
@@ -75,5 +75,6 @@ LOCAL = Provider(
     rate_limit_hints=openai.rate_limit_hints,
     prepare_image=prepare_for_upload,
     requested_dim=dim_param("output_dimension"),
+    client_fields={**cohere.CLIENT_FIELDS, "messages": SET_BY_ITEMS},
     description="the bundled local teacher (vlm-distill serve-teacher), Cohere + OpenAI formats",
 )

@@ -24,7 +24,7 @@ import httpx
 
 from ..errors import ConfigurationError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .base import CallSpec, Parsed, Provider
+from .base import SET_BY_ITEMS, SET_BY_TEACHER, CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image
 from .vectors import dim_param, vectors_from
 from .wire import json_object, reported_usage, request_id_of, usage_count
@@ -180,5 +180,6 @@ NOMIC = Provider(
     prepare_image=prepare_image,
     requested_dim=dim_param("dimensionality"),
     default_dim=default_dim,
+    client_fields={"model": f"{SET_BY_TEACHER} (text_model for texts)", "texts": SET_BY_ITEMS},
     description="Nomic Atlas (nomic-embed-vision-v1.5 images + nomic-embed-text-v1.5 texts)",
 )

@@ -26,7 +26,7 @@ from ..errors import (
     ResponseValidationError,
 )
 from ..models import AnswerRequest, Image, TextEmbeddingRequest, Usage
-from .base import CallSpec, Parsed, Provider, RateLimitHints
+from .base import SET_BY_ITEMS, SET_BY_TEACHER, CallSpec, Parsed, Provider, RateLimitHints
 from .images import (
     ACCEPTED_MEDIA_TYPES,
     MAX_UPLOAD_BYTES,
@@ -631,5 +631,7 @@ OPENAI = Provider(
     # Part of every answer's cache key: answers bought with reasoning on are other answers.
     default_params={"answer": {"reasoning": "off"}},
     requested_dim=dim_param("dimensions"),
+    # (not max_completion_tokens or encoding_format: a caller's wins, see chat_body)
+    client_fields={"model": SET_BY_TEACHER, "input": SET_BY_ITEMS, "messages": SET_BY_ITEMS},
     description="OpenAI or any OpenAI-compatible server (text embeddings, image answers)",
 )

@@ -24,7 +24,7 @@ from ..models import (
     TextEmbeddingRequest,
     Usage,
 )
-from .base import CallSpec, Item, Parsed, Provider
+from .base import SET_BY_ITEMS, SET_BY_TEACHER, CallSpec, Item, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 from .vectors import dim_param, indexed_vectors
 from .wire import (
@@ -239,5 +239,6 @@ VOYAGE = Provider(
     estimate_usage=estimate_usage,
     prepare_image=prepare_image,
     requested_dim=dim_param("output_dimension"),
+    client_fields={"model": SET_BY_TEACHER, "inputs": SET_BY_ITEMS},
     description="Voyage AI multimodal embeddings (voyage-multimodal-3, -3.5)",
 )
