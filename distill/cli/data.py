@@ -146,7 +146,9 @@ def _print_scan(ds: Dataset) -> None:
     for domain in ds.domains:
         per = counts.get(domain, {})
         detail = ", ".join(f"{k} {v}" for k, v in per.items())
-        print(f"  {domain}: {sum(per.values())}  ({detail})")
+        # a domain folder's name may hold a newline or a terminal escape (class names
+        # with them are refused): shown escaped, as file names are
+        print(f"  {display(domain)}: {sum(per.values())}  ({detail})")
     print(f"flips:     {'allowed' if ds.hflip else 'off (dataset.json)'}")
     print(f"fingerprint: {ds.fingerprint()}")
     print(f"skipped:   {len(ds.skipped)}")

@@ -50,3 +50,18 @@ def test_make_digits_writes_rotation_domains_and_names_a_bad_one(tmp_path, capsy
     err = capsys.readouterr().err
     assert "rot400" in err and "rot<N>" in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_scan_prints_a_domain_named_with_control_characters_escaped(tmp_path, capsys):
+    """A domain folder named with a terminal escape (or a newline) was printed raw by
+    `data scan`: it drove the terminal (or split its line); class names are refused for
+    this, domain names are shown escaped, one per line, as file names are."""
+    from PIL import Image
+
+    for domain in ("red\x1b[31mx", "new\nline"):
+        (tmp_path / "d" / domain / "cat").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "d" / domain / "cat" / "a.png")
+    assert main(["data", "scan", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "  red\\x1b[31mx: 1  (cat 1)" in out and "  new\\nline: 1  (cat 1)" in out
