@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from distill.data import Dataset, display, scan
+from vlmclient.errors import ConfigurationError
 
 from .validate import int_in, path_arg, seed_arg
 
@@ -100,6 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--digits-per-class", type=int_in(1), default=20,
                    help="the digits benchmark's --per-class (default 20, the demo's)")
+    p.add_argument("--digits-domains", nargs="+", default=None,
+                   help="the digits benchmark's --domains (default: upright rotated colour "
+                   "inverted): how many it has decides which digits it deals")
     p.add_argument("--fashion-per-domain", type=int_in(1), default=500,
                    help="the Fashion benchmark's --per-domain (default 500, adip_table standard)")
     p.add_argument("--mnist-per-class", type=int_in(1), default=100,
@@ -209,11 +213,22 @@ def _run(args: argparse.Namespace, action: str | None) -> int:
         )
         return _made(root)
     if action == "make-teacher-pool":
+        from distill.data.digits import DEFAULT_DOMAINS, DOMAINS, rotation_of
         from distill.teacher.pool import POOL_PER_CLASS_BY_KIND, PoolSpec, make_teacher_pool
 
+        # make-digits deals its digits round-robin over its domains: a benchmark of five
+        # domains dealt other digits than the four assumed, which the pool then held
+        digits_domains = tuple(dict.fromkeys(args.digits_domains or DEFAULT_DOMAINS))
+        unknown = [d for d in digits_domains if d not in DOMAINS and rotation_of(d) is None]
+        if unknown:
+            raise ConfigurationError(
+                f"--digits-domains: unknown digits domain(s) {unknown}; give the digits "
+                "benchmark's --domains"
+            )
         spec = PoolSpec(
             seed=args.bench_seed,
             digits_per_class=args.digits_per_class,
+            digits_domains=digits_domains,
             fashion_per_domain=args.fashion_per_domain,
             mnist_per_class=args.mnist_per_class,
         )

@@ -240,3 +240,20 @@ def test_a_damaged_or_hand_edited_pool_is_one_line(
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and said in err, err
     assert not out.exists()
+
+
+def test_digits_pool_cut_against_a_benchmark_of_five_domains_is_disjoint(tmp_path, capsys):
+    """`data make-digits B --domains upright rotated colour inverted noisy` deals its digits
+    over five domains; `make-teacher-pool digits` assumed the default four, so the pool held
+    219 of the benchmark's 1,000 images (at --per-class 20). `--digits-domains` names them."""
+    domains = ["upright", "rotated", "colour", "inverted", "noisy"]
+    bench = make_digits(tmp_path / "bench", size=8, per_class=2, domains=domains)
+    pool = tmp_path / "pool"
+    assert main(["data", "make-teacher-pool", "digits", str(pool), "--per-class", "30",
+                 "--digits-per-class", "2", "--digits-domains", *domains]) == 0
+    _assert_disjoint(pool, _bench_digests(bench, {"d": _sklearn_u8()}))
+    assert json.loads((pool / "dataset.json").read_text())["benchmark_spec"][
+        "digits_domains"] == domains
+    argv = ["data", "make-teacher-pool", "digits", str(tmp_path / "p2"), "--digits-domains"]
+    assert main([*argv, "upright", "rot400"]) == 2
+    assert "rot400" in capsys.readouterr().err and not (tmp_path / "p2").exists()
