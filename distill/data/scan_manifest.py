@@ -93,6 +93,9 @@ def scan_manifest(
         if not rel:
             skipped.append((f"row {lineno}", "empty path"))
             continue
+        if "\0" in rel:  # no file is named so (a zero-filled end left by a crash)
+            skipped.append((rel, "path holds a NUL byte"))
+            continue
         key = os.path.normpath(os.path.join(base, rel))
         if key in seen:
             skipped.append((rel, f"duplicate of row {seen[key]}"))

@@ -675,3 +675,20 @@ def test_a_domain_flag_typed_in_nfc_names_a_domain_folder_in_nfd(tmp_path, write
         test_domains=(nfc,),
     )
     assert resolve_domains(scan(tmp_path / "data"), cfg) == (("hiver",), (nfd,))
+
+
+@pytest.mark.parametrize("outside", [False, True])
+def test_a_manifest_path_with_a_nul_byte_is_skipped(tmp_path, write_image, capsys, outside):
+    """A manifest whose path cell holds a NUL byte (a CSV whose end a crash left zero-filled,
+    a binary file given as the manifest) was a `ValueError: embedded null byte` traceback
+    from `data scan`, harvest and train: no file can be named so; the row is skipped."""
+    from distill.cli import main
+
+    write_image(tmp_path / "a.png")
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("path,label\na.png,cat\nb\x00\x00.png,cat\n")
+    extra = ["--allow-outside-paths"] if outside else []
+    assert main(["data", "scan", str(manifest), *extra]) == 0
+    out = capsys.readouterr().out
+    assert "images:    1 in 1 domain(s), 1 class(es)" in out
+    assert "b\\x00\\x00.png: " in out
