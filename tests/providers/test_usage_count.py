@@ -16,8 +16,28 @@ from vlmclient.providers.wire import header_int, usage_count
         ({"n": 12}, 12),
         ({"n": 0}, 0),
         ({"n": -3}, None),  # a negative count is no count
-        ({"n": 2.0}, None),  # a float is not a token count (except where fractional)
-        ({"n": "12"}, None),
+        # a JSON number is a count: a gateway's 50000.0 was read as "not reported", and
+        # charged the reservation even when it said more (no overrun)
+        ({"n": 2.0}, 2),
+        ({"n": 2.5}, 3),  # rounded up: never below the bill
+        ({"n": -2.0}, None),
+        ({"n": math.inf}, None),
+        ({"n": math.nan}, None),
+        ({"n": 1e308}, math.ceil(1e308)),  # the largest float is a (huge) count
+        # a string of digits is that count; any other string is none
+        ({"n": "12"}, 12),
+        ({"n": " 12\n"}, 12),
+        ({"n": "9" * 4300}, int("9" * 4300)),
+        ({"n": "9" * 4301}, None),  # beyond int()'s (and json.loads') reach
+        ({"n": "-3"}, None),
+        ({"n": "12.0"}, None),
+        ({"n": "1e3"}, None),
+        ({"n": "0x10"}, None),
+        ({"n": "١٢"}, None),  # Arabic-Indic digits: int() reads them, a bill does not
+        ({"n": ""}, None),
+        # JSON true/false are Python ints: not the counts 1 and 0
+        ({"n": True}, None),
+        ({"n": False}, None),
         ({"n": None}, None),
         ({}, None),
         (None, None),  # no usage block at all
@@ -25,7 +45,9 @@ from vlmclient.providers.wire import header_int, usage_count
         ({"n": 10**400}, 10**400),  # a huge int is kept (it can only over-charge)
     ],
 )
-def test_usage_count_takes_non_negative_ints_only(obj: object, expected: int | None) -> None:
+def test_usage_count_takes_non_negative_numbers_and_digit_strings(
+    obj: object, expected: int | None
+) -> None:
     assert usage_count(obj, "n", None) == expected
     assert usage_count(obj, "n") == (0 if expected is None else expected)
 
@@ -41,10 +63,14 @@ def test_usage_count_takes_non_negative_ints_only(obj: object, expected: int | N
         (math.nan, 0),
         (7, 7),
         (10**400, 10**400),
+        ("7", 7),
+        (True, 0),
     ],
 )
-def test_fractional_counts_take_finite_floats(value: float, expected: int) -> None:
+def test_fractional_is_kept_and_reads_the_same(value: object, expected: int) -> None:
+    # every count takes floats now: fractional=True (Cohere's callers) changes nothing
     assert usage_count({"n": value}, "n", fractional=True) == expected
+    assert usage_count({"n": value}, "n") == expected
 
 
 def test_header_int() -> None:

@@ -263,6 +263,58 @@ async def test_a_billed_200_that_cannot_be_decoded_is_charged_once_not_retried(
     assert Decimal(rec.cost_usd) == Decimal(rec.reserved_usd) >= provider.billed_usd > 0
 
 
+async def test_usage_counts_sent_as_floats_or_digit_strings_are_charged_and_overrun() -> None:
+    """Before: a usage block saying {"prompt_tokens": 20000.0, "completion_tokens": "200",
+    "total_tokens": 20200.0} was read as no usage at all (only ints counted), so each
+    answer was charged its $0.000134 reservation while the provider billed $0.00252: the
+    ledger below the bill and no overrun. Now a finite non-negative number (or a string
+    of digits) is a count: the first answer is charged its bill and overruns."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from distill.server import ServerThread
+    from vlmclient import AnswerRequest, BudgetOverrunError, Image
+
+    buf = io.BytesIO()
+    PILImage.new("RGB", (32, 32), (3, 200, 7)).save(buf, "PNG")
+    image = Image(data=buf.getvalue(), media_type="image/png")
+
+    provider = StandIn(prompt_tokens=20_000)
+    answer = provider.answer
+
+    def counts_as_floats(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        status, out = answer(path, body)
+        usage = out["usage"]
+        usage["prompt_tokens"] = float(usage["prompt_tokens"])
+        usage["total_tokens"] = float(usage["total_tokens"])
+        usage["completion_tokens"] = f" {usage['completion_tokens']} "
+        return status, out
+
+    provider.answer = counts_as_floats  # type: ignore[method-assign]
+    records = ListLedger()
+    with ServerThread(provider) as server:
+        async with TeacherClient(
+            "local:hash",
+            api_key="t",
+            base_url=server.base_url,
+            ledger=records,
+            budget=Budget("0.01"),
+        ) as client:
+            with pytest.raises(BudgetOverrunError):
+                for _ in range(10):
+                    request = AnswerRequest(
+                        image=image, prompt="Which digit?", max_output_tokens=200
+                    )
+                    await client.answer([request])
+    assert provider.requests == 1
+    [record] = records.records
+    assert not record.estimated
+    assert Decimal(record.cost_usd) > Decimal(record.reserved_usd)
+    assert client.budget.spent == Decimal(record.cost_usd) == provider.billed_usd
+    assert client.budget.overruns == 1
+
+
 # -- 7. an overrun ------------------------------------------------------------------------
 
 

@@ -234,7 +234,8 @@ def check_parse(case: Case, content: bytes) -> Parsed | None:
     u = parsed.usage
     for name in ("images", "input_tokens", "output_tokens", "image_tokens", "image_pixels"):
         value = getattr(u, name, 0)
-        assert isinstance(value, int) and value >= 0
+        # a count: floats (rounded up) and digit strings are read as ints, never a bool
+        assert type(value) is int and value >= 0
     return parsed
 
 

@@ -411,26 +411,40 @@ def usage_count(
 def usage_count(
     obj: Any, key: str, default: int | None = 0, *, fractional: bool = False
 ) -> int | None:
-    """``obj[key]`` as a count of billed units: a non-negative int, else ``default`` (the
-    key missing, a negative or non-numeric value, ``obj`` not a dict). A response's usage
-    is untrusted: a bad figure must not price a request below what it cost.
+    """``obj[key]`` as a count of billed units, else ``default`` (the key missing, a
+    negative, non-finite or non-numeric value, a boolean, ``obj`` not a dict). A
+    response's usage is untrusted: a bad figure must not price a request below what it
+    cost, and a figure that says more than was reserved must be charged (an overrun).
 
-    ``fractional`` also takes finite non-negative floats, rounded up (Cohere's
+    A count is a finite non-negative JSON number, fractional ones rounded up (Cohere's
     ``billed_units`` are numbers, not integers: 57.5 billed tokens are charged as 58,
-    never below the bill).
+    never below the bill; a gateway may send ``50000.0``), or a string of ASCII digits
+    (surrounding whitespace ignored; at most 4300 of them). ``fractional`` is kept for
+    callers and changes nothing: every count takes floats.
 
     >>> usage_count({"prompt_tokens": 12}, "prompt_tokens"), usage_count({}, "prompt_tokens")
     (12, 0)
     >>> usage_count({"total_tokens": -1}, "total_tokens", None) is None
     True
-    >>> usage_count({"images": 2.0}, "images", fractional=True)
-    2
+    >>> usage_count({"images": 2.0}, "images"), usage_count({"n": 57.5}, "n")
+    (2, 58)
+    >>> usage_count({"n": " 50000 "}, "n"), usage_count({"n": "5e4"}, "n", None)
+    (50000, None)
+    >>> usage_count({"n": True}, "n", None) is None  # a JSON true is not 1
+    True
     """
     v = obj.get(key) if isinstance(obj, dict) else None
+    if isinstance(v, bool):
+        return default
     if isinstance(v, int):
         return int(v) if v >= 0 else default
-    if fractional and isinstance(v, float) and math.isfinite(v) and v >= 0:
+    if isinstance(v, float) and math.isfinite(v) and v >= 0:
         return math.ceil(v)
+    if isinstance(v, str):
+        digits = v.strip()
+        # int() refuses more than 4300 digits (as json.loads does for a number): none
+        if digits.isascii() and digits.isdigit() and len(digits) <= 4300:
+            return int(digits)
     return default
 
 
