@@ -13,7 +13,6 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
@@ -37,6 +36,7 @@ from .wire import (
     reported_usage,
     request_id_of,
     usage_count,
+    whole_number,
 )
 
 __all__ = [
@@ -479,20 +479,12 @@ def candidates(params: Mapping[str, Any]) -> int:
             continue
         # Gemini reads its body as proto3 JSON, where an int32 may be a string ("3") or
         # an integral number (3.0): each is that many billed answers
-        try:
-            count = Decimal(value.strip() if isinstance(value, str) else value)
-        except (InvalidOperation, TypeError, ValueError):
-            count = None
-        if (
-            isinstance(value, bool)
-            or count is None
-            or not count.is_finite()
-            or count != count.to_integral_value()
-        ):
+        count = whole_number(value)
+        if count is None:
             raise ConfigurationError(
                 f"gemini {key} must be a whole number of answers, not {value!r}; nothing was sent"
             )
-        n = max(n, int(count))
+        n = max(n, count)
     return n
 
 

@@ -12,7 +12,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
@@ -51,6 +50,7 @@ from .wire import (
     text_tokens_upper_bound,
     texts_literal,
     usage_count,
+    whole_number,
 )
 
 __all__ = ["OPENAI", "image_tokens", "parse_duration", "reasoning_params"]
@@ -445,20 +445,12 @@ def _whole_param(params: Mapping[str, Any], key: str) -> int | None:
     value = params.get(key)
     if value is None:
         return None
-    try:
-        count = Decimal(value.strip() if isinstance(value, str) else value)
-    except (InvalidOperation, TypeError, ValueError):
-        count = None
-    if (
-        isinstance(value, bool)
-        or count is None
-        or not count.is_finite()
-        or count != count.to_integral_value()
-    ):
+    count = whole_number(value)
+    if count is None:
         raise ConfigurationError(
             f"openai {key} must be a whole number, not {value!r}; nothing was sent"
         )
-    return int(count)
+    return count
 
 
 def output_limit(spec: CallSpec) -> int:

@@ -15,6 +15,7 @@ import json
 import math
 import re
 from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any, cast, overload
 
 import httpx
@@ -446,6 +447,25 @@ def usage_count(
         if digits.isascii() and digits.isdigit() and len(digits) <= 4300:
             return int(digits)
     return default
+
+
+def whole_number(value: Any) -> int | None:
+    """``value`` as a whole number: an int, an integral float, or a string of one ("3",
+    " 2.0 "), as pydantic servers and proto3 JSON read a count; None for anything else (a
+    bool, a fraction, nan, "2k").
+
+    >>> whole_number("3"), whole_number(2.0), whole_number(True), whole_number(2.5)
+    (3, 2, None, None)
+    """
+    if isinstance(value, bool):
+        return None
+    try:
+        count = Decimal(value.strip() if isinstance(value, str) else value)
+    except (InvalidOperation, TypeError, ValueError):
+        return None
+    if not count.is_finite() or count != count.to_integral_value():
+        return None
+    return int(count)
 
 
 MAX_HEADER_INT = 2**63 - 1  # a rate-limit figure beyond this is no figure (nor a float)
