@@ -49,7 +49,11 @@ def gzip_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # poll_interval: shutdown() waits for the serving loop's next poll (0.5 s by default,
+    # half a second of every test that serves)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", seen
