@@ -172,7 +172,7 @@ async def test_gzip_answer_is_decoded_and_headers_kept() -> None:
     (b"deflate", zlib.compress(b'{"ok": true}')),
     (b"deflate", zlib.compress(b'{"ok": true}')[2:-4]),  # raw deflate, as some servers send
     (b"gzip, gzip", gzip.compress(gzip.compress(b'{"ok": true}'))),
-])
+], ids=["gzip", "zlib-deflate", "raw-deflate", "gzip-twice"])  # gzip's mtime: stable ids
 async def test_gzip_and_deflate_answers_are_decoded(encoding: bytes, packed: bytes) -> None:
     script = Script(lambda req, n: ok(packed, b"Content-Encoding: " + encoding))
     transport = Http11Transport(max_answer=1000)
