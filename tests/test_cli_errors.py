@@ -424,6 +424,22 @@ def test_a_price_file_entry_that_cannot_apply_exits_2_in_one_line(
     assert said in line and str(prices) in line
 
 
+@pytest.mark.parametrize("tokens", [0, -1, "0", 0.5, "-Infinity"])
+def test_a_price_file_max_image_tokens_below_one_exits_2(
+    tokens: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: 0 (or "0") was accepted: every image was reserved as free, and the first
+    answer overran the budget and stopped the run after it was billed; -1 and 0.5 were
+    refused without the value, -Infinity as a pydantic message."""
+    prices = tmp_path / "prices.json"
+    entry = {"usd_per_1m_input_tokens": "1", "usd_per_1m_output_tokens": "1"}
+    prices.write_text(json.dumps({"openai:gpt-x": {**entry, "max_image_tokens": tokens}}))
+    assert main(["providers", "--price-file", str(prices)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "openai:gpt-x.max_image_tokens must be a whole number >= 1" in line, line
+    assert f"not {tokens!r}" in line and str(prices) in line
+
+
 def test_fit_teacher_out_under_a_file_exits_2_before_fitting(
     afile: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

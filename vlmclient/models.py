@@ -370,8 +370,9 @@ class Price(BaseModel):
     usd_per_1b_pixels: Amount = Decimal(0)
     usd_per_1k_characters: Amount = Decimal(0)
     # Worst-case prompt tokens per image, for models whose image billing the adapter
-    # cannot bound by name (an OpenAI-compatible server, a new OpenAI model).
-    max_image_tokens: int | None = Field(default=None, ge=0)
+    # cannot bound by name (an OpenAI-compatible server, a new OpenAI model). At least 1:
+    # 0 would reserve every image as free.
+    max_image_tokens: int | None = Field(default=None, ge=1)
     # A long-prompt tier: a request whose prompt has more than ``long_prompt_above_tokens``
     # input tokens is billed at these rates for all its input and output (Claude Haiku 5.5:
     # over 100,000). Never below the base rates, so leaving one out cannot make it free.

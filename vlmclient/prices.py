@@ -58,6 +58,14 @@ def _fields(entries: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]
                     raise ConfigurationError(
                         f"{origin}: {key}.{field} must be a whole number, not {v!r}"
                     )
+                if field == "max_image_tokens" and _below_one(v):
+                    # 0 reserved every image at no tokens: the first answer overran the
+                    # budget and stopped the run, after it was billed
+                    raise ConfigurationError(
+                        f"{origin}: {key}.max_image_tokens must be a whole number >= 1 (the "
+                        f"most prompt tokens one image may bill), not {v!r}: below 1 the "
+                        "budget would count every image as free"
+                    )
                 fields[field] = v
                 continue
             try:
@@ -93,6 +101,15 @@ def _fields(entries: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]
 
 _COUNT_FIELDS = ("max_image_tokens", "long_prompt_above_tokens")
 _LONG_RATES = ("usd_per_1m_input_tokens_long_prompt", "usd_per_1m_output_tokens_long_prompt")
+
+
+def _below_one(value: Any) -> bool:
+    """True for a number below 1 (``0``, ``"0"``, ``0.5``, ``-1``, ``"-Infinity"``); not a
+    number at all (``null``, ``"NaN"``, ``"2k"``) is False: pydantic refuses or unsets it."""
+    try:
+        return Decimal(str(value).strip()) < 1
+    except (InvalidOperation, ValueError):  # not a number, or NaN (comparing one raises)
+        return False
 
 
 def _one_line(exc: ValidationError) -> str:

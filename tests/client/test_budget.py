@@ -136,6 +136,14 @@ def test_a_price_made_in_code_cannot_be_negative_or_infinite(amount: str) -> Non
         Price(usd_per_1m_output_tokens_long_prompt=Decimal(amount))
 
 
+def test_a_price_made_in_code_cannot_make_images_free() -> None:
+    """Before: Price(max_image_tokens=0) was accepted: an OpenAI-format answer reserved its
+    image at no tokens (the price-file loader refuses 0 too)."""
+    with pytest.raises(ValueError, match="max_image_tokens"):
+        Price(max_image_tokens=0)
+    assert Price(max_image_tokens=1).max_image_tokens == 1
+
+
 def test_a_price_made_in_code_above_the_bound_is_refused_when_made() -> None:
     """Before: Price(usd_per_image=Decimal("1e1000000")) was accepted and the first
     request's reservation raised decimal.Overflow (the price-file loader caps a unit at

@@ -250,6 +250,33 @@ def test_a_new_openai_model_priced_as_the_errors_say_is_accepted(
         assert srv.gate.received > 0  # past the price checks: the answers were bought
 
 
+def test_max_image_tokens_zero_is_refused_before_anything_is_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a price-file entry with ``"max_image_tokens": 0`` was accepted, every image
+    was reserved as free, and the first answers were bought and overran the budget."""
+    monkeypatch.setenv("OPENAI_API_KEY", TOKEN)  # the local server's bearer token
+    folder, classes = unlabelled(tmp_path, 2)
+    prices = tmp_path / "prices.json"
+    entry = {
+        "usd_per_1m_input_tokens": "0.25",
+        "usd_per_1m_output_tokens": "2.00",
+        "max_image_tokens": 0,
+    }
+    prices.write_text(json.dumps({"openai:gpt-9-mini": entry}))
+    with serve() as srv:
+        argv = [
+            "pseudolabel", str(folder), "--class-file", str(classes), "--teacher",
+            "openai:gpt-9-mini", "--base-url", srv.url + "/v1", "--cache", str(tmp_path / "c"),
+            "--budget", "1", "--price-file", str(prices), "--route", "answer", "--check", "none",
+        ]  # fmt: skip
+        assert usage_exit(argv) == 2
+        assert srv.gate.received == 0 and srv.billed_requests() == 0
+    err = capsys.readouterr().err
+    assert "openai:gpt-9-mini.max_image_tokens must be a whole number >= 1" in err, err
+    assert "not 0" in err
+
+
 def test_the_entry_the_missing_price_error_suggests_is_enough_for_a_new_openai_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
