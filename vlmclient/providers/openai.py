@@ -494,8 +494,54 @@ def refuse_premium_tier(params: Mapping[str, Any]) -> None:
         )
 
 
+# Chat tools the model only asks the caller to run (pinned spec,
+# CreateChatCompletionRequest.tools: ChatCompletionTool, type "function", and
+# CustomToolChatCompletions, type "custom"): their cost is their own text, counted with
+# the params. Any other type (web_search, file_search, code_interpreter: tools an
+# OpenAI-compatible gateway may run for the model) bills what it fetches or runs.
+CLIENT_TOOL_TYPES = frozenset({"function", "custom"})
+
+
+def refuse_unbounded(params: Mapping[str, Any]) -> None:
+    """ConfigurationError for params that buy what the token estimate does not hold:
+    ``web_search_options`` (a web search for every answer: billed per search beside the
+    tokens, and its results added to the prompt), audio output (``modalities`` with
+    ``audio``, or an ``audio`` block: audio tokens, billed at rates the price table does
+    not hold) and tools other than function and custom ones. (``prediction`` passes:
+    its rejected tokens count against the output limit, pinned spec CompletionUsage.)
+
+    >>> refuse_unbounded({"tools": [{"type": "function", "function": {"name": "pick"}}]})
+    """
+    if params.get("web_search_options") is not None:
+        raise ConfigurationError(
+            "openai web_search_options runs a web search for every answer, billed per "
+            "search and adding its results to the prompt, which the budget cannot bound "
+            "before sending; leave it out (nothing was sent)"
+        )
+    modalities = params.get("modalities")
+    asked = modalities if isinstance(modalities, list) else [modalities]
+    if params.get("audio") is not None or any(
+        isinstance(m, str) and m.strip().lower() == "audio" for m in asked
+    ):
+        named = "audio" if params.get("audio") is not None else "modalities"
+        raise ConfigurationError(
+            f"openai {named} asks for audio output, billed as audio tokens at rates the "
+            "price table does not hold; leave it out (nothing was sent)"
+        )
+    tools = params.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str) and kind not in CLIENT_TOOL_TYPES:
+            raise ConfigurationError(
+                f"openai tool {kind} adds what it fetches or runs to the bill, which the "
+                "budget cannot bound before sending; only function and custom tools are "
+                "taken (nothing was sent)"
+            )
+
+
 def estimate_usage(spec: CallSpec) -> Usage:
     refuse_premium_tier(spec.params)
+    refuse_unbounded(spec.params)
     if spec.kind == "text_embedding":
         return Usage(
             input_tokens=sum(
