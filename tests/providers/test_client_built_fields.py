@@ -71,6 +71,12 @@ CASES = [
     ("anthropic:claude-haiku-4-5", {"messages": []}, "messages"),
     ("anthropic:claude-haiku-4-5", {"max_tokens": 4096}, "max_tokens"),
     ("gemini:gemini-2.5-flash", {"contents": []}, "contents"),
+    # sent inside generationConfig (a 400 after the reservation)
+    ("gemini:gemini-3.8-flash", {"model": "gemini-3.1-pro"}, "model"),
+    # replaced by the item's limit without a word
+    ("gemini:gemini-3.8-flash", {"maxOutputTokens": 8192}, "maxOutputTokens"),
+    # sent beside our maxOutputTokens: which one Gemini bills by is not known
+    ("gemini:gemini-3.8-flash", {"max_output_tokens": 8192}, "max_output_tokens"),
 ]
 
 

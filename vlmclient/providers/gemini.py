@@ -26,7 +26,7 @@ from ..errors import (
     ResponseValidationError,
 )
 from ..models import AnswerRequest, Image, Usage
-from .base import SET_BY_ITEMS, CallSpec, Parsed, Provider
+from .base import SET_BY_ITEMS, SET_BY_TEACHER, CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
 from .wire import (
@@ -550,6 +550,13 @@ GEMINI = Provider(
     prepare_image=prepare_image,
     # Part of every answer's cache key: answers bought with thinking on are other answers.
     default_params={"answer": {"reasoning": "off"}},
-    client_fields={"contents": SET_BY_ITEMS},
+    # (a model param would land in generationConfig; an output limit there would be
+    # replaced by ours, or, snake-cased, sent beside it)
+    client_fields={
+        "model": SET_BY_TEACHER,
+        "contents": SET_BY_ITEMS,
+        "maxOutputTokens": "the max_output_tokens of each request",
+        "max_output_tokens": "the max_output_tokens of each request",
+    },
     description="Google Gemini API generateContent (image answers)",
 )
