@@ -330,10 +330,22 @@ def refuse_server_tools(params: Mapping[str, Any]) -> None:
             )
 
 
+def refuse_stream(params: Mapping[str, Any]) -> None:
+    """ConfigurationError for ``stream``: the answer comes back as server-sent events,
+    which the client does not read (billed, then recorded as a failure)."""
+    if params.get("stream") not in (None, False):
+        raise ConfigurationError(
+            "anthropic stream sends the answer as server-sent events, which the client "
+            "does not read (the answer would be billed and lost); leave it out "
+            "(nothing was sent)"
+        )
+
+
 def estimate_usage(spec: CallSpec) -> Usage:
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
     refuse_server_tools(spec.params)
+    refuse_stream(spec.params)
     w, h = image_size(item.image)  # the prepared image: long edge <= 1568 px
     prompt = text_tokens_upper_bound(item.prompt)
     # a caller's system prompt, tools, ... are billed as input too

@@ -519,10 +519,50 @@ def refuse_unbounded(params: Mapping[str, Any]) -> None:
             )
 
 
+# generationConfig fields that buy image or audio output, priced apart from the text rate
+# the estimate charges every output token at (secondary, read 2026-12-07: micdrop.dev's
+# Gemini TTS page, audio at $6 per million tokens; image output tokens costed at the text
+# rate were litellm#17410's wrong spend). Only a text answer is read back anyway.
+MODALITY_KEYS = ("responseModalities", "response_modalities")
+SPEECH_KEYS = ("speechConfig", "speech_config")
+TEXT_MODALITIES = frozenset({"TEXT", "MODALITY_UNSPECIFIED"})
+
+
+def refuse_other_output(params: Mapping[str, Any]) -> None:
+    """ConfigurationError for a nested ``generationConfig`` (the adapter builds that
+    object from the params: sent, it sat inside ours, a 400 after every reservation) and
+    for params asking for image or audio output, which the estimate does not price.
+
+    >>> refuse_other_output({"responseModalities": ["TEXT"]})
+    """
+    for key in ("generationConfig", "generation_config"):
+        if key in params:
+            raise ConfigurationError(
+                f"gemini {key} is built by the client from the params; pass its fields "
+                "(temperature, topK, ...) as params themselves (nothing was sent)"
+            )
+    for key in MODALITY_KEYS:
+        value = params.get(key)
+        asked = value if isinstance(value, list) else [] if value is None else [value]
+        other = [m for m in asked if str(m).strip().upper() not in TEXT_MODALITIES]
+        if other:
+            raise ConfigurationError(
+                f"gemini {key} {other!r} bills image or audio output, which the budget "
+                "does not price (only text answers are read); leave it out (nothing was sent)"
+            )
+    for key in SPEECH_KEYS:
+        if key in params:
+            raise ConfigurationError(
+                f"gemini {key} asks for spoken (audio) output, which the budget does not "
+                "price (only text answers are read); leave it out (nothing was sent)"
+            )
+
+
 def estimate_usage(spec: CallSpec) -> Usage:
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
     refuse_unbounded(spec.params)
+    refuse_other_output(spec.params)
     w, h = image_size(item.image)
     resolution = media_resolution(spec.params)
     return Usage(

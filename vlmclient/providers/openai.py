@@ -507,8 +507,8 @@ def refuse_unbounded(params: Mapping[str, Any]) -> None:
     ``web_search_options`` (a web search for every answer: billed per search beside the
     tokens, and its results added to the prompt), audio output (``modalities`` with
     ``audio``, or an ``audio`` block: audio tokens, billed at rates the price table does
-    not hold) and tools other than function and custom ones. (``prediction`` passes:
-    its rejected tokens count against the output limit, pinned spec CompletionUsage.)
+    not hold) and tools other than function and custom ones (``stream`` and
+    ``prediction``: :func:`refuse_unread_output`).
 
     >>> refuse_unbounded({"tools": [{"type": "function", "function": {"name": "pick"}}]})
     """
@@ -537,11 +537,31 @@ def refuse_unbounded(params: Mapping[str, Any]) -> None:
                 "budget cannot bound before sending; only function and custom tools are "
                 "taken (nothing was sent)"
             )
+def refuse_unread_output(params: Mapping[str, Any]) -> None:
+    """ConfigurationError for ``stream`` (server-sent events, which the client does not
+    read: a billed answer recorded as a failure) and ``prediction`` (its rejected tokens
+    are billed as output; the pinned spec puts only visible and reasoning tokens under
+    max_completion_tokens, so the reservation does not bound them).
+
+    >>> refuse_unread_output({"stream": False})
+    """
+    if params.get("stream") not in (None, False):
+        raise ConfigurationError(
+            "openai stream sends the answer as server-sent events, which the client does "
+            "not read (the answer would be billed and lost); leave it out (nothing was sent)"
+        )
+    if params.get("prediction") is not None:
+        raise ConfigurationError(
+            "openai prediction bills its rejected tokens as output beyond what "
+            "max_completion_tokens bounds, which the budget cannot reserve; leave it out "
+            "(nothing was sent)"
+        )
 
 
 def estimate_usage(spec: CallSpec) -> Usage:
     refuse_premium_tier(spec.params)
     refuse_unbounded(spec.params)
+    refuse_unread_output(spec.params)
     if spec.kind == "text_embedding":
         return Usage(
             input_tokens=sum(
