@@ -5,8 +5,9 @@ answer: Gemini's ``generationConfig`` as a param was sent nested inside the adap
 (an unbilled 400 on every request); ``responseModalities`` with IMAGE or AUDIO and
 ``speechConfig`` buy image or audio output, dearer than the text rate the estimate
 prices; ``stream: true`` (OpenAI, Anthropic) brings server-sent events back, which the
-client cannot read: a billed answer recorded as a failure; OpenAI's ``prediction``
-bills its rejected tokens as output the spec does not put under max_completion_tokens.
+client cannot read: a billed answer lost as unreadable; OpenAI's ``prediction``
+bills its rejected tokens as output the spec does not put under max_completion_tokens;
+an Anthropic ``thinking`` budget not below the answer's ``max_tokens`` is a 400.
 Now each is refused before anything is sent, the message naming the param.
 """
 
@@ -75,6 +76,8 @@ def client_on(provider: str) -> Any:
         ("openai", {"stream": True}, "stream"),
         ("openai", {"prediction": {"type": "content", "content": "7"}}, "prediction"),
         ("anthropic", {"stream": True}, "stream"),
+        # ask() allows 16 output tokens: a 400 from Anthropic after each reservation
+        ("anthropic", {"thinking": {"type": "enabled", "budget_tokens": 1024}}, "budget_tokens"),
     ],
 )
 async def test_refused_before_sending(provider: str, params: dict[str, Any], named: str) -> None:
@@ -87,12 +90,13 @@ async def test_refused_before_sending(provider: str, params: dict[str, Any], nam
         ("gemini", {"responseModalities": ["TEXT"], "temperature": 0}),
         ("openai", {"stream": False}),
         ("anthropic", {"stream": False}),
+        ("anthropic", {"thinking": {"type": "enabled", "budget_tokens": 1024}}),
     ],
 )
 async def test_text_only_params_still_sent(provider: str, params: dict[str, Any]) -> None:
     with loopback(respond) as server:
         async with client_on(provider)(server, params) as client:
-            [answer] = await client.answer([ask()])
+            [answer] = await client.answer([ask(max_output_tokens=2048)])
     assert answer.text == "7" and client.overrun is None
     body = server.bodies[0]
     sent = body.get("generationConfig", body) if provider == "gemini" else body

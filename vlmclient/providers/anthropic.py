@@ -341,11 +341,28 @@ def refuse_stream(params: Mapping[str, Any]) -> None:
         )
 
 
+def refuse_thinking_budget(params: Mapping[str, Any], max_tokens: int) -> None:
+    """ConfigurationError for a caller's ``thinking`` budget not below the answer's
+    ``max_tokens``: Anthropic answers it with a 400, after the request was reserved.
+
+    >>> refuse_thinking_budget({"thinking": {"type": "enabled", "budget_tokens": 1024}}, 2048)
+    """
+    thinking = params.get("thinking")
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    if isinstance(budget, int) and budget >= max_tokens:
+        raise ConfigurationError(
+            f"anthropic thinking budget_tokens {budget} must be below the answer's "
+            f"max_tokens ({max_tokens}, its max_output_tokens); raise max_output_tokens "
+            "or lower the budget (nothing was sent)"
+        )
+
+
 def estimate_usage(spec: CallSpec) -> Usage:
     (item,) = spec.items
     assert isinstance(item, AnswerRequest)
     refuse_server_tools(spec.params)
     refuse_stream(spec.params)
+    refuse_thinking_budget(spec.params, item.max_output_tokens)
     w, h = image_size(item.image)  # the prepared image: long edge <= 1568 px
     prompt = text_tokens_upper_bound(item.prompt)
     # a caller's system prompt, tools, ... are billed as input too
