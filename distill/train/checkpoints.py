@@ -232,6 +232,23 @@ def _finished(ckpt: Path, stage_names: Sequence[str], done_file: Path | None) ->
         return False  # a damaged checkpoint: the resume path says so
 
 
+def _refuse_results_without_checkpoint(out: Path, done_file: Path) -> None:
+    """ConfigurationError when ``out`` holds a finished run's results (``done_file``, the
+    trained student, run.json) but no checkpoint/: a start at step 0 trained over them."""
+    found = [p.name for p in (done_file, out / WEIGHTS_FILE, out / RUN_FILE) if p.is_file()]
+    if not found:
+        return
+    scores = (
+        f" (`vlm-distill eval {out} DATA` scores it again)"
+        if (out / WEIGHTS_FILE).is_file() and (out / RUN_FILE).is_file() else ""
+    )
+    raise ConfigurationError(
+        f"{out} holds a finished run ({', '.join(found)}) without its {CHECKPOINT_DIR}/: "
+        f"training would start at step 0 and write over it; train into another --out, or "
+        f"remove {out} to train it again{scores}"
+    )
+
+
 class CheckpointWriteError(VLMError):
     """A checkpoint could not be written (disk full, a write error)."""
 
@@ -521,7 +538,8 @@ def resume_or_start(
     starts from: all of them when it starts at step 0 (an abandoned run's, whose
     checkpoint was moved aside), the tail after the checkpoint when it resumes. A run
     whose checkpoint is past its last stage and whose ``done_file`` (metrics.json) is
-    written is finished: refused with or without ``resume``.
+    written is finished: refused with or without ``resume``; so is a folder holding a
+    finished run's results without its checkpoint (deleted to save space, left out of a copy).
     """
     ckpt = out / CHECKPOINT_DIR
     if main:
@@ -533,6 +551,8 @@ def resume_or_start(
             f"{out} holds a finished run; nothing to resume: train into another --out "
             f"(`vlm-distill eval {out} DATA` scores it again)"
         )
+    if not ckpt.exists() and done_file is not None:
+        _refuse_results_without_checkpoint(out, done_file)
     if ckpt.exists() and not resume:
         raise ConfigurationError(
             f"{out} already holds a checkpoint; pass --resume to continue it or choose "

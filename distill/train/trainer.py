@@ -201,7 +201,7 @@ def _train(
     info = {**info, "mean": list(fmt.mean), "std": list(fmt.std),
             "channels_last": fmt.channels_last, "views": targets.views}
 
-    # 4. Resume, or refuse to overwrite an unfinished run.
+    # 4. Resume, or refuse to overwrite an unfinished or a finished run.
     stages = config.stages()
     run = resume_or_start(out, resume=config.resume, info=info, student=student,
                           stage_names=[name for name, _ in stages],

@@ -367,11 +367,11 @@ def test_eval_does_not_count_left_out_classes_as_unreadable_files(tiny_data, tmp
 
 def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = main(["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
-               "--student", STUDENT, "--no-pretrained", "--method", "adip", "--out", str(out),
-               "--test-domains", "dom3", "--steps-align", "2", "--steps-distill", "2",
-               "--image-size", "32", "--batch-per-domain", "4", "--threads", "1"])
-    assert rc == 0
+    train_args = ["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+                  "--student", STUDENT, "--no-pretrained", "--method", "adip", "--out", str(out),
+                  "--test-domains", "dom3", "--steps-align", "2", "--steps-distill", "2",
+                  "--image-size", "32", "--batch-per-domain", "4", "--threads", "1"]
+    assert main(train_args) == 0
     text = capsys.readouterr().out
     assert "dom3" in text and "teacher zero-shot" in text
     assert "align: 2/2" in text and "distill: 2/2" in text  # plain progress lines
@@ -406,6 +406,19 @@ def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
                "--method", "zeroshot", "--out", str(out), "--test-domains", "dom3"])
     assert rc == 2 and "holds a trained run" in capsys.readouterr().err
     assert (out / "metrics.json").read_bytes() == before
+    # its checkpoint/ deleted (to save space, or left out of a copy), the finished run was
+    # trained again from step 0 over it without a word (--resume: a warning that nothing
+    # was resumed), its metrics, student and logs replaced, until 2026-12-07
+    import shutil
+
+    shutil.rmtree(out / "checkpoint")
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    for resume in ([], ["--resume"]):
+        assert main([*train_args, *resume]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "holds a finished run (metrics.json" in err[0], err
+        assert "another --out" in err[0] and f"remove {out}" in err[0], err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == files  # nothing touched
 
 
 def test_eval_on_a_training_manifest_with_unlabelled_rows_scores_training_s_hold_out(
@@ -1171,6 +1184,8 @@ def test_evals_log_has_no_duplicates_after_a_crash_or_a_fresh_start(
     import shutil
 
     shutil.move(tmp_path / "b" / "checkpoint", tmp_path / "aside")
+    for name in ("metrics.json", "model.safetensors", "run.json"):  # a finished run is
+        (tmp_path / "b" / name).unlink()  # refused (test_cli_train_then_eval)
     train(cfg_b)  # starts again at step 0
     assert evals(tmp_path / "b") == evals(tmp_path / "a")
     assert [r["step"] for r in _log(tmp_path / "b")] == [r["step"] for r in _log(tmp_path / "a")]
