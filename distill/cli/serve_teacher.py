@@ -106,7 +106,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--temperature", type=positive_float, default=None, help="pseudo-clip softmax T, > 0"
     )
-    b.add_argument("--image-tower", choices=["auto", "lite2", "lite0"], default="auto")
+    b.add_argument(
+        "--image-tower",
+        choices=["auto", "lite2", "lite0"],
+        default=None,  # None: not given, so a backend other than pseudo-clip can refuse it
+        help="pseudo-clip's EfficientNet-Lite (default auto: lite2, else lite0)",
+    )
     b.add_argument("--open-clip-model", default=None, help="open_clip architecture, e.g. ViT-B-32")
     b.add_argument(
         "--open-clip-weights", type=path_text, default=None, help="local .pt/.safetensors file"
@@ -266,6 +271,7 @@ _BACKEND_OF_FLAG = {
     "weights": "mini-clip", "open_clip_model": "open-clip", "open_clip_weights": "open-clip",
     "temperature": "pseudo-clip",  # its softmax; the others' answers did not change
     "hash_dim": "hash",  # pseudo-clip served its own 384-d vectors whatever was asked
+    "image_tower": "pseudo-clip",  # the others embedded images as before, without a word
 }
 
 
@@ -311,6 +317,8 @@ def run(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {} if args.temperature is None else {"temperature": args.temperature}
     if args.hash_dim is not None:
         extra["hash_dim"] = args.hash_dim
+    if args.image_tower is not None:
+        extra["image_tower"] = args.image_tower
     stopped_by: list[int] = []
     serving: list[Any] = []  # the server, once it is built
     previous = _stop_gracefully_on_signals(serving, stopped_by)
@@ -321,7 +329,6 @@ def run(args: argparse.Namespace) -> int:
                 args.backend,
                 open_clip_model=args.open_clip_model,
                 open_clip_weights=args.open_clip_weights,
-                image_tower=args.image_tower,
                 weights=args.weights,
                 **extra,
             )

@@ -43,6 +43,17 @@ DEFAULT_BODY_TIMEOUT_S = 60.0
 # and 500 MB of RGB once decoded; the header says so before anything is decoded.
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_REQUEST_PIXELS = 100_000_000
+# Their bounds (`--max-image-pixels`, `--max-request-pixels`): 10**12 was accepted, a
+# request of 3 TB once decoded. PIL refuses to open an image of more than 178,956,970
+# pixels (twice its Image.MAX_IMAGE_PIXELS) whatever the setting says; a gigapixel per
+# request is 3 GB of RGB, ten times the default.
+MAX_IMAGE_PIXELS_BOUND = 178_956_970
+MAX_REQUEST_PIXELS_BOUND = 1_000_000_000
+# The characters of every text of one chat call (all its messages): each is counted as
+# tokens for the bill, the last user message is searched for options and embedded, and
+# without a cap a body at the 32 MB limit held 32 million of them. 100,000 characters are
+# some 25,000 tokens: ImageNet's 1000 class names listed as options fit several times.
+MAX_CHAT_TEXT_CHARS = 100_000
 # OpenAI's "low detail" price of one image in a chat prompt, in tokens.
 DEFAULT_IMAGE_TOKENS = 85
 
@@ -173,10 +184,16 @@ class ServerConfig(BaseModel):
         description="slower request bodies get 408",
     )
     max_image_pixels: int = Field(
-        default=MAX_IMAGE_PIXELS, ge=1, description="an image with more pixels gets 400"
+        default=MAX_IMAGE_PIXELS,
+        ge=1,
+        le=MAX_IMAGE_PIXELS_BOUND,
+        description="an image with more pixels gets 400",
     )
     max_request_pixels: int = Field(
-        default=MAX_REQUEST_PIXELS, ge=1, description="a call with more image pixels gets 400"
+        default=MAX_REQUEST_PIXELS,
+        ge=1,
+        le=MAX_REQUEST_PIXELS_BOUND,
+        description="a call with more image pixels gets 400",
     )
 
     @model_validator(mode="after")

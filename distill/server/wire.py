@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import MAX_CHAT_TEXT_CHARS
+
 __all__ = [
     "COHERE_INPUT_TYPES",
     "DECODE_FORMATS",
@@ -171,6 +173,21 @@ def _check_image_count(count: int, max_images: int) -> None:
         )
 
 
+def _text_chars(contents: Iterable[Any]) -> int:
+    """How many characters the texts of these chat contents hold (a string, or the
+    ``text`` parts of a list): counted before any image is decoded."""
+    total = 0
+    for content in contents:
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                if (isinstance(part, dict) and part.get("type") == "text"
+                        and isinstance(part.get("text"), str)):  # fmt: skip
+                    total += len(part["text"])
+    return total
+
+
 def _text_list(value: Any, where: str, max_items: int) -> list[str]:
     if not isinstance(value, list) or not value:
         raise WireError(400, f"{where} must be a non-empty list")
@@ -325,7 +342,8 @@ class ChatRequest:
 
 def parse_chat(body: Any, *, max_images: int) -> ChatRequest:
     """Validate a ``POST /v1/chat/completions`` body with ``image_url`` data-URL parts
-    (at most ``max_images`` in all its messages)."""
+    (at most ``max_images`` in all its messages, and ``MAX_CHAT_TEXT_CHARS`` characters
+    of text)."""
     if not isinstance(body, dict):
         raise WireError(400, "request body must be a JSON object")
     model = _require_model(body)
@@ -336,9 +354,16 @@ def parse_chat(body: Any, *, max_images: int) -> ChatRequest:
         raise WireError(400, "stream=true is not supported by this server")
     if body.get("n") not in (None, 1):
         raise WireError(400, "only n=1 is supported")
-    _check_image_count(
-        _image_parts(m.get("content") for m in messages if isinstance(m, dict)), max_images
-    )
+    contents = [m.get("content") for m in messages if isinstance(m, dict)]
+    _check_image_count(_image_parts(contents), max_images)
+    chars = _text_chars(contents)
+    if chars > MAX_CHAT_TEXT_CHARS:
+        raise WireError(
+            400,
+            f"{chars:,} characters of text in one call: at most {MAX_CHAT_TEXT_CHARS:,} "
+            "characters per call (all messages); send a shorter prompt",
+            "context_length_exceeded",
+        )
     max_tokens = _optional_dim(body, "max_completion_tokens")
     if max_tokens is None:
         max_tokens = _optional_dim(body, "max_tokens")

@@ -288,6 +288,10 @@ def test_a_stop_signal_while_the_backend_loads_ends_the_server_cleanly() -> None
         ("--max-items", "1000000000"),  # no cap at all on the inputs of a call
         ("--max-images", "0"),
         ("--max-images", "1000000000"),
+        ("--max-request-pixels", "1000000000000"),  # 3 TB of RGB in one request
+        ("--max-request-pixels", "0"),
+        ("--max-request-pixels", "-5"),
+        ("--max-image-pixels", "1000000000"),  # PIL refuses such an image anyway
         ("--max-body-bytes", "1000000000000"),  # a terabyte read into memory
         ("--body-timeout-s", "1e300"),  # the slow-sender defence off
         ("--latency-ms", "1e300"),  # every request waits for ever

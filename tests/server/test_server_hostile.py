@@ -421,6 +421,43 @@ def test_an_answer_json_cannot_carry_is_a_500_and_not_billed(serve, caplog) -> N
     assert any("not JSON" in rec.getMessage() for rec in caplog.records)
 
 
+def test_the_text_of_one_chat_call_is_capped(serve) -> None:  # type: ignore[no-untyped-def]
+    """A chat call's texts had no cap but the 32 MB body: every one is counted as tokens
+    and the prompt searched for options, on the event loop (30 MB of text: 19-29 s with
+    the hash backend, every other request waiting). Now more than MAX_CHAT_TEXT_CHARS
+    characters in all its messages is a 400 in OpenAI's envelope, not billed, said before
+    any image is decoded (the last body's "-" is not one)."""
+    from distill.server.config import MAX_CHAT_TEXT_CHARS as most
+
+    def chat(*messages: dict) -> dict:  # type: ignore[type-arg]
+        return {"model": "m", "messages": list(messages)}
+
+    def parts(*texts: str) -> list[dict]:  # type: ignore[type-arg]
+        return [{"type": "text", "text": t} for t in texts]
+
+    half = "word " * (most // 10)  # most / 2 characters
+    url = serve()
+    with httpx.Client(headers=auth(), timeout=30) as c:
+        for body in (
+            chat({"role": "user", "content": "x" * (most + 1)}),
+            chat({"role": "user", "content": parts(half, half, "x")}),
+            chat({"role": "system", "content": half + "x"}, {"role": "user", "content": half}),
+            chat({"role": "user", "content": parts(half)}, {"role": "assistant", "content": half},
+                 {"role": "user", "content": [{"type": "text", "text": "x"},
+                                              {"type": "image_url", "image_url": {"url": "-"}}]}),
+        ):  # fmt: skip
+            r = c.post(url + "/v1/chat/completions", json=body)
+            assert r.status_code == 400, (r.status_code, r.text[:200])
+            error = r.json()["error"]
+            assert error["code"] == "context_length_exceeded", error
+            assert f"{most + 1:,} characters" in error["message"], error
+            assert f"at most {most:,} characters per call" in error["message"], error
+        assert c.get(url + "/admin/billing").json()["requests"] == 0
+        both = chat({"role": "system", "content": half}, {"role": "user", "content": parts(half)})
+        r = c.post(url + "/v1/chat/completions", json=both)
+        assert r.status_code == 200, r.text[:200]  # exactly the cap is served
+
+
 def _image_bodies(uri: str, n: int) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
     """Every way to put ``n`` images in one call, on the three routes."""
     part = {"type": "image_url", "image_url": {"url": uri}}

@@ -148,6 +148,9 @@ def test_serve_teacher_open_clip_with_an_unknown_model_is_one_line(
         # the hash backend's vector size: pseudo-clip served 512-d vectors, without a word
         (["--hash-dim", "64"], "--hash-dim"),
         (["--backend", "mini-clip", "--weights", "W", "--hash-dim", "64"], "--hash-dim"),
+        # pseudo-clip's EfficientNet: the hash (or mini-clip) backend served, without a word
+        (["--backend", "hash", "--image-tower", "lite0"], "--image-tower"),
+        (["--backend", "mini-clip", "--weights", "W", "--image-tower", "auto"], "--image-tower"),
     ],
 )  # fmt: skip
 def test_serve_teacher_refuses_a_file_flag_its_backend_would_ignore(
@@ -234,3 +237,23 @@ def test_fit_teacher_never_replaces_a_json_file_that_is_not_its_manifest(
     with pytest.raises(ZeroDivisionError):
         main(["fit-teacher", str(pool), "--out", str(out), "--steps", "1"])
     assert len(fitted) == 1
+
+
+def test_serve_teacher_gives_the_image_tower_to_pseudo_clip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--image-tower, refused with the backends that have no such choice, still reaches
+    pseudo-clip's (and "auto" when it is not given)."""
+    import distill.server
+
+    built: list[tuple[str, str]] = []
+
+    def no_backend(name: str, **kwargs: Any) -> Any:
+        built.append((name, kwargs.get("image_tower", "auto")))
+        raise SystemExit(99)  # it would have served that backend
+
+    monkeypatch.setattr(distill.server, "make_backend", no_backend)
+    for argv in (["--image-tower", "lite0"], []):
+        with pytest.raises(SystemExit):
+            main(["serve-teacher", "--port", "0", *argv])
+    assert built == [("pseudo-clip", "lite0"), ("pseudo-clip", "auto")]
