@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import httpx
 
 from .providers.wire import headers_of
+from .redact import clip
 from .watchdog import Watchdog, late_answer, tick_of
 
 __all__ = [
@@ -338,7 +339,7 @@ class _Connection(asyncio.Protocol):
                 return False
             size_text = bytes(buf[:eol]).split(b";", 1)[0].strip(b" \t")
             if not size_text or size_text.strip(_HEX) or len(size_text) > 16:
-                raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}")
+                raise httpx.RemoteProtocolError(f"bad chunk size {_shown(size_text, 20)}")
             size = int(size_text, 16)
             if size == 0:
                 end = buf.find(b"\r\n\r\n", eol) if buf[eol + 2:eol + 4] != b"\r\n" else eol
@@ -394,6 +395,12 @@ _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection",
                       b"content-encoding"})
 
 
+def _shown(raw: bytes, limit: int) -> str:
+    """What a server sent, quoted in an error: at most ``limit`` characters, never part
+    of a run the cut splits (a key cut short there would stay unmasked: see clip)."""
+    return repr(clip(raw.decode("latin-1"), limit).encode("latin-1"))
+
+
 def _parse_head(head: bytes) -> _Head:
     """The status line and headers of an answer (``head``: up to the blank line).
 
@@ -402,7 +409,7 @@ def _parse_head(head: bytes) -> _Head:
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise httpx.RemoteProtocolError(f"bad status line {lines[0][:60]!r}")
+        raise httpx.RemoteProtocolError(f"bad status line {_shown(lines[0], 60)}")
     status = int(parts[1])
     entries: list[tuple[bytes, bytes, bytes]] = []
     length: int | None = None
@@ -411,7 +418,7 @@ def _parse_head(head: bytes) -> _Head:
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep or not name or name[-1] in b" \t" or name[0] in b" \t":
-            raise httpx.RemoteProtocolError(f"bad header line {line[:60]!r}")
+            raise httpx.RemoteProtocolError(f"bad header line {_shown(line, 60)}")
         value = value.strip(b" \t")
         lower = name.lower()
         entries.append((name, lower, value))
@@ -419,7 +426,7 @@ def _parse_head(head: bytes) -> _Head:
             continue
         if lower == b"content-length":
             if not value.isdigit() or (length is not None and int(value) != length):
-                raise httpx.RemoteProtocolError(f"bad Content-Length {value[:20]!r}")
+                raise httpx.RemoteProtocolError(f"bad Content-Length {_shown(value, 20)}")
             length = int(value)
         elif lower == b"transfer-encoding":
             chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import quote
 
-__all__ = ["MASK", "MAX_ECHO_CHARS", "MAX_REQUEST_ID_CHARS", "Redactor"]
+__all__ = ["MASK", "MAX_ECHO_CHARS", "MAX_REQUEST_ID_CHARS", "Redactor", "clip"]
 
 MASK = "***"
 # An error message longer than this is cut: a server can send megabytes of body.
@@ -27,6 +27,29 @@ _MIN_ENCODED = 8
 # A key longer than this is also replaced where only its first or last this-many (or more)
 # characters are echoed (a truncated echo).
 _MIN_ECHOED = 16
+# The end of a cut text that is part of an unbroken run (no space, quote, bracket, comma,
+# semicolon or bar): a key, and its base64, hex, percent- or JSON-escaped forms, are one.
+_TAIL_RUN = re.compile(r"[^\s\"'`,;|()<>\[\]{}]+\Z")
+
+
+def clip(value: str, limit: int) -> str:
+    """``value`` cut to at most ``limit`` characters, less the part of a run the cut
+    splits. Text cut before :class:`Redactor` sees it must not end in the first few
+    characters of a key: fewer than it knows as the key's, they would stay unmasked.
+
+    >>> clip("bad key sk-abcdef0123456789", 14)
+    'bad key '
+    >>> clip("bad key sk-abc, more", 14)
+    'bad key sk-abc'
+    """
+    if len(value) <= limit:
+        return value
+    if limit <= 0:
+        return ""
+    head = value[:limit]
+    if _TAIL_RUN.match(value[limit]):  # the cut splits a run: none of it is kept
+        head = _TAIL_RUN.sub("", head)
+    return head
 
 
 def _b64_cores(raw: bytes) -> list[str]:

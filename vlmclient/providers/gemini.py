@@ -26,6 +26,7 @@ from ..errors import (
     ResponseValidationError,
 )
 from ..models import AnswerRequest, Image, Usage
+from ..redact import clip
 from .base import SET_BY_ITEMS, SET_BY_TEACHER, CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image, image_size
 from .reasoning import reasoning_level, truncated_answer, without_reasoning
@@ -180,7 +181,7 @@ def google_error(response: httpx.Response) -> APIStatusError:
         return base
     status = err.get("status")
     fallback = str(base.args[0]).removeprefix(f"HTTP {response.status_code}: ")
-    message = str(err.get("message") or fallback)[:300]
+    message = clip(str(err.get("message") or fallback), 300)  # (see wire._message)
     text = f"{status}: {message}" if status else message
     retry_after = base.retry_after
     for info in _details(err, "RetryInfo"):

@@ -25,6 +25,7 @@ from ..errors import (
     ResponseValidationError,
 )
 from ..models import AnswerRequest, Image, TextEmbeddingRequest, Usage
+from ..redact import clip
 from .base import SET_BY_ITEMS, SET_BY_TEACHER, CallSpec, Parsed, Provider, RateLimitHints
 from .images import (
     ACCEPTED_MEDIA_TYPES,
@@ -317,9 +318,10 @@ def _parse_body(spec: CallSpec, body: dict[str, Any], rid: str | None) -> Parsed
     refusal = message.get("refusal") if isinstance(message, dict) else None
     if isinstance(refusal, str) and refusal.strip():
         # structured outputs: the model declined (content null); billed, not an answer.
-        # The settle step scrubs keys from the message; the quote is bounded here.
+        # The settle step scrubs keys from the message; the quote is bounded here, by
+        # clip: a key the cut splits would leave a prefix too short to be known as one.
         quoted = refusal if len(refusal) <= REFUSAL_QUOTE_CHARS else (
-            refusal[: REFUSAL_QUOTE_CHARS - 3] + "..."
+            clip(refusal, REFUSAL_QUOTE_CHARS - 3) + "..."
         )
         bad = ResponseValidationError(
             f"the model refused to answer (message.refusal: {quoted!r})",

@@ -22,6 +22,7 @@ import httpx
 
 from ..errors import APIStatusError, ResponseValidationError, status_error_class
 from ..models import Image, TextEmbeddingRequest
+from ..redact import clip
 
 __all__ = [
     "MAX_REPORTED_DEPTH",
@@ -138,22 +139,24 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
 
 
 def _message(response: httpx.Response) -> str:
+    # clip, not [:300]: the settle step scrubs keys later, and a key the cut splits would
+    # leave a prefix too short to be known as one
     try:
         body = response.json()
     except (ValueError, RecursionError):
-        return response.text[:300] or response.reason_phrase
+        return clip(response.text, 300) or response.reason_phrase
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
             msg = err.get("message") or err.get("detail") or err.get("type")
             if msg:
-                return str(msg)[:300]
+                return clip(str(msg), 300)
         if isinstance(err, str):
-            return err[:300]
+            return clip(err, 300)
         for k in ("message", "detail"):
             if k in body:
-                return str(body[k])[:300]
-    return response.text[:300]
+                return clip(str(body[k]), 300)
+    return clip(response.text, 300)
 
 
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
@@ -394,7 +397,13 @@ def reported_usage(obj: Any) -> dict[str, Any] | None:
                 return value
             return None
         if isinstance(value, dict) and depth < MAX_REPORTED_DEPTH:
-            inner = {str(k)[:64]: keep(v, depth + 1) for k, v in list(value.items())[:64]}
+            # a name over 64 characters is left out, not cut: the ledger's scrub of the key
+            # would not know the few characters of a key such a cut leaves
+            inner = {
+                str(k): keep(v, depth + 1)
+                for k, v in list(value.items())[:64]
+                if len(str(k)) <= 64
+            }
             inner = {k: v for k, v in inner.items() if v is not None}
             return inner or None
         return None
