@@ -2,7 +2,8 @@
 
 Every failure a user can meet derives from :class:`VLMError`. Foreign exceptions
 (httpx, aiohttp, json, pydantic) are translated at the boundary with ``raise ... from exc``
-so callers only ever need ``except VLMError``.
+so callers only ever need ``except VLMError`` (a transport's, which may quote what the
+server sent unscrubbed, ``from None``: the error's own message says it, scrubbed).
 
 ::
 

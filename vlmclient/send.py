@@ -187,7 +187,10 @@ class Sender:
                     finally:
                         self.timings.answered()
                 except httpx.HTTPError as exc:
-                    raise self._failed(spec, exc, reservation) from exc
+                    # not chained: the transport's exception (and aiohttp's under it) holds
+                    # what the server sent unscrubbed, which a traceback would print; our
+                    # error says it, scrubbed
+                    raise self._failed(spec, exc, reservation) from None
                 except BaseException:  # cancelled (Ctrl-C) while it may be on the wire
                     self._charge_unknown(spec, reservation, "cancelled")
                     raise

@@ -3,13 +3,15 @@
 The redactor masks a key, and any 16 or more of its first characters; text cut short
 before it runs (a refusal quote, an error body, a malformed header line, a usage field
 name) could end in fewer of them, which stayed in the error, the log or the ledger. Each
-test here has a loopback server echo a long key so that a cut falls inside it.
+test here has a loopback server echo a long key so that a cut falls inside it (and one
+a short key, whole, in a transport error a traceback printed unscrubbed as the cause).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -134,6 +136,24 @@ async def test_a_bad_header_line_never_ends_in_part_of_the_key(
         with pytest.raises(VLMError, match="bad header line") as caught:
             await client.embed_texts([TextEmbeddingRequest(text="a cat")])
     assert pieces(str(caught.value)) == [] and pieces(caplog.text) == []
+
+
+async def test_a_transport_error_s_cause_never_shows_the_key() -> None:
+    """Before, the connection error (its message scrubbed) was raised ``from`` the
+    transport's exception: a traceback (an uncaught error, ``log.exception``) printed that
+    unscrubbed cause, here a header line the transport refused holding a whole 39-character
+    key (a Gemini key's length), which fits in the 60 characters it quotes."""
+    key = "AIzaSyQ4vT8kW2mX9nB3cD7fG1hJ5kL0pR6sU4w"
+    line = b"X-Goog-Api-Key : " + key.encode()
+    answer = b"HTTP/1.1 400 Bad Request\r\n" + line + b"\r\nContent-Length: 0\r\n\r\n"
+    async with raw_server([answer]) as url, TeacherClient(
+        "gemini:gemini-3.5-flash-lite", api_key=key, base_url=url, price=PRICE,
+        budget=Budget("1"), retry=RetryPolicy(max_attempts=1),
+    ) as client:  # fmt: skip
+        with pytest.raises(VLMError, match="bad header line") as caught:
+            await client.answer(ASK)
+    shown = "".join(traceback.format_exception(caught.value))
+    assert "X-Goog-Api-Key : ***" in shown and key[:12] not in shown
 
 
 async def test_a_long_usage_field_name_never_takes_part_of_the_key_to_the_ledger(
