@@ -453,16 +453,8 @@ def test_fit_teacher_out_under_a_file_exits_2_before_fitting(
     assert f"{afile} is a file, not a folder" in line
 
 
-@pytest.mark.parametrize("flags", [
-    ["--batch", "1000000000"], ["--widths", "16,1000000"], ["--threads", "100000"],
-])  # fmt: skip
-def test_fit_teacher_sizes_past_any_machine_are_refused_before_fitting(
-    flags: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """`--batch 1000000000` went on to load the text model and then asked torch for
-    gigabytes (a MemoryError or the OOM killer, minutes in); so did a stage a million
-    channels wide."""
+def _no_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A pool fit-teacher takes, with a fit that fails the test when it starts."""
     import distill.teacher.miniclip as miniclip
 
     def fit_started(*args: object, **kwargs: object) -> None:
@@ -472,10 +464,40 @@ def test_fit_teacher_sizes_past_any_machine_are_refused_before_fitting(
     pool = tmp_path / "pool"
     pool.mkdir()
     (pool / "dataset.json").write_text("{}")
-    argv = ["fit-teacher", str(pool), "--out", str(tmp_path / "t.safetensors"), *flags]
+    return pool
+
+
+def test_fit_teacher_sizes_past_any_machine_are_refused_before_fitting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A stage a million channels wide went on to load the text model and then asked
+    torch for gigabytes (a MemoryError or the OOM killer, minutes in)."""
+    pool = _no_fit(tmp_path, monkeypatch)
+    argv = ["fit-teacher", str(pool), "--out", str(tmp_path / "t.safetensors"),
+            "--widths", "16,1000000"]
     assert main(argv) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert flags[0] in line and "fit started" not in line, line
+    assert "--widths" in line and "fit started" not in line, line
+
+
+@pytest.mark.parametrize("flags", [
+    ["--steps", str(10**23)], ["--steps", "100001"], ["--steps", "1e23"], ["--steps", "0"],
+    ["--steps", "-5"], ["--steps", "2.5"], ["--batch", "1000000000"], ["--batch", "1"],
+    ["--threads", "100000"], ["--threads", "0"],
+])  # fmt: skip
+def test_fit_teacher_counts_past_any_machine_or_run_are_usage_errors(
+    flags: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--steps 100000000000000000000000` (a typo) was taken: the fit ran for ever without
+    a word. `--batch 1000000000` (or `--threads 100000`) loaded the text model, then asked
+    torch for gigabytes. Refused as argparse refuses a bad number, nothing written."""
+    pool = _no_fit(tmp_path, monkeypatch)
+    argv = ["fit-teacher", str(pool), "--out", str(tmp_path / "t.safetensors"), *flags]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    argparse_error(exc, capsys.readouterr().err, flags[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool"]
 
 
 @pytest.mark.parametrize("damage", ["weights", "run.json"])

@@ -15,7 +15,7 @@ from typing import TypedDict
 
 from vlmclient.errors import ConfigurationError
 
-from .validate import path_arg, seed_arg
+from .validate import MAX_STEPS, int_in, path_arg, seed_arg
 
 HELP = "fit the mini-clip teacher (CLIP-style, MiniLM text space) on a teacher pool"
 
@@ -44,9 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=seed_arg, default=0,
                         help="seed (same seed and --threads on one machine: same bytes)")
     # None: fit_teacher's own defaults (distill.teacher.miniclip), declared once there.
-    parser.add_argument("--steps", type=int, default=None, help="optimiser steps")
-    parser.add_argument("--batch", type=int, default=None, help="images per step (2 to 4096)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    # bounded here, before anything is read: past these the fit asks torch for gigabytes
+    # (or thousands of threads) minutes in, after the text model loaded, or runs for ever
+    parser.add_argument("--steps", type=int_in(1, MAX_STEPS), default=None,
+                        help=f"optimiser steps, 1 to {MAX_STEPS:,}")
+    parser.add_argument("--batch", type=int_in(2, MAX_BATCH), default=None,
+                        help=f"images per step, 2 to {MAX_BATCH}")
+    parser.add_argument("--threads", type=int_in(1, MAX_THREADS), default=2,
+                        help=f"torch threads, 1 to {MAX_THREADS} (default 2)")
     parser.add_argument("--widths", default=None,
                         help="channels of each tower stage, two stages or more, e.g. "
                         "24,48,96,192 (default 16,32,64,128)")
@@ -77,16 +82,6 @@ def _check_manifest_path(out: Path, manifest: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.steps is not None and args.steps < 1) or (args.batch is not None and args.batch < 2) \
-            or args.threads < 1:
-        raise ConfigurationError("--steps must be >= 1, --batch >= 2 and --threads >= 1")
-    # past these the fit asks torch for gigabytes (or thousands of threads) minutes in,
-    # after the text model loaded: refused before anything is read
-    if (args.batch or 0) > MAX_BATCH or args.threads > MAX_THREADS:
-        raise ConfigurationError(
-            f"--batch takes at most {MAX_BATCH} images a step and --threads at most "
-            f"{MAX_THREADS}, not --batch {args.batch} --threads {args.threads}"
-        )
     if args.out.suffix != ".safetensors":
         raise ConfigurationError(f"--out must end in .safetensors, not {args.out.name!r}")
     from . import check_out_file
