@@ -500,6 +500,27 @@ def test_fit_teacher_counts_past_any_machine_or_run_are_usage_errors(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pool"]
 
 
+@pytest.mark.parametrize("argv", [
+    ["demo", "--workdir", "W", "--teacher-steps", str(10**23)],
+    ["harvest", "D", "--cache", "W", "--select", "random", "--round-steps", str(10**23)],
+])  # fmt: skip
+def test_step_counts_that_never_end_are_usage_errors(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`demo --teacher-steps` and `harvest --select ... --round-steps` took any count:
+    10**23 fitted (or trained between rounds, after round 1 was paid for) for ever."""
+    import importlib
+
+    module = importlib.import_module(f"distill.cli.{argv[0]}")
+    monkeypatch.setattr(module, "run", lambda args: pytest.fail("the command ran"))
+    argv = [str(tmp_path / a) if a in ("W", "D") else a for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    argparse_error(exc, capsys.readouterr().err, argv[-2])
+    assert not (tmp_path / "W").exists()
+
+
 @pytest.mark.parametrize("damage", ["weights", "run.json"])
 def test_eval_of_a_damaged_run_folder_is_one_line(
     damage: str, tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]

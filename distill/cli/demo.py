@@ -12,7 +12,7 @@ from rich.table import Table
 from . import EXIT_OK
 from .progress import TrainProgress, console
 from .signals import Stopped, raise_on_stop_signals, say
-from .validate import MAX_STUDENT_SIZE, MAX_VIEWS, int_in, money, path_arg
+from .validate import MAX_STEPS, MAX_STUDENT_SIZE, MAX_VIEWS, int_in, money, path_arg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,8 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "default: %(default)s)",
     )
     p.add_argument(
-        "--teacher-steps", type=int_in(1), default=DemoConfig.teacher_steps,
-        help="mini-clip fitting steps when the teacher is fitted (default: its own)",
+        "--teacher-steps", type=int_in(1, MAX_STEPS), default=DemoConfig.teacher_steps,
+        help=f"mini-clip fitting steps when the teacher is fitted, 1 to {MAX_STEPS:,} "
+        "(default: its own)",
     )
     # Test-only, hidden: two digits per class and a few steps per stage, so that
     # tests/e2e/test_demo.py checks the whole pipeline's plumbing (twice) in seconds.

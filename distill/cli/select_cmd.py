@@ -31,7 +31,7 @@ from . import EXIT_BUDGET, EXIT_ERROR, EXIT_OK
 from ._common import budget_lines, note_run, note_stopped, open_client, open_coordinator
 from .progress import console
 from .signals import Interrupted, run_paid
-from .validate import MAX_STUDENT_SIZE, int_in, seed_arg
+from .validate import MAX_STEPS, MAX_STUDENT_SIZE, int_in, seed_arg
 
 if TYPE_CHECKING:  # imported where used: `harvest --help` stays quick
     from cache import CacheLike
@@ -93,8 +93,9 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     flag("--rounds", type=int_in(1, 1000), help="selection rounds (default: %(default)s)")
     flag(
         "--round-steps",
-        type=int_in(0),
-        help="student training steps between rounds (default: %(default)s)",
+        type=int_in(0, MAX_STEPS),
+        help=f"student training steps between rounds, 0 to {MAX_STEPS:,} "
+        "(default: %(default)s)",
     )
     flag("--select-student", help="timm model trained between rounds (default: %(default)s)")
     flag(
