@@ -65,3 +65,30 @@ def test_scan_prints_a_domain_named_with_control_characters_escaped(tmp_path, ca
     out = capsys.readouterr().out
     assert "\x1b" not in out
     assert "  red\\x1b[31mx: 1  (cat 1)" in out and "  new\\nline: 1  (cat 1)" in out
+
+
+def test_make_digits_force_over_a_symlink_never_touches_what_it_points_at(tmp_path, capsys):
+    """`make-digits LINK --force`, LINK a symlink to a build elsewhere (or to a file): the
+    link itself is replaced by the new folder (or refused); nothing it points at is
+    deleted or written."""
+    small = ["--per-class", "1", "--size", "8"]
+    elsewhere = tmp_path / "elsewhere"
+    assert main(["data", "make-digits", str(elsewhere), *small, "--domains", "upright"]) == 0
+    before = {p: p.read_bytes() for p in elsewhere.rglob("*") if p.is_file()}
+    work = tmp_path / "work"
+    work.mkdir()
+    link = work / "digits"
+    link.symlink_to(elsewhere, target_is_directory=True)
+    argv = ["data", "make-digits", str(link), *small, "--domains", "colour", "--force"]
+    assert main(argv) == 0
+    assert not link.is_symlink() and sorted(p.name for p in link.iterdir()) == [
+        "colour", "dataset.json"]
+    assert {p: p.read_bytes() for p in elsewhere.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in work.iterdir()) == ["digits"]  # no .tmp-/.old- left
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    (work / "to-file").symlink_to(afile)
+    capsys.readouterr()
+    assert main(["data", "make-digits", str(work / "to-file"), *small, "--force"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert afile.read_text() == "keep" and (work / "to-file").is_symlink()
