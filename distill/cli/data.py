@@ -10,8 +10,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from distill.data import Dataset, display, scan
@@ -179,11 +182,35 @@ def run(args: argparse.Namespace) -> int:
     from .signals import Stopped, raise_on_stop_signals, say
 
     try:
-        with raise_on_stop_signals():
+        with raise_on_stop_signals(), _one_build_at_a_time(args.out):
             return _run(args, action)
     except Stopped as exc:
         say(f"stopped by {exc}: {display(str(args.out))} was not written (or left as it was)")
         return exc.exit_code
+
+
+@contextlib.contextmanager
+def _one_build_at_a_time(out: Path) -> Iterator[None]:
+    """Hold a lock on the folder OUT goes in (``flock`` on the folder itself: nothing is
+    left beside OUT) from the check of OUT to the scan of what was written. Two builds of
+    one new OUT at once both found it missing and both published: the later one replaced
+    the first's folder without --force while the first said "wrote N images" (counted as
+    the other deleted it). The second now waits, then finds OUT written (refused without
+    --force, replaced with it). Builds into other folders beside OUT wait too."""
+    from distill.locks import held_lock
+
+    from .signals import say
+
+    parent = Path(os.path.abspath(out)).parent
+    with contextlib.suppress(OSError):  # one that cannot be made: the build says why
+        parent.mkdir(parents=True, exist_ok=True)
+    if not parent.is_dir():
+        yield
+        return
+    with held_lock(parent, lambda: say(
+        f"another build is writing in {display(str(parent))}; waiting for it to finish"
+    )):  # fmt: skip
+        yield
 
 
 def _run(args: argparse.Namespace, action: str | None) -> int:

@@ -21,7 +21,6 @@ Deterministic for a seed: one torch thread count, seeded generators, determinist
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
@@ -37,6 +36,7 @@ import torch
 
 from cache import atomic_write_files
 from distill.data import DEFAULT_TEMPLATE, DataError, class_prompts
+from distill.locks import held_lock
 from distill.teacher.miniclip_looks import LOOKS, augment, ink_canvas, render_looks
 from distill.teacher.miniclip_model import (
     EMBED_DIM,
@@ -366,25 +366,8 @@ def _fit_lock(plan: _Plan, waiting: Callable[[], object] | None) -> Iterator[Non
     then finds the first's teacher. The lock (``flock`` on ``<pool name>.lock``, nothing
     written in it) goes with the process, kill -9 included; where it cannot be taken (a
     read-only folder, a file system without flock) the fit goes on without it."""
-    lock = plan.weights.parent / f"{plan.pool.name}.lock"
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
+    with held_lock(plan.weights.parent / f"{plan.pool.name}.lock", waiting):
         yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if waiting is not None:
-                waiting()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            pass  # NFS without locks, Lustre without -o flock: as before, unlocked
-        yield
-    finally:
-        os.close(fd)
 
 
 def _make_and_fit(kind: str, plan: _Plan, spec: Any,

@@ -92,3 +92,49 @@ def test_make_digits_force_over_a_symlink_never_touches_what_it_points_at(tmp_pa
     assert main(["data", "make-digits", str(work / "to-file"), *small, "--force"]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert afile.read_text() == "keep" and (work / "to-file").is_symlink()
+
+
+def test_a_second_make_digits_into_one_new_folder_waits_for_the_first(
+    tmp_path, capsys, monkeypatch
+):
+    """Two `make-digits OUT` at once into a new OUT both published: the later replaced
+    the first's folder without --force, both exited 0, and the one replaced said "wrote
+    864 images ... rotated: 0" (counted as the other deleted them) of a folder that held
+    the other's 1,797. The second now waits for the first (its lock held here), then
+    refuses OUT as any written one without --force."""
+    import fcntl
+    import os
+    import threading
+
+    import distill.cli.signals as signals
+
+    said, waiting = [], threading.Event()
+
+    def say(text):
+        said.append(text)
+        waiting.set()
+
+    monkeypatch.setattr(signals, "say", say)
+    out = tmp_path / "digits"
+    fd = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the first build, under way
+
+    def first_finishes():
+        try:
+            waiting.wait(10)
+            (out / "upright").mkdir(parents=True, exist_ok=True)
+            (out / "dataset.json").write_text(json.dumps({"name": "digits"}))
+        finally:
+            os.close(fd)
+
+    first = threading.Thread(target=first_finishes)
+    first.start()
+    try:
+        code = main(["data", "make-digits", str(out), "--per-class", "1", "--size", "8"])
+    finally:
+        waiting.set()
+        first.join()
+    assert said and "waiting for it to finish" in said[0], said
+    assert code == 1 and "--force" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "upright"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits"]
