@@ -250,6 +250,9 @@ class Sender:
     ) -> APIConnectionError | ConfigurationError:
         """The error for a transport failure, with the reservation charged (the request
         may have reached the provider) or released (it surely did not), and recorded."""
+        # it is chained to the error raised (a traceback prints it): scrubbed too, as a
+        # server's line quoted in it may hold the key
+        exc.args = (self._redact(str(exc)),)
         if isinstance(exc, httpx.LocalProtocolError):
             # A request no HTTP stack will write (a CR or LF in a header): refused before
             # its head was written (our bodies are bytes of the length they declare, so

@@ -32,7 +32,14 @@ import sys
 from typing import Any
 
 import httpx
-from aiohttp import BaseConnector, BasicAuth, ClientResponse, ClientSession, ClientTimeout
+from aiohttp import (
+    BaseConnector,
+    BasicAuth,
+    ClientResponse,
+    ClientResponseError,
+    ClientSession,
+    ClientTimeout,
+)
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_writer import StreamWriter
@@ -314,6 +321,11 @@ class ReadingAiohttpTransport(AiohttpTransport):
                 raise httpx.ConnectError(
                     "the server closed the connection before the request was written"
                 ) from None
+            if isinstance(exc, ClientResponseError):
+                # aiohttp's parser refused the answer (a broken chunk-size line...): the
+                # default transport's error for it, without aiohttp's (its repr holds the
+                # request's headers, key and all; the sender scrubs this message)
+                raise httpx.RemoteProtocolError(f"{exc.message}") from None
             # aiohttp's errors as httpx's (the sender tells what may have been billed by
             # them); mapped here rather than by a context manager around every request
             with map_aiohttp_exceptions():

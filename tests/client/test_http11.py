@@ -730,3 +730,41 @@ async def test_a_request_header_no_stack_can_write_is_released_and_not_retried(
     assert script.requests == []
     assert c.budget.spent == 0 and c.budget.reserved == 0
     assert c.stats.retries == 0
+
+
+@BOTH
+async def test_an_error_status_with_broken_framing_is_a_scrubbed_transport_error(
+    make: Make, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: a 502 whose chunk-size line was not a number (here: the key, echoed) made
+    aiohttp raise its own ClientResponseError, which escaped the client untranslated,
+    the server's line and the request's Authorization header in it, and the request was
+    charged as "cancelled". The default transport's error for it: a failure after sending,
+    charged at its reservation and retried, the message scrubbed (on both transports the
+    httpx error chained to it, which a traceback prints, held the line unscrubbed)."""
+    import logging
+
+    from tests.conftest import ListLedger
+
+    key = "sk-live-SECRETKEY0123456789abcdef"
+    bad = b"HTTP/1.1 502 Bad\r\nTransfer-Encoding: chunked\r\n\r\n" + key.encode() + b"\r\nab\r\n"
+    script = Script(lambda req, n: bad, close_after=True)
+    ledger = ListLedger()
+    caplog.set_level(logging.DEBUG)
+    async with serve(script) as url, TeacherClient(
+        "openai:m", api_key=key, base_url=url + "/v1",
+        price=Price(usd_per_1m_input_tokens=Decimal("1")), budget=Budget("1"), ledger=ledger,
+        retry=RetryPolicy(max_attempts=2, sleep=_no_sleep),
+        transport=make(), timeout=2,
+    ) as c:
+        with pytest.raises(APIConnectionError, match=r"failed after sending.*chunk") as got:
+            await c.embed_texts([TextEmbeddingRequest(text="a cat")])
+    import traceback
+
+    from vlmclient.redact import Redactor
+
+    shown = "".join(traceback.format_exception(got.value))  # the chain a traceback prints
+    holds = Redactor([key]).holds  # the key, or 16 or more of its first characters...
+    assert not holds(shown) and not holds(caplog.text) and not holds(repr(ledger.records))
+    assert [r.outcome for r in ledger.records] == ["connection", "connection"]
+    assert len(script.requests) == 2 and c.budget.spent > 0 and c.budget.reserved == 0
