@@ -82,11 +82,21 @@ class Redactor:
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets: set[str] = set()
+        self._plain: re.Pattern[str] | None = None
+        self._exact: re.Pattern[str] | None = None
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Replace ``secrets`` too from now on: credentials the client obtains after it
+        was made (a session token from botocore's chain: a profile, SSO, a role)."""
+        new = {s for s in secrets if s} - self._secrets
+        if not new:
+            return  # (every request of a Titan client: nothing to recompile)
+        self._secrets |= new
         plain: set[str] = set()
         exact: set[str] = set()
-        for s in secrets:
-            if not s:
-                continue
+        for s in self._secrets:
             if len(s) < _MIN_ENCODED:
                 exact.add(s)
                 continue

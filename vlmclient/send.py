@@ -27,6 +27,7 @@ from .errors import (
 from .http11 import undecoded
 from .models import Usage
 from .providers import CallSpec, Parsed, Provider
+from .providers.base import SIGNED_WITH
 from .ratelimit import RateLimiter
 from .redact import Redactor
 from .retry import RetryPolicy, is_retryable
@@ -173,6 +174,9 @@ class Sender:
                     self._check_open()
                     started = time.perf_counter()
                     request = self.provider.build_request(spec)
+                    signed_with = request.extensions.pop(SIGNED_WITH, None)
+                    if signed_with:
+                        self._redact.add(signed_with)
                     self.timings.add("prepare", started)
                 except BaseException:
                     self.budget.release(reservation)

@@ -176,3 +176,59 @@ async def test_an_aws_region_that_cannot_go_in_a_host_is_refused_before_sending(
                 await client.embed_texts([TextEmbeddingRequest(text="a cat")])
         assert server.requests == []
     assert budget.spent == 0 and budget.reserved == 0 and client.stats.retries == 0
+
+
+class _FakeChain:
+    """What botocore's chain hands back from a profile, SSO or an assumed role: temporary
+    credentials, none of them in the environment (no network)."""
+
+    def __init__(self, secret: str, token: str) -> None:
+        self.secret, self.token = secret, token
+
+    def get_credentials(self) -> _FakeChain:
+        return self
+
+    def get_frozen_credentials(self) -> object:
+        from botocore.credentials import ReadOnlyCredentials
+
+        return ReadOnlyCredentials("ASIAFAKEROLE00000000", self.secret, self.token)
+
+
+async def test_credentials_from_botocore_chain_are_scrubbed_from_errors_logs_and_ledger(
+    no_aws_env: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: only the AWS secrets in the environment were known to the redactor; a
+    session token (and secret key) from a profile, SSO or an assumed role was sent but
+    never registered, so an error body or request id echoing it was kept as it came: in
+    the raised error, its log lines and the ledger."""
+    import logging
+
+    from tests.conftest import ListLedger
+    from tests.providers.loopback import Answer, loopback
+    from vlmclient.errors import PermissionDeniedError
+    from vlmclient.redact import Redactor
+
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYROLESECRET"
+    token = "IQoJb3JpZ2luX2VjEROLEsessionTOKEN0123456789"
+    chain = _FakeChain(secret, token)
+    monkeypatch.setattr("botocore.session.get_session", lambda: chain)
+    caplog.set_level(logging.DEBUG)
+
+    def respond(path: str, body: dict[str, object]) -> Answer:
+        said = f"The security token included in the request is invalid: {token} ({secret})"
+        return 403, {"message": said}, {"x-amzn-RequestId": f"rid-{token}"}
+
+    ledger = ListLedger()
+    with loopback(respond) as server:
+        async with TeacherClient(
+            f"titan:{MODEL}", base_url=server.url, price=PRICE, ledger=ledger,
+            retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+        ) as client:
+            with pytest.raises(PermissionDeniedError) as got:
+                await client.embed_texts([TextEmbeddingRequest(text="a cat")])
+        headers = {k.lower(): v for k, v in server.requests[0][2].items()}
+        assert headers["x-amz-security-token"] == token  # it was sent
+    holds = Redactor([token, secret]).holds
+    assert "***" in str(got.value) and not holds(str(got.value))
+    assert not holds(repr(got.value.request_id)) and not holds(caplog.text)
+    assert ledger.records and not holds(repr(ledger.records))

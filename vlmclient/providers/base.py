@@ -31,6 +31,7 @@ from .wire import default_classify_error
 __all__ = [
     "SET_BY_ITEMS",
     "SET_BY_TEACHER",
+    "SIGNED_WITH",
     "CallSpec",
     "Item",
     "Parsed",
@@ -38,6 +39,11 @@ __all__ = [
     "RateLimitHints",
     "refuse_client_fields",
 ]
+
+# The ``request.extensions`` key under which an adapter that finds its own credentials
+# (Titan: botocore's chain) hands the sender the secrets it signed with; the sender takes
+# them out before sending and has the client's redactor replace them from then on.
+SIGNED_WITH = "vlmclient.signed_with"
 
 Item: TypeAlias = (
     ImageEmbeddingRequest | TextEmbeddingRequest | MixedEmbeddingRequest | AnswerRequest

@@ -28,7 +28,7 @@ import httpx
 
 from ..errors import APIStatusError, ConfigurationError, NotFoundError, ResponseValidationError
 from ..models import Image, ImageEmbeddingRequest, TextEmbeddingRequest, Usage
-from .base import CallSpec, Parsed, Provider
+from .base import SIGNED_WITH, CallSpec, Parsed, Provider
 from .images import ACCEPTED_MEDIA_TYPES, fit_image
 from .vectors import dim_param, vectors_from
 from .wire import (
@@ -196,9 +196,13 @@ def signed_request(spec: CallSpec, env: Mapping[str, str] | None = None) -> http
     content = json.dumps(invoke_body(spec), separators=(",", ":")).encode()
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     request = aws_request(method="POST", url=url, data=content, headers=headers)
-    sigv4(_credentials(env), SERVICE, region).add_auth(request)
+    credentials = _credentials(env)
+    sigv4(credentials, SERVICE, region).add_auth(request)
     signed = {k: v for k, v in request.headers.items()}
-    return httpx.Request("POST", url, headers=signed, content=content)
+    out = httpx.Request("POST", url, headers=signed, content=content)
+    # from a profile, SSO or a role they are in no environment variable the client knew
+    out.extensions[SIGNED_WITH] = (credentials.secret_key or "", credentials.token or "")
+    return out
 
 
 def build_request(spec: CallSpec) -> httpx.Request:
