@@ -23,6 +23,7 @@ from .models import ImageEmbeddingRequest, Kind, MixedEmbeddingRequest, TextEmbe
 from .providers import CallSpec, Provider
 from .providers.base import Item
 from .providers.wire import text_tokens_upper_bound
+from .redact import Redactor
 
 __all__ = ["Batcher", "describe_input", "request_share"]
 
@@ -53,15 +54,16 @@ def image_count(item: Item) -> int:
     return 1
 
 
-def describe_input(item: Item) -> str:
-    """How an error names an input: the start of its text and its size.
+def describe_input(item: Item, redact: Redactor) -> str:
+    """How an error names an input: the start of its text (secrets replaced before it is
+    cut: a cut key would keep too few characters to be known) and its size.
 
-    >>> describe_input(TextEmbeddingRequest(text="word " * 3))
+    >>> describe_input(TextEmbeddingRequest(text="word " * 3), Redactor([]))
     "the text 'word word word ' (15 bytes)"
     """
     texts = [item.text] if isinstance(item, TextEmbeddingRequest) else (
         list(item.texts) if isinstance(item, MixedEmbeddingRequest) else [])
-    text = " ".join(texts)
+    text = redact(" ".join(texts))
     size = sum(len(t.encode("utf-8")) for t in texts)
     shown = repr(text[:40] + ("..." if len(text) > 40 else ""))
     images = len(item.images) if isinstance(item, MixedEmbeddingRequest) else 0
@@ -82,8 +84,10 @@ class Batcher:
         params: Mapping[str, Any],
         batch_size: int | None,
         max_image_tokens: int | None,
+        redact: Redactor,
     ) -> None:
         self.provider = provider
+        self.redact = redact
         self.model = model
         self.base_url = base_url
         self.api_key = api_key
@@ -119,7 +123,7 @@ class Batcher:
             "", status_code=exc.status_code, provider=exc.provider, request_id=exc.request_id
         )
         err.args = (
-            f"{describe_input(item)} may be longer than the {limit:,} tokens "
+            f"{describe_input(item, self.redact)} may be longer than the {limit:,} tokens "
             f"{self.provider.name}:{self.model} takes per input, and the provider refused "
             "it (not billed; it was sent alone, so no other input failed with it): shorten "
             f"it. {reason}",

@@ -334,6 +334,7 @@ class TeacherClient:
             params=self.params,
             batch_size=batch_size,
             max_image_tokens=self.price.max_image_tokens,
+            redact=self._redact,
         )
         self._settler = Settler(
             self.provider,
@@ -769,7 +770,7 @@ class TeacherClient:
             for _, outcome in failed:  # a budget stop, a fatal error... go first
                 if not isinstance(outcome, InputTooLongError):
                     raise outcome
-            raise _too_long(failed, outcomes, prepared) from failed[0][1]
+            raise _too_long(failed, outcomes, prepared, self._redact) from failed[0][1]
         return [o for o in outcomes if isinstance(o, result_type)]
 
 
@@ -789,6 +790,7 @@ def _too_long(
     failed: list[tuple[int, Any]],
     outcomes: list[Any],
     prepared: Sequence[Item] | Mapping[int, Item],
+    redact: Redactor,
 ) -> InputTooLongError:
     """The error of a call whose only failures are inputs refused as too long: the first
     one's, naming the others too, with every one in ``errors`` and the results of the
@@ -801,7 +803,7 @@ def _too_long(
     )
     err.args = first.args
     if len(errors) > 1:
-        also = "; ".join(f"input {e.index} of {n}: {describe_input(prepared[e.index])}"
+        also = "; ".join(f"input {e.index} of {n}: {describe_input(prepared[e.index], redact)}"
                          for e in errors[1:])  # fmt: skip
         err.args = (f"{first.args[0]} Also refused alone as too long (not billed): {also}",)
     err.index, err.limit, err.errors = first.index, first.limit, errors

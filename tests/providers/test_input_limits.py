@@ -486,3 +486,33 @@ def test_harvest_fails_only_the_over_long_prompts_each_named_and_says_shorten(
         assert _summary_row(out, "bought") == str(n)
         assert "embedding store:" in out
         assert totals(SpendLedger.read(cache / "ledger.jsonl")).spent_usd == sum(bill) * JINA_PRICE
+
+
+async def test_an_over_long_text_holding_the_key_is_named_with_the_key_masked(
+    tmp_path: Path,
+) -> None:
+    """Before: the error named each over-long input by its first 40 characters, cut from
+    the text as it was: a key pasted into a prompt (a template with a secret in it) was
+    quoted there, in the raised error and the CLI's line, never redacted."""
+    from vlmclient.redact import Redactor
+
+    key = "sk-proj-SECRETSECRET0123456789abcd"
+    texts = list(TEXTS)
+    texts[20] = f"key: {key} " + "word " * 10_000
+    texts[70] = f"{key} " + "long " * 12_000
+    with loopback(openai_server) as srv, ResponseCache(tmp_path / "c") as cache, SpendLedger(
+        tmp_path / "l.jsonl"
+    ) as ledger:
+        async with TeacherClient(
+            "openai:text-embedding-3-small", api_key=key, base_url=srv.url + "/v1",
+            budget=Budget("1.00"), price=PRICE, cache=cache, ledger=ledger,
+            retry=RetryPolicy(max_attempts=3, sleep=nosleep),
+        ) as client:
+            with pytest.raises(InputTooLongError) as caught:
+                await client.embed_texts([TextEmbeddingRequest(text=t) for t in texts])
+    err = caught.value
+    assert [e.index for e in err.errors] == [20, 70]
+    assert "input 20 of 100: the text 'key: ***" in str(err)
+    assert "input 70 of 100: the text '***" in str(err)
+    holds = Redactor([key]).holds
+    assert not holds(str(err)) and not any(holds(str(e)) for e in err.errors)
