@@ -65,7 +65,7 @@ from .prices import PriceTable, resolve_price
 from .providers import PROVIDERS, parse_teacher
 from .providers.base import Item, refuse_client_fields
 from .ratelimit import MIN_RATE, RateLimiter
-from .redact import Redactor
+from .redact import MAX_MESSAGE_CHARS, Redactor
 from .retry import RetryPolicy
 from .send import Sender, default_transport
 from .settle import MALFORMED_STOP_FRACTION, MALFORMED_STOP_MIN, Settler
@@ -291,7 +291,11 @@ class TeacherClient:
                 "float(x) for a numpy number"
             )
         if self.provider.check_setup is not None:
-            self.provider.check_setup(self.params)
+            try:
+                self.provider.check_setup(self.params)
+            except ConfigurationError as exc:  # it may quote a setting holding a secret
+                exc.args = (self._redact.text(str(exc), MAX_MESSAGE_CHARS),)
+                raise
         refuse_client_fields(self.provider, self.params)
         self._keyer = Keyer(self.provider, self.model, self.params, self.endpoint)
         self.concurrency = concurrency

@@ -14,11 +14,16 @@ import re
 from collections.abc import Iterable
 from urllib.parse import quote
 
-__all__ = ["MASK", "MAX_ECHO_CHARS", "MAX_REQUEST_ID_CHARS", "Redactor", "clip"]
+__all__ = [
+    "MASK", "MAX_ECHO_CHARS", "MAX_MESSAGE_CHARS", "MAX_REQUEST_ID_CHARS", "Redactor", "clip",
+]
 
 MASK = "***"
 # An error message longer than this is cut: a server can send megabytes of body.
 MAX_ECHO_CHARS = 300
+# Our own messages quoting a setting the user gave (a region that is not one): bounded,
+# and long enough that the advice around the setting is never cut.
+MAX_MESSAGE_CHARS = 1000
 # Real request ids are 20-80 characters; anything longer is not an id worth keeping whole.
 MAX_REQUEST_ID_CHARS = 128
 # Shorter secrets would match ordinary words ("tok" in "token"); they are still replaced

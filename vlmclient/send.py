@@ -29,7 +29,7 @@ from .models import Usage
 from .providers import CallSpec, Parsed, Provider
 from .providers.base import SIGNED_WITH
 from .ratelimit import RateLimiter
-from .redact import Redactor
+from .redact import MAX_MESSAGE_CHARS, Redactor
 from .retry import RetryPolicy, is_retryable
 from .settle import Settler, charge_in_full
 from .stats import ClientStats, EventHook, emit
@@ -173,7 +173,11 @@ class Sender:
                     # limit (it was charged as if it had been on the wire)
                     self._check_open()
                     started = time.perf_counter()
-                    request = self.provider.build_request(spec)
+                    try:
+                        request = self.provider.build_request(spec)
+                    except ConfigurationError as exc:  # it may quote a secret setting
+                        exc.args = (self._redact.text(str(exc), MAX_MESSAGE_CHARS),)
+                        raise
                     signed_with = request.extensions.pop(SIGNED_WITH, None)
                     if signed_with:
                         self._redact.add(signed_with)

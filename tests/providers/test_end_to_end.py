@@ -521,3 +521,52 @@ async def test_vertex_settings_in_every_valid_form_are_sent() -> None:
             await c.embed_images(images(1))
     assert [r.url.path.split("/")[3] for r in fake.requests] == ["example.com:my-proj",
                                                                  "123456789"]
+
+
+@pytest.mark.parametrize(
+    ("teacher", "name", "ok"),
+    [("vertex", "VERTEX_PROJECT", "p-1"), ("vertex", "VERTEX_LOCATION", "us-central1"),
+     ("titan", "AWS_REGION", "us-east-1")],
+)
+async def test_a_setting_holding_a_secret_is_quoted_with_it_masked(
+    monkeypatch: pytest.MonkeyPatch, teacher: str, name: str, ok: str
+) -> None:
+    """Before: a Vertex project or location, or a Titan region, the client refused was
+    quoted by its first 40 characters, never redacted: a token pasted into the wrong
+    variable was printed, when the client was made and at the request (here from its 30th
+    character: cut before it is redacted, too few of its characters would be left for the
+    redactor to know them)."""
+    from tests.providers.loopback import loopback
+    from vlmclient.redact import Redactor
+
+    pytest.importorskip("botocore")
+    token = "ya29.a0AfB_SECRETaccessTOKEN0123456789abcdefXYZ"
+    for var, value in (("VERTEX_PROJECT", "p-1"), ("VERTEX_LOCATION", "us-central1"),
+                       ("AWS_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE0000"),
+                       ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")):
+        monkeypatch.setenv(var, value)
+    if teacher == "titan":
+        monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    model = "amazon.titan-embed-image-v1" if teacher == "titan" else "multimodalembedding@001"
+    holds = Redactor([token]).holds
+    bad = f"{ok[:-1]} " + "x" * (29 - len(ok)) + f" {token}"  # the token from the 30th on
+    with loopback(lambda path, body: (500, {})) as server:
+        def make() -> TeacherClient:
+            return TeacherClient(
+                f"{teacher}:{model}", api_key=token if teacher == "vertex" else None,
+                base_url=server.url + "/v1", price=default_price(teacher, model),
+                budget=Budget("1"), retry=RetryPolicy(max_attempts=1, sleep=nosleep),
+            )
+
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ConfigurationError, match=f"{name} is not") as made:
+            make()
+        monkeypatch.setenv(name, ok)
+        async with make() as c:
+            monkeypatch.setenv(name, bad)
+            with pytest.raises(ConfigurationError, match=f"{name} is not") as sent:
+                await c.embed_texts([TextEmbeddingRequest(text="a cat")])
+        assert server.requests == []
+    for got in (made.value, sent.value):
+        assert "***" in str(got) and not holds(str(got)), str(got)
+        assert "nothing was sent" in str(got)

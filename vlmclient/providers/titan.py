@@ -93,9 +93,11 @@ def _lookup_region(params: Mapping[str, Any], env: Mapping[str, str]) -> str | N
                 break
     if value is not None and not _REGION.fullmatch(value):
         # "us-east-1 " built a host that does not resolve (retried as a connection error)
+        # (quoted whole, last: the client redacts it, then cuts; cut first, a secret in
+        # it could keep too few characters to be known)
         raise ConfigurationError(
-            f"titan: {source} is not an AWS region ({value[:40]!r}; e.g. us-east-1: "
-            "lowercase letters, digits and dashes, no spaces) (nothing was sent)"
+            f"titan: {source} is not an AWS region (e.g. us-east-1: lowercase letters, "
+            f"digits and dashes, no spaces) (nothing was sent): {value!r}"
         )
     return value
 

@@ -78,9 +78,11 @@ def _lookup(
     if value is not None and not form.fullmatch(value):
         # "ev.il:1" ended in an httpx.InvalidURL traceback, "us-central1 " in a host that
         # does not resolve, retried as a connection error
+        # (quoted whole, last: the client redacts it, then cuts; cut first, a secret in
+        # it could keep too few characters to be known)
         raise ConfigurationError(
-            f"vertex: {source} is not a Google Cloud {key} ({value[:40]!r}; e.g. {example}: "
-            "lowercase letters, digits and dashes, no spaces) (nothing was sent)"
+            f"vertex: {source} is not a Google Cloud {key} (e.g. {example}: lowercase "
+            f"letters, digits and dashes, no spaces) (nothing was sent): {value!r}"
         )
     return value, source
 
