@@ -323,9 +323,9 @@ class ReadingAiohttpTransport(AiohttpTransport):
                 ) from None
             if isinstance(exc, ClientResponseError):
                 # aiohttp's parser refused the answer (a broken chunk-size line...): the
-                # default transport's error for it, without aiohttp's (its repr holds the
-                # request's headers, key and all; the sender scrubs this message)
-                raise httpx.RemoteProtocolError(f"{exc.message}") from None
+                # default transport's error for it, on one line, without aiohttp's (its repr
+                # holds the request's headers, key and all; the sender scrubs this message)
+                raise httpx.RemoteProtocolError(" ".join(str(exc.message).split())) from None
             # aiohttp's errors as httpx's (the sender tells what may have been billed by
             # them); mapped here rather than by a context manager around every request
             with map_aiohttp_exceptions():
