@@ -1,7 +1,8 @@
 """Paid data survives a full disk, a damaged cache database and stop signals (issue 13,
 items 4, 5 and 9).
 
-Each test drives the real CLI in a subprocess against the local teacher on 127.0.0.1,
+Each test drives the real CLI in a subprocess (the reruns and `cache` commands around it
+in this process) against the local teacher on 127.0.0.1,
 which keeps its own bill, and checks the money promises: the ledger is never below the
 server's bill, no item is bought twice beyond what was in flight, the exit code and the
 message are the documented ones, and no traceback reaches the user.
@@ -16,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pytest
 
 from cache import Coordinator, ResponseCache, SpendLedger
 from cache.spill import SpillFile
+from distill.cli import main
 from distill.data import scan
 from distill.server import Faults
 from tests.reliability.conftest import harvest_argv, ledger, paid, teacher
@@ -58,6 +60,24 @@ def cli(*argv: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=timeout,
     )
+
+
+InProcess = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> InProcess:
+    """The CLI run in this process, its output captured: for the runs around the one
+    under test (a rerun, a `cache` command), which need no process of their own."""
+    monkeypatch.setenv("COLUMNS", "250")
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(argv), code, out, err)
+
+    return run
 
 
 def small_batches(url: str, data: Path, cache: Path, *extra: str) -> list[str]:
@@ -208,7 +228,7 @@ def _find_all(data: bytes, needle: bytes) -> Iterator[int]:
 
 @pytest.mark.slow
 def test_damaged_database_stops_the_harvest_and_cache_recover_saves_the_rest(
-    digits: Path, tmp_path: Path
+    digits: Path, tmp_path: Path, in_process: InProcess
 ) -> None:
     cache = tmp_path / "cache"
     needed = n_items(digits) - len(scan(digits).class_names)
@@ -228,25 +248,25 @@ def test_damaged_database_stops_the_harvest_and_cache_recover_saves_the_rest(
         assert server.billing()["images"] <= needed + CONCURRENCY * BATCH
 
         for action in (["stats"], ["prune", "--corrupt"]):
-            shown = cli("cache", *action, "--cache", str(cache))
+            shown = in_process("cache", *action, "--cache", str(cache))
             assert shown.returncode == 1, shown.stdout + shown.stderr
             no_traceback(shown)
             assert "damaged" in shown.stdout and "cache recover" in shown.stdout
 
-        recovered = cli("cache", "recover", "--cache", str(cache))
+        recovered = in_process("cache", "recover", "--cache", str(cache))
         assert recovered.returncode == 0, recovered.stdout + recovered.stderr
         assert "recovered" in recovered.stdout and "damaged" in recovered.stdout
         aside = list(tmp_path.glob("cache/responses.damaged-*"))
         assert len(aside) == 1 and (aside[0] / "cache.db").is_file()
-        verify = cli("cache", "verify", "--cache", str(cache))
+        verify = in_process("cache", "verify", "--cache", str(cache))
         assert verify.returncode == 0, verify.stdout
 
         before = server.billing()["images"]
-        after_recover = cli(*small_batches(server.url, digits, cache))
+        after_recover = in_process(*small_batches(server.url, digits, cache))
         assert after_recover.returncode == 0, after_recover.stdout + after_recover.stderr
         lost = server.billing()["images"] - before
         assert 0 < lost < needed // 2  # only the rows on the damaged page are bought again
-        settled = cli(*small_batches(server.url, digits, cache))
+        settled = in_process(*small_batches(server.url, digits, cache))
         assert settled.returncode == 0 and "this run spent $0" in settled.stdout
         bill = server.billing()
     assert paid(ledger(cache)) >= Decimal(bill["usd"])
@@ -264,7 +284,9 @@ def images_bought(path: Path) -> int:
     return sum('"kind":"image_embedding"' in line and '"outcome":"ok"' in line for line in lines)
 
 
-def test_a_stop_signal_after_everything_is_bought_says_so(digits: Path, tmp_path: Path) -> None:
+def test_a_stop_signal_after_everything_is_bought_says_so(
+    digits: Path, tmp_path: Path, in_process: InProcess
+) -> None:
     """SIGTERM once the paid loop is over (here: while the run's note is written) ended
     the harvest on the spot, exit -15 and no word (until 2026-12-06); it now says it was
     stopped, exit 143, and the rerun buys nothing."""
@@ -286,7 +308,7 @@ def test_a_stop_signal_after_everything_is_bought_says_so(digits: Path, tmp_path
         assert done.returncode == 143, (done.returncode, done.stdout, done.stderr)
         assert "stopped by SIGTERM" in done.stderr and "Traceback" not in done.stderr
         billed = server.billing()["images"]
-        again = cli(*harvest_argv(server.url, digits, cache))
+        again = in_process(*harvest_argv(server.url, digits, cache))
         assert again.returncode == 0, again.stdout + again.stderr
         assert server.billing()["images"] == billed  # nothing bought twice
 
@@ -317,7 +339,7 @@ def slowed_harvest(module: str, name: str, argv: list[str]) -> subprocess.Comple
 
 
 def test_ctrl_c_while_the_store_is_written_stops_it_and_the_rerun_writes_it_for_nothing(
-    digits: Path, tmp_path: Path
+    digits: Path, tmp_path: Path, in_process: InProcess
 ) -> None:
     """Ctrl-C while the store was written (every image file hashed, on the event loop)
     waited unseen until the hashing ended (minutes on a large data set), then changed
@@ -338,13 +360,13 @@ def test_ctrl_c_while_the_store_is_written_stops_it_and_the_rerun_writes_it_for_
         billed = server.billing()["images"]
         assert billed == files
         assert all(r.outcome == "ok" for r in ledger(cache))
-        again = cli(*harvest_argv(server.url, digits, cache))
+        again = in_process(*harvest_argv(server.url, digits, cache))
         assert again.returncode == 0 and "embedding store:" in again.stdout, again.stdout
         assert server.billing()["images"] == billed  # the rerun bought nothing
 
 
 def test_ctrl_c_while_a_budget_stop_prices_what_is_left_stops_it(
-    digits: Path, tmp_path: Path
+    digits: Path, tmp_path: Path, in_process: InProcess
 ) -> None:
     """The same for the pricing of what is left after a budget stop (each image read
     again): Ctrl-C now stops it at the next image, and the rerun buys only the rest."""
@@ -359,14 +381,14 @@ def test_ctrl_c_while_a_budget_stop_prices_what_is_left_stops_it(
         assert left > 1 and done.stderr.count("step") < left, done.stderr
         assert "stopped by SIGINT while what is left to buy was priced" in done.stderr
         no_traceback(done)
-        again = cli(*small_batches(server.url, digits, cache))
+        again = in_process(*small_batches(server.url, digits, cache))
         assert again.returncode == 0 and "embedding store:" in again.stdout, again.stdout
         assert server.billing()["images"] == files  # nothing bought twice
 
 
 @pytest.mark.slow
 def test_ctrl_c_while_harvest_select_trains_its_student_sends_nothing_more(
-    digits: Path, tmp_path: Path
+    digits: Path, tmp_path: Path, in_process: InProcess
 ) -> None:
     """`harvest --select`: Ctrl-C while the student that picks the next round was trained
     (on the event loop) waited unseen until the training ended; the next round's request
@@ -390,14 +412,14 @@ def test_ctrl_c_while_harvest_select_trains_its_student_sends_nothing_more(
         ]
         [first] = json.loads(state_file.read_text())["picked"]  # the next round not picked
         assert server.billing()["images"] == len(first)  # nothing sent after the stop
-        again = cli(*argv)
+        again = in_process(*argv)
         assert again.returncode in (0, 3), again.stdout + again.stderr
         picked = json.loads(state_file.read_text())["picked"]
         assert server.billing()["images"] == len({i for ids in picked for i in ids})
 
 
 def test_ctrl_c_while_harvest_select_writes_its_store_notes_the_run(
-    digits: Path, tmp_path: Path
+    digits: Path, tmp_path: Path, in_process: InProcess
 ) -> None:
     """`harvest --select` stopped by Ctrl-C once every round was bought, while the bought
     images' store was written: "interrupted", and no line in runs.jsonl (until
@@ -418,14 +440,14 @@ def test_ctrl_c_while_harvest_select_writes_its_store_notes_the_run(
         assert run["stopped"] == "SIGINT" and run["exit_code"] == 130
         assert run["bought"] == server.billing()["images"] + 10  # + the 10 class prompts
         billed = server.billing()["images"]
-        again = cli(*argv)
+        again = in_process(*argv)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "embedding store" in again.stdout
         assert server.billing()["images"] == billed  # nothing bought twice
 
 
 def test_ctrl_c_while_harvest_select_buys_keeps_its_state_spend_whole(
-    digits: Path, tmp_path: Path
+    digits: Path, tmp_path: Path, in_process: InProcess
 ) -> None:
     """`harvest --select` stopped by Ctrl-C while a round's images were bought: the state
     file kept the spend it had when the round was picked, so after the resume its
@@ -451,7 +473,7 @@ def test_ctrl_c_while_harvest_select_buys_keeps_its_state_spend_whole(
             p for p in (cache / "select").glob("*.json") if not p.name.endswith(".dataset.json")
         ]
         assert Decimal(json.loads(state_file.read_text())["spent_usd"]) == paid(ledger(cache))
-        again = cli(*argv)
+        again = in_process(*argv)
         assert again.returncode == 0, again.stdout + again.stderr
         assert Decimal(json.loads(state_file.read_text())["spent_usd"]) == paid(ledger(cache))
 
