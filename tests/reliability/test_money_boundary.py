@@ -9,6 +9,7 @@ when told, answers every one with an error status as a provider would). Where th
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import re
@@ -32,7 +33,7 @@ from tests.reliability.conftest import TOKEN, harvest_argv, ledger, paid
 from vlmclient.price_check import free_units
 from vlmclient.prices import PriceTable
 from vlmclient.providers import PROVIDERS
-from vlmclient.retry import DEFAULT_MAX_ATTEMPTS
+from vlmclient.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy
 
 
 class Gate:
@@ -100,6 +101,16 @@ def unlabelled(tmp: Path, n: int) -> tuple[Path, Path]:
     classes = tmp / "classes.txt"
     classes.write_text("cat\ndog\n")
     return folder, classes
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's client retries as usual, 10 ms apart: what is checked is which requests
+    are retried and when the harvest stops, not how long each retry waits."""
+    import vlmclient.client
+
+    quick = functools.partial(RetryPolicy, initial_delay=0.01)
+    monkeypatch.setattr(vlmclient.client, "RetryPolicy", quick)
 
 
 def usage_exit(argv: list[str]) -> int:
@@ -690,7 +701,7 @@ def test_a_config_value_outside_its_choices_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_teacher_that_does_not_answer_stops_the_harvest(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], quick_retries: None
 ) -> None:
     """A stopped teacher (here: a port nothing listens on) made every request wait out
     its retries, one chunk after another: about a minute and a hundred retries for a
