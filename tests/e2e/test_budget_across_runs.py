@@ -42,6 +42,23 @@ def harvest(teacher: LocalTeacher, data: Path, cache: Path, *extra: str) -> tupl
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def harvest_here(
+    capsys: pytest.CaptureFixture[str], teacher: LocalTeacher, data: Path, cache: Path,
+    *extra: str,
+) -> tuple[int, str]:  # fmt: skip
+    """:func:`harvest` in this process (the runs before it had processes of their own)."""
+    from distill.cli import main
+
+    argv = [
+        "harvest", str(data), "--teacher", "local:hash", "--base-url", teacher.url,
+        "--cache", str(cache), "--batch-size", "4", "--concurrency", "2", *extra,
+    ]  # fmt: skip
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
 def billed(teacher: LocalTeacher) -> Decimal:
     return Decimal(teacher.billing()["usd"])
 
@@ -113,17 +130,21 @@ def test_a_rerun_with_the_cap_already_spent_sends_nothing(
 
 
 def test_select_counts_what_a_plain_harvest_already_spent(
-    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path
-) -> None:
-    """``harvest --select`` and plain ``harvest`` share the one cap of the ledger."""
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """``harvest --select`` and plain ``harvest`` share the one cap of the ledger. The
+    select run is in this process (no torch import in a process of its own), after the
+    plain one in another."""
+    monkeypatch.setenv("COLUMNS", "200")
     full = full_cost(hash_teacher, digits_data, tmp_path)
     cap = (full / 2).quantize(Decimal("0.000001"))
     cache = tmp_path / "cache"
     code, out = harvest(hash_teacher, digits_data, cache, "--budget", str(cap / 2))
     assert code == 3, out
     # one round: a random pick, no student to train
-    code, out = harvest(
-        hash_teacher, digits_data, cache, "--budget", str(cap), "--select", "random",
+    code, out = harvest_here(
+        capsys, hash_teacher, digits_data, cache, "--budget", str(cap), "--select", "random",
         "--rounds", "1",
     )  # fmt: skip
     assert code in (0, 3), out
