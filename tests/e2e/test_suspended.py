@@ -45,8 +45,12 @@ def test_a_harvest_stopped_longer_than_its_timeout_pays_nothing_twice(
     cache = tmp_path / "cache"
     n_images = len(scan(digits_data).samples)
     argv = harvest_cmd(slow_teacher, digits_data, cache)
+    # 6 images a request, not 2: still 4 requests in flight at the stop, 20 in all (not
+    # 60) at 300 ms each
+    code = argv[-1].replace(f"'--batch-size', '{BATCH}'", "'--timeout', '2', '--batch-size', '6'")
+    assert code != argv[-1]
     proc = subprocess.Popen(
-        [*argv[:-1], argv[-1].replace("'--batch-size'", "'--timeout', '2', '--batch-size'")],
+        [*argv[:-1], code],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
