@@ -11,17 +11,20 @@ item was successfully bought twice.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+import vlmclient.client
 from cache import EmbeddingStore, ResponseCache
 from distill.cli import main
 from distill.data import scan
 from distill.server import Faults
 from tests.reliability.conftest import harvest_argv, ledger, paid, teacher
+from vlmclient.retry import RetryPolicy
 
 PER_CLASS = 25  # 10 classes x 4 domains x 25 = 1,000 images; 2 views = 2,000 items
 VIEWS = 2
@@ -49,8 +52,13 @@ def digits_2k(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_harvest_through_faults_bills_exactly_and_buys_each_item_once(
-    digits_2k: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+    digits_2k: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # the CLI's client retries as usual, from 10 ms: the money, not the waits, is checked
+    monkeypatch.setattr(
+        vlmclient.client, "RetryPolicy", functools.partial(RetryPolicy, initial_delay=0.01)
+    )
     ds = scan(digits_2k)
     n_items = len(ds.samples) * VIEWS
     n_prompts = len(ds.class_names)
