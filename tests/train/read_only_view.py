@@ -14,15 +14,30 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 # The CLI with ``module.name`` wrapped to say on stderr that it ran (the work a refusal
-# must come before: loading the data, evaluating).
+# must come before: loading the data, evaluating). The module is wrapped as the CLI imports
+# it, not imported ahead: a refusal that comes before torch is imported costs no torch import.
 _CODE = """\
+import importlib.util
 import sys
-import {module} as m
-real = m.{name}
-def spy(*a, **k):
-    print({marker!r}, file=sys.stderr)
-    return real(*a, **k)
-m.{name} = spy
+
+class Spy:
+    def find_spec(self, fullname, path, target=None):
+        if fullname != {module!r}:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        run_module = spec.loader.exec_module
+        def exec_module(m):
+            run_module(m)
+            real = m.{name}
+            def spy(*a, **k):
+                print({marker!r}, file=sys.stderr)
+                return real(*a, **k)
+            m.{name} = spy
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, Spy())
 from distill.cli import main
 sys.exit(main({argv!r}))
 """

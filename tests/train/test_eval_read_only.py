@@ -65,6 +65,7 @@ def test_eval_into_a_read_only_run_folder_is_refused_before_evaluating(
     argv = ["eval", str(tmp_path / "view3"), str(tiny_data), "--out", str(out), "--json"]
     done = _read_only_eval(run_folder, tmp_path / "view3", argv)
     assert done.returncode == 0, done.stderr
+    assert "EVALUATING" in done.stderr  # the spy is in place: its absence above means something
     assert json.loads(out.read_text())["mean_ood"] is not None
 
 
