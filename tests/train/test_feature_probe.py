@@ -4,9 +4,11 @@ OOD accuracy, and only ADiP runs get the embedding cosines."""
 from __future__ import annotations
 
 import json
-import subprocess
+import runpy
 import sys
 from pathlib import Path
+
+import pytest
 
 from distill.cli import main
 
@@ -15,8 +17,10 @@ from .conftest import TEACHER
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_probe_reads_each_run_as_the_trainer_scored_it(tiny_data: Path, tiny_cache: Path,
-                                                       tmp_path: Path) -> None:
+def test_probe_reads_each_run_as_the_trainer_scored_it(
+    tiny_data: Path, tiny_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     runs = []
     for method in ("erm", "adip"):
         out = tmp_path / f"{method}-s0"
@@ -28,12 +32,17 @@ def test_probe_reads_each_run_as_the_trainer_scored_it(tiny_data: Path, tiny_cac
         assert rc == 0
         runs.append(out)
     store = tiny_cache / "stores" / "s1"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "feature_probe.py"), str(tiny_data),
-         *map(str, runs), "--store", str(store), "--threads", "1"],
-        capture_output=True, text=True, timeout=300, check=True)
+    # the script run in this process, as `python benchmarks/feature_probe.py ...` runs it
+    # (a child process would import torch and timm again: seconds)
+    script = ROOT / "benchmarks" / "feature_probe.py"
+    monkeypatch.setattr(sys, "argv", [str(script), str(tiny_data), *map(str, runs),
+                                      "--store", str(store), "--threads", "1"])
+    monkeypatch.setattr(sys, "path", [*sys.path])  # the script puts the repo first on it
+    capsys.readouterr()
+    runpy.run_path(str(script), run_name="__main__")
+    stdout = capsys.readouterr().out
     rows = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1])
-            for line in proc.stdout.splitlines() if line.startswith(("erm-s0", "adip-s0"))}
+            for line in stdout.splitlines() if line.startswith(("erm-s0", "adip-s0"))}
     for run in runs:
         row = rows[run.name]
         metrics = json.loads((run / "metrics.json").read_text())
@@ -42,4 +51,4 @@ def test_probe_reads_each_run_as_the_trainer_scored_it(tiny_data: Path, tiny_cac
             assert 0.0 <= row[key] <= 1.0
     assert {"cos(z,T_y)", "cos(z,I)"} <= set(rows["adip-s0"])
     assert "cos(z,I)" not in rows["erm-s0"]
-    assert "| adip | 1 |" in proc.stdout and "| erm | 1 |" in proc.stdout
+    assert "| adip | 1 |" in stdout and "| erm | 1 |" in stdout
