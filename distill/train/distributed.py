@@ -8,12 +8,15 @@ one process.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from distill.train.student import Student
 from vlmclient.errors import ConfigurationError
+
+if TYPE_CHECKING:  # the student module imports timm: seconds a rank needs only to train
+    from distill.train.student import Student
 
 __all__ = ["barrier", "broadcast_flag", "broadcast_state", "dist_env", "init_group", "wrap_ddp"]
 

@@ -18,14 +18,11 @@ SCRIPT = """
 import json, os, sys
 import torch
 from distill.train.config import TrainConfig
+from distill.train.distributed import init_group
 from distill.train.trainer import train
 
 data, cache, out, sums = sys.argv[1:5]
 TEACHER = sys.argv[6]
-cfg = TrainConfig(data=data, cache=cache, teacher=TEACHER, out=out, student="mobilenetv3_small_050",
-                  pretrained=False, method=sys.argv[5], steps=3, steps_align=2, steps_distill=2,
-                  image_size=32, batch_per_domain=4, eval_every=2, test_domains=("dom3",),
-                  threads=1, select="last", freeze_bn=True)
 # freeze_bn: BatchNorm statistics trained per rank differ between DDP's buffer broadcasts.
 # Every tensor the trainer broadcasts at a stage's end (the student's weights and buffers), as
 # each rank holds it before the broadcast: equal across ranks only if DDP synced every step.
@@ -37,28 +34,52 @@ def spy(tensor, *args, **kwargs):
     sent.append(float(tensor.double().sum()))
     return broadcast(tensor, *args, **kwargs)
 dist.broadcast = spy
-m = train(cfg)
 rank = int(os.environ["RANK"])
-with open(os.path.join(sums, f"rank{rank}.json"), "w") as f:
-    json.dump({"world": int(os.environ["WORLD_SIZE"]), "sums": sent, "metrics": bool(m)}, f)
+methods = sys.argv[5].split(",")
+if len(methods) > 1:  # one process group for the runs (train makes one only when none is)
+    init_group(2)
+for method in methods:
+    sent.clear()
+    run_out = out if len(methods) == 1 else os.path.join(out, method)
+    cfg = TrainConfig(data=data, cache=cache, teacher=TEACHER, out=run_out,
+                      student="mobilenetv3_small_050", pretrained=False, method=method,
+                      steps=3, steps_align=2, steps_distill=2, image_size=32,
+                      batch_per_domain=4, eval_every=2, test_domains=("dom3",), threads=1,
+                      select="last", freeze_bn=True)
+    m = train(cfg)
+    name = f"rank{rank}.json" if len(methods) == 1 else f"{method}-rank{rank}.json"
+    with open(os.path.join(sums, name), "w") as f:
+        json.dump({"world": int(os.environ["WORLD_SIZE"]), "sums": sent, "metrics": bool(m)}, f)
+if len(methods) > 1:
+    dist.destroy_process_group()
 """
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_data: Path, tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One torchrun of two CPU processes training ADiP then ERM (one launch, not one a
+    method: each costs seconds of torch + timm imports in three processes)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    script = tmp / "ddp_train.py"
+    script.write_text(SCRIPT)
+    out, sums = tmp / "run", tmp / "sums"
+    sums.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", str(script), str(tiny_data), str(tiny_cache), str(out), str(sums), "adip,erm",
+           TEACHER]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+    return proc, out, sums
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["adip", "erm"])
-def test_torchrun_two_cpu_processes(tiny_data, tiny_cache, tmp_path, method):
-    script = tmp_path / "ddp_train.py"
-    script.write_text(SCRIPT)
-    out, sums = tmp_path / "run", tmp_path / "sums"
-    sums.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", str(script), str(tiny_data), str(tiny_cache), str(out), str(sums), method, TEACHER]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+def test_torchrun_two_cpu_processes(two_runs, method):
+    proc, out, sums = two_runs
+    out = out / method
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r0 = json.loads((sums / "rank0.json").read_text())
-    r1 = json.loads((sums / "rank1.json").read_text())
+    r0 = json.loads((sums / f"{method}-rank0.json").read_text())
+    r1 = json.loads((sums / f"{method}-rank1.json").read_text())
     assert r0["world"] == r1["world"] == 2
     assert r0["metrics"] and not r1["metrics"]  # only rank 0 evaluates and writes
     assert len(r0["sums"]) == len(r1["sums"]) > 0  # the end-of-stage broadcasts happened
@@ -103,14 +124,14 @@ def test_align_stops_on_every_rank_when_rank_zero_says_so(tiny_data, tiny_cache,
     leave the stage while the others wait in DDP's all-reduce (a hang). Here rank 1's rule
     fires at its first step and rank 0's never: every rank must train all three steps."""
     script = tmp_path / "ddp_align.py"
-    script.write_text(SCRIPT.replace("m = train(cfg)", """
-import distill.train.trainer as trainer_module
-class RankOneStops(trainer_module.AlignStop):
-    def update(self, loss):
-        super().update(loss)
-        return os.environ["RANK"] == "1"
-trainer_module.AlignStop = RankOneStops
-m = train(cfg.model_copy(update={"steps_align": 3}))"""))
+    script.write_text(SCRIPT.replace("    m = train(cfg)", """
+    import distill.train.trainer as trainer_module
+    class RankOneStops(trainer_module.AlignStop):
+        def update(self, loss):
+            super().update(loss)
+            return os.environ["RANK"] == "1"
+    trainer_module.AlignStop = RankOneStops
+    m = train(cfg.model_copy(update={"steps_align": 3}))"""))
     out, sums = tmp_path / "run", tmp_path / "sums"
     sums.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
