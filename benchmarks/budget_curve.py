@@ -79,7 +79,8 @@ def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small pool and few steps (~15 min)")
     p.add_argument("--tiny", action="store_true", help="a smoke test: 3 images per class, "
-                   "a few steps (numbers mean nothing; use with --no-docs)")
+                   "a 3-step teacher, a random-init small student, a few steps (numbers mean "
+                   "nothing; use with --no-docs)")
     p.add_argument("--seeds", type=count, default=3)
     p.add_argument("--first-seed", type=non_negative, default=0,
                    help="seeds are FIRST_SEED .. FIRST_SEED + SEEDS - 1 (default 0): more "
@@ -104,10 +105,11 @@ def _args() -> argparse.Namespace:
 
 
 def settings(quick: bool, tiny: bool = False) -> dict[str, Any]:
-    if tiny:
+    if tiny:  # a smoke test of the script: a random-init small student, a 3-step teacher
         return {
             "per_class": 3, "size": 32, "fractions": [0.5, 1.0], "rounds": 2,
-            "round_steps": 2, "final_steps": 3, "student": "tf_efficientnet_lite0",
+            "round_steps": 2, "final_steps": 3, "student": "mobilenetv3_small_100",
+            "teacher_steps": 3,
         }  # fmt: skip
     if quick:
         return {
@@ -173,7 +175,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     root, weights, manifest, overlap, teacher = digits_benchmark(
-        args.out, cfg["per_class"], cfg["size"], "budget-curve-")
+        args.out, cfg["per_class"], cfg["size"], "budget-curve-", cfg.get("teacher_steps"))
     work = root.parent
     data = scan(root)
     train_domains, ood_domains = ("upright", "colour"), ("inverted", "rotated")

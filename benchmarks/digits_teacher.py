@@ -22,14 +22,17 @@ def pool_per_class(per_class: int) -> int:
     return max(per_class, MIN_POOL_PER_CLASS)
 
 
-def ensure_digits_teacher(work: Path, per_class: int, seed: int = 0) -> Path:
-    """The weights of the digits teacher for ``make_digits(per_class, seed=0)`` data."""
+def ensure_digits_teacher(
+    work: Path, per_class: int, seed: int = 0, steps: int | None = None
+) -> Path:
+    """The weights of the digits teacher for ``make_digits(per_class, seed=0)`` data
+    (``steps``: its fit's, default the kind's)."""
     from distill.teacher.miniclip import ensure_teacher
     from distill.teacher.pool import PoolSpec
 
     n = pool_per_class(per_class)
     spec = PoolSpec(seed=0, digits_per_class=n)
-    return ensure_teacher("digits", work / f"pc{n}", seed=seed, spec=spec)
+    return ensure_teacher("digits", work / f"pc{n}", seed=seed, steps=steps, spec=spec)
 
 
 def pool_overlap(bench: Path, weights: Path) -> dict[str, Any]:
@@ -58,14 +61,14 @@ def pool_overlap(bench: Path, weights: Path) -> dict[str, Any]:
 
 
 def digits_benchmark(
-    out: Path, per_class: int, size: int, prefix: str
+    out: Path, per_class: int, size: int, prefix: str, teacher_steps: int | None = None
 ) -> tuple[Path, Path, dict[str, Any], dict[str, Any], str]:
     """Build the benchmark's digits in a fresh temporary folder (removed when the process
     exits) and fit (or load) its teacher under ``out/teacher``; stop when the teacher's pool
     shares an image with them.
 
     Returns (the digits' root, the teacher's weights, its manifest, :func:`pool_overlap`,
-    its teacher name).
+    its teacher name). ``teacher_steps``: the teacher's fit (default the kind's).
     """
     import atexit
     import shutil
@@ -77,7 +80,7 @@ def digits_benchmark(
     work = Path(tempfile.mkdtemp(prefix=prefix))
     atexit.register(shutil.rmtree, work, ignore_errors=True)
     root = make_digits(work / "digits", size=size, per_class=per_class, seed=0)
-    weights = ensure_digits_teacher(out / "teacher", per_class)
+    weights = ensure_digits_teacher(out / "teacher", per_class, steps=teacher_steps)
     manifest = json.loads(manifest_path(weights).read_text("utf-8"))
     overlap = pool_overlap(root, weights)
     if overlap["shared"]:
