@@ -18,7 +18,6 @@ from pydantic import SecretStr
 from cache import EmbeddingStore
 from distill.cli import main
 from distill.data import Sample, scan
-from distill.data.loaders import load_image
 from distill.data.views import (
     exif_orientation,
     load_rgb,
@@ -99,6 +98,8 @@ def sample(path: Path, root: Path) -> Sample:
 
 @pytest.mark.parametrize("orientation", [2, 3, 4, 5, 6, 7, 8])
 def test_student_pixels_are_upright(tmp_path: Path, orientation: int) -> None:
+    from distill.data.loaders import load_image  # torch: imported by the test, not at collection
+
     path = write_oriented(tmp_path / "d" / "c" / "photo.jpg", orientation)
     s = sample(path, tmp_path)
     pixels = load_image(s, 0, SIDE).transpose(1, 2, 0)
@@ -126,6 +127,8 @@ def test_non_square_photo_is_turned(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_view0_upload_is_upright_without_exif(tmp_path: Path, orientation: int) -> None:
+    from distill.data.loaders import load_image  # torch: imported by the test, not at collection
+
     path = write_oriented(tmp_path / "d" / "c" / "photo.jpg", orientation)
     data, media_type = view_bytes(path, "d/c/photo.jpg", 0)
     assert media_type == "image/jpeg" and data != path.read_bytes()

@@ -16,7 +16,6 @@ from pydantic import SecretStr
 from cache import EmbeddingStore
 from distill.cli import main
 from distill.data import Sample
-from distill.data.loaders import load_image
 from distill.data.views import load_rgb, view_array, view_bytes, view_content_id
 from distill.server import HashBackend, ServerConfig, ServerThread, create_app
 from distill.server.backend_base import ImageOut, ImageTask
@@ -102,6 +101,8 @@ def pixel_teacher(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_the_student_sees_the_grey_levels_of_a_16_bit_png(tmp_path: Path) -> None:
+    from distill.data.loaders import load_image  # torch: imported by the test, not at collection
+
     path = write_16bit(tmp_path / "d" / "c" / "scan.png")
     grey = np.stack([picture()] * 3, axis=-1)
     assert np.array_equal(np.asarray(load_rgb(path)), grey)  # was all but one pixel 255

@@ -16,12 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image as PILImage
-from sklearn.datasets import load_sample_images
 
 from cache import EmbeddingStore, ResponseCache
 from distill.cli import main
 from distill.data import scan
-from distill.data.loaders import load_image
 from distill.data.views import load_rgb, png_bytes, view_array, view_bytes, view_content_id
 from tests.e2e.conftest import LocalTeacher
 from vlmclient import (
@@ -42,6 +40,8 @@ VIEWS = 4
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 photos of 224x224 in two class folders, saved as the JPEGs a camera would give."""
     root = tmp_path_factory.mktemp("photos") / "photos"
+    from sklearn.datasets import load_sample_images
+
     for name, photo in zip(("china", "flower"), load_sample_images().images, strict=True):
         (root / name).mkdir(parents=True)
         for i, (top, left) in enumerate(((0, 0), (150, 200), (200, 400))):
@@ -140,6 +140,8 @@ def test_augmented_views_upload_about_a_jpeg_q90_each(
 def test_the_trainer_sees_the_pixels_that_were_encoded_for_the_teacher(photos: Path) -> None:
     """The loader regenerates view k from the recipe: the same array the harvest encoded
     (load_image at the source size skips the resize, so the arrays compare exactly)."""
+    from distill.data.loaders import load_image  # torch: imported by the test, not at collection
+
     ds = scan(photos)
     for s in ds.samples[:2]:
         for k in range(1, VIEWS):
