@@ -480,6 +480,20 @@ class Coordinator:
                 return set()
         return held
 
+    def partners(self) -> int:
+        """How many other live processes share this cache folder now (0 when the
+        database cannot be read: nothing is known of them)."""
+        memo: dict[str, bool] = {}
+        with self._lock:
+            db = self._db
+            if db is None:
+                return 0
+            try:
+                owners = [row[0] for row in db.execute("SELECT owner FROM owners")]
+                return sum(o != self.owner and self._alive(db, o, memo) for o in owners)
+            except sqlite3.Error:
+                return 0
+
     # -- money ----------------------------------------------------------------------------
 
     def _add_settled(self, db: sqlite3.Connection, teacher: str, usd: Decimal) -> None:

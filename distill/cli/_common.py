@@ -169,11 +169,18 @@ def check_teacher(args: argparse.Namespace, prices: PriceTable, kinds: Sequence[
     )
 
 
-def check_cache_not_lost(cache: CacheLike, ledger: LedgerLike, provider: str, model: str) -> None:
+def check_cache_not_lost(
+    cache: CacheLike, ledger: LedgerLike, provider: str, model: str, partners: int = 0
+) -> None:
     """Refuse (ConfigurationError, exit 2) to buy into an empty response cache whose ledger
     records answers of this teacher bought and usable: the cache database was lost,
     truncated to nothing or replaced (a crash in ``cache recover``), and everything would
-    be bought again. Reads the ledger only when the cache is empty."""
+    be bought again. Reads the ledger only when the cache is empty.
+
+    Not while ``partners`` (other live processes of this cache folder) run: one that
+    started first records each answer in the ledger before it caches it, so its first
+    answers are in the ledger and not yet in the cache for a moment, and an empty cache
+    then says nothing of a loss (its leases keep the items it buys from being bought twice)."""
     from cache import iter_ledger
 
     try:
@@ -181,7 +188,7 @@ def check_cache_not_lost(cache: CacheLike, ledger: LedgerLike, provider: str, mo
     except TypeError:  # a cache that cannot count
         return
     path = getattr(ledger, "path", None)
-    if not empty or path is None:
+    if not empty or path is None or partners:
         return
     items = sum(
         r.items
@@ -212,7 +219,7 @@ def open_client(
     check_teacher(args, prices, kinds)
     provider, model = parse_teacher(args.teacher)
     if not getattr(args, "dry_run", False) and not getattr(args, "allow_rebuy", False):
-        check_cache_not_lost(cache, ledger, provider.name, model)
+        check_cache_not_lost(cache, ledger, provider.name, model, coord.partners())
     budget = SharedBudget(
         coord,
         f"{provider.name}:{model}",

@@ -49,6 +49,15 @@ def test_a_key_leased_by_one_owner_is_not_leased_to_another(tmp_path: Path) -> N
         assert c.claim(["k1", "k2", "k3"]) == {"k1", "k2", "k3"}
 
 
+def test_partners_counts_the_other_live_owners_of_the_folder(tmp_path: Path) -> None:
+    with coordinator(tmp_path) as a:
+        assert a.partners() == 0
+        with coordinator(tmp_path) as b, coordinator(tmp_path) as c:
+            assert (a.partners(), b.partners(), c.partners()) == (2, 2, 2)
+        assert a.partners() == 0  # closed owners leave
+    assert a.partners() == 0  # closed: nothing known
+
+
 def test_leases_on_more_keys_than_one_query_takes(tmp_path: Path) -> None:
     # claims read and write leases in chunks of keys: every chunk counts, repeats too
     first = [f"a{i}" for i in range(1200)]

@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -589,6 +590,54 @@ def test_prune_of_paid_entries_asks_first_and_has_a_dry_run(
         assert usage_exit(harvest_argv(srv.url, data, cache, "--allow-rebuy")) == 0
     assert entries() == n
     assert usage_exit(["cache", "prune", "--cache", str(cache), "--older-than-days", "-1"]) == 2
+
+
+def test_an_empty_cache_a_live_partner_is_filling_is_not_taken_for_a_lost_one(
+    tmp_path: Path,
+) -> None:
+    """Two harvests of one cache started together: the first records its first answers in
+    the ledger, then caches them; the second, starting in between, saw an empty cache and a
+    ledger of bought items and refused as if the database were lost (exit 2; found by CI
+    in tests/e2e/test_two_processes.py). Here the partner is a live coordinator of the
+    folder that holds the leases of answers in the ledger and caches them half a second
+    later: the harvest waits for them and buys nothing."""
+    import shutil
+    import threading
+
+    from cache.coordination import Coordinator
+
+    data = labelled(tmp_path / "data")
+    first, cache = tmp_path / "first", tmp_path / "cache"
+    with serve() as srv:  # one server: its address is part of the cache keys
+        assert usage_exit(harvest_argv(srv.url, data, first)) == 0
+        with ResponseCache(first / "responses") as c:
+            entries = [(k, c.get(k)) for k in c.iterkeys()]
+        assert len(entries) == 8 and all(e is not None for _, e in entries)
+        cache.mkdir()
+        shutil.copy(first / "ledger.jsonl", cache / "ledger.jsonl")  # recorded, not cached
+        keys = [k for k, _ in entries]
+        ledger_path = cache / "ledger.jsonl"
+        with Coordinator(cache / "coordination.db", ledger_path=ledger_path) as partner:
+            assert partner.claim(keys) == set(keys)
+
+            def cache_them() -> None:
+                time.sleep(0.5)
+                with ResponseCache(cache / "responses") as c:
+                    c.set_many([(k, e) for k, e in entries if e is not None])
+                partner.release(keys)
+
+            writer = threading.Thread(target=cache_them)
+            sent = srv.gate.received
+            writer.start()
+            code = usage_exit(harvest_argv(srv.url, data, cache))
+            writer.join()
+            assert code == 0
+            assert srv.gate.received == sent  # every answer came from the partner
+    # and with no partner alive, an empty cache with a ledger of bought items is refused
+    shutil.rmtree(cache / "responses")
+    with serve() as srv:
+        assert usage_exit(harvest_argv(srv.url, data, cache)) == 2
+        assert srv.gate.received == 0
 
 
 def test_report_skips_and_lists_implausible_ledger_lines(
