@@ -222,6 +222,7 @@ def ensure_demo_data(data: Path, cfg: DemoConfig) -> None:
     The same digits are the same files, so the cache still has what was bought for them."""
     from distill.data import META_FILE, DataError
     from distill.data.digits import make_digits
+    from distill.locks import held_lock
 
     def made() -> bool:
         try:
@@ -231,16 +232,20 @@ def ensure_demo_data(data: Path, cfg: DemoConfig) -> None:
         want = {"size": cfg.image_size, "per_class": cfg.per_class, "seed": cfg.seed}
         return isinstance(meta, dict) and all(meta.get(k) == v for k, v in want.items())
 
-    if made():
-        return
-    try:
-        make_digits(data, size=cfg.image_size, per_class=cfg.per_class, seed=cfg.seed,
-                    force=data.exists())  # fmt: skip
-    except DataError:
-        # Another demo in this folder made them meanwhile (two started at once): "not
-        # empty; pass --force" named a flag the demo does not have.
-        if not made():
-            raise
+    # the lock `data make-digits` holds on the folder OUT goes in: a second demo on this
+    # --workdir waits for the first to make the digits, then finds them made
+    data.parent.mkdir(parents=True, exist_ok=True)
+    with held_lock(data.parent):
+        if made():
+            return
+        try:
+            make_digits(data, size=cfg.image_size, per_class=cfg.per_class, seed=cfg.seed,
+                        force=data.exists())  # fmt: skip
+        except DataError:
+            # Another demo in this folder made them meanwhile (where no lock can be
+            # taken): "not empty; pass --force" named a flag the demo does not have.
+            if not made():
+                raise
 
 
 def new_run_folder(runs: Path) -> Path:

@@ -235,7 +235,9 @@ def test_a_file_error_while_running_is_one_line_and_exit_1(
     (work / "data").write_text("not a folder\n")
     assert main(["demo", "--workdir", str(work), "--quick"]) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert line.startswith("error: ") and "Not a directory" in line, line
+    # "File exists" from the mkdir of the folder the digits' lock is taken on
+    assert line.startswith("error: ") and str(work / "data") in line, line
+    assert "Not a directory" in line or "File exists" in line, line
 
 
 # ------------------------------------------------------------------- a closed stdout
@@ -502,6 +504,7 @@ def test_fit_teacher_counts_past_any_machine_or_run_are_usage_errors(
 
 @pytest.mark.parametrize("argv", [
     ["demo", "--workdir", "W", "--teacher-steps", str(10**23)],
+    ["demo", "--workdir", "W", "--seeds", str(10**23)],
     ["harvest", "D", "--cache", "W", "--select", "random", "--round-steps", str(10**23)],
 ])  # fmt: skip
 def test_step_counts_that_never_end_are_usage_errors(
@@ -509,7 +512,8 @@ def test_step_counts_that_never_end_are_usage_errors(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`demo --teacher-steps` and `harvest --select ... --round-steps` took any count:
-    10**23 fitted (or trained between rounds, after round 1 was paid for) for ever."""
+    10**23 fitted (or trained between rounds, after round 1 was paid for) for ever; `demo
+    --seeds 10**23` trained seed after seed for ever (its seeds past 2**32 out of range)."""
     import importlib
 
     module = importlib.import_module(f"distill.cli.{argv[0]}")
@@ -752,7 +756,12 @@ def test_a_domain_flag_that_names_no_domain_is_refused(
     [(["--threads", "100000"], "threads"),
      (["--num-workers", "100000"], "num_workers"),
      (["--batch-per-domain", "1000000000"], "batch_per_domain"),
-     (["--image-size", "5000"], "image_size")],
+     (["--image-size", "5000"], "image_size"),
+     (["--steps", str(10**23)], "steps"),
+     (["--method", "adip", "--steps-align", "100001"], "steps_align"),
+     (["--method", "adip", "--steps-distill", str(10**23)], "steps_distill"),
+     (["--swad", "--swad-bn-steps", str(10**23)], "swad_bn_steps"),
+     (["--swad", "--swad-n-converge", str(10**23)], "swad_n_converge")],
 )  # fmt: skip
 def test_train_sizes_past_any_machine_are_refused_before_anything_is_read(
     flags: list[str], named: str, tmp_path: Path, data: Path,
@@ -763,7 +772,9 @@ def test_train_sizes_past_any_machine_are_refused_before_anything_is_read(
     creation failed", with fewer); `--num-workers 100000` wrote config.json and forked
     DataLoader workers until stopped (580 in 30 s); `--batch-per-domain 1000000000` listed
     its first batch's billion indices in Python (the OOM killer); `--image-size 5000` ran
-    the student check's forward pass at 5000 px (36 s, 4.4 GB) and went on to train."""
+    the student check's forward pass at 5000 px (36 s, 4.4 GB) and went on to train.
+    `--steps 10**23` (or `--steps-align`, `--steps-distill`, `--swad-bn-steps`) trained
+    for ever without a word: every count of steps stops at MAX_STEPS, as fit-teacher's."""
     import distill.train.student as student
     import distill.train.trainer as trainer
 

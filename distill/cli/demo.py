@@ -12,7 +12,7 @@ from rich.table import Table
 from . import EXIT_OK
 from .progress import TrainProgress, console
 from .signals import Stopped, raise_on_stop_signals, say
-from .validate import MAX_STEPS, MAX_STUDENT_SIZE, MAX_VIEWS, int_in, money, path_arg
+from .validate import MAX_SEEDS, MAX_STEPS, MAX_STUDENT_SIZE, MAX_VIEWS, int_in, money, path_arg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,10 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="teacher views per image: the image and seeded augmentations (default: %(default)s)",
     )
     p.add_argument(
-        "--seeds", type=int_in(1), default=DemoConfig.seeds,
-        help="train each student with this many seeds and show mean ± std: one seed's "
-        "out-of-domain order is noise on these digits (about N times the training time; "
-        "default: %(default)s)",
+        "--seeds", type=int_in(1, MAX_SEEDS), default=DemoConfig.seeds,
+        help=f"train each student with this many seeds, 1 to {MAX_SEEDS}, and show mean ± "
+        "std: one seed's out-of-domain order is noise on these digits (about N times the "
+        "training time; default: %(default)s)",
     )
     p.add_argument(
         "--teacher-steps", type=int_in(1, MAX_STEPS), default=DemoConfig.teacher_steps,

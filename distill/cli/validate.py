@@ -26,6 +26,7 @@ from vlmclient import MIN_RATE as _MIN_RATE
 __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_CONCURRENCY",
+    "MAX_SEEDS",
     "MAX_STEPS",
     "MAX_STUDENT_SIZE",
     "MAX_TIMEOUT_S",
@@ -52,9 +53,13 @@ MAX_CONCURRENCY = 1024  # requests in flight
 MAX_BATCH_SIZE = 10_000  # items per request (providers cap it lower anyway)
 MAX_STUDENT_SIZE = 1024  # a student's input side in pixels (--select-image-size, --student-size)
 MAX_TIMEOUT_S = 3600.0  # seconds per request
-# optimiser steps of one fit (fit-teacher --steps, demo --teacher-steps, --round-steps): the
-# Fashion teacher's 6,000 many times over; a typo's 10**23 steps ran for ever without a word
+# optimiser steps of one fit (fit-teacher --steps, demo --teacher-steps, --round-steps, and
+# train's step counts: distill.train.config): the Fashion teacher's 6,000 many times over
+# (train's default 5,001 too); a typo's 10**23 steps ran for ever without a word
 MAX_STEPS = 100_000
+# seeds one demo trains each student with (--seeds): 5 make docs/results.md; 10**23 trained
+# for ever, and past 2**32 seeds the seed itself left the seed range
+MAX_SEEDS = 100
 MAX_USD = MAX_BUDGET_USD  # a budget: a trillion dollars (the library's bound too)
 MIN_USD = MIN_BUDGET_USD  # the smallest budget above $0
 MIN_RATE = _MIN_RATE  # --rpm / --tpm: one request (or token) an hour at the slowest (the client's)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cache import atomic_write
+from distill.cli.validate import MAX_STEPS
 
 __all__ = ["CONFIG_FILE", "DEFAULT_STUDENT", "Method", "TrainConfig", "warmup_factor"]
 
@@ -37,6 +38,9 @@ MAX_BATCH_PER_DOMAIN = 4096
 # a student's input side in pixels; the bound of the demo's --student-size and of harvest
 # --select-image-size too (distill.cli.validate.MAX_STUDENT_SIZE)
 MAX_IMAGE_SIZE = 1024
+# Every count of steps, batches or evaluations below stops at MAX_STEPS (100,000; the bound
+# of fit-teacher --steps too): 10**23 steps trained for ever without a word, and 10**23
+# SWAD evaluations were a traceback (a deque that long) after the data was read.
 
 
 def warmup_factor(step: int, warmup: int) -> float:
@@ -94,10 +98,17 @@ class TrainConfig(BaseModel):
         0.2, ge=0.0, lt=1.0, description="fraction of the source domains held out as ID test"
     )
     steps_align: int = Field(
-        5001, ge=0, description="ADiP stage 1 (Align) steps, a maximum: see --align-min-delta"
+        5001, ge=0, le=MAX_STEPS,
+        description=f"ADiP stage 1 (Align) steps, a maximum: see --align-min-delta (0 to "
+        f"{MAX_STEPS:,})",
     )
-    steps_distill: int = Field(5001, ge=0, description="ADiP stage 2 (Distill) steps")
-    steps: int = Field(5001, ge=0, description="steps of the one-stage methods (erm, kd)")
+    steps_distill: int = Field(
+        5001, ge=0, le=MAX_STEPS, description=f"ADiP stage 2 (Distill) steps (0 to {MAX_STEPS:,})"
+    )
+    steps: int = Field(
+        5001, ge=0, le=MAX_STEPS,
+        description=f"steps of the one-stage methods (erm, kd) (0 to {MAX_STEPS:,})",
+    )
     image_size: int = Field(
         64, ge=8, le=MAX_IMAGE_SIZE,
         description=f"student input size in pixels (8 to {MAX_IMAGE_SIZE})",
@@ -137,7 +148,7 @@ class TrainConfig(BaseModel):
         "1/kd_temperature: a lr that suits ERM can collapse KD",
     )
     warmup: int = Field(
-        40, ge=0,
+        40, ge=0, le=MAX_STEPS,
         description="steps of a linear learning-rate warm-up at the start of every stage "
         "(step k trains at lr x min(1, (k+1)/warmup); 0: none). Adam's first step moves "
         "every weight by about the full lr, which at lr 5e-4 with BatchNorm frozen can "
@@ -148,7 +159,9 @@ class TrainConfig(BaseModel):
         description="Align stops early when its mean loss over a window of steps improves "
         "by less than this (0: run every --steps-align step)",
     )
-    align_window: int = Field(25, ge=1, description="steps per window of the Align stopping rule")
+    align_window: int = Field(
+        25, ge=1, le=MAX_STEPS, description="steps per window of the Align stopping rule"
+    )
     weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay")
     batch_per_domain: int = Field(
         32, ge=1, le=MAX_BATCH_PER_DOMAIN,
@@ -157,22 +170,26 @@ class TrainConfig(BaseModel):
     views: int | None = Field(
         None, ge=1, description="teacher views to use (default: all cached)"
     )
-    eval_every: int = Field(200, ge=1, description="steps between evaluations")
+    eval_every: int = Field(200, ge=1, le=MAX_STEPS, description="steps between evaluations")
     eval_batch_size: int = Field(256, ge=1, description="images per evaluation batch")
     select: Literal["best_id", "last"] = Field(
         "best_id", description="weights kept at a stage's end without SWAD"
     )
     swad: bool = Field(False, description="SWAD weight averaging (LossValley)")
     swad_n_converge: int = Field(
-        3, ge=1, description="SWAD LossValley: evaluations that decide the loss has converged"
+        3, ge=1, le=MAX_STEPS,
+        description="SWAD LossValley: evaluations that decide the loss has converged"
     )
     swad_n_tolerance: int = Field(
-        6, ge=1, description="SWAD LossValley: evaluations over the threshold that end averaging"
+        6, ge=1, le=MAX_STEPS,
+        description="SWAD LossValley: evaluations over the threshold that end averaging"
     )
     swad_tolerance_ratio: float = Field(
         0.3, ge=0.0, description="SWAD LossValley: threshold = converged loss x (1 + this)"
     )
-    swad_bn_steps: int = Field(100, ge=0, description="batches to re-estimate BN after SWAD")
+    swad_bn_steps: int = Field(
+        100, ge=0, le=MAX_STEPS, description="batches to re-estimate BN after SWAD"
+    )
     freeze_bn: bool | None = Field(
         None, description="BatchNorm in eval mode (its pretrained statistics) in every "
         "stage, as the official VL2V-ADiP code does for every (pretrained) student; "

@@ -138,3 +138,30 @@ def test_a_second_make_digits_into_one_new_folder_waits_for_the_first(
     assert code == 1 and "--force" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "upright"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits"]
+
+
+def test_the_demo_makes_its_digits_under_the_make_digits_lock(tmp_path, monkeypatch):
+    """The demo called make_digits without the lock `data make-digits` holds on the folder
+    OUT goes in: two demos on one --workdir (or a demo and a make-digits there) raced on
+    WORKDIR/data/digits. Its data step now waits while that lock is held (here)."""
+    import fcntl
+    import os
+    import threading
+
+    import distill.data.digits as digits
+    from distill.demo import DemoConfig, ensure_demo_data
+
+    data = tmp_path / "data" / "digits"
+    data.parent.mkdir()
+    made = threading.Event()
+    monkeypatch.setattr(digits, "make_digits", lambda *a, **k: made.set())
+    fd = os.open(data.parent, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another build in WORKDIR/data, under way
+    step = threading.Thread(target=ensure_demo_data, args=(data, DemoConfig(workdir=tmp_path)))
+    step.start()
+    try:
+        assert not made.wait(0.5), "the demo made its digits while the lock was held"
+    finally:
+        os.close(fd)
+        step.join(10)
+    assert made.is_set() and not step.is_alive()
