@@ -54,6 +54,16 @@ MAX_REQUEST_PIXELS_BOUND = 1_000_000_000
 # without a cap a body at the 32 MB limit held 32 million of them. 100,000 characters are
 # some 25,000 tokens: ImageNet's 1000 class names listed as options fit several times.
 MAX_CHAT_TEXT_CHARS = 100_000
+# The characters of every text of one embedding call (/v2/embed texts[] or the text parts
+# of inputs[], /v1/embeddings input): each is counted as tokens for the bill and embedded
+# (Cohere's answer echoes texts[] too), and without a cap a body at the 32 MB limit held
+# 32 million of them. OpenAI caps a request at 300,000 tokens summed over its inputs
+# (Voyage at 320,000); read here as 300,000 characters, stricter for ordinary text (some
+# 4 characters a token) but what vlmclient's `local:` batches already respect (it counts
+# a text as its UTF-8 bytes + 1, never fewer than its characters). Per input the
+# providers differ (OpenAI 8,192 tokens, Voyage 32,000, Cohere v4 128,000 and truncated
+# by default), so no per-text cap: the total is what bounds one call's work.
+MAX_EMBED_TEXT_CHARS = 300_000
 # OpenAI's "low detail" price of one image in a chat prompt, in tokens.
 DEFAULT_IMAGE_TOKENS = 85
 

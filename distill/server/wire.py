@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import MAX_CHAT_TEXT_CHARS
+from .config import MAX_CHAT_TEXT_CHARS, MAX_EMBED_TEXT_CHARS
 
 __all__ = [
     "COHERE_INPUT_TYPES",
@@ -174,8 +174,8 @@ def _check_image_count(count: int, max_images: int) -> None:
 
 
 def _text_chars(contents: Iterable[Any]) -> int:
-    """How many characters the texts of these chat contents hold (a string, or the
-    ``text`` parts of a list): counted before any image is decoded."""
+    """How many characters the texts of these contents (chat messages', Cohere inputs')
+    hold (a string, or the ``text`` parts of a list): counted before any image is decoded."""
     total = 0
     for content in contents:
         if isinstance(content, str):
@@ -186,6 +186,18 @@ def _text_chars(contents: Iterable[Any]) -> int:
                         and isinstance(part.get("text"), str)):  # fmt: skip
                     total += len(part["text"])
     return total
+
+
+def _check_embed_chars(chars: int) -> None:
+    """400 when the texts of one embedding call hold more than ``MAX_EMBED_TEXT_CHARS``
+    characters (OpenAI's code for its own cap; Cohere's envelope has only the message)."""
+    if chars > MAX_EMBED_TEXT_CHARS:
+        raise WireError(
+            400,
+            f"{chars:,} characters of text in one call: at most {MAX_EMBED_TEXT_CHARS:,} "
+            "characters per call (all inputs); send fewer or shorter texts per call",
+            "max_tokens_per_request",
+        )
 
 
 def _text_list(value: Any, where: str, max_items: int) -> list[str]:
@@ -238,7 +250,8 @@ def _cohere_content(value: Any, where: str) -> EmbedInput:
 
 def parse_cohere_embed(body: Any, *, max_items: int, max_images: int) -> CohereEmbedRequest:
     """Validate a ``POST /v2/embed`` body (shape of Cohere's published spec); at most
-    ``max_items`` texts, images or inputs, and ``max_images`` images in all."""
+    ``max_items`` texts, images or inputs, ``max_images`` images in all, and
+    ``MAX_EMBED_TEXT_CHARS`` characters of text."""
     if not isinstance(body, dict):
         raise WireError(400, "request body must be a JSON object")
     model = _require_model(body)
@@ -252,19 +265,21 @@ def parse_cohere_embed(body: Any, *, max_items: int, max_images: int) -> CohereE
         raise WireError(400, "exactly one of texts, images or inputs must be given")
     field_name = given[0]
     if field_name == "texts":
-        inputs = [EmbedInput(text=t) for t in _text_list(body["texts"], "texts", max_items)]
+        texts = _text_list(body["texts"], "texts", max_items)
+        _check_embed_chars(sum(len(t) for t in texts))
+        inputs = [EmbedInput(text=t) for t in texts]
     else:
         items = body[field_name]
         if not isinstance(items, list) or not items:
             raise WireError(400, f"{field_name} must be a non-empty list")
         if len(items) > max_items:
             raise WireError(400, f"{field_name}: at most {max_items} items per call")
+        contents = [v.get("content") for v in items if isinstance(v, dict)]
         _check_image_count(
-            len(items)
-            if field_name == "images"
-            else _image_parts(v.get("content") for v in items if isinstance(v, dict)),
-            max_images,
+            len(items) if field_name == "images" else _image_parts(contents), max_images
         )
+        if field_name == "inputs":  # counted before any image is decoded
+            _check_embed_chars(_text_chars(contents))
         if field_name == "images":
             inputs = [
                 EmbedInput(images=(parse_data_uri(u, f"images[{i}]"),))
@@ -301,8 +316,9 @@ class OpenAIEmbedRequest:
 def parse_openai_embed(body: Any, *, max_images: int) -> OpenAIEmbedRequest:
     """Validate a ``POST /v1/embeddings`` body.
 
-    Text as OpenAI defines it; as an extension (infinity-emb style), ``"modality":
-    "image"`` makes each input a data URI to embed as an image (at most ``max_images``).
+    Text as OpenAI defines it (at most ``MAX_EMBED_TEXT_CHARS`` characters in all); as an
+    extension (infinity-emb style), ``"modality": "image"`` makes each input a data URI to
+    embed as an image (at most ``max_images``).
     """
     if not isinstance(body, dict):
         raise WireError(400, "request body must be a JSON object", "invalid_request_error")
@@ -321,6 +337,7 @@ def parse_openai_embed(body: Any, *, max_images: int) -> OpenAIEmbedRequest:
             EmbedInput(images=(parse_data_uri(u, f"input[{i}]"),)) for i, u in enumerate(texts)
         ]
     elif modality == "text":
+        _check_embed_chars(sum(len(t) for t in texts))
         inputs = [EmbedInput(text=t) for t in texts]
     else:
         raise WireError(400, "modality must be text or image")

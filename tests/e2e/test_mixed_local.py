@@ -70,3 +70,22 @@ async def test_mixed_requests_stay_under_the_servers_image_cap(
     assert bill["images"] == 576 and bill["requests"] == 2  # 83 inputs (498 images) + 13
     # the client's cap is the server's default (vlmclient cannot import the server)
     assert LOCAL.max_request_images == ServerConfig.model_fields["max_images"].default
+
+
+async def test_text_requests_stay_under_the_servers_text_cap(
+    hash_teacher: LocalTeacher,
+) -> None:
+    # three texts of 40% of the server's cap on the characters of one embedding call:
+    # one request of all three was a 400 for every text
+    from distill.server.config import MAX_EMBED_TEXT_CHARS
+
+    size = MAX_EMBED_TEXT_CHARS * 2 // 5
+    reqs = [TextEmbeddingRequest(text=f"{i} " + "x" * size) for i in range(3)]
+    async with TeacherClient(
+        "local:hash", base_url=hash_teacher.url, cache=MemoryCache(), ledger=ListLedger()
+    ) as client:
+        results = await client.embed_texts(reqs)
+    assert len(results) == 3 and all(not r.cached for r in results)
+    assert hash_teacher.billing()["requests"] == 2  # two texts, then one
+    # the client's cap is the server's (vlmclient cannot import the server)
+    assert LOCAL.max_request_tokens == MAX_EMBED_TEXT_CHARS

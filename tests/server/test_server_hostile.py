@@ -458,6 +458,50 @@ def test_the_text_of_one_chat_call_is_capped(serve) -> None:  # type: ignore[no-
         assert r.status_code == 200, r.text[:200]  # exactly the cap is served
 
 
+def test_the_text_of_one_embedding_call_is_capped(serve) -> None:  # type: ignore[no-untyped-def]
+    """The texts of an embedding call had no cap but the 32 MB body: each counted as
+    tokens and embedded (Cohere's answer echoes them too), on the event loop. Now more
+    than MAX_EMBED_TEXT_CHARS characters in all its inputs is a 400 in the route's own
+    envelope, not billed, said before any image is decoded (the "-" is not one)."""
+    from distill.server.config import MAX_EMBED_TEXT_CHARS as most
+
+    def text(t: str) -> dict:  # type: ignore[type-arg]
+        return {"type": "text", "text": t}
+
+    half = "word " * (most // 10)  # most / 2 characters
+    cohere = {"model": "m", "input_type": "classification"}
+    url = serve()
+    with httpx.Client(headers=auth(), timeout=30) as c:
+        for path, body in (
+            ("/v2/embed", {**cohere, "texts": ["x" * (most + 1)]}),
+            ("/v2/embed", {**cohere, "texts": [half, half, "x"]}),
+            ("/v2/embed", {**cohere, "inputs": [
+                {"content": [text(half)]},
+                {"content": [text(half), text("x"),
+                             {"type": "image_url", "image_url": {"url": "-"}}]}]}),
+            ("/v1/embeddings", {"model": "m", "input": "x" * (most + 1)}),
+            ("/v1/embeddings", {"model": "m", "input": [half, half, "x"]}),
+        ):  # fmt: skip
+            r = c.post(url + path, json=body)
+            assert r.status_code == 400, (path, r.status_code, r.text[:200])
+            if path == "/v2/embed":
+                message = r.json()["message"]
+            else:
+                error = r.json()["error"]
+                assert error["code"] == "max_tokens_per_request", error
+                message = error["message"]
+            assert f"{most + 1:,} characters" in message, message
+            assert f"at most {most:,} characters per call" in message, message
+        assert c.get(url + "/admin/billing").json()["requests"] == 0
+        for path, body in (  # exactly the cap is served
+            ("/v2/embed", {**cohere, "texts": [half, half]}),
+            ("/v2/embed", {**cohere, "inputs": [{"content": [text(half), text(half)]}]}),
+            ("/v1/embeddings", {"model": "m", "input": [half, half]}),
+        ):
+            r = c.post(url + path, json=body)
+            assert r.status_code == 200, (path, r.text[:200])
+
+
 def _image_bodies(uri: str, n: int) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
     """Every way to put ``n`` images in one call, on the three routes."""
     part = {"type": "image_url", "image_url": {"url": uri}}

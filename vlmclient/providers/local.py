@@ -32,6 +32,10 @@ LOCAL_IMAGE_TOKENS = 85
 # The server refuses (400) a call with more images than ServerConfig.max_images (500 by
 # default, distill.server.config.MAX_IMAGES_PER_CALL): 96 mixed inputs of 6 images are 576.
 MAX_REQUEST_IMAGES = 500
+# The server refuses (400) an embedding call whose texts hold more than 300,000 characters
+# (distill.server.config.MAX_EMBED_TEXT_CHARS); a text's token bound (its UTF-8 bytes + 1)
+# is never below its characters, so requests cut at this many tokens stay under it.
+MAX_REQUEST_TEXT_CHARS = 300_000
 
 
 def estimate_usage(spec: CallSpec) -> Usage:
@@ -68,6 +72,7 @@ LOCAL = Provider(
     },
     max_request_bytes=cohere.MAX_REQUEST_IMAGE_BYTES,
     max_request_images=MAX_REQUEST_IMAGES,
+    max_request_tokens=MAX_REQUEST_TEXT_CHARS,
     build_request=build_request,
     parse_response=parse_response,
     estimate_usage=estimate_usage,
