@@ -4,6 +4,7 @@
     vlm-distill data make-fashion OUT [--per-domain 1000] [--size 28] [--seed 0]
     vlm-distill data make-mnist-digits OUT [--mnist-dir DIR] [--per-class N] [--seed 0]
     vlm-distill data make-teacher-pool {digits,fashion,mnist-digits} OUT [--per-class N]
+        [--benchmark DIR]
     vlm-distill data scan DATA [--class-file FILE] [--decode] [--json]
 """
 
@@ -16,11 +17,15 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from distill.data import Dataset, display, scan
 from vlmclient.errors import ConfigurationError
 
 from .validate import int_in, path_arg, seed_arg
+
+if TYPE_CHECKING:
+    from distill.teacher.pool import PoolSpec
 
 HELP = "build the bundled datasets (make-digits, ...) and scan a data folder"
 _SHOW_SKIPPED = 20
@@ -100,16 +105,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "0 = no cap)")
     p.add_argument("--pool-seed", type=seed_arg, default=0, help="seed of the capped choice")
     p.add_argument(
-        "--bench-seed", type=seed_arg, default=0, help="seed the benchmark is built with"
+        "--benchmark", type=path_arg, default=None, metavar="DIR",
+        help="the benchmark folder (data make-digits, make-fashion or make-mnist-digits "
+        "wrote it): the pool is cut from the settings its dataset.json records and checked "
+        "against its files by content hash; the flags below may then only repeat them",
     )
-    p.add_argument("--digits-per-class", type=int_in(1), default=20,
+    p.add_argument(
+        "--bench-seed", type=seed_arg, default=None,
+        help="seed the benchmark is built with (default 0)",
+    )
+    p.add_argument("--digits-per-class", type=int_in(1), default=None,
                    help="the digits benchmark's --per-class (default 20, the demo's)")
     p.add_argument("--digits-domains", nargs="+", default=None,
                    help="the digits benchmark's --domains (default: upright rotated colour "
                    "inverted): how many it has decides which digits it deals")
-    p.add_argument("--fashion-per-domain", type=int_in(1), default=500,
+    p.add_argument("--fashion-per-domain", type=int_in(1), default=None,
                    help="the Fashion benchmark's --per-domain (default 500, adip_table standard)")
-    p.add_argument("--mnist-per-class", type=int_in(1), default=100,
+    p.add_argument("--mnist-per-class", type=int_in(1), default=None,
                    help="the MNIST->digits benchmark's --per-class (default 100)")
     p.add_argument("--mnist-dir", type=path_arg, default=None)
     p.add_argument(
@@ -213,6 +225,61 @@ def _one_build_at_a_time(out: Path) -> Iterator[None]:
         yield
 
 
+# make-teacher-pool's flags that describe the benchmark: the PoolSpec field each sets, and
+# the pool kind it matters to (None: every kind)
+_BENCH_FLAGS = (("bench_seed", "seed", None), ("digits_per_class", "digits_per_class", "digits"),
+                ("digits_domains", "digits_domains", "digits"),
+                ("fashion_per_domain", "fashion_per_domain", "fashion"),
+                ("mnist_per_class", "mnist_per_class", "mnist-digits"))
+
+
+def _pool_spec(args: argparse.Namespace) -> tuple[PoolSpec, dict[str, set[int]] | None]:
+    """The benchmark a pool is cut against, and (with --benchmark) the source images its
+    files were made from. Its flags default to the demo's and adip_table's sizes; with
+    --benchmark they come from its dataset.json, and a flag given too must agree."""
+    from distill.data.digits import DOMAINS, rotation_of
+    from distill.teacher.pool import PoolSpec
+
+    given = {dest: getattr(args, dest) for dest, _, _ in _BENCH_FLAGS
+             if getattr(args, dest) is not None}
+    if "digits_domains" in given:
+        # make-digits deals its digits round-robin over its domains: a benchmark of five
+        # domains dealt other digits than the four assumed, which the pool then held
+        domains = given["digits_domains"] = tuple(dict.fromkeys(given["digits_domains"]))
+        unknown = [d for d in domains if d not in DOMAINS and rotation_of(d) is None]
+        if unknown:
+            raise ConfigurationError(
+                f"--digits-domains: unknown digits domain(s) {unknown}; give the digits "
+                "benchmark's --domains"
+            )
+    if args.benchmark is None:
+        return PoolSpec(**{field: given[dest] for dest, field, _ in _BENCH_FLAGS
+                           if dest in given}), None
+    out, folder = Path(os.path.realpath(args.out)), Path(os.path.realpath(args.benchmark))
+    if out == folder or folder in out.parents or out in folder.parents:
+        # with --force the pool's build would replace the benchmark it is cut from
+        raise ConfigurationError(
+            f"--benchmark {display(str(args.benchmark))} and the pool's folder "
+            f"{display(str(args.out))} are one folder, or one holds the other: give the pool "
+            "a folder of its own"
+        )
+    from distill.teacher.pool_benchmark import read_benchmark
+
+    bench = read_benchmark(args.kind, args.benchmark)
+    for dest, field, kind in _BENCH_FLAGS:
+        value, recorded = given.get(dest), getattr(bench.spec, field)
+        if value is not None and kind in (None, args.kind) and value != recorded:
+            shown = display(" ".join(value) if isinstance(value, tuple) else str(value))
+            was = (" ".join(recorded) if isinstance(recorded, tuple)
+                   else "no cap" if recorded is None else recorded)
+            raise ConfigurationError(
+                f"--{dest.replace('_', '-')} {shown} disagrees with --benchmark "
+                f"{display(str(args.benchmark))}, whose dataset.json records {was}: drop "
+                "the flag (--benchmark gives it)"
+            )
+    return bench.spec, bench.held
+
+
 def _run(args: argparse.Namespace, action: str | None) -> int:
     if action == "make-digits":
         from distill.data.digits import DEFAULT_DOMAINS, make_digits
@@ -240,31 +307,15 @@ def _run(args: argparse.Namespace, action: str | None) -> int:
         )
         return _made(root)
     if action == "make-teacher-pool":
-        from distill.data.digits import DEFAULT_DOMAINS, DOMAINS, rotation_of
-        from distill.teacher.pool import POOL_PER_CLASS_BY_KIND, PoolSpec, make_teacher_pool
+        from distill.teacher.pool import POOL_PER_CLASS_BY_KIND, make_teacher_pool
 
-        # make-digits deals its digits round-robin over its domains: a benchmark of five
-        # domains dealt other digits than the four assumed, which the pool then held
-        digits_domains = tuple(dict.fromkeys(args.digits_domains or DEFAULT_DOMAINS))
-        unknown = [d for d in digits_domains if d not in DOMAINS and rotation_of(d) is None]
-        if unknown:
-            raise ConfigurationError(
-                f"--digits-domains: unknown digits domain(s) {unknown}; give the digits "
-                "benchmark's --domains"
-            )
-        spec = PoolSpec(
-            seed=args.bench_seed,
-            digits_per_class=args.digits_per_class,
-            digits_domains=digits_domains,
-            fashion_per_domain=args.fashion_per_domain,
-            mnist_per_class=args.mnist_per_class,
-        )
+        spec, held = _pool_spec(args)
         root = make_teacher_pool(
             args.kind, args.out, spec=spec,
             per_class=(POOL_PER_CLASS_BY_KIND[args.kind] if args.per_class is None
                        else args.per_class or None),
             pool_seed=args.pool_seed, mnist_dir=args.mnist_dir, fashion_dir=args.source,
-            force=args.force,
+            force=args.force, held=held,
         )
         return _made(root)
     if action == "scan":

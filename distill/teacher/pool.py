@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,12 +164,16 @@ def make_teacher_pool(
     mnist_dir: str | os.PathLike[str] | None = None,
     fashion_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
+    held: Mapping[str, Collection[int]] | None = None,
 ) -> Path:
     """Write the pretraining pool of ``kind`` to ``out`` and return its path.
 
     Keeps every source image the benchmark (``spec``) does not deal out and whose pixels
     equal no dealt image's, at most ``per_class`` per class and source (a ``pool_seed``
     random choice). Deterministic. Raises :class:`DataError` when nothing is left.
+    ``held``: per source name, the indices of the images a benchmark folder's files were
+    made from (:func:`distill.teacher.pool_benchmark.read_benchmark`); ConfigurationError,
+    nothing written, when one is not in the source or the pool would hold its pixels.
 
     >>> make_teacher_pool("digits", "pool")  # doctest: +SKIP
     PosixPath('.../pool')
@@ -199,6 +203,8 @@ def make_teacher_pool(
                 seen.add(d)
                 taken[y] = taken.get(y, 0) + 1
                 keep.append(int(i))
+            if held is not None:
+                _check_held(src, digests, keep, held.get(src.name, ()))
             for i in sorted(keep):
                 cls = src.class_names[int(src.labels[i])]
                 folder = tmp / src.name / cls
@@ -239,6 +245,28 @@ def make_teacher_pool(
         "source_digests": images,
     }
     return publish(tmp, final, meta)
+
+
+def _check_held(
+    src: Source, digests: list[str], keep: list[int], held: Collection[int]
+) -> None:
+    """ConfigurationError unless every held index is one of ``src`` and the pool (``keep``)
+    holds none of their pixels (the benchmark folder's files are not what its dataset.json's
+    settings deal out: added or renamed by hand, or built by another version)."""
+    missing = sorted(i for i in held if not 0 <= i < len(src.labels))
+    if missing:
+        raise ConfigurationError(
+            f"a file of the benchmark names {src.name} image {missing[0]}, but the source "
+            f"holds {len(src.labels)}: the pool cannot be checked against it; not written"
+        )
+    kept = {digests[i] for i in keep}
+    shared = sorted(i for i in held if digests[i] in kept)
+    if shared:
+        raise ConfigurationError(
+            f"the pool cut from the benchmark's dataset.json would hold the {src.name} "
+            f"images of {len(shared)} of its files (source image {shared[0]} first): its "
+            "files are not what those settings deal out; not written"
+        )
 
 
 @dataclass(frozen=True)
