@@ -178,6 +178,7 @@ class Batcher:
             self.api_key,
             params,
             max_image_tokens=self.max_image_tokens,
+            redact=self.redact,
         )
 
     def _kind_params(self, kind: Kind) -> dict[str, Any]:

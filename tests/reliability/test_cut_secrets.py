@@ -184,3 +184,33 @@ async def test_a_long_usage_field_name_never_takes_part_of_the_key_to_the_ledger
             )
     written = ledger_path.read_text()
     assert '"images":1' in written and pieces(written) == []
+
+
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY-pasted"
+
+
+@pytest.mark.parametrize("pasted", [KEY, AWS_SECRET], ids=["client key", "aws secret in env"])
+async def test_a_key_pasted_into_a_long_vertex_text_is_not_logged(
+    pasted: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, Vertex's warning that a text may be cut at 32 tokens quoted its first 60
+    characters unredacted: a key pasted at its start went to the log (WARNING). Now the
+    client's redactor (the key, and the secrets of its environment) masks it first."""
+    caplog.set_level(logging.DEBUG)
+    text = f"{pasted} is the key; " + "a photo of a dog " * 12
+
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return 200, {"predictions": [{"textEmbedding": [0.5] * 1408}]}
+
+    with loopback(respond) as server:
+        client = loopback_client(
+            "vertex:multimodalembedding@001", server, KEY,
+            params={"project": "p-1", "location": "us-central1"},
+            env={"AWS_SECRET_ACCESS_KEY": AWS_SECRET},
+        )  # fmt: skip
+        async with client:
+            await client.embed_texts([TextEmbeddingRequest(text=text)])
+    assert server.bodies[0]["instances"] == [{"text": text}]  # sent as given
+    assert "may be longer than the 32 tokens" in caplog.text
+    assert "'*** is the key; a photo" in caplog.text
+    assert pasted[:8] not in caplog.text and pasted[-8:] not in caplog.text

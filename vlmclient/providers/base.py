@@ -26,6 +26,7 @@ from ..models import (
     TextEmbeddingRequest,
     Usage,
 )
+from ..redact import Redactor
 from .wire import default_classify_error
 
 __all__ = [
@@ -63,6 +64,12 @@ class CallSpec:
     # Worst-case prompt tokens per image when the price file states one (models whose
     # image billing the adapter cannot bound by name, e.g. OpenAI-compatible servers).
     max_image_tokens: int | None = None
+    # The client's redactor: what an adapter logs of the request goes through it (None:
+    # one that knows ``api_key`` only).
+    redact: Redactor | None = field(default=None, repr=False, compare=False)
+
+    def redactor(self) -> Redactor:
+        return self.redact or Redactor([self.api_key.get_secret_value()])
 
 
 @dataclass(frozen=True)

@@ -153,12 +153,14 @@ MAX_SAFE_TEXT_BYTES = 128
 DEFAULT_RPM = 120.0
 
 
-def warn_if_truncated(text: str) -> None:
+def warn_if_truncated(text: str, spec: CallSpec) -> None:
     if len(text.split()) > TEXT_TOKEN_LIMIT or len(text.encode("utf-8")) > MAX_SAFE_TEXT_BYTES:
+        # its start is quoted through the client's redactor, then cut: a prompt may hold
+        # a key pasted into it
         log.warning(
             "vertex: %r may be longer than the %d tokens multimodalembedding@001 reads; "
             "the rest is cut off silently. Shorten the prompt template or class names.",
-            text[:60] + ("..." if len(text) > 60 else ""),
+            spec.redactor().text(text, 63),
             TEXT_TOKEN_LIMIT,
         )
 
@@ -176,7 +178,7 @@ def predict_body(spec: CallSpec) -> dict[str, Any]:
             }
         }
     elif isinstance(item, TextEmbeddingRequest):
-        warn_if_truncated(item.text)
+        warn_if_truncated(item.text, spec)
         instance = {"text": item.text}
     else:
         raise ValueError(f"vertex adapter does not do {spec.kind}")
