@@ -128,6 +128,15 @@ class Redactor:
         parts = [re.escape(p) for p in sorted(exact, key=len, reverse=True)]
         self._exact = re.compile("|".join(parts)) if parts else None
 
+    def __len__(self) -> int:
+        """How many secrets it knows (grows with :meth:`add`)."""
+        return len(self._secrets)
+
+    def at_least(self, shortest: int) -> Redactor:
+        """A redactor of this one's secrets of ``shortest`` characters or more (where a
+        match drops a whole field, a short test key would match ordinary names)."""
+        return Redactor(s for s in self._secrets if len(s) >= shortest)
+
     def text(self, value: str, limit: int = MAX_ECHO_CHARS) -> str:
         """``value`` with every secret replaced by ``***``, cut to ``limit`` characters."""
         if self._plain is not None:

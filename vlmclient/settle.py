@@ -122,10 +122,11 @@ class Settler:
         self.timings = timings
         self._api_key = api_key
         self._redact = redact
-        secret = api_key.get_secret_value()
-        # the forms of the key a usage block is scrubbed of (a server knows the key it
-        # was sent); a short test key would match every field name, so it is not looked for
-        self._key_forms = Redactor([secret] if len(secret) >= MIN_SCRUBBED_SECRET else [])
+        # the secrets a usage block is scrubbed of (a server knows the key it was sent,
+        # a gateway may echo AWS credentials): the client's redactor's, but for a short
+        # test key, which would match every field name
+        self._key_forms = redact.at_least(MIN_SCRUBBED_SECRET)
+        self._key_forms_of = len(redact)
         self._limiter = limiter
         self._storage = storage
         self._dims = dims  # shared with the client: the dimension each kind was seen with
@@ -149,6 +150,14 @@ class Settler:
             raise _again(self.overrun)
         if self.breaker is not None:
             raise _again(self.breaker)
+
+    def _usage_scrubber(self) -> Redactor:
+        """The secrets a reported usage block is scrubbed of, with those the client
+        learnt since it was made (Titan's credentials from botocore's chain)."""
+        if len(self._redact) != self._key_forms_of:
+            self._key_forms = self._redact.at_least(MIN_SCRUBBED_SECRET)
+            self._key_forms_of = len(self._redact)
+        return self._key_forms
 
     def handle(
         self, spec: CallSpec, response: httpx.Response, reservation: Reservation
@@ -271,7 +280,7 @@ class Settler:
             if not unpriced:
                 self._warn_estimated(reported is None, missing)
         if reported is not None:
-            reported = _scrub(reported, self._key_forms)  # a server knows the key it was sent
+            reported = _scrub(reported, self._usage_scrubber())
         if unpriced is None and cost <= reservation.usd and self.budget.left_open(reservation):
             return cost  # charged by the next run, at its reservation (see left_open)
         started = time.perf_counter()

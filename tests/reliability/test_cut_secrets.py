@@ -214,3 +214,37 @@ async def test_a_key_pasted_into_a_long_vertex_text_is_not_logged(
     assert "may be longer than the 32 tokens" in caplog.text
     assert "'*** is the key; a photo" in caplog.text
     assert pasted[:8] not in caplog.text and pasted[-8:] not in caplog.text
+
+
+async def test_a_usage_block_echoing_an_aws_secret_of_the_environment_stays_out_of_the_ledger(
+    tmp_path: Path,
+) -> None:
+    """The usage block a provider reports is kept in the ledger (provider_usage) without
+    any field holding a secret; before, only the API key was looked for, so a gateway
+    echoing AWS_SECRET_ACCESS_KEY (which the client's redactor knows: it masks it in
+    errors and logs) wrote it to ledger.jsonl."""
+    import base64
+
+    from cache import SpendLedger
+    from vlmclient import Image, ImageEmbeddingRequest
+
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        usage = {"images": 1, "signed_with": AWS_SECRET, "echo": {AWS_SECRET[::-1]: 1}}
+        return 200, {"id": "echo", "embeddings": {"float": [[0.5] * 8]},
+                     "meta": {"billed_units": usage}}  # fmt: skip
+
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
+    )
+    ledger_path = tmp_path / "ledger.jsonl"
+    with loopback(respond) as server, SpendLedger(ledger_path) as ledger:
+        client = loopback_client(
+            "local:hash", server, KEY, ledger=ledger, env={"AWS_SECRET_ACCESS_KEY": AWS_SECRET}
+        )
+        async with client:
+            await client.embed_images(
+                [ImageEmbeddingRequest(image=Image(data=png, media_type="image/png"))]
+            )
+    written = ledger_path.read_text()
+    assert '"images":1' in written and '"echo":{}' in written, written
+    assert AWS_SECRET[:12] not in written and AWS_SECRET[::-1][:12] not in written, written
