@@ -115,10 +115,18 @@ def interrupted_message(out: Path, by: str = "") -> str:
 
 def check_run_folder(out: Path, *, resume: bool) -> None:
     """Refuse an existing ``--out`` no file can be made in (``chmod -R a-w``, a read-only
-    mount) before the data and the model are loaded, not at the first file the run writes
-    (a missing one is checked by ``check_new_folder``, as for every command)."""
+    mount), or holding files of a run's names that no run wrote (``files_of_no_run``),
+    before the data and the model are loaded, not at the first file the run writes (a
+    missing one is checked by ``check_new_folder``, as for every command)."""
+    from distill.train.config import files_of_no_run
+
     from . import cannot_write_in
 
+    if out.is_dir() and (foreign := files_of_no_run(out)):
+        raise ConfigurationError(
+            f"the run folder {out} holds {', '.join(foreign)} that no training run wrote: "
+            "training would write over them; give --out a new or empty folder"
+        )
     why = cannot_write_in(out) if out.is_dir() else None
     if why is None:
         return

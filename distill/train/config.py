@@ -23,9 +23,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from cache import atomic_write
 from distill.cli.validate import MAX_STEPS
 
-__all__ = ["CONFIG_FILE", "DEFAULT_STUDENT", "Method", "TrainConfig", "warmup_factor"]
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_STUDENT",
+    "EVALS_FILE",
+    "LOG_FILE",
+    "METRICS_FILE",
+    "Method",
+    "TrainConfig",
+    "files_of_no_run",
+    "warmup_factor",
+]
 
 CONFIG_FILE = "config.json"
+# What else a run writes at its top level from its start (the trainer's log files), and
+# at its end
+LOG_FILE = "log.jsonl"
+EVALS_FILE = "evals.jsonl"
+METRICS_FILE = "metrics.json"
 DEFAULT_STUDENT = "tf_efficientnet_lite0"
 Method = Literal["adip", "kd", "erm", "zeroshot"]
 # Past these no machine trains: torch asked for 100,000 OpenMP threads failed (a MemoryError,
@@ -41,6 +56,29 @@ MAX_IMAGE_SIZE = 1024
 # Every count of steps, batches or evaluations below stops at MAX_STEPS (100,000; the bound
 # of fit-teacher --steps too): 10**23 steps trained for ever without a word, and 10**23
 # SWAD evaluations were a traceback (a deque that long) after the data was read.
+
+
+# the fields every config.json a run wrote holds (TrainConfig's since the first version)
+_RUN_CONFIG_KEYS = frozenset({"data", "teacher", "method", "student", "out"})
+
+
+def files_of_no_run(out: str | os.PathLike[str]) -> list[str]:
+    """The files in folder ``out`` a run starting there writes over (its config.json, and
+    log.jsonl and evals.jsonl, emptied at step 0), when no run wrote them: there is no
+    config.json of a run beside them (a folder of something else given as ``--out``).
+    [] for a missing folder, and for a run's own files (one killed before its first
+    checkpoint is started again over them)."""
+    folder = Path(out)
+    present = [n for n in (CONFIG_FILE, LOG_FILE, EVALS_FILE) if (folder / n).exists()]
+    if not present:
+        return []
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return present
+    if isinstance(config, dict) and config.keys() >= _RUN_CONFIG_KEYS:
+        return []
+    return present
 
 
 def warmup_factor(step: int, warmup: int) -> float:

@@ -58,7 +58,7 @@ from distill.train.checkpoints import (
     write_final_student,
     write_json,
 )
-from distill.train.config import TrainConfig
+from distill.train.config import EVALS_FILE, LOG_FILE, METRICS_FILE, TrainConfig
 from distill.train.distributed import (
     barrier,
     broadcast_flag,
@@ -104,9 +104,6 @@ __all__ = [
 
 log = logging.getLogger("distill.train.trainer")
 
-LOG_FILE = "log.jsonl"
-EVALS_FILE = "evals.jsonl"
-METRICS_FILE = "metrics.json"
 
 
 class DivergedError(VLMError):

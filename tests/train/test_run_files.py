@@ -217,3 +217,40 @@ def test_an_image_that_cannot_be_read_still_stops_eval(
         evaluate_samples(student, samples, image_size=info["image_size"], mean=info["mean"],
                          std=info["std"], left_out=left)  # fmt: skip
     assert left == []
+
+
+def test_train_into_a_folder_of_something_else_is_refused_and_its_files_kept(
+    tiny_data: Path, tiny_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train --out` a folder holding another tool's config.json and log.jsonl (a project
+    folder, a typo): training wrote its config.json over the user's and emptied log.jsonl
+    (a run starting at step 0 truncates its logs). Refused before anything is read, exit
+    2, every file as it was; a run's own files (one killed before its first checkpoint)
+    are still started over."""
+    from distill.train.config import files_of_no_run
+
+    out = tmp_path / "project"
+    out.mkdir()
+    theirs = {"config.json": '{"lr": 0.1, "model": "resnet50"}\n', "log.jsonl": '{"epoch": 1}\n'}
+    for name, text in theirs.items():
+        (out / name).write_text(text)
+    argv = ["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+            "--out", str(out), "--student", "mobilenetv3_small_050", "--no-pretrained",
+            "--method", "erm", "--steps", "1", "--image-size", "32", "--batch-per-domain", "2",
+            "--test-domains", "dom3", "--threads", "1"]  # fmt: skip
+    for extra in ([], ["--resume"]):
+        assert main([*argv, *extra]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "holds config.json, log.jsonl that no training run wrote" in err, err
+        assert {p.name: p.read_text() for p in out.iterdir()} == theirs
+    (out / "config.json").unlink()  # a log.jsonl alone is no run's either
+    assert files_of_no_run(out) == ["log.jsonl"]
+    (out / "log.jsonl").unlink()
+    assert files_of_no_run(out) == [] and files_of_no_run(tmp_path / "none") == []
+    # a run's own config.json and log: started over (as after a kill before a checkpoint)
+    TrainConfig(data=str(tiny_data), cache=str(tiny_cache), teacher=TEACHER, out=str(out),
+                method="erm").write(out)  # fmt: skip
+    (out / "log.jsonl").write_text('{"stage": "erm", "step": 0}\n')
+    assert files_of_no_run(out) == []
+    assert main(argv) == 0, capsys.readouterr().err
+    assert (out / "metrics.json").is_file()
