@@ -212,6 +212,30 @@ async def test_unknown_openai_model_is_refused_before_sending(tmp_path: Path) ->
     assert client.budget.overruns == 0
 
 
+async def test_a_price_file_bound_below_the_models_known_image_tokens_does_not_overrun(
+    tmp_path: Path,
+) -> None:
+    """A price file's max_image_tokens replaced the adapter's own bound: gpt-4o-mini
+    declared at 100 tokens an image was reserved at 100 and billed 2,833, so the first
+    answer overran its reservation and stopped the run (after it was billed). The known
+    bound now wins when it is the larger; a larger declared one is kept."""
+    prices = tmp_path / "prices.json"
+    entry = {"usd_per_1m_input_tokens": "1.25", "usd_per_1m_output_tokens": "10"}
+    for declared, reserved in ((100, 2833), (4000, 4000)):
+        prices.write_text(
+            json.dumps({"openai:gpt-4o-mini": {**entry, "max_image_tokens": declared}})
+        )
+        with loopback(openai_biller(2833)) as server:
+            client = _client(server.url, "openai:gpt-4o-mini", price=None,
+                             prices=load_prices(prices))  # fmt: skip
+            async with client:
+                _, worst = client.plan("answer", _ask())
+                [result] = await client.answer(_ask())
+        assert result.text == "seven"
+        assert worst == PRICE.cost(Usage(input_tokens=16 + 13 + reserved, output_tokens=16))
+        assert client.budget.overruns == 0, declared
+
+
 # -- Cohere: image responses that bill {"images": 1} at a per-image-token price -----------
 
 

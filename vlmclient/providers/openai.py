@@ -405,6 +405,18 @@ def _patches(width: int, height: int) -> int:
     return min(math.ceil(width / PATCH_SIDE) * math.ceil(height / PATCH_SIDE), MAX_PATCHES)
 
 
+def _known_image_tokens(width: int, height: int, model: str) -> int | None:
+    """The worst case ``image_tokens`` knows for ``model`` by its name, or None."""
+    if model.startswith(("gpt-5.", "gpt-6")):
+        worst_patch = math.ceil(_patches(width, height) * LARGEST_PATCH_MULTIPLIER)
+        return max(GPT5X_IMAGE_TOKENS_REPORTED, worst_patch)
+    mult = _prefix_lookup(model, PATCH_MULTIPLIER)
+    if mult is not None:
+        return math.ceil(_patches(width, height) * mult)
+    low = _prefix_lookup(model, tuple((p, float(t)) for p, t in LOW_DETAIL_BY_MODEL))
+    return None if low is None else int(low)
+
+
 def image_tokens(width: int, height: int, model: str, declared: int | None = None) -> int:
     """Worst-case prompt tokens of one image sent with ``detail: low`` to ``model``.
 
@@ -413,19 +425,15 @@ def image_tokens(width: int, height: int, model: str, declared: int | None = Non
     models charge their base tokens (gpt-4o-mini 2,833; gpt-4o 85; gpt-5 70).
     gpt-5.x / gpt-6 names: the largest figure known for the family (see
     ``GPT5X_IMAGE_TOKENS_REPORTED``). Any other name cannot be bounded: it needs
-    ``max_image_tokens`` in the price file (``declared``), else ConfigurationError.
+    ``max_image_tokens`` in the price file (``declared``), else ConfigurationError. A
+    ``declared`` bound below the model's known one is raised to it: reserved at the lower
+    figure, every answer overran its reservation and the first one stopped the run.
     """
+    known = _known_image_tokens(width, height, model)
+    if known is not None:
+        return known if declared is None else max(declared, known)
     if declared is not None:
         return declared
-    if model.startswith(("gpt-5.", "gpt-6")):
-        worst_patch = math.ceil(_patches(width, height) * LARGEST_PATCH_MULTIPLIER)
-        return max(GPT5X_IMAGE_TOKENS_REPORTED, worst_patch)
-    mult = _prefix_lookup(model, PATCH_MULTIPLIER)
-    if mult is not None:
-        return math.ceil(_patches(width, height) * mult)
-    low = _prefix_lookup(model, tuple((p, float(t)) for p, t in LOW_DETAIL_BY_MODEL))
-    if low is not None:
-        return int(low)
     raise ConfigurationError(
         f"cannot bound the image tokens of OpenAI model {model!r}, so the budget cannot be "
         "enforced; state them in the price file, e.g. "
