@@ -161,15 +161,20 @@ async def test_a_long_usage_field_name_never_takes_part_of_the_key_to_the_ledger
 ) -> None:
     """Before, a usage field name over 64 characters was cut to 64 and then scrubbed of the
     key: a name ending in the key kept its first 10 characters, written to ledger.jsonl."""
+    name = "x-" + "n" * 52 + KEY
+    written = await ledger_of_one_image({"images": 1, "echo": {name: 1}}, tmp_path)
+    assert '"images":1' in written and pieces(written) == []
+
+
+async def ledger_of_one_image(usage: dict[str, Any], tmp_path: Path, **client: Any) -> str:
+    """The ledger.jsonl of one image bought from a loopback server that reports ``usage``
+    as Cohere's billed_units (``local:hash``, the client made with ``client`` too)."""
     import base64
 
     from cache import SpendLedger
     from vlmclient import Image, ImageEmbeddingRequest
 
-    name = "x-" + "n" * 52 + KEY
-
     def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        usage = {"images": 1, "echo": {name: 1}}
         return 200, {"id": "echo", "embeddings": {"float": [[0.5] * 8]},
                      "meta": {"billed_units": usage}}  # fmt: skip
 
@@ -178,12 +183,11 @@ async def test_a_long_usage_field_name_never_takes_part_of_the_key_to_the_ledger
     )
     ledger_path = tmp_path / "ledger.jsonl"
     with loopback(respond) as server, SpendLedger(ledger_path) as ledger:
-        async with loopback_client("local:hash", server, KEY, ledger=ledger) as client:
-            await client.embed_images(
+        async with loopback_client("local:hash", server, KEY, ledger=ledger, **client) as c:
+            await c.embed_images(
                 [ImageEmbeddingRequest(image=Image(data=png, media_type="image/png"))]
             )
-    written = ledger_path.read_text()
-    assert '"images":1' in written and pieces(written) == []
+    return ledger_path.read_text()
 
 
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY-pasted"
@@ -223,28 +227,8 @@ async def test_a_usage_block_echoing_an_aws_secret_of_the_environment_stays_out_
     any field holding a secret; before, only the API key was looked for, so a gateway
     echoing AWS_SECRET_ACCESS_KEY (which the client's redactor knows: it masks it in
     errors and logs) wrote it to ledger.jsonl."""
-    import base64
-
-    from cache import SpendLedger
-    from vlmclient import Image, ImageEmbeddingRequest
-
-    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        usage = {"images": 1, "signed_with": AWS_SECRET, "echo": {AWS_SECRET[::-1]: 1}}
-        return 200, {"id": "echo", "embeddings": {"float": [[0.5] * 8]},
-                     "meta": {"billed_units": usage}}  # fmt: skip
-
-    png = base64.b64decode(
-        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
-    )
-    ledger_path = tmp_path / "ledger.jsonl"
-    with loopback(respond) as server, SpendLedger(ledger_path) as ledger:
-        client = loopback_client(
-            "local:hash", server, KEY, ledger=ledger, env={"AWS_SECRET_ACCESS_KEY": AWS_SECRET}
-        )
-        async with client:
-            await client.embed_images(
-                [ImageEmbeddingRequest(image=Image(data=png, media_type="image/png"))]
-            )
-    written = ledger_path.read_text()
+    usage = {"images": 1, "signed_with": AWS_SECRET, "echo": {AWS_SECRET[::-1]: 1}}
+    env = {"AWS_SECRET_ACCESS_KEY": AWS_SECRET}
+    written = await ledger_of_one_image(usage, tmp_path, env=env)
     assert '"images":1' in written and '"echo":{}' in written, written
     assert AWS_SECRET[:12] not in written and AWS_SECRET[::-1][:12] not in written, written

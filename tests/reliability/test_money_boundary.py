@@ -237,6 +237,24 @@ def test_an_answer_price_without_output_tokens_is_refused(
     assert "answers: usd_per_1m_output_tokens is 0" in err
 
 
+def new_model_pseudolabel_argv(tmp_path: Path, url: str, max_image_tokens: int) -> list[str]:
+    """`pseudolabel` of two images by ``openai:gpt-9-mini`` (no built-in price) at ``url``,
+    priced by a price file with ``max_image_tokens``."""
+    folder, classes = unlabelled(tmp_path, 2)
+    prices = tmp_path / "prices.json"
+    entry = {
+        "usd_per_1m_input_tokens": "0.25",
+        "usd_per_1m_output_tokens": "2.00",
+        "max_image_tokens": max_image_tokens,
+    }
+    prices.write_text(json.dumps({"openai:gpt-9-mini": entry}))
+    return [
+        "pseudolabel", str(folder), "--class-file", str(classes), "--teacher",
+        "openai:gpt-9-mini", "--base-url", url + "/v1", "--cache", str(tmp_path / "c"),
+        "--budget", "1", "--price-file", str(prices), "--route", "answer", "--check", "none",
+    ]  # fmt: skip
+
+
 def test_a_new_openai_model_priced_as_the_errors_say_is_accepted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -244,21 +262,8 @@ def test_a_new_openai_model_priced_as_the_errors_say_is_accepted(
     max_image_tokens, so the entry the image-token error asks for was refused with that
     same error, and a new OpenAI-compatible chat model could not be used at all."""
     monkeypatch.setenv("OPENAI_API_KEY", TOKEN)  # the local server's bearer token
-    folder, classes = unlabelled(tmp_path, 2)
-    prices = tmp_path / "prices.json"
-    entry = {
-        "usd_per_1m_input_tokens": "0.25",
-        "usd_per_1m_output_tokens": "2.00",
-        "max_image_tokens": 1000,
-    }
-    prices.write_text(json.dumps({"openai:gpt-9-mini": entry}))
     with serve() as srv:
-        argv = [
-            "pseudolabel", str(folder), "--class-file", str(classes), "--teacher",
-            "openai:gpt-9-mini", "--base-url", srv.url + "/v1", "--cache", str(tmp_path / "c"),
-            "--budget", "1", "--price-file", str(prices), "--route", "answer", "--check", "none",
-        ]  # fmt: skip
-        assert usage_exit(argv) == 0
+        assert usage_exit(new_model_pseudolabel_argv(tmp_path, srv.url, 1000)) == 0
         assert srv.gate.received > 0  # past the price checks: the answers were bought
 
 
@@ -268,21 +273,8 @@ def test_max_image_tokens_zero_is_refused_before_anything_is_sent(
     """Before: a price-file entry with ``"max_image_tokens": 0`` was accepted, every image
     was reserved as free, and the first answers were bought and overran the budget."""
     monkeypatch.setenv("OPENAI_API_KEY", TOKEN)  # the local server's bearer token
-    folder, classes = unlabelled(tmp_path, 2)
-    prices = tmp_path / "prices.json"
-    entry = {
-        "usd_per_1m_input_tokens": "0.25",
-        "usd_per_1m_output_tokens": "2.00",
-        "max_image_tokens": 0,
-    }
-    prices.write_text(json.dumps({"openai:gpt-9-mini": entry}))
     with serve() as srv:
-        argv = [
-            "pseudolabel", str(folder), "--class-file", str(classes), "--teacher",
-            "openai:gpt-9-mini", "--base-url", srv.url + "/v1", "--cache", str(tmp_path / "c"),
-            "--budget", "1", "--price-file", str(prices), "--route", "answer", "--check", "none",
-        ]  # fmt: skip
-        assert usage_exit(argv) == 2
+        assert usage_exit(new_model_pseudolabel_argv(tmp_path, srv.url, 0)) == 2
         assert srv.gate.received == 0 and srv.billed_requests() == 0
     err = capsys.readouterr().err
     assert "openai:gpt-9-mini.max_image_tokens must be a whole number >= 1" in err, err
