@@ -20,7 +20,6 @@ from pydantic import ValidationError
 from distill.cli.model_flags import validation_message
 from distill.cli.validate import int_in
 from distill.train.config import TrainConfig
-from distill.train.trainer import train
 from vlmclient import ConfigurationError, VLMError
 
 
@@ -56,6 +55,10 @@ def main() -> int:
     except ValidationError as exc:  # as the CLI says it: one line, exit 2
         print(f"error: invalid training options: {validation_message(exc)}", file=sys.stderr)
         return 2
+    # torch and timm take seconds to import: after the arguments are checked, so a
+    # usage error (or --help) is instant, as in the CLI
+    from distill.train.trainer import train
+
     for cfg in configs:
         try:
             metrics = train(cfg)
