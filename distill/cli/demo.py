@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             steps_align=4,
             steps_distill=4,
             steps=4,
-            eval_every=2,
+            eval_every=4,  # at a stage's first and last step: each eval writes a checkpoint
         )
     out.rule("[bold]vlm-distill demo")
     out.print(
