@@ -485,7 +485,7 @@ def test_ctrl_c_while_harvest_select_buys_keeps_its_state_spend_whole(
     ids=["SIGTERM", "SIGHUP", "SIGQUIT", "double-SIGINT"],
 )
 def test_stop_signal_records_in_flight_requests_and_exits_128_plus_n(
-    sig: signal.Signals, times: int, digits: Path, tmp_path: Path
+    sig: signal.Signals, times: int, digits: Path, tmp_path: Path, in_process: InProcess
 ) -> None:
     cache = tmp_path / "cache"
     needed = n_items(digits) - len(scan(digits).class_names)
@@ -513,7 +513,7 @@ def test_stop_signal_records_in_flight_requests_and_exits_128_plus_n(
         # the requests in flight at the signal are in the ledger, at their reservation
         assert 1 <= len(cancelled) <= CONCURRENCY
 
-        resumed = cli(*small_batches(server.url, digits, cache))
+        resumed = in_process(*small_batches(server.url, digits, cache))
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     # the server has finished every request it accepted: its bill is final
     bills = server.bills()
@@ -617,14 +617,14 @@ def test_a_database_that_does_not_keep_writes_stops_and_its_spill_waits_for_reco
 
 @pytest.mark.slow
 def test_a_harvest_stopped_with_ctrl_c_is_the_last_run_report_shows(
-    digits: Path, tmp_path: Path
+    digits: Path, tmp_path: Path, in_process: InProcess
 ) -> None:
     """A harvest stopped by SIGINT wrote no line in runs.jsonl, so `report` showed the run
     before it as "the last run spent" (until 2026-12-06); the stopped run now notes its
     spend, marked stopped."""
     cache = tmp_path / "cache"
     with teacher(Faults(latency_ms=150)) as server:
-        first = cli(*small_batches(server.url, digits, cache))  # one view: a finished run
+        first = in_process(*small_batches(server.url, digits, cache))  # one view: finished
         assert first.returncode == 0, first.stdout + first.stderr
         before = paid(ledger(cache))
         proc = subprocess.Popen(
@@ -641,9 +641,9 @@ def test_a_harvest_stopped_with_ctrl_c_is_the_last_run_report_shows(
         assert proc.returncode == 130, (proc.returncode, out, err)
     spent_stopped = paid(ledger(cache)) - before
     assert spent_stopped > 0
-    report = cli("report", str(cache), "--json")
+    report = in_process("report", str(cache), "--json")
     last = json.loads(report.stdout)["last_run"]
     assert Decimal(last["spent_usd"]) == spent_stopped, last
     assert last["exit_code"] == 130 and last["stopped"] == "SIGINT", last
-    said = " ".join(cli("report", str(cache)).stdout.split())
+    said = " ".join(in_process("report", str(cache)).stdout.split())
     assert f"the last run, stopped by SIGINT, spent ${last['spent_usd']}" in said, said
