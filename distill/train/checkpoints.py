@@ -553,6 +553,15 @@ def resume_or_start(
         )
     if not ckpt.exists() and done_file is not None:
         _refuse_results_without_checkpoint(out, done_file)
+    if ckpt.exists() and done_file is not None and done_file.is_file():
+        # metrics.json is written last, so the run finished; its checkpoint does not say
+        # so (damaged, or written for another method's stages). Before, this took three
+        # attempts to learn: "pass --resume", then "damaged", then "a finished run".
+        raise ConfigurationError(
+            f"{out} holds a finished run ({done_file.name}) whose {CHECKPOINT_DIR}/ is "
+            "damaged or of another method: nothing to resume; train into another --out, "
+            f"or remove {out} to train it again"
+        )
     if ckpt.exists() and not resume:
         raise ConfigurationError(
             f"{out} already holds a checkpoint; pass --resume to continue it or choose "

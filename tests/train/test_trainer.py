@@ -4,6 +4,7 @@ checkpoints and resume, refusals, and the CLI."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -1321,6 +1322,16 @@ def test_a_resumed_run_times_every_process_and_a_finished_run_is_not_resumed(
     for resume in (True, False):
         with pytest.raises(ConfigurationError, match="holds a finished run; nothing to resume"):
             train(cfg.model_copy(update={"resume": resume}))
+    assert (tmp_path / "r" / "metrics.json").read_bytes() == before
+    # its checkpoint damaged (or the run of another method, ADiP's two stages): "pass
+    # --resume", then "damaged", then (checkpoint/ removed) "a finished run", until
+    # 2026-12-07; now the finished run is said at once
+    (tmp_path / "r" / "checkpoint" / "state.json").write_text("{not json")
+    for change in ({"resume": True}, {"resume": False}, {"method": "adip"}):
+        with pytest.raises(ConfigurationError, match=re.escape(
+                "holds a finished run (metrics.json) whose checkpoint/ is damaged or of "
+                "another method")):
+            train(cfg.model_copy(update=change))
     assert (tmp_path / "r" / "metrics.json").read_bytes() == before
 
 
