@@ -481,16 +481,23 @@ class Coordinator:
         return held
 
     def partners(self) -> int:
-        """How many other live processes share this cache folder now (0 when the
-        database cannot be read: nothing is known of them)."""
+        """How many other live processes of this cache folder are buying now: hold a lease
+        (claimed, not yet cached and released). 0 when the database cannot be read:
+        nothing is known of them. A process that only looks (``--dry-run``) or is between
+        rounds holds none."""
+        now = time.time()
         memo: dict[str, bool] = {}
+        here: dict[str, bool] = {}
         with self._lock:
             db = self._db
             if db is None:
                 return 0
             try:
-                owners = [row[0] for row in db.execute("SELECT owner FROM owners")]
-                return sum(o != self.owner and self._alive(db, o, memo) for o in owners)
+                rows = db.execute(
+                    "SELECT owner, MAX(expires) FROM leases WHERE owner != ? GROUP BY owner",
+                    (self.owner,),
+                ).fetchall()
+                return sum(self._holds(db, o, e, now, memo, here) for o, e in rows)
             except sqlite3.Error:
                 return 0
 

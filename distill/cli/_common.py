@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -170,32 +170,41 @@ def check_teacher(args: argparse.Namespace, prices: PriceTable, kinds: Sequence[
 
 
 def check_cache_not_lost(
-    cache: CacheLike, ledger: LedgerLike, provider: str, model: str, partners: int = 0
+    cache: CacheLike,
+    ledger: LedgerLike,
+    provider: str,
+    model: str,
+    partners: Callable[[], int] = lambda: 0,
 ) -> None:
     """Refuse (ConfigurationError, exit 2) to buy into an empty response cache whose ledger
     records answers of this teacher bought and usable: the cache database was lost,
     truncated to nothing or replaced (a crash in ``cache recover``), and everything would
     be bought again. Reads the ledger only when the cache is empty.
 
-    Not while ``partners`` (other live processes of this cache folder) run: one that
-    started first records each answer in the ledger before it caches it, so its first
-    answers are in the ledger and not yet in the cache for a moment, and an empty cache
-    then says nothing of a loss (its leases keep the items it buys from being bought twice)."""
+    Not while ``partners()`` (other live processes of this cache folder holding leases)
+    are buying: a harvest records each answer in the ledger before it caches it (then
+    releases its lease), so its first answers are in the ledger and not yet in the cache
+    for a moment. Asked after the ledger is read, with the cache counted again: a
+    partner that has released its leases has cached what it recorded."""
     from cache import iter_ledger
 
+    def empty() -> bool:
+        return len(cache) == 0  # type: ignore[arg-type]
+
     try:
-        empty = len(cache) == 0  # type: ignore[arg-type]
+        if not empty():
+            return
     except TypeError:  # a cache that cannot count
         return
     path = getattr(ledger, "path", None)
-    if not empty or path is None or partners:
+    if path is None:
         return
     items = sum(
         r.items
         for r in iter_ledger(path)
         if r.outcome == "ok" and r.provider == provider and r.model == model
     )
-    if items:
+    if items and not partners() and empty():
         raise ConfigurationError(
             f"the response cache is empty, but the ledger {path} records {items} items of "
             f"{provider}:{model} bought into it: its database was lost or replaced (a "
@@ -219,7 +228,7 @@ def open_client(
     check_teacher(args, prices, kinds)
     provider, model = parse_teacher(args.teacher)
     if not getattr(args, "dry_run", False) and not getattr(args, "allow_rebuy", False):
-        check_cache_not_lost(cache, ledger, provider.name, model, coord.partners())
+        check_cache_not_lost(cache, ledger, provider.name, model, coord.partners)
     budget = SharedBudget(
         coord,
         f"{provider.name}:{model}",

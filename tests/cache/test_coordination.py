@@ -49,11 +49,16 @@ def test_a_key_leased_by_one_owner_is_not_leased_to_another(tmp_path: Path) -> N
         assert c.claim(["k1", "k2", "k3"]) == {"k1", "k2", "k3"}
 
 
-def test_partners_counts_the_other_live_owners_of_the_folder(tmp_path: Path) -> None:
+def test_partners_counts_the_other_live_owners_buying_in_the_folder(tmp_path: Path) -> None:
     with coordinator(tmp_path) as a:
         assert a.partners() == 0
         with coordinator(tmp_path) as b, coordinator(tmp_path) as c:
-            assert (a.partners(), b.partners(), c.partners()) == (2, 2, 2)
+            assert (a.partners(), b.partners(), c.partners()) == (0, 0, 0)  # none buying
+            b.claim(["k1", "k2"])
+            c.claim(["k3"])
+            assert (a.partners(), b.partners(), c.partners()) == (2, 1, 1)
+            b.release(["k1", "k2"])
+            assert (a.partners(), b.partners(), c.partners()) == (1, 1, 0)
         assert a.partners() == 0  # closed owners leave
     assert a.partners() == 0  # closed: nothing known
 

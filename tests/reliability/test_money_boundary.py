@@ -592,7 +592,8 @@ def test_an_empty_cache_a_live_partner_is_filling_is_not_taken_for_a_lost_one(
     ledger of bought items and refused as if the database were lost (exit 2; found by CI
     in tests/e2e/test_two_processes.py). Here the partner is a live coordinator of the
     folder that holds the leases of answers in the ledger and caches them half a second
-    later: the harvest waits for them and buys nothing."""
+    later: the harvest waits for them and buys nothing. A live process holding no lease
+    does not count."""
     import shutil
     import threading
 
@@ -625,9 +626,13 @@ def test_an_empty_cache_a_live_partner_is_filling_is_not_taken_for_a_lost_one(
             writer.join()
             assert code == 0
             assert srv.gate.received == sent  # every answer came from the partner
-    # and with no partner alive, an empty cache with a ledger of bought items is refused
+    # with no partner buying (one alive that holds no lease: a --dry-run, a run between
+    # rounds), an empty cache with a ledger of bought items is refused
     shutil.rmtree(cache / "responses")
-    with serve() as srv:
+    with (
+        Coordinator(cache / "coordination.db", ledger_path=cache / "ledger.jsonl"),
+        serve() as srv,
+    ):
         assert usage_exit(harvest_argv(srv.url, data, cache)) == 2
         assert srv.gate.received == 0
 
