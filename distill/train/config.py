@@ -58,7 +58,8 @@ MAX_IMAGE_SIZE = 1024
 # SWAD evaluations were a traceback (a deque that long) after the data was read.
 
 
-# the fields every config.json a run wrote holds (TrainConfig's since the first version)
+# fields of every config.json a run writes (TrainConfig.write: all its fields; these five
+# name the data, teacher, method, student and run folder)
 _RUN_CONFIG_KEYS = frozenset({"data", "teacher", "method", "student", "out"})
 
 
