@@ -39,6 +39,7 @@ from vlmclient.errors import ConfigurationError, VLMError
 __all__ = [
     "CHECKPOINT_DIR",
     "RESUME_MAY_CHANGE",
+    "SELECTION_DIGITS",
     "STATE_FILE",
     "CheckpointWriteError",
     "RunState",
@@ -50,6 +51,7 @@ __all__ = [
     "save_checkpoint",
     "save_weights",
     "save_weights_replacing",
+    "selection_key",
     "state_dict",
     "truncate_log",
     "write_final_student",
@@ -424,6 +426,24 @@ def truncate_log(path: Path, stage_names: Sequence[str], stage_index: int, step:
     atomic_write(path, "".join(x + "\n" for x in keep))
 
 
+# Best-ID selection compares mean ID accuracies at this many decimals. The same true mean
+# reached by other per-domain counts can differ in its last bit ((23/24 + 20/24) / 2 is one
+# ulp above (22/24 + 21/24) / 2), so a strict ``>`` on the floats let rounding decide
+# which of two equal evaluations was kept. Two truly different means closer than 1e-9
+# (possible only with thousands of held-out images per domain, in counts of no common
+# factor) count as equal too, and the earlier one is kept.
+SELECTION_DIGITS = 9
+
+
+def selection_key(acc: float) -> float:
+    """``acc`` as best-ID selection compares it: rounded to :data:`SELECTION_DIGITS`.
+
+    >>> selection_key((23 / 24 + 20 / 24) / 2) == selection_key((22 / 24 + 21 / 24) / 2)
+    True
+    """
+    return round(acc, SELECTION_DIGITS)
+
+
 @dataclass
 class RunState:
     """Where a run stands: what state.json records, plus what resuming restores."""
@@ -466,10 +486,20 @@ class RunState:
         self.reset_best()
 
     def keep_if_best(self, acc: float, student: Student) -> None:
-        """Remember the student's weights when ``acc`` beats this stage's best."""
-        if acc > self.best_acc:
+        """Remember the student's weights when ``acc`` beats this stage's best, both read
+        at :data:`SELECTION_DIGITS` decimals: a tie keeps the earlier evaluation, as
+        DomainBed's argmax over its records in step order keeps the first maximum."""
+        if self.beats(acc):
             self.best_acc = acc
             self.best_state = state_dict(student)
+
+    def beats(self, acc: float) -> bool:
+        """True when ``acc`` beats this stage's best at :data:`SELECTION_DIGITS` decimals.
+
+        >>> RunState(best_acc=(22 / 24 + 21 / 24) / 2).beats((23 / 24 + 20 / 24) / 2)
+        False
+        """
+        return selection_key(acc) > selection_key(self.best_acc)
 
     def to_json(
         self, info: dict[str, Any], stage_index: int, stage: str, step: int, now: float,

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from distill.cli import main
-from distill.train.checkpoints import RunState, state_dict
+from distill.train.checkpoints import RunState, selection_key, state_dict
+from distill.train.evaluate import mean_accuracy
 
 from .conftest import TEACHER
 
@@ -38,6 +40,34 @@ def test_a_kept_state_does_not_move_with_training() -> None:
     assert state_dict(model)["3.weight"].data_ptr() != model[3].weight.data_ptr()
 
 
+def _mean_id(*correct: int, n: int = 24) -> float:
+    """The mean ID accuracy the trainer computes for ``correct`` of ``n`` per domain."""
+    return mean_accuracy({f"dom{i}": {"acc": c / n} for i, c in enumerate(correct)}) or 0.0
+
+
+def test_a_tie_keeps_the_earlier_evaluation_whatever_the_rounding() -> None:
+    # Equal true means, 43/48: the later one's float is one ulp above the earlier's, so a
+    # strict > on the floats kept the later weights (the other order kept the earlier).
+    earlier, later = _mean_id(22, 21), _mean_id(23, 20)
+    assert later > earlier and later == float(np.nextafter(earlier, 1.0))
+    model = torch.nn.Linear(2, 2)
+    run = RunState()
+    run.keep_if_best(earlier, model)  # type: ignore[arg-type]
+    kept = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    run.keep_if_best(later, model)  # type: ignore[arg-type]
+    assert run.best_acc == earlier
+    assert run.best_state is not None
+    for name, value in kept.items():
+        assert torch.equal(run.best_state[name], value), name
+    # a better evaluation still wins, and the tie is a tie after a resume's JSON round trip
+    run.keep_if_best(_mean_id(23, 21), model)  # type: ignore[arg-type]
+    assert run.best_acc == _mean_id(23, 21)
+    resumed = RunState(best_acc=float(json.loads(json.dumps({"b": earlier}))["b"]))
+    assert not resumed.beats(later) and resumed.beats(_mean_id(23, 21))
+
+
 def test_the_final_model_is_the_best_evaluated_one(tiny_data: Path, tiny_cache: Path,
                                                    tmp_path: Path) -> None:
     # The check needs a run that ends below its best evaluation; which seed does depends on
@@ -53,7 +83,8 @@ def test_the_final_model_is_the_best_evaluated_one(tiny_data: Path, tiny_cache: 
         assert code == 0  # --freeze-bn: the setup in which such runs end below their best
         metrics = json.loads((out / "metrics.json").read_text())
         history = [h for h in metrics["history"] if h["stage"] == "erm"]
-        best = max(history, key=lambda h: h["mean_id"])  # the first of equals, as kept
+        # the first of equals, as kept
+        best = max(history, key=lambda h: selection_key(h["mean_id"]))
         if history[-1]["mean_id"] < best["mean_id"]:
             break
     else:
