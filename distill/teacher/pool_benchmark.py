@@ -6,7 +6,8 @@ reads what ``data make-digits`` / ``make-fashion`` / ``make-mnist-digits`` recor
 per_class or per_domain, domains or angles) into a :class:`PoolSpec`, and which source
 image each of the folder's files was made from (its stem names it: ``d0042``,
 ``f01234``, ``m00007``), so :func:`make_teacher_pool` can refuse a pool holding any of
-them, by content hash.
+them, by content hash. :func:`check_pool_disjoint` is the same check for a pool made
+earlier (``fit-teacher --benchmark DIR``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,15 @@ from typing import Any
 from distill.data import META_FILE, display, scan
 from vlmclient.errors import ConfigurationError
 
-from .pool import PoolSpec
+from .pool import PoolSpec, dealt_sources, source_digest
 
-__all__ = ["BUILDER_NAME", "Benchmark", "read_benchmark"]
+__all__ = [
+    "BUILDER_NAME",
+    "Benchmark",
+    "benchmark_kind",
+    "check_pool_disjoint",
+    "read_benchmark",
+]
 
 # The "name" each benchmark builder writes in its dataset.json, and its command.
 BUILDER_NAME = {"digits": "digits", "fashion": "rotated-fashion-mnist",
@@ -124,3 +131,77 @@ def _held(kind: str, root: Path, where: str, cmd: str) -> dict[str, set[int]]:
             )
         held.setdefault(source, set()).add(int(digits))
     return held
+
+
+def benchmark_kind(bench: str | os.PathLike[str]) -> str:
+    """The kind (digits, fashion, mnist-digits) of the benchmark in folder ``bench``, by
+    the name its dataset.json records; ConfigurationError (one line) when it records none
+    of our builders' names (or cannot be read)."""
+    root = Path(bench)
+    commands = ", ".join(f"`vlm-distill data {c}`" for c in _COMMAND.values())
+    try:
+        meta = json.loads((root / META_FILE).read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigurationError(
+            f"--benchmark {display(str(root))}: its {META_FILE} cannot be read ({why}); "
+            f"give a folder {commands} wrote"
+        ) from exc
+    name = meta.get("name") if isinstance(meta, dict) else None
+    kind = next((k for k, n in BUILDER_NAME.items() if n == name), None)
+    if kind is not None:
+        return kind
+    raise ConfigurationError(
+        f"--benchmark {display(str(root))}: its {META_FILE} names "
+        f"{display(repr(name))[:60]}, not a benchmark {commands} wrote: the source images "
+        "of its files are not known, so they cannot be checked against the pool"
+    )
+
+
+def check_pool_disjoint(
+    pool: str | os.PathLike[str],
+    bench: str | os.PathLike[str],
+    *,
+    mnist_dir: str | os.PathLike[str] | None = None,
+    fashion_dir: str | os.PathLike[str] | None = None,
+) -> None:
+    """ConfigurationError (one line) when the teacher pool ``pool`` holds the pixels of a
+    source image any file of the benchmark ``bench`` was made from (by :func:`source_digest`,
+    the SHA-256 the pool's dataset.json records of each of its images), or when ``bench``
+    is not a benchmark :func:`read_benchmark` can read. ``mnist_dir``/``fashion_dir``: where
+    the benchmark's sources are, when not in their default places. A pool whose
+    dataset.json lists no digests is left to :func:`~distill.teacher.pool.read_pool` to
+    refuse.
+    """
+    kind = benchmark_kind(bench)
+    found = read_benchmark(kind, bench)
+    where = f"--benchmark {display(str(bench))}"
+    try:
+        meta = json.loads((Path(pool) / META_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return
+    listed = meta.get("source_digests") if isinstance(meta, dict) else None
+    if not isinstance(listed, dict):
+        return
+    in_pool = {d: rel for rel, d in listed.items() if isinstance(d, str)}
+    shared: list[tuple[str, str, int]] = []
+    for src, _dealt in dealt_sources(kind, found.spec, mnist_dir=mnist_dir,
+                                     fashion_dir=fashion_dir):  # fmt: skip
+        for i in sorted(found.held.get(src.name, ())):
+            if not 0 <= i < len(src.labels):
+                raise ConfigurationError(
+                    f"{where}: a file names {src.name} image {i}, but the source holds "
+                    f"{len(src.labels)}: the benchmark cannot be checked against the pool"
+                )
+            rel = in_pool.get(source_digest(src.images[i]))
+            if rel is not None:
+                shared.append((rel, src.name, i))
+    if shared:
+        rel, name, i = shared[0]
+        raise ConfigurationError(
+            f"{where} shares {len(shared)} source image(s) with the pool "
+            f"{display(str(pool))} by content hash (pool image {display(rel)} is {name} "
+            f"image {i}, which a benchmark file was made from): the teacher would see the "
+            f"student's test images; cut a pool against it with: vlm-distill data "
+            f"make-teacher-pool {kind} POOL --benchmark {display(str(bench))}"
+        )
