@@ -93,7 +93,8 @@ DEFAULT_THREADS = 2
 STEPS_BY_KIND = {"digits": 200, "fashion": 6000, "mnist-digits": 600}
 # Fashion's classes differ in detail (shirt, t-shirt, pullover, coat): a wider tower.
 WIDTHS_BY_KIND = {"digits": WIDTHS, "fashion": (24, 48, 96, 192), "mnist-digits": WIDTHS}
-# Stride of the first convolution: 2 halves the cost; Fashion keeps full resolution.
+# Stride of the first convolution: 2 halves the cost (a stride-1 Fashion stem helped at 1,500
+# steps but cost about 3x the fit time; docs/results.md, the teacher section).
 STEM_STRIDE_BY_KIND = {"digits": 2, "fashion": 2, "mnist-digits": 2}
 # The harvest's default prompt comes first and is drawn more often: the served text
 # embedding of "a photo of a {class}" is what the student's zero-shot head uses.
