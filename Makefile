@@ -7,6 +7,11 @@ PY := $(VENV)/bin/python
 # Elsewhere: `make demo TORCH_PIN=` to take the range from pyproject.toml instead.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= train,server,plots,dev
+# The suite runs in this many pytest-xdist worker processes (one per core here: the tests
+# are mostly single-threaded CLI runs and child processes; 2 workers took the suite from
+# about 17 to 10.5 minutes on the 2-core machine, README "Tests"). 1 runs it in one process.
+TEST_WORKERS ?= 2
+PYTEST_PAR := $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope)
 
 .PHONY: demo test test-fast lint venv clean
 
@@ -29,13 +34,13 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PAR)
 
 # What `make test` runs but the tests marked slow (end-to-end runs of many seconds each).
 test-fast: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PYTEST_PAR) -m "not slow"
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check . && $(PY) -m mypy

@@ -260,8 +260,8 @@ def table_row(name: str, path: Path, cache: Path, work: Path, method: str, targe
               args: argparse.Namespace, reuse_only: bool) -> dict[str, Any] | None:
     """One method's row: OOD per target and the mean ID / OOD per seed, plus the training
     time summed ("compute_s"); None when ``reuse_only`` and a run is not finished."""
-    row: dict[str, Any] = {"ood": {t: [] for t in targets}, "avg_id": [], "avg_ood": [],
-                           "compute_s": 0.0}
+    row: dict[str, Any] = {"ood": {t: [] for t in targets}, "id": {t: [] for t in targets},
+                           "avg_id": [], "avg_ood": [], "compute_s": 0.0}
     seeds = [0] if method == "zeroshot" else list(range(seed_count(name, args)))
     for seed in seeds:
         ids, oods = [], []
@@ -278,6 +278,7 @@ def table_row(name: str, path: Path, cache: Path, work: Path, method: str, targe
                   f"ID {m['mean_id']:.3f} OOD {m['mean_ood']:.3f} "
                   f"({time.time() - t:.0f} s)", flush=True)
             row["ood"][target].append(m["mean_ood"])
+            row["id"][target].append(m["mean_id"])
             ids.append(m["mean_id"])
             oods.append(m["mean_ood"])
         row["avg_id"].append(statistics.mean(ids))
@@ -406,26 +407,59 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
             if not row:
                 continue
             cells = [mean_std(row["ood"][t]) for t in targets]
-            label = {"zeroshot": "teacher zero-shot (text prototypes)",
-                     "prototype": "teacher image prototypes (diagnostic)"}.get(
-                method, method.upper())
-            if method == "adip":
-                label = f"VL2V-ADiP (K = {meta.get('views', 1)} views)"
-            if method == "adip-k1":
-                label = "VL2V-ADiP (K = 1: no augmentation)"
-            if method == "kd":
-                label = f"KD (lr × τ = {meta.get('lr', 0) * KD_LR_FACTOR:g})"
-            if method == "kd-lr":
-                label = f"KD (ERM's lr {meta.get('lr', 0):g})"
+            label = label_of(method, meta)
             worst = min(row["ood"].items(), key=lambda kv: statistics.mean(kv[1]) if kv[1]
                         else float("inf"))
             lines.append(f"| {label} | " + " | ".join(cells)
                          + f" | {mean_std(row['avg_id'])} | {mean_std(row['avg_ood'])} | "
                          f"{mean_std(worst[1])} ({worst[0]}) |")
         lines.append("")
+        lines += id_table(ds, targets, meta)
     lines += [*goal_lines(results), "", "### Reading the table", "",
               meta.get("notes", "").strip(), "", END]
     return "\n".join(lines) + "\n"
+
+
+def label_of(method: str, meta: dict[str, Any]) -> str:
+    """A method's row label in the tables (its settings from the run's ``meta``)."""
+    if method == "adip":
+        return f"VL2V-ADiP (K = {meta.get('views', 1)} views)"
+    if method == "kd":
+        return f"KD (lr × τ = {meta.get('lr', 0) * KD_LR_FACTOR:g})"
+    if method == "kd-lr":
+        return f"KD (ERM's lr {meta.get('lr', 0):g})"
+    return {"zeroshot": "teacher zero-shot (text prototypes)",
+            "prototype": "teacher image prototypes (diagnostic)",
+            "adip-k1": "VL2V-ADiP (K = 1: no augmentation)"}.get(method, method.upper())
+
+
+def id_table(ds: dict[str, Any], targets: list[str], meta: dict[str, Any]) -> list[str]:
+    """In-domain accuracy per held-out target: each column is the ID accuracy (held-out
+    20 % of the *other* domains) of the runs that held that target out. Rows recorded
+    before 2026-12-07 have no per-target ID ("id"); the table is left out then.
+
+    >>> ds = {"methods": {"erm": {"id": {"a": [0.9, 0.8], "b": [1.0, 1.0]}},
+    ...                   "zeroshot": {"ood": {"a": [0.5]}}}}
+    >>> print("\\n".join(id_table(ds, ["a", "b"], {})))  # doctest: +NORMALIZE_WHITESPACE
+    In-domain accuracy of the same runs (held-out 20 % of the source domains), per held-out
+    target:
+    <BLANKLINE>
+    | method | ID without a | ID without b |
+    |---|---:|---:|
+    | ERM | 85.0 ± 7.1 | 100.0 ± 0.0 |
+    <BLANKLINE>
+    """
+    rows = [(m, ds["methods"][m]) for m in (*METHODS,) if ds["methods"].get(m, {}).get("id")]
+    if not rows:
+        return []
+    lines = ["In-domain accuracy of the same runs (held-out 20 % of the source domains), per "
+             "held-out target:", "",
+             "| method | " + " | ".join(f"ID without {t}" for t in targets) + " |",
+             "|---|" + "---:|" * len(targets)]
+    for method, row in rows:
+        lines.append(f"| {label_of(method, meta)} | "
+                     + " | ".join(mean_std(row["id"].get(t, [])) for t in targets) + " |")
+    return [*lines, ""]
 
 
 GOAL = ("ADiP > ERM and ADiP > KD on mean OOD over 3 seeds, by more than the seeds' "

@@ -185,3 +185,22 @@ def test_ctrl_c_while_a_dataset_is_built_stops_the_table(
         adip_table.build_data(tmp_path, args)
     assert exc.value.code == 130  # the shell's code for Ctrl-C; the next set not built
     assert "SKIPPED" not in capsys.readouterr().out
+
+
+def test_the_table_reports_in_domain_accuracy_per_held_out_target() -> None:
+    """Issue 12 asks for ID and OOD per domain: each target's column gets the ID accuracy
+    of the runs that held it out; results recorded without it render as before."""
+    meta = {"command": "x", "wall_s": 60, "teacher": {"harvest_s": 1}, "queries": "q",
+            "spent_usd": "0", "image_size": 32, "steps": 2, "lr": 5e-4,
+            "batch_per_domain": 4, "seeds": 2, "swad": False, "machine": "m", "views": 4}
+    row = {"ood": {"a": [0.5, 0.6], "b": [0.7, 0.7]}, "id": {"a": [0.9, 1.0], "b": [0.8, 0.8]},
+           "avg_id": [0.85, 0.9], "avg_ood": [0.6, 0.65]}
+    results = {"d": {"domains": ["a", "b", "c"], "targets": ["a", "b"], "n_images": 9,
+                     "methods": {"erm": row, "adip": row}}}
+    text = adip_table.render(results, meta)
+    assert "| method | ID without a | ID without b |" in text
+    assert "| ERM | 95.0 ± 7.1 | 80.0 ± 0.0 |" in text
+    assert "| VL2V-ADiP (K = 4 views) | 95.0 ± 7.1 | 80.0 ± 0.0 |" in text
+    old = {k: v for k, v in row.items() if k != "id"}
+    results["d"]["methods"] = {"erm": old}
+    assert "ID without" not in adip_table.render(results, meta)
