@@ -73,8 +73,10 @@ _RESUME_KEYS = ("teacher_fingerprint", "dataset_fingerprint", "method", "student
                 "store_content")
 _RESUME_KEYS_SINCE = frozenset({"store_content"})  # recorded since 2026-12-05
 # config.json keys a resumed run may change: where files are and how fast it runs, not what
-# it trains. Any other change (lr, steps, lam, views, ...) would make the finished run a
-# mix of two runs recorded as the second one, so a resume with it is refused.
+# it trains. Any other change (lr, steps, lam, views, proj_init, ...) would make the
+# finished run a mix of two runs recorded as the second one, so a resume with it is refused
+# (proj_init too: P started at random or at its least-squares fit are two runs, though a
+# resume never fits P again).
 RESUME_MAY_CHANGE = frozenset({
     "data", "out", "cache", "store", "weights_dir", "threads", "num_workers",
     "eval_batch_size", "resume",

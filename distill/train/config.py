@@ -168,6 +168,14 @@ class TrainConfig(BaseModel):
         description="ADiP's text term: cosine (official: -cos(PF, T_y)) or softmax (an "
         "ablation: cross-entropy of 100 cos(PF, T_c) over every class prompt)",
     )
+    proj_init: Literal["random", "lstsq"] = Field(
+        "random",
+        description="ADiP's projection P before Align: random (official: nn.Linear's own "
+        "init) or lstsq (an ablation: the ridge least-squares map from the frozen "
+        "backbone's features to the image term's L2-normalised teacher targets over the "
+        "first 50 batches of Align's stream, fitted once when the run starts; Align then "
+        "trains from there)",
+    )
     kd_temperature: float = Field(0.1, gt=0.0, description="KD softmax temperature")
     kd_logit_scale: float = Field(
         100.0, gt=0.0,

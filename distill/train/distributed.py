@@ -18,7 +18,15 @@ from vlmclient.errors import ConfigurationError
 if TYPE_CHECKING:  # the student module imports timm: seconds a rank needs only to train
     from distill.train.student import Student
 
-__all__ = ["barrier", "broadcast_flag", "broadcast_state", "dist_env", "init_group", "wrap_ddp"]
+__all__ = [
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_flag",
+    "broadcast_state",
+    "dist_env",
+    "init_group",
+    "wrap_ddp",
+]
 
 
 # what torch's env:// rendezvous reads beside WORLD_SIZE (torchrun sets them all)
@@ -103,3 +111,13 @@ def broadcast_flag(flag: bool, world: int) -> bool:
     t = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.broadcast(t, src=0)
     return bool(t.item())
+
+
+def all_reduce_sum(tensors: list[torch.Tensor], world: int) -> None:
+    """Sum every tensor over the ranks, in place (nothing to sum with one process)."""
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    for t in tensors:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)

@@ -1,10 +1,12 @@
-"""Around a stage's steps: Align's stopping rule, the evaluations during training, and the
-weights a stage ends with (the SWAD average, the best in-domain evaluation, or the last).
+"""Around a stage's steps: Align's stopping rule, P's least-squares start (``proj_init
+lstsq``), the evaluations during training, and the weights a stage ends with (the SWAD
+average, the best in-domain evaluation, or the last).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,14 +16,19 @@ import torch
 from distill.data import Sample
 from distill.data.loaders import PixelCache
 from distill.train.checkpoints import RunState
+from distill.train.distributed import all_reduce_sum
 from distill.train.evaluate import evaluate_samples, mean_accuracy
 from distill.train.prepare import InputFormat
 from distill.train.student import Student
 from distill.train.swad import LossValley, update_bn
+from distill.train.task import AlignTask, Batch
 
 __all__ = [
+    "PROJ_FIT_BATCHES",
+    "PROJ_FIT_RIDGE",
     "AlignStop",
     "Evaluator",
+    "fit_projection",
     "restore_stage",
     "select_weights",
     "stage_note",
@@ -73,6 +80,92 @@ class AlignStop:
                 "window": self.window, "min_delta": self.min_delta}
 
 
+# proj_init="lstsq": the batches of Align's own stream P is fitted on (its first ones: 4,800
+# rows at the default 32 images x 3 source domains), and the ridge, relative to the mean
+# variance of a (centred) feature: eps = PROJ_FIT_RIDGE x trace(Fc^T Fc) / d
+PROJ_FIT_BATCHES = 50
+PROJ_FIT_RIDGE = 1e-3
+
+
+def fit_projection(
+    student: Student,
+    task: AlignTask,
+    batches: Iterable[Batch],
+    *,
+    world: int = 1,
+    ridge: float = PROJ_FIT_RIDGE,
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> dict[str, Any]:
+    """Set P (weight and bias) to the ridge least-squares map from the backbone's features
+    to the image term's L2-normalised targets over ``batches`` (``proj_init="lstsq"``).
+
+    The features are Align's: the backbone in ``task``'s mode (BatchNorm frozen or not, as
+    Align runs it; running statistics a BatchNorm in train mode moves are put back), under
+    ``autocast``, no gradient; the targets and the rows that count are the image term's
+    (``image_targets``: every row, view 0 only, the teacher-correct ones; or the class
+    prototypes). With F the features and Y the targets, both centred on their means over
+    the rows, W solves (FᵀF + εI) W = FᵀY in float64, ε = ``ridge`` · trace(FᵀF) / d (d:
+    the feature width), and the bias maps the mean feature to the mean target. Under
+    torchrun every rank adds up the same sums over its own rows, so all fit the same P.
+
+    Returns the note: the batches and rows (over every rank) fitted on, ``ridge``, and the
+    mean cos(PF, I_t) over the rows (rank 0's) of P as it was (its random init) and as
+    fitted. No row to fit on (every target masked out): P is left as it was.
+    """
+    proj, text = student.proj, student.text
+    if proj is None or text is None:
+        raise ValueError("fit_projection needs an ADiP student (P and the text head)")
+    device = proj.weight.device
+    kept_buffers = {k: v.detach().clone() for k, v in student.backbone.named_buffers()}
+    feats: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    n_batches = 0
+    with torch.no_grad():
+        for batch in batches:
+            task.set_mode(student)
+            with autocast():
+                f = student.features(batch.images).float()
+            y, mask = task.image_term_targets(batch, text)
+            y = torch.nn.functional.normalize(y.float(), dim=-1)
+            if mask is not None:
+                f, y = f[mask], y[mask]
+            feats.append(f)
+            targets.append(y)
+            n_batches += 1
+        for k, v in student.backbone.named_buffers():
+            v.copy_(kept_buffers[k])
+        d, dim = proj.in_features, proj.out_features
+        f = torch.cat(feats) if feats else torch.zeros(0, d, device=device)
+        y = torch.cat(targets) if targets else torch.zeros(0, dim, device=device)
+        f64, y64 = f.double(), y.double()
+        sums = [torch.tensor([float(len(f))], dtype=torch.float64, device=device),
+                f64.sum(0), y64.sum(0), f64.t() @ f64, f64.t() @ y64]
+        all_reduce_sum(sums, world)
+        n = float(sums[0].item())
+        note: dict[str, Any] = {"batches": n_batches, "rows": int(n), "ridge": ridge}
+        if n == 0:
+            return {**note, "image_cos_random": None, "image_cos": None}
+
+        def mean_cos() -> float | None:
+            if not len(f):
+                return None
+            return float(torch.nn.functional.cosine_similarity(proj(f), y, dim=-1).mean())
+
+        note["image_cos_random"] = mean_cos()
+        mu_f, mu_y = sums[1] / n, sums[2] / n
+        gram = sums[3] - n * torch.outer(mu_f, mu_f)
+        cross = sums[4] - n * torch.outer(mu_f, mu_y)
+        scale = float(torch.trace(gram)) / d
+        eps = ridge * scale if scale > 0 else ridge
+        eye = torch.eye(d, dtype=torch.float64, device=device)
+        w = torch.linalg.solve(gram + eps * eye, cross)  # (d, D)
+        bias = mu_y - mu_f @ w
+        proj.weight.copy_(w.t().to(proj.weight.dtype))
+        proj.bias.copy_(bias.to(proj.bias.dtype))
+        note["image_cos"] = mean_cos()
+    return note
+
+
 @dataclass(frozen=True)
 class Evaluator:
     """Scores the student per domain on the ID hold-out and on the OOD domains."""
@@ -116,25 +209,41 @@ def stage_note(
     student: Student,
     stopper: AlignStop | None,
     p_init: torch.Tensor | None,
+    *,
+    proj_init: str | None = None,
+    proj_fit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The head of a finished stage's note: its steps, Align's stopping, how far P moved."""
+    """The head of a finished stage's note: its steps, Align's stopping, how P started
+    (``proj_init``, and with ``lstsq`` the fit's note, see :func:`fit_projection`), how far
+    P moved."""
     note: dict[str, Any] = {"stage": stage, "steps": n_steps}
     if stopper is not None:
         note["align"] = stopper.describe(n_steps)
+    if proj_init is not None:
+        note["proj_init"] = proj_init
+    if proj_fit is not None:
+        note["proj_fit"] = proj_fit
     if p_init is not None and student.proj is not None:
-        # How far Align moved P from its random start (1.0 = not at all).
+        # How far Align moved P from where it started, its random init or its least-squares
+        # fit (1.0 = not at all).
         note["proj_cos_to_init"] = float(torch.nn.functional.cosine_similarity(
             student.proj.weight.detach().flatten(), p_init.flatten(), dim=0))
     return note
 
 
 def stage_state(
-    stopper: AlignStop | None, valley: LossValley | None, p_init: torch.Tensor | None
+    stopper: AlignStop | None,
+    valley: LossValley | None,
+    p_init: torch.Tensor | None,
+    proj_fit: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """What a checkpoint keeps of a stage in progress, as (JSON, tensors): Align's stopping
-    rule, SWAD's loss valley with its averages, and P before the stage (for the note)."""
+    rule, SWAD's loss valley with its averages, P before the stage and the note of its
+    least-squares fit (for the stage note; a resumed Align does not fit P again)."""
     meta: dict[str, Any] = {}
     tensors: dict[str, torch.Tensor] = {}
+    if proj_fit is not None:
+        meta["proj_fit"] = proj_fit
     if stopper is not None:
         meta["align_stop"] = stopper.to_state()
     if valley is not None:

@@ -150,14 +150,25 @@ class _AdipTask(_TrainMode):
         self.image_targets = image_targets
         self.text_loss = text_loss
 
+    def image_term_targets(
+        self, batch: Batch, text: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the image term pulls each row of ``batch`` to, as (targets (B, D), mask (B,)
+        or None: every row counts): the teacher's image embeddings, or with ``class-mean``
+        the prototypes of the rows' classes; the mask of ``image_targets`` (see
+        :func:`image_target_mask`). ``text``: the student's class-prompt embeddings."""
+        assert batch.image_t is not None
+        mask = image_target_mask(self.image_targets, batch, text)
+        image_t = batch.image_t
+        if self.image_means is not None:  # class-mean: the teacher's prototype of the class
+            image_t = self.image_means.to(image_t.device)[batch.labels]
+        return image_t, mask
+
     def losses(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         student = unwrap(model)
         assert batch.image_t is not None and student.text is not None
         emb = model(batch.images, output="embedding")
-        mask = image_target_mask(self.image_targets, batch, student.text)
-        image_t = batch.image_t
-        if self.image_means is not None:  # class-mean: the teacher's prototype of the class
-            image_t = self.image_means.to(image_t.device)[batch.labels]
+        image_t, mask = self.image_term_targets(batch, student.text)
         classes = student.text if self.text_loss == "softmax" else None
         return adip_loss(emb, image_t, student.text[batch.labels], self.lam, mask,
                          text_classes=classes, labels=batch.labels)

@@ -29,7 +29,9 @@ run folder on shared storage (or copied; rank 0's node writes the run folder)::
 
 A resumed stage ends as an uninterrupted one would: the checkpoint keeps the stage's own
 state (SWAD's loss valley, its segments and running average; Align's stopping-rule windows;
-P before Align), see ``checkpoints.py``.
+P before Align), see ``checkpoints.py``. With ``proj_init="lstsq"`` P is fitted by least
+squares before Align's first step (``stages.fit_projection``); a resumed Align is not fitted
+again, its P is in the checkpoint.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -71,6 +74,7 @@ from distill.train.evaluate import WEIGHTS_FILE
 from distill.train.optim import adam
 from distill.train.prepare import (
     DataSplit,
+    InputFormat,
     build,
     check_shards,
     resolve,
@@ -78,8 +82,10 @@ from distill.train.prepare import (
     split_data,
 )
 from distill.train.stages import (
+    PROJ_FIT_BATCHES,
     AlignStop,
     Evaluator,
+    fit_projection,
     restore_stage,
     select_weights,
     stage_note,
@@ -89,7 +95,7 @@ from distill.train.stages import (
 from distill.train.student import Student
 from distill.train.swad import Average, LossValley
 from distill.train.targets import TeacherTargets, class_mean_images, load_targets
-from distill.train.task import Batch, make_task
+from distill.train.task import AlignTask, Batch, make_task
 from vlmclient.errors import ConfigurationError, VLMError
 
 __all__ = [
@@ -246,11 +252,6 @@ def _train(
                 AlignStop(config.align_window, config.align_min_delta)
                 if stage == "align" and config.align_min_delta > 0 else None
             )
-            p_init = (
-                student.proj.weight.detach().clone()
-                if stage == "align" and student.proj is not None else None
-            )
-            model = wrap_ddp(student, world, local_rank, device)
             # the stage's batch stream from a given step (its training, and SWAD's BN pass)
             stage_loader = partial(
                 train_loader, split.train, groups, image_size=config.image_size,
@@ -260,6 +261,30 @@ def _train(
                 rank=rank, world_size=world, num_workers=config.num_workers,
                 hflip=split.dataset.hflip, cache=pixels,
             )
+            to_batch = partial(_batch, fmt=fmt, device=device)
+            proj_fit: dict[str, Any] | None = None
+            if stage == "align" and first == 0 and config.proj_init == "lstsq":
+                # P starts at its least-squares fit on the stage's first batches (a resumed
+                # Align has P in its checkpoint). Own loader, torch's RNG left as it was:
+                # the steps read the same batches and draws as with a random P.
+                assert isinstance(task, AlignTask)
+                with torch.random.fork_rng(devices=[]):
+                    fit_batches = islice(stage_loader(start_step=0), PROJ_FIT_BATCHES)
+                    proj_fit = fit_projection(
+                        student, task, map(to_batch, fit_batches), world=world,
+                        autocast=partial(_autocast, device, config.bf16),
+                    )
+                    del fit_batches  # its DataLoader workers end here, not at the stage's end
+                if main:
+                    log.info("proj_init lstsq: P fitted on %d rows (%d batches); mean "
+                             "cos(PF, I_t) %s at random init, %s fitted", proj_fit["rows"],
+                             proj_fit["batches"], proj_fit["image_cos_random"],
+                             proj_fit["image_cos"])
+            p_init = (
+                student.proj.weight.detach().clone()
+                if stage == "align" and student.proj is not None else None
+            )
+            model = wrap_ddp(student, world, local_rank, device)
             batches = iter(stage_loader(start_step=first))
             valley = (
                 LossValley(config.swad_n_converge, config.swad_n_tolerance,
@@ -270,6 +295,7 @@ def _train(
                 # The checkpoint was written at an evaluation, so the segment is empty.
                 valley, p_init = restore_stage(run.stage_state, run.stage_tensors,
                                                stopper=stopper, valley=valley, p_init=p_init)
+                proj_fit = run.stage_state.get("proj_fit")
             # A checkpoint written as the stage's rule ended it (a dead valley, Align settled)
             # resumes into the end of the stage, not into more steps.
             ended = (valley is not None and valley.dead_valley) or (
@@ -282,12 +308,7 @@ def _train(
                 t0 = time.perf_counter()
                 raw = next(batches)
                 t_data = time.perf_counter() - t0
-                batch = Batch(
-                    images=fmt.input(raw["image"], device),
-                    labels=raw["label"].to(device),
-                    image_t=raw["image_t"].to(device) if "image_t" in raw else None,
-                    views=raw["view"].to(device),
-                )
+                batch = to_batch(raw)
                 task.set_mode(student)
                 with _autocast(device, config.bf16):
                     losses = task.losses(model, batch)
@@ -330,7 +351,7 @@ def _train(
                             )
                         elif config.select == "best_id":
                             run.keep_if_best(last_eval["mean_id"] or 0.0, student)
-                        kept, kept_tensors = stage_state(stopper, valley, p_init)
+                        kept, kept_tensors = stage_state(stopper, valley, p_init, proj_fit)
                         state = run.to_json(info, si, stage, step + 1, time.time(), kept)
                         save_checkpoint(out, student, state, optimizer, run.best_state,
                                         kept_tensors)
@@ -347,7 +368,10 @@ def _train(
 
             # End of stage: SWAD average, or the best in-domain checkpoint, or the last.
             if main:
-                note = stage_note(stage, n_steps, student, stopper, p_init)  # before the swap
+                note = stage_note(  # before the swap
+                    stage, n_steps, student, stopper, p_init,
+                    proj_init=config.proj_init if stage == "align" else None, proj_fit=proj_fit,
+                )
                 # SWAD's BN pass reads the batches after the stage's last step, from a loader
                 # of its own: the training iterator's position depended on its workers'
                 # prefetch and on whether this process took the steps (a resume at the
@@ -438,6 +462,16 @@ def _zeroshot_only(
                                   "store": str(targets.path)}).write(out)
         write_json(out / METRICS_FILE, metrics)
     return metrics
+
+
+def _batch(raw: dict[str, Any], *, fmt: InputFormat, device: torch.device) -> Batch:
+    """A loader's batch on the device, its images normalised in the student's format."""
+    return Batch(
+        images=fmt.input(raw["image"], device),
+        labels=raw["label"].to(device),
+        image_t=raw["image_t"].to(device) if "image_t" in raw else None,
+        views=raw["view"].to(device),
+    )
 
 
 def _quiet(progress: Progress) -> None:

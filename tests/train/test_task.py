@@ -214,3 +214,67 @@ def test_text_loss_softmax_makes_the_other_class_prompts_count() -> None:
             assert torch.equal(a, b)  # only T_y counts
         else:
             assert not torch.equal(a, b)
+
+
+def _fit_batches(views: list[int], n: int = 3) -> list[Batch]:
+    g = torch.Generator().manual_seed(2)
+    return [Batch(images=torch.randn(len(views), 3, 32, 32, generator=g),
+                  labels=torch.arange(len(views)) % 3,
+                  image_t=3 * torch.randn(len(views), 8, generator=g),  # not unit length
+                  views=torch.tensor(views)) for _ in range(n)]
+
+
+def test_the_lstsq_fit_of_p_is_the_ridge_solution_and_starts_align_lower() -> None:
+    """proj_init="lstsq": P (weight and bias) is the ridge least-squares map from the
+    features to the unit teacher targets, here checked against torch.linalg.lstsq on the
+    centred rows stacked over sqrt(eps)·I, and the image term drops from P's random init."""
+    from distill.train.stages import PROJ_FIT_RIDGE, fit_projection
+
+    s = _student()
+    task = AlignTask(lam=0.5)
+    batches = _fit_batches([0, 1, 0, 1, 0, 1])
+    task.set_mode(s)
+    before = [task.losses(s, b)["image"].item() for b in batches]
+    note = fit_projection(s, task, batches)
+    assert (note["batches"], note["rows"], note["ridge"]) == (3, 18, PROJ_FIT_RIDGE)
+
+    task.set_mode(s)
+    with torch.no_grad():
+        f = torch.cat([s.features(b.images) for b in batches]).double()
+    y = F.normalize(torch.cat([b.image_t for b in batches]), dim=-1).double()
+    fc, yc = f - f.mean(0), y - y.mean(0)
+    d = f.shape[1]
+    eps = PROJ_FIT_RIDGE * float((fc * fc).sum()) / d
+    w = torch.linalg.lstsq(torch.cat([fc, eps**0.5 * torch.eye(d, dtype=torch.float64)]),
+                           torch.cat([yc, torch.zeros(d, 8, dtype=torch.float64)])).solution
+    assert s.proj is not None
+    torch.testing.assert_close(s.proj.weight.double(), w.t(), rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(s.proj.bias.double(), y.mean(0) - f.mean(0) @ w, rtol=1e-3,
+                               atol=1e-5)
+    after = [task.losses(s, b)["image"].item() for b in batches]
+    assert sum(after) / 3 == pytest.approx(-note["image_cos"], abs=1e-5)
+    assert sum(before) / 3 == pytest.approx(-note["image_cos_random"], abs=1e-5)
+    assert max(after) < min(before) - 0.3
+
+
+def test_the_lstsq_fit_takes_the_image_term_s_rows_and_leaves_batchnorm_as_it_was() -> None:
+    """Fitted in Align's own mode: with BatchNorm training (a random student's), the batch
+    statistics of the fit's forward passes do not stay in the running ones; with
+    image_targets view0 only view-0 rows are fitted (as the image term counts them)."""
+    from distill.train.stages import fit_projection
+
+    s = _student()
+    bn_before = _bn_stats(s.backbone)
+    note = fit_projection(s, AlignTask(freeze_bn=False, image_targets="view0"),
+                          _fit_batches([0, 1, 1, 0, 2, 0]))
+    assert note["rows"] == 3 * 3
+    assert all(torch.equal(a, b) for a, b in zip(bn_before, _bn_stats(s.backbone), strict=True))
+    assert s.backbone.training  # left in Align's mode, as a step would
+    untouched = _student()
+    assert s.proj is not None and untouched.proj is not None
+    assert not torch.equal(s.proj.weight, untouched.proj.weight)
+    # no row counts (every target masked out): P stays as it was
+    s = _student()
+    note = fit_projection(s, AlignTask(image_targets="view0"), _fit_batches([1, 2]))
+    assert note["rows"] == 0 and note["image_cos"] is None
+    assert s.proj is not None and torch.equal(s.proj.weight, untouched.proj.weight)

@@ -674,6 +674,89 @@ def test_a_resumed_align_stage_stops_where_the_uninterrupted_one_does(
                                                                 rel=1e-5)
 
 
+def test_proj_init_lstsq_starts_align_at_a_lower_image_loss(tiny_data, tiny_cache, tmp_path):
+    """``--proj-init lstsq`` fits P before Align's first step: that step's image term (its
+    loss is taken before the step moves P) is lower than from nn.Linear's random init on
+    the same batch; the text term is not what the fit aims at. The note says how P started."""
+    first = _first_adip_logs(tiny_data, tiny_cache, tmp_path, "--proj-init",
+                             ("random", "lstsq"))
+    assert first["lstsq"]["image"] < first["random"]["image"] - 0.3
+    notes = {kind: json.loads((tmp_path / kind / "metrics.json").read_text())["stages"][0]
+             for kind in ("random", "lstsq")}
+    assert notes["random"]["proj_init"] == "random" and "proj_fit" not in notes["random"]
+    fit = notes["lstsq"]["proj_fit"]
+    assert notes["lstsq"]["proj_init"] == "lstsq"
+    # 50 batches of 4 images x 2 source domains, every row (image_targets all)
+    assert (fit["batches"], fit["rows"], fit["ridge"]) == (50, 400, 1e-3)
+    assert fit["image_cos"] > fit["image_cos_random"] + 0.3
+    assert fit["image_cos_random"] == pytest.approx(-first["random"]["image"], abs=0.3)
+
+
+def _p(out: Path) -> tuple:
+    w = _weights(out)
+    return w["proj.weight"], w["proj.bias"]
+
+
+def test_the_default_proj_init_is_nn_linear_s_seeded_init(tiny_data, tiny_cache, tmp_path):
+    """No step trained: the run's P is where it started. By default that is nn.Linear's own
+    init right after the seeded backbone, as before proj_init existed; lstsq moves it."""
+    import torch
+    from torch import nn
+
+    from distill.train.student import create_backbone
+
+    cfg = _cfg(tiny_data, tiny_cache, tmp_path / "random", steps_align=0, steps_distill=0,
+               seed=3)
+    assert cfg.proj_init == "random"
+    train(cfg)
+    torch.manual_seed(3)
+    backbone = create_backbone(STUDENT, pretrained=False)
+    width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+    linear = nn.Linear(width, 16)  # the fake teacher's DIM
+    weight, bias = _p(tmp_path / "random")
+    assert torch.equal(weight, linear.weight.detach()) and torch.equal(bias, linear.bias.detach())
+
+    train(cfg.model_copy(update={"out": str(tmp_path / "lstsq"), "proj_init": "lstsq"}))
+    fitted, _ = _p(tmp_path / "lstsq")
+    assert not torch.allclose(fitted, weight)
+
+
+def test_a_resumed_align_does_not_fit_p_again(tiny_data, tiny_cache, tmp_path, monkeypatch):
+    """P is in the checkpoint: a run killed in Align and resumed goes on from it, without a
+    second fit, and ends as the uninterrupted run; the note of the fit survives the resume.
+    A resume with the other proj_init is refused (two runs, not one)."""
+    import torch
+
+    import distill.train.trainer as trainer_module
+
+    cfg = _cfg(tiny_data, tiny_cache, tmp_path / "a", method="adip", steps_align=4,
+               steps_distill=1, eval_every=1, proj_init="lstsq", align_min_delta=0.0)
+    ma = train(cfg)
+    out = tmp_path / "b"
+    cfg_b = cfg.model_copy(update={"out": str(out)})
+
+    def crash(p: Progress) -> None:
+        if p.event == "step" and p.stage == "align" and p.step == 3:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        train(cfg_b, progress=crash)
+    with pytest.raises(ConfigurationError, match=r"proj_init: 'lstsq' then, 'random' now"):
+        train(cfg_b.model_copy(update={"resume": True, "proj_init": "random"}))
+
+    def no_second_fit(*args, **kwargs):
+        raise AssertionError("a resumed Align fitted P again")
+
+    monkeypatch.setattr(trainer_module, "fit_projection", no_second_fit)
+    mb = train(cfg_b.model_copy(update={"resume": True}))
+    assert mb["stages"][0]["proj_fit"] == ma["stages"][0]["proj_fit"]
+    assert mb["stages"][0]["proj_cos_to_init"] == pytest.approx(ma["stages"][0]["proj_cos_to_init"],
+                                                                rel=1e-5)
+    wa, wb = _weights(tmp_path / "a"), _weights(out)
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
 @pytest.mark.slow
 def test_kill_9_of_a_swad_run_then_resume_ends_with_the_uninterrupted_weights(
     tiny_data, tiny_cache, tmp_path
