@@ -57,6 +57,18 @@ def _whole(value: Any, low: int, high: int | None = None) -> bool:
             and (high is None or value <= high))
 
 
+def _read_meta(root: Path, give: str) -> Any:
+    """The parsed dataset.json of benchmark folder ``root``; ConfigurationError (one line,
+    ending in ``give``) when it cannot be read or is not JSON."""
+    try:
+        return json.loads((root / META_FILE).read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigurationError(
+            f"--benchmark {display(str(root))}: its {META_FILE} cannot be read ({why}); {give}"
+        ) from exc
+
+
 def read_benchmark(kind: str, bench: str | os.PathLike[str]) -> Benchmark:
     """The settings and source images of the ``kind`` benchmark in folder ``bench``.
 
@@ -67,13 +79,7 @@ def read_benchmark(kind: str, bench: str | os.PathLike[str]) -> Benchmark:
     root = Path(bench)
     where = f"--benchmark {display(str(root))}"
     cmd = f"`vlm-distill data {_COMMAND[kind]}`"
-    try:
-        meta = json.loads((root / META_FILE).read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigurationError(
-            f"{where}: its {META_FILE} cannot be read ({why}); give the folder {cmd} wrote"
-        ) from exc
+    meta = _read_meta(root, f"give the folder {cmd} wrote")
     if not isinstance(meta, dict) or meta.get("name") != BUILDER_NAME[kind]:
         name = meta.get("name") if isinstance(meta, dict) else None
         other = next((k for k, n in BUILDER_NAME.items() if n == name), None)
@@ -139,14 +145,7 @@ def benchmark_kind(bench: str | os.PathLike[str]) -> str:
     of our builders' names (or cannot be read)."""
     root = Path(bench)
     commands = ", ".join(f"`vlm-distill data {c}`" for c in _COMMAND.values())
-    try:
-        meta = json.loads((root / META_FILE).read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigurationError(
-            f"--benchmark {display(str(root))}: its {META_FILE} cannot be read ({why}); "
-            f"give a folder {commands} wrote"
-        ) from exc
+    meta = _read_meta(root, f"give a folder {commands} wrote")
     name = meta.get("name") if isinstance(meta, dict) else None
     kind = next((k for k, n in BUILDER_NAME.items() if n == name), None)
     if kind is not None:
