@@ -246,6 +246,7 @@ def run_one(data: Path, cache: Path, out: Path, method: str, target: str, seed: 
     if settings["method"] == "adip":
         settings["image_targets"] = args.image_targets
         settings["text_loss"] = args.text_loss
+        settings["proj_init"] = args.proj_init
     done = finished_run(out, teacher, settings)
     if done is not None or reuse_only:  # finished before with these settings: reused
         return done
@@ -387,6 +388,9 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
            f"ADiP's image term on {meta['image_targets']} teacher targets only, ")
         + ("" if meta.get("text_loss", "cosine") == "cosine" else
            f"ADiP's text term: {meta['text_loss']} (an ablation), ")
+        + ("" if meta.get("proj_init", "random") == "random" else
+           "ADiP's projection P started at its ridge least-squares fit (`--proj-init "
+           f"{meta['proj_init']}`), ")
         + "model "
         "selection: best in-domain validation accuracy per stage. KD is the proper KL "
         "(docs/method.md).  ",
@@ -624,6 +628,10 @@ def main() -> None:
     ap.add_argument("--text-loss", default="cosine", choices=TEXT_LOSSES,
                     help="ADiP's text term (the trainer's --text-loss; default cosine, the "
                          "official loss)")
+    ap.add_argument("--proj-init", default=None, choices=("random", "lstsq"),
+                    help="ADiP's projection P starts at random (the official code) or at its "
+                         "ridge least-squares fit (the trainer's --proj-init; default: the "
+                         "trainer's)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the datasets")
     ap.add_argument("--no-docs", action="store_true")
     ap.add_argument("--render-only", action="store_true",
@@ -663,6 +671,10 @@ def main() -> None:
         from distill.train.config import TrainConfig
 
         args.warmup = TrainConfig.model_fields["warmup"].default
+    if args.proj_init is None:
+        from distill.train.config import TrainConfig
+
+        args.proj_init = TrainConfig.model_fields["proj_init"].default
     args.eval_every = args.eval_every or (50 if q else 75 if std else 100)
     # Never more than the teacher pools were cut against (Fashion 500 per domain, MNIST 100
     # per class): a smaller benchmark deals a subset, so the pools stay disjoint from it.
@@ -734,6 +746,7 @@ def main() -> None:
         "swad": args.swad,
         "image_targets": args.image_targets,
         "text_loss": args.text_loss,
+        "proj_init": args.proj_init,
         "seeds": {name: seed_count(name, args) for name in data},
         "warmup": args.warmup,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "

@@ -204,3 +204,19 @@ def test_the_table_reports_in_domain_accuracy_per_held_out_target() -> None:
     old = {k: v for k, v in row.items() if k != "id"}
     results["d"]["methods"] = {"erm": old}
     assert "ID without" not in adip_table.render(results, meta)
+
+
+def test_the_header_names_a_fitted_projection_start_and_only_that() -> None:
+    meta = {"command": "x", "wall_s": 60, "teacher": {"harvest_s": 1}, "queries": "q",
+            "spent_usd": "0", "image_size": 32, "steps": 2, "lr": 5e-4,
+            "batch_per_domain": 4, "seeds": 2, "swad": False, "machine": "m", "views": 4}
+    assert "least-squares" not in adip_table.render({}, meta)  # a table from before the flag
+    assert "least-squares" not in adip_table.render({}, {**meta, "proj_init": "random"})
+    assert "started at its ridge least-squares fit (`--proj-init lstsq`)" in adip_table.render(
+        {}, {**meta, "proj_init": "lstsq"})
+
+
+def test_an_unknown_proj_init_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "--proj-init" in _refused(["--proj-init", "zeros"], monkeypatch, capsys)

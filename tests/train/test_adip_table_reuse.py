@@ -141,6 +141,15 @@ def test_a_setting_missing_from_an_old_config_counts_as_its_default(tmp_path: Pa
     assert finished_run(out, "t", {"method": "adip", "image_targets": "all"}) == {
         "teacher": "t", "mean_ood": 0.7}
     assert finished_run(out, "t", {"method": "adip", "image_targets": "teacher-correct"}) is None
+
+
+def test_a_run_from_before_proj_init_counts_as_a_random_start(tmp_path: Path) -> None:
+    out = tmp_path / "adip-trot0-s0"
+    _write(out / "config.json", {"method": "adip"})  # made before --proj-init existed
+    _write(out / "metrics.json", {"teacher": "t", "mean_ood": 0.5})
+    assert finished_run(out, "t", {"method": "adip", "proj_init": "random"}) is not None
+    assert finished_run(out, "t", {"method": "adip", "proj_init": "lstsq"}) is None
+    assert not out.exists()  # a random-P run never stands in for a fitted-P one
     assert not out.exists()
 
 
@@ -150,13 +159,14 @@ def test_the_table_asks_adip_runs_for_their_image_targets(tmp_path: Path, monkey
                         lambda out, teacher, settings: seen.append(settings) or {"ok": 1})
     args = argparse.Namespace(views=4, steps=10, lr=5e-4, batch_per_domain=4, eval_every=5,
                               swad=False, threads=1, warmup=0, image_targets="teacher-correct",
-                              text_loss="softmax")
+                              text_loss="softmax", proj_init="lstsq")
     for method in ("adip", "erm"):
         adip_table.run_one(tmp_path, tmp_path, tmp_path / method, method, "rot0", 0, args,
                            "t", 32, 4)
     assert seen[0]["image_targets"] == "teacher-correct"
     assert seen[0]["text_loss"] == "softmax"
-    assert "image_targets" not in seen[1] and "text_loss" not in seen[1]  # ERM has neither
+    assert seen[0]["proj_init"] == "lstsq"
+    assert not {"image_targets", "text_loss", "proj_init"} & set(seen[1])  # ERM has none
     assert seen[0]["batch_per_domain"] == 4
 
 
