@@ -222,7 +222,7 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
             f"recovered {r.copied} entries into a fresh database{spill}; {lost}: the next "
             "harvest buys what is missing"
         )
-        out.print(f"the damaged database is kept in {escape(str(r.kept_at))}")
+        out.print(f"the damaged database is kept in {escape(str(r.kept_at))}", soft_wrap=True)
         return EXIT_OK
     if args.action == "stats":
         # read-only where the folder may not be written (as verify), writing nothing
@@ -300,13 +300,14 @@ def _run(args: argparse.Namespace, cdir: CacheDir, out: Console) -> int:
             + escape(f"{shlex.quote(str(args.data))} --teacher {shlex.quote(args.teacher)} "
                      f"--cache {shlex.quote(str(args.cache))}{item_flags(args)}")
             + "` first (the same --views, "
-            "--prompt, --base-url and --cache-namespace: they pick the cached items)"
+            "--prompt, --base-url and --cache-namespace: they pick the cached items)",
+            soft_wrap=True,  # a command to copy: never folded inside a path
         )
         return EXIT_ERROR
     from .failures import show_left_out
 
     show_left_out(out, _left_out(path), written=True)
-    out.print(f"embedding store: {escape(str(path))}")
+    out.print(f"embedding store: {escape(str(path))}", soft_wrap=True)
     return EXIT_OK
 
 

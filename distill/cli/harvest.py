@@ -422,7 +422,7 @@ def _summary(
         )
         return EXIT_ERROR
     if result.store_path:
-        out.print(f"embedding store: {shown(str(result.store_path))}")
+        out.print(f"embedding store: {shown(str(result.store_path))}", soft_wrap=True)
     if no_labels is not None and result.images_total:
         # Unlabelled data: `train` needs labels, which only `pseudolabel` gives it (a
         # --class-file here buys the prompts, but the images still have no labels).

@@ -338,7 +338,7 @@ def run_select(args: argparse.Namespace) -> int | None:
         out.print(f"train on them: {escape(cmd)} --out RUN", soft_wrap=True)
     if not_noted is not None:
         out.print(f"[yellow]could not note this run in {escape(str(cdir.root))}:[/] "
-                  f"{escape(not_noted)}")  # fmt: skip
+                  f"{escape(not_noted)}", soft_wrap=True)  # fmt: skip
     from .failures import failure_advice, show_failed
 
     show_failed(out, result.failed)  # class prompts too long: as the plain harvest says

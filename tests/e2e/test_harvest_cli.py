@@ -253,6 +253,31 @@ def test_unlabelled_data_without_class_names_says_no_store_was_written(
     assert hash_teacher.billing()["images"] == 6  # only the prompts were bought
 
 
+def test_the_store_path_is_printed_on_one_line_in_a_log(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Output that is not a terminal (a log, CI) is 110 columns wide: a store path longer
+    than that was folded inside itself, so the path copied from the log did not exist.
+    It is printed whole on its line, as `cache export` prints it and the harvest command it
+    asks for when the cache lacks items."""
+    cache = tmp_path / ("a-cache-folder-with-a-long-name-" * 4) / "cache"
+    assert harvest(hash_teacher, digits_data, cache, "--budget", "1") == 0
+    [store] = (cache / "stores").iterdir()
+    lines = capsys.readouterr().out.splitlines()
+    assert f"embedding store: {store}" in lines
+    assert len(f"embedding store: {store}") > 110
+    export = ["cache", "export", str(digits_data), "--teacher", "local:hash", "--cache", str(cache)]
+    assert main([*export, "--base-url", hash_teacher.url]) == 0
+    assert f"embedding store: {store}" in capsys.readouterr().out.splitlines()
+    # the command a user copies to buy what is missing is whole on its line too
+    assert main(export) == 1
+    hint = f"vlm-distill harvest {digits_data} --teacher local:hash --cache {cache}`"
+    assert hint in capsys.readouterr().out.splitlines()[0]
+
+
 def test_a_flat_folder_harvested_with_a_class_file_says_train_needs_labels_first(
     hash_teacher: LocalTeacher,
     digits_data: Path,
