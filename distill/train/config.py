@@ -243,6 +243,11 @@ class TrainConfig(BaseModel):
         "--no-freeze-bn trains them (default: frozen when the student starts from weights, "
         "trained when it starts at random, whose statistics are placeholders)"
     )
+    bn_train_stage: Literal["align", "distill"] | None = Field(
+        None, description="ADiP only, an ablation: BatchNorm trained (batch statistics) in "
+        "this stage alone and frozen in the other (default: --freeze-bn's choice in both, "
+        "frozen as in the official code)"
+    )
     channels_last: bool | None = Field(
         None, description="channels-last memory format (default: on for convnets)"
     )
@@ -284,6 +289,11 @@ class TrainConfig(BaseModel):
                 f"--out {self.out} is {where} data folder {self.data}: put the run "
                 "folder elsewhere"
             )
+        if self.bn_train_stage is not None and self.method != "adip":
+            raise ValueError(
+                f"--bn-train-stage names one of ADiP's two stages; --method {self.method} "
+                "has none: drop it (--no-freeze-bn trains BatchNorm in every stage)"
+            )
         if self.holdout_fraction == 0 and self.method != "zeroshot":
             # no in-domain images are held out: nothing to select weights by
             if self.swad:
@@ -307,6 +317,13 @@ class TrainConfig(BaseModel):
         if self.method in ("erm", "kd"):
             return [(self.method, self.steps)]
         return []
+
+    def stage_freezes_bn(self, stage: str, frozen: bool) -> bool:
+        """Whether ``stage`` keeps BatchNorm frozen: ``frozen`` (the run's resolved
+        ``freeze_bn``) in every stage, unless ``bn_train_stage`` names the one that trains it."""
+        if self.bn_train_stage is None:
+            return frozen
+        return stage != self.bn_train_stage
 
     def stage_lr(self, stage: str) -> float:
         """The learning rate of a stage: ``lr_align`` for Align, ``lr_kd`` (when set) for

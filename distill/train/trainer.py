@@ -236,10 +236,11 @@ def _train(
         for si in range(run.stage_index, len(stages)):
             stage, n_steps = stages[si]
             first = run.step if si == run.stage_index else 0
+            freeze_bn = config.stage_freezes_bn(stage, bool(resolved.freeze_bn))
             task = make_task(stage, lam=config.lam, text=targets.text.to(device),
                              kd_temperature=config.kd_temperature,
                              kd_logit_scale=config.kd_logit_scale,
-                             freeze_bn=bool(resolved.freeze_bn),
+                             freeze_bn=freeze_bn,
                              image_targets=config.image_targets,
                              text_loss=config.text_loss, image_means=image_means)
             optimizer = adam(task.configure(student), lr=config.stage_lr(stage),
@@ -377,7 +378,7 @@ def _train(
                 # prefetch and on whether this process took the steps (a resume at the
                 # stage's end took none), so the statistics did too
                 bn_loader = (
-                    None if valley is None or stage == "align" or resolved.freeze_bn
+                    None if valley is None or stage == "align" or freeze_bn
                     else stage_loader(start_step=done)
                 )
                 note.update(select_weights(

@@ -493,6 +493,32 @@ def test_a_random_student_trains_its_batchnorm(tiny_data, tiny_cache, tmp_path):
     assert all(m.abs().sum() == 0 for m in _running_means(tmp_path / "frozen"))
 
 
+def test_bn_train_stage_trains_batchnorm_in_that_adip_stage_only(tiny_data, tiny_cache,
+                                                                 tmp_path, capsys):
+    """Issue 12 item 6 ablates BatchNorm's mode per stage: ``--bn-train-stage align`` trains
+    the statistics in Align alone (Distill keeps them), ``distill`` in Distill alone; the
+    other stage is frozen even with --freeze-bn. ERM and KD have no stages to name."""
+    args = ["train", str(tiny_data), "--cache", str(tiny_cache), "--teacher", TEACHER,
+            "--student", STUDENT, "--no-pretrained", "--freeze-bn", "--method", "adip",
+            "--test-domains", "dom3", "--image-size", "32", "--batch-per-domain", "4",
+            "--threads", "1", "--select", "last"]
+    moved = {}
+    for stage in ("align", "distill"):
+        for only in ("align", "distill"):
+            out = tmp_path / f"{only}-in-{stage}"
+            steps = ["--steps-align", "2" if stage == "align" else "0",
+                     "--steps-distill", "2" if stage == "distill" else "0"]
+            assert main([*args, *steps, "--bn-train-stage", only, "--out", str(out)]) == 0
+            moved[only, stage] = any(m.abs().sum() > 0 for m in _running_means(out))
+    assert moved == {("align", "align"): True, ("align", "distill"): False,
+                     ("distill", "align"): False, ("distill", "distill"): True}
+    capsys.readouterr()
+    rc = main([*args, "--method", "erm", "--steps", "1", "--bn-train-stage", "align",
+               "--out", str(tmp_path / "erm")])
+    assert rc == 2 and "--bn-train-stage names one of ADiP's two stages" in " ".join(
+        capsys.readouterr().err.split())
+
+
 def test_a_pretrained_student_keeps_its_batchnorm_frozen_by_default(tiny_data, tiny_cache,
                                                                      tmp_path):
     from distill.train.prepare import resolve
