@@ -667,13 +667,12 @@ def main() -> None:
     # 5e-4 for every method: DomainBed's default for its small-image datasets is 1e-3, and
     # at 5e-5 a few hundred steps barely move any student (docs/results.md, ablations).
     args.lr = args.lr or 5e-4
-    if args.warmup is None:
-        from distill.train.config import TrainConfig
+    from distill.train.config import TrainConfig
 
+    # unset: the trainer's own defaults
+    if args.warmup is None:
         args.warmup = TrainConfig.model_fields["warmup"].default
     if args.proj_init is None:
-        from distill.train.config import TrainConfig
-
         args.proj_init = TrainConfig.model_fields["proj_init"].default
     args.eval_every = args.eval_every or (50 if q else 75 if std else 100)
     # Never more than the teacher pools were cut against (Fashion 500 per domain, MNIST 100
