@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # (or thousands of threads) minutes in, after the text model loaded, or runs for ever
     parser.add_argument("--steps", type=int_in(1, MAX_STEPS), default=None,
                         help=f"optimiser steps, 1 to {MAX_STEPS:,} (default: the pool kind's, "
-                        "e.g. 6000 for fashion; said before the fit)")
+                        "e.g. 12000 for fashion; said before the fit)")
     parser.add_argument("--batch", type=int_in(2, MAX_BATCH), default=None,
                         help=f"images per step, 2 to {MAX_BATCH}")
     parser.add_argument("--threads", type=int_in(1, MAX_THREADS), default=2,

@@ -54,7 +54,7 @@ MAX_BATCH_SIZE = 10_000  # items per request (providers cap it lower anyway)
 MAX_STUDENT_SIZE = 1024  # a student's input side in pixels (--select-image-size, --student-size)
 MAX_TIMEOUT_S = 3600.0  # seconds per request
 # optimiser steps of one fit (fit-teacher --steps, demo --teacher-steps, --round-steps, and
-# train's step counts: distill.train.config): the Fashion teacher's 6,000 many times over
+# train's step counts: distill.train.config): the Fashion teacher's 12,000 many times over
 # (train's default 5,001 too); a typo's 10**23 steps ran for ever without a word
 MAX_STEPS = 100_000
 # seeds one demo trains each student with (--seeds): 5 make docs/results.md; 10**23 trained

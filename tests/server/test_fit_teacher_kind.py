@@ -2,7 +2,7 @@
 `--benchmark DIR` scores the fitted teacher on each of DIR's domains as it is served.
 
 Before, `fit-teacher` without flags fitted 300 steps of the 16-128 tower on every pool:
-the settings that reach 80 % zero-shot per kind (Fashion: 6,000 steps, 24-192 channels)
+the settings that reach 80 % zero-shot per kind (Fashion: now 12,000 steps, 24-192 channels)
 were applied only by `ensure_teacher` (demo, benchmarks), so the README's steps by hand on
 a Fashion pool gave a weak teacher. And the manifest's only zero-shot figures were per
 synthetic look on held-out pool images, never per benchmark domain. Tiny data and a few
@@ -39,7 +39,7 @@ def _sha(path: Path) -> str:
 
 def test_sizes_are_the_pool_kind_s_unless_given(tmp_path, monkeypatch, capsys):
     """A Fashion pool without flags: the Fashion tower (24-192) and its steps (patched
-    from 6,000 to 2 here), said before the fit and recorded; --steps/--widths override."""
+    from 12,000 to 2 here), said before the fit and recorded; --steps/--widths override."""
     with pytest.raises(SystemExit):  # --help names the tables' figures (it cannot import them)
         main(["fit-teacher", "--help"])
     helped = " ".join(capsys.readouterr().out.split())

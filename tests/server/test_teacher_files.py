@@ -16,7 +16,7 @@ from tests.train.read_only_view import run_read_only
 
 
 def test_fit_teacher_into_a_read_only_folder_is_refused_before_fitting(tmp_path: Path) -> None:
-    """It fitted the teacher (minutes for the Fashion pool's 6,000 steps), then ended in
+    """It fitted the teacher (minutes for the Fashion pool's 12,000 steps), then ended in
     "fit-teacher failed on a file: OUT/t.safetensors.tmp-...: Read-only file system"."""
     pool = tmp_path / "pool"
     pool.mkdir()
