@@ -13,7 +13,7 @@ BatchNorm frozen as in the official code. Methods: ERM, KD (the proper KL; see
 docs/method.md), ADiP with all K views and ADiP with view 0 only (K = 1).
 
     .venv/bin/python benchmarks/adip_table.py --quick     # two Fashion targets, 1 seed
-    .venv/bin/python benchmarks/adip_table.py --standard  # every target, 3 seeds, ~40-75 min
+    .venv/bin/python benchmarks/adip_table.py --standard  # every target, 3 seeds, 40 min-2 h by CPU
     .venv/bin/python benchmarks/adip_table.py --standard --kd-lr  # + KD at ERM's lr
     .venv/bin/python benchmarks/adip_table.py             # the full table (more steps)
 
