@@ -180,7 +180,7 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"(worst: {worst[1]} {worst[2]} {100 * worst[0]:.1f} %).", "",
         meta.get("notes", "").strip(), "",
         f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['machine']}; fit times with 2 torch threads on a shared machine.",
+        f"Machine: {meta['machine']}; fit times with 2 torch threads.",
         "", END,
     ]
     return "\n".join(lines) + "\n"
