@@ -54,6 +54,7 @@ from .cache_errors import CacheCorruptError, CacheError, CacheReadOnlyError, Cac
 from .cache_stats import CacheStats, KindStats, directory_bytes, kind_of
 from .codecs import VectorFormat, check_format
 from .entry_codec import decode_entry, decode_with_header, encode_entries, encode_entry
+from .origin import Origin, create_table, mark, note_held, read
 from .protocols import CacheEntry
 from .response_db import (
     CACHE_SETTINGS,
@@ -136,6 +137,7 @@ class ResponseCache:
             self._cache = diskcache.Cache(
                 str(self.directory), timeout=timeout, disk=BytesOnlyDisk, **CACHE_SETTINGS
             )
+            create_table(self._cache)
         except sqlite3.OperationalError as exc:
             if is_read_only(self.directory):
                 raise read_only_error(self.directory, exc) from exc
@@ -153,6 +155,7 @@ class ResponseCache:
                 "or move it aside (or restore a backup), and run again"
             ) from exc
         self._closed = False
+        self._held = False  # known to have recorded (cache.origin) that it held an entry
         self._spill = SpillFile(self.directory / SPILL_NAME) if spill else None
         # entries kept in the spill file that the database has not taken yet
         self._spilled: dict[str, bytes] = {}
@@ -189,6 +192,19 @@ class ResponseCache:
         if n:
             log.warning("cache %s: imported %d paid entries from %s", self.directory, n,
                         self._spill.path)
+
+    def mark_origin(self, *, before_purchases: bool) -> None:
+        """Record, once, whether the ledger beside this database recorded any purchase when
+        a buyer first opened it (``before_purchases``), and that it holds entries if it
+        does: see :mod:`cache.origin`. CacheWriteError when it cannot be written."""
+        try:
+            mark(self._cache, before_purchases=before_purchases, holding=len(self) > 0)
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+            raise CacheWriteError(f"could not mark cache {self.directory}: {exc}") from exc
+
+    def origin(self) -> Origin | None:
+        """What :meth:`mark_origin` and the stores since recorded (None: never marked)."""
+        return read(self._cache)
 
     # -- CacheLike -----------------------------------------------------------------------
     def get(self, key: str) -> CacheEntry | None:
@@ -254,6 +270,8 @@ class ResponseCache:
             with self._cache.transact(retry=False):
                 for key, value in self._insert_new(encoded):
                     self._cache.set(key, value, retry=False)
+                if not self._held:
+                    note_held(self._cache)
         except (sqlite3.Error, OSError, diskcache.Timeout, TypeError) as exc:
             raise CacheWriteError(
                 f"could not store {len(encoded)} entries in cache {self.directory}: {exc}"
@@ -269,6 +287,7 @@ class ResponseCache:
                 f"{len(unreadable)} entries just stored in cache {self.directory} do not read "
                 "back (damaged database)"
             )
+        self._held = True
         for key, _ in encoded:
             self._spilled.pop(key, None)
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from cache.cache_errors import CacheError
 from cache.coordination import Coordinator, live_owners
 from cache.layout import CacheDir
 from cache.ledger import iter_ledger, plain
@@ -185,7 +186,12 @@ def check_cache_not_lost(
     are buying: a harvest records each answer in the ledger before it caches it (then
     releases its lease), so its first answers are in the ledger and not yet in the cache
     for a moment. Asked after the ledger is read, with the cache counted again: a
-    partner that has released its leases has cached what it recorded."""
+    partner that has released its leases has cached what it recorded.
+
+    Nor when the database itself says (:mod:`cache.origin`) it was there before the
+    ledger's first purchase and never held an entry: a run bought into it and was killed
+    before it cached its first answers. Those are lost wherever they went; this run buys
+    them again, as a run killed later does, and says so."""
     from cache import iter_ledger
 
     def empty() -> bool:
@@ -199,19 +205,42 @@ def check_cache_not_lost(
     path = getattr(ledger, "path", None)
     if path is None:
         return
-    items = sum(
-        r.items
+    bought = [
+        r
         for r in iter_ledger(path)
         if r.outcome == "ok" and r.provider == provider and r.model == model
-    )
-    if items and not partners() and empty():
-        raise ConfigurationError(
-            f"the response cache is empty, but the ledger {path} records {items} items of "
-            f"{provider}:{model} bought into it: its database was lost or replaced (a "
-            "moved-aside responses.damaged-* or responses.recovering folder in the cache "
-            "folder may hold them), or emptied on purpose (`cache prune`). Restore it, or "
-            "pass --allow-rebuy to buy them again (paying twice)"
+    ]
+    items = sum(r.items for r in bought)
+    if not items or partners() or not empty():
+        return
+    origin = getattr(cache, "origin", None)
+    made = origin() if origin is not None else None
+    if made is not None and made.before_purchases and not made.held:
+        usd = plain(sum((Decimal(r.cost_usd) for r in bought), Decimal(0)))
+        say(
+            f"note: the ledger records {items} items of {provider}:{model} (${usd}) that a "
+            "run paid for and stopped before caching (killed?): they are bought again"
         )
+        return
+    raise ConfigurationError(
+        f"the response cache is empty, but the ledger {path} records {items} items of "
+        f"{provider}:{model} bought into it: its database was lost or replaced (a "
+        "moved-aside responses.damaged-* or responses.recovering folder in the cache "
+        "folder may hold them), or emptied on purpose (`cache prune`). Restore it, or "
+        "pass --allow-rebuy to buy them again (paying twice)"
+    )
+
+
+def mark_cache_origin(cache: CacheLike, ledger: LedgerLike) -> None:
+    """Let the response database record, once, whether the ledger beside it recorded a
+    purchase when a buyer first opened it (:mod:`cache.origin`)."""
+    mark = getattr(cache, "mark_origin", None)
+    path = getattr(ledger, "path", None)
+    if mark is None or path is None:
+        return
+    # unmarked (a full disk): an empty cache beside purchases is refused, as before
+    with contextlib.suppress(CacheError):
+        mark(before_purchases=not any(r.outcome == "ok" for r in iter_ledger(path)))
 
 
 def open_client(
@@ -227,8 +256,10 @@ def open_client(
     prices = load_prices(args.price_file)
     check_teacher(args, prices, kinds)
     provider, model = parse_teacher(args.teacher)
-    if not getattr(args, "dry_run", False) and not getattr(args, "allow_rebuy", False):
-        check_cache_not_lost(cache, ledger, provider.name, model, coord.partners)
+    if not getattr(args, "dry_run", False):
+        mark_cache_origin(cache, ledger)
+        if not getattr(args, "allow_rebuy", False):
+            check_cache_not_lost(cache, ledger, provider.name, model, coord.partners)
     budget = SharedBudget(
         coord,
         f"{provider.name}:{model}",

@@ -171,3 +171,76 @@ def test_killed_between_the_shared_settle_and_the_ledger_line_the_ledger_stays_a
     assert done.returncode == 0, done.stdout + done.stderr
     ledger = sum(Decimal(r.cost_usd) for r in SpendLedger.read(cache / "ledger.jsonl"))
     assert ledger >= Decimal(slow_teacher.billing()["usd"])  # never below the bill
+
+
+DIE_AFTER_FIRST_LEDGER_LINE = """
+import os, sys
+from cache import SpendLedger
+real = SpendLedger.record
+
+def record_then_die(self, rec):
+    real(self, rec)
+    if rec.outcome == "ok":  # killed after the first paid line, before its answers are cached
+        os._exit(137)
+
+SpendLedger.record = record_then_die
+from distill.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_killed_before_its_first_answer_was_cached_the_next_run_resumes(
+    slow_teacher: LocalTeacher, digits_data: Path, tmp_path: Path
+) -> None:
+    """A harvest killed between its first ledger line and its first cache write left a
+    ledger that records paid items and an empty cache. The next harvest refused it as a
+    lost database ("restore it, or pass --allow-rebuy") although nothing was lost but that
+    one request's answers: a crashed run did not resume. It now resumes, says what it buys
+    again, and pays again for no more than the items of that one line (and what was in
+    flight at the kill)."""
+    from cache import ResponseCache
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = harvest_args(slow_teacher, digits_data, cache)
+    died = subprocess.run([sys.executable, "-c", DIE_AFTER_FIRST_LEDGER_LINE, *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert died.returncode == 137, died.stdout + died.stderr
+    lost = sum(r.items for r in SpendLedger.read(cache / "ledger.jsonl") if r.outcome == "ok")
+    assert lost >= 1
+    with ResponseCache(cache / "responses") as c:
+        assert len(c) == 0  # the window: paid for, not cached
+    done = subprocess.run(harvest_cmd(slow_teacher, digits_data, cache), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = " ".join(done.stderr.split())
+    assert f"{lost} items of local:hash" in said and "bought again" in said, said
+    n_items = len(scan(digits_data).samples) + len(scan(digits_data).class_names)
+    with ResponseCache(cache / "responses") as c:
+        assert len(c) == n_items
+    billed = slow_teacher.billing()
+    assert billed["images"] + billed.get("texts", 0) <= n_items + CONCURRENCY * BATCH
+
+
+def test_a_database_lost_after_such_a_kill_is_still_refused(
+    slow_teacher: LocalTeacher, digits_data: Path, tmp_path: Path
+) -> None:
+    """The resume above is only for the database the killed run bought into: the same
+    ledger beside a new, empty database (the old one lost or replaced) is refused as
+    before, and nothing is sent."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = harvest_args(slow_teacher, digits_data, cache)
+    died = subprocess.run([sys.executable, "-c", DIE_AFTER_FIRST_LEDGER_LINE, *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert died.returncode == 137, died.stdout + died.stderr
+    shutil.rmtree(cache / "responses")
+    slow_teacher.reset()
+    again = subprocess.run(harvest_cmd(slow_teacher, digits_data, cache), cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert "its database was lost or replaced" in " ".join(again.stderr.split())
+    assert slow_teacher.billing()["images"] == 0
