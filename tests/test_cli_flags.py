@@ -312,3 +312,15 @@ def test_v_after_an_action_is_taken_and_adds_up(tmp_path: Path, argv: list[str])
     args = build_parser().parse_args([str(tmp_path / a) if a == "C" else a for a in argv])
     total = args.verbose + getattr(args, "verbose_after", 0) + getattr(args, "verbose_action", 0)
     assert total == 2
+
+
+def test_every_command_says_what_its_v_flag_does() -> None:
+    """A command's help read "-v, --verbose  as above", where nothing was above: the
+    top-level help, which says "-v INFO, -vv DEBUG", is another page."""
+    build_parser()
+    for name, parser in SUBPARSERS.items():
+        helps = [parser.format_help()]
+        helps += [action.format_help() for action in parser.subcommands.values()]
+        for text in helps:
+            line = next(x for x in text.splitlines() if "-v, --verbose" in x)
+            assert "as above" not in line and "-vv DEBUG" in " ".join(text.split()), (name, line)

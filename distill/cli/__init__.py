@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
             action="count",
             dest="verbose_after",
             default=argparse.SUPPRESS,
-            help="as above",
+            help="-v INFO, -vv DEBUG (also before the command)",
         )
         importlib.import_module(mod).add_arguments(p)
         for action in p.subcommands.values():  # `cache stats --config F`: its own flags
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                 action="count",
                 dest="verbose_action",
                 default=argparse.SUPPRESS,
-                help="as above",
+                help="-v INFO, -vv DEBUG (also before the command)",
             )
         SUBPARSERS[name] = p
     return parser
