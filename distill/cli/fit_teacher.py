@@ -136,8 +136,9 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             widths = []
         if len(widths) < 2 or min(widths) < 1 or max(widths) > MAX_WIDTH:
-            raise ConfigurationError(f"--widths wants positive integers up to {MAX_WIDTH} "
-                                     f"like 24,48,96,192, not {args.widths!r}")
+            raise ConfigurationError(f"--widths wants two or more positive integers up to "
+                                     f"{MAX_WIDTH}, one a stage, like 24,48,96,192, not "
+                                     f"{args.widths!r}")
         sizes["widths"] = widths
     if args.steps is not None:
         sizes["steps"] = args.steps

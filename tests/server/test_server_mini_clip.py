@@ -89,8 +89,11 @@ def test_fit_teacher_size_flags_reach_the_manifest(fitted, tmp_path, capsys):
     assert (manifest["widths"], manifest["steps"], manifest["batch"]) == ([8, 8, 8, 8], 2, 4)
     bad = tmp_path / "bad.safetensors"
     assert main(["fit-teacher", str(pool), "--out", str(bad), "--widths", "8,x"]) == 2
-    assert "--widths wants positive integers" in capsys.readouterr().err
+    assert "--widths wants two or more positive integers" in capsys.readouterr().err
     assert not bad.exists()
+    # one stage: its error named only "positive integers", which 16 is
+    assert main(["fit-teacher", str(pool), "--out", str(bad), "--widths", "16"]) == 2
+    assert "two or more positive integers" in capsys.readouterr().err
 
 
 def test_fit_teacher_rejects_bad_input_with_exit_2(tmp_path, capsys):
