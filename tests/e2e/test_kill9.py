@@ -134,6 +134,30 @@ def test_kill_9_loses_no_billed_record(
     )
 
 
+RUN_CLI = """
+from distill.cli import main
+sys.exit(main(sys.argv[1:]))
+"""  # after a script's patch: the harvest, with the arguments given to the script
+
+
+def killed_by(script: str, teacher: LocalTeacher, data: Path, cache: Path) -> None:
+    """A harvest of ``data`` into ``cache`` run under ``script`` (which patches the code to
+    exit 137 at some point, as kill -9 there would): it must have died there."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = harvest_args(teacher, data, cache)
+    died = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert died.returncode == 137, died.stdout + died.stderr
+
+
+def harvest_again(
+    teacher: LocalTeacher, data: Path, cache: Path
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(harvest_cmd(teacher, data, cache), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
 DIE_AFTER_SETTLE = """
 import os, sys
 from cache.coordination import Coordinator
@@ -147,9 +171,7 @@ def settle_then_die(self, *args, **kwargs):
     return out
 
 Coordinator.settle = settle_then_die
-from distill.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+""" + RUN_CLI
 
 
 @pytest.mark.slow
@@ -161,13 +183,8 @@ def test_killed_between_the_shared_settle_and_the_ledger_line_the_ledger_stays_a
     written, and the ledger ended below the provider's bill. Seen in a random-kill run
     (tests/reliability/test_crash_resume.py) on a loaded machine."""
     cache = tmp_path / "cache"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = harvest_args(slow_teacher, digits_data, cache)
-    died = subprocess.run([sys.executable, "-c", DIE_AFTER_SETTLE, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert died.returncode == 137, died.stdout + died.stderr
-    done = subprocess.run(harvest_cmd(slow_teacher, digits_data, cache), cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    killed_by(DIE_AFTER_SETTLE, slow_teacher, digits_data, cache)
+    done = harvest_again(slow_teacher, digits_data, cache)
     assert done.returncode == 0, done.stdout + done.stderr
     ledger = sum(Decimal(r.cost_usd) for r in SpendLedger.read(cache / "ledger.jsonl"))
     assert ledger >= Decimal(slow_teacher.billing()["usd"])  # never below the bill
@@ -184,9 +201,7 @@ def record_then_die(self, rec):
         os._exit(137)
 
 SpendLedger.record = record_then_die
-from distill.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+""" + RUN_CLI
 
 
 @pytest.mark.slow
@@ -202,17 +217,12 @@ def test_killed_before_its_first_answer_was_cached_the_next_run_resumes(
     from cache import ResponseCache
 
     cache = tmp_path / "cache"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = harvest_args(slow_teacher, digits_data, cache)
-    died = subprocess.run([sys.executable, "-c", DIE_AFTER_FIRST_LEDGER_LINE, *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert died.returncode == 137, died.stdout + died.stderr
+    killed_by(DIE_AFTER_FIRST_LEDGER_LINE, slow_teacher, digits_data, cache)
     lost = sum(r.items for r in SpendLedger.read(cache / "ledger.jsonl") if r.outcome == "ok")
     assert lost >= 1
     with ResponseCache(cache / "responses") as c:
         assert len(c) == 0  # the window: paid for, not cached
-    done = subprocess.run(harvest_cmd(slow_teacher, digits_data, cache), cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = harvest_again(slow_teacher, digits_data, cache)
     assert done.returncode == 0, done.stdout + done.stderr
     said = " ".join(done.stderr.split())
     assert f"{lost} items of local:hash" in said and "bought again" in said, said
@@ -232,15 +242,10 @@ def test_a_database_lost_after_such_a_kill_is_still_refused(
     import shutil
 
     cache = tmp_path / "cache"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = harvest_args(slow_teacher, digits_data, cache)
-    died = subprocess.run([sys.executable, "-c", DIE_AFTER_FIRST_LEDGER_LINE, *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert died.returncode == 137, died.stdout + died.stderr
+    killed_by(DIE_AFTER_FIRST_LEDGER_LINE, slow_teacher, digits_data, cache)
     shutil.rmtree(cache / "responses")
     slow_teacher.reset()
-    again = subprocess.run(harvest_cmd(slow_teacher, digits_data, cache), cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    again = harvest_again(slow_teacher, digits_data, cache)
     assert again.returncode == 2, again.stdout + again.stderr
     assert "its database was lost or replaced" in " ".join(again.stderr.split())
     assert slow_teacher.billing()["images"] == 0
