@@ -71,7 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=DemoConfig.backend,
         choices=["mini-clip", "pseudo-clip", "hash"],
         help="local teacher backend: mini-clip (fitted on digits the demo never deals out), "
-        "pseudo-clip (real ImageNet + MiniLM weights, knows no digits) (default: %(default)s)",
+        "pseudo-clip (real ImageNet + MiniLM weights, knows no digits), hash (meaningless "
+        "vectors from each image's bytes: the plumbing only, in seconds) "
+        "(default: %(default)s)",
     )
 
 

@@ -176,3 +176,15 @@ def test_a_benchmark_sharing_images_with_the_pool_is_refused_before_the_pool_is_
     assert main(["fit-teacher", str(pool), "--out", str(out), "--source", str(tmp_path)]) == 2
     assert "no --benchmark is given" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_readme_gives_each_kind_s_steps_and_tower_as_the_tables_hold_them() -> None:
+    """The README's fit-teacher row said "Fashion 6,000" after the default became 12,000:
+    nothing compared it with STEPS_BY_KIND. The row names each kind's steps and channels."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    row = next(x for x in readme.splitlines() if x.startswith("| `vlm-distill fit-teacher"))
+    for kind, said in (("digits", "digits"), ("fashion", "Fashion"),
+                       ("mnist-digits", "MNIST->digits")):  # fmt: skip
+        steps, widths = miniclip.STEPS_BY_KIND[kind], miniclip.WIDTHS_BY_KIND[kind]
+        assert f"{said} {steps:,} " in row, (kind, steps)
+        assert f" at {','.join(map(str, widths))}" in row, (kind, widths)
