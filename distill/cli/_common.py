@@ -205,20 +205,18 @@ def check_cache_not_lost(
     path = getattr(ledger, "path", None)
     if path is None:
         return
-    bought = [
-        r
-        for r in iter_ledger(path)
-        if r.outcome == "ok" and r.provider == provider and r.model == model
-    ]
-    items = sum(r.items for r in bought)
+    items, usd = 0, Decimal(0)  # summed as read: a large ledger is not held (iter_ledger)
+    for r in iter_ledger(path):
+        if r.outcome == "ok" and r.provider == provider and r.model == model:
+            items += r.items
+            usd += Decimal(r.cost_usd)
     if not items or partners() or not empty():
         return
     origin = getattr(cache, "origin", None)
     made = origin() if origin is not None else None
     if made is not None and made.before_purchases and not made.held:
-        usd = plain(sum((Decimal(r.cost_usd) for r in bought), Decimal(0)))
         say(
-            f"note: the ledger records {items} items of {provider}:{model} (${usd}) that a "
+            f"note: the ledger records {items} items of {provider}:{model} (${plain(usd)}) that a "
             "run paid for and stopped before caching (killed?): they are bought again"
         )
         return
