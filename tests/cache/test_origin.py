@@ -48,3 +48,31 @@ def test_a_database_from_before_the_table_is_marked_holding_what_it_holds(
         assert c.origin() is None
         c.mark_origin(before_purchases=False)
         assert c.origin() == Origin(before_purchases=False, held=True)
+
+
+def test_an_unmarked_empty_cache_beside_purchases_is_refused(tmp_path: Path) -> None:
+    """Marking that fails (a full disk) leaves the database unmarked: the buyer's check
+    then refuses an empty cache beside purchases, as before the origin was recorded,
+    rather than buying them again."""
+    from decimal import Decimal
+
+    import pytest
+
+    from cache import SpendLedger
+    from cache.cache_errors import CacheWriteError
+    from cache.protocols import LedgerRecord
+    from distill.cli._common import check_cache_not_lost, mark_cache_origin
+    from vlmclient import ConfigurationError
+
+    class FullDisk(ResponseCache):
+        def mark_origin(self, *, before_purchases: bool) -> None:
+            raise CacheWriteError("database or disk is full")
+
+    with SpendLedger(tmp_path / "ledger.jsonl") as ledger, FullDisk(tmp_path / "r") as cache:
+        mark_cache_origin(cache, ledger)  # fails quietly
+        ledger.record(LedgerRecord(request_id="r1", provider="local", model="hash",
+                                   kind="image_embedding", items=2, cost_usd=Decimal("0.01"),
+                                   reserved_usd=Decimal("0.01"), outcome="ok"))  # fmt: skip
+        assert cache.origin() is None
+        with pytest.raises(ConfigurationError, match="its database was lost or replaced"):
+            check_cache_not_lost(cache, ledger, "local", "hash")
