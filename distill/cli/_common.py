@@ -192,7 +192,6 @@ def check_cache_not_lost(
     ledger's first purchase and never held an entry: a run bought into it and was killed
     before it cached its first answers. Those are lost wherever they went; this run buys
     them again, as a run killed later does, and says so."""
-    from cache import iter_ledger
 
     def empty() -> bool:
         return len(cache) == 0  # type: ignore[arg-type]
