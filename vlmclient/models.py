@@ -324,6 +324,16 @@ class Usage(BaseModel):
     images: int = 0
     image_pixels: int = 0
     characters: int = 0
+    # Of input_tokens, those that stand for a surcharge, not for the prompt: a cache
+    # write's extra (1.25x, 2x), US-only inference's 1.1x. A long-prompt tier is decided
+    # by the prompt's own size, input_tokens less these (the vendors price "prompts up to
+    # 100,000 tokens"; the multipliers apply to the rates of the prompt's tier).
+    surcharge_tokens: int = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The tokens that decide a long-prompt tier: input_tokens less the surcharges."""
+        return self.input_tokens - self.surcharge_tokens
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(**{k: getattr(self, k) + getattr(other, k) for k in Usage.model_fields})
@@ -411,7 +421,7 @@ class Price(BaseModel):
         return rate_in, rate_out
 
     def cost(self, usage: Usage) -> Decimal:
-        rate_in, rate_out = self.token_rates(usage.input_tokens)
+        rate_in, rate_out = self.token_rates(usage.prompt_tokens)
         zero = self._zero_rates
         if not zero:
             return (

@@ -369,7 +369,7 @@ class Settler:
         billed = usage.model_dump()
         units = ", ".join(
             f"{name} {billed[name]} billed vs {estimate[name]} estimated"
-            for name in billed
+            for name in UNIT_PRICE_FIELDS  # the billed units (not surcharge_tokens)
             if billed[name] > estimate[name]
         )
         ratio = cost / reservation.usd if reservation.usd > 0 else Decimal("Infinity")

@@ -203,6 +203,15 @@ def cache_write_tokens(usage: object) -> int:
     return short + -(-short // 4) + 2 * (long + rest)
 
 
+def cache_write_extra(usage: object) -> int:
+    """Of :func:`cache_write_tokens`, the tokens beyond those written (the surcharge).
+
+    >>> cache_write_extra({"cache_creation_input_tokens": 10})
+    10
+    """
+    return cache_write_tokens(usage) - usage_count(usage, "cache_creation_input_tokens")
+
+
 def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
     rid = request_id_of(response)
     body = json_object(response, provider=NAME, request_id=rid)
@@ -214,6 +223,7 @@ def parse_response(spec: CallSpec, response: httpx.Response) -> Parsed:
         # reads are billed at 0.1x: counting them at 1x can only over-charge
         + usage_count(u, "cache_read_input_tokens"),
         output_tokens=usage_count(u, "output_tokens"),
+        surcharge_tokens=cache_write_extra(u),
     )
     geo = u.get("inference_geo") if isinstance(u, dict) else None
     if geo is not None and geo != "global":
@@ -280,10 +290,13 @@ def geo_premium(usage: Usage) -> Usage:
     >>> u.input_tokens, u.output_tokens
     (1100, 18)
     """
+    tokens = -(-usage.input_tokens * 11 // 10)
     return usage.model_copy(
         update={
-            "input_tokens": -(-usage.input_tokens * 11 // 10),
+            "input_tokens": tokens,
             "output_tokens": -(-usage.output_tokens * 11 // 10),
+            # the prompt's size is the same: its tier too
+            "surcharge_tokens": usage.surcharge_tokens + tokens - usage.input_tokens,
         }
     )
 
@@ -368,11 +381,13 @@ def estimate_usage(spec: CallSpec) -> Usage:
     # a caller's system prompt, tools, ... are billed as input too
     extra = params_tokens_upper_bound(without_reasoning(spec.params))
     tokens = FRAMING_TOKENS + prompt + extra + image_tokens(w, h)
-    if asks_for_cache(spec.params):
-        # a caller's cache_control (top-level: the whole prompt, image included) makes
-        # the prompt a cache write, billed at up to 2x the input rate (1-hour TTL)
-        tokens *= CACHE_WRITE_MULTIPLIER
-    usage = Usage(input_tokens=tokens, output_tokens=item.max_output_tokens)
+    # a caller's cache_control (top-level: the whole prompt, image included) makes the
+    # prompt a cache write, billed at up to 2x the input rate (1-hour TTL); the extra is a
+    # surcharge, the prompt's tier its own size's
+    extra = tokens * (CACHE_WRITE_MULTIPLIER - 1) if asks_for_cache(spec.params) else 0
+    usage = Usage(
+        input_tokens=tokens + extra, output_tokens=item.max_output_tokens, surcharge_tokens=extra
+    )
     geo = spec.params.get("inference_geo")
     # a workspace whose default is US-only is not known here: an answer near the worst
     # case overruns (the settlement charges the 1.1x its usage shows)

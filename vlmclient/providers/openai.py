@@ -313,7 +313,8 @@ def _parse_body(spec: CallSpec, body: dict[str, Any], rid: str | None) -> Parsed
     )
     if usage_count(usage_obj, "completion_tokens", None) is not None:
         output = max(output, usage_count(usage_obj, "total_tokens") - prompt)
-    usage = Usage(input_tokens=prompt + -(-written // 4), output_tokens=output)
+    extra = -(-written // 4)
+    usage = Usage(input_tokens=prompt + extra, output_tokens=output, surcharge_tokens=extra)
     message = choices[0]["message"]  # type: ignore[index]
     refusal = message.get("refusal") if isinstance(message, dict) else None
     if isinstance(refusal, str) and refusal.strip():
@@ -591,11 +592,16 @@ def estimate_usage(spec: CallSpec) -> Usage:
         + params_tokens_upper_bound(without_reasoning(spec.params))  # tools, schemas, ...
         + image_tokens(w, h, spec.model, spec.max_image_tokens)
     )
-    if "prompt_cache_options" in spec.params and writes_prompt_cache(spec.model):
-        # the caller's own caching (we send "explicit", which writes nothing): the
-        # prompt may be written to the cache, each token billed at 1.25x, as usage charges
-        tokens += -(-tokens // 4)
-    return Usage(input_tokens=tokens, output_tokens=output_limit(spec) * _choices(spec))
+    # the caller's own caching (we send "explicit", which writes nothing): the prompt may
+    # be written to the cache, each token billed at 1.25x, as usage charges (a surcharge:
+    # the prompt's tier is its own size's)
+    writes = "prompt_cache_options" in spec.params and writes_prompt_cache(spec.model)
+    extra = -(-tokens // 4) if writes else 0
+    return Usage(
+        input_tokens=tokens + extra,
+        output_tokens=output_limit(spec) * _choices(spec),
+        surcharge_tokens=extra,
+    )
 
 
 # Go's time.Duration text: "1s", "6m0s", "20ms", "0.5ms", "1.5\u00b5s", "1h2m3.5s".
