@@ -159,6 +159,14 @@ class Settler:
             self._key_forms_of = len(self._redact)
         return self._key_forms
 
+    def _masked_texts(self, parsed: Parsed) -> Parsed:
+        """``parsed`` with a key quoted in an answer's text masked (a debugging gateway,
+        a model asked to repeat its request): the text is returned, cached and written
+        to manifests, none of which may hold a secret."""
+        scrub = self._usage_scrubber()
+        texts = [scrub.text(t, max(len(t), 3)) for t in parsed.texts or ()]
+        return parsed if texts == parsed.texts else replace(parsed, texts=texts)
+
     def handle(
         self, spec: CallSpec, response: httpx.Response, reservation: Reservation
     ) -> tuple[Parsed, Decimal]:
@@ -200,6 +208,8 @@ class Settler:
             rid = self._redact.request_id(parsed.request_id)
             if rid != parsed.request_id:
                 parsed = replace(parsed, request_id=rid)
+            if parsed.texts:
+                parsed = self._masked_texts(parsed)
             self._check_dim(spec.kind, parsed, response)
         except ResponseValidationError as exc:
             self.timings.add("parse", started)

@@ -202,3 +202,54 @@ def test_a_key_echoed_percent_encoded_with_its_slashes_kept_is_redacted() -> Non
     for echo in (quote(key), quote(key).lower()):
         shown = redact(f"GET /v1/keys/{echo}/usage: forbidden")
         assert shown == "GET /v1/keys/***/usage: forbidden", shown
+
+
+def _echoing_answer(server: Any, shape: str) -> Any:
+    """A chat server whose answer text quotes the credential it was sent (a debugging
+    gateway, a model asked to repeat its request): billed like the provider."""
+
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        headers = {k.lower(): v for k, v in server.requests[-1][2].items()}
+        cred = headers.get("authorization") or headers.get("x-api-key", "")
+        text = f"B) dog. (debug: {cred}; reversed {cred[::-1]})"
+        if shape == "anthropic":
+            return 200, {"id": "msg_1", "type": "message", "role": "assistant",
+                         "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                         "usage": {"input_tokens": 40, "output_tokens": 12}}  # fmt: skip
+        return 200, {"id": "chatcmpl-1", "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": text}}],
+                     "usage": {"prompt_tokens": 40, "completion_tokens": 12,
+                               "total_tokens": 52}}  # fmt: skip
+
+    return respond
+
+
+@pytest.mark.parametrize(
+    ("teacher", "path"), [("openai:gpt-5.6-luna", "/v1"), ("anthropic:claude-haiku-4-5", "")]
+)
+async def test_a_key_echoed_in_an_answers_text_is_masked_before_it_is_cached(
+    tmp_path: Path, teacher: str, path: str
+) -> None:
+    """The answer text went into cache.db (and back to the caller) as it came: a key in it
+    reached the cache files. It is masked like every other echo; the answer is kept."""
+    from tests.providers.loopback import loopback
+
+    cache_dir = tmp_path / "cache"
+    ledger = SpendLedger(cache_dir / "ledger.jsonl")
+    rcache = ResponseCache(cache_dir / "responses")
+    respond: Any = None
+    with loopback(lambda p, b: respond(p, b)) as server:
+        respond = _echoing_answer(server, teacher.split(":")[0])
+        client = TeacherClient(teacher, api_key=KEY, base_url=server.url + path,
+                               budget=Budget("1"), cache=rcache, ledger=ledger,
+                               retry=RetryPolicy(max_attempts=1), env={})  # fmt: skip
+        async with client:
+            [answer] = await client.answer(
+                [AnswerRequest(image=Image.from_bytes(png(1)), prompt="Which?")]
+            )
+    rcache.close()
+    ledger.close()
+    assert answer.text.startswith("B) dog. (debug: ") and "***" in answer.text
+    assert leaked(answer.text.encode()) == []
+    assert leaked(_files(cache_dir)) == []
+    assert [r.outcome for r in SpendLedger.read(cache_dir / "ledger.jsonl")] == ["ok"]
