@@ -57,6 +57,7 @@ from vlmclient import (
     QuotaExceededError,
     RateLimitError,
     RedirectError,
+    RequestTimeoutError,
     SpendRecordError,
     TextEmbeddingRequest,
     Timings,
@@ -89,7 +90,9 @@ R = TypeVar("R")
 # of waiting out every request's retries (and, for a gateway's 502/504, paying for each).
 UNANSWERED_IN_A_ROW = 3
 # Errors the retries were for: one that still fails after them fails its item.
-_UNANSWERED = (APIConnectionError, RateLimitError, OverloadedError, InternalServerError)
+_UNANSWERED = (
+    APIConnectionError, RateLimitError, OverloadedError, InternalServerError, RequestTimeoutError
+)
 
 FATAL = (
     AuthenticationError,

@@ -297,12 +297,20 @@ class InternalServerError(APIStatusError):
     """Other 5xx; retried with backoff."""
 
 
+class RequestTimeoutError(APIStatusError):
+    """408: a timeout at the server, or at a gateway waiting for the provider behind it
+    (LiteLLM's proxy answers 408 when its upstream timeout fires after it forwarded the
+    request; Amazon Bedrock's ModelTimeoutException); retried with backoff, and charged
+    the reservation, since the provider may have billed."""
+
+
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
     402: QuotaExceededError,
     403: PermissionDeniedError,
     404: NotFoundError,
+    408: RequestTimeoutError,
     413: RequestTooLargeError,
     422: BadRequestError,
     429: RateLimitError,

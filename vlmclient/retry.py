@@ -19,6 +19,7 @@ from .errors import (
     InternalServerError,
     OverloadedError,
     RateLimitError,
+    RequestTimeoutError,
     TruncatedAnswerError,
 )
 
@@ -42,11 +43,12 @@ _RETRYABLE = (
     RateLimitError,
     OverloadedError,
     InternalServerError,
+    RequestTimeoutError,
 )
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """By status only: timeouts, connection errors, rate-limit 429s, 5xx/529.
+    """By status only: timeouts (a 408 too), connection errors, rate-limit 429s, 5xx/529.
 
     Never: 400/401/403/404/413/501, quota-exhausted 429s, Jina's 402, budget errors, and
     never a 200 we could not use (``ResponseValidationError``, including an answer cut

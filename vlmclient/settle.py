@@ -62,9 +62,12 @@ MIN_SCRUBBED_SECRET = 8
 # reached the provider behind it but no answer came back: it gave up waiting (504, 524)
 # or the upstream's answer was invalid or its connection reset (502, Cloudflare's 520).
 # The provider may have billed, so, as a timeout after sending, they are charged the
-# reservation (and retried). Statuses saying the upstream was never reached (521-523,
-# 525, 526) are released like every other error status.
-UPSTREAM_MAY_HAVE_BILLED = frozenset({502, 504, 520, 524})
+# reservation (and retried). So is a 408: LiteLLM's proxy answers it when its upstream
+# timeout fires after it forwarded the request, Bedrock when the model timed out (a plain
+# server's 408, the request never read, is then charged too: the safe side). Statuses
+# saying the upstream was never reached (521-523, 525, 526) are released like every other
+# error status.
+UPSTREAM_MAY_HAVE_BILLED = frozenset({408, 502, 504, 520, 524})
 
 
 def _scrub(obj: Mapping[str, Any], key: Redactor) -> dict[str, Any]:

@@ -220,14 +220,16 @@ async def test_usage_that_leaves_out_a_unit_is_charged_what_it_does_say_when_mor
     assert client.budget.overruns == 1
 
 
-@pytest.mark.parametrize("status", [502, 504, 520, 524])
+@pytest.mark.parametrize("status", [408, 502, 504, 520, 524])
 def test_a_gateway_timeout_is_charged_since_the_provider_behind_it_may_have_billed(
     digits: Path, tmp_path: Path, status: int
 ) -> None:
     """Before: each 504 was released at $0 and retried, so the ledger missed every
     request the provider behind the gateway had billed before the gateway gave up; a
     proxy's 502 and Cloudflare's 520 (the upstream's answer lost) still were, until
-    2026-12-05: four billed attempts, $0 in the ledger."""
+    2026-12-05: four billed attempts, $0 in the ledger. A 408 (LiteLLM's proxy when its
+    upstream timeout fires after forwarding; Bedrock's model timeout) was released at $0
+    and not even retried until 2026-12-08."""
     cache = tmp_path / "cache"
     with standin(gateway_timeouts=3, gateway_status=status) as (provider, url):
         assert harvest(url, digits, cache, "--budget", "1") == 0
