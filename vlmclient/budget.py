@@ -12,6 +12,8 @@ import threading
 from dataclasses import dataclass
 from decimal import Decimal
 
+from cache.money import money
+
 from .errors import BudgetExceededError
 
 __all__ = ["MAX_BUDGET_USD", "MIN_BUDGET_USD", "Budget", "Reservation", "cap_in_dollars"]
@@ -72,7 +74,8 @@ class Budget:
     def remaining(self) -> Decimal | None:
         if self.cap is None:
             return None
-        return self.cap - self.spent - self.reserved
+        with money():
+            return self.cap - self.spent - self.reserved
 
     def reserve(
         self,
@@ -88,7 +91,7 @@ class Budget:
         reservation for the ledger line of one a killed process leaves open."""
         if not usd.is_finite() or usd < 0:  # a negative hold would raise the cap for all
             raise ValueError(f"a reservation must be a finite amount >= 0, not {usd}")
-        with self._lock:
+        with self._lock, money():
             if self.cap is not None and self.spent + self.reserved + usd > self.cap:
                 raise BudgetExceededError(
                     kind="usd", cap=self.cap, spent=self.spent, reserved=self.reserved, estimate=usd
@@ -118,7 +121,7 @@ class Budget:
         """The provider billed ``actual`` for this request; True if that is an overrun."""
         if not actual.is_finite() or actual < 0:
             raise ValueError(f"a bill must be a finite amount >= 0, not {actual}")
-        with self._lock:
+        with self._lock, money():
             self._close(reservation)
             self.spent += actual
             if actual <= reservation.usd:
@@ -140,7 +143,7 @@ class Budget:
 
     def release(self, reservation: Reservation) -> None:
         """The provider surely did not bill (connection refused, 429, 5xx): give it back."""
-        with self._lock:
+        with self._lock, money():
             self._close(reservation)
             self.requests -= 1
             self.items -= reservation.items

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, SecretStr
 
+from cache.money import money
 from cache.protocols import CacheEntry, CacheLike, LedgerLike
 
 from .batching import Batcher, describe_input
@@ -505,11 +506,14 @@ class TeacherClient:
                     yield key, item
 
         for chunk in self._batcher.iter_chunks(kind, misses()):
-            total += self.price.cost(
+            cost = self.price.cost(
                 self.provider.estimate_usage(self._batcher.spec(kind, [i for _, i in chunk]))
             )
+            with money():
+                total += cost
         # After an overrun our estimate is known to be short by this factor at least.
-        return len(seen), total * self.budget.scale
+        with money():
+            return len(seen), total * self.budget.scale
 
     # -- keys -----------------------------------------------------------------------------
 

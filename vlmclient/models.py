@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from cache.keys import ascii_json_inner
+from cache.money import money
 
 from .errors import InputError
 from .media import MEDIA_TYPES, canonical_media_type, media_type_of
@@ -421,6 +422,10 @@ class Price(BaseModel):
         return rate_in, rate_out
 
     def cost(self, usage: Usage) -> Decimal:
+        with money():  # whatever precision the caller's decimal context has
+            return self._cost(usage)
+
+    def _cost(self, usage: Usage) -> Decimal:
         rate_in, rate_out = self.token_rates(usage.prompt_tokens)
         zero = self._zero_rates
         if not zero:

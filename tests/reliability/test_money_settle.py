@@ -577,3 +577,38 @@ def test_report_prints_an_overrun_whose_request_id_holds_brackets(
     assert main(["report", str(cache)]) == 0
     out = capsys.readouterr().out
     assert f"(request id {over.request_id})" in out, out
+
+
+@pytest.mark.parametrize("shared", [False, True])
+async def test_the_budget_holds_under_a_callers_low_decimal_precision(
+    tmp_path: Path, shared: bool
+) -> None:
+    """Decimal arithmetic rounds to the calling context: a library caller that had set
+    ``decimal.getcontext().prec = 2`` (the Python tutorial sets 6) had every sum of the
+    budget rounded (0.00049 + 0.0000025 is 0.00049 at two digits), so a $0.0005 cap never
+    filled and every request went out. Dollar arithmetic now runs in a context of its own."""
+    import decimal
+
+    from cache.coordination import Coordinator
+    from vlmclient import BudgetExceededError, Price, SharedBudget
+
+    price = Price(usd_per_1m_input_tokens=Decimal("1.234"))
+    tokens = price.usd_per_1m_input_tokens
+    coord = Coordinator(tmp_path / "c.db", ledger_path=tmp_path / "ledger.jsonl")
+    budget = SharedBudget(coord, "local:hash", total=Decimal("0.0005")) if shared else (
+        Budget("0.0005"))  # fmt: skip
+    with standin(usd_per_1m_tokens=tokens) as (provider, url), decimal.localcontext() as ctx:
+        ctx.prec = 2
+        async with TeacherClient(
+            "local:hash", api_key="t", base_url=url, budget=budget, price=price
+        ) as client:
+            with pytest.raises(BudgetExceededError):
+                for i in range(400):
+                    await client.embed_texts([TextEmbeddingRequest(text=f"cat {i:03d}")])
+    # 2 tokens billed a request at $1.234 / M (reserved at the prompt's bytes): about 200
+    # requests fit in $0.0005, and they are charged exactly
+    assert client.budget.spent == provider.billed_usd == provider.requests * Decimal("0.000002468")
+    assert provider.billed_usd <= Decimal("0.0005") < provider.billed_usd + Decimal("0.00001")
+    if shared:
+        assert budget.ledger_spent == provider.billed_usd
+    coord.close()
