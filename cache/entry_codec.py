@@ -32,6 +32,8 @@ __all__ = [
     "decode_with_header",
     "encode_entries",
     "encode_entry",
+    "teacher_in",
+    "teacher_of",
 ]
 
 MAGIC: Final = b"VDC1"
@@ -164,6 +166,25 @@ def decode_with_header(data: bytes) -> tuple[CacheEntry, dict[str, Any]]:
     if not isinstance(meta, dict) or not (text is None or isinstance(text, str)):
         raise CacheCorruptError("header has the wrong types")
     return CacheEntry(vector=vector, text=text, meta=meta), header
+
+
+def teacher_of(meta: Mapping[str, Any]) -> str | None:
+    """``provider:model`` of an entry's metadata, or None when it names none."""
+    provider, model = meta.get("provider"), meta.get("model")
+    if isinstance(provider, str) and isinstance(model, str):
+        return f"{provider}:{model}"
+    return None
+
+
+def teacher_in(data: bytes) -> str | None:
+    """:func:`teacher_of` an encoded value's header, read without decoding its vector
+    (None for a value that cannot be read: it is stored, and checked, as it is)."""
+    try:
+        _, _, header_len = _PREFIX.unpack_from(data)
+        meta = json.loads(data[_PREFIX.size : _PREFIX.size + header_len])["meta"]
+        return teacher_of(meta) if isinstance(meta, dict) else None
+    except (struct.error, ValueError, KeyError, TypeError, RecursionError):
+        return None
 
 
 def decode_entry(data: bytes) -> CacheEntry:

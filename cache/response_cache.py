@@ -53,8 +53,15 @@ import diskcache
 from .cache_errors import CacheCorruptError, CacheError, CacheReadOnlyError, CacheWriteError
 from .cache_stats import CacheStats, KindStats, directory_bytes, kind_of
 from .codecs import VectorFormat, check_format
-from .entry_codec import decode_entry, decode_with_header, encode_entries, encode_entry
-from .origin import Origin, create_table, mark, note_held, read
+from .entry_codec import (
+    decode_entry,
+    decode_with_header,
+    encode_entries,
+    encode_entry,
+    teacher_in,
+    teacher_of,
+)
+from .origin import Origin, TeacherOrigin, create_table, mark, note_held, read, read_teacher
 from .protocols import CacheEntry
 from .response_db import (
     CACHE_SETTINGS,
@@ -137,7 +144,7 @@ class ResponseCache:
             self._cache = diskcache.Cache(
                 str(self.directory), timeout=timeout, disk=BytesOnlyDisk, **CACHE_SETTINGS
             )
-            create_table(self._cache)
+            create_table(self._cache, empty=len(self._cache) == 0)
         except sqlite3.OperationalError as exc:
             if is_read_only(self.directory):
                 raise read_only_error(self.directory, exc) from exc
@@ -156,6 +163,7 @@ class ResponseCache:
             ) from exc
         self._closed = False
         self._held = False  # known to have recorded (cache.origin) that it held an entry
+        self._held_teachers: set[str] = set()  # ... and one of each of these teachers
         self._spill = SpillFile(self.directory / SPILL_NAME) if spill else None
         # entries kept in the spill file that the database has not taken yet
         self._spilled: dict[str, bytes] = {}
@@ -193,18 +201,29 @@ class ResponseCache:
             log.warning("cache %s: imported %d paid entries from %s", self.directory, n,
                         self._spill.path)
 
-    def mark_origin(self, *, before_purchases: bool) -> None:
+    def mark_origin(
+        self, *, before_purchases: bool, teacher: str | None = None, teacher_before: bool = False
+    ) -> None:
         """Record, once, whether the ledger beside this database recorded any purchase when
         a buyer first opened it (``before_purchases``), and that it holds entries if it
-        does: see :mod:`cache.origin`. CacheWriteError when it cannot be written."""
+        does; once for ``teacher`` (``provider:model``), whether the ledger recorded a
+        purchase of it (``teacher_before``: none): see :mod:`cache.origin`.
+        CacheWriteError when it cannot be written."""
         try:
-            mark(self._cache, before_purchases=before_purchases, holding=len(self) > 0)
+            mark(
+                self._cache, before_purchases=before_purchases, holding=len(self) > 0,
+                teacher=teacher, teacher_before=teacher_before,
+            )  # fmt: skip
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise CacheWriteError(f"could not mark cache {self.directory}: {exc}") from exc
 
     def origin(self) -> Origin | None:
         """What :meth:`mark_origin` and the stores since recorded (None: never marked)."""
         return read(self._cache)
+
+    def teacher_origin(self, teacher: str) -> TeacherOrigin:
+        """What this database records of ``teacher``'s (``provider:model``) entries."""
+        return read_teacher(self._cache, teacher)
 
     # -- CacheLike -----------------------------------------------------------------------
     def get(self, key: str) -> CacheEntry | None:
@@ -258,20 +277,27 @@ class ResponseCache:
                     raise CacheWriteError(f"cannot encode cache entry {key}: {exc}") from exc
         if not encoded:
             return
+        teachers = {t for _, entry in pairs if (t := teacher_of(entry.meta)) is not None}
         try:
-            self.store_encoded(encoded)
+            self.store_encoded(encoded, teachers)
         except CacheWriteError as exc:
             raise CacheWriteError(f"{exc}; {self._spill_out(encoded)}") from exc
 
-    def store_encoded(self, encoded: Sequence[tuple[str, bytes]]) -> None:
+    def store_encoded(
+        self, encoded: Sequence[tuple[str, bytes]], teachers: Iterable[str] | None = None
+    ) -> None:
         """Write encoded values in one transaction, then read each back; CacheWriteError
-        if either fails (a damaged page can take a write and still not give it back)."""
+        if either fails (a damaged page can take a write and still not give it back).
+        ``teachers``: the ``provider:model`` of the entries (None: read from each value)."""
+        if teachers is None:
+            teachers = {t for _, value in encoded if (t := teacher_in(value)) is not None}
+        new = set(teachers) - self._held_teachers
         try:
             with self._cache.transact(retry=False):
                 for key, value in self._insert_new(encoded):
                     self._cache.set(key, value, retry=False)
-                if not self._held:
-                    note_held(self._cache)
+                if not self._held or new:
+                    note_held(self._cache, new)
         except (sqlite3.Error, OSError, diskcache.Timeout, TypeError) as exc:
             raise CacheWriteError(
                 f"could not store {len(encoded)} entries in cache {self.directory}: {exc}"
@@ -288,6 +314,7 @@ class ResponseCache:
                 "back (damaged database)"
             )
         self._held = True
+        self._held_teachers |= new
         for key, _ in encoded:
             self._spilled.pop(key, None)
 

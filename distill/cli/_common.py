@@ -177,27 +177,34 @@ def check_cache_not_lost(
     model: str,
     partners: Callable[[], int] = lambda: 0,
 ) -> None:
-    """Refuse (ConfigurationError, exit 2) to buy into an empty response cache whose ledger
-    records answers of this teacher bought and usable: the cache database was lost,
-    truncated to nothing or replaced (a crash in ``cache recover``), and everything would
-    be bought again. Reads the ledger only when the cache is empty.
+    """Refuse (ConfigurationError, exit 2) to buy into a response cache that holds no
+    answer of this teacher while its ledger records answers of it bought and usable: the
+    cache database was lost, truncated to nothing or replaced (a crash in ``cache
+    recover``), and everything would be bought again. An empty cache is such a cache; so
+    is one holding only other teachers' answers where the database can tell
+    (:mod:`cache.origin`: lost, then harvested for another teacher first). Reads the
+    ledger only then.
 
     Not while ``partners()`` (other live processes of this cache folder holding leases)
     are buying: a harvest records each answer in the ledger before it caches it (then
     releases its lease), so its first answers are in the ledger and not yet in the cache
-    for a moment. Asked after the ledger is read, with the cache counted again: a
+    for a moment. Asked after the ledger is read, with the cache looked at again: a
     partner that has released its leases has cached what it recorded.
 
-    Nor when the database itself says (:mod:`cache.origin`) it was there before the
-    ledger's first purchase and never held an entry: a run bought into it and was killed
+    Nor when the database itself says it was there before the ledger's first purchase (of
+    this teacher) and never held an entry (of it): a run bought into it and was killed
     before it cached its first answers. Those are lost wherever they went; this run buys
     them again, as a run killed later does, and says so."""
+    teacher = f"{provider}:{model}"
+    of_teacher = getattr(cache, "teacher_origin", None)
 
-    def empty() -> bool:
-        return len(cache) == 0  # type: ignore[arg-type]
+    def holds_none() -> bool:
+        if len(cache) == 0:  # type: ignore[arg-type]
+            return True
+        return of_teacher is not None and of_teacher(teacher).holds_none
 
     try:
-        if not empty():
+        if not holds_none():
             return
     except TypeError:  # a cache that cannot count
         return
@@ -209,35 +216,61 @@ def check_cache_not_lost(
         if r.outcome == "ok" and r.provider == provider and r.model == model:
             items += r.items
             usd += Decimal(r.cost_usd)
-    if not items or partners() or not empty():
+    if not items or partners() or not holds_none():
         return
     origin = getattr(cache, "origin", None)
     made = origin() if origin is not None else None
-    if made is not None and made.before_purchases and not made.held:
+    mine = of_teacher(teacher) if of_teacher is not None else None
+    if (mine is not None and mine.before_purchases and not mine.held) or (
+        made is not None and made.before_purchases and not made.held
+    ):
         say(
-            f"note: the ledger records {items} items of {provider}:{model} (${plain(usd)}) that a "
+            f"note: the ledger records {items} items of {teacher} (${plain(usd)}) that a "
             "run paid for and stopped before caching (killed?): they are bought again"
         )
         return
+    held = "is empty" if len(cache) == 0 else f"holds no answer of {teacher}"  # type: ignore[arg-type]
     raise ConfigurationError(
-        f"the response cache is empty, but the ledger {path} records {items} items of "
-        f"{provider}:{model} bought into it: its database was lost or replaced (a "
+        f"the response cache {held}, but the ledger {path} records {items} items of "
+        f"{teacher} bought into it: its database was lost or replaced (a "
         "moved-aside responses.damaged-* or responses.recovering folder in the cache "
         "folder may hold them), or emptied on purpose (`cache prune`). Restore it, or "
         "pass --allow-rebuy to buy them again (paying twice)"
     )
 
 
-def mark_cache_origin(cache: CacheLike, ledger: LedgerLike) -> None:
+def mark_cache_origin(cache: CacheLike, ledger: LedgerLike, teacher: str | None = None) -> None:
     """Let the response database record, once, whether the ledger beside it recorded a
-    purchase when a buyer first opened it (:mod:`cache.origin`)."""
+    purchase (of ``teacher``, ``provider:model``, too) when a buyer first opened it
+    (:mod:`cache.origin`)."""
     mark = getattr(cache, "mark_origin", None)
     path = getattr(ledger, "path", None)
     if mark is None or path is None:
         return
-    # unmarked (a full disk): an empty cache beside purchases is refused, as before
+    # read the ledger only for what is not recorded yet (each is recorded once), and only
+    # up to the first purchase (of the teacher)
+    origin, of_teacher = getattr(cache, "origin", None), getattr(cache, "teacher_origin", None)
+    need = origin is None or origin() is None
+    if teacher is not None and (of_teacher is None or of_teacher(teacher).before_purchases is None):
+        need_teacher = True
+    else:
+        need_teacher, teacher = False, None
+    if not need and not need_teacher:
+        return
+    bought = bought_teacher = False
+    for r in iter_ledger(path):
+        if r.outcome == "ok":
+            bought = True
+            bought_teacher = bought_teacher or f"{r.provider}:{r.model}" == teacher
+            if bought_teacher or not need_teacher:
+                break
+    # unmarked (a full disk): a cache beside purchases that it does not hold is refused,
+    # as before
     with contextlib.suppress(CacheError):
-        mark(before_purchases=not any(r.outcome == "ok" for r in iter_ledger(path)))
+        if teacher is None:
+            mark(before_purchases=not bought)
+        else:
+            mark(before_purchases=not bought, teacher=teacher, teacher_before=not bought_teacher)
 
 
 def open_client(
@@ -254,7 +287,7 @@ def open_client(
     check_teacher(args, prices, kinds)
     provider, model = parse_teacher(args.teacher)
     if not getattr(args, "dry_run", False):
-        mark_cache_origin(cache, ledger)
+        mark_cache_origin(cache, ledger, f"{provider.name}:{model}")
         if not getattr(args, "allow_rebuy", False):
             check_cache_not_lost(cache, ledger, provider.name, model, coord.partners)
     budget = SharedBudget(

@@ -706,3 +706,34 @@ def test_a_cache_folder_whose_ledger_jsonl_is_foreign_is_left_as_it_was(
     assert hash_teacher.billing()["requests"] == 0
     assert (cache / "ledger.jsonl").read_text() == theirs
     assert sorted(p.name for p in cache.iterdir()) == ["ledger.jsonl"]  # nothing made in it
+
+
+def test_a_lost_cache_harvested_for_another_teacher_first_is_still_refused(
+    hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: the refusal above looked at the whole database: lost, then harvested for
+    another teacher first (here the same server under another model name), it held
+    entries, and the first teacher's items were all bought again without a word."""
+    from distill.cli import main
+
+    def harvest_as(model: str, *extra: str) -> int:
+        return main(["harvest", str(digits_data), "--teacher", f"local:{model}",
+                     "--base-url", hash_teacher.url, "--cache", str(cache), *extra])  # fmt: skip
+
+    cache = tmp_path / "c"
+    assert harvest_as("hash") == 0
+    bought = hash_teacher.billing()["requests"]
+    shutil.rmtree(cache / "responses")  # lost
+    assert harvest_as("other") == 0  # another teacher into the new database: its own items
+    other = hash_teacher.billing()["requests"] - bought
+    assert other > 0
+    capsys.readouterr()
+    assert harvest_as("hash") == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "the response cache holds no answer of local:hash" in err, err
+    assert "--allow-rebuy" in err
+    assert hash_teacher.billing()["requests"] == bought + other  # nothing bought twice
+    assert harvest_as("other") == 0  # the other teacher's harvest goes on: all cached
+    assert hash_teacher.billing()["requests"] == bought + other
+    assert harvest_as("hash", "--allow-rebuy") == 0
