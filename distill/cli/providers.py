@@ -123,6 +123,7 @@ def describe(price_file: str | None = None) -> list[dict[str, Any]]:
                     "shutdown_on": price.shutdown_on,
                     "status_source": price.status_source,
                     "status_checked_on": price.status_checked_on,
+                    "kinds": [KIND_LABELS[k] for k in KIND_ORDER if k in provider.kinds_for(model)],
                 }
             )
         out.append(
@@ -195,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
                 row["provider"] if first else "",
                 *cells,
                 "\n".join(row["env_vars"]) if first else "",
-                "\n".join(row["kinds"]) if first else "",
+                # the model's own (Cohere's v3 models take no mixed input)
+                "\n".join(row["kinds"] if m is None else m["kinds"]),
                 row["base_url"] if first else "",
                 end_section=m is None or m is row["models"][-1],
             )

@@ -34,6 +34,20 @@ def test_json_lists_every_provider_with_env_vars_and_kinds(
     assert rows["nomic"]["models"] == [] and rows["jina"]["models"] == []
 
 
+def test_each_model_lists_the_kinds_it_offers(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: the kinds column was the provider's, so every Cohere model read "mixed
+    text+image embeddings", which embed_mixed refuses for the v3 models (v4 only)."""
+    cohere = {m["model"]: m["kinds"] for m in {r["provider"]: r for r in run_json(capsys)}[
+        "cohere"]["models"]}  # fmt: skip
+    assert "mixed text+image embeddings" in cohere["embed-v4.0"]
+    assert cohere["embed-english-v3.0"] == ["image embeddings", "text embeddings"]
+    assert main(["providers"]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if "embed-english-v3.0" in line)
+    block = table[table.index(row) : table.index("embed-v4.0")]
+    assert "mixed" not in block
+
+
 def test_price_file_entries_show_up(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     prices = tmp_path / "p.json"
     prices.write_text(
