@@ -59,6 +59,7 @@ if TYPE_CHECKING:
         totals,
     )
     from .memory import MemoryCache
+    from .money import money_context
     from .protocols import CacheEntry, CacheLike, LedgerLike, LedgerRecord
     from .recover import RecoverBusyError, RecoverResult, recover_cache
     from .response_cache import ResponseCache, read_cache_stats, verify_cache
@@ -130,6 +131,7 @@ __all__ = [
     "leftover_name",
     "live_owners",
     "make_key",
+    "money_context",
     "open_reservations",
     "plain",
     "quantize",
@@ -171,6 +173,7 @@ _SOURCES: dict[str, str] = {
     "given_up_on": "coordination_db",
     "open_reservations": "coordination_db",
     "stop_waiting": "coordination_db",
+    "money_context": "money",
     "KeyTemplate": "keys",
     "LiteralJSON": "keys",
     "ascii_json_inner": "keys",

@@ -71,7 +71,7 @@ from .coordination_db import (
     while_stopped,
 )
 from .ledger import LedgerWriteError, SpendLedger, iter_ledger
-from .money import money
+from .money import money_context
 from .protocols import LedgerRecord
 
 __all__ = [
@@ -245,7 +245,7 @@ class Coordinator:
         It waits for the database's lock while its holder on this host is stopped
         (Ctrl-Z), saying so once: given up, a claim would buy unclaimed, a settle miss the
         shared total."""
-        with self._lock, money():  # its totals in dollars too
+        with self._lock, money_context():  # its totals in dollars too
             db = self._db
             if db is None:
                 raise CoordinationError(f"coordination database {self.path} is closed")
@@ -547,7 +547,7 @@ class Coordinator:
         """What this cache's ledger records for ``teacher`` (``provider:model``), and what is
         reserved by requests in flight in every process."""
         if teacher in self._reconciled and self._dead <= self._reaped:
-            with self._lock, money():  # nothing to write: one read snapshot
+            with self._lock, money_context():  # nothing to write: one read snapshot
                 if self._db is not None:
                     db = self._db
                     try:

@@ -10,7 +10,7 @@ caller can change.
 >>> from decimal import Decimal
 >>> with decimal.localcontext() as ctx:
 ...     ctx.prec = 2
-...     with money():
+...     with money_context():
 ...         print(Decimal("0.010") + Decimal("0.00012"))
 0.01012
 """
@@ -27,7 +27,7 @@ from decimal import (
     localcontext,
 )
 
-__all__ = ["MONEY", "money"]
+__all__ = ["MONEY", "money_context"]
 
 # decimal.DefaultContext's documented values, spelled out: DefaultContext itself can be
 # changed by a caller (it is the template of every new thread's context)
@@ -43,6 +43,6 @@ MONEY = Context(
 )
 
 
-def money() -> AbstractContextManager[Context]:
+def money_context() -> AbstractContextManager[Context]:
     """A block whose Decimal arithmetic runs in :data:`MONEY`."""
     return localcontext(MONEY)

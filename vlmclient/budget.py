@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from decimal import Decimal
 
-from cache.money import money
+from cache.money import money_context
 
 from .errors import BudgetExceededError
 
@@ -74,7 +74,7 @@ class Budget:
     def remaining(self) -> Decimal | None:
         if self.cap is None:
             return None
-        with money():
+        with money_context():
             return self.cap - self.spent - self.reserved
 
     def reserve(
@@ -91,7 +91,7 @@ class Budget:
         reservation for the ledger line of one a killed process leaves open."""
         if not usd.is_finite() or usd < 0:  # a negative hold would raise the cap for all
             raise ValueError(f"a reservation must be a finite amount >= 0, not {usd}")
-        with self._lock, money():
+        with self._lock, money_context():
             if self.cap is not None and self.spent + self.reserved + usd > self.cap:
                 raise BudgetExceededError(
                     kind="usd", cap=self.cap, spent=self.spent, reserved=self.reserved, estimate=usd
@@ -121,7 +121,7 @@ class Budget:
         """The provider billed ``actual`` for this request; True if that is an overrun."""
         if not actual.is_finite() or actual < 0:
             raise ValueError(f"a bill must be a finite amount >= 0, not {actual}")
-        with self._lock, money():
+        with self._lock, money_context():
             self._close(reservation)
             self.spent += actual
             if actual <= reservation.usd:
@@ -143,7 +143,7 @@ class Budget:
 
     def release(self, reservation: Reservation) -> None:
         """The provider surely did not bill (connection refused, 429, 5xx): give it back."""
-        with self._lock, money():
+        with self._lock, money_context():
             self._close(reservation)
             self.requests -= 1
             self.items -= reservation.items

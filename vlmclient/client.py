@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, SecretStr
 
-from cache.money import money
+from cache.money import money_context
 from cache.protocols import CacheEntry, CacheLike, LedgerLike
 
 from .batching import Batcher, describe_input
@@ -509,10 +509,10 @@ class TeacherClient:
             cost = self.price.cost(
                 self.provider.estimate_usage(self._batcher.spec(kind, [i for _, i in chunk]))
             )
-            with money():
+            with money_context():
                 total += cost
         # After an overrun our estimate is known to be short by this factor at least.
-        with money():
+        with money_context():
             return len(seen), total * self.budget.scale
 
     # -- keys -----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from cache.keys import ascii_json_inner
-from cache.money import money
+from cache.money import money_context
 
 from .errors import InputError
 from .media import MEDIA_TYPES, canonical_media_type, media_type_of
@@ -422,7 +422,7 @@ class Price(BaseModel):
         return rate_in, rate_out
 
     def cost(self, usage: Usage) -> Decimal:
-        with money():  # whatever precision the caller's decimal context has
+        with money_context():  # whatever precision the caller's decimal context has
             return self._cost(usage)
 
     def _cost(self, usage: Usage) -> Decimal:

@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from cache.coordination import CoordinationError, Coordinator, Overrun, SpendView
 from cache.ledger import plain
-from cache.money import money
+from cache.money import money_context
 
 from .budget import Budget, Reservation, cap_in_dollars
 from .errors import BudgetExceededError, BudgetOverrunError, SpendRecordError
@@ -99,7 +99,7 @@ class SharedBudget(Budget):
         run = super().remaining
         if self.total is None:
             return run
-        with money():
+        with money_context():
             shared = self.total - self.view().committed
         return shared if run is None else min(run, shared)
 
@@ -173,7 +173,7 @@ class SharedBudget(Budget):
 
     def _overrun_elsewhere(self, seen: Overrun) -> BudgetOverrunError:
         """The error that stops this budget after another one's overrun (``seen``)."""
-        with money():
+        with money_context():
             ratio = seen.billed / seen.reserved if seen.reserved > 0 else None
         if ratio is not None:
             with self._lock:  # our estimate is short by that factor too
