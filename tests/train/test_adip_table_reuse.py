@@ -27,6 +27,32 @@ def test_a_finished_run_is_reused_for_its_own_teacher_only(tmp_path: Path) -> No
     assert not out.exists()  # trained against the old teacher: retrained, not reported
 
 
+def test_a_finished_erm_run_is_reused_for_any_teacher(tmp_path: Path) -> None:
+    """ERM reads no teacher output: a refitted teacher does not retrain it (a checkpoint of
+    another teacher is still cleared: the trainer would refuse to resume it)."""
+    out = tmp_path / "erm-trot0-s0"
+    _write(out / "metrics.json", {"teacher": "local:mini-clip-aaa", "mean_ood": 0.5})
+    assert finished_run(out, "local:mini-clip-bbb", any_teacher=True) == {
+        "teacher": "local:mini-clip-aaa", "mean_ood": 0.5}
+    assert out.exists()
+    _write(tmp_path / "erm-s1" / "checkpoint" / "state.json", {"teacher": "local:mini-clip-aaa"})
+    assert finished_run(tmp_path / "erm-s1", "local:mini-clip-bbb", any_teacher=True) is None
+    assert not (tmp_path / "erm-s1").exists()
+
+
+def test_run_one_reuses_erm_across_teachers_only(tmp_path: Path, monkeypatch) -> None:
+    asked: dict[str, bool] = {}
+    monkeypatch.setattr(adip_table, "finished_run", lambda out, teacher, settings, **kw:
+                        asked.update({settings["method"]: kw["any_teacher"]}) or {"ok": 1})
+    args = argparse.Namespace(views=4, steps=10, lr=5e-4, batch_per_domain=4, eval_every=5,
+                              swad=False, threads=1, warmup=0, image_targets="all",
+                              text_loss="cosine", proj_init="random")  # fmt: skip
+    for method in ("erm", "adip", "kd", "adip-k1"):
+        adip_table.run_one(tmp_path, tmp_path, tmp_path / method, method, "rot0", 0, args,
+                           "t", 32, 4)  # fmt: skip
+    assert asked == {"erm": True, "adip": False, "kd": False}
+
+
 def test_an_unfinished_run_of_another_teacher_is_cleared(tmp_path: Path) -> None:
     out = tmp_path / "erm-trot0-s0"
     _write(out / "checkpoint" / "state.json", {"teacher": "local:mini-clip-aaa", "step": 40})
@@ -156,7 +182,7 @@ def test_a_run_from_before_proj_init_counts_as_a_random_start(tmp_path: Path) ->
 def test_the_table_asks_adip_runs_for_their_image_targets(tmp_path: Path, monkeypatch) -> None:
     seen: list[dict] = []
     monkeypatch.setattr(adip_table, "finished_run",
-                        lambda out, teacher, settings: seen.append(settings) or {"ok": 1})
+                        lambda out, teacher, settings, **kw: seen.append(settings) or {"ok": 1})
     args = argparse.Namespace(views=4, steps=10, lr=5e-4, batch_per_domain=4, eval_every=5,
                               swad=False, threads=1, warmup=0, image_targets="teacher-correct",
                               text_loss="softmax", proj_init="lstsq")
