@@ -59,6 +59,31 @@ def _refuse_run_file(out: Path, run: Path) -> None:
         )
 
 
+# The keys every eval result holds: an existing --out file without them is not one
+EVAL_KEYS = frozenset({"run", "data", "method", "mean_id", "mean_ood"})
+_MAX_EVAL_BYTES = 16 << 20  # larger than any eval result: not read to find out
+
+
+def _refuse_other_file(out: Path) -> None:
+    """ConfigurationError when ``--out`` is an existing file other than an eval result:
+    a spend ledger, a data folder's dataset.json, another run's weights or an image were
+    replaced by the JSON without a word."""
+    if not out.exists():
+        return
+    try:
+        small = out.is_file() and out.stat().st_size <= _MAX_EVAL_BYTES
+        held = json.loads(out.read_bytes()) if small else None
+    except (OSError, ValueError):
+        held = None
+    if isinstance(held, dict) and held.keys() >= EVAL_KEYS:
+        return  # an earlier eval's results: replaced, as RUN/eval.json is
+    raise ConfigurationError(
+        f"--out {out} exists and is not an eval result; eval writes over nothing else "
+        "(a spend ledger, a dataset.json, another run's weights): give a new file name, "
+        "or remove that file first"
+    )
+
+
 def _check_out(out: Path, *, given: bool, run: Path) -> None:
     """Refuse a JSON file that cannot be written before evaluating, not after (exit 2):
     an ``--out``, or the run folder's ``eval.json`` (a shared run, ``chmod -R a-w``)."""
@@ -67,6 +92,7 @@ def _check_out(out: Path, *, given: bool, run: Path) -> None:
     if given:
         check_out_file(out, "--out", "eval.json")
         _refuse_run_file(out, run)
+        _refuse_other_file(out)
         return
     run = out.parent
     why = cannot_write_in(run) if run.is_dir() else None

@@ -189,6 +189,20 @@ def _built_here(folder: Path) -> bool:
     return isinstance(meta, dict) and meta.get("name") in BUILT_NAMES
 
 
+def _refuse_nested_cache(final: Path) -> None:
+    """DataError when a build folder about to be replaced holds a cache (``cd DATA &&
+    vlm-distill harvest .`` puts ``vlm-cache`` there): its paid answers and spend ledger
+    went with the old build."""
+    from cache.layout import holds_cache
+
+    for entry in [final, *sorted(final.iterdir())]:
+        if entry.is_dir() and not entry.is_symlink() and holds_cache(entry):
+            raise DataError(
+                f"{final} holds a cache of paid teacher answers ({entry}); --force would "
+                "delete it with the old build: move it out of the folder first"
+            )
+
+
 def _remove_leftovers(final: Path) -> None:
     """Delete ``OUT.tmp-PID`` / ``OUT.old-PID`` of builds whose process is gone (kill -9,
     the OOM killer): each run cleans up only its own, so these stayed for good. The pid is
@@ -241,6 +255,7 @@ def prepare_out(out: str | os.PathLike[str], force: bool) -> tuple[Path, Path]:
                     f"{final} is not empty and was not written by vlm-distill "
                     f"(no {META_FILE} of a `data make-*` build); refusing to replace it"
                 )
+            _refuse_nested_cache(final)
     _remove_leftovers(final)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -165,3 +165,27 @@ def test_the_demo_makes_its_digits_under_the_make_digits_lock(tmp_path, monkeypa
         os.close(fd)
         step.join(10)
     assert made.is_set() and not step.is_alive()
+
+
+def test_make_digits_force_keeps_a_cache_harvested_inside_the_folder(tmp_path, capsys):
+    """`cd DATA && vlm-distill harvest .` puts its default `vlm-cache` in DATA (README);
+    `make-digits DATA --force` then deleted it with the old build: the paid answers and the
+    spend ledger (until 2026-12-08). Now refused (exit 1, as the other refusals of OUT), the
+    folder untouched."""
+    from decimal import Decimal
+
+    from cache import SpendLedger
+    from cache.protocols import LedgerRecord
+
+    small = ["--per-class", "1", "--size", "8", "--domains", "upright"]
+    data = tmp_path / "digits"
+    assert main(["data", "make-digits", str(data), *small]) == 0
+    with SpendLedger(data / "vlm-cache" / "ledger.jsonl") as ledger:
+        ledger.record(LedgerRecord(provider="local", model="hash", kind="image_embedding",
+                                   items=10, cost_usd=Decimal("0.1"), outcome="ok"))  # fmt: skip
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["data", "make-digits", str(data), *small, "--force"]) == 1  # as "not empty"
+    err = capsys.readouterr().err
+    assert "holds a cache of paid teacher answers" in err and "vlm-cache" in err, err
+    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before

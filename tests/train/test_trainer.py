@@ -1615,6 +1615,31 @@ def test_eval_out_onto_one_of_the_run_s_own_files_is_refused(tiny_data, tiny_cac
     assert main(["eval", str(out), str(tiny_data), "--out", str(out / "eval-2.json")]) == 0
 
 
+def test_eval_out_onto_any_other_existing_file_is_refused(tiny_data, tiny_cache, tmp_path,
+                                                         capsys):
+    """`eval RUN DATA --out CACHE/ledger.jsonl` (or DATA/dataset.json, another run's
+    model.safetensors, an image) replaced that file with the JSON results (until
+    2026-12-08): a cache's spend history (and with it --budget's cap) or the data's
+    description was lost. An earlier eval's results are still replaced."""
+    out = tmp_path / "run"
+    train(_cfg(tiny_data, tiny_cache, out, method="erm", steps=1))
+    ledger = tmp_path / "ledger.jsonl"
+    ledger.write_text('{"provider": "local", "model": "hash", "cost_usd": "0.1"}\n')
+    meta = tmp_path / "dataset.json"
+    meta.write_text('{"hflip": false}')
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"\x00" * 64)
+    for victim in (ledger, meta, weights):
+        before = victim.read_bytes()
+        assert main(["eval", str(out), str(tiny_data), "--out", str(victim)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "exists and is not an eval result" in err[0], err
+        assert victim.read_bytes() == before
+    mine = tmp_path / "mine.json"
+    assert main(["eval", str(out), str(tiny_data), "--out", str(mine)]) == 0
+    assert main(["eval", str(out), str(tiny_data), "--out", str(mine)]) == 0  # replaced
+
+
 def test_eval_of_a_zeroshot_run_says_it_has_no_student(tiny_data, tiny_cache, tmp_path, capsys):
     """`eval` of a `train --method zeroshot` folder said "not a finished training run ...;
     run `vlm-distill train` first", which the user had just done (until 2026-12-06)."""
