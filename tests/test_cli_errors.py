@@ -179,6 +179,23 @@ def test_a_run_folder_inside_the_data_folder_is_refused(
     assert not (data / "runs").exists()
 
 
+@pytest.mark.parametrize("where", ["", "stores/digits-local_hash-c440865acb16", "responses/x",
+                                   "select/r"])
+def test_a_run_folder_in_the_cache_folder_or_its_stores_is_refused(
+    where: str, tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Accepted until 2026-12-08: a run trained into CACHE/stores/STORE was deleted by the
+    next harvest, which swaps the store folder whole (model, metrics and checkpoint)."""
+    cache = tmp_path / "c"
+    out = cache / where if where else cache
+    argv = ["train", str(data), "--cache", str(cache), "--teacher", "local:hash",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "put the run folder elsewhere" in err and "--out" in err, err
+    assert not cache.exists()
+
+
 @pytest.mark.parametrize("suffix", ["", "/", "/."])
 def test_the_data_folder_itself_as_the_run_folder_is_refused(
     suffix: str, tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]

@@ -274,6 +274,31 @@ class TrainConfig(BaseModel):
         """A ``pathlib.Path`` is taken as its text (pydantic's str field refused it)."""
         return os.fspath(value) if isinstance(value, os.PathLike) else value
 
+    def _check_out_not_in_cache(self, out: str) -> None:
+        """--out may not be the cache folder, a folder a cache tool replaces or deletes
+        (its ``stores/``, ``responses/``, ``select/``: a harvest swaps a store folder whole,
+        and the finished run inside went with it), or the --store folder."""
+        from cache.layout import RESPONSES_DIR, SELECT_DIR, STORES_DIR
+
+        places = []
+        if self.cache is not None:
+            cache = os.path.realpath(self.cache)
+            if out == cache:
+                raise ValueError(
+                    f"--out {self.out} is the cache folder {self.cache}: put the run "
+                    "folder elsewhere"
+                )
+            places += [os.path.join(cache, d) for d in (STORES_DIR, RESPONSES_DIR, SELECT_DIR)]
+        if self.store is not None:
+            places.append(os.path.realpath(self.store))
+        for place in places:
+            if os.path.commonpath([place, out]) == place:
+                raise ValueError(
+                    f"--out {self.out} is inside {place}, which the cache tools replace "
+                    "(a harvest swaps a store folder whole: the run would go with it): put "
+                    "the run folder elsewhere"
+                )
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.store is None and self.cache is None:
@@ -289,6 +314,7 @@ class TrainConfig(BaseModel):
                 f"--out {self.out} is {where} data folder {self.data}: put the run "
                 "folder elsewhere"
             )
+        self._check_out_not_in_cache(out)
         if self.bn_train_stage is not None and self.method != "adip":
             raise ValueError(
                 f"--bn-train-stage names one of ADiP's two stages; --method {self.method} "

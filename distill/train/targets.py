@@ -71,12 +71,22 @@ def _class_file_hint(cache: Path, teacher: str, dataset: Dataset) -> str | None:
             continue
         if again.fingerprint() != meta.get("dataset_fingerprint"):
             continue
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        try:  # the data's own class list (folders, or the manifest's labels)
+            own = list(scan(dataset.root, allow_outside_paths=True).class_names) == names
+        except (OSError, DataError):
+            own = False
+        if own:  # harvested without a class file: this run's --class-file is the odd one
+            return (
+                f"the teacher embeddings of this data in {meta_path.parent} were harvested "
+                f"with the data's own class list ({len(names)} classes: {shown}), not with "
+                "this run's --class-file: drop --class-file (or harvest again with it)"
+            )
         beside = dataset.root.parent / f"{dataset.root.stem}.classes.txt"  # as select writes
         try:
             named = list(read_class_file(beside)) == names
         except DataError:
             named = False
-        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         what = (
             f"--class-file {shlex.quote(str(beside))}" if named
             else "--class-file FILE, the class file the harvest was given"

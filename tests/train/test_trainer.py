@@ -256,6 +256,22 @@ def test_find_store_prefers_the_store_of_the_datasets_own_folder(tiny_data, tmp_
     assert find_store(cache, TEACHER, scan(copies[2])).name == "b"  # elsewhere: the newest
 
 
+def test_a_class_file_given_to_train_only_is_named_as_the_one_to_drop(tiny_data, tmp_path):
+    """The store was harvested without a class file (the sorted class folders); train was
+    given one in another order. The message said "pass --class-file FILE, the class file
+    the harvest was given", which the user had just done (until 2026-12-08)."""
+    from .conftest import CLASSES
+
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(reversed(CLASSES)) + "\n")
+    cache = tmp_path / "cache"
+    make_store(tiny_data, cache)
+    kw = dict(method="erm", steps=2, holdout_fraction=0.0)
+    with pytest.raises(ConfigurationError, match="drop --class-file") as refused:
+        train(_cfg(tiny_data, cache, tmp_path / "r0", class_file=str(classes), **kw))
+    assert "the class file the harvest was given" not in str(refused.value)
+
+
 def test_a_store_harvested_with_an_unsorted_class_file_trains_with_class_file(
     tiny_data, tmp_path, capsys
 ):
