@@ -388,6 +388,30 @@ def _json_losses(by_domain: dict[str, dict[str, float]]) -> dict[str, dict[str, 
             for d, v in by_domain.items()}  # fmt: skip
 
 
+def _class_difference(run: Sequence[str], data: Sequence[str]) -> str:
+    """What differs between the run's class list and the data's: the names only one has,
+    else the order (the first place they differ).
+
+    >>> _class_difference(["a", "b"], ["a", "b", "x"])
+    "the data has 1 class the run was not trained on: 'x'"
+    >>> _class_difference(["a", "b"], ["b", "a"])
+    "the same names in another order (class 0 is 'a' in the run, 'b' here)"
+    """
+    extra = [c for c in data if class_key(c) not in set(map(class_key, run))]
+    missing = [c for c in run if class_key(c) not in set(map(class_key, data))]
+    parts = []
+    for names, what in ((extra, "the data has {n} class{es} the run was not trained on"),
+                        (missing, "the run's {n} class{es} missing from the data")):
+        if names:
+            shown = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
+            parts.append(what.format(n=len(names), es="es" * (len(names) != 1)) + ": " + shown)
+    if parts:
+        return "; ".join(parts)
+    pairs = enumerate(zip(run, data, strict=False))
+    i = next(k for k, (a, b) in pairs if class_key(a) != class_key(b))
+    return f"the same names in another order (class {i} is {run[i]!r} in the run, {data[i]!r} here)"
+
+
 def evaluate_run(
     run: str | os.PathLike[str],
     data: str | os.PathLike[str],
@@ -442,9 +466,9 @@ def evaluate_run(
     if tuple(map(class_key, ds.class_names)) != run_classes:
         # the wrong data for this run: a usage error (exit 2), not a failure to retry
         raise ConfigurationError(
-            f"the run was trained on classes {info['class_names'][:5]}..., this data has "
-            f"{list(ds.class_names)[:5]}...; evaluate on data with the run's classes (class "
-            "folders, or a CSV manifest, with the same names)"
+            "this data's classes are not the run's: "
+            f"{_class_difference(info['class_names'], ds.class_names)}; evaluate on data "
+            "with the run's classes (class folders, or a CSV manifest, with the same names)"
         )
     same = ds.fingerprint() == info.get("dataset_fingerprint")
     if store is not None:

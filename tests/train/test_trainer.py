@@ -415,7 +415,9 @@ def test_cli_train_then_eval(tiny_data, tiny_cache, tmp_path, capsys):
         (other / "dom1" / cls / "0.png").hardlink_to(tiny_data / "dom1" / "a_circle" / "000.png")
     assert main(["eval", str(out), str(other)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "the run was trained on classes" in err[0]
+    assert len(err) == 1 and "this data's classes are not the run's" in err[0]
+    # it names what differs (both lists were cut to their first five names: alike, 2026-12-08)
+    assert "the data has 1 class the run was not trained on: 'z_other'" in err[0], err
     # the teacher's zero-shot into the trained run's folder replaced its config.json and
     # metrics.json (weights and run.json still ADiP's) until 2026-12-06
     before = (out / "metrics.json").read_bytes()
