@@ -235,8 +235,9 @@ def run(args: argparse.Namespace) -> int:
         excluded = _excluded_note(result["excluded"])
         if excluded:
             print(excluded)
-        if not result["same_dataset"]:
-            # the run's own hold-out cannot be told apart in other data
+        if not result["same_dataset"] and result["id"]:
+            # the run's own hold-out cannot be told apart in other data (said only when
+            # the data has images of its source domains: else there is no ID row)
             print(
                 "note: this is not the data the run was trained on, so ID counts every image "
                 "of its source domains here, images it trained on included"

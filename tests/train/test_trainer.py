@@ -1658,6 +1658,26 @@ def test_eval_out_onto_any_other_existing_file_is_refused(tiny_data, tiny_cache,
     assert main(["eval", str(out), str(tiny_data), "--out", str(mine)]) == 0  # replaced
 
 
+def test_eval_on_other_data_notes_id_only_when_it_has_id_rows(tiny_data, tiny_cache,
+                                                               tmp_path, capsys):
+    """The note "ID counts every image of its source domains here" was printed for data
+    holding the test domain only, where there is no ID row at all (until 2026-12-08)."""
+    import shutil
+
+    out = tmp_path / "run"
+    train(_cfg(tiny_data, tiny_cache, out, method="erm", steps=1))
+    only_ood = tmp_path / "ood"
+    shutil.copytree(tiny_data / "dom3", only_ood / "dom3")
+    capsys.readouterr()
+    assert main(["eval", str(out), str(only_ood), "--out", str(tmp_path / "a.json")]) == 0
+    assert "ID counts every image" not in capsys.readouterr().out
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_data, copy)
+    (copy / "dom1" / "a_circle" / "000.png").unlink()  # other data: another fingerprint
+    assert main(["eval", str(out), str(copy), "--out", str(tmp_path / "b.json")]) == 0
+    assert "ID counts every image" in capsys.readouterr().out
+
+
 def test_eval_of_a_zeroshot_run_says_it_has_no_student(tiny_data, tiny_cache, tmp_path, capsys):
     """`eval` of a `train --method zeroshot` folder said "not a finished training run ...;
     run `vlm-distill train` first", which the user had just done (until 2026-12-06)."""
