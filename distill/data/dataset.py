@@ -270,6 +270,8 @@ def check_class_names(names: Iterable[str], where: str) -> None:
 def read_class_file(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """Class names from a file, one per line (blank lines and ``#`` comments ignored)."""
     where = f"class file {display(os.fspath(path))!r}"
+    if os.path.exists(path) and not os.path.isfile(path):  # a folder, a FIFO (waited forever)
+        raise DataArgumentError(f"{where} is not a file")
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:

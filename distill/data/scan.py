@@ -108,4 +108,9 @@ def scan(
         raise DataError(f"cannot read {display(os.fspath(data))!r}: {exc.strerror}") from exc
     if stat.S_ISDIR(st.st_mode):
         return scan_folder(path, names, decode)
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or a device: reading it waited forever
+        raise DataArgumentError(
+            f"data path {display(os.fspath(data))!r} is neither a folder nor a CSV manifest "
+            "file (a pipe or a device?)"
+        )
     return scan_manifest(path, names, decode, allow_outside_paths)

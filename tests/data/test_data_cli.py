@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from distill.cli import main
 
 
@@ -189,3 +191,33 @@ def test_make_digits_force_keeps_a_cache_harvested_inside_the_folder(tmp_path, c
     err = capsys.readouterr().err
     assert "holds a cache of paid teacher answers" in err and "vlm-cache" in err, err
     assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+
+
+def test_a_fifo_as_manifest_or_class_file_is_refused_not_waited_on(tmp_path, capsys):
+    """`data scan FIFO` (or `--class-file FIFO`) blocked forever reading it (until
+    2026-12-08): one line, exit 2."""
+    import os
+    import threading
+
+    fifo = tmp_path / "ff.csv"
+    os.mkfifo(fifo)
+    data = tmp_path / "d"
+    (data / "cat").mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(data / "cat" / "a.png")
+    codes: list[int] = []
+    def run() -> None:
+        codes.append(main(["data", "scan", str(fifo)]))
+        codes.append(main(["data", "scan", str(data), "--class-file", str(fifo)]))
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(20)
+    if worker.is_alive():  # unblock the reader so the test process can end
+        with open(fifo, "w"):
+            pass
+        worker.join(5)
+        pytest.fail("scan waited on the FIFO")
+    assert codes == [2, 2]
+    err = capsys.readouterr().err
+    assert "neither a folder nor a CSV manifest file" in err and "is not a file" in err, err
