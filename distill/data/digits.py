@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from distill.data import DEFAULT_TEMPLATE, META_FILE, DataError
+from distill.data.dataset import DataArgumentError
 
 __all__ = [
     "BUILT_NAMES",
@@ -342,7 +343,7 @@ def make_digits(
     domains = list(dict.fromkeys(domains))
     unknown = [d for d in domains if d not in DOMAINS and rotation_of(d) is None]
     if unknown or not domains:
-        raise DataError(
+        raise DataArgumentError(  # a usage error (exit 2), as the other bad flags
             f"unknown digits domain(s) {unknown}; choose from {', '.join(DOMAINS)} "
             "or rot<N> (turned by N degrees, 0-359)"
         )

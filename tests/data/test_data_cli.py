@@ -48,7 +48,7 @@ def test_make_digits_writes_rotation_domains_and_names_a_bad_one(tmp_path, capsy
     assert "wrote 40 images" in capsys.readouterr().out
     assert main(["data", "scan", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["domains"] == ["rot0", "rot25", "rot50", "rot75"]
-    assert main(["data", "make-digits", str(tmp_path / "bad"), "--domains", "rot400"]) == 1
+    assert main(["data", "make-digits", str(tmp_path / "bad"), "--domains", "rot400"]) == 2  # usage
     err = capsys.readouterr().err
     assert "rot400" in err and "rot<N>" in err
     assert not (tmp_path / "bad").exists()
@@ -221,3 +221,11 @@ def test_a_fifo_as_manifest_or_class_file_is_refused_not_waited_on(tmp_path, cap
     assert codes == [2, 2]
     err = capsys.readouterr().err
     assert "neither a folder nor a CSV manifest file" in err and "is not a file" in err, err
+
+
+def test_make_digits_with_an_unknown_domain_is_a_usage_error(tmp_path, capsys):
+    """Exit 1 ("failed") until 2026-12-08, where every other bad make-digits flag is 2."""
+    out = tmp_path / "d"
+    assert main(["data", "make-digits", str(out), "--domains", "bogus"]) == 2
+    assert "unknown digits domain(s) ['bogus']" in capsys.readouterr().err
+    assert not out.exists()
