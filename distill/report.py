@@ -36,6 +36,17 @@ def _is_cache_dir(path: Path) -> bool:
     return (path / LEDGER_FILE).exists() or (path / RESPONSES_DIR).exists()
 
 
+def _cache_of(run: Path, named: Path) -> Path | None:
+    """The cache directory ``named`` (as a run's config.json gives it) is, looked up as
+    :func:`find_cache_dir` says, or None."""
+    if named.is_absolute():
+        tries = [named]
+    else:
+        here = run.resolve()
+        tries = [*(folder / named for folder in (here, *here.parents)), named]
+    return next((found for found in tries if _is_cache_dir(found)), None)
+
+
 def find_cache_dir(path: Path) -> Path:
     """A cache directory itself, or the one a run folder names in its config.json.
 
@@ -58,16 +69,21 @@ def find_cache_dir(path: Path) -> Path:
         cache = settings.get("cache") if isinstance(settings, dict) else None
         if not isinstance(cache, str):
             cache = None
+        store = settings.get("store") if isinstance(settings, dict) else None
+        if not cache and isinstance(store, str) and store:
+            # trained with --store alone: the store's cache, where it lives in one
+            # (CACHE/stores/NAME), else say which store it was
+            found = _cache_of(path, Path(store).parent.parent)
+            if found is not None:
+                return found
+            raise FileNotFoundError(
+                f"{path} is a run folder trained from the store {store!r}, which is not in "
+                "a cache directory from here: give the cache: vlm-distill report CACHE"
+            )
         if cache:
-            named = Path(cache)
-            if named.is_absolute():
-                tries = [named]
-            else:
-                run = path.resolve()
-                tries = [*(folder / named for folder in (run, *run.parents)), named]
-            for found in tries:
-                if _is_cache_dir(found):
-                    return found
+            found = _cache_of(path, Path(cache))
+            if found is not None:
+                return found
             raise FileNotFoundError(
                 f"{path} is a run folder whose config.json names the cache {cache!r}, which "
                 "is not a cache directory from here: run from the folder it was trained "

@@ -73,6 +73,26 @@ def test_a_run_folder_finds_its_relative_cache_from_anywhere(
     assert err.startswith("error:") and "'gone'" in err
 
 
+def test_a_run_trained_from_a_store_alone_reports_the_store_s_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`train --store S` (no --cache) writes "cache": null: `report RUN` said RUN "is
+    neither a cache directory ... nor a run folder" (until 2026-12-08). The store's own
+    cache (CACHE/stores/NAME) is reported; a store kept elsewhere is named."""
+    _cache(tmp_path / "c1", "0.25")
+    (tmp_path / "c1" / "stores" / "s1").mkdir(parents=True)
+    run = tmp_path / "runs" / "erm1"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"cache": None, "store": "c1/stores/s1"}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(run), "--json"]) == 0
+    assert Decimal(json.loads(capsys.readouterr().out)["spent_usd"]) == Decimal("0.25")
+    (run / "config.json").write_text(json.dumps({"cache": None, "store": "/elsewhere/s"}))
+    assert main(["report", str(run)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "trained from the store '/elsewhere/s'" in err and "report CACHE" in err, err
+
+
 def test_per_kind_items_leave_out_unbilled_attempts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
