@@ -514,16 +514,25 @@ class Coordinator:
 
         Below means the database is new (or was deleted) or someone wrote the ledger
         without this database; a total above the ledger's is spend settled in the
-        database whose ledger line is being written (or was lost in a crash).
+        database whose ledger line is being written (or was lost in a crash). Lines whose
+        reservation is open here are left out: their settle adds them.
         """
         if teacher in self._reconciled:
             return
         provider, _, model = teacher.partition(":")
+        # a line whose reservation is still open is being settled by its process, which
+        # adds it (counted here too, it was counted twice)
+        open_ = {
+            f"{owner}:{rid}"
+            for owner, rid in db.execute(
+                "SELECT owner, id FROM reservations WHERE teacher=?", (teacher,)
+            )
+        }
         in_ledger = sum(
             (
                 Decimal(r.cost_usd)
                 for r in iter_ledger(self.ledger_path)
-                if r.provider == provider and r.model == model
+                if r.provider == provider and r.model == model and r.reservation not in open_
             ),
             Decimal(0),
         )

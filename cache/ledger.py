@@ -126,6 +126,8 @@ def _record_to_line(rec: LedgerRecord) -> bytes:
     }
     if rec.endpoint is not None:  # the provider's default endpoint: the line as before
         fields["endpoint"] = rec.endpoint
+    if rec.reservation is not None:
+        fields["reservation"] = rec.reservation
     # ensure_ascii keeps every line valid UTF-8 even if it is cut mid-character
     return (json.dumps(fields, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
 
@@ -150,6 +152,7 @@ def _record_from_json(obj: Any) -> LedgerRecord:
             estimated=obj.get("estimated") is True,
             provider_usage=_mapping(obj.get("provider_usage")),
             endpoint=obj["endpoint"] if isinstance(obj.get("endpoint"), str) else None,
+            reservation=r if isinstance(r := obj.get("reservation"), str) else None,
         )
         for name in ("cost_usd", "saved_usd", "reserved_usd"):
             _check_amount(name, Decimal(getattr(rec, name)))

@@ -60,6 +60,10 @@ class LedgerRecord:
     ``endpoint``: the base URL the request went to (normalised, no credentials), None for
     the provider's default one (and for lines written before 2026-12-07, orphaned ones
     included): one ``provider:model`` served at two URLs is two bills.
+
+    ``reservation``: the shared budget's reservation the line settles (``owner:id`` in
+    ``coordination.db``), None without one: a process reading the ledger while that
+    reservation is still open leaves the line to its settle (counted once).
     """
 
     provider: str
@@ -76,6 +80,7 @@ class LedgerRecord:
     estimated: bool = False
     provider_usage: Mapping[str, Any] = field(default_factory=dict)
     endpoint: str | None = None
+    reservation: str | None = None
 
 
 class LedgerLike(Protocol):

@@ -312,6 +312,7 @@ class Settler:
                 reserved=reservation.usd,
                 estimated=estimated,
                 reported=reported,
+                reservation=reservation,
             )
         finally:
             overran = self.budget.settle(reservation, cost)
@@ -474,6 +475,7 @@ def charge_in_full(
             request_id=request_id,
             reserved=reservation.usd,
             estimated=True,
+            reservation=reservation,
         )
     finally:
         budget.charge_reservation(reservation)

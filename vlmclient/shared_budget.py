@@ -35,6 +35,7 @@ class SharedReservation(Reservation):
     """A reservation that is also held in the coordination database under ``rid``."""
 
     rid: int = 0
+    key: str | None = None  # ``owner:rid``, named by the ledger line that settles it
 
 
 class SharedBudget(Budget):
@@ -169,7 +170,8 @@ class SharedBudget(Budget):
                 "(cached work is kept).",
             )
             raise refused
-        return SharedReservation(usd=local.usd, items=local.items, rid=rid)
+        key = f"{self._coord.owner}:{rid}"
+        return SharedReservation(usd=local.usd, items=local.items, rid=rid, key=key)
 
     def _overrun_elsewhere(self, seen: Overrun) -> BudgetOverrunError:
         """The error that stops this budget after another one's overrun (``seen``)."""

@@ -216,8 +216,10 @@ class Storage:
         reserved: Decimal = Decimal(0),
         estimated: bool = False,
         reported: Mapping[str, Any] | None = None,
+        reservation: object = None,
     ) -> None:
-        """Append one ledger record (a request's outcome, or cache hits with what they saved)."""
+        """Append one ledger record (a request's outcome, or cache hits with what they
+        saved); ``reservation``: the one the record settles (a shared one is named)."""
         if self.ledger is None:
             return
         rec = LedgerRecord(
@@ -235,6 +237,7 @@ class Storage:
             estimated=estimated,
             provider_usage=dict(reported or {}),
             endpoint=self.endpoint,
+            reservation=getattr(reservation, "key", None),
         )
         started = time.perf_counter()
         try:

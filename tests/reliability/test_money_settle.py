@@ -612,3 +612,47 @@ async def test_the_budget_holds_under_a_callers_low_decimal_precision(
     if shared:
         assert budget.ledger_spent == provider.billed_usd
     coord.close()
+
+
+async def test_a_process_starting_between_a_ledger_line_and_its_settle_counts_it_once(
+    tmp_path: Path,
+) -> None:
+    """A harvest writes each answer's ledger line, then settles it in coordination.db. A
+    second process of the cache starting in between raised the shared total to the
+    ledger's (the line included), and the settle then added the same amount: one $ answer
+    counted twice for good, and the cap reached early with a message quoting the doubled
+    total (an audit, 2026-12-08). The ledger line names its open reservation, which the
+    second process's reconcile leaves to the settle."""
+    from cache import SpendLedger
+    from cache.coordination import Coordinator
+    from vlmclient import SharedBudget
+
+    cache = tmp_path / "cache"
+    ledger_path = cache / "ledger.jsonl"
+    coord = Coordinator(cache / "coordination.db", ledger_path=ledger_path)
+    others: list[Any] = []
+    real_settle = Coordinator.settle
+
+    def settle_after_another_process_starts(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not others:  # the second process: opens the cache, reads the total
+            other = Coordinator(cache / "coordination.db", ledger_path=ledger_path)
+            others.append((other, other.spend("local:hash").settled))
+        return real_settle(self, *args, **kwargs)
+
+    with standin() as (provider, url), SpendLedger(ledger_path) as ledger:
+        budget = SharedBudget(coord, "local:hash", total=Decimal("1"))
+        Coordinator.settle = settle_after_another_process_starts  # type: ignore[method-assign]
+        try:
+            async with TeacherClient("local:hash", api_key="t", base_url=url, budget=budget,
+                                     ledger=ledger) as client:  # fmt: skip
+                await client.embed_texts([TextEmbeddingRequest(text="a cat")])
+        finally:
+            Coordinator.settle = real_settle  # type: ignore[method-assign]
+    in_ledger = sum(Decimal(r.cost_usd) for r in SpendLedger.read(ledger_path))
+    assert in_ledger == provider.billed_usd > 0
+    other, seen = others[0]
+    assert seen == 0  # the line's reservation was still open: left to its settle
+    assert coord.spend("local:hash").settled == in_ledger  # not twice
+    assert other.spend("local:hash").settled == in_ledger
+    other.close()
+    coord.close()
