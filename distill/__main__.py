@@ -1,5 +1,3 @@
-import sys
+from distill.cli import entry
 
-from distill.cli import main
-
-sys.exit(main())
+entry()

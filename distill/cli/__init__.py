@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import os
 import select
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -304,6 +305,26 @@ class _QuietStdout:
             self._stream.flush()  # what could not be written, to devnull
         except (AttributeError, OSError, ValueError):
             self._gone = True
+
+
+def entry() -> None:
+    """The ``vlm-distill`` console script (and ``python -m distill``): :func:`main`, then
+    exit with its code. The command has finished then; a stop signal (Ctrl-C) in the
+    interpreter's teardown that follows (about a second once torch is loaded) ended a
+    finished command as interrupted (exit 130, or killed by the signal with a traceback):
+    it now ends the process at once with the command's own code."""
+    code = main()
+    from .signals import stop_signals
+
+    def finished(signum: int, frame: object) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+    for signum in stop_signals():
+        signal.signal(signum, finished)
+    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
