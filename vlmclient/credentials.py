@@ -4,6 +4,7 @@ belong: in its own header, never in a URL, never echoed back into what the clien
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import unquote
 
 import httpx
 from pydantic import SecretStr
@@ -33,6 +34,11 @@ def resolve_key(
         return SecretStr("")  # the adapter resolves credentials itself when it signs
     names = " or ".join(provider.env_vars)
     raise ConfigurationError(f"no API key for {provider.name}: set {names} (nothing was sent)")
+
+
+# Keys shorter than this are not looked for in the base URL (a test token "t" is in
+# every URL); real API keys are far longer.
+MIN_KEY_IN_URL = 8
 
 
 def check_credentials(provider: Provider, api_key: SecretStr, base_url: str) -> None:
@@ -89,4 +95,13 @@ def check_credentials(provider: Provider, api_key: SecretStr, base_url: str) -> 
             "the base URL contains credentials (user:password@host); remove them and "
             f"give the key in {' or '.join(provider.env_vars) or 'its own setting'} "
             "(nothing was sent)"
+        )
+    if len(secret) >= MIN_KEY_IN_URL and secret.lower() in unquote(base_url).lower():
+        # A gateway that takes the key as a path segment: the base URL is printed in
+        # errors and written to the ledger (endpoint), the key with it.
+        raise ConfigurationError(
+            "the base URL contains the API key; give the server's base URL without it "
+            f"and the key in {' or '.join(provider.env_vars) or 'its own setting'} (a "
+            "gateway that wants the key in its path cannot be used: the URL is printed "
+            "and recorded) (nothing was sent)"
         )

@@ -251,6 +251,23 @@ def test_base_url_with_a_query_is_refused_and_the_query_never_printed(
     assert hash_teacher.billing()["requests"] == 0
 
 
+@pytest.mark.parametrize("path", ["/{key}/v1", "/gw/{quoted}", "/X-{upper}"])
+def test_a_base_url_holding_the_key_is_refused_and_the_key_never_printed(path: str) -> None:
+    """A gateway that takes the key as a path segment: the base URL went unmasked into the
+    client's repr, every "could not connect to ..." line and the ledger's `endpoint` (a
+    library audit, 2026-12-08). Refused before anything is sent, without quoting it."""
+    from urllib.parse import quote
+
+    from vlmclient import ConfigurationError, TeacherClient
+
+    key = "zz-MYSECRET/9876543210"
+    url = "http://127.0.0.1:9" + path.format(key=key, quoted=quote(key, safe=""),
+                                            upper=key.upper())  # fmt: skip
+    with pytest.raises(ConfigurationError, match="base URL contains the API key") as refused:
+        TeacherClient("local:hash", api_key=key, base_url=url)
+    assert "MYSECRET" not in str(refused.value).upper()
+
+
 @pytest.mark.parametrize("key", [" ", "  tok ", "tok "])
 def test_a_blank_or_padded_key_is_refused_before_sending(
     hash_teacher: Teacher,
