@@ -157,6 +157,47 @@ def _check_not_an_input(out: Path, default: bool, inputs: dict[str, Path | None]
                 )
 
 
+DECISIONS_COLUMNS = ("id", "path", "answer", "label", "second", "views", "student", "decision")
+
+
+def _ours(path: Path, header: str | None) -> bool:
+    """Whether the existing ``path`` is one a pseudolabel run wrote: a CSV starting with
+    ``header``, or (``header`` None) a manifest's description, ``{"hflip": ...}``."""
+    if not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    if header is not None:
+        line = head.split(b"\n", 1)[0].decode("utf-8", "replace")
+        return line.lstrip("\ufeff").rstrip("\r") == header
+    try:
+        meta = json.loads(head)
+    except ValueError:
+        return False
+    return isinstance(meta, dict) and set(meta) == {"hflip"}
+
+
+def _check_not_another_file(out: Path) -> None:
+    """ConfigurationError when the manifest ``out``, its description or its decisions
+    file exists and is not a pseudolabel run's (the paid response cache's cache.db, an
+    image of the data, a trained run's weights were written over, exit 0). A run's own
+    earlier output is replaced, as before."""
+    from distill.data.manifest_file import MANIFEST_COLUMNS, manifest_meta
+
+    decisions = out.with_suffix(".decisions.csv")
+    for written, header in ((out, ",".join(MANIFEST_COLUMNS)), (manifest_meta(out), None),
+                            (decisions, ",".join(DECISIONS_COLUMNS))):  # fmt: skip
+        if os.path.lexists(written) and not _ours(written, header):
+            raise ConfigurationError(
+                f"--out {out}: {written} exists and is not a pseudolabel run's output; it "
+                "writes over nothing else (a cache's database, an image, a run's files): "
+                "give --out a new file name, or remove that file first"
+            )
+
+
 class _BudgetStops:
     """The run's client, keeping the first budget refusal (it names the cap that stopped
     the run: ``--budget``, ``--run-budget``, ``--max-requests``, and what to do)."""
@@ -338,6 +379,7 @@ def run(args: argparse.Namespace) -> int:
         for file in (RUN_FILE, WEIGHTS_FILE):
             inputs[f"--student-run's {file}"] = args.student_run / file
     _check_not_an_input(path, args.out is None, inputs)
+    _check_not_another_file(path)
     synonyms = _read_synonyms(args.synonyms, names) if args.synonyms else None
     student = None
     if args.student_run is not None:
@@ -440,7 +482,7 @@ def run(args: argparse.Namespace) -> int:
 
     decisions = path.with_suffix(".decisions.csv")
     atomic_write_csv(decisions, [
-        ["id", "path", "answer", "label", "second", "views", "student", "decision"],
+        list(DECISIONS_COLUMNS),
         *([
             s.id, str(s.path), labels[i].answer or "", name(first_l[i]), name(second_l[i]),
             (second[i].answer or "") if args.check == "views" and second else "",

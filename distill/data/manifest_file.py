@@ -14,7 +14,11 @@ from pathlib import Path
 
 from .dataset import META_FILE
 
-__all__ = ["manifest_meta", "write_manifest_rows"]
+__all__ = ["MANIFEST_COLUMNS", "manifest_meta", "write_manifest_rows"]
+
+
+# the header every manifest we write starts with
+MANIFEST_COLUMNS = ("path", "label", "domain")
 
 
 def manifest_meta(manifest: Path) -> Path:
@@ -38,5 +42,5 @@ def write_manifest_rows(path: Path, rows: Iterable[tuple[str, str, str]], *, hfl
     # each atomically: a crash or a full disk mid-write leaves the old file (or none),
     # never the first rows of a manifest that `train` would read as a smaller data set
     # (the rows first: a write that fails leaves no description of a manifest not written)
-    atomic_write_csv(path, [("path", "label", "domain"), *rows])
+    atomic_write_csv(path, [MANIFEST_COLUMNS, *rows])
     atomic_write(manifest_meta(path), json.dumps({"hflip": hflip}) + "\n")

@@ -70,6 +70,32 @@ def test_pseudolabel_writes_a_manifest_of_kept_images(
     assert hash_teacher.billing()["requests"] == bill["requests"]
 
 
+def test_out_onto_a_file_no_pseudolabel_run_wrote_is_refused(
+    hash_teacher: LocalTeacher,
+    unlabelled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--out CACHE/responses/cache.db` wrote the CSV over the paid response database (the
+    next run refused the cache; `cache recover` found 0 entries), `--out POOL/image.png`
+    over an image of the data: both exit 0 (until 2026-12-08). Refused now, exit 2,
+    before anything is sent; the run's own earlier output is still replaced."""
+    folder, classes = unlabelled
+    cache = tmp_path / "cache"
+    assert pseudolabel(hash_teacher, folder, classes, cache) == 0
+    bought = hash_teacher.billing()["requests"]
+    image = sorted(p for p in folder.iterdir() if p.suffix == ".png")[0]
+    for victim in (cache / "responses" / "cache.db", image):
+        before = victim.read_bytes()
+        capsys.readouterr()
+        assert pseudolabel(hash_teacher, folder, classes, cache, "--out", str(victim)) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "exists and is not a pseudolabel run's output" in err, err
+        assert victim.read_bytes() == before
+    assert hash_teacher.billing()["requests"] == bought
+    assert pseudolabel(hash_teacher, folder, classes, cache) == 0  # its own: replaced
+
+
 def test_the_manifest_keeps_the_datas_no_flip_setting(
     hash_teacher: LocalTeacher, unlabelled: tuple[Path, Path], tmp_path: Path
 ) -> None:
