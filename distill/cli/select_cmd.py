@@ -140,13 +140,17 @@ def unused_select_flags(args: argparse.Namespace) -> str | None:
     )
 
 
-def _full_cost(client: TeacherClient, dataset: Dataset, prompt: str) -> Decimal:
+def _full_cost(client: TeacherClient, dataset: Dataset, prompt: str, views: int) -> Decimal:
+    """What buying ``views`` views of every image and the class prompts would cost at most
+    (what is cached left out): the plain harvest's bill when the budget covers it."""
     from distill.data import class_prompts
     from distill.harvest_store import image_items
     from distill.labelfree.rounds import sendable
-    from distill.view_requests import view_request
+    from distill.view_requests import upload_encoding, view_request
 
-    reqs = sendable(client, (view_request(i, dataset.hflip) for i in image_items(dataset, 1)))
+    items = image_items(dataset, views)
+    encoding = upload_encoding(client.teacher)  # the augmented views' (view 0: the file)
+    reqs = sendable(client, (view_request(i, dataset.hflip, encoding) for i in items))
     texts = [TextEmbeddingRequest(text=t) for t in class_prompts(dataset.class_names, prompt)]
     cost = client.plan("image_embedding", reqs)[1] if dataset.samples else Decimal(0)
     return cost + (client.plan("text_embedding", texts)[1] if texts else Decimal(0))
@@ -289,7 +293,10 @@ def run_select(args: argparse.Namespace) -> int | None:
         # (and of --run-budget) is what the rounds may spend.
         client = open_client(args, cache, ledger, coord)
         remaining = client.budget.remaining
-        covers = remaining is None or _full_cost(client, dataset, args.prompt) <= remaining
+        # priced at the views the plain harvest would buy: one view an image was priced
+        # while it bought --views of each, and ran out of money in scan order
+        full = _full_cost(client, dataset, args.prompt, args.views)
+        covers = remaining is None or full <= remaining
         # a budget for every image is the plain harvest, which takes --views (a store of
         # more views is kept only with them); the rounds buy one view per image
         if not covers and args.views != 1:

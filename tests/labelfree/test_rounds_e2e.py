@@ -129,6 +129,28 @@ def test_select_with_a_budget_for_everything_is_the_plain_harvest(
     assert not (cache / "select").exists()
 
 
+def test_select_prices_every_image_at_the_views_asked_for(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--select ... --views 4` under a budget for one view of every image but not four:
+    "the budget covers every image: plain harvest" (one view an image priced), then the
+    plain harvest bought four views in scan order until the budget stopped it, exit 3
+    (until 2026-12-08). Priced at four views it is the rounds, which refuse --views
+    before anything is sent."""
+    cache = tmp_path / "cache"
+    n = len(scan(digits_data).samples)  # $0.0001 an image: one view each fits in $0.02
+    assert n * Decimal("0.0001") < Decimal("0.02") < 4 * n * Decimal("0.0001")
+    code = e2e.harvest(hash_teacher, digits_data, cache, "--select", "random", "--budget",
+                       "0.02", "--views", "4")  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 2, out.out + out.err
+    assert "plain harvest" not in out.out and "drop --views" in out.err
+    assert hash_teacher.billing()["requests"] == 0
+
+
 async def test_answers_are_parsed_cached_and_filtered(
     hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path
 ) -> None:
