@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,6 +92,11 @@ def _check_manifest_path(out: Path, manifest: Path) -> None:
     try:
         found = json.loads(manifest.read_text("utf-8"))
     except FileNotFoundError:
+        if os.path.lexists(out):  # weights with no manifest: not a fit's (a run's student)
+            raise ConfigurationError(
+                f"--out {out} exists and is not a mini-clip teacher (no manifest {manifest} "
+                "beside it: a trained run's weights?); choose another --out"
+            ) from None
         return
     except (OSError, ValueError):
         found = None

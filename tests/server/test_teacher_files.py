@@ -257,3 +257,26 @@ def test_serve_teacher_gives_the_image_tower_to_pseudo_clip(
         with pytest.raises(SystemExit):
             main(["serve-teacher", "--port", "0", *argv])
     assert built == [("pseudo-clip", "lite0"), ("pseudo-clip", "auto")]
+
+
+def test_fit_teacher_out_onto_weights_without_a_manifest_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fit-teacher POOL --out RUN/model.safetensors`: a trained student's weights (no
+    mini-clip manifest beside them) were replaced by the fit, exit 0 (until 2026-12-08)."""
+    import distill.teacher.miniclip as miniclip
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "dataset.json").write_text('{"name": "teacher-pool"}')
+    run = tmp_path / "run"
+    run.mkdir()
+    weights = run / "model.safetensors"
+    weights.write_bytes(b"precious")
+    fitted: list[object] = []
+    monkeypatch.setattr(miniclip, "fit_teacher", lambda *a, **k: fitted.append(a))
+    code = main(["fit-teacher", str(pool), "--out", str(weights), "--steps", "1"])
+    err = capsys.readouterr().err
+    assert (code, fitted) == (2, []), err
+    assert "exists and is not a mini-clip teacher" in err
+    assert weights.read_bytes() == b"precious"
