@@ -37,6 +37,7 @@ __all__ = [
     "cannot_write_in",
     "check_new_folder",
     "check_out_file",
+    "entry",
     "main",
 ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +24,7 @@ from cache.cache_errors import CacheError
 from cache.coordination import Coordinator, live_owners
 from cache.layout import CacheDir
 from cache.ledger import iter_ledger, plain
-from distill.data.dataset import DEFAULT_TEMPLATE
+from distill.data.dataset import DEFAULT_TEMPLATE, Dataset
 from vlmclient import ConfigurationError, SpendRecordError, TeacherClient, load_prices
 from vlmclient.models import Kind
 from vlmclient.prices import PriceTable
@@ -51,6 +52,7 @@ __all__ = [
     "budget_lines",
     "check_cache_not_lost",
     "check_teacher",
+    "label_first_advice",
     "note_run",
     "note_stopped",
     "open_client",
@@ -508,3 +510,23 @@ def note_stopped(
     )  # fmt: skip
     if failed is not None:
         say(f"could not note this run in {cache_dir}: {failed}")
+
+
+def label_first_advice(dataset: Dataset, args: argparse.Namespace) -> str | None:
+    """What to do first when no image of ``dataset`` has a label (a flat folder, a
+    manifest without labels): ``train`` refuses such data; None when one has a label."""
+    samples = dataset.samples
+    if not samples or any(samples.row(i)[1] is not None for i in range(len(samples))):
+        return None
+    from distill.data.dataset import label_first
+
+    class_file = None if args.class_file is None else str(args.class_file)
+    # the endpoint and cap given here, so the printed commands reach the same teacher
+    buy = argparse.Namespace(base_url=args.base_url, cache_namespace=args.cache_namespace)
+    flags = item_flags(buy) + f" --budget {args.budget}"
+    if args.price_file is not None:
+        flags += " --price-file " + shlex.quote(str(args.price_file))
+    return label_first(
+        dataset, str(args.data), class_file, teacher=args.teacher, cache=str(args.cache),
+        buy_flags=flags,
+    )

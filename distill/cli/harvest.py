@@ -34,6 +34,7 @@ from ._common import (
     add_client_arguments,
     budget_lines,
     item_flags,
+    label_first_advice,
     note_run,
     note_stopped,
     open_client,
@@ -161,7 +162,7 @@ def _harvest_into(args: argparse.Namespace, cdir: CacheDir) -> int:
             out.print(_storage_hint(args.cache))
             return EXIT_ERROR
         client = open_client(args, cache, ledger, coord)
-        no_labels = _no_labels(dataset, args)
+        no_labels = label_first_advice(dataset, args)
         if no_labels is not None:
             # said before anything is bought, once the teacher is accepted (a refused one
             # buys nothing): the embeddings are still worth buying (cached for
@@ -432,23 +433,3 @@ def _summary(
             soft_wrap=True,
         )
     return EXIT_OK
-
-
-def _no_labels(dataset: Dataset, args: argparse.Namespace) -> str | None:
-    """What to do first when no image of ``dataset`` has a label (a flat folder, a
-    manifest without labels): ``train`` refuses such data; None when one has a label."""
-    samples = dataset.samples
-    if not samples or any(samples.row(i)[1] is not None for i in range(len(samples))):
-        return None
-    from distill.data.dataset import label_first
-
-    class_file = None if args.class_file is None else str(args.class_file)
-    # the endpoint and cap given here, so the printed commands reach the same teacher
-    buy = argparse.Namespace(base_url=args.base_url, cache_namespace=args.cache_namespace)
-    flags = item_flags(buy) + f" --budget {args.budget}"
-    if args.price_file is not None:
-        flags += " --price-file " + shlex.quote(str(args.price_file))
-    return label_first(
-        dataset, str(args.data), class_file, teacher=args.teacher, cache=str(args.cache),
-        buy_flags=flags,
-    )

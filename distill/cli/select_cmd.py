@@ -334,7 +334,15 @@ def run_select(args: argparse.Namespace) -> int | None:
     if store is not None:
         t.add_row("embedding store", escape(str(store)))
     out.print(t)
-    if manifest is not None and store is not None:
+    from ._common import label_first_advice
+
+    no_labels = label_first_advice(dataset, args)
+    if no_labels is not None:
+        # unlabelled data: the train command below would be refused ("has no labels"); say
+        # what the plain harvest says: label the data first
+        out.print(f"[yellow]not for train[/]: {escape(no_labels)} The image embeddings are "
+                  "cached.", soft_wrap=True)  # fmt: skip
+    elif manifest is not None and store is not None:
         # the class file keeps the classes no bought image has: without it train reads
         # only the labels present, and finds no store for them
         cmd = shlex.join([

@@ -151,6 +151,27 @@ def test_select_prices_every_image_at_the_views_asked_for(
     assert hash_teacher.billing()["requests"] == 0
 
 
+def test_select_on_unlabelled_data_says_to_label_it_not_a_train_command(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A selection over a folder with no class folders printed "train on them: vlm-distill
+    train MANIFEST ...", which train refuses (the manifest's rows have no labels), exit 0
+    (until 2026-12-08). It now says what the plain harvest says: label the data first."""
+    from tests.labelfree.conftest import flat_folder
+
+    folder, classes = flat_folder(digits_data, tmp_path, count=20, every=5)
+    code = e2e.harvest(hash_teacher, folder, tmp_path / "cache", "--select", "coreset",
+                       "--round-steps", "1", "--rounds", "2", "--budget", "0.0015",
+                       "--class-file", str(classes))  # fmt: skip
+    out = " ".join(capsys.readouterr().out.split())
+    assert code in (0, 3), out
+    assert "train on them" not in out
+    assert "not for train" in out and "pseudolabel" in out, out
+
+
 async def test_answers_are_parsed_cached_and_filtered(
     hash_teacher: LocalTeacher, digits_data: Path, tmp_path: Path
 ) -> None:
