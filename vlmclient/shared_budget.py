@@ -96,6 +96,15 @@ class SharedBudget(Budget):
         return self.view().settled
 
     @property
+    def shared_remaining(self) -> Decimal | None:
+        """What is left of the shared cap (``total``) for every run, whatever this run's
+        own cap (:attr:`remaining` is the smaller of the two); None without a shared cap."""
+        if self.total is None:
+            return None
+        with money_context():
+            return self.total - self.view().committed
+
+    @property
     def remaining(self) -> Decimal | None:
         run = super().remaining
         if self.total is None:
@@ -118,7 +127,14 @@ class SharedBudget(Budget):
         try:
             local = super().reserve(usd, items=items)
         except BudgetExceededError as err:
-            if err.kind == "usd":
+            if err.kind == "usd" and err.cap is not None and usd > err.cap:
+                # no run under this cap can buy the request: "run again" would stop the same
+                err.args = (
+                    f"--run-budget ${plain(err.cap)} is below the next request's worst case "
+                    f"(${plain(usd)}): raise --run-budget ${plain(err.cap)} (it caps each run) "
+                    "and run again. Nothing was sent (cached work is kept).",
+                )
+            elif err.kind == "usd":
                 err.args = (
                     f"--run-budget ${plain(err.cap)} would be exceeded: this run spent "
                     f"${plain(err.spent)}, ${plain(err.reserved)} is reserved by its requests "

@@ -542,7 +542,12 @@ async def harvest_rounds(
     for r in range(len(state["picked"]), rounds):
         left = [i for i in sample_rows if i not in vectors and i not in unreadable]
         result.per_image_usd = _price_one(client, left, make)
-        remaining = client.budget.remaining
+        # the rounds are planned on what is left of the shared --budget: this run's own
+        # --run-budget then stops it mid-selection (exit 3) and a rerun goes on, as a plain
+        # harvest buys a large job in slices (planned on the run cap, every round fitted
+        # into it and the selection ended, the rest of --budget never used)
+        shared = getattr(client.budget, "shared_remaining", None)
+        remaining = client.budget.remaining if shared is None else shared
         if remaining is None or result.per_image_usd <= 0:
             affordable = len(left)
         else:

@@ -151,6 +151,33 @@ def test_select_prices_every_image_at_the_views_asked_for(
     assert hash_teacher.billing()["requests"] == 0
 
 
+def test_select_under_a_run_budget_stops_and_a_rerun_goes_on(
+    hash_teacher: LocalTeacher,
+    digits_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--select ... --budget 0.006 --run-budget 0.002`: the rounds were planned on the
+    run cap, so all three fitted into it, the run ended "3 of 3", exit 0, and a rerun
+    bought nothing: the rest of --budget could never be used (until 2026-12-08). Planned
+    on --budget, the run cap stops a run (exit 3, naming --run-budget) and reruns go on
+    until the selection is done, within --budget."""
+    cache = tmp_path / "cache"
+    codes, bought = [], []
+    for _ in range(6):
+        codes.append(harvest(hash_teacher, digits_data, cache, "--select", "random",
+                             "--run-budget", "0.002"))  # fmt: skip
+        bought.append(hash_teacher.billing()["images"])
+        if codes[-1] == 0:
+            break
+    said = " ".join(capsys.readouterr().out.split())
+    assert codes[0] == 3 and "--run-budget" in said, said
+    assert codes[-1] == 0 and "3 of 3" in said
+    assert bought == sorted(bought) and bought[-1] > bought[0]  # each rerun bought more
+    assert Decimal(hash_teacher.billing()["usd"]) == ledger_spent(cache) <= Decimal(HALF)
+    assert bought[-1] >= 0.4 * len(scan(digits_data).samples)  # about half, as the plain run
+
+
 def test_select_on_unlabelled_data_says_to_label_it_not_a_train_command(
     hash_teacher: LocalTeacher,
     digits_data: Path,
