@@ -75,17 +75,19 @@ class Storage:
 
     def check(self) -> None:
         """Refuse to send while paid results could not be recorded or kept."""
+        if self.ledger_error is not None:  # first: requests were billed and not recorded
+            raise SpendRecordError(
+                f"the spend ledger cannot be written ({self.ledger_error}): requests "
+                "already billed are not in it (logged as SPEND NOT RECORDED, with their "
+                "cost) and nothing more is sent; fix it and run again: cached results "
+                "are kept"
+            )
         if getattr(self.ledger, "closed", False) is True:
             # (a client used after its ledger's ``with`` block: billed, then not recorded)
             raise SpendRecordError(
                 "the spend ledger is closed: keep it open while the client is used "
                 "(with SpendLedger(...) as ledger: async with TeacherClient(..., "
-                "ledger=ledger)); nothing was sent"
-            )
-        if self.ledger_error is not None:
-            raise SpendRecordError(
-                f"the spend ledger cannot be written ({self.ledger_error}); fix the disk "
-                "and run again: cached results are kept"
+                "ledger=ledger)); this request was not sent"
             )
         if self.cache_error is not None:
             raise CacheStoreError(

@@ -186,6 +186,33 @@ async def test_a_closed_ledger_is_refused_before_anything_is_sent(
     assert client.budget.spent == 0 and client.budget.reserved == 0
 
 
+async def test_a_ledger_closed_mid_call_is_not_reported_as_nothing_sent(
+    hash_teacher: LocalTeacher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger closed while a call of several requests runs, its second request's line
+    refused (billed, not recorded: logged as SPEND NOT RECORDED), yet the call ended with
+    "the spend ledger is closed ...; nothing was sent" (a library audit, 2026-12-08)."""
+    ledger = SpendLedger(tmp_path / "ledger.jsonl")
+    real, calls = SpendLedger.record, []
+
+    def closed_at_the_second(self: SpendLedger, rec: object) -> None:
+        calls.append(rec)
+        if len(calls) == 2:
+            self.close()  # the user's with-block ended while the call ran
+        real(self, rec)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SpendLedger, "record", closed_at_the_second)
+    async with TeacherClient(
+        "local:hash", api_key=TOKEN, base_url=hash_teacher.url, budget=Budget("1.00"),
+        ledger=ledger, batch_size=1, concurrency=1,
+    ) as client:  # fmt: skip
+        with pytest.raises(SpendRecordError) as stopped:
+            await client.embed_texts([TextEmbeddingRequest(text=f"cat {i}") for i in range(4)])
+    assert hash_teacher.billing()["requests"] == 2  # the second billed, not recorded
+    said = str(stopped.value)
+    assert "nothing was sent" not in said and "already billed" in said, said
+
+
 async def test_cancelling_one_call_does_not_cancel_another_sharing_its_item(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
