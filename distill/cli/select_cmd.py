@@ -292,10 +292,9 @@ def run_select(args: argparse.Namespace) -> int | None:
         # --budget is shared with every earlier run through the ledger: what is left of it
         # (and of --run-budget) is what the rounds may spend.
         client = open_client(args, cache, ledger, coord)
-        # what is left of --budget for every run: a --run-budget below it stops this run
-        # part-way (exit 3) and a rerun goes on, as for a plain harvest
-        shared = getattr(client.budget, "shared_remaining", None)
-        remaining = client.budget.remaining if shared is None else shared
+        from distill.labelfree.rounds import budget_left
+
+        remaining = budget_left(client)  # of --budget: a --run-budget slices the rounds
         # priced at the views the plain harvest would buy: one view an image was priced
         # while it bought --views of each, and ran out of money in scan order
         full = _full_cost(client, dataset, args.prompt, args.views)

@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: this module loads witho
 __all__ = [
     "STATE_VERSION",
     "RoundsResult",
+    "budget_left",
     "harvest_rounds",
     "jitter",
     "load_pixels",
@@ -542,12 +543,7 @@ async def harvest_rounds(
     for r in range(len(state["picked"]), rounds):
         left = [i for i in sample_rows if i not in vectors and i not in unreadable]
         result.per_image_usd = _price_one(client, left, make)
-        # the rounds are planned on what is left of the shared --budget: this run's own
-        # --run-budget then stops it mid-selection (exit 3) and a rerun goes on, as a plain
-        # harvest buys a large job in slices (planned on the run cap, every round fitted
-        # into it and the selection ended, the rest of --budget never used)
-        shared = getattr(client.budget, "shared_remaining", None)
-        remaining = client.budget.remaining if shared is None else shared
+        remaining = budget_left(client)
         if remaining is None or result.per_image_usd <= 0:
             affordable = len(left)
         else:
@@ -663,6 +659,15 @@ def _price_one(
         if n_new >= PRICE_SAMPLE:
             break
     return cost / max(1, n_new)
+
+
+def budget_left(client: TeacherClient) -> Decimal | None:
+    """What a selection plans to spend: what is left of the shared --budget for every run
+    (None: no cap). This run's own --run-budget then stops it part-way (exit 3) and a
+    rerun goes on, as a plain harvest buys a large job in slices; planned on the run cap,
+    every round fitted into it and the selection ended, the rest of --budget never used."""
+    shared = getattr(client.budget, "shared_remaining", None)
+    return client.budget.remaining if shared is None else shared
 
 
 def _raise_cap(client: TeacherClient, remaining: Decimal | None) -> str:
